@@ -1,0 +1,104 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export const repoRoot = resolve(__dirname, '../../..');
+
+/** A child process with its combined output kept for assertions and debugging. */
+export class ManagedProcess {
+  readonly output: string[] = [];
+  private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  private readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
+    const keep = (buf: Buffer) => {
+      for (const line of buf.toString('utf8').split('\n')) if (line.length) this.output.push(line);
+      if (this.output.length > 5000) this.output.splice(0, this.output.length - 5000);
+      if (process.env['CORDUM_TEST_VERBOSE']) process.stderr.write(`[${name}] ${buf.toString('utf8')}`);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    this.exited = new Promise((res) => {
+      child.on('exit', (code, signal) => {
+        this.exitInfo = { code, signal };
+        res(this.exitInfo);
+      });
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  get running(): boolean {
+    return this.exitInfo === null;
+  }
+
+  get exit(): { code: number | null; signal: NodeJS.Signals | null } | null {
+    return this.exitInfo;
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGTERM'): void {
+    if (this.exitInfo === null) this.child.kill(signal);
+  }
+
+  /** Resolves with the exit once the process has ended, or rejects after timeoutMs. */
+  async waitExit(timeoutMs = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    let t: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        this.exited,
+        new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${this.name} did not exit within ${timeoutMs} ms`)), timeoutMs))),
+      ]);
+    } finally {
+      if (t) clearTimeout(t);
+    }
+  }
+
+  /** SIGTERM, then SIGKILL after graceMs. Safe to call twice. */
+  async stop(graceMs = 15_000): Promise<void> {
+    if (this.exitInfo !== null) return;
+    this.child.kill('SIGTERM');
+    try {
+      await this.waitExit(graceMs);
+    } catch {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+
+  logs(): string {
+    return this.output.join('\n');
+  }
+
+  hasLine(re: RegExp | string): boolean {
+    return this.output.some((l) => (typeof re === 'string' ? l.includes(re) : re.test(l)));
+  }
+}
+
+export function startProcess(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd = repoRoot): ManagedProcess {
+  const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return new ManagedProcess(name, child);
+}
+
+/** Path of a built service bundle; throws a readable error when `npm run build` was not run. */
+export function serviceBundle(service: string): string {
+  const p = join(repoRoot, 'dist/apps', service, 'main.js');
+  if (!existsSync(p)) throw new Error(`${p} is missing: run "npm run build" before the integration tests`);
+  return p;
+}
+
+/** Spawns `node dist/apps/<service>/main.js` with the given env (from the repo root unless cwd is given). */
+export function spawnService(service: string, env: Record<string, string>, opts: { cwd?: string; name?: string } = {}): ManagedProcess {
+  return startProcess(opts.name ?? service, process.execPath, [serviceBundle(service)], env, opts.cwd ?? repoRoot);
+}
+
+export async function stopAll(procs: Iterable<ManagedProcess | undefined>): Promise<void> {
+  await Promise.all([...procs].map((p) => (p ? p.stop() : Promise.resolve())));
+}
+
+export { once };
