@@ -1,4 +1,6 @@
 export { freePort, freePorts } from './ports';
 export { waitFor, Latch, CountDown } from './wait';
 export { ManagedProcess, startProcess, spawnService, serviceBundle, stopAll, repoRoot } from './process';
-export { startRedis, startNats, startRedisCluster, startNatsCluster, canConnect, type TestServer, type TestCluster } from './servers';
+export { startRedis, startNats, canConnect, type TestServer } from './servers';
+export { startRedisCluster, type TestCluster } from './redis-cluster';
+export { startNatsCluster } from './nats-cluster';
