@@ -1,1 +1,5 @@
-export {};
+export { createRedis, closeRedis, pingRedis, retryDelayMs, type RedisClient, type RedisConnOptions } from './client';
+export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from './scripts';
+export { KeyBuilder } from './keys';
+export { scanKeys } from './scan';
+export { RedisError, FENCED, isRedisUnavailable, scriptCodes, toRedisError, type RedisErrorCode, type ScriptCodes } from './errors';

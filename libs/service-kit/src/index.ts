@@ -1,1 +1,33 @@
-export {};
+export { CordumError, ConfigError, isConfigError } from './errors';
+export {
+  loadConfig,
+  exitOnConfigError,
+  zDuration,
+  zAddr,
+  zBool,
+  zCsv,
+  zInt,
+  zPositiveInt,
+  zNonNegativeInt,
+  zUrl,
+  zUrlList,
+  parseDurationMs,
+  parseAddr,
+  commonEnvSchema,
+  defaultInstanceId,
+  processEnv,
+  redactUrl,
+  redactConfig,
+  logConfig,
+  isSecretKey,
+  LOG_LEVELS,
+  type LogLevel,
+  type Addr,
+  type CommonEnv,
+} from './config';
+export { createLogger, serializeError, type Logger, type LoggerOptions } from './logger';
+export { createMetricsRegistry, httpMetrics } from './metrics';
+export { startHealthServer, runCheck, type HealthServer, type HealthServerOptions, type ReadinessCheck } from './health';
+export { Shutdown, type ShutdownOptions, type ShutdownOutcome } from './shutdown';
+export { runService, type Service, type ServiceDeps, type RunServiceOptions } from './service';
+export type { Registry } from 'prom-client';

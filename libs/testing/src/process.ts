@@ -7,7 +7,10 @@ export const repoRoot = resolve(__dirname, '../../..');
 
 /** A child process with its combined output kept for assertions and debugging. */
 export class ManagedProcess {
+  /** stdout and stderr lines, interleaved as they arrived. */
   readonly output: string[] = [];
+  /** stderr lines alone (config errors must be one readable line there). */
+  readonly errOutput: string[] = [];
   private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   private readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
@@ -21,7 +24,10 @@ export class ManagedProcess {
       if (process.env['CORDUM_TEST_VERBOSE']) process.stderr.write(`[${name}] ${buf.toString('utf8')}`);
     };
     child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
+    child.stderr?.on('data', (buf: Buffer) => {
+      keep(buf);
+      for (const line of buf.toString('utf8').split('\n')) if (line.length) this.errOutput.push(line);
+    });
     this.exited = new Promise((res) => {
       child.on('exit', (code, signal) => {
         this.exitInfo = { code, signal };

@@ -1,0 +1,207 @@
+import { performance } from 'node:perf_hooks';
+import { Registry, type Histogram } from 'prom-client';
+import { closeRedis, createRedis, KeyBuilder, type RedisClient } from '@cordum/redis';
+import { createLocks, FENCE_CHECK_LUA, LockBusyError, type Locks } from '../src';
+import { Latch, startRedis, waitFor, type TestServer } from '@cordum/testing';
+
+describe('@cordum/locks lease (single process)', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  let locks: Locks;
+  let registry: Registry;
+  let n = 0;
+  const kb = new KeyBuilder('lease');
+  const keys = () => {
+    n++;
+    return { key: kb.tagged('lock', `j${n}`), fenceKey: kb.tagged('fence', `j${n}`), target: kb.tagged('target', `j${n}`) };
+  };
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    registry = new Registry();
+    locks = createLocks(redis, { metrics: registry, histogramName: 'cordum_scheduler_job_lock_wait_seconds' });
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  it('token is <owner>:<fence>; fence increases per acquire and is not consumed by a failed attempt', async () => {
+    const k = keys();
+    const a = await locks.tryAcquire({ ...k, owner: 'a', ttlMs: 5000 });
+    expect(a).not.toBeNull();
+    expect(a!.token).toBe(`a:${a!.fence}`);
+    expect(await redis.get(k.key)).toBe(a!.token);
+    expect(await locks.tryAcquire({ ...k, owner: 'b', ttlMs: 5000 })).toBeNull();
+    expect(await redis.get(k.fenceKey)).toBe(String(a!.fence));
+    expect(await a!.release()).toBe(true);
+    const b = await locks.tryAcquire({ ...k, owner: 'b', ttlMs: 5000 });
+    expect(b!.fence).toBe(a!.fence + 1);
+    await b!.release();
+  });
+
+  it('default fence key is <key>:fence', async () => {
+    const k = keys();
+    const a = await locks.tryAcquire({ key: k.key, owner: 'a', ttlMs: 5000 });
+    expect(await redis.get(`${k.key}:fence`)).toBe(String(a!.fence));
+    await a!.release();
+  });
+
+  it('(d) renew never re-creates a deleted or expired key and never extends another holder', async () => {
+    const k = keys();
+    const a = await locks.tryAcquire({ ...k, owner: 'a', ttlMs: 5000 });
+    await redis.del(k.key);
+    expect(await a!.renew()).toBe(false);
+    expect(await redis.exists(k.key)).toBe(0);
+    expect(a!.safeToAct(0)).toBe(false);
+
+    const b = await locks.tryAcquire({ ...k, owner: 'b', ttlMs: 300 });
+    await waitFor(async () => (await redis.exists(k.key)) === 0, 5000, { message: 'b expires' });
+    expect(await b!.renew()).toBe(false);
+    expect(await redis.exists(k.key)).toBe(0);
+
+    const old = await locks.tryAcquire({ ...k, owner: 'old', ttlMs: 5000 });
+    await redis.set(k.key, 'someone:999', 'PX', 800); // as if it expired and someone else took it
+    expect(await old!.renew()).toBe(false);
+    expect(await redis.pttl(k.key)).toBeLessThanOrEqual(800);
+    expect(await old!.release()).toBe(false);
+    expect(await redis.get(k.key)).toBe('someone:999');
+  });
+
+  it('release deletes only our own token', async () => {
+    const k = keys();
+    const a = await locks.tryAcquire({ ...k, owner: 'a', ttlMs: 300 });
+    await waitFor(async () => locks.tryAcquire({ ...k, owner: 'b', ttlMs: 5000 }), 5000);
+    expect(await a!.release()).toBe(false);
+    expect((await redis.get(k.key))?.startsWith('b:')).toBe(true);
+  });
+
+  it('(e) auto-renew keeps a lease past several TTLs, and it expires once renewal stops', async () => {
+    const k = keys();
+    const ttlMs = 600;
+    const lease = await locks.tryAcquire({ ...k, owner: 'a', ttlMs });
+    const lost = new Latch();
+    lease!.startAutoRenew(() => lost.open());
+    const t0 = performance.now();
+    let attempts = 0;
+    await waitFor(async () => {
+      attempts++;
+      const other = await locks.tryAcquire({ ...k, owner: 'b', ttlMs });
+      if (other) throw new Error('competitor acquired while auto-renewing');
+      return performance.now() - t0 > 4 * ttlMs;
+    }, 10_000, { intervalMs: 50 });
+    expect(attempts).toBeGreaterThan(10);
+    expect(await redis.get(k.key)).toBe(lease!.token);
+    expect(lease!.safeToAct(100)).toBe(true);
+    expect(lost.opened).toBe(false);
+
+    lease!.stopAutoRenew();
+    const t1 = performance.now();
+    const b = await waitFor(() => locks.tryAcquire({ ...k, owner: 'b', ttlMs }), 5000);
+    expect(performance.now() - t1).toBeLessThan(ttlMs + 500);
+    expect(b.fence).toBe(lease!.fence + 1);
+  });
+
+  it('auto-renew reports loss once when the key is deleted', async () => {
+    const k = keys();
+    const lease = await locks.tryAcquire({ ...k, owner: 'a', ttlMs: 600 });
+    let calls = 0;
+    const lost = new Latch();
+    lease!.startAutoRenew(() => {
+      calls++;
+      lost.open();
+    });
+    await redis.del(k.key);
+    await lost.wait(2000);
+    expect(calls).toBe(1);
+    expect(lease!.isLost).toBe(true);
+    expect(lease!.safeToAct(0)).toBe(false);
+    expect(await redis.exists(k.key)).toBe(0);
+  });
+
+  it('safeToAct compares time since the last renew with ttl - margin on the monotonic clock', async () => {
+    const k = keys();
+    const lease = await locks.tryAcquire({ ...k, owner: 'a', ttlMs: 400 });
+    expect(lease!.safeToAct(100)).toBe(true);
+    expect(lease!.safeToAct(400)).toBe(false);
+    expect(lease!.safeToAct()).toBe(false); // default margin 5 s > ttl
+    await waitFor(() => !lease!.safeToAct(100), 2000);
+    expect(lease!.sinceLastRenewMs()).toBeGreaterThanOrEqual(300);
+    expect(await lease!.renew()).toBe(true); // still within TTL in Redis
+    expect(lease!.safeToAct(100)).toBe(true);
+    await lease!.release();
+    expect(lease!.safeToAct(0)).toBe(false);
+  });
+
+  it('fencedSet writes only with the current token; FENCE_CHECK_LUA is the rule', async () => {
+    const k = keys();
+    const a = await locks.tryAcquire({ ...k, owner: 'a', ttlMs: 5000 });
+    expect(await locks.fencedSet(k.key, k.target, a!.token, 'v1')).toBe(1);
+    expect(await locks.fencedSet(k.key, k.target, 'a:0', 'bad')).toBe(-2);
+    await a!.release();
+    expect(await locks.fencedSet(k.key, k.target, a!.token, 'late')).toBe(-2);
+    expect(await redis.get(k.target)).toBe('v1');
+    expect(FENCE_CHECK_LUA).toContain("redis.call('GET', KEYS[1]) ~= ARGV[1]");
+  });
+
+  it('acquire waits with retries up to waitMs and observes the wait in the named histogram', async () => {
+    const k = keys();
+    const a = await locks.tryAcquire({ ...k, owner: 'a', ttlMs: 5000 });
+    const t0 = performance.now();
+    expect(await locks.acquire({ ...k, owner: 'b', ttlMs: 5000, waitMs: 150, retryMs: 10 })).toBeNull();
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(150);
+    // Released mid-wait: the waiter gets it.
+    const pending = locks.acquire({ ...k, owner: 'c', ttlMs: 5000, waitMs: 5000, retryMs: 10 });
+    await a!.release();
+    const c = await pending;
+    expect(c?.owner).toBe('c');
+    const metric = await (registry.getSingleMetric('cordum_scheduler_job_lock_wait_seconds') as Histogram).get();
+    const count = (result: string) => metric.values.find((v) => v.metricName?.endsWith('_count') && v.labels['result'] === result)?.value;
+    expect(count('timeout')).toBe(1);
+    expect(count('acquired')).toBe(1);
+    const sumTimeout = metric.values.find((v) => v.metricName?.endsWith('_sum') && v.labels['result'] === 'timeout')?.value;
+    expect(sumTimeout).toBeGreaterThanOrEqual(0.15);
+    // A second Locks on the same registry reuses the histogram instead of throwing.
+    expect(() => createLocks(redis, { metrics: registry, histogramName: 'cordum_scheduler_job_lock_wait_seconds' })).not.toThrow();
+    createLocks(redis, { metrics: registry });
+    expect(registry.getSingleMetric('cordum_lock_wait_seconds')).toBeDefined();
+    await c!.release();
+  });
+
+  it('LockBusyError has a stable code', () => {
+    const e = new LockBusyError('k', 50);
+    expect(e.code).toBe('lock_busy');
+    expect(e).toBeInstanceOf(Error);
+  });
+});
+
+describe('@cordum/locks elector when Redis goes away', () => {
+  it('a leader that cannot renew steps down before its lease expires', async () => {
+    const server = await startRedis();
+    const redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    const locks = createLocks(redis);
+    const elected = new Latch();
+    const revoked = new Latch<number>();
+    const ttlMs = 1500;
+    const renewMs = 300;
+    const elector = locks.elector({ key: 'el:down', owner: 'x', ttlMs, renewMs, onElected: () => elected.open(), onRevoked: () => revoked.open(performance.now()) });
+    try {
+      elector.start();
+      await elected.wait(5000);
+      expect(elector.isLeader()).toBe(true);
+      const lease = elector.lease()!;
+      await server.process.stop(5000);
+      const lastOkAgeAtStop = lease.sinceLastRenewMs();
+      const stoppedAt = performance.now();
+      const revokedAt = await revoked.wait(5000);
+      // Stepped down before the lease could have expired in Redis (last renew + TTL).
+      expect(revokedAt - stoppedAt).toBeLessThan(ttlMs - lastOkAgeAtStop);
+      expect(elector.isLeader()).toBe(false);
+    } finally {
+      await elector.stop();
+      await closeRedis(redis);
+      await server.stop();
+    }
+  });
+});

@@ -1,0 +1,83 @@
+import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import type { BusPacket } from './gen/cordum/agent/v1/buspacket_pb';
+import { encodeForSigning } from './codec';
+import { ProtocolError, isProtocolError } from './errors';
+import { encodeLenField, stripTopLevelField } from './wire';
+
+/** BusPacket field number of `signature` (CONTRACT §3). */
+export const SIGNATURE_FIELD = 14;
+
+// PEM parsing costs far more than an ECDSA verify; services pass the same PEM
+// string for every packet, so keep the parsed keys (a handful at most).
+const keyCache = new Map<string, KeyObject>();
+const KEY_CACHE_MAX = 16;
+
+function toKey(key: string | KeyObject, kind: 'private' | 'public'): KeyObject {
+  let obj: KeyObject;
+  if (typeof key === 'string') {
+    const cacheKey = `${kind}:${key}`;
+    const cached = keyCache.get(cacheKey);
+    if (cached) return cached;
+    try {
+      obj = kind === 'private' ? createPrivateKey(key) : createPublicKey(key);
+    } catch (err) {
+      throw new ProtocolError('invalid_key', `cannot parse ${kind} key: ${(err as Error).message}`, { cause: err });
+    }
+    if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear();
+    keyCache.set(cacheKey, obj);
+  } else {
+    obj = kind === 'public' && key.type === 'private' ? createPublicKey(key) : key;
+  }
+  const curve = obj.asymmetricKeyDetails?.namedCurve;
+  if (obj.asymmetricKeyType !== 'ec' || curve !== 'prime256v1') {
+    throw new ProtocolError('invalid_key', `expected an ECDSA P-256 ${kind} key, got ${obj.asymmetricKeyType ?? obj.type} ${curve ?? ''}`.trim());
+  }
+  if (kind === 'private' && obj.type !== 'private') throw new ProtocolError('invalid_key', 'signing needs a private key');
+  return obj;
+}
+
+/**
+ * D42: DER ECDSA P-256 over SHA-256 of the deterministic encoding without
+ * field 14; the signature is then appended as field 14. Any signature already
+ * on `p` is ignored.
+ */
+export function signPacket(p: BusPacket, privateKeyPem: string | KeyObject): Uint8Array {
+  const body = encodeForSigning(p);
+  const signature = sign('sha256', body, { key: toKey(privateKeyPem, 'private'), dsaEncoding: 'der' });
+  const field = encodeLenField(SIGNATURE_FIELD, signature);
+  const out = new Uint8Array(body.length + field.length);
+  out.set(body, 0);
+  out.set(field, body.length);
+  return out;
+}
+
+/**
+ * Verifies the signature over the bytes as received with every top-level
+ * field 14 removed (never a re-encoding: other encoders order fields
+ * differently). Unsigned or malformed packets verify false; an unusable key
+ * throws ProtocolError('invalid_key').
+ */
+export function verifyPacket(bytes: Uint8Array, publicKeyPem: string | KeyObject): boolean {
+  const key = toKey(publicKeyPem, 'public');
+  let stripped;
+  try {
+    stripped = stripTopLevelField(bytes, SIGNATURE_FIELD);
+  } catch (err) {
+    if (isProtocolError(err, 'malformed_wire')) return false;
+    throw err;
+  }
+  // Protobuf semantics: the last occurrence of a singular field wins.
+  const signature = stripped.values[stripped.values.length - 1];
+  if (!signature || signature.length === 0) return false;
+  try {
+    return verify('sha256', stripped.rest, { key, dsaEncoding: 'der' }, signature);
+  } catch {
+    return false; // e.g. a signature that is not valid DER
+  }
+}
+
+/** The received bytes minus field 14, i.e. exactly what a signature covers. */
+export function signedBytes(bytes: Uint8Array): Uint8Array {
+  return stripTopLevelField(bytes, SIGNATURE_FIELD).rest;
+}

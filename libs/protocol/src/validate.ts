@@ -1,0 +1,55 @@
+import type { BusPacket } from './gen/cordum/agent/v1/buspacket_pb';
+import { PROTOCOL_VERSION } from './codec';
+import { ProtocolError } from './errors';
+
+/** Job topics are dotted names under `job.` (CONTRACT §3). */
+export const JOB_TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
+export const MAX_TOPIC_LENGTH = 255;
+
+function invalid(p: BusPacket, problem: string): ProtocolError {
+  const kind = p.payload.case ?? 'packet';
+  const sender = p.senderId ? ` from ${JSON.stringify(p.senderId)}` : '';
+  return new ProtocolError('invalid_packet', `invalid ${kind}${sender}: ${problem}`);
+}
+
+/**
+ * CONTRACT §3 checks on a decoded packet; throws ProtocolError('invalid_packet').
+ *
+ * Leniency, on purpose and only for heartbeats: old heartbeat senders predate
+ * trace ids and some never set protocol_version, so a heartbeat may carry an
+ * empty trace_id and protocol_version 0 (proto3 default = "not set"). Every
+ * other payload must say version 1 and carry a trace_id, since the scheduler
+ * and audit trail correlate by it. Any other version is rejected outright:
+ * we cannot know how a future version changed the meaning of fields.
+ */
+export function validatePacket(p: BusPacket): void {
+  const isHeartbeat = p.payload.case === 'heartbeat';
+  if (p.protocolVersion !== PROTOCOL_VERSION && !(isHeartbeat && p.protocolVersion === 0)) {
+    throw invalid(p, `protocol_version ${p.protocolVersion} not supported (want ${PROTOCOL_VERSION})`);
+  }
+  if (p.payload.case === undefined) throw invalid(p, 'no payload set');
+  if (!isHeartbeat && p.traceId === '') throw invalid(p, 'trace_id is empty');
+
+  switch (p.payload.case) {
+    case 'jobRequest': {
+      const { jobId, topic } = p.payload.value;
+      if (!jobId) throw invalid(p, 'job_id is empty');
+      if (topic.length > MAX_TOPIC_LENGTH) throw invalid(p, `topic longer than ${MAX_TOPIC_LENGTH} characters`);
+      if (!JOB_TOPIC_RE.test(topic)) throw invalid(p, `topic ${JSON.stringify(topic)} does not match ${JOB_TOPIC_RE.source}`);
+      return;
+    }
+    case 'jobResult':
+    case 'jobProgress':
+    case 'jobCancel':
+      if (!p.payload.value.jobId) throw invalid(p, 'job_id is empty');
+      return;
+    case 'heartbeat':
+      if (!p.payload.value.workerId) throw invalid(p, 'worker_id is empty');
+      return;
+    case 'handshake':
+      if (!p.payload.value.componentId) throw invalid(p, 'component_id is empty');
+      return;
+    case 'alert':
+      return;
+  }
+}

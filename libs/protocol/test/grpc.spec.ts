@@ -1,0 +1,200 @@
+import * as grpc from '@grpc/grpc-js';
+import {
+  Decision,
+  GrpcStatus,
+  Health,
+  SafetyKernel,
+  ServingStatus,
+  addGrpcService,
+  addHealthService,
+  grpcClientFor,
+  grpcError,
+  grpcServerOptions,
+  grpcServiceDefinition,
+  parseGrpcAddress,
+} from '../src';
+import type { HealthCheckResponse } from '../src';
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+}
+function deferred(): Deferred {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+interface Kernel {
+  server: grpc.Server;
+  port: number;
+  name: string;
+  status: ServingStatus;
+}
+
+const releaseSlow = deferred();
+
+async function startKernel(name: string): Promise<Kernel> {
+  const server = new grpc.Server(grpcServerOptions());
+  const k: Kernel = { server, port: 0, name, status: ServingStatus.SERVING };
+  addGrpcService(server, SafetyKernel, {
+    check: (req) => ({
+      decision: req.topic === 'job.denied' ? Decision.DENY : Decision.ALLOW,
+      reason: `${name}:${req.jobId}:${req.labels['team'] ?? ''}`,
+      ruleId: req.tenant,
+      policySnapshot: 'snap-1',
+    }),
+    evaluate: (req) => {
+      if (req.jobId === 'plain') throw new Error('boom');
+      throw grpcError(GrpcStatus.INVALID_ARGUMENT, `bad job ${req.jobId}`);
+    },
+    explain: async () => {
+      await releaseSlow.promise;
+      return { reason: 'late' };
+    },
+    simulate: async (req, call) => {
+      await Promise.resolve();
+      return { reason: call.metadata.get('x-tenant')[0]?.toString() ?? req.jobId };
+    },
+    listSnapshots: () => ({ snapshots: [{ id: 'snap-1' }] }),
+  });
+  addHealthService(server, (service) => (service === '' || service === 'cordum.v1.SafetyKernel' ? k.status : undefined), {
+    watchIntervalMs: 20,
+  });
+  k.port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+  );
+  return k;
+}
+
+describe('gRPC glue', () => {
+  let a: Kernel;
+  let b: Kernel;
+  const clients: Array<{ close(): void }> = [];
+  const track = <T extends { close(): void }>(c: T): T => {
+    clients.push(c);
+    return c;
+  };
+
+  beforeAll(async () => {
+    a = await startKernel('a');
+    b = await startKernel('b');
+  });
+
+  afterAll(() => {
+    releaseSlow.resolve();
+    for (const c of clients) c.close();
+    a.server.forceShutdown();
+    b.server.forceShutdown();
+  });
+
+  it('builds definitions with /<package>.<Service>/<Method> paths', () => {
+    const def = grpcServiceDefinition(SafetyKernel);
+    expect(Object.keys(def).sort()).toEqual(['check', 'evaluate', 'explain', 'listSnapshots', 'simulate']);
+    expect(def['check']?.path).toBe('/cordum.v1.SafetyKernel/Check');
+    expect(def['listSnapshots']?.path).toBe('/cordum.v1.SafetyKernel/ListSnapshots');
+    expect(grpcServiceDefinition(Health)['watch']).toMatchObject({ path: '/grpc.health.v1.Health/Watch', responseStream: true });
+  });
+
+  it('parses D23 addresses', () => {
+    expect(parseGrpcAddress('kernel:50051')).toEqual(['kernel:50051']);
+    expect(parseGrpcAddress('dns:///kernel:50051')).toEqual(['dns:///kernel:50051']);
+    expect(parseGrpcAddress('127.0.0.1:1, 127.0.0.2:2')).toEqual(['ipv4:127.0.0.1:1,127.0.0.2:2']);
+    expect(parseGrpcAddress('[::1]:1,[::1]:2')).toEqual(['ipv6:[::1]:1,[::1]:2']);
+    expect(parseGrpcAddress('k1:1,k2:2')).toEqual(['k1:1', 'k2:2']);
+    expect(() => parseGrpcAddress('')).toThrow(expect.objectContaining({ code: 'invalid_address' }));
+    expect(() => parseGrpcAddress('k1:1,nope')).toThrow(expect.objectContaining({ code: 'invalid_address' }));
+    expect(() => parseGrpcAddress('k1:1,dns:///k2:2')).toThrow(expect.objectContaining({ code: 'invalid_address' }));
+  });
+
+  it('round-trips a unary call with typed request and response', async () => {
+    const kernel = track(grpcClientFor(SafetyKernel, `127.0.0.1:${a.port}`));
+    const res = await kernel.check({ jobId: 'j1', topic: 'job.echo', tenant: 't1', labels: { team: 'x' } }, { deadlineMs: 5_000 });
+    expect(res.decision).toBe(Decision.ALLOW);
+    expect(res.reason).toBe('a:j1:x');
+    expect(res.ruleId).toBe('t1');
+    expect((await kernel.check({ jobId: 'j2', topic: 'job.denied' })).decision).toBe(Decision.DENY);
+    expect((await kernel.listSnapshots({})).snapshots.map((s) => s.id)).toEqual(['snap-1']);
+    expect((await kernel.simulate({ jobId: 'j3' }, { metadata: { 'x-tenant': 'meta-t' } })).reason).toBe('meta-t');
+  });
+
+  it('accepts dns:/// targets', async () => {
+    const kernel = track(grpcClientFor(SafetyKernel, `dns:///127.0.0.1:${b.port}`));
+    expect((await kernel.check({ jobId: 'd' }, { deadlineMs: 5_000 })).reason).toBe('b:d:');
+  });
+
+  it.each([
+    ['an IP comma list (grpc-js round_robin)', '127.0.0.1', 1],
+    ['a host-name comma list (client round robin)', 'localhost', 2],
+  ])('spreads calls over %s', async (_name, host, channels) => {
+    const kernel = track(grpcClientFor(SafetyKernel, `${host}:${a.port},${host}:${b.port}`));
+    expect(kernel.targets).toHaveLength(channels);
+    await kernel.waitForReady(5_000);
+    const seen = new Set<string>();
+    // round_robin connects to every backend in the background; both must
+    // answer within a bounded number of calls.
+    for (let i = 0; i < 200 && seen.size < 2; i++) {
+      const res = await kernel.check({ jobId: `rr-${i}` }, { deadlineMs: 5_000, waitForReady: true });
+      seen.add(res.reason.split(':')[0] ?? '');
+    }
+    expect([...seen].sort()).toEqual(['a', 'b']);
+  });
+
+  it('fails with DEADLINE_EXCEEDED when the deadline expires', async () => {
+    const kernel = track(grpcClientFor(SafetyKernel, `127.0.0.1:${a.port}`));
+    const started = Date.now();
+    await expect(kernel.explain({ jobId: 'slow' }, { deadlineMs: 150 })).rejects.toMatchObject({ code: GrpcStatus.DEADLINE_EXCEEDED });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(100);
+  });
+
+  it('applies defaultDeadlineMs when a call passes none', async () => {
+    const kernel = track(grpcClientFor(SafetyKernel, `127.0.0.1:${a.port}`, { defaultDeadlineMs: 100 }));
+    await expect(kernel.explain({ jobId: 'slow' })).rejects.toMatchObject({ code: GrpcStatus.DEADLINE_EXCEEDED });
+  });
+
+  it('maps handler errors to gRPC statuses', async () => {
+    const kernel = track(grpcClientFor(SafetyKernel, `127.0.0.1:${a.port}`));
+    await expect(kernel.evaluate({ jobId: 'x' })).rejects.toMatchObject({ code: GrpcStatus.INVALID_ARGUMENT, details: 'bad job x' });
+    await expect(kernel.evaluate({ jobId: 'plain' })).rejects.toMatchObject({ code: GrpcStatus.INTERNAL, details: 'boom' });
+  });
+
+  it('fails fast with UNAVAILABLE when nothing listens', async () => {
+    const kernel = track(grpcClientFor(SafetyKernel, `127.0.0.1:1`));
+    await expect(kernel.check({ jobId: 'x' }, { deadlineMs: 5_000 })).rejects.toMatchObject({ code: GrpcStatus.UNAVAILABLE });
+  });
+
+  describe('health', () => {
+    it('answers Check for known services and NOT_FOUND for unknown ones', async () => {
+      const h = track(grpcClientFor(Health, `127.0.0.1:${a.port}`));
+      expect((await h.check({ service: '' }, { deadlineMs: 5_000 })).status).toBe(ServingStatus.SERVING);
+      expect((await h.check({ service: 'cordum.v1.SafetyKernel' })).status).toBe(ServingStatus.SERVING);
+      await expect(h.check({ service: 'nope' })).rejects.toMatchObject({ code: GrpcStatus.NOT_FOUND });
+      a.status = ServingStatus.NOT_SERVING;
+      try {
+        expect((await h.check({ service: '' })).status).toBe(ServingStatus.NOT_SERVING);
+      } finally {
+        a.status = ServingStatus.SERVING;
+      }
+    });
+
+    it('streams the current status and its changes on Watch', async () => {
+      const h = track(grpcClientFor(Health, `127.0.0.1:${b.port}`));
+      const stream = h.watch({ service: '' });
+      const got: ServingStatus[] = [];
+      const sawChange = new Promise<void>((resolve, reject) => {
+        stream.on('data', (msg: HealthCheckResponse) => {
+          got.push(msg.status);
+          if (got.length === 1) b.status = ServingStatus.NOT_SERVING;
+          if (got.length === 2) resolve();
+        });
+        stream.on('error', (err: grpc.ServiceError) => {
+          if (err.code !== GrpcStatus.CANCELLED) reject(err);
+        });
+      });
+      await sawChange;
+      stream.cancel();
+      b.status = ServingStatus.SERVING;
+      expect(got).toEqual([ServingStatus.SERVING, ServingStatus.NOT_SERVING]);
+    });
+  });
+});

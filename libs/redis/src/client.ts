@@ -1,0 +1,125 @@
+import { Cluster, Redis } from 'ioredis';
+
+export type RedisClient = Redis | Cluster;
+
+/**
+ * Plain connection options (config parsing and validation live in service-kit).
+ *
+ * `poolSize` / `minIdleConns` come from the Go system (REDIS_POOL_SIZE, REDIS_MIN_IDLE_CONNS).
+ * ioredis has no connection pool: it multiplexes and pipelines every command over one socket
+ * per node, so a pool size has no direct equivalent. What we honour:
+ *  - `minIdleConns > 0` → connect eagerly at creation (the Go pool pre-dials idle conns);
+ *    `0` → lazy connect on the first command.
+ *  - `poolSize > 1` → auto-pipelining, the ioredis way to get concurrency out of one socket.
+ */
+export interface RedisConnOptions {
+  url: string;
+  /** host:port list; non-empty switches to cluster mode. */
+  clusterAddresses: string[];
+  poolSize: number;
+  minIdleConns: number;
+  /** Client name shown by CLIENT LIST (usually `<service>:<instance>`). */
+  name?: string;
+  /**
+   * Upper bound on one command. Keeps callers from hanging when Redis is gone so they can
+   * answer 503 (BEHAVIOURS §8). Default 1500 ms; 0 disables (blocking commands need that).
+   */
+  commandTimeoutMs?: number;
+}
+
+/** Reconnect backoff: 50 ms doubling, capped at 1 s, with jitter so replicas do not stampede. */
+export function retryDelayMs(attempt: number): number {
+  const base = Math.min(1000, 50 * 2 ** Math.min(attempt, 10));
+  return Math.round(base / 2 + Math.random() * (base / 2));
+}
+
+const DEFAULT_COMMAND_TIMEOUT_MS = 1500;
+
+/** Standalone client for `url`, or a Cluster client when `clusterAddresses` is non-empty. */
+export function createRedis(opts: RedisConnOptions): RedisClient {
+  const commandTimeout = opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+  const common = {
+    connectionName: opts.name,
+    connectTimeout: 2000,
+    // A queued command fails after one failed reconnect instead of the default 20, so a request
+    // made while Redis is down errors within ~1-2 s (callers map it to 503).
+    maxRetriesPerRequest: 1,
+    commandTimeout: commandTimeout > 0 ? commandTimeout : undefined,
+    lazyConnect: opts.minIdleConns <= 0,
+    keepAlive: 10_000,
+  };
+  const autoPipelining = opts.poolSize > 1;
+  if (opts.clusterAddresses.length > 0) {
+    const nodes = opts.clusterAddresses.map(parseHostPort);
+    return new Cluster(nodes, {
+      redisOptions: common,
+      clusterRetryStrategy: (times: number) => retryDelayMs(times),
+      enableAutoPipelining: autoPipelining,
+      lazyConnect: common.lazyConnect,
+      // Cluster-level waits (MOVED storms, CLUSTERDOWN) stay short for the same fail-fast reason.
+      retryDelayOnClusterDown: 100,
+      retryDelayOnFailover: 100,
+      retryDelayOnTryAgain: 100,
+      maxRedirections: 16,
+    });
+  }
+  return new Redis(opts.url, {
+    ...common,
+    retryStrategy: (times: number) => retryDelayMs(times),
+    enableAutoPipelining: autoPipelining,
+  });
+}
+
+function parseHostPort(addr: string): { host: string; port: number } {
+  const s = addr.trim().replace(/^rediss?:\/\//, '');
+  const i = s.lastIndexOf(':');
+  if (i < 0) return { host: s, port: 6379 };
+  return { host: s.slice(0, i) || '127.0.0.1', port: Number(s.slice(i + 1)) };
+}
+
+const closing = new WeakMap<RedisClient, Promise<void>>();
+
+/** QUIT (flushes pending replies), then a hard disconnect after timeoutMs. Idempotent. */
+export function closeRedis(c: RedisClient, timeoutMs = 2000): Promise<void> {
+  let p = closing.get(c);
+  if (!p) {
+    p = doClose(c, timeoutMs);
+    closing.set(c, p);
+  }
+  return p;
+}
+
+async function doClose(c: RedisClient, timeoutMs: number): Promise<void> {
+  if (c.status === 'end') return;
+  const ended = new Promise<void>((resolve) => c.once('end', () => resolve()));
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
+  try {
+    // Not connected: QUIT would sit in the offline queue until the deadline, so skip it.
+    if (c.status === 'ready') {
+      await Promise.race([c.quit().then(() => undefined, () => undefined), deadline]);
+    }
+    // status changes while awaiting QUIT; re-read it rather than trust the earlier narrowing.
+    if ((c.status as string) !== 'end') c.disconnect();
+    await Promise.race([ended, deadline]);
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+}
+
+/** true iff PING answers within timeoutMs. Never throws (used by readiness checks). */
+export async function pingRedis(c: RedisClient, timeoutMs = 1000): Promise<boolean> {
+  if (c.status === 'end') return false;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const res = await Promise.race([
+      c.ping(),
+      new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs))),
+    ]);
+    return res === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * Typed Redis errors with a stable `code` (STYLE 11). `redis_unavailable` is what callers map
+ * to 503 (BEHAVIOURS §8); script codes come from the negative return values of our Lua.
+ */
+export type RedisErrorCode = 'redis_unavailable' | 'redis_error' | 'script_error' | (string & {});
+
+export class RedisError extends Error {
+  override readonly name = 'RedisError';
+  constructor(
+    readonly code: RedisErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const UNAVAILABLE_PATTERNS = [
+  /Reached the max retries per request limit/i,
+  /Connection is closed/i,
+  /Command timed out/i,
+  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH/,
+  /None of startup nodes is available/i,
+  /CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN/,
+  /Stream isn't writeable/i,
+];
+
+/** True for errors that mean "Redis is not reachable right now" rather than a bad command. */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (err instanceof RedisError) return err.code === 'redis_unavailable';
+  const msg = err instanceof Error ? err.message : String(err);
+  return UNAVAILABLE_PATTERNS.some((re) => re.test(msg));
+}
+
+/** Wraps any thrown value from ioredis into a RedisError with a stable code. */
+export function toRedisError(err: unknown): RedisError {
+  if (err instanceof RedisError) return err;
+  const msg = err instanceof Error ? err.message : String(err);
+  return new RedisError(isRedisUnavailable(err) ? 'redis_unavailable' : 'redis_error', msg, { cause: err });
+}
+
+/**
+ * The one place where a script's negative return codes become named errors (STYLE 5).
+ *
+ *   const codes = scriptCodes({ '-1': 'not_found', '-2': 'fenced' });
+ *   const n = codes.check('setState', await runner.run<number>('setState', keys, args));
+ */
+export interface ScriptCodes {
+  /** The code name for a negative integer result, or undefined when the result is not an error. */
+  codeOf(result: unknown): string | undefined;
+  /** Throws RedisError(code) for a mapped or unknown negative integer; returns the result otherwise. */
+  check<T>(script: string, result: T): T;
+}
+
+export function scriptCodes(table: Record<number, string>): ScriptCodes {
+  const codeOf = (result: unknown): string | undefined => {
+    if (typeof result !== 'number' || result >= 0) return undefined;
+    return table[result] ?? 'script_error';
+  };
+  return {
+    codeOf,
+    check<T>(script: string, result: T): T {
+      const code = codeOf(result);
+      if (code !== undefined) throw new RedisError(code, `${script}: returned ${String(result)} (${code})`);
+      return result;
+    },
+  };
+}
+
+/** Codes shared by every fenced script in the repo (see @cordum/locks FENCE_CHECK_LUA). */
+export const FENCED = -2;

@@ -1,0 +1,52 @@
+import { Cluster } from 'ioredis';
+import { startRedisCluster, type TestCluster } from '@cordum/testing';
+import { closeRedis, createRedis, defineScripts, KeyBuilder, pingRedis, scanKeys, scriptSpec, type RedisClient } from '../src';
+
+const setGetLua = `-- KEYS[1] a, KEYS[2] b (same slot); ARGV[1] value; returns value read back from b
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], redis.call('GET', KEYS[1]))
+return redis.call('GET', KEYS[2])`;
+
+describe('@cordum/redis on a 6-node Redis Cluster', () => {
+  let cluster: TestCluster;
+  let redis: RedisClient;
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+    redis = createRedis({ url: '', clusterAddresses: cluster.addresses.split(','), poolSize: 4, minIdleConns: 1 });
+  }, 90_000);
+  afterAll(async () => {
+    await closeRedis(redis);
+    await cluster.stop();
+  });
+
+  it('connects in cluster mode', async () => {
+    expect(redis).toBeInstanceOf(Cluster);
+    expect(await pingRedis(redis, 3000)).toBe(true);
+    const masters = (redis as Cluster).nodes('master');
+    expect(masters).toHaveLength(3);
+  });
+
+  it('runs a multi-key script on hash-tagged keys on every master, with NOSCRIPT fallback after SCRIPT FLUSH', async () => {
+    const kb = new KeyBuilder('rc');
+    const runner = defineScripts(redis, [scriptSpec('setGet-2.lua', setGetLua)]);
+    // Enough ids to hit every master's slots.
+    const ids = Array.from({ length: 30 }, (_, i) => `id${i}`);
+    for (const id of ids) expect(await runner.run<string>('setGet', [kb.tagged('a', id), kb.tagged('b', id)], [`v-${id}`])).toBe(`v-${id}`);
+    await Promise.all((redis as Cluster).nodes('master').map((n) => n.script('FLUSH')));
+    for (const id of ids) expect(await runner.run<string>('setGet', [kb.tagged('a', id), kb.tagged('b', id)], [`w-${id}`])).toBe(`w-${id}`);
+    expect(await redis.get(kb.tagged('b', 'id7'))).toBe('w-id7');
+  });
+
+  it('scanKeys finds keys on all masters', async () => {
+    const kb = new KeyBuilder('scanrc');
+    const want = Array.from({ length: 300 }, (_, i) => kb.key('k', String(i)));
+    await Promise.all(want.map((k) => redis.set(k, '1')));
+    // Sanity: the keys really are spread over more than one master.
+    const perMaster = await Promise.all((redis as Cluster).nodes('master').map((n) => n.dbsize()));
+    expect(perMaster.filter((n) => n > 0).length).toBe(3);
+    const got = new Set<string>();
+    for await (const k of scanKeys(redis, 'scanrc:k:*')) got.add(k);
+    expect([...got].sort()).toEqual([...want].sort());
+  });
+});

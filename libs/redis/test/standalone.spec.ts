@@ -1,0 +1,117 @@
+import { startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import {
+  closeRedis, createRedis, defineScripts, isRedisUnavailable, KeyBuilder, pingRedis, RedisError, scanKeys,
+  scriptCodes, scriptSpec, toRedisError, type RedisClient,
+} from '../src';
+
+const incrLua = `-- KEYS[1] counter; ARGV[1] step; returns the new value, or -2 when step is negative
+if tonumber(ARGV[1]) < 0 then return -2 end
+return redis.call('INCRBY', KEYS[1], ARGV[1])`;
+
+describe('@cordum/redis standalone', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 4, minIdleConns: 1, name: 'redis-spec' });
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  it('connects, pings and names the connection', async () => {
+    expect(await pingRedis(redis)).toBe(true);
+    const list = (await redis.client('LIST')) as string;
+    expect(list).toContain('name=redis-spec');
+  });
+
+  it('scriptSpec parses <name>-<numKeys>.lua', () => {
+    expect(scriptSpec('src/lua/acquire-2.lua', 'x')).toEqual({ name: 'acquire', lua: 'x', numberOfKeys: 2 });
+    expect(() => scriptSpec('acquire.lua', 'x')).toThrow(/numKeys/);
+  });
+
+  it('defineScripts runs a script and falls back to EVAL after SCRIPT FLUSH', async () => {
+    const runner = defineScripts(redis, [scriptSpec('incr-1.lua', incrLua)]);
+    const k = new KeyBuilder('t1').key('counter');
+    expect(await runner.run<number>('incr', [k], [2])).toBe(2);
+    await redis.script('FLUSH');
+    expect(await redis.script('EXISTS', '0000000000000000000000000000000000000000')).toEqual([0]);
+    // NOSCRIPT path: must still succeed and re-cache the script.
+    expect(await runner.run<number>('incr', [k], [3])).toBe(5);
+    await expect(runner.run('incr', [], [1])).rejects.toMatchObject({ code: 'script_error' });
+    await expect(runner.run('nope', [k], [1])).rejects.toBeInstanceOf(RedisError);
+  });
+
+  it('maps negative script codes to named errors in one place', async () => {
+    const runner = defineScripts(redis, [scriptSpec('incr-1.lua', incrLua)]);
+    const codes = scriptCodes({ [-2]: 'negative_step' });
+    const res = await runner.run<number>('incr', ['t2:counter'], [-1]);
+    expect(codes.codeOf(res)).toBe('negative_step');
+    expect(() => codes.check('incr', res)).toThrow(expect.objectContaining({ code: 'negative_step' }) as Error);
+    expect(codes.check('incr', 7)).toBe(7);
+    expect(codes.codeOf(-9)).toBe('script_error');
+  });
+
+  it('KeyBuilder builds prefixed and hash-tagged keys', () => {
+    expect(new KeyBuilder().key('job', 'meta')).toBe('job:meta');
+    expect(new KeyBuilder().tagged('job:fence', 'abc')).toBe('job:fence:{abc}');
+    expect(new KeyBuilder('cordum').tagged('scheduler:job', 'x')).toBe('cordum:scheduler:job:{x}');
+  });
+
+  it('scanKeys yields every matching key', async () => {
+    const kb = new KeyBuilder('scan');
+    const want = Array.from({ length: 1200 }, (_, i) => kb.key('k', String(i)));
+    const p = redis.pipeline();
+    for (const k of want) p.set(k, '1');
+    await p.exec();
+    await redis.set('other:1', '1');
+    const got = new Set<string>();
+    for await (const k of scanKeys(redis, 'scan:k:*')) got.add(k);
+    expect(got.size).toBe(1200);
+    expect([...got].sort()).toEqual([...want].sort());
+  });
+
+  it('closeRedis is idempotent and leaves no connection behind', async () => {
+    const c = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, name: 'close-me' });
+    await waitFor(() => pingRedis(c), 5000);
+    await Promise.all([closeRedis(c), closeRedis(c)]);
+    await closeRedis(c);
+    expect(c.status).toBe('end');
+    await waitFor(async () => !((await redis.client('LIST')) as string).includes('name=close-me'), 5000);
+  });
+});
+
+describe('@cordum/redis when the server goes away', () => {
+  it('pingRedis turns false and commands fail fast with redis_unavailable; recovers on restart', async () => {
+    const server = await startRedis();
+    const c = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    try {
+      expect(await pingRedis(c)).toBe(true);
+      await server.process.stop(5000);
+      await waitFor(async () => !(await pingRedis(c, 500)), 5000);
+      // Several commands at different points of the reconnect backoff: each must fail within 2 s.
+      for (let i = 0; i < 3; i++) {
+        const t0 = performance.now();
+        const err = await c.set('k', 'v').then(() => null, (e: unknown) => e);
+        const elapsed = performance.now() - t0;
+        expect(err).not.toBeNull();
+        expect(isRedisUnavailable(err)).toBe(true);
+        expect(toRedisError(err).code).toBe('redis_unavailable');
+        expect(elapsed).toBeLessThan(2000);
+      }
+      // Same port again: the client reconnects by itself (no restart of the caller).
+      const again = startProcess('redis-again', 'redis-server', ['--port', String(server.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', server.dir]);
+      try {
+        await waitFor(() => pingRedis(c, 500), 10_000, { message: 'client reconnects' });
+        expect(await c.set('k', 'v')).toBe('OK');
+      } finally {
+        await again.stop(5000);
+      }
+    } finally {
+      await closeRedis(c);
+      await server.stop();
+    }
+  });
+});

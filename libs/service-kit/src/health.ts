@@ -1,0 +1,95 @@
+import { type Server } from 'node:http';
+import { type AddressInfo } from 'node:net';
+import express from 'express';
+import { type Registry } from 'prom-client';
+import { type Logger } from './logger';
+
+export interface ReadinessCheck {
+  name: string;
+  check(): Promise<boolean> | boolean;
+}
+
+export interface HealthServer {
+  /** The bound port (useful with port 0). */
+  readonly port: number;
+  addCheck(c: ReadinessCheck): void;
+  /** Idempotent; also closes keep-alive sockets so shutdown never waits on an idle client. */
+  close(): Promise<void>;
+}
+
+export interface HealthServerOptions {
+  addr: { host: string; port: number };
+  registry: Registry;
+  logger: Logger;
+  checks?: ReadinessCheck[];
+  /** Per-check bound: a hung dependency must turn /readyz into a 503, not a hung probe. Default 2000. */
+  checkTimeoutMs?: number;
+  /** Add service routes (mounted after /healthz, /readyz, /metrics). */
+  extra?: (app: express.Express) => void;
+}
+
+/** Runs one check; throws, false and timeouts all count as "not ready". */
+export async function runCheck(c: ReadinessCheck, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  try {
+    return await Promise.race([Promise.resolve().then(() => c.check()).then((ok) => ok === true), timeout]);
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function startHealthServer(opts: HealthServerOptions): Promise<HealthServer> {
+  const checks = [...(opts.checks ?? [])];
+  const timeoutMs = opts.checkTimeoutMs ?? 2000;
+  const log = opts.logger;
+  const app = express();
+  app.disable('x-powered-by');
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const results = await Promise.all(checks.map(async (c) => [c.name, await runCheck(c, timeoutMs)] as const));
+    const ready = results.every(([, ok]) => ok);
+    if (!ready) log.debug('readiness failed', { failing: results.filter(([, ok]) => !ok).map(([n]) => n) });
+    res.status(ready ? 200 : 503).json({ ready, checks: Object.fromEntries(results) });
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.set('Content-Type', opts.registry.contentType);
+    res.send(await opts.registry.metrics());
+  });
+  opts.extra?.(app);
+
+  const server: Server = await new Promise((resolve, reject) => {
+    const s = app.listen(opts.addr.port, opts.addr.host);
+    const onError = (err: Error): void => reject(err);
+    s.once('error', onError);
+    s.once('listening', () => {
+      s.off('error', onError);
+      resolve(s);
+    });
+  });
+  server.on('error', (err) => log.error('health server error', { err }));
+  const port = (server.address() as AddressInfo).port;
+  log.info('health server listening', { host: opts.addr.host, port });
+
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    addCheck: (c) => {
+      checks.push(c);
+    },
+    close: () => {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,73 @@
+import { type Registry } from 'prom-client';
+import { type LogLevel, commonEnvSchema, defaultInstanceId, exitOnConfigError, loadConfig, logConfig, processEnv } from './config';
+import { createLogger, type Logger } from './logger';
+import { createMetricsRegistry } from './metrics';
+import { Shutdown } from './shutdown';
+
+/** A composition root: main.ts builds one, start()s it and stop()s it on SIGTERM. */
+export interface Service {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface ServiceDeps {
+  logger: Logger;
+  /** CORDUM_INSTANCE_ID or `<service>-<hostname>-<pid>`. */
+  instanceId: string;
+  /** The process's one registry, default labels service + pod. */
+  registry: Registry;
+  /** Register extra cleanups; service.stop() is registered first, so it runs last. */
+  shutdown: Shutdown;
+}
+
+export interface RunServiceOptions<C> {
+  name: string;
+  /** Usually `(env) => loadConfig(schema, env)`; a ConfigError exits 2 with one line. */
+  load: (env: NodeJS.ProcessEnv) => C;
+  create: (config: C, deps: ServiceDeps) => Service | Promise<Service>;
+  /** Defaults to process.env. */
+  env?: NodeJS.ProcessEnv;
+  shutdownTimeoutMs?: number;
+  exit?: (code: number) => void;
+}
+
+const runtimeEnvSchema = commonEnvSchema.pick({ CORDUM_INSTANCE_ID: true, CORDUM_LOG_LEVEL: true });
+
+/**
+ * The whole of an app's main.ts:
+ *
+ *   runService({ name: 'scheduler', load: loadSchedulerConfig, create: createScheduler });
+ *
+ * Loads config (bad env → one stderr line, exit 2), creates the logger and the
+ * metrics registry, logs the config without secrets, starts the service and
+ * stops it on SIGTERM/SIGINT within the shutdown deadline (exit 0, or 1 on
+ * deadline/error). A failed start() stops what was started and exits 1.
+ */
+export function runService<C>(opts: RunServiceOptions<C>): void {
+  const exit = opts.exit ?? ((code: number) => process.exit(code));
+  exitOnConfigError(async () => {
+    const env = opts.env ?? processEnv();
+    const runtime = loadConfig(runtimeEnvSchema, env);
+    const config = opts.load(env);
+    const instanceId = runtime.CORDUM_INSTANCE_ID ?? defaultInstanceId(opts.name);
+    const level: LogLevel = runtime.CORDUM_LOG_LEVEL;
+    const logger = createLogger({ service: opts.name, instance: instanceId, level });
+    logConfig(logger, config as object);
+    const registry = createMetricsRegistry({ service: opts.name, pod: instanceId });
+    const shutdown = new Shutdown({ logger, timeoutMs: opts.shutdownTimeoutMs, exit });
+    shutdown.listen();
+
+    let service: Service | undefined;
+    try {
+      service = await opts.create(config, { logger, instanceId, registry, shutdown });
+      const started = service;
+      shutdown.add('service', () => started.stop());
+      await service.start();
+      logger.info('service started');
+    } catch (err) {
+      logger.error('service failed to start', { err });
+      await shutdown.run();
+      exit(1);
+    }
+  }, exit);
+}

@@ -1,0 +1,116 @@
+import { type Logger } from './logger';
+
+export type ShutdownOutcome = 'clean' | 'error' | 'timeout';
+
+export interface ShutdownOptions {
+  logger: Logger;
+  /** Whole-shutdown deadline (ARCHITECTURE: drain within 15 s). */
+  timeoutMs?: number;
+  /** Injected for tests; default process.exit. */
+  exit?: (code: number) => void;
+}
+
+const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
+
+/**
+ * Idempotent shutdown with a deadline. Cleanups run one after another in reverse
+ * registration order (last started, first stopped: intake before connections),
+ * each even if an earlier one throws.
+ */
+export class Shutdown {
+  private readonly cleanups: { name: string; fn: () => Promise<void> | void }[] = [];
+  private readonly logger: Logger;
+  private readonly timeoutMs: number;
+  private readonly exit: (code: number) => void;
+  private outcomePromise: Promise<ShutdownOutcome> | undefined;
+  private runPromise: Promise<void> | undefined;
+  private handler: ((signal: NodeJS.Signals) => void) | undefined;
+  private listened = false;
+  private state: 'idle' | 'running' | 'done' = 'idle';
+  private result: ShutdownOutcome | undefined;
+
+  constructor(opts: ShutdownOptions) {
+    this.logger = opts.logger;
+    this.timeoutMs = opts.timeoutMs ?? 15_000;
+    this.exit = opts.exit ?? ((code) => process.exit(code));
+  }
+
+  /** Outcome of the finished run, or undefined while idle/running. */
+  get outcome(): ShutdownOutcome | undefined {
+    return this.result;
+  }
+
+  add(name: string, fn: () => Promise<void> | void): void {
+    if (this.state !== 'idle') {
+      this.logger.warn('shutdown: cleanup added after shutdown started, ignored', { cleanup: name });
+      return;
+    }
+    this.cleanups.push({ name, fn });
+  }
+
+  /** Installs SIGTERM/SIGINT handlers once: run(), then exit(0), or exit(1) on deadline or error. */
+  listen(): void {
+    if (this.listened || this.state !== 'idle') return;
+    this.listened = true;
+    this.handler = (signal) => {
+      if (this.state !== 'idle') {
+        this.logger.warn('shutdown: already in progress', { signal });
+        return;
+      }
+      this.logger.info('shutdown: signal received', { signal });
+      void this.runOutcome().then((outcome) => this.exit(outcome === 'clean' ? 0 : 1));
+    };
+    for (const s of SIGNALS) process.on(s, this.handler);
+  }
+
+  /** Memoised: every call returns the same promise. Never rejects. */
+  run(): Promise<void> {
+    this.runPromise ??= this.runOutcome().then(() => undefined);
+    return this.runPromise;
+  }
+
+  private runOutcome(): Promise<ShutdownOutcome> {
+    this.outcomePromise ??= this.execute();
+    return this.outcomePromise;
+  }
+
+  private async execute(): Promise<ShutdownOutcome> {
+    this.state = 'running';
+    const started = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    // Not unref'd on purpose: if a hung cleanup holds no handle, an unref'd timer
+    // would let the process drain and exit 0 instead of reporting the deadline.
+    const deadline = new Promise<ShutdownOutcome>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.timeoutMs);
+    });
+    const outcome = await Promise.race([this.runAll(), deadline]);
+    clearTimeout(timer);
+    this.removeHandlers();
+    this.state = 'done';
+    this.result = outcome;
+    const elapsedMs = Date.now() - started;
+    if (outcome === 'timeout') this.logger.error('shutdown: deadline exceeded', { timeoutMs: this.timeoutMs, elapsedMs });
+    else this.logger.info('shutdown: complete', { outcome, elapsedMs });
+    return outcome;
+  }
+
+  private async runAll(): Promise<ShutdownOutcome> {
+    let failed = false;
+    for (const { name, fn } of [...this.cleanups].reverse()) {
+      try {
+        await fn();
+        this.logger.debug('shutdown: cleanup done', { cleanup: name });
+      } catch (err) {
+        failed = true;
+        this.logger.error('shutdown: cleanup failed', { cleanup: name, err });
+      }
+    }
+    return failed ? 'error' : 'clean';
+  }
+
+  private removeHandlers(): void {
+    if (!this.handler) return;
+    for (const s of SIGNALS) process.off(s, this.handler);
+    this.handler = undefined;
+  }
+}

@@ -1,0 +1,212 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import {
+  ConfigError,
+  commonEnvSchema,
+  createLogger,
+  defaultInstanceId,
+  exitOnConfigError,
+  loadConfig,
+  logConfig,
+  redactUrl,
+  zAddr,
+  zBool,
+  zCsv,
+  zDuration,
+} from '../src';
+
+function configErrorOf(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('loadConfig with commonEnvSchema', () => {
+  it('applies the CONTRACT §1 defaults on an empty env', () => {
+    const c = loadConfig(commonEnvSchema, {});
+    expect(c).toEqual({
+      REDIS_URL: 'redis://127.0.0.1:6379',
+      REDIS_CLUSTER_ADDRESSES: [],
+      REDIS_POOL_SIZE: 20,
+      REDIS_MIN_IDLE_CONNS: 5,
+      NATS_URL: ['nats://127.0.0.1:4222'],
+      CORDUM_LOG_LEVEL: 'info',
+    });
+    expect(c.CORDUM_INSTANCE_ID).toBeUndefined();
+  });
+
+  it('parses explicit values, comma lists included', () => {
+    const c = loadConfig(commonEnvSchema, {
+      REDIS_URL: 'rediss://:pw@redis.example:6380/1',
+      REDIS_CLUSTER_ADDRESSES: '10.0.0.1:7000, 10.0.0.2:7001,',
+      REDIS_POOL_SIZE: '50',
+      REDIS_MIN_IDLE_CONNS: '0',
+      NATS_URL: 'nats://a:4222,tls://b:4222',
+      CORDUM_INSTANCE_ID: 'sched-1',
+      CORDUM_LOG_LEVEL: 'debug',
+    });
+    expect(c).toEqual({
+      REDIS_URL: 'rediss://:pw@redis.example:6380/1',
+      REDIS_CLUSTER_ADDRESSES: ['10.0.0.1:7000', '10.0.0.2:7001'],
+      REDIS_POOL_SIZE: 50,
+      REDIS_MIN_IDLE_CONNS: 0,
+      NATS_URL: ['nats://a:4222', 'tls://b:4222'],
+      CORDUM_INSTANCE_ID: 'sched-1',
+      CORDUM_LOG_LEVEL: 'debug',
+    });
+  });
+
+  it('treats empty strings as unset (compose `FOO=`)', () => {
+    expect(loadConfig(commonEnvSchema, { REDIS_POOL_SIZE: '', CORDUM_LOG_LEVEL: '' }).REDIS_POOL_SIZE).toBe(20);
+  });
+});
+
+describe('ConfigError messages are one line naming the variable', () => {
+  it('bad integer', () => {
+    const err = configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_POOL_SIZE: 'abc' }));
+    expect(err.message).toBe('invalid config: REDIS_POOL_SIZE must be a positive integer (got "abc")');
+    expect(err.code).toBe('config_invalid');
+  });
+
+  it('zero is not a positive integer', () => {
+    expect(configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_POOL_SIZE: '0' })).message).toContain('REDIS_POOL_SIZE must be a positive integer');
+  });
+
+  it('bad URL scheme', () => {
+    expect(configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_URL: 'http://127.0.0.1:6379' })).message).toBe(
+      'invalid config: REDIS_URL must be a URL starting with redis:// or rediss:// (got "http://127.0.0.1:6379")',
+    );
+    expect(configErrorOf(() => loadConfig(commonEnvSchema, { NATS_URL: 'nats://a:4222,garbage' })).message).toMatch(/^invalid config: NATS_URL must be a comma list of URLs/);
+  });
+
+  it('bad cluster address list', () => {
+    expect(configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_CLUSTER_ADDRESSES: 'a:1,nohostport' })).message).toContain('REDIS_CLUSTER_ADDRESSES must be a comma list of host:port (bad entry "nohostport")');
+  });
+
+  it('bad enum', () => {
+    expect(configErrorOf(() => loadConfig(commonEnvSchema, { CORDUM_LOG_LEVEL: 'loud' })).message).toBe(
+      'invalid config: CORDUM_LOG_LEVEL must be one of debug|info|warn|error (got "loud")',
+    );
+  });
+
+  it('bad duration', () => {
+    const schema = z.object({ SCHEDULER_CONFIG_RELOAD_INTERVAL: zDuration.default(30_000) });
+    expect(configErrorOf(() => loadConfig(schema, { SCHEDULER_CONFIG_RELOAD_INTERVAL: '5 minutes' })).message).toBe(
+      'invalid config: SCHEDULER_CONFIG_RELOAD_INTERVAL must be a duration like 500ms, 30s or 5m (got "5 minutes")',
+    );
+    expect(loadConfig(schema, {}).SCHEDULER_CONFIG_RELOAD_INTERVAL).toBe(30_000);
+    expect(loadConfig(z.object({ T: zDuration.prefault('5m') }), {}).T).toBe(300_000);
+  });
+
+  it('bad port', () => {
+    const schema = z.object({ SCHEDULER_HTTP_ADDR: zAddr.prefault(':9090') });
+    expect(configErrorOf(() => loadConfig(schema, { SCHEDULER_HTTP_ADDR: ':99999' })).message).toBe(
+      'invalid config: SCHEDULER_HTTP_ADDR must be an address like host:port or :port (port 0-65535) (got ":99999")',
+    );
+    expect(configErrorOf(() => loadConfig(schema, { SCHEDULER_HTTP_ADDR: 'localhost' })).message).toContain('SCHEDULER_HTTP_ADDR must be an address');
+    expect(loadConfig(schema, {}).SCHEDULER_HTTP_ADDR).toEqual({ host: '0.0.0.0', port: 9090 });
+  });
+
+  it('missing required variable', () => {
+    expect(configErrorOf(() => loadConfig(z.object({ SAFETY_POLICY_PATH: z.string() }), {})).message).toBe('invalid config: SAFETY_POLICY_PATH is required');
+  });
+
+  it('several bad variables stay on one line, and secrets are not echoed', () => {
+    const schema = commonEnvSchema.extend({ CORDUM_API_KEY: z.string().min(16) });
+    const msg = configErrorOf(() => loadConfig(schema, { REDIS_POOL_SIZE: '-3', CORDUM_LOG_LEVEL: 'x\ny', CORDUM_API_KEY: 'hunter2' })).message;
+    expect(msg.split('\n')).toHaveLength(1);
+    expect(msg).toContain('REDIS_POOL_SIZE');
+    expect(msg).toContain('CORDUM_LOG_LEVEL');
+    expect(msg).toContain('CORDUM_API_KEY');
+    expect(msg).not.toContain('hunter2');
+  });
+});
+
+describe('zod helpers', () => {
+  it('zDuration', () => {
+    expect(zDuration.parse('500ms')).toBe(500);
+    expect(zDuration.parse('30s')).toBe(30_000);
+    expect(zDuration.parse('5m')).toBe(300_000);
+    expect(zDuration.parse('1h')).toBe(3_600_000);
+    expect(zDuration.parse('1.5s')).toBe(1500);
+    expect(zDuration.parse('250')).toBe(250);
+    expect(zDuration.parse('0')).toBe(0);
+    expect(zDuration.parse(42)).toBe(42);
+    for (const bad of ['', '5 minutes', '-1s', '1d', 's', '1.2.3s']) expect(zDuration.safeParse(bad).success).toBe(false);
+  });
+
+  it('zAddr', () => {
+    expect(zAddr.parse('localhost:8081')).toEqual({ host: 'localhost', port: 8081 });
+    expect(zAddr.parse(':8081')).toEqual({ host: '0.0.0.0', port: 8081 });
+    expect(zAddr.parse('127.0.0.1:0')).toEqual({ host: '127.0.0.1', port: 0 });
+    expect(zAddr.parse('[::1]:9090')).toEqual({ host: '::1', port: 9090 });
+    for (const bad of ['8081', 'host:', 'host:70000', 'a:b', 'a b:1']) expect(zAddr.safeParse(bad).success).toBe(false);
+  });
+
+  it('zBool', () => {
+    for (const t of ['true', 'TRUE', '1', 'yes']) expect(zBool.parse(t)).toBe(true);
+    for (const f of ['false', '0', 'no']) expect(zBool.parse(f)).toBe(false);
+    expect(zBool.safeParse('maybe').success).toBe(false);
+  });
+
+  it('zCsv', () => {
+    expect(zCsv.parse('job.echo, job.default,,')).toEqual(['job.echo', 'job.default']);
+    expect(zCsv.parse(undefined)).toEqual([]);
+  });
+
+  it('defaultInstanceId is <service>-<hostname>-<pid>', () => {
+    expect(defaultInstanceId('scheduler')).toBe(`scheduler-${hostname()}-${process.pid}`);
+  });
+});
+
+describe('secrets stay out of logs', () => {
+  it('redactUrl hides passwords only', () => {
+    expect(redactUrl('redis://:s3cret@redis:6379/0')).toBe('redis://:***@redis:6379/0');
+    expect(redactUrl('nats://user:pw@nats:4222')).toBe('nats://user:***@nats:4222');
+    expect(redactUrl('redis://127.0.0.1:6379')).toBe('redis://127.0.0.1:6379');
+    expect(redactUrl('not a url')).toBe('not a url');
+  });
+
+  it('logConfig redacts secret-looking keys and URL passwords', () => {
+    const lines: string[] = [];
+    const logger = createLogger({ service: 't', instance: 'i', write: (l) => lines.push(l) });
+    logConfig(logger, {
+      REDIS_URL: 'redis://:pw-in-url@h:1',
+      CORDUM_API_KEY: 'key-value',
+      nested: { jwtSecret: 'secret-value', dbPassword: 'pass-value', authToken: 'token-value' },
+      REDIS_POOL_SIZE: 20,
+    });
+    expect(lines).toHaveLength(1);
+    const out = lines[0]!;
+    for (const s of ['pw-in-url', 'key-value', 'secret-value', 'pass-value', 'token-value']) expect(out).not.toContain(s);
+    const rec = JSON.parse(out) as { config: { REDIS_POOL_SIZE: number; CORDUM_API_KEY: string; REDIS_URL: string } };
+    expect(rec.config.REDIS_POOL_SIZE).toBe(20);
+    expect(rec.config.CORDUM_API_KEY).toBe('<redacted>');
+    expect(rec.config.REDIS_URL).toBe('redis://:***@h:1');
+  });
+});
+
+describe('exitOnConfigError', () => {
+  it('prints one line without a stack and exits 2', () => {
+    const writes: string[] = [];
+    const spy = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      writes.push(String(chunk));
+      return true;
+    });
+    const codes: number[] = [];
+    try {
+      exitOnConfigError(
+        () => void loadConfig(commonEnvSchema, { REDIS_POOL_SIZE: 'abc' }),
+        (c) => codes.push(c),
+      );
+    } finally {
+      spy.mockRestore();
+    }
+    expect(codes).toEqual([2]);
+    expect(writes).toEqual(['invalid config: REDIS_POOL_SIZE must be a positive integer (got "abc")\n']);
+  });
+});

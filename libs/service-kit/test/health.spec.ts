@@ -1,0 +1,112 @@
+import { Counter } from 'prom-client';
+import { createLogger, createMetricsRegistry, startHealthServer, type HealthServer } from '../src';
+
+const logger = createLogger({ service: 'test', instance: 'test-1', level: 'error', write: () => undefined });
+
+describe('health server', () => {
+  let server: HealthServer;
+  let base: string;
+  let depUp = true;
+  let hang = false;
+  const registry = createMetricsRegistry({ service: 'test', pod: 'test-1' });
+
+  beforeAll(async () => {
+    new Counter({ name: 'cordum_health_test_total', help: 'registered by the test', registers: [registry] }).inc(3);
+    server = await startHealthServer({
+      addr: { host: '127.0.0.1', port: 0 },
+      registry,
+      logger,
+      checkTimeoutMs: 200,
+      checks: [{ name: 'redis', check: () => depUp }],
+      extra: (app) => {
+        app.get('/extra', (_req, res) => void res.json({ extra: true }));
+      },
+    });
+    server.addCheck({ name: 'nats', check: () => (hang ? new Promise<boolean>(() => undefined) : Promise.resolve(true)) });
+    base = `http://127.0.0.1:${server.port}`;
+  });
+
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('binds port 0 and reports the bound port', () => {
+    expect(server.port).toBeGreaterThan(0);
+  });
+
+  it('/healthz answers 200 {status: ok}', async () => {
+    const res = await fetch(`${base}/healthz`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ status: 'ok' });
+  });
+
+  it('/readyz is 200 when every check passes, 503 naming the failing one otherwise', async () => {
+    depUp = true;
+    let res = await fetch(`${base}/readyz`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ ready: true, checks: { redis: true, nats: true } });
+
+    depUp = false;
+    res = await fetch(`${base}/readyz`);
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ ready: false, checks: { redis: false, nats: true } });
+    depUp = true;
+  });
+
+  it('/readyz answers 503 within the check timeout when a dependency hangs', async () => {
+    hang = true;
+    const started = Date.now();
+    const res = await fetch(`${base}/readyz`);
+    const elapsedMs = Date.now() - started;
+    hang = false;
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ ready: false, checks: { redis: true, nats: false } });
+    expect(elapsedMs).toBeGreaterThanOrEqual(150);
+    expect(elapsedMs).toBeLessThan(2000);
+  });
+
+  it('/readyz counts a throwing check as not ready', async () => {
+    server.addCheck({
+      name: 'boom',
+      check: () => {
+        throw new Error('boom');
+      },
+    });
+    const res = await fetch(`${base}/readyz`);
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { checks: Record<string, boolean> }).checks['boom']).toBe(false);
+  });
+
+  it('/metrics serves the registry in Prometheus text format', async () => {
+    const res = await fetch(`${base}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('text/plain');
+    expect(await res.text()).toMatch(/^cordum_health_test_total\{service="test",pod="test-1"\} 3$/m);
+  });
+
+  it('extra(app) adds service routes', async () => {
+    const res = await fetch(`${base}/extra`);
+    expect(await res.json()).toEqual({ extra: true });
+  });
+});
+
+describe('health server close', () => {
+  it('is idempotent and drops keep-alive connections', async () => {
+    const registry = createMetricsRegistry({ service: 'test', pod: 'p' });
+    const server = await startHealthServer({ addr: { host: '127.0.0.1', port: 0 }, registry, logger });
+    // fetch keeps the socket alive; close() must not wait for the client to let go
+    expect((await fetch(`http://127.0.0.1:${server.port}/healthz`)).status).toBe(200);
+    const first = server.close();
+    expect(server.close()).toBe(first);
+    await first;
+    await server.close();
+    await expect(fetch(`http://127.0.0.1:${server.port}/healthz`)).rejects.toThrow();
+  });
+
+  it('rejects when the port is taken', async () => {
+    const registry = createMetricsRegistry({ service: 'test', pod: 'p' });
+    const a = await startHealthServer({ addr: { host: '127.0.0.1', port: 0 }, registry, logger });
+    await expect(startHealthServer({ addr: { host: '127.0.0.1', port: a.port }, registry, logger })).rejects.toThrow(/EADDRINUSE/);
+    await a.close();
+  });
+});

@@ -1,0 +1,94 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildSync } from 'esbuild';
+import { type ManagedProcess, repoRoot, startProcess, stopAll, waitFor } from '@cordum/testing';
+
+// Real processes: exit codes and stderr are what operators and orchestrators see.
+let dir: string;
+let bundle: string;
+const procs: ManagedProcess[] = [];
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'service-kit-'));
+  bundle = join(dir, 'main.js');
+  buildSync({
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    entryPoints: [join(__dirname, 'fixtures/service-main.ts')],
+    outfile: bundle,
+    tsconfig: join(repoRoot, 'tsconfig.base.json'), // the fixture's deps resolve like an app bundle's
+    logLevel: 'silent',
+  });
+});
+
+afterAll(async () => {
+  await stopAll(procs);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function spawnFixture(env: Record<string, string>): ManagedProcess {
+  const p = startProcess('fixture', process.execPath, [bundle], { CORDUM_LOG_LEVEL: 'info', CORDUM_INSTANCE_ID: 'fixture-1', ...env }, dir);
+  procs.push(p);
+  return p;
+}
+
+function records(p: ManagedProcess): Record<string, unknown>[] {
+  return p.output.filter((l) => !p.errOutput.includes(l)).map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+describe('service process', () => {
+  it('bad config: exit 2 with exactly one stderr line naming the variable', async () => {
+    const p = spawnFixture({ REDIS_POOL_SIZE: 'abc' });
+    expect((await p.waitExit(10_000)).code).toBe(2);
+    expect(p.errOutput).toEqual(['invalid config: REDIS_POOL_SIZE must be a positive integer (got "abc")']);
+    expect(p.output).toEqual(p.errOutput); // nothing on stdout either
+  });
+
+  it('bad address: exit 2 naming the app-specific variable', async () => {
+    const p = spawnFixture({ FIXTURE_HTTP_ADDR: 'nowhere' });
+    expect((await p.waitExit(10_000)).code).toBe(2);
+    expect(p.errOutput).toHaveLength(1);
+    expect(p.errOutput[0]).toMatch(/^invalid config: FIXTURE_HTTP_ADDR must be an address/);
+  });
+
+  it('SIGTERM: stops cleanly and exits 0 within the deadline', async () => {
+    const p = spawnFixture({ FIXTURE_API_KEY: 'super-secret-key', REDIS_URL: 'redis://:redis-pw@127.0.0.1:6379' });
+    await waitFor(() => p.hasLine('fixture ready'), 10_000);
+    const ready = records(p).find((r) => r['msg'] === 'fixture ready')!;
+    expect(ready).toMatchObject({ level: 'info', service: 'fixture', instance: 'fixture-1' });
+    const health = await fetch(`http://127.0.0.1:${String(ready['port'])}/healthz`);
+    expect(health.status).toBe(200);
+
+    // config is logged once, without secrets
+    expect(p.logs()).not.toContain('super-secret-key');
+    expect(p.logs()).not.toContain('redis-pw');
+    expect(records(p).some((r) => r['msg'] === 'config loaded')).toBe(true);
+
+    const started = Date.now();
+    p.kill('SIGTERM');
+    expect((await p.waitExit(10_000)).code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(p.hasLine('fixture stopped')).toBe(true);
+    expect(p.errOutput).toEqual([]);
+  });
+
+  it('SIGTERM with a hung stop(): exits 1 at the shutdown deadline', async () => {
+    const p = spawnFixture({ FIXTURE_HANG_STOP: 'true', FIXTURE_SHUTDOWN_TIMEOUT: '300ms' });
+    await waitFor(() => p.hasLine('fixture ready'), 10_000);
+    const started = Date.now();
+    p.kill('SIGTERM');
+    expect((await p.waitExit(10_000)).code).toBe(1);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    expect(p.hasLine('shutdown: deadline exceeded')).toBe(true);
+  });
+
+  it('a failing start() stops what was started and exits 1', async () => {
+    const p = spawnFixture({ FIXTURE_FAIL_START: 'true' });
+    expect((await p.waitExit(10_000)).code).toBe(1);
+    expect(p.hasLine('service failed to start')).toBe(true);
+    expect(p.hasLine('start failed on purpose')).toBe(true);
+    expect(p.hasLine('fixture stopped')).toBe(true);
+  });
+});
