@@ -1,1 +1,59 @@
-export {};
+export { SCOPES, DEFAULT_SCOPE, DEFAULT_SCOPE_ID, configKeys, type Scope, type ConfigKeys } from './keys';
+export {
+  ConfigOverlayError,
+  RevisionConflictError,
+  ConfigValidationError,
+  isRevisionConflict,
+  type ConfigOverlayErrorCode,
+  type ConfigFieldError,
+} from './errors';
+export { canonicalJson, sha256Hex, hashValue, sectionHash, sectionHashes } from './canonical';
+export { applyMergePatch, mergeEffective, isPlainObject, type JsonObject } from './merge';
+export {
+  sectionSchemas,
+  poolsSectionSchema,
+  timeoutsSectionSchema,
+  schedulerSectionSchema,
+  rateLimitsSectionSchema,
+  safetySectionSchema,
+  TIMEOUT_DEFAULTS,
+  validateConfig,
+  parseSection,
+  resolveTimeouts,
+  isKnownSection,
+  type KnownSection,
+  type PoolsSection,
+  type TimeoutsSection,
+  type SchedulerSection,
+  type RateLimitsSection,
+  type SafetySection,
+} from './schema';
+export {
+  createConfigStore,
+  type ConfigStore,
+  type ConfigStoreOptions,
+  type ConfigDocument,
+  type WriteOptions,
+  type WriteResult,
+  type UpdateStep,
+} from './store';
+export { mergeBootstrapFile, type BootstrapFileOptions, type BootstrapResult } from './bootstrap';
+export { publishConfigChanged, decodeConfigChanged, CONFIG_CHANGED_CODE, type ConfigChange } from './notify';
+export { configMetrics, ABSENT_HASH_LABEL, type ConfigMetrics, type ReloadTrigger } from './metrics';
+export { createConfigWatcher, type ConfigWatcher, type ConfigWatcherOptions, type SectionSetter } from './watcher';
+export {
+  configStatus,
+  writeAppliedReport,
+  appliedReportSchema,
+  type AppliedReport,
+  type ConfigStatus,
+  type ReplicaStatus,
+  type ReplicaSyncStatus,
+} from './status';
+export {
+  configReloadEnvShape,
+  configReloadEnvSchema,
+  configReloadIntervalMs,
+  DEFAULT_CONFIG_RELOAD_INTERVAL_MS,
+  type ConfigReloadEnv,
+} from './env';

@@ -1,0 +1,27 @@
+import { KeyBuilder } from '@cordum/redis';
+
+export const SCOPES = ['system', 'org', 'team', 'workflow', 'step'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/** The document every service applies today (D34: lower scopes wait for workflows). */
+export const DEFAULT_SCOPE: Scope = 'system';
+export const DEFAULT_SCOPE_ID = 'default';
+
+export interface ConfigKeys {
+  /** `cfg:<scope>:<scope_id>` (CONTRACT §6). */
+  doc(scope: Scope, scopeId: string): string;
+  /** `cordum:config:applied:<service>:<instance>` (CONTRACT §5, D33). */
+  applied(service: string, instanceId: string): string;
+  /** SCAN pattern matching every applied report. */
+  appliedPattern(): string;
+}
+
+/** All key names of this lib; `prefix` only in library unit tests (D49). */
+export function configKeys(prefix = ''): ConfigKeys {
+  const kb = new KeyBuilder(prefix);
+  return {
+    doc: (scope, scopeId) => kb.key('cfg', scope, scopeId),
+    applied: (service, instanceId) => kb.key('cordum', 'config', 'applied', service, instanceId),
+    appliedPattern: () => kb.key('cordum', 'config', 'applied', '*'),
+  };
+}

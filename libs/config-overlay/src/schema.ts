@@ -1,0 +1,111 @@
+import { z } from 'zod';
+import type { ConfigFieldError } from './errors';
+import { isPlainObject } from './merge';
+
+// Per-section schemas of cfg:system:default (CONTRACT §6). Objects are loose: a key this version
+// does not know is kept and hashed, so a newer gateway can write fields an older replica ignores.
+
+const poolName = z.string().min(1, 'must be a non-empty pool name');
+
+export const poolsSectionSchema = z.looseObject({
+  topics: z.record(z.string().min(1), z.array(poolName)).optional(),
+  pools: z.record(poolName, z.looseObject({ requires: z.array(z.string()).optional() })).optional(),
+});
+
+const seconds = z.number().int('must be an integer number of seconds').min(0, 'must be >= 0');
+
+/** Cordum defaults; 0 or absent means "use the default" (as in the Go reconciler). */
+export const TIMEOUT_DEFAULTS = { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 30 } as const;
+
+export const timeoutsSectionSchema = z.looseObject({
+  reconciler: z
+    .looseObject({
+      dispatch_timeout_seconds: seconds.optional(),
+      running_timeout_seconds: seconds.optional(),
+      scan_interval_seconds: seconds.optional(),
+    })
+    .optional(),
+});
+
+const failMode = z.enum(['open', 'closed']);
+
+export const schedulerSectionSchema = z.looseObject({
+  input_fail_mode: failMode.optional(),
+  output_fail_mode: failMode.optional(),
+  output_policy_enabled: z.boolean().optional(),
+});
+
+export const rateLimitsSectionSchema = z.looseObject({
+  rps: z.number().positive('must be > 0').optional(),
+  burst: z.number().int('must be an integer').positive('must be > 0').optional(),
+});
+
+/** Rules are checked loosely here (objects with an id); the safety kernel validates them fully. */
+export const safetySectionSchema = z.looseObject({
+  bundles: z
+    .record(
+      z.string().min(1),
+      z.looseObject({
+        rules: z.array(z.looseObject({ id: z.string().min(1).optional() })),
+        default_decision: z.enum(['allow', 'deny']).optional(),
+      }),
+    )
+    .optional(),
+});
+
+export const sectionSchemas = {
+  pools: poolsSectionSchema,
+  timeouts: timeoutsSectionSchema,
+  scheduler: schedulerSectionSchema,
+  rate_limits: rateLimitsSectionSchema,
+  safety: safetySectionSchema,
+} as const;
+
+export type KnownSection = keyof typeof sectionSchemas;
+export type PoolsSection = z.infer<typeof poolsSectionSchema>;
+export type TimeoutsSection = z.infer<typeof timeoutsSectionSchema>;
+export type SchedulerSection = z.infer<typeof schedulerSectionSchema>;
+export type RateLimitsSection = z.infer<typeof rateLimitsSectionSchema>;
+export type SafetySection = z.infer<typeof safetySectionSchema>;
+
+export function isKnownSection(s: string): s is KnownSection {
+  return Object.prototype.hasOwnProperty.call(sectionSchemas, s);
+}
+
+/**
+ * Field-path errors for every known section present in `data`; unknown sections pass. A `null`
+ * section is allowed (in a merge patch it means delete).
+ */
+export function validateConfig(data: unknown): ConfigFieldError[] {
+  if (!isPlainObject(data)) return [{ path: '', message: 'config data must be a JSON object' }];
+  const errors: ConfigFieldError[] = [];
+  for (const [section, value] of Object.entries(data)) {
+    if (value === null || value === undefined || !isKnownSection(section)) continue;
+    const res = sectionSchemas[section].safeParse(value);
+    if (res.success) continue;
+    for (const issue of res.error.issues) {
+      errors.push({ path: [section, ...issue.path.map(String)].join('.'), message: issue.message });
+    }
+  }
+  return errors;
+}
+
+/**
+ * Parses a known section for a setter; throws (so the watcher keeps the previous hash and
+ * retries) when the stored value is invalid. Absent → `undefined`.
+ */
+export function parseSection<S extends KnownSection>(section: S, value: unknown): z.infer<(typeof sectionSchemas)[S]> | undefined {
+  if (value === undefined || value === null) return undefined;
+  return sectionSchemas[section].parse(value) as z.infer<(typeof sectionSchemas)[S]>;
+}
+
+/** Reconciler timeouts in ms with defaults applied (0 or absent → default). */
+export function resolveTimeouts(section: TimeoutsSection | undefined): { dispatchTimeoutMs: number; runningTimeoutMs: number; scanIntervalMs: number } {
+  const r = section?.reconciler ?? {};
+  const pick = (v: number | undefined, d: number): number => (v && v > 0 ? v : d) * 1000;
+  return {
+    dispatchTimeoutMs: pick(r.dispatch_timeout_seconds, TIMEOUT_DEFAULTS.dispatch_timeout_seconds),
+    runningTimeoutMs: pick(r.running_timeout_seconds, TIMEOUT_DEFAULTS.running_timeout_seconds),
+    scanIntervalMs: pick(r.scan_interval_seconds, TIMEOUT_DEFAULTS.scan_interval_seconds),
+  };
+}

@@ -1,0 +1,87 @@
+import { z } from 'zod';
+import { scanKeys, type RedisClient } from '@cordum/redis';
+import { sectionHash, sectionHashes } from './canonical';
+import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, type Scope } from './keys';
+import type { ConfigStore } from './store';
+
+/** What a replica writes at `cordum:config:applied:<service>:<instance>` (D33). */
+export interface AppliedReport {
+  service: string;
+  instance_id: string;
+  revision: number;
+  /** Only the sections this replica consumes; null = applied "absent". */
+  hashes: Record<string, string | null>;
+  reported_at: string;
+  /** False until the replica's first fully successful load (→ NOT_CHECKED). */
+  checked: boolean;
+}
+
+export const appliedReportSchema = z.object({
+  service: z.string(),
+  instance_id: z.string(),
+  revision: z.number().int(),
+  hashes: z.record(z.string(), z.string().nullable()),
+  reported_at: z.string(),
+  checked: z.boolean(),
+});
+
+export type ReplicaSyncStatus = 'IN_SYNC' | 'DRIFTED' | 'NOT_CHECKED';
+
+export interface ReplicaStatus {
+  service: string;
+  instance_id: string;
+  revision: number;
+  hashes: Record<string, string | null>;
+  status: ReplicaSyncStatus;
+  reported_at: string;
+}
+
+/** The `GET /api/v1/config/status` body (CONTRACT §2). */
+export interface ConfigStatus {
+  document: { scope: Scope; scope_id: string; revision: number; hashes: Record<string, string> };
+  replicas: ReplicaStatus[];
+}
+
+export async function writeAppliedReport(redis: RedisClient, key: string, report: AppliedReport, ttlMs: number): Promise<void> {
+  await redis.set(key, JSON.stringify(report), 'PX', Math.max(1, Math.round(ttlMs)));
+}
+
+/**
+ * Drift view: each live report against the stored document. IN_SYNC iff every section the replica
+ * reports has the document's hash; revision is informational (a no-op write bumps it without
+ * changing any hash). Expired reports are gone from Redis, so the replica disappears here too.
+ * A report that does not parse is skipped (fails open: it is a view, not a gate).
+ */
+export async function configStatus(store: ConfigStore, redis: RedisClient = store.redis, o: { scope?: Scope; scopeId?: string } = {}): Promise<ConfigStatus> {
+  const scope = o.scope ?? DEFAULT_SCOPE;
+  const scopeId = o.scopeId ?? DEFAULT_SCOPE_ID;
+  const doc = await store.get(scope, scopeId);
+  const replicas: ReplicaStatus[] = [];
+  const seen = new Set<string>();
+  for await (const key of scanKeys(redis, store.keys.appliedPattern())) {
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const raw = await redis.get(key);
+    if (raw === null) continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      continue;
+    }
+    const r = appliedReportSchema.safeParse(parsed);
+    if (!r.success) continue;
+    const rep = r.data;
+    const inSync = Object.entries(rep.hashes).every(([section, h]) => sectionHash(doc.data, section) === h);
+    replicas.push({
+      service: rep.service,
+      instance_id: rep.instance_id,
+      revision: rep.revision,
+      hashes: rep.hashes,
+      status: !rep.checked ? 'NOT_CHECKED' : inSync ? 'IN_SYNC' : 'DRIFTED',
+      reported_at: rep.reported_at,
+    });
+  }
+  replicas.sort((a, b) => (a.service === b.service ? a.instance_id.localeCompare(b.instance_id) : a.service.localeCompare(b.service)));
+  return { document: { scope, scope_id: scopeId, revision: doc.revision, hashes: sectionHashes(doc.data) }, replicas };
+}

@@ -1,0 +1,202 @@
+import type { Registry } from 'prom-client';
+import { subjects, type Bus, type Subscription } from '@cordum/bus';
+import type { Logger } from '@cordum/service-kit';
+import { sectionHash } from './canonical';
+import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, type Scope } from './keys';
+import { ABSENT_HASH_LABEL, configMetrics, type ReloadTrigger } from './metrics';
+import { decodeConfigChanged } from './notify';
+import { writeAppliedReport, type AppliedReport } from './status';
+import type { ConfigStore } from './store';
+
+/** Applies one section; throwing keeps the previous hash so the next reload retries. */
+export type SectionSetter = (value: unknown, hash: string | null) => void | Promise<void>;
+
+export interface ConfigWatcherOptions {
+  store: ConfigStore;
+  bus: Bus;
+  logger: Logger;
+  registry: Registry;
+  service: string;
+  instanceId: string;
+  /** Poll interval for lost notifications (D36); the applied report lives 3× this. */
+  pollIntervalMs: number;
+  /** Only these sections are hashed, applied and reported (D33: what this service consumes). */
+  sections: Record<string, SectionSetter>;
+  scope?: Scope;
+  scopeId?: string;
+}
+
+export interface ConfigWatcher {
+  /** Subscribes, reports NOT_CHECKED, runs the startup load, starts polling. */
+  start(): Promise<void>;
+  /** Idempotent; keeps the last report (it expires on its own, like a crashed replica's). */
+  stop(): Promise<void>;
+  /** True after the first load in which every setter succeeded (for /readyz). */
+  readonly ready: boolean;
+  /** Resolves at the same moment `ready` turns true. */
+  readonly readyAfterFirstLoad: Promise<void>;
+  /** Coalesced reload; resolves when it (and any reload queued behind it) finished. */
+  reload(trigger: ReloadTrigger): Promise<void>;
+  /** Hashes currently applied per section (absent before the first successful apply). */
+  appliedHashes(): Record<string, string | null>;
+  /** Revision of the document read by the last successful reload (-1 before). */
+  readonly revision: number;
+}
+
+type State = 'new' | 'running' | 'stopped';
+
+export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
+  if (!(o.pollIntervalMs > 0)) throw new Error('createConfigWatcher: pollIntervalMs must be > 0');
+  const scope = o.scope ?? DEFAULT_SCOPE;
+  const scopeId = o.scopeId ?? DEFAULT_SCOPE_ID;
+  const log = o.logger.child({ component: 'config-watcher' });
+  const metrics = configMetrics(o.registry);
+  const reportKey = o.store.keys.applied(o.service, o.instanceId);
+  const reportTtlMs = 3 * o.pollIntervalMs;
+  const sections = Object.entries(o.sections).sort(([a], [b]) => a.localeCompare(b));
+
+  let state: State = 'new';
+  let stopPromise: Promise<void> | undefined;
+  let sub: Subscription | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const applied = new Map<string, string | null>();
+  let revision = -1;
+  let ready = false;
+  let resolveReady!: () => void;
+  const readyAfterFirstLoad = new Promise<void>((r) => (resolveReady = r));
+
+  // Coalescing: at most one reload running and one queued; every request during a run folds into
+  // the queued one (seed 001: notification bursts must not become reload storms).
+  let inFlight: Promise<void> | null = null;
+  let queued: ReloadTrigger | null = null;
+
+  function report(checked: boolean): Promise<void> {
+    const r: AppliedReport = {
+      service: o.service,
+      instance_id: o.instanceId,
+      revision: Math.max(revision, 0),
+      hashes: Object.fromEntries(applied),
+      reported_at: new Date().toISOString(),
+      checked,
+    };
+    return writeAppliedReport(o.store.redis, reportKey, r, reportTtlMs);
+  }
+
+  async function reloadOnce(trigger: ReloadTrigger): Promise<void> {
+    metrics.reloads.inc({ trigger });
+    let doc;
+    try {
+      doc = await o.store.get(scope, scopeId);
+    } catch (err) {
+      log.warn('config reload failed, keeping applied config', { trigger, err });
+      return;
+    }
+    let allOk = true;
+    for (const [section, setter] of sections) {
+      const hash = sectionHash(doc.data, section);
+      if (applied.has(section) && applied.get(section) === hash) continue;
+      try {
+        await setter(doc.data[section] ?? undefined, hash);
+      } catch (err) {
+        allOk = false;
+        log.error('config section apply failed, will retry on next reload', { section, hash, revision: doc.revision, err });
+        continue;
+      }
+      const old = applied.get(section);
+      if (applied.has(section)) metrics.appliedInfo.remove({ section, hash: old ?? ABSENT_HASH_LABEL });
+      metrics.appliedInfo.set({ section, hash: hash ?? ABSENT_HASH_LABEL }, 1);
+      metrics.applies.inc({ section });
+      applied.set(section, hash);
+      log.info('config section applied', { section, hash, revision: doc.revision, trigger });
+    }
+    revision = doc.revision;
+    const firstOk = allOk && !ready;
+    try {
+      // Before the first fully successful load the replica stays NOT_CHECKED: a partial apply
+      // must not look IN_SYNC for sections it never applied.
+      await report(ready || allOk);
+    } catch (err) {
+      log.warn('config applied report write failed', { err });
+    }
+    if (firstOk) {
+      ready = true;
+      resolveReady();
+    }
+  }
+
+  async function drain(first: ReloadTrigger): Promise<void> {
+    let next: ReloadTrigger | null = first;
+    try {
+      while (next !== null && state !== 'stopped') {
+        await reloadOnce(next);
+        next = queued;
+        queued = null;
+      }
+    } finally {
+      inFlight = null;
+    }
+  }
+
+  function reload(trigger: ReloadTrigger): Promise<void> {
+    if (state === 'stopped') return Promise.resolve();
+    if (inFlight) {
+      queued ??= trigger;
+      return inFlight;
+    }
+    inFlight = drain(trigger);
+    return inFlight;
+  }
+
+  function onNotification(data: Uint8Array): void {
+    let change;
+    try {
+      change = decodeConfigChanged(data);
+    } catch (err) {
+      // Still a hint that something changed; reloading from Redis is always safe.
+      log.warn('undecodable config change notification, reloading anyway', { err });
+    }
+    if (change && change.scope !== '' && (change.scope !== scope || change.scopeId !== scopeId)) {
+      log.debug('config change for another scope ignored', { ...change });
+      return;
+    }
+    log.info('config change notification received, reloading', { revision: change?.revision });
+    void reload('notification');
+  }
+
+  async function start(): Promise<void> {
+    if (state !== 'new') throw new Error(`config watcher: start() in state ${state}`);
+    state = 'running';
+    // Subscribe before the first read so a change written during startup is never missed.
+    sub = o.bus.subscribe(subjects.configChanged, onNotification);
+    await o.bus.flush();
+    try {
+      await report(false);
+    } catch (err) {
+      log.warn('config applied report write failed', { err });
+    }
+    await reload('startup');
+    timer = setInterval(() => void reload('poll'), o.pollIntervalMs);
+  }
+
+  async function doStop(): Promise<void> {
+    state = 'stopped';
+    if (timer) clearInterval(timer);
+    sub?.unsubscribe();
+    queued = null;
+    await inFlight;
+  }
+
+  return {
+    start,
+    stop: () => (stopPromise ??= doStop()),
+    get ready() {
+      return ready;
+    },
+    readyAfterFirstLoad,
+    reload,
+    appliedHashes: () => Object.fromEntries(applied),
+    get revision() {
+      return revision;
+    },
+  };
+}

@@ -1,0 +1,129 @@
+import { loadConfig } from '@cordum/service-kit';
+import { z } from 'zod';
+import {
+  applyMergePatch,
+  canonicalJson,
+  configReloadEnvShape,
+  configReloadIntervalMs,
+  hashValue,
+  mergeEffective,
+  resolveTimeouts,
+  sectionHash,
+  sectionHashes,
+  sha256Hex,
+  validateConfig,
+} from '../src';
+
+describe('canonical JSON and section hashes (D33)', () => {
+  it('sorts keys at every depth, drops whitespace and normalizes numbers', () => {
+    const a = JSON.parse('{"b": 1.50, "a": {"z": [3, 2, {"y": 1e0, "x": -0}], "c": "30s"}}') as unknown;
+    expect(canonicalJson(a)).toBe('{"a":{"c":"30s","z":[3,2,{"x":0,"y":1}]},"b":1.5}');
+  });
+
+  it('hash is independent of key order and formatting, and changes with content', () => {
+    const x = { reconciler: { dispatch_timeout_seconds: 120, running_timeout_seconds: 300 } };
+    const y = JSON.parse('{ "reconciler" : { "running_timeout_seconds": 300.0, "dispatch_timeout_seconds": 120 } }') as unknown;
+    expect(hashValue(x)).toBe(hashValue(y));
+    expect(hashValue(x)).toBe(sha256Hex('{"reconciler":{"dispatch_timeout_seconds":120,"running_timeout_seconds":300}}'));
+    expect(hashValue(x)).toMatch(/^[0-9a-f]{64}$/);
+    expect(hashValue({ reconciler: { dispatch_timeout_seconds: 121, running_timeout_seconds: 300 } })).not.toBe(hashValue(x));
+    // array order is content, not formatting
+    expect(hashValue({ t: ['a', 'b'] })).not.toBe(hashValue({ t: ['b', 'a'] }));
+  });
+
+  it('durations are hashed as written, not interpreted', () => {
+    expect(hashValue({ d: '30s' })).not.toBe(hashValue({ d: '30000ms' }));
+  });
+
+  it('sectionHash is null for an absent or null section; sectionHashes covers unknown sections', () => {
+    const data = { pools: { topics: {} }, custom_thing: [1], gone: null };
+    expect(sectionHash(data, 'timeouts')).toBeNull();
+    expect(sectionHash(data, 'gone')).toBeNull();
+    expect(sectionHash(data, 'pools')).toBe(sha256Hex('{"topics":{}}'));
+    expect(Object.keys(sectionHashes(data))).toEqual(['custom_thing', 'pools']);
+  });
+});
+
+describe('merge patch (RFC 7386) and effective merge (D34)', () => {
+  it('null deletes, objects merge recursively, arrays and scalars replace; inputs untouched', () => {
+    const target = { scheduler: { input_fail_mode: 'open', output_fail_mode: 'open' }, pools: { topics: { 'job.a': ['x', 'y'] } }, rate_limits: { rps: 5 } };
+    const snapshot = JSON.stringify(target);
+    const out = applyMergePatch(target, { scheduler: { input_fail_mode: 'closed', output_fail_mode: null }, pools: { topics: { 'job.a': ['z'] } }, rate_limits: null });
+    expect(out).toEqual({ scheduler: { input_fail_mode: 'closed' }, pools: { topics: { 'job.a': ['z'] } } });
+    expect(JSON.stringify(target)).toBe(snapshot);
+  });
+
+  it('a non-object patch replaces; an object patch over a scalar starts from {}', () => {
+    expect(applyMergePatch({ a: 1 }, [1, 2])).toEqual([1, 2]);
+    expect(applyMergePatch({ a: 'x' }, { a: { b: 1, c: null } })).toEqual({ a: { b: 1 } });
+  });
+
+  it('mergeEffective overlays system < org < team < workflow < step', () => {
+    const eff = mergeEffective([
+      { timeouts: { reconciler: { dispatch_timeout_seconds: 120, running_timeout_seconds: 300 } }, pools: { topics: { 'job.a': ['p1'] } } },
+      { timeouts: { reconciler: { dispatch_timeout_seconds: 60 } } },
+      { pools: { topics: { 'job.a': ['p2', 'p3'] } } },
+      { timeouts: { reconciler: { running_timeout_seconds: null } } },
+    ]);
+    expect(eff).toEqual({ timeouts: { reconciler: { dispatch_timeout_seconds: 60 } }, pools: { topics: { 'job.a': ['p2', 'p3'] } } });
+  });
+});
+
+describe('validateConfig', () => {
+  it('returns field paths for bad known sections and ignores unknown sections', () => {
+    const errors = validateConfig({
+      timeouts: { reconciler: { dispatch_timeout_seconds: 'soon', running_timeout_seconds: 300 } },
+      scheduler: { input_fail_mode: 'maybe', output_policy_enabled: true },
+      rate_limits: { rps: -1, burst: 2.5 },
+      pools: { topics: { 'job.a': 'default' }, pools: { default: { requires: [] } } },
+      safety: { bundles: { b1: { rules: 'nope' } } },
+      something_new: { anything: true },
+    });
+    const paths = errors.map((e) => e.path).sort();
+    expect(paths).toEqual([
+      'pools.topics.job.a',
+      'rate_limits.burst',
+      'rate_limits.rps',
+      'safety.bundles.b1.rules',
+      'scheduler.input_fail_mode',
+      'timeouts.reconciler.dispatch_timeout_seconds',
+    ]);
+    for (const e of errors) expect(e.message.length).toBeGreaterThan(0);
+  });
+
+  it('accepts the bootstrap shapes and a null section (delete)', () => {
+    expect(
+      validateConfig({
+        pools: { topics: { 'job.echo': ['default'] }, pools: { default: { requires: [] } } },
+        timeouts: { reconciler: { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 30 } },
+        scheduler: { input_fail_mode: 'closed', output_fail_mode: 'open', output_policy_enabled: false },
+        rate_limits: { rps: 30, burst: 50 },
+        safety: { bundles: { main: { rules: [{ id: 'r1', decision: 'deny' }], default_decision: 'allow' } } },
+        gone: null,
+      }),
+    ).toEqual([]);
+    expect(validateConfig([])).toEqual([{ path: '', message: 'config data must be a JSON object' }]);
+  });
+
+  it('resolveTimeouts applies Cordum defaults for absent or zero values', () => {
+    expect(resolveTimeouts(undefined)).toEqual({ dispatchTimeoutMs: 120_000, runningTimeoutMs: 300_000, scanIntervalMs: 30_000 });
+    expect(resolveTimeouts({ reconciler: { dispatch_timeout_seconds: 5, scan_interval_seconds: 0 } })).toEqual({
+      dispatchTimeoutMs: 5_000,
+      runningTimeoutMs: 300_000,
+      scanIntervalMs: 30_000,
+    });
+  });
+});
+
+describe('reload interval env fragment (D36)', () => {
+  const schema = z.object(configReloadEnvShape);
+  it('defaults to 30 s; CORDUM_CONFIG_RELOAD_INTERVAL wins over the SCHEDULER_ alias', () => {
+    expect(configReloadIntervalMs(loadConfig(schema, {}))).toBe(30_000);
+    expect(configReloadIntervalMs(loadConfig(schema, { SCHEDULER_CONFIG_RELOAD_INTERVAL: '5s' }))).toBe(5_000);
+    expect(configReloadIntervalMs(loadConfig(schema, { SCHEDULER_CONFIG_RELOAD_INTERVAL: '5s', CORDUM_CONFIG_RELOAD_INTERVAL: '500ms' }))).toBe(500);
+  });
+  it('a bad or zero value fails naming the variable', () => {
+    expect(() => loadConfig(schema, { CORDUM_CONFIG_RELOAD_INTERVAL: 'soon' })).toThrow(/CORDUM_CONFIG_RELOAD_INTERVAL/);
+    expect(() => loadConfig(schema, { SCHEDULER_CONFIG_RELOAD_INTERVAL: '0s' })).toThrow(/SCHEDULER_CONFIG_RELOAD_INTERVAL/);
+  });
+});

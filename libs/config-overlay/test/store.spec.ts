@@ -1,0 +1,172 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { repoRoot, startRedis, type TestServer } from '@cordum/testing';
+import { createConfigStore, hashValue, mergeBootstrapFile, type RevisionConflictError, type ConfigStore } from '../src';
+
+describe('ConfigStore (real Redis)', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  let store: ConfigStore;
+  let n = 0;
+  const id = () => `t${++n}`;
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 4, minIdleConns: 1 });
+    store = createConfigStore(redis);
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  it('a missing document reads as {data: {}, revision: 0, meta: {}}', async () => {
+    const doc = await store.get('system', id());
+    expect(doc).toMatchObject({ scope: 'system', data: {}, revision: 0, meta: {} });
+  });
+
+  it('put stores the contract document at cfg:<scope>:<id>, +1 per write, arrays and numbers intact', async () => {
+    const sid = id();
+    const data = { pools: { topics: { 'job.a': [] as string[] }, pools: {} }, big: 12345678901234, f: 0.1 };
+    expect((await store.put('system', sid, data)).revision).toBe(1);
+    expect((await store.put('system', sid, data)).revision).toBe(2);
+    const raw = JSON.parse((await redis.get(`cfg:system:${sid}`))!) as Record<string, unknown>;
+    expect(raw).toMatchObject({ scope: 'system', scope_id: sid, data, revision: 2, meta: {} });
+    expect(Date.parse(raw['updated_at'] as string)).toBeGreaterThan(Date.now() - 60_000);
+  });
+
+  it('CAS: two concurrent writers with the same expected revision, exactly one wins', async () => {
+    const sid = id();
+    await store.put('system', sid, { v: 0 });
+    const results = await Promise.allSettled([
+      store.put('system', sid, { v: 'a' }, { expectedRevision: 1 }),
+      store.put('system', sid, { v: 'b' }, { expectedRevision: 1 }),
+    ]);
+    const ok = results.filter((r) => r.status === 'fulfilled');
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    expect(ok).toHaveLength(1);
+    expect(failed).toHaveLength(1);
+    const err = failed[0]!.reason as RevisionConflictError;
+    expect(err.code).toBe('revision_conflict');
+    expect(err.currentRevision).toBe(2);
+    const doc = await store.get('system', sid);
+    expect(doc.revision).toBe(2);
+    expect(['a', 'b']).toContain(doc.data['v']);
+  });
+
+  it('20 concurrent mergePatch calls without a revision: revision 20 and no lost update', async () => {
+    const sid = id();
+    await Promise.all(Array.from({ length: 20 }, (_, i) => store.mergePatch('system', sid, { counters: { [`k${i}`]: i } })));
+    const doc = await store.get('system', sid);
+    expect(doc.revision).toBe(20);
+    expect(Object.keys(doc.data['counters'] as object)).toHaveLength(20);
+  });
+
+  it('mergePatch: null deletes; with a stale revision it is revision_conflict', async () => {
+    const sid = id();
+    await store.put('system', sid, { scheduler: { input_fail_mode: 'open', output_fail_mode: 'open' }, rate_limits: { rps: 1 } });
+    const r = await store.mergePatch('system', sid, { scheduler: { input_fail_mode: 'closed', output_fail_mode: null }, rate_limits: null });
+    expect(r.revision).toBe(2);
+    expect((await store.get('system', sid)).data).toEqual({ scheduler: { input_fail_mode: 'closed' } });
+    await expect(store.mergePatch('system', sid, { x: 1 }, { expectedRevision: 1 })).rejects.toMatchObject({ code: 'revision_conflict', currentRevision: 2 });
+    expect((await store.mergePatch('system', sid, { x: 1 }, { expectedRevision: 2 })).revision).toBe(3);
+  });
+
+  it('meta is server-owned: data writes keep it, setMeta merges it', async () => {
+    const sid = id();
+    await store.setMeta('system', sid, { _poolsFileHash: 'abc' });
+    await store.put('system', sid, { a: 1 });
+    await store.mergePatch('system', sid, { b: 2 });
+    await store.setMeta('system', sid, { _timeoutsFileHash: 'def' });
+    const doc = await store.get('system', sid);
+    expect(doc.meta).toEqual({ _poolsFileHash: 'abc', _timeoutsFileHash: 'def' });
+    expect(doc.data).toEqual({ a: 1, b: 2 });
+    expect(doc.revision).toBe(4);
+  });
+
+  it('validation and scope checks reject bad writes with stable codes and write nothing', async () => {
+    const sid = id();
+    await expect(store.put('system', sid, { timeouts: { reconciler: { dispatch_timeout_seconds: 'x' } } }, { validate: true })).rejects.toMatchObject({
+      code: 'config_invalid_data',
+      errors: [expect.objectContaining({ path: 'timeouts.reconciler.dispatch_timeout_seconds' })],
+    });
+    await expect(store.put('galaxy' as never, sid, {})).rejects.toMatchObject({ code: 'invalid_scope' });
+    expect((await store.get('system', sid)).revision).toBe(0);
+  });
+
+  it('a corrupt stored document is config_corrupt for readers and writers', async () => {
+    const sid = id();
+    await redis.set(`cfg:system:${sid}`, 'not json');
+    await expect(store.get('system', sid)).rejects.toMatchObject({ code: 'config_corrupt' });
+    await expect(store.put('system', sid, {})).rejects.toMatchObject({ code: 'config_corrupt' });
+  });
+
+  it('effective merges system < org < team < workflow < step', async () => {
+    const sid = id();
+    await store.put('system', sid, { timeouts: { reconciler: { dispatch_timeout_seconds: 120, running_timeout_seconds: 300 } }, pools: { topics: { 'job.a': ['p1'] } } });
+    await store.put('org', sid, { timeouts: { reconciler: { dispatch_timeout_seconds: 60 } } });
+    await store.put('step', sid, { pools: { topics: { 'job.a': ['p9'] } }, timeouts: { reconciler: { running_timeout_seconds: null } } });
+    const eff = await store.effective({ system: sid, org: sid, team: sid, step: sid });
+    expect(eff.data).toEqual({ timeouts: { reconciler: { dispatch_timeout_seconds: 60 } }, pools: { topics: { 'job.a': ['p9'] } } });
+    expect(eff.revisions).toEqual({ system: 1, org: 1, team: 0, step: 1 });
+  });
+});
+
+describe('bootstrap merge (D35)', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  let store: ConfigStore;
+  const poolsFile = readFileSync(join(repoRoot, 'config/pools.yaml'), 'utf8');
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 4, minIdleConns: 1 });
+    store = createConfigStore(redis);
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  const merge = (content: unknown) => mergeBootstrapFile(store, { section: 'pools', fileHashMetaKey: '_poolsFileHash', content });
+
+  it('first run writes; same file writes nothing; live edit survives a restart; changed file replaces the section', async () => {
+    await store.put('system', 'default', { scheduler: { input_fail_mode: 'open' } });
+    const first = await merge(poolsFile);
+    expect(first).toMatchObject({ written: true, revision: 2 });
+    let doc = await store.get('system', 'default');
+    expect(doc.data['pools']).toEqual({ topics: { 'job.echo': ['default'], 'job.default': ['default'] }, pools: { default: { requires: [] } } });
+    expect(doc.data['scheduler']).toEqual({ input_fail_mode: 'open' });
+    expect(doc.meta['_poolsFileHash']).toBe(hashValue(doc.data['pools']));
+
+    // same file again (a restart): nothing written
+    expect(await merge(poolsFile)).toMatchObject({ written: false, revision: 2 });
+    expect((await store.get('system', 'default')).revision).toBe(2);
+
+    // a live edit, then a restart with the same file (reformatted): the edit survives
+    await store.mergePatch('system', 'default', { pools: { topics: { 'job.live': ['gpu'] } } });
+    expect(await merge(`# comment only change\n${poolsFile.replace(/\n\s*\n/g, '\n')}`)).toMatchObject({ written: false, revision: 3 });
+    doc = await store.get('system', 'default');
+    expect(doc.revision).toBe(3);
+    expect((doc.data['pools'] as { topics: Record<string, string[]> }).topics['job.live']).toEqual(['gpu']);
+
+    // a changed file replaces the whole section and stores its hash
+    const changed = { topics: { 'job.echo': ['echo-pool'] }, pools: { 'echo-pool': { requires: [] } } };
+    expect(await merge(changed)).toMatchObject({ written: true, revision: 4, fileHash: hashValue(changed) });
+    doc = await store.get('system', 'default');
+    expect(doc.data['pools']).toEqual(changed);
+    expect(doc.data['scheduler']).toEqual({ input_fail_mode: 'open' });
+    expect(doc.meta['_poolsFileHash']).toBe(hashValue(changed));
+  });
+
+  it('replicas starting together merge a new file exactly once; an invalid file is rejected', async () => {
+    const file = { topics: { 'job.x': ['px'] }, pools: { px: { requires: ['gpu'] } } };
+    const before = (await store.get('system', 'default')).revision;
+    const results = await Promise.all(Array.from({ length: 5 }, () => merge(file)));
+    expect(results.filter((r) => r.written)).toHaveLength(1);
+    expect((await store.get('system', 'default')).revision).toBe(before + 1);
+    await expect(merge({ topics: { 'job.x': 'px' } })).rejects.toMatchObject({ code: 'config_invalid_data' });
+    expect((await store.get('system', 'default')).revision).toBe(before + 1);
+  });
+});

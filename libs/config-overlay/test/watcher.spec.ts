@@ -1,0 +1,289 @@
+import { performance } from 'node:perf_hooks';
+import { Registry } from 'prom-client';
+import { connectBus, subjects, type Bus } from '@cordum/bus';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { Latch, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import {
+  configStatus,
+  createConfigStore,
+  createConfigWatcher,
+  decodeConfigChanged,
+  hashValue,
+  publishConfigChanged,
+  sectionHash,
+  type ConfigStore,
+  type ConfigWatcher,
+  type SectionSetter,
+} from '../src';
+import { capturingLogger, metricLabels, metricValue, type CapturedLogger } from './helpers';
+
+interface Recorder {
+  calls: { value: unknown; hash: string | null }[];
+  setter: SectionSetter;
+  /** When set, the setter awaits it (to hold a reload in flight). */
+  gate?: Latch;
+  /** Throws once for this hash. */
+  failOnceFor?: string | null;
+}
+
+function recorder(): Recorder {
+  const r: Recorder = {
+    calls: [],
+    setter: async (value, hash) => {
+      r.calls.push({ value, hash });
+      if (r.gate) await r.gate.promise;
+      if (r.failOnceFor !== undefined && r.failOnceFor === hash) {
+        r.failOnceFor = undefined;
+        throw new Error('setter boom');
+      }
+    },
+  };
+  return r;
+}
+
+describe('config watcher (real Redis + NATS)', () => {
+  let redisServer: TestServer;
+  let natsServer: TestServer;
+  let redis: RedisClient;
+  let bus: Bus;
+  let store: ConfigStore;
+  let started: ConfigWatcher[] = [];
+  let seq = 0;
+
+  const POOLS_A = { topics: { 'job.echo': ['default'] }, pools: { default: { requires: [] } } };
+  const TIMEOUTS_A = { reconciler: { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 30 } };
+
+  function make(o: { pollIntervalMs: number; sections: Record<string, SectionSetter>; service?: string; instance?: string }) {
+    seq++;
+    const registry = new Registry();
+    const cap: CapturedLogger = capturingLogger(o.instance ?? `i${seq}`);
+    const service = o.service ?? `svc${seq}`;
+    const instanceId = o.instance ?? `i${seq}`;
+    const w = createConfigWatcher({ store, bus, logger: cap.logger, registry, service, instanceId, pollIntervalMs: o.pollIntervalMs, sections: o.sections });
+    started.push(w);
+    return { w, registry, cap, service, instanceId };
+  }
+
+  const docHash = async (section: string) => sectionHash((await store.get('system', 'default')).data, section);
+
+  beforeAll(async () => {
+    [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
+    redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 4, minIdleConns: 1 });
+    bus = await connectBus({ servers: [natsServer.url], name: 'config-test', logger: capturingLogger('bus').logger });
+    store = createConfigStore(redis);
+  });
+  beforeEach(async () => {
+    await store.put('system', 'default', { pools: POOLS_A, timeouts: TIMEOUTS_A });
+  });
+  afterEach(async () => {
+    await Promise.all(started.map((w) => w.stop()));
+    started = [];
+  });
+  afterAll(async () => {
+    await bus.close();
+    await closeRedis(redis);
+    await Promise.all([redisServer.stop(), natsServer.stop()]);
+  });
+
+  it('startup load applies every section; a notification applies only the changed section within 1 s', async () => {
+    const pools = recorder();
+    const timeouts = recorder();
+    const { w, registry, cap, service, instanceId } = make({ pollIntervalMs: 60_000, sections: { pools: pools.setter, timeouts: timeouts.setter } });
+    await w.start();
+    await w.readyAfterFirstLoad;
+    expect(w.ready).toBe(true);
+    expect(pools.calls).toEqual([{ value: POOLS_A, hash: await docHash('pools') }]);
+    expect(timeouts.calls).toEqual([{ value: TIMEOUTS_A, hash: await docHash('timeouts') }]);
+    expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'startup' })).toBe(1);
+    const oldTimeoutsHash = await docHash('timeouts');
+
+    const { revision } = await store.mergePatch('system', 'default', { timeouts: { reconciler: { dispatch_timeout_seconds: 60 } } });
+    const t0 = performance.now();
+    await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision });
+    await waitFor(() => timeouts.calls.length === 2, 1000, { message: 'timeouts applied after notification' });
+    expect(performance.now() - t0).toBeLessThan(1000);
+    const newTimeoutsHash = await docHash('timeouts');
+    expect(timeouts.calls[1]).toEqual({ value: { reconciler: { ...TIMEOUTS_A.reconciler, dispatch_timeout_seconds: 60 } }, hash: newTimeoutsHash });
+    expect(pools.calls).toHaveLength(1);
+    expect(cap.count('config change notification received, reloading')).toBe(1);
+
+    expect(await metricValue(registry, 'cordum_config_applies_total', { section: 'pools' })).toBe(1);
+    expect(await metricValue(registry, 'cordum_config_applies_total', { section: 'timeouts' })).toBe(2);
+    expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'poll' })).toBe(0);
+    const info = await metricLabels(registry, 'cordum_config_applied_info');
+    expect(info).toContainEqual({ section: 'timeouts', hash: newTimeoutsHash });
+    expect(info).not.toContainEqual({ section: 'timeouts', hash: oldTimeoutsHash });
+    expect(info.filter((l) => l['section'] === 'timeouts')).toHaveLength(1);
+
+    // The replica's applied report (D33): contract key, hashes, TTL 3 × poll interval.
+    const key = `cordum:config:applied:${service}:${instanceId}`;
+    await waitFor(async () => (JSON.parse((await redis.get(key)) ?? '{}') as { revision?: number }).revision === revision, 1000);
+    const rep = JSON.parse((await redis.get(key))!) as Record<string, unknown>;
+    expect(rep).toMatchObject({ service, instance_id: instanceId, revision, hashes: { pools: await docHash('pools'), timeouts: newTimeoutsHash }, checked: true });
+    expect(Number.isNaN(Date.parse(rep['reported_at'] as string))).toBe(false);
+    const pttl = await redis.pttl(key);
+    expect(pttl).toBeGreaterThan(170_000);
+    expect(pttl).toBeLessThanOrEqual(180_000);
+  });
+
+  it('publishConfigChanged sends a SystemAlert BusPacket carrying scope, scope_id and revision', async () => {
+    const got = new Latch<Uint8Array>();
+    const sub = bus.subscribe(subjects.configChanged, (data) => got.open(data));
+    try {
+      await bus.flush();
+      await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision: 42 });
+      expect(decodeConfigChanged(await got.wait(2000))).toEqual({ scope: 'system', scopeId: 'default', revision: 42 });
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+
+  it('a no-op write (same data, new revision) applies nothing', async () => {
+    const pools = recorder();
+    const timeouts = recorder();
+    const { w, registry } = make({ pollIntervalMs: 60_000, sections: { pools: pools.setter, timeouts: timeouts.setter } });
+    await w.start();
+    const { revision } = await store.put('system', 'default', { timeouts: TIMEOUTS_A, pools: POOLS_A });
+    await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision });
+    await waitFor(() => w.revision === revision, 2000, { message: 'reload saw the new revision' });
+    expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'notification' })).toBe(1);
+    expect(pools.calls).toHaveLength(1);
+    expect(timeouts.calls).toHaveLength(1);
+    expect(await metricValue(registry, 'cordum_config_applies_total', { section: 'pools' })).toBe(1);
+    expect(await metricValue(registry, 'cordum_config_applies_total', { section: 'timeouts' })).toBe(1);
+  });
+
+  it('a burst of 50 notifications coalesces into at most 2 reloads; stop() is idempotent and final', async () => {
+    const pools = recorder();
+    const { w, registry, cap } = make({ pollIntervalMs: 60_000, sections: { pools: pools.setter } });
+    await w.start();
+    // Hold the first reload inside the setter so the whole burst arrives while it is in flight.
+    pools.gate = new Latch();
+    const { revision } = await store.mergePatch('system', 'default', { pools: { topics: { 'job.burst': ['b'] } } });
+    const bytes: Uint8Array[] = [];
+    const grab = bus.subscribe(subjects.configChanged, (d) => bytes.push(d));
+    await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision });
+    await waitFor(() => bytes.length === 1, 2000);
+    grab.unsubscribe();
+    for (let i = 0; i < 49; i++) bus.publishCore(subjects.configChanged, bytes[0]!);
+    await bus.flush();
+    await waitFor(() => cap.count('config change notification received, reloading') === 50, 3000, { message: 'all 50 notifications delivered' });
+    pools.gate.open();
+    await waitFor(async () => (await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'notification' })) >= 2, 3000);
+    await w.reload('poll'); // resolves once nothing is in flight or queued
+    expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'notification' })).toBe(2);
+    expect(pools.calls.at(-1)?.hash).toBe(await docHash('pools'));
+    expect(await metricValue(registry, 'cordum_config_applies_total', { section: 'pools' })).toBe(2);
+
+    await Promise.all([w.stop(), w.stop()]);
+    await w.stop();
+    const before = await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'notification' });
+    await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision });
+    await bus.flush();
+    await w.reload('notification');
+    expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'notification' })).toBe(before);
+  });
+
+  it('a LOST notification (write without publish) is applied by the poll within one interval', async () => {
+    const pollIntervalMs = 500;
+    const pools = recorder();
+    const { w, registry } = make({ pollIntervalMs, sections: { pools: pools.setter } });
+    await w.start();
+    await store.mergePatch('system', 'default', { pools: { topics: { 'job.lost': ['l'] } } });
+    const t0 = performance.now();
+    await waitFor(() => pools.calls.length === 2, 3 * pollIntervalMs, { message: 'poll applied the change' });
+    // one interval plus scheduling slack on a shared 2-core box
+    expect(performance.now() - t0).toBeLessThan(pollIntervalMs + 300);
+    expect(pools.calls[1]!.hash).toBe(await docHash('pools'));
+    expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'notification' })).toBe(0);
+    expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'poll' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a throwing setter keeps the previous hash, logs, and is retried on the next reload', async () => {
+    const timeouts = recorder();
+    const { w, registry, cap } = make({ pollIntervalMs: 300, sections: { timeouts: timeouts.setter } });
+    await w.start();
+    const oldHash = await docHash('timeouts');
+    // Armed before the write: a poll may run between the write and the next line.
+    const newHash = hashValue({ reconciler: { ...TIMEOUTS_A.reconciler, running_timeout_seconds: 999 } });
+    timeouts.failOnceFor = newHash;
+    await store.mergePatch('system', 'default', { timeouts: { reconciler: { running_timeout_seconds: 999 } } });
+    expect(await docHash('timeouts')).toBe(newHash);
+    await waitFor(() => cap.count('config section apply failed, will retry on next reload') === 1, 3000);
+    expect(w.appliedHashes()).toEqual({ timeouts: oldHash });
+    await waitFor(() => w.appliedHashes()['timeouts'] === newHash, 3000, { message: 'retried on a later reload' });
+    expect(timeouts.calls.filter((c) => c.hash === newHash)).toHaveLength(2);
+    expect(await metricValue(registry, 'cordum_config_applies_total', { section: 'timeouts' })).toBe(2);
+    const info = await metricLabels(registry, 'cordum_config_applied_info');
+    expect(info).toEqual([{ section: 'timeouts', hash: newHash }]);
+  });
+
+  it('a setter failing at startup keeps the replica not ready and NOT_CHECKED until a poll succeeds', async () => {
+    const pools = recorder();
+    pools.failOnceFor = hashValue(POOLS_A);
+    const { w, service, instanceId } = make({ pollIntervalMs: 300, sections: { pools: pools.setter } });
+    await w.start();
+    expect(w.ready).toBe(false);
+    const mine = async () => (await configStatus(store, redis)).replicas.find((r) => r.service === service && r.instance_id === instanceId);
+    expect((await mine())?.status).toBe('NOT_CHECKED');
+    await w.readyAfterFirstLoad;
+    expect(w.ready).toBe(true);
+    expect(pools.calls).toHaveLength(2);
+    await waitFor(async () => (await mine())?.status === 'IN_SYNC', 2000);
+  });
+
+  it('reports NOT_CHECKED until the first successful load, then IN_SYNC', async () => {
+    const pools = recorder();
+    pools.gate = new Latch();
+    const { w, service, instanceId } = make({ pollIntervalMs: 60_000, sections: { pools: pools.setter } });
+    const starting = w.start();
+    const mine = async () => (await configStatus(store, redis)).replicas.find((r) => r.service === service && r.instance_id === instanceId);
+    await waitFor(async () => (await mine())?.status === 'NOT_CHECKED', 2000);
+    expect(w.ready).toBe(false);
+    pools.gate.open();
+    await starting;
+    expect(w.ready).toBe(true);
+    expect(await mine()).toMatchObject({ status: 'IN_SYNC', hashes: { pools: await docHash('pools') } });
+  });
+
+  it('three replicas converge (IN_SYNC, equal hashes); a stopped one is DRIFTED after a change, then disappears', async () => {
+    const pollIntervalMs = 500;
+    const service = 'sched-conv';
+    const replicas = ['r1', 'r2', 'r3'].map((instance) => {
+      const sections = { pools: recorder(), timeouts: recorder(), scheduler: recorder() };
+      const m = make({ pollIntervalMs, service, instance, sections: { pools: sections.pools.setter, timeouts: sections.timeouts.setter, scheduler: sections.scheduler.setter } });
+      return { ...m, sections };
+    });
+    await Promise.all(replicas.map((r) => r.w.start()));
+
+    const { revision } = await store.mergePatch('system', 'default', { scheduler: { input_fail_mode: 'closed' }, pools: { topics: { 'job.conv': ['c'] } } });
+    await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision });
+    const mine = async () => (await configStatus(store, redis)).replicas.filter((r) => r.service === service);
+    await waitFor(async () => {
+      const rs = await mine();
+      return rs.length === 3 && rs.every((r) => r.status === 'IN_SYNC' && r.revision === revision);
+    }, 3000, { message: 'three replicas IN_SYNC' });
+    const status = await configStatus(store, redis);
+    const rs = status.replicas.filter((r) => r.service === service);
+    expect(rs.map((r) => r.instance_id)).toEqual(['r1', 'r2', 'r3']);
+    const { pools, timeouts, scheduler } = status.document.hashes;
+    for (const r of rs) expect(r.hashes).toEqual({ pools, timeouts, scheduler });
+    expect(status.document).toMatchObject({ scope: 'system', scope_id: 'default', revision });
+
+    // r3 goes away (no graceful report removal, like a crash); a change lands meanwhile.
+    const r3 = replicas[2]!;
+    await r3.w.stop();
+    const change = await store.mergePatch('system', 'default', { scheduler: { output_fail_mode: 'closed' } });
+    await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision: change.revision });
+    const drifted = (await mine()).find((r) => r.instance_id === 'r3');
+    expect(drifted?.status).toBe('DRIFTED');
+    expect(drifted?.hashes['scheduler']).toBe(scheduler);
+    expect(r3.sections.scheduler.calls).toHaveLength(2);
+
+    await waitFor(async () => {
+      const now = await mine();
+      return now.length === 2 && now.every((r) => r.status === 'IN_SYNC' && r.revision === change.revision);
+    }, 3 * 3 * pollIntervalMs, { message: 'r3 report expired, r1/r2 IN_SYNC' });
+    for (const r of replicas.slice(0, 2)) expect(r.sections.scheduler.calls).toHaveLength(3);
+  });
+});
