@@ -1,0 +1,172 @@
+import { connect, Events, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import { BusError } from './errors';
+import { busMetrics, type BusMetrics } from './metrics';
+import { publishWithRetry } from './publish';
+import { PullConsumer } from './consumer';
+import { clusterSizeHint, ensureSysStream } from './streams';
+import type { Bus, BusLogger, BusOptions, ConsumeOptions, Consumer, Subscription } from './types';
+
+const DRAIN_TIMEOUT_MS = 5_000;
+
+type State = 'open' | 'closing' | 'closed';
+
+class NatsBus implements Bus {
+  private state: State = 'open';
+  private isConnected = true;
+  private readonly consumers = new Set<PullConsumer<unknown>>();
+  private closePromise: Promise<void> | undefined;
+  private readonly statusLoop: Promise<void>;
+  private readonly statusIter: ReturnType<NatsConnection['status']>;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly opts: BusOptions,
+    private readonly log: BusLogger,
+    private readonly metrics: BusMetrics,
+  ) {
+    this.statusIter = nc.status();
+    this.statusLoop = this.watchStatus();
+  }
+
+  get connected(): boolean {
+    return this.state === 'open' && this.isConnected && !this.nc.isClosed();
+  }
+
+  private async watchStatus(): Promise<void> {
+    // The status iterator does not end by itself when the connection closes; doClose() stops it.
+    for await (const s of this.statusIter) {
+      // Only these three matter here; the others (ping timer, LDM, cluster updates) are informational.
+      if (s.type === Events.Disconnect) {
+        this.isConnected = false;
+        if (this.state === 'open') this.log.warn('bus: disconnected from NATS', { server: String(s.data) });
+      } else if (s.type === Events.Reconnect) {
+        this.isConnected = true;
+        this.log.info('bus: reconnected to NATS', { server: String(s.data) });
+      } else if (s.type === Events.Error) {
+        this.log.error('bus: NATS async error', { err: String(s.data) });
+      }
+    }
+    this.isConnected = false;
+  }
+
+  private assertOpen(op: string): void {
+    if (this.state !== 'open') throw new BusError('bus_closed', `${op}: bus is ${this.state}`);
+  }
+
+  async ensureStreams(): Promise<void> {
+    this.assertOpen('ensureStreams');
+    await ensureSysStream(this.jsm, clusterSizeHint(this.nc, this.opts.servers.length), this.log);
+  }
+
+  publish(subject: string, data: Uint8Array, opts: { msgId?: string } = {}): Promise<void> {
+    return publishWithRetry({ js: this.js, metrics: this.metrics, isClosed: () => this.state !== 'open' }, subject, data, opts.msgId);
+  }
+
+  publishCore(subject: string, data: Uint8Array): void {
+    this.assertOpen('publishCore');
+    this.nc.publish(subject, data);
+  }
+
+  async flush(): Promise<void> {
+    this.assertOpen('flush');
+    await this.nc.flush();
+  }
+
+  async consume<T>(o: ConsumeOptions<T>): Promise<Consumer> {
+    this.assertOpen('consume');
+    const c = new PullConsumer<T>({ js: this.js, jsm: this.jsm, logger: this.log, metrics: this.metrics }, o);
+    await c.ensure();
+    // The set holds consumers of any payload type; only stop() is called through it.
+    this.consumers.add(c as PullConsumer<unknown>);
+    c.start();
+    return {
+      stop: async () => {
+        await c.stop();
+        this.consumers.delete(c as PullConsumer<unknown>);
+      },
+    };
+  }
+
+  subscribe(subject: string, handler: (data: Uint8Array, subject: string) => void, opts: { queue?: string } = {}): Subscription {
+    this.assertOpen('subscribe');
+    const sub = this.nc.subscribe(subject, {
+      ...(opts.queue ? { queue: opts.queue } : {}),
+      callback: (err, msg) => {
+        if (err) {
+          this.log.error('bus: subscription error', { subject, err: err.message });
+          return;
+        }
+        try {
+          handler(msg.data, msg.subject);
+        } catch (e) {
+          // A broadcast handler bug must not tear down the subscription.
+          this.log.error('bus: subscription handler threw', { subject, err: (e as Error).message });
+        }
+      },
+    });
+    return { unsubscribe: () => { if (!sub.isClosed()) sub.unsubscribe(); } };
+  }
+
+  close(): Promise<void> {
+    this.closePromise ??= this.doClose();
+    return this.closePromise;
+  }
+
+  private async doClose(): Promise<void> {
+    this.state = 'closing';
+    await Promise.allSettled([...this.consumers].map((c) => c.stop()));
+    this.consumers.clear();
+    if (!this.nc.isClosed()) {
+      let t: NodeJS.Timeout | undefined;
+      try {
+        // drain() can wait on a server that is gone; bound it, then close hard.
+        await Promise.race([this.nc.drain(), new Promise((_, rej) => (t = setTimeout(() => rej(new Error('drain timeout')), DRAIN_TIMEOUT_MS)))]);
+      } catch (err) {
+        this.log.warn('bus: drain failed, closing', { err: (err as Error).message });
+        if (!this.nc.isClosed()) await this.nc.close();
+      } finally {
+        if (t) clearTimeout(t);
+      }
+    }
+    // nc.status() is typed as AsyncIterable but is a QueuedIterator at run time; stop() ends the loop.
+    (this.statusIter as { stop?: () => void }).stop?.();
+    await this.statusLoop;
+    this.state = 'closed';
+    this.isConnected = false;
+  }
+}
+
+/**
+ * Connects to NATS with reconnect-forever (jittered wait). Fails fast on the first
+ * connect unless `waitOnFirstConnect` is set.
+ */
+export async function connectBus(o: BusOptions): Promise<Bus> {
+  if (o.servers.length === 0) throw new BusError('bus_connect_failed', 'connectBus: no NATS servers configured');
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: o.servers,
+      name: o.name,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+      reconnectJitter: 500,
+      pingInterval: 10_000,
+      maxPingOut: 2,
+      waitOnFirstConnect: o.waitOnFirstConnect ?? false,
+    });
+  } catch (err) {
+    throw new BusError('bus_connect_failed', `connect to ${o.servers.join(',')}: ${(err as Error).message}`, { cause: err });
+  }
+  let jsm: JetStreamManager;
+  try {
+    jsm = await nc.jetstreamManager(); // fails when the server has JetStream disabled
+  } catch (err) {
+    await nc.close();
+    throw new BusError('bus_connect_failed', `JetStream unavailable on ${nc.getServer()}: ${(err as Error).message}`, { cause: err });
+  }
+  const js = nc.jetstream();
+  o.logger.info('bus: connected to NATS', { server: nc.getServer(), name: o.name });
+  return new NatsBus(nc, js, jsm, o, o.logger, busMetrics(o.registry));
+}

@@ -1,0 +1,229 @@
+import { AckPolicy, DeliverPolicy, ReplayPolicy, nanos, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type Consumer as NatsConsumer } from 'nats';
+import { BusError } from './errors';
+import type { BusMetrics } from './metrics';
+import { STREAM_SYS, durableName } from './subjects';
+import type { BusLogger, ConsumeOptions, Consumer, HandlerOutcome } from './types';
+
+const ACK_WAIT_MS = 30_000;
+const MAX_DELIVER = 20;
+const MAX_ACK_PENDING = 1024;
+/** D8 backoff, applied by us on handler errors (see README: a consumer-level `backoff` would replace AckWait). */
+export const ERROR_BACKOFF_MS = [100, 500, 1_000, 2_000, 5_000] as const;
+const UNDECODABLE_MAX_DELIVERIES = 3;
+const UNDECODABLE_NAK_MS = 100;
+const FETCH_EXPIRES_MS = 5_000;
+
+export function errorBackoffMs(deliveryCount: number): number {
+  const i = Math.min(Math.max(deliveryCount, 1), ERROR_BACKOFF_MS.length) - 1;
+  return ERROR_BACKOFF_MS[i] ?? 5_000;
+}
+
+export interface PullConsumerDeps {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  logger: BusLogger;
+  metrics: BusMetrics;
+}
+
+/**
+ * A durable pull consumer shared by every replica of a queue group. A fetch loop
+ * (not `consume()`) so in-flight handlers plus outstanding pulls never exceed
+ * `concurrency`; every fetch is bounded by FETCH_EXPIRES_MS, so after a reconnect
+ * (or any error) the loop issues a fresh pull within a few seconds.
+ */
+export class PullConsumer<T> implements Consumer {
+  readonly durable: string;
+  private readonly stream: string;
+  private readonly concurrency: number;
+  private readonly ackWaitMs: number;
+  private readonly workingEveryMs: number;
+  private readonly log: BusLogger;
+  private natsConsumer: NatsConsumer | undefined;
+  private current: ConsumerMessages | undefined;
+  private inflight = 0;
+  private readonly workingTimers = new Set<NodeJS.Timeout>();
+  private readonly waiters = new Set<() => void>();
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+  private stopPromise: Promise<void> | undefined;
+
+  constructor(
+    private readonly deps: PullConsumerDeps,
+    private readonly o: ConsumeOptions<T>,
+  ) {
+    this.stream = o.stream ?? STREAM_SYS;
+    this.durable = durableName(o.queue, o.subject);
+    this.concurrency = Math.max(1, o.concurrency ?? 64);
+    this.ackWaitMs = o.ackWaitMs ?? ACK_WAIT_MS;
+    this.workingEveryMs = Math.min(10_000, Math.floor(this.ackWaitMs / 3));
+    this.log = deps.logger;
+  }
+
+  /** Create-or-bind the durable; identical concurrent adds are idempotent on the server. */
+  async ensure(): Promise<void> {
+    const { jsm, js } = this.deps;
+    const cfg = {
+      durable_name: this.durable,
+      filter_subject: this.o.subject,
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(this.ackWaitMs),
+      max_deliver: MAX_DELIVER,
+      max_ack_pending: MAX_ACK_PENDING,
+      deliver_policy: DeliverPolicy.All,
+      replay_policy: ReplayPolicy.Instant,
+    };
+    try {
+      await jsm.consumers.add(this.stream, cfg);
+    } catch (err) {
+      // A concurrent creator with a slightly different config, or an update the server refuses:
+      // binding to the existing durable is still correct (all replicas share it).
+      try {
+        await jsm.consumers.info(this.stream, this.durable);
+        this.log.warn('bus: consumer add failed, binding to the existing durable', { durable: this.durable, err: (err as Error).message });
+      } catch {
+        throw new BusError('bus_consumer_failed', `create consumer ${this.durable}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    this.natsConsumer = await js.consumers.get(this.stream, this.durable);
+  }
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping) {
+      if (this.inflight >= this.concurrency) {
+        await this.pause(60_000);
+        continue;
+      }
+      try {
+        // After a failure the durable may be gone (server lost its store): re-create it before pulling.
+        if (!this.natsConsumer || failures > 0) await this.ensure();
+        const natsConsumer = this.natsConsumer;
+        if (!natsConsumer) throw new BusError('bus_consumer_failed', `consumer ${this.durable} not bound`);
+        const iter = await natsConsumer.fetch({ max_messages: this.concurrency - this.inflight, expires: FETCH_EXPIRES_MS });
+        this.current = iter;
+        if (this.stopping) iter.stop();
+        for await (const m of iter) {
+          if (this.stopping) {
+            m.nak(); // hand it straight to another replica
+            continue;
+          }
+          void this.handle(m);
+        }
+        if (failures > 0) this.log.info('bus: consumer resumed', { durable: this.durable });
+        failures = 0;
+      } catch (err) {
+        if (this.stopping) break;
+        failures += 1;
+        const waitMs = Math.min(5_000, 100 * 2 ** Math.min(failures, 6)) + Math.floor(Math.random() * 100);
+        this.log.warn('bus: pull failed, retrying', { durable: this.durable, err: (err as Error).message, failures, waitMs });
+        await this.pause(waitMs);
+      } finally {
+        this.current = undefined;
+      }
+    }
+  }
+
+  /** Waits for a freed slot, stop(), or the timeout, whichever comes first. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.waiters.add(done);
+    });
+  }
+
+  private wakeAll(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  private async handle(m: JsMsg): Promise<void> {
+    this.inflight += 1;
+    const { subject } = this.o;
+    const deliveryCount = m.info.redeliveryCount;
+    if (deliveryCount > 1) this.deps.metrics.redeliveries.inc({ subject });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      let decoded: T;
+      try {
+        decoded = this.o.decode(m.data);
+      } catch (err) {
+        if (deliveryCount >= UNDECODABLE_MAX_DELIVERIES) {
+          m.term(); // nats-server 2.9 only recognises a bare +TERM (a reason suffix makes it ignore the term)
+          this.deps.metrics.undecodable.inc({ subject });
+          this.log.error('bus: undecodable packet terminated', { subject, seq: m.seq, deliveryCount, err: (err as Error).message });
+        } else {
+          m.nak(UNDECODABLE_NAK_MS);
+          this.log.warn('bus: undecodable packet', { subject, seq: m.seq, deliveryCount, err: (err as Error).message });
+        }
+        return;
+      }
+      timer = setInterval(() => m.working(), this.workingEveryMs);
+      this.workingTimers.add(timer);
+      let outcome: HandlerOutcome;
+      try {
+        outcome = await this.o.handler(decoded, { deliveryCount, seq: m.seq, working: () => m.working() });
+      } catch (err) {
+        this.deps.metrics.handlerErrors.inc({ subject });
+        const delayMs = errorBackoffMs(deliveryCount);
+        this.log.error('bus: handler failed, nak', { subject, seq: m.seq, deliveryCount, delayMs, err: (err as Error).message });
+        m.nak(delayMs);
+        return;
+      }
+      switch (outcome.kind) {
+        case 'ack':
+          // Wait for the server's confirmation: a lost ack means a redelivery the caller should know about in logs.
+          try {
+            await m.ackAck();
+          } catch (err) {
+            this.log.warn('bus: ack not confirmed (message may be redelivered)', { subject, seq: m.seq, err: (err as Error).message });
+          }
+          break;
+        case 'nak':
+          m.nak(Math.max(0, outcome.delayMs));
+          break;
+        case 'term':
+          this.log.warn('bus: message terminated by handler', { subject, seq: m.seq, reason: outcome.reason });
+          m.term(); // bare +TERM: 2.9 ignores '+TERM <reason>'; the reason is in the log line above
+          break;
+      }
+    } catch (err) {
+      // nak/term on a closed connection throws; the server redelivers after AckWait anyway.
+      this.log.warn('bus: could not settle message', { subject, seq: m.seq, err: (err as Error).message });
+    } finally {
+      if (timer) {
+        clearInterval(timer);
+        this.workingTimers.delete(timer);
+      }
+      this.inflight -= 1;
+      this.wakeAll();
+    }
+  }
+
+  stop(timeoutMs = this.o.stopTimeoutMs ?? 10_000): Promise<void> {
+    this.stopPromise ??= this.doStop(timeoutMs);
+    return this.stopPromise;
+  }
+
+  private async doStop(timeoutMs: number): Promise<void> {
+    this.stopping = true;
+    this.current?.stop();
+    this.wakeAll();
+    await this.loop;
+    const deadline = Date.now() + timeoutMs;
+    while (this.inflight > 0 && Date.now() < deadline) await this.pause(Math.min(100, deadline - Date.now()));
+    if (this.inflight > 0) {
+      this.log.warn('bus: consumer stopped with handlers still running (their messages redeliver after AckWait)', { durable: this.durable, inflight: this.inflight });
+    }
+    // Stuck handlers must not keep the message alive forever nor keep the process alive.
+    for (const t of this.workingTimers) clearInterval(t);
+    this.workingTimers.clear();
+  }
+}

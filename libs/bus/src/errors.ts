@@ -1,0 +1,35 @@
+export type BusErrorCode = 'bus_publish_failed' | 'bus_closed' | 'bus_connect_failed' | 'bus_stream_failed' | 'bus_consumer_failed';
+
+/** Typed bus error; callers match on `code`, never on the message. */
+export class BusError extends Error {
+  override readonly name = 'BusError';
+  constructor(
+    readonly code: BusErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function isBusError(err: unknown, code?: BusErrorCode): err is BusError {
+  return err instanceof BusError && (code === undefined || err.code === code);
+}
+
+/** `code` of a nats.js error (NatsError.code), or undefined. */
+export function natsCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err) {
+    const c = (err as { code: unknown }).code;
+    return typeof c === 'string' ? c : typeof c === 'number' ? String(c) : undefined;
+  }
+  return undefined;
+}
+
+/** JetStream API err_code (e.g. 10058 stream name in use), or undefined. */
+export function jsApiErrCode(err: unknown): number | undefined {
+  if (typeof err === 'object' && err !== null && 'api_error' in err) {
+    const api = (err as { api_error?: { err_code?: unknown } }).api_error;
+    return typeof api?.err_code === 'number' ? api.err_code : undefined;
+  }
+  return undefined;
+}

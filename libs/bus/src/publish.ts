@@ -1,0 +1,44 @@
+import { ErrorCode, type JetStreamClient } from 'nats';
+import { BusError, natsCode } from './errors';
+import type { BusMetrics } from './metrics';
+
+/** Failures worth retrying: the stream/leader is not there yet (503), or the ack did not arrive in time. */
+const RETRYABLE = new Set<string>([ErrorCode.NoResponders, ErrorCode.Timeout, ErrorCode.Disconnect]);
+
+export interface PublishDeps {
+  js: JetStreamClient;
+  metrics: BusMetrics;
+  isClosed: () => boolean;
+  retryBudgetMs?: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * JetStream publish retried for ≤ retryBudgetMs (2 s, D43) with the SAME msg id, so
+ * a publish that did land but whose ack was lost is de-duplicated by the stream.
+ */
+export async function publishWithRetry(deps: PublishDeps, subject: string, data: Uint8Array, msgId: string | undefined): Promise<void> {
+  const budgetMs = deps.retryBudgetMs ?? 2_000;
+  const deadline = Date.now() + budgetMs;
+  let attempt = 0;
+  for (;;) {
+    if (deps.isClosed()) throw new BusError('bus_closed', `publish ${subject}: bus is closed`);
+    attempt += 1;
+    const remaining = deadline - Date.now();
+    try {
+      await deps.js.publish(subject, data, { ...(msgId ? { msgID: msgId } : {}), timeout: Math.max(250, Math.min(1_000, remaining)) });
+      return;
+    } catch (err) {
+      const code = natsCode(err);
+      const retryable = code !== undefined && RETRYABLE.has(code);
+      const left = deadline - Date.now();
+      if (!retryable || left <= 0) {
+        throw new BusError('bus_publish_failed', `publish ${subject} failed after ${attempt} attempt(s): ${(err as Error).message}`, { cause: err });
+      }
+      deps.metrics.publishRetries.inc({ subject });
+      // Jittered short pause; never past the budget.
+      await sleep(Math.min(left, 50 + Math.floor(Math.random() * 100) * Math.min(attempt, 4)));
+    }
+  }
+}

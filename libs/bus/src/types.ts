@@ -1,0 +1,62 @@
+import type { Registry } from 'prom-client';
+
+/** The subset of @cordum/service-kit's Logger the bus needs (bus must not depend on service-kit). */
+export interface BusLogger {
+  debug(msg: string, f?: object): void;
+  info(msg: string, f?: object): void;
+  warn(msg: string, f?: object): void;
+  error(msg: string, f?: object): void;
+}
+
+export interface BusOptions {
+  /** NATS URLs (NATS_URL comma list, already split). */
+  servers: string[];
+  /** Connection name, shown in the server's connz. */
+  name: string;
+  logger: BusLogger;
+  registry?: Registry;
+  /** Keep trying the first connect instead of failing fast (default false). */
+  waitOnFirstConnect?: boolean;
+}
+
+export type HandlerOutcome = { kind: 'ack' } | { kind: 'nak'; delayMs: number } | { kind: 'term'; reason: string };
+
+export interface HandlerContext {
+  deliveryCount: number;
+  seq: number;
+  working(): void;
+}
+
+export interface ConsumeOptions<T> {
+  stream?: 'CORDUM_SYS';
+  subject: string;
+  queue: string;
+  decode: (data: Uint8Array) => T;
+  handler: (msg: T, ctx: HandlerContext) => Promise<HandlerOutcome>;
+  /** In-flight handlers per replica (default 64). */
+  concurrency?: number;
+  /** AckWait (default 30 000 ms, D8); tests shorten it. Applied to the shared durable, so keep it equal across replicas. */
+  ackWaitMs?: number;
+  /** How long stop() waits for in-flight handlers (default 10 000 ms). */
+  stopTimeoutMs?: number;
+}
+
+export interface Consumer {
+  /** Stop pulling and wait (bounded) for in-flight handlers; idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface Subscription {
+  unsubscribe(): void;
+}
+
+export interface Bus {
+  readonly connected: boolean;
+  ensureStreams(): Promise<void>;
+  publish(subject: string, data: Uint8Array, opts?: { msgId?: string }): Promise<void>;
+  publishCore(subject: string, data: Uint8Array): void;
+  flush(): Promise<void>;
+  consume<T>(o: ConsumeOptions<T>): Promise<Consumer>;
+  subscribe(subject: string, handler: (data: Uint8Array, subject: string) => void, opts?: { queue?: string }): Subscription;
+  close(): Promise<void>;
+}

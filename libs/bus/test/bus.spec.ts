@@ -1,0 +1,272 @@
+import { freePort, startNats, waitFor, Latch, type TestServer } from '@cordum/testing';
+import { connect, nanos, type JetStreamManager, type NatsConnection } from 'nats';
+import { Registry } from 'prom-client';
+import { STREAM_SYS, durableName, isBusError, subjects, type Bus, type HandlerOutcome } from '../src';
+import { bus, dec, enc, uniqueQueue } from './helpers';
+
+async function counterValue(registry: Registry, name: string, subject: string): Promise<number> {
+  const m = await registry.getSingleMetric(name)?.get();
+  return m?.values.find((v) => v.labels['subject'] === subject)?.value ?? 0;
+}
+
+/** Names of the client connections the server holds, from its monitoring endpoint. */
+async function connNames(monitorPort: number): Promise<string[]> {
+  const res = await fetch(`http://127.0.0.1:${monitorPort}/connz`);
+  const body = (await res.json()) as { connections?: { name?: string }[] };
+  return (body.connections ?? []).map((c) => c.name ?? '');
+}
+
+describe('@cordum/bus on one nats-server', () => {
+  let server: TestServer;
+  let monitorPort: number;
+  let raw: NatsConnection;
+  let jsm: JetStreamManager;
+  let a: Bus;
+  let b: Bus;
+  const registry = new Registry();
+
+  beforeAll(async () => {
+    monitorPort = await freePort();
+    server = await startNats({ args: ['-m', String(monitorPort)] });
+    raw = await connect({ servers: server.url, name: 'bus-test-raw' });
+    jsm = await raw.jetstreamManager();
+    [a, b] = await Promise.all([bus(server.url, 'bus-a', registry), bus(server.url, 'bus-b', registry)]);
+  });
+
+  afterAll(async () => {
+    await Promise.all([a?.close(), b?.close()]);
+    await raw?.close();
+    await server?.stop();
+  });
+
+  // Each test starts from an empty stream so a new durable (deliver all) sees only its own messages.
+  beforeEach(async () => {
+    if ((await jsm.streams.names().next()).includes(STREAM_SYS)) await jsm.streams.purge(STREAM_SYS);
+  });
+
+  it('ensureStreams is idempotent and safe concurrently: one CORDUM_SYS with the D10 settings', async () => {
+    await Promise.all([a.ensureStreams(), b.ensureStreams(), a.ensureStreams()]);
+    await b.ensureStreams();
+    const names = await jsm.streams.names().next();
+    expect(names).toEqual([STREAM_SYS]);
+    const { config } = await jsm.streams.info(STREAM_SYS);
+    expect([...config.subjects].sort()).toEqual(['sys.audit.export', 'sys.job.cancel', 'sys.job.dlq', 'sys.job.result', 'sys.job.submit']);
+    expect(config.retention).toBe('limits');
+    expect(config.discard).toBe('old');
+    expect(config.max_age).toBe(nanos(24 * 3600 * 1000));
+    expect(config.max_bytes).toBe(1024 ** 3);
+    expect(config.num_replicas).toBe(1); // standalone server: min(3, 1)
+  });
+
+  it('a durable queue consumer shared by two buses handles each of 200 messages exactly once', async () => {
+    const queue = 'cordum-scheduler';
+    expect(durableName(queue, subjects.submit)).toBe('dur_cordum-scheduler__sys_job_submit');
+    const seen = new Map<string, number>();
+    const byBus = { a: 0, b: 0 };
+    const handler = (who: 'a' | 'b') => async (id: string): Promise<HandlerOutcome> => {
+      // A little simulated work so both replicas hold messages at the same time.
+      await new Promise((r) => setTimeout(r, 5));
+      seen.set(id, (seen.get(id) ?? 0) + 1);
+      byBus[who] += 1;
+      return { kind: 'ack' };
+    };
+    const ca = await a.consume({ subject: subjects.submit, queue, decode: dec, handler: handler('a'), concurrency: 4 });
+    const cb = await b.consume({ subject: subjects.submit, queue, decode: dec, handler: handler('b'), concurrency: 4 });
+    for (let i = 0; i < 200; i++) await a.publish(subjects.submit, enc(`job-${i}`), { msgId: `jobreq:job-${i}:1:0` });
+    await waitFor(() => seen.size === 200, 30_000, { message: '200 handled' });
+    await waitFor(async () => (await jsm.consumers.info(STREAM_SYS, 'dur_cordum-scheduler__sys_job_submit')).num_ack_pending === 0);
+    const info = await jsm.consumers.info(STREAM_SYS, 'dur_cordum-scheduler__sys_job_submit');
+    expect(info.num_pending).toBe(0);
+    expect(info.num_redelivered).toBe(0);
+    expect([...seen.values()].every((n) => n === 1)).toBe(true);
+    expect(byBus.a + byBus.b).toBe(200);
+    expect(byBus.a).toBeGreaterThan(0);
+    expect(byBus.b).toBeGreaterThan(0);
+    expect(info.config).toMatchObject({
+      durable_name: 'dur_cordum-scheduler__sys_job_submit', filter_subject: subjects.submit, ack_policy: 'explicit',
+      ack_wait: nanos(30_000), max_deliver: 20, max_ack_pending: 1024,
+    });
+    await Promise.all([ca.stop(), cb.stop()]);
+  });
+
+  it('acks only after the effect: a replica that dies mid-handler without acking lets the other one redeliver', async () => {
+    const queue = uniqueQueue('crash');
+    const doomed = await bus(server.url, 'bus-doomed', registry);
+    const gotByDoomed = new Latch<number>();
+    await doomed.consume({
+      subject: subjects.result, queue, decode: dec, ackWaitMs: 1_000, stopTimeoutMs: 50,
+      handler: (_m, ctx) => { gotByDoomed.open(ctx.deliveryCount); return new Promise<HandlerOutcome>(() => undefined); },
+    });
+    await a.publish(subjects.result, enc('r-1'), { msgId: 'res-crash-1' });
+    expect(await gotByDoomed.wait()).toBe(1);
+    const gotBySurvivor = new Latch<{ body: string; deliveryCount: number }>();
+    const survivor = await b.consume({
+      subject: subjects.result, queue, decode: dec, ackWaitMs: 1_000,
+      handler: (body, ctx) => { gotBySurvivor.open({ body, deliveryCount: ctx.deliveryCount }); return Promise.resolve({ kind: 'ack' }); },
+    });
+    await doomed.close(); // the handler never resolved: no ack left the process
+    expect(await gotBySurvivor.wait(10_000)).toEqual({ body: 'r-1', deliveryCount: 2 });
+    await waitFor(async () => (await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.result))).num_ack_pending === 0);
+    await survivor.stop();
+  });
+
+  it('working() keeps a handler that outlives AckWait from being redelivered', async () => {
+    const queue = uniqueQueue('slow');
+    let deliveries = 0;
+    const done = new Latch();
+    const handler = async (): Promise<HandlerOutcome> => {
+      deliveries += 1;
+      await new Promise((r) => setTimeout(r, 3_500)); // the effect takes 3.5 × AckWait
+      done.open();
+      return { kind: 'ack' };
+    };
+    const c1 = await a.consume({ subject: subjects.cancel, queue, decode: dec, ackWaitMs: 1_000, handler });
+    const c2 = await b.consume({ subject: subjects.cancel, queue, decode: dec, ackWaitMs: 1_000, handler });
+    await a.publish(subjects.cancel, enc('c-1'));
+    await done.wait(10_000);
+    await waitFor(async () => (await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.cancel))).num_ack_pending === 0);
+    const info = await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.cancel));
+    expect(info.num_redelivered).toBe(0);
+    expect(deliveries).toBe(1);
+    await Promise.all([c1.stop(), c2.stop()]);
+  });
+
+  it('nak with delay redelivers after at least the delay; term stops redelivery', async () => {
+    const queue = uniqueQueue('naks');
+    const times = new Map<string, number[]>();
+    const acked = new Latch();
+    const c = await a.consume({
+      subject: subjects.dlq, queue, decode: dec, ackWaitMs: 1_000,
+      handler: (body, ctx) => {
+        times.set(body, [...(times.get(body) ?? []), Date.now()]);
+        if (body === 'retry') {
+          if (ctx.deliveryCount === 1) return Promise.resolve({ kind: 'nak', delayMs: 700 });
+          acked.open();
+          return Promise.resolve({ kind: 'ack' });
+        }
+        return Promise.resolve({ kind: 'term', reason: 'poison' });
+      },
+    });
+    await a.publish(subjects.dlq, enc('term-me'));
+    await a.publish(subjects.dlq, enc('retry'));
+    await acked.wait(10_000);
+    const [t1, t2] = times.get('retry')!;
+    expect(t2! - t1!).toBeGreaterThanOrEqual(690); // timer granularity
+    const durable = durableName(queue, subjects.dlq);
+    const streamLast = (await jsm.streams.info(STREAM_SYS)).state.last_seq;
+    // Terminated and acked messages both move the ack floor; nothing is pending or redelivering.
+    await waitFor(async () => {
+      const i = await jsm.consumers.info(STREAM_SYS, durable);
+      return i.num_ack_pending === 0 && i.ack_floor.stream_seq === streamLast;
+    });
+    expect((await jsm.consumers.info(STREAM_SYS, durable)).num_redelivered).toBe(0);
+    expect(times.get('term-me')).toHaveLength(1);
+    await c.stop();
+  });
+
+  it('a handler that throws is nak-ed, counted, redelivered, and the consumer keeps going', async () => {
+    const queue = uniqueQueue('throws');
+    const before = await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit);
+    const handled = new Latch<number>();
+    const c = await a.consume({
+      subject: subjects.audit, queue, decode: dec,
+      handler: (_b, ctx) => {
+        if (ctx.deliveryCount === 1) throw new Error('boom');
+        handled.open(ctx.deliveryCount);
+        return Promise.resolve({ kind: 'ack' });
+      },
+    });
+    await a.publish(subjects.audit, enc('x'));
+    expect(await handled.wait(10_000)).toBe(2);
+    expect(await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit)).toBe(before + 1);
+    expect(await counterValue(registry, 'cordum_bus_redeliveries_total', subjects.audit)).toBeGreaterThanOrEqual(1);
+    await c.stop();
+  });
+
+  it('an undecodable packet is terminated after exactly 3 deliveries, counted, and valid ones still flow', async () => {
+    const queue = uniqueQueue('undecodable');
+    const before = await counterValue(registry, 'cordum_bus_undecodable_total', subjects.submit);
+    let badDecodes = 0;
+    const good: string[] = [];
+    const c = await a.consume({
+      subject: subjects.submit, queue,
+      decode: (d) => {
+        const s = dec(d);
+        if (s.startsWith('bad')) {
+          badDecodes += 1;
+          throw new Error('not a BusPacket');
+        }
+        return s;
+      },
+      handler: (s) => { good.push(s); return Promise.resolve({ kind: 'ack' }); },
+    });
+    await a.publish(subjects.submit, enc('bad-1'));
+    await a.publish(subjects.submit, enc('good-1'));
+    await waitFor(async () => (await counterValue(registry, 'cordum_bus_undecodable_total', subjects.submit)) === before + 1, 10_000);
+    await a.publish(subjects.submit, enc('good-2'));
+    const durable = durableName(queue, subjects.submit);
+    const last = (await jsm.streams.info(STREAM_SYS)).state.last_seq;
+    await waitFor(async () => {
+      const i = await jsm.consumers.info(STREAM_SYS, durable);
+      return good.length === 2 && i.num_ack_pending === 0 && i.ack_floor.stream_seq === last;
+    }, 10_000);
+    expect(badDecodes).toBe(3);
+    expect(good).toEqual(['good-1', 'good-2']);
+    await c.stop();
+  });
+
+  it('de-duplicates by msgId: the same id published twice is stored once', async () => {
+    const subject = subjects.audit;
+    await a.publish(subject, enc('one'), { msgId: 'audit:dedup:1' });
+    await b.publish(subject, enc('one again'), { msgId: 'audit:dedup:1' });
+    expect((await jsm.streams.info(STREAM_SYS)).state.messages).toBe(1);
+    await a.publish(subject, enc('two'), { msgId: 'audit:dedup:2' });
+    expect((await jsm.streams.info(STREAM_SYS)).state.messages).toBe(2);
+  });
+
+  it('a publish no stream accepts fails with a typed error after retrying ≤ 2 s', async () => {
+    const started = Date.now();
+    const err: unknown = await a.publish('cordum.test.nostream', enc('x'), { msgId: 'nostream-1' }).catch((e: unknown) => e);
+    expect(isBusError(err, 'bus_publish_failed')).toBe(true);
+    expect(Date.now() - started).toBeLessThan(4_000);
+    expect(await counterValue(registry, 'cordum_bus_publish_retries_total', 'cordum.test.nostream')).toBeGreaterThan(0);
+  });
+
+  it('core subscriptions: a queue group splits messages, plain subscriptions each get all', async () => {
+    const subject = `cordum.test.core.${process.pid}`;
+    const queued = { a: 0, b: 0 };
+    const plain = { a: 0, b: 0 };
+    const subs = [
+      a.subscribe(subject, () => { queued.a += 1; }, { queue: 'cordum-scheduler' }),
+      b.subscribe(subject, () => { queued.b += 1; }, { queue: 'cordum-scheduler' }),
+      a.subscribe(subject, () => { plain.a += 1; }),
+      b.subscribe(subject, (_d, s) => { if (s === subject) plain.b += 1; }),
+    ];
+    await Promise.all([a.flush(), b.flush()]);
+    for (let i = 0; i < 50; i++) a.publishCore(subject, enc(String(i)));
+    await a.flush();
+    await waitFor(() => queued.a + queued.b === 50 && plain.a === 50 && plain.b === 50);
+    subs.forEach((s) => s.unsubscribe());
+    subs.forEach((s) => s.unsubscribe()); // idempotent
+  });
+
+  it('connectBus fails fast with a typed error when nothing listens', async () => {
+    const port = await freePort();
+    await expect(bus(`nats://127.0.0.1:${port}`, 'bus-nowhere')).rejects.toMatchObject({ code: 'bus_connect_failed' });
+  });
+
+  it('close() is idempotent, flips connected, and later calls fail with bus_closed', async () => {
+    const c = await bus(server.url, 'bus-close');
+    const consumer = await c.consume({ subject: subjects.submit, queue: uniqueQueue('close'), decode: dec, handler: () => Promise.resolve({ kind: 'ack' }) });
+    expect(c.connected).toBe(true);
+    await Promise.all([c.close(), c.close()]);
+    await c.close();
+    await consumer.stop();
+    expect(c.connected).toBe(false);
+    expect(() => c.publishCore('x', enc('y'))).toThrow(expect.objectContaining({ code: 'bus_closed' }) as Error);
+    await expect(c.publish(subjects.submit, enc('y'))).rejects.toMatchObject({ code: 'bus_closed' });
+    await waitFor(async () => !(await connNames(monitorPort)).includes('bus-close'));
+    expect(await connNames(monitorPort)).toEqual(expect.arrayContaining(['bus-a', 'bus-b']));
+  });
+});
+

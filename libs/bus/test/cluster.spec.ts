@@ -1,0 +1,61 @@
+import { startNatsCluster, waitFor, type TestCluster } from '@cordum/testing';
+import { connect, type JetStreamManager, type NatsConnection } from 'nats';
+import { Registry } from 'prom-client';
+import { STREAM_SYS, connectBus, durableName, subjects, type Bus, type HandlerOutcome } from '../src';
+import { dec, enc, testLogger } from './helpers';
+
+describe('@cordum/bus on a 3-node JetStream cluster', () => {
+  let cluster: TestCluster;
+  let bus: Bus;
+  let raw: NatsConnection | undefined;
+  let jsm: JetStreamManager;
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster();
+    bus = await connectBus({ servers: cluster.addresses.split(','), name: 'bus-cluster', logger: testLogger(), registry: new Registry() });
+  });
+
+  afterAll(async () => {
+    await bus?.close();
+    await raw?.close();
+    await cluster?.stop();
+  });
+
+  const queue = 'cordum-scheduler';
+  const durable = durableName(queue, subjects.submit);
+
+  it('creates CORDUM_SYS with 3 replicas, then publishes and consumes across a SIGKILLed node', async () => {
+    await bus.ensureStreams();
+    await bus.ensureStreams(); // idempotent on a cluster too
+    raw = await connect({ servers: cluster.addresses.split(','), name: 'cluster-raw' });
+    jsm = await raw.jetstreamManager();
+    const si = await jsm.streams.info(STREAM_SYS);
+    expect(si.config.num_replicas).toBe(3);
+    expect(si.cluster?.replicas ?? []).toHaveLength(2); // leader + 2 followers
+
+    const got = new Set<string>();
+    const consumer = await bus.consume({
+      subject: subjects.submit, queue, decode: dec,
+      handler: (body): Promise<HandlerOutcome> => { got.add(body); return Promise.resolve({ kind: 'ack' }); },
+    });
+    await bus.publish(subjects.submit, enc('one'), { msgId: 'cluster:1' });
+    await waitFor(() => got.has('one'), 15_000);
+
+    // Kill the stream leader: the harder case (a new leader must be elected before writes succeed).
+    const leader = si.cluster?.leader;
+    const victim = cluster.nodes.find((_n, i) => `n${i}` === leader) ?? cluster.nodes[0]!;
+    victim.process.kill('SIGKILL');
+    await victim.process.waitExit(5_000);
+    // Election is the server's business; wait for it to finish rather than racing it.
+    await waitFor(async () => {
+      const s = await jsm.streams.info(STREAM_SYS);
+      const c = await jsm.consumers.info(STREAM_SYS, durable);
+      return s.cluster?.leader && s.cluster.leader !== leader && c.cluster?.leader ? true : false;
+    }, 30_000, { message: 'new stream and consumer leaders' });
+
+    await bus.publish(subjects.submit, enc('two'), { msgId: 'cluster:2' });
+    await waitFor(() => got.has('two'), 20_000, { message: 'consumed after node loss' });
+    expect((await jsm.streams.info(STREAM_SYS)).state.messages).toBe(2);
+    await consumer.stop();
+  });
+});

@@ -1,0 +1,53 @@
+import { rmSync } from 'node:fs';
+import { canConnect, startNats, startProcess, waitFor, type ManagedProcess, type TestServer } from '@cordum/testing';
+import { Registry } from 'prom-client';
+import { connectBus, subjects, type Bus, type HandlerOutcome } from '../src';
+import { dec, enc, testLogger, uniqueQueue, type CapturingLogger } from './helpers';
+
+describe('@cordum/bus across a nats-server restart', () => {
+  let server: TestServer;
+  let restarted: ManagedProcess | undefined;
+  let bus: Bus;
+  let logger: CapturingLogger;
+
+  beforeAll(async () => {
+    server = await startNats();
+    logger = testLogger();
+    bus = await connectBus({ servers: [server.url], name: 'bus-reconnect', logger, registry: new Registry() });
+    await bus.ensureStreams();
+  });
+
+  afterAll(async () => {
+    await bus?.close();
+    await restarted?.stop(5_000);
+    await server?.stop(); // stops the first process (already gone) and removes the store dir
+    rmSync(server.dir, { recursive: true, force: true });
+  });
+
+  it('the existing consumer resumes after the server restarts on the same port and store; connected goes false then true', async () => {
+    const got: string[] = [];
+    const consumer = await bus.consume({
+      subject: subjects.result, queue: uniqueQueue('reconnect'), decode: dec,
+      handler: (body): Promise<HandlerOutcome> => { got.push(body); return Promise.resolve({ kind: 'ack' }); },
+    });
+    await bus.publish(subjects.result, enc('before'), { msgId: 'reconnect:before' });
+    await waitFor(() => got.includes('before'));
+    expect(bus.connected).toBe(true);
+
+    await server.process.stop(5_000); // graceful: JetStream flushes the store dir
+    await waitFor(() => !bus.connected, 10_000, { message: 'connected=false' });
+
+    restarted = startProcess(`nats-restarted:${server.port}`, 'nats-server', ['-a', '127.0.0.1', '-p', String(server.port), '-js', '-sd', server.dir]);
+    await waitFor(() => canConnect(server.port), 10_000, { message: 'restarted server listening' });
+    await waitFor(() => bus.connected, 15_000, { message: 'connected=true' });
+    // JetStream recovers the stream from disk before it answers; wait for it rather than racing the publish.
+    await waitFor(() => restarted?.hasLine(/Server is ready/), 10_000);
+
+    await bus.publish(subjects.result, enc('after'), { msgId: 'reconnect:after' });
+    await waitFor(() => got.includes('after'), 20_000, { message: 'consumed after restart' });
+    expect(got.filter((b) => b === 'before')).toHaveLength(1); // acked before the restart, so not redelivered
+    expect(logger.lines.some((l) => l.msg === 'bus: disconnected from NATS')).toBe(true);
+    expect(logger.lines.some((l) => l.msg === 'bus: reconnected to NATS')).toBe(true);
+    await consumer.stop();
+  });
+});
