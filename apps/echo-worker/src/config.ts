@@ -1,0 +1,56 @@
+// echo-worker env (CONTRACT §1, D39): validated once, here, and passed down.
+import { commonEnvSchema, loadConfig, zAddr, zBool, zCsv, zDuration, zPositiveInt } from '@cordum/service-kit';
+import { hostname } from 'node:os';
+import { z } from 'zod';
+
+const TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
+
+export const echoWorkerEnvSchema = commonEnvSchema.extend({
+  WORKER_ID: z.string().max(255).optional(),
+  WORKER_TOPICS: zCsv.superRefine((list, ctx) => {
+    const bad = list.find((t) => !TOPIC_RE.test(t) || t.length > 255);
+    if (bad !== undefined) ctx.addIssue({ code: 'custom', message: `must be a comma list of topics like job.echo (bad entry "${bad}")` });
+  }),
+  WORKER_POOL: z.string().default('default'),
+  WORKER_MAX_PARALLEL: zPositiveInt.default(32),
+  WORKER_HTTP_ADDR: zAddr.optional(),
+  WORKER_EXEC_LOG: z.string().optional(),
+  WORKER_ECHO_DELAY: zDuration.default(0),
+  WORKER_HEARTBEAT_INTERVAL: zDuration.default(5_000),
+  WORKER_DIRECT_DISPATCH: zBool.default(true),
+  WORKER_STOP_TIMEOUT: zDuration.default(10_000),
+});
+
+export interface EchoWorkerConfig {
+  workerId: string;
+  topics: string[];
+  pool: string;
+  maxParallelJobs: number;
+  httpAddr?: { host: string; port: number };
+  execLogPath?: string;
+  echoDelayMs: number;
+  heartbeatIntervalMs: number;
+  directDispatch: boolean;
+  stopTimeoutMs: number;
+  natsServers: string[];
+  redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
+}
+
+/** Pure: the env record in, typed config out; throws ConfigError naming the variable. */
+export function loadEchoWorkerConfig(env: NodeJS.ProcessEnv | Record<string, string | undefined>): EchoWorkerConfig {
+  const e = loadConfig(echoWorkerEnvSchema, env);
+  return {
+    workerId: e.WORKER_ID ?? `echo-${hostname()}-${process.pid}`,
+    topics: e.WORKER_TOPICS.length > 0 ? e.WORKER_TOPICS : ['job.echo', 'job.default'],
+    pool: e.WORKER_POOL,
+    maxParallelJobs: e.WORKER_MAX_PARALLEL,
+    httpAddr: e.WORKER_HTTP_ADDR,
+    execLogPath: e.WORKER_EXEC_LOG,
+    echoDelayMs: e.WORKER_ECHO_DELAY,
+    heartbeatIntervalMs: Math.max(100, e.WORKER_HEARTBEAT_INTERVAL),
+    directDispatch: e.WORKER_DIRECT_DISPATCH,
+    stopTimeoutMs: e.WORKER_STOP_TIMEOUT,
+    natsServers: e.NATS_URL,
+    redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
+  };
+}

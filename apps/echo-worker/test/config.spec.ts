@@ -1,0 +1,50 @@
+import { isConfigError } from '@cordum/service-kit';
+import { hostname } from 'node:os';
+import { loadEchoWorkerConfig } from '../src/config';
+
+test('defaults follow CONTRACT §1 and D39', () => {
+  const c = loadEchoWorkerConfig({});
+  expect(c).toMatchObject({
+    workerId: `echo-${hostname()}-${process.pid}`,
+    topics: ['job.echo', 'job.default'],
+    pool: 'default',
+    maxParallelJobs: 32,
+    echoDelayMs: 0,
+    heartbeatIntervalMs: 5_000,
+    directDispatch: true,
+    natsServers: ['nats://127.0.0.1:4222'],
+    redis: { url: 'redis://127.0.0.1:6379', clusterAddresses: [], poolSize: 20, minIdleConns: 5 },
+  });
+  expect(c.httpAddr).toBeUndefined();
+  expect(c.execLogPath).toBeUndefined();
+});
+
+test('env values are parsed: lists, durations, addresses', () => {
+  const c = loadEchoWorkerConfig({
+    WORKER_ID: 'e1', WORKER_TOPICS: 'job.a, job.b.c', WORKER_POOL: 'gpu', WORKER_MAX_PARALLEL: '4', WORKER_HTTP_ADDR: ':9099',
+    WORKER_EXEC_LOG: '/tmp/x.log', WORKER_ECHO_DELAY: '250ms', WORKER_HEARTBEAT_INTERVAL: '1s', NATS_URL: 'nats://a:1,nats://b:2',
+  });
+  expect(c).toMatchObject({
+    workerId: 'e1', topics: ['job.a', 'job.b.c'], pool: 'gpu', maxParallelJobs: 4, httpAddr: { host: '0.0.0.0', port: 9099 },
+    execLogPath: '/tmp/x.log', echoDelayMs: 250, heartbeatIntervalMs: 1000, natsServers: ['nats://a:1', 'nats://b:2'],
+  });
+});
+
+test.each([
+  ['WORKER_MAX_PARALLEL', 'abc'],
+  ['WORKER_MAX_PARALLEL', '0'],
+  ['WORKER_TOPICS', 'echo'],
+  ['WORKER_ECHO_DELAY', 'soon'],
+  ['WORKER_HTTP_ADDR', 'nope'],
+])('bad %s=%s fails with one line naming it', (name, value) => {
+  let err: unknown;
+  try {
+    loadEchoWorkerConfig({ [name]: value });
+  } catch (e) {
+    err = e;
+  }
+  expect(isConfigError(err)).toBe(true);
+  const msg = (err as Error).message;
+  expect(msg).toContain(name);
+  expect(msg).not.toContain('\n');
+});

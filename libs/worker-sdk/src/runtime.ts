@@ -1,0 +1,53 @@
+// Connections a worker process needs, so an app built on the SDK never imports
+// the bus or redis libs itself (module boundaries: apps → worker-sdk).
+import { connectBus, type Bus } from '@cordum/bus';
+import { closeRedis, createRedis, pingRedis, type RedisClient, type RedisConnOptions } from '@cordum/redis';
+import type { Logger } from '@cordum/service-kit';
+import type { Registry } from 'prom-client';
+
+export interface WorkerRuntimeOptions {
+  /** Connection name (the worker id). */
+  name: string;
+  natsServers: string[];
+  redis: RedisConnOptions;
+  logger: Logger;
+  registry?: Registry;
+}
+
+export interface WorkerRuntime {
+  readonly bus: Bus;
+  readonly redis: RedisClient;
+  /** NATS connected and Redis answers PING (for /readyz). */
+  ready(): Promise<boolean>;
+  /** Closes NATS then Redis; idempotent. */
+  close(): Promise<void>;
+}
+
+export async function connectWorkerRuntime(o: WorkerRuntimeOptions): Promise<WorkerRuntime> {
+  const redis = createRedis({ ...o.redis, name: o.redis.name ?? o.name });
+  let bus: Bus;
+  try {
+    bus = await connectBus({ servers: o.natsServers, name: o.name, logger: o.logger, registry: o.registry });
+    // D43: every service ensures the streams, so results land even if the worker starts first.
+    await bus.ensureStreams();
+  } catch (err) {
+    await closeRedis(redis);
+    throw err;
+  }
+  let closing: Promise<void> | null = null;
+  return {
+    bus,
+    redis,
+    ready: async () => bus.connected && (await pingRedis(redis)),
+    close: () => {
+      closing ??= (async () => {
+        try {
+          await bus.close();
+        } finally {
+          await closeRedis(redis);
+        }
+      })();
+      return closing;
+    },
+  };
+}

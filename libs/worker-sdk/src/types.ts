@@ -1,0 +1,87 @@
+import type { Bus } from '@cordum/bus';
+import type { JobRequest } from '@cordum/protocol';
+import type { RedisClient } from '@cordum/redis';
+import type { Logger } from '@cordum/service-kit';
+import type { Registry } from 'prom-client';
+
+/** What a handler may answer; CANCELLED is decided by the SDK (see README, "Cancel"). */
+export type JobOutcomeStatus = 'SUCCEEDED' | 'FAILED' | 'FAILED_RETRYABLE';
+
+export interface JobOutcome {
+  status: JobOutcomeStatus;
+  /** JSON-serialisable; written to `res:<job_id>` when defined. */
+  result?: unknown;
+  errorCode?: string;
+  errorMessage?: string;
+}
+
+export interface JobContext {
+  request: JobRequest;
+  /** JSON stored at the request's context_ptr (`ctx:<job_id>`), null when there is none. */
+  input: unknown;
+  /** Aborted when a JobCancel for this dispatch arrives, or when stop() gives up waiting. */
+  signal: AbortSignal;
+  dispatchId: string;
+  attempt: number;
+  /** Publishes a JobProgress (core NATS, best effort). */
+  progress(p: { percent?: number; message?: string }): void;
+}
+
+export type JobHandler = (job: JobContext) => Promise<JobOutcome>;
+
+/** The slice of @cordum/bus the worker uses (a narrow port, easy to reason about). */
+export type WorkerBus = Pick<Bus, 'subscribe' | 'publishCore' | 'publish' | 'flush'>;
+
+export interface WorkerOptions {
+  workerId: string;
+  pool: string;
+  /** Topic subjects (`job.echo`); each is queue-subscribed with queue group = the subject (D10, D30). */
+  topics: string[];
+  bus: WorkerBus;
+  redis: RedisClient;
+  logger: Logger;
+  /** Optional prom-client registry for cordum_worker_jobs_total / cordum_worker_active_jobs. */
+  registry?: Registry;
+  maxParallelJobs: number;
+  /** Also listen on `worker.<id>.jobs` when the id is subject-safe (D44). Default true. */
+  directDispatch?: boolean;
+  heartbeatIntervalMs?: number;
+  /** Handshake re-send period, so a restarted scheduler learns us again. Default 30 s. */
+  handshakeIntervalMs?: number;
+  /** How long stop() waits for in-flight jobs. Default 10 s. */
+  stopTimeoutMs?: number;
+  /** Heartbeat capabilities; default: the topics. */
+  capabilities?: string[];
+  labels?: Record<string, string>;
+  /** TTL of the per-job claim record (worker:claim:{<id>}). Default 7 d (the job TTL, D45). */
+  claimTtlMs?: number;
+  sdkVersion?: string;
+  handler: JobHandler;
+}
+
+export interface WorkerStats {
+  activeJobs: number;
+  /** Jobs handed to the handler. */
+  executed: number;
+  succeeded: number;
+  failed: number;
+  retryable: number;
+  cancelled: number;
+  /** Claimed but refused because maxParallelJobs was reached (answered FAILED_RETRYABLE worker_busy). */
+  rejectedBusy: number;
+  /** Redeliveries of a dispatch already taken (locally or by another worker). */
+  duplicates: number;
+  /** Dispatches that are not the job's current one, or whose job is terminal. */
+  stale: number;
+  badPackets: number;
+  resultPublishFailures: number;
+}
+
+export interface Worker {
+  readonly workerId: string;
+  /** `worker.<id>.jobs` when direct dispatch is on, else null. */
+  readonly directSubject: string | null;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  stats(): WorkerStats;
+}

@@ -1,0 +1,270 @@
+import { subjects } from '@cordum/bus';
+import { ComponentRole, create, encodePacket, JobCancelSchema, DispatchIdentitySchema, JobStatus, newPacket } from '@cordum/protocol';
+import { Latch, waitFor } from '@cordum/testing';
+import { Registry } from 'prom-client';
+import { createWorker, type JobHandler, type Worker, type WorkerOptions } from '../src';
+import { makeJob, onlyResult, publishJob, startHarness, type Harness } from './harness';
+
+let h: Harness;
+const workers: Worker[] = [];
+let seq = 0;
+
+beforeAll(async () => {
+  h = await startHarness();
+});
+
+afterEach(async () => {
+  await Promise.all(workers.splice(0).map((w) => w.stop()));
+});
+
+afterAll(async () => {
+  await h.close();
+});
+
+const echo: JobHandler = (job) => Promise.resolve({ status: 'SUCCEEDED', result: { echo: (job.input as { prompt?: string } | null)?.prompt ?? null } });
+
+async function startWorker(over: Partial<WorkerOptions> & { topics: string[] }): Promise<Worker> {
+  seq += 1;
+  const w = createWorker({
+    workerId: `w${seq}-${process.pid}`,
+    pool: 'default',
+    bus: h.bus,
+    redis: h.redis,
+    logger: h.logger,
+    maxParallelJobs: 16,
+    heartbeatIntervalMs: 60_000,
+    handler: echo,
+    ...over,
+  });
+  workers.push(w);
+  await w.start();
+  return w;
+}
+
+const resultOf = (jobId: string) => waitFor(() => onlyResult(h, jobId), 10_000, { message: `result of ${jobId}` });
+
+test('a job gets a start ack before the handler runs, then a SUCCEEDED result with its dispatch, and res:<id> holds the output', async () => {
+  let ackSeenByHandler = false;
+  const w = await startWorker({
+    topics: ['job.ack'],
+    handler: async (job) => {
+      // The RUNNING progress must already be on the bus when the handler starts (D40 start ack).
+      ackSeenByHandler = await waitFor(() => h.progress.some((p) => p.jobId === job.request.jobId && p.status === JobStatus.RUNNING), 5_000);
+      return { status: 'SUCCEEDED', result: { echo: (job.input as { prompt: string }).prompt, attempt: job.attempt } };
+    },
+  });
+  const job = await publishJob(h, 'job.ack', { prompt: 'hi there', attempt: 2 });
+  const r = await resultOf(job.jobId);
+  expect(ackSeenByHandler).toBe(true);
+  const ack = h.progress.find((p) => p.jobId === job.jobId)!;
+  expect(ack.dispatch?.dispatchId).toBe(job.dispatchId);
+  expect(ack.dispatch?.attempt).toBe(2n);
+  expect(r.status).toBe(JobStatus.SUCCEEDED);
+  expect(r.workerId).toBe(w.workerId);
+  expect(r.resultPtr).toBe(`redis://res:${job.jobId}`);
+  expect(r.dispatch?.dispatchId).toBe(job.dispatchId);
+  expect(r.dispatch?.attempt).toBe(2n);
+  expect(r.executionMs).toBeGreaterThanOrEqual(0n);
+  expect(JSON.parse((await h.redis.get(`res:${job.jobId}`))!)).toEqual({ echo: 'hi there', attempt: 2 });
+  expect(w.stats()).toMatchObject({ executed: 1, succeeded: 1, activeJobs: 0 });
+});
+
+test('two workers in one queue group execute each of 100 jobs exactly once', async () => {
+  const runs = new Map<string, number>();
+  const perWorker = [0, 0];
+  const mk = (i: 0 | 1): JobHandler => (job) => {
+    runs.set(job.request.jobId, (runs.get(job.request.jobId) ?? 0) + 1);
+    perWorker[i]! += 1;
+    return echo(job);
+  };
+  await startWorker({ topics: ['job.group'], handler: mk(0), maxParallelJobs: 1000 });
+  await startWorker({ topics: ['job.group'], handler: mk(1), maxParallelJobs: 1000 });
+  const jobs = await Promise.all(Array.from({ length: 100 }, () => makeJob(h, 'job.group')));
+  for (const j of jobs) h.bus.publishCore('job.group', j.bytes);
+  await h.bus.flush();
+  await waitFor(() => jobs.every((j) => onlyResult(h, j.jobId)), 20_000, { message: '100 results' });
+  expect(jobs.every((j) => runs.get(j.jobId) === 1)).toBe(true);
+  expect(jobs.every((j) => h.results.get(j.jobId)!.length === 1 && onlyResult(h, j.jobId)!.status === JobStatus.SUCCEEDED)).toBe(true);
+  expect(perWorker[0]! + perWorker[1]!).toBe(100);
+  expect(perWorker[0]).toBeGreaterThan(0); // both members of the group got work
+  expect(perWorker[1]).toBeGreaterThan(0);
+});
+
+test('the direct subject worker.<id>.jobs reaches that worker; a non subject-safe id gets no direct subject (D44)', async () => {
+  const w = await startWorker({ topics: ['job.direct-only'] });
+  expect(w.directSubject).toBe(`worker.${w.workerId}.jobs`);
+  const job = await publishJob(h, `worker.${w.workerId}.jobs`);
+  expect((await resultOf(job.jobId)).workerId).toBe(w.workerId);
+
+  const odd = await startWorker({ topics: ['job.odd'], workerId: 'has.dots' });
+  expect(odd.directSubject).toBeNull();
+  const hs = await waitFor(() => h.handshakes.find((x) => x.componentId === 'has.dots'));
+  expect(hs.readyTopics).toEqual(['job.odd']);
+});
+
+test('a redelivered identical dispatch runs once, on the same worker or another one', async () => {
+  let runs = 0;
+  const handler: JobHandler = (job) => {
+    runs += 1;
+    return echo(job);
+  };
+  const a = await startWorker({ topics: ['job.dup'], handler });
+  const b = await startWorker({ topics: ['job.dup'], handler });
+  const job = await makeJob(h, 'job.dup');
+  // The same packet three times: twice on the group (either member), once on a's direct subject.
+  h.bus.publishCore('job.dup', job.bytes);
+  h.bus.publishCore('job.dup', job.bytes);
+  h.bus.publishCore(`worker.${a.workerId}.jobs`, job.bytes);
+  await h.bus.flush();
+  await resultOf(job.jobId);
+  await waitFor(() => a.stats().duplicates + b.stats().duplicates === 2, 5_000, { message: 'two duplicates seen' });
+  expect(runs).toBe(1);
+  expect(h.results.get(job.jobId)).toHaveLength(1);
+});
+
+test('a dispatch that is not the job current one, an older attempt, or a terminal job never runs (D1)', async () => {
+  let runs = 0;
+  const w = await startWorker({ topics: ['job.fence'], handler: (job) => ((runs += 1), echo(job)) });
+  // The job record (job-store layout) names dispatch d-new: d-old is fenced off.
+  const jobId = `job-fence-${process.pid}`;
+  await h.redis.hset(`job:meta:{${jobId}}`, { id: JSON.stringify(jobId), state: 'DISPATCHED', dispatch: JSON.stringify({ dispatchId: 'd-new', attempt: 2, published: true, subject: 'job.fence' }) });
+  await publishJob(h, 'job.fence', { jobId, dispatchId: 'd-old', attempt: 1 });
+  await waitFor(() => w.stats().stale === 1);
+  const current = await publishJob(h, 'job.fence', { jobId, dispatchId: 'd-new', attempt: 2 });
+  await resultOf(current.jobId);
+  expect(runs).toBe(1);
+  // Without a job record the claim still orders attempts: attempt 1 after attempt 3 is stale.
+  const other = `job-order-${process.pid}`;
+  await publishJob(h, 'job.fence', { jobId: other, dispatchId: 'a3', attempt: 3 });
+  await resultOf(other);
+  await publishJob(h, 'job.fence', { jobId: other, dispatchId: 'a1', attempt: 1 });
+  await waitFor(() => w.stats().stale === 2);
+  // A job already CANCELLED in the store is not started.
+  const cancelled = `job-term-${process.pid}`;
+  await h.redis.hset(`job:meta:{${cancelled}}`, { id: JSON.stringify(cancelled), state: 'CANCELLED' });
+  await publishJob(h, 'job.fence', { jobId: cancelled, attempt: 1 });
+  await waitFor(() => w.stats().stale === 3);
+  expect(runs).toBe(2);
+  expect(h.results.get(cancelled)).toBeUndefined();
+});
+
+test('a JobCancel aborts the running job and the worker reports CANCELLED', async () => {
+  const started = new Latch();
+  const w = await startWorker({
+    topics: ['job.cancel'],
+    handler: (job) => {
+      started.open();
+      return new Promise((_, reject) => job.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+    },
+  });
+  const job = await publishJob(h, 'job.cancel');
+  await started.wait();
+  // A cancel for another dispatch of the same job is ignored.
+  const stale = create(JobCancelSchema, { jobId: job.jobId, reason: 'old', dispatch: create(DispatchIdentitySchema, { dispatchId: 'other' }) });
+  h.bus.publishCore(subjects.cancel, encodePacket(newPacket('gw', { case: 'jobCancel', value: stale })));
+  const cancel = create(JobCancelSchema, { jobId: job.jobId, reason: 'user asked', requestedBy: 'tester' });
+  await h.bus.publish(subjects.cancel, encodePacket(newPacket('gw', { case: 'jobCancel', value: cancel })), { msgId: `sys.job.cancel:${job.jobId}:x` });
+  const r = await resultOf(job.jobId);
+  expect(r.status).toBe(JobStatus.CANCELLED);
+  expect(r.dispatch?.dispatchId).toBe(job.dispatchId);
+  expect(w.stats()).toMatchObject({ cancelled: 1, activeJobs: 0 });
+});
+
+test('handshake and heartbeats carry the contract fields; running jobs get a progress every heartbeat', async () => {
+  const release = new Latch();
+  const w = await startWorker({
+    topics: ['job.hb', 'job.hb2'],
+    heartbeatIntervalMs: 100,
+    maxParallelJobs: 7,
+    labels: { zone: 'a' },
+    handler: async (job) => {
+      await release.promise;
+      return echo(job);
+    },
+  });
+  const hs = await waitFor(() => h.handshakes.find((x) => x.componentId === w.workerId));
+  expect(hs.role).toBe(ComponentRole.WORKER);
+  expect(hs.supportedVersions).toEqual([1]);
+  expect(hs.capabilities).toEqual({ start_ack: true, cancel: true, progress: true });
+  expect(hs.readyTopics).toEqual(['job.hb', 'job.hb2', `worker.${w.workerId}.jobs`]);
+  expect(hs.sdkVersion).toMatch(/worker-sdk/);
+  const job = await publishJob(h, 'job.hb');
+  const busy = await waitFor(() => h.heartbeats.find((b) => b.workerId === w.workerId && b.activeJobs === 1));
+  expect(busy).toMatchObject({ pool: 'default', maxParallelJobs: 7, labels: { zone: 'a' }, capabilities: ['job.hb', 'job.hb2'] });
+  expect(busy.cpuLoad).toBeGreaterThanOrEqual(0);
+  expect(busy.cpuLoad).toBeLessThanOrEqual(100);
+  expect(busy.memoryLoad).toBeGreaterThan(0);
+  await waitFor(() => h.progress.filter((p) => p.jobId === job.jobId && p.dispatch?.dispatchId === job.dispatchId).length >= 3, 5_000, { message: 'repeated progress' });
+  release.open();
+  await resultOf(job.jobId);
+  await waitFor(() => h.heartbeats.some((b) => b.workerId === w.workerId && b.activeJobs === 0 && h.heartbeats.indexOf(b) > h.heartbeats.indexOf(busy)));
+});
+
+test('beyond maxParallelJobs a job is refused with FAILED_RETRYABLE worker_busy, never dropped', async () => {
+  const release = new Latch();
+  const w = await startWorker({ topics: ['job.busy'], maxParallelJobs: 1, handler: async (job) => (await release.promise, echo(job)) });
+  const first = await publishJob(h, 'job.busy');
+  await waitFor(() => w.stats().activeJobs === 1);
+  const second = await publishJob(h, 'job.busy');
+  const refused = await resultOf(second.jobId);
+  expect(refused.status).toBe(JobStatus.FAILED_RETRYABLE);
+  expect(refused.errorCode).toBe('worker_busy');
+  expect(refused.dispatch?.dispatchId).toBe(second.dispatchId);
+  release.open();
+  expect((await resultOf(first.jobId)).status).toBe(JobStatus.SUCCEEDED);
+});
+
+test('bad packets are dropped and counted; missing ctx gives input null; a throwing handler reports FAILED', async () => {
+  const inputs: unknown[] = [];
+  const w = await startWorker({
+    topics: ['job.misc'],
+    handler: (job) => {
+      inputs.push(job.input);
+      if (job.input !== null) throw Object.assign(new Error('boom'), { code: 'my_code' });
+      return Promise.resolve({ status: 'FAILED', errorCode: 'nope', errorMessage: 'no input' });
+    },
+  });
+  h.bus.publishCore('job.misc', new Uint8Array([0xff, 0xff, 0xff]));
+  await waitFor(() => w.stats().badPackets === 1);
+  const noCtx = await publishJob(h, 'job.misc', { withCtx: false });
+  const r1 = await resultOf(noCtx.jobId);
+  expect(r1).toMatchObject({ status: JobStatus.FAILED, errorCode: 'nope', errorMessage: 'no input', resultPtr: '' });
+  const throws = await publishJob(h, 'job.misc');
+  const r2 = await resultOf(throws.jobId);
+  expect(r2).toMatchObject({ status: JobStatus.FAILED, errorCode: 'my_code', errorMessage: 'boom' });
+  expect(inputs[0]).toBeNull();
+});
+
+test('stop() waits for an in-flight job, publishes its result, and is idempotent', async () => {
+  const started = new Latch();
+  const release = new Latch();
+  const registry = new Registry();
+  const w = await startWorker({ topics: ['job.stop'], registry, handler: async (job) => (started.open(), await release.promise, echo(job)) });
+  const job = await publishJob(h, 'job.stop');
+  await started.wait();
+  let stopped = false;
+  const p1 = w.stop().then(() => (stopped = true));
+  const p2 = w.stop();
+  // A full bus round trip later, stop() still has not resolved: the job is in flight.
+  await h.bus.flush();
+  expect(w.stats().activeJobs).toBe(1);
+  expect(stopped).toBe(false);
+  release.open();
+  await Promise.all([p1, p2]);
+  expect(onlyResult(h, job.jobId)?.status).toBe(JobStatus.SUCCEEDED); // published before stop() resolved
+  await w.stop();
+  await expect(w.start()).rejects.toMatchObject({ code: 'worker_state' });
+  expect(await registry.getSingleMetricAsString('cordum_worker_jobs_total')).toMatch(/status="SUCCEEDED"} 1/);
+});
+
+test('stop() bounds its wait: a job that ignores the signal is answered FAILED_RETRYABLE worker_shutdown', async () => {
+  const started = new Latch();
+  const never = new Latch();
+  const w = await startWorker({ topics: ['job.stuck'], stopTimeoutMs: 300, handler: async () => (started.open(), await never.promise, { status: 'SUCCEEDED' }) });
+  const job = await publishJob(h, 'job.stuck');
+  await started.wait();
+  await w.stop();
+  const r = await resultOf(job.jobId);
+  expect(r).toMatchObject({ status: JobStatus.FAILED_RETRYABLE, errorCode: 'worker_shutdown' });
+  never.open();
+});
