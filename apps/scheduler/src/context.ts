@@ -1,0 +1,24 @@
+import type { Bus } from '@cordum/bus';
+import type { JobStore } from '@cordum/job-store';
+import type { Locks } from '@cordum/locks';
+import type { Logger } from '@cordum/service-kit';
+import type { SchedulerConfig } from './config';
+import type { SchedulerMetrics } from './metrics';
+import type { WorkerRegistry } from './registry';
+import type { PoolsConfig } from './routing-config';
+import type { SafetyChecker } from './safety';
+
+/** What the handler modules share; built once by the composition root. */
+export interface SchedulerContext {
+  config: SchedulerConfig;
+  instanceId: string;
+  logger: Logger;
+  store: JobStore;
+  locks: Locks;
+  bus: Bus;
+  workers: WorkerRegistry;
+  safety: SafetyChecker;
+  metrics: SchedulerMetrics;
+  /** The applied pools section; a setter replaces it on config reload (later issue). */
+  pools(): PoolsConfig;
+}

@@ -1,0 +1,121 @@
+// sys.job.submit handler (BEHAVIOURS §1.2): lock → dedupe → Check → route → dispatch.
+import { TERMINAL_STATES, type JobRecord } from '@cordum/job-store';
+import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
+import type { BusPacket, JobRequest } from '@cordum/protocol';
+import type { Lease } from '@cordum/locks';
+import { backoffMs } from './backoff';
+import type { SchedulerContext } from './context';
+import { dispatch, publishAttempt } from './dispatch';
+import { BUSY_NAK_MS, withJobLock } from './job-lock';
+import { routeFor } from './route-job';
+
+const ACK: HandlerOutcome = { kind: 'ack' };
+const nak = (delayMs: number): HandlerOutcome => ({ kind: 'nak', delayMs });
+
+/** D21 fail-closed hold while the kernel cannot answer. */
+export const KERNEL_DOWN_NAK_MS = 5_000;
+/** D48 backpressure: every candidate ≥ 90 % busy. */
+export const OVERLOAD_NAK_MS = 250;
+
+export function submitHandler(ctx: SchedulerContext) {
+  return async (packet: BusPacket, h: HandlerContext): Promise<HandlerOutcome> => {
+    if (packet.payload.case !== 'jobRequest' || !packet.payload.value.jobId) {
+      ctx.metrics.ignored.inc({ kind: 'submit', reason: 'not_a_job_request' });
+      return { kind: 'term', reason: 'submit packet without a JobRequest' };
+    }
+    const req = packet.payload.value;
+    const r = await withJobLock(ctx, req.jobId, (lease) => intake(ctx, lease, req, h));
+    return r.busy ? nak(BUSY_NAK_MS) : r.value;
+  };
+}
+
+async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, h: HandlerContext): Promise<HandlerOutcome> {
+  const job = await ctx.store.getJob(req.jobId);
+  if (!job) {
+    // The gateway writes the record before publishing, so an unknown id is a
+    // foreign or expired submit: nothing to schedule.
+    ctx.metrics.ignored.inc({ kind: 'submit', reason: 'unknown_job' });
+    ctx.logger.warn('submit for unknown job', { job_id: req.jobId });
+    return ACK;
+  }
+  if (job.state === 'APPROVAL_REQUIRED') {
+    // Waits for a human; approving moves it to PENDING and republishes the submit.
+    ctx.metrics.ignored.inc({ kind: 'submit', reason: 'awaiting_approval' });
+    return ACK;
+  }
+  if (job.state !== 'PENDING') return duplicate(ctx, lease, job, req);
+
+  const verdict = await ctx.safety.check(job);
+  switch (verdict.kind) {
+    case 'unavailable':
+      ctx.logger.warn('safety kernel unavailable, holding job', { job_id: job.id, err: verdict.error });
+      return nak(KERNEL_DOWN_NAK_MS);
+    case 'throttle':
+      return nak(Math.max(BUSY_NAK_MS, verdict.retryAfterMs));
+    case 'deny': {
+      const w = await ctx.store.transition(job.id, 'DENIED', {
+        token: lease.token,
+        from: ['PENDING'],
+        patch: { safety: verdict.record, error: { code: 'policy_denied', message: verdict.record.reason || 'denied by policy' } },
+      });
+      return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
+    }
+    case 'require_human': {
+      const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record } });
+      return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
+    }
+    case 'allow':
+      break;
+  }
+
+  const route = routeFor(ctx, job);
+  switch (route.kind) {
+    case 'overloaded':
+      return nak(OVERLOAD_NAK_MS);
+    case 'no_worker':
+      // Stays PENDING; JetStream redelivers with backoff up to MaxDeliver (D8).
+      // Bounding the wait (schedule_tries, FAILED no_workers) is the pending
+      // replayer's job, which lands in a later issue.
+      ctx.logger.info('no worker for topic, job stays pending', { job_id: job.id, topic: job.topic, delivery: h.deliveryCount });
+      return nak(backoffMs(h.deliveryCount - 1));
+    case 'worker':
+    case 'untracked':
+      break;
+  }
+
+  const maxAttempts = verdict.maxRetries ?? ctx.config.maxAttempts;
+  const s = await ctx.store.transition(job.id, 'SCHEDULED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, maxAttempts } });
+  if (!s.ok) return s.reason === 'fenced' ? nak(BUSY_NAK_MS) : ACK;
+  const out = await dispatch(ctx, lease, s.job, route, req);
+  // `lost`: our lease became unsafe or was taken over; the job is SCHEDULED or
+  // DISPATCHED(published=false) and a redelivery re-drives it under a fresh lock.
+  return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
+}
+
+/** A redelivered or duplicate submit for a job already past PENDING. */
+async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, req: JobRequest): Promise<HandlerOutcome> {
+  if (TERMINAL_STATES.has(job.state)) {
+    // D14: re-run idempotent side effects, then ack.
+    await ctx.store.writeDlq(job);
+    ctx.metrics.ignored.inc({ kind: 'submit', reason: 'terminal' });
+    return ACK;
+  }
+  if (job.state === 'SCHEDULED') {
+    // A previous owner died between SCHEDULED and DISPATCHED: nothing was published, so dispatch now.
+    const route = routeFor(ctx, job);
+    if (route.kind === 'worker' || route.kind === 'untracked') {
+      const out = await dispatch(ctx, lease, job, route, req);
+      return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
+    }
+    return nak(route.kind === 'overloaded' ? OVERLOAD_NAK_MS : backoffMs(0));
+  }
+  const d = job.dispatch;
+  if (job.state === 'DISPATCHED' && d && !d.published) {
+    // D2: we hold the lock, so the attempt's owner no longer does; republish the SAME attempt.
+    ctx.logger.info('republishing unpublished attempt', { job_id: job.id, dispatch_id: d.dispatchId });
+    const out = await publishAttempt(ctx, lease, job, d, req);
+    return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
+  }
+  ctx.metrics.ignored.inc({ kind: 'submit', reason: 'duplicate' });
+  return ACK;
+}

@@ -1,0 +1,106 @@
+// Worker registry fed by `sys.heartbeat` / `sys.handshake` broadcasts. Every
+// replica builds its own view (broadcasts are per-replica subscriptions), so it
+// never needs Redis on the routing hot path.
+import type { Handshake, Heartbeat } from '@cordum/protocol';
+
+/** D44: only ids safe as one NATS subject token get direct dispatch. */
+export const DIRECT_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
+
+export function directSubject(workerId: string): string {
+  return `worker.${workerId}.jobs`;
+}
+
+export interface WorkerView {
+  workerId: string;
+  pool: string;
+  activeJobs: number;
+  maxParallelJobs: number;
+  cpuLoad: number;
+  labels: Record<string, string>;
+  capabilities: string[];
+  /** epoch ms of the last heartbeat received (D41). */
+  lastHeartbeat: number;
+  /** From the handshake; [] until one arrives. */
+  readyTopics: string[];
+  /** Handshake capability `start_ack` (D1). */
+  startAck: boolean;
+  /** D48: dispatches this replica sent since the worker's last heartbeat. */
+  inFlight: number;
+}
+
+interface HandshakeInfo {
+  readyTopics: string[];
+  startAck: boolean;
+}
+
+export class WorkerRegistry {
+  private readonly workers = new Map<string, WorkerView>();
+  private readonly handshakes = new Map<string, HandshakeInfo>();
+  private readonly ttlMs: number;
+  private readonly now: () => number;
+
+  constructor(opts: { ttlMs?: number; now?: () => number } = {}) {
+    this.ttlMs = opts.ttlMs ?? 30_000;
+    this.now = opts.now ?? Date.now;
+  }
+
+  onHeartbeat(hb: Heartbeat): void {
+    if (!hb.workerId) return;
+    const hs = this.handshakes.get(hb.workerId);
+    this.workers.set(hb.workerId, {
+      workerId: hb.workerId,
+      pool: hb.pool,
+      activeJobs: Math.max(0, hb.activeJobs),
+      maxParallelJobs: Math.max(0, hb.maxParallelJobs),
+      cpuLoad: Number.isFinite(hb.cpuLoad) ? hb.cpuLoad : 0,
+      labels: { ...hb.labels },
+      capabilities: [...hb.capabilities],
+      lastHeartbeat: this.now(),
+      readyTopics: hs?.readyTopics ?? [],
+      startAck: hs?.startAck ?? false,
+      // The heartbeat's active_jobs now includes what we sent before it (D48).
+      inFlight: 0,
+    });
+  }
+
+  onHandshake(hs: Handshake): void {
+    if (!hs.componentId) return;
+    const info: HandshakeInfo = { readyTopics: [...hs.readyTopics], startAck: hs.capabilities['start_ack'] === true };
+    this.handshakes.set(hs.componentId, info);
+    const w = this.workers.get(hs.componentId);
+    if (w) {
+      w.readyTopics = info.readyTopics;
+      w.startAck = info.startAck;
+    }
+  }
+
+  noteDispatched(workerId: string): void {
+    const w = this.workers.get(workerId);
+    if (w) w.inFlight += 1;
+  }
+
+  get(workerId: string): WorkerView | undefined {
+    return this.workers.get(workerId);
+  }
+
+  isOnline(w: WorkerView): boolean {
+    return this.now() - w.lastHeartbeat < this.ttlMs;
+  }
+
+  /** Live workers (heartbeat younger than the TTL); also forgets long-dead ones. */
+  live(): WorkerView[] {
+    const out: WorkerView[] = [];
+    for (const [id, w] of this.workers) {
+      if (this.isOnline(w)) out.push(w);
+      else if (this.now() - w.lastHeartbeat > 10 * this.ttlMs) {
+        this.workers.delete(id);
+        this.handshakes.delete(id);
+      }
+    }
+    return out;
+  }
+
+  all(): WorkerView[] {
+    return [...this.workers.values()];
+  }
+}

@@ -1,0 +1,109 @@
+// sys.job.result handler (BEHAVIOURS §1.5, D12 status mapping), under the job lock.
+import { TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
+import type { HandlerOutcome } from '@cordum/bus';
+import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
+import type { Lease } from '@cordum/locks';
+import { backoffMs } from './backoff';
+import type { SchedulerContext } from './context';
+import { dispatch } from './dispatch';
+import { BUSY_NAK_MS, withJobLock } from './job-lock';
+import { routeFor } from './route-job';
+
+const ACK: HandlerOutcome = { kind: 'ack' };
+
+type Mapped = { to: JobState; retryable?: boolean } | null;
+
+/** D12: 5→SUCCEEDED, 6/11→FAILED, 10→RETRYING (or FAILED when spent), 7→CANCELLED, 9→TIMEOUT, 0–4 ignored. */
+export function mapStatus(status: JobStatus): Mapped {
+  switch (status) {
+    case JobStatus.SUCCEEDED:
+      return { to: 'SUCCEEDED' };
+    case JobStatus.FAILED:
+    case JobStatus.FAILED_FATAL:
+      return { to: 'FAILED' };
+    case JobStatus.FAILED_RETRYABLE:
+      return { to: 'RETRYING', retryable: true };
+    case JobStatus.CANCELLED:
+      return { to: 'CANCELLED' };
+    case JobStatus.TIMEOUT:
+      return { to: 'TIMEOUT' };
+    case JobStatus.UNSPECIFIED:
+    case JobStatus.PENDING:
+    case JobStatus.SCHEDULED:
+    case JobStatus.DISPATCHED:
+    case JobStatus.RUNNING:
+    case JobStatus.DENIED:
+      return null;
+  }
+  return null;
+}
+
+export function resultHandler(ctx: SchedulerContext) {
+  return async (packet: BusPacket): Promise<HandlerOutcome> => {
+    if (packet.payload.case !== 'jobResult' || !packet.payload.value.jobId) {
+      ctx.metrics.ignored.inc({ kind: 'result', reason: 'not_a_job_result' });
+      return { kind: 'term', reason: 'result packet without a JobResult' };
+    }
+    const res = packet.payload.value;
+    const r = await withJobLock(ctx, res.jobId, (lease) => applyResult(ctx, lease, res));
+    return r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value;
+  };
+}
+
+function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOutcome {
+  ctx.metrics.ignored.inc({ kind: 'result', reason });
+  ctx.logger.debug('result ignored', { job_id: jobId, reason });
+  return ACK;
+}
+
+async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult): Promise<HandlerOutcome> {
+  const job = await ctx.store.getJob(res.jobId);
+  if (!job) return ignore(ctx, 'unknown_job', res.jobId);
+  if (TERMINAL_STATES.has(job.state)) {
+    // Redelivery after our own terminal write: re-run the idempotent side effects (D14, D45).
+    await ctx.store.writeDlq(job);
+    await ctx.store.expireResult(job);
+    return ignore(ctx, 'terminal', job.id);
+  }
+  // CONTRACT §3: a result without `dispatch` applies to the current attempt.
+  const current = job.dispatch;
+  if (res.dispatch?.dispatchId && res.dispatch.dispatchId !== current?.dispatchId) return ignore(ctx, 'stale_dispatch', job.id);
+  if (job.state !== 'DISPATCHED' && job.state !== 'RUNNING') return ignore(ctx, `unexpected_state_${job.state}`, job.id);
+  const mapped = mapStatus(res.status);
+  if (!mapped) return ignore(ctx, `status_${res.status}`, job.id);
+
+  const patch: JobPatch = {};
+  if (res.resultPtr) patch.resultPtr = res.resultPtr;
+  if (res.workerId) patch.workerId = res.workerId;
+  if (res.errorCode || res.errorMessage) patch.error = { code: res.errorCode || 'worker_error', message: res.errorMessage };
+
+  const maxAttempts = job.maxAttempts ?? ctx.config.maxAttempts;
+  let to = mapped.to;
+  if (mapped.retryable && job.attempts >= maxAttempts) {
+    to = 'FAILED';
+    patch.error = { code: 'max_attempts', message: `failed after ${job.attempts} attempts: ${res.errorMessage || res.errorCode || 'retryable failure'}` };
+  }
+  // D45 before the terminal write, so a job seen terminal always has its result on a TTL
+  // (an EXPIRE for a write that is then refused only shortens a key to the job TTL).
+  if (TERMINAL_STATES.has(to)) await ctx.store.expireResult({ ...job, ...patch });
+  const w = await ctx.store.transition(job.id, to, { token: lease.token, from: ['DISPATCHED', 'RUNNING'], patch });
+  if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
+  if (w.job.state === 'RETRYING') return redispatch(ctx, lease, w.job);
+  return ACK;
+}
+
+/**
+ * Immediate redispatch of a RETRYING job when a worker is free. Otherwise the
+ * job waits in RETRYING with its due time in `job:retry` (D13); draining that
+ * ZSET is the replayer's job (later issue).
+ */
+async function redispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
+  const route = routeFor(ctx, job);
+  if (route.kind === 'worker' || route.kind === 'untracked') {
+    const out = await dispatch(ctx, lease, job, route);
+    if (out.kind === 'lost') ctx.logger.warn('redispatch aborted', { job_id: job.id, reason: out.reason });
+    return ACK;
+  }
+  await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(job.attempts - 1));
+  return ACK;
+}

@@ -1,0 +1,89 @@
+// Pure routing (BEHAVIOURS §1.3, D40, D44, D48): no I/O, so it is unit-tested alone.
+import { DIRECT_ID_RE, directSubject, type WorkerView } from './registry';
+import type { PoolsConfig } from './routing-config';
+
+export const OVERLOAD_RATIO = 0.9;
+const PLACEMENT_PREFIX = 'placement.';
+
+export interface RouteInput {
+  topic: string;
+  labels: Record<string, string>;
+  requires: string[];
+  workers: WorkerView[];
+  pools: PoolsConfig;
+  dispatchUntracked: boolean;
+}
+
+export type RouteDecision =
+  | { kind: 'worker'; worker: WorkerView; subject: string; direct: boolean }
+  /** Candidates exist but all are at ≥ 90 %: backpressure, not a schedule try (D48). */
+  | { kind: 'overloaded'; candidates: number }
+  | { kind: 'no_worker' }
+  /** SCHEDULER_DISPATCH_UNTRACKED: publish to the topic for SDKs that never heartbeat. */
+  | { kind: 'untracked'; subject: string };
+
+/** Pools that may serve the topic, honouring pool `requires` against the job's `requires`. */
+export function poolsForTopic(pools: PoolsConfig, topic: string, requires: string[]): string[] | null {
+  const mapped = pools.topics[topic];
+  if (!mapped) return null;
+  return mapped.filter((p) => {
+    const provides = pools.pools[p]?.requires ?? [];
+    return requires.every((r) => provides.includes(r));
+  });
+}
+
+export function satisfiesPlacement(w: WorkerView, labels: Record<string, string>): boolean {
+  for (const [k, v] of Object.entries(labels)) {
+    if (!k.startsWith(PLACEMENT_PREFIX)) continue;
+    if (w.labels[k.slice(PLACEMENT_PREFIX.length)] !== v) return false;
+  }
+  return true;
+}
+
+export function load(w: WorkerView): number {
+  return w.activeJobs + w.inFlight;
+}
+
+export function isOverloaded(w: WorkerView): boolean {
+  return w.maxParallelJobs > 0 && load(w) >= OVERLOAD_RATIO * w.maxParallelJobs;
+}
+
+export function score(w: WorkerView): number {
+  return load(w) + w.cpuLoad / 100;
+}
+
+/** D40 + D44: direct only when the worker listens on worker.<id>.jobs and the id is subject-safe. */
+export function subjectFor(w: WorkerView, topic: string): { subject: string; direct: boolean } {
+  const direct = directSubject(w.workerId);
+  if (DIRECT_ID_RE.test(w.workerId) && w.readyTopics.includes(direct)) return { subject: direct, direct: true };
+  return { subject: topic, direct: false };
+}
+
+export function candidates(input: RouteInput): WorkerView[] {
+  const { topic, workers } = input;
+  const pools = poolsForTopic(input.pools, topic, input.requires);
+  const eligible = workers.filter((w) => {
+    if (pools) {
+      if (pools.includes(w.pool)) return true;
+      // D40: a CAP node agent heartbeats with pool '' and names its topics in the handshake.
+      return w.pool === '' && w.readyTopics.includes(topic);
+    }
+    return w.pool === topic || w.readyTopics.includes(topic);
+  });
+  return eligible.filter((w) => satisfiesPlacement(w, input.labels));
+}
+
+export function route(input: RouteInput): RouteDecision {
+  const all = candidates(input);
+  const open = all.filter((w) => !isOverloaded(w));
+  if (open.length === 0) {
+    if (all.length > 0) return { kind: 'overloaded', candidates: all.length };
+    return input.dispatchUntracked ? { kind: 'untracked', subject: input.topic } : { kind: 'no_worker' };
+  }
+  let best = open[0] as WorkerView;
+  for (const w of open) {
+    const d = score(w) - score(best);
+    if (d < 0 || (d === 0 && w.workerId < best.workerId)) best = w;
+  }
+  return { kind: 'worker', worker: best, ...subjectFor(best, input.topic) };
+}

@@ -1,0 +1,42 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '@cordum/testing';
+import { loadSchedulerConfig } from '../src/config';
+
+describe('loadSchedulerConfig', () => {
+  const empty = mkdtempSync(join(tmpdir(), 'sched-cfg-'));
+
+  it('applies CONTRACT §1 defaults and falls back to built-in routing when the bundled copies are absent', () => {
+    const c = loadSchedulerConfig({}, empty);
+    expect(c).toMatchObject({
+      httpAddr: { host: '0.0.0.0', port: 9090 },
+      safetyKernelAddr: '127.0.0.1:50051',
+      jobTtlMs: 7 * 24 * 3600 * 1000,
+      dispatchUntracked: false,
+      natsServers: ['nats://127.0.0.1:4222'],
+      pools: { topics: {}, pools: {} },
+      poolsSource: 'built-in defaults',
+      timeouts: { reconciler: { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 30 } },
+    });
+  });
+
+  it('reads the bundled config/ beside the bundle by default (D37)', () => {
+    const c = loadSchedulerConfig({}, repoRoot);
+    expect(c.poolsSource).toBe(join(repoRoot, 'config', 'pools.yaml'));
+    expect(c.pools.topics['job.echo']).toEqual(['default']);
+  });
+
+  it('parses env overrides', () => {
+    const c = loadSchedulerConfig({ SCHEDULER_HTTP_ADDR: '127.0.0.1:9190', JOB_TTL: '1h', SCHEDULER_DISPATCH_UNTRACKED: 'true', SAFETY_KERNEL_ADDR: 'dns:///kernel:50051' }, empty);
+    expect(c).toMatchObject({ httpAddr: { host: '127.0.0.1', port: 9190 }, jobTtlMs: 3_600_000, dispatchUntracked: true, safetyKernelAddr: 'dns:///kernel:50051' });
+  });
+
+  it('fails with one line naming the variable', () => {
+    expect(() => loadSchedulerConfig({ JOB_TTL: 'soon' }, empty)).toThrow(/^invalid config: JOB_TTL .*"soon"/);
+    expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: join(empty, 'missing.yaml') }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH cannot read/);
+    const bad = join(empty, 'bad.yaml');
+    writeFileSync(bad, 'topics: [not, a, map]\n');
+    expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: bad }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH .*topics/);
+  });
+});

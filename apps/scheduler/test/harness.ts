@@ -1,0 +1,144 @@
+// In-test collaborators for the scheduler integration test: a tiny SafetyKernel
+// gRPC server and a tiny worker on core NATS. Real Redis and NATS only.
+import * as grpc from '@grpc/grpc-js';
+import { connectBus, subjects, type Bus, type Subscription } from '@cordum/bus';
+import {
+  addGrpcService,
+  create,
+  decodePacket,
+  Decision,
+  encodePacket,
+  GrpcStatus,
+  grpcError,
+  HandshakeSchema,
+  HeartbeatSchema,
+  JobProgressSchema,
+  JobResultSchema,
+  JobStatus,
+  newPacket,
+  SafetyKernel,
+  type JobRequest,
+  type PolicyCheckRequest,
+} from '@cordum/protocol';
+import type { RedisClient } from '@cordum/redis';
+
+export interface TestKernel {
+  address: string;
+  checks: PolicyCheckRequest[];
+  /** While true, Check fails with UNAVAILABLE (the kernel is "down"). */
+  failing: boolean;
+  stop(): Promise<void>;
+}
+
+/** Allows everything except topics listed in `deny`. */
+export async function startTestKernel(deny: string[]): Promise<TestKernel> {
+  const server = new grpc.Server();
+  const checks: PolicyCheckRequest[] = [];
+  const answer = (req: PolicyCheckRequest) => {
+    checks.push(req);
+    if (kernel.failing) throw grpcError(GrpcStatus.UNAVAILABLE, 'kernel down (test)');
+    const denied = deny.includes(req.topic);
+    return { decision: denied ? Decision.DENY : Decision.ALLOW, reason: denied ? 'topic blocked in test' : 'ok', ruleId: denied ? 'deny-test' : 'allow-all', policySnapshot: 'snap-test' };
+  };
+  const kernel: TestKernel = {
+    address: '',
+    checks,
+    failing: false,
+    stop: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+  };
+  addGrpcService(server, SafetyKernel, {
+    check: answer,
+    evaluate: answer,
+    explain: answer,
+    simulate: answer,
+    listSnapshots: () => ({ current: 'snap-test', snapshots: [] }),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  kernel.address = `127.0.0.1:${port}`;
+  return kernel;
+}
+
+const ignoreLog = (): void => undefined;
+/** A bus logger that drops everything (test clients). */
+export const quietLog = { debug: ignoreLog, info: ignoreLog, warn: ignoreLog, error: ignoreLog };
+
+export type Reply = 'succeed' | 'retry-once' | 'none';
+
+export interface Execution {
+  request: JobRequest;
+  subject: string;
+}
+
+export interface TestWorker {
+  id: string;
+  executions: Map<string, Execution[]>;
+  count(jobId: string): number;
+  reply(req: JobRequest, status: JobStatus, opts?: { dispatchId?: string }): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Heartbeats every 100 ms (a worker behaviour, not a test wait), handshakes
+ * with direct dispatch and start acks, and answers per `replyFor(topic)`.
+ */
+export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; id: string; topics: string[]; replyFor: (topic: string) => Reply }): Promise<TestWorker> {
+  const bus: Bus = await connectBus({ servers: [o.natsUrl], name: `test-worker:${o.id}`, logger: quietLog });
+  const executions = new Map<string, Execution[]>();
+  const direct = `worker.${o.id}.jobs`;
+
+  const send = (subject: string, payload: Parameters<typeof newPacket>[1]) => bus.publishCore(subject, encodePacket(newPacket(o.id, payload)));
+  const handshake = () =>
+    send(subjects.handshake, { case: 'handshake', value: create(HandshakeSchema, { componentId: o.id, readyTopics: [direct, ...o.topics], capabilities: { start_ack: true } }) });
+  const heartbeat = () =>
+    send(subjects.heartbeat, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: o.id, pool: 'default', maxParallelJobs: 100, activeJobs: 0 }) });
+
+  const reply = async (req: JobRequest, status: JobStatus, opts: { dispatchId?: string } = {}) => {
+    const dispatchId = opts.dispatchId ?? req.dispatch?.dispatchId ?? '';
+    if (status === JobStatus.SUCCEEDED) await o.redis.set(`res:${req.jobId}`, JSON.stringify({ echo: req.jobId, worker_id: o.id }));
+    const result = create(JobResultSchema, {
+      jobId: req.jobId,
+      status,
+      workerId: o.id,
+      resultPtr: status === JobStatus.SUCCEEDED ? `redis://res:${req.jobId}` : '',
+      errorCode: status === JobStatus.SUCCEEDED ? '' : 'test_failure',
+      dispatch: { dispatchId, attempt: req.dispatch?.attempt ?? 0n, assignedWorkerId: o.id },
+    });
+    await bus.publish(subjects.result, encodePacket(newPacket(o.id, { case: 'jobResult', value: result })), { msgId: `${subjects.result}:${req.jobId}:${dispatchId}:${status}` });
+  };
+
+  const onJob = (data: Uint8Array, subject: string) => {
+    const p = decodePacket(data);
+    if (p.payload.case !== 'jobRequest') return;
+    const req = p.payload.value;
+    const list = executions.get(req.jobId) ?? [];
+    list.push({ request: req, subject });
+    executions.set(req.jobId, list);
+    send(subjects.progress, { case: 'jobProgress', value: create(JobProgressSchema, { jobId: req.jobId, status: JobStatus.RUNNING, dispatch: req.dispatch }) });
+    const mode = o.replyFor(req.topic);
+    if (mode === 'none') return;
+    const status = mode === 'retry-once' && list.length === 1 ? JobStatus.FAILED_RETRYABLE : JobStatus.SUCCEEDED;
+    void reply(req, status);
+  };
+
+  const subs: Subscription[] = [bus.subscribe(direct, onJob), ...o.topics.map((t) => bus.subscribe(t, onJob, { queue: t }))];
+  handshake();
+  heartbeat();
+  const timer = setInterval(() => {
+    handshake();
+    heartbeat();
+  }, 100);
+
+  return {
+    id: o.id,
+    executions,
+    count: (jobId) => executions.get(jobId)?.length ?? 0,
+    reply,
+    stop: async () => {
+      clearInterval(timer);
+      subs.forEach((s) => s.unsubscribe());
+      await bus.close();
+    },
+  };
+}

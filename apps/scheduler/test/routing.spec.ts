@@ -1,0 +1,123 @@
+import { create, HandshakeSchema, HeartbeatSchema } from '@cordum/protocol';
+import { WorkerRegistry, type WorkerView } from '../src/registry';
+import { candidates, route, type RouteInput } from '../src/routing';
+import type { PoolsConfig } from '../src/routing-config';
+
+function w(id: string, over: Partial<WorkerView> = {}): WorkerView {
+  return { workerId: id, pool: 'default', activeJobs: 0, maxParallelJobs: 10, cpuLoad: 0, labels: {}, capabilities: [], lastHeartbeat: 0, readyTopics: [], startAck: false, inFlight: 0, ...over };
+}
+
+const pools: PoolsConfig = {
+  topics: { 'job.echo': ['default'], 'job.gpu': ['gpu'], 'job.secure': ['secure', 'default'] },
+  pools: { default: { requires: [] }, gpu: { requires: ['cuda'] }, secure: { requires: ['pii'] } },
+};
+
+function input(over: Partial<RouteInput>): RouteInput {
+  return { topic: 'job.echo', labels: {}, requires: [], workers: [], pools, dispatchUntracked: false, ...over };
+}
+
+describe('routing', () => {
+  it('routes a mapped topic only to workers of its pools', () => {
+    const d = route(input({ workers: [w('a', { pool: 'gpu' }), w('b', { pool: 'default' })] }));
+    expect(d).toMatchObject({ kind: 'worker', worker: { workerId: 'b' }, subject: 'job.echo', direct: false });
+  });
+
+  it('honours pool requires against the job requires', () => {
+    const ws = [w('d', { pool: 'default' }), w('s', { pool: 'secure', activeJobs: 5 })];
+    expect(candidates(input({ topic: 'job.secure', workers: ws })).map((x) => x.workerId).sort()).toEqual(['d', 's']);
+    expect(candidates(input({ topic: 'job.secure', requires: ['pii'], workers: ws })).map((x) => x.workerId)).toEqual(['s']);
+  });
+
+  it('filters by placement.* labels and ignores other labels', () => {
+    const ws = [w('eu', { labels: { region: 'eu' } }), w('us', { labels: { region: 'us' } })];
+    expect(route(input({ labels: { 'placement.region': 'us', team: 'x' }, workers: ws }))).toMatchObject({ worker: { workerId: 'us' } });
+    expect(route(input({ labels: { 'placement.region': 'ap' }, workers: ws }))).toEqual({ kind: 'no_worker' });
+  });
+
+  it('picks the lowest active_jobs + cpu_load/100, counting our in-flight dispatches (D48)', () => {
+    const ws = [w('busy', { activeJobs: 2 }), w('hot', { activeJobs: 1, cpuLoad: 90 }), w('cool', { activeJobs: 1, cpuLoad: 10 })];
+    expect(route(input({ workers: ws }))).toMatchObject({ worker: { workerId: 'cool' } });
+    ws[2]!.inFlight = 2; // cool now has load 3
+    expect(route(input({ workers: ws }))).toMatchObject({ worker: { workerId: 'hot' } });
+  });
+
+  it('skips workers at ≥ 90 % of max_parallel_jobs and reports overload when all are (D48)', () => {
+    const ws = [w('full', { activeJobs: 9, maxParallelJobs: 10 }), w('ok', { activeJobs: 8, maxParallelJobs: 10, cpuLoad: 99 })];
+    expect(route(input({ workers: ws }))).toMatchObject({ worker: { workerId: 'ok' } });
+    ws[1]!.inFlight = 1;
+    expect(route(input({ workers: ws }))).toEqual({ kind: 'overloaded', candidates: 2 });
+  });
+
+  it('D40: includes empty-pool workers whose ready_topics contain the topic', () => {
+    const agent = w('agent', { pool: '', readyTopics: ['job.echo'] });
+    const other = w('other', { pool: '', readyTopics: ['job.else'] });
+    expect(candidates(input({ workers: [agent, other] })).map((x) => x.workerId)).toEqual(['agent']);
+  });
+
+  it('unmapped topic: workers whose pool equals the topic or whose ready_topics contain it', () => {
+    const ws = [w('p', { pool: 'job.custom' }), w('r', { pool: 'x', readyTopics: ['job.custom'] }), w('n', { pool: 'default' })];
+    expect(candidates(input({ topic: 'job.custom', workers: ws })).map((x) => x.workerId).sort()).toEqual(['p', 'r']);
+  });
+
+  it('direct dispatch iff ready_topics list worker.<id>.jobs and the id is subject-safe (D40, D44)', () => {
+    expect(route(input({ workers: [w('w-1', { readyTopics: ['worker.w-1.jobs'] })] }))).toMatchObject({ subject: 'worker.w-1.jobs', direct: true });
+    expect(route(input({ workers: [w('w-1', { readyTopics: ['job.echo'] })] }))).toMatchObject({ subject: 'job.echo', direct: false });
+    expect(route(input({ workers: [w('a.b', { readyTopics: ['worker.a.b.jobs'] })] }))).toMatchObject({ subject: 'job.echo', direct: false });
+    expect(route(input({ workers: [w('x'.repeat(129), { readyTopics: [`worker.${'x'.repeat(129)}.jobs`] })] }))).toMatchObject({ direct: false });
+  });
+
+  it('no worker → no_worker, or untracked topic dispatch when enabled', () => {
+    expect(route(input({}))).toEqual({ kind: 'no_worker' });
+    expect(route(input({ dispatchUntracked: true }))).toEqual({ kind: 'untracked', subject: 'job.echo' });
+  });
+});
+
+describe('WorkerRegistry', () => {
+  let now = 1_000_000;
+  const reg = () => new WorkerRegistry({ ttlMs: 30_000, now: () => now });
+  const hb = (id: string, over: Record<string, unknown> = {}) =>
+    create(HeartbeatSchema, { workerId: id, pool: 'default', activeJobs: 1, maxParallelJobs: 4, cpuLoad: 12.5, labels: { zone: 'a' }, ...over });
+
+  it('tracks heartbeats and expires workers after the 30 s TTL', () => {
+    const r = reg();
+    r.onHeartbeat(hb('w1'));
+    expect(r.live().map((x) => x.workerId)).toEqual(['w1']);
+    expect(r.get('w1')).toMatchObject({ pool: 'default', activeJobs: 1, maxParallelJobs: 4, cpuLoad: 12.5, labels: { zone: 'a' } });
+    now += 29_999;
+    expect(r.live()).toHaveLength(1);
+    now += 2;
+    expect(r.live()).toHaveLength(0);
+    r.onHeartbeat(hb('w1'));
+    expect(r.live()).toHaveLength(1);
+  });
+
+  it('merges handshake ready_topics and start_ack, in either order', () => {
+    const r = reg();
+    r.onHandshake(create(HandshakeSchema, { componentId: 'early', readyTopics: ['worker.early.jobs'], capabilities: { start_ack: true } }));
+    r.onHeartbeat(hb('early'));
+    expect(r.get('early')).toMatchObject({ readyTopics: ['worker.early.jobs'], startAck: true });
+    r.onHeartbeat(hb('late'));
+    r.onHandshake(create(HandshakeSchema, { componentId: 'late', readyTopics: ['job.echo'], capabilities: { start_ack: false } }));
+    expect(r.get('late')).toMatchObject({ readyTopics: ['job.echo'], startAck: false });
+    r.onHeartbeat(hb('late'));
+    expect(r.get('late')?.readyTopics).toEqual(['job.echo']);
+  });
+
+  it('counts in-flight dispatches until the next heartbeat (D48)', () => {
+    const r = reg();
+    r.onHeartbeat(hb('w1'));
+    r.noteDispatched('w1');
+    r.noteDispatched('w1');
+    r.noteDispatched('unknown');
+    expect(r.get('w1')?.inFlight).toBe(2);
+    r.onHeartbeat(hb('w1', { activeJobs: 3 }));
+    expect(r.get('w1')).toMatchObject({ inFlight: 0, activeJobs: 3 });
+  });
+
+  it('ignores heartbeats and handshakes without an id', () => {
+    const r = reg();
+    r.onHeartbeat(hb(''));
+    r.onHandshake(create(HandshakeSchema, { componentId: '' }));
+    expect(r.all()).toHaveLength(0);
+  });
+});

@@ -1,0 +1,208 @@
+import { join } from 'node:path';
+import { connectBus, subjects, type Bus, type Subscription } from '@cordum/bus';
+import { createJobStore, jobKeys, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
+import { create, decodePacket, encodePacket, JobRequestSchema, JobStatus, newPacket } from '@cordum/protocol';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { createLogger } from '@cordum/service-kit';
+import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { Registry } from 'prom-client';
+import { loadSchedulerConfig } from '../src/config';
+import { createScheduler, type Scheduler } from '../src/scheduler';
+import { quietLog, startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
+
+// createScheduler in-process against real Redis + NATS, a test SafetyKernel
+// (denies job.denied) and a test worker on core NATS.
+describe('scheduler (in-process, real Redis + NATS)', () => {
+  let redisServer: TestServer;
+  let natsServer: TestServer;
+  let redis: RedisClient;
+  let bus: Bus;
+  let store: JobStore;
+  let kernel: TestKernel;
+  let worker: TestWorker;
+  let scheduler: Scheduler;
+  let metrics: Registry;
+  let stateSub: Subscription;
+  const states = new Map<string, string[]>();
+  let seq = 0;
+
+  beforeAll(async () => {
+    [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
+    redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    store = createJobStore(redis, { jobTtlMs: 3_600_000 });
+    kernel = await startTestKernel(['job.denied']);
+    const config = loadSchedulerConfig({
+      REDIS_URL: redisServer.url,
+      NATS_URL: natsServer.url,
+      SCHEDULER_HTTP_ADDR: '127.0.0.1:0',
+      SAFETY_KERNEL_ADDR: kernel.address,
+      POOL_CONFIG_PATH: join(repoRoot, 'config', 'pools.yaml'),
+      TIMEOUT_CONFIG_PATH: join(repoRoot, 'config', 'timeouts.yaml'),
+      JOB_TTL: '1h',
+    });
+    metrics = new Registry();
+    scheduler = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: 'sched-test', level: 'error' }), instanceId: 'sched-test', registry: metrics });
+    await scheduler.start();
+    bus = await connectBus({ servers: [natsServer.url], name: 'test-client', logger: quietLog });
+    stateSub = bus.subscribe(subjects.state, (data) => {
+      const p = decodePacket(data);
+      if (p.payload.case !== 'jobProgress') return;
+      const list = states.get(p.payload.value.jobId) ?? [];
+      list.push(p.payload.value.message);
+      states.set(p.payload.value.jobId, list);
+    });
+    worker = await startTestWorker({
+      natsUrl: natsServer.url,
+      redis,
+      id: 'tw1',
+      topics: ['job.echo', 'job.manual', 'job.flaky'],
+      replyFor: (topic) => (topic === 'job.manual' ? 'none' : topic === 'job.flaky' ? 'retry-once' : 'succeed'),
+    });
+    await waitFor(() => scheduler.workers.live().some((w) => w.workerId === 'tw1' && w.readyTopics.length > 0), 10_000, { message: 'worker registered' });
+  }, 60_000);
+
+  afterAll(async () => {
+    stateSub?.unsubscribe();
+    await worker?.stop();
+    await scheduler?.stop();
+    await scheduler?.stop(); // idempotent
+    await bus?.close();
+    await kernel?.stop();
+    await closeRedis(redis);
+    await Promise.all([redisServer?.stop(), natsServer?.stop()]);
+  });
+
+  function newJob(topic: string): NewJob {
+    seq += 1;
+    return {
+      id: `it-${process.pid}-${seq}`, tenant: 'acme', topic, traceId: `trace-${seq}`, priority: 'interactive', labels: {}, prompt: 'hi', context: null,
+      principalId: 'tester', riskTags: [], requires: [], initialState: 'PENDING',
+    };
+  }
+
+  async function submit(topic: string): Promise<JobRecord> {
+    const job = await store.createJob(newJob(topic));
+    await publishSubmit(job);
+    return job;
+  }
+
+  async function publishSubmit(job: JobRecord, msgId?: string): Promise<void> {
+    const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
+    await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), msgId ? { msgId } : {});
+  }
+
+  const stateOf = async (id: string) => (await store.getJob(id))?.state;
+  async function ignoredCount(kind: string, reason: string): Promise<number> {
+    const m = await metrics.getSingleMetric('cordum_scheduler_ignored_packets_total')?.get();
+    return m?.values.filter((v) => v.labels['kind'] === kind && v.labels['reason'] === reason).reduce((a, v) => a + v.value, 0) ?? 0;
+  }
+
+  it('runs an allowed job to SUCCEEDED through direct dispatch, once', async () => {
+    const job = await submit('job.echo');
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 15_000, { message: 'job SUCCEEDED' });
+    const done = (await store.getJob(job.id))!;
+    expect(done).toMatchObject({ attempts: 1, workerId: 'tw1', resultPtr: `redis://res:${job.id}`, dispatch: { attempt: 1, published: true, subject: 'worker.tw1.jobs', workerId: 'tw1' } });
+    expect(worker.count(job.id)).toBe(1);
+    const exec = worker.executions.get(job.id)![0]!;
+    expect(exec.subject).toBe('worker.tw1.jobs');
+    expect(exec.request.dispatch?.dispatchId).toBe(done.dispatch?.dispatchId);
+    expect(exec.request.contextPtr).toBe(`redis://ctx:${job.id}`);
+    expect(await redis.pttl(jobKeys.res(job.id))).toBeGreaterThan(0); // D45
+    expect(await store.readResult(done)).toEqual({ echo: job.id, worker_id: 'tw1' });
+    expect(kernel.checks.some((c) => c.jobId === job.id)).toBe(true);
+    // D15 broadcasts, in commit order
+    await waitFor(() => states.get(job.id)?.includes('SUCCEEDED'), 5_000);
+    const seen = states.get(job.id)!;
+    expect(seen.slice(0, 2)).toEqual(['SCHEDULED', 'DISPATCHED']);
+    expect(seen[seen.length - 1]).toBe('SUCCEEDED');
+    const jobsTotal = await metrics.getSingleMetric('cordum_jobs_total')?.get();
+    expect(jobsTotal?.values.find((v) => v.labels['state'] === 'SUCCEEDED')?.value).toBeGreaterThanOrEqual(1);
+  });
+
+  it('ends a denied topic DENIED with a DLQ entry and no execution', async () => {
+    const job = await submit('job.denied');
+    await waitFor(async () => (await stateOf(job.id)) === 'DENIED', 15_000, { message: 'job DENIED' });
+    // D14: the DLQ entry follows the terminal write
+    await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry' });
+    expect(await store.getDlq(job.id)).toMatchObject({ job_id: job.id, reason_code: 'policy_denied', last_state: 'DENIED', reason: 'topic blocked in test' });
+    expect((await store.getJob(job.id))?.safety).toEqual({ decision: 'deny', reason: 'topic blocked in test', ruleId: 'deny-test', policySnapshot: 'snap-test' });
+    expect(worker.count(job.id)).toBe(0);
+  });
+
+  it('moves DISPATCHED → RUNNING on the start ack and ignores a result for a stale dispatch id', async () => {
+    const job = await submit('job.manual');
+    await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 15_000, { message: 'job RUNNING after start ack' });
+    const req = worker.executions.get(job.id)![0]!.request;
+    const before = await ignoredCount('result', 'stale_dispatch');
+    await worker.reply(req, JobStatus.SUCCEEDED, { dispatchId: 'not-the-current-dispatch' });
+    await waitFor(async () => (await ignoredCount('result', 'stale_dispatch')) > before, 10_000, { message: 'stale result counted' });
+    expect(await stateOf(job.id)).toBe('RUNNING');
+    expect((await store.getJob(job.id))?.resultPtr).toBeUndefined();
+    await worker.reply(req, JobStatus.SUCCEEDED);
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'current result applied' });
+    expect(worker.count(job.id)).toBe(1);
+  });
+
+  it('does not dispatch twice for a duplicate submit packet', async () => {
+    const job = await store.createJob(newJob('job.echo'));
+    const dupBefore = (await ignoredCount('submit', 'duplicate')) + (await ignoredCount('submit', 'terminal'));
+    // Two distinct packets for the same job (no shared msg id, so JetStream keeps both).
+    await Promise.all([publishSubmit(job), publishSubmit(job)]);
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 15_000, { message: 'job SUCCEEDED' });
+    await waitFor(async () => (await ignoredCount('submit', 'duplicate')) + (await ignoredCount('submit', 'terminal')) > dupBefore, 10_000, { message: 'duplicate submit dropped' });
+    expect(worker.count(job.id)).toBe(1);
+    expect((await store.getJob(job.id))?.attempts).toBe(1);
+  });
+
+  it('redispatches a FAILED_RETRYABLE result as a new attempt', async () => {
+    const job = await submit('job.flaky');
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 15_000, { message: 'job SUCCEEDED after retry' });
+    const runs = worker.executions.get(job.id)!;
+    expect(runs).toHaveLength(2);
+    expect(runs[0]!.request.dispatch?.attempt).toBe(1n);
+    expect(runs[1]!.request.dispatch?.attempt).toBe(2n);
+    expect(runs[0]!.request.dispatch?.dispatchId).not.toBe(runs[1]!.request.dispatch?.dispatchId);
+    expect((await store.getJob(job.id))?.attempts).toBe(2);
+    expect(states.get(job.id)).toContain('RETRYING');
+  });
+
+  it('republishes an unpublished attempt with the same dispatch id after its owner died (D2)', async () => {
+    const job = await store.createJob(newJob('job.echo'));
+    // A dead replica got as far as DISPATCHED(published=false) and then lost its lock.
+    await redis.set(jobKeys.lock(job.id), 'dead-replica:1', 'PX', 30_000);
+    const token = 'dead-replica:1';
+    expect((await store.transition(job.id, 'SCHEDULED', { token })).ok).toBe(true);
+    const d = { dispatchId: 'orphan-dispatch', attempt: 1, published: false, subject: 'job.echo' };
+    expect((await store.transition(job.id, 'DISPATCHED', { token, patch: { dispatch: d, attempts: 1 } })).ok).toBe(true);
+    await redis.del(jobKeys.lock(job.id));
+    await publishSubmit(job);
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 15_000, { message: 'orphan attempt completed' });
+    expect(worker.count(job.id)).toBe(1);
+    expect(worker.executions.get(job.id)![0]!.request.dispatch?.dispatchId).toBe('orphan-dispatch');
+    expect((await store.getJob(job.id))).toMatchObject({ attempts: 1, dispatch: { dispatchId: 'orphan-dispatch', published: true } });
+  });
+
+  it('fails closed while the kernel is unavailable and dispatches once it answers again (D19, D21)', async () => {
+    kernel.failing = true;
+    const job = await submit('job.echo');
+    await waitFor(() => kernel.checks.some((c) => c.jobId === job.id), 10_000, { message: 'Check attempted' });
+    expect(await stateOf(job.id)).toBe('PENDING');
+    expect(worker.count(job.id)).toBe(0);
+    kernel.failing = false;
+    // held with a 5 s NAK, then re-checked
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 20_000, { message: 'job SUCCEEDED after kernel recovery' });
+    expect(kernel.checks.filter((c) => c.jobId === job.id).length).toBeGreaterThanOrEqual(2);
+    expect(worker.count(job.id)).toBe(1);
+  }, 30_000);
+
+  it('serves /healthz, /readyz and /metrics', async () => {
+    const base = `http://127.0.0.1:${scheduler.httpPort}`;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ ready: true, checks: { redis: true, nats: true, consumers: true } });
+    const text = await (await fetch(`${base}/metrics`)).text();
+    expect(text).toContain('cordum_scheduler_dispatch_latency_seconds');
+    expect(text).toContain('cordum_scheduler_job_lock_wait_seconds');
+  });
+});

@@ -1,0 +1,58 @@
+// The exact GET /api/v1/jobs/{id} shape (CONTRACT §2): snake_case, RFC 3339 times with ms.
+import type { JobRecord } from './types';
+
+function iso(ms: number | undefined): string | undefined {
+  return ms === undefined ? undefined : new Date(ms).toISOString();
+}
+
+export interface ApiJob {
+  id: string;
+  state: string;
+  topic: string;
+  tenant: string;
+  trace_id: string;
+  priority: string;
+  labels: Record<string, string>;
+  attempts: number;
+  context_ptr: string;
+  result_ptr: string | null;
+  result: unknown;
+  error?: { code: string; message: string };
+  worker_id?: string;
+  safety: { decision: string; reason: string; rule_id: string; policy_snapshot: string };
+  created_at: string;
+  updated_at: string;
+  dispatched_at?: string;
+  finished_at?: string;
+}
+
+export function jobToApi(job: JobRecord, result: unknown): ApiJob {
+  const out: ApiJob = {
+    id: job.id,
+    state: job.state,
+    topic: job.topic,
+    tenant: job.tenant,
+    trace_id: job.traceId,
+    priority: job.priority,
+    labels: job.labels ?? {},
+    attempts: job.attempts,
+    context_ptr: job.contextPtr,
+    result_ptr: job.resultPtr ?? null,
+    result: result ?? null,
+    safety: {
+      decision: job.safety?.decision ?? '',
+      reason: job.safety?.reason ?? '',
+      rule_id: job.safety?.ruleId ?? '',
+      policy_snapshot: job.safety?.policySnapshot ?? '',
+    },
+    created_at: iso(job.createdAt) ?? '',
+    updated_at: iso(job.updatedAt) ?? '',
+  };
+  if (job.error) out.error = { code: job.error.code, message: job.error.message };
+  if (job.workerId) out.worker_id = job.workerId;
+  const dispatchedAt = iso(job.dispatchedAt);
+  if (dispatchedAt) out.dispatched_at = dispatchedAt;
+  const finishedAt = iso(job.finishedAt);
+  if (finishedAt) out.finished_at = finishedAt;
+  return out;
+}

@@ -1,0 +1,29 @@
+// Every job-store key name comes from here (CONTRACT §5, D4, D16).
+// Per-job meta, fence and lock share the `{<id>}` hash tag so fenced Lua
+// writes touch one Redis Cluster slot; ctx:/res: stay untagged because CAP
+// workers read and write them by these exact names.
+import type { JobState } from './states';
+
+export const jobKeys = {
+  meta: (id: string): string => `job:meta:{${id}}`,
+  fence: (id: string): string => `job:fence:{${id}}`,
+  lock: (id: string): string => `cordum:scheduler:job:{${id}}`,
+  ctx: (id: string): string => `ctx:${id}`,
+  res: (id: string): string => `res:${id}`,
+  ctxPtr: (id: string): string => `redis://ctx:${id}`,
+  resPtr: (id: string): string => `redis://res:${id}`,
+  indexState: (tenant: string, state: JobState): string => `job:index:{${tenant}}:${state}`,
+  indexAll: (tenant: string): string => `job:index:{${tenant}}:all`,
+  idempotency: (tenant: string, key: string): string => `job:idempotency:${tenant}:${key}`,
+  dlqEntry: (id: string): string => `dlq:entry:${id}`,
+  dlqIndex: (): string => 'dlq:index',
+  retry: (): string => 'job:retry',
+  deadline: (): string => 'job:deadline',
+} as const;
+
+/** `redis://ctx:<id>` → `ctx:<id>`; null for anything that is not a redis pointer. */
+export function pointerKey(ptr: string | undefined): string | null {
+  if (!ptr || !ptr.startsWith('redis://')) return null;
+  const key = ptr.slice('redis://'.length);
+  return key.length > 0 ? key : null;
+}

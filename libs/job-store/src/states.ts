@@ -1,0 +1,72 @@
+// The ONE transition table (D12). The Lua scripts receive the allowed sources
+// for the target state from here, so Redis enforces exactly this table.
+
+export type JobState =
+  | 'PENDING'
+  | 'APPROVAL_REQUIRED'
+  | 'SCHEDULED'
+  | 'DISPATCHED'
+  | 'RUNNING'
+  | 'RETRYING'
+  | 'SUCCEEDED'
+  | 'FAILED'
+  | 'CANCELLED'
+  | 'TIMEOUT'
+  | 'DENIED'
+  | 'OUTPUT_QUARANTINED';
+
+export const JOB_STATES: readonly JobState[] = [
+  'PENDING',
+  'APPROVAL_REQUIRED',
+  'SCHEDULED',
+  'DISPATCHED',
+  'RUNNING',
+  'RETRYING',
+  'SUCCEEDED',
+  'FAILED',
+  'CANCELLED',
+  'TIMEOUT',
+  'DENIED',
+  'OUTPUT_QUARANTINED',
+];
+
+export const TERMINAL_STATES: ReadonlySet<JobState> = new Set<JobState>([
+  'SUCCEEDED',
+  'FAILED',
+  'CANCELLED',
+  'TIMEOUT',
+  'DENIED',
+  'OUTPUT_QUARANTINED',
+]);
+
+/** Terminal states that get a DLQ entry (D14; never CANCELLED). */
+export const DLQ_STATES: ReadonlySet<JobState> = new Set<JobState>(['FAILED', 'DENIED', 'TIMEOUT']);
+
+export const TRANSITIONS: Readonly<Record<JobState, readonly JobState[]>> = {
+  PENDING: ['APPROVAL_REQUIRED', 'SCHEDULED', 'DENIED', 'FAILED', 'CANCELLED'],
+  APPROVAL_REQUIRED: ['PENDING', 'DENIED', 'CANCELLED'],
+  SCHEDULED: ['DISPATCHED', 'PENDING', 'FAILED', 'CANCELLED'],
+  // DISPATCHED → DISPATCHED is a new attempt of the same job (D1/D12).
+  DISPATCHED: ['DISPATCHED', 'RUNNING', 'RETRYING', 'SUCCEEDED', 'FAILED', 'TIMEOUT', 'CANCELLED'],
+  RUNNING: ['RETRYING', 'SUCCEEDED', 'FAILED', 'TIMEOUT', 'CANCELLED'],
+  RETRYING: ['DISPATCHED', 'FAILED', 'CANCELLED'],
+  SUCCEEDED: [],
+  FAILED: [],
+  CANCELLED: [],
+  TIMEOUT: [],
+  DENIED: [],
+  OUTPUT_QUARANTINED: [],
+};
+
+export function isJobState(s: string): s is JobState {
+  return (JOB_STATES as readonly string[]).includes(s);
+}
+
+/** States from which `to` may be entered, per the table. */
+export function allowedSources(to: JobState): JobState[] {
+  return JOB_STATES.filter((from) => TRANSITIONS[from].includes(to));
+}
+
+export function canTransition(from: JobState, to: JobState): boolean {
+  return TRANSITIONS[from].includes(to);
+}

@@ -1,0 +1,43 @@
+import type { RedisClient } from '@cordum/redis';
+import { jobKeys, type JobStore, type NewJob } from '../src';
+
+let seq = 0;
+export function uniqueId(prefix = 'job'): string {
+  seq += 1;
+  return `${prefix}-${process.pid}-${Date.now()}-${seq}`;
+}
+
+export function newJob(over: Partial<NewJob> = {}): NewJob {
+  return {
+    id: uniqueId(),
+    tenant: 'acme',
+    topic: 'job.echo',
+    traceId: 'trace-1',
+    priority: 'interactive',
+    labels: { team: 'a' },
+    prompt: 'hello',
+    context: { x: 1 },
+    principalId: 'user-1',
+    riskTags: [],
+    requires: [],
+    initialState: 'PENDING',
+    ...over,
+  };
+}
+
+/** Sets the job lock by hand (what @cordum/locks does at acquire), returning the token. */
+export async function holdLock(redis: RedisClient, id: string, token = `test:${Math.floor(Math.random() * 1e9)}`): Promise<string> {
+  await redis.set(jobKeys.lock(id), token, 'PX', 30_000);
+  return token;
+}
+
+/** Drives a fresh job into `path` states in order (each must be legal). */
+export async function drive(store: JobStore, redis: RedisClient, j: NewJob, path: string[]): Promise<string> {
+  await store.createJob(j);
+  const token = await holdLock(redis, j.id);
+  for (const s of path) {
+    const r = await store.transition(j.id, s as never, { token });
+    if (!r.ok) throw new Error(`drive ${j.id} → ${s}: ${r.reason}`);
+  }
+  return token;
+}

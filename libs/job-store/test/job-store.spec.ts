@@ -1,0 +1,185 @@
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { startRedis, type TestServer } from '@cordum/testing';
+import { createJobStore, JOB_STATES, jobKeys, jobToApi, TERMINAL_STATES, TRANSITIONS, type JobRecord, type JobState, type JobStore } from '../src';
+import { drive, holdLock, newJob } from './helpers';
+
+// Shortest legal path from PENDING to each state (BFS over the table), so every
+// allowed edge can be exercised from a real record.
+function pathTo(target: JobState): JobState[] {
+  const prev = new Map<JobState, JobState | null>([['PENDING', null]]);
+  const queue: JobState[] = ['PENDING'];
+  while (queue.length) {
+    const s = queue.shift()!;
+    for (const n of TRANSITIONS[s]) if (!prev.has(n)) { prev.set(n, s); queue.push(n); }
+  }
+  const path: JobState[] = [];
+  for (let s: JobState | null | undefined = target; s && s !== 'PENDING'; s = prev.get(s)) path.unshift(s);
+  return path;
+}
+
+describe('job-store (real Redis)', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  let store: JobStore;
+  const seen: Array<{ job: JobRecord; from: JobState | null }> = [];
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    store = createJobStore(redis, { jobTtlMs: 7 * 24 * 3600 * 1000, onTransition: (job, from) => seen.push({ job, from }) });
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  const edges: Array<[JobState, JobState]> = [];
+  for (const from of JOB_STATES) for (const to of TRANSITIONS[from]) edges.push([from, to]);
+
+  it.each(edges)('allows %s → %s', async (from, to) => {
+    const j = newJob();
+    const token = await drive(store, redis, j, pathTo(from));
+    expect((await store.getJob(j.id))?.state).toBe(from);
+    const r = await store.transition(j.id, to, { token, from: [from] });
+    expect(r.ok).toBe(true);
+    const after = await store.getJob(j.id);
+    expect(after?.state).toBe(to);
+    // indexes follow the state
+    expect(await redis.zscore(jobKeys.indexState(j.tenant, to), j.id)).not.toBeNull();
+    if (from !== to) expect(await redis.zscore(jobKeys.indexState(j.tenant, from), j.id)).toBeNull();
+  });
+
+  const forbidden: Array<[JobState, JobState]> = [
+    ['PENDING', 'RUNNING'],
+    ['PENDING', 'DISPATCHED'],
+    ['PENDING', 'SUCCEEDED'],
+    ['APPROVAL_REQUIRED', 'SCHEDULED'],
+    ['SCHEDULED', 'RUNNING'],
+    ['RUNNING', 'DISPATCHED'],
+    ['RUNNING', 'PENDING'],
+    ['RETRYING', 'SUCCEEDED'],
+    ['SUCCEEDED', 'FAILED'],
+    ['CANCELLED', 'PENDING'],
+    ['FAILED', 'DISPATCHED'],
+    ['DENIED', 'PENDING'],
+  ];
+  it.each(forbidden)('refuses %s → %s', async (from, to) => {
+    expect(TRANSITIONS[from]).not.toContain(to);
+    const j = newJob();
+    const token = await drive(store, redis, j, pathTo(from));
+    const r = await store.transition(j.id, to, { token });
+    expect(r).toMatchObject({ ok: false, reason: 'illegal_transition' });
+    expect((await store.getJob(j.id))?.state).toBe(from);
+  });
+
+  it('refuses a stale fencing token and a missing lock', async () => {
+    const j = newJob();
+    await store.createJob(j);
+    const old = await holdLock(redis, j.id, 'sched-a:1');
+    await holdLock(redis, j.id, 'sched-b:2'); // another replica took the lock over
+    const r = await store.transition(j.id, 'SCHEDULED', { token: old });
+    expect(r).toMatchObject({ ok: false, reason: 'fenced' });
+    await redis.del(jobKeys.lock(j.id));
+    expect(await store.transition(j.id, 'SCHEDULED', { token: 'sched-b:2' })).toMatchObject({ ok: false, reason: 'fenced' });
+    expect((await store.getJob(j.id))?.state).toBe('PENDING');
+    await holdLock(redis, j.id, 'sched-b:2');
+    expect((await store.transition(j.id, 'SCHEDULED', { token: 'sched-b:2' })).ok).toBe(true);
+  });
+
+  it('reports state_mismatch when the job is not in an expected state, and not_found', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED']);
+    expect(await store.transition(j.id, 'CANCELLED', { token, from: ['PENDING'] })).toMatchObject({ ok: false, reason: 'state_mismatch' });
+    expect(await store.transition('nope-' + j.id, 'SCHEDULED', { token })).toMatchObject({ ok: false, reason: 'not_found' });
+  });
+
+  it('createJob is idempotent on id and writes ctx, record and indexes', async () => {
+    const j = newJob();
+    const first = await store.createJob(j);
+    const second = await store.createJob({ ...j, prompt: 'changed', topic: 'job.other' });
+    expect(second).toEqual(first);
+    expect(second.topic).toBe('job.echo');
+    const ctx = JSON.parse((await redis.get(jobKeys.ctx(j.id)))!) as Record<string, unknown>;
+    expect(ctx).toEqual({ prompt: 'hello', context: { x: 1 }, topic: 'job.echo', tenant_id: 'acme', priority: 'interactive', created_at: expect.stringMatching(/\.\d{3}Z$/) });
+    expect(await redis.pttl(jobKeys.ctx(j.id))).toBeGreaterThan(6 * 24 * 3600 * 1000);
+    expect(await redis.pttl(jobKeys.meta(j.id))).toBeGreaterThan(6 * 24 * 3600 * 1000);
+    // the fence counter is seeded with the job TTL; the lock's INCR keeps it
+    expect(await redis.pttl(jobKeys.fence(j.id))).toBeGreaterThan(6 * 24 * 3600 * 1000);
+    expect(await redis.zscore(jobKeys.indexAll('acme'), j.id)).toBe(String(first.createdAt));
+    expect(await redis.zscore(jobKeys.indexState('acme', 'PENDING'), j.id)).toBe(String(first.createdAt));
+    expect(seen.filter((s) => s.job.id === j.id)).toHaveLength(1);
+    expect(first.contextPtr).toBe(`redis://ctx:${j.id}`);
+  });
+
+  it('writes DISPATCHED with published=false, then markPublished is fenced and dispatch-bound', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED']);
+    const dispatch = { dispatchId: 'd-1', attempt: 1, published: false, subject: 'job.echo', workerId: 'w1' };
+    const r = await store.transition(j.id, 'DISPATCHED', { token, from: ['SCHEDULED'], patch: { dispatch, attempts: 1, dispatchedAt: Date.now() } });
+    expect(r.ok && r.job.dispatch).toEqual(dispatch);
+    expect(await store.markPublished(j.id, 'd-other', token)).toMatchObject({ ok: false, reason: 'state_mismatch' });
+    expect(await store.markPublished(j.id, 'd-1', 'stale:0')).toMatchObject({ ok: false, reason: 'fenced' });
+    const m = await store.markPublished(j.id, 'd-1', token);
+    expect(m.ok && m.job.dispatch).toEqual({ ...dispatch, published: true });
+  });
+
+  it.each<JobState>(['DENIED', 'FAILED', 'TIMEOUT'])('writes the DLQ entry once for %s', async (to) => {
+    const j = newJob();
+    const path = to === 'DENIED' ? [] : to === 'FAILED' ? ['SCHEDULED'] : ['SCHEDULED', 'DISPATCHED'];
+    const token = await drive(store, redis, j, path);
+    const r = await store.transition(j.id, to, { token, patch: { error: { code: `${to.toLowerCase()}_code`, message: 'why' } } });
+    expect(r.ok).toBe(true);
+    const entry = await store.getDlq(j.id);
+    expect(entry).toMatchObject({ job_id: j.id, topic: 'job.echo', reason_code: `${to.toLowerCase()}_code`, reason: 'why', last_state: to });
+    expect(await redis.zscore(jobKeys.dlqIndex(), j.id)).not.toBeNull();
+    // a redelivered packet re-runs the side effect: still one entry, unchanged
+    const job = (await store.getJob(j.id))!;
+    expect(await store.writeDlq({ ...job, error: { code: 'other', message: 'other' } })).toBe(false);
+    expect(await store.getDlq(j.id)).toEqual(entry);
+    expect(await redis.pttl(jobKeys.dlqEntry(j.id))).toBeGreaterThan(29 * 24 * 3600 * 1000);
+  });
+
+  it('writes the DLQ entry for a job created DENIED', async () => {
+    const j = newJob({ initialState: 'DENIED', safety: { decision: 'deny', reason: 'blocked topic', ruleId: 'r1', policySnapshot: 's1' } });
+    await store.createJob(j);
+    expect(await store.getDlq(j.id)).toMatchObject({ reason_code: 'policy_denied', last_state: 'DENIED', reason: 'blocked topic' });
+  });
+
+  it('never writes a DLQ entry for CANCELLED', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED', 'DISPATCHED']);
+    expect((await store.transition(j.id, 'CANCELLED', { token })).ok).toBe(true);
+    expect(TERMINAL_STATES.has('CANCELLED')).toBe(true);
+    expect(await redis.exists(jobKeys.dlqEntry(j.id))).toBe(0);
+    expect(await redis.zscore(jobKeys.dlqIndex(), j.id)).toBeNull();
+  });
+
+  it('calls onTransition after each committed transition only', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED']);
+    await store.transition(j.id, 'RUNNING', { token }); // illegal: no hook call
+    const mine = seen.filter((s) => s.job.id === j.id).map((s) => [s.from, s.job.state]);
+    expect(mine).toEqual([[null, 'PENDING'], ['PENDING', 'SCHEDULED']]);
+  });
+
+  it('jobToApi gives the CONTRACT §2 shape with RFC 3339 ms times and the stored result', async () => {
+    const j = newJob({ safety: { decision: 'allow', reason: 'ok', ruleId: 'r-allow', policySnapshot: 'snap' } });
+    const token = await drive(store, redis, j, ['SCHEDULED', 'DISPATCHED']);
+    await redis.set(jobKeys.res(j.id), JSON.stringify({ echo: 'hello' }));
+    const r = await store.transition(j.id, 'SUCCEEDED', { token, patch: { resultPtr: jobKeys.resPtr(j.id), workerId: 'w1', dispatchedAt: 1_700_000_000_123 } });
+    expect(r.ok).toBe(true);
+    const job = (await store.getJob(j.id))!;
+    const api = jobToApi(job, await store.readResult(job));
+    const rfc3339ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+    expect(api).toEqual({
+      id: j.id, state: 'SUCCEEDED', topic: 'job.echo', tenant: 'acme', trace_id: 'trace-1', priority: 'interactive',
+      labels: { team: 'a' }, attempts: 0, context_ptr: `redis://ctx:${j.id}`, result_ptr: `redis://res:${j.id}`,
+      result: { echo: 'hello' }, worker_id: 'w1',
+      safety: { decision: 'allow', reason: 'ok', rule_id: 'r-allow', policy_snapshot: 'snap' },
+      created_at: expect.stringMatching(rfc3339ms), updated_at: expect.stringMatching(rfc3339ms),
+      dispatched_at: '2023-11-14T22:13:20.123Z', finished_at: expect.stringMatching(rfc3339ms),
+    });
+    await store.expireResult(job);
+    expect(await redis.pttl(jobKeys.res(j.id))).toBeGreaterThan(0);
+  });
+});
