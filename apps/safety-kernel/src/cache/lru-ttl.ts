@@ -1,0 +1,52 @@
+/**
+ * Bounded LRU map whose entries also expire `ttlMs` after they were written.
+ * A Map keeps insertion order, so re-inserting on every hit makes its first key
+ * the least recently used one: O(1) get, set and eviction without a linked list.
+ * Expired entries are dropped lazily (on read, or when they reach the LRU end).
+ */
+export class LruTtlCache<V> {
+  private readonly entries = new Map<string, { value: V; expiresAtMs: number }>();
+
+  constructor(
+    private readonly opts: {
+      maxSize: number;
+      ttlMs: number;
+      /** Monotonic-enough clock; injectable for tests of expiry. */
+      now?: () => number;
+    },
+  ) {
+    if (!(opts.maxSize >= 1)) throw new Error('LruTtlCache: maxSize must be >= 1');
+    if (!(opts.ttlMs > 0)) throw new Error('LruTtlCache: ttlMs must be > 0');
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(key: string): V | undefined {
+    const e = this.entries.get(key);
+    if (!e) return undefined;
+    this.entries.delete(key);
+    if (e.expiresAtMs <= this.clock()) return undefined;
+    this.entries.set(key, e);
+    return e.value;
+  }
+
+  set(key: string, value: V): void {
+    this.entries.delete(key);
+    this.entries.set(key, { value, expiresAtMs: this.clock() + this.opts.ttlMs });
+    while (this.entries.size > this.opts.maxSize) {
+      const oldest = this.entries.keys().next();
+      if (oldest.done) break;
+      this.entries.delete(oldest.value);
+    }
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+
+  private clock(): number {
+    return (this.opts.now ?? Date.now)();
+  }
+}

@@ -1,0 +1,100 @@
+import { GrpcStatus, grpcError, type PolicyCheckRequest, type SafetyKernel } from '@cordum/protocol';
+import type { GrpcServiceImpl } from '@cordum/protocol';
+import { isRedisUnavailable } from '@cordum/redis';
+import type { Logger } from '@cordum/service-kit';
+import type { DecisionCache } from '../cache/decision-cache';
+import { evaluatePolicy, type EvalResult, type VelocityMode, type VelocityPort } from '../policy/evaluator';
+import { PolicyLoadError } from '../policy/errors';
+import type { PolicySnapshot } from '../policy/model';
+import { parsePolicy, toSnapshot } from '../policy/parse';
+import type { SafetyMetrics } from '../metrics';
+import type { SnapshotStore } from '../snapshots/store';
+import { decisionLabel, toCheckInput, toResponse } from './convert';
+
+export interface SafetyServiceDeps {
+  store: SnapshotStore;
+  velocity: VelocityPort;
+  metrics: SafetyMetrics;
+  logger: Logger;
+  /** Absent = cache off (SAFETY_DECISION_CACHE_TTL 0). Used by Check and Evaluate only. */
+  cache?: DecisionCache;
+  now?: () => number;
+}
+
+type SafetyKernelMethods = typeof SafetyKernel extends { method: infer M } ? M : never;
+
+/** Redis trouble is UNAVAILABLE so the scheduler's breaker and fail mode (D21) take over. */
+function mapError(err: unknown): Error {
+  if (err instanceof PolicyLoadError) return grpcError(GrpcStatus.INVALID_ARGUMENT, err.message);
+  if (isRedisUnavailable(err)) return grpcError(GrpcStatus.UNAVAILABLE, `redis unavailable: ${err instanceof Error ? err.message : String(err)}`);
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+export function createSafetyService(deps: SafetyServiceDeps): GrpcServiceImpl<SafetyKernelMethods> {
+  const now = deps.now ?? Date.now;
+
+  const active = (): PolicySnapshot => {
+    const s = deps.store.active;
+    if (!s) throw grpcError(GrpcStatus.UNAVAILABLE, 'no policy loaded');
+    return s;
+  };
+
+  const decide = async (req: PolicyCheckRequest, mode: VelocityMode): Promise<EvalResult> => {
+    const end = deps.metrics.checkDuration.startTimer();
+    try {
+      // active() and cache.get run in the same tick, so the lookup always uses the
+      // snapshot that is current right now (the cache resets to it if it changed).
+      const snap = active();
+      const input = toCheckInput(req);
+      const cached = deps.cache?.get(snap.id, input);
+      // A cached result never touched a velocity window, so serving it for Check records nothing
+      // that evaluation would have recorded (D20).
+      const r = cached ?? (await evaluatePolicy(snap, input, deps.velocity, mode));
+      if (!cached) deps.cache?.put(input, r);
+      deps.metrics.decisions.inc({ decision: decisionLabel(r.verdict) });
+      return r;
+    } catch (err) {
+      throw mapError(err);
+    } finally {
+      end();
+    }
+  };
+
+  return {
+    async check(req) {
+      const r = await decide(req, 'record');
+      deps.logger.debug('check', { job_id: req.jobId, topic: req.topic, tenant: req.tenant, decision: decisionLabel(r.verdict), rule_id: r.ruleId });
+      return toResponse(r, false);
+    },
+    // Same evaluation as Check, but velocity is only read (D20): the gateway's
+    // pre-check must not use up a tenant's budget before the scheduler's Check.
+    async evaluate(req) {
+      return toResponse(await decide(req, 'peek'), false);
+    },
+    async explain(req) {
+      try {
+        return toResponse(await evaluatePolicy(active(), toCheckInput(req), deps.velocity, 'peek'), true);
+      } catch (err) {
+        throw mapError(err);
+      }
+    },
+    async simulate(req) {
+      if (!req.candidatePolicyYaml.trim()) throw grpcError(GrpcStatus.INVALID_ARGUMENT, 'candidate_policy_yaml is required');
+      try {
+        const candidate = toSnapshot(parsePolicy(req.candidatePolicyYaml), now());
+        return toResponse(await evaluatePolicy(candidate, toCheckInput(req), deps.velocity, 'peek'), true);
+      } catch (err) {
+        throw mapError(err);
+      }
+    },
+    async listSnapshots() {
+      const list = await deps.store.list().catch((err: unknown) => {
+        throw mapError(err);
+      });
+      return {
+        current: deps.store.active?.id ?? '',
+        snapshots: list.map((s) => ({ id: s.id, loadedAtMs: BigInt(s.loadedAtMs), ruleCount: s.ruleCount })),
+      };
+    },
+  };
+}

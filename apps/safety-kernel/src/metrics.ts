@@ -1,0 +1,62 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { DecisionCacheObserver } from './cache/decision-cache';
+
+/** CONTRACT §7 safety metrics, registered on the process registry. */
+export class SafetyMetrics {
+  readonly decisions: Counter<'decision'>;
+  readonly checkDuration: Histogram;
+  readonly cacheHits: Counter;
+  readonly cacheMisses: Counter;
+  /** hits + misses: hit ratio = rate(hits_total) / rate(lookups_total) without summing two series. */
+  readonly cacheLookups: Counter;
+  readonly cacheSize: Gauge;
+
+  constructor(registry: Registry) {
+    this.decisions = new Counter({
+      name: 'cordum_safety_decisions_total',
+      help: 'Policy decisions returned by Check and Evaluate',
+      labelNames: ['decision'],
+      registers: [registry],
+    });
+    this.checkDuration = new Histogram({
+      name: 'cordum_safety_check_duration_seconds',
+      help: 'Time to evaluate a Check or Evaluate request, velocity included',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers: [registry],
+    });
+    this.cacheHits = new Counter({
+      name: 'cordum_safety_decision_cache_hits_total',
+      help: 'Check/Evaluate decisions served from the per-replica decision cache',
+      registers: [registry],
+    });
+    this.cacheMisses = new Counter({
+      name: 'cordum_safety_decision_cache_misses_total',
+      help: 'Decision cache lookups that had to evaluate the policy (velocity paths always miss)',
+      registers: [registry],
+    });
+    this.cacheLookups = new Counter({
+      name: 'cordum_safety_decision_cache_lookups_total',
+      help: 'Decision cache lookups (hits + misses); 0 while the cache is off',
+      registers: [registry],
+    });
+    this.cacheSize = new Gauge({
+      name: 'cordum_safety_decision_cache_size',
+      help: 'Entries in the decision cache of this replica',
+      registers: [registry],
+    });
+  }
+
+  cacheObserver(): DecisionCacheObserver {
+    return {
+      hit: () => {
+        this.cacheHits.inc();
+        this.cacheLookups.inc();
+      },
+      miss: () => {
+        this.cacheMisses.inc();
+        this.cacheLookups.inc();
+      },
+      size: (n) => this.cacheSize.set(n),
+    };
+  }
+}

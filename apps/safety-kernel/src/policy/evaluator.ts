@@ -1,0 +1,144 @@
+import { topicMatches } from './glob';
+import type { PolicyConstraintsSpec, PolicyMatch, PolicyRule, PolicySnapshot, VelocitySpec } from './model';
+
+/** What the evaluator looks at, already extracted from the wire request. */
+export interface CheckInput {
+  jobId: string;
+  tenant: string;
+  topic: string;
+  principalId: string;
+  capability: string;
+  riskTags: readonly string[];
+  requires: readonly string[];
+  labels: Readonly<Record<string, string>>;
+  actorType: 'human' | 'service' | '';
+}
+
+export type Verdict = 'allow' | 'deny' | 'require_approval' | 'allow_with_constraints' | 'throttle';
+
+export interface RuleTraceEntry {
+  ruleId: string;
+  matched: boolean;
+  why: string;
+}
+
+export interface EvalResult {
+  verdict: Verdict;
+  /** Empty when the default decision applied. */
+  ruleId: string;
+  reason: string;
+  snapshotId: string;
+  constraints?: PolicyConstraintsSpec;
+  retryAfterMs?: number;
+  trace: RuleTraceEntry[];
+  /**
+   * True when a throttle rule's conditions held, so its velocity window was read
+   * (whether or not it was over the limit). Such a result depends on Redis state,
+   * not only on the request and snapshot, and must never be cached (D20).
+   */
+  velocityConsulted: boolean;
+}
+
+export interface VelocityQuery {
+  ruleId: string;
+  /** tenant, topic or principal value the window is keyed by. */
+  keyKind: VelocitySpec['key'];
+  keyValue: string;
+  jobId: string;
+  maxRequests: number;
+  windowMs: number;
+}
+
+export interface VelocityOutcome {
+  over: boolean;
+  count: number;
+  retryAfterMs: number;
+}
+
+/** Velocity windows (D20). `record` counts the job (once per job_id); `peek` must not write. */
+export interface VelocityPort {
+  record(q: VelocityQuery): Promise<VelocityOutcome>;
+  peek(q: VelocityQuery): Promise<VelocityOutcome>;
+}
+
+/** `record` only for Check (D20); Evaluate/Explain/Simulate peek. */
+export type VelocityMode = 'record' | 'peek';
+
+/** Returns null when every condition holds, otherwise the first reason it does not. */
+export function whyNotMatched(m: PolicyMatch, input: CheckInput): string | null {
+  if (m.tenants?.length && !m.tenants.includes(input.tenant)) return `tenant '${input.tenant}' not in [${m.tenants.join(', ')}]`;
+  if (m.topics?.length && !m.topics.some((p) => topicMatches(p, input.topic))) return `topic '${input.topic}' matches none of [${m.topics.join(', ')}]`;
+  if (m.capabilities?.length && !m.capabilities.includes(input.capability))
+    return `capability '${input.capability}' not in [${m.capabilities.join(', ')}]`;
+  if (m.risk_tags?.length && !m.risk_tags.some((t) => input.riskTags.includes(t)))
+    return `risk_tags [${input.riskTags.join(', ')}] contain none of [${m.risk_tags.join(', ')}]`;
+  if (m.requires?.length) {
+    const missing = m.requires.filter((r) => !input.requires.includes(r));
+    if (missing.length) return `requires missing [${missing.join(', ')}]`;
+  }
+  if (m.labels) {
+    for (const [k, v] of Object.entries(m.labels)) {
+      if (input.labels[k] !== v) return `label ${k}='${input.labels[k] ?? ''}' != '${v}'`;
+    }
+  }
+  if (m.actor_types?.length && !m.actor_types.some((a) => a === input.actorType))
+    return `actor_type '${input.actorType}' not in [${m.actor_types.join(', ')}]`;
+  return null;
+}
+
+function velocityKeyValue(spec: VelocitySpec, input: CheckInput): string {
+  switch (spec.key) {
+    case 'tenant':
+      return input.tenant;
+    case 'topic':
+      return input.topic;
+    case 'principal':
+      return input.principalId;
+  }
+}
+
+function ruleResult(rule: PolicyRule, snapshotId: string, trace: RuleTraceEntry[], velocityConsulted: boolean): EvalResult {
+  const verdict: Verdict = rule.decision;
+  const res: EvalResult = { verdict, ruleId: rule.id, reason: rule.reason ?? `rule ${rule.id}: ${verdict}`, snapshotId, trace, velocityConsulted };
+  if (rule.constraints) res.constraints = rule.constraints;
+  return res;
+}
+
+/** First match wins; a throttle rule under its limit does not match (D20). */
+export async function evaluatePolicy(snapshot: PolicySnapshot, input: CheckInput, velocity: VelocityPort, mode: VelocityMode): Promise<EvalResult> {
+  const trace: RuleTraceEntry[] = [];
+  let velocityConsulted = false;
+  for (const rule of snapshot.policy.rules) {
+    const why = whyNotMatched(rule.match, input);
+    if (why !== null) {
+      trace.push({ ruleId: rule.id, matched: false, why });
+      continue;
+    }
+    if (rule.decision === 'throttle' && rule.velocity) {
+      const spec = rule.velocity;
+      const q: VelocityQuery = {
+        ruleId: rule.id,
+        keyKind: spec.key,
+        keyValue: velocityKeyValue(spec, input),
+        jobId: input.jobId,
+        maxRequests: spec.max_requests,
+        windowMs: spec.window_seconds * 1000,
+      };
+      velocityConsulted = true;
+      const out = mode === 'record' ? await velocity.record(q) : await velocity.peek(q);
+      if (!out.over) {
+        trace.push({ ruleId: rule.id, matched: false, why: `velocity under limit (${out.count}/${spec.max_requests} per ${spec.window_seconds}s by ${spec.key})` });
+        continue;
+      }
+      const res = ruleResult(rule, snapshot.id, trace, true);
+      res.retryAfterMs = Math.max(1, out.retryAfterMs);
+      if (!rule.reason) res.reason = `rule ${rule.id}: over ${spec.max_requests} requests per ${spec.window_seconds}s by ${spec.key}`;
+      trace.push({ ruleId: rule.id, matched: true, why: `over velocity limit ${spec.max_requests}/${spec.window_seconds}s` });
+      return res;
+    }
+    trace.push({ ruleId: rule.id, matched: true, why: 'all match conditions hold' });
+    return ruleResult(rule, snapshot.id, trace, velocityConsulted);
+  }
+  const d = snapshot.policy.default_decision;
+  return { verdict: d, ruleId: '', reason: `no rule matched; default_decision ${d}`, snapshotId: snapshot.id, trace, velocityConsulted };
+}

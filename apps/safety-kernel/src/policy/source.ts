@@ -1,0 +1,31 @@
+import { readFile } from 'node:fs/promises';
+import { PolicyLoadError } from './errors';
+import type { Policy } from './model';
+import { parsePolicy } from './parse';
+
+/**
+ * Used only when SAFETY_POLICY_PATH is unset AND no copy sits beside the bundle
+ * (running from source): the same effect as the shipped config/safety.yaml (D22).
+ */
+export const BUILTIN_DEFAULT_POLICY: Policy = {
+  version: 1,
+  default_decision: 'deny',
+  rules: [{ id: 'default-allow-jobs', match: { topics: ['job.>'] }, decision: 'allow', reason: 'job topics are allowed by default' }],
+};
+
+/** Reads and validates a policy file. Throws PolicyLoadError (code policy_invalid or policy_unreadable). */
+export async function readPolicyFile(path: string): Promise<Policy> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    throw new PolicyLoadError(`cannot read ${path}: ${typeof code === 'string' ? code : String(err)}`, { cause: err });
+  }
+  try {
+    return parsePolicy(text);
+  } catch (err) {
+    if (err instanceof PolicyLoadError) throw new PolicyLoadError(`${path}: ${err.message}`, { cause: err });
+    throw err;
+  }
+}

@@ -1,0 +1,245 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ActorType, Decision, GrpcStatus, Health, SafetyKernel, ServingStatus, grpcClientFor, type GrpcClient } from '@cordum/protocol';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { createLogger, createMetricsRegistry } from '@cordum/service-kit';
+import { freePort, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { loadSafetyKernelConfig, withInitialPolicy } from '../src/config';
+import { safetyKeys } from '../src/keys';
+import { createSafetyKernel, type SafetyKernelService } from '../src/kernel';
+
+const POLICY = `
+version: 1
+default_decision: deny
+rules:
+  - id: deny-destructive
+    match: { topics: ["job.>"], risk_tags: [destructive] }
+    decision: deny
+    reason: destructive operations are not allowed
+  - id: human-for-prod
+    match: { tenants: [acme], labels: { env: prod } }
+    decision: require_human
+    reason: production changes need a human
+  - id: throttle-llm
+    match: { topics: ["job.llm.>"] }
+    decision: throttle
+    velocity: { max_requests: 2, window_seconds: 60, key: tenant }
+  - id: bounded-batch
+    match: { topics: ["job.batch.>"], actor_types: [service] }
+    decision: allow_with_constraints
+    constraints: { max_runtime_ms: 60000, max_retries: 2, max_artifact_bytes: 1024, max_concurrent_jobs: 3 }
+  - id: allow-jobs
+    match: { topics: ["job.>"] }
+    decision: allow
+`;
+
+type SafetyKernelMethods = typeof SafetyKernel extends { method: infer M } ? M : never;
+type HealthMethods = typeof Health extends { method: infer M } ? M : never;
+
+let redisServer: TestServer;
+let natsServer: TestServer;
+let natsMonitorPort: number;
+let redis: RedisClient;
+let dir: string;
+let policyPath: string;
+let kernel: SafetyKernelService;
+let client: GrpcClient<SafetyKernelMethods>;
+let health: GrpcClient<HealthMethods>;
+let baselineClients: number;
+
+async function natsConnections(): Promise<number> {
+  const connz = (await (await fetch(`http://127.0.0.1:${natsMonitorPort}/connz`)).json()) as { num_connections: number };
+  return connz.num_connections;
+}
+
+async function connectedClients(): Promise<number> {
+  const info = await redis.info('clients');
+  return Number(/connected_clients:(\d+)/.exec(info)?.[1]);
+}
+
+beforeAll(async () => {
+  natsMonitorPort = await freePort();
+  [redisServer, natsServer] = await Promise.all([startRedis(), startNats({ args: ['-m', String(natsMonitorPort)] })]);
+  redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  baselineClients = await connectedClients();
+  dir = mkdtempSync(join(tmpdir(), 'cordum-sk-'));
+  policyPath = join(dir, 'safety.yaml');
+  writeFileSync(policyPath, POLICY);
+  const config = withInitialPolicy(
+    loadSafetyKernelConfig({
+      REDIS_URL: redisServer.url,
+      NATS_URL: natsServer.url,
+      SAFETY_KERNEL_GRPC_ADDR: '127.0.0.1:0',
+      SAFETY_KERNEL_HTTP_ADDR: '127.0.0.1:0',
+      SAFETY_POLICY_PATH: policyPath,
+      CORDUM_INSTANCE_ID: 'sk-test',
+    }),
+  );
+  const logger = createLogger({ service: 'safety-kernel', instance: 'sk-test', level: 'error', write: () => undefined });
+  kernel = createSafetyKernel(config, { logger, registry: createMetricsRegistry({ service: 'safety-kernel', pod: 'sk-test' }), reloadOnSighup: false });
+  await kernel.start();
+  client = grpcClientFor(SafetyKernel, `127.0.0.1:${kernel.grpcPort}`, { defaultDeadlineMs: 5000 });
+  health = grpcClientFor(Health, `127.0.0.1:${kernel.grpcPort}`, { defaultDeadlineMs: 5000 });
+});
+
+afterAll(async () => {
+  client?.close();
+  health?.close();
+  await kernel?.stop();
+  await closeRedis(redis);
+  await redisServer.stop();
+  await natsServer.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('SafetyKernel gRPC', () => {
+  it('Check allows a job topic and names the rule and snapshot', async () => {
+    const r = await client.check({ jobId: 'a1', topic: 'job.echo', tenant: 'acme' });
+    expect(r.decision).toBe(Decision.ALLOW);
+    expect(r.ruleId).toBe('allow-jobs');
+    expect(r.policySnapshot).toBe(kernel.snapshotId);
+    expect(r.policySnapshot).toMatch(/^[0-9a-f]{64}$/);
+    expect(r.trace).toHaveLength(0);
+  });
+
+  it('Check denies non-job topics by default and destructive jobs by rule', async () => {
+    const d = await client.check({ jobId: 'd1', topic: 'other.topic', tenant: 'acme' });
+    expect(d.decision).toBe(Decision.DENY);
+    expect(d.ruleId).toBe('');
+    expect(d.reason).toContain('default_decision deny');
+    const r = await client.check({ jobId: 'd2', topic: 'job.echo', tenant: 'acme', meta: { riskTags: ['destructive'] } });
+    expect(r.decision).toBe(Decision.DENY);
+    expect(r.ruleId).toBe('deny-destructive');
+    expect(r.reason).toBe('destructive operations are not allowed');
+  });
+
+  it('Check returns REQUIRE_HUMAN with approval_required for the alias require_human', async () => {
+    const r = await client.check({ jobId: 'h1', topic: 'job.deploy', tenant: 'acme', labels: { env: 'prod' } });
+    expect(r.decision).toBe(Decision.REQUIRE_HUMAN);
+    expect(r.approvalRequired).toBe(true);
+    expect(r.ruleId).toBe('human-for-prod');
+    // a different tenant with the same labels is not caught by the rule
+    expect((await client.check({ jobId: 'h2', topic: 'job.deploy', tenant: 'globex', labels: { env: 'prod' } })).decision).toBe(Decision.ALLOW);
+  });
+
+  it('Check returns constraints for allow_with_constraints (actor type from meta)', async () => {
+    const r = await client.check({ jobId: 'c1', topic: 'job.batch.etl', tenant: 't', meta: { actorType: ActorType.SERVICE } });
+    expect(r.decision).toBe(Decision.ALLOW_WITH_CONSTRAINTS);
+    expect(r.constraints).toMatchObject({ maxRuntimeMs: 60000n, maxRetries: 2, maxArtifactBytes: 1024n, maxConcurrentJobs: 3 });
+    const human = await client.check({ jobId: 'c2', topic: 'job.batch.etl', tenant: 't', meta: { actorType: ActorType.HUMAN } });
+    expect(human.decision).toBe(Decision.ALLOW);
+  });
+
+  it('Check records velocity once per job; Evaluate does not record', async () => {
+    const req = (jobId: string) => ({ jobId, topic: 'job.llm.chat', tenant: 'velo' });
+    for (let i = 0; i < 4; i++) expect((await client.evaluate(req(`ev${i}`))).decision).toBe(Decision.ALLOW);
+    expect((await client.check(req('v1'))).decision).toBe(Decision.ALLOW);
+    expect((await client.check(req('v1'))).decision).toBe(Decision.ALLOW);
+    expect((await client.check(req('v2'))).decision).toBe(Decision.ALLOW);
+    const t = await client.check(req('v3'));
+    expect(t.decision).toBe(Decision.THROTTLE);
+    expect(t.ruleId).toBe('throttle-llm');
+    expect(t.retryAfterMs).toBeGreaterThan(0n);
+    expect(await redis.zcard(safetyKeys.velocity('throttle-llm', 'tenant', 'velo'))).toBe(2);
+  });
+
+  it('Explain returns the matched rule and why each earlier rule did not match', async () => {
+    const r = await client.explain({ jobId: 'x1', topic: 'job.deploy', tenant: 'acme', labels: { env: 'prod' } });
+    expect(r.decision).toBe(Decision.REQUIRE_HUMAN);
+    expect(r.trace.map((t) => [t.ruleId, t.matched])).toEqual([
+      ['deny-destructive', false],
+      ['human-for-prod', true],
+    ]);
+    expect(r.trace[0]?.why).toContain('risk_tags');
+  });
+
+  it('Simulate evaluates a candidate policy without activating it', async () => {
+    const before = kernel.snapshotId;
+    const candidate = 'version: 1\ndefault_decision: allow\nrules:\n  - id: deny-echo\n    match: { topics: [job.echo] }\n    decision: deny\n';
+    const other = await client.simulate({ jobId: 's1', topic: 'other.topic', candidatePolicyYaml: candidate });
+    expect(other.decision).toBe(Decision.ALLOW);
+    expect(other.policySnapshot).not.toBe(before);
+    const echo = await client.simulate({ jobId: 's2', topic: 'job.echo', candidatePolicyYaml: candidate });
+    expect(echo.decision).toBe(Decision.DENY);
+    expect(echo.ruleId).toBe('deny-echo');
+    // the active policy is unchanged
+    expect(kernel.snapshotId).toBe(before);
+    expect((await client.check({ jobId: 's3', topic: 'other.topic' })).decision).toBe(Decision.DENY);
+  });
+
+  it('Simulate rejects an invalid candidate with INVALID_ARGUMENT and the load error', async () => {
+    const bad = 'version: 1\ndefault_decision: deny\nrules:\n  - id: oops\n    match: { topicz: [x] }\n    decision: allow\n';
+    await expect(client.simulate({ topic: 'job.x', candidatePolicyYaml: bad })).rejects.toMatchObject({
+      code: GrpcStatus.INVALID_ARGUMENT,
+      details: expect.stringContaining("rule 'oops'") as unknown,
+    });
+    await expect(client.simulate({ topic: 'job.x' })).rejects.toMatchObject({ code: GrpcStatus.INVALID_ARGUMENT });
+  });
+
+  it('serves grpc.health.v1 SERVING for the server and the SafetyKernel service', async () => {
+    expect((await health.check({ service: '' })).status).toBe(ServingStatus.SERVING);
+    expect((await health.check({ service: 'cordum.v1.SafetyKernel' })).status).toBe(ServingStatus.SERVING);
+    await expect(health.check({ service: 'nope' })).rejects.toMatchObject({ code: GrpcStatus.NOT_FOUND });
+  });
+
+  it('serves /readyz and the CONTRACT §7 metrics', async () => {
+    const base = `http://127.0.0.1:${kernel.httpPort}`;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ ready: true, checks: { policy: true, redis: true, nats: true, config: true } });
+    const text = await (await fetch(`${base}/metrics`)).text();
+    expect(text).toMatch(/cordum_safety_decisions_total\{decision="allow"[^}]*\} [1-9]/);
+    expect(text).toMatch(/cordum_safety_decisions_total\{decision="require_human"[^}]*\} [1-9]/);
+    // SAFETY_DECISION_CACHE_TTL unset = cache off: every decision was evaluated, none looked up
+    expect(text).toMatch(/^cordum_safety_decision_cache_lookups_total\{[^}]*\} 0$/m);
+    expect(kernel.decisionCacheSize).toBe(0);
+    expect(text).toMatch(/cordum_safety_check_duration_seconds_count\{[^}]*\} [1-9]/);
+  });
+
+  it('ListSnapshots returns the current snapshot; reload records a new one; an invalid file keeps the old', async () => {
+    const first = await client.listSnapshots({});
+    expect(first.current).toBe(kernel.snapshotId);
+    expect(first.snapshots[0]).toMatchObject({ id: first.current, ruleCount: 5 });
+
+    writeFileSync(policyPath, `${POLICY}  - id: extra\n    match: {}\n    decision: deny\n`);
+    const ok = await kernel.reloadPolicy();
+    expect(ok).toMatchObject({ ok: true, changed: true });
+    const second = await client.listSnapshots({});
+    expect(second.current).not.toBe(first.current);
+    expect(second.snapshots.map((s) => s.id)).toEqual([second.current, first.current]);
+    expect(second.snapshots[0]?.ruleCount).toBe(6);
+    expect(await redis.zrange(safetyKeys.snapshots(), '0', '-1')).toEqual([first.current, second.current]);
+
+    writeFileSync(policyPath, 'version: 1\ndefault_decision: maybe\n');
+    const bad = await kernel.reloadPolicy();
+    expect(bad.ok).toBe(false);
+    expect(kernel.snapshotId).toBe(second.current);
+    expect((await client.check({ jobId: 'r1', topic: 'job.echo' })).policySnapshot).toBe(second.current);
+  });
+
+  it('keeps at most 10 snapshots in Redis', async () => {
+    for (let i = 0; i < 12; i++) {
+      writeFileSync(policyPath, `version: 1\ndefault_decision: deny\nrules:\n  - id: r${i}\n    decision: allow\n`);
+      expect((await kernel.reloadPolicy()).ok).toBe(true);
+    }
+    expect(await redis.zcard(safetyKeys.snapshots())).toBe(10);
+    const list = await client.listSnapshots({});
+    expect(list.snapshots).toHaveLength(10);
+    expect(list.snapshots[0]?.id).toBe(list.current);
+  });
+});
+
+describe('shutdown', () => {
+  it('stop is idempotent and releases its Redis and NATS connections', async () => {
+    expect(await natsConnections()).toBe(1);
+    client.close();
+    health.close();
+    await Promise.all([kernel.stop(), kernel.stop()]);
+    await kernel.stop();
+    await waitFor(async () => (await connectedClients()) === baselineClients, 5000, { message: 'redis clients back to baseline' });
+    await waitFor(async () => (await natsConnections()) === 0, 5000, { message: 'nats connections closed' });
+    await expect(kernel.start()).rejects.toThrow(/stopped/);
+  });
+});

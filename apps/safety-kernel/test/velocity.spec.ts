@@ -1,0 +1,115 @@
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { startRedis, type TestServer } from '@cordum/testing';
+import { safetyKeys } from '../src/keys';
+import { evaluatePolicy, type CheckInput, type VelocityQuery } from '../src/policy/evaluator';
+import { parsePolicy, toSnapshot } from '../src/policy/parse';
+import { createRedisVelocity } from '../src/velocity/redis-velocity';
+
+let server: TestServer;
+let redis: RedisClient;
+let clock = 1_000_000;
+const now = () => clock;
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+});
+
+afterAll(async () => {
+  await closeRedis(redis);
+  await server.stop();
+});
+
+const q = (over: Partial<VelocityQuery>): VelocityQuery => ({ ruleId: 'r', keyKind: 'tenant', keyValue: 't1', jobId: 'j', maxRequests: 3, windowMs: 60_000, ...over });
+
+describe('redis velocity window', () => {
+  it('admits N, then is over with retry_after_ms > 0; a job id counts once; the window slides', async () => {
+    const v = createRedisVelocity(redis, { now });
+    const base = { ruleId: 'slide' };
+    for (const id of ['a', 'b', 'c']) {
+      expect(await v.record(q({ ...base, jobId: id }))).toMatchObject({ over: false });
+      clock += 1000;
+    }
+    const over = await v.record(q({ ...base, jobId: 'd' }));
+    expect(over.over).toBe(true);
+    // the oldest entry ('a') was admitted 3 s ago in a 60 s window
+    expect(over.retryAfterMs).toBe(57_000);
+    // re-checking an admitted job is not a new request
+    expect(await v.record(q({ ...base, jobId: 'a' }))).toEqual({ over: false, count: 3, retryAfterMs: 0 });
+    expect(await redis.zcard(safetyKeys.velocity('slide', 'tenant', 't1'))).toBe(3);
+    // once 'a' leaves the window, 'd' fits
+    clock += 57_000;
+    expect(await v.record(q({ ...base, jobId: 'd' }))).toMatchObject({ over: false, count: 3 });
+  });
+
+  it('peek never records', async () => {
+    const v = createRedisVelocity(redis, { now });
+    const base = { ruleId: 'peek', maxRequests: 1 };
+    expect(await v.peek(q({ ...base, jobId: 'x' }))).toMatchObject({ over: false, count: 0 });
+    expect(await redis.exists(safetyKeys.velocity('peek', 'tenant', 't1'))).toBe(0);
+    await v.record(q({ ...base, jobId: 'x' }));
+    expect(await v.peek(q({ ...base, jobId: 'x' }))).toMatchObject({ over: false });
+    const p = await v.peek(q({ ...base, jobId: 'y' }));
+    expect(p.over).toBe(true);
+    expect(p.retryAfterMs).toBeGreaterThan(0);
+    expect(await redis.zcard(safetyKeys.velocity('peek', 'tenant', 't1'))).toBe(1);
+  });
+
+  it('keeps separate windows per key value', async () => {
+    const v = createRedisVelocity(redis, { now });
+    const base = { ruleId: 'sep', maxRequests: 1 };
+    expect((await v.record(q({ ...base, keyValue: 'A', jobId: '1' }))).over).toBe(false);
+    expect((await v.record(q({ ...base, keyValue: 'B', jobId: '2' }))).over).toBe(false);
+    expect((await v.record(q({ ...base, keyValue: 'A', jobId: '3' }))).over).toBe(true);
+  });
+});
+
+describe('throttle rules through the evaluator (D20)', () => {
+  const snap = toSnapshot(
+    parsePolicy(`
+version: 1
+default_decision: deny
+rules:
+  - id: throttle-llm
+    match: { topics: ["job.llm.>"] }
+    decision: throttle
+    velocity: { max_requests: 2, window_seconds: 10, key: principal }
+  - id: allow-jobs
+    match: { topics: ["job.>"] }
+    decision: allow
+`),
+    0,
+  );
+  const input = (jobId: string, principalId = 'alice'): CheckInput => ({
+    jobId,
+    tenant: 't',
+    topic: 'job.llm.chat',
+    principalId,
+    capability: '',
+    riskTags: [],
+    requires: [],
+    labels: {},
+    actorType: '',
+  });
+
+  it('under the limit the throttle rule falls through; over it → throttle; Evaluate does not count', async () => {
+    const v = createRedisVelocity(redis, { now });
+    // Evaluate-style (peek) calls for many fresh jobs use none of the budget.
+    for (let i = 0; i < 5; i++) expect((await evaluatePolicy(snap, input(`e${i}`), v, 'peek')).verdict).toBe('allow');
+
+    const first = await evaluatePolicy(snap, input('j1'), v, 'record');
+    expect(first).toMatchObject({ verdict: 'allow', ruleId: 'allow-jobs' });
+    expect(first.trace[0]).toMatchObject({ ruleId: 'throttle-llm', matched: false });
+    expect((await evaluatePolicy(snap, input('j2'), v, 'record')).verdict).toBe('allow');
+    // j1 again (a redelivery) is the same job: still allowed, not counted twice
+    expect((await evaluatePolicy(snap, input('j1'), v, 'record')).verdict).toBe('allow');
+
+    const third = await evaluatePolicy(snap, input('j3'), v, 'record');
+    expect(third).toMatchObject({ verdict: 'throttle', ruleId: 'throttle-llm' });
+    expect(third.retryAfterMs).toBeGreaterThan(0);
+    // Evaluate now sees the full window too, without adding to it
+    expect((await evaluatePolicy(snap, input('e9'), v, 'peek')).verdict).toBe('throttle');
+    // another principal has its own window
+    expect((await evaluatePolicy(snap, input('k1', 'bob'), v, 'record')).verdict).toBe('allow');
+  });
+});
