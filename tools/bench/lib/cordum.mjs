@@ -1,0 +1,29 @@
+// The bench is plain JS; the parts that must match the services exactly (the
+// job-store record format, the kernel's gRPC client) come from the TypeScript
+// libs, bundled here at run time with esbuild into a temp dir.
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { build } from 'esbuild';
+import { tempDir } from './procs.mjs';
+
+const ENTRY = `
+export { createJobStore, jobKeys } from '@cordum/job-store';
+export { createRedis, closeRedis } from '@cordum/redis';
+export { grpcClientFor, SafetyKernel } from '@cordum/protocol';
+`;
+
+export async function loadCordum(root) {
+  const out = join(tempDir('bench-cordum-'), 'cordum.cjs');
+  await build({
+    stdin: { contents: ENTRY, resolveDir: root, loader: 'ts', sourcefile: 'bench-entry.ts' },
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    outfile: out,
+    tsconfig: join(root, 'tsconfig.base.json'),
+    loader: { '.lua': 'text' },
+    logLevel: 'error',
+  });
+  return createRequire(import.meta.url)(out);
+}

@@ -1,0 +1,2 @@
+export * from './procs.mjs';
+export * from './stats.mjs';

@@ -1,0 +1,61 @@
+// One load model (the stack or the bare pipeline): warm-up, a saturated run at
+// fixed concurrency, then a paced run for latency. Every figure comes from Redis
+// job timestamps, INFO commandstats and NATS /varz, not from client clocks.
+import { drive, collect, summarize } from './load.mjs';
+import { commandDelta, commandStats, natsVarz, round } from './stats.mjs';
+
+export async function measureModel({ redis, monitorPort, urls, request, records, opts, log }) {
+  const own = {};
+  const drainMs = Math.max(30_000, opts.duration * 3000);
+  const phase = async (label, durationS, rate) => {
+    log(`  ${label}: ${durationS}s, ${opts.connections} connections${rate ? `, paced ${rate}/s` : ''}`);
+    const d = await drive(urls, { ...request, connections: opts.connections, durationS, rate });
+    const { recs, unfinished, stuck } = await collect(redis, d.ids, { ...records, timeoutMs: drainMs, own });
+    const states = {};
+    for (const r of recs.values()) states[r.state] = (states[r.state] ?? 0) + 1;
+    for (const [st, n] of Object.entries(stuck)) states[`unfinished:${st}`] = n;
+    if (unfinished) log(`  ${unfinished} job(s) not terminal after ${drainMs / 1000}s: ${JSON.stringify(stuck)}`);
+    const { ids: _ids, ...http } = d;
+    return { http, states, ...summarize(recs, unfinished) };
+  };
+
+  if (opts.warmup > 0) await phase('warm-up', opts.warmup);
+
+  // Background traffic (heartbeats, registry refreshes, leader renewals) goes on
+  // with no jobs at all: measure its rate while idle and take it out of the
+  // per-job figures, so they count what a job costs.
+  const idleS = Math.min(5, Math.max(3, opts.warmup));
+  const i0 = await commandStats(redis);
+  const iv0 = await natsVarz(monitorPort);
+  const it0 = performance.now();
+  await new Promise((r) => setTimeout(r, idleS * 1000));
+  const i1 = await commandStats(redis);
+  const iv1 = await natsVarz(monitorPort);
+  const idleElapsed = (performance.now() - it0) / 1000;
+  const idle = commandDelta(i0, i1, { info: 1 });
+  const idleMsgsPerS = (iv1.inMsgs - iv0.inMsgs) / idleElapsed;
+
+  const before = await commandStats(redis);
+  const v0 = await natsVarz(monitorPort);
+  const t0 = performance.now();
+  for (const k of Object.keys(own)) own[k] = 0;
+  own.info = 1;
+  const saturated = await phase('saturated', opts.duration);
+  const after = await commandStats(redis);
+  const v1 = await natsVarz(monitorPort);
+  const window = (performance.now() - t0) / 1000;
+  const scale = window / idleElapsed;
+  const background = Object.fromEntries(Object.entries(idle.byCmd).map(([k, v]) => [k, Math.round(v * scale)]));
+  for (const [k, v] of Object.entries(own)) background[k] = (background[k] ?? 0) + v;
+  const cmds = commandDelta(before, after, background);
+  const raw = commandDelta(before, after, own);
+  const jobs = saturated.http.accepted || 1;
+  saturated.redisCommandsPerJob = round(cmds.total / jobs, 1);
+  saturated.redisCommandsPerJobByCmd = Object.fromEntries(Object.entries(cmds.byCmd).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, round(v / jobs, 2)]));
+  saturated.redisCommandsPerJobIncludingBackground = round(raw.total / jobs, 1);
+  saturated.busMessagesPerJob = round((v1.inMsgs - v0.inMsgs - idleMsgsPerS * window) / jobs, 1);
+  saturated.busMessagesPerJobIncludingBackground = round((v1.inMsgs - v0.inMsgs) / jobs, 1);
+  saturated.background = { idleSeconds: round(idleElapsed, 1), redisCommandsPerS: round(idle.total / idleElapsed, 1), busMessagesPerS: round(idleMsgsPerS, 1), measuredWindowS: round(window, 1) };
+  const paced = opts.rate > 0 ? await phase('paced', opts.duration, opts.rate) : null;
+  return { saturated, paced };
+}

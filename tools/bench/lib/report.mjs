@@ -1,0 +1,71 @@
+// The stdout table (ending with the ratio lines) and the ratios themselves.
+const fmt = (v) => (v === null || v === undefined ? '-' : typeof v === 'number' ? String(v) : String(v));
+const ms = (o) => (o ? `${fmt(o.p50)} / ${fmt(o.p95 ?? '-')} / ${fmt(o.p99)}` : '-');
+const ratio = (a, b) => (a && b ? Math.round((a / b) * 100) / 100 : null);
+
+export function ratios(r) {
+  const ours = r.stack?.pass1?.saturated?.completedPerS;
+  const p99 = r.stack?.pass1?.paced?.submitToResultMs?.p99;
+  return {
+    jobsPerS_over_bullmq: ratio(ours, r.baselines.bullmq?.jobsPerS),
+    jobsPerS_over_jetstream: ratio(ours, r.baselines.jetstream?.roundTripsPerS),
+    jobsPerS_over_bare: ratio(ours, r.baselines.bare?.saturated?.completedPerS),
+    p99_over_bare_p99: ratio(p99, r.baselines.bare?.paced?.submitToResultMs?.p99),
+    pass2_over_pass1_jobsPerS: ratio(r.stack?.pass2?.saturated?.completedPerS, ours),
+    growth_over_empty_jobsPerS: ratio(r.stack?.growth?.saturated?.completedPerS, ours),
+    growth_over_empty_p99: ratio(r.stack?.growth?.paced?.submitToResultMs?.p99, p99),
+  };
+}
+
+function modelRows(name, m) {
+  if (!m) return [];
+  if (m.error) return [[name, 'error', m.error]];
+  const s = m.saturated;
+  const rows = [
+    [name, 'HTTP submits/s (saturated)', s.http.submitsPerS],
+    [name, 'HTTP non-2xx / errors', `${s.http.non2xx} / ${s.http.errors}`],
+    [name, 'completed jobs/s', s.completedPerS],
+    [name, 'failed or unfinished jobs', s.failedOrUnfinished + (m.paced?.failedOrUnfinished ?? 0)],
+    [name, 'submit→dispatch p50/p95/p99 ms (saturated)', ms(s.submitToDispatchMs)],
+    [name, 'submit→result p50/p95/p99 ms (saturated)', ms(s.submitToResultMs)],
+  ];
+  if (m.paced) {
+    rows.push([name, `submit→dispatch p50/p95/p99 ms (paced ${m.paced.http.submitsPerS}/s)`, ms(m.paced.submitToDispatchMs)]);
+    rows.push([name, `submit→result p50/p95/p99 ms (paced ${m.paced.http.submitsPerS}/s)`, ms(m.paced.submitToResultMs)]);
+  }
+  rows.push([name, 'Redis commands per job (net of idle background)', `${fmt(s.redisCommandsPerJob)}  (raw ${fmt(s.redisCommandsPerJobIncludingBackground)})`]);
+  rows.push([name, 'bus messages per job (NATS in_msgs, net)', `${fmt(s.busMessagesPerJob)}  (raw ${fmt(s.busMessagesPerJobIncludingBackground)})`]);
+  if (m.rssMb) rows.push([name, 'peak RSS MB', Object.entries(m.rssMb).map(([k, v]) => `${k}=${v}`).join(' ')]);
+  return rows;
+}
+
+export function table(r) {
+  const rows = [];
+  const b = r.baselines;
+  if (b.jetstream) rows.push(['baseline', 'raw JetStream round trips/s (64 in flight)', b.jetstream.error ?? b.jetstream.roundTripsPerS]);
+  if (b.bullmq) rows.push(['baseline', 'BullMQ jobs/s (concurrency 50, 64 adds in flight)', b.bullmq.error ?? b.bullmq.jobsPerS]);
+  rows.push(...modelRows('bare', b.bare));
+  if (r.stack?.skipped) rows.push(['stack', 'skipped', r.stack.skipped]);
+  for (const [k, label] of [['pass1', 'stack 1x'], ['pass2', 'stack 2x'], ['growth', 'stack growth']]) rows.push(...modelRows(label, r.stack?.[k]));
+  for (const s of r.safety ?? []) {
+    if (s.skipped || s.error) {
+      rows.push([`safety ${s.label}`, s.skipped ? 'skipped' : 'error', s.skipped ?? s.error]);
+      continue;
+    }
+    rows.push([`safety ${s.label}`, 'Check p50 / p99 ms (1 in flight)', `${s.latency.p50Ms} / ${s.latency.p99Ms}`]);
+    rows.push([`safety ${s.label}`, `decisions/s (${s.throughput.concurrency} in flight)`, s.throughput.decisionsPerS]);
+  }
+  if (r.stack?.growth?.preload) rows.push(['stack growth', 'preloaded terminal / pending', `${r.stack.growth.preload.terminal} / ${r.stack.growth.preload.pending} (${r.stack.growth.preload.seconds}s)`]);
+  const w0 = Math.max(...rows.map((x) => x[0].length));
+  const w1 = Math.max(...rows.map((x) => x[1].length));
+  const lines = rows.map(([a, m, v]) => `${a.padEnd(w0)}  ${m.padEnd(w1)}  ${fmt(v)}`);
+  const q = r.ratios;
+  lines.push('');
+  lines.push(`ratio  our jobs/s ÷ BullMQ jobs/s                 ${fmt(q.jobsPerS_over_bullmq)}   (target ≥ 0.35)`);
+  lines.push(`ratio  our jobs/s ÷ raw JetStream round trips/s   ${fmt(q.jobsPerS_over_jetstream)}`);
+  lines.push(`ratio  our jobs/s ÷ bare pipeline jobs/s          ${fmt(q.jobsPerS_over_bare)}`);
+  lines.push(`ratio  our paced p99 ÷ bare paced p99             ${fmt(q.p99_over_bare_p99)}`);
+  lines.push(`ratio  2 schedulers+2 gateways ÷ 1x jobs/s        ${fmt(q.pass2_over_pass1_jobsPerS)}`);
+  lines.push(`ratio  growth ÷ empty jobs/s, p99                 ${fmt(q.growth_over_empty_jobsPerS)}, ${fmt(q.growth_over_empty_p99)}   (target within 10 %)`);
+  return lines.join('\n');
+}

@@ -1,0 +1,118 @@
+// The Cordum stack as real processes from dist/apps, configured by env alone
+// (CONTRACT §1), on free ports against the bench's own Redis and NATS.
+import { existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, start, waitUntil } from './procs.mjs';
+
+export const API_KEY = 'bench-admin-key-0123456789';
+export const SERVICES = ['safety-kernel', 'scheduler', 'api-gateway', 'echo-worker'];
+
+/** dist/apps/<service>/main.js (CONTRACT §1); main.cjs when a project's build still emits that name. */
+export function bundlePath(root, service) {
+  const js = join(root, 'dist/apps', service, 'main.js');
+  const cjs = join(root, 'dist/apps', service, 'main.cjs');
+  return !existsSync(js) && existsSync(cjs) ? cjs : js;
+}
+
+export function missingBundles(root) {
+  return SERVICES.filter((s) => !existsSync(bundlePath(root, s)));
+}
+
+/** True when the kernel bundle reads SAFETY_DECISION_CACHE_TTL (the cached Check run is skipped otherwise). */
+export function kernelHasDecisionCache(root) {
+  return readFileSync(bundlePath(root, 'safety-kernel'), 'utf8').includes('SAFETY_DECISION_CACHE_TTL');
+}
+
+async function readyz(port) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(2000) });
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts kernels, schedulers, gateways and echo workers; resolves once every
+ * process answers /readyz. `kernelEnv` lets a run switch the decision cache.
+ */
+export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 2, workerParallel = 256, kernelEnv = {}, logLevel = 'warn' }) {
+  const common = {
+    REDIS_URL: redisUrl,
+    NATS_URL: natsUrl,
+    CORDUM_LOG_LEVEL: logLevel,
+    // The bench measures the job path, not the limiter: lift the per-tenant budget.
+    API_RATE_LIMIT_RPS: '1000000',
+    API_RATE_LIMIT_BURST: '1000000',
+  };
+  const procs = [];
+  const health = new Map();
+  const spawnSvc = (service, name, env, healthPort) => {
+    const p = start(name, process.execPath, [bundlePath(root, service)], { env: { ...common, CORDUM_INSTANCE_ID: name, ...env }, cwd: tmpdir() });
+    p.service = service;
+    procs.push(p);
+    health.set(p, healthPort);
+    return p;
+  };
+
+  const kGrpc = await freePort();
+  const kHttp = await freePort();
+  const kernelAddr = `127.0.0.1:${kGrpc}`;
+  spawnSvc('safety-kernel', 'safety-kernel-1', { SAFETY_KERNEL_GRPC_ADDR: kernelAddr, SAFETY_KERNEL_HTTP_ADDR: `127.0.0.1:${kHttp}`, ...kernelEnv }, kHttp);
+
+  for (let i = 1; i <= schedulers; i++) {
+    const port = await freePort();
+    spawnSvc('scheduler', `scheduler-${i}`, { SCHEDULER_HTTP_ADDR: `127.0.0.1:${port}`, SAFETY_KERNEL_ADDR: kernelAddr }, port);
+  }
+  const gatewayUrls = [];
+  for (let i = 1; i <= gateways; i++) {
+    const port = await freePort();
+    spawnSvc('api-gateway', `api-gateway-${i}`, {
+      CORDUM_API_KEY: API_KEY,
+      GATEWAY_HTTP_ADDR: `127.0.0.1:${port}`,
+      GATEWAY_GRPC_ADDR: `127.0.0.1:${await freePort()}`,
+      GATEWAY_METRICS_ADDR: `127.0.0.1:${await freePort()}`,
+      SAFETY_KERNEL_ADDR: kernelAddr,
+    }, port);
+    gatewayUrls.push(`http://127.0.0.1:${port}`);
+  }
+  for (let i = 1; i <= workers; i++) {
+    const port = await freePort();
+    spawnSvc('echo-worker', `echo-worker-${i}`, { WORKER_ID: `bench-echo-${i}`, WORKER_HTTP_ADDR: `127.0.0.1:${port}`, WORKER_MAX_PARALLEL: String(workerParallel) }, port);
+  }
+
+  const stop = async () => {
+    // Intake first, then schedulers, workers and the kernel.
+    for (const svc of ['api-gateway', 'scheduler', 'echo-worker', 'safety-kernel']) {
+      await Promise.all(procs.filter((p) => p.service === svc).map((p) => p.stop()));
+    }
+  };
+  try {
+    await Promise.all(procs.map((p) => waitUntil(async () => {
+      if (!p.running()) throw new Error(`${p.name} exited ${JSON.stringify(p.exit)}: ${p.tail.slice(-8).join(' | ')}`);
+      return readyz(health.get(p));
+    }, 60_000, `${p.name} /readyz`)));
+    // Ready processes are not enough: a job submitted before the workers'
+    // first heartbeat finds no worker and waits for a retry. Wait until every
+    // gateway lists all workers online.
+    await waitUntil(async () => {
+      const counts = await Promise.all(gatewayUrls.map(async (u) => {
+        try {
+          const res = await fetch(`${u}/api/v1/workers`, { headers: { 'x-api-key': API_KEY }, signal: AbortSignal.timeout(2000) });
+          if (res.status === 404) return Infinity; // route not there yet: nothing to wait for
+          if (res.status !== 200) return 0;
+          const body = await res.json();
+          return (body.items ?? []).filter((w) => w.online !== false).length;
+        } catch {
+          return 0;
+        }
+      }));
+      return counts.every((n) => n >= workers);
+    }, 30_000, `${workers} worker(s) listed by GET /api/v1/workers`);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { procs, gatewayUrls, kernelAddr, stop };
+}

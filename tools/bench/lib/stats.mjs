@@ -1,0 +1,68 @@
+// Measurement helpers: percentiles, Redis INFO commandstats, NATS /varz, RSS from /proc.
+import { readFileSync } from 'node:fs';
+
+export function percentiles(values) {
+  if (values.length === 0) return { n: 0, p50: null, p95: null, p99: null, max: null };
+  const s = Float64Array.from(values).sort();
+  const at = (q) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+  return { n: s.length, p50: at(0.5), p95: at(0.95), p99: at(0.99), max: s[s.length - 1] };
+}
+
+/** Per-command call counts from INFO commandstats. */
+export async function commandStats(redis) {
+  const text = await redis.info('commandstats');
+  const out = {};
+  for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out[m[1]] = Number(m[2]);
+  return out;
+}
+
+/**
+ * Commands issued between two snapshots, minus the harness's own `own` counts
+ * (the polling of job states and the INFO calls themselves).
+ */
+export function commandDelta(before, after, own = {}) {
+  const byCmd = {};
+  let total = 0;
+  for (const [k, v] of Object.entries(after)) {
+    const d = v - (before[k] ?? 0) - (own[k] ?? 0);
+    if (d > 0) { byCmd[k] = d; total += d; }
+  }
+  return { total, byCmd };
+}
+
+export async function natsVarz(monitorPort) {
+  const res = await fetch(`http://127.0.0.1:${monitorPort}/varz`);
+  const v = await res.json();
+  return { inMsgs: v.in_msgs, outMsgs: v.out_msgs };
+}
+
+/** {rssKb, hwmKb} of a live pid (null when gone). */
+export function memOf(pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? 0);
+    return { rssKb: kb('VmRSS'), hwmKb: kb('VmHWM') };
+  } catch {
+    return null;
+  }
+}
+
+/** Polls VmRSS of the given procs every 250 ms; peak() returns MB per name (max of polled RSS and VmHWM). */
+export function rssSampler(procs) {
+  const peak = new Map();
+  const sample = () => {
+    for (const p of procs) {
+      const m = memOf(p.pid);
+      if (m) peak.set(p.name, Math.max(peak.get(p.name) ?? 0, m.rssKb, m.hwmKb));
+    }
+  };
+  sample();
+  const t = setInterval(sample, 250);
+  t.unref();
+  return {
+    stop() { sample(); clearInterval(t); },
+    peakMb() { return Object.fromEntries([...peak].map(([k, v]) => [k, Math.round(v / 102.4) / 10])); },
+  };
+}
+
+export const round = (x, d = 1) => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10 ** d) / 10 ** d);

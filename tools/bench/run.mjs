@@ -1,0 +1,259 @@
+#!/usr/bin/env node
+// `npm run bench`: governed throughput and latency against baselines measured in
+// the same run on the same Redis and NATS (issue 7). See docs/performance.md.
+//
+//   npm run bench                          full run (growth pass included)
+//   npm run bench -- --quick               a few-second smoke run (CI), no growth pass
+//   flags: --duration S (20) --warmup S (5) --connections N (64) --workers N (2)
+//          --rate JOBS_PER_S (1000; 0 = no paced run) --growth | --no-growth
+//          --terminal N (100000) --pending N (10000) --worker-parallel N (256, WORKER_MAX_PARALLEL)
+//          --skip-baselines --skip-stack
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { connect } from 'nats';
+import { runBullmqBaseline } from './baseline-bullmq.mjs';
+import { runJetStreamBaseline } from './baseline-jetstream.mjs';
+import { startBare } from './lib/bare.mjs';
+import { loadCordum } from './lib/cordum.mjs';
+import { preload } from './lib/growth.mjs';
+import { installCleanup, removeTempDirs, rssSampler, startNats, startRedis, stopAll, freePort, start, waitUntil } from './lib/index.mjs';
+import { measureModel } from './lib/measure.mjs';
+import { ratios, table } from './lib/report.mjs';
+import { benchCheck } from './lib/safety.mjs';
+import { API_KEY, bundlePath, kernelHasDecisionCache, missingBundles, startStack } from './lib/stack.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
+
+function parseArgs(argv) {
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, baselines: true, stack: true };
+  const num = (a, v) => {
+    const n = Number(v);
+    if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--quick') o.quick = true;
+    else if (a === '--growth') o.growth = true;
+    else if (a === '--no-growth') o.growth = false;
+    else if (a === '--skip-baselines') o.baselines = false;
+    else if (a === '--skip-stack') o.stack = false;
+    else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
+    else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 11).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+      process.exit(0);
+    } else throw new Error(`unknown argument "${a}" (try --help)`);
+  }
+  if (o.quick) {
+    const given = new Set(argv);
+    if (!given.has('--duration')) o.duration = 3;
+    if (!given.has('--warmup')) o.warmup = 1;
+    if (!given.has('--connections')) o.connections = 16;
+    if (!given.has('--rate')) o.rate = 200;
+  }
+  if (o.growth === null) o.growth = !o.quick;
+  if (o.duration < 1) throw new Error('--duration must be at least 1 s');
+  if (o.connections < 1 || o.workers < 1) throw new Error('--connections and --workers must be at least 1');
+  return o;
+}
+
+function gitCommit() {
+  try {
+    const head = readFileSync(join(root, '.git/HEAD'), 'utf8').trim();
+    if (!head.startsWith('ref: ')) return head;
+    const ref = head.slice(5);
+    const loose = join(root, '.git', ref);
+    if (existsSync(loose)) return readFileSync(loose, 'utf8').trim();
+    const packed = readFileSync(join(root, '.git/packed-refs'), 'utf8');
+    return new RegExp(`^([0-9a-f]{40}) ${ref}$`, 'm').exec(packed)?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function machine() {
+  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  return {
+    nproc: Number(execFileSync('nproc').toString().trim()),
+    cpuModel: /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? cpus()[0]?.model ?? 'unknown',
+  };
+}
+
+const log = (m) => process.stderr.write(`${m}\n`);
+const errText = (e) => String(e?.message ?? e).slice(0, 500);
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const cleanupState = { redis: null };
+  const fail = installCleanup(async () => {
+    cleanupState.redis?.disconnect();
+    await stopAll(['api-gateway', 'bare-gateway', 'scheduler', 'bare-', 'echo-worker', 'safety-kernel', 'redis', 'nats']);
+    removeTempDirs();
+  });
+  try {
+    await run(opts, cleanupState);
+  } catch (e) {
+    await fail(1, `error: ${e?.stack ?? e}`);
+    return;
+  }
+  await fail(0);
+}
+
+async function run(opts, cleanupState) {
+  log(`bench: ${JSON.stringify(opts)}`);
+  const [redisSrv, natsSrv] = await Promise.all([startRedis(), startNats()]);
+  const redis = new Redis(redisSrv.url, { maxRetriesPerRequest: 2 });
+  cleanupState.redis = redis;
+  // Between passes: an empty Redis and no JetStream streams left by the previous
+  // pass (its unprocessed submits would otherwise reach the next pass's scheduler);
+  // the services create their streams again at start.
+  const flush = async () => {
+    await redis.flushall();
+    const nc = await connect({ servers: natsSrv.url });
+    try {
+      const jsm = await nc.jetstreamManager();
+      for (const si of await jsm.streams.list().next()) await jsm.streams.delete(si.config.name);
+    } finally {
+      await nc.close();
+    }
+  };
+  const results = {
+    startedAt: new Date().toISOString(),
+    options: opts,
+    machine: machine(),
+    versions: {
+      node: process.version,
+      redis: /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? null,
+      nats: (await (await fetch(`http://127.0.0.1:${natsSrv.monitorPort}/varz`)).json()).version,
+    },
+    gitCommit: gitCommit(),
+    baselines: {},
+    stack: {},
+    safety: [],
+  };
+  const mopts = { duration: opts.duration, warmup: opts.warmup, connections: opts.connections, rate: opts.rate };
+  const guard = async (what, fn) => {
+    try {
+      return await fn();
+    } catch (e) {
+      log(`bench: ${what} failed: ${errText(e)}`);
+      return { error: errText(e) };
+    }
+  };
+
+  if (opts.baselines) {
+    log('baseline: raw JetStream publish → pull → ack');
+    results.baselines.jetstream = await guard('jetstream', () => runJetStreamBaseline({ natsUrl: natsSrv.url, durationS: opts.duration, warmupS: opts.warmup }));
+    log('baseline: BullMQ add → process');
+    results.baselines.bullmq = await guard('bullmq', () => runBullmqBaseline({ redisPort: redisSrv.port, durationS: opts.duration, warmupS: opts.warmup }));
+    await flush();
+    log('baseline: bare pipeline (3 processes)');
+    results.baselines.bare = await guard('bare', async () => {
+      const bare = await startBare(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url });
+      const rss = rssSampler(bare.procs);
+      try {
+        const m = await measureModel({
+          redis, monitorPort: natsSrv.monitorPort, urls: [bare.url], opts: mopts, log,
+          request: { path: '/jobs', headers: {}, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) },
+          records: { key: (id) => `bare:job:{${id}}`, fields: ['state', 'created_at', 'dispatched_at', 'finished_at'], terminal: new Set(['SUCCEEDED', 'FAILED']) },
+        });
+        rss.stop();
+        return { ...m, rssMb: rss.peakMb() };
+      } finally {
+        rss.stop();
+        await bare.stop();
+      }
+    });
+    await flush();
+  }
+
+  let cordumP = null;
+  const getCordum = () => (cordumP ??= loadCordum(root));
+  if (existsSync(bundlePath(root, 'safety-kernel'))) {
+    const cordum = await getCordum();
+    log('safety: Check on a kernel of its own, decision cache off');
+    results.safety.push({ label: 'cache off', ...(await guard('safety cache off', () => kernelRun(cordum, redisSrv, natsSrv, opts, {}))) });
+    if (kernelHasDecisionCache(root)) {
+      log('safety: Check with SAFETY_DECISION_CACHE_TTL=60s');
+      results.safety.push({ label: 'cache on', ...(await guard('safety cache on', () => kernelRun(cordum, redisSrv, natsSrv, opts, { SAFETY_DECISION_CACHE_TTL: '60s' }))) });
+    } else {
+      results.safety.push({ label: 'cache on', skipped: 'SAFETY_DECISION_CACHE_TTL is not honoured by this safety-kernel build yet' });
+    }
+    await flush();
+  }
+
+  const missing = missingBundles(root);
+  if (!opts.stack) results.stack.skipped = '--skip-stack';
+  else if (missing.length) results.stack.skipped = `missing bundles: ${missing.join(', ')} (run npm run build)`;
+  else {
+    const cordum = await getCordum();
+    const records = { key: (id) => cordum.jobKeys.meta(id), fields: ['state', 'createdAt', 'dispatchedAt', 'finishedAt'], terminal: new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED', 'OUTPUT_QUARANTINED']) };
+    const request = { path: '/api/v1/jobs', headers: { 'x-api-key': API_KEY }, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) };
+    const pass = async (label, shape, extra) => guard(label, async () => {
+      log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)`);
+      const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, ...shape });
+      const rss = rssSampler(stack.procs);
+      try {
+        const m = await measureModel({ redis, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: mopts, log });
+        if (extra) await extra(stack);
+        rss.stop();
+        return { ...m, rssMb: rss.peakMb() };
+      } finally {
+        rss.stop();
+        await stack.stop();
+      }
+    });
+
+    results.stack.pass1 = await pass('pass 1', { schedulers: 1, gateways: 1 });
+    await flush();
+    results.stack.pass2 = await pass('pass 2', { schedulers: 2, gateways: 2 });
+    await flush();
+    if (opts.growth) {
+      log(`growth: preloading ${opts.terminal} terminal + ${opts.pending} pending jobs via the job-store`);
+      const pre = await guard('preload', () => preload(cordum, { redisUrl: redisSrv.url, terminal: opts.terminal, pending: opts.pending, onProgress: log }));
+      const g = await pass('growth', { schedulers: 1, gateways: 1 });
+      results.stack.growth = { preload: pre, ...g };
+    }
+  }
+
+  results.ratios = ratios(results);
+  results.finishedAt = new Date().toISOString();
+  const dir = join(root, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${results.startedAt.replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+  process.stdout.write(`\n${table(results)}\n\nresults: ${file}\n`);
+}
+
+/**
+ * Check latency (1 in flight) and decisions/s (16 in flight) on a kernel of its
+ * own, so the figure is the kernel's, not the kernel's under a job load.
+ */
+async function kernelRun(cordum, redisSrv, natsSrv, opts, extraEnv) {
+  const grpc = await freePort();
+  const http = await freePort();
+  const p = start('safety-kernel-check', process.execPath, [bundlePath(root, 'safety-kernel')], {
+    env: { REDIS_URL: redisSrv.url, NATS_URL: natsSrv.url, CORDUM_LOG_LEVEL: 'warn', CORDUM_INSTANCE_ID: 'safety-kernel-check', SAFETY_KERNEL_GRPC_ADDR: `127.0.0.1:${grpc}`, SAFETY_KERNEL_HTTP_ADDR: `127.0.0.1:${http}`, ...extraEnv },
+  });
+  try {
+    await waitUntil(async () => {
+      if (!p.running()) throw new Error(`kernel exited: ${p.tail.join(' | ')}`);
+      try { return (await fetch(`http://127.0.0.1:${http}/readyz`)).status === 200; } catch { return false; }
+    }, 30_000, 'safety kernel');
+    const addr = `127.0.0.1:${grpc}`;
+    const d = Math.max(1, Math.min(opts.duration, 10));
+    const w = opts.quick ? 0.5 : 1;
+    const latency = await benchCheck(cordum, { addr, durationS: d, concurrency: 1, warmupS: w });
+    const throughput = await benchCheck(cordum, { addr, durationS: d, concurrency: 16, warmupS: w });
+    return { latency, throughput };
+  } finally {
+    await p.stop();
+  }
+}
+
+await main();

@@ -1,0 +1,148 @@
+// No Docker engine runs here, so the Docker description of the stack is checked
+// by parsing: every service, env var and port must agree with the code and with
+// tools/stack/services.json (the table `npm start` runs from).
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { repoRoot } from '@cordum/testing';
+
+interface ServiceDef {
+  name: string;
+  ports: Record<string, number>;
+  optional?: boolean;
+  maxReplicas: number;
+}
+interface ComposeService {
+  command?: string[];
+  environment?: Record<string, string>;
+  ports?: string[];
+  expose?: string[];
+  build?: { context: string; dockerfile: string };
+  image?: string;
+}
+interface ComposeFile {
+  services: Record<string, ComposeService>;
+}
+
+const table = JSON.parse(readFileSync(join(repoRoot, 'tools/stack/services.json'), 'utf8')) as { services: ServiceDef[] };
+const built = table.services.filter((s) => existsSync(join(repoRoot, 'apps', s.name, 'src/main.ts')));
+const load = (f: string) => parse(readFileSync(join(repoRoot, f), 'utf8'), { merge: true }) as ComposeFile;
+const base = load('docker-compose.yml');
+const ha = load('docker-compose.ha.yaml');
+
+/** `docker compose -f base -f overlay`: services merge key by key, env maps merge. */
+function overlay(a: ComposeFile, b: ComposeFile): ComposeFile {
+  const services: Record<string, ComposeService> = { ...a.services };
+  for (const [name, s] of Object.entries(b.services)) {
+    const prev = services[name];
+    services[name] = prev ? { ...prev, ...s, environment: { ...prev.environment, ...s.environment } } : s;
+  }
+  return { services };
+}
+const merged = overlay(base, ha);
+
+/** Every upper-case string literal in a directory's TypeScript sources: the env names the code can read. */
+function envNamesIn(dir: string): Set<string> {
+  const out = new Set<string>();
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.ts') && !e.name.endsWith('.spec.ts')) {
+        for (const m of readFileSync(p, 'utf8').matchAll(/['"`]([A-Z][A-Z0-9_]{2,})['"`]/g)) out.add(m[1]!);
+        // zod object keys: `REDIS_URL: z.string()`
+        for (const m of readFileSync(p, 'utf8').matchAll(/^\s*([A-Z][A-Z0-9_]{2,})\s*:/gm)) out.add(m[1]!);
+      }
+    }
+  };
+  walk(dir);
+  return out;
+}
+const commonEnv = envNamesIn(join(repoRoot, 'libs/service-kit/src'));
+
+function appServices(file: ComposeFile, app: string): [string, ComposeService][] {
+  return Object.entries(file.services).filter(([, s]) => (s.command ?? []).join(' ').includes(`dist/apps/${app}/main.js`));
+}
+
+describe('docker-compose.yml and docker-compose.ha.yaml', () => {
+  it('runs every built service, and only real bundles', () => {
+    for (const svc of built) expect(appServices(base, svc.name).length).toBe(1);
+    for (const [name, s] of Object.entries(base.services)) {
+      const m = /dist\/apps\/([^/]+)\/main\.js/.exec((s.command ?? []).join(' '));
+      if (m) expect({ name, exists: existsSync(join(repoRoot, 'apps', m[1]!, 'src/main.ts')) }).toEqual({ name, exists: true });
+    }
+    expect(Object.keys(base.services)).toEqual(expect.arrayContaining(['redis', 'nats']));
+    expect(base.services['nats']!.command).toEqual(expect.arrayContaining(['-js']));
+  });
+
+  it('uses only env vars that the service code reads', () => {
+    for (const file of [base, merged]) {
+      for (const svc of built) {
+        const known = new Set([...commonEnv, ...envNamesIn(join(repoRoot, 'apps', svc.name, 'src'))]);
+        for (const [name, s] of appServices(file, svc.name)) {
+          for (const key of Object.keys(s.environment ?? {})) {
+            expect({ service: name, env: key, known: known.has(key) }).toEqual({ service: name, env: key, known: true });
+          }
+        }
+      }
+    }
+  });
+
+  it('binds each service on its CONTRACT default ports', () => {
+    for (const file of [base, merged]) {
+      for (const svc of built) {
+        for (const [name, s] of appServices(file, svc.name)) {
+          for (const [envName, port] of Object.entries(svc.ports)) {
+            const value = s.environment?.[envName];
+            if (value === undefined) continue; // optional listener (e.g. worker health)
+            expect({ service: name, envName, value }).toEqual({ service: name, envName, value: `:${port}` });
+          }
+        }
+      }
+    }
+    expect(base.services['api-gateway']!.ports).toEqual(expect.arrayContaining(['8081:8081']));
+    expect(ha.services['api-gateway-2']!.ports).toEqual(expect.arrayContaining(['8083:8081']));
+  });
+
+  it('declares the ports in the code defaults too', () => {
+    for (const svc of built) {
+      const src = readFileSync(join(repoRoot, 'apps', svc.name, 'src/config.ts'), 'utf8');
+      for (const [envName, port] of Object.entries(svc.ports)) {
+        if (svc.name === 'echo-worker') continue; // the worker's health listener has no default (optional)
+        expect({ envName, declared: src.includes(envName), port: src.includes(String(port)) }).toEqual({ envName, declared: true, port: true });
+      }
+    }
+  });
+
+  it('HA overlay adds a second replica of every service and lists both kernels', () => {
+    for (const svc of built) expect({ svc: svc.name, n: appServices(merged, svc.name).length }).toEqual({ svc: svc.name, n: 2 });
+    for (const [, s] of [...appServices(merged, 'scheduler'), ...appServices(merged, 'api-gateway')]) {
+      expect(s.environment?.['SAFETY_KERNEL_ADDR']?.split(',')).toHaveLength(2);
+    }
+    const ids = Object.values(merged.services)
+      .map((s) => s.environment?.['CORDUM_INSTANCE_ID'])
+      .filter(Boolean);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it('builds one image from deploy/Dockerfile that contains every bundle', () => {
+    const docker = readFileSync(join(repoRoot, 'deploy/Dockerfile'), 'utf8');
+    expect(docker).toMatch(/nx run-many -t build/);
+    expect(docker).toMatch(/COPY --from=build \/app\/dist \.\/dist/);
+    expect(docker).toMatch(/npm install --omit=dev/);
+    const builds = Object.values(base.services).filter((s) => s.build);
+    expect(builds.length).toBeGreaterThan(0);
+    for (const s of builds) expect(s.build).toEqual({ context: '.', dockerfile: 'deploy/Dockerfile' });
+  });
+});
+
+describe('tools/stack/services.json', () => {
+  it('lists every app with a health listener and sane replica bounds', () => {
+    for (const svc of table.services) {
+      expect(svc.maxReplicas).toBeGreaterThanOrEqual(1);
+      expect(Object.keys(svc.ports).length).toBeGreaterThan(0);
+    }
+    const apps = readdirSync(join(repoRoot, 'apps')).filter((a) => existsSync(join(repoRoot, 'apps', a, 'src/main.ts')));
+    for (const a of apps) expect(table.services.map((s) => s.name)).toContain(a);
+  });
+});

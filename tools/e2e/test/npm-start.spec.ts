@@ -1,0 +1,68 @@
+// `npm start` as a newcomer runs it: it prints a working URL, a dev key and a
+// curl example; the example returns a SUCCEEDED job; Ctrl-C stops everything.
+import { join } from 'node:path';
+import { repoRoot, startNats, startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
+
+describe('npm start', () => {
+  let redis: TestServer;
+  let nats: TestServer;
+  beforeAll(async () => {
+    [redis, nats] = await Promise.all([startRedis(), startNats()]);
+  });
+  afterAll(async () => {
+    await Promise.all([redis?.stop(), nats?.stop()]);
+  });
+
+  it('brings the stack up with replicas, serves the curl example, and stops on SIGINT', async () => {
+    // A port offset keeps this stack clear of anything on the default ports.
+    const offset = 20000 + Math.floor(Math.random() * 50) * 100;
+    const launcher = startProcess('npm-start', process.execPath, [
+      join(repoRoot, 'tools/stack/start.mjs'),
+      '--replicas', 'scheduler=2,api-gateway=2',
+      '--port-offset', String(offset),
+    ], { REDIS_URL: redis.url, NATS_URL: nats.url, CORDUM_API_KEY: 'npm-start-test-key' });
+    try {
+      await waitFor(() => {
+        if (!launcher.running) throw new Error(`launcher exited: ${launcher.logs()}`);
+        return launcher.hasLine('Cordum is up.');
+      }, 120_000, { message: 'stack up', intervalMs: 200 });
+      const urlLine = launcher.output.find((l) => l.includes('gateway URL'));
+      const url = /http:\/\/127\.0\.0\.1:\d+/.exec(urlLine ?? '')?.[0];
+      expect(url).toBe(`http://127.0.0.1:${8081 + offset}`);
+      expect(launcher.hasLine(`scheduler-2`)).toBe(true);
+      expect(launcher.hasLine(`api-gateway-2`)).toBe(true);
+      expect(launcher.hasLine(/curl -s -X POST .*\/api\/v1\/jobs/)).toBe(true);
+
+      // The printed curl example, done with fetch, against both gateway replicas.
+      for (const base of [url!, `http://127.0.0.1:${8081 + offset + 100}`]) {
+        const submit = await fetch(`${base}/api/v1/jobs`, {
+          method: 'POST',
+          headers: { 'X-API-Key': 'npm-start-test-key', 'Content-Type': 'application/json' },
+          body: JSON.stringify({ topic: 'job.echo', prompt: 'hello' }),
+        });
+        expect(submit.status).toBe(200);
+        const { job_id } = (await submit.json()) as { job_id: string };
+        const job = await waitFor(async () => {
+          const r = await fetch(`${base}/api/v1/jobs/${job_id}`, { headers: { 'X-API-Key': 'npm-start-test-key' } });
+          const body = (await r.json()) as { state: string; result: { echo: string } };
+          return body.state === 'SUCCEEDED' ? body : null;
+        }, 30_000, { message: 'curl example job succeeded' });
+        expect(job.result.echo).toBe('hello');
+      }
+
+      launcher.kill('SIGINT');
+      const exit = await launcher.waitExit(60_000);
+      expect(exit.code).toBe(0);
+      expect(launcher.hasLine('stopped')).toBe(true);
+    } finally {
+      await launcher.stop();
+    }
+  });
+
+  it('rejects a bad flag with one readable line', async () => {
+    const p = startProcess('npm-start-bad', process.execPath, [join(repoRoot, 'tools/stack/start.mjs'), '--replicas', 'scheduler=9']);
+    const exit = await p.waitExit(10_000);
+    expect(exit.code).toBe(2);
+    expect(p.errOutput).toEqual([expect.stringContaining('scheduler=9')]);
+  });
+});

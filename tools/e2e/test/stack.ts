@@ -1,0 +1,199 @@
+// Starts the stack for an end-to-end test as real processes from dist/apps,
+// with its own redis-server and nats-server on free ports.
+import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  freePort,
+  spawnService,
+  startNats,
+  startRedis,
+  waitFor,
+  type ManagedProcess,
+  type TestServer,
+} from '@cordum/testing';
+
+export const API_KEY = 'e2e-admin-key-0123456789';
+
+export interface Stack {
+  redis: TestServer;
+  nats: TestServer;
+  kernelAddr: string;
+  gatewayUrl: string;
+  procs: Map<string, ManagedProcess>;
+  healthPorts: Map<string, number>;
+  workerIds: string[];
+  execLogs: string[];
+  tmp: string;
+  /** Executions per job id, read from the workers' own exec logs. */
+  executions(): Map<string, number>;
+  stop(): Promise<void>;
+}
+
+export async function readyz(port: number): Promise<boolean> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(2000) });
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+async function waitReady(name: string, proc: ManagedProcess, port: number): Promise<void> {
+  await waitFor(
+    async () => {
+      if (!proc.running) throw new Error(`${name} exited: ${proc.logs().slice(-2000)}`);
+      return readyz(port);
+    },
+    60_000,
+    { message: `${name} ready`, intervalMs: 100 },
+  );
+}
+
+export interface StackOptions {
+  workers?: number;
+  workerEnv?: Record<string, string>;
+  schedulerEnv?: Record<string, string>;
+}
+
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  const [redis, nats] = await Promise.all([startRedis(), startNats()]);
+  const tmp = mkdtempSync(join(tmpdir(), 'cordum-e2e-'));
+  const procs = new Map<string, ManagedProcess>();
+  const healthPorts = new Map<string, number>();
+  const common = { REDIS_URL: redis.url, NATS_URL: nats.url, CORDUM_LOG_LEVEL: 'info' };
+  const cwd = tmpdir(); // services must run from any directory (CONTRACT §1)
+
+  const kernelGrpc = await freePort();
+  const kernelHttp = await freePort();
+  const kernelAddr = `127.0.0.1:${kernelGrpc}`;
+  const kernel = spawnService('safety-kernel', {
+    ...common,
+    CORDUM_INSTANCE_ID: 'safety-kernel-1',
+    SAFETY_KERNEL_GRPC_ADDR: kernelAddr,
+    SAFETY_KERNEL_HTTP_ADDR: `127.0.0.1:${kernelHttp}`,
+  }, { cwd, name: 'safety-kernel-1' });
+  procs.set('safety-kernel-1', kernel);
+  healthPorts.set('safety-kernel-1', kernelHttp);
+
+  const schedHttp = await freePort();
+  const scheduler = spawnService('scheduler', {
+    ...common,
+    CORDUM_INSTANCE_ID: 'scheduler-1',
+    SCHEDULER_HTTP_ADDR: `127.0.0.1:${schedHttp}`,
+    SAFETY_KERNEL_ADDR: kernelAddr,
+    ...(opts.schedulerEnv ?? {}),
+  }, { cwd, name: 'scheduler-1' });
+  procs.set('scheduler-1', scheduler);
+  healthPorts.set('scheduler-1', schedHttp);
+
+  const gwHttp = await freePort();
+  const gateway = spawnService('api-gateway', {
+    ...common,
+    CORDUM_INSTANCE_ID: 'api-gateway-1',
+    CORDUM_API_KEY: API_KEY,
+    GATEWAY_HTTP_ADDR: `127.0.0.1:${gwHttp}`,
+    GATEWAY_GRPC_ADDR: `127.0.0.1:${await freePort()}`,
+    GATEWAY_METRICS_ADDR: `127.0.0.1:${await freePort()}`,
+    SAFETY_KERNEL_ADDR: kernelAddr,
+  }, { cwd, name: 'api-gateway-1' });
+  procs.set('api-gateway-1', gateway);
+  healthPorts.set('api-gateway-1', gwHttp);
+
+  const workerIds: string[] = [];
+  const execLogs: string[] = [];
+  for (let i = 1; i <= (opts.workers ?? 1); i++) {
+    const id = `echo-${i}`;
+    const port = await freePort();
+    const log = join(tmp, `${id}.exec.jsonl`);
+    const w = spawnService('echo-worker', {
+      ...common,
+      CORDUM_INSTANCE_ID: id,
+      WORKER_ID: id,
+      WORKER_HTTP_ADDR: `127.0.0.1:${port}`,
+      WORKER_EXEC_LOG: log,
+      ...(opts.workerEnv ?? {}),
+    }, { cwd, name: id });
+    procs.set(id, w);
+    healthPorts.set(id, port);
+    workerIds.push(id);
+    execLogs.push(log);
+  }
+
+  const stack: Stack = {
+    redis,
+    nats,
+    kernelAddr,
+    gatewayUrl: `http://127.0.0.1:${gwHttp}`,
+    procs,
+    healthPorts,
+    workerIds,
+    execLogs,
+    tmp,
+    executions() {
+      const counts = new Map<string, number>();
+      for (const f of execLogs) {
+        if (!existsSync(f)) continue;
+        for (const line of readFileSync(f, 'utf8').split('\n')) {
+          if (!line.trim()) continue;
+          const rec = JSON.parse(line) as { job_id: string };
+          counts.set(rec.job_id, (counts.get(rec.job_id) ?? 0) + 1);
+        }
+      }
+      return counts;
+    },
+    async stop() {
+      await Promise.all([...procs.values()].map((p) => p.stop()));
+      await Promise.all([redis.stop(), nats.stop()]);
+      rmSync(tmp, { recursive: true, force: true });
+    },
+  };
+  try {
+    await Promise.all([...procs.entries()].map(([name, p]) => waitReady(name, p, healthPorts.get(name)!)));
+  } catch (err) {
+    await stack.stop();
+    throw err;
+  }
+  return stack;
+}
+
+export async function api(
+  stack: Pick<Stack, 'gatewayUrl'>,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Record<string, unknown>; headers: Headers }> {
+  const res = await fetch(`${stack.gatewayUrl}${path}`, {
+    method,
+    headers: {
+      'X-API-Key': API_KEY,
+      ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+      ...headers,
+    },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    parsed = { raw: text };
+  }
+  return { status: res.status, body: parsed, headers: res.headers };
+}
+
+/** Runs `fn` over items with at most `concurrency` in flight. */
+export async function pool<T, R>(items: T[], concurrency: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!);
+      }
+    }),
+  );
+  return out;
+}
