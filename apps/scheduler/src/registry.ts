@@ -79,6 +79,17 @@ export class WorkerRegistry {
     if (w) w.inFlight += 1;
   }
 
+  /**
+   * A result for a job we (or another replica) dispatched to this worker: its slot is
+   * free again. Without this the in-flight count only resets on the next heartbeat, so a
+   * burst larger than max_parallel_jobs within one heartbeat interval reads as overload
+   * and submits are NAKed until their deliveries run out.
+   */
+  noteFinished(workerId: string | undefined): void {
+    const w = workerId ? this.workers.get(workerId) : undefined;
+    if (w && w.inFlight > 0) w.inFlight -= 1;
+  }
+
   get(workerId: string): WorkerView | undefined {
     return this.workers.get(workerId);
   }

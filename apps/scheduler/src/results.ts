@@ -88,6 +88,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult):
   if (TERMINAL_STATES.has(to)) await ctx.store.expireResult({ ...job, ...patch });
   const w = await ctx.store.transition(job.id, to, { token: lease.token, from: ['DISPATCHED', 'RUNNING'], patch });
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
+  ctx.workers.noteFinished(current?.workerId ?? res.workerId);
   if (w.job.state === 'RETRYING') return redispatch(ctx, lease, w.job);
   return ACK;
 }

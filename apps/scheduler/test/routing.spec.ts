@@ -114,6 +114,19 @@ describe('WorkerRegistry', () => {
     expect(r.get('w1')).toMatchObject({ inFlight: 0, activeJobs: 3 });
   });
 
+  it('frees an in-flight slot when the result of its job arrives, never below zero', () => {
+    const r = reg();
+    r.onHeartbeat(hb('w1', { maxParallelJobs: 2 }));
+    r.noteDispatched('w1');
+    r.noteDispatched('w1');
+    r.noteFinished('w1');
+    expect(r.get('w1')?.inFlight).toBe(1);
+    r.noteFinished('w1');
+    r.noteFinished('w1');
+    r.noteFinished(undefined);
+    expect(r.get('w1')?.inFlight).toBe(0);
+  });
+
   it('ignores heartbeats and handshakes without an id', () => {
     const r = reg();
     r.onHeartbeat(hb(''));
