@@ -33,4 +33,17 @@ NX_DAEMON=false npx nx run-many -t build --parallel=2 --outputStyle=static
 
 step "tests (unit, integration, end-to-end) against harness-started Redis and NATS"
 # Bounded so a hung test can never eat the whole CI budget; jest exits on its own.
-timeout 3600 npx jest --config jest.config.cjs --maxWorkers=2
+export CORDUM_TEST_COUNTS_FILE="$PWD/tmp/test-counts.txt"
+rm -f "$CORDUM_TEST_COUNTS_FILE"
+status=0
+timeout 3600 npx jest --config jest.config.cjs --maxWorkers=2 || status=$?
+# The closing line CI reads, after jest's own summary.
+if [ -f "$CORDUM_TEST_COUNTS_FILE" ]; then
+  echo
+  cat "$CORDUM_TEST_COUNTS_FILE"
+else
+  echo
+  echo "0 passed, 1 failed"
+  [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"
