@@ -45,6 +45,9 @@ export const gatewayEnvSchema = commonEnvSchema
     TENANT_ID: z.string().regex(TENANT_RE, 'must match ^[a-z0-9][a-z0-9_-]{0,62}$').default('default'),
     CORDUM_API_KEYS: zApiKeys,
     JOB_TTL: zDuration.default(7 * 24 * 3600 * 1000),
+    AUDIT_TRANSPORT: z.enum(['local', 'buffer', 'nats']).default('local'),
+    AUDIT_BUFFER_SIZE: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+    DLQ_CLEANUP_INTERVAL: zDuration.default(3600 * 1000),
   })
   .superRefine((env, ctx) => {
     // D26: an open gateway is never the default.
@@ -67,6 +70,9 @@ export interface GatewayConfig {
   safetyKernelAddr: string;
   apiKeys: ApiKeyEntry[];
   jobTtlMs: number;
+  /** `nats` exports audit events to sys.audit.export; otherwise a bounded in-memory ring. */
+  audit: { transport: 'local' | 'nats'; bufferSize: number };
+  dlqCleanupIntervalMs: number;
 }
 
 /** Throws ConfigError (one line naming the variable) on bad env. */
@@ -86,5 +92,7 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string
     safetyKernelAddr: e.SAFETY_KERNEL_ADDR,
     apiKeys: keys,
     jobTtlMs: e.JOB_TTL,
+    audit: { transport: e.AUDIT_TRANSPORT === 'nats' ? 'nats' : 'local', bufferSize: e.AUDIT_BUFFER_SIZE },
+    dlqCleanupIntervalMs: e.DLQ_CLEANUP_INTERVAL,
   };
 }

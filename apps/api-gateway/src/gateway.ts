@@ -4,6 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
@@ -13,6 +14,7 @@ import type { GatewayConfig } from './config';
 import { createStaticKeyStore } from './auth/keys';
 import { createApp, type Readiness } from './http/app';
 import { mountJobRoutes } from './routes/jobs';
+import { createOperations } from './operations';
 import { createKernelEvaluator, type PolicyEvaluator } from './safety/evaluator';
 import { createSubmitService, redisUsable } from './submit/service';
 
@@ -30,6 +32,8 @@ export interface Gateway {
   /** Bound ports, known after start() (useful with port 0). */
   readonly httpPort: number;
   readonly metricsPort: number;
+  /** The express app (route-table tests walk its router); null before start(). */
+  readonly httpApp: Express | null;
 }
 
 type Lifecycle = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
@@ -67,6 +71,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
   let stopping: Promise<void> | null = null;
   let httpPort = -1;
   let metricsPort = -1;
+  let httpApp: Express | null = null;
   // Cleanups run in reverse order of creation, each even if another fails (STYLE 3).
   const cleanups: { name: string; fn: () => Promise<void> | void }[] = [];
 
@@ -94,6 +99,9 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs });
     const locks = createLocks(redis);
     const submit = createSubmitService({ redis, store, bus, locks, evaluator, logger, instanceId: config.instanceId, jobTtlMs: config.jobTtlMs });
+    const ops = createOperations({ config, redis, bus, store, locks, submit, logger, redisReady: () => redisUsable(redis) });
+    ops.start();
+    cleanups.push({ name: 'operations', fn: () => ops.stop() });
 
     const checks: ReadinessCheck[] = [
       { name: 'redis', check: () => pingRedis(redis, PING_TIMEOUT_MS) },
@@ -112,8 +120,12 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       logger,
       registry,
       readiness,
-      routes: (mount) => mountJobRoutes(mount, { submit, store, redisReady: () => redisUsable(redis) }),
+      routes: (mount) => {
+        mountJobRoutes(mount, { submit, store, redisReady: () => redisUsable(redis) });
+        ops.mount(mount);
+      },
     });
+    httpApp = app;
     const server = createServer(app);
     // Slow-loris guard; generous enough for a 2 MiB body on a slow link.
     server.requestTimeout = 30_000;
@@ -164,6 +176,9 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     },
     get metricsPort() {
       return metricsPort;
+    },
+    get httpApp() {
+      return httpApp;
     },
   };
 }

@@ -5,6 +5,7 @@ import express, { type ErrorRequestHandler, type Express, type NextFunction, typ
 import type { Registry } from 'prom-client';
 import { httpMetrics, type Logger } from '@cordum/service-kit';
 import { ApiError, fromBodyParserError } from './errors';
+import { buildOpenApi } from './openapi';
 import { authorize } from '../auth/middleware';
 import type { KeyStore } from '../auth/keys';
 import type { RouteId } from '../auth/routes';
@@ -71,6 +72,11 @@ export function createApp(deps: AppDeps): Express {
   app.get('/metrics', async (_req, res) => {
     res.setHeader('Content-Type', deps.registry.contentType);
     res.status(200).send(await deps.registry.metrics());
+  });
+  // The API description is public (no key): clients generate from it.
+  const openapi = JSON.stringify(buildOpenApi());
+  app.get('/api/v1/openapi.json', (_req, res) => {
+    res.status(200).type('application/json').send(openapi);
   });
 
   const mount: Mount = (route, ...handlers) => {

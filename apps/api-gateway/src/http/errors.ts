@@ -19,6 +19,13 @@ export const ERROR_CODES = {
   // 404 / 405 / 409 / 413 / 415 / 429
   not_found: { status: 404, message: 'no such route' },
   job_not_found: { status: 404, message: 'job not found' },
+  dlq_not_found: { status: 404, message: 'dead letter not found' },
+  worker_not_found: { status: 404, message: 'worker not found' },
+  job_busy: { status: 409, message: 'the job is locked by another operation; retry' },
+  job_terminal: { status: 409, message: 'the job is already in a terminal state' },
+  revision_conflict: { status: 409, message: 'config revision does not match; re-read and retry' },
+  dlq_retry_in_progress: { status: 409, message: 'another retry of this dead letter is still creating its job' },
+  dlq_source_expired: { status: 409, message: 'the dead job\'s input has expired; it cannot be retried' },
   idempotency_in_progress: { status: 409, message: 'a request with this idempotency key is still in progress' },
   payload_too_large: { status: 413, message: 'request body exceeds 2 MiB' },
   unsupported_media_type: { status: 415, message: 'request body must be application/json' },

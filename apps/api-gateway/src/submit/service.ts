@@ -20,6 +20,8 @@ export const IDEMPOTENCY_WAIT_MS = 5_000;
 export const STORE_TIMEOUT_MS = 3_000;
 
 export interface SubmitCommand {
+  /** Preset job id (DLQ retry claims it before submitting); a fresh UUID otherwise. */
+  jobId?: string;
   tenant: string;
   principalId: string;
   prompt: string;
@@ -184,7 +186,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
 
   return {
     async submit(cmd) {
-      const jobId = randomUUID();
+      const jobId = cmd.jobId ?? randomUUID();
       const traceId = randomUUID();
       const key = cmd.idempotencyKey;
       if (key !== undefined) {
