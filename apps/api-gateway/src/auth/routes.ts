@@ -21,6 +21,11 @@ export const ROUTE_ROLES = {
   'GET /api/v1/config/effective': 'viewer',
   'GET /api/v1/config/status': 'admin',
   'GET /api/v1/status': 'admin',
+  'GET /api/v1/auth/keys': 'admin',
+  'POST /api/v1/auth/keys': 'admin',
+  'DELETE /api/v1/auth/keys/:id': 'admin',
+  // WebSocket upgrade; a plain GET is answered 426 upgrade_required.
+  'GET /api/v1/stream': 'viewer',
 } as const satisfies Record<string, Role>;
 
 export type RouteId = keyof typeof ROUTE_ROLES;

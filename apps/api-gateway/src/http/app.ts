@@ -23,6 +23,8 @@ export interface AppDeps {
   registry: Registry;
   readiness: Readiness;
   routes: (mount: Mount) => void;
+  /** Runs after authorize() on every mounted route (the rate limiter). */
+  afterAuth?: RequestHandler[];
 }
 
 /** The matched route template (`/api/v1/jobs/:id`), never the raw path. */
@@ -81,7 +83,7 @@ export function createApp(deps: AppDeps): Express {
 
   const mount: Mount = (route, ...handlers) => {
     const [method, path] = route.split(' ') as [string, string];
-    const guard = authorize(deps.keys, route);
+    const guard = [authorize(deps.keys, route), ...(deps.afterAuth ?? [])];
     switch (method) {
       case 'GET':
         app.get(path, guard, ...handlers);

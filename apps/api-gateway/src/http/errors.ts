@@ -30,6 +30,9 @@ export const ERROR_CODES = {
   payload_too_large: { status: 413, message: 'request body exceeds 2 MiB' },
   unsupported_media_type: { status: 415, message: 'request body must be application/json' },
   policy_throttled: { status: 429, message: 'throttled by policy' },
+  rate_limited: { status: 429, message: 'rate limit exceeded' },
+  key_not_found: { status: 404, message: 'API key not found' },
+  upgrade_required: { status: 426, message: 'this route is a WebSocket; send Upgrade: websocket' },
   // 5xx: dependency faults and real server faults only, never bad input
   internal: { status: 500, message: 'internal error' },
   redis_unavailable: { status: 503, message: 'job store unavailable' },
