@@ -1,6 +1,7 @@
 // Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
 import { z } from 'zod';
-import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zDuration } from '@cordum/service-kit';
+import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zBool, zDuration } from '@cordum/service-kit';
+import { configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
 
 const WILDCARD_TENANT = '*';
@@ -45,6 +46,14 @@ export const gatewayEnvSchema = commonEnvSchema
     TENANT_ID: z.string().regex(TENANT_RE, 'must match ^[a-z0-9][a-z0-9_-]{0,62}$').default('default'),
     CORDUM_API_KEYS: zApiKeys,
     JOB_TTL: zDuration.default(7 * 24 * 3600 * 1000),
+    AUDIT_TRANSPORT: z.enum(['local', 'buffer', 'nats']).default('local'),
+    AUDIT_BUFFER_SIZE: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+    DLQ_CLEANUP_INTERVAL: zDuration.default(3600 * 1000),
+    // D24: defaults 1000/2000; docs recommend 30/50 in production. Overridden live by config `rate_limits`.
+    API_RATE_LIMIT_RPS: z.coerce.number().positive('must be a positive number').default(1000),
+    API_RATE_LIMIT_BURST: z.coerce.number().int('must be an integer').positive('must be a positive integer').default(2000),
+    REDIS_RATE_LIMIT: zBool.default(true),
+    ...configReloadEnvShape,
   })
   .superRefine((env, ctx) => {
     // D26: an open gateway is never the default.
@@ -67,6 +76,11 @@ export interface GatewayConfig {
   safetyKernelAddr: string;
   apiKeys: ApiKeyEntry[];
   jobTtlMs: number;
+  /** `nats` exports audit events to sys.audit.export; otherwise a bounded in-memory ring. */
+  audit: { transport: 'local' | 'nats'; bufferSize: number };
+  dlqCleanupIntervalMs: number;
+  rateLimit: { rps: number; burst: number; useRedis: boolean };
+  configReloadIntervalMs: number;
 }
 
 /** Throws ConfigError (one line naming the variable) on bad env. */
@@ -86,5 +100,9 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string
     safetyKernelAddr: e.SAFETY_KERNEL_ADDR,
     apiKeys: keys,
     jobTtlMs: e.JOB_TTL,
+    audit: { transport: e.AUDIT_TRANSPORT === 'nats' ? 'nats' : 'local', bufferSize: e.AUDIT_BUFFER_SIZE },
+    dlqCleanupIntervalMs: e.DLQ_CLEANUP_INTERVAL,
+    rateLimit: { rps: e.API_RATE_LIMIT_RPS, burst: e.API_RATE_LIMIT_BURST, useRedis: e.REDIS_RATE_LIMIT },
+    configReloadIntervalMs: configReloadIntervalMs(e),
   };
 }

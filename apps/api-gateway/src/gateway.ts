@@ -4,15 +4,28 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
 import { createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck } from '@cordum/service-kit';
 import type { GatewayConfig } from './config';
-import { createStaticKeyStore } from './auth/keys';
+import { createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
+import { combineKeyStores, createStaticKeyStore } from './auth/keys';
+import { createManagedKeys } from './auth/managed';
+import { mountKeyRoutes } from './routes/keys';
+import { createRateLimiter, type RateLimits } from './ratelimit/limiter';
+import { rateLimit } from './ratelimit/middleware';
+import { createStreamHub } from './stream/hub';
+import { encodeStatePacket } from './stream/state-packet';
+import { attachStreamServer } from './stream/ws';
+import { startGrpcApi } from './grpc/api';
+import { subjects } from '@cordum/bus';
+import { ApiError } from './http/errors';
 import { createApp, type Readiness } from './http/app';
 import { mountJobRoutes } from './routes/jobs';
+import { createOperations } from './operations';
 import { createKernelEvaluator, type PolicyEvaluator } from './safety/evaluator';
 import { createSubmitService, redisUsable } from './submit/service';
 
@@ -21,6 +34,8 @@ export interface GatewayDeps {
   registry?: Registry;
   /** Replaces the gRPC SafetyKernel client (tests of other transports; the default talks to SAFETY_KERNEL_ADDR). */
   evaluator?: PolicyEvaluator;
+  /** WebSocket ping interval (default 30 s); tests shorten it. */
+  streamPingIntervalMs?: number;
 }
 
 export interface Gateway {
@@ -30,6 +45,11 @@ export interface Gateway {
   /** Bound ports, known after start() (useful with port 0). */
   readonly httpPort: number;
   readonly metricsPort: number;
+  readonly grpcPort: number;
+  /** The express app (route-table tests walk its router); null before start(). */
+  readonly httpApp: Express | null;
+  /** Rate limits currently applied (env, then config `rate_limits`). */
+  rateLimits(): RateLimits;
 }
 
 type Lifecycle = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
@@ -67,6 +87,9 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
   let stopping: Promise<void> | null = null;
   let httpPort = -1;
   let metricsPort = -1;
+  let grpcPort = -1;
+  let httpApp: Express | null = null;
+  let currentLimits = (): RateLimits => ({ rps: config.rateLimit.rps, burst: config.rateLimit.burst });
   // Cleanups run in reverse order of creation, each even if another fails (STYLE 3).
   const cleanups: { name: string; fn: () => Promise<void> | void }[] = [];
 
@@ -91,13 +114,56 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const evaluator = deps.evaluator ?? createKernelEvaluator(config.safetyKernelAddr);
     cleanups.push({ name: 'safety-kernel client', fn: () => evaluator.close() });
 
-    const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs });
+    const hub = createStreamHub({ bus, redis, logger, registry });
+    hub.start();
+    cleanups.push({ name: 'stream hub', fn: () => hub.stop() });
+    // D15: transitions this replica commits (job creation at submit) are broadcast like the scheduler's.
+    const onTransition = (job: Parameters<typeof encodeStatePacket>[1]): void => {
+      hub.noteTenant(job.id, job.tenant);
+      if (!bus.connected) return;
+      try {
+        bus.publishCore(subjects.state, encodeStatePacket(config.instanceId, job));
+      } catch (err) {
+        logger.debug('state broadcast failed', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+      }
+    };
+    const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition });
     const locks = createLocks(redis);
     const submit = createSubmitService({ redis, store, bus, locks, evaluator, logger, instanceId: config.instanceId, jobTtlMs: config.jobTtlMs });
+    const ops = createOperations({ config, redis, bus, store, locks, submit, logger, redisReady: () => redisUsable(redis) });
+    ops.start();
+    cleanups.push({ name: 'operations', fn: () => ops.stop() });
+
+    const limiter = createRateLimiter({ redis, useRedis: config.rateLimit.useRedis, limits: currentLimits(), registry, logger });
+    currentLimits = () => limiter.limits();
+    // Live `rate_limits: {rps, burst}` (D24, D33): the gateway reports only this section's hash.
+    const watcher: ConfigWatcher = createConfigWatcher({
+      store: createConfigStore(redis),
+      bus,
+      logger,
+      registry,
+      service: config.service,
+      instanceId: config.instanceId,
+      pollIntervalMs: config.configReloadIntervalMs,
+      sections: {
+        rate_limits: (value) => {
+          const rl = parseSection('rate_limits', value) ?? {};
+          const next = { rps: rl.rps ?? config.rateLimit.rps, burst: rl.burst ?? config.rateLimit.burst };
+          limiter.setLimits(next);
+          logger.info('rate limits applied', next);
+        },
+      },
+    });
+    cleanups.push({ name: 'config watcher', fn: () => watcher.stop() });
+    await watcher.start();
+
+    const managedKeys = createManagedKeys(redis);
+    const keys = combineKeyStores(createStaticKeyStore(config.apiKeys), managedKeys);
 
     const checks: ReadinessCheck[] = [
       { name: 'redis', check: () => pingRedis(redis, PING_TIMEOUT_MS) },
       { name: 'nats', check: () => bus.connected },
+      { name: 'config', check: () => watcher.ready },
     ];
     const readiness: Readiness = {
       async check() {
@@ -108,12 +174,21 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     };
 
     const app = createApp({
-      keys: createStaticKeyStore(config.apiKeys),
+      keys,
       logger,
       registry,
       readiness,
-      routes: (mount) => mountJobRoutes(mount, { submit, store, redisReady: () => redisUsable(redis) }),
+      afterAuth: [rateLimit(limiter)],
+      routes: (mount) => {
+        mountJobRoutes(mount, { submit, store, redisReady: () => redisUsable(redis) });
+        ops.mount(mount);
+        mountKeyRoutes(mount, { keys: managedKeys, redisReady: () => redisUsable(redis) });
+        mount('GET /api/v1/stream', () => {
+          throw new ApiError('upgrade_required', { headers: { Upgrade: 'websocket' } });
+        });
+      },
     });
+    httpApp = app;
     const server = createServer(app);
     // Slow-loris guard; generous enough for a 2 MiB body on a slow link.
     server.requestTimeout = 30_000;
@@ -121,13 +196,28 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     await listen(server, config.httpAddr);
     cleanups.push({ name: 'http', fn: () => closeHttp(server) });
     httpPort = (server.address() as AddressInfo).port;
+    const stream = attachStreamServer(server, { keys, hub, limiter, logger, registry, pingIntervalMs: deps.streamPingIntervalMs });
+    cleanups.push({ name: 'stream', fn: () => stream.close() });
+
+    const grpcApi = await startGrpcApi({
+      addr: config.grpcAddr,
+      keys,
+      limiter,
+      submit,
+      store,
+      logger,
+      redisReady: () => redisUsable(redis),
+      ready: () => state === 'running' && bus.connected && redis.status === 'ready',
+    });
+    cleanups.push({ name: 'grpc', fn: () => grpcApi.close() });
+    grpcPort = grpcApi.port;
 
     const health: HealthServer = await startHealthServer({ addr: config.metricsAddr, registry, logger, checks });
     cleanups.push({ name: 'metrics server', fn: () => health.close() });
     metricsPort = health.port;
 
     state = 'running';
-    logger.info('api-gateway ready', { http_port: httpPort, metrics_port: metricsPort });
+    logger.info('api-gateway ready', { http_port: httpPort, metrics_port: metricsPort, grpc_port: grpcPort });
   };
 
   const stop = (): Promise<void> => {
@@ -165,5 +255,12 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     get metricsPort() {
       return metricsPort;
     },
+    get grpcPort() {
+      return grpcPort;
+    },
+    get httpApp() {
+      return httpApp;
+    },
+    rateLimits: () => currentLimits(),
   };
 }

@@ -100,6 +100,7 @@ export async function startRig(extraEnv: Record<string, string> = {}): Promise<R
     NATS_URL: nats.url,
     GATEWAY_HTTP_ADDR: '127.0.0.1:0',
     GATEWAY_METRICS_ADDR: '127.0.0.1:0',
+    GATEWAY_GRPC_ADDR: '127.0.0.1:0',
     SAFETY_KERNEL_ADDR: kernel.address,
     CORDUM_API_KEY: KEYS.admin,
     TENANT_ID: 'acme',

@@ -38,6 +38,7 @@ it('stop() is idempotent, releases every Redis connection and frees the port', a
     NATS_URL: nats.url,
     GATEWAY_HTTP_ADDR: '127.0.0.1:0',
     GATEWAY_METRICS_ADDR: '127.0.0.1:0',
+    GATEWAY_GRPC_ADDR: '127.0.0.1:0',
     SAFETY_KERNEL_ADDR: kernel.address,
     CORDUM_API_KEY: 'admin-key-12345678',
   });

@@ -4,7 +4,7 @@ export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatc
 export { jobKeys, pointerKey } from './keys';
 export { JobStoreError, LUA_CODES } from './errors';
 export type { TransitionFailure } from './errors';
-export { createJobStore, DLQ_TTL_MS } from './store';
-export type { JobStore, JobStoreOptions, TransitionOptions, MarkPublishedResult } from './store';
+export { createJobStore, DLQ_TTL_MS, MAX_DECISIONS } from './store';
+export type { JobStore, JobStoreOptions, TransitionOptions, MarkPublishedResult, DecisionEntry } from './store';
 export { jobToApi } from './api';
 export type { ApiJob } from './api';

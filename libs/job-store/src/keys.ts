@@ -17,6 +17,12 @@ export const jobKeys = {
   idempotency: (tenant: string, key: string): string => `job:idempotency:${tenant}:${key}`,
   dlqEntry: (id: string): string => `dlq:entry:${id}`,
   dlqIndex: (): string => 'dlq:index',
+  /** Per-tenant DLQ index (additive to the global `dlq:index`) so a tenant's list never pages through others' entries. */
+  dlqIndexTenant: (tenant: string): string => `dlq:index:{${tenant}}`,
+  /** Retry claim of a DLQ entry (D14): SET NX holding the one new job id. */
+  dlqRetry: (id: string): string => `dlq:retry:${id}`,
+  /** Safety decision history of a job (same tag as meta): JSON entries, oldest first. */
+  decisions: (id: string): string => `job:decisions:{${id}}`,
   retry: (): string => 'job:retry',
   deadline: (): string => 'job:deadline',
 } as const;

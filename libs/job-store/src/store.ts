@@ -43,7 +43,24 @@ export interface JobStore {
   expireResult(job: JobRecord): Promise<void>;
   /** D13: due time (epoch ms) of a retry in `job:retry`, drained by the replayer leader. */
   scheduleRetry(id: string, dueAtMs: number): Promise<void>;
+  /** Safety decisions recorded for the job, oldest first (create + every transition that patched `safety`). */
+  listDecisions(id: string): Promise<DecisionEntry[]>;
+  /** Removes a DLQ entry and its index members; true when the entry existed. */
+  deleteDlq(entry: DlqEntry): Promise<boolean>;
 }
+
+export interface DecisionEntry {
+  decision: string;
+  reason: string;
+  rule_id: string;
+  policy_snapshot: string;
+  /** The state the decision led to (PENDING, SCHEDULED, APPROVAL_REQUIRED, DENIED, ...). */
+  state: JobState;
+  recorded_at: string;
+}
+
+/** Bound on the per-job history (a job is re-checked at most a handful of times). */
+export const MAX_DECISIONS = 100;
 
 type Reply = [number, ...unknown[]];
 
@@ -79,6 +96,22 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     await Promise.all(ops);
   }
 
+  // After the atomic write, like the indexes: a crash in between loses one history entry,
+  // never the record's own `safety` (the authoritative latest decision).
+  async function recordDecision(job: JobRecord): Promise<void> {
+    if (!job.safety) return;
+    const e: DecisionEntry = {
+      decision: job.safety.decision,
+      reason: job.safety.reason,
+      rule_id: job.safety.ruleId,
+      policy_snapshot: job.safety.policySnapshot,
+      state: job.state,
+      recorded_at: new Date(job.updatedAt).toISOString(),
+    };
+    const key = jobKeys.decisions(job.id);
+    await redis.multi().rpush(key, JSON.stringify(e)).ltrim(key, -MAX_DECISIONS, -1).pexpire(key, ttl).exec();
+  }
+
   async function writeDlq(job: JobRecord, reason?: string): Promise<boolean> {
     if (!DLQ_STATES.has(job.state)) return false;
     const entry: DlqEntry = {
@@ -93,6 +126,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     };
     const created = await redis.set(jobKeys.dlqEntry(job.id), JSON.stringify(entry), 'PX', DLQ_TTL_MS, 'NX');
     await redis.zadd(jobKeys.dlqIndex(), 'NX', job.finishedAt ?? now(), job.id);
+    const tenantIndex = jobKeys.dlqIndexTenant(job.tenant);
+    await Promise.all([redis.zadd(tenantIndex, 'NX', job.finishedAt ?? now(), job.id), redis.pexpire(tenantIndex, DLQ_TTL_MS)]);
     return created === 'OK';
   }
 
@@ -136,7 +171,10 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       // Side effects are idempotent, so a retried create repairs a half-done earlier one.
       await moveIndex(job, null);
       if (DLQ_STATES.has(job.state)) await writeDlq(job);
-      if (reply[0] === 1) notify(job, null);
+      if (reply[0] === 1) {
+        await recordDecision(job);
+        notify(job, null);
+      }
       return job;
     },
 
@@ -172,6 +210,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const job = decodeFlat(reply[2]);
       if (!job) throw new JobStoreError('unexpected_reply', `transition returned no record for ${id}`);
       await moveIndex(job, from);
+      if (o.patch?.safety) await recordDecision(job);
       if (DLQ_STATES.has(job.state)) await writeDlq(job, o.dlqReason);
       notify(job, from);
       return { ok: true, job, from };
@@ -200,6 +239,28 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
 
     async scheduleRetry(id, dueAtMs) {
       await redis.zadd(jobKeys.retry(), dueAtMs, id);
+    },
+
+    async listDecisions(id) {
+      const raw = await redis.lrange(jobKeys.decisions(id), 0, -1);
+      const out: DecisionEntry[] = [];
+      for (const r of raw) {
+        try {
+          out.push(JSON.parse(r) as DecisionEntry);
+        } catch {
+          // Fails open: a corrupt history entry is skipped, the record's safety still answers.
+        }
+      }
+      return out;
+    },
+
+    async deleteDlq(entry) {
+      const [deleted] = await Promise.all([
+        redis.del(jobKeys.dlqEntry(entry.job_id)),
+        redis.zrem(jobKeys.dlqIndex(), entry.job_id),
+        redis.zrem(jobKeys.dlqIndexTenant(entry.tenant), entry.job_id),
+      ]);
+      return deleted === 1;
     },
   };
 }

@@ -36,7 +36,21 @@ function digest(s: string): Buffer {
 }
 
 export interface KeyStore {
-  lookup(presented: string): KeyIdentity | null;
+  /** Managed keys need Redis, so a lookup may be async; static keys answer synchronously. */
+  lookup(presented: string): KeyIdentity | null | Promise<KeyIdentity | null>;
+}
+
+/** Static keys first (no I/O), then the others in order. */
+export function combineKeyStores(...stores: KeyStore[]): KeyStore {
+  return {
+    async lookup(presented: string): Promise<KeyIdentity | null> {
+      for (const s of stores) {
+        const id = await s.lookup(presented);
+        if (id) return id;
+      }
+      return null;
+    },
+  };
 }
 
 export function createStaticKeyStore(entries: readonly ApiKeyEntry[]): KeyStore {

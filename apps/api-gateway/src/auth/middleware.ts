@@ -40,24 +40,37 @@ export function actingTenant(c: Caller, bodyTenant: string | undefined): string 
   return c.tenant;
 }
 
-export function authorize(keys: KeyStore, route: RouteId): RequestHandler {
+export interface Credentials {
+  key: string | undefined;
+  /** X-Tenant-ID (or gRPC x-tenant-id); empty/undefined = the key's tenant. */
+  tenantHeader: string | undefined;
+}
+
+/** Transport-neutral auth (HTTP, WebSocket, gRPC): key → identity, tenant binding, role. Throws ApiError. */
+export async function authenticate(keys: KeyStore, route: RouteId, cred: Credentials): Promise<Caller> {
   const need = requiredRole(route);
-  return (req: Request, res: Response, next: NextFunction) => {
-    const key = presentedKey(req);
-    const id = key === undefined ? null : keys.lookup(key);
-    if (!id) throw new ApiError('unauthenticated');
-    const header = req.get('x-tenant-id');
-    let tenant: string | undefined;
-    if (header !== undefined && header !== '') {
-      if (!TENANT_RE.test(header)) throw new ApiError('invalid_tenant');
-      if (id.tenant !== ANY_TENANT && header !== id.tenant) throw new ApiError('tenant_mismatch');
-      tenant = header;
-    } else {
-      tenant = id.tenant === ANY_TENANT ? undefined : id.tenant;
-    }
-    if (!roleAllows(id.role, need)) throw new ApiError('forbidden', { message: `role ${id.role} cannot use ${route}; needs ${need}` });
-    const c: Caller = { tenant, keyTenant: id.tenant, role: id.role, principalId: id.principalId };
-    res.locals['caller'] = c;
+  const id = cred.key === undefined || cred.key === '' ? null : await keys.lookup(cred.key);
+  if (!id) throw new ApiError('unauthenticated');
+  const header = cred.tenantHeader;
+  let tenant: string | undefined;
+  if (header !== undefined && header !== '') {
+    if (!TENANT_RE.test(header)) throw new ApiError('invalid_tenant');
+    if (id.tenant !== ANY_TENANT && header !== id.tenant) throw new ApiError('tenant_mismatch');
+    tenant = header;
+  } else {
+    tenant = id.tenant === ANY_TENANT ? undefined : id.tenant;
+  }
+  if (!roleAllows(id.role, need)) throw new ApiError('forbidden', { message: `role ${id.role} cannot use ${route}; needs ${need}` });
+  return { tenant, keyTenant: id.tenant, role: id.role, principalId: id.principalId };
+}
+
+export function presentedCredentials(req: Request): Credentials {
+  return { key: presentedKey(req), tenantHeader: req.get('x-tenant-id') };
+}
+
+export function authorize(keys: KeyStore, route: RouteId): RequestHandler {
+  return async (req: Request, res: Response, next: NextFunction) => {
+    res.locals['caller'] = await authenticate(keys, route, presentedCredentials(req));
     next();
   };
 }

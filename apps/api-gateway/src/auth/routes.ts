@@ -6,6 +6,26 @@ import type { Role } from './keys';
 export const ROUTE_ROLES = {
   'POST /api/v1/jobs': 'operator',
   'GET /api/v1/jobs/:id': 'viewer',
+  'GET /api/v1/jobs': 'viewer',
+  'POST /api/v1/jobs/:id/cancel': 'operator',
+  'GET /api/v1/jobs/:id/decisions': 'viewer',
+  'GET /api/v1/dlq': 'viewer',
+  'POST /api/v1/dlq/:job_id/retry': 'operator',
+  'DELETE /api/v1/dlq/:job_id': 'admin',
+  'GET /api/v1/workers': 'viewer',
+  'GET /api/v1/workers/:id': 'viewer',
+  'GET /api/v1/pools': 'viewer',
+  'GET /api/v1/topics': 'viewer',
+  'GET /api/v1/config': 'viewer',
+  'PUT /api/v1/config': 'admin',
+  'GET /api/v1/config/effective': 'viewer',
+  'GET /api/v1/config/status': 'admin',
+  'GET /api/v1/status': 'admin',
+  'GET /api/v1/auth/keys': 'admin',
+  'POST /api/v1/auth/keys': 'admin',
+  'DELETE /api/v1/auth/keys/:id': 'admin',
+  // WebSocket upgrade; a plain GET is answered 426 upgrade_required.
+  'GET /api/v1/stream': 'viewer',
 } as const satisfies Record<string, Role>;
 
 export type RouteId = keyof typeof ROUTE_ROLES;

@@ -5,6 +5,7 @@ import express, { type ErrorRequestHandler, type Express, type NextFunction, typ
 import type { Registry } from 'prom-client';
 import { httpMetrics, type Logger } from '@cordum/service-kit';
 import { ApiError, fromBodyParserError } from './errors';
+import { buildOpenApi } from './openapi';
 import { authorize } from '../auth/middleware';
 import type { KeyStore } from '../auth/keys';
 import type { RouteId } from '../auth/routes';
@@ -22,6 +23,8 @@ export interface AppDeps {
   registry: Registry;
   readiness: Readiness;
   routes: (mount: Mount) => void;
+  /** Runs after authorize() on every mounted route (the rate limiter). */
+  afterAuth?: RequestHandler[];
 }
 
 /** The matched route template (`/api/v1/jobs/:id`), never the raw path. */
@@ -72,10 +75,15 @@ export function createApp(deps: AppDeps): Express {
     res.setHeader('Content-Type', deps.registry.contentType);
     res.status(200).send(await deps.registry.metrics());
   });
+  // The API description is public (no key): clients generate from it.
+  const openapi = JSON.stringify(buildOpenApi());
+  app.get('/api/v1/openapi.json', (_req, res) => {
+    res.status(200).type('application/json').send(openapi);
+  });
 
   const mount: Mount = (route, ...handlers) => {
     const [method, path] = route.split(' ') as [string, string];
-    const guard = authorize(deps.keys, route);
+    const guard = [authorize(deps.keys, route), ...(deps.afterAuth ?? [])];
     switch (method) {
       case 'GET':
         app.get(path, guard, ...handlers);

@@ -11,13 +11,13 @@ import { withTimeout } from '../util/timeout';
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 /** Job ids are UUIDs here, but workflow/DLQ-created ids may differ: accept any safe token; anything else is 404. */
-const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+export const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /**
  * A declared non-JSON Content-Type is 415; a missing one is parsed as JSON
  * (curl-friendly). Bodies over 2 MiB are 413, bad JSON 400 invalid_json.
  */
-function jsonBody() {
+export function jsonBody() {
   const parse = express.json({ limit: MAX_BODY_BYTES, strict: true, type: () => true });
   return (req: Request, res: Response, next: NextFunction) => {
     const ct = req.get('content-type');

@@ -13,6 +13,8 @@ export interface IdempotencyClaims {
   /** Deletes the claim iff it still names jobId. */
   release(tenant: string, key: string, jobId: string): Promise<void>;
   current(tenant: string, key: string): Promise<string | null>;
+  /** How long ago the claim was made (from its remaining TTL); 0 when absent. */
+  ageMs(tenant: string, key: string): Promise<number>;
 }
 
 export function createIdempotencyClaims(redis: RedisClient, ttlMs: number): IdempotencyClaims {
@@ -33,5 +35,9 @@ export function createIdempotencyClaims(redis: RedisClient, ttlMs: number): Idem
       await scripts.run('release-claim', [jobKeys.idempotency(tenant, key)], [jobId]);
     },
     current,
+    async ageMs(tenant, key) {
+      const left = await redis.pttl(jobKeys.idempotency(tenant, key));
+      return left < 0 ? 0 : Math.max(0, ttlMs - left);
+    },
   };
 }

@@ -18,8 +18,12 @@ import { withTimeout } from '../util/timeout';
 export const IDEMPOTENCY_WAIT_MS = 5_000;
 /** Redis calls on the submit path give up after this (BEHAVIOURS §8: fail fast, 503). */
 export const STORE_TIMEOUT_MS = 3_000;
+/** A claim this old with no job is orphaned: a live submit ends (job or release) well within it (Evaluate 2 s + store 3 s + publish). */
+export const STALE_CLAIM_MS = 30_000;
 
 export interface SubmitCommand {
+  /** Preset job id (DLQ retry claims it before submitting); a fresh UUID otherwise. */
+  jobId?: string;
   tenant: string;
   principalId: string;
   prompt: string;
@@ -99,7 +103,17 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       if (job && job.tenant === tenant) return outcomeOf(job);
       const holder = await store('read claim', () => claims.current(tenant, key));
       if (holder !== jobId) return null; // released (winner ended without a job) or replaced
-      if (Date.now() > deadline) throw new SubmitError('idempotency_in_progress', 'a request with this idempotency key is still in progress', { jobId });
+      if (Date.now() > deadline) {
+        // A claim whose job never appeared long after any live submit would have finished: its
+        // winner died between claim and record. Free it (CAS on the job id) so the key is usable
+        // again instead of answering 409 for the whole job TTL.
+        if ((await store('claim age', () => claims.ageMs(tenant, key))) >= STALE_CLAIM_MS) {
+          const freed = await store('free stale claim', () => claims.release(tenant, key, jobId).then(() => true));
+          if (freed) log.warn('freed a stale idempotency claim without a job', { tenant, job_id: jobId });
+          return null;
+        }
+        throw new SubmitError('idempotency_in_progress', 'a request with this idempotency key is still in progress', { jobId });
+      }
       await new Promise((r) => setTimeout(r, delay));
     }
   };
@@ -184,7 +198,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
 
   return {
     async submit(cmd) {
-      const jobId = randomUUID();
+      const jobId = cmd.jobId ?? randomUUID();
       const traceId = randomUUID();
       const key = cmd.idempotencyKey;
       if (key !== undefined) {

@@ -1,0 +1,68 @@
+// Audit trail of gateway mutations (cancel, DLQ retry/delete, config writes).
+// AUDIT_TRANSPORT=nats publishes each event as a SystemAlert on the durable
+// sys.audit.export stream (consumers: audit-exporters); otherwise events go to
+// a bounded in-memory ring (newest kept) so an unconfigured audit path can
+// never grow memory. Export is best effort: a failed publish is logged and
+// counted, the user's request has already succeeded.
+import { randomUUID } from 'node:crypto';
+import { subjects } from '@cordum/bus';
+import { AlertSeverity, SystemAlertSchema, create, encodePacket, newPacket } from '@cordum/protocol';
+import type { Logger } from '@cordum/service-kit';
+
+export interface AuditEvent {
+  action: string;
+  tenant: string;
+  principal_id: string;
+  target: string;
+  details?: Record<string, string>;
+}
+
+export interface AuditRecord extends AuditEvent {
+  id: string;
+  at: string;
+}
+
+export interface AuditSink {
+  record(e: AuditEvent): void;
+  /** Local ring contents (empty for the nats transport); newest last. */
+  recent(): AuditRecord[];
+  /** Waits for exports already started (shutdown, tests). */
+  flush(): Promise<void>;
+}
+
+export interface AuditPublisher {
+  publish(subject: string, data: Uint8Array, opts?: { msgId?: string }): Promise<void>;
+}
+
+export function createAuditSink(o: { transport: 'local' | 'nats'; bufferSize: number; bus: AuditPublisher; instanceId: string; logger: Logger }): AuditSink {
+  const ring: AuditRecord[] = [];
+  const pending = new Set<Promise<void>>();
+  return {
+    record(e) {
+      const rec: AuditRecord = { ...e, id: randomUUID(), at: new Date().toISOString() };
+      if (o.transport === 'local') {
+        ring.push(rec);
+        if (ring.length > o.bufferSize) ring.splice(0, ring.length - o.bufferSize);
+        return;
+      }
+      const alert = create(SystemAlertSchema, {
+        level: 'INFO',
+        message: rec.action,
+        component: 'api-gateway',
+        code: `audit.${rec.action}`,
+        severity: AlertSeverity.INFO,
+        sourceComponent: o.instanceId,
+        details: { ...(rec.details ?? {}), audit_id: rec.id, at: rec.at, tenant: rec.tenant, principal_id: rec.principal_id, target: rec.target },
+      });
+      const p = o.bus
+        .publish(subjects.audit, encodePacket(newPacket(o.instanceId, { case: 'alert', value: alert })), { msgId: `${subjects.audit}:${rec.id}` })
+        .catch((err: unknown) => o.logger.warn('audit export failed', { action: rec.action, err: err instanceof Error ? err.message : String(err) }))
+        .finally(() => pending.delete(p));
+      pending.add(p);
+    },
+    recent: () => [...ring],
+    async flush() {
+      await Promise.all([...pending]);
+    },
+  };
+}

@@ -1,0 +1,217 @@
+// Managed API keys (D27): `ck_<id>_<secret>`, shown once, stored under
+// `apikey:{<id>}` as a salted scrypt hash of the secret. D27 names SHA-256; a
+// salted memory-hard KDF is stricter (a leaked Redis dump cannot be brute-forced
+// at GPU speed) and costs one scrypt per key per replica thanks to the verified
+// cache below. Revocation and expiry hold on every replica within 1 s: records
+// are cached for at most RECORD_CACHE_MS, and expiry is checked on every call.
+import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import type { RedisClient } from '@cordum/redis';
+import { ApiError } from '../http/errors';
+import { ROLES, type KeyIdentity, type Role } from './keys';
+
+/** Key names for managed keys (STYLE 6). The record is hash-tagged by id so it is one slot. */
+export const managedKeyNames = {
+  record: (id: string): string => `apikey:{${id}}`,
+  tenantIndex: (tenant: string): string => `apikey:index:${tenant}`,
+} as const;
+
+export const MANAGED_KEY_RE = /^ck_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+/** Below 1 s minus a Redis round trip: a revocation is visible everywhere within 1 s (D27). */
+export const RECORD_CACHE_MS = 500;
+const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
+const KDF_LABEL = `scrypt:N=${SCRYPT.N},r=${SCRYPT.r},p=${SCRYPT.p}`;
+const MAX_CACHE = 10_000;
+
+export interface ManagedKeyRecord {
+  id: string;
+  tenant: string;
+  role: Role;
+  principalId: string;
+  name: string;
+  createdAt: number;
+  expiresAt: number | null;
+  revoked: boolean;
+  revokedAt: number | null;
+  salt: string;
+  hash: string;
+  kdf: string;
+}
+
+/** The API view of a record: never the hash or salt. */
+export function managedKeyToApi(r: ManagedKeyRecord): Record<string, unknown> {
+  return {
+    id: r.id,
+    tenant: r.tenant,
+    role: r.role,
+    principal_id: r.principalId,
+    name: r.name,
+    created_at: new Date(r.createdAt).toISOString(),
+    expires_at: r.expiresAt === null ? null : new Date(r.expiresAt).toISOString(),
+    revoked: r.revoked,
+    revoked_at: r.revokedAt === null ? null : new Date(r.revokedAt).toISOString(),
+  };
+}
+
+function scrypt(secret: string, salt: Buffer): Promise<Buffer> {
+  const opts: ScryptOptions = { N: SCRYPT.N, r: SCRYPT.r, p: SCRYPT.p };
+  return new Promise((resolve, reject) => scryptCb(secret, salt, SCRYPT.keylen, opts, (err, key) => (err ? reject(err) : resolve(key))));
+}
+
+/** Parses a stored hash; a corrupt record fails closed (the key does not authenticate). */
+function decodeRecord(h: Record<string, string>): ManagedKeyRecord | null {
+  if (!h['id'] || !h['tenant'] || !h['hash'] || !h['salt']) return null;
+  const role = h['role'] as Role;
+  if (!ROLES.includes(role)) return null;
+  const num = (v: string | undefined): number | null => (v === undefined || v === '' ? null : Number.isFinite(Number(v)) ? Number(v) : null);
+  return {
+    id: h['id'],
+    tenant: h['tenant'],
+    role,
+    principalId: h['principal_id'] ?? `key-${h['id']}`,
+    name: h['name'] ?? '',
+    createdAt: num(h['created_at']) ?? 0,
+    expiresAt: num(h['expires_at']),
+    revoked: h['revoked'] === '1',
+    revokedAt: num(h['revoked_at']),
+    salt: h['salt'],
+    hash: h['hash'],
+    kdf: h['kdf'] ?? KDF_LABEL,
+  };
+}
+
+export interface CreateKeyInput {
+  tenant: string;
+  role: Role;
+  principalId?: string;
+  name?: string;
+  expiresAt?: number;
+}
+
+export interface ManagedKeys {
+  /** Identity for a `ck_` key, null when unknown, revoked, expired or wrong; throws ApiError redis_unavailable when it cannot tell. */
+  lookup(presented: string): Promise<KeyIdentity | null>;
+  create(input: CreateKeyInput): Promise<{ key: string; record: ManagedKeyRecord }>;
+  list(tenant: string): Promise<ManagedKeyRecord[]>;
+  /** False when the id is unknown or belongs to another tenant. */
+  revoke(tenant: string, id: string): Promise<ManagedKeyRecord | null>;
+}
+
+export function createManagedKeys(redis: RedisClient, opts: { now?: () => number } = {}): ManagedKeys {
+  const now = opts.now ?? Date.now;
+  const records = new Map<string, { rec: ManagedKeyRecord | null; at: number }>();
+  const inflight = new Map<string, Promise<ManagedKeyRecord | null>>();
+  // `${id}:${sha256(secret)}` → the stored hash it was verified against; scrypt runs again only if the record's hash changes.
+  const verified = new Map<string, string>();
+
+  const bounded = <K, V>(m: Map<K, V>, k: K, v: V): void => {
+    if (m.size >= MAX_CACHE && !m.has(k)) {
+      const oldest = m.keys().next();
+      if (!oldest.done) m.delete(oldest.value);
+    }
+    m.set(k, v);
+  };
+
+  const fetch = async (id: string): Promise<ManagedKeyRecord | null> => {
+    const cached = records.get(id);
+    if (cached && now() - cached.at < RECORD_CACHE_MS) return cached.rec;
+    let p = inflight.get(id);
+    if (!p) {
+      p = (async () => {
+        try {
+          const rec = decodeRecord(await redis.hgetall(managedKeyNames.record(id)));
+          bounded(records, id, { rec, at: now() });
+          return rec;
+        } finally {
+          inflight.delete(id);
+        }
+      })();
+      inflight.set(id, p);
+    }
+    try {
+      return await p;
+    } catch (err) {
+      throw new ApiError('redis_unavailable', { message: 'cannot verify a managed API key: key store unavailable', cause: err });
+    }
+  };
+
+  return {
+    async lookup(presented) {
+      const m = MANAGED_KEY_RE.exec(presented);
+      if (!m) return null;
+      const id = m[1] as string;
+      const secret = m[2] as string;
+      const rec = await fetch(id);
+      if (!rec || rec.revoked) return null;
+      if (rec.expiresAt !== null && rec.expiresAt <= now()) return null;
+      const vk = `${id}:${createHash('sha256').update(secret).digest('base64')}`;
+      if (verified.get(vk) !== rec.hash) {
+        const derived = await scrypt(secret, Buffer.from(rec.salt, 'base64'));
+        const stored = Buffer.from(rec.hash, 'base64');
+        if (stored.length !== derived.length || !timingSafeEqual(stored, derived)) return null;
+        bounded(verified, vk, rec.hash);
+      }
+      return { tenant: rec.tenant, role: rec.role, principalId: rec.principalId };
+    },
+
+    async create(input) {
+      const id = randomBytes(8).toString('hex');
+      const secret = randomBytes(32).toString('base64url');
+      const salt = randomBytes(16);
+      const hash = await scrypt(secret, salt);
+      const record: ManagedKeyRecord = {
+        id,
+        tenant: input.tenant,
+        role: input.role,
+        principalId: input.principalId ?? `key-${id}`,
+        name: input.name ?? '',
+        createdAt: now(),
+        expiresAt: input.expiresAt ?? null,
+        revoked: false,
+        revokedAt: null,
+        salt: salt.toString('base64'),
+        hash: hash.toString('base64'),
+        kdf: KDF_LABEL,
+      };
+      const fields: Record<string, string> = {
+        id,
+        tenant: record.tenant,
+        role: record.role,
+        principal_id: record.principalId,
+        name: record.name,
+        created_at: String(record.createdAt),
+        expires_at: record.expiresAt === null ? '' : String(record.expiresAt),
+        revoked: '0',
+        salt: record.salt,
+        hash: record.hash,
+        kdf: KDF_LABEL,
+      };
+      // Record first, then the index: a crash in between leaves a working key missing from the list, never a listed key that cannot be revoked.
+      await redis.hset(managedKeyNames.record(id), fields);
+      await redis.sadd(managedKeyNames.tenantIndex(record.tenant), id);
+      return { key: `ck_${id}_${secret}`, record };
+    },
+
+    async list(tenant) {
+      const ids = (await redis.smembers(managedKeyNames.tenantIndex(tenant))).sort();
+      const rows = await Promise.all(ids.map((id) => redis.hgetall(managedKeyNames.record(id))));
+      return rows
+        .map(decodeRecord)
+        .filter((r): r is ManagedKeyRecord => r !== null && r.tenant === tenant)
+        .sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id));
+    },
+
+    async revoke(tenant, id) {
+      if (!/^[0-9a-f]{16}$/.test(id)) return null;
+      const rec = decodeRecord(await redis.hgetall(managedKeyNames.record(id)));
+      if (!rec || rec.tenant !== tenant) return null;
+      if (!rec.revoked) {
+        const at = now();
+        await redis.hset(managedKeyNames.record(id), { revoked: '1', revoked_at: String(at) });
+        rec.revoked = true;
+        rec.revokedAt = at;
+      }
+      records.delete(id); // this replica sees it at once; others within RECORD_CACHE_MS
+      return rec;
+    },
+  };
+}

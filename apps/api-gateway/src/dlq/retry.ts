@@ -1,0 +1,103 @@
+// DLQ retry (D14): exactly one new job per entry, even under concurrent
+// retries on different replicas. The atomic step is SET NX of
+// dlq:retry:<id> = <new job id>; only the winner submits (through the normal
+// submit service: Evaluate, record, publish). Losers wait ≤ 5 s for that job
+// to exist and answer with it (`already_retried`). The claim is removed again
+// when the winner ends without a job, so a later retry can succeed.
+// The old job is never written, so no job lock is needed (D5 covers writes).
+import { randomUUID } from 'node:crypto';
+import { DLQ_TTL_MS, jobKeys, type DlqEntry, type JobRecord, type JobStore, type Priority } from '@cordum/job-store';
+import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
+import releaseLua from '../submit/lua/release-claim-1.lua';
+import { SubmitError } from '../submit/errors';
+import type { SubmitOutcome, SubmitService } from '../submit/service';
+
+export const RETRY_WAIT_MS = 5_000;
+
+export type RetryResult =
+  | { kind: 'retried'; entry: DlqEntry; outcome: SubmitOutcome }
+  | { kind: 'already_retried'; entry: DlqEntry; job: JobRecord }
+  | { kind: 'not_found' }
+  | { kind: 'in_progress'; jobId: string }
+  | { kind: 'source_expired' };
+
+export interface DlqRetrier {
+  retry(tenant: string, jobId: string, principalId: string): Promise<RetryResult>;
+}
+
+interface StoredInput {
+  prompt?: unknown;
+  context?: unknown;
+}
+
+export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; submit: SubmitService }): DlqRetrier {
+  const scripts = defineScripts(deps.redis, [scriptSpec('release-claim-1.lua', releaseLua)]);
+
+  const waitForJob = async (tenant: string, claimKey: string, jobId: string): Promise<JobRecord | 'released' | 'timeout'> => {
+    const deadline = Date.now() + RETRY_WAIT_MS;
+    for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
+      const job = await deps.store.getJob(jobId);
+      if (job && job.tenant === tenant) return job;
+      if ((await deps.redis.get(claimKey)) !== jobId) return 'released';
+      if (Date.now() > deadline) return 'timeout';
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  };
+
+  return {
+    async retry(tenant, id, principalId) {
+      const entry = await deps.store.getDlq(id);
+      if (!entry || entry.tenant !== tenant) return { kind: 'not_found' };
+      const claimKey = jobKeys.dlqRetry(id);
+      for (let round = 0; round < 3; round++) {
+        const newId = randomUUID();
+        const won = await deps.redis.set(claimKey, newId, 'PX', DLQ_TTL_MS, 'NX');
+        if (won !== 'OK') {
+          const holder = await deps.redis.get(claimKey);
+          if (holder === null) continue;
+          const r = await waitForJob(tenant, claimKey, holder);
+          if (r === 'released') continue;
+          if (r === 'timeout') return { kind: 'in_progress', jobId: holder };
+          return { kind: 'already_retried', entry, job: r };
+        }
+        let jobCreated = false;
+        try {
+          const old = await deps.store.getJob(id);
+          const input = (await deps.store.readContext(id)) as StoredInput | null;
+          if (!old || !input || typeof input.prompt !== 'string') return { kind: 'source_expired' };
+          const outcome = await deps.submit.submit(commandFrom(old, input, tenant, principalId, newId));
+          jobCreated = true;
+          return { kind: 'retried', entry, outcome };
+        } catch (err) {
+          jobCreated = err instanceof SubmitError && err.code === 'submit_state_unknown';
+          throw err;
+        } finally {
+          if (!jobCreated) await scripts.run('release-claim', [claimKey], [newId]).catch(() => undefined);
+        }
+      }
+      const holder = await deps.redis.get(claimKey);
+      return { kind: 'in_progress', jobId: holder ?? '' };
+    },
+  };
+}
+
+function commandFrom(old: JobRecord, input: StoredInput, tenant: string, principalId: string, jobId: string) {
+  return {
+    jobId,
+    tenant,
+    principalId,
+    prompt: input.prompt as string,
+    topic: old.topic,
+    context: input.context ?? null,
+    priority: old.priority as Priority,
+    labels: old.labels ?? {},
+    memoryId: old.memoryId,
+    contextMode: old.contextMode,
+    capability: old.capability,
+    riskTags: old.riskTags ?? [],
+    requires: old.requires ?? [],
+    actorId: old.actorId,
+    actorType: old.actorType,
+    deadlineMs: old.deadlineAt !== undefined ? Math.max(1, old.deadlineAt - old.createdAt) : undefined,
+  };
+}

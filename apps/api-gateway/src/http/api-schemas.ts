@@ -1,0 +1,163 @@
+// Response schemas of every route, in zod: the single source for the OpenAPI
+// document (z.toJSONSchema) and for the tests that validate real responses.
+// Strict objects: a field the code returns but the document does not list is
+// a test failure, not silent drift.
+import { z } from 'zod';
+import { JOB_STATES } from '@cordum/job-store';
+
+const time = z.string().describe('RFC 3339 with milliseconds');
+const jobState = z.enum(JOB_STATES as unknown as [string, ...string[]]);
+
+export const errorSchema = z
+  .looseObject({
+    error: z.string(),
+    code: z.string(),
+    status: z.number().int(),
+    details: z.array(z.strictObject({ path: z.string(), message: z.string() })).optional(),
+  })
+  .describe('Error envelope (D28); some codes add documented fields (job_id, trace_id, state, retry_after_ms, revision, retried_from)');
+
+export const submitResponseSchema = z.strictObject({
+  job_id: z.string(),
+  trace_id: z.string(),
+  status: z.literal('approval_required').optional(),
+  reason: z.string().optional(),
+});
+
+const safetySchema = z.strictObject({ decision: z.string(), reason: z.string(), rule_id: z.string(), policy_snapshot: z.string() });
+
+const jobFields = {
+  id: z.string(),
+  state: jobState,
+  topic: z.string(),
+  tenant: z.string(),
+  trace_id: z.string(),
+  priority: z.enum(['interactive', 'batch', 'critical']),
+  labels: z.record(z.string(), z.string()),
+  attempts: z.number().int(),
+  context_ptr: z.string(),
+  result_ptr: z.string().nullable(),
+  error: z.strictObject({ code: z.string(), message: z.string() }).optional(),
+  worker_id: z.string().optional(),
+  safety: safetySchema,
+  approval: z.record(z.string(), z.unknown()).optional(),
+  workflow_id: z.string().optional(),
+  run_id: z.string().optional(),
+  step_id: z.string().optional(),
+  created_at: time,
+  updated_at: time,
+  dispatched_at: time.optional(),
+  finished_at: time.optional(),
+};
+
+export const jobSchema = z.strictObject({ ...jobFields, result: z.unknown().describe('JSON stored at result_ptr; null when absent') });
+export const jobListItemSchema = z.strictObject(jobFields).describe('A job without `result` (read the job for it)');
+export const jobListSchema = z.strictObject({ items: z.array(jobListItemSchema), next_cursor: z.string().nullable() });
+export const cancelResponseSchema = z.strictObject({ id: z.string(), state: z.literal('CANCELLED') });
+
+export const decisionSchema = z.strictObject({
+  decision: z.string(),
+  reason: z.string(),
+  rule_id: z.string(),
+  policy_snapshot: z.string(),
+  state: jobState.describe('the state the decision led to'),
+  recorded_at: time,
+});
+export const decisionsSchema = z.strictObject({ job_id: z.string(), items: z.array(decisionSchema) });
+
+export const dlqItemSchema = z.strictObject({
+  job_id: z.string(),
+  topic: z.string(),
+  reason: z.string(),
+  reason_code: z.string(),
+  last_state: jobState,
+  attempts: z.number().int(),
+  created_at: time,
+});
+export const dlqListSchema = z.strictObject({ items: z.array(dlqItemSchema), next_cursor: z.string().nullable() });
+export const dlqRetrySchema = z.strictObject({
+  job_id: z.string(),
+  retried_from: z.string(),
+  status: z.enum(['already_retried', 'approval_required']).optional(),
+  state: jobState.optional(),
+  reason: z.string().optional(),
+});
+
+export const workerSchema = z.strictObject({
+  worker_id: z.string(),
+  pool: z.string(),
+  active_jobs: z.number(),
+  max_parallel_jobs: z.number(),
+  capabilities: z.array(z.string()),
+  labels: z.record(z.string(), z.string()),
+  cpu_load: z.number(),
+  last_heartbeat: time,
+  online: z.boolean(),
+});
+export const workerListSchema = z.strictObject({ items: z.array(workerSchema) });
+export const poolListSchema = z.strictObject({ items: z.array(z.strictObject({ name: z.string(), requires: z.array(z.string()), topics: z.array(z.string()) })) });
+export const topicListSchema = z.strictObject({ items: z.array(z.strictObject({ topic: z.string(), pools: z.array(z.string()) })) });
+
+export const configDocumentSchema = z.strictObject({
+  scope: z.enum(['system', 'org', 'team', 'workflow', 'step']),
+  scope_id: z.string(),
+  data: z.record(z.string(), z.unknown()),
+  revision: z.number().int(),
+  updated_at: time.nullable(),
+  meta: z.record(z.string(), z.unknown()),
+});
+export const configEffectiveSchema = z.strictObject({ data: z.record(z.string(), z.unknown()), revisions: z.record(z.string(), z.number().int()) });
+export const configStatusSchema = z.strictObject({
+  document: z.strictObject({ scope: z.string(), scope_id: z.string(), revision: z.number().int(), hashes: z.record(z.string(), z.string()) }),
+  replicas: z.array(
+    z.strictObject({
+      service: z.string(),
+      instance_id: z.string(),
+      revision: z.number().int(),
+      hashes: z.record(z.string(), z.string().nullable()),
+      status: z.enum(['IN_SYNC', 'DRIFTED', 'NOT_CHECKED']),
+      reported_at: time,
+    }),
+  ),
+});
+export const configPutBodySchema = z
+  .union([
+    z.object({ scope: z.string().optional(), scope_id: z.string().optional(), data: z.record(z.string(), z.unknown()), revision: z.number().int().optional() }),
+    z.record(z.string(), z.unknown()).describe('bare object: RFC 7386 merge patch into system/default'),
+  ])
+  .describe('D32: the document form iff `data` is an object; otherwise a merge patch');
+
+export const statusSchema = z.strictObject({
+  instance_id: z.string(),
+  nats: z.strictObject({ connected: z.boolean() }),
+  redis: z.strictObject({ ok: z.boolean() }),
+  workers: z.strictObject({ total: z.number().int(), online: z.number().int() }).nullable(),
+  build: z.strictObject({ version: z.string(), node: z.string(), started_at: time, uptime_s: z.number() }),
+});
+
+export const managedKeySchema = z.strictObject({
+  id: z.string(),
+  tenant: z.string(),
+  role: z.enum(['viewer', 'operator', 'admin']),
+  principal_id: z.string(),
+  name: z.string(),
+  created_at: time,
+  expires_at: time.nullable(),
+  revoked: z.boolean(),
+  revoked_at: time.nullable(),
+});
+export const managedKeyListSchema = z.strictObject({ items: z.array(managedKeySchema) });
+export const createdKeySchema = managedKeySchema.extend({ key: z.string().describe('ck_<id>_<secret>; shown once') });
+export const createKeyBodySchema = z.object({
+  role: z.enum(['viewer', 'operator', 'admin']),
+  principal_id: z.string().optional(),
+  name: z.string().optional(),
+  expires_at: time.optional(),
+  ttl_seconds: z.number().int().positive().optional(),
+  tenant_id: z.string().optional(),
+});
+
+export const healthSchema = z.strictObject({ status: z.literal('ok') });
+export const readySchema = z.strictObject({ ready: z.boolean(), checks: z.record(z.string(), z.boolean()) });
+export const cancelBodySchema = z.object({ reason: z.string().max(1024).optional(), tenant_id: z.string().optional().describe('must equal the acting tenant (D47)') });
+export const retryBodySchema = z.object({ tenant_id: z.string().optional().describe('must equal the acting tenant (D47)') });

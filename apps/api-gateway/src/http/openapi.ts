@@ -1,0 +1,167 @@
+// The OpenAPI 3.1 description of every gateway route, generated from the zod
+// schemas in api-schemas.ts (and the submit body schema), served at
+// GET /api/v1/openapi.json and committed as docs/openapi.json (a test fails
+// when that file differs from buildOpenApi()).
+import { z } from 'zod';
+import { submitBodySchema } from '../submit/schema';
+import * as s from './api-schemas';
+import { ERROR_CODES } from './errors';
+import { ROUTE_ROLES } from '../auth/routes';
+
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+export interface Operation {
+  method: Method;
+  /** Express template (`/api/v1/jobs/:id`). */
+  path: string;
+  summary: string;
+  tag: string;
+  /** null = no authentication. */
+  auth: boolean;
+  query?: z.ZodObject;
+  body?: z.ZodType;
+  /** Default true; cancel and retry take an optional body. */
+  bodyRequired?: boolean;
+  /** status → schema (undefined = no body); error statuses use the envelope. */
+  ok: Record<number, { description: string; schema?: z.ZodType; contentType?: string }>;
+  errors: number[];
+}
+
+const id = z.string().max(128);
+const listLimit = z.string().describe('integer 1-500, default 50');
+const cursor = z.string().describe('opaque; from next_cursor of the previous page');
+
+const AUTH_ERRORS = [400, 401, 403, 429, 503];
+
+export const OPERATIONS: Operation[] = [
+  { method: 'GET', path: '/healthz', summary: 'Liveness (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'alive', schema: s.healthSchema } }, errors: [] },
+  { method: 'GET', path: '/readyz', summary: 'Readiness: Redis, NATS, config (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'ready', schema: s.readySchema } }, errors: [503] },
+  { method: 'GET', path: '/metrics', summary: 'Prometheus metrics (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'text exposition format', contentType: 'text/plain' } }, errors: [] },
+  { method: 'GET', path: '/api/v1/openapi.json', summary: 'This document (no auth)', tag: 'meta', auth: false, ok: { 200: { description: 'OpenAPI 3.1', schema: z.record(z.string(), z.unknown()) } }, errors: [] },
+
+  { method: 'POST', path: '/api/v1/jobs', summary: 'Submit a job (idempotent with Idempotency-Key)', tag: 'jobs', auth: true, body: submitBodySchema, ok: { 200: { description: 'accepted, or held for approval', schema: s.submitResponseSchema } }, errors: [...AUTH_ERRORS, 409, 413, 415] },
+  {
+    method: 'GET',
+    path: '/api/v1/jobs',
+    summary: 'List the tenant\'s jobs, newest first, cursor-paginated over job:index:{tenant}:<state|all>. With `topic`, the filter is applied while paging: at most 2000 index entries are examined per request, so a page may hold fewer than `limit` items (even none) while next_cursor is set; follow next_cursor until it is null.',
+    tag: 'jobs',
+    auth: true,
+    query: z.object({ state: z.string().optional().describe('a job state (case-insensitive)'), topic: z.string().optional(), limit: listLimit.optional(), cursor: cursor.optional() }),
+    ok: { 200: { description: 'one page', schema: s.jobListSchema } },
+    errors: AUTH_ERRORS,
+  },
+  { method: 'GET', path: '/api/v1/jobs/:id', summary: 'Read a job (with result)', tag: 'jobs', auth: true, ok: { 200: { description: 'the job', schema: s.jobSchema } }, errors: [...AUTH_ERRORS, 404] },
+  { method: 'POST', path: '/api/v1/jobs/:id/cancel', summary: 'Cancel a job (D5: job lock ≤ 2 s, else 409 job_busy; terminal → 409 job_terminal)', tag: 'jobs', auth: true, body: s.cancelBodySchema, bodyRequired: false, ok: { 200: { description: 'cancelled', schema: s.cancelResponseSchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
+  { method: 'GET', path: '/api/v1/jobs/:id/decisions', summary: 'Safety decisions recorded for the job, oldest first', tag: 'jobs', auth: true, ok: { 200: { description: 'decision history', schema: s.decisionsSchema } }, errors: [...AUTH_ERRORS, 404] },
+
+  { method: 'GET', path: '/api/v1/dlq', summary: 'Dead letters of the tenant, newest first, cursor-paginated', tag: 'dlq', auth: true, query: z.object({ limit: listLimit.optional(), cursor: cursor.optional() }), ok: { 200: { description: 'one page', schema: s.dlqListSchema } }, errors: AUTH_ERRORS },
+  { method: 'POST', path: '/api/v1/dlq/:job_id/retry', summary: 'Retry a dead letter: exactly one new job per entry; later retries return it with status already_retried', tag: 'dlq', auth: true, body: s.retryBodySchema, bodyRequired: false, ok: { 200: { description: 'the new (or already created) job', schema: s.dlqRetrySchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
+  { method: 'DELETE', path: '/api/v1/dlq/:job_id', summary: 'Delete a dead letter (admin)', tag: 'dlq', auth: true, ok: { 204: { description: 'deleted' } }, errors: [...AUTH_ERRORS, 404] },
+
+  { method: 'GET', path: '/api/v1/workers', summary: 'Workers from the scheduler snapshot (online only unless include_offline=true)', tag: 'workers', auth: true, query: z.object({ include_offline: z.enum(['true', 'false', '1', '0']).optional() }), ok: { 200: { description: 'workers', schema: s.workerListSchema } }, errors: AUTH_ERRORS },
+  { method: 'GET', path: '/api/v1/workers/:id', summary: 'One worker (online or not)', tag: 'workers', auth: true, ok: { 200: { description: 'the worker', schema: s.workerSchema } }, errors: [...AUTH_ERRORS, 404] },
+  { method: 'GET', path: '/api/v1/pools', summary: 'Pools as applied (config section `pools`)', tag: 'workers', auth: true, ok: { 200: { description: 'pools', schema: s.poolListSchema } }, errors: AUTH_ERRORS },
+  { method: 'GET', path: '/api/v1/topics', summary: 'Topic routing as applied (config section `pools`)', tag: 'workers', auth: true, ok: { 200: { description: 'topics', schema: s.topicListSchema } }, errors: AUTH_ERRORS },
+
+  { method: 'GET', path: '/api/v1/config', summary: 'A whole config document (default system/default); ETag = revision', tag: 'config', auth: true, query: z.object({ scope: z.enum(['system', 'org', 'team', 'workflow', 'step']).optional(), scope_id: z.string().optional() }), ok: { 200: { description: 'the document', schema: s.configDocumentSchema } }, errors: AUTH_ERRORS },
+  { method: 'PUT', path: '/api/v1/config', summary: 'Write config (D32): document form replaces data (CAS with revision), bare object = merge patch into system/default', tag: 'config', auth: true, body: s.configPutBodySchema, ok: { 204: { description: 'written; ETag: "<revision>"; sys.config.changed published' } }, errors: [...AUTH_ERRORS, 409, 413, 415] },
+  { method: 'GET', path: '/api/v1/config/effective', summary: 'Effective config: system/default overlaid with the named lower scopes (D34)', tag: 'config', auth: true, query: z.object({ org: z.string().optional(), team: z.string().optional(), workflow: z.string().optional(), step: z.string().optional() }), ok: { 200: { description: 'merged data and the revisions used', schema: s.configEffectiveSchema } }, errors: AUTH_ERRORS },
+  { method: 'GET', path: '/api/v1/config/status', summary: 'Section hashes and per-replica drift (admin, D33)', tag: 'config', auth: true, ok: { 200: { description: 'status', schema: s.configStatusSchema } }, errors: AUTH_ERRORS },
+  { method: 'GET', path: '/api/v1/status', summary: 'Instance status (admin; no secrets)', tag: 'meta', auth: true, ok: { 200: { description: 'status', schema: s.statusSchema } }, errors: AUTH_ERRORS },
+
+  { method: 'GET', path: '/api/v1/auth/keys', summary: 'Managed API keys of the tenant (admin)', tag: 'auth', auth: true, ok: { 200: { description: 'keys (never secrets)', schema: s.managedKeyListSchema } }, errors: AUTH_ERRORS },
+  { method: 'POST', path: '/api/v1/auth/keys', summary: 'Create a managed key; the secret is returned once (admin)', tag: 'auth', auth: true, body: s.createKeyBodySchema, ok: { 201: { description: 'created', schema: s.createdKeySchema } }, errors: [...AUTH_ERRORS, 413, 415] },
+  { method: 'DELETE', path: '/api/v1/auth/keys/:id', summary: 'Revoke a managed key (admin); effective on every replica within 1 s', tag: 'auth', auth: true, ok: { 200: { description: 'the revoked key', schema: s.managedKeySchema } }, errors: [...AUTH_ERRORS, 404] },
+  {
+    method: 'GET',
+    path: '/api/v1/stream',
+    summary: 'WebSocket event stream of the tenant (auth by headers or subprotocol `cordum-api-key, <base64url key>`); a plain GET is 426',
+    tag: 'stream',
+    auth: true,
+    ok: { 101: { description: 'switching protocols; JSON events {type: job.state|job.progress|workflow.event|alert, tenant, ...}' } },
+    errors: [...AUTH_ERRORS, 426],
+  },
+];
+
+export function openApiPath(expressPath: string): string {
+  return expressPath.replace(/:([A-Za-z_]+)/g, '{$1}');
+}
+
+function jsonSchema(schema: z.ZodType): Record<string, unknown> {
+  const out = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  delete out['$schema'];
+  return out;
+}
+
+function responseSchema(schema: z.ZodType): Record<string, unknown> {
+  const out = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'output', unrepresentable: 'any' }) as Record<string, unknown>;
+  delete out['$schema'];
+  return out;
+}
+
+function errorCodesFor(status: number): string[] {
+  return Object.entries(ERROR_CODES)
+    .filter(([, v]) => v.status === status)
+    .map(([k]) => k);
+}
+
+export function buildOpenApi(): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const op of OPERATIONS) {
+    const p = openApiPath(op.path);
+    const params: Record<string, unknown>[] = [];
+    for (const m of op.path.matchAll(/:([A-Za-z_]+)/g)) params.push({ name: m[1], in: 'path', required: true, schema: jsonSchema(id) });
+    if (op.query) {
+      for (const [name, q] of Object.entries(op.query.shape)) {
+        const qs = q as z.ZodType;
+        params.push({ name, in: 'query', required: !qs.safeParse(undefined).success, schema: jsonSchema(qs) });
+      }
+    }
+    const responses: Record<string, unknown> = {};
+    for (const [status, r] of Object.entries(op.ok)) {
+      responses[status] = r.schema
+        ? { description: r.description, content: { [r.contentType ?? 'application/json']: { schema: responseSchema(r.schema) } } }
+        : r.contentType
+          ? { description: r.description, content: { [r.contentType]: { schema: { type: 'string' } } } }
+          : { description: r.description };
+    }
+    for (const st of [...new Set(op.errors)].sort()) {
+      responses[String(st)] = { description: `error; code one of: ${errorCodesFor(st).join(', ')}`, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+    }
+    const route = `${op.method} ${op.path}`;
+    const role = (ROUTE_ROLES as Record<string, string>)[route];
+    const entry: Record<string, unknown> = {
+      operationId: `${op.method.toLowerCase()}${op.path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
+      summary: op.summary,
+      tags: [op.tag],
+      security: op.auth ? [{ apiKey: [] }, { bearer: [] }] : [],
+      responses,
+    };
+    if (role) entry['x-cordum-role'] = role;
+    if (params.length > 0) entry['parameters'] = params;
+    if (op.body) entry['requestBody'] = { required: op.bodyRequired ?? true, content: { 'application/json': { schema: jsonSchema(op.body) } } };
+    (paths[p] ??= {})[op.method.toLowerCase()] = entry;
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'Cordum API gateway',
+      version: '1.0.0',
+      description:
+        'Every /api/v1 route except openapi.json needs X-API-Key (or Authorization: Bearer) and takes an optional X-Tenant-ID (defaults to the key\'s tenant). Errors are always the JSON envelope {error, code, status, details?}. Roles: admin ⊃ operator ⊃ viewer (x-cordum-role).',
+    },
+    components: {
+      securitySchemes: {
+        apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
+        bearer: { type: 'http', scheme: 'bearer' },
+      },
+      schemas: { Error: responseSchema(s.errorSchema) },
+    },
+    paths,
+  };
+}
+
+/** Every authenticated operation's route id; tests compare it with the role table. */
+export function documentedRouteIds(): string[] {
+  return OPERATIONS.filter((o) => o.auth).map((o) => `${o.method} ${o.path}`);
+}

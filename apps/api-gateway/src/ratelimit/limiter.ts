@@ -1,0 +1,128 @@
+// Distributed rate limiting (D24, BEHAVIOURS §7): a token bucket per tenant
+// (else client IP) in Redis shared by all replicas; when Redis is disabled
+// (REDIS_RATE_LIMIT=false) or not usable, each replica limits alone with an
+// in-memory bucket of the same size, and says so in a gauge and one log line per switch.
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
+import type { Logger } from '@cordum/service-kit';
+import bucketLua from './lua/token-bucket-1.lua';
+import { withTimeout } from '../util/timeout';
+
+export interface RateLimits {
+  rps: number;
+  burst: number;
+}
+
+export type LimitDecision = { allowed: true } | { allowed: false; retryAfterMs: number };
+export type LimiterMode = 'redis' | 'memory';
+
+export const rateLimitKey = (key: string): string => `cordum:rl:{${key}}`;
+
+/** A request must not wait long on a sick Redis: past this it is decided in memory. Not shorter: a spurious
+ * fallback under CPU load hands out a second (per-replica) budget. */
+const REDIS_DECISION_TIMEOUT_MS = 1_000;
+const MAX_MEMORY_BUCKETS = 50_000;
+
+export interface RateLimiter {
+  check(key: string): Promise<LimitDecision>;
+  setLimits(l: RateLimits): void;
+  limits(): RateLimits;
+  readonly mode: LimiterMode;
+}
+
+export interface RateLimiterOptions {
+  redis: RedisClient;
+  useRedis: boolean;
+  limits: RateLimits;
+  registry: Registry;
+  logger: Logger;
+  now?: () => number;
+}
+
+/** Same algorithm as the Lua script, for one replica. */
+export function memoryBucket(now: () => number) {
+  const buckets = new Map<string, { t: number; ts: number }>();
+  return (key: string, l: RateLimits): LimitDecision => {
+    const n = now();
+    let b = buckets.get(key);
+    if (!b) {
+      if (buckets.size >= MAX_MEMORY_BUCKETS) {
+        // Evict the least recently touched (Map order); a fresh bucket is full, so eviction only ever loosens one key.
+        const oldest = buckets.keys().next();
+        if (!oldest.done) buckets.delete(oldest.value);
+      }
+      b = { t: l.burst, ts: n };
+    } else buckets.delete(key);
+    buckets.set(key, b);
+    if (n > b.ts) {
+      b.t += ((n - b.ts) * l.rps) / 1000;
+      b.ts = n;
+    }
+    if (b.t > l.burst) b.t = l.burst;
+    if (b.t >= 1) {
+      b.t -= 1;
+      return { allowed: true };
+    }
+    return { allowed: false, retryAfterMs: Math.ceil(((1 - b.t) * 1000) / l.rps) };
+  };
+}
+
+export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
+  const now = o.now ?? Date.now;
+  const scripts = defineScripts(o.redis, [scriptSpec('token-bucket-1.lua', bucketLua)]);
+  const memory = memoryBucket(now);
+  let limits: RateLimits = { ...o.limits };
+  let mode: LimiterMode = o.useRedis ? 'redis' : 'memory';
+  const hits = new Counter({ name: 'cordum_rate_limit_hits_total', help: 'Requests rejected with 429 rate_limited', registers: [o.registry] });
+  const inMemory = new Gauge({ name: 'cordum_rate_limit_in_memory', help: '1 while this replica limits with its own in-memory buckets (Redis disabled or unreachable)', registers: [o.registry] });
+  const fallbacks = new Counter({ name: 'cordum_rate_limit_fallback_total', help: 'Switches from the shared Redis limiter to the in-memory one', registers: [o.registry] });
+  inMemory.set(mode === 'memory' ? 1 : 0);
+  if (!o.useRedis) o.logger.warn('rate limiter uses per-replica in-memory buckets (REDIS_RATE_LIMIT=false)', { ...limits });
+
+  const switchTo = (next: LimiterMode, why: string): void => {
+    if (next === mode) return;
+    mode = next;
+    inMemory.set(next === 'memory' ? 1 : 0);
+    if (next === 'memory') {
+      fallbacks.inc();
+      o.logger.warn('rate limiter falling back to per-replica in-memory buckets', { reason: why });
+    } else o.logger.info('rate limiter back on shared redis buckets');
+  };
+
+  const redisUsable = (): boolean => o.redis.status === 'ready';
+
+  const decide = async (key: string): Promise<LimitDecision> => {
+    const l = limits;
+    if (o.useRedis) {
+      if (redisUsable()) {
+        try {
+          const [allowed, retry] = await withTimeout(
+            scripts.run<[number, number]>('token-bucket', [rateLimitKey(key)], [now(), l.rps, l.burst, 1]),
+            REDIS_DECISION_TIMEOUT_MS,
+            'rate limit',
+          );
+          switchTo('redis', '');
+          return allowed === 1 ? { allowed: true } : { allowed: false, retryAfterMs: Math.max(1, Number(retry)) };
+        } catch (err) {
+          switchTo('memory', err instanceof Error ? err.message : String(err));
+        }
+      } else switchTo('memory', `redis is ${o.redis.status}`);
+    }
+    return memory(key, l);
+  };
+
+  return {
+    async check(key) {
+      const d = await decide(key);
+      if (!d.allowed) hits.inc();
+      return d;
+    },
+    setLimits(l) {
+      limits = { ...l };
+    },
+    limits: () => ({ ...limits }),
+    get mode() {
+      return mode;
+    },
+  };
+}

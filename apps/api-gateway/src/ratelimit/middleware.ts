@@ -1,0 +1,24 @@
+// Express middleware: runs after authorize(), counts every authenticated
+// /api/v1 request against its tenant, else its client IP (CONTRACT §2).
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { Caller } from '../auth/middleware';
+import { ApiError } from '../http/errors';
+import type { RateLimiter } from './limiter';
+
+export function limitKey(tenant: string | undefined, ip: string | undefined): string {
+  return tenant !== undefined ? `tenant:${tenant}` : `ip:${ip ?? 'unknown'}`;
+}
+
+export function rateLimitError(retryAfterMs: number): ApiError {
+  const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+  return new ApiError('rate_limited', { headers: { 'Retry-After': String(seconds) }, extra: { retry_after_ms: retryAfterMs } });
+}
+
+export function rateLimit(limiter: RateLimiter): RequestHandler {
+  return async (req: Request, res: Response, next: NextFunction) => {
+    const c = res.locals['caller'] as Caller | undefined;
+    const d = await limiter.check(limitKey(c?.tenant, req.socket.remoteAddress));
+    if (!d.allowed) throw rateLimitError(d.retryAfterMs);
+    next();
+  };
+}

@@ -1,0 +1,134 @@
+// Config API (CONTRACT §2 and §6, D32, D33): GET /config, PUT /config,
+// GET /config/effective, GET /config/status. Config is global (not per
+// tenant): reads are viewer, writes and status admin (D29).
+import { z } from 'zod';
+import type { Request, Response } from 'express';
+import {
+  DEFAULT_SCOPE,
+  DEFAULT_SCOPE_ID,
+  SCOPES,
+  configStatus,
+  isPlainObject,
+  publishConfigChanged,
+  type ConfigStore,
+  type JsonObject,
+  type Scope,
+  validateConfig,
+} from '@cordum/config-overlay';
+import type { Bus } from '@cordum/bus';
+import type { Logger } from '@cordum/service-kit';
+import { ApiError } from '../http/errors';
+import type { Mount } from '../http/app';
+import { caller } from '../auth/middleware';
+import type { AuditSink } from '../audit/sink';
+import { zodDetails } from '../submit/schema';
+import { jsonBody } from './jobs';
+import { parseQuery } from './job-actions';
+import { withTimeout } from '../util/timeout';
+
+const SCOPE_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+const scopeIdSchema = z.string().regex(SCOPE_ID_RE, 'must match ^[A-Za-z0-9._:-]{1,128}$');
+const scopeSchema = z.enum(SCOPES);
+
+const docQuerySchema = z.object({ scope: scopeSchema.optional(), scope_id: scopeIdSchema.optional() });
+const effectiveQuerySchema = z.object({ org: scopeIdSchema.optional(), team: scopeIdSchema.optional(), workflow: scopeIdSchema.optional(), step: scopeIdSchema.optional() });
+
+const documentFormSchema = z.object({
+  scope: scopeSchema.nullish(),
+  scope_id: scopeIdSchema.nullish(),
+  data: z.record(z.string(), z.unknown()),
+  revision: z.number().int().nonnegative().nullish(),
+});
+
+export interface ConfigRouteDeps {
+  config: ConfigStore;
+  bus: Bus;
+  audit: AuditSink;
+  logger: Logger;
+  instanceId: string;
+  redisReady(): boolean;
+}
+
+const TIMEOUT_MS = 5_000;
+
+/** Maps config-overlay errors by their stable `code` (STYLE 11). */
+function configCall<T>(deps: ConfigRouteDeps, what: string, p: () => Promise<T>): Promise<T> {
+  if (!deps.redisReady()) throw new ApiError('redis_unavailable');
+  return withTimeout(p(), TIMEOUT_MS, what).catch((err: unknown) => {
+    if (err instanceof ApiError) throw err;
+    const e = err as { code?: unknown; errors?: unknown; currentRevision?: unknown; message?: unknown };
+    switch (e.code) {
+      case 'revision_conflict':
+        throw new ApiError('revision_conflict', { extra: { revision: e.currentRevision } });
+      case 'config_invalid_data':
+        throw new ApiError('validation_failed', {
+          message: 'invalid config',
+          details: (Array.isArray(e.errors) ? (e.errors as { path: string; message: string }[]) : []).map((d) => ({ path: d.path ? `data.${d.path}` : 'data', message: d.message })),
+        });
+      case 'invalid_scope':
+        throw new ApiError('validation_failed', { details: [{ path: 'scope', message: typeof e.message === 'string' ? e.message : 'invalid scope' }] });
+      default:
+        throw new ApiError('redis_unavailable', { cause: err });
+    }
+  });
+}
+
+export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
+  mount('GET /api/v1/config', async (req: Request, res: Response) => {
+    const q = parseQuery(docQuerySchema, req);
+    const doc = await configCall(deps, 'read config', () => deps.config.get(q.scope ?? DEFAULT_SCOPE, q.scope_id ?? DEFAULT_SCOPE_ID));
+    res.setHeader('ETag', `"${doc.revision}"`);
+    res.status(200).json(doc);
+  });
+
+  mount('PUT /api/v1/config', jsonBody(), async (req: Request, res: Response) => {
+    const c = caller(res);
+    const body: unknown = req.body;
+    if (!isPlainObject(body)) throw new ApiError('validation_failed', { details: [{ path: '(body)', message: 'expected a JSON object' }] });
+    // D32: the document form iff `data` is an object; anything else is a merge patch into system/default.
+    let scope: Scope = DEFAULT_SCOPE;
+    let scopeId = DEFAULT_SCOPE_ID;
+    let revision: number;
+    if (isPlainObject(body['data'])) {
+      const f = documentFormSchema.safeParse(body);
+      if (!f.success) throw new ApiError('validation_failed', { details: zodDetails(f.error) });
+      scope = f.data.scope ?? DEFAULT_SCOPE;
+      scopeId = f.data.scope_id ?? DEFAULT_SCOPE_ID;
+      const data = f.data.data as JsonObject;
+      const expected = f.data.revision ?? undefined;
+      const invalid = validateConfig(data);
+      if (invalid.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: invalid.map((d) => ({ path: d.path ? `data.${d.path}` : 'data', message: d.message })) });
+      // With a revision: one compare-and-set (409 on mismatch). Without: our own CAS loop until it lands.
+      const w =
+        expected !== undefined
+          ? await configCall(deps, 'write config', () => deps.config.put(scope, scopeId, data, { expectedRevision: expected, validate: true }))
+          : await configCall(deps, 'write config', () => deps.config.update(scope, scopeId, () => ({ data })));
+      if (w === null) throw new ApiError('internal');
+      revision = w.revision;
+    } else {
+      const w = await configCall(deps, 'patch config', () => deps.config.mergePatch(DEFAULT_SCOPE, DEFAULT_SCOPE_ID, body as JsonObject, { validate: true }));
+      revision = w.revision;
+    }
+    try {
+      await publishConfigChanged(deps.bus, { scope, scopeId, revision, senderId: deps.instanceId });
+    } catch (err) {
+      // The write landed; replicas converge by polling within one reload interval.
+      deps.logger.warn('sys.config.changed publish failed; replicas will pick the change up by polling', { err: err instanceof Error ? err.message : String(err) });
+    }
+    deps.audit.record({ action: 'config.put', tenant: c.tenant ?? c.keyTenant, principal_id: c.principalId, target: `${scope}/${scopeId}`, details: { revision: String(revision) } });
+    res.setHeader('ETag', `"${revision}"`);
+    res.status(204).end();
+  });
+
+  mount('GET /api/v1/config/effective', async (req: Request, res: Response) => {
+    const q = parseQuery(effectiveQuerySchema, req);
+    const chain: Partial<Record<Scope, string>> = { system: DEFAULT_SCOPE_ID, ...q };
+    const eff = await configCall(deps, 'effective config', () => deps.config.effective(chain));
+    res.status(200).json({ data: eff.data, revisions: eff.revisions });
+  });
+
+  mount('GET /api/v1/config/status', async (_req: Request, res: Response) => {
+    const st = await configCall(deps, 'config status', () => configStatus(deps.config));
+    res.status(200).json(st);
+  });
+}

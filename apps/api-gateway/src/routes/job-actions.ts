@@ -1,0 +1,173 @@
+// GET /api/v1/jobs (cursor list), POST /api/v1/jobs/:id/cancel and
+// GET /api/v1/jobs/:id/decisions (CONTRACT §2, D5, D9, D16).
+import { z } from 'zod';
+import type { Request, Response } from 'express';
+import { subjects } from '@cordum/bus';
+import { JOB_STATES, TERMINAL_STATES, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
+import type { Locks } from '@cordum/locks';
+import { JobCancelSchema, create, encodePacket, newPacket } from '@cordum/protocol';
+import type { RedisClient } from '@cordum/redis';
+import type { Logger } from '@cordum/service-kit';
+import { ApiError } from '../http/errors';
+import type { Mount } from '../http/app';
+import { actingTenant, caller } from '../auth/middleware';
+import { TOPIC_RE, zodDetails } from '../submit/schema';
+import { decodeCursor } from '../lists/cursor';
+import { pageIndex } from '../lists/pager';
+import { withTimeout } from '../util/timeout';
+import type { AuditSink } from '../audit/sink';
+import { JOB_ID_RE, jsonBody } from './jobs';
+
+export const MAX_LIST_LIMIT = 500;
+export const DEFAULT_LIST_LIMIT = 50;
+/** Index entries one list request may examine (bounded work with a topic filter). */
+export const LIST_SCAN_BUDGET = 2_000;
+/** D5: a gateway write waits at most this long for the job lock. */
+export const JOB_LOCK_WAIT_MS = 2_000;
+const JOB_LOCK_TTL_MS = 30_000;
+const STORE_TIMEOUT_MS = 3_000;
+
+export const listQuerySchema = z.object({
+  state: z
+    .string()
+    .transform((s) => s.toUpperCase())
+    .pipe(z.enum(JOB_STATES as [JobState, ...JobState[]]))
+    .optional(),
+  topic: z.string().max(255).regex(TOPIC_RE, 'must match ^job(\\.[A-Za-z0-9_-]+)+$').optional(),
+  limit: z
+    .string()
+    .regex(/^\d{1,4}$/, 'must be an integer 1-500')
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(MAX_LIST_LIMIT, `must be at most ${MAX_LIST_LIMIT}`))
+    .optional(),
+  cursor: z.string().max(512).optional(),
+});
+
+const cancelBodySchema = z.object({ reason: z.string().max(1024).nullish(), tenant_id: z.string().nullish() }).nullish();
+
+export interface JobActionDeps {
+  redis: RedisClient;
+  store: JobStore;
+  locks: Locks;
+  bus: { publish(subject: string, data: Uint8Array, opts?: { msgId?: string }): Promise<void> };
+  audit: AuditSink;
+  logger: Logger;
+  instanceId: string;
+  redisReady(): boolean;
+}
+
+/** Strict query parsing: unknown params are ignored, repeated or mistyped ones are 400. */
+export function parseQuery<S extends z.ZodType>(schema: S, req: Request): z.output<S> {
+  const r = schema.safeParse(req.query);
+  if (!r.success) throw new ApiError('validation_failed', { details: zodDetails(r.error) });
+  return r.data;
+}
+
+/** Any Redis failure below a route is a dependency fault (503), never a 500. */
+export async function storeCall<T>(deps: { redisReady(): boolean }, what: string, p: () => Promise<T>): Promise<T> {
+  if (!deps.redisReady()) throw new ApiError('redis_unavailable');
+  try {
+    return await withTimeout(p(), STORE_TIMEOUT_MS, what);
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    throw new ApiError('redis_unavailable', { cause: err });
+  }
+}
+
+/** The list item: the job shape without `result` (read one job for its result). */
+function listItem(job: JobRecord): object {
+  const { result: _omit, ...rest } = jobToApi(job, null);
+  return rest;
+}
+
+/** The caller's job or 404 (another tenant's job is indistinguishable from a missing one). */
+async function ownJob(deps: JobActionDeps, req: Request, tenant: string): Promise<JobRecord> {
+  const id = String(req.params['id'] ?? '');
+  if (!JOB_ID_RE.test(id)) throw new ApiError('job_not_found');
+  const job = await storeCall(deps, 'read job', () => deps.store.getJob(id));
+  if (!job || job.tenant !== tenant) throw new ApiError('job_not_found');
+  return job;
+}
+
+export function cancelMsgId(jobId: string, dispatchId: string | undefined): string {
+  return `${subjects.cancel}:${jobId}:${dispatchId || 'none'}`;
+}
+
+export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
+  mount('GET /api/v1/jobs', async (req: Request, res: Response) => {
+    const tenant = actingTenant(caller(res), undefined);
+    const q = parseQuery(listQuerySchema, req);
+    const after = decodeCursor(q.cursor);
+    const key = q.state ? jobKeys.indexState(tenant, q.state) : jobKeys.indexAll(tenant);
+    const page = await storeCall(deps, 'list jobs', () =>
+      pageIndex(deps.redis, {
+        key,
+        after,
+        limit: q.limit ?? DEFAULT_LIST_LIMIT,
+        scanBudget: LIST_SCAN_BUDGET,
+        load: async (ids) => {
+          const jobs = await Promise.all(ids.map((id) => deps.store.getJob(id)));
+          // Index entries can lag a transition by one step (D16): the record decides.
+          return jobs.map((j) => (j && j.tenant === tenant && (!q.state || j.state === q.state) && (!q.topic || j.topic === q.topic) ? listItem(j) : null));
+        },
+      }),
+    );
+    res.status(200).json(page);
+  });
+
+  mount('GET /api/v1/jobs/:id/decisions', async (req: Request, res: Response) => {
+    const tenant = actingTenant(caller(res), undefined);
+    const job = await ownJob(deps, req, tenant);
+    let items = await storeCall(deps, 'read decisions', () => deps.store.listDecisions(job.id));
+    if (items.length === 0 && job.safety) {
+      // Jobs written before the history existed still show their submit-time decision.
+      const s = job.safety;
+      items = [{ decision: s.decision, reason: s.reason, rule_id: s.ruleId, policy_snapshot: s.policySnapshot, state: job.state, recorded_at: new Date(job.createdAt).toISOString() }];
+    }
+    res.status(200).json({ job_id: job.id, items });
+  });
+
+  mount('POST /api/v1/jobs/:id/cancel', jsonBody(), async (req: Request, res: Response) => {
+    const body = cancelBodySchema.safeParse(req.body);
+    if (!body.success) throw new ApiError('validation_failed', { details: zodDetails(body.error) });
+    const c = caller(res);
+    // D47: a tenant_id in the body must be the acting tenant (403 otherwise).
+    const tenant = actingTenant(c, body.data?.tenant_id ?? undefined);
+    const job = await ownJob(deps, req, tenant);
+    if (TERMINAL_STATES.has(job.state)) throw new ApiError('job_terminal', { extra: { state: job.state } });
+
+    const lease = await storeCall(deps, 'job lock', () =>
+      deps.locks.acquire({ key: jobKeys.lock(job.id), fenceKey: jobKeys.fence(job.id), ttlMs: JOB_LOCK_TTL_MS, owner: deps.instanceId, waitMs: JOB_LOCK_WAIT_MS }),
+    );
+    if (!lease) throw new ApiError('job_busy');
+    let cancelled: JobRecord;
+    try {
+      const r = await storeCall(deps, 'cancel job', () => deps.store.transition(job.id, 'CANCELLED', { token: lease.token, patch: { error: { code: 'cancelled', message: body.data?.reason ?? 'cancelled by API' } } }));
+      if (!r.ok) {
+        const cur = r.current;
+        if (cur && TERMINAL_STATES.has(cur.state)) throw new ApiError('job_terminal', { extra: { state: cur.state } });
+        if (r.reason === 'not_found') throw new ApiError('job_not_found');
+        throw new ApiError('job_busy', { message: `job changed while cancelling (${r.reason}); retry` });
+      }
+      cancelled = r.job;
+      // D5/D9: one JobCancel per dispatch; the msg id makes a repeated publish a JetStream duplicate.
+      const dispatch = cancelled.dispatch;
+      const packet = create(JobCancelSchema, {
+        jobId: cancelled.id,
+        reason: body.data?.reason ?? 'cancelled by API',
+        requestedBy: c.principalId,
+        dispatch: dispatch ? { dispatchId: dispatch.dispatchId, attempt: BigInt(dispatch.attempt), assignedWorkerId: dispatch.workerId ?? '' } : undefined,
+      });
+      try {
+        await deps.bus.publish(subjects.cancel, encodePacket(newPacket(deps.instanceId, { case: 'jobCancel', value: packet }, cancelled.traceId)), { msgId: cancelMsgId(cancelled.id, dispatch?.dispatchId) });
+      } catch (err) {
+        // The state is committed: results for a CANCELLED job are ignored, so the job stays cancelled; only the worker's early stop is lost.
+        deps.logger.error('cancel publish failed; job is CANCELLED but the worker was not told', { job_id: cancelled.id, err: err instanceof Error ? err.message : String(err) });
+      }
+    } finally {
+      await lease.release().catch(() => undefined);
+    }
+    deps.audit.record({ action: 'job.cancel', tenant, principal_id: c.principalId, target: cancelled.id });
+    res.status(200).json({ id: cancelled.id, state: 'CANCELLED' });
+  });
+}

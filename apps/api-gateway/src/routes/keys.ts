@@ -1,0 +1,76 @@
+// GET/POST/DELETE /api/v1/auth/keys: managed API keys (CONTRACT §2, D27, D29 admin).
+// A key is created in, listed in and revoked in the acting tenant only.
+import { z } from 'zod';
+import type { ManagedKeys } from '../auth/managed';
+import { managedKeyToApi } from '../auth/managed';
+import { ROLES } from '../auth/keys';
+import { actingTenant, caller } from '../auth/middleware';
+import { ApiError } from '../http/errors';
+import type { Mount } from '../http/app';
+import { zodDetails } from '../submit/schema';
+import { jsonBody } from './jobs';
+
+const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
+
+const createKeySchema = z
+  .object({
+    role: z.enum(ROLES),
+    principal_id: z.string().min(1).max(256).nullish(),
+    name: z.string().max(256).nullish(),
+    expires_at: z.iso.datetime({ offset: true }).nullish(),
+    ttl_seconds: z.number().int().positive().max(MAX_TTL_SECONDS).nullish(),
+    tenant_id: z.string().nullish(),
+  })
+  .refine((b) => b.expires_at == null || b.ttl_seconds == null, { message: 'give expires_at or ttl_seconds, not both', path: ['ttl_seconds'] });
+
+export interface KeyRouteDeps {
+  keys: ManagedKeys;
+  redisReady(): boolean;
+}
+
+/** Any Redis failure here is a dependency fault (503), never a 500. */
+async function store<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    throw new ApiError('redis_unavailable', { cause: err });
+  }
+}
+
+export function mountKeyRoutes(mount: Mount, deps: KeyRouteDeps): void {
+  mount('GET /api/v1/auth/keys', async (_req, res) => {
+    const tenant = actingTenant(caller(res), undefined);
+    if (!deps.redisReady()) throw new ApiError('redis_unavailable');
+    const rows = await store(() => deps.keys.list(tenant));
+    res.status(200).json({ items: rows.map(managedKeyToApi) });
+  });
+
+  mount('POST /api/v1/auth/keys', jsonBody(), async (req, res) => {
+    const parsed = createKeySchema.safeParse(req.body);
+    if (!parsed.success) throw new ApiError('validation_failed', { details: zodDetails(parsed.error) });
+    const b = parsed.data;
+    const tenant = actingTenant(caller(res), b.tenant_id ?? undefined);
+    let expiresAt: number | undefined;
+    if (b.expires_at != null) {
+      expiresAt = Date.parse(b.expires_at);
+      if (expiresAt <= Date.now()) throw new ApiError('validation_failed', { details: [{ path: 'expires_at', message: 'must be in the future' }] });
+    } else if (b.ttl_seconds != null) {
+      expiresAt = Date.now() + b.ttl_seconds * 1000;
+    }
+    if (!deps.redisReady()) throw new ApiError('redis_unavailable');
+    const { key, record } = await store(() =>
+      deps.keys.create({ tenant, role: b.role, principalId: b.principal_id ?? undefined, name: b.name ?? undefined, expiresAt }),
+    );
+    // The only time the secret is ever returned.
+    res.status(201).json({ ...managedKeyToApi(record), key });
+  });
+
+  mount('DELETE /api/v1/auth/keys/:id', async (req, res) => {
+    const tenant = actingTenant(caller(res), undefined);
+    if (!deps.redisReady()) throw new ApiError('redis_unavailable');
+    const rec = await store(() => deps.keys.revoke(tenant, String(req.params['id'] ?? '')));
+    if (!rec) throw new ApiError('key_not_found');
+    res.status(200).json(managedKeyToApi(rec));
+  });
+}

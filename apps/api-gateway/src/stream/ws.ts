@@ -1,0 +1,183 @@
+// WebSocket `GET /api/v1/stream` (CONTRACT §2, D31). Auth by X-API-Key /
+// Authorization (+ X-Tenant-ID) or by subprotocol `cordum-api-key, <base64url
+// key>` (tenant = the key's tenant; the server echoes only `cordum-api-key`).
+// Each client has a bounded queue: events handed to the socket but not yet
+// flushed to the kernel count against MAX_QUEUED; at the limit the client is
+// closed with 4008, so a client that stops reading costs at most MAX_QUEUED
+// events of heap, never more.
+import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Logger } from '@cordum/service-kit';
+import { authenticate, type Caller } from '../auth/middleware';
+import type { KeyStore } from '../auth/keys';
+import { ApiError } from '../http/errors';
+import type { RateLimiter } from '../ratelimit/limiter';
+import { limitKey, rateLimitError } from '../ratelimit/middleware';
+import type { StreamHub } from './hub';
+
+export const STREAM_PATH = '/api/v1/stream';
+export const SUBPROTOCOL = 'cordum-api-key';
+export const CLOSE_SLOW_CONSUMER = 4008;
+export const MAX_QUEUED = 256;
+
+export interface StreamServerOptions {
+  keys: KeyStore;
+  hub: StreamHub;
+  limiter?: RateLimiter;
+  logger: Logger;
+  registry: Registry;
+  /** D31/CONTRACT: 30 s. */
+  pingIntervalMs?: number;
+  /** How long a closed slow client may keep its socket before it is cut. */
+  closeGraceMs?: number;
+}
+
+export interface StreamServer {
+  close(): Promise<void>;
+  readonly clients: number;
+}
+
+interface Presented {
+  key: string | undefined;
+  tenantHeader: string | undefined;
+  viaSubprotocol: boolean;
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function presented(req: IncomingMessage): Presented {
+  const protos = (header(req, 'sec-websocket-protocol') ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const i = protos.indexOf(SUBPROTOCOL);
+  if (i >= 0 && protos[i + 1] !== undefined) {
+    // D31: with subprotocol auth the tenant is the key's; X-Tenant-ID is not consulted.
+    return { key: Buffer.from(protos[i + 1] as string, 'base64url').toString('utf8'), tenantHeader: undefined, viaSubprotocol: true };
+  }
+  let key = header(req, 'x-api-key');
+  if (key === undefined || key === '') {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header(req, 'authorization') ?? '');
+    key = m?.[1];
+  }
+  return { key, tenantHeader: header(req, 'x-tenant-id'), viaSubprotocol: false };
+}
+
+function rejectUpgrade(socket: Duplex, err: ApiError): void {
+  const body = JSON.stringify(err.toBody());
+  const extra = Object.entries(err.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  socket.end(
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n${extra}\r\n${body}`,
+  );
+}
+
+export function attachStreamServer(server: Server, o: StreamServerOptions): StreamServer {
+  const pingMs = o.pingIntervalMs ?? 30_000;
+  const graceMs = o.closeGraceMs ?? 5_000;
+  const log = o.logger.child({ component: 'stream' });
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false, // compression would add an unbounded zlib queue per client
+    maxPayload: 64 * 1024, // clients have nothing to send but pongs and close frames
+    handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+  });
+  const gClients = new Gauge({ name: 'cordum_ws_clients', help: 'Open WebSocket stream clients', registers: [o.registry] });
+  const slowClosed = new Counter({ name: 'cordum_ws_slow_consumer_closed_total', help: 'Stream clients closed with 4008 for not reading', registers: [o.registry] });
+  const live = new Set<WebSocket>();
+  const alive = new WeakMap<WebSocket, boolean>();
+  let closing = false;
+
+  const onConnection = (ws: WebSocket, c: Caller & { tenant: string }): void => {
+    live.add(ws);
+    gClients.set(live.size);
+    alive.set(ws, true);
+    let queued = 0;
+    let dead = false;
+    const remove = o.hub.add(c.tenant, (json) => {
+      if (dead) return;
+      if (queued >= MAX_QUEUED) {
+        dead = true;
+        remove();
+        slowClosed.inc();
+        log.info('stream client too slow, closing', { tenant: c.tenant, principal_id: c.principalId, queued });
+        ws.close(CLOSE_SLOW_CONSUMER, 'slow consumer: 256 events queued');
+        setTimeout(() => ws.terminate(), graceMs).unref();
+        return;
+      }
+      queued++;
+      ws.send(json, () => {
+        queued--;
+      });
+    });
+    ws.on('pong', () => alive.set(ws, true));
+    ws.on('error', () => ws.terminate());
+    ws.on('close', () => {
+      dead = true;
+      remove();
+      live.delete(ws);
+      gClients.set(live.size);
+    });
+    // Clients have nothing to say; anything they send is ignored.
+    ws.send(JSON.stringify({ type: 'hello', tenant: c.tenant }));
+  };
+
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on('error', () => socket.destroy());
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== STREAM_PATH || closing) {
+      rejectUpgrade(socket, new ApiError('not_found'));
+      return;
+    }
+    void (async () => {
+      const p = presented(req);
+      const c = await authenticate(o.keys, 'GET /api/v1/stream', p);
+      if (c.tenant === undefined) throw new ApiError('tenant_required');
+      if (o.limiter) {
+        const d = await o.limiter.check(limitKey(c.tenant, req.socket.remoteAddress));
+        if (!d.allowed) throw rateLimitError(d.retryAfterMs);
+      }
+      const tenant = c.tenant;
+      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, { ...c, tenant }));
+    })().catch((err: unknown) => {
+      if (err instanceof ApiError) rejectUpgrade(socket, err);
+      else {
+        log.error('stream upgrade failed', { err: err instanceof Error ? err.message : String(err) });
+        rejectUpgrade(socket, new ApiError('internal'));
+      }
+    });
+  };
+  server.on('upgrade', onUpgrade);
+
+  // Ping every interval; a client that did not pong since the last ping is gone.
+  const pinger = setInterval(() => {
+    for (const ws of live) {
+      if (alive.get(ws) === false) {
+        ws.terminate();
+        continue;
+      }
+      alive.set(ws, false);
+      ws.ping();
+    }
+  }, pingMs);
+  pinger.unref();
+
+  return {
+    get clients() {
+      return live.size;
+    },
+    async close() {
+      closing = true;
+      clearInterval(pinger);
+      server.off('upgrade', onUpgrade);
+      for (const ws of live) ws.close(1001, 'gateway shutting down');
+      // Give clients a moment to answer the close; cut the rest.
+      const deadline = Date.now() + 1_000;
+      while (live.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      for (const ws of live) ws.terminate();
+      await new Promise<void>((r) => wss.close(() => r()));
+    },
+  };
+}

@@ -1,0 +1,57 @@
+// Audit export: AUDIT_TRANSPORT=nats publishes each gateway mutation as a
+// SystemAlert on sys.audit.export (JetStream); the default local transport
+// keeps a bounded ring.
+import { connectBus, subjects, type Bus } from '@cordum/bus';
+import { decodePacket } from '@cordum/protocol';
+import { createLogger } from '@cordum/service-kit';
+import { waitFor } from '@cordum/testing';
+import { createAuditSink } from '../src/audit/sink';
+import { KEYS, call, startRig, type Rig } from './harness';
+
+const quiet = createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined });
+
+describe('audit sink, local transport', () => {
+  it('keeps only the newest bufferSize events and never touches the bus', () => {
+    const sink = createAuditSink({
+      transport: 'local',
+      bufferSize: 3,
+      bus: {
+        publish: () => {
+          throw new Error('local transport must not publish');
+        },
+      },
+      instanceId: 'gw',
+      logger: quiet,
+    });
+    for (let i = 0; i < 10; i++) sink.record({ action: 'job.cancel', tenant: 'acme', principal_id: 'p', target: `job-${i}` });
+    expect(sink.recent().map((r) => r.target)).toEqual(['job-7', 'job-8', 'job-9']);
+  });
+});
+
+describe('audit export over NATS', () => {
+  let rig: Rig;
+  let bus: Bus;
+  const seen: { code: string; details: Record<string, string> }[] = [];
+  beforeAll(async () => {
+    rig = await startRig({ AUDIT_TRANSPORT: 'nats' });
+    bus = await connectBus({ servers: [rig.nats.url], name: 'audit-test', logger: quiet });
+    bus.subscribe(subjects.audit, (data) => {
+      const p = decodePacket(data);
+      if (p.payload.case === 'alert') seen.push({ code: p.payload.value.code, details: { ...p.payload.value.details } });
+    });
+    await bus.flush();
+  });
+  afterAll(async () => {
+    await bus.close();
+    await rig.stop();
+  });
+
+  it('a cancel and a config write are exported with tenant, principal and target', async () => {
+    const id = String((await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.echo' } })).body['job_id']);
+    expect((await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator })).status).toBe(200);
+    expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { scheduler: { input_fail_mode: 'open' } } })).status).toBe(204);
+    await waitFor(() => seen.length >= 2, 5_000);
+    expect(seen.find((s) => s.code === 'audit.job.cancel')?.details).toMatchObject({ tenant: 'acme', principal_id: 'alice', target: id });
+    expect(seen.find((s) => s.code === 'audit.config.put')?.details).toMatchObject({ principal_id: 'admin', target: 'system/default' });
+  });
+});

@@ -1,0 +1,109 @@
+// Managed API keys (D27) across two gateway replicas: created once, hashed at
+// rest, revoked or expired → 401 on every replica within 1 s.
+import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
+import { waitFor } from '@cordum/testing';
+import { KEYS, call, expectEnvelope } from './harness';
+import { startReplicas, type Replicas } from './replicas';
+
+let r: Replicas;
+let redis: RedisClient;
+
+beforeAll(async () => {
+  r = await startReplicas(2);
+  redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+});
+
+afterAll(async () => {
+  await closeRedis(redis);
+  await r.stop();
+});
+
+const job = { prompt: 'hi', topic: 'job.echo' };
+
+async function createKey(body: Record<string, unknown>) {
+  const res = await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body });
+  expect(res.status).toBe(201);
+  return res.body as { id: string; key: string; tenant: string; role: string; expires_at: string | null };
+}
+
+it('creates a key shown once, stored only as a salted hash, usable on both replicas', async () => {
+  const k = await createKey({ role: 'operator', principal_id: 'ci-bot', name: 'ci' });
+  expect(k.key).toMatch(/^ck_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+  expect(k.key.startsWith(`ck_${k.id}_`)).toBe(true);
+  expect(k).toMatchObject({ tenant: 'acme', role: 'operator', principal_id: 'ci-bot', revoked: false, expires_at: null });
+
+  const stored = await redis.hgetall(`apikey:{${k.id}}`);
+  const secret = k.key.slice(`ck_${k.id}_`.length);
+  expect(stored['tenant']).toBe('acme');
+  expect(stored['kdf']).toMatch(/^scrypt:/);
+  expect(stored['salt']!.length).toBeGreaterThan(0);
+  expect(Object.values(stored).some((v) => v.includes(secret))).toBe(false);
+
+  for (const url of r.urls) {
+    const sub = await call(url, 'POST', '/api/v1/jobs', { key: k.key, body: job });
+    expect(sub.status).toBe(200);
+    // Bound to its tenant like a static key.
+    expectEnvelope(await call(url, 'GET', '/api/v1/jobs/x', { key: k.key, tenant: 'globex' }), 403, 'tenant_mismatch');
+  }
+  // Role from the one table: an operator key cannot manage keys.
+  expectEnvelope(await call(r.urls[1]!, 'GET', '/api/v1/auth/keys', { key: k.key }), 403, 'forbidden');
+
+  const list = await call(r.urls[1]!, 'GET', '/api/v1/auth/keys', { key: KEYS.admin });
+  expect(list.status).toBe(200);
+  const items = list.body['items'] as Record<string, unknown>[];
+  expect(items.map((i) => i['id'])).toContain(k.id);
+  expect(JSON.stringify(items)).not.toContain(secret);
+  expect(JSON.stringify(items)).not.toContain(stored['hash']!);
+});
+
+it('a wrong secret for a real id, and malformed ck_ keys, are 401', async () => {
+  const k = await createKey({ role: 'viewer' });
+  const wrong = `ck_${k.id}_${'A'.repeat(43)}`;
+  expectEnvelope(await call(r.urls[0]!, 'GET', '/api/v1/jobs/x', { key: wrong }), 401, 'unauthenticated');
+  expectEnvelope(await call(r.urls[0]!, 'GET', '/api/v1/jobs/x', { key: 'ck_zz_short' }), 401, 'unauthenticated');
+  expectEnvelope(await call(r.urls[0]!, 'GET', '/api/v1/jobs/x', { key: k.key }), 404, 'job_not_found');
+});
+
+it('revocation gives 401 on every replica within 1 s', async () => {
+  const k = await createKey({ role: 'viewer' });
+  // Both replicas have the record cached before the revocation.
+  for (const url of r.urls) expect((await call(url, 'GET', '/api/v1/jobs/x', { key: k.key })).status).toBe(404);
+  const del = await call(r.urls[0]!, 'DELETE', `/api/v1/auth/keys/${k.id}`, { key: KEYS.admin });
+  expect(del.status).toBe(200);
+  expect(del.body).toMatchObject({ id: k.id, revoked: true });
+  const revokedAt = Date.now();
+  // The revoking replica: at once.
+  expectEnvelope(await call(r.urls[0]!, 'GET', '/api/v1/jobs/x', { key: k.key }), 401, 'unauthenticated');
+  await waitFor(async () => (await call(r.urls[1]!, 'GET', '/api/v1/jobs/x', { key: k.key })).status === 401, 2_000, { message: 'replica 2 rejects the revoked key' });
+  expect(Date.now() - revokedAt).toBeLessThan(1_000);
+  // Stays listed as revoked; a second delete is harmless.
+  const list = await call(r.urls[1]!, 'GET', '/api/v1/auth/keys', { key: KEYS.admin });
+  expect((list.body['items'] as Record<string, unknown>[]).find((i) => i['id'] === k.id)).toMatchObject({ revoked: true });
+  expect((await call(r.urls[1]!, 'DELETE', `/api/v1/auth/keys/${k.id}`, { key: KEYS.admin })).status).toBe(200);
+});
+
+it('an expired key is 401 on every replica within 1 s of its expiry', async () => {
+  const k = await createKey({ role: 'viewer', ttl_seconds: 1 });
+  const expiresAt = Date.parse(k.expires_at!);
+  for (const url of r.urls) expect((await call(url, 'GET', '/api/v1/jobs/x', { key: k.key })).status).toBe(404);
+  await waitFor(
+    async () => {
+      const codes = await Promise.all(r.urls.map(async (u) => (await call(u, 'GET', '/api/v1/jobs/x', { key: k.key })).status));
+      return codes.every((c) => c === 401);
+    },
+    3_000,
+    { message: 'expired key rejected everywhere' },
+  );
+  expect(Date.now() - expiresAt).toBeLessThan(1_000);
+});
+
+it('keys are per tenant: other tenants cannot see or revoke them; bad input is 400', async () => {
+  const k = await createKey({ role: 'viewer' });
+  // A `*` operator key is not admin; the globex operator neither.
+  expectEnvelope(await call(r.urls[0]!, 'DELETE', `/api/v1/auth/keys/${k.id}`, { key: KEYS.globex }), 403, 'forbidden');
+  expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'admin', tenant_id: 'globex' } }), 403, 'tenant_mismatch');
+  expectEnvelope(await call(r.urls[0]!, 'DELETE', '/api/v1/auth/keys/0000000000000000', { key: KEYS.admin }), 404, 'key_not_found');
+  expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'root' } }), 400, 'validation_failed');
+  expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'viewer', expires_at: '2001-01-01T00:00:00Z' } }), 400, 'validation_failed');
+  expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.viewer, body: { role: 'viewer' } }), 403, 'forbidden');
+});

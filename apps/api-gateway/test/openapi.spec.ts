@@ -1,0 +1,100 @@
+// The OpenAPI document: committed copy == generated, served without auth,
+// and in two-way agreement with the routes the express app really registers
+// and with the role table.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ROUTE_ROLES } from '../src/auth/routes';
+import { OPERATIONS, buildOpenApi, openApiPath } from '../src/http/openapi';
+import * as S from '../src/http/api-schemas';
+import { errorSchema } from '../src/http/api-schemas';
+import { KEYS, call, startRig, type CallResult, type Rig } from './harness';
+
+const DOC_PATH = resolve(__dirname, '../../../docs/openapi.json');
+const generated = `${JSON.stringify(buildOpenApi(), null, 2)}\n`;
+
+let rig: Rig;
+beforeAll(async () => {
+  rig = await startRig();
+});
+afterAll(async () => {
+  await rig.stop();
+});
+
+interface Layer {
+  route?: { path: unknown; methods: Record<string, boolean> };
+}
+
+function registeredRoutes(): Set<string> {
+  const app = rig.gateway.httpApp as unknown as { router: { stack: Layer[] } } | null;
+  if (!app) throw new Error('gateway app not started');
+  const out = new Set<string>();
+  for (const layer of app.router.stack) {
+    if (!layer.route || typeof layer.route.path !== 'string') continue;
+    for (const [m, on] of Object.entries(layer.route.methods)) if (on && m !== '_all') out.add(`${m.toUpperCase()} ${layer.route.path}`);
+  }
+  return out;
+}
+
+describe('OpenAPI document', () => {
+  it('docs/openapi.json is the generated document (CORDUM_WRITE_OPENAPI=1 rewrites it)', () => {
+    if (process.env['CORDUM_WRITE_OPENAPI'] === '1') writeFileSync(DOC_PATH, generated);
+    expect(readFileSync(DOC_PATH, 'utf8')).toBe(generated);
+  });
+
+  it('is served at /api/v1/openapi.json without a key', async () => {
+    const r = await call(rig.url, 'GET', '/api/v1/openapi.json');
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual(JSON.parse(generated));
+    expect(r.body['openapi']).toBe('3.1.0');
+  });
+
+  it('every registered route is documented and every documented route is registered', () => {
+    const registered = registeredRoutes();
+    const documented = new Set(OPERATIONS.map((o) => `${o.method} ${o.path}`));
+    expect([...registered].filter((r) => !documented.has(r)).sort()).toEqual([]);
+    expect([...documented].filter((r) => !registered.has(r)).sort()).toEqual([]);
+    expect(registered.size).toBeGreaterThanOrEqual(25);
+  });
+
+  it('every authenticated operation is in the role table with its role, and the reverse', () => {
+    const authed = OPERATIONS.filter((o) => o.auth).map((o) => `${o.method} ${o.path}`).sort();
+    expect(authed).toEqual(Object.keys(ROUTE_ROLES).sort());
+    const doc = buildOpenApi() as { paths: Record<string, Record<string, { 'x-cordum-role'?: string; security: unknown[] }>> };
+    for (const [route, role] of Object.entries(ROUTE_ROLES)) {
+      const [m, p] = route.split(' ') as [string, string];
+      const op = doc.paths[openApiPath(p)]?.[m.toLowerCase()];
+      expect({ route, role: op?.['x-cordum-role'] }).toEqual({ route, role });
+      expect(op?.security.length).toBeGreaterThan(0);
+    }
+  });
+
+  it('documented error responses follow the envelope, and a real 401 matches it', async () => {
+    const r = await call(rig.url, 'GET', '/api/v1/jobs');
+    expect(r.status).toBe(401);
+    expect(errorSchema.safeParse(r.body).success).toBe(true);
+    const doc = buildOpenApi() as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+    for (const op of OPERATIONS.filter((o) => o.auth)) {
+      const responses = doc.paths[openApiPath(op.path)]?.[op.method.toLowerCase()]?.responses ?? {};
+      expect({ op: op.path, has401: '401' in responses }).toEqual({ op: op.path, has401: true });
+    }
+  });
+
+  it('real responses of the remaining routes match their documented schemas', async () => {
+    const check = (schema: { safeParse(v: unknown): { success: boolean; error?: unknown } }, r: CallResult, status: number) => {
+      expect(r.status).toBe(status);
+      const p = schema.safeParse(r.body);
+      expect({ ok: p.success, body: r.body, issues: p.error }).toMatchObject({ ok: true });
+    };
+    const sub = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.echo' } });
+    check(S.submitResponseSchema, sub, 200);
+    check(S.submitResponseSchema, await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.hold.x' } }), 200);
+    check(S.jobSchema, await call(rig.url, 'GET', `/api/v1/jobs/${String(sub.body['job_id'])}`, { key: KEYS.viewer }), 200);
+    const created = await call(rig.url, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'viewer', name: 'doc', ttl_seconds: 3600 } });
+    check(S.createdKeySchema, created, 201);
+    check(S.managedKeyListSchema, await call(rig.url, 'GET', '/api/v1/auth/keys', { key: KEYS.admin }), 200);
+    check(S.managedKeySchema, await call(rig.url, 'DELETE', `/api/v1/auth/keys/${String(created.body['id'])}`, { key: KEYS.admin }), 200);
+    check(S.healthSchema, await call(rig.url, 'GET', '/healthz'), 200);
+    check(S.readySchema, await call(rig.url, 'GET', '/readyz'), 200);
+    for (const r of [await call(rig.url, 'GET', '/api/v1/stream', { key: KEYS.viewer }), await call(rig.url, 'GET', '/api/v1/nope', { key: KEYS.viewer })]) check(errorSchema, r, r.status);
+  });
+});

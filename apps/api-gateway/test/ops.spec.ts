@@ -1,0 +1,281 @@
+// Job list/cancel/decisions, DLQ, workers/pools/topics, config and status
+// routes against real Redis and NATS; every 2xx body is validated against the
+// zod schema the OpenAPI document is generated from.
+import { connectBus, subjects, type Bus } from '@cordum/bus';
+import { createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
+import { createLocks, type Locks } from '@cordum/locks';
+import { decodePacket } from '@cordum/protocol';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { createLogger } from '@cordum/service-kit';
+import { waitFor } from '@cordum/testing';
+import type { z } from 'zod';
+import * as S from '../src/http/api-schemas';
+import { WORKERS_SNAPSHOT_KEY } from '../src/workers/snapshot';
+import { KEYS, call, expectEnvelope, startRig, type CallResult, type Rig } from './harness';
+
+let rig: Rig;
+let redis: RedisClient;
+let store: JobStore;
+let locks: Locks;
+let bus: Bus;
+const cancels: { jobId: string; reason: string; requestedBy: string }[] = [];
+
+beforeAll(async () => {
+  rig = await startRig();
+  redis = createRedis({ url: rig.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  store = createJobStore(redis, { jobTtlMs: 60_000 });
+  locks = createLocks(redis);
+  bus = await connectBus({ servers: [rig.nats.url], name: 'ops-test', logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }) });
+  bus.subscribe(subjects.cancel, (data) => {
+    const p = decodePacket(data);
+    if (p.payload.case === 'jobCancel') cancels.push({ jobId: p.payload.value.jobId, reason: p.payload.value.reason, requestedBy: p.payload.value.requestedBy });
+  });
+  await bus.flush();
+});
+afterAll(async () => {
+  await bus.close();
+  await closeRedis(redis);
+  await rig.stop();
+});
+
+function valid<T extends z.ZodType>(schema: T, r: CallResult, status = 200): z.output<T> {
+  expect(r.status).toBe(status);
+  const p = schema.safeParse(r.body);
+  if (!p.success) throw new Error(`response does not match schema: ${JSON.stringify(p.error.issues)} body=${JSON.stringify(r.body)}`);
+  return p.data;
+}
+
+async function submit(topic: string, key: string = KEYS.operator, tenant?: string): Promise<string> {
+  const r = await call(rig.url, 'POST', '/api/v1/jobs', { key, tenant, body: { prompt: 'p', topic } });
+  expect([200, 403]).toContain(r.status);
+  return String(r.body['job_id']);
+}
+
+/** Moves a job to FAILED the way the scheduler would (fenced), so it lands in the DLQ. */
+async function failJob(id: string): Promise<void> {
+  const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
+  if (!lease) throw new Error('lock');
+  const r = await store.transition(id, 'FAILED', { token: lease.token, patch: { error: { code: 'worker_error', message: 'boom' } } });
+  await lease.release();
+  if (!r.ok) throw new Error(`fail ${id}: ${r.reason}`);
+}
+
+describe('GET /api/v1/jobs', () => {
+  it('pages through every job of the tenant exactly once, newest first, with an opaque cursor', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++) ids.push(await submit(i % 2 === 0 ? 'job.list.a' : 'job.list.b', KEYS.star, 'listco'));
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const q: string = cursor ? `&cursor=${cursor}` : '';
+      const page = valid(S.jobListSchema, await call(rig.url, 'GET', `/api/v1/jobs?limit=3${q}`, { key: KEYS.star, tenant: 'listco' }));
+      expect(page.items.length).toBeLessThanOrEqual(3);
+      seen.push(...page.items.map((j) => j.id));
+      cursor = page.next_cursor;
+      pages += 1;
+    } while (cursor && pages < 10);
+    expect(seen).toEqual([...ids].reverse());
+    expect(pages).toBe(3);
+  });
+
+  it('filters by topic while paging and by state via the state index', async () => {
+    const all: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const q: string = cursor ? `&cursor=${cursor}` : '';
+      const page = valid(S.jobListSchema, await call(rig.url, 'GET', `/api/v1/jobs?topic=job.list.a&limit=2${q}`, { key: KEYS.star, tenant: 'listco' }));
+      for (const j of page.items) expect(j.topic).toBe('job.list.a');
+      all.push(...page.items.map((j) => j.id));
+      cursor = page.next_cursor;
+    } while (cursor);
+    expect(all).toHaveLength(4);
+    const pending = valid(S.jobListSchema, await call(rig.url, 'GET', '/api/v1/jobs?state=pending&limit=500', { key: KEYS.star, tenant: 'listco' }));
+    expect(pending.items).toHaveLength(7);
+    const none = valid(S.jobListSchema, await call(rig.url, 'GET', '/api/v1/jobs?state=SUCCEEDED', { key: KEYS.star, tenant: 'listco' }));
+    expect(none).toEqual({ items: [], next_cursor: null });
+  });
+
+  it('rejects bad query params with 400 validation_failed', async () => {
+    for (const q of ['limit=0', 'limit=501', 'limit=abc', 'state=NOPE', 'topic=echo', 'cursor=!!', 'cursor=eyJ4IjoxfQ', 'limit=1&limit=2']) {
+      expectEnvelope(await call(rig.url, 'GET', `/api/v1/jobs?${q}`, { key: KEYS.viewer }), 400, 'validation_failed');
+    }
+  });
+});
+
+describe('POST /api/v1/jobs/:id/cancel', () => {
+  it('cancels, publishes one JobCancel on sys.job.cancel, and a second cancel is 409 job_terminal', async () => {
+    const id = await submit('job.echo');
+    const r = valid(S.cancelResponseSchema, await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator, body: { reason: 'not needed' } }));
+    expect(r).toEqual({ id, state: 'CANCELLED' });
+    expect((await store.getJob(id))?.state).toBe('CANCELLED');
+    await waitFor(() => cancels.some((c) => c.jobId === id), 5_000);
+    expect(cancels.filter((c) => c.jobId === id)).toEqual([{ jobId: id, reason: 'not needed', requestedBy: 'alice' }]);
+    const again = await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator });
+    expectEnvelope(again, 409, 'job_terminal');
+    expect(again.body['state']).toBe('CANCELLED');
+  });
+
+  it('a held job lock makes cancel wait ≤ 2 s and answer 409 job_busy; the job is untouched', async () => {
+    const id = await submit('job.echo');
+    const lease = await locks.tryAcquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'other' });
+    const r = await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator });
+    await lease?.release();
+    expectEnvelope(r, 409, 'job_busy');
+    expect(r.ms).toBeGreaterThanOrEqual(1_900);
+    expect((await store.getJob(id))?.state).toBe('PENDING');
+  });
+
+  it('viewer cannot cancel; unknown id is 404', async () => {
+    const id = await submit('job.echo');
+    expectEnvelope(await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.viewer }), 403, 'forbidden');
+    expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs/nope/cancel', { key: KEYS.operator }), 404, 'job_not_found');
+  });
+});
+
+describe('GET /api/v1/jobs/:id/decisions', () => {
+  it('returns the submit-time decision, then the scheduler\'s re-check', async () => {
+    const id = await submit('job.hold.deploy');
+    const d1 = valid(S.decisionsSchema, await call(rig.url, 'GET', `/api/v1/jobs/${id}/decisions`, { key: KEYS.viewer }));
+    expect(d1.items.map((d) => [d.decision, d.rule_id, d.state])).toEqual([['require_human', 'rule-hold', 'APPROVAL_REQUIRED']]);
+    const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
+    await store.transition(id, 'DENIED', { token: lease!.token, patch: { safety: { decision: 'deny', reason: 'rejected', ruleId: 'r2', policySnapshot: 's2' } } });
+    await lease!.release();
+    const d2 = valid(S.decisionsSchema, await call(rig.url, 'GET', `/api/v1/jobs/${id}/decisions`, { key: KEYS.viewer }));
+    expect(d2.items.map((d) => d.decision)).toEqual(['require_human', 'deny']);
+  });
+});
+
+describe('DLQ', () => {
+  it('lists the tenant\'s dead letters with the contract fields', async () => {
+    const denied = await submit('job.deny.drop', KEYS.star, 'dlqco');
+    const failed = await submit('job.echo', KEYS.star, 'dlqco');
+    await failJob(failed);
+    const page = valid(S.dlqListSchema, await call(rig.url, 'GET', '/api/v1/dlq', { key: KEYS.star, tenant: 'dlqco' }));
+    expect(page.items.map((e) => e.job_id)).toEqual([failed, denied]);
+    expect(page.items[0]).toMatchObject({ topic: 'job.echo', reason: 'boom', reason_code: 'worker_error', last_state: 'FAILED', attempts: 0 });
+    expect(page.items[1]).toMatchObject({ reason_code: 'policy_denied', last_state: 'DENIED' });
+    expect(page.next_cursor).toBeNull();
+  });
+
+  it('20 concurrent retries of one entry create exactly one new job; later retries say already_retried', async () => {
+    const failed = await submit('job.echo');
+    await failJob(failed);
+    const before = await redis.zcard(jobKeys.indexAll('acme'));
+    const rs = await Promise.all(Array.from({ length: 20 }, () => call(rig.url, 'POST', `/api/v1/dlq/${failed}/retry`, { key: KEYS.operator })));
+    const bodies = rs.map((r) => valid(S.dlqRetrySchema, r));
+    const ids = new Set(bodies.map((b) => b.job_id));
+    expect(ids.size).toBe(1);
+    const newId = [...ids][0]!;
+    expect(newId).not.toBe(failed);
+    expect(bodies.filter((b) => b.status === undefined)).toHaveLength(1);
+    expect(bodies.every((b) => b.retried_from === failed)).toBe(true);
+    expect(await redis.zcard(jobKeys.indexAll('acme'))).toBe(before + 1);
+    const newJob = await store.getJob(newId);
+    expect(newJob).toMatchObject({ tenant: 'acme', topic: 'job.echo', state: 'PENDING' });
+    const later = valid(S.dlqRetrySchema, await call(rig.url, 'POST', `/api/v1/dlq/${failed}/retry`, { key: KEYS.operator }));
+    expect(later).toMatchObject({ job_id: newId, retried_from: failed, status: 'already_retried' });
+  });
+
+  it('a retry the kernel denies again is 403 policy_denied with the new job id', async () => {
+    const denied = await submit('job.deny.x');
+    const r = await call(rig.url, 'POST', `/api/v1/dlq/${denied}/retry`, { key: KEYS.operator });
+    expectEnvelope(r, 403, 'policy_denied');
+    expect(r.body['retried_from']).toBe(denied);
+    expect(r.body['job_id']).not.toBe(denied);
+  });
+
+  it('DELETE is admin-only and removes the entry', async () => {
+    const denied = await submit('job.deny.y');
+    expectEnvelope(await call(rig.url, 'DELETE', `/api/v1/dlq/${denied}`, { key: KEYS.operator }), 403, 'forbidden');
+    const del = await call(rig.url, 'DELETE', `/api/v1/dlq/${denied}`, { key: KEYS.admin });
+    expect(del.status).toBe(204);
+    expect(await store.getDlq(denied)).toBeNull();
+    expectEnvelope(await call(rig.url, 'DELETE', `/api/v1/dlq/${denied}`, { key: KEYS.admin }), 404, 'dlq_not_found');
+    expectEnvelope(await call(rig.url, 'POST', `/api/v1/dlq/${denied}/retry`, { key: KEYS.operator }), 404, 'dlq_not_found');
+  });
+
+  it('the cleanup leader trims index entries older than the retention', async () => {
+    await redis.zadd(jobKeys.dlqIndex(), 1, 'ancient');
+    await redis.zadd(jobKeys.dlqIndexTenant('oldco'), 1, 'ancient');
+    // The gateway campaigns for the cleanup lease at start (D7), so one replica trims.
+    await waitFor(async () => (await redis.get('cordum:dlq:cleanup'))?.startsWith('gw-test:') ?? false, 5_000);
+    const { createDlqCleanup } = await import('../src/dlq/cleanup');
+    const c = createDlqCleanup({ redis, locks, logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }), instanceId: 'cleanup-test', intervalMs: 60_000 });
+    expect(await c.runOnce()).toBeGreaterThanOrEqual(2);
+    expect(await redis.zscore(jobKeys.dlqIndex(), 'ancient')).toBeNull();
+    expect(await redis.zscore(jobKeys.dlqIndexTenant('oldco'), 'ancient')).toBeNull();
+  });
+});
+
+describe('workers, pools, topics', () => {
+  it('lists online workers from the scheduler snapshot; include_offline adds the stale ones', async () => {
+    expect(valid(S.workerListSchema, await call(rig.url, 'GET', '/api/v1/workers', { key: KEYS.viewer }))).toEqual({ items: [] });
+    const now = Date.now();
+    const w = (id: string, hb: number) => ({ worker_id: id, pool: 'default', active_jobs: 1, max_parallel_jobs: 4, capabilities: ['echo'], labels: { zone: 'a' }, cpu_load: 0.5, last_heartbeat: new Date(hb).toISOString() });
+    await redis.set(WORKERS_SNAPSHOT_KEY, JSON.stringify({ captured_at: new Date(now).toISOString(), writer_id: 'sched-1', workers: [w('w-live', now - 1_000), w('w-stale', now - 60_000), { junk: true }] }));
+    const online = valid(S.workerListSchema, await call(rig.url, 'GET', '/api/v1/workers', { key: KEYS.viewer }));
+    expect(online.items.map((x) => [x.worker_id, x.online])).toEqual([['w-live', true]]);
+    const all = valid(S.workerListSchema, await call(rig.url, 'GET', '/api/v1/workers?include_offline=true', { key: KEYS.viewer }));
+    expect(all.items.map((x) => [x.worker_id, x.online])).toEqual([['w-live', true], ['w-stale', false]]);
+    const one = valid(S.workerSchema, await call(rig.url, 'GET', '/api/v1/workers/w-stale', { key: KEYS.viewer }));
+    expect(one).toMatchObject({ pool: 'default', max_parallel_jobs: 4, online: false });
+    expectEnvelope(await call(rig.url, 'GET', '/api/v1/workers/nope', { key: KEYS.viewer }), 404, 'worker_not_found');
+    expectEnvelope(await call(rig.url, 'GET', '/api/v1/workers?include_offline=maybe', { key: KEYS.viewer }), 400, 'validation_failed');
+  });
+
+  it('pools and topics come from the applied pools section', async () => {
+    expect(valid(S.topicListSchema, await call(rig.url, 'GET', '/api/v1/topics', { key: KEYS.viewer })).items).toEqual([]);
+    const put = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { pools: { topics: { 'job.echo': ['default', 'gpu'] }, pools: { gpu: { requires: ['cuda'] } } } } });
+    expect(put.status).toBe(204);
+    const pools = valid(S.poolListSchema, await call(rig.url, 'GET', '/api/v1/pools', { key: KEYS.viewer }));
+    expect(pools.items).toEqual([
+      { name: 'default', requires: [], topics: ['job.echo'] },
+      { name: 'gpu', requires: ['cuda'], topics: ['job.echo'] },
+    ]);
+    const topics = valid(S.topicListSchema, await call(rig.url, 'GET', '/api/v1/topics', { key: KEYS.viewer }));
+    expect(topics.items).toEqual([{ topic: 'job.echo', pools: ['default', 'gpu'] }]);
+  });
+});
+
+describe('config API', () => {
+  it('merge patch, document form with CAS, validation details, ETag, effective and status', async () => {
+    const doc0 = valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.viewer }));
+    const patch = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { scheduler: { input_fail_mode: 'closed' } } });
+    expect(patch.status).toBe(204);
+    expect(patch.headers.get('etag')).toBe(`"${doc0.revision + 1}"`);
+    const doc1 = valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.viewer }));
+    expect(doc1.data['scheduler']).toEqual({ input_fail_mode: 'closed' });
+    expect(doc1.data['pools']).toEqual(doc0.data['pools']);
+
+    const stale = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { data: {}, revision: doc0.revision } });
+    expectEnvelope(stale, 409, 'revision_conflict');
+    const replaced = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { data: { rate_limits: { rps: 500, burst: 900 } }, revision: doc1.revision } });
+    expect(replaced.status).toBe(204);
+    const doc2 = valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config?scope=system&scope_id=default', { key: KEYS.viewer }));
+    expect(doc2.data).toEqual({ rate_limits: { rps: 500, burst: 900 } });
+
+    const bad = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { dispatch_timeout_seconds: -1 } } } });
+    expectEnvelope(bad, 400, 'validation_failed');
+    expect(JSON.stringify(bad.body['details'])).toContain('timeouts.reconciler.dispatch_timeout_seconds');
+    expectEnvelope(await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.operator, body: {} }), 403, 'forbidden');
+
+    const team = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { scope: 'team', scope_id: 'blue', data: { rate_limits: { rps: 7 } } } });
+    expect(team.status).toBe(204);
+    const eff = valid(S.configEffectiveSchema, await call(rig.url, 'GET', '/api/v1/config/effective?team=blue', { key: KEYS.viewer }));
+    expect(eff.data['rate_limits']).toEqual({ rps: 7, burst: 900 });
+
+    const st = valid(S.configStatusSchema, await call(rig.url, 'GET', '/api/v1/config/status', { key: KEYS.admin }));
+    expect(st.document.revision).toBe(doc2.revision);
+    expectEnvelope(await call(rig.url, 'GET', '/api/v1/config/status', { key: KEYS.operator }), 403, 'forbidden');
+  });
+
+  it('GET /status is admin-only and carries no secrets', async () => {
+    const r = await call(rig.url, 'GET', '/api/v1/status', { key: KEYS.admin });
+    const st = valid(S.statusSchema, r);
+    expect(st).toMatchObject({ instance_id: 'gw-test', nats: { connected: true }, redis: { ok: true } });
+    const text = JSON.stringify(r.body);
+    for (const secret of [rig.redis.url, rig.nats.url, KEYS.admin, KEYS.operator]) expect(text).not.toContain(secret);
+    expectEnvelope(await call(rig.url, 'GET', '/api/v1/status', { key: KEYS.operator }), 403, 'forbidden');
+  });
+});

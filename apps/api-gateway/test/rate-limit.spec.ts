@@ -1,0 +1,145 @@
+// Distributed rate limiting (D24): one token bucket per tenant shared by all
+// replicas, live limits from config `rate_limits`, in-memory fallback when
+// Redis is gone. Burst/RPS are kept small so the bound is tight and fast.
+import { createConfigStore, publishConfigChanged, sectionHash } from '@cordum/config-overlay';
+import { connectBus, type Bus } from '@cordum/bus';
+import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
+import { createLogger } from '@cordum/service-kit';
+import { waitFor } from '@cordum/testing';
+import { KEYS, call, expectEnvelope, type CallResult } from './harness';
+import { metric, startReplicas, type Replicas } from './replicas';
+
+const RPS = 5;
+const BURST = 20;
+const quiet = createLogger({ service: 'test', instance: 't', level: 'error', write: () => undefined });
+
+describe('shared bucket across two gateways', () => {
+  let r: Replicas;
+  let redis: RedisClient;
+  let bus: Bus;
+
+  beforeAll(async () => {
+    r = await startReplicas(2, { API_RATE_LIMIT_RPS: String(RPS), API_RATE_LIMIT_BURST: String(BURST), CORDUM_CONFIG_RELOAD_INTERVAL: '30s' });
+    redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    bus = await connectBus({ servers: [r.nats.url], name: 'rl-test', logger: quiet });
+  });
+
+  afterAll(async () => {
+    await bus.close();
+    await closeRedis(redis);
+    await r.stop();
+  });
+
+  it('a burst split over both replicas is held to BURST + RPS×T, not double; 429s carry Retry-After', async () => {
+    const n = 4 * BURST;
+    const t0 = Date.now();
+    const results: CallResult[] = await Promise.all(
+      Array.from({ length: n }, (_, i) => call(r.urls[i % 2]!, 'GET', '/api/v1/jobs/none', { key: KEYS.viewer })),
+    );
+    const seconds = (Date.now() - t0) / 1000;
+    // The bound below is for the shared bucket: no replica may have fallen back to memory.
+    expect([await metric(r.urls[0]!, 'cordum_rate_limit_fallback_total'), await metric(r.urls[1]!, 'cordum_rate_limit_fallback_total')]).toEqual([0, 0]);
+    const accepted = results.filter((x) => x.status === 404).length;
+    const limited = results.filter((x) => x.status === 429);
+    expect(accepted + limited.length).toBe(n);
+    expect(accepted).toBeGreaterThanOrEqual(BURST);
+    expect(accepted).toBeLessThanOrEqual(Math.floor(BURST + RPS * seconds));
+    expect(accepted).toBeLessThan(2 * BURST); // one budget, not one per replica
+    for (const x of limited) {
+      expectEnvelope(x, 429, 'rate_limited');
+      expect(Number(x.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    }
+    // Both replicas rejected some: the budget really is shared.
+    const hits = (await metric(r.urls[0]!, 'cordum_rate_limit_hits_total'))! + (await metric(r.urls[1]!, 'cordum_rate_limit_hits_total'))!;
+    expect(hits).toBe(limited.length);
+    // The bucket lives in one key per tenant, with a TTL.
+    expect(await redis.pttl('cordum:rl:{tenant:acme}')).toBeGreaterThan(0);
+    // Another tenant has its own bucket.
+    expect((await call(r.urls[1]!, 'GET', '/api/v1/jobs/none', { key: KEYS.globex })).status).toBe(404);
+    // Probes are never limited.
+    expect((await fetch(`${r.urls[0]}/healthz`)).status).toBe(200);
+  });
+
+  it('a live rate_limits change applies on both gateways within 5 s and is reported (D33)', async () => {
+    const store = createConfigStore(redis);
+    const before = await store.get('system', 'default');
+    const data = { ...before.data, rate_limits: { rps: 2, burst: 3 } };
+    const { revision } = await store.put('system', 'default', data, { expectedRevision: before.revision, validate: true });
+    const t0 = Date.now();
+    await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision });
+    await waitFor(() => r.gateways.every((g) => g.rateLimits().rps === 2 && g.rateLimits().burst === 3), 5_000, { message: 'both applied' });
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    const hash = sectionHash(data, 'rate_limits');
+    for (const id of ['gw-1', 'gw-2']) {
+      const rep = JSON.parse((await redis.get(`cordum:config:applied:api-gateway:${id}`))!) as { hashes: Record<string, string | null> };
+      expect(rep.hashes).toEqual({ rate_limits: hash });
+    }
+    // The new burst is what globex now gets: 3 accepted, then 429.
+    await redis.del('cordum:rl:{tenant:globex}');
+    const codes: number[] = [];
+    for (let i = 0; i < 5; i++) codes.push((await call(r.urls[i % 2]!, 'GET', '/api/v1/jobs/none', { key: KEYS.globex })).status);
+    expect(codes.filter((c) => c === 404).length).toBeLessThanOrEqual(3 + 1); // + one refill at most (2 rps over the loop)
+    expect(codes).toContain(429);
+
+    // Removing the section restores the env limits.
+    const cur = await store.get('system', 'default');
+    const rest = { ...cur.data };
+    delete rest['rate_limits'];
+    const w = await store.put('system', 'default', rest, { expectedRevision: cur.revision, validate: true });
+    await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision: w.revision });
+    await waitFor(() => r.gateways.every((g) => g.rateLimits().rps === RPS && g.rateLimits().burst === BURST), 5_000, { message: 'env limits back' });
+  });
+});
+
+describe('Redis unreachable', () => {
+  let r: Replicas;
+
+  beforeAll(async () => {
+    r = await startReplicas(1, { API_RATE_LIMIT_RPS: String(RPS), API_RATE_LIMIT_BURST: String(BURST) });
+  });
+
+  afterAll(async () => {
+    await r.stop();
+  });
+
+  it('falls back to an in-memory limiter (metric + one log line) and keeps serving what needs no Redis', async () => {
+    const url = r.urls[0]!;
+    expect(await metric(url, 'cordum_rate_limit_in_memory')).toBe(0);
+    await r.redis.stop();
+    // Reads that need Redis fail fast with 503 (never 429 or a hang); probes and metrics still answer.
+    const first = await call(url, 'GET', '/api/v1/jobs/none', { key: KEYS.viewer });
+    expectEnvelope(first, 503, 'redis_unavailable');
+    expect(first.ms).toBeLessThan(3_000);
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${url}/readyz`)).status).toBe(503);
+    expect(await metric(url, 'cordum_rate_limit_in_memory')).toBe(1);
+    // Still limited, now per replica: the burst runs out.
+    const results = await Promise.all(Array.from({ length: 2 * BURST }, () => call(url, 'GET', '/api/v1/jobs/none', { key: KEYS.viewer })));
+    const limited = results.filter((x) => x.status === 429);
+    expect(limited.length).toBeGreaterThanOrEqual(BURST - 1);
+    for (const x of limited) expect(Number(x.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(results.every((x) => x.status === 429 || x.status === 503)).toBe(true);
+    const switches = r.logs.filter((l) => l.includes('rate limiter falling back to per-replica in-memory buckets'));
+    expect(switches).toHaveLength(1);
+    expect(await metric(url, 'cordum_rate_limit_fallback_total')).toBe(1);
+  });
+});
+
+describe('REDIS_RATE_LIMIT=false', () => {
+  let r: Replicas;
+  beforeAll(async () => {
+    r = await startReplicas(1, { REDIS_RATE_LIMIT: 'false', API_RATE_LIMIT_RPS: '1', API_RATE_LIMIT_BURST: '2' });
+  });
+  afterAll(async () => {
+    await r.stop();
+  });
+
+  it('limits in memory from the start and says so', async () => {
+    expect(await metric(r.urls[0]!, 'cordum_rate_limit_in_memory')).toBe(1);
+    expect(r.logs.some((l) => l.includes('REDIS_RATE_LIMIT=false'))).toBe(true);
+    const codes = [];
+    for (let i = 0; i < 4; i++) codes.push((await call(r.urls[0]!, 'GET', '/api/v1/jobs/none', { key: KEYS.viewer })).status);
+    expect(codes.slice(0, 2)).toEqual([404, 404]);
+    expect(codes).toContain(429);
+  });
+});

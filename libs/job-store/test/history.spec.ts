@@ -1,0 +1,62 @@
+// Additive job-store pieces used by the gateway: per-job decision history,
+// per-tenant DLQ index and DLQ deletion.
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { startRedis, type TestServer } from '@cordum/testing';
+import { createJobStore, DLQ_TTL_MS, jobKeys, type JobStore } from '../src';
+import { holdLock, newJob } from './helpers';
+
+describe('decision history and tenant DLQ index (real Redis)', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  let store: JobStore;
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    store = createJobStore(redis, { jobTtlMs: 60_000 });
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  const safety = (decision: string, ruleId: string) => ({ decision, reason: `because ${decision}`, ruleId, policySnapshot: 'snap-1' });
+
+  it('records the create decision and every transition that patches safety, oldest first', async () => {
+    const j = newJob({ safety: safety('unavailable', '') });
+    await store.createJob(j);
+    await store.createJob(j); // a retried create must not duplicate the entry
+    const token = await holdLock(redis, j.id);
+    expect((await store.transition(j.id, 'SCHEDULED', { token, patch: { safety: safety('allow', 'r-allow') } })).ok).toBe(true);
+    expect((await store.transition(j.id, 'DISPATCHED', { token })).ok).toBe(true); // no safety patch → no entry
+    const d = await store.listDecisions(j.id);
+    expect(d.map((e) => [e.decision, e.state, e.rule_id])).toEqual([
+      ['unavailable', 'PENDING', ''],
+      ['allow', 'SCHEDULED', 'r-allow'],
+    ]);
+    expect(d[1]?.policy_snapshot).toBe('snap-1');
+    expect(await redis.pttl(jobKeys.decisions(j.id))).toBeGreaterThan(0);
+  });
+
+  it('a job without a decision has an empty history', async () => {
+    const j = newJob();
+    await store.createJob(j);
+    expect(await store.listDecisions(j.id)).toEqual([]);
+  });
+
+  it('writes DLQ entries into the tenant index too, and deleteDlq removes entry and both index members', async () => {
+    const j = newJob({ tenant: 'initech', initialState: 'DENIED', safety: safety('deny', 'r-deny') });
+    await store.createJob(j);
+    expect(await redis.zscore(jobKeys.dlqIndexTenant('initech'), j.id)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.dlqIndexTenant('acme'), j.id)).toBeNull();
+    const ttl = await redis.pttl(jobKeys.dlqIndexTenant('initech'));
+    expect(ttl).toBeGreaterThan(DLQ_TTL_MS - 60_000);
+    const entry = await store.getDlq(j.id);
+    expect(entry?.tenant).toBe('initech');
+    expect(await store.deleteDlq(entry!)).toBe(true);
+    expect(await store.getDlq(j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.dlqIndex(), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.dlqIndexTenant('initech'), j.id)).toBeNull();
+    expect(await store.deleteDlq(entry!)).toBe(false);
+  });
+});
