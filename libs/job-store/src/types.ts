@@ -17,6 +17,8 @@ export interface DispatchRecord {
   published: boolean;
   subject: string;
   workerId?: string;
+  /** The chosen worker advertised start acks and the publish went to its direct subject (D1 b). */
+  startAck?: boolean;
 }
 
 export interface NewJob {
