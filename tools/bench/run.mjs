@@ -3,7 +3,7 @@
 // the same run on the same Redis and NATS (issue 7). See docs/performance.md.
 //
 //   npm run bench                          full run (growth pass included)
-//   npm run bench -- --quick               a few-second smoke run (CI), no growth pass
+//   npm run bench -- --quick               smoke run (3 s phases, ~2 min in all, for CI), no growth pass
 //   flags: --duration S (20) --warmup S (5) --connections N (64) --workers N (2)
 //          --rate JOBS_PER_S (1000; 0 = no paced run) --growth | --no-growth
 //          --terminal N (100000) --pending N (10000) --worker-parallel N (256, WORKER_MAX_PARALLEL)
@@ -45,7 +45,7 @@ function parseArgs(argv) {
     else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
     else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 11).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 10).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
       process.exit(0);
     } else throw new Error(`unknown argument "${a}" (try --help)`);
   }
@@ -88,7 +88,13 @@ const log = (m) => process.stderr.write(`${m}\n`);
 const errText = (e) => String(e?.message ?? e).slice(0, 500);
 
 async function main() {
-  const opts = parseArgs(process.argv.slice(2));
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`npm run bench: ${errText(e)}\n`);
+    process.exit(2);
+  }
   const cleanupState = { redis: null };
   const fail = installCleanup(async () => {
     cleanupState.redis?.disconnect();

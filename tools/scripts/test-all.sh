@@ -13,7 +13,17 @@ step "generated protobuf code is up to date"
 node tools/proto/gen.mjs --check
 
 step "lint (type-aware, module boundaries)"
-npx eslint . --max-warnings=0
+# @nx/enforce-module-boundaries reads the cached project graph and silently
+# skips itself when there is none (a fresh clone): compute it first, and fail
+# if the rule still reports that it was skipped.
+NX_DAEMON=false npx nx show projects >/dev/null
+lint_out=$(npx eslint . --max-warnings=0 2>&1) || { printf '%s\n' "$lint_out"; exit 1; }
+if grep -q "No cached ProjectGraph" <<<"$lint_out"; then
+  printf '%s\n' "$lint_out"
+  echo "module-boundary lint was skipped (no project graph)"
+  exit 1
+fi
+printf '%s\n' "${lint_out:-lint ok}"
 
 step "type-check"
 npx tsc -p tsconfig.json --noEmit

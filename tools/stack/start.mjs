@@ -48,7 +48,7 @@ function parseArgs(argv) {
       }
     } else if (a === '--port-offset') {
       opts.portOffset = Number(next());
-      if (!Number.isInteger(opts.portOffset) || opts.portOffset < 0 || opts.portOffset > 20000) fail('--port-offset: expected 0..20000');
+      if (!Number.isInteger(opts.portOffset) || opts.portOffset < 0 || opts.portOffset > 14000) fail('--port-offset: expected 0..14000 (the highest port, 50051 + offset + replicas, must stay below 65536)');
     } else if (a === '--build') opts.build = true;
     else if (a === '--help' || a === '-h') {
       process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');

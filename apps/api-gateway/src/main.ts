@@ -1,1 +1,20 @@
-export {};
+// Entry point: parse env once, build the gateway, wire signals (ARCHITECTURE: main.ts only calls the composition root).
+import { exitOnConfigError, processEnv, Shutdown } from '@cordum/service-kit';
+import { loadGatewayConfig } from './config';
+import { createGateway } from './gateway';
+
+exitOnConfigError(async () => {
+  const config = loadGatewayConfig(processEnv());
+  const gateway = createGateway(config);
+  const shutdown = new Shutdown({ logger: gateway.logger });
+  shutdown.add('api-gateway', () => gateway.stop());
+  shutdown.listen();
+  try {
+    await gateway.start();
+  } catch (err) {
+    gateway.logger.error('api-gateway failed to start', { err: err instanceof Error ? err.message : String(err) });
+    process.exitCode = 1;
+    await shutdown.run();
+    process.exit(1);
+  }
+});

@@ -15,7 +15,8 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
     for (const r of recs.values()) states[r.state] = (states[r.state] ?? 0) + 1;
     for (const [st, n] of Object.entries(stuck)) states[`unfinished:${st}`] = n;
     if (unfinished) log(`  ${unfinished} job(s) not terminal after ${drainMs / 1000}s: ${JSON.stringify(stuck)}`);
-    const { ids: _ids, ...http } = d;
+    const http = { ...d };
+    delete http.ids;
     return { http, states, ...summarize(recs, unfinished) };
   };
 

@@ -15,17 +15,15 @@ describe('npm start', () => {
 
   it('brings the stack up with replicas, serves the curl example, and stops on SIGINT', async () => {
     // A port offset keeps this stack clear of anything on the default ports.
-    const offset = 20000 + Math.floor(Math.random() * 50) * 100;
+    const offset = 10000 + Math.floor(Math.random() * 40) * 100;
     const launcher = startProcess('npm-start', process.execPath, [
       join(repoRoot, 'tools/stack/start.mjs'),
       '--replicas', 'scheduler=2,api-gateway=2',
       '--port-offset', String(offset),
     ], { REDIS_URL: redis.url, NATS_URL: nats.url, CORDUM_API_KEY: 'npm-start-test-key' });
     try {
-      await waitFor(() => {
-        if (!launcher.running) throw new Error(`launcher exited: ${launcher.logs()}`);
-        return launcher.hasLine('Cordum is up.');
-      }, 120_000, { message: 'stack up', intervalMs: 200 });
+      await waitFor(() => !launcher.running || launcher.hasLine('Cordum is up.'), 120_000, { message: 'stack up', intervalMs: 200 });
+      expect(launcher.running ? 'running' : launcher.logs()).toBe('running');
       const urlLine = launcher.output.find((l) => l.includes('gateway URL'));
       const url = /http:\/\/127\.0\.0\.1:\d+/.exec(urlLine ?? '')?.[0];
       expect(url).toBe(`http://127.0.0.1:${8081 + offset}`);

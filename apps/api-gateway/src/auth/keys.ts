@@ -1,0 +1,55 @@
+// Static API keys (CONTRACT §2, D26). Keys are kept only as SHA-256 digests and
+// compared with timingSafeEqual over every entry, so neither the comparison nor
+// the lookup order leaks how much of a guess was right.
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+export const ROLES = ['viewer', 'operator', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** D26 tenant names; `*` (any tenant) is only valid on a key, never as an acting tenant. */
+export const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+export const ANY_TENANT = '*';
+
+export interface ApiKeyEntry {
+  key: string;
+  tenant: string;
+  role: Role;
+  principalId: string;
+}
+
+/** What a key proves: never the key itself. */
+export interface KeyIdentity {
+  tenant: string;
+  role: Role;
+  principalId: string;
+}
+
+const ROLE_RANK: Readonly<Record<Role, number>> = { viewer: 0, operator: 1, admin: 2 };
+
+/** admin ⊃ operator ⊃ viewer (D29). */
+export function roleAllows(have: Role, need: Role): boolean {
+  return ROLE_RANK[have] >= ROLE_RANK[need];
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+export interface KeyStore {
+  lookup(presented: string): KeyIdentity | null;
+}
+
+export function createStaticKeyStore(entries: readonly ApiKeyEntry[]): KeyStore {
+  const table = entries.map((e) => ({ hash: digest(e.key), id: { tenant: e.tenant, role: e.role, principalId: e.principalId } }));
+  return {
+    lookup(presented: string): KeyIdentity | null {
+      const h = digest(presented);
+      let found: KeyIdentity | null = null;
+      // No early exit: the time spent does not depend on which entry matched.
+      for (const row of table) {
+        if (timingSafeEqual(row.hash, h) && found === null) found = row.id;
+      }
+      return found;
+    },
+  };
+}

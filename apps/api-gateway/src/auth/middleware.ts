@@ -1,0 +1,63 @@
+// Authentication, tenancy and role checks for /api/v1 routes (CONTRACT §2, D26, D29).
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { ApiError } from '../http/errors';
+import { ANY_TENANT, TENANT_RE, roleAllows, type KeyStore, type Role } from './keys';
+import { requiredRole, type RouteId } from './routes';
+
+export interface Caller {
+  /** The tenant this request acts in; undefined only for a `*` key without X-Tenant-ID (the route may take it from the body). */
+  tenant: string | undefined;
+  keyTenant: string;
+  role: Role;
+  principalId: string;
+}
+
+function presentedKey(req: Request): string | undefined {
+  const header = req.get('x-api-key');
+  if (header !== undefined && header.length > 0) return header;
+  const auth = req.get('authorization');
+  if (auth !== undefined) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    if (m) return m[1];
+  }
+  return undefined;
+}
+
+export function caller(res: Response): Caller {
+  const c = res.locals['caller'] as Caller | undefined;
+  if (!c) throw new Error('caller() used on a route without authorize()');
+  return c;
+}
+
+/** Resolves the acting tenant against the key; a `tenant_id` in a body must match too (D47). */
+export function actingTenant(c: Caller, bodyTenant: string | undefined): string {
+  if (bodyTenant !== undefined) {
+    if (!TENANT_RE.test(bodyTenant)) throw new ApiError('validation_failed', { details: [{ path: 'tenant_id', message: 'must match ^[a-z0-9][a-z0-9_-]{0,62}$' }] });
+    if (c.tenant !== undefined && bodyTenant !== c.tenant) throw new ApiError('tenant_mismatch');
+    if (c.tenant === undefined) return bodyTenant; // `*` key, tenant named only in the body
+  }
+  if (c.tenant === undefined) throw new ApiError('tenant_required');
+  return c.tenant;
+}
+
+export function authorize(keys: KeyStore, route: RouteId): RequestHandler {
+  const need = requiredRole(route);
+  return (req: Request, res: Response, next: NextFunction) => {
+    const key = presentedKey(req);
+    const id = key === undefined ? null : keys.lookup(key);
+    if (!id) throw new ApiError('unauthenticated');
+    const header = req.get('x-tenant-id');
+    let tenant: string | undefined;
+    if (header !== undefined && header !== '') {
+      if (!TENANT_RE.test(header)) throw new ApiError('invalid_tenant');
+      if (id.tenant !== ANY_TENANT && header !== id.tenant) throw new ApiError('tenant_mismatch');
+      tenant = header;
+    } else {
+      tenant = id.tenant === ANY_TENANT ? undefined : id.tenant;
+    }
+    if (!roleAllows(id.role, need)) throw new ApiError('forbidden', { message: `role ${id.role} cannot use ${route}; needs ${need}` });
+    const c: Caller = { tenant, keyTenant: id.tenant, role: id.role, principalId: id.principalId };
+    res.locals['caller'] = c;
+    next();
+  };
+}

@@ -1,0 +1,90 @@
+// Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
+import { z } from 'zod';
+import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zDuration } from '@cordum/service-kit';
+import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
+
+const WILDCARD_TENANT = '*';
+
+const keyEntrySchema = z.object({
+  key: z.string().min(8, 'key must be at least 8 characters'),
+  tenant: z.string().refine((t) => t === WILDCARD_TENANT || TENANT_RE.test(t), 'tenant must match ^[a-z0-9][a-z0-9_-]{0,62}$ or be "*"'),
+  role: z.enum(ROLES),
+  principal_id: z.string().min(1).optional(),
+});
+
+/** `CORDUM_API_KEYS`: a JSON list `[{key, tenant, role, principal_id}]`; any defect is a config error naming the variable. */
+const zApiKeys = z
+  .string()
+  .optional()
+  .transform((raw, ctx): ApiKeyEntry[] => {
+    if (raw === undefined || raw.trim() === '') return [];
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'expected a JSON list of {key, tenant, role, principal_id}, got invalid JSON' });
+      return z.NEVER;
+    }
+    const res = z.array(keyEntrySchema).safeParse(parsed);
+    if (!res.success) {
+      const first = res.error.issues[0];
+      const where = first && first.path.length ? `[${first.path.join('.')}] ` : '';
+      ctx.addIssue({ code: 'custom', message: `${where}${first?.message ?? 'invalid entry'}` });
+      return z.NEVER;
+    }
+    return res.data.map((e, i) => ({ key: e.key, tenant: e.tenant, role: e.role, principalId: e.principal_id ?? `key-${i}` }));
+  });
+
+export const gatewayEnvSchema = commonEnvSchema
+  .extend({
+    GATEWAY_HTTP_ADDR: zAddr.default({ host: '0.0.0.0', port: 8081 }),
+    GATEWAY_GRPC_ADDR: zAddr.default({ host: '0.0.0.0', port: 8080 }),
+    GATEWAY_METRICS_ADDR: zAddr.default({ host: '0.0.0.0', port: 9092 }),
+    SAFETY_KERNEL_ADDR: z.string().min(1).default('127.0.0.1:50051'),
+    CORDUM_API_KEY: z.string().min(8, 'must be at least 8 characters').optional(),
+    TENANT_ID: z.string().regex(TENANT_RE, 'must match ^[a-z0-9][a-z0-9_-]{0,62}$').default('default'),
+    CORDUM_API_KEYS: zApiKeys,
+    JOB_TTL: zDuration.default(7 * 24 * 3600 * 1000),
+  })
+  .superRefine((env, ctx) => {
+    // D26: an open gateway is never the default.
+    if (env.CORDUM_API_KEY === undefined && env.CORDUM_API_KEYS.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['CORDUM_API_KEY'], message: 'no API keys configured: set CORDUM_API_KEY or CORDUM_API_KEYS' });
+    }
+  });
+
+export type GatewayEnv = z.infer<typeof gatewayEnvSchema>;
+
+export interface GatewayConfig {
+  service: 'api-gateway';
+  instanceId: string;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
+  natsServers: string[];
+  httpAddr: { host: string; port: number };
+  grpcAddr: { host: string; port: number };
+  metricsAddr: { host: string; port: number };
+  safetyKernelAddr: string;
+  apiKeys: ApiKeyEntry[];
+  jobTtlMs: number;
+}
+
+/** Throws ConfigError (one line naming the variable) on bad env. */
+export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string | undefined>): GatewayConfig {
+  const e = loadConfig(gatewayEnvSchema, env);
+  const keys: ApiKeyEntry[] = [...e.CORDUM_API_KEYS];
+  if (e.CORDUM_API_KEY !== undefined) keys.push({ key: e.CORDUM_API_KEY, tenant: e.TENANT_ID, role: 'admin', principalId: 'admin' });
+  return {
+    service: 'api-gateway',
+    instanceId: e.CORDUM_INSTANCE_ID ?? defaultInstanceId('api-gateway'),
+    logLevel: e.CORDUM_LOG_LEVEL,
+    redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
+    natsServers: e.NATS_URL,
+    httpAddr: e.GATEWAY_HTTP_ADDR,
+    grpcAddr: e.GATEWAY_GRPC_ADDR,
+    metricsAddr: e.GATEWAY_METRICS_ADDR,
+    safetyKernelAddr: e.SAFETY_KERNEL_ADDR,
+    apiKeys: keys,
+    jobTtlMs: e.JOB_TTL,
+  };
+}

@@ -1,0 +1,169 @@
+// Composition root (ARCHITECTURE "Repository layout", STYLE 2): builds the
+// object graph from config, owns every socket and connection, and tears them
+// down in reverse order. main.ts only loads config and calls this.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import { connectBus, type Bus } from '@cordum/bus';
+import { createJobStore } from '@cordum/job-store';
+import { createLocks } from '@cordum/locks';
+import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
+import { createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck } from '@cordum/service-kit';
+import type { GatewayConfig } from './config';
+import { createStaticKeyStore } from './auth/keys';
+import { createApp, type Readiness } from './http/app';
+import { mountJobRoutes } from './routes/jobs';
+import { createKernelEvaluator, type PolicyEvaluator } from './safety/evaluator';
+import { createSubmitService, redisUsable } from './submit/service';
+
+export interface GatewayDeps {
+  logger?: Logger;
+  registry?: Registry;
+  /** Replaces the gRPC SafetyKernel client (tests of other transports; the default talks to SAFETY_KERNEL_ADDR). */
+  evaluator?: PolicyEvaluator;
+}
+
+export interface Gateway {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  readonly logger: Logger;
+  /** Bound ports, known after start() (useful with port 0). */
+  readonly httpPort: number;
+  readonly metricsPort: number;
+}
+
+type Lifecycle = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
+
+const PING_TIMEOUT_MS = 1_000;
+const HTTP_DRAIN_MS = 5_000;
+const READY_CHECK_TIMEOUT_MS = 2_000;
+
+function listen(server: Server, addr: { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(addr.port, addr.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function closeHttp(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    // Stop accepting, let in-flight requests finish, then cut what is left.
+    const force = setTimeout(() => server.closeAllConnections(), HTTP_DRAIN_MS);
+    server.close(() => {
+      clearTimeout(force);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
+
+export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Gateway {
+  const logger = deps.logger ?? createLogger({ service: config.service, instance: config.instanceId, level: config.logLevel });
+  const registry = deps.registry ?? createMetricsRegistry({ service: config.service, pod: config.instanceId });
+  let state: Lifecycle = 'idle';
+  let stopping: Promise<void> | null = null;
+  let httpPort = -1;
+  let metricsPort = -1;
+  // Cleanups run in reverse order of creation, each even if another fails (STYLE 3).
+  const cleanups: { name: string; fn: () => Promise<void> | void }[] = [];
+
+  const start = async (): Promise<void> => {
+    state = 'starting';
+    logger.info('starting api-gateway', {
+      http_addr: `${config.httpAddr.host}:${config.httpAddr.port}`,
+      metrics_addr: `${config.metricsAddr.host}:${config.metricsAddr.port}`,
+      safety_kernel_addr: config.safetyKernelAddr,
+      api_keys: config.apiKeys.length,
+      job_ttl_ms: config.jobTtlMs,
+    });
+
+    const redis: RedisClient = createRedis({ ...config.redis, name: config.instanceId });
+    cleanups.push({ name: 'redis', fn: () => closeRedis(redis) });
+    // Dial now (a lazy client would otherwise stay 'wait' until the first request); readiness reports the result.
+    if (!(await pingRedis(redis, PING_TIMEOUT_MS))) logger.warn('redis not reachable at start; /readyz stays 503 until it is');
+    const bus: Bus = await connectBus({ servers: config.natsServers, name: config.instanceId, logger, registry });
+    cleanups.push({ name: 'bus', fn: () => bus.close() });
+    await bus.ensureStreams();
+
+    const evaluator = deps.evaluator ?? createKernelEvaluator(config.safetyKernelAddr);
+    cleanups.push({ name: 'safety-kernel client', fn: () => evaluator.close() });
+
+    const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs });
+    const locks = createLocks(redis);
+    const submit = createSubmitService({ redis, store, bus, locks, evaluator, logger, instanceId: config.instanceId, jobTtlMs: config.jobTtlMs });
+
+    const checks: ReadinessCheck[] = [
+      { name: 'redis', check: () => pingRedis(redis, PING_TIMEOUT_MS) },
+      { name: 'nats', check: () => bus.connected },
+    ];
+    const readiness: Readiness = {
+      async check() {
+        const results = await Promise.all(checks.map(async (c) => [c.name, await runCheck(c, READY_CHECK_TIMEOUT_MS)] as const));
+        const out = Object.fromEntries(results);
+        return { ready: results.every(([, ok]) => ok), checks: out };
+      },
+    };
+
+    const app = createApp({
+      keys: createStaticKeyStore(config.apiKeys),
+      logger,
+      registry,
+      readiness,
+      routes: (mount) => mountJobRoutes(mount, { submit, store, redisReady: () => redisUsable(redis) }),
+    });
+    const server = createServer(app);
+    // Slow-loris guard; generous enough for a 2 MiB body on a slow link.
+    server.requestTimeout = 30_000;
+    server.headersTimeout = 10_000;
+    await listen(server, config.httpAddr);
+    cleanups.push({ name: 'http', fn: () => closeHttp(server) });
+    httpPort = (server.address() as AddressInfo).port;
+
+    const health: HealthServer = await startHealthServer({ addr: config.metricsAddr, registry, logger, checks });
+    cleanups.push({ name: 'metrics server', fn: () => health.close() });
+    metricsPort = health.port;
+
+    state = 'running';
+    logger.info('api-gateway ready', { http_port: httpPort, metrics_port: metricsPort });
+  };
+
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      state = 'stopping';
+      for (const c of cleanups.reverse()) {
+        try {
+          await c.fn();
+        } catch (err) {
+          logger.warn('cleanup failed', { name: c.name, err: err instanceof Error ? err.message : String(err) });
+        }
+      }
+      cleanups.length = 0;
+      state = 'stopped';
+      logger.info('api-gateway stopped');
+    })();
+    return stopping;
+  };
+
+  return {
+    start: async () => {
+      if (state !== 'idle') throw new Error(`gateway cannot start from state ${state}`);
+      try {
+        await start();
+      } catch (err) {
+        await stop();
+        throw err;
+      }
+    },
+    stop,
+    logger,
+    get httpPort() {
+      return httpPort;
+    },
+    get metricsPort() {
+      return metricsPort;
+    },
+  };
+}

@@ -1,0 +1,100 @@
+// THE list of HTTP error codes (D28). Every error body is
+// `{error, code, status, details?: [{path, message}]}`, plus documented extras
+// (job_id/trace_id on policy_denied and submit_state_unknown). README.md
+// mirrors this table; add a code here before using it anywhere.
+
+export const ERROR_CODES = {
+  // 400
+  invalid_json: { status: 400, message: 'request body is not valid JSON' },
+  validation_failed: { status: 400, message: 'request validation failed' },
+  invalid_tenant: { status: 400, message: 'X-Tenant-ID does not match ^[a-z0-9][a-z0-9_-]{0,62}$' },
+  tenant_required: { status: 400, message: 'a key valid for any tenant needs X-Tenant-ID or tenant_id' },
+  idempotency_key_mismatch: { status: 400, message: 'Idempotency-Key header and idempotency_key differ' },
+  bad_request: { status: 400, message: 'bad request' },
+  // 401 / 403
+  unauthenticated: { status: 401, message: 'missing or invalid API key' },
+  forbidden: { status: 403, message: 'the key\'s role does not allow this route' },
+  tenant_mismatch: { status: 403, message: 'the key is not valid for this tenant' },
+  policy_denied: { status: 403, message: 'denied by policy' },
+  // 404 / 405 / 409 / 413 / 415 / 429
+  not_found: { status: 404, message: 'no such route' },
+  job_not_found: { status: 404, message: 'job not found' },
+  idempotency_in_progress: { status: 409, message: 'a request with this idempotency key is still in progress' },
+  payload_too_large: { status: 413, message: 'request body exceeds 2 MiB' },
+  unsupported_media_type: { status: 415, message: 'request body must be application/json' },
+  policy_throttled: { status: 429, message: 'throttled by policy' },
+  // 5xx: dependency faults and real server faults only, never bad input
+  internal: { status: 500, message: 'internal error' },
+  redis_unavailable: { status: 503, message: 'job store unavailable' },
+  bus_unavailable: { status: 503, message: 'message bus unavailable; the job was not accepted' },
+  submit_state_unknown: { status: 503, message: 'the job may or may not have been accepted; query it by job_id' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ErrorDetail {
+  path: string;
+  message: string;
+}
+
+export interface ErrorBody {
+  error: string;
+  code: ErrorCode;
+  status: number;
+  details?: ErrorDetail[];
+  [extra: string]: unknown;
+}
+
+/** A typed API error: handlers throw it, the error handler renders it. */
+export class ApiError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: ErrorDetail[] | undefined;
+  readonly extra: Record<string, unknown>;
+  readonly headers: Record<string, string>;
+
+  constructor(
+    code: ErrorCode,
+    opts: { message?: string; details?: ErrorDetail[]; extra?: Record<string, unknown>; headers?: Record<string, string>; cause?: unknown } = {},
+  ) {
+    super(opts.message ?? ERROR_CODES[code].message, { cause: opts.cause });
+    this.name = 'ApiError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+    this.details = opts.details;
+    this.extra = opts.extra ?? {};
+    this.headers = opts.headers ?? {};
+  }
+
+  toBody(): ErrorBody {
+    const body: ErrorBody = { error: this.message, code: this.code, status: this.status, ...this.extra };
+    if (this.details && this.details.length > 0) body.details = this.details;
+    return body;
+  }
+}
+
+/** Errors thrown by body-parser (express.json) carry `type`; map them to our codes. */
+export function fromBodyParserError(err: unknown): ApiError | null {
+  if (typeof err !== 'object' || err === null) return null;
+  const e = err as { type?: unknown; status?: unknown; statusCode?: unknown };
+  switch (e.type) {
+    case 'entity.too.large':
+      return new ApiError('payload_too_large');
+    case 'entity.parse.failed':
+      return new ApiError('invalid_json');
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return new ApiError('unsupported_media_type');
+    case 'request.aborted':
+    case 'request.size.invalid':
+    case 'stream.encoding.set':
+    case 'stream.not.readable':
+      return new ApiError('bad_request');
+    default:
+      break;
+  }
+  // Any other client-side (4xx) error from the framework stays a 4xx.
+  const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 0;
+  if (status >= 400 && status < 500) return new ApiError('bad_request');
+  return null;
+}

@@ -1,0 +1,124 @@
+// POST /api/v1/jobs and GET /api/v1/jobs/:id (CONTRACT §2).
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { jobToApi, type JobStore } from '@cordum/job-store';
+import { ApiError } from '../http/errors';
+import { actingTenant, caller } from '../auth/middleware';
+import { IDEMPOTENCY_KEY_RE, submitBodySchema, zodDetails } from '../submit/schema';
+import { SubmitError } from '../submit/errors';
+import type { SubmitOutcome, SubmitService } from '../submit/service';
+import type { Mount } from '../http/app';
+import { withTimeout } from '../util/timeout';
+
+export const MAX_BODY_BYTES = 2 * 1024 * 1024;
+/** Job ids are UUIDs here, but workflow/DLQ-created ids may differ: accept any safe token; anything else is 404. */
+const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * A declared non-JSON Content-Type is 415; a missing one is parsed as JSON
+ * (curl-friendly). Bodies over 2 MiB are 413, bad JSON 400 invalid_json.
+ */
+function jsonBody() {
+  const parse = express.json({ limit: MAX_BODY_BYTES, strict: true, type: () => true });
+  return (req: Request, res: Response, next: NextFunction) => {
+    const ct = req.get('content-type');
+    if (ct !== undefined && !/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(ct)) throw new ApiError('unsupported_media_type');
+    parse(req, res, next);
+  };
+}
+
+export function submitErrorToApi(err: SubmitError): ApiError {
+  const extra: Record<string, unknown> = err.jobId !== undefined ? { job_id: err.jobId } : {};
+  switch (err.code) {
+    case 'policy_throttled': {
+      const seconds = Math.max(1, Math.ceil((err.retryAfterMs ?? 1000) / 1000));
+      return new ApiError('policy_throttled', { message: err.message, headers: { 'Retry-After': String(seconds) }, extra: { retry_after_ms: err.retryAfterMs ?? seconds * 1000 } });
+    }
+    case 'idempotency_in_progress':
+    case 'redis_unavailable':
+    case 'bus_unavailable':
+    case 'submit_state_unknown':
+      return new ApiError(err.code, { extra, cause: err });
+  }
+}
+
+function sendOutcome(res: Response, out: SubmitOutcome): void {
+  switch (out.kind) {
+    case 'accepted':
+      res.status(200).json({ job_id: out.jobId, trace_id: out.traceId });
+      return;
+    case 'approval_required':
+      res.status(200).json({ job_id: out.jobId, trace_id: out.traceId, status: 'approval_required', reason: out.reason });
+      return;
+    case 'denied':
+      throw new ApiError('policy_denied', { message: out.reason || 'denied by policy', extra: { job_id: out.jobId, trace_id: out.traceId } });
+  }
+}
+
+export interface JobRouteDeps {
+  submit: SubmitService;
+  store: JobStore;
+  /** False while Redis is not connected: reads answer 503 at once instead of queueing. */
+  redisReady(): boolean;
+}
+
+const READ_TIMEOUT_MS = 3_000;
+
+export function mountJobRoutes(mount: Mount, deps: JobRouteDeps): void {
+  mount('POST /api/v1/jobs', jsonBody(), async (req, res) => {
+    const parsed = submitBodySchema.safeParse(req.body);
+    if (!parsed.success) throw new ApiError('validation_failed', { details: zodDetails(parsed.error) });
+    const body = parsed.data;
+    const c = caller(res);
+    const tenant = actingTenant(c, body.tenant_id);
+
+    const headerKey = req.get('idempotency-key');
+    if (headerKey !== undefined && !IDEMPOTENCY_KEY_RE.test(headerKey)) {
+      throw new ApiError('validation_failed', { details: [{ path: 'Idempotency-Key', message: 'must be 1-256 printable ASCII characters without spaces' }] });
+    }
+    if (headerKey !== undefined && body.idempotency_key !== undefined && headerKey !== body.idempotency_key) throw new ApiError('idempotency_key_mismatch');
+
+    let out: SubmitOutcome;
+    try {
+      out = await deps.submit.submit({
+        tenant,
+        principalId: c.principalId,
+        prompt: body.prompt,
+        topic: body.topic,
+        context: body.context,
+        priority: body.priority,
+        labels: body.labels,
+        idempotencyKey: headerKey ?? body.idempotency_key,
+        memoryId: body.memory_id,
+        contextMode: body.context_mode,
+        capability: body.capability,
+        riskTags: body.risk_tags,
+        requires: body.requires,
+        actorId: body.actor_id,
+        actorType: body.actor_type,
+        deadlineMs: body.deadline_ms,
+      });
+    } catch (err) {
+      if (err instanceof SubmitError) throw submitErrorToApi(err);
+      throw err;
+    }
+    sendOutcome(res, out);
+  });
+
+  mount('GET /api/v1/jobs/:id', async (req, res) => {
+    const tenant = actingTenant(caller(res), undefined);
+    const id = String(req.params['id'] ?? '');
+    if (!JOB_ID_RE.test(id)) throw new ApiError('job_not_found');
+    if (!deps.redisReady()) throw new ApiError('redis_unavailable');
+    let view: object;
+    try {
+      const job = await withTimeout(deps.store.getJob(id), READ_TIMEOUT_MS, 'read job');
+      // Another tenant's job is indistinguishable from a missing one (CONTRACT §2).
+      if (!job || job.tenant !== tenant) throw new ApiError('job_not_found');
+      view = jobToApi(job, await withTimeout(deps.store.readResult(job), READ_TIMEOUT_MS, 'read result'));
+    } catch (err) {
+      if (err instanceof ApiError) throw err;
+      throw new ApiError('redis_unavailable', { cause: err });
+    }
+    res.status(200).json(view);
+  });
+}

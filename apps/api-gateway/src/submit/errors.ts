@@ -1,0 +1,20 @@
+// Submit outcomes that are not a job (transport-neutral: HTTP and, later, gRPC map these codes).
+export type SubmitErrorCode =
+  | 'idempotency_in_progress'
+  | 'policy_throttled'
+  | 'redis_unavailable'
+  | 'bus_unavailable'
+  | 'submit_state_unknown';
+
+export class SubmitError extends Error {
+  readonly code: SubmitErrorCode;
+  readonly jobId: string | undefined;
+  readonly retryAfterMs: number | undefined;
+  constructor(code: SubmitErrorCode, message: string, opts: { jobId?: string; retryAfterMs?: number; cause?: unknown } = {}) {
+    super(message, { cause: opts.cause });
+    this.name = 'SubmitError';
+    this.code = code;
+    this.jobId = opts.jobId;
+    this.retryAfterMs = opts.retryAfterMs;
+  }
+}

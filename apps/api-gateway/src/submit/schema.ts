@@ -1,0 +1,41 @@
+// POST /api/v1/jobs body (CONTRACT §2, D30, D46, D47). Unknown fields are
+// ignored (z.object strips them). `null` on an optional field means "absent",
+// because many clients serialise unset fields that way.
+import { z } from 'zod';
+import type { ErrorDetail } from '../http/errors';
+
+export const TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
+export const MAX_PROMPT_CHARS = 50_000;
+export const MAX_LABELS = 50;
+export const MAX_DEADLINE_MS = 7 * 24 * 3600 * 1000;
+export const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,256}$/;
+
+const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? undefined);
+const shortString = z.string().min(1).max(256);
+
+export const submitBodySchema = z.object({
+  prompt: z.string().max(MAX_PROMPT_CHARS, `must be at most ${MAX_PROMPT_CHARS} characters`),
+  topic: z.string().max(255, 'must be at most 255 characters').regex(TOPIC_RE, 'must match ^job(\\.[A-Za-z0-9_-]+)+$ (the worker subject, e.g. job.echo)'),
+  context: z.unknown().optional(),
+  // Default interactive: an API caller waiting on a response is the common case (README).
+  priority: opt(z.enum(['interactive', 'batch', 'critical'])).transform((p) => p ?? 'interactive'),
+  labels: opt(
+    z.record(z.string().max(256), z.string().max(4096)).refine((l) => Object.keys(l).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`),
+  ).transform((l) => l ?? {}),
+  idempotency_key: opt(z.string().regex(IDEMPOTENCY_KEY_RE, 'must be 1-256 printable ASCII characters without spaces')),
+  memory_id: opt(shortString),
+  context_mode: opt(z.enum(['raw', 'chat', 'rag'])),
+  capability: opt(shortString),
+  risk_tags: opt(z.array(shortString).max(64)).transform((v) => v ?? []),
+  requires: opt(z.array(shortString).max(64)).transform((v) => v ?? []),
+  actor_id: opt(shortString),
+  actor_type: opt(z.enum(['human', 'service'])),
+  deadline_ms: opt(z.number().int().positive().max(MAX_DEADLINE_MS, 'must be at most 7 days (604800000 ms)')),
+  tenant_id: opt(z.string()),
+});
+
+export type SubmitBody = z.output<typeof submitBodySchema>;
+
+export function zodDetails(err: z.ZodError): ErrorDetail[] {
+  return err.issues.map((i) => ({ path: i.path.length ? i.path.map(String).join('.') : '(body)', message: i.message }));
+}

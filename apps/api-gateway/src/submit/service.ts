@@ -1,0 +1,214 @@
+// The submit use case (BEHAVIOURS §1.1), independent of HTTP so the gRPC
+// CordumApi.SubmitJob can reuse it. Order: idempotency claim → Evaluate →
+// job record (+ ctx) → publish. Every exit without a job releases the claim.
+import { randomUUID } from 'node:crypto';
+import { subjects } from '@cordum/bus';
+import type { JobRecord, JobStore, NewJob, Priority, SafetyRecord } from '@cordum/job-store';
+import type { RedisClient } from '@cordum/redis';
+import type { Locks } from '@cordum/locks';
+import type { Logger } from '@cordum/service-kit';
+import type { PolicyEvaluator, Verdict } from '../safety/evaluator';
+import { SubmitError } from './errors';
+import { createIdempotencyClaims, type IdempotencyClaims } from './idempotency';
+import { actorTypeToProto, encodeJobRequest, priorityToProto, submitMsgId } from './packet';
+import { failPendingJob } from './fail-pending';
+import { withTimeout } from '../util/timeout';
+
+/** D25: a duplicate waits this long for the first request's job to appear. */
+export const IDEMPOTENCY_WAIT_MS = 5_000;
+/** Redis calls on the submit path give up after this (BEHAVIOURS §8: fail fast, 503). */
+export const STORE_TIMEOUT_MS = 3_000;
+
+export interface SubmitCommand {
+  tenant: string;
+  principalId: string;
+  prompt: string;
+  topic: string;
+  context: unknown;
+  priority: Priority;
+  labels: Record<string, string>;
+  idempotencyKey?: string;
+  memoryId?: string;
+  contextMode?: string;
+  capability?: string;
+  riskTags: string[];
+  requires: string[];
+  actorId?: string;
+  actorType?: string;
+  deadlineMs?: number;
+}
+
+export type SubmitOutcome =
+  | { kind: 'accepted'; jobId: string; traceId: string }
+  | { kind: 'approval_required'; jobId: string; traceId: string; reason: string }
+  | { kind: 'denied'; jobId: string; traceId: string; reason: string };
+
+export interface SubmitBus {
+  publish(subject: string, data: Uint8Array, opts?: { msgId?: string }): Promise<void>;
+}
+
+export interface SubmitDeps {
+  redis: RedisClient;
+  store: JobStore;
+  bus: SubmitBus;
+  locks: Locks;
+  evaluator: PolicyEvaluator;
+  logger: Logger;
+  instanceId: string;
+  jobTtlMs: number;
+}
+
+export interface SubmitService {
+  submit(cmd: SubmitCommand): Promise<SubmitOutcome>;
+}
+
+/**
+ * Fail fast instead of queueing behind a reconnect: only a ready client (or a
+ * lazy one that has not dialled yet) is used (BEHAVIOURS §8).
+ */
+export function redisUsable(redis: RedisClient): boolean {
+  return redis.status === 'ready' || redis.status === 'wait';
+}
+
+export function createSubmitService(deps: SubmitDeps): SubmitService {
+  const claims: IdempotencyClaims = createIdempotencyClaims(deps.redis, deps.jobTtlMs);
+  const log = deps.logger;
+
+  /** Any failure of a Redis call on this path is a dependency fault: 503, never 500. */
+  const store = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+    if (!redisUsable(deps.redis)) throw new SubmitError('redis_unavailable', `redis is ${deps.redis.status}`);
+    try {
+      return await withTimeout(fn(), STORE_TIMEOUT_MS, what);
+    } catch (err) {
+      if (err instanceof SubmitError) throw err;
+      throw new SubmitError('redis_unavailable', `${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  };
+
+  const outcomeOf = (job: JobRecord): SubmitOutcome => {
+    if (job.state === 'APPROVAL_REQUIRED') return { kind: 'approval_required', jobId: job.id, traceId: job.traceId, reason: job.safety?.reason ?? '' };
+    if (job.state === 'DENIED' && job.safety?.decision === 'deny') return { kind: 'denied', jobId: job.id, traceId: job.traceId, reason: job.safety.reason };
+    return { kind: 'accepted', jobId: job.id, traceId: job.traceId };
+  };
+
+  /** D25 loser: answer with the winner's job once it exists (≤ 5 s). */
+  const replay = async (tenant: string, key: string, jobId: string): Promise<SubmitOutcome | null> => {
+    const deadline = Date.now() + IDEMPOTENCY_WAIT_MS;
+    for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
+      const job = await store('read job', () => deps.store.getJob(jobId));
+      if (job && job.tenant === tenant) return outcomeOf(job);
+      const holder = await store('read claim', () => claims.current(tenant, key));
+      if (holder !== jobId) return null; // released (winner ended without a job) or replaced
+      if (Date.now() > deadline) throw new SubmitError('idempotency_in_progress', 'a request with this idempotency key is still in progress', { jobId });
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  };
+
+  const safetyRecord = (v: Verdict): SafetyRecord => {
+    switch (v.kind) {
+      case 'allow':
+        return { decision: v.decision, reason: v.reason, ruleId: v.ruleId, policySnapshot: v.policySnapshot };
+      case 'unavailable':
+        return { decision: 'unavailable', reason: v.reason, ruleId: '', policySnapshot: '' };
+      case 'deny':
+        return { decision: 'deny', reason: v.reason, ruleId: v.ruleId, policySnapshot: v.policySnapshot };
+      case 'require_human':
+        return { decision: 'require_human', reason: v.reason, ruleId: v.ruleId, policySnapshot: v.policySnapshot };
+      case 'throttle':
+        return { decision: 'throttle', reason: v.reason, ruleId: v.ruleId, policySnapshot: v.policySnapshot };
+    }
+  };
+
+  const runClaimed = async (cmd: SubmitCommand, jobId: string, traceId: string): Promise<SubmitOutcome> => {
+    const verdict = await deps.evaluator.evaluate({
+      jobId,
+      topic: cmd.topic,
+      tenant: cmd.tenant,
+      priority: priorityToProto(cmd.priority),
+      principalId: cmd.principalId,
+      labels: cmd.labels,
+      memoryId: cmd.memoryId ?? '',
+      meta: {
+        tenantId: cmd.tenant,
+        actorId: cmd.actorId ?? '',
+        actorType: actorTypeToProto(cmd.actorType),
+        idempotencyKey: cmd.idempotencyKey ?? '',
+        capability: cmd.capability ?? '',
+        riskTags: cmd.riskTags,
+        requires: cmd.requires,
+      },
+      inputSizeBytes: BigInt(Buffer.byteLength(cmd.prompt) + Buffer.byteLength(JSON.stringify(cmd.context ?? null))),
+    });
+    if (verdict.kind === 'unavailable') log.warn('safety kernel unavailable at submit; accepting as PENDING (D19)', { job_id: jobId, reason: verdict.reason });
+    if (verdict.kind === 'throttle') {
+      throw new SubmitError('policy_throttled', verdict.reason || 'throttled by policy', { retryAfterMs: verdict.retryAfterMs });
+    }
+    const initialState = verdict.kind === 'deny' ? 'DENIED' : verdict.kind === 'require_human' ? 'APPROVAL_REQUIRED' : 'PENDING';
+    const newJob: NewJob = {
+      id: jobId,
+      tenant: cmd.tenant,
+      topic: cmd.topic,
+      traceId,
+      priority: cmd.priority,
+      labels: cmd.labels,
+      prompt: cmd.prompt,
+      context: cmd.context ?? null,
+      principalId: cmd.principalId,
+      actorId: cmd.actorId,
+      actorType: cmd.actorType,
+      capability: cmd.capability,
+      riskTags: cmd.riskTags,
+      requires: cmd.requires,
+      memoryId: cmd.memoryId,
+      contextMode: cmd.contextMode,
+      idempotencyKey: cmd.idempotencyKey,
+      deadlineMs: cmd.deadlineMs,
+      initialState,
+      safety: safetyRecord(verdict),
+    };
+    // createJob writes ctx:<id>, the record and indexes; DENIED also writes the DLQ entry.
+    const job = await store('create job', () => deps.store.createJob(newJob));
+    if (job.state !== 'PENDING') return outcomeOf(job);
+
+    try {
+      await deps.bus.publish(subjects.submit, encodeJobRequest(job, deps.instanceId, cmd.deadlineMs), { msgId: submitMsgId(jobId) });
+    } catch (err) {
+      // D11: fail the job we own, or hand it to the replayer if we cannot prove it is unpublished.
+      const failed = await failPendingJob(deps, jobId, 'bus_unavailable', `publish to ${subjects.submit} failed`).catch(() => false);
+      log.error('submit publish failed', { job_id: jobId, failed, err: err instanceof Error ? err.message : String(err) });
+      if (failed) throw new SubmitError('bus_unavailable', 'message bus unavailable; the job was not accepted', { jobId, cause: err });
+      throw new SubmitError('submit_state_unknown', 'the job may or may not have been accepted; query it by job_id', { jobId, cause: err });
+    }
+    return { kind: 'accepted', jobId, traceId };
+  };
+
+  return {
+    async submit(cmd) {
+      const jobId = randomUUID();
+      const traceId = randomUUID();
+      const key = cmd.idempotencyKey;
+      if (key !== undefined) {
+        for (;;) {
+          const claim = await store('idempotency claim', () => claims.claim(cmd.tenant, key, jobId));
+          if (claim.kind === 'claimed') break;
+          const previous = await replay(cmd.tenant, key, claim.jobId);
+          if (previous) return previous;
+        }
+      }
+      let jobExists = false;
+      try {
+        const out = await runClaimed(cmd, jobId, traceId);
+        jobExists = true;
+        return out;
+      } catch (err) {
+        // submit_state_unknown: a job exists and may run, so the key must keep pointing at it.
+        jobExists = err instanceof SubmitError && err.code === 'submit_state_unknown';
+        throw err;
+      } finally {
+        if (key !== undefined && !jobExists) {
+          await claims.release(cmd.tenant, key, jobId).catch((e: unknown) => log.warn('idempotency claim release failed', { err: String(e) }));
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,81 @@
+// Pure config parsing (CONTRACT §1, D26): defaults, key lists, one-line errors.
+import { ConfigError } from '@cordum/service-kit';
+import { loadGatewayConfig } from '../src/config';
+import { createStaticKeyStore } from '../src/auth/keys';
+
+const base = { CORDUM_API_KEY: 'admin-key-12345678' };
+
+function configError(env: Record<string, string>): string {
+  try {
+    loadGatewayConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    const msg = (err as Error).message;
+    expect(msg).not.toContain('\n');
+    return msg;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('loadGatewayConfig', () => {
+  it('applies CONTRACT §1 defaults', () => {
+    const c = loadGatewayConfig(base);
+    expect(c.httpAddr).toEqual({ host: '0.0.0.0', port: 8081 });
+    expect(c.grpcAddr).toEqual({ host: '0.0.0.0', port: 8080 });
+    expect(c.metricsAddr).toEqual({ host: '0.0.0.0', port: 9092 });
+    expect(c.safetyKernelAddr).toBe('127.0.0.1:50051');
+    expect(c.jobTtlMs).toBe(7 * 24 * 3600 * 1000);
+    expect(c.apiKeys).toEqual([{ key: 'admin-key-12345678', tenant: 'default', role: 'admin', principalId: 'admin' }]);
+    expect(c.instanceId).toMatch(/^api-gateway-/);
+  });
+
+  it('parses CORDUM_API_KEYS, TENANT_ID and JOB_TTL', () => {
+    const c = loadGatewayConfig({
+      ...base,
+      TENANT_ID: 'acme',
+      JOB_TTL: '2h',
+      CORDUM_API_KEYS: JSON.stringify([{ key: 'viewer-key-1234', tenant: '*', role: 'viewer', principal_id: 'v' }]),
+    });
+    expect(c.jobTtlMs).toBe(7_200_000);
+    expect(c.apiKeys).toEqual([
+      { key: 'viewer-key-1234', tenant: '*', role: 'viewer', principalId: 'v' },
+      { key: 'admin-key-12345678', tenant: 'acme', role: 'admin', principalId: 'admin' },
+    ]);
+  });
+
+  it('refuses to start without any key (D26)', () => {
+    expect(configError({})).toMatch(/CORDUM_API_KEY.*no API keys configured/);
+  });
+
+  it.each([
+    ['not-json', /CORDUM_API_KEYS .*invalid JSON/],
+    ['{"key":"x"}', /CORDUM_API_KEYS .*expected array/],
+    ['[{"key":"long-enough-key","tenant":"acme","role":"root"}]', /CORDUM_API_KEYS .*role/],
+    ['[{"key":"long-enough-key","tenant":"Not Valid","role":"admin"}]', /CORDUM_API_KEYS .*tenant/],
+  ])('CORDUM_API_KEYS=%s is one line naming the variable', (raw, re) => {
+    const msg = configError({ ...base, CORDUM_API_KEYS: raw });
+    expect(msg).toMatch(re);
+    // The secret value is never echoed.
+    expect(msg).not.toContain('long-enough-key');
+  });
+
+  it.each([
+    ['GATEWAY_HTTP_ADDR', 'nope'],
+    ['TENANT_ID', 'Bad Tenant'],
+    ['JOB_TTL', 'forever'],
+  ])('%s=%s is a config error naming it', (name, value) => {
+    expect(configError({ ...base, [name]: value })).toContain(name);
+  });
+});
+
+describe('static key store', () => {
+  it('finds keys by exact value only', () => {
+    const keys = createStaticKeyStore([
+      { key: 'alpha-key-0001', tenant: 'a', role: 'viewer', principalId: 'pa' },
+      { key: 'beta-key-00002', tenant: 'b', role: 'admin', principalId: 'pb' },
+    ]);
+    expect(keys.lookup('beta-key-00002')).toEqual({ tenant: 'b', role: 'admin', principalId: 'pb' });
+    expect(keys.lookup('beta-key-0000')).toBeNull();
+    expect(keys.lookup('')).toBeNull();
+  });
+});

@@ -1,0 +1,63 @@
+// BEHAVIOURS §8 at the gateway: NATS down at publish → D11; Redis down →
+// fast 503s (never 500, never a hang) and /readyz 503.
+import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
+import { startProcess, waitFor } from '@cordum/testing';
+import { KEYS, call, expectEnvelope, startRig, type Rig } from './harness';
+
+let rig: Rig;
+let redis: RedisClient;
+let revivedStop: () => Promise<void> = async () => undefined;
+
+beforeAll(async () => {
+  rig = await startRig();
+  redis = createRedis({ url: rig.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, name: 'faults-spec' });
+});
+
+afterAll(async () => {
+  await closeRedis(redis);
+  await rig.stop();
+  await revivedStop();
+});
+
+const submit = (body: Record<string, unknown>) => call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
+
+it('NATS down: submit answers 503 bus_unavailable, the job ends FAILED(bus_unavailable) and the idempotency claim is freed (D11)', async () => {
+  // Stop the process but keep its store, like a NATS restart with persistent storage.
+  await rig.nats.process.stop(5_000);
+  await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 503, 10_000, { message: 'readyz 503 without NATS' });
+  const r = await submit({ prompt: 'x', topic: 'job.echo', idempotency_key: 'nats-down-1' });
+  expectEnvelope(r, 503, 'bus_unavailable');
+  const jobId = String(r.body['job_id']);
+  const g = await call(rig.url, 'GET', `/api/v1/jobs/${jobId}`, { key: KEYS.operator });
+  expect(g.body['state']).toBe('FAILED');
+  expect(g.body['error']).toEqual({ code: 'bus_unavailable', message: expect.any(String) });
+  expect(await redis.exists('job:idempotency:acme:nats-down-1')).toBe(0);
+  const ready = await call(rig.url, 'GET', '/readyz');
+  expect(ready.body).toEqual({ ready: false, checks: { redis: true, nats: false } });
+
+  // NATS back on the same port: the gateway recovers without a restart.
+  const revived = startProcess('nats-revived', 'nats-server', ['-a', '127.0.0.1', '-p', String(rig.nats.port), '-js', '-sd', rig.nats.dir]);
+  revivedStop = () => revived.stop(5_000);
+  await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 200, 15_000, { message: 'readyz 200 after NATS returns' });
+  const after = await submit({ prompt: 'x', topic: 'job.echo', idempotency_key: 'nats-down-1' });
+  expect(after.status).toBe(200);
+  expect(after.body['job_id']).not.toBe(jobId);
+});
+
+it('Redis down: POST answers 503 redis_unavailable quickly, GET too, and /readyz is 503', async () => {
+  await rig.redis.stop();
+  await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 503 && (await call(rig.url, 'GET', '/readyz')).body['checks'] !== undefined, 10_000);
+  const r = await submit({ prompt: 'x', topic: 'job.echo' });
+  expectEnvelope(r, 503, 'redis_unavailable');
+  expect(r.ms).toBeLessThan(3_000);
+  const withKey = await submit({ prompt: 'x', topic: 'job.echo', idempotency_key: 'redis-down' });
+  expectEnvelope(withKey, 503, 'redis_unavailable');
+  const g = await call(rig.url, 'GET', '/api/v1/jobs/00000000-0000-4000-8000-000000000000', { key: KEYS.operator });
+  expectEnvelope(g, 503, 'redis_unavailable');
+  expect(g.ms).toBeLessThan(3_000);
+  const ready = await call(rig.url, 'GET', '/readyz');
+  expect(ready.status).toBe(503);
+  expect((ready.body['checks'] as Record<string, boolean>)['redis']).toBe(false);
+  // Bad input is still a 4xx, whatever the dependencies do.
+  expectEnvelope(await submit({ prompt: 'x', topic: 'nope' }), 400, 'validation_failed');
+});

@@ -1,0 +1,171 @@
+// Shared test rig: real redis-server and nats-server per test file, an
+// in-test SafetyKernel that decides by topic, and the gateway in-process on
+// port 0 (D49: service tests isolate by servers, not key prefixes).
+import * as grpc from '@grpc/grpc-js';
+import { Decision, SafetyKernel, addGrpcService, grpcError, GrpcStatus, type PolicyCheckRequest } from '@cordum/protocol';
+import { createLogger } from '@cordum/service-kit';
+import { startNats, startRedis, type TestServer } from '@cordum/testing';
+import { loadGatewayConfig } from '../src/config';
+import { createGateway, type Gateway } from '../src/gateway';
+
+export const KEYS = {
+  admin: 'admin-key-acme-0001',
+  operator: 'operator-key-acme-01',
+  viewer: 'viewer-key-acme-0001',
+  globex: 'operator-key-globex1',
+  star: 'star-key-any-tenant1',
+} as const;
+
+export const API_KEYS_JSON = JSON.stringify([
+  { key: KEYS.operator, tenant: 'acme', role: 'operator', principal_id: 'alice' },
+  { key: KEYS.viewer, tenant: 'acme', role: 'viewer', principal_id: 'victor' },
+  { key: KEYS.globex, tenant: 'globex', role: 'operator', principal_id: 'gus' },
+  { key: KEYS.star, tenant: '*', role: 'operator', principal_id: 'robot' },
+]);
+
+/** Topic-driven verdicts: job.deny.* DENY, job.hold.* REQUIRE_HUMAN, job.throttle.* THROTTLE, job.broken.* gRPC UNAVAILABLE. */
+export function kernelDecision(req: PolicyCheckRequest) {
+  const seg = req.topic.split('.')[1] ?? '';
+  const base = { policySnapshot: 'snap-test', ruleId: `rule-${seg}` };
+  switch (seg) {
+    case 'deny':
+      return { ...base, decision: Decision.DENY, reason: 'destructive operations are not allowed' };
+    case 'hold':
+      return { ...base, decision: Decision.REQUIRE_HUMAN, reason: 'production changes need a human', approvalRequired: true };
+    case 'throttle':
+      return { ...base, decision: Decision.THROTTLE, reason: 'too many requests', retryAfterMs: 2500n };
+    case 'broken':
+      throw grpcError(GrpcStatus.UNAVAILABLE, 'kernel broken');
+    default:
+      return { ...base, decision: Decision.ALLOW, reason: 'allowed' };
+  }
+}
+
+export interface FakeKernel {
+  address: string;
+  calls: PolicyCheckRequest[];
+  stop(): Promise<void>;
+}
+
+export async function startFakeKernel(): Promise<FakeKernel> {
+  const server = new grpc.Server();
+  const calls: PolicyCheckRequest[] = [];
+  const decide = (req: PolicyCheckRequest) => {
+    calls.push(req);
+    return kernelDecision(req);
+  };
+  addGrpcService(server, SafetyKernel, {
+    check: decide,
+    evaluate: decide,
+    explain: decide,
+    simulate: decide,
+    listSnapshots: () => ({ current: 'snap-test', snapshots: [] }),
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return {
+    address: `127.0.0.1:${port}`,
+    calls,
+    // tryShutdown waits for clients to hang up; bound it so a lingering channel cannot hang afterAll.
+    stop: () =>
+      new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2_000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      }),
+  };
+}
+
+export interface Rig {
+  redis: TestServer;
+  nats: TestServer;
+  kernel: FakeKernel;
+  gateway: Gateway;
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startRig(extraEnv: Record<string, string> = {}): Promise<Rig> {
+  const redis = await startRedis();
+  const nats = await startNats();
+  const kernel = await startFakeKernel();
+  const config = loadGatewayConfig({
+    REDIS_URL: redis.url,
+    NATS_URL: nats.url,
+    GATEWAY_HTTP_ADDR: '127.0.0.1:0',
+    GATEWAY_METRICS_ADDR: '127.0.0.1:0',
+    SAFETY_KERNEL_ADDR: kernel.address,
+    CORDUM_API_KEY: KEYS.admin,
+    TENANT_ID: 'acme',
+    CORDUM_API_KEYS: API_KEYS_JSON,
+    CORDUM_INSTANCE_ID: 'gw-test',
+    ...extraEnv,
+  });
+  // CORDUM_TEST_VERBOSE=1 shows the gateway's log lines on stderr.
+  const verbose = Boolean(process.env['CORDUM_TEST_VERBOSE']);
+  const logger = createLogger({ service: 'api-gateway', instance: 'gw-test', level: verbose ? 'debug' : 'error', write: verbose ? (l) => void process.stderr.write(l) : () => undefined });
+  const gateway = createGateway(config, { logger });
+  await gateway.start();
+  return {
+    redis,
+    nats,
+    kernel,
+    gateway,
+    url: `http://127.0.0.1:${gateway.httpPort}`,
+    stop: async () => {
+      await gateway.stop();
+      logger.info('rig: gateway stopped');
+      await kernel.stop();
+      logger.info('rig: kernel stopped');
+      await nats.stop();
+      await redis.stop();
+    },
+  };
+}
+
+export interface CallResult {
+  status: number;
+  headers: Headers;
+  body: Record<string, unknown>;
+  ms: number;
+}
+
+/** fetch with JSON in and out; `body` as a string is sent raw. */
+export async function call(
+  base: string,
+  method: string,
+  path: string,
+  opts: { key?: string; tenant?: string; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<CallResult> {
+  const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+  if (opts.key !== undefined) headers['X-API-Key'] = opts.key;
+  if (opts.tenant !== undefined) headers['X-Tenant-ID'] = opts.tenant;
+  let body: string | undefined;
+  if (opts.body !== undefined) {
+    body = typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
+    if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['Content-Type'] = 'application/json';
+  }
+  const t0 = Date.now();
+  const res = await fetch(`${base}${path}`, { method, headers, body });
+  const text = await res.text();
+  let parsed: Record<string, unknown> = {};
+  try {
+    parsed = text.length ? (JSON.parse(text) as Record<string, unknown>) : {};
+  } catch {
+    parsed = { raw: text };
+  }
+  return { status: res.status, headers: res.headers, body: parsed, ms: Date.now() - t0 };
+}
+
+export function expectEnvelope(r: CallResult, status: number, code: string): void {
+  expect({ status: r.status, code: r.body['code'] }).toEqual({ status, code });
+  expect(r.body['status']).toBe(status);
+  expect(typeof r.body['error']).toBe('string');
+  expect(r.headers.get('content-type') ?? '').toMatch(/application\/json/);
+}

@@ -1,0 +1,172 @@
+// Auth matrix, validation table and HTTP hygiene: every bad input is a 4xx
+// JSON envelope, never a 5xx.
+import { KEYS, call, expectEnvelope, startRig, type Rig } from './harness';
+
+let rig: Rig;
+beforeAll(async () => {
+  rig = await startRig();
+});
+afterAll(async () => {
+  await rig.stop();
+});
+
+const ok = { prompt: 'hello', topic: 'job.echo' };
+
+describe('auth matrix', () => {
+  it('no key → 401 unauthenticated', async () => {
+    expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { body: ok }), 401, 'unauthenticated');
+    expectEnvelope(await call(rig.url, 'GET', '/api/v1/jobs/x'), 401, 'unauthenticated');
+  });
+
+  it('bad key → 401, by X-API-Key and by Bearer', async () => {
+    expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: 'not-a-real-key', body: ok }), 401, 'unauthenticated');
+    const r = await call(rig.url, 'GET', '/api/v1/jobs/x', { headers: { Authorization: 'Bearer not-a-real-key' } });
+    expectEnvelope(r, 401, 'unauthenticated');
+  });
+
+  it('Bearer with a valid key authenticates', async () => {
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { headers: { Authorization: `Bearer ${KEYS.operator}` }, body: ok });
+    expect(r.status).toBe(200);
+    expect(r.body['job_id']).toEqual(expect.any(String));
+  });
+
+  it('viewer cannot POST (403 forbidden) but can GET', async () => {
+    expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.viewer, body: ok }), 403, 'forbidden');
+    expectEnvelope(await call(rig.url, 'GET', '/api/v1/jobs/nope', { key: KEYS.viewer }), 404, 'job_not_found');
+  });
+
+  it('tenant mismatch by header → 403', async () => {
+    expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, tenant: 'globex', body: ok }), 403, 'tenant_mismatch');
+    expectEnvelope(await call(rig.url, 'GET', '/api/v1/jobs/x', { key: KEYS.operator, tenant: 'globex' }), 403, 'tenant_mismatch');
+  });
+
+  it('tenant mismatch by body tenant_id → 403 (D47); matching tenant_id is accepted', async () => {
+    expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { ...ok, tenant_id: 'globex' } }), 403, 'tenant_mismatch');
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { ...ok, tenant_id: 'acme' } });
+    expect(r.status).toBe(200);
+  });
+
+  it('X-Tenant-ID is optional and defaults to the key tenant (D26)', async () => {
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: ok });
+    expect(r.status).toBe(200);
+    const g = await call(rig.url, 'GET', `/api/v1/jobs/${String(r.body['job_id'])}`, { key: KEYS.operator });
+    expect(g.body['tenant']).toBe('acme');
+  });
+
+  it('a malformed X-Tenant-ID → 400 invalid_tenant', async () => {
+    expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.star, tenant: 'Bad Tenant!', body: ok }), 400, 'invalid_tenant');
+  });
+
+  it('a tenant "*" key may act for another tenant, by header or body', async () => {
+    const byHeader = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.star, tenant: 'globex', body: ok });
+    expect(byHeader.status).toBe(200);
+    const g = await call(rig.url, 'GET', `/api/v1/jobs/${String(byHeader.body['job_id'])}`, { key: KEYS.globex });
+    expect(g.status).toBe(200);
+    expect(g.body['tenant']).toBe('globex');
+    const byBody = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.star, body: { ...ok, tenant_id: 'initech' } });
+    expect(byBody.status).toBe(200);
+    // ...but must name one.
+    expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.star, body: ok }), 400, 'tenant_required');
+  });
+
+  it('the CORDUM_API_KEY admin key works for TENANT_ID', async () => {
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.admin, body: ok });
+    expect(r.status).toBe(200);
+  });
+});
+
+describe('validation table', () => {
+  const cases: [string, unknown, number, string, string?][] = [
+    ['bad topic', { prompt: 'x', topic: 'echo' }, 400, 'validation_failed', 'topic'],
+    ['topic with empty segment', { prompt: 'x', topic: 'job..echo' }, 400, 'validation_failed', 'topic'],
+    ['topic too long', { prompt: 'x', topic: `job.${'a'.repeat(260)}` }, 400, 'validation_failed', 'topic'],
+    ['missing prompt', { topic: 'job.echo' }, 400, 'validation_failed', 'prompt'],
+    ['prompt too long', { prompt: 'x'.repeat(50_001), topic: 'job.echo' }, 400, 'validation_failed', 'prompt'],
+    ['too many labels', { prompt: 'x', topic: 'job.echo', labels: Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, 'v'])) }, 400, 'validation_failed', 'labels'],
+    ['non-string label', { prompt: 'x', topic: 'job.echo', labels: { a: 1 } }, 400, 'validation_failed', 'labels.a'],
+    ['bad priority', { prompt: 'x', topic: 'job.echo', priority: 'urgent' }, 400, 'validation_failed', 'priority'],
+    ['bad context_mode', { prompt: 'x', topic: 'job.echo', context_mode: 'vector' }, 400, 'validation_failed', 'context_mode'],
+    ['deadline over 7 days', { prompt: 'x', topic: 'job.echo', deadline_ms: 7 * 24 * 3600 * 1000 + 1 }, 400, 'validation_failed', 'deadline_ms'],
+    ['risk_tags not a list', { prompt: 'x', topic: 'job.echo', risk_tags: 'destructive' }, 400, 'validation_failed', 'risk_tags'],
+    ['array body', [1, 2], 400, 'validation_failed', '(body)'],
+    ['malformed JSON', '{"prompt": "x", "topic": ', 400, 'invalid_json'],
+    ['JSON string body', '"just a string"', 400, 'invalid_json'],
+    ['JSON null body', 'null', 400, 'invalid_json'],
+  ];
+
+  // Rows as objects: jest treats a callback with more params than row cells as done-style.
+  const rows = cases.map(([name, body, status, code, path]) => ({ name, body, status, code, path }));
+  it.each(rows)('$name → $status $code', async ({ body, status, code, path }) => {
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
+    expectEnvelope(r, status, code);
+    if (path !== undefined) expect((r.body['details'] as { path: string }[]).map((d) => d.path)).toContain(path);
+  });
+
+  it('job.job.echo is a valid topic (D30: never prefixed)', async () => {
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.job.echo' } });
+    expect(r.status).toBe(200);
+    const g = await call(rig.url, 'GET', `/api/v1/jobs/${String(r.body['job_id'])}`, { key: KEYS.operator });
+    expect(g.body['topic']).toBe('job.job.echo');
+  });
+
+  it('unknown fields are ignored and null optionals mean absent (D47)', async () => {
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { ...ok, surprise: { a: 1 }, labels: null, priority: null } });
+    expect(r.status).toBe(200);
+  });
+
+  it('body over 2 MiB → 413 payload_too_large', async () => {
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.echo', context: 'y'.repeat(2 * 1024 * 1024 + 10) } });
+    expectEnvelope(r, 413, 'payload_too_large');
+  });
+
+  it('a non-JSON content type → 415 unsupported_media_type', async () => {
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: 'prompt=x&topic=job.echo', headers: { 'Content-Type': 'application/x-www-form-urlencoded' } });
+    expectEnvelope(r, 415, 'unsupported_media_type');
+  });
+
+  it('Idempotency-Key header and body idempotency_key that differ → 400', async () => {
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, headers: { 'Idempotency-Key': 'a-1' }, body: { ...ok, idempotency_key: 'b-2' } });
+    expectEnvelope(r, 400, 'idempotency_key_mismatch');
+  });
+});
+
+describe('HTTP hygiene', () => {
+  it('sets security headers and echoes X-Request-ID', async () => {
+    const r = await call(rig.url, 'GET', '/api/v1/jobs/x', { key: KEYS.operator, headers: { 'X-Request-ID': 'req-abc-123' } });
+    expect(r.headers.get('x-request-id')).toBe('req-abc-123');
+    expect(r.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(r.headers.get('x-frame-options')).toBe('DENY');
+    expect(r.headers.get('x-powered-by')).toBeNull();
+  });
+
+  it('generates a request id when none (or a hostile one) is sent', async () => {
+    const r = await call(rig.url, 'GET', '/healthz', { headers: { 'X-Request-ID': 'bad id\twith tab' } });
+    expect(r.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('unknown routes → JSON 404 not_found, also without a key', async () => {
+    expectEnvelope(await call(rig.url, 'GET', '/api/v1/nope'), 404, 'not_found');
+    expectEnvelope(await call(rig.url, 'DELETE', '/api/v1/jobs'), 404, 'not_found');
+  });
+
+  it('invalid job id format → 404 job_not_found', async () => {
+    expectEnvelope(await call(rig.url, 'GET', `/api/v1/jobs/${encodeURIComponent('../../etc passwd')}`, { key: KEYS.operator }), 404, 'job_not_found');
+  });
+
+  it('/healthz and /readyz answer 200 when Redis and NATS are up', async () => {
+    expect((await call(rig.url, 'GET', '/healthz')).status).toBe(200);
+    const r = await call(rig.url, 'GET', '/readyz');
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ ready: true, checks: { redis: true, nats: true } });
+  });
+
+  it('/metrics on the HTTP and metrics ports counts requests per route template', async () => {
+    await call(rig.url, 'GET', '/api/v1/jobs/some-id', { key: KEYS.operator });
+    const text = await (await fetch(`${rig.url}/metrics`)).text();
+    expect(text).toMatch(/cordum_http_requests_total\{[^}]*route="\/api\/v1\/jobs\/:id"[^}]*\} \d+/);
+    expect(text).not.toContain('route="/api/v1/jobs/some-id"');
+    const other = await fetch(`http://127.0.0.1:${rig.gateway.metricsPort}/metrics`);
+    expect(other.status).toBe(200);
+    expect(await other.text()).toContain('cordum_http_requests_total');
+  });
+});

@@ -1,0 +1,67 @@
+// The built bundle as operators run it: `node dist/apps/api-gateway/main.js`
+// from any directory, configured by env alone (CONTRACT §1). Needs `npx nx build api-gateway`.
+import { tmpdir } from 'node:os';
+import { spawnService, startNats, startRedis, waitFor, freePort, type ManagedProcess, type TestServer } from '@cordum/testing';
+
+let redis: TestServer;
+let nats: TestServer;
+const procs: ManagedProcess[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+  nats = await startNats();
+});
+
+afterAll(async () => {
+  await Promise.all(procs.map((p) => p.stop(5_000)));
+  await nats.stop();
+  await redis.stop();
+});
+
+function spawnGateway(env: Record<string, string>): ManagedProcess {
+  const p = spawnService('api-gateway', env, { cwd: tmpdir() });
+  procs.push(p);
+  return p;
+}
+
+it('a bad env var exits 2 with one stderr line naming it', async () => {
+  const p = spawnGateway({ CORDUM_API_KEY: 'admin-key-12345678', CORDUM_API_KEYS: 'not-json', REDIS_URL: redis.url, NATS_URL: nats.url });
+  const exit = await p.waitExit(15_000);
+  expect(exit.code).toBe(2);
+  expect(p.output).toHaveLength(1);
+  expect(p.output[0]).toMatch(/^invalid config: CORDUM_API_KEYS /);
+});
+
+it('no keys at all exits 2 (D26)', async () => {
+  const p = spawnGateway({ REDIS_URL: redis.url, NATS_URL: nats.url });
+  const exit = await p.waitExit(15_000);
+  expect(exit.code).toBe(2);
+  expect(p.output.join('\n')).toMatch(/CORDUM_API_KEY/);
+});
+
+it('serves from any cwd and exits 0 within 15 s on SIGTERM', async () => {
+  const [http, metrics, grpc] = [await freePort(), await freePort(), await freePort()];
+  const p = spawnGateway({
+    CORDUM_API_KEY: 'admin-key-12345678',
+    REDIS_URL: redis.url,
+    NATS_URL: nats.url,
+    GATEWAY_HTTP_ADDR: `127.0.0.1:${http}`,
+    GATEWAY_METRICS_ADDR: `127.0.0.1:${metrics}`,
+    GATEWAY_GRPC_ADDR: `127.0.0.1:${grpc}`,
+    SAFETY_KERNEL_ADDR: `127.0.0.1:${await freePort()}`,
+  });
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${http}/readyz`).catch(() => null))?.status === 200, 20_000, { message: 'gateway ready' });
+  // Kernel down: the job is still accepted (D19).
+  const r = await fetch(`http://127.0.0.1:${http}/api/v1/jobs`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', 'X-API-Key': 'admin-key-12345678' },
+    body: JSON.stringify({ prompt: 'hi', topic: 'job.echo' }),
+  });
+  expect(r.status).toBe(200);
+  expect((await fetch(`http://127.0.0.1:${metrics}/metrics`)).status).toBe(200);
+  const t0 = Date.now();
+  p.kill('SIGTERM');
+  const exit = await p.waitExit(15_000);
+  expect(exit.code).toBe(0);
+  expect(Date.now() - t0).toBeLessThan(15_000);
+});
