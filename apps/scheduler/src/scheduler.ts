@@ -23,6 +23,8 @@ import { grpcSafetyChecker, type SafetyChecker } from './safety';
 import { subscribeWorkers } from './workers-feed';
 
 export const QUEUE = 'cordum-scheduler';
+/** D8 AckWait (30 s) plus a scan of slack. */
+const RESULT_REDELIVERY_S = 35;
 
 export type SchedulerDeps = Pick<ServiceDeps, 'logger' | 'instanceId' | 'registry'> & {
   /** Replaces the gRPC Check client (tests, or a future breaker wrapper). */
@@ -81,10 +83,22 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     }
   };
 
+  // A result fetched by a replica that then dies is redelivered only after AckWait (30 s, D8);
+  // a shorter running timeout ends such a job TIMEOUT although its result is on the way.
+  function warnShortRunningTimeout(t: TimeoutsConfig): void {
+    if (t.reconciler.running_timeout_seconds < RESULT_REDELIVERY_S) {
+      logger.warn('running_timeout_seconds is below the result redelivery bound; a replica crash can time out jobs whose result is in flight', {
+        running_timeout_seconds: t.reconciler.running_timeout_seconds,
+        bound_seconds: RESULT_REDELIVERY_S,
+      });
+    }
+  }
+
   async function start(): Promise<void> {
     if (phase !== 'idle') throw new Error(`scheduler.start() in phase ${phase}`);
     phase = 'starting';
     logger.info('scheduler config', { pools: config.poolsSource, timeouts: config.timeoutsSource, topics: Object.keys(config.pools.topics) });
+    warnShortRunningTimeout(timeouts);
     health = await startHealthServer({
       addr: config.httpAddr,
       registry,
@@ -187,6 +201,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       const prev = timeouts.reconciler.scan_interval_seconds;
       timeouts = t;
       logger.info('timeouts updated', { ...t.reconciler });
+      warnShortRunningTimeout(t);
       if (t.reconciler.scan_interval_seconds !== prev) reconciler?.reschedule();
     },
     get hydration(): HydrateResult | null {
