@@ -36,7 +36,13 @@ export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: numb
   for (const state of ORPHAN_STATES) {
     const old = await ctx.store.listActive(state, now - ctx.config.replay.pendingAgeMs, LIMIT);
     await forEachLimit(old, CONCURRENCY, async (e: ScoredId) => {
-      if (await ctx.store.hasRetry(e.id)) return; // a timed wait, not an orphan
+      if (await ctx.store.hasRetry(e.id)) {
+        // A timed wait, not an orphan. Move it to the back of the index so a long queue of
+        // waiting jobs never hides real orphans behind the scan LIMIT (a job that moved on
+        // meanwhile gets a stale entry here, which the next look repairs).
+        await ctx.store.reindex(e.id, state, state, Date.now());
+        return;
+      }
       if (await drive(ctx, e.id, state)) {
         orphans += 1;
         ctx.metrics.orphanReplayed.inc({ reason: 'lost' });
