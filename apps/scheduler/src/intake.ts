@@ -1,11 +1,11 @@
 // sys.job.submit handler (BEHAVIOURS §1.2): lock → dedupe → Check → route → dispatch.
 import { TERMINAL_STATES, type JobRecord } from '@cordum/job-store';
-import type { HandlerOutcome } from '@cordum/bus';
+import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobRequest } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatch, publishAttempt } from './dispatch';
-import { BUSY_NAK_MS, withJobLock } from './job-lock';
+import { BUSY_NAK_MS, escalateBusy, withJobLock } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { routeFor } from './route-job';
 
@@ -18,14 +18,14 @@ export const KERNEL_DOWN_NAK_MS = 5_000;
 export const OVERLOAD_NAK_MS = 250;
 
 export function submitHandler(ctx: SchedulerContext) {
-  return async (packet: BusPacket): Promise<HandlerOutcome> => {
+  return async (packet: BusPacket, h: HandlerContext): Promise<HandlerOutcome> => {
     if (packet.payload.case !== 'jobRequest' || !packet.payload.value.jobId) {
       ctx.metrics.ignored.inc({ kind: 'submit', reason: 'not_a_job_request' });
       return { kind: 'term', reason: 'submit packet without a JobRequest' };
     }
     const req = packet.payload.value;
     const r = await withJobLock(ctx, req.jobId, (lease) => intake(ctx, lease, req));
-    return r.busy ? nak(BUSY_NAK_MS) : r.value;
+    return escalateBusy(r.busy ? nak(BUSY_NAK_MS) : r.value, h.deliveryCount);
   };
 }
 

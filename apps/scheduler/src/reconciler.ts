@@ -69,6 +69,9 @@ async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord)
       return;
     }
     if (r === 'moved' || r === 'busy' || r === 'error') return;
+    // Provably unstarted but every other candidate is busy or gone: waiting for capacity is
+    // right, a TIMEOUT would fail a job that can still run. Bounded like a no-worker wait (D13).
+    if (r === 'no_route' && Date.now() - (job.dispatchedAt ?? job.updatedAt) < ctx.config.replay.maxScheduleWaitMs) return;
   }
   await timeout(ctx, lease, job, 'dispatch_timeout', `not started within ${t.dispatch_timeout_seconds}s of dispatch`);
 }

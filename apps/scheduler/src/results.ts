@@ -1,12 +1,12 @@
 // sys.job.result handler (BEHAVIOURS §1.5, D12 status mapping), under the job lock.
 import { TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
-import type { HandlerOutcome } from '@cordum/bus';
+import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
 import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
-import { BUSY_NAK_MS, withJobLock } from './job-lock';
+import { BUSY_NAK_MS, escalateBusy, withJobLock } from './job-lock';
 import { routeFor } from './route-job';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
@@ -39,14 +39,14 @@ export function mapStatus(status: JobStatus): Mapped {
 }
 
 export function resultHandler(ctx: SchedulerContext) {
-  return async (packet: BusPacket): Promise<HandlerOutcome> => {
+  return async (packet: BusPacket, h: HandlerContext): Promise<HandlerOutcome> => {
     if (packet.payload.case !== 'jobResult' || !packet.payload.value.jobId) {
       ctx.metrics.ignored.inc({ kind: 'result', reason: 'not_a_job_result' });
       return { kind: 'term', reason: 'result packet without a JobResult' };
     }
     const res = packet.payload.value;
     const r = await withJobLock(ctx, res.jobId, (lease) => applyResult(ctx, lease, res));
-    return r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value;
+    return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);
   };
 }
 

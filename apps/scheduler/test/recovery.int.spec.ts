@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { createJobStore, jobKeys, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
-import { create, encodePacket, JobRequestSchema, newPacket } from '@cordum/protocol';
+import { create, encodePacket, JobRequestSchema, JobStatus, newPacket } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
@@ -167,6 +167,25 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 0.5, scan_interval_seconds: 0.2 } });
       await waitFor(async () => (await stateOf(job.id)) === 'TIMEOUT', 5_000, { message: 'TIMEOUT under the new values' });
       expect(Date.now() - t0).toBeLessThan(3_000); // the 3 s file value did not apply
+    } finally {
+      scheduler.setTimeouts(original);
+    }
+  });
+
+  it('a result that arrives while a dead replica still holds the job lock is applied once the lock expires (not dropped after MaxDeliver)', async () => {
+    const w = await worker('tw-g', ['job.rg'], 'none');
+    const original = config.timeouts;
+    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 } });
+    try {
+      const job = await submit('job.rg');
+      await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 5_000, { message: 'RUNNING' });
+      // a replica that died holding the lock: its key lives on for the TTL
+      await redis.set(jobKeys.lock(job.id), 'dead-replica:999', 'PX', 4_000);
+      const req = w.executions.get(job.id)?.[0]?.request;
+      if (!req) throw new Error('no execution recorded');
+      await w.reply(req, JobStatus.SUCCEEDED);
+      // 20 deliveries at a fixed 100 ms would be spent in ~2 s and the result lost
+      await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 20_000, { message: 'result applied after the lock expired' });
     } finally {
       scheduler.setTimeouts(original);
     }

@@ -1,5 +1,6 @@
 import { TimerWheel } from '../src/timer-wheel';
 import { backoffMs } from '../src/backoff';
+import { BUSY_NAK_MS, busyNakMs, escalateBusy } from '../src/job-lock';
 
 // Pure logic: fake timers, scoped to this file (STYLE 9).
 describe('TimerWheel (fake timers)', () => {
@@ -69,5 +70,16 @@ describe('backoffMs (D13)', () => {
     expect(backoffMs(10, () => 0.5)).toBe(30_000);
     expect(backoffMs(0, () => 0)).toBe(800);
     expect(backoffMs(10, () => 1)).toBe(36_000);
+  });
+});
+
+describe('busy NAK schedule (D6 + D8)', () => {
+  it('starts at 100 ms and follows 0.1/0.5/1/2/5 s, so 20 deliveries outlast a 30 s lock TTL', () => {
+    expect([1, 2, 3, 4, 5, 6, 20].map(busyNakMs)).toEqual([100, 500, 1000, 2000, 5000, 5000, 5000]);
+    const span = Array.from({ length: 19 }, (_, i) => busyNakMs(i + 1)).reduce((a, b) => a + b, 0);
+    expect(span).toBeGreaterThan(30_000);
+    expect(escalateBusy({ kind: 'nak', delayMs: BUSY_NAK_MS }, 4)).toEqual({ kind: 'nak', delayMs: 2000 });
+    expect(escalateBusy({ kind: 'nak', delayMs: 5000 }, 4)).toEqual({ kind: 'nak', delayMs: 5000 });
+    expect(escalateBusy({ kind: 'ack' }, 4)).toEqual({ kind: 'ack' });
   });
 });

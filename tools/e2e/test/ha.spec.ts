@@ -111,6 +111,9 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
   });
 
   it('a worker killed mid-job: the started job ends TIMEOUT (never run twice)', async () => {
+    // Also stop echo-3 now, long (> worker TTL) before the warm-start test restarts the
+    // schedulers: it stays in the snapshot with its real, old last_heartbeat.
+    proc('echo-3').kill('SIGKILL');
     const slow = await stack.spawnWorker('slow-1', { WORKER_TOPICS: 'job.slow', WORKER_ECHO_DELAY: '60s' });
     const res = await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.slow', prompt: 'long' });
     expect(res.status).toBe(200);
@@ -174,11 +177,13 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
   });
 
   it('warm start: a restarted scheduler is ready and dispatching within 2 s, and stops routing to a worker that died before the restart', async () => {
+    // live: echo-1, echo-2, z-vf heartbeat; echo-3 died in an earlier test and is still listed
     await waitFor(async () => {
-      const snap = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string }[] };
-      return ['echo-1', 'echo-2', 'echo-3'].every((w) => snap.workers.some((x) => x.worker_id === w));
-    }, 20_000, { message: 'three workers in the snapshot' });
-    proc('echo-3').kill('SIGKILL');
+      const snap = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string; last_heartbeat: number }[] };
+      const dead = snap.workers.find((x) => x.worker_id === 'echo-3');
+      return ['echo-1', 'echo-2', 'z-vf'].every((w) => snap.workers.some((x) => x.worker_id === w)) && dead !== undefined && Date.now() - dead.last_heartbeat > 30_000;
+    }, 20_000, { message: 'three live workers and the long-dead echo-3 in the snapshot' });
+    expect(proc('echo-3').running).toBe(false);
     await Promise.all([proc('scheduler-1').stop(), proc('scheduler-2').stop()]);
     const t0 = Date.now();
     const p = await stack.spawnScheduler(2);
@@ -190,8 +195,9 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     expect(p.logs()).toContain('warm start: registry hydrated from snapshot');
     console.log(`warm start: ready ${timings['warm_ready']} ms, first dispatch ${timings['warm_first_dispatch']} ms after spawn (workers heartbeat every 5 s, so a cold start would wait for them)`);
     expect(timings['warm_first_dispatch']).toBeLessThan(2_000 + 1_000); // 2 s budget + node boot of the bundle on a loaded 2-core box
-    // Hydrated entries live at most TTL − 20 s = 10 s without a heartbeat (D41): after that,
-    // echo-3 is never chosen, so every job runs first time on echo-1/echo-2.
+    // echo-3's hydrated lastSeen is now − 20 s (D41), so it is routable for at most 10 s (a job
+    // sent to it meanwhile ends in a verification fallback); after that it is never chosen and
+    // every job runs first time on echo-1/echo-2.
     await waitFor(() => Date.now() - t0 > 10_500, 15_000, { intervalMs: 200 });
     const ids = await submitMany(stack, 20, { prefix: 'post-ttl', concurrency: 5 });
     await waitTerminal(redis, ids, 30_000);
