@@ -102,8 +102,17 @@ export class WorkerRegistry {
     let added = 0;
     for (const w of workers) {
       const cur = this.workers.get(w.workerId);
-      if (cur && cur.lastHeartbeat >= w.lastHeartbeat) continue;
       const hs = this.handshakes.get(w.workerId);
+      if (cur && cur.lastHeartbeat >= w.lastHeartbeat) {
+        // The live heartbeat wins, but it carries no handshake: until the worker's next
+        // handshake (every 30 s) keep its direct subject and start-ack support from the snapshot.
+        if (!hs) {
+          this.handshakes.set(w.workerId, { readyTopics: [...w.readyTopics], startAck: w.startAck });
+          cur.readyTopics = [...w.readyTopics];
+          cur.startAck = w.startAck;
+        }
+        continue;
+      }
       this.workers.set(w.workerId, {
         ...w,
         readyTopics: hs?.readyTopics ?? w.readyTopics,

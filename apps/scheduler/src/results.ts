@@ -78,8 +78,17 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult):
   if (res.errorCode || res.errorMessage) patch.error = { code: res.errorCode || 'worker_error', message: res.errorMessage };
 
   const maxAttempts = job.maxAttempts ?? ctx.config.maxAttempts;
+  // D48: a `worker_busy` refusal happens before the attempt starts, so it is backpressure, not a
+  // failed attempt: it does not use up maxAttempts (bounded separately) and waits with backoff
+  // instead of an immediate redispatch that a burst would refuse again.
+  const busy = mapped.retryable === true && res.errorCode === WORKER_BUSY;
+  const refusals = (job.busyRefusals ?? 0) + (busy ? 1 : 0);
+  if (busy) patch.busyRefusals = refusals;
   let to = mapped.to;
-  if (mapped.retryable && job.attempts >= maxAttempts) {
+  if (busy && refusals > MAX_BUSY_REFUSALS) {
+    to = 'FAILED';
+    patch.error = { code: 'max_attempts', message: `refused by busy workers ${refusals - 1} times` };
+  } else if (mapped.retryable && !busy && job.attempts - refusals >= maxAttempts) {
     to = 'FAILED';
     patch.error = { code: 'max_attempts', message: `failed after ${job.attempts} attempts: ${res.errorMessage || res.errorCode || 'retryable failure'}` };
   }
@@ -88,9 +97,16 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult):
   if (TERMINAL_STATES.has(to)) await ctx.store.expireResult({ ...job, ...patch });
   const w = await ctx.store.transition(job.id, to, { token: lease.token, from: ['DISPATCHED', 'RUNNING'], patch });
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
-  if (w.job.state === 'RETRYING') return redispatch(ctx, lease, w.job);
+  if (w.job.state === 'RETRYING') {
+    if (!busy) return redispatch(ctx, lease, w.job);
+    await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(refusals - 1));
+  }
   return ACK;
 }
+
+/** worker-sdk's refusal code when a worker is at maxParallelJobs (its README, "Capacity"). */
+const WORKER_BUSY = 'worker_busy';
+const MAX_BUSY_REFUSALS = 20;
 
 /**
  * Immediate redispatch of a RETRYING job when a worker is free. Otherwise the

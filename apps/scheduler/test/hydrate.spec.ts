@@ -50,6 +50,8 @@ describe('hydrate (real Redis)', () => {
     expect(reg.get('fresh')).toMatchObject({ lastHeartbeat: now - 2_000, lastSeen: now - 2_000, startAck: true, readyTopics: ['worker.fresh.jobs', 'job.echo'] });
     expect(reg.get('old')).toMatchObject({ lastHeartbeat: now - 120_000, lastSeen: now - 20_000 });
     expect(reg.get('live')?.pool).toBe('p-live'); // the live heartbeat overrides the snapshot
+    // ...but a heartbeat carries no handshake, so routing keeps the snapshot's direct subject / start acks
+    expect(reg.get('live')).toMatchObject({ readyTopics: ['worker.live.jobs', 'job.echo'], startAck: true });
     expect(reg.live().map((w) => w.workerId).sort()).toEqual(['fresh', 'live', 'old']);
     now += 10_001; // a dead worker is routable at most TTL − 20 s after hydration
     expect(reg.live().map((w) => w.workerId)).not.toContain('old');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { createJobStore, jobKeys, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
-import { create, encodePacket, JobRequestSchema, JobStatus, newPacket } from '@cordum/protocol';
+import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
@@ -190,6 +190,24 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       scheduler.setTimeouts(original);
     }
   });
+
+  it('worker_busy refusals are backpressure: they wait with backoff and do not use up attempts (D48)', async () => {
+    const w = await worker('tw-h', ['job.rh'], 'none');
+    const job = await submit('job.rh');
+    for (let n = 1; n <= 3; n++) {
+      await waitFor(() => w.count(job.id) === n, 15_000, { message: `dispatch ${n}` });
+      const req = w.executions.get(job.id)?.[n - 1]?.request;
+      if (!req) throw new Error('no request');
+      const refusal = create(JobResultSchema, { jobId: job.id, status: JobStatus.FAILED_RETRYABLE, workerId: 'tw-h', errorCode: 'worker_busy', dispatch: req.dispatch });
+      await bus.publish(subjects.result, encodePacket(newPacket('tw-h', { case: 'jobResult', value: refusal })), { msgId: `busy:${job.id}:${n}` });
+    }
+    await waitFor(() => w.count(job.id) === 4, 20_000, { message: 'fourth dispatch after three refusals' });
+    const fourth = w.executions.get(job.id)?.[3]?.request;
+    if (!fourth) throw new Error('no fourth request');
+    await w.reply(fourth, JobStatus.SUCCEEDED);
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED on attempt 4 of max 3' });
+    expect(await store.getJob(job.id)).toMatchObject({ attempts: 4, busyRefusals: 3 });
+  }, 40_000);
 
   it('replays a PENDING job whose submit was lost, and counts it', async () => {
     const w = await worker('tw-f', ['job.rf']);

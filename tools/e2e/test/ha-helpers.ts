@@ -88,3 +88,13 @@ export function executionAudit(stack: Stack, ids: string[]): { twice: string[]; 
   const ex = stack.executions();
   return { twice: ids.filter((id) => (ex.get(id) ?? 0) > 1), never: ids.filter((id) => (ex.get(id) ?? 0) === 0) };
 }
+
+/** For a failed audit: what the store says about the given jobs (state, error, attempts, dispatch). */
+export async function describeJobs(redis: RedisClient, ids: string[]): Promise<unknown[]> {
+  return Promise.all(
+    ids.slice(0, 5).map(async (id) => {
+      const j = await jobFields(redis, id);
+      return { id, state: j['state'], error: j['error'], attempts: j['attempts'], dispatch: j['dispatch'], scheduleTries: j['scheduleTries'] };
+    }),
+  );
+}

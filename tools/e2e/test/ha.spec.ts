@@ -11,8 +11,8 @@ import { connectBus } from '@cordum/bus';
 import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, executionAudit, jobFields, redisFor, schedulerCounter, states, submitMany, waitTerminal } from './ha-helpers';
-import { api, readyz, startStack, type Stack } from './stack';
+import { closeRedis, describeJobs, executionAudit, jobFields, redisFor, schedulerCounter, states, submitMany, waitTerminal } from './ha-helpers';
+import { api, startStack, type Stack } from './stack';
 
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
@@ -81,8 +81,9 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     const after = await submitMany(stack, 50, { prefix: 'after-restart', concurrency: 10 });
     const final = await waitTerminal(redis, [...ids, ...after], Math.max(1_000, 120_000 - (Date.now() - killedAt)));
     timings['kill_all_terminal'] = Date.now() - killedAt;
-    expect(executionAudit(stack, [...ids, ...after])).toEqual({ twice: [], never: [] });
-    expect([...final.values()].filter((s) => s !== 'SUCCEEDED')).toEqual([]);
+    const audit = executionAudit(stack, [...ids, ...after]);
+    const notOk = [...final.entries()].filter(([, s]) => s !== 'SUCCEEDED').map(([id]) => id);
+    expect({ twice: audit.twice, never: audit.never.length, notSucceeded: notOk.length, sample: await describeJobs(redis, [...audit.never, ...notOk]) }).toEqual({ twice: [], never: 0, notSucceeded: 0, sample: [] });
   });
 
   it('SIGSTOP of a scheduler past the job-lock TTL, then SIGCONT: no duplicate, everything finishes', async () => {
@@ -105,9 +106,23 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     const final = await waitTerminal(redis, ids, 90_000);
     expect([...final.values()].filter((s) => s !== 'SUCCEEDED')).toEqual([]);
     expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
-    // the woken replica is alive and serving again
-    await waitFor(() => readyz(stack.healthPorts.get('scheduler-2') ?? 0), 20_000, { message: 'scheduler-2 ready after SIGCONT' });
-    expect(frozen.running).toBe(true);
+    // the woken replica is alive and serving again (it first works through the backlog the
+    // kernel buffered while it was frozen: heartbeats, progress, expired verify timers)
+    let last = '';
+    try {
+      await waitFor(async () => {
+        if (!frozen.running) throw new Error(`scheduler-2 exited: ${JSON.stringify(frozen.exit)}`);
+        const r = await fetch(`http://127.0.0.1:${stack.healthPorts.get('scheduler-2') ?? 0}/readyz`, { signal: AbortSignal.timeout(2000) });
+        last = await r.text();
+        return r.status === 200;
+      }, 60_000, { intervalMs: 250 });
+    } catch (err) {
+      throw new Error(`scheduler-2 not ready after SIGCONT: ${String(err)}; readyz ${last}; logs ${frozen.logs().slice(-2000)}`);
+    }
+    timings['freeze_ready_after_cont'] = Date.now() - stoppedAt - timings['freeze_ms'];
+    // Reported, not asserted (whether it held a lock at the freeze instant is up to timing):
+    // the woken replica noticed the locks it lost instead of writing with them.
+    timings['freeze_fenced_log_lines'] = (frozen.logs().match(/job lock lost while handling/g) ?? []).length;
   });
 
   it('a worker killed mid-job: the started job ends TIMEOUT (never run twice)', async () => {
@@ -186,6 +201,9 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
       return ['echo-1', 'echo-2', 'z-vf'].every((w) => snap.workers.some((x) => x.worker_id === w)) && dead !== undefined && Date.now() - dead.last_heartbeat > 30_000;
     }, 20_000, { message: 'three live workers and the long-dead echo-3 in the snapshot' });
     expect(proc('echo-3').running).toBe(false);
+    const before = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string; last_heartbeat: number }[] };
+    const dead = ['echo-3', 'slow-1', 'a-vf'];
+    const deadLastHb = before.workers.filter((w) => dead.includes(w.worker_id)).map((w) => w.last_heartbeat);
     await Promise.all([proc('scheduler-1').stop(), proc('scheduler-2').stop()]);
     const t0 = Date.now();
     const p = await stack.spawnScheduler(2);
@@ -200,7 +218,9 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     // echo-3's hydrated lastSeen is now − 20 s (D41), so it is routable for at most 10 s (a job
     // sent to it meanwhile ends in a verification fallback); after that it is never chosen and
     // every job runs first time on a live worker.
-    await waitFor(() => Date.now() - t0 > 10_500, 15_000, { intervalMs: 200 });
+    // A hydrated worker is routable until max(last_heartbeat + 30 s, restart + 10 s) (D41).
+    const bound = Math.max(t0 + 10_000, ...deadLastHb.map((hb) => hb + 30_000)) + 500;
+    await waitFor(() => Date.now() > bound, 40_000, { intervalMs: 200 });
     const ids = await submitMany(stack, 20, { prefix: 'post-ttl', concurrency: 5 });
     await waitTerminal(redis, ids, 30_000);
     const jobs = await Promise.all(ids.map((j) => jobFields(redis, j)));
