@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { commonEnvSchema, loadConfig, zAddr, zBool, zDuration } from '@cordum/service-kit';
+import { commonEnvSchema, loadConfig, zAddr, zBool, zDuration, zInt } from '@cordum/service-kit';
 import { z } from 'zod';
 import { DEFAULT_TIMEOUTS, EMPTY_POOLS, loadYamlFile, poolsSchema, timeoutsSchema, type PoolsConfig, type TimeoutsConfig } from './routing-config';
 
@@ -12,7 +12,24 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   TIMEOUT_CONFIG_PATH: z.string().optional(),
   JOB_TTL: zDuration.default(7 * DAY_MS).refine((ms) => ms >= 60_000 && ms <= 30 * DAY_MS, { message: 'must be between 1m and 30d' }),
   SCHEDULER_DISPATCH_UNTRACKED: zBool.default(false),
+  // BEHAVIOURS §3 delivery verification.
+  SCHEDULER_DISPATCH_VERIFY_ENABLED: zBool.default(true),
+  SCHEDULER_DISPATCH_VERIFY_DELAY: zDuration.default(10_000).refine(between(1_000, 60_000), { message: 'must be between 1s and 60s' }),
+  // BEHAVIOURS §4 warm start.
+  WORKER_SNAPSHOT_INTERVAL: zDuration.default(5_000).refine(between(100, 300_000), { message: 'must be between 100ms and 5m' }),
+  WORKER_SNAPSHOT_LOCK_TTL: zDuration.default(30_000).refine(between(1_000, 600_000), { message: 'must be between 1s and 10m' }),
+  // Pending replayer (D13): poll period of job:retry, age after which a PENDING/SCHEDULED job counts as lost.
+  SCHEDULER_REPLAY_INTERVAL: zDuration.default(1_000).refine(between(50, 60_000), { message: 'must be between 50ms and 60s' }),
+  SCHEDULER_PENDING_REPLAY_AGE: zDuration.default(30_000).refine(between(500, 3_600_000), { message: 'must be between 500ms and 1h' }),
+  SCHEDULER_SCHEDULE_MAX_TRIES: zInt({ min: 1, max: 10_000 }).default(50),
+  SCHEDULER_SCHEDULE_MAX_WAIT: zDuration.default(600_000).refine(between(1_000, 7 * DAY_MS), { message: 'must be between 1s and 7d' }),
+  // Per-job lock TTL (CONTRACT §5: 30 s); shorter only to make fencing tests fast.
+  SCHEDULER_JOB_LOCK_TTL: zDuration.default(30_000).refine(between(3_000, 300_000), { message: 'must be between 3s and 5m' }),
 });
+
+function between(min: number, max: number) {
+  return (ms: number): boolean => ms >= min && ms <= max;
+}
 
 export interface SchedulerConfig {
   redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
@@ -34,6 +51,11 @@ export interface SchedulerConfig {
   /** D21 Check deadline. */
   safetyDeadlineMs: number;
   workerTtlMs: number;
+  verify: { enabled: boolean; delayMs: number };
+  snapshot: { intervalMs: number; lockTtlMs: number; readTimeoutMs: number; hydrateFloorMs: number };
+  replay: { intervalMs: number; pendingAgeMs: number; maxScheduleTries: number; maxScheduleWaitMs: number };
+  /** D7 leader leases (reconciler, replayer). */
+  leader: { ttlMs: number; renewMs: number };
 }
 
 /**
@@ -58,9 +80,19 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
     timeouts: timeouts.value,
     timeoutsSource: timeouts.source,
     maxAttempts: 3,
-    jobLockTtlMs: 30_000,
+    jobLockTtlMs: e.SCHEDULER_JOB_LOCK_TTL,
     lockWaitMs: 50,
     safetyDeadlineMs: 2_000,
     workerTtlMs: 30_000,
+    verify: { enabled: e.SCHEDULER_DISPATCH_VERIFY_ENABLED, delayMs: e.SCHEDULER_DISPATCH_VERIFY_DELAY },
+    // D41: read with a 5 s timeout; hydrated lastSeen = max(last_heartbeat, now − 20 s).
+    snapshot: { intervalMs: e.WORKER_SNAPSHOT_INTERVAL, lockTtlMs: e.WORKER_SNAPSHOT_LOCK_TTL, readTimeoutMs: 5_000, hydrateFloorMs: 20_000 },
+    replay: {
+      intervalMs: e.SCHEDULER_REPLAY_INTERVAL,
+      pendingAgeMs: e.SCHEDULER_PENDING_REPLAY_AGE,
+      maxScheduleTries: e.SCHEDULER_SCHEDULE_MAX_TRIES,
+      maxScheduleWaitMs: e.SCHEDULER_SCHEDULE_MAX_WAIT,
+    },
+    leader: { ttlMs: 15_000, renewMs: 5_000 },
   };
 }

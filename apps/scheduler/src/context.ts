@@ -5,7 +5,7 @@ import type { Logger } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import type { SchedulerMetrics } from './metrics';
 import type { WorkerRegistry } from './registry';
-import type { PoolsConfig } from './routing-config';
+import type { PoolsConfig, TimeoutsConfig } from './routing-config';
 import type { SafetyChecker } from './safety';
 
 /** What the handler modules share; built once by the composition root. */
@@ -21,4 +21,8 @@ export interface SchedulerContext {
   metrics: SchedulerMetrics;
   /** The applied pools section; a setter replaces it on config reload (later issue). */
   pools(): PoolsConfig;
+  /** The applied timeouts section (reconciler); `setTimeouts` on the scheduler replaces it live. */
+  timeouts(): TimeoutsConfig;
+  /** Delivery verification (BEHAVIOURS §3): told about every published attempt. */
+  verifier: { track(jobId: string, dispatchId: string): void };
 }

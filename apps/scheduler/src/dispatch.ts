@@ -12,6 +12,7 @@ import type { DispatchRecord, JobRecord, JobState } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatchPacket, jobRequestFor } from './packets';
+import { directSubject } from './registry';
 import type { RouteDecision } from './routing';
 
 export type DispatchOutcome =
@@ -23,23 +24,42 @@ export type DispatchOutcome =
 
 type Routed = Extract<RouteDecision, { kind: 'worker' } | { kind: 'untracked' }>;
 
-export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord, route: Routed, base?: JobRequest): Promise<DispatchOutcome> {
-  const from: JobState = job.state === 'RETRYING' ? 'RETRYING' : 'SCHEDULED';
+/**
+ * A new attempt. From SCHEDULED / RETRYING it is a plain fenced transition; from
+ * DISPATCHED (delivery-verification fallback, reconciler) it replaces the current
+ * attempt only if no worker claimed it (D1 b, reattempt-3.lua): `started`.
+ */
+export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord, route: Routed, base?: JobRequest): Promise<DispatchOutcome | { kind: 'started' }> {
   const now = Date.now();
+  const workerId = route.kind === 'worker' ? route.worker.workerId : undefined;
   const d: DispatchRecord = {
     dispatchId: randomUUID(),
     attempt: job.attempts + 1,
     published: false,
     subject: route.subject,
-    ...(route.kind === 'worker' ? { workerId: route.worker.workerId } : {}),
+    ...(workerId ? { workerId } : {}),
+    // Only a direct publish reaches exactly the worker whose handshake we know (D1 b).
+    startAck: route.kind === 'worker' && route.worker.startAck && workerId !== undefined && route.subject === directSubject(workerId),
   };
-  const w = await ctx.store.transition(job.id, 'DISPATCHED', {
-    token: lease.token,
-    from: [from],
-    patch: { dispatch: d, attempts: d.attempt, dispatchedAt: now, ...(d.workerId ? { workerId: d.workerId } : {}) },
-  });
+  const patch = { dispatch: d, attempts: d.attempt, dispatchedAt: now, ...(workerId ? { workerId } : {}) };
+  if (job.state === 'DISPATCHED') {
+    const replaces = job.dispatch?.dispatchId ?? '';
+    const r = await ctx.store.reattempt(job.id, replaces, { token: lease.token, patch });
+    if (!r.ok) {
+      if (r.reason === 'claimed') return { kind: 'started' };
+      return r.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: r.current?.state };
+    }
+    return publishAttempt(ctx, lease, r.job, d, base);
+  }
+  const from: JobState = job.state === 'RETRYING' ? 'RETRYING' : 'SCHEDULED';
+  const w = await ctx.store.transition(job.id, 'DISPATCHED', { token: lease.token, from: [from], patch });
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: w.current?.state };
   return publishAttempt(ctx, lease, w.job, d, base);
+}
+
+/** D3 margin: 5 s before the lease's expiry (less for the short test TTLs, which stay ≥ 3 s). */
+export function safeMarginMs(ttlMs: number): number {
+  return Math.min(5_000, Math.floor(ttlMs / 3));
 }
 
 /**
@@ -47,7 +67,7 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
  * unpublished attempt whose owner died, D2) and marks it published.
  */
 export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, base?: JobRequest): Promise<DispatchOutcome> {
-  if (!lease.safeToAct()) return { kind: 'lost', reason: 'lease_unsafe' };
+  if (!lease.safeToAct(safeMarginMs(lease.ttlMs))) return { kind: 'lost', reason: 'lease_unsafe' };
   const packet = dispatchPacket(ctx.instanceId, job, jobRequestFor(job, d, base));
   ctx.bus.publishCore(d.subject, encodePacket(packet));
   await ctx.bus.flush();
@@ -59,6 +79,7 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
     ctx.logger.warn('dispatch published but not marked', { job_id: job.id, dispatch_id: d.dispatchId, reason: m.reason });
     return m.reason === 'fenced' ? { kind: 'lost', reason: 'fenced_after_publish' } : { kind: 'dispatched', job };
   }
+  ctx.verifier.track(job.id, d.dispatchId);
   ctx.logger.debug('job dispatched', { job_id: job.id, dispatch_id: d.dispatchId, attempt: d.attempt, subject: d.subject });
   return { kind: 'dispatched', job: m.job };
 }

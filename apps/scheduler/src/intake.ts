@@ -3,10 +3,10 @@ import { TERMINAL_STATES, type JobRecord } from '@cordum/job-store';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobRequest } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
-import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { dispatch, publishAttempt } from './dispatch';
-import { BUSY_NAK_MS, withJobLock } from './job-lock';
+import { BUSY_NAK_MS, escalateBusy, withJobLock } from './job-lock';
+import { noWorkerWait } from './no-worker';
 import { routeFor } from './route-job';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
@@ -24,12 +24,12 @@ export function submitHandler(ctx: SchedulerContext) {
       return { kind: 'term', reason: 'submit packet without a JobRequest' };
     }
     const req = packet.payload.value;
-    const r = await withJobLock(ctx, req.jobId, (lease) => intake(ctx, lease, req, h));
-    return r.busy ? nak(BUSY_NAK_MS) : r.value;
+    const r = await withJobLock(ctx, req.jobId, (lease) => intake(ctx, lease, req));
+    return escalateBusy(r.busy ? nak(BUSY_NAK_MS) : r.value, h.deliveryCount);
   };
 }
 
-async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, h: HandlerContext): Promise<HandlerOutcome> {
+async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest): Promise<HandlerOutcome> {
   const job = await ctx.store.getJob(req.jobId);
   if (!job) {
     // The gateway writes the record before publishing, so an unknown id is a
@@ -38,12 +38,28 @@ async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, h: H
     ctx.logger.warn('submit for unknown job', { job_id: req.jobId });
     return ACK;
   }
+  return driveJob(ctx, lease, job, req);
+}
+
+/**
+ * Moves a job forward from wherever it stands, under its lock. Shared by the
+ * submit handler and the pending replayer (which re-drives lost submits and
+ * due `job:retry` entries without any bus message, D8/D13). A NAK outcome
+ * means "try again after delayMs": the bus redelivers, the replayer re-files
+ * the job in `job:retry`.
+ */
+export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobRecord, req?: JobRequest): Promise<HandlerOutcome> {
   if (job.state === 'APPROVAL_REQUIRED') {
     // Waits for a human; approving moves it to PENDING and republishes the submit.
     ctx.metrics.ignored.inc({ kind: 'submit', reason: 'awaiting_approval' });
     return ACK;
   }
   if (job.state !== 'PENDING') return duplicate(ctx, lease, job, req);
+  if (job.deadlineAt !== undefined && Date.now() >= job.deadlineAt) {
+    // D46: past its deadline before it ever ran.
+    const w = await ctx.store.transition(job.id, 'FAILED', { token: lease.token, from: ['PENDING'], patch: { error: { code: 'deadline_exceeded', message: 'deadline_ms passed before dispatch' } } });
+    return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
+  }
 
   const verdict = await ctx.safety.check(job);
   switch (verdict.kind) {
@@ -73,11 +89,8 @@ async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, h: H
     case 'overloaded':
       return nak(OVERLOAD_NAK_MS);
     case 'no_worker':
-      // Stays PENDING; JetStream redelivers with backoff up to MaxDeliver (D8).
-      // Bounding the wait (schedule_tries, FAILED no_workers) is the pending
-      // replayer's job, which lands in a later issue.
-      ctx.logger.info('no worker for topic, job stays pending', { job_id: job.id, topic: job.topic, delivery: h.deliveryCount });
-      return nak(backoffMs(h.deliveryCount - 1));
+      // Stays PENDING; the wait is bounded and timed by the replayer (job:retry, D13).
+      return noWorkerWait(ctx, lease, job);
     case 'worker':
     case 'untracked':
       break;
@@ -88,26 +101,26 @@ async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, h: H
   if (!s.ok) return s.reason === 'fenced' ? nak(BUSY_NAK_MS) : ACK;
   const out = await dispatch(ctx, lease, s.job, route, req);
   // `lost`: our lease became unsafe or was taken over; the job is SCHEDULED or
-  // DISPATCHED(published=false) and a redelivery re-drives it under a fresh lock.
+  // DISPATCHED(published=false) and a redelivery or the replayer re-drives it under a fresh lock.
   return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
 }
 
-/** A redelivered or duplicate submit for a job already past PENDING. */
-async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, req: JobRequest): Promise<HandlerOutcome> {
+/** A redelivered or duplicate submit (or a replayed job) already past PENDING. */
+async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, req?: JobRequest): Promise<HandlerOutcome> {
   if (TERMINAL_STATES.has(job.state)) {
     // D14: re-run idempotent side effects, then ack.
     await ctx.store.writeDlq(job);
     ctx.metrics.ignored.inc({ kind: 'submit', reason: 'terminal' });
     return ACK;
   }
-  if (job.state === 'SCHEDULED') {
-    // A previous owner died between SCHEDULED and DISPATCHED: nothing was published, so dispatch now.
+  if (job.state === 'SCHEDULED' || job.state === 'RETRYING') {
+    // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
     const route = routeFor(ctx, job);
     if (route.kind === 'worker' || route.kind === 'untracked') {
       const out = await dispatch(ctx, lease, job, route, req);
       return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
     }
-    return nak(route.kind === 'overloaded' ? OVERLOAD_NAK_MS : backoffMs(0));
+    return route.kind === 'overloaded' ? nak(OVERLOAD_NAK_MS) : noWorkerWait(ctx, lease, job);
   }
   const d = job.dispatch;
   if (job.state === 'DISPATCHED' && d && !d.published) {

@@ -1,4 +1,4 @@
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export const LOCK_WAIT_HISTOGRAM = 'cordum_scheduler_job_lock_wait_seconds';
 
@@ -7,6 +7,10 @@ export interface SchedulerMetrics {
   dispatchLatency: Histogram;
   ignored: Counter<'kind' | 'reason'>;
   decodeErrors: Counter<'subject'>;
+  staleJobs: Gauge;
+  orphanReplayed: Counter<'reason'>;
+  verify: Counter<'outcome'>;
+  reconciled: Counter<'action'>;
 }
 
 export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
@@ -25,5 +29,14 @@ export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
       registers: [registry],
     }),
     decodeErrors: new Counter({ name: 'cordum_scheduler_decode_errors_total', help: 'Undecodable packets by subject.', labelNames: ['subject'], registers: [registry] }),
+    staleJobs: new Gauge({ name: 'cordum_scheduler_stale_jobs', help: 'DISPATCHED/RUNNING jobs past their timeout found by the last reconciler scan.', registers: [registry] }),
+    orphanReplayed: new Counter({
+      name: 'cordum_scheduler_orphan_replayed_total',
+      help: 'Jobs re-driven by the pending replayer (reason: lost = PENDING/SCHEDULED past the bound, retry = due job:retry entry).',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    verify: new Counter({ name: 'cordum_dispatch_verify_total', help: 'Dispatch delivery verification outcomes.', labelNames: ['outcome'], registers: [registry] }),
+    reconciled: new Counter({ name: 'cordum_scheduler_reconciled_total', help: 'Reconciler actions (timeout, redispatch, republish, running, deadline).', labelNames: ['action'], registers: [registry] }),
   };
 }

@@ -18,8 +18,13 @@ export interface WorkerView {
   cpuLoad: number;
   labels: Record<string, string>;
   capabilities: string[];
-  /** epoch ms of the last heartbeat received (D41). */
+  /** epoch ms of the worker's real last heartbeat (D41: what the snapshot keeps). */
   lastHeartbeat: number;
+  /**
+   * Liveness clock: = lastHeartbeat for live heartbeats; for a worker hydrated from a snapshot,
+   * max(last_heartbeat, now − 20 s) so it expires within the TTL unless it heartbeats (D41).
+   */
+  lastSeen?: number;
   /** From the handshake; [] until one arrives. */
   readyTopics: string[];
   /** Handshake capability `start_ack` (D1). */
@@ -56,6 +61,7 @@ export class WorkerRegistry {
       labels: { ...hb.labels },
       capabilities: [...hb.capabilities],
       lastHeartbeat: this.now(),
+      lastSeen: this.now(),
       readyTopics: hs?.readyTopics ?? [],
       startAck: hs?.startAck ?? false,
       // The heartbeat's active_jobs now includes what we sent before it (D48).
@@ -95,7 +101,40 @@ export class WorkerRegistry {
   }
 
   isOnline(w: WorkerView): boolean {
-    return this.now() - w.lastHeartbeat < this.ttlMs;
+    return this.now() - (w.lastSeen ?? w.lastHeartbeat) < this.ttlMs;
+  }
+
+  /**
+   * Warm start (BEHAVIOURS §4, D41): adds snapshot workers with a bounded liveness clock. A worker
+   * this replica already heard from live keeps its live data (live heartbeats override).
+   */
+  hydrate(workers: Omit<WorkerView, 'inFlight' | 'lastSeen'>[], floorMs: number): number {
+    const now = this.now();
+    let added = 0;
+    for (const w of workers) {
+      const cur = this.workers.get(w.workerId);
+      const hs = this.handshakes.get(w.workerId);
+      if (cur && cur.lastHeartbeat >= w.lastHeartbeat) {
+        // The live heartbeat wins, but it carries no handshake: until the worker's next
+        // handshake (every 30 s) keep its direct subject and start-ack support from the snapshot.
+        if (!hs) {
+          this.handshakes.set(w.workerId, { readyTopics: [...w.readyTopics], startAck: w.startAck });
+          cur.readyTopics = [...w.readyTopics];
+          cur.startAck = w.startAck;
+        }
+        continue;
+      }
+      this.workers.set(w.workerId, {
+        ...w,
+        readyTopics: hs?.readyTopics ?? w.readyTopics,
+        startAck: hs?.startAck ?? w.startAck,
+        lastSeen: Math.max(w.lastHeartbeat, now - floorMs),
+        inFlight: 0,
+      });
+      if (!hs) this.handshakes.set(w.workerId, { readyTopics: [...w.readyTopics], startAck: w.startAck });
+      added += 1;
+    }
+    return added;
   }
 
   /** Live workers (heartbeat younger than the TTL); also forgets long-dead ones. */

@@ -1,12 +1,12 @@
 // sys.job.result handler (BEHAVIOURS §1.5, D12 status mapping), under the job lock.
 import { TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
-import type { HandlerOutcome } from '@cordum/bus';
+import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
 import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
-import { BUSY_NAK_MS, withJobLock } from './job-lock';
+import { BUSY_NAK_MS, escalateBusy, withJobLock } from './job-lock';
 import { routeFor } from './route-job';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
@@ -39,14 +39,14 @@ export function mapStatus(status: JobStatus): Mapped {
 }
 
 export function resultHandler(ctx: SchedulerContext) {
-  return async (packet: BusPacket): Promise<HandlerOutcome> => {
+  return async (packet: BusPacket, h: HandlerContext): Promise<HandlerOutcome> => {
     if (packet.payload.case !== 'jobResult' || !packet.payload.value.jobId) {
       ctx.metrics.ignored.inc({ kind: 'result', reason: 'not_a_job_result' });
       return { kind: 'term', reason: 'result packet without a JobResult' };
     }
     const res = packet.payload.value;
     const r = await withJobLock(ctx, res.jobId, (lease) => applyResult(ctx, lease, res));
-    return r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value;
+    return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);
   };
 }
 
@@ -78,8 +78,17 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult):
   if (res.errorCode || res.errorMessage) patch.error = { code: res.errorCode || 'worker_error', message: res.errorMessage };
 
   const maxAttempts = job.maxAttempts ?? ctx.config.maxAttempts;
+  // D48: a `worker_busy` refusal happens before the attempt starts, so it is backpressure, not a
+  // failed attempt: it does not use up maxAttempts (bounded separately) and waits with backoff
+  // instead of an immediate redispatch that a burst would refuse again.
+  const busy = mapped.retryable === true && res.errorCode === WORKER_BUSY;
+  const refusals = (job.busyRefusals ?? 0) + (busy ? 1 : 0);
+  if (busy) patch.busyRefusals = refusals;
   let to = mapped.to;
-  if (mapped.retryable && job.attempts >= maxAttempts) {
+  if (busy && refusals > MAX_BUSY_REFUSALS) {
+    to = 'FAILED';
+    patch.error = { code: 'max_attempts', message: `refused by busy workers ${refusals - 1} times` };
+  } else if (mapped.retryable && !busy && job.attempts - refusals >= maxAttempts) {
     to = 'FAILED';
     patch.error = { code: 'max_attempts', message: `failed after ${job.attempts} attempts: ${res.errorMessage || res.errorCode || 'retryable failure'}` };
   }
@@ -89,9 +98,16 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult):
   const w = await ctx.store.transition(job.id, to, { token: lease.token, from: ['DISPATCHED', 'RUNNING'], patch });
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
   ctx.workers.noteFinished(current?.workerId ?? res.workerId);
-  if (w.job.state === 'RETRYING') return redispatch(ctx, lease, w.job);
+  if (w.job.state === 'RETRYING') {
+    if (!busy) return redispatch(ctx, lease, w.job);
+    await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(refusals - 1));
+  }
   return ACK;
 }
+
+/** worker-sdk's refusal code when a worker is at maxParallelJobs (its README, "Capacity"). */
+const WORKER_BUSY = 'worker_busy';
+const MAX_BUSY_REFUSALS = 20;
 
 /**
  * Immediate redispatch of a RETRYING job when a worker is free. Otherwise the

@@ -6,6 +6,12 @@ import { decodePacket, encodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
+import { createLeaderLoop, type LeaderLoop } from './leader-loop';
+import { reconcileOnce } from './reconciler';
+import { replayOnce } from './replayer';
+import type { TimeoutsConfig } from './routing-config';
+import { hydrate, snapshotWriter, type HydrateResult } from './snapshot';
+import { createVerifier } from './verifier';
 import type { SchedulerContext } from './context';
 import { submitHandler } from './intake';
 import { createSchedulerMetrics, LOCK_WAIT_HISTOGRAM } from './metrics';
@@ -17,6 +23,8 @@ import { grpcSafetyChecker, type SafetyChecker } from './safety';
 import { subscribeWorkers } from './workers-feed';
 
 export const QUEUE = 'cordum-scheduler';
+/** D8 AckWait (30 s) plus a scan of slack. */
+const RESULT_REDELIVERY_S = 35;
 
 export type SchedulerDeps = Pick<ServiceDeps, 'logger' | 'instanceId' | 'registry'> & {
   /** Replaces the gRPC Check client (tests, or a future breaker wrapper). */
@@ -27,6 +35,16 @@ export interface Scheduler extends Service {
   /** The bound health port (useful when SCHEDULER_HTTP_ADDR is :0). */
   readonly httpPort: number;
   readonly workers: WorkerRegistry;
+  /**
+   * The one setter for the `timeouts` section: dispatch/running timeouts apply from the next
+   * scan, the scan interval at once (the pending wait is rescheduled). Config reload calls it.
+   */
+  setTimeouts(t: TimeoutsConfig): void;
+  /** How the worker view started (null until decided). */
+  readonly hydration: HydrateResult | null;
+  /** One reconciler / replayer turn now if this replica leads (tests). */
+  reconcileNow(): Promise<void>;
+  replayNow(): Promise<void>;
 }
 
 type Phase = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
@@ -46,6 +64,13 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
   const subs: Subscription[] = [];
   const progressInflight = new Set<Promise<void>>();
   let consumersBound = false;
+  let timeouts: TimeoutsConfig = config.timeouts;
+  let hydration: HydrateResult | null = null;
+  const loops: LeaderLoop[] = [];
+  let reconciler: LeaderLoop | undefined;
+  let replayer: LeaderLoop | undefined;
+  let ctx: SchedulerContext | undefined;
+  const verifier = createVerifier(() => ctx, config.verify);
 
   // D15: every committed transition is broadcast on sys.job.state (core NATS).
   const onTransition = (job: JobRecord): void => {
@@ -58,10 +83,22 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     }
   };
 
+  // A result fetched by a replica that then dies is redelivered only after AckWait (30 s, D8);
+  // a shorter running timeout ends such a job TIMEOUT although its result is on the way.
+  function warnShortRunningTimeout(t: TimeoutsConfig): void {
+    if (t.reconciler.running_timeout_seconds < RESULT_REDELIVERY_S) {
+      logger.warn('running_timeout_seconds is below the result redelivery bound; a replica crash can time out jobs whose result is in flight', {
+        running_timeout_seconds: t.reconciler.running_timeout_seconds,
+        bound_seconds: RESULT_REDELIVERY_S,
+      });
+    }
+  }
+
   async function start(): Promise<void> {
     if (phase !== 'idle') throw new Error(`scheduler.start() in phase ${phase}`);
     phase = 'starting';
     logger.info('scheduler config', { pools: config.poolsSource, timeouts: config.timeoutsSource, topics: Object.keys(config.pools.topics) });
+    warnShortRunningTimeout(timeouts);
     health = await startHealthServer({
       addr: config.httpAddr,
       registry,
@@ -70,6 +107,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
         { name: 'redis', check: () => (redis ? pingRedis(redis, 1000) : false) },
         { name: 'nats', check: () => bus?.connected === true },
         { name: 'consumers', check: () => consumersBound && phase === 'running' },
+        // BEHAVIOURS §4: not ready until the worker view is hydrated or the cold path was chosen.
+        { name: 'workers_hydrated', check: () => hydration !== null },
       ],
     });
     redis = createRedis({ ...config.redis, name: `scheduler:${instanceId}` });
@@ -80,15 +119,45 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     safety = deps.safety ?? grpcSafetyChecker(config.safetyKernelAddr, config.safetyDeadlineMs);
 
     const pools = config.pools;
-    const ctx: SchedulerContext = { config, instanceId, logger, store, locks, bus, workers, safety, metrics, pools: () => pools };
+    const c: SchedulerContext = { config, instanceId, logger, store, locks, bus, workers, safety, metrics, pools: () => pools, timeouts: () => timeouts, verifier };
+    ctx = c;
 
-    subs.push(...subscribeWorkers(ctx));
-    subs.push(bus.subscribe(subjects.progress, progressListener(ctx, progressInflight), { queue: QUEUE }));
+    // Live heartbeats first, so whatever arrives during the read overrides the snapshot.
+    subs.push(...subscribeWorkers(c));
+    hydration = await hydrate({ redis, registry: workers, timeoutMs: config.snapshot.readTimeoutMs, floorMs: config.snapshot.hydrateFloorMs, logger });
+    subs.push(bus.subscribe(subjects.progress, progressListener(c, progressInflight), { queue: QUEUE }));
     consumers.push(
-      await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodePacket, handler: resultHandler(ctx) }),
-      await bus.consume({ subject: subjects.submit, queue: QUEUE, decode: decodePacket, handler: submitHandler(ctx) }),
+      await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodePacket, handler: resultHandler(c) }),
+      await bus.consume({ subject: subjects.submit, queue: QUEUE, decode: decodePacket, handler: submitHandler(c) }),
     );
     consumersBound = true;
+    verifier.start();
+    const { ttlMs, renewMs } = config.leader;
+    reconciler = createLeaderLoop({
+      name: 'reconciler',
+      locks,
+      key: 'cordum:reconciler:default',
+      owner: instanceId,
+      ttlMs,
+      renewMs,
+      periodMs: () => timeouts.reconciler.scan_interval_seconds * 1000,
+      logger,
+      run: () => reconcileOnce(c).then(() => undefined),
+    });
+    replayer = createLeaderLoop({
+      name: 'pending replayer',
+      locks,
+      key: 'cordum:replayer:pending',
+      owner: instanceId,
+      ttlMs,
+      renewMs,
+      periodMs: () => config.replay.intervalMs,
+      logger,
+      run: () => replayOnce(c).then(() => undefined),
+    });
+    const writer = snapshotWriter({ redis, locks, registry: workers, instanceId, intervalMs: config.snapshot.intervalMs, lockTtlMs: config.snapshot.lockTtlMs, logger });
+    loops.push(reconciler, replayer, writer);
+    loops.forEach((l) => l.start());
     // stop() may have been called while we were starting; the union guards it.
     if ((phase as Phase) === 'starting') phase = 'running';
     logger.info('scheduler ready', { http_port: health.port });
@@ -106,6 +175,9 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     consumersBound = false;
     // Stop pulling first; Consumer.stop waits for in-flight handlers, which release their job locks.
     await step('consumers', () => Promise.all(consumers.map((c) => c.stop())).then(() => undefined));
+    await step('verifier', () => verifier.stop());
+    // Releases the leader leases and the snapshot writer lock, so another replica takes over at once.
+    await step('leader loops', () => Promise.all(loops.map((l) => l.stop())).then(() => undefined));
     await step('subscriptions', () => subs.forEach((s) => s.unsubscribe()));
     await step('progress drain', () => Promise.allSettled([...progressInflight]).then(() => undefined));
     await step('safety client', () => safety?.close());
@@ -125,5 +197,17 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       return health?.port ?? 0;
     },
     workers,
+    setTimeouts(t: TimeoutsConfig): void {
+      const prev = timeouts.reconciler.scan_interval_seconds;
+      timeouts = t;
+      logger.info('timeouts updated', { ...t.reconciler });
+      warnShortRunningTimeout(t);
+      if (t.reconciler.scan_interval_seconds !== prev) reconciler?.reschedule();
+    },
+    get hydration(): HydrateResult | null {
+      return hydration;
+    },
+    reconcileNow: () => reconciler?.runOnce() ?? Promise.resolve(),
+    replayNow: () => replayer?.runOnce() ?? Promise.resolve(),
   };
 }

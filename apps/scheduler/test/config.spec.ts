@@ -32,6 +32,20 @@ describe('loadSchedulerConfig', () => {
     expect(c).toMatchObject({ httpAddr: { host: '127.0.0.1', port: 9190 }, jobTtlMs: 3_600_000, dispatchUntracked: true, safetyKernelAddr: 'dns:///kernel:50051' });
   });
 
+  it('defaults and validates the recovery knobs (BEHAVIOURS §3, §4, D13)', () => {
+    expect(loadSchedulerConfig({}, empty)).toMatchObject({
+      verify: { enabled: true, delayMs: 10_000 },
+      snapshot: { intervalMs: 5_000, lockTtlMs: 30_000, readTimeoutMs: 5_000, hydrateFloorMs: 20_000 },
+      replay: { intervalMs: 1_000, pendingAgeMs: 30_000, maxScheduleTries: 50, maxScheduleWaitMs: 600_000 },
+      leader: { ttlMs: 15_000, renewMs: 5_000 },
+      jobLockTtlMs: 30_000,
+    });
+    expect(loadSchedulerConfig({ SCHEDULER_DISPATCH_VERIFY_ENABLED: 'false', SCHEDULER_DISPATCH_VERIFY_DELAY: '60s' }, empty).verify).toEqual({ enabled: false, delayMs: 60_000 });
+    expect(() => loadSchedulerConfig({ SCHEDULER_DISPATCH_VERIFY_DELAY: '500ms' }, empty)).toThrow(/^invalid config: SCHEDULER_DISPATCH_VERIFY_DELAY .*between 1s and 60s/);
+    expect(() => loadSchedulerConfig({ SCHEDULER_DISPATCH_VERIFY_DELAY: '61s' }, empty)).toThrow(/SCHEDULER_DISPATCH_VERIFY_DELAY/);
+    expect(() => loadSchedulerConfig({ SCHEDULER_JOB_LOCK_TTL: '1s' }, empty)).toThrow(/SCHEDULER_JOB_LOCK_TTL/);
+  });
+
   it('fails with one line naming the variable', () => {
     expect(() => loadSchedulerConfig({ JOB_TTL: 'soon' }, empty)).toThrow(/^invalid config: JOB_TTL .*"soon"/);
     expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: join(empty, 'missing.yaml') }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH cannot read/);

@@ -1,10 +1,13 @@
-export { TERMINAL_STATES, TRANSITIONS, DLQ_STATES, JOB_STATES, isJobState, allowedSources, canTransition } from './states';
+export { ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, DLQ_STATES, JOB_STATES, isJobState, allowedSources, canTransition } from './states';
 export type { JobState } from './states';
 export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatch, DlqEntry, TransitionResult } from './types';
 export { jobKeys, pointerKey } from './keys';
 export { JobStoreError, LUA_CODES } from './errors';
 export type { TransitionFailure } from './errors';
 export { createJobStore, DLQ_TTL_MS, MAX_DECISIONS } from './store';
-export type { JobStore, JobStoreOptions, TransitionOptions, MarkPublishedResult, DecisionEntry } from './store';
+export type { JobStore, JobStoreOptions, TransitionOptions, MarkPublishedResult, DecisionEntry, ReattemptResult } from './store';
+export type { JobScans, ScoredId } from './scans';
+export { readWorkerSnapshot, encodeWorkerSnapshot, parseWorkerSnapshot, WORKER_ONLINE_MS } from './worker-snapshot';
+export type { WorkerSnapshot, SnapshotWorker, ApiWorker } from './worker-snapshot';
 export { jobToApi } from './api';
 export type { ApiJob } from './api';

@@ -25,6 +25,12 @@ export const jobKeys = {
   decisions: (id: string): string => `job:decisions:{${id}}`,
   retry: (): string => 'job:retry',
   deadline: (): string => 'job:deadline',
+  /** Global per-state index of in-flight jobs scored by when they entered the state (reconciler/replayer scans). */
+  active: (state: JobState): string => `job:active:${state}`,
+  /** worker-sdk's claim of a dispatch (its README): same {<id>} tag, read by reattempt-3.lua. */
+  workerClaim: (id: string): string => `worker:claim:{${id}}`,
+  /** BEHAVIOURS §4 worker registry snapshot (single writer). */
+  workerSnapshot: (): string => 'sys:workers:snapshot',
 } as const;
 
 /** `redis://ctx:<id>` → `ctx:<id>`; null for anything that is not a redis pointer. */

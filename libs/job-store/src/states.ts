@@ -70,3 +70,6 @@ export function allowedSources(to: JobState): JobState[] {
 export function canTransition(from: JobState, to: JobState): boolean {
   return TRANSITIONS[from].includes(to);
 }
+
+/** Non-terminal states the reconciler / replayer track in `job:active:<state>`. */
+export const ACTIVE_STATES: ReadonlySet<JobState> = new Set<JobState>(['PENDING', 'SCHEDULED', 'DISPATCHED', 'RUNNING', 'RETRYING']);

@@ -2,10 +2,12 @@ import { defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '
 import createLua from './lua/create-2.lua';
 import transitionLua from './lua/transition-2.lua';
 import markPublishedLua from './lua/mark-published-2.lua';
+import reattemptLua from './lua/reattempt-3.lua';
 import { decodeFlat, encodeFields, encodePatch } from './codec';
 import { failureFromCode, JobStoreError } from './errors';
 import { jobKeys, pointerKey } from './keys';
-import { allowedSources, DLQ_STATES, TERMINAL_STATES, type JobState } from './states';
+import { ACTIVE_STATES, allowedSources, DLQ_STATES, TERMINAL_STATES, type JobState } from './states';
+import { createJobScans, type JobScans } from './scans';
 import type { DlqEntry, JobPatch, JobRecord, NewJob, TransitionResult } from './types';
 
 export const DLQ_TTL_MS = 30 * 24 * 3600 * 1000; // D45
@@ -29,7 +31,12 @@ export interface TransitionOptions {
 
 export type MarkPublishedResult = { ok: true; job: JobRecord } | { ok: false; reason: 'not_found' | 'fenced' | 'state_mismatch'; current?: JobRecord };
 
-export interface JobStore {
+export type ReattemptResult =
+  | { ok: true; job: JobRecord }
+  /** `claimed`: a worker claimed the old attempt, so it started (D1): never redispatch it. */
+  | { ok: false; reason: 'not_found' | 'fenced' | 'state_mismatch' | 'claimed'; current?: JobRecord };
+
+export interface JobStore extends JobScans {
   createJob(j: NewJob): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | null>;
   readResult(job: JobRecord): Promise<unknown>;
@@ -47,6 +54,13 @@ export interface JobStore {
   listDecisions(id: string): Promise<DecisionEntry[]>;
   /** Removes a DLQ entry and its index members; true when the entry existed. */
   deleteDlq(entry: DlqEntry): Promise<boolean>;
+  /** Fenced field update that keeps the state (e.g. schedule_tries of a PENDING job); `state_mismatch` if it moved. */
+  patchJob(id: string, state: JobState, o: { token: string; patch: JobPatch }): Promise<TransitionResult>;
+  /**
+   * D1 (b): DISPATCHED → DISPATCHED with a new attempt, only if `replaces` is still the current
+   * dispatch and no worker claimed it (reattempt-3.lua, atomic with worker-sdk's claim).
+   */
+  reattempt(id: string, replaces: string, o: { token: string; patch: JobPatch }): Promise<ReattemptResult>;
 }
 
 export interface DecisionEntry {
@@ -69,6 +83,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     scriptSpec('create-2.lua', createLua),
     scriptSpec('transition-2.lua', transitionLua),
     scriptSpec('mark-published-2.lua', markPublishedLua),
+    scriptSpec('reattempt-3.lua', reattemptLua),
   ]);
   const now = opts.now ?? Date.now;
   const ttl = opts.jobTtlMs;
@@ -92,7 +107,13 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     if (!from) {
       const allKey = jobKeys.indexAll(job.tenant);
       ops.push(redis.zadd(allKey, job.createdAt, job.id), redis.pexpire(allKey, ttl));
+      if (job.deadlineAt !== undefined && !TERMINAL_STATES.has(job.state)) ops.push(redis.zadd(jobKeys.deadline(), job.deadlineAt, job.id));
     }
+    // Global in-flight indexes (scored by state entry): the new one is added before the old one is
+    // removed, so a crash in between leaves the job in two indexes (a scan repairs it), never in none.
+    if (ACTIVE_STATES.has(job.state)) await redis.zadd(jobKeys.active(job.state), job.updatedAt, job.id);
+    if (from && from !== job.state && ACTIVE_STATES.has(from)) ops.push(redis.zrem(jobKeys.active(from), job.id));
+    if (TERMINAL_STATES.has(job.state)) ops.push(redis.zrem(jobKeys.deadline(), job.id), redis.zrem(jobKeys.retry(), job.id));
     await Promise.all(ops);
   }
 
@@ -132,6 +153,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
   }
 
   return {
+    ...createJobScans(redis),
     async createJob(j) {
       const createdAt = now();
       const ctx = { prompt: j.prompt, context: j.context ?? null, topic: j.topic, tenant_id: j.tenant, priority: j.priority, created_at: new Date(createdAt).toISOString() };
@@ -261,6 +283,31 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         redis.zrem(jobKeys.dlqIndexTenant(entry.tenant), entry.job_id),
       ]);
       return deleted === 1;
+    },
+
+    async patchJob(id, state, o) {
+      const reply = await scripts.run<Reply>('transition', [jobKeys.meta(id), jobKeys.lock(id)], [o.token, state, state, encodePatch(o.patch), now(), state]);
+      const code = Number(reply[0]);
+      if (code !== 1) return { ok: false, reason: failureFromCode(code), current: decodeFlat(reply[2]) ?? undefined };
+      const job = decodeFlat(reply[2]);
+      if (!job) throw new JobStoreError('unexpected_reply', `patch returned no record for ${id}`);
+      return { ok: true, job, from: state };
+    },
+
+    async reattempt(id, replaces, o) {
+      const t = now();
+      const reply = await scripts.run<Reply>('reattempt', [jobKeys.meta(id), jobKeys.lock(id), jobKeys.workerClaim(id)], [o.token, replaces, encodePatch(o.patch), t]);
+      const code = Number(reply[0]);
+      const job = decodeFlat(reply[1]) ?? undefined;
+      if (code === 1 && job) {
+        await moveIndex(job, 'DISPATCHED');
+        notify(job, 'DISPATCHED');
+        return { ok: true, job };
+      }
+      if (code === -5) return { ok: false, reason: 'claimed', current: job };
+      const reason = failureFromCode(code);
+      if (reason === 'illegal_transition') throw new JobStoreError('unexpected_reply', 'reattempt cannot be illegal');
+      return { ok: false, reason, current: job };
     },
   };
 }

@@ -17,6 +17,8 @@ export interface DispatchRecord {
   published: boolean;
   subject: string;
   workerId?: string;
+  /** The chosen worker advertised start acks and the publish went to its direct subject (D1 b). */
+  startAck?: boolean;
 }
 
 export interface NewJob {
@@ -69,8 +71,10 @@ export interface JobRecord {
   deadlineAt?: number;
   /** D13: dispatch attempt limit for this job (constraints.max_retries, else the scheduler default). */
   maxAttempts?: number;
-  /** D13: no-worker waits, bounded by the replayer (later issue). */
+  /** D13: no-worker waits, bounded by the replayer. */
   scheduleTries?: number;
+  /** Attempts a worker refused before starting them (`worker_busy`, D48): not counted against maxAttempts. */
+  busyRefusals?: number;
   createdAt: number;
   updatedAt: number;
   dispatchedAt?: number;

@@ -30,6 +30,11 @@ describe('job-store on a 6-node Redis Cluster', () => {
       const d = { dispatchId: `d${i}`, attempt: 1, published: false, subject: 'job.echo' };
       expect((await store.transition(j.id, 'DISPATCHED', { token, patch: { dispatch: d, attempts: 1 } })).ok).toBe(true);
       expect((await store.markPublished(j.id, `d${i}`, token)).ok).toBe(true);
+      // reattempt-3.lua reads worker-sdk's claim key: same {id} slot
+      const d2 = { dispatchId: `d${i}b`, attempt: 2, published: false, subject: 'job.echo' };
+      expect((await store.reattempt(j.id, `d${i}`, { token, patch: { dispatch: d2, attempts: 2 } })).ok).toBe(true);
+      expect((await store.patchJob(j.id, 'DISPATCHED', { token, patch: { scheduleTries: 1 } })).ok).toBe(true);
+      expect((await store.listActive('DISPATCHED', Date.now(), 100)).map((e) => e.id)).toContain(j.id);
       expect(await store.transition(j.id, 'SUCCEEDED', { token: 'stale:0' })).toMatchObject({ ok: false, reason: 'fenced' });
       expect((await store.transition(j.id, 'FAILED', { token, patch: { error: { code: 'x', message: 'y' } } })).ok).toBe(true);
       expect(await store.getDlq(j.id)).toMatchObject({ job_id: j.id, last_state: 'FAILED' });

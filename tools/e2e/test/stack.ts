@@ -20,6 +20,8 @@ export interface Stack {
   nats: TestServer;
   kernelAddr: string;
   gatewayUrl: string;
+  /** One URL per gateway replica (`gatewayUrl` is the first). */
+  gatewayUrls: string[];
   procs: Map<string, ManagedProcess>;
   healthPorts: Map<string, number>;
   workerIds: string[];
@@ -27,6 +29,10 @@ export interface Stack {
   tmp: string;
   /** Executions per job id, read from the workers' own exec logs. */
   executions(): Map<string, number>;
+  /** (Re)spawns scheduler-<k> with the stack's env and waits until it is ready; returns the process. */
+  spawnScheduler(k: number, extraEnv?: Record<string, string>): Promise<ManagedProcess>;
+  /** Spawns one more echo worker (exec log counted by executions()) and waits until it is ready. */
+  spawnWorker(id: string, env?: Record<string, string>): Promise<ManagedProcess>;
   stop(): Promise<void>;
 }
 
@@ -54,6 +60,10 @@ export interface StackOptions {
   workers?: number;
   workerEnv?: Record<string, string>;
   schedulerEnv?: Record<string, string>;
+  /** Scheduler replicas (default 1). */
+  schedulers?: number;
+  /** Gateway replicas (default 1). */
+  gateways?: number;
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
@@ -76,34 +86,46 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   procs.set('safety-kernel-1', kernel);
   healthPorts.set('safety-kernel-1', kernelHttp);
 
-  const schedHttp = await freePort();
-  const scheduler = spawnService('scheduler', {
-    ...common,
-    CORDUM_INSTANCE_ID: 'scheduler-1',
-    SCHEDULER_HTTP_ADDR: `127.0.0.1:${schedHttp}`,
-    SAFETY_KERNEL_ADDR: kernelAddr,
-    ...(opts.schedulerEnv ?? {}),
-  }, { cwd, name: 'scheduler-1' });
-  procs.set('scheduler-1', scheduler);
-  healthPorts.set('scheduler-1', schedHttp);
+  const schedPorts = new Map<number, number>();
+  const schedulerProc = async (k: number, extraEnv: Record<string, string> = {}): Promise<ManagedProcess> => {
+    const port = schedPorts.get(k) ?? (await freePort());
+    schedPorts.set(k, port);
+    const name = `scheduler-${k}`;
+    const p = spawnService('scheduler', {
+      ...common,
+      CORDUM_INSTANCE_ID: name,
+      SCHEDULER_HTTP_ADDR: `127.0.0.1:${port}`,
+      SAFETY_KERNEL_ADDR: kernelAddr,
+      ...(opts.schedulerEnv ?? {}),
+      ...extraEnv,
+    }, { cwd, name });
+    procs.set(name, p);
+    healthPorts.set(name, port);
+    return p;
+  };
+  for (let k = 1; k <= (opts.schedulers ?? 1); k++) await schedulerProc(k);
 
-  const gwHttp = await freePort();
-  const gateway = spawnService('api-gateway', {
-    ...common,
-    CORDUM_INSTANCE_ID: 'api-gateway-1',
-    CORDUM_API_KEY: API_KEY,
-    GATEWAY_HTTP_ADDR: `127.0.0.1:${gwHttp}`,
-    GATEWAY_GRPC_ADDR: `127.0.0.1:${await freePort()}`,
-    GATEWAY_METRICS_ADDR: `127.0.0.1:${await freePort()}`,
-    SAFETY_KERNEL_ADDR: kernelAddr,
-  }, { cwd, name: 'api-gateway-1' });
-  procs.set('api-gateway-1', gateway);
-  healthPorts.set('api-gateway-1', gwHttp);
+  const gatewayUrls: string[] = [];
+  for (let k = 1; k <= (opts.gateways ?? 1); k++) {
+    const gwHttp = await freePort();
+    const name = `api-gateway-${k}`;
+    const gateway = spawnService('api-gateway', {
+      ...common,
+      CORDUM_INSTANCE_ID: name,
+      CORDUM_API_KEY: API_KEY,
+      GATEWAY_HTTP_ADDR: `127.0.0.1:${gwHttp}`,
+      GATEWAY_GRPC_ADDR: `127.0.0.1:${await freePort()}`,
+      GATEWAY_METRICS_ADDR: `127.0.0.1:${await freePort()}`,
+      SAFETY_KERNEL_ADDR: kernelAddr,
+    }, { cwd, name });
+    procs.set(name, gateway);
+    healthPorts.set(name, gwHttp);
+    gatewayUrls.push(`http://127.0.0.1:${gwHttp}`);
+  }
 
   const workerIds: string[] = [];
   const execLogs: string[] = [];
-  for (let i = 1; i <= (opts.workers ?? 1); i++) {
-    const id = `echo-${i}`;
+  const workerProc = async (id: string, env: Record<string, string> = {}): Promise<ManagedProcess> => {
     const port = await freePort();
     const log = join(tmp, `${id}.exec.jsonl`);
     const w = spawnService('echo-worker', {
@@ -113,18 +135,22 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       WORKER_HTTP_ADDR: `127.0.0.1:${port}`,
       WORKER_EXEC_LOG: log,
       ...(opts.workerEnv ?? {}),
+      ...env,
     }, { cwd, name: id });
     procs.set(id, w);
     healthPorts.set(id, port);
     workerIds.push(id);
-    execLogs.push(log);
-  }
+    if (!execLogs.includes(log)) execLogs.push(log);
+    return w;
+  };
+  for (let i = 1; i <= (opts.workers ?? 1); i++) await workerProc(`echo-${i}`);
 
   const stack: Stack = {
     redis,
     nats,
     kernelAddr,
-    gatewayUrl: `http://127.0.0.1:${gwHttp}`,
+    gatewayUrl: gatewayUrls[0] ?? '',
+    gatewayUrls,
     procs,
     healthPorts,
     workerIds,
@@ -141,6 +167,16 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         }
       }
       return counts;
+    },
+    async spawnScheduler(k, extraEnv) {
+      const p = await schedulerProc(k, extraEnv);
+      await waitReady(`scheduler-${k}`, p, schedPorts.get(k) ?? 0);
+      return p;
+    },
+    async spawnWorker(id, env) {
+      const p = await workerProc(id, env);
+      await waitReady(id, p, healthPorts.get(id) ?? 0);
+      return p;
     },
     async stop() {
       await Promise.all([...procs.values()].map((p) => p.stop()));

@@ -1,0 +1,67 @@
+// A loop that runs once per cluster: a D7 leader lease (TTL 15 s, renewed every
+// 5 s, independent of the loop's own period) plus a self-rescheduling timer.
+// The period is read on every turn and `reschedule()` applies a new one at
+// once, so a live config change of scan_interval needs no restart (BEHAVIOURS §5).
+import type { LeaderElector, Locks } from '@cordum/locks';
+import type { Logger } from '@cordum/service-kit';
+
+export interface LeaderLoop {
+  start(): void;
+  stop(): Promise<void>;
+  isLeader(): boolean;
+  /** Cancels the pending wait and schedules the next turn with the current period. */
+  reschedule(): void;
+  /** Runs one turn now if leader (tests, and reschedule on a shorter period). */
+  runOnce(): Promise<void>;
+}
+
+export function createLeaderLoop(o: {
+  name: string;
+  locks: Locks;
+  key: string;
+  owner: string;
+  ttlMs: number;
+  renewMs: number;
+  periodMs: () => number;
+  logger: Logger;
+  run: () => Promise<void>;
+}): LeaderLoop {
+  const elector: LeaderElector = o.locks.elector({ key: o.key, owner: o.owner, ttlMs: o.ttlMs, renewMs: o.renewMs, logger: o.logger });
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+  let stopped = false;
+
+  const turn = async (): Promise<void> => {
+    if (!elector.isLeader() || running) return running;
+    running = o.run()
+      .catch((err: unknown) => o.logger.warn(`${o.name} turn failed`, { err }))
+      .finally(() => (running = undefined));
+    return running;
+  };
+
+  const schedule = (): void => {
+    if (stopped) return;
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => {
+      timer = undefined;
+      void turn().finally(schedule);
+    }, o.periodMs());
+  };
+
+  return {
+    start() {
+      elector.start();
+      schedule();
+    },
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+      await running;
+      await elector.stop();
+    },
+    isLeader: () => elector.isLeader(),
+    reschedule: schedule,
+    runOnce: turn,
+  };
+}

@@ -1,0 +1,106 @@
+// Reconciler (BEHAVIOURS §1.7, D1, D2, D46), one leader `cordum:reconciler:default`.
+// Every scan_interval it reads only what is due from ZSETs (job:active:<state>
+// scored by state entry, job:deadline), so a scan costs O(due jobs), never
+// O(history):
+//   DISPATCHED past dispatch_timeout: unpublished (owner gone: we hold its lock)
+//     → republish the same attempt (D2); start-ack worker and unclaimed → new
+//     attempt (D1 b); claimed → RUNNING; otherwise → TIMEOUT (+DLQ).
+//   RUNNING past running_timeout → TIMEOUT (+DLQ): it started, so never redispatched (D1).
+//   deadline_ms passed (D46) → TIMEOUT (DISPATCHED/RUNNING) or FAILED
+//     `deadline_exceeded` (PENDING/SCHEDULED/RETRYING: the table has no TIMEOUT there).
+import type { JobRecord, JobState, ScoredId } from '@cordum/job-store';
+import type { Lease } from '@cordum/locks';
+import type { SchedulerContext } from './context';
+import { forEachLimit } from './for-each';
+import { publishAttempt } from './dispatch';
+import { withJobLock } from './job-lock';
+import { reattemptLocked } from './redispatch';
+
+export const SCAN_LIMIT = 500;
+const SCAN_CONCURRENCY = 8;
+const APPROVAL_DEADLINE_RECHECK_MS = 60_000;
+
+export async function reconcileOnce(ctx: SchedulerContext): Promise<{ stale: number }> {
+  const now = Date.now();
+  const t = ctx.timeouts().reconciler;
+  const dispatched = await ctx.store.listActive('DISPATCHED', now - t.dispatch_timeout_seconds * 1000, SCAN_LIMIT);
+  const running = await ctx.store.listActive('RUNNING', now - t.running_timeout_seconds * 1000, SCAN_LIMIT);
+  ctx.metrics.staleJobs.set(dispatched.length + running.length);
+  await forEachLimit(dispatched, SCAN_CONCURRENCY, (e) => locked(ctx, e, 'DISPATCHED', (lease, job) => onDispatched(ctx, lease, job)));
+  await forEachLimit(running, SCAN_CONCURRENCY, (e) => locked(ctx, e, 'RUNNING', (lease, job) => timeout(ctx, lease, job, 'running_timeout', `no result within ${t.running_timeout_seconds}s of start`)));
+  const deadlines = await ctx.store.listDeadlineDue(now, SCAN_LIMIT);
+  await forEachLimit(deadlines, SCAN_CONCURRENCY, (e) => onDeadline(ctx, e.id));
+  return { stale: dispatched.length + running.length };
+}
+
+
+/** Under the job lock, with index repair when the job is no longer in the state its index says. */
+async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: (lease: Lease, job: JobRecord) => Promise<void>): Promise<void> {
+  try {
+    await withJobLock(ctx, e.id, async (lease) => {
+      const job = await ctx.store.getJob(e.id);
+      if (!job || job.state !== seenIn) {
+        await ctx.store.reindex(e.id, seenIn, job?.state ?? null, job?.updatedAt ?? Date.now());
+        return;
+      }
+      await fn(lease, job);
+    });
+  } catch (err) {
+    ctx.logger.warn('reconcile job failed', { job_id: e.id, err });
+  }
+}
+
+async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<void> {
+  const d = job.dispatch;
+  const t = ctx.timeouts().reconciler;
+  if (d && !d.published) {
+    // D2: we hold the lock, so the owner's lease expired; the attempt may never have left it.
+    const out = await publishAttempt(ctx, lease, job, d);
+    if (out.kind === 'dispatched') {
+      await ctx.store.reindex(job.id, 'DISPATCHED', 'DISPATCHED', Date.now());
+      ctx.metrics.reconciled.inc({ action: 'republish' });
+    }
+    return;
+  }
+  if (d?.startAck) {
+    const r = await reattemptLocked(ctx, lease, job, d.dispatchId);
+    if (r === 'redispatched' || r === 'started') {
+      ctx.metrics.reconciled.inc({ action: r === 'started' ? 'running' : 'redispatch' });
+      return;
+    }
+    if (r === 'moved' || r === 'busy' || r === 'error') return;
+    // Provably unstarted but every other candidate is busy or gone: waiting for capacity is
+    // right, a TIMEOUT would fail a job that can still run. Bounded like a no-worker wait (D13).
+    if (r === 'no_route' && Date.now() - (job.dispatchedAt ?? job.updatedAt) < ctx.config.replay.maxScheduleWaitMs) return;
+  }
+  await timeout(ctx, lease, job, 'dispatch_timeout', `not started within ${t.dispatch_timeout_seconds}s of dispatch`);
+}
+
+async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code: string, message: string): Promise<void> {
+  await ctx.store.expireResult(job);
+  const w = await ctx.store.transition(job.id, 'TIMEOUT', { token: lease.token, from: [job.state], patch: { error: { code, message } } });
+  if (w.ok) {
+    ctx.metrics.reconciled.inc({ action: code });
+    ctx.logger.info('job timed out', { job_id: job.id, code, attempt: job.attempts });
+  }
+}
+
+async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
+  try {
+    await withJobLock(ctx, id, async (lease) => {
+      const job = await ctx.store.getJob(id);
+      if (!job || job.deadlineAt === undefined) return ctx.store.setDeadline(id, null);
+      if (job.state === 'APPROVAL_REQUIRED') return ctx.store.setDeadline(id, Date.now() + APPROVAL_DEADLINE_RECHECK_MS);
+      const message = 'deadline_ms passed';
+      if (job.state === 'DISPATCHED' || job.state === 'RUNNING') return timeout(ctx, lease, job, 'deadline_exceeded', message);
+      if (job.state === 'PENDING' || job.state === 'SCHEDULED' || job.state === 'RETRYING') {
+        const w = await ctx.store.transition(id, 'FAILED', { token: lease.token, from: [job.state], patch: { error: { code: 'deadline_exceeded', message } } });
+        if (w.ok) ctx.metrics.reconciled.inc({ action: 'deadline_exceeded' });
+        return;
+      }
+      return ctx.store.setDeadline(id, null);
+    });
+  } catch (err) {
+    ctx.logger.warn('deadline check failed', { job_id: id, err });
+  }
+}

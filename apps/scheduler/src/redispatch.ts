@@ -1,0 +1,59 @@
+// D1 (b): replacing an attempt that provably never started. Shared by the
+// delivery verifier (after the verify delay) and the reconciler (past the
+// dispatch timeout). The proof is two-fold: the job is still DISPATCHED on the
+// same dispatch (no start ack moved it to RUNNING) and worker-sdk has not
+// claimed that dispatch (checked atomically with the new write in Redis).
+import type { JobRecord } from '@cordum/job-store';
+import type { Lease } from '@cordum/locks';
+import type { SchedulerContext } from './context';
+import { dispatch } from './dispatch';
+import { withJobLock } from './job-lock';
+import { routeFor } from './route-job';
+
+export type ReattemptResult =
+  /** a new attempt was published */
+  | 'redispatched'
+  /** the old attempt was claimed by a worker: it started; the job moved to RUNNING */
+  | 'started'
+  /** the job moved on meanwhile (acked, finished, another dispatch) */
+  | 'moved'
+  /** no attempts left, or no worker to send it to: left to the reconciler */
+  | 'exhausted'
+  | 'no_route'
+  /** the job lock was busy or was lost mid-way */
+  | 'busy'
+  | 'error';
+
+export async function reattemptLocked(ctx: SchedulerContext, lease: Lease, job: JobRecord, dispatchId: string): Promise<ReattemptResult> {
+  if (job.state !== 'DISPATCHED' || job.dispatch?.dispatchId !== dispatchId) return 'moved';
+  if (job.attempts >= (job.maxAttempts ?? ctx.config.maxAttempts)) return 'exhausted';
+  const route = routeFor(ctx, job, job.dispatch.workerId);
+  if (route.kind !== 'worker' && route.kind !== 'untracked') return 'no_route';
+  const out = await dispatch(ctx, lease, job, route);
+  switch (out.kind) {
+    case 'dispatched':
+      return 'redispatched';
+    case 'started': {
+      // The ack was lost or is late; the claim proves the start, so the running timeout applies now.
+      await ctx.store.transition(job.id, 'RUNNING', { token: lease.token, from: ['DISPATCHED'] });
+      return 'started';
+    }
+    case 'stale':
+      return 'moved';
+    case 'lost':
+      return 'busy';
+  }
+}
+
+export async function driveRedispatch(ctx: SchedulerContext, jobId: string, dispatchId: string, why: string): Promise<ReattemptResult> {
+  try {
+    const r = await withJobLock(ctx, jobId, async (lease) => {
+      const job = await ctx.store.getJob(jobId);
+      return job ? reattemptLocked(ctx, lease, job, dispatchId) : 'moved';
+    });
+    return r.busy ? 'busy' : r.value;
+  } catch (err) {
+    ctx.logger.warn('redispatch failed', { job_id: jobId, why, err });
+    return 'error';
+  }
+}

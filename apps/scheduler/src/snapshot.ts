@@ -1,0 +1,102 @@
+// Warm start (BEHAVIOURS §4, seed 000, D41).
+// Writer: every WORKER_SNAPSHOT_INTERVAL (5 s), only under the
+// `cordum:scheduler:snapshot:writer` lease (WORKER_SNAPSHOT_LOCK_TTL, 30 s,
+// released on shutdown, so a crashed writer is replaced within TTL + one
+// interval ≈ 35 s), it writes this replica's registry to `sys:workers:snapshot`
+// with each worker's real last_heartbeat.
+// Hydration: one read with a 5 s timeout before the consumers bind; failure or
+// absence → cold start (wait for heartbeats). Either way /readyz turns green.
+import { encodeWorkerSnapshot, jobKeys, parseWorkerSnapshot, type SnapshotWorker, type WorkerSnapshot } from '@cordum/job-store';
+import type { Locks } from '@cordum/locks';
+import type { RedisClient } from '@cordum/redis';
+import type { Logger } from '@cordum/service-kit';
+import { createLeaderLoop, type LeaderLoop } from './leader-loop';
+import type { WorkerRegistry, WorkerView } from './registry';
+
+export const SNAPSHOT_WRITER_KEY = 'cordum:scheduler:snapshot:writer';
+
+export function toSnapshot(workers: WorkerView[], writerId: string, now: number): WorkerSnapshot {
+  return {
+    captured_at: now,
+    writer_id: writerId,
+    workers: workers.map(
+      (w): SnapshotWorker => ({
+        worker_id: w.workerId,
+        pool: w.pool,
+        active_jobs: w.activeJobs,
+        max_parallel_jobs: w.maxParallelJobs,
+        capabilities: w.capabilities,
+        labels: w.labels,
+        cpu_load: w.cpuLoad,
+        last_heartbeat: w.lastHeartbeat,
+        ready_topics: w.readyTopics,
+        start_ack: w.startAck,
+      }),
+    ),
+  };
+}
+
+export function snapshotWriter(o: { redis: RedisClient; locks: Locks; registry: WorkerRegistry; instanceId: string; intervalMs: number; lockTtlMs: number; logger: Logger }): LeaderLoop {
+  return createLeaderLoop({
+    name: 'snapshot writer',
+    locks: o.locks,
+    key: SNAPSHOT_WRITER_KEY,
+    owner: o.instanceId,
+    ttlMs: o.lockTtlMs,
+    renewMs: Math.max(50, Math.min(o.intervalMs, Math.floor(o.lockTtlMs / 3))),
+    periodMs: () => o.intervalMs,
+    logger: o.logger,
+    run: async () => {
+      // all(): workers the registry still remembers, offline ones included; readers compute `online`.
+      const snap = toSnapshot(o.registry.all(), o.instanceId, Date.now());
+      await o.redis.set(jobKeys.workerSnapshot(), encodeWorkerSnapshot(snap));
+    },
+  });
+}
+
+export type HydrateResult = { kind: 'warm'; workers: number; ageMs: number } | { kind: 'cold'; reason: 'absent' | 'read_failed' | 'invalid' };
+
+export async function hydrate(o: { redis: RedisClient; registry: WorkerRegistry; timeoutMs: number; floorMs: number; logger: Logger }): Promise<HydrateResult> {
+  let raw: string | null;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    raw = await Promise.race([
+      o.redis.get(jobKeys.workerSnapshot()),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`snapshot read timed out after ${o.timeoutMs} ms`)), o.timeoutMs);
+      }),
+    ]);
+  } catch (err) {
+    o.logger.warn('warm-start read failed', { err: String(err) });
+    return { kind: 'cold', reason: 'read_failed' };
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+  if (raw === null) {
+    o.logger.info('no snapshot found, starting cold');
+    return { kind: 'cold', reason: 'absent' };
+  }
+  const snap = parseWorkerSnapshot(raw);
+  if (!snap) {
+    o.logger.warn('warm-start hydrate failed', { err: 'snapshot does not parse' });
+    return { kind: 'cold', reason: 'invalid' };
+  }
+  const n = o.registry.hydrate(
+    snap.workers.map((w) => ({
+      workerId: w.worker_id,
+      pool: w.pool,
+      activeJobs: w.active_jobs,
+      maxParallelJobs: w.max_parallel_jobs,
+      cpuLoad: w.cpu_load,
+      labels: w.labels,
+      capabilities: w.capabilities,
+      lastHeartbeat: w.last_heartbeat,
+      readyTopics: w.ready_topics,
+      startAck: w.start_ack,
+    })),
+    o.floorMs,
+  );
+  const ageMs = Date.now() - snap.captured_at;
+  o.logger.info('warm start: registry hydrated from snapshot', { workers: n, snapshot_age_ms: ageMs, writer_id: snap.writer_id });
+  return { kind: 'warm', workers: n, ageMs };
+}

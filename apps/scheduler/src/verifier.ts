@@ -1,0 +1,102 @@
+// Dispatch delivery verification (BEHAVIOURS §3, seed 003 adapted). A publish
+// proves nothing about receipt; after SCHEDULER_DISPATCH_VERIFY_DELAY we probe
+// the job once:
+//   - moved on (RUNNING, terminal, another dispatch)            → delivered
+//   - still DISPATCHED on that dispatch, worker sends start acks → fallback:
+//     a new attempt through the normal path, only if no worker claimed the old
+//     one (reattempt-3.lua); a claimed attempt started → delivered
+//   - still DISPATCHED, worker without start acks               → unverified
+//     (D1: a silent CAP worker may be running it; the reconciler times it out)
+//   - the probe failed (Redis error)                             → probe_error, nothing
+//     else: uncertainty must never stampede duplicates; the reconciler stays the backstop.
+// Timers live in this replica only; a replica that dies loses them and the
+// reconciler's dispatch timeout covers those jobs.
+import type { SchedulerContext } from './context';
+import { driveRedispatch } from './redispatch';
+import { TimerWheel } from './timer-wheel';
+
+export type VerifyOutcome = 'delivered' | 'fallback' | 'unverified' | 'probe_error' | 'skipped';
+
+interface Pending {
+  jobId: string;
+  dispatchId: string;
+}
+
+export interface Verifier {
+  track(jobId: string, dispatchId: string): void;
+  start(): void;
+  /** Stops the wheel and waits for running probes (they hold job locks). */
+  stop(): Promise<void>;
+  /** Probes one dispatch now (the wheel's expiry handler; exported for tests). */
+  probe(jobId: string, dispatchId: string): Promise<VerifyOutcome>;
+}
+
+const MAX_CONCURRENT_PROBES = 10;
+
+export function createVerifier(ctx: () => SchedulerContext | undefined, o: { enabled: boolean; delayMs: number; tickMs?: number }): Verifier {
+  const inflight = new Set<Promise<unknown>>();
+  const queue: Pending[] = [];
+  let stopped = false;
+
+  const probe = async (jobId: string, dispatchId: string): Promise<VerifyOutcome> => {
+    const c = ctx();
+    if (!c) return 'skipped';
+    let outcome: VerifyOutcome;
+    try {
+      const job = await c.store.getJob(jobId);
+      if (!job || job.state !== 'DISPATCHED' || job.dispatch?.dispatchId !== dispatchId) outcome = 'delivered';
+      else if (!job.dispatch.startAck) outcome = 'unverified';
+      else {
+        const r = await driveRedispatch(c, jobId, dispatchId, 'verify');
+        // busy / error: uncertain, so nothing happens (probe_error); exhausted / no_route: the
+        // reconciler times it out; started / moved: it did arrive.
+        outcome = r === 'redispatched' ? 'fallback' : r === 'error' || r === 'busy' ? 'probe_error' : r === 'exhausted' || r === 'no_route' ? 'unverified' : 'delivered';
+      }
+    } catch (err) {
+      c.logger.warn('dispatch verify probe failed', { job_id: jobId, dispatch_id: dispatchId, err });
+      outcome = 'probe_error';
+    }
+    c.metrics.verify.inc({ outcome });
+    if (outcome === 'fallback') c.logger.warn('dispatch not acknowledged, redispatched', { job_id: jobId, dispatch_id: dispatchId });
+    return outcome;
+  };
+
+  const pump = (): void => {
+    while (!stopped && inflight.size < MAX_CONCURRENT_PROBES) {
+      const p = queue.shift();
+      if (!p) return;
+      const run: Promise<unknown> = probe(p.jobId, p.dispatchId).finally(() => {
+        inflight.delete(run);
+        pump();
+      });
+      inflight.add(run);
+    }
+  };
+
+  const wheel = new TimerWheel<Pending>({
+    tickMs: o.tickMs ?? 250,
+    maxDelayMs: 60_000,
+    onExpire: (_key, item) => {
+      queue.push(item);
+      pump();
+    },
+  });
+
+  return {
+    track(jobId, dispatchId) {
+      if (!o.enabled || stopped) return;
+      // Keyed by job: a newer dispatch of the same job replaces the older probe.
+      wheel.add(jobId, { jobId, dispatchId }, o.delayMs);
+    },
+    start() {
+      if (o.enabled) wheel.start();
+    },
+    async stop() {
+      stopped = true;
+      wheel.stop();
+      queue.length = 0;
+      await Promise.allSettled([...inflight]);
+    },
+    probe,
+  };
+}

@@ -1,0 +1,70 @@
+import { encodeWorkerSnapshot, jobKeys } from '@cordum/job-store';
+import { create, HeartbeatSchema } from '@cordum/protocol';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import type { Logger } from '@cordum/service-kit';
+import { startRedis, type TestServer } from '@cordum/testing';
+import { WorkerRegistry } from '../src/registry';
+import { hydrate } from '../src/snapshot';
+
+// Warm-start hydration (BEHAVIOURS §4, D41) against a real Redis, with the
+// registry's clock injected so expiry is checked without waiting.
+describe('hydrate (real Redis)', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  const logs: string[] = [];
+  const logger = { debug: () => undefined, info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: (m: string) => logs.push(m) } as unknown as Logger;
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  const entry = (id: string, lastHeartbeat: number) => ({
+    worker_id: id, pool: 'default', active_jobs: 0, max_parallel_jobs: 8, capabilities: [], labels: {}, cpu_load: 0, last_heartbeat: lastHeartbeat, ready_topics: [`worker.${id}.jobs`, 'job.echo'], start_ack: true,
+  });
+
+  it('starts cold when there is no snapshot or it does not parse', async () => {
+    const reg = new WorkerRegistry();
+    await redis.del(jobKeys.workerSnapshot());
+    expect(await hydrate({ redis, registry: reg, timeoutMs: 5000, floorMs: 20_000, logger })).toEqual({ kind: 'cold', reason: 'absent' });
+    expect(logs).toContain('no snapshot found, starting cold');
+    await redis.set(jobKeys.workerSnapshot(), '{"broken":');
+    expect(await hydrate({ redis, registry: reg, timeoutMs: 5000, floorMs: 20_000, logger })).toEqual({ kind: 'cold', reason: 'invalid' });
+    expect(reg.all()).toEqual([]);
+  });
+
+  it('bounds lastSeen to max(last_heartbeat, now − 20 s), keeps the real last_heartbeat, and lets live heartbeats win', async () => {
+    let now = 1_000_000;
+    const reg = new WorkerRegistry({ ttlMs: 30_000, now: () => now });
+    reg.onHeartbeat(create(HeartbeatSchema, { workerId: 'live', pool: 'p-live', maxParallelJobs: 4 }));
+    await redis.set(
+      jobKeys.workerSnapshot(),
+      encodeWorkerSnapshot({ captured_at: now - 1000, writer_id: 'w', workers: [entry('fresh', now - 2_000), entry('old', now - 120_000), entry('live', now - 5_000)] }),
+    );
+    const r = await hydrate({ redis, registry: reg, timeoutMs: 5000, floorMs: 20_000, logger });
+    expect(r).toMatchObject({ kind: 'warm', workers: 2 });
+    expect(reg.get('fresh')).toMatchObject({ lastHeartbeat: now - 2_000, lastSeen: now - 2_000, startAck: true, readyTopics: ['worker.fresh.jobs', 'job.echo'] });
+    expect(reg.get('old')).toMatchObject({ lastHeartbeat: now - 120_000, lastSeen: now - 20_000 });
+    expect(reg.get('live')?.pool).toBe('p-live'); // the live heartbeat overrides the snapshot
+    // ...but a heartbeat carries no handshake, so routing keeps the snapshot's direct subject / start acks
+    expect(reg.get('live')).toMatchObject({ readyTopics: ['worker.live.jobs', 'job.echo'], startAck: true });
+    expect(reg.live().map((w) => w.workerId).sort()).toEqual(['fresh', 'live', 'old']);
+    now += 10_001; // a dead worker is routable at most TTL − 20 s after hydration
+    expect(reg.live().map((w) => w.workerId)).not.toContain('old');
+  });
+
+  it('falls back cold when the read does not answer within the timeout', async () => {
+    const dead = createRedis({ url: 'redis://127.0.0.1:1', clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
+    try {
+      const r = await hydrate({ redis: dead, registry: new WorkerRegistry(), timeoutMs: 200, floorMs: 20_000, logger });
+      expect(r).toEqual({ kind: 'cold', reason: 'read_failed' });
+      expect(logs).toContain('warm-start read failed');
+    } finally {
+      await closeRedis(dead).catch(() => undefined);
+    }
+  });
+});

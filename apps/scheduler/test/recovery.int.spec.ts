@@ -1,0 +1,254 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connectBus, subjects, type Bus } from '@cordum/bus';
+import { createJobStore, jobKeys, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
+import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { createLogger } from '@cordum/service-kit';
+import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { Registry } from 'prom-client';
+import { loadSchedulerConfig, type SchedulerConfig } from '../src/config';
+import { createScheduler, type Scheduler } from '../src/scheduler';
+import { startGhost, type Ghost } from './ghost';
+import { quietLog, startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
+
+// Reconciler, pending replayer, delivery verification and warm start, in
+// process against real Redis + NATS, with short timeouts from a temp
+// TIMEOUT_CONFIG_PATH (dispatch 3 s, running 3 s, scan 0.3 s) and a 1 s verify delay.
+// Each test uses its own topic, so routing never mixes their workers.
+describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
+  let redisServer: TestServer;
+  let natsServer: TestServer;
+  let redis: RedisClient;
+  let bus: Bus;
+  let store: JobStore;
+  let kernel: TestKernel;
+  let scheduler: Scheduler;
+  let config: SchedulerConfig;
+  let metrics: Registry;
+  const tmp = mkdtempSync(join(tmpdir(), 'sched-rec-'));
+  const workers: TestWorker[] = [];
+  const ghosts: Ghost[] = [];
+  let seq = 0;
+
+  beforeAll(async () => {
+    [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
+    redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    store = createJobStore(redis, { jobTtlMs: 3_600_000 });
+    kernel = await startTestKernel([]);
+    const timeouts = join(tmp, 'timeouts.yaml');
+    writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 3\n  running_timeout_seconds: 3\n  scan_interval_seconds: 0.3\n');
+    config = loadSchedulerConfig({
+      REDIS_URL: redisServer.url,
+      NATS_URL: natsServer.url,
+      SCHEDULER_HTTP_ADDR: '127.0.0.1:0',
+      SAFETY_KERNEL_ADDR: kernel.address,
+      POOL_CONFIG_PATH: join(repoRoot, 'config', 'pools.yaml'),
+      TIMEOUT_CONFIG_PATH: timeouts,
+      JOB_TTL: '1h',
+      SCHEDULER_DISPATCH_VERIFY_DELAY: '1s',
+      SCHEDULER_REPLAY_INTERVAL: '200ms',
+      SCHEDULER_PENDING_REPLAY_AGE: '1s',
+      SCHEDULER_SCHEDULE_MAX_TRIES: '2',
+      WORKER_SNAPSHOT_INTERVAL: '200ms',
+    });
+    metrics = new Registry();
+    scheduler = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: 'sched-rec', level: 'error' }), instanceId: 'sched-rec', registry: metrics });
+    await scheduler.start();
+    bus = await connectBus({ servers: [natsServer.url], name: 'test-client', logger: quietLog });
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.all([...workers.map((w) => w.stop()), ...ghosts.map((g) => g.stop())]);
+    await scheduler?.stop();
+    await bus?.close();
+    await kernel?.stop();
+    await closeRedis(redis);
+    await Promise.all([redisServer?.stop(), natsServer?.stop()]);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  function newJob(topic: string, over: Partial<NewJob> = {}): NewJob {
+    seq += 1;
+    return {
+      id: `rec-${process.pid}-${seq}`, tenant: 'acme', topic, traceId: `trace-${seq}`, priority: 'batch', labels: {}, prompt: 'hi', context: null,
+      principalId: 'tester', riskTags: [], requires: [], initialState: 'PENDING', ...over,
+    };
+  }
+  async function submit(topic: string, over: Partial<NewJob> = {}): Promise<JobRecord> {
+    const job = await store.createJob(newJob(topic, over));
+    const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
+    await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:0` });
+    return job;
+  }
+  async function worker(id: string, topics: string[], reply: 'succeed' | 'none' = 'succeed'): Promise<TestWorker> {
+    const w = await startTestWorker({ natsUrl: natsServer.url, redis, id, topics, replyFor: () => reply });
+    workers.push(w);
+    await waitFor(() => scheduler.workers.live().some((v) => v.workerId === id && v.readyTopics.length > 0), 10_000, { message: `${id} registered` });
+    return w;
+  }
+  async function ghost(id: string, topics: string[], startAck: boolean): Promise<Ghost> {
+    const g = await startGhost({ natsUrl: natsServer.url, id, topics, startAck });
+    ghosts.push(g);
+    await waitFor(() => scheduler.workers.live().some((v) => v.workerId === id && v.readyTopics.length > 0), 10_000, { message: `${id} registered` });
+    return g;
+  }
+  const stateOf = async (id: string) => (await store.getJob(id))?.state;
+  async function counter(name: string, label: string, value: string): Promise<number> {
+    const m = await metrics.getSingleMetric(name)?.get();
+    return m?.values.filter((v) => v.labels[label] === value).reduce((a, v) => a + v.value, 0) ?? 0;
+  }
+
+  it('verification fallback: a dispatch to a start-ack worker that never received it is redispatched elsewhere and counted', async () => {
+    // 'a-ghost' wins the routing tie-break, so the first attempt goes to the dead worker.
+    await ghost('a-ghost', ['job.ra'], true);
+    const live = await worker('tw-a', ['job.ra']);
+    const before = await counter('cordum_dispatch_verify_total', 'outcome', 'fallback');
+    const started = Date.now();
+    const job = await submit('job.ra');
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'job SUCCEEDED after fallback' });
+    // verify delay (1 s) + one dispatch, well before the 3 s dispatch timeout
+    expect(Date.now() - started).toBeLessThan(3_000);
+    const done = await store.getJob(job.id);
+    expect(done).toMatchObject({ attempts: 2, workerId: 'tw-a', dispatch: { attempt: 2, workerId: 'tw-a' } });
+    expect(live.count(job.id)).toBe(1);
+    expect(await counter('cordum_dispatch_verify_total', 'outcome', 'fallback')).toBeGreaterThan(before);
+  });
+
+  it('a silent worker without start acks is never redispatched: unverified, then TIMEOUT + DLQ at the dispatch timeout (D1)', async () => {
+    await ghost('b-ghost', ['job.rb'], false);
+    const job = await submit('job.rb');
+    await waitFor(async () => (await counter('cordum_dispatch_verify_total', 'outcome', 'unverified')) > 0, 10_000, { message: 'unverified counted' });
+    expect(await stateOf(job.id)).toBe('DISPATCHED');
+    await waitFor(async () => (await stateOf(job.id)) === 'TIMEOUT', 10_000, { message: 'job TIMEOUT' });
+    expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, error: { code: 'dispatch_timeout' } });
+    expect(await store.getDlq(job.id)).toMatchObject({ reason_code: 'dispatch_timeout', last_state: 'TIMEOUT' });
+    expect(await redis.zscore(jobKeys.active('DISPATCHED'), job.id)).toBeNull();
+  });
+
+  it('an attempt a worker claimed is not redispatched even without its ack: it becomes RUNNING, then times out', async () => {
+    await ghost('c-ghost', ['job.rc'], true);
+    await worker('tw-c', ['job.rc']); // an alternative the fallback would pick
+    const job = await submit('job.rc');
+    await waitFor(async () => (await store.getJob(job.id))?.dispatch?.published === true, 5_000, { message: 'published' });
+    const d = (await store.getJob(job.id))?.dispatch;
+    // what worker-sdk's claim-2.lua writes when it admits the dispatch
+    await redis.hset(jobKeys.workerClaim(job.id), 'attempt', '1', 'dispatch_id', d?.dispatchId ?? '', 'worker_id', 'c-ghost');
+    await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 10_000, { message: 'claimed attempt counted as started' });
+    expect((await store.getJob(job.id))?.attempts).toBe(1);
+    await waitFor(async () => (await stateOf(job.id)) === 'TIMEOUT', 10_000, { message: 'running timeout' });
+    expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, error: { code: 'running_timeout' } });
+    expect(workers.find((w) => w.id === 'tw-c')?.count(job.id)).toBe(0);
+  });
+
+  it('RUNNING past the running timeout ends TIMEOUT, never redispatched; deadline_ms ends it earlier (D46)', async () => {
+    const w = await worker('tw-d', ['job.rd'], 'none');
+    const slow = await submit('job.rd');
+    const withDeadline = await submit('job.rd', { deadlineMs: 1_000 });
+    await waitFor(async () => (await stateOf(withDeadline.id)) === 'TIMEOUT', 10_000, { message: 'deadline TIMEOUT' });
+    expect((await store.getJob(withDeadline.id))?.error?.code).toBe('deadline_exceeded');
+    expect(await stateOf(slow.id)).toBe('RUNNING');
+    await waitFor(async () => (await stateOf(slow.id)) === 'TIMEOUT', 10_000, { message: 'running TIMEOUT' });
+    expect((await store.getJob(slow.id))?.error?.code).toBe('running_timeout');
+    expect(w.count(slow.id)).toBe(1);
+    expect(await store.getDlq(slow.id)).toMatchObject({ reason_code: 'running_timeout' });
+    await waitFor(async () => (await counter('cordum_scheduler_reconciled_total', 'action', 'running_timeout')) > 0, 5_000);
+  });
+
+  it('setTimeouts applies new timeouts and scan interval live', async () => {
+    await worker('tw-e', ['job.re'], 'none');
+    const original = config.timeouts;
+    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 3600 } });
+    try {
+      const job = await submit('job.re');
+      await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 5_000);
+      const t0 = Date.now();
+      scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 0.5, scan_interval_seconds: 0.2 } });
+      await waitFor(async () => (await stateOf(job.id)) === 'TIMEOUT', 5_000, { message: 'TIMEOUT under the new values' });
+      expect(Date.now() - t0).toBeLessThan(3_000); // the 3 s file value did not apply
+    } finally {
+      scheduler.setTimeouts(original);
+    }
+  });
+
+  it('a result that arrives while a dead replica still holds the job lock is applied once the lock expires (not dropped after MaxDeliver)', async () => {
+    const w = await worker('tw-g', ['job.rg'], 'none');
+    const original = config.timeouts;
+    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 } });
+    try {
+      const job = await submit('job.rg');
+      await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 5_000, { message: 'RUNNING' });
+      // a replica that died holding the lock: its key lives on for the TTL
+      await redis.set(jobKeys.lock(job.id), 'dead-replica:999', 'PX', 4_000);
+      const req = w.executions.get(job.id)?.[0]?.request;
+      if (!req) throw new Error('no execution recorded');
+      await w.reply(req, JobStatus.SUCCEEDED);
+      // 20 deliveries at a fixed 100 ms would be spent in ~2 s and the result lost
+      await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 20_000, { message: 'result applied after the lock expired' });
+    } finally {
+      scheduler.setTimeouts(original);
+    }
+  });
+
+  it('worker_busy refusals are backpressure: they wait with backoff and do not use up attempts (D48)', async () => {
+    const w = await worker('tw-h', ['job.rh'], 'none');
+    const job = await submit('job.rh');
+    for (let n = 1; n <= 3; n++) {
+      await waitFor(() => w.count(job.id) === n, 15_000, { message: `dispatch ${n}` });
+      const req = w.executions.get(job.id)?.[n - 1]?.request;
+      if (!req) throw new Error('no request');
+      const refusal = create(JobResultSchema, { jobId: job.id, status: JobStatus.FAILED_RETRYABLE, workerId: 'tw-h', errorCode: 'worker_busy', dispatch: req.dispatch });
+      await bus.publish(subjects.result, encodePacket(newPacket('tw-h', { case: 'jobResult', value: refusal })), { msgId: `busy:${job.id}:${n}` });
+    }
+    await waitFor(() => w.count(job.id) === 4, 20_000, { message: 'fourth dispatch after three refusals' });
+    const fourth = w.executions.get(job.id)?.[3]?.request;
+    if (!fourth) throw new Error('no fourth request');
+    await w.reply(fourth, JobStatus.SUCCEEDED);
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED on attempt 4 of max 3' });
+    expect(await store.getJob(job.id)).toMatchObject({ attempts: 4, busyRefusals: 3 });
+  }, 40_000);
+
+  it('replays a PENDING job whose submit was lost, and counts it', async () => {
+    const w = await worker('tw-f', ['job.rf']);
+    const job = await store.createJob(newJob('job.rf')); // never published
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'orphan SUCCEEDED' });
+    expect(w.count(job.id)).toBe(1);
+    expect(await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')).toBeGreaterThan(0);
+  });
+
+  it('a job with no worker waits with backoff in job:retry, then FAILED + DLQ no_workers after the tries bound (D13)', async () => {
+    const job = await submit('job.nobody');
+    await waitFor(async () => (await store.getJob(job.id))?.scheduleTries === 1, 5_000, { message: 'first try counted' });
+    expect(await store.hasRetry(job.id)).toBe(true);
+    await waitFor(async () => (await stateOf(job.id)) === 'FAILED', 15_000, { message: 'FAILED no_workers' });
+    expect(await store.getJob(job.id)).toMatchObject({ scheduleTries: 2, error: { code: 'no_workers' } });
+    expect(await store.getDlq(job.id)).toMatchObject({ reason_code: 'no_workers', last_state: 'FAILED' });
+    expect(await store.hasRetry(job.id)).toBe(false);
+  });
+
+  it('a job waiting for a worker is dispatched by the replayer once one appears', async () => {
+    const job = await submit('job.late');
+    await waitFor(async () => (await store.getJob(job.id))?.scheduleTries === 1, 5_000);
+    const w = await worker('tw-late', ['job.late']);
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'dispatched after the wait' });
+    expect(w.count(job.id)).toBe(1);
+  });
+
+  it('writes the worker snapshot, and a new replica hydrates from it (warm start) and is ready', async () => {
+    await waitFor(async () => (await readWorkerSnapshot(redis)).items.some((w) => w.worker_id === 'tw-a' && w.online), 5_000, { message: 'snapshot written' });
+    const snap = await readWorkerSnapshot(redis);
+    expect(snap.writer_id).toBe('sched-rec');
+    expect(await redis.get('cordum:scheduler:snapshot:writer')).toMatch(/^sched-rec:/);
+    const b = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: 'sched-b', level: 'error' }), instanceId: 'sched-b', registry: new Registry() });
+    try {
+      await b.start();
+      expect(b.hydration).toMatchObject({ kind: 'warm' });
+      expect(b.workers.live().map((w) => w.workerId)).toEqual(expect.arrayContaining(['tw-a', 'a-ghost']));
+      const ready = await fetch(`http://127.0.0.1:${b.httpPort}/readyz`);
+      expect(await ready.json()).toMatchObject({ ready: true, checks: { workers_hydrated: true } });
+    } finally {
+      await b.stop();
+    }
+  });
+});

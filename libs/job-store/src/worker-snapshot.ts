@@ -1,0 +1,91 @@
+// BEHAVIOURS §4 / D41: the worker registry snapshot `sys:workers:snapshot`,
+// written by the scheduler's single snapshot writer and read by scheduler
+// hydration and by every gateway replica's `GET /api/v1/workers` (so all
+// replicas show the same set). One codec for both sides.
+import type { RedisClient } from '@cordum/redis';
+import { z } from 'zod';
+import { jobKeys } from './keys';
+
+/** D41: a reader calls a worker online when its last heartbeat is younger than this. */
+export const WORKER_ONLINE_MS = 30_000;
+
+const workerSchema = z.object({
+  worker_id: z.string().min(1),
+  pool: z.string().default(''),
+  active_jobs: z.number().default(0),
+  max_parallel_jobs: z.number().default(0),
+  capabilities: z.array(z.string()).default([]),
+  labels: z.record(z.string(), z.string()).default({}),
+  cpu_load: z.number().default(0),
+  /** Epoch ms of the worker's real last heartbeat as seen by the writer (never reset on write). */
+  last_heartbeat: z.number(),
+  ready_topics: z.array(z.string()).default([]),
+  start_ack: z.boolean().default(false),
+});
+
+const snapshotSchema = z.object({
+  captured_at: z.number(),
+  writer_id: z.string(),
+  workers: z.array(workerSchema),
+});
+
+export type SnapshotWorker = z.infer<typeof workerSchema>;
+export type WorkerSnapshot = z.infer<typeof snapshotSchema>;
+
+/** CONTRACT §2 `GET /workers` item. */
+export interface ApiWorker {
+  worker_id: string;
+  pool: string;
+  active_jobs: number;
+  max_parallel_jobs: number;
+  capabilities: string[];
+  labels: Record<string, string>;
+  cpu_load: number;
+  last_heartbeat: string;
+  online: boolean;
+}
+
+export function encodeWorkerSnapshot(s: WorkerSnapshot): string {
+  return JSON.stringify(s);
+}
+
+/** Fails closed: anything that is not a valid snapshot is null (the caller starts cold / lists nothing). */
+export function parseWorkerSnapshot(raw: string | null): WorkerSnapshot | null {
+  if (!raw) return null;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  const r = snapshotSchema.safeParse(doc);
+  return r.success ? r.data : null;
+}
+
+/**
+ * The gateway's reader for `GET /api/v1/workers`: items in CONTRACT §2 shape, sorted by id,
+ * `online` = now − last_heartbeat < 30 s (D41). Offline workers only with `includeOffline`.
+ */
+export async function readWorkerSnapshot(
+  redis: RedisClient,
+  o: { includeOffline?: boolean; now?: number } = {},
+): Promise<{ items: ApiWorker[]; captured_at: string | null; writer_id: string | null }> {
+  const snap = parseWorkerSnapshot(await redis.get(jobKeys.workerSnapshot()));
+  if (!snap) return { items: [], captured_at: null, writer_id: null };
+  const now = o.now ?? Date.now();
+  const items = snap.workers
+    .map((w): ApiWorker => ({
+      worker_id: w.worker_id,
+      pool: w.pool,
+      active_jobs: w.active_jobs,
+      max_parallel_jobs: w.max_parallel_jobs,
+      capabilities: w.capabilities,
+      labels: w.labels,
+      cpu_load: w.cpu_load,
+      last_heartbeat: new Date(w.last_heartbeat).toISOString(),
+      online: now - w.last_heartbeat < WORKER_ONLINE_MS,
+    }))
+    .filter((w) => o.includeOffline === true || w.online)
+    .sort((a, b) => a.worker_id.localeCompare(b.worker_id));
+  return { items, captured_at: new Date(snap.captured_at).toISOString(), writer_id: snap.writer_id };
+}

@@ -1,0 +1,123 @@
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { startRedis, type TestServer } from '@cordum/testing';
+import { createJobStore, encodeWorkerSnapshot, jobKeys, parseWorkerSnapshot, readWorkerSnapshot, type JobStore } from '../src';
+import { drive, holdLock, newJob } from './helpers';
+
+// The issue-3 additions: in-flight indexes and bounded scans, the D1 (b)
+// reattempt guard against worker-sdk's claim, same-state patches, deadline
+// index, and the worker snapshot codec/reader for GET /api/v1/workers.
+describe('job-store recovery support (real Redis)', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  let store: JobStore;
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    store = createJobStore(redis, { jobTtlMs: 3_600_000 });
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  const dispatch = (id: string, n = 1) => ({ dispatchId: id, attempt: n, published: true, subject: 'worker.w1.jobs', workerId: 'w1', startAck: true });
+
+  it('keeps every in-flight job in exactly one job:active:<state> index, scored by state entry, and drops it when terminal', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED']);
+    expect(await redis.zscore(jobKeys.active('SCHEDULED'), j.id)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+    const r = await store.transition(j.id, 'DISPATCHED', { token, patch: { dispatch: dispatch('d1'), attempts: 1 } });
+    expect(r.ok).toBe(true);
+    const score = Number(await redis.zscore(jobKeys.active('DISPATCHED'), j.id));
+    expect(r.ok && score).toBe(r.ok && r.job.updatedAt);
+    expect(await redis.zscore(jobKeys.active('SCHEDULED'), j.id)).toBeNull();
+    const due = await store.listActive('DISPATCHED', score, 10);
+    expect(due.map((e) => e.id)).toContain(j.id);
+    expect((await store.listActive('DISPATCHED', score - 1, 10)).map((e) => e.id)).not.toContain(j.id);
+    await store.transition(j.id, 'SUCCEEDED', { token });
+    for (const s of ['PENDING', 'SCHEDULED', 'DISPATCHED', 'RUNNING', 'RETRYING'] as const) expect(await redis.zscore(jobKeys.active(s), j.id)).toBeNull();
+  });
+
+  it('reindex repairs an index left one step behind by a crash', async () => {
+    const j = newJob();
+    await drive(store, redis, j, ['SCHEDULED']);
+    await redis.zadd(jobKeys.active('PENDING'), 1, j.id); // stale entry a crash could leave
+    await store.reindex(j.id, 'PENDING', 'SCHEDULED', 5);
+    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.active('SCHEDULED'), j.id)).toBe('5');
+    await store.scheduleRetry(j.id, 10);
+    await store.reindex(j.id, 'SCHEDULED', 'SUCCEEDED', 6);
+    expect(await redis.zscore(jobKeys.active('SCHEDULED'), j.id)).toBeNull();
+    expect(await store.hasRetry(j.id)).toBe(false);
+  });
+
+  it('reattempt replaces an unclaimed attempt, and refuses one that a worker claimed (D1 b)', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED']);
+    await store.transition(j.id, 'DISPATCHED', { token, patch: { dispatch: dispatch('a1'), attempts: 1 } });
+    const ok = await store.reattempt(j.id, 'a1', { token, patch: { dispatch: dispatch('a2', 2), attempts: 2 } });
+    expect(ok).toMatchObject({ ok: true, job: { state: 'DISPATCHED', attempts: 2, dispatch: { dispatchId: 'a2' } } });
+    // a stale replace (a1 is no longer current) is a state_mismatch
+    expect(await store.reattempt(j.id, 'a1', { token, patch: { attempts: 9 } })).toMatchObject({ ok: false, reason: 'state_mismatch' });
+    // worker-sdk claimed a2 (claim-2.lua writes this hash): the attempt started, never redispatch
+    await redis.hset(jobKeys.workerClaim(j.id), 'attempt', '2', 'dispatch_id', 'a2', 'worker_id', 'w1');
+    expect(await store.reattempt(j.id, 'a2', { token, patch: { dispatch: dispatch('a3', 3), attempts: 3 } })).toMatchObject({ ok: false, reason: 'claimed' });
+    expect((await store.getJob(j.id))?.dispatch?.dispatchId).toBe('a2');
+    // fenced like every write
+    expect(await store.reattempt(j.id, 'a2', { token: 'other:1', patch: {} })).toMatchObject({ ok: false, reason: 'fenced' });
+  });
+
+  it('patchJob updates fields without a state change, fenced and state-checked', async () => {
+    const j = newJob();
+    await store.createJob(j);
+    const token = await holdLock(redis, j.id);
+    expect(await store.patchJob(j.id, 'PENDING', { token, patch: { scheduleTries: 3 } })).toMatchObject({ ok: true, job: { state: 'PENDING', scheduleTries: 3 } });
+    expect(await store.patchJob(j.id, 'RETRYING', { token, patch: { scheduleTries: 4 } })).toMatchObject({ ok: false, reason: 'state_mismatch' });
+    expect(await store.patchJob(j.id, 'PENDING', { token: 'x:1', patch: { scheduleTries: 4 } })).toMatchObject({ ok: false, reason: 'fenced' });
+  });
+
+  it('files deadline_ms jobs in job:deadline and lists only due ones', async () => {
+    const j = newJob({ deadlineMs: 1000 });
+    const created = await store.createJob(j);
+    const at = created.deadlineAt ?? 0;
+    expect((await store.listDeadlineDue(at - 1, 100)).map((e) => e.id)).not.toContain(j.id);
+    expect((await store.listDeadlineDue(at, 100)).map((e) => e.id)).toContain(j.id);
+    await store.setDeadline(j.id, null);
+    expect((await store.listDeadlineDue(at, 100)).map((e) => e.id)).not.toContain(j.id);
+  });
+
+  it('job:retry entries are listed when due and removable', async () => {
+    await store.scheduleRetry('r-1', 100);
+    await store.scheduleRetry('r-2', 200);
+    expect((await store.listRetryDue(150, 10)).map((e) => e.id)).toEqual(['r-1']);
+    await store.removeRetry('r-1');
+    expect(await store.hasRetry('r-1')).toBe(false);
+    expect(await store.hasRetry('r-2')).toBe(true);
+  });
+
+  it('readWorkerSnapshot gives the CONTRACT §2 items with online = now − last_heartbeat < 30 s (D41)', async () => {
+    const now = 1_700_000_000_000;
+    const raw = encodeWorkerSnapshot({
+      captured_at: now,
+      writer_id: 'scheduler-1',
+      workers: [
+        { worker_id: 'w-b', pool: 'default', active_jobs: 1, max_parallel_jobs: 4, capabilities: ['job.echo'], labels: { zone: 'a' }, cpu_load: 12, last_heartbeat: now - 1000, ready_topics: [], start_ack: true },
+        { worker_id: 'w-a', pool: 'default', active_jobs: 0, max_parallel_jobs: 4, capabilities: [], labels: {}, cpu_load: 0, last_heartbeat: now - 31_000, ready_topics: [], start_ack: false },
+      ],
+    });
+    await redis.set(jobKeys.workerSnapshot(), raw);
+    const online = await readWorkerSnapshot(redis, { now });
+    expect(online.items).toEqual([
+      { worker_id: 'w-b', pool: 'default', active_jobs: 1, max_parallel_jobs: 4, capabilities: ['job.echo'], labels: { zone: 'a' }, cpu_load: 12, last_heartbeat: new Date(now - 1000).toISOString(), online: true },
+    ]);
+    const all = await readWorkerSnapshot(redis, { now, includeOffline: true });
+    expect(all.items.map((w) => [w.worker_id, w.online])).toEqual([['w-a', false], ['w-b', true]]);
+    expect(all.writer_id).toBe('scheduler-1');
+    // fails closed on garbage
+    expect(parseWorkerSnapshot('{"nope":1}')).toBeNull();
+    await redis.set(jobKeys.workerSnapshot(), 'not json');
+    expect((await readWorkerSnapshot(redis)).items).toEqual([]);
+  });
+});
