@@ -59,7 +59,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     timings['bulk_1000'] = Date.now() - t0;
     expect([...final.values()].filter((s) => s !== 'SUCCEEDED')).toEqual([]);
     expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
-  });
+  }, 150_000);
 
   it('SIGKILL of a scheduler with hundreds of jobs in flight: all terminal within 120 s, none lost, none run twice', async () => {
     let killedAt = 0;
@@ -84,7 +84,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     const audit = executionAudit(stack, [...ids, ...after]);
     const notOk = [...final.entries()].filter(([, s]) => s !== 'SUCCEEDED').map(([id]) => id);
     expect({ twice: audit.twice, never: audit.never.length, notSucceeded: notOk.length, sample: await describeJobs(redis, [...audit.never, ...notOk]) }).toEqual({ twice: [], never: 0, notSucceeded: 0, sample: [] });
-  });
+  }, 150_000);
 
   it('SIGSTOP of a scheduler past the job-lock TTL, then SIGCONT: no duplicate, everything finishes', async () => {
     const frozen = proc('scheduler-2');
@@ -123,7 +123,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     // Reported, not asserted (whether it held a lock at the freeze instant is up to timing):
     // the woken replica noticed the locks it lost instead of writing with them.
     timings['freeze_fenced_log_lines'] = (frozen.logs().match(/job lock lost while handling/g) ?? []).length;
-  });
+  }, 150_000);
 
   it('a worker killed mid-job: the started job ends TIMEOUT (never run twice)', async () => {
     // Also stop echo-3 now, long (> worker TTL) before the warm-start test restarts the
@@ -139,7 +139,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     const job = await api(stack, 'GET', `/api/v1/jobs/${id}`);
     expect(job.body).toMatchObject({ state: 'TIMEOUT', attempts: 1 });
     expect(stack.executions().get(id)).toBe(1);
-  });
+  }, 90_000);
 
   it('delivery verification: jobs sent to a worker that died before receiving them succeed elsewhere within verify delay + one dispatch, counted as fallback', async () => {
     await stack.spawnWorker('a-vf', { WORKER_TOPICS: 'job.vf' });
@@ -165,7 +165,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     expect(timings['verify_fallback_all_done']).toBeLessThan(7_000);
     await waitFor(async () => (await schedulerCounter(stack, 'cordum_dispatch_verify_total', 'outcome="fallback"')) >= fallbackBefore + rerouted.length, 10_000, { message: 'fallback counted' });
     expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
-  });
+  }, 60_000);
 
   it('a redelivered submit or result packet never double-dispatches or double-applies', async () => {
     const res = await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt: 'once' });
@@ -191,7 +191,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     expect(after['state']).toBe('SUCCEEDED');
     expect(after['attempts']).toBe(1);
     expect(stack.executions().get(id)).toBe(1);
-  });
+  }, 60_000);
 
   it('warm start: a restarted scheduler is ready and dispatching within 2 s, and stops routing to a worker that died before the restart', async () => {
     // live: echo-1, echo-2, z-vf heartbeat; echo-3 died in an earlier test and is still listed
@@ -228,5 +228,5 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     // and a-vf died before the restart and must never be chosen once their bound passed.
     const live = ['echo-1', 'echo-2', 'z-vf'];
     for (const j of jobs) expect({ state: j['state'], attempts: j['attempts'], live: live.includes(j['workerId'] as string) }).toEqual({ state: 'SUCCEEDED', attempts: 1, live: true });
-  });
+  }, 90_000);
 });
