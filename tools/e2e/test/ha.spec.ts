@@ -39,7 +39,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
       },
     });
     redis = redisFor(stack);
-  });
+  }, 120_000);
   afterAll(async () => {
     console.log(`HA timings (ms): ${JSON.stringify(timings)}`);
     if (redis) await closeRedis(redis);
