@@ -1,8 +1,6 @@
 // BusPacket builders for what the scheduler publishes.
 import {
-  ActorType,
   DispatchIdentitySchema,
-  JobPriority,
   JobProgressSchema,
   JobRequestSchema,
   JobStatus,
@@ -12,13 +10,7 @@ import {
   type BusPacket,
   type JobRequest,
 } from '@cordum/protocol';
-import type { DispatchRecord, JobRecord, JobState } from '@cordum/job-store';
-
-const PRIORITY: Record<JobRecord['priority'], JobPriority> = {
-  interactive: JobPriority.INTERACTIVE,
-  batch: JobPriority.BATCH,
-  critical: JobPriority.CRITICAL,
-};
+import { jobMetadataInit, priorityToProto, type DispatchRecord, type JobRecord, type JobState } from '@cordum/job-store';
 
 /** JobStatus for the sys.job.state broadcast; `message` carries the exact state name. */
 export const STATE_STATUS: Record<JobState, JobStatus> = {
@@ -36,12 +28,6 @@ export const STATE_STATUS: Record<JobState, JobStatus> = {
   OUTPUT_QUARANTINED: JobStatus.FAILED,
 };
 
-function actorType(t: string | undefined): ActorType {
-  if (t === 'human') return ActorType.HUMAN;
-  if (t === 'service') return ActorType.SERVICE;
-  return ActorType.UNSPECIFIED;
-}
-
 /**
  * The JobRequest sent to the worker. Built on the submitted request when we
  * have it (keeps env, budget, hints a CAP client set), else from the record;
@@ -53,21 +39,12 @@ export function jobRequestFor(job: JobRecord, dispatch: DispatchRecord, base?: J
     : create(JobRequestSchema, {
         jobId: job.id,
         topic: job.topic,
-        priority: PRIORITY[job.priority] ?? JobPriority.UNSPECIFIED,
+        priority: priorityToProto(job.priority),
         tenantId: job.tenant,
         principalId: job.principalId,
         labels: job.labels,
         memoryId: job.memoryId ?? '',
-        meta: {
-          tenantId: job.tenant,
-          actorId: job.actorId ?? '',
-          actorType: actorType(job.actorType),
-          idempotencyKey: job.idempotencyKey ?? '',
-          capability: job.capability ?? '',
-          riskTags: job.riskTags,
-          requires: job.requires,
-          labels: job.labels,
-        },
+        meta: jobMetadataInit(job, { withLabels: true }),
       });
   req.jobId = job.id;
   req.topic = job.topic;

@@ -2,14 +2,12 @@
 // (D19): anything but a clear answer is `unavailable`, and the caller holds the
 // job (fail closed). The shared breaker (D21) wraps this port in a later issue.
 import {
-  ActorType,
   Decision,
-  JobPriority,
   SafetyKernel,
   grpcClientFor,
   type PolicyCheckResponse,
 } from '@cordum/protocol';
-import type { JobRecord, SafetyRecord } from '@cordum/job-store';
+import { policyCheckInit, type JobRecord, type SafetyRecord } from '@cordum/job-store';
 
 export type SafetyVerdict =
   | { kind: 'allow'; record: SafetyRecord; maxRetries?: number }
@@ -21,18 +19,6 @@ export type SafetyVerdict =
 export interface SafetyChecker {
   check(job: JobRecord): Promise<SafetyVerdict>;
   close(): void;
-}
-
-const PRIORITY: Record<JobRecord['priority'], JobPriority> = {
-  interactive: JobPriority.INTERACTIVE,
-  batch: JobPriority.BATCH,
-  critical: JobPriority.CRITICAL,
-};
-
-function actorType(t: string | undefined): ActorType {
-  if (t === 'human') return ActorType.HUMAN;
-  if (t === 'service') return ActorType.SERVICE;
-  return ActorType.UNSPECIFIED;
 }
 
 export function verdictFrom(res: PolicyCheckResponse): SafetyVerdict {
@@ -62,25 +48,7 @@ export function grpcSafetyChecker(address: string, deadlineMs: number): SafetyCh
     async check(job) {
       try {
         const res = await client.check(
-          {
-            jobId: job.id,
-            topic: job.topic,
-            tenant: job.tenant,
-            priority: PRIORITY[job.priority] ?? JobPriority.UNSPECIFIED,
-            principalId: job.principalId,
-            labels: job.labels,
-            memoryId: job.memoryId ?? '',
-            meta: {
-              tenantId: job.tenant,
-              actorId: job.actorId ?? '',
-              actorType: actorType(job.actorType),
-              idempotencyKey: job.idempotencyKey ?? '',
-              capability: job.capability ?? '',
-              riskTags: job.riskTags,
-              requires: job.requires,
-              labels: job.labels,
-            },
-          },
+          policyCheckInit(job.id, job, { withMetaLabels: true }),
           { deadlineMs },
         );
         return verdictFrom(res);

@@ -3,14 +3,14 @@
 // job record (+ ctx) → publish. Every exit without a job releases the claim.
 import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
-import type { JobRecord, JobStore, NewJob, Priority, SafetyRecord } from '@cordum/job-store';
+import { policyCheckInit, type JobRecord, type JobStore, type NewJob, type Priority, type SafetyRecord } from '@cordum/job-store';
 import type { RedisClient } from '@cordum/redis';
 import type { Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
 import type { PolicyEvaluator, Verdict } from '../safety/evaluator';
 import { SubmitError } from './errors';
 import { createIdempotencyClaims, type IdempotencyClaims } from './idempotency';
-import { actorTypeToProto, encodeJobRequest, priorityToProto, submitMsgId } from './packet';
+import { encodeJobRequest, submitMsgId } from './packet';
 import { failPendingJob } from './fail-pending';
 import { withTimeout } from '../util/timeout';
 
@@ -135,22 +135,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
 
   const runClaimed = async (cmd: SubmitCommand, jobId: string, traceId: string): Promise<SubmitOutcome> => {
     const verdict = await deps.evaluator.evaluate({
-      jobId,
-      topic: cmd.topic,
-      tenant: cmd.tenant,
-      priority: priorityToProto(cmd.priority),
-      principalId: cmd.principalId,
-      labels: cmd.labels,
-      memoryId: cmd.memoryId ?? '',
-      meta: {
-        tenantId: cmd.tenant,
-        actorId: cmd.actorId ?? '',
-        actorType: actorTypeToProto(cmd.actorType),
-        idempotencyKey: cmd.idempotencyKey ?? '',
-        capability: cmd.capability ?? '',
-        riskTags: cmd.riskTags,
-        requires: cmd.requires,
-      },
+      ...policyCheckInit(jobId, cmd),
       inputSizeBytes: BigInt(Buffer.byteLength(cmd.prompt) + Buffer.byteLength(JSON.stringify(cmd.context ?? null))),
     });
     if (verdict.kind === 'unavailable') log.warn('safety kernel unavailable at submit; accepting as PENDING (D19)', { job_id: jobId, reason: verdict.reason });
