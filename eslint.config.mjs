@@ -66,7 +66,7 @@ export default [
   { files: ['libs/protocol/src/**/*.ts'], rules: { 'no-restricted-imports': 'off' } },
   { files: ['**/config.ts', '**/*.spec.ts', '**/test/**/*.ts', 'libs/testing/src/**/*.ts', 'tools/**/*.ts'], rules: { 'no-restricted-syntax': 'off' } },
   {
-    files: ['**/*.spec.ts', '**/test/**/*.ts', 'libs/testing/src/**/*.ts'],
+    files: ['**/*.spec.ts', '**/test/**/*.ts', 'tools/e2e/chaos/**/*.ts', 'libs/testing/src/**/*.ts'],
     rules: {
       'no-restricted-imports': 'off',
       '@typescript-eslint/no-non-null-assertion': 'off',

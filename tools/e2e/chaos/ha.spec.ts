@@ -1,0 +1,243 @@
+// Issue 3 "done when", with real processes: two schedulers, two gateways and
+// echo workers; executions are counted from the workers' own WORKER_EXEC_LOG.
+// Short timeouts come from a temp TIMEOUT_CONFIG_PATH (dispatch and running
+// 40 s: above the 30 s AckWait after which JetStream redelivers the results a
+// killed replica had fetched; scan 1 s) and env knobs (job lock 6 s, verify delay 2 s, orphan age 5 s,
+// snapshot every 1 s), so the whole file stays within a few minutes on 2 cores.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connectBus } from '@cordum/bus';
+import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
+import type { RedisClient } from '@cordum/redis';
+import { waitFor } from '@cordum/testing';
+import { closeRedis, describeJobs, executionAudit, jobFields, redisFor, schedulerCounter, states, submitMany, waitTerminal } from './ha-helpers';
+import { api, startStack, type Stack } from '../test/stack';
+
+const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+
+describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
+  let stack: Stack;
+  let redis: RedisClient;
+  const timings: Record<string, number> = {};
+
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cordum-ha-'));
+    const timeouts = join(dir, 'timeouts.yaml');
+    writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 40\n  running_timeout_seconds: 40\n  scan_interval_seconds: 1\n');
+    stack = await startStack({
+      schedulers: 2,
+      gateways: 2,
+      workers: 3,
+      workerEnv: { WORKER_ECHO_DELAY: '50ms', WORKER_MAX_PARALLEL: '32' },
+      schedulerEnv: {
+        TIMEOUT_CONFIG_PATH: timeouts,
+        SCHEDULER_JOB_LOCK_TTL: '6s',
+        SCHEDULER_DISPATCH_VERIFY_DELAY: '2s',
+        SCHEDULER_PENDING_REPLAY_AGE: '5s',
+        WORKER_SNAPSHOT_INTERVAL: '1s',
+      },
+    });
+    redis = redisFor(stack);
+  }, 120_000);
+  afterAll(async () => {
+    console.log(`HA timings (ms): ${JSON.stringify(timings)}`);
+    if (redis) await closeRedis(redis);
+    await stack?.stop();
+  });
+
+  const proc = (name: string) => {
+    const p = stack.procs.get(name);
+    if (!p) throw new Error(`no process ${name}`);
+    return p;
+  };
+
+  it('runs 1,000 jobs through two gateways and two schedulers, each executed exactly once', async () => {
+    const t0 = Date.now();
+    const ids = await submitMany(stack, 1000, { prefix: 'bulk', concurrency: 40 });
+    const final = await waitTerminal(redis, ids, 120_000);
+    timings['bulk_1000'] = Date.now() - t0;
+    expect([...final.values()].filter((s) => s !== 'SUCCEEDED')).toEqual([]);
+    expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
+  }, 150_000);
+
+  it('SIGKILL of a scheduler with hundreds of jobs in flight: all terminal within 120 s, none lost, none run twice', async () => {
+    let killedAt = 0;
+    const before = submitMany(stack, 600, {
+      prefix: 'kill',
+      concurrency: 30,
+      onSubmitted: (n) => {
+        if (n === 250 && killedAt === 0) {
+          killedAt = Date.now();
+          proc('scheduler-1').kill('SIGKILL');
+        }
+      },
+    });
+    const ids = await before;
+    expect(killedAt).toBeGreaterThan(0);
+    await proc('scheduler-1').waitExit(5_000);
+    await stack.spawnScheduler(1);
+    timings['kill_restart_ready'] = Date.now() - killedAt;
+    const after = await submitMany(stack, 50, { prefix: 'after-restart', concurrency: 10 });
+    const final = await waitTerminal(redis, [...ids, ...after], Math.max(1_000, 120_000 - (Date.now() - killedAt)));
+    timings['kill_all_terminal'] = Date.now() - killedAt;
+    const audit = executionAudit(stack, [...ids, ...after]);
+    const notOk = [...final.entries()].filter(([, s]) => s !== 'SUCCEEDED').map(([id]) => id);
+    expect({ twice: audit.twice, never: audit.never.length, notSucceeded: notOk.length, sample: await describeJobs(redis, [...audit.never, ...notOk]) }).toEqual({ twice: [], never: 0, notSucceeded: 0, sample: [] });
+  }, 150_000);
+
+  it('SIGSTOP of a scheduler past the job-lock TTL, then SIGCONT: no duplicate, everything finishes', async () => {
+    const frozen = proc('scheduler-2');
+    let stoppedAt = 0;
+    const ids = await submitMany(stack, 300, {
+      prefix: 'freeze',
+      concurrency: 30,
+      onSubmitted: (n) => {
+        if (n === 100 && stoppedAt === 0) {
+          stoppedAt = Date.now();
+          frozen.kill('SIGSTOP');
+        }
+      },
+    });
+    // Keep it frozen past the 6 s job-lock TTL (the fault's duration, not a wait for an outcome).
+    await waitFor(() => Date.now() - stoppedAt > 8_000, 20_000, { intervalMs: 200 });
+    frozen.kill('SIGCONT');
+    timings['freeze_ms'] = Date.now() - stoppedAt;
+    const final = await waitTerminal(redis, ids, 90_000);
+    expect([...final.values()].filter((s) => s !== 'SUCCEEDED')).toEqual([]);
+    expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
+    // the woken replica is alive and serving again (it first works through the backlog the
+    // kernel buffered while it was frozen: heartbeats, progress, expired verify timers)
+    let last = '';
+    try {
+      await waitFor(async () => {
+        if (!frozen.running) throw new Error(`scheduler-2 exited: ${JSON.stringify(frozen.exit)}`);
+        const r = await fetch(`http://127.0.0.1:${stack.healthPorts.get('scheduler-2') ?? 0}/readyz`, { signal: AbortSignal.timeout(2000) });
+        last = await r.text();
+        return r.status === 200;
+      }, 60_000, { intervalMs: 250 });
+    } catch (err) {
+      throw new Error(`scheduler-2 not ready after SIGCONT: ${String(err)}; readyz ${last}; logs ${frozen.logs().slice(-2000)}`);
+    }
+    timings['freeze_ready_after_cont'] = Date.now() - stoppedAt - timings['freeze_ms'];
+    // Reported, not asserted (whether it held a lock at the freeze instant is up to timing):
+    // the woken replica noticed the locks it lost instead of writing with them.
+    timings['freeze_fenced_log_lines'] = (frozen.logs().match(/job lock lost while handling/g) ?? []).length;
+  }, 150_000);
+
+  it('a worker killed mid-job: the started job ends TIMEOUT (never run twice)', async () => {
+    // Also stop echo-3 now, long (> worker TTL) before the warm-start test restarts the
+    // schedulers: it stays in the snapshot with its real, old last_heartbeat.
+    proc('echo-3').kill('SIGKILL');
+    const slow = await stack.spawnWorker('slow-1', { WORKER_TOPICS: 'job.slow', WORKER_ECHO_DELAY: '60s' });
+    const res = await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.slow', prompt: 'long' });
+    expect(res.status).toBe(200);
+    const id = res.body['job_id'] as string;
+    await waitFor(async () => (await states(redis, [id])).get(id) === 'RUNNING', 20_000, { message: 'slow job RUNNING' });
+    slow.kill('SIGKILL');
+    await waitTerminal(redis, [id], 60_000);
+    const job = await api(stack, 'GET', `/api/v1/jobs/${id}`);
+    expect(job.body).toMatchObject({ state: 'TIMEOUT', attempts: 1 });
+    expect(stack.executions().get(id)).toBe(1);
+  }, 90_000);
+
+  it('delivery verification: jobs sent to a worker that died before receiving them succeed elsewhere within verify delay + one dispatch, counted as fallback', async () => {
+    await stack.spawnWorker('a-vf', { WORKER_TOPICS: 'job.vf' });
+    await stack.spawnWorker('z-vf', { WORKER_TOPICS: 'job.vf' });
+    // both schedulers know both workers once the snapshot (their common view) lists them
+    await waitFor(async () => {
+      const snap = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string }[] };
+      return ['a-vf', 'z-vf'].every((w) => snap.workers.some((x) => x.worker_id === w));
+    }, 20_000, { message: 'vf workers in the snapshot' });
+    proc('a-vf').kill('SIGKILL');
+    await proc('a-vf').waitExit(5_000);
+    const fallbackBefore = await schedulerCounter(stack, 'cordum_dispatch_verify_total', 'outcome="fallback"');
+    // Routing picks a-vf only where its handshake (ready_topics ∋ job.vf) is known; a replica that
+    // missed a-vf's start-up handshake (e.g. one still reconnecting after SIGCONT) learns it at the next one (30 s). So submit small
+    // batches until one of them went to the dead worker (each such job must be rerouted).
+    const ids: string[] = [];
+    let rerouted: Record<string, unknown>[] = [];
+    for (let batch = 0; batch < 6 && rerouted.length === 0; batch++) {
+      const t0 = Date.now();
+      const b = await submitMany(stack, 6, { topic: 'job.vf', prefix: `vf${batch}`, concurrency: 6 });
+      ids.push(...b);
+      const final = await waitTerminal(redis, b, 30_000);
+      timings['verify_fallback_all_done'] = Date.now() - t0;
+      expect([...final.values()].filter((s) => s !== 'SUCCEEDED')).toEqual([]);
+      const jobs = await Promise.all(b.map((id) => jobFields(redis, id)));
+      for (const j of jobs) expect(j['workerId']).toBe('z-vf');
+      rerouted = jobs.filter((j) => j['attempts'] === 2);
+    }
+    expect(rerouted.length).toBeGreaterThan(0); // the dead worker was picked at least once
+    // verify delay 2 s + one dispatch, far below the 40 s dispatch timeout
+    expect(timings['verify_fallback_all_done']).toBeLessThan(7_000);
+    await waitFor(async () => (await schedulerCounter(stack, 'cordum_dispatch_verify_total', 'outcome="fallback"')) >= fallbackBefore + rerouted.length, 10_000, { message: 'fallback counted' });
+    expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
+  }, 60_000);
+
+  it('a redelivered submit or result packet never double-dispatches or double-applies', async () => {
+    const res = await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt: 'once' });
+    const id = res.body['job_id'] as string;
+    await waitTerminal(redis, [id], 20_000);
+    const done = await jobFields(redis, id);
+    const dispatch = done['dispatch'] as { dispatchId: string; attempt: number };
+    // (attempts may already be 2: a-vf, killed above, is in pool `default` and still routable for
+    // up to its 30 s TTL, so the job may have been rerouted by delivery verification)
+    const terminalIgnored = () => schedulerCounter(stack, 'cordum_scheduler_ignored_packets_total', 'reason="terminal"');
+    const ignoredBefore = await terminalIgnored();
+    const bus = await connectBus({ servers: [stack.nats.url], name: 'e2e-redeliver', logger: quiet });
+    try {
+      // distinct msg ids, so JetStream stores both copies and the schedulers see them
+      const req = create(JobRequestSchema, { jobId: id, topic: 'job.echo', contextPtr: `redis://ctx:${id}` });
+      await bus.publish('sys.job.submit', encodePacket(newPacket('e2e', { case: 'jobRequest', value: req })), { msgId: `dup-submit:${id}` });
+      const result = create(JobResultSchema, { jobId: id, status: JobStatus.FAILED, workerId: 'echo-1', dispatch: { dispatchId: dispatch.dispatchId, attempt: BigInt(dispatch.attempt) } });
+      await bus.publish('sys.job.result', encodePacket(newPacket('e2e', { case: 'jobResult', value: result })), { msgId: `dup-result:${id}` });
+      // both copies consumed and recognised as late packets for a terminal job (kind submit + kind result)
+      await waitFor(async () => (await terminalIgnored()) >= ignoredBefore + 2, 15_000, { message: 'duplicates consumed' });
+    } finally {
+      await bus.close();
+    }
+    const after = await jobFields(redis, id);
+    expect(after['state']).toBe('SUCCEEDED');
+    expect(after['attempts']).toBe(done['attempts']);
+    expect(after['dispatch']).toEqual(done['dispatch']);
+    expect(stack.executions().get(id)).toBe(1);
+  }, 60_000);
+
+  it('warm start: a restarted scheduler is ready and dispatching within 2 s, and stops routing to a worker that died before the restart', async () => {
+    // live: echo-1, echo-2, z-vf heartbeat; echo-3 died in an earlier test and is still listed
+    await waitFor(async () => {
+      const snap = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string; last_heartbeat: number }[] };
+      const dead = snap.workers.find((x) => x.worker_id === 'echo-3');
+      return ['echo-1', 'echo-2', 'z-vf'].every((w) => snap.workers.some((x) => x.worker_id === w)) && dead !== undefined && Date.now() - dead.last_heartbeat > 30_000;
+    }, 20_000, { message: 'three live workers and the long-dead echo-3 in the snapshot' });
+    expect(proc('echo-3').running).toBe(false);
+    const before = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string; last_heartbeat: number }[] };
+    const dead = ['echo-3', 'slow-1', 'a-vf'];
+    const deadLastHb = before.workers.filter((w) => dead.includes(w.worker_id)).map((w) => w.last_heartbeat);
+    await Promise.all([proc('scheduler-1').stop(), proc('scheduler-2').stop()]);
+    const t0 = Date.now();
+    const p = await stack.spawnScheduler(2);
+    timings['warm_ready'] = Date.now() - t0;
+    const res = await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt: 'first after restart' });
+    const id = res.body['job_id'] as string;
+    await waitFor(async () => ['DISPATCHED', 'RUNNING', 'SUCCEEDED'].includes((await states(redis, [id])).get(id) ?? ''), 10_000, { intervalMs: 10 });
+    timings['warm_first_dispatch'] = Date.now() - t0;
+    expect(p.logs()).toContain('warm start: registry hydrated from snapshot');
+    console.log(`warm start: ready ${timings['warm_ready']} ms, first dispatch ${timings['warm_first_dispatch']} ms after spawn (workers heartbeat every 5 s, so a cold start would wait for them)`);
+    expect(timings['warm_first_dispatch']).toBeLessThan(2_000 + 1_000); // 2 s budget + node boot of the bundle on a loaded 2-core box
+    // echo-3's hydrated lastSeen is now − 20 s (D41), so it is routable for at most 10 s (a job
+    // sent to it meanwhile ends in a verification fallback); after that it is never chosen and
+    // every job runs first time on a live worker.
+    // A hydrated worker is routable until max(last_heartbeat + 30 s, restart + 10 s) (D41).
+    const bound = Math.max(t0 + 10_000, ...deadLastHb.map((hb) => hb + 30_000)) + 500;
+    await waitFor(() => Date.now() > bound, 40_000, { intervalMs: 200 });
+    const ids = await submitMany(stack, 20, { prefix: 'post-ttl', concurrency: 5 });
+    await waitTerminal(redis, ids, 30_000);
+    const jobs = await Promise.all(ids.map((j) => jobFields(redis, j)));
+    // pool `default` serves job.echo: the live members are echo-1, echo-2 and z-vf; echo-3, slow-1
+    // and a-vf died before the restart and must never be chosen once their bound passed.
+    const live = ['echo-1', 'echo-2', 'z-vf'];
+    for (const j of jobs) expect({ state: j['state'], attempts: j['attempts'], live: live.includes(j['workerId'] as string) }).toEqual({ state: 'SUCCEEDED', attempts: 1, live: true });
+  }, 90_000);
+});
