@@ -6,8 +6,9 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
-import { createJobStore } from '@cordum/job-store';
+import { createJobStore, statePacket, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
+import { encodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
 import { createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck } from '@cordum/service-kit';
 import type { GatewayConfig } from './config';
@@ -18,7 +19,6 @@ import { mountKeyRoutes } from './routes/keys';
 import { createRateLimiter, type RateLimits } from './ratelimit/limiter';
 import { rateLimit } from './ratelimit/middleware';
 import { createStreamHub } from './stream/hub';
-import { encodeStatePacket } from './stream/state-packet';
 import { attachStreamServer } from './stream/ws';
 import { startGrpcApi } from './grpc/api';
 import { subjects } from '@cordum/bus';
@@ -118,11 +118,11 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     hub.start();
     cleanups.push({ name: 'stream hub', fn: () => hub.stop() });
     // D15: transitions this replica commits (job creation at submit) are broadcast like the scheduler's.
-    const onTransition = (job: Parameters<typeof encodeStatePacket>[1]): void => {
+    const onTransition = (job: JobRecord): void => {
       hub.noteTenant(job.id, job.tenant);
       if (!bus.connected) return;
       try {
-        bus.publishCore(subjects.state, encodeStatePacket(config.instanceId, job));
+        bus.publishCore(subjects.state, encodePacket(statePacket(config.instanceId, job)));
       } catch (err) {
         logger.debug('state broadcast failed', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
       }

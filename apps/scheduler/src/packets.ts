@@ -1,32 +1,14 @@
 // BusPacket builders for what the scheduler publishes.
 import {
   DispatchIdentitySchema,
-  JobProgressSchema,
   JobRequestSchema,
-  JobStatus,
   clone,
   create,
   newPacket,
   type BusPacket,
   type JobRequest,
 } from '@cordum/protocol';
-import { jobMetadataInit, priorityToProto, type DispatchRecord, type JobRecord, type JobState } from '@cordum/job-store';
-
-/** JobStatus for the sys.job.state broadcast; `message` carries the exact state name. */
-export const STATE_STATUS: Record<JobState, JobStatus> = {
-  PENDING: JobStatus.PENDING,
-  APPROVAL_REQUIRED: JobStatus.PENDING,
-  SCHEDULED: JobStatus.SCHEDULED,
-  DISPATCHED: JobStatus.DISPATCHED,
-  RUNNING: JobStatus.RUNNING,
-  RETRYING: JobStatus.FAILED_RETRYABLE,
-  SUCCEEDED: JobStatus.SUCCEEDED,
-  FAILED: JobStatus.FAILED,
-  CANCELLED: JobStatus.CANCELLED,
-  TIMEOUT: JobStatus.TIMEOUT,
-  DENIED: JobStatus.DENIED,
-  OUTPUT_QUARANTINED: JobStatus.FAILED,
-};
+import { jobMetadataInit, priorityToProto, type DispatchRecord, type JobRecord } from '@cordum/job-store';
 
 /**
  * The JobRequest sent to the worker. Built on the submitted request when we
@@ -59,9 +41,4 @@ export function jobRequestFor(job: JobRecord, dispatch: DispatchRecord, base?: J
 
 export function dispatchPacket(senderId: string, job: JobRecord, req: JobRequest): BusPacket {
   return newPacket(senderId, { case: 'jobRequest', value: req }, job.traceId || undefined);
-}
-
-export function statePacket(senderId: string, job: JobRecord): BusPacket {
-  const progress = create(JobProgressSchema, { jobId: job.id, status: STATE_STATUS[job.state], message: job.state });
-  return newPacket(senderId, { case: 'jobProgress', value: progress }, job.traceId || undefined);
 }

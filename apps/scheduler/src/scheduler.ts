@@ -1,6 +1,6 @@
 // Composition root: builds the graph, exposes start()/stop() (STYLE 2, 3, 4).
 import { connectBus, subjects, type Bus, type Consumer, type Subscription } from '@cordum/bus';
-import { createJobStore, type JobRecord, type JobStore } from '@cordum/job-store';
+import { createJobStore, statePacket, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { decodePacket, encodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
@@ -15,7 +15,6 @@ import { createVerifier } from './verifier';
 import type { SchedulerContext } from './context';
 import { submitHandler } from './intake';
 import { createSchedulerMetrics, LOCK_WAIT_HISTOGRAM } from './metrics';
-import { statePacket } from './packets';
 import { progressListener } from './progress';
 import { WorkerRegistry } from './registry';
 import { resultHandler } from './results';

@@ -11,5 +11,5 @@ export { readWorkerSnapshot, encodeWorkerSnapshot, parseWorkerSnapshot, WORKER_O
 export type { WorkerSnapshot, SnapshotWorker, ApiWorker } from './worker-snapshot';
 export { jobToApi } from './api';
 export type { ApiJob } from './api';
-export { priorityToProto, actorTypeToProto, jobMetadataInit, policyCheckInit } from './wire';
+export { priorityToProto, actorTypeToProto, jobMetadataInit, policyCheckInit, STATE_STATUS, statePacket } from './wire';
 export type { JobIdentity } from './wire';

@@ -1,8 +1,20 @@
 // One mapping from a job (or a submit command shaped like one) to the CAP wire
 // fields that the gateway, the scheduler and the kernel all read: priority and
 // actor enums, JobMetadata, and the PolicyCheckRequest the kernel evaluates.
-import { ActorType, JobPriority, type JobMetadataSchema, type MessageInitShape, type PolicyCheckRequestSchema } from '@cordum/protocol';
-import type { Priority } from './types';
+import {
+  ActorType,
+  JobPriority,
+  JobProgressSchema,
+  JobStatus,
+  create,
+  newPacket,
+  type BusPacket,
+  type JobMetadataSchema,
+  type MessageInitShape,
+  type PolicyCheckRequestSchema,
+} from '@cordum/protocol';
+import type { JobState } from './states';
+import type { JobRecord, Priority } from './types';
 
 const PRIORITY: Readonly<Record<Priority, JobPriority>> = {
   interactive: JobPriority.INTERACTIVE,
@@ -61,4 +73,26 @@ export function policyCheckInit(jobId: string, j: JobIdentity, o: { withMetaLabe
     memoryId: j.memoryId ?? '',
     meta: jobMetadataInit(j, { withLabels: o.withMetaLabels }),
   };
+}
+
+/** JobStatus for the sys.job.state broadcast; `message` carries the exact state name. */
+export const STATE_STATUS: Readonly<Record<JobState, JobStatus>> = {
+  PENDING: JobStatus.PENDING,
+  APPROVAL_REQUIRED: JobStatus.PENDING,
+  SCHEDULED: JobStatus.SCHEDULED,
+  DISPATCHED: JobStatus.DISPATCHED,
+  RUNNING: JobStatus.RUNNING,
+  RETRYING: JobStatus.FAILED_RETRYABLE,
+  SUCCEEDED: JobStatus.SUCCEEDED,
+  FAILED: JobStatus.FAILED,
+  CANCELLED: JobStatus.CANCELLED,
+  TIMEOUT: JobStatus.TIMEOUT,
+  DENIED: JobStatus.DENIED,
+  OUTPUT_QUARANTINED: JobStatus.FAILED,
+};
+
+/** D15: the sys.job.state broadcast after a committed transition, from whichever service committed it. */
+export function statePacket(senderId: string, job: Pick<JobRecord, 'id' | 'state' | 'traceId'>): BusPacket {
+  const progress = create(JobProgressSchema, { jobId: job.id, status: STATE_STATUS[job.state], message: job.state });
+  return newPacket(senderId, { case: 'jobProgress', value: progress }, job.traceId || undefined);
 }
