@@ -12,4 +12,4 @@ export type { WorkerSnapshot, SnapshotWorker, ApiWorker } from './worker-snapsho
 export { jobToApi } from './api';
 export type { ApiJob } from './api';
 export { priorityToProto, actorTypeToProto, jobMetadataInit, policyCheckInit, STATE_STATUS, statePacket } from './wire';
-export type { JobIdentity } from './wire';
+export type { JobIdentity } from './types';

@@ -21,37 +21,37 @@ export interface DispatchRecord {
   startAck?: boolean;
 }
 
-export interface NewJob {
-  id: string;
+/** The identity and policy-relevant fields every job carries, from submit through the record. */
+export interface JobIdentity {
   tenant: string;
   topic: string;
-  traceId: string;
   priority: Priority;
-  labels: Record<string, string>;
-  prompt: string;
-  context: unknown;
   principalId: string;
+  labels: Record<string, string>;
+  memoryId?: string;
   actorId?: string;
   actorType?: string;
+  idempotencyKey?: string;
   capability?: string;
   riskTags: string[];
   requires: string[];
-  memoryId?: string;
+}
+
+export interface NewJob extends JobIdentity {
+  id: string;
+  traceId: string;
+  prompt: string;
+  context: unknown;
   contextMode?: string;
-  idempotencyKey?: string;
   deadlineMs?: number;
   initialState: 'PENDING' | 'APPROVAL_REQUIRED' | 'DENIED';
   safety?: SafetyRecord;
 }
 
-export interface JobRecord {
+export interface JobRecord extends JobIdentity {
   id: string;
-  tenant: string;
-  topic: string;
   state: JobState;
   traceId: string;
-  priority: Priority;
-  labels: Record<string, string>;
   attempts: number;
   contextPtr: string;
   resultPtr?: string;
@@ -59,15 +59,7 @@ export interface JobRecord {
   workerId?: string;
   safety?: SafetyRecord;
   dispatch?: DispatchRecord;
-  principalId: string;
-  actorId?: string;
-  actorType?: string;
-  capability?: string;
-  riskTags: string[];
-  requires: string[];
-  memoryId?: string;
   contextMode?: string;
-  idempotencyKey?: string;
   deadlineAt?: number;
   /** D13: dispatch attempt limit for this job (constraints.max_retries, else the scheduler default). */
   maxAttempts?: number;

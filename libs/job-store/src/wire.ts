@@ -14,7 +14,7 @@ import {
   type PolicyCheckRequestSchema,
 } from '@cordum/protocol';
 import type { JobState } from './states';
-import type { JobRecord, Priority } from './types';
+import type { JobIdentity, JobRecord, Priority } from './types';
 
 const PRIORITY: Readonly<Record<Priority, JobPriority>> = {
   interactive: JobPriority.INTERACTIVE,
@@ -30,22 +30,6 @@ export function actorTypeToProto(t: string | undefined): ActorType {
   if (t === 'human') return ActorType.HUMAN;
   if (t === 'service') return ActorType.SERVICE;
   return ActorType.UNSPECIFIED;
-}
-
-/** What JobMetadata is built from: a JobRecord or the gateway's submit command. */
-export interface JobIdentity {
-  tenant: string;
-  topic: string;
-  priority: Priority;
-  principalId: string;
-  labels: Record<string, string>;
-  memoryId?: string;
-  actorId?: string;
-  actorType?: string;
-  idempotencyKey?: string;
-  capability?: string;
-  riskTags: string[];
-  requires: string[];
 }
 
 export function jobMetadataInit(j: JobIdentity, o: { withLabels?: boolean } = {}): MessageInitShape<typeof JobMetadataSchema> {
