@@ -1,9 +1,11 @@
 import { join } from 'node:path';
+import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
 import { commonEnvSchema, loadConfig, zAddr, zBool, zDuration, zInt } from '@cordum/service-kit';
 import { z } from 'zod';
-import { DEFAULT_TIMEOUTS, EMPTY_POOLS, loadYamlFile, poolsSchema, timeoutsSchema, type PoolsConfig, type TimeoutsConfig } from './routing-config';
+import { DEFAULT_TIMEOUTS, EMPTY_POOLS, loadSectionFile, poolsFromSection, timeoutsFromSection, type PoolsConfig, type TimeoutsConfig } from './routing-config';
 
 const DAY_MS = 24 * 3600 * 1000;
+const BUILT_IN = 'built-in defaults';
 
 export const schedulerEnvSchema = commonEnvSchema.extend({
   SCHEDULER_HTTP_ADDR: zAddr.prefault(':9090'),
@@ -25,6 +27,8 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   SCHEDULER_SCHEDULE_MAX_WAIT: zDuration.default(600_000).refine(between(1_000, 7 * DAY_MS), { message: 'must be between 1s and 7d' }),
   // Per-job lock TTL (CONTRACT §5: 30 s); shorter only to make fencing tests fast.
   SCHEDULER_JOB_LOCK_TTL: zDuration.default(30_000).refine(between(3_000, 300_000), { message: 'must be between 3s and 5m' }),
+  // D36: CORDUM_CONFIG_RELOAD_INTERVAL (alias SCHEDULER_CONFIG_RELOAD_INTERVAL), default 30 s.
+  ...configReloadEnvShape,
 });
 
 function between(min: number, max: number) {
@@ -38,10 +42,16 @@ export interface SchedulerConfig {
   safetyKernelAddr: string;
   jobTtlMs: number;
   dispatchUntracked: boolean;
+  /** Routing until the first config load (the pools file, else built-in defaults). */
   pools: PoolsConfig;
   poolsSource: string;
+  /** Reconciler timeouts until the first config load (the timeouts file, else defaults). */
   timeouts: TimeoutsConfig;
   timeoutsSource: string;
+  /** D35: files merged into cfg:system:default at start (only those that were found). */
+  bootstrapFiles: BootstrapFile[];
+  /** D36 poll interval of the config watcher. */
+  configReloadIntervalMs: number;
   /** D13 default attempt limit (overridden per job by constraints.max_retries). */
   maxAttempts: number;
   /** Per-job lock TTL (CONTRACT §5). */
@@ -66,8 +76,11 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
   const e = loadConfig(schedulerEnvSchema, env);
   const poolsPath = e.POOL_CONFIG_PATH ?? join(bundleDir, 'config', 'pools.yaml');
   const timeoutsPath = e.TIMEOUT_CONFIG_PATH ?? join(bundleDir, 'config', 'timeouts.yaml');
-  const pools = loadYamlFile('POOL_CONFIG_PATH', poolsPath, e.POOL_CONFIG_PATH !== undefined, poolsSchema, EMPTY_POOLS);
-  const timeouts = loadYamlFile('TIMEOUT_CONFIG_PATH', timeoutsPath, e.TIMEOUT_CONFIG_PATH !== undefined, timeoutsSchema, DEFAULT_TIMEOUTS);
+  const pools = loadSectionFile('POOL_CONFIG_PATH', 'pools', poolsPath, e.POOL_CONFIG_PATH !== undefined, poolsFromSection);
+  const timeouts = loadSectionFile('TIMEOUT_CONFIG_PATH', 'timeouts', timeoutsPath, e.TIMEOUT_CONFIG_PATH !== undefined, timeoutsFromSection);
+  const bootstrapFiles: BootstrapFile[] = [];
+  if (pools) bootstrapFiles.push({ section: 'pools', fileHashMetaKey: '_poolsFileHash', content: pools.raw, source: pools.source });
+  if (timeouts) bootstrapFiles.push({ section: 'timeouts', fileHashMetaKey: '_timeoutsFileHash', content: timeouts.raw, source: timeouts.source });
   return {
     redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
     natsServers: e.NATS_URL,
@@ -75,10 +88,12 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
     safetyKernelAddr: e.SAFETY_KERNEL_ADDR,
     jobTtlMs: e.JOB_TTL,
     dispatchUntracked: e.SCHEDULER_DISPATCH_UNTRACKED,
-    pools: pools.value,
-    poolsSource: pools.source,
-    timeouts: timeouts.value,
-    timeoutsSource: timeouts.source,
+    pools: pools?.value ?? EMPTY_POOLS,
+    poolsSource: pools?.source ?? BUILT_IN,
+    timeouts: timeouts?.value ?? DEFAULT_TIMEOUTS,
+    timeoutsSource: timeouts?.source ?? BUILT_IN,
+    bootstrapFiles,
+    configReloadIntervalMs: configReloadIntervalMs(e),
     maxAttempts: 3,
     jobLockTtlMs: e.SCHEDULER_JOB_LOCK_TTL,
     lockWaitMs: 50,

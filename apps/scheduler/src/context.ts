@@ -19,7 +19,7 @@ export interface SchedulerContext {
   workers: WorkerRegistry;
   safety: SafetyChecker;
   metrics: SchedulerMetrics;
-  /** The applied pools section; a setter replaces it on config reload (later issue). */
+  /** The applied pools section; `setPools` on the scheduler replaces it on config reload. */
   pools(): PoolsConfig;
   /** The applied timeouts section (reconciler); `setTimeouts` on the scheduler replaces it live. */
   timeouts(): TimeoutsConfig;

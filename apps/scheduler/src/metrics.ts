@@ -11,6 +11,7 @@ export interface SchedulerMetrics {
   orphanReplayed: Counter<'reason'>;
   verify: Counter<'outcome'>;
   reconciled: Counter<'action'>;
+  reconcileScans: Counter;
 }
 
 export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
@@ -37,6 +38,7 @@ export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
       registers: [registry],
     }),
     verify: new Counter({ name: 'cordum_dispatch_verify_total', help: 'Dispatch delivery verification outcomes.', labelNames: ['outcome'], registers: [registry] }),
+    reconcileScans: new Counter({ name: 'cordum_scheduler_reconcile_scans_total', help: 'Reconciler scans run by this replica (leader only); its rate shows the live scan_interval.', registers: [registry] }),
     reconciled: new Counter({ name: 'cordum_scheduler_reconciled_total', help: 'Reconciler actions (timeout, redispatch, republish, running, deadline).', labelNames: ['action'], registers: [registry] }),
   };
 }

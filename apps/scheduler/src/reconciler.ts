@@ -23,6 +23,7 @@ const APPROVAL_DEADLINE_RECHECK_MS = 60_000;
 export async function reconcileOnce(ctx: SchedulerContext): Promise<{ stale: number }> {
   const now = Date.now();
   const t = ctx.timeouts().reconciler;
+  ctx.metrics.reconcileScans.inc();
   const dispatched = await ctx.store.listActive('DISPATCHED', now - t.dispatch_timeout_seconds * 1000, SCAN_LIMIT);
   const running = await ctx.store.listActive('RUNNING', now - t.running_timeout_seconds * 1000, SCAN_LIMIT);
   ctx.metrics.staleJobs.set(dispatched.length + running.length);

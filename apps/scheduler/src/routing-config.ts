@@ -1,53 +1,84 @@
-// pools.yaml / timeouts.yaml (CONTRACT §6). Parsed with zod; a file that does
-// not parse fails closed at start (ConfigError, one line) rather than routing
-// with a half-understood table.
+// The scheduler's view of config sections `pools` and `timeouts` (CONTRACT §6).
+// One schema per section: the files under config/ are validated with the same
+// zod schemas as the live document (@cordum/config-overlay), so a file that
+// loads at start can always be merged, and what the gateway accepts the
+// scheduler can apply. A file that does not parse fails closed at start
+// (ConfigError, one line) rather than routing with a half-understood table.
 import { readFileSync } from 'node:fs';
-import { ConfigError } from '@cordum/service-kit';
 import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import type { z } from 'zod';
+import { sectionSchemas, TIMEOUT_DEFAULTS, type PoolsSection, type TimeoutsSection } from '@cordum/config-overlay';
+import { ConfigError } from '@cordum/service-kit';
 
-export const poolsSchema = z.object({
-  topics: z.record(z.string(), z.array(z.string())).default({}),
-  pools: z.record(z.string(), z.object({ requires: z.array(z.string()).default([]) })).default({}),
-});
-export type PoolsConfig = z.infer<typeof poolsSchema>;
+export interface PoolsConfig {
+  topics: Record<string, string[]>;
+  pools: Record<string, { requires: string[] }>;
+}
 
-export const timeoutsSchema = z.object({
-  reconciler: z
-    .object({
-      dispatch_timeout_seconds: z.number().positive().default(120),
-      running_timeout_seconds: z.number().positive().default(300),
-      scan_interval_seconds: z.number().positive().default(30),
-    })
-    .prefault({}),
-});
-export type TimeoutsConfig = z.infer<typeof timeoutsSchema>;
+export interface TimeoutsConfig {
+  reconciler: { dispatch_timeout_seconds: number; running_timeout_seconds: number; scan_interval_seconds: number };
+}
 
 export const EMPTY_POOLS: PoolsConfig = { topics: {}, pools: {} };
-export const DEFAULT_TIMEOUTS: TimeoutsConfig = timeoutsSchema.parse({});
+
+/** Section → routing table; absent section or member → empty (topic-named pools, D40). */
+export function poolsFromSection(s: PoolsSection | undefined): PoolsConfig {
+  const pools: PoolsConfig['pools'] = {};
+  for (const [name, p] of Object.entries(s?.pools ?? {})) pools[name] = { requires: p.requires ?? [] };
+  return { topics: { ...(s?.topics ?? {}) }, pools };
+}
+
+/** Section → reconciler timeouts; absent or 0 → Cordum default (120 s / 300 s / 30 s). */
+export function timeoutsFromSection(s: TimeoutsSection | undefined): TimeoutsConfig {
+  const r = s?.reconciler ?? {};
+  const pick = (v: number | undefined, d: number): number => (v !== undefined && v > 0 ? v : d);
+  return {
+    reconciler: {
+      dispatch_timeout_seconds: pick(r.dispatch_timeout_seconds, TIMEOUT_DEFAULTS.dispatch_timeout_seconds),
+      running_timeout_seconds: pick(r.running_timeout_seconds, TIMEOUT_DEFAULTS.running_timeout_seconds),
+      scan_interval_seconds: pick(r.scan_interval_seconds, TIMEOUT_DEFAULTS.scan_interval_seconds),
+    },
+  };
+}
+
+export const DEFAULT_TIMEOUTS: TimeoutsConfig = timeoutsFromSection(undefined);
+
+export interface SectionFile<T> {
+  /** The file's content as written (validated): what the bootstrap merge puts into the document. */
+  raw: unknown;
+  value: T;
+  source: string;
+}
 
 /**
  * D37: an explicitly set path that cannot be read stops the service; a missing
- * default copy (e.g. running from source) falls back to the built-in defaults.
+ * default copy (e.g. running from source) falls back to the built-in defaults
+ * (→ null: nothing to merge into the document).
  */
-export function loadYamlFile<T>(what: string, path: string, explicit: boolean, schema: z.ZodType<T>, fallback: T): { value: T; source: string } {
-  let raw: string;
+export function loadSectionFile<S extends 'pools' | 'timeouts', T>(
+  what: string,
+  section: S,
+  path: string,
+  explicit: boolean,
+  convert: (s: z.infer<(typeof sectionSchemas)[S]> | undefined) => T,
+): SectionFile<T> | null {
+  let text: string;
   try {
-    raw = readFileSync(path, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch (err) {
-    if (!explicit) return { value: fallback, source: 'built-in defaults' };
+    if (!explicit) return null;
     throw new ConfigError(`invalid config: ${what} cannot read ${path}: ${(err as Error).message}`);
   }
   let doc: unknown;
   try {
-    doc = parseYaml(raw) ?? {};
+    doc = parseYaml(text) ?? {};
   } catch (err) {
     throw new ConfigError(`invalid config: ${what} ${path} is not YAML: ${(err as Error).message.split('\n')[0] ?? ''}`);
   }
-  const res = schema.safeParse(doc);
+  const res = sectionSchemas[section].safeParse(doc);
   if (!res.success) {
     const issue = res.error.issues[0];
     throw new ConfigError(`invalid config: ${what} ${path}: ${issue ? `${issue.path.join('.')} ${issue.message}` : 'invalid'}`);
   }
-  return { value: res.data, source: path };
+  return { raw: doc, value: convert(res.data as z.infer<(typeof sectionSchemas)[S]>), source: path };
 }

@@ -6,10 +6,12 @@ import { decodePacket, encodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
+import { createSchedulerConfigWatcher, schedulerSections } from './config-watch';
+import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createLeaderLoop, type LeaderLoop } from './leader-loop';
 import { reconcileOnce } from './reconciler';
 import { replayOnce } from './replayer';
-import type { TimeoutsConfig } from './routing-config';
+import type { PoolsConfig, TimeoutsConfig } from './routing-config';
 import { hydrate, snapshotWriter, type HydrateResult } from './snapshot';
 import { createVerifier } from './verifier';
 import type { SchedulerContext } from './context';
@@ -39,6 +41,8 @@ export interface Scheduler extends Service {
    * scan, the scan interval at once (the pending wait is rescheduled). Config reload calls it.
    */
   setTimeouts(t: TimeoutsConfig): void;
+  /** The one setter for the `pools` section (routing); the next routing decision uses it. */
+  setPools(p: PoolsConfig): void;
   /** How the worker view started (null until decided). */
   readonly hydration: HydrateResult | null;
   /** One reconciler / replayer turn now if this replica leads (tests). */
@@ -64,6 +68,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
   const progressInflight = new Set<Promise<void>>();
   let consumersBound = false;
   let timeouts: TimeoutsConfig = config.timeouts;
+  let pools: PoolsConfig = config.pools;
+  let watcher: ConfigWatcher | undefined;
   let hydration: HydrateResult | null = null;
   const loops: LeaderLoop[] = [];
   let reconciler: LeaderLoop | undefined;
@@ -93,6 +99,19 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     }
   }
 
+  function setTimeouts(t: TimeoutsConfig): void {
+    const prev = timeouts.reconciler.scan_interval_seconds;
+    timeouts = t;
+    logger.info('timeouts updated', { ...t.reconciler });
+    warnShortRunningTimeout(t);
+    if (t.reconciler.scan_interval_seconds !== prev) reconciler?.reschedule();
+  }
+
+  function setPools(p: PoolsConfig): void {
+    pools = p;
+    logger.info('routing updated', { topics: Object.keys(p.topics), pools: Object.keys(p.pools) });
+  }
+
   async function start(): Promise<void> {
     if (phase !== 'idle') throw new Error(`scheduler.start() in phase ${phase}`);
     phase = 'starting';
@@ -108,6 +127,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
         { name: 'consumers', check: () => consumersBound && phase === 'running' },
         // BEHAVIOURS §4: not ready until the worker view is hydrated or the cold path was chosen.
         { name: 'workers_hydrated', check: () => hydration !== null },
+        // D43: the first config load (bootstrap merge + every section applied) succeeded.
+        { name: 'config', check: () => watcher?.ready === true },
       ],
     });
     redis = createRedis({ ...config.redis, name: `scheduler:${instanceId}` });
@@ -117,9 +138,11 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     await bus.ensureStreams();
     safety = deps.safety ?? grpcSafetyChecker(config.safetyKernelAddr, config.safetyDeadlineMs);
 
-    const pools = config.pools;
     const c: SchedulerContext = { config, instanceId, logger, store, locks, bus, workers, safety, metrics, pools: () => pools, timeouts: () => timeouts, verifier };
     ctx = c;
+    // Routing and timeouts from cfg:system:default before the first job is routed (BEHAVIOURS §5).
+    watcher = createSchedulerConfigWatcher({ config, redis, bus, deps, sections: schedulerSections({ setPools, setTimeouts }) });
+    await watcher.start();
 
     // Live heartbeats first, so whatever arrives during the read overrides the snapshot.
     subs.push(...subscribeWorkers(c));
@@ -175,6 +198,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     // Stop pulling first; Consumer.stop waits for in-flight handlers, which release their job locks.
     await step('consumers', () => Promise.all(consumers.map((c) => c.stop())).then(() => undefined));
     await step('verifier', () => verifier.stop());
+    await step('config watcher', () => watcher?.stop());
     // Releases the leader leases and the snapshot writer lock, so another replica takes over at once.
     await step('leader loops', () => Promise.all(loops.map((l) => l.stop())).then(() => undefined));
     await step('subscriptions', () => subs.forEach((s) => s.unsubscribe()));
@@ -196,13 +220,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       return health?.port ?? 0;
     },
     workers,
-    setTimeouts(t: TimeoutsConfig): void {
-      const prev = timeouts.reconciler.scan_interval_seconds;
-      timeouts = t;
-      logger.info('timeouts updated', { ...t.reconciler });
-      warnShortRunningTimeout(t);
-      if (t.reconciler.scan_interval_seconds !== prev) reconciler?.reschedule();
-    },
+    setTimeouts,
+    setPools,
     get hydration(): HydrateResult | null {
       return hydration;
     },

@@ -53,4 +53,25 @@ describe('loadSchedulerConfig', () => {
     writeFileSync(bad, 'topics: [not, a, map]\n');
     expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: bad }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH .*topics/);
   });
+
+  it('keeps the files as written for the bootstrap merge (D35) and reads the reload interval (D36)', () => {
+    const c = loadSchedulerConfig({}, repoRoot);
+    expect(c.bootstrapFiles.map((f) => [f.section, f.fileHashMetaKey, f.source])).toEqual([
+      ['pools', '_poolsFileHash', join(repoRoot, 'config', 'pools.yaml')],
+      ['timeouts', '_timeoutsFileHash', join(repoRoot, 'config', 'timeouts.yaml')],
+    ]);
+    expect(c.bootstrapFiles[0]?.content).toEqual({ topics: { 'job.echo': ['default'], 'job.default': ['default'] }, pools: { default: { requires: [] } } });
+    expect(c.configReloadIntervalMs).toBe(30_000);
+    expect(loadSchedulerConfig({}, empty).bootstrapFiles).toEqual([]);
+    expect(loadSchedulerConfig({ SCHEDULER_CONFIG_RELOAD_INTERVAL: '2s' }, empty).configReloadIntervalMs).toBe(2_000);
+
+    // As written (no defaults filled in), fractions allowed, 0 = default for the applied value.
+    const t = join(empty, 'timeouts.yaml');
+    writeFileSync(t, 'reconciler:\n  scan_interval_seconds: 0.3\n  dispatch_timeout_seconds: 0\n');
+    const withFile = loadSchedulerConfig({ TIMEOUT_CONFIG_PATH: t }, empty);
+    expect(withFile.bootstrapFiles).toEqual([{ section: 'timeouts', fileHashMetaKey: '_timeoutsFileHash', content: { reconciler: { scan_interval_seconds: 0.3, dispatch_timeout_seconds: 0 } }, source: t }]);
+    expect(withFile.timeouts).toEqual({ reconciler: { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 0.3 } });
+    writeFileSync(t, 'reconciler:\n  scan_interval_seconds: -1\n');
+    expect(() => loadSchedulerConfig({ TIMEOUT_CONFIG_PATH: t }, empty)).toThrow(/^invalid config: TIMEOUT_CONFIG_PATH .*reconciler\.scan_interval_seconds/);
+  });
 });

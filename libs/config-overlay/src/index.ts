@@ -37,7 +37,14 @@ export {
   type WriteResult,
   type UpdateStep,
 } from './store';
-export { mergeBootstrapFile, type BootstrapFileOptions, type BootstrapResult } from './bootstrap';
+export {
+  mergeBootstrapFile,
+  mergeBootstrapFiles,
+  type BootstrapFile,
+  type BootstrapFileOptions,
+  type BootstrapResult,
+  type BootstrapFilesResult,
+} from './bootstrap';
 export { publishConfigChanged, decodeConfigChanged, CONFIG_CHANGED_CODE, type ConfigChange } from './notify';
 export { configMetrics, ABSENT_HASH_LABEL, type ConfigMetrics, type ReloadTrigger } from './metrics';
 export { createConfigWatcher, type ConfigWatcher, type ConfigWatcherOptions, type SectionSetter } from './watcher';

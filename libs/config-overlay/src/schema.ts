@@ -12,7 +12,8 @@ export const poolsSectionSchema = z.looseObject({
   pools: z.record(poolName, z.looseObject({ requires: z.array(z.string()).optional() })).optional(),
 });
 
-const seconds = z.number().int('must be an integer number of seconds').min(0, 'must be >= 0');
+// Fractions allowed (`scan_interval_seconds: 0.3` keeps test suites fast); 0 or absent = default.
+const seconds = z.number('must be a number of seconds').min(0, 'must be >= 0');
 
 /** Cordum defaults; 0 or absent means "use the default" (as in the Go reconciler). */
 export const TIMEOUT_DEFAULTS = { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 30 } as const;

@@ -1,10 +1,11 @@
 import type { Registry } from 'prom-client';
 import { subjects, type Bus, type Subscription } from '@cordum/bus';
 import type { Logger } from '@cordum/service-kit';
+import { mergeBootstrapFiles, type BootstrapFile } from './bootstrap';
 import { sectionHash } from './canonical';
 import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, type Scope } from './keys';
 import { ABSENT_HASH_LABEL, configMetrics, type ReloadTrigger } from './metrics';
-import { decodeConfigChanged } from './notify';
+import { decodeConfigChanged, publishConfigChanged } from './notify';
 import { writeAppliedReport, type AppliedReport } from './status';
 import type { ConfigStore } from './store';
 
@@ -24,6 +25,12 @@ export interface ConfigWatcherOptions {
   sections: Record<string, SectionSetter>;
   scope?: Scope;
   scopeId?: string;
+  /**
+   * Bootstrap files merged into the document before the first load (D35, one CAS write for all),
+   * retried on every reload until it succeeds; the replica is not ready before. A merge that
+   * wrote publishes `sys.config.changed` so the other replicas pick the file up at once.
+   */
+  bootstrap?: readonly BootstrapFile[];
 }
 
 export interface ConfigWatcher {
@@ -70,6 +77,46 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
   let inFlight: Promise<void> | null = null;
   let queued: ReloadTrigger | null = null;
 
+  let bootstrapped = (o.bootstrap ?? []).length === 0;
+  // One error log per distinct problem, not one per reload (a corrupt section read every poll
+  // interval by every replica must not become a log storm); repeats go to debug.
+  const failingSections = new Map<string, string | null>();
+  const lastError = new Map<'read' | 'bootstrap', string>();
+  function logOnce(kind: 'read' | 'bootstrap', msg: string, err: unknown, fields: Record<string, unknown>): void {
+    const sig = err instanceof Error ? err.message : String(err);
+    if (lastError.get(kind) === sig) {
+      log.debug(msg, { ...fields, err, repeated: true });
+      return;
+    }
+    lastError.set(kind, sig);
+    log.error(msg, { ...fields, err });
+  }
+
+  /** D35 merge before the first load; false when it must be retried (not ready). */
+  async function bootstrapOnce(trigger: ReloadTrigger): Promise<boolean> {
+    if (bootstrapped) return true;
+    try {
+      const r = await mergeBootstrapFiles(o.store, o.bootstrap ?? [], { scope, scopeId });
+      bootstrapped = true;
+      lastError.delete('bootstrap');
+      for (const f of r.files) {
+        if (f.merged) log.info('config bootstrap file merged', { section: f.section, source: f.source, file_hash: f.fileHash, revision: r.revision });
+        else log.info('config bootstrap file unchanged since its last merge, live config kept', { section: f.section, source: f.source, file_hash: f.fileHash });
+      }
+      if (r.written) {
+        try {
+          await publishConfigChanged(o.bus, { scope, scopeId, revision: r.revision, senderId: o.instanceId });
+        } catch (err) {
+          log.warn('config change publish after bootstrap merge failed; other replicas will poll', { err });
+        }
+      }
+      return true;
+    } catch (err) {
+      logOnce('bootstrap', 'config bootstrap merge failed, will retry on next reload', err, { trigger });
+      return false;
+    }
+  }
+
   function report(checked: boolean): Promise<void> {
     const r: AppliedReport = {
       service: o.service,
@@ -84,24 +131,33 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
 
   async function reloadOnce(trigger: ReloadTrigger): Promise<void> {
     metrics.reloads.inc({ trigger });
+    if (!(await bootstrapOnce(trigger))) return;
     let doc;
     try {
       doc = await o.store.get(scope, scopeId);
     } catch (err) {
-      log.warn('config reload failed, keeping applied config', { trigger, err });
+      logOnce('read', 'config reload failed, keeping applied config', err, { trigger });
       return;
     }
+    if (lastError.delete('read')) log.info('config readable again', { revision: doc.revision });
     let allOk = true;
     for (const [section, setter] of sections) {
       const hash = sectionHash(doc.data, section);
-      if (applied.has(section) && applied.get(section) === hash) continue;
+      if (applied.has(section) && applied.get(section) === hash) {
+        failingSections.delete(section);
+        continue;
+      }
       try {
         await setter(doc.data[section] ?? undefined, hash);
       } catch (err) {
         allOk = false;
-        log.error('config section apply failed, will retry on next reload', { section, hash, revision: doc.revision, err });
+        const fields = { section, hash, applied_hash: applied.get(section), revision: doc.revision, err };
+        if (failingSections.has(section) && failingSections.get(section) === hash) log.debug('config section still rejected, keeping applied config', fields);
+        else log.error('config section apply failed, will retry on next reload', fields);
+        failingSections.set(section, hash);
         continue;
       }
+      failingSections.delete(section);
       const old = applied.get(section);
       if (applied.has(section)) metrics.appliedInfo.remove({ section, hash: old ?? ABSENT_HASH_LABEL });
       metrics.appliedInfo.set({ section, hash: hash ?? ABSENT_HASH_LABEL }, 1);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { repoRoot, startRedis, type TestServer } from '@cordum/testing';
-import { createConfigStore, hashValue, mergeBootstrapFile, type RevisionConflictError, type ConfigStore } from '../src';
+import { createConfigStore, hashValue, mergeBootstrapFile, mergeBootstrapFiles, type RevisionConflictError, type ConfigStore } from '../src';
 
 describe('ConfigStore (real Redis)', () => {
   let server: TestServer;
@@ -168,5 +168,33 @@ describe('bootstrap merge (D35)', () => {
     expect((await store.get('system', 'default')).revision).toBe(before + 1);
     await expect(merge({ topics: { 'job.x': 'px' } })).rejects.toMatchObject({ code: 'config_invalid_data' });
     expect((await store.get('system', 'default')).revision).toBe(before + 1);
+  });
+
+  it('mergeBootstrapFiles merges only the changed files, in one write, once across concurrent starters', async () => {
+    const pools = { topics: { 'job.m': ['pm'] }, pools: { pm: { requires: [] } } };
+    const timeouts = { reconciler: { dispatch_timeout_seconds: 7, running_timeout_seconds: 60, scan_interval_seconds: 0.5 } };
+    const files = (p: unknown, t: unknown) => [
+      { section: 'pools', fileHashMetaKey: '_poolsFileHash', content: p, source: 'pools.yaml' },
+      { section: 'timeouts', fileHashMetaKey: '_timeoutsFileHash', content: t, source: 'timeouts.yaml' },
+    ];
+    const before = (await store.get('system', 'default')).revision;
+    const results = await Promise.all(Array.from({ length: 4 }, () => mergeBootstrapFiles(store, files(pools, timeouts))));
+    expect(results.filter((r) => r.written)).toHaveLength(1);
+    let doc = await store.get('system', 'default');
+    expect(doc.revision).toBe(before + 1);
+    expect(doc.data['pools']).toEqual(pools);
+    expect(doc.data['timeouts']).toEqual(timeouts);
+    expect(doc.meta).toMatchObject({ _poolsFileHash: hashValue(pools), _timeoutsFileHash: hashValue(timeouts) });
+
+    // live edit of timeouts; then a restart where only the pools file changed: timeouts edit kept
+    await store.mergePatch('system', 'default', { timeouts: { reconciler: { dispatch_timeout_seconds: 99 } } });
+    const pools2 = { topics: { 'job.m': ['pm', 'pn'] } };
+    const r = await mergeBootstrapFiles(store, files(pools2, timeouts));
+    expect(r).toMatchObject({ written: true, revision: before + 3 });
+    expect(r.files.map((f) => [f.section, f.merged])).toEqual([['pools', true], ['timeouts', false]]);
+    doc = await store.get('system', 'default');
+    expect(doc.data['pools']).toEqual(pools2);
+    expect((doc.data['timeouts'] as typeof timeouts).reconciler.dispatch_timeout_seconds).toBe(99);
+    expect(await mergeBootstrapFiles(store, files(pools2, timeouts))).toMatchObject({ written: false, revision: before + 3 });
   });
 });

@@ -11,6 +11,7 @@ import {
   hashValue,
   publishConfigChanged,
   sectionHash,
+  type BootstrapFile,
   type ConfigStore,
   type ConfigWatcher,
   type SectionSetter,
@@ -53,13 +54,13 @@ describe('config watcher (real Redis + NATS)', () => {
   const POOLS_A = { topics: { 'job.echo': ['default'] }, pools: { default: { requires: [] } } };
   const TIMEOUTS_A = { reconciler: { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 30 } };
 
-  function make(o: { pollIntervalMs: number; sections: Record<string, SectionSetter>; service?: string; instance?: string }) {
+  function make(o: { pollIntervalMs: number; sections: Record<string, SectionSetter>; service?: string; instance?: string; bootstrap?: BootstrapFile[] }) {
     seq++;
     const registry = new Registry();
     const cap: CapturedLogger = capturingLogger(o.instance ?? `i${seq}`);
     const service = o.service ?? `svc${seq}`;
     const instanceId = o.instance ?? `i${seq}`;
-    const w = createConfigWatcher({ store, bus, logger: cap.logger, registry, service, instanceId, pollIntervalMs: o.pollIntervalMs, sections: o.sections });
+    const w = createConfigWatcher({ store, bus, logger: cap.logger, registry, service, instanceId, pollIntervalMs: o.pollIntervalMs, sections: o.sections, bootstrap: o.bootstrap });
     started.push(w);
     return { w, registry, cap, service, instanceId };
   }
@@ -285,5 +286,78 @@ describe('config watcher (real Redis + NATS)', () => {
       return now.length === 2 && now.every((r) => r.status === 'IN_SYNC' && r.revision === change.revision);
     }, 3 * 3 * pollIntervalMs, { message: 'r3 report expired, r1/r2 IN_SYNC' });
     for (const r of replicas.slice(0, 2)) expect(r.sections.scheduler.calls).toHaveLength(3);
+  });
+
+  it('bootstrap files are merged before the first load; the merge notifies the other replicas', async () => {
+    const other = recorder();
+    const peer = make({ pollIntervalMs: 60_000, sections: { timeouts: other.setter } });
+    await peer.w.start();
+    const fileTimeouts = { reconciler: { dispatch_timeout_seconds: 11, running_timeout_seconds: 301, scan_interval_seconds: 0.25 } };
+    const bootstrap = [{ section: 'timeouts', fileHashMetaKey: '_timeoutsFileHash', content: `# file\nreconciler:\n  dispatch_timeout_seconds: 11\n  running_timeout_seconds: 301\n  scan_interval_seconds: 0.25\n`, source: 'timeouts.yaml' }];
+    const mine = recorder();
+    const { w, cap } = make({ pollIntervalMs: 60_000, sections: { timeouts: mine.setter }, bootstrap });
+    await w.start();
+    expect(w.ready).toBe(true);
+    // The first (and only) apply already sees the file: no intermediate apply of the old section.
+    expect(mine.calls).toEqual([{ value: fileTimeouts, hash: hashValue(fileTimeouts) }]);
+    const doc = await store.get('system', 'default');
+    expect(doc.meta['_timeoutsFileHash']).toBe(hashValue(fileTimeouts));
+    expect(cap.count('config bootstrap file merged')).toBe(1);
+    await waitFor(() => other.calls.length === 2, 2000, { message: 'peer applied the merged file after the notification' });
+    expect(other.calls[1]!.hash).toBe(hashValue(fileTimeouts));
+
+    // A restart with the same file after a live edit: nothing written, the edit stays applied.
+    await store.mergePatch('system', 'default', { timeouts: { reconciler: { dispatch_timeout_seconds: 12 } } });
+    const again = recorder();
+    const restarted = make({ pollIntervalMs: 60_000, sections: { timeouts: again.setter }, bootstrap });
+    const rev = (await store.get('system', 'default')).revision;
+    await restarted.w.start();
+    expect((await store.get('system', 'default')).revision).toBe(rev);
+    expect((again.calls[0]!.value as typeof fileTimeouts).reconciler.dispatch_timeout_seconds).toBe(12);
+    expect(restarted.cap.count('config bootstrap file unchanged since its last merge, live config kept')).toBe(1);
+  });
+
+  it('a corrupt section keeps the last good config, shows DRIFTED and logs one error over many polls', async () => {
+    const timeouts = recorder();
+    const pools = recorder();
+    const { w, registry, cap, service, instanceId } = make({
+      pollIntervalMs: 100,
+      sections: {
+        timeouts: (v, h) => {
+          if (typeof v === 'object' && v !== null && 'broken' in v) throw new Error('section does not parse');
+          return timeouts.setter(v, h);
+        },
+        pools: pools.setter,
+      },
+    });
+    await w.start();
+    const good = await docHash('timeouts');
+    const raw = JSON.parse((await redis.get('cfg:system:default'))!) as { data: Record<string, unknown>; revision: number };
+    raw.data['timeouts'] = { broken: true };
+    raw.revision += 1;
+    await redis.set('cfg:system:default', JSON.stringify(raw));
+    const polls = await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'poll' });
+    await waitFor(async () => (await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'poll' })) >= polls + 5, 3000, { message: 'five polls after the corruption' });
+    expect(cap.count('config section apply failed, will retry on next reload')).toBe(1);
+    expect(cap.count('config section still rejected, keeping applied config')).toBeGreaterThanOrEqual(4);
+    expect(w.appliedHashes()['timeouts']).toBe(good);
+    const st = (await configStatus(store, redis)).replicas.find((r) => r.service === service && r.instance_id === instanceId);
+    expect(st).toMatchObject({ status: 'DRIFTED', hashes: { timeouts: good } });
+
+    // A whole document that is not JSON: one error too, and recovery is logged.
+    await redis.set('cfg:system:default', '{not json');
+    const p2 = await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'poll' });
+    await waitFor(async () => (await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'poll' })) >= p2 + 4, 3000);
+    const errors = (msg: string) => cap.lines.filter((l) => l.msg === msg && l.level === 'error').length;
+    expect(errors('config reload failed, keeping applied config')).toBe(1);
+    expect(cap.count('config reload failed, keeping applied config')).toBeGreaterThanOrEqual(4);
+
+    // The operator's fix: a writer refuses to touch a corrupt document (config_corrupt), so delete it first.
+    await expect(store.put('system', 'default', { pools: POOLS_A, timeouts: TIMEOUTS_A })).rejects.toMatchObject({ code: 'config_corrupt' });
+    await redis.del('cfg:system:default');
+    await store.put('system', 'default', { pools: POOLS_A, timeouts: TIMEOUTS_A });
+    await waitFor(async () => (await configStatus(store, redis)).replicas.find((r) => r.instance_id === instanceId)?.status === 'IN_SYNC', 3000);
+    expect(cap.count('config readable again')).toBe(1);
+    expect(cap.count('config section apply failed, will retry on next reload')).toBe(1);
   });
 });
