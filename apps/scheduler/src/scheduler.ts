@@ -1,5 +1,6 @@
 // Composition root: builds the graph, exposes start()/stop() (STYLE 2, 3, 4).
 import { connectBus, subjects, type Bus, type Consumer, type Subscription } from '@cordum/bus';
+import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createJobStore, statePacket, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { decodePacket, encodePacket } from '@cordum/protocol';
@@ -7,7 +8,6 @@ import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/re
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import { createSchedulerConfigWatcher, schedulerSections } from './config-watch';
-import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createLeaderLoop, type LeaderLoop } from './leader-loop';
 import { reconcileOnce } from './reconciler';
 import { replayOnce } from './replayer';
