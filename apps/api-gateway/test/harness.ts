@@ -59,7 +59,12 @@ export async function startFakeKernel(): Promise<FakeKernel> {
     evaluate: decide,
     explain: decide,
     simulate: decide,
-    listSnapshots: () => ({ current: 'snap-test', snapshots: [] }),
+    listSnapshots: () => ({ current: 'snap-test', snapshots: [{ id: 'snap-test', loadedAtMs: 1_700_000_000_000n, ruleCount: 4 }] }),
+    listRules: () => ({
+      snapshot: 'snap-test',
+      defaultDecision: 'allow',
+      rules: ['deny', 'hold', 'throttle'].map((seg) => ({ id: `rule-${seg}`, decision: seg === 'hold' ? 'require_approval' : seg, reason: seg, source: 'file', specJson: `{"match":{"topics":["job.${seg}.>"]}}` })),
+    }),
   });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),

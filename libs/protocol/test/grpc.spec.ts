@@ -57,6 +57,7 @@ async function startKernel(name: string): Promise<Kernel> {
       return { reason: call.metadata.get('x-tenant')[0]?.toString() ?? req.jobId };
     },
     listSnapshots: () => ({ snapshots: [{ id: 'snap-1' }] }),
+    listRules: () => ({ snapshot: 'snap-1' }),
   });
   addHealthService(server, (service) => (service === '' || service === 'cordum.v1.SafetyKernel' ? k.status : undefined), {
     watchIntervalMs: 20,
