@@ -18,7 +18,8 @@ import { createSchedulerMetrics, LOCK_WAIT_HISTOGRAM } from './metrics';
 import { progressListener } from './progress';
 import { WorkerRegistry } from './registry';
 import { resultHandler } from './results';
-import { grpcSafetyChecker, type SafetyChecker } from './safety';
+import { grpcSafetyChecker, type FailModes, type SafetyChecker } from './safety';
+import { breakerSafetyChecker, createSharedBreaker } from './safety-breaker';
 import { subscribeWorkers } from './workers-feed';
 
 export const QUEUE = 'cordum-scheduler';
@@ -26,7 +27,7 @@ export const QUEUE = 'cordum-scheduler';
 const RESULT_REDELIVERY_S = 35;
 
 export type SchedulerDeps = Pick<ServiceDeps, 'logger' | 'instanceId' | 'registry'> & {
-  /** Replaces the gRPC Check client (tests, or a future breaker wrapper). */
+  /** Replaces the gRPC Check client (tests); the shared breaker (D21) wraps either. */
   safety?: SafetyChecker;
 };
 
@@ -39,6 +40,9 @@ export interface Scheduler extends Service {
    * scan, the scan interval at once (the pending wait is rescheduled). Config reload calls it.
    */
   setTimeouts(t: TimeoutsConfig): void;
+  /** The one setter for the `scheduler` section (input/output fail mode, output policy); applies to the next Check. */
+  setFailModes(m: FailModes): void;
+  readonly failModes: FailModes;
   /** How the worker view started (null until decided). */
   readonly hydration: HydrateResult | null;
   /** One reconciler / replayer turn now if this replica leads (tests). */
@@ -64,6 +68,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
   const progressInflight = new Set<Promise<void>>();
   let consumersBound = false;
   let timeouts: TimeoutsConfig = config.timeouts;
+  let failModes: FailModes = config.failModes;
   let hydration: HydrateResult | null = null;
   const loops: LeaderLoop[] = [];
   let reconciler: LeaderLoop | undefined;
@@ -115,10 +120,10 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM });
     bus = await connectBus({ servers: config.natsServers, name: `scheduler:${instanceId}`, logger, registry });
     await bus.ensureStreams();
-    safety = deps.safety ?? grpcSafetyChecker(config.safetyKernelAddr, config.safetyDeadlineMs);
+    safety = breakerSafetyChecker(deps.safety ?? grpcSafetyChecker(config.safetyKernelAddr, config.safetyDeadlineMs), createSharedBreaker(redis, config.safetyBreaker), { metrics, logger });
 
     const pools = config.pools;
-    const c: SchedulerContext = { config, instanceId, logger, store, locks, bus, workers, safety, metrics, pools: () => pools, timeouts: () => timeouts, verifier };
+    const c: SchedulerContext = { config, instanceId, logger, store, locks, bus, workers, safety, metrics, pools: () => pools, timeouts: () => timeouts, failModes: () => failModes, verifier };
     ctx = c;
 
     // Live heartbeats first, so whatever arrives during the read overrides the snapshot.
@@ -202,6 +207,13 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       logger.info('timeouts updated', { ...t.reconciler });
       warnShortRunningTimeout(t);
       if (t.reconciler.scan_interval_seconds !== prev) reconciler?.reschedule();
+    },
+    setFailModes(m: FailModes): void {
+      failModes = { ...m };
+      logger.info('fail modes updated', { input_fail_mode: m.inputFailMode, output_fail_mode: m.outputFailMode, output_policy_enabled: m.outputPolicyEnabled });
+    },
+    get failModes(): FailModes {
+      return { ...failModes };
     },
     get hydration(): HydrateResult | null {
       return hydration;
