@@ -23,9 +23,15 @@ export interface BreakerOptions {
   probeIntervalMs: number;
   /** Successful probes that close it again (2). */
   closeAfterSuccesses: number;
+  /**
+   * After Redis said "closed, no failures", this replica admits calls without asking again for
+   * this long (0 = ask every time). Keeps a healthy breaker off the per-job Redis budget; an open
+   * decided by another replica is seen at most this late. Any failure clears it at once.
+   */
+  closedCacheMs: number;
 }
 
-export const D21_BREAKER: BreakerOptions = { failureThreshold: 3, windowMs: 30_000, openMs: 10_000, probeIntervalMs: 2_000, closeAfterSuccesses: 2 };
+export const D21_BREAKER: BreakerOptions = { failureThreshold: 3, windowMs: 30_000, openMs: 10_000, probeIntervalMs: 2_000, closeAfterSuccesses: 2, closedCacheMs: 250 };
 
 export type BreakerState = 'closed' | 'half_open' | 'open';
 const STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
@@ -42,11 +48,14 @@ export interface SharedBreaker {
 export function createSharedBreaker(redis: RedisClient, o: BreakerOptions, now: () => number = Date.now): SharedBreaker {
   const scripts = defineScripts(redis, [scriptSpec('safety-breaker-1.lua', breakerLua)]);
   const args = (op: string, probe = false): (string | number)[] => [op, now(), o.failureThreshold, o.windowMs, o.openMs, o.probeIntervalMs, o.closeAfterSuccesses, probe ? '1' : '0'];
+  let closedUntil = 0;
   return {
     async acquire() {
+      if (now() < closedUntil) return { allowed: true, probe: false, failures: 0 };
       const [code, failures] = await scripts.run<[number, number]>('safety-breaker', [SAFETY_BREAKER_KEY], args('acquire'));
       switch (Number(code)) {
         case 0:
+          if (Number(failures) === 0 && o.closedCacheMs > 0) closedUntil = now() + o.closedCacheMs;
           return { allowed: true, probe: false, failures: Number(failures) };
         case 1:
           return { allowed: true, probe: true, failures: Number(failures) };
@@ -59,6 +68,7 @@ export function createSharedBreaker(redis: RedisClient, o: BreakerOptions, now: 
     async report(ok, a) {
       // Closed and nothing to reset: no Redis round trip on the hot path.
       if (ok && !a.probe && a.failures === 0) return { state: 'closed', transition: false };
+      if (!ok) closedUntil = 0;
       const [state, transition] = await scripts.run<[number, number]>('safety-breaker', [SAFETY_BREAKER_KEY], args(ok ? 'success' : 'failure', a.probe));
       return { state: STATES[Number(state)] ?? 'closed', transition: Number(transition) === 1 };
     },

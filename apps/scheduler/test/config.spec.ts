@@ -49,7 +49,7 @@ describe('loadSchedulerConfig', () => {
   it('defaults the scheduler section to fail closed (D19) and takes env overrides; the breaker uses the D21 numbers', () => {
     const d = loadSchedulerConfig({}, empty);
     expect(d.failModes).toEqual({ inputFailMode: 'closed', outputFailMode: 'closed', outputPolicyEnabled: false });
-    expect(d.safetyBreaker).toEqual({ failureThreshold: 3, windowMs: 30_000, openMs: 10_000, probeIntervalMs: 2_000, closeAfterSuccesses: 2 });
+    expect(d.safetyBreaker).toEqual({ failureThreshold: 3, windowMs: 30_000, openMs: 10_000, probeIntervalMs: 2_000, closeAfterSuccesses: 2, closedCacheMs: 250 });
     expect(d.safetyDeadlineMs).toBe(2_000);
     const o = loadSchedulerConfig({ SCHEDULER_INPUT_FAIL_MODE: 'open', SCHEDULER_OUTPUT_FAIL_MODE: 'open', SCHEDULER_OUTPUT_POLICY_ENABLED: 'true' }, empty);
     expect(o.failModes).toEqual({ inputFailMode: 'open', outputFailMode: 'open', outputPolicyEnabled: true });

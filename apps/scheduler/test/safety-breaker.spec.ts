@@ -94,6 +94,24 @@ describe('shared breaker state machine (D21 numbers)', () => {
   });
 });
 
+describe('local closed cache', () => {
+  it('admits without Redis for closedCacheMs after a clean acquire, sees another replica\'s open after it, and drops it on a failure', async () => {
+    const a = createSharedBreaker(r1, { ...D21_BREAKER, closedCacheMs: 250 }, now);
+    const b = createSharedBreaker(r2, D21_BREAKER, now);
+    expect(await a.acquire()).toEqual({ allowed: true, probe: false, failures: 0 });
+    for (let i = 0; i < 3; i++) await fail(b); // b opens it
+    expect((await a.acquire()).allowed).toBe(true); // a's cached "closed"
+    clock += 250;
+    expect(await a.acquire()).toEqual({ allowed: false, state: 'open' });
+    await r1.del(SAFETY_BREAKER_KEY);
+    expect((await a.acquire()).allowed).toBe(true);
+    await fail(a);
+    await fail(b);
+    await fail(b); // opened; a's own failure cleared its cache
+    expect(await a.acquire()).toEqual({ allowed: false, state: 'open' });
+  });
+});
+
 describe('breakerSafetyChecker', () => {
   const job = { id: 'j1', tenant: 'acme', topic: 'job.echo' } as JobRecord;
 
