@@ -5,67 +5,17 @@
 // denials, Explain/Simulate against hand-computed answers for a 12-rule
 // policy, a policy change through config, then the kernels killed under load
 // with input_fail_mode closed and open.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectBus, subjects, type Bus, type Consumer } from '@cordum/bus';
 import { Decision, SafetyKernel, decodePacket, grpcClientFor, type GrpcClient } from '@cordum/protocol';
-import { waitFor } from '@cordum/testing';
+import { repoRoot, waitFor } from '@cordum/testing';
 import { api, pool, startStack, type Stack } from './stack';
 
 /** Rule order matters: first match wins. Every topic not named below falls to `default_decision: allow`. */
-const POLICY = `version: 1
-default_decision: allow
-rules:
-  - id: deny-admin
-    match: { topics: ["job.admin.>"] }
-    decision: deny
-    reason: admin jobs are not allowed
-  - id: deny-destructive
-    match: { risk_tags: [destructive, irreversible] }
-    decision: deny
-    reason: destructive operations are not allowed
-  - id: hold-prod
-    match: { topics: ["job.echo"], labels: { env: prod } }
-    decision: require_approval
-    reason: production changes need a human
-  - id: hold-payments
-    match: { tenants: [default], topics: ["job.payments.*"] }
-    decision: require_approval
-    reason: payments need a second pair of eyes
-  - id: throttle-llm
-    match: { topics: ["job.llm.>"] }
-    decision: throttle
-    velocity: { max_requests: 2, window_seconds: 60, key: tenant }
-  - id: constrain-batch
-    match: { topics: ["job.batch.>"], actor_types: [service] }
-    decision: allow_with_constraints
-    reason: batch jobs run bounded
-    constraints: { max_runtime_ms: 60000, max_retries: 1 }
-  - id: deny-gpu-globex
-    match: { tenants: [globex], requires: [gpu] }
-    decision: deny
-  - id: allow-ml-train
-    match: { capabilities: [ml.train], requires: [gpu, cuda] }
-    decision: allow
-    reason: training on GPU is fine
-  - id: deny-pii-export
-    match: { topics: ["job.export.*"], risk_tags: [pii] }
-    decision: deny
-    reason: no PII export
-  - id: hold-human-delete
-    match: { topics: ["job.*.delete"], actor_types: [human] }
-    decision: require_approval
-    reason: deletes by humans need approval
-  - id: allow-echo
-    match: { topics: ["job.echo"] }
-    decision: allow
-    reason: echo is harmless
-  - id: deny-legacy
-    match: { topics: ["job.legacy.>"] }
-    decision: deny
-    reason: legacy topics are retired
-`;
+/** The 12-rule policy (shared with the Check micro-benchmark); rule order matters: first match wins. */
+const POLICY = readFileSync(join(repoRoot, 'tools/bench/safety-policy.yaml'), 'utf8');
 
 const KEYS = { alice: 'e2e-alice-operator-key', bob: 'e2e-bob-operator-key-1', carol: 'e2e-carol-operator-key' } as const;
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED']);
