@@ -63,14 +63,22 @@ export function verdictFrom(res: PolicyCheckResponse): SafetyVerdict {
   return { kind: 'unavailable', error: `unknown decision ${String(res.decision)}` };
 }
 
+/** How often the Check channel retries a lost kernel connection (grpc-js default would back off to 5 s). */
+export const KERNEL_RECONNECT_BACKOFF_MS = 1_000;
+
 export function grpcSafetyChecker(address: string, deadlineMs: number): SafetyChecker {
-  const client = grpcClientFor(SafetyKernel, address);
+  // A returning kernel is reconnected within ~1 s, and a call made while the channel reconnects
+  // waits for it (up to the deadline) instead of failing at once: a half-open probe right after
+  // the kernel's return then succeeds rather than reopening the breaker for another 10 s (D21).
+  const client = grpcClientFor(SafetyKernel, address, {
+    channelOptions: { 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': KERNEL_RECONNECT_BACKOFF_MS },
+  });
   return {
     async check(job) {
       try {
         const res = await client.check(
           policyCheckInit(job.id, job, { withMetaLabels: true }),
-          { deadlineMs },
+          { deadlineMs, waitForReady: true },
         );
         return verdictFrom(res);
       } catch (err) {
