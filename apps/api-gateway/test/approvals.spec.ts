@@ -152,7 +152,7 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     expect((await store.getJob(id))?.approval?.policySnapshot).toBe('snap-2');
   });
 
-  it('a kernel that cannot answer does not block an approval (the scheduler re-checks, D18/D19)', async () => {
+  it('a kernel that cannot answer, or a transient throttle, does not block an approval (the scheduler re-checks, D18/D19)', async () => {
     const id = await hold();
     r.kernel.override = (_req, m) => {
       if (m === 'evaluate') throw grpcError(GrpcStatus.UNAVAILABLE, 'down');
@@ -161,6 +161,11 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     const res = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB });
     expect(res.body).toEqual({ job_id: id, state: 'PENDING' });
     expect((await store.getJob(id))?.approval?.policySnapshot).toBe('snap-test');
+    // nor does a transient THROTTLE from a velocity rule above the holding one
+    r.kernel.override = undefined;
+    const throttled = await hold();
+    r.kernel.override = (req, m) => (m === 'evaluate' && req.jobId === throttled ? { decision: Decision.THROTTLE, reason: 'busy', policySnapshot: 'snap-test', ruleId: 'rule-throttle', retryAfterMs: 500n } : undefined);
+    expect((await call(gw2(), 'POST', `/api/v1/approvals/${throttled}/approve`, { key: BOB })).body).toEqual({ job_id: throttled, state: 'PENDING' });
   });
 
   it('409 approval_not_pending for a job that is not held; 404 for unknown, malformed or foreign ids', async () => {

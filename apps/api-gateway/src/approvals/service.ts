@@ -102,6 +102,8 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
       const verdict = await deps.evaluator.evaluate(policyCheckInit(job.id, job));
       if (verdict.kind === 'unavailable') {
         deps.logger.warn('safety kernel unavailable at approval; the scheduler re-checks before dispatch', { job_id: id, reason: verdict.reason });
+      } else if (verdict.kind === 'throttle') {
+        // Transient (a velocity window above the holding rule is full): the scheduler's Check waits it out, then applies D18.
       } else if (verdict.kind === 'require_human' && verdict.ruleId === ruleId) {
         snapshot = verdict.policySnapshot;
       } else {
