@@ -27,6 +27,10 @@ import { createApp, type Readiness } from './http/app';
 import { mountJobRoutes } from './routes/jobs';
 import { createOperations } from './operations';
 import { createKernelEvaluator, type PolicyEvaluator } from './safety/evaluator';
+import { createPolicyAdmin, type PolicyAdmin } from './safety/policy-admin';
+import { createApprovalService } from './approvals/service';
+import { mountApprovalRoutes } from './routes/approvals';
+import { mountPolicyRoutes } from './routes/policy';
 import { createSubmitService, redisUsable } from './submit/service';
 
 export interface GatewayDeps {
@@ -34,6 +38,8 @@ export interface GatewayDeps {
   registry?: Registry;
   /** Replaces the gRPC SafetyKernel client (tests of other transports; the default talks to SAFETY_KERNEL_ADDR). */
   evaluator?: PolicyEvaluator;
+  /** Replaces the gRPC client behind /api/v1/policy/* (default: SAFETY_KERNEL_ADDR). */
+  policyAdmin?: PolicyAdmin;
   /** WebSocket ping interval (default 30 s); tests shorten it. */
   streamPingIntervalMs?: number;
 }
@@ -113,6 +119,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
 
     const evaluator = deps.evaluator ?? createKernelEvaluator(config.safetyKernelAddr);
     cleanups.push({ name: 'safety-kernel client', fn: () => evaluator.close() });
+    const policyAdmin = deps.policyAdmin ?? createPolicyAdmin(config.safetyKernelAddr);
+    cleanups.push({ name: 'policy passthrough client', fn: () => policyAdmin.close() });
 
     const hub = createStreamHub({ bus, redis, logger, registry });
     hub.start();
@@ -133,6 +141,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const ops = createOperations({ config, redis, bus, store, locks, submit, logger, redisReady: () => redisUsable(redis) });
     ops.start();
     cleanups.push({ name: 'operations', fn: () => ops.stop() });
+    const approvals = createApprovalService({ store, locks, bus, evaluator, logger, instanceId: config.instanceId, redisReady: () => redisUsable(redis) });
 
     const limiter = createRateLimiter({ redis, useRedis: config.rateLimit.useRedis, limits: currentLimits(), registry, logger });
     currentLimits = () => limiter.limits();
@@ -182,6 +191,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       routes: (mount) => {
         mountJobRoutes(mount, { submit, store, redisReady: () => redisUsable(redis) });
         ops.mount(mount);
+        mountApprovalRoutes(mount, { redis, store, approvals, audit: ops.audit, redisReady: () => redisUsable(redis) });
+        mountPolicyRoutes(mount, { policy: policyAdmin });
         mountKeyRoutes(mount, { keys: managedKeys, redisReady: () => redisUsable(redis) });
         mount('GET /api/v1/stream', () => {
           throw new ApiError('upgrade_required', { headers: { Upgrade: 'websocket' } });

@@ -44,27 +44,34 @@ export function kernelDecision(req: PolicyCheckRequest) {
 export interface FakeKernel {
   address: string;
   calls: PolicyCheckRequest[];
+  /** When set, answers (or throws) instead of kernelDecision; return undefined to fall through. */
+  override?: (req: PolicyCheckRequest, method: 'check' | 'evaluate' | 'explain' | 'simulate') => ReturnType<typeof kernelDecision> | undefined;
   stop(): Promise<void>;
 }
 
 export async function startFakeKernel(): Promise<FakeKernel> {
   const server = new grpc.Server();
   const calls: PolicyCheckRequest[] = [];
-  const decide = (req: PolicyCheckRequest) => {
+  const decider = (method: 'check' | 'evaluate' | 'explain' | 'simulate') => (req: PolicyCheckRequest) => {
     calls.push(req);
-    return kernelDecision(req);
+    return fake.override?.(req, method) ?? kernelDecision(req);
   };
   addGrpcService(server, SafetyKernel, {
-    check: decide,
-    evaluate: decide,
-    explain: decide,
-    simulate: decide,
-    listSnapshots: () => ({ current: 'snap-test', snapshots: [] }),
+    check: decider('check'),
+    evaluate: decider('evaluate'),
+    explain: decider('explain'),
+    simulate: decider('simulate'),
+    listSnapshots: () => ({ current: 'snap-test', snapshots: [{ id: 'snap-test', loadedAtMs: 1_700_000_000_000n, ruleCount: 4 }] }),
+    listRules: () => ({
+      snapshot: 'snap-test',
+      defaultDecision: 'allow',
+      rules: ['deny', 'hold', 'throttle'].map((seg) => ({ id: `rule-${seg}`, decision: seg === 'hold' ? 'require_approval' : seg, reason: seg, source: 'file', specJson: `{"match":{"topics":["job.${seg}.>"]}}` })),
+    }),
   });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
-  return {
+  const fake: FakeKernel = {
     address: `127.0.0.1:${port}`,
     calls,
     // tryShutdown waits for clients to hang up; bound it so a lingering channel cannot hang afterAll.
@@ -80,6 +87,7 @@ export async function startFakeKernel(): Promise<FakeKernel> {
         });
       }),
   };
+  return fake;
 }
 
 export interface Rig {

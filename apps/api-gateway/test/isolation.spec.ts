@@ -1,5 +1,5 @@
 // Tenant isolation sweep: tenant B (globex) cannot read, list, cancel,
-// approve, retry or delete anything of tenant A (acme): not by path, not by a
+// approve, reject, retry or delete anything of tenant A (acme): not by path, not by a
 // spoofed X-Tenant-ID, not by tenant_id in a body. Foreign objects are 404
 // (indistinguishable from missing), spoofing is 403, and A's data is unchanged.
 import { createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
@@ -33,6 +33,7 @@ beforeAll(async () => {
   a.key = String(k.body['id']);
   // B has objects of its own, so its lists are non-trivial.
   await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.globex, body: { prompt: 'globex', topic: 'job.deny.x' } });
+  await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.globex, body: { prompt: 'globex', topic: 'job.hold.b' } });
 });
 afterAll(async () => {
   await closeRedis(redis);
@@ -71,6 +72,8 @@ describe('tenant isolation sweep (B = globex vs A = acme)', () => {
     const texts = [
       await listAll('/api/v1/jobs?limit=1', KEYS.globex),
       await listAll('/api/v1/dlq?limit=1', KEYS.globex),
+      await listAll('/api/v1/approvals?limit=1', KEYS.globex),
+      await listAll('/api/v1/approvals', GLOBEX_VIEWER), // B's own held job is listed
       JSON.stringify((await call(rig.url, 'GET', '/api/v1/auth/keys', { key: GLOBEX_ADMIN })).body),
     ];
     for (const st of ['PENDING', 'APPROVAL_REQUIRED', 'DENIED', 'FAILED']) texts.push(await listAll(`/api/v1/jobs?state=${st}`, GLOBEX_VIEWER));
@@ -81,14 +84,18 @@ describe('tenant isolation sweep (B = globex vs A = acme)', () => {
     // ...while A does see them (the sweep would pass vacuously otherwise).
     const aJobs = await listAll('/api/v1/jobs', KEYS.viewer);
     for (const id of allA()) expect(aJobs).toContain(id);
+    expect(await listAll('/api/v1/approvals', KEYS.viewer)).toContain(a.held);
   });
 
   it('B cannot cancel, retry, delete or approve A\'s objects', async () => {
     for (const id of allA()) {
       expectEnvelope(await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.globex }), 404, 'job_not_found');
       expectEnvelope(await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: GLOBEX_ADMIN }), 404, 'job_not_found');
-      // Approvals are not served yet: the route does not exist for anyone.
-      expectEnvelope(await call(rig.url, 'POST', `/api/v1/approvals/${id}/approve`, { key: GLOBEX_ADMIN, body: {} }), 404, 'not_found');
+      for (const key of [KEYS.globex, GLOBEX_ADMIN]) {
+        expectEnvelope(await call(rig.url, 'POST', `/api/v1/approvals/${id}/approve`, { key, body: {} }), 404, 'job_not_found');
+        expectEnvelope(await call(rig.url, 'POST', `/api/v1/approvals/${id}/reject`, { key, body: { reason: 'x' } }), 404, 'job_not_found');
+      }
+      expectEnvelope(await call(rig.url, 'POST', `/api/v1/approvals/${id}/approve`, { key: KEYS.star, tenant: 'globex' }), 404, 'job_not_found');
     }
     for (const id of [a.denied, a.failed]) {
       expectEnvelope(await call(rig.url, 'POST', `/api/v1/dlq/${id}/retry`, { key: KEYS.globex }), 404, 'dlq_not_found');
@@ -109,11 +116,18 @@ describe('tenant isolation sweep (B = globex vs A = acme)', () => {
     expectEnvelope(await call(rig.url, 'POST', `/api/v1/dlq/${a.failed}/retry`, { key: KEYS.globex, body: { tenant_id: 'acme' } }), 403, 'tenant_mismatch');
     expectEnvelope(await call(rig.url, 'DELETE', `/api/v1/dlq/${a.failed}`, { key: GLOBEX_ADMIN, tenant: 'acme' }), 403, 'tenant_mismatch');
     expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.globex, body: { prompt: 'x', topic: 'job.echo', tenant_id: 'acme' } }), 403, 'tenant_mismatch');
+    expectEnvelope(await call(rig.url, 'GET', '/api/v1/approvals', { key: GLOBEX_VIEWER, tenant: 'acme' }), 403, 'tenant_mismatch');
+    expectEnvelope(await call(rig.url, 'POST', `/api/v1/approvals/${a.held}/approve`, { key: KEYS.globex, tenant: 'acme' }), 403, 'tenant_mismatch');
+    expectEnvelope(await call(rig.url, 'POST', `/api/v1/approvals/${a.held}/approve`, { key: KEYS.globex, body: { tenant_id: 'acme' } }), 403, 'tenant_mismatch');
+    expectEnvelope(await call(rig.url, 'POST', `/api/v1/approvals/${a.held}/reject`, { key: GLOBEX_ADMIN, body: { tenant_id: 'acme' } }), 403, 'tenant_mismatch');
+    expectEnvelope(await call(rig.url, 'POST', '/api/v1/policy/evaluate', { key: KEYS.globex, body: { topic: 'job.echo', tenant_id: 'acme' } }), 403, 'tenant_mismatch');
   });
 
   it('A\'s objects are untouched after the sweep', async () => {
     expect((await store.getJob(a.pending))?.state).toBe('PENDING');
-    expect((await store.getJob(a.held))?.state).toBe('APPROVAL_REQUIRED');
+    const held = await store.getJob(a.held);
+    expect(held?.state).toBe('APPROVAL_REQUIRED');
+    expect(held?.approval).toBeUndefined();
     expect(await store.getDlq(a.denied)).not.toBeNull();
     expect(await store.getDlq(a.failed)).not.toBeNull();
     expect(await redis.get(jobKeys.dlqRetry(a.failed))).toBeNull();

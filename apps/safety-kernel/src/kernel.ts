@@ -169,7 +169,8 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     const r = redis;
     const b = bus;
     server = new grpc.Server(grpcServerOptions());
-    addGrpcService(server, SafetyKernel, createSafetyService({ store: s, velocity: createRedisVelocity(r, { now }), metrics, logger: log, cache: c, now }));
+    const cmp = composer;
+    addGrpcService(server, SafetyKernel, createSafetyService({ store: s, velocity: createRedisVelocity(r, { now }), metrics, logger: log, cache: c, now, ruleSource: (id) => cmp.ruleSource(id) }));
     addHealthService(server, async (name) => {
       if (name !== '' && name !== GRPC_SERVICE_NAME) return undefined;
       return s.active && (await pingRedis(r, 500)) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;

@@ -198,6 +198,21 @@ describe('SafetyKernel gRPC', () => {
     expect(text).toMatch(/cordum_safety_check_duration_seconds_count\{[^}]*\} [1-9]/);
   });
 
+  it('ListRules returns the active policy\'s rules in order with their source and spec', async () => {
+    const r = await client.listRules({});
+    expect(r.snapshot).toBe(kernel.snapshotId);
+    expect(r.defaultDecision).toBe('deny');
+    expect(r.rules.map((x) => [x.id, x.decision, x.source])).toEqual([
+      ['deny-destructive', 'deny', 'file'],
+      ['human-for-prod', 'require_approval', 'file'],
+      ['throttle-llm', 'throttle', 'file'],
+      ['bounded-batch', 'allow_with_constraints', 'file'],
+      ['allow-jobs', 'allow', 'file'],
+    ]);
+    expect(r.rules[0]?.reason).toBe('destructive operations are not allowed');
+    expect(JSON.parse(r.rules[2]?.specJson ?? '')).toEqual({ match: { topics: ['job.llm.>'] }, velocity: { max_requests: 2, window_seconds: 60, key: 'tenant' } });
+  });
+
   it('ListSnapshots returns the current snapshot; reload records a new one; an invalid file keeps the old', async () => {
     const first = await client.listSnapshots({});
     expect(first.current).toBe(kernel.snapshotId);

@@ -4,7 +4,9 @@ import { repoRoot } from '@cordum/testing';
 import { canonicalJson, snapshotId } from '../src/policy/canonical';
 import { evaluatePolicy, type CheckInput, type VelocityPort } from '../src/policy/evaluator';
 import { PolicyLoadError } from '../src/policy/errors';
+import { composePolicy, parseSafetySection } from '../src/policy/bundles';
 import { parsePolicy, toSnapshot, validatePolicy } from '../src/policy/parse';
+import { BUILTIN_DEFAULT_POLICY } from '../src/policy/source';
 
 const noVelocity: VelocityPort = {
   record: () => Promise.reject(new Error('velocity must not be consulted')),
@@ -153,20 +155,23 @@ describe('snapshot id', () => {
 describe('shipped config/safety.yaml', () => {
   const snap = toSnapshot(parsePolicy(readFileSync(join(repoRoot, 'config/safety.yaml'), 'utf8')), 0);
 
-  it('loads with default_decision deny', () => {
-    expect(snap.policy.default_decision).toBe('deny');
+  it('has no rules and default_decision allow (P11: bundles stay reachable for job topics)', () => {
+    expect(snap.policy.default_decision).toBe('allow');
+    expect(snap.policy.rules).toEqual([]);
+    expect(snap.id).toBe(toSnapshot(BUILTIN_DEFAULT_POLICY, 0).id);
   });
 
-  it.each(['job.echo', 'job.default', 'job.a.b.c'])('allows %s', async (topic) => {
+  it.each(['job.echo', 'job.default', 'job.a.b.c'])('allows %s by default', async (topic) => {
     const r = await evaluatePolicy(snap, input({ topic }), noVelocity, 'record');
     expect(r.verdict).toBe('allow');
-    expect(r.ruleId).toBe('default-allow-jobs');
+    expect(r.ruleId).toBe('');
   });
 
-  it.each(['other.topic', 'sys.job.submit', 'job'])('denies %s by default', async (topic) => {
-    const r = await evaluatePolicy(snap, input({ topic }), noVelocity, 'record');
-    expect(r.verdict).toBe('deny');
-    expect(r.ruleId).toBe('');
+  it('lets a bundle deny a job topic (the rule is reachable, P11)', async () => {
+    const bundles = parseSafetySection({ bundles: { ops: { rules: [{ id: 'deny-admin', match: { topics: ['job.admin.>'] }, decision: 'deny' }] } } });
+    const composed = toSnapshot(composePolicy(snap.policy, bundles), 0);
+    expect((await evaluatePolicy(composed, input({ topic: 'job.admin.drop' }), noVelocity, 'record')).ruleId).toBe('deny-admin');
+    expect((await evaluatePolicy(composed, input({ topic: 'job.echo' }), noVelocity, 'record')).verdict).toBe('allow');
   });
 
   it('validatePolicy accepts an object as well as YAML', () => {

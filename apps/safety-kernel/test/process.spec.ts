@@ -41,11 +41,11 @@ describe('safety-kernel process', () => {
     }, 20_000, { message: 'kernel ready' });
     const client = grpcClientFor(SafetyKernel, `127.0.0.1:${grpcPort}`, { defaultDeadlineMs: 5000 });
     try {
-      // the bundled config/safety.yaml (D22 default): job.> allowed, anything else denied
+      // the bundled config/safety.yaml (D22 default, P11): no rules, default_decision allow
       const allow = await client.check({ jobId: 'p1', topic: 'job.echo', tenant: 'default' });
       expect(allow.decision).toBe(Decision.ALLOW);
-      expect(allow.ruleId).toBe('default-allow-jobs');
-      expect((await client.check({ jobId: 'p2', topic: 'other.topic' })).decision).toBe(Decision.DENY);
+      expect(allow.ruleId).toBe('');
+      expect((await client.listRules({})).defaultDecision).toBe('allow');
     } finally {
       client.close();
     }

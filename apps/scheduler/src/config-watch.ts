@@ -10,6 +10,7 @@ import type { RedisClient } from '@cordum/redis';
 import type { ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import { poolsFromSection, timeoutsFromSection, type PoolsConfig, type TimeoutsConfig } from './routing-config';
+import type { FailModes } from './safety';
 
 export const SCHEDULER_SERVICE = 'scheduler';
 
@@ -18,6 +19,20 @@ export interface SchedulerSetters {
   setPools(p: PoolsConfig): void;
   /** Reconciler timeouts (`timeouts`): dispatch, running and scan interval, live. */
   setTimeouts(t: TimeoutsConfig): void;
+  /** Safety fail modes (`scheduler`): input/output fail mode, output policy. */
+  setFailModes(m: FailModes): void;
+  /** Fail modes from env (SCHEDULER_INPUT_FAIL_MODE, ...): what an absent field of the section means. */
+  failModeDefaults: FailModes;
+}
+
+/** `scheduler` section → fail modes; absent fields keep the env defaults. */
+export function failModesFromSection(value: unknown, defaults: FailModes): FailModes {
+  const s = parseSection('scheduler', value);
+  return {
+    inputFailMode: s?.input_fail_mode ?? defaults.inputFailMode,
+    outputFailMode: s?.output_fail_mode ?? defaults.outputFailMode,
+    outputPolicyEnabled: s?.output_policy_enabled ?? defaults.outputPolicyEnabled,
+  };
 }
 
 /**
@@ -29,6 +44,7 @@ export function schedulerSections(s: SchedulerSetters): Record<string, SectionSe
   return {
     pools: (value) => s.setPools(poolsFromSection(parseSection('pools', value))),
     timeouts: (value) => s.setTimeouts(timeoutsFromSection(parseSection('timeouts', value))),
+    scheduler: (value) => s.setFailModes(failModesFromSection(value, s.failModeDefaults)),
   };
 }
 

@@ -2,6 +2,8 @@ import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
 import { commonEnvSchema, loadConfig, zAddr, zBool, zDuration, zInt } from '@cordum/service-kit';
 import { z } from 'zod';
+import { D21_BREAKER, type BreakerOptions } from './safety-breaker';
+import type { FailModes } from './safety';
 import { DEFAULT_TIMEOUTS, EMPTY_POOLS, loadSectionFile, poolsFromSection, timeoutsFromSection, type PoolsConfig, type TimeoutsConfig } from './routing-config';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -29,6 +31,10 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   SCHEDULER_JOB_LOCK_TTL: zDuration.default(30_000).refine(between(3_000, 300_000), { message: 'must be between 3s and 5m' }),
   // D36: CORDUM_CONFIG_RELOAD_INTERVAL (alias SCHEDULER_CONFIG_RELOAD_INTERVAL), default 30 s.
   ...configReloadEnvShape,
+  // Defaults of the `scheduler` config section (CONTRACT §6); the section overrides them live.
+  SCHEDULER_INPUT_FAIL_MODE: z.enum(['open', 'closed']).default('closed'),
+  SCHEDULER_OUTPUT_FAIL_MODE: z.enum(['open', 'closed']).default('closed'),
+  SCHEDULER_OUTPUT_POLICY_ENABLED: zBool.default(false),
 });
 
 function between(min: number, max: number) {
@@ -60,6 +66,10 @@ export interface SchedulerConfig {
   lockWaitMs: number;
   /** D21 Check deadline. */
   safetyDeadlineMs: number;
+  /** D21 shared circuit breaker around Check. */
+  safetyBreaker: BreakerOptions;
+  /** `scheduler` section defaults (env); D19: input_fail_mode defaults to closed. */
+  failModes: FailModes;
   workerTtlMs: number;
   verify: { enabled: boolean; delayMs: number };
   snapshot: { intervalMs: number; lockTtlMs: number; readTimeoutMs: number; hydrateFloorMs: number };
@@ -98,6 +108,8 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
     jobLockTtlMs: e.SCHEDULER_JOB_LOCK_TTL,
     lockWaitMs: 50,
     safetyDeadlineMs: 2_000,
+    safetyBreaker: D21_BREAKER,
+    failModes: { inputFailMode: e.SCHEDULER_INPUT_FAIL_MODE, outputFailMode: e.SCHEDULER_OUTPUT_FAIL_MODE, outputPolicyEnabled: e.SCHEDULER_OUTPUT_POLICY_ENABLED },
     workerTtlMs: 30_000,
     verify: { enabled: e.SCHEDULER_DISPATCH_VERIFY_ENABLED, delayMs: e.SCHEDULER_DISPATCH_VERIFY_DELAY },
     // D41: read with a 5 s timeout; hydrated lastSeen = max(last_heartbeat, now − 20 s).

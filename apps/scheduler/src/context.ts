@@ -6,7 +6,7 @@ import type { SchedulerConfig } from './config';
 import type { SchedulerMetrics } from './metrics';
 import type { WorkerRegistry } from './registry';
 import type { PoolsConfig, TimeoutsConfig } from './routing-config';
-import type { SafetyChecker } from './safety';
+import type { FailModes, SafetyChecker } from './safety';
 
 /** What the handler modules share; built once by the composition root. */
 export interface SchedulerContext {
@@ -23,6 +23,8 @@ export interface SchedulerContext {
   pools(): PoolsConfig;
   /** The applied timeouts section (reconciler); `setTimeouts` on the scheduler replaces it live. */
   timeouts(): TimeoutsConfig;
+  /** The applied fail modes (`scheduler` section); `setFailModes` on the scheduler replaces them live. */
+  failModes(): FailModes;
   /** Delivery verification (BEHAVIOURS §3): told about every published attempt. */
   verifier: { track(jobId: string, dispatchId: string): void };
 }

@@ -8,6 +8,7 @@ import { dispatch, publishAttempt } from './dispatch';
 import { BUSY_NAK_MS, escalateBusy, withJobLock } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { routeFor } from './route-job';
+import { resolveSafety } from './safety';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 const nak = (delayMs: number): HandlerOutcome => ({ kind: 'nak', delayMs });
@@ -61,7 +62,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
   }
 
-  const verdict = await ctx.safety.check(job);
+  const verdict = await resolveSafety(ctx, job);
   switch (verdict.kind) {
     case 'unavailable':
       ctx.logger.warn('safety kernel unavailable, holding job', { job_id: job.id, err: verdict.error });
@@ -77,7 +78,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }
     case 'require_human': {
-      const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record } });
+      const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, holdHash: verdict.holdHash } });
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }
     case 'allow':

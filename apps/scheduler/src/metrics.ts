@@ -12,6 +12,12 @@ export interface SchedulerMetrics {
   verify: Counter<'outcome'>;
   reconciled: Counter<'action'>;
   reconcileScans: Counter;
+  /** D21 breaker as this replica last saw it: 0 closed, 1 half-open, 2 open. */
+  breakerState: Gauge;
+  breakerTransitions: Counter<'to'>;
+  safetyChecks: Counter<'outcome'>;
+  safetyCheckDuration: Histogram;
+  failOpen: Counter;
 }
 
 export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
@@ -40,5 +46,20 @@ export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
     verify: new Counter({ name: 'cordum_dispatch_verify_total', help: 'Dispatch delivery verification outcomes.', labelNames: ['outcome'], registers: [registry] }),
     reconcileScans: new Counter({ name: 'cordum_scheduler_reconcile_scans_total', help: 'Reconciler scans run by this replica (leader only); its rate shows the live scan_interval.', registers: [registry] }),
     reconciled: new Counter({ name: 'cordum_scheduler_reconciled_total', help: 'Reconciler actions (timeout, redispatch, republish, running, deadline).', labelNames: ['action'], registers: [registry] }),
+    breakerState: new Gauge({ name: 'cordum_scheduler_safety_breaker_state', help: 'Safety kernel circuit breaker (shared in Redis) as last seen by this replica: 0 closed, 1 half-open, 2 open.', registers: [registry] }),
+    breakerTransitions: new Counter({ name: 'cordum_scheduler_safety_breaker_transitions_total', help: 'Breaker transitions this replica caused (to = open | closed).', labelNames: ['to'], registers: [registry] }),
+    safetyChecks: new Counter({
+      name: 'cordum_scheduler_safety_checks_total',
+      help: 'Check outcomes at the scheduler (allow, deny, require_human, throttle, unavailable, breaker_open).',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    safetyCheckDuration: new Histogram({
+      name: 'cordum_scheduler_safety_check_duration_seconds',
+      help: 'Check round trips to the safety kernel as seen by the scheduler (calls refused by the breaker excluded).',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2],
+      registers: [registry],
+    }),
+    failOpen: new Counter({ name: 'cordum_scheduler_safety_fail_open_total', help: 'Jobs allowed without a decision because the kernel was unavailable and input_fail_mode is open.', registers: [registry] }),
   };
 }

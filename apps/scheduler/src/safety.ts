@@ -1,18 +1,39 @@
-// The SafetyKernel `Check` port. The scheduler is the enforcement point
-// (D19): anything but a clear answer is `unavailable`, and the caller holds the
-// job (fail closed). The shared breaker (D21) wraps this port in a later issue.
+// The SafetyKernel `Check` port and what intake does with its answer. The
+// scheduler is the enforcement point (D19): anything but a clear answer is
+// `unavailable`; `input_fail_mode` then holds the job (closed, the default) or
+// lets it run with an audit alert (open). The shared breaker (D21,
+// safety-breaker.ts) wraps the port. Approved jobs are re-checked (D18).
+import { subjects } from '@cordum/bus';
 import {
+  AlertSeverity,
   Decision,
   SafetyKernel,
+  SystemAlertSchema,
+  create,
+  encodePacket,
   grpcClientFor,
+  newPacket,
   type PolicyCheckResponse,
 } from '@cordum/protocol';
 import { policyCheckInit, type JobRecord, type SafetyRecord } from '@cordum/job-store';
+import type { SchedulerContext } from './context';
+
+export type FailMode = 'open' | 'closed';
+
+/** The `scheduler` config section (CONTRACT §6); env gives the defaults, config overrides live. */
+export interface FailModes {
+  /** Kernel unavailable at Check: closed = hold and retry (NAK 5 s), open = allow + audit alert. */
+  inputFailMode: FailMode;
+  /** D17: accepted and applied, not used yet (output policy is reserved). */
+  outputFailMode: FailMode;
+  outputPolicyEnabled: boolean;
+}
 
 export type SafetyVerdict =
   | { kind: 'allow'; record: SafetyRecord; maxRetries?: number }
   | { kind: 'deny'; record: SafetyRecord }
-  | { kind: 'require_human'; record: SafetyRecord }
+  /** `holdHash`: jobRequestHash() at the hold (set by resolveSafety), bound by a later approval (D18). */
+  | { kind: 'require_human'; record: SafetyRecord; holdHash?: string }
   | { kind: 'throttle'; record: SafetyRecord; retryAfterMs: number }
   | { kind: 'unavailable'; error: string };
 
@@ -42,14 +63,22 @@ export function verdictFrom(res: PolicyCheckResponse): SafetyVerdict {
   return { kind: 'unavailable', error: `unknown decision ${String(res.decision)}` };
 }
 
+/** How often the Check channel retries a lost kernel connection (grpc-js default would back off to 5 s). */
+export const KERNEL_RECONNECT_BACKOFF_MS = 1_000;
+
 export function grpcSafetyChecker(address: string, deadlineMs: number): SafetyChecker {
-  const client = grpcClientFor(SafetyKernel, address);
+  // A returning kernel is reconnected within ~1 s, and a call made while the channel reconnects
+  // waits for it (up to the deadline) instead of failing at once: a half-open probe right after
+  // the kernel's return then succeeds rather than reopening the breaker for another 10 s (D21).
+  const client = grpcClientFor(SafetyKernel, address, {
+    channelOptions: { 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': KERNEL_RECONNECT_BACKOFF_MS },
+  });
   return {
     async check(job) {
       try {
         const res = await client.check(
           policyCheckInit(job.id, job, { withMetaLabels: true }),
-          { deadlineMs },
+          { deadlineMs, waitForReady: true },
         );
         return verdictFrom(res);
       } catch (err) {
@@ -58,4 +87,68 @@ export function grpcSafetyChecker(address: string, deadlineMs: number): SafetyCh
     },
     close: () => client.close(),
   };
+}
+
+/** Audit alert code for a job allowed because the kernel was unavailable (input_fail_mode=open). */
+export const FAIL_OPEN_ALERT_CODE = 'safety.input_fail_open';
+
+/**
+ * Check plus what the scheduler adds to the kernel's answer:
+ * - unavailable (kernel down, breaker open) with input_fail_mode=open → allow,
+ *   recorded as decision `unavailable`, with one audit alert per job;
+ * - REQUIRE_HUMAN for a job a human approved (D18): ALLOW when the approval is for
+ *   that same rule and the request still hashes to what was approved; otherwise a
+ *   (new) hold bound to the current request hash. DENY always wins.
+ */
+export async function resolveSafety(ctx: SchedulerContext, job: JobRecord): Promise<SafetyVerdict> {
+  const v = await ctx.safety.check(job);
+  switch (v.kind) {
+    case 'unavailable': {
+      if (ctx.failModes().inputFailMode !== 'open') return v;
+      ctx.metrics.failOpen.inc();
+      ctx.logger.warn('safety kernel unavailable, FAIL-OPEN: allowing job (input_fail_mode=open)', { job_id: job.id, topic: job.topic, err: v.error });
+      await emitFailOpenAlert(ctx, job, v.error);
+      return { kind: 'allow', record: { decision: 'unavailable', reason: `allowed by input_fail_mode=open: ${v.error}`, ruleId: '', policySnapshot: '' } };
+    }
+    case 'require_human': {
+      const hash = await ctx.store.requestHash(job);
+      const a = job.approval;
+      if (a?.status === 'approved' && a.ruleId === v.record.ruleId && a.jobHash === hash) {
+        return { kind: 'allow', record: { ...v.record, reason: `approved by ${a.by}${v.record.reason ? `: ${v.record.reason}` : ''}` } };
+      }
+      if (a?.status === 'approved') {
+        ctx.logger.info('approval does not cover the current decision, holding again', { job_id: job.id, approved_rule: a.ruleId, rule_id: v.record.ruleId, hash_matches: a.jobHash === hash });
+      }
+      return { ...v, holdHash: hash };
+    }
+    case 'allow':
+    case 'deny':
+    case 'throttle':
+      return v;
+  }
+}
+
+/** One SystemAlert per job on sys.audit.export (durable; the msg id dedups a redelivery) and on sys.alert (WebSocket clients). */
+async function emitFailOpenAlert(ctx: SchedulerContext, job: JobRecord, error: string): Promise<void> {
+  const alert = create(SystemAlertSchema, {
+    level: 'WARN',
+    message: `job ${job.id} allowed without a policy decision: safety kernel unavailable (input_fail_mode=open)`,
+    component: 'scheduler',
+    code: FAIL_OPEN_ALERT_CODE,
+    severity: AlertSeverity.WARNING,
+    sourceComponent: ctx.instanceId,
+    traceId: job.traceId,
+    details: { job_id: job.id, tenant: job.tenant, topic: job.topic, principal_id: job.principalId, error },
+  });
+  const bytes = encodePacket(newPacket(ctx.instanceId, { case: 'alert', value: alert }, job.traceId || undefined));
+  try {
+    await ctx.bus.publish(subjects.audit, bytes, { msgId: `${subjects.audit}:${FAIL_OPEN_ALERT_CODE}:${job.id}` });
+  } catch (err) {
+    ctx.logger.error('fail-open audit alert not exported', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+  }
+  try {
+    ctx.bus.publishCore(subjects.alert, bytes);
+  } catch (err) {
+    ctx.logger.debug('fail-open alert broadcast failed', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+  }
 }

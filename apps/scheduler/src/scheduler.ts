@@ -20,7 +20,8 @@ import { createSchedulerMetrics, LOCK_WAIT_HISTOGRAM } from './metrics';
 import { progressListener } from './progress';
 import { WorkerRegistry } from './registry';
 import { resultHandler } from './results';
-import { grpcSafetyChecker, type SafetyChecker } from './safety';
+import { grpcSafetyChecker, type FailModes, type SafetyChecker } from './safety';
+import { breakerSafetyChecker, createSharedBreaker } from './safety-breaker';
 import { subscribeWorkers } from './workers-feed';
 
 export const QUEUE = 'cordum-scheduler';
@@ -28,7 +29,7 @@ export const QUEUE = 'cordum-scheduler';
 const RESULT_REDELIVERY_S = 35;
 
 export type SchedulerDeps = Pick<ServiceDeps, 'logger' | 'instanceId' | 'registry'> & {
-  /** Replaces the gRPC Check client (tests, or a future breaker wrapper). */
+  /** Replaces the gRPC Check client (tests); the shared breaker (D21) wraps either. */
   safety?: SafetyChecker;
 };
 
@@ -43,6 +44,9 @@ export interface Scheduler extends Service {
   setTimeouts(t: TimeoutsConfig): void;
   /** The one setter for the `pools` section (routing); the next routing decision uses it. */
   setPools(p: PoolsConfig): void;
+  /** The one setter for the `scheduler` section (input/output fail mode, output policy); applies to the next Check. */
+  setFailModes(m: FailModes): void;
+  readonly failModes: FailModes;
   /** How the worker view started (null until decided). */
   readonly hydration: HydrateResult | null;
   /** One reconciler / replayer turn now if this replica leads (tests). */
@@ -70,6 +74,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
   let timeouts: TimeoutsConfig = config.timeouts;
   let pools: PoolsConfig = config.pools;
   let watcher: ConfigWatcher | undefined;
+  let failModes: FailModes = config.failModes;
   let hydration: HydrateResult | null = null;
   const loops: LeaderLoop[] = [];
   let reconciler: LeaderLoop | undefined;
@@ -112,6 +117,11 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     logger.info('routing updated', { topics: Object.keys(p.topics), pools: Object.keys(p.pools) });
   }
 
+  function setFailModes(m: FailModes): void {
+    failModes = { ...m };
+    logger.info('fail modes updated', { input_fail_mode: m.inputFailMode, output_fail_mode: m.outputFailMode, output_policy_enabled: m.outputPolicyEnabled });
+  }
+
   async function start(): Promise<void> {
     if (phase !== 'idle') throw new Error(`scheduler.start() in phase ${phase}`);
     phase = 'starting';
@@ -136,12 +146,12 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM });
     bus = await connectBus({ servers: config.natsServers, name: `scheduler:${instanceId}`, logger, registry });
     await bus.ensureStreams();
-    safety = deps.safety ?? grpcSafetyChecker(config.safetyKernelAddr, config.safetyDeadlineMs);
+    safety = breakerSafetyChecker(deps.safety ?? grpcSafetyChecker(config.safetyKernelAddr, config.safetyDeadlineMs), createSharedBreaker(redis, config.safetyBreaker), { metrics, logger });
 
-    const c: SchedulerContext = { config, instanceId, logger, store, locks, bus, workers, safety, metrics, pools: () => pools, timeouts: () => timeouts, verifier };
+    const c: SchedulerContext = { config, instanceId, logger, store, locks, bus, workers, safety, metrics, pools: () => pools, timeouts: () => timeouts, failModes: () => failModes, verifier };
     ctx = c;
     // Routing and timeouts from cfg:system:default before the first job is routed (BEHAVIOURS §5).
-    watcher = createSchedulerConfigWatcher({ config, redis, bus, deps, sections: schedulerSections({ setPools, setTimeouts }) });
+    watcher = createSchedulerConfigWatcher({ config, redis, bus, deps, sections: schedulerSections({ setPools, setTimeouts, setFailModes, failModeDefaults: config.failModes }) });
     await watcher.start();
 
     // Live heartbeats first, so whatever arrives during the read overrides the snapshot.
@@ -222,6 +232,10 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     workers,
     setTimeouts,
     setPools,
+    setFailModes,
+    get failModes(): FailModes {
+      return { ...failModes };
+    },
     get hydration(): HydrateResult | null {
       return hydration;
     },

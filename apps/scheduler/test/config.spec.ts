@@ -46,6 +46,16 @@ describe('loadSchedulerConfig', () => {
     expect(() => loadSchedulerConfig({ SCHEDULER_JOB_LOCK_TTL: '1s' }, empty)).toThrow(/SCHEDULER_JOB_LOCK_TTL/);
   });
 
+  it('defaults the scheduler section to fail closed (D19) and takes env overrides; the breaker uses the D21 numbers', () => {
+    const d = loadSchedulerConfig({}, empty);
+    expect(d.failModes).toEqual({ inputFailMode: 'closed', outputFailMode: 'closed', outputPolicyEnabled: false });
+    expect(d.safetyBreaker).toEqual({ failureThreshold: 3, windowMs: 30_000, openMs: 10_000, probeIntervalMs: 2_000, closeAfterSuccesses: 2, closedCacheMs: 250 });
+    expect(d.safetyDeadlineMs).toBe(2_000);
+    const o = loadSchedulerConfig({ SCHEDULER_INPUT_FAIL_MODE: 'open', SCHEDULER_OUTPUT_FAIL_MODE: 'open', SCHEDULER_OUTPUT_POLICY_ENABLED: 'true' }, empty);
+    expect(o.failModes).toEqual({ inputFailMode: 'open', outputFailMode: 'open', outputPolicyEnabled: true });
+    expect(() => loadSchedulerConfig({ SCHEDULER_INPUT_FAIL_MODE: 'ajar' }, empty)).toThrow(/^invalid config: SCHEDULER_INPUT_FAIL_MODE/);
+  });
+
   it('fails with one line naming the variable', () => {
     expect(() => loadSchedulerConfig({ JOB_TTL: 'soon' }, empty)).toThrow(/^invalid config: JOB_TTL .*"soon"/);
     expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: join(empty, 'missing.yaml') }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH cannot read/);

@@ -52,6 +52,7 @@ export async function startTestKernel(deny: string[]): Promise<TestKernel> {
     explain: answer,
     simulate: answer,
     listSnapshots: () => ({ current: 'snap-test', snapshots: [] }),
+    listRules: () => ({ snapshot: 'snap-test', defaultDecision: 'allow' }),
   });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),

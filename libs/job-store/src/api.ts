@@ -5,6 +5,18 @@ function iso(ms: number | undefined): string | undefined {
   return ms === undefined ? undefined : new Date(ms).toISOString();
 }
 
+/** The latest approval or rejection of a held job (D18). */
+export interface ApiApproval {
+  status: 'approved' | 'rejected';
+  by: string;
+  at: string;
+  job_hash: string;
+  policy_snapshot: string;
+  rule_id: string;
+  reason?: string;
+  revision: number;
+}
+
 export interface ApiJob {
   id: string;
   state: string;
@@ -20,6 +32,7 @@ export interface ApiJob {
   error?: { code: string; message: string };
   worker_id?: string;
   safety: { decision: string; reason: string; rule_id: string; policy_snapshot: string };
+  approval?: ApiApproval;
   created_at: string;
   updated_at: string;
   dispatched_at?: string;
@@ -50,6 +63,11 @@ export function jobToApi(job: JobRecord, result: unknown): ApiJob {
   };
   if (job.error) out.error = { code: job.error.code, message: job.error.message };
   if (job.workerId) out.worker_id = job.workerId;
+  if (job.approval) {
+    const a = job.approval;
+    out.approval = { status: a.status, by: a.by, at: iso(a.at) ?? '', job_hash: a.jobHash, policy_snapshot: a.policySnapshot, rule_id: a.ruleId, revision: a.revision };
+    if (a.reason) out.approval.reason = a.reason;
+  }
   const dispatchedAt = iso(job.dispatchedAt);
   if (dispatchedAt) out.dispatched_at = dispatchedAt;
   const finishedAt = iso(job.finishedAt);

@@ -8,6 +8,7 @@ import { failureFromCode, JobStoreError } from './errors';
 import { jobKeys, pointerKey } from './keys';
 import { ACTIVE_STATES, allowedSources, DLQ_STATES, TERMINAL_STATES, type JobState } from './states';
 import { createJobScans, type JobScans } from './scans';
+import { jobRequestHash, type StoredInput } from './approval';
 import type { DlqEntry, JobPatch, JobRecord, NewJob, TransitionResult } from './types';
 
 export const DLQ_TTL_MS = 30 * 24 * 3600 * 1000; // D45
@@ -41,6 +42,10 @@ export interface JobStore extends JobScans {
   getJob(id: string): Promise<JobRecord | null>;
   readResult(job: JobRecord): Promise<unknown>;
   readContext(id: string): Promise<unknown>;
+  /** D18: jobRequestHash() of the record and its stored input (ctx:<id>). */
+  requestHash(job: JobRecord): Promise<string>;
+  /** D45: ctx:<id> lives another job TTL (refreshed on approval). */
+  refreshContext(id: string): Promise<void>;
   transition(id: string, to: JobState, o: TransitionOptions): Promise<TransitionResult>;
   markPublished(id: string, dispatchId: string, token: string): Promise<MarkPublishedResult>;
   /** D14: idempotent; true when this call created the entry. */
@@ -187,6 +192,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         updatedAt: createdAt,
         finishedAt: terminal ? createdAt : undefined,
       };
+      if (j.initialState === 'APPROVAL_REQUIRED') rec.holdHash = jobRequestHash(rec, { prompt: j.prompt, context: j.context ?? null });
       const reply = await scripts.run<Reply>('create', [jobKeys.meta(j.id), jobKeys.fence(j.id)], [ttl, JSON.stringify(encodeFields(rec))]);
       const job = decodeFlat(reply[1]);
       if (!job) throw new JobStoreError('unexpected_reply', `create returned no record for ${j.id}`);
@@ -212,6 +218,15 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
 
     async readContext(id) {
       return readJson(redis, jobKeys.ctx(id));
+    },
+
+    async requestHash(job) {
+      const input = (await readJson(redis, jobKeys.ctx(job.id))) as StoredInput | null;
+      return jobRequestHash(job, input);
+    },
+
+    async refreshContext(id) {
+      await redis.pexpire(jobKeys.ctx(id), ttl);
     },
 
     async transition(id, to, o) {

@@ -1,3 +1,4 @@
+import type { ApprovalRecord } from './approval';
 import type { JobState } from './states';
 
 export type Priority = 'interactive' | 'batch' | 'critical';
@@ -58,6 +59,10 @@ export interface JobRecord extends JobIdentity {
   error?: { code: string; message: string };
   workerId?: string;
   safety?: SafetyRecord;
+  /** jobRequestHash() when the job was last held for approval (D18 binding). */
+  holdHash?: string;
+  /** The latest approval or rejection (D18). */
+  approval?: ApprovalRecord;
   dispatch?: DispatchRecord;
   contextMode?: string;
   deadlineAt?: number;

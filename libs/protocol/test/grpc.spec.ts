@@ -57,6 +57,7 @@ async function startKernel(name: string): Promise<Kernel> {
       return { reason: call.metadata.get('x-tenant')[0]?.toString() ?? req.jobId };
     },
     listSnapshots: () => ({ snapshots: [{ id: 'snap-1' }] }),
+    listRules: () => ({ snapshot: 'snap-1' }),
   });
   addHealthService(server, (service) => (service === '' || service === 'cordum.v1.SafetyKernel' ? k.status : undefined), {
     watchIntervalMs: 20,
@@ -90,7 +91,7 @@ describe('gRPC glue', () => {
 
   it('builds definitions with /<package>.<Service>/<Method> paths', () => {
     const def = grpcServiceDefinition(SafetyKernel);
-    expect(Object.keys(def).sort()).toEqual(['check', 'evaluate', 'explain', 'listSnapshots', 'simulate']);
+    expect(Object.keys(def).sort()).toEqual(['check', 'evaluate', 'explain', 'listRules', 'listSnapshots', 'simulate']);
     expect(def['check']?.path).toBe('/cordum.v1.SafetyKernel/Check');
     expect(def['listSnapshots']?.path).toBe('/cordum.v1.SafetyKernel/ListSnapshots');
     expect(grpcServiceDefinition(Health)['watch']).toMatchObject({ path: '/grpc.health.v1.Health/Watch', responseStream: true });

@@ -144,7 +144,7 @@ describe('config overlay across replicas (real processes)', () => {
       ...SCHEDULERS.map((s) => `scheduler/${s}`),
     ]);
     expect(all.every((r) => r.status === 'IN_SYNC')).toBe(true);
-    for (const r of schedulers(await status())) expect(Object.keys(r.hashes).sort()).toEqual(['pools', 'timeouts']);
+    for (const r of schedulers(await status())) expect(Object.keys(r.hashes).sort()).toEqual(['pools', 'scheduler', 'timeouts']);
   }, 30_000);
 
   it('a timeouts+pools change through the API is applied by all three schedulers within 5 s', async () => {
@@ -173,6 +173,35 @@ describe('config overlay across replicas (real processes)', () => {
       expect(metric(text, 'cordum_config_applied_info', { section: 'timeouts', hash: st.document.hashes['timeouts']! })).toBe(1);
       expect(metric(text, 'cordum_config_applied_info', { section: 'timeouts' })).toBe(1);
     }
+  }, 30_000);
+
+  it('a scheduler-section change (fail modes) is applied by all three schedulers within 5 s', async () => {
+    const before = await perReplica('cordum_config_applies_total', { section: 'scheduler' });
+    const logs = Object.fromEntries(SCHEDULERS.map((s) => [s, logCount(proc(s), 'fail modes updated')]));
+    const t0 = performance.now();
+    const rev = await putPatch(1, { scheduler: { input_fail_mode: 'open' } });
+    let at = 0;
+    await waitFor(
+      async () => {
+        const st = await status();
+        const ok = schedulers(st).length === 3 && schedulers(st).every((r) => r.status === 'IN_SYNC' && r.revision >= rev && r.hashes['scheduler'] === st.document.hashes['scheduler']);
+        if (ok) at = performance.now();
+        return ok;
+      },
+      5_000,
+      { message: 'scheduler section IN_SYNC on all three', intervalMs: 50 },
+    );
+    measured['fail_modes_change'] = Math.round(at - t0);
+    const after = await perReplica('cordum_config_applies_total', { section: 'scheduler' });
+    for (const s of SCHEDULERS) {
+      expect(after[s]).toBe(before[s]! + 1);
+      expect(logCount(proc(s), 'fail modes updated')).toBe(logs[s]! + 1);
+      const line = proc(s).output.filter((l) => l.includes('"fail modes updated"')).at(-1)!;
+      expect(JSON.parse(line)).toMatchObject({ input_fail_mode: 'open', output_fail_mode: 'closed' });
+    }
+    // back to the env default (closed) for the rest of the suite
+    const back = await putPatch(1, { scheduler: { input_fail_mode: 'closed' } });
+    await waitFor(async () => schedulers(await status()).every((r) => r.status === 'IN_SYNC' && r.revision >= back), 5_000, { message: 'scheduler section reset' });
   }, 30_000);
 
   it('with the notification suppressed (written straight to Redis) all replicas converge within one poll interval', async () => {

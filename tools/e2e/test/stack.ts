@@ -19,6 +19,8 @@ export interface Stack {
   redis: TestServer;
   nats: TestServer;
   kernelAddr: string;
+  /** One gRPC address per safety-kernel replica; schedulers and gateways get them all as a comma list (D23). */
+  kernelAddrs: string[];
   gatewayUrl: string;
   /** One URL per gateway replica (`gatewayUrl` is the first). */
   gatewayUrls: string[];
@@ -31,6 +33,8 @@ export interface Stack {
   executions(): Map<string, number>;
   /** (Re)spawns scheduler-<k> with the stack's env and waits until it is ready; returns the process. */
   spawnScheduler(k: number, extraEnv?: Record<string, string>): Promise<ManagedProcess>;
+  /** (Re)spawns safety-kernel-<k> on its own ports with the stack's kernel env and waits until it is ready. */
+  spawnKernel(k: number, extraEnv?: Record<string, string>): Promise<ManagedProcess>;
   /** Spawns one more echo worker (exec log counted by executions()) and waits until it is ready. */
   spawnWorker(id: string, env?: Record<string, string>): Promise<ManagedProcess>;
   stop(): Promise<void>;
@@ -64,6 +68,10 @@ export interface StackOptions {
   schedulers?: number;
   /** Gateway replicas (default 1). */
   gateways?: number;
+  /** Safety-kernel replicas (default 1). */
+  kernels?: number;
+  kernelEnv?: Record<string, string>;
+  gatewayEnv?: Record<string, string>;
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
@@ -74,17 +82,27 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const common = { REDIS_URL: redis.url, NATS_URL: nats.url, CORDUM_LOG_LEVEL: 'info' };
   const cwd = tmpdir(); // services must run from any directory (CONTRACT §1)
 
-  const kernelGrpc = await freePort();
-  const kernelHttp = await freePort();
-  const kernelAddr = `127.0.0.1:${kernelGrpc}`;
-  const kernel = spawnService('safety-kernel', {
-    ...common,
-    CORDUM_INSTANCE_ID: 'safety-kernel-1',
-    SAFETY_KERNEL_GRPC_ADDR: kernelAddr,
-    SAFETY_KERNEL_HTTP_ADDR: `127.0.0.1:${kernelHttp}`,
-  }, { cwd, name: 'safety-kernel-1' });
-  procs.set('safety-kernel-1', kernel);
-  healthPorts.set('safety-kernel-1', kernelHttp);
+  const kernelPorts = new Map<number, { grpc: number; http: number }>();
+  for (let k = 1; k <= (opts.kernels ?? 1); k++) kernelPorts.set(k, { grpc: await freePort(), http: await freePort() });
+  const kernelAddrs = [...kernelPorts.values()].map((p) => `127.0.0.1:${p.grpc}`);
+  const kernelAddr = kernelAddrs.join(',');
+  const kernelProc = (k: number, extraEnv: Record<string, string> = {}): ManagedProcess => {
+    const ports = kernelPorts.get(k);
+    if (!ports) throw new Error(`no safety-kernel-${k} in this stack`);
+    const name = `safety-kernel-${k}`;
+    const p = spawnService('safety-kernel', {
+      ...common,
+      CORDUM_INSTANCE_ID: name,
+      SAFETY_KERNEL_GRPC_ADDR: `127.0.0.1:${ports.grpc}`,
+      SAFETY_KERNEL_HTTP_ADDR: `127.0.0.1:${ports.http}`,
+      ...(opts.kernelEnv ?? {}),
+      ...extraEnv,
+    }, { cwd, name });
+    procs.set(name, p);
+    healthPorts.set(name, ports.http);
+    return p;
+  };
+  for (const k of kernelPorts.keys()) kernelProc(k);
 
   const schedPorts = new Map<number, number>();
   const schedulerProc = async (k: number, extraEnv: Record<string, string> = {}): Promise<ManagedProcess> => {
@@ -117,6 +135,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       GATEWAY_GRPC_ADDR: `127.0.0.1:${await freePort()}`,
       GATEWAY_METRICS_ADDR: `127.0.0.1:${await freePort()}`,
       SAFETY_KERNEL_ADDR: kernelAddr,
+      ...(opts.gatewayEnv ?? {}),
     }, { cwd, name });
     procs.set(name, gateway);
     healthPorts.set(name, gwHttp);
@@ -149,6 +168,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     redis,
     nats,
     kernelAddr,
+    kernelAddrs,
     gatewayUrl: gatewayUrls[0] ?? '',
     gatewayUrls,
     procs,
@@ -171,6 +191,11 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     async spawnScheduler(k, extraEnv) {
       const p = await schedulerProc(k, extraEnv);
       await waitReady(`scheduler-${k}`, p, schedPorts.get(k) ?? 0);
+      return p;
+    },
+    async spawnKernel(k, extraEnv) {
+      const p = kernelProc(k, extraEnv);
+      await waitReady(`safety-kernel-${k}`, p, kernelPorts.get(k)?.http ?? 0);
       return p;
     },
     async spawnWorker(id, env) {

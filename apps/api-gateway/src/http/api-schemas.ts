@@ -26,6 +26,19 @@ export const submitResponseSchema = z.strictObject({
 
 const safetySchema = z.strictObject({ decision: z.string(), reason: z.string(), rule_id: z.string(), policy_snapshot: z.string() });
 
+export const approvalSchema = z
+  .strictObject({
+    status: z.enum(['approved', 'rejected']),
+    by: z.string().describe('principal_id of the approver'),
+    at: time,
+    job_hash: z.string().describe('SHA-256 of the job request the approval is bound to'),
+    policy_snapshot: z.string(),
+    rule_id: z.string().describe('the rule whose require_approval this approval satisfies (D18)'),
+    reason: z.string().optional(),
+    revision: z.number().int().describe('1 for the first approval, +1 for each later one'),
+  })
+  .describe('The latest approval or rejection of the job');
+
 const jobFields = {
   id: z.string(),
   state: jobState,
@@ -40,7 +53,7 @@ const jobFields = {
   error: z.strictObject({ code: z.string(), message: z.string() }).optional(),
   worker_id: z.string().optional(),
   safety: safetySchema,
-  approval: z.record(z.string(), z.unknown()).optional(),
+  approval: approvalSchema.optional(),
   workflow_id: z.string().optional(),
   run_id: z.string().optional(),
   step_id: z.string().optional(),
@@ -161,3 +174,49 @@ export const healthSchema = z.strictObject({ status: z.literal('ok') });
 export const readySchema = z.strictObject({ ready: z.boolean(), checks: z.record(z.string(), z.boolean()) });
 export const cancelBodySchema = z.object({ reason: z.string().max(1024).optional(), tenant_id: z.string().optional().describe('must equal the acting tenant (D47)') });
 export const retryBodySchema = z.object({ tenant_id: z.string().optional().describe('must equal the acting tenant (D47)') });
+
+export const approvalItemSchema = z.strictObject({
+  job: jobListItemSchema,
+  decision: z.string().describe('the decision that held the job (require_human)'),
+  reason: z.string(),
+  rule_id: z.string(),
+  policy_snapshot: z.string(),
+  job_hash: z.string().describe('send it back as job_hash when approving to bind the approval to what was reviewed'),
+});
+export const approvalListSchema = z.strictObject({ items: z.array(approvalItemSchema), next_cursor: z.string().nullable() });
+export const approvalActionSchema = z.strictObject({
+  job_id: z.string(),
+  state: jobState,
+  status: z.enum(['already_approved', 'already_rejected']).optional().describe('present when an earlier call already did it (idempotent)'),
+});
+export const approveBodySchema = z.object({
+  reason: z.string().max(1024).optional(),
+  job_hash: z.string().optional().describe('job_hash from GET /approvals; a different current hash is 409 stale_request'),
+  tenant_id: z.string().optional().describe('must equal the acting tenant (D47)'),
+});
+export const rejectBodySchema = z.object({ reason: z.string().max(1024).optional(), tenant_id: z.string().optional().describe('must equal the acting tenant (D47)') });
+
+export const policyDecisionSchema = z.strictObject({
+  decision: z.enum(['allow', 'deny', 'require_human', 'throttle', 'allow_with_constraints', 'unspecified']),
+  reason: z.string(),
+  rule_id: z.string().describe('empty when default_decision applied'),
+  policy_snapshot: z.string(),
+  approval_required: z.boolean(),
+  retry_after_ms: z.number().int(),
+  constraints: z.strictObject({ max_runtime_ms: z.number().int(), max_retries: z.number().int(), max_artifact_bytes: z.number().int(), max_concurrent_jobs: z.number().int() }).optional(),
+  trace: z
+    .array(z.strictObject({ rule_id: z.string(), matched: z.boolean(), why: z.string() }))
+    .optional()
+    .describe('explain and simulate: every rule up to the decision, with why it did or did not match'),
+});
+export const policySnapshotsSchema = z.strictObject({
+  current: z.string(),
+  items: z.array(z.strictObject({ id: z.string(), loaded_at: time, rule_count: z.number().int() })).describe('newest first, at most 10'),
+});
+export const policyRulesSchema = z.strictObject({
+  snapshot: z.string(),
+  default_decision: z.string(),
+  items: z
+    .array(z.strictObject({ id: z.string(), decision: z.string(), reason: z.string(), source: z.string().describe('file or bundle:<id>'), spec: z.unknown().describe('match, constraints, velocity, description as loaded') }))
+    .describe('in evaluation order (first match wins)'),
+});

@@ -11,11 +11,13 @@ export const ERROR_CODES = {
   tenant_required: { status: 400, message: 'a key valid for any tenant needs X-Tenant-ID or tenant_id' },
   idempotency_key_mismatch: { status: 400, message: 'Idempotency-Key header and idempotency_key differ' },
   bad_request: { status: 400, message: 'bad request' },
+  invalid_policy: { status: 400, message: 'the candidate policy is invalid' },
   // 401 / 403
   unauthenticated: { status: 401, message: 'missing or invalid API key' },
   forbidden: { status: 403, message: 'the key\'s role does not allow this route' },
   tenant_mismatch: { status: 403, message: 'the key is not valid for this tenant' },
   policy_denied: { status: 403, message: 'denied by policy' },
+  self_approval_denied: { status: 403, message: 'the submitter cannot approve their own job' },
   // 404 / 405 / 409 / 413 / 415 / 429
   not_found: { status: 404, message: 'no such route' },
   job_not_found: { status: 404, message: 'job not found' },
@@ -27,6 +29,9 @@ export const ERROR_CODES = {
   dlq_retry_in_progress: { status: 409, message: 'another retry of this dead letter is still creating its job' },
   dlq_source_expired: { status: 409, message: 'the dead job\'s input has expired; it cannot be retried' },
   idempotency_in_progress: { status: 409, message: 'a request with this idempotency key is still in progress' },
+  stale_request: { status: 409, message: 'the job request changed since it was held; review it again' },
+  stale_snapshot: { status: 409, message: 'the current policy no longer requires approval from the rule that held the job' },
+  approval_not_pending: { status: 409, message: 'the job is not waiting for approval' },
   payload_too_large: { status: 413, message: 'request body exceeds 2 MiB' },
   unsupported_media_type: { status: 415, message: 'request body must be application/json' },
   policy_throttled: { status: 429, message: 'throttled by policy' },
@@ -36,6 +41,7 @@ export const ERROR_CODES = {
   // 5xx: dependency faults and real server faults only, never bad input
   internal: { status: 500, message: 'internal error' },
   redis_unavailable: { status: 503, message: 'job store unavailable' },
+  safety_unavailable: { status: 503, message: 'safety kernel unavailable' },
   bus_unavailable: { status: 503, message: 'message bus unavailable; the job was not accepted' },
   submit_state_unknown: { status: 503, message: 'the job may or may not have been accepted; query it by job_id' },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -4,6 +4,7 @@
 // when that file differs from buildOpenApi()).
 import { z } from 'zod';
 import { submitBodySchema } from '../submit/schema';
+import { policyRequestSchema, simulateRequestSchema } from '../routes/policy';
 import * as s from './api-schemas';
 import { ERROR_CODES } from './errors';
 import { ROUTE_ROLES } from '../auth/routes';
@@ -53,6 +54,46 @@ export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/api/v1/jobs/:id', summary: 'Read a job (with result)', tag: 'jobs', auth: true, ok: { 200: { description: 'the job', schema: s.jobSchema } }, errors: [...AUTH_ERRORS, 404] },
   { method: 'POST', path: '/api/v1/jobs/:id/cancel', summary: 'Cancel a job (D5: job lock ≤ 2 s, else 409 job_busy; terminal → 409 job_terminal)', tag: 'jobs', auth: true, body: s.cancelBodySchema, bodyRequired: false, ok: { 200: { description: 'cancelled', schema: s.cancelResponseSchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
   { method: 'GET', path: '/api/v1/jobs/:id/decisions', summary: 'Safety decisions recorded for the job, oldest first', tag: 'jobs', auth: true, ok: { 200: { description: 'decision history', schema: s.decisionsSchema } }, errors: [...AUTH_ERRORS, 404] },
+
+  {
+    method: 'GET',
+    path: '/api/v1/approvals',
+    summary: 'Jobs of the tenant waiting for approval (APPROVAL_REQUIRED), newest first, cursor-paginated; each with the decision that held it and the job_hash an approval binds to',
+    tag: 'approvals',
+    auth: true,
+    query: z.object({ topic: z.string().optional(), limit: listLimit.optional(), cursor: cursor.optional() }),
+    ok: { 200: { description: 'one page', schema: s.approvalListSchema } },
+    errors: AUTH_ERRORS,
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/approvals/:job_id/approve',
+    summary:
+      'Approve a held job: APPROVAL_REQUIRED → PENDING and republished (exactly one dispatch under concurrent approvals on any replicas). 403 self_approval_denied for the submitter; 409 stale_request when the request changed since the hold (or differs from job_hash), stale_snapshot when the current policy no longer holds it by the same rule (D18), approval_not_pending / job_terminal otherwise; a repeated approval is 200 with status already_approved',
+    tag: 'approvals',
+    auth: true,
+    body: s.approveBodySchema,
+    bodyRequired: false,
+    ok: { 200: { description: 'approved (or already approved)', schema: s.approvalActionSchema } },
+    errors: [...AUTH_ERRORS, 404, 409, 413, 415],
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/approvals/:job_id/reject',
+    summary: 'Reject a held job: it ends DENIED (error approval_rejected) with a DLQ entry; a repeated rejection is 200 with status already_rejected',
+    tag: 'approvals',
+    auth: true,
+    body: s.rejectBodySchema,
+    bodyRequired: false,
+    ok: { 200: { description: 'rejected (or already rejected)', schema: s.approvalActionSchema } },
+    errors: [...AUTH_ERRORS, 404, 409, 413, 415],
+  },
+
+  { method: 'POST', path: '/api/v1/policy/evaluate', summary: 'Safety kernel Evaluate for a job-shaped request in the acting tenant (velocity windows are read, never counted)', tag: 'policy', auth: true, body: policyRequestSchema, ok: { 200: { description: 'the decision', schema: s.policyDecisionSchema } }, errors: [...AUTH_ERRORS, 413, 415] },
+  { method: 'POST', path: '/api/v1/policy/explain', summary: 'Like evaluate, plus `trace`: which rule matched and why each earlier rule did not', tag: 'policy', auth: true, body: policyRequestSchema, ok: { 200: { description: 'the decision with its trace', schema: s.policyDecisionSchema } }, errors: [...AUTH_ERRORS, 413, 415] },
+  { method: 'POST', path: '/api/v1/policy/simulate', summary: 'Evaluate a candidate policy (`policy_yaml`, a complete policy file) against the request without activating it; an invalid candidate is 400 invalid_policy with the load error', tag: 'policy', auth: true, body: simulateRequestSchema, ok: { 200: { description: 'the candidate\'s decision with its trace', schema: s.policyDecisionSchema } }, errors: [...AUTH_ERRORS, 413, 415] },
+  { method: 'GET', path: '/api/v1/policy/snapshots', summary: 'The active policy snapshot and the last 10 (newest first)', tag: 'policy', auth: true, ok: { 200: { description: 'snapshots', schema: s.policySnapshotsSchema } }, errors: AUTH_ERRORS },
+  { method: 'GET', path: '/api/v1/policy/rules', summary: 'The active (effective) policy: file rules then bundle rules, in evaluation order', tag: 'policy', auth: true, ok: { 200: { description: 'rules', schema: s.policyRulesSchema } }, errors: AUTH_ERRORS },
 
   { method: 'GET', path: '/api/v1/dlq', summary: 'Dead letters of the tenant, newest first, cursor-paginated', tag: 'dlq', auth: true, query: z.object({ limit: listLimit.optional(), cursor: cursor.optional() }), ok: { 200: { description: 'one page', schema: s.dlqListSchema } }, errors: AUTH_ERRORS },
   { method: 'POST', path: '/api/v1/dlq/:job_id/retry', summary: 'Retry a dead letter: exactly one new job per entry; later retries return it with status already_retried', tag: 'dlq', auth: true, body: s.retryBodySchema, bodyRequired: false, ok: { 200: { description: 'the new (or already created) job', schema: s.dlqRetrySchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },

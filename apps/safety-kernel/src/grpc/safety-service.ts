@@ -6,6 +6,7 @@ import type { DecisionCache } from '../cache/decision-cache';
 import { evaluatePolicy, type EvalResult, type VelocityMode, type VelocityPort } from '../policy/evaluator';
 import { PolicyLoadError } from '../policy/errors';
 import type { PolicySnapshot } from '../policy/model';
+import { canonicalJson } from '../policy/canonical';
 import { parsePolicy, toSnapshot } from '../policy/parse';
 import type { SafetyMetrics } from '../metrics';
 import type { SnapshotStore } from '../snapshots/store';
@@ -16,6 +17,8 @@ export interface SafetyServiceDeps {
   velocity: VelocityPort;
   metrics: SafetyMetrics;
   logger: Logger;
+  /** `file` or `bundle:<id>` for a rule of the active policy (ListRules). */
+  ruleSource?: (ruleId: string) => string;
   /** Absent = cache off (SAFETY_DECISION_CACHE_TTL 0). Used by Check and Evaluate only. */
   cache?: DecisionCache;
   now?: () => number;
@@ -94,6 +97,18 @@ export function createSafetyService(deps: SafetyServiceDeps): GrpcServiceImpl<Sa
       return {
         current: deps.store.active?.id ?? '',
         snapshots: list.map((s) => ({ id: s.id, loadedAtMs: BigInt(s.loadedAtMs), ruleCount: s.ruleCount })),
+      };
+    },
+    // The active (effective) policy's rules in evaluation order, for GET /api/v1/policy/rules.
+    listRules() {
+      const snap = active();
+      return {
+        snapshot: snap.id,
+        defaultDecision: snap.policy.default_decision,
+        rules: snap.policy.rules.map((r) => {
+          const { id, decision, reason, ...spec } = r;
+          return { id, decision, reason: reason ?? '', source: deps.ruleSource?.(id) ?? '', specJson: canonicalJson(spec) };
+        }),
       };
     },
   };

@@ -9,8 +9,9 @@ import { parsePolicy } from './parse';
  */
 export const BUILTIN_DEFAULT_POLICY: Policy = {
   version: 1,
-  default_decision: 'deny',
-  rules: [{ id: 'default-allow-jobs', match: { topics: ['job.>'] }, decision: 'allow', reason: 'job topics are allowed by default' }],
+  // No catch-all rule, so bundle rules (appended after the file's) stay reachable for job topics (P11).
+  default_decision: 'allow',
+  rules: [],
 };
 
 /** Reads and validates a policy file. Throws PolicyLoadError (code policy_invalid or policy_unreadable). */

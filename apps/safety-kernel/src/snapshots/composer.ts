@@ -35,6 +35,13 @@ export class PolicyComposer {
     return this.bundles.map((b) => b.id);
   }
 
+  /** Where a rule of the current composition comes from: `file` or `bundle:<id>` ('' when unknown). */
+  ruleSource(ruleId: string): string {
+    if (this.filePolicy.rules.some((r) => r.id === ruleId)) return 'file';
+    const b = this.bundles.find((x) => x.rules.some((r) => r.id === ruleId));
+    return b ? `bundle:${b.id}` : '';
+  }
+
   /** Throws PolicyLoadError (nothing changed) when the new file clashes with the current bundles. */
   setFilePolicy(policy: Policy): Promise<Activation> {
     return this.serial(() => this.activate(policy, this.bundles));

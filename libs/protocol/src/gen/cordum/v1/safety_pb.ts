@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cordum/v1/safety.proto.
  */
 export const file_cordum_v1_safety: GenFile = /*@__PURE__*/
-  fileDesc("ChZjb3JkdW0vdjEvc2FmZXR5LnByb3RvEgljb3JkdW0udjEieQoRUG9saWN5Q29uc3RyYWludHMSFgoObWF4X3J1bnRpbWVfbXMYASABKAMSEwoLbWF4X3JldHJpZXMYAiABKAUSGgoSbWF4X2FydGlmYWN0X2J5dGVzGAMgASgDEhsKE21heF9jb25jdXJyZW50X2pvYnMYBCABKAUiigMKElBvbGljeUNoZWNrUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDQoFdG9waWMYAiABKAkSDgoGdGVuYW50GAMgASgJEi4KCHByaW9yaXR5GAQgASgOMhwuY29yZHVtLmFnZW50LnYxLkpvYlByaW9yaXR5EhQKDHByaW5jaXBhbF9pZBgFIAEoCRI5CgZsYWJlbHMYBiADKAsyKS5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXF1ZXN0LkxhYmVsc0VudHJ5EhEKCW1lbW9yeV9pZBgHIAEoCRIqCgRtZXRhGAggASgLMhwuY29yZHVtLmFnZW50LnYxLkpvYk1ldGFkYXRhEh0KFWVmZmVjdGl2ZV9jb25maWdfaGFzaBgJIAEoCRIYChBpbnB1dF9zaXplX2J5dGVzGAogASgDEh0KFWNhbmRpZGF0ZV9wb2xpY3lfeWFtbBgLIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpcCChNQb2xpY3lDaGVja1Jlc3BvbnNlEiUKCGRlY2lzaW9uGAEgASgOMhMuY29yZHVtLnYxLkRlY2lzaW9uEg4KBnJlYXNvbhgCIAEoCRIXCg9wb2xpY3lfc25hcHNob3QYAyABKAkSDwoHcnVsZV9pZBgEIAEoCRIxCgtjb25zdHJhaW50cxgFIAEoCzIcLmNvcmR1bS52MS5Qb2xpY3lDb25zdHJhaW50cxIZChFhcHByb3ZhbF9yZXF1aXJlZBgGIAEoCBIUCgxhcHByb3ZhbF9yZWYYByABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYCCABKAMSIwoFdHJhY2UYCSADKAsyFC5jb3JkdW0udjEuUnVsZVRyYWNlIjoKCVJ1bGVUcmFjZRIPCgdydWxlX2lkGAEgASgJEg8KB21hdGNoZWQYAiABKAgSCwoDd2h5GAMgASgJIhYKFExpc3RTbmFwc2hvdHNSZXF1ZXN0IkYKDlBvbGljeVNuYXBzaG90EgoKAmlkGAEgASgJEhQKDGxvYWRlZF9hdF9tcxgCIAEoAxISCgpydWxlX2NvdW50GAMgASgFIlYKFUxpc3RTbmFwc2hvdHNSZXNwb25zZRIPCgdjdXJyZW50GAEgASgJEiwKCXNuYXBzaG90cxgCIAMoCzIZLmNvcmR1bS52MS5Qb2xpY3lTbmFwc2hvdCqjAQoIRGVjaXNpb24SGAoUREVDSVNJT05fVU5TUEVDSUZJRUQQABISCg5ERUNJU0lPTl9BTExPVxABEhEKDURFQ0lTSU9OX0RFTlkQAhIaChZERUNJU0lPTl9SRVFVSVJFX0hVTUFOEAMSFQoRREVDSVNJT05fVEhST1RUTEUQBBIjCh9ERUNJU0lPTl9BTExPV19XSVRIX0NPTlNUUkFJTlRTEAUyigMKDFNhZmV0eUtlcm5lbBJGCgVDaGVjaxIdLmNvcmR1bS52MS5Qb2xpY3lDaGVja1JlcXVlc3QaHi5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXNwb25zZRJJCghFdmFsdWF0ZRIdLmNvcmR1bS52MS5Qb2xpY3lDaGVja1JlcXVlc3QaHi5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXNwb25zZRJICgdFeHBsYWluEh0uY29yZHVtLnYxLlBvbGljeUNoZWNrUmVxdWVzdBoeLmNvcmR1bS52MS5Qb2xpY3lDaGVja1Jlc3BvbnNlEkkKCFNpbXVsYXRlEh0uY29yZHVtLnYxLlBvbGljeUNoZWNrUmVxdWVzdBoeLmNvcmR1bS52MS5Qb2xpY3lDaGVja1Jlc3BvbnNlElIKDUxpc3RTbmFwc2hvdHMSHy5jb3JkdW0udjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaIC5jb3JkdW0udjEuTGlzdFNuYXBzaG90c1Jlc3BvbnNlYgZwcm90bzM", [file_cordum_agent_v1_job]);
+  fileDesc("ChZjb3JkdW0vdjEvc2FmZXR5LnByb3RvEgljb3JkdW0udjEieQoRUG9saWN5Q29uc3RyYWludHMSFgoObWF4X3J1bnRpbWVfbXMYASABKAMSEwoLbWF4X3JldHJpZXMYAiABKAUSGgoSbWF4X2FydGlmYWN0X2J5dGVzGAMgASgDEhsKE21heF9jb25jdXJyZW50X2pvYnMYBCABKAUiigMKElBvbGljeUNoZWNrUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDQoFdG9waWMYAiABKAkSDgoGdGVuYW50GAMgASgJEi4KCHByaW9yaXR5GAQgASgOMhwuY29yZHVtLmFnZW50LnYxLkpvYlByaW9yaXR5EhQKDHByaW5jaXBhbF9pZBgFIAEoCRI5CgZsYWJlbHMYBiADKAsyKS5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXF1ZXN0LkxhYmVsc0VudHJ5EhEKCW1lbW9yeV9pZBgHIAEoCRIqCgRtZXRhGAggASgLMhwuY29yZHVtLmFnZW50LnYxLkpvYk1ldGFkYXRhEh0KFWVmZmVjdGl2ZV9jb25maWdfaGFzaBgJIAEoCRIYChBpbnB1dF9zaXplX2J5dGVzGAogASgDEh0KFWNhbmRpZGF0ZV9wb2xpY3lfeWFtbBgLIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpcCChNQb2xpY3lDaGVja1Jlc3BvbnNlEiUKCGRlY2lzaW9uGAEgASgOMhMuY29yZHVtLnYxLkRlY2lzaW9uEg4KBnJlYXNvbhgCIAEoCRIXCg9wb2xpY3lfc25hcHNob3QYAyABKAkSDwoHcnVsZV9pZBgEIAEoCRIxCgtjb25zdHJhaW50cxgFIAEoCzIcLmNvcmR1bS52MS5Qb2xpY3lDb25zdHJhaW50cxIZChFhcHByb3ZhbF9yZXF1aXJlZBgGIAEoCBIUCgxhcHByb3ZhbF9yZWYYByABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYCCABKAMSIwoFdHJhY2UYCSADKAsyFC5jb3JkdW0udjEuUnVsZVRyYWNlIjoKCVJ1bGVUcmFjZRIPCgdydWxlX2lkGAEgASgJEg8KB21hdGNoZWQYAiABKAgSCwoDd2h5GAMgASgJIhYKFExpc3RTbmFwc2hvdHNSZXF1ZXN0IkYKDlBvbGljeVNuYXBzaG90EgoKAmlkGAEgASgJEhQKDGxvYWRlZF9hdF9tcxgCIAEoAxISCgpydWxlX2NvdW50GAMgASgFIlYKFUxpc3RTbmFwc2hvdHNSZXNwb25zZRIPCgdjdXJyZW50GAEgASgJEiwKCXNuYXBzaG90cxgCIAMoCzIZLmNvcmR1bS52MS5Qb2xpY3lTbmFwc2hvdCISChBMaXN0UnVsZXNSZXF1ZXN0ImEKDlBvbGljeVJ1bGVJbmZvEgoKAmlkGAEgASgJEhAKCGRlY2lzaW9uGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIOCgZzb3VyY2UYBCABKAkSEQoJc3BlY19qc29uGAUgASgJImkKEUxpc3RSdWxlc1Jlc3BvbnNlEhAKCHNuYXBzaG90GAEgASgJEhgKEGRlZmF1bHRfZGVjaXNpb24YAiABKAkSKAoFcnVsZXMYAyADKAsyGS5jb3JkdW0udjEuUG9saWN5UnVsZUluZm8qowEKCERlY2lzaW9uEhgKFERFQ0lTSU9OX1VOU1BFQ0lGSUVEEAASEgoOREVDSVNJT05fQUxMT1cQARIRCg1ERUNJU0lPTl9ERU5ZEAISGgoWREVDSVNJT05fUkVRVUlSRV9IVU1BThADEhUKEURFQ0lTSU9OX1RIUk9UVExFEAQSIwofREVDSVNJT05fQUxMT1dfV0lUSF9DT05TVFJBSU5UUxAFMtIDCgxTYWZldHlLZXJuZWwSRgoFQ2hlY2sSHS5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXF1ZXN0Gh4uY29yZHVtLnYxLlBvbGljeUNoZWNrUmVzcG9uc2USSQoIRXZhbHVhdGUSHS5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXF1ZXN0Gh4uY29yZHVtLnYxLlBvbGljeUNoZWNrUmVzcG9uc2USSAoHRXhwbGFpbhIdLmNvcmR1bS52MS5Qb2xpY3lDaGVja1JlcXVlc3QaHi5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXNwb25zZRJJCghTaW11bGF0ZRIdLmNvcmR1bS52MS5Qb2xpY3lDaGVja1JlcXVlc3QaHi5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXNwb25zZRJSCg1MaXN0U25hcHNob3RzEh8uY29yZHVtLnYxLkxpc3RTbmFwc2hvdHNSZXF1ZXN0GiAuY29yZHVtLnYxLkxpc3RTbmFwc2hvdHNSZXNwb25zZRJGCglMaXN0UnVsZXMSGy5jb3JkdW0udjEuTGlzdFJ1bGVzUmVxdWVzdBocLmNvcmR1bS52MS5MaXN0UnVsZXNSZXNwb25zZWIGcHJvdG8z", [file_cordum_agent_v1_job]);
 
 /**
  * @generated from message cordum.v1.PolicyConstraints
@@ -264,6 +264,91 @@ export const ListSnapshotsResponseSchema: GenMessage<ListSnapshotsResponse> = /*
   messageDesc(file_cordum_v1_safety, 6);
 
 /**
+ * @generated from message cordum.v1.ListRulesRequest
+ */
+export type ListRulesRequest = Message<"cordum.v1.ListRulesRequest"> & {
+};
+
+/**
+ * Describes the message cordum.v1.ListRulesRequest.
+ * Use `create(ListRulesRequestSchema)` to create a new message.
+ */
+export const ListRulesRequestSchema: GenMessage<ListRulesRequest> = /*@__PURE__*/
+  messageDesc(file_cordum_v1_safety, 7);
+
+/**
+ * One rule of the active (effective) policy, in evaluation order.
+ *
+ * @generated from message cordum.v1.PolicyRuleInfo
+ */
+export type PolicyRuleInfo = Message<"cordum.v1.PolicyRuleInfo"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * allow | deny | require_approval | allow_with_constraints | throttle
+   *
+   * @generated from field: string decision = 2;
+   */
+  decision: string;
+
+  /**
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * "file" or "bundle:<bundle id>" (D22)
+   *
+   * @generated from field: string source = 4;
+   */
+  source: string;
+
+  /**
+   * The rule as loaded (match, constraints, velocity, description), canonical JSON.
+   *
+   * @generated from field: string spec_json = 5;
+   */
+  specJson: string;
+};
+
+/**
+ * Describes the message cordum.v1.PolicyRuleInfo.
+ * Use `create(PolicyRuleInfoSchema)` to create a new message.
+ */
+export const PolicyRuleInfoSchema: GenMessage<PolicyRuleInfo> = /*@__PURE__*/
+  messageDesc(file_cordum_v1_safety, 8);
+
+/**
+ * @generated from message cordum.v1.ListRulesResponse
+ */
+export type ListRulesResponse = Message<"cordum.v1.ListRulesResponse"> & {
+  /**
+   * @generated from field: string snapshot = 1;
+   */
+  snapshot: string;
+
+  /**
+   * @generated from field: string default_decision = 2;
+   */
+  defaultDecision: string;
+
+  /**
+   * @generated from field: repeated cordum.v1.PolicyRuleInfo rules = 3;
+   */
+  rules: PolicyRuleInfo[];
+};
+
+/**
+ * Describes the message cordum.v1.ListRulesResponse.
+ * Use `create(ListRulesResponseSchema)` to create a new message.
+ */
+export const ListRulesResponseSchema: GenMessage<ListRulesResponse> = /*@__PURE__*/
+  messageDesc(file_cordum_v1_safety, 9);
+
+/**
  * @generated from enum cordum.v1.Decision
  */
 export enum Decision {
@@ -347,6 +432,14 @@ export const SafetyKernel: GenService<{
     methodKind: "unary";
     input: typeof ListSnapshotsRequestSchema;
     output: typeof ListSnapshotsResponseSchema;
+  },
+  /**
+   * @generated from rpc cordum.v1.SafetyKernel.ListRules
+   */
+  listRules: {
+    methodKind: "unary";
+    input: typeof ListRulesRequestSchema;
+    output: typeof ListRulesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_cordum_v1_safety, 0);

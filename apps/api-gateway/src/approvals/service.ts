@@ -1,0 +1,175 @@
+// Human approvals (BEHAVIOURS §6, CONTRACT §2, D5, D9, D18). An approval binds
+// to the hash of the job request as it was held (job-store jobRequestHash) and
+// to the rule that held it: a changed request is 409 stale_request, a policy
+// that no longer holds the job by that rule is 409 stale_snapshot. The submitter
+// cannot approve their own job. The state change is one fenced transition under
+// the job lock (APPROVAL_REQUIRED → PENDING), so of any number of concurrent
+// approvals on any replicas exactly one wins and republishes the submit (msg id
+// `jobreq:<id>:0:<revision>`); the others answer `already_approved`.
+import { subjects } from '@cordum/bus';
+import { TERMINAL_STATES, jobKeys, policyCheckInit, type ApprovalRecord, type JobRecord, type JobStore } from '@cordum/job-store';
+import type { Lease, Locks } from '@cordum/locks';
+import type { Logger } from '@cordum/service-kit';
+import { ApiError } from '../http/errors';
+import type { PolicyEvaluator } from '../safety/evaluator';
+import { encodeJobRequest, submitMsgId } from '../submit/packet';
+import { withTimeout } from '../util/timeout';
+
+/** D5: approve and reject wait at most this long for the job lock, else 409 job_busy. */
+export const APPROVAL_LOCK_WAIT_MS = 2_000;
+const LOCK_TTL_MS = 30_000;
+const STORE_TIMEOUT_MS = 3_000;
+
+export type ApprovalOutcome =
+  | { kind: 'approved'; job: JobRecord }
+  | { kind: 'already_approved'; job: JobRecord }
+  | { kind: 'rejected'; job: JobRecord }
+  | { kind: 'already_rejected'; job: JobRecord };
+
+export interface ApprovalDeps {
+  store: JobStore;
+  locks: Locks;
+  bus: { publish(subject: string, data: Uint8Array, opts?: { msgId?: string }): Promise<void> };
+  evaluator: PolicyEvaluator;
+  logger: Logger;
+  instanceId: string;
+  redisReady(): boolean;
+  now?: () => number;
+}
+
+export interface ApprovalService {
+  approve(tenant: string, jobId: string, principalId: string, o: { reason?: string; jobHash?: string }): Promise<ApprovalOutcome>;
+  reject(tenant: string, jobId: string, principalId: string, o: { reason?: string }): Promise<ApprovalOutcome>;
+}
+
+/** The submitter (key principal) or the actor the job was submitted for may not approve it. */
+export function isSelfApproval(job: JobRecord, principalId: string): boolean {
+  return job.principalId === principalId || (job.actorId !== undefined && job.actorId === principalId);
+}
+
+export function createApprovalService(deps: ApprovalDeps): ApprovalService {
+  const now = deps.now ?? Date.now;
+
+  const store = async <T>(what: string, p: () => Promise<T>): Promise<T> => {
+    if (!deps.redisReady()) throw new ApiError('redis_unavailable');
+    try {
+      return await withTimeout(p(), STORE_TIMEOUT_MS, what);
+    } catch (err) {
+      if (err instanceof ApiError) throw err;
+      throw new ApiError('redis_unavailable', { cause: err });
+    }
+  };
+
+  const ownJob = async (tenant: string, id: string): Promise<JobRecord> => {
+    const job = await store('read job', () => deps.store.getJob(id));
+    if (!job || job.tenant !== tenant) throw new ApiError('job_not_found');
+    return job;
+  };
+
+  /** A job that is not (or no longer) waiting: idempotent answers or 409s. */
+  const notPending = (job: JobRecord, action: 'approve' | 'reject'): ApprovalOutcome => {
+    if (action === 'approve' && job.approval?.status === 'approved') return { kind: 'already_approved', job };
+    if (action === 'reject' && job.approval?.status === 'rejected' && job.state === 'DENIED') return { kind: 'already_rejected', job };
+    if (TERMINAL_STATES.has(job.state)) throw new ApiError('job_terminal', { extra: { state: job.state } });
+    throw new ApiError('approval_not_pending', { extra: { state: job.state, ...(job.approval ? { approval_status: job.approval.status } : {}) } });
+  };
+
+  const withLock = async <T>(id: string, fn: (lease: Lease) => Promise<T>): Promise<T> => {
+    const lease = await store('job lock', () => deps.locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: LOCK_TTL_MS, owner: deps.instanceId, waitMs: APPROVAL_LOCK_WAIT_MS }));
+    if (!lease) throw new ApiError('job_busy');
+    try {
+      return await fn(lease);
+    } finally {
+      await lease.release().catch(() => undefined);
+    }
+  };
+
+  return {
+    async approve(tenant, id, principalId, o) {
+      const job = await ownJob(tenant, id);
+      if (isSelfApproval(job, principalId)) throw new ApiError('self_approval_denied');
+      if (job.state !== 'APPROVAL_REQUIRED') return notPending(job, 'approve');
+
+      // Binding 1: the request is still the one that was held (and, if the approver names it, the one they reviewed).
+      const hash = await store('hash request', () => deps.store.requestHash(job));
+      if ((job.holdHash !== undefined && hash !== job.holdHash) || (o.jobHash !== undefined && o.jobHash !== hash)) {
+        throw new ApiError('stale_request', { extra: { job_hash: hash } });
+      }
+      // Binding 2 (D18): the current policy still holds this job by the same rule. A kernel that cannot
+      // answer does not block the approval: the scheduler's Check re-applies D18 before anything runs.
+      const ruleId = job.safety?.ruleId ?? '';
+      let snapshot = job.safety?.policySnapshot ?? '';
+      const verdict = await deps.evaluator.evaluate(policyCheckInit(job.id, job));
+      if (verdict.kind === 'unavailable') {
+        deps.logger.warn('safety kernel unavailable at approval; the scheduler re-checks before dispatch', { job_id: id, reason: verdict.reason });
+      } else if (verdict.kind === 'throttle') {
+        // Transient (a velocity window above the holding rule is full): the scheduler's Check waits it out, then applies D18.
+      } else if (verdict.kind === 'require_human' && verdict.ruleId === ruleId) {
+        snapshot = verdict.policySnapshot;
+      } else {
+        throw new ApiError('stale_snapshot', {
+          extra: { decision: verdict.kind, rule_id: verdict.ruleId, policy_snapshot: verdict.policySnapshot, held_by_rule: ruleId },
+        });
+      }
+
+      const out = await withLock(id, async (lease): Promise<ApprovalOutcome> => {
+        const cur = await ownJob(tenant, id);
+        if (cur.state !== 'APPROVAL_REQUIRED') return notPending(cur, 'approve');
+        // Re-held meanwhile (the scheduler binds a new hold to the request as it is then).
+        if (cur.holdHash !== job.holdHash || (cur.safety?.ruleId ?? '') !== ruleId) throw new ApiError('stale_request', { extra: { job_hash: cur.holdHash ?? hash } });
+        const approval: ApprovalRecord = { status: 'approved', by: principalId, at: now(), jobHash: hash, policySnapshot: snapshot, ruleId, revision: (cur.approval?.revision ?? 0) + 1 };
+        if (o.reason) approval.reason = o.reason;
+        const r = await store('approve', () => deps.store.transition(id, 'PENDING', { token: lease.token, from: ['APPROVAL_REQUIRED'], patch: { approval } }));
+        if (!r.ok) {
+          if (r.reason === 'state_mismatch' && r.current) return notPending(r.current, 'approve');
+          if (r.reason === 'not_found') throw new ApiError('job_not_found');
+          throw new ApiError('job_busy', { message: `job changed while approving (${r.reason}); retry` });
+        }
+        // D45: the input lives another job TTL from the approval.
+        await deps.store.refreshContext(id).catch(() => undefined);
+        return { kind: 'approved', job: r.job };
+      });
+      if (out.kind !== 'approved') return out;
+
+      // After the lock is released (the scheduler's intake takes it). A lost publish leaves the job
+      // PENDING; the scheduler's pending replayer re-drives it (BEHAVIOURS §1.8).
+      const j = out.job;
+      const deadlineMs = j.deadlineAt !== undefined ? Math.max(1, j.deadlineAt - j.createdAt) : undefined;
+      try {
+        await deps.bus.publish(subjects.submit, encodeJobRequest(j, deps.instanceId, deadlineMs), { msgId: submitMsgId(j.id, 0, j.approval?.revision ?? 1) });
+      } catch (err) {
+        deps.logger.warn('approved job not republished; the pending replayer will re-drive it', { job_id: j.id, err: err instanceof Error ? err.message : String(err) });
+      }
+      return out;
+    },
+
+    async reject(tenant, id, principalId, o) {
+      const job = await ownJob(tenant, id);
+      if (job.state !== 'APPROVAL_REQUIRED') return notPending(job, 'reject');
+      return withLock(id, async (lease): Promise<ApprovalOutcome> => {
+        const cur = await ownJob(tenant, id);
+        if (cur.state !== 'APPROVAL_REQUIRED') return notPending(cur, 'reject');
+        const reason = o.reason ?? `rejected by ${principalId}`;
+        const approval: ApprovalRecord = {
+          status: 'rejected',
+          by: principalId,
+          at: now(),
+          jobHash: cur.holdHash ?? '',
+          policySnapshot: cur.safety?.policySnapshot ?? '',
+          ruleId: cur.safety?.ruleId ?? '',
+          reason,
+          revision: (cur.approval?.revision ?? 0) + 1,
+        };
+        const r = await store('reject', () =>
+          deps.store.transition(id, 'DENIED', { token: lease.token, from: ['APPROVAL_REQUIRED'], patch: { approval, error: { code: 'approval_rejected', message: reason } }, dlqReason: reason }),
+        );
+        if (!r.ok) {
+          if (r.reason === 'state_mismatch' && r.current) return notPending(r.current, 'reject');
+          if (r.reason === 'not_found') throw new ApiError('job_not_found');
+          throw new ApiError('job_busy', { message: `job changed while rejecting (${r.reason}); retry` });
+        }
+        return { kind: 'rejected', job: r.job };
+      });
+    },
+  };
+}

@@ -1,0 +1,127 @@
+// GET /api/v1/approvals, POST /api/v1/approvals/:job_id/approve|reject
+// (CONTRACT §2, BEHAVIOURS §6, D18). Tenancy as everywhere: another tenant's
+// job is 404 job_not_found, a tenant_id in a body must be the acting tenant.
+import { z } from 'zod';
+import type { Request, Response } from 'express';
+import { jobKeys, jobToApi, type JobRecord, type JobStore } from '@cordum/job-store';
+import type { RedisClient } from '@cordum/redis';
+import { ApiError } from '../http/errors';
+import type { Mount } from '../http/app';
+import { actingTenant, caller } from '../auth/middleware';
+import { decodeCursor } from '../lists/cursor';
+import { pageIndex } from '../lists/pager';
+import type { AuditSink } from '../audit/sink';
+import type { ApprovalOutcome, ApprovalService } from '../approvals/service';
+import { TOPIC_RE, zodDetails } from '../submit/schema';
+import { JOB_ID_RE, jsonBody } from './jobs';
+import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, MAX_LIST_LIMIT, parseQuery, storeCall } from './job-actions';
+
+const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? undefined);
+
+export const approvalsQuerySchema = z.object({
+  topic: z.string().max(255).regex(TOPIC_RE, 'must match ^job(\\.[A-Za-z0-9_-]+)+$').optional(),
+  limit: z
+    .string()
+    .regex(/^\d{1,4}$/, 'must be an integer 1-500')
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(MAX_LIST_LIMIT, `must be at most ${MAX_LIST_LIMIT}`))
+    .optional(),
+  cursor: z.string().max(512).optional(),
+});
+
+export const approveBodySchema = z
+  .object({
+    reason: opt(z.string().max(1024)),
+    job_hash: opt(z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64-hex job_hash from GET /api/v1/approvals')),
+    tenant_id: opt(z.string()),
+  })
+  .nullish();
+
+export const rejectBodySchema = z.object({ reason: opt(z.string().max(1024)), tenant_id: opt(z.string()) }).nullish();
+
+export interface ApprovalRouteDeps {
+  redis: RedisClient;
+  store: JobStore;
+  approvals: ApprovalService;
+  audit: AuditSink;
+  redisReady(): boolean;
+}
+
+export function approvalItem(job: JobRecord, jobHash: string) {
+  const { result: _omit, ...view } = jobToApi(job, null);
+  return {
+    job: view,
+    decision: job.safety?.decision ?? '',
+    reason: job.safety?.reason ?? '',
+    rule_id: job.safety?.ruleId ?? '',
+    policy_snapshot: job.safety?.policySnapshot ?? '',
+    job_hash: jobHash,
+  };
+}
+
+function jobIdParam(req: Request): string {
+  const id = String(req.params['job_id'] ?? '');
+  if (!JOB_ID_RE.test(id)) throw new ApiError('job_not_found');
+  return id;
+}
+
+function send(res: Response, out: ApprovalOutcome): void {
+  switch (out.kind) {
+    case 'approved':
+    case 'rejected':
+      res.status(200).json({ job_id: out.job.id, state: out.job.state });
+      return;
+    case 'already_approved':
+    case 'already_rejected':
+      res.status(200).json({ job_id: out.job.id, state: out.job.state, status: out.kind });
+      return;
+  }
+}
+
+export function mountApprovalRoutes(mount: Mount, deps: ApprovalRouteDeps): void {
+  mount('GET /api/v1/approvals', async (req: Request, res: Response) => {
+    const tenant = actingTenant(caller(res), undefined);
+    const q = parseQuery(approvalsQuerySchema, req);
+    const page = await storeCall(deps, 'list approvals', () =>
+      pageIndex(deps.redis, {
+        key: jobKeys.indexState(tenant, 'APPROVAL_REQUIRED'),
+        after: decodeCursor(q.cursor),
+        limit: q.limit ?? DEFAULT_LIST_LIMIT,
+        scanBudget: LIST_SCAN_BUDGET,
+        load: async (ids) => {
+          const jobs = await Promise.all(ids.map((id) => deps.store.getJob(id)));
+          return Promise.all(
+            jobs.map(async (j) => {
+              // The index can lag a transition by one step (D16): the record decides.
+              if (!j || j.tenant !== tenant || j.state !== 'APPROVAL_REQUIRED' || (q.topic && j.topic !== q.topic)) return null;
+              return approvalItem(j, j.holdHash ?? (await deps.store.requestHash(j)));
+            }),
+          );
+        },
+      }),
+    );
+    res.status(200).json(page);
+  });
+
+  mount('POST /api/v1/approvals/:job_id/approve', jsonBody(), async (req: Request, res: Response) => {
+    const body = approveBodySchema.safeParse(req.body);
+    if (!body.success) throw new ApiError('validation_failed', { details: zodDetails(body.error) });
+    const c = caller(res);
+    const tenant = actingTenant(c, body.data?.tenant_id);
+    const id = jobIdParam(req);
+    const out = await deps.approvals.approve(tenant, id, c.principalId, { reason: body.data?.reason, jobHash: body.data?.job_hash });
+    if (out.kind === 'approved') deps.audit.record({ action: 'approval.approve', tenant, principal_id: c.principalId, target: id, details: { rule_id: out.job.approval?.ruleId ?? '', revision: String(out.job.approval?.revision ?? '') } });
+    send(res, out);
+  });
+
+  mount('POST /api/v1/approvals/:job_id/reject', jsonBody(), async (req: Request, res: Response) => {
+    const body = rejectBodySchema.safeParse(req.body);
+    if (!body.success) throw new ApiError('validation_failed', { details: zodDetails(body.error) });
+    const c = caller(res);
+    const tenant = actingTenant(c, body.data?.tenant_id);
+    const id = jobIdParam(req);
+    const out = await deps.approvals.reject(tenant, id, c.principalId, { reason: body.data?.reason });
+    if (out.kind === 'rejected') deps.audit.record({ action: 'approval.reject', tenant, principal_id: c.principalId, target: id });
+    send(res, out);
+  });
+}

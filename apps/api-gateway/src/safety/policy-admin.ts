@@ -1,0 +1,115 @@
+// The safety-kernel passthrough behind /api/v1/policy/* (CONTRACT §2): the
+// gateway adds auth, tenancy and validation, the kernel decides. Answers are
+// mapped to the HTTP shapes here so routes never see gRPC.
+import { Decision, GrpcStatus, SafetyKernel, grpcClientFor, type PolicyCheckResponse } from '@cordum/protocol';
+import { ApiError } from '../http/errors';
+import type { EvaluateRequest } from './evaluator';
+
+export const POLICY_CALL_DEADLINE_MS = 5_000;
+
+export type DecisionName = 'allow' | 'deny' | 'require_human' | 'throttle' | 'allow_with_constraints';
+
+export interface PolicyDecision {
+  decision: DecisionName | 'unspecified';
+  reason: string;
+  rule_id: string;
+  policy_snapshot: string;
+  approval_required: boolean;
+  retry_after_ms: number;
+  constraints?: { max_runtime_ms: number; max_retries: number; max_artifact_bytes: number; max_concurrent_jobs: number };
+  trace?: { rule_id: string; matched: boolean; why: string }[];
+}
+
+export interface PolicySnapshots {
+  current: string;
+  items: { id: string; loaded_at: string; rule_count: number }[];
+}
+
+export interface PolicyRules {
+  snapshot: string;
+  default_decision: string;
+  items: { id: string; decision: string; reason: string; source: string; spec: unknown }[];
+}
+
+export interface PolicyAdmin {
+  evaluate(req: EvaluateRequest): Promise<PolicyDecision>;
+  explain(req: EvaluateRequest): Promise<PolicyDecision>;
+  simulate(req: EvaluateRequest, candidateYaml: string): Promise<PolicyDecision>;
+  snapshots(): Promise<PolicySnapshots>;
+  rules(): Promise<PolicyRules>;
+  close(): void;
+}
+
+const NAMES: Record<Decision, DecisionName | 'unspecified'> = {
+  [Decision.UNSPECIFIED]: 'unspecified',
+  [Decision.ALLOW]: 'allow',
+  [Decision.DENY]: 'deny',
+  [Decision.REQUIRE_HUMAN]: 'require_human',
+  [Decision.THROTTLE]: 'throttle',
+  [Decision.ALLOW_WITH_CONSTRAINTS]: 'allow_with_constraints',
+};
+
+export function decisionFromResponse(r: PolicyCheckResponse, withTrace: boolean): PolicyDecision {
+  const out: PolicyDecision = {
+    decision: NAMES[r.decision] ?? 'unspecified',
+    reason: r.reason,
+    rule_id: r.ruleId,
+    policy_snapshot: r.policySnapshot,
+    approval_required: r.approvalRequired,
+    retry_after_ms: Number(r.retryAfterMs),
+  };
+  if (r.constraints) {
+    const c = r.constraints;
+    out.constraints = { max_runtime_ms: Number(c.maxRuntimeMs), max_retries: c.maxRetries, max_artifact_bytes: Number(c.maxArtifactBytes), max_concurrent_jobs: c.maxConcurrentJobs };
+  }
+  if (withTrace) out.trace = r.trace.map((t) => ({ rule_id: t.ruleId, matched: t.matched, why: t.why }));
+  return out;
+}
+
+/** gRPC failures → API errors: a rejected candidate policy is the caller's fault (400), everything else a dependency fault (503). */
+export function kernelErrorToApi(err: unknown): ApiError {
+  const code = (err as { code?: unknown }).code;
+  const details = (err as { details?: unknown }).details;
+  const msg = typeof details === 'string' && details !== '' ? details : err instanceof Error ? err.message : String(err);
+  if (code === GrpcStatus.INVALID_ARGUMENT) return new ApiError('invalid_policy', { message: msg, cause: err });
+  return new ApiError('safety_unavailable', { message: `safety kernel unavailable: ${msg}`, cause: err });
+}
+
+export function createPolicyAdmin(address: string, deadlineMs = POLICY_CALL_DEADLINE_MS): PolicyAdmin {
+  const client = grpcClientFor(SafetyKernel, address);
+  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw kernelErrorToApi(err);
+    }
+  };
+  return {
+    evaluate: (req) => call(async () => decisionFromResponse(await client.evaluate(req, { deadlineMs }), false)),
+    explain: (req) => call(async () => decisionFromResponse(await client.explain(req, { deadlineMs }), true)),
+    simulate: (req, candidateYaml) => call(async () => decisionFromResponse(await client.simulate({ ...req, candidatePolicyYaml: candidateYaml }, { deadlineMs }), true)),
+    snapshots: () =>
+      call(async () => {
+        const r = await client.listSnapshots({}, { deadlineMs });
+        return { current: r.current, items: r.snapshots.map((s) => ({ id: s.id, loaded_at: new Date(Number(s.loadedAtMs)).toISOString(), rule_count: s.ruleCount })) };
+      }),
+    rules: () =>
+      call(async () => {
+        const r = await client.listRules({}, { deadlineMs });
+        return {
+          snapshot: r.snapshot,
+          default_decision: r.defaultDecision,
+          items: r.rules.map((x) => {
+            let spec: unknown = {};
+            try {
+              spec = JSON.parse(x.specJson || '{}') as unknown;
+            } catch {
+              spec = {};
+            }
+            return { id: x.id, decision: x.decision, reason: x.reason, source: x.source, spec };
+          }),
+        };
+      }),
+    close: () => client.close(),
+  };
+}

@@ -1,0 +1,258 @@
+// Approvals (BEHAVIOURS §6, CONTRACT §2, D5, D18) and the /policy passthrough,
+// on two gateway replicas sharing one Redis + NATS and an in-test kernel.
+// Exactly-one-dispatch is counted on the bus: the republished submits of a job.
+import { connectBus, subjects, type Bus, type Consumer } from '@cordum/bus';
+import { createJobStore, jobKeys, jobRequestHash, type JobStore, type StoredInput } from '@cordum/job-store';
+import { Decision, GrpcStatus, JobRequestSchema, create, decodePacket, encodePacket, grpcError, newPacket } from '@cordum/protocol';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import * as S from '../src/http/api-schemas';
+import { API_KEYS_JSON, KEYS, call, expectEnvelope } from './harness';
+import { startReplicas, type Replicas } from './replicas';
+
+const BOB = 'operator-key-acme-bob';
+const CAROL = 'operator-key-acme-carol';
+const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+
+let r: Replicas;
+let redis: RedisClient;
+let store: JobStore;
+let bus: Bus;
+let submits: Consumer;
+/** job id → msg ids of sys.job.submit packets seen (JetStream dedups by msg id before we see them). */
+const published = new Map<string, number>();
+
+beforeAll(async () => {
+  const keys = [...(JSON.parse(API_KEYS_JSON) as object[]), { key: BOB, tenant: 'acme', role: 'operator', principal_id: 'bob' }, { key: CAROL, tenant: 'acme', role: 'operator', principal_id: 'carol' }];
+  r = await startReplicas(2, { CORDUM_API_KEYS: JSON.stringify(keys) });
+  redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  store = createJobStore(redis, { jobTtlMs: 60_000 });
+  bus = await connectBus({ servers: [r.nats.url], name: 'approvals-test', logger: quiet });
+  submits = await bus.consume({
+    subject: subjects.submit,
+    queue: 'approvals-test',
+    decode: decodePacket,
+    handler: async (p) => {
+      if (p.payload.case === 'jobRequest') published.set(p.payload.value.jobId, (published.get(p.payload.value.jobId) ?? 0) + 1);
+      return { kind: 'ack' };
+    },
+  });
+});
+afterAll(async () => {
+  await submits.stop();
+  await bus.close();
+  await closeRedis(redis);
+  await r.stop();
+});
+afterEach(() => {
+  r.kernel.override = undefined;
+});
+
+const [gw1, gw2] = [() => r.urls[0]!, () => r.urls[1]!];
+
+async function hold(body: Record<string, unknown> = {}): Promise<string> {
+  const res = await call(gw1(), 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'deploy prod', topic: 'job.hold.deploy', context: { v: 1 }, ...body } });
+  expect(res.body['status']).toBe('approval_required');
+  return String(res.body['job_id']);
+}
+
+describe('GET /api/v1/approvals', () => {
+  it('lists the tenant\'s held jobs with the decision and the job_hash of the request, newest first', async () => {
+    const a = await hold();
+    const b = await hold({ labels: { env: 'prod' } });
+    await call(gw1(), 'POST', '/api/v1/jobs', { key: KEYS.globex, body: { prompt: 'globex', topic: 'job.hold.x' } });
+    const res = await call(gw2(), 'GET', '/api/v1/approvals?limit=50', { key: KEYS.viewer });
+    expect(res.status).toBe(200);
+    expect(S.approvalListSchema.safeParse(res.body).success).toBe(true);
+    const items = res.body['items'] as { job: { id: string; tenant: string }; decision: string; rule_id: string; policy_snapshot: string; job_hash: string }[];
+    expect(items.every((i) => i.job.tenant === 'acme')).toBe(true);
+    expect(items.map((i) => i.job.id).slice(0, 2)).toEqual([b, a]);
+    const job = (await store.getJob(a))!;
+    const input = (await store.readContext(a)) as StoredInput;
+    expect(items.find((i) => i.job.id === a)).toMatchObject({ decision: 'require_human', rule_id: 'rule-hold', policy_snapshot: 'snap-test', job_hash: jobRequestHash(job, input) });
+    // paging by cursor, and a topic filter
+    const p1 = await call(gw1(), 'GET', '/api/v1/approvals?limit=1', { key: KEYS.viewer });
+    expect((p1.body['items'] as unknown[]).length).toBe(1);
+    const p2 = await call(gw1(), 'GET', `/api/v1/approvals?limit=1&cursor=${String(p1.body['next_cursor'])}`, { key: KEYS.viewer });
+    expect((p2.body['items'] as { job: { id: string } }[])[0]?.job.id).toBe(a);
+    expect(((await call(gw1(), 'GET', '/api/v1/approvals?topic=job.other', { key: KEYS.viewer })).body['items'] as unknown[]).length).toBe(0);
+    expectEnvelope(await call(gw1(), 'GET', '/api/v1/approvals?limit=0', { key: KEYS.viewer }), 400, 'validation_failed');
+  });
+});
+
+describe('POST /api/v1/approvals/{job_id}/approve', () => {
+  it('refuses the submitter (403 self_approval_denied) and viewers (403 forbidden); the job stays held', async () => {
+    const id = await hold();
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: KEYS.operator, body: {} }), 403, 'self_approval_denied');
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: KEYS.viewer }), 403, 'forbidden');
+    // the actor the job was submitted for counts as the submitter too
+    const forBob = await hold({ actor_id: 'bob', actor_type: 'human' });
+    expectEnvelope(await call(gw2(), 'POST', `/api/v1/approvals/${forBob}/approve`, { key: BOB }), 403, 'self_approval_denied');
+    expect((await store.getJob(id))?.state).toBe('APPROVAL_REQUIRED');
+    expect(published.get(id)).toBeUndefined();
+  });
+
+  it('a second operator\'s approval moves the job to PENDING, records it and republishes the submit once', async () => {
+    const id = await hold();
+    const res = await call(gw2(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { reason: 'change ticket 42' } });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ job_id: id, state: 'PENDING' });
+    const job = (await store.getJob(id))!;
+    expect(job.approval).toMatchObject({ status: 'approved', by: 'bob', jobHash: job.holdHash, policySnapshot: 'snap-test', ruleId: 'rule-hold', reason: 'change ticket 42', revision: 1 });
+    await waitPublished(id, 1);
+    const view = await call(gw1(), 'GET', `/api/v1/jobs/${id}`, { key: KEYS.viewer });
+    expect(S.jobSchema.safeParse(view.body).success).toBe(true);
+    expect(view.body['approval']).toMatchObject({ status: 'approved', by: 'bob', rule_id: 'rule-hold', revision: 1 });
+    // idempotent
+    const again = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: CAROL });
+    expect(again.body).toEqual({ job_id: id, state: 'PENDING', status: 'already_approved' });
+    expect(S.approvalActionSchema.safeParse(again.body).success).toBe(true);
+  });
+
+  it('10 concurrent approvals split over two gateways: one approves, nine answer already_approved, one submit is published', async () => {
+    const id = await hold();
+    const keys = [BOB, CAROL, KEYS.admin];
+    const res = await Promise.all(Array.from({ length: 10 }, (_, i) => call(i % 2 ? gw2() : gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: keys[i % 3]!, body: {} })));
+    expect(res.map((x) => x.status)).toEqual(Array(10).fill(200));
+    expect(res.filter((x) => x.body['status'] === undefined)).toHaveLength(1);
+    expect(res.filter((x) => x.body['status'] === 'already_approved')).toHaveLength(9);
+    // Every approval's publish finished before its answer; a sentinel published now is delivered after them.
+    const sentinel = `sentinel-${id}`;
+    await bus.publish(subjects.submit, encodePacket(newPacket('test', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: sentinel, topic: 'job.x' }) })));
+    await waitPublished(sentinel, 1);
+    expect(published.get(id)).toBe(1);
+    expect((await store.getJob(id))?.approval?.revision).toBe(1);
+  });
+
+  it('409 stale_request when the stored request changed since the hold, or differs from the job_hash the approver reviewed', async () => {
+    const id = await hold();
+    const job = (await store.getJob(id))!;
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: 'f'.repeat(64) } }), 409, 'stale_request');
+    await redis.set(jobKeys.ctx(id), JSON.stringify({ prompt: 'something else', context: null }));
+    const stale = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: job.holdHash } });
+    expectEnvelope(stale, 409, 'stale_request');
+    expect(stale.body['job_hash']).not.toBe(job.holdHash);
+    expect((await store.getJob(id))?.state).toBe('APPROVAL_REQUIRED');
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: 'not-hex' } }), 400, 'validation_failed');
+  });
+
+  it('409 stale_snapshot only when the current policy no longer holds the job by the same rule (D18)', async () => {
+    const id = await hold();
+    // a new snapshot that still holds it by rule-hold: fine
+    r.kernel.override = (req, m) => (m === 'evaluate' && req.jobId === id ? { decision: Decision.REQUIRE_HUMAN, reason: 'still', policySnapshot: 'snap-2', ruleId: 'rule-hold', approvalRequired: true } : undefined);
+    const second = await hold();
+    r.kernel.override = (req, m) => (m === 'evaluate' && req.jobId === second ? { decision: Decision.REQUIRE_HUMAN, reason: 'other', policySnapshot: 'snap-2', ruleId: 'rule-other', approvalRequired: true } : undefined);
+    const otherRule = await call(gw1(), 'POST', `/api/v1/approvals/${second}/approve`, { key: BOB });
+    expectEnvelope(otherRule, 409, 'stale_snapshot');
+    expect(otherRule.body).toMatchObject({ decision: 'require_human', rule_id: 'rule-other', held_by_rule: 'rule-hold' });
+    r.kernel.override = (req, m) => (m === 'evaluate' && req.jobId === second ? { decision: Decision.DENY, reason: 'now denied', policySnapshot: 'snap-3', ruleId: 'rule-deny' } : undefined);
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${second}/approve`, { key: BOB }), 409, 'stale_snapshot');
+    expect((await store.getJob(second))?.state).toBe('APPROVAL_REQUIRED');
+    r.kernel.override = (req, m) => (m === 'evaluate' && req.jobId === id ? { decision: Decision.REQUIRE_HUMAN, reason: 'still', policySnapshot: 'snap-2', ruleId: 'rule-hold', approvalRequired: true } : undefined);
+    expect((await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB })).status).toBe(200);
+    expect((await store.getJob(id))?.approval?.policySnapshot).toBe('snap-2');
+  });
+
+  it('a kernel that cannot answer, or a transient throttle, does not block an approval (the scheduler re-checks, D18/D19)', async () => {
+    const id = await hold();
+    r.kernel.override = (_req, m) => {
+      if (m === 'evaluate') throw grpcError(GrpcStatus.UNAVAILABLE, 'down');
+      return undefined;
+    };
+    const res = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB });
+    expect(res.body).toEqual({ job_id: id, state: 'PENDING' });
+    expect((await store.getJob(id))?.approval?.policySnapshot).toBe('snap-test');
+    // nor does a transient THROTTLE from a velocity rule above the holding one
+    r.kernel.override = undefined;
+    const throttled = await hold();
+    r.kernel.override = (req, m) => (m === 'evaluate' && req.jobId === throttled ? { decision: Decision.THROTTLE, reason: 'busy', policySnapshot: 'snap-test', ruleId: 'rule-throttle', retryAfterMs: 500n } : undefined);
+    expect((await call(gw2(), 'POST', `/api/v1/approvals/${throttled}/approve`, { key: BOB })).body).toEqual({ job_id: throttled, state: 'PENDING' });
+  });
+
+  it('409 approval_not_pending for a job that is not held; 404 for unknown, malformed or foreign ids', async () => {
+    const pending = String((await call(gw1(), 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.echo' } })).body['job_id']);
+    const res = await call(gw1(), 'POST', `/api/v1/approvals/${pending}/approve`, { key: BOB });
+    expectEnvelope(res, 409, 'approval_not_pending');
+    expect(res.body['state']).toBe('PENDING');
+    expectEnvelope(await call(gw1(), 'POST', '/api/v1/approvals/nope/approve', { key: BOB }), 404, 'job_not_found');
+    expectEnvelope(await call(gw1(), 'POST', '/api/v1/approvals/%E2%9C%93/reject', { key: BOB }), 404, 'job_not_found');
+    const held = await hold();
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${held}/approve`, { key: KEYS.globex }), 404, 'job_not_found');
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${held}/approve`, { key: BOB, body: { tenant_id: 'globex' } }), 403, 'tenant_mismatch');
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${held}/approve`, { key: BOB, body: '[1' }), 400, 'invalid_json');
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${held}/approve`, { key: BOB, body: { reason: 5 } }), 400, 'validation_failed');
+  });
+});
+
+describe('POST /api/v1/approvals/{job_id}/reject', () => {
+  it('ends the job DENIED with a DLQ entry; repeats are idempotent; approving it afterwards is 409 job_terminal', async () => {
+    const id = await hold();
+    const res = await call(gw2(), 'POST', `/api/v1/approvals/${id}/reject`, { key: BOB, body: { reason: 'not in the change window' } });
+    expect(res.body).toEqual({ job_id: id, state: 'DENIED' });
+    const job = (await store.getJob(id))!;
+    expect(job).toMatchObject({ state: 'DENIED', error: { code: 'approval_rejected', message: 'not in the change window' }, approval: { status: 'rejected', by: 'bob', ruleId: 'rule-hold' } });
+    expect(await store.getDlq(id)).toMatchObject({ reason_code: 'approval_rejected', reason: 'not in the change window', last_state: 'DENIED' });
+    const dlq = await call(gw1(), 'GET', '/api/v1/dlq', { key: KEYS.viewer });
+    expect(JSON.stringify(dlq.body)).toContain(id);
+    expect((await call(gw1(), 'POST', `/api/v1/approvals/${id}/reject`, { key: CAROL })).body).toEqual({ job_id: id, state: 'DENIED', status: 'already_rejected' });
+    const late = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: CAROL });
+    expectEnvelope(late, 409, 'job_terminal');
+    expect(late.body['state']).toBe('DENIED');
+    expect(published.get(id)).toBeUndefined();
+  });
+});
+
+describe('/api/v1/policy passthrough', () => {
+  it('evaluate, explain and simulate answer the kernel\'s decision in the acting tenant', async () => {
+    const ev = await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.operator, body: { topic: 'job.deny.x', labels: { a: 'b' } } });
+    expect(ev.status).toBe(200);
+    expect(S.policyDecisionSchema.safeParse(ev.body).success).toBe(true);
+    expect(ev.body).toMatchObject({ decision: 'deny', rule_id: 'rule-deny', policy_snapshot: 'snap-test' });
+    const last = r.kernel.calls[r.kernel.calls.length - 1]!;
+    expect({ tenant: last.tenant, principal: last.principalId, labels: last.labels }).toEqual({ tenant: 'acme', principal: 'alice', labels: { a: 'b' } });
+    r.kernel.override = (_req, m) => (m === 'explain' ? { decision: Decision.ALLOW, reason: 'ok', policySnapshot: 's', ruleId: 'r2', trace: [{ ruleId: 'r1', matched: false, why: 'no' }, { ruleId: 'r2', matched: true, why: 'yes' }] } : undefined) as never;
+    const ex = await call(gw2(), 'POST', '/api/v1/policy/explain', { key: KEYS.operator, body: { topic: 'job.echo' } });
+    expect(S.policyDecisionSchema.safeParse(ex.body).success).toBe(true);
+    expect(ex.body['trace']).toEqual([{ rule_id: 'r1', matched: false, why: 'no' }, { rule_id: 'r2', matched: true, why: 'yes' }]);
+    r.kernel.override = (req, m) => (m === 'simulate' ? { decision: Decision.THROTTLE, reason: req.candidatePolicyYaml, policySnapshot: 'cand', ruleId: 't', retryAfterMs: 1500n } : undefined);
+    const sim = await call(gw1(), 'POST', '/api/v1/policy/simulate', { key: KEYS.operator, body: { topic: 'job.echo', policy_yaml: 'version: 1\ndefault_decision: deny\n' } });
+    expect(sim.body).toMatchObject({ decision: 'throttle', reason: 'version: 1\ndefault_decision: deny\n', retry_after_ms: 1500, trace: [] });
+  });
+
+  it('maps an invalid candidate to 400 invalid_policy and a dead kernel to 503 safety_unavailable', async () => {
+    r.kernel.override = (_req, m) => {
+      if (m === 'simulate') throw grpcError(GrpcStatus.INVALID_ARGUMENT, "rule 'x' (rules[0]): match.tenant: unknown key");
+      if (m === 'evaluate') throw grpcError(GrpcStatus.UNAVAILABLE, 'down');
+      return undefined;
+    };
+    const bad = await call(gw1(), 'POST', '/api/v1/policy/simulate', { key: KEYS.operator, body: { topic: 'job.echo', policy_yaml: 'x' } });
+    expectEnvelope(bad, 400, 'invalid_policy');
+    expect(bad.body['error']).toContain('match.tenant: unknown key');
+    expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.operator, body: { topic: 'job.echo' } }), 503, 'safety_unavailable');
+  });
+
+  it('validates input, tenancy and roles', async () => {
+    expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.operator, body: { topic: 'nope' } }), 400, 'validation_failed');
+    expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/simulate', { key: KEYS.operator, body: { topic: 'job.x' } }), 400, 'validation_failed');
+    expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.globex, body: { topic: 'job.x', tenant_id: 'acme' } }), 403, 'tenant_mismatch');
+    expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.viewer, body: { topic: 'job.x' } }), 403, 'forbidden');
+    expectEnvelope(await call(gw1(), 'GET', '/api/v1/policy/rules'), 401, 'unauthenticated');
+  });
+
+  it('snapshots and rules come from the kernel', async () => {
+    const snaps = await call(gw1(), 'GET', '/api/v1/policy/snapshots', { key: KEYS.viewer });
+    expect(S.policySnapshotsSchema.safeParse(snaps.body).success).toBe(true);
+    expect(snaps.body).toEqual({ current: 'snap-test', items: [{ id: 'snap-test', loaded_at: '2023-11-14T22:13:20.000Z', rule_count: 4 }] });
+    const rules = await call(gw2(), 'GET', '/api/v1/policy/rules', { key: KEYS.viewer });
+    expect(S.policyRulesSchema.safeParse(rules.body).success).toBe(true);
+    expect(rules.body['default_decision']).toBe('allow');
+    expect((rules.body['items'] as unknown[])[1]).toEqual({ id: 'rule-hold', decision: 'require_approval', reason: 'hold', source: 'file', spec: { match: { topics: ['job.hold.>'] } } });
+  });
+});
+
+async function waitPublished(id: string, n: number): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while ((published.get(id) ?? 0) < n) {
+    if (Date.now() > deadline) throw new Error(`expected ${n} submit(s) for ${id}, saw ${published.get(id) ?? 0}`);
+    await new Promise((res) => setTimeout(res, 20));
+  }
+}

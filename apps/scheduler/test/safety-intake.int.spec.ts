@@ -1,0 +1,222 @@
+// The scheduler's side of approvals and fail modes, in-process against real
+// Redis + NATS and an in-test kernel: D18 (an approval counts only for the rule
+// it was given for and only while the request hashes the same; DENY wins) and
+// input_fail_mode (closed holds, open runs the job with one audit alert).
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { connectBus, subjects, type Bus, type Consumer } from '@cordum/bus';
+import { createJobStore, jobKeys, type ApprovalRecord, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
+import { createLocks, type Locks } from '@cordum/locks';
+import {
+  Decision,
+  GrpcStatus,
+  JobRequestSchema,
+  SafetyKernel,
+  addGrpcService,
+  create,
+  decodePacket,
+  encodePacket,
+  grpcError,
+  newPacket,
+  type PolicyCheckRequest,
+} from '@cordum/protocol';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { createLogger } from '@cordum/service-kit';
+import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { Registry } from 'prom-client';
+import { loadSchedulerConfig } from '../src/config';
+import { FAIL_OPEN_ALERT_CODE } from '../src/safety';
+import { SAFETY_BREAKER_KEY } from '../src/safety-breaker';
+import { createScheduler, type Scheduler } from '../src/scheduler';
+import { quietLog, startTestWorker, type TestWorker } from './harness';
+
+let redisServer: TestServer;
+let natsServer: TestServer;
+let redis: RedisClient;
+let bus: Bus;
+let store: JobStore;
+let locks: Locks;
+let worker: TestWorker;
+let scheduler: Scheduler;
+let metrics: Registry;
+let kernelServer: grpc.Server;
+let auditConsumer: Consumer;
+const alerts: { code: string; jobId: string }[] = [];
+/** topic → verdict; `down` makes every call UNAVAILABLE. */
+const kernel = { down: false, holdRule: 'hold-prod', denyHeld: false };
+let seq = 0;
+
+function decide(req: PolicyCheckRequest) {
+  if (kernel.down) throw grpcError(GrpcStatus.UNAVAILABLE, 'kernel down (test)');
+  const base = { policySnapshot: 'snap-1' };
+  if (req.topic.startsWith('job.held')) {
+    if (kernel.denyHeld) return { ...base, decision: Decision.DENY, ruleId: 'deny-now', reason: 'now denied' };
+    return { ...base, decision: Decision.REQUIRE_HUMAN, ruleId: kernel.holdRule, reason: 'production needs a human', approvalRequired: true };
+  }
+  return { ...base, decision: Decision.ALLOW, ruleId: 'allow-all', reason: 'ok' };
+}
+
+beforeAll(async () => {
+  [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
+  redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  store = createJobStore(redis, { jobTtlMs: 3_600_000 });
+  locks = createLocks(redis);
+  kernelServer = new grpc.Server();
+  addGrpcService(kernelServer, SafetyKernel, {
+    check: decide,
+    evaluate: decide,
+    explain: decide,
+    simulate: decide,
+    listSnapshots: () => ({ current: 'snap-1', snapshots: [] }),
+    listRules: () => ({ snapshot: 'snap-1', defaultDecision: 'allow' }),
+  });
+  const port = await new Promise<number>((resolve, reject) => kernelServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  const config = loadSchedulerConfig({
+    REDIS_URL: redisServer.url,
+    NATS_URL: natsServer.url,
+    SCHEDULER_HTTP_ADDR: '127.0.0.1:0',
+    SAFETY_KERNEL_ADDR: `127.0.0.1:${port}`,
+    POOL_CONFIG_PATH: join(repoRoot, 'config', 'pools.yaml'),
+    TIMEOUT_CONFIG_PATH: join(repoRoot, 'config', 'timeouts.yaml'),
+    JOB_TTL: '1h',
+  });
+  metrics = new Registry();
+  scheduler = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: 'sched-safety', level: 'error' }), instanceId: 'sched-safety', registry: metrics });
+  await scheduler.start();
+  bus = await connectBus({ servers: [natsServer.url], name: 'test-client', logger: quietLog });
+  auditConsumer = await bus.consume({
+    subject: subjects.audit,
+    queue: 'audit-test',
+    decode: decodePacket,
+    handler: async (p) => {
+      if (p.payload.case === 'alert') alerts.push({ code: p.payload.value.code, jobId: p.payload.value.details['job_id'] ?? '' });
+      return { kind: 'ack' };
+    },
+  });
+  worker = await startTestWorker({ natsUrl: natsServer.url, redis, id: 'tw-safety', topics: ['job.echo', 'job.held.deploy'], replyFor: () => 'succeed' });
+  await waitFor(() => scheduler.workers.live().some((w) => w.workerId === 'tw-safety'), 10_000, { message: 'worker registered' });
+}, 60_000);
+
+afterAll(async () => {
+  await auditConsumer?.stop();
+  await worker?.stop();
+  await scheduler?.stop();
+  await bus?.close();
+  kernelServer?.forceShutdown();
+  await closeRedis(redis);
+  await Promise.all([redisServer?.stop(), natsServer?.stop()]);
+});
+
+function newJob(topic: string, initialState: NewJob['initialState']): NewJob {
+  seq += 1;
+  return { id: `si-${process.pid}-${seq}`, tenant: 'acme', topic, traceId: `t-${seq}`, priority: 'interactive', labels: { env: 'prod' }, prompt: `deploy ${seq}`, context: { v: seq }, principalId: 'alice', riskTags: [], requires: [], initialState };
+}
+
+async function publishSubmit(job: JobRecord, revision = 0): Promise<void> {
+  const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
+  await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:${revision}` });
+}
+
+/** What the gateway's approve route does: under the job lock, APPROVAL_REQUIRED → PENDING with the approval, then republish. */
+async function approve(job: JobRecord, over: Partial<ApprovalRecord> = {}): Promise<void> {
+  const lease = await locks.acquire({ key: jobKeys.lock(job.id), fenceKey: jobKeys.fence(job.id), ttlMs: 10_000, owner: 'gw', waitMs: 2_000 });
+  const approval: ApprovalRecord = { status: 'approved', by: 'bob', at: Date.now(), jobHash: job.holdHash ?? '', policySnapshot: 'snap-1', ruleId: 'hold-prod', revision: 1, ...over };
+  const r = await store.transition(job.id, 'PENDING', { token: lease!.token, from: ['APPROVAL_REQUIRED'], patch: { approval } });
+  await lease!.release();
+  expect(r.ok).toBe(true);
+  await publishSubmit(job, approval.revision);
+}
+
+const stateOf = async (id: string) => (await store.getJob(id))?.state;
+
+describe('D18 approval re-check at intake', () => {
+  it('a job held by the gateway carries the hash of its request; the matching approval runs it exactly once', async () => {
+    const held = await store.createJob(newJob('job.held.deploy', 'APPROVAL_REQUIRED'));
+    expect(held.holdHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(await store.requestHash(held)).toBe(held.holdHash);
+    await publishSubmit(held); // a held job is not driven
+    await approve(held);
+    await waitFor(async () => (await stateOf(held.id)) === 'SUCCEEDED', 15_000, { message: 'approved job SUCCEEDED' });
+    expect(worker.count(held.id)).toBe(1);
+    const done = await store.getJob(held.id);
+    expect(done?.safety).toEqual({ decision: 'require_human', reason: 'approved by bob: production needs a human', ruleId: 'hold-prod', policySnapshot: 'snap-1' });
+  });
+
+  it('a PENDING job the kernel holds goes to APPROVAL_REQUIRED with its request hash', async () => {
+    const job = await store.createJob(newJob('job.held.deploy', 'PENDING'));
+    await publishSubmit(job);
+    await waitFor(async () => (await stateOf(job.id)) === 'APPROVAL_REQUIRED', 10_000, { message: 'held' });
+    const held = (await store.getJob(job.id))!;
+    expect(held.holdHash).toBe(await store.requestHash(held));
+    expect(worker.count(job.id)).toBe(0);
+  });
+
+  it('an approval for a request that changed since (ctx rewritten) is not honoured: held again, bound to the new hash', async () => {
+    const held = await store.createJob(newJob('job.held.deploy', 'APPROVAL_REQUIRED'));
+    await redis.set(jobKeys.ctx(held.id), JSON.stringify({ prompt: 'rm -rf /', context: null }));
+    await approve(held);
+    await waitFor(async () => (await stateOf(held.id)) === 'APPROVAL_REQUIRED', 10_000, { message: 'held again' });
+    const again = (await store.getJob(held.id))!;
+    expect(again.holdHash).not.toBe(held.holdHash);
+    expect(again.holdHash).toBe(await store.requestHash(again));
+    expect(worker.count(held.id)).toBe(0);
+  });
+
+  it('an approval for another rule is not honoured, and DENY wins over an approval', async () => {
+    const other = await store.createJob(newJob('job.held.deploy', 'APPROVAL_REQUIRED'));
+    await approve(other, { ruleId: 'some-older-rule' });
+    await waitFor(async () => (await stateOf(other.id)) === 'APPROVAL_REQUIRED', 10_000, { message: 'held again' });
+
+    const denied = await store.createJob(newJob('job.held.deploy', 'APPROVAL_REQUIRED'));
+    kernel.denyHeld = true;
+    try {
+      await approve(denied);
+      await waitFor(async () => (await stateOf(denied.id)) === 'DENIED', 10_000, { message: 'denied' });
+    } finally {
+      kernel.denyHeld = false;
+    }
+    expect(await store.getDlq(denied.id)).toMatchObject({ reason_code: 'policy_denied' });
+    expect(worker.count(other.id) + worker.count(denied.id)).toBe(0);
+  });
+});
+
+describe('input_fail_mode', () => {
+  afterEach(async () => {
+    kernel.down = false;
+    scheduler.setFailModes({ inputFailMode: 'closed', outputFailMode: 'closed', outputPolicyEnabled: false });
+    await redis.del(SAFETY_BREAKER_KEY);
+  });
+
+  it('open: with the kernel down jobs run, each with one audit alert on sys.audit.export, recorded as decision unavailable', async () => {
+    kernel.down = true;
+    scheduler.setFailModes({ inputFailMode: 'open', outputFailMode: 'closed', outputPolicyEnabled: false });
+    expect(scheduler.failModes.inputFailMode).toBe('open');
+    const jobs = await Promise.all(Array.from({ length: 5 }, () => store.createJob(newJob('job.echo', 'PENDING'))));
+    for (const j of jobs) await publishSubmit(j);
+    await waitFor(async () => (await Promise.all(jobs.map((j) => stateOf(j.id)))).every((s) => s === 'SUCCEEDED'), 15_000, { message: 'jobs ran fail-open' });
+    await waitFor(() => jobs.every((j) => alerts.some((a) => a.jobId === j.id)), 5_000, { message: 'alerts' });
+    for (const j of jobs) {
+      expect(worker.count(j.id)).toBe(1);
+      expect(alerts.filter((a) => a.jobId === j.id)).toEqual([{ code: FAIL_OPEN_ALERT_CODE, jobId: j.id }]);
+      expect((await store.getJob(j.id))?.safety?.decision).toBe('unavailable');
+    }
+    const failOpen = (await metrics.getSingleMetric('cordum_scheduler_safety_fail_open_total')?.get())?.values[0]?.value;
+    expect(failOpen).toBe(5);
+    // 3 failures opened the shared breaker; later jobs were allowed without calling the kernel
+    const state = (await metrics.getSingleMetric('cordum_scheduler_safety_breaker_state')?.get())?.values[0]?.value;
+    expect(state).toBe(2);
+  });
+
+  it('closed: with the kernel down nothing runs and no alert is emitted', async () => {
+    kernel.down = true;
+    const job = await store.createJob(newJob('job.echo', 'PENDING'));
+    const before = alerts.length;
+    const unavailable = async () => ((await metrics.getSingleMetric('cordum_scheduler_safety_checks_total')?.get())?.values ?? []).find((v) => v.labels['outcome'] === 'unavailable')?.value ?? 0;
+    const checked = await unavailable();
+    await publishSubmit(job);
+    await waitFor(async () => (await unavailable()) > checked, 5_000, { message: 'Check failed for the job' });
+    expect(await stateOf(job.id)).toBe('PENDING');
+    expect(worker.count(job.id)).toBe(0);
+    expect(alerts.length).toBe(before);
+  });
+});

@@ -1,0 +1,67 @@
+// D18 approval binding: the request hash (pure) and what the store keeps for it.
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { startRedis, type TestServer } from '@cordum/testing';
+import { createJobStore, jobKeys, jobRequestHash, jobToApi, type JobStore } from '../src';
+import { holdLock, newJob } from './helpers';
+
+const base = {
+  tenant: 'acme', topic: 'job.deploy', priority: 'interactive' as const, principalId: 'alice', labels: { env: 'prod', team: 'a' },
+  riskTags: ['b', 'a'], requires: ['gpu'], capability: 'deploy',
+};
+
+describe('jobRequestHash', () => {
+  const h = jobRequestHash(base, { prompt: 'ship it', context: { v: 1, w: [1, 2] } });
+
+  it('is a SHA-256 hex, independent of key order and of the order of set-like lists', () => {
+    expect(h).toMatch(/^[0-9a-f]{64}$/);
+    expect(jobRequestHash({ ...base, labels: { team: 'a', env: 'prod' }, riskTags: ['a', 'b'] }, { context: { w: [1, 2], v: 1 }, prompt: 'ship it' })).toBe(h);
+  });
+
+  it.each([
+    ['topic', { ...base, topic: 'job.other' }, { prompt: 'ship it', context: { v: 1, w: [1, 2] } }],
+    ['label', { ...base, labels: { env: 'dev', team: 'a' } }, { prompt: 'ship it', context: { v: 1, w: [1, 2] } }],
+    ['tenant', { ...base, tenant: 'globex' }, { prompt: 'ship it', context: { v: 1, w: [1, 2] } }],
+    ['submitter', { ...base, principalId: 'mallory' }, { prompt: 'ship it', context: { v: 1, w: [1, 2] } }],
+    ['risk tags', { ...base, riskTags: ['a'] }, { prompt: 'ship it', context: { v: 1, w: [1, 2] } }],
+    ['prompt', base, { prompt: 'rm -rf /', context: { v: 1, w: [1, 2] } }],
+    ['context', base, { prompt: 'ship it', context: { v: 2, w: [1, 2] } }],
+    ['context array order', base, { prompt: 'ship it', context: { v: 1, w: [2, 1] } }],
+  ])('changes with the %s', (_what, job, input) => {
+    expect(jobRequestHash(job, input)).not.toBe(h);
+  });
+});
+
+describe('store (real Redis)', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  let store: JobStore;
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    store = createJobStore(redis, { jobTtlMs: 60_000 });
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  it('a job created held records holdHash = requestHash of its record and stored input; a PENDING one does not', async () => {
+    const held = await store.createJob(newJob({ initialState: 'APPROVAL_REQUIRED' }));
+    expect(held.holdHash).toBe(await store.requestHash(held));
+    expect((await store.createJob(newJob())).holdHash).toBeUndefined();
+    await redis.set(jobKeys.ctx(held.id), JSON.stringify({ prompt: 'changed', context: null }));
+    expect(await store.requestHash(held)).not.toBe(held.holdHash);
+  });
+
+  it('keeps an approval on the record through a transition and shows it in the API shape', async () => {
+    const held = await store.createJob(newJob({ initialState: 'APPROVAL_REQUIRED' }));
+    const token = await holdLock(redis, held.id);
+    const approval = { status: 'approved' as const, by: 'bob', at: 1_700_000_000_000, jobHash: held.holdHash!, policySnapshot: 's1', ruleId: 'r1', revision: 1 };
+    const r = await store.transition(held.id, 'PENDING', { token, from: ['APPROVAL_REQUIRED'], patch: { approval } });
+    expect(r.ok && r.job.approval).toEqual(approval);
+    expect(jobToApi((await store.getJob(held.id))!, null).approval).toEqual({ status: 'approved', by: 'bob', at: '2023-11-14T22:13:20.000Z', job_hash: held.holdHash, policy_snapshot: 's1', rule_id: 'r1', revision: 1 });
+    await redis.pexpire(jobKeys.ctx(held.id), 1_000);
+    await store.refreshContext(held.id);
+    expect(await redis.pttl(jobKeys.ctx(held.id))).toBeGreaterThan(50_000);
+  });
+});
