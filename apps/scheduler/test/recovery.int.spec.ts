@@ -142,6 +142,24 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect(workers.find((w) => w.id === 'tw-c')?.count(job.id)).toBe(0);
   });
 
+  it('a topic dispatch without start acks that a worker claimed becomes RUNNING at the dispatch timeout, so its late result still succeeds (P12)', async () => {
+    // The worker's start ack was lost and its result is late (held by a replica that died until
+    // JetStream redelivers it after AckWait): the claim proves the attempt started.
+    await ghost('i-ghost', ['job.ri'], false);
+    const job = await submit('job.ri');
+    await waitFor(async () => (await store.getJob(job.id))?.dispatch?.published === true, 5_000, { message: 'published' });
+    const d = (await store.getJob(job.id))?.dispatch;
+    expect(d).toMatchObject({ startAck: false, attempt: 1 });
+    await redis.hset(jobKeys.workerClaim(job.id), 'attempt', '1', 'dispatch_id', d?.dispatchId ?? '', 'worker_id', 'i-ghost');
+    const before = await counter('cordum_scheduler_reconciled_total', 'action', 'running');
+    await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 10_000, { message: 'claimed attempt counted as started' });
+    expect(await counter('cordum_scheduler_reconciled_total', 'action', 'running')).toBe(before + 1);
+    const result = create(JobResultSchema, { jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'i-ghost', dispatch: { dispatchId: d?.dispatchId ?? '', attempt: 1n } });
+    await bus.publish(subjects.result, encodePacket(newPacket('i-ghost', { case: 'jobResult', value: result })), { msgId: `sys.job.result:${job.id}:${d?.dispatchId ?? ''}` });
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'late result applied' });
+    expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, dispatch: { dispatchId: d?.dispatchId } });
+  });
+
   it('RUNNING past the running timeout ends TIMEOUT, never redispatched; deadline_ms ends it earlier (D46)', async () => {
     const w = await worker('tw-d', ['job.rd'], 'none');
     const slow = await submit('job.rd');
