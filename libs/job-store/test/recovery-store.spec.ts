@@ -115,8 +115,12 @@ describe('job-store recovery support (real Redis)', () => {
     const all = await readWorkerSnapshot(redis, { now, includeOffline: true });
     expect(all.items.map((w) => [w.worker_id, w.online])).toEqual([['w-a', false], ['w-b', true]]);
     expect(all.writer_id).toBe('scheduler-1');
-    // fails closed on garbage
+    // fails closed on garbage; inside a valid envelope a malformed entry is skipped on its own
     expect(parseWorkerSnapshot('{"nope":1}')).toBeNull();
+    expect(parseWorkerSnapshot(JSON.stringify({ captured_at: '2024-01-01T00:00:00Z', writer_id: 'x', workers: [] }))).toBeNull();
+    const mixed = JSON.parse(raw) as { workers: unknown[] };
+    mixed.workers.push({ junk: true }, { worker_id: 'w-c', last_heartbeat: 'yesterday' });
+    expect(parseWorkerSnapshot(JSON.stringify(mixed))?.workers.map((w) => w.worker_id)).toEqual(['w-b', 'w-a']);
     await redis.set(jobKeys.workerSnapshot(), 'not json');
     expect((await readWorkerSnapshot(redis)).items).toEqual([]);
   });
