@@ -1,21 +1,21 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { startRedis, type TestServer } from '@cordum/testing';
+import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
 import { createJobStore, encodeWorkerSnapshot, jobKeys, parseWorkerSnapshot, readWorkerSnapshot, type JobStore } from '../src';
 import { drive, holdLock, newJob } from './helpers';
 
 // The issue-3 additions: in-flight indexes and bounded scans, the D1 (b)
 // reattempt guard against worker-sdk's claim, same-state patches, deadline
 // index, and the worker snapshot codec/reader for GET /api/v1/workers.
-describe('job-store recovery support (real Redis)', () => {
-  let server: TestServer;
+describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) => {
+  let server: RedisBackend;
   let redis: RedisClient;
   let store: JobStore;
 
   beforeAll(async () => {
-    server = await startRedis();
-    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    server = await startRedisBackend(kind);
+    redis = createRedis({ url: server.url, clusterAddresses: server.clusterAddresses, poolSize: 1, minIdleConns: 1 });
     store = createJobStore(redis, { jobTtlMs: 3_600_000 });
-  });
+  }, 90_000); // a 6-node cluster takes a few seconds to form
   afterAll(async () => {
     await closeRedis(redis);
     await server.stop();

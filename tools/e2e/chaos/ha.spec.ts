@@ -190,6 +190,10 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
       if ((runs.get(id) ?? 0) > attempts) overRun.push({ id, runs: runs.get(id), attempts });
     }
     timings['pause_jobs_rerun_after_retryable'] = audit.twice.length;
+    for (const id of audit.twice.slice(0, 3)) {
+      const lines = ['echo-1', 'echo-2', 'echo-3'].flatMap((w) => proc(w).output.filter((l) => l.includes(id)).map((l) => `${w}: ${l.slice(0, 300)}`));
+      console.log(`rerun after a retryable failure: ${id} ${JSON.stringify(await describeJobs(redis, [id]))}\n  ${lines.join('\n  ')}`);
+    }
     const notOk = [...final.entries()].filter(([, st]) => st !== 'SUCCEEDED').map(([id]) => id);
     expect({ dispatchesRunTwice: dispatchesRunTwice(stack, all), overRun, never: audit.never.length, notSucceeded: notOk.length, sample: await describeJobs(redis, [...audit.never, ...notOk]) }).toEqual({
       dispatchesRunTwice: [],
