@@ -146,18 +146,25 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // The worker's start ack was lost and its result is late (held by a replica that died until
     // JetStream redelivers it after AckWait): the claim proves the attempt started.
     await ghost('i-ghost', ['job.ri'], false);
-    const job = await submit('job.ri');
-    await waitFor(async () => (await store.getJob(job.id))?.dispatch?.published === true, 5_000, { message: 'published' });
-    const d = (await store.getJob(job.id))?.dispatch;
-    expect(d).toMatchObject({ startAck: false, attempt: 1 });
-    await redis.hset(jobKeys.workerClaim(job.id), 'attempt', '1', 'dispatch_id', d?.dispatchId ?? '', 'worker_id', 'i-ghost');
-    const before = await counter('cordum_scheduler_reconciled_total', 'action', 'running');
-    await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 10_000, { message: 'claimed attempt counted as started' });
-    expect(await counter('cordum_scheduler_reconciled_total', 'action', 'running')).toBe(before + 1);
-    const result = create(JobResultSchema, { jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'i-ghost', dispatch: { dispatchId: d?.dispatchId ?? '', attempt: 1n } });
-    await bus.publish(subjects.result, encodePacket(newPacket('i-ghost', { case: 'jobResult', value: result })), { msgId: `sys.job.result:${job.id}:${d?.dispatchId ?? ''}` });
-    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'late result applied' });
-    expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, dispatch: { dispatchId: d?.dispatchId } });
+    // a running timeout long enough that only the result can end the job once it is RUNNING
+    const original = config.timeouts;
+    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 } });
+    try {
+      const job = await submit('job.ri');
+      await waitFor(async () => (await store.getJob(job.id))?.dispatch?.published === true, 5_000, { message: 'published' });
+      const d = (await store.getJob(job.id))?.dispatch;
+      expect(d).toMatchObject({ startAck: false, attempt: 1 });
+      await redis.hset(jobKeys.workerClaim(job.id), 'attempt', '1', 'dispatch_id', d?.dispatchId ?? '', 'worker_id', 'i-ghost');
+      const before = await counter('cordum_scheduler_reconciled_total', 'action', 'running');
+      await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 10_000, { message: 'claimed attempt counted as started' });
+      expect(await counter('cordum_scheduler_reconciled_total', 'action', 'running')).toBe(before + 1);
+      const result = create(JobResultSchema, { jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'i-ghost', dispatch: { dispatchId: d?.dispatchId ?? '', attempt: 1n } });
+      await bus.publish(subjects.result, encodePacket(newPacket('i-ghost', { case: 'jobResult', value: result })), { msgId: `sys.job.result:${job.id}:${d?.dispatchId ?? ''}` });
+      await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'late result applied' });
+      expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, dispatch: { dispatchId: d?.dispatchId } });
+    } finally {
+      scheduler.setTimeouts(original);
+    }
   });
 
   it('RUNNING past the running timeout ends TIMEOUT, never redispatched; deadline_ms ends it earlier (D46)', async () => {
