@@ -2,7 +2,7 @@
 // routes against real Redis and NATS; every 2xx body is validated against the
 // zod schema the OpenAPI document is generated from.
 import { connectBus, subjects, type Bus } from '@cordum/bus';
-import { createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
+import { createJobStore, encodeWorkerSnapshot, jobKeys, type JobStore } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
 import { decodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
@@ -10,7 +10,6 @@ import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
 import type { z } from 'zod';
 import * as S from '../src/http/api-schemas';
-import { WORKERS_SNAPSHOT_KEY } from '../src/workers/snapshot';
 import { KEYS, call, expectEnvelope, startRig, type CallResult, type Rig } from './harness';
 
 let rig: Rig;
@@ -209,19 +208,28 @@ describe('DLQ', () => {
 });
 
 describe('workers, pools, topics', () => {
-  it('lists online workers from the scheduler snapshot; include_offline adds the stale ones', async () => {
+  it('lists online workers from the scheduler snapshot; include_offline adds the stale ones; a malformed entry is skipped, a malformed snapshot lists nothing', async () => {
     expect(valid(S.workerListSchema, await call(rig.url, 'GET', '/api/v1/workers', { key: KEYS.viewer }))).toEqual({ items: [] });
     const now = Date.now();
-    const w = (id: string, hb: number) => ({ worker_id: id, pool: 'default', active_jobs: 1, max_parallel_jobs: 4, capabilities: ['echo'], labels: { zone: 'a' }, cpu_load: 0.5, last_heartbeat: new Date(hb).toISOString() });
-    await redis.set(WORKERS_SNAPSHOT_KEY, JSON.stringify({ captured_at: new Date(now).toISOString(), writer_id: 'sched-1', workers: [w('w-live', now - 1_000), w('w-stale', now - 60_000), { junk: true }] }));
+    const w = (id: string, hb: number) => ({ worker_id: id, pool: 'default', active_jobs: 1, max_parallel_jobs: 4, capabilities: ['echo'], labels: { zone: 'a' }, cpu_load: 0.5, last_heartbeat: hb, ready_topics: [], start_ack: true });
+    // what the scheduler's snapshot writer stores (job-store codec), plus one entry no writer of ours produces
+    const snap = JSON.parse(encodeWorkerSnapshot({ captured_at: now, writer_id: 'sched-1', workers: [w('w-live', now - 1_000), w('w-stale', now - 60_000)] })) as { workers: unknown[] };
+    snap.workers.push({ junk: true }, { ...w('w-bad-time', now), last_heartbeat: new Date(now).toISOString() });
+    await redis.set(jobKeys.workerSnapshot(), JSON.stringify(snap));
     const online = valid(S.workerListSchema, await call(rig.url, 'GET', '/api/v1/workers', { key: KEYS.viewer }));
     expect(online.items.map((x) => [x.worker_id, x.online])).toEqual([['w-live', true]]);
+    expect(online.items[0]).toEqual({ worker_id: 'w-live', pool: 'default', active_jobs: 1, max_parallel_jobs: 4, capabilities: ['echo'], labels: { zone: 'a' }, cpu_load: 0.5, last_heartbeat: new Date(now - 1_000).toISOString(), online: true });
     const all = valid(S.workerListSchema, await call(rig.url, 'GET', '/api/v1/workers?include_offline=true', { key: KEYS.viewer }));
     expect(all.items.map((x) => [x.worker_id, x.online])).toEqual([['w-live', true], ['w-stale', false]]);
     const one = valid(S.workerSchema, await call(rig.url, 'GET', '/api/v1/workers/w-stale', { key: KEYS.viewer }));
     expect(one).toMatchObject({ pool: 'default', max_parallel_jobs: 4, online: false });
     expectEnvelope(await call(rig.url, 'GET', '/api/v1/workers/nope', { key: KEYS.viewer }), 404, 'worker_not_found');
     expectEnvelope(await call(rig.url, 'GET', '/api/v1/workers?include_offline=maybe', { key: KEYS.viewer }), 400, 'validation_failed');
+    await redis.set(jobKeys.workerSnapshot(), JSON.stringify({ workers: [w('w-live', now)] })); // no captured_at / writer_id
+    expect(valid(S.workerListSchema, await call(rig.url, 'GET', '/api/v1/workers?include_offline=true', { key: KEYS.viewer }))).toEqual({ items: [] });
+    await redis.set(jobKeys.workerSnapshot(), 'not json');
+    expect(valid(S.workerListSchema, await call(rig.url, 'GET', '/api/v1/workers', { key: KEYS.viewer }))).toEqual({ items: [] });
+    await redis.del(jobKeys.workerSnapshot());
   });
 
   it('pools and topics come from the applied pools section', async () => {

@@ -2,12 +2,11 @@
 // one Redis + NATS: one new job per DLQ entry under concurrent retries split
 // over both, one winner for concurrent cancels, one DLQ cleanup leader with
 // failover, and the same worker list from every replica.
-import { createJobStore, jobKeys } from '@cordum/job-store';
+import { createJobStore, encodeWorkerSnapshot, jobKeys } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { DLQ_CLEANUP_LOCK } from '../src/dlq/cleanup';
-import { WORKERS_SNAPSHOT_KEY } from '../src/workers/snapshot';
 import { KEYS, call } from './harness';
 import { startReplicas, type Replicas } from './replicas';
 
@@ -54,7 +53,7 @@ it('concurrent cancels on both replicas: one 200, the rest 409 job_terminal', as
 
 it('both replicas list the same workers from the snapshot', async () => {
   const now = Date.now();
-  await redis.set(WORKERS_SNAPSHOT_KEY, JSON.stringify({ captured_at: new Date(now).toISOString(), writer_id: 's', workers: [{ worker_id: 'w1', pool: 'p', active_jobs: 0, max_parallel_jobs: 1, capabilities: [], labels: {}, cpu_load: 0, last_heartbeat: now }] }));
+  await redis.set(jobKeys.workerSnapshot(), encodeWorkerSnapshot({ captured_at: now, writer_id: 's', workers: [{ worker_id: 'w1', pool: 'p', active_jobs: 0, max_parallel_jobs: 1, capabilities: [], labels: {}, cpu_load: 0, last_heartbeat: now, ready_topics: [], start_ack: false }] }));
   const a = await call(url(0), 'GET', '/api/v1/workers', { key: KEYS.viewer });
   const b = await call(url(1), 'GET', '/api/v1/workers', { key: KEYS.viewer });
   expect(a.body).toEqual(b.body);

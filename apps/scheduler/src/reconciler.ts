@@ -3,8 +3,9 @@
 // scored by state entry, job:deadline), so a scan costs O(due jobs), never
 // O(history):
 //   DISPATCHED past dispatch_timeout: unpublished (owner gone: we hold its lock)
-//     → republish the same attempt (D2); start-ack worker and unclaimed → new
-//     attempt (D1 b); claimed → RUNNING; otherwise → TIMEOUT (+DLQ).
+//     → republish the same attempt (D2); claimed by a worker (start ack lost)
+//     → RUNNING (P12); start-ack worker and unclaimed → new attempt (D1 b);
+//     otherwise → TIMEOUT (+DLQ).
 //   RUNNING past running_timeout → TIMEOUT (+DLQ): it started, so never redispatched (D1).
 //   deadline_ms passed (D46) → TIMEOUT (DISPATCHED/RUNNING) or FAILED
 //     `deadline_exceeded` (PENDING/SCHEDULED/RETRYING: the table has no TIMEOUT there).
@@ -61,6 +62,15 @@ async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord)
       await ctx.store.reindex(job.id, 'DISPATCHED', 'DISPATCHED', Date.now());
       ctx.metrics.reconciled.inc({ action: 'republish' });
     }
+    return;
+  }
+  if (d && (await ctx.store.claimedDispatch(job.id)) === d.dispatchId) {
+    // A worker claimed this very attempt, so it started (D1): its start ack was lost (core NATS,
+    // e.g. to a replica that died) and its result may still be on the way (JetStream redelivers a
+    // dead replica's fetched messages only after AckWait, 30 s). RUNNING, never a redispatch or a
+    // TIMEOUT for "not started"; the running timeout applies from now (P12).
+    const w = await ctx.store.transition(job.id, 'RUNNING', { token: lease.token, from: ['DISPATCHED'] });
+    if (w.ok) ctx.metrics.reconciled.inc({ action: 'running' });
     return;
   }
   if (d?.startAck) {

@@ -123,6 +123,8 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect(await stateOf(job.id)).toBe('DISPATCHED');
     await waitFor(async () => (await stateOf(job.id)) === 'TIMEOUT', 10_000, { message: 'job TIMEOUT' });
     expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, error: { code: 'dispatch_timeout' } });
+    // the DLQ entry follows the terminal write (D14), after the index updates
+    await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry' });
     expect(await store.getDlq(job.id)).toMatchObject({ reason_code: 'dispatch_timeout', last_state: 'TIMEOUT' });
     expect(await redis.zscore(jobKeys.active('DISPATCHED'), job.id)).toBeNull();
   });
@@ -142,6 +144,31 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect(workers.find((w) => w.id === 'tw-c')?.count(job.id)).toBe(0);
   });
 
+  it('a topic dispatch without start acks that a worker claimed becomes RUNNING at the dispatch timeout, so its late result still succeeds (P12)', async () => {
+    // The worker's start ack was lost and its result is late (held by a replica that died until
+    // JetStream redelivers it after AckWait): the claim proves the attempt started.
+    await ghost('i-ghost', ['job.ri'], false);
+    // a running timeout long enough that only the result can end the job once it is RUNNING
+    const original = config.timeouts;
+    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 } });
+    try {
+      const job = await submit('job.ri');
+      await waitFor(async () => (await store.getJob(job.id))?.dispatch?.published === true, 5_000, { message: 'published' });
+      const d = (await store.getJob(job.id))?.dispatch;
+      expect(d).toMatchObject({ startAck: false, attempt: 1 });
+      await redis.hset(jobKeys.workerClaim(job.id), 'attempt', '1', 'dispatch_id', d?.dispatchId ?? '', 'worker_id', 'i-ghost');
+      const before = await counter('cordum_scheduler_reconciled_total', 'action', 'running');
+      await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 10_000, { message: 'claimed attempt counted as started' });
+      expect(await counter('cordum_scheduler_reconciled_total', 'action', 'running')).toBe(before + 1);
+      const result = create(JobResultSchema, { jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'i-ghost', dispatch: { dispatchId: d?.dispatchId ?? '', attempt: 1n } });
+      await bus.publish(subjects.result, encodePacket(newPacket('i-ghost', { case: 'jobResult', value: result })), { msgId: `sys.job.result:${job.id}:${d?.dispatchId ?? ''}` });
+      await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'late result applied' });
+      expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, dispatch: { dispatchId: d?.dispatchId } });
+    } finally {
+      scheduler.setTimeouts(original);
+    }
+  });
+
   it('RUNNING past the running timeout ends TIMEOUT, never redispatched; deadline_ms ends it earlier (D46)', async () => {
     const w = await worker('tw-d', ['job.rd'], 'none');
     const slow = await submit('job.rd');
@@ -152,6 +179,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await stateOf(slow.id)) === 'TIMEOUT', 10_000, { message: 'running TIMEOUT' });
     expect((await store.getJob(slow.id))?.error?.code).toBe('running_timeout');
     expect(w.count(slow.id)).toBe(1);
+    await waitFor(() => store.getDlq(slow.id), 5_000, { message: 'DLQ entry' }); // written after the terminal write (D14)
     expect(await store.getDlq(slow.id)).toMatchObject({ reason_code: 'running_timeout' });
     await waitFor(async () => (await counter('cordum_scheduler_reconciled_total', 'action', 'running_timeout')) > 0, 5_000);
   });
@@ -223,6 +251,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect(await store.hasRetry(job.id)).toBe(true);
     await waitFor(async () => (await stateOf(job.id)) === 'FAILED', 15_000, { message: 'FAILED no_workers' });
     expect(await store.getJob(job.id)).toMatchObject({ scheduleTries: 2, error: { code: 'no_workers' } });
+    await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry' }); // written after the terminal write (D14)
     expect(await store.getDlq(job.id)).toMatchObject({ reason_code: 'no_workers', last_state: 'FAILED' });
     expect(await store.hasRetry(job.id)).toBe(false);
   });

@@ -28,6 +28,11 @@ export interface JobScans {
   reindex(id: string, seenIn: JobState, actual: JobState | null, sinceMs: number): Promise<void>;
   /** Re-files a deadline entry at `atMs`, or drops it (null). */
   setDeadline(id: string, atMs: number | null): Promise<void>;
+  /**
+   * The dispatch id worker-sdk last claimed for the job (`worker:claim:{<id>}`, P9), or null.
+   * A claim of the current dispatch proves that attempt started (D1).
+   */
+  claimedDispatch(id: string): Promise<string | null>;
 }
 
 function scored(flat: string[]): ScoredId[] {
@@ -58,6 +63,9 @@ export function createJobScans(redis: RedisClient): JobScans {
     async setDeadline(id, atMs) {
       if (atMs === null) await redis.zrem(jobKeys.deadline(), id);
       else await redis.zadd(jobKeys.deadline(), atMs, id);
+    },
+    async claimedDispatch(id) {
+      return (await redis.hget(jobKeys.workerClaim(id), 'dispatch_id')) || null;
     },
   };
 }

@@ -104,22 +104,28 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
   // Index updates span slots (tenant tag), so they run after the atomic write as
   // idempotent commands; a crash in between leaves an index one step behind,
   // which the index trimmer / lists tolerate (D16).
+  // Every command promise is awaited through Promise.all before anything else is
+  // awaited: a command that was started and then abandoned because an earlier await
+  // threw (e.g. all of them timing out after a SIGSTOP/SIGCONT) would reject unhandled
+  // and kill the process.
   async function moveIndex(job: JobRecord, from: JobState | null): Promise<void> {
-    const ops: Promise<unknown>[] = [];
-    if (from && from !== job.state) ops.push(redis.zrem(jobKeys.indexState(job.tenant, from), job.id));
+    const first: Promise<unknown>[] = [];
+    if (from && from !== job.state) first.push(redis.zrem(jobKeys.indexState(job.tenant, from), job.id));
     const stateKey = jobKeys.indexState(job.tenant, job.state);
-    ops.push(redis.zadd(stateKey, job.createdAt, job.id), redis.pexpire(stateKey, ttl));
+    first.push(redis.zadd(stateKey, job.createdAt, job.id), redis.pexpire(stateKey, ttl));
     if (!from) {
       const allKey = jobKeys.indexAll(job.tenant);
-      ops.push(redis.zadd(allKey, job.createdAt, job.id), redis.pexpire(allKey, ttl));
-      if (job.deadlineAt !== undefined && !TERMINAL_STATES.has(job.state)) ops.push(redis.zadd(jobKeys.deadline(), job.deadlineAt, job.id));
+      first.push(redis.zadd(allKey, job.createdAt, job.id), redis.pexpire(allKey, ttl));
+      if (job.deadlineAt !== undefined && !TERMINAL_STATES.has(job.state)) first.push(redis.zadd(jobKeys.deadline(), job.deadlineAt, job.id));
     }
     // Global in-flight indexes (scored by state entry): the new one is added before the old one is
     // removed, so a crash in between leaves the job in two indexes (a scan repairs it), never in none.
-    if (ACTIVE_STATES.has(job.state)) await redis.zadd(jobKeys.active(job.state), job.updatedAt, job.id);
-    if (from && from !== job.state && ACTIVE_STATES.has(from)) ops.push(redis.zrem(jobKeys.active(from), job.id));
-    if (TERMINAL_STATES.has(job.state)) ops.push(redis.zrem(jobKeys.deadline(), job.id), redis.zrem(jobKeys.retry(), job.id));
-    await Promise.all(ops);
+    if (ACTIVE_STATES.has(job.state)) first.push(redis.zadd(jobKeys.active(job.state), job.updatedAt, job.id));
+    await Promise.all(first);
+    const then: Promise<unknown>[] = [];
+    if (from && from !== job.state && ACTIVE_STATES.has(from)) then.push(redis.zrem(jobKeys.active(from), job.id));
+    if (TERMINAL_STATES.has(job.state)) then.push(redis.zrem(jobKeys.deadline(), job.id), redis.zrem(jobKeys.retry(), job.id));
+    await Promise.all(then);
   }
 
   // After the atomic write, like the indexes: a crash in between loses one history entry,

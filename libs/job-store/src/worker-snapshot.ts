@@ -23,14 +23,19 @@ const workerSchema = z.object({
   start_ack: z.boolean().default(false),
 });
 
-const snapshotSchema = z.object({
+// The envelope must be ours; its entries are checked one by one.
+const envelopeSchema = z.object({
   captured_at: z.number(),
   writer_id: z.string(),
-  workers: z.array(workerSchema),
+  workers: z.array(z.unknown()),
 });
 
 export type SnapshotWorker = z.infer<typeof workerSchema>;
-export type WorkerSnapshot = z.infer<typeof snapshotSchema>;
+export interface WorkerSnapshot {
+  captured_at: number;
+  writer_id: string;
+  workers: SnapshotWorker[];
+}
 
 /** CONTRACT §2 `GET /workers` item. */
 export interface ApiWorker {
@@ -49,7 +54,13 @@ export function encodeWorkerSnapshot(s: WorkerSnapshot): string {
   return JSON.stringify(s);
 }
 
-/** Fails closed: anything that is not a valid snapshot is null (the caller starts cold / lists nothing). */
+/**
+ * The one reader of `sys:workers:snapshot` (scheduler hydration and every gateway's `/workers`).
+ * Fails closed: a value that is not a snapshot envelope `{captured_at, writer_id, workers[]}`
+ * is null (hydration starts cold, `/workers` lists nothing); inside a valid envelope a malformed
+ * worker entry is skipped on its own (that worker is unknown until its next heartbeat), so one
+ * bad entry never hides the others.
+ */
 export function parseWorkerSnapshot(raw: string | null): WorkerSnapshot | null {
   if (!raw) return null;
   let doc: unknown;
@@ -58,12 +69,18 @@ export function parseWorkerSnapshot(raw: string | null): WorkerSnapshot | null {
   } catch {
     return null;
   }
-  const r = snapshotSchema.safeParse(doc);
-  return r.success ? r.data : null;
+  const env = envelopeSchema.safeParse(doc);
+  if (!env.success) return null;
+  const workers: SnapshotWorker[] = [];
+  for (const w of env.data.workers) {
+    const r = workerSchema.safeParse(w);
+    if (r.success) workers.push(r.data);
+  }
+  return { captured_at: env.data.captured_at, writer_id: env.data.writer_id, workers };
 }
 
 /**
- * The gateway's reader for `GET /api/v1/workers`: items in CONTRACT §2 shape, sorted by id,
+ * `GET /api/v1/workers` (every gateway replica): items in CONTRACT §2 shape, sorted by id,
  * `online` = now − last_heartbeat < 30 s (D41). Offline workers only with `includeOffline`.
  */
 export async function readWorkerSnapshot(

@@ -1,20 +1,20 @@
 // Additive job-store pieces used by the gateway: per-job decision history,
 // per-tenant DLQ index and DLQ deletion.
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { startRedis, type TestServer } from '@cordum/testing';
+import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
 import { createJobStore, DLQ_TTL_MS, jobKeys, type JobStore } from '../src';
 import { holdLock, newJob } from './helpers';
 
-describe('decision history and tenant DLQ index (real Redis)', () => {
-  let server: TestServer;
+describe.each(REDIS_BACKENDS)('decision history and tenant DLQ index (%s Redis)', (kind) => {
+  let server: RedisBackend;
   let redis: RedisClient;
   let store: JobStore;
 
   beforeAll(async () => {
-    server = await startRedis();
-    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    server = await startRedisBackend(kind);
+    redis = createRedis({ url: server.url, clusterAddresses: server.clusterAddresses, poolSize: 1, minIdleConns: 1 });
     store = createJobStore(redis, { jobTtlMs: 60_000 });
-  });
+  }, 90_000); // a 6-node cluster takes a few seconds to form
   afterAll(async () => {
     await closeRedis(redis);
     await server.stop();

@@ -1,5 +1,5 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { startRedis, type TestServer } from '@cordum/testing';
+import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
 import { createJobStore, JOB_STATES, jobKeys, jobToApi, TERMINAL_STATES, TRANSITIONS, type JobRecord, type JobState, type JobStore } from '../src';
 import { drive, holdLock, newJob } from './helpers';
 
@@ -17,17 +17,17 @@ function pathTo(target: JobState): JobState[] {
   return path;
 }
 
-describe('job-store (real Redis)', () => {
-  let server: TestServer;
+describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
+  let server: RedisBackend;
   let redis: RedisClient;
   let store: JobStore;
   const seen: Array<{ job: JobRecord; from: JobState | null }> = [];
 
   beforeAll(async () => {
-    server = await startRedis();
-    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    server = await startRedisBackend(kind);
+    redis = createRedis({ url: server.url, clusterAddresses: server.clusterAddresses, poolSize: 1, minIdleConns: 1 });
     store = createJobStore(redis, { jobTtlMs: 7 * 24 * 3600 * 1000, onTransition: (job, from) => seen.push({ job, from }) });
-  });
+  }, 90_000); // a 6-node cluster takes a few seconds to form
   afterAll(async () => {
     await closeRedis(redis);
     await server.stop();

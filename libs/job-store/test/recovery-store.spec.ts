@@ -1,21 +1,21 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { startRedis, type TestServer } from '@cordum/testing';
+import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
 import { createJobStore, encodeWorkerSnapshot, jobKeys, parseWorkerSnapshot, readWorkerSnapshot, type JobStore } from '../src';
 import { drive, holdLock, newJob } from './helpers';
 
 // The issue-3 additions: in-flight indexes and bounded scans, the D1 (b)
 // reattempt guard against worker-sdk's claim, same-state patches, deadline
 // index, and the worker snapshot codec/reader for GET /api/v1/workers.
-describe('job-store recovery support (real Redis)', () => {
-  let server: TestServer;
+describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) => {
+  let server: RedisBackend;
   let redis: RedisClient;
   let store: JobStore;
 
   beforeAll(async () => {
-    server = await startRedis();
-    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    server = await startRedisBackend(kind);
+    redis = createRedis({ url: server.url, clusterAddresses: server.clusterAddresses, poolSize: 1, minIdleConns: 1 });
     store = createJobStore(redis, { jobTtlMs: 3_600_000 });
-  });
+  }, 90_000); // a 6-node cluster takes a few seconds to form
   afterAll(async () => {
     await closeRedis(redis);
     await server.stop();
@@ -115,8 +115,12 @@ describe('job-store recovery support (real Redis)', () => {
     const all = await readWorkerSnapshot(redis, { now, includeOffline: true });
     expect(all.items.map((w) => [w.worker_id, w.online])).toEqual([['w-a', false], ['w-b', true]]);
     expect(all.writer_id).toBe('scheduler-1');
-    // fails closed on garbage
+    // fails closed on garbage; inside a valid envelope a malformed entry is skipped on its own
     expect(parseWorkerSnapshot('{"nope":1}')).toBeNull();
+    expect(parseWorkerSnapshot(JSON.stringify({ captured_at: '2024-01-01T00:00:00Z', writer_id: 'x', workers: [] }))).toBeNull();
+    const mixed = JSON.parse(raw) as { workers: unknown[] };
+    mixed.workers.push({ junk: true }, { worker_id: 'w-c', last_heartbeat: 'yesterday' });
+    expect(parseWorkerSnapshot(JSON.stringify(mixed))?.workers.map((w) => w.worker_id)).toEqual(['w-b', 'w-a']);
     await redis.set(jobKeys.workerSnapshot(), 'not json');
     expect((await readWorkerSnapshot(redis)).items).toEqual([]);
   });

@@ -2,10 +2,10 @@ import { performance } from 'node:perf_hooks';
 import { Registry, type Histogram } from 'prom-client';
 import { closeRedis, createRedis, KeyBuilder, type RedisClient } from '@cordum/redis';
 import { createLocks, FENCE_CHECK_LUA, LockBusyError, type Locks } from '../src';
-import { Latch, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { Latch, REDIS_BACKENDS, startRedis, startRedisBackend, waitFor, type RedisBackend } from '@cordum/testing';
 
-describe('@cordum/locks lease (single process)', () => {
-  let server: TestServer;
+describe.each(REDIS_BACKENDS)('@cordum/locks lease (single process, %s Redis)', (kind) => {
+  let server: RedisBackend;
   let redis: RedisClient;
   let locks: Locks;
   let registry: Registry;
@@ -17,11 +17,11 @@ describe('@cordum/locks lease (single process)', () => {
   };
 
   beforeAll(async () => {
-    server = await startRedis();
-    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    server = await startRedisBackend(kind);
+    redis = createRedis({ url: server.url, clusterAddresses: server.clusterAddresses, poolSize: 1, minIdleConns: 1 });
     registry = new Registry();
     locks = createLocks(redis, { metrics: registry, histogramName: 'cordum_scheduler_job_lock_wait_seconds' });
-  });
+  }, 90_000); // a 6-node cluster takes a few seconds to form
   afterAll(async () => {
     await closeRedis(redis);
     await server.stop();

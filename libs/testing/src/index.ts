@@ -4,3 +4,4 @@ export { ManagedProcess, startProcess, spawnService, serviceBundle, stopAll, rep
 export { startRedis, startNats, canConnect, type TestServer } from './servers';
 export { startRedisCluster, type TestCluster } from './redis-cluster';
 export { startNatsCluster } from './nats-cluster';
+export { REDIS_BACKENDS, startRedisBackend, type RedisBackend, type RedisBackendKind } from './backends';

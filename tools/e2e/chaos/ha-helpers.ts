@@ -2,7 +2,8 @@
 // job state read straight from Redis (CONTRACT §5 `job:meta:{<id>}`; reading
 // 1,000 jobs through HTTP each poll would load the 2-core CI box more than the
 // system under test), and Prometheus counters scraped from the schedulers.
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { existsSync, readFileSync } from 'node:fs';
+import { closeRedis, createRedis, scanKeys, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { api, pool, type Stack } from '../test/stack';
 
@@ -13,8 +14,30 @@ export function redisFor(stack: Stack): RedisClient {
 }
 export { closeRedis };
 
-/** CONTRACT §5 / D4 key of a job record. */
+/** CONTRACT §5 / D4 keys of a job record, its lock and the lock's fence counter. */
 const metaKey = (id: string): string => `job:meta:{${id}}`;
+const lockKey = (id: string): string => `cordum:scheduler:job:{${id}}`;
+const fenceKey = (id: string): string => `job:fence:{${id}}`;
+
+/** Job locks whose value (`<instance>:<fence>`, D4) names `owner`, read right now. */
+export async function locksHeldBy(redis: RedisClient, owner: string): Promise<{ id: string; token: string }[]> {
+  const out: { id: string; token: string }[] = [];
+  for await (const key of scanKeys(redis, 'cordum:scheduler:job:{*}')) {
+    const token = await redis.get(key);
+    const id = /^cordum:scheduler:job:\{(.+)\}$/.exec(key)?.[1];
+    if (id && token?.startsWith(`${owner}:`)) out.push({ id, token });
+  }
+  return out;
+}
+
+/**
+ * Takes a free job lock the way a replica does (D4: fence = INCR job:fence:{id}, lock = owner:fence,
+ * SET NX with a TTL); false when someone holds it.
+ */
+export async function stealLock(redis: RedisClient, id: string, owner: string, ttlMs: number): Promise<boolean> {
+  const fence = await redis.incr(fenceKey(id));
+  return (await redis.set(lockKey(id), `${owner}:${fence}`, 'PX', ttlMs, 'NX')) === 'OK';
+}
 
 export async function jobFields(redis: RedisClient, id: string): Promise<Record<string, unknown>> {
   const h = await redis.hgetall(metaKey(id));
@@ -81,6 +104,27 @@ export async function schedulerCounter(stack: Stack, name: string, labelMatch: s
     }
   }
   return total;
+}
+
+/**
+ * Dispatches (job + dispatch id) the workers ran more than once, per their own logs. A job may
+ * legitimately run again under a new attempt after its worker reported FAILED_RETRYABLE (D1 c);
+ * one attempt must never run twice.
+ */
+export function dispatchesRunTwice(stack: Stack, ids: string[]): string[] {
+  const want = new Set(ids);
+  const seen = new Map<string, number>();
+  for (const f of stack.execLogs) {
+    if (!existsSync(f)) continue;
+    for (const line of readFileSync(f, 'utf8').split('\n')) {
+      if (!line.trim()) continue;
+      const rec = JSON.parse(line) as { job_id: string; dispatch_id: string };
+      if (!want.has(rec.job_id)) continue;
+      const k = `${rec.job_id}/${rec.dispatch_id}`;
+      seen.set(k, (seen.get(k) ?? 0) + 1);
+    }
+  }
+  return [...seen].filter(([, n]) => n > 1).map(([k]) => k);
 }
 
 /** Jobs executed more than once, and jobs never executed, per the workers' own logs. */
