@@ -25,7 +25,7 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
   // Background traffic (heartbeats, registry refreshes, leader renewals) goes on
   // with no jobs at all: measure its rate while idle and take it out of the
   // per-job figures, so they count what a job costs.
-  const idleS = Math.min(5, Math.max(3, opts.warmup));
+  const idleS = opts.idleS ?? Math.min(5, Math.max(3, opts.warmup));
   const i0 = await commandStats(redis);
   const iv0 = await natsVarz(monitorPort);
   const it0 = performance.now();

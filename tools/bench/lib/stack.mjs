@@ -37,7 +37,7 @@ async function readyz(port) {
  * Starts kernels, schedulers, gateways and echo workers; resolves once every
  * process answers /readyz. `kernelEnv` lets a run switch the decision cache.
  */
-export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 2, workerParallel = 256, kernelEnv = {}, logLevel = 'warn' }) {
+export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 2, workerParallel = 256, kernelEnv = {}, logLevel = 'warn', schedulerEnv = {}, log = () => undefined }) {
   const common = {
     REDIS_URL: redisUrl,
     NATS_URL: natsUrl,
@@ -63,7 +63,7 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
 
   for (let i = 1; i <= schedulers; i++) {
     const port = await freePort();
-    spawnSvc('scheduler', `scheduler-${i}`, { SCHEDULER_HTTP_ADDR: `127.0.0.1:${port}`, SAFETY_KERNEL_ADDR: kernelAddr }, port);
+    spawnSvc('scheduler', `scheduler-${i}`, { SCHEDULER_HTTP_ADDR: `127.0.0.1:${port}`, SAFETY_KERNEL_ADDR: kernelAddr, ...schedulerEnv }, port);
   }
   const gatewayUrls = [];
   for (let i = 1; i <= gateways; i++) {
@@ -77,22 +77,27 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
     }, port);
     gatewayUrls.push(`http://127.0.0.1:${port}`);
   }
-  for (let i = 1; i <= workers; i++) {
-    const port = await freePort();
-    spawnSvc('echo-worker', `echo-worker-${i}`, { WORKER_ID: `bench-echo-${i}`, WORKER_HTTP_ADDR: `127.0.0.1:${port}`, WORKER_MAX_PARALLEL: String(workerParallel) }, port);
-  }
-
   const stop = async () => {
     // Intake first, then schedulers, workers and the kernel.
     for (const svc of ['api-gateway', 'scheduler', 'echo-worker', 'safety-kernel']) {
       await Promise.all(procs.filter((p) => p.service === svc).map((p) => p.stop()));
     }
   };
+  const ready = (list) => Promise.all(list.map((p) => waitUntil(async () => {
+    if (!p.running()) throw new Error(`${p.name} exited ${JSON.stringify(p.exit)}: ${p.tail.slice(-8).join(' | ')}`);
+    return readyz(health.get(p));
+  }, 60_000, `${p.name} /readyz`)));
   try {
-    await Promise.all(procs.map((p) => waitUntil(async () => {
-      if (!p.running()) throw new Error(`${p.name} exited ${JSON.stringify(p.exit)}: ${p.tail.slice(-8).join(' | ')}`);
-      return readyz(health.get(p));
-    }, 60_000, `${p.name} /readyz`)));
+    await ready([...procs]);
+    // Workers last: their first heartbeat is sent at start, and one sent before
+    // a scheduler subscribed is only repeated a heartbeat interval (5 s) later.
+    const started = [];
+    for (let i = 1; i <= workers; i++) {
+      const port = await freePort();
+      started.push(spawnSvc('echo-worker', `echo-worker-${i}`, { WORKER_ID: `bench-echo-${i}`, WORKER_HTTP_ADDR: `127.0.0.1:${port}`, WORKER_MAX_PARALLEL: String(workerParallel) }, port));
+    }
+    await ready(started);
+    log(`  ${procs.length} processes ready`);
     // Ready processes are not enough: a job submitted before the workers'
     // first heartbeat finds no worker and waits for a retry. Wait until every
     // gateway lists all workers online.
