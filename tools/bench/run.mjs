@@ -8,7 +8,7 @@
 //   flags: --duration S (20) --warmup S (5) --connections N (64) --workers N (2)
 //          --rate JOBS_PER_S (1000; 0 = no paced run) --growth | --no-growth
 //          --terminal N (100000) --pending N (10000) --worker-parallel N (256, WORKER_MAX_PARALLEL)
-//          --skip-baselines --skip-stack --out DIR (bench/results)
+//          --skip-baselines --skip-stack --no-pass2 --out DIR (bench/results) --cpu-prof DIR (V8 profiles)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -30,7 +30,7 @@ import { API_KEY, bundlePath, kernelHasDecisionCache, missingBundles, startStack
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
@@ -40,7 +40,10 @@ function parseArgs(argv) {
     const a = argv[i];
     if (a === '--quick') o.quick = true;
     else if (a === '--smoke') o.smoke = true;
-    else if (a === '--out') {
+    else if (a === '--cpu-prof') {
+      o.cpuProf = argv[++i];
+      if (!o.cpuProf) throw new Error('--cpu-prof needs a directory');
+    } else if (a === '--out') {
       o.out = argv[++i];
       if (!o.out) throw new Error('--out needs a directory');
     }
@@ -48,6 +51,7 @@ function parseArgs(argv) {
     else if (a === '--no-growth') o.growth = false;
     else if (a === '--skip-baselines') o.baselines = false;
     else if (a === '--skip-stack') o.stack = false;
+    else if (a === '--no-pass2') o.pass2 = false;
     else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
     else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
     else if (a === '--help' || a === '-h') {
@@ -143,6 +147,7 @@ async function run(opts, cleanupState) {
   log(`bench: ${JSON.stringify(opts)}`);
   const [redisSrv, natsSrv] = await Promise.all([startRedis(), startNats()]);
   const redis = new Redis(redisSrv.url, { maxRetriesPerRequest: 2 });
+  const servers = [{ name: 'redis-server', pid: redisSrv.proc.pid }, { name: 'nats-server', pid: natsSrv.proc.pid }];
   cleanupState.redis = redis;
   // Between passes: an empty Redis and no JetStream streams left by the previous
   // pass (its unprocessed submits would otherwise reach the next pass's scheduler);
@@ -193,7 +198,7 @@ async function run(opts, cleanupState) {
       const rss = rssSampler(bare.procs);
       try {
         const m = await measureModel({
-          redis, monitorPort: natsSrv.monitorPort, urls: [bare.url], opts: mopts, log,
+          redis, monitorPort: natsSrv.monitorPort, urls: [bare.url], opts: mopts, log, procs: [...bare.procs, ...servers],
           request: { path: '/jobs', headers: {}, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) },
           records: { key: (id) => `bare:job:{${id}}`, fields: ['state', 'created_at', 'dispatched_at', 'finished_at'], terminal: new Set(['SUCCEEDED', 'FAILED']) },
         });
@@ -233,10 +238,10 @@ async function run(opts, cleanupState) {
       log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)`);
       // The smoke run waits for the first worker snapshot (what GET /api/v1/workers reads) sooner.
       const schedulerEnv = opts.smoke ? { WORKER_SNAPSHOT_INTERVAL: '500ms' } : {};
-      const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, ...shape });
+      const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, ...shape });
       const rss = rssSampler(stack.procs);
       try {
-        const m = await measureModel({ redis, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: mopts, log });
+        const m = await measureModel({ redis, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: mopts, log, procs: [...stack.procs, ...servers] });
         if (extra) await extra(stack);
         rss.stop();
         return { ...m, rssMb: rss.peakMb() };
@@ -248,8 +253,10 @@ async function run(opts, cleanupState) {
 
     results.stack.pass1 = await pass('pass 1', { schedulers: 1, gateways: 1 });
     await flush();
-    results.stack.pass2 = await pass('pass 2', { schedulers: 2, gateways: 2 });
-    await flush();
+    if (opts.pass2) {
+      results.stack.pass2 = await pass('pass 2', { schedulers: 2, gateways: 2 });
+      await flush();
+    }
     if (opts.growth) {
       log(`growth: preloading ${opts.terminal} terminal + ${opts.pending} pending jobs via the job-store`);
       const pre = await guard('preload', () => preload(cordum, { redisUrl: redisSrv.url, terminal: opts.terminal, pending: opts.pending, onProgress: log }));

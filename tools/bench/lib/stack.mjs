@@ -37,7 +37,7 @@ async function readyz(port) {
  * Starts kernels, schedulers, gateways and echo workers; resolves once every
  * process answers /readyz. `kernelEnv` lets a run switch the decision cache.
  */
-export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 2, workerParallel = 256, kernelEnv = {}, logLevel = 'warn', schedulerEnv = {}, log = () => undefined }) {
+export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 2, workerParallel = 256, kernelEnv = {}, logLevel = 'warn', schedulerEnv = {}, log = () => undefined, cpuProfDir = null, extraEnv = {} }) {
   const common = {
     REDIS_URL: redisUrl,
     NATS_URL: natsUrl,
@@ -45,11 +45,14 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
     // The bench measures the job path, not the limiter: lift the per-tenant budget.
     API_RATE_LIMIT_RPS: '1000000',
     API_RATE_LIMIT_BURST: '1000000',
+    ...extraEnv,
   };
   const procs = [];
   const health = new Map();
   const spawnSvc = (service, name, env, healthPort) => {
-    const p = start(name, process.execPath, [bundlePath(root, service)], { env: { ...common, CORDUM_INSTANCE_ID: name, ...env }, cwd: tmpdir() });
+    // --cpu-prof: V8 writes a .cpuprofile per process when it exits (the services exit on SIGTERM).
+    const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${join(cpuProfDir, name)}`] : [];
+    const p = start(name, process.execPath, [...prof, bundlePath(root, service)], { env: { ...common, CORDUM_INSTANCE_ID: name, ...env }, cwd: tmpdir() });
     p.service = service;
     procs.push(p);
     health.set(p, healthPort);
