@@ -5,7 +5,7 @@ import type { BusPacket, JobRequest } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatch, publishAttempt } from './dispatch';
-import { BUSY_NAK_MS, escalateBusy, withJobLock } from './job-lock';
+import { BUSY_NAK_MS, escalateBusy, releasedBy, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { routeFor } from './route-job';
 
@@ -24,13 +24,12 @@ export function submitHandler(ctx: SchedulerContext) {
       return { kind: 'term', reason: 'submit packet without a JobRequest' };
     }
     const req = packet.payload.value;
-    const r = await withJobLock(ctx, req.jobId, (lease) => intake(ctx, lease, req));
+    const r = await withLockedJob(ctx, req.jobId, (lease, job) => intake(ctx, lease, req, job));
     return escalateBusy(r.busy ? nak(BUSY_NAK_MS) : r.value, h.deliveryCount);
   };
 }
 
-async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest): Promise<HandlerOutcome> {
-  const job = await ctx.store.getJob(req.jobId);
+async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, job: JobRecord | null): Promise<HandlerOutcome> {
   if (!job) {
     // The gateway writes the record before publishing, so an unknown id is a
     // foreign or expired submit: nothing to schedule.
@@ -46,7 +45,8 @@ async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest): Pro
  * submit handler and the pending replayer (which re-drives lost submits and
  * due `job:retry` entries without any bus message, D8/D13). A NAK outcome
  * means "try again after delayMs": the bus redelivers, the replayer re-files
- * the job in `job:retry`.
+ * the job in `job:retry`. `job` is the record as read under `lease`; the last
+ * write of a path releases the lock in its own script (issue 7).
  */
 export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobRecord, req?: JobRequest): Promise<HandlerOutcome> {
   if (job.state === 'APPROVAL_REQUIRED') {
@@ -57,7 +57,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
   if (job.state !== 'PENDING') return duplicate(ctx, lease, job, req);
   if (job.deadlineAt !== undefined && Date.now() >= job.deadlineAt) {
     // D46: past its deadline before it ever ran.
-    const w = await ctx.store.transition(job.id, 'FAILED', { token: lease.token, from: ['PENDING'], patch: { error: { code: 'deadline_exceeded', message: 'deadline_ms passed before dispatch' } } });
+    const w = releasedBy(lease, await ctx.store.transition(job.id, 'FAILED', { token: lease.token, from: ['PENDING'], patch: { error: { code: 'deadline_exceeded', message: 'deadline_ms passed before dispatch' } }, current: job, release: true }));
     return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
   }
 
@@ -69,15 +69,17 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     case 'throttle':
       return nak(Math.max(BUSY_NAK_MS, verdict.retryAfterMs));
     case 'deny': {
-      const w = await ctx.store.transition(job.id, 'DENIED', {
+      const w = releasedBy(lease, await ctx.store.transition(job.id, 'DENIED', {
         token: lease.token,
         from: ['PENDING'],
         patch: { safety: verdict.record, error: { code: 'policy_denied', message: verdict.record.reason || 'denied by policy' } },
-      });
+        current: job,
+        release: true,
+      }));
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }
     case 'require_human': {
-      const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record } });
+      const w = releasedBy(lease, await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record }, current: job, release: true }));
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }
     case 'allow':
@@ -97,9 +99,9 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
   }
 
   const maxAttempts = verdict.maxRetries ?? ctx.config.maxAttempts;
-  const s = await ctx.store.transition(job.id, 'SCHEDULED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, maxAttempts } });
+  const s = await ctx.store.transition(job.id, 'SCHEDULED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, maxAttempts }, current: job });
   if (!s.ok) return s.reason === 'fenced' ? nak(BUSY_NAK_MS) : ACK;
-  const out = await dispatch(ctx, lease, s.job, route, req);
+  const out = await dispatch(ctx, lease, s.job, route, req, true);
   // `lost`: our lease became unsafe or was taken over; the job is SCHEDULED or
   // DISPATCHED(published=false) and a redelivery or the replayer re-drives it under a fresh lock.
   return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
@@ -117,7 +119,7 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
     // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
     const route = routeFor(ctx, job);
     if (route.kind === 'worker' || route.kind === 'untracked') {
-      const out = await dispatch(ctx, lease, job, route, req);
+      const out = await dispatch(ctx, lease, job, route, req, true);
       return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
     }
     return route.kind === 'overloaded' ? nak(OVERLOAD_NAK_MS) : noWorkerWait(ctx, lease, job);
@@ -126,7 +128,7 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
   if (job.state === 'DISPATCHED' && d && !d.published) {
     // D2: we hold the lock, so the attempt's owner no longer does; republish the SAME attempt.
     ctx.logger.info('republishing unpublished attempt', { job_id: job.id, dispatch_id: d.dispatchId });
-    const out = await publishAttempt(ctx, lease, job, d, req);
+    const out = await publishAttempt(ctx, lease, job, d, req, true);
     return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
   }
   ctx.metrics.ignored.inc({ kind: 'submit', reason: 'duplicate' });
