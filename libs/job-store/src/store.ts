@@ -36,6 +36,13 @@ export interface TransitionOptions {
    */
   current?: JobRecord;
   /**
+   * Go through this state on the way to `to` in the same atomic write (e.g. PENDING → SCHEDULED
+   * → DISPATCHED once the route is known); both steps must be in the table. The middle state is
+   * never stored, but it is broadcast (onTransition) and indexed like a real step would leave it.
+   * A `safety` patch is recorded as the decision that led to this state.
+   */
+  via?: JobState;
+  /**
    * Release the job lock in the same script once the write committed (the caller is done with
    * the job; the lease must then be marked released, see `Lease.markReleased`). Not on failure:
    * the caller still owns the lock and releases it itself.
@@ -192,7 +199,10 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const createdAt = now();
       const ctx = { prompt: j.prompt, context: j.context ?? null, topic: j.topic, tenant_id: j.tenant, priority: j.priority, created_at: new Date(createdAt).toISOString() };
       // ctx first, NX: a record never points at a missing ctx, and a retried create never rewrites the input.
-      await redis.set(jobKeys.ctx(j.id), JSON.stringify(ctx), 'PX', ttl, 'NX');
+      // On one connection (standalone Redis) sending it first is enough: the create goes right behind
+      // it in the same write (issue 7: one round trip less); across cluster nodes it is awaited.
+      const ctxWritten = redis.set(jobKeys.ctx(j.id), JSON.stringify(ctx), 'PX', ttl, 'NX');
+      if (redis.isCluster) await ctxWritten;
       const terminal = TERMINAL_STATES.has(j.initialState);
       const rec: JobRecord = {
         id: j.id,
@@ -224,7 +234,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const fields = encodeFields(rec);
       // The record as Redis will hold it (undefined fields dropped, JSON round trip).
       const built = decodeFields(fields);
-      const reply = await scripts.run<Reply>('create', [jobKeys.meta(j.id), jobKeys.fence(j.id), jobKeys.decisions(j.id)], [ttl, decisionEntry(built), ...flatFields(fields)]);
+      const [, reply] = await Promise.all([ctxWritten, scripts.run<Reply>('create', [jobKeys.meta(j.id), jobKeys.fence(j.id), jobKeys.decisions(j.id)], [ttl, decisionEntry(built), ...flatFields(fields)])]);
       const created = Number(reply[0]) === 1;
       const job = created ? built : decodeFlat(reply[1]);
       if (!job) throw new JobStoreError('unexpected_reply', `create returned no record for ${j.id}`);
@@ -256,11 +266,14 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const fields = encodeFields(patch as Partial<JobRecord>);
       const cur = o.current?.id === id ? o.current : undefined;
       // The history entry is built from the record as it will stand; the state and time are known.
-      const entry = o.patch?.safety ? decisionEntry({ ...(cur ?? ({ id } as JobRecord)), safety: o.patch.safety, state: to, updatedAt: t }) : '';
+      const entry = o.patch?.safety ? decisionEntry({ ...(cur ?? ({ id } as JobRecord)), safety: o.patch.safety, state: o.via ?? to, updatedAt: t }) : '';
       const reply = await scripts.run<Reply>(
         'transition',
         [jobKeys.meta(id), jobKeys.lock(id), jobKeys.decisions(id)],
-        [o.token, (o.from ?? []).join(','), to, t, allowedSources(to).join(','), cur ? JSON.stringify(cur.updatedAt) : '', o.release ? '1' : '', entry, ttl, ...flatFields(fields)],
+        [
+          o.token, (o.from ?? []).join(','), to, t, allowedSources(to).join(','), cur ? JSON.stringify(cur.updatedAt) : '', o.release ? '1' : '', entry, ttl,
+          o.via ?? '', o.via ? allowedSources(o.via).join(',') : '', ...flatFields(fields),
+        ],
       );
       const code = Number(reply[0]);
       if (code !== 1) {
@@ -272,7 +285,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       if (!job) throw new JobStoreError('unexpected_reply', `transition returned no record for ${id}`);
       await moveIndex(job, from);
       if (DLQ_STATES.has(job.state)) await writeDlq(job, o.dlqReason);
-      notify(job, from);
+      if (o.via) notify({ ...job, state: o.via }, from);
+      notify(job, o.via ?? from);
       return { ok: true, job, from };
     },
 
@@ -326,7 +340,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     },
 
     async patchJob(id, state, o) {
-      const args = [o.token, state, state, now(), state, '', '', '', ttl, ...flatFields(encodeFields(o.patch as Partial<JobRecord>))];
+      const args = [o.token, state, state, now(), state, '', '', '', ttl, '', '', ...flatFields(encodeFields(o.patch as Partial<JobRecord>))];
       const reply = await scripts.run<Reply>('transition', [jobKeys.meta(id), jobKeys.lock(id), jobKeys.decisions(id)], args);
       const code = Number(reply[0]);
       if (code !== 1) return { ok: false, reason: failureFromCode(code), current: decodeFlat(reply[2]) ?? undefined };

@@ -51,6 +51,25 @@ describe('job-store fast paths (real Redis)', () => {
     expect(d.ok && d.job.maxAttempts).toBe(7);
   });
 
+  it('via: PENDING → SCHEDULED → DISPATCHED in one write, broadcast and indexed step by step, each step checked', async () => {
+    const j = newJob();
+    const created = await store.createJob(j);
+    const token = await holdLock(redis, j.id);
+    expect(await store.transition(j.id, 'DISPATCHED', { token, via: 'RUNNING', current: created })).toMatchObject({ ok: false, reason: 'illegal_transition' });
+    expect(await store.transition(j.id, 'SUCCEEDED', { token, via: 'SCHEDULED', current: created })).toMatchObject({ ok: false, reason: 'illegal_transition' });
+    const safety = { decision: 'allow', reason: 'checked', ruleId: 'r-s', policySnapshot: 's' };
+    const d = await store.transition(j.id, 'DISPATCHED', { token, from: ['PENDING'], via: 'SCHEDULED', patch: { safety, maxAttempts: 3, dispatch, attempts: 1 }, current: created });
+    expect(d).toMatchObject({ ok: true, from: 'PENDING' });
+    expect(d.ok && d.job).toEqual(await store.getJob(j.id));
+    expect(seen.filter((e) => e.id === j.id).map((e) => [e.from, e.state])).toEqual([[null, 'PENDING'], ['PENDING', 'SCHEDULED'], ['SCHEDULED', 'DISPATCHED']]);
+    expect((await store.listDecisions(j.id)).pop()).toMatchObject({ rule_id: 'r-s', state: 'SCHEDULED' });
+    expect(await redis.zscore(jobKeys.indexState('acme', 'PENDING'), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('acme', 'SCHEDULED'), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('acme', 'DISPATCHED'), j.id)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.active('DISPATCHED'), j.id)).not.toBeNull();
+  });
+
   it('release deletes the lock only when the write commits', async () => {
     const j = newJob();
     const token = await drive(store, redis, j, ['SCHEDULED']);

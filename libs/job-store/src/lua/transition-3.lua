@@ -17,7 +17,11 @@
   ARGV[8]  decision history entry (JSON) to append, '' for none (the list keeps the last 100,
            MAX_DECISIONS in store.ts)
   ARGV[9]  record TTL in ms (for a history list that did not exist yet)
-  ARGV[10..] patch: field, encoded value, ... (state, id, createdAt, updatedAt are ignored)
+  ARGV[10] intermediate state ('' = none): current -> ARGV[10] -> ARGV[3] as one atomic
+           write, each step checked against the table (e.g. PENDING -> SCHEDULED -> DISPATCHED
+           when the route is known at once, issue 7); nobody can observe the middle state
+  ARGV[11] comma list of states the transition table allows into ARGV[10]
+  ARGV[12..] patch: field, encoded value, ... (state, id, createdAt, updatedAt are ignored)
   Returns  {1, previous_state}                    committed, the caller's record was current
            {1, previous_state, {HGETALL}}         committed, record read back
            {-1}                                   not_found
@@ -42,12 +46,16 @@ end
 if ARGV[2] ~= '' and not inList(ARGV[2], current) then
   return {-4, current, redis.call('HGETALL', KEYS[1])}
 end
-if not inList(ARGV[5], current) then
+if ARGV[10] ~= '' then
+  if not inList(ARGV[11], current) or not inList(ARGV[5], ARGV[10]) then
+    return {-3, current, redis.call('HGETALL', KEYS[1])}
+  end
+elseif not inList(ARGV[5], current) then
   return {-3, current, redis.call('HGETALL', KEYS[1])}
 end
 
 local args = {'state', ARGV[3], 'updatedAt', ARGV[4]}
-for i = 10, #ARGV - 1, 2 do
+for i = 12, #ARGV - 1, 2 do
   local k = ARGV[i]
   if k ~= 'state' and k ~= 'id' and k ~= 'createdAt' and k ~= 'updatedAt' then
     args[#args + 1] = k
