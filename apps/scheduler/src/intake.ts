@@ -99,10 +99,9 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
   }
 
   const maxAttempts = verdict.maxRetries ?? ctx.config.maxAttempts;
-  const s = await ctx.store.transition(job.id, 'SCHEDULED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, maxAttempts }, current: job });
-  if (!s.ok) return s.reason === 'fenced' ? nak(BUSY_NAK_MS) : ACK;
-  const out = await dispatch(ctx, lease, s.job, route, req, true);
-  // `lost`: our lease became unsafe or was taken over; the job is SCHEDULED or
+  // PENDING → SCHEDULED → DISPATCHED in one fenced write: the route is already known.
+  const out = await dispatch(ctx, lease, job, route, { base: req, release: true, schedule: { safety: verdict.record, maxAttempts } });
+  // `lost`: our lease became unsafe or was taken over; the job is PENDING or
   // DISPATCHED(published=false) and a redelivery or the replayer re-drives it under a fresh lock.
   return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
 }
@@ -119,7 +118,7 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
     // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
     const route = routeFor(ctx, job);
     if (route.kind === 'worker' || route.kind === 'untracked') {
-      const out = await dispatch(ctx, lease, job, route, req, true);
+      const out = await dispatch(ctx, lease, job, route, { base: req, release: true });
       return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
     }
     return route.kind === 'overloaded' ? nak(OVERLOAD_NAK_MS) : noWorkerWait(ctx, lease, job);

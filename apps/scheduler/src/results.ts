@@ -119,7 +119,7 @@ const MAX_BUSY_REFUSALS = 20;
 async function redispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   const route = routeFor(ctx, job);
   if (route.kind === 'worker' || route.kind === 'untracked') {
-    const out = await dispatch(ctx, lease, job, route, undefined, true);
+    const out = await dispatch(ctx, lease, job, route, { release: true });
     if (out.kind === 'lost') ctx.logger.warn('redispatch aborted', { job_id: job.id, reason: out.reason });
     return ACK;
   }
