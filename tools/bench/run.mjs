@@ -25,12 +25,12 @@ import { installCleanup, removeTempDirs, rssSampler, startNats, startRedis, stop
 import { measureModel } from './lib/measure.mjs';
 import { ratios, table } from './lib/report.mjs';
 import { benchCheck } from './lib/safety.mjs';
-import { API_KEY, bundlePath, kernelHasDecisionCache, missingBundles, startStack } from './lib/stack.mjs';
+import { API_KEY, SERVICE_NODE_OPTIONS, bundlePath, kernelHasDecisionCache, missingBundles, startStack } from './lib/stack.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
@@ -52,6 +52,10 @@ function parseArgs(argv) {
     else if (a === '--skip-baselines') o.baselines = false;
     else if (a === '--skip-stack') o.stack = false;
     else if (a === '--no-pass2') o.pass2 = false;
+    else if (a === '--node-options') {
+      o.nodeOptions = argv[++i];
+      if (o.nodeOptions === undefined) throw new Error('--node-options needs a value ("" for none)');
+    }
     else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
     else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
     else if (a === '--help' || a === '-h') {
@@ -238,7 +242,7 @@ async function run(opts, cleanupState) {
       log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)`);
       // The smoke run waits for the first worker snapshot (what GET /api/v1/workers reads) sooner.
       const schedulerEnv = opts.smoke ? { WORKER_SNAPSHOT_INTERVAL: '500ms' } : {};
-      const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, ...shape });
+      const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...shape });
       const rss = rssSampler(stack.procs);
       try {
         const m = await measureModel({ redis, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: mopts, log, procs: [...stack.procs, ...servers] });

@@ -7,6 +7,13 @@ import { freePort, start, waitUntil } from './procs.mjs';
 
 export const API_KEY = 'bench-admin-key-0123456789';
 export const SERVICES = ['safety-kernel', 'scheduler', 'api-gateway', 'echo-worker'];
+/**
+ * The V8 heap setting the services are deployed with (deploy/Dockerfile; docs/performance.md,
+ * "Memory"): with V8's default limit (a share of the host's RAM) a service under sustained load
+ * lets promoted garbage grow its old space to ~100 MB and its RSS to ~200 MB although its live
+ * heap stays under 30 MB; a 512 MB limit makes V8 collect early and keeps RSS near 130 MB.
+ */
+export const SERVICE_NODE_OPTIONS = '--max-old-space-size=512';
 
 /** dist/apps/<service>/main.js (CONTRACT §1); main.cjs when a project's build still emits that name. */
 export function bundlePath(root, service) {
