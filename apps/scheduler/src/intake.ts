@@ -61,6 +61,12 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
   }
 
+  // A job that already waited for a worker passed Check on its first look. While there is still
+  // no worker nothing can be dispatched, so the wait is counted without asking the kernel again
+  // (issue 7: a backlog on an unserved topic must not cost a Check per retry); Check still runs
+  // right before any dispatch, so a policy change is applied when the job can actually go.
+  if ((job.scheduleTries ?? 0) > 0 && routeFor(ctx, job).kind === 'no_worker') return noWorkerWait(ctx, lease, job);
+
   const verdict = await ctx.safety.check(job);
   switch (verdict.kind) {
     case 'unavailable':
