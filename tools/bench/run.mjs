@@ -238,14 +238,14 @@ async function run(opts, cleanupState) {
     const cordum = await getCordum();
     const records = { key: (id) => cordum.jobKeys.meta(id), fields: ['state', 'createdAt', 'dispatchedAt', 'finishedAt'], terminal: new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED', 'OUTPUT_QUARANTINED']) };
     const request = { path: '/api/v1/jobs', headers: { 'x-api-key': API_KEY }, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) };
-    const pass = async (label, shape, extra) => guard(label, async () => {
+    const pass = async (label, shape, extra, passOpts = {}) => guard(label, async () => {
       log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)`);
       // The smoke run waits for the first worker snapshot (what GET /api/v1/workers reads) sooner.
       const schedulerEnv = opts.smoke ? { WORKER_SNAPSHOT_INTERVAL: '500ms' } : {};
       const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...shape });
       const rss = rssSampler(stack.procs);
       try {
-        const m = await measureModel({ redis, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: mopts, log, procs: [...stack.procs, ...servers] });
+        const m = await measureModel({ redis, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: { ...mopts, ...passOpts }, log, procs: [...stack.procs, ...servers] });
         if (extra) await extra(stack);
         rss.stop();
         return { ...m, rssMb: rss.peakMb() };
@@ -264,7 +264,8 @@ async function run(opts, cleanupState) {
     if (opts.growth) {
       log(`growth: preloading ${opts.terminal} terminal + ${opts.pending} pending jobs via the job-store`);
       const pre = await guard('preload', () => preload(cordum, { redisUrl: redisSrv.url, terminal: opts.terminal, pending: opts.pending, onProgress: log }));
-      const g = await pass('growth', { schedulers: 1, gateways: 1 });
+      // Timed at pass 1's half-capacity rate, so the latencies compare at the same load.
+      const g = await pass('growth', { schedulers: 1, gateways: 1 }, undefined, { halfRate: results.stack.pass1?.half?.rate });
       results.stack.growth = { preload: pre, ...g };
     }
   }

@@ -63,5 +63,10 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
   saturated.cpuMsPerJob = Object.fromEntries(Object.keys(c1).filter((k) => k in c0).map((k) => [k, round(((c1[k] - c0[k]) * 1000) / jobs, 2)]));
   saturated.background = { idleSeconds: round(idleElapsed, 1), redisCommandsPerS: round(idle.total / idleElapsed, 1), busMessagesPerS: round(idleMsgsPerS, 1), measuredWindowS: round(window, 1) };
   const paced = opts.rate > 0 ? await phase('paced', opts.duration, opts.rate) : null;
-  return { saturated, paced };
+  // Service latency at a load the model sustains: paced at half its own saturated rate (or at
+  // `halfRate` when given, so the growth pass is timed at exactly pass 1's rate).
+  const halfRate = opts.halfRate ?? Math.max(1, Math.round((saturated.completedPerS ?? 0) / 2));
+  const half = opts.half === false ? null : await phase('paced at half capacity', opts.duration, halfRate);
+  if (half) half.rate = halfRate;
+  return { saturated, paced, half };
 }

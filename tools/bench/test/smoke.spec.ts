@@ -24,6 +24,7 @@ interface Model {
   error?: string;
   saturated: Phase;
   paced: Phase | null;
+  half: (Phase & { rate: number }) | null;
   rssMb: Record<string, number>;
 }
 interface Results {
@@ -45,7 +46,7 @@ function expectPct(p: Pct, what: string): void {
 
 function expectModel(m: Model, name: string, processes: string[]): void {
   expect({ name, error: m.error }).toEqual({ name, error: undefined });
-  for (const [label, ph] of [['saturated', m.saturated], ['paced', m.paced]] as const) {
+  for (const [label, ph] of [['saturated', m.saturated], ['paced', m.paced], ['half', m.half]] as const) {
     expect(ph).not.toBeNull();
     if (!ph) return;
     const where = `${name} ${label}`;
@@ -88,7 +89,7 @@ describe('npm run bench -- --smoke', () => {
     expect({ exit, tail: exit.code === 0 ? '' : bench.logs().slice(-3000) }).toEqual({ exit: { code: 0, signal: null }, tail: '' });
     const lines = bench.output;
     const ratioLines = lines.filter((l) => l.startsWith('ratio '));
-    expect(ratioLines).toHaveLength(6);
+    expect(ratioLines).toHaveLength(7);
     // A ratio line shows '-' when a figure it needs is missing.
     for (const l of ratioLines) expect(l).not.toMatch(/\s-(,|\s|$)/);
     expect(lines.some((l) => l.startsWith('results: ') && l.includes(out))).toBe(true);
@@ -116,6 +117,8 @@ describe('npm run bench -- --smoke', () => {
     expectModel(results.stack.pass2, 'pass2', ['safety-kernel-1', 'scheduler-1', 'scheduler-2', 'api-gateway-1', 'api-gateway-2', ...workers]);
     expectModel(results.stack.growth, 'growth', ['safety-kernel-1', 'scheduler-1', 'api-gateway-1', ...workers]);
     expect(results.stack.growth.preload).toEqual(expect.objectContaining({ terminal: 500, pending: 50 }));
+    // The growth pass is timed at pass 1's half-capacity rate.
+    expect(results.stack.growth.half?.rate).toBe(results.stack.pass1.half?.rate);
   });
 
   it('measures safety Check with the decision cache off and on', () => {
@@ -130,7 +133,7 @@ describe('npm run bench -- --smoke', () => {
   });
 
   it('computes every ratio', () => {
-    const keys = ['jobsPerS_over_bullmq', 'jobsPerS_over_jetstream', 'jobsPerS_over_bare', 'p99_over_bare_p99', 'pass2_over_pass1_jobsPerS', 'growth_over_empty_jobsPerS', 'growth_over_empty_p99'];
+    const keys = ['jobsPerS_over_bullmq', 'jobsPerS_over_jetstream', 'jobsPerS_over_bare', 'p99_over_bare_p99', 'pass2_over_pass1_jobsPerS', 'growth_over_empty_jobsPerS', 'growth_over_empty_p99', 'growth_over_empty_half_p99'];
     expect(Object.keys(results.ratios).sort()).toEqual([...keys].sort());
     for (const k of keys) expect({ k, v: typeof results.ratios[k] }).toEqual({ k, v: 'number' });
   });
