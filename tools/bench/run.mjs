@@ -3,15 +3,16 @@
 // the same run on the same Redis and NATS (issue 7). See docs/performance.md.
 //
 //   npm run bench                          full run (growth pass included)
-//   npm run bench -- --quick               smoke run (3 s phases, ~2 min in all, for CI), no growth pass
+//   npm run bench -- --quick               short run (3 s phases, ~2 min in all), no growth pass
+//   npm run bench -- --smoke               CI smoke run (~1 s phases, under a minute): proves every part works
 //   flags: --duration S (20) --warmup S (5) --connections N (64) --workers N (2)
 //          --rate JOBS_PER_S (1000; 0 = no paced run) --growth | --no-growth
 //          --terminal N (100000) --pending N (10000) --worker-parallel N (256, WORKER_MAX_PARALLEL)
-//          --skip-baselines --skip-stack
+//          --skip-baselines --skip-stack --no-pass2 --out DIR (bench/results) --cpu-prof DIR (V8 profiles)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { connect } from 'nats';
@@ -24,12 +25,12 @@ import { installCleanup, removeTempDirs, rssSampler, startNats, startRedis, stop
 import { measureModel } from './lib/measure.mjs';
 import { ratios, table } from './lib/report.mjs';
 import { benchCheck } from './lib/safety.mjs';
-import { API_KEY, bundlePath, kernelHasDecisionCache, missingBundles, startStack } from './lib/stack.mjs';
+import { API_KEY, SERVICE_NODE_OPTIONS, bundlePath, kernelHasDecisionCache, missingBundles, startStack } from './lib/stack.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, baselines: true, stack: true };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
@@ -38,14 +39,27 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') o.quick = true;
+    else if (a === '--smoke') o.smoke = true;
+    else if (a === '--cpu-prof') {
+      o.cpuProf = argv[++i];
+      if (!o.cpuProf) throw new Error('--cpu-prof needs a directory');
+    } else if (a === '--out') {
+      o.out = argv[++i];
+      if (!o.out) throw new Error('--out needs a directory');
+    }
     else if (a === '--growth') o.growth = true;
     else if (a === '--no-growth') o.growth = false;
     else if (a === '--skip-baselines') o.baselines = false;
     else if (a === '--skip-stack') o.stack = false;
+    else if (a === '--no-pass2') o.pass2 = false;
+    else if (a === '--node-options') {
+      o.nodeOptions = argv[++i];
+      if (o.nodeOptions === undefined) throw new Error('--node-options needs a value ("" for none)');
+    }
     else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
     else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 10).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 11).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
       process.exit(0);
     } else throw new Error(`unknown argument "${a}" (try --help)`);
   }
@@ -56,13 +70,35 @@ function parseArgs(argv) {
     if (!given.has('--connections')) o.connections = 16;
     if (!given.has('--rate')) o.rate = 200;
   }
+  if (o.smoke) {
+    // Every part of the bench runs (baselines, safety, both stack passes and a
+    // small growth pass) so CI proves the harness works end to end; the figures
+    // of such short phases mean nothing and nothing asserts on them.
+    const given = new Set(argv);
+    const set = (flag, key, v) => { if (!given.has(flag)) o[key] = v; };
+    set('--duration', 'duration', 1);
+    set('--warmup', 'warmup', 0);
+    set('--connections', 'connections', 4);
+    set('--rate', 'rate', 50);
+    set('--terminal', 'terminal', 500);
+    set('--pending', 'pending', 50);
+    if (o.growth === null) o.growth = true;
+  }
   if (o.growth === null) o.growth = !o.quick;
   if (o.duration < 1) throw new Error('--duration must be at least 1 s');
+  if (o.quick && o.smoke) throw new Error('--quick and --smoke exclude each other');
   if (o.connections < 1 || o.workers < 1) throw new Error('--connections and --workers must be at least 1');
   return o;
 }
 
 function gitCommit() {
+  // `git rev-parse` also works in a worktree (where .git is a file); the file
+  // walk is the fallback for a checkout without the git binary.
+  try {
+    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+  } catch {
+    /* no git binary: read the refs */
+  }
   try {
     const head = readFileSync(join(root, '.git/HEAD'), 'utf8').trim();
     if (!head.startsWith('ref: ')) return head;
@@ -84,7 +120,8 @@ function machine() {
   };
 }
 
-const log = (m) => process.stderr.write(`${m}\n`);
+const benchT0 = performance.now();
+const log = (m) => process.stderr.write(`[+${((performance.now() - benchT0) / 1000).toFixed(1)}s] ${m}\n`);
 const errText = (e) => String(e?.message ?? e).slice(0, 500);
 
 async function main() {
@@ -114,6 +151,7 @@ async function run(opts, cleanupState) {
   log(`bench: ${JSON.stringify(opts)}`);
   const [redisSrv, natsSrv] = await Promise.all([startRedis(), startNats()]);
   const redis = new Redis(redisSrv.url, { maxRetriesPerRequest: 2 });
+  const servers = [{ name: 'redis-server', pid: redisSrv.proc.pid }, { name: 'nats-server', pid: natsSrv.proc.pid }];
   cleanupState.redis = redis;
   // Between passes: an empty Redis and no JetStream streams left by the previous
   // pass (its unprocessed submits would otherwise reach the next pass's scheduler);
@@ -142,7 +180,7 @@ async function run(opts, cleanupState) {
     stack: {},
     safety: [],
   };
-  const mopts = { duration: opts.duration, warmup: opts.warmup, connections: opts.connections, rate: opts.rate };
+  const mopts = { duration: opts.duration, warmup: opts.warmup, connections: opts.connections, rate: opts.rate, idleS: opts.smoke ? 1 : undefined };
   const guard = async (what, fn) => {
     try {
       return await fn();
@@ -164,7 +202,7 @@ async function run(opts, cleanupState) {
       const rss = rssSampler(bare.procs);
       try {
         const m = await measureModel({
-          redis, monitorPort: natsSrv.monitorPort, urls: [bare.url], opts: mopts, log,
+          redis, monitorPort: natsSrv.monitorPort, urls: [bare.url], opts: mopts, log, procs: [...bare.procs, ...servers],
           request: { path: '/jobs', headers: {}, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) },
           records: { key: (id) => `bare:job:{${id}}`, fields: ['state', 'created_at', 'dispatched_at', 'finished_at'], terminal: new Set(['SUCCEEDED', 'FAILED']) },
         });
@@ -200,12 +238,14 @@ async function run(opts, cleanupState) {
     const cordum = await getCordum();
     const records = { key: (id) => cordum.jobKeys.meta(id), fields: ['state', 'createdAt', 'dispatchedAt', 'finishedAt'], terminal: new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED', 'OUTPUT_QUARANTINED']) };
     const request = { path: '/api/v1/jobs', headers: { 'x-api-key': API_KEY }, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) };
-    const pass = async (label, shape, extra) => guard(label, async () => {
+    const pass = async (label, shape, extra, passOpts = {}) => guard(label, async () => {
       log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)`);
-      const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, ...shape });
+      // The smoke run waits for the first worker snapshot (what GET /api/v1/workers reads) sooner.
+      const schedulerEnv = opts.smoke ? { WORKER_SNAPSHOT_INTERVAL: '500ms' } : {};
+      const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...shape });
       const rss = rssSampler(stack.procs);
       try {
-        const m = await measureModel({ redis, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: mopts, log });
+        const m = await measureModel({ redis, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: { ...mopts, ...passOpts }, log, procs: [...stack.procs, ...servers] });
         if (extra) await extra(stack);
         rss.stop();
         return { ...m, rssMb: rss.peakMb() };
@@ -217,21 +257,24 @@ async function run(opts, cleanupState) {
 
     results.stack.pass1 = await pass('pass 1', { schedulers: 1, gateways: 1 });
     await flush();
-    results.stack.pass2 = await pass('pass 2', { schedulers: 2, gateways: 2 });
-    await flush();
+    if (opts.pass2) {
+      results.stack.pass2 = await pass('pass 2', { schedulers: 2, gateways: 2 });
+      await flush();
+    }
     if (opts.growth) {
       log(`growth: preloading ${opts.terminal} terminal + ${opts.pending} pending jobs via the job-store`);
       const pre = await guard('preload', () => preload(cordum, { redisUrl: redisSrv.url, terminal: opts.terminal, pending: opts.pending, onProgress: log }));
-      const g = await pass('growth', { schedulers: 1, gateways: 1 });
+      // Timed at pass 1's half-capacity rate, so the latencies compare at the same load.
+      const g = await pass('growth', { schedulers: 1, gateways: 1 }, undefined, { halfRate: results.stack.pass1?.half?.rate });
       results.stack.growth = { preload: pre, ...g };
     }
   }
 
   results.ratios = ratios(results);
   results.finishedAt = new Date().toISOString();
-  const dir = join(root, 'bench/results');
+  const dir = opts.out ? resolve(opts.out) : join(root, 'bench/results');
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${results.startedAt.replace(/[:.]/g, '-')}.json`);
+  const file = join(dir, `${opts.smoke ? 'smoke-' : ''}${results.startedAt.replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
   process.stdout.write(`\n${table(results)}\n\nresults: ${file}\n`);
 }
@@ -253,7 +296,7 @@ async function kernelRun(cordum, redisSrv, natsSrv, opts, extraEnv) {
     }, 30_000, 'safety kernel');
     const addr = `127.0.0.1:${grpc}`;
     const d = Math.max(1, Math.min(opts.duration, 10));
-    const w = opts.quick ? 0.5 : 1;
+    const w = opts.smoke ? 0.2 : opts.quick ? 0.5 : 1;
     const latency = await benchCheck(cordum, { addr, durationS: d, concurrency: 1, warmupS: w });
     const throughput = await benchCheck(cordum, { addr, durationS: d, concurrency: 16, warmupS: w });
     return { latency, throughput };

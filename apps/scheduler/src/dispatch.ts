@@ -8,7 +8,7 @@
 // runs only the current dispatch id) still runs it once.
 import { randomUUID } from 'node:crypto';
 import { encodePacket, type JobRequest } from '@cordum/protocol';
-import type { DispatchRecord, JobRecord, JobState } from '@cordum/job-store';
+import type { DispatchRecord, JobPatch, JobRecord, JobState } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatchPacket, jobRequestFor } from './packets';
@@ -29,7 +29,24 @@ type Routed = Extract<RouteDecision, { kind: 'worker' } | { kind: 'untracked' }>
  * DISPATCHED (delivery-verification fallback, reconciler) it replaces the current
  * attempt only if no worker claimed it (D1 b, reattempt-3.lua): `started`.
  */
-export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord, route: Routed, base?: JobRequest): Promise<DispatchOutcome | { kind: 'started' }> {
+export interface DispatchOptions {
+  /** The submitted request, when we have it (keeps what a CAP client set, see jobRequestFor). */
+  base?: JobRequest;
+  /**
+   * The caller is done with the job once the attempt is marked published, so that write also
+   * deletes the lock (D6) and the lease is marked released (issue 7).
+   */
+  release?: boolean;
+  /**
+   * For a PENDING job whose Check and route are done: the SCHEDULED patch (safety, maxAttempts).
+   * PENDING → SCHEDULED → DISPATCHED is then one atomic write (issue 7: one script and one
+   * index move less per job); SCHEDULED is still broadcast and recorded in the decision history.
+   */
+  schedule?: JobPatch;
+}
+
+export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord, route: Routed, o: DispatchOptions = {}): Promise<DispatchOutcome | { kind: 'started' }> {
+  const { base, release = false } = o;
   const now = Date.now();
   const workerId = route.kind === 'worker' ? route.worker.workerId : undefined;
   const d: DispatchRecord = {
@@ -49,12 +66,17 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
       if (r.reason === 'claimed') return { kind: 'started' };
       return r.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: r.current?.state };
     }
-    return publishAttempt(ctx, lease, r.job, d, base);
+    return publishAttempt(ctx, lease, r.job, d, base, release);
+  }
+  if (job.state === 'PENDING' && o.schedule) {
+    const w = await ctx.store.transition(job.id, 'DISPATCHED', { token: lease.token, from: ['PENDING'], via: 'SCHEDULED', patch: { ...o.schedule, ...patch }, current: job });
+    if (!w.ok) return w.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: w.current?.state };
+    return publishAttempt(ctx, lease, w.job, d, base, release);
   }
   const from: JobState = job.state === 'RETRYING' ? 'RETRYING' : 'SCHEDULED';
-  const w = await ctx.store.transition(job.id, 'DISPATCHED', { token: lease.token, from: [from], patch });
+  const w = await ctx.store.transition(job.id, 'DISPATCHED', { token: lease.token, from: [from], patch, current: job });
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: w.current?.state };
-  return publishAttempt(ctx, lease, w.job, d, base);
+  return publishAttempt(ctx, lease, w.job, d, base, release);
 }
 
 /** D3 margin: 5 s before the lease's expiry (less for the short test TTLs, which stay ≥ 3 s). */
@@ -66,14 +88,15 @@ export function safeMarginMs(ttlMs: number): number {
  * Publishes the attempt recorded on the job (also used to republish an
  * unpublished attempt whose owner died, D2) and marks it published.
  */
-export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, base?: JobRequest): Promise<DispatchOutcome> {
+export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, base?: JobRequest, release = false): Promise<DispatchOutcome> {
   if (!lease.safeToAct(safeMarginMs(lease.ttlMs))) return { kind: 'lost', reason: 'lease_unsafe' };
   const packet = dispatchPacket(ctx.instanceId, job, jobRequestFor(job, d, base));
   ctx.bus.publishCore(d.subject, encodePacket(packet));
   await ctx.bus.flush();
   if (d.workerId) ctx.workers.noteDispatched(d.workerId);
   ctx.metrics.dispatchLatency.observe(Math.max(0, Date.now() - job.createdAt) / 1000);
-  const m = await ctx.store.markPublished(job.id, d.dispatchId, lease.token);
+  const m = await ctx.store.markPublished(job.id, d.dispatchId, lease.token, { current: job, release });
+  if (m.ok && release) lease.markReleased();
   if (!m.ok) {
     // Published but not marked: the residual window of D2, logged for the reconciler's audit.
     ctx.logger.warn('dispatch published but not marked', { job_id: job.id, dispatch_id: d.dispatchId, reason: m.reason });

@@ -5,7 +5,7 @@ import type { BusPacket, JobRequest } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatch, publishAttempt } from './dispatch';
-import { BUSY_NAK_MS, escalateBusy, withJobLock } from './job-lock';
+import { BUSY_NAK_MS, escalateBusy, releasedBy, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { routeFor } from './route-job';
 import { resolveSafety } from './safety';
@@ -25,13 +25,12 @@ export function submitHandler(ctx: SchedulerContext) {
       return { kind: 'term', reason: 'submit packet without a JobRequest' };
     }
     const req = packet.payload.value;
-    const r = await withJobLock(ctx, req.jobId, (lease) => intake(ctx, lease, req));
+    const r = await withLockedJob(ctx, req.jobId, (lease, job) => intake(ctx, lease, req, job));
     return escalateBusy(r.busy ? nak(BUSY_NAK_MS) : r.value, h.deliveryCount);
   };
 }
 
-async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest): Promise<HandlerOutcome> {
-  const job = await ctx.store.getJob(req.jobId);
+async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, job: JobRecord | null): Promise<HandlerOutcome> {
   if (!job) {
     // The gateway writes the record before publishing, so an unknown id is a
     // foreign or expired submit: nothing to schedule.
@@ -47,7 +46,8 @@ async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest): Pro
  * submit handler and the pending replayer (which re-drives lost submits and
  * due `job:retry` entries without any bus message, D8/D13). A NAK outcome
  * means "try again after delayMs": the bus redelivers, the replayer re-files
- * the job in `job:retry`.
+ * the job in `job:retry`. `job` is the record as read under `lease`; the last
+ * write of a path releases the lock in its own script (issue 7).
  */
 export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobRecord, req?: JobRequest): Promise<HandlerOutcome> {
   if (job.state === 'APPROVAL_REQUIRED') {
@@ -58,9 +58,15 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
   if (job.state !== 'PENDING') return duplicate(ctx, lease, job, req);
   if (job.deadlineAt !== undefined && Date.now() >= job.deadlineAt) {
     // D46: past its deadline before it ever ran.
-    const w = await ctx.store.transition(job.id, 'FAILED', { token: lease.token, from: ['PENDING'], patch: { error: { code: 'deadline_exceeded', message: 'deadline_ms passed before dispatch' } } });
+    const w = releasedBy(lease, await ctx.store.transition(job.id, 'FAILED', { token: lease.token, from: ['PENDING'], patch: { error: { code: 'deadline_exceeded', message: 'deadline_ms passed before dispatch' } }, current: job, release: true }));
     return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
   }
+
+  // A job that already waited for a worker passed Check on its first look. While there is still
+  // no worker nothing can be dispatched, so the wait is counted without asking the kernel again
+  // (issue 7: a backlog on an unserved topic must not cost a Check per retry); Check still runs
+  // right before any dispatch, so a policy change is applied when the job can actually go.
+  if ((job.scheduleTries ?? 0) > 0 && routeFor(ctx, job).kind === 'no_worker') return noWorkerWait(ctx, lease, job);
 
   const verdict = await resolveSafety(ctx, job);
   switch (verdict.kind) {
@@ -70,15 +76,17 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     case 'throttle':
       return nak(Math.max(BUSY_NAK_MS, verdict.retryAfterMs));
     case 'deny': {
-      const w = await ctx.store.transition(job.id, 'DENIED', {
+      const w = releasedBy(lease, await ctx.store.transition(job.id, 'DENIED', {
         token: lease.token,
         from: ['PENDING'],
         patch: { safety: verdict.record, error: { code: 'policy_denied', message: verdict.record.reason || 'denied by policy' } },
-      });
+        current: job,
+        release: true,
+      }));
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }
     case 'require_human': {
-      const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, holdHash: verdict.holdHash } });
+      const w = releasedBy(lease, await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, holdHash: verdict.holdHash }, current: job, release: true }));
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }
     case 'allow':
@@ -98,10 +106,9 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
   }
 
   const maxAttempts = verdict.maxRetries ?? ctx.config.maxAttempts;
-  const s = await ctx.store.transition(job.id, 'SCHEDULED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, maxAttempts } });
-  if (!s.ok) return s.reason === 'fenced' ? nak(BUSY_NAK_MS) : ACK;
-  const out = await dispatch(ctx, lease, s.job, route, req);
-  // `lost`: our lease became unsafe or was taken over; the job is SCHEDULED or
+  // PENDING → SCHEDULED → DISPATCHED in one fenced write: the route is already known.
+  const out = await dispatch(ctx, lease, job, route, { base: req, release: true, schedule: { safety: verdict.record, maxAttempts } });
+  // `lost`: our lease became unsafe or was taken over; the job is PENDING or
   // DISPATCHED(published=false) and a redelivery or the replayer re-drives it under a fresh lock.
   return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
 }
@@ -118,7 +125,7 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
     // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
     const route = routeFor(ctx, job);
     if (route.kind === 'worker' || route.kind === 'untracked') {
-      const out = await dispatch(ctx, lease, job, route, req);
+      const out = await dispatch(ctx, lease, job, route, { base: req, release: true });
       return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
     }
     return route.kind === 'overloaded' ? nak(OVERLOAD_NAK_MS) : noWorkerWait(ctx, lease, job);
@@ -127,7 +134,7 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
   if (job.state === 'DISPATCHED' && d && !d.published) {
     // D2: we hold the lock, so the attempt's owner no longer does; republish the SAME attempt.
     ctx.logger.info('republishing unpublished attempt', { job_id: job.id, dispatch_id: d.dispatchId });
-    const out = await publishAttempt(ctx, lease, job, d, req);
+    const out = await publishAttempt(ctx, lease, job, d, req, true);
     return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
   }
   ctx.metrics.ignored.inc({ kind: 'submit', reason: 'duplicate' });

@@ -1,7 +1,7 @@
 // D6: take the per-job lock (fence = INCR job:fence:{id}, D4), waiting ≤ 50 ms;
 // busy → the caller NAKs 100 ms. The lease renews itself while the handler
 // runs and is released in `finally`, so a thrown handler never strands it.
-import { jobKeys } from '@cordum/job-store';
+import { decodeRecord, jobKeys, type JobRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 
@@ -44,4 +44,37 @@ export async function withJobLock<T>(ctx: SchedulerContext, jobId: string, fn: (
     lease.stopAutoRenew();
     await lease.release().catch((err: unknown) => ctx.logger.warn('job lock release failed', { job_id: jobId, err }));
   }
+}
+
+/**
+ * withJobLock that also reads the job record inside the acquiring script
+ * (acquire-read-3.lua): the record the handler gets is the one its lease guards,
+ * in one round trip instead of acquire + HGETALL (issue 7). A handler whose last
+ * write released the lock in the same script (`release: true`) marks the lease
+ * released, and the `finally` below then costs nothing.
+ */
+export async function withLockedJob<T>(ctx: SchedulerContext, jobId: string, fn: (lease: Lease, job: JobRecord | null) => Promise<T>): Promise<{ busy: true } | { busy: false; value: T }> {
+  const got = await ctx.locks.acquireAndRead({
+    key: jobKeys.lock(jobId),
+    fenceKey: jobKeys.fence(jobId),
+    readKey: jobKeys.meta(jobId),
+    ttlMs: ctx.config.jobLockTtlMs,
+    owner: ctx.instanceId,
+    waitMs: ctx.config.lockWaitMs,
+  });
+  if (!got) return { busy: true };
+  const { lease } = got;
+  lease.startAutoRenew(() => ctx.logger.warn('job lock lost while handling', { job_id: jobId }));
+  try {
+    return { busy: false, value: await fn(lease, decodeRecord(got.hash)) };
+  } finally {
+    lease.stopAutoRenew();
+    await lease.release().catch((err: unknown) => ctx.logger.warn('job lock release failed', { job_id: jobId, err }));
+  }
+}
+
+/** After a write made with `release: true` committed, the lock is gone: forget the lease without a round trip. */
+export function releasedBy<R extends { ok: boolean }>(lease: Lease, r: R, released = true): R {
+  if (r.ok && released) lease.markReleased();
+  return r;
 }

@@ -4,22 +4,25 @@
 // worker-sdk repeats progress every heartbeat and the result also ends the job.
 import { decodePacket, type JobProgress } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
-import { withJobLock } from './job-lock';
+
+/** Pause between tries while a handler holds the job lock (the lock wait budget bounds the total). */
+const BUSY_RETRY_MS = 10;
 
 export async function applyProgress(ctx: SchedulerContext, p: JobProgress): Promise<void> {
   if (!p.jobId) return;
-  // Cheap pre-check without the lock: most progress messages are for RUNNING jobs.
-  const peek = await ctx.store.getJob(p.jobId);
-  if (!peek || peek.state !== 'DISPATCHED') return;
-  await withJobLock(ctx, p.jobId, async (lease) => {
-    const job = await ctx.store.getJob(p.jobId);
-    if (!job || job.state !== 'DISPATCHED') return;
-    if (p.dispatch?.dispatchId && p.dispatch.dispatchId !== job.dispatch?.dispatchId) {
-      ctx.metrics.ignored.inc({ kind: 'progress', reason: 'stale_dispatch' });
+  // One atomic script, taken only while no handler holds the job lock (mark-running-2.lua): most
+  // progress messages are for jobs already RUNNING, and those cost one round trip and no write.
+  const deadline = Date.now() + ctx.config.lockWaitMs;
+  for (;;) {
+    const r = await ctx.store.markRunning(p.jobId, p.dispatch?.dispatchId ?? '');
+    if (r.ok || r.reason !== 'busy') {
+      if (!r.ok && r.reason === 'stale_dispatch') ctx.metrics.ignored.inc({ kind: 'progress', reason: 'stale_dispatch' });
       return;
     }
-    await ctx.store.transition(job.id, 'RUNNING', { token: lease.token, from: ['DISPATCHED'] });
-  });
+    // The intake handler is typically still marking the attempt published: it ends within ms.
+    if (Date.now() >= deadline) return;
+    await new Promise((r) => setTimeout(r, BUSY_RETRY_MS * (0.5 + Math.random())));
+  }
 }
 
 /** Decodes and applies, tracking in-flight work so stop() can drain it. */

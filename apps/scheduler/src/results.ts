@@ -6,7 +6,7 @@ import type { Lease } from '@cordum/locks';
 import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
-import { BUSY_NAK_MS, escalateBusy, withJobLock } from './job-lock';
+import { BUSY_NAK_MS, escalateBusy, releasedBy, withLockedJob } from './job-lock';
 import { routeFor } from './route-job';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
@@ -45,7 +45,7 @@ export function resultHandler(ctx: SchedulerContext) {
       return { kind: 'term', reason: 'result packet without a JobResult' };
     }
     const res = packet.payload.value;
-    const r = await withJobLock(ctx, res.jobId, (lease) => applyResult(ctx, lease, res));
+    const r = await withLockedJob(ctx, res.jobId, (lease, job) => applyResult(ctx, lease, res, job));
     return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);
   };
 }
@@ -56,8 +56,7 @@ function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOu
   return ACK;
 }
 
-async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult): Promise<HandlerOutcome> {
-  const job = await ctx.store.getJob(res.jobId);
+async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, job: JobRecord | null): Promise<HandlerOutcome> {
   if (!job) return ignore(ctx, 'unknown_job', res.jobId);
   if (TERMINAL_STATES.has(job.state)) {
     // Redelivery after our own terminal write: re-run the idempotent side effects (D14, D45).
@@ -95,7 +94,10 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult):
   // D45 before the terminal write, so a job seen terminal always has its result on a TTL
   // (an EXPIRE for a write that is then refused only shortens a key to the job TTL).
   if (TERMINAL_STATES.has(to)) await ctx.store.expireResult({ ...job, ...patch });
-  const w = await ctx.store.transition(job.id, to, { token: lease.token, from: ['DISPATCHED', 'RUNNING'], patch });
+  // Only a retry still needs the lock (redispatch, D13); any other outcome ends the handler, so
+  // its write also releases the lock (issue 7).
+  const release = to !== 'RETRYING';
+  const w = releasedBy(lease, await ctx.store.transition(job.id, to, { token: lease.token, from: ['DISPATCHED', 'RUNNING'], patch, current: job, release }), release);
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
   ctx.workers.noteFinished(current?.workerId ?? res.workerId);
   if (w.job.state === 'RETRYING') {
@@ -117,7 +119,7 @@ const MAX_BUSY_REFUSALS = 20;
 async function redispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   const route = routeFor(ctx, job);
   if (route.kind === 'worker' || route.kind === 'untracked') {
-    const out = await dispatch(ctx, lease, job, route);
+    const out = await dispatch(ctx, lease, job, route, { release: true });
     if (out.kind === 'lost') ctx.logger.warn('redispatch aborted', { job_id: job.id, reason: out.reason });
     return ACK;
   }

@@ -15,6 +15,7 @@ class NatsBus implements Bus {
   private isConnected = true;
   private readonly consumers = new Set<PullConsumer<unknown>>();
   private closePromise: Promise<void> | undefined;
+  private flushing: Promise<void> | undefined;
   private readonly statusLoop: Promise<void>;
   private readonly statusIter: ReturnType<NatsConnection['status']>;
 
@@ -69,9 +70,18 @@ class NatsBus implements Bus {
     this.nc.publish(subject, data);
   }
 
-  async flush(): Promise<void> {
+  flush(): Promise<void> {
     this.assertOpen('flush');
-    await this.nc.flush();
+    // Every flush() of one event-loop turn shares one PING/PONG (issue 7: the scheduler flushes
+    // after each dispatch, D2). The PING is queued behind every publish made before any of these
+    // calls, so its PONG proves all of them reached the server.
+    this.flushing ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        this.flushing = undefined;
+        this.nc.flush().then(resolve, reject);
+      });
+    });
+    return this.flushing;
   }
 
   async consume<T>(o: ConsumeOptions<T>): Promise<Consumer> {

@@ -12,6 +12,8 @@ export const ERROR_BACKOFF_MS = [100, 500, 1_000, 2_000, 5_000] as const;
 const UNDECODABLE_MAX_DELIVERIES = 3;
 const UNDECODABLE_NAK_MS = 100;
 const FETCH_EXPIRES_MS = 5_000;
+/** Longest wait for a batch of free slots before pulling for fewer (see run()). */
+const REFILL_WAIT_MS = 5;
 
 export function errorBackoffMs(deliveryCount: number): number {
   const i = Math.min(Math.max(deliveryCount, 1), ERROR_BACKOFF_MS.length) - 1;
@@ -37,6 +39,8 @@ export class PullConsumer<T> implements Consumer {
   private readonly concurrency: number;
   private readonly ackWaitMs: number;
   private readonly workingEveryMs: number;
+  /** Free slots needed before the next pull while handlers are running. */
+  private readonly refillBatch: number;
   private readonly log: BusLogger;
   private natsConsumer: NatsConsumer | undefined;
   private current: ConsumerMessages | undefined;
@@ -56,6 +60,7 @@ export class PullConsumer<T> implements Consumer {
     this.concurrency = Math.max(1, o.concurrency ?? 64);
     this.ackWaitMs = o.ackWaitMs ?? ACK_WAIT_MS;
     this.workingEveryMs = Math.min(10_000, Math.floor(this.ackWaitMs / 3));
+    this.refillBatch = Math.max(1, Math.floor(this.concurrency / 4));
     this.log = deps.logger;
   }
 
@@ -97,6 +102,13 @@ export class PullConsumer<T> implements Consumer {
       if (this.inflight >= this.concurrency) {
         await this.pause(60_000);
         continue;
+      }
+      // Pull in batches: with most slots busy, give the running handlers a few ms to free a
+      // quarter of them instead of sending a pull request (a JetStream API round trip) per
+      // freed slot (issue 7). Bounded, so slow handlers never keep free slots idle for long.
+      const batchBy = performance.now() + REFILL_WAIT_MS;
+      while (!this.stopping && this.inflight > 0 && this.concurrency - this.inflight < this.refillBatch && performance.now() < batchBy) {
+        await this.pause(Math.max(1, batchBy - performance.now()));
       }
       try {
         // After a failure the durable may be gone (server lost its store): re-create it before pulling.
@@ -179,12 +191,10 @@ export class PullConsumer<T> implements Consumer {
       }
       switch (outcome.kind) {
         case 'ack':
-          // Wait for the server's confirmation: a lost ack means a redelivery the caller should know about in logs.
-          try {
-            await m.ackAck();
-          } catch (err) {
-            this.log.warn('bus: ack not confirmed (message may be redelivered)', { subject, seq: m.seq, err: (err as Error).message });
-          }
+          // Fire and forget (no +ACK request/reply per message, issue 7): acks sent in the same
+          // turn leave in one socket write. A lost ack only means a redelivery, which every
+          // handler already treats as a duplicate (its effect is in Redis before the ack).
+          m.ack();
           break;
         case 'nak':
           m.nak(Math.max(0, outcome.delayMs));

@@ -55,6 +55,7 @@ export interface Bus {
   ensureStreams(): Promise<void>;
   publish(subject: string, data: Uint8Array, opts?: { msgId?: string }): Promise<void>;
   publishCore(subject: string, data: Uint8Array): void;
+  /** Resolves once the server has every message published before the call; calls of one event-loop turn share one PING. */
   flush(): Promise<void>;
   consume<T>(o: ConsumeOptions<T>): Promise<Consumer>;
   subscribe(subject: string, handler: (data: Uint8Array, subject: string) => void, opts?: { queue?: string }): Subscription;

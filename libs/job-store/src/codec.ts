@@ -18,6 +18,23 @@ export function encodePatch(patch: JobPatch): string {
   return JSON.stringify(encodeFields(patch as Partial<JobRecord>));
 }
 
+/** Encoded fields as the flat [field, value, ...] argument list the scripts take (HSET order). */
+export function flatFields(fields: Record<string, string>): string[] {
+  const out: string[] = [];
+  for (const k in fields) out.push(k, fields[k] as string);
+  return out;
+}
+
+/** Encoded fields back to values, exactly as decodeHash reads them from Redis. */
+export function decodeFields(fields: Record<string, string>): JobRecord {
+  const out: Record<string, unknown> = {};
+  for (const k in fields) {
+    const v = fields[k] as string;
+    out[k] = k === 'state' ? v : (JSON.parse(v) as unknown);
+  }
+  return out as unknown as JobRecord;
+}
+
 /** Flat [field, value, ...] reply of HGETALL (from Lua) → record. Fails closed on corrupt data. */
 export function decodeFlat(flat: unknown): JobRecord | null {
   if (!Array.isArray(flat) || flat.length === 0) return null;

@@ -1,9 +1,11 @@
 import { defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
-import createLua from './lua/create-2.lua';
-import transitionLua from './lua/transition-2.lua';
+import createLua from './lua/create-3.lua';
+import transitionLua from './lua/transition-3.lua';
 import markPublishedLua from './lua/mark-published-2.lua';
 import reattemptLua from './lua/reattempt-3.lua';
-import { decodeFlat, encodeFields, encodePatch } from './codec';
+import markRunningLua from './lua/mark-running-2.lua';
+import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields } from './codec';
+import { createIndexWriter } from './index-writer';
 import { failureFromCode, JobStoreError } from './errors';
 import { jobKeys, pointerKey } from './keys';
 import { ACTIVE_STATES, allowedSources, DLQ_STATES, TERMINAL_STATES, type JobState } from './states';
@@ -28,9 +30,40 @@ export interface TransitionOptions {
   patch?: JobPatch;
   /** DLQ reason text when `to` is FAILED/DENIED/TIMEOUT; defaults to the error message. */
   dlqReason?: string;
+  /**
+   * The record as the caller holds it (read or returned under the same lock). When Redis still
+   * has that version (same `updatedAt`), the new record is built from it and the patch instead of
+   * being read back with HGETALL (issue 7).
+   */
+  current?: JobRecord;
+  /**
+   * Go through this state on the way to `to` in the same atomic write (e.g. PENDING → SCHEDULED
+   * → DISPATCHED once the route is known); both steps must be in the table. The middle state is
+   * never stored, but it is broadcast (onTransition) and indexed like a real step would leave it.
+   * A `safety` patch is recorded as the decision that led to this state.
+   */
+  via?: JobState;
+  /**
+   * Release the job lock in the same script once the write committed (the caller is done with
+   * the job; the lease must then be marked released, see `Lease.markReleased`). Not on failure:
+   * the caller still owns the lock and releases it itself.
+   */
+  release?: boolean;
+}
+
+export interface MarkPublishedOptions {
+  /** As `TransitionOptions.current`: the record returned by the DISPATCHED write. */
+  current?: JobRecord;
+  /** As `TransitionOptions.release`: D6, the dispatch handler is done once the attempt is marked. */
+  release?: boolean;
 }
 
 export type MarkPublishedResult = { ok: true; job: JobRecord } | { ok: false; reason: 'not_found' | 'fenced' | 'state_mismatch'; current?: JobRecord };
+
+export type MarkRunningResult =
+  | { ok: true; job: JobRecord }
+  /** `busy`: a job lock is held (retry shortly); `stale_dispatch`: the progress names an older attempt. */
+  | { ok: false; reason: 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch' };
 
 export type ReattemptResult =
   | { ok: true; job: JobRecord }
@@ -47,7 +80,7 @@ export interface JobStore extends JobScans {
   /** D45: ctx:<id> lives another job TTL (refreshed on approval). */
   refreshContext(id: string): Promise<void>;
   transition(id: string, to: JobState, o: TransitionOptions): Promise<TransitionResult>;
-  markPublished(id: string, dispatchId: string, token: string): Promise<MarkPublishedResult>;
+  markPublished(id: string, dispatchId: string, token: string, o?: MarkPublishedOptions): Promise<MarkPublishedResult>;
   /** D14: idempotent; true when this call created the entry. */
   writeDlq(job: JobRecord, reason?: string): Promise<boolean>;
   getDlq(id: string): Promise<DlqEntry | null>;
@@ -61,6 +94,11 @@ export interface JobStore extends JobScans {
   deleteDlq(entry: DlqEntry): Promise<boolean>;
   /** Fenced field update that keeps the state (e.g. schedule_tries of a PENDING job); `state_mismatch` if it moved. */
   patchJob(id: string, state: JobState, o: { token: string; patch: JobPatch }): Promise<TransitionResult>;
+  /**
+   * DISPATCHED → RUNNING for a progress of `dispatchId` ('' = current attempt), atomically and only
+   * while no job lock is held (mark-running-2.lua): fenced by the lock's absence instead of a token.
+   */
+  markRunning(id: string, dispatchId: string): Promise<MarkRunningResult>;
   /**
    * D1 (b): DISPATCHED → DISPATCHED with a new attempt, only if `replaces` is still the current
    * dispatch and no worker claimed it (reattempt-3.lua, atomic with worker-sdk's claim).
@@ -85,10 +123,11 @@ type Reply = [number, ...unknown[]];
 
 export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobStore {
   const scripts: ScriptRunner = defineScripts(redis, [
-    scriptSpec('create-2.lua', createLua),
-    scriptSpec('transition-2.lua', transitionLua),
+    scriptSpec('create-3.lua', createLua),
+    scriptSpec('transition-3.lua', transitionLua),
     scriptSpec('mark-published-2.lua', markPublishedLua),
     scriptSpec('reattempt-3.lua', reattemptLua),
+    scriptSpec('mark-running-2.lua', markRunningLua),
   ]);
   const now = opts.now ?? Date.now;
   const ttl = opts.jobTtlMs;
@@ -101,37 +140,34 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     }
   };
 
-  // Index updates span slots (tenant tag), so they run after the atomic write as
-  // idempotent commands; a crash in between leaves an index one step behind,
-  // which the index trimmer / lists tolerate (D16).
-  // Every command promise is awaited through Promise.all before anything else is
-  // awaited: a command that was started and then abandoned because an earlier await
-  // threw (e.g. all of them timing out after a SIGSTOP/SIGCONT) would reject unhandled
-  // and kill the process.
-  async function moveIndex(job: JobRecord, from: JobState | null): Promise<void> {
-    const first: Promise<unknown>[] = [];
-    if (from && from !== job.state) first.push(redis.zrem(jobKeys.indexState(job.tenant, from), job.id));
-    const stateKey = jobKeys.indexState(job.tenant, job.state);
-    first.push(redis.zadd(stateKey, job.createdAt, job.id), redis.pexpire(stateKey, ttl));
-    if (!from) {
-      const allKey = jobKeys.indexAll(job.tenant);
-      first.push(redis.zadd(allKey, job.createdAt, job.id), redis.pexpire(allKey, ttl));
-      if (job.deadlineAt !== undefined && !TERMINAL_STATES.has(job.state)) first.push(redis.zadd(jobKeys.deadline(), job.deadlineAt, job.id));
-    }
-    // Global in-flight indexes (scored by state entry): the new one is added before the old one is
-    // removed, so a crash in between leaves the job in two indexes (a scan repairs it), never in none.
-    if (ACTIVE_STATES.has(job.state)) first.push(redis.zadd(jobKeys.active(job.state), job.updatedAt, job.id));
-    await Promise.all(first);
-    const then: Promise<unknown>[] = [];
-    if (from && from !== job.state && ACTIVE_STATES.has(from)) then.push(redis.zrem(jobKeys.active(from), job.id));
-    if (TERMINAL_STATES.has(job.state)) then.push(redis.zrem(jobKeys.deadline(), job.id), redis.zrem(jobKeys.retry(), job.id));
-    await Promise.all(then);
+  // Index updates span slots (tenant tag, global keys), so they run after the atomic write as
+  // idempotent commands, batched per event-loop turn (index-writer.ts); a crash in between
+  // leaves an index one step behind, which the index trimmer / lists tolerate (D16).
+  const indexes = createIndexWriter(redis, now);
+  function moveIndex(job: JobRecord, from: JobState | null): Promise<void> {
+    return indexes.write((ops) => {
+      if (from && from !== job.state) ops.rem(jobKeys.indexState(job.tenant, from), job.id);
+      ops.add(jobKeys.indexState(job.tenant, job.state), job.createdAt, job.id, ttl);
+      if (!from) {
+        ops.add(jobKeys.indexAll(job.tenant), job.createdAt, job.id, ttl);
+        if (job.deadlineAt !== undefined && !TERMINAL_STATES.has(job.state)) ops.add(jobKeys.deadline(), job.deadlineAt, job.id);
+      }
+      // Global in-flight indexes (scored by state entry): added before the old one is removed
+      // (the writer sends every ZADD first), so a crash leaves the job in two indexes, never in none.
+      if (ACTIVE_STATES.has(job.state)) ops.add(jobKeys.active(job.state), job.updatedAt, job.id);
+      if (from && from !== job.state && ACTIVE_STATES.has(from)) ops.rem(jobKeys.active(from), job.id);
+      if (TERMINAL_STATES.has(job.state)) {
+        // Only jobs that had a deadline or ever waited for a retry can be in these ZSETs; a stale
+        // `job:retry` member would anyway be dropped by the replayer's next turn.
+        if (job.deadlineAt !== undefined) ops.rem(jobKeys.deadline(), job.id);
+        if (mayHaveRetry(job)) ops.rem(jobKeys.retry(), job.id);
+      }
+    });
   }
 
-  // After the atomic write, like the indexes: a crash in between loses one history entry,
-  // never the record's own `safety` (the authoritative latest decision).
-  async function recordDecision(job: JobRecord): Promise<void> {
-    if (!job.safety) return;
+  // The history entry of a record's latest decision, appended inside the record's script.
+  const decisionEntry = (job: JobRecord): string => {
+    if (!job.safety) return '';
     const e: DecisionEntry = {
       decision: job.safety.decision,
       reason: job.safety.reason,
@@ -140,9 +176,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       state: job.state,
       recorded_at: new Date(job.updatedAt).toISOString(),
     };
-    const key = jobKeys.decisions(job.id);
-    await redis.multi().rpush(key, JSON.stringify(e)).ltrim(key, -MAX_DECISIONS, -1).pexpire(key, ttl).exec();
-  }
+    return JSON.stringify(e);
+  };
 
   async function writeDlq(job: JobRecord, reason?: string): Promise<boolean> {
     if (!DLQ_STATES.has(job.state)) return false;
@@ -169,7 +204,10 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const createdAt = now();
       const ctx = { prompt: j.prompt, context: j.context ?? null, topic: j.topic, tenant_id: j.tenant, priority: j.priority, created_at: new Date(createdAt).toISOString() };
       // ctx first, NX: a record never points at a missing ctx, and a retried create never rewrites the input.
-      await redis.set(jobKeys.ctx(j.id), JSON.stringify(ctx), 'PX', ttl, 'NX');
+      // On one connection (standalone Redis) sending it first is enough: the create goes right behind
+      // it in the same write (issue 7: one round trip less); across cluster nodes it is awaited.
+      const ctxWritten = redis.set(jobKeys.ctx(j.id), JSON.stringify(ctx), 'PX', ttl, 'NX');
+      if (redis.isCluster) await ctxWritten;
       const terminal = TERMINAL_STATES.has(j.initialState);
       const rec: JobRecord = {
         id: j.id,
@@ -199,16 +237,17 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         finishedAt: terminal ? createdAt : undefined,
       };
       if (j.initialState === 'APPROVAL_REQUIRED') rec.holdHash = jobRequestHash(rec, { prompt: j.prompt, context: j.context ?? null });
-      const reply = await scripts.run<Reply>('create', [jobKeys.meta(j.id), jobKeys.fence(j.id)], [ttl, JSON.stringify(encodeFields(rec))]);
-      const job = decodeFlat(reply[1]);
+      const fields = encodeFields(rec);
+      // The record as Redis will hold it (undefined fields dropped, JSON round trip).
+      const built = decodeFields(fields);
+      const [, reply] = await Promise.all([ctxWritten, scripts.run<Reply>('create', [jobKeys.meta(j.id), jobKeys.fence(j.id), jobKeys.decisions(j.id)], [ttl, decisionEntry(built), ...flatFields(fields)])]);
+      const created = Number(reply[0]) === 1;
+      const job = created ? built : decodeFlat(reply[1]);
       if (!job) throw new JobStoreError('unexpected_reply', `create returned no record for ${j.id}`);
       // Side effects are idempotent, so a retried create repairs a half-done earlier one.
       await moveIndex(job, null);
       if (DLQ_STATES.has(job.state)) await writeDlq(job);
-      if (reply[0] === 1) {
-        await recordDecision(job);
-        notify(job, null);
-      }
+      if (created) notify(job, null);
       return job;
     },
 
@@ -239,10 +278,17 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const t = now();
       const patch: JobPatch = { ...(o.patch ?? {}) };
       if (TERMINAL_STATES.has(to) && patch.finishedAt === undefined) patch.finishedAt = t;
+      const fields = encodeFields(patch as Partial<JobRecord>);
+      const cur = o.current?.id === id ? o.current : undefined;
+      // The history entry is built from the record as it will stand; the state and time are known.
+      const entry = o.patch?.safety ? decisionEntry({ ...(cur ?? ({ id } as JobRecord)), safety: o.patch.safety, state: o.via ?? to, updatedAt: t }) : '';
       const reply = await scripts.run<Reply>(
         'transition',
-        [jobKeys.meta(id), jobKeys.lock(id)],
-        [o.token, (o.from ?? []).join(','), to, encodePatch(patch), t, allowedSources(to).join(',')],
+        [jobKeys.meta(id), jobKeys.lock(id), jobKeys.decisions(id)],
+        [
+          o.token, (o.from ?? []).join(','), to, t, allowedSources(to).join(','), cur ? JSON.stringify(cur.updatedAt) : '', o.release ? '1' : '', entry, ttl,
+          o.via ?? '', o.via ? allowedSources(o.via).join(',') : '', ...flatFields(fields),
+        ],
       );
       const code = Number(reply[0]);
       if (code !== 1) {
@@ -250,19 +296,21 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         return { ok: false, reason: failureFromCode(code), current };
       }
       const from = String(reply[1]) as JobState;
-      const job = decodeFlat(reply[2]);
+      const job = reply.length > 2 ? decodeFlat(reply[2]) : cur ? { ...cur, ...decodeFields(fields), state: to, updatedAt: t } : null;
       if (!job) throw new JobStoreError('unexpected_reply', `transition returned no record for ${id}`);
       await moveIndex(job, from);
-      if (o.patch?.safety) await recordDecision(job);
       if (DLQ_STATES.has(job.state)) await writeDlq(job, o.dlqReason);
-      notify(job, from);
+      if (o.via) notify({ ...job, state: o.via }, from);
+      notify(job, o.via ?? from);
       return { ok: true, job, from };
     },
 
-    async markPublished(id, dispatchId, token) {
-      const reply = await scripts.run<Reply>('mark-published', [jobKeys.meta(id), jobKeys.lock(id)], [token, dispatchId, now()]);
+    async markPublished(id, dispatchId, token, o = {}) {
+      const t = now();
+      const cur = o.current?.id === id ? o.current : undefined;
+      const reply = await scripts.run<Reply>('mark-published', [jobKeys.meta(id), jobKeys.lock(id)], [token, dispatchId, t, cur ? JSON.stringify(cur.updatedAt) : '', o.release ? '1' : '']);
       const code = Number(reply[0]);
-      const job = decodeFlat(reply[1]) ?? undefined;
+      const job = reply.length > 1 ? (decodeFlat(reply[1]) ?? undefined) : cur?.dispatch ? { ...cur, dispatch: { ...cur.dispatch, published: true }, updatedAt: t } : undefined;
       if (code === 1 && job) return { ok: true, job };
       const reason = failureFromCode(code);
       if (reason === 'illegal_transition') throw new JobStoreError('unexpected_reply', 'mark-published cannot be illegal');
@@ -307,12 +355,27 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     },
 
     async patchJob(id, state, o) {
-      const reply = await scripts.run<Reply>('transition', [jobKeys.meta(id), jobKeys.lock(id)], [o.token, state, state, encodePatch(o.patch), now(), state]);
+      const args = [o.token, state, state, now(), state, '', '', '', ttl, '', '', ...flatFields(encodeFields(o.patch as Partial<JobRecord>))];
+      const reply = await scripts.run<Reply>('transition', [jobKeys.meta(id), jobKeys.lock(id), jobKeys.decisions(id)], args);
       const code = Number(reply[0]);
       if (code !== 1) return { ok: false, reason: failureFromCode(code), current: decodeFlat(reply[2]) ?? undefined };
       const job = decodeFlat(reply[2]);
       if (!job) throw new JobStoreError('unexpected_reply', `patch returned no record for ${id}`);
       return { ok: true, job, from: state };
+    },
+
+    async markRunning(id, dispatchId) {
+      const reply = await scripts.run<Reply>('mark-running', [jobKeys.meta(id), jobKeys.lock(id)], [dispatchId, now()]);
+      const code = Number(reply[0]);
+      if (code === 0) return { ok: false, reason: 'busy' };
+      if (code === -1) return { ok: false, reason: 'not_found' };
+      if (code === -4) return { ok: false, reason: 'state_mismatch' };
+      if (code === -5) return { ok: false, reason: 'stale_dispatch' };
+      const job = decodeFlat(reply[1]);
+      if (code !== 1 || !job) throw new JobStoreError('unexpected_reply', `mark-running returned ${code} for ${id}`);
+      await moveIndex(job, 'DISPATCHED');
+      notify(job, 'DISPATCHED');
+      return { ok: true, job };
     },
 
     async reattempt(id, replaces, o) {
@@ -331,6 +394,11 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       return { ok: false, reason, current: job };
     },
   };
+}
+
+/** Whether `job:retry` can hold the job: it waited for a worker, was refused busy or retried. */
+function mayHaveRetry(job: JobRecord): boolean {
+  return (job.scheduleTries ?? 0) > 0 || (job.busyRefusals ?? 0) > 0 || job.attempts > 1;
 }
 
 function defaultReasonCode(state: JobState): string {

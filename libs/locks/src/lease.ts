@@ -58,6 +58,16 @@ export class Lease {
   }
 
   /**
+   * The lock was deleted by a fenced script that checked our token in the same atomic step as
+   * its write (e.g. a job-store transition with `release`): forget the lease locally without a
+   * DEL round trip. Like after release(), it is never safe to act on again.
+   */
+  markReleased(): void {
+    this.stopAutoRenew();
+    this.lost = true;
+  }
+
+  /**
    * true iff the last successful acquire/renew was sent less than ttlMs - marginMs ago and the
    * lease was not found lost. Check right before an externally visible side effect (D3).
    */

@@ -19,9 +19,26 @@ export interface AcquireOptions extends LeaseOptions {
   retryMs?: number;
 }
 
+/** `acquireAndRead`: also read a hash in the lock's slot once the lease is held. */
+export interface AcquireReadOptions extends AcquireOptions {
+  /** A hash in the same hash slot as the lock (e.g. the record the lock guards). */
+  readKey: string;
+}
+
+export interface LeaseWithRead {
+  lease: Lease;
+  /** HGETALL of `readKey` as the flat [field, value, ...] array ([] when the key is absent). */
+  hash: string[];
+}
+
 export interface Locks {
   tryAcquire(o: LeaseOptions): Promise<Lease | null>;
   acquire(o: AcquireOptions): Promise<Lease | null>;
+  /**
+   * `acquire`, and in the same atomic script read `readKey`: what the caller reads is what the
+   * lease guards from its first instant, at the cost of one round trip instead of two.
+   */
+  acquireAndRead(o: AcquireReadOptions): Promise<LeaseWithRead | null>;
   elector(o: ElectorOptions): LeaderElector;
   /** The generic fenced write (fencedSet-2.lua): 1 written, -2 fenced. */
   fencedSet(lockKey: string, target: string, token: string, value: string): Promise<1 | -2>;
@@ -35,23 +52,27 @@ export function createLocks(redis: RedisClient, opts: LocksOptions = {}): Locks 
 
   const tryAcquire = (o: LeaseOptions) => tryAcquireWith(runner, o);
 
+  /** Retries `attempt` with jitter until it yields a value or `o.waitMs` has passed (null). */
+  async function waitFor<T>(o: AcquireOptions, attempt: () => Promise<T | null>): Promise<T | null> {
+    const started = performance.now();
+    const deadline = started + Math.max(0, o.waitMs);
+    const retryMs = Math.max(1, o.retryMs ?? 20);
+    for (;;) {
+      const got = await attempt();
+      const now = performance.now();
+      if (got || now >= deadline) {
+        hist?.observe({ result: got ? 'acquired' : 'timeout' }, (now - started) / 1000);
+        return got;
+      }
+      const pause = Math.min(deadline - now, retryMs * (0.5 + Math.random()));
+      await new Promise((r) => setTimeout(r, pause));
+    }
+  }
+
   const locks: Locks = {
     tryAcquire,
-    async acquire(o) {
-      const started = performance.now();
-      const deadline = started + Math.max(0, o.waitMs);
-      const retryMs = Math.max(1, o.retryMs ?? 20);
-      for (;;) {
-        const lease = await tryAcquire(o);
-        const now = performance.now();
-        if (lease || now >= deadline) {
-          hist?.observe({ result: lease ? 'acquired' : 'timeout' }, (now - started) / 1000);
-          return lease;
-        }
-        const pause = Math.min(deadline - now, retryMs * (0.5 + Math.random()));
-        await new Promise((r) => setTimeout(r, pause));
-      }
-    },
+    acquire: (o) => waitFor(o, () => tryAcquire(o)),
+    acquireAndRead: (o) => waitFor(o, () => tryAcquireRead(runner, o)),
     elector: (o) => createElector(tryAcquire, o),
     fencedSet: (lockKey, target, token, value) => runner.run<1 | -2>('fencedSet', [lockKey, target], [token, value]),
   };
@@ -64,6 +85,15 @@ async function tryAcquireWith(runner: ScriptRunner, o: LeaseOptions): Promise<Le
   const fence = await runner.run<number>('acquire', [o.key, o.fenceKey ?? `${o.key}:fence`], [o.owner, Math.ceil(o.ttlMs)]);
   if (fence <= 0) return null;
   return new Lease(runner, o.key, o.owner, fence, o.ttlMs, sentAt);
+}
+
+async function tryAcquireRead(runner: ScriptRunner, o: AcquireReadOptions): Promise<LeaseWithRead | null> {
+  if (!(o.ttlMs > 0)) throw new RangeError(`ttlMs must be > 0, got ${o.ttlMs}`);
+  const sentAt = performance.now();
+  const reply = await runner.run<[number, string[]?]>('acquire-read', [o.key, o.fenceKey ?? `${o.key}:fence`, o.readKey], [o.owner, Math.ceil(o.ttlMs)]);
+  const fence = Number(reply[0]);
+  if (!(fence > 0)) return null;
+  return { lease: new Lease(runner, o.key, o.owner, fence, o.ttlMs, sentAt), hash: reply[1] ?? [] };
 }
 
 /** One histogram per registry and name: several Locks instances in one process share it. */

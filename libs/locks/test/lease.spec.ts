@@ -41,6 +41,40 @@ describe.each(REDIS_BACKENDS)('@cordum/locks lease (single process, %s Redis)', 
     await b!.release();
   });
 
+  it('acquireAndRead takes the lease and reads the guarded hash atomically; a busy lock reads nothing', async () => {
+    const locks = createLocks(redis); // its own (unmetered) instance: the histogram test counts waits
+    const k = keys();
+    await redis.hset(k.target, 'state', 'PENDING', 'n', '1');
+    const got = await locks.acquireAndRead({ ...k, readKey: k.target, owner: 'a', ttlMs: 5000, waitMs: 0 });
+    expect(got).not.toBeNull();
+    expect(got!.lease.token).toBe(`a:${got!.lease.fence}`);
+    expect(await redis.get(k.key)).toBe(got!.lease.token);
+    const h = got!.hash;
+    expect(Object.fromEntries(Array.from({ length: h.length / 2 }, (_, i) => [h[2 * i], h[2 * i + 1]]))).toEqual({ state: 'PENDING', n: '1' });
+    // Held: another owner neither gets the lease nor consumes a fence, within its wait.
+    const started = performance.now();
+    expect(await locks.acquireAndRead({ ...k, readKey: k.target, owner: 'b', ttlMs: 5000, waitMs: 60 })).toBeNull();
+    expect(performance.now() - started).toBeGreaterThanOrEqual(55);
+    expect(await redis.get(k.fenceKey)).toBe(String(got!.lease.fence));
+    await got!.lease.release();
+    const absent = await locks.acquireAndRead({ ...keys(), readKey: kb.tagged('target', 'none'), owner: 'c', ttlMs: 5000, waitMs: 0 });
+    expect(absent!.hash).toEqual([]);
+    await absent!.lease.release();
+  });
+
+  it('markReleased forgets a lease a fenced script deleted: no renew, not safe to act, release is a no-op', async () => {
+    const k = keys();
+    const a = await locks.tryAcquire({ ...k, owner: 'a', ttlMs: 5000 });
+    a!.startAutoRenew();
+    await redis.del(k.key); // what a job-store transition with `release` does after checking the token
+    a!.markReleased();
+    expect(a!.safeToAct(0)).toBe(false);
+    const b = await locks.tryAcquire({ ...k, owner: 'b', ttlMs: 5000 });
+    expect(await a!.release()).toBe(false);
+    expect(await redis.get(k.key)).toBe(b!.token); // a's release did not touch b's lease
+    await b!.release();
+  });
+
   it('default fence key is <key>:fence', async () => {
     const k = keys();
     const a = await locks.tryAcquire({ key: k.key, owner: 'a', ttlMs: 5000 });

@@ -2,9 +2,9 @@
 // fixed concurrency, then a paced run for latency. Every figure comes from Redis
 // job timestamps, INFO commandstats and NATS /varz, not from client clocks.
 import { drive, collect, summarize } from './load.mjs';
-import { commandDelta, commandStats, natsVarz, round } from './stats.mjs';
+import { commandDelta, commandStats, cpuSeconds, natsVarz, round } from './stats.mjs';
 
-export async function measureModel({ redis, monitorPort, urls, request, records, opts, log }) {
+export async function measureModel({ redis, monitorPort, urls, request, records, opts, log, procs = [] }) {
   const own = {};
   const drainMs = Math.max(30_000, opts.duration * 3000);
   const phase = async (label, durationS, rate) => {
@@ -25,7 +25,7 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
   // Background traffic (heartbeats, registry refreshes, leader renewals) goes on
   // with no jobs at all: measure its rate while idle and take it out of the
   // per-job figures, so they count what a job costs.
-  const idleS = Math.min(5, Math.max(3, opts.warmup));
+  const idleS = opts.idleS ?? Math.min(5, Math.max(3, opts.warmup));
   const i0 = await commandStats(redis);
   const iv0 = await natsVarz(monitorPort);
   const it0 = performance.now();
@@ -38,12 +38,14 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
 
   const before = await commandStats(redis);
   const v0 = await natsVarz(monitorPort);
+  const c0 = cpuSeconds(procs);
   const t0 = performance.now();
   for (const k of Object.keys(own)) own[k] = 0;
   own.info = 1;
   const saturated = await phase('saturated', opts.duration);
   const after = await commandStats(redis);
   const v1 = await natsVarz(monitorPort);
+  const c1 = cpuSeconds(procs);
   const window = (performance.now() - t0) / 1000;
   const scale = window / idleElapsed;
   const background = Object.fromEntries(Object.entries(idle.byCmd).map(([k, v]) => [k, Math.round(v * scale)]));
@@ -56,7 +58,15 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
   saturated.redisCommandsPerJobIncludingBackground = round(raw.total / jobs, 1);
   saturated.busMessagesPerJob = round((v1.inMsgs - v0.inMsgs - idleMsgsPerS * window) / jobs, 1);
   saturated.busMessagesPerJobIncludingBackground = round((v1.inMsgs - v0.inMsgs) / jobs, 1);
+  // CPU time per job of every process (services, redis-server, nats-server) over the
+  // saturated phase and its drain: unlike jobs/s it hardly moves with other load on the machine.
+  saturated.cpuMsPerJob = Object.fromEntries(Object.keys(c1).filter((k) => k in c0).map((k) => [k, round(((c1[k] - c0[k]) * 1000) / jobs, 2)]));
   saturated.background = { idleSeconds: round(idleElapsed, 1), redisCommandsPerS: round(idle.total / idleElapsed, 1), busMessagesPerS: round(idleMsgsPerS, 1), measuredWindowS: round(window, 1) };
   const paced = opts.rate > 0 ? await phase('paced', opts.duration, opts.rate) : null;
-  return { saturated, paced };
+  // Service latency at a load the model sustains: paced at half its own saturated rate (or at
+  // `halfRate` when given, so the growth pass is timed at exactly pass 1's rate).
+  const halfRate = opts.halfRate ?? Math.max(1, Math.round((saturated.completedPerS ?? 0) / 2));
+  const half = opts.half === false ? null : await phase('paced at half capacity', opts.duration, halfRate);
+  if (half) half.rate = halfRate;
+  return { saturated, paced, half };
 }

@@ -14,6 +14,7 @@ export function ratios(r) {
     pass2_over_pass1_jobsPerS: ratio(r.stack?.pass2?.saturated?.completedPerS, ours),
     growth_over_empty_jobsPerS: ratio(r.stack?.growth?.saturated?.completedPerS, ours),
     growth_over_empty_p99: ratio(r.stack?.growth?.paced?.submitToResultMs?.p99, p99),
+    growth_over_empty_half_p99: ratio(r.stack?.growth?.half?.submitToResultMs?.p99, r.stack?.pass1?.half?.submitToResultMs?.p99),
   };
 }
 
@@ -25,7 +26,7 @@ function modelRows(name, m) {
     [name, 'HTTP submits/s (saturated)', s.http.submitsPerS],
     [name, 'HTTP non-2xx / errors', `${s.http.non2xx} / ${s.http.errors}`],
     [name, 'completed jobs/s', s.completedPerS],
-    [name, 'failed or unfinished jobs', s.failedOrUnfinished + (m.paced?.failedOrUnfinished ?? 0)],
+    [name, 'failed or unfinished jobs', s.failedOrUnfinished + (m.paced?.failedOrUnfinished ?? 0) + (m.half?.failedOrUnfinished ?? 0)],
     [name, 'submit→dispatch p50/p95/p99 ms (saturated)', ms(s.submitToDispatchMs)],
     [name, 'submit→result p50/p95/p99 ms (saturated)', ms(s.submitToResultMs)],
   ];
@@ -33,8 +34,13 @@ function modelRows(name, m) {
     rows.push([name, `submit→dispatch p50/p95/p99 ms (paced ${m.paced.http.submitsPerS}/s)`, ms(m.paced.submitToDispatchMs)]);
     rows.push([name, `submit→result p50/p95/p99 ms (paced ${m.paced.http.submitsPerS}/s)`, ms(m.paced.submitToResultMs)]);
   }
+  if (m.half) {
+    rows.push([name, `submit→dispatch p50/p95/p99 ms (half capacity, ${m.half.http.submitsPerS}/s)`, ms(m.half.submitToDispatchMs)]);
+    rows.push([name, `submit→result p50/p95/p99 ms (half capacity, ${m.half.http.submitsPerS}/s)`, ms(m.half.submitToResultMs)]);
+  }
   rows.push([name, 'Redis commands per job (net of idle background)', `${fmt(s.redisCommandsPerJob)}  (raw ${fmt(s.redisCommandsPerJobIncludingBackground)})`]);
   rows.push([name, 'bus messages per job (NATS in_msgs, net)', `${fmt(s.busMessagesPerJob)}  (raw ${fmt(s.busMessagesPerJobIncludingBackground)})`]);
+  if (s.cpuMsPerJob && Object.keys(s.cpuMsPerJob).length) rows.push([name, 'CPU ms per job (saturated)', Object.entries(s.cpuMsPerJob).map(([k, v]) => `${k}=${v}`).join(' ')]);
   if (m.rssMb) rows.push([name, 'peak RSS MB', Object.entries(m.rssMb).map(([k, v]) => `${k}=${v}`).join(' ')]);
   return rows;
 }
@@ -67,5 +73,6 @@ export function table(r) {
   lines.push(`ratio  our paced p99 ÷ bare paced p99             ${fmt(q.p99_over_bare_p99)}`);
   lines.push(`ratio  2 schedulers+2 gateways ÷ 1x jobs/s        ${fmt(q.pass2_over_pass1_jobsPerS)}`);
   lines.push(`ratio  growth ÷ empty jobs/s, p99                 ${fmt(q.growth_over_empty_jobsPerS)}, ${fmt(q.growth_over_empty_p99)}   (target within 10 %)`);
+  lines.push(`ratio  growth ÷ empty p99 at pass 1's half rate   ${fmt(q.growth_over_empty_half_p99)}`);
   return lines.join('\n');
 }

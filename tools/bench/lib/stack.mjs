@@ -7,6 +7,13 @@ import { freePort, start, waitUntil } from './procs.mjs';
 
 export const API_KEY = 'bench-admin-key-0123456789';
 export const SERVICES = ['safety-kernel', 'scheduler', 'api-gateway', 'echo-worker'];
+/**
+ * The V8 heap setting the services are deployed with (deploy/Dockerfile; docs/performance.md,
+ * "Memory"): with V8's default limit (a share of the host's RAM) a service under sustained load
+ * lets promoted garbage grow its old space to ~100 MB and its RSS to ~200 MB although its live
+ * heap stays under 30 MB; a 512 MB limit makes V8 collect early and keeps RSS near 130 MB.
+ */
+export const SERVICE_NODE_OPTIONS = '--max-old-space-size=512';
 
 /** dist/apps/<service>/main.js (CONTRACT §1); main.cjs when a project's build still emits that name. */
 export function bundlePath(root, service) {
@@ -37,7 +44,7 @@ async function readyz(port) {
  * Starts kernels, schedulers, gateways and echo workers; resolves once every
  * process answers /readyz. `kernelEnv` lets a run switch the decision cache.
  */
-export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 2, workerParallel = 256, kernelEnv = {}, logLevel = 'warn' }) {
+export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 2, workerParallel = 256, kernelEnv = {}, logLevel = 'warn', schedulerEnv = {}, log = () => undefined, cpuProfDir = null, extraEnv = {} }) {
   const common = {
     REDIS_URL: redisUrl,
     NATS_URL: natsUrl,
@@ -45,11 +52,14 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
     // The bench measures the job path, not the limiter: lift the per-tenant budget.
     API_RATE_LIMIT_RPS: '1000000',
     API_RATE_LIMIT_BURST: '1000000',
+    ...extraEnv,
   };
   const procs = [];
   const health = new Map();
   const spawnSvc = (service, name, env, healthPort) => {
-    const p = start(name, process.execPath, [bundlePath(root, service)], { env: { ...common, CORDUM_INSTANCE_ID: name, ...env }, cwd: tmpdir() });
+    // --cpu-prof: V8 writes a .cpuprofile per process when it exits (the services exit on SIGTERM).
+    const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${join(cpuProfDir, name)}`] : [];
+    const p = start(name, process.execPath, [...prof, bundlePath(root, service)], { env: { ...common, CORDUM_INSTANCE_ID: name, ...env }, cwd: tmpdir() });
     p.service = service;
     procs.push(p);
     health.set(p, healthPort);
@@ -63,7 +73,7 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
 
   for (let i = 1; i <= schedulers; i++) {
     const port = await freePort();
-    spawnSvc('scheduler', `scheduler-${i}`, { SCHEDULER_HTTP_ADDR: `127.0.0.1:${port}`, SAFETY_KERNEL_ADDR: kernelAddr }, port);
+    spawnSvc('scheduler', `scheduler-${i}`, { SCHEDULER_HTTP_ADDR: `127.0.0.1:${port}`, SAFETY_KERNEL_ADDR: kernelAddr, ...schedulerEnv }, port);
   }
   const gatewayUrls = [];
   for (let i = 1; i <= gateways; i++) {
@@ -77,22 +87,27 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
     }, port);
     gatewayUrls.push(`http://127.0.0.1:${port}`);
   }
-  for (let i = 1; i <= workers; i++) {
-    const port = await freePort();
-    spawnSvc('echo-worker', `echo-worker-${i}`, { WORKER_ID: `bench-echo-${i}`, WORKER_HTTP_ADDR: `127.0.0.1:${port}`, WORKER_MAX_PARALLEL: String(workerParallel) }, port);
-  }
-
   const stop = async () => {
     // Intake first, then schedulers, workers and the kernel.
     for (const svc of ['api-gateway', 'scheduler', 'echo-worker', 'safety-kernel']) {
       await Promise.all(procs.filter((p) => p.service === svc).map((p) => p.stop()));
     }
   };
+  const ready = (list) => Promise.all(list.map((p) => waitUntil(async () => {
+    if (!p.running()) throw new Error(`${p.name} exited ${JSON.stringify(p.exit)}: ${p.tail.slice(-8).join(' | ')}`);
+    return readyz(health.get(p));
+  }, 60_000, `${p.name} /readyz`)));
   try {
-    await Promise.all(procs.map((p) => waitUntil(async () => {
-      if (!p.running()) throw new Error(`${p.name} exited ${JSON.stringify(p.exit)}: ${p.tail.slice(-8).join(' | ')}`);
-      return readyz(health.get(p));
-    }, 60_000, `${p.name} /readyz`)));
+    await ready([...procs]);
+    // Workers last: their first heartbeat is sent at start, and one sent before
+    // a scheduler subscribed is only repeated a heartbeat interval (5 s) later.
+    const started = [];
+    for (let i = 1; i <= workers; i++) {
+      const port = await freePort();
+      started.push(spawnSvc('echo-worker', `echo-worker-${i}`, { WORKER_ID: `bench-echo-${i}`, WORKER_HTTP_ADDR: `127.0.0.1:${port}`, WORKER_MAX_PARALLEL: String(workerParallel) }, port));
+    }
+    await ready(started);
+    log(`  ${procs.length} processes ready`);
     // Ready processes are not enough: a job submitted before the workers'
     // first heartbeat finds no worker and waits for a retry. Wait until every
     // gateway lists all workers online.

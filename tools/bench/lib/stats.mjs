@@ -47,6 +47,23 @@ export function memOf(pid) {
   }
 }
 
+/** CPU seconds (user + system) used so far by each live proc, from /proc/<pid>/stat. */
+export function cpuSeconds(procs) {
+  const out = {};
+  for (const p of procs) {
+    try {
+      const stat = readFileSync(`/proc/${p.pid}/stat`, 'utf8');
+      // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out[p.name] = (Number(f[11]) + Number(f[12])) / CLK_TCK;
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+const CLK_TCK = 100;
+
 /** Polls VmRSS of the given procs every 250 ms; peak() returns MB per name (max of polled RSS and VmHWM). */
 export function rssSampler(procs) {
   const peak = new Map();

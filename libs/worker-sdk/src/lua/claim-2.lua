@@ -10,13 +10,14 @@
 -- Both keys share the {<job_id>} hash tag, so the script is Redis Cluster safe.
 -- The job record is read fail-open: absent, foreign or unparseable → ignored,
 -- so the SDK also works beside a control plane that keeps no such record.
-local meta_state = redis.call('HGET', KEYS[2], 'state')
+local meta = redis.call('HMGET', KEYS[2], 'state', 'dispatch')
+local meta_state = meta[1]
 if meta_state then
   if meta_state == 'SUCCEEDED' or meta_state == 'FAILED' or meta_state == 'CANCELLED'
     or meta_state == 'TIMEOUT' or meta_state == 'DENIED' or meta_state == 'OUTPUT_QUARANTINED' then
     return -3
   end
-  local raw = redis.call('HGET', KEYS[2], 'dispatch')
+  local raw = meta[2]
   if raw then
     local ok, d = pcall(cjson.decode, raw)
     if ok and type(d) == 'table' and type(d['dispatchId']) == 'string' and d['dispatchId'] ~= ''

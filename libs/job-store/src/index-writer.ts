@@ -1,0 +1,100 @@
+// Batched index updates (D16 tenant indexes, job:active, job:deadline, job:retry).
+// The indexes live in other slots than the record (tenant tag or global keys),
+// so they cannot join the record's atomic script; they are idempotent commands
+// issued after it. Under load many transitions finish in the same event-loop
+// turn: their updates are merged into one variadic ZADD / ZREM per key, sent
+// together (ioredis auto-pipelines them, per node in a cluster) at the end of
+// the turn, so a job costs a fraction of a command per index instead of one
+// ZADD, one ZREM and one PEXPIRE per key per transition (issue 7). A lone
+// transition is flushed in the same turn, so nothing waits for a batch to fill.
+//
+// Order inside a flush: every ZADD before any ZREM, so a crash in between
+// leaves a job in two indexes (a scan repairs it), never in none (D16).
+import type { RedisClient } from '@cordum/redis';
+
+/** A key's TTL is pushed forward at most this often per process (it is the job TTL, days). */
+export const INDEX_EXPIRE_EVERY_MS = 60_000;
+const MAX_EXPIRE_MEMO = 10_000;
+
+export interface IndexOps {
+  /** ZADD key score member; `expire` also keeps the key's TTL (ms) fresh. */
+  add(key: string, score: number, member: string, expireMs?: number): void;
+  rem(key: string, member: string): void;
+}
+
+export interface IndexWriter {
+  /** Queues the ops `fill` adds; resolves once they are written (rejects if a command failed). */
+  write(fill: (ops: IndexOps) => void): Promise<void>;
+}
+
+interface Batch {
+  adds: Map<string, (string | number)[]>;
+  rems: Map<string, string[]>;
+  expires: Map<string, number>;
+  done: Promise<void>;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+export function createIndexWriter(redis: RedisClient, now: () => number = Date.now): IndexWriter {
+  let batch: Batch | null = null;
+  const clustered = redis.isCluster;
+  // Last PEXPIRE per key: a key written thousands of times a second needs its TTL refreshed once a minute.
+  const expiredAt = new Map<string, number>();
+
+  const flush = (b: Batch): void => {
+    batch = null;
+    const t = now();
+    const calls: Promise<unknown>[] = [];
+    for (const [key, args] of b.adds) calls.push(redis.zadd(key, ...args));
+    for (const [key, ttl] of b.expires) {
+      const last = expiredAt.get(key);
+      if (last !== undefined && t - last < INDEX_EXPIRE_EVERY_MS) continue;
+      if (expiredAt.size >= MAX_EXPIRE_MEMO) expiredAt.clear();
+      expiredAt.set(key, t);
+      calls.push(redis.pexpire(key, ttl));
+    }
+    const removeAll = () => Promise.all([...b.rems].map(([key, members]) => redis.zrem(key, ...members)));
+    // Removals after the adds: on one connection (standalone Redis) sending them in order is
+    // enough; across cluster nodes they wait for the adds. Either way a crash in between
+    // duplicates an entry, never loses one.
+    const written = clustered ? Promise.all(calls).then(removeAll) : Promise.all([Promise.all(calls), removeAll()]);
+    written.then(() => b.resolve(), (err: unknown) => {
+        // A failed PEXPIRE must be retried by the next write to that key.
+        for (const key of b.expires.keys()) if (expiredAt.get(key) === t) expiredAt.delete(key);
+        b.reject(err);
+      });
+  };
+
+  const open = (): Batch => {
+    let resolve!: () => void;
+    let reject!: (err: unknown) => void;
+    const done = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const b: Batch = { adds: new Map(), rems: new Map(), expires: new Map(), done, resolve, reject };
+    setImmediate(() => flush(b));
+    return b;
+  };
+
+  return {
+    write(fill) {
+      const b = (batch ??= open());
+      fill({
+        add(key, score, member, expireMs) {
+          let a = b.adds.get(key);
+          if (!a) b.adds.set(key, (a = []));
+          a.push(score, member);
+          if (expireMs !== undefined) b.expires.set(key, expireMs);
+        },
+        rem(key, member) {
+          let r = b.rems.get(key);
+          if (!r) b.rems.set(key, (r = []));
+          r.push(member);
+        },
+      });
+      return b.done;
+    },
+  };
+}

@@ -1,0 +1,147 @@
+// The issue 7 fast paths: transitions that trust the caller's record instead of
+// reading it back, a lock released by the committing write, the lock-free
+// DISPATCHED → RUNNING, and index updates batched per event-loop turn. Each
+// must leave Redis exactly as the slow path does.
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { startRedis, type TestServer } from '@cordum/testing';
+import { createJobStore, jobKeys, type JobRecord, type JobStore } from '../src';
+import { drive, holdLock, newJob } from './helpers';
+
+describe('job-store fast paths (real Redis)', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  let store: JobStore;
+  const seen: Array<{ id: string; from: string | null; state: string }> = [];
+
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 4, minIdleConns: 1 });
+    store = createJobStore(redis, { jobTtlMs: 7 * 24 * 3600 * 1000, onTransition: (job, from) => seen.push({ id: job.id, from, state: job.state }) });
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  const dispatch = { dispatchId: 'd-1', attempt: 1, published: false, subject: 'job.echo', workerId: 'w1' };
+
+  it('a transition given the current record returns exactly what a read-back returns', async () => {
+    const j = newJob({ safety: { decision: 'allow', reason: 'ok', ruleId: 'r', policySnapshot: 's' } });
+    const created = await store.createJob(j);
+    expect(created).toEqual(await store.getJob(j.id));
+    const token = await holdLock(redis, j.id);
+    const s = await store.transition(j.id, 'SCHEDULED', { token, from: ['PENDING'], patch: { maxAttempts: 3, safety: { decision: 'allow', reason: 'again', ruleId: 'r2', policySnapshot: 's2' } }, current: created });
+    expect(s.ok && s.job).toEqual(await store.getJob(j.id));
+    const d = await store.transition(j.id, 'DISPATCHED', { token, from: ['SCHEDULED'], patch: { dispatch, attempts: 1, dispatchedAt: 1_700_000_000_000, workerId: 'w1' }, current: s.ok ? s.job : undefined });
+    expect(d.ok && d.job).toEqual(await store.getJob(j.id));
+    // The history got the scheduler's decision, written in the same script.
+    expect((await store.listDecisions(j.id)).map((e) => [e.rule_id, e.state])).toEqual([['r', 'PENDING'], ['r2', 'SCHEDULED']]);
+  });
+
+  it('a stale current record is detected by updatedAt and the record is read back', async () => {
+    const j = newJob();
+    const created = await store.createJob(j);
+    const token = await holdLock(redis, j.id);
+    const s = await store.transition(j.id, 'SCHEDULED', { token, current: created });
+    expect(s.ok).toBe(true);
+    // A caller holding the PENDING-time record (out of date) still gets the true record back.
+    await redis.hset(jobKeys.meta(j.id), 'maxAttempts', '7');
+    const d = await store.transition(j.id, 'DISPATCHED', { token, patch: { dispatch }, current: created });
+    expect(d.ok && d.job).toEqual(await store.getJob(j.id));
+    expect(d.ok && d.job.maxAttempts).toBe(7);
+  });
+
+  it('via: PENDING → SCHEDULED → DISPATCHED in one write, broadcast and indexed step by step, each step checked', async () => {
+    const j = newJob();
+    const created = await store.createJob(j);
+    const token = await holdLock(redis, j.id);
+    expect(await store.transition(j.id, 'DISPATCHED', { token, via: 'RUNNING', current: created })).toMatchObject({ ok: false, reason: 'illegal_transition' });
+    expect(await store.transition(j.id, 'SUCCEEDED', { token, via: 'SCHEDULED', current: created })).toMatchObject({ ok: false, reason: 'illegal_transition' });
+    const safety = { decision: 'allow', reason: 'checked', ruleId: 'r-s', policySnapshot: 's' };
+    const d = await store.transition(j.id, 'DISPATCHED', { token, from: ['PENDING'], via: 'SCHEDULED', patch: { safety, maxAttempts: 3, dispatch, attempts: 1 }, current: created });
+    expect(d).toMatchObject({ ok: true, from: 'PENDING' });
+    expect(d.ok && d.job).toEqual(await store.getJob(j.id));
+    expect(seen.filter((e) => e.id === j.id).map((e) => [e.from, e.state])).toEqual([[null, 'PENDING'], ['PENDING', 'SCHEDULED'], ['SCHEDULED', 'DISPATCHED']]);
+    expect((await store.listDecisions(j.id)).pop()).toMatchObject({ rule_id: 'r-s', state: 'SCHEDULED' });
+    expect(await redis.zscore(jobKeys.indexState('acme', 'PENDING'), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('acme', 'SCHEDULED'), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('acme', 'DISPATCHED'), j.id)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.active('DISPATCHED'), j.id)).not.toBeNull();
+  });
+
+  it('release deletes the lock only when the write commits', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED']);
+    // Refused (state mismatch): the caller still holds its lock.
+    expect(await store.transition(j.id, 'RUNNING', { token, release: true })).toMatchObject({ ok: false, reason: 'illegal_transition' });
+    expect(await redis.get(jobKeys.lock(j.id))).toBe(token);
+    expect(await store.transition(j.id, 'DISPATCHED', { token, patch: { dispatch }, release: true })).toMatchObject({ ok: true });
+    expect(await redis.exists(jobKeys.lock(j.id))).toBe(0);
+  });
+
+  it('markPublished with release marks, deletes the lock and returns the record without reading it', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED']);
+    const d = await store.transition(j.id, 'DISPATCHED', { token, patch: { dispatch } });
+    const m = await store.markPublished(j.id, 'd-1', token, { current: d.ok ? d.job : undefined, release: true });
+    expect(m.ok && m.job.dispatch).toEqual({ ...dispatch, published: true });
+    const stored = (await store.getJob(j.id))!;
+    expect(m.ok && { ...m.job, dispatch: stored.dispatch }).toEqual(stored);
+    expect(stored.dispatch).toEqual({ ...dispatch, published: true });
+    expect(await redis.exists(jobKeys.lock(j.id))).toBe(0);
+    // The lock is gone, so a second mark is fenced.
+    expect(await store.markPublished(j.id, 'd-1', token)).toMatchObject({ ok: false, reason: 'fenced' });
+  });
+
+  it('markRunning moves DISPATCHED → RUNNING only while no lock is held and only for the current dispatch', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED']);
+    await redis.del(jobKeys.lock(j.id));
+    expect(await store.markRunning(j.id, 'd-1')).toEqual({ ok: false, reason: 'state_mismatch' });
+    await holdLock(redis, j.id, token);
+    await store.transition(j.id, 'DISPATCHED', { token, patch: { dispatch } });
+    // A handler holds the lock: busy, nothing written.
+    expect(await store.markRunning(j.id, 'd-1')).toEqual({ ok: false, reason: 'busy' });
+    await redis.del(jobKeys.lock(j.id));
+    expect(await store.markRunning(j.id, 'd-old')).toEqual({ ok: false, reason: 'stale_dispatch' });
+    expect((await store.getJob(j.id))?.state).toBe('DISPATCHED');
+    const r = await store.markRunning(j.id, 'd-1');
+    expect(r.ok && r.job.state).toBe('RUNNING');
+    expect(r.ok && r.job).toEqual(await store.getJob(j.id));
+    expect(seen.filter((e) => e.id === j.id).pop()).toEqual({ id: j.id, from: 'DISPATCHED', state: 'RUNNING' });
+    expect(await redis.zscore(jobKeys.indexState('acme', 'RUNNING'), j.id)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('acme', 'DISPATCHED'), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.active('RUNNING'), j.id)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.active('DISPATCHED'), j.id)).toBeNull();
+    // '' = the current attempt (CONTRACT §3); a RUNNING job does not move again.
+    expect(await store.markRunning(j.id, '')).toEqual({ ok: false, reason: 'state_mismatch' });
+    expect(await store.markRunning('missing-' + j.id, '')).toEqual({ ok: false, reason: 'not_found' });
+  });
+
+  it('batched index updates of many concurrent transitions leave every index exactly right', async () => {
+    const jobs: JobRecord[] = await Promise.all(Array.from({ length: 60 }, () => store.createJob(newJob({ tenant: 'batch' }))));
+    const tokens = await Promise.all(jobs.map((j) => holdLock(redis, j.id)));
+    const cmdsBefore = await zsetCalls();
+    // All 60 transitions finish in a handful of event-loop turns: their index updates share commands.
+    const moved = await Promise.all(jobs.map((j, i) => store.transition(j.id, 'SCHEDULED', { token: tokens[i]!, current: j })));
+    expect(moved.every((m) => m.ok)).toBe(true);
+    const cmds = (await zsetCalls()) - cmdsBefore;
+    expect(cmds).toBeLessThan(60 * 4); // one ZADD + ZREM per key per turn, not 4 commands per job
+    expect(await redis.zcard(jobKeys.indexState('batch', 'PENDING'))).toBe(0);
+    expect(await redis.zcard(jobKeys.indexState('batch', 'SCHEDULED'))).toBe(60);
+    expect(await redis.zcard(jobKeys.indexAll('batch'))).toBe(60);
+    for (const j of jobs) {
+      expect(await redis.zscore(jobKeys.active('SCHEDULED'), j.id)).not.toBeNull();
+      expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+    }
+    expect(await redis.pttl(jobKeys.indexState('batch', 'SCHEDULED'))).toBeGreaterThan(6 * 24 * 3600 * 1000);
+  });
+
+  async function zsetCalls(): Promise<number> {
+    const info = await redis.info('commandstats');
+    let n = 0;
+    for (const m of info.matchAll(/^cmdstat_(zadd|zrem):calls=(\d+)/gm)) n += Number(m[2]);
+    return n;
+  }
+});

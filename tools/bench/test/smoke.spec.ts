@@ -1,0 +1,140 @@
+// CI runs the bench once in its smoke mode (issue 7: "benchmarks are not tests"):
+// every part must run to the end and report every figure, with zero failed jobs.
+// Nothing here asserts a timing or a ratio's value, only that it was measured.
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot, serviceBundle, startProcess, type ManagedProcess } from '@cordum/testing';
+
+const SERVICES = ['safety-kernel', 'scheduler', 'api-gateway', 'echo-worker'];
+
+type Pct = { p50: number | null; p95: number | null; p99: number | null };
+interface Phase {
+  http: { submitsPerS: number; accepted: number; non2xx: number; errors: number };
+  succeeded: number;
+  failedOrUnfinished: number;
+  completedPerS: number | null;
+  submitToDispatchMs: Pct;
+  submitToResultMs: Pct;
+  redisCommandsPerJob?: number | null;
+  redisCommandsPerJobByCmd?: Record<string, number>;
+  busMessagesPerJob?: number | null;
+}
+interface Model {
+  error?: string;
+  saturated: Phase;
+  paced: Phase | null;
+  half: (Phase & { rate: number }) | null;
+  rssMb: Record<string, number>;
+}
+interface Results {
+  options: { smoke: boolean };
+  machine: { nproc: number; cpuModel: string };
+  versions: { node: string; redis: string | null; nats: string };
+  gitCommit: string | null;
+  baselines: { jetstream: { roundTripsPerS: number; error?: string }; bullmq: { jobsPerS: number; error?: string }; bare: Model };
+  stack: { pass1: Model; pass2: Model; growth: Model & { preload: { terminal: number; pending: number } }; skipped?: string };
+  safety: { label: string; error?: string; skipped?: string; latency: { p50Ms: number; p99Ms: number; errors: number }; throughput: { decisionsPerS: number; errors: number } }[];
+  ratios: Record<string, number | null>;
+}
+
+function expectPct(p: Pct, what: string): void {
+  for (const k of ['p50', 'p95', 'p99'] as const) {
+    expect({ what, k, v: typeof p[k] }).toEqual({ what, k, v: 'number' });
+  }
+}
+
+function expectModel(m: Model, name: string, processes: string[]): void {
+  expect({ name, error: m.error }).toEqual({ name, error: undefined });
+  for (const [label, ph] of [['saturated', m.saturated], ['paced', m.paced], ['half', m.half]] as const) {
+    expect(ph).not.toBeNull();
+    if (!ph) return;
+    const where = `${name} ${label}`;
+    expect({ where, accepted: ph.http.accepted > 0, non2xx: ph.http.non2xx, errors: ph.http.errors }).toEqual({ where, accepted: true, non2xx: 0, errors: 0 });
+    // Zero failed jobs: every accepted job ended SUCCEEDED within the drain.
+    expect({ where, failed: ph.failedOrUnfinished, succeeded: ph.succeeded }).toEqual({ where, failed: 0, succeeded: ph.http.accepted });
+    expectPct(ph.submitToDispatchMs, `${where} submit→dispatch`);
+    expectPct(ph.submitToResultMs, `${where} submit→result`);
+  }
+  const s = m.saturated;
+  expect({ name, completedPerS: (s.completedPerS ?? 0) > 0, redis: (s.redisCommandsPerJob ?? 0) > 0, bus: (s.busMessagesPerJob ?? 0) > 0 })
+    .toEqual({ name, completedPerS: true, redis: true, bus: true });
+  expect(Object.keys(s.redisCommandsPerJobByCmd ?? {}).length).toBeGreaterThan(0);
+  expect(Object.keys(m.rssMb).sort()).toEqual([...processes].sort());
+  for (const v of Object.values(m.rssMb)) expect(v).toBeGreaterThan(0);
+}
+
+describe('npm run bench -- --smoke', () => {
+  let out: string;
+  let bench: ManagedProcess;
+  let exit: { code: number | null; signal: NodeJS.Signals | null };
+  let results: Results;
+
+  beforeAll(async () => {
+    for (const s of SERVICES) serviceBundle(s); // a readable error when `npm run build` was not run
+    out = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
+    bench = startProcess('bench', process.execPath, [join(repoRoot, 'tools/bench/run.mjs'), '--smoke', '--out', out], {}, repoRoot);
+    exit = await bench.waitExit(170_000);
+    const files = readdirSync(out).filter((f) => /^smoke-.*\.json$/.test(f));
+    expect(files).toHaveLength(1);
+    results = JSON.parse(readFileSync(join(out, files[0]!), 'utf8')) as Results;
+  }, 180_000);
+
+  afterAll(async () => {
+    await bench?.stop();
+    if (out) rmSync(out, { recursive: true, force: true });
+  });
+
+  it('exits 0 and prints the table ending with every ratio line', () => {
+    expect({ exit, tail: exit.code === 0 ? '' : bench.logs().slice(-3000) }).toEqual({ exit: { code: 0, signal: null }, tail: '' });
+    const lines = bench.output;
+    const ratioLines = lines.filter((l) => l.startsWith('ratio '));
+    expect(ratioLines).toHaveLength(7);
+    // A ratio line shows '-' when a figure it needs is missing.
+    for (const l of ratioLines) expect(l).not.toMatch(/\s-(,|\s|$)/);
+    expect(lines.some((l) => l.startsWith('results: ') && l.includes(out))).toBe(true);
+  });
+
+  it('records the machine, versions and git commit', () => {
+    expect(results.options.smoke).toBe(true);
+    expect(results.machine.nproc).toBeGreaterThan(0);
+    expect(results.machine.cpuModel.length).toBeGreaterThan(0);
+    expect(results.versions).toEqual({ node: process.version, redis: expect.stringMatching(/^\d+\.\d+/) as unknown, nats: expect.stringMatching(/^\d+\.\d+/) as unknown });
+    expect(results.gitCommit).toMatch(/^[0-9a-f]{40}$/);
+  });
+
+  it('measures the three baselines', () => {
+    expect([results.baselines.jetstream.error, results.baselines.bullmq.error]).toEqual([undefined, undefined]);
+    expect(results.baselines.jetstream.roundTripsPerS).toBeGreaterThan(0);
+    expect(results.baselines.bullmq.jobsPerS).toBeGreaterThan(0);
+    expectModel(results.baselines.bare, 'bare', ['bare-gateway', 'bare-scheduler', 'bare-worker']);
+  });
+
+  it('measures both stack passes and the growth pass with zero failed jobs', () => {
+    expect(results.stack.skipped).toBeUndefined();
+    const workers = ['echo-worker-1', 'echo-worker-2'];
+    expectModel(results.stack.pass1, 'pass1', ['safety-kernel-1', 'scheduler-1', 'api-gateway-1', ...workers]);
+    expectModel(results.stack.pass2, 'pass2', ['safety-kernel-1', 'scheduler-1', 'scheduler-2', 'api-gateway-1', 'api-gateway-2', ...workers]);
+    expectModel(results.stack.growth, 'growth', ['safety-kernel-1', 'scheduler-1', 'api-gateway-1', ...workers]);
+    expect(results.stack.growth.preload).toEqual(expect.objectContaining({ terminal: 500, pending: 50 }));
+    // The growth pass is timed at pass 1's half-capacity rate.
+    expect(results.stack.growth.half?.rate).toBe(results.stack.pass1.half?.rate);
+  });
+
+  it('measures safety Check with the decision cache off and on', () => {
+    expect(results.safety.map((s) => s.label)).toEqual(['cache off', 'cache on']);
+    for (const s of results.safety) {
+      expect({ label: s.label, error: s.error, skipped: s.skipped }).toEqual({ label: s.label, error: undefined, skipped: undefined });
+      expect(s.latency.p50Ms).toBeGreaterThan(0);
+      expect(s.latency.p99Ms).toBeGreaterThanOrEqual(s.latency.p50Ms);
+      expect(s.throughput.decisionsPerS).toBeGreaterThan(0);
+      expect([s.latency.errors, s.throughput.errors]).toEqual([0, 0]);
+    }
+  });
+
+  it('computes every ratio', () => {
+    const keys = ['jobsPerS_over_bullmq', 'jobsPerS_over_jetstream', 'jobsPerS_over_bare', 'p99_over_bare_p99', 'pass2_over_pass1_jobsPerS', 'growth_over_empty_jobsPerS', 'growth_over_empty_p99', 'growth_over_empty_half_p99'];
+    expect(Object.keys(results.ratios).sort()).toEqual([...keys].sort());
+    for (const k of keys) expect({ k, v: typeof results.ratios[k] }).toEqual({ k, v: 'number' });
+  });
+});
