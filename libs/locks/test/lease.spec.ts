@@ -57,7 +57,8 @@ describe.each(REDIS_BACKENDS)('@cordum/locks lease (single process, %s Redis)', 
     expect(performance.now() - started).toBeGreaterThanOrEqual(55);
     expect(await redis.get(k.fenceKey)).toBe(String(got!.lease.fence));
     await got!.lease.release();
-    const absent = await locks.acquireAndRead({ ...keys(), readKey: kb.tagged('target', 'none'), owner: 'c', ttlMs: 5000, waitMs: 0 });
+    const none = keys(); // nothing written to none.target (same slot as its lock)
+    const absent = await locks.acquireAndRead({ ...none, readKey: none.target, owner: 'c', ttlMs: 5000, waitMs: 0 });
     expect(absent!.hash).toEqual([]);
     await absent!.lease.release();
   });

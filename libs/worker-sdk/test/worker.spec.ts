@@ -251,7 +251,10 @@ test('stop() waits for an in-flight job, publishes its result, and is idempotent
   expect(stopped).toBe(false);
   release.open();
   await Promise.all([p1, p2]);
-  expect(onlyResult(h, job.jobId)?.status).toBe(JobStatus.SUCCEEDED); // published before stop() resolved
+  // stop() resolved after the result's PubAck: JetStream holds it, so the observer's consumer gets it (its
+  // delivery is asynchronous, hence the wait), and the worker ran nothing after stop.
+  expect((await resultOf(job.jobId)).status).toBe(JobStatus.SUCCEEDED);
+  expect(w.stats().activeJobs).toBe(0);
   await w.stop();
   await expect(w.start()).rejects.toMatchObject({ code: 'worker_state' });
   expect(await registry.getSingleMetricAsString('cordum_worker_jobs_total')).toMatch(/status="SUCCEEDED"} 1/);
