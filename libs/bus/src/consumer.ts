@@ -11,9 +11,8 @@ const MAX_ACK_PENDING = 1024;
 export const ERROR_BACKOFF_MS = [100, 500, 1_000, 2_000, 5_000] as const;
 const UNDECODABLE_MAX_DELIVERIES = 3;
 const UNDECODABLE_NAK_MS = 100;
-const FETCH_EXPIRES_MS = 5_000;
-/** Longest wait for a batch of free slots before pulling for fewer (see run()). */
-const REFILL_WAIT_MS = 5;
+/** Server-side life of one pull request (idle heartbeats every half of it); nats.js re-pulls when it ends. */
+const PULL_EXPIRES_MS = 5_000;
 
 export function errorBackoffMs(deliveryCount: number): number {
   const i = Math.min(Math.max(deliveryCount, 1), ERROR_BACKOFF_MS.length) - 1;
@@ -28,10 +27,16 @@ export interface PullConsumerDeps {
 }
 
 /**
- * A durable pull consumer shared by every replica of a queue group. A fetch loop
- * (not `consume()`) so in-flight handlers plus outstanding pulls never exceed
- * `concurrency`; every fetch is bounded by FETCH_EXPIRES_MS, so after a reconnect
- * (or any error) the loop issues a fresh pull within a few seconds.
+ * A durable pull consumer shared by every replica of a queue group, read through
+ * one long-lived nats.js `consume()` subscription (P14): its inbox stays open for
+ * the consumer's life, so whatever the server delivers to any of our pulls
+ * arrives, however late this process gets to read it. (A fetch loop closes its
+ * inbox on a client-side timer; a delivery that was on the way then waits
+ * AckWait, 30 s.) Backpressure: nats.js sends its refill pulls only as the loop
+ * takes messages, and the loop takes the next one only when a handler slot is
+ * free, so at most `concurrency` handlers run and about `concurrency` more
+ * messages are pulled ahead (README, P14). Any error ends the subscription; the loop re-binds
+ * the durable (re-creating it if the server lost it) and subscribes again.
  */
 export class PullConsumer<T> implements Consumer {
   readonly durable: string;
@@ -39,8 +44,6 @@ export class PullConsumer<T> implements Consumer {
   private readonly concurrency: number;
   private readonly ackWaitMs: number;
   private readonly workingEveryMs: number;
-  /** Free slots needed before the next pull while handlers are running. */
-  private readonly refillBatch: number;
   private readonly log: BusLogger;
   private natsConsumer: NatsConsumer | undefined;
   private current: ConsumerMessages | undefined;
@@ -60,7 +63,6 @@ export class PullConsumer<T> implements Consumer {
     this.concurrency = Math.max(1, o.concurrency ?? 64);
     this.ackWaitMs = o.ackWaitMs ?? ACK_WAIT_MS;
     this.workingEveryMs = Math.min(10_000, Math.floor(this.ackWaitMs / 3));
-    this.refillBatch = Math.max(1, Math.floor(this.concurrency / 4));
     this.log = deps.logger;
   }
 
@@ -99,34 +101,31 @@ export class PullConsumer<T> implements Consumer {
   private async run(): Promise<void> {
     let failures = 0;
     while (!this.stopping) {
-      if (this.inflight >= this.concurrency) {
-        await this.pause(60_000);
-        continue;
-      }
-      // Pull in batches: with most slots busy, give the running handlers a few ms to free a
-      // quarter of them instead of sending a pull request (a JetStream API round trip) per
-      // freed slot (issue 7). Bounded, so slow handlers never keep free slots idle for long.
-      const batchBy = performance.now() + REFILL_WAIT_MS;
-      while (!this.stopping && this.inflight > 0 && this.concurrency - this.inflight < this.refillBatch && performance.now() < batchBy) {
-        await this.pause(Math.max(1, batchBy - performance.now()));
-      }
       try {
         // After a failure the durable may be gone (server lost its store): re-create it before pulling.
-        if (!this.natsConsumer || failures > 0) await this.ensure();
+        if (!this.natsConsumer || failures > 0) {
+          await this.ensure();
+          if (failures > 0) this.log.info('bus: consumer resumed', { durable: this.durable });
+        }
         const natsConsumer = this.natsConsumer;
         if (!natsConsumer) throw new BusError('bus_consumer_failed', `consumer ${this.durable} not bound`);
-        const iter = await natsConsumer.fetch({ max_messages: this.concurrency - this.inflight, expires: FETCH_EXPIRES_MS });
-        this.current = iter;
-        if (this.stopping) iter.stop();
-        for await (const m of iter) {
+        // abort_on_missing_resource: a deleted consumer or stream ends the iteration with an error
+        // (handled below) instead of nats.js retrying a durable that no longer exists.
+        const messages = await natsConsumer.consume({ max_messages: this.concurrency, expires: PULL_EXPIRES_MS, abort_on_missing_resource: true });
+        this.current = messages;
+        if (this.stopping) messages.stop();
+        for await (const m of messages) {
+          failures = 0;
+          while (this.inflight >= this.concurrency && !this.stopping) await this.pause(60_000);
           if (this.stopping) {
             m.nak(); // hand it straight to another replica
             continue;
           }
           void this.handle(m);
         }
-        if (failures > 0) this.log.info('bus: consumer resumed', { durable: this.durable });
-        failures = 0;
+        // A healthy subscription only ends on stop(); anything else (the connection closed under
+        // it) is a failure: back off, re-bind, subscribe again.
+        if (!this.stopping) throw new BusError('bus_consumer_failed', `pull subscription of ${this.durable} ended`);
       } catch (err) {
         if (this.stopping) break;
         failures += 1;

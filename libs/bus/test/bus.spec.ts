@@ -1,4 +1,4 @@
-import { freePort, startNats, waitFor, Latch, type TestServer } from '@cordum/testing';
+import { freePort, repoRoot, startNats, startProcess, waitFor, Latch, type TestServer } from '@cordum/testing';
 import { connect, nanos, type JetStreamManager, type NatsConnection } from 'nats';
 import { Registry } from 'prom-client';
 import { STREAM_SYS, durableName, isBusError, subjects, type Bus, type HandlerOutcome } from '../src';
@@ -161,6 +161,41 @@ describe('@cordum/bus on one nats-server', () => {
     });
     expect((await jsm.consumers.info(STREAM_SYS, durable)).num_redelivered).toBe(0);
     expect(times.get('term-me')).toHaveLength(1);
+    await c.stop();
+  });
+
+  it('a message that reaches a replica while its event loop is stalled across the end of a pull is handled at once, not after AckWait (P14)', async () => {
+    await a.ensureStreams();
+    const queue = uniqueQueue('stall');
+    const got = new Latch<{ at: number; deliveryCount: number }>();
+    const c = await a.consume({
+      subject: subjects.dlq, queue, decode: dec,
+      handler: (_m, ctx) => { got.open({ at: Date.now(), deliveryCount: ctx.deliveryCount }); return Promise.resolve({ kind: 'ack' }); },
+    });
+    // The consumer's first pull went out just now and expires on the server 5 s later. Another
+    // process publishes shortly before that; this one does not run (a GC pause, CPU starvation
+    // on a loaded box) from before the publish until after the expiry. When it runs again, the
+    // message, the server's end-of-pull status and every timer that came due are all waiting.
+    const pulledAt = Date.now();
+    const publishAt = pulledAt + 4_850;
+    const publisher = startProcess('stall-publisher', process.execPath, ['-e', `
+      const { connect } = require('nats');
+      (async () => {
+        const nc = await connect({ servers: '${server.url}' });
+        await new Promise((r) => setTimeout(r, Math.max(0, ${publishAt} - Date.now())));
+        await nc.jetstream().publish('${subjects.dlq}', new TextEncoder().encode('during the stall'));
+        console.log('published ' + Date.now());
+        await nc.close();
+      })().catch((e) => { console.error(String(e)); process.exit(1); });
+    `], {}, repoRoot);
+    await waitFor(() => Date.now() >= pulledAt + 4_700, 10_000, { intervalMs: 10 }); // the fault starts
+    for (;;) if (Date.now() >= pulledAt + 5_800) break; // the stall (busy: nothing else runs here)
+    await publisher.waitExit(10_000);
+    const publishedAt = Number(/published (\d+)/.exec(publisher.logs())?.[1]);
+    expect(publishedAt).toBeGreaterThan(pulledAt + 4_700); // it landed inside the stall
+    expect(publishedAt).toBeLessThan(pulledAt + 5_000); // while the pull was still open on the server
+    const { at, deliveryCount } = await got.wait(10_000); // AckWait is 30 s: a dropped delivery would come back only then
+    expect({ deliveryCount, handledWithinMs: at - publishedAt < 3_000 }).toEqual({ deliveryCount: 1, handledWithinMs: true });
     await c.stop();
   });
 

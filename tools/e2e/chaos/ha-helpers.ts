@@ -1,8 +1,13 @@
 // Helpers for the HA / chaos end-to-end tests: bulk submit across gateways,
 // job state read straight from Redis (CONTRACT §5 `job:meta:{<id>}`; reading
 // 1,000 jobs through HTTP each poll would load the 2-core CI box more than the
-// system under test), and Prometheus counters scraped from the schedulers.
-import { existsSync, readFileSync } from 'node:fs';
+// system under test), and Prometheus counters scraped from the schedulers; and,
+// for a job that does not finish, a report of everything the stack knows about
+// it (stuckJobReport).
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect, DeliverPolicy } from 'nats';
+import { decodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, scanKeys, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { api, pool, type Stack } from '../test/stack';
@@ -68,8 +73,12 @@ export async function submitMany(stack: Stack, n: number, o: { topic?: string; p
   });
 }
 
-/** Polls until every job is terminal; returns the final states. */
-export async function waitTerminal(redis: RedisClient, ids: string[], timeoutMs: number): Promise<Map<string, string | null>> {
+/**
+ * Polls until every job is terminal; returns the final states. With `diag`, a timeout
+ * error carries stuckJobReport() of the first job still pending (which watches it for
+ * `lateWatchMs` more: leave the test that much time).
+ */
+export async function waitTerminal(redis: RedisClient, ids: string[], timeoutMs: number, diag?: { stack: Stack; lateWatchMs?: number }): Promise<Map<string, string | null>> {
   let pending = [...ids];
   const final = new Map<string, string | null>();
   let last = '';
@@ -86,9 +95,95 @@ export async function waitTerminal(redis: RedisClient, ids: string[], timeoutMs:
       { intervalMs: 250 },
     );
   } catch {
-    throw new Error(`${pending.length} of ${ids.length} jobs not terminal after ${timeoutMs} ms (e.g. ${last})`);
+    const msg = `${pending.length} of ${ids.length} jobs not terminal after ${timeoutMs} ms (e.g. ${last})`;
+    const first = pending[0];
+    throw new Error(diag && first ? `${msg}\n${await stuckJobReport(diag.stack, redis, first, diag.lateWatchMs)}` : msg);
   }
   return final;
+}
+
+const STREAM = 'CORDUM_SYS';
+const SCHEDULER_DURABLES = ['dur_cordum-scheduler__sys_job_submit', 'dur_cordum-scheduler__sys_job_result'];
+
+/** The job's packets in CORDUM_SYS (submits and results since it was created): seq, time, msg id, what they say. */
+async function streamTrail(natsUrl: string, id: string, sinceMs: number): Promise<string[]> {
+  const nc = await connect({ servers: natsUrl, name: 'e2e-diagnose' });
+  const out: string[] = [];
+  try {
+    const jsm = await nc.jetstreamManager();
+    for (const durable of SCHEDULER_DURABLES) {
+      try {
+        const ci = await jsm.consumers.info(STREAM, durable);
+        out.push(`consumer ${durable}: delivered stream_seq ${ci.delivered.stream_seq}, ack_floor stream_seq ${ci.ack_floor.stream_seq}, ack_pending ${ci.num_ack_pending}, redelivered ${ci.num_redelivered}, waiting pulls ${ci.num_waiting}, pending ${ci.num_pending}`);
+      } catch (err) {
+        out.push(`consumer ${durable}: ${String(err)}`);
+      }
+    }
+    for (const subject of ['sys.job.submit', 'sys.job.result']) {
+      const oc = await nc.jetstream().consumers.get(STREAM, { filterSubjects: subject, deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(sinceMs - 1_000).toISOString() });
+      const msgs = await oc.fetch({ max_messages: 5_000, expires: 2_000 });
+      for await (const m of msgs) {
+        try {
+          const p = decodePacket(m.data);
+          const v = p.payload.value as { jobId?: string; status?: number; workerId?: string; dispatch?: { dispatchId?: string; attempt?: bigint } } | undefined;
+          if (v?.jobId === id) {
+            out.push(`${subject} seq ${m.seq} at ${new Date(Math.floor(m.info.timestampNanos / 1e6)).toISOString()} msg-id ${m.headers?.get('Nats-Msg-Id') ?? '-'} ${p.payload.case}${v.status !== undefined ? ` status ${v.status}` : ''}${v.workerId ? ` worker ${v.workerId}` : ''}${v.dispatch ? ` dispatch ${v.dispatch.dispatchId}/${v.dispatch.attempt}` : ''}`);
+          }
+        } catch {
+          // not a packet of ours
+        }
+        if (m.info.pending === 0) break;
+      }
+    }
+  } finally {
+    await nc.close();
+  }
+  return out;
+}
+
+/**
+ * Everything the stack knows about a job that did not finish: its record, worker claim and
+ * lock, the JetStream trail (scheduler consumers, its submit/result packets), the exec logs,
+ * the lines mentioning it in every process's output, and what happened to it in the next
+ * `lateWatchMs` (e.g. 35 s: a result redelivered after AckWait, 30 s, D8, shows up as a
+ * late SUCCEEDED). Written to `<tmp>/stuck-<id>.txt` as well, and the stack's tmp is kept.
+ */
+export async function stuckJobReport(stack: Stack, redis: RedisClient, id: string, lateWatchMs = 0): Promise<string> {
+  const at = Date.now();
+  const section = (title: string, lines: string[]): string => `-- ${title}\n${lines.length ? lines.map((l) => `  ${l.slice(0, 600)}`).join('\n') : '  (none)'}`;
+  const guard = async (fn: () => Promise<string[]>): Promise<string[]> => fn().catch((err: unknown) => [`failed: ${String(err)}`]);
+  const record = await jobFields(redis, id).catch(() => ({}) as Record<string, unknown>);
+  const dump = async (key: string): Promise<string> => {
+    const type = await redis.type(key);
+    const value = type === 'hash' ? JSON.stringify(await redis.hgetall(key)) : type === 'string' ? await redis.get(key) : type;
+    return `${key} = ${value} (pttl ${await redis.pttl(key)} ms)`;
+  };
+  const keys = await guard(async () => Promise.all([`worker:claim:{${id}}`, lockKey(id), fenceKey(id)].map(dump)));
+  const createdAt = typeof record['createdAt'] === 'number' ? record['createdAt'] : at - 120_000;
+  const trail = await guard(() => streamTrail(stack.nats.url, id, createdAt));
+  const execs = stack.execLogs.flatMap((f) => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter((l) => l.includes(id)).map((l) => `${f.split('/').pop()}: ${l}`) : []));
+  let late = `still ${String(record['state'])} ${lateWatchMs} ms later`;
+  const lateWatch = await waitFor(async () => {
+    const st = (await states(redis, [id])).get(id);
+    return st && TERMINAL.has(st) ? st : undefined;
+  }, lateWatchMs, { intervalMs: 250 }).catch(() => undefined);
+  if (lateWatch) late = `${lateWatch} ${Date.now() - at} ms after the wait gave up: ${JSON.stringify(await describeJobs(redis, [id]))}`;
+  const trailLater = lateWatchMs > 0 ? await guard(() => streamTrail(stack.nats.url, id, createdAt)) : [];
+  const lines = stack.grepLogs(id); // after the watch: includes how it ended
+  const report = [
+    `stuck job ${id} (report taken ${new Date(at).toISOString()})`,
+    section('record job:meta', Object.entries(record).map(([k, v]) => `${k}: ${JSON.stringify(v)}`)),
+    section('claim and lock', keys),
+    section('JetStream', trail),
+    section('exec logs', execs),
+    section(`process output mentioning it (${lines.length} lines)`, lines.slice(0, 80)),
+    section('afterwards', [late]),
+    ...(lateWatchMs > 0 ? [section('JetStream afterwards', trailLater)] : []),
+    `-- all process logs: ${stack.logDir}`,
+  ].join('\n');
+  writeFileSync(join(stack.tmp, `stuck-${id}.txt`), `${report}\n`);
+  stack.keep(`stuck job ${id}`);
+  return report;
 }
 
 /** Sum of a counter over every scheduler's /metrics, filtered by a label substring. */

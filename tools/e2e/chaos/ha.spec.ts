@@ -49,6 +49,17 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     await stack?.stop();
   });
 
+  /** `it` that keeps the stack's process logs (stack.keep) when the test fails. */
+  const chaos = (name: string, fn: () => Promise<void>, timeoutMs: number): void =>
+    it(name, async () => {
+      try {
+        await fn();
+      } catch (err) {
+        stack?.keep(`failed: ${name.slice(0, 80)}`);
+        throw err;
+      }
+    }, timeoutMs);
+
   const proc = (name: string) => {
     const p = stack.procs.get(name);
     if (!p) throw new Error(`no process ${name}`);
@@ -58,16 +69,16 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
   /** What a replica dying of an unhandled rejection leaves on stderr (not a JSON log line). */
   const crashLines = (name: string) => proc(name).output.filter((l) => !l.startsWith('{') && /Command timed out|unhandled|UnhandledPromiseRejection/i.test(l));
 
-  it('runs 1,000 jobs through two gateways and two schedulers, each executed exactly once', async () => {
+  chaos('runs 1,000 jobs through two gateways and two schedulers, each executed exactly once', async () => {
     const t0 = Date.now();
     const ids = await submitMany(stack, 1000, { prefix: 'bulk', concurrency: 40 });
-    const final = await waitTerminal(redis, ids, 120_000);
+    const final = await waitTerminal(redis, ids, 120_000, { stack });
     timings['bulk_1000'] = Date.now() - t0;
     expect([...final.values()].filter((s) => s !== 'SUCCEEDED')).toEqual([]);
     expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
   }, 150_000);
 
-  it('SIGKILL of a scheduler with hundreds of jobs in flight: all terminal within 120 s, none lost, none run twice', async () => {
+  chaos('SIGKILL of a scheduler with hundreds of jobs in flight: all terminal within 120 s, none lost, none run twice', async () => {
     let killedAt = 0;
     const before = submitMany(stack, 600, {
       prefix: 'kill',
@@ -85,14 +96,14 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     await stack.spawnScheduler(1);
     timings['kill_restart_ready'] = Date.now() - killedAt;
     const after = await submitMany(stack, 50, { prefix: 'after-restart', concurrency: 10 });
-    const final = await waitTerminal(redis, [...ids, ...after], Math.max(1_000, 120_000 - (Date.now() - killedAt)));
+    const final = await waitTerminal(redis, [...ids, ...after], Math.max(1_000, 120_000 - (Date.now() - killedAt)), { stack });
     timings['kill_all_terminal'] = Date.now() - killedAt;
     const audit = executionAudit(stack, [...ids, ...after]);
     const notOk = [...final.entries()].filter(([, s]) => s !== 'SUCCEEDED').map(([id]) => id);
     expect({ twice: audit.twice, never: audit.never.length, notSucceeded: notOk.length, sample: await describeJobs(redis, [...audit.never, ...notOk]) }).toEqual({ twice: [], never: 0, notSucceeded: 0, sample: [] });
   }, 150_000);
 
-  it('SIGSTOP of a scheduler past the job-lock TTL while it holds job locks, locks taken over, SIGCONT: it stays alive, writes and dispatches nothing for the jobs it lost, every job runs once', async () => {
+  chaos('SIGSTOP of a scheduler past the job-lock TTL while it holds job locks, locks taken over, SIGCONT: it stays alive, writes and dispatches nothing for the jobs it lost, every job runs once', async () => {
     const frozen = proc('scheduler-2');
     const ids: string[] = [];
     const stolen = new Map<string, { meta: Record<string, string>; executions: number }>();
@@ -156,14 +167,14 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     timings['freeze_lock_lost_log_lines'] = (frozen.logs().match(/job lock lost while handling/g) ?? []).length;
     // Give the jobs back: everything finishes, each exactly once.
     for (const id of stolen.keys()) await redis.del(`cordum:scheduler:job:{${id}}`);
-    const final = await waitTerminal(redis, ids, 120_000);
+    const final = await waitTerminal(redis, ids, 120_000, { stack });
     const audit = executionAudit(stack, ids);
     const notOk = [...final.entries()].filter(([, st]) => st !== 'SUCCEEDED').map(([id]) => id);
     expect({ twice: audit.twice, never: audit.never.length, notSucceeded: notOk.length, sample: await describeJobs(redis, [...audit.never, ...notOk]) }).toEqual({ twice: [], never: 0, notSucceeded: 0, sample: [] });
     for (const p of schedulers()) expect({ name: p.name, running: p.running }).toEqual({ name: p.name, running: true });
   }, 240_000);
 
-  it('Redis paused under load (every in-flight command times out at once): both schedulers stay up, every job finishes, no attempt runs twice', async () => {
+  chaos('Redis paused under load (every in-flight command times out at once): both schedulers stay up, every job finishes, no attempt runs twice', async () => {
     const ids = await submitMany(stack, 300, { prefix: 'pause', concurrency: 40 });
     // The schedulers are still working through the burst: pause every client for 2.5 s (commands
     // time out after 1.5 s), including the replies to commands already sent.
@@ -176,7 +187,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     timings['pause_ready_again'] = Date.now() - pausedAt;
     const more = await submitMany(stack, 50, { prefix: 'after-pause', concurrency: 10 });
     const all = [...ids, ...more];
-    const final = await waitTerminal(redis, all, 90_000);
+    const final = await waitTerminal(redis, all, 90_000, { stack });
     timings['pause_all_terminal'] = Date.now() - pausedAt;
     for (const p of schedulers()) expect({ name: p.name, running: p.running, crash: crashLines(p.name) }).toEqual({ name: p.name, running: true, crash: [] });
     // Workers lose Redis too: a result write that timed out after the echo ran is reported
@@ -204,7 +215,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     });
   }, 150_000);
 
-  it('a worker killed mid-job: the started job ends TIMEOUT (never run twice)', async () => {
+  chaos('a worker killed mid-job: the started job ends TIMEOUT (never run twice)', async () => {
     // Also stop echo-3 now, long (> worker TTL) before the warm-start test restarts the
     // schedulers: it stays in the snapshot with its real, old last_heartbeat.
     proc('echo-3').kill('SIGKILL');
@@ -214,13 +225,13 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     const id = res.body['job_id'] as string;
     await waitFor(async () => (await states(redis, [id])).get(id) === 'RUNNING', 20_000, { message: 'slow job RUNNING' });
     slow.kill('SIGKILL');
-    await waitTerminal(redis, [id], 60_000);
+    await waitTerminal(redis, [id], 60_000, { stack });
     const job = await api(stack, 'GET', `/api/v1/jobs/${id}`);
     expect(job.body).toMatchObject({ state: 'TIMEOUT', attempts: 1 });
     expect(stack.executions().get(id)).toBe(1);
   }, 90_000);
 
-  it('delivery verification: jobs sent to a worker that died before receiving them succeed elsewhere within verify delay + one dispatch, counted as fallback', async () => {
+  chaos('delivery verification: jobs sent to a worker that died before receiving them succeed elsewhere within verify delay + one dispatch, counted as fallback', async () => {
     await stack.spawnWorker('a-vf', { WORKER_TOPICS: 'job.vf' });
     await stack.spawnWorker('z-vf', { WORKER_TOPICS: 'job.vf' });
     // both schedulers know both workers once the snapshot (their common view) lists them
@@ -240,7 +251,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
       const t0 = Date.now();
       const b = await submitMany(stack, 6, { topic: 'job.vf', prefix: `vf${batch}`, concurrency: 6 });
       ids.push(...b);
-      const final = await waitTerminal(redis, b, 30_000);
+      const final = await waitTerminal(redis, b, 30_000, { stack });
       timings['verify_fallback_all_done'] = Date.now() - t0;
       expect([...final.values()].filter((s) => s !== 'SUCCEEDED')).toEqual([]);
       const jobs = await Promise.all(b.map((id) => jobFields(redis, id)));
@@ -254,10 +265,10 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
   }, 60_000);
 
-  it('a redelivered submit or result packet never double-dispatches or double-applies', async () => {
+  chaos('a redelivered submit or result packet never double-dispatches or double-applies', async () => {
     const res = await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt: 'once' });
     const id = res.body['job_id'] as string;
-    await waitTerminal(redis, [id], 20_000);
+    await waitTerminal(redis, [id], 20_000, { stack });
     const done = await jobFields(redis, id);
     const dispatch = done['dispatch'] as { dispatchId: string; attempt: number };
     // (attempts may already be 2: a-vf, killed above, is in pool `default` and still routable for
@@ -283,7 +294,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     expect(stack.executions().get(id)).toBe(1);
   }, 60_000);
 
-  it('warm start: a restarted scheduler is ready and dispatching within 2 s, stops routing to a worker that died before the restart, and both gateways show the same worker set within 35 s of the snapshot writer crashing', async () => {
+  chaos('warm start: a restarted scheduler is ready and dispatching within 2 s, stops routing to a worker that died before the restart, and both gateways show the same worker set within 35 s of the snapshot writer crashing', async () => {
     // live: echo-1, echo-2, z-vf heartbeat; echo-3 died in an earlier test and is still listed
     await waitFor(async () => {
       const snap = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string; last_heartbeat: number }[] };
@@ -338,7 +349,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     const bound = Math.max(t0 + 10_000, ...deadLastHb.map((hb) => hb + 30_000)) + 500;
     await waitFor(() => Date.now() > bound, 40_000, { intervalMs: 200 });
     const ids = await submitMany(stack, 20, { prefix: 'post-ttl', concurrency: 5 });
-    await waitTerminal(redis, ids, 30_000);
+    await waitTerminal(redis, ids, 30_000, { stack, lateWatchMs: 35_000 });
     const jobs = await Promise.all(ids.map((j) => jobFields(redis, j)));
     // pool `default` serves job.echo: the live members are echo-1, echo-2, w-new and z-vf; echo-3,
     // slow-1 and a-vf died before the restart and must never be chosen once their bound passed.

@@ -1,6 +1,11 @@
 // Starts the stack for an end-to-end test as real processes from dist/apps,
-// with its own redis-server and nats-server on free ports.
-import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+// with its own redis-server and nats-server on free ports. Every process's
+// output (each incarnation of a respawned one too) is appended as it arrives to
+// <tmp>/logs/<name>.log; stop() removes tmp unless keep() was called (a failed
+// test) or CORDUM_E2E_KEEP is set. CORDUM_E2E_LOG_LEVEL (default info) sets the
+// services' log level, e.g. debug to chase a flake.
+import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, existsSync, rmSync, type WriteStream } from 'node:fs';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -29,6 +34,12 @@ export interface Stack {
   workerIds: string[];
   execLogs: string[];
   tmp: string;
+  /** `<tmp>/logs`: one `<name>.log` per process name (stdout and stderr as they arrived). */
+  logDir: string;
+  /** Keeps tmp (process logs, exec logs) after stop() and says where; for a failed test. */
+  keep(reason: string): void;
+  /** Lines containing `needle` from every process's log file (all incarnations), as `<name>: <line>`. */
+  grepLogs(needle: string): string[];
   /** Executions per job id, read from the workers' own exec logs. */
   executions(): Map<string, number>;
   /** (Re)spawns scheduler-<k> with the stack's env and waits until it is ready; returns the process. */
@@ -74,12 +85,33 @@ export interface StackOptions {
   gatewayEnv?: Record<string, string>;
 }
 
+/** Appends a process's output to `<dir>/<name>.log` (a respawn appends), with spawn and exit marks. */
+function teeOutput(dir: string, name: string, p: ManagedProcess): Promise<void> {
+  const file: WriteStream = createWriteStream(join(dir, `${name.replace(/[^\w.-]/g, '_')}.log`), { flags: 'a' });
+  file.write(`# ${new Date().toISOString()} pid ${p.pid} started\n`);
+  // what arrived before we attached (servers started before the log dir existed)
+  for (const line of p.output) file.write(`${line}\n`);
+  const write = (buf: Buffer): void => void file.write(buf);
+  p.child.stdout?.on('data', write);
+  p.child.stderr?.on('data', write);
+  p.child.once('close', (code: number | null, signal: string | null) => file.end(`# ${new Date().toISOString()} pid ${p.pid} exited code=${code} signal=${signal}\n`));
+  return once(file, 'close').then(() => undefined);
+}
+
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const [redis, nats] = await Promise.all([startRedis(), startNats()]);
   const tmp = mkdtempSync(join(tmpdir(), 'cordum-e2e-'));
+  const logDir = join(tmp, 'logs');
+  mkdirSync(logDir);
+  const logsClosed: Promise<void>[] = [teeOutput(logDir, 'redis', redis.process), teeOutput(logDir, 'nats', nats.process)];
+  let kept: string[] = process.env['CORDUM_E2E_KEEP'] ? ['CORDUM_E2E_KEEP'] : [];
   const procs = new Map<string, ManagedProcess>();
   const healthPorts = new Map<string, number>();
-  const common = { REDIS_URL: redis.url, NATS_URL: nats.url, CORDUM_LOG_LEVEL: 'info' };
+  const track = (name: string, p: ManagedProcess): void => {
+    procs.set(name, p);
+    logsClosed.push(teeOutput(logDir, name, p));
+  };
+  const common = { REDIS_URL: redis.url, NATS_URL: nats.url, CORDUM_LOG_LEVEL: process.env['CORDUM_E2E_LOG_LEVEL'] ?? 'info' };
   const cwd = tmpdir(); // services must run from any directory (CONTRACT §1)
 
   const kernelPorts = new Map<number, { grpc: number; http: number }>();
@@ -98,7 +130,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       ...(opts.kernelEnv ?? {}),
       ...extraEnv,
     }, { cwd, name });
-    procs.set(name, p);
+    track(name, p);
     healthPorts.set(name, ports.http);
     return p;
   };
@@ -117,7 +149,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       ...(opts.schedulerEnv ?? {}),
       ...extraEnv,
     }, { cwd, name });
-    procs.set(name, p);
+    track(name, p);
     healthPorts.set(name, port);
     return p;
   };
@@ -137,7 +169,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       SAFETY_KERNEL_ADDR: kernelAddr,
       ...(opts.gatewayEnv ?? {}),
     }, { cwd, name });
-    procs.set(name, gateway);
+    track(name, gateway);
     healthPorts.set(name, gwHttp);
     gatewayUrls.push(`http://127.0.0.1:${gwHttp}`);
   }
@@ -156,7 +188,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       ...(opts.workerEnv ?? {}),
       ...env,
     }, { cwd, name: id });
-    procs.set(id, w);
+    track(id, w);
     healthPorts.set(id, port);
     workerIds.push(id);
     if (!execLogs.includes(log)) execLogs.push(log);
@@ -176,6 +208,18 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     workerIds,
     execLogs,
     tmp,
+    logDir,
+    keep(reason) {
+      kept.push(reason);
+    },
+    grepLogs(needle) {
+      const out: string[] = [];
+      for (const f of readdirSync(logDir).sort()) {
+        const name = f.replace(/\.log$/, '');
+        for (const line of readFileSync(join(logDir, f), 'utf8').split('\n')) if (line.includes(needle)) out.push(`${name}: ${line}`);
+      }
+      return out;
+    },
     executions() {
       const counts = new Map<string, number>();
       for (const f of execLogs) {
@@ -206,12 +250,19 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     async stop() {
       await Promise.all([...procs.values()].map((p) => p.stop()));
       await Promise.all([redis.stop(), nats.stop()]);
-      rmSync(tmp, { recursive: true, force: true });
+      await Promise.all(logsClosed);
+      if (kept.length > 0) {
+        console.log(`e2e: process logs and exec logs kept in ${tmp} (${kept.join('; ')})`);
+        kept = [];
+      } else {
+        rmSync(tmp, { recursive: true, force: true });
+      }
     },
   };
   try {
     await Promise.all([...procs.entries()].map(([name, p]) => waitReady(name, p, healthPorts.get(name)!)));
   } catch (err) {
+    stack.keep(`start failed: ${String(err)}`);
     await stack.stop();
     throw err;
   }
