@@ -125,7 +125,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, error: { code: 'dispatch_timeout' } });
     // the DLQ entry follows the terminal write (D14), after the index updates
     await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry' });
-    expect(await store.getDlq(job.id)).toMatchObject({ reason_code: 'dispatch_timeout', last_state: 'TIMEOUT' });
+    expect(await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ reason_code: 'dispatch_timeout', last_state: 'TIMEOUT' });
     expect(await redis.zscore(jobKeys.active('DISPATCHED'), job.id)).toBeNull();
   });
 
@@ -180,7 +180,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect((await store.getJob(slow.id))?.error?.code).toBe('running_timeout');
     expect(w.count(slow.id)).toBe(1);
     await waitFor(() => store.getDlq(slow.id), 5_000, { message: 'DLQ entry' }); // written after the terminal write (D14)
-    expect(await store.getDlq(slow.id)).toMatchObject({ reason_code: 'running_timeout' });
+    expect(await waitFor(() => store.getDlq(slow.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ reason_code: 'running_timeout' });
     await waitFor(async () => (await counter('cordum_scheduler_reconciled_total', 'action', 'running_timeout')) > 0, 5_000);
   });
 
@@ -252,7 +252,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await stateOf(job.id)) === 'FAILED', 15_000, { message: 'FAILED no_workers' });
     expect(await store.getJob(job.id)).toMatchObject({ scheduleTries: 2, error: { code: 'no_workers' } });
     await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry' }); // written after the terminal write (D14)
-    expect(await store.getDlq(job.id)).toMatchObject({ reason_code: 'no_workers', last_state: 'FAILED' });
+    expect(await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ reason_code: 'no_workers', last_state: 'FAILED' });
     expect(await store.hasRetry(job.id)).toBe(false);
   });
 

@@ -175,7 +175,7 @@ describe('D18 approval re-check at intake', () => {
     } finally {
       kernel.denyHeld = false;
     }
-    expect(await store.getDlq(denied.id)).toMatchObject({ reason_code: 'policy_denied' });
+    expect(await waitFor(() => store.getDlq(denied.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ reason_code: 'policy_denied' });
     expect(worker.count(other.id) + worker.count(denied.id)).toBe(0);
   });
 });

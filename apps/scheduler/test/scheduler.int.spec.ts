@@ -124,7 +124,7 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await stateOf(job.id)) === 'DENIED', 15_000, { message: 'job DENIED' });
     // D14: the DLQ entry follows the terminal write
     await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry' });
-    expect(await store.getDlq(job.id)).toMatchObject({ job_id: job.id, reason_code: 'policy_denied', last_state: 'DENIED', reason: 'topic blocked in test' });
+    expect(await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ job_id: job.id, reason_code: 'policy_denied', last_state: 'DENIED', reason: 'topic blocked in test' });
     expect((await store.getJob(job.id))?.safety).toEqual({ decision: 'deny', reason: 'topic blocked in test', ruleId: 'deny-test', policySnapshot: 'snap-test' });
     expect(worker.count(job.id)).toBe(0);
   });

@@ -11,16 +11,31 @@ const tempDirs = new Set();
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
+// Ports come from below Linux's ephemeral range (32768–60999), like the test harness's
+// (libs/testing/src/ports.ts, which uses 20000–32000): a `listen(0)` port is an ephemeral one,
+// and any outgoing connection on the machine can take it between the probe and the service's
+// bind (EADDRINUSE). The bench uses its own band so it never races the tests it runs beside.
+const PORT_LOW = 15_000;
+const PORT_HIGH = 20_000;
+const handedOut = new Set();
+
+function canBind(port) {
+  return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+export async function freePort() {
+  for (let i = 0; i < 200; i++) {
+    const port = PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW));
+    if (handedOut.has(port) || !(await canBind(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`freePort: no free port in ${PORT_LOW}–${PORT_HIGH} after 200 tries`);
 }
 
 export function canConnect(port, host = '127.0.0.1') {
