@@ -116,7 +116,11 @@ describe('locks across two processes', () => {
 
     it('exactly one leader; a killed leader is replaced within TTL + renew; stop() hands over at once', async () => {
       const k = keys();
-      const env = { HOLDER_MODE: 'elector', RENEW_MS: String(RENEW_MS), LOCK_KEY: k.LOCK_KEY, FENCE_KEY: k.FENCE_KEY };
+      // A longer TTL than the other tests: the sampling below checks that the leader is the lock's
+      // owner, and with 1.5 s a leader starved of CPU for ~1 s by a loaded CI box (its renew late)
+      // showed `lock=null` while it had not yet noticed. 4 s tolerates that; the bounds follow it.
+      const TTL_MS = 4_000;
+      const env = { HOLDER_MODE: 'elector', RENEW_MS: String(RENEW_MS), LOCK_KEY: k.LOCK_KEY, FENCE_KEY: k.FENCE_KEY, TTL_MS: String(TTL_MS) };
       const e1 = spawn('E1', env);
       const e2 = spawn('E2', env);
       await waitFor(() => leaders([e1, e2]).length === 1, 10_000, { message: 'first leader' });
