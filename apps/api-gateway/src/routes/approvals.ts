@@ -12,22 +12,13 @@ import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
 import type { AuditSink } from '../audit/sink';
 import type { ApprovalOutcome, ApprovalService } from '../approvals/service';
-import { TOPIC_RE, zodDetails } from '../submit/schema';
+import { zodDetails } from '../submit/schema';
 import { JOB_ID_RE, jsonBody } from './jobs';
-import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, MAX_LIST_LIMIT, parseQuery, storeCall } from './job-actions';
+import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, parseQuery, storeCall, topicPageQueryFields } from './job-actions';
 
 const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? undefined);
 
-export const approvalsQuerySchema = z.object({
-  topic: z.string().max(255).regex(TOPIC_RE, 'must match ^job(\\.[A-Za-z0-9_-]+)+$').optional(),
-  limit: z
-    .string()
-    .regex(/^\d{1,4}$/, 'must be an integer 1-500')
-    .transform(Number)
-    .pipe(z.number().int().min(1).max(MAX_LIST_LIMIT, `must be at most ${MAX_LIST_LIMIT}`))
-    .optional(),
-  cursor: z.string().max(512).optional(),
-});
+export const approvalsQuerySchema = z.object(topicPageQueryFields);
 
 export const approveBodySchema = z
   .object({

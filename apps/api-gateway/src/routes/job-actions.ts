@@ -27,12 +27,8 @@ export const JOB_LOCK_WAIT_MS = 2_000;
 const JOB_LOCK_TTL_MS = 30_000;
 const STORE_TIMEOUT_MS = 3_000;
 
-export const listQuerySchema = z.object({
-  state: z
-    .string()
-    .transform((s) => s.toUpperCase())
-    .pipe(z.enum(JOB_STATES as [JobState, ...JobState[]]))
-    .optional(),
+/** Query fields shared by the cursor-paged lists filtered by topic (jobs, approvals). */
+export const topicPageQueryFields = {
   topic: z.string().max(255).regex(TOPIC_RE, 'must match ^job(\\.[A-Za-z0-9_-]+)+$').optional(),
   limit: z
     .string()
@@ -41,6 +37,15 @@ export const listQuerySchema = z.object({
     .pipe(z.number().int().min(1).max(MAX_LIST_LIMIT, `must be at most ${MAX_LIST_LIMIT}`))
     .optional(),
   cursor: z.string().max(512).optional(),
+};
+
+export const listQuerySchema = z.object({
+  state: z
+    .string()
+    .transform((s) => s.toUpperCase())
+    .pipe(z.enum(JOB_STATES as [JobState, ...JobState[]]))
+    .optional(),
+  ...topicPageQueryFields,
 });
 
 const cancelBodySchema = z.object({ reason: z.string().max(1024).nullish(), tenant_id: z.string().nullish() }).nullish();
