@@ -20,7 +20,7 @@ import { runBullmqBaseline } from './baseline-bullmq.mjs';
 import { runJetStreamBaseline } from './baseline-jetstream.mjs';
 import { startBare } from './lib/bare.mjs';
 import { loadCordum } from './lib/cordum.mjs';
-import { preload } from './lib/growth.mjs';
+import { GROWTH_TOPIC, preload } from './lib/growth.mjs';
 import { installCleanup, removeTempDirs, rssSampler, startNats, startRedis, stopAll, freePort, start, waitUntil } from './lib/index.mjs';
 import { measureModel } from './lib/measure.mjs';
 import { ratios, table } from './lib/report.mjs';
@@ -238,17 +238,18 @@ async function run(opts, cleanupState) {
     const cordum = await getCordum();
     const records = { key: (id) => cordum.jobKeys.meta(id), fields: ['state', 'createdAt', 'dispatchedAt', 'finishedAt'], terminal: new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED', 'OUTPUT_QUARANTINED']) };
     const request = { path: '/api/v1/jobs', headers: { 'x-api-key': API_KEY }, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) };
-    const pass = async (label, shape, extra, passOpts = {}) => guard(label, async () => {
+    const pass = async (label, shape, extra, passOpts = {}, settle = null) => guard(label, async () => {
       log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)`);
       // The smoke run waits for the first worker snapshot (what GET /api/v1/workers reads) sooner.
       const schedulerEnv = opts.smoke ? { WORKER_SNAPSHOT_INTERVAL: '500ms' } : {};
       const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...shape });
       const rss = rssSampler(stack.procs);
       try {
+        const settled = settle ? await settle(stack) : undefined;
         const m = await measureModel({ redis, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: { ...mopts, ...passOpts }, log, procs: [...stack.procs, ...servers] });
         if (extra) await extra(stack);
         rss.stop();
-        return { ...m, rssMb: rss.peakMb() };
+        return { ...m, rssMb: rss.peakMb(), ...(settled ? { settled } : {}) };
       } finally {
         rss.stop();
         await stack.stop();
@@ -265,7 +266,21 @@ async function run(opts, cleanupState) {
       log(`growth: preloading ${opts.terminal} terminal + ${opts.pending} pending jobs via the job-store`);
       const pre = await guard('preload', () => preload(cordum, { redisUrl: redisSrv.url, terminal: opts.terminal, pending: opts.pending, onProgress: log }));
       // Timed at pass 1's half-capacity rate, so the latencies compare at the same load.
-      const g = await pass('growth', { schedulers: 1, gateways: 1 }, undefined, { halfRate: results.stack.pass1?.half?.rate });
+      // The backlog is measured in its steady state: the scheduler finds the preloaded jobs as
+      // orphans (older than SCHEDULER_PENDING_REPLAY_AGE), checks each once and parks it on its
+      // unserved topic (P15); the load starts once all of them wait there.
+      const settle = async () => {
+        const t0 = Date.now();
+        const key = cordum.jobKeys.parked(GROWTH_TOPIC);
+        let parked = 0;
+        while ((parked = await redis.zcard(key)) < opts.pending) {
+          if (Date.now() - t0 > 300_000) throw new Error(`only ${parked} of ${opts.pending} pending jobs parked after 300 s`);
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        log(`growth: ${parked} pending jobs parked on ${GROWTH_TOPIC} after ${Math.round((Date.now() - t0) / 1000)} s`);
+        return { parked, seconds: Math.round((Date.now() - t0) / 100) / 10 };
+      };
+      const g = await pass('growth', { schedulers: 1, gateways: 1 }, undefined, { halfRate: results.stack.pass1?.half?.rate }, settle);
       results.stack.growth = { preload: pre, ...g };
     }
   }

@@ -1,31 +1,63 @@
-// D13 no-worker wait: count a schedule try, file the job's next look in
-// `job:retry` (1 s·2ⁿ ≤ 30 s ±20 %), and give up after the bound (50 tries or
-// 10 min) with FAILED + DLQ `no_workers`. The replayer leader drains
-// `job:retry`, so the timer survives the death of the replica that set it.
+// D13 no-worker wait: count a schedule try and give up after the bound (50
+// tries or 10 min) with FAILED + DLQ `no_workers`.
+// - Some live worker could serve the topic (its labels or requires do not
+//   match yet, say): the job's next look is filed in `job:retry` (1 s·2ⁿ ≤ 30 s
+//   ±20 %), drained by the replayer leader, so the timer survives the death of
+//   the replica that set it.
+// - Nobody serves the topic at all: the job is parked on its topic (P15) until
+//   the replayer leader sees a worker for it, or until the moment the backoff
+//   schedule would have hit the bound. A backlog on an unserved topic then
+//   costs nothing per job while it waits, however long it is.
 import type { HandlerOutcome } from '@cordum/bus';
 import type { JobRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
-import { backoffMs } from './backoff';
+import { backoffBaseMs, backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS } from './job-lock';
+import { topicServed } from './routing';
 
 export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   if (job.state !== 'PENDING' && job.state !== 'RETRYING') return { kind: 'ack' };
   const tries = (job.scheduleTries ?? 0) + 1;
-  const waited = Date.now() - job.createdAt;
+  const now = Date.now();
   const { maxScheduleTries, maxScheduleWaitMs } = ctx.config.replay;
-  if (tries > maxScheduleTries || waited >= maxScheduleWaitMs) {
-    ctx.logger.warn('no worker within the bound, failing job', { job_id: job.id, topic: job.topic, tries: tries - 1, waited_ms: waited });
-    const w = await ctx.store.transition(job.id, 'FAILED', {
-      token: lease.token,
-      from: [job.state],
-      patch: { scheduleTries: tries - 1, error: { code: 'no_workers', message: `no worker for ${job.topic} after ${tries - 1} tries` } },
-    });
-    return w.ok || w.reason !== 'fenced' ? { kind: 'ack' } : { kind: 'nak', delayMs: BUSY_NAK_MS };
-  }
+  if (tries > maxScheduleTries || now - job.createdAt >= maxScheduleWaitMs) return failNoWorker(ctx, lease, job, tries - 1);
   const p = await ctx.store.patchJob(job.id, job.state, { token: lease.token, patch: { scheduleTries: tries } });
   if (!p.ok) return p.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : { kind: 'ack' };
-  await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(tries - 1));
+  if (!topicServed(ctx.pools(), ctx.workers.live(), job.topic)) {
+    const plan = parkPlan(tries, now, job.createdAt, ctx.config.replay);
+    await ctx.store.park(job.id, job.topic, job.state, plan.expiresAt);
+    ctx.logger.info('no worker serves the topic, job parked until one appears', { job_id: job.id, topic: job.topic, tries, expires_in_ms: plan.expiresAt - now });
+    return { kind: 'ack' };
+  }
+  await ctx.store.scheduleRetry(job.id, now + backoffMs(tries - 1));
   ctx.logger.info('no worker for topic, job waits', { job_id: job.id, topic: job.topic, tries });
   return { kind: 'ack' };
+}
+
+/** FAILED + DLQ `no_workers` with the schedule tries made (D13). */
+export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: JobRecord, tries: number): Promise<HandlerOutcome> {
+  ctx.logger.warn('no worker within the bound, failing job', { job_id: job.id, topic: job.topic, tries, waited_ms: Date.now() - job.createdAt });
+  const w = await ctx.store.transition(job.id, 'FAILED', {
+    token: lease.token,
+    from: [job.state],
+    patch: { scheduleTries: tries, error: { code: 'no_workers', message: `no worker for ${job.topic} after ${tries} tries` } },
+  });
+  return w.ok || w.reason !== 'fenced' ? { kind: 'ack' } : { kind: 'nak', delayMs: BUSY_NAK_MS };
+}
+
+/**
+ * P15: when a job parked after try `tries` at `parkedAt` reaches its D13 bound, and the tries it
+ * would have made by then, following the jitter-free backoff schedule: the next try comes
+ * backoff(tries − 1) after the last, and the job fails at the first try past `maxScheduleTries`
+ * or `maxScheduleWaitMs` after its creation, as the polling path would.
+ */
+export function parkPlan(tries: number, parkedAt: number, createdAt: number, bound: { maxScheduleTries: number; maxScheduleWaitMs: number }): { expiresAt: number; tries: number } {
+  let at = parkedAt;
+  let k = tries;
+  for (;;) {
+    at += backoffBaseMs(k - 1);
+    k += 1;
+    if (k > bound.maxScheduleTries || at - createdAt >= bound.maxScheduleWaitMs) return { expiresAt: at, tries: k - 1 };
+  }
 }

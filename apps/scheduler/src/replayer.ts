@@ -9,19 +9,26 @@
 //      swallow a republish with the same D9 msg id) and counted in
 //      `cordum_scheduler_orphan_replayed_total`.
 // An outcome that asks to retry later (NAK) re-files the job in `job:retry`.
+// Before both, parked topics (P15): jobs waiting on a topic nobody served are
+// moved back to `job:retry` once a worker serves it, or failed at their bound.
 import type { HandlerOutcome } from '@cordum/bus';
 import type { JobState, ScoredId } from '@cordum/job-store';
 import type { SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
 import { driveJob } from './intake';
 import { withJobLock } from './job-lock';
+import { failNoWorker, parkPlan } from './no-worker';
+import { topicServed } from './routing';
 
 const LIMIT = 200;
+/** Parked jobs moved back to `job:retry` per topic and turn once a worker serves the topic. */
+const UNPARK_BATCH = 1_000;
 const CONCURRENCY = 16;
 const ORPHAN_STATES: JobState[] = ['PENDING', 'SCHEDULED', 'RETRYING'];
 
-export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: number; orphans: number }> {
+export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: number; orphans: number; unparked: number; expired: number }> {
   const now = Date.now();
+  const { unparked, expired } = await parkedTurn(ctx, now);
   const due = await ctx.store.listRetryDue(now, LIMIT);
   let retried = 0;
   await forEachLimit(due, CONCURRENCY, async (e) => {
@@ -50,7 +57,58 @@ export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: numb
       }
     });
   }
-  return { retried, orphans };
+  return { retried, orphans, unparked, expired };
+}
+
+/**
+ * P15: parked topics. A topic that has a live worker again has its parked jobs moved to `job:retry`
+ * due now (UNPARK_BATCH per turn), so the drain above dispatches them through the normal path
+ * (Check first); on a topic still unserved only the jobs whose bound passed are read, and failed
+ * `no_workers`. Nothing is done per waiting job otherwise.
+ */
+async function parkedTurn(ctx: SchedulerContext, now: number): Promise<{ unparked: number; expired: number }> {
+  let unparked = 0;
+  let expired = 0;
+  const live = ctx.workers.live();
+  for (const topic of await ctx.store.listParkedTopics()) {
+    if (topicServed(ctx.pools(), live, topic)) {
+      const batch = await ctx.store.listParked(topic, Infinity, UNPARK_BATCH);
+      await ctx.store.unpark(topic, batch.map((e) => e.id), now);
+      unparked += batch.length;
+      if (batch.length > 0) ctx.logger.info('a worker serves the topic again, parked jobs re-driven', { topic, jobs: batch.length });
+    } else {
+      const due = await ctx.store.listParked(topic, now, LIMIT);
+      await forEachLimit(due, CONCURRENCY, async (e) => {
+        if (await expire(ctx, e.id)) expired += 1;
+      });
+      await ctx.store.unpark(topic, due.map((e) => e.id));
+    }
+    await ctx.store.dropParkedTopicIfEmpty(topic);
+  }
+  return { unparked, expired };
+}
+
+/** A parked job whose bound passed: FAILED `no_workers` with the tries its schedule would have made. */
+async function expire(ctx: SchedulerContext, id: string): Promise<boolean> {
+  try {
+    const r = await withJobLock(ctx, id, async (lease) => {
+      const job = await ctx.store.getJob(id);
+      if (!job || (job.state !== 'PENDING' && job.state !== 'RETRYING')) return false;
+      const tries = job.scheduleTries ?? 1;
+      await failNoWorker(ctx, lease, job, parkPlan(tries, job.updatedAt, job.createdAt, ctx.config.replay).tries);
+      return true;
+    });
+    if (r.busy) {
+      // Whoever holds the lock is driving the job; if it still waits it is parked or filed again.
+      await ctx.store.scheduleRetry(id, Date.now() + 1000);
+      return false;
+    }
+    return r.value;
+  } catch (err) {
+    ctx.logger.warn('expiring a parked job failed', { job_id: id, err });
+    await ctx.store.scheduleRetry(id, Date.now() + 5000).catch(() => undefined);
+    return false;
+  }
 }
 
 /** true when the job was found in a drivable state and driven. */
@@ -66,8 +124,9 @@ async function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null)
       const out: HandlerOutcome = await driveJob(ctx, lease, job);
       if (out.kind === 'nak') await ctx.store.scheduleRetry(id, Date.now() + (out.delayMs ?? 1000));
       // The job was touched: refresh its orphan clock so it is not re-driven every turn.
+      // (never backwards: a job parked meanwhile keeps its clock at its expiry, P15)
       const after = await ctx.store.getJob(id);
-      if (after && after.state === job.state) await ctx.store.reindex(id, job.state, job.state, Date.now());
+      if (after && after.state === job.state) await ctx.store.touchOrphanClock(id, job.state, Date.now());
       return true;
     });
     if (r.busy) {

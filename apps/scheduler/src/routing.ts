@@ -59,6 +59,14 @@ export function subjectFor(w: WorkerView, topic: string): { subject: string; dir
   return { subject: topic, direct: false };
 }
 
+/**
+ * P15: whether any live worker could serve `topic` at all, whatever a job's labels or requires
+ * (overloaded ones count). A job waiting on a topic nobody serves is parked, not polled.
+ */
+export function topicServed(pools: PoolsConfig, workers: WorkerView[], topic: string): boolean {
+  return candidates({ topic, labels: {}, requires: [], workers, pools, dispatchUntracked: false }).length > 0;
+}
+
 export function candidates(input: RouteInput): WorkerView[] {
   const { topic, workers } = input;
   const pools = poolsForTopic(input.pools, topic, input.requires);

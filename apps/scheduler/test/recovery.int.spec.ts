@@ -245,23 +245,66 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect(await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')).toBeGreaterThan(0);
   });
 
-  it('a job with no worker waits with backoff in job:retry, then FAILED + DLQ no_workers after the tries bound (D13)', async () => {
+  it('a job on a topic nobody serves is parked (no job:retry timer), then FAILED + DLQ no_workers when its backoff schedule would have hit the tries bound (D13, P15)', async () => {
     const job = await submit('job.nobody');
     await waitFor(async () => (await store.getJob(job.id))?.scheduleTries === 1, 5_000, { message: 'first try counted' });
-    expect(await store.hasRetry(job.id)).toBe(true);
+    const parkedAt = Date.now();
+    await waitFor(async () => (await redis.zscore(jobKeys.parked('job.nobody'), job.id)) !== null, 2_000, { message: 'parked on its topic' });
+    expect(await store.hasRetry(job.id)).toBe(false);
+    expect(await redis.sismember(jobKeys.parkedTopics(), 'job.nobody')).toBe(1);
     await waitFor(async () => (await stateOf(job.id)) === 'FAILED', 15_000, { message: 'FAILED no_workers' });
+    // tries 2 (SCHEDULER_SCHEDULE_MAX_TRIES) → the third try would come 1 s + 2 s after the first
+    expect(Date.now() - parkedAt).toBeGreaterThanOrEqual(2_500);
     expect(await store.getJob(job.id)).toMatchObject({ scheduleTries: 2, error: { code: 'no_workers' } });
     await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry' }); // written after the terminal write (D14)
     expect(await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ reason_code: 'no_workers', last_state: 'FAILED' });
     expect(await store.hasRetry(job.id)).toBe(false);
+    await waitFor(async () => (await redis.sismember(jobKeys.parkedTopics(), 'job.nobody')) === 0, 2_000, { message: 'topic forgotten once nothing is parked on it' });
+    expect(await redis.exists(jobKeys.parked('job.nobody'))).toBe(0);
   });
 
-  it('a job waiting for a worker is dispatched by the replayer once one appears', async () => {
-    const job = await submit('job.late');
-    await waitFor(async () => (await store.getJob(job.id))?.scheduleTries === 1, 5_000);
+  it('a backlog parked on an unserved topic costs no per-job Redis work while it waits (P15)', async () => {
+    const jobs = await Promise.all(Array.from({ length: 600 }, () => submit('job.backlog')));
+    await waitFor(async () => (await redis.zcard(jobKeys.parked('job.backlog'))) === jobs.length, 15_000, { message: 'all 600 parked' });
+    const calls = async (): Promise<{ total: number; smembers: number }> => {
+      const info = await redis.info('commandstats');
+      let total = 0;
+      let smembers = 0;
+      for (const m of info.matchAll(/^cmdstat_([a-z|]+):calls=(\d+)/gm)) {
+        if (m[1] !== 'info') total += Number(m[2]);
+        if (m[1] === 'smembers') smembers = Number(m[2]);
+      }
+      return { total, smembers };
+    };
+    const before = await calls();
+    // The replayer leader reads job:parked:topics once per turn (200 ms): ten turns span the first
+    // two backoff tries (1 s, 2 s ±20 %) that a polled wait would have made for each job.
+    await waitFor(async () => (await calls()).smembers >= before.smembers + 10, 10_000, { message: 'ten replayer turns', intervalMs: 50 });
+    const after = await calls();
+    // Background of ten turns (leases, scans, snapshot writes) is a few dozen commands a turn;
+    // a polled wait costs ≥ 5 commands per job and try (lock, read, patch, retry, index).
+    console.log(`Redis commands in ten replayer turns with 600 parked jobs: ${after.total - before.total}`);
+    expect(after.total - before.total).toBeLessThan(jobs.length / 2);
+    for (const j of await Promise.all(jobs.slice(0, 20).map((x) => store.getJob(x.id)))) expect({ state: j?.state, tries: j?.scheduleTries }).toEqual({ state: 'PENDING', tries: 1 });
+    await waitFor(async () => (await Promise.all(jobs.map((x) => stateOf(x.id)))).every((st) => st === 'FAILED'), 15_000, { message: 'all FAILED at their bound' });
+  });
+
+  it('jobs parked for a worker are dispatched by the replayer once one appears, each once', async () => {
+    const jobs = await Promise.all(Array.from({ length: 50 }, () => submit('job.late')));
+    await waitFor(async () => (await redis.zcard(jobKeys.parked('job.late'))) === jobs.length, 5_000, { message: 'all parked' });
     const w = await worker('tw-late', ['job.late']);
-    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'dispatched after the wait' });
-    expect(w.count(job.id)).toBe(1);
+    await waitFor(async () => (await Promise.all(jobs.map((x) => stateOf(x.id)))).every((st) => st === 'SUCCEEDED'), 10_000, { message: 'dispatched after the wait' });
+    for (const j of jobs) expect(w.count(j.id)).toBe(1);
+    expect(await redis.exists(jobKeys.parked('job.late'))).toBe(0);
+  });
+
+  it('a job waiting for a worker that serves its topic but not its placement waits in job:retry, not parked', async () => {
+    await worker('tw-place', ['job.place']);
+    const job = await submit('job.place', { labels: { 'placement.zone': 'nowhere' } });
+    await waitFor(async () => (await store.getJob(job.id))?.scheduleTries === 1, 5_000, { message: 'first try counted' });
+    expect({ retry: await store.hasRetry(job.id), parked: await redis.zscore(jobKeys.parked('job.place'), job.id) }).toEqual({ retry: true, parked: null });
+    await waitFor(async () => (await stateOf(job.id)) === 'FAILED', 15_000, { message: 'FAILED no_workers' });
+    expect(await store.getJob(job.id)).toMatchObject({ scheduleTries: 2, error: { code: 'no_workers' } });
   });
 
   it('writes the worker snapshot, and a new replica hydrates from it (warm start) and is ready', async () => {

@@ -24,6 +24,10 @@ export const jobKeys = {
   /** Safety decision history of a job (same tag as meta): JSON entries, oldest first. */
   decisions: (id: string): string => `job:decisions:{${id}}`,
   retry: (): string => 'job:retry',
+  /** Jobs parked until a worker for `topic` appears (no-worker waits, docs/decisions.md P15), scored by expiry. */
+  parked: (topic: string): string => `job:parked:${topic}`,
+  /** Topics with parked jobs (SET), read by the replayer leader each turn. */
+  parkedTopics: (): string => 'job:parked:topics',
   deadline: (): string => 'job:deadline',
   /** Global per-state index of in-flight jobs scored by when they entered the state (reconciler/replayer scans). */
   active: (state: JobState): string => `job:active:${state}`,

@@ -26,6 +26,22 @@ export interface JobScans {
    * Terminal jobs also leave `job:deadline` and `job:retry`.
    */
   reindex(id: string, seenIn: JobState, actual: JobState | null, sinceMs: number): Promise<void>;
+  /**
+   * P15: parks a job waiting for a worker on `topic` until `expiresAtMs` (its D13 bound): one entry
+   * in `job:parked:<topic>`, the topic in `job:parked:topics`, no `job:retry` entry, and its orphan
+   * clock in `job:active:<state>` moved forward to the expiry, so neither the retry drain nor the
+   * orphan sweep looks at it while it waits.
+   */
+  park(id: string, topic: string, state: JobState, expiresAtMs: number): Promise<void>;
+  listParkedTopics(): Promise<string[]>;
+  /** Parked jobs of `topic` expiring at or before `maxMs` (Infinity: all), soonest first. */
+  listParked(topic: string, maxMs: number, limit: number): Promise<ScoredId[]>;
+  /** Drops parked entries; when `dueAtMs` is given they move to `job:retry` due then. */
+  unpark(topic: string, ids: string[], dueAtMs?: number): Promise<void>;
+  /** Forgets a topic whose parked set is empty (re-adds it if a park raced the removal). */
+  dropParkedTopicIfEmpty(topic: string): Promise<void>;
+  /** Moves a job's orphan clock in `job:active:<state>` to `atMs` unless it is already later. */
+  touchOrphanClock(id: string, state: JobState, atMs: number): Promise<void>;
   /** Re-files a deadline entry at `atMs`, or drops it (null). */
   setDeadline(id: string, atMs: number | null): Promise<void>;
   /**
@@ -42,7 +58,7 @@ function scored(flat: string[]): ScoredId[] {
 }
 
 export function createJobScans(redis: RedisClient): JobScans {
-  const range = async (key: string, max: number, limit: number) => scored(await redis.zrangebyscore(key, '-inf', max, 'WITHSCORES', 'LIMIT', 0, limit));
+  const range = async (key: string, max: number | '+inf', limit: number) => scored(await redis.zrangebyscore(key, '-inf', max, 'WITHSCORES', 'LIMIT', 0, limit));
   return {
     listActive: (state, beforeMs, limit) => range(jobKeys.active(state), beforeMs, limit),
     listDeadlineDue: (nowMs, limit) => range(jobKeys.deadline(), nowMs, limit),
@@ -59,6 +75,29 @@ export function createJobScans(redis: RedisClient): JobScans {
       if (!actual || !ACTIVE_STATES.has(actual)) {
         if (actual !== 'APPROVAL_REQUIRED') await Promise.all([redis.zrem(jobKeys.deadline(), id), redis.zrem(jobKeys.retry(), id)]);
       }
+    },
+    async park(id, topic, state, expiresAtMs) {
+      await Promise.all([
+        redis.zadd(jobKeys.parked(topic), expiresAtMs, id),
+        redis.sadd(jobKeys.parkedTopics(), topic),
+        redis.zrem(jobKeys.retry(), id),
+        redis.zadd(jobKeys.active(state), 'GT', expiresAtMs, id),
+      ]);
+    },
+    listParkedTopics: () => redis.smembers(jobKeys.parkedTopics()),
+    listParked: (topic, maxMs, limit) => range(jobKeys.parked(topic), Number.isFinite(maxMs) ? maxMs : '+inf', limit),
+    async unpark(topic, ids, dueAtMs) {
+      if (ids.length === 0) return;
+      if (dueAtMs !== undefined) await redis.zadd(jobKeys.retry(), ...ids.flatMap((id) => [dueAtMs, id]));
+      await redis.zrem(jobKeys.parked(topic), ...ids);
+    },
+    async dropParkedTopicIfEmpty(topic) {
+      if ((await redis.zcard(jobKeys.parked(topic))) > 0) return;
+      await redis.srem(jobKeys.parkedTopics(), topic);
+      if ((await redis.zcard(jobKeys.parked(topic))) > 0) await redis.sadd(jobKeys.parkedTopics(), topic);
+    },
+    async touchOrphanClock(id, state, atMs) {
+      await redis.zadd(jobKeys.active(state), 'GT', atMs, id);
     },
     async setDeadline(id, atMs) {
       if (atMs === null) await redis.zrem(jobKeys.deadline(), id);

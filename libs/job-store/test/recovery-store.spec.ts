@@ -97,6 +97,30 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(await store.hasRetry('r-2')).toBe(true);
   });
 
+  it('parks jobs per topic (P15): out of job:retry, orphan clock moved to the expiry and never back, listed by expiry, unparked to job:retry, topic forgotten when empty', async () => {
+    const j = newJob();
+    await drive(store, redis, j, []);
+    await store.scheduleRetry(j.id, 50);
+    const topic = `job.park-${kind}`;
+    await store.park(j.id, topic, 'PENDING', 5_000_000_000_000);
+    await store.park('p-2', topic, 'PENDING', 4_000_000_000_000);
+    expect(await store.hasRetry(j.id)).toBe(false);
+    expect(Number(await redis.zscore(jobKeys.active('PENDING'), j.id))).toBe(5_000_000_000_000);
+    await store.touchOrphanClock(j.id, 'PENDING', 1_000);
+    expect(Number(await redis.zscore(jobKeys.active('PENDING'), j.id))).toBe(5_000_000_000_000);
+    expect(await store.listParkedTopics()).toContain(topic);
+    expect((await store.listParked(topic, 4_500_000_000_000, 10)).map((e) => e.id)).toEqual(['p-2']);
+    expect((await store.listParked(topic, Infinity, 10)).map((e) => e.id)).toEqual(['p-2', j.id]);
+    await store.unpark(topic, ['p-2']);
+    await store.dropParkedTopicIfEmpty(topic);
+    expect(await store.listParkedTopics()).toContain(topic);
+    await store.unpark(topic, [j.id], 77);
+    expect((await store.listRetryDue(77, 10)).map((e) => e.id)).toContain(j.id);
+    await store.dropParkedTopicIfEmpty(topic);
+    expect(await store.listParkedTopics()).not.toContain(topic);
+    await store.removeRetry(j.id);
+  });
+
   it('readWorkerSnapshot gives the CONTRACT §2 items with online = now − last_heartbeat < 30 s (D41)', async () => {
     const now = 1_700_000_000_000;
     const raw = encodeWorkerSnapshot({

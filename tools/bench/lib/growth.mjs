@@ -5,6 +5,9 @@
 // state, state index moved, result stored).
 import { randomUUID } from 'node:crypto';
 
+/** The topic of the pending backlog: no pool maps it and no worker serves it. */
+export const GROWTH_TOPIC = 'job.bench.unserved';
+
 async function pool(n, width, fn) {
   let next = 0;
   await Promise.all(Array.from({ length: width }, async () => {
@@ -37,7 +40,7 @@ export async function preload(cordum, { redisUrl, terminal, pending, tenant = 'd
       if (onProgress && i % 20_000 === 0) onProgress(`terminal ${i}/${terminal}`);
     });
     await pool(pending, 128, async (i) => {
-      await store.createJob({ ...base, id: randomUUID(), traceId: randomUUID(), topic: 'job.bench.unserved', prompt: `backlog ${i}` });
+      await store.createJob({ ...base, id: randomUUID(), traceId: randomUUID(), topic: GROWTH_TOPIC, prompt: `backlog ${i}` });
     });
   } finally {
     await cordum.closeRedis(redis);
