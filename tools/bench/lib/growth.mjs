@@ -2,7 +2,8 @@
 // topic nobody serves, written through the job-store's own createJob so records,
 // ctx and indexes are exactly what the services write. Terminal jobs are then
 // finished the way a transition leaves them (record fields JSON-encoded, raw
-// state, state index moved, result stored).
+// state, state index moved, out of the in-flight index `job:active:PENDING`,
+// result stored).
 import { randomUUID } from 'node:crypto';
 
 /** The topic of the pending backlog: no pool maps it and no worker serves it. */
@@ -35,6 +36,7 @@ export async function preload(cordum, { redisUrl, terminal, pending, tenant = 'd
         .hset(k.meta(id), 'state', 'SUCCEEDED', 'updatedAt', JSON.stringify(t), 'dispatchedAt', JSON.stringify(t), 'finishedAt', JSON.stringify(t),
           'attempts', '1', 'resultPtr', JSON.stringify(k.resPtr(id)), 'workerId', JSON.stringify('bench-history'))
         .zrem(k.indexState(tenant, 'PENDING'), id)
+        .zrem(k.active('PENDING'), id)
         .zadd(k.indexState(tenant, 'SUCCEEDED'), t, id)
         .exec();
       if (onProgress && i % 20_000 === 0) onProgress(`terminal ${i}/${terminal}`);
