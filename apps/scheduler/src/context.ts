@@ -7,6 +7,7 @@ import type { SchedulerMetrics } from './metrics';
 import type { WorkerRegistry } from './registry';
 import type { PoolsConfig, TimeoutsConfig } from './routing-config';
 import type { FailModes, SafetyChecker } from './safety';
+import type { Verifier } from './verifier';
 
 /** What the handler modules share; built once by the composition root. */
 export interface SchedulerContext {
@@ -26,5 +27,5 @@ export interface SchedulerContext {
   /** The applied fail modes (`scheduler` section); `setFailModes` on the scheduler replaces them live. */
   failModes(): FailModes;
   /** Delivery verification (BEHAVIOURS §3): told about every published attempt. */
-  verifier: { track(jobId: string, dispatchId: string): void };
+  verifier: Pick<Verifier, 'track' | 'delivered'>;
 }

@@ -68,6 +68,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   const current = job.dispatch;
   if (res.dispatch?.dispatchId && res.dispatch.dispatchId !== current?.dispatchId) return ignore(ctx, 'stale_dispatch', job.id);
   if (job.state !== 'DISPATCHED' && job.state !== 'RUNNING') return ignore(ctx, `unexpected_state_${job.state}`, job.id);
+  if (current) ctx.verifier.delivered(job.id, current.dispatchId);
   const mapped = mapStatus(res.status);
   if (!mapped) return ignore(ctx, `status_${res.status}`, job.id);
 

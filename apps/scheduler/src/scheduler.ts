@@ -13,7 +13,7 @@ import { reconcileOnce } from './reconciler';
 import { replayOnce } from './replayer';
 import type { PoolsConfig, TimeoutsConfig } from './routing-config';
 import { hydrate, snapshotWriter, type HydrateResult } from './snapshot';
-import { createVerifier } from './verifier';
+import { createVerifier, type Verifier } from './verifier';
 import type { SchedulerContext } from './context';
 import { submitHandler } from './intake';
 import { createSchedulerMetrics, LOCK_WAIT_HISTOGRAM } from './metrics';
@@ -37,6 +37,8 @@ export interface Scheduler extends Service {
   /** The bound health port (useful when SCHEDULER_HTTP_ADDR is :0). */
   readonly httpPort: number;
   readonly workers: WorkerRegistry;
+  /** Delivery verification of this replica's dispatches (BEHAVIOURS §3). */
+  readonly verifier: Verifier;
   /**
    * The one setter for the `timeouts` section: dispatch/running timeouts apply from the next
    * scan, the scan interval at once (the pending wait is rescheduled). Config reload calls it.
@@ -230,6 +232,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       return health?.port ?? 0;
     },
     workers,
+    verifier,
     setTimeouts,
     setPools,
     setFailModes,

@@ -49,6 +49,12 @@ export class TimerWheel<T> {
     this.where.set(key, slot);
   }
 
+  /** The pending item of `key`, if any. */
+  get(key: string): T | undefined {
+    const slot = this.where.get(key);
+    return slot === undefined ? undefined : this.slotAt(slot).get(key);
+  }
+
   cancel(key: string): boolean {
     const slot = this.where.get(key);
     if (slot === undefined) return false;

@@ -9,6 +9,8 @@
 //     (D1: a silent CAP worker may be running it; the reconciler times it out)
 //   - the probe failed (Redis error)                             → probe_error, nothing
 //     else: uncertainty must never stampede duplicates; the reconciler stays the backstop.
+// A dispatch the worker answers first (its start ack or progress moved the job to
+// RUNNING, or its result arrived) is counted delivered then and never probed.
 // Timers live in this replica only; a replica that dies loses them and the
 // reconciler's dispatch timeout covers those jobs.
 import type { SchedulerContext } from './context';
@@ -24,6 +26,13 @@ interface Pending {
 
 export interface Verifier {
   track(jobId: string, dispatchId: string): void;
+  /**
+   * The worker answered this dispatch (start ack or progress moved it to RUNNING, or its result
+   * arrived): counted `delivered` now and its probe dropped, so a finished job is never read again.
+   */
+  delivered(jobId: string, dispatchId: string): void;
+  /** Whether a probe of the job is waiting on the wheel. */
+  pending(jobId: string): boolean;
   start(): void;
   /** Stops the wheel and waits for running probes (they hold job locks). */
   stop(): Promise<void>;
@@ -88,6 +97,13 @@ export function createVerifier(ctx: () => SchedulerContext | undefined, o: { ena
       // Keyed by job: a newer dispatch of the same job replaces the older probe.
       wheel.add(jobId, { jobId, dispatchId }, o.delayMs);
     },
+    delivered(jobId, dispatchId) {
+      const pending = wheel.get(jobId);
+      if (!pending || pending.dispatchId !== dispatchId) return;
+      wheel.cancel(jobId);
+      ctx()?.metrics.verify.inc({ outcome: 'delivered' });
+    },
+    pending: (jobId) => wheel.get(jobId) !== undefined,
     start() {
       if (o.enabled) wheel.start();
     },

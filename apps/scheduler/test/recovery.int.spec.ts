@@ -116,6 +116,15 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect(await counter('cordum_dispatch_verify_total', 'outcome', 'fallback')).toBeGreaterThan(before);
   });
 
+  it('a dispatch its worker answers is counted delivered when the answer arrives and is never probed', async () => {
+    await worker('tw-dl', ['job.rdl']);
+    const before = await counter('cordum_dispatch_verify_total', 'outcome', 'delivered');
+    const job = await submit('job.rdl');
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'job SUCCEEDED' });
+    // (the verify delay is 1 s: without the answer the probe would still be waiting on the wheel)
+    expect({ pending: scheduler.verifier.pending(job.id), delivered: (await counter('cordum_dispatch_verify_total', 'outcome', 'delivered')) - before }).toEqual({ pending: false, delivered: 1 });
+  });
+
   it('a silent worker without start acks is never redispatched: unverified, then TIMEOUT + DLQ at the dispatch timeout (D1)', async () => {
     await ghost('b-ghost', ['job.rb'], false);
     const job = await submit('job.rb');
