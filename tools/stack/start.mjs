@@ -216,6 +216,8 @@ async function main() {
         NATS_URL: natsUrl,
         CORDUM_API_KEY: apiKey,
         CORDUM_INSTANCE_ID: name,
+        // The heap cap of deploy/Dockerfile (docs/performance.md "Memory"), unless NODE_OPTIONS is set.
+        ...(process.env.NODE_OPTIONS === undefined ? { NODE_OPTIONS: '--max-old-space-size=512' } : {}),
         ...(svc.name === 'echo-worker' ? { WORKER_ID: name } : {}),
         ...clientEnv,
         ...(svc.env ?? {}),
