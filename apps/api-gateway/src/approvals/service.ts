@@ -13,12 +13,11 @@ import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
 import type { PolicyEvaluator } from '../safety/evaluator';
 import { encodeJobRequest, submitMsgId } from '../submit/packet';
-import { withTimeout } from '../util/timeout';
+import { storeCall } from '../http/store-call';
 
 /** D5: approve and reject wait at most this long for the job lock, else 409 job_busy. */
 export const APPROVAL_LOCK_WAIT_MS = 2_000;
 const LOCK_TTL_MS = 30_000;
-const STORE_TIMEOUT_MS = 3_000;
 
 export type ApprovalOutcome =
   | { kind: 'approved'; job: JobRecord }
@@ -50,15 +49,7 @@ export function isSelfApproval(job: JobRecord, principalId: string): boolean {
 export function createApprovalService(deps: ApprovalDeps): ApprovalService {
   const now = deps.now ?? Date.now;
 
-  const store = async <T>(what: string, p: () => Promise<T>): Promise<T> => {
-    if (!deps.redisReady()) throw new ApiError('redis_unavailable');
-    try {
-      return await withTimeout(p(), STORE_TIMEOUT_MS, what);
-    } catch (err) {
-      if (err instanceof ApiError) throw err;
-      throw new ApiError('redis_unavailable', { cause: err });
-    }
-  };
+  const store = <T>(what: string, p: () => Promise<T>): Promise<T> => storeCall(deps, what, p);
 
   const ownJob = async (tenant: string, id: string): Promise<JobRecord> => {
     const job = await store('read job', () => deps.store.getJob(id));

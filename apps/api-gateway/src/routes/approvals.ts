@@ -14,7 +14,8 @@ import type { AuditSink } from '../audit/sink';
 import type { ApprovalOutcome, ApprovalService } from '../approvals/service';
 import { zodDetails } from '../submit/schema';
 import { JOB_ID_RE, jsonBody } from './jobs';
-import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, parseQuery, storeCall, topicPageQueryFields } from './job-actions';
+import { storeCall } from '../http/store-call';
+import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, parseQuery, topicPageQueryFields } from './job-actions';
 
 const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? undefined);
 

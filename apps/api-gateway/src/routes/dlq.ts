@@ -15,7 +15,8 @@ import type { DlqRetrier } from '../dlq/retry';
 import { SubmitError } from '../submit/errors';
 import { JOB_ID_RE, jsonBody, submitErrorToApi } from './jobs';
 import { zodDetails } from '../submit/schema';
-import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, MAX_LIST_LIMIT, parseQuery, storeCall } from './job-actions';
+import { storeCall } from '../http/store-call';
+import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, MAX_LIST_LIMIT, parseQuery } from './job-actions';
 
 const dlqQuerySchema = z.object({
   limit: z

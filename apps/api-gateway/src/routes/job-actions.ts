@@ -14,7 +14,7 @@ import { actingTenant, caller } from '../auth/middleware';
 import { TOPIC_RE, zodDetails } from '../submit/schema';
 import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
-import { withTimeout } from '../util/timeout';
+import { storeCall } from '../http/store-call';
 import type { AuditSink } from '../audit/sink';
 import { JOB_ID_RE, jsonBody } from './jobs';
 
@@ -25,7 +25,6 @@ export const LIST_SCAN_BUDGET = 2_000;
 /** D5: a gateway write waits at most this long for the job lock. */
 export const JOB_LOCK_WAIT_MS = 2_000;
 const JOB_LOCK_TTL_MS = 30_000;
-const STORE_TIMEOUT_MS = 3_000;
 
 /** Query fields shared by the cursor-paged lists filtered by topic (jobs, approvals). */
 export const topicPageQueryFields = {
@@ -66,17 +65,6 @@ export function parseQuery<S extends z.ZodType>(schema: S, req: Request): z.outp
   const r = schema.safeParse(req.query);
   if (!r.success) throw new ApiError('validation_failed', { details: zodDetails(r.error) });
   return r.data;
-}
-
-/** Any Redis failure below a route is a dependency fault (503), never a 500. */
-export async function storeCall<T>(deps: { redisReady(): boolean }, what: string, p: () => Promise<T>): Promise<T> {
-  if (!deps.redisReady()) throw new ApiError('redis_unavailable');
-  try {
-    return await withTimeout(p(), STORE_TIMEOUT_MS, what);
-  } catch (err) {
-    if (err instanceof ApiError) throw err;
-    throw new ApiError('redis_unavailable', { cause: err });
-  }
 }
 
 /** The list item: the job shape without `result` (read one job for its result). */

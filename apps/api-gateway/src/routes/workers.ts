@@ -7,7 +7,8 @@ import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, poolsSectionSchema, type ConfigStore }
 import { ApiError } from '../http/errors';
 import type { Mount } from '../http/app';
 import type { WorkerSnapshotSource } from '../workers/snapshot';
-import { parseQuery, storeCall } from './job-actions';
+import { storeCall } from '../http/store-call';
+import { parseQuery } from './job-actions';
 
 const workersQuerySchema = z.object({
   include_offline: z.enum(['true', 'false', '1', '0'], { message: 'must be true or false' }).optional(),
