@@ -13,6 +13,7 @@
 // moved back to `job:retry` once a worker serves it, or failed at their bound.
 import type { HandlerOutcome } from '@cordum/bus';
 import type { JobState, ScoredId } from '@cordum/job-store';
+import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
 import { driveJob } from './intake';
@@ -89,53 +90,50 @@ async function parkedTurn(ctx: SchedulerContext, now: number): Promise<{ unparke
 }
 
 /** A parked job whose bound passed: FAILED `no_workers` with the tries its schedule would have made. */
-async function expire(ctx: SchedulerContext, id: string): Promise<boolean> {
-  try {
-    const r = await withJobLock(ctx, id, async (lease) => {
-      const job = await ctx.store.getJob(id);
-      if (!job || (job.state !== 'PENDING' && job.state !== 'RETRYING')) return false;
-      const tries = job.scheduleTries ?? 1;
-      await failNoWorker(ctx, lease, job, parkPlan(tries, job.updatedAt, job.createdAt, ctx.config.replay).tries);
-      return true;
-    });
-    if (r.busy) {
-      // Whoever holds the lock is driving the job; if it still waits it is parked or filed again.
-      await ctx.store.scheduleRetry(id, Date.now() + 1000);
-      return false;
-    }
-    return r.value;
-  } catch (err) {
-    ctx.logger.warn('expiring a parked job failed', { job_id: id, err });
-    await ctx.store.scheduleRetry(id, Date.now() + 5000).catch(() => undefined);
-    return false;
-  }
+function expire(ctx: SchedulerContext, id: string): Promise<boolean> {
+  return underJobLock(ctx, id, 'expiring a parked job failed', async (lease) => {
+    const job = await ctx.store.getJob(id);
+    if (!job || (job.state !== 'PENDING' && job.state !== 'RETRYING')) return false;
+    const tries = job.scheduleTries ?? 1;
+    await failNoWorker(ctx, lease, job, parkPlan(tries, job.updatedAt, job.createdAt, ctx.config.replay).tries);
+    return true;
+  });
 }
 
 /** true when the job was found in a drivable state and driven. */
-async function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null): Promise<boolean> {
+function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null): Promise<boolean> {
+  return underJobLock(ctx, id, 'replay failed', async (lease) => {
+    const job = await ctx.store.getJob(id);
+    if (seenIn && (!job || job.state !== seenIn)) {
+      await ctx.store.reindex(id, seenIn, job?.state ?? null, job?.updatedAt ?? Date.now());
+      return false;
+    }
+    if (!job || !ORPHAN_STATES.includes(job.state)) return false;
+    const out: HandlerOutcome = await driveJob(ctx, lease, job);
+    if (out.kind === 'nak') await ctx.store.scheduleRetry(id, Date.now() + (out.delayMs ?? 1000));
+    // The job was touched: refresh its orphan clock so it is not re-driven every turn.
+    // (never backwards: a job parked meanwhile keeps its clock at its expiry, P15)
+    const after = await ctx.store.getJob(id);
+    if (after && after.state === job.state) await ctx.store.touchOrphanClock(id, job.state, Date.now());
+    return true;
+  });
+}
+
+/**
+ * Runs `fn` under the job lock. A busy lock means another handler is driving the job (if it still
+ * waits afterwards it is filed again), so the job is only looked at again in 1 s; an error files
+ * it for 5 s. Both answer false.
+ */
+async function underJobLock(ctx: SchedulerContext, id: string, failure: string, fn: (lease: Lease) => Promise<boolean>): Promise<boolean> {
   try {
-    const r = await withJobLock(ctx, id, async (lease) => {
-      const job = await ctx.store.getJob(id);
-      if (seenIn && (!job || job.state !== seenIn)) {
-        await ctx.store.reindex(id, seenIn, job?.state ?? null, job?.updatedAt ?? Date.now());
-        return false;
-      }
-      if (!job || !ORPHAN_STATES.includes(job.state)) return false;
-      const out: HandlerOutcome = await driveJob(ctx, lease, job);
-      if (out.kind === 'nak') await ctx.store.scheduleRetry(id, Date.now() + (out.delayMs ?? 1000));
-      // The job was touched: refresh its orphan clock so it is not re-driven every turn.
-      // (never backwards: a job parked meanwhile keeps its clock at its expiry, P15)
-      const after = await ctx.store.getJob(id);
-      if (after && after.state === job.state) await ctx.store.touchOrphanClock(id, job.state, Date.now());
-      return true;
-    });
+    const r = await withJobLock(ctx, id, fn);
     if (r.busy) {
       await ctx.store.scheduleRetry(id, Date.now() + 1000);
       return false;
     }
     return r.value;
   } catch (err) {
-    ctx.logger.warn('replay failed', { job_id: id, err });
+    ctx.logger.warn(failure, { job_id: id, err });
     await ctx.store.scheduleRetry(id, Date.now() + 5000).catch(() => undefined);
     return false;
   }
