@@ -26,7 +26,14 @@ export async function startNatsCluster(): Promise<TestCluster> {
     const proc = startProcess(`nats-cluster:${port}`, 'nats-server', ['-c', conf]);
     nodes.push({ port, url: `nats://127.0.0.1:${port}`, process: proc, dir, stop: async () => { await proc.stop(5_000); rmSync(dir, { recursive: true, force: true }); } });
   }
-  await waitFor(async () => (await Promise.all(nodes.map((n) => canConnect(n.port)))).every(Boolean), 15_000);
+  await waitFor(async () => {
+    const dead = nodes.find((n) => !n.process.running);
+    if (dead) throw new Error(`nats-server on ${dead.port} exited: ${dead.process.logs()}`);
+    return (await Promise.all(nodes.map((n) => canConnect(n.port)))).every(Boolean);
+  }, 15_000, { message: 'nats cluster nodes listening' }).catch(async (e: unknown) => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    throw e;
+  });
   // JetStream meta leader election takes a moment.
   await waitFor(() => nodes.some((n) => n.process.hasLine(/JetStream cluster new metadata leader|Self is new JetStream cluster metadata leader/)), 30_000, { message: 'jetstream meta leader' });
   return {

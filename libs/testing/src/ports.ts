@@ -6,9 +6,16 @@ import { createServer } from 'node:net';
  * own bind any outgoing connection on the machine (other tests' clients included) can take it
  * as its local port: the service then dies with EADDRINUSE. Ports below the range are never
  * used by outgoing connections, so only another listener can race us for them.
+ *
+ * The range starts at 24000 so that ports 10000–23999 stay free for whole stacks started with
+ * fixed ports (`npm start --port-offset`, tools/e2e/test/npm-start.spec.ts). A Redis Cluster
+ * node's bus port is set explicitly (`--cluster-port`), never port + 10000, which would land in
+ * the ephemeral range.
  */
-const LOW = 20_000;
-const HIGH = 32_000;
+export const TEST_PORT_LOW = 24_000;
+export const TEST_PORT_HIGH = 32_000;
+const LOW = TEST_PORT_LOW;
+const HIGH = TEST_PORT_HIGH;
 
 /** Ports this test process already handed out (the service may not have bound them yet). */
 const handedOut = new Set<number>();

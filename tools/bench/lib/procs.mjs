@@ -12,9 +12,10 @@ const tempDirs = new Set();
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Ports come from below Linux's ephemeral range (32768–60999), like the test harness's
-// (libs/testing/src/ports.ts, which uses 20000–32000): a `listen(0)` port is an ephemeral one,
+// (libs/testing/src/ports.ts, which uses 24000–32000): a `listen(0)` port is an ephemeral one,
 // and any outgoing connection on the machine can take it between the probe and the service's
-// bind (EADDRINUSE). The bench uses its own band so it never races the tests it runs beside.
+// bind (EADDRINUSE). The bench uses its own band (15000–19999) so it never races the tests it
+// runs beside, nor the npm-start test's stack (20080–23297).
 const PORT_LOW = 15_000;
 const PORT_HIGH = 20_000;
 const handedOut = new Set();

@@ -14,8 +14,10 @@ describe('npm start', () => {
   });
 
   it('brings the stack up with replicas, serves the curl example, and stops on SIGINT', async () => {
-    // A port offset keeps this stack clear of anything on the default ports.
-    const offset = 10000 + Math.floor(Math.random() * 40) * 100;
+    // A port offset keeps this stack clear of anything on the default ports, of the test
+    // harness's ports (24000–32000, libs/testing ports.ts) and of Linux's ephemeral range
+    // (32768–60999): offsets 12000–14000 put the services on 20080–23297 and 62051–64151.
+    const offset = 12000 + Math.floor(Math.random() * 21) * 100;
     const launcher = startProcess('npm-start', process.execPath, [
       join(repoRoot, 'tools/stack/start.mjs'),
       '--replicas', 'scheduler=2,api-gateway=2',
