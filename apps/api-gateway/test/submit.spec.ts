@@ -65,6 +65,7 @@ describe('POST /api/v1/jobs', () => {
     expect(jobId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(traceId).toMatch(/^[0-9a-f-]{36}$/);
     expect(Object.keys(r.body).sort()).toEqual(['job_id', 'trace_id']);
+    expect(r.headers.get('etag')).toBeNull(); // no per-response body hash (app.ts)
 
     const ctx = JSON.parse((await redis.get(`ctx:${jobId}`)) ?? 'null') as Record<string, unknown>;
     expect(ctx).toMatchObject({ prompt: 'hello world', context: { a: [1, 2] }, topic: 'job.echo', tenant_id: 'acme', priority: 'batch' });

@@ -165,6 +165,10 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
       pingInterval: 10_000,
       maxPingOut: 2,
       waitOnFirstConnect: o.waitOnFirstConnect ?? false,
+      // Without this every request (each JetStream publish is one) builds two Error objects
+      // with stack traces up front, only to name the caller if it times out: measurable CPU
+      // per job (docs/performance.md). Our errors carry the subject instead.
+      noAsyncTraces: true,
     });
   } catch (err) {
     throw new BusError('bus_connect_failed', `connect to ${o.servers.join(',')}: ${(err as Error).message}`, { cause: err });

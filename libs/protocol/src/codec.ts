@@ -1,5 +1,5 @@
 import { clone, create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import type { DescMessage } from '@bufbuild/protobuf';
+import type { DescField, DescMessage } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
 import { randomUUID } from 'node:crypto';
 import { BusPacketSchema } from './gen/cordum/agent/v1/buspacket_pb';
@@ -15,6 +15,50 @@ function compareKeys(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+type MapField = Extract<DescField, { fieldKind: 'map' }>;
+
+/**
+ * Calls `fn` on every map field of `msg`, recursively (a map's message values after the map
+ * itself, list items, nested and oneof messages); stops and returns false as soon as `fn` does.
+ */
+function everyMap(desc: DescMessage, msg: AnyRecord, fn: (field: MapField, owner: AnyRecord) => boolean): boolean {
+  for (const field of desc.fields) {
+    switch (field.fieldKind) {
+      case 'map': {
+        if (!msg[field.localName]) break;
+        if (!fn(field, msg)) return false;
+        if (field.mapKind !== 'message') break;
+        for (const value of Object.values(msg[field.localName] as AnyRecord)) {
+          if (value && !everyMap(field.message, value as AnyRecord, fn)) return false;
+        }
+        break;
+      }
+      case 'list': {
+        if (field.listKind !== 'message') break;
+        for (const item of (msg[field.localName] as AnyRecord[] | undefined) ?? []) {
+          if (!everyMap(field.message, item, fn)) return false;
+        }
+        break;
+      }
+      case 'message': {
+        let value: AnyRecord | undefined;
+        if (field.oneof) {
+          const oneof = msg[field.oneof.localName] as { case?: string; value?: AnyRecord } | undefined;
+          value = oneof?.case === field.localName ? oneof.value : undefined;
+        } else {
+          value = msg[field.localName] as AnyRecord | undefined;
+        }
+        if (value && !everyMap(field.message, value, fn)) return false;
+        break;
+      }
+      case 'enum':
+      case 'scalar':
+        break;
+    }
+  }
+  return true;
+}
+
 /**
  * Rebuilds every map of `msg` (recursively) with its keys inserted in sorted
  * order, because protobuf-es writes map entries in object key order. Note that
@@ -23,41 +67,26 @@ function compareKeys(a: string, b: string): number {
  * signer needs (verifiers hash the received bytes, never a re-encoding).
  */
 function sortMapsInPlace(desc: DescMessage, msg: AnyRecord): void {
-  for (const field of desc.fields) {
-    switch (field.fieldKind) {
-      case 'map': {
-        const rec = msg[field.localName] as AnyRecord | undefined;
-        if (!rec) break;
-        const sorted: AnyRecord = {};
-        for (const key of Object.keys(rec).sort(compareKeys)) {
-          const value = rec[key];
-          if (field.mapKind === 'message' && value) sortMapsInPlace(field.message, value as AnyRecord);
-          sorted[key] = value;
-        }
-        msg[field.localName] = sorted;
-        break;
-      }
-      case 'list': {
-        if (field.listKind !== 'message') break;
-        const list = msg[field.localName] as AnyRecord[] | undefined;
-        for (const item of list ?? []) sortMapsInPlace(field.message, item);
-        break;
-      }
-      case 'message': {
-        if (field.oneof) {
-          const oneof = msg[field.oneof.localName] as { case?: string; value?: AnyRecord } | undefined;
-          if (oneof?.case === field.localName && oneof.value) sortMapsInPlace(field.message, oneof.value);
-        } else {
-          const value = msg[field.localName] as AnyRecord | undefined;
-          if (value) sortMapsInPlace(field.message, value);
-        }
-        break;
-      }
-      case 'enum':
-      case 'scalar':
-        break;
-    }
-  }
+  everyMap(desc, msg, (field, owner) => {
+    const rec = owner[field.localName] as AnyRecord;
+    const sorted: AnyRecord = {};
+    for (const key of Object.keys(rec).sort(compareKeys)) sorted[key] = rec[key];
+    owner[field.localName] = sorted;
+    return true;
+  });
+}
+
+/**
+ * True when every map already enumerates its keys in sorted order, so that
+ * `sortMapsInPlace` would change nothing (a sufficient test: a map whose
+ * integer-like keys break string order is sent through the copy anyway).
+ */
+function mapsSorted(desc: DescMessage, msg: AnyRecord): boolean {
+  return everyMap(desc, msg, (field, owner) => {
+    const keys = Object.keys(owner[field.localName] as AnyRecord);
+    for (let i = 1; i < keys.length; i++) if (compareKeys(keys[i - 1]!, keys[i]!) > 0) return false;
+    return true;
+  });
 }
 
 /** A deep copy of `msg` whose maps are key-sorted; the input is not touched. */
@@ -69,10 +98,12 @@ export function canonicalCopy<T extends BusPacket>(msg: T): T {
 
 /**
  * Deterministic encoding: ascending field numbers (protobuf-es writes fields
- * sorted by number), maps sorted by key, unknown fields last.
+ * sorted by number), maps sorted by key, unknown fields last. A packet whose
+ * maps are already in order (most are: empty or built sorted) is encoded as it
+ * is; only the others pay for a sorted deep copy.
  */
 export function encodePacket(p: BusPacket): Uint8Array {
-  return toBinary(BusPacketSchema, canonicalCopy(p));
+  return toBinary(BusPacketSchema, mapsSorted(BusPacketSchema, p as unknown as AnyRecord) ? p : canonicalCopy(p));
 }
 
 /** Encoding used as signing input (D42): deterministic, without field 14. */

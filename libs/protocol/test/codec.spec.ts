@@ -62,6 +62,20 @@ describe('encodePacket', () => {
     expect([...pos].sort((x, y) => x - y)).toEqual(pos);
   });
 
+  it('sorts a map that is out of order only deep inside (meta.labels), and encodes sorted maps as they are', () => {
+    const build = (top: string[], nested: string[]): BusPacket => {
+      const m = (keys: string[]): Record<string, string> => Object.fromEntries(keys.map((k) => [k, `v-${k}`]));
+      const p = newPacket('s', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j', topic: 'job.x', labels: m(top), env: m(top), meta: create(JobMetadataSchema, { labels: m(nested) }) }) }, 't');
+      p.createdAt = { $typeName: 'google.protobuf.Timestamp', seconds: 1n, nanos: 2 };
+      return p;
+    };
+    const sorted = encodePacket(build(['a', 'b', 'c'], ['x', 'y', 'z']));
+    expect(Buffer.from(encodePacket(build(['a', 'b', 'c'], ['z', 'x', 'y'])))).toEqual(Buffer.from(sorted));
+    expect(Buffer.from(encodePacket(build(['c', 'a', 'b'], ['x', 'y', 'z'])))).toEqual(Buffer.from(sorted));
+    // Integer-like keys enumerate numerically ("9" before "10"), against string order: still one encoding.
+    expect(Buffer.from(encodePacket(build(['9', '10', 'a'], ['x'])))).toEqual(Buffer.from(encodePacket(build(['a', '10', '9'], ['x']))));
+  });
+
   it('does not mutate the packet it encodes', () => {
     const p = decodePacket(readVector('job_request'));
     const before = Object.keys(p.payload.case === 'jobRequest' ? p.payload.value.labels : {});

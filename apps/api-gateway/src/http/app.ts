@@ -60,6 +60,10 @@ function requestContext(logger: Logger): RequestHandler {
 export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
+  // No SHA-1 ETag of every JSON body (express's default): API responses are not cached by
+  // clients, and hashing each submit's response cost CPU per job. Routes that mean an ETag
+  // (config revision) set it themselves.
+  app.set('etag', false);
   app.set('trust proxy', false);
   app.use(requestContext(deps.logger));
   app.use(httpMetrics(deps.registry));
