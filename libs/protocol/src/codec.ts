@@ -84,8 +84,7 @@ function sortMapsInPlace(desc: DescMessage, msg: AnyRecord): void {
 function mapsSorted(desc: DescMessage, msg: AnyRecord): boolean {
   return everyMap(desc, msg, (field, owner) => {
     const keys = Object.keys(owner[field.localName] as AnyRecord);
-    for (let i = 1; i < keys.length; i++) if (compareKeys(keys[i - 1]!, keys[i]!) > 0) return false;
-    return true;
+    return keys.every((key, i) => i === 0 || compareKeys(keys[i - 1] ?? '', key) <= 0);
   });
 }
 
