@@ -1,24 +1,25 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connectBus, subjects, type Bus } from '@cordum/bus';
-import { createJobStore, jobKeys, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
+import { subjects, type Bus } from '@cordum/bus';
+import { jobKeys, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
 import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import type { RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
-import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { waitFor, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
-import { loadSchedulerConfig, type SchedulerConfig } from '../src/config';
+import type { SchedulerConfig } from '../src/config';
 import { createScheduler, type Scheduler } from '../src/scheduler';
 import { startGhost, type Ghost } from './ghost';
-import { quietLog, startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
+import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
+import { startSchedulerRig, type SchedulerRig } from './rig';
 
 // Reconciler, pending replayer, delivery verification and warm start, in
 // process against real Redis + NATS, with short timeouts from a temp
 // TIMEOUT_CONFIG_PATH (dispatch 3 s, running 3 s, scan 0.3 s) and a 1 s verify delay.
 // Each test uses its own topic, so routing never mixes their workers.
 describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
-  let redisServer: TestServer;
+  let rig: SchedulerRig;
   let natsServer: TestServer;
   let redis: RedisClient;
   let bus: Bus;
@@ -33,39 +34,28 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   let seq = 0;
 
   beforeAll(async () => {
-    [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
-    redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
-    store = createJobStore(redis, { jobTtlMs: 3_600_000 });
     kernel = await startTestKernel([]);
     const timeouts = join(tmp, 'timeouts.yaml');
     writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 3\n  running_timeout_seconds: 3\n  scan_interval_seconds: 0.3\n');
-    config = loadSchedulerConfig({
-      REDIS_URL: redisServer.url,
-      NATS_URL: natsServer.url,
-      SCHEDULER_HTTP_ADDR: '127.0.0.1:0',
-      SAFETY_KERNEL_ADDR: kernel.address,
-      POOL_CONFIG_PATH: join(repoRoot, 'config', 'pools.yaml'),
-      TIMEOUT_CONFIG_PATH: timeouts,
-      JOB_TTL: '1h',
-      SCHEDULER_DISPATCH_VERIFY_DELAY: '1s',
-      SCHEDULER_REPLAY_INTERVAL: '200ms',
-      SCHEDULER_PENDING_REPLAY_AGE: '1s',
-      SCHEDULER_SCHEDULE_MAX_TRIES: '2',
-      WORKER_SNAPSHOT_INTERVAL: '200ms',
+    rig = await startSchedulerRig({
+      instanceId: 'sched-rec',
+      kernelAddress: kernel.address,
+      env: {
+        TIMEOUT_CONFIG_PATH: timeouts,
+        SCHEDULER_DISPATCH_VERIFY_DELAY: '1s',
+        SCHEDULER_REPLAY_INTERVAL: '200ms',
+        SCHEDULER_PENDING_REPLAY_AGE: '1s',
+        SCHEDULER_SCHEDULE_MAX_TRIES: '2',
+        WORKER_SNAPSHOT_INTERVAL: '200ms',
+      },
     });
-    metrics = new Registry();
-    scheduler = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: 'sched-rec', level: 'error' }), instanceId: 'sched-rec', registry: metrics });
-    await scheduler.start();
-    bus = await connectBus({ servers: [natsServer.url], name: 'test-client', logger: quietLog });
+    ({ natsServer, redis, store, scheduler, config, metrics, bus } = rig);
   }, 60_000);
 
   afterAll(async () => {
     await Promise.all([...workers.map((w) => w.stop()), ...ghosts.map((g) => g.stop())]);
-    await scheduler?.stop();
-    await bus?.close();
+    await rig?.stop();
     await kernel?.stop();
-    await closeRedis(redis);
-    await Promise.all([redisServer?.stop(), natsServer?.stop()]);
     rmSync(tmp, { recursive: true, force: true });
   });
 

@@ -2,10 +2,9 @@
 // Redis + NATS and an in-test kernel: D18 (an approval counts only for the rule
 // it was given for and only while the request hashes the same; DENY wins) and
 // input_fail_mode (closed holds, open runs the job with one audit alert).
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { connectBus, subjects, type Bus, type Consumer } from '@cordum/bus';
-import { createJobStore, jobKeys, type ApprovalRecord, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
+import { subjects, type Bus, type Consumer } from '@cordum/bus';
+import { jobKeys, type ApprovalRecord, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
 import {
   Decision,
@@ -20,17 +19,16 @@ import {
   newPacket,
   type PolicyCheckRequest,
 } from '@cordum/protocol';
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { createLogger } from '@cordum/service-kit';
-import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
-import { Registry } from 'prom-client';
-import { loadSchedulerConfig } from '../src/config';
+import type { RedisClient } from '@cordum/redis';
+import { waitFor, type TestServer } from '@cordum/testing';
+import type { Registry } from 'prom-client';
 import { FAIL_OPEN_ALERT_CODE } from '../src/safety';
 import { SAFETY_BREAKER_KEY } from '../src/safety-breaker';
-import { createScheduler, type Scheduler } from '../src/scheduler';
-import { quietLog, startTestWorker, type TestWorker } from './harness';
+import type { Scheduler } from '../src/scheduler';
+import { startTestWorker, type TestWorker } from './harness';
+import { startSchedulerRig, type SchedulerRig } from './rig';
 
-let redisServer: TestServer;
+let rig: SchedulerRig;
 let natsServer: TestServer;
 let redis: RedisClient;
 let bus: Bus;
@@ -57,10 +55,6 @@ function decide(req: PolicyCheckRequest) {
 }
 
 beforeAll(async () => {
-  [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
-  redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
-  store = createJobStore(redis, { jobTtlMs: 3_600_000 });
-  locks = createLocks(redis);
   kernelServer = new grpc.Server();
   addGrpcService(kernelServer, SafetyKernel, {
     check: decide,
@@ -71,19 +65,9 @@ beforeAll(async () => {
     listRules: () => ({ snapshot: 'snap-1', defaultDecision: 'allow' }),
   });
   const port = await new Promise<number>((resolve, reject) => kernelServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
-  const config = loadSchedulerConfig({
-    REDIS_URL: redisServer.url,
-    NATS_URL: natsServer.url,
-    SCHEDULER_HTTP_ADDR: '127.0.0.1:0',
-    SAFETY_KERNEL_ADDR: `127.0.0.1:${port}`,
-    POOL_CONFIG_PATH: join(repoRoot, 'config', 'pools.yaml'),
-    TIMEOUT_CONFIG_PATH: join(repoRoot, 'config', 'timeouts.yaml'),
-    JOB_TTL: '1h',
-  });
-  metrics = new Registry();
-  scheduler = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: 'sched-safety', level: 'error' }), instanceId: 'sched-safety', registry: metrics });
-  await scheduler.start();
-  bus = await connectBus({ servers: [natsServer.url], name: 'test-client', logger: quietLog });
+  rig = await startSchedulerRig({ instanceId: 'sched-safety', kernelAddress: `127.0.0.1:${port}` });
+  ({ natsServer, redis, store, scheduler, metrics, bus } = rig);
+  locks = createLocks(redis);
   auditConsumer = await bus.consume({
     subject: subjects.audit,
     queue: 'audit-test',
@@ -100,11 +84,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await auditConsumer?.stop();
   await worker?.stop();
-  await scheduler?.stop();
-  await bus?.close();
+  await rig?.stop();
   kernelServer?.forceShutdown();
-  await closeRedis(redis);
-  await Promise.all([redisServer?.stop(), natsServer?.stop()]);
 });
 
 function newJob(topic: string, initialState: NewJob['initialState']): NewJob {

@@ -1,19 +1,17 @@
-import { join } from 'node:path';
-import { connectBus, subjects, type Bus, type Subscription } from '@cordum/bus';
-import { createJobStore, jobKeys, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
+import { subjects, type Bus, type Subscription } from '@cordum/bus';
+import { jobKeys, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
 import { create, decodePacket, encodePacket, JobRequestSchema, JobStatus, newPacket } from '@cordum/protocol';
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { createLogger } from '@cordum/service-kit';
-import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
-import { Registry } from 'prom-client';
-import { loadSchedulerConfig } from '../src/config';
-import { createScheduler, type Scheduler } from '../src/scheduler';
-import { quietLog, startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
+import type { RedisClient } from '@cordum/redis';
+import { waitFor, type TestServer } from '@cordum/testing';
+import type { Registry } from 'prom-client';
+import type { Scheduler } from '../src/scheduler';
+import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
+import { startSchedulerRig, type SchedulerRig } from './rig';
 
 // createScheduler in-process against real Redis + NATS, a test SafetyKernel
 // (denies job.denied) and a test worker on core NATS.
 describe('scheduler (in-process, real Redis + NATS)', () => {
-  let redisServer: TestServer;
+  let rig: SchedulerRig;
   let natsServer: TestServer;
   let redis: RedisClient;
   let bus: Bus;
@@ -27,23 +25,9 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
   let seq = 0;
 
   beforeAll(async () => {
-    [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
-    redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
-    store = createJobStore(redis, { jobTtlMs: 3_600_000 });
     kernel = await startTestKernel(['job.denied']);
-    const config = loadSchedulerConfig({
-      REDIS_URL: redisServer.url,
-      NATS_URL: natsServer.url,
-      SCHEDULER_HTTP_ADDR: '127.0.0.1:0',
-      SAFETY_KERNEL_ADDR: kernel.address,
-      POOL_CONFIG_PATH: join(repoRoot, 'config', 'pools.yaml'),
-      TIMEOUT_CONFIG_PATH: join(repoRoot, 'config', 'timeouts.yaml'),
-      JOB_TTL: '1h',
-    });
-    metrics = new Registry();
-    scheduler = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: 'sched-test', level: 'error' }), instanceId: 'sched-test', registry: metrics });
-    await scheduler.start();
-    bus = await connectBus({ servers: [natsServer.url], name: 'test-client', logger: quietLog });
+    rig = await startSchedulerRig({ instanceId: 'sched-test', kernelAddress: kernel.address });
+    ({ natsServer, redis, store, scheduler, metrics, bus } = rig);
     stateSub = bus.subscribe(subjects.state, (data) => {
       const p = decodePacket(data);
       if (p.payload.case !== 'jobProgress') return;
@@ -65,11 +49,8 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     stateSub?.unsubscribe();
     await worker?.stop();
     await scheduler?.stop();
-    await scheduler?.stop(); // idempotent
-    await bus?.close();
+    await rig?.stop(); // stops the scheduler again: idempotent
     await kernel?.stop();
-    await closeRedis(redis);
-    await Promise.all([redisServer?.stop(), natsServer?.stop()]);
   });
 
   function newJob(topic: string): NewJob {
