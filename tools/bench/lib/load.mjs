@@ -1,9 +1,11 @@
-// HTTP load with autocannon and job-record collection from Redis timestamps.
+// HTTP load (autocannon at a fixed concurrency; an even open-loop pacer for a fixed
+// rate) and job-record collection from Redis timestamps.
+import http from 'node:http';
 import autocannon from 'autocannon';
 import { sleep } from './procs.mjs';
 import { percentiles, round } from './stats.mjs';
 
-function runOne(url, { connections, durationS, rate, path, headers, body, ids }) {
+function runOne(url, { connections, durationS, path, headers, body, ids }) {
   const opts = {
     url,
     connections,
@@ -21,22 +23,90 @@ function runOne(url, { connections, durationS, rate, path, headers, body, ids })
       },
     }],
   };
-  if (rate) opts.overallRate = rate;
   return autocannon(opts);
 }
 
 /**
+ * Open-loop paced load: request k leaves at k / rate seconds (a 1 ms tick sends whatever is
+ * due), round-robin over the URLs, on keep-alive sockets (at most `connections` at once in
+ * all; more requests wait in the agent). autocannon's own rate mode is not used for this: it
+ * lets each connection send its whole per-second budget at the top of every second, so
+ * "1,000/s" arrives as a burst of 1,000 requests each second and the latencies measure the
+ * burst, not the rate.
+ */
+function drivePaced(urls, { connections, durationS, rate, path, headers, body }) {
+  const ids = [];
+  const total = Math.max(1, Math.round(rate * durationS));
+  const perUrl = Math.max(1, Math.ceil(connections / urls.length));
+  const targets = urls.map((u) => {
+    const url = new URL(u);
+    return { host: url.hostname, port: Number(url.port), agent: new http.Agent({ keepAlive: true, maxSockets: perUrl }) };
+  });
+  const reqHeaders = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers };
+  const latencies = [];
+  let sent = 0;
+  let done = 0;
+  let ok = 0;
+  let non2xx = 0;
+  let errors = 0;
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    const finish = () => {
+      if (done < total) return;
+      for (const t of targets) t.agent.destroy();
+      const lat = percentiles(latencies);
+      resolve({
+        ids,
+        submitsPerS: round(ok / durationS, 0),
+        accepted: ok,
+        non2xx,
+        errors,
+        durationS: round((performance.now() - t0) / 1000, 2),
+        httpLatencyMs: { p50: round(lat.p50 ?? 0, 1), p99: round(lat.p99 ?? 0, 1) },
+      });
+    };
+    const send = (k) => {
+      const t = targets[k % targets.length];
+      const started = performance.now();
+      const req = http.request({ host: t.host, port: t.port, path, method: 'POST', headers: reqHeaders, agent: t.agent, timeout: 10_000 }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          latencies.push(performance.now() - started);
+          if (res.statusCode === 200) {
+            ok += 1;
+            try { const id = JSON.parse(Buffer.concat(chunks).toString('utf8')).job_id; if (id) ids.push(id); } catch { /* counted as ok by status */ }
+          } else non2xx += 1;
+          done += 1;
+          finish();
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', () => { errors += 1; done += 1; finish(); });
+      req.end(body);
+    };
+    const tick = setInterval(() => {
+      const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate) + 1);
+      while (sent < due) send(sent++);
+      if (sent >= total) clearInterval(tick);
+    }, 1);
+  });
+}
+
+/**
  * Drives POSTs against one or more base URLs (connections and rate split evenly);
- * returns submits/s, error counts and the accepted job ids.
+ * returns submits/s, error counts and the accepted job ids. With `rate`, the load
+ * is paced evenly (drivePaced); without, autocannon keeps `connections` requests
+ * in flight for the duration.
  */
 export async function drive(urls, o) {
+  if (o.rate) return drivePaced(urls, o);
   const ids = [];
   const n = urls.length;
   const results = await Promise.all(urls.map((u, i) => runOne(u, {
     ...o,
     ids,
     connections: Math.max(1, Math.floor(o.connections / n) + (i < o.connections % n ? 1 : 0)),
-    rate: o.rate ? Math.max(1, Math.round(o.rate / n)) : undefined,
   })));
   const ok = results.reduce((s, r) => s + r['2xx'], 0);
   const non2xx = results.reduce((s, r) => s + r.non2xx, 0);
