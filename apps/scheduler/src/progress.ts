@@ -2,6 +2,7 @@
 // progress or start ack of the current dispatch moves DISPATCHED → RUNNING.
 // Progress is best effort: a busy lock or a lost message is fine because
 // worker-sdk repeats progress every heartbeat and the result also ends the job.
+import { jobKeys } from '@cordum/job-store';
 import { decodePacket, type JobProgress } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
 
@@ -20,9 +21,10 @@ export async function applyProgress(ctx: SchedulerContext, p: JobProgress): Prom
       if (!r.ok && r.reason === 'stale_dispatch') ctx.metrics.ignored.inc({ kind: 'progress', reason: 'stale_dispatch' });
       return;
     }
-    // The intake handler is typically still marking the attempt published: it ends within ms.
+    // The intake handler is typically still marking the attempt published: it ends within ms,
+    // and when it runs in this process its release wakes us at once (locks.whenReleased).
     if (Date.now() >= deadline) return;
-    await new Promise((r) => setTimeout(r, BUSY_RETRY_MS * (0.5 + Math.random())));
+    await ctx.locks.whenReleased(jobKeys.lock(p.jobId), BUSY_RETRY_MS * (0.5 + Math.random()));
   }
 }
 

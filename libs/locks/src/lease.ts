@@ -30,6 +30,8 @@ export class Lease {
     readonly fence: number,
     readonly ttlMs: number,
     sentAt: number,
+    /** Told when this lease is released or marked released, so local waiters for the key can retry at once. */
+    private readonly onReleased?: (key: string) => void,
   ) {
     this.token = `${owner}:${fence}`;
     this.lastOkAt = sentAt;
@@ -54,7 +56,11 @@ export class Lease {
     const wasLost = this.lost;
     this.lost = true;
     if (wasLost) return false;
-    return (await this.runner.run<number>('release', [this.key], [this.token])) === 1;
+    try {
+      return (await this.runner.run<number>('release', [this.key], [this.token])) === 1;
+    } finally {
+      this.onReleased?.(this.key);
+    }
   }
 
   /**
@@ -64,7 +70,9 @@ export class Lease {
    */
   markReleased(): void {
     this.stopAutoRenew();
+    const wasLost = this.lost;
     this.lost = true;
+    if (!wasLost) this.onReleased?.(this.key);
   }
 
   /**

@@ -41,6 +41,34 @@ describe.each(REDIS_BACKENDS)('@cordum/locks lease (single process, %s Redis)', 
     await b!.release();
   });
 
+  it('a waiter of this process is woken by the release (or markReleased) of the lease it waits for, not by its retry timer', async () => {
+    const locks = createLocks(redis);
+    // Retry pauses of 30–90 s: a waiter that acquires within the test's 10 s was woken by the release.
+    const slow = { waitMs: 120_000, retryMs: 60_000 };
+    const k = keys();
+    const a = await locks.tryAcquire({ ...k, owner: 'a', ttlMs: 30_000 });
+    expect(a).not.toBeNull();
+    const waiting = locks.acquireAndRead({ ...k, readKey: k.target, owner: 'b', ttlMs: 30_000, ...slow });
+    await waitFor(() => locks.waiters(k.key) === 1, 2_000, { message: 'b tried once and waits' });
+    await a!.release();
+    const b = await waitFor(() => Promise.race([waiting, new Promise<null>((r) => setTimeout(() => r(null), 50))]), 10_000, { message: 'woken by release' });
+    expect(b.lease.fence).toBe(a!.fence + 1);
+    // markReleased: the lock was deleted by a fenced script (here: DEL), the waiter is woken too.
+    const waiting2 = locks.acquire({ ...k, owner: 'c', ttlMs: 30_000, ...slow });
+    await waitFor(() => locks.waiters(k.key) === 1, 2_000, { message: 'c tried once and waits' });
+    await redis.del(k.key);
+    b.lease.markReleased();
+    const c = await waitFor(() => Promise.race([waiting2, new Promise<null>((r) => setTimeout(() => r(null), 50))]), 10_000, { message: 'woken by markReleased' });
+    expect(c.token).toBe(`c:${a!.fence + 2}`);
+    await c.release();
+    // whenReleased without a release resolves at its bound.
+    let resolved = false;
+    void locks.whenReleased(k.key, 30).then(() => { resolved = true; });
+    expect(locks.waiters(k.key)).toBe(1);
+    await waitFor(() => resolved, 2_000, { message: 'whenReleased bound' });
+    expect(locks.waiters(k.key)).toBe(0);
+  });
+
   it('acquireAndRead takes the lease and reads the guarded hash atomically; a busy lock reads nothing', async () => {
     const locks = createLocks(redis); // its own (unmetered) instance: the histogram test counts waits
     const k = keys();
