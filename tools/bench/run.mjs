@@ -135,7 +135,7 @@ async function main() {
   const cleanupState = { redis: null };
   const fail = installCleanup(async () => {
     cleanupState.redis?.disconnect();
-    await stopAll(['api-gateway', 'bare-gateway', 'scheduler', 'bare-', 'echo-worker', 'safety-kernel', 'redis', 'nats']);
+    await stopAll(['api-gateway', 'bare-gateway', 'scheduler', 'bare-', 'echo-worker', 'safety-kernel', 'grpc-floor', 'redis', 'nats']);
     removeTempDirs();
   });
   try {
@@ -228,6 +228,8 @@ async function run(opts, cleanupState) {
     } else {
       results.safety.push({ label: 'cache on', skipped: 'SAFETY_DECISION_CACHE_TTL is not honoured by this safety-kernel build yet' });
     }
+    log('safety: the same calls against a constant-answer server (gRPC floor)');
+    results.safety.push({ label: 'gRPC floor', ...(await guard('safety gRPC floor', () => floorRun(cordum, opts))) });
     await flush();
   }
 
@@ -294,9 +296,18 @@ async function run(opts, cleanupState) {
   process.stdout.write(`\n${table(results)}\n\nresults: ${file}\n`);
 }
 
+/** Check latency (1 in flight) and decisions/s (16 in flight) against `addr`. */
+async function measureCheck(cordum, addr, opts) {
+  const d = Math.max(1, Math.min(opts.duration, 10));
+  const w = opts.smoke ? 0.2 : opts.quick ? 0.5 : 1;
+  const latency = await benchCheck(cordum, { addr, durationS: d, concurrency: 1, warmupS: w });
+  const throughput = await benchCheck(cordum, { addr, durationS: d, concurrency: 16, warmupS: w });
+  return { latency, throughput };
+}
+
 /**
- * Check latency (1 in flight) and decisions/s (16 in flight) on a kernel of its
- * own, so the figure is the kernel's, not the kernel's under a job load.
+ * Check on a kernel of its own, so the figure is the kernel's, not the kernel's
+ * under a job load.
  */
 async function kernelRun(cordum, redisSrv, natsSrv, opts, extraEnv) {
   const grpc = await freePort();
@@ -309,12 +320,26 @@ async function kernelRun(cordum, redisSrv, natsSrv, opts, extraEnv) {
       if (!p.running()) throw new Error(`kernel exited: ${p.tail.join(' | ')}`);
       try { return (await fetch(`http://127.0.0.1:${http}/readyz`)).status === 200; } catch { return false; }
     }, 30_000, 'safety kernel');
-    const addr = `127.0.0.1:${grpc}`;
-    const d = Math.max(1, Math.min(opts.duration, 10));
-    const w = opts.smoke ? 0.2 : opts.quick ? 0.5 : 1;
-    const latency = await benchCheck(cordum, { addr, durationS: d, concurrency: 1, warmupS: w });
-    const throughput = await benchCheck(cordum, { addr, durationS: d, concurrency: 16, warmupS: w });
-    return { latency, throughput };
+    return await measureCheck(cordum, `127.0.0.1:${grpc}`, opts);
+  } finally {
+    await p.stop();
+  }
+}
+
+/**
+ * The baseline of the Check figures: the same client and calls against a process that
+ * serves SafetyKernel through the same gRPC stack with a constant answer
+ * (grpc-floor-server.mjs), i.e. what a Check costs before any policy work.
+ */
+async function floorRun(cordum, opts) {
+  const addr = `127.0.0.1:${await freePort()}`;
+  const p = start('grpc-floor', process.execPath, [join(root, 'tools/bench/grpc-floor-server.mjs'), cordum.bundleFile, addr]);
+  try {
+    await waitUntil(() => {
+      if (!p.running()) throw new Error(`grpc floor server exited: ${p.tail.join(' | ')}`);
+      return p.tail.some((l) => l.includes('grpc floor: listening'));
+    }, 30_000, 'grpc floor server');
+    return await measureCheck(cordum, addr, opts);
   } finally {
     await p.stop();
   }

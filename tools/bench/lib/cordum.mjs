@@ -9,7 +9,8 @@ import { tempDir } from './procs.mjs';
 const ENTRY = `
 export { createJobStore, jobKeys } from '@cordum/job-store';
 export { createRedis, closeRedis } from '@cordum/redis';
-export { grpcClientFor, SafetyKernel } from '@cordum/protocol';
+export { addGrpcService, Decision, grpcClientFor, grpcServerOptions, SafetyKernel } from '@cordum/protocol';
+export { Server as GrpcServer, ServerCredentials as GrpcServerCredentials } from '@grpc/grpc-js';
 `;
 
 export async function loadCordum(root) {
@@ -25,5 +26,6 @@ export async function loadCordum(root) {
     loader: { '.lua': 'text' },
     logLevel: 'error',
   });
-  return createRequire(import.meta.url)(out);
+  // bundleFile: grpc-floor-server.mjs loads the same bundle in a process of its own.
+  return { ...createRequire(import.meta.url)(out), bundleFile: out };
 }

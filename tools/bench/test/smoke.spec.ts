@@ -121,8 +121,8 @@ describe('npm run bench -- --smoke', () => {
     expect(results.stack.growth.half?.rate).toBe(results.stack.pass1.half?.rate);
   });
 
-  it('measures safety Check with the decision cache off and on', () => {
-    expect(results.safety.map((s) => s.label)).toEqual(['cache off', 'cache on']);
+  it('measures safety Check with the decision cache off and on, and the gRPC floor', () => {
+    expect(results.safety.map((s) => s.label)).toEqual(['cache off', 'cache on', 'gRPC floor']);
     for (const s of results.safety) {
       expect({ label: s.label, error: s.error, skipped: s.skipped }).toEqual({ label: s.label, error: undefined, skipped: undefined });
       expect(s.latency.p50Ms).toBeGreaterThan(0);
