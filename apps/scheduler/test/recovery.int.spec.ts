@@ -103,7 +103,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     const done = await store.getJob(job.id);
     expect(done).toMatchObject({ attempts: 2, workerId: 'tw-a', dispatch: { attempt: 2, workerId: 'tw-a' } });
     expect(live.count(job.id)).toBe(1);
-    expect(await counter('cordum_dispatch_verify_total', 'outcome', 'fallback')).toBeGreaterThan(before);
+    await waitFor(async () => (await counter('cordum_dispatch_verify_total', 'outcome', 'fallback')) > before, 5_000, { message: 'fallback counted' });
   });
 
   it('a dispatch its worker answers is counted delivered when the answer arrives and is never probed', async () => {
@@ -158,7 +158,9 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       await redis.hset(jobKeys.workerClaim(job.id), 'attempt', '1', 'dispatch_id', d?.dispatchId ?? '', 'worker_id', 'i-ghost');
       const before = await counter('cordum_scheduler_reconciled_total', 'action', 'running');
       await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 10_000, { message: 'claimed attempt counted as started' });
-      expect(await counter('cordum_scheduler_reconciled_total', 'action', 'running')).toBe(before + 1);
+      // The reconciler counts after its transition returns (which also moves the indexes): the
+      // state is visible in Redis a moment before the counter moves.
+      await waitFor(async () => (await counter('cordum_scheduler_reconciled_total', 'action', 'running')) === before + 1, 5_000, { message: 'counted as reconciled to RUNNING' });
       const result = create(JobResultSchema, { jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'i-ghost', dispatch: { dispatchId: d?.dispatchId ?? '', attempt: 1n } });
       await bus.publish(subjects.result, encodePacket(newPacket('i-ghost', { case: 'jobResult', value: result })), { msgId: `sys.job.result:${job.id}:${d?.dispatchId ?? ''}` });
       await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'late result applied' });
