@@ -265,6 +265,18 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   });
 
   it('a backlog parked on an unserved topic costs no per-job Redis work while it waits (P15)', async () => {
+    // Three schedule tries here (the suite's 2 leave 3 s after the park): the bound is 1 + 2 + 4 s
+    // after the park, which leaves room for ten replayer turns on a loaded machine.
+    const suiteTries = config.replay.maxScheduleTries;
+    config.replay.maxScheduleTries = 3;
+    try {
+      await parkedBacklogCostsNothing();
+    } finally {
+      config.replay.maxScheduleTries = suiteTries;
+    }
+  });
+
+  async function parkedBacklogCostsNothing(): Promise<void> {
     const jobs = await Promise.all(Array.from({ length: 600 }, () => submit('job.backlog')));
     await waitFor(async () => (await redis.zcard(jobKeys.parked('job.backlog'))) === jobs.length, 15_000, { message: 'all 600 parked' });
     const calls = async (): Promise<{ total: number; smembers: number }> => {
@@ -277,18 +289,37 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       }
       return { total, smembers };
     };
-    const before = await calls();
+    // The first parked job is due to fail (its bound: 1 + 2 + 4 s after its park) at the lowest
+    // score; the window must close before that, or it would count the expiry of the backlog.
+    const [, firstDue] = await redis.zrangebyscore(jobKeys.parked('job.backlog'), '-inf', '+inf', 'WITHSCORES', 'LIMIT', 0, 1);
+    const closeBy = Number(firstDue) - 400;
+    // Let the parking finish first: on a loaded machine the last jobs' lock releases (and orphan
+    // drives of jobs that waited > 1 s for intake) are still in flight when the last one is parked.
+    // Settled = one replayer turn with background-sized traffic (a turn costs ~13 commands).
+    let prev = await calls();
+    await waitFor(async () => {
+      const cur = await calls();
+      if (cur.smembers === prev.smembers) return false;
+      const quiet = cur.total - prev.total < 60 * (cur.smembers - prev.smembers);
+      prev = cur;
+      return quiet;
+    }, 10_000, { message: 'parking settled', intervalMs: 50 });
+    const before = prev;
     // The replayer leader reads job:parked:topics once per turn (200 ms): ten turns span the first
-    // two backoff tries (1 s, 2 s ±20 %) that a polled wait would have made for each job.
-    await waitFor(async () => (await calls()).smembers >= before.smembers + 10, 10_000, { message: 'ten replayer turns', intervalMs: 50 });
+    // two backoff tries (1 s, 2 s ±20 %) that a polled wait would have made for each job. On a
+    // loaded machine parking 600 jobs takes longer and fewer turns fit before the first is due.
+    await waitFor(async () => (await calls()).smembers >= before.smembers + 10 || Date.now() >= closeBy, 10_000, { message: 'ten replayer turns', intervalMs: 50 });
+    const stillParked = await redis.zcard(jobKeys.parked('job.backlog'));
     const after = await calls();
+    const turns = after.smembers - before.smembers;
+    expect({ stillParked, enoughTurns: turns >= 5 }).toEqual({ stillParked: jobs.length, enoughTurns: true });
     // Background of ten turns (leases, scans, snapshot writes) is a few dozen commands a turn;
     // a polled wait costs ≥ 5 commands per job and try (lock, read, patch, retry, index).
-    console.log(`Redis commands in ten replayer turns with 600 parked jobs: ${after.total - before.total}`);
+    console.log(`Redis commands in ${turns} replayer turns with 600 parked jobs: ${after.total - before.total}`);
     expect(after.total - before.total).toBeLessThan(jobs.length / 2);
     for (const j of await Promise.all(jobs.slice(0, 20).map((x) => store.getJob(x.id)))) expect({ state: j?.state, tries: j?.scheduleTries }).toEqual({ state: 'PENDING', tries: 1 });
-    await waitFor(async () => (await Promise.all(jobs.map((x) => stateOf(x.id)))).every((st) => st === 'FAILED'), 15_000, { message: 'all FAILED at their bound' });
-  });
+    await waitFor(async () => (await Promise.all(jobs.map((x) => stateOf(x.id)))).every((st) => st === 'FAILED'), 30_000, { message: 'all FAILED at their bound' });
+  }
 
   it('jobs parked for a worker are dispatched by the replayer once one appears, each once', async () => {
     const jobs = await Promise.all(Array.from({ length: 50 }, () => submit('job.late')));
