@@ -1,9 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports';
 import { startProcess } from './process';
-import { canConnect, type TestServer } from './servers';
+import { testServer, waitListening, type TestServer } from './servers';
 import type { TestCluster } from './redis-cluster';
 import { waitFor } from './wait';
 
@@ -24,13 +24,9 @@ export async function startNatsCluster(): Promise<TestCluster> {
       `cluster { name: cordum-test, listen: 127.0.0.1:${routePorts[i]}, routes: [${routes.split(',').map((r) => `"${r}"`).join(', ')}] }`,
     ].join('\n'));
     const proc = startProcess(`nats-cluster:${port}`, 'nats-server', ['-c', conf]);
-    nodes.push({ port, url: `nats://127.0.0.1:${port}`, process: proc, dir, stop: async () => { await proc.stop(5_000); rmSync(dir, { recursive: true, force: true }); } });
+    nodes.push(testServer('nats', port, proc, dir));
   }
-  await waitFor(async () => {
-    const dead = nodes.find((n) => !n.process.running);
-    if (dead) throw new Error(`nats-server on ${dead.port} exited: ${dead.process.logs()}`);
-    return (await Promise.all(nodes.map((n) => canConnect(n.port)))).every(Boolean);
-  }, 15_000, { message: 'nats cluster nodes listening' }).catch(async (e: unknown) => {
+  await Promise.all(nodes.map((n) => waitListening(n.process, n.port, 'nats-server', 15_000))).catch(async (e: unknown) => {
     await Promise.all(nodes.map((n) => n.stop()));
     throw e;
   });

@@ -12,10 +12,8 @@ import { createServer } from 'node:net';
  * node's bus port is set explicitly (`--cluster-port`), never port + 10000, which would land in
  * the ephemeral range.
  */
-export const TEST_PORT_LOW = 24_000;
-export const TEST_PORT_HIGH = 32_000;
-const LOW = TEST_PORT_LOW;
-const HIGH = TEST_PORT_HIGH;
+const LOW = 24_000;
+const HIGH = 32_000;
 
 /** Ports this test process already handed out (the service may not have bound them yet). */
 const handedOut = new Set<number>();

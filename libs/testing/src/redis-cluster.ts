@@ -1,9 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { freePort } from './ports';
 import { startProcess } from './process';
-import { canConnect, type TestServer } from './servers';
+import { ServerExitedError, startRedis, type TestServer } from './servers';
 import { waitFor } from './wait';
 
 export interface TestCluster {
@@ -52,25 +49,15 @@ export async function startRedisCluster(): Promise<TestCluster> {
  * bind) is retried on new ports; its log is in the error when every try failed.
  */
 async function startClusterNode(): Promise<TestServer> {
-  let lastLogs = '';
+  let last: ServerExitedError | undefined;
   for (let tries = 0; tries < 5; tries++) {
-    const [port, busPort] = [await freePort(), await freePort()];
-    const dir = mkdtempSync(join(tmpdir(), 'cordum-rc-'));
-    const proc = startProcess(`redis-cluster:${port}`, 'redis-server', [
-      '--port', String(port), '--cluster-port', String(busPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
-      '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', '2000',
-    ]);
-    const node: TestServer = { port, url: `redis://127.0.0.1:${port}`, process: proc, dir, stop: async () => { await proc.stop(5_000); rmSync(dir, { recursive: true, force: true }); } };
-    const up = await waitFor(async () => (!proc.running ? 'exited' : (await canConnect(port)) ? 'up' : null), 10_000, { message: `redis cluster node on ${port}` })
-      .catch(async (e: unknown) => {
-        const logs = proc.logs();
-        await node.stop();
-        throw new Error(`${e instanceof Error ? e.message : String(e)}: ${logs}`);
-      });
-    if (up === 'up') return node;
-    lastLogs = proc.logs();
-    await node.stop();
+    try {
+      // nodes.conf is relative to --dir, the node's own temp dir.
+      return await startRedis({ args: ['--cluster-port', String(await freePort()), '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'] });
+    } catch (err) {
+      if (!(err instanceof ServerExitedError)) throw err;
+      last = err;
+    }
   }
-  throw new Error(`redis cluster node did not start after 5 tries: ${lastLogs}`);
+  throw new Error(`redis cluster node did not start after 5 tries: ${last?.message ?? ''}`);
 }
-

@@ -26,17 +26,25 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-/** A throwaway redis-server on a free loopback port, nothing persisted. */
-export async function startRedis(opts: { args?: string[] } = {}): Promise<TestServer> {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'cordum-redis-'));
-  const proc = startProcess(`redis:${port}`, 'redis-server', [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...(opts.args ?? []),
-  ]);
-  await waitFor(async () => !proc.running ? Promise.reject(new Error(`redis-server exited: ${proc.logs()}`)) : canConnect(port), 10_000, { message: 'redis-server start' });
+/** The process of a test server exited before it listened (a port taken between probe and bind, say). */
+export class ServerExitedError extends Error {}
+
+/**
+ * Waits until `port` accepts connections. A process that exits first fails it at once, with its
+ * log (ServerExitedError), not at the timeout; a timeout also carries the log.
+ */
+export async function waitListening(proc: ManagedProcess, port: number, what: string, timeoutMs = 10_000): Promise<void> {
+  const up = await waitFor(async () => (!proc.running ? 'exited' : (await canConnect(port)) ? 'up' : null), timeoutMs, { message: `${what} on ${port}` }).catch((e: unknown) => {
+    throw new Error(`${e instanceof Error ? e.message : String(e)}: ${proc.logs()}`);
+  });
+  if (up === 'exited') throw new ServerExitedError(`${what} on ${port} exited: ${proc.logs()}`);
+}
+
+/** A started server whose `stop` ends the process and removes its data dir. */
+export function testServer(scheme: string, port: number, proc: ManagedProcess, dir: string): TestServer {
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url: `${scheme}://127.0.0.1:${port}`,
     process: proc,
     dir,
     stop: async () => {
@@ -44,23 +52,31 @@ export async function startRedis(opts: { args?: string[] } = {}): Promise<TestSe
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Starts `cmd` with `args(port, dir)` on a free port and waits for it to listen; stopped again if it does not. */
+async function startServer(kind: 'redis' | 'nats', cmd: string, args: (port: number, dir: string) => string[]): Promise<TestServer> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), `cordum-${kind}-`));
+  const proc = startProcess(`${kind}:${port}`, cmd, args(port, dir));
+  const server = testServer(kind, port, proc, dir);
+  try {
+    await waitListening(proc, port, cmd);
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  return server;
+}
+
+/** A throwaway redis-server on a free loopback port, nothing persisted. */
+export function startRedis(opts: { args?: string[] } = {}): Promise<TestServer> {
+  return startServer('redis', 'redis-server', (port, dir) => [
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...(opts.args ?? []),
+  ]);
 }
 
 /** A throwaway nats-server with JetStream on a free loopback port. */
-export async function startNats(opts: { args?: string[] } = {}): Promise<TestServer> {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'cordum-nats-'));
-  const proc = startProcess(`nats:${port}`, 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...(opts.args ?? [])]);
-  await waitFor(async () => !proc.running ? Promise.reject(new Error(`nats-server exited: ${proc.logs()}`)) : canConnect(port), 10_000, { message: 'nats-server start' });
-  return {
-    port,
-    url: `nats://127.0.0.1:${port}`,
-    process: proc,
-    dir,
-    stop: async () => {
-      await proc.stop(5_000);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+export function startNats(opts: { args?: string[] } = {}): Promise<TestServer> {
+  return startServer('nats', 'nats-server', (port, dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...(opts.args ?? [])]);
 }
-

@@ -1,5 +1,5 @@
 import { connect } from 'node:net';
-import { startNats, startRedis, waitFor, type TestServer } from '../src';
+import { ServerExitedError, startNats, startRedis, waitFor, type TestServer } from '../src';
 
 function redisPing(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -30,6 +30,12 @@ describe('test servers', () => {
   it('starts a nats-server with JetStream enabled', async () => {
     expect(nats.port).not.toBe(4222);
     await waitFor(() => nats.process.hasLine(/Starting JetStream/));
+  });
+
+  it('a server that exits at start fails its start with its log (not at the timeout), which the cluster retry relies on', async () => {
+    const failed = await startRedis({ args: ['--no-such-directive', 'x'] }).then(() => null, (e: unknown) => e);
+    expect(failed).toBeInstanceOf(ServerExitedError);
+    expect((failed as Error).message).toMatch(/redis-server on \d+ exited: .*no-such-directive/is);
   });
 
   it('waitFor fails with a readable message', async () => {
