@@ -59,6 +59,9 @@ function scored(flat: string[]): ScoredId[] {
 
 export function createJobScans(redis: RedisClient): JobScans {
   const range = async (key: string, max: number | '+inf', limit: number) => scored(await redis.zrangebyscore(key, '-inf', max, 'WITHSCORES', 'LIMIT', 0, limit));
+  const touchOrphanClock = async (id: string, state: JobState, atMs: number): Promise<void> => {
+    await redis.zadd(jobKeys.active(state), 'GT', atMs, id);
+  };
   return {
     listActive: (state, beforeMs, limit) => range(jobKeys.active(state), beforeMs, limit),
     listDeadlineDue: (nowMs, limit) => range(jobKeys.deadline(), nowMs, limit),
@@ -81,7 +84,7 @@ export function createJobScans(redis: RedisClient): JobScans {
         redis.zadd(jobKeys.parked(topic), expiresAtMs, id),
         redis.sadd(jobKeys.parkedTopics(), topic),
         redis.zrem(jobKeys.retry(), id),
-        redis.zadd(jobKeys.active(state), 'GT', expiresAtMs, id),
+        touchOrphanClock(id, state, expiresAtMs),
       ]);
     },
     listParkedTopics: () => redis.smembers(jobKeys.parkedTopics()),
@@ -96,9 +99,7 @@ export function createJobScans(redis: RedisClient): JobScans {
       await redis.srem(jobKeys.parkedTopics(), topic);
       if ((await redis.zcard(jobKeys.parked(topic))) > 0) await redis.sadd(jobKeys.parkedTopics(), topic);
     },
-    async touchOrphanClock(id, state, atMs) {
-      await redis.zadd(jobKeys.active(state), 'GT', atMs, id);
-    },
+    touchOrphanClock,
     async setDeadline(id, atMs) {
       if (atMs === null) await redis.zrem(jobKeys.deadline(), id);
       else await redis.zadd(jobKeys.deadline(), atMs, id);
