@@ -30,15 +30,30 @@ export interface TestKernel {
   stop(): Promise<void>;
 }
 
-/** Allows everything except topics listed in `deny`. */
-export async function startTestKernel(deny: string[]): Promise<TestKernel> {
+/** What the test kernel answers to Check / Evaluate / Explain / Simulate. */
+export interface KernelAnswer {
+  decision: Decision;
+  reason: string;
+  ruleId: string;
+  policySnapshot: string;
+  approvalRequired?: boolean;
+}
+
+/**
+ * A SafetyKernel on a loopback port: allows everything except topics listed in `policy`, or
+ * answers with `policy(req)` (which may throw a gRPC error). Every request is kept in `checks`.
+ */
+export async function startTestKernel(policy: string[] | ((req: PolicyCheckRequest) => KernelAnswer)): Promise<TestKernel> {
   const server = new grpc.Server();
   const checks: PolicyCheckRequest[] = [];
-  const answer = (req: PolicyCheckRequest) => {
+  const decide = typeof policy === 'function' ? policy : (req: PolicyCheckRequest): KernelAnswer => {
+    const denied = policy.includes(req.topic);
+    return { decision: denied ? Decision.DENY : Decision.ALLOW, reason: denied ? 'topic blocked in test' : 'ok', ruleId: denied ? 'deny-test' : 'allow-all', policySnapshot: 'snap-test' };
+  };
+  const answer = (req: PolicyCheckRequest): KernelAnswer => {
     checks.push(req);
     if (kernel.failing) throw grpcError(GrpcStatus.UNAVAILABLE, 'kernel down (test)');
-    const denied = deny.includes(req.topic);
-    return { decision: denied ? Decision.DENY : Decision.ALLOW, reason: denied ? 'topic blocked in test' : 'ok', ruleId: denied ? 'deny-test' : 'allow-all', policySnapshot: 'snap-test' };
+    return decide(req);
   };
   const kernel: TestKernel = {
     address: '',

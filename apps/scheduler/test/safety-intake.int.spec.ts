@@ -2,20 +2,15 @@
 // Redis + NATS and an in-test kernel: D18 (an approval counts only for the rule
 // it was given for and only while the request hashes the same; DENY wins) and
 // input_fail_mode (closed holds, open runs the job with one audit alert).
-import * as grpc from '@grpc/grpc-js';
 import { subjects, type Bus, type Consumer } from '@cordum/bus';
 import { jobKeys, type ApprovalRecord, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
 import {
   Decision,
-  GrpcStatus,
   JobRequestSchema,
-  SafetyKernel,
-  addGrpcService,
   create,
   decodePacket,
   encodePacket,
-  grpcError,
   newPacket,
   type PolicyCheckRequest,
 } from '@cordum/protocol';
@@ -25,7 +20,7 @@ import type { Registry } from 'prom-client';
 import { FAIL_OPEN_ALERT_CODE } from '../src/safety';
 import { SAFETY_BREAKER_KEY } from '../src/safety-breaker';
 import type { Scheduler } from '../src/scheduler';
-import { startTestWorker, type TestWorker } from './harness';
+import { startTestKernel, startTestWorker, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
 
 let rig: SchedulerRig;
@@ -37,15 +32,14 @@ let locks: Locks;
 let worker: TestWorker;
 let scheduler: Scheduler;
 let metrics: Registry;
-let kernelServer: grpc.Server;
+let testKernel: TestKernel;
 let auditConsumer: Consumer;
 const alerts: { code: string; jobId: string }[] = [];
-/** topic → verdict; `down` makes every call UNAVAILABLE. */
-const kernel = { down: false, holdRule: 'hold-prod', denyHeld: false };
+/** topic → verdict (`testKernel.failing` makes every call UNAVAILABLE). */
+const kernel = { holdRule: 'hold-prod', denyHeld: false };
 let seq = 0;
 
-function decide(req: PolicyCheckRequest) {
-  if (kernel.down) throw grpcError(GrpcStatus.UNAVAILABLE, 'kernel down (test)');
+function decide(req: PolicyCheckRequest): KernelAnswer {
   const base = { policySnapshot: 'snap-1' };
   if (req.topic.startsWith('job.held')) {
     if (kernel.denyHeld) return { ...base, decision: Decision.DENY, ruleId: 'deny-now', reason: 'now denied' };
@@ -55,17 +49,8 @@ function decide(req: PolicyCheckRequest) {
 }
 
 beforeAll(async () => {
-  kernelServer = new grpc.Server();
-  addGrpcService(kernelServer, SafetyKernel, {
-    check: decide,
-    evaluate: decide,
-    explain: decide,
-    simulate: decide,
-    listSnapshots: () => ({ current: 'snap-1', snapshots: [] }),
-    listRules: () => ({ snapshot: 'snap-1', defaultDecision: 'allow' }),
-  });
-  const port = await new Promise<number>((resolve, reject) => kernelServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
-  rig = await startSchedulerRig({ instanceId: 'sched-safety', kernelAddress: `127.0.0.1:${port}` });
+  testKernel = await startTestKernel(decide);
+  rig = await startSchedulerRig({ instanceId: 'sched-safety', kernelAddress: testKernel.address });
   ({ natsServer, redis, store, scheduler, metrics, bus } = rig);
   locks = createLocks(redis);
   auditConsumer = await bus.consume({
@@ -85,7 +70,7 @@ afterAll(async () => {
   await auditConsumer?.stop();
   await worker?.stop();
   await rig?.stop();
-  kernelServer?.forceShutdown();
+  await testKernel?.stop();
 });
 
 function newJob(topic: string, initialState: NewJob['initialState']): NewJob {
@@ -163,13 +148,13 @@ describe('D18 approval re-check at intake', () => {
 
 describe('input_fail_mode', () => {
   afterEach(async () => {
-    kernel.down = false;
+    testKernel.failing = false;
     scheduler.setFailModes({ inputFailMode: 'closed', outputFailMode: 'closed', outputPolicyEnabled: false });
     await redis.del(SAFETY_BREAKER_KEY);
   });
 
   it('open: with the kernel down jobs run, each with one audit alert on sys.audit.export, recorded as decision unavailable', async () => {
-    kernel.down = true;
+    testKernel.failing = true;
     scheduler.setFailModes({ inputFailMode: 'open', outputFailMode: 'closed', outputPolicyEnabled: false });
     expect(scheduler.failModes.inputFailMode).toBe('open');
     const jobs = await Promise.all(Array.from({ length: 5 }, () => store.createJob(newJob('job.echo', 'PENDING'))));
@@ -189,7 +174,7 @@ describe('input_fail_mode', () => {
   });
 
   it('closed: with the kernel down nothing runs and no alert is emitted', async () => {
-    kernel.down = true;
+    testKernel.failing = true;
     const job = await store.createJob(newJob('job.echo', 'PENDING'));
     const before = alerts.length;
     const unavailable = async () => ((await metrics.getSingleMetric('cordum_scheduler_safety_checks_total')?.get())?.values ?? []).find((v) => v.labels['outcome'] === 'unavailable')?.value ?? 0;
