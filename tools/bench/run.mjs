@@ -9,6 +9,7 @@
 //          --rate JOBS_PER_S (1000; 0 = no paced run) --growth | --no-growth
 //          --terminal N (100000) --pending N (10000) --worker-parallel N (256, WORKER_MAX_PARALLEL)
 //          --skip-baselines --skip-stack --no-pass2 --out DIR (bench/results) --cpu-prof DIR (V8 profiles)
+//          --node-options STR (services' NODE_OPTIONS) --node-args STR (extra node flags, e.g. --trace-gc)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -30,7 +31,7 @@ import { API_KEY, SERVICE_NODE_OPTIONS, bundlePath, kernelHasDecisionCache, miss
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [] };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
@@ -52,6 +53,12 @@ function parseArgs(argv) {
     else if (a === '--skip-baselines') o.baselines = false;
     else if (a === '--skip-stack') o.stack = false;
     else if (a === '--no-pass2') o.pass2 = false;
+    else if (a === '--node-args') {
+      // V8 flags NODE_OPTIONS refuses (--trace-gc, --single-threaded-gc, ...) go on the command line.
+      const v = argv[++i];
+      if (v === undefined) throw new Error('--node-args needs a value');
+      o.nodeArgs = v.split(/\s+/).filter(Boolean);
+    }
     else if (a === '--node-options') {
       o.nodeOptions = argv[++i];
       if (o.nodeOptions === undefined) throw new Error('--node-options needs a value ("" for none)');
@@ -59,7 +66,7 @@ function parseArgs(argv) {
     else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
     else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 11).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 12).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
       process.exit(0);
     } else throw new Error(`unknown argument "${a}" (try --help)`);
   }
@@ -244,7 +251,7 @@ async function run(opts, cleanupState) {
       log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)`);
       // The smoke run waits for the first worker snapshot (what GET /api/v1/workers reads) sooner.
       const schedulerEnv = opts.smoke ? { WORKER_SNAPSHOT_INTERVAL: '500ms' } : {};
-      const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...shape });
+      const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, nodeArgs: opts.nodeArgs, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...shape });
       const rss = rssSampler(stack.procs);
       try {
         const settled = settle ? await settle(stack) : undefined;

@@ -42,6 +42,8 @@ export interface GatewayDeps {
   policyAdmin?: PolicyAdmin;
   /** WebSocket ping interval (default 30 s); tests shorten it. */
   streamPingIntervalMs?: number;
+  /** How long the stream hub stays subscribed after its last client left (tests shorten it). */
+  streamUnsubscribeLingerMs?: number;
 }
 
 export interface Gateway {
@@ -122,7 +124,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const policyAdmin = deps.policyAdmin ?? createPolicyAdmin(config.safetyKernelAddr);
     cleanups.push({ name: 'policy passthrough client', fn: () => policyAdmin.close() });
 
-    const hub = createStreamHub({ bus, redis, logger, registry });
+    const hub = createStreamHub({ bus, redis, logger, registry, lingerMs: deps.streamUnsubscribeLingerMs });
     hub.start();
     cleanups.push({ name: 'stream hub', fn: () => hub.stop() });
     // D15: transitions this replica commits (job creation at submit) are broadcast like the scheduler's.

@@ -37,8 +37,8 @@ interface Client {
   closed: Promise<{ code: number; reason: string }>;
 }
 
-function open(i: number, opts: { headers?: Record<string, string>; protocols?: string[] }): Promise<Client> {
-  const ws = new WebSocket(wsUrl(i), opts.protocols ?? [], { headers: opts.headers });
+function open(i: number, opts: { headers?: Record<string, string>; protocols?: string[] }, url = wsUrl(i)): Promise<Client> {
+  const ws = new WebSocket(url, opts.protocols ?? [], { headers: opts.headers });
   sockets.push(ws);
   const events: Record<string, unknown>[] = [];
   ws.on('message', (d: Buffer) => events.push(JSON.parse(d.toString()) as Record<string, unknown>));
@@ -55,9 +55,9 @@ function publishState(jobId: string, state: string) {
   bus.publishCore(subjects.state, encodePacket(newPacket('scheduler-test', { case: 'jobProgress', value: p })));
 }
 
-function publishAlert(tenant: string, message: string, subject: string = subjects.alert) {
+function publishAlert(tenant: string, message: string, subject: string = subjects.alert, via: Bus = bus) {
   const a = create(SystemAlertSchema, { level: 'WARN', message, component: 'test', code: 'x', details: { tenant_id: tenant } });
-  bus.publishCore(subject, encodePacket(newPacket('test', { case: 'alert', value: a })));
+  via.publishCore(subject, encodePacket(newPacket('test', { case: 'alert', value: a })));
 }
 
 it('two tenants on two replicas each see only their own job events, in order', async () => {
@@ -144,6 +144,57 @@ it('a client that stops reading is closed with 4008 and the gateway heap stays b
   // 256 queued events of ~2 KiB is ~0.5 MiB; the pushed total is far larger (sent × 2 KiB).
   expect(sent * 2048).toBeGreaterThan(40 * 1024 * 1024);
   expect(grown).toBeLessThan(16 * 1024 * 1024);
+});
+
+describe('bus subscription follows the stream clients (issue 7)', () => {
+  let q: Replicas;
+  let qbus: Bus;
+  beforeAll(async () => {
+    q = await startReplicas(2, {}, { streamUnsubscribeLingerMs: 300 });
+    qbus = await connectBus({ servers: [q.nats.url], name: 'stream-sub-test', logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }) });
+  });
+  afterAll(async () => {
+    await qbus.close();
+    await q.stop();
+  });
+  const received = async (i: number) => (await metric(q.urls[i]!, 'cordum_ws_bus_messages_total')) ?? 0;
+  const qOpen = (i: number) => open(i, { headers: { 'X-API-Key': KEYS.operator } }, q.urls[i]!.replace('http://', 'ws://') + '/api/v1/stream');
+  /** Publishes `n` alerts and a marker, and waits until `watcher` (a client on gw-2) has the marker. */
+  const burst = async (watcher: Client, n: number, marker: string) => {
+    for (let i = 0; i < n; i++) publishAlert('acme', `${marker}-${i}`, subjects.alert, qbus);
+    publishAlert('acme', marker, subjects.alert, qbus);
+    await qbus.flush();
+    await waitFor(() => watcher.events.some((e) => e['message'] === marker), 5_000, { message: `${marker} on gw-2` });
+  };
+
+  it('a replica without clients receives no broadcasts; its first client subscribes it before the hello; it unsubscribes after the last one leaves', async () => {
+    // gw-2 has a client and gw-1 none: gw-2 seeing the marker proves the burst went out while gw-1 had no client.
+    const watcher = await qOpen(1);
+    await waitFor(() => watcher.events.length > 0, 5_000, { message: 'hello on gw-2' });
+    await burst(watcher, 50, 'before');
+    expect(await received(1)).toBeGreaterThanOrEqual(51);
+    expect(await received(0)).toBe(0);
+
+    // The hello promises the subscription: an event published right after it is streamed.
+    const a = await qOpen(0);
+    await waitFor(() => a.events.length > 0, 5_000, { message: 'hello on gw-1' });
+    expect(a.events[0]).toEqual({ type: 'hello', tenant: 'acme' });
+    publishAlert('acme', 'after-hello', subjects.alert, qbus);
+    await qbus.flush();
+    await waitFor(() => a.events.some((e) => e['message'] === 'after-hello'), 5_000, { message: 'first event after the hello' });
+    expect(a.events.some((e) => typeof e['message'] === 'string' && e['message'].startsWith('before'))).toBe(false);
+
+    // Last client gone: once the linger (300 ms here) has passed, a burst no longer reaches gw-1.
+    a.ws.close();
+    await a.closed;
+    let round = 0;
+    await waitFor(async () => {
+      const before = await received(0);
+      await burst(watcher, 10, `after-close-${round++}`);
+      return (await received(0)) === before;
+    }, 10_000, { message: 'gw-1 stops receiving after its last client left' });
+    watcher.ws.close();
+  });
 });
 
 describe('ping', () => {

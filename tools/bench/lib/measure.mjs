@@ -35,6 +35,7 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
   const idleElapsed = (performance.now() - it0) / 1000;
   const idle = commandDelta(i0, i1, { info: 1 });
   const idleMsgsPerS = (iv1.inMsgs - iv0.inMsgs) / idleElapsed;
+  const idleDeliveriesPerS = (iv1.outMsgs - iv0.outMsgs) / idleElapsed;
 
   const before = await commandStats(redis);
   const v0 = await natsVarz(monitorPort);
@@ -58,6 +59,8 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
   saturated.redisCommandsPerJobIncludingBackground = round(raw.total / jobs, 1);
   saturated.busMessagesPerJob = round((v1.inMsgs - v0.inMsgs - idleMsgsPerS * window) / jobs, 1);
   saturated.busMessagesPerJobIncludingBackground = round((v1.inMsgs - v0.inMsgs) / jobs, 1);
+  // What the server handed to subscribers (out_msgs): a message nobody subscribes to costs no delivery.
+  saturated.busDeliveriesPerJob = round((v1.outMsgs - v0.outMsgs - idleDeliveriesPerS * window) / jobs, 1);
   // CPU time per job of every process (services, redis-server, nats-server) over the
   // saturated phase and its drain: unlike jobs/s it hardly moves with other load on the machine.
   saturated.cpuMsPerJob = Object.fromEntries(Object.keys(c1).filter((k) => k in c0).map((k) => [k, round(((c1[k] - c0[k]) * 1000) / jobs, 2)]));

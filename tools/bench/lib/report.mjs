@@ -40,6 +40,7 @@ function modelRows(name, m) {
   }
   rows.push([name, 'Redis commands per job (net of idle background)', `${fmt(s.redisCommandsPerJob)}  (raw ${fmt(s.redisCommandsPerJobIncludingBackground)})`]);
   rows.push([name, 'bus messages per job (NATS in_msgs, net)', `${fmt(s.busMessagesPerJob)}  (raw ${fmt(s.busMessagesPerJobIncludingBackground)})`]);
+  if (s.busDeliveriesPerJob !== undefined) rows.push([name, 'bus deliveries per job (NATS out_msgs, net)', fmt(s.busDeliveriesPerJob)]);
   if (s.cpuMsPerJob && Object.keys(s.cpuMsPerJob).length) rows.push([name, 'CPU ms per job (saturated)', Object.entries(s.cpuMsPerJob).map(([k, v]) => `${k}=${v}`).join(' ')]);
   if (m.rssMb) rows.push([name, 'peak RSS MB', Object.entries(m.rssMb).map(([k, v]) => `${k}=${v}`).join(' ')]);
   return rows;

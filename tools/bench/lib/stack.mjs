@@ -44,7 +44,7 @@ async function readyz(port) {
  * Starts kernels, schedulers, gateways and echo workers; resolves once every
  * process answers /readyz. `kernelEnv` lets a run switch the decision cache.
  */
-export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 2, workerParallel = 256, kernelEnv = {}, logLevel = 'warn', schedulerEnv = {}, log = () => undefined, cpuProfDir = null, extraEnv = {} }) {
+export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 2, workerParallel = 256, kernelEnv = {}, logLevel = 'warn', schedulerEnv = {}, log = () => undefined, cpuProfDir = null, extraEnv = {}, nodeArgs = [] }) {
   const common = {
     REDIS_URL: redisUrl,
     NATS_URL: natsUrl,
@@ -59,7 +59,7 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
   const spawnSvc = (service, name, env, healthPort) => {
     // --cpu-prof: V8 writes a .cpuprofile per process when it exits (the services exit on SIGTERM).
     const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${join(cpuProfDir, name)}`] : [];
-    const p = start(name, process.execPath, [...prof, bundlePath(root, service)], { env: { ...common, CORDUM_INSTANCE_ID: name, ...env }, cwd: tmpdir() });
+    const p = start(name, process.execPath, [...nodeArgs, ...prof, bundlePath(root, service)], { env: { ...common, CORDUM_INSTANCE_ID: name, ...env }, cwd: tmpdir() });
     p.service = service;
     procs.push(p);
     health.set(p, healthPort);

@@ -20,13 +20,30 @@ export type StreamSink = (json: string) => void;
 export interface StreamHub {
   start(): void;
   stop(): void;
-  /** Registers a sink for one tenant; returns its removal. */
-  add(tenant: string, sink: StreamSink): () => void;
-  /** Primes the tenant cache (jobs this replica created). */
+  /**
+   * Registers a sink for one tenant; returns its removal. The first sink
+   * subscribes this replica to the broadcast subjects; `subscribed` resolves
+   * once the NATS server has the subscription, so every event published after
+   * it reaches the sink.
+   */
+  add(tenant: string, sink: StreamSink): { remove: () => void; subscribed: Promise<void> };
+  /** Primes the tenant cache (jobs this replica created) while anyone listens. */
   noteTenant(jobId: string, tenant: string): void;
+  /** Whether this replica currently subscribes to the broadcast subjects. */
+  readonly listening: boolean;
 }
 
-export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logger; registry: Registry }): StreamHub {
+/**
+ * After the last client leaves, the subscriptions stay this long, so a client
+ * that reconnects at once does not make the replica unsubscribe and subscribe again.
+ */
+export const UNSUBSCRIBE_LINGER_MS = 10_000;
+
+export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logger; registry: Registry; lingerMs?: number }): StreamHub {
+  const lingerMs = o.lingerMs ?? UNSUBSCRIBE_LINGER_MS;
+  let running = false;
+  let linger: NodeJS.Timeout | undefined;
+  let subscribed: Promise<void> = Promise.resolve();
   const sinks = new Map<string, Set<StreamSink>>();
   let clients = 0;
   const tenants = new Map<string, string>();
@@ -34,9 +51,12 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
   let pending = 0;
   let chain: Promise<void> = Promise.resolve();
   const dropped = new Counter({ name: 'cordum_ws_events_dropped_total', help: 'Bus events not delivered to WebSocket clients', labelNames: ['reason'], registers: [o.registry] });
+  const received = new Counter({ name: 'cordum_ws_bus_messages_total', help: 'Broadcast messages this replica received from the bus for its WebSocket clients (only while it has clients)', registers: [o.registry] });
   const delivered = new Counter({ name: 'cordum_ws_events_total', help: 'Bus events fanned out to WebSocket clients', labelNames: ['type'], registers: [o.registry] });
 
   const noteTenant = (jobId: string, tenant: string): void => {
+    // Nobody listens: nothing will look the job up, so keep no per-job state (issue 7).
+    if (subs.length === 0) return;
     if (tenants.size >= TENANT_CACHE_MAX && !tenants.has(jobId)) {
       const oldest = tenants.keys().next();
       if (!oldest.done) tenants.delete(oldest.value);
@@ -89,7 +109,8 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
   };
 
   const onMessage = (data: Uint8Array, subject: string): void => {
-    if (clients === 0) return; // nobody listens here: skip decoding and lookups
+    received.inc();
+    if (clients === 0) return; // lingering after the last client: skip decoding and lookups
     let p: PendingEvent | null;
     try {
       p = decodeStreamPacket(subject, data);
@@ -116,12 +137,37 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
     }).catch((err: unknown) => o.logger.warn('stream delivery failed', { err: err instanceof Error ? err.message : String(err) }));
   };
 
+  // Issue 7: the broadcast subjects carry several messages per job; a replica
+  // with no stream client does not subscribe, so NATS does not deliver them here.
+  const subscribe = (): void => {
+    clearTimeout(linger);
+    linger = undefined;
+    if (subs.length > 0 || !running) return;
+    try {
+      for (const s of STREAM_SUBJECTS) subs.push(o.bus.subscribe(s, onMessage));
+    } catch (err) {
+      // The bus is closing (shutdown): the client gets its hello and no events.
+      o.logger.warn('stream subscription failed', { err: err instanceof Error ? err.message : String(err) });
+      unsubscribe();
+      return;
+    }
+    subscribed = Promise.resolve().then(() => o.bus.flush()).catch((err: unknown) => o.logger.warn('stream subscription flush failed', { err: err instanceof Error ? err.message : String(err) }));
+  };
+  const unsubscribe = (): void => {
+    clearTimeout(linger);
+    linger = undefined;
+    for (const s of subs.splice(0)) s.unsubscribe();
+    tenants.clear();
+  };
+
   return {
     start() {
-      for (const s of STREAM_SUBJECTS) subs.push(o.bus.subscribe(s, onMessage));
+      running = true;
+      if (clients > 0) subscribe();
     },
     stop() {
-      for (const s of subs.splice(0)) s.unsubscribe();
+      running = false;
+      unsubscribe();
       sinks.clear();
       clients = 0;
     },
@@ -130,15 +176,27 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
       if (!set) sinks.set(tenant, (set = new Set()));
       set.add(sink);
       clients++;
+      subscribe();
       let removed = false;
-      return () => {
+      const remove = (): void => {
         if (removed) return;
         removed = true;
         const s = sinks.get(tenant);
         if (s?.delete(sink)) clients--;
         if (s && s.size === 0) sinks.delete(tenant);
+        if (clients === 0 && subs.length > 0 && linger === undefined) {
+          linger = setTimeout(() => {
+            linger = undefined;
+            if (clients === 0) unsubscribe();
+          }, lingerMs);
+          linger.unref();
+        }
       };
+      return { remove, subscribed };
     },
     noteTenant,
+    get listening() {
+      return subs.length > 0;
+    },
   };
 }

@@ -96,7 +96,9 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     alive.set(ws, true);
     let queued = 0;
     let dead = false;
-    const remove = o.hub.add(c.tenant, (json) => {
+    // Events that arrive before the hello wait for it (they count against the same limit).
+    let early: string[] | null = [];
+    const { remove, subscribed } = o.hub.add(c.tenant, (json) => {
       if (dead) return;
       if (queued >= MAX_QUEUED) {
         dead = true;
@@ -108,7 +110,8 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
         return;
       }
       queued++;
-      ws.send(json, () => {
+      if (early) early.push(json);
+      else ws.send(json, () => {
         queued--;
       });
     });
@@ -120,8 +123,18 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       live.delete(ws);
       gClients.set(live.size);
     });
-    // Clients have nothing to say; anything they send is ignored.
-    ws.send(JSON.stringify({ type: 'hello', tenant: c.tenant }));
+    // Clients have nothing to say; anything they send is ignored. The hello goes
+    // out once this replica's bus subscription is in place, so it promises that
+    // every event published after it is streamed.
+    void subscribed.then(() => {
+      const waiting = early ?? [];
+      early = null;
+      if (dead) return;
+      ws.send(JSON.stringify({ type: 'hello', tenant: c.tenant }));
+      for (const json of waiting) ws.send(json, () => {
+        queued--;
+      });
+    });
   };
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
