@@ -10,6 +10,7 @@
 //          --terminal N (100000) --pending N (10000) --worker-parallel N (256, WORKER_MAX_PARALLEL)
 //          --skip-baselines --skip-stack --no-pass2 --out DIR (bench/results) --cpu-prof DIR (V8 profiles)
 //          --node-options STR (services' NODE_OPTIONS) --node-args STR (extra node flags, e.g. --trace-gc)
+//          --sweep R1,R2,... (pass 1 also runs paced at each rate: latency against load)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -31,7 +32,7 @@ import { API_KEY, SERVICE_NODE_OPTIONS, bundlePath, kernelHasDecisionCache, miss
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [] };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [] };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
@@ -53,6 +54,11 @@ function parseArgs(argv) {
     else if (a === '--skip-baselines') o.baselines = false;
     else if (a === '--skip-stack') o.stack = false;
     else if (a === '--no-pass2') o.pass2 = false;
+    else if (a === '--sweep') {
+      const v = argv[++i] ?? '';
+      o.sweep = v.split(',').filter(Boolean).map((x) => num('--sweep', x));
+      if (o.sweep.length === 0 || o.sweep.some((r) => r < 1)) throw new Error('--sweep needs rates, e.g. 100,250,500');
+    }
     else if (a === '--node-args') {
       // V8 flags NODE_OPTIONS refuses (--trace-gc, --single-threaded-gc, ...) go on the command line.
       const v = argv[++i];
@@ -66,7 +72,7 @@ function parseArgs(argv) {
     else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
     else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 12).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 13).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
       process.exit(0);
     } else throw new Error(`unknown argument "${a}" (try --help)`);
   }
@@ -265,7 +271,7 @@ async function run(opts, cleanupState) {
       }
     });
 
-    results.stack.pass1 = await pass('pass 1', { schedulers: 1, gateways: 1 });
+    results.stack.pass1 = await pass('pass 1', { schedulers: 1, gateways: 1 }, undefined, { sweep: opts.sweep });
     await flush();
     if (opts.pass2) {
       results.stack.pass2 = await pass('pass 2', { schedulers: 2, gateways: 2 });

@@ -71,5 +71,11 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
   const halfRate = opts.halfRate ?? Math.max(1, Math.round((saturated.completedPerS ?? 0) / 2));
   const half = opts.half === false ? null : await phase('paced at half capacity', opts.duration, halfRate);
   if (half) half.rate = halfRate;
-  return { saturated, paced, half };
+  // --sweep: the same evenly paced phase at each rate, for a latency-against-load curve.
+  const sweep = [];
+  for (const rate of opts.sweep ?? []) {
+    const p = await phase(`sweep, paced ${rate}/s`, opts.duration, rate);
+    sweep.push({ rate, ...p });
+  }
+  return { saturated, paced, half, ...(sweep.length ? { sweep } : {}) };
 }

@@ -26,7 +26,7 @@ function modelRows(name, m) {
     [name, 'HTTP submits/s (saturated)', s.http.submitsPerS],
     [name, 'HTTP non-2xx / errors', `${s.http.non2xx} / ${s.http.errors}`],
     [name, 'completed jobs/s', s.completedPerS],
-    [name, 'failed or unfinished jobs', s.failedOrUnfinished + (m.paced?.failedOrUnfinished ?? 0) + (m.half?.failedOrUnfinished ?? 0)],
+    [name, 'failed or unfinished jobs', s.failedOrUnfinished + (m.paced?.failedOrUnfinished ?? 0) + (m.half?.failedOrUnfinished ?? 0) + (m.sweep ?? []).reduce((n, w) => n + w.failedOrUnfinished, 0)],
     [name, 'submit→dispatch p50/p95/p99 ms (saturated)', ms(s.submitToDispatchMs)],
     [name, 'submit→result p50/p95/p99 ms (saturated)', ms(s.submitToResultMs)],
   ];
@@ -37,6 +37,9 @@ function modelRows(name, m) {
   if (m.half) {
     rows.push([name, `submit→dispatch p50/p95/p99 ms (half capacity, ${m.half.http.submitsPerS}/s)`, ms(m.half.submitToDispatchMs)]);
     rows.push([name, `submit→result p50/p95/p99 ms (half capacity, ${m.half.http.submitsPerS}/s)`, ms(m.half.submitToResultMs)]);
+  }
+  for (const w of m.sweep ?? []) {
+    rows.push([name, `sweep ${w.rate}/s: submit→dispatch / submit→result p50/p99 ms`, `${fmt(w.submitToDispatchMs.p50)}/${fmt(w.submitToDispatchMs.p99)}  ${fmt(w.submitToResultMs.p50)}/${fmt(w.submitToResultMs.p99)}${w.failedOrUnfinished ? `  (${w.failedOrUnfinished} failed or unfinished)` : ''}`]);
   }
   rows.push([name, 'Redis commands per job (net of idle background)', `${fmt(s.redisCommandsPerJob)}  (raw ${fmt(s.redisCommandsPerJobIncludingBackground)})`]);
   rows.push([name, 'bus messages per job (NATS in_msgs, net)', `${fmt(s.busMessagesPerJob)}  (raw ${fmt(s.busMessagesPerJobIncludingBackground)})`]);

@@ -19,12 +19,14 @@ interface Phase {
   redisCommandsPerJob?: number | null;
   redisCommandsPerJobByCmd?: Record<string, number>;
   busMessagesPerJob?: number | null;
+  busDeliveriesPerJob?: number | null;
 }
 interface Model {
   error?: string;
   saturated: Phase;
   paced: Phase | null;
   half: (Phase & { rate: number }) | null;
+  sweep?: (Phase & { rate: number })[];
   rssMb: Record<string, number>;
 }
 interface Results {
@@ -57,8 +59,8 @@ function expectModel(m: Model, name: string, processes: string[]): void {
     expectPct(ph.submitToResultMs, `${where} submit→result`);
   }
   const s = m.saturated;
-  expect({ name, completedPerS: (s.completedPerS ?? 0) > 0, redis: (s.redisCommandsPerJob ?? 0) > 0, bus: (s.busMessagesPerJob ?? 0) > 0 })
-    .toEqual({ name, completedPerS: true, redis: true, bus: true });
+  expect({ name, completedPerS: (s.completedPerS ?? 0) > 0, redis: (s.redisCommandsPerJob ?? 0) > 0, bus: (s.busMessagesPerJob ?? 0) > 0, deliveries: (s.busDeliveriesPerJob ?? 0) > 0 })
+    .toEqual({ name, completedPerS: true, redis: true, bus: true, deliveries: true });
   expect(Object.keys(s.redisCommandsPerJobByCmd ?? {}).length).toBeGreaterThan(0);
   expect(Object.keys(m.rssMb).sort()).toEqual([...processes].sort());
   for (const v of Object.values(m.rssMb)) expect(v).toBeGreaterThan(0);
@@ -73,7 +75,7 @@ describe('npm run bench -- --smoke', () => {
   beforeAll(async () => {
     for (const s of SERVICES) serviceBundle(s); // a readable error when `npm run build` was not run
     out = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
-    bench = startProcess('bench', process.execPath, [join(repoRoot, 'tools/bench/run.mjs'), '--smoke', '--out', out], {}, repoRoot);
+    bench = startProcess('bench', process.execPath, [join(repoRoot, 'tools/bench/run.mjs'), '--smoke', '--sweep', '20', '--out', out], {}, repoRoot);
     exit = await bench.waitExit(170_000);
     const files = readdirSync(out).filter((f) => /^smoke-.*\.json$/.test(f));
     expect(files).toHaveLength(1);
@@ -119,6 +121,18 @@ describe('npm run bench -- --smoke', () => {
     expect(results.stack.growth.preload).toEqual(expect.objectContaining({ terminal: 500, pending: 50 }));
     // The growth pass is timed at pass 1's half-capacity rate.
     expect(results.stack.growth.half?.rate).toBe(results.stack.pass1.half?.rate);
+  });
+
+  it('runs the --sweep rates on pass 1 only, with zero failed jobs', () => {
+    const sweep = results.stack.pass1.sweep ?? [];
+    expect(sweep.map((w) => w.rate)).toEqual([20]);
+    for (const w of sweep) {
+      expect({ accepted: w.http.accepted > 0, failed: w.failedOrUnfinished, succeeded: w.succeeded }).toEqual({ accepted: true, failed: 0, succeeded: w.http.accepted });
+      expectPct(w.submitToDispatchMs, 'sweep submit→dispatch');
+      expectPct(w.submitToResultMs, 'sweep submit→result');
+    }
+    expect(results.stack.pass2.sweep).toBeUndefined();
+    expect(bench.output.some((l) => l.startsWith('stack 1x') && l.includes('sweep 20/s'))).toBe(true);
   });
 
   it('measures safety Check with the decision cache off and on, and the gRPC floor', () => {
