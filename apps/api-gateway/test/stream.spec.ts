@@ -197,6 +197,28 @@ describe('bus subscription follows the stream clients (issue 7)', () => {
   });
 });
 
+describe('a stalled bus does not withhold the hello', () => {
+  let q: Replicas;
+  beforeAll(async () => {
+    q = await startReplicas(1);
+  });
+  afterAll(async () => {
+    q.nats.process.kill('SIGCONT');
+    await q.stop();
+  });
+
+  it('a client connecting while NATS is stopped (kill -STOP) gets its hello within the confirm bound', async () => {
+    q.nats.process.kill('SIGSTOP');
+    const t0 = Date.now();
+    const c = await open(0, { headers: { 'X-API-Key': KEYS.operator } }, q.urls[0]!.replace('http://', 'ws://') + '/api/v1/stream');
+    await waitFor(() => c.events.length > 0, 6_000, { message: 'hello while NATS is stopped' });
+    expect(c.events[0]).toEqual({ type: 'hello', tenant: 'acme' });
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    q.nats.process.kill('SIGCONT');
+    c.ws.close();
+  });
+});
+
 describe('ping', () => {
   let p: Replicas;
   beforeAll(async () => {

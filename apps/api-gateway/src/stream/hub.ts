@@ -39,6 +39,14 @@ export interface StreamHub {
  */
 export const UNSUBSCRIBE_LINGER_MS = 10_000;
 
+/**
+ * The hello waits at most this long for NATS to confirm the subscription: while
+ * the bus is down or stalled a client still gets its hello at once, and the
+ * subscription (which the NATS client renews on reconnect) delivers events once
+ * the bus is back.
+ */
+export const SUBSCRIBE_CONFIRM_MS = 2_000;
+
 export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logger; registry: Registry; lingerMs?: number }): StreamHub {
   const lingerMs = o.lingerMs ?? UNSUBSCRIBE_LINGER_MS;
   let running = false;
@@ -151,7 +159,15 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
       unsubscribe();
       return;
     }
-    subscribed = Promise.resolve().then(() => o.bus.flush()).catch((err: unknown) => o.logger.warn('stream subscription flush failed', { err: err instanceof Error ? err.message : String(err) }));
+    let timer: NodeJS.Timeout | undefined;
+    const bounded = new Promise<void>((res) => {
+      timer = setTimeout(res, SUBSCRIBE_CONFIRM_MS);
+      timer.unref();
+    });
+    const confirmed = Promise.resolve()
+      .then(() => o.bus.flush())
+      .catch((err: unknown) => o.logger.warn('stream subscription flush failed', { err: err instanceof Error ? err.message : String(err) }));
+    subscribed = Promise.race([confirmed, bounded]).finally(() => clearTimeout(timer));
   };
   const unsubscribe = (): void => {
     clearTimeout(linger);
