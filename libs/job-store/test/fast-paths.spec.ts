@@ -2,9 +2,11 @@
 // reading it back, a lock released by the committing write, the lock-free
 // DISPATCHED → RUNNING, and index updates batched per event-loop turn. Each
 // must leave Redis exactly as the slow path does.
+import { Redis } from 'ioredis';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { startRedis, type TestServer } from '@cordum/testing';
+import { startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { createJobStore, jobKeys, type JobRecord, type JobStore } from '../src';
+import { createIndexWriter } from '../src/index-writer';
 import { drive, holdLock, newJob } from './helpers';
 
 describe('job-store fast paths (real Redis)', () => {
@@ -39,14 +41,20 @@ describe('job-store fast paths (real Redis)', () => {
   });
 
   it('a stale current record is detected by updatedAt and the record is read back', async () => {
+    // Its own clock, one ms per write: with the wall clock, creation and the first transition can
+    // share a millisecond, and the PENDING-time record would then carry the current updatedAt.
+    let clock = Date.now();
+    const clocked = createJobStore(redis, { jobTtlMs: 7 * 24 * 3600 * 1000, now: () => clock });
     const j = newJob();
-    const created = await store.createJob(j);
+    const created = await clocked.createJob(j);
     const token = await holdLock(redis, j.id);
-    const s = await store.transition(j.id, 'SCHEDULED', { token, current: created });
+    clock += 1;
+    const s = await clocked.transition(j.id, 'SCHEDULED', { token, current: created });
     expect(s.ok).toBe(true);
     // A caller holding the PENDING-time record (out of date) still gets the true record back.
     await redis.hset(jobKeys.meta(j.id), 'maxAttempts', '7');
-    const d = await store.transition(j.id, 'DISPATCHED', { token, patch: { dispatch }, current: created });
+    clock += 1;
+    const d = await clocked.transition(j.id, 'DISPATCHED', { token, patch: { dispatch }, current: created });
     expect(d.ok && d.job).toEqual(await store.getJob(j.id));
     expect(d.ok && d.job.maxAttempts).toBe(7);
   });
@@ -144,4 +152,57 @@ describe('job-store fast paths (real Redis)', () => {
     for (const m of info.matchAll(/^cmdstat_(zadd|zrem):calls=(\d+)/gm)) n += Number(m[2]);
     return n;
   }
+  it('on standalone Redis a turn of index updates is one command sent (index-batch-n.lua), applied in full', async () => {
+    // Warm the scripts first, so MONITOR shows EVALSHA only (no NOSCRIPT → EVAL fallback).
+    const w = newJob({ tenant: 'mono' });
+    await store.transition(w.id, 'SCHEDULED', { token: await holdLock(redis, w.id), from: ['PENDING'], current: await store.createJob(w) });
+    const mon = await new Redis(server.url).monitor();
+    const top: string[][] = [];
+    const inner: string[][] = [];
+    mon.on('monitor', (_time: string, argv: string[], source: string) => (source === 'lua' ? inner : top).push(argv));
+    try {
+      const j = newJob({ tenant: 'mono' });
+      const created = await store.createJob(j);
+      const token = await holdLock(redis, j.id);
+      const s = await store.transition(j.id, 'SCHEDULED', { token, from: ['PENDING'], current: created });
+      expect(s.ok).toBe(true);
+      // MONITOR lines arrive after the replies: wait until the second index batch has been seen.
+      const batches = () => top.filter((a) => a[0]?.toLowerCase() === 'evalsha' && a.includes(jobKeys.indexState('mono', 'SCHEDULED')));
+      await waitFor(() => batches().length === 1 && inner.some((a) => a[0]?.toLowerCase() === 'zrem'), 5_000, { message: 'index batch in MONITOR' });
+      // Sent for the job: its ctx SET and the test's lock SET, then create + its index batch and
+      // transition + its index batch as scripts; no ZADD/ZREM/PEXPIRE of their own.
+      const sent = top.filter((a) => a.some((x) => x.includes(j.id))).map((a) => a[0]?.toLowerCase());
+      expect(sent.filter((c) => c !== 'set').sort()).toEqual(['evalsha', 'evalsha', 'evalsha', 'evalsha']);
+      // The transition's batch: both adds before both removes, in one script.
+      const ops = inner.filter((a) => ['zadd', 'zrem'].includes(a[0]?.toLowerCase() ?? '') && a.includes(j.id)).map((a) => `${a[0]?.toLowerCase()} ${a[1]}`);
+      expect(ops.slice(-4)).toEqual([
+        `zadd ${jobKeys.indexState('mono', 'SCHEDULED')}`,
+        `zadd ${jobKeys.active('SCHEDULED')}`,
+        `zrem ${jobKeys.indexState('mono', 'PENDING')}`,
+        `zrem ${jobKeys.active('PENDING')}`,
+      ]);
+      expect(await redis.zscore(jobKeys.indexState('mono', 'SCHEDULED'), j.id)).not.toBeNull();
+      expect(await redis.zscore(jobKeys.indexState('mono', 'PENDING'), j.id)).toBeNull();
+      expect(await redis.zscore(jobKeys.indexAll('mono'), j.id)).not.toBeNull();
+      expect(await redis.zscore(jobKeys.active('SCHEDULED'), j.id)).not.toBeNull();
+      expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+    } finally {
+      mon.disconnect();
+    }
+  });
+  it('a batch larger than the script unpack chunk (1,000) is written whole, adds before removes', async () => {
+    const writer = createIndexWriter(redis);
+    const n = 5_000; // 10,000 ZADD arguments: more than unpack() takes at once (Lua stack, 8,000)
+    const members = Array.from({ length: n }, (_, i) => `big-${i}`);
+    await Promise.all(members.map((m, i) => writer.write((ops) => ops.add('test:big:a', i, m, 60_000))));
+    expect(await redis.zcard('test:big:a')).toBe(n);
+    // One turn that moves every member from a to b: b gets all, a ends empty.
+    await Promise.all(members.map((m, i) => writer.write((ops) => {
+      ops.add('test:big:b', i, m);
+      ops.rem('test:big:a', m);
+    })));
+    expect(await redis.zcard('test:big:b')).toBe(n);
+    expect(await redis.zcard('test:big:a')).toBe(0);
+    expect(await redis.pttl('test:big:b')).toBe(-1); // no TTL was asked for b
+  });
 });

@@ -30,6 +30,14 @@ describe('@cordum/redis standalone', () => {
   it('scriptSpec parses <name>-<numKeys>.lua', () => {
     expect(scriptSpec('src/lua/acquire-2.lua', 'x')).toEqual({ name: 'acquire', lua: 'x', numberOfKeys: 2 });
     expect(() => scriptSpec('acquire.lua', 'x')).toThrow(/numKeys/);
+    expect(scriptSpec('lua/index-batch-n.lua', 'x')).toEqual({ name: 'index-batch', lua: 'x', numberOfKeys: null });
+  });
+
+  it('a <name>-n.lua script takes as many keys as each call passes', async () => {
+    const runner = defineScripts(redis, [scriptSpec('count-n.lua', `for i = 1, #KEYS do redis.call('INCR', KEYS[i]) end\nreturn #KEYS`)]);
+    expect(await runner.run<number>('count', ['n:a', 'n:b', 'n:c'], [])).toBe(3);
+    expect(await runner.run<number>('count', ['n:a'], [])).toBe(1);
+    expect(await redis.mget('n:a', 'n:b', 'n:c')).toEqual(['2', '1', '1']);
   });
 
   it('defineScripts runs a script and falls back to EVAL after SCRIPT FLUSH', async () => {

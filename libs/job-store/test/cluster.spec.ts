@@ -1,0 +1,40 @@
+// The job store on a 6-node Redis Cluster: records and their scripts live in the
+// job's slot ({id}), the indexes in other slots, so the index writer sends one
+// command per key there (index-batch-n.lua is for standalone Redis only).
+import { startRedisCluster, type TestCluster } from '@cordum/testing';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { createJobStore, jobKeys, type JobStore } from '../src';
+import { holdLock, newJob } from './helpers';
+
+describe('job-store on a 6-node Redis Cluster', () => {
+  let cluster: TestCluster;
+  let redis: RedisClient;
+  let store: JobStore;
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+    redis = createRedis({ url: '', clusterAddresses: cluster.addresses.split(','), poolSize: 4, minIdleConns: 1 });
+    store = createJobStore(redis, { jobTtlMs: 7 * 24 * 3600 * 1000 });
+  }, 90_000);
+  afterAll(async () => {
+    await closeRedis(redis);
+    await cluster.stop();
+  });
+
+  it('creates and moves jobs of several tenants, with every index right across the nodes', async () => {
+    const jobs = Array.from({ length: 40 }, (_, i) => newJob({ tenant: `t${i % 4}` }));
+    // Concurrent, so index updates of many jobs share a turn and span every master.
+    const created = await Promise.all(jobs.map((j) => store.createJob(j)));
+    const moved = await Promise.all(created.map(async (c) => store.transition(c.id, 'SCHEDULED', { token: await holdLock(redis, c.id), from: ['PENDING'], current: c })));
+    expect(moved.every((m) => m.ok)).toBe(true);
+    for (const j of jobs) {
+      expect(await store.getJob(j.id)).toMatchObject({ id: j.id, state: 'SCHEDULED', tenant: j.tenant });
+      expect(await redis.zscore(jobKeys.indexState(j.tenant, 'SCHEDULED'), j.id)).not.toBeNull();
+      expect(await redis.zscore(jobKeys.indexState(j.tenant, 'PENDING'), j.id)).toBeNull();
+      expect(await redis.zscore(jobKeys.indexAll(j.tenant), j.id)).not.toBeNull();
+      expect(await redis.zscore(jobKeys.active('SCHEDULED'), j.id)).not.toBeNull();
+      expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+    }
+    expect(await redis.pttl(jobKeys.indexAll('t0'))).toBeGreaterThan(6 * 24 * 3600 * 1000);
+  }, 30_000);
+});
