@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { installCleanup, removeTempDirs, percentiles, sleep, startNats, startRedis, stopAll } from './lib/index.mjs';
 import { collect, drive } from './lib/load.mjs';
-import { API_KEY, SERVICE_NODE_OPTIONS, startStack } from './lib/stack.mjs';
+import { loadCordum } from './lib/cordum.mjs';
+import { SERVICE_NODE_OPTIONS, STACK_REQUEST, stackRecords, startStack } from './lib/stack.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -43,8 +44,8 @@ async function main() {
   }
   const redis = new Redis(redisSrv.url);
   try {
-    const request = { path: '/api/v1/jobs', headers: { 'x-api-key': API_KEY }, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) };
-    const records = { key: (id) => `job:meta:{${id}}`, fields: ['state', 'createdAt', 'dispatchedAt', 'finishedAt'], terminal: new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED']) };
+    const request = STACK_REQUEST;
+    const records = stackRecords((await loadCordum(root)).jobKeys);
     await drive(stack.gatewayUrls, { ...request, connections: 64, durationS: 3, rate }); // warm-up
     await sleep(1000);
     gcs.length = 0;
@@ -52,16 +53,18 @@ async function main() {
     const { recs } = await collect(redis, d.ids, { ...records, timeoutMs: 30_000, own: {} });
     const jobs = [...recs.values()].filter((r) => r.state === 'SUCCEEDED' && r.dispatched !== null).sort((a, b) => a.created - b.created);
     if (jobs.length === 0) throw new Error('no job succeeded');
-    const dispatch = percentiles(jobs.map((r) => r.dispatched - r.created));
+    const toDispatch = (r) => r.dispatched - r.created;
+    const dispatch = percentiles(jobs.map(toDispatch));
     const result = percentiles(jobs.map((r) => r.finished - r.created));
     console.log(`paced ${rate}/s for ${durationS}s: ${jobs.length} jobs; submit→dispatch p50/p99 ${dispatch.p50}/${dispatch.p99} ms, submit→result p50/p99 ${result.p50}/${result.p99} ms`);
 
-    const sorted = jobs.map((r) => r.dispatched - r.created).sort((a, b) => a - b);
+    const sorted = jobs.map(toDispatch).sort((a, b) => a - b);
     const threshold = sorted[Math.min(sorted.length - 1, Math.ceil(0.98 * sorted.length) - 1)];
+    const slowJobs = jobs.filter((r) => toDispatch(r) >= threshold);
     const clusters = [];
-    for (const r of jobs.filter((x) => x.dispatched - x.created >= threshold)) {
+    for (const r of slowJobs) {
       const c = clusters.at(-1);
-      const lat = r.dispatched - r.created;
+      const lat = toDispatch(r);
       if (c && r.created - c.end < 30) Object.assign(c, { end: r.created, n: c.n + 1, max: Math.max(c.max, lat) });
       else clusters.push({ start: r.created, end: r.created, n: 1, max: lat });
     }
@@ -76,8 +79,7 @@ async function main() {
     // jobs and for jobs at or under the median; GC pauses are frequent, so only the difference
     // between the two says the pauses make the tail.
     const pausedMs = (t) => gcs.filter((g) => g.at >= t - 60 && g.at <= t + 80).reduce((a, g) => a + g.ms, 0);
-    const slowJobs = jobs.filter((x) => x.dispatched - x.created >= threshold);
-    const typical = jobs.filter((x) => x.dispatched - x.created <= dispatch.p50);
+    const typical = jobs.filter((r) => toDispatch(r) <= dispatch.p50);
     const avg = (list) => (list.length ? list.reduce((a, x) => a + pausedMs(x.created), 0) / list.length : 0);
     console.log(`GC pause ms in services within -60..+80 ms of submit: slowest jobs ${avg(slowJobs).toFixed(1)} ms on average, jobs at or under the median ${avg(typical).toFixed(1)} ms`);
     console.log(`slowest jobs (submit→dispatch ≥ p98 = ${threshold} ms): ${clusters.length} cluster(s), ${withGc} with a GC pause ≥ 2 ms in a service around them`);

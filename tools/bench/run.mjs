@@ -27,7 +27,7 @@ import { installCleanup, removeTempDirs, rssSampler, startNats, startRedis, stop
 import { measureModel } from './lib/measure.mjs';
 import { ratios, table } from './lib/report.mjs';
 import { benchCheck } from './lib/safety.mjs';
-import { API_KEY, SERVICE_NODE_OPTIONS, bundlePath, kernelHasDecisionCache, missingBundles, startStack } from './lib/stack.mjs';
+import { SERVICE_NODE_OPTIONS, STACK_REQUEST, bundlePath, kernelHasDecisionCache, missingBundles, stackRecords, startStack } from './lib/stack.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -251,8 +251,8 @@ async function run(opts, cleanupState) {
   else if (missing.length) results.stack.skipped = `missing bundles: ${missing.join(', ')} (run npm run build)`;
   else {
     const cordum = await getCordum();
-    const records = { key: (id) => cordum.jobKeys.meta(id), fields: ['state', 'createdAt', 'dispatchedAt', 'finishedAt'], terminal: new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED', 'OUTPUT_QUARANTINED']) };
-    const request = { path: '/api/v1/jobs', headers: { 'x-api-key': API_KEY }, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) };
+    const records = stackRecords(cordum.jobKeys);
+    const request = STACK_REQUEST;
     const pass = async (label, shape, extra, passOpts = {}, settle = null) => guard(label, async () => {
       log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)`);
       // The smoke run waits for the first worker snapshot (what GET /api/v1/workers reads) sooner.

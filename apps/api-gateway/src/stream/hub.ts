@@ -29,8 +29,6 @@ export interface StreamHub {
   add(tenant: string, sink: StreamSink): { remove: () => void; subscribed: Promise<void> };
   /** Primes the tenant cache (jobs this replica created) while anyone listens. */
   noteTenant(jobId: string, tenant: string): void;
-  /** Whether this replica currently subscribes to the broadcast subjects. */
-  readonly listening: boolean;
 }
 
 /**
@@ -211,8 +209,5 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
       return { remove, subscribed };
     },
     noteTenant,
-    get listening() {
-      return subs.length > 0;
-    },
   };
 }

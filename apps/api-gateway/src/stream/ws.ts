@@ -96,6 +96,11 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     alive.set(ws, true);
     let queued = 0;
     let dead = false;
+    const send = (json: string): void => {
+      ws.send(json, () => {
+        queued--;
+      });
+    };
     // Events that arrive before the hello wait for it (they count against the same limit).
     let early: string[] | null = [];
     const { remove, subscribed } = o.hub.add(c.tenant, (json) => {
@@ -111,9 +116,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       }
       queued++;
       if (early) early.push(json);
-      else ws.send(json, () => {
-        queued--;
-      });
+      else send(json);
     });
     ws.on('pong', () => alive.set(ws, true));
     ws.on('error', () => ws.terminate());
@@ -131,9 +134,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       early = null;
       if (dead) return;
       ws.send(JSON.stringify({ type: 'hello', tenant: c.tenant }));
-      for (const json of waiting) ws.send(json, () => {
-        queued--;
-      });
+      for (const json of waiting) send(json);
     });
   };
 
