@@ -92,13 +92,19 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
     to = 'FAILED';
     patch.error = { code: 'max_attempts', message: `failed after ${job.attempts} attempts: ${res.errorMessage || res.errorCode || 'retryable failure'}` };
   }
-  // D45 before the terminal write, so a job seen terminal always has its result on a TTL
-  // (an EXPIRE for a write that is then refused only shortens a key to the job TTL).
-  if (TERMINAL_STATES.has(to)) await ctx.store.expireResult({ ...job, ...patch });
   // Only a retry still needs the lock (redispatch, D13); any other outcome ends the handler, so
   // its write also releases the lock (issue 7).
   const release = to !== 'RETRYING';
-  const w = releasedBy(lease, await ctx.store.transition(job.id, to, { token: lease.token, from: ['DISPATCHED', 'RUNNING'], patch, current: job, release }), release);
+  // A result for a job still DISPATCHED means it ran (BEHAVIOURS §1.4: RUNNING when the first
+  // progress or the result arrives; worker-sdk sends no start ack for a job that ends within
+  // its ack delay): the write goes through RUNNING, so the broadcast still shows it. Not for a
+  // busy refusal, which answered before the attempt started. Under our lock the state cannot
+  // move (markRunning writes only while no lock is held), so `from` is exactly the state read.
+  const via = job.state === 'DISPATCHED' && !busy ? ('RUNNING' as const) : undefined;
+  // D45 goes with a terminal write (an EXPIRE for a write that is then refused only shortens a key to the job TTL).
+  const expireResult = TERMINAL_STATES.has(to);
+  const from: JobState[] = via ? ['DISPATCHED'] : ['DISPATCHED', 'RUNNING'];
+  const w = releasedBy(lease, await ctx.store.transition(job.id, to, { token: lease.token, from, via, patch, current: job, release, expireResult }), release);
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
   ctx.workers.noteFinished(current?.workerId ?? res.workerId);
   if (w.job.state === 'RETRYING') {

@@ -80,7 +80,8 @@ const ignoreLog = (): void => undefined;
 /** A bus logger that drops everything (test clients). */
 export const quietLog = { debug: ignoreLog, info: ignoreLog, warn: ignoreLog, error: ignoreLog };
 
-export type Reply = 'succeed' | 'retry-once' | 'none';
+/** `silent`: no start ack and no reply (like worker-sdk for a job shorter than its ack delay, until the test replies). */
+export type Reply = 'succeed' | 'retry-once' | 'none' | 'silent';
 
 export interface Execution {
   request: JobRequest;
@@ -131,8 +132,9 @@ export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; 
     const list = executions.get(req.jobId) ?? [];
     list.push({ request: req, subject });
     executions.set(req.jobId, list);
-    send(subjects.progress, { case: 'jobProgress', value: create(JobProgressSchema, { jobId: req.jobId, status: JobStatus.RUNNING, dispatch: req.dispatch }) });
     const mode = o.replyFor(req.topic);
+    if (mode === 'silent') return;
+    send(subjects.progress, { case: 'jobProgress', value: create(JobProgressSchema, { jobId: req.jobId, status: JobStatus.RUNNING, dispatch: req.dispatch }) });
     if (mode === 'none') return;
     const status = mode === 'retry-once' && list.length === 1 ? JobStatus.FAILED_RETRYABLE : JobStatus.SUCCEEDED;
     void reply(req, status);

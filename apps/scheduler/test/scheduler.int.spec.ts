@@ -39,8 +39,8 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
       natsUrl: natsServer.url,
       redis,
       id: 'tw1',
-      topics: ['job.echo', 'job.manual', 'job.flaky'],
-      replyFor: (topic) => (topic === 'job.manual' ? 'none' : topic === 'job.flaky' ? 'retry-once' : 'succeed'),
+      topics: ['job.echo', 'job.manual', 'job.flaky', 'job.silent'],
+      replyFor: (topic) => (topic === 'job.manual' ? 'none' : topic === 'job.flaky' ? 'retry-once' : topic === 'job.silent' ? 'silent' : 'succeed'),
     });
     await waitFor(() => scheduler.workers.live().some((w) => w.workerId === 'tw1' && w.readyTopics.length > 0), 10_000, { message: 'worker registered' });
   }, 60_000);
@@ -73,6 +73,10 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
   }
 
   const stateOf = async (id: string) => (await store.getJob(id))?.state;
+  async function jobsTotal(state: string): Promise<number> {
+    const m = await metrics.getSingleMetric('cordum_jobs_total')?.get();
+    return m?.values.find((v) => v.labels['state'] === state)?.value ?? 0;
+  }
   async function ignoredCount(kind: string, reason: string): Promise<number> {
     const m = await metrics.getSingleMetric('cordum_scheduler_ignored_packets_total')?.get();
     return m?.values.filter((v) => v.labels['kind'] === kind && v.labels['reason'] === reason).reduce((a, v) => a + v.value, 0) ?? 0;
@@ -122,6 +126,25 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     await worker.reply(req, JobStatus.SUCCEEDED);
     await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'current result applied' });
     expect(worker.count(job.id)).toBe(1);
+  });
+
+  it('a result for a job still DISPATCHED (no start ack came) is written through RUNNING: RUNNING is broadcast and counted', async () => {
+    const job = await submit('job.silent');
+    await waitFor(() => worker.count(job.id) === 1 && states.get(job.id)?.includes('DISPATCHED'), 15_000, { message: 'job dispatched' });
+    expect(await stateOf(job.id)).toBe('DISPATCHED');
+    const transitionsBefore = await jobsTotal('RUNNING');
+    await worker.reply(worker.executions.get(job.id)![0]!.request, JobStatus.SUCCEEDED);
+    await waitFor(() => states.get(job.id)?.includes('SUCCEEDED'), 10_000, { message: 'SUCCEEDED broadcast' });
+    expect(states.get(job.id)).toEqual(['SCHEDULED', 'DISPATCHED', 'RUNNING', 'SUCCEEDED']);
+    expect(await jobsTotal('RUNNING')).toBe(transitionsBefore + 1);
+    const done = (await store.getJob(job.id))!;
+    expect(done).toMatchObject({ state: 'SUCCEEDED', resultPtr: `redis://res:${job.id}` });
+    // The job's indexes end where a RUNNING step would have left them: only the terminal one.
+    expect(await redis.zscore(jobKeys.indexState('acme', 'SUCCEEDED'), job.id)).not.toBeNull();
+    for (const s of ['DISPATCHED', 'RUNNING'] as const) {
+      expect(await redis.zscore(jobKeys.indexState('acme', s), job.id)).toBeNull();
+      expect(await redis.zscore(jobKeys.active(s), job.id)).toBeNull();
+    }
   });
 
   it('does not dispatch twice for a duplicate submit packet', async () => {

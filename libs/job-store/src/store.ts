@@ -49,6 +49,14 @@ export interface TransitionOptions {
    * the caller still owns the lock and releases it itself.
    */
   release?: boolean;
+  /**
+   * D45: PEXPIRE the job's result (`resultPtr` of the patch or the record, else `res:<id>`) with
+   * the job TTL before the write, so a job seen terminal always has its result on a TTL. On
+   * standalone Redis it is sent right ahead of the write on the same connection, which Redis
+   * runs in order, so it costs no round trip of its own (issue 7); across cluster nodes it is
+   * awaited first. Its failure fails the call (a redelivered result re-runs it, D14).
+   */
+  expireResult?: boolean;
 }
 
 export interface MarkPublishedOptions {
@@ -282,6 +290,9 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const cur = o.current?.id === id ? o.current : undefined;
       // The history entry is built from the record as it will stand; the state and time are known.
       const entry = o.patch?.safety ? decisionEntry({ ...(cur ?? ({ id } as JobRecord)), safety: o.patch.safety, state: o.via ?? to, updatedAt: t }) : '';
+      const expired = o.expireResult ? redis.pexpire(pointerKey(patch.resultPtr ?? cur?.resultPtr) ?? jobKeys.res(id), ttl) : undefined;
+      expired?.catch(() => undefined); // awaited below; not an unhandled rejection if the script throws first
+      if (expired && redis.isCluster) await expired;
       const reply = await scripts.run<Reply>(
         'transition',
         [jobKeys.meta(id), jobKeys.lock(id), jobKeys.decisions(id)],
@@ -290,6 +301,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
           o.via ?? '', o.via ? allowedSources(o.via).join(',') : '', ...flatFields(fields),
         ],
       );
+      await expired;
       const code = Number(reply[0]);
       if (code !== 1) {
         const current = decodeFlat(reply[2]) ?? undefined;

@@ -190,6 +190,42 @@ describe('job-store fast paths (real Redis)', () => {
       mon.disconnect();
     }
   });
+  it('expireResult puts the result on the job TTL ahead of the terminal write: the patch pointer, else res:<id> (D45)', async () => {
+    const ttl = 7 * 24 * 3600 * 1000;
+    const mon = await new Redis(server.url).monitor();
+    const top: string[][] = [];
+    mon.on('monitor', (_time: string, argv: string[], source: string) => source !== 'lua' && top.push(argv));
+    try {
+      const ids: string[] = [];
+      for (const resultPtr of ['redis://res:elsewhere-' + String(Date.now()), undefined]) {
+        const j = newJob();
+        ids.push(j.id);
+        const key = resultPtr ? resultPtr.slice('redis://'.length) : jobKeys.res(j.id);
+        await redis.set(key, '{"ok":true}');
+        const token = await holdLock(redis, j.id);
+        const d = await store.transition(j.id, 'DISPATCHED', { token, via: 'SCHEDULED', patch: { dispatch }, current: await store.createJob(j) });
+        const r = await store.transition(j.id, 'SUCCEEDED', { token, patch: resultPtr ? { resultPtr } : {}, current: d.ok ? d.job : undefined, release: true, expireResult: true });
+        expect(r).toMatchObject({ ok: true });
+        const pttl = await redis.pttl(key);
+        expect(pttl).toBeGreaterThan(ttl - 60_000);
+        expect(pttl).toBeLessThanOrEqual(ttl);
+        // Sent right ahead of the transition script, on the same connection.
+        await waitFor(() => top.some((a) => a[0]?.toLowerCase() === 'evalsha' && a.includes(jobKeys.meta(j.id)) && a.includes('SUCCEEDED')), 5_000, { message: 'transition in MONITOR' });
+        const mine = top.filter((a) => a.includes(key) || (a[0]?.toLowerCase() === 'evalsha' && a.includes(jobKeys.meta(j.id)) && a.includes('SUCCEEDED')));
+        expect(mine.map((a) => a[0]?.toLowerCase()).filter((c) => c !== 'pttl')).toEqual(['set', 'pexpire', 'evalsha']);
+      }
+      // Without the option nothing touches the result's TTL.
+      const j = newJob();
+      await redis.set(jobKeys.res(j.id), '{}');
+      const token = await holdLock(redis, j.id);
+      const d = await store.transition(j.id, 'DISPATCHED', { token, via: 'SCHEDULED', patch: { dispatch }, current: await store.createJob(j) });
+      const r = await store.transition(j.id, 'SUCCEEDED', { token, current: d.ok ? d.job : undefined });
+      expect(r.ok).toBe(true);
+      expect(await redis.pttl(jobKeys.res(j.id))).toBe(-1);
+    } finally {
+      mon.disconnect();
+    }
+  });
   it('a batch larger than the script unpack chunk (1,000) is written whole, adds before removes', async () => {
     const writer = createIndexWriter(redis);
     const n = 5_000; // 10,000 ZADD arguments: more than unpack() takes at once (Lua stack, 8,000)

@@ -1,4 +1,4 @@
-export { createWorker } from './worker';
+export { createWorker, DEFAULT_START_ACK_DELAY_MS } from './worker';
 export { connectWorkerRuntime, type WorkerRuntime, type WorkerRuntimeOptions } from './runtime';
 export { WorkerError, type WorkerErrorCode } from './errors';
 export { workerKeys, pointerKey, directSubject } from './keys';

@@ -55,6 +55,13 @@ export interface WorkerOptions {
   labels?: Record<string, string>;
   /** TTL of the per-job claim record (worker:claim:{<id>}). Default 7 d (the job TTL, D45). */
   claimTtlMs?: number;
+  /**
+   * How long a job runs before its start ack (RUNNING progress, D40) is published; a job that
+   * ends sooner reports its result instead, which moves the job on by itself. 0 sends the ack
+   * before the handler runs. 0–1000 (below the scheduler's shortest verify delay, 1 s).
+   * Default 100 ms.
+   */
+  startAckDelayMs?: number;
   sdkVersion?: string;
   handler: JobHandler;
 }

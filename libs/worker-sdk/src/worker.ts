@@ -22,6 +22,8 @@ interface RunningJob {
   cancelled: boolean;
   /** stop() gave up on it and already answered FAILED_RETRYABLE for it. */
   abandoned: boolean;
+  /** The pending start ack; cleared once any progress for the job went out or it ended. */
+  ackTimer: NodeJS.Timeout | undefined;
 }
 
 interface Reply {
@@ -33,6 +35,9 @@ interface Reply {
 
 const SEEN_LIMIT = 10_000;
 const PUBLISH_TRIES = 5;
+export const DEFAULT_START_ACK_DELAY_MS = 100;
+/** The scheduler's shortest SCHEDULER_DISPATCH_VERIFY_DELAY (BEHAVIOURS §3). */
+const MAX_START_ACK_DELAY_MS = 1_000;
 
 class CapWorker implements Worker {
   readonly workerId: string;
@@ -40,6 +45,7 @@ class CapWorker implements Worker {
   private state: LifecycleState = 'created';
   private readonly log: Logger;
   private readonly io: JobIo;
+  private readonly startAckDelayMs: number;
   private readonly metrics: WorkerMetrics | null;
   private readonly subs: Subscription[] = [];
   private cancelSub: Subscription | null = null;
@@ -61,6 +67,11 @@ class CapWorker implements Worker {
     if (!Number.isInteger(o.maxParallelJobs) || o.maxParallelJobs < 1) {
       throw new WorkerError('worker_invalid_options', `maxParallelJobs must be a positive integer, got ${o.maxParallelJobs}`);
     }
+    const ackDelay = o.startAckDelayMs ?? DEFAULT_START_ACK_DELAY_MS;
+    if (!Number.isInteger(ackDelay) || ackDelay < 0 || ackDelay > MAX_START_ACK_DELAY_MS) {
+      throw new WorkerError('worker_invalid_options', `startAckDelayMs must be an integer from 0 to ${MAX_START_ACK_DELAY_MS}, got ${ackDelay}`);
+    }
+    this.startAckDelayMs = ackDelay;
     this.workerId = o.workerId;
     this.directSubject = (o.directDispatch ?? true) ? directSubjectFor(o.workerId) : null;
     this.log = o.logger.child({ worker_id: o.workerId });
@@ -136,6 +147,7 @@ class CapWorker implements Worker {
     await Promise.all(
       jobs.map(async (job) => {
         job.abandoned = true;
+        clearTimeout(job.ackTimer);
         job.controller.abort(new WorkerError('worker_stopped', 'worker stopping'));
         await this.publishResult(job.request, job.traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_shutdown', errorMessage: 'worker stopped before the job finished' });
       }),
@@ -220,12 +232,16 @@ class CapWorker implements Worker {
   }
 
   private async run(request: JobRequest, traceId: string, key: string, input: Promise<unknown>): Promise<void> {
-    const job: RunningJob = { key, request, traceId, controller: new AbortController(), cancelled: false, abandoned: false };
+    const job: RunningJob = { key, request, traceId, controller: new AbortController(), cancelled: false, abandoned: false, ackTimer: undefined };
     this.running.set(key, job);
     this.metrics?.active.set(this.running.size);
     const startedAt = performance.now();
     try {
-      this.sendProgress(job); // the start ack (D40), before any work
+      // The start ack (D40). A job that ends within the delay reports its result instead: the
+      // result moves the job on by itself, and the scheduler's verifier reads the claim (D1 b),
+      // so the ack would only cost a bus message, a scheduler write and a broadcast (issue 7).
+      if (this.startAckDelayMs === 0) this.sendProgress(job);
+      else job.ackTimer = setTimeout(() => this.sendProgress(job), this.startAckDelayMs);
       let reply: Reply;
       try {
         const outcome = await this.execute(job, input);
@@ -237,10 +253,12 @@ class CapWorker implements Worker {
             ? { status: err.code === 'context_unreadable' ? 'FAILED_RETRYABLE' : 'FAILED', errorCode: err.code, errorMessage: err.message }
             : { status: 'FAILED', errorCode: errorCodeOf(err), errorMessage: (err as Error)?.message ?? String(err) };
       }
+      clearTimeout(job.ackTimer);
       if (job.abandoned) return; // stop() already answered for it
       this.count(reply.status);
       await this.publishResult(request, traceId, performance.now() - startedAt, reply);
     } finally {
+      clearTimeout(job.ackTimer);
       this.running.delete(key);
       this.metrics?.active.set(this.running.size);
     }
@@ -302,6 +320,9 @@ class CapWorker implements Worker {
   }
 
   private sendProgress(job: RunningJob, p: { percent?: number; message?: string } = {}): void {
+    // Any progress is also the start ack.
+    clearTimeout(job.ackTimer);
+    job.ackTimer = undefined;
     this.publishCore(subjects.progress, progressPacket({ workerId: this.workerId, traceId: job.traceId, jobId: job.request.jobId, dispatch: job.request.dispatch, ...p }));
   }
 

@@ -2,7 +2,7 @@ import { subjects } from '@cordum/bus';
 import { ComponentRole, create, encodePacket, JobCancelSchema, DispatchIdentitySchema, JobStatus, newPacket } from '@cordum/protocol';
 import { Latch, waitFor } from '@cordum/testing';
 import { Registry } from 'prom-client';
-import { createWorker, type JobHandler, type Worker, type WorkerOptions } from '../src';
+import { createWorker, DEFAULT_START_ACK_DELAY_MS, type JobHandler, type Worker, type WorkerOptions } from '../src';
 import { makeJob, onlyResult, publishJob, startHarness, type Harness } from './harness';
 
 let h: Harness;
@@ -43,10 +43,11 @@ async function startWorker(over: Partial<WorkerOptions> & { topics: string[] }):
 
 const resultOf = (jobId: string) => waitFor(() => onlyResult(h, jobId), 10_000, { message: `result of ${jobId}` });
 
-test('a job gets a start ack before the handler runs, then a SUCCEEDED result with its dispatch, and res:<id> holds the output', async () => {
+test('with startAckDelayMs 0 a job gets its start ack before the handler runs, then a SUCCEEDED result with its dispatch, and res:<id> holds the output', async () => {
   let ackSeenByHandler = false;
   const w = await startWorker({
     topics: ['job.ack'],
+    startAckDelayMs: 0,
     handler: async (job) => {
       // The RUNNING progress must already be on the bus when the handler starts (D40 start ack).
       ackSeenByHandler = await waitFor(() => h.progress.some((p) => p.jobId === job.request.jobId && p.status === JobStatus.RUNNING), 5_000);
@@ -67,6 +68,46 @@ test('a job gets a start ack before the handler runs, then a SUCCEEDED result wi
   expect(r.executionMs).toBeGreaterThanOrEqual(0n);
   expect(JSON.parse((await h.redis.get(`res:${job.jobId}`))!)).toEqual({ echo: 'hi there', attempt: 2 });
   expect(w.stats()).toMatchObject({ executed: 1, succeeded: 1, activeJobs: 0 });
+});
+
+test('by default a job that runs past the ack delay gets one start ack while it runs; a job that ends sooner sends only its result', async () => {
+  expect(DEFAULT_START_ACK_DELAY_MS).toBe(100);
+  const latches = new Map([['slow', new Latch()], ['marker', new Latch()]]);
+  await startWorker({
+    topics: ['job.ack-delay'],
+    maxParallelJobs: 64,
+    handler: async (job) => {
+      await latches.get((job.input as { prompt: string }).prompt)?.wait(10_000);
+      return echo(job);
+    },
+  });
+  const slow = await publishJob(h, 'job.ack-delay', { prompt: 'slow' });
+  const sentAt = Date.now();
+  const ack = await waitFor(() => h.progress.find((p) => p.jobId === slow.jobId), 5_000, { message: 'start ack of the slow job' });
+  // Sent by the delay timer while the handler still waits, not at once and not by the job's end.
+  expect(Date.now() - sentAt).toBeGreaterThanOrEqual(DEFAULT_START_ACK_DELAY_MS - 20);
+  expect(onlyResult(h, slow.jobId)).toBeUndefined();
+  expect(ack.status).toBe(JobStatus.RUNNING);
+  expect(ack.dispatch?.dispatchId).toBe(slow.dispatchId);
+  latches.get('slow')!.open();
+  expect((await resultOf(slow.jobId)).status).toBe(JobStatus.SUCCEEDED);
+
+  const fast = await Promise.all(Array.from({ length: 20 }, () => publishJob(h, 'job.ack-delay', { prompt: 'fast' })));
+  for (const j of fast) expect((await resultOf(j.jobId)).status).toBe(JobStatus.SUCCEEDED);
+  // The marker's ack timer starts after every fast job's and has the same delay, and the worker's
+  // publishes reach us in order: once its ack is here, a fast job's uncancelled timer would have been too.
+  const marker = await publishJob(h, 'job.ack-delay', { prompt: 'marker' });
+  await waitFor(() => h.progress.some((p) => p.jobId === marker.jobId), 5_000, { message: 'start ack of the marker job' });
+  latches.get('marker')!.open();
+  expect(h.progress.filter((p) => fast.some((j) => j.jobId === p.jobId))).toEqual([]);
+  expect(h.progress.filter((p) => p.jobId === slow.jobId)).toHaveLength(1);
+  await resultOf(marker.jobId);
+});
+
+test('startAckDelayMs outside 0..1000 is refused at construction', () => {
+  for (const bad of [-1, 1_001, 1.5]) {
+    expect(() => createWorker({ workerId: 'x', pool: 'default', topics: ['job.x'], bus: h.bus, redis: h.redis, logger: h.logger, maxParallelJobs: 1, handler: echo, startAckDelayMs: bad })).toThrow(/startAckDelayMs/);
+  }
 });
 
 test('two workers in one queue group execute each of 100 jobs exactly once', async () => {
