@@ -45,9 +45,37 @@ export function resultHandler(ctx: SchedulerContext) {
       return { kind: 'term', reason: 'result packet without a JobResult' };
     }
     const res = packet.payload.value;
+    if (await finishedUnlocked(ctx, res)) return ACK;
     const r = await withLockedJob(ctx, res.jobId, (lease, job) => applyResult(ctx, lease, res, job));
     return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);
   };
+}
+
+/**
+ * The common case, a final result for the current attempt of a DISPATCHED or RUNNING job, in one
+ * lock-free script (job-store finish, issue 7): no lock to take, no record to read first. It
+ * writes only while no lock is held, so it never races a locked handler; anything it does not
+ * write (a held lock, a stale attempt, any other state) goes the locked path, which decides.
+ * Retryable failures always go that path: their outcome depends on the attempts and a retry
+ * needs the lock to redispatch.
+ */
+async function finishedUnlocked(ctx: SchedulerContext, res: JobResult): Promise<boolean> {
+  const mapped = mapStatus(res.status);
+  if (!mapped || mapped.retryable || !TERMINAL_STATES.has(mapped.to)) return false;
+  const f = await ctx.store.finish(res.jobId, mapped.to, { dispatchId: res.dispatch?.dispatchId ?? '', patch: resultPatch(res), expireResult: true });
+  if (!f.ok) return false;
+  const d = f.job.dispatch;
+  if (d) ctx.verifier.delivered(f.job.id, d.dispatchId);
+  ctx.workers.noteFinished(d?.workerId ?? res.workerId);
+  return true;
+}
+
+function resultPatch(res: JobResult): JobPatch {
+  const patch: JobPatch = {};
+  if (res.resultPtr) patch.resultPtr = res.resultPtr;
+  if (res.workerId) patch.workerId = res.workerId;
+  if (res.errorCode || res.errorMessage) patch.error = { code: res.errorCode || 'worker_error', message: res.errorMessage };
+  return patch;
 }
 
 function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOutcome {
@@ -72,11 +100,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   const mapped = mapStatus(res.status);
   if (!mapped) return ignore(ctx, `status_${res.status}`, job.id);
 
-  const patch: JobPatch = {};
-  if (res.resultPtr) patch.resultPtr = res.resultPtr;
-  if (res.workerId) patch.workerId = res.workerId;
-  if (res.errorCode || res.errorMessage) patch.error = { code: res.errorCode || 'worker_error', message: res.errorMessage };
-
+  const patch = resultPatch(res);
   const maxAttempts = job.maxAttempts ?? ctx.config.maxAttempts;
   // D48: a `worker_busy` refusal happens before the attempt starts, so it is backpressure, not a
   // failed attempt: it does not use up maxAttempts (bounded separately) and waits with backoff

@@ -128,13 +128,17 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     expect(worker.count(job.id)).toBe(1);
   });
 
-  it('a result for a job still DISPATCHED (no start ack came) is written through RUNNING: RUNNING is broadcast and counted', async () => {
+  it('a result for a job still DISPATCHED (no start ack came) is written through RUNNING without taking the lock: RUNNING is broadcast and counted', async () => {
     const job = await submit('job.silent');
     await waitFor(() => worker.count(job.id) === 1 && states.get(job.id)?.includes('DISPATCHED'), 15_000, { message: 'job dispatched' });
     expect(await stateOf(job.id)).toBe('DISPATCHED');
     const transitionsBefore = await jobsTotal('RUNNING');
+    const fence = await redis.get(jobKeys.fence(job.id));
     await worker.reply(worker.executions.get(job.id)![0]!.request, JobStatus.SUCCEEDED);
     await waitFor(() => states.get(job.id)?.includes('SUCCEEDED'), 10_000, { message: 'SUCCEEDED broadcast' });
+    // Applied by the lock-free finish script: no lock was taken (every acquire INCRs the fence, D4).
+    expect(await redis.get(jobKeys.fence(job.id))).toBe(fence);
+    expect(await redis.pttl(jobKeys.res(job.id))).toBeGreaterThan(0); // D45
     expect(states.get(job.id)).toEqual(['SCHEDULED', 'DISPATCHED', 'RUNNING', 'SUCCEEDED']);
     expect(await jobsTotal('RUNNING')).toBe(transitionsBefore + 1);
     const done = (await store.getJob(job.id))!;

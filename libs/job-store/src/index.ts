@@ -5,7 +5,7 @@ export { jobKeys, pointerKey } from './keys';
 export { JobStoreError, LUA_CODES } from './errors';
 export type { TransitionFailure } from './errors';
 export { createJobStore, DLQ_TTL_MS, MAX_DECISIONS } from './store';
-export type { JobStore, JobStoreOptions, TransitionOptions, MarkPublishedOptions, MarkPublishedResult, MarkRunningResult, DecisionEntry, ReattemptResult } from './store';
+export type { JobStore, JobStoreOptions, TransitionOptions, MarkPublishedOptions, MarkPublishedResult, MarkRunningResult, DecisionEntry, ReattemptResult, FinishResult } from './store';
 export { decodeFlat as decodeRecord } from './codec';
 export type { JobScans, ScoredId } from './scans';
 export { readWorkerSnapshot, encodeWorkerSnapshot, parseWorkerSnapshot, WORKER_ONLINE_MS } from './worker-snapshot';

@@ -4,6 +4,7 @@ import transitionLua from './lua/transition-3.lua';
 import markPublishedLua from './lua/mark-published-2.lua';
 import reattemptLua from './lua/reattempt-3.lua';
 import markRunningLua from './lua/mark-running-2.lua';
+import finishLua from './lua/finish-2.lua';
 import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields } from './codec';
 import { createIndexWriter } from './index-writer';
 import { failureFromCode, JobStoreError } from './errors';
@@ -73,6 +74,11 @@ export type MarkRunningResult =
   /** `busy`: a job lock is held (retry shortly); `stale_dispatch`: the progress names an older attempt. */
   | { ok: false; reason: 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch' };
 
+export type FinishResult =
+  | { ok: true; job: JobRecord; from: JobState }
+  /** `busy`: a job lock is held; `stale_dispatch`: the result names an older attempt. The caller takes the locked path. */
+  | { ok: false; reason: 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch' };
+
 export type ReattemptResult =
   | { ok: true; job: JobRecord }
   /** `claimed`: a worker claimed the old attempt, so it started (D1): never redispatch it. */
@@ -108,6 +114,13 @@ export interface JobStore extends JobScans {
    */
   markRunning(id: string, dispatchId: string): Promise<MarkRunningResult>;
   /**
+   * DISPATCHED/RUNNING → a terminal state for a worker's result of `dispatchId` ('' = current
+   * attempt), atomically and only while no job lock is held (finish-2.lua), like markRunning.
+   * From DISPATCHED the write goes through RUNNING (broadcast, not stored: the result shows the
+   * job ran). `expireResult` as in TransitionOptions.
+   */
+  finish(id: string, to: JobState, o: { dispatchId: string; patch: JobPatch; expireResult?: boolean }): Promise<FinishResult>;
+  /**
    * D1 (b): DISPATCHED → DISPATCHED with a new attempt, only if `replaces` is still the current
    * dispatch and no worker claimed it (reattempt-3.lua, atomic with worker-sdk's claim).
    */
@@ -136,6 +149,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     scriptSpec('mark-published-2.lua', markPublishedLua),
     scriptSpec('reattempt-3.lua', reattemptLua),
     scriptSpec('mark-running-2.lua', markRunningLua),
+    scriptSpec('finish-2.lua', finishLua),
   ]);
   const now = opts.now ?? Date.now;
   const ttl = opts.jobTtlMs;
@@ -186,6 +200,18 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     };
     return JSON.stringify(e);
   };
+
+  /**
+   * D45 ahead of a terminal write: on standalone Redis the PEXPIRE is sent on the same connection
+   * right before the write, which Redis runs in order (no round trip of its own); across cluster
+   * nodes it is awaited first. The caller awaits the returned promise after its write.
+   */
+  async function expireAhead(key: string): Promise<{ done: Promise<unknown> }> {
+    const done = redis.pexpire(key, ttl);
+    done.catch(() => undefined); // awaited by the caller; not an unhandled rejection if its write throws first
+    if (redis.isCluster) await done;
+    return { done };
+  }
 
   async function writeDlq(job: JobRecord, reason?: string): Promise<boolean> {
     if (!DLQ_STATES.has(job.state)) return false;
@@ -290,9 +316,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const cur = o.current?.id === id ? o.current : undefined;
       // The history entry is built from the record as it will stand; the state and time are known.
       const entry = o.patch?.safety ? decisionEntry({ ...(cur ?? ({ id } as JobRecord)), safety: o.patch.safety, state: o.via ?? to, updatedAt: t }) : '';
-      const expired = o.expireResult ? redis.pexpire(pointerKey(patch.resultPtr ?? cur?.resultPtr) ?? jobKeys.res(id), ttl) : undefined;
-      expired?.catch(() => undefined); // awaited below; not an unhandled rejection if the script throws first
-      if (expired && redis.isCluster) await expired;
+      const expired = o.expireResult ? await expireAhead(pointerKey(patch.resultPtr ?? cur?.resultPtr) ?? jobKeys.res(id)) : undefined;
       const reply = await scripts.run<Reply>(
         'transition',
         [jobKeys.meta(id), jobKeys.lock(id), jobKeys.decisions(id)],
@@ -301,7 +325,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
           o.via ?? '', o.via ? allowedSources(o.via).join(',') : '', ...flatFields(fields),
         ],
       );
-      await expired;
+      await expired?.done;
       const code = Number(reply[0]);
       if (code !== 1) {
         const current = decodeFlat(reply[2]) ?? undefined;
@@ -388,6 +412,28 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       await moveIndex(job, 'DISPATCHED');
       notify(job, 'DISPATCHED');
       return { ok: true, job };
+    },
+
+    async finish(id, to, o) {
+      if (!TERMINAL_STATES.has(to)) throw new JobStoreError('invalid_argument', `finish needs a terminal state, got ${to}`);
+      const t = now();
+      const patch: JobPatch = { ...o.patch, finishedAt: o.patch.finishedAt ?? t };
+      const expired = o.expireResult ? await expireAhead(pointerKey(patch.resultPtr) ?? jobKeys.res(id)) : undefined;
+      const reply = await scripts.run<Reply>('finish', [jobKeys.meta(id), jobKeys.lock(id)], [to, o.dispatchId, t, ...flatFields(encodeFields(patch as Partial<JobRecord>))]);
+      await expired?.done;
+      const code = Number(reply[0]);
+      if (code === 0) return { ok: false, reason: 'busy' };
+      if (code === -1) return { ok: false, reason: 'not_found' };
+      if (code === -4) return { ok: false, reason: 'state_mismatch' };
+      if (code === -5) return { ok: false, reason: 'stale_dispatch' };
+      const job = decodeFlat(reply[2]);
+      if (code !== 1 || !job) throw new JobStoreError('unexpected_reply', `finish returned ${code} for ${id}`);
+      const from = String(reply[1]) as JobState;
+      await moveIndex(job, from);
+      if (DLQ_STATES.has(job.state)) await writeDlq(job);
+      if (from === 'DISPATCHED') notify({ ...job, state: 'RUNNING' }, from);
+      notify(job, from === 'DISPATCHED' ? 'RUNNING' : from);
+      return { ok: true, job, from };
     },
 
     async reattempt(id, replaces, o) {

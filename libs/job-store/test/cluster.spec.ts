@@ -21,7 +21,7 @@ describe('job-store on a 6-node Redis Cluster', () => {
     await cluster.stop();
   });
 
-  it('creates and moves jobs of several tenants, with every index right across the nodes', async () => {
+  it('creates, moves and finishes jobs of several tenants, with every index right across the nodes', async () => {
     const jobs = Array.from({ length: 40 }, (_, i) => newJob({ tenant: `t${i % 4}` }));
     // Concurrent, so index updates of many jobs share a turn and span every master.
     const created = await Promise.all(jobs.map((j) => store.createJob(j)));
@@ -36,5 +36,19 @@ describe('job-store on a 6-node Redis Cluster', () => {
       expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
     }
     expect(await redis.pttl(jobKeys.indexAll('t0'))).toBeGreaterThan(6 * 24 * 3600 * 1000);
+
+    // A worker's result by the lock-free finish script, its result TTL set on another node first (D45).
+    const dispatch = { dispatchId: 'd-1', attempt: 1, published: true, subject: 'job.echo' };
+    const dispatched = await Promise.all(moved.map(async (m) => (m.ok ? store.transition(m.job.id, 'DISPATCHED', { token: (await redis.get(jobKeys.lock(m.job.id)))!, patch: { dispatch }, current: m.job, release: true }) : m)));
+    expect(dispatched.every((d) => d.ok)).toBe(true);
+    await Promise.all(jobs.map((j) => redis.set(jobKeys.res(j.id), '{}')));
+    const finished = await Promise.all(jobs.map((j) => store.finish(j.id, 'SUCCEEDED', { dispatchId: 'd-1', patch: { resultPtr: `redis://res:${j.id}` }, expireResult: true })));
+    expect(finished.map((f) => f.ok && f.from)).toEqual(jobs.map(() => 'DISPATCHED'));
+    for (const j of jobs) {
+      expect((await store.getJob(j.id))?.state).toBe('SUCCEEDED');
+      expect(await redis.pttl(jobKeys.res(j.id))).toBeGreaterThan(0);
+      expect(await redis.zscore(jobKeys.indexState(j.tenant, 'SUCCEEDED'), j.id)).not.toBeNull();
+      expect(await redis.zscore(jobKeys.active('DISPATCHED'), j.id)).toBeNull();
+    }
   }, 30_000);
 });

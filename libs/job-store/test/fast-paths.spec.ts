@@ -127,6 +127,52 @@ describe('job-store fast paths (real Redis)', () => {
     expect(await store.markRunning('missing-' + j.id, '')).toEqual({ ok: false, reason: 'not_found' });
   });
 
+  it('finish writes a final result only while no lock is held and only for the current dispatch; from DISPATCHED it broadcasts RUNNING first', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED']);
+    await redis.del(jobKeys.lock(j.id));
+    const done = { dispatchId: 'd-1', patch: { resultPtr: `redis://res:${j.id}`, workerId: 'w1' } };
+    expect(await store.finish(j.id, 'SUCCEEDED', done)).toEqual({ ok: false, reason: 'state_mismatch' });
+    await holdLock(redis, j.id, token);
+    await store.transition(j.id, 'DISPATCHED', { token, patch: { dispatch } });
+    // A handler holds the lock: busy, nothing written.
+    expect(await store.finish(j.id, 'SUCCEEDED', done)).toEqual({ ok: false, reason: 'busy' });
+    await redis.del(jobKeys.lock(j.id));
+    expect(await store.finish(j.id, 'SUCCEEDED', { ...done, dispatchId: 'd-old' })).toEqual({ ok: false, reason: 'stale_dispatch' });
+    expect(await store.finish('missing-' + j.id, 'SUCCEEDED', done)).toEqual({ ok: false, reason: 'not_found' });
+    expect((await store.getJob(j.id))?.state).toBe('DISPATCHED');
+    await expect(store.finish(j.id, 'RETRYING', done)).rejects.toThrow(/terminal/);
+    await redis.set(jobKeys.res(j.id), '{}');
+    const r = await store.finish(j.id, 'SUCCEEDED', { ...done, expireResult: true });
+    expect(r.ok && r.from).toBe('DISPATCHED');
+    expect(r.ok && r.job).toEqual(await store.getJob(j.id));
+    expect(r.ok && r.job).toMatchObject({ state: 'SUCCEEDED', resultPtr: `redis://res:${j.id}`, workerId: 'w1', dispatch });
+    expect(r.ok && r.job.finishedAt).toBeGreaterThan(0);
+    expect(await redis.pttl(jobKeys.res(j.id))).toBeGreaterThan(0); // D45
+    expect(seen.filter((e) => e.id === j.id).slice(-2)).toEqual([
+      { id: j.id, from: 'DISPATCHED', state: 'RUNNING' },
+      { id: j.id, from: 'RUNNING', state: 'SUCCEEDED' },
+    ]);
+    expect(await redis.zscore(jobKeys.indexState('acme', 'SUCCEEDED'), j.id)).not.toBeNull();
+    for (const st of ['DISPATCHED', 'RUNNING'] as const) {
+      expect(await redis.zscore(jobKeys.indexState('acme', st), j.id)).toBeNull();
+      expect(await redis.zscore(jobKeys.active(st), j.id)).toBeNull();
+    }
+    // A terminal job does not move again ('' = the current attempt, CONTRACT §3).
+    expect(await store.finish(j.id, 'FAILED', { dispatchId: '', patch: {} })).toEqual({ ok: false, reason: 'state_mismatch' });
+
+    // From RUNNING: one broadcast; FAILED writes the DLQ entry (D14).
+    const k = newJob();
+    const t2 = await drive(store, redis, k, ['SCHEDULED']);
+    await store.transition(k.id, 'DISPATCHED', { token: t2, patch: { dispatch } });
+    await redis.del(jobKeys.lock(k.id));
+    expect((await store.markRunning(k.id, 'd-1')).ok).toBe(true);
+    const f = await store.finish(k.id, 'FAILED', { dispatchId: '', patch: { error: { code: 'boom', message: 'it broke' } } });
+    expect(f.ok && f.from).toBe('RUNNING');
+    expect(seen.filter((e) => e.id === k.id).pop()).toEqual({ id: k.id, from: 'RUNNING', state: 'FAILED' });
+    expect(await store.getDlq(k.id)).toMatchObject({ job_id: k.id, reason_code: 'boom', last_state: 'FAILED' });
+  });
+
   it('batched index updates of many concurrent transitions leave every index exactly right', async () => {
     const jobs: JobRecord[] = await Promise.all(Array.from({ length: 60 }, () => store.createJob(newJob({ tenant: 'batch' }))));
     const tokens = await Promise.all(jobs.map((j) => holdLock(redis, j.id)));
