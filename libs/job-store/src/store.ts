@@ -142,6 +142,9 @@ export const MAX_DECISIONS = 100;
 
 type Reply = [number, ...unknown[]];
 
+/** What the lock-free scripts (mark-running-2.lua, finish-2.lua) answer when they write nothing. */
+const UNLOCKED_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch'>> = { 0: 'busy', [-1]: 'not_found', [-4]: 'state_mismatch', [-5]: 'stale_dispatch' };
+
 export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobStore {
   const scripts: ScriptRunner = defineScripts(redis, [
     scriptSpec('create-3.lua', createLua),
@@ -403,10 +406,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     async markRunning(id, dispatchId) {
       const reply = await scripts.run<Reply>('mark-running', [jobKeys.meta(id), jobKeys.lock(id)], [dispatchId, now()]);
       const code = Number(reply[0]);
-      if (code === 0) return { ok: false, reason: 'busy' };
-      if (code === -1) return { ok: false, reason: 'not_found' };
-      if (code === -4) return { ok: false, reason: 'state_mismatch' };
-      if (code === -5) return { ok: false, reason: 'stale_dispatch' };
+      const refused = UNLOCKED_REFUSALS[code];
+      if (refused) return { ok: false, reason: refused };
       const job = decodeFlat(reply[1]);
       if (code !== 1 || !job) throw new JobStoreError('unexpected_reply', `mark-running returned ${code} for ${id}`);
       await moveIndex(job, 'DISPATCHED');
@@ -422,10 +423,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const reply = await scripts.run<Reply>('finish', [jobKeys.meta(id), jobKeys.lock(id)], [to, o.dispatchId, t, ...flatFields(encodeFields(patch as Partial<JobRecord>))]);
       await expired?.done;
       const code = Number(reply[0]);
-      if (code === 0) return { ok: false, reason: 'busy' };
-      if (code === -1) return { ok: false, reason: 'not_found' };
-      if (code === -4) return { ok: false, reason: 'state_mismatch' };
-      if (code === -5) return { ok: false, reason: 'stale_dispatch' };
+      const refused = UNLOCKED_REFUSALS[code];
+      if (refused) return { ok: false, reason: refused };
       const job = decodeFlat(reply[2]);
       if (code !== 1 || !job) throw new JobStoreError('unexpected_reply', `finish returned ${code} for ${id}`);
       const from = String(reply[1]) as JobState;
