@@ -202,7 +202,8 @@ describe('job-store fast paths (real Redis)', () => {
     // Warm the scripts first, so MONITOR shows EVALSHA only (no NOSCRIPT → EVAL fallback).
     const w = newJob({ tenant: 'mono' });
     await store.transition(w.id, 'SCHEDULED', { token: await holdLock(redis, w.id), from: ['PENDING'], current: await store.createJob(w) });
-    const mon = await new Redis(server.url).monitor();
+    const base = new Redis(server.url);
+    const mon = await base.monitor(); // a second connection: both are closed in `finally`
     const top: string[][] = [];
     const inner: string[][] = [];
     mon.on('monitor', (_time: string, argv: string[], source: string) => (source === 'lua' ? inner : top).push(argv));
@@ -234,11 +235,13 @@ describe('job-store fast paths (real Redis)', () => {
       expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
     } finally {
       mon.disconnect();
+      base.disconnect();
     }
   });
   it('expireResult puts the result on the job TTL ahead of the terminal write: the patch pointer, else res:<id> (D45)', async () => {
     const ttl = 7 * 24 * 3600 * 1000;
-    const mon = await new Redis(server.url).monitor();
+    const base = new Redis(server.url);
+    const mon = await base.monitor(); // a second connection: both are closed in `finally`
     const top: string[][] = [];
     mon.on('monitor', (_time: string, argv: string[], source: string) => source !== 'lua' && top.push(argv));
     try {
@@ -270,6 +273,7 @@ describe('job-store fast paths (real Redis)', () => {
       expect(await redis.pttl(jobKeys.res(j.id))).toBe(-1);
     } finally {
       mon.disconnect();
+      base.disconnect();
     }
   });
   it('a batch larger than the script unpack chunk (1,000) is written whole, adds before removes', async () => {
