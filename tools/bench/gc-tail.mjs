@@ -45,7 +45,7 @@ async function main() {
   const redis = new Redis(redisSrv.url);
   try {
     const request = STACK_REQUEST;
-    const records = stackRecords((await loadCordum(root)).jobKeys);
+    const records = stackRecords(await loadCordum(root));
     await drive(stack.gatewayUrls, { ...request, connections: 64, durationS: 3, rate }); // warm-up
     await sleep(1000);
     gcs.length = 0;

@@ -251,7 +251,7 @@ async function run(opts, cleanupState) {
   else if (missing.length) results.stack.skipped = `missing bundles: ${missing.join(', ')} (run npm run build)`;
   else {
     const cordum = await getCordum();
-    const records = stackRecords(cordum.jobKeys);
+    const records = stackRecords(cordum);
     const request = STACK_REQUEST;
     const pass = async (label, shape, extra, passOpts = {}, settle = null) => guard(label, async () => {
       log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)`);

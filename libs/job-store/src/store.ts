@@ -235,6 +235,17 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     return created === 'OK';
   }
 
+  /**
+   * What follows a committed write of `job` out of `from`: the index moves, the DLQ entry of a
+   * DLQ state, and the broadcasts (the `via` step first, when the write went through one).
+   */
+  async function afterWrite(job: JobRecord, from: JobState, via?: JobState, dlqReason?: string): Promise<void> {
+    await moveIndex(job, from);
+    if (DLQ_STATES.has(job.state)) await writeDlq(job, dlqReason);
+    if (via) notify({ ...job, state: via }, from);
+    notify(job, via ?? from);
+  }
+
   return {
     ...createJobScans(redis),
     async createJob(j) {
@@ -337,10 +348,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const from = String(reply[1]) as JobState;
       const job = reply.length > 2 ? decodeFlat(reply[2]) : cur ? { ...cur, ...decodeFields(fields), state: to, updatedAt: t } : null;
       if (!job) throw new JobStoreError('unexpected_reply', `transition returned no record for ${id}`);
-      await moveIndex(job, from);
-      if (DLQ_STATES.has(job.state)) await writeDlq(job, o.dlqReason);
-      if (o.via) notify({ ...job, state: o.via }, from);
-      notify(job, o.via ?? from);
+      await afterWrite(job, from, o.via, o.dlqReason);
       return { ok: true, job, from };
     },
 
@@ -410,8 +418,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       if (refused) return { ok: false, reason: refused };
       const job = decodeFlat(reply[1]);
       if (code !== 1 || !job) throw new JobStoreError('unexpected_reply', `mark-running returned ${code} for ${id}`);
-      await moveIndex(job, 'DISPATCHED');
-      notify(job, 'DISPATCHED');
+      await afterWrite(job, 'DISPATCHED');
       return { ok: true, job };
     },
 
@@ -428,10 +435,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const job = decodeFlat(reply[2]);
       if (code !== 1 || !job) throw new JobStoreError('unexpected_reply', `finish returned ${code} for ${id}`);
       const from = String(reply[1]) as JobState;
-      await moveIndex(job, from);
-      if (DLQ_STATES.has(job.state)) await writeDlq(job);
-      if (from === 'DISPATCHED') notify({ ...job, state: 'RUNNING' }, from);
-      notify(job, from === 'DISPATCHED' ? 'RUNNING' : from);
+      await afterWrite(job, from, from === 'DISPATCHED' ? 'RUNNING' : undefined);
       return { ok: true, job, from };
     },
 
@@ -441,8 +445,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const code = Number(reply[0]);
       const job = decodeFlat(reply[1]) ?? undefined;
       if (code === 1 && job) {
-        await moveIndex(job, 'DISPATCHED');
-        notify(job, 'DISPATCHED');
+        await afterWrite(job, 'DISPATCHED');
         return { ok: true, job };
       }
       if (code === -5) return { ok: false, reason: 'claimed', current: job };

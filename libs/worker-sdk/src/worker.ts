@@ -253,12 +253,11 @@ class CapWorker implements Worker {
             ? { status: err.code === 'context_unreadable' ? 'FAILED_RETRYABLE' : 'FAILED', errorCode: err.code, errorMessage: err.message }
             : { status: 'FAILED', errorCode: errorCodeOf(err), errorMessage: (err as Error)?.message ?? String(err) };
       }
-      clearTimeout(job.ackTimer);
+      clearTimeout(job.ackTimer); // every outcome passes here: the catch above takes any failure
       if (job.abandoned) return; // stop() already answered for it
       this.count(reply.status);
       await this.publishResult(request, traceId, performance.now() - startedAt, reply);
     } finally {
-      clearTimeout(job.ackTimer);
       this.running.delete(key);
       this.metrics?.active.set(this.running.size);
     }

@@ -8,9 +8,9 @@ import { freePort, start, waitUntil } from './procs.mjs';
 export const API_KEY = 'bench-admin-key-0123456789';
 /** The job every stack load submits: an echo job through POST /api/v1/jobs with the bench's admin key. */
 export const STACK_REQUEST = { path: '/api/v1/jobs', headers: { 'x-api-key': API_KEY }, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) };
-/** How `collect` reads a stack job's record (`jobKeys` from loadCordum, so the key format is the job-store's). */
-export function stackRecords(jobKeys) {
-  return { key: (id) => jobKeys.meta(id), fields: ['state', 'createdAt', 'dispatchedAt', 'finishedAt'], terminal: new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED', 'OUTPUT_QUARANTINED']) };
+/** How `collect` reads a stack job's record (`cordum` from loadCordum: the job-store's key format and terminal states). */
+export function stackRecords(cordum) {
+  return { key: (id) => cordum.jobKeys.meta(id), fields: ['state', 'createdAt', 'dispatchedAt', 'finishedAt'], terminal: cordum.TERMINAL_STATES };
 }
 export const SERVICES = ['safety-kernel', 'scheduler', 'api-gateway', 'echo-worker'];
 /**
