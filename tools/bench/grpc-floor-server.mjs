@@ -21,6 +21,7 @@ c.addGrpcService(server, c.SafetyKernel, {
   simulate: answer,
   listSnapshots: () => ({ current: 'floor', snapshots: [] }),
   listRules: () => ({ snapshot: 'floor', defaultDecision: 'allow' }),
+  decide: c.decideHandler({ check: answer, evaluate: answer }),
 });
 server.bindAsync(addr, c.GrpcServerCredentials.createInsecure(), (err) => {
   if (err) {

@@ -8,7 +8,7 @@
 //   flags: --duration S (20) --warmup S (5) --connections N (64) --workers N (2)
 //          --rate JOBS_PER_S (1000; 0 = no paced run) --growth | --no-growth
 //          --terminal N (100000) --pending N (10000) --worker-parallel N (256, WORKER_MAX_PARALLEL)
-//          --skip-baselines --skip-stack --no-pass2 --out DIR (bench/results) --cpu-prof DIR (V8 profiles)
+//          --skip-baselines --skip-safety --skip-stack --no-pass2 --out DIR (bench/results) --cpu-prof DIR (V8 profiles)
 //          --node-options STR (services' NODE_OPTIONS) --node-args STR (extra node flags, e.g. --trace-gc)
 //          --sweep R1,R2,... (pass 1 also runs paced at each rate: latency against load)
 import { execFileSync } from 'node:child_process';
@@ -53,6 +53,7 @@ function parseArgs(argv) {
     else if (a === '--no-growth') o.growth = false;
     else if (a === '--skip-baselines') o.baselines = false;
     else if (a === '--skip-stack') o.stack = false;
+    else if (a === '--skip-safety') o.safety = false;
     else if (a === '--no-pass2') o.pass2 = false;
     else if (a === '--sweep') {
       const v = argv[++i] ?? '';
@@ -231,7 +232,7 @@ async function run(opts, cleanupState) {
 
   let cordumP = null;
   const getCordum = () => (cordumP ??= loadCordum(root));
-  if (existsSync(bundlePath(root, 'safety-kernel'))) {
+  if (opts.safety !== false && existsSync(bundlePath(root, 'safety-kernel'))) {
     const cordum = await getCordum();
     log('safety: Check on a kernel of its own, decision cache off');
     results.safety.push({ label: 'cache off', ...(await guard('safety cache off', () => kernelRun(cordum, redisSrv, natsSrv, opts, {}))) });
@@ -315,7 +316,12 @@ async function measureCheck(cordum, addr, opts) {
   const w = opts.smoke ? 0.2 : opts.quick ? 0.5 : 1;
   const latency = await benchCheck(cordum, { addr, durationS: d, concurrency: 1, warmupS: w });
   const throughput = await benchCheck(cordum, { addr, durationS: d, concurrency: 16, warmupS: w });
-  return { latency, throughput };
+  // What the services send since P17: Check as a message on the Decide stream.
+  const stream = {
+    latency: await benchCheck(cordum, { addr, durationS: d, concurrency: 1, warmupS: w, transport: 'stream' }),
+    throughput: await benchCheck(cordum, { addr, durationS: d, concurrency: 16, warmupS: w, transport: 'stream' }),
+  };
+  return { latency, throughput, stream };
 }
 
 /**

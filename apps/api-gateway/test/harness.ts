@@ -2,7 +2,7 @@
 // in-test SafetyKernel that decides by topic, and the gateway in-process on
 // port 0 (D49: service tests isolate by servers, not key prefixes).
 import * as grpc from '@grpc/grpc-js';
-import { Decision, SafetyKernel, addGrpcService, grpcError, GrpcStatus, type PolicyCheckRequest } from '@cordum/protocol';
+import { Decision, SafetyKernel, addGrpcService, decideHandler, grpcError, GrpcStatus, type PolicyCheckRequest } from '@cordum/protocol';
 import { createLogger } from '@cordum/service-kit';
 import { startNats, startRedis, type TestServer } from '@cordum/testing';
 import { loadGatewayConfig } from '../src/config';
@@ -56,9 +56,11 @@ export async function startFakeKernel(): Promise<FakeKernel> {
     calls.push(req);
     return fake.override?.(req, method) ?? kernelDecision(req);
   };
+  const decide = decideHandler({ check: decider('check'), evaluate: decider('evaluate') });
   addGrpcService(server, SafetyKernel, {
     check: decider('check'),
     evaluate: decider('evaluate'),
+    decide,
     explain: decider('explain'),
     simulate: decider('simulate'),
     listSnapshots: () => ({ current: 'snap-test', snapshots: [{ id: 'snap-test', loadedAtMs: 1_700_000_000_000n, ruleCount: 4 }] }),
@@ -81,6 +83,7 @@ export async function startFakeKernel(): Promise<FakeKernel> {
           server.forceShutdown();
           resolve();
         }, 2_000);
+        decide.drain();
         server.tryShutdown(() => {
           clearTimeout(force);
           resolve();

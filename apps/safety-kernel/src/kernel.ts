@@ -6,7 +6,7 @@ import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/re
 import { startHealthServer, type HealthServer, type Logger, type Registry, type Service } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
 import type { SafetyKernelRuntimeConfig } from './config';
-import { createSafetyService } from './grpc/safety-service';
+import { createSafetyService, type SafetyService } from './grpc/safety-service';
 import { SafetyMetrics } from './metrics';
 import { parseSafetySection } from './policy/bundles';
 import { readPolicyFile } from './policy/source';
@@ -52,7 +52,9 @@ function bind(server: grpc.Server, addr: string): Promise<number> {
 }
 
 /** In-flight calls get GRPC_DRAIN_MS to finish; open health Watch streams would otherwise hold tryShutdown forever. */
-function shutdownGrpc(server: grpc.Server): Promise<void> {
+function shutdownGrpc(server: grpc.Server, service: SafetyService | undefined): Promise<void> {
+  // Decide streams stay open as long as their clients keep them: end them (after their answers).
+  service?.decide.drain();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       server.forceShutdown();
@@ -77,6 +79,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
   let cache: DecisionCache | undefined;
   let watcher: ConfigWatcher | undefined;
   let server: grpc.Server | undefined;
+  let service: SafetyService | undefined;
   let health: HealthServer | undefined;
   let grpcPort = 0;
   let stopping: Promise<void> | undefined;
@@ -170,7 +173,8 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     const b = bus;
     server = new grpc.Server(grpcServerOptions());
     const cmp = composer;
-    addGrpcService(server, SafetyKernel, createSafetyService({ store: s, velocity: createRedisVelocity(r, { now }), metrics, logger: log, cache: c, now, ruleSource: (id) => cmp.ruleSource(id) }));
+    service = createSafetyService({ store: s, velocity: createRedisVelocity(r, { now }), metrics, logger: log, cache: c, now, ruleSource: (id) => cmp.ruleSource(id) });
+    addGrpcService(server, SafetyKernel, service);
     addHealthService(server, async (name) => {
       if (name !== '' && name !== GRPC_SERVICE_NAME) return undefined;
       return s.active && (await pingRedis(r, 500)) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
@@ -201,7 +205,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       state = 'stopping';
       process.off('SIGHUP', onSighup);
       const steps: [string, () => Promise<void>][] = [
-        ['grpc', async () => (server ? shutdownGrpc(server) : undefined)],
+        ['grpc', async () => (server ? shutdownGrpc(server, service) : undefined)],
         ['health', async () => health?.close()],
         ['config watcher', async () => watcher?.stop()],
         ['reload', async () => void (await reloading)],

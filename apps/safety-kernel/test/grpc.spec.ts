@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ActorType, Decision, GrpcStatus, Health, SafetyKernel, ServingStatus, grpcClientFor, type GrpcClient } from '@cordum/protocol';
+import { ActorType, Decision, GrpcStatus, Health, SafetyKernel, ServingStatus, createPolicyClient, grpcClientFor, type GrpcClient } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger, createMetricsRegistry } from '@cordum/service-kit';
 import { freePort, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
@@ -144,6 +144,26 @@ describe('SafetyKernel gRPC', () => {
     expect(await redis.zcard(safetyKeys.velocity('throttle-llm', 'tenant', 'velo'))).toBe(2);
   });
 
+  it('Decide carries Check and Evaluate with the unary answers; only Check records velocity', async () => {
+    const stream = createPolicyClient(`127.0.0.1:${kernel.grpcPort}`);
+    try {
+      const req = (jobId: string) => ({ jobId, topic: 'job.llm.chat', tenant: 'velo-stream' });
+      const denied = { jobId: 's-d', topic: 'job.echo', tenant: 'acme', meta: { riskTags: ['destructive'] } };
+      expect(await stream.check(denied, 5_000)).toEqual(await client.check(denied));
+      for (let i = 0; i < 4; i++) expect((await stream.evaluate(req(`sev${i}`), 5_000)).decision).toBe(Decision.ALLOW);
+      expect((await stream.check(req('s1'), 5_000)).decision).toBe(Decision.ALLOW);
+      expect((await stream.check(req('s1'), 5_000)).decision).toBe(Decision.ALLOW);
+      expect((await stream.check(req('s2'), 5_000)).decision).toBe(Decision.ALLOW);
+      const t = await stream.check(req('s3'), 5_000);
+      expect(t.decision).toBe(Decision.THROTTLE);
+      expect(t.ruleId).toBe('throttle-llm');
+      expect(await redis.zcard(safetyKeys.velocity('throttle-llm', 'tenant', 'velo-stream'))).toBe(2);
+      expect(stream.transport).toBe('stream');
+    } finally {
+      stream.close();
+    }
+  });
+
   it('Explain returns the matched rule and why each earlier rule did not match', async () => {
     const r = await client.explain({ jobId: 'x1', topic: 'job.deploy', tenant: 'acme', labels: { env: 'prod' } });
     expect(r.decision).toBe(Decision.REQUIRE_HUMAN);
@@ -251,7 +271,14 @@ describe('shutdown', () => {
     expect(await natsConnections()).toBe(1);
     client.close();
     health.close();
+    // A client's open Decide stream is ended by the kernel (drain), so the gRPC server closes
+    // gracefully instead of waiting for its GRPC_DRAIN_MS force-shutdown (5 s).
+    const stream = createPolicyClient(`127.0.0.1:${kernel.grpcPort}`);
+    expect((await stream.check({ jobId: 'last', topic: 'job.echo', tenant: 'acme' }, 5_000)).decision).toBe(Decision.ALLOW);
+    const stopping = Date.now();
     await Promise.all([kernel.stop(), kernel.stop()]);
+    expect(Date.now() - stopping).toBeLessThan(4_000);
+    stream.close();
     await kernel.stop();
     await waitFor(async () => (await connectedClients()) === baselineClients, 5000, { message: 'redis clients back to baseline' });
     await waitFor(async () => (await natsConnections()) === 0, 5000, { message: 'nats connections closed' });

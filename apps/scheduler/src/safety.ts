@@ -7,11 +7,10 @@ import { subjects } from '@cordum/bus';
 import {
   AlertSeverity,
   Decision,
-  SafetyKernel,
   SystemAlertSchema,
   create,
   encodePacket,
-  grpcClientFor,
+  createPolicyClient,
   newPacket,
   type PolicyCheckResponse,
 } from '@cordum/protocol';
@@ -70,16 +69,15 @@ export function grpcSafetyChecker(address: string, deadlineMs: number): SafetyCh
   // A returning kernel is reconnected within ~1 s, and a call made while the channel reconnects
   // waits for it (up to the deadline) instead of failing at once: a half-open probe right after
   // the kernel's return then succeeds rather than reopening the breaker for another 10 s (D21).
-  const client = grpcClientFor(SafetyKernel, address, {
+  // Check goes as a message on a long-lived Decide stream (P17).
+  const client = createPolicyClient(address, {
+    waitForReady: true,
     channelOptions: { 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': KERNEL_RECONNECT_BACKOFF_MS },
   });
   return {
     async check(job) {
       try {
-        const res = await client.check(
-          policyCheckInit(job.id, job, { withMetaLabels: true }),
-          { deadlineMs, waitForReady: true },
-        );
+        const res = await client.check(policyCheckInit(job.id, job, { withMetaLabels: true }), deadlineMs);
         return verdictFrom(res);
       } catch (err) {
         return { kind: 'unavailable', error: err instanceof Error ? err.message : String(err) };

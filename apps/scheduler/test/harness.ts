@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { connectBus, subjects, type Bus, type Subscription } from '@cordum/bus';
 import {
   addGrpcService,
+  decideHandler,
   create,
   decodePacket,
   Decision,
@@ -59,11 +60,17 @@ export async function startTestKernel(policy: string[] | ((req: PolicyCheckReque
     address: '',
     checks,
     failing: false,
-    stop: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        stream.drain();
+        server.tryShutdown(() => resolve());
+      }),
   };
+  const stream = decideHandler({ check: answer, evaluate: answer });
   addGrpcService(server, SafetyKernel, {
     check: answer,
     evaluate: answer,
+    decide: stream,
     explain: answer,
     simulate: answer,
     listSnapshots: () => ({ current: 'snap-test', snapshots: [] }),

@@ -7,13 +7,14 @@ import {
   ServingStatus,
   addGrpcService,
   addHealthService,
+  decideHandler,
   grpcClientFor,
   grpcError,
   grpcServerOptions,
   grpcServiceDefinition,
   parseGrpcAddress,
 } from '../src';
-import type { HealthCheckResponse } from '../src';
+import type { HealthCheckResponse, PolicyCheckRequest } from '../src';
 
 interface Deferred {
   promise: Promise<void>;
@@ -37,17 +38,20 @@ const releaseSlow = deferred();
 async function startKernel(name: string): Promise<Kernel> {
   const server = new grpc.Server(grpcServerOptions());
   const k: Kernel = { server, port: 0, name, status: ServingStatus.SERVING };
+  const check = (req: PolicyCheckRequest) => ({
+    decision: req.topic === 'job.denied' ? Decision.DENY : Decision.ALLOW,
+    reason: `${name}:${req.jobId}:${req.labels['team'] ?? ''}`,
+    ruleId: req.tenant,
+    policySnapshot: 'snap-1',
+  });
+  const evaluate = (req: PolicyCheckRequest): never => {
+    if (req.jobId === 'plain') throw new Error('boom');
+    throw grpcError(GrpcStatus.INVALID_ARGUMENT, `bad job ${req.jobId}`);
+  };
   addGrpcService(server, SafetyKernel, {
-    check: (req) => ({
-      decision: req.topic === 'job.denied' ? Decision.DENY : Decision.ALLOW,
-      reason: `${name}:${req.jobId}:${req.labels['team'] ?? ''}`,
-      ruleId: req.tenant,
-      policySnapshot: 'snap-1',
-    }),
-    evaluate: (req) => {
-      if (req.jobId === 'plain') throw new Error('boom');
-      throw grpcError(GrpcStatus.INVALID_ARGUMENT, `bad job ${req.jobId}`);
-    },
+    check,
+    evaluate,
+    decide: decideHandler({ check, evaluate }),
     explain: async () => {
       await releaseSlow.promise;
       return { reason: 'late' };
@@ -91,7 +95,7 @@ describe('gRPC glue', () => {
 
   it('builds definitions with /<package>.<Service>/<Method> paths', () => {
     const def = grpcServiceDefinition(SafetyKernel);
-    expect(Object.keys(def).sort()).toEqual(['check', 'evaluate', 'explain', 'listRules', 'listSnapshots', 'simulate']);
+    expect(Object.keys(def).sort()).toEqual(['check', 'decide', 'evaluate', 'explain', 'listRules', 'listSnapshots', 'simulate']);
     expect(def['check']?.path).toBe('/cordum.v1.SafetyKernel/Check');
     expect(def['listSnapshots']?.path).toBe('/cordum.v1.SafetyKernel/ListSnapshots');
     expect(grpcServiceDefinition(Health)['watch']).toMatchObject({ path: '/grpc.health.v1.Health/Watch', responseStream: true });

@@ -9,7 +9,7 @@ import { tempDir } from './procs.mjs';
 const ENTRY = `
 export { createJobStore, jobKeys, TERMINAL_STATES } from '@cordum/job-store';
 export { createRedis, closeRedis } from '@cordum/redis';
-export { addGrpcService, Decision, grpcClientFor, grpcServerOptions, SafetyKernel } from '@cordum/protocol';
+export { addGrpcService, createPolicyClient, Decision, decideHandler, grpcClientFor, grpcServerOptions, SafetyKernel } from '@cordum/protocol';
 export { Server as GrpcServer, ServerCredentials as GrpcServerCredentials } from '@grpc/grpc-js';
 `;
 

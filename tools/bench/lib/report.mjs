@@ -64,6 +64,10 @@ export function table(r) {
     }
     rows.push([`safety ${s.label}`, 'Check p50 / p99 ms (1 in flight)', `${s.latency.p50Ms} / ${s.latency.p99Ms}`]);
     rows.push([`safety ${s.label}`, `decisions/s (${s.throughput.concurrency} in flight)`, s.throughput.decisionsPerS]);
+    if (s.stream) {
+      rows.push([`safety ${s.label}`, 'Decide stream: Check p50 / p99 ms (1 in flight)', `${s.stream.latency.p50Ms} / ${s.stream.latency.p99Ms}`]);
+      rows.push([`safety ${s.label}`, `Decide stream: decisions/s (${s.stream.throughput.concurrency} in flight)`, s.stream.throughput.decisionsPerS]);
+    }
   }
   if (r.stack?.growth?.preload) rows.push(['stack growth', 'preloaded terminal / pending', `${r.stack.growth.preload.terminal} / ${r.stack.growth.preload.pending} (${r.stack.growth.preload.seconds}s)`]);
   const w0 = Math.max(...rows.map((x) => x[0].length));

@@ -1,10 +1,21 @@
-// Safety kernel `Check` latency and decisions/s through the same gRPC client the services use.
+// Safety kernel `Check` latency and decisions/s through the same gRPC clients the services use:
+// `transport: 'unary'` = one Check call per decision (the contract's method), `'stream'` = Check
+// as messages on the Decide stream, what the gateway and the scheduler send (P17).
 import { percentiles, round } from './stats.mjs';
 
-export async function benchCheck(cordum, { addr, durationS, concurrency = 16, warmupS = 1 }) {
-  const client = cordum.grpcClientFor(cordum.SafetyKernel, addr, { defaultDeadlineMs: 5000 });
+function checkClient(cordum, addr, transport) {
+  if (transport === 'stream') {
+    const c = cordum.createPolicyClient(addr, { waitForReady: true });
+    return { ready: async () => undefined, check: (req) => c.check(req, 5000), close: () => c.close() };
+  }
+  const c = cordum.grpcClientFor(cordum.SafetyKernel, addr, { defaultDeadlineMs: 5000 });
+  return { ready: () => c.waitForReady(10_000), check: (req) => c.check(req), close: () => c.close() };
+}
+
+export async function benchCheck(cordum, { addr, durationS, concurrency = 16, warmupS = 1, transport = 'unary' }) {
+  const client = checkClient(cordum, addr, transport);
   try {
-    await client.waitForReady(10_000);
+    await client.ready();
     const req = (i) => ({ jobId: `bench-${i}`, topic: 'job.echo', tenant: 'default', priority: 1, principalId: 'bench', labels: {} });
     const decisions = {};
     let errors = 0;

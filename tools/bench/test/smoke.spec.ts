@@ -9,6 +9,7 @@ import { repoRoot, serviceBundle, startProcess, type ManagedProcess } from '@cor
 const SERVICES = ['safety-kernel', 'scheduler', 'api-gateway', 'echo-worker'];
 
 type Pct = { p50: number | null; p95: number | null; p99: number | null };
+type Check = { p50Ms: number; p99Ms: number; decisionsPerS: number; errors: number };
 interface Phase {
   http: { submitsPerS: number; accepted: number; non2xx: number; errors: number };
   succeeded: number;
@@ -36,7 +37,7 @@ interface Results {
   gitCommit: string | null;
   baselines: { jetstream: { roundTripsPerS: number; error?: string }; bullmq: { jobsPerS: number; error?: string }; bare: Model };
   stack: { pass1: Model; pass2: Model; growth: Model & { preload: { terminal: number; pending: number } }; skipped?: string };
-  safety: { label: string; error?: string; skipped?: string; latency: { p50Ms: number; p99Ms: number; errors: number }; throughput: { decisionsPerS: number; errors: number } }[];
+  safety: { label: string; error?: string; skipped?: string; latency: Check; throughput: Check; stream: { latency: Check; throughput: Check } }[];
   ratios: Record<string, number | null>;
 }
 
@@ -143,6 +144,11 @@ describe('npm run bench -- --smoke', () => {
       expect(s.latency.p99Ms).toBeGreaterThanOrEqual(s.latency.p50Ms);
       expect(s.throughput.decisionsPerS).toBeGreaterThan(0);
       expect([s.latency.errors, s.throughput.errors]).toEqual([0, 0]);
+      // The same calls as messages on the Decide stream (P17), what the services send.
+      expect(s.stream.latency.p99Ms).toBeGreaterThanOrEqual(s.stream.latency.p50Ms);
+      expect(s.stream.latency.p50Ms).toBeGreaterThan(0);
+      expect(s.stream.throughput.decisionsPerS).toBeGreaterThan(0);
+      expect([s.stream.latency.errors, s.stream.throughput.errors]).toEqual([0, 0]);
     }
   });
 

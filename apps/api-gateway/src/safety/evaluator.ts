@@ -2,7 +2,7 @@
 // kernel's Evaluate with a 2 s deadline; any failure (down, timeout, garbage)
 // becomes `unavailable` and the job is accepted PENDING: the scheduler's Check
 // is the enforcement point, so failing open here never lets a denied job run.
-import { Decision, SafetyKernel, grpcClientFor, type MessageInitShape, type PolicyCheckRequestSchema } from '@cordum/protocol';
+import { Decision, createPolicyClient, type MessageInitShape, type PolicyCheckRequestSchema } from '@cordum/protocol';
 
 export const EVALUATE_DEADLINE_MS = 2_000;
 
@@ -22,12 +22,13 @@ export interface PolicyEvaluator {
 }
 
 export function createKernelEvaluator(address: string, deadlineMs = EVALUATE_DEADLINE_MS): PolicyEvaluator {
-  const client = grpcClientFor(SafetyKernel, address);
+  // Evaluate goes as a message on a long-lived Decide stream (P17), failing fast when no kernel is reachable.
+  const client = createPolicyClient(address);
   return {
     async evaluate(req) {
       let res;
       try {
-        res = await client.evaluate(req, { deadlineMs });
+        res = await client.evaluate(req, deadlineMs);
       } catch (err) {
         return { kind: 'unavailable', reason: `safety kernel unavailable: ${err instanceof Error ? err.message : String(err)}` };
       }

@@ -1,4 +1,4 @@
-import { GrpcStatus, grpcError, type PolicyCheckRequest, type SafetyKernel } from '@cordum/protocol';
+import { GrpcStatus, decideHandler, grpcError, type DecideHandler, type PolicyCheckRequest, type SafetyKernel } from '@cordum/protocol';
 import type { GrpcServiceImpl } from '@cordum/protocol';
 import { isRedisUnavailable } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
@@ -33,7 +33,10 @@ function mapError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
-export function createSafetyService(deps: SafetyServiceDeps): GrpcServiceImpl<SafetyKernelMethods> {
+/** The kernel's handlers; `decide.drain()` ends the Decide streams at shutdown. */
+export type SafetyService = GrpcServiceImpl<SafetyKernelMethods> & { decide: DecideHandler };
+
+export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
   const now = deps.now ?? Date.now;
 
   const active = (): PolicySnapshot => {
@@ -63,17 +66,20 @@ export function createSafetyService(deps: SafetyServiceDeps): GrpcServiceImpl<Sa
     }
   };
 
+  const check = async (req: PolicyCheckRequest) => {
+    const r = await decide(req, 'record');
+    deps.logger.debug('check', { job_id: req.jobId, topic: req.topic, tenant: req.tenant, decision: decisionLabel(r.verdict), rule_id: r.ruleId });
+    return toResponse(r, false);
+  };
+  // Same evaluation as Check, but velocity is only read (D20): the gateway's
+  // pre-check must not use up a tenant's budget before the scheduler's Check.
+  const evaluate = async (req: PolicyCheckRequest) => toResponse(await decide(req, 'peek'), false);
+
   return {
-    async check(req) {
-      const r = await decide(req, 'record');
-      deps.logger.debug('check', { job_id: req.jobId, topic: req.topic, tenant: req.tenant, decision: decisionLabel(r.verdict), rule_id: r.ruleId });
-      return toResponse(r, false);
-    },
-    // Same evaluation as Check, but velocity is only read (D20): the gateway's
-    // pre-check must not use up a tenant's budget before the scheduler's Check.
-    async evaluate(req) {
-      return toResponse(await decide(req, 'peek'), false);
-    },
+    check,
+    evaluate,
+    // Check and Evaluate as messages on a long-lived stream (P17): the same functions.
+    decide: decideHandler({ check, evaluate }),
     async explain(req) {
       try {
         return toResponse(await evaluatePolicy(active(), toCheckInput(req), deps.velocity, 'peek'), true);

@@ -26,7 +26,9 @@ export type GrpcClient<T extends GenServiceMethods> = {
     ? (request: MessageInitShape<T[K]['input']>, opts?: GrpcCallOptions) => Promise<MessageShape<T[K]['output']>>
     : T[K]['methodKind'] extends 'server_streaming'
       ? (request: MessageInitShape<T[K]['input']>, opts?: GrpcCallOptions) => grpc.ClientReadableStream<MessageShape<T[K]['output']>>
-      : never;
+      : T[K]['methodKind'] extends 'bidi_streaming'
+        ? (opts?: Omit<GrpcCallOptions, 'deadlineMs'>) => grpc.ClientDuplexStream<MessageShape<T[K]['input']>, MessageShape<T[K]['output']>>
+        : never;
 } & {
   /** Resolves once a channel is READY, rejects after `deadlineMs`. */
   waitForReady(deadlineMs: number): Promise<void>;
@@ -144,6 +146,13 @@ export function grpcClientFor<T extends GenServiceMethods>(
         const md = toMetadata(o?.metadata);
         if (o?.waitForReady) md.setOptions({ waitForReady: true });
         return pick().makeServerStreamRequest(d.path, d.requestSerialize, d.responseDeserialize, toRequest(req), md, callOptions(o));
+      };
+    } else if (m.methodKind === 'bidi_streaming') {
+      // No deadline: a bidi stream here is long-lived and times its messages itself.
+      client[m.localName] = (o?: GrpcCallOptions) => {
+        const md = toMetadata(o?.metadata);
+        if (o?.waitForReady) md.setOptions({ waitForReady: true });
+        return pick().makeBidiStreamRequest(d.path, d.requestSerialize, d.responseDeserialize, md, {});
       };
     }
   }

@@ -21,13 +21,20 @@ type ServerStreamImpl<M extends MethodShape> = (
   call: grpc.ServerWritableStream<In<M>, Out<M>>,
 ) => void | Promise<void>;
 
-/** Implementation object for a generated service: unary methods may return an init shape or a promise of one. */
+type BidiStreamImpl<M extends MethodShape> = (call: grpc.ServerDuplexStream<In<M>, Out<M>>) => void;
+
+/**
+ * Implementation object for a generated service: unary methods may return an init shape or a
+ * promise of one; a bidi-streaming handler writes messages made with `create`.
+ */
 export type GrpcServiceImpl<T extends GenServiceMethods> = {
   [K in keyof T]: T[K]['methodKind'] extends 'unary'
     ? UnaryImpl<T[K]>
     : T[K]['methodKind'] extends 'server_streaming'
       ? ServerStreamImpl<T[K]>
-      : never;
+      : T[K]['methodKind'] extends 'bidi_streaming'
+        ? BidiStreamImpl<T[K]>
+        : never;
 };
 
 function serializer(desc: DescMessage): (value: MessageShape<DescMessage>) => Buffer {
@@ -72,7 +79,8 @@ export function grpcError(code: grpc.status, message: string): Error & { code: g
   return Object.assign(new Error(message), { code, details: message });
 }
 
-function toServiceError(err: unknown): Partial<grpc.StatusObject> {
+/** The status a thrown error becomes: its numeric gRPC `code` when it has one, INTERNAL otherwise. */
+export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   const e = err as { code?: unknown; message?: unknown; details?: unknown } | null;
   const message = typeof e?.details === 'string' ? e.details : typeof e?.message === 'string' ? e.message : String(err);
   const code =
@@ -111,6 +119,15 @@ export function addGrpcService<T extends GenServiceMethods>(
         Promise.resolve()
           .then(() => stream(call.request, call))
           .catch((err: unknown) => call.destroy(Object.assign(new Error('stream failed'), toServiceError(err))));
+      };
+    } else if (m.methodKind === 'bidi_streaming') {
+      const bidi = fn as (call: grpc.ServerDuplexStream<unknown, unknown>) => void;
+      handlers[m.localName] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+        try {
+          bidi(call);
+        } catch (err) {
+          call.destroy(Object.assign(new Error('stream failed'), toServiceError(err)));
+        }
       };
     } else {
       throw new TypeError(`${desc.typeName}.${m.name}: ${m.methodKind} methods are not supported`);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cordum/v1/safety.proto.
  */
 export const file_cordum_v1_safety: GenFile = /*@__PURE__*/
-  fileDesc("ChZjb3JkdW0vdjEvc2FmZXR5LnByb3RvEgljb3JkdW0udjEieQoRUG9saWN5Q29uc3RyYWludHMSFgoObWF4X3J1bnRpbWVfbXMYASABKAMSEwoLbWF4X3JldHJpZXMYAiABKAUSGgoSbWF4X2FydGlmYWN0X2J5dGVzGAMgASgDEhsKE21heF9jb25jdXJyZW50X2pvYnMYBCABKAUiigMKElBvbGljeUNoZWNrUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDQoFdG9waWMYAiABKAkSDgoGdGVuYW50GAMgASgJEi4KCHByaW9yaXR5GAQgASgOMhwuY29yZHVtLmFnZW50LnYxLkpvYlByaW9yaXR5EhQKDHByaW5jaXBhbF9pZBgFIAEoCRI5CgZsYWJlbHMYBiADKAsyKS5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXF1ZXN0LkxhYmVsc0VudHJ5EhEKCW1lbW9yeV9pZBgHIAEoCRIqCgRtZXRhGAggASgLMhwuY29yZHVtLmFnZW50LnYxLkpvYk1ldGFkYXRhEh0KFWVmZmVjdGl2ZV9jb25maWdfaGFzaBgJIAEoCRIYChBpbnB1dF9zaXplX2J5dGVzGAogASgDEh0KFWNhbmRpZGF0ZV9wb2xpY3lfeWFtbBgLIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpcCChNQb2xpY3lDaGVja1Jlc3BvbnNlEiUKCGRlY2lzaW9uGAEgASgOMhMuY29yZHVtLnYxLkRlY2lzaW9uEg4KBnJlYXNvbhgCIAEoCRIXCg9wb2xpY3lfc25hcHNob3QYAyABKAkSDwoHcnVsZV9pZBgEIAEoCRIxCgtjb25zdHJhaW50cxgFIAEoCzIcLmNvcmR1bS52MS5Qb2xpY3lDb25zdHJhaW50cxIZChFhcHByb3ZhbF9yZXF1aXJlZBgGIAEoCBIUCgxhcHByb3ZhbF9yZWYYByABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYCCABKAMSIwoFdHJhY2UYCSADKAsyFC5jb3JkdW0udjEuUnVsZVRyYWNlIjoKCVJ1bGVUcmFjZRIPCgdydWxlX2lkGAEgASgJEg8KB21hdGNoZWQYAiABKAgSCwoDd2h5GAMgASgJIhYKFExpc3RTbmFwc2hvdHNSZXF1ZXN0IkYKDlBvbGljeVNuYXBzaG90EgoKAmlkGAEgASgJEhQKDGxvYWRlZF9hdF9tcxgCIAEoAxISCgpydWxlX2NvdW50GAMgASgFIlYKFUxpc3RTbmFwc2hvdHNSZXNwb25zZRIPCgdjdXJyZW50GAEgASgJEiwKCXNuYXBzaG90cxgCIAMoCzIZLmNvcmR1bS52MS5Qb2xpY3lTbmFwc2hvdCISChBMaXN0UnVsZXNSZXF1ZXN0ImEKDlBvbGljeVJ1bGVJbmZvEgoKAmlkGAEgASgJEhAKCGRlY2lzaW9uGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIOCgZzb3VyY2UYBCABKAkSEQoJc3BlY19qc29uGAUgASgJImkKEUxpc3RSdWxlc1Jlc3BvbnNlEhAKCHNuYXBzaG90GAEgASgJEhgKEGRlZmF1bHRfZGVjaXNpb24YAiABKAkSKAoFcnVsZXMYAyADKAsyGS5jb3JkdW0udjEuUG9saWN5UnVsZUluZm8qowEKCERlY2lzaW9uEhgKFERFQ0lTSU9OX1VOU1BFQ0lGSUVEEAASEgoOREVDSVNJT05fQUxMT1cQARIRCg1ERUNJU0lPTl9ERU5ZEAISGgoWREVDSVNJT05fUkVRVUlSRV9IVU1BThADEhUKEURFQ0lTSU9OX1RIUk9UVExFEAQSIwofREVDSVNJT05fQUxMT1dfV0lUSF9DT05TVFJBSU5UUxAFMtIDCgxTYWZldHlLZXJuZWwSRgoFQ2hlY2sSHS5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXF1ZXN0Gh4uY29yZHVtLnYxLlBvbGljeUNoZWNrUmVzcG9uc2USSQoIRXZhbHVhdGUSHS5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXF1ZXN0Gh4uY29yZHVtLnYxLlBvbGljeUNoZWNrUmVzcG9uc2USSAoHRXhwbGFpbhIdLmNvcmR1bS52MS5Qb2xpY3lDaGVja1JlcXVlc3QaHi5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXNwb25zZRJJCghTaW11bGF0ZRIdLmNvcmR1bS52MS5Qb2xpY3lDaGVja1JlcXVlc3QaHi5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXNwb25zZRJSCg1MaXN0U25hcHNob3RzEh8uY29yZHVtLnYxLkxpc3RTbmFwc2hvdHNSZXF1ZXN0GiAuY29yZHVtLnYxLkxpc3RTbmFwc2hvdHNSZXNwb25zZRJGCglMaXN0UnVsZXMSGy5jb3JkdW0udjEuTGlzdFJ1bGVzUmVxdWVzdBocLmNvcmR1bS52MS5MaXN0UnVsZXNSZXNwb25zZWIGcHJvdG8z", [file_cordum_agent_v1_job]);
+  fileDesc("ChZjb3JkdW0vdjEvc2FmZXR5LnByb3RvEgljb3JkdW0udjEieQoRUG9saWN5Q29uc3RyYWludHMSFgoObWF4X3J1bnRpbWVfbXMYASABKAMSEwoLbWF4X3JldHJpZXMYAiABKAUSGgoSbWF4X2FydGlmYWN0X2J5dGVzGAMgASgDEhsKE21heF9jb25jdXJyZW50X2pvYnMYBCABKAUiigMKElBvbGljeUNoZWNrUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDQoFdG9waWMYAiABKAkSDgoGdGVuYW50GAMgASgJEi4KCHByaW9yaXR5GAQgASgOMhwuY29yZHVtLmFnZW50LnYxLkpvYlByaW9yaXR5EhQKDHByaW5jaXBhbF9pZBgFIAEoCRI5CgZsYWJlbHMYBiADKAsyKS5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXF1ZXN0LkxhYmVsc0VudHJ5EhEKCW1lbW9yeV9pZBgHIAEoCRIqCgRtZXRhGAggASgLMhwuY29yZHVtLmFnZW50LnYxLkpvYk1ldGFkYXRhEh0KFWVmZmVjdGl2ZV9jb25maWdfaGFzaBgJIAEoCRIYChBpbnB1dF9zaXplX2J5dGVzGAogASgDEh0KFWNhbmRpZGF0ZV9wb2xpY3lfeWFtbBgLIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpcCChNQb2xpY3lDaGVja1Jlc3BvbnNlEiUKCGRlY2lzaW9uGAEgASgOMhMuY29yZHVtLnYxLkRlY2lzaW9uEg4KBnJlYXNvbhgCIAEoCRIXCg9wb2xpY3lfc25hcHNob3QYAyABKAkSDwoHcnVsZV9pZBgEIAEoCRIxCgtjb25zdHJhaW50cxgFIAEoCzIcLmNvcmR1bS52MS5Qb2xpY3lDb25zdHJhaW50cxIZChFhcHByb3ZhbF9yZXF1aXJlZBgGIAEoCBIUCgxhcHByb3ZhbF9yZWYYByABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYCCABKAMSIwoFdHJhY2UYCSADKAsyFC5jb3JkdW0udjEuUnVsZVRyYWNlIjoKCVJ1bGVUcmFjZRIPCgdydWxlX2lkGAEgASgJEg8KB21hdGNoZWQYAiABKAgSCwoDd2h5GAMgASgJIhYKFExpc3RTbmFwc2hvdHNSZXF1ZXN0IkYKDlBvbGljeVNuYXBzaG90EgoKAmlkGAEgASgJEhQKDGxvYWRlZF9hdF9tcxgCIAEoAxISCgpydWxlX2NvdW50GAMgASgFIlYKFUxpc3RTbmFwc2hvdHNSZXNwb25zZRIPCgdjdXJyZW50GAEgASgJEiwKCXNuYXBzaG90cxgCIAMoCzIZLmNvcmR1bS52MS5Qb2xpY3lTbmFwc2hvdCISChBMaXN0UnVsZXNSZXF1ZXN0ImEKDlBvbGljeVJ1bGVJbmZvEgoKAmlkGAEgASgJEhAKCGRlY2lzaW9uGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIOCgZzb3VyY2UYBCABKAkSEQoJc3BlY19qc29uGAUgASgJImkKEUxpc3RSdWxlc1Jlc3BvbnNlEhAKCHNuYXBzaG90GAEgASgJEhgKEGRlZmF1bHRfZGVjaXNpb24YAiABKAkSKAoFcnVsZXMYAyADKAsyGS5jb3JkdW0udjEuUG9saWN5UnVsZUluZm8iegoTUG9saWN5U3RyZWFtUmVxdWVzdBIKCgJpZBgBIAEoDRInCgZtZXRob2QYAiABKA4yFy5jb3JkdW0udjEuUG9saWN5TWV0aG9kEi4KB3JlcXVlc3QYAyABKAsyHS5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXF1ZXN0InMKFFBvbGljeVN0cmVhbVJlc3BvbnNlEgoKAmlkGAEgASgNEjAKCHJlc3BvbnNlGAIgASgLMh4uY29yZHVtLnYxLlBvbGljeUNoZWNrUmVzcG9uc2USDAoEY29kZRgDIAEoBRIPCgdtZXNzYWdlGAQgASgJKqMBCghEZWNpc2lvbhIYChRERUNJU0lPTl9VTlNQRUNJRklFRBAAEhIKDkRFQ0lTSU9OX0FMTE9XEAESEQoNREVDSVNJT05fREVOWRACEhoKFkRFQ0lTSU9OX1JFUVVJUkVfSFVNQU4QAxIVChFERUNJU0lPTl9USFJPVFRMRRAEEiMKH0RFQ0lTSU9OX0FMTE9XX1dJVEhfQ09OU1RSQUlOVFMQBSpiCgxQb2xpY3lNZXRob2QSHQoZUE9MSUNZX01FVEhPRF9VTlNQRUNJRklFRBAAEhcKE1BPTElDWV9NRVRIT0RfQ0hFQ0sQARIaChZQT0xJQ1lfTUVUSE9EX0VWQUxVQVRFEAIyoQQKDFNhZmV0eUtlcm5lbBJGCgVDaGVjaxIdLmNvcmR1bS52MS5Qb2xpY3lDaGVja1JlcXVlc3QaHi5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXNwb25zZRJJCghFdmFsdWF0ZRIdLmNvcmR1bS52MS5Qb2xpY3lDaGVja1JlcXVlc3QaHi5jb3JkdW0udjEuUG9saWN5Q2hlY2tSZXNwb25zZRJICgdFeHBsYWluEh0uY29yZHVtLnYxLlBvbGljeUNoZWNrUmVxdWVzdBoeLmNvcmR1bS52MS5Qb2xpY3lDaGVja1Jlc3BvbnNlEkkKCFNpbXVsYXRlEh0uY29yZHVtLnYxLlBvbGljeUNoZWNrUmVxdWVzdBoeLmNvcmR1bS52MS5Qb2xpY3lDaGVja1Jlc3BvbnNlElIKDUxpc3RTbmFwc2hvdHMSHy5jb3JkdW0udjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaIC5jb3JkdW0udjEuTGlzdFNuYXBzaG90c1Jlc3BvbnNlEkYKCUxpc3RSdWxlcxIbLmNvcmR1bS52MS5MaXN0UnVsZXNSZXF1ZXN0GhwuY29yZHVtLnYxLkxpc3RSdWxlc1Jlc3BvbnNlEk0KBkRlY2lkZRIeLmNvcmR1bS52MS5Qb2xpY3lTdHJlYW1SZXF1ZXN0Gh8uY29yZHVtLnYxLlBvbGljeVN0cmVhbVJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_cordum_agent_v1_job]);
 
 /**
  * @generated from message cordum.v1.PolicyConstraints
@@ -349,6 +349,69 @@ export const ListRulesResponseSchema: GenMessage<ListRulesResponse> = /*@__PURE_
   messageDesc(file_cordum_v1_safety, 9);
 
 /**
+ * @generated from message cordum.v1.PolicyStreamRequest
+ */
+export type PolicyStreamRequest = Message<"cordum.v1.PolicyStreamRequest"> & {
+  /**
+   * @generated from field: uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * @generated from field: cordum.v1.PolicyMethod method = 2;
+   */
+  method: PolicyMethod;
+
+  /**
+   * @generated from field: cordum.v1.PolicyCheckRequest request = 3;
+   */
+  request?: PolicyCheckRequest | undefined;
+};
+
+/**
+ * Describes the message cordum.v1.PolicyStreamRequest.
+ * Use `create(PolicyStreamRequestSchema)` to create a new message.
+ */
+export const PolicyStreamRequestSchema: GenMessage<PolicyStreamRequest> = /*@__PURE__*/
+  messageDesc(file_cordum_v1_safety, 10);
+
+/**
+ * @generated from message cordum.v1.PolicyStreamResponse
+ */
+export type PolicyStreamResponse = Message<"cordum.v1.PolicyStreamResponse"> & {
+  /**
+   * @generated from field: uint32 id = 1;
+   */
+  id: number;
+
+  /**
+   * Set when code is 0 (OK).
+   *
+   * @generated from field: cordum.v1.PolicyCheckResponse response = 2;
+   */
+  response?: PolicyCheckResponse | undefined;
+
+  /**
+   * A gRPC status code; 0 = OK.
+   *
+   * @generated from field: int32 code = 3;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string message = 4;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message cordum.v1.PolicyStreamResponse.
+ * Use `create(PolicyStreamResponseSchema)` to create a new message.
+ */
+export const PolicyStreamResponseSchema: GenMessage<PolicyStreamResponse> = /*@__PURE__*/
+  messageDesc(file_cordum_v1_safety, 11);
+
+/**
  * @generated from enum cordum.v1.Decision
  */
 export enum Decision {
@@ -388,6 +451,39 @@ export enum Decision {
  */
 export const DecisionSchema: GenEnum<Decision> = /*@__PURE__*/
   enumDesc(file_cordum_v1_safety, 0);
+
+/**
+ * Decide (P17): Check and Evaluate as messages on one long-lived stream instead of
+ * one HTTP/2 stream per call. Each request carries an id that its answer repeats;
+ * answers may come in any order. The semantics of each method are those of the
+ * unary call of the same name; a call that fails answers with a gRPC status code
+ * and message instead of a response. Clients fall back to the unary methods when
+ * a kernel answers Decide with UNIMPLEMENTED.
+ *
+ * @generated from enum cordum.v1.PolicyMethod
+ */
+export enum PolicyMethod {
+  /**
+   * @generated from enum value: POLICY_METHOD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: POLICY_METHOD_CHECK = 1;
+   */
+  CHECK = 1,
+
+  /**
+   * @generated from enum value: POLICY_METHOD_EVALUATE = 2;
+   */
+  EVALUATE = 2,
+}
+
+/**
+ * Describes the enum cordum.v1.PolicyMethod.
+ */
+export const PolicyMethodSchema: GenEnum<PolicyMethod> = /*@__PURE__*/
+  enumDesc(file_cordum_v1_safety, 1);
 
 /**
  * @generated from service cordum.v1.SafetyKernel
@@ -440,6 +536,14 @@ export const SafetyKernel: GenService<{
     methodKind: "unary";
     input: typeof ListRulesRequestSchema;
     output: typeof ListRulesResponseSchema;
+  },
+  /**
+   * @generated from rpc cordum.v1.SafetyKernel.Decide
+   */
+  decide: {
+    methodKind: "bidi_streaming";
+    input: typeof PolicyStreamRequestSchema;
+    output: typeof PolicyStreamResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_cordum_v1_safety, 0);
