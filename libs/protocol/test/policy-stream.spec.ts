@@ -8,11 +8,14 @@ import {
   PolicyCheckResponseSchema,
   create,
   SafetyKernel,
+  ServingStatus,
   addGrpcService,
+  addHealthService,
   createPolicyClient,
   decideHandler,
   grpcError,
   grpcServiceDefinition,
+  SUSPECT_PROBE_MS,
   type DecideHandler,
   type PolicyCheckRequest,
   type PolicyClient,
@@ -45,11 +48,18 @@ interface TestKernel {
   decide?: DecideHandler;
   /** Requests for these job ids wait for the latch. */
   hold: Map<string, Latch>;
+  /** What grpc.health.v1 answers for the SafetyKernel service, and how often it was asked. */
+  health: ServingStatus;
+  probes: number;
 }
 
 async function startKernel(name: string, withDecide = true): Promise<TestKernel> {
   const server = new grpc.Server();
-  const k: TestKernel = { name, server, port: 0, seen: [], hold: new Map() };
+  const k: TestKernel = { name, server, port: 0, seen: [], hold: new Map(), health: ServingStatus.SERVING, probes: 0 };
+  addHealthService(server, () => {
+    k.probes++;
+    return k.health;
+  });
   const answer = (method: TestKernel['seen'][number]['method']) => async (req: PolicyCheckRequest) => {
     k.seen.push({ method, jobId: req.jobId });
     await k.hold.get(req.jobId)?.promise;
@@ -167,7 +177,7 @@ describe('policy stream (Decide)', () => {
     expect(k.seen.map((s) => s.method)).toEqual(['unary-check', 'unary-evaluate', 'unary-check']);
   });
 
-  it('moves to the next kernel when its stream is retired', async () => {
+  it('takes the kernels of a comma list in turn, also across retired streams', async () => {
     const a = await kernel('ra');
     const b = await kernel('rb');
     const c = client(`127.0.0.1:${a.port},127.0.0.1:${b.port}`, { streams: 1, streamMaxAgeMs: 0 });
@@ -176,49 +186,77 @@ describe('policy stream (Decide)', () => {
     expect([...names].sort()).toEqual(['ra', 'rb']);
   });
 
+  // A comma list gets one channel per kernel and takes them in turn: the 1st request goes to
+  // the first kernel, the 2nd to the second, the 3rd to the first again.
   it('a draining kernel answers what it accepted; what it did not accept is sent again elsewhere', async () => {
     const a = await kernel('da');
     const b = await kernel('db');
-    const c = client(`127.0.0.1:${a.port},127.0.0.1:${b.port}`, { streams: 1 });
-    // Find the kernel the (single) stream is on.
-    await c.check({ jobId: 'warm', topic: 'job.ok' }, 5_000);
-    const [on, other] = a.seen.length > 0 ? [a, b] : [b, a];
+    const c = client(`127.0.0.1:${a.port},127.0.0.1:${b.port}`);
     const held = latch();
-    on.hold.set('held', held);
-    const heldAnswer = c.check({ jobId: 'held', topic: 'job.ok' }, 5_000);
-    await until(() => on.seen.some((s) => s.jobId === 'held'), 'the held request to arrive');
-    on.decide?.drain();
-    const closed = shutdown(on);
-    // Sent on the same stream after the drain: never evaluated there.
+    a.hold.set('held', held);
+    const heldAnswer = c.check({ jobId: 'held', topic: 'job.ok' }, 5_000); // → da
+    await until(() => a.seen.some((s) => s.jobId === 'held'), 'the held request to arrive');
+    expect((await c.check({ jobId: 'filler', topic: 'job.ok' }, 5_000)).reason).toBe('db:check:filler'); // → db
+    a.decide?.drain();
+    const closed = shutdown(a);
+    // → da's open stream after the drain: never evaluated there.
     const late = c.check({ jobId: 'late', topic: 'job.ok' }, 5_000);
     await new Promise((r) => setImmediate(r));
     held.open();
-    expect((await heldAnswer).reason).toBe(`${on.name}:check:held`);
-    expect((await late).reason).toBe(`${other.name}:check:late`);
-    expect(on.seen.map((s) => s.jobId)).not.toContain('late');
+    expect((await heldAnswer).reason).toBe('da:check:held');
+    expect((await late).reason).toBe('db:check:late');
+    expect(a.seen.map((s) => s.jobId)).not.toContain('late');
     await closed; // tryShutdown completes: the drained stream ended
   });
 
-  it('fails the requests on a stream whose kernel dies, and reaches a live kernel next', async () => {
+  it('sends the requests of a kernel that dies under them to another kernel, and leaves it', async () => {
     const a = await kernel('ka');
     const b = await kernel('kb');
-    const c = client(`127.0.0.1:${a.port},127.0.0.1:${b.port}`, { streams: 1 });
-    await c.check({ jobId: 'warm', topic: 'job.ok' }, 5_000);
-    const [on, other] = a.seen.length > 0 ? [a, b] : [b, a];
-    on.hold.set('doomed', latch());
+    const c = client(`127.0.0.1:${a.port},127.0.0.1:${b.port}`);
+    a.hold.set('doomed', latch());
+    const doomed = c.check({ jobId: 'doomed', topic: 'job.ok' }, 30_000); // → ka
+    await until(() => a.seen.some((s) => s.jobId === 'doomed'), 'the doomed request to arrive');
+    a.server.forceShutdown();
+    expect((await doomed).reason).toBe('kb:check:doomed');
+    for (let i = 0; i < 6; i++) expect((await c.check({ jobId: `next${i}`, topic: 'job.ok' }, 5_000)).reason).toBe(`kb:check:next${i}`);
+  });
+
+  it('with one kernel, the requests on a failed stream fail with its status', async () => {
+    const a = await kernel('solo');
+    const c = client(`127.0.0.1:${a.port}`);
+    a.hold.set('doomed', latch());
     const doomed = c.check({ jobId: 'doomed', topic: 'job.ok' }, 30_000);
-    await until(() => on.seen.some((s) => s.jobId === 'doomed'), 'the doomed request to arrive');
+    await until(() => a.seen.length === 1, 'the request to arrive');
     const started = Date.now();
-    on.server.forceShutdown();
+    a.server.forceShutdown();
     const err = (await doomed.then(
       () => undefined,
       (e: unknown) => e,
     )) as { code?: number } | undefined;
-    expect(err?.code).toEqual(expect.any(Number));
     expect([GrpcStatus.UNAVAILABLE, GrpcStatus.CANCELLED, GrpcStatus.INTERNAL]).toContain(err?.code);
     // Failed by the stream's end, not by the 30 s deadline.
     expect(Date.now() - started).toBeLessThan(10_000);
-    expect((await c.check({ jobId: 'next', topic: 'job.ok' }, 5_000)).reason).toBe(`${other.name}:check:next`);
+  });
+
+  it('leaves a kernel that missed a deadline until its health probe answers SERVING', async () => {
+    const a = await kernel('sa');
+    const b = await kernel('sb');
+    const c = client(`127.0.0.1:${a.port},127.0.0.1:${b.port}`);
+    a.hold.set('stalled', latch());
+    a.health = ServingStatus.NOT_SERVING;
+    await expect(c.check({ jobId: 'stalled', topic: 'job.ok' }, 200)).rejects.toMatchObject({ code: GrpcStatus.DEADLINE_EXCEEDED }); // → sa
+    expect(c.suspects).toEqual([`127.0.0.1:${a.port}`]);
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => c.evaluate({ jobId: `e${i}`, topic: 'job.ok' }, 5_000)));
+    expect(new Set(answers.map((r) => r.reason.split(':')[0]))).toEqual(new Set(['sb']));
+    // The probe keeps it out while it says NOT_SERVING, and lets it back once it says SERVING.
+    await until(() => a.probes >= 1, 'a health probe', SUSPECT_PROBE_MS * 3);
+    await new Promise((r) => setImmediate(r));
+    expect(c.suspects).toEqual([`127.0.0.1:${a.port}`]);
+    a.health = ServingStatus.SERVING;
+    await until(() => c.suspects.length === 0, 'the suspect kernel to be probed back', SUSPECT_PROBE_MS * 3);
+    const names = new Set<string>();
+    for (let i = 0; i < 4; i++) names.add((await c.check({ jobId: `back${i}`, topic: 'job.ok' }, 5_000)).reason.split(':')[0] ?? '');
+    expect([...names].sort()).toEqual(['sa', 'sb']);
   });
 
   it('close() fails waiting calls with CANCELLED and refuses new ones', async () => {

@@ -352,6 +352,59 @@ describe('policy change through config', () => {
   }, 60_000);
 });
 
+describe('a safety kernel replica frozen (SIGSTOP) with jobs arriving', () => {
+  const kernelMetric = async (k: number, name: string): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${stack.healthPorts.get(`safety-kernel-${k}`)}/metrics`)).text();
+    return text.split('\n').filter((l) => l.startsWith(name)).reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+  };
+
+  it('the other replica takes every Check once the frozen one missed a deadline; it is used again after SIGCONT', async () => {
+    const frozen = stack.procs.get('safety-kernel-1')!;
+    frozen.kill('SIGSTOP');
+    let resumed = false;
+    try {
+      // Each service's first call to the frozen kernel waits out its 2 s deadline (the gateway's
+      // Evaluate then accepts PENDING, D19; the scheduler's Check holds the job and retries it).
+      for (let i = 0; i < 2; i++) {
+        const r = await submit(KEYS.alice, { topic: 'job.echo', prompt: `frozen warm ${i}` }, i % 2);
+        expect(r.status).toBe(200);
+        const id = String(r.body['job_id']);
+        expect((await terminal(id, 30_000))['state']).toBe('SUCCEEDED');
+        ranOnce.push(id);
+      }
+      // From now on no Check goes to the frozen kernel: no failure, no breaker, no delay.
+      const opensBefore = await schedulerMetric('cordum_scheduler_safety_breaker_transitions_total', 'to="open"');
+      const unavailableBefore = await schedulerMetric('cordum_scheduler_safety_checks_total', 'outcome="unavailable"');
+      const started = Date.now();
+      const ids = await pool(Array.from({ length: 20 }, (_, i) => i), 10, async (i) => {
+        const r = await submit(KEYS.alice, { topic: 'job.echo', prompt: `frozen ${i}` }, i % 2);
+        expect(r.status).toBe(200);
+        return String(r.body['job_id']);
+      });
+      const finals = await pool(ids, 10, (id) => terminal(id, 15_000));
+      for (const j of finals) expect(j).toMatchObject({ state: 'SUCCEEDED', safety: { decision: 'allow' } });
+      const took = Date.now() - started;
+      expect(await schedulerMetric('cordum_scheduler_safety_breaker_transitions_total', 'to="open"')).toBe(opensBefore);
+      expect(await schedulerMetric('cordum_scheduler_safety_checks_total', 'outcome="unavailable"')).toBe(unavailableBefore);
+      ranOnce.push(...ids);
+
+      frozen.kill('SIGCONT');
+      resumed = true;
+      // Its health probe answers again, and new Checks reach it.
+      const decidedBefore = await kernelMetric(1, 'cordum_safety_decisions_total');
+      await waitFor(async () => {
+        const r = await submit(KEYS.alice, { topic: 'job.echo', prompt: 'thawed' });
+        ranOnce.push(String(r.body['job_id']));
+        return (await kernelMetric(1, 'cordum_safety_decisions_total')) > decidedBefore;
+      }, 20_000, { intervalMs: 250, message: 'the thawed kernel deciding again' });
+      await barrier();
+      console.log(`[safety e2e] one kernel frozen: 20 jobs all SUCCEEDED in ${took} ms with no Check failure`);
+    } finally {
+      if (!resumed) frozen.kill('SIGCONT');
+    }
+  }, 120_000);
+});
+
 describe('safety kernel killed with jobs arriving', () => {
   const killKernels = async () => {
     for (const k of [1, 2]) {

@@ -36,6 +36,8 @@ export type GrpcClient<T extends GenServiceMethods> = {
   close(): void;
   /** The grpc-js targets in use (one per channel). */
   readonly targets: readonly string[];
+  /** READY if any channel is, TRANSIENT_FAILURE if every channel is, else the first channel's state. */
+  connectivity(): grpc.connectivityState;
 };
 
 /**
@@ -157,6 +159,12 @@ export function grpcClientFor<T extends GenServiceMethods>(
     }
   }
   client.targets = targets;
+  client.connectivity = (): grpc.connectivityState => {
+    const states = channels.map((c) => c.getChannel().getConnectivityState(false));
+    if (states.includes(grpc.connectivityState.READY)) return grpc.connectivityState.READY;
+    if (states.every((st) => st === grpc.connectivityState.TRANSIENT_FAILURE)) return grpc.connectivityState.TRANSIENT_FAILURE;
+    return states[0] ?? grpc.connectivityState.SHUTDOWN;
+  };
   client.waitForReady = (deadlineMs: number) =>
     new Promise<void>((resolve, reject) => {
       const deadline = Date.now() + deadlineMs;

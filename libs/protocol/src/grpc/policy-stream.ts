@@ -11,12 +11,17 @@
 //   request still waiting when a stream ends cleanly was never evaluated and is
 //   sent again once on a fresh stream (a kernel shutting down, a stream retired);
 // - a stream that fails (kernel killed, connection lost) fails the requests on
-//   it with its status, as the unary calls in flight would have failed;
+//   it with its status, as the unary calls in flight would have failed; with a
+//   comma list of kernels they are sent once to another kernel instead
+//   (Evaluate records nothing; Check records velocity once per job, D20);
 // - a kernel without Decide (UNIMPLEMENTED) gets unary calls, probed again
 //   after a minute, so clients can be upgraded before kernels;
-// - a request that passes its deadline retires its stream, and streams are
-//   retired after `streamMaxAgeMs`: a new stream is placed by the channel's
-//   round robin, so load spreads over kernel replicas and leaves a stalled one.
+// - each kernel of a comma list has its own channel and streams; one that
+//   misses a deadline or loses a stream is suspect: no new request goes to it
+//   while another kernel is usable, until a gRPC health probe answers SERVING.
+//   A `host:port` or `dns:///` target is one channel balanced by grpc-js; its
+//   streams are retired after `streamMaxAgeMs` so new ones spread over what the
+//   name resolves to.
 import * as grpc from '@grpc/grpc-js';
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import {
@@ -31,7 +36,9 @@ import {
   type PolicyStreamRequest,
   type PolicyStreamResponse,
 } from '../gen/cordum/v1/safety_pb';
-import { grpcClientFor, type GrpcClientOptions } from './client';
+import { grpcClientFor, parseGrpcAddress, type GrpcClient, type GrpcClientOptions } from './client';
+import { Health } from '../gen/grpc/health/v1/health_pb';
+import { ServingStatus } from './health';
 import { toServiceError } from './server';
 
 export type PolicyCheckInit = MessageInitShape<typeof PolicyCheckRequestSchema>;
@@ -60,11 +67,24 @@ export interface PolicyClient {
   evaluate(req: PolicyCheckInit, deadlineMs: number): Promise<PolicyCheckResponse>;
   /** How the next call goes: on a Decide stream, or unary (a kernel without Decide). */
   readonly transport: 'stream' | 'unary';
+  /** Kernels of a comma list that take no new request until their health probe answers SERVING. */
+  readonly suspects: readonly string[];
   /** Fails every waiting call with CANCELLED and closes the channels; idempotent. */
   close(): void;
 }
 
+interface Backend {
+  target: string;
+  client: GrpcClient<SafetyKernelMethods>;
+  slots: (Lane | undefined)[];
+  nextSlot: number;
+  /** Set by a missed deadline, a failed or drained stream; cleared by a SERVING health probe. */
+  suspect: boolean;
+  probe?: NodeJS.Timeout;
+}
+
 interface Lane {
+  backend: Backend;
   call: grpc.ClientDuplexStream<PolicyStreamRequest, PolicyStreamResponse>;
   pending: Map<number, Waiter>;
   bornAt: number;
@@ -83,32 +103,105 @@ interface Waiter {
 }
 
 type SafetyKernelMethods = typeof SafetyKernel extends { method: infer M } ? M : never;
+type HealthMethods = typeof Health extends { method: infer M } ? M : never;
+
+/** How long a suspect kernel waits between health probes. */
+export const SUSPECT_PROBE_MS = 2_000;
+const PROBE_DEADLINE_MS = 1_000;
+
+/**
+ * One target per kernel of a comma list (so the client can tell them apart and
+ * leave a stalled one), one for `host:port` or `dns:///` (grpc-js balances those).
+ */
+function policyTargets(address: string): string[] {
+  parseGrpcAddress(address); // validates every D23 form, with its error messages
+  return address.includes(',')
+    ? address
+        .split(',')
+        .map((t) => t.trim())
+        .filter((t) => t.length > 0)
+    : [address.trim()];
+}
 
 export function createPolicyClient(address: string, opts: PolicyClientOptions = {}): PolicyClient {
-  const grpcClient = grpcClientFor<SafetyKernelMethods>(SafetyKernel, address, opts);
-  const slots: (Lane | undefined)[] = new Array<Lane | undefined>(Math.max(1, opts.streams ?? 4)).fill(undefined);
+  const targets = policyTargets(address);
+  const lanesPerBackend = Math.max(1, Math.ceil((opts.streams ?? 4) / targets.length));
+  const backends: Backend[] = targets.map((target) => ({
+    target,
+    client: grpcClientFor<SafetyKernelMethods>(SafetyKernel, target, opts),
+    slots: new Array<Lane | undefined>(lanesPerBackend).fill(undefined),
+    nextSlot: 0,
+    suspect: false,
+  }));
+  const health = new Map<Backend, GrpcClient<HealthMethods>>();
   const maxAgeMs = opts.streamMaxAgeMs ?? 30_000;
   const fallbackMs = opts.unaryFallbackMs ?? 60_000;
   const waitForReady = opts.waitForReady ?? false;
   const lanes = new Set<Lane>();
   let unaryUntil = 0;
-  let nextSlot = 0;
+  let nextBackend = 0;
   let nextId = 0;
   let closed = false;
+
+  // A kernel that missed a deadline or lost its stream takes no new request while another
+  // kernel is usable, until a health probe on its address answers SERVING: a stalled
+  // (SIGSTOPped, overloaded) replica costs the requests already on it, not one in N of all
+  // later ones until keepalive gives up on its connection.
+  const probe = (b: Backend): void => {
+    b.probe = setTimeout(() => {
+      b.probe = undefined;
+      if (closed) return;
+      let h = health.get(b);
+      if (!h) {
+        h = grpcClientFor<HealthMethods>(Health, b.target);
+        health.set(b, h);
+      }
+      h.check({ service: SafetyKernel.typeName }, { deadlineMs: PROBE_DEADLINE_MS }).then(
+        (res) => {
+          if (res.status === ServingStatus.SERVING) b.suspect = false;
+          else probe(b);
+        },
+        () => probe(b),
+      );
+    }, SUSPECT_PROBE_MS);
+    b.probe.unref();
+  };
+  const markSuspect = (b: Backend): void => {
+    if (b.suspect || closed || backends.length < 2) return;
+    b.suspect = true;
+    probe(b);
+  };
+
+  const usable = (b: Backend): boolean => !b.suspect && b.client.connectivity() !== grpc.connectivityState.TRANSIENT_FAILURE;
+  /** Round robin over usable kernels; when none is, over all of them. `avoid` only if another exists. */
+  const pickBackend = (avoid?: Backend): Backend => {
+    const n = backends.length;
+    for (const ok of [(b: Backend) => b !== avoid && usable(b), (b: Backend) => b !== avoid, () => true]) {
+      for (let i = 0; i < n; i++) {
+        const b = backends[(nextBackend + i) % n] as Backend;
+        if (ok(b)) {
+          nextBackend = (nextBackend + i + 1) % n;
+          return b;
+        }
+      }
+    }
+    return backends[0] as Backend;
+  };
 
   const retire = (lane: Lane): void => {
     if (lane.retired) return;
     lane.retired = true;
+    const slots = lane.backend.slots;
     const i = slots.indexOf(lane);
     if (i >= 0) slots[i] = undefined;
     // Half-close: the kernel still answers what it accepted, then ends the stream.
     if (!lane.ended) lane.call.end();
   };
 
-  const unary = (method: PolicyMethod, req: PolicyCheckInit, deadlineMs: number): Promise<PolicyCheckResponse> =>
+  const unary = (b: Backend, method: PolicyMethod, req: PolicyCheckInit, deadlineMs: number): Promise<PolicyCheckResponse> =>
     method === PolicyMethod.CHECK
-      ? grpcClient.check(req, { deadlineMs, waitForReady })
-      : grpcClient.evaluate(req, { deadlineMs, waitForReady });
+      ? b.client.check(req, { deadlineMs, waitForReady })
+      : b.client.evaluate(req, { deadlineMs, waitForReady });
 
   const settle = (w: Waiter): void => {
     clearTimeout(w.timer);
@@ -122,7 +215,9 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     retire(lane);
     const waiting = [...lane.pending.values()];
     lane.pending.clear();
+    const b = lane.backend;
     if (status.code === grpc.status.UNIMPLEMENTED) unaryUntil = Date.now() + fallbackMs;
+    else if (!closed && (status.code !== grpc.status.OK || waiting.length > 0)) markSuspect(b); // failed, or draining
     for (const w of waiting) {
       w.lane = undefined;
       if (closed) {
@@ -133,11 +228,16 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
         clearTimeout(w.timer);
         const left = Math.max(1, w.deadlineAt - Date.now());
         const req = w.msg.request ?? create(PolicyCheckRequestSchema);
-        unary(w.msg.method, req, left).then(w.resolve, (err: unknown) => w.reject(err as PolicyCallError));
+        unary(b, w.msg.method, req, left).then(w.resolve, (err: unknown) => w.reject(err as PolicyCallError));
       } else if (status.code === grpc.status.OK && !w.resent) {
         // Ended cleanly without an answer: the kernel never accepted it (see the rules above).
         w.resent = true;
-        send(w);
+        send(w, pickBackend(b));
+      } else if (status.code !== grpc.status.OK && !w.resent && backends.length > 1) {
+        // The kernel failed under it (killed, connection lost): another kernel answers instead.
+        // Safe to repeat: Evaluate records nothing and Check records velocity once per job (D20).
+        w.resent = true;
+        send(w, pickBackend(b));
       } else {
         clearTimeout(w.timer);
         w.reject(
@@ -149,10 +249,9 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     }
   };
 
-  const openLane = (): Lane => {
-    const md = new grpc.Metadata();
-    const call = grpcClient.decide({ metadata: md, waitForReady });
-    const lane: Lane = { call, pending: new Map(), bornAt: Date.now(), retired: false, ended: false };
+  const openLane = (b: Backend): Lane => {
+    const call = b.client.decide({ waitForReady });
+    const lane: Lane = { backend: b, call, pending: new Map(), bornAt: Date.now(), retired: false, ended: false };
     lanes.add(lane);
     call.on('data', (res: PolicyStreamResponse) => {
       const w = lane.pending.get(res.id);
@@ -168,23 +267,23 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     return lane;
   };
 
-  const pickLane = (): Lane => {
-    const i = nextSlot;
-    nextSlot = (nextSlot + 1) % slots.length;
-    let lane = slots[i];
+  const pickLane = (b: Backend): Lane => {
+    const i = b.nextSlot;
+    b.nextSlot = (b.nextSlot + 1) % b.slots.length;
+    let lane = b.slots[i];
     if (lane && Date.now() - lane.bornAt > maxAgeMs) {
       retire(lane);
       lane = undefined;
     }
     if (!lane) {
-      lane = openLane();
-      slots[i] = lane;
+      lane = openLane(b);
+      b.slots[i] = lane;
     }
     return lane;
   };
 
-  function send(w: Waiter): void {
-    const lane = pickLane();
+  function send(w: Waiter, b: Backend): void {
+    const lane = pickLane(b);
     w.lane = lane;
     lane.pending.set(w.msg.id, w);
     lane.call.write(w.msg);
@@ -195,17 +294,20 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     settle(w);
     w.reject(statusError(grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded'));
     // A kernel that is slow or stopped for one request is likely to be for the next: move on.
-    if (lane) retire(lane);
+    if (lane) {
+      retire(lane);
+      markSuspect(lane.backend);
+    }
   };
 
   const call = (method: PolicyMethod, req: PolicyCheckInit, deadlineMs: number): Promise<PolicyCheckResponse> => {
     if (closed) return Promise.reject(statusError(grpc.status.CANCELLED, 'policy client closed'));
-    if (unaryUntil > Date.now()) return unary(method, req, deadlineMs);
+    if (unaryUntil > Date.now()) return unary(pickBackend(), method, req, deadlineMs);
     nextId = (nextId + 1) >>> 0;
     const msg = create(PolicyStreamRequestSchema, { id: nextId, method, request: req });
     return new Promise<PolicyCheckResponse>((resolve, reject) => {
       const w: Waiter = { msg, resolve, reject, deadlineAt: Date.now() + deadlineMs, resent: false, timer: setTimeout(() => expire(w), deadlineMs) };
-      send(w);
+      send(w, pickBackend());
     });
   };
 
@@ -214,6 +316,9 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     evaluate: (req, deadlineMs) => call(PolicyMethod.EVALUATE, req, deadlineMs),
     get transport() {
       return unaryUntil > Date.now() ? 'unary' : 'stream';
+    },
+    get suspects() {
+      return backends.filter((b) => b.suspect).map((b) => b.target);
     },
     close() {
       if (closed) return;
@@ -227,7 +332,11 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
         lane.call.cancel();
       }
       lanes.clear();
-      grpcClient.close();
+      for (const b of backends) {
+        if (b.probe) clearTimeout(b.probe);
+        b.client.close();
+      }
+      for (const h of health.values()) h.close();
     },
   };
 }
