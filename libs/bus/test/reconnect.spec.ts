@@ -1,7 +1,8 @@
 import { rmSync } from 'node:fs';
 import { canConnect, startNats, startProcess, waitFor, type ManagedProcess, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
-import { connectBus, subjects, type Bus, type HandlerOutcome } from '../src';
+import { connect } from 'nats';
+import { STREAM_SYS, connectBus, durableName, subjects, type Bus, type HandlerOutcome } from '../src';
 import { dec, enc, testLogger, uniqueQueue, type CapturingLogger } from './helpers';
 
 describe('@cordum/bus across a nats-server restart', () => {
@@ -26,13 +27,21 @@ describe('@cordum/bus across a nats-server restart', () => {
 
   it('the existing consumer resumes after the server restarts on the same port and store; connected goes false then true', async () => {
     const got: string[] = [];
+    const queue = uniqueQueue('reconnect');
     const consumer = await bus.consume({
-      subject: subjects.result, queue: uniqueQueue('reconnect'), decode: dec,
+      subject: subjects.result, queue, decode: dec,
       handler: (body): Promise<HandlerOutcome> => { got.push(body); return Promise.resolve({ kind: 'ack' }); },
     });
     await bus.publish(subjects.result, enc('before'), { msgId: 'reconnect:before' });
     await waitFor(() => got.includes('before'));
     expect(bus.connected).toBe(true);
+    // The handler returning is not the server holding the ack (acks are sent after the handler, batched);
+    // wait until the consumer's ack floor shows it, so "acked before the restart" is true when we stop.
+    const raw = await connect({ servers: server.url });
+    const jsm = await raw.jetstreamManager();
+    await waitFor(async () => (await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.result))).num_ack_pending === 0,
+      10_000, { message: 'ack recorded by the server' });
+    await raw.close();
 
     await server.process.stop(5_000); // graceful: JetStream flushes the store dir
     await waitFor(() => !bus.connected, 10_000, { message: 'connected=false' });
