@@ -17,12 +17,65 @@ function compareKeys(a: string, b: string): number {
 
 type MapField = Extract<DescField, { fieldKind: 'map' }>;
 
+/** Per message type: its fields that are maps or can hold one (directly or through nested messages). */
+const mapPaths = new WeakMap<DescMessage, readonly DescField[]>();
+
+function nestedType(f: DescField): DescMessage | undefined {
+  if (f.fieldKind === 'message') return f.message;
+  if (f.fieldKind === 'list' && f.listKind === 'message') return f.message;
+  return undefined;
+}
+
+/**
+ * Fills `mapPaths` for `root` and every message type reachable from it: a fixpoint over the
+ * type graph, so recursive types (Struct ↔ Value ↔ ListValue) get every path to a map.
+ */
+function computeMapPaths(root: DescMessage): void {
+  const types: DescMessage[] = [root];
+  const seen = new Set<DescMessage>(types);
+  for (let i = 0; i < types.length; i++) {
+    for (const f of (types[i] as DescMessage).fields) {
+      const n = nestedType(f);
+      if (n && !seen.has(n) && !mapPaths.has(n)) {
+        seen.add(n);
+        types.push(n);
+      }
+    }
+  }
+  const reaches = new Set<DescMessage>();
+  const holdsMap = (f: DescField): boolean => {
+    const n = nestedType(f);
+    return f.fieldKind === 'map' || (n !== undefined && (reaches.has(n) || (mapPaths.get(n)?.length ?? 0) > 0));
+  };
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const t of types) {
+      if (!reaches.has(t) && t.fields.some(holdsMap)) {
+        reaches.add(t);
+        changed = true;
+      }
+    }
+  }
+  for (const t of types) mapPaths.set(t, t.fields.filter(holdsMap));
+}
+
+function mapFieldsOf(desc: DescMessage): readonly DescField[] {
+  let fields = mapPaths.get(desc);
+  if (!fields) {
+    computeMapPaths(desc);
+    fields = mapPaths.get(desc) ?? [];
+  }
+  return fields;
+}
+
 /**
  * Calls `fn` on every map field of `msg`, recursively (a map's message values after the map
  * itself, list items, nested and oneof messages); stops and returns false as soon as `fn` does.
+ * Visits only the fields that can hold a map (computed once per message type), so a packet
+ * without maps costs a few property reads.
  */
 function everyMap(desc: DescMessage, msg: AnyRecord, fn: (field: MapField, owner: AnyRecord) => boolean): boolean {
-  for (const field of desc.fields) {
+  for (const field of mapFieldsOf(desc)) {
     switch (field.fieldKind) {
       case 'map': {
         if (!msg[field.localName]) break;
@@ -66,7 +119,7 @@ function everyMap(desc: DescMessage, msg: AnyRecord, fn: (field: MapField, owner
  * order; the result is still a pure function of the key set, which is all the
  * signer needs (verifiers hash the received bytes, never a re-encoding).
  */
-function sortMapsInPlace(desc: DescMessage, msg: AnyRecord): void {
+export function sortMapsInPlace(desc: DescMessage, msg: AnyRecord): void {
   everyMap(desc, msg, (field, owner) => {
     const rec = owner[field.localName] as AnyRecord;
     const sorted: AnyRecord = {};
@@ -81,7 +134,7 @@ function sortMapsInPlace(desc: DescMessage, msg: AnyRecord): void {
  * `sortMapsInPlace` would change nothing (a sufficient test: a map whose
  * integer-like keys break string order is sent through the copy anyway).
  */
-function mapsSorted(desc: DescMessage, msg: AnyRecord): boolean {
+export function mapsSorted(desc: DescMessage, msg: AnyRecord): boolean {
   return everyMap(desc, msg, (field, owner) => {
     const keys = Object.keys(owner[field.localName] as AnyRecord);
     return keys.every((key, i) => i === 0 || compareKeys(keys[i - 1] ?? '', key) <= 0);

@@ -20,6 +20,8 @@ import {
 } from '../src';
 import type { BusPacket } from '../src';
 import { readVector } from './fixtures';
+import { ListValueSchema, StructSchema, ValueSchema } from '@bufbuild/protobuf/wkt';
+import { mapsSorted, sortMapsInPlace } from '../src/codec';
 
 function codeOf(fn: () => unknown): { code: string; message: string } | undefined {
   try {
@@ -74,6 +76,20 @@ describe('encodePacket', () => {
     expect(Buffer.from(encodePacket(build(['c', 'a', 'b'], ['x', 'y', 'z'])))).toEqual(Buffer.from(sorted));
     // Integer-like keys enumerate numerically ("9" before "10"), against string order: still one encoding.
     expect(Buffer.from(encodePacket(build(['9', '10', 'a'], ['x'])))).toEqual(Buffer.from(encodePacket(build(['a', '10', '9'], ['x']))));
+  });
+
+  it('finds maps through recursive message types (Struct ↔ Value ↔ ListValue), whichever path reaches them', () => {
+    // BusPacket has no recursive type today; the map walk must still see every path when one is added.
+    const inner = create(StructSchema, { fields: { b: create(ValueSchema, { kind: { case: 'numberValue', value: 1 } }), a: create(ValueSchema, { kind: { case: 'numberValue', value: 2 } }) } });
+    const list = create(ListValueSchema, { values: [create(ValueSchema, { kind: { case: 'structValue', value: inner } })] });
+    const value = create(ValueSchema, { kind: { case: 'listValue', value: list } });
+    expect(mapsSorted(ValueSchema, value as unknown as Record<string, unknown>)).toBe(false);
+    sortMapsInPlace(ValueSchema, value as unknown as Record<string, unknown>);
+    const walked = ((value.kind.value as typeof list).values[0]?.kind.value as typeof inner).fields;
+    expect(Object.keys(walked)).toEqual(['a', 'b']);
+    expect(mapsSorted(ValueSchema, value as unknown as Record<string, unknown>)).toBe(true);
+    // A packet type with no map anywhere costs nothing and is always "sorted".
+    expect(mapsSorted(JobProgressSchema, create(JobProgressSchema, { jobId: 'j' }) as unknown as Record<string, unknown>)).toBe(true);
   });
 
   it('does not mutate the packet it encodes', () => {
