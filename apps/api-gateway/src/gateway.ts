@@ -6,9 +6,8 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
-import { createJobStore, statePacket, type JobRecord } from '@cordum/job-store';
+import { createJobStore, encodeStatePacket, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
-import { encodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
 import { createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck } from '@cordum/service-kit';
 import type { GatewayConfig } from './config';
@@ -132,7 +131,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       hub.noteTenant(job.id, job.tenant);
       if (!bus.connected) return;
       try {
-        bus.publishCore(subjects.state, encodePacket(statePacket(config.instanceId, job)));
+        bus.publishCore(subjects.state, encodeStatePacket(config.instanceId, job));
       } catch (err) {
         logger.debug('state broadcast failed', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
       }

@@ -1,9 +1,9 @@
 // Composition root: builds the graph, exposes start()/stop() (STYLE 2, 3, 4).
 import { connectBus, subjects, type Bus, type Consumer, type Subscription } from '@cordum/bus';
 import type { ConfigWatcher } from '@cordum/config-overlay';
-import { createJobStore, statePacket, type JobRecord, type JobStore } from '@cordum/job-store';
+import { createJobStore, encodeStatePacket, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
-import { decodePacket, encodePacket } from '@cordum/protocol';
+import { decodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
@@ -89,7 +89,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     metrics.jobsTotal.inc({ state: job.state });
     if (!bus?.connected) return;
     try {
-      bus.publishCore(subjects.state, encodePacket(statePacket(instanceId, job)));
+      bus.publishCore(subjects.state, encodeStatePacket(instanceId, job));
     } catch (err) {
       logger.debug('state broadcast failed', { job_id: job.id, err });
     }

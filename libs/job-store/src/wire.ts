@@ -1,14 +1,12 @@
 // One mapping from a job (or a submit command shaped like one) to the CAP wire
 // fields that the gateway, the scheduler and the kernel all read: priority and
 // actor enums, JobMetadata, and the PolicyCheckRequest the kernel evaluates.
+import { randomUUID } from 'node:crypto';
 import {
   ActorType,
   JobPriority,
-  JobProgressSchema,
   JobStatus,
-  create,
-  newPacket,
-  type BusPacket,
+  encodeProgressPacket,
   type JobMetadataSchema,
   type MessageInitShape,
   type PolicyCheckRequestSchema,
@@ -75,8 +73,19 @@ export const STATE_STATUS: Readonly<Record<JobState, JobStatus>> = {
   OUTPUT_QUARANTINED: JobStatus.FAILED,
 };
 
-/** D15: the sys.job.state broadcast after a committed transition, from whichever service committed it. */
-export function statePacket(senderId: string, job: Pick<JobRecord, 'id' | 'state' | 'traceId'>): BusPacket {
-  const progress = create(JobProgressSchema, { jobId: job.id, status: STATE_STATUS[job.state], message: job.state });
-  return newPacket(senderId, { case: 'jobProgress', value: progress }, job.traceId || undefined);
+/**
+ * D15: the sys.job.state broadcast after a committed transition, from whichever
+ * service committed it, encoded: a BusPacket with JobProgress{job_id, status,
+ * message = the exact state name}, a fresh trace id when the job has none.
+ * Hand-encoded (encodeProgressPacket), the same bytes as encodePacket would give.
+ */
+export function encodeStatePacket(senderId: string, job: Pick<JobRecord, 'id' | 'state' | 'traceId'>, nowMs = Date.now()): Uint8Array {
+  return encodeProgressPacket({
+    traceId: job.traceId || randomUUID(),
+    senderId,
+    createdAtMs: nowMs,
+    jobId: job.id,
+    status: STATE_STATUS[job.state],
+    message: job.state,
+  });
 }

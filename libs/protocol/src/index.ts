@@ -27,6 +27,8 @@ export type { Timestamp } from '@bufbuild/protobuf/wkt';
 export { ProtocolError, isProtocolError } from './errors';
 export type { ProtocolErrorCode } from './errors';
 export { PROTOCOL_VERSION, encodePacket, decodePacket, encodeForSigning, newPacket, canonicalCopy } from './codec';
+export { encodeProgressPacket } from './progress-packet';
+export type { ProgressPacketFields } from './progress-packet';
 export { validatePacket, JOB_TOPIC_RE, MAX_TOPIC_LENGTH } from './validate';
 export { SIGNATURE_FIELD, signPacket, verifyPacket, signedBytes } from './sign';
 export { stripTopLevelField, encodeLenField } from './wire';
