@@ -11,6 +11,7 @@
 //          --skip-baselines --skip-safety --skip-stack --no-pass2 --out DIR (bench/results) --cpu-prof DIR (V8 profiles)
 //          --node-options STR (services' NODE_OPTIONS) --node-args STR (extra node flags, e.g. --trace-gc)
 //          --sweep R1,R2,... (pass 1 also runs paced at each rate: latency against load)
+//          --interleave N (N rounds of bare then stack 1x, saturated only: the stack ÷ bare ratio per round)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -32,7 +33,7 @@ import { SERVICE_NODE_OPTIONS, STACK_REQUEST, bundlePath, kernelHasDecisionCache
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [] };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0 };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
@@ -70,10 +71,14 @@ function parseArgs(argv) {
       o.nodeOptions = argv[++i];
       if (o.nodeOptions === undefined) throw new Error('--node-options needs a value ("" for none)');
     }
+    else if (a === '--interleave') {
+      o.interleave = num(a, argv[++i]);
+      if (!Number.isInteger(o.interleave)) throw new Error('--interleave needs a whole number of rounds');
+    }
     else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
     else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 13).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
       process.exit(0);
     } else throw new Error(`unknown argument "${a}" (try --help)`);
   }
@@ -204,6 +209,24 @@ async function run(opts, cleanupState) {
     }
   };
 
+  /** The bare pipeline (tools/bench/bare) measured as one model. */
+  const bareRun = async (mo) => {
+    const bare = await startBare(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url });
+    const rss = rssSampler(bare.procs);
+    try {
+      const m = await measureModel({
+        redis, monitorPort: natsSrv.monitorPort, urls: [bare.url], opts: mo, log, procs: [...bare.procs, ...servers],
+        request: { path: '/jobs', headers: {}, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) },
+        records: { key: (id) => `bare:job:{${id}}`, fields: ['state', 'created_at', 'dispatched_at', 'finished_at'], terminal: new Set(['SUCCEEDED', 'FAILED']) },
+      });
+      rss.stop();
+      return { ...m, rssMb: rss.peakMb() };
+    } finally {
+      rss.stop();
+      await bare.stop();
+    }
+  };
+
   if (opts.baselines) {
     log('baseline: raw JetStream publish → pull → ack');
     results.baselines.jetstream = await guard('jetstream', () => runJetStreamBaseline({ natsUrl: natsSrv.url, durationS: opts.duration, warmupS: opts.warmup }));
@@ -211,22 +234,7 @@ async function run(opts, cleanupState) {
     results.baselines.bullmq = await guard('bullmq', () => runBullmqBaseline({ redisPort: redisSrv.port, durationS: opts.duration, warmupS: opts.warmup }));
     await flush();
     log('baseline: bare pipeline (3 processes)');
-    results.baselines.bare = await guard('bare', async () => {
-      const bare = await startBare(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url });
-      const rss = rssSampler(bare.procs);
-      try {
-        const m = await measureModel({
-          redis, monitorPort: natsSrv.monitorPort, urls: [bare.url], opts: mopts, log, procs: [...bare.procs, ...servers],
-          request: { path: '/jobs', headers: {}, body: JSON.stringify({ topic: 'job.echo', prompt: 'hello bench' }) },
-          records: { key: (id) => `bare:job:{${id}}`, fields: ['state', 'created_at', 'dispatched_at', 'finished_at'], terminal: new Set(['SUCCEEDED', 'FAILED']) },
-        });
-        rss.stop();
-        return { ...m, rssMb: rss.peakMb() };
-      } finally {
-        rss.stop();
-        await bare.stop();
-      }
-    });
+    results.baselines.bare = await guard('bare', () => bareRun(mopts));
     await flush();
   }
 
@@ -246,6 +254,34 @@ async function run(opts, cleanupState) {
     results.safety.push({ label: 'gRPC floor', ...(await guard('safety gRPC floor', () => floorRun(cordum, opts))) });
     await flush();
   }
+
+  /**
+   * --interleave N: this VM's speed moves by up to 2x within minutes, so a ratio of two
+   * passes measured minutes apart moves with it. N rounds of (bare, stack 1x) back to
+   * back, saturated only, give one ratio per round from two runs seconds apart; the
+   * median of those is the figure that survives the machine's swings.
+   */
+  const interleave = async (pass) => {
+    const mo = { ...mopts, rate: 0, half: false, sweep: [], duration: Math.min(opts.duration, 10) };
+    const rounds = [];
+    for (let i = 1; i <= opts.interleave; i++) {
+      log(`interleave round ${i}/${opts.interleave}: bare, then stack 1x`);
+      const bare = await guard(`interleave ${i} bare`, () => bareRun(mo));
+      await flush();
+      const stack = await pass(`interleave ${i}`, { schedulers: 1, gateways: 1 }, undefined, mo);
+      await flush();
+      const cpu = (m) => (m?.saturated?.cpuMsPerJob ? Math.round(Object.values(m.saturated.cpuMsPerJob).reduce((a, b) => a + b, 0) * 100) / 100 : null);
+      rounds.push({
+        bareJobsPerS: bare?.saturated?.completedPerS ?? null,
+        stackJobsPerS: stack?.saturated?.completedPerS ?? null,
+        bareCpuMsPerJob: cpu(bare),
+        stackCpuMsPerJob: cpu(stack),
+        failedOrUnfinished: (bare?.saturated?.failedOrUnfinished ?? 0) + (stack?.saturated?.failedOrUnfinished ?? 0),
+        ...(bare?.error || stack?.error ? { error: bare?.error ?? stack?.error } : {}),
+      });
+    }
+    return { durationS: mo.duration, rounds };
+  };
 
   const missing = missingBundles(root);
   if (!opts.stack) results.stack.skipped = '--skip-stack';
@@ -299,6 +335,7 @@ async function run(opts, cleanupState) {
       const g = await pass('growth', { schedulers: 1, gateways: 1 }, undefined, { halfRate: results.stack.pass1?.half?.rate }, settle);
       results.stack.growth = { preload: pre, ...g };
     }
+    if (opts.interleave > 0) results.interleaved = await interleave(pass);
   }
 
   results.ratios = ratios(results);

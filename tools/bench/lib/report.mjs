@@ -3,6 +3,22 @@ const fmt = (v) => (v === null || v === undefined ? '-' : typeof v === 'number' 
 const ms = (o) => (o ? `${fmt(o.p50)} / ${fmt(o.p95 ?? '-')} / ${fmt(o.p99)}` : '-');
 const ratio = (a, b) => (a && b ? Math.round((a / b) * 100) / 100 : null);
 
+function median(xs) {
+  const v = xs.filter((x) => typeof x === 'number').sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : Math.round(((v[m - 1] + v[m]) / 2) * 100) / 100;
+}
+
+/** --interleave: one stack ÷ bare ratio per round (jobs/s, and CPU per job), their median, min and max. */
+export function interleavedRatios(il) {
+  if (!il?.rounds?.length) return null;
+  const perRound = il.rounds.map((r) => ratio(r.stackJobsPerS, r.bareJobsPerS));
+  const cpu = il.rounds.map((r) => ratio(r.stackCpuMsPerJob, r.bareCpuMsPerJob));
+  const ok = perRound.filter((x) => x !== null);
+  return { perRound, median: median(perRound), min: ok.length ? Math.min(...ok) : null, max: ok.length ? Math.max(...ok) : null, cpuPerJobMedian: median(cpu) };
+}
+
 export function ratios(r) {
   const ours = r.stack?.pass1?.saturated?.completedPerS;
   const p99 = r.stack?.pass1?.paced?.submitToResultMs?.p99;
@@ -15,6 +31,7 @@ export function ratios(r) {
     growth_over_empty_jobsPerS: ratio(r.stack?.growth?.saturated?.completedPerS, ours),
     growth_over_empty_p99: ratio(r.stack?.growth?.paced?.submitToResultMs?.p99, p99),
     growth_over_empty_half_p99: ratio(r.stack?.growth?.half?.submitToResultMs?.p99, r.stack?.pass1?.half?.submitToResultMs?.p99),
+    ...(r.interleaved ? { interleaved_jobsPerS_over_bare: interleavedRatios(r.interleaved) } : {}),
   };
 }
 
@@ -69,6 +86,7 @@ export function table(r) {
       rows.push([`safety ${s.label}`, `Decide stream: decisions/s (${s.stream.throughput.concurrency} in flight)`, s.stream.throughput.decisionsPerS]);
     }
   }
+  (r.interleaved?.rounds ?? []).forEach((x, i) => rows.push([`interleave ${i + 1}`, `bare / stack 1x jobs/s, CPU ms per job (${r.interleaved.durationS}s each)`, x.error ? `error: ${x.error}` : `${fmt(x.bareJobsPerS)} / ${fmt(x.stackJobsPerS)}, ${fmt(x.bareCpuMsPerJob)} / ${fmt(x.stackCpuMsPerJob)}${x.failedOrUnfinished ? `  (${x.failedOrUnfinished} failed or unfinished)` : ''}`]));
   if (r.stack?.growth?.preload) rows.push(['stack growth', 'preloaded terminal / pending', `${r.stack.growth.preload.terminal} / ${r.stack.growth.preload.pending} (${r.stack.growth.preload.seconds}s)`]);
   const w0 = Math.max(...rows.map((x) => x[0].length));
   const w1 = Math.max(...rows.map((x) => x[1].length));
@@ -82,5 +100,7 @@ export function table(r) {
   lines.push(`ratio  2 schedulers+2 gateways ÷ 1x jobs/s        ${fmt(q.pass2_over_pass1_jobsPerS)}`);
   lines.push(`ratio  growth ÷ empty jobs/s, p99                 ${fmt(q.growth_over_empty_jobsPerS)}, ${fmt(q.growth_over_empty_p99)}   (target within 10 %)`);
   lines.push(`ratio  growth ÷ empty p99 at pass 1's half rate   ${fmt(q.growth_over_empty_half_p99)}`);
+  const il = q.interleaved_jobsPerS_over_bare;
+  if (il) lines.push(`ratio  our jobs/s ÷ bare, interleaved (median)    ${fmt(il.median)}   (${il.perRound.length} rounds, ${fmt(il.min)}–${fmt(il.max)}; CPU per job ${fmt(il.cpuPerJobMedian)}× bare)`);
   return lines.join('\n');
 }

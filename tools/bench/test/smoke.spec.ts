@@ -38,7 +38,8 @@ interface Results {
   baselines: { jetstream: { roundTripsPerS: number; error?: string }; bullmq: { jobsPerS: number; error?: string }; bare: Model };
   stack: { pass1: Model; pass2: Model; growth: Model & { preload: { terminal: number; pending: number } }; skipped?: string };
   safety: { label: string; error?: string; skipped?: string; latency: Check; throughput: Check; stream: { latency: Check; throughput: Check } }[];
-  ratios: Record<string, number | null>;
+  interleaved: { durationS: number; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; failedOrUnfinished: number; error?: string }[] };
+  ratios: Record<string, unknown>;
 }
 
 function expectPct(p: Pct, what: string): void {
@@ -76,12 +77,12 @@ describe('npm run bench -- --smoke', () => {
   beforeAll(async () => {
     for (const s of SERVICES) serviceBundle(s); // a readable error when `npm run build` was not run
     out = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
-    bench = startProcess('bench', process.execPath, [join(repoRoot, 'tools/bench/run.mjs'), '--smoke', '--sweep', '20', '--out', out], {}, repoRoot);
-    exit = await bench.waitExit(170_000);
+    bench = startProcess('bench', process.execPath, [join(repoRoot, 'tools/bench/run.mjs'), '--smoke', '--sweep', '20', '--interleave', '1', '--out', out], {}, repoRoot);
+    exit = await bench.waitExit(230_000);
     const files = readdirSync(out).filter((f) => /^smoke-.*\.json$/.test(f));
     expect(files).toHaveLength(1);
     results = JSON.parse(readFileSync(join(out, files[0]!), 'utf8')) as Results;
-  }, 180_000);
+  }, 240_000);
 
   afterAll(async () => {
     await bench?.stop();
@@ -92,7 +93,7 @@ describe('npm run bench -- --smoke', () => {
     expect({ exit, tail: exit.code === 0 ? '' : bench.logs().slice(-3000) }).toEqual({ exit: { code: 0, signal: null }, tail: '' });
     const lines = bench.output;
     const ratioLines = lines.filter((l) => l.startsWith('ratio '));
-    expect(ratioLines).toHaveLength(7);
+    expect(ratioLines).toHaveLength(8);
     // A ratio line shows '-' when a figure it needs is missing.
     for (const l of ratioLines) expect(l).not.toMatch(/\s-(,|\s|$)/);
     expect(lines.some((l) => l.startsWith('results: ') && l.includes(out))).toBe(true);
@@ -154,7 +155,21 @@ describe('npm run bench -- --smoke', () => {
 
   it('computes every ratio', () => {
     const keys = ['jobsPerS_over_bullmq', 'jobsPerS_over_jetstream', 'jobsPerS_over_bare', 'p99_over_bare_p99', 'pass2_over_pass1_jobsPerS', 'growth_over_empty_jobsPerS', 'growth_over_empty_p99', 'growth_over_empty_half_p99'];
-    expect(Object.keys(results.ratios).sort()).toEqual([...keys].sort());
+    expect(Object.keys(results.ratios).sort()).toEqual([...keys, 'interleaved_jobsPerS_over_bare'].sort());
     for (const k of keys) expect({ k, v: typeof results.ratios[k] }).toEqual({ k, v: 'number' });
+  });
+
+  it('runs the --interleave rounds (bare, then stack 1x) with zero failed jobs and a ratio per round', () => {
+    expect(results.interleaved.rounds).toHaveLength(1);
+    for (const r of results.interleaved.rounds) {
+      expect({ error: r.error, failed: r.failedOrUnfinished }).toEqual({ error: undefined, failed: 0 });
+      for (const v of [r.bareJobsPerS, r.stackJobsPerS, r.bareCpuMsPerJob, r.stackCpuMsPerJob]) expect(v).toBeGreaterThan(0);
+    }
+    const il = results.ratios['interleaved_jobsPerS_over_bare'] as { perRound: number[]; median: number; min: number; max: number; cpuPerJobMedian: number };
+    expect(il.perRound).toHaveLength(1);
+    expect(il.median).toBe(il.perRound[0]);
+    expect([il.min, il.max]).toEqual([il.median, il.median]);
+    expect(il.cpuPerJobMedian).toBeGreaterThan(0);
+    expect(bench.output.some((l) => l.startsWith('interleave 1 '))).toBe(true);
   });
 });
