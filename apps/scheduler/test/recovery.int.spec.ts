@@ -111,7 +111,10 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     const before = await counter('cordum_dispatch_verify_total', 'outcome', 'delivered');
     const job = await submit('job.rdl');
     await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'job SUCCEEDED' });
-    // (the verify delay is 1 s: without the answer the probe would still be waiting on the wheel)
+    // The test's own read can see SUCCEEDED before the scheduler has handled the finish reply that
+    // counts the dispatch, so wait for the count (well inside the 1 s verify delay: without the
+    // answer the probe would still be waiting on the wheel).
+    await waitFor(async () => (await counter('cordum_dispatch_verify_total', 'outcome', 'delivered')) - before >= 1, 500, { message: 'delivered counted' });
     expect({ pending: scheduler.verifier.pending(job.id), delivered: (await counter('cordum_dispatch_verify_total', 'outcome', 'delivered')) - before }).toEqual({ pending: false, delivered: 1 });
   });
 
@@ -243,7 +246,9 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     const job = await store.createJob(newJob('job.rf')); // never published
     await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'orphan SUCCEEDED' });
     expect(w.count(job.id)).toBe(1);
-    expect(await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')).toBeGreaterThan(0);
+    // The replayer counts the orphan once its drive returns, after its own bookkeeping reads;
+    // the worker's result can be applied (SUCCEEDED) before that, so wait for the count.
+    await waitFor(async () => (await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')) > 0, 5_000, { message: 'orphan counted as lost' });
   });
 
   it('a job on a topic nobody serves is parked (no job:retry timer), then FAILED + DLQ no_workers when its backoff schedule would have hit the tries bound (D13, P15)', async () => {
