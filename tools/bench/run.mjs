@@ -263,6 +263,7 @@ async function run(opts, cleanupState) {
    */
   const interleave = async (pass) => {
     const mo = { ...mopts, rate: 0, half: false, sweep: [], duration: Math.min(opts.duration, 10) };
+    const cpu = (m) => (m?.saturated?.cpuMsPerJob ? Math.round(Object.values(m.saturated.cpuMsPerJob).reduce((a, b) => a + b, 0) * 100) / 100 : null);
     const rounds = [];
     for (let i = 1; i <= opts.interleave; i++) {
       log(`interleave round ${i}/${opts.interleave}: bare, then stack 1x`);
@@ -270,7 +271,6 @@ async function run(opts, cleanupState) {
       await flush();
       const stack = await pass(`interleave ${i}`, { schedulers: 1, gateways: 1 }, undefined, mo);
       await flush();
-      const cpu = (m) => (m?.saturated?.cpuMsPerJob ? Math.round(Object.values(m.saturated.cpuMsPerJob).reduce((a, b) => a + b, 0) * 100) / 100 : null);
       rounds.push({
         bareJobsPerS: bare?.saturated?.completedPerS ?? null,
         stackJobsPerS: stack?.saturated?.completedPerS ?? null,

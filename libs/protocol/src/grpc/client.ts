@@ -48,11 +48,16 @@ export type GrpcClient<T extends GenServiceMethods> = {
  *  - `a:1,b:2` with names   → one channel per entry, round robin in the client
  *    (grpc-js's static `ipv4:` resolver cannot resolve host names).
  */
-export function parseGrpcAddress(address: string): string[] {
-  const parts = address
+/** The entries of a D23 address: one for `host:port` or `dns:///...`, one per kernel of a comma list. Not validated. */
+export function splitGrpcAddress(address: string): string[] {
+  return address
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
+}
+
+export function parseGrpcAddress(address: string): string[] {
+  const parts = splitGrpcAddress(address);
   if (parts.length === 0) throw new ProtocolError('invalid_address', `empty gRPC address ${JSON.stringify(address)}`);
   if (parts.length === 1) return [parts[0] as string];
   const hosts = parts.map((p) => {

@@ -36,7 +36,7 @@ import {
   type PolicyStreamRequest,
   type PolicyStreamResponse,
 } from '../gen/cordum/v1/safety_pb';
-import { grpcClientFor, parseGrpcAddress, type GrpcClient, type GrpcClientOptions } from './client';
+import { grpcClientFor, parseGrpcAddress, splitGrpcAddress, type GrpcClient, type GrpcClientOptions } from './client';
 import { Health } from '../gen/grpc/health/v1/health_pb';
 import { ServingStatus } from './health';
 import { toServiceError } from './server';
@@ -81,6 +81,8 @@ interface Backend {
   /** Set by a missed deadline, a failed or drained stream; cleared by a SERVING health probe. */
   suspect: boolean;
   probe?: NodeJS.Timeout;
+  /** grpc.health.v1 client on the same target, made by the first probe. */
+  health?: GrpcClient<HealthMethods>;
 }
 
 interface Lane {
@@ -115,12 +117,7 @@ const PROBE_DEADLINE_MS = 1_000;
  */
 function policyTargets(address: string): string[] {
   parseGrpcAddress(address); // validates every D23 form, with its error messages
-  return address.includes(',')
-    ? address
-        .split(',')
-        .map((t) => t.trim())
-        .filter((t) => t.length > 0)
-    : [address.trim()];
+  return splitGrpcAddress(address);
 }
 
 export function createPolicyClient(address: string, opts: PolicyClientOptions = {}): PolicyClient {
@@ -133,7 +130,6 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     nextSlot: 0,
     suspect: false,
   }));
-  const health = new Map<Backend, GrpcClient<HealthMethods>>();
   const maxAgeMs = opts.streamMaxAgeMs ?? 30_000;
   const fallbackMs = opts.unaryFallbackMs ?? 60_000;
   const waitForReady = opts.waitForReady ?? false;
@@ -151,12 +147,8 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     b.probe = setTimeout(() => {
       b.probe = undefined;
       if (closed) return;
-      let h = health.get(b);
-      if (!h) {
-        h = grpcClientFor<HealthMethods>(Health, b.target);
-        health.set(b, h);
-      }
-      h.check({ service: SafetyKernel.typeName }, { deadlineMs: PROBE_DEADLINE_MS }).then(
+      b.health ??= grpcClientFor<HealthMethods>(Health, b.target);
+      b.health.check({ service: SafetyKernel.typeName }, { deadlineMs: PROBE_DEADLINE_MS }).then(
         (res) => {
           if (res.status === ServingStatus.SERVING) b.suspect = false;
           else probe(b);
@@ -335,8 +327,8 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
       for (const b of backends) {
         if (b.probe) clearTimeout(b.probe);
         b.client.close();
+        b.health?.close();
       }
-      for (const h of health.values()) h.close();
     },
   };
 }
