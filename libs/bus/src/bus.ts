@@ -1,7 +1,8 @@
-import { connect, Events, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import { connect, ErrorCode, Events, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { BusError } from './errors';
 import { busMetrics, type BusMetrics } from './metrics';
-import { publishWithRetry } from './publish';
+import { JsPublisher } from './js-publisher';
+import { publishWithRetry, type PublishDeps } from './publish';
 import { PullConsumer } from './consumer';
 import { clusterSizeHint, ensureSysStream } from './streams';
 import type { Bus, BusLogger, BusOptions, ConsumeOptions, Consumer, Subscription } from './types';
@@ -18,6 +19,8 @@ class NatsBus implements Bus {
   private flushing: Promise<void> | undefined;
   private readonly statusLoop: Promise<void>;
   private readonly statusIter: ReturnType<NatsConnection['status']>;
+  private readonly publisher: JsPublisher;
+  private readonly publishDeps: PublishDeps;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -27,6 +30,8 @@ class NatsBus implements Bus {
     private readonly log: BusLogger,
     private readonly metrics: BusMetrics,
   ) {
+    this.publisher = new JsPublisher(nc);
+    this.publishDeps = { send: (s, d, id, t) => this.publisher.publish(s, d, id, t), metrics, isClosed: () => this.state !== 'open' };
     this.statusIter = nc.status();
     this.statusLoop = this.watchStatus();
   }
@@ -41,6 +46,8 @@ class NatsBus implements Bus {
       // Only these three matter here; the others (ping timer, LDM, cluster updates) are informational.
       if (s.type === Events.Disconnect) {
         this.isConnected = false;
+        // Replies to publishes in flight may be lost with the connection: retry them now (D43).
+        this.publisher.failAll(ErrorCode.Disconnect);
         if (this.state === 'open') this.log.warn('bus: disconnected from NATS', { server: String(s.data) });
       } else if (s.type === Events.Reconnect) {
         this.isConnected = true;
@@ -62,7 +69,7 @@ class NatsBus implements Bus {
   }
 
   publish(subject: string, data: Uint8Array, opts: { msgId?: string } = {}): Promise<void> {
-    return publishWithRetry({ js: this.js, metrics: this.metrics, isClosed: () => this.state !== 'open' }, subject, data, opts.msgId);
+    return publishWithRetry(this.publishDeps, subject, data, opts.msgId);
   }
 
   publishCore(subject: string, data: Uint8Array): void {
@@ -140,6 +147,7 @@ class NatsBus implements Bus {
         if (t) clearTimeout(t);
       }
     }
+    this.publisher.close();
     // nc.status() is typed as AsyncIterable but is a QueuedIterator at run time; stop() ends the loop.
     (this.statusIter as { stop?: () => void }).stop?.();
     await this.statusLoop;

@@ -1,4 +1,4 @@
-import { ErrorCode, type JetStreamClient } from 'nats';
+import { ErrorCode } from 'nats';
 import { BusError, natsCode } from './errors';
 import type { BusMetrics } from './metrics';
 
@@ -6,7 +6,8 @@ import type { BusMetrics } from './metrics';
 const RETRYABLE = new Set<string>([ErrorCode.NoResponders, ErrorCode.Timeout, ErrorCode.Disconnect]);
 
 export interface PublishDeps {
-  js: JetStreamClient;
+  /** One JetStream publish with its ack (JsPublisher.publish); rejects with a nats.js error code. */
+  send: (subject: string, data: Uint8Array, msgId: string | undefined, timeoutMs: number) => Promise<void>;
   metrics: BusMetrics;
   isClosed: () => boolean;
   retryBudgetMs?: number;
@@ -27,7 +28,7 @@ export async function publishWithRetry(deps: PublishDeps, subject: string, data:
     attempt += 1;
     const remaining = deadline - Date.now();
     try {
-      await deps.js.publish(subject, data, { ...(msgId ? { msgID: msgId } : {}), timeout: Math.max(250, Math.min(1_000, remaining)) });
+      await deps.send(subject, data, msgId, Math.max(250, Math.min(1_000, remaining)));
       return;
     } catch (err) {
       const code = natsCode(err);
