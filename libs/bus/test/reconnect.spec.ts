@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { canConnect, startNats, startProcess, waitFor, type ManagedProcess, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
-import { connect } from 'nats';
+import { connect, type NatsConnection } from 'nats';
 import { STREAM_SYS, connectBus, durableName, subjects, type Bus, type HandlerOutcome } from '../src';
 import { dec, enc, testLogger, uniqueQueue, type CapturingLogger } from './helpers';
 
@@ -58,5 +58,43 @@ describe('@cordum/bus across a nats-server restart', () => {
     expect(logger.lines.some((l) => l.msg === 'bus: disconnected from NATS')).toBe(true);
     expect(logger.lines.some((l) => l.msg === 'bus: reconnected to NATS')).toBe(true);
     await consumer.stop();
+  });
+});
+
+describe('@cordum/bus publish when the connection drops', () => {
+  let server: TestServer;
+  let bus: Bus;
+  let raw: NatsConnection;
+  const registry = new Registry();
+
+  beforeAll(async () => {
+    server = await startNats();
+    bus = await connectBus({ servers: [server.url], name: 'bus-drop', logger: testLogger(), registry });
+    raw = await connect({ servers: server.url, name: 'bus-drop-holder', maxReconnectAttempts: 0 });
+  });
+
+  afterAll(async () => {
+    await bus?.close();
+    if (raw && !raw.isClosed()) await raw.close();
+    await server?.stop();
+  });
+
+  it('a publish waiting for its ack is retried as soon as the connection drops, not after its ack timeout', async () => {
+    const subject = 'cordum.test.held';
+    // A plain subscriber takes the message and never acks it, so the publish waits (its attempt times out after 1 s).
+    let held = false;
+    raw.subscribe(subject, { callback: () => { held = true; } });
+    await raw.flush();
+    const retries = async (): Promise<number> => (await registry.getSingleMetric('cordum_bus_publish_retries_total')?.get())?.values.find((v) => v.labels['subject'] === subject)?.value ?? 0;
+    const publishing = bus.publish(subject, enc('x'), { msgId: 'held-1' }).catch((e: unknown) => e);
+    await waitFor(() => held, 5_000, { message: 'message reached the holder' });
+    expect(await retries()).toBe(0);
+    server.process.kill('SIGKILL');
+    const killedAt = Date.now();
+    await waitFor(async () => (await retries()) >= 1, 5_000, { message: 'publish retried' });
+    // Failing in-flight publishes on the disconnect retries within milliseconds; without it the
+    // attempt would wait out its 1 s timeout.
+    expect(Date.now() - killedAt).toBeLessThan(800);
+    await publishing; // ends with bus_publish_failed once its 2 s budget is spent (the server stays down)
   });
 });
