@@ -76,6 +76,9 @@ export class JsPublisher {
       p.reject(new NatsError(`invalid publish ack: ${(err as Error).message}`, ErrorCode.JetStreamInvalidAck));
       return;
     }
+    // nats.js's own mapping (checkJsErrorCode) is not exported, and the exported checkJsError
+    // reads a status header, not the ack body, and names a 503 JetStreamNotEnabled where
+    // js.publish says NoResponders: so the body's error is mapped here, as js.publish maps it.
     const e = ack.error;
     if (e && typeof e.code === 'number' && e.code >= 300) {
       const err = e.code === 503 ? NatsError.errorForCode(ErrorCode.JetStreamNotEnabled, new Error(e.description ?? '')) : new NatsError((e.description ?? '').toLowerCase() || ErrorCode.Unknown, String(e.code));

@@ -40,14 +40,6 @@ export type GrpcClient<T extends GenServiceMethods> = {
   connectivity(): grpc.connectivityState;
 };
 
-/**
- * D23 address forms:
- *  - `host:port`            → one channel, grpc-js DNS resolver
- *  - `dns:///host:port`     → as given (every A record becomes a backend)
- *  - `a:1,b:2` IP literals  → one channel `ipv4:a:1,b:2` (or `ipv6:`) with grpc-js round_robin
- *  - `a:1,b:2` with names   → one channel per entry, round robin in the client
- *    (grpc-js's static `ipv4:` resolver cannot resolve host names).
- */
 /** The entries of a D23 address: one for `host:port` or `dns:///...`, one per kernel of a comma list. Not validated. */
 export function splitGrpcAddress(address: string): string[] {
   return address
@@ -56,6 +48,14 @@ export function splitGrpcAddress(address: string): string[] {
     .filter((s) => s.length > 0);
 }
 
+/**
+ * D23 address forms:
+ *  - `host:port`            → one channel, grpc-js DNS resolver
+ *  - `dns:///host:port`     → as given (every A record becomes a backend)
+ *  - `a:1,b:2` IP literals  → one channel `ipv4:a:1,b:2` (or `ipv6:`) with grpc-js round_robin
+ *  - `a:1,b:2` with names   → one channel per entry, round robin in the client
+ *    (grpc-js's static `ipv4:` resolver cannot resolve host names).
+ */
 export function parseGrpcAddress(address: string): string[] {
   const parts = splitGrpcAddress(address);
   if (parts.length === 0) throw new ProtocolError('invalid_address', `empty gRPC address ${JSON.stringify(address)}`);
