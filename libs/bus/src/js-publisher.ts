@@ -81,7 +81,7 @@ export class JsPublisher {
     // js.publish says NoResponders: so the body's error is mapped here, as js.publish maps it.
     const e = ack.error;
     if (e && typeof e.code === 'number' && e.code >= 300) {
-      const err = e.code === 503 ? NatsError.errorForCode(ErrorCode.JetStreamNotEnabled, new Error(e.description ?? '')) : new NatsError((e.description ?? '').toLowerCase() || ErrorCode.Unknown, String(e.code));
+      const err = jsApiError(e.code, e.description ?? '');
       Object.assign(err, { api_error: e }); // what jsApiErrCode reads, as on nats.js's own errors
       p.reject(err);
       return;
@@ -106,5 +106,22 @@ export class JsPublisher {
   private stopSweeper(): void {
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = undefined;
+  }
+}
+
+/** nats.js's checkJsErrorCode for a code ≥ 300, so a rejection carries the code js.publish gives it. */
+export function jsApiError(code: number, description: string): NatsError {
+  const d = description.toLowerCase();
+  switch (code) {
+    case 404:
+      return new NatsError(d, ErrorCode.JetStream404NoMessages);
+    case 408:
+      return new NatsError(d, ErrorCode.JetStream408RequestTimeout);
+    case 409:
+      return new NatsError(d, d.startsWith('idle heartbeats missed') ? ErrorCode.JetStreamIdleHeartBeat : ErrorCode.JetStream409);
+    case 503:
+      return NatsError.errorForCode(ErrorCode.JetStreamNotEnabled, new Error(description));
+    default:
+      return new NatsError(d || ErrorCode.Unknown, String(code));
   }
 }

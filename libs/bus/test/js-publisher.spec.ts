@@ -1,6 +1,6 @@
 import { startNats, type TestServer } from '@cordum/testing';
 import { connect, DiscardPolicy, ErrorCode, StorageType, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
-import { JsPublisher } from '../src/js-publisher';
+import { jsApiError, JsPublisher } from '../src/js-publisher';
 import { enc } from './helpers';
 
 /** The nats.js error code and JetStream API error of a rejection, or 'resolved'. */
@@ -115,5 +115,18 @@ describe('JsPublisher: JetStream publish over one reply inbox', () => {
     const p = new JsPublisher(c);
     await c.close();
     expect(() => p.publish('pubspec.z', enc('x'), 'z-1', 1_000)).toThrow(expect.objectContaining({ code: ErrorCode.ConnectionClosed }) as Error);
+  });
+});
+
+describe('jsApiError', () => {
+  it('gives every ack error the code and message nats.js gives it (checkJsErrorCode)', () => {
+    // Not part of nats.js's exported API: read from its build only to compare against.
+    const { checkJsErrorCode } = require('nats/lib/jetstream/jsutil') as { checkJsErrorCode: (code: number, description?: string) => Error & { code: string } };
+    const cases: [number, string][] = [[404, 'No Messages'], [408, 'Request Timeout'], [409, 'Idle Heartbeats Missed'], [409, 'Exceeded MaxAckPending'], [503, 'JetStream not enabled'], [400, 'Bad Request'], [500, ''], [10077, 'maximum messages exceeded']];
+    for (const [code, description] of cases) {
+      const ours = jsApiError(code, description);
+      const theirs = checkJsErrorCode(code, description);
+      expect({ code, description, err: [ours.code, ours.message] }).toEqual({ code, description, err: [theirs.code, theirs.message] });
+    }
   });
 });
