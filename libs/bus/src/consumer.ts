@@ -48,7 +48,9 @@ export class PullConsumer<T> implements Consumer {
   private natsConsumer: NatsConsumer | undefined;
   private current: ConsumerMessages | undefined;
   private inflight = 0;
-  private readonly workingTimers = new Set<NodeJS.Timeout>();
+  /** Messages whose handler is running, with when each is next due a working() (see tickWorking). */
+  private readonly working = new Map<JsMsg, number>();
+  private workingTicker: NodeJS.Timeout | undefined;
   private readonly waiters = new Set<() => void>();
   private stopping = false;
   private loop: Promise<void> | undefined;
@@ -152,7 +154,38 @@ export class PullConsumer<T> implements Consumer {
   }
 
   private wakeAll(): void {
-    for (const w of [...this.waiters]) w();
+    if (this.waiters.size > 0) for (const w of [...this.waiters]) w();
+  }
+
+  /**
+   * One ticker per consumer, not a timer per message (issue 7: a timer per message was a
+   * Timeout object and two timer-list operations for every job, and almost none of them
+   * ever fired). It ticks every half of workingEveryMs for the consumer's life (unref'd, so
+   * it never keeps a process up), and a handler still running is told working() between
+   * 1× and 1.5× workingEveryMs after its start or its previous working(): at most
+   * AckWait / 2.
+   */
+  private trackWorking(m: JsMsg): void {
+    this.working.set(m, Date.now() + this.workingEveryMs);
+    if (!this.workingTicker) {
+      this.workingTicker = setInterval(() => this.tickWorking(), Math.max(1, Math.floor(this.workingEveryMs / 2)));
+      this.workingTicker.unref();
+    }
+  }
+
+  private tickWorking(): void {
+    const now = Date.now();
+    for (const [m, due] of this.working) {
+      if (due > now) continue;
+      this.working.set(m, now + this.workingEveryMs);
+      try {
+        m.working();
+      } catch (err) {
+        // A closed connection: the message redelivers after AckWait, which the handler's
+        // effect (in Redis before any ack) already tolerates.
+        this.log.warn('bus: working() failed', { durable: this.durable, seq: m.seq, err: (err as Error).message });
+      }
+    }
   }
 
   private async handle(m: JsMsg): Promise<void> {
@@ -160,7 +193,6 @@ export class PullConsumer<T> implements Consumer {
     const { subject } = this.o;
     const deliveryCount = m.info.redeliveryCount;
     if (deliveryCount > 1) this.deps.metrics.redeliveries.inc({ subject });
-    let timer: NodeJS.Timeout | undefined;
     try {
       let decoded: T;
       try {
@@ -176,8 +208,7 @@ export class PullConsumer<T> implements Consumer {
         }
         return;
       }
-      timer = setInterval(() => m.working(), this.workingEveryMs);
-      this.workingTimers.add(timer);
+      this.trackWorking(m);
       let outcome: HandlerOutcome;
       try {
         outcome = await this.o.handler(decoded, { deliveryCount, seq: m.seq, working: () => m.working() });
@@ -207,10 +238,7 @@ export class PullConsumer<T> implements Consumer {
       // nak/term on a closed connection throws; the server redelivers after AckWait anyway.
       this.log.warn('bus: could not settle message', { subject, seq: m.seq, err: (err as Error).message });
     } finally {
-      if (timer) {
-        clearInterval(timer);
-        this.workingTimers.delete(timer);
-      }
+      this.working.delete(m);
       this.inflight -= 1;
       this.wakeAll();
     }
@@ -232,7 +260,8 @@ export class PullConsumer<T> implements Consumer {
       this.log.warn('bus: consumer stopped with handlers still running (their messages redeliver after AckWait)', { durable: this.durable, inflight: this.inflight });
     }
     // Stuck handlers must not keep the message alive forever nor keep the process alive.
-    for (const t of this.workingTimers) clearInterval(t);
-    this.workingTimers.clear();
+    this.working.clear();
+    if (this.workingTicker) clearInterval(this.workingTicker);
+    this.workingTicker = undefined;
   }
 }
