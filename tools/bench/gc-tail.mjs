@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // Where the latency tail comes from (issue 7 profiling): starts Redis, NATS and
-// the stack (1 kernel, 1 scheduler, 1 gateway, 2 echo workers) with --trace-gc,
+// the stack (1 kernel, 1 scheduler, 1 gateway, 1 echo worker) with --trace-gc,
 // drives evenly paced load, then lines up the slowest jobs (submit→dispatch at
 // or above p98, grouped into clusters of jobs created within 30 ms of each
-// other) with the GC pauses the services reported around them.
+// other) with the GC pauses the services reported around them, and prints what
+// each service allocated per job (the heap growth between one GC and the next,
+// summed over the paced phase): unlike jobs/s, that figure does not move with
+// the VM's speed, so it shows an allocation cut on its own.
 //
-//   node tools/bench/gc-tail.mjs [--rate 250] [--duration 15] [--node-args "--single-threaded-gc"]
+//   node tools/bench/gc-tail.mjs [--rate 250] [--duration 15] [--workers 1] [--node-args "--single-threaded-gc"]
 //
 // A GC line is timed when the bench reads it from the child's stdout, so its
 // time is a few ms late at most; pauses under 2 ms are left out of the clusters.
@@ -22,23 +25,25 @@ const args = process.argv.slice(2);
 const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
 const rate = Number(opt('--rate', 250));
 const durationS = Number(opt('--duration', 15));
+const workers = Number(opt('--workers', 1));
 const extraArgs = String(opt('--node-args', '')).split(/\s+/).filter(Boolean);
-if (!(rate > 0) || !(durationS > 0)) {
-  process.stderr.write('gc-tail: --rate and --duration must be positive numbers\n');
+if (!(rate > 0) || !(durationS > 0) || !Number.isInteger(workers) || workers < 1) {
+  process.stderr.write('gc-tail: --rate and --duration must be positive numbers, --workers a positive integer\n');
   process.exit(2);
 }
 
-const GC_LINE = /(Scavenge|Mark-Compact)[^,]*, ([0-9.]+) \/ [0-9.]+ ms/;
+// `[pid:0x…]  1234 ms: Scavenge 20.1 (25.0) -> 18.3 (26.0) MB, 1.2 / 0.0 ms  (…)`
+const GC_LINE = /(Scavenge|Mark-Compact)[^\d]*([0-9.]+) \([0-9.]+\) -> ([0-9.]+) \([0-9.]+\) MB, ([0-9.]+) \/ [0-9.]+ ms/;
 
 async function main() {
   const [redisSrv, natsSrv] = await Promise.all([startRedis(), startNats()]);
-  const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: 2, extraEnv: { NODE_OPTIONS: SERVICE_NODE_OPTIONS }, nodeArgs: ['--trace-gc', ...extraArgs] });
+  const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers, extraEnv: { NODE_OPTIONS: SERVICE_NODE_OPTIONS }, nodeArgs: ['--trace-gc', ...extraArgs] });
   const gcs = [];
   for (const p of stack.procs) {
     p.child.stdout.on('data', (b) => {
       for (const l of b.toString('utf8').split('\n')) {
         const m = GC_LINE.exec(l);
-        if (m) gcs.push({ proc: p.name, kind: m[1], ms: Number(m[2]), at: Date.now() });
+        if (m) gcs.push({ proc: p.name, kind: m[1], before: Number(m[2]), after: Number(m[3]), ms: Number(m[4]), at: Date.now() });
       }
     });
   }
@@ -95,6 +100,15 @@ async function main() {
     for (const [k, v] of [...by].sort()) {
       const p = percentiles(v);
       console.log(`  ${k.padEnd(32)} n=${String(v.length).padStart(4)}  per s ${(v.length / durationS).toFixed(1).padStart(5)}  p50 ${p.p50}  max ${Math.max(...v).toFixed(1)}`);
+    }
+    // What the heap grew by between each GC and the next one of the same process: what the
+    // service allocated in between (objects that died young included).
+    console.log(`heap allocated per job during the paced phase (${d.ids.length} jobs submitted):`);
+    for (const name of [...new Set(gcs.map((g) => g.proc))].sort()) {
+      const own = gcs.filter((g) => g.proc === name);
+      let mb = 0;
+      for (let i = 1; i < own.length; i++) mb += Math.max(0, own[i].before - own[i - 1].after);
+      console.log(`  ${name.padEnd(18)} ${((mb * 1024) / d.ids.length).toFixed(1).padStart(7)} KB/job  (${mb.toFixed(0)} MB over ${own.length} GCs)`);
     }
   } finally {
     await redis.quit();

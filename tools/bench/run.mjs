@@ -5,7 +5,7 @@
 //   npm run bench                          full run (growth pass included)
 //   npm run bench -- --quick               short run (3 s phases, ~2 min in all), no growth pass
 //   npm run bench -- --smoke               CI smoke run (~1 s phases, under a minute): proves every part works
-//   flags: --duration S (20) --warmup S (5) --connections N (64) --workers N (2)
+//   flags: --duration S (20) --warmup S (5) --connections N (64) --workers N (1)
 //          --rate JOBS_PER_S (1000; 0 = no paced run) --growth | --no-growth
 //          --terminal N (100000) --pending N (10000) --worker-parallel N (256, WORKER_MAX_PARALLEL)
 //          --skip-baselines --skip-safety --skip-stack --no-pass2 --out DIR (bench/results) --cpu-prof DIR (V8 profiles)
@@ -33,7 +33,7 @@ import { SERVICE_NODE_OPTIONS, STACK_REQUEST, bundlePath, kernelHasDecisionCache
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 2, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0 };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0 };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);

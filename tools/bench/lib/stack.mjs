@@ -50,7 +50,7 @@ async function readyz(port) {
  * Starts kernels, schedulers, gateways and echo workers; resolves once every
  * process answers /readyz. `kernelEnv` lets a run switch the decision cache.
  */
-export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 2, workerParallel = 256, kernelEnv = {}, logLevel = 'warn', schedulerEnv = {}, log = () => undefined, cpuProfDir = null, extraEnv = {}, nodeArgs = [] }) {
+export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 1, workerParallel = 256, kernelEnv = {}, logLevel = 'warn', schedulerEnv = {}, log = () => undefined, cpuProfDir = null, extraEnv = {}, nodeArgs = [] }) {
   const common = {
     REDIS_URL: redisUrl,
     NATS_URL: natsUrl,

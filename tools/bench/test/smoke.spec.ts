@@ -116,7 +116,7 @@ describe('npm run bench -- --smoke', () => {
 
   it('measures both stack passes and the growth pass with zero failed jobs', () => {
     expect(results.stack.skipped).toBeUndefined();
-    const workers = ['echo-worker-1', 'echo-worker-2'];
+    const workers = ['echo-worker-1']; // --workers defaults to 1, like the bare pipeline's one worker process
     expectModel(results.stack.pass1, 'pass1', ['safety-kernel-1', 'scheduler-1', 'api-gateway-1', ...workers]);
     expectModel(results.stack.pass2, 'pass2', ['safety-kernel-1', 'scheduler-1', 'scheduler-2', 'api-gateway-1', 'api-gateway-2', ...workers]);
     expectModel(results.stack.growth, 'growth', ['safety-kernel-1', 'scheduler-1', 'api-gateway-1', ...workers]);
