@@ -12,6 +12,8 @@
 //          --node-options STR (services' NODE_OPTIONS) --node-args STR (extra node flags, e.g. --trace-gc)
 //          --sweep R1,R2,... (pass 1 also runs paced at each rate: latency against load)
 //          --interleave N (N rounds of bare then stack 1x, saturated only: the stack ÷ bare ratio per round)
+//          --ab DIR (with --interleave: each round also runs stack 1x from DIR, a copy of another build's
+//          dist/, in alternating order with this checkout's: the after ÷ before ratio per round)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -32,8 +34,15 @@ import { SERVICE_NODE_OPTIONS, STACK_REQUEST, bundlePath, kernelHasDecisionCache
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
+/** The comment block at the top of this file, from its second line to the first line that is not a comment. */
+function helpText() {
+  const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
+  const end = lines.findIndex((l) => !l.startsWith('//'));
+  return lines.slice(0, end < 0 ? lines.length : end).map((l) => l.replace(/^\/\/ ?/, '')).join('\n');
+}
+
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0 };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0, ab: null };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
@@ -71,6 +80,11 @@ function parseArgs(argv) {
       o.nodeOptions = argv[++i];
       if (o.nodeOptions === undefined) throw new Error('--node-options needs a value ("" for none)');
     }
+    else if (a === '--ab') {
+      const v = argv[++i];
+      if (v === undefined) throw new Error('--ab needs a directory: a copy of another build\'s dist/ (cp -r dist /tmp/dist-before)');
+      o.ab = resolve(v);
+    }
     else if (a === '--interleave') {
       o.interleave = num(a, argv[++i]);
       if (!Number.isInteger(o.interleave)) throw new Error('--interleave needs a whole number of rounds');
@@ -78,7 +92,7 @@ function parseArgs(argv) {
     else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
     else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+      process.stdout.write(helpText() + '\n');
       process.exit(0);
     } else throw new Error(`unknown argument "${a}" (try --help)`);
   }
@@ -107,6 +121,11 @@ function parseArgs(argv) {
   if (o.duration < 1) throw new Error('--duration must be at least 1 s');
   if (o.quick && o.smoke) throw new Error('--quick and --smoke exclude each other');
   if (o.connections < 1 || o.workers < 1) throw new Error('--connections and --workers must be at least 1');
+  if (o.ab !== null) {
+    if (o.interleave < 1) throw new Error('--ab compares builds in the --interleave rounds: give --interleave N (N ≥ 1)');
+    const missing = missingBundles(null, o.ab);
+    if (missing.length) throw new Error(`--ab ${o.ab}: no bundle for ${missing.join(', ')} (expected ${o.ab}/apps/<service>/main.js, a copy of dist/)`);
+  }
   return o;
 }
 
@@ -261,26 +280,47 @@ async function run(opts, cleanupState) {
    * back, saturated only, give one ratio per round from two runs seconds apart; the
    * median of those is the figure that survives the machine's swings.
    */
+  /*
+   * --ab DIR adds a third run to each round: stack 1x from DIR's bundles (the build before a
+   * change), in alternating order with this checkout's (before, after in odd rounds; after,
+   * before in even ones), so a drift of the VM within a round favours neither build.
+   */
   const interleave = async (pass) => {
     const mo = { ...mopts, rate: 0, half: false, sweep: [], duration: Math.min(opts.duration, 10) };
     const cpu = (m) => (m?.saturated?.cpuMsPerJob ? Math.round(Object.values(m.saturated.cpuMsPerJob).reduce((a, b) => a + b, 0) * 100) / 100 : null);
+    const failed = (...ms) => ms.reduce((a, m) => a + (m?.saturated?.failedOrUnfinished ?? 0), 0);
     const rounds = [];
     for (let i = 1; i <= opts.interleave; i++) {
-      log(`interleave round ${i}/${opts.interleave}: bare, then stack 1x`);
+      log(`interleave round ${i}/${opts.interleave}: bare, then stack 1x${opts.ab ? ` and stack 1x from ${opts.ab}` : ''}`);
       const bare = await guard(`interleave ${i} bare`, () => bareRun(mo));
       await flush();
-      const stack = await pass(`interleave ${i}`, { schedulers: 1, gateways: 1 }, undefined, mo);
+      const runAfter = () => pass(`interleave ${i}`, { schedulers: 1, gateways: 1 }, undefined, mo);
+      const runBefore = () => pass(`interleave ${i} before`, { schedulers: 1, gateways: 1, distDir: opts.ab }, undefined, mo);
+      let stack;
+      let before = null;
+      if (!opts.ab) stack = await runAfter();
+      else if (i % 2 === 1) {
+        before = await runBefore();
+        await flush();
+        stack = await runAfter();
+      } else {
+        stack = await runAfter();
+        await flush();
+        before = await runBefore();
+      }
       await flush();
+      const error = bare?.error ?? stack?.error ?? before?.error;
       rounds.push({
         bareJobsPerS: bare?.saturated?.completedPerS ?? null,
         stackJobsPerS: stack?.saturated?.completedPerS ?? null,
         bareCpuMsPerJob: cpu(bare),
         stackCpuMsPerJob: cpu(stack),
-        failedOrUnfinished: (bare?.saturated?.failedOrUnfinished ?? 0) + (stack?.saturated?.failedOrUnfinished ?? 0),
-        ...(bare?.error || stack?.error ? { error: bare?.error ?? stack?.error } : {}),
+        ...(opts.ab ? { beforeJobsPerS: before?.saturated?.completedPerS ?? null, beforeCpuMsPerJob: cpu(before), beforeRanFirst: i % 2 === 1 } : {}),
+        failedOrUnfinished: failed(bare, stack, before),
+        ...(error ? { error } : {}),
       });
     }
-    return { durationS: mo.duration, rounds };
+    return { durationS: mo.duration, ...(opts.ab ? { ab: opts.ab } : {}), rounds };
   };
 
   const missing = missingBundles(root);
@@ -291,7 +331,7 @@ async function run(opts, cleanupState) {
     const records = stackRecords(cordum);
     const request = STACK_REQUEST;
     const pass = async (label, shape, extra, passOpts = {}, settle = null) => guard(label, async () => {
-      log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)`);
+      log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)${shape.distDir ? `, bundles from ${shape.distDir}` : ''}`);
       // The smoke run waits for the first worker snapshot (what GET /api/v1/workers reads) sooner.
       const schedulerEnv = opts.smoke ? { WORKER_SNAPSHOT_INTERVAL: '500ms' } : {};
       const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, nodeArgs: opts.nodeArgs, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...shape });

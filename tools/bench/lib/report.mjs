@@ -19,6 +19,15 @@ export function interleavedRatios(il) {
   return { perRound, median: median(perRound), min: ok.length ? Math.min(...ok) : null, max: ok.length ? Math.max(...ok) : null, cpuPerJobMedian: median(cpu) };
 }
 
+/** --ab: this checkout's stack ÷ the other build's, per round (jobs/s, and CPU per job), their median, min and max. */
+export function abRatios(il) {
+  if (!il?.ab || !il.rounds?.length) return null;
+  const perRound = il.rounds.map((r) => ratio(r.stackJobsPerS, r.beforeJobsPerS));
+  const cpu = il.rounds.map((r) => ratio(r.stackCpuMsPerJob, r.beforeCpuMsPerJob));
+  const ok = perRound.filter((x) => x !== null);
+  return { perRound, cpuPerRound: cpu, median: median(perRound), min: ok.length ? Math.min(...ok) : null, max: ok.length ? Math.max(...ok) : null, cpuPerJobMedian: median(cpu) };
+}
+
 export function ratios(r) {
   const ours = r.stack?.pass1?.saturated?.completedPerS;
   const p99 = r.stack?.pass1?.paced?.submitToResultMs?.p99;
@@ -32,6 +41,7 @@ export function ratios(r) {
     growth_over_empty_p99: ratio(r.stack?.growth?.paced?.submitToResultMs?.p99, p99),
     growth_over_empty_half_p99: ratio(r.stack?.growth?.half?.submitToResultMs?.p99, r.stack?.pass1?.half?.submitToResultMs?.p99),
     ...(r.interleaved ? { interleaved_jobsPerS_over_bare: interleavedRatios(r.interleaved) } : {}),
+    ...(r.interleaved?.ab ? { ab_after_over_before: abRatios(r.interleaved) } : {}),
   };
 }
 
@@ -87,6 +97,9 @@ export function table(r) {
     }
   }
   (r.interleaved?.rounds ?? []).forEach((x, i) => rows.push([`interleave ${i + 1}`, `bare / stack 1x jobs/s, CPU ms per job (${r.interleaved.durationS}s each)`, x.error ? `error: ${x.error}` : `${fmt(x.bareJobsPerS)} / ${fmt(x.stackJobsPerS)}, ${fmt(x.bareCpuMsPerJob)} / ${fmt(x.stackCpuMsPerJob)}${x.failedOrUnfinished ? `  (${x.failedOrUnfinished} failed or unfinished)` : ''}`]));
+  if (r.interleaved?.ab) {
+    r.interleaved.rounds.forEach((x, i) => rows.push([`ab round ${i + 1}`, `before / after jobs/s, CPU ms per job (${x.beforeRanFirst ? 'before ran first' : 'after ran first'})`, x.error ? `error: ${x.error}` : `${fmt(x.beforeJobsPerS)} / ${fmt(x.stackJobsPerS)}, ${fmt(x.beforeCpuMsPerJob)} / ${fmt(x.stackCpuMsPerJob)}`]));
+  }
   if (r.stack?.growth?.preload) rows.push(['stack growth', 'preloaded terminal / pending', `${r.stack.growth.preload.terminal} / ${r.stack.growth.preload.pending} (${r.stack.growth.preload.seconds}s)`]);
   const w0 = Math.max(...rows.map((x) => x[0].length));
   const w1 = Math.max(...rows.map((x) => x[1].length));
@@ -102,5 +115,7 @@ export function table(r) {
   lines.push(`ratio  growth ÷ empty p99 at pass 1's half rate   ${fmt(q.growth_over_empty_half_p99)}`);
   const il = q.interleaved_jobsPerS_over_bare;
   if (il) lines.push(`ratio  our jobs/s ÷ bare, interleaved (median)    ${fmt(il.median)}   (${il.perRound.length} rounds, ${fmt(il.min)}–${fmt(il.max)}; CPU per job ${fmt(il.cpuPerJobMedian)}× bare)`);
+  const ab = q.ab_after_over_before;
+  if (ab) lines.push(`ratio  after ÷ before (--ab) jobs/s (median)      ${fmt(ab.median)}   (${ab.perRound.length} rounds, ${fmt(ab.min)}–${fmt(ab.max)}; CPU per job ${fmt(ab.cpuPerJobMedian)}× before)`);
   return lines.join('\n');
 }

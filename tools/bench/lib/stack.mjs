@@ -22,14 +22,15 @@ export const SERVICES = ['safety-kernel', 'scheduler', 'api-gateway', 'echo-work
 export const SERVICE_NODE_OPTIONS = '--max-old-space-size=512';
 
 /** dist/apps/<service>/main.js (CONTRACT §1); main.cjs when a project's build still emits that name. */
-export function bundlePath(root, service) {
-  const js = join(root, 'dist/apps', service, 'main.js');
-  const cjs = join(root, 'dist/apps', service, 'main.cjs');
+/** A service's bundle under `distDir` (this checkout's `dist/` unless given: `--ab` passes a copy of another build's). */
+export function bundlePath(root, service, distDir = join(root, 'dist')) {
+  const js = join(distDir, 'apps', service, 'main.js');
+  const cjs = join(distDir, 'apps', service, 'main.cjs');
   return !existsSync(js) && existsSync(cjs) ? cjs : js;
 }
 
-export function missingBundles(root) {
-  return SERVICES.filter((s) => !existsSync(bundlePath(root, s)));
+export function missingBundles(root, distDir = undefined) {
+  return SERVICES.filter((s) => !existsSync(bundlePath(root, s, distDir)));
 }
 
 /** True when the kernel bundle reads SAFETY_DECISION_CACHE_TTL (the cached Check run is skipped otherwise). */
@@ -50,7 +51,7 @@ async function readyz(port) {
  * Starts kernels, schedulers, gateways and echo workers; resolves once every
  * process answers /readyz. `kernelEnv` lets a run switch the decision cache.
  */
-export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 1, workerParallel = 256, kernelEnv = {}, logLevel = 'warn', schedulerEnv = {}, log = () => undefined, cpuProfDir = null, extraEnv = {}, nodeArgs = [] }) {
+export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gateways = 1, workers = 1, workerParallel = 256, kernelEnv = {}, logLevel = 'warn', schedulerEnv = {}, log = () => undefined, cpuProfDir = null, extraEnv = {}, nodeArgs = [], distDir = undefined }) {
   const common = {
     REDIS_URL: redisUrl,
     NATS_URL: natsUrl,
@@ -58,6 +59,8 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
     // The bench measures the job path, not the limiter: lift the per-tenant budget.
     API_RATE_LIMIT_RPS: '1000000',
     API_RATE_LIMIT_BURST: '1000000',
+    // Bundles copied out of the checkout (--ab) still load their packages from it.
+    ...(distDir ? { NODE_PATH: join(root, 'node_modules') } : {}),
     ...extraEnv,
   };
   const procs = [];
@@ -65,7 +68,7 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
   const spawnSvc = (service, name, env, healthPort) => {
     // --cpu-prof: V8 writes a .cpuprofile per process when it exits (the services exit on SIGTERM).
     const prof = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${join(cpuProfDir, name)}`] : [];
-    const p = start(name, process.execPath, [...nodeArgs, ...prof, bundlePath(root, service)], { env: { ...common, CORDUM_INSTANCE_ID: name, ...env }, cwd: tmpdir() });
+    const p = start(name, process.execPath, [...nodeArgs, ...prof, bundlePath(root, service, distDir)], { env: { ...common, CORDUM_INSTANCE_ID: name, ...env }, cwd: tmpdir() });
     p.service = service;
     procs.push(p);
     health.set(p, healthPort);

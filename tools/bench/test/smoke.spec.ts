@@ -1,7 +1,7 @@
 // CI runs the bench once in its smoke mode (issue 7: "benchmarks are not tests"):
 // every part must run to the end and report every figure, with zero failed jobs.
 // Nothing here asserts a timing or a ratio's value, only that it was measured.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot, serviceBundle, startProcess, type ManagedProcess } from '@cordum/testing';
@@ -38,7 +38,7 @@ interface Results {
   baselines: { jetstream: { roundTripsPerS: number; error?: string }; bullmq: { jobsPerS: number; error?: string }; bare: Model };
   stack: { pass1: Model; pass2: Model; growth: Model & { preload: { terminal: number; pending: number } }; skipped?: string };
   safety: { label: string; error?: string; skipped?: string; latency: Check; throughput: Check; stream: { latency: Check; throughput: Check } }[];
-  interleaved: { durationS: number; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; failedOrUnfinished: number; error?: string }[] };
+  interleaved: { durationS: number; ab?: string; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; beforeJobsPerS?: number | null; beforeCpuMsPerJob?: number | null; beforeRanFirst?: boolean; failedOrUnfinished: number; error?: string }[] };
   ratios: Record<string, unknown>;
 }
 
@@ -70,6 +70,7 @@ function expectModel(m: Model, name: string, processes: string[]): void {
 
 describe('npm run bench -- --smoke', () => {
   let out: string;
+  let before: string;
   let bench: ManagedProcess;
   let exit: { code: number | null; signal: NodeJS.Signals | null };
   let results: Results;
@@ -77,12 +78,16 @@ describe('npm run bench -- --smoke', () => {
   beforeAll(async () => {
     for (const s of SERVICES) serviceBundle(s); // a readable error when `npm run build` was not run
     out = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
-    bench = startProcess('bench', process.execPath, [join(repoRoot, 'tools/bench/run.mjs'), '--smoke', '--sweep', '20', '--interleave', '1', '--out', out], {}, repoRoot);
-    exit = await bench.waitExit(230_000);
+    // --ab against a copy of this checkout's dist/ outside the checkout, as a user would keep the
+    // build from before a change: the A/B mode runs end to end (its figures are the noise floor).
+    before = join(out, 'dist-before');
+    cpSync(join(repoRoot, 'dist'), before, { recursive: true });
+    bench = startProcess('bench', process.execPath, [join(repoRoot, 'tools/bench/run.mjs'), '--smoke', '--sweep', '20', '--interleave', '1', '--ab', before, '--out', out], {}, repoRoot);
+    exit = await bench.waitExit(280_000);
     const files = readdirSync(out).filter((f) => /^smoke-.*\.json$/.test(f));
     expect(files).toHaveLength(1);
     results = JSON.parse(readFileSync(join(out, files[0]!), 'utf8')) as Results;
-  }, 240_000);
+  }, 290_000);
 
   afterAll(async () => {
     await bench?.stop();
@@ -93,7 +98,7 @@ describe('npm run bench -- --smoke', () => {
     expect({ exit, tail: exit.code === 0 ? '' : bench.logs().slice(-3000) }).toEqual({ exit: { code: 0, signal: null }, tail: '' });
     const lines = bench.output;
     const ratioLines = lines.filter((l) => l.startsWith('ratio '));
-    expect(ratioLines).toHaveLength(8);
+    expect(ratioLines).toHaveLength(9);
     // A ratio line shows '-' when a figure it needs is missing.
     for (const l of ratioLines) expect(l).not.toMatch(/\s-(,|\s|$)/);
     expect(lines.some((l) => l.startsWith('results: ') && l.includes(out))).toBe(true);
@@ -155,7 +160,7 @@ describe('npm run bench -- --smoke', () => {
 
   it('computes every ratio', () => {
     const keys = ['jobsPerS_over_bullmq', 'jobsPerS_over_jetstream', 'jobsPerS_over_bare', 'p99_over_bare_p99', 'pass2_over_pass1_jobsPerS', 'growth_over_empty_jobsPerS', 'growth_over_empty_p99', 'growth_over_empty_half_p99'];
-    expect(Object.keys(results.ratios).sort()).toEqual([...keys, 'interleaved_jobsPerS_over_bare'].sort());
+    expect(Object.keys(results.ratios).sort()).toEqual([...keys, 'interleaved_jobsPerS_over_bare', 'ab_after_over_before'].sort());
     for (const k of keys) expect({ k, v: typeof results.ratios[k] }).toEqual({ k, v: 'number' });
   });
 
@@ -171,5 +176,19 @@ describe('npm run bench -- --smoke', () => {
     expect([il.min, il.max]).toEqual([il.median, il.median]);
     expect(il.cpuPerJobMedian).toBeGreaterThan(0);
     expect(bench.output.some((l) => l.startsWith('interleave 1 '))).toBe(true);
+  });
+
+  it('with --ab, runs the other build\'s stack in each round (before first in odd rounds) and gives an after ÷ before ratio', () => {
+    const dist = before;
+    expect(results.interleaved.ab).toBe(dist);
+    const [r] = results.interleaved.rounds;
+    expect(r?.beforeRanFirst).toBe(true);
+    for (const v of [r?.beforeJobsPerS, r?.beforeCpuMsPerJob]) expect(v).toBeGreaterThan(0);
+    const ab = results.ratios['ab_after_over_before'] as { perRound: number[]; cpuPerRound: number[]; median: number; cpuPerJobMedian: number };
+    expect(ab.perRound).toEqual([Math.round(((r?.stackJobsPerS ?? 0) / (r?.beforeJobsPerS ?? 1)) * 100) / 100]);
+    expect(ab.median).toBe(ab.perRound[0]);
+    expect(ab.cpuPerJobMedian).toBeGreaterThan(0);
+    expect(bench.output.some((l) => l.includes(`interleave 1 before`) && l.includes(`bundles from ${dist}`))).toBe(true);
+    expect(bench.output.some((l) => l.startsWith('ab round 1 '))).toBe(true);
   });
 });
