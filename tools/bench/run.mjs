@@ -279,8 +279,7 @@ async function run(opts, cleanupState) {
    * passes measured minutes apart moves with it. N rounds of (bare, stack 1x) back to
    * back, saturated only, give one ratio per round from two runs seconds apart; the
    * median of those is the figure that survives the machine's swings.
-   */
-  /*
+   *
    * --ab DIR adds a third run to each round: stack 1x from DIR's bundles (the build before a
    * change), in alternating order with this checkout's (before, after in odd rounds; after,
    * before in even ones), so a drift of the VM within a round favours neither build.

@@ -21,8 +21,10 @@ export const SERVICES = ['safety-kernel', 'scheduler', 'api-gateway', 'echo-work
  */
 export const SERVICE_NODE_OPTIONS = '--max-old-space-size=512';
 
-/** dist/apps/<service>/main.js (CONTRACT §1); main.cjs when a project's build still emits that name. */
-/** A service's bundle under `distDir` (this checkout's `dist/` unless given: `--ab` passes a copy of another build's). */
+/**
+ * dist/apps/<service>/main.js (CONTRACT §1); main.cjs when a project's build still emits that name.
+ * `distDir` replaces this checkout's `dist/` (`--ab` passes a copy of another build's).
+ */
 export function bundlePath(root, service, distDir = join(root, 'dist')) {
   const js = join(distDir, 'apps', service, 'main.js');
   const cjs = join(distDir, 'apps', service, 'main.cjs');
