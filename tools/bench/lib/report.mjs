@@ -10,22 +10,29 @@ function median(xs) {
   return v.length % 2 ? v[m] : Math.round(((v[m - 1] + v[m]) / 2) * 100) / 100;
 }
 
+/**
+ * The stack's figures of each round over another run of the same round (`<base>JobsPerS`,
+ * `<base>CpuMsPerJob`): the per-round jobs/s and CPU-per-job ratios, the jobs/s median,
+ * min and max, and the CPU-per-job median.
+ */
+function roundRatios(rounds, base) {
+  const perRound = rounds.map((r) => ratio(r.stackJobsPerS, r[`${base}JobsPerS`]));
+  const cpuPerRound = rounds.map((r) => ratio(r.stackCpuMsPerJob, r[`${base}CpuMsPerJob`]));
+  const ok = perRound.filter((x) => x !== null);
+  return { perRound, cpuPerRound, median: median(perRound), min: ok.length ? Math.min(...ok) : null, max: ok.length ? Math.max(...ok) : null, cpuPerJobMedian: median(cpuPerRound) };
+}
+
 /** --interleave: one stack ÷ bare ratio per round (jobs/s, and CPU per job), their median, min and max. */
 export function interleavedRatios(il) {
   if (!il?.rounds?.length) return null;
-  const perRound = il.rounds.map((r) => ratio(r.stackJobsPerS, r.bareJobsPerS));
-  const cpu = il.rounds.map((r) => ratio(r.stackCpuMsPerJob, r.bareCpuMsPerJob));
-  const ok = perRound.filter((x) => x !== null);
-  return { perRound, median: median(perRound), min: ok.length ? Math.min(...ok) : null, max: ok.length ? Math.max(...ok) : null, cpuPerJobMedian: median(cpu) };
+  const { cpuPerRound: _cpu, ...r } = roundRatios(il.rounds, 'bare');
+  return r;
 }
 
 /** --ab: this checkout's stack ÷ the other build's, per round (jobs/s, and CPU per job), their median, min and max. */
 export function abRatios(il) {
   if (!il?.ab || !il.rounds?.length) return null;
-  const perRound = il.rounds.map((r) => ratio(r.stackJobsPerS, r.beforeJobsPerS));
-  const cpu = il.rounds.map((r) => ratio(r.stackCpuMsPerJob, r.beforeCpuMsPerJob));
-  const ok = perRound.filter((x) => x !== null);
-  return { perRound, cpuPerRound: cpu, median: median(perRound), min: ok.length ? Math.min(...ok) : null, max: ok.length ? Math.max(...ok) : null, cpuPerJobMedian: median(cpu) };
+  return roundRatios(il.rounds, 'before');
 }
 
 export function ratios(r) {
