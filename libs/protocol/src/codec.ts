@@ -1,9 +1,10 @@
-import { clone, create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { clone, create, fromBinary } from '@bufbuild/protobuf';
 import type { DescField, DescMessage } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
 import { randomUUID } from 'node:crypto';
 import { BusPacketSchema } from './gen/cordum/agent/v1/buspacket_pb';
 import type { BusPacket } from './gen/cordum/agent/v1/buspacket_pb';
+import { encodeMessage } from './binary-encoder';
 import { ProtocolError } from './errors';
 
 /** CAP protocol version spoken by this control plane (CONTRACT §3). */
@@ -152,17 +153,18 @@ export function canonicalCopy<T extends BusPacket>(msg: T): T {
  * Deterministic encoding: ascending field numbers (protobuf-es writes fields
  * sorted by number), maps sorted by key, unknown fields last. A packet whose
  * maps are already in order (most are: empty or built sorted) is encoded as it
- * is; only the others pay for a sorted deep copy.
+ * is; only the others pay for a sorted deep copy. The bytes are `toBinary`'s,
+ * written by `encodeMessage` into a shared slab: a view that is never written again.
  */
 export function encodePacket(p: BusPacket): Uint8Array {
-  return toBinary(BusPacketSchema, mapsSorted(BusPacketSchema, p as unknown as AnyRecord) ? p : canonicalCopy(p));
+  return encodeMessage(BusPacketSchema, mapsSorted(BusPacketSchema, p as unknown as AnyRecord) ? p : canonicalCopy(p));
 }
 
 /** Encoding used as signing input (D42): deterministic, without field 14. */
 export function encodeForSigning(p: BusPacket): Uint8Array {
   const copy = canonicalCopy(p);
   copy.signature = new Uint8Array(0);
-  return toBinary(BusPacketSchema, copy);
+  return encodeMessage(BusPacketSchema, copy);
 }
 
 export function decodePacket(bytes: Uint8Array): BusPacket {

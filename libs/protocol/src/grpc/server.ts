@@ -1,7 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary } from '@bufbuild/protobuf';
 import type { DescMessage, DescMethod, DescService, MessageInitShape, MessageShape } from '@bufbuild/protobuf';
 import type { GenService, GenServiceMethods } from '@bufbuild/protobuf/codegenv2';
+import { encodeMessage } from '../binary-encoder';
 
 /** grpc-js status codes, so callers need not import @grpc/grpc-js for them. */
 export const GrpcStatus = grpc.status;
@@ -39,7 +40,7 @@ export type GrpcServiceImpl<T extends GenServiceMethods> = {
 
 function serializer(desc: DescMessage): (value: MessageShape<DescMessage>) => Buffer {
   return (value) => {
-    const bytes = toBinary(desc, value);
+    const bytes = encodeMessage(desc, value);
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   };
 }
