@@ -314,7 +314,16 @@ async function run(opts, cleanupState) {
         stackJobsPerS: stack?.saturated?.completedPerS ?? null,
         bareCpuMsPerJob: cpu(bare),
         stackCpuMsPerJob: cpu(stack),
-        ...(opts.ab ? { beforeJobsPerS: before?.saturated?.completedPerS ?? null, beforeCpuMsPerJob: cpu(before), beforeRanFirst: i % 2 === 1 } : {}),
+        ...(opts.ab
+          ? {
+              beforeJobsPerS: before?.saturated?.completedPerS ?? null,
+              beforeCpuMsPerJob: cpu(before),
+              beforeRanFirst: i % 2 === 1,
+              // Per process (gateway, scheduler, ..., redis-server, nats-server): which one the change moved.
+              stackCpuByService: stack?.saturated?.cpuMsPerJob ?? null,
+              beforeCpuByService: before?.saturated?.cpuMsPerJob ?? null,
+            }
+          : {}),
         failedOrUnfinished: failed(bare, stack, before),
         ...(error ? { error } : {}),
       });

@@ -1,7 +1,7 @@
 // Composition root (ARCHITECTURE "Repository layout", STYLE 2): builds the
 // object graph from config, owns every socket and connection, and tears them
 // down in reverse order. main.ts only loads config and calls this.
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Express } from 'express';
@@ -9,7 +9,7 @@ import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore, encodeStatePacket, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
-import { createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck } from '@cordum/service-kit';
+import { createExpressServer, createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck } from '@cordum/service-kit';
 import type { GatewayConfig } from './config';
 import { createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
 import { combineKeyStores, createStaticKeyStore } from './auth/keys';
@@ -201,7 +201,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       },
     });
     httpApp = app;
-    const server = createServer(app);
+    const server = createExpressServer(app);
     // Slow-loris guard; generous enough for a 2 MiB body on a slow link.
     server.requestTimeout = 30_000;
     server.headersTimeout = 10_000;

@@ -3,6 +3,7 @@ import { type AddressInfo } from 'node:net';
 import express from 'express';
 import { type Registry } from 'prom-client';
 import { type Logger } from './logger';
+import { createExpressServer } from './http-server';
 
 export interface ReadinessCheck {
   name: string;
@@ -66,7 +67,7 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
   opts.extra?.(app);
 
   const server: Server = await new Promise((resolve, reject) => {
-    const s = app.listen(opts.addr.port, opts.addr.host);
+    const s = createExpressServer(app).listen(opts.addr.port, opts.addr.host);
     const onError = (err: Error): void => reject(err);
     s.once('error', onError);
     s.once('listening', () => {

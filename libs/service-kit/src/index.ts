@@ -27,6 +27,7 @@ export {
 } from './config';
 export { createLogger, serializeError, type Logger, type LoggerOptions } from './logger';
 export { createMetricsRegistry, httpMetrics } from './metrics';
+export { createExpressServer } from './http-server';
 export { startHealthServer, runCheck, type HealthServer, type HealthServerOptions, type ReadinessCheck } from './health';
 export { Shutdown, type ShutdownOptions, type ShutdownOutcome } from './shutdown';
 export { runService, type Service, type ServiceDeps, type RunServiceOptions } from './service';

@@ -29,10 +29,15 @@ export function interleavedRatios(il) {
   return r;
 }
 
-/** --ab: this checkout's stack ÷ the other build's, per round (jobs/s, and CPU per job), their median, min and max. */
+/**
+ * --ab: this checkout's stack ÷ the other build's, per round (jobs/s, and CPU per job), their
+ * median, min and max, and the median after ÷ before CPU per job of each process.
+ */
 export function abRatios(il) {
   if (!il?.ab || !il.rounds?.length) return null;
-  return roundRatios(il.rounds, 'before');
+  const services = [...new Set(il.rounds.flatMap((r) => Object.keys(r.stackCpuByService ?? {})))].sort();
+  const cpuPerJobByService = Object.fromEntries(services.map((svc) => [svc, median(il.rounds.map((r) => ratio(r.stackCpuByService?.[svc], r.beforeCpuByService?.[svc])))]));
+  return { ...roundRatios(il.rounds, 'before'), cpuPerJobByService };
 }
 
 export function ratios(r) {
@@ -123,6 +128,9 @@ export function table(r) {
   const il = q.interleaved_jobsPerS_over_bare;
   if (il) lines.push(`ratio  our jobs/s ÷ bare, interleaved (median)    ${fmt(il.median)}   (${il.perRound.length} rounds, ${fmt(il.min)}–${fmt(il.max)}; CPU per job ${fmt(il.cpuPerJobMedian)}× bare)`);
   const ab = q.ab_after_over_before;
-  if (ab) lines.push(`ratio  after ÷ before (--ab) jobs/s (median)      ${fmt(ab.median)}   (${ab.perRound.length} rounds, ${fmt(ab.min)}–${fmt(ab.max)}; CPU per job ${fmt(ab.cpuPerJobMedian)}× before)`);
+  if (ab) {
+    lines.push(`ratio  after ÷ before (--ab) jobs/s (median)      ${fmt(ab.median)}   (${ab.perRound.length} rounds, ${fmt(ab.min)}–${fmt(ab.max)}; CPU per job ${fmt(ab.cpuPerJobMedian)}× before)`);
+    lines.push(`ratio  after ÷ before (--ab) CPU per job by process (median)   ${Object.entries(ab.cpuPerJobByService ?? {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ')}`);
+  }
   return lines.join('\n');
 }

@@ -38,7 +38,7 @@ interface Results {
   baselines: { jetstream: { roundTripsPerS: number; error?: string }; bullmq: { jobsPerS: number; error?: string }; bare: Model };
   stack: { pass1: Model; pass2: Model; growth: Model & { preload: { terminal: number; pending: number } }; skipped?: string };
   safety: { label: string; error?: string; skipped?: string; latency: Check; throughput: Check; stream: { latency: Check; throughput: Check } }[];
-  interleaved: { durationS: number; ab?: string; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; beforeJobsPerS?: number | null; beforeCpuMsPerJob?: number | null; beforeRanFirst?: boolean; failedOrUnfinished: number; error?: string }[] };
+  interleaved: { durationS: number; ab?: string; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; beforeJobsPerS?: number | null; beforeCpuMsPerJob?: number | null; beforeRanFirst?: boolean; stackCpuByService?: Record<string, number> | null; beforeCpuByService?: Record<string, number> | null; failedOrUnfinished: number; error?: string }[] };
   ratios: Record<string, unknown>;
 }
 
@@ -98,7 +98,7 @@ describe('npm run bench -- --smoke', () => {
     expect({ exit, tail: exit.code === 0 ? '' : bench.logs().slice(-3000) }).toEqual({ exit: { code: 0, signal: null }, tail: '' });
     const lines = bench.output;
     const ratioLines = lines.filter((l) => l.startsWith('ratio '));
-    expect(ratioLines).toHaveLength(9);
+    expect(ratioLines).toHaveLength(10);
     // A ratio line shows '-' when a figure it needs is missing.
     for (const l of ratioLines) expect(l).not.toMatch(/\s-(,|\s|$)/);
     expect(lines.some((l) => l.startsWith('results: ') && l.includes(out))).toBe(true);
@@ -183,10 +183,15 @@ describe('npm run bench -- --smoke', () => {
     const [r] = results.interleaved.rounds;
     expect(r?.beforeRanFirst).toBe(true);
     for (const v of [r?.beforeJobsPerS, r?.beforeCpuMsPerJob]) expect(v).toBeGreaterThan(0);
-    const ab = results.ratios['ab_after_over_before'] as { perRound: number[]; cpuPerRound: number[]; median: number; cpuPerJobMedian: number };
+    const ab = results.ratios['ab_after_over_before'] as { perRound: number[]; cpuPerRound: number[]; median: number; cpuPerJobMedian: number; cpuPerJobByService: Record<string, number | null> };
     expect(ab.perRound).toEqual([Math.round(((r?.stackJobsPerS ?? 0) / (r?.beforeJobsPerS ?? 1)) * 100) / 100]);
     expect(ab.median).toBe(ab.perRound[0]);
     expect(ab.cpuPerJobMedian).toBeGreaterThan(0);
+    // Per process, from the round's own figures.
+    const gw = 'api-gateway-1';
+    expect(ab.cpuPerJobByService[gw]).toBe(Math.round(((r?.stackCpuByService?.[gw] ?? 0) / (r?.beforeCpuByService?.[gw] ?? 1)) * 100) / 100);
+    expect(Object.keys(ab.cpuPerJobByService)).toEqual(expect.arrayContaining(['api-gateway-1', 'scheduler-1', 'echo-worker-1', 'redis-server']));
+    expect(bench.output.some((l) => l.startsWith('ratio  after ÷ before (--ab) CPU per job by process') && l.includes('api-gateway-1='))).toBe(true);
     expect(bench.output.some((l) => l.includes(`interleave 1 before`) && l.includes(`bundles from ${before}`))).toBe(true);
     expect(bench.output.some((l) => l.startsWith('ab round 1 '))).toBe(true);
   });
