@@ -4,6 +4,7 @@
 // envelope, and the gateway must still serve afterwards. Seeded, so a failure
 // replays exactly (FUZZ_SEED=<n> to try another sequence).
 import { request } from 'node:http';
+import { seededRandom } from '@cordum/testing';
 import { OPERATIONS } from '../src/http/openapi';
 import { KEYS, call, startRig, type Rig } from './harness';
 
@@ -38,19 +39,8 @@ afterAll(async () => {
   await rig.stop();
 });
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const SEED = Number(process.env['FUZZ_SEED'] ?? 1337);
-const rnd = mulberry32(SEED);
+const rnd = seededRandom(SEED);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
 const int = (n: number) => Math.floor(rnd() * n);
 

@@ -15,21 +15,10 @@ import {
   file_cordum_v1_safety,
   file_grpc_health_v1_health,
 } from '../src';
+import { seededRandom as rng } from '@cordum/testing';
 import { VECTOR_NAMES, readVector } from './fixtures';
 
 type AnyMessage = Record<string, unknown>;
-
-/** mulberry32: a seeded generator, so a failing case can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function messagesOf(files: GenFile[]): DescMessage[] {
   const out: DescMessage[] = [];

@@ -5,3 +5,4 @@ export { startRedis, startNats, canConnect, ServerExitedError, type TestServer }
 export { startRedisCluster, type TestCluster } from './redis-cluster';
 export { startNatsCluster } from './nats-cluster';
 export { REDIS_BACKENDS, startRedisBackend, type RedisBackend, type RedisBackendKind } from './backends';
+export { seededRandom } from './random';
