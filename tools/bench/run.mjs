@@ -123,7 +123,7 @@ function parseArgs(argv) {
   if (o.connections < 1 || o.workers < 1) throw new Error('--connections and --workers must be at least 1');
   if (o.ab !== null) {
     if (o.interleave < 1) throw new Error('--ab compares builds in the --interleave rounds: give --interleave N (N ≥ 1)');
-    const missing = missingBundles(null, o.ab);
+    const missing = missingBundles(root, o.ab);
     if (missing.length) throw new Error(`--ab ${o.ab}: no bundle for ${missing.join(', ')} (expected ${o.ab}/apps/<service>/main.js, a copy of dist/)`);
   }
   return o;

@@ -47,7 +47,7 @@ const unsupported = new Unsupported();
 
 let slab = new Uint8Array(SLAB_BYTES);
 let slabBuffer = Buffer.from(slab.buffer, slab.byteOffset, slab.byteLength);
-let view = new DataView(slab.buffer);
+let view = new DataView(slab.buffer, slab.byteOffset, slab.byteLength);
 /** Where the message being written starts, and the next free byte. */
 let start = 0;
 let pos = 0;
@@ -62,7 +62,7 @@ function ensure(n: number): void {
   for (let i = 0; i < forks.length; i++) forks[i] = (forks[i] as number) - start;
   slab = next;
   slabBuffer = Buffer.from(next.buffer, next.byteOffset, next.byteLength);
-  view = new DataView(next.buffer);
+  view = new DataView(next.buffer, next.byteOffset, next.byteLength);
   start = 0;
   pos = used;
 }
@@ -151,15 +151,28 @@ function writeString(s: unknown): void {
   pos += len;
 }
 
-function int32(v: unknown): void {
+/** `v` when it is an integer in int32 range; any other value is left to toBinary. */
+function asInt32(v: unknown): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < INT32_MIN || v > INT32_MAX) throw unsupported;
-  if (v >= 0) varint32(v);
-  else varint64(v, -1);
+  return v;
 }
 
-function uint32(v: unknown): void {
+/** `v` when it is an integer in uint32 range; any other value is left to toBinary. */
+function asUint32(v: unknown): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > UINT32_MAX) throw unsupported;
-  varint32(v);
+  return v;
+}
+
+function int32(v: unknown): void {
+  const n = asInt32(v);
+  if (n >= 0) varint32(n);
+  else varint64(n, -1);
+}
+
+function fixed32(n: number): void {
+  ensure(4);
+  view.setUint32(pos, n >>> 0, true);
+  pos += 4;
 }
 
 function enc64(v: unknown, unsigned: boolean): { lo: number; hi: number } {
@@ -175,11 +188,11 @@ function float(v: unknown): void {
   // A finite value too large for a float32 is refused, as protobuf-es refuses it.
   if (typeof v !== 'number' || (Number.isFinite(v) && !Number.isFinite(Math.fround(v)))) throw unsupported;
   ensure(4);
-  view.setFloat32(slab.byteOffset + pos, v, true);
+  view.setFloat32(pos, v, true);
   pos += 4;
 }
 
-/** Writes one scalar value (no tag); returns its wire type from `wireTypeOf`. */
+/** Writes one scalar value of `type` (no tag; the wire type is WIRE_TYPE[type]). */
 function scalarWriter(type: ScalarType): (v: unknown) => void {
   switch (type) {
     case ScalarType.STRING:
@@ -192,11 +205,11 @@ function scalarWriter(type: ScalarType): (v: unknown) => void {
     case ScalarType.INT32:
       return int32;
     case ScalarType.UINT32:
-      return uint32;
+      return (v) => varint32(asUint32(v));
     case ScalarType.SINT32:
       return (v) => {
-        if (typeof v !== 'number' || !Number.isInteger(v) || v < INT32_MIN || v > INT32_MAX) throw unsupported;
-        varint32(((v << 1) ^ (v >> 31)) >>> 0);
+        const n = asInt32(v);
+        varint32(((n << 1) ^ (n >> 31)) >>> 0);
       };
     case ScalarType.INT64:
       return (v) => {
@@ -215,21 +228,16 @@ function scalarWriter(type: ScalarType): (v: unknown) => void {
         varint64((t.lo << 1) ^ sign, ((t.hi << 1) | (t.lo >>> 31)) ^ sign);
       };
     case ScalarType.FIXED32:
+      return (v) => fixed32(asUint32(v));
     case ScalarType.SFIXED32:
-      return (v) => {
-        if (type === ScalarType.FIXED32) uint32Check(v);
-        else if (typeof v !== 'number' || !Number.isInteger(v) || v < INT32_MIN || v > INT32_MAX) throw unsupported;
-        ensure(4);
-        view.setUint32(slab.byteOffset + pos, (v as number) >>> 0, true);
-        pos += 4;
-      };
+      return (v) => fixed32(asInt32(v));
     case ScalarType.FIXED64:
     case ScalarType.SFIXED64:
       return (v) => {
         const t = enc64(v, type === ScalarType.FIXED64);
         ensure(8);
-        view.setInt32(slab.byteOffset + pos, t.lo, true);
-        view.setInt32(slab.byteOffset + pos + 4, t.hi, true);
+        view.setInt32(pos, t.lo, true);
+        view.setInt32(pos + 4, t.hi, true);
         pos += 8;
       };
     case ScalarType.FLOAT:
@@ -238,7 +246,7 @@ function scalarWriter(type: ScalarType): (v: unknown) => void {
       return (v) => {
         if (typeof v !== 'number') throw unsupported;
         ensure(8);
-        view.setFloat64(slab.byteOffset + pos, v, true);
+        view.setFloat64(pos, v, true);
         pos += 8;
       };
     case ScalarType.BYTES:
@@ -248,10 +256,6 @@ function scalarWriter(type: ScalarType): (v: unknown) => void {
         raw(v);
       };
   }
-}
-
-function uint32Check(v: unknown): void {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > UINT32_MAX) throw unsupported;
 }
 
 /** The wire type each scalar type is written with: 0 varint, 1 64-bit, 2 length-delimited, 5 32-bit. */
@@ -272,10 +276,6 @@ const WIRE_TYPE: Record<ScalarType, number> = {
   [ScalarType.SINT32]: 0,
   [ScalarType.SINT64]: 0,
 };
-
-function wireTypeOf(type: ScalarType): number {
-  return WIRE_TYPE[type];
-}
 
 /** proto3 implicit presence: the test for the zero value that is left out, per type. */
 function zeroTest(type: ScalarType): (v: unknown) => boolean {
@@ -354,25 +354,16 @@ function compile(desc: DescMessage): Compiled {
   // Registered before its fields compile, so a recursive type finds itself.
   compiledTypes.set(desc, c);
   const fields = [...desc.fields].sort((a, b) => a.number - b.number);
-  if (!fields.every(supported)) {
-    c.fields = null;
-    return c;
-  }
-  const writers: Write[] = [];
-  for (const f of fields) {
-    const w = compileField(f);
-    if (!w) {
-      c.fields = null;
-      return c;
-    }
-    writers.push(w);
-  }
-  c.fields = writers;
+  c.fields = fields.every(supported) ? fields.map(compileField) : null;
   return c;
 }
 
-/** Writes a nested message (its tag, length prefix and fields); null when its type is unsupported. */
-function childWriter(no: number, desc: DescMessage): ((v: unknown) => void) | null {
+/**
+ * Writes a nested message (its tag, length prefix and fields). A child type this encoder does
+ * not write (a required or group field somewhere inside) hands the message to toBinary, when
+ * such a child is actually present.
+ */
+function childWriter(no: number, desc: DescMessage): (v: unknown) => void {
   const child = compile(desc);
   const tag = tagOf(no, 2);
   const check = (): Write[] => {
@@ -387,13 +378,13 @@ function childWriter(no: number, desc: DescMessage): ((v: unknown) => void) | nu
   };
 }
 
-function compileField(f: DescField): Write | null {
+function compileField(f: DescField): Write {
   const name = f.localName;
   switch (f.fieldKind) {
     case 'scalar':
     case 'enum': {
       const type = f.fieldKind === 'enum' ? ScalarType.INT32 : f.scalar;
-      const tag = tagOf(f.number, wireTypeOf(type));
+      const tag = tagOf(f.number, WIRE_TYPE[type]);
       const write = scalarWriter(type);
       const one = (v: unknown): void => {
         varint32(tag);
@@ -416,14 +407,12 @@ function compileField(f: DescField): Write | null {
     }
     case 'message': {
       const one = childWriter(f.number, f.message);
-      if (!one) return null;
       if (f.oneof) return oneofWriter(f.oneof.localName, name, one);
       return presenceWriter(name, one);
     }
     case 'list': {
       if (f.listKind === 'message') {
         const one = childWriter(f.number, f.message);
-        if (!one) return null;
         return (m) => {
           const items = m[name] as unknown[];
           for (let i = 0; i < items.length; i++) one(items[i]);
@@ -442,7 +431,7 @@ function compileField(f: DescField): Write | null {
           join();
         };
       }
-      const tag = tagOf(f.number, wireTypeOf(type));
+      const tag = tagOf(f.number, WIRE_TYPE[type]);
       return (m) => {
         const items = m[name] as unknown[];
         for (let i = 0; i < items.length; i++) {
@@ -453,17 +442,15 @@ function compileField(f: DescField): Write | null {
     }
     case 'map': {
       const entryTag = tagOf(f.number, 2);
-      const keyTag = tagOf(1, wireTypeOf(f.mapKey));
+      const keyTag = tagOf(1, WIRE_TYPE[f.mapKey]);
       const writeKey = scalarWriter(f.mapKey);
       const toKey = mapKeyConverter(f.mapKey);
       let writeValue: (v: unknown) => void;
       if (f.mapKind === 'message') {
-        const value = childWriter(2, f.message);
-        if (!value) return null;
-        writeValue = value;
+        writeValue = childWriter(2, f.message);
       } else {
         const type = f.mapKind === 'enum' ? ScalarType.INT32 : f.scalar;
-        const valueTag = tagOf(2, wireTypeOf(type));
+        const valueTag = tagOf(2, WIRE_TYPE[type]);
         const write = scalarWriter(type);
         writeValue = (v) => {
           varint32(valueTag);
