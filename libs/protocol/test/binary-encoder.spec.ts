@@ -1,6 +1,6 @@
-import { ScalarType, create, toBinary, type DescField, type DescMessage } from '@bufbuild/protobuf';
+import { ScalarType, create, createFileRegistry, toBinary, type DescField, type DescMessage } from '@bufbuild/protobuf';
 import type { GenFile } from '@bufbuild/protobuf/codegenv2';
-import { Int32ValueSchema, StructSchema, TimestampSchema, file_google_protobuf_struct } from '@bufbuild/protobuf/wkt';
+import { FileDescriptorProtoSchema, Int32ValueSchema, StructSchema, TimestampSchema, file_google_protobuf_struct } from '@bufbuild/protobuf/wkt';
 import { encodeMessage } from '../src/binary-encoder';
 import {
   BusPacketSchema,
@@ -40,6 +40,57 @@ const SCHEMA_FILES = [
   file_cordum_v1_api,
   file_grpc_health_v1_health,
 ];
+
+/**
+ * A proto3 message with a field of every scalar type (singular, packed, unpacked) and maps
+ * keyed by several of them: the schemas use only some types (no fixed, sfixed, sint or double
+ * field), and the encoder writes each type with its own code.
+ */
+function allScalarsType(): DescMessage {
+  const types: [string, number][] = [
+    ['double', 1], ['float', 2], ['int64', 3], ['uint64', 4], ['int32', 5], ['fixed64', 6], ['fixed32', 7], ['bool', 8],
+    ['string', 9], ['bytes', 12], ['uint32', 13], ['sfixed32', 15], ['sfixed64', 16], ['sint32', 17], ['sint64', 18],
+  ];
+  const fields = types.flatMap(([name, type], i) => [
+    { name: `s_${name}`, number: i + 1, label: 1, type, jsonName: `s${name}` },
+    { name: `r_${name}`, number: i + 101, label: 3, type, jsonName: `r${name}` },
+    { name: `u_${name}`, number: i + 201, label: 3, type, jsonName: `u${name}`, options: { packed: false } },
+  ]);
+  const entry = (name: string, key: number, value: number, typeName?: string) => ({
+    name,
+    field: [
+      { name: 'key', number: 1, label: 1, type: key, jsonName: 'key' },
+      { name: 'value', number: 2, label: 1, type: value, jsonName: 'value', ...(typeName ? { typeName } : {}) },
+    ],
+    options: { mapEntry: true },
+  });
+  const maps = [
+    { name: 'm_int32', number: 301, entry: entry('MInt32Entry', 5, 9) },
+    { name: 'm_sint64', number: 302, entry: entry('MSint64Entry', 18, 7) },
+    { name: 'm_bool', number: 303, entry: entry('MBoolEntry', 8, 1) },
+    { name: 'm_fixed32', number: 304, entry: entry('MFixed32Entry', 7, 17) },
+    { name: 'm_uint64', number: 305, entry: entry('MUint64Entry', 4, 11, '.cordum.test.v1.AllScalars') },
+  ];
+  const file = create(FileDescriptorProtoSchema, {
+    name: 'cordum/test/v1/all_scalars.proto',
+    package: 'cordum.test.v1',
+    syntax: 'proto3',
+    messageType: [
+      {
+        name: 'AllScalars',
+        field: [
+          ...fields,
+          ...maps.map((m) => ({ name: m.name, number: m.number, label: 3, type: 11, typeName: `.cordum.test.v1.AllScalars.${m.entry.name}`, jsonName: m.name })),
+          { name: 'child', number: 400, label: 1, type: 11, typeName: '.cordum.test.v1.AllScalars', jsonName: 'child' },
+        ],
+        nestedType: maps.map((m) => m.entry),
+      },
+    ],
+  });
+  const desc = createFileRegistry(file, () => undefined).getMessage('cordum.test.v1.AllScalars');
+  if (!desc) throw new Error('AllScalars did not register');
+  return desc;
+}
 
 const STRINGS = ['', 'a', 'job.echo', 'é', '日本語', '🙂', '\ud800', 'x\udc00y', 'a'.repeat(127), 'b'.repeat(128), 'é'.repeat(64), 'c'.repeat(20_000)];
 
@@ -84,7 +135,8 @@ function enumValue(r: () => number, f: Extract<DescField, { fieldKind: 'enum' }>
 function mapKey(r: () => number, t: ScalarType): string {
   if (t === ScalarType.STRING) return pick(r, ['a', 'b', 'z', '10', '2', 'ключ', '', 'env_' + Math.floor(r() * 100)]);
   if (t === ScalarType.BOOL) return r() < 0.5 ? 'true' : 'false';
-  return String(pick(r, [0, 1, 7, 300, -5]));
+  const unsigned = t === ScalarType.UINT32 || t === ScalarType.FIXED32 || t === ScalarType.UINT64 || t === ScalarType.FIXED64;
+  return String(pick(r, unsigned ? [0, 1, 7, 300, 4294967295] : [0, 1, 7, 300, -5, -2147483648]));
 }
 
 /** A message of type `desc` with random values in every field (depth-limited for recursive types). */
@@ -147,7 +199,7 @@ describe('encodeMessage', () => {
   it('writes the bytes toBinary writes, for every message type filled with random values', () => {
     const r = rng(7);
     let compared = 0;
-    for (const desc of [...types, TimestampSchema, Int32ValueSchema, ...messagesOf([file_google_protobuf_struct])]) {
+    for (const desc of [...types, allScalarsType(), TimestampSchema, Int32ValueSchema, ...messagesOf([file_google_protobuf_struct])]) {
       for (let i = 0; i < 100; i++) {
         const msg = randomMessage(r, desc);
         const want = toBinary(desc, msg as never);
@@ -156,7 +208,7 @@ describe('encodeMessage', () => {
         compared++;
       }
     }
-    expect(compared).toBeGreaterThan(3500);
+    expect(compared).toBeGreaterThan(3600);
   });
 
   it('re-encodes every reference vector as toBinary does', () => {
