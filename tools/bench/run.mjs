@@ -7,6 +7,8 @@
 //   npm run bench -- --smoke               CI smoke run (~1 s phases, under a minute): proves every part works
 //   flags: --duration S (20) --warmup S (5) --connections N (64) --workers N (1)
 //          --rate JOBS_PER_S (1000; 0 = no paced run) --growth | --no-growth
+//          --growth-rounds N (3; smoke 1: N rounds of stack 1x on an empty Redis and on the preloaded
+//          one, alternating: the growth ÷ empty ratio per round)
 //          --terminal N (100000) --pending N (10000) --worker-parallel N (256, WORKER_MAX_PARALLEL)
 //          --skip-baselines --skip-safety --skip-stack --no-pass2 --out DIR (bench/results) --cpu-prof DIR (V8 profiles)
 //          --node-options STR (services' NODE_OPTIONS) --node-args STR (extra node flags, e.g. --trace-gc)
@@ -42,7 +44,7 @@ function helpText() {
 }
 
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0, ab: null };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0, ab: null, growthRounds: null };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
@@ -89,6 +91,10 @@ function parseArgs(argv) {
       o.interleave = num(a, argv[++i]);
       if (!Number.isInteger(o.interleave)) throw new Error('--interleave needs a whole number of rounds');
     }
+    else if (a === '--growth-rounds') {
+      o.growthRounds = num(a, argv[++i]);
+      if (!Number.isInteger(o.growthRounds)) throw new Error('--growth-rounds needs a whole number of rounds');
+    }
     else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
     else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
     else if (a === '--help' || a === '-h') {
@@ -118,6 +124,8 @@ function parseArgs(argv) {
     if (o.growth === null) o.growth = true;
   }
   if (o.growth === null) o.growth = !o.quick;
+  if (o.growthRounds === null) o.growthRounds = o.growth ? (o.smoke ? 1 : 3) : 0;
+  else if (o.growthRounds > 0 && !o.growth) throw new Error('--growth-rounds runs on the growth preload: drop --no-growth (or --quick), or give --growth');
   if (o.duration < 1) throw new Error('--duration must be at least 1 s');
   if (o.quick && o.smoke) throw new Error('--quick and --smoke exclude each other');
   if (o.connections < 1 || o.workers < 1) throw new Error('--connections and --workers must be at least 1');
@@ -170,9 +178,10 @@ async function main() {
     process.stderr.write(`npm run bench: ${errText(e)}\n`);
     process.exit(2);
   }
-  const cleanupState = { redis: null };
+  const cleanupState = { redis: null, grown: null };
   const fail = installCleanup(async () => {
     cleanupState.redis?.disconnect();
+    cleanupState.grown?.disconnect();
     await stopAll(['api-gateway', 'bare-gateway', 'scheduler', 'bare-', 'echo-worker', 'safety-kernel', 'grpc-floor', 'redis', 'nats']);
     removeTempDirs();
   });
@@ -194,8 +203,7 @@ async function run(opts, cleanupState) {
   // Between passes: an empty Redis and no JetStream streams left by the previous
   // pass (its unprocessed submits would otherwise reach the next pass's scheduler);
   // the services create their streams again at start.
-  const flush = async () => {
-    await redis.flushall();
+  const flushStreams = async () => {
     const nc = await connect({ servers: natsSrv.url });
     try {
       const jsm = await nc.jetstreamManager();
@@ -203,6 +211,10 @@ async function run(opts, cleanupState) {
     } finally {
       await nc.close();
     }
+  };
+  const flush = async () => {
+    await redis.flushall();
+    await flushStreams();
   };
   const results = {
     startedAt: new Date().toISOString(),
@@ -331,6 +343,46 @@ async function run(opts, cleanupState) {
     return { durationS: mo.duration, ...(opts.ab ? { ab: opts.ab } : {}), rounds };
   };
 
+  /**
+   * --growth-rounds N: the growth pass and pass 1 run minutes apart, and a single p99 of each
+   * moved by up to ±40 % between full runs while the store was the same size. N rounds of
+   * stack 1x on the flushed Redis and on the preloaded one, back to back and in alternating
+   * order (empty first in odd rounds), each a saturated phase and a phase paced at pass 1's
+   * half-capacity rate, give one grown ÷ empty ratio per round; the medians are the growth figures.
+   */
+  const growthRounds = async (pass, grown, passOneHalfRate) => {
+    const mo = { ...mopts, rate: 0, sweep: [], duration: Math.min(opts.duration, 10) };
+    let halfRate = passOneHalfRate ?? undefined;
+    const rounds = [];
+    for (let i = 1; i <= opts.growthRounds; i++) {
+      log(`growth round ${i}/${opts.growthRounds}: stack 1x on the empty and on the preloaded Redis`);
+      const arm = async (which) => {
+        const m = await pass(`growth round ${i} ${which}`, { schedulers: 1, gateways: 1, ...(which === 'grown' ? { store: grown } : {}) }, undefined, { ...mo, halfRate });
+        if (which === 'grown') await flushStreams();
+        else await flush();
+        // Without pass 1's rate, both arms of every round run at the first arm's half rate.
+        halfRate ??= m?.half?.rate;
+        return m;
+      };
+      const emptyFirst = i % 2 === 1;
+      const first = await arm(emptyFirst ? 'empty' : 'grown');
+      const second = await arm(emptyFirst ? 'grown' : 'empty');
+      const [empty, full] = emptyFirst ? [first, second] : [second, first];
+      const failed = [empty, full].reduce((n, m) => n + (m?.saturated?.failedOrUnfinished ?? 0) + (m?.half?.failedOrUnfinished ?? 0), 0);
+      const error = empty?.error ?? full?.error;
+      rounds.push({
+        emptyRanFirst: emptyFirst,
+        emptyJobsPerS: empty?.saturated?.completedPerS ?? null,
+        grownJobsPerS: full?.saturated?.completedPerS ?? null,
+        emptyHalfP99Ms: empty?.half?.submitToResultMs?.p99 ?? null,
+        grownHalfP99Ms: full?.half?.submitToResultMs?.p99 ?? null,
+        failedOrUnfinished: failed,
+        ...(error ? { error } : {}),
+      });
+    }
+    return { durationS: mo.duration, halfRate: halfRate ?? null, rounds };
+  };
+
   const missing = missingBundles(root);
   if (!opts.stack) results.stack.skipped = '--skip-stack';
   else if (missing.length) results.stack.skipped = `missing bundles: ${missing.join(', ')} (run npm run build)`;
@@ -338,15 +390,18 @@ async function run(opts, cleanupState) {
     const cordum = await getCordum();
     const records = stackRecords(cordum);
     const request = STACK_REQUEST;
+    // `shape.store`: another Redis server ({ srv, client }) for this pass (the growth preload's).
     const pass = async (label, shape, extra, passOpts = {}, settle = null) => guard(label, async () => {
-      log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)${shape.distDir ? `, bundles from ${shape.distDir}` : ''}`);
+      const store = shape.store ?? { srv: redisSrv, client: redis };
+      log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)${shape.distDir ? `, bundles from ${shape.distDir}` : ''}${shape.store ? `, Redis on port ${store.srv.port}` : ''}`);
       // The smoke run waits for the first worker snapshot (what GET /api/v1/workers reads) sooner.
       const schedulerEnv = opts.smoke ? { WORKER_SNAPSHOT_INTERVAL: '500ms' } : {};
-      const stack = await startStack(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, nodeArgs: opts.nodeArgs, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...shape });
+      const stack = await startStack(root, { redisUrl: store.srv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, nodeArgs: opts.nodeArgs, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...shape });
       const rss = rssSampler(stack.procs);
       try {
         const settled = settle ? await settle(stack) : undefined;
-        const m = await measureModel({ redis, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: { ...mopts, ...passOpts }, log, procs: [...stack.procs, ...servers] });
+        const procs = [...stack.procs, { name: 'redis-server', pid: store.srv.proc.pid }, { name: 'nats-server', pid: natsSrv.proc.pid }];
+        const m = await measureModel({ redis: store.client, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: { ...mopts, ...passOpts }, log, procs });
         if (extra) await extra(stack);
         rss.stop();
         return { ...m, rssMb: rss.peakMb(), ...(settled ? { settled } : {}) };
@@ -363,8 +418,13 @@ async function run(opts, cleanupState) {
       await flush();
     }
     if (opts.growth) {
+      // The preload goes to a Redis server of its own, so the --growth-rounds can run the stack
+      // on it and on the (flushed) empty one in turn without preloading again.
+      const grownSrv = await startRedis();
+      const grown = { srv: grownSrv, client: new Redis(grownSrv.url, { maxRetriesPerRequest: 2 }) };
+      cleanupState.grown = grown.client;
       log(`growth: preloading ${opts.terminal} terminal + ${opts.pending} pending jobs via the job-store`);
-      const pre = await guard('preload', () => preload(cordum, { redisUrl: redisSrv.url, terminal: opts.terminal, pending: opts.pending, onProgress: log }));
+      const pre = await guard('preload', () => preload(cordum, { redisUrl: grownSrv.url, terminal: opts.terminal, pending: opts.pending, onProgress: log }));
       // Timed at pass 1's half-capacity rate, so the latencies compare at the same load.
       // The backlog is measured in its steady state: the scheduler finds the preloaded jobs as
       // orphans (older than SCHEDULER_PENDING_REPLAY_AGE), checks each once and parks it on its
@@ -373,15 +433,20 @@ async function run(opts, cleanupState) {
         const t0 = Date.now();
         const key = cordum.jobKeys.parked(GROWTH_TOPIC);
         let parked = 0;
-        while ((parked = await redis.zcard(key)) < opts.pending) {
+        while ((parked = await grown.client.zcard(key)) < opts.pending) {
           if (Date.now() - t0 > 300_000) throw new Error(`only ${parked} of ${opts.pending} pending jobs parked after 300 s`);
           await new Promise((r) => setTimeout(r, 500));
         }
         log(`growth: ${parked} pending jobs parked on ${GROWTH_TOPIC} after ${Math.round((Date.now() - t0) / 1000)} s`);
         return { parked, seconds: Math.round((Date.now() - t0) / 100) / 10 };
       };
-      const g = await pass('growth', { schedulers: 1, gateways: 1 }, undefined, { halfRate: results.stack.pass1?.half?.rate }, settle);
+      const g = await pass('growth', { schedulers: 1, gateways: 1, store: grown }, undefined, { halfRate: results.stack.pass1?.half?.rate }, settle);
       results.stack.growth = { preload: pre, ...g };
+      await flushStreams();
+      if (opts.growthRounds > 0 && !g.error && !pre.error) results.stack.growthRounds = await growthRounds(pass, grown, results.stack.pass1?.half?.rate);
+      grown.client.disconnect();
+      cleanupState.grown = null;
+      await grownSrv.stop();
     }
     if (opts.interleave > 0) results.interleaved = await interleave(pass);
   }

@@ -1,6 +1,7 @@
 // The stdout table (ending with the ratio lines) and the ratios themselves.
 const fmt = (v) => (v === null || v === undefined ? '-' : typeof v === 'number' ? String(v) : String(v));
 const ms = (o) => (o ? `${fmt(o.p50)} / ${fmt(o.p95 ?? '-')} / ${fmt(o.p99)}` : '-');
+const nRounds = (n) => `${n} round${n === 1 ? '' : 's'}`;
 const ratio = (a, b) => (a && b ? Math.round((a / b) * 100) / 100 : null);
 
 function median(xs) {
@@ -40,6 +41,22 @@ export function abRatios(il) {
   return { ...roundRatios(il.rounds, 'before'), cpuPerJobByService };
 }
 
+/**
+ * --growth-rounds: grown ÷ empty per round, for completed jobs/s (saturated) and for the p99
+ * submit→result at the rounds' half-capacity rate; the median, min and max of each.
+ */
+export function growthRoundRatios(g) {
+  if (!g?.rounds?.length) return null;
+  const spread = (perRound) => {
+    const ok = perRound.filter((x) => x !== null);
+    return { perRound, median: median(perRound), min: ok.length ? Math.min(...ok) : null, max: ok.length ? Math.max(...ok) : null };
+  };
+  return {
+    jobsPerS: spread(g.rounds.map((x) => ratio(x.grownJobsPerS, x.emptyJobsPerS))),
+    halfP99: spread(g.rounds.map((x) => ratio(x.grownHalfP99Ms, x.emptyHalfP99Ms))),
+  };
+}
+
 export function ratios(r) {
   const ours = r.stack?.pass1?.saturated?.completedPerS;
   const p99 = r.stack?.pass1?.paced?.submitToResultMs?.p99;
@@ -52,6 +69,7 @@ export function ratios(r) {
     growth_over_empty_jobsPerS: ratio(r.stack?.growth?.saturated?.completedPerS, ours),
     growth_over_empty_p99: ratio(r.stack?.growth?.paced?.submitToResultMs?.p99, p99),
     growth_over_empty_half_p99: ratio(r.stack?.growth?.half?.submitToResultMs?.p99, r.stack?.pass1?.half?.submitToResultMs?.p99),
+    ...(r.stack?.growthRounds ? { growth_over_empty_rounds: growthRoundRatios(r.stack.growthRounds) } : {}),
     ...(r.interleaved ? { interleaved_jobsPerS_over_bare: interleavedRatios(r.interleaved) } : {}),
     ...(r.interleaved?.ab ? { ab_after_over_before: abRatios(r.interleaved) } : {}),
   };
@@ -112,6 +130,7 @@ export function table(r) {
   if (r.interleaved?.ab) {
     r.interleaved.rounds.forEach((x, i) => rows.push([`ab round ${i + 1}`, `before / after jobs/s, CPU ms per job (${x.beforeRanFirst ? 'before ran first' : 'after ran first'})`, x.error ? `error: ${x.error}` : `${fmt(x.beforeJobsPerS)} / ${fmt(x.stackJobsPerS)}, ${fmt(x.beforeCpuMsPerJob)} / ${fmt(x.stackCpuMsPerJob)}`]));
   }
+  (r.stack?.growthRounds?.rounds ?? []).forEach((x, i) => rows.push([`growth round ${i + 1}`, `empty / grown jobs/s, p99 ms at ${fmt(r.stack.growthRounds.halfRate)}/s (${x.emptyRanFirst ? 'empty' : 'grown'} ran first)`, x.error ? `error: ${x.error}` : `${fmt(x.emptyJobsPerS)} / ${fmt(x.grownJobsPerS)}, ${fmt(x.emptyHalfP99Ms)} / ${fmt(x.grownHalfP99Ms)}${x.failedOrUnfinished ? `  (${x.failedOrUnfinished} failed or unfinished)` : ''}`]));
   if (r.stack?.growth?.preload) rows.push(['stack growth', 'preloaded terminal / pending', `${r.stack.growth.preload.terminal} / ${r.stack.growth.preload.pending} (${r.stack.growth.preload.seconds}s)`]);
   const w0 = Math.max(...rows.map((x) => x[0].length));
   const w1 = Math.max(...rows.map((x) => x[1].length));
@@ -125,11 +144,13 @@ export function table(r) {
   lines.push(`ratio  2 schedulers+2 gateways ÷ 1x jobs/s        ${fmt(q.pass2_over_pass1_jobsPerS)}`);
   lines.push(`ratio  growth ÷ empty jobs/s, p99                 ${fmt(q.growth_over_empty_jobsPerS)}, ${fmt(q.growth_over_empty_p99)}   (target within 10 %)`);
   lines.push(`ratio  growth ÷ empty p99 at pass 1's half rate   ${fmt(q.growth_over_empty_half_p99)}`);
+  const gr = q.growth_over_empty_rounds;
+  if (gr) lines.push(`ratio  growth ÷ empty, rounds (median) jobs/s, p99  ${fmt(gr.jobsPerS.median)}, ${fmt(gr.halfP99.median)}   (${nRounds(gr.jobsPerS.perRound.length)}, ${fmt(gr.jobsPerS.min)}–${fmt(gr.jobsPerS.max)}, ${fmt(gr.halfP99.min)}–${fmt(gr.halfP99.max)}; target within 10 %)`);
   const il = q.interleaved_jobsPerS_over_bare;
-  if (il) lines.push(`ratio  our jobs/s ÷ bare, interleaved (median)    ${fmt(il.median)}   (${il.perRound.length} rounds, ${fmt(il.min)}–${fmt(il.max)}; CPU per job ${fmt(il.cpuPerJobMedian)}× bare)`);
+  if (il) lines.push(`ratio  our jobs/s ÷ bare, interleaved (median)    ${fmt(il.median)}   (${nRounds(il.perRound.length)}, ${fmt(il.min)}–${fmt(il.max)}; CPU per job ${fmt(il.cpuPerJobMedian)}× bare)`);
   const ab = q.ab_after_over_before;
   if (ab) {
-    lines.push(`ratio  after ÷ before (--ab) jobs/s (median)      ${fmt(ab.median)}   (${ab.perRound.length} rounds, ${fmt(ab.min)}–${fmt(ab.max)}; CPU per job ${fmt(ab.cpuPerJobMedian)}× before)`);
+    lines.push(`ratio  after ÷ before (--ab) jobs/s (median)      ${fmt(ab.median)}   (${nRounds(ab.perRound.length)}, ${fmt(ab.min)}–${fmt(ab.max)}; CPU per job ${fmt(ab.cpuPerJobMedian)}× before)`);
     lines.push(`ratio  after ÷ before (--ab) CPU per job by process (median)   ${Object.entries(ab.cpuPerJobByService ?? {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ')}`);
   }
   return lines.join('\n');

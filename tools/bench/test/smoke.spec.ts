@@ -36,7 +36,13 @@ interface Results {
   versions: { node: string; redis: string | null; nats: string };
   gitCommit: string | null;
   baselines: { jetstream: { roundTripsPerS: number; error?: string }; bullmq: { jobsPerS: number; error?: string }; bare: Model };
-  stack: { pass1: Model; pass2: Model; growth: Model & { preload: { terminal: number; pending: number } }; skipped?: string };
+  stack: {
+    pass1: Model;
+    pass2: Model;
+    growth: Model & { preload: { terminal: number; pending: number } };
+    growthRounds: { durationS: number; halfRate: number | null; rounds: { emptyRanFirst: boolean; emptyJobsPerS: number | null; grownJobsPerS: number | null; emptyHalfP99Ms: number | null; grownHalfP99Ms: number | null; failedOrUnfinished: number; error?: string }[] };
+    skipped?: string;
+  };
   safety: { label: string; error?: string; skipped?: string; latency: Check; throughput: Check; stream: { latency: Check; throughput: Check } }[];
   interleaved: { durationS: number; ab?: string; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; beforeJobsPerS?: number | null; beforeCpuMsPerJob?: number | null; beforeRanFirst?: boolean; stackCpuByService?: Record<string, number> | null; beforeCpuByService?: Record<string, number> | null; failedOrUnfinished: number; error?: string }[] };
   ratios: Record<string, unknown>;
@@ -83,11 +89,11 @@ describe('npm run bench -- --smoke', () => {
     before = join(out, 'dist-before');
     cpSync(join(repoRoot, 'dist'), before, { recursive: true });
     bench = startProcess('bench', process.execPath, [join(repoRoot, 'tools/bench/run.mjs'), '--smoke', '--sweep', '20', '--interleave', '1', '--ab', before, '--out', out], {}, repoRoot);
-    exit = await bench.waitExit(280_000);
+    exit = await bench.waitExit(420_000);
     const files = readdirSync(out).filter((f) => /^smoke-.*\.json$/.test(f));
     expect(files).toHaveLength(1);
     results = JSON.parse(readFileSync(join(out, files[0]!), 'utf8')) as Results;
-  }, 290_000);
+  }, 430_000);
 
   afterAll(async () => {
     await bench?.stop();
@@ -98,7 +104,7 @@ describe('npm run bench -- --smoke', () => {
     expect({ exit, tail: exit.code === 0 ? '' : bench.logs().slice(-3000) }).toEqual({ exit: { code: 0, signal: null }, tail: '' });
     const lines = bench.output;
     const ratioLines = lines.filter((l) => l.startsWith('ratio '));
-    expect(ratioLines).toHaveLength(10);
+    expect(ratioLines).toHaveLength(11);
     // A ratio line shows '-' when a figure it needs is missing.
     for (const l of ratioLines) expect(l).not.toMatch(/\s-(,|\s|$)/);
     expect(lines.some((l) => l.startsWith('results: ') && l.includes(out))).toBe(true);
@@ -128,6 +134,26 @@ describe('npm run bench -- --smoke', () => {
     expect(results.stack.growth.preload).toEqual(expect.objectContaining({ terminal: 500, pending: 50 }));
     // The growth pass is timed at pass 1's half-capacity rate.
     expect(results.stack.growth.half?.rate).toBe(results.stack.pass1.half?.rate);
+  });
+
+  it('runs one growth round by default (stack 1x on the empty Redis, then on the preloaded one) at pass 1\'s half rate, with a grown ÷ empty ratio', () => {
+    const g = results.stack.growthRounds;
+    expect(g.halfRate).toBe(results.stack.pass1.half?.rate);
+    expect(g.rounds).toHaveLength(1);
+    const [r] = g.rounds;
+    expect({ error: r?.error, failed: r?.failedOrUnfinished, emptyFirst: r?.emptyRanFirst }).toEqual({ error: undefined, failed: 0, emptyFirst: true });
+    for (const v of [r?.emptyJobsPerS, r?.grownJobsPerS, r?.emptyHalfP99Ms, r?.grownHalfP99Ms]) expect(v).toBeGreaterThan(0);
+    const q = results.ratios['growth_over_empty_rounds'] as { jobsPerS: { perRound: number[]; median: number }; halfP99: { perRound: number[]; median: number } };
+    expect(q.jobsPerS.perRound).toEqual([Math.round(((r?.grownJobsPerS ?? 0) / (r?.emptyJobsPerS ?? 1)) * 100) / 100]);
+    expect(q.halfP99.perRound).toEqual([Math.round(((r?.grownHalfP99Ms ?? 0) / (r?.emptyHalfP99Ms ?? 1)) * 100) / 100]);
+    expect([q.jobsPerS.median, q.halfP99.median]).toEqual([q.jobsPerS.perRound[0], q.halfP99.perRound[0]]);
+    // The grown arm ran on the preload's own Redis server, not on the one pass 1 used.
+    const ports = bench.output.filter((l) => l.includes('stack growth round 1 grown') || l.includes('stack growth:')).map((l) => /Redis on port (\d+)/.exec(l)?.[1]);
+    expect(ports).toHaveLength(2);
+    expect(ports[0]).toMatch(/^\d+$/);
+    expect(ports[1]).toBe(ports[0]);
+    expect(bench.output.filter((l) => l.includes('stack growth round 1 empty:') && !l.includes('Redis on port'))).toHaveLength(1);
+    expect(bench.output.some((l) => l.startsWith('growth round 1 '))).toBe(true);
   });
 
   it('runs the --sweep rates on pass 1 only, with zero failed jobs', () => {
@@ -160,7 +186,7 @@ describe('npm run bench -- --smoke', () => {
 
   it('computes every ratio', () => {
     const keys = ['jobsPerS_over_bullmq', 'jobsPerS_over_jetstream', 'jobsPerS_over_bare', 'p99_over_bare_p99', 'pass2_over_pass1_jobsPerS', 'growth_over_empty_jobsPerS', 'growth_over_empty_p99', 'growth_over_empty_half_p99'];
-    expect(Object.keys(results.ratios).sort()).toEqual([...keys, 'interleaved_jobsPerS_over_bare', 'ab_after_over_before'].sort());
+    expect(Object.keys(results.ratios).sort()).toEqual([...keys, 'growth_over_empty_rounds', 'interleaved_jobsPerS_over_bare', 'ab_after_over_before'].sort());
     for (const k of keys) expect({ k, v: typeof results.ratios[k] }).toEqual({ k, v: 'number' });
   });
 
