@@ -4,7 +4,7 @@
 //
 //   npm run bench                          full run (growth pass included)
 //   npm run bench -- --quick               short run (3 s phases, ~2 min in all), no growth pass
-//   npm run bench -- --smoke               CI smoke run (~1 s phases, under a minute): proves every part works
+//   npm run bench -- --smoke               CI smoke run (3 s phases, ~2 min): proves every part works
 //   flags: --duration S (20) --warmup S (5) --connections N (64) --workers N (1)
 //          --rate JOBS_PER_S (1000; 0 = no paced run) --growth | --no-growth
 //          --growth-rounds N (3; smoke 1: N rounds of stack 1x on an empty Redis and on the preloaded
@@ -392,11 +392,12 @@ async function run(opts, cleanupState) {
     const request = STACK_REQUEST;
     // `shape.store`: another Redis server ({ srv, client }) for this pass (the growth preload's).
     const pass = async (label, shape, extra, passOpts = {}, settle = null) => guard(label, async () => {
-      const store = shape.store ?? { srv: redisSrv, client: redis };
-      log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)${shape.distDir ? `, bundles from ${shape.distDir}` : ''}${shape.store ? `, Redis on port ${store.srv.port}` : ''}`);
+      const { store: ownStore, ...stackShape } = shape;
+      const store = ownStore ?? { srv: redisSrv, client: redis };
+      log(`stack ${label}: ${shape.schedulers} scheduler(s), ${shape.gateways} gateway(s), ${opts.workers} echo worker(s)${shape.distDir ? `, bundles from ${shape.distDir}` : ''}${ownStore ? `, Redis on port ${store.srv.port}` : ''}`);
       // The smoke run waits for the first worker snapshot (what GET /api/v1/workers reads) sooner.
       const schedulerEnv = opts.smoke ? { WORKER_SNAPSHOT_INTERVAL: '500ms' } : {};
-      const stack = await startStack(root, { redisUrl: store.srv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, nodeArgs: opts.nodeArgs, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...shape });
+      const stack = await startStack(root, { redisUrl: store.srv.url, natsUrl: natsSrv.url, workers: opts.workers, workerParallel: opts.workerParallel, schedulerEnv, log, cpuProfDir: opts.cpuProf ? join(resolve(opts.cpuProf), label.replace(/\s+/g, '-')) : null, nodeArgs: opts.nodeArgs, extraEnv: opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}, ...stackShape });
       const rss = rssSampler(stack.procs);
       try {
         const settled = settle ? await settle(stack) : undefined;
