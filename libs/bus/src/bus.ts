@@ -142,10 +142,12 @@ class NatsBus implements Bus {
         await Promise.race([this.nc.drain(), new Promise((_, rej) => (t = setTimeout(() => rej(new Error('drain timeout')), DRAIN_TIMEOUT_MS)))]);
       } catch (err) {
         this.log.warn('bus: drain failed, closing', { err: (err as Error).message });
-        if (!this.nc.isClosed()) await this.nc.close();
       } finally {
         if (t) clearTimeout(t);
       }
+      // nats.js's drain() also resolves without closing when its last flush fails (the server is
+      // gone); the connection would then go on reconnecting, and hold the process open, for ever.
+      if (!this.nc.isClosed()) await this.nc.close();
     }
     this.publisher.close();
     // nc.status() is typed as AsyncIterable but is a QueuedIterator at run time; stop() ends the loop.

@@ -97,4 +97,10 @@ describe('@cordum/bus publish when the connection drops', () => {
     expect(Date.now() - killedAt).toBeLessThan(800);
     await publishing; // ends with bus_publish_failed once its 2 s budget is spent (the server stays down)
   });
+
+  it('close() while the server is down closes the connection (it does not go on reconnecting)', async () => {
+    // nats.js's drain() resolves without closing when its final flush fails; the bus closes it then.
+    await bus.close();
+    expect((bus as unknown as { nc: NatsConnection }).nc.isClosed()).toBe(true);
+  });
 });
