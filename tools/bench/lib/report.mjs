@@ -17,10 +17,14 @@ function median(xs) {
  * min and max, and the CPU-per-job median.
  */
 function roundRatios(rounds, base) {
-  const perRound = rounds.map((r) => ratio(r.stackJobsPerS, r[`${base}JobsPerS`]));
   const cpuPerRound = rounds.map((r) => ratio(r.stackCpuMsPerJob, r[`${base}CpuMsPerJob`]));
+  return { ...spread(rounds.map((r) => ratio(r.stackJobsPerS, r[`${base}JobsPerS`]))), cpuPerRound, cpuPerJobMedian: median(cpuPerRound) };
+}
+
+/** Per-round ratios with their median, min and max (rounds without a figure are null and left out). */
+function spread(perRound) {
   const ok = perRound.filter((x) => x !== null);
-  return { perRound, cpuPerRound, median: median(perRound), min: ok.length ? Math.min(...ok) : null, max: ok.length ? Math.max(...ok) : null, cpuPerJobMedian: median(cpuPerRound) };
+  return { perRound, median: median(perRound), min: ok.length ? Math.min(...ok) : null, max: ok.length ? Math.max(...ok) : null };
 }
 
 /** --interleave: one stack ÷ bare ratio per round (jobs/s, and CPU per job), their median, min and max. */
@@ -47,10 +51,6 @@ export function abRatios(il) {
  */
 export function growthRoundRatios(g) {
   if (!g?.rounds?.length) return null;
-  const spread = (perRound) => {
-    const ok = perRound.filter((x) => x !== null);
-    return { perRound, median: median(perRound), min: ok.length ? Math.min(...ok) : null, max: ok.length ? Math.max(...ok) : null };
-  };
   return {
     jobsPerS: spread(g.rounds.map((x) => ratio(x.grownJobsPerS, x.emptyJobsPerS))),
     halfP99: spread(g.rounds.map((x) => ratio(x.grownHalfP99Ms, x.emptyHalfP99Ms))),
