@@ -296,6 +296,16 @@ async function run(opts, cleanupState) {
    * change), in alternating order with this checkout's (before, after in odd rounds; after,
    * before in even ones), so a drift of the VM within a round favours neither build.
    */
+  /** Runs `a` then `b` in odd rounds and `b` then `a` in even ones, so a drift of the VM within a round favours neither; returns [a's result, b's]. */
+  const alternate = async (round, a, b) => {
+    if (round % 2 === 1) {
+      const ra = await a();
+      return [ra, await b()];
+    }
+    const rb = await b();
+    return [await a(), rb];
+  };
+
   const interleave = async (pass) => {
     const mo = { ...mopts, rate: 0, half: false, sweep: [], duration: Math.min(opts.duration, 10) };
     const cpu = (m) => (m?.saturated?.cpuMsPerJob ? Math.round(Object.values(m.saturated.cpuMsPerJob).reduce((a, b) => a + b, 0) * 100) / 100 : null);
@@ -305,21 +315,17 @@ async function run(opts, cleanupState) {
       log(`interleave round ${i}/${opts.interleave}: bare, then stack 1x${opts.ab ? ` and stack 1x from ${opts.ab}` : ''}`);
       const bare = await guard(`interleave ${i} bare`, () => bareRun(mo));
       await flush();
-      const runAfter = () => pass(`interleave ${i}`, { schedulers: 1, gateways: 1 }, undefined, mo);
-      const runBefore = () => pass(`interleave ${i} before`, { schedulers: 1, gateways: 1, distDir: opts.ab }, undefined, mo);
-      let stack;
-      let before = null;
-      if (!opts.ab) stack = await runAfter();
-      else if (i % 2 === 1) {
-        before = await runBefore();
+      const runAfter = async () => {
+        const m = await pass(`interleave ${i}`, { schedulers: 1, gateways: 1 }, undefined, mo);
         await flush();
-        stack = await runAfter();
-      } else {
-        stack = await runAfter();
+        return m;
+      };
+      const runBefore = async () => {
+        const m = await pass(`interleave ${i} before`, { schedulers: 1, gateways: 1, distDir: opts.ab }, undefined, mo);
         await flush();
-        before = await runBefore();
-      }
-      await flush();
+        return m;
+      };
+      const [before, stack] = opts.ab ? await alternate(i, runBefore, runAfter) : [null, await runAfter()];
       const error = bare?.error ?? stack?.error ?? before?.error;
       rounds.push({
         bareJobsPerS: bare?.saturated?.completedPerS ?? null,
@@ -365,9 +371,7 @@ async function run(opts, cleanupState) {
         return m;
       };
       const emptyFirst = i % 2 === 1;
-      const first = await arm(emptyFirst ? 'empty' : 'grown');
-      const second = await arm(emptyFirst ? 'grown' : 'empty');
-      const [empty, full] = emptyFirst ? [first, second] : [second, first];
+      const [empty, full] = await alternate(i, () => arm('empty'), () => arm('grown'));
       const failed = [empty, full].reduce((n, m) => n + (m?.saturated?.failedOrUnfinished ?? 0) + (m?.half?.failedOrUnfinished ?? 0), 0);
       const error = empty?.error ?? full?.error;
       rounds.push({
