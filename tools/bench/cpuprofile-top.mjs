@@ -4,17 +4,33 @@
 // or node internals), so a hot path shows up without opening DevTools.
 //
 //   node tools/bench/cpuprofile-top.mjs FILE_OR_DIR... [--top N]
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { scriptArgs, usageError } from './lib/args.mjs';
 
-const args = process.argv.slice(2);
-const topIdx = args.indexOf('--top');
-const top = topIdx >= 0 ? Number(args.splice(topIdx, 2)[1]) : 25;
+const TOOL = 'cpuprofile-top.mjs';
+const { values, positionals } = scriptArgs(import.meta.url, process.argv.slice(2), { top: { type: 'number', default: 25, min: 1, integer: true } }, { positionals: true });
+const top = values.top;
+if (positionals.length === 0) usageError(TOOL, 'give one or more .cpuprofile files or directories (try --help)');
 
 function files(p) {
+  if (!existsSync(p)) usageError(TOOL, `no such file or directory: ${p}`);
   if (statSync(p).isDirectory()) return readdirSync(p).flatMap((f) => files(join(p, f)));
   return p.endsWith('.cpuprofile') ? [p] : [];
 }
+
+function readProfile(f) {
+  try {
+    const prof = JSON.parse(readFileSync(f, 'utf8'));
+    if (!Array.isArray(prof.nodes) || !Array.isArray(prof.samples) || !Array.isArray(prof.timeDeltas)) throw new Error('no nodes, samples and timeDeltas');
+    return prof;
+  } catch (e) {
+    return usageError(TOOL, `${f} is not a V8 CPU profile: ${String(e?.message ?? e).split('\n')[0]}`);
+  }
+}
+
+const found = positionals.flatMap(files);
+if (found.length === 0) usageError(TOOL, `no .cpuprofile files in ${positionals.join(', ')}`);
 
 function moduleOf(url) {
   if (!url) return '(native/gc)';
@@ -25,8 +41,8 @@ function moduleOf(url) {
   return dist ? `bundle:${dist[1]}` : url;
 }
 
-for (const f of args.flatMap(files)) {
-  const prof = JSON.parse(readFileSync(f, 'utf8'));
+for (const f of found) {
+  const prof = readProfile(f);
   const byId = new Map(prof.nodes.map((n) => [n.id, n]));
   const self = new Map();
   const dt = prof.timeDeltas;

@@ -15,22 +15,23 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import { scriptArgs } from './lib/args.mjs';
 import { installCleanup, removeTempDirs, percentiles, sleep, startNats, startRedis, stopAll } from './lib/index.mjs';
 import { collect, drive } from './lib/load.mjs';
 import { loadCordum } from './lib/cordum.mjs';
 import { SERVICE_NODE_OPTIONS, STACK_REQUEST, stackRecords, startStack } from './lib/stack.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
-const args = process.argv.slice(2);
-const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
-const rate = Number(opt('--rate', 250));
-const durationS = Number(opt('--duration', 15));
-const workers = Number(opt('--workers', 1));
-const extraArgs = String(opt('--node-args', '')).split(/\s+/).filter(Boolean);
-if (!(rate > 0) || !(durationS > 0) || !Number.isInteger(workers) || workers < 1) {
-  process.stderr.write('gc-tail: --rate and --duration must be positive numbers, --workers a positive integer\n');
-  process.exit(2);
-}
+const { values } = scriptArgs(import.meta.url, process.argv.slice(2), {
+  rate: { type: 'number', default: 250, min: 1 },
+  duration: { type: 'number', default: 15, min: 1 },
+  workers: { type: 'number', default: 1, min: 1, integer: true },
+  'node-args': { type: 'string', default: '' },
+});
+const rate = values.rate;
+const durationS = values.duration;
+const workers = values.workers;
+const extraArgs = values['node-args'].split(/\s+/).filter(Boolean);
 
 // `[pid:0x…]  1234 ms: Scavenge 20.1 (25.0) -> 18.3 (26.0) MB, 1.2 / 0.0 ms  (…)`
 const GC_LINE = /(Scavenge|Mark-Compact)[^\d]*([0-9.]+) \([0-9.]+\) -> ([0-9.]+) \([0-9.]+\) MB, ([0-9.]+) \/ [0-9.]+ ms/;

@@ -25,6 +25,7 @@ import { Redis } from 'ioredis';
 import { connect } from 'nats';
 import { runBullmqBaseline } from './baseline-bullmq.mjs';
 import { runJetStreamBaseline } from './baseline-jetstream.mjs';
+import { helpText } from './lib/args.mjs';
 import { startBare } from './lib/bare.mjs';
 import { loadCordum } from './lib/cordum.mjs';
 import { GROWTH_TOPIC, preload } from './lib/growth.mjs';
@@ -37,12 +38,6 @@ import { SERVICE_NODE_OPTIONS, STACK_REQUEST, bundlePath, kernelHasDecisionCache
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** The comment block at the top of this file, from its second line to the first line that is not a comment. */
-function helpText() {
-  const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
-  const end = lines.findIndex((l) => !l.startsWith('//'));
-  return lines.slice(0, end < 0 ? lines.length : end).map((l) => l.replace(/^\/\/ ?/, '')).join('\n');
-}
-
 function parseArgs(argv) {
   const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0, ab: null, growthRounds: null };
   const num = (a, v) => {
@@ -98,7 +93,7 @@ function parseArgs(argv) {
     else if (['--duration', '--warmup', '--connections', '--workers', '--rate', '--terminal', '--pending'].includes(a)) o[a.slice(2)] = num(a, argv[++i]);
     else if (a === '--worker-parallel') o.workerParallel = num(a, argv[++i]);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write(helpText() + '\n');
+      process.stdout.write(helpText(import.meta.url) + '\n');
       process.exit(0);
     } else throw new Error(`unknown argument "${a}" (try --help)`);
   }

@@ -13,13 +13,14 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import { scriptArgs } from './lib/args.mjs';
 import { installCleanup, removeTempDirs, sleep, startNats, startRedis, stopAll } from './lib/index.mjs';
 import { API_KEY, startStack } from './lib/stack.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
-const args = process.argv.slice(2);
-const jobs = Number(args[args.indexOf('--jobs') + 1] || 1) || 1;
-const asJson = args.includes('--json');
+const { values } = scriptArgs(import.meta.url, process.argv.slice(2), { jobs: { type: 'number', default: 1, min: 1, integer: true }, json: { type: 'boolean', default: false } });
+const jobs = values.jobs;
+const asJson = values.json;
 
 async function main() {
   const [redisSrv, natsSrv] = await Promise.all([startRedis(), startNats()]);
