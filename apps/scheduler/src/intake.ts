@@ -8,7 +8,7 @@ import { dispatch, publishAttempt } from './dispatch';
 import { BUSY_NAK_MS, escalateBusy, releasedBy, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { routeFor } from './route-job';
-import { resolveSafety, startEarlyCheck, type EarlyCheck } from './safety';
+import { resolveSafety } from './safety';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 const nak = (delayMs: number): HandlerOutcome => ({ kind: 'nak', delayMs });
@@ -25,16 +25,12 @@ export function submitHandler(ctx: SchedulerContext) {
       return { kind: 'term', reason: 'submit packet without a JobRequest' };
     }
     const req = packet.payload.value;
-    // A first delivery is almost always a fresh PENDING job: ask the kernel while the lock is
-    // being taken. Redeliveries (busy lock, kernel down) take the plain path.
-    const early = h.deliveryCount <= 1 ? startEarlyCheck(ctx, req) : undefined;
-    const r = await withLockedJob(ctx, req.jobId, (lease, job) => intake(ctx, lease, req, job, early));
-    if (early && !early.consumed) ctx.metrics.earlyChecks.inc({ outcome: 'unused' });
+    const r = await withLockedJob(ctx, req.jobId, (lease, job) => intake(ctx, lease, req, job));
     return escalateBusy(r.busy ? nak(BUSY_NAK_MS) : r.value, h.deliveryCount);
   };
 }
 
-async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, job: JobRecord | null, early?: EarlyCheck): Promise<HandlerOutcome> {
+async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, job: JobRecord | null): Promise<HandlerOutcome> {
   if (!job) {
     // The gateway writes the record before publishing, so an unknown id is a
     // foreign or expired submit: nothing to schedule.
@@ -42,7 +38,7 @@ async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, job:
     ctx.logger.warn('submit for unknown job', { job_id: req.jobId });
     return ACK;
   }
-  return driveJob(ctx, lease, job, req, early);
+  return driveJob(ctx, lease, job, req);
 }
 
 /**
@@ -53,7 +49,7 @@ async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, job:
  * the job in `job:retry`. `job` is the record as read under `lease`; the last
  * write of a path releases the lock in its own script (issue 7).
  */
-export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobRecord, req?: JobRequest, early?: EarlyCheck): Promise<HandlerOutcome> {
+export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobRecord, req?: JobRequest): Promise<HandlerOutcome> {
   if (job.state === 'APPROVAL_REQUIRED') {
     // Waits for a human; approving moves it to PENDING and republishes the submit.
     ctx.metrics.ignored.inc({ kind: 'submit', reason: 'awaiting_approval' });
@@ -72,7 +68,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
   // right before any dispatch, so a policy change is applied when the job can actually go.
   if ((job.scheduleTries ?? 0) > 0 && routeFor(ctx, job).kind === 'no_worker') return noWorkerWait(ctx, lease, job);
 
-  const verdict = await resolveSafety(ctx, job, early);
+  const verdict = await resolveSafety(ctx, job);
   switch (verdict.kind) {
     case 'unavailable':
       ctx.logger.warn('safety kernel unavailable, holding job', { job_id: job.id, err: verdict.error });

@@ -16,7 +16,6 @@ export interface SchedulerMetrics {
   breakerState: Gauge;
   breakerTransitions: Counter<'to'>;
   safetyChecks: Counter<'outcome'>;
-  earlyChecks: Counter<'outcome'>;
   safetyCheckDuration: Histogram;
   failOpen: Counter;
 }
@@ -52,12 +51,6 @@ export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
     safetyChecks: new Counter({
       name: 'cordum_scheduler_safety_checks_total',
       help: 'Check outcomes at the scheduler (allow, deny, require_human, throttle, unavailable, breaker_open).',
-      labelNames: ['outcome'],
-      registers: [registry],
-    }),
-    earlyChecks: new Counter({
-      name: 'cordum_scheduler_early_checks_total',
-      help: 'Checks started from a submit packet before the job lock was taken: used (the record read under the lock asks the same), discarded (it asks something else: Check ran again on the record), unused (no Check was due: lock busy, job past PENDING or waiting for a worker).',
       labelNames: ['outcome'],
       registers: [registry],
     }),

@@ -5,8 +5,8 @@
 // failed call is `unavailable`; intake then applies `input_fail_mode`.
 import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
+import type { JobRecord } from '@cordum/job-store';
 import breakerLua from './lua/safety-breaker-1.lua';
-import type { CheckRequest } from '@cordum/job-store';
 import type { SafetyChecker, SafetyVerdict } from './safety';
 import type { SchedulerMetrics } from './metrics';
 
@@ -111,7 +111,7 @@ export function breakerSafetyChecker(inner: SafetyChecker, breaker: SharedBreake
   };
 
   return {
-    async check(request: CheckRequest): Promise<SafetyVerdict> {
+    async check(job: JobRecord): Promise<SafetyVerdict> {
       const a = (await storage(() => breaker.acquire())) ?? { allowed: true as const, probe: false, failures: 0 };
       if (!a.allowed) {
         observe(a.state, false);
@@ -120,7 +120,7 @@ export function breakerSafetyChecker(inner: SafetyChecker, breaker: SharedBreake
       }
       observe(a.probe ? 'half_open' : 'closed', false);
       const end = metrics.safetyCheckDuration.startTimer();
-      const v = await inner.check(request);
+      const v = await inner.check(job);
       end();
       metrics.safetyChecks.inc({ outcome: v.kind });
       const r = await storage(() => breaker.report(v.kind !== 'unavailable', a));

@@ -3,7 +3,6 @@
 // `unavailable`; `input_fail_mode` then holds the job (closed, the default) or
 // lets it run with an audit alert (open). The shared breaker (D21,
 // safety-breaker.ts) wraps the port. Approved jobs are re-checked (D18).
-import { isDeepStrictEqual } from 'node:util';
 import { subjects } from '@cordum/bus';
 import {
   AlertSeverity,
@@ -13,10 +12,9 @@ import {
   encodePacket,
   createPolicyClient,
   newPacket,
-  type JobRequest,
   type PolicyCheckResponse,
 } from '@cordum/protocol';
-import { checkRequestOf, checkRequestOfPacket, type CheckRequest, type JobRecord, type SafetyRecord } from '@cordum/job-store';
+import { policyCheckInit, type JobRecord, type SafetyRecord } from '@cordum/job-store';
 import type { SchedulerContext } from './context';
 
 export type FailMode = 'open' | 'closed';
@@ -39,32 +37,8 @@ export type SafetyVerdict =
   | { kind: 'unavailable'; error: string };
 
 export interface SafetyChecker {
-  check(request: CheckRequest): Promise<SafetyVerdict>;
+  check(job: JobRecord): Promise<SafetyVerdict>;
   close(): void;
-}
-
-/**
- * A Check started from the submit packet before the job's lock is taken, so that the kernel's
- * round trip overlaps the lock's (issue 7: one wait less between submit and dispatch). Its
- * answer is used only if the record read under the lock asks the same (resolveSafety), so the
- * decision enforced is always the record's. Velocity is recorded once per job id (D20), so a
- * used early Check records what the ordinary one would. A discarded one is a second Check for
- * the job: the kernel's counters see it, and if the packet named another identity than the
- * record (only a publisher other than the gateway sends such a packet) the job may also count
- * in that identity's velocity windows.
- */
-export interface EarlyCheck {
-  request: CheckRequest;
-  verdict: Promise<SafetyVerdict>;
-  /** Set by resolveSafety; an early Check never looked at is counted `unused` by its starter. */
-  consumed: boolean;
-}
-
-export function startEarlyCheck(ctx: SchedulerContext, req: JobRequest): EarlyCheck {
-  const request = checkRequestOfPacket(req);
-  // Never rejects (an unawaited rejection would be unhandled): a throwing port is `unavailable`.
-  const verdict = ctx.safety.check(request).catch((err: unknown): SafetyVerdict => ({ kind: 'unavailable', error: err instanceof Error ? err.message : String(err) }));
-  return { request, verdict, consumed: false };
 }
 
 export function verdictFrom(res: PolicyCheckResponse): SafetyVerdict {
@@ -101,9 +75,9 @@ export function grpcSafetyChecker(address: string, deadlineMs: number): SafetyCh
     channelOptions: { 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': KERNEL_RECONNECT_BACKOFF_MS },
   });
   return {
-    async check(request) {
+    async check(job) {
       try {
-        const res = await client.check(request, deadlineMs);
+        const res = await client.check(policyCheckInit(job.id, job, { withMetaLabels: true }), deadlineMs);
         return verdictFrom(res);
       } catch (err) {
         return { kind: 'unavailable', error: err instanceof Error ? err.message : String(err) };
@@ -124,17 +98,8 @@ export const FAIL_OPEN_ALERT_CODE = 'safety.input_fail_open';
  *   that same rule and the request still hashes to what was approved; otherwise a
  *   (new) hold bound to the current request hash. DENY always wins.
  */
-export async function resolveSafety(ctx: SchedulerContext, job: JobRecord, early?: EarlyCheck): Promise<SafetyVerdict> {
-  const request = checkRequestOf(job);
-  let v: SafetyVerdict;
-  if (early) early.consumed = true;
-  if (early && isDeepStrictEqual(early.request, request)) {
-    ctx.metrics.earlyChecks.inc({ outcome: 'used' });
-    v = await early.verdict;
-  } else {
-    if (early) ctx.metrics.earlyChecks.inc({ outcome: 'discarded' });
-    v = await ctx.safety.check(request);
-  }
+export async function resolveSafety(ctx: SchedulerContext, job: JobRecord): Promise<SafetyVerdict> {
+  const v = await ctx.safety.check(job);
   switch (v.kind) {
     case 'unavailable': {
       if (ctx.failModes().inputFailMode !== 'open') return v;

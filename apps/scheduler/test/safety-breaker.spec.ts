@@ -2,12 +2,12 @@
 // state machine (consecutive failures → open → half-open probes → closed), that
 // two replicas share it, and that the wrapped Check port stops calling a dead
 // kernel while open.
+import type { JobRecord } from '@cordum/job-store';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { startRedis, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
 import { createSchedulerMetrics } from '../src/metrics';
-import type { CheckRequest } from '@cordum/job-store';
 import type { SafetyChecker, SafetyVerdict } from '../src/safety';
 import { D21_BREAKER, SAFETY_BREAKER_KEY, breakerSafetyChecker, createSharedBreaker, type SharedBreaker } from '../src/safety-breaker';
 
@@ -113,7 +113,7 @@ describe('local closed cache', () => {
 });
 
 describe('breakerSafetyChecker', () => {
-  const job: CheckRequest = { jobId: 'j1', tenant: 'acme', topic: 'job.echo' };
+  const job = { id: 'j1', tenant: 'acme', topic: 'job.echo' } as JobRecord;
 
   it('stops calling a failing kernel once open, reports the state in metrics, and closes after successful probes', async () => {
     let calls = 0;

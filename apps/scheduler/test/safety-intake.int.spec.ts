@@ -3,7 +3,7 @@
 // it was given for and only while the request hashes the same; DENY wins) and
 // input_fail_mode (closed holds, open runs the job with one audit alert).
 import { subjects, type Bus, type Consumer } from '@cordum/bus';
-import { jobKeys, submitRequestInit, type ApprovalRecord, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
+import { jobKeys, type ApprovalRecord, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
 import {
   Decision,
@@ -41,7 +41,6 @@ let seq = 0;
 
 function decide(req: PolicyCheckRequest): KernelAnswer {
   const base = { policySnapshot: 'snap-1' };
-  if (req.labels['env'] === 'forbidden') return { ...base, decision: Decision.DENY, ruleId: 'deny-forbidden', reason: 'forbidden env' };
   if (req.topic.startsWith('job.held')) {
     if (kernel.denyHeld) return { ...base, decision: Decision.DENY, ruleId: 'deny-now', reason: 'now denied' };
     return { ...base, decision: Decision.REQUIRE_HUMAN, ruleId: kernel.holdRule, reason: 'production needs a human', approvalRequired: true };
@@ -185,51 +184,5 @@ describe('input_fail_mode', () => {
     expect(await stateOf(job.id)).toBe('PENDING');
     expect(worker.count(job.id)).toBe(0);
     expect(alerts.length).toBe(before);
-  });
-});
-
-describe('early Check (issue 7: asked while the job lock is taken)', () => {
-  const early = async (outcome: string): Promise<number> =>
-    ((await metrics.getSingleMetric('cordum_scheduler_early_checks_total')?.get())?.values ?? []).find((v) => v.labels['outcome'] === outcome)?.value ?? 0;
-  const checksOf = (id: string): PolicyCheckRequest[] => testKernel.checks.filter((c) => c.jobId === id);
-
-  /** The packet the gateway publishes for a job (encodeJobRequest), optionally with fields changed. */
-  async function publishAsGateway(job: JobRecord, over: Partial<JobRecord> = {}, msgId = `jobreq:${job.id}:0:0`): Promise<void> {
-    const req = create(JobRequestSchema, submitRequestInit({ ...job, ...over }, undefined));
-    await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId });
-  }
-
-  it('a submit as the gateway publishes it costs one Check, the early one', async () => {
-    const used = await early('used');
-    const job = await store.createJob({ ...newJob('job.echo', 'PENDING'), labels: { env: 'dev', team: 'a' }, actorId: 'bot-1', actorType: 'service', capability: 'echo', riskTags: ['low'], memoryId: 'm-1' });
-    await publishAsGateway(job);
-    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'job SUCCEEDED' });
-    expect(worker.count(job.id)).toBe(1);
-    expect(checksOf(job.id)).toHaveLength(1);
-    expect(await early('used')).toBe(used + 1);
-    expect((await store.getJob(job.id))?.safety).toMatchObject({ decision: 'allow', ruleId: 'allow-all' });
-  });
-
-  it('a packet that names another identity than the record: the record is checked again and its answer enforced', async () => {
-    const discarded = await early('discarded');
-    const job = await store.createJob({ ...newJob('job.echo', 'PENDING'), labels: { env: 'forbidden' } });
-    await publishAsGateway(job, { labels: { env: 'dev' } }); // the early Check (ALLOW) asked about env=dev
-    await waitFor(async () => (await stateOf(job.id)) === 'DENIED', 10_000, { message: 'job DENIED' });
-    expect(worker.count(job.id)).toBe(0);
-    expect(checksOf(job.id).map((c) => c.labels['env'])).toEqual(['dev', 'forbidden']);
-    expect(await early('discarded')).toBe(discarded + 1);
-    expect((await store.getJob(job.id))?.safety).toMatchObject({ decision: 'deny', ruleId: 'deny-forbidden' });
-  });
-
-  it('an early Check nobody needed (a duplicate submit of a finished job) is counted unused and changes nothing', async () => {
-    const job = await store.createJob(newJob('job.echo', 'PENDING'));
-    await publishAsGateway(job);
-    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'job SUCCEEDED' });
-    const unused = await early('unused');
-    await publishAsGateway(job, {}, `jobreq:${job.id}:dup`);
-    await waitFor(async () => (await early('unused')) > unused, 10_000, { message: 'duplicate handled' });
-    expect(await early('unused')).toBe(unused + 1);
-    expect(await stateOf(job.id)).toBe('SUCCEEDED');
-    expect(worker.count(job.id)).toBe(1);
   });
 });

@@ -8,12 +8,9 @@ import {
   JobStatus,
   encodeProgressPacket,
   type JobMetadataSchema,
-  type JobRequest,
-  type JobRequestSchema,
   type MessageInitShape,
   type PolicyCheckRequestSchema,
 } from '@cordum/protocol';
-import { jobKeys } from './keys';
 import type { JobState } from './states';
 import type { JobIdentity, JobRecord, Priority } from './types';
 
@@ -57,62 +54,6 @@ export function policyCheckInit(jobId: string, j: JobIdentity, o: { withMetaLabe
     labels: j.labels,
     memoryId: j.memoryId ?? '',
     meta: jobMetadataInit(j, { withLabels: o.withMetaLabels }),
-  };
-}
-
-/** What `Check` is asked about a job at intake: the request above, with the labels also in `meta`. */
-export type CheckRequest = MessageInitShape<typeof PolicyCheckRequestSchema>;
-
-/** The Check request for a job record: the one whose answer the scheduler enforces. */
-export function checkRequestOf(job: JobRecord): CheckRequest {
-  return policyCheckInit(job.id, job, { withMetaLabels: true });
-}
-
-/**
- * The JobRequest of a job's `sys.job.submit` packet (CONTRACT §3), from the record the
- * gateway has just written: at submit, and when an approval republishes the job.
- */
-export function submitRequestInit(job: JobRecord, deadlineMs: number | undefined): MessageInitShape<typeof JobRequestSchema> {
-  return {
-    jobId: job.id,
-    topic: job.topic,
-    priority: priorityToProto(job.priority),
-    contextPtr: jobKeys.ctxPtr(job.id),
-    tenantId: job.tenant,
-    principalId: job.principalId,
-    labels: job.labels,
-    memoryId: job.memoryId ?? '',
-    budget: deadlineMs !== undefined ? { deadlineMs: BigInt(deadlineMs) } : undefined,
-    meta: jobMetadataInit(job),
-  };
-}
-
-/**
- * checkRequestOf built from a submit packet instead of the record, key for key, so the two are
- * deep-equal exactly when the packet carries the record's identity (submitRequestInit does). The
- * scheduler asks the kernel with it before it has read the record (an early Check), and uses
- * that answer only when the record, once read, asks the same.
- */
-export function checkRequestOfPacket(req: JobRequest): CheckRequest {
-  const m = req.meta;
-  return {
-    jobId: req.jobId,
-    topic: req.topic,
-    tenant: req.tenantId,
-    priority: req.priority,
-    principalId: req.principalId,
-    labels: req.labels,
-    memoryId: req.memoryId,
-    meta: {
-      tenantId: m?.tenantId ?? '',
-      actorId: m?.actorId ?? '',
-      actorType: m?.actorType ?? ActorType.UNSPECIFIED,
-      idempotencyKey: m?.idempotencyKey ?? '',
-      capability: m?.capability ?? '',
-      riskTags: m?.riskTags ?? [],
-      requires: m?.requires ?? [],
-      labels: req.labels,
-    },
   };
 }
 

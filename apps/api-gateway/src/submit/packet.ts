@@ -5,7 +5,7 @@ import {
   encodePacket,
   newPacket,
 } from '@cordum/protocol';
-import { submitRequestInit, type JobRecord } from '@cordum/job-store';
+import { jobKeys, jobMetadataInit, priorityToProto, type JobRecord } from '@cordum/job-store';
 
 /** D9: attempt 0, approval revision 0 at submit; a retried publish reuses it so JetStream dedups. */
 export function submitMsgId(jobId: string, attempt = 0, approvalRevision = 0): string {
@@ -13,6 +13,17 @@ export function submitMsgId(jobId: string, attempt = 0, approvalRevision = 0): s
 }
 
 export function encodeJobRequest(job: JobRecord, senderId: string, deadlineMs: number | undefined): Uint8Array {
-  const request = create(JobRequestSchema, submitRequestInit(job, deadlineMs));
+  const request = create(JobRequestSchema, {
+    jobId: job.id,
+    topic: job.topic,
+    priority: priorityToProto(job.priority),
+    contextPtr: jobKeys.ctxPtr(job.id),
+    tenantId: job.tenant,
+    principalId: job.principalId,
+    labels: job.labels,
+    memoryId: job.memoryId ?? '',
+    budget: deadlineMs !== undefined ? { deadlineMs: BigInt(deadlineMs) } : undefined,
+    meta: jobMetadataInit(job),
+  });
   return encodePacket(newPacket(senderId, { case: 'jobRequest', value: request }, job.traceId));
 }
