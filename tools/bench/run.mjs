@@ -16,6 +16,8 @@
 //          --interleave N (N rounds of bare then stack 1x, saturated only: the stack ÷ bare ratio per round)
 //          --ab DIR (with --interleave: each round also runs stack 1x from DIR, a copy of another build's
 //          dist/, in alternating order with this checkout's: the after ÷ before ratio per round)
+//          --ab-rate R (with --ab: both builds' runs of a round also run a phase paced at R jobs/s:
+//          the after ÷ before p50 and p99 latency per round)
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -39,7 +41,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** The comment block at the top of this file, from its second line to the first line that is not a comment. */
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0, ab: null, growthRounds: null };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0, ab: null, abRate: 0, growthRounds: null };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
@@ -81,6 +83,10 @@ function parseArgs(argv) {
       const v = argv[++i];
       if (v === undefined) throw new Error('--ab needs a directory: a copy of another build\'s dist/ (cp -r dist /tmp/dist-before)');
       o.ab = resolve(v);
+    }
+    else if (a === '--ab-rate') {
+      o.abRate = num(a, argv[++i]);
+      if (o.abRate < 1) throw new Error('--ab-rate needs a rate of at least 1 job/s');
     }
     else if (a === '--interleave') {
       o.interleave = num(a, argv[++i]);
@@ -124,6 +130,7 @@ function parseArgs(argv) {
   if (o.duration < 1) throw new Error('--duration must be at least 1 s');
   if (o.quick && o.smoke) throw new Error('--quick and --smoke exclude each other');
   if (o.connections < 1 || o.workers < 1) throw new Error('--connections and --workers must be at least 1');
+  if (o.abRate > 0 && o.ab === null) throw new Error('--ab-rate paces the --ab runs: give --ab DIR and --interleave N too');
   if (o.ab !== null) {
     if (o.interleave < 1) throw new Error('--ab compares builds in the --interleave rounds: give --interleave N (N ≥ 1)');
     const missing = missingBundles(root, o.ab);
@@ -304,19 +311,25 @@ async function run(opts, cleanupState) {
   const interleave = async (pass) => {
     const mo = { ...mopts, rate: 0, half: false, sweep: [], duration: Math.min(opts.duration, 10) };
     const cpu = (m) => (m?.saturated?.cpuMsPerJob ? Math.round(Object.values(m.saturated.cpuMsPerJob).reduce((a, b) => a + b, 0) * 100) / 100 : null);
-    const failed = (...ms) => ms.reduce((a, m) => a + (m?.saturated?.failedOrUnfinished ?? 0), 0);
+    const failed = (...ms) => ms.reduce((a, m) => a + (m?.saturated?.failedOrUnfinished ?? 0) + (m?.paced?.failedOrUnfinished ?? 0), 0);
+    // --ab-rate: the two builds' runs also get a paced phase (latency at one load, build against build).
+    const moAb = opts.abRate > 0 ? { ...mo, rate: opts.abRate } : mo;
+    const paced = (m) => {
+      const p = m?.paced;
+      return p ? { dispatchP50: p.submitToDispatchMs?.p50 ?? null, dispatchP99: p.submitToDispatchMs?.p99 ?? null, resultP50: p.submitToResultMs?.p50 ?? null, resultP99: p.submitToResultMs?.p99 ?? null } : null;
+    };
     const rounds = [];
     for (let i = 1; i <= opts.interleave; i++) {
       log(`interleave round ${i}/${opts.interleave}: bare, then stack 1x${opts.ab ? ` and stack 1x from ${opts.ab}` : ''}`);
       const bare = await guard(`interleave ${i} bare`, () => bareRun(mo));
       await flush();
       const runAfter = async () => {
-        const m = await pass(`interleave ${i}`, { schedulers: 1, gateways: 1 }, undefined, mo);
+        const m = await pass(`interleave ${i}`, { schedulers: 1, gateways: 1 }, undefined, opts.ab ? moAb : mo);
         await flush();
         return m;
       };
       const runBefore = async () => {
-        const m = await pass(`interleave ${i} before`, { schedulers: 1, gateways: 1, distDir: opts.ab }, undefined, mo);
+        const m = await pass(`interleave ${i} before`, { schedulers: 1, gateways: 1, distDir: opts.ab }, undefined, moAb);
         await flush();
         return m;
       };
@@ -335,13 +348,14 @@ async function run(opts, cleanupState) {
               // Per process (gateway, scheduler, ..., redis-server, nats-server): which one the change moved.
               stackCpuByService: stack?.saturated?.cpuMsPerJob ?? null,
               beforeCpuByService: before?.saturated?.cpuMsPerJob ?? null,
+              ...(opts.abRate > 0 ? { stackPaced: paced(stack), beforePaced: paced(before) } : {}),
             }
           : {}),
         failedOrUnfinished: failed(bare, stack, before),
         ...(error ? { error } : {}),
       });
     }
-    return { durationS: mo.duration, ...(opts.ab ? { ab: opts.ab } : {}), rounds };
+    return { durationS: mo.duration, ...(opts.ab ? { ab: opts.ab } : {}), ...(opts.abRate > 0 ? { abRate: opts.abRate } : {}), rounds };
   };
 
   /**

@@ -42,7 +42,11 @@ export function abRatios(il) {
   if (!il?.ab || !il.rounds?.length) return null;
   const services = [...new Set(il.rounds.flatMap((r) => Object.keys(r.stackCpuByService ?? {})))].sort();
   const cpuPerJobByService = Object.fromEntries(services.map((svc) => [svc, median(il.rounds.map((r) => ratio(r.stackCpuByService?.[svc], r.beforeCpuByService?.[svc])))]));
-  return { ...roundRatios(il.rounds, 'before'), cpuPerJobByService };
+  const pacedRatio = (k) => spread(il.rounds.map((r) => ratio(r.stackPaced?.[k], r.beforePaced?.[k])));
+  const paced = il.abRate
+    ? { rate: il.abRate, dispatchP50: pacedRatio('dispatchP50'), dispatchP99: pacedRatio('dispatchP99'), resultP50: pacedRatio('resultP50'), resultP99: pacedRatio('resultP99') }
+    : null;
+  return { ...roundRatios(il.rounds, 'before'), cpuPerJobByService, ...(paced ? { paced } : {}) };
 }
 
 /**
@@ -129,6 +133,10 @@ export function table(r) {
   (r.interleaved?.rounds ?? []).forEach((x, i) => rows.push([`interleave ${i + 1}`, `bare / stack 1x jobs/s, CPU ms per job (${r.interleaved.durationS}s each)`, x.error ? `error: ${x.error}` : `${fmt(x.bareJobsPerS)} / ${fmt(x.stackJobsPerS)}, ${fmt(x.bareCpuMsPerJob)} / ${fmt(x.stackCpuMsPerJob)}${x.failedOrUnfinished ? `  (${x.failedOrUnfinished} failed or unfinished)` : ''}`]));
   if (r.interleaved?.ab) {
     r.interleaved.rounds.forEach((x, i) => rows.push([`ab round ${i + 1}`, `before / after jobs/s, CPU ms per job (${x.beforeRanFirst ? 'before ran first' : 'after ran first'})`, x.error ? `error: ${x.error}` : `${fmt(x.beforeJobsPerS)} / ${fmt(x.stackJobsPerS)}, ${fmt(x.beforeCpuMsPerJob)} / ${fmt(x.stackCpuMsPerJob)}`]));
+    const lat = (p) => (p ? `${fmt(p.dispatchP50)}/${fmt(p.dispatchP99)}  ${fmt(p.resultP50)}/${fmt(p.resultP99)}` : '-');
+    if (r.interleaved.abRate) {
+      r.interleaved.rounds.forEach((x, i) => rows.push([`ab round ${i + 1}`, `before | after at ${r.interleaved.abRate}/s: p50/p99 ms to dispatch, to result`, x.error ? `error: ${x.error}` : `${lat(x.beforePaced)}  |  ${lat(x.stackPaced)}`]));
+    }
   }
   (r.stack?.growthRounds?.rounds ?? []).forEach((x, i) => rows.push([`growth round ${i + 1}`, `empty / grown jobs/s, p99 ms at ${fmt(r.stack.growthRounds.halfRate)}/s (${x.emptyRanFirst ? 'empty' : 'grown'} ran first)`, x.error ? `error: ${x.error}` : `${fmt(x.emptyJobsPerS)} / ${fmt(x.grownJobsPerS)}, ${fmt(x.emptyHalfP99Ms)} / ${fmt(x.grownHalfP99Ms)}${x.failedOrUnfinished ? `  (${x.failedOrUnfinished} failed or unfinished)` : ''}`]));
   if (r.stack?.growth?.preload) rows.push(['stack growth', 'preloaded terminal / pending', `${r.stack.growth.preload.terminal} / ${r.stack.growth.preload.pending} (${r.stack.growth.preload.seconds}s)`]);
@@ -152,6 +160,10 @@ export function table(r) {
   if (ab) {
     lines.push(`ratio  after ÷ before (--ab) jobs/s (median)      ${fmt(ab.median)}   (${nRounds(ab.perRound.length)}, ${fmt(ab.min)}–${fmt(ab.max)}; CPU per job ${fmt(ab.cpuPerJobMedian)}× before)`);
     lines.push(`ratio  after ÷ before (--ab) CPU per job by process (median)   ${Object.entries(ab.cpuPerJobByService ?? {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ')}`);
+    const p = ab.paced;
+    const r = (x) => `${fmt(x.median)} (${fmt(x.min)}–${fmt(x.max)})`;
+    // p99 only: a p50 of 0 ms (a fast machine at a low rate) has no ratio; the JSON keeps the p50 ratios.
+    if (p) lines.push(`ratio  after ÷ before (--ab) latency at ${p.rate}/s (median)   p99 to dispatch ${r(p.dispatchP99)}, to result ${r(p.resultP99)}`);
   }
   return lines.join('\n');
 }

@@ -10,6 +10,7 @@ const SERVICES = ['safety-kernel', 'scheduler', 'api-gateway', 'echo-worker'];
 
 type Pct = { p50: number | null; p95: number | null; p99: number | null };
 type Check = { p50Ms: number; p99Ms: number; decisionsPerS: number; errors: number };
+type Paced = { dispatchP50: number | null; dispatchP99: number | null; resultP50: number | null; resultP99: number | null };
 interface Phase {
   http: { submitsPerS: number; accepted: number; non2xx: number; errors: number };
   succeeded: number;
@@ -44,7 +45,7 @@ interface Results {
     skipped?: string;
   };
   safety: { label: string; error?: string; skipped?: string; latency: Check; throughput: Check; stream: { latency: Check; throughput: Check } }[];
-  interleaved: { durationS: number; ab?: string; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; beforeJobsPerS?: number | null; beforeCpuMsPerJob?: number | null; beforeRanFirst?: boolean; stackCpuByService?: Record<string, number> | null; beforeCpuByService?: Record<string, number> | null; failedOrUnfinished: number; error?: string }[] };
+  interleaved: { durationS: number; ab?: string; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; beforeJobsPerS?: number | null; beforeCpuMsPerJob?: number | null; beforeRanFirst?: boolean; stackCpuByService?: Record<string, number> | null; beforeCpuByService?: Record<string, number> | null; stackPaced?: Paced | null; beforePaced?: Paced | null; failedOrUnfinished: number; error?: string }[]; abRate?: number };
   ratios: Record<string, unknown>;
 }
 
@@ -88,7 +89,7 @@ describe('npm run bench -- --smoke', () => {
     // build from before a change: the A/B mode runs end to end (its figures are the noise floor).
     before = join(out, 'dist-before');
     cpSync(join(repoRoot, 'dist'), before, { recursive: true });
-    bench = startProcess('bench', process.execPath, [join(repoRoot, 'tools/bench/run.mjs'), '--smoke', '--sweep', '20', '--interleave', '1', '--ab', before, '--out', out], {}, repoRoot);
+    bench = startProcess('bench', process.execPath, [join(repoRoot, 'tools/bench/run.mjs'), '--smoke', '--sweep', '20', '--interleave', '1', '--ab', before, '--ab-rate', '20', '--out', out], {}, repoRoot);
     exit = await bench.waitExit(420_000);
     const files = readdirSync(out).filter((f) => /^smoke-.*\.json$/.test(f));
     expect(files).toHaveLength(1);
@@ -104,7 +105,7 @@ describe('npm run bench -- --smoke', () => {
     expect({ exit, tail: exit.code === 0 ? '' : bench.logs().slice(-3000) }).toEqual({ exit: { code: 0, signal: null }, tail: '' });
     const lines = bench.output;
     const ratioLines = lines.filter((l) => l.startsWith('ratio '));
-    expect(ratioLines).toHaveLength(11);
+    expect(ratioLines).toHaveLength(12);
     // A ratio line shows '-' when a figure it needs is missing.
     for (const l of ratioLines) expect(l).not.toMatch(/\s-(,|\s|$)/);
     expect(lines.some((l) => l.startsWith('results: ') && l.includes(out))).toBe(true);
@@ -220,5 +221,19 @@ describe('npm run bench -- --smoke', () => {
     expect(bench.output.some((l) => l.startsWith('ratio  after ÷ before (--ab) CPU per job by process') && l.includes('api-gateway-1='))).toBe(true);
     expect(bench.output.some((l) => l.includes(`interleave 1 before`) && l.includes(`bundles from ${before}`))).toBe(true);
     expect(bench.output.some((l) => l.startsWith('ab round 1 '))).toBe(true);
+  });
+
+  it('with --ab-rate, both builds\' runs of a round also run paced, and the latency ratios come from the round\'s own figures', () => {
+    expect(results.interleaved.abRate).toBe(20);
+    const [r] = results.interleaved.rounds;
+    for (const p of [r?.stackPaced, r?.beforePaced]) {
+      for (const k of ['dispatchP50', 'dispatchP99', 'resultP50', 'resultP99'] as const) expect({ k, v: typeof p?.[k] }).toEqual({ k, v: 'number' });
+    }
+    const paced = (results.ratios['ab_after_over_before'] as { paced: { rate: number; resultP99: { perRound: (number | null)[]; median: number | null } } }).paced;
+    expect(paced.rate).toBe(20);
+    const want = r?.stackPaced?.resultP99 && r.beforePaced?.resultP99 ? Math.round((r.stackPaced.resultP99 / r.beforePaced.resultP99) * 100) / 100 : null;
+    expect(paced.resultP99.perRound).toEqual([want]);
+    expect(bench.output.some((l) => l.startsWith('ab round 1 ') && l.includes('before | after at 20/s'))).toBe(true);
+    expect(bench.output.some((l) => l.startsWith('ratio  after ÷ before (--ab) latency at 20/s (median)'))).toBe(true);
   });
 });
