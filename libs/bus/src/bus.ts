@@ -177,7 +177,7 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
       waitOnFirstConnect: o.waitOnFirstConnect ?? false,
       // Without this every request (each JetStream publish is one) builds two Error objects
       // with stack traces up front, only to name the caller if it times out: measurable CPU
-      // per job (docs/performance.md). Our errors carry the subject instead.
+      // per job (issue 7, CPU profiles). Our errors carry the subject instead.
       noAsyncTraces: true,
     });
   } catch (err) {

@@ -13,7 +13,7 @@ interface Pending {
  * JetStream publish as a plain PUB with a reply subject, answered on one wildcard inbox
  * subscription (issue 7). nats.js's `js.publish` builds a request object, a timer, a mux
  * entry and a parsed ack per call: ≈ 23 µs of CPU against ≈ 8 µs here (micro-benchmark of
- * 60,000 publishes, 64 in flight, docs/performance.md), and every job is published twice this
+ * 60,000 publishes, 64 in flight, docs/performance-history.md), and every job is published twice this
  * way (the gateway's submit, the worker's result).
  *
  * Same outcomes as `js.publish`, so publishWithRetry retries the same cases: the stored ack
