@@ -39,7 +39,6 @@ import { SERVICE_NODE_OPTIONS, STACK_REQUEST, bundlePath, kernelHasDecisionCache
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** The comment block at the top of this file, from its second line to the first line that is not a comment. */
 function parseArgs(argv) {
   const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0, ab: null, abRate: 0, growthRounds: null };
   const num = (a, v) => {
