@@ -33,7 +33,7 @@ import { loadCordum } from './lib/cordum.mjs';
 import { GROWTH_TOPIC, preload } from './lib/growth.mjs';
 import { installCleanup, removeTempDirs, rssSampler, startNats, startRedis, stopAll, freePort, start, waitUntil } from './lib/index.mjs';
 import { measureModel } from './lib/measure.mjs';
-import { ratios, table } from './lib/report.mjs';
+import { failedInModel, ratios, table } from './lib/report.mjs';
 import { benchCheck } from './lib/safety.mjs';
 import { SERVICE_NODE_OPTIONS, STACK_REQUEST, bundlePath, kernelHasDecisionCache, missingBundles, stackRecords, startStack } from './lib/stack.mjs';
 
@@ -287,16 +287,6 @@ async function run(opts, cleanupState) {
     await flush();
   }
 
-  /**
-   * --interleave N: this VM's speed moves by up to 2x within minutes, so a ratio of two
-   * passes measured minutes apart moves with it. N rounds of (bare, stack 1x) back to
-   * back, saturated only, give one ratio per round from two runs seconds apart; the
-   * median of those is the figure that survives the machine's swings.
-   *
-   * --ab DIR adds a third run to each round: stack 1x from DIR's bundles (the build before a
-   * change), in alternating order with this checkout's (before, after in odd rounds; after,
-   * before in even ones), so a drift of the VM within a round favours neither build.
-   */
   /** Runs `a` then `b` in odd rounds and `b` then `a` in even ones, so a drift of the VM within a round favours neither; returns [a's result, b's]. */
   const alternate = async (round, a, b) => {
     if (round % 2 === 1) {
@@ -307,11 +297,20 @@ async function run(opts, cleanupState) {
     return [await a(), rb];
   };
 
+  /**
+   * --interleave N: this VM's speed moves by up to 2x within minutes, so a ratio of two
+   * passes measured minutes apart moves with it. N rounds of (bare, stack 1x) back to
+   * back, saturated only, give one ratio per round from two runs seconds apart; the
+   * median of those is the figure that survives the machine's swings.
+   *
+   * --ab DIR adds a third run to each round: stack 1x from DIR's bundles (the build before a
+   * change), in alternating order with this checkout's (before, after in odd rounds; after,
+   * before in even ones), so a drift of the VM within a round favours neither build.
+   */
   const interleave = async (pass) => {
     const mo = { ...mopts, rate: 0, half: false, sweep: [], duration: Math.min(opts.duration, 10) };
     const cpu = (m) => (m?.saturated?.cpuMsPerJob ? Math.round(Object.values(m.saturated.cpuMsPerJob).reduce((a, b) => a + b, 0) * 100) / 100 : null);
-    const failed = (...ms) => ms.reduce((a, m) => a + (m?.saturated?.failedOrUnfinished ?? 0) + (m?.paced?.failedOrUnfinished ?? 0), 0);
-    // --ab-rate: the two builds' runs also get a paced phase (latency at one load, build against build).
+    // --ab-rate (only with --ab): the two builds' runs also get a paced phase (latency at one load, build against build).
     const moAb = opts.abRate > 0 ? { ...mo, rate: opts.abRate } : mo;
     const paced = (m) => {
       const p = m?.paced;
@@ -323,7 +322,7 @@ async function run(opts, cleanupState) {
       const bare = await guard(`interleave ${i} bare`, () => bareRun(mo));
       await flush();
       const runAfter = async () => {
-        const m = await pass(`interleave ${i}`, { schedulers: 1, gateways: 1 }, undefined, opts.ab ? moAb : mo);
+        const m = await pass(`interleave ${i}`, { schedulers: 1, gateways: 1 }, undefined, moAb);
         await flush();
         return m;
       };
@@ -350,7 +349,7 @@ async function run(opts, cleanupState) {
               ...(opts.abRate > 0 ? { stackPaced: paced(stack), beforePaced: paced(before) } : {}),
             }
           : {}),
-        failedOrUnfinished: failed(bare, stack, before),
+        failedOrUnfinished: failedInModel(bare) + failedInModel(stack) + failedInModel(before),
         ...(error ? { error } : {}),
       });
     }
@@ -380,7 +379,6 @@ async function run(opts, cleanupState) {
       };
       const emptyFirst = i % 2 === 1;
       const [empty, full] = await alternate(i, () => arm('empty'), () => arm('grown'));
-      const failed = [empty, full].reduce((n, m) => n + (m?.saturated?.failedOrUnfinished ?? 0) + (m?.half?.failedOrUnfinished ?? 0), 0);
       const error = empty?.error ?? full?.error;
       rounds.push({
         emptyRanFirst: emptyFirst,
@@ -388,7 +386,7 @@ async function run(opts, cleanupState) {
         grownJobsPerS: full?.saturated?.completedPerS ?? null,
         emptyHalfP99Ms: empty?.half?.submitToResultMs?.p99 ?? null,
         grownHalfP99Ms: full?.half?.submitToResultMs?.p99 ?? null,
-        failedOrUnfinished: failed,
+        failedOrUnfinished: failedInModel(empty) + failedInModel(full),
         ...(error ? { error } : {}),
       });
     }

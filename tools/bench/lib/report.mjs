@@ -79,6 +79,12 @@ export function ratios(r) {
   };
 }
 
+/** Failed or unfinished jobs over every phase a model run had (saturated, paced, half capacity, sweep); 0 for a run that failed to start. */
+export function failedInModel(m) {
+  if (!m?.saturated) return 0;
+  return m.saturated.failedOrUnfinished + (m.paced?.failedOrUnfinished ?? 0) + (m.half?.failedOrUnfinished ?? 0) + (m.sweep ?? []).reduce((n, w) => n + w.failedOrUnfinished, 0);
+}
+
 function modelRows(name, m) {
   if (!m) return [];
   if (m.error) return [[name, 'error', m.error]];
@@ -87,7 +93,7 @@ function modelRows(name, m) {
     [name, 'HTTP submits/s (saturated)', s.http.submitsPerS],
     [name, 'HTTP non-2xx / errors', `${s.http.non2xx} / ${s.http.errors}`],
     [name, 'completed jobs/s', s.completedPerS],
-    [name, 'failed or unfinished jobs', s.failedOrUnfinished + (m.paced?.failedOrUnfinished ?? 0) + (m.half?.failedOrUnfinished ?? 0) + (m.sweep ?? []).reduce((n, w) => n + w.failedOrUnfinished, 0)],
+    [name, 'failed or unfinished jobs', failedInModel(m)],
     [name, 'submit→dispatch p50/p95/p99 ms (saturated)', ms(s.submitToDispatchMs)],
     [name, 'submit→result p50/p95/p99 ms (saturated)', ms(s.submitToResultMs)],
   ];
