@@ -1,5 +1,6 @@
 import { connect, ErrorCode, Events, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { BusError } from './errors';
+import { flushOncePerTurn } from './flush';
 import { busMetrics, type BusMetrics } from './metrics';
 import { JsPublisher } from './js-publisher';
 import { publishWithRetry, type PublishDeps } from './publish';
@@ -183,6 +184,7 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
   } catch (err) {
     throw new BusError('bus_connect_failed', `connect to ${o.servers.join(',')}: ${(err as Error).message}`, { cause: err });
   }
+  if (!flushOncePerTurn(nc)) o.logger.warn('bus: this nats.js is not the version flushOncePerTurn was written for; each publish keeps its own socket write', { name: o.name });
   let jsm: JetStreamManager;
   try {
     jsm = await nc.jetstreamManager(); // fails when the server has JetStream disabled
