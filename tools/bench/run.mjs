@@ -386,6 +386,8 @@ async function run(opts, cleanupState) {
         grownJobsPerS: full?.saturated?.completedPerS ?? null,
         emptyHalfP99Ms: empty?.half?.submitToResultMs?.p99 ?? null,
         grownHalfP99Ms: full?.half?.submitToResultMs?.p99 ?? null,
+        emptyCpuByService: empty?.saturated?.cpuMsPerJob ?? null,
+        grownCpuByService: full?.saturated?.cpuMsPerJob ?? null,
         failedOrUnfinished: failedInModel(empty) + failedInModel(full),
         ...(error ? { error } : {}),
       });

@@ -40,8 +40,7 @@ export function interleavedRatios(il) {
  */
 export function abRatios(il) {
   if (!il?.ab || !il.rounds?.length) return null;
-  const services = [...new Set(il.rounds.flatMap((r) => Object.keys(r.stackCpuByService ?? {})))].sort();
-  const cpuPerJobByService = Object.fromEntries(services.map((svc) => [svc, median(il.rounds.map((r) => ratio(r.stackCpuByService?.[svc], r.beforeCpuByService?.[svc])))]));
+  const cpuPerJobByService = cpuRatioByService(il.rounds, 'stackCpuByService', 'beforeCpuByService');
   const pacedRatio = (k) => spread(il.rounds.map((r) => ratio(r.stackPaced?.[k], r.beforePaced?.[k])));
   const paced = il.abRate
     ? { rate: il.abRate, dispatchP50: pacedRatio('dispatchP50'), dispatchP99: pacedRatio('dispatchP99'), resultP50: pacedRatio('resultP50'), resultP99: pacedRatio('resultP99') }
@@ -49,15 +48,24 @@ export function abRatios(il) {
   return { ...roundRatios(il.rounds, 'before'), cpuPerJobByService, ...(paced ? { paced } : {}) };
 }
 
+/** The median over `rounds` of each process's CPU per job in `top` ÷ the same in `bottom` (per-process maps of each round). */
+function cpuRatioByService(rounds, top, bottom) {
+  const services = [...new Set(rounds.flatMap((r) => Object.keys(r[top] ?? {})))].sort();
+  return Object.fromEntries(services.map((svc) => [svc, median(rounds.map((r) => ratio(r[top]?.[svc], r[bottom]?.[svc])))]));
+}
+
 /**
  * --growth-rounds: grown ÷ empty per round, for completed jobs/s (saturated) and for the p99
- * submit→result at the rounds' half-capacity rate; the median, min and max of each.
+ * submit→result at the rounds' half-capacity rate; the median, min and max of each; and the
+ * median grown ÷ empty CPU per job of each process (saturated), which shows where a grown
+ * store's cost lands.
  */
 export function growthRoundRatios(g) {
   if (!g?.rounds?.length) return null;
   return {
     jobsPerS: spread(g.rounds.map((x) => ratio(x.grownJobsPerS, x.emptyJobsPerS))),
     halfP99: spread(g.rounds.map((x) => ratio(x.grownHalfP99Ms, x.emptyHalfP99Ms))),
+    cpuPerJobByService: cpuRatioByService(g.rounds, 'grownCpuByService', 'emptyCpuByService'),
   };
 }
 
@@ -159,7 +167,10 @@ export function table(r) {
   lines.push(`ratio  growth ÷ empty jobs/s, p99                 ${fmt(q.growth_over_empty_jobsPerS)}, ${fmt(q.growth_over_empty_p99)}   (target within 10 %)`);
   lines.push(`ratio  growth ÷ empty p99 at pass 1's half rate   ${fmt(q.growth_over_empty_half_p99)}`);
   const gr = q.growth_over_empty_rounds;
-  if (gr) lines.push(`ratio  growth ÷ empty, rounds (median) jobs/s, p99  ${fmt(gr.jobsPerS.median)}, ${fmt(gr.halfP99.median)}   (${nRounds(gr.jobsPerS.perRound.length)}, ${fmt(gr.jobsPerS.min)}–${fmt(gr.jobsPerS.max)}, ${fmt(gr.halfP99.min)}–${fmt(gr.halfP99.max)}; target within 10 %)`);
+  if (gr) {
+    lines.push(`ratio  growth ÷ empty, rounds (median) jobs/s, p99  ${fmt(gr.jobsPerS.median)}, ${fmt(gr.halfP99.median)}   (${nRounds(gr.jobsPerS.perRound.length)}, ${fmt(gr.jobsPerS.min)}–${fmt(gr.jobsPerS.max)}, ${fmt(gr.halfP99.min)}–${fmt(gr.halfP99.max)}; target within 10 %)`);
+    lines.push(`ratio  growth ÷ empty, rounds, CPU per job by process (median)   ${Object.entries(gr.cpuPerJobByService ?? {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ')}`);
+  }
   const il = q.interleaved_jobsPerS_over_bare;
   if (il) lines.push(`ratio  our jobs/s ÷ bare, interleaved (median)    ${fmt(il.median)}   (${nRounds(il.perRound.length)}, ${fmt(il.min)}–${fmt(il.max)}; CPU per job ${fmt(il.cpuPerJobMedian)}× bare)`);
   const ab = q.ab_after_over_before;

@@ -41,7 +41,7 @@ interface Results {
     pass1: Model;
     pass2: Model;
     growth: Model & { preload: { terminal: number; pending: number } };
-    growthRounds: { durationS: number; halfRate: number | null; rounds: { emptyRanFirst: boolean; emptyJobsPerS: number | null; grownJobsPerS: number | null; emptyHalfP99Ms: number | null; grownHalfP99Ms: number | null; failedOrUnfinished: number; error?: string }[] };
+    growthRounds: { durationS: number; halfRate: number | null; rounds: { emptyRanFirst: boolean; emptyJobsPerS: number | null; grownJobsPerS: number | null; emptyHalfP99Ms: number | null; grownHalfP99Ms: number | null; emptyCpuByService: Record<string, number> | null; grownCpuByService: Record<string, number> | null; failedOrUnfinished: number; error?: string }[] };
     skipped?: string;
   };
   safety: { label: string; error?: string; skipped?: string; latency: Check; throughput: Check; stream: { latency: Check; throughput: Check } }[];
@@ -105,7 +105,7 @@ describe('npm run bench -- --smoke', () => {
     expect({ exit, tail: exit.code === 0 ? '' : bench.logs().slice(-3000) }).toEqual({ exit: { code: 0, signal: null }, tail: '' });
     const lines = bench.output;
     const ratioLines = lines.filter((l) => l.startsWith('ratio '));
-    expect(ratioLines).toHaveLength(12);
+    expect(ratioLines).toHaveLength(13);
     // A ratio line shows '-' when a figure it needs is missing.
     for (const l of ratioLines) expect(l).not.toMatch(/\s-(,|\s|$)/);
     expect(lines.some((l) => l.startsWith('results: ') && l.includes(out))).toBe(true);
@@ -148,6 +148,13 @@ describe('npm run bench -- --smoke', () => {
     expect(q.jobsPerS.perRound).toEqual([Math.round(((r?.grownJobsPerS ?? 0) / (r?.emptyJobsPerS ?? 1)) * 100) / 100]);
     expect(q.halfP99.perRound).toEqual([Math.round(((r?.grownHalfP99Ms ?? 0) / (r?.emptyHalfP99Ms ?? 1)) * 100) / 100]);
     expect([q.jobsPerS.median, q.halfP99.median]).toEqual([q.jobsPerS.perRound[0], q.halfP99.perRound[0]]);
+    // Where the grown store's cost lands: each process's grown ÷ empty CPU per job, from the round's own figures.
+    const cpu = (results.ratios['growth_over_empty_rounds'] as { cpuPerJobByService: Record<string, number | null> }).cpuPerJobByService;
+    const gw = 'api-gateway-1';
+    expect(r?.grownCpuByService?.[gw]).toBeGreaterThan(0);
+    expect(cpu[gw]).toBe(Math.round(((r?.grownCpuByService?.[gw] ?? 0) / (r?.emptyCpuByService?.[gw] ?? 1)) * 100) / 100);
+    expect(Object.keys(cpu)).toEqual(expect.arrayContaining(['api-gateway-1', 'scheduler-1', 'echo-worker-1', 'redis-server']));
+    expect(bench.output.some((l) => l.startsWith('ratio  growth ÷ empty, rounds, CPU per job by process') && l.includes('redis-server='))).toBe(true);
     // The grown arm ran on the preload's own Redis server, not on the one pass 1 used.
     const ports = bench.output.filter((l) => l.includes('stack growth round 1 grown') || l.includes('stack growth:')).map((l) => /Redis on port (\d+)/.exec(l)?.[1]);
     expect(ports).toHaveLength(2);
