@@ -2,6 +2,8 @@
 const fmt = (v) => (v === null || v === undefined ? '-' : typeof v === 'number' ? String(v) : String(v));
 const ms = (o) => (o ? `${fmt(o.p50)} / ${fmt(o.p95 ?? '-')} / ${fmt(o.p99)}` : '-');
 const nRounds = (n) => `${n} round${n === 1 ? '' : 's'}`;
+/** A ratio per process, `name=ratio` separated by spaces (the `CPU per job by process` lines). */
+const perProcess = (byService) => Object.entries(byService ?? {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ');
 const ratio = (a, b) => (a && b ? Math.round((a / b) * 100) / 100 : null);
 
 function median(xs) {
@@ -169,14 +171,14 @@ export function table(r) {
   const gr = q.growth_over_empty_rounds;
   if (gr) {
     lines.push(`ratio  growth ÷ empty, rounds (median) jobs/s, p99  ${fmt(gr.jobsPerS.median)}, ${fmt(gr.halfP99.median)}   (${nRounds(gr.jobsPerS.perRound.length)}, ${fmt(gr.jobsPerS.min)}–${fmt(gr.jobsPerS.max)}, ${fmt(gr.halfP99.min)}–${fmt(gr.halfP99.max)}; target within 10 %)`);
-    lines.push(`ratio  growth ÷ empty, rounds, CPU per job by process (median)   ${Object.entries(gr.cpuPerJobByService ?? {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ')}`);
+    lines.push(`ratio  growth ÷ empty, rounds, CPU per job by process (median)   ${perProcess(gr.cpuPerJobByService)}`);
   }
   const il = q.interleaved_jobsPerS_over_bare;
   if (il) lines.push(`ratio  our jobs/s ÷ bare, interleaved (median)    ${fmt(il.median)}   (${nRounds(il.perRound.length)}, ${fmt(il.min)}–${fmt(il.max)}; CPU per job ${fmt(il.cpuPerJobMedian)}× bare)`);
   const ab = q.ab_after_over_before;
   if (ab) {
     lines.push(`ratio  after ÷ before (--ab) jobs/s (median)      ${fmt(ab.median)}   (${nRounds(ab.perRound.length)}, ${fmt(ab.min)}–${fmt(ab.max)}; CPU per job ${fmt(ab.cpuPerJobMedian)}× before)`);
-    lines.push(`ratio  after ÷ before (--ab) CPU per job by process (median)   ${Object.entries(ab.cpuPerJobByService ?? {}).map(([k, v]) => `${k}=${fmt(v)}`).join(' ')}`);
+    lines.push(`ratio  after ÷ before (--ab) CPU per job by process (median)   ${perProcess(ab.cpuPerJobByService)}`);
     const p = ab.paced;
     const r = (x) => `${fmt(x.median)} (${fmt(x.min)}–${fmt(x.max)})`;
     // p99 only: a p50 of 0 ms (a fast machine at a low rate) has no ratio; the JSON keeps the p50 ratios.
