@@ -69,6 +69,10 @@ describe('POST /api/v1/jobs', () => {
 
     const ctx = JSON.parse((await redis.get(`ctx:${jobId}`)) ?? 'null') as Record<string, unknown>;
     expect(ctx).toMatchObject({ prompt: 'hello world', context: { a: [1, 2] }, topic: 'job.echo', tenant_id: 'acme', priority: 'batch' });
+    // Indexed before the answer (the index writes go after the publish but are awaited): listed at once.
+    expect(await redis.zscore(jobKeys.indexAll('acme'), jobId)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('acme', 'PENDING'), jobId)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.active('PENDING'), jobId)).not.toBeNull();
 
     const got = await waitFor(() => published.get(jobId), 10_000, { message: 'JobRequest on sys.job.submit' });
     expect(got.packet.traceId).toBe(traceId);
@@ -107,6 +111,20 @@ describe('POST /api/v1/jobs', () => {
       expect(dup.duplicate).toBe(true);
     } finally {
       await nc.close();
+    }
+  });
+
+  it('an index write that fails after the publish is logged, and the job is still accepted and published (a retry would make a second job)', async () => {
+    await redis.set(jobKeys.indexAll('globex'), 'not a zset');
+    try {
+      const r = await submit({ prompt: 'unindexed', topic: 'job.echo' }, { key: KEYS.globex });
+      expect(r.status).toBe(200);
+      const jobId = String(r.body['job_id']);
+      await waitFor(() => published.get(jobId), 10_000, { message: 'JobRequest on sys.job.submit' });
+      expect(await redis.hget(jobKeys.meta(jobId), 'state')).toBe('PENDING');
+      expect(await redis.type(jobKeys.indexAll('globex'))).toBe('string'); // so the index batch did fail
+    } finally {
+      await redis.del(jobKeys.indexAll('globex'));
     }
   });
 

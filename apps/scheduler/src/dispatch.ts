@@ -68,15 +68,17 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
     }
     return publishAttempt(ctx, lease, r.job, d, base, release);
   }
-  if (job.state === 'PENDING' && o.schedule) {
-    const w = await ctx.store.transition(job.id, 'DISPATCHED', { token: lease.token, from: ['PENDING'], via: 'SCHEDULED', patch: { ...o.schedule, ...patch }, current: job });
-    if (!w.ok) return w.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: w.current?.state };
-    return publishAttempt(ctx, lease, w.job, d, base, release);
-  }
-  const from: JobState = job.state === 'RETRYING' ? 'RETRYING' : 'SCHEDULED';
-  const w = await ctx.store.transition(job.id, 'DISPATCHED', { token: lease.token, from: [from], patch, current: job });
+  // The DISPATCHED write's index moves go out with it but are awaited only once the attempt is
+  // published and marked (issue 7: the worker gets the job one Redis round trip sooner).
+  const sideWrites: Promise<void>[] = [];
+  const w =
+    job.state === 'PENDING' && o.schedule
+      ? await ctx.store.transition(job.id, 'DISPATCHED', { token: lease.token, from: ['PENDING'], via: 'SCHEDULED', patch: { ...o.schedule, ...patch }, current: job, sideWrites })
+      : await ctx.store.transition(job.id, 'DISPATCHED', { token: lease.token, from: [job.state === 'RETRYING' ? 'RETRYING' : 'SCHEDULED'], patch, current: job, sideWrites });
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: w.current?.state };
-  return publishAttempt(ctx, lease, w.job, d, base, release);
+  const out = await publishAttempt(ctx, lease, w.job, d, base, release);
+  await Promise.all(sideWrites);
+  return out;
 }
 
 /** D3 margin: 5 s before the lease's expiry (less for the short test TTLs, which stay ≥ 3 s). */

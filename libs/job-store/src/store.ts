@@ -51,6 +51,14 @@ export interface TransitionOptions {
    */
   release?: boolean;
   /**
+   * Start the writes that follow the record's (index moves, the DLQ entry of a DLQ state) without
+   * waiting for them: their promise is pushed here, and the caller awaits it once its next step
+   * (a publish) is on its way, so the index round trip is off the job's path (issue 7). They are
+   * sent before anything the caller does next, and D16 lets an index lag its record. The
+   * broadcast then goes out without waiting for them either.
+   */
+  sideWrites?: Promise<void>[];
+  /**
    * D45: PEXPIRE the job's result (`resultPtr` of the patch or the record, else `res:<id>`) with
    * the job TTL before the write, so a job seen terminal always has its result on a TTL. On
    * standalone Redis it is sent right ahead of the write on the same connection, which Redis
@@ -85,7 +93,8 @@ export type ReattemptResult =
   | { ok: false; reason: 'not_found' | 'fenced' | 'state_mismatch' | 'claimed'; current?: JobRecord };
 
 export interface JobStore extends JobScans {
-  createJob(j: NewJob): Promise<JobRecord>;
+  /** `sideWrites` as in TransitionOptions: the indexes (and a DENIED job's DLQ entry) are started, not awaited. */
+  createJob(j: NewJob, o?: { sideWrites?: Promise<void>[] }): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | null>;
   readResult(job: JobRecord): Promise<unknown>;
   readContext(id: string): Promise<unknown>;
@@ -239,16 +248,27 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
    * What follows a committed write of `job` out of `from`: the index moves, the DLQ entry of a
    * DLQ state, and the broadcasts (the `via` step first, when the write went through one).
    */
-  async function afterWrite(job: JobRecord, from: JobState, via?: JobState, dlqReason?: string): Promise<void> {
+  async function afterWrite(job: JobRecord, from: JobState | null, o: { via?: JobState; dlqReason?: string; sideWrites?: Promise<void>[] } = {}): Promise<void> {
+    const side = sideWritesOf(job, from, o.dlqReason);
+    if (o.sideWrites) {
+      side.catch(() => undefined); // the caller awaits it; not an unhandled rejection if it gives up first
+      o.sideWrites.push(side);
+    } else {
+      await side;
+    }
+    if (from === null) return;
+    if (o.via) notify({ ...job, state: o.via }, from);
+    notify(job, o.via ?? from);
+  }
+
+  async function sideWritesOf(job: JobRecord, from: JobState | null, dlqReason?: string): Promise<void> {
     await moveIndex(job, from);
     if (DLQ_STATES.has(job.state)) await writeDlq(job, dlqReason);
-    if (via) notify({ ...job, state: via }, from);
-    notify(job, via ?? from);
   }
 
   return {
     ...createJobScans(redis),
-    async createJob(j) {
+    async createJob(j, o = {}) {
       const createdAt = now();
       const ctx = { prompt: j.prompt, context: j.context ?? null, topic: j.topic, tenant_id: j.tenant, priority: j.priority, created_at: new Date(createdAt).toISOString() };
       // ctx first, NX: a record never points at a missing ctx, and a retried create never rewrites the input.
@@ -293,8 +313,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const job = created ? built : decodeFlat(reply[1]);
       if (!job) throw new JobStoreError('unexpected_reply', `create returned no record for ${j.id}`);
       // Side effects are idempotent, so a retried create repairs a half-done earlier one.
-      await moveIndex(job, null);
-      if (DLQ_STATES.has(job.state)) await writeDlq(job);
+      await afterWrite(job, null, { sideWrites: o.sideWrites });
       if (created) notify(job, null);
       return job;
     },
@@ -348,7 +367,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const from = String(reply[1]) as JobState;
       const job = reply.length > 2 ? decodeFlat(reply[2]) : cur ? { ...cur, ...decodeFields(fields), state: to, updatedAt: t } : null;
       if (!job) throw new JobStoreError('unexpected_reply', `transition returned no record for ${id}`);
-      await afterWrite(job, from, o.via, o.dlqReason);
+      await afterWrite(job, from, { via: o.via, dlqReason: o.dlqReason, sideWrites: o.sideWrites });
       return { ok: true, job, from };
     },
 
@@ -435,7 +454,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const job = decodeFlat(reply[2]);
       if (code !== 1 || !job) throw new JobStoreError('unexpected_reply', `finish returned ${code} for ${id}`);
       const from = String(reply[1]) as JobState;
-      await afterWrite(job, from, from === 'DISPATCHED' ? 'RUNNING' : undefined);
+      await afterWrite(job, from, { via: from === 'DISPATCHED' ? 'RUNNING' : undefined });
       return { ok: true, job, from };
     },
 

@@ -291,4 +291,47 @@ describe('job-store fast paths (real Redis)', () => {
     expect(await redis.zcard('test:big:a')).toBe(0);
     expect(await redis.pttl('test:big:b')).toBe(-1); // no TTL was asked for b
   });
+
+  it('sideWrites: create and transition return before their index writes land; the writes are pushed for the caller to await, and the broadcast does not wait', async () => {
+    const j = newJob({ tenant: 'side-ok' });
+    const side: Promise<void>[] = [];
+    let landed = 0;
+    const created = await store.createJob(j, { sideWrites: side });
+    expect(side).toHaveLength(1);
+    void side[0]?.then(() => (landed += 1));
+    // Resolved before the index write was even sent (the writer flushes on the next turn).
+    expect(landed).toBe(0);
+    await Promise.all(side);
+    expect(landed).toBe(1);
+    expect(await redis.zscore(jobKeys.indexAll('side-ok'), j.id)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('side-ok', 'PENDING'), j.id)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).not.toBeNull();
+
+    const token = await holdLock(redis, j.id);
+    const before = seen.length;
+    const d = await store.transition(j.id, 'DISPATCHED', { token, from: ['PENDING'], via: 'SCHEDULED', patch: { dispatch, attempts: 1 }, current: created, sideWrites: side });
+    expect(d.ok).toBe(true);
+    expect(side).toHaveLength(2);
+    // Broadcast at once, without waiting for the index moves.
+    expect(seen.slice(before).map((e) => e.state)).toEqual(['SCHEDULED', 'DISPATCHED']);
+    await Promise.all(side);
+    expect(await redis.zscore(jobKeys.indexState('side-ok', 'PENDING'), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('side-ok', 'DISPATCHED'), j.id)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.active('DISPATCHED'), j.id)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+  });
+
+  it('sideWrites: a failed index write rejects the pushed promise (not the create, not unhandled); without them the create fails as before', async () => {
+    await redis.set(jobKeys.indexAll('side-bad'), 'not a zset');
+    try {
+      const side: Promise<void>[] = [];
+      const j = newJob({ tenant: 'side-bad' });
+      const created = await store.createJob(j, { sideWrites: side });
+      expect(created.state).toBe('PENDING');
+      await expect(Promise.all(side)).rejects.toThrow(/WRONGTYPE/);
+      await expect(store.createJob(newJob({ tenant: 'side-bad' }))).rejects.toThrow(/WRONGTYPE/);
+    } finally {
+      await redis.del(jobKeys.indexAll('side-bad'));
+    }
+  });
 });

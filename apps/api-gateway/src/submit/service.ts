@@ -165,9 +165,17 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       initialState,
       safety: safetyRecord(verdict),
     };
-    // createJob writes ctx:<id>, the record and indexes; DENIED also writes the DLQ entry.
-    const job = await store('create job', () => deps.store.createJob(newJob));
-    if (job.state !== 'PENDING') return outcomeOf(job);
+    // createJob writes ctx:<id>, the record and indexes; DENIED also writes the DLQ entry. The
+    // index writes are sent with it but awaited after the publish (issue 7: the scheduler gets
+    // the job one Redis round trip sooner); on one connection they still land before any later
+    // write of ours to the job, and D16 lets an index lag its record.
+    const sideWrites: Promise<void>[] = [];
+    const job = await store('create job', () => deps.store.createJob(newJob, { sideWrites }));
+    const indexed = (): Promise<unknown> => store('index job', () => Promise.all(sideWrites));
+    if (job.state !== 'PENDING') {
+      await indexed();
+      return outcomeOf(job);
+    }
 
     try {
       await deps.bus.publish(subjects.submit, encodeJobRequest(job, deps.instanceId, cmd.deadlineMs), { msgId: submitMsgId(jobId) });
@@ -178,6 +186,9 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       if (failed) throw new SubmitError('bus_unavailable', 'message bus unavailable; the job was not accepted', { jobId, cause: err });
       throw new SubmitError('submit_state_unknown', 'the job may or may not have been accepted; query it by job_id', { jobId, cause: err });
     }
+    // Published: the job runs whatever happens next, so an index write that failed is logged,
+    // not answered with an error a client would retry into a second job.
+    await indexed().catch((err: unknown) => log.error('submitted job not indexed', { job_id: jobId, err: err instanceof Error ? err.message : String(err) }));
     return { kind: 'accepted', jobId, traceId };
   };
 
