@@ -246,7 +246,9 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
 
   /**
    * What follows a committed write of `job` out of `from`: the index moves, the DLQ entry of a
-   * DLQ state, and the broadcasts (the `via` step first, when the write went through one).
+   * DLQ state (awaited, or pushed onto `sideWrites`), and the broadcasts (the `via` step first,
+   * when the write went through one). A create (`from` null) broadcasts in createJob, and only
+   * when it created the record.
    */
   async function afterWrite(job: JobRecord, from: JobState | null, o: { via?: JobState; dlqReason?: string; sideWrites?: Promise<void>[] } = {}): Promise<void> {
     const side = sideWritesOf(job, from, o.dlqReason);
