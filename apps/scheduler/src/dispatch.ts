@@ -71,10 +71,17 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
   // The DISPATCHED write's index moves go out with it but are awaited only once the attempt is
   // published and marked (issue 7: the worker gets the job one Redis round trip sooner).
   const sideWrites: Promise<void>[] = [];
-  const w =
-    job.state === 'PENDING' && o.schedule
-      ? await ctx.store.transition(job.id, 'DISPATCHED', { token: lease.token, from: ['PENDING'], via: 'SCHEDULED', patch: { ...o.schedule, ...patch }, current: job, sideWrites })
-      : await ctx.store.transition(job.id, 'DISPATCHED', { token: lease.token, from: [job.state === 'RETRYING' ? 'RETRYING' : 'SCHEDULED'], patch, current: job, sideWrites });
+  // A PENDING job with its SCHEDULED patch goes through SCHEDULED in the same write.
+  const schedule = job.state === 'PENDING' ? o.schedule : undefined;
+  const from: JobState = schedule ? 'PENDING' : job.state === 'RETRYING' ? 'RETRYING' : 'SCHEDULED';
+  const w = await ctx.store.transition(job.id, 'DISPATCHED', {
+    token: lease.token,
+    from: [from],
+    via: schedule ? 'SCHEDULED' : undefined,
+    patch: schedule ? { ...schedule, ...patch } : patch,
+    current: job,
+    sideWrites,
+  });
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: w.current?.state };
   const out = await publishAttempt(ctx, lease, w.job, d, base, release);
   await Promise.all(sideWrites);
