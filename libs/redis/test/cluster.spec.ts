@@ -1,5 +1,6 @@
 import { Cluster } from 'ioredis';
 import { startRedisCluster, type TestCluster } from '@cordum/testing';
+import { countWrites } from './count-writes';
 import { closeRedis, createRedis, defineScripts, KeyBuilder, pingRedis, scanKeys, scriptSpec, type RedisClient } from '../src';
 
 const setGetLua = `-- KEYS[1] a, KEYS[2] b (same slot); ARGV[1] value; returns value read back from b
@@ -36,6 +37,24 @@ describe('@cordum/redis on a 6-node Redis Cluster', () => {
     await Promise.all((redis as Cluster).nodes('master').map((n) => n.script('FLUSH')));
     for (const id of ids) expect(await runner.run<string>('setGet', [kb.tagged('a', id), kb.tagged('b', id)], [`w-${id}`])).toBe(`w-${id}`);
     expect(await redis.get(kb.tagged('b', 'id7'))).toBe('w-id7');
+  });
+
+  it("batches a turn's commands into one write per node socket, replies in order", async () => {
+    // Batched by corked node sockets, not by auto-pipelining's per-turn Pipeline objects.
+    expect((redis as Cluster).options.enableAutoPipelining).toBeFalsy();
+    const masters = (redis as Cluster).nodes('master');
+    await Promise.all(masters.map((n) => n.ping()));
+    const counters = masters.map((n) => countWrites(n));
+    const total = (): number => counters.reduce((a, c) => a + c.writes(), 0);
+    // One hash tag: one slot, so one node gets all 100.
+    const replies = await Promise.all(Array.from({ length: 100 }, () => redis.incr('{turn}:counter')));
+    expect(replies).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect(total()).toBe(1);
+    // Keys over every master: one write to each.
+    const kb = new KeyBuilder('turnrc');
+    await Promise.all(Array.from({ length: 60 }, (_, i) => redis.set(kb.tagged('k', String(i)), '1')));
+    const perNode = counters.map((c) => c.writes());
+    expect(perNode.reduce((a, b) => a + b, 0)).toBe(1 + 3);
   });
 
   it('scanKeys finds keys on all masters', async () => {

@@ -1,5 +1,6 @@
 import { startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import type { Redis } from 'ioredis';
+import { countWrites } from './count-writes';
 import {
   closeRedis, createRedis, defineScripts, isRedisUnavailable, KeyBuilder, pingRedis, RedisError, scanKeys,
   scriptCodes, scriptSpec, toRedisError, type RedisClient,
@@ -92,26 +93,6 @@ describe('@cordum/redis standalone', () => {
   });
 });
 
-/** Counts the writes the client's current socket makes (one per `_write` or `_writev` call). */
-function countWrites(c: RedisClient): { writes: () => number } {
-  const s = (c as Redis).stream as unknown as {
-    _write: (...a: unknown[]) => void;
-    _writev: (...a: unknown[]) => void;
-  };
-  let n = 0;
-  const one = s._write.bind(s);
-  const many = s._writev.bind(s);
-  s._write = (...a) => {
-    n++;
-    one(...a);
-  };
-  s._writev = (...a) => {
-    n++;
-    many(...a);
-  };
-  return { writes: () => n };
-}
-
 describe('@cordum/redis standalone, one socket write per event-loop turn (poolSize > 1)', () => {
   let server: TestServer;
   let redis: RedisClient;
@@ -127,6 +108,7 @@ describe('@cordum/redis standalone, one socket write per event-loop turn (poolSi
   });
 
   it('sends the commands of one turn in one write, in order, with every reply', async () => {
+    expect((redis as Redis).options.enableAutoPipelining).toBeFalsy();
     const w = countWrites(redis);
     const replies = await Promise.all(Array.from({ length: 200 }, () => redis.incr('turn:counter')));
     expect(replies).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
