@@ -3,13 +3,14 @@
 // so they cannot join the record's atomic script; they are idempotent commands
 // issued after it. Under load many transitions finish in the same event-loop
 // turn: their updates are merged into one variadic ZADD / ZREM per key, sent
-// together (ioredis auto-pipelines them, per node in a cluster) at the end of
+// together (one socket write per node, libs/redis) at the end of
 // the turn, so a job costs a fraction of a command per index instead of one
 // ZADD, one ZREM and one PEXPIRE per key per transition (issue 7). A lone
 // transition is flushed in the same turn, so nothing waits for a batch to fill.
 //
 // Order inside a flush: every ZADD before any ZREM, so a crash in between
-// leaves a job in two indexes (a scan repairs it), never in none (D16).
+// leaves a job in two indexes (a scan repairs it), never in none (D16); and
+// before the PEXPIRE of its key, which would be a no-op on a missing key.
 //
 // On standalone Redis a flush is one script call (index-batch-n.lua), atomic,
 // so the order holds trivially and a lone transition costs one command sent
@@ -74,12 +75,21 @@ export function createIndexWriter(redis: RedisClient, now: () => number = Date.n
     return run.run('index-batch', keys, args);
   };
 
-  /** One command per key; the removals wait for the adds, which live on other nodes (cluster). */
+  /**
+   * One command per key (cluster). The PEXPIREs and the removals wait for the adds: the keys live
+   * on other nodes, and even one key's ZADD and PEXPIRE sent together are not ordered, because
+   * ioredis sends a command whose slot it has no owner for yet to a random master, which answers
+   * MOVED; a PEXPIRE that ran first, on a key not yet created, would be a no-op.
+   */
   const writePerKey = (b: Batch, expires: [string, number][]): Promise<unknown> => {
-    const calls: Promise<unknown>[] = [];
-    for (const [key, args] of b.adds) calls.push(redis.zadd(key, ...args));
-    for (const [key, ttl] of expires) calls.push(redis.pexpire(key, ttl));
-    return Promise.all(calls).then(() => Promise.all([...b.rems].map(([key, members]) => redis.zrem(key, ...members))));
+    const adds: Promise<unknown>[] = [];
+    for (const [key, args] of b.adds) adds.push(redis.zadd(key, ...args));
+    return Promise.all(adds).then(() => {
+      const rest: Promise<unknown>[] = [];
+      for (const [key, ttl] of expires) rest.push(redis.pexpire(key, ttl));
+      for (const [key, members] of b.rems) rest.push(redis.zrem(key, ...members));
+      return Promise.all(rest);
+    });
   };
 
   const flush = (b: Batch): void => {

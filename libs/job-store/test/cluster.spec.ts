@@ -1,9 +1,11 @@
 // The job store on a 6-node Redis Cluster: records and their scripts live in the
 // job's slot ({id}), the indexes in other slots, so the index writer sends one
 // command per key there (index-batch-n.lua is for standalone Redis only).
+import { Cluster } from 'ioredis';
 import { startRedisCluster, type TestCluster } from '@cordum/testing';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createJobStore, jobKeys, type JobStore } from '../src';
+import { createIndexWriter } from '../src/index-writer';
 import { holdLock, newJob } from './helpers';
 
 describe('job-store on a 6-node Redis Cluster', () => {
@@ -51,4 +53,25 @@ describe('job-store on a 6-node Redis Cluster', () => {
       expect(await redis.zscore(jobKeys.active('DISPATCHED'), j.id)).toBeNull();
     }
   }, 30_000);
+
+  it('an index key gets its TTL when the client knows no owner for its slot (a command goes to a random master then)', async () => {
+    // Before a CLUSTER SLOTS answer covers a slot, ioredis sends a command for it to a random
+    // master, so a ZADD and a PEXPIRE of one key sent together can land on different nodes and
+    // run out of order: the PEXPIRE first, on a key that does not exist yet, is a no-op.
+    const fresh = createRedis({ url: '', clusterAddresses: cluster.addresses.split(','), poolSize: 4, minIdleConns: 1 });
+    try {
+      await fresh.ping();
+      if (!(fresh instanceof Cluster)) throw new Error('expected a cluster client');
+      const writer = createIndexWriter(fresh);
+      const keys = Array.from({ length: 30 }, (_, i) => `test:unmapped:{k${i}}`);
+      fresh.slots = [];
+      await writer.write((ops) => {
+        for (const key of keys) ops.add(key, 1, 'm', 600_000);
+      });
+      const ttls = await Promise.all(keys.map((k) => redis.pttl(k)));
+      expect(ttls.filter((t) => t <= 0)).toEqual([]);
+    } finally {
+      await closeRedis(fresh);
+    }
+  });
 });

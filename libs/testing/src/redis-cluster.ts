@@ -24,13 +24,15 @@ export async function startRedisCluster(): Promise<TestCluster> {
     const create = startProcess('redis-cli-cluster', 'redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '1', '--cluster-yes']);
     const res = await create.waitExit(30_000);
     if (res.code !== 0) throw new Error(`redis-cli --cluster create failed: ${create.logs()}`);
-    const first = nodes[0];
-    if (!first) throw new Error('no nodes');
-    await waitFor(async () => {
-      const info = startProcess('redis-cli-info', 'redis-cli', ['-p', String(first.port), 'cluster', 'info']);
-      await info.waitExit(5_000);
-      return info.hasLine('cluster_state:ok');
-    }, 30_000, { message: 'redis cluster state ok' });
+    // Every node, not just one: a client asks any seed for the slot map, and a node that has not
+    // yet heard every slot's owner by gossip would hand it a partial one.
+    for (const node of nodes) {
+      await waitFor(async () => {
+        const info = startProcess('redis-cli-info', 'redis-cli', ['-p', String(node.port), 'cluster', 'info']);
+        await info.waitExit(5_000);
+        return info.hasLine('cluster_state:ok') && info.hasLine('cluster_slots_assigned:16384');
+      }, 30_000, { message: `redis cluster state ok on node ${node.port}` });
+    }
   } catch (e) {
     await stopNodes();
     throw e;
