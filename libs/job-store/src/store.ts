@@ -240,7 +240,12 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     const created = await redis.set(jobKeys.dlqEntry(job.id), JSON.stringify(entry), 'PX', DLQ_TTL_MS, 'NX');
     await redis.zadd(jobKeys.dlqIndex(), 'NX', job.finishedAt ?? now(), job.id);
     const tenantIndex = jobKeys.dlqIndexTenant(job.tenant);
-    await Promise.all([redis.zadd(tenantIndex, 'NX', job.finishedAt ?? now(), job.id), redis.pexpire(tenantIndex, DLQ_TTL_MS)]);
+    // The PEXPIRE must run after the ZADD that may create the key: on standalone Redis sending it
+    // behind on the same connection is enough; a cluster client may route the two to different
+    // nodes while its slot map lacks the slot (index-writer.ts), so there it waits for the ZADD.
+    const added = redis.zadd(tenantIndex, 'NX', job.finishedAt ?? now(), job.id);
+    if (redis.isCluster) await added;
+    await Promise.all([added, redis.pexpire(tenantIndex, DLQ_TTL_MS)]);
     return created === 'OK';
   }
 

@@ -54,24 +54,38 @@ describe('job-store on a 6-node Redis Cluster', () => {
     }
   }, 30_000);
 
-  it('an index key gets its TTL when the client knows no owner for its slot (a command goes to a random master then)', async () => {
+  describe('through a client that knows no owner for any slot', () => {
     // Before a CLUSTER SLOTS answer covers a slot, ioredis sends a command for it to a random
-    // master, so a ZADD and a PEXPIRE of one key sent together can land on different nodes and
-    // run out of order: the PEXPIRE first, on a key that does not exist yet, is a no-op.
-    const fresh = createRedis({ url: '', clusterAddresses: cluster.addresses.split(','), poolSize: 4, minIdleConns: 1 });
-    try {
+    // master, which answers MOVED; so a ZADD and a PEXPIRE of one key sent together can land on
+    // different nodes and run out of order: a PEXPIRE first, on a key not yet created, is a no-op.
+    // Here the slot map is emptied and kept empty except for what MOVED replies teach the client.
+    let fresh: Cluster;
+    beforeAll(async () => {
+      const c = createRedis({ url: '', clusterAddresses: cluster.addresses.split(','), poolSize: 4, minIdleConns: 1 });
+      if (!(c instanceof Cluster)) throw new Error('expected a cluster client');
+      fresh = c;
       await fresh.ping();
-      if (!(fresh instanceof Cluster)) throw new Error('expected a cluster client');
+      fresh.slots = [];
+      fresh.refreshSlotsCache = (callback) => callback?.();
+    });
+    afterAll(() => closeRedis(fresh));
+
+    it('an index key written with its TTL keeps the TTL', async () => {
       const writer = createIndexWriter(fresh);
       const keys = Array.from({ length: 30 }, (_, i) => `test:unmapped:{k${i}}`);
-      fresh.slots = [];
       await writer.write((ops) => {
         for (const key of keys) ops.add(key, 1, 'm', 600_000);
       });
       const ttls = await Promise.all(keys.map((k) => redis.pttl(k)));
       expect(ttls.filter((t) => t <= 0)).toEqual([]);
-    } finally {
-      await closeRedis(fresh);
-    }
+    });
+
+    it("a tenant's DLQ index gets its TTL with its first entry", async () => {
+      const dlqStore = createJobStore(fresh, { jobTtlMs: 7 * 24 * 3600 * 1000 });
+      const jobs = await Promise.all(Array.from({ length: 30 }, (_, i) => store.createJob(newJob({ tenant: `dlq-t${i}` }))));
+      await Promise.all(jobs.map((j) => dlqStore.writeDlq({ ...j, state: 'FAILED' }, 'worker failed')));
+      const ttls = await Promise.all(jobs.map((j) => redis.pttl(jobKeys.dlqIndexTenant(j.tenant))));
+      expect(ttls.filter((t) => t <= 0)).toEqual([]);
+    });
   });
 });
