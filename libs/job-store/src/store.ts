@@ -214,14 +214,21 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
   };
 
   /**
-   * D45 ahead of a terminal write: on standalone Redis the PEXPIRE is sent on the same connection
-   * right before the write, which Redis runs in order (no round trip of its own); across cluster
-   * nodes it is awaited first. The caller awaits the returned promise after its write.
+   * Resolves once a command sent next will run after `sent` in Redis. On standalone Redis that
+   * holds as soon as it is sent: one connection, run in order, no round trip of its own (issue 7).
+   * A cluster client may send the two to different nodes (other slots, or the same slot while its
+   * slot map lacks it: ioredis then picks a random master), so there it waits for `sent`'s reply.
+   * The caller awaits `sent` itself for its reply or error.
    */
+  async function sentInOrder(sent: Promise<unknown>): Promise<void> {
+    if (redis.isCluster) await sent;
+  }
+
+  /** D45 ahead of a terminal write, in order before it. The caller awaits `done` after its write. */
   async function expireAhead(key: string): Promise<{ done: Promise<unknown> }> {
     const done = redis.pexpire(key, ttl);
     done.catch(() => undefined); // awaited by the caller; not an unhandled rejection if its write throws first
-    if (redis.isCluster) await done;
+    await sentInOrder(done);
     return { done };
   }
 
@@ -240,11 +247,9 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     const created = await redis.set(jobKeys.dlqEntry(job.id), JSON.stringify(entry), 'PX', DLQ_TTL_MS, 'NX');
     await redis.zadd(jobKeys.dlqIndex(), 'NX', job.finishedAt ?? now(), job.id);
     const tenantIndex = jobKeys.dlqIndexTenant(job.tenant);
-    // The PEXPIRE must run after the ZADD that may create the key: on standalone Redis sending it
-    // behind on the same connection is enough; a cluster client may route the two to different
-    // nodes while its slot map lacks the slot (index-writer.ts), so there it waits for the ZADD.
+    // The PEXPIRE must run after the ZADD that may create the key: on a missing key it is a no-op.
     const added = redis.zadd(tenantIndex, 'NX', job.finishedAt ?? now(), job.id);
-    if (redis.isCluster) await added;
+    await sentInOrder(added);
     await Promise.all([added, redis.pexpire(tenantIndex, DLQ_TTL_MS)]);
     return created === 'OK';
   }
@@ -279,10 +284,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const createdAt = now();
       const ctx = { prompt: j.prompt, context: j.context ?? null, topic: j.topic, tenant_id: j.tenant, priority: j.priority, created_at: new Date(createdAt).toISOString() };
       // ctx first, NX: a record never points at a missing ctx, and a retried create never rewrites the input.
-      // On one connection (standalone Redis) sending it first is enough: the create goes right behind
-      // it in the same write (issue 7: one round trip less); across cluster nodes it is awaited.
       const ctxWritten = redis.set(jobKeys.ctx(j.id), JSON.stringify(ctx), 'PX', ttl, 'NX');
-      if (redis.isCluster) await ctxWritten;
+      await sentInOrder(ctxWritten);
       const terminal = TERMINAL_STATES.has(j.initialState);
       const rec: JobRecord = {
         id: j.id,
