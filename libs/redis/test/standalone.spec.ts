@@ -91,73 +91,62 @@ describe('@cordum/redis standalone', () => {
     expect(c.status).toBe('end');
     await waitFor(async () => !((await redis.client('LIST')) as string).includes('name=close-me'), 5000);
   });
-});
 
-describe('@cordum/redis standalone, one socket write per event-loop turn (poolSize > 1)', () => {
-  let server: TestServer;
-  let redis: RedisClient;
+  describe('one socket write per event-loop turn (poolSize > 1, as the client above)', () => {
+    beforeAll(() => waitFor(() => pingRedis(redis), 5000));
 
-  beforeAll(async () => {
-    server = await startRedis();
-    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 4, minIdleConns: 1, name: 'batched' });
-    await waitFor(() => pingRedis(redis), 5000);
-  });
-  afterAll(async () => {
-    await closeRedis(redis);
-    await server.stop();
-  });
-
-  it('sends the commands of one turn in one write, in order, with every reply', async () => {
-    expect((redis as Redis).options.enableAutoPipelining).toBeFalsy();
-    const w = countWrites(redis);
-    const replies = await Promise.all(Array.from({ length: 200 }, () => redis.incr('turn:counter')));
-    expect(replies).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
-    expect(w.writes()).toBe(1);
-    // The next turn's commands go out on their own, without waiting for another batch.
-    const next = await Promise.all([redis.get('turn:counter'), redis.incr('turn:counter')]);
-    expect(next).toEqual(['200', 201]);
-    expect(w.writes()).toBe(2);
-  });
-
-  it('a MULTI and a pipeline sent in the same turn keep their place in the order', async () => {
-    const [before, tx, piped, after] = await Promise.all([
-      redis.set('turn:k', 'a'),
-      redis.multi().append('turn:k', 'b').get('turn:k').exec(),
-      redis.pipeline().append('turn:k', 'c').get('turn:k').exec(),
-      redis.get('turn:k'),
-    ]);
-    expect(before).toBe('OK');
-    expect(tx).toEqual([[null, 2], [null, 'ab']]);
-    expect(piped).toEqual([[null, 3], [null, 'abc']]);
-    expect(after).toBe('abc');
-  });
-
-  it('a lazy client sends its first commands once connected, then batches on the new socket', async () => {
-    const c = createRedis({ url: server.url, clusterAddresses: [], poolSize: 4, minIdleConns: 0 });
-    try {
-      expect(c.status).toBe('wait');
-      expect(await Promise.all([c.set('lazy:k', '1'), c.get('lazy:k')])).toEqual(['OK', '1']);
-      const w = countWrites(c);
-      expect(await Promise.all([c.incr('lazy:k'), c.incr('lazy:k'), c.incr('lazy:k')])).toEqual([2, 3, 4]);
+    it('sends the commands of one turn in one write, in order, with every reply', async () => {
+      expect((redis as Redis).options.enableAutoPipelining).toBeFalsy();
+      const w = countWrites(redis);
+      const replies = await Promise.all(Array.from({ length: 200 }, () => redis.incr('turn:counter')));
+      expect(replies).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
       expect(w.writes()).toBe(1);
-    } finally {
-      await closeRedis(c);
-    }
-  });
+      // The next turn's commands go out on their own, without waiting for another batch.
+      const next = await Promise.all([redis.get('turn:counter'), redis.incr('turn:counter')]);
+      expect(next).toEqual(['200', 201]);
+      expect(w.writes()).toBe(2);
+    });
 
-  it('after a reconnect the new socket is batched too', async () => {
-    const c = createRedis({ url: server.url, clusterAddresses: [], poolSize: 4, minIdleConns: 1 });
-    try {
-      await waitFor(() => pingRedis(c), 5000);
-      const first = (c as Redis).stream;
-      expect(await redis.client('KILL', 'ID', String(await c.client('ID')))).toBe(1);
-      await waitFor(async () => (c as Redis).stream !== first && (await pingRedis(c, 500)), 10_000, { message: 'client reconnects' });
-      const w = countWrites(c);
-      expect(await Promise.all(Array.from({ length: 50 }, () => c.incr('re:counter')))).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
-      expect(w.writes()).toBe(1);
-    } finally {
-      await closeRedis(c);
-    }
+    it('a MULTI and a pipeline sent in the same turn keep their place in the order', async () => {
+      const [before, tx, piped, after] = await Promise.all([
+        redis.set('turn:k', 'a'),
+        redis.multi().append('turn:k', 'b').get('turn:k').exec(),
+        redis.pipeline().append('turn:k', 'c').get('turn:k').exec(),
+        redis.get('turn:k'),
+      ]);
+      expect(before).toBe('OK');
+      expect(tx).toEqual([[null, 2], [null, 'ab']]);
+      expect(piped).toEqual([[null, 3], [null, 'abc']]);
+      expect(after).toBe('abc');
+    });
+
+    it('a lazy client sends its first commands once connected, then batches on the new socket', async () => {
+      const c = createRedis({ url: server.url, clusterAddresses: [], poolSize: 4, minIdleConns: 0 });
+      try {
+        expect(c.status).toBe('wait');
+        expect(await Promise.all([c.set('lazy:k', '1'), c.get('lazy:k')])).toEqual(['OK', '1']);
+        const w = countWrites(c);
+        expect(await Promise.all([c.incr('lazy:k'), c.incr('lazy:k'), c.incr('lazy:k')])).toEqual([2, 3, 4]);
+        expect(w.writes()).toBe(1);
+      } finally {
+        await closeRedis(c);
+      }
+    });
+
+    it('after a reconnect the new socket is batched too', async () => {
+      const c = createRedis({ url: server.url, clusterAddresses: [], poolSize: 4, minIdleConns: 1 });
+      try {
+        await waitFor(() => pingRedis(c), 5000);
+        const first = (c as Redis).stream;
+        expect(await redis.client('KILL', 'ID', String(await c.client('ID')))).toBe(1);
+        await waitFor(async () => (c as Redis).stream !== first && (await pingRedis(c, 500)), 10_000, { message: 'client reconnects' });
+        const w = countWrites(c);
+        expect(await Promise.all(Array.from({ length: 50 }, () => c.incr('re:counter')))).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+        expect(w.writes()).toBe(1);
+      } finally {
+        await closeRedis(c);
+      }
+    });
   });
 });
 
