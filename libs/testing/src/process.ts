@@ -12,6 +12,7 @@ export class ManagedProcess {
   /** stderr lines alone (config errors must be one readable line there). */
   readonly errOutput: string[] = [];
   private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  private endRequested = false;
   private readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   constructor(
@@ -48,7 +49,13 @@ export class ManagedProcess {
     return this.exitInfo;
   }
 
+  /** True once the test asked it to end (kill with any signal but SIGSTOP/SIGCONT, or stop()). */
+  get stopRequested(): boolean {
+    return this.endRequested;
+  }
+
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
+    if (signal !== 'SIGSTOP' && signal !== 'SIGCONT') this.endRequested = true;
     if (this.exitInfo === null) this.child.kill(signal);
   }
 
@@ -68,6 +75,7 @@ export class ManagedProcess {
   /** SIGTERM, then SIGKILL after graceMs. Safe to call twice. */
   async stop(graceMs = 15_000): Promise<void> {
     if (this.exitInfo !== null) return;
+    this.endRequested = true;
     this.child.kill('SIGTERM');
     try {
       await this.waitExit(graceMs);

@@ -2,7 +2,8 @@
 // with its own redis-server and nats-server on free ports. Every process's
 // output (each incarnation of a respawned one too) is appended as it arrives to
 // <tmp>/logs/<name>.log; stop() removes tmp unless keep() was called (a failed
-// test) or CORDUM_E2E_KEEP is set. CORDUM_E2E_LOG_LEVEL (default info) sets the
+// test), a process exited without the test asking (printed with its last lines
+// when it happens) or CORDUM_E2E_KEEP is set. CORDUM_E2E_LOG_LEVEL (default info) sets the
 // services' log level, e.g. debug to chase a flake.
 import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, existsSync, rmSync, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
@@ -105,11 +106,23 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   mkdirSync(logDir);
   const logsClosed: Promise<void>[] = [teeOutput(logDir, 'redis', redis.process), teeOutput(logDir, 'nats', nats.process)];
   let kept: string[] = process.env['CORDUM_E2E_KEEP'] ? ['CORDUM_E2E_KEEP'] : [];
+  // A process that ends without the test asking (a crash, an outside kill) is the likely
+  // cause of whatever fails next: say so in the test output and keep the logs.
+  const reportUnbiddenExit = (name: string, p: ManagedProcess): void => {
+    p.child.once('exit', (code, signal) => {
+      if (p.stopRequested) return;
+      kept.push(`${name} exited on its own`);
+      console.error(`e2e: ${name} (pid ${p.pid}) exited without being asked (code=${code} signal=${signal}); its last lines:\n${p.output.slice(-30).join('\n')}`);
+    });
+  };
+  reportUnbiddenExit('redis', redis.process);
+  reportUnbiddenExit('nats', nats.process);
   const procs = new Map<string, ManagedProcess>();
   const healthPorts = new Map<string, number>();
   const track = (name: string, p: ManagedProcess): void => {
     procs.set(name, p);
     logsClosed.push(teeOutput(logDir, name, p));
+    reportUnbiddenExit(name, p);
   };
   const common = { REDIS_URL: redis.url, NATS_URL: nats.url, CORDUM_LOG_LEVEL: process.env['CORDUM_E2E_LOG_LEVEL'] ?? 'info' };
   const cwd = tmpdir(); // services must run from any directory (CONTRACT §1)
