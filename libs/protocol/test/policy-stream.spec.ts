@@ -53,7 +53,7 @@ interface TestKernel {
   probes: number;
 }
 
-async function startKernel(name: string, withDecide = true): Promise<TestKernel> {
+async function startKernel(name: string, withDecide = true, port = 0): Promise<TestKernel> {
   const server = new grpc.Server();
   const k: TestKernel = { name, server, port: 0, seen: [], hold: new Map(), health: ServingStatus.SERVING, probes: 0 };
   addHealthService(server, () => {
@@ -97,7 +97,7 @@ async function startKernel(name: string, withDecide = true): Promise<TestKernel>
     );
   }
   k.port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
   return k;
 }
@@ -107,8 +107,8 @@ const shutdown = (k: TestKernel): Promise<void> => new Promise((resolve) => k.se
 describe('policy stream (Decide)', () => {
   const kernels: TestKernel[] = [];
   const clients: PolicyClient[] = [];
-  const kernel = async (name: string, withDecide = true): Promise<TestKernel> => {
-    const k = await startKernel(name, withDecide);
+  const kernel = async (name: string, withDecide = true, port = 0): Promise<TestKernel> => {
+    const k = await startKernel(name, withDecide, port);
     kernels.push(k);
     return k;
   };
@@ -219,6 +219,32 @@ describe('policy stream (Decide)', () => {
     a.server.forceShutdown();
     expect((await doomed).reason).toBe('kb:check:doomed');
     for (let i = 0; i < 6; i++) expect((await c.check({ jobId: `next${i}`, topic: 'job.ok' }, 5_000)).reason).toBe(`kb:check:next${i}`);
+  });
+
+  it('waiting for ready (the scheduler): a kernel that refuses connections before its first stream costs no deadline; another kernel answers', async () => {
+    const gone = await kernel('gone');
+    const b = await kernel('up');
+    await shutdown(gone); // its port now refuses connections; the client has never connected to it
+    const c = client(`127.0.0.1:${gone.port},127.0.0.1:${b.port}`, { waitForReady: true });
+    // The first request goes to the first kernel of the list; it must not wait there for its 5 s deadline.
+    expect((await c.check({ jobId: 'first', topic: 'job.ok' }, 5_000)).reason).toBe('up:check:first');
+    expect(c.suspects).toEqual([`127.0.0.1:${gone.port}`]);
+    for (let i = 0; i < 4; i++) expect((await c.evaluate({ jobId: `then${i}`, topic: 'job.ok' }, 5_000)).reason).toBe(`up:evaluate:then${i}`);
+  });
+
+  it('waiting for ready, with every kernel refusing: a request waits for one to come back, up to its deadline', async () => {
+    const a = await kernel('a0');
+    const b = await kernel('b0');
+    await Promise.all([shutdown(a), shutdown(b)]);
+    // The scheduler's reconnect backoff (apps/scheduler/src/safety.ts), so a returning kernel is found within ~1 s.
+    const c = client(`127.0.0.1:${a.port},127.0.0.1:${b.port}`, {
+      waitForReady: true,
+      channelOptions: { 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': 1_000 },
+    });
+    const waiting = c.check({ jobId: 'patient', topic: 'job.ok' }, 10_000);
+    await until(() => c.suspects.length > 0, 'a connection to fail');
+    await Promise.all([kernel('a1', true, a.port), kernel('b1', true, b.port)]);
+    expect((await waiting).reason).toMatch(/^(a1|b1):check:patient$/);
   });
 
   it('with one kernel, the requests on a failed stream fail with its status', async () => {

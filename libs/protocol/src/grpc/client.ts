@@ -38,6 +38,8 @@ export type GrpcClient<T extends GenServiceMethods> = {
   readonly targets: readonly string[];
   /** READY if any channel is, TRANSIENT_FAILURE if every channel is, else the first channel's state. */
   connectivity(): grpc.connectivityState;
+  /** Calls `listener` with each new state of any of its channels, until close(). */
+  onConnectivity(listener: (state: grpc.connectivityState) => void): void;
 };
 
 /** The entries of a D23 address: one for `host:port` or `dns:///...`, one per kernel of a comma list. Not validated. */
@@ -169,6 +171,20 @@ export function grpcClientFor<T extends GenServiceMethods>(
     if (states.includes(grpc.connectivityState.READY)) return grpc.connectivityState.READY;
     if (states.every((st) => st === grpc.connectivityState.TRANSIENT_FAILURE)) return grpc.connectivityState.TRANSIENT_FAILURE;
     return states[0] ?? grpc.connectivityState.SHUTDOWN;
+  };
+  client.onConnectivity = (listener: (state: grpc.connectivityState) => void): void => {
+    for (const c of channels) {
+      const ch = c.getChannel();
+      const watch = (from: grpc.connectivityState): void => {
+        ch.watchConnectivityState(from, Infinity, () => {
+          const state = ch.getConnectivityState(false);
+          if (state === grpc.connectivityState.SHUTDOWN) return;
+          listener(state);
+          watch(state);
+        });
+      };
+      watch(ch.getConnectivityState(false));
+    }
   };
   client.waitForReady = (deadlineMs: number) =>
     new Promise<void>((resolve, reject) => {

@@ -18,7 +18,9 @@
 //   after a minute, so clients can be upgraded before kernels;
 // - each kernel of a comma list has its own channel and streams; one that
 //   misses a deadline or loses a stream is suspect: no new request goes to it
-//   while another kernel is usable, until a gRPC health probe answers SERVING.
+//   while another kernel is usable, until a gRPC health probe answers SERVING;
+//   with waitForReady, one whose channel reports TRANSIENT_FAILURE while another
+//   is usable is suspect too, and its waiting streams are cancelled (resent).
 //   A `host:port` or `dns:///` target is one channel balanced by grpc-js; its
 //   streams are retired after `streamMaxAgeMs` so new ones spread over what the
 //   name resolves to.
@@ -165,6 +167,23 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
   };
 
   const usable = (b: Backend): boolean => !b.suspect && b.client.connectivity() !== grpc.connectivityState.TRANSIENT_FAILURE;
+
+  // With waitForReady, grpc-js does not fail a stream whose kernel refuses connections (killed
+  // while this client had no stream to it): the stream waits, never started, and its requests
+  // wait out their deadlines. When its channel reports TRANSIENT_FAILURE and another kernel is
+  // usable, the kernel is suspect and its streams are cancelled, so what waits on them is sent
+  // to that kernel (the rule for a failed stream). With no other kernel usable they keep
+  // waiting for this one to come back, up to their deadlines.
+  if (waitForReady && backends.length > 1) {
+    for (const b of backends) {
+      b.client.onConnectivity((state) => {
+        if (closed || state !== grpc.connectivityState.TRANSIENT_FAILURE) return;
+        if (!backends.some((o) => o !== b && usable(o))) return;
+        markSuspect(b);
+        for (const lane of lanes) if (lane.backend === b && !lane.ended) lane.call.cancel();
+      });
+    }
+  }
   /** Round robin over usable kernels; when none is, over all of them. `avoid` only if another exists. */
   const pickBackend = (avoid?: Backend): Backend => {
     const n = backends.length;
