@@ -109,7 +109,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   // A process that ends without the test asking (a crash, an outside kill) is the likely
   // cause of whatever fails next: say so in the test output and keep the logs.
   const reportUnbiddenExit = (name: string, p: ManagedProcess): void => {
-    p.child.once('exit', (code, signal) => {
+    // 'close', not 'exit': by then all of its output (a crash's stack trace) has been read.
+    p.child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
       if (p.stopRequested) return;
       kept.push(`${name} exited on its own`);
       console.error(`e2e: ${name} (pid ${p.pid}) exited without being asked (code=${code} signal=${signal}); its last lines:\n${p.output.slice(-30).join('\n')}`);
