@@ -12,6 +12,7 @@
 //          --terminal N (100000) --pending N (10000) --worker-parallel N (256, WORKER_MAX_PARALLEL)
 //          --skip-baselines --skip-safety --skip-stack --no-pass2 --out DIR (bench/results) --cpu-prof DIR (V8 profiles)
 //          --node-options STR (services' NODE_OPTIONS) --node-args STR (extra node flags, e.g. --trace-gc)
+//          --redis-args STR (extra redis-server options for every Redis the run starts, e.g. "--hash-max-listpack-value 1024")
 //          --sweep R1,R2,... (pass 1 also runs paced at each rate: latency against load)
 //          --interleave N (N rounds of bare then stack 1x, saturated only: the stack ÷ bare ratio per round)
 //          --ab DIR (with --interleave: each round also runs stack 1x from DIR, a copy of another build's
@@ -40,7 +41,7 @@ import { SERVICE_NODE_OPTIONS, STACK_REQUEST, bundlePath, kernelHasDecisionCache
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 function parseArgs(argv) {
-  const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], sweep: [], interleave: 0, ab: null, abRate: 0, growthRounds: null };
+  const o = { duration: 20, warmup: 5, connections: 64, workers: 1, workerParallel: 256, rate: 1000, growth: null, terminal: 100_000, pending: 10_000, quick: false, smoke: false, baselines: true, stack: true, out: null, cpuProf: null, pass2: true, nodeOptions: SERVICE_NODE_OPTIONS, nodeArgs: [], redisArgs: [], sweep: [], interleave: 0, ab: null, abRate: 0, growthRounds: null };
   const num = (a, v) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
@@ -73,6 +74,11 @@ function parseArgs(argv) {
       const v = argv[++i];
       if (v === undefined) throw new Error('--node-args needs a value');
       o.nodeArgs = v.split(/\s+/).filter(Boolean);
+    }
+    else if (a === '--redis-args') {
+      const v = argv[++i];
+      if (v === undefined) throw new Error('--redis-args needs a value');
+      o.redisArgs = v.split(/\s+/).filter(Boolean);
     }
     else if (a === '--node-options') {
       o.nodeOptions = argv[++i];
@@ -197,7 +203,7 @@ async function main() {
 
 async function run(opts, cleanupState) {
   log(`bench: ${JSON.stringify(opts)}`);
-  const [redisSrv, natsSrv] = await Promise.all([startRedis(), startNats()]);
+  const [redisSrv, natsSrv] = await Promise.all([startRedis(opts.redisArgs), startNats()]);
   const redis = new Redis(redisSrv.url, { maxRetriesPerRequest: 2 });
   const servers = [{ name: 'redis-server', pid: redisSrv.proc.pid }, { name: 'nats-server', pid: natsSrv.proc.pid }];
   cleanupState.redis = redis;
@@ -433,7 +439,7 @@ async function run(opts, cleanupState) {
     if (opts.growth) {
       // The preload goes to a Redis server of its own, so the --growth-rounds can run the stack
       // on it and on the (flushed) empty one in turn without preloading again.
-      const grownSrv = await startRedis();
+      const grownSrv = await startRedis(opts.redisArgs);
       const grown = { srv: grownSrv, client: new Redis(grownSrv.url, { maxRetriesPerRequest: 2 }) };
       cleanupState.grown = grown.client;
       log(`growth: preloading ${opts.terminal} terminal + ${opts.pending} pending jobs via the job-store`);

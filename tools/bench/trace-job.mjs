@@ -10,6 +10,8 @@
 // Commands run inside Lua scripts are listed under the EVALSHA that ran them.
 // Background traffic (heartbeat snapshot, leader leases, config polls) is
 // marked `bg` when it names neither the job id nor a key the job writes.
+// Then, without --json, the memory Redis holds for the last job's own keys
+// (MEMORY USAGE and encoding of each key that names its id).
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
@@ -55,6 +57,7 @@ async function main() {
     while (performance.now() - last < 700) await sleep(100);
     mon.disconnect();
     report(lines, ids);
+    if (!asJson) await reportMemory(poll, ids[ids.length - 1]);
   } finally {
     poll.disconnect();
     await stack.stop();
@@ -82,6 +85,26 @@ async function submitAndWait(url, redis) {
     await sleep(25);
   }
   throw new Error(`job ${id} not SUCCEEDED in 5 s`);
+}
+
+/** Each key naming the job id, with what Redis holds for it (key, value, overhead; not its index entries). */
+async function reportMemory(redis, id) {
+  const keys = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', `*${id}*`, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  keys.sort();
+  let total = 0;
+  process.stdout.write(`\nRedis memory of the last job's keys (MEMORY USAGE):\n`);
+  for (const k of keys) {
+    const [type, bytes, encoding] = await Promise.all([redis.type(k), redis.memory('USAGE', k, 'SAMPLES', 0), redis.object('ENCODING', k)]);
+    total += Number(bytes);
+    process.stdout.write(`  ${String(bytes).padStart(6)} B  ${`${type}/${encoding}`.padEnd(20)} ${k}\n`);
+  }
+  process.stdout.write(`  ${String(total).padStart(6)} B  in ${keys.length} keys (index entries not included)\n`);
 }
 
 const BACKGROUND = /^(zrangebyscore|scan|ping|info|client)$/i;

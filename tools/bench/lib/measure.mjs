@@ -2,7 +2,7 @@
 // fixed concurrency, then a paced run for latency. Every figure comes from Redis
 // job timestamps, INFO commandstats and NATS /varz, not from client clocks.
 import { drive, collect, summarize } from './load.mjs';
-import { commandDelta, commandStats, cpuSeconds, natsVarz, round } from './stats.mjs';
+import { commandDelta, commandStats, cpuSeconds, natsVarz, redisUsedMemory, round } from './stats.mjs';
 
 export async function measureModel({ redis, monitorPort, urls, request, records, opts, log, procs = [] }) {
   const own = {};
@@ -37,6 +37,8 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
   const idleMsgsPerS = (iv1.inMsgs - iv0.inMsgs) / idleElapsed;
   const idleDeliveriesPerS = (iv1.outMsgs - iv0.outMsgs) / idleElapsed;
 
+  // Taken outside the commandstats window, so these INFO calls are not counted as the jobs'.
+  const mem0 = await redisUsedMemory(redis);
   const before = await commandStats(redis);
   const v0 = await natsVarz(monitorPort);
   const c0 = cpuSeconds(procs);
@@ -45,6 +47,7 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
   own.info = 1;
   const saturated = await phase('saturated', opts.duration);
   const after = await commandStats(redis);
+  const mem1 = await redisUsedMemory(redis);
   const v1 = await natsVarz(monitorPort);
   const c1 = cpuSeconds(procs);
   const window = (performance.now() - t0) / 1000;
@@ -57,6 +60,9 @@ export async function measureModel({ redis, monitorPort, urls, request, records,
   saturated.redisCommandsPerJob = round(cmds.total / jobs, 1);
   saturated.redisCommandsPerJobByCmd = Object.fromEntries(Object.entries(cmds.byCmd).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, round(v / jobs, 2)]));
   saturated.redisCommandsPerJobIncludingBackground = round(raw.total / jobs, 1);
+  // What Redis holds per job once it is finished: its record, input, result, decision history,
+  // claim, fence and index entries, all kept for the job TTL (nothing expires during a run).
+  saturated.redisBytesPerJob = Math.round((mem1 - mem0) / jobs);
   saturated.busMessagesPerJob = round((v1.inMsgs - v0.inMsgs - idleMsgsPerS * window) / jobs, 1);
   saturated.busMessagesPerJobIncludingBackground = round((v1.inMsgs - v0.inMsgs) / jobs, 1);
   // What the server handed to subscribers (out_msgs): a message nobody subscribes to costs no delivery.

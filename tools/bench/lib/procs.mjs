@@ -87,10 +87,11 @@ export function start(name, cmd, args, { env = {}, cwd } = {}) {
   return proc;
 }
 
-export async function startRedis() {
+/** redis-server on a free port; `extraArgs` are further command-line options (`--hash-max-listpack-value 1024`). */
+export async function startRedis(extraArgs = []) {
   const port = await freePort();
   const dir = tempDir('bench-redis-');
-  const p = start(`redis:${port}`, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]);
+  const p = start(`redis:${port}`, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs]);
   await waitUntil(async () => { if (!p.running()) throw new Error(`redis-server exited: ${p.tail.join(' | ')}`); return canConnect(port); }, 10_000, 'redis-server');
   return { port, url: `redis://127.0.0.1:${port}`, proc: p, stop: () => p.stop(5000) };
 }

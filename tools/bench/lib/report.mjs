@@ -119,6 +119,7 @@ function modelRows(name, m) {
     rows.push([name, `sweep ${w.rate}/s: submit→dispatch / submit→result p50/p99 ms`, `${fmt(w.submitToDispatchMs.p50)}/${fmt(w.submitToDispatchMs.p99)}  ${fmt(w.submitToResultMs.p50)}/${fmt(w.submitToResultMs.p99)}${w.failedOrUnfinished ? `  (${w.failedOrUnfinished} failed or unfinished)` : ''}`]);
   }
   rows.push([name, 'Redis commands per job (net of idle background)', `${fmt(s.redisCommandsPerJob)}  (raw ${fmt(s.redisCommandsPerJobIncludingBackground)})`]);
+  if (s.redisBytesPerJob !== undefined) rows.push([name, 'Redis memory per finished job (used_memory growth)', `${fmt(s.redisBytesPerJob)} B`]);
   rows.push([name, 'bus messages per job (NATS in_msgs, net)', `${fmt(s.busMessagesPerJob)}  (raw ${fmt(s.busMessagesPerJobIncludingBackground)})`]);
   if (s.busDeliveriesPerJob !== undefined) rows.push([name, 'bus deliveries per job (NATS out_msgs, net)', fmt(s.busDeliveriesPerJob)]);
   if (s.cpuMsPerJob && Object.keys(s.cpuMsPerJob).length) rows.push([name, 'CPU ms per job (saturated)', Object.entries(s.cpuMsPerJob).map(([k, v]) => `${k}=${v}`).join(' ')]);

@@ -8,6 +8,13 @@ export function percentiles(values) {
   return { n: s.length, p50: at(0.5), p95: at(0.95), p99: at(0.99), max: s[s.length - 1] };
 }
 
+/** Bytes Redis has allocated for data and buffers (INFO memory `used_memory`). */
+export async function redisUsedMemory(redis) {
+  const m = /^used_memory:(\d+)/m.exec(await redis.info('memory'));
+  if (!m) throw new Error('INFO memory has no used_memory');
+  return Number(m[1]);
+}
+
 /** Per-command call counts from INFO commandstats. */
 export async function commandStats(redis) {
   const text = await redis.info('commandstats');

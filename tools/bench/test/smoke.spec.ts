@@ -21,6 +21,7 @@ interface Phase {
   redisCommandsPerJob?: number | null;
   redisCommandsPerJobByCmd?: Record<string, number>;
   busMessagesPerJob?: number | null;
+  redisBytesPerJob?: number;
   busDeliveriesPerJob?: number | null;
 }
 interface Model {
@@ -68,8 +69,8 @@ function expectModel(m: Model, name: string, processes: string[]): void {
     expectPct(ph.submitToResultMs, `${where} submit→result`);
   }
   const s = m.saturated;
-  expect({ name, completedPerS: (s.completedPerS ?? 0) > 0, redis: (s.redisCommandsPerJob ?? 0) > 0, bus: (s.busMessagesPerJob ?? 0) > 0, deliveries: (s.busDeliveriesPerJob ?? 0) > 0 })
-    .toEqual({ name, completedPerS: true, redis: true, bus: true, deliveries: true });
+  expect({ name, completedPerS: (s.completedPerS ?? 0) > 0, redis: (s.redisCommandsPerJob ?? 0) > 0, memory: (s.redisBytesPerJob ?? 0) > 0, bus: (s.busMessagesPerJob ?? 0) > 0, deliveries: (s.busDeliveriesPerJob ?? 0) > 0 })
+    .toEqual({ name, completedPerS: true, redis: true, memory: true, bus: true, deliveries: true });
   expect(Object.keys(s.redisCommandsPerJobByCmd ?? {}).length).toBeGreaterThan(0);
   expect(Object.keys(m.rssMb).sort()).toEqual([...processes].sort());
   for (const v of Object.values(m.rssMb)) expect(v).toBeGreaterThan(0);
