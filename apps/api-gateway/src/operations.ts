@@ -10,7 +10,7 @@ import type { Logger } from '@cordum/service-kit';
 import type { GatewayConfig } from './config';
 import type { Mount } from './http/app';
 import { createAuditSink, type AuditSink } from './audit/sink';
-import { createDlqCleanup, type DlqCleanup } from './dlq/cleanup';
+import { createRetentionCleanup, type RetentionCleanup } from './retention';
 import { createDlqRetrier } from './dlq/retry';
 import { mountJobActionRoutes } from './routes/job-actions';
 import { mountDlqRoutes } from './routes/dlq';
@@ -24,7 +24,7 @@ export const BUILD_VERSION = '0.1.0';
 
 export interface Operations {
   readonly audit: AuditSink;
-  readonly dlqCleanup: DlqCleanup;
+  readonly retention: RetentionCleanup;
   mount(mount: Mount): void;
   start(): void;
   stop(): Promise<void>;
@@ -45,12 +45,12 @@ export function createOperations(o: {
   const audit = createAuditSink({ transport: config.audit.transport, bufferSize: config.audit.bufferSize, bus, instanceId, logger });
   const configStore = createConfigStore(redis);
   const workers = createWorkerSnapshotSource(redis);
-  const dlqCleanup = createDlqCleanup({ redis, locks, logger, instanceId, intervalMs: config.dlqCleanupIntervalMs });
+  const retention = createRetentionCleanup({ redis, locks, logger, instanceId, intervalMs: config.dlqCleanupIntervalMs, jobTtlMs: config.jobTtlMs });
   const retrier = createDlqRetrier({ redis, store, submit: o.submit });
   const startedAt = Date.now();
   return {
     audit,
-    dlqCleanup,
+    retention,
     mount(mount) {
       mountJobActionRoutes(mount, { redis, store, locks, bus, audit, logger, instanceId, redisReady: o.redisReady });
       mountDlqRoutes(mount, { redis, store, retrier, audit, redisReady: o.redisReady });
@@ -59,10 +59,10 @@ export function createOperations(o: {
       mountStatusRoute(mount, { instanceId, redis, natsConnected: () => bus.connected, workers, startedAt, version: BUILD_VERSION });
     },
     start() {
-      dlqCleanup.start();
+      retention.start();
     },
     async stop() {
-      await dlqCleanup.stop();
+      await retention.stop();
       await audit.flush();
     },
   };

@@ -194,16 +194,21 @@ describe('DLQ', () => {
     expectEnvelope(await call(rig.url, 'POST', `/api/v1/dlq/${denied}/retry`, { key: KEYS.operator }), 404, 'dlq_not_found');
   });
 
-  it('the cleanup leader trims index entries older than the retention', async () => {
+  it('the retention leader trims DLQ index entries past 30 days and job index entries past the job TTL', async () => {
+    const now = Date.now();
     await redis.zadd(jobKeys.dlqIndex(), 1, 'ancient');
     await redis.zadd(jobKeys.dlqIndexTenant('oldco'), 1, 'ancient');
+    await redis.zadd(jobKeys.indexAll('oldco'), String(now - 8 * 24 * 3600 * 1000), 'expired-job', String(now - 60_000), 'live-job');
     // The gateway campaigns for the cleanup lease at start (D7), so one replica trims.
     await waitFor(async () => (await redis.get('cordum:dlq:cleanup'))?.startsWith('gw-test:') ?? false, 5_000);
-    const { createDlqCleanup } = await import('../src/dlq/cleanup');
-    const c = createDlqCleanup({ redis, locks, logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }), instanceId: 'cleanup-test', intervalMs: 60_000 });
-    expect(await c.runOnce()).toBeGreaterThanOrEqual(2);
+    const { createRetentionCleanup } = await import('../src/retention');
+    const c = createRetentionCleanup({ redis, locks, logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }), instanceId: 'cleanup-test', intervalMs: 60_000, jobTtlMs: 7 * 24 * 3600 * 1000 });
+    const removed = await c.runOnce(now);
+    expect(removed.dlq).toBeGreaterThanOrEqual(2);
+    expect(removed.job).toBeGreaterThanOrEqual(1);
     expect(await redis.zscore(jobKeys.dlqIndex(), 'ancient')).toBeNull();
     expect(await redis.zscore(jobKeys.dlqIndexTenant('oldco'), 'ancient')).toBeNull();
+    expect(await redis.zrange(jobKeys.indexAll('oldco'), '0', '-1')).toEqual(['live-job']);
   });
 });
 

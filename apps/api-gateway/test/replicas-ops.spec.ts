@@ -6,7 +6,7 @@ import { createJobStore, encodeWorkerSnapshot, jobKeys } from '@cordum/job-store
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { DLQ_CLEANUP_LOCK } from '../src/dlq/cleanup';
+import { DLQ_CLEANUP_LOCK } from '../src/retention';
 import { KEYS, call } from './harness';
 import { startReplicas, type Replicas } from './replicas';
 

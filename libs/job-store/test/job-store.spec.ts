@@ -1,6 +1,6 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
-import { createJobStore, JOB_STATES, jobKeys, jobToApi, TERMINAL_STATES, TRANSITIONS, type JobRecord, type JobState, type JobStore } from '../src';
+import { createJobStore, DLQ_TTL_MS, JOB_STATES, jobKeys, jobToApi, TERMINAL_STATES, TRANSITIONS, trimIndex, trimIndexes, type JobRecord, type JobState, type JobStore } from '../src';
 import { drive, holdLock, newJob } from './helpers';
 
 // Shortest legal path from PENDING to each state (BFS over the table), so every
@@ -181,5 +181,64 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     });
     await store.expireResult(job);
     expect(await redis.pttl(jobKeys.res(j.id))).toBeGreaterThan(0);
+  });
+
+  // D16/D45 retention: the index ZSETs are refreshed by every write, so only the leader's trim
+  // keeps them from growing with the whole history. Runs last: it trims every index in this Redis.
+  describe('index retention', () => {
+    const DAY = 24 * 3600 * 1000;
+    const ttl = 7 * DAY;
+
+    it('drops job index members created before now - TTL in every tenant and state, and DLQ members past 30 days; newer members and other ZSETs stay', async () => {
+      const now = Date.now();
+      // Real records written through the store, created 8 days ago and 6 days ago, in two tenants
+      // (two slots on the cluster, so the SCAN has to visit more than one node).
+      const at = (ms: number) => createJobStore(redis, { jobTtlMs: ttl, now: () => ms });
+      const tenants = ['ret-a', 'ret-b'];
+      const old: Record<string, string> = {};
+      const young: Record<string, string> = {};
+      for (const tenant of tenants) {
+        const o = newJob({ tenant });
+        const y = newJob({ tenant });
+        await drive(at(now - 8 * DAY), redis, o, ['SCHEDULED', 'DISPATCHED']);
+        await at(now - 6 * DAY).createJob(y);
+        old[tenant] = o.id;
+        young[tenant] = y.id;
+      }
+      await redis.zadd(jobKeys.active('DISPATCHED'), now - 8 * DAY, 'in-flight-for-days');
+      const dlq = [String(now - 31 * DAY), 'dlq-old', String(now - 29 * DAY), 'dlq-young'];
+      await redis.zadd(jobKeys.dlqIndex(), ...dlq);
+      await redis.zadd(jobKeys.dlqIndexTenant('ret-a'), ...dlq);
+
+      const removed = await trimIndexes(redis, { nowMs: now, jobTtlMs: ttl, dlqTtlMs: DLQ_TTL_MS });
+      // Per tenant: the old job in its state index (DISPATCHED) and in :all; the PENDING and
+      // SCHEDULED members it left behind were removed by its moves.
+      expect(removed.job).toBeGreaterThanOrEqual(4);
+      expect(removed.dlq).toBeGreaterThanOrEqual(2);
+      for (const tenant of tenants) {
+        for (const key of [jobKeys.indexState(tenant, 'DISPATCHED'), jobKeys.indexAll(tenant)]) expect(await redis.zscore(key, old[tenant]!)).toBeNull();
+        expect(await redis.zscore(jobKeys.indexState(tenant, 'PENDING'), young[tenant]!)).not.toBeNull();
+        expect(await redis.zscore(jobKeys.indexAll(tenant), young[tenant]!)).not.toBeNull();
+      }
+      for (const key of [jobKeys.dlqIndex(), jobKeys.dlqIndexTenant('ret-a')]) {
+        expect({ key, old: await redis.zscore(key, 'dlq-old'), young: (await redis.zscore(key, 'dlq-young')) !== null }).toEqual({ key, old: null, young: true });
+      }
+      // Not an index of the history: the reconciler's in-flight set is never trimmed by age.
+      expect(await redis.zscore(jobKeys.active('DISPATCHED'), 'in-flight-for-days')).not.toBeNull();
+      await redis.zrem(jobKeys.active('DISPATCHED'), 'in-flight-for-days');
+      // A second pass has nothing left to do.
+      expect(await trimIndexes(redis, { nowMs: now, jobTtlMs: ttl, dlqTtlMs: DLQ_TTL_MS })).toEqual({ job: 0, dlq: 0 });
+    });
+
+    it('trims a long backlog a chunk per command, up to the cutoff exactly', async () => {
+      const key = jobKeys.indexAll('ret-chunk');
+      const members: string[] = [];
+      for (let i = 0; i < 25; i++) members.push(String(1_000 + i), `m${i}`);
+      await redis.zadd(key, ...members);
+      expect(await trimIndex(redis, key, 1_020, 4)).toBe(20);
+      expect(await redis.zrange(key, '0', '-1')).toEqual(['m20', 'm21', 'm22', 'm23', 'm24']);
+      expect(await trimIndex(redis, key, 1_020, 4)).toBe(0);
+      await redis.del(key);
+    });
   });
 });

@@ -1,0 +1,57 @@
+// Index retention (D14, D16, D45): one replica, elected under cordum:dlq:cleanup (D7 lease),
+// trims the members of every index whose entries have expired: job indexes
+// (job:index:{<tenant>}:<state|all>) lose jobs created more than the job TTL ago, the DLQ indexes
+// (dlq:index, dlq:index:{<tenant>}) entries older than 30 days. Records, inputs and DLQ entries
+// expire by their own TTL; the indexes are refreshed by every write, so without this pass they
+// would grow with the whole history.
+import { DLQ_TTL_MS, trimIndexes, type TrimCounts } from '@cordum/job-store';
+import type { LeaderElector, Locks } from '@cordum/locks';
+import type { RedisClient } from '@cordum/redis';
+import type { Logger } from '@cordum/service-kit';
+
+export const DLQ_CLEANUP_LOCK = 'cordum:dlq:cleanup';
+
+export interface RetentionCleanup {
+  start(): void;
+  stop(): Promise<void>;
+  isLeader(): boolean;
+  /** One trim pass (leader or not); returns the members removed from each kind of index. */
+  runOnce(nowMs?: number): Promise<TrimCounts>;
+}
+
+export function createRetentionCleanup(o: { redis: RedisClient; locks: Locks; logger: Logger; instanceId: string; intervalMs: number; jobTtlMs: number; dlqTtlMs?: number }): RetentionCleanup {
+  const dlqTtlMs = o.dlqTtlMs ?? DLQ_TTL_MS;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<unknown> = Promise.resolve();
+  let elector: LeaderElector | null = null;
+
+  const runOnce = async (nowMs = Date.now()): Promise<TrimCounts> => {
+    const removed = await trimIndexes(o.redis, { nowMs, jobTtlMs: o.jobTtlMs, dlqTtlMs });
+    if (removed.job > 0 || removed.dlq > 0) o.logger.info('retention trimmed index entries', { job_index: removed.job, dlq_index: removed.dlq });
+    return removed;
+  };
+
+  const tick = () => {
+    if (!elector?.isLeader()) return;
+    running = runOnce().catch((err: unknown) => o.logger.warn('retention trim failed', { err: err instanceof Error ? err.message : String(err) }));
+  };
+
+  return {
+    start() {
+      elector = o.locks.elector({ key: DLQ_CLEANUP_LOCK, owner: o.instanceId, logger: o.logger, onElected: () => setImmediate(tick) });
+      elector.start();
+      timer = setInterval(tick, o.intervalMs);
+      timer.unref();
+    },
+    async stop() {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+      await running;
+      const e = elector;
+      elector = null;
+      await e?.stop();
+    },
+    isLeader: () => elector?.isLeader() ?? false,
+    runOnce,
+  };
+}

@@ -1,0 +1,54 @@
+// Index retention (D16, D45, D14): index ZSETs outlive the entries they point at, because every
+// write refreshes their TTL, so a leader trims members scored before the retention cutoff. Job
+// indexes are scored by the job's createdAt, the moment its record got the job TTL, so a member
+// older than the TTL points at a record that has expired.
+import { scanKeys, type RedisClient } from '@cordum/redis';
+import { jobKeys } from './keys';
+
+/** Members removed per round trip: each command stays short however far behind the trim is. */
+export const TRIM_CHUNK = 500;
+
+/** Every per-tenant index key (`job:index:{<t>}:<state>`, `dlq:index:{<t>}`) matches this. */
+export const TENANT_INDEX_PATTERN = '*index:{*';
+
+/** Which retention an index key follows: `job` for `job:index:{<t>}:*`, `dlq` for the DLQ indexes, null for any other key. */
+export function indexRetention(key: string): 'job' | 'dlq' | null {
+  if (key.startsWith('job:index:{')) return 'job';
+  if (key === jobKeys.dlqIndex() || key.startsWith('dlq:index:{')) return 'dlq';
+  return null;
+}
+
+/**
+ * Removes the members of ZSET `key` scored before `beforeMs`, at most `chunk` per command.
+ * Not atomic, and need not be: a job's index score is its createdAt, the same in every index
+ * it moves through, so a member read below the cutoff is below it again if re-added meanwhile.
+ */
+export async function trimIndex(redis: RedisClient, key: string, beforeMs: number, chunk = TRIM_CHUNK): Promise<number> {
+  let removed = 0;
+  for (;;) {
+    const ids = await redis.zrangebyscore(key, '-inf', `(${beforeMs}`, 'LIMIT', 0, chunk);
+    if (ids.length === 0) return removed;
+    removed += Number(await redis.zrem(key, ...ids));
+    if (ids.length < chunk) return removed;
+  }
+}
+
+export interface TrimCounts {
+  job: number;
+  dlq: number;
+}
+
+/**
+ * One retention pass over every index: job indexes lose members created before `nowMs - jobTtlMs`,
+ * DLQ indexes members filed before `nowMs - dlqTtlMs`. One SCAN of the keyspace finds both kinds.
+ */
+export async function trimIndexes(redis: RedisClient, o: { nowMs: number; jobTtlMs: number; dlqTtlMs: number; chunk?: number }): Promise<TrimCounts> {
+  const cutoff = { job: o.nowMs - o.jobTtlMs, dlq: o.nowMs - o.dlqTtlMs };
+  const counts: TrimCounts = { job: 0, dlq: 0 };
+  counts.dlq += await trimIndex(redis, jobKeys.dlqIndex(), cutoff.dlq, o.chunk);
+  for await (const key of scanKeys(redis, TENANT_INDEX_PATTERN)) {
+    const kind = indexRetention(key);
+    if (kind && key !== jobKeys.dlqIndex()) counts[kind] += await trimIndex(redis, key, cutoff[kind], o.chunk);
+  }
+  return counts;
+}
