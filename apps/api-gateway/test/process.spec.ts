@@ -1,6 +1,7 @@
 // The built bundle as operators run it: `node dist/apps/api-gateway/main.js`
 // from any directory, configured by env alone (CONTRACT §1). Needs `npx nx build api-gateway`.
 import { tmpdir } from 'node:os';
+import { closeRedis, createRedis } from '@cordum/redis';
 import { spawnService, startNats, startRedis, waitFor, freePort, type ManagedProcess, type TestServer } from '@cordum/testing';
 
 let redis: TestServer;
@@ -64,4 +65,27 @@ it('serves from any cwd and exits 0 within 15 s on SIGTERM', async () => {
   const exit = await p.waitExit(15_000);
   expect(exit.code).toBe(0);
   expect(Date.now() - t0).toBeLessThan(15_000);
+});
+
+it('the elected gateway trims job index entries older than its JOB_TTL at once (D16, D45)', async () => {
+  const client = createRedis({ url: redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  try {
+    const now = Date.now();
+    await client.zadd('job:index:{proc-ret}:all', String(now - 5 * 60_000), 'expired-job', String(now), 'live-job');
+    const [http, metrics, grpc] = [await freePort(), await freePort(), await freePort()];
+    spawnGateway({
+      CORDUM_API_KEY: 'admin-key-12345678',
+      REDIS_URL: redis.url,
+      NATS_URL: nats.url,
+      GATEWAY_HTTP_ADDR: `127.0.0.1:${http}`,
+      GATEWAY_METRICS_ADDR: `127.0.0.1:${metrics}`,
+      GATEWAY_GRPC_ADDR: `127.0.0.1:${grpc}`,
+      SAFETY_KERNEL_ADDR: `127.0.0.1:${await freePort()}`,
+      JOB_TTL: '1m',
+    });
+    await waitFor(async () => (await client.zscore('job:index:{proc-ret}:all', 'expired-job')) === null, 20_000, { message: 'expired entry trimmed' });
+    expect(await client.zrange('job:index:{proc-ret}:all', '0', '-1')).toEqual(['live-job']);
+  } finally {
+    await closeRedis(client);
+  }
 });
