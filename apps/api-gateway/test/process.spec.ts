@@ -40,17 +40,24 @@ it('no keys at all exits 2 (D26)', async () => {
   expect(p.output.join('\n')).toMatch(/CORDUM_API_KEY/);
 });
 
-it('serves from any cwd and exits 0 within 15 s on SIGTERM', async () => {
-  const [http, metrics, grpc] = [await freePort(), await freePort(), await freePort()];
-  const p = spawnGateway({
+/** A gateway that serves on free ports, with no safety kernel listening. */
+async function servingEnv(): Promise<{ env: Record<string, string>; http: number; metrics: number }> {
+  const [http, metrics, grpc, kernel] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const env = {
     CORDUM_API_KEY: 'admin-key-12345678',
     REDIS_URL: redis.url,
     NATS_URL: nats.url,
     GATEWAY_HTTP_ADDR: `127.0.0.1:${http}`,
     GATEWAY_METRICS_ADDR: `127.0.0.1:${metrics}`,
     GATEWAY_GRPC_ADDR: `127.0.0.1:${grpc}`,
-    SAFETY_KERNEL_ADDR: `127.0.0.1:${await freePort()}`,
-  });
+    SAFETY_KERNEL_ADDR: `127.0.0.1:${kernel}`,
+  };
+  return { env, http, metrics };
+}
+
+it('serves from any cwd and exits 0 within 15 s on SIGTERM', async () => {
+  const { env, http, metrics } = await servingEnv();
+  const p = spawnGateway(env);
   await waitFor(async () => (await fetch(`http://127.0.0.1:${http}/readyz`).catch(() => null))?.status === 200, 20_000, { message: 'gateway ready' });
   // Kernel down: the job is still accepted (D19).
   const r = await fetch(`http://127.0.0.1:${http}/api/v1/jobs`, {
@@ -72,17 +79,7 @@ it('the elected gateway trims job index entries older than its JOB_TTL at once (
   try {
     const now = Date.now();
     await client.zadd('job:index:{proc-ret}:all', String(now - 5 * 60_000), 'expired-job', String(now), 'live-job');
-    const [http, metrics, grpc] = [await freePort(), await freePort(), await freePort()];
-    spawnGateway({
-      CORDUM_API_KEY: 'admin-key-12345678',
-      REDIS_URL: redis.url,
-      NATS_URL: nats.url,
-      GATEWAY_HTTP_ADDR: `127.0.0.1:${http}`,
-      GATEWAY_METRICS_ADDR: `127.0.0.1:${metrics}`,
-      GATEWAY_GRPC_ADDR: `127.0.0.1:${grpc}`,
-      SAFETY_KERNEL_ADDR: `127.0.0.1:${await freePort()}`,
-      JOB_TTL: '1m',
-    });
+    spawnGateway({ ...(await servingEnv()).env, JOB_TTL: '1m' });
     await waitFor(async () => (await client.zscore('job:index:{proc-ret}:all', 'expired-job')) === null, 20_000, { message: 'expired entry trimmed' });
     expect(await client.zrange('job:index:{proc-ret}:all', '0', '-1')).toEqual(['live-job']);
   } finally {
