@@ -67,6 +67,7 @@ it('serves from any cwd and exits 0 within 15 s on SIGTERM', async () => {
   });
   expect(r.status).toBe(200);
   expect((await fetch(`http://127.0.0.1:${metrics}/metrics`)).status).toBe(200);
+  expect(p.hasLine('maxmemory-policy')).toBe(false); // noeviction: nothing to warn about
   const t0 = Date.now();
   p.kill('SIGTERM');
   const exit = await p.waitExit(15_000);
@@ -83,6 +84,20 @@ it('the elected gateway trims job index entries older than its JOB_TTL at once (
     await waitFor(async () => (await client.zscore('job:index:{proc-ret}:all', 'expired-job')) === null, 20_000, { message: 'expired entry trimmed' });
     expect(await client.zrange('job:index:{proc-ret}:all', '0', '-1')).toEqual(['live-job']);
   } finally {
+    await closeRedis(client);
+  }
+});
+
+it('warns at start, naming the policy, when Redis may evict keys', async () => {
+  const client = createRedis({ url: redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  await client.config('SET', 'maxmemory-policy', 'allkeys-lru');
+  try {
+    const { env, http } = await servingEnv();
+    const p = spawnGateway(env);
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${http}/readyz`).catch(() => null))?.status === 200, 20_000, { message: 'gateway ready' });
+    expect(p.output.filter((l) => l.includes('set maxmemory-policy noeviction') && l.includes('allkeys-lru'))).toHaveLength(1);
+  } finally {
+    await client.config('SET', 'maxmemory-policy', 'noeviction');
     await closeRedis(client);
   }
 });

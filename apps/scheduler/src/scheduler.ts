@@ -4,7 +4,7 @@ import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createJobStore, encodeStatePacket, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { decodePacket } from '@cordum/protocol';
-import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
+import { closeRedis, createRedis, pingRedis, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import { createSchedulerConfigWatcher, schedulerSections } from './config-watch';
@@ -155,6 +155,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     // Routing and timeouts from cfg:system:default before the first job is routed (BEHAVIOURS §5).
     watcher = createSchedulerConfigWatcher({ config, redis, bus, deps, sections: schedulerSections({ setPools, setTimeouts, setFailModes, failModeDefaults: config.failModes }) });
     await watcher.start();
+    await warnIfEvicting(redis, (msg, fields) => logger.warn(msg, fields));
 
     // Live heartbeats first, so whatever arrives during the read overrides the snapshot.
     subs.push(...subscribeWorkers(c));

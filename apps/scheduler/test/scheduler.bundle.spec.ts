@@ -32,9 +32,25 @@ describe('scheduler bundle', () => {
     proc = spawnService('scheduler', { REDIS_URL: redisServer.url, NATS_URL: natsServer.url, SCHEDULER_HTTP_ADDR: `127.0.0.1:${port}`, SAFETY_KERNEL_ADDR: '127.0.0.1:1', CORDUM_INSTANCE_ID: 'sched-bundle' }, { cwd: tmpdir() });
     await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.status === 200, 20_000, { message: 'scheduler /readyz 200' });
     expect(proc.hasLine(join('scheduler', 'config', 'pools.yaml'))).toBe(true);
+    expect(proc.hasLine('maxmemory-policy')).toBe(false); // noeviction: nothing to warn about
     expect(await clients()).toBeGreaterThan(baseline);
     proc.kill('SIGTERM');
     expect(await proc.waitExit(15_000)).toEqual({ code: 0, signal: null });
     await waitFor(async () => (await clients()) === baseline, 5_000, { message: 'redis clients back to baseline' });
+  });
+
+  it('warns at start, naming the policy, when Redis may evict keys', async () => {
+    await redis.config('SET', 'maxmemory-policy', 'volatile-lru');
+    try {
+      const port = await freePort();
+      const p = spawnService('scheduler', { REDIS_URL: redisServer.url, NATS_URL: natsServer.url, SCHEDULER_HTTP_ADDR: `127.0.0.1:${port}`, SAFETY_KERNEL_ADDR: '127.0.0.1:1', CORDUM_INSTANCE_ID: 'sched-evict' }, { cwd: tmpdir() });
+      proc = p;
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.status === 200, 20_000, { message: 'scheduler /readyz 200' });
+      expect(p.output.filter((l) => l.includes('set maxmemory-policy noeviction') && l.includes('volatile-lru'))).toHaveLength(1);
+      p.kill('SIGTERM');
+      expect(await p.waitExit(15_000)).toEqual({ code: 0, signal: null });
+    } finally {
+      await redis.config('SET', 'maxmemory-policy', 'noeviction');
+    }
   });
 });

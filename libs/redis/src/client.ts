@@ -167,3 +167,38 @@ export async function pingRedis(c: RedisClient, timeoutMs = 1000): Promise<boole
     if (timer) clearTimeout(timer);
   }
 }
+
+/**
+ * `maxmemory-policy` of every master (`INFO memory`, which managed Redis services allow where they
+ * refuse CONFIG), deduplicated; empty when none answers within timeoutMs. Never throws.
+ */
+export async function evictionPolicies(c: RedisClient, timeoutMs = 1000): Promise<string[]> {
+  const nodes: Redis[] = c instanceof Cluster ? c.nodes('master') : [c];
+  const one = async (n: Redis): Promise<string | null> => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const info = await Promise.race([n.info('memory'), new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs)))]);
+      return info === null ? null : (/^maxmemory_policy:(\S+)/m.exec(info)?.[1] ?? null);
+    } catch {
+      return null;
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  };
+  const found = await Promise.all(nodes.map(one));
+  return [...new Set(found.filter((p): p is string => p !== null))];
+}
+
+/**
+ * Every key this project writes has a TTL or must not vanish early (job records, locks, fences,
+ * claims), so any eviction policy other than `noeviction` can drop state that exactly-once rests
+ * on when Redis fills up. Says so through `warn`, once, naming the policy; silent when Redis
+ * does not answer (readiness reports that).
+ */
+export async function warnIfEvicting(c: RedisClient, warn: (msg: string, fields: Record<string, unknown>) => void): Promise<string[]> {
+  const evicting = (await evictionPolicies(c)).filter((p) => p !== 'noeviction');
+  if (evicting.length > 0) {
+    warn('redis may evict keys under memory pressure: set maxmemory-policy noeviction', { maxmemory_policy: evicting.join(','), why: 'an evicted job record, lock, fence or claim breaks exactly-once' });
+  }
+  return evicting;
+}

@@ -1,7 +1,7 @@
 import { Cluster } from 'ioredis';
 import { startRedisCluster, type TestCluster } from '@cordum/testing';
 import { countWrites } from './count-writes';
-import { closeRedis, createRedis, defineScripts, KeyBuilder, pingRedis, scanKeys, scriptSpec, type RedisClient } from '../src';
+import { closeRedis, createRedis, defineScripts, evictionPolicies, KeyBuilder, pingRedis, scanKeys, scriptSpec, warnIfEvicting, type RedisClient } from '../src';
 
 const setGetLua = `-- KEYS[1] a, KEYS[2] b (same slot); ARGV[1] value; returns value read back from b
 redis.call('SET', KEYS[1], ARGV[1])
@@ -66,5 +66,21 @@ describe('@cordum/redis on a 6-node Redis Cluster', () => {
     const got = new Set<string>();
     for await (const k of scanKeys(redis, 'scanrc:k:*')) got.add(k);
     expect([...got].sort()).toEqual([...want].sort());
+  });
+
+  it('evictionPolicies reads every master, and warnIfEvicting names a policy that one master evicts with', async () => {
+    expect(await evictionPolicies(redis)).toEqual(['noeviction']);
+    const warned: unknown[] = [];
+    expect(await warnIfEvicting(redis, (msg, fields) => warned.push({ msg, fields }))).toEqual([]);
+    expect(warned).toEqual([]);
+    const [first] = (redis as Cluster).nodes('master');
+    await first!.config('SET', 'maxmemory-policy', 'volatile-lru');
+    try {
+      expect((await evictionPolicies(redis)).sort()).toEqual(['noeviction', 'volatile-lru']);
+      expect(await warnIfEvicting(redis, (msg, fields) => warned.push({ msg, fields }))).toEqual(['volatile-lru']);
+      expect(warned).toEqual([{ msg: expect.stringContaining('maxmemory-policy noeviction') as unknown, fields: expect.objectContaining({ maxmemory_policy: 'volatile-lru' }) as unknown }]);
+    } finally {
+      await first!.config('SET', 'maxmemory-policy', 'noeviction');
+    }
   });
 });

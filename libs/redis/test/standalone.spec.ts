@@ -2,8 +2,8 @@ import { startProcess, startRedis, waitFor, type TestServer } from '@cordum/test
 import type { Redis } from 'ioredis';
 import { countWrites } from './count-writes';
 import {
-  closeRedis, createRedis, defineScripts, isRedisUnavailable, KeyBuilder, pingRedis, RedisError, scanKeys,
-  scriptCodes, scriptSpec, toRedisError, type RedisClient,
+  closeRedis, createRedis, defineScripts, evictionPolicies, isRedisUnavailable, KeyBuilder, pingRedis, RedisError, scanKeys,
+  scriptCodes, scriptSpec, toRedisError, warnIfEvicting, type RedisClient,
 } from '../src';
 
 const incrLua = `-- KEYS[1] counter; ARGV[1] step; returns the new value, or -2 when step is negative
@@ -27,6 +27,29 @@ describe('@cordum/redis standalone', () => {
     expect(await pingRedis(redis)).toBe(true);
     const list = (await redis.client('LIST')) as string;
     expect(list).toContain('name=redis-spec');
+  });
+
+  it('warnIfEvicting is silent under noeviction and names any other maxmemory-policy', async () => {
+    const warned: string[] = [];
+    const warn = (msg: string, fields: Record<string, unknown>) => warned.push(`${msg} ${String(fields['maxmemory_policy'])}`);
+    expect(await evictionPolicies(redis)).toEqual(['noeviction']);
+    expect(await warnIfEvicting(redis, warn)).toEqual([]);
+    await redis.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    try {
+      expect(await warnIfEvicting(redis, warn)).toEqual(['allkeys-lru']);
+      expect(warned).toEqual(['redis may evict keys under memory pressure: set maxmemory-policy noeviction allkeys-lru']);
+    } finally {
+      await redis.config('SET', 'maxmemory-policy', 'noeviction');
+    }
+  });
+
+  it('evictionPolicies answers nothing, without throwing, when Redis is gone', async () => {
+    const gone = createRedis({ url: 'redis://127.0.0.1:1', clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
+    try {
+      expect(await evictionPolicies(gone, 300)).toEqual([]);
+    } finally {
+      await closeRedis(gone);
+    }
   });
 
   it('scriptSpec parses <name>-<numKeys>.lua', () => {
