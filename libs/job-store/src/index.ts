@@ -8,7 +8,7 @@ export { createJobStore, DLQ_TTL_MS, MAX_DECISIONS } from './store';
 export type { JobStore, JobStoreOptions, TransitionOptions, MarkPublishedOptions, MarkPublishedResult, MarkRunningResult, DecisionEntry, ReattemptResult, FinishResult } from './store';
 export { decodeFlat as decodeRecord } from './codec';
 export type { JobScans, ScoredId } from './scans';
-export { trimIndex, trimIndexes, indexRetention, TRIM_CHUNK } from './retention';
+export { trimIndex, trimIndexes } from './retention';
 export type { TrimCounts } from './retention';
 export { readWorkerSnapshot, encodeWorkerSnapshot, parseWorkerSnapshot, WORKER_ONLINE_MS } from './worker-snapshot';
 export type { WorkerSnapshot, SnapshotWorker, ApiWorker } from './worker-snapshot';

@@ -6,13 +6,13 @@ import { scanKeys, type RedisClient } from '@cordum/redis';
 import { jobKeys } from './keys';
 
 /** Members removed per round trip: each command stays short however far behind the trim is. */
-export const TRIM_CHUNK = 500;
+const TRIM_CHUNK = 500;
 
-/** Every per-tenant index key (`job:index:{<t>}:<state>`, `dlq:index:{<t>}`) matches this. */
-export const TENANT_INDEX_PATTERN = '*index:{*';
+/** Every per-tenant index key (`job:index:{<t>}:<state>`, `dlq:index:{<t>}`) matches this; the global `dlq:index` does not. */
+const TENANT_INDEX_PATTERN = '*index:{*';
 
 /** Which retention an index key follows: `job` for `job:index:{<t>}:*`, `dlq` for the DLQ indexes, null for any other key. */
-export function indexRetention(key: string): 'job' | 'dlq' | null {
+function indexRetention(key: string): 'job' | 'dlq' | null {
   if (key.startsWith('job:index:{')) return 'job';
   if (key === jobKeys.dlqIndex() || key.startsWith('dlq:index:{')) return 'dlq';
   return null;
@@ -48,7 +48,7 @@ export async function trimIndexes(redis: RedisClient, o: { nowMs: number; jobTtl
   counts.dlq += await trimIndex(redis, jobKeys.dlqIndex(), cutoff.dlq, o.chunk);
   for await (const key of scanKeys(redis, TENANT_INDEX_PATTERN)) {
     const kind = indexRetention(key);
-    if (kind && key !== jobKeys.dlqIndex()) counts[kind] += await trimIndex(redis, key, cutoff[kind], o.chunk);
+    if (kind) counts[kind] += await trimIndex(redis, key, cutoff[kind], o.chunk);
   }
   return counts;
 }
