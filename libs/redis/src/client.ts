@@ -151,21 +151,27 @@ async function doClose(c: RedisClient, timeoutMs: number): Promise<void> {
   }
 }
 
-/** true iff PING answers within timeoutMs. Never throws (used by readiness checks). */
-export async function pingRedis(c: RedisClient, timeoutMs = 1000): Promise<boolean> {
-  if (c.status === 'end') return false;
+/** The connections that hold data: each master of a cluster, or the standalone client itself. */
+export function masters(c: RedisClient): Redis[] {
+  return c instanceof Cluster ? c.nodes('master') : [c];
+}
+
+/** `reply`'s value, or null when it fails or does not come within timeoutMs. Never throws. */
+async function replyWithin<T>(reply: Promise<T>, timeoutMs: number): Promise<T | null> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    const res = await Promise.race([
-      c.ping(),
-      new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs))),
-    ]);
-    return res === 'PONG';
+    return await Promise.race([reply, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs)))]);
   } catch {
-    return false;
+    return null;
   } finally {
     if (timer) clearTimeout(timer);
   }
+}
+
+/** true iff PING answers within timeoutMs. Never throws (used by readiness checks). */
+export async function pingRedis(c: RedisClient, timeoutMs = 1000): Promise<boolean> {
+  if (c.status === 'end') return false;
+  return (await replyWithin(c.ping(), timeoutMs)) === 'PONG';
 }
 
 /**
@@ -173,19 +179,11 @@ export async function pingRedis(c: RedisClient, timeoutMs = 1000): Promise<boole
  * refuse CONFIG), deduplicated; empty when none answers within timeoutMs. Never throws.
  */
 export async function evictionPolicies(c: RedisClient, timeoutMs = 1000): Promise<string[]> {
-  const nodes: Redis[] = c instanceof Cluster ? c.nodes('master') : [c];
   const one = async (n: Redis): Promise<string | null> => {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const info = await Promise.race([n.info('memory'), new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs)))]);
-      return info === null ? null : (/^maxmemory_policy:(\S+)/m.exec(info)?.[1] ?? null);
-    } catch {
-      return null;
-    } finally {
-      if (timer) clearTimeout(timer);
-    }
+    const info = await replyWithin(n.info('memory'), timeoutMs);
+    return info === null ? null : (/^maxmemory_policy:(\S+)/m.exec(info)?.[1] ?? null);
   };
-  const found = await Promise.all(nodes.map(one));
+  const found = await Promise.all(masters(c).map(one));
   return [...new Set(found.filter((p): p is string => p !== null))];
 }
 
