@@ -11,10 +11,10 @@ const TRIM_CHUNK = 500;
 /** Every per-tenant index key (`job:index:{<t>}:<state>`, `dlq:index:{<t>}`) matches this; the global `dlq:index` does not. */
 const TENANT_INDEX_PATTERN = '*index:{*';
 
-/** Which retention an index key follows: `job` for `job:index:{<t>}:*`, `dlq` for the DLQ indexes, null for any other key. */
+/** Which retention a per-tenant index key follows: `job` for `job:index:{<t>}:*`, `dlq` for `dlq:index:{<t>}`, null for any other key. */
 function indexRetention(key: string): 'job' | 'dlq' | null {
   if (key.startsWith('job:index:{')) return 'job';
-  if (key === jobKeys.dlqIndex() || key.startsWith('dlq:index:{')) return 'dlq';
+  if (key.startsWith('dlq:index:{')) return 'dlq';
   return null;
 }
 
