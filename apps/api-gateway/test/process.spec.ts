@@ -1,20 +1,23 @@
 // The built bundle as operators run it: `node dist/apps/api-gateway/main.js`
 // from any directory, configured by env alone (CONTRACT §1). Needs `npx nx build api-gateway`.
 import { tmpdir } from 'node:os';
-import { closeRedis, createRedis } from '@cordum/redis';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { spawnService, startNats, startRedis, waitFor, freePort, type ManagedProcess, type TestServer } from '@cordum/testing';
 
 let redis: TestServer;
 let nats: TestServer;
+let client: RedisClient;
 const procs: ManagedProcess[] = [];
 
 beforeAll(async () => {
   redis = await startRedis();
   nats = await startNats();
+  client = createRedis({ url: redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
 });
 
 afterAll(async () => {
   await Promise.all(procs.map((p) => p.stop(5_000)));
+  await closeRedis(client);
   await nats.stop();
   await redis.stop();
 });
@@ -76,20 +79,14 @@ it('serves from any cwd and exits 0 within 15 s on SIGTERM', async () => {
 });
 
 it('the elected gateway trims job index entries older than its JOB_TTL at once (D16, D45)', async () => {
-  const client = createRedis({ url: redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
-  try {
-    const now = Date.now();
-    await client.zadd('job:index:{proc-ret}:all', String(now - 5 * 60_000), 'expired-job', String(now), 'live-job');
-    spawnGateway({ ...(await servingEnv()).env, JOB_TTL: '1m' });
-    await waitFor(async () => (await client.zscore('job:index:{proc-ret}:all', 'expired-job')) === null, 20_000, { message: 'expired entry trimmed' });
-    expect(await client.zrange('job:index:{proc-ret}:all', '0', '-1')).toEqual(['live-job']);
-  } finally {
-    await closeRedis(client);
-  }
+  const now = Date.now();
+  await client.zadd('job:index:{proc-ret}:all', String(now - 5 * 60_000), 'expired-job', String(now), 'live-job');
+  spawnGateway({ ...(await servingEnv()).env, JOB_TTL: '1m' });
+  await waitFor(async () => (await client.zscore('job:index:{proc-ret}:all', 'expired-job')) === null, 20_000, { message: 'expired entry trimmed' });
+  expect(await client.zrange('job:index:{proc-ret}:all', '0', '-1')).toEqual(['live-job']);
 });
 
 it('warns at start, naming the policy, when Redis may evict keys', async () => {
-  const client = createRedis({ url: redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
   await client.config('SET', 'maxmemory-policy', 'allkeys-lru');
   try {
     const { env, http } = await servingEnv();
@@ -98,6 +95,5 @@ it('warns at start, naming the policy, when Redis may evict keys', async () => {
     expect(p.output.filter((l) => l.includes('set maxmemory-policy noeviction') && l.includes('allkeys-lru'))).toHaveLength(1);
   } finally {
     await client.config('SET', 'maxmemory-policy', 'noeviction');
-    await closeRedis(client);
   }
 });
