@@ -190,7 +190,7 @@ async function main() {
 
   await ensureServer('redis', redisUrl, 6379, (port) => {
     mkdirSync(join(stateDir, 'redis'), { recursive: true });
-    return spawnLogged('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', join(stateDir, 'redis')], process.env);
+    return spawnLogged('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', join(stateDir, 'redis'), ...table.redisArgs], process.env);
   });
   await ensureServer('nats', natsUrl, 4222, (port) => {
     mkdirSync(join(stateDir, 'nats'), { recursive: true });

@@ -4,7 +4,9 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { repoRoot } from '@cordum/testing';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { repoRoot, waitFor } from '@cordum/testing';
+import { api, startStack, type Stack } from './stack';
 
 interface ServiceDef {
   name: string;
@@ -24,7 +26,7 @@ interface ComposeFile {
   services: Record<string, ComposeService>;
 }
 
-const table = JSON.parse(readFileSync(join(repoRoot, 'tools/stack/services.json'), 'utf8')) as { services: ServiceDef[] };
+const table = JSON.parse(readFileSync(join(repoRoot, 'tools/stack/services.json'), 'utf8')) as { services: ServiceDef[]; redisArgs: string[] };
 const built = table.services.filter((s) => existsSync(join(repoRoot, 'apps', s.name, 'src/main.ts')));
 const load = (f: string) => parse(readFileSync(join(repoRoot, f), 'utf8'), { merge: true }) as ComposeFile;
 const base = load('docker-compose.yml');
@@ -73,6 +75,13 @@ describe('docker-compose.yml and docker-compose.ha.yaml', () => {
     }
     expect(Object.keys(base.services)).toEqual(expect.arrayContaining(['redis', 'nats']));
     expect(base.services['nats']!.command).toEqual(expect.arrayContaining(['-js']));
+  });
+
+  it("runs Redis with services.json's redisArgs, as npm start does", () => {
+    const cmd = base.services['redis']!.command ?? [];
+    expect(table.redisArgs).toEqual(expect.arrayContaining(['--maxmemory-policy', 'noeviction']));
+    expect(cmd.slice(cmd.indexOf(table.redisArgs[0]!))).toEqual(table.redisArgs);
+    expect(readFileSync(join(repoRoot, 'tools/stack/start.mjs'), 'utf8')).toMatch(/'redis-server', \[[^\]]*\.\.\.table\.redisArgs\]/);
   });
 
   it('uses only env vars that the service code reads', () => {
@@ -144,5 +153,44 @@ describe('tools/stack/services.json', () => {
     }
     const apps = readdirSync(join(repoRoot, 'apps')).filter((a) => existsSync(join(repoRoot, 'apps', a, 'src/main.ts')));
     for (const a of apps) expect(table.services.map((s) => s.name)).toContain(a);
+  });
+});
+
+// What redisArgs are for: under them a finished job's record stays a listpack
+// (about 30 % less memory, docs/performance.md "Redis memory per job"); under
+// Redis's default hash-max-listpack-value (64) its dispatch and safety values
+// make it a hashtable. A record that outgrows 256-byte values fails this.
+describe("services.json's redisArgs on a real stack", () => {
+  let stack: Stack;
+  let redis: RedisClient;
+  beforeAll(async () => {
+    stack = await startStack({ redisArgs: table.redisArgs });
+    redis = createRedis({ url: stack.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await stack?.stop();
+  });
+
+  const runJob = async (): Promise<string> => {
+    const res = await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt: 'listpack?', context: { n: 1 } });
+    expect(res.status).toBe(200);
+    const id = res.body['job_id'] as string;
+    await waitFor(async () => (await api(stack, 'GET', `/api/v1/jobs/${id}`)).body['state'] === 'SUCCEEDED', 30_000, {
+      intervalMs: 50,
+      message: `job ${id} succeeded`,
+    });
+    return id;
+  };
+
+  it('keeps a finished job record a listpack, and the default setting does not', async () => {
+    const policy = await redis.config('GET', 'maxmemory-policy');
+    expect(policy).toEqual(['maxmemory-policy', 'noeviction']);
+    const id = await runJob();
+    expect(await redis.object('ENCODING', `job:meta:{${id}}`)).toBe('listpack');
+
+    await redis.config('SET', 'hash-max-listpack-value', '64');
+    const other = await runJob();
+    expect(await redis.object('ENCODING', `job:meta:{${other}}`)).toBe('hashtable');
   });
 });

@@ -84,6 +84,8 @@ export interface StackOptions {
   kernels?: number;
   kernelEnv?: Record<string, string>;
   gatewayEnv?: Record<string, string>;
+  /** Extra redis-server options (e.g. tools/stack/services.json's redisArgs). */
+  redisArgs?: string[];
 }
 
 /** Appends a process's output to `<dir>/<name>.log` (a respawn appends), with spawn and exit marks. */
@@ -100,7 +102,7 @@ function teeOutput(dir: string, name: string, p: ManagedProcess): Promise<void> 
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
-  const [redis, nats] = await Promise.all([startRedis(), startNats()]);
+  const [redis, nats] = await Promise.all([startRedis({ args: opts.redisArgs ?? [] }), startNats()]);
   const tmp = mkdtempSync(join(tmpdir(), 'cordum-e2e-'));
   const logDir = join(tmp, 'logs');
   mkdirSync(logDir);
