@@ -6,7 +6,8 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
-import { createJobStore, encodeStatePacket, type JobRecord } from '@cordum/job-store';
+import { startDlqNoticeConsumer } from './dlq/notices';
+import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { createExpressServer, createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck } from '@cordum/service-kit';
@@ -137,7 +138,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
         logger.debug('state broadcast failed', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
       }
     };
-    const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition });
+    // D14: the sys.job.dlq notice after each DLQ write this replica makes (a job DENIED at submit).
+    const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: config.instanceId, logger }) });
+    const dlqNotices = await startDlqNoticeConsumer({ bus, store, logger, registry });
+    cleanups.push({ name: 'dlq notice consumer', fn: () => dlqNotices.stop() });
     const locks = createLocks(redis);
     const submit = createSubmitService({ redis, store, bus, locks, evaluator, logger, instanceId: config.instanceId, jobTtlMs: config.jobTtlMs });
     const ops = createOperations({ config, redis, bus, store, locks, submit, logger, redisReady: () => redisUsable(redis) });

@@ -145,7 +145,7 @@ const MAX_BUSY_REFUSALS = 20;
 /**
  * Immediate redispatch of a RETRYING job when a worker is free. Otherwise the
  * job waits in RETRYING with its due time in `job:retry` (D13); draining that
- * ZSET is the replayer's job (later issue).
+ * ZSET is the replayer's job (D13, replayer.ts).
  */
 async function redispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   const route = routeFor(ctx, job);

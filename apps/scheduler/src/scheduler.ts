@@ -1,7 +1,7 @@
 // Composition root: builds the graph, exposes start()/stop() (STYLE 2, 3, 4).
 import { connectBus, subjects, type Bus, type Consumer, type Subscription } from '@cordum/bus';
 import type { ConfigWatcher } from '@cordum/config-overlay';
-import { createJobStore, encodeStatePacket, type JobRecord, type JobStore } from '@cordum/job-store';
+import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { decodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, warnIfEvicting, type RedisClient } from '@cordum/redis';
@@ -144,10 +144,11 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       ],
     });
     redis = createRedis({ ...config.redis, name: `scheduler:${instanceId}` });
-    const store: JobStore = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition });
     const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM });
     bus = await connectBus({ servers: config.natsServers, name: `scheduler:${instanceId}`, logger, registry });
     await bus.ensureStreams();
+    // D14: each DLQ write is followed by its sys.job.dlq notice (for the gateway's consumer).
+    const store: JobStore = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: instanceId, logger }) });
     safety = breakerSafetyChecker(deps.safety ?? grpcSafetyChecker(config.safetyKernelAddr, config.safetyDeadlineMs), createSharedBreaker(redis, config.safetyBreaker), { metrics, logger });
 
     const c: SchedulerContext = { config, instanceId, logger, store, locks, bus, workers, safety, metrics, pools: () => pools, timeouts: () => timeouts, failModes: () => failModes, verifier };

@@ -1,6 +1,6 @@
 import { subjects, type Bus, type Subscription } from '@cordum/bus';
 import { jobKeys, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
-import { create, decodePacket, encodePacket, JobRequestSchema, JobStatus, newPacket } from '@cordum/protocol';
+import { create, decodePacket, encodePacket, JobRequestSchema, JobStatus, newPacket, type BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor, type TestServer } from '@cordum/testing';
 import type { Registry } from 'prom-client';
@@ -21,7 +21,9 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
   let scheduler: Scheduler;
   let metrics: Registry;
   let stateSub: Subscription;
+  let dlqSub: Subscription;
   const states = new Map<string, string[]>();
+  const dlqNotices: BusPacket[] = [];
   let seq = 0;
 
   beforeAll(async () => {
@@ -35,6 +37,7 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
       list.push(p.payload.value.message);
       states.set(p.payload.value.jobId, list);
     });
+    dlqSub = bus.subscribe(subjects.dlq, (data) => dlqNotices.push(decodePacket(data)));
     worker = await startTestWorker({
       natsUrl: natsServer.url,
       redis,
@@ -47,6 +50,7 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
 
   afterAll(async () => {
     stateSub?.unsubscribe();
+    dlqSub?.unsubscribe();
     await worker?.stop();
     await scheduler?.stop();
     await rig?.stop(); // stops the scheduler again: idempotent
@@ -112,6 +116,23 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     expect(await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ job_id: job.id, reason_code: 'policy_denied', last_state: 'DENIED', reason: 'topic blocked in test' });
     expect((await store.getJob(job.id))?.safety).toEqual({ decision: 'deny', reason: 'topic blocked in test', ruleId: 'deny-test', policySnapshot: 'snap-test' });
     expect(worker.count(job.id)).toBe(0);
+    // D14: and the sys.job.dlq notice after it, from this scheduler
+    const notice = await waitFor(() => dlqNotices.find((p) => p.payload.case === 'jobResult' && p.payload.value.jobId === job.id), 5_000, { message: 'dlq notice' });
+    expect(notice.senderId).toBe('sched-test');
+    expect(notice.payload.value).toMatchObject({ status: JobStatus.DENIED, errorCode: 'policy_denied', errorMessage: 'topic blocked in test' });
+  });
+
+  it('publishes the sys.job.dlq notice of a job its worker failed, with the attempt', async () => {
+    const job = await submit('job.manual');
+    await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 15_000, { message: 'job RUNNING after start ack' });
+    const req = worker.executions.get(job.id)![0]!.request;
+    await worker.reply(req, JobStatus.FAILED_FATAL);
+    await waitFor(async () => (await stateOf(job.id)) === 'FAILED', 10_000, { message: 'job FAILED' });
+    const notice = await waitFor(() => dlqNotices.find((p) => p.payload.case === 'jobResult' && p.payload.value.jobId === job.id), 5_000, { message: 'dlq notice' });
+    if (notice.payload.case !== 'jobResult') throw new Error('not a JobResult');
+    expect(notice.payload.value).toMatchObject({ status: JobStatus.FAILED, errorCode: 'test_failure', workerId: 'tw1' });
+    expect(notice.payload.value.dispatch?.dispatchId).toBe(req.dispatch?.dispatchId);
+    expect(await store.getDlq(job.id)).toMatchObject({ reason_code: 'test_failure', last_state: 'FAILED' });
   });
 
   it('moves DISPATCHED → RUNNING on the start ack and ignores a result for a stale dispatch id', async () => {

@@ -17,4 +17,5 @@ export type { ApiJob, ApiApproval } from './api';
 export { priorityToProto, actorTypeToProto, jobMetadataInit, policyCheckInit, STATE_STATUS, encodeStatePacket } from './wire';
 export type { JobIdentity } from './types';
 export { jobRequestHash } from './approval';
+export { dlqNotifier, dlqPacket, dlqMsgId } from './dlq-notice';
 export type { ApprovalRecord, StoredInput } from './approval';

@@ -20,6 +20,12 @@ export interface JobStoreOptions {
   jobTtlMs: number;
   /** Called after every committed transition (and after a create); the scheduler publishes sys.job.state from it (D15). Must not throw. */
   onTransition?: (job: JobRecord, from: JobState | null) => void;
+  /**
+   * Called after every DLQ write of a job in a DLQ state, the first and each idempotent re-run
+   * (a redelivered result re-runs it, D14), unless the write asked not to notify. The services
+   * publish the `sys.job.dlq` notification from it (dlqNotifier). Must not throw.
+   */
+  onDlq?: (job: JobRecord, entry: DlqEntry) => void;
   now?: () => number;
 }
 
@@ -104,8 +110,11 @@ export interface JobStore extends JobScans {
   refreshContext(id: string): Promise<void>;
   transition(id: string, to: JobState, o: TransitionOptions): Promise<TransitionResult>;
   markPublished(id: string, dispatchId: string, token: string, o?: MarkPublishedOptions): Promise<MarkPublishedResult>;
-  /** D14: idempotent; true when this call created the entry. */
-  writeDlq(job: JobRecord, reason?: string): Promise<boolean>;
+  /**
+   * D14: idempotent; true when this call created the entry. Then calls `onDlq` unless
+   * `notify` is false (the gateway's `sys.job.dlq` consumer, which must not echo a notice).
+   */
+  writeDlq(job: JobRecord, reason?: string, o?: { notify?: boolean }): Promise<boolean>;
   getDlq(id: string): Promise<DlqEntry | null>;
   /** D45: the scheduler sets EXPIRE on `res:<id>` once the job is terminal. */
   expireResult(job: JobRecord): Promise<void>;
@@ -232,7 +241,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     return { done };
   }
 
-  async function writeDlq(job: JobRecord, reason?: string): Promise<boolean> {
+  async function writeDlq(job: JobRecord, reason?: string, o: { notify?: boolean } = {}): Promise<boolean> {
     if (!DLQ_STATES.has(job.state)) return false;
     const entry: DlqEntry = {
       job_id: job.id,
@@ -251,6 +260,13 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     const added = redis.zadd(tenantIndex, 'NX', job.finishedAt ?? now(), job.id);
     await sentInOrder(added);
     await Promise.all([added, redis.pexpire(tenantIndex, DLQ_TTL_MS)]);
+    if (o.notify !== false && opts.onDlq) {
+      try {
+        opts.onDlq(job, entry);
+      } catch {
+        // A notification hook must never fail a committed write.
+      }
+    }
     return created === 'OK';
   }
 

@@ -1,6 +1,6 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
-import { createJobStore, DLQ_TTL_MS, JOB_STATES, jobKeys, jobToApi, TERMINAL_STATES, TRANSITIONS, trimIndex, trimIndexes, type JobRecord, type JobState, type JobStore } from '../src';
+import { createJobStore, DLQ_STATES, DLQ_TTL_MS, JOB_STATES, jobKeys, jobToApi, TERMINAL_STATES, TRANSITIONS, trimIndex, trimIndexes, type DlqEntry, type JobRecord, type JobState, type JobStore } from '../src';
 import { drive, holdLock, newJob } from './helpers';
 
 // Shortest legal path from PENDING to each state (BFS over the table), so every
@@ -22,11 +22,12 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
   let redis: RedisClient;
   let store: JobStore;
   const seen: Array<{ job: JobRecord; from: JobState | null }> = [];
+  const dlqSeen: Array<{ job: JobRecord; entry: DlqEntry }> = [];
 
   beforeAll(async () => {
     server = await startRedisBackend(kind);
     redis = createRedis({ url: server.url, clusterAddresses: server.clusterAddresses, poolSize: 1, minIdleConns: 1 });
-    store = createJobStore(redis, { jobTtlMs: 7 * 24 * 3600 * 1000, onTransition: (job, from) => seen.push({ job, from }) });
+    store = createJobStore(redis, { jobTtlMs: 7 * 24 * 3600 * 1000, onTransition: (job, from) => seen.push({ job, from }), onDlq: (job, entry) => dlqSeen.push({ job, entry }) });
   }, 90_000); // a 6-node cluster takes a few seconds to form
   afterAll(async () => {
     await closeRedis(redis);
@@ -47,6 +48,8 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     // indexes follow the state
     expect(await redis.zscore(jobKeys.indexState(j.tenant, to), j.id)).not.toBeNull();
     if (from !== to) expect(await redis.zscore(jobKeys.indexState(j.tenant, from), j.id)).toBeNull();
+    // the sys.job.dlq hook fires for a DLQ state only
+    expect(dlqSeen.filter((s) => s.job.id === j.id)).toHaveLength(DLQ_STATES.has(to) ? 1 : 0);
   });
 
   const forbidden: Array<[JobState, JobState]> = [
@@ -136,6 +139,13 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     const job = (await store.getJob(j.id))!;
     expect(await store.writeDlq({ ...job, error: { code: 'other', message: 'other' } })).toBe(false);
     expect(await store.getDlq(j.id)).toEqual(entry);
+    // onDlq after the first write and after the re-run (the notice goes out again), not when told not to
+    const notices = () => dlqSeen.filter((s) => s.job.id === j.id);
+    expect(notices()).toHaveLength(2);
+    expect(notices()[0]!.entry).toEqual(entry);
+    expect(notices()[0]!.job.state).toBe(to);
+    expect(await store.writeDlq(job, undefined, { notify: false })).toBe(false);
+    expect(notices()).toHaveLength(2);
     expect(await redis.pttl(jobKeys.dlqEntry(j.id))).toBeGreaterThan(29 * 24 * 3600 * 1000);
   });
 

@@ -1,5 +1,5 @@
-import { JobStatus, decodePacket } from '@cordum/protocol';
-import { JOB_STATES, STATE_STATUS, encodeStatePacket } from '../src';
+import { JobStatus, decodePacket, encodePacket } from '@cordum/protocol';
+import { JOB_STATES, STATE_STATUS, dlqMsgId, dlqPacket, encodeStatePacket, type DlqEntry, type JobRecord } from '../src';
 
 describe('encodeStatePacket (sys.job.state, D15)', () => {
   const job = { id: 'job-1', traceId: 'trace-1' };
@@ -32,5 +32,33 @@ describe('encodeStatePacket (sys.job.state, D15)', () => {
     const ms = Number(p.createdAt?.seconds) * 1000 + (p.createdAt?.nanos ?? 0) / 1e6;
     expect(ms).toBeGreaterThanOrEqual(before);
     expect(ms).toBeLessThanOrEqual(Date.now());
+  });
+});
+
+describe('dlqPacket (sys.job.dlq, D14)', () => {
+  const job: JobRecord = {
+    id: 'job-9', tenant: 'acme', topic: 'job.echo', state: 'FAILED', traceId: 'trace-9', priority: 'batch', labels: {}, principalId: 'p', riskTags: [], requires: [],
+    attempts: 2, contextPtr: 'redis://ctx:job-9', workerId: 'w-3', createdAt: 1, updatedAt: 2,
+    dispatch: { dispatchId: 'd-2', attempt: 2, published: true, subject: 'worker.w-3.jobs', workerId: 'w-3' },
+  };
+  const entry: DlqEntry = { job_id: 'job-9', tenant: 'acme', topic: 'job.echo', reason: 'boom', reason_code: 'max_attempts', last_state: 'FAILED', attempts: 2, created_at: '2026-12-02T00:00:00.000Z' };
+
+  it('is a JobResult with error_code = the entry reason code, the state as JobStatus and the attempt', () => {
+    const p = decodePacket(encodePacket(dlqPacket('scheduler-2', job, entry)));
+    expect(p.senderId).toBe('scheduler-2');
+    expect(p.traceId).toBe('trace-9');
+    if (p.payload.case !== 'jobResult') throw new Error(`payload ${p.payload.case}`);
+    expect(p.payload.value).toMatchObject({ jobId: 'job-9', status: JobStatus.FAILED, errorCode: 'max_attempts', errorMessage: 'boom', workerId: 'w-3' });
+    expect(p.payload.value.dispatch).toMatchObject({ dispatchId: 'd-2', attempt: 2n, assignedWorkerId: 'w-3' });
+  });
+
+  it('has a D9-style message id per job and attempt, and none of a dispatch for a job denied before one', () => {
+    expect(dlqMsgId(job)).toBe('sys.job.dlq:job-9:d-2');
+    const { dispatch: _d, ...denied } = { ...job, state: 'DENIED' as const };
+    expect(dlqMsgId(denied)).toBe('sys.job.dlq:job-9:');
+    const p = decodePacket(encodePacket(dlqPacket('gw', denied, { ...entry, reason_code: 'policy_denied' })));
+    if (p.payload.case !== 'jobResult') throw new Error(`payload ${p.payload.case}`);
+    expect(p.payload.value.dispatch).toBeUndefined();
+    expect(p.payload.value.status).toBe(JobStatus.DENIED);
   });
 });

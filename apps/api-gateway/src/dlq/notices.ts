@@ -1,0 +1,57 @@
+// The gateway's `sys.job.dlq` consumer (CONTRACT §3: durable `cordum-gateway`,
+// one replica per notice; D14 "DLQ write dedup"). Our own services write the
+// DLQ entry before they publish the notice, so here the write is a no-op
+// (`present`); a notice whose entry is missing (another publisher, a CAP
+// component reporting a job that failed) gets the entry filed (`filed`) as
+// long as the job's record is in a DLQ state. The consumer never changes a
+// job's state: a notice for a job that is not FAILED, DENIED or TIMEOUT, or
+// that Redis does not know, is counted and acked.
+import { subjects, type Bus, type Consumer, type HandlerOutcome } from '@cordum/bus';
+import { DLQ_STATES, type JobStore } from '@cordum/job-store';
+import { decodePacket, type BusPacket } from '@cordum/protocol';
+import type { Logger } from '@cordum/service-kit';
+import { Counter, type Registry } from 'prom-client';
+
+export const DLQ_CONSUMER_QUEUE = 'cordum-gateway';
+/** Redis unreachable: the notice comes back after this long. */
+const RETRY_MS = 1_000;
+
+export type DlqNoticeOutcome = 'present' | 'filed' | 'unknown_job' | 'not_dlq_state';
+
+export function dlqNoticeHandler(o: { store: JobStore; logger: Logger; counted: (outcome: DlqNoticeOutcome) => void }) {
+  return async (packet: BusPacket): Promise<HandlerOutcome> => {
+    if (packet.payload.case !== 'jobResult' || !packet.payload.value.jobId) return { kind: 'term', reason: 'dlq notice without a JobResult' };
+    const notice = packet.payload.value;
+    let outcome: DlqNoticeOutcome;
+    try {
+      const job = await o.store.getJob(notice.jobId);
+      if (!job) outcome = 'unknown_job';
+      else if (!DLQ_STATES.has(job.state)) outcome = 'not_dlq_state';
+      else outcome = (await o.store.writeDlq(job, notice.errorMessage || undefined, { notify: false })) ? 'filed' : 'present';
+    } catch (err) {
+      o.logger.warn('dlq notice not applied, will retry', { job_id: notice.jobId, err: err instanceof Error ? err.message : String(err) });
+      return { kind: 'nak', delayMs: RETRY_MS };
+    }
+    o.counted(outcome);
+    if (outcome === 'filed') o.logger.info('dlq entry filed from a notice', { job_id: notice.jobId, sender: packet.senderId, reason_code: notice.errorCode });
+    else if (outcome !== 'present') o.logger.warn('dlq notice ignored', { job_id: notice.jobId, sender: packet.senderId, outcome });
+    return { kind: 'ack' };
+  };
+}
+
+export function startDlqNoticeConsumer(o: { bus: Bus; store: JobStore; logger: Logger; registry: Registry }): Promise<Consumer> {
+  const notices = new Counter({
+    name: 'cordum_dlq_notices_total',
+    help: 'sys.job.dlq notices this replica consumed, by outcome (present: entry already written; filed: written from the notice)',
+    labelNames: ['outcome'],
+    registers: [o.registry],
+  });
+  return o.bus.consume({
+    stream: 'CORDUM_SYS',
+    subject: subjects.dlq,
+    queue: DLQ_CONSUMER_QUEUE,
+    decode: decodePacket,
+    handler: dlqNoticeHandler({ store: o.store, logger: o.logger, counted: (outcome) => notices.inc({ outcome }) }),
+    concurrency: 16,
+  });
+}
