@@ -3,35 +3,29 @@
 // `cordum-gateway` files the entry of a notice whose entry is missing, while
 // notices for unknown jobs or jobs outside a DLQ state change nothing.
 import { randomUUID } from 'node:crypto';
-import { connectBus, subjects, type Bus } from '@cordum/bus';
-import { createJobStore, dlqMsgId, dlqPacket, jobKeys, type JobRecord, type JobStore } from '@cordum/job-store';
-import { createLocks, type Locks } from '@cordum/locks';
+import { subjects, type Bus } from '@cordum/bus';
+import { dlqMsgId, dlqPacket, jobKeys, type JobRecord, type JobStore } from '@cordum/job-store';
 import { decodePacket, encodePacket, JobStatus, type BusPacket } from '@cordum/protocol';
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { createLogger } from '@cordum/service-kit';
+import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { KEYS, call, startRig, type Rig } from './harness';
+import { KEYS, call, rigClients, startRig, type Rig, type RigClients } from './harness';
 
 let rig: Rig;
+let clients: RigClients;
 let redis: RedisClient;
 let store: JobStore;
-let locks: Locks;
 let bus: Bus;
 const notices: BusPacket[] = [];
 
 beforeAll(async () => {
   rig = await startRig();
-  redis = createRedis({ url: rig.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
-  // No onDlq here: what the test itself writes publishes nothing.
-  store = createJobStore(redis, { jobTtlMs: 60_000 });
-  locks = createLocks(redis);
-  bus = await connectBus({ servers: [rig.nats.url], name: 'dlq-notice-test', logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }) });
+  clients = await rigClients(rig, 'dlq-notice-test');
+  ({ redis, store, bus } = clients);
   bus.subscribe(subjects.dlq, (data) => notices.push(decodePacket(data)));
   await bus.flush();
 });
 afterAll(async () => {
-  await bus.close();
-  await closeRedis(redis);
+  await clients?.close();
   await rig.stop();
 });
 
@@ -44,14 +38,6 @@ async function counted(outcome: string): Promise<number> {
 async function submit(topic: string): Promise<{ status: number; id: string }> {
   const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'p', topic } });
   return { status: r.status, id: String(r.body['job_id']) };
-}
-
-async function failJob(id: string): Promise<void> {
-  const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
-  if (!lease) throw new Error('lock');
-  const r = await store.transition(id, 'FAILED', { token: lease.token, patch: { error: { code: 'worker_error', message: 'boom' } } });
-  await lease.release();
-  if (!r.ok) throw new Error(`fail ${id}: ${r.reason}`);
 }
 
 /** A notice as another CAP component would publish it (its own message id). */
@@ -84,7 +70,7 @@ describe('sys.job.dlq', () => {
   it('files the entry of a FAILED job whose entry is missing', async () => {
     const filed = await counted('filed');
     const { id } = await submit('job.ok.lost-entry');
-    await failJob(id);
+    await clients.failJob(id);
     await redis.del(jobKeys.dlqEntry(id));
     expect(await store.getDlq(id)).toBeNull();
     await publishNotice(await record(id));

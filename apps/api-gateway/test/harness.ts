@@ -2,6 +2,10 @@
 // in-test SafetyKernel that decides by topic, and the gateway in-process on
 // port 0 (D49: service tests isolate by servers, not key prefixes).
 import * as grpc from '@grpc/grpc-js';
+import { connectBus, type Bus } from '@cordum/bus';
+import { createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
+import { createLocks, type Locks } from '@cordum/locks';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { Decision, SafetyKernel, addGrpcService, decideHandler, grpcError, GrpcStatus, type PolicyCheckRequest } from '@cordum/protocol';
 import { createLogger } from '@cordum/service-kit';
 import { startNats, startRedis, type TestServer } from '@cordum/testing';
@@ -180,4 +184,39 @@ export function expectEnvelope(r: CallResult, status: number, code: string): voi
   expect(r.body['status']).toBe(status);
   expect(typeof r.body['error']).toBe('string');
   expect(r.headers.get('content-type') ?? '').toMatch(/application\/json/);
+}
+
+/** A test's own clients of a rig's servers, to set up and read state: the store has no hooks, so what the test writes publishes nothing. */
+export interface RigClients {
+  redis: RedisClient;
+  store: JobStore;
+  locks: Locks;
+  bus: Bus;
+  /** Moves a job to FAILED the way the scheduler would (fenced), so it lands in the DLQ. */
+  failJob(id: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function rigClients(rig: Rig, name: string): Promise<RigClients> {
+  const redis = createRedis({ url: rig.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  const store = createJobStore(redis, { jobTtlMs: 60_000 });
+  const locks = createLocks(redis);
+  const bus = await connectBus({ servers: [rig.nats.url], name, logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }) });
+  return {
+    redis,
+    store,
+    locks,
+    bus,
+    async failJob(id) {
+      const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
+      if (!lease) throw new Error('lock');
+      const r = await store.transition(id, 'FAILED', { token: lease.token, patch: { error: { code: 'worker_error', message: 'boom' } } });
+      await lease.release();
+      if (!r.ok) throw new Error(`fail ${id}: ${r.reason}`);
+    },
+    async close() {
+      await bus.close();
+      await closeRedis(redis);
+    },
+  };
 }

@@ -1,18 +1,19 @@
 // Job list/cancel/decisions, DLQ, workers/pools/topics, config and status
 // routes against real Redis and NATS; every 2xx body is validated against the
 // zod schema the OpenAPI document is generated from.
-import { connectBus, subjects, type Bus } from '@cordum/bus';
-import { createJobStore, encodeWorkerSnapshot, jobKeys, type JobStore } from '@cordum/job-store';
-import { createLocks, type Locks } from '@cordum/locks';
+import { subjects, type Bus } from '@cordum/bus';
+import { encodeWorkerSnapshot, jobKeys, type JobStore } from '@cordum/job-store';
+import type { Locks } from '@cordum/locks';
 import { decodePacket } from '@cordum/protocol';
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import type { RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
 import type { z } from 'zod';
 import * as S from '../src/http/api-schemas';
-import { KEYS, call, expectEnvelope, startRig, type CallResult, type Rig } from './harness';
+import { KEYS, call, expectEnvelope, rigClients, startRig, type CallResult, type Rig, type RigClients } from './harness';
 
 let rig: Rig;
+let clients: RigClients;
 let redis: RedisClient;
 let store: JobStore;
 let locks: Locks;
@@ -21,10 +22,8 @@ const cancels: { jobId: string; reason: string; requestedBy: string }[] = [];
 
 beforeAll(async () => {
   rig = await startRig();
-  redis = createRedis({ url: rig.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
-  store = createJobStore(redis, { jobTtlMs: 60_000 });
-  locks = createLocks(redis);
-  bus = await connectBus({ servers: [rig.nats.url], name: 'ops-test', logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }) });
+  clients = await rigClients(rig, 'ops-test');
+  ({ redis, store, locks, bus } = clients);
   bus.subscribe(subjects.cancel, (data) => {
     const p = decodePacket(data);
     if (p.payload.case === 'jobCancel') cancels.push({ jobId: p.payload.value.jobId, reason: p.payload.value.reason, requestedBy: p.payload.value.requestedBy });
@@ -32,8 +31,7 @@ beforeAll(async () => {
   await bus.flush();
 });
 afterAll(async () => {
-  await bus.close();
-  await closeRedis(redis);
+  await clients?.close();
   await rig.stop();
 });
 
@@ -50,14 +48,7 @@ async function submit(topic: string, key: string = KEYS.operator, tenant?: strin
   return String(r.body['job_id']);
 }
 
-/** Moves a job to FAILED the way the scheduler would (fenced), so it lands in the DLQ. */
-async function failJob(id: string): Promise<void> {
-  const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
-  if (!lease) throw new Error('lock');
-  const r = await store.transition(id, 'FAILED', { token: lease.token, patch: { error: { code: 'worker_error', message: 'boom' } } });
-  await lease.release();
-  if (!r.ok) throw new Error(`fail ${id}: ${r.reason}`);
-}
+const failJob = (id: string): Promise<void> => clients.failJob(id);
 
 describe('GET /api/v1/jobs', () => {
   it('pages through every job of the tenant exactly once, newest first, with an opaque cursor', async () => {
