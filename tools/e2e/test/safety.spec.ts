@@ -106,6 +106,35 @@ async function schedulerMetric(name: string, labels = ''): Promise<number> {
   return sum;
 }
 
+/** cordum_dlq_notices_total{outcome} summed over every gateway replica (/metrics on the HTTP port). */
+async function gatewayNotices(outcome: string): Promise<number> {
+  let sum = 0;
+  for (const url of stack.gatewayUrls) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const m = new RegExp(`^cordum_dlq_notices_total\\{[^}]*outcome="${outcome}"[^}]*\\} (\\d+)$`, 'm').exec(text);
+    sum += m ? Number(m[1]) : 0;
+  }
+  return sum;
+}
+
+describe('a job its worker fails', () => {
+  it('ends FAILED with a DLQ entry, and one of the two gateways consumes its sys.job.dlq notice once', async () => {
+    const before = await gatewayNotices('present');
+    const r = await submit(KEYS.alice, { topic: 'job.echo', prompt: 'fail: the tool crashed' });
+    expect(r.status).toBe(200);
+    const id = String(r.body['job_id']);
+    expect(await terminal(id)).toMatchObject({ state: 'FAILED' });
+    const list = await api(stack, 'GET', '/api/v1/dlq?limit=500');
+    expect((list.body['items'] as { job_id: string; reason_code: string }[]).find((e) => e.job_id === id)).toMatchObject({ reason_code: 'echo_failed' });
+    // The scheduler wrote the entry, then published the notice; a gateway found it present.
+    await waitFor(async () => (await gatewayNotices('present')) >= before + 1, 10_000, { intervalMs: 100, message: 'notice consumed' });
+    await barrier();
+    expect(await gatewayNotices('present')).toBe(before + 1);
+    expect(await gatewayNotices('filed')).toBe(0);
+    ranOnce.push(id);
+  }, 60_000);
+});
+
 describe('denied and held jobs', () => {
   it('a denied topic: 403, DENIED, 0 executions, DLQ entry within 10 s', async () => {
     const t0 = Date.now();
