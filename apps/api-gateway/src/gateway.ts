@@ -3,10 +3,9 @@
 // down in reverse order. main.ts only loads config and calls this.
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
-import { startDlqNoticeConsumer } from './dlq/notices';
 import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, warnIfEvicting, type RedisClient } from '@cordum/redis';
@@ -26,6 +25,7 @@ import { ApiError } from './http/errors';
 import { createApp, type Readiness } from './http/app';
 import { mountJobRoutes } from './routes/jobs';
 import { createOperations } from './operations';
+import { startDlqNoticeConsumer } from './dlq/notices';
 import { createKernelEvaluator, type PolicyEvaluator } from './safety/evaluator';
 import { createPolicyAdmin, type PolicyAdmin } from './safety/policy-admin';
 import { createApprovalService } from './approvals/service';
@@ -128,8 +128,11 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const hub = createStreamHub({ bus, redis, logger, registry, lingerMs: deps.streamUnsubscribeLingerMs });
     hub.start();
     cleanups.push({ name: 'stream hub', fn: () => hub.stop() });
+    // CONTRACT §7, counted by whichever service commits the transition (here: creations, cancels, approvals).
+    const jobsTotal = new Counter({ name: 'cordum_jobs_total', help: 'Committed job transitions by target state.', labelNames: ['state'], registers: [registry] });
     // D15: transitions this replica commits (job creation at submit) are broadcast like the scheduler's.
     const onTransition = (job: JobRecord): void => {
+      jobsTotal.inc({ state: job.state });
       hub.noteTenant(job.id, job.tenant);
       if (!bus.connected) return;
       try {

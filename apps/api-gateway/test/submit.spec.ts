@@ -175,6 +175,25 @@ describe('POST /api/v1/jobs', () => {
   });
 });
 
+describe('cordum_jobs_total (CONTRACT §7)', () => {
+  const jobsTotal = async (state: string): Promise<number> => {
+    const text = await (await fetch(`${rig.url}/metrics`)).text();
+    const m = new RegExp(`^cordum_jobs_total\\{[^}]*state="${state}"[^}]*\\} (\\d+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : 0;
+  };
+
+  it('counts the transitions this gateway commits: one PENDING per accepted job, one DENIED per denied one', async () => {
+    const [pending, denied, held] = [await jobsTotal('PENDING'), await jobsTotal('DENIED'), await jobsTotal('APPROVAL_REQUIRED')];
+    expect((await submit({ prompt: 'p', topic: 'job.echo' })).status).toBe(200);
+    expect((await submit({ prompt: 'p', topic: 'job.echo' })).status).toBe(200);
+    expect((await submit({ prompt: 'p', topic: 'job.deny.x' })).status).toBe(403);
+    expect((await submit({ prompt: 'p', topic: 'job.hold.x' })).status).toBe(200);
+    expect(await jobsTotal('PENDING')).toBe(pending + 2);
+    expect(await jobsTotal('DENIED')).toBe(denied + 1);
+    expect(await jobsTotal('APPROVAL_REQUIRED')).toBe(held + 1);
+  });
+});
+
 describe('idempotency (D25)', () => {
   it('a replay returns the first job_id and trace_id (header or body key)', async () => {
     const first = await submit({ prompt: 'once', topic: 'job.echo' }, { headers: { 'Idempotency-Key': 'replay-1' } });

@@ -194,3 +194,54 @@ describe("services.json's redisArgs on a real stack", () => {
     expect(await redis.object('ENCODING', `job:meta:{${other}}`)).toBe('hashtable');
   });
 });
+
+// The operations guide names metrics, env vars, API paths and log lines an operator will grep
+// or alert on; each must exist, so the page cannot drift from the code unnoticed.
+describe('docs/operations.md', () => {
+  const doc = readFileSync(join(repoRoot, 'docs/operations.md'), 'utf8');
+  const sources = (() => {
+    const out: string[] = [];
+    const walk = (d: string) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = join(d, e.name);
+        if (e.isDirectory()) {
+          if (e.name !== 'test' && e.name !== 'node_modules') walk(p);
+        } else if (e.name.endsWith('.ts') && !e.name.endsWith('.spec.ts')) out.push(readFileSync(p, 'utf8'));
+      }
+    };
+    walk(join(repoRoot, 'apps'));
+    walk(join(repoRoot, 'libs'));
+    return out.join('\n');
+  })();
+
+  it('names only metrics the code registers', () => {
+    const names = [...new Set([...doc.matchAll(/\b(cordum_[a-z_]+)\b/g)].map((m) => m[1]!))];
+    expect(names.length).toBeGreaterThan(10);
+    for (const name of names) expect({ name, registered: sources.includes(`'${name}'`) }).toEqual({ name, registered: true });
+  });
+
+  it('names only env vars and constants the code reads', () => {
+    const known = new Set([...commonEnv, ...readdirSync(join(repoRoot, 'apps')).flatMap((a) => [...envNamesIn(join(repoRoot, 'apps', a, 'src'))])]);
+    const names = [...new Set([...doc.matchAll(/`([A-Z][A-Z0-9_]{3,})`/g)].map((m) => m[1]!))];
+    expect(names).toEqual(expect.arrayContaining(['JOB_TTL', 'REDIS_URL', 'SAFETY_KERNEL_ADDR']));
+    for (const name of names) expect({ name, known: known.has(name) }).toEqual({ name, known: true });
+  });
+
+  it('names only API paths the OpenAPI description has', () => {
+    const spec = JSON.parse(readFileSync(join(repoRoot, 'docs/openapi.json'), 'utf8')) as { paths: Record<string, Record<string, unknown>> };
+    const refs = [...doc.matchAll(/`(?:(GET|POST|PUT|DELETE) )?(\/api\/v1\/[^`\s]*)`/g)].map((m) => ({ method: m[1]?.toLowerCase(), path: m[2]! }));
+    expect(refs.length).toBeGreaterThan(5);
+    for (const { method, path } of refs) {
+      const op = spec.paths[path];
+      expect({ path, documented: op !== undefined }).toEqual({ path, documented: true });
+      if (method) expect({ path, method, documented: op?.[method] !== undefined }).toEqual({ path, method, documented: true });
+    }
+  });
+
+  it('quotes log lines word for word', () => {
+    const section = doc.slice(doc.indexOf('## Log lines that need a look'), doc.indexOf('## When something fails'));
+    const msgs = [...section.matchAll(/^\| `([^`]+)` \|/gm)].map((m) => m[1]!);
+    expect(msgs.length).toBeGreaterThan(8);
+    for (const msg of msgs) expect({ msg, logged: sources.includes(`'${msg}'`) }).toEqual({ msg, logged: true });
+  });
+});
