@@ -1,6 +1,7 @@
 // No Docker engine runs here, so the Docker description of the stack is checked
 // by parsing: every service, env var and port must agree with the code and with
 // tools/stack/services.json (the table `npm start` runs from).
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
@@ -61,6 +62,22 @@ function envNamesIn(dir: string): Set<string> {
   return out;
 }
 const commonEnv = envNamesIn(join(repoRoot, 'libs/service-kit/src'));
+
+/** The text of every non-test TypeScript source under a directory. */
+function sourceText(dir: string): string {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) {
+        if (e.name !== 'test' && e.name !== 'node_modules') walk(p);
+      } else if (e.name.endsWith('.ts') && !e.name.endsWith('.spec.ts')) out.push(readFileSync(p, 'utf8'));
+    }
+  };
+  walk(dir);
+  return out.join('\n');
+}
+
 
 function appServices(file: ComposeFile, app: string): [string, ComposeService][] {
   return Object.entries(file.services).filter(([, s]) => (s.command ?? []).join(' ').includes(`dist/apps/${app}/main.js`));
@@ -199,20 +216,7 @@ describe("services.json's redisArgs on a real stack", () => {
 // or alert on; each must exist, so the page cannot drift from the code unnoticed.
 describe('docs/operations.md', () => {
   const doc = readFileSync(join(repoRoot, 'docs/operations.md'), 'utf8');
-  const sources = (() => {
-    const out: string[] = [];
-    const walk = (d: string) => {
-      for (const e of readdirSync(d, { withFileTypes: true })) {
-        const p = join(d, e.name);
-        if (e.isDirectory()) {
-          if (e.name !== 'test' && e.name !== 'node_modules') walk(p);
-        } else if (e.name.endsWith('.ts') && !e.name.endsWith('.spec.ts')) out.push(readFileSync(p, 'utf8'));
-      }
-    };
-    walk(join(repoRoot, 'apps'));
-    walk(join(repoRoot, 'libs'));
-    return out.join('\n');
-  })();
+  const sources = [join(repoRoot, 'apps'), join(repoRoot, 'libs')].map((d) => sourceText(d)).join('\n');
 
   it('names only metrics the code registers', () => {
     const names = [...new Set([...doc.matchAll(/\b(cordum_[a-z_]+)\b/g)].map((m) => m[1]!))];
@@ -243,5 +247,40 @@ describe('docs/operations.md', () => {
     const msgs = [...section.matchAll(/^\| `([^`]+)` \|/gm)].map((m) => m[1]!);
     expect(msgs.length).toBeGreaterThan(8);
     for (const msg of msgs) expect({ msg, logged: sources.includes(`'${msg}'`) }).toEqual({ msg, logged: true });
+  });
+});
+
+// deploy/prometheus: the alerting rules operations.md describes. promtool (Debian's prometheus
+// package) checks their syntax and runs their unit tests; .ci/run installs it, and a machine
+// without it skips these two checks only outside CI.
+describe('deploy/prometheus alerting rules', () => {
+  const dir = join(repoRoot, 'deploy/prometheus');
+  const rules = parse(readFileSync(join(dir, 'cordum-alerts.yml'), 'utf8')) as { groups: { rules: { alert: string; expr: string; labels?: Record<string, string>; annotations?: Record<string, string> }[] }[] };
+  const alerts = rules.groups.flatMap((g) => g.rules);
+  const withPromtool = spawnSync('promtool', ['--version']).status === 0 || process.env['CI'] ? it : it.skip;
+  const promtool = (...args: string[]) => {
+    const r = spawnSync('promtool', args, { cwd: dir, encoding: 'utf8' });
+    return { status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
+  };
+
+  withPromtool('pass promtool check rules', () => {
+    expect(promtool('check', 'rules', 'cordum-alerts.yml')).toMatchObject({ status: 0 });
+  });
+
+  withPromtool("pass their unit tests, which make every alert fire", () => {
+    expect(promtool('test', 'rules', 'cordum-alerts.test.yml')).toMatchObject({ status: 0 });
+    const tests = parse(readFileSync(join(dir, 'cordum-alerts.test.yml'), 'utf8')) as { tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[] };
+    const fired = new Set(tests.tests.flatMap((t) => t.alert_rule_test).filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname));
+    for (const a of alerts) expect({ alert: a.alert, tested: fired.has(a.alert) }).toEqual({ alert: a.alert, tested: true });
+  });
+
+  it('use only metrics the code registers, and each has a severity and a summary', () => {
+    const sources = [join(repoRoot, 'apps'), join(repoRoot, 'libs')].map((d) => sourceText(d)).join('\n');
+    for (const a of alerts) {
+      expect({ alert: a.alert, severity: typeof a.labels?.['severity'], summary: typeof a.annotations?.['summary'] }).toEqual({ alert: a.alert, severity: 'string', summary: 'string' });
+      for (const m of a.expr.matchAll(/\b(cordum_[a-z_]+?)(?:_bucket|_sum|_count)?\b/g)) {
+        expect({ alert: a.alert, metric: m[1], registered: sources.includes(`'${m[1]}'`) }).toEqual({ alert: a.alert, metric: m[1], registered: true });
+      }
+    }
   });
 });
