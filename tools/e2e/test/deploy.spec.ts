@@ -4,7 +4,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
+import { parseGrpcAddress } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { repoRoot, waitFor } from '@cordum/testing';
 import { api, startStack, type Stack } from './stack';
@@ -14,6 +15,8 @@ interface ServiceDef {
   ports: Record<string, number>;
   optional?: boolean;
   maxReplicas: number;
+  /** The env var of the listener that serves /healthz and /readyz. */
+  health?: string;
 }
 interface ComposeService {
   command?: string[];
@@ -281,6 +284,114 @@ describe('deploy/prometheus alerting rules', () => {
       for (const m of a.expr.matchAll(/\b(cordum_[a-z_]+?)(?:_bucket|_sum|_count)?\b/g)) {
         expect({ alert: a.alert, metric: m[1], registered: sources.includes(`'${m[1]}'`) }).toEqual({ alert: a.alert, metric: m[1], registered: true });
       }
+    }
+  });
+});
+
+// deploy/k8s/cordum.yaml: no cluster runs here, so, as for compose, the manifests are checked
+// against services.json, the code's env names, the CONTRACT replica ranges and each other.
+describe('deploy/k8s/cordum.yaml', () => {
+  interface Port { name: string; containerPort: number }
+  interface Probe { httpGet: { path: string; port: string } }
+  interface EnvVar { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }
+  interface Container {
+    image: string; command: string[]; env?: EnvVar[]; ports?: Port[];
+    envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
+    livenessProbe?: Probe; readinessProbe?: Probe; resources?: { limits?: { memory?: string } };
+  }
+  interface Doc {
+    kind: string; metadata: { name: string }; data?: Record<string, string>;
+    spec: {
+      replicas?: number; minAvailable?: number; clusterIP?: string;
+      selector?: { matchLabels?: Record<string, string> } & Record<string, string | Record<string, string>>;
+      ports?: { name: string; port: number; targetPort: string }[];
+      template?: { metadata: { labels: Record<string, string> }; spec: { terminationGracePeriodSeconds?: number; containers: Container[] } };
+    };
+  }
+  const docs = parseAllDocuments(readFileSync(join(repoRoot, 'deploy/k8s/cordum.yaml'), 'utf8')).map((d) => d.toJS() as Doc);
+  const of = (kind: string) => docs.filter((d) => d.kind === kind);
+  const deployments = of('Deployment');
+  const configMap = of('ConfigMap')[0]!;
+  const container = (d: Doc) => d.spec.template!.spec.containers[0]!;
+  const matches = (sel: Record<string, string>, labels: Record<string, string>) => Object.entries(sel).every(([k, v]) => labels[k] === v);
+  const podsOf = (sel: Record<string, string>) => deployments.filter((d) => matches(sel, d.spec.template!.metadata.labels));
+
+  it('runs every built service from one image, within its replica range', () => {
+    const names = deployments.map((d) => d.metadata.name);
+    for (const svc of built) expect(names).toContain(svc.name);
+    expect(new Set(deployments.map((d) => container(d).image)).size).toBe(1);
+    for (const d of deployments) {
+      const svc = table.services.find((t) => t.name === d.metadata.name);
+      expect({ name: d.metadata.name, known: svc !== undefined, command: container(d).command }).toEqual({ name: d.metadata.name, known: true, command: ['node', `dist/apps/${d.metadata.name}/main.js`] });
+      expect(d.spec.replicas).toBeGreaterThanOrEqual(1);
+      expect(d.spec.replicas).toBeLessThanOrEqual(svc!.maxReplicas);
+      // SIGTERM stops a service within 15 s (tools/e2e lifecycle.spec.ts)
+      expect(d.spec.template!.spec.terminationGracePeriodSeconds).toBeGreaterThan(15);
+    }
+  });
+
+  it('sets only env vars the code reads, each listener on its CONTRACT port, and the instance id per pod', () => {
+    const secretKeys = ['CORDUM_API_KEY'];
+    // The ConfigMap is shared, so each of its keys must be read by some service that loads it
+    // (SAFETY_KERNEL_ADDR by the gateway and the scheduler; the kernel ignores it).
+    const mapReaders = new Map<string, boolean>(Object.keys(configMap.data ?? {}).map((k) => [k, false]));
+    for (const d of deployments) {
+      const c = container(d);
+      const known = new Set([...commonEnv, ...envNamesIn(join(repoRoot, 'apps', d.metadata.name, 'src'))]);
+      if ((c.envFrom ?? []).some((e) => e.configMapRef?.name === configMap.metadata.name)) for (const k of mapReaders.keys()) if (known.has(k)) mapReaders.set(k, true);
+      const fromSecret = (c.envFrom ?? []).some((e) => e.secretRef) ? secretKeys : [];
+      for (const key of [...fromSecret, ...(c.env ?? []).map((e) => e.name)]) {
+        expect({ deployment: d.metadata.name, env: key, known: known.has(key) }).toEqual({ deployment: d.metadata.name, env: key, known: true });
+      }
+      const svc = table.services.find((t) => t.name === d.metadata.name)!;
+      for (const [envName, port] of Object.entries(svc.ports)) {
+        const value = c.env?.find((e) => e.name === envName)?.value;
+        expect({ deployment: d.metadata.name, envName, value }).toEqual({ deployment: d.metadata.name, envName, value: `:${port}` });
+        expect(c.ports?.map((p) => p.containerPort)).toContain(port);
+      }
+      const idVar = d.metadata.name === 'echo-worker' ? 'WORKER_ID' : 'CORDUM_INSTANCE_ID';
+      expect(c.env?.find((e) => e.name === idVar)?.valueFrom?.fieldRef?.fieldPath).toBe('metadata.name');
+    }
+    for (const [key, read] of mapReaders) expect({ configMapKey: key, read }).toEqual({ configMapKey: key, read: true });
+  });
+
+  it('probes /healthz and /readyz on the listener that serves them', () => {
+    for (const d of deployments) {
+      const c = container(d);
+      const svc = table.services.find((t) => t.name === d.metadata.name)!;
+      const healthPort = svc.ports[svc.health ?? ''];
+      for (const [probe, path] of [[c.livenessProbe, '/healthz'], [c.readinessProbe, '/readyz']] as const) {
+        expect(probe?.httpGet.path).toBe(path);
+        expect({ deployment: d.metadata.name, port: c.ports?.find((p) => p.name === probe?.httpGet.port)?.containerPort }).toEqual({ deployment: d.metadata.name, port: healthPort });
+      }
+    }
+  });
+
+  it('keeps the memory limit above the image heap cap', () => {
+    const cap = Number(/--max-old-space-size=(\d+)/.exec(readFileSync(join(repoRoot, 'deploy/Dockerfile'), 'utf8'))?.[1]);
+    expect(cap).toBeGreaterThan(0);
+    for (const d of deployments) {
+      const limit = /^(\d+)Mi$/.exec(container(d).resources?.limits?.memory ?? '');
+      expect({ deployment: d.metadata.name, above: Number(limit?.[1]) > cap }).toEqual({ deployment: d.metadata.name, above: true });
+    }
+  });
+
+  it('wires Services, the kernel address and disruption budgets to real pods and ports', () => {
+    for (const svc of of('Service')) {
+      const pods = podsOf(svc.spec.selector as Record<string, string>);
+      expect({ service: svc.metadata.name, pods: pods.length }).toEqual({ service: svc.metadata.name, pods: 1 });
+      for (const p of svc.spec.ports ?? []) expect(container(pods[0]!).ports?.map((c) => c.name)).toContain(p.targetPort);
+    }
+    const addr = configMap.data?.['SAFETY_KERNEL_ADDR'] ?? '';
+    expect(parseGrpcAddress(addr)).toEqual([addr]);
+    const m = /^dns:\/\/\/([^:]+):(\d+)$/.exec(addr);
+    const kernelSvc = of('Service').find((s) => s.metadata.name === m?.[1]);
+    expect(kernelSvc?.spec.clusterIP).toBe('None'); // headless: every kernel pod is an A record
+    expect(kernelSvc?.spec.ports?.map((p) => p.port)).toContain(Number(m?.[2]));
+    for (const pdb of of('PodDisruptionBudget')) {
+      const pods = podsOf(pdb.spec.selector?.matchLabels ?? {});
+      expect(pods).toHaveLength(1);
+      expect(pdb.spec.minAvailable).toBeLessThan(pods[0]!.spec.replicas!);
     }
   });
 });
