@@ -2,7 +2,8 @@
 // by parsing: every service, env var and port must agree with the code and with
 // tools/stack/services.json (the table `npm start` runs from).
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { parseGrpcAddress } from '@cordum/protocol';
@@ -278,12 +279,48 @@ describe('deploy/prometheus alerting rules', () => {
   });
 
   it('use only metrics the code registers, and each has a severity and a summary', () => {
-    const sources = [join(repoRoot, 'apps'), join(repoRoot, 'libs')].map((d) => sourceText(d)).join('\n');
     for (const a of alerts) {
       expect({ alert: a.alert, severity: typeof a.labels?.['severity'], summary: typeof a.annotations?.['summary'] }).toEqual({ alert: a.alert, severity: 'string', summary: 'string' });
-      for (const m of a.expr.matchAll(/\b(cordum_[a-z_]+?)(?:_bucket|_sum|_count)?\b/g)) {
-        expect({ alert: a.alert, metric: m[1], registered: sources.includes(`'${m[1]}'`) }).toEqual({ alert: a.alert, metric: m[1], registered: true });
-      }
+      expectRegisteredMetrics(a.alert, a.expr);
+    }
+  });
+});
+
+/** Every cordum_* series in a PromQL expression (histogram suffixes stripped) is a metric the code registers. */
+let codeText: string | undefined;
+function expectRegisteredMetrics(where: string, expr: string): void {
+  const sources = (codeText ??= [join(repoRoot, 'apps'), join(repoRoot, 'libs')].map((d) => sourceText(d)).join('\n'));
+  for (const m of expr.matchAll(/\b(cordum_[a-z_]+?)(?:_bucket|_sum|_count)?\b/g)) {
+    expect({ where, metric: m[1], registered: sources.includes(`'${m[1]}'`) }).toEqual({ where, metric: m[1], registered: true });
+  }
+}
+
+// deploy/grafana: a dashboard over the same metrics. Its queries are checked for metric names
+// and, through promtool (as recording rules, with Grafana's $__rate_interval set to 5m), for syntax.
+describe('deploy/grafana/cordum-dashboard.json', () => {
+  interface Panel { type: string; title: string; datasource?: { uid: string }; targets?: { expr: string }[] }
+  const dash = JSON.parse(readFileSync(join(repoRoot, 'deploy/grafana/cordum-dashboard.json'), 'utf8')) as { uid: string; panels: Panel[]; templating: { list: { name: string; type: string }[] } };
+  const graphs = dash.panels.filter((p) => p.type !== 'row');
+  const exprs = graphs.flatMap((p) => (p.targets ?? []).map((t) => ({ title: p.title, expr: t.expr })));
+
+  it('queries only registered metrics through its datasource variable', () => {
+    expect(graphs.length).toBeGreaterThan(8);
+    expect(dash.templating.list).toContainEqual(expect.objectContaining({ name: 'datasource', type: 'datasource' }));
+    for (const p of graphs) {
+      expect({ panel: p.title, datasource: p.datasource?.uid, targets: (p.targets ?? []).length > 0 }).toEqual({ panel: p.title, datasource: '${datasource}', targets: true });
+    }
+    for (const { title, expr } of exprs) expectRegisteredMetrics(title, expr);
+  });
+
+  (spawnSync('promtool', ['--version']).status === 0 || process.env['CI'] ? it : it.skip)('has queries that parse as PromQL', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cordum-dash-'));
+    try {
+      const rules = exprs.map((e, i) => `      - record: cordum_dashboard:panel_${i}\n        expr: ${JSON.stringify(e.expr.replace(/\$__rate_interval/g, '5m'))}`).join('\n');
+      writeFileSync(join(dir, 'dashboard.yml'), `groups:\n  - name: dashboard\n    rules:\n${rules}\n`);
+      const r = spawnSync('promtool', ['check', 'rules', 'dashboard.yml'], { cwd: dir, encoding: 'utf8' });
+      expect({ status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` }).toMatchObject({ status: 0 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
