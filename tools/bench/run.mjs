@@ -47,6 +47,11 @@ function parseArgs(argv) {
     if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`${a} needs a non-negative number`);
     return n;
   };
+  // A space-separated list of command-line options for a child process.
+  const words = (a, v) => {
+    if (v === undefined) throw new Error(`${a} needs a value`);
+    return v.split(/\s+/).filter(Boolean);
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') o.quick = true;
@@ -69,17 +74,9 @@ function parseArgs(argv) {
       o.sweep = v.split(',').filter(Boolean).map((x) => num('--sweep', x));
       if (o.sweep.length === 0 || o.sweep.some((r) => r < 1)) throw new Error('--sweep needs rates, e.g. 100,250,500');
     }
-    else if (a === '--node-args') {
-      // V8 flags NODE_OPTIONS refuses (--trace-gc, --single-threaded-gc, ...) go on the command line.
-      const v = argv[++i];
-      if (v === undefined) throw new Error('--node-args needs a value');
-      o.nodeArgs = v.split(/\s+/).filter(Boolean);
-    }
-    else if (a === '--redis-args') {
-      const v = argv[++i];
-      if (v === undefined) throw new Error('--redis-args needs a value');
-      o.redisArgs = v.split(/\s+/).filter(Boolean);
-    }
+    // V8 flags NODE_OPTIONS refuses (--trace-gc, --single-threaded-gc, ...) go on the command line.
+    else if (a === '--node-args') o.nodeArgs = words(a, argv[++i]);
+    else if (a === '--redis-args') o.redisArgs = words(a, argv[++i]);
     else if (a === '--node-options') {
       o.nodeOptions = argv[++i];
       if (o.nodeOptions === undefined) throw new Error('--node-options needs a value ("" for none)');

@@ -8,7 +8,7 @@ import { dlqMsgId, dlqPacket, jobKeys, type JobRecord, type JobStore } from '@co
 import { decodePacket, encodePacket, JobStatus, type BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { KEYS, call, rigClients, startRig, type Rig, type RigClients } from './harness';
+import { KEYS, call, metric, rigClients, startRig, type Rig, type RigClients } from './harness';
 
 let rig: Rig;
 let clients: RigClients;
@@ -29,11 +29,7 @@ afterAll(async () => {
   await rig.stop();
 });
 
-async function counted(outcome: string): Promise<number> {
-  const text = await (await fetch(`${rig.url}/metrics`)).text();
-  const m = new RegExp(`^cordum_dlq_notices_total\\{[^}]*outcome="${outcome}"[^}]*\\} (\\d+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : 0;
-}
+const counted = async (outcome: string): Promise<number> => (await metric(rig.url, 'cordum_dlq_notices_total', `outcome="${outcome}"`)) ?? 0;
 
 async function submit(topic: string): Promise<{ status: number; id: string }> {
   const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'p', topic } });

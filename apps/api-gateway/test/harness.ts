@@ -179,6 +179,19 @@ export async function call(
   return { status: res.status, headers: res.headers, body: parsed, ms: Date.now() - t0 };
 }
 
+/** Value of a metric line `name{...} value` (or `name value`) from /metrics text; labels matched as a substring. */
+export async function metric(url: string, name: string, labels = ''): Promise<number | null> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const rest = line.slice(name.length);
+    if (!(rest.startsWith(' ') || rest.startsWith('{'))) continue;
+    if (labels !== '' && !rest.includes(labels)) continue;
+    return Number(line.split(' ').pop());
+  }
+  return null;
+}
+
 export function expectEnvelope(r: CallResult, status: number, code: string): void {
   expect({ status: r.status, code: r.body['code'] }).toEqual({ status, code });
   expect(r.body['status']).toBe(status);

@@ -6,8 +6,8 @@ import { connectBus, type Bus } from '@cordum/bus';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
-import { KEYS, call, expectEnvelope, type CallResult } from './harness';
-import { metric, startReplicas, type Replicas } from './replicas';
+import { KEYS, call, expectEnvelope, metric, type CallResult } from './harness';
+import { startReplicas, type Replicas } from './replicas';
 
 const RPS = 5;
 const BURST = 20;

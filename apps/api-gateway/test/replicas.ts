@@ -66,16 +66,3 @@ export async function startReplicas(n: number, extraEnv: Record<string, string> 
     },
   };
 }
-
-/** Value of a metric line `name{...} value` (or `name value`) from /metrics text; labels matched as a substring. */
-export async function metric(url: string, name: string, labels = ''): Promise<number | null> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const rest = line.slice(name.length);
-    if (!(rest.startsWith(' ') || rest.startsWith('{'))) continue;
-    if (labels !== '' && !rest.includes(labels)) continue;
-    return Number(line.split(' ').pop());
-  }
-  return null;
-}

@@ -8,8 +8,8 @@ import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { JobProgressSchema, JobStatus, SystemAlertSchema, create, encodePacket, newPacket } from '@cordum/protocol';
 import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
-import { KEYS, call } from './harness';
-import { metric, startReplicas, type Replicas } from './replicas';
+import { KEYS, call, metric } from './harness';
+import { startReplicas, type Replicas } from './replicas';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;

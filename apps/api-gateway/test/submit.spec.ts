@@ -8,7 +8,7 @@ import { createJobStore, jobKeys } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { connect } from 'nats';
 import { waitFor } from '@cordum/testing';
-import { KEYS, call, expectEnvelope, startRig, type Rig } from './harness';
+import { KEYS, call, expectEnvelope, metric, startRig, type Rig } from './harness';
 
 let rig: Rig;
 let bus: Bus;
@@ -176,11 +176,7 @@ describe('POST /api/v1/jobs', () => {
 });
 
 describe('cordum_jobs_total (CONTRACT §7)', () => {
-  const jobsTotal = async (state: string): Promise<number> => {
-    const text = await (await fetch(`${rig.url}/metrics`)).text();
-    const m = new RegExp(`^cordum_jobs_total\\{[^}]*state="${state}"[^}]*\\} (\\d+)$`, 'm').exec(text);
-    return m ? Number(m[1]) : 0;
-  };
+  const jobsTotal = async (state: string): Promise<number> => (await metric(rig.url, 'cordum_jobs_total', `state="${state}"`)) ?? 0;
 
   it('counts the transitions this gateway commits: one PENDING per accepted job, one DENIED per denied one', async () => {
     const [pending, denied, held] = [await jobsTotal('PENDING'), await jobsTotal('DENIED'), await jobsTotal('APPROVAL_REQUIRED')];

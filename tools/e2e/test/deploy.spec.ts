@@ -48,27 +48,8 @@ function overlay(a: ComposeFile, b: ComposeFile): ComposeFile {
 }
 const merged = overlay(base, ha);
 
-/** Every upper-case string literal in a directory's TypeScript sources: the env names the code can read. */
-function envNamesIn(dir: string): Set<string> {
-  const out = new Set<string>();
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.ts') && !e.name.endsWith('.spec.ts')) {
-        for (const m of readFileSync(p, 'utf8').matchAll(/['"`]([A-Z][A-Z0-9_]{2,})['"`]/g)) out.add(m[1]!);
-        // zod object keys: `REDIS_URL: z.string()`
-        for (const m of readFileSync(p, 'utf8').matchAll(/^\s*([A-Z][A-Z0-9_]{2,})\s*:/gm)) out.add(m[1]!);
-      }
-    }
-  };
-  walk(dir);
-  return out;
-}
-const commonEnv = envNamesIn(join(repoRoot, 'libs/service-kit/src'));
-
-/** The text of every non-test TypeScript source under a directory. */
-function sourceText(dir: string): string {
+/** The text of every non-test TypeScript source under a directory, one entry per file. */
+function sourceFiles(dir: string): string[] {
   const out: string[] = [];
   const walk = (d: string) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
@@ -79,9 +60,31 @@ function sourceText(dir: string): string {
     }
   };
   walk(dir);
-  return out.join('\n');
+  return out;
 }
 
+/** Every upper-case string literal in a directory's TypeScript sources: the env names the code can read. */
+function envNamesIn(dir: string): Set<string> {
+  const out = new Set<string>();
+  for (const text of sourceFiles(dir)) {
+    for (const m of text.matchAll(/['"`]([A-Z][A-Z0-9_]{2,})['"`]/g)) out.add(m[1]!);
+    // zod object keys: `REDIS_URL: z.string()`
+    for (const m of text.matchAll(/^\s*([A-Z][A-Z0-9_]{2,})\s*:/gm)) out.add(m[1]!);
+  }
+  return out;
+}
+const commonEnv = envNamesIn(join(repoRoot, 'libs/service-kit/src'));
+
+/** The text of every non-test TypeScript source under apps/ and libs/, read once. */
+let codeText: string | undefined;
+const allSources = (): string => (codeText ??= [join(repoRoot, 'apps'), join(repoRoot, 'libs')].flatMap(sourceFiles).join('\n'));
+
+/** promtool (Debian's prometheus package) is installed by .ci/run; a machine without it skips these checks outside CI. */
+const itWithPromtool = spawnSync('promtool', ['--version']).status === 0 || process.env['CI'] ? it : it.skip;
+function promtool(cwd: string, ...args: string[]): { status: number | null; out: string } {
+  const r = spawnSync('promtool', args, { cwd, encoding: 'utf8' });
+  return { status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
+}
 
 function appServices(file: ComposeFile, app: string): [string, ComposeService][] {
   return Object.entries(file.services).filter(([, s]) => (s.command ?? []).join(' ').includes(`dist/apps/${app}/main.js`));
@@ -220,7 +223,7 @@ describe("services.json's redisArgs on a real stack", () => {
 // or alert on; each must exist, so the page cannot drift from the code unnoticed.
 describe('docs/operations.md', () => {
   const doc = readFileSync(join(repoRoot, 'docs/operations.md'), 'utf8');
-  const sources = [join(repoRoot, 'apps'), join(repoRoot, 'libs')].map((d) => sourceText(d)).join('\n');
+  const sources = allSources();
 
   it('names only metrics the code registers', () => {
     const names = [...new Set([...doc.matchAll(/\b(cordum_[a-z_]+)\b/g)].map((m) => m[1]!))];
@@ -254,25 +257,19 @@ describe('docs/operations.md', () => {
   });
 });
 
-// deploy/prometheus: the alerting rules operations.md describes. promtool (Debian's prometheus
-// package) checks their syntax and runs their unit tests; .ci/run installs it, and a machine
-// without it skips these two checks only outside CI.
+// deploy/prometheus: the alerting rules operations.md describes. promtool checks their syntax
+// and runs their unit tests (itWithPromtool).
 describe('deploy/prometheus alerting rules', () => {
   const dir = join(repoRoot, 'deploy/prometheus');
   const rules = parse(readFileSync(join(dir, 'cordum-alerts.yml'), 'utf8')) as { groups: { rules: { alert: string; expr: string; labels?: Record<string, string>; annotations?: Record<string, string> }[] }[] };
   const alerts = rules.groups.flatMap((g) => g.rules);
-  const withPromtool = spawnSync('promtool', ['--version']).status === 0 || process.env['CI'] ? it : it.skip;
-  const promtool = (...args: string[]) => {
-    const r = spawnSync('promtool', args, { cwd: dir, encoding: 'utf8' });
-    return { status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
-  };
 
-  withPromtool('pass promtool check rules', () => {
-    expect(promtool('check', 'rules', 'cordum-alerts.yml')).toMatchObject({ status: 0 });
+  itWithPromtool('pass promtool check rules', () => {
+    expect(promtool(dir, 'check', 'rules', 'cordum-alerts.yml')).toMatchObject({ status: 0 });
   });
 
-  withPromtool("pass their unit tests, which make every alert fire", () => {
-    expect(promtool('test', 'rules', 'cordum-alerts.test.yml')).toMatchObject({ status: 0 });
+  itWithPromtool('pass their unit tests, which make every alert fire', () => {
+    expect(promtool(dir, 'test', 'rules', 'cordum-alerts.test.yml')).toMatchObject({ status: 0 });
     const tests = parse(readFileSync(join(dir, 'cordum-alerts.test.yml'), 'utf8')) as { tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[] };
     const fired = new Set(tests.tests.flatMap((t) => t.alert_rule_test).filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname));
     for (const a of alerts) expect({ alert: a.alert, tested: fired.has(a.alert) }).toEqual({ alert: a.alert, tested: true });
@@ -287,9 +284,8 @@ describe('deploy/prometheus alerting rules', () => {
 });
 
 /** Every cordum_* series in a PromQL expression (histogram suffixes stripped) is a metric the code registers. */
-let codeText: string | undefined;
 function expectRegisteredMetrics(where: string, expr: string): void {
-  const sources = (codeText ??= [join(repoRoot, 'apps'), join(repoRoot, 'libs')].map((d) => sourceText(d)).join('\n'));
+  const sources = allSources();
   for (const m of expr.matchAll(/\b(cordum_[a-z_]+?)(?:_bucket|_sum|_count)?\b/g)) {
     expect({ where, metric: m[1], registered: sources.includes(`'${m[1]}'`) }).toEqual({ where, metric: m[1], registered: true });
   }
@@ -312,13 +308,12 @@ describe('deploy/grafana/cordum-dashboard.json', () => {
     for (const { title, expr } of exprs) expectRegisteredMetrics(title, expr);
   });
 
-  (spawnSync('promtool', ['--version']).status === 0 || process.env['CI'] ? it : it.skip)('has queries that parse as PromQL', () => {
+  itWithPromtool('has queries that parse as PromQL', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cordum-dash-'));
     try {
       const rules = exprs.map((e, i) => `      - record: cordum_dashboard:panel_${i}\n        expr: ${JSON.stringify(e.expr.replace(/\$__rate_interval/g, '5m'))}`).join('\n');
       writeFileSync(join(dir, 'dashboard.yml'), `groups:\n  - name: dashboard\n    rules:\n${rules}\n`);
-      const r = spawnSync('promtool', ['check', 'rules', 'dashboard.yml'], { cwd: dir, encoding: 'utf8' });
-      expect({ status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` }).toMatchObject({ status: 0 });
+      expect(promtool(dir, 'check', 'rules', 'dashboard.yml')).toMatchObject({ status: 0 });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

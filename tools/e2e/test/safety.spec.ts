@@ -94,8 +94,9 @@ async function barrier(): Promise<void> {
   ranOnce.push(id);
 }
 
-async function schedulerMetric(name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${stack.healthPorts.get('scheduler-1')}/metrics`)).text();
+/** Sum of a metric's lines at one process's /metrics whose labels contain `labels`. */
+async function metricSum(base: string, name: string, labels = ''): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
   let sum = 0;
   for (const line of text.split('\n')) {
     if (!line.startsWith(name) || line.startsWith('#')) continue;
@@ -106,14 +107,12 @@ async function schedulerMetric(name: string, labels = ''): Promise<number> {
   return sum;
 }
 
+const schedulerMetric = (name: string, labels = ''): Promise<number> => metricSum(`http://127.0.0.1:${stack.healthPorts.get('scheduler-1')}`, name, labels);
+
 /** cordum_dlq_notices_total{outcome} summed over every gateway replica (/metrics on the HTTP port). */
 async function gatewayNotices(outcome: string): Promise<number> {
   let sum = 0;
-  for (const url of stack.gatewayUrls) {
-    const text = await (await fetch(`${url}/metrics`)).text();
-    const m = new RegExp(`^cordum_dlq_notices_total\\{[^}]*outcome="${outcome}"[^}]*\\} (\\d+)$`, 'm').exec(text);
-    sum += m ? Number(m[1]) : 0;
-  }
+  for (const url of stack.gatewayUrls) sum += await metricSum(url, 'cordum_dlq_notices_total', `outcome="${outcome}"`);
   return sum;
 }
 
