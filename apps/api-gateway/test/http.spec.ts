@@ -90,8 +90,9 @@ describe('validation table', () => {
     ['risk_tags not a list', { prompt: 'x', topic: 'job.echo', risk_tags: 'destructive' }, 400, 'validation_failed', 'risk_tags'],
     ['array body', [1, 2], 400, 'validation_failed', '(body)'],
     ['malformed JSON', '{"prompt": "x", "topic": ', 400, 'invalid_json'],
-    ['JSON string body', '"just a string"', 400, 'invalid_json'],
-    ['JSON null body', 'null', 400, 'invalid_json'],
+    ['JSON string body', '"just a string"', 400, 'validation_failed', '(body)'],
+    ['JSON null body', 'null', 400, 'validation_failed', '(body)'],
+    ['JSON number body', ' 42 ', 400, 'validation_failed', '(body)'],
   ];
 
   // Rows as objects: jest treats a callback with more params than row cells as done-style.

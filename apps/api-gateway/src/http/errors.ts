@@ -89,6 +89,23 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * express.json's strict mode refuses a body that is valid JSON but not an object or
+ * array (`null`, `"text"`, `42`) as a parse failure. Say what it is instead, as the
+ * schemas do for an array: 400 validation_failed on `(body)`.
+ */
+function notAnObject(raw: unknown): ApiError | null {
+  if (typeof raw !== 'string') return null;
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  const kind = value === null ? 'null' : typeof value;
+  return new ApiError('validation_failed', { details: [{ path: '(body)', message: `Invalid input: expected object, received ${kind}` }] });
+}
+
 /** Errors thrown by body-parser (express.json) carry `type`; map them to our codes. */
 export function fromBodyParserError(err: unknown): ApiError | null {
   if (typeof err !== 'object' || err === null) return null;
@@ -97,7 +114,7 @@ export function fromBodyParserError(err: unknown): ApiError | null {
     case 'entity.too.large':
       return new ApiError('payload_too_large');
     case 'entity.parse.failed':
-      return new ApiError('invalid_json');
+      return notAnObject((err as { body?: unknown }).body) ?? new ApiError('invalid_json');
     case 'encoding.unsupported':
     case 'charset.unsupported':
       return new ApiError('unsupported_media_type');
