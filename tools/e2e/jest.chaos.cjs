@@ -1,6 +1,7 @@
-// The scheduler HA chaos suite (issue 3): two schedulers, two gateways, echo
-// workers, SIGKILL / SIGSTOP / Redis pause / worker death / warm start,
-// executions counted from the workers' logs. Part of `npm test` (a project of
+// The HA chaos suites: ha.spec (issue 3: two schedulers, two gateways, echo
+// workers, SIGKILL / SIGSTOP / Redis pause / worker death / warm start) and
+// gateway-kill.spec (a gateway SIGKILLed with submits in flight), executions
+// counted from the workers' logs. Part of `npm test` (a project of
 // the root jest.config.cjs); alone: `npm run build && npm run test:chaos`.
 module.exports = {
   ...require('../../jest.preset.cjs'),

@@ -114,18 +114,26 @@ describe('POST /api/v1/jobs', () => {
     }
   });
 
-  it('an index write that fails after the publish is logged, and the job is still accepted and published (a retry would make a second job)', async () => {
+  it('an index key Redis cannot add to fails the submit before the job exists (503, no record, nothing published); the key\'s retry then succeeds', async () => {
+    const records = async (): Promise<Set<string>> => new Set(await redis.keys('job:meta:*'));
+    const before = await records();
+    const publishedBefore = published.size;
     await redis.set(jobKeys.indexAll('globex'), 'not a zset');
     try {
-      const r = await submit({ prompt: 'unindexed', topic: 'job.echo' }, { key: KEYS.globex });
-      expect(r.status).toBe(200);
-      const jobId = String(r.body['job_id']);
-      await waitFor(() => published.get(jobId), 10_000, { message: 'JobRequest on sys.job.submit' });
-      expect(await redis.hget(jobKeys.meta(jobId), 'state')).toBe('PENDING');
-      expect(await redis.type(jobKeys.indexAll('globex'))).toBe('string'); // so the index batch did fail
+      const r = await submit({ prompt: 'unindexable', topic: 'job.echo', idempotency_key: 'unindexable-1' }, { key: KEYS.globex });
+      expectEnvelope(r, 503, 'redis_unavailable');
+      // The index entries go in the record's own script, ahead of it (decisions.md P20).
+      expect([...(await records())].filter((k) => !before.has(k))).toEqual([]);
     } finally {
       await redis.del(jobKeys.indexAll('globex'));
     }
+    const retry = await submit({ prompt: 'unindexable', topic: 'job.echo', idempotency_key: 'unindexable-1' }, { key: KEYS.globex });
+    expect(retry.status).toBe(200);
+    const jobId = String(retry.body['job_id']);
+    await waitFor(() => published.get(jobId), 10_000, { message: 'JobRequest on sys.job.submit' });
+    expect(published.size).toBe(publishedBefore + 1);
+    expect(await redis.zscore(jobKeys.indexAll('globex'), jobId)).not.toBeNull();
+    expect(await redis.zscore(jobKeys.active('PENDING'), jobId)).not.toBeNull();
   });
 
   it('DENY → 403 policy_denied with job_id, job DENIED and a DLQ entry', async () => {

@@ -28,6 +28,8 @@ export interface IndexOps {
   /** ZADD key score member; `expire` also keeps the key's TTL (ms) fresh. */
   add(key: string, score: number, member: string, expireMs?: number): void;
   rem(key: string, member: string): void;
+  /** Keeps the key's TTL (ms) fresh without adding to it (a key written by a script, store.ts createJob). */
+  expire(key: string, expireMs: number): void;
 }
 
 export interface IndexWriter {
@@ -103,6 +105,10 @@ export function createIndexWriter(redis: RedisClient, now: () => number = Date.n
       expiredAt.set(key, t);
       expires.push([key, ttl]);
     }
+    if (b.adds.size === 0 && b.rems.size === 0 && expires.length === 0) {
+      b.resolve(); // only TTLs that were pushed forward less than a minute ago: nothing to send
+      return;
+    }
     const written = scripts ? writeOnce(scripts, b, expires) : writePerKey(b, expires);
     written.then(() => b.resolve(), (err: unknown) => {
         // A failed PEXPIRE must be retried by the next write to that key.
@@ -137,6 +143,9 @@ export function createIndexWriter(redis: RedisClient, now: () => number = Date.n
           let r = b.rems.get(key);
           if (!r) b.rems.set(key, (r = []));
           r.push(member);
+        },
+        expire(key, expireMs) {
+          b.expires.set(key, expireMs);
         },
       });
       return b.done;

@@ -1,5 +1,5 @@
 import { defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
-import createLua from './lua/create-3.lua';
+import createLua from './lua/create-n.lua';
 import transitionLua from './lua/transition-3.lua';
 import markPublishedLua from './lua/mark-published-2.lua';
 import reattemptLua from './lua/reattempt-3.lua';
@@ -160,12 +160,19 @@ export const MAX_DECISIONS = 100;
 
 type Reply = [number, ...unknown[]];
 
+/** One sorted-set entry of a job (its member is the job id); `listing`: a D16 tenant index on the job TTL. */
+interface IndexEntry {
+  key: string;
+  score: number;
+  listing: boolean;
+}
+
 /** What the lock-free scripts (mark-running-2.lua, finish-2.lua) answer when they write nothing. */
 const UNLOCKED_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch'>> = { 0: 'busy', [-1]: 'not_found', [-4]: 'state_mismatch', [-5]: 'stale_dispatch' };
 
 export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobStore {
   const scripts: ScriptRunner = defineScripts(redis, [
-    scriptSpec('create-3.lua', createLua),
+    scriptSpec('create-n.lua', createLua),
     scriptSpec('transition-3.lua', transitionLua),
     scriptSpec('mark-published-2.lua', markPublishedLua),
     scriptSpec('reattempt-3.lua', reattemptLua),
@@ -183,22 +190,41 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     }
   };
 
-  // Index updates span slots (tenant tag, global keys), so they run after the atomic write as
-  // idempotent commands, batched per event-loop turn (index-writer.ts); a crash in between
-  // leaves an index one step behind, which the index trimmer / lists tolerate (D16).
+  // Index updates span slots (tenant tag, global keys), so a transition's run after its atomic
+  // write as idempotent commands, batched per event-loop turn (index-writer.ts); a crash in
+  // between leaves the job in its old indexes too, which the replayer, the reconciler and the
+  // index trimmer repair (D16). A create has no old index to be found in, so its entries go
+  // with the record (standalone) or before it (cluster): see createJob.
   const indexes = createIndexWriter(redis, now);
+
+  /**
+   * The index entries a new record gets: the D16 listing indexes (kept on the job TTL), the
+   * deadline index, and the in-flight index the replayer finds lost submits in (D13). createJob
+   * writes them with the record (standalone) or before it (cluster), never after.
+   */
+  function createEntries(job: JobRecord): IndexEntry[] {
+    const out: IndexEntry[] = [
+      { key: jobKeys.indexState(job.tenant, job.state), score: job.createdAt, listing: true },
+      { key: jobKeys.indexAll(job.tenant), score: job.createdAt, listing: true },
+    ];
+    if (job.deadlineAt !== undefined && !TERMINAL_STATES.has(job.state)) out.push({ key: jobKeys.deadline(), score: job.deadlineAt, listing: false });
+    if (ACTIVE_STATES.has(job.state)) out.push({ key: jobKeys.active(job.state), score: job.updatedAt, listing: false });
+    return out;
+  }
+
   function moveIndex(job: JobRecord, from: JobState | null): Promise<void> {
     return indexes.write((ops) => {
-      if (from && from !== job.state) ops.rem(jobKeys.indexState(job.tenant, from), job.id);
-      ops.add(jobKeys.indexState(job.tenant, job.state), job.createdAt, job.id, ttl);
       if (!from) {
-        ops.add(jobKeys.indexAll(job.tenant), job.createdAt, job.id, ttl);
-        if (job.deadlineAt !== undefined && !TERMINAL_STATES.has(job.state)) ops.add(jobKeys.deadline(), job.deadlineAt, job.id);
+        // A retried create: put back whatever an earlier, half-done create of this record missed.
+        for (const e of createEntries(job)) ops.add(e.key, e.score, job.id, e.listing ? ttl : undefined);
+      } else {
+        if (from !== job.state) ops.rem(jobKeys.indexState(job.tenant, from), job.id);
+        ops.add(jobKeys.indexState(job.tenant, job.state), job.createdAt, job.id, ttl);
+        // Global in-flight indexes (scored by state entry): added before the old one is removed
+        // (the writer sends every ZADD first), so a crash leaves the job in two indexes, never in none.
+        if (ACTIVE_STATES.has(job.state)) ops.add(jobKeys.active(job.state), job.updatedAt, job.id);
+        if (from !== job.state && ACTIVE_STATES.has(from)) ops.rem(jobKeys.active(from), job.id);
       }
-      // Global in-flight indexes (scored by state entry): added before the old one is removed
-      // (the writer sends every ZADD first), so a crash leaves the job in two indexes, never in none.
-      if (ACTIVE_STATES.has(job.state)) ops.add(jobKeys.active(job.state), job.updatedAt, job.id);
-      if (from && from !== job.state && ACTIVE_STATES.has(from)) ops.rem(jobKeys.active(from), job.id);
       if (TERMINAL_STATES.has(job.state)) {
         // Only jobs that had a deadline or ever waited for a retry can be in these ZSETs; a stale
         // `job:retry` member would anyway be dropped by the replayer's next turn.
@@ -276,8 +302,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
    * when the write went through one). A create (`from` null) broadcasts in createJob, and only
    * when it created the record.
    */
-  async function afterWrite(job: JobRecord, from: JobState | null, o: { via?: JobState; dlqReason?: string; sideWrites?: Promise<void>[] } = {}): Promise<void> {
-    const side = sideWritesOf(job, from, o.dlqReason);
+  async function afterWrite(job: JobRecord, from: JobState | null, o: { via?: JobState; dlqReason?: string; sideWrites?: Promise<void>[]; indexed?: IndexEntry[] } = {}): Promise<void> {
+    const side = sideWritesOf(job, from, o.dlqReason, o.indexed);
     if (o.sideWrites) {
       side.catch(() => undefined); // the caller awaits it; not an unhandled rejection if it gives up first
       o.sideWrites.push(side);
@@ -289,8 +315,15 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     notify(job, o.via ?? from);
   }
 
-  async function sideWritesOf(job: JobRecord, from: JobState | null, dlqReason?: string): Promise<void> {
-    await moveIndex(job, from);
+  /** `indexed`: a new record's entries, already written: only the listing keys' TTLs are left. */
+  async function sideWritesOf(job: JobRecord, from: JobState | null, dlqReason?: string, indexed?: IndexEntry[]): Promise<void> {
+    if (indexed) {
+      await indexes.write((ops) => {
+        for (const e of indexed) if (e.listing) ops.expire(e.key, ttl);
+      });
+    } else {
+      await moveIndex(job, from);
+    }
     if (DLQ_STATES.has(job.state)) await writeDlq(job, dlqReason);
   }
 
@@ -334,12 +367,28 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const fields = encodeFields(rec);
       // The record as Redis will hold it (undefined fields dropped, JSON round trip).
       const built = decodeFields(fields);
-      const [, reply] = await Promise.all([ctxWritten, scripts.run<Reply>('create', [jobKeys.meta(j.id), jobKeys.fence(j.id), jobKeys.decisions(j.id)], [ttl, decisionEntry(built), ...flatFields(fields)])]);
+      // The new record's index entries: inside the create script on standalone Redis, so the
+      // record and its entries exist together or not at all; on a cluster (other slots) written
+      // first, ZADD NX so a retried create keeps the first scores. Either way a gateway that dies
+      // right after the create leaves a job the replayer finds (D13), not an unlisted orphan.
+      const entries = createEntries(built);
+      const inScript = !redis.isCluster;
+      if (!inScript) await Promise.all(entries.map((e) => redis.zadd(e.key, 'NX', e.score, j.id)));
+      const keys = [jobKeys.meta(j.id), jobKeys.fence(j.id), jobKeys.decisions(j.id)];
+      const args: (string | number)[] = [ttl, decisionEntry(built), inScript ? entries.length : 0, j.id];
+      if (inScript) {
+        for (const e of entries) {
+          keys.push(e.key);
+          args.push(e.score);
+        }
+      }
+      for (const v of flatFields(fields)) args.push(v);
+      const [, reply] = await Promise.all([ctxWritten, scripts.run<Reply>('create', keys, args)]);
       const created = Number(reply[0]) === 1;
       const job = created ? built : decodeFlat(reply[1]);
       if (!job) throw new JobStoreError('unexpected_reply', `create returned no record for ${j.id}`);
       // Side effects are idempotent, so a retried create repairs a half-done earlier one.
-      await afterWrite(job, null, { sideWrites: o.sideWrites });
+      await afterWrite(job, null, { sideWrites: o.sideWrites, indexed: created ? entries : undefined });
       if (created) notify(job, null);
       return job;
     },

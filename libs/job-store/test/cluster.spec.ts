@@ -27,6 +27,11 @@ describe('job-store on a 6-node Redis Cluster', () => {
     const jobs = Array.from({ length: 40 }, (_, i) => newJob({ tenant: `t${i % 4}` }));
     // Concurrent, so index updates of many jobs share a turn and span every master.
     const created = await Promise.all(jobs.map((j) => store.createJob(j)));
+    // A new record's entries were written ahead of it (decisions.md P20), on whichever node.
+    for (const j of jobs) {
+      expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBe(String(created.find((c) => c.id === j.id)?.createdAt));
+      expect(await redis.zscore(jobKeys.indexState(j.tenant, 'PENDING'), j.id)).not.toBeNull();
+    }
     const moved = await Promise.all(created.map(async (c) => store.transition(c.id, 'SCHEDULED', { token: await holdLock(redis, c.id), from: ['PENDING'], current: c })));
     expect(moved.every((m) => m.ok)).toBe(true);
     for (const j of jobs) {

@@ -216,10 +216,20 @@ describe('job-store fast paths (real Redis)', () => {
       // MONITOR lines arrive after the replies: wait until the second index batch has been seen.
       const batches = () => top.filter((a) => a[0]?.toLowerCase() === 'evalsha' && a.includes(jobKeys.indexState('mono', 'SCHEDULED')));
       await waitFor(() => batches().length === 1 && inner.some((a) => a[0]?.toLowerCase() === 'zrem'), 5_000, { message: 'index batch in MONITOR' });
-      // Sent for the job: its ctx SET and the test's lock SET, then create + its index batch and
-      // transition + its index batch as scripts; no ZADD/ZREM/PEXPIRE of their own.
+      // Sent for the job: its ctx SET and the test's lock SET, then the create (its index entries
+      // inside it; the listing keys' TTLs were pushed forward by the warm-up create less than a
+      // minute ago) and the transition + its index batch as scripts; no ZADD/ZREM/PEXPIRE of their own.
       const sent = top.filter((a) => a.some((x) => x.includes(j.id))).map((a) => a[0]?.toLowerCase());
-      expect(sent.filter((c) => c !== 'set').sort()).toEqual(['evalsha', 'evalsha', 'evalsha', 'evalsha']);
+      expect(sent.filter((c) => c !== 'set').sort()).toEqual(['evalsha', 'evalsha', 'evalsha']);
+      // The create's entries ran inside the create script, ahead of the record's HSET.
+      const createOps = inner.filter((a) => a.includes(j.id) || a.includes(jobKeys.meta(j.id))).map((a) => `${a[0]?.toLowerCase()} ${a[1]}`);
+      expect(createOps.slice(0, 5)).toEqual([
+        `exists ${jobKeys.meta(j.id)}`,
+        `zadd ${jobKeys.indexState('mono', 'PENDING')}`,
+        `zadd ${jobKeys.indexAll('mono')}`,
+        `zadd ${jobKeys.active('PENDING')}`,
+        `hset ${jobKeys.meta(j.id)}`,
+      ]);
       // The transition's batch: both adds before both removes, in one script.
       const ops = inner.filter((a) => ['zadd', 'zrem'].includes(a[0]?.toLowerCase() ?? '') && a.includes(j.id)).map((a) => `${a[0]?.toLowerCase()} ${a[1]}`);
       expect(ops.slice(-4)).toEqual([
@@ -321,17 +331,30 @@ describe('job-store fast paths (real Redis)', () => {
     expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
   });
 
-  it('sideWrites: a failed index write rejects the pushed promise (not the create, not unhandled); without them the create fails as before', async () => {
-    await redis.set(jobKeys.indexAll('side-bad'), 'not a zset');
+  it('sideWrites: a failed side write (a DENIED job\'s DLQ entry) rejects the pushed promise, not the create, and is not unhandled; without them the create fails', async () => {
+    await redis.set(jobKeys.dlqIndexTenant('side-bad'), 'not a zset');
     try {
       const side: Promise<void>[] = [];
-      const j = newJob({ tenant: 'side-bad' });
-      const created = await store.createJob(j, { sideWrites: side });
-      expect(created.state).toBe('PENDING');
+      const denied = { initialState: 'DENIED' as const, safety: { decision: 'deny', reason: 'no', ruleId: 'r', policySnapshot: 's' } };
+      const created = await store.createJob(newJob({ tenant: 'side-bad', ...denied }), { sideWrites: side });
+      expect(created.state).toBe('DENIED');
       await expect(Promise.all(side)).rejects.toThrow(/WRONGTYPE/);
-      await expect(store.createJob(newJob({ tenant: 'side-bad' }))).rejects.toThrow(/WRONGTYPE/);
+      await expect(store.createJob(newJob({ tenant: 'side-bad', ...denied }))).rejects.toThrow(/WRONGTYPE/);
     } finally {
-      await redis.del(jobKeys.indexAll('side-bad'));
+      await redis.del(jobKeys.dlqIndexTenant('side-bad'));
     }
   });
+
+  it('a create whose index key is not a sorted set fails before the record exists (nothing half-written)', async () => {
+    await redis.set(jobKeys.indexAll('idx-bad'), 'not a zset');
+    try {
+      const j = newJob({ tenant: 'idx-bad' });
+      await expect(store.createJob(j)).rejects.toThrow(/WRONGTYPE/);
+      expect(await redis.exists(jobKeys.meta(j.id))).toBe(0);
+      expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+    } finally {
+      await redis.del(jobKeys.indexAll('idx-bad'));
+    }
+  });
+
 });

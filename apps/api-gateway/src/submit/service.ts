@@ -165,10 +165,10 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       initialState,
       safety: safetyRecord(verdict),
     };
-    // createJob writes ctx:<id>, the record and indexes; DENIED also writes the DLQ entry. The
-    // index writes are sent with it but awaited after the publish (issue 7: the scheduler gets
-    // the job one Redis round trip sooner); on one connection they still land before any later
-    // write of ours to the job, and D16 lets an index lag its record.
+    // createJob writes ctx:<id>, the record and its index entries (with the record or before it,
+    // so a crash after this line leaves a job the replayer finds: decisions.md P20); DENIED also
+    // writes the DLQ entry. What follows the record (DLQ entry, index TTLs) is sent with it but
+    // awaited after the publish (issue 7: the scheduler gets the job one Redis round trip sooner).
     const sideWrites: Promise<void>[] = [];
     const job = await store('create job', () => deps.store.createJob(newJob, { sideWrites }));
     const indexed = (): Promise<unknown> => store('index job', () => Promise.all(sideWrites));
