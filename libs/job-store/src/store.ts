@@ -259,13 +259,15 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     if (redis.isCluster) await sent;
   }
 
-  /** D45 ahead of a terminal write, in order before it. The caller awaits `done` after its write. */
-  async function expireAhead(key: string): Promise<{ done: Promise<unknown> }> {
-    const done = redis.pexpire(key, ttl);
+  /** A command sent so that it runs before the caller's next one; the caller awaits `done` after its write. */
+  async function ahead(done: Promise<unknown>): Promise<{ done: Promise<unknown> }> {
     done.catch(() => undefined); // awaited by the caller; not an unhandled rejection if its write throws first
     await sentInOrder(done);
     return { done };
   }
+
+  /** D45 ahead of a terminal write, in order before it. */
+  const expireAhead = (key: string): Promise<{ done: Promise<unknown> }> => ahead(redis.pexpire(key, ttl));
 
   async function writeDlq(job: JobRecord, reason?: string, o: { notify?: boolean } = {}): Promise<boolean> {
     if (!DLQ_STATES.has(job.state)) return false;
@@ -425,6 +427,11 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       // The history entry is built from the record as it will stand; the state and time are known.
       const entry = o.patch?.safety ? decisionEntry({ ...(cur ?? ({ id } as JobRecord)), safety: o.patch.safety, state: o.via ?? to, updatedAt: t }) : '';
       const expired = o.expireResult ? await expireAhead(pointerKey(patch.resultPtr ?? cur?.resultPtr) ?? jobKeys.res(id)) : undefined;
+      // Into an in-flight state from outside them (an approval: APPROVAL_REQUIRED → PENDING) no old
+      // in-flight entry would be left by a crash before the index move, so the new one goes first
+      // (decisions.md P20); if the script refuses, the replayer drops the entry where it reads it.
+      const entering = ACTIVE_STATES.has(to) && (o.from ?? []).some((f) => !ACTIVE_STATES.has(f));
+      const listed = entering ? await ahead(redis.zadd(jobKeys.active(to), t, id)) : undefined;
       const reply = await scripts.run<Reply>(
         'transition',
         [jobKeys.meta(id), jobKeys.lock(id), jobKeys.decisions(id)],
@@ -433,7 +440,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
           o.via ?? '', o.via ? allowedSources(o.via).join(',') : '', ...flatFields(fields),
         ],
       );
-      await expired?.done;
+      await Promise.all([expired?.done, listed?.done]);
       const code = Number(reply[0]);
       if (code !== 1) {
         const current = decodeFlat(reply[2]) ?? undefined;

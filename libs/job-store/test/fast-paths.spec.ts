@@ -345,6 +345,33 @@ describe('job-store fast paths (real Redis)', () => {
     }
   });
 
+  it('an approval (APPROVAL_REQUIRED → PENDING) files the job in job:active:PENDING before its transition runs', async () => {
+    const held = await store.createJob(newJob({ tenant: 'approve-order', initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'r', ruleId: 'r1', policySnapshot: 's' } }));
+    expect(await redis.zscore(jobKeys.active('PENDING'), held.id)).toBeNull();
+    const base = new Redis(server.url);
+    const mon = await base.monitor();
+    const top: string[][] = [];
+    mon.on('monitor', (_time: string, argv: string[], source: string) => void (source === 'lua' ? undefined : top.push(argv)));
+    try {
+      const r = await store.transition(held.id, 'PENDING', { token: await holdLock(redis, held.id), from: ['APPROVAL_REQUIRED'] });
+      expect(r.ok).toBe(true);
+      await waitFor(() => top.filter((a) => a[0]?.toLowerCase() === 'evalsha' && a.includes(jobKeys.meta(held.id))).length === 1, 5_000, { message: 'transition in MONITOR' });
+      const order = top.filter((a) => a.includes(held.id) || a.includes(jobKeys.meta(held.id))).map((a) => `${a[0]?.toLowerCase()} ${a[0]?.toLowerCase() === 'evalsha' ? a[3] : a[1]}`);
+      expect(order.filter((c) => !c.startsWith('set ')).slice(0, 2)).toEqual([`zadd ${jobKeys.active('PENDING')}`, `evalsha ${jobKeys.meta(held.id)}`]);
+      // A refused approval leaves an entry naming a job still held; the replayer's look drops it.
+      const other = await store.createJob(newJob({ tenant: 'approve-order', initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'r', ruleId: 'r1', policySnapshot: 's' } }));
+      const refused = await store.transition(other.id, 'PENDING', { token: 'not-the-lock:1', from: ['APPROVAL_REQUIRED'] });
+      expect(refused).toMatchObject({ ok: false, reason: 'fenced' });
+      expect(await redis.zscore(jobKeys.active('PENDING'), other.id)).not.toBeNull();
+      await store.reindex(other.id, 'PENDING', (await store.getJob(other.id))?.state ?? null, Date.now());
+      expect(await redis.zscore(jobKeys.active('PENDING'), other.id)).toBeNull();
+      expect(await redis.zscore(jobKeys.indexState('approve-order', 'APPROVAL_REQUIRED'), other.id)).not.toBeNull();
+    } finally {
+      mon.disconnect();
+      base.disconnect();
+    }
+  });
+
   it('a create whose index key is not a sorted set fails before the record exists (nothing half-written)', async () => {
     await redis.set(jobKeys.indexAll('idx-bad'), 'not a zset');
     try {
