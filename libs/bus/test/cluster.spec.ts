@@ -29,9 +29,15 @@ describe('@cordum/bus on a 3-node JetStream cluster', () => {
     await bus.ensureStreams(); // idempotent on a cluster too
     raw = await connect({ servers: cluster.addresses.split(','), name: 'cluster-raw' });
     jsm = await raw.jetstreamManager();
-    const si = await jsm.streams.info(STREAM_SYS);
+    // A new R3 stream's followers join its group one by one: stream info can list one of them
+    // for a few milliseconds after the create returns (CI, 2026-12-02). Wait for both.
+    let si = await jsm.streams.info(STREAM_SYS);
     expect(si.config.num_replicas).toBe(3);
-    expect(si.cluster?.replicas ?? []).toHaveLength(2); // leader + 2 followers
+    await waitFor(async () => {
+      si = await jsm.streams.info(STREAM_SYS);
+      return (si.cluster?.replicas ?? []).length === 2;
+    }, 10_000, { intervalMs: 50, message: 'leader + 2 followers in stream info' });
+    expect(si.cluster?.replicas ?? []).toHaveLength(2);
 
     const got = new Set<string>();
     const consumer = await bus.consume({
