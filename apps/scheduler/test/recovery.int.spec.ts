@@ -251,6 +251,17 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')) > 0, 5_000, { message: 'orphan counted as lost' });
   });
 
+  it('a job re-held for approval by a replica that died before its index move is taken out of job:active:PENDING and listed for approval by the replayer', async () => {
+    const held = await store.createJob(newJob('job.rehold', { initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'r', ruleId: 'r1', policySnapshot: 's' } }));
+    // What PENDING → APPROVAL_REQUIRED leaves when its writer dies between the record and the index batch.
+    await redis.zrem(jobKeys.indexState('acme', 'APPROVAL_REQUIRED'), held.id);
+    await redis.zadd(jobKeys.indexState('acme', 'PENDING'), held.createdAt, held.id);
+    await redis.zadd(jobKeys.active('PENDING'), Date.now() - 120_000, held.id);
+    await waitFor(async () => (await redis.zscore(jobKeys.active('PENDING'), held.id)) === null, 10_000, { message: 'stale in-flight entry dropped' });
+    expect(await redis.zscore(jobKeys.indexState('acme', 'APPROVAL_REQUIRED'), held.id)).toBe(String(held.createdAt));
+    expect(await stateOf(held.id)).toBe('APPROVAL_REQUIRED');
+  });
+
   it('a job on a topic nobody serves is parked (no job:retry timer), then FAILED + DLQ no_workers when its backoff schedule would have hit the tries bound (D13, P15)', async () => {
     const job = await submit('job.nobody');
     await waitFor(async () => (await store.getJob(job.id))?.scheduleTries === 1, 5_000, { message: 'first try counted' });

@@ -23,9 +23,12 @@ export interface JobScans {
   /**
    * Repairs the in-flight indexes after a crash between a write and its index update: drops `id`
    * from `seenIn` and files it under `actual` (when that is an in-flight state) scored `sinceMs`.
-   * Terminal jobs also leave `job:deadline` and `job:retry`.
+   * Terminal jobs also leave `job:deadline` and `job:retry`. With `listing` (the record's tenant
+   * and createdAt) a job found in another state is also filed in that state's tenant listing
+   * (D16), which its lost index move would have done: a job re-held for approval by a replica
+   * that died right after shows in the approvals list.
    */
-  reindex(id: string, seenIn: JobState, actual: JobState | null, sinceMs: number): Promise<void>;
+  reindex(id: string, seenIn: JobState, actual: JobState | null, sinceMs: number, listing?: { tenant: string; createdAt: number }): Promise<void>;
   /**
    * P15: parks a job waiting for a worker on `topic` until `expiresAtMs` (its D13 bound): one entry
    * in `job:parked:<topic>`, the topic in `job:parked:topics`, no `job:retry` entry, and its orphan
@@ -72,8 +75,9 @@ export function createJobScans(redis: RedisClient): JobScans {
     async removeRetry(id) {
       await redis.zrem(jobKeys.retry(), id);
     },
-    async reindex(id, seenIn, actual, sinceMs) {
+    async reindex(id, seenIn, actual, sinceMs, listing) {
       if (actual && ACTIVE_STATES.has(actual)) await redis.zadd(jobKeys.active(actual), sinceMs, id);
+      if (actual && actual !== seenIn && listing) await redis.zadd(jobKeys.indexState(listing.tenant, actual), listing.createdAt, id);
       if (actual !== seenIn) await redis.zrem(jobKeys.active(seenIn), id);
       if (!actual || !ACTIVE_STATES.has(actual)) {
         if (actual !== 'APPROVAL_REQUIRED') await Promise.all([redis.zrem(jobKeys.deadline(), id), redis.zrem(jobKeys.retry(), id)]);
