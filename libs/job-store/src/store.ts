@@ -100,7 +100,12 @@ export type ReattemptResult =
 
 export interface JobStore extends JobScans {
   /** `sideWrites` as in TransitionOptions: the indexes (and a DENIED job's DLQ entry) are started, not awaited. */
-  createJob(j: NewJob, o?: { sideWrites?: Promise<void>[] }): Promise<JobRecord>;
+  /**
+   * `claim`: the key of the submit's idempotency claim (D25), which must still name `j.id` when
+   * the record is written (in the create script on standalone Redis; read just before it on a
+   * cluster); otherwise nothing is written and JobStoreError `claim_lost` is thrown (P21).
+   */
+  createJob(j: NewJob, o?: { sideWrites?: Promise<void>[]; claim?: string }): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | null>;
   readResult(job: JobRecord): Promise<unknown>;
   readContext(id: string): Promise<unknown>;
@@ -159,6 +164,8 @@ export interface DecisionEntry {
 export const MAX_DECISIONS = 100;
 
 type Reply = [number, ...unknown[]];
+
+const claimLost = (id: string): JobStoreError => new JobStoreError('claim_lost', `the idempotency claim no longer names job ${id}; nothing written`);
 
 /** One sorted-set entry of a job (its member is the job id); `listing`: a D16 tenant index on the job TTL. */
 interface IndexEntry {
@@ -375,17 +382,24 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       // right after the create leaves a job the replayer finds (D13), not an unlisted orphan.
       const entries = createEntries(built);
       const inScript = !redis.isCluster;
-      if (!inScript) await Promise.all(entries.map((e) => redis.zadd(e.key, 'NX', e.score, j.id)));
+      if (!inScript) {
+        // The claim lives in another slot: read just before the create (a pause between the two
+        // can still let a replacement through there; on standalone the script checks it).
+        if (o.claim !== undefined && (await redis.get(o.claim)) !== j.id) throw claimLost(j.id);
+        await Promise.all(entries.map((e) => redis.zadd(e.key, 'NX', e.score, j.id)));
+      }
       const keys = [jobKeys.meta(j.id), jobKeys.fence(j.id), jobKeys.decisions(j.id)];
-      const args: (string | number)[] = [ttl, decisionEntry(built), inScript ? entries.length : 0, j.id];
+      const args: (string | number)[] = [ttl, decisionEntry(built), inScript ? entries.length : 0, j.id, inScript && o.claim !== undefined ? '1' : ''];
       if (inScript) {
         for (const e of entries) {
           keys.push(e.key);
           args.push(e.score);
         }
+        if (o.claim !== undefined) keys.push(o.claim);
       }
       for (const v of flatFields(fields)) args.push(v);
       const [, reply] = await Promise.all([ctxWritten, scripts.run<Reply>('create', keys, args)]);
+      if (Number(reply[0]) === -6) throw claimLost(j.id);
       const created = Number(reply[0]) === 1;
       const job = created ? built : decodeFlat(reply[1]);
       if (!job) throw new JobStoreError('unexpected_reply', `create returned no record for ${j.id}`);

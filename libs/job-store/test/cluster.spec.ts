@@ -59,6 +59,17 @@ describe('job-store on a 6-node Redis Cluster', () => {
     }
   }, 30_000);
 
+  it('a create with a claim that names another job writes nothing (P21), across the nodes', async () => {
+    const j = newJob({ tenant: 'claims' });
+    const claim = jobKeys.idempotency('claims', 'k-1');
+    await redis.set(claim, 'someone-else');
+    await expect(store.createJob(j, { claim })).rejects.toMatchObject({ code: 'claim_lost' });
+    expect(await redis.exists(jobKeys.meta(j.id))).toBe(0);
+    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+    await redis.set(claim, j.id);
+    expect((await store.createJob(j, { claim })).state).toBe('PENDING');
+  });
+
   describe('through a client that knows no owner for any slot', () => {
     // Before a CLUSTER SLOTS answer covers a slot, ioredis sends a command for it to a random
     // master, which answers MOVED; so a ZADD and a PEXPIRE of one key sent together can land on

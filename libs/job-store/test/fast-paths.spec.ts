@@ -372,6 +372,18 @@ describe('job-store fast paths (real Redis)', () => {
     }
   });
 
+  it('a create with a claim writes only while the claim names the job; otherwise claim_lost and nothing written (P21)', async () => {
+    const j = newJob({ tenant: 'claims' });
+    const claim = jobKeys.idempotency('claims', 'k-1');
+    await redis.set(claim, 'someone-else');
+    await expect(store.createJob(j, { claim })).rejects.toMatchObject({ code: 'claim_lost' });
+    expect(await redis.exists(jobKeys.meta(j.id))).toBe(0);
+    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+    await redis.set(claim, j.id);
+    expect((await store.createJob(j, { claim })).state).toBe('PENDING');
+    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).not.toBeNull();
+  });
+
   it('a create whose index key is not a sorted set fails before the record exists (nothing half-written)', async () => {
     await redis.set(jobKeys.indexAll('idx-bad'), 'not a zset');
     try {

@@ -3,7 +3,7 @@
 // job record (+ ctx) → publish. Every exit without a job releases the claim.
 import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
-import { policyCheckInit, type JobRecord, type JobStore, type NewJob, type Priority, type SafetyRecord } from '@cordum/job-store';
+import { JobStoreError, jobKeys, policyCheckInit, type JobRecord, type JobStore, type NewJob, type Priority, type SafetyRecord } from '@cordum/job-store';
 import type { RedisClient } from '@cordum/redis';
 import type { Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
@@ -70,6 +70,11 @@ export interface SubmitService {
  * Fail fast instead of queueing behind a reconnect: only a ready client (or a
  * lazy one that has not dialled yet) is used (BEHAVIOURS §8).
  */
+/** job-store's refusal to create a job whose idempotency claim another request took over (P21). */
+function isClaimLost(err: unknown): boolean {
+  return err instanceof JobStoreError && err.code === 'claim_lost';
+}
+
 export function redisUsable(redis: RedisClient): boolean {
   return redis.status === 'ready' || redis.status === 'wait';
 }
@@ -84,7 +89,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     try {
       return await withTimeout(fn(), STORE_TIMEOUT_MS, what);
     } catch (err) {
-      if (err instanceof SubmitError) throw err;
+      if (err instanceof SubmitError || isClaimLost(err)) throw err;
       throw new SubmitError('redis_unavailable', `${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
   };
@@ -170,7 +175,8 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     // writes the DLQ entry. What follows the record (DLQ entry, index TTLs) is sent with it but
     // awaited after the publish (issue 7: the scheduler gets the job one Redis round trip sooner).
     const sideWrites: Promise<void>[] = [];
-    const job = await store('create job', () => deps.store.createJob(newJob, { sideWrites }));
+    const claim = cmd.idempotencyKey !== undefined ? jobKeys.idempotency(cmd.tenant, cmd.idempotencyKey) : undefined;
+    const job = await store('create job', () => deps.store.createJob(newJob, { sideWrites, claim }));
     const indexed = (): Promise<unknown> => store('index job', () => Promise.all(sideWrites));
     if (job.state !== 'PENDING') {
       await indexed();
@@ -192,33 +198,50 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     return { kind: 'accepted', jobId, traceId };
   };
 
+  /** One claim-and-create; null when the claim was taken over before the record was written (P21). */
+  const submitOnce = async (cmd: SubmitCommand, jobId: string, traceId: string): Promise<SubmitOutcome | null> => {
+    const key = cmd.idempotencyKey;
+    if (key !== undefined) {
+      for (;;) {
+        const claim = await store('idempotency claim', () => claims.claim(cmd.tenant, key, jobId));
+        if (claim.kind === 'claimed') break;
+        const previous = await replay(cmd.tenant, key, claim.jobId);
+        if (previous) return previous;
+      }
+    }
+    let jobExists = false;
+    try {
+      const out = await runClaimed(cmd, jobId, traceId);
+      jobExists = true;
+      return out;
+    } catch (err) {
+      // This request was taken for dead (claim older than STALE_CLAIM_MS, a paused replica) and
+      // another one took the key: nothing was written; answer as that request's duplicate.
+      if (isClaimLost(err)) {
+        log.warn('idempotency claim taken over before the job was written; answering with the job of the key', { tenant: cmd.tenant, job_id: jobId });
+        return null;
+      }
+      // submit_state_unknown: a job exists and may run, so the key must keep pointing at it.
+      jobExists = err instanceof SubmitError && err.code === 'submit_state_unknown';
+      throw err;
+    } finally {
+      if (key !== undefined && !jobExists) {
+        await claims.release(cmd.tenant, key, jobId).catch((e: unknown) => log.warn('idempotency claim release failed', { err: String(e) }));
+      }
+    }
+  };
+
   return {
     async submit(cmd) {
       const jobId = cmd.jobId ?? randomUUID();
       const traceId = randomUUID();
-      const key = cmd.idempotencyKey;
-      if (key !== undefined) {
-        for (;;) {
-          const claim = await store('idempotency claim', () => claims.claim(cmd.tenant, key, jobId));
-          if (claim.kind === 'claimed') break;
-          const previous = await replay(cmd.tenant, key, claim.jobId);
-          if (previous) return previous;
-        }
+      // A lost claim is retried as a duplicate of the key's request (nothing of the job was written
+      // but its input, under the same id); lost three times in a row is a key changing hands: 409.
+      for (let round = 0; round < 3; round++) {
+        const out = await submitOnce(cmd, jobId, traceId);
+        if (out) return out;
       }
-      let jobExists = false;
-      try {
-        const out = await runClaimed(cmd, jobId, traceId);
-        jobExists = true;
-        return out;
-      } catch (err) {
-        // submit_state_unknown: a job exists and may run, so the key must keep pointing at it.
-        jobExists = err instanceof SubmitError && err.code === 'submit_state_unknown';
-        throw err;
-      } finally {
-        if (key !== undefined && !jobExists) {
-          await claims.release(cmd.tenant, key, jobId).catch((e: unknown) => log.warn('idempotency claim release failed', { err: String(e) }));
-        }
-      }
+      throw new SubmitError('idempotency_in_progress', 'a request with this idempotency key is still in progress');
     },
   };
 }
