@@ -99,11 +99,12 @@ export type ReattemptResult =
   | { ok: false; reason: 'not_found' | 'fenced' | 'state_mismatch' | 'claimed'; current?: JobRecord };
 
 export interface JobStore extends JobScans {
-  /** `sideWrites` as in TransitionOptions: the indexes (and a DENIED job's DLQ entry) are started, not awaited. */
   /**
-   * `claim`: the key of the submit's idempotency claim (D25), which must still name `j.id` when
-   * the record is written (in the create script on standalone Redis; read just before it on a
-   * cluster); otherwise nothing is written and JobStoreError `claim_lost` is thrown (P21).
+   * `sideWrites` as in TransitionOptions: what follows the record (the listing keys' TTLs, a
+   * DENIED job's DLQ entry) is started, not awaited; the new job's index entries go with the
+   * record (P20). `claim`: the key of the submit's idempotency claim (D25), which must still name
+   * `j.id` when the record is written (in the create script on standalone Redis; read just before
+   * it on a cluster); otherwise nothing is written and JobStoreError `claim_lost` is thrown (P21).
    */
   createJob(j: NewJob, o?: { sideWrites?: Promise<void>[]; claim?: string }): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | null>;

@@ -6,7 +6,7 @@ import { startRedisCluster, type TestCluster } from '@cordum/testing';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createJobStore, jobKeys, type JobStore } from '../src';
 import { createIndexWriter } from '../src/index-writer';
-import { holdLock, newJob } from './helpers';
+import { expectClaimGuard, holdLock, newJob } from './helpers';
 
 describe('job-store on a 6-node Redis Cluster', () => {
   let cluster: TestCluster;
@@ -60,15 +60,9 @@ describe('job-store on a 6-node Redis Cluster', () => {
   }, 30_000);
 
   it('a create with a claim that names another job writes nothing (P21), across the nodes', async () => {
-    const j = newJob({ tenant: 'claims' });
-    const claim = jobKeys.idempotency('claims', 'k-1');
-    await redis.set(claim, 'someone-else');
-    await expect(store.createJob(j, { claim })).rejects.toMatchObject({ code: 'claim_lost' });
-    expect(await redis.exists(jobKeys.meta(j.id))).toBe(0);
-    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
-    await redis.set(claim, j.id);
-    expect((await store.createJob(j, { claim })).state).toBe('PENDING');
+    await expectClaimGuard(store, redis);
   });
+
 
   describe('through a client that knows no owner for any slot', () => {
     // Before a CLUSTER SLOTS answer covers a slot, ioredis sends a command for it to a random

@@ -7,7 +7,7 @@ import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { createJobStore, jobKeys, type JobRecord, type JobStore } from '../src';
 import { createIndexWriter } from '../src/index-writer';
-import { drive, holdLock, newJob } from './helpers';
+import { drive, expectClaimGuard, holdLock, newJob } from './helpers';
 
 describe('job-store fast paths (real Redis)', () => {
   let server: TestServer;
@@ -373,16 +373,9 @@ describe('job-store fast paths (real Redis)', () => {
   });
 
   it('a create with a claim writes only while the claim names the job; otherwise claim_lost and nothing written (P21)', async () => {
-    const j = newJob({ tenant: 'claims' });
-    const claim = jobKeys.idempotency('claims', 'k-1');
-    await redis.set(claim, 'someone-else');
-    await expect(store.createJob(j, { claim })).rejects.toMatchObject({ code: 'claim_lost' });
-    expect(await redis.exists(jobKeys.meta(j.id))).toBe(0);
-    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
-    await redis.set(claim, j.id);
-    expect((await store.createJob(j, { claim })).state).toBe('PENDING');
-    expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).not.toBeNull();
+    await expectClaimGuard(store, redis);
   });
+
 
   it('a create whose index key is not a sorted set fails before the record exists (nothing half-written)', async () => {
     await redis.set(jobKeys.indexAll('idx-bad'), 'not a zset');

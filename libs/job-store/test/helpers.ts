@@ -41,3 +41,16 @@ export async function drive(store: JobStore, redis: RedisClient, j: NewJob, path
   }
   return token;
 }
+
+/** P21 on either backend: a create whose claim names another job writes nothing; once it names the job, it creates. */
+export async function expectClaimGuard(store: JobStore, redis: RedisClient): Promise<void> {
+  const j = newJob({ tenant: 'claims' });
+  const claim = jobKeys.idempotency('claims', `k-${j.id}`);
+  await redis.set(claim, 'someone-else');
+  await expect(store.createJob(j, { claim })).rejects.toMatchObject({ code: 'claim_lost' });
+  expect(await redis.exists(jobKeys.meta(j.id))).toBe(0);
+  expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
+  await redis.set(claim, j.id);
+  expect((await store.createJob(j, { claim })).state).toBe('PENDING');
+  expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).not.toBeNull();
+}
