@@ -166,6 +166,8 @@ export const MAX_DECISIONS = 100;
 
 type Reply = [number, ...unknown[]];
 
+/** What create-n.lua answers when the submit's idempotency claim no longer names the job (P21). */
+const CLAIM_LOST = -6;
 const claimLost = (id: string): JobStoreError => new JobStoreError('claim_lost', `the idempotency claim no longer names job ${id}; nothing written`);
 
 /** One sorted-set entry of a job (its member is the job id); `listing`: a D16 tenant index on the job TTL. */
@@ -400,7 +402,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       }
       for (const v of flatFields(fields)) args.push(v);
       const [, reply] = await Promise.all([ctxWritten, scripts.run<Reply>('create', keys, args)]);
-      if (Number(reply[0]) === -6) throw claimLost(j.id);
+      if (Number(reply[0]) === CLAIM_LOST) throw claimLost(j.id);
       const created = Number(reply[0]) === 1;
       const job = created ? built : decodeFlat(reply[1]);
       if (!job) throw new JobStoreError('unexpected_reply', `create returned no record for ${j.id}`);

@@ -70,13 +70,13 @@ export interface SubmitService {
  * Fail fast instead of queueing behind a reconnect: only a ready client (or a
  * lazy one that has not dialled yet) is used (BEHAVIOURS §8).
  */
+export function redisUsable(redis: RedisClient): boolean {
+  return redis.status === 'ready' || redis.status === 'wait';
+}
+
 /** job-store's refusal to create a job whose idempotency claim another request took over (P21). */
 function isClaimLost(err: unknown): boolean {
   return err instanceof JobStoreError && err.code === 'claim_lost';
-}
-
-export function redisUsable(redis: RedisClient): boolean {
-  return redis.status === 'ready' || redis.status === 'wait';
 }
 
 export function createSubmitService(deps: SubmitDeps): SubmitService {
