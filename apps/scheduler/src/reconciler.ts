@@ -42,7 +42,7 @@ async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: 
     await withJobLock(ctx, e.id, async (lease) => {
       const job = await ctx.store.getJob(e.id);
       if (!job || job.state !== seenIn) {
-        await ctx.store.reindex(e.id, seenIn, job?.state ?? null, job?.updatedAt ?? Date.now(), job ?? undefined);
+        await ctx.store.repairIndex(e.id, seenIn, job);
         return;
       }
       await fn(lease, job);

@@ -105,7 +105,7 @@ function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null): Prom
   return underJobLock(ctx, id, 'replay failed', async (lease) => {
     const job = await ctx.store.getJob(id);
     if (seenIn && (!job || job.state !== seenIn)) {
-      await ctx.store.reindex(id, seenIn, job?.state ?? null, job?.updatedAt ?? Date.now(), job ?? undefined);
+      await ctx.store.repairIndex(id, seenIn, job);
       return false;
     }
     if (!job || !ORPHAN_STATES.includes(job.state)) return false;

@@ -4,6 +4,7 @@
 import type { RedisClient } from '@cordum/redis';
 import { jobKeys } from './keys';
 import { ACTIVE_STATES, type JobState } from './states';
+import type { JobRecord } from './types';
 
 export interface ScoredId {
   id: string;
@@ -23,12 +24,16 @@ export interface JobScans {
   /**
    * Repairs the in-flight indexes after a crash between a write and its index update: drops `id`
    * from `seenIn` and files it under `actual` (when that is an in-flight state) scored `sinceMs`.
-   * Terminal jobs also leave `job:deadline` and `job:retry`. With `listing` (the record's tenant
-   * and createdAt) a job found in another state is also filed in that state's tenant listing
+   * Terminal jobs also leave `job:deadline` and `job:retry`.
+   */
+  reindex(id: string, seenIn: JobState, actual: JobState | null, sinceMs: number): Promise<void>;
+  /**
+   * reindex for a job found through `seenIn` and read back as `job` (null: gone): filed under its
+   * actual state since its last write, and, when it moved on, also in that state's tenant listing
    * (D16), which its lost index move would have done: a job re-held for approval by a replica
    * that died right after shows in the approvals list.
    */
-  reindex(id: string, seenIn: JobState, actual: JobState | null, sinceMs: number, listing?: { tenant: string; createdAt: number }): Promise<void>;
+  repairIndex(id: string, seenIn: JobState, job: Pick<JobRecord, 'state' | 'updatedAt' | 'tenant' | 'createdAt'> | null): Promise<void>;
   /**
    * P15: parks a job waiting for a worker on `topic` until `expiresAtMs` (its D13 bound): one entry
    * in `job:parked:<topic>`, the topic in `job:parked:topics`, no `job:retry` entry, and its orphan
@@ -65,6 +70,13 @@ export function createJobScans(redis: RedisClient): JobScans {
   const touchOrphanClock = async (id: string, state: JobState, atMs: number): Promise<void> => {
     await redis.zadd(jobKeys.active(state), 'GT', atMs, id);
   };
+  const reindex = async (id: string, seenIn: JobState, actual: JobState | null, sinceMs: number): Promise<void> => {
+    if (actual && ACTIVE_STATES.has(actual)) await redis.zadd(jobKeys.active(actual), sinceMs, id);
+    if (actual !== seenIn) await redis.zrem(jobKeys.active(seenIn), id);
+    if (!actual || !ACTIVE_STATES.has(actual)) {
+      if (actual !== 'APPROVAL_REQUIRED') await Promise.all([redis.zrem(jobKeys.deadline(), id), redis.zrem(jobKeys.retry(), id)]);
+    }
+  };
   return {
     listActive: (state, beforeMs, limit) => range(jobKeys.active(state), beforeMs, limit),
     listDeadlineDue: (nowMs, limit) => range(jobKeys.deadline(), nowMs, limit),
@@ -75,13 +87,10 @@ export function createJobScans(redis: RedisClient): JobScans {
     async removeRetry(id) {
       await redis.zrem(jobKeys.retry(), id);
     },
-    async reindex(id, seenIn, actual, sinceMs, listing) {
-      if (actual && ACTIVE_STATES.has(actual)) await redis.zadd(jobKeys.active(actual), sinceMs, id);
-      if (actual && actual !== seenIn && listing) await redis.zadd(jobKeys.indexState(listing.tenant, actual), listing.createdAt, id);
-      if (actual !== seenIn) await redis.zrem(jobKeys.active(seenIn), id);
-      if (!actual || !ACTIVE_STATES.has(actual)) {
-        if (actual !== 'APPROVAL_REQUIRED') await Promise.all([redis.zrem(jobKeys.deadline(), id), redis.zrem(jobKeys.retry(), id)]);
-      }
+    reindex,
+    async repairIndex(id, seenIn, job) {
+      if (job && job.state !== seenIn) await redis.zadd(jobKeys.indexState(job.tenant, job.state), job.createdAt, id);
+      await reindex(id, seenIn, job?.state ?? null, job?.updatedAt ?? Date.now());
     },
     async park(id, topic, state, expiresAtMs) {
       await Promise.all([
