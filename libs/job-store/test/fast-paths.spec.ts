@@ -27,6 +27,21 @@ describe('job-store fast paths (real Redis)', () => {
 
   const dispatch = { dispatchId: 'd-1', attempt: 1, published: false, subject: 'job.echo', workerId: 'w1' };
 
+  /** Runs `fn` with Redis MONITOR on (a second connection, closed after): commands sent (`top`) and run inside scripts (`inner`). */
+  async function monitored(fn: (top: string[][], inner: string[][]) => Promise<void>): Promise<void> {
+    const base = new Redis(server.url);
+    const mon = await base.monitor();
+    const top: string[][] = [];
+    const inner: string[][] = [];
+    mon.on('monitor', (_time: string, argv: string[], source: string) => (source === 'lua' ? inner : top).push(argv));
+    try {
+      await fn(top, inner);
+    } finally {
+      mon.disconnect();
+      base.disconnect();
+    }
+  }
+
   it('a transition given the current record returns exactly what a read-back returns', async () => {
     const j = newJob({ safety: { decision: 'allow', reason: 'ok', ruleId: 'r', policySnapshot: 's' } });
     const created = await store.createJob(j);
@@ -202,12 +217,7 @@ describe('job-store fast paths (real Redis)', () => {
     // Warm the scripts first, so MONITOR shows EVALSHA only (no NOSCRIPT → EVAL fallback).
     const w = newJob({ tenant: 'mono' });
     await store.transition(w.id, 'SCHEDULED', { token: await holdLock(redis, w.id), from: ['PENDING'], current: await store.createJob(w) });
-    const base = new Redis(server.url);
-    const mon = await base.monitor(); // a second connection: both are closed in `finally`
-    const top: string[][] = [];
-    const inner: string[][] = [];
-    mon.on('monitor', (_time: string, argv: string[], source: string) => (source === 'lua' ? inner : top).push(argv));
-    try {
+    await monitored(async (top, inner) => {
       const j = newJob({ tenant: 'mono' });
       const created = await store.createJob(j);
       const token = await holdLock(redis, j.id);
@@ -243,18 +253,11 @@ describe('job-store fast paths (real Redis)', () => {
       expect(await redis.zscore(jobKeys.indexAll('mono'), j.id)).not.toBeNull();
       expect(await redis.zscore(jobKeys.active('SCHEDULED'), j.id)).not.toBeNull();
       expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).toBeNull();
-    } finally {
-      mon.disconnect();
-      base.disconnect();
-    }
+    });
   });
   it('expireResult puts the result on the job TTL ahead of the terminal write: the patch pointer, else res:<id> (D45)', async () => {
     const ttl = 7 * 24 * 3600 * 1000;
-    const base = new Redis(server.url);
-    const mon = await base.monitor(); // a second connection: both are closed in `finally`
-    const top: string[][] = [];
-    mon.on('monitor', (_time: string, argv: string[], source: string) => source !== 'lua' && top.push(argv));
-    try {
+    await monitored(async (top) => {
       const ids: string[] = [];
       for (const resultPtr of ['redis://res:elsewhere-' + String(Date.now()), undefined]) {
         const j = newJob();
@@ -281,10 +284,7 @@ describe('job-store fast paths (real Redis)', () => {
       const r = await store.transition(j.id, 'SUCCEEDED', { token, current: d.ok ? d.job : undefined });
       expect(r.ok).toBe(true);
       expect(await redis.pttl(jobKeys.res(j.id))).toBe(-1);
-    } finally {
-      mon.disconnect();
-      base.disconnect();
-    }
+    });
   });
   it('a batch larger than the script unpack chunk (1,000) is written whole, adds before removes', async () => {
     const writer = createIndexWriter(redis);
@@ -346,30 +346,24 @@ describe('job-store fast paths (real Redis)', () => {
   });
 
   it('an approval (APPROVAL_REQUIRED → PENDING) files the job in job:active:PENDING before its transition runs', async () => {
-    const held = await store.createJob(newJob({ tenant: 'approve-order', initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'r', ruleId: 'r1', policySnapshot: 's' } }));
+    const heldJob = () => newJob({ tenant: 'approve-order', initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'r', ruleId: 'r1', policySnapshot: 's' } });
+    const held = await store.createJob(heldJob());
     expect(await redis.zscore(jobKeys.active('PENDING'), held.id)).toBeNull();
-    const base = new Redis(server.url);
-    const mon = await base.monitor();
-    const top: string[][] = [];
-    mon.on('monitor', (_time: string, argv: string[], source: string) => void (source === 'lua' ? undefined : top.push(argv)));
-    try {
+    await monitored(async (top) => {
       const r = await store.transition(held.id, 'PENDING', { token: await holdLock(redis, held.id), from: ['APPROVAL_REQUIRED'] });
       expect(r.ok).toBe(true);
       await waitFor(() => top.filter((a) => a[0]?.toLowerCase() === 'evalsha' && a.includes(jobKeys.meta(held.id))).length === 1, 5_000, { message: 'transition in MONITOR' });
       const order = top.filter((a) => a.includes(held.id) || a.includes(jobKeys.meta(held.id))).map((a) => `${a[0]?.toLowerCase()} ${a[0]?.toLowerCase() === 'evalsha' ? a[3] : a[1]}`);
       expect(order.filter((c) => !c.startsWith('set ')).slice(0, 2)).toEqual([`zadd ${jobKeys.active('PENDING')}`, `evalsha ${jobKeys.meta(held.id)}`]);
       // A refused approval leaves an entry naming a job still held; the replayer's look drops it.
-      const other = await store.createJob(newJob({ tenant: 'approve-order', initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'r', ruleId: 'r1', policySnapshot: 's' } }));
+      const other = await store.createJob(heldJob());
       const refused = await store.transition(other.id, 'PENDING', { token: 'not-the-lock:1', from: ['APPROVAL_REQUIRED'] });
       expect(refused).toMatchObject({ ok: false, reason: 'fenced' });
       expect(await redis.zscore(jobKeys.active('PENDING'), other.id)).not.toBeNull();
       await store.reindex(other.id, 'PENDING', (await store.getJob(other.id))?.state ?? null, Date.now());
       expect(await redis.zscore(jobKeys.active('PENDING'), other.id)).toBeNull();
       expect(await redis.zscore(jobKeys.indexState('approve-order', 'APPROVAL_REQUIRED'), other.id)).not.toBeNull();
-    } finally {
-      mon.disconnect();
-      base.disconnect();
-    }
+    });
   });
 
   it('a create with a claim writes only while the claim names the job; otherwise claim_lost and nothing written (P21)', async () => {
