@@ -77,6 +77,18 @@ describe('sys.job.dlq', () => {
     expect((list.body['items'] as { job_id: string }[]).map((e) => e.job_id)).toContain(id);
   });
 
+  it('does not bring back an entry an admin deleted when a notice for it comes late (P22)', async () => {
+    const present = await counted('present');
+    const { id } = await submit('job.ok.deleted-entry');
+    await clients.failJob(id);
+    const del = await call(rig.url, 'DELETE', `/api/v1/dlq/${id}`, { key: KEYS.admin });
+    expect(del.status).toBe(204);
+    await publishNotice(await record(id));
+    await waitFor(async () => (await counted('present')) >= present + 1, 5_000, { message: 'consumer saw the late notice' });
+    expect(await store.getDlq(id)).toBeNull();
+    expect(await redis.zscore(jobKeys.dlqIndexTenant('acme'), id)).toBeNull();
+  });
+
   it('acks notices for an unknown job or a job outside a DLQ state and changes nothing', async () => {
     const [unknown, notDlq] = [await counted('unknown_job'), await counted('not_dlq_state')];
     const { id } = await submit('job.ok.still-pending');

@@ -291,7 +291,17 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       attempts: job.attempts,
       created_at: new Date(job.finishedAt ?? now()).toISOString(),
     };
-    const created = await redis.set(jobKeys.dlqEntry(job.id), JSON.stringify(entry), 'PX', DLQ_TTL_MS, 'NX');
+    const written = redis.set(jobKeys.dlqEntry(job.id), JSON.stringify(entry), 'PX', DLQ_TTL_MS, 'NX');
+    written.catch(() => undefined); // awaited below
+    await sentInOrder(written);
+    // After the SET (same round trip on standalone): an entry an operator deleted stays deleted. A
+    // job never re-enters a DLQ state, so a write after the delete is a re-run (a redelivered
+    // result, a late sys.job.dlq notice): undo what it may just have created, and stop (P22).
+    const [created, deleted] = await Promise.all([written, redis.exists(jobKeys.dlqDeleted(job.id))]);
+    if (deleted) {
+      if (created === 'OK') await redis.del(jobKeys.dlqEntry(job.id));
+      return false;
+    }
     await redis.zadd(jobKeys.dlqIndex(), 'NX', job.finishedAt ?? now(), job.id);
     const tenantIndex = jobKeys.dlqIndexTenant(job.tenant);
     // The PEXPIRE must run after the ZADD that may create the key: on a missing key it is a no-op.
@@ -511,6 +521,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     },
 
     async deleteDlq(entry) {
+      // The tombstone first: a write re-run from here on finds it (P22).
+      await redis.set(jobKeys.dlqDeleted(entry.job_id), '1', 'PX', DLQ_TTL_MS);
       const [deleted] = await Promise.all([
         redis.del(jobKeys.dlqEntry(entry.job_id)),
         redis.zrem(jobKeys.dlqIndex(), entry.job_id),

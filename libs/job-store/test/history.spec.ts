@@ -59,4 +59,21 @@ describe.each(REDIS_BACKENDS)('decision history and tenant DLQ index (%s Redis)'
     expect(await redis.zscore(jobKeys.dlqIndexTenant('initech'), j.id)).toBeNull();
     expect(await store.deleteDlq(entry!)).toBe(false);
   });
+
+  it('a DLQ entry an operator deleted is not written again by a re-run of its write (a redelivery, a late notice; P22)', async () => {
+    const notified: string[] = [];
+    const notifying = createJobStore(redis, { jobTtlMs: 60_000, onDlq: (job) => notified.push(job.id) });
+    const j = newJob({ tenant: 'initech', initialState: 'DENIED', safety: safety('deny', 'r-deny') });
+    const job = await notifying.createJob(j);
+    expect(notified).toEqual([j.id]);
+    expect(await notifying.deleteDlq((await notifying.getDlq(j.id))!)).toBe(true);
+    expect(await notifying.writeDlq(job)).toBe(false);
+    expect(await notifying.getDlq(j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.dlqIndex(), j.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.dlqIndexTenant('initech'), j.id)).toBeNull();
+    expect(notified).toEqual([j.id]);
+    // Another job's entry is written as before.
+    const other = await notifying.createJob(newJob({ tenant: 'initech', initialState: 'DENIED', safety: safety('deny', 'r-deny') }));
+    expect(await notifying.getDlq(other.id)).not.toBeNull();
+  });
 });

@@ -42,7 +42,7 @@ export function dlqNoticeHandler(o: { store: JobStore; logger: Logger; counted: 
 export function startDlqNoticeConsumer(o: { bus: Bus; store: JobStore; logger: Logger; registry: Registry }): Promise<Consumer> {
   const notices = new Counter({
     name: 'cordum_dlq_notices_total',
-    help: 'sys.job.dlq notices this replica consumed, by outcome (present: entry already written; filed: written from the notice)',
+    help: 'sys.job.dlq notices this replica consumed, by outcome (present: entry already written, or deleted by an operator; filed: written from the notice)',
     labelNames: ['outcome'],
     registers: [o.registry],
   });
