@@ -12,7 +12,7 @@
 // Before both, parked topics (P15): jobs waiting on a topic nobody served are
 // moved back to `job:retry` once a worker serves it, or failed at their bound.
 import type { HandlerOutcome } from '@cordum/bus';
-import type { JobState, ScoredId } from '@cordum/job-store';
+import type { JobRecord, JobState, ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
@@ -94,10 +94,34 @@ function expire(ctx: SchedulerContext, id: string): Promise<boolean> {
   return underJobLock(ctx, id, 'expiring a parked job failed', async (lease) => {
     const job = await ctx.store.getJob(id);
     if (!job || (job.state !== 'PENDING' && job.state !== 'RETRYING')) return false;
-    const tries = job.scheduleTries ?? 1;
-    await failNoWorker(ctx, lease, job, parkPlan(tries, job.updatedAt, job.createdAt, ctx.config.replay).tries);
+    await failParked(ctx, lease, job);
     return true;
   });
+}
+
+function failParked(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
+  return failNoWorker(ctx, lease, job, parkPlan(job.scheduleTries ?? 1, job.updatedAt, job.createdAt, ctx.config.replay).tries);
+}
+
+/**
+ * A job the orphan sweep finds parked (P15) is no orphan, whatever its age: parking moved its
+ * orphan clock to its expiry, and a backlog expiring faster than the LIMIT parked jobs per turn
+ * above is reached by the sweep a pendingAge later. Re-driving it would count a try and park it
+ * again with a new plan, past its bound, at a Check per job. Past its expiry it fails here as
+ * above (a topic served again is left to the unpark above); before, its clock goes back to the
+ * expiry. true when the job was parked.
+ */
+async function settleParked(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<boolean> {
+  const expiresAt = await ctx.store.parkedExpiry(job.topic, job.id);
+  if (expiresAt === null) return false;
+  const now = Date.now();
+  if (expiresAt > now || topicServed(ctx.pools(), ctx.workers.live(), job.topic)) {
+    await ctx.store.touchOrphanClock(job.id, job.state, Math.max(expiresAt, now));
+    return true;
+  }
+  await failParked(ctx, lease, job);
+  await ctx.store.unpark(job.topic, [job.id]);
+  return true;
 }
 
 /** true when the job was found in a drivable state and driven. */
@@ -109,6 +133,7 @@ function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null): Prom
       return false;
     }
     if (!job || !ORPHAN_STATES.includes(job.state)) return false;
+    if (seenIn && (await settleParked(ctx, lease, job))) return false;
     const out: HandlerOutcome = await driveJob(ctx, lease, job);
     if (out.kind === 'nak') await ctx.store.scheduleRetry(id, Date.now() + (out.delayMs ?? 1000));
     // The job was touched: refresh its orphan clock so it is not re-driven every turn.

@@ -44,6 +44,8 @@ export interface JobScans {
   listParkedTopics(): Promise<string[]>;
   /** Parked jobs of `topic` expiring at or before `maxMs` (Infinity: all), soonest first. */
   listParked(topic: string, maxMs: number, limit: number): Promise<ScoredId[]>;
+  /** When the job parked on `topic` expires (its parked score), or null when it is not parked there. */
+  parkedExpiry(topic: string, id: string): Promise<number | null>;
   /** Drops parked entries; when `dueAtMs` is given they move to `job:retry` due then. */
   unpark(topic: string, ids: string[], dueAtMs?: number): Promise<void>;
   /** Forgets a topic whose parked set is empty (re-adds it if a park raced the removal). */
@@ -102,6 +104,10 @@ export function createJobScans(redis: RedisClient): JobScans {
     },
     listParkedTopics: () => redis.smembers(jobKeys.parkedTopics()),
     listParked: (topic, maxMs, limit) => range(jobKeys.parked(topic), Number.isFinite(maxMs) ? maxMs : '+inf', limit),
+    async parkedExpiry(topic, id) {
+      const score = await redis.zscore(jobKeys.parked(topic), id);
+      return score === null ? null : Number(score);
+    },
     async unpark(topic, ids, dueAtMs) {
       if (ids.length === 0) return;
       if (dueAtMs !== undefined) await redis.zadd(jobKeys.retry(), ...ids.flatMap((id) => [dueAtMs, id]));

@@ -97,7 +97,7 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(await store.hasRetry('r-2')).toBe(true);
   });
 
-  it('parks jobs per topic (P15): out of job:retry, orphan clock moved to the expiry and never back, listed by expiry, unparked to job:retry, topic forgotten when empty', async () => {
+  it('parks jobs per topic (P15): out of job:retry, orphan clock moved to the expiry and never back, listed by expiry, its expiry read back, unparked to job:retry, topic forgotten when empty', async () => {
     const j = newJob();
     await drive(store, redis, j, []);
     await store.scheduleRetry(j.id, 50);
@@ -111,7 +111,9 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(await store.listParkedTopics()).toContain(topic);
     expect((await store.listParked(topic, 4_500_000_000_000, 10)).map((e) => e.id)).toEqual(['p-2']);
     expect((await store.listParked(topic, Infinity, 10)).map((e) => e.id)).toEqual(['p-2', j.id]);
+    expect({ j: await store.parkedExpiry(topic, j.id), other: await store.parkedExpiry('job.elsewhere', j.id) }).toEqual({ j: 5_000_000_000_000, other: null });
     await store.unpark(topic, ['p-2']);
+    expect(await store.parkedExpiry(topic, 'p-2')).toBeNull();
     await store.dropParkedTopicIfEmpty(topic);
     expect(await store.listParkedTopics()).toContain(topic);
     await store.unpark(topic, [j.id], 77);
