@@ -19,8 +19,11 @@ export const jobKeys = {
   dlqIndex: (): string => 'dlq:index',
   /** Per-tenant DLQ index (additive to the global `dlq:index`) so a tenant's list never pages through others' entries. */
   dlqIndexTenant: (tenant: string): string => `dlq:index:{${tenant}}`,
-  /** Tombstone of a DLQ entry an operator deleted (DLQ TTL): a re-run of its write must not bring it back (P22). */
-  dlqDeleted: (id: string): string => `dlq:deleted:${id}`,
+  /**
+   * Tombstone of a DLQ entry an operator deleted (DLQ TTL): a re-run of its write must not bring it
+   * back (P22). Hash-tagged with the entry's key name, so dlq-set-2.lua reads both in one slot.
+   */
+  dlqDeleted: (id: string): string => `{dlq:entry:${id}}:deleted`,
   /** Retry claim of a DLQ entry (D14): SET NX holding the one new job id. */
   dlqRetry: (id: string): string => `dlq:retry:${id}`,
   /** Safety decision history of a job (same tag as meta): JSON entries, oldest first. */

@@ -5,6 +5,7 @@ import markPublishedLua from './lua/mark-published-2.lua';
 import reattemptLua from './lua/reattempt-3.lua';
 import markRunningLua from './lua/mark-running-2.lua';
 import finishLua from './lua/finish-2.lua';
+import dlqSetLua from './lua/dlq-set-2.lua';
 import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields } from './codec';
 import { createIndexWriter } from './index-writer';
 import { failureFromCode, JobStoreError } from './errors';
@@ -177,6 +178,9 @@ interface IndexEntry {
   listing: boolean;
 }
 
+/** What dlq-set-2.lua answers for an entry an operator deleted (P22). */
+const DLQ_DELETED = -1;
+
 /** What the lock-free scripts (mark-running-2.lua, finish-2.lua) answer when they write nothing. */
 const UNLOCKED_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch'>> = { 0: 'busy', [-1]: 'not_found', [-4]: 'state_mismatch', [-5]: 'stale_dispatch' };
 
@@ -188,6 +192,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     scriptSpec('reattempt-3.lua', reattemptLua),
     scriptSpec('mark-running-2.lua', markRunningLua),
     scriptSpec('finish-2.lua', finishLua),
+    scriptSpec('dlq-set-2.lua', dlqSetLua),
   ]);
   const now = opts.now ?? Date.now;
   const ttl = opts.jobTtlMs;
@@ -291,17 +296,9 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       attempts: job.attempts,
       created_at: new Date(job.finishedAt ?? now()).toISOString(),
     };
-    const written = redis.set(jobKeys.dlqEntry(job.id), JSON.stringify(entry), 'PX', DLQ_TTL_MS, 'NX');
-    written.catch(() => undefined); // awaited below
-    await sentInOrder(written);
-    // After the SET (same round trip on standalone): an entry an operator deleted stays deleted. A
-    // job never re-enters a DLQ state, so a write after the delete is a re-run (a redelivered
-    // result, a late sys.job.dlq notice): undo what it may just have created, and stop (P22).
-    const [created, deleted] = await Promise.all([written, redis.exists(jobKeys.dlqDeleted(job.id))]);
-    if (deleted) {
-      if (created === 'OK') await redis.del(jobKeys.dlqEntry(job.id));
-      return false;
-    }
+    // An entry an operator deleted stays deleted: the tombstone is checked in the same script (P22).
+    const written = await scripts.run<number>('dlq-set', [jobKeys.dlqEntry(job.id), jobKeys.dlqDeleted(job.id)], [JSON.stringify(entry), DLQ_TTL_MS]);
+    if (written === DLQ_DELETED) return false;
     await redis.zadd(jobKeys.dlqIndex(), 'NX', job.finishedAt ?? now(), job.id);
     const tenantIndex = jobKeys.dlqIndexTenant(job.tenant);
     // The PEXPIRE must run after the ZADD that may create the key: on a missing key it is a no-op.
@@ -315,7 +312,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         // A notification hook must never fail a committed write.
       }
     }
-    return created === 'OK';
+    return written === 1;
   }
 
   /**

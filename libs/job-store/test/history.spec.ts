@@ -1,6 +1,6 @@
 // Additive job-store pieces used by the gateway: per-job decision history,
 // per-tenant DLQ index and DLQ deletion.
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { closeRedis, createRedis, masters, type RedisClient } from '@cordum/redis';
 import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
 import { createJobStore, DLQ_TTL_MS, jobKeys, type JobStore } from '../src';
 import { holdLock, newJob } from './helpers';
@@ -20,6 +20,11 @@ describe.each(REDIS_BACKENDS)('decision history and tenant DLQ index (%s Redis)'
     await server.stop();
   });
 
+  /** SET commands run so far on every master, those inside scripts included. */
+  const setCalls = async (): Promise<number> => {
+    const infos = await Promise.all(masters(redis).map((n) => n.info('commandstats')));
+    return infos.reduce((sum, info) => sum + Number(/^cmdstat_set:calls=(\d+)/m.exec(info)?.[1] ?? 0), 0);
+  };
   const safety = (decision: string, ruleId: string) => ({ decision, reason: `because ${decision}`, ruleId, policySnapshot: 'snap-1' });
 
   it('records the create decision and every transition that patches safety, oldest first', async () => {
@@ -67,7 +72,11 @@ describe.each(REDIS_BACKENDS)('decision history and tenant DLQ index (%s Redis)'
     const job = await notifying.createJob(j);
     expect(notified).toEqual([j.id]);
     expect(await notifying.deleteDlq((await notifying.getDlq(j.id))!)).toBe(true);
+    // Not even for a moment: the re-run runs no SET at all (a SET then an undo left the entry
+    // readable, and retryable, in between).
+    const setsBefore = await setCalls();
     expect(await notifying.writeDlq(job)).toBe(false);
+    expect(await setCalls()).toBe(setsBefore);
     expect(await notifying.getDlq(j.id)).toBeNull();
     expect(await redis.zscore(jobKeys.dlqIndex(), j.id)).toBeNull();
     expect(await redis.zscore(jobKeys.dlqIndexTenant('initech'), j.id)).toBeNull();

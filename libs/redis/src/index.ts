@@ -1,4 +1,4 @@
-export { createRedis, closeRedis, pingRedis, evictionPolicies, warnIfEvicting, retryDelayMs, type RedisClient, type RedisConnOptions } from './client';
+export { createRedis, closeRedis, pingRedis, masters, evictionPolicies, warnIfEvicting, retryDelayMs, type RedisClient, type RedisConnOptions } from './client';
 export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from './scripts';
 export { KeyBuilder } from './keys';
 export { scanKeys } from './scan';
