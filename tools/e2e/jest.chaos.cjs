@@ -1,6 +1,7 @@
 // The HA chaos suites: ha.spec (issue 3: two schedulers, two gateways, echo
 // workers, SIGKILL / SIGSTOP / Redis pause / worker death / warm start) and
-// gateway-kill.spec (a gateway SIGKILLed with submits in flight), executions
+// gateway-kill.spec (a gateway SIGKILLed with submits in flight) and
+// redis-cluster.spec (the stack on a 6-node Redis Cluster), executions
 // counted from the workers' logs. Part of `npm test` (a project of
 // the root jest.config.cjs); alone: `npm run build && npm run test:chaos`.
 module.exports = {

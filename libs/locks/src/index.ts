@@ -1,4 +1,4 @@
-export { createLocks, DEFAULT_LOCK_WAIT_HISTOGRAM, type AcquireOptions, type AcquireReadOptions, type LeaseWithRead, type Locks, type LocksOptions } from './locks';
+export { createLocks, defaultFenceKey, DEFAULT_LOCK_WAIT_HISTOGRAM, type AcquireOptions, type AcquireReadOptions, type LeaseWithRead, type Locks, type LocksOptions } from './locks';
 export { Lease, type LeaseOptions } from './lease';
 export { LockBusyError } from './errors';
 export { createElector, type ElectorOptions, type LeaderElector, type LockLogger } from './elector';

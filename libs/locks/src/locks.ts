@@ -113,10 +113,22 @@ export function createLocks(redis: RedisClient, opts: LocksOptions = {}): Locks 
   return locks;
 }
 
+/**
+ * The fence counter of a lock given none (leader leases): in the lock's Redis Cluster slot, since
+ * the acquire script touches both. A key with a hash tag keeps it (`<key>:fence`); an untagged
+ * one, hashed whole, becomes the tag (`{<key>}:fence`). `<key>:fence` alone hashed elsewhere, and
+ * every leader campaign on a cluster failed with CROSSSLOT.
+ */
+export function defaultFenceKey(key: string): string {
+  const open = key.indexOf('{');
+  const close = open >= 0 ? key.indexOf('}', open + 1) : -1;
+  return close > open + 1 ? `${key}:fence` : `{${key}}:fence`;
+}
+
 async function tryAcquireWith(runner: ScriptRunner, o: LeaseOptions, onReleased?: (key: string) => void): Promise<Lease | null> {
   if (!(o.ttlMs > 0)) throw new RangeError(`ttlMs must be > 0, got ${o.ttlMs}`);
   const sentAt = performance.now();
-  const fence = await runner.run<number>('acquire', [o.key, o.fenceKey ?? `${o.key}:fence`], [o.owner, Math.ceil(o.ttlMs)]);
+  const fence = await runner.run<number>('acquire', [o.key, o.fenceKey ?? defaultFenceKey(o.key)], [o.owner, Math.ceil(o.ttlMs)]);
   if (fence <= 0) return null;
   return new Lease(runner, o.key, o.owner, fence, o.ttlMs, sentAt, onReleased);
 }
@@ -124,7 +136,7 @@ async function tryAcquireWith(runner: ScriptRunner, o: LeaseOptions, onReleased?
 async function tryAcquireRead(runner: ScriptRunner, o: AcquireReadOptions, onReleased: (key: string) => void): Promise<LeaseWithRead | null> {
   if (!(o.ttlMs > 0)) throw new RangeError(`ttlMs must be > 0, got ${o.ttlMs}`);
   const sentAt = performance.now();
-  const reply = await runner.run<[number, string[]?]>('acquire-read', [o.key, o.fenceKey ?? `${o.key}:fence`, o.readKey], [o.owner, Math.ceil(o.ttlMs)]);
+  const reply = await runner.run<[number, string[]?]>('acquire-read', [o.key, o.fenceKey ?? defaultFenceKey(o.key), o.readKey], [o.owner, Math.ceil(o.ttlMs)]);
   const fence = Number(reply[0]);
   if (!(fence > 0)) return null;
   return { lease: new Lease(runner, o.key, o.owner, fence, o.ttlMs, sentAt, onReleased), hash: reply[1] ?? [] };

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Registry, type Histogram } from 'prom-client';
 import { closeRedis, createRedis, KeyBuilder, type RedisClient } from '@cordum/redis';
-import { createLocks, FENCE_CHECK_LUA, LockBusyError, type Locks } from '../src';
+import { createLocks, defaultFenceKey, FENCE_CHECK_LUA, LockBusyError, type Locks } from '../src';
 import { Latch, REDIS_BACKENDS, startRedis, startRedisBackend, waitFor, type RedisBackend } from '@cordum/testing';
 
 describe.each(REDIS_BACKENDS)('@cordum/locks lease (single process, %s Redis)', (kind) => {
@@ -104,11 +104,36 @@ describe.each(REDIS_BACKENDS)('@cordum/locks lease (single process, %s Redis)', 
     await b!.release();
   });
 
-  it('default fence key is <key>:fence', async () => {
+  it('default fence key: <key>:fence for a hash-tagged key, {<key>}:fence otherwise, so both share a cluster slot', async () => {
     const k = keys();
     const a = await locks.tryAcquire({ key: k.key, owner: 'a', ttlMs: 5000 });
     expect(await redis.get(`${k.key}:fence`)).toBe(String(a!.fence));
     await a!.release();
+    // A leader key such as cordum:reconciler:default has no tag: `<key>:fence` would hash elsewhere.
+    const plain = `leader:plain-${kind}-${Math.random().toString(36).slice(2)}`;
+    const b = await locks.tryAcquire({ key: plain, owner: 'b', ttlMs: 5000 });
+    expect(b).not.toBeNull();
+    expect(await redis.get(`{${plain}}:fence`)).toBe(String(b!.fence));
+    const read = await createLocks(redis, { metrics: new Registry() }).acquireAndRead({ key: `${plain}:r`, owner: 'c', ttlMs: 5000, waitMs: 0, readKey: `{${plain}:r}:data` });
+    expect(read?.lease.fence).toBe(1);
+    await Promise.all([b!.release(), read!.lease.release()]);
+    expect({ tagged: defaultFenceKey('cordum:scheduler:job:{j1}'), plain: defaultFenceKey('cordum:replayer:pending'), empty: defaultFenceKey('a{}b') }).toEqual({
+      tagged: 'cordum:scheduler:job:{j1}:fence',
+      plain: '{cordum:replayer:pending}:fence',
+      empty: '{a{}b}:fence',
+    });
+  });
+
+  it('an elector on an untagged key is elected (a leader lease on a cluster)', async () => {
+    const elected = new Latch();
+    const elector = locks.elector({ key: `leader:el-${kind}-${Math.random().toString(36).slice(2)}`, owner: 'e', ttlMs: 3000, renewMs: 1000, onElected: () => elected.open() });
+    elector.start();
+    try {
+      await elected.wait(5000);
+      expect(elector.isLeader()).toBe(true);
+    } finally {
+      await elector.stop();
+    }
   });
 
   it('(d) renew never re-creates a deleted or expired key and never extends another holder', async () => {

@@ -15,7 +15,7 @@ import { api, pool, type Stack } from '../test/stack';
 export const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED']);
 
 export function redisFor(stack: Stack): RedisClient {
-  return createRedis({ url: stack.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  return createRedis({ url: stack.redis.url, clusterAddresses: stack.redisClusterAddresses, poolSize: 1, minIdleConns: 1 });
 }
 export { closeRedis };
 

@@ -14,6 +14,7 @@ import {
   spawnService,
   startNats,
   startRedis,
+  startRedisCluster,
   waitFor,
   type ManagedProcess,
   type TestServer,
@@ -22,7 +23,10 @@ import {
 export const API_KEY = 'e2e-admin-key-0123456789';
 
 export interface Stack {
+  /** The redis-server, or with `redisCluster` the cluster's first node. */
   redis: TestServer;
+  /** With `redisCluster`: every node as host:port (the services' REDIS_CLUSTER_ADDRESSES); else empty. */
+  redisClusterAddresses: string[];
   nats: TestServer;
   kernelAddr: string;
   /** One gRPC address per safety-kernel replica; schedulers and gateways get them all as a comma list (D23). */
@@ -86,6 +90,8 @@ export interface StackOptions {
   gatewayEnv?: Record<string, string>;
   /** Extra redis-server options (e.g. tools/stack/services.json's redisArgs). */
   redisArgs?: string[];
+  /** A 6-node Redis Cluster (3 masters, 3 replicas) instead of one redis-server (`redisArgs` unused). */
+  redisCluster?: boolean;
 }
 
 /** Appends a process's output to `<dir>/<name>.log` (a respawn appends), with spawn and exit marks. */
@@ -102,7 +108,9 @@ function teeOutput(dir: string, name: string, p: ManagedProcess): Promise<void> 
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
-  const [redis, nats] = await Promise.all([startRedis({ args: opts.redisArgs ?? [] }), startNats()]);
+  const [cluster, nats] = await Promise.all([opts.redisCluster ? startRedisCluster() : null, startNats()]);
+  const redis = cluster?.nodes[0] ?? (await startRedis({ args: opts.redisArgs ?? [] }));
+  const redisClusterAddresses = cluster ? cluster.addresses.split(',') : [];
   const tmp = mkdtempSync(join(tmpdir(), 'cordum-e2e-'));
   const logDir = join(tmp, 'logs');
   mkdirSync(logDir);
@@ -118,7 +126,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       console.error(`e2e: ${name} (pid ${p.pid}) exited without being asked (code=${code} signal=${signal}); its last lines:\n${p.output.slice(-30).join('\n')}`);
     });
   };
-  reportUnbiddenExit('redis', redis.process);
+  for (const [i, node] of (cluster?.nodes ?? [redis]).entries()) reportUnbiddenExit(i === 0 ? 'redis' : `redis-${i + 1}`, node.process);
   reportUnbiddenExit('nats', nats.process);
   const procs = new Map<string, ManagedProcess>();
   const healthPorts = new Map<string, number>();
@@ -127,7 +135,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     logsClosed.push(teeOutput(logDir, name, p));
     reportUnbiddenExit(name, p);
   };
-  const common = { REDIS_URL: redis.url, NATS_URL: nats.url, CORDUM_LOG_LEVEL: process.env['CORDUM_E2E_LOG_LEVEL'] ?? 'info' };
+  const common = {
+    REDIS_URL: redis.url,
+    ...(cluster ? { REDIS_CLUSTER_ADDRESSES: cluster.addresses } : {}),
+    NATS_URL: nats.url,
+    CORDUM_LOG_LEVEL: process.env['CORDUM_E2E_LOG_LEVEL'] ?? 'info',
+  };
   const cwd = tmpdir(); // services must run from any directory (CONTRACT §1)
 
   const kernelPorts = new Map<number, { grpc: number; http: number }>();
@@ -214,6 +227,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 
   const stack: Stack = {
     redis,
+    redisClusterAddresses,
     nats,
     kernelAddr,
     kernelAddrs,
@@ -265,7 +279,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async stop() {
       await Promise.all([...procs.values()].map((p) => p.stop()));
-      await Promise.all([redis.stop(), nats.stop()]);
+      await Promise.all([cluster ? cluster.stop() : redis.stop(), nats.stop()]);
       await Promise.all(logsClosed);
       if (kept.length > 0) {
         console.log(`e2e: process logs and exec logs kept in ${tmp} (${kept.join('; ')})`);

@@ -1,0 +1,137 @@
+// The whole stack on a 6-node Redis Cluster (3 masters, 3 replicas; the services get
+// REDIS_CLUSTER_ADDRESSES): two gateways, two schedulers, a safety kernel with the bench
+// policy, two echo workers. The library suites prove each key, script and pipeline on a
+// cluster call by call; this proves the job path as the service bundles run it, where one
+// command that spans two slots fails with CROSSSLOT. Executions are counted from the workers'
+// exec logs.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot, waitFor } from '@cordum/testing';
+import { api, pool, startStack, type Stack } from '../test/stack';
+import { closeRedis, executionAudit, jobFields, redisFor, waitTerminal } from './ha-helpers';
+import type { RedisClient } from '@cordum/redis';
+
+const POLICY = readFileSync(join(repoRoot, 'tools/bench/safety-policy.yaml'), 'utf8');
+const KEYS = { alice: 'e2e-cluster-alice-key-01', bob: 'e2e-cluster-bob-key-0001' } as const;
+const JOBS = 300;
+const KILL_AFTER = 100;
+
+describe('the stack on a 6-node Redis Cluster', () => {
+  let stack: Stack;
+  let redis: RedisClient;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cordum-e2e-cluster-'));
+    const policyPath = join(dir, 'safety.yaml');
+    writeFileSync(policyPath, POLICY);
+    const keys = [
+      { key: KEYS.alice, tenant: 'default', role: 'operator', principal_id: 'alice' },
+      { key: KEYS.bob, tenant: 'default', role: 'operator', principal_id: 'bob' },
+    ];
+    stack = await startStack({
+      redisCluster: true,
+      gateways: 2,
+      schedulers: 2,
+      workers: 2,
+      workerEnv: { WORKER_ECHO_DELAY: '20ms' },
+      kernelEnv: { SAFETY_POLICY_PATH: policyPath },
+      gatewayEnv: { CORDUM_API_KEYS: JSON.stringify(keys) },
+      schedulerEnv: { SCHEDULER_PENDING_REPLAY_AGE: '5s' },
+    });
+    redis = redisFor(stack);
+  }, 180_000);
+  afterAll(async () => {
+    if (redis) await closeRedis(redis);
+    await stack?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const gw = (i: number) => ({ gatewayUrl: stack.gatewayUrls[i % stack.gatewayUrls.length] ?? '' });
+  const as = (key: string) => ({ 'X-API-Key': key });
+  const inDlq = async (via: number, id: string): Promise<boolean> => {
+    const list = await api(gw(via), 'GET', '/api/v1/dlq?limit=500');
+    return (list.body['items'] as { job_id: string }[]).some((e) => e.job_id === id);
+  };
+
+  it('every leader lease is held (reconciler, replayer, snapshot writer, retention) and no process met CROSSSLOT', async () => {
+    // A lease and its fence counter live in one slot ({<key>}:fence); `<key>:fence` did not, and
+    // every campaign failed: no reconciler, no replayer, no parked job ever woken or failed.
+    const leases = ['cordum:reconciler:default', 'cordum:replayer:pending', 'cordum:scheduler:snapshot:writer', 'cordum:dlq:cleanup'];
+    await waitFor(async () => (await Promise.all(leases.map((k) => redis.get(k)))).every((v) => v !== null), 15_000, { message: 'every lease held' });
+    expect(stack.grepLogs('CROSSSLOT')).toEqual([]);
+  }, 30_000);
+
+  it(`${JOBS} keyed submits through both gateways, each key sent twice, a scheduler SIGKILLed mid-run: one job per key, SUCCEEDED, executed once`, async () => {
+    const killed = stack.procs.get('scheduler-1');
+    if (!killed) throw new Error('no scheduler-1');
+    let submitted = 0;
+    const ids = await pool(Array.from({ length: JOBS }, (_, i) => i), 20, async (i) => {
+      const body = { topic: 'job.echo', prompt: `cluster ${i}` };
+      const headers = { 'Idempotency-Key': `cluster-${i}` };
+      const first = await api(gw(i), 'POST', '/api/v1/jobs', body, headers);
+      const again = await api(gw(i + 1), 'POST', '/api/v1/jobs', body, headers);
+      if (first.status !== 200 || again.status !== 200) throw new Error(`key cluster-${i}: ${first.status} ${JSON.stringify(first.body)} / ${again.status} ${JSON.stringify(again.body)}`);
+      expect(again.body['job_id']).toBe(first.body['job_id']);
+      if (++submitted === KILL_AFTER) killed.kill('SIGKILL');
+      return String(first.body['job_id']);
+    });
+    await killed.waitExit(5_000);
+    expect(new Set(ids).size).toBe(JOBS);
+    const final = await waitTerminal(redis, ids, 120_000, { stack });
+    expect([...final.entries()].filter(([, s]) => s !== 'SUCCEEDED')).toEqual([]);
+    expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
+    // The job is listed where a client looks for it (the tenant index sits in its own slot).
+    const listed = await api(gw(0), 'GET', `/api/v1/jobs?state=SUCCEEDED&limit=${JOBS + 50}`);
+    expect(listed.status).toBe(200);
+    const listedIds = new Set((listed.body['items'] as { id: string }[]).map((j) => j.id));
+    expect(ids.filter((id) => !listedIds.has(id))).toEqual([]);
+    await stack.spawnScheduler(1);
+  }, 300_000);
+
+  it('a held job runs once after a second operator approves it on the other gateway', async () => {
+    const r = await api(gw(0), 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt: 'deploy', labels: { env: 'prod' } }, as(KEYS.alice));
+    expect(r.body).toMatchObject({ status: 'approval_required' });
+    const id = String(r.body['job_id']);
+    const listed = await api(gw(1), 'GET', '/api/v1/approvals', undefined, as(KEYS.bob));
+    const item = (listed.body['items'] as { job: { id: string }; job_hash: string }[]).find((x) => x.job.id === id);
+    expect(item).toBeDefined();
+    expect(stack.executions().get(id)).toBeUndefined();
+    const ok = await api(gw(1), 'POST', `/api/v1/approvals/${id}/approve`, { job_hash: item?.job_hash }, as(KEYS.bob));
+    expect(ok.status).toBe(200);
+    expect((await waitTerminal(redis, [id], 30_000, { stack })).get(id)).toBe('SUCCEEDED');
+    expect(executionAudit(stack, [id])).toEqual({ twice: [], never: [] });
+  }, 60_000);
+
+  it('a denied job is in the DLQ; deleted by an admin it stays deleted and cannot be retried', async () => {
+    const r = await api(gw(1), 'POST', '/api/v1/jobs', { topic: 'job.admin.drop', prompt: 'drop' }, as(KEYS.alice));
+    expect(r.status).toBe(403);
+    const id = String(r.body['job_id']);
+    await waitFor(() => inDlq(0, id), 10_000, { message: 'DLQ entry' });
+    expect((await api(gw(0), 'DELETE', `/api/v1/dlq/${id}`)).status).toBe(204);
+    // The job's sys.job.dlq notice may still be in flight to either gateway: it must not bring the entry back.
+    expect(await inDlq(1, id)).toBe(false);
+    expect((await api(gw(1), 'DELETE', `/api/v1/dlq/${id}`)).body).toMatchObject({ code: 'dlq_not_found' });
+    expect((await api(gw(1), 'POST', `/api/v1/dlq/${id}/retry`, {}, as(KEYS.alice))).body).toMatchObject({ code: 'dlq_not_found' });
+    expect(stack.executions().get(id)).toBeUndefined();
+  }, 60_000);
+
+  it('a job parked on a topic nobody serves is cancelled and never runs; a job for a worker that comes later runs once', async () => {
+    const parked = await api(gw(0), 'POST', '/api/v1/jobs', { topic: 'job.nobody', prompt: 'waits' });
+    const parkedId = String(parked.body['job_id']);
+    await waitFor(async () => (await redis.zscore('job:parked:job.nobody', parkedId)) !== null, 10_000, { message: 'parked' });
+    const cancel = await api(gw(1), 'POST', `/api/v1/jobs/${parkedId}/cancel`, {});
+    expect(cancel.status).toBe(200);
+    expect((await waitTerminal(redis, [parkedId], 10_000, { stack })).get(parkedId)).toBe('CANCELLED');
+
+    const late = await api(gw(1), 'POST', '/api/v1/jobs', { topic: 'job.late', prompt: 'waits for a worker' });
+    const lateId = String(late.body['job_id']);
+    await waitFor(async () => (await redis.zscore('job:parked:job.late', lateId)) !== null, 10_000, { message: 'parked until a worker' });
+    await stack.spawnWorker('echo-late', { WORKER_TOPICS: 'job.late' });
+    expect((await waitTerminal(redis, [lateId], 30_000, { stack })).get(lateId)).toBe('SUCCEEDED');
+    expect(executionAudit(stack, [lateId, parkedId])).toEqual({ twice: [], never: [parkedId] });
+    expect(await jobFields(redis, lateId)).toMatchObject({ state: 'SUCCEEDED', workerId: 'echo-late' });
+    expect(stack.grepLogs('CROSSSLOT')).toEqual([]);
+  }, 90_000);
+});
