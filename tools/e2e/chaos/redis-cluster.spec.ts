@@ -63,6 +63,23 @@ describe('the stack on a 6-node Redis Cluster', () => {
     expect(stack.grepLogs('CROSSSLOT')).toEqual([]);
   }, 30_000);
 
+  it('a config change made on one gateway reaches both schedulers; status and the worker list read the cluster', async () => {
+    const put = await api(gw(1), 'PUT', '/api/v1/config', { pools: { topics: { 'job.cluster-cfg': ['default'] } } });
+    expect(put.status).toBe(204);
+    const rev = Number(JSON.parse(put.headers.get('etag') ?? '"-1"'));
+    type Replica = { service: string; instance_id: string; status: string; revision: number };
+    await waitFor(async () => {
+      const replicas = ((await api(gw(0), 'GET', '/api/v1/config/status')).body['replicas'] ?? []) as Replica[];
+      const schedulers = replicas.filter((r) => r.service === 'scheduler');
+      return schedulers.length === 2 && schedulers.every((r) => r.status === 'IN_SYNC' && r.revision >= rev);
+    }, 15_000, { message: 'both schedulers IN_SYNC at the new revision' });
+    // The gateways list the workers from the snapshot the elected writer stores (sys:workers:snapshot).
+    const listed = async (): Promise<string[]> => ((await api(gw(0), 'GET', '/api/v1/workers')).body['items'] as { worker_id: string }[]).map((w) => w.worker_id).sort();
+    await waitFor(async () => (await listed()).length === 2, 15_000, { message: 'both workers listed' });
+    expect(await listed()).toEqual(['echo-1', 'echo-2']);
+    expect((await api(gw(1), 'GET', '/api/v1/status')).body).toMatchObject({ redis: { ok: true }, nats: { connected: true } });
+  }, 30_000);
+
   it(`${JOBS} keyed submits through both gateways, each key sent twice, a scheduler SIGKILLed mid-run: one job per key, SUCCEEDED, executed once`, async () => {
     const killed = stack.procs.get('scheduler-1');
     if (!killed) throw new Error('no scheduler-1');
