@@ -106,8 +106,8 @@ const STREAM = 'CORDUM_SYS';
 const SCHEDULER_DURABLES = ['dur_cordum-scheduler__sys_job_submit', 'dur_cordum-scheduler__sys_job_result'];
 
 /** The job's packets in CORDUM_SYS (submits and results since it was created): seq, time, msg id, what they say. */
-async function streamTrail(natsUrl: string, id: string, sinceMs: number): Promise<string[]> {
-  const nc = await connect({ servers: natsUrl, name: 'e2e-diagnose' });
+async function streamTrail(natsUrls: string[], id: string, sinceMs: number): Promise<string[]> {
+  const nc = await connect({ servers: natsUrls, name: 'e2e-diagnose' });
   const out: string[] = [];
   try {
     const jsm = await nc.jetstreamManager();
@@ -160,7 +160,7 @@ export async function stuckJobReport(stack: Stack, redis: RedisClient, id: strin
   };
   const keys = await guard(async () => Promise.all([`worker:claim:{${id}}`, lockKey(id), fenceKey(id)].map(dump)));
   const createdAt = typeof record['createdAt'] === 'number' ? record['createdAt'] : at - 120_000;
-  const trail = await guard(() => streamTrail(stack.nats.url, id, createdAt));
+  const trail = await guard(() => streamTrail(stack.natsUrls, id, createdAt));
   const execs = stack.execLogs.flatMap((f) => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter((l) => l.includes(id)).map((l) => `${f.split('/').pop()}: ${l}`) : []));
   let late = `still ${String(record['state'])} ${lateWatchMs} ms later`;
   const lateWatch = await waitFor(async () => {
@@ -168,7 +168,7 @@ export async function stuckJobReport(stack: Stack, redis: RedisClient, id: strin
     return st && TERMINAL.has(st) ? st : undefined;
   }, lateWatchMs, { intervalMs: 250 }).catch(() => undefined);
   if (lateWatch) late = `${lateWatch} ${Date.now() - at} ms after the wait gave up: ${JSON.stringify(await describeJobs(redis, [id]))}`;
-  const trailLater = lateWatchMs > 0 ? await guard(() => streamTrail(stack.nats.url, id, createdAt)) : [];
+  const trailLater = lateWatchMs > 0 ? await guard(() => streamTrail(stack.natsUrls, id, createdAt)) : [];
   const lines = stack.grepLogs(id); // after the watch: includes how it ended
   const report = [
     `stuck job ${id} (report taken ${new Date(at).toISOString()})`,

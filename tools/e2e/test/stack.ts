@@ -14,6 +14,7 @@ import {
   spawnService,
   startNats,
   startRedis,
+  startNatsCluster,
   startRedisCluster,
   waitFor,
   type ManagedProcess,
@@ -27,7 +28,12 @@ export interface Stack {
   redis: TestServer;
   /** With `redisCluster`: every node as host:port (the services' REDIS_CLUSTER_ADDRESSES); else empty. */
   redisClusterAddresses: string[];
+  /** The nats-server, or with `natsCluster` the cluster's first node. */
   nats: TestServer;
+  /** Every NATS node's URL (the services' NATS_URL); one entry without `natsCluster`. */
+  natsUrls: string[];
+  /** With `natsCluster`: the three nodes (n0, n1, n2 by server_name); else empty. */
+  natsNodes: TestServer[];
   kernelAddr: string;
   /** One gRPC address per safety-kernel replica; schedulers and gateways get them all as a comma list (D23). */
   kernelAddrs: string[];
@@ -92,6 +98,8 @@ export interface StackOptions {
   redisArgs?: string[];
   /** A 6-node Redis Cluster (3 masters, 3 replicas) instead of one redis-server (`redisArgs` unused). */
   redisCluster?: boolean;
+  /** A 3-node NATS JetStream cluster instead of one nats-server (the streams get 3 replicas). */
+  natsCluster?: boolean;
 }
 
 /** Appends a process's output to `<dir>/<name>.log` (a respawn appends), with spawn and exit marks. */
@@ -108,7 +116,10 @@ function teeOutput(dir: string, name: string, p: ManagedProcess): Promise<void> 
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
-  const [cluster, nats] = await Promise.all([opts.redisCluster ? startRedisCluster() : null, startNats()]);
+  const [cluster, natsCluster] = await Promise.all([opts.redisCluster ? startRedisCluster() : null, opts.natsCluster ? startNatsCluster() : null]);
+  const nats = natsCluster?.nodes[0] ?? (await startNats());
+  const natsNodes = natsCluster?.nodes ?? [];
+  const natsUrls = natsCluster ? natsNodes.map((n) => n.url) : [nats.url];
   const redis = cluster?.nodes[0] ?? (await startRedis({ args: opts.redisArgs ?? [] }));
   const redisClusterAddresses = cluster ? cluster.addresses.split(',') : [];
   const tmp = mkdtempSync(join(tmpdir(), 'cordum-e2e-'));
@@ -127,7 +138,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     });
   };
   for (const [i, node] of (cluster?.nodes ?? [redis]).entries()) reportUnbiddenExit(i === 0 ? 'redis' : `redis-${i + 1}`, node.process);
-  reportUnbiddenExit('nats', nats.process);
+  for (const [i, node] of (natsCluster?.nodes ?? [nats]).entries()) reportUnbiddenExit(i === 0 ? 'nats' : `nats-${i + 1}`, node.process);
   const procs = new Map<string, ManagedProcess>();
   const healthPorts = new Map<string, number>();
   const track = (name: string, p: ManagedProcess): void => {
@@ -138,7 +149,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const common = {
     REDIS_URL: redis.url,
     ...(cluster ? { REDIS_CLUSTER_ADDRESSES: cluster.addresses } : {}),
-    NATS_URL: nats.url,
+    NATS_URL: natsUrls.join(','),
     CORDUM_LOG_LEVEL: process.env['CORDUM_E2E_LOG_LEVEL'] ?? 'info',
   };
   const cwd = tmpdir(); // services must run from any directory (CONTRACT §1)
@@ -229,6 +240,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     redis,
     redisClusterAddresses,
     nats,
+    natsUrls,
+    natsNodes,
     kernelAddr,
     kernelAddrs,
     gatewayUrl: gatewayUrls[0] ?? '',
@@ -279,7 +292,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async stop() {
       await Promise.all([...procs.values()].map((p) => p.stop()));
-      await Promise.all([cluster ? cluster.stop() : redis.stop(), nats.stop()]);
+      await Promise.all([cluster ? cluster.stop() : redis.stop(), natsCluster ? natsCluster.stop() : nats.stop()]);
       await Promise.all(logsClosed);
       if (kept.length > 0) {
         console.log(`e2e: process logs and exec logs kept in ${tmp} (${kept.join('; ')})`);
