@@ -10,7 +10,7 @@ import { connect, DeliverPolicy } from 'nats';
 import { decodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, scanKeys, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { api, pool, type Stack } from '../test/stack';
+import { api, API_KEY, pool, type Stack } from '../test/stack';
 
 export const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED']);
 
@@ -71,6 +71,38 @@ export async function submitMany(stack: Stack, n: number, o: { topic?: string; p
     o.onSubmitted?.(done);
     return res.body['job_id'] as string;
   });
+}
+
+/**
+ * Submits one job with an Idempotency-Key the way a careful client does while a dependency
+ * fails over: a timeout, a 503 (D11: not accepted, key released) or a 409 in-progress is retried
+ * with the same key on the next gateway after 250 ms, for up to `budgetMs`. Any other answer
+ * throws. Resolves with the job id and how many attempts were retried.
+ */
+export async function submitKeyed(stack: Stack, i: number, o: { key: string; body: Record<string, unknown>; budgetMs: number }): Promise<{ jobId: string; retried: number }> {
+  const started = Date.now();
+  let retried = 0;
+  for (let g = i % stack.gatewayUrls.length; Date.now() - started < o.budgetMs; g = (g + 1) % stack.gatewayUrls.length) {
+    let status = 0;
+    let body: Record<string, unknown> = {};
+    try {
+      const r = await fetch(`${stack.gatewayUrls[g]}/api/v1/jobs`, {
+        method: 'POST',
+        headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json', 'Idempotency-Key': o.key },
+        body: JSON.stringify(o.body),
+        signal: AbortSignal.timeout(15_000),
+      });
+      status = r.status;
+      body = (await r.json()) as Record<string, unknown>;
+    } catch {
+      status = 0; // no answer: the request may or may not have taken effect; the key makes a retry safe
+    }
+    if (status === 200) return { jobId: String(body['job_id']), retried };
+    if (status !== 0 && status !== 503 && !(status === 409 && body['code'] === 'idempotency_in_progress')) throw new Error(`${o.key}: unexpected ${status} ${JSON.stringify(body)}`);
+    retried += 1;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${o.key}: no job within ${o.budgetMs} ms`);
 }
 
 /**

@@ -7,8 +7,8 @@
 import { connect, type NatsConnection } from 'nats';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { API_KEY, pool, startStack, type Stack } from '../test/stack';
-import { closeRedis, executionAudit, redisFor, waitTerminal } from './ha-helpers';
+import { pool, startStack, type Stack } from '../test/stack';
+import { closeRedis, executionAudit, redisFor, submitKeyed, waitTerminal } from './ha-helpers';
 
 const JOBS = 300;
 const KILL_AFTER = 100;
@@ -42,35 +42,13 @@ describe('the stack on a 3-node NATS JetStream cluster, the stream leader SIGKIL
     let killedAt = 0;
     let retried = 0;
     const submit = async (i: number): Promise<string> => {
-      const key = `natsc-${i}`;
-      const started = Date.now();
-      for (let g = i % 2; Date.now() - started < CLIENT_BUDGET_MS; g = (g + 1) % 2) {
-        let status = 0;
-        let body: Record<string, unknown> = {};
-        try {
-          const r = await fetch(`${stack.gatewayUrls[g]}/api/v1/jobs`, {
-            method: 'POST',
-            headers: { 'X-API-Key': API_KEY, 'Content-Type': 'application/json', 'Idempotency-Key': key },
-            body: JSON.stringify({ topic: 'job.echo', prompt: `natsc ${i}` }),
-            signal: AbortSignal.timeout(15_000),
-          });
-          status = r.status;
-          body = (await r.json()) as Record<string, unknown>;
-        } catch {
-          status = 0; // timed out: the request may or may not have taken effect; the key makes a retry safe
-        }
-        if (status === 200) {
-          if (++answered === KILL_AFTER) {
-            killedAt = Date.now();
-            victim.process.kill('SIGKILL');
-          }
-          return String(body['job_id']);
-        }
-        if (status !== 0 && status !== 503 && !(status === 409 && body['code'] === 'idempotency_in_progress')) throw new Error(`${key}: unexpected ${status} ${JSON.stringify(body)}`);
-        retried += 1;
-        await new Promise((r) => setTimeout(r, 250));
+      const out = await submitKeyed(stack, i, { key: `natsc-${i}`, body: { topic: 'job.echo', prompt: `natsc ${i}` }, budgetMs: CLIENT_BUDGET_MS });
+      retried += out.retried;
+      if (++answered === KILL_AFTER) {
+        killedAt = Date.now();
+        victim.process.kill('SIGKILL');
       }
-      throw new Error(`${key}: no job within ${CLIENT_BUDGET_MS} ms`);
+      return out.jobId;
     };
 
     const ids = await pool(Array.from({ length: JOBS }, (_, i) => i), 20, submit);

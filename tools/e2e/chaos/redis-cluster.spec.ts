@@ -9,8 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot, waitFor } from '@cordum/testing';
 import { api, pool, startStack, type Stack } from '../test/stack';
-import { closeRedis, executionAudit, jobFields, redisFor, waitTerminal } from './ha-helpers';
-import type { RedisClient } from '@cordum/redis';
+import { closeRedis, executionAudit, jobFields, redisFor, submitKeyed, waitTerminal } from './ha-helpers';
+import { createRedis, type RedisClient } from '@cordum/redis';
+import type { Cluster } from 'ioredis';
 
 const POLICY = readFileSync(join(repoRoot, 'tools/bench/safety-policy.yaml'), 'utf8');
 const KEYS = { alice: 'e2e-cluster-alice-key-01', bob: 'e2e-cluster-bob-key-0001' } as const;
@@ -26,6 +27,11 @@ describe('the stack on a 6-node Redis Cluster', () => {
     dir = mkdtempSync(join(tmpdir(), 'cordum-e2e-cluster-'));
     const policyPath = join(dir, 'safety.yaml');
     writeFileSync(policyPath, POLICY);
+    // Short timeouts, so the reconciler repairs within the test what a SIGKILL left half-indexed.
+    const timeouts = join(dir, 'timeouts.yaml');
+    // (running stays above the 30 s result redelivery bound, or a result the killed replica had
+    // fetched would be timed out before its redelivery: the scheduler warns about that at start)
+    writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 8\n  running_timeout_seconds: 40\n  scan_interval_seconds: 1\n');
     const keys = [
       { key: KEYS.alice, tenant: 'default', role: 'operator', principal_id: 'alice' },
       { key: KEYS.bob, tenant: 'default', role: 'operator', principal_id: 'bob' },
@@ -38,7 +44,7 @@ describe('the stack on a 6-node Redis Cluster', () => {
       workerEnv: { WORKER_ECHO_DELAY: '20ms' },
       kernelEnv: { SAFETY_POLICY_PATH: policyPath },
       gatewayEnv: { CORDUM_API_KEYS: JSON.stringify(keys) },
-      schedulerEnv: { SCHEDULER_PENDING_REPLAY_AGE: '5s' },
+      schedulerEnv: { SCHEDULER_PENDING_REPLAY_AGE: '5s', TIMEOUT_CONFIG_PATH: timeouts },
     });
     redis = redisFor(stack);
   }, 180_000);
@@ -99,11 +105,18 @@ describe('the stack on a 6-node Redis Cluster', () => {
     const final = await waitTerminal(redis, ids, 120_000, { stack });
     expect([...final.entries()].filter(([, s]) => s !== 'SUCCEEDED')).toEqual([]);
     expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
-    // The job is listed where a client looks for it (the tenant index sits in its own slot).
-    const listed = await api(gw(0), 'GET', `/api/v1/jobs?state=SUCCEEDED&limit=${JOBS + 50}`);
-    expect(listed.status).toBe(200);
-    const listedIds = new Set((listed.body['items'] as { id: string }[]).map((j) => j.id));
-    expect(ids.filter((id) => !listedIds.has(id))).toEqual([]);
+    // Every job is listed where a client looks for it (the tenant index, in its own slot). A job
+    // finished by the killed replica between its record write and its index move is filed by
+    // the reconciler once its stale job:active entry is past the (here 8 s / 40 s) timeout.
+    let unlisted: string[] = [];
+    await waitFor(async () => {
+      const listed = await api(gw(0), 'GET', `/api/v1/jobs?state=SUCCEEDED&limit=${JOBS + 50}`);
+      const listedIds = new Set((listed.body['items'] as { id: string }[]).map((j) => j.id));
+      unlisted = ids.filter((id) => !listedIds.has(id));
+      return unlisted.length === 0;
+    }, 60_000, { message: 'every job listed as SUCCEEDED' }).catch((err: unknown) => {
+      throw new Error(`${String(err)}: ${JSON.stringify(unlisted)}`);
+    });
     await stack.spawnScheduler(1);
   }, 300_000);
 
@@ -151,4 +164,60 @@ describe('the stack on a 6-node Redis Cluster', () => {
     expect(await jobFields(redis, lateId)).toMatchObject({ state: 'SUCCEEDED', workerId: 'echo-late' });
     expect(stack.grepLogs('CROSSSLOT')).toEqual([]);
   }, 90_000);
+
+  it('a Redis master killed: its replica takes over, every service stays up and ready, and jobs submitted after the failover each run once', async () => {
+    // Not an exactly-once claim across the failover itself: Redis replicates asynchronously, so
+    // the new master may lack the old one's last acknowledged writes (operations.md, P23). What
+    // must hold is that the stack recovers on its own, without a restart.
+    const masters = (redis as Cluster).nodes('master').map((n) => ({ port: n.options.port }));
+    const victimPort = masters.find((m) => m.port !== stack.redis.port)?.port;
+    const victim = stack.redisNodes.find((n) => n.port === victimPort);
+    if (!victim) throw new Error(`no master besides node 0 among ${JSON.stringify(masters)}`);
+    const survivor = stack.redisNodes.find((n) => n !== victim);
+    if (!survivor) throw new Error('no other node');
+    const info = createRedis({ url: survivor.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    const nodeLines = async (): Promise<string[]> => ((await info.call('CLUSTER', 'NODES')) as string).split('\n');
+    try {
+      // A replica only fails over once its link to the master has been up (cluster create leaves
+      // the first sync running): wait for the victim's replica to be in sync before the kill.
+      const victimId = (await nodeLines()).find((l) => l.includes(`:${victimPort}@`))?.split(' ')[0] ?? '';
+      const replicaPort = Number(/:(\d+)@/.exec((await nodeLines()).find((l) => l.includes(` slave ${victimId} `)) ?? '')?.[1]);
+      const replica = createRedis({ url: `redis://127.0.0.1:${replicaPort}`, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+      try {
+        await waitFor(async () => /master_link_status:up/.test(await replica.info('replication')), 30_000, { message: `replica ${replicaPort} in sync with ${victimPort}` });
+      } finally {
+        await closeRedis(replica);
+      }
+      victim.process.kill('SIGKILL');
+      await victim.process.waitExit(5_000);
+      // cluster-node-timeout is 2 s in the harness: the victim is flagged failed (`fail`, not the
+      // suspicion `fail?`) and its replica promoted a few seconds later; until then the state is
+      // still ok (not yet noticed) or fail (its slots uncovered).
+      let seen = '';
+      await waitFor(async () => {
+        const line = (await nodeLines()).find((l) => l.includes(`:${victimPort}@`)) ?? '';
+        const state = /cluster_state:(\w+)/.exec((await info.call('CLUSTER', 'INFO')) as string)?.[1];
+        seen = `${line} / cluster_state ${state}`;
+        return /\bfail\b(?!\?)/.test(line) && state === 'ok';
+      }, 30_000, { message: 'victim failed over, cluster ok' }).catch((err: unknown) => {
+        throw new Error(`${String(err)}: ${seen}`);
+      });
+    } finally {
+      await closeRedis(info);
+    }
+    const t0 = Date.now();
+    const after = await pool(Array.from({ length: 60 }, (_, i) => i), 10, async (i) => (await submitKeyed(stack, i, { key: `failover-${i}`, body: { topic: 'job.echo', prompt: `after failover ${i}` }, budgetMs: 60_000 })).jobId);
+    const final = await waitTerminal(redis, after, 60_000, { stack });
+    expect([...final.entries()].filter(([, st]) => st !== 'SUCCEEDED')).toEqual([]);
+    expect(executionAudit(stack, after)).toEqual({ twice: [], never: [] });
+    console.log(`[redis failover] 60 jobs after the failover done in ${Date.now() - t0} ms`);
+    await waitFor(async () => {
+      for (const [name, port] of stack.healthPorts) {
+        const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null);
+        if (r?.status !== 200) throw new Error(`${name} not ready`);
+      }
+      return true;
+    }, 30_000, { message: 'every service ready' });
+    expect([...stack.procs.entries()].filter(([, p]) => !p.running).map(([name]) => name)).toEqual([]);
+  }, 180_000);
 });

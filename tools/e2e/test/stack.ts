@@ -28,6 +28,8 @@ export interface Stack {
   redis: TestServer;
   /** With `redisCluster`: every node as host:port (the services' REDIS_CLUSTER_ADDRESSES); else empty. */
   redisClusterAddresses: string[];
+  /** With `redisCluster`: the six nodes; else empty. */
+  redisNodes: TestServer[];
   /** The nats-server, or with `natsCluster` the cluster's first node. */
   nats: TestServer;
   /** Every NATS node's URL (the services' NATS_URL); one entry without `natsCluster`. */
@@ -239,6 +241,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const stack: Stack = {
     redis,
     redisClusterAddresses,
+    redisNodes: cluster?.nodes ?? [],
     nats,
     natsUrls,
     natsNodes,
