@@ -1,5 +1,5 @@
 import { connect, ErrorCode, Events, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
-import { BusError } from './errors';
+import { BusError, isTransientJsError } from './errors';
 import { flushOncePerTurn } from './flush';
 import { busMetrics, type BusMetrics } from './metrics';
 import { JsPublisher } from './js-publisher';
@@ -9,6 +9,8 @@ import { clusterSizeHint, ensureSysStream } from './streams';
 import type { Bus, BusLogger, BusOptions, ConsumeOptions, Consumer, Subscription } from './types';
 
 const DRAIN_TIMEOUT_MS = 5_000;
+/** How long ensureStreams waits for a JetStream that is not ready (a cluster electing, a busy one). */
+export const ENSURE_STREAMS_BUDGET_MS = 60_000;
 
 type State = 'open' | 'closing' | 'closed';
 
@@ -64,9 +66,26 @@ class NatsBus implements Bus {
     if (this.state !== 'open') throw new BusError('bus_closed', `${op}: bus is ${this.state}`);
   }
 
-  async ensureStreams(): Promise<void> {
+  /**
+   * Creates or updates CORDUM_SYS. A JetStream cluster that is still electing its meta leader, or
+   * too busy to answer within the request timeout (several services creating an R3 stream at
+   * once on a loaded machine), is waited for: transient failures are retried with backoff for up
+   * to ENSURE_STREAMS_BUDGET_MS before the error reaches the caller (whose start then fails).
+   */
+  async ensureStreams(budgetMs = ENSURE_STREAMS_BUDGET_MS): Promise<void> {
     this.assertOpen('ensureStreams');
-    await ensureSysStream(this.jsm, clusterSizeHint(this.nc, this.opts.servers.length), this.log);
+    const deadline = Date.now() + budgetMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await ensureSysStream(this.jsm, clusterSizeHint(this.nc, this.opts.servers.length), this.log);
+        return;
+      } catch (err) {
+        const delayMs = Math.min(5_000, 250 * 2 ** (attempt - 1));
+        if (!isTransientJsError(err instanceof BusError ? err.cause : err) || Date.now() + delayMs > deadline || this.state !== 'open') throw err;
+        this.log.warn('bus: JetStream not ready, retrying the stream setup', { stream: 'CORDUM_SYS', attempt, retry_in_ms: delayMs, err: String(err) });
+        await new Promise((r) => setTimeout(r, delayMs));
+      }
+    }
   }
 
   publish(subject: string, data: Uint8Array, opts: { msgId?: string } = {}): Promise<void> {

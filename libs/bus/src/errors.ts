@@ -1,3 +1,5 @@
+import { ErrorCode } from 'nats';
+
 export type BusErrorCode = 'bus_publish_failed' | 'bus_closed' | 'bus_connect_failed' | 'bus_stream_failed' | 'bus_consumer_failed';
 
 /** Typed bus error; callers match on `code`, never on the message. */
@@ -32,4 +34,16 @@ export function jsApiErrCode(err: unknown): number | undefined {
     return typeof api?.err_code === 'number' ? api.err_code : undefined;
   }
   return undefined;
+}
+
+/** JetStream API err_code of "JetStream system temporarily unavailable" (no meta leader yet). */
+const JS_CLUSTER_NOT_AVAILABLE = 10008;
+
+/**
+ * A failure that passes by itself: no responder or no answer in time (the stream or the cluster's
+ * leader is not there yet, 503 / TIMEOUT), a dropped connection, or a cluster without a leader.
+ */
+export function isTransientJsError(err: unknown): boolean {
+  const code = natsCode(err);
+  return code === ErrorCode.NoResponders || code === ErrorCode.Timeout || code === ErrorCode.Disconnect || jsApiErrCode(err) === JS_CLUSTER_NOT_AVAILABLE;
 }

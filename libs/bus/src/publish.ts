@@ -1,9 +1,5 @@
-import { ErrorCode } from 'nats';
-import { BusError, natsCode } from './errors';
+import { BusError, isTransientJsError } from './errors';
 import type { BusMetrics } from './metrics';
-
-/** Failures worth retrying: the stream/leader is not there yet (503), or the ack did not arrive in time. */
-const RETRYABLE = new Set<string>([ErrorCode.NoResponders, ErrorCode.Timeout, ErrorCode.Disconnect]);
 
 export interface PublishDeps {
   /** One JetStream publish with its ack (JsPublisher.publish); rejects with a nats.js error code. */
@@ -31,8 +27,8 @@ export async function publishWithRetry(deps: PublishDeps, subject: string, data:
       await deps.send(subject, data, msgId, Math.max(250, Math.min(1_000, remaining)));
       return;
     } catch (err) {
-      const code = natsCode(err);
-      const retryable = code !== undefined && RETRYABLE.has(code);
+      // Worth retrying: the stream/leader is not there yet (503), or the ack did not arrive in time.
+      const retryable = isTransientJsError(err);
       const left = deadline - Date.now();
       if (!retryable || left <= 0) {
         throw new BusError('bus_publish_failed', `publish ${subject} failed after ${attempt} attempt(s): ${(err as Error).message}`, { cause: err });

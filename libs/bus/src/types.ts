@@ -52,7 +52,8 @@ export interface Subscription {
 
 export interface Bus {
   readonly connected: boolean;
-  ensureStreams(): Promise<void>;
+  /** Waits up to `budgetMs` (default 60 s) for a JetStream that is not ready yet (a cluster electing, a busy one). */
+  ensureStreams(budgetMs?: number): Promise<void>;
   publish(subject: string, data: Uint8Array, opts?: { msgId?: string }): Promise<void>;
   publishCore(subject: string, data: Uint8Array): void;
   /** Resolves once the server has every message published before the call; calls of one event-loop turn share one PING. */
