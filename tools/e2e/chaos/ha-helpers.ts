@@ -10,7 +10,7 @@ import { connect, DeliverPolicy } from 'nats';
 import { decodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, scanKeys, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { api, API_KEY, pool, type Stack } from '../test/stack';
+import { api, API_KEY, pool, readyz, type Stack } from '../test/stack';
 
 export const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED']);
 
@@ -103,6 +103,14 @@ export async function submitKeyed(stack: Stack, i: number, o: { key: string; bod
     await new Promise((r) => setTimeout(r, 250));
   }
   throw new Error(`${o.key}: no job within ${o.budgetMs} ms`);
+}
+
+/** Waits until every process of the stack answers /readyz with 200; a timeout names one that did not. */
+export async function waitAllReady(stack: Stack, timeoutMs: number): Promise<void> {
+  await waitFor(async () => {
+    for (const [name, port] of stack.healthPorts) if (!(await readyz(port))) throw new Error(`${name} not ready`);
+    return true;
+  }, timeoutMs, { message: 'every service ready' });
 }
 
 /**

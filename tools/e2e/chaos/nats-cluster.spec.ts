@@ -6,9 +6,8 @@
 // gateway, and executions are counted from the workers' exec logs.
 import { connect, type NatsConnection } from 'nats';
 import type { RedisClient } from '@cordum/redis';
-import { waitFor } from '@cordum/testing';
 import { pool, startStack, type Stack } from '../test/stack';
-import { closeRedis, executionAudit, redisFor, submitKeyed, waitTerminal } from './ha-helpers';
+import { closeRedis, executionAudit, redisFor, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
 
 const JOBS = 300;
 const KILL_AFTER = 100;
@@ -62,12 +61,6 @@ describe('the stack on a 3-node NATS JetStream cluster, the stream leader SIGKIL
     console.log(`[nats cluster] stream leader ${leader} killed after ${KILL_AFTER} answers; new leader ${after.cluster?.leader}; ${retried} submit retries; all ${JOBS} done ${Date.now() - killedAt} ms after the kill`);
     expect(after.cluster?.leader).not.toBe(leader);
     // Every service is still up and ready on the two nodes left.
-    await waitFor(async () => {
-      for (const [name, port] of stack.healthPorts) {
-        const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null);
-        if (r?.status !== 200) throw new Error(`${name} not ready`);
-      }
-      return true;
-    }, 20_000, { message: 'every service ready' });
+    await waitAllReady(stack, 20_000);
   }, 300_000);
 });

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot, waitFor } from '@cordum/testing';
 import { api, pool, startStack, type Stack } from '../test/stack';
-import { closeRedis, executionAudit, jobFields, redisFor, submitKeyed, waitTerminal } from './ha-helpers';
+import { closeRedis, executionAudit, jobFields, redisFor, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
 import { createRedis, type RedisClient } from '@cordum/redis';
 import type { Cluster } from 'ioredis';
 
@@ -211,13 +211,7 @@ describe('the stack on a 6-node Redis Cluster', () => {
     expect([...final.entries()].filter(([, st]) => st !== 'SUCCEEDED')).toEqual([]);
     expect(executionAudit(stack, after)).toEqual({ twice: [], never: [] });
     console.log(`[redis failover] 60 jobs after the failover done in ${Date.now() - t0} ms`);
-    await waitFor(async () => {
-      for (const [name, port] of stack.healthPorts) {
-        const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null);
-        if (r?.status !== 200) throw new Error(`${name} not ready`);
-      }
-      return true;
-    }, 30_000, { message: 'every service ready' });
+    await waitAllReady(stack, 30_000);
     expect([...stack.procs.entries()].filter(([, p]) => !p.running).map(([name]) => name)).toEqual([]);
   }, 180_000);
 });
