@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import { repoRoot, waitFor } from '@cordum/testing';
 import { api, pool, startStack, type Stack } from '../test/stack';
 import { closeRedis, executionAudit, jobFields, redisFor, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
-import { createRedis, type RedisClient } from '@cordum/redis';
-import type { Cluster } from 'ioredis';
+import { createRedis, masters, type RedisClient } from '@cordum/redis';
 
 const POLICY = readFileSync(join(repoRoot, 'tools/bench/safety-policy.yaml'), 'utf8');
 const KEYS = { alice: 'e2e-cluster-alice-key-01', bob: 'e2e-cluster-bob-key-0001' } as const;
@@ -169,10 +168,10 @@ describe('the stack on a 6-node Redis Cluster', () => {
     // Not an exactly-once claim across the failover itself: Redis replicates asynchronously, so
     // the new master may lack the old one's last acknowledged writes (operations.md, P23). What
     // must hold is that the stack recovers on its own, without a restart.
-    const masters = (redis as Cluster).nodes('master').map((n) => ({ port: n.options.port }));
-    const victimPort = masters.find((m) => m.port !== stack.redis.port)?.port;
+    const masterPorts = masters(redis).map((n) => n.options.port);
+    const victimPort = masterPorts.find((port) => port !== stack.redis.port);
     const victim = stack.redisNodes.find((n) => n.port === victimPort);
-    if (!victim) throw new Error(`no master besides node 0 among ${JSON.stringify(masters)}`);
+    if (!victim) throw new Error(`no master besides node 0 among ${JSON.stringify(masterPorts)}`);
     const survivor = stack.redisNodes.find((n) => n !== victim);
     if (!survivor) throw new Error('no other node');
     const info = createRedis({ url: survivor.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });

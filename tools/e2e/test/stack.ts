@@ -18,6 +18,7 @@ import {
   startRedisCluster,
   waitFor,
   type ManagedProcess,
+  type TestCluster,
   type TestServer,
 } from '@cordum/testing';
 
@@ -28,13 +29,13 @@ export interface Stack {
   redis: TestServer;
   /** With `redisCluster`: every node as host:port (the services' REDIS_CLUSTER_ADDRESSES); else empty. */
   redisClusterAddresses: string[];
-  /** With `redisCluster`: the six nodes; else empty. */
+  /** Every Redis node: the six of `redisCluster`, else the one redis-server. */
   redisNodes: TestServer[];
   /** The nats-server, or with `natsCluster` the cluster's first node. */
   nats: TestServer;
   /** Every NATS node's URL (the services' NATS_URL); one entry without `natsCluster`. */
   natsUrls: string[];
-  /** With `natsCluster`: the three nodes (n0, n1, n2 by server_name); else empty. */
+  /** Every NATS node: the three of `natsCluster` (n0, n1, n2 by server_name), else the one nats-server. */
   natsNodes: TestServer[];
   kernelAddr: string;
   /** One gRPC address per safety-kernel replica; schedulers and gateways get them all as a comma list (D23). */
@@ -117,13 +118,21 @@ function teeOutput(dir: string, name: string, p: ManagedProcess): Promise<void> 
   return once(file, 'close').then(() => undefined);
 }
 
+/** One server as a one-node group, so the stack starts, watches and stops either shape alike. */
+async function single(server: Promise<TestServer>): Promise<TestCluster> {
+  const s = await server;
+  return { nodes: [s], addresses: s.url, stop: () => s.stop() };
+}
+
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
-  const [cluster, natsCluster] = await Promise.all([opts.redisCluster ? startRedisCluster() : null, opts.natsCluster ? startNatsCluster() : null]);
-  const nats = natsCluster?.nodes[0] ?? (await startNats());
-  const natsNodes = natsCluster?.nodes ?? [];
-  const natsUrls = natsCluster ? natsNodes.map((n) => n.url) : [nats.url];
-  const redis = cluster?.nodes[0] ?? (await startRedis({ args: opts.redisArgs ?? [] }));
-  const redisClusterAddresses = cluster ? cluster.addresses.split(',') : [];
+  const [redisGroup, natsGroup] = await Promise.all([
+    opts.redisCluster ? startRedisCluster() : single(startRedis({ args: opts.redisArgs ?? [] })),
+    opts.natsCluster ? startNatsCluster() : single(startNats()),
+  ]);
+  const [redis, nats] = [redisGroup.nodes[0], natsGroup.nodes[0]];
+  if (!redis || !nats) throw new Error('startStack: a Redis or NATS group without nodes');
+  const natsUrls = natsGroup.nodes.map((n) => n.url);
+  const redisClusterAddresses = opts.redisCluster ? redisGroup.addresses.split(',') : [];
   const tmp = mkdtempSync(join(tmpdir(), 'cordum-e2e-'));
   const logDir = join(tmp, 'logs');
   mkdirSync(logDir);
@@ -139,8 +148,9 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       console.error(`e2e: ${name} (pid ${p.pid}) exited without being asked (code=${code} signal=${signal}); its last lines:\n${p.output.slice(-30).join('\n')}`);
     });
   };
-  for (const [i, node] of (cluster?.nodes ?? [redis]).entries()) reportUnbiddenExit(i === 0 ? 'redis' : `redis-${i + 1}`, node.process);
-  for (const [i, node] of (natsCluster?.nodes ?? [nats]).entries()) reportUnbiddenExit(i === 0 ? 'nats' : `nats-${i + 1}`, node.process);
+  for (const [name, group] of [['redis', redisGroup], ['nats', natsGroup]] as const) {
+    for (const [i, node] of group.nodes.entries()) reportUnbiddenExit(i === 0 ? name : `${name}-${i + 1}`, node.process);
+  }
   const procs = new Map<string, ManagedProcess>();
   const healthPorts = new Map<string, number>();
   const track = (name: string, p: ManagedProcess): void => {
@@ -150,7 +160,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   };
   const common = {
     REDIS_URL: redis.url,
-    ...(cluster ? { REDIS_CLUSTER_ADDRESSES: cluster.addresses } : {}),
+    ...(opts.redisCluster ? { REDIS_CLUSTER_ADDRESSES: redisGroup.addresses } : {}),
     NATS_URL: natsUrls.join(','),
     CORDUM_LOG_LEVEL: process.env['CORDUM_E2E_LOG_LEVEL'] ?? 'info',
   };
@@ -241,10 +251,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const stack: Stack = {
     redis,
     redisClusterAddresses,
-    redisNodes: cluster?.nodes ?? [],
+    redisNodes: redisGroup.nodes,
     nats,
     natsUrls,
-    natsNodes,
+    natsNodes: natsGroup.nodes,
     kernelAddr,
     kernelAddrs,
     gatewayUrl: gatewayUrls[0] ?? '',
@@ -295,7 +305,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async stop() {
       await Promise.all([...procs.values()].map((p) => p.stop()));
-      await Promise.all([cluster ? cluster.stop() : redis.stop(), natsCluster ? natsCluster.stop() : nats.stop()]);
+      await Promise.all([redisGroup.stop(), natsGroup.stop()]);
       await Promise.all(logsClosed);
       if (kept.length > 0) {
         console.log(`e2e: process logs and exec logs kept in ${tmp} (${kept.join('; ')})`);
