@@ -59,9 +59,13 @@ async function startServer(kind: 'redis' | 'nats', cmd: string, args: (port: num
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `cordum-${kind}-`));
   const proc = startProcess(`${kind}:${port}`, cmd, args(port, dir));
-  const server = testServer(kind, port, proc, dir);
+  return whenListening(testServer(kind, port, proc, dir), cmd);
+}
+
+/** Waits for a just-started server to listen; one that does not is stopped (data dir removed) and the error rethrown. */
+async function whenListening(server: TestServer, what: string): Promise<TestServer> {
   try {
-    await waitListening(proc, port, cmd);
+    await waitListening(server.process, server.port, what);
   } catch (err) {
     await server.stop();
     throw err;
@@ -76,7 +80,20 @@ export function startRedis(opts: { args?: string[] } = {}): Promise<TestServer> 
   ]);
 }
 
+const natsArgs = (port: number, dir: string, extra: string[] = []): string[] => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...extra];
+
 /** A throwaway nats-server with JetStream on a free loopback port. */
 export function startNats(opts: { args?: string[] } = {}): Promise<TestServer> {
-  return startServer('nats', 'nats-server', (port, dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...(opts.args ?? [])]);
+  return startServer('nats', 'nats-server', (port, dir) => natsArgs(port, dir, opts.args));
+}
+
+/**
+ * Starts nats-server again on a stopped server's port and JetStream store, as a restart with
+ * persistent storage does, and waits for it to listen. The old process must have ended; the
+ * returned server's `stop` ends the new one and removes the store.
+ */
+export async function restartNats(server: TestServer, opts: { args?: string[] } = {}): Promise<TestServer> {
+  if (server.process.running) throw new Error(`restartNats: nats-server on ${server.port} is still running`);
+  const proc = startProcess(`nats:${server.port}`, 'nats-server', natsArgs(server.port, server.dir, opts.args));
+  return whenListening(testServer('nats', server.port, proc, server.dir), 'nats-server (restarted)');
 }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import {
   freePort,
   spawnService,
+  restartNats,
   startNats,
   startRedis,
   startNatsCluster,
@@ -60,6 +61,11 @@ export interface Stack {
   spawnScheduler(k: number, extraEnv?: Record<string, string>): Promise<ManagedProcess>;
   /** (Re)spawns safety-kernel-<k> on its own ports with the stack's kernel env and waits until it is ready. */
   spawnKernel(k: number, extraEnv?: Record<string, string>): Promise<ManagedProcess>;
+  /**
+   * Without `natsCluster`: starts nats-server again on the same port and JetStream store once the
+   * test has ended it (a SIGKILL, say), logged to nats.log and stopped by stop() like the first.
+   */
+  restartNats(): Promise<TestServer>;
   /** Spawns one more echo worker (exec log counted by executions()) and waits until it is ready. */
   spawnWorker(id: string, env?: Record<string, string>): Promise<ManagedProcess>;
   stop(): Promise<void>;
@@ -121,7 +127,9 @@ function teeOutput(dir: string, name: string, p: ManagedProcess): Promise<void> 
 /** One server as a one-node group, so the stack starts, watches and stops either shape alike. */
 async function single(server: Promise<TestServer>): Promise<TestCluster> {
   const s = await server;
-  return { nodes: [s], addresses: s.url, stop: () => s.stop() };
+  const nodes = [s];
+  // nodes[0] may be replaced by a restart (Stack.restartNats): stop whichever runs then.
+  return { nodes, addresses: s.url, stop: async () => { await Promise.all(nodes.map((n) => n.stop())); } };
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
@@ -297,6 +305,16 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       const p = kernelProc(k, extraEnv);
       await waitReady(`safety-kernel-${k}`, p, kernelPorts.get(k)?.http ?? 0);
       return p;
+    },
+    async restartNats() {
+      const old = natsGroup.nodes[0];
+      if (opts.natsCluster || !old) throw new Error('restartNats: only for a stack on one nats-server');
+      const revived = await restartNats(old);
+      natsGroup.nodes[0] = revived;
+      stack.nats = revived;
+      logsClosed.push(teeOutput(logDir, 'nats', revived.process));
+      reportUnbiddenExit('nats', revived.process);
+      return revived;
     },
     async spawnWorker(id, env) {
       const p = await workerProc(id, env);
