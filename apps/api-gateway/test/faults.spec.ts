@@ -1,7 +1,7 @@
 // BEHAVIOURS §8 at the gateway: NATS down at publish → D11; Redis down →
 // fast 503s (never 500, never a hang) and /readyz 503.
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
-import { restartNats, waitFor } from '@cordum/testing';
+import { waitFor } from '@cordum/testing';
 import { KEYS, call, expectEnvelope, startRig, type Rig } from './harness';
 
 let rig: Rig;
@@ -36,7 +36,7 @@ it('NATS down: submit answers 503 bus_unavailable, the job ends FAILED(bus_unava
   expect(ready.body).toEqual({ ready: false, checks: { redis: true, nats: false, config: true } });
 
   // NATS back on the same port: the gateway recovers without a restart.
-  const revived = await restartNats(rig.nats);
+  const revived = await rig.nats.restart();
   revivedStop = () => revived.stop();
   await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 200, 15_000, { message: 'readyz 200 after NATS returns' });
   const after = await submit({ prompt: 'x', topic: 'job.echo', idempotency_key: 'nats-down-1' });

@@ -23,8 +23,7 @@ export async function startNatsCluster(): Promise<TestCluster> {
       `jetstream { store_dir: "${join(dir, 'js')}" }`,
       `cluster { name: cordum-test, listen: 127.0.0.1:${routePorts[i]}, routes: [${routes.split(',').map((r) => `"${r}"`).join(', ')}] }`,
     ].join('\n'));
-    const proc = startProcess(`nats-cluster:${port}`, 'nats-server', ['-c', conf]);
-    nodes.push(testServer('nats', port, proc, dir));
+    nodes.push(testServer('nats', port, dir, () => startProcess(`nats-cluster:${port}`, 'nats-server', ['-c', conf])));
   }
   await Promise.all(nodes.map((n) => waitListening(n.process, n.port, 'nats-server', 15_000))).catch(async (e: unknown) => {
     await Promise.all(nodes.map((n) => n.stop()));

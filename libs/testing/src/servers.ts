@@ -24,6 +24,13 @@ export interface TestServer {
   process: ManagedProcess;
   dir: string;
   stop(): Promise<void>;
+  /**
+   * Once the process has ended (a test's SIGKILL, say): starts the server again on the same port
+   * and data dir, as a restart does, and waits for it to listen. The returned server replaces
+   * this one (its `stop` ends the new process). A nats-server keeps its JetStream store; a
+   * redis-server from startRedis comes back empty, since it persists nothing.
+   */
+  restart(): Promise<TestServer>;
 }
 
 /** The process of a test server exited before it listened (a port taken between probe and bind, say). */
@@ -40,8 +47,12 @@ export async function waitListening(proc: ManagedProcess, port: number, what: st
   if (up === 'exited') throw new ServerExitedError(`${what} on ${port} exited: ${proc.logs()}`);
 }
 
-/** A started server whose `stop` ends the process and removes its data dir. */
-export function testServer(scheme: string, port: number, proc: ManagedProcess, dir: string): TestServer {
+/**
+ * A server started by `launch` (now, and again by `restart`), whose `stop` ends the process and
+ * removes its data dir.
+ */
+export function testServer(scheme: string, port: number, dir: string, launch: () => ManagedProcess): TestServer {
+  const proc = launch();
   return {
     port,
     url: `${scheme}://127.0.0.1:${port}`,
@@ -51,6 +62,10 @@ export function testServer(scheme: string, port: number, proc: ManagedProcess, d
       await proc.stop(5_000);
       rmSync(dir, { recursive: true, force: true });
     },
+    restart: async () => {
+      if (proc.running) throw new Error(`restart: ${proc.name} is still running`);
+      return whenListening(testServer(scheme, port, dir, launch), `${proc.name} (restarted)`);
+    },
   };
 }
 
@@ -58,8 +73,7 @@ export function testServer(scheme: string, port: number, proc: ManagedProcess, d
 async function startServer(kind: 'redis' | 'nats', cmd: string, args: (port: number, dir: string) => string[]): Promise<TestServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `cordum-${kind}-`));
-  const proc = startProcess(`${kind}:${port}`, cmd, args(port, dir));
-  return whenListening(testServer(kind, port, proc, dir), cmd);
+  return whenListening(testServer(kind, port, dir, () => startProcess(`${kind}:${port}`, cmd, args(port, dir))), cmd);
 }
 
 /** Waits for a just-started server to listen; one that does not is stopped (data dir removed) and the error rethrown. */
@@ -80,20 +94,7 @@ export function startRedis(opts: { args?: string[] } = {}): Promise<TestServer> 
   ]);
 }
 
-const natsArgs = (port: number, dir: string, extra: string[] = []): string[] => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...extra];
-
 /** A throwaway nats-server with JetStream on a free loopback port. */
 export function startNats(opts: { args?: string[] } = {}): Promise<TestServer> {
-  return startServer('nats', 'nats-server', (port, dir) => natsArgs(port, dir, opts.args));
-}
-
-/**
- * Starts nats-server again on a stopped server's port and JetStream store, as a restart with
- * persistent storage does, and waits for it to listen. The old process must have ended; the
- * returned server's `stop` ends the new one and removes the store.
- */
-export async function restartNats(server: TestServer, opts: { args?: string[] } = {}): Promise<TestServer> {
-  if (server.process.running) throw new Error(`restartNats: nats-server on ${server.port} is still running`);
-  const proc = startProcess(`nats:${server.port}`, 'nats-server', natsArgs(server.port, server.dir, opts.args));
-  return whenListening(testServer('nats', server.port, proc, server.dir), 'nats-server (restarted)');
+  return startServer('nats', 'nats-server', (port, dir) => ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, ...(opts.args ?? [])]);
 }

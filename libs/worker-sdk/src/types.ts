@@ -46,7 +46,10 @@ export interface WorkerOptions {
   /** Also listen on `worker.<id>.jobs` when the id is subject-safe (D44). Default true. */
   directDispatch?: boolean;
   heartbeatIntervalMs?: number;
-  /** Handshake re-send period, so a restarted scheduler learns us again. Default 30 s. */
+  /**
+   * Handshake re-send period, so a scheduler that started after us learns our direct subject and
+   * start acks. Default: with every heartbeat (`heartbeatIntervalMs`).
+   */
   handshakeIntervalMs?: number;
   /** How long stop() waits for in-flight jobs. Default 10 s. */
   stopTimeoutMs?: number;

@@ -92,11 +92,22 @@ class CapWorker implements Worker {
     this.cancelSub = this.o.bus.subscribe(subjects.cancel, (data) => this.onCancel(data));
     this.sendHandshake();
     this.beat();
-    const hb = setInterval(() => this.beat(), this.o.heartbeatIntervalMs ?? 5_000);
-    const hs = setInterval(() => this.sendHandshake(), this.o.handshakeIntervalMs ?? 30_000);
+    // By default the handshake goes out with every heartbeat: a scheduler replica that started
+    // after us (or reconnected) learns our direct subject and start acks in the same interval as
+    // our heartbeat, not up to 30 s later; until then it dispatches to us by topic, unverified
+    // (a dispatch lost then waits for the dispatch timeout instead of the verify delay).
+    const hsEvery = this.o.handshakeIntervalMs;
+    const hb = setInterval(() => {
+      if (hsEvery === undefined) this.sendHandshake();
+      this.beat();
+    }, this.o.heartbeatIntervalMs ?? 5_000);
     hb.unref();
-    hs.unref();
-    this.timers.push(hb, hs);
+    this.timers.push(hb);
+    if (hsEvery !== undefined) {
+      const hs = setInterval(() => this.sendHandshake(), hsEvery);
+      hs.unref();
+      this.timers.push(hs);
+    }
     // Subscriptions are registered at the server only after a round trip: once start()
     // resolves, a published job is guaranteed to reach us.
     await this.o.bus.flush();

@@ -224,6 +224,8 @@ test('handshake and heartbeats carry the contract fields; running jobs get a pro
     },
   });
   const hs = await waitFor(() => h.handshakes.find((x) => x.componentId === w.workerId));
+  // Repeated with every heartbeat, so a scheduler that starts later learns it within one interval.
+  await waitFor(() => h.handshakes.filter((x) => x.componentId === w.workerId).length >= 3, 2_000, { message: 'a handshake with each heartbeat' });
   expect(hs.role).toBe(ComponentRole.WORKER);
   expect(hs.supportedVersions).toEqual([1]);
   expect(hs.capabilities).toEqual({ start_ack: true, cancel: true, progress: true });

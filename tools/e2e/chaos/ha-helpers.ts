@@ -262,6 +262,21 @@ export function dispatchesRunTwice(stack: Stack, ids: string[]): string[] {
   return [...seen].filter(([, n]) => n > 1).map(([k]) => k);
 }
 
+/** The workers' exec log records of the given jobs (which worker ran which dispatch, when). */
+export function execRecords(stack: Stack, ids: string[]): Record<string, unknown>[] {
+  const want = new Set(ids);
+  const out: Record<string, unknown>[] = [];
+  for (const f of stack.execLogs) {
+    if (!existsSync(f)) continue;
+    for (const line of readFileSync(f, 'utf8').split('\n')) {
+      if (!line.trim()) continue;
+      const rec = JSON.parse(line) as Record<string, unknown>;
+      if (want.has(String(rec['job_id']))) out.push(rec);
+    }
+  }
+  return out;
+}
+
 /** Jobs executed more than once, and jobs never executed, per the workers' own logs. */
 export function executionAudit(stack: Stack, ids: string[]): { twice: string[]; never: string[] } {
   const ex = stack.executions();

@@ -12,7 +12,6 @@ import { join } from 'node:path';
 import {
   freePort,
   spawnService,
-  restartNats,
   startNats,
   startRedis,
   startNatsCluster,
@@ -62,10 +61,12 @@ export interface Stack {
   /** (Re)spawns safety-kernel-<k> on its own ports with the stack's kernel env and waits until it is ready. */
   spawnKernel(k: number, extraEnv?: Record<string, string>): Promise<ManagedProcess>;
   /**
-   * Without `natsCluster`: starts nats-server again on the same port and JetStream store once the
-   * test has ended it (a SIGKILL, say), logged to nats.log and stopped by stop() like the first.
+   * Starts Redis or NATS node `i` (default 0: the one server) again on the same port and data dir
+   * once the test has ended it (a SIGKILL, say): nats-server keeps its JetStream store, a
+   * standalone redis-server comes back empty (it persists nothing). Logged and stopped by stop()
+   * like the first; `redis`, `nats`, `redisNodes` and `natsNodes` then name the new process.
    */
-  restartNats(): Promise<TestServer>;
+  restartNode(kind: 'redis' | 'nats', i?: number): Promise<TestServer>;
   /** Spawns one more echo worker (exec log counted by executions()) and waits until it is ready. */
   spawnWorker(id: string, env?: Record<string, string>): Promise<ManagedProcess>;
   stop(): Promise<void>;
@@ -128,7 +129,7 @@ function teeOutput(dir: string, name: string, p: ManagedProcess): Promise<void> 
 async function single(server: Promise<TestServer>): Promise<TestCluster> {
   const s = await server;
   const nodes = [s];
-  // nodes[0] may be replaced by a restart (Stack.restartNats): stop whichever runs then.
+  // nodes[0] may be replaced by a restart (Stack.restartNode): stop whichever runs then.
   return { nodes, addresses: s.url, stop: async () => { await Promise.all(nodes.map((n) => n.stop())); } };
 }
 
@@ -306,14 +307,16 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await waitReady(`safety-kernel-${k}`, p, kernelPorts.get(k)?.http ?? 0);
       return p;
     },
-    async restartNats() {
-      const old = natsGroup.nodes[0];
-      if (opts.natsCluster || !old) throw new Error('restartNats: only for a stack on one nats-server');
-      const revived = await restartNats(old);
-      natsGroup.nodes[0] = revived;
-      stack.nats = revived;
-      logsClosed.push(teeOutput(logDir, 'nats', revived.process));
-      reportUnbiddenExit('nats', revived.process);
+    async restartNode(kind, i = 0) {
+      const group = kind === 'redis' ? redisGroup : natsGroup;
+      const old = group.nodes[i];
+      if (!old) throw new Error(`restartNode: no ${kind} node ${i}`);
+      const revived = await old.restart();
+      group.nodes[i] = revived; // the group's stop() ends whichever process runs then
+      if (i === 0) stack[kind] = revived;
+      const name = i === 0 ? kind : `${kind}-${i + 1}`;
+      logsClosed.push(teeOutput(logDir, name, revived.process));
+      reportUnbiddenExit(name, revived.process);
       return revived;
     },
     async spawnWorker(id, env) {
