@@ -7,7 +7,7 @@ import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, type Scope } from './keys';
 import { ABSENT_HASH_LABEL, configMetrics, type ReloadTrigger } from './metrics';
 import { decodeConfigChanged, publishConfigChanged } from './notify';
 import { writeAppliedReport, type AppliedReport } from './status';
-import type { ConfigStore } from './store';
+import type { ConfigDocument, ConfigStore } from './store';
 
 /** Applies one section; throwing keeps the previous hash so the next reload retries. */
 export type SectionSetter = (value: unknown, hash: string | null) => void | Promise<void>;
@@ -129,15 +129,37 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
     return writeAppliedReport(o.store.redis, reportKey, r, reportTtlMs);
   }
 
+  async function read(trigger: ReloadTrigger): Promise<ConfigDocument | null> {
+    try {
+      return await o.store.get(scope, scopeId);
+    } catch (err) {
+      logOnce('read', 'config reload failed, keeping applied config', err, { trigger });
+      return null;
+    }
+  }
+
+  /**
+   * A merged file leaves its hash in meta (D35), and no write through the API removes it: a
+   * document without it has lost the merge, because Redis came back empty (a restart without
+   * persistence, a failover to an empty replica) or someone deleted the key. Applying that
+   * document would drop what the files configure (the scheduler's routing: every job would
+   * park), so the files are merged again first, as at a first start.
+   */
+  const lostBootstrap = (doc: ConfigDocument): readonly string[] =>
+    bootstrapped ? (o.bootstrap ?? []).filter((f) => doc.meta[f.fileHashMetaKey] === undefined).map((f) => f.section) : [];
+
   async function reloadOnce(trigger: ReloadTrigger): Promise<void> {
     metrics.reloads.inc({ trigger });
     if (!(await bootstrapOnce(trigger))) return;
-    let doc;
-    try {
-      doc = await o.store.get(scope, scopeId);
-    } catch (err) {
-      logOnce('read', 'config reload failed, keeping applied config', err, { trigger });
-      return;
+    let doc = await read(trigger);
+    if (!doc) return;
+    const lost = lostBootstrap(doc);
+    if (lost.length > 0) {
+      log.warn('config document has lost its bootstrap merge (Redis emptied or the key deleted), merging the files again', { sections: lost, revision: doc.revision, trigger });
+      bootstrapped = false;
+      if (!(await bootstrapOnce(trigger))) return;
+      doc = await read(trigger);
+      if (!doc) return;
     }
     if (lastError.delete('read')) log.info('config readable again', { revision: doc.revision });
     let allOk = true;

@@ -317,6 +317,30 @@ describe('config watcher (real Redis + NATS)', () => {
     expect(restarted.cap.count('config bootstrap file unchanged since its last merge, live config kept')).toBe(1);
   });
 
+  it('a document that lost its bootstrap merge (Redis came back empty) gets the files merged again before anything is applied', async () => {
+    const fileTimeouts = { reconciler: { dispatch_timeout_seconds: 13, running_timeout_seconds: 303, scan_interval_seconds: 3 } };
+    const bootstrap = [{ section: 'timeouts', fileHashMetaKey: '_timeoutsFileHash', content: fileTimeouts, source: 'timeouts.yaml' }];
+    await store.mergePatch('system', 'default', { pools: POOLS_A });
+    const timeouts = recorder();
+    const pools = recorder();
+    const { w, cap } = make({ pollIntervalMs: 100, sections: { timeouts: timeouts.setter, pools: pools.setter }, bootstrap });
+    await w.start();
+    expect(timeouts.calls).toEqual([{ value: fileTimeouts, hash: hashValue(fileTimeouts) }]);
+    expect(pools.calls).toEqual([{ value: POOLS_A, hash: hashValue(POOLS_A) }]);
+
+    // What a Redis restart without persistence leaves: no document at all. A poll reads it:
+    // the section no file provides is gone (applied as absent), the file's section is merged
+    // again first and so never applied as absent.
+    await redis.del('cfg:system:default');
+    await waitFor(() => pools.calls.length === 2, 3000, { message: 'a poll applied the emptied document' });
+    expect(pools.calls[1]).toEqual({ value: undefined, hash: null });
+    expect(timeouts.calls).toHaveLength(1);
+    const doc = await store.get('system', 'default');
+    expect({ data: doc.data, hash: doc.meta['_timeoutsFileHash'] }).toEqual({ data: { timeouts: fileTimeouts }, hash: hashValue(fileTimeouts) });
+    expect(w.revision).toBe(doc.revision);
+    expect(cap.count('config document has lost its bootstrap merge (Redis emptied or the key deleted), merging the files again')).toBe(1);
+  });
+
   it('a corrupt section keeps the last good config, shows DRIFTED and logs one error over many polls', async () => {
     const timeouts = recorder();
     const pools = recorder();
