@@ -116,7 +116,8 @@ export class WorkerRegistry {
       const hs = this.handshakes.get(w.workerId);
       if (cur && cur.lastHeartbeat >= w.lastHeartbeat) {
         // The live heartbeat wins, but it carries no handshake: until the worker's next
-        // handshake (every 30 s) keep its direct subject and start-ack support from the snapshot.
+        // handshake (with its next heartbeat from worker-sdk, P26) keep its direct subject and
+        // start-ack support from the snapshot.
         if (!hs) {
           this.handshakes.set(w.workerId, { readyTopics: [...w.readyTopics], startAck: w.startAck });
           cur.readyTopics = [...w.readyTopics];

@@ -105,6 +105,34 @@ export async function submitKeyed(stack: Stack, i: number, o: { key: string; bod
   throw new Error(`${o.key}: no job within ${o.budgetMs} ms`);
 }
 
+/**
+ * Writes the chaos suites' reconciler timeouts into `dir` and returns the file's path (for
+ * TIMEOUT_CONFIG_PATH): dispatch 8 s and a 1 s scan, so what a fault leaves behind is repaired
+ * within a test; running 40 s, above the 30 s AckWait after which JetStream redelivers a result a
+ * killed replica had fetched (the scheduler warns below that bound).
+ */
+export function shortTimeoutsFile(dir: string): string {
+  const path = join(dir, 'timeouts.yaml');
+  writeFileSync(path, 'reconciler:\n  dispatch_timeout_seconds: 8\n  running_timeout_seconds: 40\n  scan_interval_seconds: 1\n');
+  return path;
+}
+
+/**
+ * Polls every process's /readyz until each has answered other than 200 at least once (a
+ * dependency is gone: BEHAVIOURS §8, readiness reflects it); a timeout names those still ready.
+ */
+export async function waitAllSeenUnready(stack: Stack, timeoutMs: number): Promise<void> {
+  const seenDown = new Set<string>();
+  await waitFor(async () => {
+    await Promise.all([...stack.healthPorts].map(async ([name, port]) => {
+      if (!(await readyz(port))) seenDown.add(name);
+    }));
+    const up = [...stack.healthPorts.keys()].filter((n) => !seenDown.has(n));
+    if (up.length > 0) throw new Error(`still ready: ${up.join(', ')}`);
+    return true;
+  }, timeoutMs, { message: 'every service unready', intervalMs: 100 });
+}
+
 /** Waits until every process of the stack answers /readyz with 200; a timeout names one that did not. */
 export async function waitAllReady(stack: Stack, timeoutMs: number): Promise<void> {
   await waitFor(async () => {

@@ -5,14 +5,14 @@
 // killed replica had fetched; scan 1 s) and env knobs (job lock 6 s, verify
 // delay 2 s, orphan age 5 s, snapshot every 1 s), so the whole file stays within
 // a few minutes on 2 cores. Part of `npm test` (root jest.config.cjs projects).
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectBus } from '@cordum/bus';
 import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, locksHeldBy, redisFor, schedulerCounter, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
+import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, locksHeldBy, redisFor, schedulerCounter, shortTimeoutsFile, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
 import { api, readyz, startStack, type Stack } from '../test/stack';
 
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -22,12 +22,12 @@ const LOCK_TTL_MS = 6_000;
 describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
   let stack: Stack;
   let redis: RedisClient;
+  let dir: string | undefined;
   const timings: Record<string, number> = {};
 
   beforeAll(async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cordum-ha-'));
-    const timeouts = join(dir, 'timeouts.yaml');
-    writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 8\n  running_timeout_seconds: 40\n  scan_interval_seconds: 1\n');
+    dir = mkdtempSync(join(tmpdir(), 'cordum-ha-'));
+    const timeouts = shortTimeoutsFile(dir);
     stack = await startStack({
       schedulers: 2,
       gateways: 2,
@@ -47,6 +47,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     console.log(`HA timings (ms): ${JSON.stringify(timings)}`);
     if (redis) await closeRedis(redis);
     await stack?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   /** `it` that keeps the stack's process logs (stack.keep) when the test fails. */

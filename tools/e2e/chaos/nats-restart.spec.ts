@@ -6,13 +6,12 @@
 // retried with the same Idempotency-Key; every key ends with one job, SUCCEEDED and executed
 // once, and no job that a client was told failed runs at all. Executions are counted from the
 // workers' exec logs.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitFor } from '@cordum/testing';
 import type { RedisClient } from '@cordum/redis';
-import { pool, readyz, startStack, type Stack } from '../test/stack';
-import { closeRedis, describeJobs, execRecords, executionAudit, redisFor, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
+import { pool, startStack, type Stack } from '../test/stack';
+import { closeRedis, describeJobs, execRecords, executionAudit, redisFor, shortTimeoutsFile, submitKeyed, waitAllReady, waitAllSeenUnready, waitTerminal } from './ha-helpers';
 
 const JOBS = 300;
 const KILL_AFTER = 100;
@@ -31,10 +30,8 @@ describe('the stack\'s one nats-server killed and restarted, then frozen, under 
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cordum-e2e-nats-restart-'));
-    // Short timeouts, so a dispatch or a result lost with the server is recovered within the
-    // test (running stays above the 30 s result redelivery bound, as the scheduler asks).
-    const timeouts = join(dir, 'timeouts.yaml');
-    writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 8\n  running_timeout_seconds: 40\n  scan_interval_seconds: 1\n');
+    // Short timeouts, so a dispatch or a result lost with the server is recovered within the test.
+    const timeouts = shortTimeoutsFile(dir);
     stack = await startStack({
       gateways: 2,
       schedulers: 2,
@@ -107,15 +104,7 @@ describe('the stack\'s one nats-server killed and restarted, then frozen, under 
       stack.nats.process.kill('SIGKILL');
       await stack.nats.process.waitExit(5_000);
       // BEHAVIOURS §8: readiness reflects it. Every service must answer 503 at least once.
-      const seenDown = new Set<string>();
-      await waitFor(async () => {
-        await Promise.all([...stack.healthPorts].map(async ([name, port]) => {
-          if (!(await readyz(port))) seenDown.add(name);
-        }));
-        const up = [...stack.healthPorts.keys()].filter((n) => !seenDown.has(n));
-        if (up.length > 0) throw new Error(`still ready: ${up.join(', ')}`);
-        return true;
-      }, 15_000, { message: 'every service unready without NATS', intervalMs: 100 });
+      await waitAllSeenUnready(stack, 15_000);
       const unreadyMs = Date.now() - killedAt;
       // The outage itself: NATS stays down this long while submits keep arriving.
       await new Promise((r) => setTimeout(r, DOWN_MS));

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot, waitFor } from '@cordum/testing';
 import { api, pool, startStack, type Stack } from '../test/stack';
-import { closeRedis, executionAudit, jobFields, redisFor, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
+import { closeRedis, executionAudit, jobFields, redisFor, shortTimeoutsFile, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
 import { createRedis, masters, type RedisClient } from '@cordum/redis';
 
 const POLICY = readFileSync(join(repoRoot, 'tools/bench/safety-policy.yaml'), 'utf8');
@@ -27,10 +27,7 @@ describe('the stack on a 6-node Redis Cluster', () => {
     const policyPath = join(dir, 'safety.yaml');
     writeFileSync(policyPath, POLICY);
     // Short timeouts, so the reconciler repairs within the test what a SIGKILL left half-indexed.
-    const timeouts = join(dir, 'timeouts.yaml');
-    // (running stays above the 30 s result redelivery bound, or a result the killed replica had
-    // fetched would be timed out before its redelivery: the scheduler warns about that at start)
-    writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 8\n  running_timeout_seconds: 40\n  scan_interval_seconds: 1\n');
+    const timeouts = shortTimeoutsFile(dir);
     const keys = [
       { key: KEYS.alice, tenant: 'default', role: 'operator', principal_id: 'alice' },
       { key: KEYS.bob, tenant: 'default', role: 'operator', principal_id: 'bob' },

@@ -7,8 +7,8 @@
 // Redis without persistence (docs/operations.md), not something the services can undo.
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { api, pool, readyz, startStack, type Stack } from '../test/stack';
-import { closeRedis, executionAudit, redisFor, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
+import { api, pool, startStack, type Stack } from '../test/stack';
+import { closeRedis, executionAudit, redisFor, submitKeyed, waitAllReady, waitAllSeenUnready, waitTerminal } from './ha-helpers';
 
 const JOBS = 100;
 
@@ -50,15 +50,7 @@ describe('the stack\'s one redis-server killed and restarted empty', () => {
     const statuses = await inFlight;
     expect(statuses.filter((st) => st !== 200 && st !== 503)).toEqual([]);
     await stack.redis.process.waitExit(5_000);
-    const seenDown = new Set<string>();
-    await waitFor(async () => {
-      await Promise.all([...stack.healthPorts].map(async ([name, port]) => {
-        if (!(await readyz(port))) seenDown.add(name);
-      }));
-      const up = [...stack.healthPorts.keys()].filter((n) => !seenDown.has(n));
-      if (up.length > 0) throw new Error(`still ready: ${up.join(', ')}`);
-      return true;
-    }, 15_000, { message: 'every service unready without Redis', intervalMs: 100 });
+    await waitAllSeenUnready(stack, 15_000);
     const unreadyMs = Date.now() - killedAt;
     const submitDown = await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt: 'while down' });
     expect({ status: submitDown.status, code: submitDown.body['code'] }).toEqual({ status: 503, code: 'redis_unavailable' });
