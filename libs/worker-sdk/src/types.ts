@@ -65,6 +65,12 @@ export interface WorkerOptions {
    * Default 100 ms.
    */
   startAckDelayMs?: number;
+  /**
+   * How long a handler's result is retried when Redis refuses the `res:<id>` write (restarting,
+   * failing over). The handler has run, so the job is never reported retryable for this: past
+   * the budget it is reported FAILED `result_write_failed`. Default 30 s.
+   */
+  resultWriteBudgetMs?: number;
   sdkVersion?: string;
   handler: JobHandler;
 }

@@ -46,6 +46,7 @@ class CapWorker implements Worker {
   private readonly log: Logger;
   private readonly io: JobIo;
   private readonly startAckDelayMs: number;
+  private readonly resultWriteBudgetMs: number;
   private readonly metrics: WorkerMetrics | null;
   private readonly subs: Subscription[] = [];
   private cancelSub: Subscription | null = null;
@@ -72,6 +73,9 @@ class CapWorker implements Worker {
       throw new WorkerError('worker_invalid_options', `startAckDelayMs must be an integer from 0 to ${MAX_START_ACK_DELAY_MS}, got ${ackDelay}`);
     }
     this.startAckDelayMs = ackDelay;
+    const budget = o.resultWriteBudgetMs ?? 30_000;
+    if (!Number.isInteger(budget) || budget < 0) throw new WorkerError('worker_invalid_options', `resultWriteBudgetMs must be a non-negative integer, got ${budget}`);
+    this.resultWriteBudgetMs = budget;
     this.workerId = o.workerId;
     this.directSubject = (o.directDispatch ?? true) ? directSubjectFor(o.workerId) : null;
     this.log = o.logger.child({ worker_id: o.workerId });
@@ -256,7 +260,7 @@ class CapWorker implements Worker {
       let reply: Reply;
       try {
         const outcome = await this.execute(job, input);
-        reply = job.cancelled ? { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' } : await this.store(request.jobId, outcome);
+        reply = job.cancelled ? { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' } : await this.store(job, outcome);
       } catch (err) {
         reply = job.cancelled
           ? { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' }
@@ -287,14 +291,30 @@ class CapWorker implements Worker {
     });
   }
 
-  /** Writes the handler's result at res:<id>; a failed write is retryable (the scheduler may redispatch). */
-  private async store(jobId: string, outcome: JobOutcome): Promise<Reply> {
+  /**
+   * Writes the handler's result at res:<id>. The handler has run, so a write Redis refuses must
+   * not turn into a retryable failure: the scheduler would run the job a second time. The write
+   * is retried (backoff 100 ms to 2 s) for up to resultWriteBudgetMs, or until stop() gives up
+   * on the job; past that the job is FAILED `result_write_failed`: it ran, its result is lost.
+   */
+  private async store(job: RunningJob, outcome: JobOutcome): Promise<Reply> {
     let resultPtr = '';
     if (outcome.result !== undefined) {
-      try {
-        resultPtr = await this.io.writeResult(jobId, outcome.result);
-      } catch (err) {
-        return { status: 'FAILED_RETRYABLE', errorCode: 'result_write_failed', errorMessage: (err as Error).message };
+      const deadline = Date.now() + this.resultWriteBudgetMs;
+      for (let wait = 100, tries = 1; ; wait = Math.min(2 * wait, 2_000), tries++) {
+        try {
+          resultPtr = await this.io.writeResult(job.request.jobId, outcome.result);
+          if (tries > 1) this.log.info('result written after retries', { job_id: job.request.jobId, tries });
+          break;
+        } catch (err) {
+          const message = (err as Error).message;
+          if (job.abandoned || Date.now() + wait > deadline) {
+            this.log.error('result write failed; the job ran, reporting it FAILED', { job_id: job.request.jobId, tries, err: message });
+            return { status: 'FAILED', errorCode: 'result_write_failed', errorMessage: message };
+          }
+          if (tries === 1) this.log.warn('result write failed, retrying', { job_id: job.request.jobId, err: message });
+          await new Promise((r) => setTimeout(r, wait));
+        }
       }
     }
     return { status: outcome.status, resultPtr, errorCode: outcome.errorCode ?? '', errorMessage: outcome.errorMessage ?? '' };

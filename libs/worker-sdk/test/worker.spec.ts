@@ -257,6 +257,55 @@ test('beyond maxParallelJobs a job is refused with FAILED_RETRYABLE worker_busy,
   expect((await resultOf(first.jobId)).status).toBe(JobStatus.SUCCEEDED);
 });
 
+describe('a result write that Redis refuses (maxmemory 1: every write is OOM)', () => {
+  afterEach(async () => {
+    await h.redis.config('SET', 'maxmemory', '0');
+  });
+
+  /** A worker whose handler waits for `go`; the test makes Redis refuse writes while it runs. */
+  const refusing = async (over: Partial<WorkerOptions> = {}) => {
+    const go = new Latch();
+    let runs = 0;
+    const topic = `job.oom${seq}`;
+    const w = await startWorker({
+      topics: [topic],
+      ...over,
+      handler: async (job) => {
+        runs += 1;
+        await go.promise;
+        return echo(job);
+      },
+    });
+    const job = await publishJob(h, topic, { prompt: 'kept' });
+    await waitFor(() => runs === 1, 5_000, { message: 'handler running' });
+    await h.redis.config('SET', 'maxmemory', '1');
+    go.open();
+    return { w, job, runs: () => runs };
+  };
+
+  test('is retried until Redis takes it: one SUCCEEDED result, the handler run once, never a retryable failure', async () => {
+    const ooms = async (): Promise<number> => Number(/errorstat_OOM:count=(\d+)/.exec(await h.redis.info('errorstats'))?.[1] ?? 0);
+    const before = await ooms();
+    const { job, runs } = await refusing();
+    await waitFor(async () => (await ooms()) >= before + 2, 5_000, { message: 'the write refused twice' });
+    expect(onlyResult(h, job.jobId)).toBeUndefined();
+    await h.redis.config('SET', 'maxmemory', '0');
+    const r = await resultOf(job.jobId);
+    expect({ status: r.status, resultPtr: r.resultPtr }).toEqual({ status: JobStatus.SUCCEEDED, resultPtr: `redis://res:${job.jobId}` });
+    expect(JSON.parse((await h.redis.get(`res:${job.jobId}`))!)).toEqual({ echo: 'kept' });
+    expect(h.results.get(job.jobId)).toHaveLength(1);
+    expect(runs()).toBe(1);
+  });
+
+  test('past resultWriteBudgetMs the job is FAILED result_write_failed, not FAILED_RETRYABLE: it ran, and a new attempt would run it twice', async () => {
+    const { job, runs } = await refusing({ resultWriteBudgetMs: 300 });
+    const r = await resultOf(job.jobId);
+    expect({ status: r.status, code: r.errorCode }).toEqual({ status: JobStatus.FAILED, code: 'result_write_failed' });
+    expect(r.errorMessage).toMatch(/OOM/);
+    expect(runs()).toBe(1);
+  });
+});
+
 test('bad packets are dropped and counted; missing ctx gives input null; a throwing handler reports FAILED', async () => {
   const inputs: unknown[] = [];
   const w = await startWorker({

@@ -133,6 +133,59 @@ export async function waitAllSeenUnready(stack: Stack, timeoutMs: number): Promi
   }, timeoutMs, { message: 'every service unready', intervalMs: 100 });
 }
 
+/**
+ * `o.jobs` keyed submits over every gateway, 20 at a time, retried with the same key on 503 or no
+ * answer; `o.fault` starts after `o.faultAfter` answers, while the rest keep arriving. Then: every
+ * key one job, SUCCEEDED and run once (the workers' exec logs); no job outside `o.everyId` (every
+ * job the test file submitted; these ids are added to it) ran at all, so no job whose submit was
+ * answered 503 ran, even where its submit reached the stream; every service ready again, none
+ * exited. A failure keeps the stack's logs and prints what the exec logs and the store say of
+ * the odd jobs. Returns a line for the test log.
+ */
+export async function keyedLoadWithFault(
+  stack: Stack,
+  redis: RedisClient,
+  o: { prefix: string; jobs: number; faultAfter: number; budgetMs: number; everyId: Set<string>; fault: () => Promise<string> },
+): Promise<string> {
+  let answered = 0;
+  let retried = 0;
+  const outage: { done?: Promise<string> } = {};
+  const submit = async (i: number): Promise<string> => {
+    const out = await submitKeyed(stack, i, { key: `${o.prefix}-${i}`, body: { topic: 'job.echo', prompt: `${o.prefix} ${i}` }, budgetMs: o.budgetMs });
+    retried += out.retried;
+    if (++answered === o.faultAfter) {
+      outage.done = o.fault();
+      outage.done.catch(() => undefined); // awaited, and its error thrown, after the submits
+    }
+    return out.jobId;
+  };
+  const ids = await pool(Array.from({ length: o.jobs }, (_, i) => i), 20, submit);
+  if (!outage.done) throw new Error('the fault never started');
+  const what = await outage.done;
+  const endedAt = Date.now();
+  expect(new Set(ids).size).toBe(o.jobs);
+  for (const id of ids) o.everyId.add(id);
+
+  const final = await waitTerminal(redis, ids, 120_000, { stack }).catch((err: unknown) => {
+    stack.keep(`${o.prefix}: jobs not terminal`);
+    throw err;
+  });
+  const notSucceeded = [...final.entries()].filter(([, s]) => s !== 'SUCCEEDED');
+  const audit = executionAudit(stack, ids);
+  if (notSucceeded.length + audit.twice.length + audit.never.length > 0) {
+    const odd = [...notSucceeded.map(([id]) => id), ...audit.twice, ...audit.never].slice(0, 5);
+    stack.keep(`${o.prefix}: jobs not SUCCEEDED once`);
+    console.error(`[${o.prefix}] jobs not SUCCEEDED once: ${JSON.stringify({ notSucceeded: notSucceeded.length, audit, runs: execRecords(stack, odd), jobs: await describeJobs(redis, odd) })}`);
+  }
+  expect(notSucceeded).toEqual([]);
+  expect(audit).toEqual({ twice: [], never: [] });
+  expect([...stack.executions().keys()].filter((id) => !o.everyId.has(id))).toEqual([]);
+  const doneMs = Date.now() - endedAt;
+  await waitAllReady(stack, 20_000);
+  expect([...stack.procs].filter(([, p]) => !p.running).map(([name]) => name)).toEqual([]);
+  return `${what}; ${retried} submit retries; all ${o.jobs} done ${doneMs} ms after the fault ended`;
+}
+
 /** Waits until every process of the stack answers /readyz with 200; a timeout names one that did not. */
 export async function waitAllReady(stack: Stack, timeoutMs: number): Promise<void> {
   await waitFor(async () => {

@@ -10,8 +10,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RedisClient } from '@cordum/redis';
-import { pool, startStack, type Stack } from '../test/stack';
-import { closeRedis, describeJobs, execRecords, executionAudit, redisFor, shortTimeoutsFile, submitKeyed, waitAllReady, waitAllSeenUnready, waitTerminal } from './ha-helpers';
+import { startStack, type Stack } from '../test/stack';
+import { closeRedis, keyedLoadWithFault, redisFor, shortTimeoutsFile, submitKeyed, waitAllSeenUnready, waitTerminal } from './ha-helpers';
 
 const JOBS = 300;
 const KILL_AFTER = 100;
@@ -52,51 +52,8 @@ describe('the stack\'s one nats-server killed and restarted, then frozen, under 
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  /**
-   * JOBS keyed submits over both gateways, 20 at a time, retried with the same key on 503;
-   * `fault` starts after KILL_AFTER answers, while the rest keep arriving. Then: every key one
-   * job, SUCCEEDED and run once; no job that a client was told failed (503) ran at all, even
-   * where its submit reached the stream; every service ready again, none exited. Returns a
-   * line for the log.
-   */
-  const underLoad = async (prefix: string, fault: () => Promise<string>): Promise<string> => {
-    let answered = 0;
-    let retried = 0;
-    const outage: { done?: Promise<string> } = {};
-    const submit = async (i: number): Promise<string> => {
-      const out = await submitKeyed(stack, i, { key: `${prefix}-${i}`, body: { topic: 'job.echo', prompt: `${prefix} ${i}` }, budgetMs: CLIENT_BUDGET_MS });
-      retried += out.retried;
-      if (++answered === KILL_AFTER) {
-        outage.done = fault();
-        outage.done.catch(() => undefined); // awaited, and its error thrown, after the submits
-      }
-      return out.jobId;
-    };
-    const ids = await pool(Array.from({ length: JOBS }, (_, i) => i), 20, submit);
-    if (!outage.done) throw new Error('the fault never started');
-    const what = await outage.done;
-    const endedAt = Date.now();
-    expect(new Set(ids).size).toBe(JOBS);
-    for (const id of ids) everyId.add(id);
-
-    const final = await waitTerminal(redis, ids, 120_000, { stack }).catch((err: unknown) => {
-      stack.keep(`${prefix}: jobs not terminal`);
-      throw err;
-    });
-    expect([...final.entries()].filter(([, s]) => s !== 'SUCCEEDED')).toEqual([]);
-    const audit = executionAudit(stack, ids);
-    if (audit.twice.length + audit.never.length > 0) {
-      const odd = [...audit.twice, ...audit.never].slice(0, 5);
-      stack.keep(`${prefix}: execution audit failed`);
-      console.error(`[${prefix}] execution audit failed: ${JSON.stringify({ audit, runs: execRecords(stack, odd), jobs: await describeJobs(redis, odd) })}`);
-    }
-    expect(audit).toEqual({ twice: [], never: [] });
-    expect([...stack.executions().keys()].filter((id) => !everyId.has(id))).toEqual([]);
-    const doneMs = Date.now() - endedAt;
-    await waitAllReady(stack, 20_000);
-    expect([...stack.procs].filter(([, p]) => !p.running).map(([name]) => name)).toEqual([]);
-    return `${what}; ${retried} submit retries; all ${JOBS} done ${doneMs} ms after the fault ended`;
-  };
+  const underLoad = (prefix: string, fault: () => Promise<string>): Promise<string> =>
+    keyedLoadWithFault(stack, redis, { prefix, jobs: JOBS, faultAfter: KILL_AFTER, budgetMs: CLIENT_BUDGET_MS, everyId, fault });
 
   it(`SIGKILL, then a restart on the same port and store: every service unready while NATS is down, ${JOBS} keyed submits each one job, SUCCEEDED and executed once`, async () => {
     const summary = await underLoad('natsr', async () => {
