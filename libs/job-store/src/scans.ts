@@ -46,7 +46,12 @@ export interface JobScans {
   listParked(topic: string, maxMs: number, limit: number): Promise<ScoredId[]>;
   /** When the job parked on `topic` expires (its parked score), or null when it is not parked there. */
   parkedExpiry(topic: string, id: string): Promise<number | null>;
-  /** Drops parked entries; when `dueAtMs` is given they move to `job:retry` due then. */
+  /**
+   * Drops parked entries. When `dueAtMs` is given they move to `job:retry` due then, and their
+   * orphan clock (moved to the expiry by `park`) comes back to `dueAtMs`: if that retry is lost
+   * (the drive fails, and so does filing it again, with Redis away), the orphan sweep still finds
+   * the job a `SCHEDULER_PENDING_REPLAY_AGE` later instead of at its parked expiry (P28).
+   */
   unpark(topic: string, ids: string[], dueAtMs?: number): Promise<void>;
   /** Forgets a topic whose parked set is empty (re-adds it if a park raced the removal). */
   dropParkedTopicIfEmpty(topic: string): Promise<void>;
@@ -60,6 +65,9 @@ export interface JobScans {
    */
   claimedDispatch(id: string): Promise<string | null>;
 }
+
+/** The states a job can be parked in (the scheduler's no-worker wait). */
+const PARKABLE_STATES: readonly JobState[] = ['PENDING', 'RETRYING'];
 
 function scored(flat: string[]): ScoredId[] {
   const out: ScoredId[] = [];
@@ -110,7 +118,14 @@ export function createJobScans(redis: RedisClient): JobScans {
     },
     async unpark(topic, ids, dueAtMs) {
       if (ids.length === 0) return;
-      if (dueAtMs !== undefined) await redis.zadd(jobKeys.retry(), ...ids.flatMap((id) => [dueAtMs, id]));
+      if (dueAtMs !== undefined) {
+        const scoredIds = ids.flatMap((id) => [dueAtMs, id]);
+        // XX: a parked job is PENDING or RETRYING; only the index that holds it is touched.
+        await Promise.all([
+          redis.zadd(jobKeys.retry(), ...scoredIds),
+          ...PARKABLE_STATES.map((state) => redis.zadd(jobKeys.active(state), 'XX', ...scoredIds)),
+        ]);
+      }
       await redis.zrem(jobKeys.parked(topic), ...ids);
     },
     async dropParkedTopicIfEmpty(topic) {

@@ -118,6 +118,9 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(await store.listParkedTopics()).toContain(topic);
     await store.unpark(topic, [j.id], 77);
     expect((await store.listRetryDue(77, 10)).map((e) => e.id)).toContain(j.id);
+    // The orphan clock comes back from the expiry (P28), in the index that holds the job only.
+    expect(Number(await redis.zscore(jobKeys.active('PENDING'), j.id))).toBe(77);
+    expect(await redis.zscore(jobKeys.active('RETRYING'), j.id)).toBeNull();
     await store.dropParkedTopicIfEmpty(topic);
     expect(await store.listParkedTopics()).not.toContain(topic);
     await store.removeRetry(j.id);

@@ -186,6 +186,34 @@ export async function keyedLoadWithFault(
   return `${what}; ${retried} submit retries; all ${o.jobs} done ${doneMs} ms after the fault ended`;
 }
 
+/**
+ * One keyed job through the stack, awaited SUCCEEDED, its id added to `everyId`. A scheduler that
+ * starts cold parks jobs until the workers' next heartbeat (up to 5 s), and a fault test wants
+ * its fault to meet a stack that is dispatching.
+ */
+export async function warmUp(stack: Stack, redis: RedisClient, key: string, everyId: Set<string>): Promise<void> {
+  const warm = await submitKeyed(stack, 0, { key, body: { topic: 'job.echo', prompt: 'warm up' }, budgetMs: 10_000 });
+  everyId.add(warm.jobId);
+  expect((await waitTerminal(redis, [warm.jobId], 20_000)).get(warm.jobId)).toBe('SUCCEEDED');
+}
+
+/**
+ * SIGKILLs the stack's one redis-server or nats-server, waits until every service has answered
+ * /readyz with 503 (BEHAVIOURS §8: readiness reflects it), keeps it down `downMs` more while
+ * the load goes on (the outage itself), and starts it again on the same port and data dir.
+ * Returns a line for the test log.
+ */
+export async function killAndRestart(stack: Stack, kind: 'redis' | 'nats', downMs: number): Promise<string> {
+  const killedAt = Date.now();
+  stack[kind].process.kill('SIGKILL');
+  await stack[kind].process.waitExit(5_000);
+  await waitAllSeenUnready(stack, 15_000);
+  const unreadyMs = Date.now() - killedAt;
+  await new Promise((r) => setTimeout(r, downMs));
+  await stack.restartNode(kind);
+  return `every service unready ${unreadyMs} ms after the kill; down ${Date.now() - killedAt} ms`;
+}
+
 /** Waits until every process of the stack answers /readyz with 200; a timeout names one that did not. */
 export async function waitAllReady(stack: Stack, timeoutMs: number): Promise<void> {
   await waitFor(async () => {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RedisClient } from '@cordum/redis';
 import { startStack, type Stack } from '../test/stack';
-import { closeRedis, keyedLoadWithFault, redisFor, shortTimeoutsFile, submitKeyed, waitAllSeenUnready, waitTerminal } from './ha-helpers';
+import { closeRedis, keyedLoadWithFault, killAndRestart, redisFor, shortTimeoutsFile, warmUp } from './ha-helpers';
 
 const JOBS = 300;
 const KILL_AFTER = 100;
@@ -40,11 +40,7 @@ describe('the stack\'s one nats-server killed and restarted, then frozen, under 
       schedulerEnv: { SCHEDULER_PENDING_REPLAY_AGE: '5s', SCHEDULER_DISPATCH_VERIFY_DELAY: '2s', TIMEOUT_CONFIG_PATH: timeouts },
     });
     redis = redisFor(stack);
-    // One job through first: a scheduler that starts cold parks jobs until the workers' next
-    // heartbeat (up to 5 s), and the outage is to meet a stack that is dispatching.
-    const warm = await submitKeyed(stack, 0, { key: 'natsr-warm-up', body: { topic: 'job.echo', prompt: 'warm up' }, budgetMs: 10_000 });
-    everyId.add(warm.jobId);
-    expect((await waitTerminal(redis, [warm.jobId], 20_000)).get(warm.jobId)).toBe('SUCCEEDED');
+    await warmUp(stack, redis, 'natsr-warm-up', everyId);
   }, 180_000);
   afterAll(async () => {
     if (redis) await closeRedis(redis);
@@ -56,18 +52,7 @@ describe('the stack\'s one nats-server killed and restarted, then frozen, under 
     keyedLoadWithFault(stack, redis, { prefix, jobs: JOBS, faultAfter: KILL_AFTER, budgetMs: CLIENT_BUDGET_MS, everyId, fault });
 
   it(`SIGKILL, then a restart on the same port and store: every service unready while NATS is down, ${JOBS} keyed submits each one job, SUCCEEDED and executed once`, async () => {
-    const summary = await underLoad('natsr', async () => {
-      const killedAt = Date.now();
-      stack.nats.process.kill('SIGKILL');
-      await stack.nats.process.waitExit(5_000);
-      // BEHAVIOURS §8: readiness reflects it. Every service must answer 503 at least once.
-      await waitAllSeenUnready(stack, 15_000);
-      const unreadyMs = Date.now() - killedAt;
-      // The outage itself: NATS stays down this long while submits keep arriving.
-      await new Promise((r) => setTimeout(r, DOWN_MS));
-      await stack.restartNode('nats');
-      return `killed after ${KILL_AFTER} answers; every service unready ${unreadyMs} ms after the kill; down ${Date.now() - killedAt} ms`;
-    });
+    const summary = await underLoad('natsr', async () => `killed after ${KILL_AFTER} answers; ${await killAndRestart(stack, 'nats', DOWN_MS)}`);
     console.log(`[nats restart] ${summary}`);
   }, 300_000);
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RedisClient } from '@cordum/redis';
 import { startStack, type Stack } from '../test/stack';
-import { closeRedis, keyedLoadWithFault, redisFor, shortTimeoutsFile, submitKeyed, waitAllSeenUnready, waitTerminal } from './ha-helpers';
+import { closeRedis, keyedLoadWithFault, killAndRestart, redisFor, shortTimeoutsFile, warmUp } from './ha-helpers';
 
 const JOBS = 300;
 const KILL_AFTER = 100;
@@ -35,9 +35,7 @@ describe('the stack on a Redis with AOF, SIGKILLed under load and restarted on i
       schedulerEnv: { SCHEDULER_PENDING_REPLAY_AGE: '5s', SCHEDULER_DISPATCH_VERIFY_DELAY: '2s', TIMEOUT_CONFIG_PATH: shortTimeoutsFile(dir) },
     });
     redis = redisFor(stack);
-    const warm = await submitKeyed(stack, 0, { key: 'aof-warm-up', body: { topic: 'job.echo', prompt: 'warm up' }, budgetMs: 10_000 });
-    everyId.add(warm.jobId);
-    expect((await waitTerminal(redis, [warm.jobId], 20_000)).get(warm.jobId)).toBe('SUCCEEDED');
+    await warmUp(stack, redis, 'aof-warm-up', everyId);
   }, 180_000);
   afterAll(async () => {
     if (redis) await closeRedis(redis);
@@ -54,17 +52,7 @@ describe('the stack on a Redis with AOF, SIGKILLed under load and restarted on i
       faultAfter: KILL_AFTER,
       budgetMs: 60_000,
       everyId,
-      fault: async () => {
-        const killedAt = Date.now();
-        stack.redis.process.kill('SIGKILL');
-        await stack.redis.process.waitExit(5_000);
-        await waitAllSeenUnready(stack, 15_000);
-        const unreadyMs = Date.now() - killedAt;
-        // The outage itself: Redis stays down this long while submits keep arriving.
-        await new Promise((r) => setTimeout(r, DOWN_MS));
-        await stack.restartNode('redis');
-        return `killed after ${KILL_AFTER} answers; every service unready ${unreadyMs} ms after the kill; down ${Date.now() - killedAt} ms`;
-      },
+      fault: async () => `killed after ${KILL_AFTER} answers; ${await killAndRestart(stack, 'redis', DOWN_MS)}`,
     });
     console.log(`[redis aof restart] ${summary}`);
   }, 300_000);

@@ -8,7 +8,7 @@
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { api, pool, startStack, type Stack } from '../test/stack';
-import { closeRedis, executionAudit, redisFor, submitKeyed, waitAllReady, waitAllSeenUnready, waitTerminal } from './ha-helpers';
+import { closeRedis, executionAudit, redisFor, submitKeyed, waitAllReady, waitAllSeenUnready, waitTerminal, warmUp } from './ha-helpers';
 
 const JOBS = 100;
 
@@ -21,8 +21,7 @@ describe('the stack\'s one redis-server killed and restarted empty', () => {
     const poll = { CORDUM_CONFIG_RELOAD_INTERVAL: '1s' };
     stack = await startStack({ gateways: 2, schedulers: 2, workers: 2, workerEnv: { WORKER_ECHO_DELAY: '20ms' }, schedulerEnv: poll, gatewayEnv: poll, kernelEnv: poll });
     redis = redisFor(stack);
-    const warm = await submitKeyed(stack, 0, { key: 'redisr-warm-up', body: { topic: 'job.echo', prompt: 'warm up' }, budgetMs: 10_000 });
-    expect((await waitTerminal(redis, [warm.jobId], 20_000)).get(warm.jobId)).toBe('SUCCEEDED');
+    await warmUp(stack, redis, 'redisr-warm-up', new Set());
     await closeRedis(redis);
     redis = undefined;
   }, 180_000);
