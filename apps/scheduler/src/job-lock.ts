@@ -42,7 +42,7 @@ export async function withJobLock<T>(ctx: SchedulerContext, jobId: string, fn: (
     return { busy: false, value: await fn(lease) };
   } finally {
     lease.stopAutoRenew();
-    await lease.release().catch((err: unknown) => ctx.logger.warn('job lock release failed', { job_id: jobId, err }));
+    await lease.releaseOrRetry({ onError: (err) => ctx.logger.warn('job lock release failed, retrying until its TTL', { job_id: jobId, err }) });
   }
 }
 
@@ -69,7 +69,7 @@ export async function withLockedJob<T>(ctx: SchedulerContext, jobId: string, fn:
     return { busy: false, value: await fn(lease, decodeRecord(got.hash)) };
   } finally {
     lease.stopAutoRenew();
-    await lease.release().catch((err: unknown) => ctx.logger.warn('job lock release failed', { job_id: jobId, err }));
+    await lease.releaseOrRetry({ onError: (err) => ctx.logger.warn('job lock release failed, retrying until its TTL', { job_id: jobId, err }) });
   }
 }
 

@@ -64,6 +64,32 @@ export class Lease {
   }
 
   /**
+   * release(), and when Redis refuses it (away, restarting) the same compare-and-delete again
+   * in the background every `retryEveryMs` (default 500) until Redis answers or the lock has
+   * expired by itself (ttlMs after the last successful acquire or renew). Without the retries a
+   * failed release leaves the lock blocking its key for the rest of its TTL after Redis is back.
+   * Resolves after the first try; `onError` hears that try's error. The retries are safe: they
+   * delete the key only while it still holds our token.
+   */
+  async releaseOrRetry(o: { retryEveryMs?: number; onError?: (err: unknown) => void } = {}): Promise<void> {
+    const expiresAt = this.lastOkAt + this.ttlMs;
+    try {
+      await this.release();
+      return;
+    } catch (err) {
+      o.onError?.(err);
+    }
+    const every = o.retryEveryMs ?? 500;
+    const retry = (): void => {
+      if (performance.now() + every >= expiresAt) return;
+      setTimeout(() => {
+        this.runner.run<number>('release', [this.key], [this.token]).then(() => undefined, retry);
+      }, every).unref();
+    };
+    retry();
+  }
+
+  /**
    * The lock was deleted by a fenced script that checked our token in the same atomic step as
    * its write (e.g. a job-store transition with `release`): forget the lease locally without a
    * DEL round trip. Like after release(), it is never safe to act on again.

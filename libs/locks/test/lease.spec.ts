@@ -293,3 +293,31 @@ describe('@cordum/locks elector when Redis goes away', () => {
     }
   });
 });
+
+describe('@cordum/locks release when Redis is away', () => {
+  it('releaseOrRetry deletes the lock once Redis is back, long before its TTL (a plain failed release leaves it for the whole TTL)', async () => {
+    // AOF with fsync on every write, so the locks survive the restart as they would on a
+    // persistent Redis; `rel:kept` (never released) shows that they did.
+    let server = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] });
+    const redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, name: 'release-retry' });
+    const locks = createLocks(redis);
+    let observer: RedisClient | undefined;
+    try {
+      const lease = await locks.tryAcquire({ key: 'rel:away', owner: 'x', ttlMs: 30_000 });
+      expect(await locks.tryAcquire({ key: 'rel:kept', owner: 'x', ttlMs: 30_000 })).not.toBeNull();
+      server.process.kill('SIGKILL');
+      await server.process.waitExit(5_000);
+      const errors: unknown[] = [];
+      await lease!.releaseOrRetry({ retryEveryMs: 100, onError: (err) => errors.push(err) });
+      expect(errors).toHaveLength(1);
+      server = await server.restart();
+      observer = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, name: 'release-retry-observer' });
+      await waitFor(async () => (await observer!.exists('rel:away')) === 0, 5_000, { message: 'lock released by a retry' });
+      expect(await observer.exists('rel:kept')).toBe(1);
+    } finally {
+      if (observer) await closeRedis(observer);
+      await closeRedis(redis);
+      await server.stop();
+    }
+  });
+});
