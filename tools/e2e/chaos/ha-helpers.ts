@@ -214,6 +214,33 @@ export async function killAndRestart(stack: Stack, kind: 'redis' | 'nats', downM
   return `every service unready ${unreadyMs} ms after the kill; down ${Date.now() - killedAt} ms`;
 }
 
+type ConfigReplica = { service: string; instance_id: string; status: string; revision: number };
+
+/** The replicas' config reports from GET /api/v1/config/status, read through gateway `via`. */
+export async function configReplicas(via: Pick<Stack, 'gatewayUrl'>): Promise<ConfigReplica[]> {
+  return ((await api(via, 'GET', '/api/v1/config/status')).body['replicas'] ?? []) as ConfigReplica[];
+}
+
+/**
+ * PUTs a config merge patch through gateway `o.put` (expects 204) and waits until both
+ * schedulers, read through gateway `o.read`, are IN_SYNC at the revision the PUT answered (its
+ * ETag) or later; a timeout names the replicas last read. Returns that revision.
+ */
+export async function putConfigConverged(o: { put: Pick<Stack, 'gatewayUrl'>; read: Pick<Stack, 'gatewayUrl'>; patch: Record<string, unknown> }): Promise<number> {
+  const put = await api(o.put, 'PUT', '/api/v1/config', o.patch);
+  expect(put.status).toBe(204);
+  const rev = Number(JSON.parse(put.headers.get('etag') ?? '"-1"'));
+  let replicas: ConfigReplica[] = [];
+  await waitFor(async () => {
+    replicas = await configReplicas(o.read);
+    const schedulers = replicas.filter((r) => r.service === 'scheduler');
+    return schedulers.length === 2 && schedulers.every((r) => r.status === 'IN_SYNC' && r.revision >= rev);
+  }, 15_000, { message: 'both schedulers IN_SYNC at the new revision' }).catch((e: unknown) => {
+    throw new Error(`${String(e)}; revision ${rev}; replicas ${JSON.stringify(replicas)}`);
+  });
+  return rev;
+}
+
 /** Waits until every process of the stack answers /readyz with 200; a timeout names one that did not. */
 export async function waitAllReady(stack: Stack, timeoutMs: number): Promise<void> {
   await waitFor(async () => {

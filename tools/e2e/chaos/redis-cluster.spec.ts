@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot, waitFor } from '@cordum/testing';
 import { api, pool, startStack, type Stack } from '../test/stack';
-import { closeRedis, executionAudit, jobFields, redisFor, shortTimeoutsFile, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
+import { closeRedis, executionAudit, jobFields, putConfigConverged, redisFor, shortTimeoutsFile, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
 import { createRedis, masters, type RedisClient } from '@cordum/redis';
 
 const POLICY = readFileSync(join(repoRoot, 'tools/bench/safety-policy.yaml'), 'utf8');
@@ -66,15 +66,7 @@ describe('the stack on a 6-node Redis Cluster', () => {
   }, 30_000);
 
   it('a config change made on one gateway reaches both schedulers; status and the worker list read the cluster', async () => {
-    const put = await api(gw(1), 'PUT', '/api/v1/config', { pools: { topics: { 'job.cluster-cfg': ['default'] } } });
-    expect(put.status).toBe(204);
-    const rev = Number(JSON.parse(put.headers.get('etag') ?? '"-1"'));
-    type Replica = { service: string; instance_id: string; status: string; revision: number };
-    await waitFor(async () => {
-      const replicas = ((await api(gw(0), 'GET', '/api/v1/config/status')).body['replicas'] ?? []) as Replica[];
-      const schedulers = replicas.filter((r) => r.service === 'scheduler');
-      return schedulers.length === 2 && schedulers.every((r) => r.status === 'IN_SYNC' && r.revision >= rev);
-    }, 15_000, { message: 'both schedulers IN_SYNC at the new revision' });
+    await putConfigConverged({ put: gw(1), read: gw(0), patch: { pools: { topics: { 'job.cluster-cfg': ['default'] } } } });
     // The gateways list the workers from the snapshot the elected writer stores (sys:workers:snapshot).
     const listed = async (): Promise<string[]> => ((await api(gw(0), 'GET', '/api/v1/workers')).body['items'] as { worker_id: string }[]).map((w) => w.worker_id).sort();
     await waitFor(async () => (await listed()).length === 2, 15_000, { message: 'both workers listed' });

@@ -8,7 +8,7 @@
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { api, pool, startStack, type Stack } from '../test/stack';
-import { closeRedis, executionAudit, redisFor, submitKeyed, waitAllReady, waitAllSeenUnready, waitTerminal, warmUp } from './ha-helpers';
+import { closeRedis, configReplicas, executionAudit, putConfigConverged, redisFor, submitKeyed, waitAllReady, waitAllSeenUnready, waitTerminal, warmUp } from './ha-helpers';
 
 const JOBS = 100;
 
@@ -62,26 +62,14 @@ describe('the stack\'s one redis-server killed and restarted empty', () => {
     // Both schedulers have read the config since the restart: their applied reports, gone with
     // the store, are back. They found the document without their bootstrap files' merge and
     // merged the files again (pools, timeouts), so their routing never went empty.
-    type Replica = { service: string; instance_id: string; status: string; revision: number };
-    let replicas: Replica[] = [];
-    const status = async (): Promise<{ replicas: Replica[] }> => (await api(stack, 'GET', '/api/v1/config/status')).body as never;
-    await waitFor(async () => (replicas = (await status()).replicas).filter((r) => r.service === 'scheduler').length === 2, 10_000, { message: 'both schedulers reported after the restart' });
+    await waitFor(async () => (await configReplicas(stack)).filter((r) => r.service === 'scheduler').length === 2, 10_000, { message: 'both schedulers reported after the restart' });
     const configAfter = (await api(stack, 'GET', '/api/v1/config')).body['data'] as Record<string, unknown>;
     expect({ pools: configAfter['pools'], timeouts: configAfter['timeouts'] }).toEqual({ pools: configBefore['pools'], timeouts: configBefore['timeouts'] });
     expect(stack.grepLogs('config document has lost its bootstrap merge').length).toBeGreaterThan(0);
     expect(stack.grepLogs('"msg":"routing updated","topics":[]')).toEqual([]);
 
     // A config change made now reaches every replica, although the store's revisions began again.
-    const put = await api(stack, 'PUT', '/api/v1/config', { pools: { topics: { 'job.after-restart': ['default'] } } });
-    expect(put.status).toBe(204);
-    const rev = Number(JSON.parse(put.headers.get('etag') ?? '"-1"'));
-    await waitFor(async () => {
-      replicas = (await status()).replicas;
-      const schedulers = replicas.filter((r) => r.service === 'scheduler');
-      return schedulers.length === 2 && schedulers.every((r) => r.status === 'IN_SYNC' && r.revision >= rev);
-    }, 15_000, { message: 'both schedulers IN_SYNC at the new revision' }).catch((e: unknown) => {
-      throw new Error(`${String(e)}; revision ${rev}; replicas ${JSON.stringify(replicas)}`);
-    });
+    await putConfigConverged({ put: stack, read: stack, patch: { pools: { topics: { 'job.after-restart': ['default'] } } } });
 
     const ids = await pool(Array.from({ length: JOBS }, (_, i) => i), 10, async (i) =>
       (await submitKeyed(stack, i, { key: `redisr-${i}`, body: { topic: 'job.echo', prompt: `redisr ${i}` }, budgetMs: 30_000 })).jobId);

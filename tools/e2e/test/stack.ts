@@ -125,6 +125,9 @@ function teeOutput(dir: string, name: string, p: ManagedProcess): Promise<void> 
   return once(file, 'close').then(() => undefined);
 }
 
+/** How logs and exit reports name Redis or NATS node `i`: `redis`, `redis-2`, ... */
+const nodeName = (kind: 'redis' | 'nats', i: number): string => (i === 0 ? kind : `${kind}-${i + 1}`);
+
 /** One server as a one-node group, so the stack starts, watches and stops either shape alike. */
 async function single(server: Promise<TestServer>): Promise<TestCluster> {
   const s = await server;
@@ -157,8 +160,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       console.error(`e2e: ${name} (pid ${p.pid}) exited without being asked (code=${code} signal=${signal}); its last lines:\n${p.output.slice(-30).join('\n')}`);
     });
   };
-  for (const [name, group] of [['redis', redisGroup], ['nats', natsGroup]] as const) {
-    for (const [i, node] of group.nodes.entries()) reportUnbiddenExit(i === 0 ? name : `${name}-${i + 1}`, node.process);
+  for (const [kind, group] of [['redis', redisGroup], ['nats', natsGroup]] as const) {
+    for (const [i, node] of group.nodes.entries()) reportUnbiddenExit(nodeName(kind, i), node.process);
   }
   const procs = new Map<string, ManagedProcess>();
   const healthPorts = new Map<string, number>();
@@ -314,7 +317,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       const revived = await old.restart();
       group.nodes[i] = revived; // the group's stop() ends whichever process runs then
       if (i === 0) stack[kind] = revived;
-      const name = i === 0 ? kind : `${kind}-${i + 1}`;
+      const name = nodeName(kind, i);
       logsClosed.push(teeOutput(logDir, name, revived.process));
       reportUnbiddenExit(name, revived.process);
       return revived;
