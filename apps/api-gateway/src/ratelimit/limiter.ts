@@ -22,6 +22,7 @@ export const rateLimitKey = (key: string): string => `cordum:rl:{${key}}`;
  * fallback under CPU load hands out a second (per-replica) budget. */
 const REDIS_DECISION_TIMEOUT_MS = 1_000;
 const MAX_MEMORY_BUCKETS = 50_000;
+const ALLOWED: LimitDecision = { allowed: true };
 
 export interface RateLimiter {
   check(key: string): Promise<LimitDecision>;
@@ -91,24 +92,74 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
 
   const redisUsable = (): boolean => o.redis.status === 'ready';
 
-  const decide = async (key: string): Promise<LimitDecision> => {
+  // Group commit per bucket (issue 7): while one script call for a key is in flight, the
+  // requests that arrive for the same key wait and then go as one call with their count, which
+  // grants each of them one token from the same atomic step (so D24's bound is unchanged). A lone
+  // request is sent at once, as before; under load one call serves every request of a round trip.
+  const lanes = new Map<string, Array<(d: LimitDecision) => void>>();
+
+  const decideInMemory = (key: string, waiters: Array<(d: LimitDecision) => void>): void => {
     const l = limits;
-    if (o.useRedis) {
-      if (redisUsable()) {
-        try {
-          const [allowed, retry] = await withTimeout(
-            scripts.run<[number, number]>('token-bucket', [rateLimitKey(key)], [now(), l.rps, l.burst, 1]),
-            REDIS_DECISION_TIMEOUT_MS,
-            'rate limit',
-          );
-          switchTo('redis', '');
-          return allowed === 1 ? { allowed: true } : { allowed: false, retryAfterMs: Math.max(1, Number(retry)) };
-        } catch (err) {
-          switchTo('memory', err instanceof Error ? err.message : String(err));
-        }
-      } else switchTo('memory', `redis is ${o.redis.status}`);
+    for (const w of waiters) w(memory(key, l));
+  };
+
+  /** One script call for every waiter of the batch; false when Redis failed and memory decided. */
+  const runBatch = async (key: string, waiters: Array<(d: LimitDecision) => void>): Promise<boolean> => {
+    const l = limits;
+    if (!redisUsable()) {
+      switchTo('memory', `redis is ${o.redis.status}`);
+      decideInMemory(key, waiters);
+      return false;
     }
-    return memory(key, l);
+    try {
+      const [granted, retry] = await withTimeout(
+        scripts.run<[number, number]>('token-bucket', [rateLimitKey(key)], [now(), l.rps, l.burst, waiters.length]),
+        REDIS_DECISION_TIMEOUT_MS,
+        'rate limit',
+      );
+      switchTo('redis', '');
+      const rejected: LimitDecision = { allowed: false, retryAfterMs: Math.max(1, Number(retry)) };
+      waiters.forEach((w, i) => w(i < Number(granted) ? ALLOWED : rejected));
+      return true;
+    } catch (err) {
+      switchTo('memory', err instanceof Error ? err.message : String(err));
+      decideInMemory(key, waiters);
+      return false;
+    }
+  };
+
+  /**
+   * Sends batches for `key` one after another until nobody waits on it. Requests that queued
+   * behind a call that failed have waited once already: memory decides them at once, so no
+   * request waits on a sick Redis longer than one REDIS_DECISION_TIMEOUT_MS.
+   */
+  const drainLane = async (key: string, first: Array<(d: LimitDecision) => void>): Promise<void> => {
+    let batch = first;
+    let redisOk = true;
+    for (;;) {
+      if (redisOk) redisOk = await runBatch(key, batch);
+      else decideInMemory(key, batch);
+      const next = lanes.get(key);
+      if (next === undefined || next.length === 0) {
+        lanes.delete(key);
+        return;
+      }
+      batch = next;
+      lanes.set(key, []);
+    }
+  };
+
+  const decide = (key: string): Promise<LimitDecision> => {
+    if (!o.useRedis) return Promise.resolve(memory(key, limits));
+    return new Promise<LimitDecision>((resolve) => {
+      const waiting = lanes.get(key);
+      if (waiting !== undefined) {
+        waiting.push(resolve);
+        return;
+      }
+      lanes.set(key, []);
+      void drainLane(key, [resolve]);
+    });
   };
 
   return {

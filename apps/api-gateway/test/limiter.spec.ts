@@ -1,0 +1,122 @@
+// The rate limiter's group commit (issue 7): requests for one bucket that arrive while a script
+// call for it is in flight go to Redis as one call with their count, and D24's bound still holds
+// because every token is taken in that one atomic step. In process, on a real redis-server.
+import { Registry } from 'prom-client';
+import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
+import { createLogger } from '@cordum/service-kit';
+import { startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { createRateLimiter, rateLimitKey, type LimitDecision, type RateLimiter, type RateLimits } from '../src/ratelimit/limiter';
+
+const quiet = createLogger({ service: 'test', instance: 't', level: 'error', write: () => undefined });
+
+/** Script calls Redis has run (EVALSHA, and EVAL when the script was not loaded yet). */
+async function scriptCalls(admin: RedisClient): Promise<number> {
+  const info = await admin.info('commandstats');
+  let n = 0;
+  for (const m of info.matchAll(/^cmdstat_(evalsha|eval):calls=(\d+)/gm)) n += Number(m[2]);
+  return n;
+}
+
+describe('rate limiter group commit', () => {
+  let server: TestServer;
+  let admin: RedisClient;
+  const clients: RedisClient[] = [];
+
+  /** A limiter on its own connection (a replica's), once that connection is ready: before, it decides in memory. */
+  const limiter = async (limits: RateLimits, name: string): Promise<RateLimiter> => {
+    const redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 2, minIdleConns: 1, name });
+    clients.push(redis);
+    await waitFor(() => redis.status === 'ready', 5_000, { message: `${name} connected` });
+    return createRateLimiter({ redis, useRedis: true, limits, registry: new Registry(), logger: quiet });
+  };
+
+  beforeAll(async () => {
+    server = await startRedis();
+    admin = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  });
+
+  afterAll(async () => {
+    for (const c of clients) await closeRedis(c);
+    await closeRedis(admin);
+    await server.stop();
+  });
+
+  it('200 requests at once take 2 script calls and exactly the burst is granted', async () => {
+    const l = await limiter({ rps: 0.001, burst: 50 }, 'gw-a');
+    const before = await scriptCalls(admin);
+    const decisions = await Promise.all(Array.from({ length: 200 }, () => l.check('tenant:a')));
+    // The first request went alone; the 199 that came while it was in flight went as one call.
+    expect((await scriptCalls(admin)) - before).toBeLessThanOrEqual(3); // + one EVAL if the script was not cached
+    expect(decisions.filter((d) => d.allowed)).toHaveLength(50);
+    // First come, first served: the granted ones are the first 50.
+    expect(decisions.slice(0, 50).every((d) => d.allowed)).toBe(true);
+    for (const d of decisions.slice(50)) {
+      expect(d.allowed).toBe(false);
+      if (!d.allowed) expect(d.retryAfterMs).toBeGreaterThanOrEqual(1);
+    }
+    expect(l.mode).toBe('redis');
+    // Nothing waits any more: the bucket's lane is gone and the next request goes on its own.
+    const lone = await scriptCalls(admin);
+    await l.check('tenant:a');
+    expect((await scriptCalls(admin)) - lone).toBe(1);
+  });
+
+  it('a request alone is sent at once: one call per sequential request', async () => {
+    const l = await limiter({ rps: 1000, burst: 1000 }, 'gw-b');
+    await l.check('tenant:b');
+    const before = await scriptCalls(admin);
+    for (let i = 0; i < 5; i++) expect((await l.check('tenant:b')).allowed).toBe(true);
+    expect((await scriptCalls(admin)) - before).toBe(5);
+  });
+
+  it('two replicas hammering one bucket stay within BURST + RPS × T (D24)', async () => {
+    const limits = { rps: 40, burst: 20 };
+    const replicas = [await limiter(limits, 'gw-c1'), await limiter(limits, 'gw-c2')];
+    const t0 = Date.now();
+    const deadline = t0 + 1_000;
+    let accepted = 0;
+    let calls = 0;
+    const before = await scriptCalls(admin);
+    // 16 requests in flight per replica, each issuing the next as soon as it is decided.
+    await Promise.all(
+      replicas.flatMap((l) =>
+        Array.from({ length: 16 }, async () => {
+          while (Date.now() < deadline) {
+            const d: LimitDecision = await l.check('tenant:c');
+            calls += 1;
+            if (d.allowed) accepted += 1;
+          }
+        }),
+      ),
+    );
+    const seconds = (Date.now() - t0) / 1000;
+    expect(accepted).toBeGreaterThanOrEqual(limits.burst);
+    expect(accepted).toBeLessThanOrEqual(Math.floor(limits.burst + limits.rps * seconds));
+    // Batching happened: far fewer script calls than decisions.
+    expect((await scriptCalls(admin)) - before).toBeLessThan(calls / 2);
+  });
+
+  it('requests queued behind a call that timed out are decided in memory, not sent to the frozen Redis', async () => {
+    const l = await limiter({ rps: 1000, burst: 1000 }, 'gw-d');
+    await l.check('tenant:d');
+    const before = await scriptCalls(admin);
+    server.process.kill('SIGSTOP');
+    let decisions: LimitDecision[];
+    try {
+      const first = l.check('tenant:d');
+      const queued = Array.from({ length: 10 }, () => l.check('tenant:d'));
+      decisions = await Promise.all([first, ...queued]);
+      expect(l.mode).toBe('memory');
+    } finally {
+      server.process.kill('SIGCONT');
+    }
+    expect(decisions.every((d) => d.allowed)).toBe(true); // the in-memory bucket has the same burst
+    // Redis runs what reached its socket once it wakes: only the first request's call did.
+    await waitFor(async () => (await scriptCalls(admin)) - before >= 1, 5_000);
+    expect((await scriptCalls(admin)) - before).toBe(1);
+    // And the limiter goes back to Redis on the next request.
+    expect((await l.check('tenant:d')).allowed).toBe(true);
+    expect(l.mode).toBe('redis');
+    expect(await admin.exists(rateLimitKey('tenant:d'))).toBe(1);
+  });
+});
