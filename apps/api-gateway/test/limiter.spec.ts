@@ -96,6 +96,29 @@ describe('rate limiter group commit', () => {
     expect((await scriptCalls(admin)) - before).toBeLessThan(calls / 2);
   });
 
+  it('a batch that throws outside its Redis call still answers everyone, and the bucket keeps working', async () => {
+    // A client that has not dialled yet (lazy) sends the limiter to memory, and this logger throws on
+    // the switch's log line: the exception leaves runBatch outside its try.
+    const redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 2, minIdleConns: 0, name: 'gw-e' });
+    clients.push(redis);
+    const lines: string[] = [];
+    const logger = createLogger({
+      service: 'test',
+      instance: 't',
+      level: 'warn',
+      write: (line) => {
+        lines.push(line);
+        if (line.includes('falling back')) throw new Error('log sink broken');
+      },
+    });
+    const l = createRateLimiter({ redis, useRedis: true, limits: { rps: 1000, burst: 1000 }, registry: new Registry(), logger });
+    const decisions = await Promise.all(Array.from({ length: 5 }, () => l.check('tenant:e')));
+    expect(decisions.every((d) => d.allowed)).toBe(true);
+    expect(lines.some((x) => x.includes('rate limiter batch failed'))).toBe(true);
+    // No lane was left behind: the next request of the bucket is answered too.
+    expect((await l.check('tenant:e')).allowed).toBe(true);
+  });
+
   it('requests queued behind a call that timed out are decided in memory, not sent to the frozen Redis', async () => {
     const l = await limiter({ rps: 1000, burst: 1000 }, 'gw-d');
     await l.check('tenant:d');

@@ -136,16 +136,29 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   const drainLane = async (key: string, first: Array<(d: LimitDecision) => void>): Promise<void> => {
     let batch = first;
     let redisOk = true;
-    for (;;) {
-      if (redisOk) redisOk = await runBatch(key, batch);
-      else decideInMemory(key, batch);
-      const next = lanes.get(key);
-      if (next === undefined || next.length === 0) {
-        lanes.delete(key);
-        return;
+    try {
+      for (;;) {
+        if (redisOk) redisOk = await runBatch(key, batch);
+        else decideInMemory(key, batch);
+        const next = lanes.get(key);
+        if (next === undefined || next.length === 0) {
+          lanes.delete(key);
+          return;
+        }
+        batch = next;
+        lanes.set(key, []);
       }
-      batch = next;
-      lanes.set(key, []);
+    } catch (err) {
+      // Nothing above should throw; if something does, a lane left behind would hold every later
+      // request of this bucket forever. Memory answers whoever still waits (answering twice is a no-op).
+      const queued = lanes.get(key) ?? [];
+      lanes.delete(key);
+      decideInMemory(key, [...batch, ...queued]);
+      try {
+        o.logger.error('rate limiter batch failed; its requests were decided in memory', { err: err instanceof Error ? err.message : String(err) });
+      } catch {
+        // the logger itself failing must not undo the answers above
+      }
     }
   };
 
