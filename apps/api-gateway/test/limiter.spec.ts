@@ -4,18 +4,13 @@
 import { Registry } from 'prom-client';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
-import { startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { callsOf, commandCalls, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { createRateLimiter, rateLimitKey, type LimitDecision, type RateLimiter, type RateLimits } from '../src/ratelimit/limiter';
 
 const quiet = createLogger({ service: 'test', instance: 't', level: 'error', write: () => undefined });
 
 /** Script calls Redis has run (EVALSHA, and EVAL when the script was not loaded yet). */
-async function scriptCalls(admin: RedisClient): Promise<number> {
-  const info = await admin.info('commandstats');
-  let n = 0;
-  for (const m of info.matchAll(/^cmdstat_(evalsha|eval):calls=(\d+)/gm)) n += Number(m[2]);
-  return n;
-}
+const scriptCalls = async (admin: RedisClient): Promise<number> => callsOf(await commandCalls(admin), 'evalsha', 'eval');
 
 describe('rate limiter group commit', () => {
   let server: TestServer;

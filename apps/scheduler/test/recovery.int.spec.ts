@@ -6,7 +6,7 @@ import { jobKeys, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob
 import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
-import { waitFor, type TestServer } from '@cordum/testing';
+import { callsOf, commandCalls, waitFor, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
 import type { SchedulerConfig } from '../src/config';
 import { createScheduler, type Scheduler } from '../src/scheduler';
@@ -296,14 +296,10 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     const jobs = await Promise.all(Array.from({ length: 600 }, () => submit('job.backlog')));
     await waitFor(async () => (await redis.zcard(jobKeys.parked('job.backlog'))) === jobs.length, 15_000, { message: 'all 600 parked' });
     const calls = async (): Promise<{ total: number; smembers: number }> => {
-      const info = await redis.info('commandstats');
+      const c = await commandCalls(redis);
       let total = 0;
-      let smembers = 0;
-      for (const m of info.matchAll(/^cmdstat_([a-z|]+):calls=(\d+)/gm)) {
-        if (m[1] !== 'info') total += Number(m[2]);
-        if (m[1] === 'smembers') smembers = Number(m[2]);
-      }
-      return { total, smembers };
+      for (const [name, n] of c) if (name !== 'info') total += n;
+      return { total, smembers: callsOf(c, 'smembers') };
     };
     // The first parked job is due to fail (its bound: 1 + 2 + 4 s after its park) at the lowest
     // score; the window must close before that, or it would count the expiry of the backlog.

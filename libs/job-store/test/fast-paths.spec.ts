@@ -4,7 +4,7 @@
 // must leave Redis exactly as the slow path does.
 import { Redis } from 'ioredis';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { callsOf, commandCalls, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { createJobStore, jobKeys, type JobRecord, type JobStore } from '../src';
 import { createIndexWriter } from '../src/index-writer';
 import { drive, expectClaimGuard, holdLock, newJob } from './helpers';
@@ -207,12 +207,7 @@ describe('job-store fast paths (real Redis)', () => {
     expect(await redis.pttl(jobKeys.indexState('batch', 'SCHEDULED'))).toBeGreaterThan(6 * 24 * 3600 * 1000);
   });
 
-  async function zsetCalls(): Promise<number> {
-    const info = await redis.info('commandstats');
-    let n = 0;
-    for (const m of info.matchAll(/^cmdstat_(zadd|zrem):calls=(\d+)/gm)) n += Number(m[2]);
-    return n;
-  }
+  const zsetCalls = async (): Promise<number> => callsOf(await commandCalls(redis), 'zadd', 'zrem');
   it('on standalone Redis a turn of index updates is one command sent (index-batch-n.lua), applied in full', async () => {
     // Warm the scripts first, so MONITOR shows EVALSHA only (no NOSCRIPT → EVAL fallback).
     const w = newJob({ tenant: 'mono' });

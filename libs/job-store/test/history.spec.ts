@@ -1,7 +1,7 @@
 // Additive job-store pieces used by the gateway: per-job decision history,
 // per-tenant DLQ index and DLQ deletion.
 import { closeRedis, createRedis, masters, type RedisClient } from '@cordum/redis';
-import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
+import { REDIS_BACKENDS, callsOf, commandCalls, startRedisBackend, type RedisBackend } from '@cordum/testing';
 import { createJobStore, DLQ_TTL_MS, jobKeys, type JobStore } from '../src';
 import { holdLock, newJob } from './helpers';
 
@@ -22,8 +22,8 @@ describe.each(REDIS_BACKENDS)('decision history and tenant DLQ index (%s Redis)'
 
   /** SET commands run so far on every master, those inside scripts included. */
   const setCalls = async (): Promise<number> => {
-    const infos = await Promise.all(masters(redis).map((n) => n.info('commandstats')));
-    return infos.reduce((sum, info) => sum + Number(/^cmdstat_set:calls=(\d+)/m.exec(info)?.[1] ?? 0), 0);
+    const readings = await Promise.all(masters(redis).map(commandCalls));
+    return readings.reduce((sum, calls) => sum + callsOf(calls, 'set'), 0);
   };
   const safety = (decision: string, ruleId: string) => ({ decision, reason: `because ${decision}`, ruleId, policySnapshot: 'snap-1' });
 

@@ -6,3 +6,4 @@ export { startRedisCluster, type TestCluster } from './redis-cluster';
 export { startNatsCluster } from './nats-cluster';
 export { REDIS_BACKENDS, startRedisBackend, type RedisBackend, type RedisBackendKind } from './backends';
 export { seededRandom } from './random';
+export { commandCalls, callsOf, type InfoSource } from './redis-stats';
