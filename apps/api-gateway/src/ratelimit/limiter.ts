@@ -150,7 +150,9 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
       }
     } catch (err) {
       // Nothing above should throw; if something does, a lane left behind would hold every later
-      // request of this bucket forever. Memory answers whoever still waits (answering twice is a no-op).
+      // request of this bucket forever. Memory answers whoever still waits. What can throw (a log
+      // line in switchTo) comes before the batch is answered; a waiter answered already keeps its
+      // first answer, at the cost of one in-memory token.
       const queued = lanes.get(key) ?? [];
       lanes.delete(key);
       decideInMemory(key, [...batch, ...queued]);
