@@ -25,7 +25,12 @@ export function submitHandler(ctx: SchedulerContext) {
       return { kind: 'term', reason: 'submit packet without a JobRequest' };
     }
     const req = packet.payload.value;
-    const r = await withLockedJob(ctx, req.jobId, (lease, job) => intake(ctx, lease, req, job));
+    const startedAt = Date.now();
+    const r = await withLockedJob(ctx, req.jobId, (lease, job) => {
+      // created → picked up, before the lock wait: dispatch latency split into where it goes.
+      if (job?.state === 'PENDING' && h.deliveryCount === 1) ctx.metrics.intakeWait.observe(Math.max(0, startedAt - job.createdAt) / 1000);
+      return intake(ctx, lease, req, job);
+    });
     return escalateBusy(r.busy ? nak(BUSY_NAK_MS) : r.value, h.deliveryCount);
   };
 }

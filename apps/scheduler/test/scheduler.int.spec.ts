@@ -1,9 +1,9 @@
 import { subjects, type Bus, type Subscription } from '@cordum/bus';
-import { jobKeys, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
+import { createJobStore, jobKeys, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
 import { create, decodePacket, encodePacket, JobRequestSchema, JobStatus, newPacket, type BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor, type TestServer } from '@cordum/testing';
-import type { Registry } from 'prom-client';
+import type { Histogram, Registry } from 'prom-client';
 import type { Scheduler } from '../src/scheduler';
 import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
@@ -172,8 +172,28 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     }
   });
 
+  async function intakeWait(): Promise<{ count: number; sum: number }> {
+    const values = (await (metrics.getSingleMetric('cordum_scheduler_intake_wait_seconds') as Histogram | undefined)?.get())?.values ?? [];
+    const of = (suffix: string): number => values.find((v) => v.metricName === `cordum_scheduler_intake_wait_seconds_${suffix}`)?.value ?? 0;
+    return { count: of('count'), sum: of('sum') };
+  }
+
+  it('times created → picked up in cordum_scheduler_intake_wait_seconds, once per job', async () => {
+    // A record written 2 s before its submit reaches the scheduler (a gateway, or the bus, that was slow).
+    const aged = createJobStore(redis, { jobTtlMs: 60_000, now: () => Date.now() - 2_000 });
+    const job = await aged.createJob(newJob('job.echo'));
+    const before = await intakeWait();
+    await publishSubmit(job);
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 15_000, { message: 'job SUCCEEDED' });
+    const after = await intakeWait();
+    expect(after.count - before.count).toBe(1);
+    expect(after.sum - before.sum).toBeGreaterThanOrEqual(2);
+    expect(after.sum - before.sum).toBeLessThan(10);
+  });
+
   it('does not dispatch twice for a duplicate submit packet', async () => {
     const job = await store.createJob(newJob('job.echo'));
+    const waitsBefore = (await intakeWait()).count;
     const dupBefore = (await ignoredCount('submit', 'duplicate')) + (await ignoredCount('submit', 'terminal'));
     // Two distinct packets for the same job (no shared msg id, so JetStream keeps both).
     await Promise.all([publishSubmit(job), publishSubmit(job)]);
@@ -181,6 +201,8 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await ignoredCount('submit', 'duplicate')) + (await ignoredCount('submit', 'terminal')) > dupBefore, 10_000, { message: 'duplicate submit dropped' });
     expect(worker.count(job.id)).toBe(1);
     expect((await store.getJob(job.id))?.attempts).toBe(1);
+    // The job was picked up once: the packet that found it past PENDING is not an intake wait.
+    expect((await intakeWait()).count - waitsBefore).toBe(1);
   });
 
   it('redispatches a FAILED_RETRYABLE result as a new attempt', async () => {
@@ -233,5 +255,6 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     const text = await (await fetch(`${base}/metrics`)).text();
     expect(text).toContain('cordum_scheduler_dispatch_latency_seconds');
     expect(text).toContain('cordum_scheduler_job_lock_wait_seconds');
+    expect(text).toContain('cordum_scheduler_intake_wait_seconds_bucket{le="0.002"}');
   });
 });

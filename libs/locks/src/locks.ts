@@ -150,7 +150,7 @@ function waitHistogram(registry: Registry, name: string): Histogram<'result'> {
     name,
     help: 'Time spent waiting to acquire a lock, by result (acquired | timeout).',
     labelNames: ['result'],
-    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [registry],
   });
 }
