@@ -417,7 +417,7 @@ async function run(opts, cleanupState) {
       try {
         const settled = settle ? await settle(stack) : undefined;
         const procs = [...stack.procs, { name: 'redis-server', pid: store.srv.proc.pid }, { name: 'nats-server', pid: natsSrv.proc.pid }];
-        const m = await measureModel({ redis: store.client, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: { ...mopts, ...passOpts }, log, procs });
+        const m = await measureModel({ redis: store.client, monitorPort: natsSrv.monitorPort, urls: stack.gatewayUrls, request, records, opts: { ...mopts, ...passOpts }, log, procs, stageUrls: stack.schedulerMetricsUrls });
         if (extra) await extra(stack);
         rss.stop();
         return { ...m, rssMb: rss.peakMb(), ...(settled ? { settled } : {}) };

@@ -2,22 +2,25 @@
 // fixed concurrency, then a paced run for latency. Every figure comes from Redis
 // job timestamps, INFO commandstats and NATS /varz, not from client clocks.
 import { drive, collect, summarize } from './load.mjs';
-import { commandDelta, commandStats, cpuSeconds, natsVarz, redisUsedMemory, round } from './stats.mjs';
+import { commandDelta, commandStats, cpuSeconds, dispatchStages, natsVarz, redisUsedMemory, round, scrapeMetrics } from './stats.mjs';
 
-export async function measureModel({ redis, monitorPort, urls, request, records, opts, log, procs = [] }) {
+export async function measureModel({ redis, monitorPort, urls, request, records, opts, log, procs = [], stageUrls = [] }) {
   const own = {};
   const drainMs = Math.max(30_000, opts.duration * 3000);
   const phase = async (label, durationS, rate) => {
     log(`  ${label}: ${durationS}s, ${opts.connections} connections${rate ? `, paced ${rate}/s` : ''}`);
+    // Paced phases of the stack: the schedulers' histograms before and after (drained) say where submit→dispatch went.
+    const m0 = rate && stageUrls.length ? await scrapeMetrics(stageUrls) : null;
     const d = await drive(urls, { ...request, connections: opts.connections, durationS, rate });
     const { recs, unfinished, stuck } = await collect(redis, d.ids, { ...records, timeoutMs: drainMs, own });
+    const stages = m0 !== null ? dispatchStages(m0, await scrapeMetrics(stageUrls)) : null;
     const states = {};
     for (const r of recs.values()) states[r.state] = (states[r.state] ?? 0) + 1;
     for (const [st, n] of Object.entries(stuck)) states[`unfinished:${st}`] = n;
     if (unfinished) log(`  ${unfinished} job(s) not terminal after ${drainMs / 1000}s: ${JSON.stringify(stuck)}`);
     const http = { ...d };
     delete http.ids;
-    return { http, states, ...summarize(recs, unfinished) };
+    return { http, states, ...summarize(recs, unfinished), ...(stages ? { dispatchStagesMs: stages } : {}) };
   };
 
   if (opts.warmup > 0) await phase('warm-up', opts.warmup);

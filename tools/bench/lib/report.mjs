@@ -115,6 +115,15 @@ function modelRows(name, m) {
     rows.push([name, `submit→dispatch p50/p95/p99 ms (half capacity, ${m.half.http.submitsPerS}/s)`, ms(m.half.submitToDispatchMs)]);
     rows.push([name, `submit→result p50/p95/p99 ms (half capacity, ${m.half.http.submitsPerS}/s)`, ms(m.half.submitToResultMs)]);
   }
+  // The load generator's own lateness in the paced phases (it shares the cores with the model).
+  const lag = (ph) => (ph?.http.pacerLagMs ? `${fmt(ph.http.pacerLagMs.p99)}/${fmt(ph.http.pacerLagMs.max)} (${fmt(ph.http.pacerLagMs.over2msPct)} % > 2 ms)` : null);
+  const lags = [['paced', lag(m.paced)], ['half capacity', lag(m.half)]].filter(([, v]) => v !== null);
+  if (lags.length) rows.push([name, 'pacer lag p99/max ms (requests sent late)', lags.map(([k, v]) => `${k} ${v}`).join(', ')]);
+  // The schedulers' histograms (stack only): submit→dispatch split into where it went.
+  const stages = (ph) => Object.entries(ph.dispatchStagesMs).map(([k, v]) => `${k} ${fmt(v.p50)}/${fmt(v.p99)}`).join(', ');
+  for (const [k, ph] of [[`paced ${m.paced?.http.submitsPerS}/s`, m.paced], [`half capacity, ${m.half?.http.submitsPerS}/s`, m.half]]) {
+    if (ph?.dispatchStagesMs) rows.push([name, `dispatch stages p50/p99 ms (${k})`, stages(ph)]);
+  }
   for (const w of m.sweep ?? []) {
     rows.push([name, `sweep ${w.rate}/s: submit→dispatch / submit→result p50/p99 ms`, `${fmt(w.submitToDispatchMs.p50)}/${fmt(w.submitToDispatchMs.p99)}  ${fmt(w.submitToResultMs.p50)}/${fmt(w.submitToResultMs.p99)}${w.failedOrUnfinished ? `  (${w.failedOrUnfinished} failed or unfinished)` : ''}`]);
   }

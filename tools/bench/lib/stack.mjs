@@ -82,8 +82,10 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
   const kernelAddr = `127.0.0.1:${kGrpc}`;
   spawnSvc('safety-kernel', 'safety-kernel-1', { SAFETY_KERNEL_GRPC_ADDR: kernelAddr, SAFETY_KERNEL_HTTP_ADDR: `127.0.0.1:${kHttp}`, ...kernelEnv }, kHttp);
 
+  const schedulerMetricsUrls = [];
   for (let i = 1; i <= schedulers; i++) {
     const port = await freePort();
+    schedulerMetricsUrls.push(`http://127.0.0.1:${port}/metrics`);
     spawnSvc('scheduler', `scheduler-${i}`, { SCHEDULER_HTTP_ADDR: `127.0.0.1:${port}`, SAFETY_KERNEL_ADDR: kernelAddr, ...schedulerEnv }, port);
   }
   const gatewayUrls = [];
@@ -140,5 +142,5 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
     await stop();
     throw e;
   }
-  return { procs, gatewayUrls, kernelAddr, stop };
+  return { procs, gatewayUrls, schedulerMetricsUrls, kernelAddr, stop };
 }

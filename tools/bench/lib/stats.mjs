@@ -37,6 +37,68 @@ export function commandDelta(before, after, own = {}) {
   return { total, byCmd };
 }
 
+/**
+ * The scheduler's latency histograms that split submit→dispatch into where it goes (docs/
+ * performance.md, "Where the dispatch time goes"): label → metric and the label set to sum.
+ */
+export const DISPATCH_STAGES = [
+  ['intake wait', 'cordum_scheduler_intake_wait_seconds'],
+  ['lock', 'cordum_scheduler_job_lock_wait_seconds', 'result="acquired"'],
+  ['Check', 'cordum_scheduler_safety_check_duration_seconds'],
+  ['created→published', 'cordum_scheduler_dispatch_latency_seconds'],
+];
+
+/** Cumulative `_bucket` counts by `le` of one histogram in Prometheus text, summed over the series that contain `having`. */
+export function histogramBuckets(text, name, having = '') {
+  const out = new Map();
+  const re = new RegExp(`^${name}_bucket\\{([^}]*)\\} (\\S+)`, 'gm');
+  for (const m of text.matchAll(re)) {
+    if (having && !m[1].includes(having)) continue;
+    const le = /le="([^"]+)"/.exec(m[1]);
+    if (!le) continue;
+    const bound = le[1] === '+Inf' ? Infinity : Number(le[1]);
+    out.set(bound, (out.get(bound) ?? 0) + Number(m[2]));
+  }
+  return out;
+}
+
+/**
+ * Quantile q of the observations made between two scrapes of one histogram, in ms, the way
+ * Prometheus' histogram_quantile estimates it (linear inside the bucket it falls in; the upper
+ * bound of the last finite bucket when it falls in +Inf). null when nothing was observed.
+ */
+export function bucketQuantileMs(before, after, q) {
+  const bounds = [...after.keys()].sort((a, b) => a - b);
+  const cum = bounds.map((b) => (after.get(b) ?? 0) - (before.get(b) ?? 0));
+  const total = cum.at(-1) ?? 0;
+  if (total <= 0) return null;
+  const rank = q * total;
+  const i = cum.findIndex((c) => c >= rank);
+  const hi = bounds[i];
+  const lo = i > 0 ? bounds[i - 1] : 0;
+  if (hi === Infinity) return round(lo * 1000, 1);
+  const below = i > 0 ? cum[i - 1] : 0;
+  const inBucket = cum[i] - below;
+  return round((lo + (hi - lo) * (inBucket > 0 ? (rank - below) / inBucket : 1)) * 1000, 1);
+}
+
+/** The /metrics text of every URL, joined (the scrapes of several schedulers sum). */
+export async function scrapeMetrics(urls) {
+  const texts = await Promise.all(urls.map(async (u) => (await fetch(u, { signal: AbortSignal.timeout(5_000) })).text()));
+  return texts.join('\n');
+}
+
+/** p50/p99 (ms) of each dispatch stage between two scrapes, and how many observations each had. */
+export function dispatchStages(beforeText, afterText) {
+  const out = {};
+  for (const [label, name, having] of DISPATCH_STAGES) {
+    const b = histogramBuckets(beforeText, name, having);
+    const a = histogramBuckets(afterText, name, having);
+    out[label] = { n: (a.get(Infinity) ?? 0) - (b.get(Infinity) ?? 0), p50: bucketQuantileMs(b, a, 0.5), p99: bucketQuantileMs(b, a, 0.99) };
+  }
+  return out;
+}
+
 export async function natsVarz(monitorPort) {
   const res = await fetch(`http://127.0.0.1:${monitorPort}/varz`);
   const v = await res.json();

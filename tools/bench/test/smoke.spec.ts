@@ -12,10 +12,11 @@ type Pct = { p50: number | null; p95: number | null; p99: number | null };
 type Check = { p50Ms: number; p99Ms: number; decisionsPerS: number; errors: number };
 type Paced = { dispatchP50: number | null; dispatchP99: number | null; resultP50: number | null; resultP99: number | null };
 interface Phase {
-  http: { submitsPerS: number; accepted: number; non2xx: number; errors: number };
+  http: { submitsPerS: number; accepted: number; non2xx: number; errors: number; pacerLagMs?: { p50: number; p99: number; max: number; over2msPct: number } };
   succeeded: number;
   failedOrUnfinished: number;
   completedPerS: number | null;
+  dispatchStagesMs?: Record<string, { n: number; p50: number | null; p99: number | null }>;
   submitToDispatchMs: Pct;
   submitToResultMs: Pct;
   redisCommandsPerJob?: number | null;
@@ -67,6 +68,10 @@ function expectModel(m: Model, name: string, processes: string[]): void {
     expect({ where, failed: ph.failedOrUnfinished, succeeded: ph.succeeded }).toEqual({ where, failed: 0, succeeded: ph.http.accepted });
     expectPct(ph.submitToDispatchMs, `${where} submit→dispatch`);
     expectPct(ph.submitToResultMs, `${where} submit→result`);
+    // The paced phases say how late the load generator sent (autocannon's saturated phase has no schedule).
+    const lag = ph.http.pacerLagMs;
+    if (label === 'saturated') expect(lag).toBeUndefined();
+    else expect({ where, ordered: lag !== undefined && lag.p50 >= 0 && lag.p99 >= lag.p50 && lag.max >= lag.p99 && lag.over2msPct >= 0 && lag.over2msPct <= 100 }).toEqual({ where, ordered: true });
   }
   const s = m.saturated;
   expect({ name, completedPerS: (s.completedPerS ?? 0) > 0, redis: (s.redisCommandsPerJob ?? 0) > 0, memory: (s.redisBytesPerJob ?? 0) > 0, bus: (s.busMessagesPerJob ?? 0) > 0, deliveries: (s.busDeliveriesPerJob ?? 0) > 0 })
@@ -175,6 +180,17 @@ describe('npm run bench -- --smoke', () => {
     }
     expect(results.stack.pass2.sweep).toBeUndefined();
     expect(bench.output.some((l) => l.startsWith('stack 1x') && l.includes('sweep 20/s'))).toBe(true);
+    expect(bench.output.filter((l) => l.includes('pacer lag p99/max ms') && l.includes('paced ') && l.includes('half capacity '))).toHaveLength(4);
+    // The stack's paced phases split submit→dispatch with the schedulers' histograms: every stage saw every job.
+    for (const [where, ph] of [['pass1 paced', results.stack.pass1.paced], ['pass2 half', results.stack.pass2.half]] as const) {
+      const st = ph?.dispatchStagesMs ?? {};
+      expect({ where, stages: Object.keys(st) }).toEqual({ where, stages: ['intake wait', 'lock', 'Check', 'created→published'] });
+      for (const [k, v] of Object.entries(st)) {
+        expect({ where, k, seen: v.n >= (ph?.http.accepted ?? 1), ordered: v.p50 !== null && v.p99 !== null && v.p50 >= 0 && v.p99 >= v.p50 }).toEqual({ where, k, seen: true, ordered: true });
+      }
+    }
+    expect(results.baselines.bare.paced?.dispatchStagesMs).toBeUndefined();
+    expect(bench.output.filter((l) => l.includes('dispatch stages p50/p99 ms') && l.includes('intake wait '))).toHaveLength(6);
   });
 
   it('measures safety Check with the decision cache off and on, and the gRPC floor', () => {
