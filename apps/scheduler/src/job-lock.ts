@@ -47,6 +47,18 @@ export async function withJobLock<T>(ctx: SchedulerContext, jobId: string, fn: (
 }
 
 /**
+ * The job record, read by a handler that holds its lock (withJobLock). When there is none (an
+ * expired or foreign id, or one that outlived a Redis that lost its data), the lock's INCR has
+ * just created the fence counter, which only a create gives a TTL: it gets the job TTL here, so
+ * such an id does not leave a key that never expires.
+ */
+export async function readLocked(ctx: SchedulerContext, jobId: string): Promise<JobRecord | null> {
+  const job = await ctx.store.getJob(jobId);
+  if (!job) await ctx.store.expireFence(jobId);
+  return job;
+}
+
+/**
  * withJobLock that also reads the job record inside the acquiring script
  * (acquire-read-3.lua): the record the handler gets is the one its lease guards,
  * in one round trip instead of acquire + HGETALL (issue 7). A handler whose last
@@ -66,7 +78,9 @@ export async function withLockedJob<T>(ctx: SchedulerContext, jobId: string, fn:
   const { lease } = got;
   lease.startAutoRenew(() => ctx.logger.warn('job lock lost while handling', { job_id: jobId }));
   try {
-    return { busy: false, value: await fn(lease, decodeRecord(got.hash)) };
+    const job = decodeRecord(got.hash);
+    if (!job) await ctx.store.expireFence(jobId);
+    return { busy: false, value: await fn(lease, job) };
   } finally {
     lease.stopAutoRenew();
     await lease.releaseOrRetry({ onError: (err) => ctx.logger.warn('job lock release failed, retrying until its TTL', { job_id: jobId, err }) });

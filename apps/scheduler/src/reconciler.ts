@@ -14,7 +14,7 @@ import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
 import { publishAttempt } from './dispatch';
-import { withJobLock } from './job-lock';
+import { readLocked, withJobLock } from './job-lock';
 import { reattemptLocked } from './redispatch';
 
 export const SCAN_LIMIT = 500;
@@ -40,7 +40,7 @@ export async function reconcileOnce(ctx: SchedulerContext): Promise<{ stale: num
 async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: (lease: Lease, job: JobRecord) => Promise<void>): Promise<void> {
   try {
     await withJobLock(ctx, e.id, async (lease) => {
-      const job = await ctx.store.getJob(e.id);
+      const job = await readLocked(ctx, e.id);
       if (!job || job.state !== seenIn) {
         await ctx.store.repairIndex(e.id, seenIn, job);
         return;
@@ -99,7 +99,7 @@ async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code
 async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
   try {
     await withJobLock(ctx, id, async (lease) => {
-      const job = await ctx.store.getJob(id);
+      const job = await readLocked(ctx, id);
       if (!job || job.deadlineAt === undefined) return ctx.store.setDeadline(id, null);
       if (job.state === 'APPROVAL_REQUIRED') return ctx.store.setDeadline(id, Date.now() + APPROVAL_DEADLINE_RECHECK_MS);
       const message = 'deadline_ms passed';

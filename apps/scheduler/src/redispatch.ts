@@ -7,7 +7,7 @@ import type { JobRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
-import { withJobLock } from './job-lock';
+import { readLocked, withJobLock } from './job-lock';
 import { routeFor } from './route-job';
 
 export type ReattemptResult =
@@ -48,7 +48,7 @@ export async function reattemptLocked(ctx: SchedulerContext, lease: Lease, job: 
 export async function driveRedispatch(ctx: SchedulerContext, jobId: string, dispatchId: string, why: string): Promise<ReattemptResult> {
   try {
     const r = await withJobLock(ctx, jobId, async (lease) => {
-      const job = await ctx.store.getJob(jobId);
+      const job = await readLocked(ctx, jobId);
       return job ? reattemptLocked(ctx, lease, job, dispatchId) : 'moved';
     });
     return r.busy ? 'busy' : r.value;

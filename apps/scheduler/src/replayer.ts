@@ -17,7 +17,7 @@ import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
 import { driveJob } from './intake';
-import { withJobLock } from './job-lock';
+import { readLocked, withJobLock } from './job-lock';
 import { failNoWorker, parkPlan } from './no-worker';
 import { topicServed } from './routing';
 
@@ -92,7 +92,7 @@ async function parkedTurn(ctx: SchedulerContext, now: number): Promise<{ unparke
 /** A parked job whose bound passed: FAILED `no_workers` with the tries its schedule would have made. */
 function expire(ctx: SchedulerContext, id: string): Promise<boolean> {
   return underJobLock(ctx, id, 'expiring a parked job failed', async (lease) => {
-    const job = await ctx.store.getJob(id);
+    const job = await readLocked(ctx, id);
     if (!job || (job.state !== 'PENDING' && job.state !== 'RETRYING')) return false;
     await failParked(ctx, lease, job);
     return true;
@@ -127,7 +127,7 @@ async function settleParked(ctx: SchedulerContext, lease: Lease, job: JobRecord)
 /** true when the job was found in a drivable state and driven. */
 function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null): Promise<boolean> {
   return underJobLock(ctx, id, 'replay failed', async (lease) => {
-    const job = await ctx.store.getJob(id);
+    const job = await readLocked(ctx, id);
     if (seenIn && (!job || job.state !== seenIn)) {
       await ctx.store.repairIndex(id, seenIn, job);
       return false;

@@ -251,6 +251,15 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')) > 0, 5_000, { message: 'orphan counted as lost' });
   });
 
+  it('an in-flight index entry whose record is gone is dropped by the replayer, and the fence counter its lock created gets the job TTL', async () => {
+    const id = `gone-${process.pid}-${++seq}`;
+    // What a Redis that lost the record but kept the index (or a record past its TTL) leaves.
+    await redis.zadd(jobKeys.active('PENDING'), Date.now() - 60_000, id);
+    await waitFor(async () => (await redis.zscore(jobKeys.active('PENDING'), id)) === null, 10_000, { message: 'index entry dropped' });
+    expect(await redis.exists(jobKeys.fence(id))).toBe(1);
+    expect(await redis.pttl(jobKeys.fence(id))).toBeGreaterThan(0);
+  });
+
   it('a job re-held for approval by a replica that died before its index move is taken out of job:active:PENDING and listed for approval by the replayer', async () => {
     const held = await store.createJob(newJob('job.rehold', { initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'r', ruleId: 'r1', policySnapshot: 's' } }));
     // What PENDING → APPROVAL_REQUIRED leaves when its writer dies between the record and the index batch.

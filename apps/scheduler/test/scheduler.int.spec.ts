@@ -1,6 +1,6 @@
 import { subjects, type Bus, type Subscription } from '@cordum/bus';
 import { createJobStore, jobKeys, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
-import { create, decodePacket, encodePacket, JobRequestSchema, JobStatus, newPacket, type BusPacket } from '@cordum/protocol';
+import { create, decodePacket, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket, type BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor, type TestServer } from '@cordum/testing';
 import type { Histogram, Registry } from 'prom-client';
@@ -203,6 +203,23 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     expect((await store.getJob(job.id))?.attempts).toBe(1);
     // The job was picked up once: the packet that found it past PENDING is not an intake wait.
     expect((await intakeWait()).count - waitsBefore).toBe(1);
+  });
+
+  it('a submit and a result for a job with no record are acked, and the fence counter their lock created gets the job TTL', async () => {
+    const id = `gone-${process.pid}-${++seq}`;
+    const submitsBefore = await ignoredCount('submit', 'unknown_job');
+    const resultsBefore = await ignoredCount('result', 'unknown_job');
+    const req = create(JobRequestSchema, { jobId: id, topic: 'job.echo', contextPtr: `redis://ctx:${id}`, tenantId: 'acme' });
+    await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, 'trace-gone')), { msgId: `jobreq:${id}:0:0` });
+    await waitFor(async () => (await ignoredCount('submit', 'unknown_job')) > submitsBefore, 10_000, { message: 'submit for a missing record acked' });
+    expect(await redis.pttl(jobKeys.fence(id))).toBeGreaterThan(0);
+    await redis.persist(jobKeys.fence(id));
+    const res = create(JobResultSchema, { jobId: id, status: JobStatus.SUCCEEDED, workerId: 'tw1' });
+    await bus.publish(subjects.result, encodePacket(newPacket('worker-test', { case: 'jobResult', value: res }, 'trace-gone')), { msgId: `res:${id}:x` });
+    await waitFor(async () => (await ignoredCount('result', 'unknown_job')) > resultsBefore, 10_000, { message: 'result for a missing record acked' });
+    expect(await redis.pttl(jobKeys.fence(id))).toBeGreaterThan(0);
+    expect(await redis.exists(jobKeys.meta(id))).toBe(0);
+    expect(await redis.exists(jobKeys.lock(id))).toBe(0);
   });
 
   it('redispatches a FAILED_RETRYABLE result as a new attempt', async () => {

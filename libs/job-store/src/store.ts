@@ -115,6 +115,12 @@ export interface JobStore extends JobScans {
   requestHash(job: JobRecord): Promise<string>;
   /** D45: ctx:<id> lives another job TTL (refreshed on approval). */
   refreshContext(id: string): Promise<void>;
+  /**
+   * Gives job:fence:{id} the job TTL. The job lock's INCR creates the counter without one when
+   * the job has no record (a submit or result for an expired or foreign id, or one that outlived
+   * a Redis that lost its data); without this each such id would leave a key that never expires.
+   */
+  expireFence(id: string): Promise<void>;
   transition(id: string, to: JobState, o: TransitionOptions): Promise<TransitionResult>;
   markPublished(id: string, dispatchId: string, token: string, o?: MarkPublishedOptions): Promise<MarkPublishedResult>;
   /**
@@ -440,6 +446,10 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
 
     async refreshContext(id) {
       await redis.pexpire(jobKeys.ctx(id), ttl);
+    },
+
+    async expireFence(id) {
+      await redis.pexpire(jobKeys.fence(id), ttl);
     },
 
     async transition(id, to, o) {
