@@ -46,6 +46,8 @@ describe('the stack on a 3-node NATS JetStream cluster, the stream leader SIGKIL
       if (++answered === KILL_AFTER) {
         killedAt = Date.now();
         victim.process.kill('SIGKILL');
+        // Progress lines, so a run that ends at jest's timeout says which phase it was in.
+        console.log(`[nats cluster] stream leader ${leader} killed after ${KILL_AFTER} answers`);
       }
       return out.jobId;
     };
@@ -54,6 +56,7 @@ describe('the stack on a 3-node NATS JetStream cluster, the stream leader SIGKIL
     expect(killedAt).toBeGreaterThan(0);
     await victim.process.waitExit(5_000);
     expect(new Set(ids).size).toBe(JOBS);
+    console.log(`[nats cluster] all ${JOBS} submits answered ${Date.now() - killedAt} ms after the kill (${retried} retries)`);
     const final = await waitTerminal(redis, ids, 120_000, { stack });
     expect([...final.entries()].filter(([, s]) => s !== 'SUCCEEDED')).toEqual([]);
     expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
