@@ -47,15 +47,18 @@ export async function withJobLock<T>(ctx: SchedulerContext, jobId: string, fn: (
 }
 
 /**
- * The job record, read by a handler that holds its lock (withJobLock). When there is none (an
- * expired or foreign id, or one that outlived a Redis that lost its data), the lock's INCR has
- * just created the fence counter, which only a create gives a TTL: it gets the job TTL here, so
- * such an id does not leave a key that never expires.
+ * A job lock was taken on an id with no record (an expired or foreign id, or one that outlived a
+ * Redis that lost its data): the lock's INCR has just created the fence counter, which only a
+ * create gives a TTL. It gets the job TTL here, so such an id leaves no key that never expires (P30).
  */
+async function noRecord(ctx: SchedulerContext, jobId: string): Promise<null> {
+  await ctx.store.expireFence(jobId);
+  return null;
+}
+
+/** The job record, read by a handler that holds its lock (withJobLock); see noRecord for a missing one. */
 export async function readLocked(ctx: SchedulerContext, jobId: string): Promise<JobRecord | null> {
-  const job = await ctx.store.getJob(jobId);
-  if (!job) await ctx.store.expireFence(jobId);
-  return job;
+  return (await ctx.store.getJob(jobId)) ?? noRecord(ctx, jobId);
 }
 
 /**
@@ -78,8 +81,7 @@ export async function withLockedJob<T>(ctx: SchedulerContext, jobId: string, fn:
   const { lease } = got;
   lease.startAutoRenew(() => ctx.logger.warn('job lock lost while handling', { job_id: jobId }));
   try {
-    const job = decodeRecord(got.hash);
-    if (!job) await ctx.store.expireFence(jobId);
+    const job = decodeRecord(got.hash) ?? (await noRecord(ctx, jobId));
     return { busy: false, value: await fn(lease, job) };
   } finally {
     lease.stopAutoRenew();

@@ -16,7 +16,7 @@ import { hydrate, snapshotWriter, type HydrateResult } from './snapshot';
 import { createVerifier, type Verifier } from './verifier';
 import type { SchedulerContext } from './context';
 import { submitHandler } from './intake';
-import { createSchedulerMetrics, LOCK_WAIT_HISTOGRAM } from './metrics';
+import { createSchedulerMetrics, JOB_PATH_BUCKETS, LOCK_WAIT_HISTOGRAM } from './metrics';
 import { progressListener } from './progress';
 import { WorkerRegistry } from './registry';
 import { resultHandler } from './results';
@@ -144,7 +144,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       ],
     });
     redis = createRedis({ ...config.redis, name: `scheduler:${instanceId}` });
-    const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM });
+    const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM, histogramBuckets: JOB_PATH_BUCKETS });
     bus = await connectBus({ servers: config.natsServers, name: `scheduler:${instanceId}`, logger, registry });
     await bus.ensureStreams();
     // D14: each DLQ write is followed by its sys.job.dlq notice (for the gateway's consumer).

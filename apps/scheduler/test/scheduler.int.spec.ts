@@ -189,6 +189,9 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     expect(after.count - before.count).toBe(1);
     expect(after.sum - before.sum).toBeGreaterThanOrEqual(2);
     expect(after.sum - before.sum).toBeLessThan(10);
+    // The lock wait it took is timed in the job path's buckets too (passed to the locks).
+    const text = await (await fetch(`http://127.0.0.1:${scheduler.httpPort}/metrics`)).text();
+    for (const le of ['0.002', '30']) expect(text).toMatch(new RegExp(`^cordum_scheduler_job_lock_wait_seconds_bucket\\{[^}]*le="${le}"[^}]*\\} \\d`, 'm'));
   });
 
   it('does not dispatch twice for a duplicate submit packet', async () => {

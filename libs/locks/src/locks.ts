@@ -10,7 +10,11 @@ export interface LocksOptions {
   metrics?: Registry;
   /** Default `cordum_lock_wait_seconds`; the scheduler passes `cordum_scheduler_job_lock_wait_seconds`. */
   histogramName?: string;
+  /** Bucket bounds (s) of the wait histogram; the scheduler passes its job path's (issue 7). */
+  histogramBuckets?: number[];
 }
+
+const DEFAULT_WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 export interface AcquireOptions extends LeaseOptions {
   /** Give up (resolve null) after this long. 0 = a single attempt. */
@@ -56,7 +60,7 @@ export const DEFAULT_LOCK_WAIT_HISTOGRAM = 'cordum_lock_wait_seconds';
 
 export function createLocks(redis: RedisClient, opts: LocksOptions = {}): Locks {
   const runner = defineScripts(redis, lockScripts);
-  const hist = opts.metrics ? waitHistogram(opts.metrics, opts.histogramName ?? DEFAULT_LOCK_WAIT_HISTOGRAM) : undefined;
+  const hist = opts.metrics ? waitHistogram(opts.metrics, opts.histogramName ?? DEFAULT_LOCK_WAIT_HISTOGRAM, opts.histogramBuckets ?? DEFAULT_WAIT_BUCKETS) : undefined;
 
   // Local hand-off (issue 7): a handler waiting for a job lock held by another handler of this
   // same process is woken when that one releases it, instead of at its next jittered retry
@@ -143,14 +147,14 @@ async function tryAcquireRead(runner: ScriptRunner, o: AcquireReadOptions, onRel
 }
 
 /** One histogram per registry and name: several Locks instances in one process share it. */
-function waitHistogram(registry: Registry, name: string): Histogram<'result'> {
+function waitHistogram(registry: Registry, name: string, buckets: number[]): Histogram<'result'> {
   const existing = registry.getSingleMetric(name);
   if (existing) return existing as Histogram<'result'>;
   return new Histogram({
     name,
     help: 'Time spent waiting to acquire a lock, by result (acquired | timeout).',
     labelNames: ['result'],
-    buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    buckets,
     registers: [registry],
   });
 }
