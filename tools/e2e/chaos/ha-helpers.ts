@@ -6,7 +6,7 @@
 // it (stuckJobReport).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connect, DeliverPolicy } from 'nats';
+import { AckPolicy, connect, DeliverPolicy, nanos } from 'nats';
 import { decodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, scanKeys, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
@@ -79,7 +79,11 @@ export async function submitMany(stack: Stack, n: number, o: { topic?: string; p
  * with the same key on the next gateway after 250 ms, for up to `budgetMs`. Any other answer
  * throws. Resolves with the job id and how many attempts were retried.
  */
-export async function submitKeyed(stack: Stack, i: number, o: { key: string; body: Record<string, unknown>; budgetMs: number }): Promise<{ jobId: string; retried: number }> {
+export async function submitKeyed(
+  stack: Stack,
+  i: number,
+  o: { key: string; body: Record<string, unknown>; budgetMs: number; onRetry?: (status: number, code: unknown) => void },
+): Promise<{ jobId: string; retried: number }> {
   const started = Date.now();
   let retried = 0;
   for (let g = i % stack.gatewayUrls.length; Date.now() - started < o.budgetMs; g = (g + 1) % stack.gatewayUrls.length) {
@@ -100,6 +104,7 @@ export async function submitKeyed(stack: Stack, i: number, o: { key: string; bod
     if (status === 200) return { jobId: String(body['job_id']), retried };
     if (status !== 0 && status !== 503 && !(status === 409 && body['code'] === 'idempotency_in_progress')) throw new Error(`${o.key}: unexpected ${status} ${JSON.stringify(body)}`);
     retried += 1;
+    o.onRetry?.(status, body['code']);
     await new Promise((r) => setTimeout(r, 250));
   }
   throw new Error(`${o.key}: no job within ${o.budgetMs} ms`);
@@ -287,6 +292,7 @@ async function streamTrail(natsUrls: string[], id: string, sinceMs: number): Pro
   const out: string[] = [];
   try {
     const jsm = await nc.jetstreamManager();
+    const jsmQuick = await nc.jetstreamManager({ timeout: 2_000 });
     for (const durable of SCHEDULER_DURABLES) {
       try {
         const ci = await jsm.consumers.info(STREAM, durable);
@@ -296,7 +302,21 @@ async function streamTrail(natsUrls: string[], id: string, sinceMs: number): Pro
       }
     }
     for (const subject of ['sys.job.submit', 'sys.job.result']) {
-      const oc = await nc.jetstream().consumers.get(STREAM, { filterSubjects: subject, deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(sinceMs - 1_000).toISOString() });
+      // A plain ephemeral consumer, not nats.js's ordered one: after a node's loss a consumer
+      // create can time out (placed on the lost peer), and the ordered consumer retries it for
+      // minutes (30 tries, up to 30 s apart), which made a stuck-job report outlast jest's
+      // timeout. Here: three tries of 2 s.
+      const config = {
+        filter_subject: subject,
+        deliver_policy: DeliverPolicy.StartTime,
+        opt_start_time: new Date(sinceMs - 1_000).toISOString(),
+        ack_policy: AckPolicy.None,
+        mem_storage: true,
+        num_replicas: 1,
+        inactive_threshold: nanos(30_000),
+      };
+      const ci = await jsmQuick.consumers.add(STREAM, config).catch(() => jsmQuick.consumers.add(STREAM, config)).catch(() => jsmQuick.consumers.add(STREAM, config));
+      const oc = await nc.jetstream().consumers.get(STREAM, ci.name);
       const msgs = await oc.fetch({ max_messages: 5_000, expires: 2_000 });
       for await (const m of msgs) {
         try {
@@ -310,6 +330,7 @@ async function streamTrail(natsUrls: string[], id: string, sinceMs: number): Pro
         }
         if (m.info.pending === 0) break;
       }
+      await jsm.consumers.delete(STREAM, ci.name).catch(() => undefined); // else gone 30 s after its last use
     }
   } finally {
     await nc.close();
