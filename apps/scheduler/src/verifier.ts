@@ -7,6 +7,11 @@
 //     one (reattempt-3.lua); a claimed attempt started → delivered
 //   - still DISPATCHED, worker without start acks               → unverified
 //     (D1: a silent CAP worker may be running it; the reconciler times it out)
+//   - still DISPATCHED and unclaimed, but no worker is free for a new attempt (every
+//     candidate saturated) or the job lock is busy                → deferred: probed
+//     again after the same delay, while that is before the dispatch timeout (from then
+//     on the reconciler retries it every scan). Without this a lost dispatch met by a
+//     saturated pool waited for the whole dispatch timeout (decisions.md P31).
 //   - the probe failed (Redis error)                             → probe_error, nothing
 //     else: uncertainty must never stampede duplicates; the reconciler stays the backstop.
 // A dispatch the worker answers first (its start ack or progress moved the job to
@@ -17,7 +22,7 @@ import type { SchedulerContext } from './context';
 import { driveRedispatch } from './redispatch';
 import { TimerWheel } from './timer-wheel';
 
-export type VerifyOutcome = 'delivered' | 'fallback' | 'unverified' | 'probe_error' | 'skipped';
+export type VerifyOutcome = 'delivered' | 'fallback' | 'deferred' | 'unverified' | 'probe_error' | 'skipped';
 
 interface Pending {
   jobId: string;
@@ -57,9 +62,16 @@ export function createVerifier(ctx: () => SchedulerContext | undefined, o: { ena
       else if (!job.dispatch.startAck) outcome = 'unverified';
       else {
         const r = await driveRedispatch(c, jobId, dispatchId, 'verify');
-        // busy / error: uncertain, so nothing happens (probe_error); exhausted / no_route: the
-        // reconciler times it out; started / moved: it did arrive.
-        outcome = r === 'redispatched' ? 'fallback' : r === 'error' || r === 'busy' ? 'probe_error' : r === 'exhausted' || r === 'no_route' ? 'unverified' : 'delivered';
+        // no_route / busy: try again later (deferred) while the reconciler has not taken over;
+        // error: uncertain, so nothing happens (probe_error); exhausted: the reconciler times it
+        // out; started / moved: it did arrive.
+        const dispatchTimeoutAt = (job.dispatchedAt ?? job.updatedAt) + c.timeouts().reconciler.dispatch_timeout_seconds * 1000;
+        if ((r === 'no_route' || r === 'busy') && Date.now() + o.delayMs < dispatchTimeoutAt && !stopped && !wheel.get(jobId)) {
+          wheel.add(jobId, { jobId, dispatchId }, o.delayMs);
+          outcome = 'deferred';
+        } else {
+          outcome = r === 'redispatched' ? 'fallback' : r === 'error' || r === 'busy' ? 'probe_error' : r === 'exhausted' || r === 'no_route' ? 'unverified' : 'delivered';
+        }
       }
     } catch (err) {
       c.logger.warn('dispatch verify probe failed', { job_id: jobId, dispatch_id: dispatchId, err });

@@ -7,11 +7,14 @@ import { quietLog } from './harness';
 
 export interface Ghost {
   id: string;
+  /** The load its next heartbeats report (of maxParallelJobs 100). */
+  setActiveJobs(n: number): void;
   stop(): Promise<void>;
 }
 
 export async function startGhost(o: { natsUrl: string; id: string; topics: string[]; startAck: boolean; activeJobs?: number }): Promise<Ghost> {
   const bus: Bus = await connectBus({ servers: [o.natsUrl], name: `ghost:${o.id}`, logger: quietLog });
+  let activeJobs = o.activeJobs ?? 0;
   const send = () => {
     bus.publishCore(
       subjects.handshake,
@@ -19,13 +22,17 @@ export async function startGhost(o: { natsUrl: string; id: string; topics: strin
     );
     bus.publishCore(
       subjects.heartbeat,
-      encodePacket(newPacket(o.id, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: o.id, pool: '', maxParallelJobs: 100, activeJobs: o.activeJobs ?? 0 }) })),
+      encodePacket(newPacket(o.id, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: o.id, pool: '', maxParallelJobs: 100, activeJobs }) })),
     );
   };
   send();
   const timer = setInterval(send, 100);
   return {
     id: o.id,
+    setActiveJobs: (n) => {
+      activeJobs = n;
+      send();
+    },
     stop: async () => {
       clearInterval(timer);
       await bus.close();

@@ -106,6 +106,52 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await counter('cordum_dispatch_verify_total', 'outcome', 'fallback')) > before, 5_000, { message: 'fallback counted' });
   });
 
+  it('a lost dispatch whose probe finds no free worker is probed again and redispatched once one frees, long before the dispatch timeout', async () => {
+    // Seen on a 3-node NATS cluster whose node carrying a worker's connection died: the dispatch
+    // was lost, and at the probe every worker was saturated by the backlog, so the job waited for
+    // the 120 s dispatch timeout instead of the next free slot.
+    const original = config.timeouts;
+    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 } });
+    try {
+      const g = await ghost('a-ghost-full', ['job.rv'], true);
+      const before = { deferred: await counter('cordum_dispatch_verify_total', 'outcome', 'deferred'), fallback: await counter('cordum_dispatch_verify_total', 'outcome', 'fallback') };
+      const job = await submit('job.rv');
+      await waitFor(async () => (await store.getJob(job.id))?.dispatch?.workerId === 'a-ghost-full', 5_000, { message: 'dispatched to the ghost' });
+      g.setActiveJobs(100); // saturated, and no other worker serves the topic: no route at the probe
+      await waitFor(async () => (await counter('cordum_dispatch_verify_total', 'outcome', 'deferred')) > before.deferred, 5_000, { message: 'probe deferred' });
+      expect(await store.getJob(job.id)).toMatchObject({ state: 'DISPATCHED', attempts: 1 });
+      const live = await worker('tw-v', ['job.rv']);
+      await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED after the next probe' });
+      expect(await store.getJob(job.id)).toMatchObject({ attempts: 2, workerId: 'tw-v' });
+      expect(live.count(job.id)).toBe(1);
+      expect((await counter('cordum_dispatch_verify_total', 'outcome', 'fallback')) - before.fallback).toBe(1);
+    } finally {
+      scheduler.setTimeouts(original);
+    }
+  });
+
+  it('a probe that finds no free worker is not deferred past the dispatch timeout: the reconciler retries the job from there', async () => {
+    const original = config.timeouts;
+    // dispatch timeout 1.5 s: the probe at 1 s could only be repeated at 2 s, past it
+    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 1.5, running_timeout_seconds: 60, scan_interval_seconds: 0.3 } });
+    try {
+      const g = await ghost('a-ghost-late', ['job.rw'], true);
+      const outcomes = async () => ({ deferred: await counter('cordum_dispatch_verify_total', 'outcome', 'deferred'), unverified: await counter('cordum_dispatch_verify_total', 'outcome', 'unverified') });
+      const before = await outcomes();
+      const redispatchedBefore = await counter('cordum_scheduler_reconciled_total', 'action', 'redispatch');
+      const job = await submit('job.rw');
+      await waitFor(async () => (await store.getJob(job.id))?.dispatch?.workerId === 'a-ghost-late', 5_000, { message: 'dispatched to the ghost' });
+      g.setActiveJobs(100);
+      await waitFor(async () => (await outcomes()).unverified > before.unverified, 5_000, { message: 'probe unverified' });
+      expect((await outcomes()).deferred).toBe(before.deferred);
+      await worker('tw-w', ['job.rw']);
+      await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED by the reconciler' });
+      expect(await counter('cordum_scheduler_reconciled_total', 'action', 'redispatch')).toBe(redispatchedBefore + 1);
+    } finally {
+      scheduler.setTimeouts(original);
+    }
+  });
+
   it('a dispatch its worker answers is counted delivered when the answer arrives and is never probed', async () => {
     await worker('tw-dl', ['job.rdl']);
     const before = await counter('cordum_dispatch_verify_total', 'outcome', 'delivered');
@@ -120,8 +166,9 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
 
   it('a silent worker without start acks is never redispatched: unverified, then TIMEOUT + DLQ at the dispatch timeout (D1)', async () => {
     await ghost('b-ghost', ['job.rb'], false);
+    const before = await counter('cordum_dispatch_verify_total', 'outcome', 'unverified');
     const job = await submit('job.rb');
-    await waitFor(async () => (await counter('cordum_dispatch_verify_total', 'outcome', 'unverified')) > 0, 10_000, { message: 'unverified counted' });
+    await waitFor(async () => (await counter('cordum_dispatch_verify_total', 'outcome', 'unverified')) > before, 10_000, { message: 'unverified counted' });
     expect(await stateOf(job.id)).toBe('DISPATCHED');
     await waitFor(async () => (await stateOf(job.id)) === 'TIMEOUT', 10_000, { message: 'job TIMEOUT' });
     expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, error: { code: 'dispatch_timeout' } });
