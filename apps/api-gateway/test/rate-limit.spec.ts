@@ -69,11 +69,12 @@ describe('shared bucket across two gateways', () => {
     await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision });
     await waitFor(() => r.gateways.every((g) => g.rateLimits().rps === 2 && g.rateLimits().burst === 3), 5_000, { message: 'both applied' });
     expect(Date.now() - t0).toBeLessThan(5_000);
+    // The applied report is written after the new limits take effect, so it may trail them a little.
     const hash = sectionHash(data, 'rate_limits');
-    for (const id of ['gw-1', 'gw-2']) {
-      const rep = JSON.parse((await redis.get(`cordum:config:applied:api-gateway:${id}`))!) as { hashes: Record<string, string | null> };
-      expect(rep.hashes).toEqual({ rate_limits: hash });
-    }
+    const reported = async (id: string) => (JSON.parse((await redis.get(`cordum:config:applied:api-gateway:${id}`)) ?? '{}') as { hashes?: Record<string, string | null> }).hashes;
+    await waitFor(async () => (await reported('gw-1'))?.rate_limits === hash && (await reported('gw-2'))?.rate_limits === hash, 5_000, { message: 'both reported' });
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    for (const id of ['gw-1', 'gw-2']) expect(await reported(id)).toEqual({ rate_limits: hash });
     // The new burst is what globex now gets: 3 accepted, then 429.
     await redis.del('cordum:rl:{tenant:globex}');
     const codes: number[] = [];
