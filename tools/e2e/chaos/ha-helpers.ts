@@ -302,10 +302,10 @@ async function streamTrail(natsUrls: string[], id: string, sinceMs: number): Pro
       }
     }
     for (const subject of ['sys.job.submit', 'sys.job.result']) {
-      // A plain ephemeral consumer, not nats.js's ordered one: after a node's loss a consumer
-      // create can time out (placed on the lost peer), and the ordered consumer retries it for
-      // minutes (30 tries, up to 30 s apart), which made a stuck-job report outlast jest's
-      // timeout. Here: three tries of 2 s.
+      // A plain ephemeral consumer, not nats.js's ordered one: for a while after a node's loss
+      // a consumer create can time out (seen on nats-server 2.9.10, cause not traced), and the
+      // ordered consumer retries it for minutes (30 tries, up to 30 s apart), which made a
+      // stuck-job report outlast jest's timeout. Here: three tries of 2 s.
       const config = {
         filter_subject: subject,
         deliver_policy: DeliverPolicy.StartTime,
