@@ -1,5 +1,5 @@
 export { freePort, freePorts } from './ports';
-export { waitFor, Latch, CountDown } from './wait';
+export { waitFor, within, Latch, CountDown } from './wait';
 export { ManagedProcess, startProcess, spawnService, serviceBundle, stopAll, repoRoot } from './process';
 export { startRedis, startNats, canConnect, ServerExitedError, type TestServer } from './servers';
 export { startRedisCluster, type TestCluster } from './redis-cluster';

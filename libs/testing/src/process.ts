@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { within } from './wait';
 
 export const repoRoot = resolve(__dirname, '../../..');
 
@@ -60,16 +61,8 @@ export class ManagedProcess {
   }
 
   /** Resolves with the exit once the process has ended, or rejects after timeoutMs. */
-  async waitExit(timeoutMs = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    let t: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        this.exited,
-        new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${this.name} did not exit within ${timeoutMs} ms`)), timeoutMs))),
-      ]);
-    } finally {
-      if (t) clearTimeout(t);
-    }
+  waitExit(timeoutMs = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return within(this.exited, timeoutMs, `${this.name} did not exit within ${timeoutMs} ms`);
   }
 
   /** SIGTERM, then SIGKILL after graceMs. Safe to call twice. */

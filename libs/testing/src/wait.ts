@@ -23,6 +23,21 @@ export async function waitFor<T>(
   }
 }
 
+/**
+ * `p`, or a rejection with `message` once `ms` have passed, whichever comes first. A rejection
+ * of `p` after that is dropped (it would otherwise be unhandled). `message` may be a function,
+ * called at the timeout, to report progress made meanwhile.
+ */
+export async function within<T>(p: Promise<T>, ms: number, message: string | (() => string)): Promise<T> {
+  p.catch(() => undefined);
+  let t: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(typeof message === 'string' ? message : message())), ms)))]);
+  } finally {
+    clearTimeout(t);
+  }
+}
+
 /** A one-shot latch: `wait()` resolves once `open()` is called. */
 export class Latch<T = void> {
   private resolveFn!: (v: T) => void;
@@ -35,16 +50,8 @@ export class Latch<T = void> {
     this.opened = true;
     this.resolveFn(v);
   }
-  async wait(timeoutMs = 10_000): Promise<T> {
-    let t: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        this.promise,
-        new Promise<T>((_, rej) => (t = setTimeout(() => rej(new Error(`latch not opened within ${timeoutMs} ms`)), timeoutMs))),
-      ]);
-    } finally {
-      if (t) clearTimeout(t);
-    }
+  wait(timeoutMs = 10_000): Promise<T> {
+    return within(this.promise, timeoutMs, `latch not opened within ${timeoutMs} ms`);
   }
 }
 

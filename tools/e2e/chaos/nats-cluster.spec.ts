@@ -6,6 +6,7 @@
 // gateway, and executions are counted from the workers' exec logs.
 import { connect, type NatsConnection } from 'nats';
 import type { RedisClient } from '@cordum/redis';
+import { within } from '@cordum/testing';
 import { pool, startStack, type Stack } from '../test/stack';
 import { schedulerCounter, closeRedis, executionAudit, redisFor, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
 
@@ -15,17 +16,6 @@ const CLIENT_BUDGET_MS = 60_000;
 /** Budgets of the test's phases; with the stack's start (beforeAll) excluded they add up to less than jest's 300 s. */
 const SUBMIT_PHASE_MS = 120_000;
 const TERMINAL_PHASE_MS = 100_000;
-
-/** `p`, or a rejection carrying `describe()` once `ms` have passed (p's own later rejection is dropped). */
-async function within<T>(ms: number, p: Promise<T>, describe: () => string): Promise<T> {
-  p.catch(() => undefined);
-  let t: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(describe())), ms)))]);
-  } finally {
-    clearTimeout(t);
-  }
-}
 
 describe('the stack on a 3-node NATS JetStream cluster, the stream leader SIGKILLed under load', () => {
   let stack: Stack;
@@ -82,7 +72,7 @@ describe('the stack on a 3-node NATS JetStream cluster, the stream leader SIGKIL
     const ticker = setInterval(() => console.log(`[nats cluster] ${progress()}`), 10_000);
     let ids: string[];
     try {
-      ids = await within(SUBMIT_PHASE_MS, pool(Array.from({ length: JOBS }, (_, i) => i), 20, submit), () => `submit phase over ${SUBMIT_PHASE_MS} ms: ${progress()}`);
+      ids = await within(pool(Array.from({ length: JOBS }, (_, i) => i), 20, submit), SUBMIT_PHASE_MS, () => `submit phase over ${SUBMIT_PHASE_MS} ms: ${progress()}`);
     } finally {
       clearInterval(ticker);
     }
