@@ -31,6 +31,11 @@ export interface WorkerView {
   startAck: boolean;
   /** D48: dispatches this replica sent since the worker's last heartbeat. */
   inFlight: number;
+  /**
+   * Results this replica applied since the last heartbeat beyond its own `inFlight`: jobs the
+   * heartbeat's `activeJobs` counted that have ended since (P32). Absent = 0.
+   */
+  settled?: number;
 }
 
 interface HandshakeInfo {
@@ -66,6 +71,7 @@ export class WorkerRegistry {
       startAck: hs?.startAck ?? false,
       // The heartbeat's active_jobs now includes what we sent before it (D48).
       inFlight: 0,
+      settled: 0,
     });
   }
 
@@ -89,11 +95,17 @@ export class WorkerRegistry {
    * A result for a job we (or another replica) dispatched to this worker: its slot is
    * free again. Without this the in-flight count only resets on the next heartbeat, so a
    * burst larger than max_parallel_jobs within one heartbeat interval reads as overload
-   * and submits are NAKed until their deliveries run out.
+   * and submits are NAKed until their deliveries run out. Once our own in-flight count is
+   * used up, the result is of a job the last heartbeat counted (P32): without that, a worker
+   * whose heartbeat caught a burst looked that busy, up to overloaded, for a whole heartbeat
+   * interval after the burst had ended. A `refused` result (worker_busy) ended no running job:
+   * it frees only our own in-flight slot.
    */
-  noteFinished(workerId: string | undefined): void {
+  noteFinished(workerId: string | undefined, refused = false): void {
     const w = workerId ? this.workers.get(workerId) : undefined;
-    if (w && w.inFlight > 0) w.inFlight -= 1;
+    if (!w) return;
+    if (w.inFlight > 0) w.inFlight -= 1;
+    else if (!refused && (w.settled ?? 0) < w.activeJobs) w.settled = (w.settled ?? 0) + 1;
   }
 
   get(workerId: string): WorkerView | undefined {
@@ -108,7 +120,7 @@ export class WorkerRegistry {
    * Warm start (BEHAVIOURS §4, D41): adds snapshot workers with a bounded liveness clock. A worker
    * this replica already heard from live keeps its live data (live heartbeats override).
    */
-  hydrate(workers: Omit<WorkerView, 'inFlight' | 'lastSeen'>[], floorMs: number): number {
+  hydrate(workers: Omit<WorkerView, 'inFlight' | 'lastSeen' | 'settled'>[], floorMs: number): number {
     const now = this.now();
     let added = 0;
     for (const w of workers) {
@@ -131,6 +143,7 @@ export class WorkerRegistry {
         startAck: hs?.startAck ?? w.startAck,
         lastSeen: Math.max(w.lastHeartbeat, now - floorMs),
         inFlight: 0,
+        settled: 0,
       });
       if (!hs) this.handshakes.set(w.workerId, { readyTopics: [...w.readyTopics], startAck: w.startAck });
       added += 1;

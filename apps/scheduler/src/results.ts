@@ -130,7 +130,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   const from: JobState[] = via ? ['DISPATCHED'] : ['DISPATCHED', 'RUNNING'];
   const w = releasedBy(lease, await ctx.store.transition(job.id, to, { token: lease.token, from, via, patch, current: job, release, expireResult }), release);
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
-  ctx.workers.noteFinished(current?.workerId ?? res.workerId);
+  ctx.workers.noteFinished(current?.workerId ?? res.workerId, busy);
   if (w.job.state === 'RETRYING') {
     if (!busy) return redispatch(ctx, lease, w.job);
     await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(refusals - 1));

@@ -1,6 +1,6 @@
 import { create, HandshakeSchema, HeartbeatSchema } from '@cordum/protocol';
 import { WorkerRegistry, type WorkerView } from '../src/registry';
-import { candidates, route, type RouteInput } from '../src/routing';
+import { candidates, load, route, type RouteInput } from '../src/routing';
 import type { PoolsConfig } from '../src/routing-config';
 
 function w(id: string, over: Partial<WorkerView> = {}): WorkerView {
@@ -125,6 +125,39 @@ describe('WorkerRegistry', () => {
     r.noteFinished('w1');
     r.noteFinished(undefined);
     expect(r.get('w1')?.inFlight).toBe(0);
+  });
+
+  it('P32: results beyond our in-flight count end jobs the heartbeat counted, so a burst the heartbeat caught stops reading as overload when it ends', () => {
+    const r = reg();
+    r.onHeartbeat(hb('w1', { activeJobs: 9, maxParallelJobs: 10 }));
+    r.onHeartbeat(hb('w2', { activeJobs: 3, maxParallelJobs: 10 }));
+    const routeNow = () => route(input({ workers: r.all() }));
+    expect(routeNow()).toMatchObject({ worker: { workerId: 'w2' } });
+    r.noteDispatched('w1'); // one of ours on top of the 9 it reported
+    expect(load(r.get('w1')!)).toBe(10);
+    for (let i = 0; i < 7; i++) r.noteFinished('w1');
+    // ours first, then 6 of the 9 the heartbeat counted: 3 left, as w2
+    expect(load(r.get('w1')!)).toBe(3);
+    r.noteFinished('w1');
+    expect(routeNow()).toMatchObject({ worker: { workerId: 'w1' } });
+    // never below zero, and the next heartbeat replaces the estimate
+    for (let i = 0; i < 5; i++) r.noteFinished('w1');
+    expect(load(r.get('w1')!)).toBe(0);
+    r.onHeartbeat(hb('w1', { activeJobs: 4, maxParallelJobs: 10 }));
+    expect(r.get('w1')).toMatchObject({ activeJobs: 4, inFlight: 0, settled: 0 });
+    expect(load(r.get('w1')!)).toBe(4);
+  });
+
+  it('P32: a worker_busy refusal frees only our own in-flight slot, not one the heartbeat counted', () => {
+    const r = reg();
+    r.onHeartbeat(hb('w1', { activeJobs: 10, maxParallelJobs: 10 }));
+    r.noteDispatched('w1');
+    r.noteFinished('w1', true);
+    expect(load(r.get('w1')!)).toBe(10);
+    r.noteFinished('w1', true);
+    expect(load(r.get('w1')!)).toBe(10);
+    r.noteFinished('w1');
+    expect(load(r.get('w1')!)).toBe(9);
   });
 
   it('ignores heartbeats and handshakes without an id', () => {
