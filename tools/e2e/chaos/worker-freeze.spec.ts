@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, executionAudit, execRecords, jobFields, redisFor, schedulerCounter, states, submitKeyed, TERMINAL, waitTerminal, warmUp } from './ha-helpers';
+import { closeRedis, describeJobs, executionAudit, execRecords, jobFields, redisFor, schedulerCounter, states, submitKeyed, TERMINAL, waitTerminal, warmUp } from './ha-helpers';
 import { api, type Stack, startStack } from '../test/stack';
 
 const ECHO_DELAY_MS = 1_000;
@@ -76,6 +76,17 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
     const r = await api(stack, 'GET', `/api/v1/workers/${id}`);
     return r.status === 200 ? r.body['online'] === true : undefined;
   };
+
+  /** `it` that keeps the stack's process logs (stack.keep) when the test fails. */
+  const chaos = (name: string, fn: () => Promise<void>): void =>
+    it(name, async () => {
+      try {
+        await fn();
+      } catch (err) {
+        stack?.keep(`failed: ${name.slice(0, 80)}`);
+        throw err;
+      }
+    }, 240_000);
 
   /**
    * Runs the stream with its freeze and checks everything both cases share. `whileFrozen` is
@@ -143,7 +154,8 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
 
     const final = await waitTerminal(redis, ids, 90_000, { stack });
     const doneAfterWakeMs = Date.now() - wokenAt;
-    expect([...final.entries()].filter(([, s]) => s !== 'SUCCEEDED')).toEqual([]);
+    const notSucceeded = [...final.entries()].filter(([, s]) => s !== 'SUCCEEDED').map(([id]) => id);
+    expect(await describeJobs(redis, notSucceeded)).toEqual([]);
     expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
 
     const jobs = new Map(await Promise.all(ids.map(async (id) => [id, await jobFields(redis, id)] as const)));
@@ -189,11 +201,11 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
     return { ids, frozenAt, wokenAt, jobs };
   }
 
-  it('frozen for 10 s, within the worker TTL: its started jobs finish on it after SIGCONT, its unclaimed ones are replaced, none runs twice, all SUCCEEDED', async () => {
+  chaos('frozen for 10 s, within the worker TTL: its started jobs finish on it after SIGCONT, its unclaimed ones are replaced, none runs twice, all SUCCEEDED', async () => {
     await frozenRun('wfreeze10', { jobs: 500, everyMs: 40, freezeAfter: 100, freezeMs: 10_000 });
-  }, 240_000);
+  });
 
-  it('frozen for 36 s, past the worker TTL: offline in the worker list and not routed to until its next heartbeat after SIGCONT; the same guarantees', async () => {
+  chaos('frozen for 36 s, past the worker TTL: offline in the worker list and not routed to until its next heartbeat after SIGCONT; the same guarantees', async () => {
     let offlineAt = 0;
     const { ids, frozenAt, jobs } = await frozenRun('wfreeze36', { jobs: 500, everyMs: 100, freezeAfter: 50, freezeMs: WORKER_TTL_MS + 6_000 }, async () => {
       if (offlineAt === 0 && (await online('echo-1')) === false) offlineAt = Date.now();
@@ -207,5 +219,5 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
     expect(whileOffline.length).toBeGreaterThan(0);
     expect(whileOffline.filter((j) => j['workerId'] !== 'echo-2' || Number(j['attempts']) !== 1).map((j) => j['id'])).toEqual([]);
     expect(ids.length).toBe(500);
-  }, 240_000);
+  });
 });
