@@ -302,18 +302,22 @@ class CapWorker implements Worker {
     if (outcome.result !== undefined) {
       const deadline = Date.now() + this.resultWriteBudgetMs;
       for (let wait = 100, tries = 1; ; wait = Math.min(2 * wait, 2_000), tries++) {
+        // The budget bounds when the last try may begin, not when a try fails: a try begun inside
+        // it that fails after it (the process was frozen mid-write past the budget, and its
+        // command timed out on waking) gets one more try.
+        const begun = Date.now();
         try {
           resultPtr = await this.io.writeResult(job.request.jobId, outcome.result);
           if (tries > 1) this.log.info('result written after retries', { job_id: job.request.jobId, tries });
           break;
         } catch (err) {
           const message = (err as Error).message;
-          if (job.abandoned || Date.now() + wait > deadline) {
+          if (job.abandoned || begun >= deadline) {
             this.log.error('result write failed; the job ran, reporting it FAILED', { job_id: job.request.jobId, tries, err: message });
             return { status: 'FAILED', errorCode: 'result_write_failed', errorMessage: message };
           }
           if (tries === 1) this.log.warn('result write failed, retrying', { job_id: job.request.jobId, err: message });
-          await new Promise((r) => setTimeout(r, wait));
+          await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(0, deadline - Date.now()))));
         }
       }
     }

@@ -1,6 +1,7 @@
 import { subjects } from '@cordum/bus';
 import { ComponentRole, create, encodePacket, JobCancelSchema, DispatchIdentitySchema, JobStatus, newPacket } from '@cordum/protocol';
 import { Latch, waitFor } from '@cordum/testing';
+import { closeRedis, createRedis } from '@cordum/redis';
 import { Registry } from 'prom-client';
 import { createWorker, DEFAULT_START_ACK_DELAY_MS, type JobHandler, type Worker, type WorkerOptions } from '../src';
 import { makeJob, onlyResult, publishJob, startHarness, type Harness } from './harness';
@@ -295,6 +296,40 @@ describe('a result write that Redis refuses (maxmemory 1: every write is OOM)', 
     expect(JSON.parse((await h.redis.get(`res:${job.jobId}`))!)).toEqual({ echo: 'kept' });
     expect(h.results.get(job.jobId)).toHaveLength(1);
     expect(runs()).toBe(1);
+  });
+
+  test('a write begun inside resultWriteBudgetMs that fails after it (the process stalled mid-write) gets one more try: SUCCEEDED, run once', async () => {
+    // Commands time out after 1 s; the budget is 1.1 s. The handler leaves a 1.5 s stall of the
+    // event loop behind it, which begins right after the result's SET went out: on waking, the
+    // SET's timeout fires before its reply is read, as after a SIGSTOP or a long GC pause.
+    const stalling = createRedis({ url: h.redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, commandTimeoutMs: 1_000 });
+    try {
+      let runs = 0;
+      const topic = `job.stall${seq}`;
+      await startWorker({
+        topics: [topic],
+        redis: stalling,
+        resultWriteBudgetMs: 1_100,
+        handler: (job) => {
+          runs += 1;
+          setImmediate(() => {
+            const until = Date.now() + 1_500;
+            while (Date.now() < until) {
+              // the stall
+            }
+          });
+          return echo(job);
+        },
+      });
+      const job = await publishJob(h, topic, { prompt: 'kept' });
+      const r = await resultOf(job.jobId);
+      expect({ status: r.status, code: r.errorCode, resultPtr: r.resultPtr }).toEqual({ status: JobStatus.SUCCEEDED, code: '', resultPtr: `redis://res:${job.jobId}` });
+      expect(JSON.parse((await h.redis.get(`res:${job.jobId}`))!)).toEqual({ echo: 'kept' });
+      expect(runs).toBe(1);
+    } finally {
+      await Promise.all(workers.splice(0).map((w) => w.stop()));
+      await closeRedis(stalling);
+    }
   });
 
   test('past resultWriteBudgetMs the job is FAILED result_write_failed, not FAILED_RETRYABLE: it ran, and a new attempt would run it twice', async () => {
