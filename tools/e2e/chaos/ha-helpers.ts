@@ -434,6 +434,22 @@ export function execRecords(stack: Stack, ids: string[]): Record<string, unknown
   return out;
 }
 
+/**
+ * A suite's `it` that keeps the stack's process logs (stack.keep) when the test fails, so a
+ * chaos failure in CI leaves the logs behind: `const chaos = keptOnFailure(() => stack)`.
+ */
+export function keptOnFailure(stack: () => Stack | undefined): (name: string, fn: () => Promise<void>, timeoutMs: number) => void {
+  return (name, fn, timeoutMs) =>
+    it(name, async () => {
+      try {
+        await fn();
+      } catch (err) {
+        stack()?.keep(`failed: ${name.slice(0, 80)}`);
+        throw err;
+      }
+    }, timeoutMs);
+}
+
 /** Jobs executed more than once, and jobs never executed, per the workers' own logs. */
 export function executionAudit(stack: Stack, ids: string[]): { twice: string[]; never: string[] } {
   const ex = stack.executions();

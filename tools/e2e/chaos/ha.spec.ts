@@ -12,7 +12,7 @@ import { connectBus } from '@cordum/bus';
 import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, locksHeldBy, redisFor, schedulerCounter, shortTimeoutsFile, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
+import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, schedulerCounter, shortTimeoutsFile, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
 import { api, readyz, startStack, type Stack } from '../test/stack';
 
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -51,15 +51,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
   });
 
   /** `it` that keeps the stack's process logs (stack.keep) when the test fails. */
-  const chaos = (name: string, fn: () => Promise<void>, timeoutMs: number): void =>
-    it(name, async () => {
-      try {
-        await fn();
-      } catch (err) {
-        stack?.keep(`failed: ${name.slice(0, 80)}`);
-        throw err;
-      }
-    }, timeoutMs);
+  const chaos = keptOnFailure(() => stack);
 
   const proc = (name: string) => {
     const p = stack.procs.get(name);

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, describeJobs, executionAudit, execRecords, jobFields, redisFor, schedulerCounter, states, submitKeyed, TERMINAL, waitTerminal, warmUp } from './ha-helpers';
+import { closeRedis, describeJobs, executionAudit, execRecords, jobFields, keptOnFailure, redisFor, schedulerCounter, states, submitKeyed, TERMINAL, waitTerminal, warmUp } from './ha-helpers';
 import { api, type Stack, startStack } from '../test/stack';
 
 const ECHO_DELAY_MS = 1_000;
@@ -78,15 +78,7 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
   };
 
   /** `it` that keeps the stack's process logs (stack.keep) when the test fails. */
-  const chaos = (name: string, fn: () => Promise<void>): void =>
-    it(name, async () => {
-      try {
-        await fn();
-      } catch (err) {
-        stack?.keep(`failed: ${name.slice(0, 80)}`);
-        throw err;
-      }
-    }, 240_000);
+  const chaos = keptOnFailure(() => stack);
 
   /**
    * Runs the stream with its freeze and checks everything both cases share. `whileFrozen` is
@@ -203,7 +195,7 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
 
   chaos('frozen for 10 s, within the worker TTL: its started jobs finish on it after SIGCONT, its unclaimed ones are replaced, none runs twice, all SUCCEEDED', async () => {
     await frozenRun('wfreeze10', { jobs: 500, everyMs: 40, freezeAfter: 100, freezeMs: 10_000 });
-  });
+  }, 240_000);
 
   chaos('frozen for 36 s, past the worker TTL: offline in the worker list and not routed to until its next heartbeat after SIGCONT; the same guarantees', async () => {
     let offlineAt = 0;
@@ -219,5 +211,5 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
     expect(whileOffline.length).toBeGreaterThan(0);
     expect(whileOffline.filter((j) => j['workerId'] !== 'echo-2' || Number(j['attempts']) !== 1).map((j) => j['id'])).toEqual([]);
     expect(ids.length).toBe(500);
-  });
+  }, 240_000);
 });
