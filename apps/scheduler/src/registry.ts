@@ -33,9 +33,9 @@ export interface WorkerView {
   inFlight: number;
   /**
    * Results this replica applied since the last heartbeat beyond its own `inFlight`: jobs the
-   * heartbeat's `activeJobs` counted that have ended since (P32). Absent = 0.
+   * heartbeat's `activeJobs` counted that have ended since (P32).
    */
-  settled?: number;
+  settled: number;
 }
 
 interface HandshakeInfo {
@@ -105,7 +105,7 @@ export class WorkerRegistry {
     const w = workerId ? this.workers.get(workerId) : undefined;
     if (!w) return;
     if (w.inFlight > 0) w.inFlight -= 1;
-    else if (!refused && (w.settled ?? 0) < w.activeJobs) w.settled = (w.settled ?? 0) + 1;
+    else if (!refused && w.settled < w.activeJobs) w.settled += 1;
   }
 
   get(workerId: string): WorkerView | undefined {

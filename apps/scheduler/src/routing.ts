@@ -42,7 +42,7 @@ export function satisfiesPlacement(w: WorkerView, labels: Record<string, string>
 
 /** D48 + P32: the last heartbeat's active jobs less those whose results came since, plus our own dispatches since. */
 export function load(w: WorkerView): number {
-  return Math.max(0, w.activeJobs - (w.settled ?? 0)) + w.inFlight;
+  return Math.max(0, w.activeJobs - w.settled) + w.inFlight;
 }
 
 export function isOverloaded(w: WorkerView): boolean {

@@ -4,7 +4,7 @@ import { candidates, load, route, type RouteInput } from '../src/routing';
 import type { PoolsConfig } from '../src/routing-config';
 
 function w(id: string, over: Partial<WorkerView> = {}): WorkerView {
-  return { workerId: id, pool: 'default', activeJobs: 0, maxParallelJobs: 10, cpuLoad: 0, labels: {}, capabilities: [], lastHeartbeat: 0, readyTopics: [], startAck: false, inFlight: 0, ...over };
+  return { workerId: id, pool: 'default', activeJobs: 0, maxParallelJobs: 10, cpuLoad: 0, labels: {}, capabilities: [], lastHeartbeat: 0, readyTopics: [], startAck: false, inFlight: 0, settled: 0, ...over };
 }
 
 const pools: PoolsConfig = {

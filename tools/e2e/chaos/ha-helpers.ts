@@ -113,13 +113,18 @@ export async function submitKeyed(
 /**
  * Writes the chaos suites' reconciler timeouts into `dir` and returns the file's path (for
  * TIMEOUT_CONFIG_PATH): dispatch 8 s and a 1 s scan, so what a fault leaves behind is repaired
- * within a test; running 40 s, above the 30 s AckWait after which JetStream redelivers a result a
- * killed replica had fetched (the scheduler warns below that bound).
+ * within a test; running `runningS` (40 s), above the 30 s AckWait after which JetStream
+ * redelivers a result a killed replica had fetched (the scheduler warns below that bound).
  */
-export function shortTimeoutsFile(dir: string): string {
+export function shortTimeoutsFile(dir: string, runningS = 40): string {
   const path = join(dir, 'timeouts.yaml');
-  writeFileSync(path, 'reconciler:\n  dispatch_timeout_seconds: 8\n  running_timeout_seconds: 40\n  scan_interval_seconds: 1\n');
+  writeFileSync(path, `reconciler:\n  dispatch_timeout_seconds: 8\n  running_timeout_seconds: ${runningS}\n  scan_interval_seconds: 1\n`);
   return path;
+}
+
+/** The workers in the scheduler's snapshot (`sys:workers:snapshot`); none while there is none. */
+export async function snapshotWorkers(redis: RedisClient): Promise<{ worker_id: string; last_heartbeat: number }[]> {
+  return (JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string; last_heartbeat: number }[] }).workers;
 }
 
 /**

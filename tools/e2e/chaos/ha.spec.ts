@@ -12,7 +12,7 @@ import { connectBus } from '@cordum/bus';
 import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, schedulerCounter, shortTimeoutsFile, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
+import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, schedulerCounter, shortTimeoutsFile, snapshotWorkers, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
 import { api, readyz, startStack, type Stack } from '../test/stack';
 
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -237,8 +237,8 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     await stack.spawnWorker('z-vf', { WORKER_TOPICS: 'job.vf' });
     // both schedulers know both workers once the snapshot (their common view) lists them
     await waitFor(async () => {
-      const snap = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string }[] };
-      return ['a-vf', 'z-vf'].every((w) => snap.workers.some((x) => x.worker_id === w));
+      const snap = await snapshotWorkers(redis);
+      return ['a-vf', 'z-vf'].every((w) => snap.some((x) => x.worker_id === w));
     }, 20_000, { message: 'vf workers in the snapshot' });
     proc('a-vf').kill('SIGKILL');
     await proc('a-vf').waitExit(5_000);
@@ -298,14 +298,14 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
   chaos('warm start: a restarted scheduler is ready and dispatching within 2 s, stops routing to a worker that died before the restart, and both gateways show the same worker set within 35 s of the snapshot writer crashing', async () => {
     // live: echo-1, echo-2, z-vf heartbeat; echo-3 died in an earlier test and is still listed
     await waitFor(async () => {
-      const snap = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string; last_heartbeat: number }[] };
-      const dead = snap.workers.find((x) => x.worker_id === 'echo-3');
-      return ['echo-1', 'echo-2', 'z-vf'].every((w) => snap.workers.some((x) => x.worker_id === w)) && dead !== undefined && Date.now() - dead.last_heartbeat > 30_000;
+      const snap = await snapshotWorkers(redis);
+      const dead = snap.find((x) => x.worker_id === 'echo-3');
+      return ['echo-1', 'echo-2', 'z-vf'].every((w) => snap.some((x) => x.worker_id === w)) && dead !== undefined && Date.now() - dead.last_heartbeat > 30_000;
     }, 20_000, { message: 'three live workers and the long-dead echo-3 in the snapshot' });
     expect(proc('echo-3').running).toBe(false);
-    const before = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string; last_heartbeat: number }[] };
+    const before = await snapshotWorkers(redis);
     const dead = ['echo-3', 'slow-1', 'a-vf'];
-    const deadLastHb = before.workers.filter((w) => dead.includes(w.worker_id)).map((w) => w.last_heartbeat);
+    const deadLastHb = before.filter((w) => dead.includes(w.worker_id)).map((w) => w.last_heartbeat);
     // The replica holding the snapshot writer lease crashes (its lease lingers for the 30 s
     // WORKER_SNAPSHOT_LOCK_TTL), the other stops cleanly; one replica comes back.
     const writer = ((await redis.get('cordum:scheduler:snapshot:writer')) ?? '').split(':')[0] ?? '';

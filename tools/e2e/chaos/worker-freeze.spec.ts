@@ -13,12 +13,12 @@
 // the dispatch timeout; when it wakes it finds those dispatches replaced and
 // runs none of them; jobs keep finishing while it is frozen; it serves again
 // after the wake; every job SUCCEEDED, executed once (the workers' exec logs).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, describeJobs, executionAudit, execRecords, jobFields, keptOnFailure, redisFor, schedulerCounter, states, submitKeyed, TERMINAL, waitTerminal, warmUp } from './ha-helpers';
+import { closeRedis, describeJobs, executionAudit, execRecords, jobFields, keptOnFailure, redisFor, schedulerCounter, shortTimeoutsFile, snapshotWorkers, states, submitKeyed, TERMINAL, waitTerminal, warmUp } from './ha-helpers';
 import { api, type Stack, startStack } from '../test/stack';
 
 const ECHO_DELAY_MS = 1_000;
@@ -44,10 +44,9 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cordum-wfreeze-'));
-    // dispatch 8 s and a 1 s scan as in the other chaos suites; running 120 s, so a job that
-    // started on the frozen worker is still its to finish after the longest freeze
-    const timeouts = join(dir, 'timeouts.yaml');
-    writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 8\n  running_timeout_seconds: 120\n  scan_interval_seconds: 1\n');
+    // the other chaos suites' timeouts, but running 120 s, so a job that started on the frozen
+    // worker is still its to finish after the longest freeze
+    const timeouts = shortTimeoutsFile(dir, 120);
     stack = await startStack({
       schedulers: 2,
       gateways: 1,
@@ -60,8 +59,8 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
     // jobs until it hears the workers (up to a heartbeat), and routing needs both in its view.
     await warmUp(stack, redis, 'wfreeze-warm', new Set());
     await waitFor(async () => {
-      const snap = JSON.parse((await redis.get('sys:workers:snapshot')) ?? '{"workers":[]}') as { workers: { worker_id: string }[] };
-      return ['echo-1', 'echo-2'].every((w) => snap.workers.some((x) => x.worker_id === w));
+      const snap = await snapshotWorkers(redis);
+      return ['echo-1', 'echo-2'].every((w) => snap.some((x) => x.worker_id === w));
     }, 20_000, { message: 'both workers in the snapshot' });
   }, 120_000);
   afterAll(async () => {
