@@ -16,7 +16,10 @@ export async function applyProgress(ctx: SchedulerContext, p: JobProgress): Prom
   const deadline = Date.now() + ctx.config.lockWaitMs;
   for (;;) {
     const r = await ctx.store.markRunning(p.jobId, p.dispatch?.dispatchId ?? '');
-    if (r.ok && r.job.dispatch) ctx.verifier.delivered(p.jobId, r.job.dispatch.dispatchId);
+    if (r.ok && r.job.dispatch) {
+      ctx.verifier.delivered(p.jobId, r.job.dispatch.dispatchId);
+      ctx.workers.noteAnswered(r.job.dispatch.workerId);
+    }
     if (r.ok || r.reason !== 'busy') {
       if (!r.ok && r.reason === 'stale_dispatch') ctx.metrics.ignored.inc({ kind: 'progress', reason: 'stale_dispatch' });
       return;

@@ -32,6 +32,10 @@ export async function reattemptLocked(ctx: SchedulerContext, lease: Lease, job: 
   const out = await dispatch(ctx, lease, job, route);
   switch (out.kind) {
     case 'dispatched':
+      // The old attempt was provably never claimed: route new jobs around its worker (P34).
+      if (ctx.workers.noteUnclaimed(job.dispatch.workerId)) {
+        ctx.logger.warn('worker did not claim a dispatch: routed around while others have room, until it answers one', { worker_id: job.dispatch.workerId, job_id: job.id });
+      }
       return 'redispatched';
     case 'started': {
       // The ack was lost or is late; the claim proves the start, so the running timeout applies now.

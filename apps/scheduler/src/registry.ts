@@ -36,6 +36,12 @@ export interface WorkerView {
    * heartbeat's `activeJobs` counted that have ended since (P32).
    */
   settled: number;
+  /**
+   * P34: when this replica last replaced a dispatch to this worker that it never claimed (the
+   * verifier's fallback or the reconciler's redispatch). Until the worker answers a dispatch or
+   * one TTL has passed, routing skips it while any other candidate has room.
+   */
+  unclaimedAt?: number;
 }
 
 interface HandshakeInfo {
@@ -57,6 +63,7 @@ export class WorkerRegistry {
   onHeartbeat(hb: Heartbeat): void {
     if (!hb.workerId) return;
     const hs = this.handshakes.get(hb.workerId);
+    const prev = this.workers.get(hb.workerId);
     this.workers.set(hb.workerId, {
       workerId: hb.workerId,
       pool: hb.pool,
@@ -72,6 +79,8 @@ export class WorkerRegistry {
       // The heartbeat's active_jobs now includes what we sent before it (D48).
       inFlight: 0,
       settled: 0,
+      // A heartbeat proves the worker runs, not that dispatches reach it (P34).
+      unclaimedAt: prev?.unclaimedAt,
     });
   }
 
@@ -104,8 +113,32 @@ export class WorkerRegistry {
   noteFinished(workerId: string | undefined, refused = false): void {
     const w = workerId ? this.workers.get(workerId) : undefined;
     if (!w) return;
+    w.unclaimedAt = undefined;
     if (w.inFlight > 0) w.inFlight -= 1;
     else if (!refused && w.settled < w.activeJobs) w.settled += 1;
+  }
+
+  /**
+   * P34: a dispatch to this worker went unclaimed and was replaced. Returns whether the worker
+   * was not marked already (so the caller logs the change once).
+   */
+  noteUnclaimed(workerId: string | undefined): boolean {
+    const w = workerId ? this.workers.get(workerId) : undefined;
+    if (!w) return false;
+    const fresh = !this.unresponsive(w);
+    w.unclaimedAt = this.now();
+    return fresh;
+  }
+
+  /** The worker answered a dispatch (its start ack or progress, or a result): dispatches reach it. */
+  noteAnswered(workerId: string | undefined): void {
+    const w = workerId ? this.workers.get(workerId) : undefined;
+    if (w) w.unclaimedAt = undefined;
+  }
+
+  /** P34: a dispatch to it went unclaimed less than one TTL ago and it has answered none since. */
+  unresponsive(w: WorkerView): boolean {
+    return w.unclaimedAt !== undefined && this.now() - w.unclaimedAt < this.ttlMs;
   }
 
   get(workerId: string): WorkerView | undefined {

@@ -1,16 +1,22 @@
 import type { JobRecord } from '@cordum/job-store';
 import type { SchedulerContext } from './context';
+import type { WorkerView } from './registry';
 import { route, type RouteDecision } from './routing';
 
+/** What routing reads from the scheduler's context. */
+export type RouteContext = Pick<SchedulerContext, 'workers' | 'pools'> & { config: Pick<SchedulerContext['config'], 'dispatchUntracked'> };
+
 /**
- * `avoid`: a worker that just failed to acknowledge a dispatch (BEHAVIOURS §3
- * fallback); skipped while any other candidate exists.
+ * `avoid`: a worker that just failed to acknowledge a dispatch (BEHAVIOURS §3 fallback). It, and
+ * every worker a dispatch to which went unclaimed lately (P34, `WorkerRegistry.unresponsive`),
+ * is skipped while any other candidate can take the job.
  */
-export function routeFor(ctx: SchedulerContext, job: JobRecord, avoid?: string): RouteDecision {
+export function routeFor(ctx: RouteContext, job: Pick<JobRecord, 'topic' | 'labels' | 'requires'>, avoid?: string): RouteDecision {
   const live = ctx.workers.live();
-  const others = avoid ? live.filter((w) => w.workerId !== avoid) : live;
+  const skip = (w: WorkerView): boolean => w.workerId === avoid || ctx.workers.unresponsive(w);
+  const others = live.some(skip) ? live.filter((w) => !skip(w)) : live;
   const first = route({ topic: job.topic, labels: job.labels, requires: job.requires, workers: others, pools: ctx.pools(), dispatchUntracked: ctx.config.dispatchUntracked });
-  if (!avoid || first.kind === 'worker' || others.length === live.length) return first;
+  if (first.kind === 'worker' || others.length === live.length) return first;
   return route({
     topic: job.topic,
     labels: job.labels,

@@ -106,6 +106,25 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await counter('cordum_dispatch_verify_total', 'outcome', 'fallback')) > before, 5_000, { message: 'fallback counted' });
   });
 
+  it('P34: after a fallback, new jobs go around the worker that did not claim its dispatch, though it keeps heartbeating', async () => {
+    // 'a-ghost-p34' wins every routing tie and heartbeats every 100 ms, but nothing sent to it arrives.
+    await ghost('a-ghost-p34', ['job.rp'], true);
+    const live = await worker('tw-p34', ['job.rp']);
+    const first = await submit('job.rp');
+    await waitFor(async () => (await stateOf(first.id)) === 'SUCCEEDED', 10_000, { message: 'first job SUCCEEDED after fallback' });
+    expect(await store.getJob(first.id)).toMatchObject({ attempts: 2, workerId: 'tw-p34' });
+    // Without the mark each of these went to the ghost first and waited out the verify delay.
+    const next: JobRecord[] = [];
+    for (let i = 0; i < 5; i++) {
+      const job = await submit('job.rp');
+      next.push(job);
+      await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: `job ${i} SUCCEEDED` });
+    }
+    const done = await Promise.all(next.map(async (j) => store.getJob(j.id)));
+    expect(done.map((j) => ({ attempts: j?.attempts, worker: j?.workerId }))).toEqual(next.map(() => ({ attempts: 1, worker: 'tw-p34' })));
+    expect(next.map((j) => live.count(j.id))).toEqual([1, 1, 1, 1, 1]);
+  });
+
   it('a lost dispatch whose probe finds no free worker is probed again and redispatched once one frees, long before the dispatch timeout', async () => {
     // Seen on a 3-node NATS cluster whose node carrying a worker's connection died: the dispatch
     // was lost, and at the probe every worker was saturated by the backlog, so the job waited for

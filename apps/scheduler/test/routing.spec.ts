@@ -1,5 +1,6 @@
 import { create, HandshakeSchema, HeartbeatSchema } from '@cordum/protocol';
 import { WorkerRegistry, type WorkerView } from '../src/registry';
+import { routeFor } from '../src/route-job';
 import { candidates, load, route, type RouteInput } from '../src/routing';
 import type { PoolsConfig } from '../src/routing-config';
 
@@ -158,6 +159,43 @@ describe('WorkerRegistry', () => {
     expect(load(r.get('w1')!)).toBe(10);
     r.noteFinished('w1');
     expect(load(r.get('w1')!)).toBe(9);
+  });
+
+  it('P34: a worker whose dispatch went unclaimed is routed around while another candidate has room, until it answers or one TTL passes', () => {
+    const r = reg();
+    // 'a' wins every tie; 'b' reports more load
+    r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 }));
+    r.onHeartbeat(hb('b', { activeJobs: 2, maxParallelJobs: 10 }));
+    const ctx = { workers: r, pools: () => pools, config: { dispatchUntracked: false } };
+    const job = { topic: 'job.echo', labels: {}, requires: [] };
+    const routed = (avoid?: string) => { const d = routeFor(ctx, job, avoid); return d.kind === 'worker' ? d.worker.workerId : d.kind; };
+    expect(routed()).toBe('a');
+    expect(r.noteUnclaimed('a')).toBe(true);
+    expect(r.noteUnclaimed('a')).toBe(false); // already marked: the caller logs once
+    expect(r.noteUnclaimed('unknown')).toBe(false);
+    expect(routed()).toBe('b');
+    // a heartbeat proves it runs, not that dispatches reach it
+    r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 }));
+    expect(routed()).toBe('b');
+    // the only candidate with room still gets the job, as does an `avoid`ed one
+    r.onHeartbeat(hb('b', { activeJobs: 9, maxParallelJobs: 10 }));
+    expect(routed()).toBe('a');
+    expect(routed('a')).toBe('a');
+    r.onHeartbeat(hb('b', { activeJobs: 2, maxParallelJobs: 10 }));
+    // its start ack, progress or result ends the mark
+    r.noteAnswered('a');
+    expect(routed()).toBe('a');
+    r.noteUnclaimed('a');
+    r.noteFinished('a', true); // a worker_busy refusal is an answer too
+    expect(routed()).toBe('a');
+    // and so does one TTL without one
+    r.noteUnclaimed('a');
+    now += 29_000;
+    r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 }));
+    r.onHeartbeat(hb('b', { activeJobs: 2, maxParallelJobs: 10 }));
+    expect(routed()).toBe('b');
+    now += 1_000;
+    expect(routed()).toBe('a');
   });
 
   it('ignores heartbeats and handshakes without an id', () => {

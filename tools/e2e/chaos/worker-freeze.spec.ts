@@ -222,6 +222,16 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
     console.log(`[worker freeze 36 s] offline ${offlineAt - frozenAt} ms after the freeze; ${whileOffline.length} jobs submitted while offline; ${lateReplacements.length} sent to echo-1 before and replaced while offline: ${JSON.stringify(lateReplacements.map(describe))}`);
     // And whatever was last dispatched while it was offline, replacements included, went to echo-2.
     expect([...jobs.values()].filter((j) => inWindow(j['dispatchedAt']) && j['workerId'] !== 'echo-2').map(describe)).toEqual([]);
+    // P34: once a replica has replaced a dispatch echo-1 never claimed, it routes new jobs around
+    // echo-1 (echo-2 has room at 10 jobs/s), heartbeat or not. So the replaced jobs are those each
+    // replica sent before its first fallback: their creation times fit in one window per replica,
+    // of the verify delay (2 s) plus the wheel's tick and a margin. Without P34 they went on for as
+    // long as echo-1 was online, about 28 s. (Not asserted in the 10 s case: at 25 jobs/s echo-2
+    // nears its max_parallel_jobs, and a worker routed around still takes what no other has room for.)
+    const replacedAt = [...jobs.values()].filter(replacedAttempt).map((j) => Number(j['createdAt']) - frozenAt).sort((a, b) => a - b);
+    const windows = replacedAt.reduce<number[]>((starts, t) => (starts.length > 0 && t <= (starts[starts.length - 1] ?? 0) + 3_500 ? starts : [...starts, t]), []);
+    console.log(`[worker freeze 36 s] replaced jobs created at ${JSON.stringify(replacedAt)} ms after the freeze: ${windows.length} window(s)`);
+    expect(windows.length).toBeLessThanOrEqual(2);
     expect(ids.length).toBe(500);
   }, 240_000);
 });
