@@ -33,8 +33,9 @@ export async function reattemptLocked(ctx: SchedulerContext, lease: Lease, job: 
   switch (out.kind) {
     case 'dispatched':
       // The old attempt was provably never claimed: route new jobs around its worker (P34).
-      if (ctx.workers.noteUnclaimed(job.dispatch.workerId)) {
-        ctx.logger.warn('worker did not claim a dispatch: routed around while others have room, until it answers one', { worker_id: job.dispatch.workerId, job_id: job.id });
+      if (ctx.workers.noteUnclaimed(job.dispatch.workerId, job.dispatchedAt ?? job.updatedAt)) {
+        const silent = ctx.workers.get(job.dispatch.workerId ?? '')?.unclaimedSilent === true;
+        ctx.logger.warn(`worker did not claim a dispatch: routed around while others have room, until it answers one${silent ? ' or heartbeats again' : ''}`, { worker_id: job.dispatch.workerId, job_id: job.id, silent });
       }
       return 'redispatched';
     case 'started': {

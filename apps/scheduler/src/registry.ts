@@ -42,6 +42,11 @@ export interface WorkerView {
    * one TTL has passed, routing skips it while any other candidate has room.
    */
   unclaimedAt?: number;
+  /**
+   * The worker had sent no heartbeat since that dispatch was sent: it was stopped (frozen, cut
+   * off) rather than alive and missing dispatches, so its next heartbeat also ends the mark.
+   */
+  unclaimedSilent?: boolean;
 }
 
 interface HandshakeInfo {
@@ -79,8 +84,9 @@ export class WorkerRegistry {
       // The heartbeat's active_jobs now includes what we sent before it (D48).
       inFlight: 0,
       settled: 0,
-      // A heartbeat proves the worker runs, not that dispatches reach it (P34).
-      unclaimedAt: prev?.unclaimedAt,
+      // A heartbeat proves the worker runs, not that dispatches reach it (P34), unless the mark
+      // came while it was silent: then this heartbeat is it resuming.
+      ...(prev?.unclaimedAt !== undefined && prev.unclaimedSilent !== true ? { unclaimedAt: prev.unclaimedAt, unclaimedSilent: false } : {}),
     });
   }
 
@@ -113,27 +119,28 @@ export class WorkerRegistry {
   noteFinished(workerId: string | undefined, refused = false): void {
     const w = workerId ? this.workers.get(workerId) : undefined;
     if (!w) return;
-    w.unclaimedAt = undefined;
+    w.unclaimedAt = w.unclaimedSilent = undefined;
     if (w.inFlight > 0) w.inFlight -= 1;
     else if (!refused && w.settled < w.activeJobs) w.settled += 1;
   }
 
   /**
-   * P34: a dispatch to this worker went unclaimed and was replaced. Returns whether the worker
-   * was not marked already (so the caller logs the change once).
+   * P34: a dispatch to this worker, sent at `dispatchedAt`, went unclaimed and was replaced.
+   * Returns whether the worker was not marked already (so the caller logs the change once).
    */
-  noteUnclaimed(workerId: string | undefined): boolean {
+  noteUnclaimed(workerId: string | undefined, dispatchedAt: number): boolean {
     const w = workerId ? this.workers.get(workerId) : undefined;
     if (!w) return false;
     const fresh = !this.unresponsive(w);
     w.unclaimedAt = this.now();
+    w.unclaimedSilent = w.lastHeartbeat < dispatchedAt;
     return fresh;
   }
 
   /** The worker answered a dispatch (its start ack or progress, or a result): dispatches reach it. */
   noteAnswered(workerId: string | undefined): void {
     const w = workerId ? this.workers.get(workerId) : undefined;
-    if (w) w.unclaimedAt = undefined;
+    if (w) w.unclaimedAt = w.unclaimedSilent = undefined;
   }
 
   /** P34: a dispatch to it went unclaimed less than one TTL ago and it has answered none since. */

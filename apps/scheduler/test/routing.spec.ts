@@ -169,10 +169,12 @@ describe('WorkerRegistry', () => {
     const ctx = { workers: r, pools: () => pools, config: { dispatchUntracked: false } };
     const job = { topic: 'job.echo', labels: {}, requires: [] };
     const routed = (avoid?: string) => { const d = routeFor(ctx, job, avoid); return d.kind === 'worker' ? d.worker.workerId : d.kind; };
+    // sent before its last heartbeat: it was alive and heartbeating, and the dispatch never arrived
+    const sentBefore = () => now - 1_000;
     expect(routed()).toBe('a');
-    expect(r.noteUnclaimed('a')).toBe(true);
-    expect(r.noteUnclaimed('a')).toBe(false); // already marked: the caller logs once
-    expect(r.noteUnclaimed('unknown')).toBe(false);
+    expect(r.noteUnclaimed('a', sentBefore())).toBe(true);
+    expect(r.noteUnclaimed('a', sentBefore())).toBe(false); // already marked: the caller logs once
+    expect(r.noteUnclaimed('unknown', sentBefore())).toBe(false);
     expect(routed()).toBe('b');
     // a heartbeat proves it runs, not that dispatches reach it
     r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 }));
@@ -185,17 +187,40 @@ describe('WorkerRegistry', () => {
     // its start ack, progress or result ends the mark
     r.noteAnswered('a');
     expect(routed()).toBe('a');
-    r.noteUnclaimed('a');
+    r.noteUnclaimed('a', sentBefore());
     r.noteFinished('a', true); // a worker_busy refusal is an answer too
     expect(routed()).toBe('a');
     // and so does one TTL without one
-    r.noteUnclaimed('a');
+    r.noteUnclaimed('a', sentBefore());
     now += 29_000;
     r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 }));
     r.onHeartbeat(hb('b', { activeJobs: 2, maxParallelJobs: 10 }));
     expect(routed()).toBe('b');
     now += 1_000;
     expect(routed()).toBe('a');
+  });
+
+  it('P34: a worker silent since the unclaimed dispatch (frozen, cut off) is routed to again at its next heartbeat', () => {
+    const r = reg();
+    r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 }));
+    r.onHeartbeat(hb('b', { activeJobs: 2, maxParallelJobs: 10 }));
+    const ctx = { workers: r, pools: () => pools, config: { dispatchUntracked: false } };
+    const routed = () => { const d = routeFor(ctx, { topic: 'job.echo', labels: {}, requires: [] }); return d.kind === 'worker' ? d.worker.workerId : d.kind; };
+    now += 1_000;
+    const sentAt = now; // after a's last heartbeat; it sends none until it wakes
+    now += 2_000;
+    expect(r.noteUnclaimed('a', sentAt)).toBe(true);
+    expect(r.get('a')?.unclaimedSilent).toBe(true);
+    r.onHeartbeat(hb('b', { activeJobs: 2, maxParallelJobs: 10 }));
+    expect(routed()).toBe('b');
+    now += 10_000;
+    r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 })); // it woke
+    expect(routed()).toBe('a');
+    // a later unclaimed dispatch it had heartbeated after is not forgiven by the next heartbeat
+    expect(r.noteUnclaimed('a', now - 1)).toBe(true);
+    now += 1;
+    r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 }));
+    expect(routed()).toBe('b');
   });
 
   it('ignores heartbeats and handshakes without an id', () => {
