@@ -15,6 +15,8 @@ export interface SchedulerMetrics {
   ignored: Counter<'kind' | 'reason'>;
   decodeErrors: Counter<'subject'>;
   staleJobs: Gauge;
+  /** P34: live workers this replica routes around because a dispatch to them went unclaimed. */
+  workersUnclaimed: Gauge;
   orphanReplayed: Counter<'reason'>;
   verify: Counter<'outcome'>;
   reconciled: Counter<'action'>;
@@ -27,7 +29,8 @@ export interface SchedulerMetrics {
   failOpen: Counter;
 }
 
-export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
+/** `unclaimedWorkers`: read at each scrape for `cordum_scheduler_workers_unclaimed`. */
+export function createSchedulerMetrics(registry: Registry, unclaimedWorkers: () => number = () => 0): SchedulerMetrics {
   return {
     jobsTotal: new Counter({ name: 'cordum_jobs_total', help: 'Committed job transitions by target state.', labelNames: ['state'], registers: [registry] }),
     dispatchLatency: new Histogram({
@@ -50,6 +53,14 @@ export function createSchedulerMetrics(registry: Registry): SchedulerMetrics {
     }),
     decodeErrors: new Counter({ name: 'cordum_scheduler_decode_errors_total', help: 'Undecodable packets by subject.', labelNames: ['subject'], registers: [registry] }),
     staleJobs: new Gauge({ name: 'cordum_scheduler_stale_jobs', help: 'DISPATCHED/RUNNING jobs past their timeout found by the last reconciler scan.', registers: [registry] }),
+    workersUnclaimed: new Gauge({
+      name: 'cordum_scheduler_workers_unclaimed',
+      help: 'Live workers this replica routes around while others have room: a dispatch to them went unclaimed and they have not answered one since (P34).',
+      registers: [registry],
+      collect() {
+        this.set(unclaimedWorkers());
+      },
+    }),
     orphanReplayed: new Counter({
       name: 'cordum_scheduler_orphan_replayed_total',
       help: 'Jobs re-driven by the pending replayer (reason: lost = PENDING/SCHEDULED past the bound, retry = due job:retry entry).',

@@ -60,8 +60,8 @@ type Phase = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): Scheduler {
   const { logger, instanceId, registry } = deps;
-  const metrics = createSchedulerMetrics(registry);
   const workers = new WorkerRegistry({ ttlMs: config.workerTtlMs });
+  const metrics = createSchedulerMetrics(registry, () => workers.live().filter((w) => workers.unresponsive(w)).length);
   let phase: Phase = 'idle';
   let stopPromise: Promise<void> | undefined;
 

@@ -113,6 +113,11 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     const first = await submit('job.rp');
     await waitFor(async () => (await stateOf(first.id)) === 'SUCCEEDED', 10_000, { message: 'first job SUCCEEDED after fallback' });
     expect(await store.getJob(first.id)).toMatchObject({ attempts: 2, workerId: 'tw-p34' });
+    // counted by the gauge, with any ghost an earlier test left marked, and only those
+    const marked = scheduler.workers.live().filter((w) => scheduler.workers.unresponsive(w)).map((w) => w.workerId);
+    expect(marked).toContain('a-ghost-p34');
+    expect(marked).not.toContain('tw-p34');
+    expect((await metrics.getSingleMetric('cordum_scheduler_workers_unclaimed')?.get())?.values[0]?.value).toBe(marked.length);
     // Without the mark each of these went to the ghost first and waited out the verify delay.
     const next: JobRecord[] = [];
     for (let i = 0; i < 5; i++) {
