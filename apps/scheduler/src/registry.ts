@@ -68,7 +68,10 @@ export class WorkerRegistry {
   onHeartbeat(hb: Heartbeat): void {
     if (!hb.workerId) return;
     const hs = this.handshakes.get(hb.workerId);
+    // A heartbeat proves the worker runs, not that dispatches reach it (P34): a mark stays, unless
+    // it came while the worker was silent (unclaimedSilent true) and this heartbeat is it resuming.
     const prev = this.workers.get(hb.workerId);
+    const marked = prev?.unclaimedSilent === false ? prev : undefined;
     this.workers.set(hb.workerId, {
       workerId: hb.workerId,
       pool: hb.pool,
@@ -84,9 +87,8 @@ export class WorkerRegistry {
       // The heartbeat's active_jobs now includes what we sent before it (D48).
       inFlight: 0,
       settled: 0,
-      // A heartbeat proves the worker runs, not that dispatches reach it (P34), unless the mark
-      // came while it was silent: then this heartbeat is it resuming.
-      ...(prev?.unclaimedAt !== undefined && prev.unclaimedSilent !== true ? { unclaimedAt: prev.unclaimedAt, unclaimedSilent: false } : {}),
+      unclaimedAt: marked?.unclaimedAt,
+      unclaimedSilent: marked?.unclaimedSilent,
     });
   }
 

@@ -28,6 +28,12 @@ const WORKER_TTL_MS = 30_000;
 const HEARTBEAT_MS = 5_000;
 const OUTCOMES = ['delivered', 'fallback', 'deferred', 'unverified', 'probe_error', 'skipped'];
 
+/**
+ * A job's attempts that replaced an unclaimed one: its attempts less the first and less its
+ * worker_busy refusals, whose redispatches are not replacements (D48, counted in busyRefusals).
+ */
+const replacedAttempts = (j: Record<string, unknown>): number => Number(j['attempts']) - 1 - Number(j['busyRefusals'] ?? 0);
+
 interface Run {
   /** Jobs submitted, one every `everyMs`. */
   jobs: number;
@@ -150,14 +156,12 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
     expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
 
     const jobs = new Map(await Promise.all(ids.map(async (id) => [id, await jobFields(redis, id)] as const)));
-    // Attempts that replaced an unclaimed one (a worker_busy refusal's redispatch is not one: it is
-    // counted in busyRefusals, D48).
-    const replacedAttempts = [...jobs.values()].reduce((n, j) => n + Math.max(0, Number(j['attempts']) - 1 - Number(j['busyRefusals'] ?? 0)), 0);
+    const replacedTotal = [...jobs.values()].reduce((n, j) => n + Math.max(0, replacedAttempts(j)), 0);
     const execs = execRecords(stack, ids);
     // Every execution on echo-1 is its job's final dispatch: a replaced one it woke up to would be a second run.
     const staleOnFrozen = execs.filter((x) => x['worker_id'] === 'echo-1' && (jobs.get(String(x['job_id']))?.['dispatch'] as { dispatchId?: string } | undefined)?.dispatchId !== x['dispatch_id']);
     console.log(
-      `[worker freeze ${r.freezeMs / 1000} s] ${ids.length} jobs; SIGSTOP at answer ${frozeAtAnswer} with ${startedOnFrozen.size} running on echo-1; ${replacedAttempts} attempts replaced; ` +
+      `[worker freeze ${r.freezeMs / 1000} s] ${ids.length} jobs; SIGSTOP at answer ${frozeAtAnswer} with ${startedOnFrozen.size} running on echo-1; ${replacedTotal} attempts replaced; ` +
         `SUCCEEDED ${succeededAtFreeze} at the freeze, ${succeededAtWake} at the wake; all done ${doneAfterWakeMs} ms after the wake`,
     );
     const finishedAfterWake = (list: Record<string, unknown>[]): number => Math.max(...list.map((j) => Number(j['finishedAt']) - wokenAt));
@@ -177,11 +181,11 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
     // Dispatches it never claimed were replaced, most by the verifier. (Where a replacement ran is
     // not fixed: echo-2, near its max_parallel_jobs, refuses some as worker_busy (D48), and those
     // may go back to echo-1 once it is awake.)
-    expect(replacedAttempts).toBeGreaterThan(0);
+    expect(replacedTotal).toBeGreaterThan(0);
     let after = before;
     await waitFor(async () => {
       after = await replaced();
-      return after.verifier + after.reconciler - before.verifier - before.reconciler >= replacedAttempts;
+      return after.verifier + after.reconciler - before.verifier - before.reconciler >= replacedTotal;
     }, 10_000, { message: 'replaced attempts counted' });
     expect(after.verifier).toBeGreaterThan(before.verifier);
     expect(staleOnFrozen).toEqual([]);
@@ -212,16 +216,16 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
     const inWindow = (t: unknown): boolean => Number(t) > offlineAt + 1_000 && Number(t) < frozenAt + WORKER_TTL_MS + 5_000;
     const whileOffline = [...jobs.values()].filter((j) => inWindow(j['createdAt']));
     expect(whileOffline.length).toBeGreaterThan(0);
-    const describe = (j: Record<string, unknown>): Record<string, unknown> => ({
+    const summary = (j: Record<string, unknown>): Record<string, unknown> => ({
       id: j['id'], worker: j['workerId'], attempts: j['attempts'], busyRefusals: j['busyRefusals'],
       createdAfterOffline: Number(j['createdAt']) - offlineAt, dispatchedAfterOffline: Number(j['dispatchedAt']) - offlineAt,
     });
-    const replacedAttempt = (j: Record<string, unknown>): boolean => Number(j['attempts']) - Number(j['busyRefusals'] ?? 0) !== 1;
-    expect(whileOffline.filter((j) => j['workerId'] !== 'echo-2' || replacedAttempt(j)).map(describe)).toEqual([]);
+    const replacedAttempt = (j: Record<string, unknown>): boolean => replacedAttempts(j) !== 0;
+    expect(whileOffline.filter((j) => j['workerId'] !== 'echo-2' || replacedAttempt(j)).map(summary)).toEqual([]);
     const lateReplacements = [...jobs.values()].filter((j) => inWindow(j['dispatchedAt']) && !inWindow(j['createdAt']) && replacedAttempt(j));
-    console.log(`[worker freeze 36 s] offline ${offlineAt - frozenAt} ms after the freeze; ${whileOffline.length} jobs submitted while offline; ${lateReplacements.length} sent to echo-1 before and replaced while offline: ${JSON.stringify(lateReplacements.map(describe))}`);
+    console.log(`[worker freeze 36 s] offline ${offlineAt - frozenAt} ms after the freeze; ${whileOffline.length} jobs submitted while offline; ${lateReplacements.length} sent to echo-1 before and replaced while offline: ${JSON.stringify(lateReplacements.map(summary))}`);
     // And whatever was last dispatched while it was offline, replacements included, went to echo-2.
-    expect([...jobs.values()].filter((j) => inWindow(j['dispatchedAt']) && j['workerId'] !== 'echo-2').map(describe)).toEqual([]);
+    expect([...jobs.values()].filter((j) => inWindow(j['dispatchedAt']) && j['workerId'] !== 'echo-2').map(summary)).toEqual([]);
     // P34: once a replica has replaced a dispatch echo-1 never claimed, it routes new jobs around
     // echo-1 (echo-2 has room at 10 jobs/s), heartbeat or not. So the replaced jobs are those each
     // replica sent before its first fallback: their creation times fit in one window per replica,
