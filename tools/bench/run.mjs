@@ -34,7 +34,7 @@ import { loadCordum } from './lib/cordum.mjs';
 import { GROWTH_TOPIC, preload } from './lib/growth.mjs';
 import { installCleanup, removeTempDirs, rssSampler, startNats, startRedis, stopAll, freePort, start, waitUntil } from './lib/index.mjs';
 import { measureModel } from './lib/measure.mjs';
-import { failedInModel, ratios, table } from './lib/report.mjs';
+import { failedInModel, ratios, steadiness, table } from './lib/report.mjs';
 import { benchCheck } from './lib/safety.mjs';
 import { SERVICE_NODE_OPTIONS, STACK_REQUEST, bundlePath, kernelHasDecisionCache, missingBundles, stackRecords, startStack } from './lib/stack.mjs';
 
@@ -468,6 +468,7 @@ async function run(opts, cleanupState) {
   }
 
   results.ratios = ratios(results);
+  results.steadiness = steadiness(results);
   results.finishedAt = new Date().toISOString();
   const dir = opts.out ? resolve(opts.out) : join(root, 'bench/results');
   mkdirSync(dir, { recursive: true });

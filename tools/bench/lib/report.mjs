@@ -71,6 +71,46 @@ export function growthRoundRatios(g) {
   };
 }
 
+/** The steadiness verdict's bound (docs/performance.md, "Was the machine steady?"). */
+export const STEADY_MAX_SPREAD = 1.25;
+
+/** One model's saturated jobs/s each time the run measured it: the runs, their min, max and max ÷ min (null under 2 runs). */
+function repeats(values) {
+  const runs = values.filter((v) => typeof v === 'number' && v > 0);
+  if (runs.length === 0) return { runs, min: null, max: null, spread: null };
+  const min = Math.min(...runs);
+  const max = Math.max(...runs);
+  return { runs, min, max, spread: runs.length >= 2 ? ratio(max, min) : null };
+}
+
+/**
+ * How steady the machine was through the run. The same model measured again in one run should
+ * give the same saturated jobs/s, so what moves between its runs is the machine: the bare pipeline
+ * (the baseline and every --interleave round) and the 1x stack (pass 1, every --interleave round,
+ * every growth round's empty store). `steady` when both spreads (max ÷ min) are within 1.25×,
+ * `noisy` past it (with the reasons), `unknown` when neither model ran twice. The pacer's lag is
+ * not part of it: the load generator is also late when the model it drives keeps the cores busy.
+ */
+export function steadiness(r) {
+  const bare = repeats([r.baselines?.bare?.saturated?.completedPerS, ...(r.interleaved?.rounds ?? []).map((x) => x.bareJobsPerS)]);
+  const stack = repeats([
+    r.stack?.pass1?.saturated?.completedPerS,
+    ...(r.interleaved?.rounds ?? []).map((x) => x.stackJobsPerS),
+    ...(r.stack?.growthRounds?.rounds ?? []).map((x) => x.emptyJobsPerS),
+  ]);
+  const reasons = Object.entries({ 'the bare pipeline': bare, 'the 1x stack': stack })
+    .filter(([, m]) => m.spread !== null && m.spread > STEADY_MAX_SPREAD)
+    .map(([name, m]) => `${name}'s jobs/s moved ${m.spread}× between its ${m.runs.length} runs`);
+  const verdict = bare.spread === null && stack.spread === null ? 'unknown' : reasons.length ? 'noisy' : 'steady';
+  return { verdict, reasons, bare, stack, bound: STEADY_MAX_SPREAD };
+}
+
+/** The steadiness row of the table: the verdict, then each model's runs against the bound. */
+function steadinessRow(q) {
+  const one = (name, m) => (m.spread === null ? `${name} ran ${m.runs.length === 1 ? 'once' : 'not at all'}` : `${name} ${m.min}–${m.max} jobs/s over ${m.runs.length} runs, ${m.spread}×`);
+  return ['run', `machine steadiness (same model's jobs/s, max ÷ min ≤ ${q.bound})`, `${q.verdict}  (${one('bare', q.bare)}; ${one('stack 1x', q.stack)})`];
+}
+
 export function ratios(r) {
   const ours = r.stack?.pass1?.saturated?.completedPerS;
   const p99 = r.stack?.pass1?.paced?.submitToResultMs?.p99;
@@ -166,6 +206,7 @@ export function table(r) {
   }
   (r.stack?.growthRounds?.rounds ?? []).forEach((x, i) => rows.push([`growth round ${i + 1}`, `empty / grown jobs/s, p99 ms at ${fmt(r.stack.growthRounds.halfRate)}/s (${x.emptyRanFirst ? 'empty' : 'grown'} ran first)`, x.error ? `error: ${x.error}` : `${fmt(x.emptyJobsPerS)} / ${fmt(x.grownJobsPerS)}, ${fmt(x.emptyHalfP99Ms)} / ${fmt(x.grownHalfP99Ms)}${x.failedOrUnfinished ? `  (${x.failedOrUnfinished} failed or unfinished)` : ''}`]));
   if (r.stack?.growth?.preload) rows.push(['stack growth', 'preloaded terminal / pending', `${r.stack.growth.preload.terminal} / ${r.stack.growth.preload.pending} (${r.stack.growth.preload.seconds}s)`]);
+  if (r.steadiness) rows.push(steadinessRow(r.steadiness));
   const w0 = Math.max(...rows.map((x) => x[0].length));
   const w1 = Math.max(...rows.map((x) => x[1].length));
   const lines = rows.map(([a, m, v]) => `${a.padEnd(w0)}  ${m.padEnd(w1)}  ${fmt(v)}`);

@@ -1,18 +1,9 @@
 // The bench's histogram arithmetic (lib/stats.mjs): the stage figures of the paced phases are
 // quantiles estimated from the schedulers' Prometheus buckets, so the estimate is pinned here
 // against hand-worked cases. The .mjs module runs in a child node (jest here is CommonJS).
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { repoRoot } from '@cordum/testing';
+import { evalModule } from './esm';
 
-function evalStats(expr: string): unknown {
-  const url = pathToFileURL(join(repoRoot, 'tools/bench/lib/stats.mjs')).href;
-  const code = `const s = await import(${JSON.stringify(url)}); console.log(JSON.stringify(${expr}));`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 30_000 });
-  if (r.status !== 0) throw new Error(r.stderr);
-  return JSON.parse(r.stdout) as unknown;
-}
+const evalStats = (expr: string): unknown => evalModule('tools/bench/lib/stats.mjs', expr);
 
 const scrape = (name: string, counts: [string, number][], labels = 'service="scheduler"'): string =>
   counts.map(([le, n]) => `${name}_bucket{${labels},le="${le}"} ${n}`).join('\n');
@@ -22,7 +13,7 @@ describe('bench: quantiles from Prometheus histogram buckets', () => {
     const before = scrape('x', [['0.001', 10], ['0.002', 10], ['0.005', 10], ['+Inf', 10]]);
     // 100 new observations: 50 at or under 1 ms, 40 in (1, 2], 10 in (2, 5].
     const after = scrape('x', [['0.001', 60], ['0.002', 100], ['0.005', 110], ['+Inf', 110]]);
-    const q = (p: number): unknown => evalStats(`s.bucketQuantileMs(s.histogramBuckets(${JSON.stringify(before)}, 'x'), s.histogramBuckets(${JSON.stringify(after)}, 'x'), ${p})`);
+    const q = (p: number): unknown => evalStats(`m.bucketQuantileMs(m.histogramBuckets(${JSON.stringify(before)}, 'x'), m.histogramBuckets(${JSON.stringify(after)}, 'x'), ${p})`);
     expect(q(0.5)).toBe(1); // rank 50 is the last observation of the first bucket
     expect(q(0.7)).toBe(1.5); // rank 70: halfway through (1, 2]
     expect(q(0.99)).toBe(4.7); // rank 99: 9/10 of the way through (2, 5]
@@ -31,8 +22,8 @@ describe('bench: quantiles from Prometheus histogram buckets', () => {
   it('returns the last finite bound for a quantile in +Inf, and null when nothing was observed', () => {
     const b = scrape('x', [['0.01', 0], ['+Inf', 0]]);
     const a = scrape('x', [['0.01', 1], ['+Inf', 4]]);
-    expect(evalStats(`s.bucketQuantileMs(s.histogramBuckets(${JSON.stringify(b)}, 'x'), s.histogramBuckets(${JSON.stringify(a)}, 'x'), 0.99)`)).toBe(10);
-    expect(evalStats(`s.bucketQuantileMs(s.histogramBuckets(${JSON.stringify(b)}, 'x'), s.histogramBuckets(${JSON.stringify(b)}, 'x'), 0.5)`)).toBeNull();
+    expect(evalStats(`m.bucketQuantileMs(m.histogramBuckets(${JSON.stringify(b)}, 'x'), m.histogramBuckets(${JSON.stringify(a)}, 'x'), 0.99)`)).toBe(10);
+    expect(evalStats(`m.bucketQuantileMs(m.histogramBuckets(${JSON.stringify(b)}, 'x'), m.histogramBuckets(${JSON.stringify(b)}, 'x'), 0.5)`)).toBeNull();
   });
 
   it('sums the series of several schedulers and keeps only the label set asked for', () => {
@@ -43,13 +34,13 @@ describe('bench: quantiles from Prometheus histogram buckets', () => {
       scrape(name, [['0.001', 0], ['+Inf', 7]], 'pod="s1",result="timeout"'),
       scrape(`${name}_other`, [['0.001', 100], ['+Inf', 100]]),
     ].join('\n');
-    expect(evalStats(`[...s.histogramBuckets(${JSON.stringify(text)}, '${name}', 'result="acquired"')]`)).toEqual([[0.001, 7], [null, 8]]);
+    expect(evalStats(`[...m.histogramBuckets(${JSON.stringify(text)}, '${name}', 'result="acquired"')]`)).toEqual([[0.001, 7], [null, 8]]);
   });
 
   it('splits submit→dispatch into the four stages the schedulers time', () => {
     const names = ['cordum_scheduler_intake_wait_seconds', 'cordum_scheduler_job_lock_wait_seconds', 'cordum_scheduler_safety_check_duration_seconds', 'cordum_scheduler_dispatch_latency_seconds'];
     const text = (n: number): string => names.map((m) => scrape(m, [['0.002', n], ['+Inf', n]], m.includes('lock') ? 'result="acquired"' : 'service="scheduler"')).join('\n');
-    expect(evalStats(`s.dispatchStages(${JSON.stringify(text(5))}, ${JSON.stringify(text(25))})`)).toEqual({
+    expect(evalStats(`m.dispatchStages(${JSON.stringify(text(5))}, ${JSON.stringify(text(25))})`)).toEqual({
       'intake wait': { n: 20, p50: 1, p99: 2 },
       lock: { n: 20, p50: 1, p99: 2 },
       Check: { n: 20, p50: 1, p99: 2 },

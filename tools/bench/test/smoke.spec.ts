@@ -49,6 +49,7 @@ interface Results {
   safety: { label: string; error?: string; skipped?: string; latency: Check; throughput: Check; stream: { latency: Check; throughput: Check } }[];
   interleaved: { durationS: number; ab?: string; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; beforeJobsPerS?: number | null; beforeCpuMsPerJob?: number | null; beforeRanFirst?: boolean; stackCpuByService?: Record<string, number> | null; beforeCpuByService?: Record<string, number> | null; stackPaced?: Paced | null; beforePaced?: Paced | null; failedOrUnfinished: number; error?: string }[]; abRate?: number };
   ratios: Record<string, unknown>;
+  steadiness: { verdict: string; bare: { runs: number[]; spread: number | null }; stack: { runs: number[]; spread: number | null } };
 }
 
 function expectPct(p: Pct, what: string): void {
@@ -213,6 +214,14 @@ describe('npm run bench -- --smoke', () => {
     const keys = ['jobsPerS_over_bullmq', 'jobsPerS_over_jetstream', 'jobsPerS_over_bare', 'p99_over_bare_p99', 'pass2_over_pass1_jobsPerS', 'growth_over_empty_jobsPerS', 'growth_over_empty_p99', 'growth_over_empty_half_p99'];
     expect(Object.keys(results.ratios).sort()).toEqual([...keys, 'growth_over_empty_rounds', 'interleaved_jobsPerS_over_bare', 'ab_after_over_before'].sort());
     for (const k of keys) expect({ k, v: typeof results.ratios[k] }).toEqual({ k, v: 'number' });
+  });
+
+  it('says how steady the machine was from every run of the bare pipeline and of the 1x stack', () => {
+    // bare: the baseline and the one interleaved round; stack 1x: pass 1, that round, the growth round's empty store
+    expect([results.steadiness.bare.runs.length, results.steadiness.stack.runs.length]).toEqual([2, 3]);
+    expect(['steady', 'noisy']).toContain(results.steadiness.verdict);
+    for (const m of [results.steadiness.bare, results.steadiness.stack]) expect(m.spread).toBe(Math.round((Math.max(...m.runs) / Math.min(...m.runs)) * 100) / 100);
+    expect(bench.output.some((l) => l.startsWith('run ') && l.includes('machine steadiness') && l.includes(results.steadiness.verdict))).toBe(true);
   });
 
   it('runs the --interleave rounds (bare, then stack 1x) with zero failed jobs and a ratio per round', () => {
