@@ -9,6 +9,9 @@ import type { PoolsConfig, TimeoutsConfig } from './routing-config';
 import type { FailModes, SafetyChecker } from './safety';
 import type { Verifier } from './verifier';
 
+/** The queue group (and durable name prefix) every scheduler replica consumes and subscribes with. */
+export const QUEUE = 'cordum-scheduler';
+
 /** What the handler modules share; built once by the composition root. */
 export interface SchedulerContext {
   config: SchedulerConfig;

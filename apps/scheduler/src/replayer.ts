@@ -4,17 +4,18 @@
 //      through the normal intake/dispatch path under the job lock;
 //   2. PENDING / SCHEDULED / RETRYING jobs older than SCHEDULER_PENDING_REPLAY_AGE
 //      with no retry entry are orphans: a lost submit, a submit whose message
-//      ran out of deliveries (D8), an owner that died between two writes. They
+//      ran out of deliveries (D8), an owner that died between two writes; a
+//      PENDING job whose submit may still be queued in the stream is not (P35). They
 //      are driven directly (no republish: JetStream's duplicate window would
 //      swallow a republish with the same D9 msg id) and counted in
 //      `cordum_scheduler_orphan_replayed_total`.
 // An outcome that asks to retry later (NAK) re-files the job in `job:retry`.
 // Before both, parked topics (P15): jobs waiting on a topic nobody served are
 // moved back to `job:retry` once a worker serves it, or failed at their bound.
-import type { HandlerOutcome } from '@cordum/bus';
+import { subjects, type HandlerOutcome } from '@cordum/bus';
 import type { JobRecord, JobState, ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
-import type { SchedulerContext } from './context';
+import { QUEUE, type SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
 import { driveJob } from './intake';
 import { readLocked, withJobLock } from './job-lock';
@@ -42,7 +43,8 @@ export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: numb
   });
   let orphans = 0;
   for (const state of ORPHAN_STATES) {
-    const old = await ctx.store.listActive(state, now - ctx.config.replay.pendingAgeMs, LIMIT);
+    let old = await ctx.store.listActive(state, now - ctx.config.replay.pendingAgeMs, LIMIT);
+    if (state === 'PENDING' && old.length > 0) old = await notQueued(ctx, old);
     await forEachLimit(old, CONCURRENCY, async (e: ScoredId) => {
       if (await ctx.store.hasRetry(e.id)) {
         // A timed wait, not an orphan. Move it to the back of the index so a long queue of
@@ -59,6 +61,32 @@ export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: numb
     });
   }
   return { retried, orphans, unparked, expired };
+}
+
+/**
+ * P35: under a backlog a PENDING job can wait in the submit stream longer than pendingAge and
+ * still be on its way, not lost. The stream hands out submits in order, so a job whose PENDING
+ * entry is older than the newest submit delivered so far (less QUEUED_MARGIN_MS for the gateway's
+ * publish after its create and for clocks) has had its submit delivered; a newer one may still be
+ * queued or in a replica's hands, and is left to its message. Without this, a backlog past
+ * pendingAge was driven here LIMIT jobs a turn ahead of its messages, each counted and logged as
+ * a lost orphan, and each message then cost a lock and a read to find its job done. A bus that
+ * does not answer leaves the sweep as it was (every old job is a candidate): a job found here
+ * twice is still driven once, under its lock.
+ */
+const QUEUED_MARGIN_MS = 5_000;
+
+async function notQueued(ctx: SchedulerContext, old: ScoredId[]): Promise<ScoredId[]> {
+  let newestDeliveredAt: number | null;
+  try {
+    ({ newestDeliveredAt } = await ctx.bus.backlog(QUEUE, subjects.submit));
+  } catch (err) {
+    ctx.logger.warn('submit backlog unknown, orphan sweep takes every old PENDING job', { err: (err as Error).message });
+    return old;
+  }
+  if (newestDeliveredAt === null) return old;
+  const horizon = newestDeliveredAt - QUEUED_MARGIN_MS;
+  return old.filter((e) => e.score < horizon);
 }
 
 /**

@@ -14,7 +14,7 @@ import { replayOnce } from './replayer';
 import type { PoolsConfig, TimeoutsConfig } from './routing-config';
 import { hydrate, snapshotWriter, type HydrateResult } from './snapshot';
 import { createVerifier, type Verifier } from './verifier';
-import type { SchedulerContext } from './context';
+import { QUEUE, type SchedulerContext } from './context';
 import { submitHandler } from './intake';
 import { createSchedulerMetrics, JOB_PATH_BUCKETS, LOCK_WAIT_HISTOGRAM } from './metrics';
 import { progressListener } from './progress';
@@ -24,7 +24,6 @@ import { grpcSafetyChecker, type FailModes, type SafetyChecker } from './safety'
 import { breakerSafetyChecker, createSharedBreaker } from './safety-breaker';
 import { subscribeWorkers } from './workers-feed';
 
-export const QUEUE = 'cordum-scheduler';
 /** D8 AckWait (30 s) plus a scan of slack. */
 const RESULT_REDELIVERY_S = 35;
 

@@ -42,16 +42,16 @@ export interface KernelAnswer {
 
 /**
  * A SafetyKernel on a loopback port: allows everything except topics listed in `policy`, or
- * answers with `policy(req)` (which may throw a gRPC error). Every request is kept in `checks`.
+ * answers with `policy(req)` (which may throw a gRPC error, or answer later). Every request is kept in `checks`.
  */
-export async function startTestKernel(policy: string[] | ((req: PolicyCheckRequest) => KernelAnswer)): Promise<TestKernel> {
+export async function startTestKernel(policy: string[] | ((req: PolicyCheckRequest) => KernelAnswer | Promise<KernelAnswer>)): Promise<TestKernel> {
   const server = new grpc.Server();
   const checks: PolicyCheckRequest[] = [];
   const decide = typeof policy === 'function' ? policy : (req: PolicyCheckRequest): KernelAnswer => {
     const denied = policy.includes(req.topic);
     return { decision: denied ? Decision.DENY : Decision.ALLOW, reason: denied ? 'topic blocked in test' : 'ok', ruleId: denied ? 'deny-test' : 'allow-all', policySnapshot: 'snap-test' };
   };
-  const answer = (req: PolicyCheckRequest): KernelAnswer => {
+  const answer = (req: PolicyCheckRequest): KernelAnswer | Promise<KernelAnswer> => {
     checks.push(req);
     if (kernel.failing) throw grpcError(GrpcStatus.UNAVAILABLE, 'kernel down (test)');
     return decide(req);

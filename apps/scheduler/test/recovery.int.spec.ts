@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects, type Bus } from '@cordum/bus';
 import { jobKeys, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
-import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
+import { create, Decision, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { callsOf, commandCalls, waitFor, type TestServer } from '@cordum/testing';
@@ -18,6 +18,8 @@ import { startSchedulerRig, type SchedulerRig } from './rig';
 // process against real Redis + NATS, with short timeouts from a temp
 // TIMEOUT_CONFIG_PATH (dispatch 3 s, running 3 s, scan 0.3 s) and a 1 s verify delay.
 // Each test uses its own topic, so routing never mixes their workers.
+const SLOW_CHECK_MS = 500;
+
 describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   let rig: SchedulerRig;
   let natsServer: TestServer;
@@ -34,7 +36,11 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   let seq = 0;
 
   beforeAll(async () => {
-    kernel = await startTestKernel([]);
+    // Allows everything; answers Checks of job.rq only after SLOW_CHECK_MS (the P35 backlog).
+    kernel = await startTestKernel(async (req) => {
+      if (req.topic === 'job.rq') await new Promise((r) => setTimeout(r, SLOW_CHECK_MS));
+      return { decision: Decision.ALLOW, reason: 'ok', ruleId: 'allow-all', policySnapshot: 'snap-test' };
+    });
     const timeouts = join(tmp, 'timeouts.yaml');
     writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 3\n  running_timeout_seconds: 3\n  scan_interval_seconds: 0.3\n');
     rig = await startSchedulerRig({
@@ -321,6 +327,24 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // the worker's result can be applied (SUCCEEDED) before that, so wait for the count.
     await waitFor(async () => (await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')) > 0, 5_000, { message: 'orphan counted as lost' });
   });
+
+  it('P35: submits queued in the stream past the replay age are left to their messages, not driven as lost orphans; each job runs once', async () => {
+    const w = await worker('tw-q', ['job.rq']);
+    const lostBefore = await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost');
+    // 64 intake handlers, each Check SLOW_CHECK_MS: 128 jobs/s, so most of 400 wait in the
+    // stream well past the suite's 1 s SCHEDULER_PENDING_REPLAY_AGE (200 ms replayer turns).
+    const jobs = await Promise.all(Array.from({ length: 400 }, () => submit('job.rq')));
+    const backlog = await bus.backlog('cordum-scheduler', subjects.submit);
+    expect(backlog.undelivered).toBeGreaterThan(100);
+    expect(backlog.newestDeliveredAt).not.toBeNull();
+    await waitFor(async () => (await Promise.all(jobs.map((j) => stateOf(j.id)))).every((st) => st === 'SUCCEEDED'), 30_000, { message: '400 queued jobs SUCCEEDED', intervalMs: 200 });
+    expect(jobs.filter((j) => w.count(j.id) !== 1).map((j) => [j.id, w.count(j.id)])).toEqual([]);
+    // Without P35 the replayer took dozens of them (32 and 40 in two runs) ahead of their messages as lost orphans.
+    expect((await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')) - lostBefore).toBe(0);
+    // Drained: the last acks reach the server just after the dispatches they follow.
+    await waitFor(async () => (await bus.backlog('cordum-scheduler', subjects.submit)).unacked === 0, 5_000, { message: 'every submit acked' });
+    expect(await bus.backlog('cordum-scheduler', subjects.submit)).toEqual({ undelivered: 0, unacked: 0, newestDeliveredAt: null });
+  }, 60_000);
 
   it('an in-flight index entry whose record is gone is dropped by the replayer, and the fence counter its lock created gets the job TTL', async () => {
     const id = `gone-${process.pid}-${++seq}`;

@@ -1,16 +1,20 @@
 import { connect, ErrorCode, Events, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
-import { BusError, isTransientJsError } from './errors';
+import { BusError, isTransientJsError, jsApiErrCode } from './errors';
 import { flushOncePerTurn } from './flush';
 import { busMetrics, type BusMetrics } from './metrics';
 import { JsPublisher } from './js-publisher';
 import { publishWithRetry, type PublishDeps } from './publish';
 import { PullConsumer } from './consumer';
 import { clusterSizeHint, ensureSysStream } from './streams';
-import type { Bus, BusLogger, BusOptions, ConsumeOptions, Consumer, Subscription } from './types';
+import { STREAM_SYS, durableName } from './subjects';
+import type { Bus, BusLogger, BusOptions, ConsumeOptions, Consumer, ConsumerBacklog, Subscription } from './types';
 
 const DRAIN_TIMEOUT_MS = 5_000;
 /** How long ensureStreams waits for a JetStream that is not ready (a cluster electing, a busy one). */
 export const ENSURE_STREAMS_BUDGET_MS = 60_000;
+
+/** JetStream API err_code of a message get that found nothing. */
+const JS_NO_MESSAGE_FOUND = 10037;
 
 type State = 'open' | 'closing' | 'closed';
 
@@ -124,6 +128,21 @@ class NatsBus implements Bus {
         this.consumers.delete(c as PullConsumer<unknown>);
       },
     };
+  }
+
+  async backlog(queue: string, subject: string): Promise<ConsumerBacklog> {
+    this.assertOpen('backlog');
+    const info = await this.jsm.consumers.info(STREAM_SYS, durableName(queue, subject));
+    const backlog: ConsumerBacklog = { undelivered: info.num_pending, unacked: info.num_ack_pending, newestDeliveredAt: null };
+    const seq = info.delivered.stream_seq;
+    if (seq === 0 || backlog.undelivered + backlog.unacked === 0) return backlog;
+    try {
+      backlog.newestDeliveredAt = (await this.jsm.streams.getMessage(STREAM_SYS, { seq })).time.getTime();
+    } catch (err) {
+      // The stream dropped it (MaxAge, MaxBytes): no time to give. Anything else is the caller's.
+      if (jsApiErrCode(err) !== JS_NO_MESSAGE_FOUND) throw err;
+    }
+    return backlog;
   }
 
   subscribe(subject: string, handler: (data: Uint8Array, subject: string) => void, opts: { queue?: string } = {}): Subscription {

@@ -50,6 +50,20 @@ export interface Subscription {
   unsubscribe(): void;
 }
 
+/** Where a durable queue consumer stands (consumer info and one stream read, `Bus.backlog`). */
+export interface ConsumerBacklog {
+  /** Messages of the consumer's subject not delivered to any replica yet. */
+  undelivered: number;
+  /** Delivered and not acknowledged: in a handler, pulled ahead, or on a dead replica until AckWait. */
+  unacked: number;
+  /**
+   * When the stream stored the newest message delivered so far (epoch ms, the NATS server's clock),
+   * while anything is undelivered or unacked; null when the consumer has nothing in hand or the
+   * message is gone (stream limits).
+   */
+  newestDeliveredAt: number | null;
+}
+
 export interface Bus {
   readonly connected: boolean;
   /** Waits up to `budgetMs` (default 60 s) for a JetStream that is not ready yet (a cluster electing, a busy one). */
@@ -60,5 +74,7 @@ export interface Bus {
   flush(): Promise<void>;
   consume<T>(o: ConsumeOptions<T>): Promise<Consumer>;
   subscribe(subject: string, handler: (data: Uint8Array, subject: string) => void, opts?: { queue?: string }): Subscription;
+  /** The backlog of the durable `queue` consumer of `subject` on CORDUM_SYS (two JetStream API requests at most). */
+  backlog(queue: string, subject: string): Promise<ConsumerBacklog>;
   close(): Promise<void>;
 }

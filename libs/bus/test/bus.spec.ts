@@ -89,6 +89,43 @@ describe('@cordum/bus on one nats-server', () => {
     await Promise.all([ca.stop(), cb.stop()]);
   });
 
+  it('backlog: undelivered and unacked messages of a durable, and when the newest delivered one was stored', async () => {
+    await a.ensureStreams();
+    const queue = uniqueQueue('backlog');
+    const release = new Latch<void>();
+    const started = new Latch<void>();
+    const c = await a.consume({
+      subject: subjects.submit, queue, decode: dec, concurrency: 1,
+      handler: async () => { started.open(); await release.wait(30_000); return { kind: 'ack' }; },
+    });
+    expect(await a.backlog(queue, subjects.submit)).toEqual({ undelivered: 0, unacked: 0, newestDeliveredAt: null });
+    const t0 = Date.now();
+    for (let i = 0; i < 6; i++) {
+      // Messages of another subject in the same stream are neither counted nor taken as the newest delivered.
+      await a.publish(subjects.result, enc(`other-${i}`), { msgId: `backlog-other-${i}` });
+      await a.publish(subjects.submit, enc(`b-${i}`), { msgId: `backlog-${i}` });
+    }
+    const t1 = Date.now();
+    await started.wait(10_000);
+    // One handler runs and nats.js may have pulled one more ahead: 1–2 delivered and unacked.
+    await waitFor(async () => (await a.backlog(queue, subjects.submit)).unacked >= 1, 5_000, { message: 'one delivered' });
+    const held = await a.backlog(queue, subjects.submit);
+    expect(held.undelivered + held.unacked).toBe(6);
+    expect(held.unacked).toBeLessThanOrEqual(2);
+    const { delivered } = await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.submit));
+    const newest = await jsm.streams.getMessage(STREAM_SYS, { seq: delivered.stream_seq });
+    expect(newest.subject).toBe(subjects.submit);
+    expect(held.newestDeliveredAt).toBe(newest.time.getTime());
+    // the server's clock is this machine's
+    expect(held.newestDeliveredAt).toBeGreaterThanOrEqual(t0 - 1_000);
+    expect(held.newestDeliveredAt).toBeLessThanOrEqual(t1 + 1_000);
+    release.open();
+    await waitFor(async () => (await a.backlog(queue, subjects.submit)).unacked === 0, 10_000, { message: 'all acked' });
+    expect(await a.backlog(queue, subjects.submit)).toEqual({ undelivered: 0, unacked: 0, newestDeliveredAt: null });
+    await c.stop();
+    await expect(a.backlog(uniqueQueue('never-created'), subjects.submit)).rejects.toThrow();
+  });
+
   it('acks only after the effect: a replica that dies mid-handler without acking lets the other one redeliver', async () => {
     const queue = uniqueQueue('crash');
     const doomed = await bus(server.url, 'bus-doomed', registry);
