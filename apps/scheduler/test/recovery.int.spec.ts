@@ -335,10 +335,14 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // stream well past the suite's 1 s SCHEDULER_PENDING_REPLAY_AGE (200 ms replayer turns).
     const jobs = await Promise.all(Array.from({ length: 400 }, () => submit('job.rq')));
     const backlog = await bus.backlog('cordum-scheduler', subjects.submit);
-    expect(backlog.undelivered).toBeGreaterThan(100);
+    expect(backlog.undelivered).toBeGreaterThan(0);
     expect(backlog.newestDeliveredAt).not.toBeNull();
     await waitFor(async () => (await Promise.all(jobs.map((j) => stateOf(j.id)))).every((st) => st === 'SUCCEEDED'), 30_000, { message: '400 queued jobs SUCCEEDED', intervalMs: 200 });
     expect(jobs.filter((j) => w.count(j.id) !== 1).map((j) => [j.id, w.count(j.id)])).toEqual([]);
+    // The queue did wait past the replay age: many jobs were dispatched more than 1.5 s after their create.
+    const done = await Promise.all(jobs.map((j) => store.getJob(j.id)));
+    const waited = done.filter((j) => j?.dispatchedAt !== undefined && j.dispatchedAt - j.createdAt > 1_500).length;
+    expect(waited).toBeGreaterThan(50);
     // Without P35 the replayer took dozens of them (32 and 40 in two runs) ahead of their messages as lost orphans.
     expect((await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')) - lostBefore).toBe(0);
     // Drained: the last acks reach the server just after the dispatches they follow.
