@@ -1,3 +1,4 @@
+import type { ConsumerBacklog } from '@cordum/bus';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export const LOCK_WAIT_HISTOGRAM = 'cordum_scheduler_job_lock_wait_seconds';
@@ -17,6 +18,8 @@ export interface SchedulerMetrics {
   staleJobs: Gauge;
   /** P34: live workers this replica routes around because a dispatch to them went unclaimed. */
   workersUnclaimed: Gauge;
+  /** The submit consumer's undelivered and unacked messages, read from NATS at each scrape. */
+  submitBacklog: Gauge<'kind'>;
   orphanReplayed: Counter<'reason'>;
   verify: Counter<'outcome'>;
   reconciled: Counter<'action'>;
@@ -29,8 +32,20 @@ export interface SchedulerMetrics {
   failOpen: Counter;
 }
 
-/** `unclaimedWorkers`: read at each scrape for `cordum_scheduler_workers_unclaimed`. */
-export function createSchedulerMetrics(registry: Registry, unclaimedWorkers: () => number = () => 0): SchedulerMetrics {
+/** What some gauges read at each scrape. */
+export interface ScrapeSources {
+  /** `cordum_scheduler_workers_unclaimed`. */
+  unclaimedWorkers(): number;
+  /** `cordum_scheduler_submit_backlog`; null (no bus yet) or a throw (NATS down) leaves the gauge without series. */
+  submitBacklog(): Promise<ConsumerBacklog | null>;
+}
+
+/** How long a scrape waits for the submit consumer's backlog. */
+const BACKLOG_SCRAPE_BUDGET_MS = 1_000;
+
+const NO_SOURCES: ScrapeSources = { unclaimedWorkers: () => 0, submitBacklog: () => Promise.resolve(null) };
+
+export function createSchedulerMetrics(registry: Registry, sources: ScrapeSources = NO_SOURCES): SchedulerMetrics {
   return {
     jobsTotal: new Counter({ name: 'cordum_jobs_total', help: 'Committed job transitions by target state.', labelNames: ['state'], registers: [registry] }),
     dispatchLatency: new Histogram({
@@ -58,7 +73,27 @@ export function createSchedulerMetrics(registry: Registry, unclaimedWorkers: () 
       help: 'Live workers this replica routes around while others have room: a dispatch to them went unclaimed and they have not answered one since (P34).',
       registers: [registry],
       collect() {
-        this.set(unclaimedWorkers());
+        this.set(sources.unclaimedWorkers());
+      },
+    }),
+    submitBacklog: new Gauge({
+      name: 'cordum_scheduler_submit_backlog',
+      help: "Submits waiting for the schedulers (kind=undelivered: still in the stream; unacked: taken by a replica and not done). Read from the shared consumer at each scrape, so every replica reports the same figure.",
+      labelNames: ['kind'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        // A NATS that does not answer (frozen, electing) must not hold up the scrape for the
+        // JetStream request timeout (5 s): past BACKLOG_SCRAPE_BUDGET_MS the gauge has no series.
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<null>((resolve) => {
+          timer = setTimeout(() => resolve(null), BACKLOG_SCRAPE_BUDGET_MS);
+        });
+        const b = await Promise.race([sources.submitBacklog().catch(() => null), late]);
+        clearTimeout(timer);
+        if (!b) return;
+        this.set({ kind: 'undelivered' }, b.undelivered);
+        this.set({ kind: 'unacked' }, b.unacked);
       },
     }),
     orphanReplayed: new Counter({

@@ -60,13 +60,16 @@ type Phase = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
 export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): Scheduler {
   const { logger, instanceId, registry } = deps;
   const workers = new WorkerRegistry({ ttlMs: config.workerTtlMs });
-  const metrics = createSchedulerMetrics(registry, () => workers.live().filter((w) => workers.unresponsive(w)).length);
+  let bus: Bus | undefined;
+  const metrics = createSchedulerMetrics(registry, {
+    unclaimedWorkers: () => workers.live().filter((w) => workers.unresponsive(w)).length,
+    submitBacklog: () => (bus?.connected ? bus.backlog(QUEUE, subjects.submit) : Promise.resolve(null)),
+  });
   let phase: Phase = 'idle';
   let stopPromise: Promise<void> | undefined;
 
   let health: HealthServer | undefined;
   let redis: RedisClient | undefined;
-  let bus: Bus | undefined;
   let safety: SafetyChecker | undefined;
   const consumers: Consumer[] = [];
   const subs: Subscription[] = [];

@@ -337,6 +337,12 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     const backlog = await bus.backlog('cordum-scheduler', subjects.submit);
     expect(backlog.undelivered).toBeGreaterThan(0);
     expect(backlog.newestDeliveredAt).not.toBeNull();
+    // The scheduler's gauge reads the same consumer at each scrape.
+    const backlogGauge = async (): Promise<Record<string, number>> =>
+      Object.fromEntries((await metrics.getSingleMetric('cordum_scheduler_submit_backlog')?.get())?.values.map((v) => [String(v.labels['kind']), v.value]) ?? []);
+    const queued = await backlogGauge();
+    expect(Object.keys(queued).sort()).toEqual(['unacked', 'undelivered']);
+    expect((queued['undelivered'] ?? 0) + (queued['unacked'] ?? 0)).toBeGreaterThan(0);
     await waitFor(async () => (await Promise.all(jobs.map((j) => stateOf(j.id)))).every((st) => st === 'SUCCEEDED'), 30_000, { message: '400 queued jobs SUCCEEDED', intervalMs: 200 });
     expect(jobs.filter((j) => w.count(j.id) !== 1).map((j) => [j.id, w.count(j.id)])).toEqual([]);
     // The queue did wait past the replay age: many jobs were dispatched more than 1.5 s after their create.
@@ -348,6 +354,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // Drained: the last acks reach the server just after the dispatches they follow.
     await waitFor(async () => (await bus.backlog('cordum-scheduler', subjects.submit)).unacked === 0, 5_000, { message: 'every submit acked' });
     expect(await bus.backlog('cordum-scheduler', subjects.submit)).toEqual({ undelivered: 0, unacked: 0, newestDeliveredAt: null });
+    expect(await backlogGauge()).toEqual({ undelivered: 0, unacked: 0 });
   }, 60_000);
 
   it('an in-flight index entry whose record is gone is dropped by the replayer, and the fence counter its lock created gets the job TTL', async () => {
