@@ -1,4 +1,5 @@
 import type { ConsumerBacklog } from '@cordum/bus';
+import { valueWithin } from '@cordum/service-kit';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export const LOCK_WAIT_HISTOGRAM = 'cordum_scheduler_job_lock_wait_seconds';
@@ -85,12 +86,7 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
         this.reset();
         // A NATS that does not answer (frozen, electing) must not hold up the scrape for the
         // JetStream request timeout (5 s): past BACKLOG_SCRAPE_BUDGET_MS the gauge has no series.
-        let timer: NodeJS.Timeout | undefined;
-        const late = new Promise<null>((resolve) => {
-          timer = setTimeout(() => resolve(null), BACKLOG_SCRAPE_BUDGET_MS);
-        });
-        const b = await Promise.race([sources.submitBacklog().catch(() => null), late]);
-        clearTimeout(timer);
+        const b = await valueWithin(sources.submitBacklog(), BACKLOG_SCRAPE_BUDGET_MS);
         if (!b) return;
         this.set({ kind: 'undelivered' }, b.undelivered);
         this.set({ kind: 'unacked' }, b.unacked);

@@ -4,6 +4,7 @@ import express from 'express';
 import { type Registry } from 'prom-client';
 import { type Logger } from './logger';
 import { createExpressServer } from './http-server';
+import { valueWithin } from './within';
 
 export interface ReadinessCheck {
   name: string;
@@ -31,17 +32,7 @@ export interface HealthServerOptions {
 
 /** Runs one check; throws, false and timeouts all count as "not ready". */
 export async function runCheck(c: ReadinessCheck, timeoutMs: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), timeoutMs);
-  });
-  try {
-    return await Promise.race([Promise.resolve().then(() => c.check()).then((ok) => ok === true), timeout]);
-  } catch {
-    return false;
-  } finally {
-    clearTimeout(timer);
-  }
+  return (await valueWithin(Promise.resolve().then(() => c.check()), timeoutMs)) === true;
 }
 
 export async function startHealthServer(opts: HealthServerOptions): Promise<HealthServer> {

@@ -29,6 +29,7 @@ export { createLogger, serializeError, type Logger, type LoggerOptions } from '.
 export { createMetricsRegistry, httpMetrics } from './metrics';
 export { createExpressServer } from './http-server';
 export { startHealthServer, runCheck, type HealthServer, type HealthServerOptions, type ReadinessCheck } from './health';
+export { valueWithin } from './within';
 export { Shutdown, type ShutdownOptions, type ShutdownOutcome } from './shutdown';
 export { runService, type Service, type ServiceDeps, type RunServiceOptions } from './service';
 export type { Registry } from 'prom-client';
