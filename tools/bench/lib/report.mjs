@@ -77,9 +77,7 @@ export const STEADY_MAX_SPREAD = 1.25;
 /** One model's saturated jobs/s each time the run measured it: the runs, their min, max and max ÷ min (null under 2 runs). */
 function repeats(values) {
   const runs = values.filter((v) => typeof v === 'number' && v > 0);
-  if (runs.length === 0) return { runs, min: null, max: null, spread: null };
-  const min = Math.min(...runs);
-  const max = Math.max(...runs);
+  const { min, max } = spread(runs);
   return { runs, min, max, spread: runs.length >= 2 ? ratio(max, min) : null };
 }
 
