@@ -9,6 +9,7 @@ import { createLogger } from '@cordum/service-kit';
 import { callsOf, commandCalls, waitFor, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
 import type { SchedulerConfig } from '../src/config';
+import { QUEUE } from '../src/context';
 import { createScheduler, type Scheduler } from '../src/scheduler';
 import { startGhost, type Ghost } from './ghost';
 import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
@@ -334,7 +335,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // 64 intake handlers, each Check SLOW_CHECK_MS: 128 jobs/s, so most of 400 wait in the
     // stream well past the suite's 1 s SCHEDULER_PENDING_REPLAY_AGE (200 ms replayer turns).
     const jobs = await Promise.all(Array.from({ length: 400 }, () => submit('job.rq')));
-    const backlog = await bus.backlog('cordum-scheduler', subjects.submit);
+    const backlog = await bus.backlog(QUEUE, subjects.submit);
     expect(backlog.undelivered).toBeGreaterThan(0);
     expect(backlog.newestDeliveredAt).not.toBeNull();
     // The scheduler's gauge reads the same consumer at each scrape.
@@ -352,8 +353,8 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // Without P35 the replayer took dozens of them (32 and 40 in two runs) ahead of their messages as lost orphans.
     expect((await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')) - lostBefore).toBe(0);
     // Drained: the last acks reach the server just after the dispatches they follow.
-    await waitFor(async () => (await bus.backlog('cordum-scheduler', subjects.submit)).unacked === 0, 5_000, { message: 'every submit acked' });
-    expect(await bus.backlog('cordum-scheduler', subjects.submit)).toEqual({ undelivered: 0, unacked: 0, newestDeliveredAt: null });
+    await waitFor(async () => (await bus.backlog(QUEUE, subjects.submit)).unacked === 0, 5_000, { message: 'every submit acked' });
+    expect(await bus.backlog(QUEUE, subjects.submit)).toEqual({ undelivered: 0, unacked: 0, newestDeliveredAt: null });
     expect(await backlogGauge()).toEqual({ undelivered: 0, unacked: 0 });
   }, 60_000);
 

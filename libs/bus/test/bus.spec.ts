@@ -108,12 +108,17 @@ describe('@cordum/bus on one nats-server', () => {
     const t1 = Date.now();
     await started.wait(10_000);
     // One handler runs and nats.js may have pulled one more ahead: 1–2 delivered and unacked.
-    await waitFor(async () => (await a.backlog(queue, subjects.submit)).unacked >= 1, 5_000, { message: 'one delivered' });
-    const held = await a.backlog(queue, subjects.submit);
+    // A reading between two consumer infos that agree on the newest delivered message, so a
+    // pull-ahead landing meanwhile cannot make it compare against another message.
+    const deliveredSeq = async (): Promise<number> => (await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.submit))).delivered.stream_seq;
+    const { held, seq } = await waitFor(async () => {
+      const before = await deliveredSeq();
+      const b = await a.backlog(queue, subjects.submit);
+      return b.unacked >= 1 && (await deliveredSeq()) === before ? { held: b, seq: before } : undefined;
+    }, 5_000, { message: 'one delivered, a stable reading' });
     expect(held.undelivered + held.unacked).toBe(6);
     expect(held.unacked).toBeLessThanOrEqual(2);
-    const { delivered } = await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.submit));
-    const newest = await jsm.streams.getMessage(STREAM_SYS, { seq: delivered.stream_seq });
+    const newest = await jsm.streams.getMessage(STREAM_SYS, { seq });
     expect(newest.subject).toBe(subjects.submit);
     expect(held.newestDeliveredAt).toBe(newest.time.getTime());
     // the server's clock is this machine's
