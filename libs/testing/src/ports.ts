@@ -14,6 +14,22 @@ import { createServer } from 'node:net';
  */
 const LOW = 24_000;
 const HIGH = 32_000;
+/**
+ * Jest runs test files in parallel worker processes, each probing on its own: two of them could
+ * pick the same free port and both bind it, and one service died with EADDRINUSE (seen once in
+ * a full run). Each worker takes its own slice of the range (JEST_WORKER_ID 1–4, then around
+ * again), so two workers of a run with up to 4 never pick the same port.
+ */
+const SLICES = 4;
+
+/** The [low, high) ports a process with this JEST_WORKER_ID hands out. */
+export function portRange(workerId: string | undefined): { low: number; high: number } {
+  const id = Number(workerId);
+  if (!Number.isInteger(id) || id < 1) return { low: LOW, high: HIGH };
+  const size = Math.floor((HIGH - LOW) / SLICES);
+  const low = LOW + ((id - 1) % SLICES) * size;
+  return { low, high: low + size };
+}
 
 /** Ports this test process already handed out (the service may not have bound them yet). */
 const handedOut = new Set<number>();
@@ -29,13 +45,14 @@ function canBind(port: number): Promise<boolean> {
 
 /** A free TCP port on loopback, never one this process handed out before. */
 export async function freePort(): Promise<number> {
+  const { low, high } = portRange(process.env['JEST_WORKER_ID']);
   for (let i = 0; i < 200; i++) {
-    const port = LOW + Math.floor(Math.random() * (HIGH - LOW));
+    const port = low + Math.floor(Math.random() * (high - low));
     if (handedOut.has(port) || !(await canBind(port))) continue;
     handedOut.add(port);
     return port;
   }
-  throw new Error(`freePort: no free port in ${LOW}–${HIGH} after 200 tries`);
+  throw new Error(`freePort: no free port in ${low}–${high - 1} after 200 tries`);
 }
 
 /** Several distinct free ports (and their +10000 cluster-bus ports free too when asked). */
