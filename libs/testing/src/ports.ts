@@ -31,7 +31,11 @@ export function portRange(workerId: string | undefined): { low: number; high: nu
   return { low, high: low + size };
 }
 
-/** Ports this test process already handed out (the service may not have bound them yet). */
+/**
+ * Ports this module instance handed out (the service may not have bound them yet). Jest gives
+ * each test file its own module registry, so this covers one file; other files of the same
+ * worker are kept apart by `canBind`, other workers by `portRange`.
+ */
 const handedOut = new Set<number>();
 
 function canBind(port: number): Promise<boolean> {
@@ -43,7 +47,7 @@ function canBind(port: number): Promise<boolean> {
   });
 }
 
-/** A free TCP port on loopback, never one this process handed out before. */
+/** A free TCP port on loopback in this worker's slice, never one this module handed out before. */
 export async function freePort(): Promise<number> {
   const { low, high } = portRange(process.env['JEST_WORKER_ID']);
   for (let i = 0; i < 200; i++) {
@@ -55,7 +59,7 @@ export async function freePort(): Promise<number> {
   throw new Error(`freePort: no free port in ${low}–${high - 1} after 200 tries`);
 }
 
-/** Several distinct free ports (and their +10000 cluster-bus ports free too when asked). */
+/** Several distinct free ports (a Redis Cluster node's bus port is another `freePort`, never port + 10000). */
 export async function freePorts(n: number): Promise<number[]> {
   const out = new Set<number>();
   while (out.size < n) out.add(await freePort());
