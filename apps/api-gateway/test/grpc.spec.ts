@@ -84,6 +84,8 @@ it('validation errors are INVALID_ARGUMENT with the same rules as HTTP', async (
     { prompt: 'x'.repeat(50_001), topic: 'job.echo' },
     { prompt: 'x', topic: 'job.echo', priority: 'urgent' },
     { prompt: 'x', topic: 'job.echo', contextJson: '{nope' },
+    // Parses, but nests past MAX_JSON_DEPTH (JSON.stringify of it would throw RangeError).
+    { prompt: 'x', topic: 'job.echo', contextJson: '['.repeat(100_000) + ']'.repeat(100_000) },
     { prompt: 'x', topic: 'job.echo', labels: Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, 'v'])) },
     { prompt: 'x', topic: 'job.echo', deadlineMs: 8n * 24n * 3600n * 1000n },
     { prompt: 'x', topic: 'job.echo', actorType: 'robot' },

@@ -1,6 +1,14 @@
 // Auth matrix, validation table and HTTP hygiene: every bad input is a 4xx
 // JSON envelope, never a 5xx.
+import { MAX_JSON_DEPTH } from '../src/http/json-depth';
 import { KEYS, call, expectEnvelope, startRig, type Rig } from './harness';
+
+/** `levels` objects and arrays inside one another (alternating), innermost a string. */
+function nested(levels: number): unknown {
+  let v: unknown = 'leaf';
+  for (let i = 0; i < levels; i++) v = i % 2 === 0 ? [v] : { k: v };
+  return v;
+}
 
 let rig: Rig;
 beforeAll(async () => {
@@ -93,6 +101,9 @@ describe('validation table', () => {
     ['JSON string body', '"just a string"', 400, 'validation_failed', '(body)'],
     ['JSON null body', 'null', 400, 'validation_failed', '(body)'],
     ['JSON number body', ' 42 ', 400, 'validation_failed', '(body)'],
+    // ~200 KB that JSON.parse takes and JSON.stringify throws RangeError on: a 500 before the depth limit.
+    ['context nested 100,000 deep', `{"prompt":"x","topic":"job.echo","context":${'['.repeat(100_000)}${']'.repeat(100_000)}}`, 400, 'validation_failed', '(body)'],
+    ['body nested one level past MAX_JSON_DEPTH', { prompt: 'x', topic: 'job.echo', context: nested(MAX_JSON_DEPTH) }, 400, 'validation_failed', '(body)'],
   ];
 
   // Rows as objects: jest treats a callback with more params than row cells as done-style.
@@ -101,6 +112,15 @@ describe('validation table', () => {
     const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
     expectEnvelope(r, status, code);
     if (path !== undefined) expect((r.body['details'] as { path: string }[]).map((d) => d.path)).toContain(path);
+  });
+
+  it('a body nested exactly MAX_JSON_DEPTH deep is accepted', async () => {
+    const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.echo', context: nested(MAX_JSON_DEPTH - 1) } });
+    expect(r.status).toBe(200);
+  });
+
+  it('the depth limit holds on every JSON route (PUT /config)', async () => {
+    expectEnvelope(await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { scope: 'system', scope_id: 'default', data: { x: nested(MAX_JSON_DEPTH) } } }), 400, 'validation_failed');
   });
 
   it('job.job.echo is a valid topic (D30: never prefixed)', async () => {

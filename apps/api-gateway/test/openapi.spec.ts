@@ -41,6 +41,20 @@ describe('OpenAPI document', () => {
     expect(readFileSync(DOC_PATH, 'utf8')).toBe(generated);
   });
 
+  it('every 429 response declares the Retry-After header the gateway sends', () => {
+    const paths = buildOpenApi()['paths'] as Record<string, Record<string, { responses: Record<string, { headers?: Record<string, unknown> }> }>>;
+    let seen = 0;
+    for (const ops of Object.values(paths)) {
+      for (const op of Object.values(ops)) {
+        const r = op.responses['429'];
+        if (!r) continue;
+        seen++;
+        expect(r.headers?.['Retry-After']).toEqual(expect.objectContaining({ schema: { type: 'integer', minimum: 1 } }));
+      }
+    }
+    expect(seen).toBeGreaterThanOrEqual(25);
+  });
+
   it('is served at /api/v1/openapi.json without a key', async () => {
     const r = await call(rig.url, 'GET', '/api/v1/openapi.json');
     expect(r.status).toBe(200);

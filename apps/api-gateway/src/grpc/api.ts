@@ -22,6 +22,7 @@ import type { Logger } from '@cordum/service-kit';
 import { actingTenant, authenticate, type Caller } from '../auth/middleware';
 import type { KeyStore } from '../auth/keys';
 import { ApiError, type ErrorCode } from '../http/errors';
+import { jsonTooDeep, tooDeepMessage } from '../http/json-depth';
 import type { RateLimiter } from '../ratelimit/limiter';
 import { limitKey, rateLimitError } from '../ratelimit/middleware';
 import { submitErrorToApi } from '../routes/jobs';
@@ -88,6 +89,7 @@ export function requestToBody(r: SubmitJobRequest): Record<string, unknown> {
     } catch {
       throw new ApiError('validation_failed', { details: [{ path: 'context_json', message: 'must be JSON text' }] });
     }
+    if (jsonTooDeep(context)) throw new ApiError('validation_failed', { details: [{ path: 'context_json', message: tooDeepMessage() }] });
   }
   return {
     prompt: r.prompt,

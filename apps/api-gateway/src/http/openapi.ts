@@ -167,7 +167,10 @@ export function buildOpenApi(): Record<string, unknown> {
           : { description: r.description };
     }
     for (const st of [...new Set(op.errors)].sort()) {
-      responses[String(st)] = { description: `error; code one of: ${errorCodesFor(st).join(', ')}`, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+      const error: Record<string, unknown> = { description: `error; code one of: ${errorCodesFor(st).join(', ')}`, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+      // Both 429 codes (rate_limited, policy_throttled) send Retry-After (CONTRACT §2).
+      if (st === 429) error['headers'] = { 'Retry-After': { description: 'whole seconds to wait before retrying (≥ 1); the body has retry_after_ms', schema: { type: 'integer', minimum: 1 } } };
+      responses[String(st)] = error;
     }
     const route = `${op.method} ${op.path}`;
     const role = (ROUTE_ROLES as Record<string, string>)[route];

@@ -8,6 +8,7 @@ import { SubmitError } from '../submit/errors';
 import type { SubmitOutcome, SubmitService } from '../submit/service';
 import type { Mount } from '../http/app';
 import { withTimeout } from '../util/timeout';
+import { jsonTooDeep, tooDeepMessage } from '../http/json-depth';
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 /** Job ids are UUIDs here, but workflow/DLQ-created ids may differ: accept any safe token; anything else is 404. */
@@ -15,14 +16,19 @@ export const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /**
  * A declared non-JSON Content-Type is 415; a missing one is parsed as JSON
- * (curl-friendly). Bodies over 2 MiB are 413, bad JSON 400 invalid_json.
+ * (curl-friendly). Bodies over 2 MiB are 413, bad JSON 400 invalid_json, JSON
+ * nested deeper than MAX_JSON_DEPTH 400 validation_failed (http/json-depth.ts).
  */
 export function jsonBody() {
   const parse = express.json({ limit: MAX_BODY_BYTES, strict: true, type: () => true });
   return (req: Request, res: Response, next: NextFunction) => {
     const ct = req.get('content-type');
     if (ct !== undefined && !/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(ct)) throw new ApiError('unsupported_media_type');
-    parse(req, res, next);
+    parse(req, res, (err?: unknown) => {
+      if (err !== undefined) next(err);
+      else if (jsonTooDeep(req.body)) next(new ApiError('validation_failed', { details: [{ path: '(body)', message: tooDeepMessage() }] }));
+      else next();
+    });
   };
 }
 

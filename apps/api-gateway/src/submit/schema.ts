@@ -16,7 +16,7 @@ const shortString = z.string().min(1).max(256);
 export const submitBodySchema = z.object({
   prompt: z.string().max(MAX_PROMPT_CHARS, `must be at most ${MAX_PROMPT_CHARS} characters`),
   topic: z.string().max(255, 'must be at most 255 characters').regex(TOPIC_RE, 'must match ^job(\\.[A-Za-z0-9_-]+)+$ (the worker subject, e.g. job.echo)'),
-  context: z.unknown().optional(),
+  context: z.unknown().optional().describe('any JSON; the whole body nests at most 100 levels of objects and arrays (MAX_JSON_DEPTH)'),
   // Default interactive: an API caller waiting on a response is the common case (README).
   priority: opt(z.enum(['interactive', 'batch', 'critical'])).transform((p) => p ?? 'interactive'),
   labels: opt(
