@@ -24,9 +24,14 @@ export type ReattemptResult =
   | 'busy'
   | 'error';
 
+/** Attempts that count against maxAttempts: a `worker_busy` refusal is backpressure, not an attempt (D48). */
+export function attemptsUsed(job: JobRecord): number {
+  return job.attempts - (job.busyRefusals ?? 0);
+}
+
 export async function reattemptLocked(ctx: SchedulerContext, lease: Lease, job: JobRecord, dispatchId: string): Promise<ReattemptResult> {
   if (job.state !== 'DISPATCHED' || job.dispatch?.dispatchId !== dispatchId) return 'moved';
-  if (job.attempts >= (job.maxAttempts ?? ctx.config.maxAttempts)) return 'exhausted';
+  if (attemptsUsed(job) >= (job.maxAttempts ?? ctx.config.maxAttempts)) return 'exhausted';
   const route = routeFor(ctx, job, job.dispatch.workerId);
   if (route.kind !== 'worker' && route.kind !== 'untracked') return 'no_route';
   const out = await dispatch(ctx, lease, job, route);

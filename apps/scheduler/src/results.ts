@@ -8,6 +8,7 @@ import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
 import { BUSY_NAK_MS, escalateBusy, releasedBy, withLockedJob } from './job-lock';
 import { routeFor } from './route-job';
+import { attemptsUsed } from './redispatch';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 
@@ -112,7 +113,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   if (busy && refusals > MAX_BUSY_REFUSALS) {
     to = 'FAILED';
     patch.error = { code: 'max_attempts', message: `refused by busy workers ${refusals - 1} times` };
-  } else if (mapped.retryable && !busy && job.attempts - refusals >= maxAttempts) {
+  } else if (mapped.retryable && !busy && attemptsUsed(job) >= maxAttempts) {
     to = 'FAILED';
     patch.error = { code: 'max_attempts', message: `failed after ${job.attempts} attempts: ${res.errorMessage || res.errorCode || 'retryable failure'}` };
   }

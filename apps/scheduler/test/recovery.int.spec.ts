@@ -79,7 +79,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:0` });
     return job;
   }
-  async function worker(id: string, topics: string[], reply: 'succeed' | 'none' = 'succeed'): Promise<TestWorker> {
+  async function worker(id: string, topics: string[], reply: 'succeed' | 'none' | 'silent' = 'succeed'): Promise<TestWorker> {
     const w = await startTestWorker({ natsUrl: natsServer.url, redis, id, topics, replyFor: () => reply });
     workers.push(w);
     await waitFor(() => scheduler.workers.live().some((v) => v.workerId === id && v.readyTopics.length > 0), 10_000, { message: `${id} registered` });
@@ -318,6 +318,29 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED on attempt 4 of max 3' });
     expect(await store.getJob(job.id)).toMatchObject({ attempts: 4, busyRefusals: 3 });
   }, 40_000);
+
+  it('busy refusals do not use up the attempts that replacing a lost dispatch needs (D48 with D1 b)', async () => {
+    // Silent: records each dispatch but never claims, acks or answers it, so an unanswered one is lost.
+    const w = await worker('tw-hb', ['job.rhb'], 'silent');
+    const job = await submit('job.rhb');
+    for (let n = 1; n <= 2; n++) {
+      await waitFor(() => w.count(job.id) === n, 15_000, { message: `dispatch ${n}` });
+      const req = w.executions.get(job.id)?.[n - 1]?.request;
+      if (!req) throw new Error('no request');
+      const refusal = create(JobResultSchema, { jobId: job.id, status: JobStatus.FAILED_RETRYABLE, workerId: 'tw-hb', errorCode: 'worker_busy', dispatch: req.dispatch });
+      await bus.publish(subjects.result, encodePacket(newPacket('tw-hb', { case: 'jobResult', value: refusal })), { msgId: `busy:${job.id}:${n}` });
+    }
+    // Dispatch 3 (attempts = 3 = maxAttempts, two of them refusals) gets no answer: the verifier
+    // replaces it after its 1 s delay. Counted against maxAttempts with the refusals, it was left
+    // 'exhausted' and ended TIMEOUT dispatch_timeout at 3 s although only one attempt was lost.
+    await waitFor(() => w.count(job.id) === 3, 15_000, { message: 'dispatch 3' });
+    await waitFor(() => w.count(job.id) === 4, 10_000, { message: 'the lost third dispatch replaced' });
+    const fourth = w.executions.get(job.id)?.[3]?.request;
+    if (!fourth) throw new Error('no fourth request');
+    await w.reply(fourth, JobStatus.SUCCEEDED);
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED on the replacement' });
+    expect(await store.getJob(job.id)).toMatchObject({ attempts: 4, busyRefusals: 2 });
+  }, 60_000);
 
   it('replays a PENDING job whose submit was lost, and counts it', async () => {
     const w = await worker('tw-f', ['job.rf']);
