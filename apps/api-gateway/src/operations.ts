@@ -46,7 +46,7 @@ export function createOperations(o: {
   const configStore = createConfigStore(redis);
   const workers = createWorkerSnapshotSource(redis);
   const retention = createRetentionCleanup({ redis, locks, logger, instanceId, intervalMs: config.dlqCleanupIntervalMs, jobTtlMs: config.jobTtlMs });
-  const retrier = createDlqRetrier({ redis, store, submit: o.submit });
+  const retrier = createDlqRetrier({ redis, store, submit: o.submit, logger });
   const startedAt = Date.now();
   return {
     audit,

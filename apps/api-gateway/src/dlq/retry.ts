@@ -4,13 +4,18 @@
 // submit service: Evaluate, record, publish). Losers wait ≤ 5 s for that job
 // to exist and answer with it (`already_retried`). The claim is removed again
 // when the winner ends without a job, so a later retry can succeed.
+// A winner that died before its job existed would hold the claim for its whole
+// TTL (30 days): a loser frees a claim older than STALE_CLAIM_MS (30 s) that
+// still has no job, and the winner's create carries the claim, so a winner
+// that was only paused writes nothing once its claim is gone (P37, as P21).
 // The old job is never written, so no job lock is needed (D5 covers writes).
 import { randomUUID } from 'node:crypto';
 import { DLQ_TTL_MS, jobKeys, type DlqEntry, type JobRecord, type JobStore, type Priority } from '@cordum/job-store';
 import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
+import type { Logger } from '@cordum/service-kit';
 import releaseLua from '../submit/lua/release-claim-1.lua';
 import { SubmitError } from '../submit/errors';
-import type { SubmitOutcome, SubmitService } from '../submit/service';
+import { STALE_CLAIM_MS, type SubmitCommand, type SubmitOutcome, type SubmitService } from '../submit/service';
 
 export const RETRY_WAIT_MS = 5_000;
 
@@ -30,8 +35,17 @@ interface StoredInput {
   context?: unknown;
 }
 
-export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; submit: SubmitService }): DlqRetrier {
+export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; submit: SubmitService; logger: Logger }): DlqRetrier {
   const scripts = defineScripts(deps.redis, [scriptSpec('release-claim-1.lua', releaseLua)]);
+
+  /** Frees a claim whose job has not appeared STALE_CLAIM_MS after it was made (compare-and-delete on its job id). */
+  const freeIfStale = async (claimKey: string, holder: string): Promise<boolean> => {
+    const left = await deps.redis.pttl(claimKey);
+    if (left < 0 || DLQ_TTL_MS - left < STALE_CLAIM_MS) return false;
+    if (Number(await scripts.run('release-claim', [claimKey], [holder])) !== 1) return false;
+    deps.logger.warn('freed a stale DLQ retry claim without a job', { claim: claimKey, job_id: holder });
+    return true;
+  };
 
   const waitForJob = async (tenant: string, claimKey: string, jobId: string): Promise<JobRecord | 'released' | 'timeout'> => {
     const deadline = Date.now() + RETRY_WAIT_MS;
@@ -57,7 +71,10 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
           if (holder === null) continue;
           const r = await waitForJob(tenant, claimKey, holder);
           if (r === 'released') continue;
-          if (r === 'timeout') return { kind: 'in_progress', jobId: holder };
+          if (r === 'timeout') {
+            if (await freeIfStale(claimKey, holder)) continue;
+            return { kind: 'in_progress', jobId: holder };
+          }
           return { kind: 'already_retried', entry, job: r };
         }
         let jobCreated = false;
@@ -65,10 +82,13 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
           const old = await deps.store.getJob(id);
           const input = (await deps.store.readContext(id)) as StoredInput | null;
           if (!old || !input || typeof input.prompt !== 'string') return { kind: 'source_expired' };
-          const outcome = await deps.submit.submit(commandFrom(old, input, tenant, principalId, newId));
+          const outcome = await deps.submit.submit(commandFrom(old, input, tenant, principalId, newId, claimKey));
           jobCreated = true;
           return { kind: 'retried', entry, outcome };
         } catch (err) {
+          // Taken for dead and replaced while it was paused: nothing was written; answer with the
+          // job of the claim's new holder (next round).
+          if (err instanceof SubmitError && err.code === 'claim_lost') continue;
           jobCreated = err instanceof SubmitError && err.code === 'submit_state_unknown';
           throw err;
         } finally {
@@ -81,9 +101,10 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
   };
 }
 
-function commandFrom(old: JobRecord, input: StoredInput, tenant: string, principalId: string, jobId: string) {
+function commandFrom(old: JobRecord, input: StoredInput, tenant: string, principalId: string, jobId: string, claimKey: string): SubmitCommand {
   return {
     jobId,
+    claimKey,
     tenant,
     principalId,
     prompt: input.prompt as string,

@@ -44,6 +44,10 @@ export function submitErrorToApi(err: SubmitError): ApiError {
     case 'bus_unavailable':
     case 'submit_state_unknown':
       return new ApiError(err.code, { extra, cause: err });
+    case 'claim_lost':
+      // Only a submit with an outside claim sees it (DLQ retry, which answers it itself); if one
+      // ever got here, its claim is being used by another request: the same answer as a key's.
+      return new ApiError('idempotency_in_progress', { extra, cause: err });
   }
 }
 

@@ -4,7 +4,9 @@ export type SubmitErrorCode =
   | 'policy_throttled'
   | 'redis_unavailable'
   | 'bus_unavailable'
-  | 'submit_state_unknown';
+  | 'submit_state_unknown'
+  /** The outside claim the create carried (`SubmitCommand.claimKey`) names another job now: nothing was written (P37). */
+  | 'claim_lost';
 
 export class SubmitError extends Error {
   readonly code: SubmitErrorCode;

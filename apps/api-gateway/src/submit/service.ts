@@ -32,6 +32,12 @@ export interface SubmitCommand {
   priority: Priority;
   labels: Record<string, string>;
   idempotencyKey?: string;
+  /**
+   * A claim someone else took for this job id (DLQ retry: `dlq:retry:<id>` = jobId). The record
+   * is written only while it still names the job, atomically on standalone Redis (P21, P37); a
+   * create it refuses throws SubmitError `claim_lost`. Ignored when `idempotencyKey` is set.
+   */
+  claimKey?: string;
   memoryId?: string;
   contextMode?: string;
   capability?: string;
@@ -175,7 +181,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     // writes the DLQ entry. What follows the record (DLQ entry, index TTLs) is sent with it but
     // awaited after the publish (issue 7: the scheduler gets the job one Redis round trip sooner).
     const sideWrites: Promise<void>[] = [];
-    const claim = cmd.idempotencyKey !== undefined ? jobKeys.idempotency(cmd.tenant, cmd.idempotencyKey) : undefined;
+    const claim = cmd.idempotencyKey !== undefined ? jobKeys.idempotency(cmd.tenant, cmd.idempotencyKey) : cmd.claimKey;
     const job = await store('create job', () => deps.store.createJob(newJob, { sideWrites, claim }));
     const indexed = (): Promise<unknown> => store('index job', () => Promise.all(sideWrites));
     if (job.state !== 'PENDING') {
@@ -218,6 +224,8 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       // This request was taken for dead (claim older than STALE_CLAIM_MS, a paused replica) and
       // another one took the key: nothing was written; answer as that request's duplicate.
       if (isClaimLost(err)) {
+        // An outside claim (claimKey): its owner answers with the job of whoever holds it now.
+        if (key === undefined) throw new SubmitError('claim_lost', 'the claim of this submit was taken over before its job was written', { jobId, cause: err });
         log.warn('idempotency claim taken over before the job was written; answering with the job of the key', { tenant: cmd.tenant, job_id: jobId });
         return null;
       }

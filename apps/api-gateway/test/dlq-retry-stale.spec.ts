@@ -1,0 +1,115 @@
+// DLQ retry with a claim holder that died or stalled (decisions.md P37). The
+// winner of `dlq:retry:<id>` (SET NX, 30-day TTL) submits the new job; a
+// winner SIGKILLed before its job existed used to block the entry for the
+// claim's whole TTL (every retry waited 5 s and answered 409). A claim older
+// than STALE_CLAIM_MS with no job is now freed by the next retry, and a winner
+// that was only paused writes nothing once its claim is gone.
+// The stall is the policy Evaluate between claim and record, held by a latch.
+import { DLQ_TTL_MS, createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
+import { createLocks, type Locks } from '@cordum/locks';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { waitFor } from '@cordum/testing';
+import type { EvaluateRequest, PolicyEvaluator, Verdict } from '../src/safety/evaluator';
+import { STALE_CLAIM_MS } from '../src/submit/service';
+import { KEYS, call, expectEnvelope } from './harness';
+import { startReplicas, type Replicas } from './replicas';
+
+/** How long ago a claim made now-ish looks once its TTL says it is older than STALE_CLAIM_MS. */
+const STALE_TTL_MS = DLQ_TTL_MS - STALE_CLAIM_MS - 1_000;
+
+let r: Replicas;
+let redis: RedisClient;
+let store: JobStore;
+let locks: Locks;
+let armed = false;
+let stalls = 0;
+let release: () => void = () => undefined;
+const latch = new Promise<void>((resolve) => (release = resolve));
+
+/** Allows everything; once armed, the first Evaluate of job.stall waits for the latch (the paused winner). */
+const evaluator: PolicyEvaluator = {
+  async evaluate(req: EvaluateRequest): Promise<Verdict> {
+    if (armed && req.topic === 'job.stall') {
+      stalls += 1;
+      if (stalls === 1) await latch;
+    }
+    return { kind: 'allow', decision: 'allow', reason: 'allowed', ruleId: '', policySnapshot: 'snap-test' };
+  },
+  close: () => undefined,
+};
+
+beforeAll(async () => {
+  r = await startReplicas(2, {}, { evaluator });
+  redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  store = createJobStore(redis, { jobTtlMs: 60_000 });
+  locks = createLocks(redis);
+});
+
+afterAll(async () => {
+  release();
+  await closeRedis(redis);
+  await r.stop();
+});
+
+/** A job submitted over HTTP and then failed by a worker, so it has a DLQ entry. */
+async function deadLetter(topic: string): Promise<string> {
+  const s = await call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'again', topic } });
+  expect(s.status).toBe(200);
+  const id = String(s.body['job_id']);
+  const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
+  if (!lease) throw new Error('lock');
+  const t = await store.transition(id, 'FAILED', { token: lease.token, patch: { error: { code: 'worker_error', message: 'boom' } } });
+  await lease.release();
+  if (!t.ok) throw new Error(`fail ${id}: ${t.reason}`);
+  await waitFor(async () => (await store.getDlq(id)) !== null, 5_000, { message: 'DLQ entry written' });
+  return id;
+}
+
+it('a claim younger than STALE_CLAIM_MS is left to its holder: 409 dlq_retry_in_progress naming its job', async () => {
+  const dead = await deadLetter('job.echo');
+  await redis.set(jobKeys.dlqRetry(dead), 'live-holder', 'PX', DLQ_TTL_MS);
+  const res = await call(r.urls[0]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
+  expectEnvelope(res, 409, 'dlq_retry_in_progress');
+  expect(res.body['job_id']).toBe('live-holder');
+  expect(await redis.get(jobKeys.dlqRetry(dead))).toBe('live-holder');
+});
+
+it('a claim whose holder died before its job existed is freed after STALE_CLAIM_MS, and the retry creates the job', async () => {
+  const dead = await deadLetter('job.echo');
+  await redis.set(jobKeys.dlqRetry(dead), 'dead-holder', 'PX', STALE_TTL_MS);
+  const res = await call(r.urls[1]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
+  expect(res.status).toBe(200);
+  const newId = String(res.body['job_id']);
+  expect(newId).not.toBe('dead-holder');
+  expect(res.body['status']).toBeUndefined();
+  expect(res.body['retried_from']).toBe(dead);
+  expect(await redis.get(jobKeys.dlqRetry(dead))).toBe(newId);
+  expect(await store.getJob(newId)).toMatchObject({ state: 'PENDING', topic: 'job.echo' });
+  expect(r.logs.some((l) => l.includes('freed a stale DLQ retry claim without a job') && l.includes('dead-holder'))).toBe(true);
+  // Later retries answer with that job.
+  const again = await call(r.urls[0]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
+  expect(again.body).toMatchObject({ job_id: newId, status: 'already_retried' });
+});
+
+it('a winner paused past STALE_CLAIM_MS writes no job once its claim is replaced, and answers with the replacement', async () => {
+  const dead = await deadLetter('job.stall');
+  armed = true;
+  const first = call(r.urls[0]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
+  const claimKey = jobKeys.dlqRetry(dead);
+  await waitFor(async () => stalls === 1 && (await redis.get(claimKey)) !== null, 5_000, { message: 'first retry claimed and stalled' });
+  const lostId = await redis.get(claimKey);
+  await redis.pexpire(claimKey, STALE_TTL_MS);
+
+  const second = await call(r.urls[1]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
+  expect(second.status).toBe(200);
+  const newId = String(second.body['job_id']);
+  expect(newId).not.toBe(lostId);
+  expect(await redis.get(claimKey)).toBe(newId);
+
+  release(); // the paused winner resumes: its Evaluate answers, then it would write its record
+  const late = await first;
+  expect(late.status).toBe(200);
+  expect(late.body).toMatchObject({ job_id: newId, status: 'already_retried', retried_from: dead });
+  expect(await redis.exists(jobKeys.meta(lostId ?? ''))).toBe(0);
+  expect(await store.getJob(newId)).toMatchObject({ state: 'PENDING', topic: 'job.stall' });
+}, 30_000);
