@@ -266,6 +266,36 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await counter('cordum_scheduler_reconciled_total', 'action', 'running_timeout')) > 0, 5_000);
   });
 
+  it('a job timed out while its DLQ write fails stays in its in-flight index, and the reconciler\'s repair writes the entry (P38)', async () => {
+    const w = await worker('tw-dq', ['job.rdq'], 'none');
+    const job = await submit('job.rdq');
+    await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 10_000, { message: 'RUNNING' });
+    // dlq:index of the wrong type: every DLQ write fails at its ZADD, after the entry's SET NX.
+    const saved = await redis.zrange(jobKeys.dlqIndex(), '0', '-1', 'WITHSCORES');
+    await redis.del(jobKeys.dlqIndex());
+    await redis.set(jobKeys.dlqIndex(), 'not a sorted set');
+    const failedZadds = async (): Promise<number> => Number(/^cmdstat_zadd:.*failed_calls=(\d+)/m.exec(await redis.info('commandstats'))?.[1] ?? 0);
+    const failedBefore = await failedZadds();
+    try {
+      await waitFor(async () => (await stateOf(job.id)) === 'TIMEOUT', 10_000, { message: 'running TIMEOUT' });
+      // The timeout's DLQ write failed, and so did a later sweep's repair of the job, which found
+      // it still filed as RUNNING: the index move waits for the entry.
+      await waitFor(async () => (await failedZadds()) >= failedBefore + 2, 10_000, { message: 'the DLQ write and a repair of it refused' });
+      expect(await redis.zscore(jobKeys.active('RUNNING'), job.id)).not.toBeNull();
+      expect(await redis.exists(jobKeys.dlqEntry(job.id))).toBe(1);
+    } finally {
+      await redis.del(jobKeys.dlqIndex());
+      for (let i = 0; i + 1 < saved.length; i += 2) await redis.zadd(jobKeys.dlqIndex(), saved[i + 1] as string, saved[i] as string);
+    }
+    // Nothing redelivers a reconciler's write: before P38 the job had left job:active:RUNNING
+    // ahead of its entry, so no sweep came back to it and it was never listed in the DLQ.
+    await waitFor(async () => (await redis.zscore(jobKeys.dlqIndex(), job.id)) !== null, 10_000, { message: 'DLQ index entry written by the repair' });
+    await waitFor(async () => (await redis.zscore(jobKeys.active('RUNNING'), job.id)) === null, 10_000, { message: 'out of job:active:RUNNING' });
+    expect(await store.getDlq(job.id)).toMatchObject({ reason_code: 'running_timeout', last_state: 'TIMEOUT' });
+    expect(await stateOf(job.id)).toBe('TIMEOUT');
+    expect(w.count(job.id)).toBe(1);
+  });
+
   it('setTimeouts applies new timeouts and scan interval live', async () => {
     await worker('tw-e', ['job.re'], 'none');
     const original = config.timeouts;

@@ -31,9 +31,11 @@ export interface JobScans {
    * reindex for a job found through `seenIn` and read back as `job` (null: gone): filed under its
    * actual state since its last write, and, when it moved on, also in that state's tenant listing
    * (D16), which its lost index move would have done: a job re-held for approval by a replica
-   * that died right after shows in the approvals list.
+   * that died right after shows in the approvals list. A job found in a DLQ state also gets its
+   * DLQ entry first (idempotent; a deleted entry stays deleted), which a write that lost its side
+   * writes never made (decisions.md P38; the store's own repairIndex).
    */
-  repairIndex(id: string, seenIn: JobState, job: Pick<JobRecord, 'state' | 'updatedAt' | 'tenant' | 'createdAt'> | null): Promise<void>;
+  repairIndex(id: string, seenIn: JobState, job: JobRecord | null): Promise<void>;
   /**
    * P15: parks a job waiting for a worker on `topic` until `expiresAtMs` (its D13 bound): one entry
    * in `job:parked:<topic>`, the topic in `job:parked:topics`, no `job:retry` entry, and its orphan

@@ -340,8 +340,15 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     notify(job, o.via ?? from);
   }
 
-  /** `indexed`: a new record's entries, already written: only the listing keys' TTLs are left. */
+  /**
+   * `indexed`: a new record's entries, already written: only the listing keys' TTLs are left.
+   * A DLQ state's entry goes before the index move (P38): the job leaves its in-flight index only
+   * once its entry exists, so a crash or a Redis error between the write and its entry leaves the
+   * job where the reconciler's and the replayer's sweeps find it, and their repairIndex writes the
+   * entry. Paths with a message to redeliver (intake, results) re-run it on redelivery too.
+   */
   async function sideWritesOf(job: JobRecord, from: JobState | null, dlqReason?: string, indexed?: IndexEntry[]): Promise<void> {
+    if (DLQ_STATES.has(job.state)) await writeDlq(job, dlqReason);
     if (indexed) {
       await indexes.write((ops) => {
         for (const e of indexed) if (e.listing) ops.expire(e.key, ttl);
@@ -349,11 +356,15 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     } else {
       await moveIndex(job, from);
     }
-    if (DLQ_STATES.has(job.state)) await writeDlq(job, dlqReason);
   }
 
+  const scans = createJobScans(redis);
   return {
-    ...createJobScans(redis),
+    ...scans,
+    async repairIndex(id, seenIn, job) {
+      if (job && DLQ_STATES.has(job.state)) await writeDlq(job);
+      await scans.repairIndex(id, seenIn, job);
+    },
     async createJob(j, o = {}) {
       const createdAt = now();
       const ctx = { prompt: j.prompt, context: j.context ?? null, topic: j.topic, tenant_id: j.tenant, priority: j.priority, created_at: new Date(createdAt).toISOString() };
