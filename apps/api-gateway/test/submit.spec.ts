@@ -149,6 +149,28 @@ describe('POST /api/v1/jobs', () => {
     expect(published.has(jobId)).toBe(false);
   });
 
+  it('a keyed DENY whose DLQ write fails still answers 403 with its job, and the key keeps it (P39)', async () => {
+    // dlq:index of the wrong type: the DLQ entry's index write fails after the record exists.
+    const saved = await redis.zrange(jobKeys.dlqIndex(), '0', '-1', 'WITHSCORES');
+    await redis.del(jobKeys.dlqIndex());
+    await redis.set(jobKeys.dlqIndex(), 'not a zset');
+    let first: Awaited<ReturnType<typeof submit>>;
+    try {
+      first = await submit({ prompt: 'rm -rf', topic: 'job.deny.delete-all', idempotency_key: 'deny-unlisted-1' });
+    } finally {
+      await redis.del(jobKeys.dlqIndex());
+      for (let i = 0; i + 1 < saved.length; i += 2) await redis.zadd(jobKeys.dlqIndex(), saved[i + 1] as string, saved[i] as string);
+    }
+    // Before P39: 503 redis_unavailable and the claim released, so the retry made a second job.
+    expectEnvelope(first, 403, 'policy_denied');
+    const jobId = String(first.body['job_id']);
+    const g = await call(rig.url, 'GET', `/api/v1/jobs/${jobId}`, { key: KEYS.viewer });
+    expect(g.body['state']).toBe('DENIED');
+    const again = await submit({ prompt: 'rm -rf', topic: 'job.deny.delete-all', idempotency_key: 'deny-unlisted-1' });
+    expectEnvelope(again, 403, 'policy_denied');
+    expect(again.body['job_id']).toBe(jobId);
+  });
+
   it('REQUIRE_HUMAN → 200 approval_required, job APPROVAL_REQUIRED, nothing published', async () => {
     const r = await submit({ prompt: 'deploy', topic: 'job.hold.deploy' });
     expect(r.status).toBe(200);

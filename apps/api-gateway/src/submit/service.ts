@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
 import { JobStoreError, jobKeys, policyCheckInit, type JobRecord, type JobStore, type NewJob, type Priority, type SafetyRecord } from '@cordum/job-store';
-import type { RedisClient } from '@cordum/redis';
+import { isRedisUnavailable, type RedisClient } from '@cordum/redis';
 import type { Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
 import type { PolicyEvaluator, Verdict } from '../safety/evaluator';
@@ -78,6 +78,19 @@ export interface SubmitService {
  */
 export function redisUsable(redis: RedisClient): boolean {
   return redis.status === 'ready' || redis.status === 'wait';
+}
+
+/**
+ * Whether a create that failed may still have run in Redis (P39): it was sent, but its reply never
+ * came (a command or store timeout, a connection lost under it; Redis paused past the timeout runs
+ * it when it resumes). An error reply means it ran and wrote no record; a client that was not
+ * ready, or a stream that was not writeable, sent nothing.
+ */
+function createMayHaveRun(err: unknown): boolean {
+  if (!(err instanceof SubmitError) || err.code !== 'redis_unavailable' || err.cause === undefined) return false;
+  const msg = err.cause instanceof Error ? err.cause.message : String(err.cause);
+  if (/Stream isn't writeable/i.test(msg)) return false;
+  return /timed out/i.test(msg) || isRedisUnavailable(err.cause);
 }
 
 /** job-store's refusal to create a job whose idempotency claim another request took over (P21). */
@@ -182,10 +195,21 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     // awaited after the publish (issue 7: the scheduler gets the job one Redis round trip sooner).
     const sideWrites: Promise<void>[] = [];
     const claim = cmd.idempotencyKey !== undefined ? jobKeys.idempotency(cmd.tenant, cmd.idempotencyKey) : cmd.claimKey;
-    const job = await store('create job', () => deps.store.createJob(newJob, { sideWrites, claim }));
+    let job: JobRecord;
+    try {
+      job = await store('create job', () => deps.store.createJob(newJob, { sideWrites, claim }));
+    } catch (err) {
+      // The record may exist and, PENDING, be run by the replayer (D13): the claim must keep naming
+      // it (a retry of the key answers with it, or frees the claim after STALE_CLAIM_MS if it never
+      // appears), and the client learns its id (P39).
+      if (createMayHaveRun(err)) throw new SubmitError('submit_state_unknown', 'the job may or may not have been created; query it by job_id', { jobId, cause: err });
+      throw err;
+    }
     const indexed = (): Promise<unknown> => store('index job', () => Promise.all(sideWrites));
     if (job.state !== 'PENDING') {
-      await indexed();
+      // The record exists (held or denied): a side write that failed (its DLQ entry, the listing
+      // TTLs) is logged, not answered with an error a client would retry into a second job (P39).
+      await indexed().catch((err: unknown) => log.error('created job not fully indexed', { job_id: jobId, state: job.state, err: err instanceof Error ? err.message : String(err) }));
       return outcomeOf(job);
     }
 

@@ -1,0 +1,80 @@
+// A create that Redis runs after its reply timed out (decisions.md P39). Redis
+// frozen (SIGSTOP) while a keyed submit's create is on the wire: the gateway's
+// command times out and it answers 503, but Redis runs the create once it is
+// resumed, so the job exists and the replayer will run it. The answer must say
+// so (503 submit_state_unknown with the job id) and the idempotency claim must
+// keep naming that job, so the client's retry of the key gets it instead of a
+// second job. Before P39 the answer was redis_unavailable without an id and the
+// claim's release, queued behind the create, freed the key for a second job.
+import { closeRedis, createRedis, scanKeys, type RedisClient } from '@cordum/redis';
+import { waitFor } from '@cordum/testing';
+import type { EvaluateRequest, PolicyEvaluator, Verdict } from '../src/safety/evaluator';
+import { KEYS, call, expectEnvelope } from './harness';
+import { startReplicas, type Replicas } from './replicas';
+
+const KEY = 'frozen-create-1';
+const CLAIM = `job:idempotency:acme:${KEY}`;
+
+let r: Replicas;
+let redis: RedisClient;
+let frozen = false;
+let hold = false;
+let held = 0;
+let release: () => void = () => undefined;
+const latch = new Promise<void>((resolve) => (release = resolve));
+
+/** Allows everything; once `hold` is set, the next Evaluate waits for the latch, so the test can freeze Redis between the claim and the create. */
+const evaluator: PolicyEvaluator = {
+  async evaluate(_req: EvaluateRequest): Promise<Verdict> {
+    if (hold && held++ === 0) await latch;
+    return { kind: 'allow', decision: 'allow', reason: 'allowed', ruleId: '', policySnapshot: 'snap-test' };
+  },
+  close: () => undefined,
+};
+
+const thaw = (): void => {
+  if (frozen) r.redis.process.kill('SIGCONT');
+  frozen = false;
+};
+
+beforeAll(async () => {
+  r = await startReplicas(1, {}, { evaluator });
+  redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+});
+
+afterAll(async () => {
+  release();
+  thaw();
+  await closeRedis(redis);
+  await r.stop();
+});
+
+it('a keyed create that times out while Redis is frozen answers 503 submit_state_unknown with its job id, and the key keeps that job', async () => {
+  // One job first, so Redis has the create script cached: a frozen EVALSHA then runs on the thaw
+  // (an uncached one would answer NOSCRIPT to a client that gave up, and nothing would be created).
+  expect((await call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'warm', topic: 'job.echo' } })).status).toBe(200);
+  const body = { prompt: 'once', topic: 'job.echo', idempotency_key: KEY };
+  hold = true;
+  const first = call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
+  await waitFor(async () => held === 1 && (await redis.get(CLAIM)) !== null, 5_000, { message: 'claimed, Evaluate held' });
+  const claimed = await redis.get(CLAIM);
+
+  r.redis.process.kill('SIGSTOP');
+  frozen = true;
+  release(); // the create goes out to a frozen Redis
+  const answer = await first;
+  thaw();
+  expectEnvelope(answer, 503, 'submit_state_unknown');
+  expect(answer.body['job_id']).toBe(claimed);
+
+  // Redis ran the create once it resumed: the job exists, PENDING, and the key still names it.
+  await waitFor(async () => (await redis.exists(`job:meta:{${String(claimed)}}`)) === 1, 5_000, { message: 'the create ran after the thaw' });
+  expect(await redis.get(CLAIM)).toBe(claimed);
+
+  const retry = await call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
+  expect(retry.status).toBe(200);
+  expect(retry.body['job_id']).toBe(claimed);
+  const records: string[] = [];
+  for await (const k of scanKeys(redis, 'job:meta:{*}')) if ((await redis.hget(k, 'idempotencyKey')) === JSON.stringify(KEY)) records.push(k);
+  expect(records).toEqual([`job:meta:{${String(claimed)}}`]);
+}, 30_000);
