@@ -20,6 +20,12 @@ export const IDEMPOTENCY_WAIT_MS = 5_000;
 export const STORE_TIMEOUT_MS = 3_000;
 /** A claim this old with no job is orphaned: a live submit ends (job or release) well within it (Evaluate 2 s + store 3 s + publish). */
 export const STALE_CLAIM_MS = 30_000;
+/**
+ * A PENDING job this much younger than its record may still be in its winner's publish (the 2 s
+ * budget of D43, one last 250 ms attempt, then D11's fail CAS): a duplicate waits for the outcome
+ * instead of answering with a job that may yet be failed at submit (P40).
+ */
+export const SUBMIT_SETTLE_MS = 3_000;
 
 export interface SubmitCommand {
   /** Preset job id (DLQ retry claims it before submitting); a fresh UUID otherwise. */
@@ -119,12 +125,19 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     return { kind: 'accepted', jobId: job.id, traceId: job.traceId };
   };
 
-  /** D25 loser: answer with the winner's job once it exists (≤ 5 s). */
+  /**
+   * D25 loser: answer with the winner's job once its submit has settled (≤ 5 s). A job the winner
+   * failed at submit (D11 bus_unavailable) is not an answer: its winner releases the claim and
+   * this request takes the key (P40).
+   */
   const replay = async (tenant: string, key: string, jobId: string): Promise<SubmitOutcome | null> => {
     const deadline = Date.now() + IDEMPOTENCY_WAIT_MS;
     for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
       const job = await store('read job', () => deps.store.getJob(jobId));
-      if (job && job.tenant === tenant) return outcomeOf(job);
+      const mine = job !== null && job.tenant === tenant;
+      const failedAtSubmit = mine && job.state === 'FAILED' && job.error?.code === 'bus_unavailable';
+      const publishing = mine && job.state === 'PENDING' && Date.now() - job.createdAt < SUBMIT_SETTLE_MS;
+      if (mine && !failedAtSubmit && (!publishing || Date.now() > deadline)) return outcomeOf(job);
       const holder = await store('read claim', () => claims.current(tenant, key));
       if (holder !== jobId) return null; // released (winner ended without a job) or replaced
       if (Date.now() > deadline) {
