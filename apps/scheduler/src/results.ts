@@ -47,7 +47,7 @@ export function resultHandler(ctx: SchedulerContext) {
     }
     const res = packet.payload.value;
     if (await finishedUnlocked(ctx, res)) return ACK;
-    const r = await withLockedJob(ctx, res.jobId, (lease, job) => applyResult(ctx, lease, res, job));
+    const r = await withLockedJob(ctx, res.jobId, (lease, job) => applyResult(ctx, lease, res, job, h.seq));
     return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);
   };
 }
@@ -85,7 +85,7 @@ function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOu
   return ACK;
 }
 
-async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, job: JobRecord | null): Promise<HandlerOutcome> {
+async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, job: JobRecord | null, seq: number): Promise<HandlerOutcome> {
   if (!job) return ignore(ctx, 'unknown_job', res.jobId);
   if (TERMINAL_STATES.has(job.state)) {
     // Redelivery after our own terminal write: re-run the idempotent side effects (D14, D45).
@@ -96,12 +96,18 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   // CONTRACT §3: a result without `dispatch` applies to the current attempt.
   const current = job.dispatch;
   if (res.dispatch?.dispatchId && res.dispatch.dispatchId !== current?.dispatchId) return ignore(ctx, 'stale_dispatch', job.id);
+  // P41: a result without a dispatch id that we already applied (this is its redelivery: the
+  // handler failed after its write, say at the next attempt's mark) would otherwise apply to the
+  // attempt it started, and a retryable one would start yet another while that one runs.
+  const anonymous = !res.dispatch?.dispatchId;
+  if (anonymous && seq > 0 && job.resultSeq === seq) return ignore(ctx, 'already_applied', job.id);
   if (job.state !== 'DISPATCHED' && job.state !== 'RUNNING') return ignore(ctx, `unexpected_state_${job.state}`, job.id);
   if (current) ctx.verifier.delivered(job.id, current.dispatchId);
   const mapped = mapStatus(res.status);
   if (!mapped) return ignore(ctx, `status_${res.status}`, job.id);
 
   const patch = resultPatch(res);
+  if (anonymous && seq > 0) patch.resultSeq = seq;
   const maxAttempts = job.maxAttempts ?? ctx.config.maxAttempts;
   // D48: a `worker_busy` refusal happens before the attempt starts, so it is backpressure, not a
   // failed attempt: it does not use up maxAttempts (bounded separately) and waits with backoff

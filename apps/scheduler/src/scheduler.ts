@@ -30,6 +30,8 @@ const RESULT_REDELIVERY_S = 35;
 export type SchedulerDeps = Pick<ServiceDeps, 'logger' | 'instanceId' | 'registry'> & {
   /** Replaces the gRPC Check client (tests); the shared breaker (D21) wraps either. */
   safety?: SafetyChecker;
+  /** Wraps the job store the handlers use (tests: a fault in one call, on the real Redis). */
+  wrapStore?: (store: JobStore) => JobStore;
 };
 
 export interface Scheduler extends Service {
@@ -150,7 +152,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     bus = await connectBus({ servers: config.natsServers, name: `scheduler:${instanceId}`, logger, registry });
     await bus.ensureStreams();
     // D14: each DLQ write is followed by its sys.job.dlq notice (for the gateway's consumer).
-    const store: JobStore = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: instanceId, logger }) });
+    const created: JobStore = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: instanceId, logger }) });
+    const store = deps.wrapStore ? deps.wrapStore(created) : created;
     safety = breakerSafetyChecker(deps.safety ?? grpcSafetyChecker(config.safetyKernelAddr, config.safetyDeadlineMs), createSharedBreaker(redis, config.safetyBreaker), { metrics, logger });
 
     const c: SchedulerContext = { config, instanceId, logger, store, locks, bus, workers, safety, metrics, pools: () => pools, timeouts: () => timeouts, failModes: () => failModes, verifier };

@@ -35,6 +35,18 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   const workers: TestWorker[] = [];
   const ghosts: Ghost[] = [];
   let seq = 0;
+  /** Jobs whose mark of a second or later attempt throws once (a Redis error after the publish, P41). */
+  const failMarkOnce = new Set<string>();
+  const wrapStore = (s: JobStore): JobStore => ({
+    ...s,
+    async markPublished(id, dispatchId, token, o) {
+      if (failMarkOnce.has(id) && (o?.current?.attempts ?? 0) >= 2) {
+        failMarkOnce.delete(id);
+        throw new Error('injected: mark-published failed');
+      }
+      return s.markPublished(id, dispatchId, token, o);
+    },
+  });
 
   beforeAll(async () => {
     // Allows everything; answers Checks of job.rq only after SLOW_CHECK_MS (the P35 backlog).
@@ -55,6 +67,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
         SCHEDULER_SCHEDULE_MAX_TRIES: '2',
         WORKER_SNAPSHOT_INTERVAL: '200ms',
       },
+      deps: { wrapStore },
     });
     ({ natsServer, redis, store, scheduler, config, metrics, bus } = rig);
   }, 60_000);
@@ -371,6 +384,28 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED on the replacement' });
     expect(await store.getJob(job.id)).toMatchObject({ attempts: 4, busyRefusals: 2 });
   }, 60_000);
+
+  it('a result without a dispatch id is applied once: its redelivery after the handler failed starts no further attempt (P41)', async () => {
+    const w = await worker('tw-nd', ['job.rnd'], 'silent');
+    const job = await submit('job.rnd');
+    await waitFor(() => w.count(job.id) === 1, 10_000, { message: 'attempt 1' });
+    failMarkOnce.add(job.id);
+    const before = await counter('cordum_scheduler_ignored_packets_total', 'reason', 'already_applied');
+    // A CAP worker may leave `dispatch` out: the result applies to the current attempt (CONTRACT §3).
+    const anon = create(JobResultSchema, { jobId: job.id, status: JobStatus.FAILED_RETRYABLE, workerId: 'tw-nd', errorCode: 'flaky', errorMessage: 'try again' });
+    await bus.publish(subjects.result, encodePacket(newPacket('tw-nd', { case: 'jobResult', value: anon })), { msgId: `anon:${job.id}:1` });
+    // Attempt 2 is published, its mark throws, the handler fails and the result is redelivered.
+    await waitFor(() => w.count(job.id) >= 2, 10_000, { message: 'attempt 2 dispatched' });
+    await waitFor(async () => (await counter('cordum_scheduler_ignored_packets_total', 'reason', 'already_applied')) > before, 15_000, { message: 'the redelivered result ignored as already applied' });
+    expect(failMarkOnce.has(job.id)).toBe(false);
+    // Before P41 the redelivery applied to attempt 2 and dispatched attempt 3 while 2 ran.
+    expect([...new Set(w.executions.get(job.id)?.map((e) => Number(e.request.dispatch?.attempt ?? 0n)))].sort()).toEqual([1, 2]);
+    const second = w.executions.get(job.id)?.find((e) => e.request.dispatch?.attempt === 2n)?.request;
+    if (!second) throw new Error('no attempt 2');
+    await w.reply(second, JobStatus.SUCCEEDED);
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED on attempt 2' });
+    expect(await store.getJob(job.id)).toMatchObject({ attempts: 2 });
+  }, 40_000);
 
   it('replays a PENDING job whose submit was lost, and counts it', async () => {
     const w = await worker('tw-f', ['job.rf']);

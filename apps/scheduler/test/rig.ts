@@ -8,7 +8,7 @@ import { createLogger } from '@cordum/service-kit';
 import { repoRoot, startNats, startRedis, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
 import { loadSchedulerConfig, type SchedulerConfig } from '../src/config';
-import { createScheduler, type Scheduler } from '../src/scheduler';
+import { createScheduler, type Scheduler, type SchedulerDeps } from '../src/scheduler';
 import { quietLog } from './harness';
 
 export interface SchedulerRig {
@@ -30,7 +30,7 @@ export interface SchedulerRig {
  * pools.yaml and timeouts.yaml, JOB_TTL 1h, the kernel at `kernelAddress`; `env` adds or
  * overrides scheduler env vars.
  */
-export async function startSchedulerRig(o: { instanceId: string; kernelAddress: string; env?: Record<string, string> }): Promise<SchedulerRig> {
+export async function startSchedulerRig(o: { instanceId: string; kernelAddress: string; env?: Record<string, string>; deps?: Pick<SchedulerDeps, 'wrapStore'> }): Promise<SchedulerRig> {
   const [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
   const redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
   const parts: { scheduler?: Scheduler; bus?: Bus } = {};
@@ -52,7 +52,7 @@ export async function startSchedulerRig(o: { instanceId: string; kernelAddress: 
       ...o.env,
     });
     const metrics = new Registry();
-    const scheduler = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: o.instanceId, level: 'error' }), instanceId: o.instanceId, registry: metrics });
+    const scheduler = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: o.instanceId, level: 'error' }), instanceId: o.instanceId, registry: metrics, ...o.deps });
     parts.scheduler = scheduler;
     await scheduler.start();
     const bus = await connectBus({ servers: [natsServer.url], name: 'test-client', logger: quietLog });

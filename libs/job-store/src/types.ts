@@ -72,6 +72,12 @@ export interface JobRecord extends JobIdentity {
   scheduleTries?: number;
   /** Attempts a worker refused before starting them (`worker_busy`, D48): not counted against maxAttempts. */
   busyRefusals?: number;
+  /**
+   * JetStream sequence of the last result applied without a dispatch id (CAPs "applies to the
+   * current attempt"): its redelivery finds this and is not applied to the attempt it started
+   * (decisions.md P41).
+   */
+  resultSeq?: number;
   createdAt: number;
   updatedAt: number;
   dispatchedAt?: number;
