@@ -260,6 +260,9 @@ class CapWorker implements Worker {
       let reply: Reply;
       try {
         const outcome = await this.execute(job, input);
+        // stop() answered FAILED_RETRYABLE for it and another worker may be running it now: a late
+        // result must not overwrite that attempt's res:<id> (res: is per job, not per attempt).
+        if (job.abandoned) return;
         reply = job.cancelled ? { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' } : await this.store(job, outcome);
       } catch (err) {
         reply = job.cancelled
@@ -306,6 +309,7 @@ class CapWorker implements Worker {
         // it that fails after it (the process was frozen mid-write past the budget, and its
         // command timed out on waking) gets one more try.
         const begun = Date.now();
+        if (job.abandoned) return { status: 'FAILED', errorCode: 'worker_shutdown', errorMessage: 'abandoned at stop' }; // never published
         try {
           resultPtr = await this.io.writeResult(job.request.jobId, outcome.result);
           if (tries > 1) this.log.info('result written after retries', { job_id: job.request.jobId, tries });

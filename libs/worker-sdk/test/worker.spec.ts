@@ -398,3 +398,19 @@ test('stop() bounds its wait: a job that ignores the signal is answered FAILED_R
   expect(r).toMatchObject({ status: JobStatus.FAILED_RETRYABLE, errorCode: 'worker_shutdown' });
   never.open();
 });
+
+test('a job abandoned at stop that finishes later writes no result: res:<id> belongs to the attempt that replaces it', async () => {
+  const started = new Latch();
+  const late = new Latch();
+  const w = await startWorker({ topics: ['job.late'], stopTimeoutMs: 300, handler: async () => (started.open(), await late.promise, { status: 'SUCCEEDED', result: { from: 'the abandoned attempt' } }) });
+  const job = await publishJob(h, 'job.late');
+  await started.wait();
+  await w.stop();
+  expect(await resultOf(job.jobId)).toMatchObject({ status: JobStatus.FAILED_RETRYABLE, errorCode: 'worker_shutdown' });
+  // The next attempt (another worker) has written its result meanwhile.
+  await h.redis.set(`res:${job.jobId}`, JSON.stringify({ from: 'the next attempt' }));
+  late.open(); // the abandoned handler returns its result after all
+  await waitFor(() => w.stats().activeJobs === 0, 5_000, { message: 'the abandoned run ended' });
+  expect(JSON.parse((await h.redis.get(`res:${job.jobId}`)) ?? 'null')).toEqual({ from: 'the next attempt' });
+  expect(h.results.get(job.jobId)).toHaveLength(1);
+});
