@@ -274,6 +274,18 @@ describe('config API', () => {
     expectEnvelope(await call(rig.url, 'GET', '/api/v1/config/status', { key: KEYS.operator }), 403, 'forbidden');
   });
 
+  it('a lone surrogate is refused with 400 and the document stays writable (Redis cjson could not decode it)', async () => {
+    // Raw text: JSON.stringify would escape it the same way; the escape is what reaches Redis.
+    const bad = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: '{"note":"\\ud800"}' });
+    expectEnvelope(bad, 400, 'validation_failed');
+    expect(JSON.stringify(bad.body['details'])).toContain('data.note');
+    const next = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { note: 'fine \u{1F600}' } });
+    expect(next.status).toBe(204);
+    const huge = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { scan_interval_seconds: 3_000_000 } } } });
+    expectEnvelope(huge, 400, 'validation_failed');
+    expect(JSON.stringify(huge.body['details'])).toContain('timeouts.reconciler.scan_interval_seconds');
+  });
+
   it('GET /status is admin-only and carries no secrets', async () => {
     const r = await call(rig.url, 'GET', '/api/v1/status', { key: KEYS.admin });
     const st = valid(S.statusSchema, r);

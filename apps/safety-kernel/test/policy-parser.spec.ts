@@ -105,6 +105,14 @@ rules:
     expect(loadError('version: 2\ndefault_decision: deny\n')).toContain('version');
   });
 
+  it('rejects a topic pattern the matcher could never match (it would silently allow)', () => {
+    const rule = (topic: string): string => `version: 1\ndefault_decision: allow\nrules:\n  - id: deny-admin\n    match: { topics: ["${topic}"] }\n    decision: deny\n`;
+    expect(loadError(rule('job.>.admin'))).toMatch(/rule 'deny-admin'.*'>' may only be the last segment/);
+    expect(loadError(rule('job.ad*'))).toMatch(/rule 'deny-admin'.*must be whole segments/);
+    expect(loadError(rule('job..admin'))).toMatch(/rule 'deny-admin'.*empty segment/);
+    for (const ok of ['job.>', 'job.*.admin', '>', '*', 'job.admin']) expect(parsePolicy(rule(ok)).rules[0]?.match?.topics).toEqual([ok]);
+  });
+
   it('rejects duplicate rule ids', () => {
     const msg = loadError('version: 1\ndefault_decision: deny\nrules:\n  - id: a\n    decision: allow\n  - id: a\n    decision: deny\n');
     expect(msg).toContain("rule 'a' (rules[1])");

@@ -14,6 +14,11 @@ export const poolsSectionSchema = z.looseObject({
 
 // Fractions allowed (`scan_interval_seconds: 0.3` keeps test suites fast); 0 or absent = default.
 const seconds = z.number('must be a number of seconds').min(0, 'must be >= 0');
+/**
+ * The scan interval is a timer: Node runs any delay past 2^31-1 ms (24.8 days) after 1 ms, so
+ * a huge interval meant a reconciler scanning in a loop. One day is far more than anyone needs.
+ */
+export const MAX_SCAN_INTERVAL_SECONDS = 86_400;
 
 /** Cordum defaults; 0 or absent means "use the default" (as in the Go reconciler). */
 export const TIMEOUT_DEFAULTS = { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 30 } as const;
@@ -23,7 +28,7 @@ export const timeoutsSectionSchema = z.looseObject({
     .looseObject({
       dispatch_timeout_seconds: seconds.optional(),
       running_timeout_seconds: seconds.optional(),
-      scan_interval_seconds: seconds.optional(),
+      scan_interval_seconds: seconds.max(MAX_SCAN_INTERVAL_SECONDS, `must be at most ${MAX_SCAN_INTERVAL_SECONDS} (one day)`).optional(),
     })
     .optional(),
 });
@@ -79,7 +84,7 @@ export function isKnownSection(s: string): s is KnownSection {
  */
 export function validateConfig(data: unknown): ConfigFieldError[] {
   if (!isPlainObject(data)) return [{ path: '', message: 'config data must be a JSON object' }];
-  const errors: ConfigFieldError[] = [];
+  const errors: ConfigFieldError[] = illFormedStrings(data);
   for (const [section, value] of Object.entries(data)) {
     if (value === null || value === undefined || !isKnownSection(section)) continue;
     const res = sectionSchemas[section].safeParse(value);
@@ -89,6 +94,33 @@ export function validateConfig(data: unknown): ConfigFieldError[] {
     }
   }
   return errors;
+}
+
+/**
+ * A lone UTF-16 surrogate in any key or string of the document (`"\ud800"`): JSON.parse takes it,
+ * but Redis's cjson refuses to decode it, and put-1.lua decodes the stored document on every
+ * write, so one such value made every later write of the document fail (config_corrupt).
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+function illFormedStrings(data: Record<string, unknown>): ConfigFieldError[] {
+  const out: ConfigFieldError[] = [];
+  const message = 'must be well-formed Unicode (a lone surrogate cannot be stored)';
+  const stack: Array<[unknown, string[]]> = [[data, []]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [value, path] = top;
+    if (typeof value === 'string') {
+      if (LONE_SURROGATE.test(value)) out.push({ path: path.join('.'), message });
+    } else if (Array.isArray(value)) {
+      value.forEach((v, i) => stack.push([v, [...path, String(i)]]));
+    } else if (isPlainObject(value)) {
+      for (const [k, v] of Object.entries(value)) {
+        if (LONE_SURROGATE.test(k)) out.push({ path: [...path, k].join('.'), message: `key ${message}` });
+        stack.push([v, [...path, k]]);
+      }
+    }
+  }
+  return out;
 }
 
 /**

@@ -91,6 +91,17 @@ describe('validateConfig', () => {
     for (const e of errors) expect(e.message.length).toBeGreaterThan(0);
   });
 
+  it('refuses a lone surrogate in any string or key (Redis cjson cannot decode it: every later write would fail)', () => {
+    const errors = validateConfig({ note: 'a\ud800b', pools: { topics: { 'job.\udc00': ['default'] } }, list: ['ok', '\udbff'] });
+    expect(errors.map((e) => e.path).sort()).toEqual(['list.1', 'note', 'pools.topics.job.\udc00']);
+    expect(validateConfig({ note: 'emoji \ud83d\ude00 is a well-formed pair' })).toEqual([]);
+  });
+
+  it('caps scan_interval_seconds at one day (a timer past 2^31-1 ms fires after 1 ms)', () => {
+    expect(validateConfig({ timeouts: { reconciler: { scan_interval_seconds: 86_401 } } }).map((e) => e.path)).toEqual(['timeouts.reconciler.scan_interval_seconds']);
+    expect(validateConfig({ timeouts: { reconciler: { scan_interval_seconds: 86_400 } } })).toEqual([]);
+  });
+
   it('accepts the bootstrap shapes and a null section (delete)', () => {
     expect(
       validateConfig({

@@ -67,6 +67,10 @@ function configCall<T>(deps: ConfigRouteDeps, what: string, p: () => Promise<T>)
         });
       case 'invalid_scope':
         throw new ApiError('validation_failed', { details: [{ path: 'scope', message: typeof e.message === 'string' ? e.message : 'invalid scope' }] });
+      case 'config_corrupt':
+        // The stored document cannot be read (by JSON.parse or by Redis's cjson): a server-side
+        // fault to look at in Redis, not an outage to retry (logged with the key by the handler).
+        throw err instanceof Error ? err : new Error(String(err));
       default:
         throw new ApiError('redis_unavailable', { cause: err });
     }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { topicPatternError } from './glob';
 
 // Strict objects everywhere: an unknown key is a load error, never a silently
 // ignored (and therefore silently allowing) match condition (CONTRACT §8).
@@ -7,7 +8,14 @@ const stringList = z.array(z.string().min(1));
 
 export const matchSchema = z.strictObject({
   tenants: stringList.optional(),
-  topics: stringList.optional(),
+  topics: z
+    .array(
+      z.string().min(1).superRefine((p, ctx) => {
+        const why = topicPatternError(p);
+        if (why) ctx.addIssue({ code: 'custom', message: why });
+      }),
+    )
+    .optional(),
   capabilities: stringList.optional(),
   risk_tags: stringList.optional(),
   requires: stringList.optional(),
