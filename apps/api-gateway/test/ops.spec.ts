@@ -281,6 +281,10 @@ describe('config API', () => {
     expect(JSON.stringify(bad.body['details'])).toContain('data.note');
     const next = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { note: 'fine \u{1F600}' } });
     expect(next.status).toBe(204);
+    // A bundle the kernels would refuse is refused here (P44), not stored and left DRIFTED.
+    const throttle = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { safety: { bundles: { ml: { rules: [{ id: 't', decision: 'throttle' }] } } } } });
+    expectEnvelope(throttle, 400, 'validation_failed');
+    expect(throttle.body['details']).toEqual([{ path: 'data.safety', message: "safety.bundles.ml: rule 't' (rules[0]): velocity: required when decision is throttle" }]);
     const huge = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { scan_interval_seconds: 3_000_000 } } } });
     expectEnvelope(huge, 400, 'validation_failed');
     expect(JSON.stringify(huge.body['details'])).toContain('timeouts.reconciler.scan_interval_seconds');

@@ -8,7 +8,7 @@ import { DecisionCache } from './cache/decision-cache';
 import type { SafetyKernelRuntimeConfig } from './config';
 import { createSafetyService, type SafetyService } from './grpc/safety-service';
 import { SafetyMetrics } from './metrics';
-import { parseSafetySection } from './policy/bundles';
+import { parseSafetySection } from '@cordum/config-overlay';
 import { readPolicyFile } from './policy/source';
 import { PolicyComposer } from './snapshots/composer';
 import { SnapshotStore } from './snapshots/store';

@@ -41,8 +41,9 @@ const extra: KernelReplica[] = [];
 
 const bundleAllow = (topic: string, id = 'allow-bundle') => ({ rules: [{ id, match: { topics: [topic] }, decision: 'allow', reason: `allowed by bundle rule ${id}` }] });
 
-async function writeBundles(bundles: Record<string, unknown>, notify: boolean): Promise<number> {
-  const { revision } = await store.mergePatch('system', 'default', { safety: { bundles } as never }, { validate: true });
+/** `validate: false` stores what every writer now refuses (P44), as a hand edit in Redis or an older gateway could. */
+async function writeBundles(bundles: Record<string, unknown>, notify: boolean, validate = true): Promise<number> {
+  const { revision } = await store.mergePatch('system', 'default', { safety: { bundles } as never }, { validate });
   if (notify) await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision, senderId: 'test' });
   return revision;
 }
@@ -139,9 +140,11 @@ describe('policy bundles from config', () => {
     const before = expectSameSnapshot(notified);
     const rejectedBefore = notified.map((r) => r.logs.filter((l) => l.includes('policy bundles rejected')).length);
 
-    // Passes the config lib's loose check (the gateway would store it) but not the kernel's:
-    // `tenant` is not a match key; ignoring it would turn this into an allow-everything rule.
-    await writeBundles({ ops: { rules: [{ id: 'allow-bundle', match: { tenant: ['acme'] }, decision: 'allow' }] } }, true);
+    // `tenant` is not a match key; ignoring it would turn this into an allow-everything rule. A
+    // config writer refuses it (P44); stored past that check, the kernels must refuse it too.
+    const invalid = { ops: { rules: [{ id: 'allow-bundle', match: { tenant: ['acme'] }, decision: 'allow' }] } };
+    await expect(writeBundles(invalid, false)).rejects.toThrow("safety.bundles.ops: rule 'allow-bundle' (rules[0]): match.tenant: unknown key");
+    await writeBundles(invalid, true, false);
     await waitFor(() => notified.every((r, i) => r.logs.filter((l) => l.includes('policy bundles rejected')).length > (rejectedBefore[i] ?? 0)), NOTIFY_BUDGET_MS, {
       message: 'both replicas rejected the bundle',
     });

@@ -1,6 +1,6 @@
 import { snapshotId } from '../src/policy/canonical';
-import { composePolicy, parseSafetySection } from '../src/policy/bundles';
-import { PolicyLoadError } from '../src/policy/errors';
+import { composePolicy, parseSafetySection } from '@cordum/config-overlay';
+import { PolicyLoadError } from '@cordum/config-overlay';
 import { parsePolicy } from '../src/policy/parse';
 
 const FILE = parsePolicy(`

@@ -1,5 +1,5 @@
 import { evaluatePolicy, whyNotMatched, type CheckInput, type VelocityPort } from '../src/policy/evaluator';
-import { topicMatches } from '../src/policy/glob';
+import { topicMatches } from '@cordum/config-overlay';
 import { parsePolicy, toSnapshot } from '../src/policy/parse';
 
 const noVelocity: VelocityPort = {

@@ -64,3 +64,22 @@ export {
   DEFAULT_CONFIG_RELOAD_INTERVAL_MS,
   type ConfigReloadEnv,
 } from './env';
+export { PolicyLoadError } from './policy/errors';
+export { topicMatches, topicPatternError } from './policy/glob';
+export {
+  matchSchema,
+  constraintsSchema,
+  velocitySchema,
+  ruleSchema,
+  policySchema,
+  RULE_DECISIONS,
+  type PolicyMatch,
+  type PolicyConstraintsSpec,
+  type VelocitySpec,
+  type PolicyRule,
+  type RuleDecision,
+  type Policy,
+  type PolicySnapshot,
+} from './policy/model';
+export { validatePolicy } from './policy/validate';
+export { parseSafetySection, composePolicy, type PolicyBundle } from './policy/bundles';

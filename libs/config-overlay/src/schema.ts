@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import type { ConfigFieldError } from './errors';
 import { isPlainObject } from './merge';
+import { composePolicy, parseSafetySection } from './policy/bundles';
+import { PolicyLoadError } from './policy/errors';
 
 // Per-section schemas of cfg:system:default (CONTRACT §6). Objects are loose: a key this version
 // does not know is kept and hashed, so a newer gateway can write fields an older replica ignores.
@@ -46,17 +48,20 @@ export const rateLimitsSectionSchema = z.looseObject({
   burst: z.number().int('must be an integer').positive('must be > 0').optional(),
 });
 
-/** Rules are checked loosely here (objects with an id); the safety kernel validates them fully. */
-export const safetySectionSchema = z.looseObject({
-  bundles: z
-    .record(
-      z.string().min(1),
-      z.looseObject({
-        rules: z.array(z.looseObject({ id: z.string().min(1).optional() })),
-        default_decision: z.enum(['allow', 'deny']).optional(),
-      }),
-    )
-    .optional(),
+/**
+ * Checked exactly as the safety kernel loads it (parseSafetySection, and rule ids unique across
+ * bundles): a section the kernels would refuse is refused where it is written, instead of
+ * being stored, applied by the other services and left DRIFTED on every kernel, and dropped by
+ * a kernel that restarts (decisions.md P44). Ids that clash with a kernel's policy file can only
+ * be seen by that kernel.
+ */
+export const safetySectionSchema = z.unknown().superRefine((value, ctx) => {
+  try {
+    composePolicy({ version: 1, default_decision: 'deny', rules: [] }, parseSafetySection(value));
+  } catch (err) {
+    if (!(err instanceof PolicyLoadError)) throw err;
+    ctx.addIssue({ code: 'custom', message: err.message });
+  }
 });
 
 export const sectionSchemas = {

@@ -84,7 +84,7 @@ describe('validateConfig', () => {
       'pools.topics.job.a',
       'rate_limits.burst',
       'rate_limits.rps',
-      'safety.bundles.b1.rules',
+      'safety',
       'scheduler.input_fail_mode',
       'timeouts.reconciler.dispatch_timeout_seconds',
     ]);
@@ -95,6 +95,17 @@ describe('validateConfig', () => {
     const errors = validateConfig({ note: 'a\ud800b', pools: { topics: { 'job.\udc00': ['default'] } }, list: ['ok', '\udbff'] });
     expect(errors.map((e) => e.path).sort()).toEqual(['list.1', 'note', 'pools.topics.job.\udc00']);
     expect(validateConfig({ note: 'emoji \ud83d\ude00 is a well-formed pair' })).toEqual([]);
+  });
+
+  it('checks the safety section as the kernel loads it, naming bundle, rule and field (P44)', () => {
+    const msg = (safety: unknown): string[] => validateConfig({ safety }).map((e) => `${e.path}: ${e.message}`);
+    expect(msg({ bundles: { ml: { rules: [{ id: 't', decision: 'throttle' }] } } })).toEqual(["safety: safety.bundles.ml: rule 't' (rules[0]): velocity: required when decision is throttle"]);
+    expect(msg({ bundles: { ops: { rules: [{ id: 'd', match: { topics: ['job.>.admin'] }, decision: 'deny' }] } } })[0]).toContain("'>' may only be the last segment");
+    expect(msg({ bundles: { ops: { rules: [{ id: 'd', match: { topic: ['job.>'] }, decision: 'deny' }] } } })[0]).toContain('match.topic: unknown key');
+    expect(msg({ bundle: {} })[0]).toContain("unknown key 'bundle'");
+    const dup = { rules: [{ id: 'same', decision: 'deny' }] };
+    expect(msg({ bundles: { a: dup, b: dup } })[0]).toContain("rule 'same': id: duplicate rule id (already in bundle 'a')");
+    expect(msg({ bundles: { ops: { rules: [{ id: 'deny-admin', match: { topics: ['job.admin.>'] }, decision: 'deny' }] } } })).toEqual([]);
   });
 
   it('caps scan_interval_seconds at one day (a timer past 2^31-1 ms fires after 1 ms)', () => {

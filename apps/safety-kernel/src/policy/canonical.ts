@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Policy } from './model';
+import type { Policy } from '@cordum/config-overlay';
 
 /** JSON with object keys sorted at every level, no whitespace, undefined members dropped. */
 export function canonicalJson(value: unknown): string {

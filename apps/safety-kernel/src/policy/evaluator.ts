@@ -1,5 +1,5 @@
-import { topicMatches } from './glob';
-import type { PolicyConstraintsSpec, PolicyMatch, PolicyRule, PolicySnapshot, VelocitySpec } from './model';
+import { topicMatches } from '@cordum/config-overlay';
+import type { PolicyConstraintsSpec, PolicyMatch, PolicyRule, PolicySnapshot, VelocitySpec } from '@cordum/config-overlay';
 
 /** What the evaluator looks at, already extracted from the wire request. */
 export interface CheckInput {

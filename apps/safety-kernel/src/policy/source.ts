@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { PolicyLoadError } from './errors';
-import type { Policy } from './model';
+import { PolicyLoadError } from '@cordum/config-overlay';
+import type { Policy } from '@cordum/config-overlay';
 import { parsePolicy } from './parse';
 
 /**

@@ -1,5 +1,5 @@
-import { composePolicy, type PolicyBundle } from '../policy/bundles';
-import type { Policy } from '../policy/model';
+import { composePolicy, type PolicyBundle } from '@cordum/config-overlay';
+import type { Policy } from '@cordum/config-overlay';
 import { toSnapshot } from '../policy/parse';
 import type { SnapshotStore } from './store';
 

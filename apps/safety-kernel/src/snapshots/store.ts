@@ -1,7 +1,7 @@
 import type { RedisClient } from '@cordum/redis';
 import { z } from 'zod';
 import { safetyKeys } from '../keys';
-import type { PolicySnapshot } from '../policy/model';
+import type { PolicySnapshot } from '@cordum/config-overlay';
 
 export const SNAPSHOT_HISTORY = 10;
 const META_TTL_S = 30 * 24 * 3600;

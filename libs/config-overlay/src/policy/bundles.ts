@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { PolicyLoadError } from './errors';
 import type { Policy, PolicyRule } from './model';
-import { validatePolicy } from './parse';
+import { validatePolicy } from './validate';
 
 /** One `safety.bundles.<id>` entry of cfg:system:default, its rules validated like the file's (D22). */
 export interface PolicyBundle {

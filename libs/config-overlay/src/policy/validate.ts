@@ -1,0 +1,62 @@
+import type { z } from 'zod';
+import { PolicyLoadError } from './errors';
+import { policySchema, type Policy } from './model';
+
+// Policy validation shared by the safety kernel (its policy file and the `safety` config
+// section) and every config writer (validateConfig), so a policy the kernel would refuse is
+// refused where it is written (decisions.md P44).
+
+type Path = readonly PropertyKey[];
+
+function valueAt(root: unknown, path: Path): unknown {
+  let cur = root;
+  for (const k of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[k];
+  }
+  return cur;
+}
+
+function fieldPath(path: Path): string {
+  return path.reduce<string>((acc, k) => (typeof k === 'number' ? `${acc}[${k}]` : acc ? `${acc}.${String(k)}` : String(k)), '');
+}
+
+function describeIssue(raw: unknown, issue: z.core.$ZodIssue): string {
+  const path = issue.path;
+  let where: string;
+  let field: Path;
+  // Name the rule by id (what an operator searches the file for) and the field inside it.
+  if (path[0] === 'rules' && typeof path[1] === 'number') {
+    const id = valueAt(raw, ['rules', path[1], 'id']);
+    where = `rule '${typeof id === 'string' ? id : `#${path[1]}`}' (rules[${path[1]}])`;
+    field = path.slice(2);
+  } else {
+    where = 'policy';
+    field = path;
+  }
+  if (issue.code === 'unrecognized_keys') return issue.keys.map((k) => `${where}: ${fieldPath([...field, k])}: unknown key`).join('; ');
+  let what = issue.message;
+  if (issue.code === 'invalid_value') {
+    const name = field[field.length - 1] === 'decision' ? 'decision' : 'value';
+    what = `unknown ${name} ${JSON.stringify(valueAt(raw, path))} (expected ${issue.values.map(String).join('|')})`;
+  }
+  return `${where}: ${fieldPath(field) || '(root)'}: ${what}`;
+}
+
+/** Validates an already-parsed document (YAML or JSON object). Throws PolicyLoadError. */
+export function validatePolicy(raw: unknown): Policy {
+  const res = policySchema.safeParse(raw);
+  if (!res.success) {
+    const first = res.error.issues[0];
+    const msg = first ? describeIssue(raw, first) : 'invalid policy';
+    const more = res.error.issues.length > 1 ? ` (+${res.error.issues.length - 1} more)` : '';
+    throw new PolicyLoadError(`${msg}${more}`, { cause: res.error });
+  }
+  const seen = new Map<string, number>();
+  res.data.rules.forEach((r, i) => {
+    const prev = seen.get(r.id);
+    if (prev !== undefined) throw new PolicyLoadError(`rule '${r.id}' (rules[${i}]): id: duplicate rule id (first at rules[${prev}])`);
+    seen.set(r.id, i);
+  });
+  return res.data;
+}
