@@ -117,7 +117,7 @@ class NatsBus implements Bus {
 
   async consume<T>(o: ConsumeOptions<T>): Promise<Consumer> {
     this.assertOpen('consume');
-    const c = new PullConsumer<T>({ js: this.js, jsm: this.jsm, logger: this.log, metrics: this.metrics }, o);
+    const c = new PullConsumer<T>({ js: this.js, jsm: this.jsm, logger: this.log, metrics: this.metrics, recreateStream: () => this.ensureStreams() }, o);
     await c.ensure();
     // The set holds consumers of any payload type; only stop() is called through it.
     this.consumers.add(c as PullConsumer<unknown>);

@@ -1,5 +1,5 @@
 import { AckPolicy, DeliverPolicy, ReplayPolicy, nanos, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type Consumer as NatsConsumer } from 'nats';
-import { BusError } from './errors';
+import { BusError, jsApiErrCode } from './errors';
 import type { BusMetrics } from './metrics';
 import { STREAM_SYS, durableName } from './subjects';
 import type { BusLogger, ConsumeOptions, Consumer, HandlerOutcome } from './types';
@@ -24,7 +24,12 @@ export interface PullConsumerDeps {
   jsm: JetStreamManager;
   logger: BusLogger;
   metrics: BusMetrics;
+  /** Creates the stream again (Bus.ensureStreams) when the server answers that it does not exist. */
+  recreateStream?: () => Promise<void>;
 }
+
+/** JetStream API err_code "stream not found" (nats-server errors.json, JSStreamNotFoundErr). */
+const ERR_STREAM_NOT_FOUND = 10059;
 
 /**
  * A durable pull consumer shared by every replica of a queue group, read through
@@ -82,7 +87,17 @@ export class PullConsumer<T> implements Consumer {
       replay_policy: ReplayPolicy.Instant,
     };
     try {
-      await jsm.consumers.add(this.stream, cfg);
+      try {
+        await jsm.consumers.add(this.stream, cfg);
+      } catch (err) {
+        // The server lost the stream with its store (restarted on an empty volume, an R1 stream's
+        // node replaced): without the stream no durable can exist and every publish fails, until
+        // something creates it again. ensureStreams ran only at start, so nothing did (P45).
+        if (jsApiErrCode(err) !== ERR_STREAM_NOT_FOUND || !this.deps.recreateStream) throw err;
+        this.log.warn('bus: stream not found (the server lost its store?), creating it again', { stream: this.stream, durable: this.durable });
+        await this.deps.recreateStream();
+        await jsm.consumers.add(this.stream, cfg);
+      }
     } catch (err) {
       // A concurrent creator with a slightly different config, or an update the server refuses:
       // binding to the existing durable is still correct (all replicas share it).

@@ -38,12 +38,23 @@ export function jsApiErrCode(err: unknown): number | undefined {
 
 /** JetStream API err_code of "JetStream system temporarily unavailable" (no meta leader yet). */
 const JS_CLUSTER_NOT_AVAILABLE = 10008;
+/**
+ * JetStream API err_code of "no suitable peers for placement": a cluster whose meta leader is
+ * elected but does not yet know every peer (CI saw it when the R3 stream was created right
+ * after the cluster came up, cluster.spec, 2026-12-04).
+ */
+const JS_CLUSTER_NO_PEERS = 10005;
 
 /**
  * A failure that passes by itself: no responder or no answer in time (the stream or the cluster's
- * leader is not there yet, 503 / TIMEOUT), a dropped connection, or a cluster without a leader.
+ * leader is not there yet, 503 / TIMEOUT), a dropped connection, a cluster without a leader, or
+ * one still gathering its peers. Callers bound their retries (a cluster that never gets enough
+ * peers fails once the budget is spent).
  */
 export function isTransientJsError(err: unknown): boolean {
   const code = natsCode(err);
-  return code === ErrorCode.NoResponders || code === ErrorCode.Timeout || code === ErrorCode.Disconnect || jsApiErrCode(err) === JS_CLUSTER_NOT_AVAILABLE;
+  const api = jsApiErrCode(err);
+  if (code === ErrorCode.NoResponders || code === ErrorCode.Timeout || code === ErrorCode.Disconnect || api === JS_CLUSTER_NOT_AVAILABLE || api === JS_CLUSTER_NO_PEERS) return true;
+  // The server sends the peers error with its own text as the description; match that too.
+  return api !== undefined && err instanceof Error && /no suitable peers for placement/i.test(err.message);
 }
