@@ -63,6 +63,18 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
       retryDelayOnTryAgain: 100,
       maxRedirections: 16,
     });
+    if (commandTimeout > 0) {
+      // ioredis arms commandTimeout when a node client sends the command. With every node gone the
+      // Cluster holds commands in its own offline queue, never reaching a node, so they waited for
+      // the whole outage (decisions.md P46). Arm it on entry instead: the same bound from the
+      // caller's call, and a command that does reach a node keeps this timer (Command.setTimeout
+      // arms once).
+      const send = cluster.sendCommand.bind(cluster);
+      cluster.sendCommand = ((command: Parameters<typeof send>[0], ...rest: unknown[]) => {
+        command.setTimeout(commandTimeout);
+        return (send as (...a: unknown[]) => unknown)(command, ...rest);
+      }) as typeof cluster.sendCommand;
+    }
     if (batched) {
       // Node clients made while connecting (the seeds) exist already; later ones arrive by event.
       for (const node of cluster.nodes('all')) writeOncePerTurn(node);

@@ -1,5 +1,5 @@
 import { Cluster } from 'ioredis';
-import { startRedisCluster, type TestCluster } from '@cordum/testing';
+import { startRedisCluster, waitFor, type TestCluster } from '@cordum/testing';
 import { countWrites } from './count-writes';
 import { closeRedis, createRedis, defineScripts, evictionPolicies, KeyBuilder, pingRedis, scanKeys, scriptSpec, warnIfEvicting, type RedisClient } from '../src';
 
@@ -83,4 +83,35 @@ describe('@cordum/redis on a 6-node Redis Cluster', () => {
       await first!.config('SET', 'maxmemory-policy', 'noeviction');
     }
   });
+});
+
+// Last in this file: it kills every node. With every connection gone the Cluster client queues
+// commands in its own offline queue, which ioredis's per-node commandTimeout never reaches: a
+// command waited for the whole outage (decisions.md P46) instead of failing within ~1.5 s.
+describe('@cordum/redis when every cluster node is gone', () => {
+  let cluster: TestCluster;
+  let redis: RedisClient;
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+    redis = createRedis({ url: '', clusterAddresses: cluster.addresses.split(','), poolSize: 1, minIdleConns: 1 });
+    await redis.set('before', '1');
+  }, 90_000);
+  afterAll(async () => {
+    await closeRedis(redis);
+    await cluster.stop();
+  });
+
+  it('a command fails within its timeout instead of waiting for the cluster to come back', async () => {
+    for (const n of cluster.nodes) n.process.kill('SIGKILL');
+    await Promise.all(cluster.nodes.map((n) => n.process.waitExit(5_000)));
+    await waitFor(() => redis.status !== 'ready', 10_000, { message: 'the client saw the cluster go' });
+    const t0 = Date.now();
+    const outcome = await Promise.race([
+      redis.get('before').then(() => 'answered', (err: unknown) => (err instanceof Error ? err.message : String(err))),
+      new Promise<string>((r) => setTimeout(() => r('still waiting after 6 s'), 6_000).unref()),
+    ]);
+    expect(outcome).toMatch(/timed out|Connection is closed|max retries|isn't ready|None of startup nodes/i);
+    expect(Date.now() - t0).toBeLessThan(4_000);
+  }, 30_000);
 });
