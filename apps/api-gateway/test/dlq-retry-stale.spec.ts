@@ -9,10 +9,9 @@ import { DLQ_TTL_MS, createJobStore, jobKeys, type JobStore } from '@cordum/job-
 import { createLocks, type Locks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import type { EvaluateRequest, PolicyEvaluator, Verdict } from '../src/safety/evaluator';
 import { STALE_CLAIM_MS } from '../src/submit/service';
 import { KEYS, call, expectEnvelope } from './harness';
-import { startReplicas, type Replicas } from './replicas';
+import { heldEvaluator, startReplicas, type Replicas } from './replicas';
 
 /** How long ago a claim made now-ish looks once its TTL says it is older than STALE_CLAIM_MS. */
 const STALE_TTL_MS = DLQ_TTL_MS - STALE_CLAIM_MS - 1_000;
@@ -22,31 +21,18 @@ let redis: RedisClient;
 let store: JobStore;
 let locks: Locks;
 let armed = false;
-let stalls = 0;
-let release: () => void = () => undefined;
-const latch = new Promise<void>((resolve) => (release = resolve));
-
-/** Allows everything; once armed, the first Evaluate of job.stall waits for the latch (the paused winner). */
-const evaluator: PolicyEvaluator = {
-  async evaluate(req: EvaluateRequest): Promise<Verdict> {
-    if (armed && req.topic === 'job.stall') {
-      stalls += 1;
-      if (stalls === 1) await latch;
-    }
-    return { kind: 'allow', decision: 'allow', reason: 'allowed', ruleId: '', policySnapshot: 'snap-test' };
-  },
-  close: () => undefined,
-};
+/** Once armed, the first Evaluate of job.stall waits for the latch (the paused winner). */
+const hold = heldEvaluator((req) => armed && req.topic === 'job.stall');
 
 beforeAll(async () => {
-  r = await startReplicas(2, {}, { evaluator });
+  r = await startReplicas(2, {}, { evaluator: hold.evaluator });
   redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
   store = createJobStore(redis, { jobTtlMs: 60_000 });
   locks = createLocks(redis);
 });
 
 afterAll(async () => {
-  release();
+  hold.release();
   await closeRedis(redis);
   await r.stop();
 });
@@ -96,7 +82,7 @@ it('a winner paused past STALE_CLAIM_MS writes no job once its claim is replaced
   armed = true;
   const first = call(r.urls[0]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
   const claimKey = jobKeys.dlqRetry(dead);
-  await waitFor(async () => stalls === 1 && (await redis.get(claimKey)) !== null, 5_000, { message: 'first retry claimed and stalled' });
+  await waitFor(async () => hold.held() === 1 && (await redis.get(claimKey)) !== null, 5_000, { message: 'first retry claimed and stalled' });
   const lostId = await redis.get(claimKey);
   await redis.pexpire(claimKey, STALE_TTL_MS);
 
@@ -106,7 +92,7 @@ it('a winner paused past STALE_CLAIM_MS writes no job once its claim is replaced
   expect(newId).not.toBe(lostId);
   expect(await redis.get(claimKey)).toBe(newId);
 
-  release(); // the paused winner resumes: its Evaluate answers, then it would write its record
+  hold.release(); // the paused winner resumes: its Evaluate answers, then it would write its record
   const late = await first;
   expect(late.status).toBe(200);
   expect(late.body).toMatchObject({ job_id: newId, status: 'already_retried', retried_from: dead });

@@ -6,37 +6,25 @@
 // The stall is the policy Evaluate between claim and record, held by a latch.
 import { createRedis, closeRedis, scanKeys, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import type { EvaluateRequest, PolicyEvaluator, Verdict } from '../src/safety/evaluator';
 import { STALE_CLAIM_MS } from '../src/submit/service';
 import { KEYS, call } from './harness';
-import { startReplicas, type Replicas } from './replicas';
+import { heldEvaluator, startReplicas, type Replicas } from './replicas';
 
 const JOB_TTL_MS = 7 * 24 * 3600 * 1000;
 const CLAIM = 'job:idempotency:acme:paused-1';
 
 let r: Replicas;
 let redis: RedisClient;
-let release: () => void = () => undefined;
-const stalled = new Promise<void>((resolve) => (release = resolve));
-let evaluations = 0;
-
-/** Allows everything; the first Evaluate waits for the test's latch (the paused replica). */
-const evaluator: PolicyEvaluator = {
-  async evaluate(_req: EvaluateRequest): Promise<Verdict> {
-    evaluations += 1;
-    if (evaluations === 1) await stalled;
-    return { kind: 'allow', decision: 'allow', reason: 'allowed', ruleId: '', policySnapshot: 'snap-test' };
-  },
-  close: () => undefined,
-};
+/** The first Evaluate waits for the test's latch (the paused replica). */
+const hold = heldEvaluator();
 
 beforeAll(async () => {
-  r = await startReplicas(2, {}, { evaluator });
+  r = await startReplicas(2, {}, { evaluator: hold.evaluator });
   redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
 });
 
 afterAll(async () => {
-  release();
+  hold.release();
   await closeRedis(redis);
   await r.stop();
 });
@@ -44,7 +32,7 @@ afterAll(async () => {
 it('a replica paused past STALE_CLAIM_MS between claim and record answers with the job its replacement created, and writes no second job', async () => {
   const body = { prompt: 'once', topic: 'job.echo', idempotency_key: 'paused-1' };
   const first = call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
-  await waitFor(async () => evaluations === 1 && (await redis.get(CLAIM)) !== null, 5_000, { message: 'first request claimed and stalled' });
+  await waitFor(async () => hold.held() === 1 && (await redis.get(CLAIM)) !== null, 5_000, { message: 'first request claimed and stalled' });
   const lostId = await redis.get(CLAIM);
   // It has been paused for longer than any live submit takes (the claim's age is read from its TTL).
   await redis.pexpire(CLAIM, JOB_TTL_MS - STALE_CLAIM_MS - 1_000);
@@ -55,7 +43,7 @@ it('a replica paused past STALE_CLAIM_MS between claim and record answers with t
   expect(jobId).not.toBe(lostId);
   expect(await redis.get(CLAIM)).toBe(jobId);
 
-  release(); // the paused replica resumes: Evaluate answers, then it would write its record
+  hold.release(); // the paused replica resumes: Evaluate answers, then it would write its record
   const late = await first;
   expect(late.status).toBe(200);
   expect(late.body['job_id']).toBe(jobId);

@@ -9,36 +9,24 @@
 // the key itself and gets the same fault (503 bus_unavailable).
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import type { EvaluateRequest, PolicyEvaluator, Verdict } from '../src/safety/evaluator';
 import { KEYS, call, expectEnvelope } from './harness';
-import { startReplicas, type Replicas } from './replicas';
+import { heldEvaluator, startReplicas, type Replicas } from './replicas';
 
 const KEY = 'publish-fails-1';
 const CLAIM = `job:idempotency:acme:${KEY}`;
 
 let r: Replicas;
 let redis: RedisClient;
-let evaluations = 0;
-let release: () => void = () => undefined;
-const latch = new Promise<void>((resolve) => (release = resolve));
-
-/** Allows everything; the first Evaluate waits for the latch, so the duplicate is queued behind a live winner. */
-const evaluator: PolicyEvaluator = {
-  async evaluate(_req: EvaluateRequest): Promise<Verdict> {
-    evaluations += 1;
-    if (evaluations === 1) await latch;
-    return { kind: 'allow', decision: 'allow', reason: 'allowed', ruleId: '', policySnapshot: 'snap-test' };
-  },
-  close: () => undefined,
-};
+/** The first Evaluate waits for the latch, so the duplicate is queued behind a live winner. */
+const hold = heldEvaluator();
 
 beforeAll(async () => {
-  r = await startReplicas(2, {}, { evaluator });
+  r = await startReplicas(2, {}, { evaluator: hold.evaluator });
   redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
 });
 
 afterAll(async () => {
-  release();
+  hold.release();
   await closeRedis(redis);
   await r.stop();
 });
@@ -46,12 +34,12 @@ afterAll(async () => {
 it('a duplicate waiting on a winner whose publish fails never answers 200 with the job failed at submit', async () => {
   const body = { prompt: 'x', topic: 'job.echo', idempotency_key: KEY };
   const first = call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
-  await waitFor(async () => evaluations === 1 && (await redis.get(CLAIM)) !== null, 5_000, { message: 'winner claimed, Evaluate held' });
+  await waitFor(async () => hold.held() === 1 && (await redis.get(CLAIM)) !== null, 5_000, { message: 'winner claimed, Evaluate held' });
   const winnerJob = await redis.get(CLAIM);
   await r.nats.process.stop(5_000);
 
   const duplicate = call(r.urls[1]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
-  release(); // the winner records its job, PENDING, and its publish fails for the 2 s budget
+  hold.release(); // the winner records its job, PENDING, and its publish fails for the 2 s budget
   const [won, dup] = await Promise.all([first, duplicate]);
 
   expectEnvelope(won, 503, 'bus_unavailable');

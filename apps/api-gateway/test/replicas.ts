@@ -5,6 +5,7 @@ import { createLogger } from '@cordum/service-kit';
 import { startNats, startRedis, type TestServer } from '@cordum/testing';
 import { loadGatewayConfig } from '../src/config';
 import { createGateway, type Gateway, type GatewayDeps } from '../src/gateway';
+import type { EvaluateRequest, PolicyEvaluator } from '../src/safety/evaluator';
 import { API_KEYS_JSON, KEYS, startFakeKernel, type FakeKernel } from './harness';
 
 export interface Replicas {
@@ -64,5 +65,31 @@ export async function startReplicas(n: number, extraEnv: Record<string, string> 
       await nats.stop();
       await redis.stop();
     },
+  };
+}
+
+/** A policy evaluator that allows everything and can hold one Evaluate: the window between a submit's claim and its record. */
+export interface HeldEvaluator {
+  evaluator: PolicyEvaluator;
+  /** How many Evaluates `hold` selected so far; the first of them waits for release(). */
+  held(): number;
+  release(): void;
+}
+
+/** The first Evaluate for which `hold(req)` is true (read at call time) waits until release(). */
+export function heldEvaluator(hold: (req: EvaluateRequest) => boolean = () => true): HeldEvaluator {
+  let open: () => void = () => undefined;
+  const latch = new Promise<void>((resolve) => (open = resolve));
+  let held = 0;
+  return {
+    evaluator: {
+      async evaluate(req) {
+        if (hold(req) && held++ === 0) await latch;
+        return { kind: 'allow', decision: 'allow', reason: 'allowed', ruleId: '', policySnapshot: 'snap-test' };
+      },
+      close: () => undefined,
+    },
+    held: () => held,
+    release: () => open(),
   };
 }

@@ -8,9 +8,8 @@
 // claim's release, queued behind the create, freed the key for a second job.
 import { closeRedis, createRedis, scanKeys, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import type { EvaluateRequest, PolicyEvaluator, Verdict } from '../src/safety/evaluator';
 import { KEYS, call, expectEnvelope } from './harness';
-import { startReplicas, type Replicas } from './replicas';
+import { heldEvaluator, startReplicas, type Replicas } from './replicas';
 
 const KEY = 'frozen-create-1';
 const CLAIM = `job:idempotency:acme:${KEY}`;
@@ -18,19 +17,9 @@ const CLAIM = `job:idempotency:acme:${KEY}`;
 let r: Replicas;
 let redis: RedisClient;
 let frozen = false;
-let hold = false;
-let held = 0;
-let release: () => void = () => undefined;
-const latch = new Promise<void>((resolve) => (release = resolve));
-
-/** Allows everything; once `hold` is set, the next Evaluate waits for the latch, so the test can freeze Redis between the claim and the create. */
-const evaluator: PolicyEvaluator = {
-  async evaluate(_req: EvaluateRequest): Promise<Verdict> {
-    if (hold && held++ === 0) await latch;
-    return { kind: 'allow', decision: 'allow', reason: 'allowed', ruleId: '', policySnapshot: 'snap-test' };
-  },
-  close: () => undefined,
-};
+let holding = false;
+/** Once `holding` is set, the next Evaluate waits for the latch, so the test can freeze Redis between the claim and the create. */
+const hold = heldEvaluator(() => holding);
 
 const thaw = (): void => {
   if (frozen) r.redis.process.kill('SIGCONT');
@@ -38,12 +27,12 @@ const thaw = (): void => {
 };
 
 beforeAll(async () => {
-  r = await startReplicas(1, {}, { evaluator });
+  r = await startReplicas(1, {}, { evaluator: hold.evaluator });
   redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
 });
 
 afterAll(async () => {
-  release();
+  hold.release();
   thaw();
   await closeRedis(redis);
   await r.stop();
@@ -54,14 +43,14 @@ it('a keyed create that times out while Redis is frozen answers 503 submit_state
   // (an uncached one would answer NOSCRIPT to a client that gave up, and nothing would be created).
   expect((await call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'warm', topic: 'job.echo' } })).status).toBe(200);
   const body = { prompt: 'once', topic: 'job.echo', idempotency_key: KEY };
-  hold = true;
+  holding = true;
   const first = call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
-  await waitFor(async () => held === 1 && (await redis.get(CLAIM)) !== null, 5_000, { message: 'claimed, Evaluate held' });
+  await waitFor(async () => hold.held() === 1 && (await redis.get(CLAIM)) !== null, 5_000, { message: 'claimed, Evaluate held' });
   const claimed = await redis.get(CLAIM);
 
   r.redis.process.kill('SIGSTOP');
   frozen = true;
-  release(); // the create goes out to a frozen Redis
+  hold.release(); // the create goes out to a frozen Redis
   const answer = await first;
   thaw();
   expectEnvelope(answer, 503, 'submit_state_unknown');
