@@ -7,11 +7,11 @@
 // The stall is the policy Evaluate between claim and record, held by a latch.
 import { DLQ_TTL_MS, createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { STALE_CLAIM_MS } from '../src/submit/service';
 import { KEYS, call, expectEnvelope } from './harness';
-import { heldEvaluator, startReplicas, type Replicas } from './replicas';
+import { heldEvaluator, startHeldReplicas, type Replicas } from './replicas';
 
 /** How long ago a claim made now-ish looks once its TTL says it is older than STALE_CLAIM_MS. */
 const STALE_TTL_MS = DLQ_TTL_MS - STALE_CLAIM_MS - 1_000;
@@ -24,18 +24,13 @@ let armed = false;
 /** Once armed, the first Evaluate of job.stall waits for the latch (the paused winner). */
 const hold = heldEvaluator((req) => armed && req.topic === 'job.stall');
 
+let stop: () => Promise<void> = async () => undefined;
 beforeAll(async () => {
-  r = await startReplicas(2, {}, { evaluator: hold.evaluator });
-  redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  ({ r, redis, stop } = await startHeldReplicas(2, hold));
   store = createJobStore(redis, { jobTtlMs: 60_000 });
   locks = createLocks(redis);
 });
-
-afterAll(async () => {
-  hold.release();
-  await closeRedis(redis);
-  await r.stop();
-});
+afterAll(() => stop());
 
 /** A job submitted over HTTP and then failed by a worker, so it has a DLQ entry. */
 async function deadLetter(topic: string): Promise<string> {

@@ -4,11 +4,11 @@
 // frees the claim and creates the key's job. When the paused replica resumes, it
 // must not create a second job for the key: it answers with the key's job.
 // The stall is the policy Evaluate between claim and record, held by a latch.
-import { createRedis, closeRedis, scanKeys, type RedisClient } from '@cordum/redis';
+import { scanKeys, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { STALE_CLAIM_MS } from '../src/submit/service';
 import { KEYS, call } from './harness';
-import { heldEvaluator, startReplicas, type Replicas } from './replicas';
+import { heldEvaluator, startHeldReplicas, type Replicas } from './replicas';
 
 const JOB_TTL_MS = 7 * 24 * 3600 * 1000;
 const CLAIM = 'job:idempotency:acme:paused-1';
@@ -18,16 +18,11 @@ let redis: RedisClient;
 /** The first Evaluate waits for the test's latch (the paused replica). */
 const hold = heldEvaluator();
 
+let stop: () => Promise<void> = async () => undefined;
 beforeAll(async () => {
-  r = await startReplicas(2, {}, { evaluator: hold.evaluator });
-  redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  ({ r, redis, stop } = await startHeldReplicas(2, hold));
 });
-
-afterAll(async () => {
-  hold.release();
-  await closeRedis(redis);
-  await r.stop();
-});
+afterAll(() => stop());
 
 it('a replica paused past STALE_CLAIM_MS between claim and record answers with the job its replacement created, and writes no second job', async () => {
   const body = { prompt: 'once', topic: 'job.echo', idempotency_key: 'paused-1' };

@@ -7,10 +7,10 @@
 // answered with another job. Now a duplicate waits until the submit has
 // settled, and a job failed at submit is not an answer: the duplicate takes
 // the key itself and gets the same fault (503 bus_unavailable).
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { KEYS, call, expectEnvelope } from './harness';
-import { heldEvaluator, startReplicas, type Replicas } from './replicas';
+import { heldEvaluator, startHeldReplicas, type Replicas } from './replicas';
 
 const KEY = 'publish-fails-1';
 const CLAIM = `job:idempotency:acme:${KEY}`;
@@ -20,16 +20,11 @@ let redis: RedisClient;
 /** The first Evaluate waits for the latch, so the duplicate is queued behind a live winner. */
 const hold = heldEvaluator();
 
+let stop: () => Promise<void> = async () => undefined;
 beforeAll(async () => {
-  r = await startReplicas(2, {}, { evaluator: hold.evaluator });
-  redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  ({ r, redis, stop } = await startHeldReplicas(2, hold));
 });
-
-afterAll(async () => {
-  hold.release();
-  await closeRedis(redis);
-  await r.stop();
-});
+afterAll(() => stop());
 
 it('a duplicate waiting on a winner whose publish fails never answers 200 with the job failed at submit', async () => {
   const body = { prompt: 'x', topic: 'job.echo', idempotency_key: KEY };

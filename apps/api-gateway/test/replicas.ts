@@ -1,6 +1,7 @@
 // Two (or more) in-process gateways on one redis-server + nats-server, for
 // behaviours that must hold across replicas (D24 rate limits, D27 revocation,
 // WebSocket fan-out). Each gateway has its own Redis and NATS connections.
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { startNats, startRedis, type TestServer } from '@cordum/testing';
 import { loadGatewayConfig } from '../src/config';
@@ -91,5 +92,27 @@ export function heldEvaluator(hold: (req: EvaluateRequest) => boolean = () => tr
     },
     held: () => held,
     release: () => open(),
+  };
+}
+
+/** `n` replicas whose Evaluates go through `hold`, and a Redis client of the test's own. */
+export interface HeldReplicas {
+  r: Replicas;
+  redis: RedisClient;
+  /** Releases the hold, closes the client, stops the replicas. */
+  stop(): Promise<void>;
+}
+
+export async function startHeldReplicas(n: number, hold: HeldEvaluator): Promise<HeldReplicas> {
+  const r = await startReplicas(n, {}, { evaluator: hold.evaluator });
+  const redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  return {
+    r,
+    redis,
+    stop: async () => {
+      hold.release();
+      await closeRedis(redis);
+      await r.stop();
+    },
   };
 }

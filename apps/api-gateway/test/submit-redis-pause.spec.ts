@@ -6,10 +6,10 @@
 // keep naming that job, so the client's retry of the key gets it instead of a
 // second job. Before P39 the answer was redis_unavailable without an id and the
 // claim's release, queued behind the create, freed the key for a second job.
-import { closeRedis, createRedis, scanKeys, type RedisClient } from '@cordum/redis';
+import { scanKeys, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { KEYS, call, expectEnvelope } from './harness';
-import { heldEvaluator, startReplicas, type Replicas } from './replicas';
+import { heldEvaluator, startHeldReplicas, type Replicas } from './replicas';
 
 const KEY = 'frozen-create-1';
 const CLAIM = `job:idempotency:acme:${KEY}`;
@@ -26,16 +26,13 @@ const thaw = (): void => {
   frozen = false;
 };
 
+let stop: () => Promise<void> = async () => undefined;
 beforeAll(async () => {
-  r = await startReplicas(1, {}, { evaluator: hold.evaluator });
-  redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  ({ r, redis, stop } = await startHeldReplicas(1, hold));
 });
-
 afterAll(async () => {
-  hold.release();
   thaw();
-  await closeRedis(redis);
-  await r.stop();
+  await stop();
 });
 
 it('a keyed create that times out while Redis is frozen answers 503 submit_state_unknown with its job id, and the key keeps that job', async () => {
