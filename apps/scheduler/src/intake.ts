@@ -91,7 +91,12 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }
     case 'require_human': {
-      const w = releasedBy(lease, await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, holdHash: verdict.holdHash }, current: job, release: true }));
+      // Not released in the write (P47): a job that enters APPROVAL_REQUIRED leaves
+      // job:active:PENDING without entering another in-flight index, so if an approval (which
+      // takes this lock, D5) ran between the write and our index move, its ZADD to
+      // job:active:PENDING could land before our ZREM, leaving a PENDING job in no index for the
+      // replayer to find. The lock is released once the index move is done (withLockedJob).
+      const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, holdHash: verdict.holdHash }, current: job });
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }
     case 'allow':

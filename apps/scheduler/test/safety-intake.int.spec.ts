@@ -38,6 +38,18 @@ const alerts: { code: string; jobId: string }[] = [];
 /** topic → verdict (`testKernel.failing` makes every call UNAVAILABLE). */
 const kernel = { holdRule: 'hold-prod', denyHeld: false };
 let seq = 0;
+/** What the scheduler's store saw right after each APPROVAL_REQUIRED write returned (P47). */
+const holdWrites: { id: string; lockHeld: boolean; inActivePending: boolean }[] = [];
+const wrapStore = (s: JobStore): JobStore => ({
+  ...s,
+  async transition(id, to, o) {
+    const r = await s.transition(id, to, o);
+    if (to === 'APPROVAL_REQUIRED' && r.ok) {
+      holdWrites.push({ id, lockHeld: (await redis.exists(jobKeys.lock(id))) === 1, inActivePending: (await redis.zscore(jobKeys.active('PENDING'), id)) !== null });
+    }
+    return r;
+  },
+});
 
 function decide(req: PolicyCheckRequest): KernelAnswer {
   const base = { policySnapshot: 'snap-1' };
@@ -50,7 +62,7 @@ function decide(req: PolicyCheckRequest): KernelAnswer {
 
 beforeAll(async () => {
   testKernel = await startTestKernel(decide);
-  rig = await startSchedulerRig({ instanceId: 'sched-safety', kernelAddress: testKernel.address });
+  rig = await startSchedulerRig({ instanceId: 'sched-safety', kernelAddress: testKernel.address, deps: { wrapStore } });
   ({ natsServer, redis, store, scheduler, metrics, bus } = rig);
   locks = createLocks(redis);
   auditConsumer = await bus.consume({
@@ -115,6 +127,16 @@ describe('D18 approval re-check at intake', () => {
     const held = (await store.getJob(job.id))!;
     expect(held.holdHash).toBe(await store.requestHash(held));
     expect(worker.count(job.id)).toBe(0);
+  });
+
+  it('a job held for approval leaves job:active:PENDING while the scheduler still holds its lock, so an approval cannot interleave (P47)', async () => {
+    const job = await store.createJob(newJob('job.held.deploy', 'PENDING'));
+    await publishSubmit(job);
+    await waitFor(() => holdWrites.some((w) => w.id === job.id), 10_000, { message: 'held' });
+    // Before P47 the hold's write released the lock in the same script, ahead of the index move.
+    expect(holdWrites.find((w) => w.id === job.id)).toEqual({ id: job.id, lockHeld: true, inActivePending: false });
+    await waitFor(async () => (await redis.exists(jobKeys.lock(job.id))) === 0, 5_000, { message: 'lock released after the index move' });
+    expect(await stateOf(job.id)).toBe('APPROVAL_REQUIRED');
   });
 
   it('an approval for a request that changed since (ctx rewritten) is not honoured: held again, bound to the new hash', async () => {
