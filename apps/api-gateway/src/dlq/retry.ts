@@ -11,10 +11,10 @@
 // The old job is never written, so no job lock is needed (D5 covers writes).
 import { randomUUID } from 'node:crypto';
 import { DLQ_TTL_MS, jobKeys, type DlqEntry, type JobRecord, type JobStore, type Priority } from '@cordum/job-store';
-import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
+import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
-import releaseLua from '../submit/lua/release-claim-1.lua';
 import { SubmitError } from '../submit/errors';
+import { createKeyClaims } from '../submit/idempotency';
 import { STALE_CLAIM_MS, type SubmitCommand, type SubmitOutcome, type SubmitService } from '../submit/service';
 
 export const RETRY_WAIT_MS = 5_000;
@@ -36,13 +36,11 @@ interface StoredInput {
 }
 
 export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; submit: SubmitService; logger: Logger }): DlqRetrier {
-  const scripts = defineScripts(deps.redis, [scriptSpec('release-claim-1.lua', releaseLua)]);
+  const claims = createKeyClaims(deps.redis, DLQ_TTL_MS);
 
   /** Frees a claim whose job has not appeared STALE_CLAIM_MS after it was made (compare-and-delete on its job id). */
   const freeIfStale = async (claimKey: string, holder: string): Promise<boolean> => {
-    const left = await deps.redis.pttl(claimKey);
-    if (left < 0 || DLQ_TTL_MS - left < STALE_CLAIM_MS) return false;
-    if (Number(await scripts.run('release-claim', [claimKey], [holder])) !== 1) return false;
+    if ((await claims.ageMs(claimKey)) < STALE_CLAIM_MS || !(await claims.release(claimKey, holder))) return false;
     deps.logger.warn('freed a stale DLQ retry claim without a job', { claim: claimKey, job_id: holder });
     return true;
   };
@@ -52,7 +50,7 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
     for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
       const job = await deps.store.getJob(jobId);
       if (job && job.tenant === tenant) return job;
-      if ((await deps.redis.get(claimKey)) !== jobId) return 'released';
+      if ((await claims.current(claimKey)) !== jobId) return 'released';
       if (Date.now() > deadline) return 'timeout';
       await new Promise((r) => setTimeout(r, delay));
     }
@@ -65,9 +63,8 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
       const claimKey = jobKeys.dlqRetry(id);
       for (let round = 0; round < 3; round++) {
         const newId = randomUUID();
-        const won = await deps.redis.set(claimKey, newId, 'PX', DLQ_TTL_MS, 'NX');
-        if (won !== 'OK') {
-          const holder = await deps.redis.get(claimKey);
+        if (!(await claims.take(claimKey, newId))) {
+          const holder = await claims.current(claimKey);
           if (holder === null) continue;
           const r = await waitForJob(tenant, claimKey, holder);
           if (r === 'released') continue;
@@ -92,10 +89,10 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
           jobCreated = err instanceof SubmitError && err.code === 'submit_state_unknown';
           throw err;
         } finally {
-          if (!jobCreated) await scripts.run('release-claim', [claimKey], [newId]).catch(() => undefined);
+          if (!jobCreated) await claims.release(claimKey, newId).catch(() => undefined);
         }
       }
-      const holder = await deps.redis.get(claimKey);
+      const holder = await claims.current(claimKey);
       return { kind: 'in_progress', jobId: holder ?? '' };
     },
   };

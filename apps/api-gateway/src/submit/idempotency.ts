@@ -17,27 +17,51 @@ export interface IdempotencyClaims {
   ageMs(tenant: string, key: string): Promise<number>;
 }
 
-export function createIdempotencyClaims(redis: RedisClient, ttlMs: number): IdempotencyClaims {
+/**
+ * A claim on a raw key (SET NX key = job id, with a TTL), shared by the idempotency claims here
+ * and the DLQ retry claim (dlq/retry.ts, P37): one place for the take, the compare-and-delete
+ * release and the age read from the remaining TTL.
+ */
+export interface KeyClaims {
+  /** SET NX with the TTL: true when this call took the key. */
+  take(key: string, jobId: string): Promise<boolean>;
+  current(key: string): Promise<string | null>;
+  /** Deletes the claim iff it still names jobId; true when it did. */
+  release(key: string, jobId: string): Promise<boolean>;
+  /** How long ago the claim was made (from its remaining TTL); 0 when absent. */
+  ageMs(key: string): Promise<number>;
+}
+
+export function createKeyClaims(redis: RedisClient, ttlMs: number): KeyClaims {
   const scripts = defineScripts(redis, [scriptSpec('release-claim-1.lua', releaseLua)]);
-  const current = (tenant: string, key: string) => redis.get(jobKeys.idempotency(tenant, key));
+  return {
+    take: async (key, jobId) => (await redis.set(key, jobId, 'PX', ttlMs, 'NX')) === 'OK',
+    current: (key) => redis.get(key),
+    release: async (key, jobId) => Number(await scripts.run('release-claim', [key], [jobId])) === 1,
+    async ageMs(key) {
+      const left = await redis.pttl(key);
+      return left < 0 ? 0 : Math.max(0, ttlMs - left);
+    },
+  };
+}
+
+export function createIdempotencyClaims(redis: RedisClient, ttlMs: number): IdempotencyClaims {
+  const claims = createKeyClaims(redis, ttlMs);
+  const current = (tenant: string, key: string) => claims.current(jobKeys.idempotency(tenant, key));
   return {
     async claim(tenant, key, jobId) {
       // A claim that expires or is released between SET NX and GET is retried; three rounds is plenty.
       for (let round = 0; round < 3; round++) {
-        const ok = await redis.set(jobKeys.idempotency(tenant, key), jobId, 'PX', ttlMs, 'NX');
-        if (ok === 'OK') return { kind: 'claimed' };
+        if (await claims.take(jobKeys.idempotency(tenant, key), jobId)) return { kind: 'claimed' };
         const existing = await current(tenant, key);
         if (existing !== null) return { kind: 'existing', jobId: existing };
       }
       throw new SubmitError('idempotency_in_progress', 'idempotency claim keeps changing hands');
     },
     async release(tenant, key, jobId) {
-      await scripts.run('release-claim', [jobKeys.idempotency(tenant, key)], [jobId]);
+      await claims.release(jobKeys.idempotency(tenant, key), jobId);
     },
     current,
-    async ageMs(tenant, key) {
-      const left = await redis.pttl(jobKeys.idempotency(tenant, key));
-      return left < 0 ? 0 : Math.max(0, ttlMs - left);
-    },
+    ageMs: (tenant, key) => claims.ageMs(jobKeys.idempotency(tenant, key)),
   };
 }
