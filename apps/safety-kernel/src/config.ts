@@ -1,9 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
+import { configReloadEnvShape, configReloadIntervalMs, type Policy } from '@cordum/config-overlay';
 import { ConfigError, commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zDuration, zPositiveInt } from '@cordum/service-kit';
 import { z } from 'zod';
-import type { Policy } from '@cordum/config-overlay';
 import { parsePolicy } from './policy/parse';
 import { BUILTIN_DEFAULT_POLICY } from './policy/source';
 

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { connectBus, type Bus } from '@cordum/bus';
-import { createConfigStore, createConfigWatcher, type ConfigWatcher } from '@cordum/config-overlay';
+import { createConfigStore, createConfigWatcher, parseSafetySection, type ConfigWatcher } from '@cordum/config-overlay';
 import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, grpcServerOptions } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Logger, type Registry, type Service } from '@cordum/service-kit';
@@ -8,7 +8,6 @@ import { DecisionCache } from './cache/decision-cache';
 import type { SafetyKernelRuntimeConfig } from './config';
 import { createSafetyService, type SafetyService } from './grpc/safety-service';
 import { SafetyMetrics } from './metrics';
-import { parseSafetySection } from '@cordum/config-overlay';
 import { readPolicyFile } from './policy/source';
 import { PolicyComposer } from './snapshots/composer';
 import { SnapshotStore } from './snapshots/store';

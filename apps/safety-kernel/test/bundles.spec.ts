@@ -1,6 +1,5 @@
 import { snapshotId } from '../src/policy/canonical';
-import { composePolicy, parseSafetySection } from '@cordum/config-overlay';
-import { PolicyLoadError } from '@cordum/config-overlay';
+import { composePolicy, parseSafetySection, PolicyLoadError } from '@cordum/config-overlay';
 import { parsePolicy } from '../src/policy/parse';
 
 const FILE = parsePolicy(`

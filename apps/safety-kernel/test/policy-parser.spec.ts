@@ -3,9 +3,7 @@ import { join } from 'node:path';
 import { repoRoot } from '@cordum/testing';
 import { canonicalJson, snapshotId } from '../src/policy/canonical';
 import { evaluatePolicy, type CheckInput, type VelocityPort } from '../src/policy/evaluator';
-import { PolicyLoadError } from '@cordum/config-overlay';
-import { composePolicy, parseSafetySection } from '@cordum/config-overlay';
-import { validatePolicy } from '@cordum/config-overlay';
+import { PolicyLoadError, composePolicy, parseSafetySection, validatePolicy } from '@cordum/config-overlay';
 import { parsePolicy, toSnapshot } from '../src/policy/parse';
 import { BUILTIN_DEFAULT_POLICY } from '../src/policy/source';
 

@@ -65,19 +65,12 @@ export {
   type ConfigReloadEnv,
 } from './env';
 export { PolicyLoadError } from './policy/errors';
-export { topicMatches, topicPatternError } from './policy/glob';
+export { topicMatches } from './policy/glob';
 export {
-  matchSchema,
-  constraintsSchema,
-  velocitySchema,
-  ruleSchema,
-  policySchema,
-  RULE_DECISIONS,
   type PolicyMatch,
   type PolicyConstraintsSpec,
   type VelocitySpec,
   type PolicyRule,
-  type RuleDecision,
   type Policy,
   type PolicySnapshot,
 } from './policy/model';

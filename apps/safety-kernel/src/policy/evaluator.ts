@@ -1,5 +1,4 @@
-import { topicMatches } from '@cordum/config-overlay';
-import type { PolicyConstraintsSpec, PolicyMatch, PolicyRule, PolicySnapshot, VelocitySpec } from '@cordum/config-overlay';
+import { topicMatches, type PolicyConstraintsSpec, type PolicyMatch, type PolicyRule, type PolicySnapshot, type VelocitySpec } from '@cordum/config-overlay';
 
 /** What the evaluator looks at, already extracted from the wire request. */
 export interface CheckInput {

@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { PolicyLoadError } from '@cordum/config-overlay';
-import type { Policy } from '@cordum/config-overlay';
+import { PolicyLoadError, type Policy } from '@cordum/config-overlay';
 import { parsePolicy } from './parse';
 
 /**

@@ -1,5 +1,4 @@
-import { composePolicy, type PolicyBundle } from '@cordum/config-overlay';
-import type { Policy } from '@cordum/config-overlay';
+import { composePolicy, type PolicyBundle, type Policy } from '@cordum/config-overlay';
 import { toSnapshot } from '../policy/parse';
 import type { SnapshotStore } from './store';
 
