@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects, type Bus } from '@cordum/bus';
 import { jobKeys, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
-import { create, Decision, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
+import { create, Decision, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket, type MessageInitShape } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { callsOf, commandCalls, waitFor, type TestServer } from '@cordum/testing';
@@ -105,6 +105,21 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     return g;
   }
   const stateOf = async (id: string) => (await store.getJob(id))?.state;
+  /** A worker's result packet on the bus, as a CAP worker sends it. */
+  async function publishResult(from: string, value: MessageInitShape<typeof JobResultSchema>, msgId: string): Promise<void> {
+    await bus.publish(subjects.result, encodePacket(newPacket(from, { case: 'jobResult', value: create(JobResultSchema, value) })), { msgId });
+  }
+  /** The request of the `n`th dispatch `w` received for the job (1-based). */
+  function nthRequest(w: TestWorker, jobId: string, n: number) {
+    const req = w.executions.get(jobId)?.[n - 1]?.request;
+    if (!req) throw new Error(`no dispatch ${n} of ${jobId}`);
+    return req;
+  }
+  /** Waits for dispatch `n` and refuses it as a worker at capacity does (D48). */
+  async function refuseBusy(w: TestWorker, jobId: string, n: number): Promise<void> {
+    await waitFor(() => w.count(jobId) === n, 15_000, { message: `dispatch ${n}` });
+    await publishResult(w.id, { jobId, status: JobStatus.FAILED_RETRYABLE, workerId: w.id, errorCode: 'worker_busy', dispatch: nthRequest(w, jobId, n).dispatch }, `busy:${jobId}:${n}`);
+  }
   async function counter(name: string, label: string, value: string): Promise<number> {
     const m = await metrics.getSingleMetric(name)?.get();
     return m?.values.filter((v) => v.labels[label] === value).reduce((a, v) => a + v.value, 0) ?? 0;
@@ -255,8 +270,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       // The reconciler counts after its transition returns (which also moves the indexes): the
       // state is visible in Redis a moment before the counter moves.
       await waitFor(async () => (await counter('cordum_scheduler_reconciled_total', 'action', 'running')) === before + 1, 5_000, { message: 'counted as reconciled to RUNNING' });
-      const result = create(JobResultSchema, { jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'i-ghost', dispatch: { dispatchId: d?.dispatchId ?? '', attempt: 1n } });
-      await bus.publish(subjects.result, encodePacket(newPacket('i-ghost', { case: 'jobResult', value: result })), { msgId: `sys.job.result:${job.id}:${d?.dispatchId ?? ''}` });
+      await publishResult('i-ghost', { jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'i-ghost', dispatch: { dispatchId: d?.dispatchId ?? '', attempt: 1n } }, `sys.job.result:${job.id}:${d?.dispatchId ?? ''}`);
       await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'late result applied' });
       expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, dispatch: { dispatchId: d?.dispatchId } });
     } finally {
@@ -347,17 +361,9 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   it('worker_busy refusals are backpressure: they wait with backoff and do not use up attempts (D48)', async () => {
     const w = await worker('tw-h', ['job.rh'], 'none');
     const job = await submit('job.rh');
-    for (let n = 1; n <= 3; n++) {
-      await waitFor(() => w.count(job.id) === n, 15_000, { message: `dispatch ${n}` });
-      const req = w.executions.get(job.id)?.[n - 1]?.request;
-      if (!req) throw new Error('no request');
-      const refusal = create(JobResultSchema, { jobId: job.id, status: JobStatus.FAILED_RETRYABLE, workerId: 'tw-h', errorCode: 'worker_busy', dispatch: req.dispatch });
-      await bus.publish(subjects.result, encodePacket(newPacket('tw-h', { case: 'jobResult', value: refusal })), { msgId: `busy:${job.id}:${n}` });
-    }
+    for (let n = 1; n <= 3; n++) await refuseBusy(w, job.id, n);
     await waitFor(() => w.count(job.id) === 4, 20_000, { message: 'fourth dispatch after three refusals' });
-    const fourth = w.executions.get(job.id)?.[3]?.request;
-    if (!fourth) throw new Error('no fourth request');
-    await w.reply(fourth, JobStatus.SUCCEEDED);
+    await w.reply(nthRequest(w, job.id, 4), JobStatus.SUCCEEDED);
     await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED on attempt 4 of max 3' });
     expect(await store.getJob(job.id)).toMatchObject({ attempts: 4, busyRefusals: 3 });
   }, 40_000);
@@ -366,21 +372,13 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // Silent: records each dispatch but never claims, acks or answers it, so an unanswered one is lost.
     const w = await worker('tw-hb', ['job.rhb'], 'silent');
     const job = await submit('job.rhb');
-    for (let n = 1; n <= 2; n++) {
-      await waitFor(() => w.count(job.id) === n, 15_000, { message: `dispatch ${n}` });
-      const req = w.executions.get(job.id)?.[n - 1]?.request;
-      if (!req) throw new Error('no request');
-      const refusal = create(JobResultSchema, { jobId: job.id, status: JobStatus.FAILED_RETRYABLE, workerId: 'tw-hb', errorCode: 'worker_busy', dispatch: req.dispatch });
-      await bus.publish(subjects.result, encodePacket(newPacket('tw-hb', { case: 'jobResult', value: refusal })), { msgId: `busy:${job.id}:${n}` });
-    }
+    for (let n = 1; n <= 2; n++) await refuseBusy(w, job.id, n);
     // Dispatch 3 (attempts = 3 = maxAttempts, two of them refusals) gets no answer: the verifier
     // replaces it after its 1 s delay. Counted against maxAttempts with the refusals, it was left
     // 'exhausted' and ended TIMEOUT dispatch_timeout at 3 s although only one attempt was lost.
     await waitFor(() => w.count(job.id) === 3, 15_000, { message: 'dispatch 3' });
     await waitFor(() => w.count(job.id) === 4, 10_000, { message: 'the lost third dispatch replaced' });
-    const fourth = w.executions.get(job.id)?.[3]?.request;
-    if (!fourth) throw new Error('no fourth request');
-    await w.reply(fourth, JobStatus.SUCCEEDED);
+    await w.reply(nthRequest(w, job.id, 4), JobStatus.SUCCEEDED);
     await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED on the replacement' });
     expect(await store.getJob(job.id)).toMatchObject({ attempts: 4, busyRefusals: 2 });
   }, 60_000);
@@ -392,8 +390,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     failMarkOnce.add(job.id);
     const before = await counter('cordum_scheduler_ignored_packets_total', 'reason', 'already_applied');
     // A CAP worker may leave `dispatch` out: the result applies to the current attempt (CONTRACT §3).
-    const anon = create(JobResultSchema, { jobId: job.id, status: JobStatus.FAILED_RETRYABLE, workerId: 'tw-nd', errorCode: 'flaky', errorMessage: 'try again' });
-    await bus.publish(subjects.result, encodePacket(newPacket('tw-nd', { case: 'jobResult', value: anon })), { msgId: `anon:${job.id}:1` });
+    await publishResult('tw-nd', { jobId: job.id, status: JobStatus.FAILED_RETRYABLE, workerId: 'tw-nd', errorCode: 'flaky', errorMessage: 'try again' }, `anon:${job.id}:1`);
     // Attempt 2 is published, its mark throws, the handler fails and the result is redelivered.
     await waitFor(() => w.count(job.id) >= 2, 10_000, { message: 'attempt 2 dispatched' });
     await waitFor(async () => (await counter('cordum_scheduler_ignored_packets_total', 'reason', 'already_applied')) > before, 15_000, { message: 'the redelivered result ignored as already applied' });
