@@ -172,11 +172,20 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     const b = bus;
     server = new grpc.Server(grpcServerOptions());
     const cmp = composer;
-    service = createSafetyService({ store: s, velocity: createRedisVelocity(r, { now }), metrics, logger: log, cache: c, now, ruleSource: (id) => cmp.ruleSource(id) });
+    service = createSafetyService({
+      store: s,
+      velocity: createRedisVelocity(r, { now }),
+      metrics,
+      logger: log,
+      cache: c,
+      now,
+      ruleSource: (id) => cmp.ruleSource(id),
+      policyComplete: () => w.ready,
+    });
     addGrpcService(server, SafetyKernel, service);
     addHealthService(server, async (name) => {
       if (name !== '' && name !== GRPC_SERVICE_NAME) return undefined;
-      return s.active && (await pingRedis(r, 500)) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
+      return s.active && w.ready && (await pingRedis(r, 500)) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
     });
     grpcPort = await bind(server, grpcBindAddress(config.grpcAddr));
     log.info('grpc listening', { host: config.grpcAddr.host, port: grpcPort });

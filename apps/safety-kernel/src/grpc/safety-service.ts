@@ -1,4 +1,4 @@
-import { GrpcStatus, decideHandler, grpcError, type DecideHandler, type PolicyCheckRequest, type SafetyKernel } from '@cordum/protocol';
+import { GrpcStatus, KERNEL_NOT_READY, decideHandler, grpcError, type DecideHandler, type PolicyCheckRequest, type SafetyKernel } from '@cordum/protocol';
 import type { GrpcServiceImpl } from '@cordum/protocol';
 import { isRedisUnavailable } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
@@ -21,6 +21,11 @@ export interface SafetyServiceDeps {
   /** Absent = cache off (SAFETY_DECISION_CACHE_TTL 0). Used by Check and Evaluate only. */
   cache?: DecisionCache;
   now?: () => number;
+  /**
+   * False until the first config load applied the policy bundles (P48): Check and Evaluate
+   * are refused UNAVAILABLE rather than decided by the file's rules alone. Absent = always.
+   */
+  policyComplete?: () => boolean;
 }
 
 type SafetyKernelMethods = typeof SafetyKernel extends { method: infer M } ? M : never;
@@ -47,6 +52,8 @@ export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
   const decide = async (req: PolicyCheckRequest, mode: VelocityMode): Promise<EvalResult> => {
     const end = deps.metrics.checkDuration.startTimer();
     try {
+      if (deps.policyComplete && !deps.policyComplete())
+        throw grpcError(GrpcStatus.UNAVAILABLE, `${KERNEL_NOT_READY}: the policy bundles in config are not loaded yet`);
       // active() and cache.get run in the same tick, so the lookup always uses the
       // snapshot that is current right now (the cache resets to it if it changed).
       const snap = active();

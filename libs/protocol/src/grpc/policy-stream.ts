@@ -109,6 +109,12 @@ interface Waiter {
 type SafetyKernelMethods = typeof SafetyKernel extends { method: infer M } ? M : never;
 type HealthMethods = typeof Health extends { method: infer M } ? M : never;
 
+/**
+ * Start of the UNAVAILABLE message a kernel answers Check and Evaluate with before its
+ * policy is complete (P48): it evaluated nothing, so the client asks another kernel.
+ */
+export const KERNEL_NOT_READY = 'kernel not ready';
+
 /** How long a suspect kernel waits between health probes. */
 export const SUSPECT_PROBE_MS = 2_000;
 const PROBE_DEADLINE_MS = 1_000;
@@ -267,6 +273,15 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     call.on('data', (res: PolicyStreamResponse) => {
       const w = lane.pending.get(res.id);
       if (!w) return; // its deadline passed
+      if (res.code === grpc.status.UNAVAILABLE && res.message.startsWith(KERNEL_NOT_READY) && !w.resent && backends.length > 1) {
+        // Refused before evaluating (P48): another kernel answers in the time left; this one
+        // takes no new request until its health probe answers SERVING.
+        lane.pending.delete(res.id);
+        markSuspect(lane.backend);
+        w.resent = true;
+        send(w, pickBackend(lane.backend));
+        return;
+      }
       settle(w);
       if (res.code === 0 && res.response) w.resolve(res.response);
       else w.reject(statusError(res.code === 0 ? grpc.status.INTERNAL : (res.code as grpc.status), res.message || 'no response'));

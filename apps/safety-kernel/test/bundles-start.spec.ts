@@ -1,0 +1,108 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connectBus, type Bus } from '@cordum/bus';
+import { createConfigStore, publishConfigChanged, type ConfigStore } from '@cordum/config-overlay';
+import { Decision, GrpcStatus, Health, KERNEL_NOT_READY, ServingStatus, createPolicyClient, grpcClientFor, type GrpcClient, type PolicyClient } from '@cordum/protocol';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { createLogger } from '@cordum/service-kit';
+import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { startReplica, type KernelReplica } from './kernel-harness';
+
+// P48: a kernel whose first config load failed (here: a safety section every writer now
+// refuses, left in Redis by an older gateway or a hand edit) must not decide by its
+// file's rules alone. Its file allows what a bundle denies, so deciding would let a job
+// through that every other kernel denies.
+
+const FILE_POLICY = `
+version: 1
+default_decision: allow
+rules: []
+`;
+const denySecret = { rules: [{ id: 'deny-secret', match: { topics: ['job.secret.>'] }, decision: 'deny', reason: 'secrets stay in' }] };
+
+let redis: TestServer;
+let nats: TestServer;
+let dir: string;
+let rc: RedisClient;
+let bus: Bus;
+let store: ConfigStore;
+let ready: KernelReplica;
+let late: KernelReplica;
+let both: PolicyClient;
+type HealthMethods = typeof Health extends { method: infer M } ? M : never;
+let lateHealth: GrpcClient<HealthMethods>;
+
+async function writeSafety(bundles: Record<string, unknown>, validate: boolean): Promise<void> {
+  const { revision } = await store.mergePatch('system', 'default', { safety: { bundles } as never }, { validate });
+  await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision, senderId: 'test' });
+}
+
+const readyz = async (r: KernelReplica) => {
+  const res = await fetch(`http://127.0.0.1:${r.kernel.httpPort}/readyz`);
+  return { status: res.status, body: (await res.json()) as { checks: Record<string, boolean> } };
+};
+
+beforeAll(async () => {
+  [redis, nats] = await Promise.all([startRedis(), startNats()]);
+  dir = mkdtempSync(join(tmpdir(), 'cordum-sk-bundles-start-'));
+  const policyPath = join(dir, 'safety.yaml');
+  writeFileSync(policyPath, FILE_POLICY);
+  rc = createRedis({ url: redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
+  store = createConfigStore(rc);
+  const quiet = createLogger({ service: 'test', instance: 'test', level: 'error', write: () => undefined });
+  bus = await connectBus({ servers: [nats.url], name: 'bundles-start-test', logger: quiet });
+  const env = { REDIS_URL: redis.url, NATS_URL: nats.url, SAFETY_POLICY_PATH: policyPath, CORDUM_CONFIG_RELOAD_INTERVAL: '60s' };
+
+  await writeSafety({ ops: denySecret }, true);
+  ready = await startReplica(env, 'sk-ready');
+  // A later write that no writer accepts (P44): the running kernel rejects it and keeps its policy.
+  await writeSafety({ ops: { rules: [{ ...denySecret.rules[0], match: { topic: 'job.secret.>' } }] } }, false);
+  await waitFor(() => ready.logs.some((l) => l.includes('policy bundles rejected')), 5000);
+  late = await startReplica(env, 'sk-late');
+  both = createPolicyClient(`127.0.0.1:${ready.kernel.grpcPort},127.0.0.1:${late.kernel.grpcPort}`);
+  lateHealth = grpcClientFor(Health, `127.0.0.1:${late.kernel.grpcPort}`, { defaultDeadlineMs: 2000 });
+});
+
+afterAll(async () => {
+  both?.close();
+  lateHealth?.close();
+  await Promise.all([ready, late].filter(Boolean).map((r) => r.close()));
+  await bus?.close();
+  if (rc) await closeRedis(rc);
+  await redis?.stop();
+  await nats?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('a kernel whose policy bundles did not load at start (P48)', () => {
+  it('is not ready, answers NOT_SERVING, and refuses Check and Evaluate instead of deciding by its file alone', async () => {
+    expect(await readyz(late)).toMatchObject({ status: 503, body: { checks: { config: false, policy: true } } });
+    expect((await lateHealth.check({ service: 'cordum.v1.SafetyKernel' })).status).toBe(ServingStatus.NOT_SERVING);
+    expect((await lateHealth.check({ service: '' })).status).toBe(ServingStatus.NOT_SERVING);
+    for (const method of ['check', 'evaluate'] as const) {
+      await expect(late.client[method]({ jobId: 'j1', topic: 'job.secret.x', tenant: 'acme' })).rejects.toMatchObject({
+        code: GrpcStatus.UNAVAILABLE,
+        details: `${KERNEL_NOT_READY}: the policy bundles in config are not loaded yet`,
+      });
+    }
+    // the kernel that loaded them keeps deciding with them
+    expect((await ready.client.check({ jobId: 'j2', topic: 'job.secret.x', tenant: 'acme' })).decision).toBe(Decision.DENY);
+  });
+
+  it('a client of both kernels gets every answer from the complete one', async () => {
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => (i % 2 ? both.check : both.evaluate)({ jobId: `j-${i}`, topic: 'job.secret.x', tenant: 'acme' }, 3000)),
+    );
+    expect(answers.map((a) => a.ruleId)).toEqual(Array.from({ length: 20 }, () => 'deny-secret'));
+    expect(both.suspects).toEqual([`127.0.0.1:${late.kernel.grpcPort}`]);
+  });
+
+  it('decides, reports SERVING and ready once a valid section loads', async () => {
+    await writeSafety({ ops: denySecret }, true);
+    await waitFor(async () => (await readyz(late)).status === 200, 5000, { message: 'late kernel ready' });
+    expect((await lateHealth.check({ service: 'cordum.v1.SafetyKernel' })).status).toBe(ServingStatus.SERVING);
+    expect((await late.client.check({ jobId: 'j3', topic: 'job.secret.x', tenant: 'acme' })).ruleId).toBe('deny-secret');
+    expect(late.kernel.snapshotId).toBe(ready.kernel.snapshotId);
+  });
+});
