@@ -69,9 +69,7 @@ async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord)
     // e.g. to a replica that died) and its result may still be on the way (JetStream redelivers a
     // dead replica's fetched messages only after AckWait, 30 s). RUNNING, never a redispatch or a
     // TIMEOUT for "not started"; the running timeout applies from now (P12).
-    const w = await ctx.store.transition(job.id, 'RUNNING', { token: lease.token, from: ['DISPATCHED'] });
-    if (w.ok) ctx.metrics.reconciled.inc({ action: 'running' });
-    return;
+    return claimedToRunning(ctx, lease, job);
   }
   if (d?.startAck) {
     const r = await reattemptLocked(ctx, lease, job, d.dispatchId);
@@ -84,7 +82,16 @@ async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord)
     // right, a TIMEOUT would fail a job that can still run. Bounded like a no-worker wait (D13).
     if (r === 'no_route' && Date.now() - (job.dispatchedAt ?? job.updatedAt) < ctx.config.replay.maxScheduleWaitMs) return;
   }
+  // P49: the claim read above and the TIMEOUT write are two round trips; a worker that claims
+  // in between would run a job recorded "not started". The fence closes the attempt to claims
+  // first, or finds the claim (it started: RUNNING, as above).
+  if (d && !(await ctx.store.fenceClaim(job.id, d.dispatchId, d.attempt))) return claimedToRunning(ctx, lease, job);
   await timeout(ctx, lease, job, 'dispatch_timeout', `not started within ${t.dispatch_timeout_seconds}s of dispatch`);
+}
+
+async function claimedToRunning(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<void> {
+  const w = await ctx.store.transition(job.id, 'RUNNING', { token: lease.token, from: ['DISPATCHED'] });
+  if (w.ok) ctx.metrics.reconciled.inc({ action: 'running' });
 }
 
 async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code: string, message: string): Promise<void> {

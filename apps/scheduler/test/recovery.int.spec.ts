@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects, type Bus } from '@cordum/bus';
@@ -37,8 +37,28 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   let seq = 0;
   /** Jobs whose mark of a second or later attempt throws once (a Redis error after the publish, P41). */
   const failMarkOnce = new Set<string>();
+  /** claim-2.lua as worker-sdk runs it; claimAs answers its verdict (1 = claimed: the worker runs the job). */
+  const claimLua = readFileSync(join(__dirname, '../../../libs/worker-sdk/src/lua/claim-2.lua'), 'utf8');
+  async function claimAs(workerId: string, jobId: string): Promise<number> {
+    const d = (await store.getJob(jobId))?.dispatch;
+    if (!d) throw new Error(`no dispatch on ${jobId}`);
+    return Number(await redis.eval(claimLua, 2, jobKeys.workerClaim(jobId), jobKeys.meta(jobId), d.attempt, d.dispatchId, workerId, 60_000));
+  }
+  /** P49: jobs a worker claims right after the reconciler read their claim, or right after its fence; the verdicts. */
+  const claimAfterRead = new Map<string, number>();
+  const claimAfterFence = new Map<string, number>();
   const wrapStore = (s: JobStore): JobStore => ({
     ...s,
+    async claimedDispatch(id) {
+      const seen = await s.claimedDispatch(id);
+      if (claimAfterRead.get(id) === 0) claimAfterRead.set(id, await claimAs('race-ghost', id));
+      return seen;
+    },
+    async fenceClaim(id, dispatchId, attempt) {
+      const fenced = await s.fenceClaim(id, dispatchId, attempt);
+      if (claimAfterFence.get(id) === 0) claimAfterFence.set(id, await claimAs('race-ghost', id));
+      return fenced;
+    },
     async markPublished(id, dispatchId, token, o) {
       if (failMarkOnce.has(id) && (o?.current?.attempts ?? 0) >= 2) {
         failMarkOnce.delete(id);
@@ -250,6 +270,29 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await stateOf(job.id)) === 'TIMEOUT', 10_000, { message: 'running timeout' });
     expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, error: { code: 'running_timeout' } });
     expect(workers.find((w) => w.id === 'tw-c')?.count(job.id)).toBe(0);
+  });
+
+  it('a worker claim between the reconciler\'s claim read and its TIMEOUT is found by the fence: RUNNING, not "not started" (P49)', async () => {
+    await ghost('race-ghost', ['job.rz'], false);
+    const original = config.timeouts;
+    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 2, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 } });
+    try {
+      const ran = await submit('job.rz');
+      claimAfterRead.set(ran.id, 0);
+      const fenced = await submit('job.rz');
+      claimAfterFence.set(fenced.id, 0);
+      // claimed after the read: the worker runs it (verdict 1), so the job must be RUNNING
+      await waitFor(async () => claimAfterRead.get(ran.id) !== 0 && (await stateOf(ran.id)) !== 'DISPATCHED', 10_000, { message: 'reconciled after the claim' });
+      expect(claimAfterRead.get(ran.id)).toBe(1);
+      expect(await store.getJob(ran.id)).toMatchObject({ state: 'RUNNING', attempts: 1 });
+      // a claim after the fence is refused (stale), so the job that ends TIMEOUT never ran
+      await waitFor(async () => (await stateOf(fenced.id)) === 'TIMEOUT', 10_000, { message: 'fenced job TIMEOUT' });
+      expect(claimAfterFence.get(fenced.id)).toBe(-1);
+      expect(await store.getJob(fenced.id)).toMatchObject({ attempts: 1, error: { code: 'dispatch_timeout' } });
+      expect(await claimAs('race-ghost', fenced.id)).toBe(-3);
+    } finally {
+      scheduler.setTimeouts(original);
+    }
   });
 
   it('a topic dispatch without start acks that a worker claimed becomes RUNNING at the dispatch timeout, so its late result still succeeds (P12)', async () => {

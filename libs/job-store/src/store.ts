@@ -3,6 +3,7 @@ import createLua from './lua/create-n.lua';
 import transitionLua from './lua/transition-3.lua';
 import markPublishedLua from './lua/mark-published-2.lua';
 import reattemptLua from './lua/reattempt-3.lua';
+import fenceClaimLua from './lua/fence-claim-1.lua';
 import markRunningLua from './lua/mark-running-2.lua';
 import finishLua from './lua/finish-2.lua';
 import dlqSetLua from './lua/dlq-set-2.lua';
@@ -156,6 +157,12 @@ export interface JobStore extends JobScans {
    * dispatch and no worker claimed it (reattempt-3.lua, atomic with worker-sdk's claim).
    */
   reattempt(id: string, replaces: string, o: { token: string; patch: JobPatch }): Promise<ReattemptResult>;
+  /**
+   * Before a TIMEOUT for "not started" (P49): true when no worker can claim attempt `attempt`
+   * (`dispatchId`) any more, false when one already claimed it (it started: D1). Atomic with
+   * worker-sdk's claim (fence-claim-1.lua).
+   */
+  fenceClaim(id: string, dispatchId: string, attempt: number): Promise<boolean>;
 }
 
 export interface DecisionEntry {
@@ -196,6 +203,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     scriptSpec('transition-3.lua', transitionLua),
     scriptSpec('mark-published-2.lua', markPublishedLua),
     scriptSpec('reattempt-3.lua', reattemptLua),
+    scriptSpec('fence-claim-1.lua', fenceClaimLua),
     scriptSpec('mark-running-2.lua', markRunningLua),
     scriptSpec('finish-2.lua', finishLua),
     scriptSpec('dlq-set-2.lua', dlqSetLua),
@@ -600,6 +608,10 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const reason = failureFromCode(code);
       if (reason === 'illegal_transition') throw new JobStoreError('unexpected_reply', 'reattempt cannot be illegal');
       return { ok: false, reason, current: job };
+    },
+
+    async fenceClaim(id, dispatchId, attempt) {
+      return Number(await scripts.run<number>('fence-claim', [jobKeys.workerClaim(id)], [dispatchId, attempt, ttl])) === 1;
     },
   };
 }

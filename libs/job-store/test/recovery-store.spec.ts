@@ -69,6 +69,22 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(await store.reattempt(j.id, 'a2', { token: 'other:1', patch: {} })).toMatchObject({ ok: false, reason: 'fenced' });
   });
 
+  it('fenceClaim closes an unclaimed attempt to claims and finds a claimed one (P49)', async () => {
+    const j = newJob();
+    // a claim of the attempt: it started, nothing written
+    await redis.hset(jobKeys.workerClaim(j.id), 'attempt', '1', 'dispatch_id', 'f1', 'worker_id', 'w1');
+    expect(await store.fenceClaim(j.id, 'f1', 1)).toBe(false);
+    expect(await redis.hget(jobKeys.workerClaim(j.id), 'dispatch_id')).toBe('f1');
+    // unclaimed attempt 2: fenced at its number (claim-2.lua then answers "stale" for it), TTL set
+    expect(await store.fenceClaim(j.id, 'f2', 2)).toBe(true);
+    expect(await redis.hgetall(jobKeys.workerClaim(j.id))).toEqual({ attempt: '2', dispatch_id: 'fenced:f2', worker_id: '' });
+    expect(await redis.pttl(jobKeys.workerClaim(j.id))).toBeGreaterThan(3_000_000);
+    // fencing again is idempotent; an older attempt is not written over a newer claim
+    expect(await store.fenceClaim(j.id, 'f2', 2)).toBe(true);
+    expect(await store.fenceClaim(j.id, 'f0', 1)).toBe(true);
+    expect(await redis.hget(jobKeys.workerClaim(j.id), 'dispatch_id')).toBe('fenced:f2');
+  });
+
   it('patchJob updates fields without a state change, fenced and state-checked', async () => {
     const j = newJob();
     await store.createJob(j);
