@@ -1,7 +1,8 @@
 // Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
 import { z } from 'zod';
-import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zBool, zDuration } from '@cordum/service-kit';
+import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zBool, zCheckedString, zDuration, zJobTtl } from '@cordum/service-kit';
 import { configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
+import { parseGrpcAddress } from '@cordum/protocol';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
 
 const WILDCARD_TENANT = '*';
@@ -41,14 +42,15 @@ export const gatewayEnvSchema = commonEnvSchema
     GATEWAY_HTTP_ADDR: zAddr.default({ host: '0.0.0.0', port: 8081 }),
     GATEWAY_GRPC_ADDR: zAddr.default({ host: '0.0.0.0', port: 8080 }),
     GATEWAY_METRICS_ADDR: zAddr.default({ host: '0.0.0.0', port: 9092 }),
-    SAFETY_KERNEL_ADDR: z.string().min(1).default('127.0.0.1:50051'),
+    SAFETY_KERNEL_ADDR: zCheckedString(parseGrpcAddress).default('127.0.0.1:50051'),
     CORDUM_API_KEY: z.string().min(8, 'must be at least 8 characters').optional(),
     TENANT_ID: z.string().regex(TENANT_RE, 'must match ^[a-z0-9][a-z0-9_-]{0,62}$').default('default'),
     CORDUM_API_KEYS: zApiKeys,
-    JOB_TTL: zDuration.default(7 * 24 * 3600 * 1000),
+    JOB_TTL: zJobTtl,
     AUDIT_TRANSPORT: z.enum(['local', 'buffer', 'nats']).default('local'),
     AUDIT_BUFFER_SIZE: z.coerce.number().int().min(1).max(1_000_000).default(1000),
-    DLQ_CLEANUP_INTERVAL: zDuration.default(3600 * 1000),
+    // Each run SCANs the keyspace (index trim): not more often than once a minute.
+    DLQ_CLEANUP_INTERVAL: zDuration.default(3600 * 1000).refine((ms) => ms >= 60_000, { message: 'must be between 1m and 24d' }),
     // D24: defaults 1000/2000; docs recommend 30/50 in production. Overridden live by config `rate_limits`.
     API_RATE_LIMIT_RPS: z.coerce.number().positive('must be a positive number').default(1000),
     API_RATE_LIMIT_BURST: z.coerce.number().int('must be an integer').positive('must be a positive integer').default(2000),

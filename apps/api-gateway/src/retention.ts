@@ -23,6 +23,7 @@ export function createRetentionCleanup(o: { redis: RedisClient; locks: Locks; lo
   const dlqTtlMs = o.dlqTtlMs ?? DLQ_TTL_MS;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<unknown> = Promise.resolve();
+  let busy = false;
   let elector: LeaderElector | null = null;
 
   const runOnce = async (nowMs = Date.now()): Promise<TrimCounts> => {
@@ -32,8 +33,14 @@ export function createRetentionCleanup(o: { redis: RedisClient; locks: Locks; lo
   };
 
   const tick = () => {
-    if (!elector?.isLeader()) return;
-    running = runOnce().catch((err: unknown) => o.logger.warn('retention trim failed', { err: err instanceof Error ? err.message : String(err) }));
+    // A trim SCANs the keyspace: one at a time, even when a run outlasts the interval.
+    if (!elector?.isLeader() || busy) return;
+    busy = true;
+    running = runOnce()
+      .catch((err: unknown) => o.logger.warn('retention trim failed', { err: err instanceof Error ? err.message : String(err) }))
+      .finally(() => {
+        busy = false;
+      });
   };
 
   return {

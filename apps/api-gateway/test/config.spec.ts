@@ -66,6 +66,29 @@ describe('loadGatewayConfig', () => {
   ])('%s=%s is a config error naming it', (name, value) => {
     expect(configError({ ...base, [name]: value })).toContain(name);
   });
+
+  it.each([
+    // PEXPIRE 0 would delete records as they are written; SET PX 0 is refused by Redis
+    ['JOB_TTL', '0', 'JOB_TTL must be between 1m and 30d'],
+    ['JOB_TTL', '31d', 'JOB_TTL must be at most 30d'],
+    // each cleanup SCANs the keyspace; 0 would start one every millisecond
+    ['DLQ_CLEANUP_INTERVAL', '0', 'DLQ_CLEANUP_INTERVAL must be between 1m and 24d'],
+    ['DLQ_CLEANUP_INTERVAL', '700h', 'DLQ_CLEANUP_INTERVAL must be at most 24d'],
+    ['CORDUM_CONFIG_RELOAD_INTERVAL', '720h', 'CORDUM_CONFIG_RELOAD_INTERVAL must be at most 24d'],
+    // grpc-js would take these as dns:http://… or port 443 and every Check would fail at run time
+    ['SAFETY_KERNEL_ADDR', 'http://kernel:50051', 'SAFETY_KERNEL_ADDR use host:port or dns:///host:port, not a URL'],
+    ['SAFETY_KERNEL_ADDR', 'kernel', 'SAFETY_KERNEL_ADDR bad host:port "kernel" (port 1-65535)'],
+    ['SAFETY_KERNEL_ADDR', '127.0.0.1:99999', 'SAFETY_KERNEL_ADDR bad host:port'],
+    ['SAFETY_KERNEL_ADDR', 'kernel-a:50051,kernel-b', 'SAFETY_KERNEL_ADDR bad host:port "kernel-b" in "kernel-a:50051,kernel-b"'],
+  ])('%s=%s is refused at load: %s', (name, value, message) => {
+    expect(configError({ ...base, [name]: value })).toContain(message);
+  });
+
+  it('takes the documented forms: JOB_TTL 7d, SAFETY_KERNEL_ADDR dns:/// and comma lists', () => {
+    for (const addr of ['dns:///safety-kernel-headless:50051', 'kernel:50051', '[::1]:50051', 'a:1,b:2']) {
+      expect(loadGatewayConfig({ ...base, JOB_TTL: '7d', SAFETY_KERNEL_ADDR: addr })).toMatchObject({ safetyKernelAddr: addr, jobTtlMs: 7 * 86_400_000 });
+    }
+  });
 });
 
 describe('static key store', () => {

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
-import { commonEnvSchema, loadConfig, zAddr, zBool, zDuration, zInt } from '@cordum/service-kit';
+import { commonEnvSchema, loadConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl } from '@cordum/service-kit';
+import { parseGrpcAddress } from '@cordum/protocol';
 import { z } from 'zod';
 import { D21_BREAKER, type BreakerOptions } from './safety-breaker';
 import type { FailModes } from './safety';
@@ -11,10 +12,10 @@ const BUILT_IN = 'built-in defaults';
 
 export const schedulerEnvSchema = commonEnvSchema.extend({
   SCHEDULER_HTTP_ADDR: zAddr.prefault(':9090'),
-  SAFETY_KERNEL_ADDR: z.string().min(1).default('127.0.0.1:50051'),
+  SAFETY_KERNEL_ADDR: zCheckedString(parseGrpcAddress).default('127.0.0.1:50051'),
   POOL_CONFIG_PATH: z.string().optional(),
   TIMEOUT_CONFIG_PATH: z.string().optional(),
-  JOB_TTL: zDuration.default(7 * DAY_MS).refine((ms) => ms >= 60_000 && ms <= 30 * DAY_MS, { message: 'must be between 1m and 30d' }),
+  JOB_TTL: zJobTtl,
   SCHEDULER_DISPATCH_UNTRACKED: zBool.default(false),
   // BEHAVIOURS §3 delivery verification.
   SCHEDULER_DISPATCH_VERIFY_ENABLED: zBool.default(true),

@@ -58,6 +58,12 @@ describe('loadSchedulerConfig', () => {
 
   it('fails with one line naming the variable', () => {
     expect(() => loadSchedulerConfig({ JOB_TTL: 'soon' }, empty)).toThrow(/^invalid config: JOB_TTL .*"soon"/);
+    expect(loadSchedulerConfig({ JOB_TTL: '7d' }, empty).jobTtlMs).toBe(7 * 86_400_000);
+    // refused at load (exit 2, one line), not after Redis and NATS are connected
+    expect(() => loadSchedulerConfig({ SAFETY_KERNEL_ADDR: 'http://kernel:50051' }, empty)).toThrow(
+      'invalid config: SAFETY_KERNEL_ADDR use host:port or dns:///host:port, not a URL: "http://kernel:50051" (got "http://kernel:50051")',
+    );
+    expect(() => loadSchedulerConfig({ SAFETY_KERNEL_ADDR: 'kernel-a:50051,kernel-b' }, empty)).toThrow(/^invalid config: SAFETY_KERNEL_ADDR bad host:port "kernel-b"/);
     expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: join(empty, 'missing.yaml') }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH cannot read/);
     const bad = join(empty, 'bad.yaml');
     writeFileSync(bad, 'topics: [not, a, map]\n');

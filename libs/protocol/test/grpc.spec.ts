@@ -112,6 +112,16 @@ describe('gRPC glue', () => {
     expect(() => parseGrpcAddress('k1:1,dns:///k2:2')).toThrow(expect.objectContaining({ code: 'invalid_address' }));
   });
 
+  it('refuses single addresses grpc-js would misread (a URL, no port, port out of range)', () => {
+    expect(parseGrpcAddress('[::1]:50051')).toEqual(['[::1]:50051']);
+    expect(parseGrpcAddress('dns://8.8.8.8/kernel:50051')).toEqual(['dns://8.8.8.8/kernel:50051']);
+    expect(parseGrpcAddress('unix:/run/kernel.sock')).toEqual(['unix:/run/kernel.sock']);
+    expect(() => parseGrpcAddress('http://kernel:50051')).toThrow('use host:port or dns:///host:port, not a URL: "http://kernel:50051"');
+    expect(() => parseGrpcAddress('kernel')).toThrow('bad host:port "kernel" (port 1-65535)');
+    expect(() => parseGrpcAddress('dns:///kernel')).toThrow('bad host:port "kernel" in "dns:///kernel"');
+    for (const bad of ['kernel:0', 'kernel:99999', 'k1:1,k2:70000']) expect(() => parseGrpcAddress(bad)).toThrow(expect.objectContaining({ code: 'invalid_address' }));
+  });
+
   it('round-trips a unary call with typed request and response', async () => {
     const kernel = track(grpcClientFor(SafetyKernel, `127.0.0.1:${a.port}`));
     const res = await kernel.check({ jobId: 'j1', topic: 'job.echo', tenant: 't1', labels: { team: 'x' } }, { deadlineMs: 5_000 });

@@ -6,10 +6,13 @@ import { ConfigError, isConfigError } from './errors';
 // Every helper carries its own message so that a bad variable reads as one line:
 //   invalid config: REDIS_POOL_SIZE must be a positive integer (got "abc")
 
-const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/;
-const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/;
+const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** Parses "500ms" | "30s" | "5m" | "1h" | "250" (plain number = ms) into milliseconds. */
+/** Longest delay a Node timer takes; a longer one fires after 1 ms, so an interval would spin. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** Parses "500ms" | "30s" | "5m" | "1h" | "7d" | "250" (plain number = ms) into milliseconds. */
 export function parseDurationMs(raw: string): number | undefined {
   const m = DURATION_RE.exec(raw.trim());
   if (!m) return undefined;
@@ -27,15 +30,49 @@ export function parseAddr(raw: string): { host: string; port: number } | undefin
   return { host: host === '' ? '0.0.0.0' : host, port };
 }
 
-/** Use `.default(30_000)` (output value) or `.prefault('30s')` (parsed) for defaults. */
-export const zDuration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const ms = typeof v === 'number' ? v : parseDurationMs(v);
-  if (ms === undefined || ms < 0 || !Number.isFinite(ms)) {
-    ctx.addIssue({ code: 'custom', message: 'must be a duration like 500ms, 30s or 5m' });
-    return z.NEVER;
-  }
-  return ms;
-});
+function durationSchema(maxMs: number, maxText: string) {
+  return z.union([z.string(), z.number()]).transform((v, ctx) => {
+    const ms = typeof v === 'number' ? v : parseDurationMs(v);
+    if (ms === undefined || ms < 0 || !Number.isFinite(ms)) {
+      ctx.addIssue({ code: 'custom', message: 'must be a duration like 500ms, 30s or 5m' });
+      return z.NEVER;
+    }
+    if (ms > maxMs) {
+      ctx.addIssue({ code: 'custom', message: `must be at most ${maxText}` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+}
+
+/**
+ * A duration that may drive a timer: at most MAX_TIMER_MS (≈ 24.8 d), beyond which Node
+ * fires after 1 ms. Use `.default(30_000)` (output value) or `.prefault('30s')` (parsed).
+ */
+export const zDuration = durationSchema(MAX_TIMER_MS, '24d (Node timers overflow beyond)');
+
+const DAY_MS = 86_400_000;
+/** JOB_TTL (D45) of the gateway and the scheduler: a record lifetime, never a timer; 1 m to 30 d, default 7 d. */
+export const zJobTtl = durationSchema(30 * DAY_MS, '30d')
+  .refine((ms) => ms >= 60_000, { message: 'must be between 1m and 30d' })
+  .default(7 * DAY_MS);
+
+/**
+ * A non-empty string that `check` accepts; `check` throws an Error whose message names the
+ * problem (e.g. a parser from another library), reported as the variable's one line.
+ */
+export function zCheckedString(check: (v: string) => unknown) {
+  return z
+    .string()
+    .min(1)
+    .superRefine((v, ctx) => {
+      try {
+        check(v);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
+      }
+    });
+}
 
 export type Addr = { host: string; port: number };
 
@@ -171,8 +208,13 @@ function describeIssue(issue: z.core.$ZodIssue, env: Record<string, string>): st
   else if (issue.code === 'invalid_value') problem = `must be one of ${issue.values.map(String).join('|')}`;
   else if (issue.code === 'custom') problem = issue.message;
   else problem = `is invalid: ${issue.message}`;
-  const got = raw === undefined ? '' : ` (got ${isSecretKey(name) ? '"<redacted>"' : JSON.stringify(truncate(raw))})`;
+  const got = raw === undefined ? '' : ` (got ${isSecretKey(name) ? '"<redacted>"' : JSON.stringify(truncate(redactUserinfo(raw)))})`;
   return oneLine(`${name} ${problem}${got}`);
+}
+
+/** `redis://:pw@host` → `redis://<redacted>@host` in any value, parseable or not: a password is never echoed. */
+function redactUserinfo(s: string): string {
+  return s.replace(/(:\/\/)[^@/\s,]*@/g, '$1<redacted>@');
 }
 
 function truncate(s: string): string {

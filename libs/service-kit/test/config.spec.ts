@@ -13,6 +13,9 @@ import {
   zBool,
   zCsv,
   zDuration,
+  zJobTtl,
+  zCheckedString,
+  MAX_TIMER_MS,
 } from '../src';
 
 function configErrorOf(fn: () => unknown): ConfigError {
@@ -124,6 +127,14 @@ describe('ConfigError messages are one line naming the variable', () => {
     expect(msg).toContain('CORDUM_API_KEY');
     expect(msg).not.toContain('hunter2');
   });
+
+  it('a config error never echoes a URL password, even in a value that does not parse', () => {
+    const msg = configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_URL: 'redis://:s3cretpw@redis.internal:6379x', NATS_URL: 'nats://u:pw2@n:4222,bad' })).message;
+    expect(msg).toContain('REDIS_URL');
+    expect(msg).toContain('"redis://<redacted>@redis.internal:6379x"');
+    expect(msg).toContain('NATS_URL');
+    expect(msg).not.toMatch(/s3cretpw|pw2/);
+  });
 });
 
 describe('zod helpers', () => {
@@ -136,7 +147,33 @@ describe('zod helpers', () => {
     expect(zDuration.parse('250')).toBe(250);
     expect(zDuration.parse('0')).toBe(0);
     expect(zDuration.parse(42)).toBe(42);
-    for (const bad of ['', '5 minutes', '-1s', '1d', 's', '1.2.3s']) expect(zDuration.safeParse(bad).success).toBe(false);
+    expect(zDuration.parse('1d')).toBe(86_400_000);
+    expect(zDuration.parse('24d')).toBe(24 * 86_400_000);
+    for (const bad of ['', '5 minutes', '-1s', '1w', 's', '1.2.3s']) expect(zDuration.safeParse(bad).success).toBe(false);
+  });
+
+  it('zDuration refuses what a Node timer cannot wait (it would fire after 1 ms, an interval would spin)', () => {
+    expect(zDuration.parse(MAX_TIMER_MS)).toBe(MAX_TIMER_MS);
+    for (const long of ['25d', '1000h', MAX_TIMER_MS + 1]) expect(zDuration.safeParse(long).success).toBe(false);
+    expect(() => loadConfig(z.object({ CORDUM_CONFIG_RELOAD_INTERVAL: zDuration }), { CORDUM_CONFIG_RELOAD_INTERVAL: '720h' })).toThrow(
+      'invalid config: CORDUM_CONFIG_RELOAD_INTERVAL must be at most 24d (Node timers overflow beyond) (got "720h")',
+    );
+  });
+
+  it('zJobTtl: 1m to 30d, default 7d', () => {
+    const schema = z.object({ JOB_TTL: zJobTtl });
+    expect(loadConfig(schema, {}).JOB_TTL).toBe(7 * 86_400_000);
+    expect(loadConfig(schema, { JOB_TTL: '30d' }).JOB_TTL).toBe(30 * 86_400_000);
+    expect(loadConfig(schema, { JOB_TTL: '1m' }).JOB_TTL).toBe(60_000);
+    for (const bad of ['0', '59s', '31d']) expect(() => loadConfig(schema, { JOB_TTL: bad })).toThrow(/^invalid config: JOB_TTL must be (between 1m and 30d|at most 30d)/);
+  });
+
+  it('zCheckedString reports the checker\'s message as the variable\'s one line', () => {
+    const schema = z.object({ ADDR: zCheckedString((v) => {
+      if (!v.includes(':')) throw new Error(`no port in ${JSON.stringify(v)}`);
+    }) });
+    expect(loadConfig(schema, { ADDR: 'a:1' }).ADDR).toBe('a:1');
+    expect(() => loadConfig(schema, { ADDR: 'a' })).toThrow('invalid config: ADDR no port in "a" (got "a")');
   });
 
   it('zAddr', () => {

@@ -61,18 +61,35 @@ export function splitGrpcAddress(address: string): string[] {
 export function parseGrpcAddress(address: string): string[] {
   const parts = splitGrpcAddress(address);
   if (parts.length === 0) throw new ProtocolError('invalid_address', `empty gRPC address ${JSON.stringify(address)}`);
-  if (parts.length === 1) return [parts[0] as string];
+  if (parts.length === 1) {
+    const one = parts[0] as string;
+    // dns:///host:port (or dns://authority/host:port) as given; grpc-js's other schemes for experts.
+    if (/^(ipv4|ipv6|unix|unix-abstract):./.test(one)) return [one];
+    const dns = /^dns:(?:\/\/[^/]*\/)?(.+)$/.exec(one);
+    if (dns) hostPort(dns[1] as string, address);
+    else if (one.includes('://')) throw new ProtocolError('invalid_address', `use host:port or dns:///host:port, not a URL: ${JSON.stringify(one)}`);
+    else hostPort(one, address);
+    return [one];
+  }
   const hosts = parts.map((p) => {
     if (p.includes('://') || p.startsWith('ipv4:') || p.startsWith('ipv6:')) {
       throw new ProtocolError('invalid_address', `a comma list takes plain host:port entries, got ${JSON.stringify(p)}`);
     }
-    const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(p);
-    if (!m) throw new ProtocolError('invalid_address', `bad host:port ${JSON.stringify(p)} in ${JSON.stringify(address)}`);
-    return m[1] ?? m[2] ?? '';
+    return hostPort(p, address);
   });
   if (hosts.every((h) => isIP(h) === 4)) return [`ipv4:${parts.join(',')}`];
   if (hosts.every((h) => isIP(h) === 6)) return [`ipv6:${parts.join(',')}`];
   return parts;
+}
+
+/** The host of `host:port` or `[v6]:port` with a port 1–65535; throws naming the entry otherwise. */
+function hostPort(p: string, address: string): string {
+  const m = /^(?:\[([^\]]+)\]|([^:\s/]+)):(\d{1,5})$/.exec(p);
+  const port = Number(m?.[3]);
+  if (!m || port < 1 || port > 65535) {
+    throw new ProtocolError('invalid_address', `bad host:port ${JSON.stringify(p)}${p === address ? '' : ` in ${JSON.stringify(address)}`} (port 1-65535)`);
+  }
+  return m[1] ?? m[2] ?? '';
 }
 
 const ROUND_ROBIN = JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] });
