@@ -8,7 +8,7 @@ import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
-import { closeRedis, createRedis, pingRedis, warnIfEvicting, type RedisClient } from '@cordum/redis';
+import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { createExpressServer, createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck } from '@cordum/service-kit';
 import type { GatewayConfig } from './config';
 import { createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
@@ -111,7 +111,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       job_ttl_ms: config.jobTtlMs,
     });
 
-    const redis: RedisClient = createRedis({ ...config.redis, name: config.instanceId });
+    const redis: RedisClient = createRedis({ ...config.redis, name: config.instanceId, events: redisLogEvents(logger) });
     cleanups.push({ name: 'redis', fn: () => closeRedis(redis) });
     // Dial now (a lazy client would otherwise stay 'wait' until the first request); readiness reports the result.
     if (!(await pingRedis(redis, PING_TIMEOUT_MS))) logger.warn('redis not reachable at start; /readyz stays 503 until it is');

@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { connectBus, type Bus } from '@cordum/bus';
 import { createConfigStore, createConfigWatcher, parseSafetySection, type ConfigWatcher } from '@cordum/config-overlay';
 import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, grpcServerOptions } from '@cordum/protocol';
-import { closeRedis, createRedis, pingRedis, type RedisClient } from '@cordum/redis';
+import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Logger, type Registry, type Service } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
 import type { SafetyKernelRuntimeConfig } from './config';
@@ -135,7 +135,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     state = 'starting';
     if (config.decisionCache.ttlMs > 0) cache = new DecisionCache({ ...config.decisionCache, now }, metrics.cacheObserver());
     const c = cache;
-    redis = createRedis({ ...config.redis, name: `${config.service}:${config.instanceId}` });
+    redis = createRedis({ ...config.redis, name: `${config.service}:${config.instanceId}`, events: redisLogEvents(log) });
     const s = new SnapshotStore(redis, (snap) => c?.reset(snap.id));
     store = s;
     composer = new PolicyComposer(s, config.initialPolicy, now);

@@ -4,7 +4,7 @@ import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { decodePacket } from '@cordum/protocol';
-import { closeRedis, createRedis, pingRedis, warnIfEvicting, type RedisClient } from '@cordum/redis';
+import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import { createSchedulerConfigWatcher, schedulerSections } from './config-watch';
@@ -147,7 +147,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
         { name: 'config', check: () => watcher?.ready === true },
       ],
     });
-    redis = createRedis({ ...config.redis, name: `scheduler:${instanceId}` });
+    redis = createRedis({ ...config.redis, name: `scheduler:${instanceId}`, events: redisLogEvents(logger) });
     const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM, histogramBuckets: JOB_PATH_BUCKETS });
     bus = await connectBus({ servers: config.natsServers, name: `scheduler:${instanceId}`, logger, registry });
     await bus.ensureStreams();

@@ -27,6 +27,61 @@ export interface RedisConnOptions {
    * answer 503 (BEHAVIOURS §8). Default 1500 ms; 0 disables (blocking commands need that).
    */
   commandTimeoutMs?: number;
+  /**
+   * Connection trouble. ioredis emits an error on every failed reconnect (≈ 2 a second while
+   * Redis is down) and prints each one with its stack to stderr when nobody listens; the client
+   * always listens, and reports through these (throttled) when given.
+   */
+  events?: RedisConnectionEvents;
+}
+
+export interface RedisConnectionEvents {
+  /**
+   * The first error of an outage, then one whenever the message changes or `REPORT_EVERY_MS`
+   * passed; `suppressed` = errors since the last report that were not reported.
+   */
+  error(err: Error, suppressed: number): void;
+  /** Ready again after a reported error; `downMs` since the first error of the outage. */
+  restored(downMs: number): void;
+}
+
+/** A repeated connection error is reported at most this often. */
+export const REPORT_EVERY_MS = 30_000;
+
+/** Events that log as one JSON line each: `redis connection error` (warn), `redis connection restored` (info). */
+export function redisLogEvents(log: { warn(msg: string, fields?: Record<string, unknown>): void; info(msg: string, fields?: Record<string, unknown>): void }): RedisConnectionEvents {
+  return {
+    error: (err, suppressed) => log.warn('redis connection error', { err: err.message, ...(suppressed > 0 ? { suppressed } : {}) }),
+    restored: (downMs) => log.info('redis connection restored', { down_ms: downMs }),
+  };
+}
+
+/** Listens for the client's errors (so ioredis never prints them) and reports them, throttled. */
+function watchConnection(client: RedisClient, events: RedisConnectionEvents | undefined): void {
+  let last: { message: string; at: number } | undefined;
+  let suppressed = 0;
+  let downSince: number | undefined;
+  const onError = (err: Error): void => {
+    const now = Date.now();
+    downSince ??= now;
+    if (last && last.message === err.message && now - last.at < REPORT_EVERY_MS) {
+      suppressed++;
+      return;
+    }
+    last = { message: err.message, at: now };
+    const n = suppressed;
+    suppressed = 0;
+    events?.error(err, n);
+  };
+  client.on('error', onError);
+  // A Cluster re-emits its node clients' errors as 'node error'.
+  if (client instanceof Cluster) client.on('node error', onError);
+  client.on('ready', () => {
+    if (downSince !== undefined) events?.restored(Date.now() - downSince);
+    downSince = undefined;
+    last = undefined;
+    suppressed = 0;
+  });
 }
 
 /** Reconnect backoff: 50 ms doubling, capped at 1 s, with jitter so replicas do not stampede. */
@@ -80,6 +135,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
       for (const node of cluster.nodes('all')) writeOncePerTurn(node);
       cluster.on('+node', (node: Redis) => writeOncePerTurn(node));
     }
+    watchConnection(cluster, opts.events);
     return cluster;
   }
   const redis = new Redis(opts.url, {
@@ -87,6 +143,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
     retryStrategy: (times: number) => retryDelayMs(times),
   });
   if (batched) writeOncePerTurn(redis);
+  watchConnection(redis, opts.events);
   return redis;
 }
 

@@ -1,4 +1,17 @@
-export { createRedis, closeRedis, pingRedis, masters, evictionPolicies, warnIfEvicting, retryDelayMs, type RedisClient, type RedisConnOptions } from './client';
+export {
+  createRedis,
+  closeRedis,
+  pingRedis,
+  masters,
+  evictionPolicies,
+  warnIfEvicting,
+  retryDelayMs,
+  redisLogEvents,
+  REPORT_EVERY_MS,
+  type RedisClient,
+  type RedisConnOptions,
+  type RedisConnectionEvents,
+} from './client';
 export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from './scripts';
 export { KeyBuilder } from './keys';
 export { scanKeys } from './scan';

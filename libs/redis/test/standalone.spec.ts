@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { countWrites } from './count-writes';
 import {
   closeRedis, createRedis, defineScripts, evictionPolicies, isRedisUnavailable, KeyBuilder, pingRedis, RedisError, scanKeys,
-  scriptCodes, scriptSpec, toRedisError, warnIfEvicting, type RedisClient,
+  redisLogEvents, scriptCodes, scriptSpec, toRedisError, warnIfEvicting, type RedisClient,
 } from '../src';
 
 const incrLua = `-- KEYS[1] counter; ARGV[1] step; returns the new value, or -2 when step is negative
@@ -174,6 +174,54 @@ describe('@cordum/redis standalone', () => {
 });
 
 describe('@cordum/redis when the server goes away', () => {
+  it('reports an outage as one throttled error and its end, and ioredis prints nothing to stderr', async () => {
+    const printed = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    const server = await startRedis();
+    const errors: { message: string; suppressed: number }[] = [];
+    const restored: number[] = [];
+    let raw = 0;
+    const c = createRedis({
+      url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1,
+      events: { error: (err, suppressed) => void errors.push({ message: err.message, suppressed }), restored: (ms) => void restored.push(ms) },
+    });
+    // not an 'error' listener: with none but the client's own, ioredis would print each error
+    c.on('reconnecting', () => void raw++);
+    try {
+      expect(await pingRedis(c)).toBe(true);
+      await server.process.stop(5000);
+      // every failed reconnect is an error event (backoff ≤ 1 s): wait for several
+      await waitFor(() => raw >= 4, 10_000, { message: 'failed reconnects' });
+      expect(errors).toHaveLength(1);
+      expect(errors[0]?.message).toMatch(/ECONNREFUSED|Connection is closed|connect/);
+      const again = startProcess('redis-again', 'redis-server', ['--port', String(server.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', server.dir]);
+      try {
+        await waitFor(() => restored.length === 1, 10_000, { message: 'restored reported' });
+        expect(restored[0]).toBeGreaterThan(0);
+        expect(errors.length).toBeLessThanOrEqual(2); // a different message may be reported once
+      } finally {
+        await again.stop(5000);
+      }
+      expect(printed.mock.calls.filter((call) => String(call[0]).includes('[ioredis]'))).toEqual([]);
+    } finally {
+      printed.mockRestore();
+      await closeRedis(c);
+      await server.stop();
+    }
+  });
+
+  it('redisLogEvents logs one JSON-able line per report', () => {
+    const lines: [string, string, Record<string, unknown> | undefined][] = [];
+    const ev = redisLogEvents({ warn: (m, f) => void lines.push(['warn', m, f]), info: (m, f) => void lines.push(['info', m, f]) });
+    ev.error(new Error('connect ECONNREFUSED 127.0.0.1:1'), 0);
+    ev.error(new Error('connect ECONNREFUSED 127.0.0.1:1'), 59);
+    ev.restored(1234);
+    expect(lines).toEqual([
+      ['warn', 'redis connection error', { err: 'connect ECONNREFUSED 127.0.0.1:1' }],
+      ['warn', 'redis connection error', { err: 'connect ECONNREFUSED 127.0.0.1:1', suppressed: 59 }],
+      ['info', 'redis connection restored', { down_ms: 1234 }],
+    ]);
+  });
+
   it.each([1, 4])('pingRedis turns false and commands fail fast with redis_unavailable; recovers on restart (poolSize %i)', async (poolSize) => {
     const server = await startRedis();
     const c = createRedis({ url: server.url, clusterAddresses: [], poolSize, minIdleConns: 1 });

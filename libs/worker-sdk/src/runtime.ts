@@ -1,7 +1,7 @@
 // Connections a worker process needs, so an app built on the SDK never imports
 // the bus or redis libs itself (module boundaries: apps → worker-sdk).
 import { connectBus, type Bus } from '@cordum/bus';
-import { closeRedis, createRedis, pingRedis, type RedisClient, type RedisConnOptions } from '@cordum/redis';
+import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient, type RedisConnOptions } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import type { Registry } from 'prom-client';
 
@@ -24,7 +24,7 @@ export interface WorkerRuntime {
 }
 
 export async function connectWorkerRuntime(o: WorkerRuntimeOptions): Promise<WorkerRuntime> {
-  const redis = createRedis({ ...o.redis, name: o.redis.name ?? o.name });
+  const redis = createRedis({ ...o.redis, name: o.redis.name ?? o.name, events: redisLogEvents(o.logger) });
   let bus: Bus;
   try {
     bus = await connectBus({ servers: o.natsServers, name: o.name, logger: o.logger, registry: o.registry });
