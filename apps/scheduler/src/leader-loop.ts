@@ -25,6 +25,8 @@ export function createLeaderLoop(o: {
   periodMs: () => number;
   logger: Logger;
   run: () => Promise<void>;
+  /** Called on each turn this replica is not the leader (e.g. to zero a gauge only the leader sets). */
+  notLeader?: () => void;
 }): LeaderLoop {
   const elector: LeaderElector = o.locks.elector({ key: o.key, owner: o.owner, ttlMs: o.ttlMs, renewMs: o.renewMs, logger: o.logger });
   let timer: NodeJS.Timeout | undefined;
@@ -32,7 +34,11 @@ export function createLeaderLoop(o: {
   let stopped = false;
 
   const turn = async (): Promise<void> => {
-    if (!elector.isLeader() || running) return running;
+    if (!elector.isLeader()) {
+      o.notLeader?.();
+      return running;
+    }
+    if (running) return running;
     running = o.run()
       .catch((err: unknown) => o.logger.warn(`${o.name} turn failed`, { err }))
       .finally(() => (running = undefined));

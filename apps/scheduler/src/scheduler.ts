@@ -184,6 +184,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       periodMs: () => timeouts.reconciler.scan_interval_seconds * 1000,
       logger,
       run: () => reconcileOnce(c).then(() => undefined),
+      // Only the leader scans: a replica that lost the lease must not keep exporting its last count.
+      notLeader: () => c.metrics.staleJobs.set(0),
     });
     replayer = createLeaderLoop({
       name: 'pending replayer',

@@ -75,9 +75,10 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   let limits: RateLimits = { ...o.limits };
   let mode: LimiterMode = o.useRedis ? 'redis' : 'memory';
   const hits = new Counter({ name: 'cordum_rate_limit_hits_total', help: 'Requests rejected with 429 rate_limited', registers: [o.registry] });
-  const inMemory = new Gauge({ name: 'cordum_rate_limit_in_memory', help: '1 while this replica limits with its own in-memory buckets (Redis disabled or unreachable)', registers: [o.registry] });
+  const inMemory = new Gauge({ name: 'cordum_rate_limit_in_memory', help: '1 while this replica has fallen back to its own in-memory buckets because Redis is unreachable (0 with REDIS_RATE_LIMIT=false, which is logged at start)', registers: [o.registry] });
   const fallbacks = new Counter({ name: 'cordum_rate_limit_fallback_total', help: 'Switches from the shared Redis limiter to the in-memory one', registers: [o.registry] });
-  inMemory.set(mode === 'memory' ? 1 : 0);
+  // A fallback, not the configured mode: the alert on this gauge means "cannot reach Redis".
+  inMemory.set(0);
   if (!o.useRedis) o.logger.warn('rate limiter uses per-replica in-memory buckets (REDIS_RATE_LIMIT=false)', { ...limits });
 
   const switchTo = (next: LimiterMode, why: string): void => {

@@ -1,0 +1,62 @@
+import { createLocks } from '@cordum/locks';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { createLogger } from '@cordum/service-kit';
+import { startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { createLeaderLoop, type LeaderLoop } from '../src/leader-loop';
+
+// The reconciler's stale-jobs gauge is set by the leader's scan only. A replica that lost the
+// lease kept exporting its last count, so `max(cordum_scheduler_stale_jobs) > 0` could alert
+// for good; every turn a replica is not the leader now zeroes it (notLeader).
+
+const KEY = 'cordum:test:leader-loop';
+let server: TestServer;
+let redis: RedisClient;
+const loops: LeaderLoop[] = [];
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+});
+
+afterAll(async () => {
+  await Promise.all(loops.map((l) => l.stop()));
+  await closeRedis(redis);
+  await server.stop();
+});
+
+function loop(owner: string, gauge: { value: number }): LeaderLoop {
+  const l = createLeaderLoop({
+    name: owner,
+    locks: createLocks(redis),
+    key: KEY,
+    owner,
+    ttlMs: 1_500,
+    renewMs: 300,
+    periodMs: () => 50,
+    logger: createLogger({ service: 'test', instance: owner, level: 'error', write: () => undefined }),
+    run: async () => {
+      gauge.value = 7;
+    },
+    notLeader: () => {
+      gauge.value = 0;
+    },
+  });
+  loops.push(l);
+  l.start();
+  return l;
+}
+
+it('a replica that is not the leader, or stopped being it, reports 0; the leader keeps its figure', async () => {
+  const a = { value: -1 };
+  const b = { value: -1 };
+  const first = loop('replica-a', a);
+  await waitFor(() => first.isLeader() && a.value === 7, 5_000, { message: 'a leads and scans' });
+  loop('replica-b', b);
+  await waitFor(() => b.value === 0, 2_000, { message: 'b zeroes its gauge' });
+  expect(a.value).toBe(7);
+
+  // another owner takes the lease away from a (its renew finds it taken: "leadership lost")
+  await redis.set(KEY, 'someone-else', 'PX', 60_000);
+  await waitFor(() => !first.isLeader(), 3_000, { message: 'a steps down' });
+  await waitFor(() => a.value === 0, 2_000, { message: 'a zeroes its gauge after losing the lease' });
+});
