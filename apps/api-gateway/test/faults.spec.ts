@@ -1,12 +1,17 @@
 // BEHAVIOURS §8 at the gateway: NATS down at publish → D11; Redis down →
 // fast 503s (never 500, never a hang) and /readyz 503.
+import { connectBus, subjects } from '@cordum/bus';
+import { decodePacket } from '@cordum/protocol';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
-import { waitFor } from '@cordum/testing';
+import { createLogger } from '@cordum/service-kit';
+import { waitFor, type TestServer } from '@cordum/testing';
 import { KEYS, call, expectEnvelope, startRig, type Rig } from './harness';
 
 let rig: Rig;
 let redis: RedisClient;
 let revivedStop: () => Promise<void> = async () => undefined;
+/** NATS as last restarted by a test (the rig's own server once stopped). */
+let natsNow: TestServer | undefined;
 
 beforeAll(async () => {
   rig = await startRig();
@@ -37,11 +42,44 @@ it('NATS down: submit answers 503 bus_unavailable, the job ends FAILED(bus_unava
 
   // NATS back on the same port: the gateway recovers without a restart.
   const revived = await rig.nats.restart();
+  natsNow = revived;
   revivedStop = () => revived.stop();
   await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 200, 15_000, { message: 'readyz 200 after NATS returns' });
   const after = await submit({ prompt: 'x', topic: 'job.echo', idempotency_key: 'nats-down-1' });
   expect(after.status).toBe(200);
   expect(after.body['job_id']).not.toBe(jobId);
+});
+
+it('a cancel whose JobCancel could not be published is sent again by a repeated cancel, which answers 409 (P52)', async () => {
+  const nats = natsNow as TestServer;
+  const r = await submit({ prompt: 'x', topic: 'job.echo' });
+  expect(r.status).toBe(200);
+  const id = String(r.body['job_id']);
+  await nats.process.stop(5_000);
+  await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 503, 10_000, { message: 'readyz 503 without NATS' });
+  // the state is committed; only the worker's stop is lost
+  expect(await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator, body: { reason: 'stop it' } })).toMatchObject({ status: 200, body: { id, state: 'CANCELLED' } });
+
+  const back = await nats.restart();
+  natsNow = back;
+  revivedStop = () => back.stop();
+  await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 200, 15_000, { message: 'readyz 200 after NATS returns' });
+  const bus = await connectBus({ servers: [back.url], name: 'faults-cancel', logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }) });
+  try {
+    const told: { jobId: string; reason: string }[] = [];
+    bus.subscribe(subjects.cancel, (data) => {
+      const p = decodePacket(data);
+      if (p.payload.case === 'jobCancel') told.push({ jobId: p.payload.value.jobId, reason: p.payload.value.reason });
+    });
+    await bus.flush();
+    const again = await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator });
+    expectEnvelope(again, 409, 'job_terminal');
+    expect(again.body['state']).toBe('CANCELLED');
+    await waitFor(() => told.some((t) => t.jobId === id), 5_000, { message: 'JobCancel sent by the repeated cancel' });
+    expect(told.filter((t) => t.jobId === id)).toEqual([{ jobId: id, reason: 'stop it' }]);
+  } finally {
+    await bus.close();
+  }
 });
 
 it('Redis down: POST answers 503 redis_unavailable quickly, GET too, and /readyz is 503', async () => {

@@ -120,6 +120,28 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
     res.status(200).json({ job_id: job.id, items });
   });
 
+  /**
+   * D5/D9: one JobCancel per dispatch; the msg id makes a repeated publish a JetStream duplicate.
+   * The state is committed first: results for a CANCELLED job are ignored, so a failed publish
+   * loses only the worker's early stop. A repeated cancel of a CANCELLED job (answered 409)
+   * sends it again (P52), so a caller who saw the failure, or a 503, can get the worker told.
+   */
+  const sendCancel = async (job: JobRecord, requestedBy: string, again: boolean): Promise<void> => {
+    const dispatch = job.dispatch;
+    const packet = create(JobCancelSchema, {
+      jobId: job.id,
+      reason: job.error?.message ?? 'cancelled by API',
+      requestedBy,
+      dispatch: dispatch ? { dispatchId: dispatch.dispatchId, attempt: BigInt(dispatch.attempt), assignedWorkerId: dispatch.workerId ?? '' } : undefined,
+    });
+    try {
+      await deps.bus.publish(subjects.cancel, encodePacket(newPacket(deps.instanceId, { case: 'jobCancel', value: packet }, job.traceId)), { msgId: cancelMsgId(job.id, dispatch?.dispatchId) });
+      if (again) deps.logger.info('cancel sent again for a CANCELLED job', { job_id: job.id });
+    } catch (err) {
+      deps.logger.error('cancel publish failed; job is CANCELLED but the worker was not told (cancel it again to resend)', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+    }
+  };
+
   mount('POST /api/v1/jobs/:id/cancel', jsonBody(), async (req: Request, res: Response) => {
     const body = cancelBodySchema.safeParse(req.body);
     if (!body.success) throw new ApiError('validation_failed', { details: zodDetails(body.error) });
@@ -127,7 +149,10 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
     // D47: a tenant_id in the body must be the acting tenant (403 otherwise).
     const tenant = actingTenant(c, body.data?.tenant_id ?? undefined);
     const job = await ownJob(deps, req, tenant);
-    if (TERMINAL_STATES.has(job.state)) throw new ApiError('job_terminal', { extra: { state: job.state } });
+    if (TERMINAL_STATES.has(job.state)) {
+      if (job.state === 'CANCELLED') await sendCancel(job, c.principalId, true);
+      throw new ApiError('job_terminal', { extra: { state: job.state } });
+    }
 
     const lease = await storeCall(deps, 'job lock', () =>
       deps.locks.acquire({ key: jobKeys.lock(job.id), fenceKey: jobKeys.fence(job.id), ttlMs: JOB_LOCK_TTL_MS, owner: deps.instanceId, waitMs: JOB_LOCK_WAIT_MS }),
@@ -143,20 +168,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
         throw new ApiError('job_busy', { message: `job changed while cancelling (${r.reason}); retry` });
       }
       cancelled = r.job;
-      // D5/D9: one JobCancel per dispatch; the msg id makes a repeated publish a JetStream duplicate.
-      const dispatch = cancelled.dispatch;
-      const packet = create(JobCancelSchema, {
-        jobId: cancelled.id,
-        reason: body.data?.reason ?? 'cancelled by API',
-        requestedBy: c.principalId,
-        dispatch: dispatch ? { dispatchId: dispatch.dispatchId, attempt: BigInt(dispatch.attempt), assignedWorkerId: dispatch.workerId ?? '' } : undefined,
-      });
-      try {
-        await deps.bus.publish(subjects.cancel, encodePacket(newPacket(deps.instanceId, { case: 'jobCancel', value: packet }, cancelled.traceId)), { msgId: cancelMsgId(cancelled.id, dispatch?.dispatchId) });
-      } catch (err) {
-        // The state is committed: results for a CANCELLED job are ignored, so the job stays cancelled; only the worker's early stop is lost.
-        deps.logger.error('cancel publish failed; job is CANCELLED but the worker was not told', { job_id: cancelled.id, err: err instanceof Error ? err.message : String(err) });
-      }
+      await sendCancel(cancelled, c.principalId, false);
     } finally {
       await lease.release().catch(() => undefined);
     }
