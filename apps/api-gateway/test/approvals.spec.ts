@@ -201,6 +201,33 @@ describe('POST /api/v1/approvals/{job_id}/reject', () => {
   });
 });
 
+describe('a reject whose side writes failed (P53)', () => {
+  it('is completed by the repeated reject: the DLQ entry is indexed and listed', async () => {
+    const id = await hold();
+    // dlq:index of the wrong type: the DLQ write fails at its ZADD, after DENIED committed
+    const parked = `dlq:index:parked-${process.pid}`;
+    const hadIndex = (await redis.exists(jobKeys.dlqIndex())) === 1;
+    if (hadIndex) await redis.rename(jobKeys.dlqIndex(), parked);
+    await redis.set(jobKeys.dlqIndex(), 'not-a-zset');
+    let first;
+    try {
+      first = await call(gw2(), 'POST', `/api/v1/approvals/${id}/reject`, { key: BOB, body: { reason: 'no' } });
+    } finally {
+      await redis.del(jobKeys.dlqIndex());
+      if (hadIndex) await redis.rename(parked, jobKeys.dlqIndex());
+    }
+    expect(first.status).toBeGreaterThanOrEqual(500);
+    expect((await store.getJob(id))?.state).toBe('DENIED');
+    expect(await redis.zscore(jobKeys.dlqIndex(), id)).toBeNull();
+
+    const again = await call(gw1(), 'POST', `/api/v1/approvals/${id}/reject`, { key: BOB });
+    expect(again.body).toEqual({ job_id: id, state: 'DENIED', status: 'already_rejected' });
+    expect(await redis.zscore(jobKeys.dlqIndex(), id)).not.toBeNull();
+    const dlq = await call(gw1(), 'GET', '/api/v1/dlq', { key: KEYS.viewer });
+    expect((dlq.body['items'] as { job_id: string; reason: string }[]).find((e) => e.job_id === id)).toMatchObject({ reason: 'no' });
+  });
+});
+
 describe('/api/v1/policy passthrough', () => {
   it('evaluate, explain and simulate answer the kernel\'s decision in the acting tenant', async () => {
     const ev = await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.operator, body: { topic: 'job.deny.x', labels: { a: 'b' } } });

@@ -75,6 +75,17 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
     }
   };
 
+  /**
+   * P53: a reject's DLQ entry and index moves follow its DENIED write. When they failed (Redis
+   * error, replica killed) nothing else redoes them: a held job is in no in-flight index, so no
+   * sweep finds it. A repeated reject redoes them (idempotent; a DLQ entry an operator deleted
+   * stays deleted, P22) before answering `already_rejected`.
+   */
+  const completeRejected = async (out: ApprovalOutcome): Promise<ApprovalOutcome> => {
+    if (out.kind === 'already_rejected') await store('complete reject', () => deps.store.repairIndex(out.job.id, 'APPROVAL_REQUIRED', out.job));
+    return out;
+  };
+
   return {
     async approve(tenant, id, principalId, o) {
       const job = await ownJob(tenant, id);
@@ -136,10 +147,10 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
 
     async reject(tenant, id, principalId, o) {
       const job = await ownJob(tenant, id);
-      if (job.state !== 'APPROVAL_REQUIRED') return notPending(job, 'reject');
+      if (job.state !== 'APPROVAL_REQUIRED') return completeRejected(notPending(job, 'reject'));
       return withLock(id, async (lease): Promise<ApprovalOutcome> => {
         const cur = await ownJob(tenant, id);
-        if (cur.state !== 'APPROVAL_REQUIRED') return notPending(cur, 'reject');
+        if (cur.state !== 'APPROVAL_REQUIRED') return completeRejected(notPending(cur, 'reject'));
         const reason = o.reason ?? `rejected by ${principalId}`;
         const approval: ApprovalRecord = {
           status: 'rejected',
