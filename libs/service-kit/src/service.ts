@@ -16,7 +16,11 @@ export interface ServiceDeps {
   instanceId: string;
   /** The process's one registry, default labels service + pod. */
   registry: Registry;
-  /** Register extra cleanups; service.stop() is registered first, so it runs last. */
+  /**
+   * Register extra cleanups (run in reverse order of registration). service.stop() is registered
+   * right after create() returns: cleanups added in create() run after it, ones added in start()
+   * run before it.
+   */
   shutdown: Shutdown;
 }
 

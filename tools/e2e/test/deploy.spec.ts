@@ -156,6 +156,19 @@ describe('docker-compose.yml and docker-compose.ha.yaml', () => {
       .map((s) => s.environment?.['CORDUM_INSTANCE_ID'])
       .filter(Boolean);
     expect(new Set(ids).size).toBe(ids.length);
+    // every service names its instance (the metrics' pod label, the logs' instance); a worker the same as its worker id
+    for (const svc of built) {
+      for (const [name, s] of appServices(merged, svc.name)) {
+        expect({ service: name, id: s.environment?.['CORDUM_INSTANCE_ID'] }).toEqual({ service: name, id: expect.any(String) });
+        if (svc.name === 'echo-worker') expect(s.environment?.['CORDUM_INSTANCE_ID']).toBe(s.environment?.['WORKER_ID']);
+      }
+    }
+  });
+
+  it('publishes Redis and NATS on loopback only (no password; the services use the compose network)', () => {
+    for (const name of ['redis', 'nats']) {
+      for (const p of base.services[name]!.ports ?? []) expect({ service: name, port: p }).toEqual({ service: name, port: expect.stringMatching(/^127\.0\.0\.1:/) });
+    }
   });
 
   it('builds one image from deploy/Dockerfile that contains every bundle', () => {
@@ -166,6 +179,10 @@ describe('docker-compose.yml and docker-compose.ha.yaml', () => {
     const builds = Object.values(base.services).filter((s) => s.build);
     expect(builds.length).toBeGreaterThan(0);
     for (const s of builds) expect(s.build).toEqual({ context: '.', dockerfile: 'deploy/Dockerfile' });
+    // `COPY . .` must not bring the host's node_modules (other platforms' native binaries), local data or keys
+    const ignored = readFileSync(join(repoRoot, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
+    expect(docker).toMatch(/^COPY \. \.$/m);
+    expect(ignored).toEqual(expect.arrayContaining(['node_modules', 'dist', '.nx', '.cordum', '.git']));
   });
 });
 
@@ -331,6 +348,7 @@ describe('deploy/k8s/cordum.yaml', () => {
     image: string; command: string[]; env?: EnvVar[]; ports?: Port[];
     envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
     livenessProbe?: Probe; readinessProbe?: Probe; resources?: { limits?: { memory?: string } };
+    lifecycle?: { preStop?: { exec?: { command: string[] } } };
   }
   interface Doc {
     kind: string; metadata: { name: string }; data?: Record<string, string>;
@@ -382,10 +400,21 @@ describe('deploy/k8s/cordum.yaml', () => {
         expect({ deployment: d.metadata.name, envName, value }).toEqual({ deployment: d.metadata.name, envName, value: `:${port}` });
         expect(c.ports?.map((p) => p.containerPort)).toContain(port);
       }
-      const idVar = d.metadata.name === 'echo-worker' ? 'WORKER_ID' : 'CORDUM_INSTANCE_ID';
-      expect(c.env?.find((e) => e.name === idVar)?.valueFrom?.fieldRef?.fieldPath).toBe('metadata.name');
+      for (const idVar of d.metadata.name === 'echo-worker' ? ['WORKER_ID', 'CORDUM_INSTANCE_ID'] : ['CORDUM_INSTANCE_ID']) {
+        expect({ deployment: d.metadata.name, idVar, from: c.env?.find((e) => e.name === idVar)?.valueFrom?.fieldRef?.fieldPath }).toEqual({ deployment: d.metadata.name, idVar, from: 'metadata.name' });
+      }
     }
     for (const [key, read] of mapReaders) expect({ configMapKey: key, read }).toEqual({ configMapKey: key, read: true });
+  });
+
+  it('keeps the gateway serving while its endpoint removal propagates, within the grace period', () => {
+    const gw = deployments.find((d) => d.metadata.name === 'api-gateway')!;
+    const cmd = container(gw).lifecycle?.preStop?.exec?.command ?? [];
+    expect(cmd[0]).toBe('sleep');
+    const pause = Number(cmd[1]);
+    expect(pause).toBeGreaterThanOrEqual(3);
+    // then SIGTERM, and the service stops within 15 s
+    expect(gw.spec.template!.spec.terminationGracePeriodSeconds).toBeGreaterThan(pause + 15);
   });
 
   it('probes /healthz and /readyz on the listener that serves them', () => {
