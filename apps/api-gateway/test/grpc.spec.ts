@@ -100,3 +100,28 @@ it('serves grpc.health.v1', async () => {
   expect((await health.check({ service: 'cordum.v1.CordumApi' })).status).toBe(ServingStatus.SERVING);
   expect(await grpcCode(health.check({ service: 'nope' }))).toMatchObject({ code: GrpcStatus.NOT_FOUND });
 });
+
+describe('rate limit by client address (a key without a tenant)', () => {
+  let limited: Rig;
+  beforeAll(async () => {
+    limited = await startRig({ API_RATE_LIMIT_RPS: '0.2', API_RATE_LIMIT_BURST: '2' });
+  });
+  afterAll(async () => {
+    await limited.stop();
+  });
+
+  it('charges one budget per client IP, not one per connection (the peer port differs)', async () => {
+    const addr = `127.0.0.1:${limited.gateway.grpcPort}`;
+    // a local subchannel pool: each client dials its own connection, from its own port
+    const clients = Array.from({ length: 4 }, () => grpcClientFor(CordumApi, addr, { defaultDeadlineMs: 5_000, channelOptions: { 'grpc.use_local_subchannel_pool': 1 } }));
+    try {
+      const codes = [];
+      for (const c of clients) codes.push((await grpcCode(c.getJobStatus({ jobId: 'nope' }, { metadata: md(KEYS.star) }))).code);
+      // burst 2: the first two are answered (a malformed id), the others exhausted; per connection all four would pass
+      expect(codes.slice(0, 2)).toEqual([GrpcStatus.INVALID_ARGUMENT, GrpcStatus.INVALID_ARGUMENT]);
+      expect(codes.slice(2)).toEqual([GrpcStatus.RESOURCE_EXHAUSTED, GrpcStatus.RESOURCE_EXHAUSTED]);
+    } finally {
+      for (const c of clients) c.close();
+    }
+  });
+});

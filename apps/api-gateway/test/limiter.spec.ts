@@ -6,6 +6,7 @@ import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { callsOf, commandCalls, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { createRateLimiter, rateLimitKey, type LimitDecision, type RateLimiter, type RateLimits } from '../src/ratelimit/limiter';
+import { peerAddress } from '../src/ratelimit/middleware';
 
 const quiet = createLogger({ service: 'test', instance: 't', level: 'error', write: () => undefined });
 
@@ -136,5 +137,14 @@ describe('rate limiter group commit', () => {
     expect((await l.check('tenant:d')).allowed).toBe(true);
     expect(l.mode).toBe('redis');
     expect(await admin.exists(rateLimitKey('tenant:d'))).toBe(1);
+  });
+});
+
+describe('peerAddress', () => {
+  it('drops the port and the grpc-js scheme', () => {
+    expect(peerAddress('ipv4:10.1.2.3:51234')).toBe('10.1.2.3');
+    expect(peerAddress('ipv6:[::1]:51234')).toBe('::1');
+    expect(peerAddress('10.1.2.3:51234')).toBe('10.1.2.3');
+    expect(peerAddress('[2001:db8::1]:443')).toBe('2001:db8::1');
   });
 });

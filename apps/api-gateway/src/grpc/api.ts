@@ -24,7 +24,7 @@ import type { KeyStore } from '../auth/keys';
 import { ApiError, type ErrorCode } from '../http/errors';
 import { jsonTooDeep, tooDeepMessage } from '../http/json-depth';
 import type { RateLimiter } from '../ratelimit/limiter';
-import { limitKey, rateLimitError } from '../ratelimit/middleware';
+import { limitKey, peerAddress, rateLimitError } from '../ratelimit/middleware';
 import { submitErrorToApi } from '../routes/jobs';
 import { IDEMPOTENCY_KEY_RE, submitBodySchema, zodDetails } from '../submit/schema';
 import { SubmitError } from '../submit/errors';
@@ -133,7 +133,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
   const auth = async (md: grpc.Metadata, route: 'POST /api/v1/jobs' | 'GET /api/v1/jobs/:id', peer: string): Promise<Caller> => {
     const c = await authenticate(d.keys, route, { key: mdValue(md, 'x-api-key'), tenantHeader: mdValue(md, 'x-tenant-id') });
     if (d.limiter) {
-      const r = await d.limiter.check(limitKey(c.tenant, peer));
+      const r = await d.limiter.check(limitKey(c.tenant, peerAddress(peer)));
       if (!r.allowed) throw rateLimitError(r.retryAfterMs);
     }
     return c;

@@ -9,6 +9,19 @@ export function limitKey(tenant: string | undefined, ip: string | undefined): st
   return tenant !== undefined ? `tenant:${tenant}` : `ip:${ip ?? 'unknown'}`;
 }
 
+/**
+ * The client address of a grpc-js peer (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`, `1.2.3.4:5678`)
+ * without its port: the budget is per client, not per connection (a new connection must not
+ * bring a fresh one).
+ */
+export function peerAddress(peer: string): string {
+  const bare = peer.replace(/^ipv[46]:/, '');
+  const v6 = /^\[([^\]]+)\](?::\d+)?$/.exec(bare);
+  if (v6) return v6[1] as string;
+  const i = bare.lastIndexOf(':');
+  return i > 0 && bare.indexOf(':') === i ? bare.slice(0, i) : bare;
+}
+
 export function rateLimitError(retryAfterMs: number): ApiError {
   const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
   return new ApiError('rate_limited', { headers: { 'Retry-After': String(seconds) }, extra: { retry_after_ms: retryAfterMs } });
