@@ -9,6 +9,9 @@ import { jobKeys } from './keys';
 /** D41: a reader calls a worker online when its last heartbeat is younger than this. */
 export const WORKER_ONLINE_MS = 30_000;
 
+/** An epoch-ms time a Date can hold (±8.64e15): anything else would make toISOString throw. */
+const epochMs = z.number().min(0).max(8.64e15);
+
 const workerSchema = z.object({
   worker_id: z.string().min(1),
   pool: z.string().default(''),
@@ -18,14 +21,14 @@ const workerSchema = z.object({
   labels: z.record(z.string(), z.string()).default({}),
   cpu_load: z.number().default(0),
   /** Epoch ms of the worker's real last heartbeat as seen by the writer (never reset on write). */
-  last_heartbeat: z.number(),
+  last_heartbeat: epochMs,
   ready_topics: z.array(z.string()).default([]),
   start_ack: z.boolean().default(false),
 });
 
 // The envelope must be ours; its entries are checked one by one.
 const envelopeSchema = z.object({
-  captured_at: z.number(),
+  captured_at: epochMs,
   writer_id: z.string(),
   workers: z.array(z.unknown()),
 });

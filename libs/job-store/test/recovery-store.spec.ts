@@ -166,6 +166,11 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     const mixed = JSON.parse(raw) as { workers: unknown[] };
     mixed.workers.push({ junk: true }, { worker_id: 'w-c', last_heartbeat: 'yesterday' });
     expect(parseWorkerSnapshot(JSON.stringify(mixed))?.workers.map((w) => w.worker_id)).toEqual(['w-b', 'w-a']);
+    // a time no Date can hold (toISOString would throw: GET /workers answered 500 on every gateway) is malformed too
+    mixed.workers.push({ worker_id: 'w-d', last_heartbeat: 1e300 }, { worker_id: 'w-e', last_heartbeat: -5 });
+    await redis.set(jobKeys.workerSnapshot(), JSON.stringify(mixed));
+    expect((await readWorkerSnapshot(redis, { now, includeOffline: true })).items.map((w) => w.worker_id)).toEqual(['w-a', 'w-b']);
+    expect(parseWorkerSnapshot(JSON.stringify({ ...mixed, captured_at: 1e300 }))).toBeNull();
     await redis.set(jobKeys.workerSnapshot(), 'not json');
     expect((await readWorkerSnapshot(redis)).items).toEqual([]);
   });
