@@ -7,6 +7,7 @@ import { createLogger } from '@cordum/service-kit';
 import { callsOf, commandCalls, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { createRateLimiter, rateLimitKey, type LimitDecision, type RateLimiter, type RateLimits } from '../src/ratelimit/limiter';
 import { peerAddress } from '../src/ratelimit/middleware';
+import { createFailedLoginBudget, FAILED_LOGIN_BURST } from '../src/auth/failed-logins';
 
 const quiet = createLogger({ service: 'test', instance: 't', level: 'error', write: () => undefined });
 
@@ -146,5 +147,27 @@ describe('peerAddress', () => {
     expect(peerAddress('ipv6:[::1]:51234')).toBe('::1');
     expect(peerAddress('10.1.2.3:51234')).toBe('10.1.2.3');
     expect(peerAddress('[2001:db8::1]:443')).toBe('2001:db8::1');
+  });
+});
+
+describe('failed-login budget (P55)', () => {
+  it('allows 20 failed checks per client, then one more every 3 s, and forgets a client once refilled', () => {
+    let t = 5_000_000;
+    const b = createFailedLoginBudget({ now: () => t });
+    for (let i = 0; i < FAILED_LOGIN_BURST; i++) {
+      expect(b.waitMs('10.0.0.1')).toBe(0);
+      b.failed('10.0.0.1');
+    }
+    expect(b.waitMs('10.0.0.1')).toBe(3_000);
+    expect(b.waitMs('10.0.0.2')).toBe(0);
+    t += 1_000;
+    expect(b.waitMs('10.0.0.1')).toBe(2_000);
+    t += 2_000;
+    expect(b.waitMs('10.0.0.1')).toBe(0);
+    b.failed('10.0.0.1');
+    expect(b.waitMs('10.0.0.1')).toBe(3_000);
+    t += 60_000;
+    for (let i = 0; i < FAILED_LOGIN_BURST; i++) b.failed('10.0.0.1');
+    expect(b.waitMs('10.0.0.1')).toBeGreaterThan(0);
   });
 });

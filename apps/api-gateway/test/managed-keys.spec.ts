@@ -107,3 +107,23 @@ it('keys are per tenant: other tenants cannot see or revoke them; bad input is 4
   expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'viewer', expires_at: '2001-01-01T00:00:00Z' } }), 400, 'validation_failed');
   expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.viewer, body: { role: 'viewer' } }), 403, 'forbidden');
 });
+
+// Last in this file: it spends replica 2's failed-check budget for 127.0.0.1.
+it('wrong secrets for a known id are refused 429 once the client has failed 20 checks, before scrypt; other logins are not (P55)', async () => {
+  const k = await createKey({ role: 'operator', principal_id: 'budget-bot' });
+  const gw = r.urls[1]!;
+  // verified once (cached): later uses need no scrypt
+  expect((await call(gw, 'POST', '/api/v1/jobs', { key: k.key, body: job })).status).toBe(200);
+  const wrong = (i: number) => `ck_${k.id}_${String(i).padStart(43, 'x')}`;
+  for (let i = 0; i < 20; i++) expectEnvelope(await call(gw, 'GET', '/api/v1/jobs', { key: wrong(i) }), 401, 'unauthenticated');
+  const refused = await call(gw, 'GET', '/api/v1/jobs', { key: wrong(20) });
+  expectEnvelope(refused, 429, 'rate_limited');
+  expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+  // a new key's first check needs scrypt: refused too, from this client on this replica
+  const fresh = await createKey({ role: 'viewer' });
+  expectEnvelope(await call(gw, 'GET', '/api/v1/jobs', { key: fresh.key }), 429, 'rate_limited');
+  // what needs no scrypt still works: the verified key, static keys, and other replicas
+  expect((await call(gw, 'GET', '/api/v1/jobs', { key: k.key })).status).toBe(200);
+  expect((await call(gw, 'GET', '/api/v1/jobs', { key: KEYS.viewer })).status).toBe(200);
+  expect((await call(r.urls[0]!, 'GET', '/api/v1/jobs', { key: fresh.key })).status).toBe(200);
+});

@@ -36,16 +36,19 @@ function digest(s: string): Buffer {
 }
 
 export interface KeyStore {
-  /** Managed keys need Redis, so a lookup may be async; static keys answer synchronously. */
-  lookup(presented: string): KeyIdentity | null | Promise<KeyIdentity | null>;
+  /**
+   * Managed keys need Redis, so a lookup may be async; static keys answer synchronously.
+   * `client`: the caller's address without port, for the failed-login budget (P55).
+   */
+  lookup(presented: string, client?: string): KeyIdentity | null | Promise<KeyIdentity | null>;
 }
 
 /** Static keys first (no I/O), then the others in order. */
 export function combineKeyStores(...stores: KeyStore[]): KeyStore {
   return {
-    async lookup(presented: string): Promise<KeyIdentity | null> {
+    async lookup(presented: string, client?: string): Promise<KeyIdentity | null> {
       for (const s of stores) {
-        const id = await s.lookup(presented);
+        const id = await s.lookup(presented, client);
         if (id) return id;
       }
       return null;

@@ -7,6 +7,8 @@
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import type { RedisClient } from '@cordum/redis';
 import { ApiError } from '../http/errors';
+import { rateLimitError } from '../ratelimit/middleware';
+import { createFailedLoginBudget, type FailedLoginBudget } from './failed-logins';
 import { ROLES, type KeyIdentity, type Role } from './keys';
 
 /** Key names for managed keys (STYLE 6). The record is hash-tagged by id so it is one slot. */
@@ -89,15 +91,16 @@ export interface CreateKeyInput {
 
 export interface ManagedKeys {
   /** Identity for a `ck_` key, null when unknown, revoked, expired or wrong; throws ApiError redis_unavailable when it cannot tell. */
-  lookup(presented: string): Promise<KeyIdentity | null>;
+  lookup(presented: string, client?: string): Promise<KeyIdentity | null>;
   create(input: CreateKeyInput): Promise<{ key: string; record: ManagedKeyRecord }>;
   list(tenant: string): Promise<ManagedKeyRecord[]>;
   /** False when the id is unknown or belongs to another tenant. */
   revoke(tenant: string, id: string): Promise<ManagedKeyRecord | null>;
 }
 
-export function createManagedKeys(redis: RedisClient, opts: { now?: () => number } = {}): ManagedKeys {
+export function createManagedKeys(redis: RedisClient, opts: { now?: () => number; failedLogins?: FailedLoginBudget } = {}): ManagedKeys {
   const now = opts.now ?? Date.now;
+  const budget = opts.failedLogins ?? createFailedLoginBudget({ now });
   const records = new Map<string, { rec: ManagedKeyRecord | null; at: number }>();
   const inflight = new Map<string, Promise<ManagedKeyRecord | null>>();
   // `${id}:${sha256(secret)}` → the stored hash it was verified against; scrypt runs again only if the record's hash changes.
@@ -135,7 +138,7 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
   };
 
   return {
-    async lookup(presented) {
+    async lookup(presented, client) {
       const m = MANAGED_KEY_RE.exec(presented);
       if (!m) return null;
       const id = m[1] as string;
@@ -145,9 +148,15 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
       if (rec.expiresAt !== null && rec.expiresAt <= now()) return null;
       const vk = `${id}:${createHash('sha256').update(secret).digest('base64')}`;
       if (verified.get(vk) !== rec.hash) {
+        // P55: a client that failed too many checks runs no more scrypt until its budget refills.
+        const wait = client === undefined ? 0 : budget.waitMs(client);
+        if (wait > 0) throw rateLimitError(wait);
         const derived = await scrypt(secret, Buffer.from(rec.salt, 'base64'));
         const stored = Buffer.from(rec.hash, 'base64');
-        if (stored.length !== derived.length || !timingSafeEqual(stored, derived)) return null;
+        if (stored.length !== derived.length || !timingSafeEqual(stored, derived)) {
+          if (client !== undefined) budget.failed(client);
+          return null;
+        }
         bounded(verified, vk, rec.hash);
       }
       return { tenant: rec.tenant, role: rec.role, principalId: rec.principalId };

@@ -44,12 +44,14 @@ export interface Credentials {
   key: string | undefined;
   /** X-Tenant-ID (or gRPC x-tenant-id); empty/undefined = the key's tenant. */
   tenantHeader: string | undefined;
+  /** The client's address without port, for the failed-login budget (P55). */
+  client?: string;
 }
 
 /** Transport-neutral auth (HTTP, WebSocket, gRPC): key → identity, tenant binding, role. Throws ApiError. */
 export async function authenticate(keys: KeyStore, route: RouteId, cred: Credentials): Promise<Caller> {
   const need = requiredRole(route);
-  const id = cred.key === undefined || cred.key === '' ? null : await keys.lookup(cred.key);
+  const id = cred.key === undefined || cred.key === '' ? null : await keys.lookup(cred.key, cred.client);
   if (!id) throw new ApiError('unauthenticated');
   const header = cred.tenantHeader;
   let tenant: string | undefined;
@@ -65,7 +67,7 @@ export async function authenticate(keys: KeyStore, route: RouteId, cred: Credent
 }
 
 export function presentedCredentials(req: Request): Credentials {
-  return { key: presentedKey(req), tenantHeader: req.get('x-tenant-id') };
+  return { key: presentedKey(req), tenantHeader: req.get('x-tenant-id'), client: req.socket.remoteAddress };
 }
 
 export function authorize(keys: KeyStore, route: RouteId): RequestHandler {

@@ -131,7 +131,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
   const server = new grpc.Server(grpcServerOptions({ 'grpc.max_receive_message_length': 2 * 1024 * 1024 }));
 
   const auth = async (md: grpc.Metadata, route: 'POST /api/v1/jobs' | 'GET /api/v1/jobs/:id', peer: string): Promise<Caller> => {
-    const c = await authenticate(d.keys, route, { key: mdValue(md, 'x-api-key'), tenantHeader: mdValue(md, 'x-tenant-id') });
+    const c = await authenticate(d.keys, route, { key: mdValue(md, 'x-api-key'), tenantHeader: mdValue(md, 'x-tenant-id'), client: peerAddress(peer) });
     if (d.limiter) {
       const r = await d.limiter.check(limitKey(c.tenant, peerAddress(peer)));
       if (!r.allowed) throw rateLimitError(r.retryAfterMs);

@@ -147,7 +147,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     }
     void (async () => {
       const p = presented(req);
-      const c = await authenticate(o.keys, 'GET /api/v1/stream', p);
+      const c = await authenticate(o.keys, 'GET /api/v1/stream', { ...p, client: req.socket.remoteAddress });
       if (c.tenant === undefined) throw new ApiError('tenant_required');
       if (o.limiter) {
         const d = await o.limiter.check(limitKey(c.tenant, req.socket.remoteAddress));

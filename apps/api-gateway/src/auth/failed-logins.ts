@@ -1,0 +1,59 @@
+// Failed managed-key checks per client address (P55). A managed key's secret is checked with
+// scrypt (≈ 100 ms of a libuv thread) whenever the pair (id, secret) was not verified before,
+// and the key id is not secret (it prefixes the key and names its default principal). Without
+// a bound, anyone could keep every replica's thread pool busy with wrong secrets for a known id,
+// so real logins (and DNS lookups on reconnect) waited for seconds. Each replica gives a client
+// address FAILED_LOGIN_BURST failed checks, refilled at FAILED_LOGIN_PER_MINUTE a minute; past
+// that, a check that would need scrypt is refused 429 before it runs. Lookups that need none
+// (static keys, a managed key already verified, malformed or unknown keys) are never refused.
+
+export const FAILED_LOGIN_BURST = 20;
+export const FAILED_LOGIN_PER_MINUTE = 20;
+/** Clients tracked per replica; the least recently failed is forgotten first. */
+const MAX_CLIENTS = 10_000;
+
+export interface FailedLoginBudget {
+  /** 0 when `client` may run a check; otherwise the ms until it may. */
+  waitMs(client: string): number;
+  /** Records a failed check. */
+  failed(client: string): void;
+}
+
+export function createFailedLoginBudget(o: { now?: () => number; burst?: number; perMinute?: number } = {}): FailedLoginBudget {
+  const now = o.now ?? Date.now;
+  const burst = o.burst ?? FAILED_LOGIN_BURST;
+  const perMs = (o.perMinute ?? FAILED_LOGIN_PER_MINUTE) / 60_000;
+  /** client → tokens left at `ts`; a client with a full budget is not stored. */
+  const buckets = new Map<string, { t: number; ts: number }>();
+
+  const tokens = (client: string): { t: number; ts: number } | undefined => {
+    const b = buckets.get(client);
+    if (!b) return undefined;
+    const n = now();
+    b.t = Math.min(burst, b.t + (n - b.ts) * perMs);
+    b.ts = n;
+    if (b.t >= burst) {
+      buckets.delete(client);
+      return undefined;
+    }
+    return b;
+  };
+
+  return {
+    waitMs(client) {
+      const b = tokens(client);
+      // (less a hair of float error: a third of a token is 1,000 ms, not 1,001)
+      return b && b.t < 1 ? Math.max(1, Math.ceil((1 - b.t) / perMs - 1e-6)) : 0;
+    },
+    failed(client) {
+      const cur = tokens(client) ?? { t: burst, ts: now() };
+      cur.t -= 1;
+      buckets.delete(client);
+      if (buckets.size >= MAX_CLIENTS) {
+        const oldest = buckets.keys().next();
+        if (!oldest.done) buckets.delete(oldest.value);
+      }
+      buckets.set(client, cur);
+    },
+  };
+}
