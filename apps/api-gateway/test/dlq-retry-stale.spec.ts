@@ -6,12 +6,11 @@
 // that was only paused writes nothing once its claim is gone.
 // The stall is the policy Evaluate between claim and record, held by a latch.
 import { DLQ_TTL_MS, createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
-import { createLocks, type Locks } from '@cordum/locks';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { STALE_CLAIM_MS } from '../src/submit/service';
 import { KEYS, call, expectEnvelope } from './harness';
-import { heldEvaluator, startHeldReplicas, type Replicas } from './replicas';
+import { deadLetter as deadLetterVia, heldEvaluator, startHeldReplicas, type Replicas } from './replicas';
 
 /** How long ago a claim made now-ish looks once its TTL says it is older than STALE_CLAIM_MS. */
 const STALE_TTL_MS = DLQ_TTL_MS - STALE_CLAIM_MS - 1_000;
@@ -19,7 +18,6 @@ const STALE_TTL_MS = DLQ_TTL_MS - STALE_CLAIM_MS - 1_000;
 let r: Replicas;
 let redis: RedisClient;
 let store: JobStore;
-let locks: Locks;
 let armed = false;
 /** Once armed, the first Evaluate of job.stall waits for the latch (the paused winner). */
 const hold = heldEvaluator((req) => armed && req.topic === 'job.stall');
@@ -28,23 +26,10 @@ let stop: () => Promise<void> = async () => undefined;
 beforeAll(async () => {
   ({ r, redis, stop } = await startHeldReplicas(2, hold));
   store = createJobStore(redis, { jobTtlMs: 60_000 });
-  locks = createLocks(redis);
 });
 afterAll(() => stop());
 
-/** A job submitted over HTTP and then failed by a worker, so it has a DLQ entry. */
-async function deadLetter(topic: string): Promise<string> {
-  const s = await call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'again', topic } });
-  expect(s.status).toBe(200);
-  const id = String(s.body['job_id']);
-  const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
-  if (!lease) throw new Error('lock');
-  const t = await store.transition(id, 'FAILED', { token: lease.token, patch: { error: { code: 'worker_error', message: 'boom' } } });
-  await lease.release();
-  if (!t.ok) throw new Error(`fail ${id}: ${t.reason}`);
-  await waitFor(async () => (await store.getDlq(id)) !== null, 5_000, { message: 'DLQ entry written' });
-  return id;
-}
+const deadLetter = (topic: string): Promise<string> => deadLetterVia(r.urls[0]!, redis, topic);
 
 it('a claim younger than STALE_CLAIM_MS is left to its holder: 409 dlq_retry_in_progress naming its job', async () => {
   const dead = await deadLetter('job.echo');

@@ -147,7 +147,9 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
         if (!parsed.success) throw new ApiError('validation_failed', { details: zodDetails(parsed.error) });
         const b = parsed.data;
         const tenant = actingTenant(c, b.tenant_id);
-        if (b.idempotency_key !== undefined && !IDEMPOTENCY_KEY_RE.test(b.idempotency_key)) throw new ApiError('validation_failed');
+        if (b.idempotency_key !== undefined && !IDEMPOTENCY_KEY_RE.test(b.idempotency_key)) {
+          throw new ApiError('validation_failed', { details: [{ path: 'idempotency_key', message: 'must be 1-256 printable ASCII characters without spaces' }] });
+        }
         const out = await d.submit.submit({
           tenant,
           principalId: c.principalId,

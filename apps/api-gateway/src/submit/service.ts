@@ -27,6 +27,18 @@ export const STALE_CLAIM_MS = 30_000;
  */
 export const SUBMIT_SETTLE_MS = 3_000;
 
+/**
+ * P40: what a winner's job is worth to a request waiting on the same claim (an idempotency
+ * duplicate, a concurrent DLQ retry). `publishing`: PENDING and younger than SUBMIT_SETTLE_MS, so
+ * its submit may still fail; `failed_at_submit`: D11 FAILED bus_unavailable, never an answer (the
+ * winner releases the claim); otherwise it is the answer.
+ */
+export function submitSettlement(job: JobRecord, nowMs: number): 'answer' | 'publishing' | 'failed_at_submit' {
+  if (job.state === 'FAILED' && job.error?.code === 'bus_unavailable') return 'failed_at_submit';
+  if (job.state === 'PENDING' && nowMs - job.createdAt < SUBMIT_SETTLE_MS) return 'publishing';
+  return 'answer';
+}
+
 export interface SubmitCommand {
   /** Preset job id (DLQ retry claims it before submitting); a fresh UUID otherwise. */
   jobId?: string;
@@ -134,10 +146,8 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     const deadline = Date.now() + IDEMPOTENCY_WAIT_MS;
     for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
       const job = await store('read job', () => deps.store.getJob(jobId));
-      const mine = job !== null && job.tenant === tenant;
-      const failedAtSubmit = mine && job.state === 'FAILED' && job.error?.code === 'bus_unavailable';
-      const publishing = mine && job.state === 'PENDING' && Date.now() - job.createdAt < SUBMIT_SETTLE_MS;
-      if (mine && !failedAtSubmit && (!publishing || Date.now() > deadline)) return outcomeOf(job);
+      const settled = job !== null && job.tenant === tenant ? submitSettlement(job, Date.now()) : undefined;
+      if (job && (settled === 'answer' || (settled === 'publishing' && Date.now() > deadline))) return outcomeOf(job);
       const holder = await store('read claim', () => claims.current(tenant, key));
       if (holder !== jobId) return null; // released (winner ended without a job) or replaced
       if (Date.now() > deadline) {
