@@ -17,7 +17,8 @@ import { storeCall } from '../http/store-call';
 
 /** D5: approve and reject wait at most this long for the job lock, else 409 job_busy. */
 export const APPROVAL_LOCK_WAIT_MS = 2_000;
-const LOCK_TTL_MS = 30_000;
+/** A gateway write holds the lock for milliseconds; a lease left behind (replica killed) blocks the job this long at most. */
+const LOCK_TTL_MS = 10_000;
 
 export type ApprovalOutcome =
   | { kind: 'approved'; job: JobRecord }
@@ -71,7 +72,8 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
     try {
       return await fn(lease);
     } finally {
-      await lease.release().catch(() => undefined);
+      // Retried in the background while Redis refuses it: a failed release would block the job for the TTL (P29).
+      await lease.releaseOrRetry({ onError: (err) => deps.logger.warn('job lock release failed, retrying until its TTL', { job_id: id, err }) });
     }
   };
 

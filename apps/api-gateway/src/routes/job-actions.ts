@@ -24,7 +24,8 @@ export const DEFAULT_LIST_LIMIT = 50;
 export const LIST_SCAN_BUDGET = 2_000;
 /** D5: a gateway write waits at most this long for the job lock. */
 export const JOB_LOCK_WAIT_MS = 2_000;
-const JOB_LOCK_TTL_MS = 30_000;
+/** A gateway write holds the lock for milliseconds; a lease left behind (replica killed) blocks the job this long at most. */
+const JOB_LOCK_TTL_MS = 10_000;
 
 /** Query fields shared by the cursor-paged lists filtered by topic (jobs, approvals). */
 export const topicPageQueryFields = {
@@ -170,7 +171,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
       cancelled = r.job;
       await sendCancel(cancelled, c.principalId, false);
     } finally {
-      await lease.release().catch(() => undefined);
+      await lease.releaseOrRetry({ onError: (err) => deps.logger.warn('job lock release failed, retrying until its TTL', { job_id: job.id, err }) });
     }
     deps.audit.record({ action: 'job.cancel', tenant, principal_id: c.principalId, target: cancelled.id });
     res.status(200).json({ id: cancelled.id, state: 'CANCELLED' });

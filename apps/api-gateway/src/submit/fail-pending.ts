@@ -19,6 +19,6 @@ export async function failPendingJob(
     const res = await deps.store.transition(jobId, 'FAILED', { token: lease.token, from: ['PENDING'], patch: { error: { code, message } } });
     return res.ok;
   } finally {
-    await lease.release().catch(() => undefined);
+    await lease.releaseOrRetry();
   }
 }
