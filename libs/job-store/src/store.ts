@@ -11,7 +11,7 @@ import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields } from 
 import { createIndexWriter } from './index-writer';
 import { failureFromCode, JobStoreError } from './errors';
 import { jobKeys, pointerKey } from './keys';
-import { ACTIVE_STATES, allowedSources, DLQ_STATES, TERMINAL_STATES, type JobState } from './states';
+import { ACTIVE_STATES, allowedSources, canTransition, DLQ_STATES, TERMINAL_STATES, type JobState } from './states';
 import { createJobScans, type JobScans } from './scans';
 import { jobRequestHash, type StoredInput } from './approval';
 import type { DlqEntry, JobPatch, JobRecord, NewJob, TransitionResult } from './types';
@@ -580,6 +580,9 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
 
     async finish(id, to, o) {
       if (!TERMINAL_STATES.has(to)) throw new JobStoreError('invalid_argument', `finish needs a terminal state, got ${to}`);
+      // finish-2.lua writes from RUNNING (or DISPATCHED through RUNNING): the target must be one the
+      // transition table (D12) allows from RUNNING, e.g. never DENIED, which only a decision makes.
+      if (!canTransition('RUNNING', to)) throw new JobStoreError('invalid_argument', `finish cannot end a running job ${to} (D12)`);
       const t = now();
       const patch: JobPatch = { ...o.patch, finishedAt: o.patch.finishedAt ?? t };
       const expired = o.expireResult ? await expireAhead(pointerKey(patch.resultPtr) ?? jobKeys.res(id)) : undefined;

@@ -157,6 +157,9 @@ describe('job-store fast paths (real Redis)', () => {
     expect(await store.finish('missing-' + j.id, 'SUCCEEDED', done)).toEqual({ ok: false, reason: 'not_found' });
     expect((await store.getJob(j.id))?.state).toBe('DISPATCHED');
     await expect(store.finish(j.id, 'RETRYING', done)).rejects.toThrow(/terminal/);
+    // only what the table (D12) allows from RUNNING: DENIED is a decision's, never a result's
+    await expect(store.finish(j.id, 'DENIED', done)).rejects.toThrow(/cannot end a running job DENIED/);
+    await expect(store.finish(j.id, 'OUTPUT_QUARANTINED', done)).rejects.toThrow(/D12/);
     await redis.set(jobKeys.res(j.id), '{}');
     const r = await store.finish(j.id, 'SUCCEEDED', { ...done, expireResult: true });
     expect(r.ok && r.from).toBe('DISPATCHED');
