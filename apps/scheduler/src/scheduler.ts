@@ -3,7 +3,7 @@ import { connectBus, subjects, type Bus, type Consumer, type Subscription } from
 import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
-import { decodePacket } from '@cordum/protocol';
+import { decodeValidPacket } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
@@ -168,8 +168,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     hydration = await hydrate({ redis, registry: workers, timeoutMs: config.snapshot.readTimeoutMs, floorMs: config.snapshot.hydrateFloorMs, logger });
     subs.push(bus.subscribe(subjects.progress, progressListener(c, progressInflight), { queue: QUEUE }));
     consumers.push(
-      await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodePacket, handler: resultHandler(c) }),
-      await bus.consume({ subject: subjects.submit, queue: QUEUE, decode: decodePacket, handler: submitHandler(c) }),
+      await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodeValidPacket, handler: resultHandler(c) }),
+      await bus.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c) }),
     );
     consumersBound = true;
     verifier.start();

@@ -1,6 +1,6 @@
 // Broadcast subscriptions (per replica, no queue group) feeding the registry.
 import { subjects, type Subscription } from '@cordum/bus';
-import { decodePacket } from '@cordum/protocol';
+import { decodeValidPacket } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
 
 export function subscribeWorkers(ctx: SchedulerContext): Subscription[] {
@@ -15,11 +15,11 @@ export function subscribeWorkers(ctx: SchedulerContext): Subscription[] {
     });
   return [
     onPacket(subjects.heartbeat, (data) => {
-      const p = decodePacket(data);
+      const p = decodeValidPacket(data);
       if (p.payload.case === 'heartbeat') ctx.workers.onHeartbeat(p.payload.value);
     }),
     onPacket(subjects.handshake, (data) => {
-      const p = decodePacket(data);
+      const p = decodeValidPacket(data);
       if (p.payload.case === 'handshake') ctx.workers.onHandshake(p.payload.value);
     }),
   ];

@@ -243,6 +243,29 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect({ pending: scheduler.verifier.pending(job.id), delivered: (await counter('cordum_dispatch_verify_total', 'outcome', 'delivered')) - before }).toEqual({ pending: false, delivered: 1 });
   });
 
+  it('a result packet of another protocol version is never applied: terminated after 3 deliveries and counted (CONTRACT §3)', async () => {
+    await ghost('pv-ghost', ['job.rpv'], false);
+    const original = config.timeouts;
+    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 } });
+    try {
+      const job = await submit('job.rpv');
+      await waitFor(async () => (await store.getJob(job.id))?.dispatch?.published === true, 5_000, { message: 'published' });
+      const d = (await store.getJob(job.id))?.dispatch;
+      const result = { jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'pv-ghost', dispatch: { dispatchId: d?.dispatchId ?? '', attempt: 1n } };
+      const before = await counter('cordum_bus_undecodable_total', 'subject', subjects.result);
+      const future = newPacket('pv-ghost', { case: 'jobResult', value: create(JobResultSchema, result) });
+      future.protocolVersion = 2;
+      await bus.publish(subjects.result, encodePacket(future), { msgId: `pv2:${job.id}` });
+      await waitFor(async () => (await counter('cordum_bus_undecodable_total', 'subject', subjects.result)) > before, 5_000, { message: 'version 2 terminated' });
+      expect(await stateOf(job.id)).toBe('DISPATCHED');
+      // the same result as version 1 is applied
+      await publishResult('pv-ghost', result, `pv1:${job.id}`);
+      await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 5_000, { message: 'version 1 applied' });
+    } finally {
+      scheduler.setTimeouts(original);
+    }
+  });
+
   it('a silent worker without start acks is never redispatched: unverified, then TIMEOUT + DLQ at the dispatch timeout (D1)', async () => {
     await ghost('b-ghost', ['job.rb'], false);
     const before = await counter('cordum_dispatch_verify_total', 'outcome', 'unverified');

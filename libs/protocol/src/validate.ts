@@ -1,5 +1,5 @@
 import type { BusPacket } from './gen/cordum/agent/v1/buspacket_pb';
-import { PROTOCOL_VERSION } from './codec';
+import { PROTOCOL_VERSION, decodePacket } from './codec';
 import { ProtocolError } from './errors';
 
 /** Job topics are dotted names under `job.` (CONTRACT §3). */
@@ -52,4 +52,15 @@ export function validatePacket(p: BusPacket): void {
     case 'alert':
       return;
   }
+}
+
+/**
+ * What a consumer of packets from outside the process accepts: `decodePacket`, then
+ * `validatePacket` (ProtocolError `decode_failed` or `invalid_packet`). A JetStream consumer
+ * treats both alike: counted, terminated after 3 deliveries, never applied.
+ */
+export function decodeValidPacket(bytes: Uint8Array): BusPacket {
+  const p = decodePacket(bytes);
+  validatePacket(p);
+  return p;
 }

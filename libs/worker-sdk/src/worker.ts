@@ -1,7 +1,7 @@
 // A CAP worker: queue-subscribes its topics, acks starts, runs each dispatch
 // at most once (claim-2.lua) and reports results on JetStream (D1, D9, D40).
 import { subjects, type Subscription } from '@cordum/bus';
-import { decodePacket, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
+import { decodeValidPacket, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
 import type { Logger } from '@cordum/service-kit';
 import { performance } from 'node:perf_hooks';
 import { WorkerError } from './errors';
@@ -177,7 +177,7 @@ class CapWorker implements Worker {
   private onRequest(data: Uint8Array, subject: string): void {
     let packet;
     try {
-      packet = decodePacket(data);
+      packet = decodeValidPacket(data);
     } catch (err) {
       this.counters.badPackets += 1;
       this.log.warn('dropping undecodable packet', { subject, bytes: data.length, err: (err as Error).message });
@@ -367,7 +367,7 @@ class CapWorker implements Worker {
   private onCancel(data: Uint8Array): void {
     let packet;
     try {
-      packet = decodePacket(data);
+      packet = decodeValidPacket(data);
     } catch {
       return; // cancels are broadcast to every worker; a bad one is someone else's problem too
     }
