@@ -23,18 +23,27 @@ export interface Page<T> {
 const BATCH = 100;
 
 export async function pageIndex<T>(redis: RedisClient, req: PageRequest<T>): Promise<Page<T>> {
-  const max = req.after ? String(req.after.score) : '+inf';
   const items: T[] = [];
-  let offset = 0;
   let scanned = 0;
   let last: Position | null = req.after;
   let exhausted = false;
+  // Each batch starts where the previous one ended (its last score, skipping the entries of that
+  // score already read), not at a position in the whole index: entries added or removed above
+  // meanwhile (a job finishing, an expired DLQ entry dropped) used to shift every later batch, so
+  // a page skipped or repeated that many entries.
+  let bound: number | null = req.after ? req.after.score : null;
+  let seenAtBound = 0;
   while (items.length < req.limit && scanned < req.scanBudget) {
     const count = Math.min(BATCH, req.scanBudget - scanned);
-    const raw = await redis.zrevrangebyscore(req.key, max, '-inf', 'WITHSCORES', 'LIMIT', offset, count);
+    const raw = await redis.zrevrangebyscore(req.key, bound === null ? '+inf' : String(bound), '-inf', 'WITHSCORES', 'LIMIT', seenAtBound, count);
     const pairs: Position[] = [];
     for (let i = 0; i + 1 < raw.length; i += 2) pairs.push({ id: raw[i] as string, score: Number(raw[i + 1]) });
-    offset += pairs.length;
+    const tail = pairs[pairs.length - 1];
+    if (tail) {
+      const atTail = pairs.filter((p) => p.score === tail.score).length;
+      seenAtBound = tail.score === bound ? seenAtBound + atTail : atTail;
+      bound = tail.score;
+    }
     // Entries with the cursor's score sort by member descending; those >= the cursor's id were on earlier pages.
     const after = req.after;
     const fresh = after ? pairs.filter((p) => !(p.score === after.score && p.id >= after.id)) : pairs;

@@ -1,0 +1,74 @@
+// Cursor paging over a ZSET index (D16) while the index changes. Batches used to be read by
+// position in the whole index: entries removed above a later batch (jobs finishing, expired DLQ
+// entries dropped by the list itself) shifted it, so a page skipped that many entries, and
+// entries added above repeated some. Each batch now starts where the previous one ended.
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { startRedis, type TestServer } from '@cordum/testing';
+import { decodeCursor } from '../src/lists/cursor';
+import { pageIndex } from '../src/lists/pager';
+
+let server: TestServer;
+let redis: RedisClient;
+beforeAll(async () => {
+  server = await startRedis();
+  redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+});
+afterAll(async () => {
+  await closeRedis(redis);
+  await server.stop();
+});
+
+const id = (i: number) => `job-${String(i).padStart(4, '0')}`;
+
+async function fill(key: string, n: number, scoreOf: (i: number) => number): Promise<void> {
+  await redis.del(key);
+  for (let i = 0; i < n; i++) await redis.zadd(key, scoreOf(i), id(i));
+}
+
+it('a page whose loader removes entries it has read (as the DLQ list drops expired ones) skips no later entry', async () => {
+  const key = 'idx:shrinking';
+  await fill(key, 300, (i) => 1_000 + i);
+  // the first 50 of every batch are "expired": dropped from the index while the page is built
+  const page = await pageIndex(redis, {
+    key, after: null, limit: 200, scanBudget: 2_000,
+    load: async (ids) => {
+      const gone = ids.slice(0, 50);
+      if (gone.length) await redis.zrem(key, ...gone);
+      return ids.map((x) => (gone.includes(x) ? null : x));
+    },
+  });
+  // newest first: batches of 100 → 50 live each; every live entry in order, none skipped
+  const expected = Array.from({ length: 300 }, (_, i) => id(299 - i)).filter((_, k) => k % 100 >= 50);
+  expect(page.items).toEqual(expected.slice(0, 150));
+  expect(page.items).toHaveLength(150);
+});
+
+it('entries added above the page while it is read are neither repeated nor make it skip', async () => {
+  const key = 'idx:growing';
+  await fill(key, 250, (i) => 10_000 + i);
+  let added = 0;
+  const page = await pageIndex(redis, {
+    key, after: null, limit: 250, scanBudget: 2_000,
+    load: async (ids) => {
+      // 40 newer entries arrive during each batch (they belong to a later, newer listing)
+      for (let k = 0; k < 40; k++) await redis.zadd(key, 50_000 + added++, `new-${added}`);
+      return ids;
+    },
+  });
+  expect(page.items).toEqual(Array.from({ length: 250 }, (_, i) => id(249 - i)));
+});
+
+it('pages through entries that share a score, in member order, each once', async () => {
+  const key = 'idx:ties';
+  await fill(key, 230, (i) => (i < 150 ? 7 : 3)); // 150 at score 7, 80 at score 3
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  for (let pages = 0; pages < 10; pages++) {
+    const page = await pageIndex(redis, { key, after: decodeCursor(cursor ?? undefined), limit: 60, scanBudget: 2_000, load: async (ids) => ids });
+    seen.push(...page.items);
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
+  const want = [...Array.from({ length: 150 }, (_, i) => id(i)).sort().reverse(), ...Array.from({ length: 80 }, (_, i) => id(150 + i)).sort().reverse()];
+  expect(seen).toEqual(want);
+});
