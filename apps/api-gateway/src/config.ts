@@ -1,4 +1,5 @@
 // Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zBool, zCheckedString, zDuration, zJobTtl } from '@cordum/service-kit';
 import { configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
@@ -6,6 +7,11 @@ import { parseGrpcAddress } from '@cordum/protocol';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
 
 const WILDCARD_TENANT = '*';
+
+/** `key-<first 12 hex of SHA-256(key)>`: stable for a key, and reveals nothing usable about it. */
+export function defaultPrincipal(key: string): string {
+  return `key-${createHash('sha256').update(key).digest('hex').slice(0, 12)}`;
+}
 
 const keyEntrySchema = z.object({
   key: z.string().min(8, 'key must be at least 8 characters'),
@@ -34,7 +40,10 @@ const zApiKeys = z
       ctx.addIssue({ code: 'custom', message: `${where}${first?.message ?? 'invalid entry'}` });
       return z.NEVER;
     }
-    return res.data.map((e, i) => ({ key: e.key, tenant: e.tenant, role: e.role, principalId: e.principal_id ?? `key-${i}` }));
+    // Without principal_id the identity derives from the key itself, not its place in the list: a
+    // reordered list, or replicas with different lists mid-rollout, must not move an identity (and
+    // with it the self-approval check and the audit trail) from one key to another.
+    return res.data.map((e) => ({ key: e.key, tenant: e.tenant, role: e.role, principalId: e.principal_id ?? defaultPrincipal(e.key) }));
   });
 
 export const gatewayEnvSchema = commonEnvSchema

@@ -29,6 +29,17 @@ describe('loadGatewayConfig', () => {
     expect(c.instanceId).toMatch(/^api-gateway-/);
   });
 
+  it('a key without principal_id gets an identity from the key itself, not from its place in the list', () => {
+    const a = { key: 'first-key-123456', tenant: 'acme', role: 'operator' };
+    const b = { key: 'second-key-12345', tenant: 'acme', role: 'operator' };
+    const one = loadGatewayConfig({ ...base, CORDUM_API_KEYS: JSON.stringify([a, b]) }).apiKeys;
+    const reordered = loadGatewayConfig({ ...base, CORDUM_API_KEYS: JSON.stringify([b]) }).apiKeys;
+    expect(one[0]?.principalId).toMatch(/^key-[0-9a-f]{12}$/);
+    expect(one[0]?.principalId).not.toBe(one[1]?.principalId);
+    // b alone (a removed from the list) keeps its identity; position-based, it became a's
+    expect(reordered[0]?.principalId).toBe(one[1]?.principalId);
+  });
+
   it('parses CORDUM_API_KEYS, TENANT_ID and JOB_TTL', () => {
     const c = loadGatewayConfig({
       ...base,
