@@ -5,7 +5,7 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { startRedis, type TestServer } from '@cordum/testing';
 import { decodeCursor } from '../src/lists/cursor';
-import { pageIndex } from '../src/lists/pager';
+import { pageIndex, type Page } from '../src/lists/pager';
 
 let server: TestServer;
 let redis: RedisClient;
@@ -64,7 +64,7 @@ it('pages through entries that share a score, in member order, each once', async
   const seen: string[] = [];
   let cursor: string | null = null;
   for (let pages = 0; pages < 10; pages++) {
-    const page = await pageIndex(redis, { key, after: decodeCursor(cursor ?? undefined), limit: 60, scanBudget: 2_000, load: async (ids) => ids });
+    const page: Page<string> = await pageIndex(redis, { key, after: decodeCursor(cursor ?? undefined), limit: 60, scanBudget: 2_000, load: async (ids) => ids });
     seen.push(...page.items);
     cursor = page.next_cursor;
     if (!cursor) break;
