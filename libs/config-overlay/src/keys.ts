@@ -14,6 +14,8 @@ export interface ConfigKeys {
   applied(service: string, instanceId: string): string;
   /** SCAN pattern matching every applied report. */
   appliedPattern(): string;
+  /** ZSET of the applied report keys, scored by their expiry (epoch ms), read by the status view (P60). */
+  appliedIndex(): string;
 }
 
 /** All key names of this lib; `prefix` only in library unit tests (D49). */
@@ -23,5 +25,6 @@ export function configKeys(prefix = ''): ConfigKeys {
     doc: (scope, scopeId) => kb.key('cfg', scope, scopeId),
     applied: (service, instanceId) => kb.key('cordum', 'config', 'applied', service, instanceId),
     appliedPattern: () => kb.key('cordum', 'config', 'applied', '*'),
+    appliedIndex: () => kb.key('cordum', 'config', 'reports'),
   };
 }

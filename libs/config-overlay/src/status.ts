@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { scanKeys, type RedisClient } from '@cordum/redis';
 import { sectionHash, sectionHashes } from './canonical';
-import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, type Scope } from './keys';
+import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, configKeys, type ConfigKeys, type Scope } from './keys';
 import type { ConfigStore } from './store';
 
 /** What a replica writes at `cordum:config:applied:<service>:<instance>` (D33). */
@@ -42,8 +42,35 @@ export interface ConfigStatus {
   replicas: ReplicaStatus[];
 }
 
-export async function writeAppliedReport(redis: RedisClient, key: string, report: AppliedReport, ttlMs: number): Promise<void> {
-  await redis.set(key, JSON.stringify(report), 'PX', Math.max(1, Math.round(ttlMs)));
+/**
+ * The report, and its key in `indexKey` scored by when it expires, so the status view reads the
+ * index instead of scanning the keyspace (P60); entries past their expiry are trimmed here.
+ */
+export async function writeAppliedReport(redis: RedisClient, key: string, report: AppliedReport, ttlMs: number, indexKey: string = configKeys().appliedIndex()): Promise<void> {
+  const ms = Math.max(1, Math.round(ttlMs));
+  const now = Date.now();
+  await Promise.all([
+    redis.set(key, JSON.stringify(report), 'PX', ms),
+    redis.zadd(indexKey, now + ms, key),
+    redis.zremrangebyscore(indexKey, '-inf', now),
+  ]);
+}
+
+/**
+ * The live report keys from the index (P60). A keyspace SCAN cost one round trip per 500 keys, so
+ * on a Redis holding a week of jobs `GET /config/status` ran past its 5 s budget. Only while the
+ * index is empty (every replica still an older version that does not index its report) is the
+ * keyspace scanned.
+ */
+async function* reportKeys(redis: RedisClient, keys: ConfigKeys): AsyncGenerator<string> {
+  const index = keys.appliedIndex();
+  const now = Date.now();
+  const [, live] = await Promise.all([redis.zremrangebyscore(index, '-inf', now), redis.zrangebyscore(index, now, '+inf')]);
+  if (live.length > 0) {
+    yield* live;
+    return;
+  }
+  yield* scanKeys(redis, keys.appliedPattern());
 }
 
 /**
@@ -58,7 +85,7 @@ export async function configStatus(store: ConfigStore, redis: RedisClient = stor
   const doc = await store.get(scope, scopeId);
   const replicas: ReplicaStatus[] = [];
   const seen = new Set<string>();
-  for await (const key of scanKeys(redis, store.keys.appliedPattern())) {
+  for await (const key of reportKeys(redis, store.keys)) {
     if (seen.has(key)) continue;
     seen.add(key);
     const raw = await redis.get(key);

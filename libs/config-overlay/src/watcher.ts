@@ -126,7 +126,7 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
       reported_at: new Date().toISOString(),
       checked,
     };
-    return writeAppliedReport(o.store.redis, reportKey, r, reportTtlMs);
+    return writeAppliedReport(o.store.redis, reportKey, r, reportTtlMs, o.store.keys.appliedIndex());
   }
 
   async function read(trigger: ReloadTrigger): Promise<ConfigDocument | null> {

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { repoRoot, startRedis, type TestServer } from '@cordum/testing';
-import { createConfigStore, hashValue, mergeBootstrapFile, mergeBootstrapFiles, type RevisionConflictError, type ConfigStore } from '../src';
+import { callsOf, commandCalls, repoRoot, startRedis, type TestServer } from '@cordum/testing';
+import { configStatus, createConfigStore, hashValue, mergeBootstrapFile, mergeBootstrapFiles, writeAppliedReport, type RevisionConflictError, type ConfigStore } from '../src';
 
 describe('ConfigStore (real Redis)', () => {
   let server: TestServer;
@@ -196,5 +196,22 @@ describe('bootstrap merge (D35)', () => {
     expect(doc.data['pools']).toEqual(pools2);
     expect((doc.data['timeouts'] as typeof timeouts).reconciler.dispatch_timeout_seconds).toBe(99);
     expect(await mergeBootstrapFiles(store, files(pools2, timeouts))).toMatchObject({ written: false, revision: before + 3 });
+  });
+
+  it('the status view reads the report index, not the keyspace: no SCAN however many keys Redis holds (P60)', async () => {
+    const report = (instance: string) => ({ service: 'scheduler', instance_id: instance, revision: 0, hashes: {}, reported_at: new Date().toISOString(), checked: true });
+    await writeAppliedReport(redis, store.keys.applied('scheduler', 'live-1'), report('live-1'), 60_000, store.keys.appliedIndex());
+    await writeAppliedReport(redis, store.keys.applied('scheduler', 'live-2'), report('live-2'), 60_000, store.keys.appliedIndex());
+    await writeAppliedReport(redis, store.keys.applied('scheduler', 'gone'), report('gone'), 1, store.keys.appliedIndex());
+    const filler = redis.pipeline();
+    for (let i = 0; i < 5_000; i++) filler.set(`job:meta:{filler-${i}}`, 'x');
+    await filler.exec();
+    await new Promise((r) => setTimeout(r, 5)); // 'gone' (1 ms) expires
+    const before = callsOf(await commandCalls(redis), 'scan');
+    const status = await configStatus(store, redis);
+    expect(status.replicas.map((r) => r.instance_id)).toEqual(['live-1', 'live-2']);
+    expect(callsOf(await commandCalls(redis), 'scan') - before).toBe(0);
+    // the expired report left the index too
+    expect(await redis.zrange(store.keys.appliedIndex(), '0', '-1')).toEqual([store.keys.applied('scheduler', 'live-1'), store.keys.applied('scheduler', 'live-2')]);
   });
 });
