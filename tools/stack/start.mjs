@@ -3,12 +3,15 @@
 //
 //   npm start                                   one replica of each service + one echo worker
 //   npm start -- --replicas scheduler=2,api-gateway=2,echo-worker=3
-//   npm start -- --port-offset 1000             every port + 1000 (second stack on one machine)
+//   npm start -- --port-offset 1000             every port + 1000, Redis and NATS included unless
+//                                               REDIS_URL / NATS_URL say otherwise (a second stack)
 //   npm start -- --build                        rebuild dist/ first (default: only when missing)
 //
 // Redis and NATS: reuses the servers reachable at REDIS_URL / NATS_URL
-// (default 127.0.0.1:6379 / :4222); otherwise starts redis-server and
-// `nats-server -js` from PATH with data under .cordum/. Ctrl-C stops
+// (default 127.0.0.1:6379 / :4222, plus the port offset; a NATS_URL comma list
+// is checked at its first entry; with REDIS_CLUSTER_ADDRESSES the cluster is
+// used as it is); otherwise starts redis-server and `nats-server -js` from PATH
+// with data under .cordum/ (.cordum/<kind>-<port> with a port offset). Ctrl-C stops
 // everything in order: intake first (gateways), then schedulers, workers,
 // kernels, and last the servers this script started.
 import { spawn, spawnSync } from 'node:child_process';
@@ -106,7 +109,7 @@ function spawnLogged(name, cmd, args, env) {
 }
 
 async function ensureServer(kind, url, defPort, start) {
-  const { host, port } = hostPort(url, defPort);
+  const { host, port } = hostPort(url.split(',')[0].trim(), defPort);
   if (await tcpOpen(host, port)) {
     console.log(`${kind}: reusing ${host}:${port}`);
     return;
@@ -117,7 +120,12 @@ async function ensureServer(kind, url, defPort, start) {
   await waitUntil(async () => child.exitInfo === null && (await tcpOpen(host, port)), 15_000, kind).catch((e) => {
     fail(`${e.message}: ${child.tail.join(' | ')}`);
   });
-  console.log(`${kind}: started on ${host}:${port} (data in .cordum/${kind})`);
+  console.log(`${kind}: started on ${host}:${port} (data in .cordum/${dataDirOf(kind, port, defPort)})`);
+}
+
+/** A second stack (another port) keeps its own data. */
+function dataDirOf(kind, port, defPort) {
+  return port === defPort ? kind : `${kind}-${port}`;
 }
 
 function devKey() {
@@ -168,8 +176,9 @@ async function stopChild(child) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  const redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
-  const natsUrl = process.env.NATS_URL || 'nats://127.0.0.1:4222';
+  const redisUrl = process.env.REDIS_URL || `redis://127.0.0.1:${6379 + opts.portOffset}`;
+  const natsUrl = process.env.NATS_URL || `nats://127.0.0.1:${4222 + opts.portOffset}`;
+  const clusterAddresses = (process.env.REDIS_CLUSTER_ADDRESSES || '').split(',').map((s) => s.trim()).filter(Boolean);
   process.on('SIGINT', () => void stopAll(0));
   process.on('SIGTERM', () => void stopAll(0));
 
@@ -188,15 +197,26 @@ async function main() {
     if (r.status !== 0) fail('build failed');
   }
 
-  await ensureServer('redis', redisUrl, 6379, (port) => {
-    mkdirSync(join(stateDir, 'redis'), { recursive: true });
-    return spawnLogged('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', join(stateDir, 'redis'), ...table.redisArgs], process.env);
-  });
+  if (clusterAddresses.length > 0) {
+    // The services use the cluster (REDIS_CLUSTER_ADDRESSES wins over REDIS_URL): check it, never start a redis-server.
+    const first = clusterAddresses[0].replace(/^rediss?:\/\//, '');
+    const i = first.lastIndexOf(':');
+    if (!(await tcpOpen(first.slice(0, i) || '127.0.0.1', Number(first.slice(i + 1))))) fail(`REDIS_CLUSTER_ADDRESSES: ${first} is unreachable`);
+    console.log(`redis: cluster at ${clusterAddresses.join(',')}`);
+  } else {
+    await ensureServer('redis', redisUrl, 6379, (port) => {
+      const dir = join(stateDir, dataDirOf('redis', port, 6379));
+      mkdirSync(dir, { recursive: true });
+      return spawnLogged('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...table.redisArgs], process.env);
+    });
+  }
   await ensureServer('nats', natsUrl, 4222, (port) => {
-    mkdirSync(join(stateDir, 'nats'), { recursive: true });
-    return spawnLogged('nats', 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', join(stateDir, 'nats')], process.env);
+    const dir = join(stateDir, dataDirOf('nats', port, 4222));
+    mkdirSync(dir, { recursive: true });
+    return spawnLogged('nats', 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], process.env);
   });
 
+  const keyFromEnv = Boolean(process.env.CORDUM_API_KEY);
   const apiKey = process.env.CORDUM_API_KEY || devKey();
   const portOf = (svc, envName, k) => svc.ports[envName] + opts.portOffset + 100 * (k - 1);
   const clientEnv = {};
@@ -210,15 +230,17 @@ async function main() {
   for (const svc of wanted) {
     for (let k = 1; k <= svc.count; k++) {
       const name = `${svc.name}-${k}`;
+      // A second stack on the same Redis and NATS must not take the first one's identities.
+      const instanceId = opts.portOffset > 0 ? `${name}-p${opts.portOffset}` : name;
       const env = {
         ...process.env,
         REDIS_URL: redisUrl,
         NATS_URL: natsUrl,
         CORDUM_API_KEY: apiKey,
-        CORDUM_INSTANCE_ID: name,
+        CORDUM_INSTANCE_ID: instanceId,
         // The heap cap of deploy/Dockerfile (docs/performance.md "Memory"), unless NODE_OPTIONS is set.
         ...(process.env.NODE_OPTIONS === undefined ? { NODE_OPTIONS: '--max-old-space-size=512' } : {}),
-        ...(svc.name === 'echo-worker' ? { WORKER_ID: name } : {}),
+        ...(svc.name === 'echo-worker' ? { WORKER_ID: instanceId } : {}),
         ...clientEnv,
         ...(svc.env ?? {}),
       };
@@ -254,7 +276,7 @@ async function main() {
   console.log(`
 Cordum is up.
   gateway URL : ${url}
-  API key     : ${apiKey}   (also in .cordum/dev.env)
+  API key     : ${apiKey}   (${keyFromEnv ? 'from CORDUM_API_KEY in your environment' : 'also in .cordum/dev.env'})
 
 Try it:
   curl -s -X POST ${url}/api/v1/jobs -H "X-API-Key: ${apiKey}" -H "Content-Type: application/json" -d '{"topic":"job.echo","prompt":"hello"}'

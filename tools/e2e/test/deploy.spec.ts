@@ -429,6 +429,17 @@ describe('deploy/k8s/cordum.yaml', () => {
     }
   });
 
+  it('requests the memory a service uses at load, and sets production rate limits on the gateway (D24)', () => {
+    for (const d of deployments.filter((x) => x.metadata.name !== 'echo-worker')) {
+      const req = /^(\d+)Mi$/.exec((container(d).resources as { requests?: { memory?: string } } | undefined)?.requests?.memory ?? '');
+      // ~130 MB RSS per service at load (docs/performance.md, "Memory")
+      expect({ deployment: d.metadata.name, mib: Number(req?.[1]) >= 150 }).toEqual({ deployment: d.metadata.name, mib: true });
+    }
+    const env = container(deployments.find((d) => d.metadata.name === 'api-gateway')!).env ?? [];
+    expect(env.find((e) => e.name === 'API_RATE_LIMIT_RPS')?.value).toBe('30');
+    expect(env.find((e) => e.name === 'API_RATE_LIMIT_BURST')?.value).toBe('50');
+  });
+
   it('keeps the memory limit above the image heap cap', () => {
     const cap = Number(/--max-old-space-size=(\d+)/.exec(readFileSync(join(repoRoot, 'deploy/Dockerfile'), 'utf8'))?.[1]);
     expect(cap).toBeGreaterThan(0);

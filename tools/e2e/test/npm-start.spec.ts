@@ -22,7 +22,8 @@ describe('npm start', () => {
       join(repoRoot, 'tools/stack/start.mjs'),
       '--replicas', 'scheduler=2,api-gateway=2',
       '--port-offset', String(offset),
-    ], { REDIS_URL: redis.url, NATS_URL: nats.url, CORDUM_API_KEY: 'npm-start-test-key' });
+      // a NATS_URL comma list (CONTRACT §1) is checked at its first entry
+    ], { REDIS_URL: redis.url, NATS_URL: `${nats.url},${nats.url}`, CORDUM_API_KEY: 'npm-start-test-key' });
     try {
       await waitFor(() => !launcher.running || launcher.hasLine('Cordum is up.'), 120_000, { message: 'stack up', intervalMs: 200 });
       expect(launcher.running ? 'running' : launcher.logs()).toBe('running');
@@ -32,6 +33,11 @@ describe('npm start', () => {
       expect(launcher.hasLine(`scheduler-2`)).toBe(true);
       expect(launcher.hasLine(`api-gateway-2`)).toBe(true);
       expect(launcher.hasLine(/curl -s -X POST .*\/api\/v1\/jobs/)).toBe(true);
+      // the key came from the environment, not .cordum/dev.env, and the banner says so
+      expect(launcher.hasLine('npm-start-test-key   (from CORDUM_API_KEY in your environment)')).toBe(true);
+      // with a port offset the instance ids differ from a first stack's on the same Redis and NATS
+      const metrics = await (await fetch(`http://127.0.0.1:${9092 + offset}/metrics`)).text();
+      expect(metrics).toContain(`pod="api-gateway-1-p${offset}"`);
 
       // The printed curl example, done with fetch, against both gateway replicas.
       for (const base of [url!, `http://127.0.0.1:${8081 + offset + 100}`]) {
