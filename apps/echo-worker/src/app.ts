@@ -83,6 +83,7 @@ export function createEchoWorker(config: EchoWorkerConfig, deps: EchoWorkerDeps)
         directDispatch: config.directDispatch,
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         stopTimeoutMs: config.stopTimeoutMs,
+        ...(config.signingKey ? { signingKey: config.signingKey } : {}),
         handler: echoHandler({
           workerId: config.workerId,
           echoDelayMs: config.echoDelayMs,

@@ -1,5 +1,7 @@
 // echo-worker env (CONTRACT §1, D39): validated once, here, and passed down.
-import { commonEnvSchema, loadConfig, zAddr, zBool, zCsv, zDuration, zPositiveInt } from '@cordum/service-kit';
+import type { KeyObject } from 'node:crypto';
+import { loadSigningKeyFile } from '@cordum/protocol';
+import { commonEnvSchema, loadConfig, zAddr, zBool, zCheckedString, zCsv, zDuration, zPositiveInt } from '@cordum/service-kit';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 
@@ -19,6 +21,8 @@ export const echoWorkerEnvSchema = commonEnvSchema.extend({
   WORKER_HEARTBEAT_INTERVAL: zDuration.default(5_000),
   WORKER_DIRECT_DISPATCH: zBool.default(true),
   WORKER_STOP_TIMEOUT: zDuration.default(10_000),
+  // P61: a PEM P-256 private key; every packet the worker sends is signed with it.
+  CAP_SIGNING_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'private')).optional(),
 });
 
 export interface EchoWorkerConfig {
@@ -34,6 +38,7 @@ export interface EchoWorkerConfig {
   stopTimeoutMs: number;
   natsServers: string[];
   redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
+  signingKey?: KeyObject;
 }
 
 /** Pure: the env record in, typed config out; throws ConfigError naming the variable. */
@@ -52,5 +57,6 @@ export function loadEchoWorkerConfig(env: NodeJS.ProcessEnv | Record<string, str
     stopTimeoutMs: e.WORKER_STOP_TIMEOUT,
     natsServers: e.NATS_URL,
     redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
+    ...(e.CAP_SIGNING_KEY_FILE !== undefined ? { signingKey: loadSigningKeyFile(e.CAP_SIGNING_KEY_FILE, 'private') } : {}),
   };
 }

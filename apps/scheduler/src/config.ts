@@ -1,7 +1,8 @@
+import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
 import { commonEnvSchema, loadConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl } from '@cordum/service-kit';
-import { parseGrpcAddress } from '@cordum/protocol';
+import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { z } from 'zod';
 import { D21_BREAKER, type BreakerOptions } from './safety-breaker';
 import type { FailModes } from './safety';
@@ -36,6 +37,8 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   SCHEDULER_INPUT_FAIL_MODE: z.enum(['open', 'closed']).default('closed'),
   SCHEDULER_OUTPUT_FAIL_MODE: z.enum(['open', 'closed']).default('closed'),
   SCHEDULER_OUTPUT_POLICY_ENABLED: zBool.default(false),
+  // CONTRACT §3, P61: a PEM P-256 public key; when set, packets from workers must be signed with its key.
+  CAP_VERIFY_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'public')).optional(),
 });
 
 function between(min: number, max: number) {
@@ -77,6 +80,8 @@ export interface SchedulerConfig {
   replay: { intervalMs: number; pendingAgeMs: number; maxScheduleTries: number; maxScheduleWaitMs: number };
   /** D7 leader leases (reconciler, replayer). */
   leader: { ttlMs: number; renewMs: number };
+  /** P61: packets from workers (results, progress, heartbeats, handshakes) must verify with this key. */
+  capVerifyKey?: KeyObject;
 }
 
 /**
@@ -122,5 +127,6 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
       maxScheduleWaitMs: e.SCHEDULER_SCHEDULE_MAX_WAIT,
     },
     leader: { ttlMs: 15_000, renewMs: 5_000 },
+    ...(e.CAP_VERIFY_KEY_FILE !== undefined ? { capVerifyKey: loadSigningKeyFile(e.CAP_VERIFY_KEY_FILE, 'public') } : {}),
   };
 }

@@ -1,6 +1,7 @@
 import type { Bus } from '@cordum/bus';
 import type { JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
+import type { BusPacket } from '@cordum/protocol';
 import type { Logger } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import type { SchedulerMetrics } from './metrics';
@@ -31,4 +32,6 @@ export interface SchedulerContext {
   failModes(): FailModes;
   /** Delivery verification (BEHAVIOURS §3): told about every published attempt. */
   verifier: Pick<Verifier, 'track' | 'delivered'>;
+  /** Decodes a packet a worker sent: valid (P57), and signed when CAP_VERIFY_KEY_FILE is set (P61). */
+  decodeWorkerPacket(bytes: Uint8Array): BusPacket;
 }

@@ -3,7 +3,7 @@
 // Progress is best effort: a busy lock or a lost message is fine because
 // worker-sdk repeats progress every heartbeat and the result also ends the job.
 import { jobKeys } from '@cordum/job-store';
-import { decodeValidPacket, type JobProgress } from '@cordum/protocol';
+import type { JobProgress } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
 
 /** Pause between tries while a handler holds the job lock (the lock wait budget bounds the total). */
@@ -36,7 +36,7 @@ export function progressListener(ctx: SchedulerContext, inflight: Set<Promise<vo
   return (data: Uint8Array): void => {
     let p: JobProgress;
     try {
-      const packet = decodeValidPacket(data);
+      const packet = ctx.decodeWorkerPacket(data);
       if (packet.payload.case !== 'jobProgress') return;
       p = packet.payload.value;
     } catch {

@@ -3,7 +3,7 @@ import { connectBus, subjects, type Bus, type Consumer, type Subscription } from
 import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
-import { decodeValidPacket } from '@cordum/protocol';
+import { decodeValidPacket, packetDecoder } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
@@ -156,7 +156,24 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     const store = deps.wrapStore ? deps.wrapStore(created) : created;
     safety = breakerSafetyChecker(deps.safety ?? grpcSafetyChecker(config.safetyKernelAddr, config.safetyDeadlineMs), createSharedBreaker(redis, config.safetyBreaker), { metrics, logger });
 
-    const c: SchedulerContext = { config, instanceId, logger, store, locks, bus, workers, safety, metrics, pools: () => pools, timeouts: () => timeouts, failModes: () => failModes, verifier };
+    const decodeWorkerPacket = packetDecoder(config.capVerifyKey);
+    if (config.capVerifyKey) logger.info('packets from workers must be signed (CAP_VERIFY_KEY_FILE)');
+    const c: SchedulerContext = {
+      config,
+      instanceId,
+      logger,
+      store,
+      locks,
+      bus,
+      workers,
+      safety,
+      metrics,
+      pools: () => pools,
+      timeouts: () => timeouts,
+      failModes: () => failModes,
+      verifier,
+      decodeWorkerPacket,
+    };
     ctx = c;
     // Routing and timeouts from cfg:system:default before the first job is routed (BEHAVIOURS §5).
     watcher = createSchedulerConfigWatcher({ config, redis, bus, deps, sections: schedulerSections({ setPools, setTimeouts, setFailModes, failModeDefaults: config.failModes }) });
@@ -168,7 +185,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     hydration = await hydrate({ redis, registry: workers, timeoutMs: config.snapshot.readTimeoutMs, floorMs: config.snapshot.hydrateFloorMs, logger });
     subs.push(bus.subscribe(subjects.progress, progressListener(c, progressInflight), { queue: QUEUE }));
     consumers.push(
-      await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodeValidPacket, handler: resultHandler(c) }),
+      await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c) }),
       await bus.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c) }),
     );
     consumersBound = true;

@@ -1,6 +1,5 @@
 // Broadcast subscriptions (per replica, no queue group) feeding the registry.
 import { subjects, type Subscription } from '@cordum/bus';
-import { decodeValidPacket } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
 
 export function subscribeWorkers(ctx: SchedulerContext): Subscription[] {
@@ -15,11 +14,11 @@ export function subscribeWorkers(ctx: SchedulerContext): Subscription[] {
     });
   return [
     onPacket(subjects.heartbeat, (data) => {
-      const p = decodeValidPacket(data);
+      const p = ctx.decodeWorkerPacket(data);
       if (p.payload.case === 'heartbeat') ctx.workers.onHeartbeat(p.payload.value);
     }),
     onPacket(subjects.handshake, (data) => {
-      const p = decodeValidPacket(data);
+      const p = ctx.decodeWorkerPacket(data);
       if (p.payload.case === 'handshake') ctx.workers.onHandshake(p.payload.value);
     }),
   ];

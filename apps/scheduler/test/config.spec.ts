@@ -64,6 +64,11 @@ describe('loadSchedulerConfig', () => {
       'invalid config: SAFETY_KERNEL_ADDR use host:port or dns:///host:port, not a URL: "http://kernel:50051" (got "http://kernel:50051")',
     );
     expect(() => loadSchedulerConfig({ SAFETY_KERNEL_ADDR: 'kernel-a:50051,kernel-b' }, empty)).toThrow(/^invalid config: SAFETY_KERNEL_ADDR bad host:port "kernel-b"/);
+    // P61: the verification key is read and checked at start
+    expect(() => loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: join(empty, 'none.pem') }, empty)).toThrow(/^invalid config: CAP_VERIFY_KEY_FILE cannot read ".*none\.pem": ENOENT/);
+    const notKey = join(empty, 'not-a-key.pem');
+    writeFileSync(notKey, 'hello\n');
+    expect(() => loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: notKey }, empty)).toThrow(/^invalid config: CAP_VERIFY_KEY_FILE cannot parse public key/);
     expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: join(empty, 'missing.yaml') }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH cannot read/);
     const bad = join(empty, 'bad.yaml');
     writeFileSync(bad, 'topics: [not, a, map]\n');

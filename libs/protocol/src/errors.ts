@@ -7,7 +7,8 @@ export type ProtocolErrorCode =
   | 'invalid_packet'
   | 'malformed_wire'
   | 'invalid_key'
-  | 'invalid_address';
+  | 'invalid_address'
+  | 'invalid_signature';
 
 export class ProtocolError extends Error {
   readonly code: ProtocolErrorCode;

@@ -30,7 +30,7 @@ export { PROTOCOL_VERSION, encodePacket, decodePacket, encodeForSigning, newPack
 export { encodeProgressPacket } from './progress-packet';
 export type { ProgressPacketFields } from './progress-packet';
 export { validatePacket, decodeValidPacket, JOB_TOPIC_RE, MAX_TOPIC_LENGTH } from './validate';
-export { SIGNATURE_FIELD, signPacket, verifyPacket, signedBytes } from './sign';
+export { SIGNATURE_FIELD, signPacket, verifyPacket, signedBytes, loadSigningKey, loadSigningKeyFile, packetDecoder, packetEncoder } from './sign';
 export { stripTopLevelField, encodeLenField } from './wire';
 export type { StrippedField } from './wire';
 export { grpcServiceDefinition, methodPath, addGrpcService, grpcServerOptions, grpcError, GrpcStatus } from './grpc/server';

@@ -1,8 +1,10 @@
 import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import type { BusPacket } from './gen/cordum/agent/v1/buspacket_pb';
-import { encodeForSigning } from './codec';
+import { encodeForSigning, encodePacket } from './codec';
 import { ProtocolError, isProtocolError } from './errors';
+import { decodeValidPacket } from './validate';
 import { encodeLenField, stripTopLevelField } from './wire';
 
 /** BusPacket field number of `signature` (CONTRACT §3). */
@@ -80,4 +82,38 @@ export function verifyPacket(bytes: Uint8Array, publicKeyPem: string | KeyObject
 /** The received bytes minus field 14, i.e. exactly what a signature covers. */
 export function signedBytes(bytes: Uint8Array): Uint8Array {
   return stripTopLevelField(bytes, SIGNATURE_FIELD).rest;
+}
+
+/** Parses and checks a PEM key now (ProtocolError `invalid_key`), so a bad key fails at start, not on the first packet. */
+export function loadSigningKey(pem: string, kind: 'private' | 'public'): KeyObject {
+  return toKey(pem, kind);
+}
+
+/** `loadSigningKey` of a PEM file; an unreadable file is `invalid_key` too, with a one-line message. */
+export function loadSigningKeyFile(path: string, kind: 'private' | 'public'): KeyObject {
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ProtocolError('invalid_key', `cannot read ${JSON.stringify(path)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+  return toKey(pem, kind);
+}
+
+/**
+ * CONTRACT §3: verifying is optional per deployment. Without `publicKey` this is
+ * `decodeValidPacket`; with it, a packet must first carry a signature that verifies with the key
+ * (ProtocolError `invalid_signature`), so unsigned and forged packets are refused like malformed ones.
+ */
+export function packetDecoder(publicKey?: KeyObject): (bytes: Uint8Array) => BusPacket {
+  if (publicKey === undefined) return decodeValidPacket;
+  return (bytes) => {
+    if (!verifyPacket(bytes, publicKey)) throw new ProtocolError('invalid_signature', 'packet is unsigned or its signature does not verify with the configured key');
+    return decodeValidPacket(bytes);
+  };
+}
+
+/** `encodePacket`, or with `privateKey` the signed encoding (D42) for receivers that verify. */
+export function packetEncoder(privateKey?: KeyObject): (p: BusPacket) => Uint8Array {
+  return privateKey === undefined ? encodePacket : (p) => signPacket(p, privateKey);
 }

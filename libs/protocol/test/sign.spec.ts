@@ -5,6 +5,11 @@ import {
   create,
   decodePacket,
   encodeLenField,
+  encodePacket,
+  loadSigningKey,
+  loadSigningKeyFile,
+  packetDecoder,
+  packetEncoder,
   encodeForSigning,
   equals,
   isProtocolError,
@@ -131,5 +136,48 @@ describe('signPacket / verifyPacket (D42)', () => {
       caught = err;
     }
     expect(isProtocolError(caught, 'invalid_key')).toBe(true);
+  });
+});
+
+describe('packetDecoder / packetEncoder (P61: verification optional per deployment)', () => {
+  const request = () => newPacket('scheduler-1', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j-1', topic: 'job.echo' }) });
+
+  it('without a key: decode and validate only; with one: only packets signed by its key', () => {
+    const { privatePem, publicPem } = keyPair();
+    const other = keyPair();
+    const unsigned = encodePacket(request());
+    expect(packetDecoder()(unsigned).payload.case).toBe('jobRequest');
+    const strict = packetDecoder(loadSigningKey(publicPem, 'public'));
+    const refused = (bytes: Uint8Array) => {
+      try {
+        strict(bytes);
+      } catch (err) {
+        return isProtocolError(err, 'invalid_signature');
+      }
+      return false;
+    };
+    expect(refused(unsigned)).toBe(true);
+    expect(refused(packetEncoder(loadSigningKey(other.privatePem, 'private'))(request()))).toBe(true);
+    expect(strict(packetEncoder(loadSigningKey(privatePem, 'private'))(request())).payload.case).toBe('jobRequest');
+    expect(packetEncoder()(request())).toEqual(expect.any(Uint8Array));
+  });
+
+  it('accepts the CAP reference vectors with their public key', () => {
+    const strict = packetDecoder(loadSigningKey(readPublicKeyPem(), 'public'));
+    expect(strict(readVector('job_result')).payload.case).toBe('jobResult');
+    expect(strict(readVector('heartbeat')).payload.case).toBe('heartbeat');
+  });
+
+  it('loadSigningKeyFile: an unreadable file or a key of the wrong kind is invalid_key, one line', () => {
+    const codeOf = (fn: () => unknown) => {
+      try {
+        fn();
+      } catch (err) {
+        return isProtocolError(err, 'invalid_key') ? (err as Error).message : `other: ${String(err)}`;
+      }
+      return 'no error';
+    };
+    expect(codeOf(() => loadSigningKeyFile('/nonexistent/cap.pem', 'public'))).toBe('cannot read "/nonexistent/cap.pem": ENOENT');
+    expect(codeOf(() => loadSigningKey(keyPair().publicPem, 'private'))).toMatch(/^cannot parse private key/);
   });
 });

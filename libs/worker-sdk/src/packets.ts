@@ -9,12 +9,16 @@ import {
   JobResultSchema,
   JobStatus,
   newPacket,
+  type BusPacket,
   type DispatchIdentity,
 } from '@cordum/protocol';
 
+/** `encodePacket`, or a signing encoder (WorkerOptions.signingKey, P61). */
+export type Encode = (p: BusPacket) => Uint8Array;
+
 export const SDK_VERSION = 'cordum-ts-worker-sdk/0.1.0';
 
-export function handshakePacket(o: { workerId: string; readyTopics: string[]; sdkVersion: string }): Uint8Array {
+export function handshakePacket(o: { workerId: string; readyTopics: string[]; sdkVersion: string }, encode: Encode = encodePacket): Uint8Array {
   const handshake = create(HandshakeSchema, {
     componentId: o.workerId,
     role: ComponentRole.WORKER,
@@ -24,7 +28,7 @@ export function handshakePacket(o: { workerId: string; readyTopics: string[]; sd
     sdkVersion: o.sdkVersion,
     readyTopics: o.readyTopics,
   });
-  return encodePacket(newPacket(o.workerId, { case: 'handshake', value: handshake }));
+  return encode(newPacket(o.workerId, { case: 'handshake', value: handshake }));
 }
 
 export function heartbeatPacket(o: {
@@ -36,7 +40,7 @@ export function heartbeatPacket(o: {
   memoryLoad: number;
   capabilities: string[];
   labels: Record<string, string>;
-}): Uint8Array {
+}, encode: Encode = encodePacket): Uint8Array {
   const hb = create(HeartbeatSchema, {
     workerId: o.workerId,
     type: 'worker',
@@ -48,7 +52,7 @@ export function heartbeatPacket(o: {
     capabilities: o.capabilities,
     labels: o.labels,
   });
-  return encodePacket(newPacket(o.workerId, { case: 'heartbeat', value: hb }));
+  return encode(newPacket(o.workerId, { case: 'heartbeat', value: hb }));
 }
 
 export function progressPacket(o: {
@@ -58,7 +62,7 @@ export function progressPacket(o: {
   dispatch: DispatchIdentity | undefined;
   percent?: number;
   message?: string;
-}): Uint8Array {
+}, encode: Encode = encodePacket): Uint8Array {
   const p = create(JobProgressSchema, {
     jobId: o.jobId,
     status: JobStatus.RUNNING,
@@ -66,7 +70,7 @@ export function progressPacket(o: {
     message: o.message ?? '',
     dispatch: o.dispatch,
   });
-  return encodePacket(newPacket(o.workerId, { case: 'jobProgress', value: p }, o.traceId));
+  return encode(newPacket(o.workerId, { case: 'jobProgress', value: p }, o.traceId));
 }
 
 export type ResultStatus = 'SUCCEEDED' | 'FAILED' | 'FAILED_RETRYABLE' | 'CANCELLED';
@@ -88,7 +92,7 @@ export function resultPacket(o: {
   errorCode: string;
   errorMessage: string;
   dispatch: DispatchIdentity | undefined;
-}): Uint8Array {
+}, encode: Encode = encodePacket): Uint8Array {
   const r = create(JobResultSchema, {
     jobId: o.jobId,
     status: STATUS[o.status],
@@ -99,7 +103,7 @@ export function resultPacket(o: {
     errorMessage: o.errorMessage,
     dispatch: o.dispatch,
   });
-  return encodePacket(newPacket(o.workerId, { case: 'jobResult', value: r }, o.traceId));
+  return encode(newPacket(o.workerId, { case: 'jobResult', value: r }, o.traceId));
 }
 
 /** JetStream msg id of a result (D9): a retried publish of the same dispatch is deduplicated. */

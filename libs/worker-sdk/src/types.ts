@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { Bus } from '@cordum/bus';
 import type { JobRequest } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
@@ -72,6 +73,11 @@ export interface WorkerOptions {
    */
   resultWriteBudgetMs?: number;
   sdkVersion?: string;
+  /**
+   * A P-256 private key (`loadSigningKey(pem, 'private')`): every packet the worker sends is
+   * signed (D42) for a scheduler that verifies (CAP_VERIFY_KEY_FILE, P61). Unset: unsigned.
+   */
+  signingKey?: KeyObject;
   handler: JobHandler;
 }
 

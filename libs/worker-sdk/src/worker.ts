@@ -1,7 +1,7 @@
 // A CAP worker: queue-subscribes its topics, acks starts, runs each dispatch
 // at most once (claim-2.lua) and reports results on JetStream (D1, D9, D40).
 import { subjects, type Subscription } from '@cordum/bus';
-import { decodeValidPacket, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
+import { decodeValidPacket, packetEncoder, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
 import type { Logger } from '@cordum/service-kit';
 import { performance } from 'node:perf_hooks';
 import { WorkerError } from './errors';
@@ -9,7 +9,7 @@ import { InputError, JobIo } from './job-io';
 import { directSubject as directSubjectFor } from './keys';
 import { cpuLoadPct, memoryLoadPct } from './load';
 import { WorkerMetrics } from './metrics';
-import { handshakePacket, heartbeatPacket, progressPacket, resultMsgId, resultPacket, SDK_VERSION, type ResultStatus } from './packets';
+import { handshakePacket, heartbeatPacket, progressPacket, resultMsgId, resultPacket, SDK_VERSION, type Encode, type ResultStatus } from './packets';
 import type { JobOutcome, Worker, WorkerOptions, WorkerStats } from './types';
 
 type LifecycleState = 'created' | 'running' | 'stopping' | 'stopped';
@@ -45,6 +45,8 @@ class CapWorker implements Worker {
   private state: LifecycleState = 'created';
   private readonly log: Logger;
   private readonly io: JobIo;
+  /** Signs what the worker sends when `signingKey` is set (P61). */
+  private readonly encode: Encode;
   private readonly startAckDelayMs: number;
   private readonly resultWriteBudgetMs: number;
   private readonly metrics: WorkerMetrics | null;
@@ -80,6 +82,7 @@ class CapWorker implements Worker {
     this.directSubject = (o.directDispatch ?? true) ? directSubjectFor(o.workerId) : null;
     this.log = o.logger.child({ worker_id: o.workerId });
     this.io = new JobIo(o.redis, o.claimTtlMs ?? 7 * 24 * 3600_000);
+    this.encode = packetEncoder(o.signingKey);
     this.metrics = o.registry ? new WorkerMetrics(o.registry) : null;
   }
 
@@ -340,7 +343,7 @@ class CapWorker implements Worker {
     const data = resultPacket({
       workerId: this.workerId, traceId, jobId: request.jobId, status: reply.status, resultPtr: reply.resultPtr ?? '',
       executionMs, errorCode: reply.errorCode ?? '', errorMessage: reply.errorMessage ?? '', dispatch: request.dispatch,
-    });
+    }, this.encode);
     for (let tryNo = 1; ; tryNo += 1) {
       try {
         await this.o.bus.publish(subjects.result, data, { msgId: resultMsgId(request.jobId, dispatchId) });
@@ -361,7 +364,7 @@ class CapWorker implements Worker {
     // Any progress is also the start ack.
     clearTimeout(job.ackTimer);
     job.ackTimer = undefined;
-    this.publishCore(subjects.progress, progressPacket({ workerId: this.workerId, traceId: job.traceId, jobId: job.request.jobId, dispatch: job.request.dispatch, ...p }));
+    this.publishCore(subjects.progress, progressPacket({ workerId: this.workerId, traceId: job.traceId, jobId: job.request.jobId, dispatch: job.request.dispatch, ...p }, this.encode));
   }
 
   private onCancel(data: Uint8Array): void {
@@ -388,7 +391,7 @@ class CapWorker implements Worker {
       heartbeatPacket({
         workerId: this.workerId, pool: this.o.pool, activeJobs: this.running.size, maxParallelJobs: this.o.maxParallelJobs,
         cpuLoad: cpuLoadPct(), memoryLoad: memoryLoadPct(), capabilities: this.o.capabilities ?? this.o.topics, labels: this.o.labels ?? {},
-      }),
+      }, this.encode),
     );
     // D40: progress every heartbeat keeps long jobs visibly alive for the reconciler.
     for (const job of this.running.values()) this.sendProgress(job);
@@ -396,7 +399,7 @@ class CapWorker implements Worker {
 
   private sendHandshake(): void {
     const readyTopics = this.directSubject ? [...this.o.topics, this.directSubject] : [...this.o.topics];
-    this.publishCore(subjects.handshake, handshakePacket({ workerId: this.workerId, readyTopics, sdkVersion: this.o.sdkVersion ?? SDK_VERSION }));
+    this.publishCore(subjects.handshake, handshakePacket({ workerId: this.workerId, readyTopics, sdkVersion: this.o.sdkVersion ?? SDK_VERSION }, this.encode));
   }
 
   /** Broadcasts are fire-and-forget with self-healing repeats; a failed one is logged, never thrown. */

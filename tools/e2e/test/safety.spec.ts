@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { connectBus, subjects, type Bus, type Consumer } from '@cordum/bus';
 import { Decision, SafetyKernel, decodePacket, grpcClientFor, type GrpcClient } from '@cordum/protocol';
 import { repoRoot, waitFor } from '@cordum/testing';
-import { api, pool, startStack, type Stack } from './stack';
+import { api, pool, quietLog, startStack, type Stack } from './stack';
 
 /** Rule order matters: first match wins. Every topic not named below falls to `default_decision: allow`. */
 /** The 12-rule policy (shared with the Check micro-benchmark); rule order matters: first match wins. */
@@ -19,7 +19,6 @@ const POLICY = readFileSync(join(repoRoot, 'tools/bench/safety-policy.yaml'), 'u
 
 const KEYS = { alice: 'e2e-alice-operator-key', bob: 'e2e-bob-operator-key-1', carol: 'e2e-carol-operator-key' } as const;
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED']);
-const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 type KernelClient = GrpcClient<typeof SafetyKernel extends { method: infer M } ? M : never>;
 
 let stack: Stack;
@@ -48,7 +47,7 @@ beforeAll(async () => {
     kernelEnv: { SAFETY_POLICY_PATH: policyPath, SAFETY_DECISION_CACHE_TTL: '60s' },
     gatewayEnv: { CORDUM_API_KEYS: JSON.stringify(keys) },
   });
-  bus = await connectBus({ servers: [stack.nats.url], name: 'e2e-safety', logger: quiet });
+  bus = await connectBus({ servers: [stack.nats.url], name: 'e2e-safety', logger: quietLog });
   audit = await bus.consume({
     subject: subjects.audit,
     queue: 'e2e-audit',

@@ -24,6 +24,9 @@ import {
 
 export const API_KEY = 'e2e-admin-key-0123456789';
 
+/** A logger that drops everything, for a test's own bus client. */
+export const quietLog = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+
 export interface Stack {
   /** The redis-server, or with `redisCluster` the cluster's first node. */
   redis: TestServer;

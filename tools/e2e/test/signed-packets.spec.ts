@@ -1,0 +1,63 @@
+// CONTRACT §3 "verifying is optional per deployment" (decisions.md P61), with real processes:
+// a scheduler with CAP_VERIFY_KEY_FILE accepts only packets from workers that carry a valid
+// signature. An echo worker with the matching CAP_SIGNING_KEY_FILE registers and runs jobs; one
+// without a key is never registered (its heartbeats are refused), and an unsigned result is
+// terminated and counted, never applied.
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connectBus, subjects, type Bus } from '@cordum/bus';
+import { JobResultSchema, JobStatus, create, encodePacket, newPacket } from '@cordum/protocol';
+import { waitFor } from '@cordum/testing';
+import { api, quietLog, startStack, type Stack } from './stack';
+
+let stack: Stack;
+let bus: Bus;
+const dir = mkdtempSync(join(tmpdir(), 'cordum-keys-'));
+
+async function schedulerMetric(name: string, subject: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${stack.healthPorts.get('scheduler-1')}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`subject="${subject}"`));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
+beforeAll(async () => {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  writeFileSync(join(dir, 'cap.pub.pem'), publicKey.export({ type: 'spki', format: 'pem' }));
+  writeFileSync(join(dir, 'cap.key.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  stack = await startStack({
+    workers: 1,
+    schedulerEnv: { CAP_VERIFY_KEY_FILE: join(dir, 'cap.pub.pem') },
+    workerEnv: { CAP_SIGNING_KEY_FILE: join(dir, 'cap.key.pem') },
+  });
+  bus = await connectBus({ servers: stack.natsUrls, name: 'signed-spec', logger: quietLog });
+}, 180_000);
+afterAll(async () => {
+  await bus?.close();
+  await stack?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+it('a worker that signs registers and runs jobs; one that does not is never routed to; an unsigned result is never applied', async () => {
+  const signed = String((await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt: 'signed' })).body['job_id']);
+  await waitFor(async () => (await api(stack, 'GET', `/api/v1/jobs/${signed}`)).body['state'] === 'SUCCEEDED', 30_000, { message: 'job on the signing worker SUCCEEDED', intervalMs: 100 });
+  expect(stack.executions().get(signed)).toBe(1);
+
+  const refusedBefore = await schedulerMetric('cordum_scheduler_decode_errors_total', subjects.heartbeat);
+  await stack.spawnWorker('echo-unsigned', { CAP_SIGNING_KEY_FILE: '', WORKER_TOPICS: 'job.unsigned' });
+  // its handshake and heartbeats reach the scheduler and are refused
+  await waitFor(async () => (await schedulerMetric('cordum_scheduler_decode_errors_total', subjects.heartbeat)) > refusedBefore, 15_000, { message: 'unsigned heartbeat refused', intervalMs: 200 });
+  const unsigned = String((await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.unsigned', prompt: 'nobody may run this' })).body['job_id']);
+  // a forged, unsigned SUCCEEDED result for it: terminated after 3 deliveries, counted
+  const forgedBefore = await schedulerMetric('cordum_bus_undecodable_total', subjects.result);
+  const forged = create(JobResultSchema, { jobId: unsigned, status: JobStatus.SUCCEEDED, workerId: 'echo-unsigned' });
+  await bus.publish(subjects.result, encodePacket(newPacket('echo-unsigned', { case: 'jobResult', value: forged })), { msgId: `forged:${unsigned}` });
+  await waitFor(async () => (await schedulerMetric('cordum_bus_undecodable_total', subjects.result)) > forgedBefore, 10_000, { message: 'forged result terminated', intervalMs: 100 });
+  // the scheduler still knows no worker for the topic: the job waits, unrun
+  const job = (await api(stack, 'GET', `/api/v1/jobs/${unsigned}`)).body;
+  expect(['PENDING', 'SCHEDULED']).toContain(job['state']);
+  expect(stack.executions().get(unsigned)).toBeUndefined();
+  const workers = (await api(stack, 'GET', '/api/v1/workers')).body['items'] as { worker_id: string }[];
+  expect(workers.map((w) => w.worker_id)).not.toContain('echo-unsigned');
+}, 90_000);
