@@ -12,6 +12,7 @@ import type { Mount } from './http/app';
 import { createAuditSink, type AuditSink } from './audit/sink';
 import { createRetentionCleanup, type RetentionCleanup } from './retention';
 import { createDlqRetrier } from './dlq/retry';
+import { packetEncoder } from '@cordum/protocol';
 import { mountJobActionRoutes } from './routes/job-actions';
 import { mountDlqRoutes } from './routes/dlq';
 import { mountWorkerRoutes } from './routes/workers';
@@ -52,7 +53,7 @@ export function createOperations(o: {
     audit,
     retention,
     mount(mount) {
-      mountJobActionRoutes(mount, { redis, store, locks, bus, audit, logger, instanceId, redisReady: o.redisReady });
+      mountJobActionRoutes(mount, { redis, store, locks, bus, audit, logger, instanceId, redisReady: o.redisReady, encodeForWorkers: packetEncoder(config.capSigningKey) });
       mountDlqRoutes(mount, { redis, store, retrier, audit, redisReady: o.redisReady });
       mountWorkerRoutes(mount, { workers, config: configStore, redisReady: o.redisReady });
       mountConfigRoutes(mount, { config: configStore, bus, audit, logger, instanceId, redisReady: o.redisReady });

@@ -84,6 +84,7 @@ export function createEchoWorker(config: EchoWorkerConfig, deps: EchoWorkerDeps)
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         stopTimeoutMs: config.stopTimeoutMs,
         ...(config.signingKey ? { signingKey: config.signingKey } : {}),
+        ...(config.verifyKey ? { verifyKey: config.verifyKey } : {}),
         handler: echoHandler({
           workerId: config.workerId,
           echoDelayMs: config.echoDelayMs,

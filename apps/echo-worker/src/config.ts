@@ -23,6 +23,8 @@ export const echoWorkerEnvSchema = commonEnvSchema.extend({
   WORKER_STOP_TIMEOUT: zDuration.default(10_000),
   // P61: a PEM P-256 private key; every packet the worker sends is signed with it.
   CAP_SIGNING_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'private')).optional(),
+  // P61: a PEM P-256 public key; job requests and cancels must be signed with its key.
+  CAP_VERIFY_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'public')).optional(),
 });
 
 export interface EchoWorkerConfig {
@@ -39,6 +41,7 @@ export interface EchoWorkerConfig {
   natsServers: string[];
   redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
   signingKey?: KeyObject;
+  verifyKey?: KeyObject;
 }
 
 /** Pure: the env record in, typed config out; throws ConfigError naming the variable. */
@@ -58,5 +61,6 @@ export function loadEchoWorkerConfig(env: NodeJS.ProcessEnv | Record<string, str
     natsServers: e.NATS_URL,
     redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
     ...(e.CAP_SIGNING_KEY_FILE !== undefined ? { signingKey: loadSigningKeyFile(e.CAP_SIGNING_KEY_FILE, 'private') } : {}),
+    ...(e.CAP_VERIFY_KEY_FILE !== undefined ? { verifyKey: loadSigningKeyFile(e.CAP_VERIFY_KEY_FILE, 'public') } : {}),
   };
 }

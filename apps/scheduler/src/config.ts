@@ -39,6 +39,8 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   SCHEDULER_OUTPUT_POLICY_ENABLED: zBool.default(false),
   // CONTRACT §3, P61: a PEM P-256 public key; when set, packets from workers must be signed with its key.
   CAP_VERIFY_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'public')).optional(),
+  // P61: a PEM P-256 private key; when set, the job requests sent to workers are signed with it.
+  CAP_SIGNING_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'private')).optional(),
 });
 
 function between(min: number, max: number) {
@@ -82,6 +84,8 @@ export interface SchedulerConfig {
   leader: { ttlMs: number; renewMs: number };
   /** P61: packets from workers (results, progress, heartbeats, handshakes) must verify with this key. */
   capVerifyKey?: KeyObject;
+  /** P61: job requests to workers are signed with this key (for workers that verify). */
+  capSigningKey?: KeyObject;
 }
 
 /**
@@ -128,5 +132,6 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
     },
     leader: { ttlMs: 15_000, renewMs: 5_000 },
     ...(e.CAP_VERIFY_KEY_FILE !== undefined ? { capVerifyKey: loadSigningKeyFile(e.CAP_VERIFY_KEY_FILE, 'public') } : {}),
+    ...(e.CAP_SIGNING_KEY_FILE !== undefined ? { capSigningKey: loadSigningKeyFile(e.CAP_SIGNING_KEY_FILE, 'private') } : {}),
   };
 }

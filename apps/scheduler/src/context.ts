@@ -34,4 +34,6 @@ export interface SchedulerContext {
   verifier: Pick<Verifier, 'track' | 'delivered'>;
   /** Decodes a packet a worker sent: valid (P57), and signed when CAP_VERIFY_KEY_FILE is set (P61). */
   decodeWorkerPacket(bytes: Uint8Array): BusPacket;
+  /** Encodes a packet for workers: signed when CAP_SIGNING_KEY_FILE is set (P61). */
+  encodeForWorkers(p: BusPacket): Uint8Array;
 }

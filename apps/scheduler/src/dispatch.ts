@@ -7,7 +7,7 @@
 // redelivered submit republishes the SAME dispatch id, so worker-sdk (which
 // runs only the current dispatch id) still runs it once.
 import { randomUUID } from 'node:crypto';
-import { encodePacket, type JobRequest } from '@cordum/protocol';
+import type { JobRequest } from '@cordum/protocol';
 import type { DispatchRecord, JobPatch, JobRecord, JobState } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
@@ -100,7 +100,7 @@ export function safeMarginMs(ttlMs: number): number {
 export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, base?: JobRequest, release = false): Promise<DispatchOutcome> {
   if (!lease.safeToAct(safeMarginMs(lease.ttlMs))) return { kind: 'lost', reason: 'lease_unsafe' };
   const packet = dispatchPacket(ctx.instanceId, job, jobRequestFor(job, d, base));
-  ctx.bus.publishCore(d.subject, encodePacket(packet));
+  ctx.bus.publishCore(d.subject, ctx.encodeForWorkers(packet));
   await ctx.bus.flush();
   if (d.workerId) ctx.workers.noteDispatched(d.workerId);
   ctx.metrics.dispatchLatency.observe(Math.max(0, Date.now() - job.createdAt) / 1000);

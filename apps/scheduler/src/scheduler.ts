@@ -3,7 +3,7 @@ import { connectBus, subjects, type Bus, type Consumer, type Subscription } from
 import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
-import { decodeValidPacket, packetDecoder } from '@cordum/protocol';
+import { decodeValidPacket, packetDecoder, packetEncoder } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
@@ -173,6 +173,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       failModes: () => failModes,
       verifier,
       decodeWorkerPacket,
+      encodeForWorkers: packetEncoder(config.capSigningKey),
     };
     ctx = c;
     // Routing and timeouts from cfg:system:default before the first job is routed (BEHAVIOURS §5).

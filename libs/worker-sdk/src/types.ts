@@ -78,6 +78,12 @@ export interface WorkerOptions {
    * signed (D42) for a scheduler that verifies (CAP_VERIFY_KEY_FILE, P61). Unset: unsigned.
    */
   signingKey?: KeyObject;
+  /**
+   * A P-256 public key: job requests and cancels must carry a signature that verifies with it
+   * (P61; the scheduler and gateway sign with CAP_SIGNING_KEY_FILE). Others are dropped as bad
+   * packets. Unset: not verified.
+   */
+  verifyKey?: KeyObject;
   handler: JobHandler;
 }
 

@@ -1,7 +1,7 @@
 // A CAP worker: queue-subscribes its topics, acks starts, runs each dispatch
 // at most once (claim-2.lua) and reports results on JetStream (D1, D9, D40).
 import { subjects, type Subscription } from '@cordum/bus';
-import { decodeValidPacket, packetEncoder, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
+import { packetDecoder, packetEncoder, type BusPacket, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
 import type { Logger } from '@cordum/service-kit';
 import { performance } from 'node:perf_hooks';
 import { WorkerError } from './errors';
@@ -47,6 +47,8 @@ class CapWorker implements Worker {
   private readonly io: JobIo;
   /** Signs what the worker sends when `signingKey` is set (P61). */
   private readonly encode: Encode;
+  /** Requires signed requests and cancels when `verifyKey` is set (P61). */
+  private readonly decode: (bytes: Uint8Array) => BusPacket;
   private readonly startAckDelayMs: number;
   private readonly resultWriteBudgetMs: number;
   private readonly metrics: WorkerMetrics | null;
@@ -83,6 +85,7 @@ class CapWorker implements Worker {
     this.log = o.logger.child({ worker_id: o.workerId });
     this.io = new JobIo(o.redis, o.claimTtlMs ?? 7 * 24 * 3600_000);
     this.encode = packetEncoder(o.signingKey);
+    this.decode = packetDecoder(o.verifyKey);
     this.metrics = o.registry ? new WorkerMetrics(o.registry) : null;
   }
 
@@ -180,7 +183,7 @@ class CapWorker implements Worker {
   private onRequest(data: Uint8Array, subject: string): void {
     let packet;
     try {
-      packet = decodeValidPacket(data);
+      packet = this.decode(data);
     } catch (err) {
       this.counters.badPackets += 1;
       this.log.warn('dropping undecodable packet', { subject, bytes: data.length, err: (err as Error).message });
@@ -370,7 +373,7 @@ class CapWorker implements Worker {
   private onCancel(data: Uint8Array): void {
     let packet;
     try {
-      packet = decodeValidPacket(data);
+      packet = this.decode(data);
     } catch {
       return; // cancels are broadcast to every worker; a bad one is someone else's problem too
     }

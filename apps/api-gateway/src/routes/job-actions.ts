@@ -5,7 +5,7 @@ import type { Request, Response } from 'express';
 import { subjects } from '@cordum/bus';
 import { JOB_STATES, TERMINAL_STATES, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
-import { JobCancelSchema, create, encodePacket, newPacket } from '@cordum/protocol';
+import { JobCancelSchema, create, newPacket, type BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
@@ -59,6 +59,8 @@ export interface JobActionDeps {
   logger: Logger;
   instanceId: string;
   redisReady(): boolean;
+  /** Encodes a packet for workers: signed when CAP_SIGNING_KEY_FILE is set (P61). */
+  encodeForWorkers(p: BusPacket): Uint8Array;
 }
 
 /** Strict query parsing: unknown params are ignored, repeated or mistyped ones are 400. */
@@ -136,7 +138,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
       dispatch: dispatch ? { dispatchId: dispatch.dispatchId, attempt: BigInt(dispatch.attempt), assignedWorkerId: dispatch.workerId ?? '' } : undefined,
     });
     try {
-      await deps.bus.publish(subjects.cancel, encodePacket(newPacket(deps.instanceId, { case: 'jobCancel', value: packet }, job.traceId)), { msgId: cancelMsgId(job.id, dispatch?.dispatchId) });
+      await deps.bus.publish(subjects.cancel, deps.encodeForWorkers(newPacket(deps.instanceId, { case: 'jobCancel', value: packet }, job.traceId)), { msgId: cancelMsgId(job.id, dispatch?.dispatchId) });
       if (again) deps.logger.info('cancel sent again for a CANCELLED job', { job_id: job.id });
     } catch (err) {
       deps.logger.error('cancel publish failed; job is CANCELLED but the worker was not told (cancel it again to resend)', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
