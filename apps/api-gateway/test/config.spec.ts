@@ -91,6 +91,8 @@ describe('loadGatewayConfig', () => {
     ['SAFETY_KERNEL_ADDR', 'kernel', 'SAFETY_KERNEL_ADDR bad host:port "kernel" (port 1-65535)'],
     ['SAFETY_KERNEL_ADDR', '127.0.0.1:99999', 'SAFETY_KERNEL_ADDR bad host:port'],
     ['SAFETY_KERNEL_ADDR', 'kernel-a:50051,kernel-b', 'SAFETY_KERNEL_ADDR bad host:port "kernel-b" in "kernel-a:50051,kernel-b"'],
+    // P61: the signing key is read and checked at start
+    ['CAP_SIGNING_KEY_FILE', '/nonexistent/cap.key.pem', 'CAP_SIGNING_KEY_FILE cannot read "/nonexistent/cap.key.pem": ENOENT'],
   ])('%s=%s is refused at load: %s', (name, value, message) => {
     expect(configError({ ...base, [name]: value })).toContain(message);
   });

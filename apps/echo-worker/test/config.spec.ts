@@ -36,6 +36,9 @@ test.each([
   ['WORKER_TOPICS', 'echo'],
   ['WORKER_ECHO_DELAY', 'soon'],
   ['WORKER_HTTP_ADDR', 'nope'],
+  // P61: keys are read and checked at start
+  ['CAP_SIGNING_KEY_FILE', '/nonexistent/cap.key.pem'],
+  ['CAP_VERIFY_KEY_FILE', '/nonexistent/cap.pub.pem'],
 ])('bad %s=%s fails with one line naming it', (name, value) => {
   let err: unknown;
   try {
