@@ -213,3 +213,36 @@ describe('gRPC glue', () => {
     });
   });
 });
+
+describe('connection recycling (dns:/// targets find kernels added later)', () => {
+  it('a client connection is replaced after the max age, and calls keep succeeding across it', async () => {
+    expect(grpcServerOptions()).toMatchObject({ 'grpc.max_connection_age_ms': 300_000, 'grpc.max_connection_age_grace_ms': 60_000 });
+    const server = new grpc.Server(grpcServerOptions({ 'grpc.max_connection_age_ms': 400, 'grpc.max_connection_age_grace_ms': 200 }));
+    addGrpcService(server, SafetyKernel, {
+      check: () => ({}),
+      evaluate: () => ({}),
+      decide: decideHandler({ check: () => ({}), evaluate: () => ({}) }),
+      explain: () => ({}),
+      simulate: (_req, call) => ({ reason: call.getPeer() }),
+      listSnapshots: () => ({}),
+      listRules: () => ({}),
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    const client = grpcClientFor(SafetyKernel, `127.0.0.1:${port}`, { defaultDeadlineMs: 2_000 });
+    try {
+      const peers = new Set<string>();
+      const until = Date.now() + 1_500;
+      while (Date.now() < until) {
+        peers.add((await client.simulate({ jobId: 'x' })).reason);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // each connection comes from its own client port
+      expect(peers.size).toBeGreaterThanOrEqual(2);
+    } finally {
+      client.close();
+      server.forceShutdown();
+    }
+  });
+});

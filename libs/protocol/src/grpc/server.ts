@@ -137,16 +137,26 @@ export function addGrpcService<T extends GenServiceMethods>(
   server.addService(grpcServiceDefinition(desc), handlers);
 }
 
+/** A client connection lives at most this long (then GOAWAY: the client dials again). */
+export const MAX_CONNECTION_AGE_MS = 5 * 60_000;
+/** What a GOAWAY'd connection's open calls get to finish (Decide lanes retire after 30 s). */
+export const MAX_CONNECTION_AGE_GRACE_MS = 60_000;
+
 /**
  * Server options matching the clients' keepalive: both sides ping idle
  * connections so a half-open TCP connection (peer host gone) is noticed within
- * ~40 s instead of on the next per-job Check call.
+ * ~40 s instead of on the next per-job Check call. Connections are also recycled
+ * every MAX_CONNECTION_AGE_MS: grpc-js resolves a `dns:///` target again only when
+ * a connection ends, so without it kernel pods added by a scale-up got no
+ * traffic from clients that were already connected.
  */
 export function grpcServerOptions(extra: grpc.ServerOptions = {}): grpc.ServerOptions {
   return {
     'grpc.keepalive_time_ms': 30_000,
     'grpc.keepalive_timeout_ms': 10_000,
     'grpc.keepalive_permit_without_calls': 1,
+    'grpc.max_connection_age_ms': MAX_CONNECTION_AGE_MS,
+    'grpc.max_connection_age_grace_ms': MAX_CONNECTION_AGE_GRACE_MS,
     ...extra,
   };
 }
