@@ -9,7 +9,7 @@ import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing
 import { loadGatewayConfig } from '../src/config';
 import { createGateway, type Gateway, type GatewayDeps } from '../src/gateway';
 import type { EvaluateRequest, PolicyEvaluator } from '../src/safety/evaluator';
-import { API_KEYS_JSON, KEYS, startFakeKernel, type FakeKernel } from './harness';
+import { API_KEYS_JSON, KEYS, call, expectEnvelope, startFakeKernel, type FakeKernel } from './harness';
 
 export interface Replicas {
   redis: TestServer;
@@ -132,4 +132,34 @@ export async function deadLetter(url: string, redis: RedisClient, topic: string)
   if (!t.ok) throw new Error(`fail ${id}: ${t.reason}`);
   await waitFor(async () => (await store.getDlq(id)) !== null, 5_000, { message: 'DLQ entry written' });
   return id;
+}
+
+/**
+ * P40/P56: the same request on two replicas while the winner's publish fails. `path` (with
+ * `body`) goes to replica 0, which claims `claimKey` and is held in Evaluate; NATS is stopped;
+ * the same request goes to replica 1, which waits on the claim; the hold is released, so the
+ * winner records its job, PENDING, and its publish fails. Checks what both cases share: the
+ * winner answers 503 `bus_unavailable` with its job, which ends FAILED; the waiting request is
+ * no 200 with that job, but the same 503 with a job of its own; the claim is gone.
+ */
+export async function expectNoAnswerFromFailedWinner(h: HeldReplicas, hold: HeldEvaluator, path: string, body: unknown, claimKey: string): Promise<void> {
+  const { r, redis } = h;
+  const first = call(r.urls[0]!, 'POST', path, { key: KEYS.operator, body });
+  await waitFor(async () => hold.held() === 1 && (await redis.get(claimKey)) !== null, 5_000, { message: 'winner claimed, Evaluate held' });
+  const winnerJob = await redis.get(claimKey);
+  await r.nats.process.stop(5_000);
+
+  const second = call(r.urls[1]!, 'POST', path, { key: KEYS.operator, body });
+  hold.release(); // the winner records its job, PENDING, and its publish fails for the 2 s budget
+  const [won, dup] = await Promise.all([first, second]);
+
+  expectEnvelope(won, 503, 'bus_unavailable');
+  expect(won.body['job_id']).toBe(winnerJob);
+  // Before: 200 with the winner's job, a job that ended FAILED bus_unavailable.
+  expect(dup.status).not.toBe(200);
+  expectEnvelope(dup, 503, 'bus_unavailable');
+  expect(dup.body['job_id']).not.toBe(winnerJob);
+  const g = await call(r.urls[0]!, 'GET', `/api/v1/jobs/${String(winnerJob)}`, { key: KEYS.operator });
+  expect(g.body['state']).toBe('FAILED');
+  expect(await redis.exists(claimKey)).toBe(0);
 }

@@ -1,13 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connectBus, type Bus } from '@cordum/bus';
-import { configStatus, createConfigStore, publishConfigChanged, sectionHash, type ConfigStore } from '@cordum/config-overlay';
+import type { Bus } from '@cordum/bus';
+import { configStatus, publishConfigChanged, sectionHash, type ConfigStore } from '@cordum/config-overlay';
 import { Decision } from '@cordum/protocol';
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { createLogger } from '@cordum/service-kit';
-import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
-import { startReplica, type KernelReplica } from './kernel-harness';
+import { waitFor } from '@cordum/testing';
+import { startBundleRig, startReplica, type BundleRig, type KernelReplica } from './kernel-harness';
 
 // Policy bundles in cfg:system:default (D22) reach every kernel replica through the
 // config watcher (BEHAVIOURS §5): within 5 s on sys.config.changed, within one poll
@@ -27,12 +24,9 @@ rules:
 const POLL_MS = 1000;
 const NOTIFY_BUDGET_MS = 5000;
 
-let redis: TestServer;
-let nats: TestServer;
-let dir: string;
-let rc: RedisClient;
-let bus: Bus;
+let rig: BundleRig;
 let store: ConfigStore;
+let bus: Bus;
 /** Poll interval 60 s: only the notification can make them converge within the test. */
 let notified: KernelReplica[] = [];
 /** Poll interval 1 s, for the lost-notification path. */
@@ -41,12 +35,7 @@ const extra: KernelReplica[] = [];
 
 const bundleAllow = (topic: string, id = 'allow-bundle') => ({ rules: [{ id, match: { topics: [topic] }, decision: 'allow', reason: `allowed by bundle rule ${id}` }] });
 
-/** `validate: false` stores what every writer now refuses (P44), as a hand edit in Redis or an older gateway could. */
-async function writeBundles(bundles: Record<string, unknown>, notify: boolean, validate = true): Promise<number> {
-  const { revision } = await store.mergePatch('system', 'default', { safety: { bundles } as never }, { validate });
-  if (notify) await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision, senderId: 'test' });
-  return revision;
-}
+const writeBundles = (bundles: Record<string, unknown>, notify: boolean, validate = true): Promise<number> => rig.writeBundles(bundles, notify, validate);
 
 async function decisions(replicas: KernelReplica[], topic: string): Promise<Decision[]> {
   const rs = await Promise.all(replicas.map((r, i) => r.client.check({ jobId: `${topic}-${i}-${Date.now()}`, topic, tenant: 'acme' })));
@@ -61,15 +50,9 @@ function expectSameSnapshot(replicas: KernelReplica[]): string {
 }
 
 beforeAll(async () => {
-  [redis, nats] = await Promise.all([startRedis(), startNats()]);
-  dir = mkdtempSync(join(tmpdir(), 'cordum-sk-bundles-'));
-  const policyPath = join(dir, 'safety.yaml');
-  writeFileSync(policyPath, FILE_POLICY);
-  rc = createRedis({ url: redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
-  store = createConfigStore(rc);
-  const quiet = createLogger({ service: 'test', instance: 'test', level: 'error', write: () => undefined });
-  bus = await connectBus({ servers: [nats.url], name: 'bundles-test', logger: quiet });
-  const env = { REDIS_URL: redis.url, NATS_URL: nats.url, SAFETY_POLICY_PATH: policyPath, SAFETY_DECISION_CACHE_TTL: '60s' };
+  rig = await startBundleRig(FILE_POLICY, 'bundles-test');
+  ({ store, bus } = rig);
+  const env = { ...rig.env, SAFETY_DECISION_CACHE_TTL: '60s' };
   notified = await Promise.all([
     startReplica({ ...env, CORDUM_CONFIG_RELOAD_INTERVAL: '60s' }, 'sk-notify-1'),
     startReplica({ ...env, CORDUM_CONFIG_RELOAD_INTERVAL: '60s' }, 'sk-notify-2'),
@@ -82,11 +65,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([...notified, ...polled, ...extra].map((r) => r.close()));
-  await bus?.close();
-  if (rc) await closeRedis(rc);
-  await redis?.stop();
-  await nats?.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await rig?.close();
 });
 
 describe('policy bundles from config', () => {
@@ -199,7 +178,7 @@ describe('policy bundles from config', () => {
     const { revision } = await store.get('system', 'default');
     await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision, senderId: 'test' });
     await waitFor(async () => (await decisions(notified, 'job.bundle.lost')).every((d) => d === Decision.ALLOW), NOTIFY_BUDGET_MS);
-    const late = await startReplica({ REDIS_URL: redis.url, NATS_URL: nats.url, SAFETY_POLICY_PATH: join(dir, 'safety.yaml') }, 'sk-late');
+    const late = await startReplica(rig.env, 'sk-late');
     extra.push(late);
     expect(expectSameSnapshot([...notified, ...polled, late])).toBe(late.kernel.snapshotId);
     expect((await late.client.check({ jobId: 'late', topic: 'job.bundle.lost' })).ruleId).toBe('allow-lost');
@@ -210,7 +189,7 @@ describe('policy bundles from config', () => {
   it('a SIGHUP file reload keeps the bundles, and one clashing with a bundle rule id is rejected', async () => {
     const rep = extra[0] as KernelReplica;
     const before = rep.kernel.snapshotId;
-    const path = join(dir, 'safety.yaml');
+    const path = join(rig.dir, 'safety.yaml');
     writeFileSync(path, `${FILE_POLICY}  - id: allow-fixed\n    decision: deny\n`);
     const clash = await rep.kernel.reloadPolicy();
     expect(clash.ok).toBe(false);

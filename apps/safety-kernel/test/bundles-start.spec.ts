@@ -1,13 +1,6 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { connectBus, type Bus } from '@cordum/bus';
-import { createConfigStore, publishConfigChanged, type ConfigStore } from '@cordum/config-overlay';
 import { Decision, GrpcStatus, Health, KERNEL_NOT_READY, ServingStatus, createPolicyClient, grpcClientFor, type GrpcClient, type PolicyClient } from '@cordum/protocol';
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { createLogger } from '@cordum/service-kit';
-import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
-import { startReplica, type KernelReplica } from './kernel-harness';
+import { waitFor } from '@cordum/testing';
+import { startBundleRig, startReplica, type BundleRig, type KernelReplica } from './kernel-harness';
 
 // P48: a kernel whose first config load failed (here: a safety section every writer now
 // refuses, left in Redis by an older gateway or a hand edit) must not decide by its
@@ -21,22 +14,14 @@ rules: []
 `;
 const denySecret = { rules: [{ id: 'deny-secret', match: { topics: ['job.secret.>'] }, decision: 'deny', reason: 'secrets stay in' }] };
 
-let redis: TestServer;
-let nats: TestServer;
-let dir: string;
-let rc: RedisClient;
-let bus: Bus;
-let store: ConfigStore;
+let rig: BundleRig;
 let ready: KernelReplica;
 let late: KernelReplica;
 let both: PolicyClient;
 type HealthMethods = typeof Health extends { method: infer M } ? M : never;
 let lateHealth: GrpcClient<HealthMethods>;
 
-async function writeSafety(bundles: Record<string, unknown>, validate: boolean): Promise<void> {
-  const { revision } = await store.mergePatch('system', 'default', { safety: { bundles } as never }, { validate });
-  await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision, senderId: 'test' });
-}
+const writeSafety = (bundles: Record<string, unknown>, validate: boolean) => rig.writeBundles(bundles, true, validate);
 
 const readyz = async (r: KernelReplica) => {
   const res = await fetch(`http://127.0.0.1:${r.kernel.httpPort}/readyz`);
@@ -44,16 +29,8 @@ const readyz = async (r: KernelReplica) => {
 };
 
 beforeAll(async () => {
-  [redis, nats] = await Promise.all([startRedis(), startNats()]);
-  dir = mkdtempSync(join(tmpdir(), 'cordum-sk-bundles-start-'));
-  const policyPath = join(dir, 'safety.yaml');
-  writeFileSync(policyPath, FILE_POLICY);
-  rc = createRedis({ url: redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
-  store = createConfigStore(rc);
-  const quiet = createLogger({ service: 'test', instance: 'test', level: 'error', write: () => undefined });
-  bus = await connectBus({ servers: [nats.url], name: 'bundles-start-test', logger: quiet });
-  const env = { REDIS_URL: redis.url, NATS_URL: nats.url, SAFETY_POLICY_PATH: policyPath, CORDUM_CONFIG_RELOAD_INTERVAL: '60s' };
-
+  rig = await startBundleRig(FILE_POLICY, 'bundles-start');
+  const env = { ...rig.env, CORDUM_CONFIG_RELOAD_INTERVAL: '60s' };
   await writeSafety({ ops: denySecret }, true);
   ready = await startReplica(env, 'sk-ready');
   // A later write that no writer accepts (P44): the running kernel rejects it and keeps its policy.
@@ -68,11 +45,7 @@ afterAll(async () => {
   both?.close();
   lateHealth?.close();
   await Promise.all([ready, late].filter(Boolean).map((r) => r.close()));
-  await bus?.close();
-  if (rc) await closeRedis(rc);
-  await redis?.stop();
-  await nats?.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await rig?.close();
 });
 
 describe('a kernel whose policy bundles did not load at start (P48)', () => {

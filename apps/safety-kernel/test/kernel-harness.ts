@@ -1,5 +1,12 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connectBus, type Bus } from '@cordum/bus';
+import { createConfigStore, publishConfigChanged, type ConfigStore } from '@cordum/config-overlay';
 import { SafetyKernel, grpcClientFor, type GrpcClient } from '@cordum/protocol';
+import { closeRedis, createRedis } from '@cordum/redis';
 import { createLogger, createMetricsRegistry, type Registry } from '@cordum/service-kit';
+import { startNats, startRedis, type TestServer } from '@cordum/testing';
 import { loadSafetyKernelConfig, withInitialPolicy } from '../src/config';
 import { createSafetyKernel, type SafetyKernelService } from '../src/kernel';
 
@@ -40,6 +47,53 @@ export async function startReplica(env: Record<string, string>, instanceId: stri
     async close() {
       client.close();
       await kernel.stop();
+    },
+  };
+}
+
+/** Redis + NATS, a policy file, and a config writer: what the policy-bundle specs share. */
+export interface BundleRig {
+  redis: TestServer;
+  nats: TestServer;
+  store: ConfigStore;
+  bus: Bus;
+  dir: string;
+  /** REDIS_URL, NATS_URL and SAFETY_POLICY_PATH for startReplica. */
+  env: Record<string, string>;
+  /**
+   * Merges `safety.bundles` into cfg:system:default and, with `notify`, publishes sys.config.changed.
+   * `validate: false` stores what every writer now refuses (P44), as a hand edit in Redis or an older gateway could.
+   */
+  writeBundles(bundles: Record<string, unknown>, notify: boolean, validate?: boolean): Promise<number>;
+  close(): Promise<void>;
+}
+
+export async function startBundleRig(filePolicy: string, name: string): Promise<BundleRig> {
+  const [redis, nats] = await Promise.all([startRedis(), startNats()]);
+  const dir = mkdtempSync(join(tmpdir(), `cordum-sk-${name}-`));
+  const policyPath = join(dir, 'safety.yaml');
+  writeFileSync(policyPath, filePolicy);
+  const rc = createRedis({ url: redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
+  const store = createConfigStore(rc);
+  const bus = await connectBus({ servers: [nats.url], name, logger: createLogger({ service: 'test', instance: 'test', level: 'error', write: () => undefined }) });
+  return {
+    redis,
+    nats,
+    store,
+    bus,
+    dir,
+    env: { REDIS_URL: redis.url, NATS_URL: nats.url, SAFETY_POLICY_PATH: policyPath },
+    async writeBundles(bundles, notify, validate = true) {
+      const { revision } = await store.mergePatch('system', 'default', { safety: { bundles } as never }, { validate });
+      if (notify) await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision, senderId: 'test' });
+      return revision;
+    },
+    async close() {
+      await bus.close();
+      await closeRedis(rc);
+      await redis.stop();
+      await nats.stop();
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
