@@ -274,10 +274,10 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect(await stateOf(job.id)).toBe('DISPATCHED');
     await waitFor(async () => (await stateOf(job.id)) === 'TIMEOUT', 10_000, { message: 'job TIMEOUT' });
     expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, error: { code: 'dispatch_timeout' } });
-    // the DLQ entry follows the terminal write (D14), after the index updates
-    await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry' });
+    // the DLQ entry follows the terminal write (D14), and the index move follows the entry (P38):
+    // each is a write of its own after the state, so wait for each rather than read it once
     expect(await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ reason_code: 'dispatch_timeout', last_state: 'TIMEOUT' });
-    expect(await redis.zscore(jobKeys.active('DISPATCHED'), job.id)).toBeNull();
+    await waitFor(async () => (await redis.zscore(jobKeys.active('DISPATCHED'), job.id)) === null, 5_000, { message: 'out of job:active:DISPATCHED' });
   });
 
   it('an attempt a worker claimed is not redispatched even without its ack: it becomes RUNNING, then times out', async () => {
@@ -354,7 +354,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await waitFor(async () => (await stateOf(slow.id)) === 'TIMEOUT', 10_000, { message: 'running TIMEOUT' });
     expect((await store.getJob(slow.id))?.error?.code).toBe('running_timeout');
     expect(w.count(slow.id)).toBe(1);
-    await waitFor(() => store.getDlq(slow.id), 5_000, { message: 'DLQ entry' }); // written after the terminal write (D14)
+    // written after the terminal write (D14)
     expect(await waitFor(() => store.getDlq(slow.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ reason_code: 'running_timeout' });
     await waitFor(async () => (await counter('cordum_scheduler_reconciled_total', 'action', 'running_timeout')) > 0, 5_000);
   });
