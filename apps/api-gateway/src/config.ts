@@ -1,7 +1,7 @@
 // Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
 import { createHash, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
-import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zBool, zCheckedString, zDuration, zJobTtl } from '@cordum/service-kit';
+import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zBool, zCheckedString, zDuration, zJobTtl, zParsedString } from '@cordum/service-kit';
 import { configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
@@ -65,7 +65,7 @@ export const gatewayEnvSchema = commonEnvSchema
     API_RATE_LIMIT_BURST: z.coerce.number().int('must be an integer').positive('must be a positive integer').default(2000),
     REDIS_RATE_LIMIT: zBool.default(true),
     // P61: a PEM P-256 private key; when set, the JobCancels sent to workers are signed with it.
-    CAP_SIGNING_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'private')).optional(),
+    CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
     ...configReloadEnvShape,
   })
   .superRefine((env, ctx) => {
@@ -119,6 +119,6 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string
     dlqCleanupIntervalMs: e.DLQ_CLEANUP_INTERVAL,
     rateLimit: { rps: e.API_RATE_LIMIT_RPS, burst: e.API_RATE_LIMIT_BURST, useRedis: e.REDIS_RATE_LIMIT },
     configReloadIntervalMs: configReloadIntervalMs(e),
-    ...(e.CAP_SIGNING_KEY_FILE !== undefined ? { capSigningKey: loadSigningKeyFile(e.CAP_SIGNING_KEY_FILE, 'private') } : {}),
+    capSigningKey: e.CAP_SIGNING_KEY_FILE,
   };
 }

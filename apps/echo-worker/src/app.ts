@@ -83,8 +83,8 @@ export function createEchoWorker(config: EchoWorkerConfig, deps: EchoWorkerDeps)
         directDispatch: config.directDispatch,
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         stopTimeoutMs: config.stopTimeoutMs,
-        ...(config.signingKey ? { signingKey: config.signingKey } : {}),
-        ...(config.verifyKey ? { verifyKey: config.verifyKey } : {}),
+        signingKey: config.signingKey,
+        verifyKey: config.verifyKey,
         handler: echoHandler({
           workerId: config.workerId,
           echoDelayMs: config.echoDelayMs,

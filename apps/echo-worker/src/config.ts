@@ -1,7 +1,7 @@
 // echo-worker env (CONTRACT §1, D39): validated once, here, and passed down.
 import type { KeyObject } from 'node:crypto';
 import { loadSigningKeyFile } from '@cordum/protocol';
-import { commonEnvSchema, loadConfig, zAddr, zBool, zCheckedString, zCsv, zDuration, zPositiveInt } from '@cordum/service-kit';
+import { commonEnvSchema, loadConfig, zAddr, zBool, zCsv, zDuration, zParsedString, zPositiveInt } from '@cordum/service-kit';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 
@@ -22,9 +22,9 @@ export const echoWorkerEnvSchema = commonEnvSchema.extend({
   WORKER_DIRECT_DISPATCH: zBool.default(true),
   WORKER_STOP_TIMEOUT: zDuration.default(10_000),
   // P61: a PEM P-256 private key; every packet the worker sends is signed with it.
-  CAP_SIGNING_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'private')).optional(),
+  CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
   // P61: a PEM P-256 public key; job requests and cancels must be signed with its key.
-  CAP_VERIFY_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'public')).optional(),
+  CAP_VERIFY_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'public')).optional(),
 });
 
 export interface EchoWorkerConfig {
@@ -60,7 +60,7 @@ export function loadEchoWorkerConfig(env: NodeJS.ProcessEnv | Record<string, str
     stopTimeoutMs: e.WORKER_STOP_TIMEOUT,
     natsServers: e.NATS_URL,
     redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
-    ...(e.CAP_SIGNING_KEY_FILE !== undefined ? { signingKey: loadSigningKeyFile(e.CAP_SIGNING_KEY_FILE, 'private') } : {}),
-    ...(e.CAP_VERIFY_KEY_FILE !== undefined ? { verifyKey: loadSigningKeyFile(e.CAP_VERIFY_KEY_FILE, 'public') } : {}),
+    signingKey: e.CAP_SIGNING_KEY_FILE,
+    verifyKey: e.CAP_VERIFY_KEY_FILE,
   };
 }

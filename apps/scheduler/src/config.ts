@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
-import { commonEnvSchema, loadConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl } from '@cordum/service-kit';
+import { commonEnvSchema, loadConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zParsedString } from '@cordum/service-kit';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { z } from 'zod';
 import { D21_BREAKER, type BreakerOptions } from './safety-breaker';
@@ -38,9 +38,9 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   SCHEDULER_OUTPUT_FAIL_MODE: z.enum(['open', 'closed']).default('closed'),
   SCHEDULER_OUTPUT_POLICY_ENABLED: zBool.default(false),
   // CONTRACT §3, P61: a PEM P-256 public key; when set, packets from workers must be signed with its key.
-  CAP_VERIFY_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'public')).optional(),
+  CAP_VERIFY_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'public')).optional(),
   // P61: a PEM P-256 private key; when set, the job requests sent to workers are signed with it.
-  CAP_SIGNING_KEY_FILE: zCheckedString((path) => loadSigningKeyFile(path, 'private')).optional(),
+  CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
 });
 
 function between(min: number, max: number) {
@@ -131,7 +131,7 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
       maxScheduleWaitMs: e.SCHEDULER_SCHEDULE_MAX_WAIT,
     },
     leader: { ttlMs: 15_000, renewMs: 5_000 },
-    ...(e.CAP_VERIFY_KEY_FILE !== undefined ? { capVerifyKey: loadSigningKeyFile(e.CAP_VERIFY_KEY_FILE, 'public') } : {}),
-    ...(e.CAP_SIGNING_KEY_FILE !== undefined ? { capSigningKey: loadSigningKeyFile(e.CAP_SIGNING_KEY_FILE, 'private') } : {}),
+    capVerifyKey: e.CAP_VERIFY_KEY_FILE,
+    capSigningKey: e.CAP_SIGNING_KEY_FILE,
   };
 }

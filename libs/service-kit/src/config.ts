@@ -58,20 +58,30 @@ export const zJobTtl = durationSchema(30 * DAY_MS, '30d')
   .default(7 * DAY_MS);
 
 /**
- * A non-empty string that `check` accepts; `check` throws an Error whose message names the
- * problem (e.g. a parser from another library), reported as the variable's one line.
+ * A non-empty string turned into `parse`'s value (e.g. a key read from the file it names);
+ * `parse` throws an Error whose message names the problem (a parser from another library),
+ * reported as the variable's one line. The value is parsed once, here.
  */
-export function zCheckedString(check: (v: string) => unknown) {
+export function zParsedString<T>(parse: (v: string) => T) {
   return z
     .string()
     .min(1)
-    .superRefine((v, ctx) => {
+    .transform((v, ctx) => {
       try {
-        check(v);
+        return parse(v);
       } catch (err) {
         ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
+        return z.NEVER;
       }
     });
+}
+
+/** A non-empty string that `check` accepts (it throws as `parse` does), kept as written. */
+export function zCheckedString(check: (v: string) => unknown) {
+  return zParsedString((v) => {
+    check(v);
+    return v;
+  });
 }
 
 export type Addr = { host: string; port: number };

@@ -5,6 +5,7 @@ export {
   zDuration,
   zJobTtl,
   zCheckedString,
+  zParsedString,
   MAX_TIMER_MS,
   zAddr,
   zBool,

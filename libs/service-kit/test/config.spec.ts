@@ -15,6 +15,7 @@ import {
   zDuration,
   zJobTtl,
   zCheckedString,
+  zParsedString,
   MAX_TIMER_MS,
 } from '../src';
 
@@ -174,6 +175,11 @@ describe('zod helpers', () => {
     }) });
     expect(loadConfig(schema, { ADDR: 'a:1' }).ADDR).toBe('a:1');
     expect(() => loadConfig(schema, { ADDR: 'a' })).toThrow('invalid config: ADDR no port in "a" (got "a")');
+    // zParsedString keeps what the parser made of it (parsed once, at load)
+    let calls = 0;
+    const parsed = z.object({ N: zParsedString((v) => (calls++, v.length)) });
+    expect(loadConfig(parsed, { N: 'abcd' }).N).toBe(4);
+    expect(calls).toBe(1);
   });
 
   it('zAddr', () => {
