@@ -15,7 +15,7 @@ import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { SubmitError } from '../submit/errors';
 import { createKeyClaims } from '../submit/idempotency';
-import { STALE_CLAIM_MS, submitSettlement, type SubmitCommand, type SubmitOutcome, type SubmitService } from '../submit/service';
+import { answersWaiter, STALE_CLAIM_MS, type SubmitCommand, type SubmitOutcome, type SubmitService } from '../submit/service';
 
 export const RETRY_WAIT_MS = 5_000;
 
@@ -50,8 +50,7 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
     for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
       const job = await deps.store.getJob(jobId);
       // As an idempotency duplicate (P40): not a job still publishing, never one failed at submit.
-      const settled = job && job.tenant === tenant ? submitSettlement(job, Date.now()) : undefined;
-      if (job && (settled === 'answer' || (settled === 'publishing' && Date.now() > deadline))) return job;
+      if (answersWaiter(job, tenant, deadline)) return job;
       if ((await claims.current(claimKey)) !== jobId) return 'released';
       if (Date.now() > deadline) return 'timeout';
       await new Promise((r) => setTimeout(r, delay));

@@ -28,15 +28,16 @@ export const STALE_CLAIM_MS = 30_000;
 export const SUBMIT_SETTLE_MS = 3_000;
 
 /**
- * P40: what a winner's job is worth to a request waiting on the same claim (an idempotency
- * duplicate, a concurrent DLQ retry). `publishing`: PENDING and younger than SUBMIT_SETTLE_MS, so
- * its submit may still fail; `failed_at_submit`: D11 FAILED bus_unavailable, never an answer (the
- * winner releases the claim); otherwise it is the answer.
+ * P40: whether the winner's job answers a request waiting on the same claim (an idempotency
+ * duplicate, a concurrent DLQ retry, P56): a job of the waiter's tenant, not failed at submit
+ * (D11 FAILED bus_unavailable: its winner releases the claim and the waiter submits itself), and
+ * not still publishing (PENDING, younger than SUBMIT_SETTLE_MS, its submit may still fail) unless
+ * the waiter's `deadlineMs` has passed.
  */
-export function submitSettlement(job: JobRecord, nowMs: number): 'answer' | 'publishing' | 'failed_at_submit' {
-  if (job.state === 'FAILED' && job.error?.code === 'bus_unavailable') return 'failed_at_submit';
-  if (job.state === 'PENDING' && nowMs - job.createdAt < SUBMIT_SETTLE_MS) return 'publishing';
-  return 'answer';
+export function answersWaiter(job: JobRecord | null, tenant: string, deadlineMs: number, nowMs = Date.now()): job is JobRecord {
+  if (job === null || job.tenant !== tenant) return false;
+  if (job.state === 'FAILED' && job.error?.code === 'bus_unavailable') return false;
+  return !(job.state === 'PENDING' && nowMs - job.createdAt < SUBMIT_SETTLE_MS) || nowMs > deadlineMs;
 }
 
 export interface SubmitCommand {
@@ -146,8 +147,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     const deadline = Date.now() + IDEMPOTENCY_WAIT_MS;
     for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
       const job = await store('read job', () => deps.store.getJob(jobId));
-      const settled = job !== null && job.tenant === tenant ? submitSettlement(job, Date.now()) : undefined;
-      if (job && (settled === 'answer' || (settled === 'publishing' && Date.now() > deadline))) return outcomeOf(job);
+      if (answersWaiter(job, tenant, deadline)) return outcomeOf(job);
       const holder = await store('read claim', () => claims.current(tenant, key));
       if (holder !== jobId) return null; // released (winner ended without a job) or replaced
       if (Date.now() > deadline) {
