@@ -210,6 +210,15 @@ export interface RigClients {
   close(): Promise<void>;
 }
 
+/** Moves a job to FAILED the way the scheduler would (fenced, under the job lock), so it lands in the DLQ. */
+export async function failJobAsScheduler(store: JobStore, locks: Locks, id: string): Promise<void> {
+  const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
+  if (!lease) throw new Error('lock');
+  const r = await store.transition(id, 'FAILED', { token: lease.token, patch: { error: { code: 'worker_error', message: 'boom' } } });
+  await lease.release();
+  if (!r.ok) throw new Error(`fail ${id}: ${r.reason}`);
+}
+
 export async function rigClients(rig: Rig, name: string): Promise<RigClients> {
   const redis = createRedis({ url: rig.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
   const store = createJobStore(redis, { jobTtlMs: 60_000 });
@@ -220,13 +229,7 @@ export async function rigClients(rig: Rig, name: string): Promise<RigClients> {
     store,
     locks,
     bus,
-    async failJob(id) {
-      const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
-      if (!lease) throw new Error('lock');
-      const r = await store.transition(id, 'FAILED', { token: lease.token, patch: { error: { code: 'worker_error', message: 'boom' } } });
-      await lease.release();
-      if (!r.ok) throw new Error(`fail ${id}: ${r.reason}`);
-    },
+    failJob: (id) => failJobAsScheduler(store, locks, id),
     async close() {
       await bus.close();
       await closeRedis(redis);

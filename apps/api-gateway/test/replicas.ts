@@ -1,7 +1,7 @@
 // Two (or more) in-process gateways on one redis-server + nats-server, for
 // behaviours that must hold across replicas (D24 rate limits, D27 revocation,
 // WebSocket fan-out). Each gateway has its own Redis and NATS connections.
-import { createJobStore, jobKeys } from '@cordum/job-store';
+import { createJobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
@@ -9,7 +9,7 @@ import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing
 import { loadGatewayConfig } from '../src/config';
 import { createGateway, type Gateway, type GatewayDeps } from '../src/gateway';
 import type { EvaluateRequest, PolicyEvaluator } from '../src/safety/evaluator';
-import { API_KEYS_JSON, KEYS, call, expectEnvelope, startFakeKernel, type FakeKernel } from './harness';
+import { API_KEYS_JSON, KEYS, call, expectEnvelope, failJobAsScheduler, startFakeKernel, type FakeKernel } from './harness';
 
 export interface Replicas {
   redis: TestServer;
@@ -121,15 +121,11 @@ export async function startHeldReplicas(n: number, hold: HeldEvaluator): Promise
 
 /** A job submitted over HTTP to `url` and then failed as a worker would (fenced), so it has a DLQ entry. */
 export async function deadLetter(url: string, redis: RedisClient, topic: string): Promise<string> {
-  const s = await fetch(`${url}/api/v1/jobs`, { method: 'POST', headers: { 'X-API-Key': KEYS.operator, 'Content-Type': 'application/json' }, body: JSON.stringify({ prompt: 'again', topic }) });
+  const s = await call(url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'again', topic } });
   if (s.status !== 200) throw new Error(`submit: ${s.status}`);
-  const id = String(((await s.json()) as { job_id: string }).job_id);
+  const id = String(s.body['job_id']);
   const store = createJobStore(redis, { jobTtlMs: 60_000 });
-  const lease = await createLocks(redis).acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
-  if (!lease) throw new Error('lock');
-  const t = await store.transition(id, 'FAILED', { token: lease.token, patch: { error: { code: 'worker_error', message: 'boom' } } });
-  await lease.release();
-  if (!t.ok) throw new Error(`fail ${id}: ${t.reason}`);
+  await failJobAsScheduler(store, createLocks(redis), id);
   await waitFor(async () => (await store.getDlq(id)) !== null, 5_000, { message: 'DLQ entry written' });
   return id;
 }
