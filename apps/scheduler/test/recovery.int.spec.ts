@@ -9,6 +9,7 @@ import { createLogger } from '@cordum/service-kit';
 import { callsOf, commandCalls, waitFor, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
 import type { SchedulerConfig } from '../src/config';
+import type { TimeoutsConfig } from '../src/routing-config';
 import { QUEUE } from '../src/context';
 import { createScheduler, type Scheduler } from '../src/scheduler';
 import { startGhost, type Ghost } from './ghost';
@@ -125,6 +126,15 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     return g;
   }
   const stateOf = async (id: string) => (await store.getJob(id))?.state;
+  /** Runs `fn` with these reconciler timeouts, then puts back the suite's (dispatch 3 s, running 3 s, scan 0.3 s). */
+  async function withTimeouts(reconciler: TimeoutsConfig['reconciler'], fn: () => Promise<void>): Promise<void> {
+    scheduler.setTimeouts({ reconciler });
+    try {
+      await fn();
+    } finally {
+      scheduler.setTimeouts(config.timeouts);
+    }
+  }
   /** A worker's result packet on the bus, as a CAP worker sends it. */
   async function publishResult(from: string, value: MessageInitShape<typeof JobResultSchema>, msgId: string): Promise<void> {
     await bus.publish(subjects.result, encodePacket(newPacket(from, { case: 'jobResult', value: create(JobResultSchema, value) })), { msgId });
@@ -189,9 +199,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // Seen on a 3-node NATS cluster whose node carrying a worker's connection died: the dispatch
     // was lost, and at the probe every worker was saturated by the backlog, so the job waited for
     // the 120 s dispatch timeout instead of the next free slot.
-    const original = config.timeouts;
-    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 } });
-    try {
+    await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
       const g = await ghost('a-ghost-full', ['job.rv'], true);
       const before = { deferred: await counter('cordum_dispatch_verify_total', 'outcome', 'deferred'), fallback: await counter('cordum_dispatch_verify_total', 'outcome', 'fallback') };
       const job = await submit('job.rv');
@@ -204,16 +212,12 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       expect(await store.getJob(job.id)).toMatchObject({ attempts: 2, workerId: 'tw-v' });
       expect(live.count(job.id)).toBe(1);
       expect((await counter('cordum_dispatch_verify_total', 'outcome', 'fallback')) - before.fallback).toBe(1);
-    } finally {
-      scheduler.setTimeouts(original);
-    }
+    });
   });
 
   it('a probe that finds no free worker is not deferred past the dispatch timeout: the reconciler retries the job from there', async () => {
-    const original = config.timeouts;
     // dispatch timeout 1.5 s: the probe at 1 s could only be repeated at 2 s, past it
-    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 1.5, running_timeout_seconds: 60, scan_interval_seconds: 0.3 } });
-    try {
+    await withTimeouts({ dispatch_timeout_seconds: 1.5, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
       const g = await ghost('a-ghost-late', ['job.rw'], true);
       const outcomes = async () => ({ deferred: await counter('cordum_dispatch_verify_total', 'outcome', 'deferred'), unverified: await counter('cordum_dispatch_verify_total', 'outcome', 'unverified') });
       const before = await outcomes();
@@ -226,9 +230,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       await worker('tw-w', ['job.rw']);
       await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED by the reconciler' });
       expect(await counter('cordum_scheduler_reconciled_total', 'action', 'redispatch')).toBe(redispatchedBefore + 1);
-    } finally {
-      scheduler.setTimeouts(original);
-    }
+    });
   });
 
   it('a dispatch its worker answers is counted delivered when the answer arrives and is never probed', async () => {
@@ -245,9 +247,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
 
   it('a result packet of another protocol version is never applied: terminated after 3 deliveries and counted (CONTRACT §3)', async () => {
     await ghost('pv-ghost', ['job.rpv'], false);
-    const original = config.timeouts;
-    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 } });
-    try {
+    await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
       const job = await submit('job.rpv');
       await waitFor(async () => (await store.getJob(job.id))?.dispatch?.published === true, 5_000, { message: 'published' });
       const d = (await store.getJob(job.id))?.dispatch;
@@ -261,9 +261,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       // the same result as version 1 is applied
       await publishResult('pv-ghost', result, `pv1:${job.id}`);
       await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 5_000, { message: 'version 1 applied' });
-    } finally {
-      scheduler.setTimeouts(original);
-    }
+    });
   });
 
   it('a silent worker without start acks is never redispatched: unverified, then TIMEOUT + DLQ at the dispatch timeout (D1)', async () => {
@@ -297,9 +295,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
 
   it('a worker claim between the reconciler\'s claim read and its TIMEOUT is found by the fence: RUNNING, not "not started" (P49)', async () => {
     await ghost('race-ghost', ['job.rz'], false);
-    const original = config.timeouts;
-    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 2, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 } });
-    try {
+    await withTimeouts({ dispatch_timeout_seconds: 2, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 }, async () => {
       const ran = await submit('job.rz');
       claimAfterRead.set(ran.id, 0);
       const fenced = await submit('job.rz');
@@ -313,9 +309,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       expect(claimAfterFence.get(fenced.id)).toBe(-1);
       expect(await store.getJob(fenced.id)).toMatchObject({ attempts: 1, error: { code: 'dispatch_timeout' } });
       expect(await claimAs('race-ghost', fenced.id)).toBe(-3);
-    } finally {
-      scheduler.setTimeouts(original);
-    }
+    });
   });
 
   it('a topic dispatch without start acks that a worker claimed becomes RUNNING at the dispatch timeout, so its late result still succeeds (P12)', async () => {
@@ -323,9 +317,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // JetStream redelivers it after AckWait): the claim proves the attempt started.
     await ghost('i-ghost', ['job.ri'], false);
     // a running timeout long enough that only the result can end the job once it is RUNNING
-    const original = config.timeouts;
-    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 } });
-    try {
+    await withTimeouts({ dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 }, async () => {
       const job = await submit('job.ri');
       await waitFor(async () => (await store.getJob(job.id))?.dispatch?.published === true, 5_000, { message: 'published' });
       const d = (await store.getJob(job.id))?.dispatch;
@@ -339,9 +331,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       await publishResult('i-ghost', { jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'i-ghost', dispatch: { dispatchId: d?.dispatchId ?? '', attempt: 1n } }, `sys.job.result:${job.id}:${d?.dispatchId ?? ''}`);
       await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'late result applied' });
       expect(await store.getJob(job.id)).toMatchObject({ attempts: 1, dispatch: { dispatchId: d?.dispatchId } });
-    } finally {
-      scheduler.setTimeouts(original);
-    }
+    });
   });
 
   it('RUNNING past the running timeout ends TIMEOUT, never redispatched; deadline_ms ends it earlier (D46)', async () => {
@@ -391,25 +381,19 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
 
   it('setTimeouts applies new timeouts and scan interval live', async () => {
     await worker('tw-e', ['job.re'], 'none');
-    const original = config.timeouts;
-    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 3600 } });
-    try {
+    await withTimeouts({ dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 3600 }, async () => {
       const job = await submit('job.re');
       await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 5_000);
       const t0 = Date.now();
       scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 0.5, scan_interval_seconds: 0.2 } });
       await waitFor(async () => (await stateOf(job.id)) === 'TIMEOUT', 5_000, { message: 'TIMEOUT under the new values' });
       expect(Date.now() - t0).toBeLessThan(3_000); // the 3 s file value did not apply
-    } finally {
-      scheduler.setTimeouts(original);
-    }
+    });
   });
 
   it('a result that arrives while a dead replica still holds the job lock is applied once the lock expires (not dropped after MaxDeliver)', async () => {
     const w = await worker('tw-g', ['job.rg'], 'none');
-    const original = config.timeouts;
-    scheduler.setTimeouts({ reconciler: { dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 } });
-    try {
+    await withTimeouts({ dispatch_timeout_seconds: 3, running_timeout_seconds: 3600, scan_interval_seconds: 0.3 }, async () => {
       const job = await submit('job.rg');
       await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 5_000, { message: 'RUNNING' });
       // a replica that died holding the lock: its key lives on for the TTL
@@ -419,9 +403,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       await w.reply(req, JobStatus.SUCCEEDED);
       // 20 deliveries at a fixed 100 ms would be spent in ~2 s and the result lost
       await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 20_000, { message: 'result applied after the lock expired' });
-    } finally {
-      scheduler.setTimeouts(original);
-    }
+    });
   });
 
   it('worker_busy refusals are backpressure: they wait with backoff and do not use up attempts (D48)', async () => {
