@@ -1,12 +1,12 @@
 // Approvals (BEHAVIOURS §6, CONTRACT §2, D5, D18) and the /policy passthrough,
 // on two gateway replicas sharing one Redis + NATS and an in-test kernel.
 // Exactly-one-dispatch is counted on the bus: the republished submits of a job.
-import { connectBus, subjects, type Bus, type Consumer } from '@cordum/bus';
+import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore, jobKeys, jobRequestHash, type JobStore, type StoredInput } from '@cordum/job-store';
-import { Decision, GrpcStatus, JobRequestSchema, create, decodePacket, encodePacket, grpcError, newPacket } from '@cordum/protocol';
+import { Decision, GrpcStatus, grpcError } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import * as S from '../src/http/api-schemas';
-import { API_KEYS_JSON, KEYS, call, expectEnvelope } from './harness';
+import { API_KEYS_JSON, KEYS, call, expectEnvelope, recordSubmits, type SubmitRecorder } from './harness';
 import { startReplicas, type Replicas } from './replicas';
 
 const BOB = 'operator-key-acme-bob';
@@ -17,9 +17,7 @@ let r: Replicas;
 let redis: RedisClient;
 let store: JobStore;
 let bus: Bus;
-let submits: Consumer;
-/** job id → msg ids of sys.job.submit packets seen (JetStream dedups by msg id before we see them). */
-const published = new Map<string, number>();
+let submits: SubmitRecorder;
 
 beforeAll(async () => {
   const keys = [...(JSON.parse(API_KEYS_JSON) as object[]), { key: BOB, tenant: 'acme', role: 'operator', principal_id: 'bob' }, { key: CAROL, tenant: 'acme', role: 'operator', principal_id: 'carol' }];
@@ -27,15 +25,7 @@ beforeAll(async () => {
   redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
   store = createJobStore(redis, { jobTtlMs: 60_000 });
   bus = await connectBus({ servers: [r.nats.url], name: 'approvals-test', logger: quiet });
-  submits = await bus.consume({
-    subject: subjects.submit,
-    queue: 'approvals-test',
-    decode: decodePacket,
-    handler: async (p) => {
-      if (p.payload.case === 'jobRequest') published.set(p.payload.value.jobId, (published.get(p.payload.value.jobId) ?? 0) + 1);
-      return { kind: 'ack' };
-    },
-  });
+  submits = await recordSubmits(bus, 'approvals-test');
 });
 afterAll(async () => {
   await submits.stop();
@@ -88,7 +78,8 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     const forBob = await hold({ actor_id: 'bob', actor_type: 'human' });
     expectEnvelope(await call(gw2(), 'POST', `/api/v1/approvals/${forBob}/approve`, { key: BOB }), 403, 'self_approval_denied');
     expect((await store.getJob(id))?.state).toBe('APPROVAL_REQUIRED');
-    expect(published.get(id)).toBeUndefined();
+    await submits.drained();
+    expect(submits.packets(id)).toEqual([]);
   });
 
   it('a second operator\'s approval moves the job to PENDING, records it and republishes the submit once', async () => {
@@ -98,7 +89,7 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     expect(res.body).toEqual({ job_id: id, state: 'PENDING' });
     const job = (await store.getJob(id))!;
     expect(job.approval).toMatchObject({ status: 'approved', by: 'bob', jobHash: job.holdHash, policySnapshot: 'snap-test', ruleId: 'rule-hold', reason: 'change ticket 42', revision: 1 });
-    await waitPublished(id, 1);
+    await submits.first(id);
     const view = await call(gw1(), 'GET', `/api/v1/jobs/${id}`, { key: KEYS.viewer });
     expect(S.jobSchema.safeParse(view.body).success).toBe(true);
     expect(view.body['approval']).toMatchObject({ status: 'approved', by: 'bob', rule_id: 'rule-hold', revision: 1 });
@@ -115,11 +106,9 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     expect(res.map((x) => x.status)).toEqual(Array(10).fill(200));
     expect(res.filter((x) => x.body['status'] === undefined)).toHaveLength(1);
     expect(res.filter((x) => x.body['status'] === 'already_approved')).toHaveLength(9);
-    // Every approval's publish finished before its answer; a sentinel published now is delivered after them.
-    const sentinel = `sentinel-${id}`;
-    await bus.publish(subjects.submit, encodePacket(newPacket('test', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: sentinel, topic: 'job.x' }) })));
-    await waitPublished(sentinel, 1);
-    expect(published.get(id)).toBe(1);
+    // Every approval's publish finished before its answer.
+    await submits.drained();
+    expect(submits.packets(id)).toHaveLength(1);
     expect((await store.getJob(id))?.approval?.revision).toBe(1);
   });
 
@@ -197,7 +186,8 @@ describe('POST /api/v1/approvals/{job_id}/reject', () => {
     const late = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: CAROL });
     expectEnvelope(late, 409, 'job_terminal');
     expect(late.body['state']).toBe('DENIED');
-    expect(published.get(id)).toBeUndefined();
+    await submits.drained();
+    expect(submits.packets(id)).toEqual([]);
   });
 });
 
@@ -276,10 +266,3 @@ describe('/api/v1/policy passthrough', () => {
   });
 });
 
-async function waitPublished(id: string, n: number): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while ((published.get(id) ?? 0) < n) {
-    if (Date.now() > deadline) throw new Error(`expected ${n} submit(s) for ${id}, saw ${published.get(id) ?? 0}`);
-    await new Promise((res) => setTimeout(res, 20));
-  }
-}

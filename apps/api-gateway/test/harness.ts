@@ -2,13 +2,28 @@
 // in-test SafetyKernel that decides by topic, and the gateway in-process on
 // port 0 (D49: service tests isolate by servers, not key prefixes).
 import * as grpc from '@grpc/grpc-js';
-import { connectBus, type Bus } from '@cordum/bus';
+import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { Decision, SafetyKernel, addGrpcService, decideHandler, grpcError, GrpcStatus, type PolicyCheckRequest } from '@cordum/protocol';
+import {
+  Decision,
+  JobRequestSchema,
+  SafetyKernel,
+  addGrpcService,
+  create,
+  decideHandler,
+  decodePacket,
+  encodePacket,
+  grpcError,
+  GrpcStatus,
+  newPacket,
+  type BusPacket,
+  type JobRequest,
+  type PolicyCheckRequest,
+} from '@cordum/protocol';
 import { createLogger } from '@cordum/service-kit';
-import { startNats, startRedis, type TestServer } from '@cordum/testing';
+import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { loadGatewayConfig } from '../src/config';
 import { createGateway, type Gateway } from '../src/gateway';
 
@@ -234,5 +249,58 @@ export async function rigClients(rig: Rig, name: string): Promise<RigClients> {
       await bus.close();
       await closeRedis(redis);
     },
+  };
+}
+
+export interface SubmitRecorder {
+  /** The JobRequest packets seen on sys.job.submit for a job, in arrival order. */
+  packets(jobId: string): BusPacket[];
+  /** The first JobRequest seen for a job, once it arrives (waits up to 10 s). */
+  first(jobId: string): Promise<{ packet: BusPacket; request: JobRequest }>;
+  /** Jobs with at least one JobRequest seen. */
+  readonly jobs: number;
+  /**
+   * Publishes a sentinel submit and waits until it is recorded. JetStream delivers in stream
+   * order, so every submit a gateway published before this call (its answer follows its publish)
+   * has been recorded when it resolves: the barrier before asserting that something was NOT published.
+   */
+  drained(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Records every JobRequest on sys.job.submit, counted per job (a second publish is seen, not merged). */
+export async function recordSubmits(bus: Bus, queue: string): Promise<SubmitRecorder> {
+  const seen = new Map<string, BusPacket[]>();
+  let sentinels = 0;
+  const consumer = await bus.consume({
+    subject: subjects.submit,
+    queue,
+    decode: decodePacket,
+    handler: async (packet) => {
+      if (packet.payload.case === 'jobRequest') {
+        const id = packet.payload.value.jobId;
+        seen.set(id, [...(seen.get(id) ?? []), packet]);
+      }
+      return { kind: 'ack' };
+    },
+  });
+  const packets = (jobId: string): BusPacket[] => seen.get(jobId) ?? [];
+  return {
+    packets,
+    get jobs() {
+      return seen.size;
+    },
+    async first(jobId) {
+      const packet = await waitFor(() => packets(jobId)[0], 10_000, { message: `JobRequest for ${jobId} on sys.job.submit` });
+      if (packet.payload.case !== 'jobRequest') throw new Error('not a JobRequest');
+      return { packet, request: packet.payload.value };
+    },
+    async drained() {
+      const id = `sentinel-${queue}-${++sentinels}`;
+      await bus.publish(subjects.submit, encodePacket(newPacket('test', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: id, topic: 'job.sentinel' }) })));
+      await waitFor(() => seen.has(id), 10_000, { message: 'sentinel submit recorded' });
+      seen.delete(id);
+    },
+    stop: () => consumer.stop(),
   };
 }

@@ -1,39 +1,29 @@
 // Submit flow against real Redis, NATS and a topic-driven SafetyKernel:
 // publish shape and msg id (D9), deny/hold/throttle/unavailable (D19),
 // idempotency (D25), and the GET shape (CONTRACT §2).
-import { connectBus, subjects, type Bus, type Consumer } from '@cordum/bus';
-import { ActorType, JobPriority, decodePacket, type BusPacket, type JobRequest } from '@cordum/protocol';
+import { connectBus, subjects, type Bus } from '@cordum/bus';
+import { ActorType, JobPriority } from '@cordum/protocol';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createJobStore, jobKeys } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { connect } from 'nats';
-import { waitFor } from '@cordum/testing';
-import { KEYS, call, expectEnvelope, metric, startRig, type Rig } from './harness';
+import { KEYS, call, expectEnvelope, metric, recordSubmits, startRig, type Rig, type SubmitRecorder } from './harness';
 
 let rig: Rig;
 let bus: Bus;
-let consumer: Consumer;
+let submits: SubmitRecorder;
 let redis: RedisClient;
-const published = new Map<string, { packet: BusPacket; request: JobRequest; msgId: string | undefined }>();
 
 beforeAll(async () => {
   rig = await startRig();
   redis = createRedis({ url: rig.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, name: 'submit-spec' });
   const silent = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
   bus = await connectBus({ servers: [rig.nats.url], name: 'submit-spec', logger: silent });
-  consumer = await bus.consume({
-    subject: subjects.submit,
-    queue: 'submit-spec',
-    decode: decodePacket,
-    handler: async (packet) => {
-      if (packet.payload.case === 'jobRequest') published.set(packet.payload.value.jobId, { packet, request: packet.payload.value, msgId: undefined });
-      return { kind: 'ack' };
-    },
-  });
+  submits = await recordSubmits(bus, 'submit-spec');
 });
 
 afterAll(async () => {
-  await consumer.stop();
+  await submits.stop();
   await bus.close();
   await closeRedis(redis);
   await rig.stop();
@@ -74,7 +64,7 @@ describe('POST /api/v1/jobs', () => {
     expect(await redis.zscore(jobKeys.indexState('acme', 'PENDING'), jobId)).not.toBeNull();
     expect(await redis.zscore(jobKeys.active('PENDING'), jobId)).not.toBeNull();
 
-    const got = await waitFor(() => published.get(jobId), 10_000, { message: 'JobRequest on sys.job.submit' });
+    const got = await submits.first(jobId);
     expect(got.packet.traceId).toBe(traceId);
     expect(got.packet.protocolVersion).toBe(1);
     const req = got.request;
@@ -103,7 +93,7 @@ describe('POST /api/v1/jobs', () => {
   it('publishes with msg id jobreq:<job_id>:0:0 (JetStream reports a republish with that id as a duplicate)', async () => {
     const r = await submit({ prompt: 'dedup', topic: 'job.echo' });
     const jobId = String(r.body['job_id']);
-    await waitFor(() => published.get(jobId), 10_000);
+    await submits.first(jobId);
     const nc = await connect({ servers: rig.nats.url });
     try {
       const js = nc.jetstream();
@@ -117,7 +107,7 @@ describe('POST /api/v1/jobs', () => {
   it('an index key Redis cannot add to fails the submit before the job exists (503, no record, nothing published); the key\'s retry then succeeds', async () => {
     const records = async (): Promise<Set<string>> => new Set(await redis.keys('job:meta:*'));
     const before = await records();
-    const publishedBefore = published.size;
+    const publishedBefore = submits.jobs;
     await redis.set(jobKeys.indexAll('globex'), 'not a zset');
     try {
       const r = await submit({ prompt: 'unindexable', topic: 'job.echo', idempotency_key: 'unindexable-1' }, { key: KEYS.globex });
@@ -130,8 +120,10 @@ describe('POST /api/v1/jobs', () => {
     const retry = await submit({ prompt: 'unindexable', topic: 'job.echo', idempotency_key: 'unindexable-1' }, { key: KEYS.globex });
     expect(retry.status).toBe(200);
     const jobId = String(retry.body['job_id']);
-    await waitFor(() => published.get(jobId), 10_000, { message: 'JobRequest on sys.job.submit' });
-    expect(published.size).toBe(publishedBefore + 1);
+    await submits.first(jobId);
+    await submits.drained();
+    expect(submits.jobs).toBe(publishedBefore + 1);
+    expect(submits.packets(jobId)).toHaveLength(1);
     expect(await redis.zscore(jobKeys.indexAll('globex'), jobId)).not.toBeNull();
     expect(await redis.zscore(jobKeys.active('PENDING'), jobId)).not.toBeNull();
   });
@@ -146,7 +138,8 @@ describe('POST /api/v1/jobs', () => {
     expect(g.body['state']).toBe('DENIED');
     expect(g.body['safety']).toEqual({ decision: 'deny', reason: 'destructive operations are not allowed', rule_id: 'rule-deny', policy_snapshot: 'snap-test' });
     expect(await redis.exists(`dlq:entry:${jobId}`)).toBe(1);
-    expect(published.has(jobId)).toBe(false);
+    await submits.drained();
+    expect(submits.packets(jobId)).toEqual([]);
   });
 
   it('a keyed DENY whose DLQ write fails still answers 403 with its job, and the key keeps it (P39)', async () => {
@@ -177,7 +170,8 @@ describe('POST /api/v1/jobs', () => {
     expect(r.body).toEqual({ job_id: expect.any(String), trace_id: expect.any(String), status: 'approval_required', reason: 'production changes need a human' });
     const g = await call(rig.url, 'GET', `/api/v1/jobs/${String(r.body['job_id'])}`, { key: KEYS.operator });
     expect(g.body['state']).toBe('APPROVAL_REQUIRED');
-    expect(published.has(String(r.body['job_id']))).toBe(false);
+    await submits.drained();
+    expect(submits.packets(String(r.body['job_id']))).toEqual([]);
   });
 
   it('THROTTLE → 429 policy_throttled with Retry-After, and no job or claim is left behind', async () => {
@@ -194,7 +188,7 @@ describe('POST /api/v1/jobs', () => {
     const g = await call(rig.url, 'GET', `/api/v1/jobs/${jobId}`, { key: KEYS.operator });
     expect(g.body['state']).toBe('PENDING');
     expect((g.body['safety'] as { decision: string }).decision).toBe('unavailable');
-    await waitFor(() => published.get(jobId), 10_000);
+    await submits.first(jobId);
   });
 
   it('the kernel sees tenant, principal, labels and meta', async () => {
@@ -254,6 +248,8 @@ describe('idempotency (D25)', () => {
       if (ctx.prompt === 'race') raceJobs.push(id);
     }
     expect(raceJobs).toEqual([jobId]);
+    await submits.drained();
+    expect(submits.packets(jobId)).toHaveLength(1);
   });
 });
 

@@ -336,6 +336,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
 
   it('RUNNING past the running timeout ends TIMEOUT, never redispatched; deadline_ms ends it earlier (D46)', async () => {
     const w = await worker('tw-d', ['job.rd'], 'none');
+    const timedOutBefore = await counter('cordum_scheduler_reconciled_total', 'action', 'running_timeout');
     const slow = await submit('job.rd');
     const withDeadline = await submit('job.rd', { deadlineMs: 1_000 });
     await waitFor(async () => (await stateOf(withDeadline.id)) === 'TIMEOUT', 10_000, { message: 'deadline TIMEOUT' });
@@ -346,7 +347,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     expect(w.count(slow.id)).toBe(1);
     // written after the terminal write (D14)
     expect(await waitFor(() => store.getDlq(slow.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ reason_code: 'running_timeout' });
-    await waitFor(async () => (await counter('cordum_scheduler_reconciled_total', 'action', 'running_timeout')) > 0, 5_000);
+    await waitFor(async () => (await counter('cordum_scheduler_reconciled_total', 'action', 'running_timeout')) === timedOutBefore + 1, 5_000, { message: 'counted as running_timeout' });
   });
 
   it('a job timed out while its DLQ write fails stays in its in-flight index, and the reconciler\'s repair writes the entry (P38)', async () => {
@@ -454,12 +455,13 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
 
   it('replays a PENDING job whose submit was lost, and counts it', async () => {
     const w = await worker('tw-f', ['job.rf']);
+    const lostBefore = await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost');
     const job = await store.createJob(newJob('job.rf')); // never published
     await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'orphan SUCCEEDED' });
     expect(w.count(job.id)).toBe(1);
     // The replayer counts the orphan once its drive returns, after its own bookkeeping reads;
     // the worker's result can be applied (SUCCEEDED) before that, so wait for the count.
-    await waitFor(async () => (await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')) > 0, 5_000, { message: 'orphan counted as lost' });
+    await waitFor(async () => (await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')) === lostBefore + 1, 5_000, { message: 'orphan counted as lost' });
   });
 
   it('P35: submits queued in the stream past the replay age are left to their messages, not driven as lost orphans; each job runs once', async () => {

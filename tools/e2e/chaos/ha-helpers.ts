@@ -289,7 +289,7 @@ export async function waitTerminal(redis: RedisClient, ids: string[], timeoutMs:
 }
 
 const STREAM = 'CORDUM_SYS';
-const SCHEDULER_DURABLES = ['dur_cordum-scheduler__sys_job_submit', 'dur_cordum-scheduler__sys_job_result'];
+const SCHEDULER_DURABLES = ['dur_cordum-scheduler__sys_job_submit', 'dur_cordum-scheduler__sys_job_result', 'dur_cordum-scheduler__sys_job_cancel'];
 
 /** The job's packets in CORDUM_SYS (submits and results since it was created): seq, time, msg id, what they say. */
 async function streamTrail(natsUrls: string[], id: string, sinceMs: number): Promise<string[]> {
@@ -386,21 +386,6 @@ export async function stuckJobReport(stack: Stack, redis: RedisClient, id: strin
   writeFileSync(join(stack.tmp, `stuck-${id}.txt`), `${report}\n`);
   stack.keep(`stuck job ${id}`);
   return report;
-}
-
-/** Sum of a counter over every scheduler's /metrics, filtered by a label substring. */
-export async function schedulerCounter(stack: Stack, name: string, labelMatch: string): Promise<number> {
-  let total = 0;
-  for (const [proc, port] of stack.healthPorts) {
-    if (!proc.startsWith('scheduler-') || !stack.procs.get(proc)?.running) continue;
-    try {
-      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
-      for (const line of text.split('\n')) if (line.startsWith(name) && line.includes(labelMatch)) total += Number(line.split(' ').pop());
-    } catch {
-      // a frozen or restarting replica: counted on the next scrape
-    }
-  }
-  return total;
 }
 
 /**

@@ -12,8 +12,8 @@ import { connectBus } from '@cordum/bus';
 import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, schedulerCounter, shortTimeoutsFile, snapshotWorkers, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
-import { api, readyz, startStack, type Stack } from '../test/stack';
+import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, shortTimeoutsFile, snapshotWorkers, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
+import { api, readyz, stackMetric, startStack, type Stack } from '../test/stack';
 
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 /** SCHEDULER_JOB_LOCK_TTL of the suite. */
@@ -242,7 +242,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     }, 20_000, { message: 'vf workers in the snapshot' });
     proc('a-vf').kill('SIGKILL');
     await proc('a-vf').waitExit(5_000);
-    const fallbackBefore = await schedulerCounter(stack, 'cordum_dispatch_verify_total', 'outcome="fallback"');
+    const fallbackBefore = await stackMetric(stack, 'scheduler-', 'cordum_dispatch_verify_total', { outcome: 'fallback' });
     // Routing picks a-vf only where its handshake (ready_topics ∋ job.vf) is known; a replica that
     // missed a-vf's start-up handshake (e.g. one still reconnecting after SIGCONT) learns it at the next one (30 s). So submit small
     // batches until one of them went to the dead worker (each such job must be rerouted).
@@ -262,7 +262,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     expect(rerouted.length).toBeGreaterThan(0); // the dead worker was picked at least once
     // verify delay 2 s + one dispatch, below the 8 s dispatch timeout
     expect(timings['verify_fallback_all_done']).toBeLessThan(7_000);
-    await waitFor(async () => (await schedulerCounter(stack, 'cordum_dispatch_verify_total', 'outcome="fallback"')) >= fallbackBefore + rerouted.length, 10_000, { message: 'fallback counted' });
+    await waitFor(async () => (await stackMetric(stack, 'scheduler-', 'cordum_dispatch_verify_total', { outcome: 'fallback' })) >= fallbackBefore + rerouted.length, 10_000, { message: 'fallback counted' });
     expect(executionAudit(stack, ids)).toEqual({ twice: [], never: [] });
   }, 60_000);
 
@@ -274,7 +274,7 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     const dispatch = done['dispatch'] as { dispatchId: string; attempt: number };
     // (attempts may already be 2: a-vf, killed above, is in pool `default` and still routable for
     // up to its 30 s TTL, so the job may have been rerouted by delivery verification)
-    const terminalIgnored = () => schedulerCounter(stack, 'cordum_scheduler_ignored_packets_total', 'reason="terminal"');
+    const terminalIgnored = () => stackMetric(stack, 'scheduler-', 'cordum_scheduler_ignored_packets_total', { reason: 'terminal' });
     const ignoredBefore = await terminalIgnored();
     const bus = await connectBus({ servers: [stack.nats.url], name: 'e2e-redeliver', logger: quiet });
     try {

@@ -7,8 +7,8 @@
 import { connect, type NatsConnection } from 'nats';
 import type { RedisClient } from '@cordum/redis';
 import { within } from '@cordum/testing';
-import { pool, startStack, type Stack } from '../test/stack';
-import { schedulerCounter, closeRedis, executionAudit, redisFor, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
+import { pool, stackMetric, startStack, type Stack } from '../test/stack';
+import { closeRedis, executionAudit, redisFor, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
 
 const JOBS = 300;
 const KILL_AFTER = 100;
@@ -86,7 +86,7 @@ describe('the stack on a 3-node NATS JetStream cluster, the stream leader SIGKIL
     } finally {
       // What the delivery verifiers did with the dispatches the kill cut off (BEHAVIOURS §3).
       const outcomes = ['delivered', 'fallback', 'deferred', 'unverified', 'probe_error'];
-      const counts = await Promise.all(outcomes.map(async (o) => `${o} ${await schedulerCounter(stack, 'cordum_dispatch_verify_total', `outcome="${o}"`)}`));
+      const counts = await Promise.all(outcomes.map(async (o) => `${o} ${await stackMetric(stack, 'scheduler-', 'cordum_dispatch_verify_total', { outcome: o })}`));
       console.log(`[nats cluster] dispatch verify outcomes: ${counts.join(', ')}`);
     }
     expect([...final.entries()].filter(([, s]) => s !== 'SUCCEEDED')).toEqual([]);

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot, waitFor } from '@cordum/testing';
-import { api, pool, startStack, type Stack } from '../test/stack';
+import { api, pool, stackMetric, startStack, type Stack } from '../test/stack';
 import { closeRedis, executionAudit, jobFields, putConfigConverged, redisFor, shortTimeoutsFile, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
 import { createRedis, masters, type RedisClient } from '@cordum/redis';
 
@@ -123,12 +123,16 @@ describe('the stack on a 6-node Redis Cluster', () => {
   }, 60_000);
 
   it('a denied job is in the DLQ; deleted by an admin it stays deleted and cannot be retried', async () => {
+    const notices = () => stackMetric(stack, 'api-gateway-', 'cordum_dlq_notices_total');
+    const noticesBefore = await notices();
     const r = await api(gw(1), 'POST', '/api/v1/jobs', { topic: 'job.admin.drop', prompt: 'drop' }, as(KEYS.alice));
     expect(r.status).toBe(403);
     const id = String(r.body['job_id']);
     await waitFor(() => inDlq(0, id), 10_000, { message: 'DLQ entry' });
     expect((await api(gw(0), 'DELETE', `/api/v1/dlq/${id}`)).status).toBe(204);
-    // The job's sys.job.dlq notice may still be in flight to either gateway: it must not bring the entry back.
+    // The job's sys.job.dlq notice may still be in flight to either gateway: once one of them has
+    // consumed it, it must not have brought the entry back.
+    await waitFor(async () => (await notices()) > noticesBefore, 10_000, { message: 'the DLQ notice consumed' });
     expect(await inDlq(1, id)).toBe(false);
     expect((await api(gw(1), 'DELETE', `/api/v1/dlq/${id}`)).body).toMatchObject({ code: 'dlq_not_found' });
     expect((await api(gw(1), 'POST', `/api/v1/dlq/${id}/retry`, {}, as(KEYS.alice))).body).toMatchObject({ code: 'dlq_not_found' });

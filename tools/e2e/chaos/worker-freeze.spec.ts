@@ -18,8 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, describeJobs, executionAudit, execRecords, jobFields, keptOnFailure, redisFor, schedulerCounter, shortTimeoutsFile, snapshotWorkers, states, submitKeyed, TERMINAL, waitTerminal, warmUp } from './ha-helpers';
-import { api, type Stack, startStack } from '../test/stack';
+import { closeRedis, describeJobs, executionAudit, execRecords, jobFields, keptOnFailure, redisFor, shortTimeoutsFile, snapshotWorkers, states, submitKeyed, TERMINAL, waitTerminal, warmUp } from './ha-helpers';
+import { api, stackMetric, startStack, type Stack } from '../test/stack';
 
 const ECHO_DELAY_MS = 1_000;
 /** The worker TTL (D41, fixed): a worker silent this long is offline and not routed to. */
@@ -76,7 +76,7 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
   });
 
   const verifyOutcomes = async (): Promise<Record<string, number>> =>
-    Object.fromEntries(await Promise.all(OUTCOMES.map(async (o) => [o, await schedulerCounter(stack, 'cordum_dispatch_verify_total', `outcome="${o}"`)] as const)));
+    Object.fromEntries(await Promise.all(OUTCOMES.map(async (o) => [o, await stackMetric(stack, 'scheduler-', 'cordum_dispatch_verify_total', { outcome: o })] as const)));
   const online = async (id: string): Promise<boolean | undefined> => {
     const r = await api(stack, 'GET', `/api/v1/workers/${id}`);
     return r.status === 200 ? r.body['online'] === true : undefined;
@@ -96,8 +96,8 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
     // A replaced attempt is counted by whoever replaced it: the verifier after its delay, or the
     // reconciler past the dispatch timeout when echo-2 was too busy for the verifier (deferred, P31).
     const replaced = async (): Promise<{ verifier: number; reconciler: number }> => ({
-      verifier: await schedulerCounter(stack, 'cordum_dispatch_verify_total', 'outcome="fallback"'),
-      reconciler: await schedulerCounter(stack, 'cordum_scheduler_reconciled_total', 'action="redispatch"'),
+      verifier: await stackMetric(stack, 'scheduler-', 'cordum_dispatch_verify_total', { outcome: 'fallback' }),
+      reconciler: await stackMetric(stack, 'scheduler-', 'cordum_scheduler_reconciled_total', { action: 'redispatch' }),
     });
     const before = await replaced();
     const ids: string[] = [];

@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { freePort, spawnService, waitFor, type ManagedProcess } from '@cordum/testing';
-import { api, readyz, startStack, type Stack } from './stack';
+import { api, readyz, startStack, sumSamples, type Stack } from './stack';
 
 const POLL_MS = 2_000;
 const SCHEDULERS = ['scheduler-1', 'scheduler-2', 'scheduler-3'];
@@ -30,18 +30,6 @@ interface Doc {
   data: Record<string, unknown>;
   revision: number;
   meta: Record<string, unknown>;
-}
-
-/** Sum of a Prometheus sample family over the lines whose labels include `labels`. */
-function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const lbl = m[2] ?? '';
-    if (Object.entries(labels).every(([k, v]) => lbl.includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
 }
 
 /** JSON log lines of a process with this msg (and level, when given). */
@@ -68,7 +56,7 @@ describe('config overlay across replicas (real processes)', () => {
   const proc = (name: string): ManagedProcess => stack.procs.get(name)!;
   const metricsText = async (name: string): Promise<string> => (await fetch(`http://127.0.0.1:${stack.healthPorts.get(name)}/metrics`)).text();
   const perReplica = async (name: string, labels: Record<string, string> = {}) =>
-    Object.fromEntries(await Promise.all(SCHEDULERS.map(async (s) => [s, metric(await metricsText(s), name, labels)] as const))) as Record<string, number>;
+    Object.fromEntries(await Promise.all(SCHEDULERS.map(async (s) => [s, sumSamples(await metricsText(s), name, labels)] as const))) as Record<string, number>;
 
   const status = async (): Promise<Status> => {
     const r = await api(gw(1), 'GET', '/api/v1/config/status');
@@ -170,8 +158,8 @@ describe('config overlay across replicas (real processes)', () => {
       expect(logCount(proc(s), 'config change notification received, reloading')).toBeGreaterThan(logs[s]!.notified);
       // cordum_config_applied_info carries the applied hash
       const text = await metricsText(s);
-      expect(metric(text, 'cordum_config_applied_info', { section: 'timeouts', hash: st.document.hashes['timeouts']! })).toBe(1);
-      expect(metric(text, 'cordum_config_applied_info', { section: 'timeouts' })).toBe(1);
+      expect(sumSamples(text, 'cordum_config_applied_info', { section: 'timeouts', hash: st.document.hashes['timeouts']! })).toBe(1);
+      expect(sumSamples(text, 'cordum_config_applied_info', { section: 'timeouts' })).toBe(1);
     }
   }, 30_000);
 
@@ -324,7 +312,7 @@ describe('config overlay across replicas (real processes)', () => {
     expect(await perReplica('cordum_config_applies_total')).toEqual(applies);
     SCHEDULERS.forEach((s, i) => expect(logCount(proc(s), 'config section apply failed, will retry on next reload', 'error')).toBe(errorsBefore[i]! + 1));
     for (const s of SCHEDULERS) {
-      expect(metric(await metricsText(s), 'cordum_config_applied_info', { section: 'timeouts', hash: goodTimeouts })).toBe(1);
+      expect(sumSamples(await metricsText(s), 'cordum_config_applied_info', { section: 'timeouts', hash: goodTimeouts })).toBe(1);
       expect(await readyz(stack.healthPorts.get(s)!)).toBe(true);
     }
 

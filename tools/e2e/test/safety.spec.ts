@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { connectBus, subjects, type Bus, type Consumer } from '@cordum/bus';
 import { Decision, SafetyKernel, decodePacket, grpcClientFor, type GrpcClient } from '@cordum/protocol';
 import { repoRoot, waitFor } from '@cordum/testing';
-import { api, pool, quietLog, startStack, type Stack } from './stack';
+import { api, pool, quietLog, stackMetric, startStack, type Stack } from './stack';
 
 /** Rule order matters: first match wins. Every topic not named below falls to `default_decision: allow`. */
 /** The 12-rule policy (shared with the Check micro-benchmark); rule order matters: first match wins. */
@@ -93,27 +93,10 @@ async function barrier(): Promise<void> {
   ranOnce.push(id);
 }
 
-/** Sum of a metric's lines at one process's /metrics whose labels contain `labels`. */
-async function metricSum(base: string, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name) || line.startsWith('#')) continue;
-    const rest = line.slice(name.length);
-    if (!(rest.startsWith(' ') || rest.startsWith('{')) || (labels && !rest.includes(labels))) continue;
-    sum += Number(line.split(' ').pop());
-  }
-  return sum;
-}
+const schedulerMetric = (name: string, labels: Record<string, string> = {}): Promise<number> => stackMetric(stack, 'scheduler-1', name, labels);
 
-const schedulerMetric = (name: string, labels = ''): Promise<number> => metricSum(`http://127.0.0.1:${stack.healthPorts.get('scheduler-1')}`, name, labels);
-
-/** cordum_dlq_notices_total{outcome} summed over every gateway replica (/metrics on the HTTP port). */
-async function gatewayNotices(outcome: string): Promise<number> {
-  let sum = 0;
-  for (const url of stack.gatewayUrls) sum += await metricSum(url, 'cordum_dlq_notices_total', `outcome="${outcome}"`);
-  return sum;
-}
+/** cordum_dlq_notices_total{outcome} summed over every gateway replica. */
+const gatewayNotices = (outcome: string): Promise<number> => stackMetric(stack, 'api-gateway-', 'cordum_dlq_notices_total', { outcome });
 
 describe('a job its worker fails', () => {
   it('ends FAILED with a DLQ entry, and one of the two gateways consumes its sys.job.dlq notice once', async () => {
@@ -380,10 +363,7 @@ describe('policy change through config', () => {
 });
 
 describe('a safety kernel replica frozen (SIGSTOP) with jobs arriving', () => {
-  const kernelMetric = async (k: number, name: string): Promise<number> => {
-    const text = await (await fetch(`http://127.0.0.1:${stack.healthPorts.get(`safety-kernel-${k}`)}/metrics`)).text();
-    return text.split('\n').filter((l) => l.startsWith(name)).reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
-  };
+  const kernelMetric = (k: number, name: string): Promise<number> => stackMetric(stack, `safety-kernel-${k}`, name);
 
   it('the other replica takes every Check once the frozen one missed a deadline; it is used again after SIGCONT', async () => {
     const frozen = stack.procs.get('safety-kernel-1')!;
@@ -400,8 +380,8 @@ describe('a safety kernel replica frozen (SIGSTOP) with jobs arriving', () => {
         ranOnce.push(id);
       }
       // From now on no Check goes to the frozen kernel: no failure, no breaker, no delay.
-      const opensBefore = await schedulerMetric('cordum_scheduler_safety_breaker_transitions_total', 'to="open"');
-      const unavailableBefore = await schedulerMetric('cordum_scheduler_safety_checks_total', 'outcome="unavailable"');
+      const opensBefore = await schedulerMetric('cordum_scheduler_safety_breaker_transitions_total', { to: 'open' });
+      const unavailableBefore = await schedulerMetric('cordum_scheduler_safety_checks_total', { outcome: 'unavailable' });
       const started = Date.now();
       const ids = await pool(Array.from({ length: 20 }, (_, i) => i), 10, async (i) => {
         const r = await submit(KEYS.alice, { topic: 'job.echo', prompt: `frozen ${i}` }, i % 2);
@@ -411,8 +391,8 @@ describe('a safety kernel replica frozen (SIGSTOP) with jobs arriving', () => {
       const finals = await pool(ids, 10, (id) => terminal(id, 15_000));
       for (const j of finals) expect(j).toMatchObject({ state: 'SUCCEEDED', safety: { decision: 'allow' } });
       const took = Date.now() - started;
-      expect(await schedulerMetric('cordum_scheduler_safety_breaker_transitions_total', 'to="open"')).toBe(opensBefore);
-      expect(await schedulerMetric('cordum_scheduler_safety_checks_total', 'outcome="unavailable"')).toBe(unavailableBefore);
+      expect(await schedulerMetric('cordum_scheduler_safety_breaker_transitions_total', { to: 'open' })).toBe(opensBefore);
+      expect(await schedulerMetric('cordum_scheduler_safety_checks_total', { outcome: 'unavailable' })).toBe(unavailableBefore);
       ranOnce.push(...ids);
 
       frozen.kill('SIGCONT');
@@ -448,9 +428,9 @@ describe('safety kernel killed with jobs arriving', () => {
       expect(r.status).toBe(200); // D19: accepted PENDING, the scheduler's Check enforces
       return String(r.body['job_id']);
     });
-    const refusedBefore = await schedulerMetric('cordum_scheduler_safety_checks_total', 'outcome="breaker_open"');
+    const refusedBefore = await schedulerMetric('cordum_scheduler_safety_checks_total', { outcome: 'breaker_open' });
     // The breaker opened and every job came back at least once (NAK 5 s) and was held again.
-    await waitFor(async () => (await schedulerMetric('cordum_scheduler_safety_breaker_state')) === 2 && (await schedulerMetric('cordum_scheduler_safety_checks_total', 'outcome="breaker_open"')) >= refusedBefore + 10, 30_000, { intervalMs: 200, message: 'breaker open and jobs re-held' });
+    await waitFor(async () => (await schedulerMetric('cordum_scheduler_safety_breaker_state')) === 2 && (await schedulerMetric('cordum_scheduler_safety_checks_total', { outcome: 'breaker_open' })) >= refusedBefore + 10, 30_000, { intervalMs: 200, message: 'breaker open and jobs re-held' });
     const ex = stack.executions();
     for (const id of ids) expect({ id, n: ex.get(id) ?? 0 }).toEqual({ id, n: 0 });
     for (const id of ids) expect((await job(id))['state']).toBe('PENDING');
@@ -463,7 +443,7 @@ describe('safety kernel killed with jobs arriving', () => {
     for (const j of finals) expect(j['state']).toBe('SUCCEEDED');
     expect(Math.max(...dispatchDelays)).toBeLessThan(30_000);
     await waitFor(async () => (await schedulerMetric('cordum_scheduler_safety_breaker_state')) === 0, 5_000, { message: 'breaker closed' });
-    expect(await schedulerMetric('cordum_scheduler_safety_breaker_transitions_total', 'to="closed"')).toBeGreaterThanOrEqual(1);
+    expect(await schedulerMetric('cordum_scheduler_safety_breaker_transitions_total', { to: 'closed' })).toBeGreaterThanOrEqual(1);
     await barrier();
     const after = stack.executions();
     for (const id of ids) expect({ id, n: after.get(id) }).toEqual({ id, n: 1 });

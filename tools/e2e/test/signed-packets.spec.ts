@@ -10,17 +10,13 @@ import { join } from 'node:path';
 import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { JobRequestSchema, JobResultSchema, JobStatus, create, encodePacket, newPacket } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import { api, quietLog, startStack, type Stack } from './stack';
+import { api, quietLog, stackMetric, startStack, type Stack } from './stack';
 
 let stack: Stack;
 let bus: Bus;
 const dir = mkdtempSync(join(tmpdir(), 'cordum-keys-'));
 
-async function schedulerMetric(name: string, subject: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${stack.healthPorts.get('scheduler-1')}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`subject="${subject}"`));
-  return line ? Number(line.split(' ').pop()) : 0;
-}
+const schedulerMetric = (name: string, subject: string): Promise<number> => stackMetric(stack, 'scheduler-1', name, { subject });
 
 beforeAll(async () => {
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });

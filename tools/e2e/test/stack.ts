@@ -392,3 +392,33 @@ export async function pool<T, R>(items: T[], concurrency: number, fn: (item: T) 
   );
   return out;
 }
+
+/** Sum of the samples of metric `name` in Prometheus text whose labels include every pair of `labels`. */
+export function sumSamples(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const lbl = m[2] ?? '';
+    if (Object.entries(labels).every(([k, v]) => lbl.includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+/**
+ * `sumSamples` over the /metrics of every running process of the stack whose name starts with
+ * `prefix` (`scheduler-`, `api-gateway-`, `safety-kernel-1`). A replica that does not answer
+ * within 2 s (frozen, restarting) counts 0 this time.
+ */
+export async function stackMetric(stack: Pick<Stack, 'healthPorts' | 'procs'>, prefix: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  let total = 0;
+  for (const [proc, port] of stack.healthPorts) {
+    if (!proc.startsWith(prefix) || !stack.procs.get(proc)?.running) continue;
+    try {
+      total += sumSamples(await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })).text(), name, labels);
+    } catch {
+      // a frozen or restarting replica: counted on the next scrape
+    }
+  }
+  return total;
+}
