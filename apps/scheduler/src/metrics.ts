@@ -24,6 +24,8 @@ export interface SchedulerMetrics {
   orphanReplayed: Counter<'reason'>;
   verify: Counter<'outcome'>;
   reconciled: Counter<'action'>;
+  /** JobCancels from sys.job.cancel that cancelled a job here (not one the gateway had already cancelled). */
+  cancelsApplied: Counter;
   reconcileScans: Counter;
   /** D21 breaker as this replica last saw it: 0 closed, 1 half-open, 2 open. */
   breakerState: Gauge;
@@ -100,6 +102,11 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     }),
     verify: new Counter({ name: 'cordum_dispatch_verify_total', help: 'Dispatch delivery verification outcomes.', labelNames: ['outcome'], registers: [registry] }),
     reconcileScans: new Counter({ name: 'cordum_scheduler_reconcile_scans_total', help: 'Reconciler scans run by this replica (leader only); its rate shows the live scan_interval.', registers: [registry] }),
+    cancelsApplied: new Counter({
+      name: 'cordum_scheduler_cancels_applied_total',
+      help: 'JobCancels on sys.job.cancel that found the job live and cancelled it here; a cancel the gateway already wrote is counted as ignored (kind cancel, reason terminal).',
+      registers: [registry],
+    }),
     reconciled: new Counter({ name: 'cordum_scheduler_reconciled_total', help: 'Reconciler actions (timeout, redispatch, republish, running, deadline).', labelNames: ['action'], registers: [registry] }),
     breakerState: new Gauge({ name: 'cordum_scheduler_safety_breaker_state', help: 'Safety kernel circuit breaker (shared in Redis) as last seen by this replica: 0 closed, 1 half-open, 2 open.', registers: [registry] }),
     breakerTransitions: new Counter({ name: 'cordum_scheduler_safety_breaker_transitions_total', help: 'Breaker transitions this replica caused (to = open | closed).', labelNames: ['to'], registers: [registry] }),

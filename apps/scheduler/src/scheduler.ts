@@ -19,6 +19,7 @@ import { submitHandler } from './intake';
 import { createSchedulerMetrics, JOB_PATH_BUCKETS, LOCK_WAIT_HISTOGRAM } from './metrics';
 import { progressListener } from './progress';
 import { WorkerRegistry } from './registry';
+import { cancelHandler } from './cancels';
 import { resultHandler } from './results';
 import { grpcSafetyChecker, type FailModes, type SafetyChecker } from './safety';
 import { breakerSafetyChecker, createSharedBreaker } from './safety-breaker';
@@ -188,6 +189,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     consumers.push(
       await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c) }),
       await bus.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c) }),
+      await bus.consume({ subject: subjects.cancel, queue: QUEUE, decode: decodeWorkerPacket, handler: cancelHandler(c) }),
     );
     consumersBound = true;
     verifier.start();

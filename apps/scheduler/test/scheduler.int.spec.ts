@@ -1,6 +1,6 @@
 import { subjects, type Bus, type Subscription } from '@cordum/bus';
 import { createJobStore, jobKeys, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
-import { create, decodePacket, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket, type BusPacket } from '@cordum/protocol';
+import { create, decodePacket, encodePacket, JobCancelSchema, JobRequestSchema, JobResultSchema, JobStatus, newPacket, type BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor, type TestServer } from '@cordum/testing';
 import type { Histogram, Registry } from 'prom-client';
@@ -223,6 +223,48 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     expect(await redis.pttl(jobKeys.fence(id))).toBeGreaterThan(0);
     expect(await redis.exists(jobKeys.meta(id))).toBe(0);
     expect(await redis.exists(jobKeys.lock(id))).toBe(0);
+  });
+
+  describe('sys.job.cancel (CONTRACT §3: the scheduler has a durable on it)', () => {
+    const publishCancel = (jobId: string, reason = '', requestedBy = 'workflow-engine') =>
+      bus.publish(subjects.cancel, encodePacket(newPacket('cancel-test', { case: 'jobCancel', value: create(JobCancelSchema, { jobId, reason, requestedBy }) })));
+    const applied = async () => (await metrics.getSingleMetric('cordum_scheduler_cancels_applied_total')?.get())?.values[0]?.value ?? 0;
+
+    it('a JobCancel from another publisher cancels a RUNNING job; its late result is ignored', async () => {
+      const job = await submit('job.manual');
+      await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 15_000, { message: 'job RUNNING' });
+      const before = await applied();
+      await publishCancel(job.id, 'superseded by run 7');
+      await waitFor(async () => (await stateOf(job.id)) === 'CANCELLED', 10_000, { message: 'job CANCELLED from the bus' });
+      expect((await store.getJob(job.id))?.error).toEqual({ code: 'cancelled', message: 'superseded by run 7' });
+      expect(await applied()).toBe(before + 1);
+      await waitFor(() => states.get(job.id)?.includes('CANCELLED'), 5_000, { message: 'CANCELLED broadcast' });
+      const ignoredBefore = await ignoredCount('result', 'terminal');
+      await worker.reply(worker.executions.get(job.id)![0]!.request, JobStatus.SUCCEEDED);
+      await waitFor(async () => (await ignoredCount('result', 'terminal')) > ignoredBefore, 10_000, { message: 'late result ignored' });
+      expect(await stateOf(job.id)).toBe('CANCELLED');
+      expect(worker.count(job.id)).toBe(1);
+    });
+
+    it('a PENDING job cancelled before its submit is consumed never runs; a cancel for a finished or unknown job changes nothing', async () => {
+      const job = await store.createJob(newJob('job.echo')); // its submit is published only after the cancel
+      await publishCancel(job.id, '', 'client-7');
+      await waitFor(async () => (await stateOf(job.id)) === 'CANCELLED', 10_000, { message: 'PENDING job CANCELLED' });
+      expect((await store.getJob(job.id))?.error).toEqual({ code: 'cancelled', message: 'cancelled on the bus by client-7' });
+      const terminalSubmits = await ignoredCount('submit', 'terminal');
+      await publishSubmit(job);
+      await waitFor(async () => (await ignoredCount('submit', 'terminal')) > terminalSubmits, 10_000, { message: 'submit of the cancelled job acked' });
+      expect(worker.count(job.id)).toBe(0);
+
+      const done = await submit('job.echo');
+      await waitFor(async () => (await stateOf(done.id)) === 'SUCCEEDED', 15_000, { message: 'job SUCCEEDED' });
+      const [terminal, unknown, before] = [await ignoredCount('cancel', 'terminal'), await ignoredCount('cancel', 'unknown_job'), await applied()];
+      await publishCancel(done.id);
+      await publishCancel(`no-such-job-${process.pid}`);
+      await waitFor(async () => (await ignoredCount('cancel', 'terminal')) === terminal + 1 && (await ignoredCount('cancel', 'unknown_job')) === unknown + 1, 10_000, { message: 'both cancels acked without effect' });
+      expect(await stateOf(done.id)).toBe('SUCCEEDED');
+      expect(await applied()).toBe(before);
+    });
   });
 
   it('redispatches a FAILED_RETRYABLE result as a new attempt', async () => {

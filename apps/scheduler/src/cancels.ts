@@ -1,0 +1,41 @@
+// sys.job.cancel: the scheduler's durable (CONTRACT §3) beside the workers' core subscription.
+// The gateway writes CANCELLED before it publishes its JobCancel (D5), so those find the job
+// terminal and are acked. A JobCancel from any other CAP publisher (a workflow engine, a client on
+// the bus) cancels the job here: CANCELLED under the job lock from whatever live state it is in
+// (D12 allows it from every one), so no later submit, retry, replay or redispatch runs it.
+// Workers hear the same JobCancel on their own subscription; it is never republished (D5).
+import { TERMINAL_STATES } from '@cordum/job-store';
+import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
+import type { BusPacket } from '@cordum/protocol';
+import type { SchedulerContext } from './context';
+import { BUSY_NAK_MS, escalateBusy, releasedBy, withLockedJob } from './job-lock';
+
+const ACK: HandlerOutcome = { kind: 'ack' };
+
+function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOutcome {
+  ctx.metrics.ignored.inc({ kind: 'cancel', reason });
+  ctx.logger.debug('cancel ignored', { job_id: jobId, reason });
+  return ACK;
+}
+
+export function cancelHandler(ctx: SchedulerContext) {
+  return async (packet: BusPacket, h: HandlerContext): Promise<HandlerOutcome> => {
+    if (packet.payload.case !== 'jobCancel' || !packet.payload.value.jobId) {
+      ctx.metrics.ignored.inc({ kind: 'cancel', reason: 'not_a_job_cancel' });
+      return { kind: 'term', reason: 'cancel packet without a JobCancel' };
+    }
+    const cancel = packet.payload.value;
+    const r = await withLockedJob(ctx, cancel.jobId, async (lease, job): Promise<HandlerOutcome> => {
+      if (!job) return ignore(ctx, 'unknown_job', cancel.jobId);
+      if (TERMINAL_STATES.has(job.state)) return ignore(ctx, 'terminal', job.id);
+      const by = cancel.requestedBy || packet.senderId;
+      const message = cancel.reason || `cancelled on the bus${by ? ` by ${by}` : ''}`;
+      const w = releasedBy(lease, await ctx.store.transition(job.id, 'CANCELLED', { token: lease.token, from: [job.state], current: job, release: true, patch: { error: { code: 'cancelled', message } } }));
+      if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
+      ctx.metrics.cancelsApplied.inc();
+      ctx.logger.info('job cancelled from sys.job.cancel', { job_id: job.id, from: job.state, requested_by: by, sender: packet.senderId });
+      return ACK;
+    });
+    return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);
+  };
+}
