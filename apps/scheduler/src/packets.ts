@@ -8,11 +8,12 @@ import {
   type BusPacket,
   type JobRequest,
 } from '@cordum/protocol';
-import { jobMetadataInit, priorityToProto, type DispatchRecord, type JobRecord } from '@cordum/job-store';
+import { jobBudgetInit, jobMetadataInit, priorityToProto, type DispatchRecord, type JobRecord } from '@cordum/job-store';
 
 /**
  * The JobRequest sent to the worker. Built on the submitted request when we
- * have it (keeps env, budget, hints a CAP client set), else from the record;
+ * have it (keeps env, budget, hints a CAP client set), else from the record
+ * (with the budget rebuilt from `deadlineAt`, so a retry or redispatch keeps it);
  * the dispatch identity always comes from the record (D2).
  */
 export function jobRequestFor(job: JobRecord, dispatch: DispatchRecord, base?: JobRequest): JobRequest {
@@ -26,6 +27,7 @@ export function jobRequestFor(job: JobRecord, dispatch: DispatchRecord, base?: J
         principalId: job.principalId,
         labels: job.labels,
         memoryId: job.memoryId ?? '',
+        budget: jobBudgetInit(job),
         meta: jobMetadataInit(job, { withLabels: true }),
       });
   req.jobId = job.id;

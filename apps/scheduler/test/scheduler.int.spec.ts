@@ -267,11 +267,15 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     });
   });
 
-  it('redispatches a FAILED_RETRYABLE result as a new attempt', async () => {
-    const job = await submit('job.flaky');
+  it('redispatches a FAILED_RETRYABLE result as a new attempt, with the budget the job was submitted with', async () => {
+    const job = await store.createJob({ ...newJob('job.flaky'), deadlineMs: 60_000 });
+    const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant, budget: { deadlineMs: 60_000n } });
+    await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)));
     await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 15_000, { message: 'job SUCCEEDED after retry' });
     const runs = worker.executions.get(job.id)!;
     expect(runs).toHaveLength(2);
+    // The retry is built from the record, not the submit: its deadline_ms is still relative to submit (D46).
+    expect(runs.map((r) => r.request.budget?.deadlineMs)).toEqual([60_000n, 60_000n]);
     expect(runs[0]!.request.dispatch?.attempt).toBe(1n);
     expect(runs[1]!.request.dispatch?.attempt).toBe(2n);
     expect(runs[0]!.request.dispatch?.dispatchId).not.toBe(runs[1]!.request.dispatch?.dispatchId);

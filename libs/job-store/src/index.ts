@@ -14,7 +14,7 @@ export { readWorkerSnapshot, encodeWorkerSnapshot, parseWorkerSnapshot, WORKER_O
 export type { WorkerSnapshot, SnapshotWorker, ApiWorker } from './worker-snapshot';
 export { jobToApi } from './api';
 export type { ApiJob, ApiApproval } from './api';
-export { priorityToProto, actorTypeToProto, jobMetadataInit, policyCheckInit, STATE_STATUS, encodeStatePacket } from './wire';
+export { priorityToProto, actorTypeToProto, jobMetadataInit, jobBudgetInit, policyCheckInit, STATE_STATUS, encodeStatePacket } from './wire';
 export type { JobIdentity } from './types';
 export { jobRequestHash } from './approval';
 export { dlqNotifier, dlqPacket, dlqMsgId } from './dlq-notice';

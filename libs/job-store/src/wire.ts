@@ -43,6 +43,15 @@ export function jobMetadataInit(j: JobIdentity, o: { withLabels?: boolean } = {}
   };
 }
 
+/**
+ * The JobRequest `budget` a job was submitted with, rebuilt from its record: `deadline_ms` is
+ * relative to submit (D46) and the record keeps the absolute `deadlineAt`. Every later publish of
+ * the job's request (an approval's republish, a redispatch, a retry) carries the same budget.
+ */
+export function jobBudgetInit(j: Pick<JobRecord, 'createdAt' | 'deadlineAt'>): { deadlineMs: bigint } | undefined {
+  return j.deadlineAt !== undefined ? { deadlineMs: BigInt(Math.max(1, j.deadlineAt - j.createdAt)) } : undefined;
+}
+
 /** The request the kernel's Check/Evaluate sees for a job (CONTRACT §4). */
 export function policyCheckInit(jobId: string, j: JobIdentity, o: { withMetaLabels?: boolean } = {}): MessageInitShape<typeof PolicyCheckRequestSchema> {
   return {

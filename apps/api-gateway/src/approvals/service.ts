@@ -7,7 +7,7 @@
 // approvals on any replicas exactly one wins and republishes the submit (msg id
 // `jobreq:<id>:0:<revision>`); the others answer `already_approved`.
 import { subjects } from '@cordum/bus';
-import { TERMINAL_STATES, jobKeys, policyCheckInit, type ApprovalRecord, type JobRecord, type JobStore } from '@cordum/job-store';
+import { TERMINAL_STATES, jobBudgetInit, jobKeys, policyCheckInit, type ApprovalRecord, type JobRecord, type JobStore } from '@cordum/job-store';
 import type { Lease, Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
@@ -138,9 +138,8 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
       // After the lock is released (the scheduler's intake takes it). A lost publish leaves the job
       // PENDING; the scheduler's pending replayer re-drives it (BEHAVIOURS §1.8).
       const j = out.job;
-      const deadlineMs = j.deadlineAt !== undefined ? Math.max(1, j.deadlineAt - j.createdAt) : undefined;
       try {
-        await deps.bus.publish(subjects.submit, encodeJobRequest(j, deps.instanceId, deadlineMs), { msgId: submitMsgId(j.id, 0, j.approval?.revision ?? 1) });
+        await deps.bus.publish(subjects.submit, encodeJobRequest(j, deps.instanceId, jobBudgetInit(j)?.deadlineMs), { msgId: submitMsgId(j.id, 0, j.approval?.revision ?? 1) });
       } catch (err) {
         deps.logger.warn('approved job not republished; the pending replayer will re-drive it', { job_id: j.id, err: err instanceof Error ? err.message : String(err) });
       }

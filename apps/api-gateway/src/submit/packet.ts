@@ -12,7 +12,7 @@ export function submitMsgId(jobId: string, attempt = 0, approvalRevision = 0): s
   return `jobreq:${jobId}:${attempt}:${approvalRevision}`;
 }
 
-export function encodeJobRequest(job: JobRecord, senderId: string, deadlineMs: number | undefined): Uint8Array {
+export function encodeJobRequest(job: JobRecord, senderId: string, deadlineMs: number | bigint | undefined): Uint8Array {
   const request = create(JobRequestSchema, {
     jobId: job.id,
     topic: job.topic,
