@@ -61,8 +61,10 @@ describe('auth matrix', () => {
     expect(g.body['tenant']).toBe('acme');
   });
 
-  it('a malformed X-Tenant-ID → 400 invalid_tenant', async () => {
+  it('a malformed X-Tenant-ID → 400 invalid_tenant for a * key; 403 tenant_mismatch for a key bound to a tenant (CONTRACT §2)', async () => {
     expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.star, tenant: 'Bad Tenant!', body: ok }), 400, 'invalid_tenant');
+    expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, tenant: 'ACME', body: ok }), 403, 'tenant_mismatch');
+    expectEnvelope(await call(rig.url, 'GET', '/api/v1/jobs', { key: KEYS.viewer, tenant: 'Bad Tenant!' }), 403, 'tenant_mismatch');
   });
 
   it('a tenant "*" key may act for another tenant, by header or body', async () => {

@@ -56,8 +56,10 @@ export async function authenticate(keys: KeyStore, route: RouteId, cred: Credent
   const header = cred.tenantHeader;
   let tenant: string | undefined;
   if (header !== undefined && header !== '') {
-    if (!TENANT_RE.test(header)) throw new ApiError('invalid_tenant');
+    // CONTRACT §2: for a key bound to a tenant any other X-Tenant-ID is a mismatch (403), however
+    // it is spelled; only a `*` key's header must itself be a well-formed tenant id (400).
     if (id.tenant !== ANY_TENANT && header !== id.tenant) throw new ApiError('tenant_mismatch');
+    if (!TENANT_RE.test(header)) throw new ApiError('invalid_tenant');
     tenant = header;
   } else {
     tenant = id.tenant === ANY_TENANT ? undefined : id.tenant;
