@@ -55,6 +55,30 @@ describe('OpenAPI document', () => {
     expect(seen).toBeGreaterThanOrEqual(25);
   });
 
+  it('declares the request headers the gateway reads and the ETag it sends, and they work as documented', async () => {
+    type Op = { security: unknown[]; parameters?: { name: string; in: string; schema: { pattern?: string } }[]; responses: Record<string, { headers?: Record<string, unknown> }> };
+    const paths = buildOpenApi()['paths'] as Record<string, Record<string, Op>>;
+    const headerParams = (op: Op) => (op.parameters ?? []).filter((p) => p.in === 'header').map((p) => p.name);
+    for (const ops of Object.values(paths)) {
+      for (const op of Object.values(ops)) expect(headerParams(op).includes('X-Tenant-ID')).toBe(op.security.length > 0);
+    }
+    const submit = paths['/api/v1/jobs']!['post']!;
+    expect(headerParams(submit)).toEqual(['X-Tenant-ID', 'Idempotency-Key']);
+    const pattern = new RegExp(submit.parameters!.find((p) => p.name === 'Idempotency-Key')!.schema.pattern!);
+    const body = { prompt: 'p', topic: 'job.echo' };
+    const first = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body, headers: { 'Idempotency-Key': 'openapi-header-1' } });
+    const again = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body, headers: { 'Idempotency-Key': 'openapi-header-1' } });
+    expect(pattern.test('openapi-header-1')).toBe(true);
+    expect(first.status).toBe(200);
+    expect(again.body['job_id']).toBe(first.body['job_id']);
+    expect(pattern.test('has space')).toBe(false);
+    expect((await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body, headers: { 'Idempotency-Key': 'has space' } })).status).toBe(400);
+    expect(paths['/api/v1/config']!['get']!.responses['200']!.headers?.['ETag']).toBeDefined();
+    expect(paths['/api/v1/config']!['put']!.responses['204']!.headers?.['ETag']).toBeDefined();
+    const cfg = await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin });
+    expect(cfg.headers.get('etag')).toBe(`"${String(cfg.body['revision'])}"`);
+  });
+
   it('is served at /api/v1/openapi.json without a key', async () => {
     const r = await call(rig.url, 'GET', '/api/v1/openapi.json');
     expect(r.status).toBe(200);

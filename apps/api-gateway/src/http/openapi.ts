@@ -3,7 +3,8 @@
 // GET /api/v1/openapi.json and committed as docs/openapi.json (a test fails
 // when that file differs from buildOpenApi()).
 import { z } from 'zod';
-import { submitBodySchema } from '../submit/schema';
+import { IDEMPOTENCY_KEY_RE, submitBodySchema } from '../submit/schema';
+import { TENANT_RE } from '../auth/keys';
 import { policyRequestSchema, simulateRequestSchema } from '../routes/policy';
 import * as s from './api-schemas';
 import { ERROR_CODES } from './errors';
@@ -20,11 +21,13 @@ export interface Operation {
   /** null = no authentication. */
   auth: boolean;
   query?: z.ZodObject;
+  /** Request headers besides auth and X-Tenant-ID (which every authenticated route takes). */
+  headers?: { name: string; description: string; pattern?: string }[];
   body?: z.ZodType;
   /** Default true; cancel and retry take an optional body. */
   bodyRequired?: boolean;
   /** status → schema (undefined = no body); error statuses use the envelope. */
-  ok: Record<number, { description: string; schema?: z.ZodType; contentType?: string }>;
+  ok: Record<number, { description: string; schema?: z.ZodType; contentType?: string; headers?: Record<string, string> }>;
   errors: number[];
 }
 
@@ -33,6 +36,7 @@ const listLimit = z.string().describe('integer 1-500, default 50');
 const cursor = z.string().describe('opaque; from next_cursor of the previous page');
 
 const AUTH_ERRORS = [400, 401, 403, 429, 503];
+const ETAG = { ETag: 'the document\'s revision, quoted ("7"); send it back as `revision` to write with compare-and-set' };
 
 export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/healthz', summary: 'Liveness (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'alive', schema: s.healthSchema } }, errors: [] },
@@ -40,7 +44,17 @@ export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/metrics', summary: 'Prometheus metrics (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'text exposition format', contentType: 'text/plain' } }, errors: [] },
   { method: 'GET', path: '/api/v1/openapi.json', summary: 'This document (no auth)', tag: 'meta', auth: false, ok: { 200: { description: 'OpenAPI 3.1', schema: z.record(z.string(), z.unknown()) } }, errors: [] },
 
-  { method: 'POST', path: '/api/v1/jobs', summary: 'Submit a job (idempotent with Idempotency-Key)', tag: 'jobs', auth: true, body: submitBodySchema, ok: { 200: { description: 'accepted, or held for approval', schema: s.submitResponseSchema } }, errors: [...AUTH_ERRORS, 409, 413, 415] },
+  {
+    method: 'POST',
+    path: '/api/v1/jobs',
+    summary: 'Submit a job (idempotent with Idempotency-Key)',
+    tag: 'jobs',
+    auth: true,
+    headers: [{ name: 'Idempotency-Key', description: 'same as body idempotency_key (both given: they must be equal, else 400 idempotency_key_mismatch); one job per tenant and key for the job TTL (D25)', pattern: IDEMPOTENCY_KEY_RE.source }],
+    body: submitBodySchema,
+    ok: { 200: { description: 'accepted, or held for approval', schema: s.submitResponseSchema } },
+    errors: [...AUTH_ERRORS, 409, 413, 415],
+  },
   {
     method: 'GET',
     path: '/api/v1/jobs',
@@ -104,8 +118,8 @@ export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/api/v1/pools', summary: 'Pools as applied (config section `pools`)', tag: 'workers', auth: true, ok: { 200: { description: 'pools', schema: s.poolListSchema } }, errors: AUTH_ERRORS },
   { method: 'GET', path: '/api/v1/topics', summary: 'Topic routing as applied (config section `pools`)', tag: 'workers', auth: true, ok: { 200: { description: 'topics', schema: s.topicListSchema } }, errors: AUTH_ERRORS },
 
-  { method: 'GET', path: '/api/v1/config', summary: 'A whole config document (default system/default); ETag = revision', tag: 'config', auth: true, query: z.object({ scope: z.enum(['system', 'org', 'team', 'workflow', 'step']).optional(), scope_id: z.string().optional() }), ok: { 200: { description: 'the document', schema: s.configDocumentSchema } }, errors: AUTH_ERRORS },
-  { method: 'PUT', path: '/api/v1/config', summary: 'Write config (D32): document form replaces data (CAS with revision), bare object = merge patch into system/default', tag: 'config', auth: true, body: s.configPutBodySchema, ok: { 204: { description: 'written; ETag: "<revision>"; sys.config.changed published' } }, errors: [...AUTH_ERRORS, 409, 413, 415] },
+  { method: 'GET', path: '/api/v1/config', summary: 'A whole config document (default system/default); ETag = revision', tag: 'config', auth: true, query: z.object({ scope: z.enum(['system', 'org', 'team', 'workflow', 'step']).optional(), scope_id: z.string().optional() }), ok: { 200: { description: 'the document', schema: s.configDocumentSchema, headers: ETAG } }, errors: [...AUTH_ERRORS, 500] },
+  { method: 'PUT', path: '/api/v1/config', summary: 'Write config (D32): document form replaces data (CAS with revision), bare object = merge patch into system/default', tag: 'config', auth: true, body: s.configPutBodySchema, ok: { 204: { description: 'written; sys.config.changed published', headers: ETAG } }, errors: [...AUTH_ERRORS, 409, 413, 415, 500] },
   { method: 'GET', path: '/api/v1/config/effective', summary: 'Effective config: system/default overlaid with the named lower scopes (D34)', tag: 'config', auth: true, query: z.object({ org: z.string().optional(), team: z.string().optional(), workflow: z.string().optional(), step: z.string().optional() }), ok: { 200: { description: 'merged data and the revisions used', schema: s.configEffectiveSchema } }, errors: AUTH_ERRORS },
   { method: 'GET', path: '/api/v1/config/status', summary: 'Section hashes and per-replica drift (admin, D33)', tag: 'config', auth: true, ok: { 200: { description: 'status', schema: s.configStatusSchema } }, errors: AUTH_ERRORS },
   { method: 'GET', path: '/api/v1/status', summary: 'Instance status (admin; no secrets)', tag: 'meta', auth: true, ok: { 200: { description: 'status', schema: s.statusSchema } }, errors: AUTH_ERRORS },
@@ -158,13 +172,17 @@ export function buildOpenApi(): Record<string, unknown> {
         params.push({ name, in: 'query', required: !qs.safeParse(undefined).success, schema: jsonSchema(qs) });
       }
     }
+    if (op.auth) params.push({ name: 'X-Tenant-ID', in: 'header', required: false, description: 'the tenant to act in; defaults to the key\'s tenant. A key bound to a tenant: any other value is 403 tenant_mismatch. A * key must name one (here or as body tenant_id).', schema: { type: 'string', pattern: TENANT_RE.source } });
+    for (const h of op.headers ?? []) params.push({ name: h.name, in: 'header', required: false, description: h.description, schema: { type: 'string', ...(h.pattern ? { pattern: h.pattern } : {}) } });
     const responses: Record<string, unknown> = {};
     for (const [status, r] of Object.entries(op.ok)) {
-      responses[status] = r.schema
+      const res: Record<string, unknown> = r.schema
         ? { description: r.description, content: { [r.contentType ?? 'application/json']: { schema: responseSchema(r.schema) } } }
         : r.contentType
           ? { description: r.description, content: { [r.contentType]: { schema: { type: 'string' } } } }
           : { description: r.description };
+      if (r.headers) res['headers'] = Object.fromEntries(Object.entries(r.headers).map(([name, description]) => [name, { description, schema: { type: 'string' } }]));
+      responses[status] = res;
     }
     for (const st of [...new Set(op.errors)].sort()) {
       const error: Record<string, unknown> = { description: `error; code one of: ${errorCodesFor(st).join(', ')}`, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
