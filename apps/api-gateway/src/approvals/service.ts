@@ -7,18 +7,15 @@
 // approvals on any replicas exactly one wins and republishes the submit (msg id
 // `jobreq:<id>:0:<revision>`); the others answer `already_approved`.
 import { subjects } from '@cordum/bus';
-import { TERMINAL_STATES, jobBudgetInit, jobKeys, policyCheckInit, type ApprovalRecord, type JobRecord, type JobStore } from '@cordum/job-store';
+import { TERMINAL_STATES, jobBudgetInit, policyCheckInit, type ApprovalRecord, type JobRecord, type JobStore } from '@cordum/job-store';
 import type { Lease, Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
 import type { PolicyEvaluator } from '../safety/evaluator';
 import { encodeJobRequest, submitMsgId } from '../submit/packet';
 import { storeCall } from '../http/store-call';
+import { acquireJobLock, releaseJobLock } from '../job-lock';
 
-/** D5: approve and reject wait at most this long for the job lock, else 409 job_busy. */
-export const APPROVAL_LOCK_WAIT_MS = 2_000;
-/** A gateway write holds the lock for milliseconds; a lease left behind (replica killed) blocks the job this long at most. */
-const LOCK_TTL_MS = 10_000;
 
 export type ApprovalOutcome =
   | { kind: 'approved'; job: JobRecord }
@@ -67,13 +64,12 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
   };
 
   const withLock = async <T>(id: string, fn: (lease: Lease) => Promise<T>): Promise<T> => {
-    const lease = await store('job lock', () => deps.locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: LOCK_TTL_MS, owner: deps.instanceId, waitMs: APPROVAL_LOCK_WAIT_MS }));
+    const lease = await store('job lock', () => acquireJobLock(deps, id));
     if (!lease) throw new ApiError('job_busy');
     try {
       return await fn(lease);
     } finally {
-      // Retried in the background while Redis refuses it: a failed release would block the job for the TTL (P29).
-      await lease.releaseOrRetry({ onError: (err) => deps.logger.warn('job lock release failed, retrying until its TTL', { job_id: id, err }) });
+      await releaseJobLock(deps, lease, id);
     }
   };
 

@@ -15,6 +15,7 @@ import { TOPIC_RE, zodDetails } from '../submit/schema';
 import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
 import { storeCall } from '../http/store-call';
+import { acquireJobLock, releaseJobLock } from '../job-lock';
 import type { AuditSink } from '../audit/sink';
 import { JOB_ID_RE, jsonBody } from './jobs';
 
@@ -22,10 +23,6 @@ export const MAX_LIST_LIMIT = 500;
 export const DEFAULT_LIST_LIMIT = 50;
 /** Index entries one list request may examine (bounded work with a topic filter). */
 export const LIST_SCAN_BUDGET = 2_000;
-/** D5: a gateway write waits at most this long for the job lock. */
-export const JOB_LOCK_WAIT_MS = 2_000;
-/** A gateway write holds the lock for milliseconds; a lease left behind (replica killed) blocks the job this long at most. */
-const JOB_LOCK_TTL_MS = 10_000;
 
 /** Query fields shared by the cursor-paged lists filtered by topic (jobs, approvals). */
 export const topicPageQueryFields = {
@@ -157,9 +154,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
       throw new ApiError('job_terminal', { extra: { state: job.state } });
     }
 
-    const lease = await storeCall(deps, 'job lock', () =>
-      deps.locks.acquire({ key: jobKeys.lock(job.id), fenceKey: jobKeys.fence(job.id), ttlMs: JOB_LOCK_TTL_MS, owner: deps.instanceId, waitMs: JOB_LOCK_WAIT_MS }),
-    );
+    const lease = await storeCall(deps, 'job lock', () => acquireJobLock(deps, job.id));
     if (!lease) throw new ApiError('job_busy');
     let cancelled: JobRecord;
     try {
@@ -173,7 +168,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
       cancelled = r.job;
       await sendCancel(cancelled, c.principalId, false);
     } finally {
-      await lease.releaseOrRetry({ onError: (err) => deps.logger.warn('job lock release failed, retrying until its TTL', { job_id: job.id, err }) });
+      await releaseJobLock(deps, lease, job.id);
     }
     deps.audit.record({ action: 'job.cancel', tenant, principal_id: c.principalId, target: cancelled.id });
     res.status(200).json({ id: cancelled.id, state: 'CANCELLED' });

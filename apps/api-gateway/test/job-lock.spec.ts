@@ -1,0 +1,54 @@
+// The gateway's job lock (D5) keeps CONTRACT §5's terms: 30 s, renewed every TTL/3 while an
+// operation holds it, deleted at release. On a real redis-server.
+import { jobKeys } from '@cordum/job-store';
+import { createLocks, type Locks } from '@cordum/locks';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { createLogger } from '@cordum/service-kit';
+import { startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { JOB_LOCK_TTL_MS, acquireJobLock, releaseJobLock } from '../src/job-lock';
+
+let server: TestServer;
+let redis: RedisClient;
+let locks: Locks;
+const deps = () => ({ locks, instanceId: 'gw-lock-spec', logger: createLogger({ service: 'test', instance: 't', level: 'error', write: () => undefined }) });
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, name: 'job-lock-spec' });
+  locks = createLocks(redis);
+});
+afterAll(async () => {
+  await closeRedis(redis);
+  await server.stop();
+});
+
+it('is taken for 30 s, renewed while held (past a third of the TTL it is back near 30 s), and deleted at release', async () => {
+  expect(JOB_LOCK_TTL_MS).toBe(30_000);
+  const lease = await acquireJobLock(deps(), 'job-a');
+  expect(lease).not.toBeNull();
+  expect(await redis.get(jobKeys.lock('job-a'))).toBe(lease!.token);
+  expect(await redis.pttl(jobKeys.lock('job-a'))).toBeGreaterThan(29_000);
+  // Renewed every TTL/3 (10 s): the TTL only falls between renewals, so a rise is a renewal.
+  const ttl = () => redis.pttl(jobKeys.lock('job-a'));
+  let last = await ttl();
+  const t0 = performance.now();
+  await waitFor(async () => {
+    const now = await ttl();
+    const rose = now > last;
+    last = now;
+    return rose;
+  }, 15_000, { intervalMs: 250, message: 'the lock renewed' });
+  expect(performance.now() - t0).toBeGreaterThan(5_000); // not at once: on the TTL/3 schedule
+  expect(last).toBeGreaterThan(29_000);
+  expect(await redis.get(jobKeys.lock('job-a'))).toBe(lease!.token);
+  await releaseJobLock(deps(), lease!, 'job-a');
+  expect(await redis.exists(jobKeys.lock('job-a'))).toBe(0);
+}, 20_000);
+
+it('a busy lock: null after the wait (0 = one try), and the holder keeps it', async () => {
+  const held = await acquireJobLock(deps(), 'job-b');
+  expect(await acquireJobLock(deps(), 'job-b', 0)).toBeNull();
+  expect(await acquireJobLock(deps(), 'job-b', 200)).toBeNull();
+  expect(await redis.get(jobKeys.lock('job-b'))).toBe(held!.token);
+  await releaseJobLock(deps(), held!, 'job-b');
+});
