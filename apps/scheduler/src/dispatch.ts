@@ -59,9 +59,14 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
     startAck: route.kind === 'worker' && route.worker.startAck && workerId !== undefined && route.subject === directSubject(workerId),
   };
   const patch = { dispatch: d, attempts: d.attempt, dispatchedAt: now, ...(workerId ? { workerId } : {}) };
+  // P65: the attempt's max_runtime_ms bound goes into the deadline index before the attempt can
+  // start (sent with the write below, not waited for first); an entry found early is rescheduled.
+  const maxRuntimeMs = job.maxRuntimeMs ?? (job.state === 'PENDING' ? o.schedule?.maxRuntimeMs : undefined);
+  const runtimeBound = maxRuntimeMs !== undefined ? ctx.store.setDeadline(job.id, Math.min(job.deadlineAt ?? Infinity, now + maxRuntimeMs)) : undefined;
   if (job.state === 'DISPATCHED') {
     const replaces = job.dispatch?.dispatchId ?? '';
     const r = await ctx.store.reattempt(job.id, replaces, { token: lease.token, patch });
+    await runtimeBound;
     if (!r.ok) {
       if (r.reason === 'claimed') return { kind: 'started' };
       return r.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: r.current?.state };
@@ -82,6 +87,7 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
     current: job,
     sideWrites,
   });
+  await runtimeBound;
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: w.current?.state };
   const out = await publishAttempt(ctx, lease, w.job, d, base, release);
   await Promise.all(sideWrites);

@@ -117,7 +117,8 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
 
   const maxAttempts = verdict.maxRetries ?? ctx.config.maxAttempts;
   // PENDING → SCHEDULED → DISPATCHED in one fenced write: the route is already known.
-  const out = await dispatch(ctx, lease, job, route, { base: req, release: true, schedule: { safety: verdict.record, maxAttempts } });
+  const schedule = { safety: verdict.record, maxAttempts, ...(verdict.maxRuntimeMs !== undefined ? { maxRuntimeMs: verdict.maxRuntimeMs } : {}) };
+  const out = await dispatch(ctx, lease, job, route, { base: req, release: true, schedule });
   // `lost`: our lease became unsafe or was taken over; the job is PENDING or
   // DISPATCHED(published=false) and a redelivery or the replayer re-drives it under a fresh lock.
   return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;

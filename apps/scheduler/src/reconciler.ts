@@ -9,7 +9,7 @@
 //   RUNNING past running_timeout → TIMEOUT (+DLQ): it started, so never redispatched (D1).
 //   deadline_ms passed (D46) → TIMEOUT (DISPATCHED/RUNNING) or FAILED
 //     `deadline_exceeded` (PENDING/SCHEDULED/RETRYING: the table has no TIMEOUT there).
-import type { JobRecord, JobState, ScoredId } from '@cordum/job-store';
+import { TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
@@ -107,16 +107,25 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
   try {
     await withJobLock(ctx, id, async (lease) => {
       const job = await readLocked(ctx, id);
-      if (!job || job.deadlineAt === undefined) return ctx.store.setDeadline(id, null);
-      if (job.state === 'APPROVAL_REQUIRED') return ctx.store.setDeadline(id, Date.now() + APPROVAL_DEADLINE_RECHECK_MS);
-      const message = 'deadline_ms passed';
-      if (job.state === 'DISPATCHED' || job.state === 'RUNNING') return timeout(ctx, lease, job, 'deadline_exceeded', message);
-      if (job.state === 'PENDING' || job.state === 'SCHEDULED' || job.state === 'RETRYING') {
-        const w = await ctx.store.transition(id, 'FAILED', { token: lease.token, from: [job.state], patch: { error: { code: 'deadline_exceeded', message } } });
-        if (w.ok) ctx.metrics.reconciled.inc({ action: 'deadline_exceeded' });
+      if (!job || TERMINAL_STATES.has(job.state)) return ctx.store.setDeadline(id, null);
+      const now = Date.now();
+      const out = job.state === 'DISPATCHED' || job.state === 'RUNNING';
+      // P65: an attempt out longer than max_runtime_ms since its dispatch (only while it is out).
+      const runtimeDue = out && job.maxRuntimeMs !== undefined ? (job.dispatchedAt ?? job.updatedAt) + job.maxRuntimeMs : undefined;
+      if (job.deadlineAt !== undefined && job.deadlineAt <= now) {
+        if (job.state === 'APPROVAL_REQUIRED') return ctx.store.setDeadline(id, now + APPROVAL_DEADLINE_RECHECK_MS);
+        const message = 'deadline_ms passed';
+        if (out) return timeout(ctx, lease, job, 'deadline_exceeded', message);
+        if (job.state === 'PENDING' || job.state === 'SCHEDULED' || job.state === 'RETRYING') {
+          const w = await ctx.store.transition(id, 'FAILED', { token: lease.token, from: [job.state], patch: { error: { code: 'deadline_exceeded', message } } });
+          if (w.ok) ctx.metrics.reconciled.inc({ action: 'deadline_exceeded' });
+        }
         return;
       }
-      return ctx.store.setDeadline(id, null);
+      if (runtimeDue !== undefined && runtimeDue <= now) return timeout(ctx, lease, job, 'max_runtime_exceeded', `attempt ${job.attempts} ran past max_runtime_ms ${job.maxRuntimeMs ?? 0} (policy rule ${job.safety?.ruleId ?? ''})`);
+      // Found early (a new attempt since, or a job between attempts): due again at the nearer bound.
+      const next = Math.min(job.deadlineAt ?? Infinity, runtimeDue ?? Infinity);
+      return ctx.store.setDeadline(id, Number.isFinite(next) ? next : null);
     });
   } catch (err) {
     ctx.logger.warn('deadline check failed', { job_id: id, err });

@@ -38,6 +38,8 @@ export interface KernelAnswer {
   ruleId: string;
   policySnapshot: string;
   approvalRequired?: boolean;
+  /** With ALLOW_WITH_CONSTRAINTS. */
+  constraints?: { maxRuntimeMs?: bigint; maxRetries?: number };
 }
 
 /**

@@ -257,7 +257,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       if (TERMINAL_STATES.has(job.state)) {
         // Only jobs that had a deadline or ever waited for a retry can be in these ZSETs; a stale
         // `job:retry` member would anyway be dropped by the replayer's next turn.
-        if (job.deadlineAt !== undefined) ops.rem(jobKeys.deadline(), job.id);
+        if (job.deadlineAt !== undefined || job.maxRuntimeMs !== undefined) ops.rem(jobKeys.deadline(), job.id);
         if (mayHaveRetry(job)) ops.rem(jobKeys.retry(), job.id);
       }
     });

@@ -68,6 +68,11 @@ export interface JobRecord extends JobIdentity {
   deadlineAt?: number;
   /** D13: dispatch attempt limit for this job (constraints.max_retries, else the scheduler default). */
   maxAttempts?: number;
+  /**
+   * constraints.max_runtime_ms of the policy decision that allowed the job (P65): each attempt
+   * ends TIMEOUT `max_runtime_exceeded` once it has been out this long since its dispatch.
+   */
+  maxRuntimeMs?: number;
   /** D13: no-worker waits, bounded by the replayer. */
   scheduleTries?: number;
   /** Attempts a worker refused before starting them (`worker_busy`, D48): not counted against maxAttempts. */
