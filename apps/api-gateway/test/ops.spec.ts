@@ -274,12 +274,30 @@ describe('config API', () => {
     expectEnvelope(await call(rig.url, 'GET', '/api/v1/config/status', { key: KEYS.operator }), 403, 'forbidden');
   });
 
+  it('a section or field no replica knows is refused with 400 naming it, in both write forms, so a typo is never stored and ignored (P66)', async () => {
+    const before = valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).revision;
+    const typoSection = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeout: { reconciler: { dispatch_timeout_seconds: 5 } } } });
+    expectEnvelope(typoSection, 400, 'validation_failed');
+    expect(typoSection.body['details']).toEqual([{ path: 'data.timeout', message: 'unknown section; known sections: pools, timeouts, scheduler, rate_limits, safety' }]);
+    const typoField = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { dispatch_timout_seconds: 5 } } } });
+    expectEnvelope(typoField, 400, 'validation_failed');
+    expect(typoField.body['details']).toEqual([
+      { path: 'data.timeouts.reconciler.dispatch_timout_seconds', message: 'unknown field; timeouts.reconciler takes dispatch_timeout_seconds, running_timeout_seconds, scan_interval_seconds' },
+    ]);
+    const docForm = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { data: { rate_limits: { rps: 5, brust: 9 }, pools: { pools: { gpu: { require: ['cuda'] } } } } } });
+    expectEnvelope(docForm, 400, 'validation_failed');
+    expect((docForm.body['details'] as { path: string }[]).map((d) => d.path).sort()).toEqual(['data.pools.pools.gpu.require', 'data.rate_limits.brust']);
+    expect(valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).revision).toBe(before);
+    // Topic and pool names are free; a null deletes a section and is not looked into.
+    expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { pools: { topics: { 'job.any-name': ['p1'] }, pools: { p1: { requires: [] } } }, scheduler: null } })).status).toBe(204);
+  });
+
   it('a lone surrogate is refused with 400 and the document stays writable (Redis cjson could not decode it)', async () => {
     // Raw text: JSON.stringify would escape it the same way; the escape is what reaches Redis.
-    const bad = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: '{"note":"\\ud800"}' });
+    const bad = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: '{"pools":{"topics":{"job.note":["\\ud800"]}}}' });
     expectEnvelope(bad, 400, 'validation_failed');
-    expect(JSON.stringify(bad.body['details'])).toContain('data.note');
-    const next = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { note: 'fine \u{1F600}' } });
+    expect(JSON.stringify(bad.body['details'])).toContain('data.pools.topics.job.note.0');
+    const next = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { pools: { topics: { 'job.note': ['fine \u{1F600}'] } } } });
     expect(next.status).toBe(204);
     // A bundle the kernels would refuse is refused here (P44), not stored and left DRIFTED.
     const throttle = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { safety: { bundles: { ml: { rules: [{ id: 't', decision: 'throttle' }] } } } } });

@@ -18,6 +18,7 @@ export {
   safetySectionSchema,
   TIMEOUT_DEFAULTS,
   validateConfig,
+  unknownConfigKeys,
   parseSection,
   resolveTimeouts,
   isKnownSection,

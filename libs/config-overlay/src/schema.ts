@@ -102,6 +102,44 @@ export function validateConfig(data: unknown): ConfigFieldError[] {
 }
 
 /**
+ * The keys each section may hold, for `unknownConfigKeys`: `'*'` = any key (a topic or pool name),
+ * `null` = a leaf. `safety` is left to its own parser, which already refuses unknown fields.
+ */
+type KeyTree = { [key: string]: KeyTree | null };
+const KNOWN_KEYS: Record<Exclude<KnownSection, 'safety'>, KeyTree> = {
+  pools: { topics: null, pools: { '*': { requires: null } } },
+  timeouts: { reconciler: { dispatch_timeout_seconds: null, running_timeout_seconds: null, scan_interval_seconds: null } },
+  scheduler: { input_fail_mode: null, output_fail_mode: null, output_policy_enabled: null },
+  rate_limits: { rps: null, burst: null },
+};
+
+/**
+ * Keys a write names that this version does not know: a section that does not exist (`timeout`)
+ * or a field no section has (`dispatch_timout_seconds`). The gateway refuses them (decisions.md
+ * P66): stored, they would be ignored by every replica while the operator believes the change
+ * is live. Reading stays loose (the section schemas keep unknown keys), so a document a newer
+ * gateway wrote still applies on older replicas. A `null` value (a merge patch's delete) is not
+ * looked into.
+ */
+export function unknownConfigKeys(data: Record<string, unknown>): ConfigFieldError[] {
+  const known = Object.keys(sectionSchemas).join(', ');
+  const out: ConfigFieldError[] = [];
+  const walk = (value: unknown, tree: KeyTree, path: string[]): void => {
+    if (!isPlainObject(value)) return; // the section schema reports a wrong type
+    for (const [k, v] of Object.entries(value)) {
+      const sub = k in tree ? tree[k] : tree['*'];
+      if (sub === undefined) out.push({ path: [...path, k].join('.'), message: `unknown field; ${path.join('.')} takes ${Object.keys(tree).join(', ')}` });
+      else if (sub !== null && v !== null) walk(v, sub, [...path, k]);
+    }
+  };
+  for (const [section, value] of Object.entries(data)) {
+    if (!isKnownSection(section)) out.push({ path: section, message: `unknown section; known sections: ${known}` });
+    else if (section !== 'safety' && value !== null) walk(value, KNOWN_KEYS[section], [section]);
+  }
+  return out;
+}
+
+/**
  * A lone UTF-16 surrogate in any key or string of the document (`"\ud800"`): JSON.parse takes it,
  * but Redis's cjson refuses to decode it, and put-1.lua decodes the stored document on every
  * write, so one such value made every later write of the document fail (config_corrupt).

@@ -14,6 +14,7 @@ import {
   type JsonObject,
   type Scope,
   validateConfig,
+  unknownConfigKeys,
 } from '@cordum/config-overlay';
 import type { Bus } from '@cordum/bus';
 import type { Logger } from '@cordum/service-kit';
@@ -100,7 +101,7 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       scopeId = f.data.scope_id ?? DEFAULT_SCOPE_ID;
       const data = f.data.data as JsonObject;
       const expected = f.data.revision ?? undefined;
-      const invalid = validateConfig(data);
+      const invalid = [...unknownConfigKeys(data), ...validateConfig(data)];
       if (invalid.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: invalid.map((d) => ({ path: d.path ? `data.${d.path}` : 'data', message: d.message })) });
       // With a revision: one compare-and-set (409 on mismatch). Without: our own CAS loop until it lands.
       const w =
@@ -110,6 +111,8 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       if (w === null) throw new ApiError('internal');
       revision = w.revision;
     } else {
+      const unknown = unknownConfigKeys(body);
+      if (unknown.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: unknown.map((d) => ({ path: `data.${d.path}`, message: d.message })) });
       const w = await configCall(deps, 'patch config', () => deps.config.mergePatch(DEFAULT_SCOPE, DEFAULT_SCOPE_ID, body as JsonObject, { validate: true }));
       revision = w.revision;
     }
