@@ -56,6 +56,11 @@ export async function writeAppliedReport(redis: RedisClient, key: string, report
   ]);
 }
 
+/** A cleanly stopping replica's report, and its index entry, go at once. */
+export async function removeAppliedReport(redis: RedisClient, key: string, indexKey: string = configKeys().appliedIndex()): Promise<void> {
+  await Promise.all([redis.del(key), redis.zrem(indexKey, key)]);
+}
+
 /**
  * The live report keys from the index (P60). A keyspace SCAN cost one round trip per 500 keys, so
  * on a Redis holding a week of jobs `GET /config/status` ran past its 5 s budget. Only while the

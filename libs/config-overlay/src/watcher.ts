@@ -6,7 +6,7 @@ import { sectionHash } from './canonical';
 import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, type Scope } from './keys';
 import { ABSENT_HASH_LABEL, configMetrics, type ReloadTrigger } from './metrics';
 import { decodeConfigChanged, publishConfigChanged } from './notify';
-import { writeAppliedReport, type AppliedReport } from './status';
+import { removeAppliedReport, writeAppliedReport, type AppliedReport } from './status';
 import type { ConfigDocument, ConfigStore } from './store';
 
 /** Applies one section; throwing keeps the previous hash so the next reload retries. */
@@ -36,7 +36,11 @@ export interface ConfigWatcherOptions {
 export interface ConfigWatcher {
   /** Subscribes, reports NOT_CHECKED, runs the startup load, starts polling. */
   start(): Promise<void>;
-  /** Idempotent; keeps the last report (it expires on its own, like a crashed replica's). */
+  /**
+   * Idempotent. Deletes this replica's applied report, so a replica scaled down or restarted
+   * cleanly leaves the status view at once instead of showing DRIFTED until the report expires
+   * (3 poll intervals; only a crashed replica's report waits for that).
+   */
   stop(): Promise<void>;
   /** True after the first load in which every setter succeeded (for /readyz). */
   readonly ready: boolean;
@@ -262,6 +266,9 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
     sub?.unsubscribe();
     queued = null;
     await inFlight;
+    await removeAppliedReport(o.store.redis, reportKey, o.store.keys.appliedIndex()).catch((err: unknown) =>
+      log.warn('config applied report not removed; it expires on its own', { err: err instanceof Error ? err.message : String(err) }),
+    );
   }
 
   return {

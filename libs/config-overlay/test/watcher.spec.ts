@@ -11,6 +11,8 @@ import {
   hashValue,
   publishConfigChanged,
   sectionHash,
+  writeAppliedReport,
+  type AppliedReport,
   type BootstrapFile,
   type ConfigStore,
   type ConfigWatcher,
@@ -271,9 +273,13 @@ describe('config watcher (real Redis + NATS)', () => {
     for (const r of rs) expect(r.hashes).toEqual({ pools, timeouts, scheduler });
     expect(status.document).toMatchObject({ scope: 'system', scope_id: 'default', revision });
 
-    // r3 goes away (no graceful report removal, like a crash); a change lands meanwhile.
+    // r3 goes away without removing its report (a crash: the report its clean stop deletes is put
+    // back as the crash leaves it); a change lands meanwhile.
     const r3 = replicas[2]!;
+    const r3Key = store.keys.applied(service, 'r3');
+    const [r3Report, r3Ttl] = await Promise.all([redis.get(r3Key), redis.pttl(r3Key)]);
     await r3.w.stop();
+    await writeAppliedReport(redis, r3Key, JSON.parse(r3Report!) as AppliedReport, r3Ttl, store.keys.appliedIndex());
     const change = await store.mergePatch('system', 'default', { scheduler: { output_fail_mode: 'closed' } });
     await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision: change.revision });
     const drifted = (await mine()).find((r) => r.instance_id === 'r3');
@@ -286,6 +292,19 @@ describe('config watcher (real Redis + NATS)', () => {
       return now.length === 2 && now.every((r) => r.status === 'IN_SYNC' && r.revision === change.revision);
     }, 3 * 3 * pollIntervalMs, { message: 'r3 report expired, r1/r2 IN_SYNC' });
     for (const r of replicas.slice(0, 2)) expect(r.sections.scheduler.calls).toHaveLength(3);
+  });
+
+  it('a cleanly stopped replica leaves the status view at once (its report is deleted), not DRIFTED until it expires', async () => {
+    const service = 'sched-clean-stop';
+    const a = make({ pollIntervalMs: 60_000, service, instance: 'a', sections: { scheduler: recorder().setter } });
+    const b = make({ pollIntervalMs: 60_000, service, instance: 'b', sections: { scheduler: recorder().setter } });
+    await Promise.all([a.w.start(), b.w.start()]);
+    const mine = async () => (await configStatus(store, redis)).replicas.filter((r) => r.service === service).map((r) => r.instance_id);
+    expect(await mine()).toEqual(['a', 'b']);
+    await b.w.stop();
+    expect(await redis.exists(store.keys.applied(service, 'b'))).toBe(0);
+    expect(await redis.zscore(store.keys.appliedIndex(), store.keys.applied(service, 'b'))).toBeNull();
+    expect(await mine()).toEqual(['a']);
   });
 
   it('bootstrap files are merged before the first load; the merge notifies the other replicas', async () => {
