@@ -27,9 +27,22 @@ export function rateLimitError(retryAfterMs: number): ApiError {
   return new ApiError('rate_limited', { headers: { 'Retry-After': String(seconds) }, extra: { retry_after_ms: retryAfterMs } });
 }
 
+/**
+ * An admin's calls to the config API take no token (P68): `rate_limits` lives in that config, so a
+ * limit written too low (`rps: 0.001`) would otherwise refuse the very write that undoes it, for as
+ * long as the bucket takes to refill, and only a hand edit in Redis could fix it.
+ */
+export function exemptFromRateLimit(c: Caller | undefined, path: string): boolean {
+  return c?.role === 'admin' && (path === '/api/v1/config' || path.startsWith('/api/v1/config/'));
+}
+
 export function rateLimit(limiter: RateLimiter): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
     const c = res.locals['caller'] as Caller | undefined;
+    if (exemptFromRateLimit(c, req.path)) {
+      next();
+      return;
+    }
     const d = await limiter.check(limitKey(c?.tenant, req.socket.remoteAddress));
     if (!d.allowed) throw rateLimitError(d.retryAfterMs);
     next();
