@@ -10,6 +10,7 @@ import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord } from '
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { createExpressServer, createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck } from '@cordum/service-kit';
+import { answerClientErrors } from './http/client-errors';
 import type { GatewayConfig } from './config';
 import { createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
 import { combineKeyStores, createStaticKeyStore } from './auth/keys';
@@ -213,6 +214,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     // Slow-loris guard; generous enough for a 2 MiB body on a slow link.
     server.requestTimeout = 30_000;
     server.headersTimeout = 10_000;
+    answerClientErrors(server);
     await listen(server, config.httpAddr);
     cleanups.push({ name: 'http', fn: () => closeHttp(server) });
     httpPort = (server.address() as AddressInfo).port;

@@ -1,5 +1,6 @@
 // Auth matrix, validation table and HTTP hygiene: every bad input is a 4xx
 // JSON envelope, never a 5xx.
+import { connect } from 'node:net';
 import { MAX_JSON_DEPTH } from '../src/http/json-depth';
 import { KEYS, call, expectEnvelope, startRig, type Rig } from './harness';
 
@@ -59,6 +60,23 @@ describe('auth matrix', () => {
     expect(r.status).toBe(200);
     const g = await call(rig.url, 'GET', `/api/v1/jobs/${String(r.body['job_id'])}`, { key: KEYS.operator });
     expect(g.body['tenant']).toBe('acme');
+  });
+
+  it('requests the HTTP parser refuses get the JSON envelope too: 431 for headers over 16 KiB, 400 for a malformed request', async () => {
+    const big = await fetch(`${rig.url}/api/v1/jobs`, { headers: { 'X-API-Key': KEYS.operator, 'X-Pad': 'x'.repeat(20_000) } });
+    expect(big.status).toBe(431);
+    expect(big.headers.get('content-type')).toContain('application/json');
+    expect(await big.json()).toEqual({ error: 'request headers exceed 16 KiB', code: 'headers_too_large', status: 431 });
+    const raw = await new Promise<string>((resolve, reject) => {
+      const { port } = new URL(rig.url);
+      const sock = connect(Number(port), '127.0.0.1', () => sock.write('GARBAGE / HTTP/1.1\r\n\r\n'));
+      let data = '';
+      sock.on('data', (d: Buffer) => (data += d.toString()));
+      sock.on('end', () => resolve(data));
+      sock.on('error', reject);
+    });
+    expect(raw.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect(JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4))).toEqual({ error: 'bad request', code: 'bad_request', status: 400 });
   });
 
   it('a malformed X-Tenant-ID → 400 invalid_tenant for a * key; 403 tenant_mismatch for a key bound to a tenant (CONTRACT §2)', async () => {

@@ -38,6 +38,9 @@ export const ERROR_CODES = {
   rate_limited: { status: 429, message: 'rate limit exceeded' },
   key_not_found: { status: 404, message: 'API key not found' },
   upgrade_required: { status: 426, message: 'this route is a WebSocket; send Upgrade: websocket' },
+  // Answered by the HTTP server before express sees the request (http/client-errors.ts)
+  request_timeout: { status: 408, message: 'the request was not received in time' },
+  headers_too_large: { status: 431, message: 'request headers exceed 16 KiB' },
   // 5xx: dependency faults and real server faults only, never bad input
   internal: { status: 500, message: 'internal error' },
   redis_unavailable: { status: 503, message: 'job store unavailable' },
