@@ -5,7 +5,7 @@ import { decodePacket } from '@cordum/protocol';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { waitFor, type TestServer } from '@cordum/testing';
-import { KEYS, call, expectEnvelope, startRig, type Rig } from './harness';
+import { KEYS, call, cancelsDrained, expectEnvelope, startRig, type Rig } from './harness';
 
 let rig: Rig;
 let redis: RedisClient;
@@ -75,7 +75,7 @@ it('a cancel whose JobCancel could not be published is sent again by a repeated 
     const again = await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator });
     expectEnvelope(again, 409, 'job_terminal');
     expect(again.body['state']).toBe('CANCELLED');
-    await waitFor(() => told.some((t) => t.jobId === id), 5_000, { message: 'JobCancel sent by the repeated cancel' });
+    await cancelsDrained(bus, told);
     expect(told.filter((t) => t.jobId === id)).toEqual([{ jobId: id, reason: 'stop it' }]);
   } finally {
     await bus.close();

@@ -8,6 +8,7 @@ import { createLocks, type Locks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import {
   Decision,
+  JobCancelSchema,
   JobRequestSchema,
   SafetyKernel,
   addGrpcService,
@@ -303,4 +304,17 @@ export async function recordSubmits(bus: Bus, queue: string): Promise<SubmitReco
     },
     stop: () => consumer.stop(),
   };
+}
+
+let cancelSentinels = 0;
+/**
+ * Publishes a sentinel JobCancel and waits until `seen` (filled by a subscription on
+ * sys.job.cancel) holds it. The server delivers to a subscription in the order it took the
+ * publishes, so every JobCancel a gateway published before answering has arrived too: the
+ * barrier before asserting how many there were.
+ */
+export async function cancelsDrained(bus: Bus, seen: readonly { jobId: string }[]): Promise<void> {
+  const jobId = `sentinel-cancel-${++cancelSentinels}`;
+  await bus.publish(subjects.cancel, encodePacket(newPacket('test', { case: 'jobCancel', value: create(JobCancelSchema, { jobId }) })));
+  await waitFor(() => seen.some((c) => c.jobId === jobId), 10_000, { message: 'sentinel JobCancel received' });
 }

@@ -10,7 +10,7 @@ import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
 import type { z } from 'zod';
 import * as S from '../src/http/api-schemas';
-import { KEYS, call, expectEnvelope, rigClients, startRig, type CallResult, type Rig, type RigClients } from './harness';
+import { KEYS, call, cancelsDrained, expectEnvelope, rigClients, startRig, type CallResult, type Rig, type RigClients } from './harness';
 
 let rig: Rig;
 let clients: RigClients;
@@ -99,7 +99,7 @@ describe('POST /api/v1/jobs/:id/cancel', () => {
     const r = valid(S.cancelResponseSchema, await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator, body: { reason: 'not needed' } }));
     expect(r).toEqual({ id, state: 'CANCELLED' });
     expect((await store.getJob(id))?.state).toBe('CANCELLED');
-    await waitFor(() => cancels.some((c) => c.jobId === id), 5_000);
+    await cancelsDrained(bus, cancels);
     expect(cancels.filter((c) => c.jobId === id)).toEqual([{ jobId: id, reason: 'not needed', requestedBy: 'alice' }]);
     const again = await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator });
     expectEnvelope(again, 409, 'job_terminal');

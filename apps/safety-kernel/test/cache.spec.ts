@@ -150,7 +150,7 @@ describe('decision cache', () => {
       { message: 'entry expired' },
     );
     expect(Date.now() - written).toBeGreaterThanOrEqual(300);
-    expect(await short.metric(HITS)).toBeGreaterThanOrEqual(base.hits);
+    expect(await short.metric(HITS)).toBeGreaterThan(base.hits); // the reads did find the entry while it lived
   });
 
   it('exposes the cache metrics on /metrics', async () => {

@@ -160,9 +160,12 @@ describe('breakerSafetyChecker', () => {
     const dead = createRedis({ url: 'redis://127.0.0.1:1', clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
     let calls = 0;
     const inner: SafetyChecker = { check: async () => (calls++, { kind: 'deny', record: { decision: 'deny', reason: 'x', ruleId: 'r', policySnapshot: 's' } }), close: () => undefined };
-    const checker = breakerSafetyChecker(inner, createSharedBreaker(dead, D21_BREAKER, now), { metrics: createSchedulerMetrics(new Registry()), logger: createLogger({ service: 's', instance: 't', level: 'error', write: () => undefined }) });
-    expect((await checker.check(job)).kind).toBe('deny');
-    expect(calls).toBe(1);
-    await closeRedis(dead);
+    try {
+      const checker = breakerSafetyChecker(inner, createSharedBreaker(dead, D21_BREAKER, now), { metrics: createSchedulerMetrics(new Registry()), logger: createLogger({ service: 's', instance: 't', level: 'error', write: () => undefined }) });
+      expect((await checker.check(job)).kind).toBe('deny');
+      expect(calls).toBe(1);
+    } finally {
+      await closeRedis(dead); // a client left reconnecting would keep jest from exiting
+    }
   });
 });

@@ -8,6 +8,7 @@ import { createLocks, type Locks } from '@cordum/locks';
 import {
   Decision,
   JobRequestSchema,
+  SystemAlertSchema,
   create,
   decodePacket,
   encodePacket,
@@ -183,6 +184,9 @@ describe('input_fail_mode', () => {
     for (const j of jobs) await publishSubmit(j);
     await waitFor(async () => (await Promise.all(jobs.map((j) => stateOf(j.id)))).every((s) => s === 'SUCCEEDED'), 15_000, { message: 'jobs ran fail-open' });
     await waitFor(() => jobs.every((j) => alerts.some((a) => a.jobId === j.id)), 5_000, { message: 'alerts' });
+    // Barrier before counting: a sentinel alert published now is consumed after any earlier one.
+    await bus.publish(subjects.audit, encodePacket(newPacket('test', { case: 'alert', value: create(SystemAlertSchema, { code: 'sentinel', details: { job_id: 'sentinel-alert' } }) })));
+    await waitFor(() => alerts.some((a) => a.jobId === 'sentinel-alert'), 10_000, { message: 'sentinel alert consumed' });
     for (const j of jobs) {
       expect(worker.count(j.id)).toBe(1);
       expect(alerts.filter((a) => a.jobId === j.id)).toEqual([{ code: FAIL_OPEN_ALERT_CODE, jobId: j.id }]);

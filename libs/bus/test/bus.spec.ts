@@ -322,7 +322,12 @@ describe('@cordum/bus on one nats-server', () => {
     await Promise.all([a.flush(), b.flush()]);
     for (let i = 0; i < 50; i++) a.publishCore(subject, enc(String(i)));
     await a.flush();
-    await waitFor(() => queued.a + queued.b === 50 && plain.a === 50 && plain.b === 50);
+    // Each message reaches its queue member and the plain subscriptions together: once both plain
+    // ones have all 50, every queue delivery has happened too.
+    await waitFor(() => plain.a === 50 && plain.b === 50);
+    expect(queued.a + queued.b).toBe(50);
+    expect(queued.a).toBeGreaterThan(0);
+    expect(queued.b).toBeGreaterThan(0);
     subs.forEach((s) => s.unsubscribe());
     subs.forEach((s) => s.unsubscribe()); // idempotent
   });

@@ -114,8 +114,11 @@ describe('flushOncePerTurn', () => {
   });
 
   it('changes nothing and returns false when the connection is not the nats.js it was written for', () => {
-    const odd = { protocol: { sendCommand: () => undefined } } as unknown as NatsConnection;
+    const sendCommand = (): undefined => undefined;
+    const protocol = { sendCommand };
+    const odd = { protocol } as unknown as NatsConnection;
     expect(flushOncePerTurn(odd)).toBe(false);
-    expect(typeof (odd as unknown as { protocol: { sendCommand: unknown } }).protocol.sendCommand).toBe('function');
+    expect(protocol.sendCommand).toBe(sendCommand);
+    expect(Object.keys(protocol)).toEqual(['sendCommand']);
   });
 });

@@ -7,6 +7,7 @@ import {
   DispatchIdentitySchema,
   encodePacket,
   JobRequestSchema,
+  JobResultSchema,
   newPacket,
   type Handshake,
   type Heartbeat,
@@ -15,7 +16,7 @@ import {
 } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger, type Logger } from '@cordum/service-kit';
-import { startNats, startRedis, type TestServer } from '@cordum/testing';
+import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { randomUUID } from 'node:crypto';
 
 export interface Harness {
@@ -28,6 +29,12 @@ export interface Harness {
   progress: JobProgress[];
   heartbeats: Heartbeat[];
   handshakes: Handshake[];
+  /**
+   * Publishes a sentinel JobResult and waits until `results` holds it: JetStream delivers in
+   * stream order, so every result published before the call has been recorded too (the barrier
+   * before asserting how many results a job has).
+   */
+  resultsDrained(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -68,8 +75,15 @@ export async function startHarness(): Promise<Harness> {
     }),
   ];
   await bus.flush();
+  let sentinels = 0;
+  const resultsDrained = async (): Promise<void> => {
+    const jobId = `sentinel-result-${++sentinels}`;
+    await bus.publish(subjects.result, encodePacket(newPacket('test', { case: 'jobResult', value: create(JobResultSchema, { jobId }) })));
+    await waitFor(() => results.has(jobId), 10_000, { message: 'sentinel JobResult recorded' });
+    results.delete(jobId);
+  };
   return {
-    nats, redisServer, bus, redis, logger, results, progress, heartbeats, handshakes,
+    nats, redisServer, bus, redis, logger, results, progress, heartbeats, handshakes, resultsDrained,
     close: async () => {
       for (const s of subs) s.unsubscribe();
       await consumer.stop();
