@@ -10,7 +10,7 @@ import { AckPolicy, connect, DeliverPolicy, nanos } from 'nats';
 import { decodePacket } from '@cordum/protocol';
 import { closeRedis, createRedis, scanKeys, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { api, API_KEY, pool, readyz, type Stack } from '../test/stack';
+import { api, API_KEY, dispatchesRunTwice as runTwice, pool, readExecRecords, readyz, type ExecRecord, type Stack } from '../test/stack';
 
 export const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED']);
 
@@ -395,33 +395,13 @@ export async function stuckJobReport(stack: Stack, redis: RedisClient, id: strin
  */
 export function dispatchesRunTwice(stack: Stack, ids: string[]): string[] {
   const want = new Set(ids);
-  const seen = new Map<string, number>();
-  for (const f of stack.execLogs) {
-    if (!existsSync(f)) continue;
-    for (const line of readFileSync(f, 'utf8').split('\n')) {
-      if (!line.trim()) continue;
-      const rec = JSON.parse(line) as { job_id: string; dispatch_id: string };
-      if (!want.has(rec.job_id)) continue;
-      const k = `${rec.job_id}/${rec.dispatch_id}`;
-      seen.set(k, (seen.get(k) ?? 0) + 1);
-    }
-  }
-  return [...seen].filter(([, n]) => n > 1).map(([k]) => k);
+  return runTwice(readExecRecords(stack.execLogs).filter((r) => want.has(r.job_id)));
 }
 
 /** The workers' exec log records of the given jobs (which worker ran which dispatch, when). */
-export function execRecords(stack: Stack, ids: string[]): Record<string, unknown>[] {
+export function execRecords(stack: Stack, ids: string[]): ExecRecord[] {
   const want = new Set(ids);
-  const out: Record<string, unknown>[] = [];
-  for (const f of stack.execLogs) {
-    if (!existsSync(f)) continue;
-    for (const line of readFileSync(f, 'utf8').split('\n')) {
-      if (!line.trim()) continue;
-      const rec = JSON.parse(line) as Record<string, unknown>;
-      if (want.has(String(rec['job_id']))) out.push(rec);
-    }
-  }
-  return out;
+  return readExecRecords(stack.execLogs).filter((r) => want.has(r.job_id));
 }
 
 /**

@@ -293,14 +293,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     executions() {
       const counts = new Map<string, number>();
-      for (const f of execLogs) {
-        if (!existsSync(f)) continue;
-        for (const line of readFileSync(f, 'utf8').split('\n')) {
-          if (!line.trim()) continue;
-          const rec = JSON.parse(line) as { job_id: string };
-          counts.set(rec.job_id, (counts.get(rec.job_id) ?? 0) + 1);
-        }
-      }
+      for (const rec of readExecRecords(execLogs)) counts.set(rec.job_id, (counts.get(rec.job_id) ?? 0) + 1);
       return counts;
     },
     async spawnScheduler(k, extraEnv) {
@@ -334,12 +327,18 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await Promise.all([...procs.values()].map((p) => p.stop()));
       await Promise.all([redisGroup.stop(), natsGroup.stop()]);
       await Promise.all(logsClosed);
+      // Exactly-once over the stack's whole life, late redeliveries included: a job may run once
+      // per attempt (a retry), never one attempt twice. Checked after every process has stopped,
+      // so an execution that came after a test's own audit is counted too.
+      const twice = dispatchesRunTwice(readExecRecords(execLogs));
+      if (twice.length > 0) kept.push(`dispatches executed twice: ${twice.slice(0, 5).join(', ')}`);
       if (kept.length > 0) {
         console.log(`e2e: process logs and exec logs kept in ${tmp} (${kept.join('; ')})`);
         kept = [];
       } else {
         rmSync(tmp, { recursive: true, force: true });
       }
+      if (twice.length > 0) throw new Error(`exactly-once broken: ${twice.length} dispatch(es) executed twice (${twice.slice(0, 5).join(', ')}); logs kept in ${tmp}`);
     },
   };
   try {
@@ -421,4 +420,30 @@ export async function stackMetric(stack: Pick<Stack, 'healthPorts' | 'procs'>, p
     }
   }
   return total;
+}
+
+/** One line of an echo worker's exec log (WORKER_EXEC_LOG): written before the job's work starts. */
+export interface ExecRecord {
+  job_id: string;
+  dispatch_id: string;
+  attempt: number;
+  worker_id: string;
+  ts: number;
+}
+
+/** Every exec-log line of the given files, in file order. */
+export function readExecRecords(files: readonly string[]): ExecRecord[] {
+  const out: ExecRecord[] = [];
+  for (const f of files) {
+    if (!existsSync(f)) continue;
+    for (const line of readFileSync(f, 'utf8').split('\n')) if (line.trim()) out.push(JSON.parse(line) as ExecRecord);
+  }
+  return out;
+}
+
+/** `<job>/<dispatch>` of every attempt that was executed more than once. */
+export function dispatchesRunTwice(records: readonly ExecRecord[]): string[] {
+  const seen = new Map<string, number>();
+  for (const r of records) seen.set(`${r.job_id}/${r.dispatch_id}`, (seen.get(`${r.job_id}/${r.dispatch_id}`) ?? 0) + 1);
+  return [...seen].filter(([, n]) => n > 1).map(([k]) => k);
 }
