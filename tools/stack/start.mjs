@@ -1,34 +1,65 @@
 #!/usr/bin/env node
-// `npm start`: the whole stack on one machine as local processes.
-//
-//   npm start                                   one replica of each service + one echo worker
-//   npm start -- --replicas scheduler=2,api-gateway=2,echo-worker=3
-//   npm start -- --port-offset 1000             every port + 1000, Redis and NATS included unless
-//                                               REDIS_URL / NATS_URL say otherwise (a second stack)
-//   npm start -- --build                        rebuild dist/ first (default: only when missing)
+// `npm start`: the whole stack on one machine as local processes (usage: HELP below).
 //
 // Redis and NATS: reuses the servers reachable at REDIS_URL / NATS_URL
 // (default 127.0.0.1:6379 / :4222, plus the port offset; a NATS_URL comma list
 // is checked at its first entry; with REDIS_CLUSTER_ADDRESSES the cluster is
 // used as it is); otherwise starts redis-server and `nats-server -js` from PATH
-// with data under .cordum/ (.cordum/<kind>-<port> with a port offset). Ctrl-C stops
-// everything in order: intake first (gateways), then schedulers, workers,
-// kernels, and last the servers this script started.
+// with data under .cordum/ (.cordum/<kind>-<port> with a port offset).
+//
+// Every child (services, and the servers started here) runs in its own process
+// group, so a terminal's Ctrl-C (SIGINT to the foreground group) reaches only this
+// script, which then stops them in order: intake first (gateways), then
+// schedulers, workers, kernels, and last the servers it started, so in-flight jobs
+// can still write their results. SIGTERM, SIGHUP and an unexpected error do the
+// same; only SIGKILL leaves children behind.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const table = JSON.parse(readFileSync(join(root, 'tools/stack/services.json'), 'utf8'));
 const stateDir = join(root, '.cordum');
-const logDir = join(stateDir, 'logs');
 
-function fail(msg) {
-  process.stderr.write(`npm start: ${msg}\n`);
-  process.exit(2);
+const HELP = `Usage: npm start [-- options]
+
+Runs the whole stack on this machine: Redis and NATS (reused when reachable at
+REDIS_URL / NATS_URL, else started from PATH with data under .cordum/), then
+safety-kernel, scheduler, api-gateway and echo-worker from dist/apps/*/main.js.
+Prints the gateway URL, a dev API key and a curl example once everything is up.
+
+Options:
+  --replicas svc=n[,svc=n...]   replicas per service (default 1 each), e.g.
+                                --replicas scheduler=2,api-gateway=2,echo-worker=3;
+                                replica k binds every port + 100 x (k - 1)
+  --port-offset n               add n (0..14000) to every port, Redis's and NATS's
+                                included unless REDIS_URL / NATS_URL say otherwise,
+                                for a second stack; its logs go to .cordum/logs-p<n>/
+  --build                       rebuild dist/ first (default: only when missing)
+  -h, --help                    print this help
+
+Logs: .cordum/logs/<service>-<k>.log (with an offset: .cordum/logs-p<n>/), each
+moved to <name>.log.1 at the next start. The services read config/safety.yaml,
+config/pools.yaml and config/timeouts.yaml from the repository unless
+SAFETY_POLICY_PATH, POOL_CONFIG_PATH or TIMEOUT_CONFIG_PATH are set.
+
+Ctrl-C (or SIGTERM) stops the gateways first, then the schedulers, workers and
+kernels, then the servers it started.
+`;
+
+/** A fatal condition: one line on stderr, then every child started so far is stopped. */
+class Fatal extends Error {
+  constructor(message, code = 2) {
+    super(message);
+    this.code = code;
+  }
+}
+
+function fail(msg, code = 2) {
+  throw new Fatal(msg, code);
 }
 
 function parseArgs(argv) {
@@ -47,6 +78,7 @@ function parseArgs(argv) {
         if (!svc) fail(`--replicas: unknown service "${name}" (known: ${table.services.map((s) => s.name).join(', ')})`);
         const count = Number(n);
         if (!Number.isInteger(count) || count < 0 || count > svc.maxReplicas) fail(`--replicas ${name}=${n}: expected 0..${svc.maxReplicas}`);
+        if (count > 0 && !inRepo(name)) fail(`--replicas ${name}=${n}: ${name} is not built yet in this repository (there is no apps/${name}); leave it out`);
         opts.replicas[name] = count;
       }
     } else if (a === '--port-offset') {
@@ -54,11 +86,58 @@ function parseArgs(argv) {
       if (!Number.isInteger(opts.portOffset) || opts.portOffset < 0 || opts.portOffset > 14000) fail('--port-offset: expected 0..14000 (the highest port, 50051 + offset + replicas, must stay below 65536)');
     } else if (a === '--build') opts.build = true;
     else if (a === '--help' || a === '-h') {
-      process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+      process.stdout.write(HELP);
       process.exit(0);
     } else fail(`unknown argument "${a}" (try --help)`);
   }
   return opts;
+}
+
+const bundleOf = (name) => join(root, 'dist/apps', name, 'main.js');
+/** A service this repository has sources for (or a bundle of): one `--build` can make. */
+const inRepo = (name) => existsSync(join(root, 'apps', name, 'src/main.ts')) || existsSync(bundleOf(name));
+
+/** host:port, :port or [v6]:port (the services' REDIS_CLUSTER_ADDRESSES entries). */
+function parseHostPort(raw) {
+  const m = /^(?:\[([^\]]+)\]|([^:\s/]*)):(\d{1,5})$/.exec(raw);
+  if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) return undefined;
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port: Number(m[3]) };
+}
+
+/** A URL with one of `schemes` and a host, as the services require; else undefined. */
+function parseUrl(raw, schemes, defPort) {
+  let u;
+  try {
+    u = new URL(raw);
+  } catch {
+    return undefined;
+  }
+  if (!schemes.includes(u.protocol.replace(/:$/, '')) || u.hostname === '') return undefined;
+  return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || defPort) };
+}
+
+/**
+ * Checks REDIS_URL, NATS_URL (a comma list) and REDIS_CLUSTER_ADDRESSES before anything
+ * starts: a malformed one is one line naming the variable and the expected form (exit 2),
+ * never a probe of some default address.
+ */
+function readEnvAddresses(offset) {
+  const env = process.env;
+  const redisUrl = env.REDIS_URL || `redis://127.0.0.1:${6379 + offset}`;
+  const redis = parseUrl(redisUrl, ['redis', 'rediss'], 6379);
+  if (!redis) fail(`REDIS_URL=${JSON.stringify(env.REDIS_URL)} is not a Redis URL: expected redis://host:port (or rediss://host:port)`);
+  const natsUrl = env.NATS_URL || `nats://127.0.0.1:${4222 + offset}`;
+  const natsList = natsUrl.split(',').map((s) => s.trim()).filter(Boolean);
+  const nats = natsList.map((u) => parseUrl(u, ['nats', 'tls', 'ws', 'wss'], 4222));
+  if (nats.length === 0 || nats.some((n) => !n)) {
+    const bad = natsList[nats.findIndex((n) => !n)] ?? '';
+    fail(`NATS_URL=${JSON.stringify(env.NATS_URL)} is not a NATS URL list (bad entry ${JSON.stringify(bad)}): expected nats://host:port, or a comma list of them`);
+  }
+  const cluster = (env.REDIS_CLUSTER_ADDRESSES || '').split(',').map((s) => s.trim()).filter(Boolean);
+  const clusterAddrs = cluster.map((a) => (/^rediss?:\/\//.test(a) ? parseUrl(a, ['redis', 'rediss'], 6379) : parseHostPort(a)));
+  const badNode = cluster.find((_, i) => !clusterAddrs[i]);
+  if (badNode !== undefined) fail(`REDIS_CLUSTER_ADDRESSES=${JSON.stringify(env.REDIS_CLUSTER_ADDRESSES)} has a bad entry ${JSON.stringify(badNode)}: expected host:port,host:port,...`);
+  return { redisUrl, redis, natsUrl, nats: nats[0], cluster, clusterAddrs };
 }
 
 const tcpOpen = (host, port) =>
@@ -70,29 +149,50 @@ const tcpOpen = (host, port) =>
     s.once('error', () => resolve(false));
   });
 
+/** True when nothing listens on 127.0.0.1:port (a bind succeeds), as the services will bind it. */
+const portFree = (port) =>
+  new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen({ host: '127.0.0.1', port, exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Thrown out of the start sequence once a stop has begun (a signal during start). */
+class Stopping extends Error {}
 
 async function waitUntil(fn, timeoutMs, what) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    if (stopping) throw new Stopping();
     if (await fn()) return;
     await sleep(200);
   }
   throw new Error(`${what} not ready within ${timeoutMs / 1000} s`);
 }
 
-function hostPort(url, defPort) {
-  const u = new URL(url);
-  return { host: u.hostname || '127.0.0.1', port: Number(u.port || defPort) };
+const children = []; // { name, service, child, healthPort }
+const infra = []; // servers we started: { name, child }
+let logDir = join(stateDir, 'logs');
+
+/**
+ * This stack's log files at start: each <name>.log becomes <name>.log.1 (replacing an
+ * older one), so a log holds one run. Runs only once the ports were found free: another
+ * stack on the same offset keeps its files.
+ */
+function rotateLogs() {
+  mkdirSync(logDir, { recursive: true });
+  for (const f of readdirSync(logDir)) if (f.endsWith('.log')) renameSync(join(logDir, f), join(logDir, `${f}.1`));
 }
 
-const children = []; // { name, service, child, port }
-const infra = []; // servers we started
-
 function spawnLogged(name, cmd, args, env) {
+  if (stopping) throw new Stopping();
   mkdirSync(logDir, { recursive: true });
   const log = createWriteStream(join(logDir, `${name}.log`), { flags: 'a' });
-  const child = spawn(cmd, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // detached: its own process group (and session), so a terminal's SIGINT reaches only this
+  // script, which stops the children in order. Never unref'd: stopAll waits for each exit.
+  const child = spawn(cmd, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   child.stdout.pipe(log);
   child.stderr.pipe(log);
   const tail = [];
@@ -103,13 +203,19 @@ function spawnLogged(name, cmd, args, env) {
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
   child.exitInfo = null;
-  child.exited = new Promise((r) => child.on('exit', (code, signal) => r((child.exitInfo = { code, signal }))));
+  child.exited = new Promise((r) => {
+    child.on('exit', (code, signal) => r((child.exitInfo ??= { code, signal })));
+    // A failed spawn (ENOENT: no redis-server on PATH) has no pid and may never emit 'exit'.
+    child.on('error', (err) => {
+      if (child.pid === undefined) r((child.exitInfo ??= { code: null, signal: null, error: err.message }));
+    });
+  });
   child.tail = tail;
   return child;
 }
 
-async function ensureServer(kind, url, defPort, start) {
-  const { host, port } = hostPort(url.split(',')[0].trim(), defPort);
+async function ensureServer(kind, addr, url, defPort, start) {
+  const { host, port } = addr;
   if (await tcpOpen(host, port)) {
     console.log(`${kind}: reusing ${host}:${port}`);
     return;
@@ -117,10 +223,13 @@ async function ensureServer(kind, url, defPort, start) {
   if (!['127.0.0.1', 'localhost', '::1'].includes(host)) fail(`${kind} at ${url} is unreachable and not local: start it or set the URL`);
   const child = start(port);
   infra.push({ name: kind, child });
-  await waitUntil(async () => child.exitInfo === null && (await tcpOpen(host, port)), 15_000, kind).catch((e) => {
-    fail(`${e.message}: ${child.tail.join(' | ')}`);
-  });
-  console.log(`${kind}: started on ${host}:${port} (data in .cordum/${dataDirOf(kind, port, defPort)})`);
+  try {
+    await waitUntil(async () => child.exitInfo === null && (await tcpOpen(host, port)), 15_000, kind);
+  } catch (e) {
+    if (e instanceof Stopping) throw e;
+    fail(`${e.message}: ${child.exitInfo?.error ?? child.tail.join(' | ')}`, 1);
+  }
+  console.log(`${kind}: started on ${host}:${port}, pid ${child.pid} (data in .cordum/${dataDirOf(kind, port, defPort)})`);
 }
 
 /** A second stack (another port) keeps its own data. */
@@ -159,7 +268,9 @@ async function stopAll(code) {
       const group = children.filter((c) => c.service === svc && c.child.exitInfo === null);
       await Promise.all(group.map((c) => stopChild(c.child)));
     }
-    for (const s of infra.reverse()) await stopChild(s.child);
+    // anything not in the order above (a service added to services.json later)
+    await Promise.all(children.map((c) => stopChild(c.child)));
+    for (const s of [...infra].reverse()) await stopChild(s.child);
     console.log('stopped');
     process.exit(code);
   })();
@@ -174,19 +285,44 @@ async function stopChild(child) {
   clearTimeout(t);
 }
 
+// A closed terminal (SIGHUP) makes writes to stdout/stderr fail: that must not end the
+// script before it has stopped its children.
+process.stdout.on('error', () => undefined);
+process.stderr.on('error', () => undefined);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => void stopAll(0));
+process.on('uncaughtException', (e) => {
+  process.stderr.write(`npm start: ${e?.stack ?? e}\n`);
+  void stopAll(1);
+});
+process.on('unhandledRejection', (e) => {
+  process.stderr.write(`npm start: ${e?.stack ?? e}\n`);
+  void stopAll(1);
+});
+// Last resort for an exit that skipped stopAll: no child outlives this script.
+process.on('exit', () => {
+  for (const c of [...children, ...infra]) {
+    if (c.child.exitInfo === null && c.child.pid) {
+      try {
+        process.kill(c.child.pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+  }
+});
+
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  const redisUrl = process.env.REDIS_URL || `redis://127.0.0.1:${6379 + opts.portOffset}`;
-  const natsUrl = process.env.NATS_URL || `nats://127.0.0.1:${4222 + opts.portOffset}`;
-  const clusterAddresses = (process.env.REDIS_CLUSTER_ADDRESSES || '').split(',').map((s) => s.trim()).filter(Boolean);
-  process.on('SIGINT', () => void stopAll(0));
-  process.on('SIGTERM', () => void stopAll(0));
+  const addrs = readEnvAddresses(opts.portOffset);
+  const { redisUrl, natsUrl, cluster } = addrs;
+  const logRel = opts.portOffset > 0 ? `.cordum/logs-p${opts.portOffset}` : '.cordum/logs';
+  logDir = join(root, logRel);
 
   const wanted = table.services
     .map((s) => ({ ...s, count: opts.replicas[s.name] ?? 1 }))
     .filter((s) => s.count > 0)
-    .filter((s) => !s.optional || existsSync(join(root, 'dist/apps', s.name, 'main.js')) || opts.replicas[s.name]);
-  const missing = wanted.filter((s) => !existsSync(join(root, 'dist/apps', s.name, 'main.js')));
+    .filter((s) => !s.optional || existsSync(bundleOf(s.name)) || opts.replicas[s.name]);
+  const missing = wanted.filter((s) => !existsSync(bundleOf(s.name)));
   if (opts.build || missing.length) {
     console.log(`building ${opts.build ? 'all apps' : missing.map((s) => s.name).join(', ')} ...`);
     const r = spawnSync('npx', ['nx', 'run-many', '-t', 'build', '--outputStyle=static', ...(opts.build ? [] : [`--projects=${missing.map((s) => s.name).join(',')}`])], {
@@ -194,23 +330,33 @@ async function main() {
       stdio: 'inherit',
       env: { ...process.env, NX_DAEMON: 'false' },
     });
-    if (r.status !== 0) fail('build failed');
+    if (r.status !== 0) fail('build failed', 1);
   }
 
-  if (clusterAddresses.length > 0) {
+  // Every port the services will bind must be free: a readiness probe answered by another
+  // stack on the same ports must never pass for this one.
+  const portOf = (svc, envName, k) => svc.ports[envName] + opts.portOffset + 100 * (k - 1);
+  const binds = wanted.flatMap((svc) => Array.from({ length: svc.count }, (_, i) => Object.keys(svc.ports).map((envName) => ({ name: `${svc.name}-${i + 1}`, envName, port: portOf(svc, envName, i + 1) }))).flat());
+  const free = await Promise.all(binds.map((b) => portFree(b.port)));
+  const taken = binds.find((_, i) => !free[i]);
+  if (taken) {
+    fail(`port ${taken.port} (${taken.name} ${taken.envName}) is already in use: another stack running? Stop it, or start this one with --port-offset`, 1);
+  }
+  rotateLogs();
+
+  if (cluster.length > 0) {
     // The services use the cluster (REDIS_CLUSTER_ADDRESSES wins over REDIS_URL): check it, never start a redis-server.
-    const first = clusterAddresses[0].replace(/^rediss?:\/\//, '');
-    const i = first.lastIndexOf(':');
-    if (!(await tcpOpen(first.slice(0, i) || '127.0.0.1', Number(first.slice(i + 1))))) fail(`REDIS_CLUSTER_ADDRESSES: ${first} is unreachable`);
-    console.log(`redis: cluster at ${clusterAddresses.join(',')}`);
+    const first = addrs.clusterAddrs[0];
+    if (!(await tcpOpen(first.host, first.port))) fail(`REDIS_CLUSTER_ADDRESSES: ${cluster[0]} is unreachable`, 1);
+    console.log(`redis: cluster at ${cluster.join(',')}`);
   } else {
-    await ensureServer('redis', redisUrl, 6379, (port) => {
+    await ensureServer('redis', addrs.redis, redisUrl, 6379, (port) => {
       const dir = join(stateDir, dataDirOf('redis', port, 6379));
       mkdirSync(dir, { recursive: true });
       return spawnLogged('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...table.redisArgs], process.env);
     });
   }
-  await ensureServer('nats', natsUrl, 4222, (port) => {
+  await ensureServer('nats', addrs.nats, natsUrl, 4222, (port) => {
     const dir = join(stateDir, dataDirOf('nats', port, 4222));
     mkdirSync(dir, { recursive: true });
     return spawnLogged('nats', 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], process.env);
@@ -218,7 +364,6 @@ async function main() {
 
   const keyFromEnv = Boolean(process.env.CORDUM_API_KEY);
   const apiKey = process.env.CORDUM_API_KEY || devKey();
-  const portOf = (svc, envName, k) => svc.ports[envName] + opts.portOffset + 100 * (k - 1);
   const clientEnv = {};
   for (const [envName, ref] of Object.entries(table.clientAddresses)) {
     const svc = wanted.find((s) => s.name === ref.service);
@@ -228,6 +373,12 @@ async function main() {
 
   const rows = [];
   for (const svc of wanted) {
+    // The repository's config/*.yaml, not the copies a build left in dist/ (so an edit counts
+    // at the next start, or SIGHUP for the kernel's policy), unless the user set the path.
+    const configEnv = {};
+    for (const [envName, file] of Object.entries(svc.configFiles ?? {})) {
+      if (!process.env[envName]) configEnv[envName] = join(root, file);
+    }
     for (let k = 1; k <= svc.count; k++) {
       const name = `${svc.name}-${k}`;
       // A second stack on the same Redis and NATS must not take the first one's identities.
@@ -242,6 +393,7 @@ async function main() {
         ...(process.env.NODE_OPTIONS === undefined ? { NODE_OPTIONS: '--max-old-space-size=512' } : {}),
         ...(svc.name === 'echo-worker' ? { WORKER_ID: instanceId } : {}),
         ...clientEnv,
+        ...configEnv,
         ...(svc.env ?? {}),
       };
       const ports = {};
@@ -249,30 +401,33 @@ async function main() {
         ports[envName] = portOf(svc, envName, k);
         env[envName] = `127.0.0.1:${ports[envName]}`;
       }
-      const child = spawnLogged(name, process.execPath, [join(root, 'dist/apps', svc.name, 'main.js')], env);
+      const child = spawnLogged(name, process.execPath, [bundleOf(svc.name)], env);
       children.push({ name, service: svc.name, child, healthPort: ports[svc.health] });
-      rows.push([name, Object.entries(ports).map(([e, p]) => `${e}=${p}`).join(' ')]);
+      rows.push([name, `pid ${child.pid}`, Object.entries(ports).map(([e, p]) => `${e}=${p}`).join(' ')]);
     }
     // Start in dependency order: each group must be ready before the next starts.
     const group = children.filter((c) => c.service === svc.name);
-    try {
-      await waitUntil(async () => {
-        const dead = group.find((c) => c.child.exitInfo !== null);
-        if (dead) throw new Error(`${dead.name} exited (${JSON.stringify(dead.child.exitInfo)}): ${dead.child.tail.slice(-5).join(' | ')}`);
-        return (await Promise.all(group.map((c) => readyz(c.healthPort)))).every(Boolean);
-      }, 60_000, svc.name);
-    } catch (e) {
-      process.stderr.write(`npm start: ${e.message}\n(logs in .cordum/logs/)\n`);
-      await stopAll(1);
-      return;
-    }
+    await waitUntil(async () => {
+      const dead = group.find((c) => c.child.exitInfo !== null);
+      if (dead) throw new Fatal(`${dead.name} exited (${JSON.stringify(dead.child.exitInfo)}): ${dead.child.tail.slice(-5).join(' | ')}\n(logs in ${logRel}/)`, 1);
+      return (await Promise.all(group.map((c) => readyz(c.healthPort)))).every(Boolean);
+    }, 60_000, svc.name);
   }
+
+  // "up" only while every process started here still runs and every service is ready.
+  const dead = [...infra, ...children].find((c) => c.child.exitInfo !== null);
+  if (dead) fail(`${dead.name} exited (${JSON.stringify(dead.child.exitInfo)}): ${dead.child.tail.slice(-5).join(' | ')}\n(logs in ${logRel}/)`, 1);
+  const notReady = (await Promise.all(children.map(async (c) => ((await readyz(c.healthPort)) ? null : c.name)))).filter(Boolean);
+  if (notReady.length > 0) fail(`not ready any more: ${notReady.join(', ')} (logs in ${logRel}/)`, 1);
 
   const gw = children.find((c) => c.service === 'api-gateway');
   const url = gw ? `http://127.0.0.1:${gw.healthPort}` : '(no gateway)';
   const w = Math.max(...rows.map((r) => r[0].length));
-  console.log('\nservice replicas (logs in .cordum/logs/<name>.log):');
-  for (const [n, p] of rows) console.log(`  ${n.padEnd(w)}  ${p}`);
+  const wp = Math.max(...rows.map((r) => r[1].length));
+  console.log(`\nservice replicas (logs in ${logRel}/<name>.log, the previous run's in <name>.log.1):`);
+  for (const [n, pid, p] of rows) console.log(`  ${n.padEnd(w)}  ${pid.padEnd(wp)}  ${p}`);
+  const configNote = wanted.flatMap((s) => Object.entries(s.configFiles ?? {}).map(([e, file]) => `${e}=${process.env[e] || file}`));
+  if (configNote.length > 0) console.log(`config files: ${configNote.join(' ')}`);
   console.log(`
 Cordum is up.
   gateway URL : ${url}
@@ -285,7 +440,7 @@ Try it:
 Ctrl-C stops everything.`);
 
   // A crashed service is reported, never silently ignored.
-  for (const c of children) {
+  for (const c of [...infra, ...children]) {
     void c.child.exited.then((info) => {
       if (!stopping) console.error(`${c.name} exited unexpectedly (${JSON.stringify(info)}); last lines:\n  ${c.child.tail.slice(-5).join('\n  ')}`);
     });
@@ -293,6 +448,9 @@ Ctrl-C stops everything.`);
 }
 
 main().catch((e) => {
-  process.stderr.write(`npm start: ${e.message}\n`);
-  void stopAll(1);
+  if (e instanceof Stopping) return; // a signal arrived during start: stopAll is already running
+  process.stderr.write(`npm start: ${e instanceof Fatal ? e.message : (e?.stack ?? e)}\n`);
+  const code = e instanceof Fatal ? e.code : 1;
+  if (children.length === 0 && infra.length === 0) process.exit(code); // nothing started yet
+  void stopAll(code);
 });

@@ -1,32 +1,169 @@
 // `npm start` as a newcomer runs it: it prints a working URL, a dev key and a
-// curl example; the example returns a SUCCEEDED job; Ctrl-C stops everything.
+// curl example; the example returns a SUCCEEDED job; Ctrl-C stops everything,
+// in order, without losing in-flight jobs or leaving a process behind.
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { repoRoot, startNats, startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { ManagedProcess, repoRoot, startNats, startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
+
+const launcherPath = join(repoRoot, 'tools/stack/start.mjs');
+const KEY = 'npm-start-test-key';
+
+// A port offset keeps each stack clear of anything on the default ports, of the test
+// harness's ports (24000–32000, libs/testing ports.ts) and of Linux's ephemeral range
+// (32768–60999): offsets 12000–14000 put the services on 20080–23297 and 62051–64151, and a
+// Redis or NATS the launcher starts itself on 18379–20379 or 16222–18222. Each test takes its
+// own offset, so one test's leftovers (or logs) never meet another's.
+const offsets = Array.from({ length: 21 }, (_, i) => 12000 + i * 100).sort(() => Math.random() - 0.5);
+const usedOffsets: number[] = [];
+function takeOffset(): number {
+  const o = offsets.pop();
+  if (o === undefined) throw new Error('out of port offsets');
+  usedOffsets.push(o);
+  rmSync(logDirOf(o), { recursive: true, force: true });
+  return o;
+}
+const logDirOf = (offset: number): string => join(repoRoot, '.cordum', offset > 0 ? `logs-p${offset}` : 'logs');
+
+/** The launcher's inputs a test sets itself, never inherited from whoever runs jest. */
+const LAUNCHER_VARS = ['REDIS_URL', 'NATS_URL', 'REDIS_CLUSTER_ADDRESSES', 'CORDUM_API_KEY', 'SAFETY_POLICY_PATH', 'POOL_CONFIG_PATH', 'TIMEOUT_CONFIG_PATH', 'WORKER_ECHO_DELAY'];
+function launcherEnv(env: Record<string, string>): NodeJS.ProcessEnv {
+  const e: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of LAUNCHER_VARS) delete e[k];
+  return { ...e, ...env };
+}
+
+/**
+ * Starts the launcher (or `npm start`) as a terminal would run a foreground job: in its own
+ * process group, so a signal to the whole group (`process.kill(-pid)`, what Ctrl-C does)
+ * reaches it and whatever shares its group, and nothing in the test runner's group.
+ */
+function launch(name: string, args: string[], env: Record<string, string>, cmd: string[] = [process.execPath, launcherPath]): ManagedProcess {
+  const [bin, ...pre] = cmd;
+  const child = spawn(bin!, [...pre, ...args], { cwd: repoRoot, env: launcherEnv(env), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  return new ManagedProcess(name, child);
+}
+
+/** pid → (ppid, state) from /proc: the launcher's children are found by their parent. */
+function procTable(): Map<number, { ppid: number; state: string }> {
+  const out = new Map<number, { ppid: number; state: string }>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(d), { ppid: Number(ppid), state: state ?? '' });
+    } catch {
+      // ended while we looked
+    }
+  }
+  return out;
+}
+
+function descendantsOf(pid: number): number[] {
+  const table = procTable();
+  const found: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const p = queue.shift()!;
+    for (const [c, info] of table) {
+      if (info.ppid === p && !found.includes(c)) {
+        found.push(c);
+        queue.push(c);
+      }
+    }
+  }
+  return found;
+}
+
+/** Running (a zombie, exited but not reaped yet, does not count). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Whatever a failed test left running is killed, so it cannot hold the next test's ports. */
+const leftovers = new Set<number>();
+function track(pids: number[]): number[] {
+  for (const p of pids) leftovers.add(p);
+  return pids;
+}
+function killLeftovers(): void {
+  for (const p of leftovers) {
+    if (alive(p)) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+  leftovers.clear();
+}
+
+async function waitUp(p: ManagedProcess): Promise<void> {
+  await waitFor(() => !p.running || p.hasLine('Cordum is up.'), 120_000, { message: `${p.name} up`, intervalMs: 200 });
+  expect(p.running ? 'running' : p.logs()).toBe('running');
+}
+
+const headers = { 'X-API-Key': KEY, 'Content-Type': 'application/json' };
+async function submitEcho(base: string, prompt: string): Promise<string> {
+  const res = await fetch(`${base}/api/v1/jobs`, { method: 'POST', headers, body: JSON.stringify({ topic: 'job.echo', prompt }) });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { job_id: string }).job_id;
+}
+async function getJob(base: string, id: string): Promise<{ state: string; result?: { echo?: string } }> {
+  const res = await fetch(`${base}/api/v1/jobs/${id}`, { headers });
+  return (await res.json()) as { state: string; result?: { echo?: string } };
+}
+
+/** The JSON log record of `file` (one of the stack's logs) with this msg, once it was written. */
+async function logRecord(file: string, msg: string): Promise<Record<string, unknown>> {
+  return waitFor(() => {
+    if (!existsSync(file)) return null;
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const rec = JSON.parse(line) as Record<string, unknown>;
+      if (rec['msg'] === msg) return rec;
+    }
+    return null;
+  }, 20_000, { message: `"${msg}" in ${file}`, intervalMs: 100 });
+}
 
 describe('npm start', () => {
   let redis: TestServer;
   let nats: TestServer;
+  /** REDIS_URL and NATS_URL of this file's own servers: a stack on them starts in seconds. */
+  let servers: Record<string, string>;
   beforeAll(async () => {
     [redis, nats] = await Promise.all([startRedis(), startNats()]);
+    servers = { REDIS_URL: redis.url, NATS_URL: nats.url, CORDUM_API_KEY: KEY };
   });
+  afterEach(() => killLeftovers());
   afterAll(async () => {
     await Promise.all([redis?.stop(), nats?.stop()]);
+    for (const o of usedOffsets) {
+      for (const d of [`logs-p${o}`, `redis-${6379 + o}`, `nats-${4222 + o}`]) rmSync(join(repoRoot, '.cordum', d), { recursive: true, force: true });
+    }
   });
 
   it('brings the stack up with replicas, serves the curl example, and stops on SIGINT', async () => {
-    // A port offset keeps this stack clear of anything on the default ports, of the test
-    // harness's ports (24000–32000, libs/testing ports.ts) and of Linux's ephemeral range
-    // (32768–60999): offsets 12000–14000 put the services on 20080–23297 and 62051–64151.
-    const offset = 12000 + Math.floor(Math.random() * 21) * 100;
+    const offset = takeOffset();
     const launcher = startProcess('npm-start', process.execPath, [
-      join(repoRoot, 'tools/stack/start.mjs'),
+      launcherPath,
       '--replicas', 'scheduler=2,api-gateway=2',
       '--port-offset', String(offset),
       // a NATS_URL comma list (CONTRACT §1) is checked at its first entry
-    ], { REDIS_URL: redis.url, NATS_URL: `${nats.url},${nats.url}`, CORDUM_API_KEY: 'npm-start-test-key' });
+    ], { REDIS_URL: redis.url, NATS_URL: `${nats.url},${nats.url}`, CORDUM_API_KEY: KEY });
     try {
       await waitFor(() => !launcher.running || launcher.hasLine('Cordum is up.'), 120_000, { message: 'stack up', intervalMs: 200 });
       expect(launcher.running ? 'running' : launcher.logs()).toBe('running');
+      track(descendantsOf(launcher.pid));
       const urlLine = launcher.output.find((l) => l.includes('gateway URL'));
       const url = /http:\/\/127\.0\.0\.1:\d+/.exec(urlLine ?? '')?.[0];
       expect(url).toBe(`http://127.0.0.1:${8081 + offset}`);
@@ -34,26 +171,19 @@ describe('npm start', () => {
       expect(launcher.hasLine(`api-gateway-2`)).toBe(true);
       expect(launcher.hasLine(/curl -s -X POST .*\/api\/v1\/jobs/)).toBe(true);
       // the key came from the environment, not .cordum/dev.env, and the banner says so
-      expect(launcher.hasLine('npm-start-test-key   (from CORDUM_API_KEY in your environment)')).toBe(true);
+      expect(launcher.hasLine(`${KEY}   (from CORDUM_API_KEY in your environment)`)).toBe(true);
       // with a port offset the instance ids differ from a first stack's on the same Redis and NATS
       const metrics = await (await fetch(`http://127.0.0.1:${9092 + offset}/metrics`)).text();
       expect(metrics).toContain(`pod="api-gateway-1-p${offset}"`);
 
       // The printed curl example, done with fetch, against both gateway replicas.
       for (const base of [url!, `http://127.0.0.1:${8081 + offset + 100}`]) {
-        const submit = await fetch(`${base}/api/v1/jobs`, {
-          method: 'POST',
-          headers: { 'X-API-Key': 'npm-start-test-key', 'Content-Type': 'application/json' },
-          body: JSON.stringify({ topic: 'job.echo', prompt: 'hello' }),
-        });
-        expect(submit.status).toBe(200);
-        const { job_id } = (await submit.json()) as { job_id: string };
+        const jobId = await submitEcho(base, 'hello');
         const job = await waitFor(async () => {
-          const r = await fetch(`${base}/api/v1/jobs/${job_id}`, { headers: { 'X-API-Key': 'npm-start-test-key' } });
-          const body = (await r.json()) as { state: string; result: { echo: string } };
+          const body = await getJob(base, jobId);
           return body.state === 'SUCCEEDED' ? body : null;
         }, 30_000, { message: 'curl example job succeeded' });
-        expect(job.result.echo).toBe('hello');
+        expect(job.result?.echo).toBe('hello');
       }
 
       launcher.kill('SIGINT');
@@ -65,8 +195,206 @@ describe('npm start', () => {
     }
   });
 
+  it("Ctrl-C (SIGINT to the launcher's process group) lets an in-flight job finish and leaves no child running", async () => {
+    // The launcher starts its own Redis and NATS here: with them in the terminal's process
+    // group, Ctrl-C would end them with the worker and the job's result would be lost.
+    const offset = takeOffset();
+    const env = { CORDUM_API_KEY: KEY, WORKER_ECHO_DELAY: '4s' };
+    const base = `http://127.0.0.1:${8081 + offset}`;
+    const first = launch('npm-start-ctrl-c', ['--port-offset', String(offset)], env);
+    let second: ManagedProcess | undefined;
+    try {
+      await waitUp(first);
+      expect(first.hasLine(`redis: started on 127.0.0.1:${6379 + offset}`)).toBe(true);
+      expect(first.hasLine(`nats: started on 127.0.0.1:${4222 + offset}`)).toBe(true);
+      const pids = track(descendantsOf(first.pid));
+      expect(pids.length).toBeGreaterThanOrEqual(6); // redis, nats, kernel, scheduler, gateway, worker
+
+      const jobId = await submitEcho(base, 'in flight at Ctrl-C');
+      await waitFor(async () => (await getJob(base, jobId)).state === 'RUNNING', 15_000, { message: 'job RUNNING', intervalMs: 50 });
+      process.kill(-first.pid, 'SIGINT');
+      const exit = await first.waitExit(90_000);
+      expect(exit.code).toBe(0);
+      expect(pids.filter(alive)).toEqual([]);
+
+      // Same offset, same data dirs: the result the worker wrote while stopping is there.
+      second = launch('npm-start-ctrl-c-again', ['--port-offset', String(offset)], env);
+      await waitUp(second);
+      track(descendantsOf(second.pid));
+      let last: { state: string; result?: { echo?: string } } = { state: '' };
+      await waitFor(async () => {
+        last = await getJob(base, jobId);
+        return !['PENDING', 'SCHEDULED', 'DISPATCHED', 'RUNNING', ''].includes(last.state);
+      }, 30_000, { message: 'job terminal after the restart', intervalMs: 100 }).catch(() => undefined);
+      expect(last.state).toBe('SUCCEEDED');
+      expect(last.result?.echo).toBe('in flight at Ctrl-C');
+    } finally {
+      await Promise.all([first.stop(), second?.stop()]);
+    }
+  }, 240_000);
+
+  it('stops every child it started on SIGHUP (a closed terminal), leaving none behind', async () => {
+    const offset = takeOffset();
+    const launcher = launch('npm-start-hup', ['--port-offset', String(offset)], { CORDUM_API_KEY: KEY });
+    try {
+      await waitUp(launcher);
+      const pids = track(descendantsOf(launcher.pid));
+      expect(pids.length).toBeGreaterThanOrEqual(6); // its own Redis and NATS too
+      launcher.kill('SIGHUP');
+      await launcher.waitExit(90_000);
+      expect(pids.filter(alive)).toEqual([]);
+    } finally {
+      await launcher.stop();
+    }
+  }, 180_000);
+
+  it('`npm start` hands signals to the launcher: SIGTERM to npm stops the whole stack', async () => {
+    const offset = takeOffset();
+    const npm = launch('npm-start-npm', ['--', '--port-offset', String(offset)], servers, ['npm', 'start']);
+    try {
+      await waitUp(npm);
+      const pids = track(descendantsOf(npm.pid));
+      expect(pids.length).toBeGreaterThanOrEqual(5); // the launcher and its four services
+      npm.kill('SIGTERM');
+      await npm.waitExit(90_000);
+      await waitFor(() => pids.filter(alive).length === 0, 60_000, { message: `no process of the stack left (${pids.filter(alive).join(' ')})`, intervalMs: 200 });
+      expect(pids.filter(alive)).toEqual([]);
+    } finally {
+      await npm.stop();
+    }
+  }, 180_000);
+
+  it("refuses to start over another stack's ports with one readable line, and never prints the banner", async () => {
+    const offset = takeOffset();
+    const first = launch('npm-start-first', ['--port-offset', String(offset)], servers);
+    let second: ManagedProcess | undefined;
+    try {
+      await waitUp(first);
+      track(descendantsOf(first.pid));
+      second = launch('npm-start-second', ['--port-offset', String(offset)], servers);
+      const exit = await second.waitExit(30_000);
+      expect(exit.code).toBe(1);
+      expect(second.errOutput).toEqual([expect.stringContaining(`port ${50051 + offset} (safety-kernel-1 SAFETY_KERNEL_GRPC_ADDR) is already in use`)]);
+      expect(second.errOutput[0]).toContain('another stack running?');
+      expect(second.errOutput[0]).toContain('--port-offset');
+      expect(second.hasLine('Cordum is up.')).toBe(false);
+      // the first stack is untouched: still serving, its logs not rotated away
+      expect(first.running).toBe(true);
+      expect((await fetch(`http://127.0.0.1:${8081 + offset}/readyz`)).status).toBe(200);
+      expect(existsSync(join(logDirOf(offset), 'safety-kernel-1.log.1'))).toBe(false);
+      expect(readFileSync(join(logDirOf(offset), 'safety-kernel-1.log'), 'utf8')).toContain('policy loaded');
+    } finally {
+      await Promise.all([second?.stop(), first.stop()]);
+    }
+  }, 180_000);
+
+  it('logs a stack with a port offset to .cordum/logs-p<offset>/ and moves the previous run to <name>.log.1', async () => {
+    const offset = takeOffset();
+    const dir = logDirOf(offset);
+    const kernelLog = join(dir, 'safety-kernel-1.log');
+    const first = launch('npm-start-logs-1', ['--port-offset', String(offset)], servers);
+    let second: ManagedProcess | undefined;
+    try {
+      await waitUp(first);
+      track(descendantsOf(first.pid));
+      expect(first.hasLine(`logs in .cordum/logs-p${offset}/<name>.log`)).toBe(true);
+      await logRecord(kernelLog, 'policy loaded');
+      first.kill('SIGINT');
+      expect((await first.waitExit(60_000)).code).toBe(0);
+      const firstRun = readFileSync(kernelLog, 'utf8');
+      expect(firstRun).toContain('policy loaded');
+
+      second = launch('npm-start-logs-2', ['--port-offset', String(offset)], servers);
+      await waitUp(second);
+      track(descendantsOf(second.pid));
+      await logRecord(kernelLog, 'policy loaded');
+      expect(readFileSync(`${kernelLog}.1`, 'utf8')).toBe(firstRun);
+      // the new file holds this run alone: not one line of the first run's
+      expect(readFileSync(kernelLog, 'utf8')).not.toContain(firstRun.split('\n')[0]);
+      for (const svc of ['scheduler-1', 'api-gateway-1', 'echo-worker-1']) expect(existsSync(join(dir, `${svc}.log.1`))).toBe(true);
+    } finally {
+      await Promise.all([first.stop(), second?.stop()]);
+    }
+  }, 180_000);
+
+  it("points the services at the repository's config/*.yaml, unless the variable is set", async () => {
+    const table = JSON.parse(readFileSync(join(repoRoot, 'tools/stack/services.json'), 'utf8')) as { services: { name: string; configFiles?: Record<string, string> }[] };
+    const configFiles = Object.fromEntries(table.services.map((s) => [s.name, s.configFiles ?? {}]));
+    expect(configFiles['safety-kernel']).toEqual({ SAFETY_POLICY_PATH: 'config/safety.yaml' });
+    expect(configFiles['scheduler']).toEqual({ POOL_CONFIG_PATH: 'config/pools.yaml', TIMEOUT_CONFIG_PATH: 'config/timeouts.yaml' });
+    // the names are the ones the services read
+    for (const [svc, files] of Object.entries(configFiles)) {
+      for (const envName of Object.keys(files)) expect(readFileSync(join(repoRoot, 'apps', svc, 'src/config.ts'), 'utf8')).toContain(`e.${envName}`);
+    }
+
+    const offset = takeOffset();
+    const dir = logDirOf(offset);
+    const first = launch('npm-start-config', ['--port-offset', String(offset)], servers);
+    let second: ManagedProcess | undefined;
+    const tmp = mkdtempSync(join(tmpdir(), 'npm-start-config-'));
+    try {
+      await waitUp(first);
+      track(descendantsOf(first.pid));
+      expect((await logRecord(join(dir, 'safety-kernel-1.log'), 'policy loaded'))['path']).toBe(join(repoRoot, 'config/safety.yaml'));
+      const sched = await logRecord(join(dir, 'scheduler-1.log'), 'scheduler config');
+      expect({ pools: sched['pools'], timeouts: sched['timeouts'] }).toEqual({ pools: join(repoRoot, 'config/pools.yaml'), timeouts: join(repoRoot, 'config/timeouts.yaml') });
+      first.kill('SIGINT');
+      expect((await first.waitExit(60_000)).code).toBe(0);
+
+      // a path the user set wins
+      const own = join(tmp, 'my-safety.yaml');
+      copyFileSync(join(repoRoot, 'config/safety.yaml'), own);
+      second = launch('npm-start-config-own', ['--port-offset', String(offset)], { ...servers, SAFETY_POLICY_PATH: own });
+      await waitUp(second);
+      track(descendantsOf(second.pid));
+      expect((await logRecord(join(dir, 'safety-kernel-1.log'), 'policy loaded'))['path']).toBe(own);
+    } finally {
+      await Promise.all([first.stop(), second?.stop()]);
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it.each([
+    ['REDIS_URL', { REDIS_URL: 'localhost:11379' }, 'redis://host:port'],
+    ['REDIS_URL', { REDIS_URL: 'http://127.0.0.1:6379' }, 'redis://host:port'],
+    ['NATS_URL', { NATS_URL: 'nats://127.0.0.1:4222,127.0.0.1:4223' }, 'nats://host:port'],
+    ['REDIS_CLUSTER_ADDRESSES', { REDIS_CLUSTER_ADDRESSES: '127.0.0.1:7000,127.0.0.1' }, 'host:port'],
+  ])('rejects a malformed %s (%j) with one line naming it, before probing or starting anything', async (name, env, form) => {
+    const offset = takeOffset();
+    const p = launch(`npm-start-bad-${name}`, ['--port-offset', String(offset)], { ...servers, ...env });
+    try {
+      const exit = await p.waitExit(20_000);
+      expect(exit.code).toBe(2);
+      expect(p.errOutput).toEqual([expect.stringContaining(`${name}=`)]);
+      expect(p.errOutput[0]).toContain(form);
+      expect(p.output.filter((l) => /^(redis|nats): /.test(l))).toEqual([]);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  it('refuses a known service that is not built in this repository before building or starting anything', async () => {
+    const offset = takeOffset();
+    const p = launch('npm-start-not-built', ['--replicas', 'workflow-engine=1', '--port-offset', String(offset)], servers);
+    try {
+      const exit = await p.waitExit(20_000);
+      expect(exit.code).toBe(2);
+      expect(p.errOutput).toEqual([expect.stringContaining('workflow-engine is not built yet in this repository')]);
+      expect(p.output.filter((l) => /^(building|redis: |nats: )/.test(l))).toEqual([]);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  it('prints the whole help, every option included, ending with a newline', () => {
+    const r = spawnSync(process.execPath, [launcherPath, '--help'], { cwd: repoRoot, encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    for (const opt of ['--replicas', '--port-offset', '--build', '--help']) expect(r.stdout).toContain(opt);
+    expect(r.stdout.endsWith('kernels, then the servers it started.\n')).toBe(true);
+  });
+
   it('rejects a bad flag with one readable line', async () => {
-    const p = startProcess('npm-start-bad', process.execPath, [join(repoRoot, 'tools/stack/start.mjs'), '--replicas', 'scheduler=9']);
+    const p = startProcess('npm-start-bad', process.execPath, [launcherPath, '--replicas', 'scheduler=9']);
     const exit = await p.waitExit(10_000);
     expect(exit.code).toBe(2);
     expect(p.errOutput).toEqual([expect.stringContaining('scheduler=9')]);
