@@ -25,6 +25,11 @@ export function cancelHandler(ctx: SchedulerContext) {
       return { kind: 'term', reason: 'cancel packet without a JobCancel' };
     }
     const cancel = packet.payload.value;
+    // The gateway's cancels (nearly all) find the job CANCELLED already, and the gateway may still
+    // hold the lock while it publishes: a lock-free read acks them without a busy NAK round.
+    const seen = await ctx.store.getJob(cancel.jobId);
+    if (!seen) return ignore(ctx, 'unknown_job', cancel.jobId);
+    if (TERMINAL_STATES.has(seen.state)) return ignore(ctx, 'terminal', seen.id);
     const r = await withLockedJob(ctx, cancel.jobId, async (lease, job): Promise<HandlerOutcome> => {
       if (!job) return ignore(ctx, 'unknown_job', cancel.jobId);
       if (TERMINAL_STATES.has(job.state)) return ignore(ctx, 'terminal', job.id);
