@@ -233,35 +233,31 @@ describe('npm start', () => {
     }
   }, 240_000);
 
-  it('stops every child it started on SIGHUP (a closed terminal), leaving none behind', async () => {
-    const offset = takeOffset();
-    const launcher = launch('npm-start-hup', ['--port-offset', String(offset)], { CORDUM_API_KEY: KEY });
+  /** Starts a stack (the launcher, or `npm start` when `cmd` says so), signals that process, and
+   * asserts that every process under it is gone once it has exited. */
+  async function signalStopsAll(name: string, signal: NodeJS.Signals, o: { args: string[]; env: Record<string, string>; cmd?: string[]; minPids: number }): Promise<void> {
+    const p = launch(name, o.args, o.env, o.cmd);
     try {
-      await waitUp(launcher);
-      const pids = track(descendantsOf(launcher.pid));
-      expect(pids.length).toBeGreaterThanOrEqual(6); // its own Redis and NATS too
-      launcher.kill('SIGHUP');
-      await launcher.waitExit(90_000);
-      expect(pids.filter(alive)).toEqual([]);
-    } finally {
-      await launcher.stop();
-    }
-  }, 180_000);
-
-  it('`npm start` hands signals to the launcher: SIGTERM to npm stops the whole stack', async () => {
-    const offset = takeOffset();
-    const npm = launch('npm-start-npm', ['--', '--port-offset', String(offset)], servers, ['npm', 'start']);
-    try {
-      await waitUp(npm);
-      const pids = track(descendantsOf(npm.pid));
-      expect(pids.length).toBeGreaterThanOrEqual(5); // the launcher and its four services
-      npm.kill('SIGTERM');
-      await npm.waitExit(90_000);
+      await waitUp(p);
+      const pids = track(descendantsOf(p.pid));
+      expect(pids.length).toBeGreaterThanOrEqual(o.minPids);
+      p.kill(signal);
+      await p.waitExit(90_000);
       await waitFor(() => pids.filter(alive).length === 0, 60_000, { message: `no process of the stack left (${pids.filter(alive).join(' ')})`, intervalMs: 200 });
       expect(pids.filter(alive)).toEqual([]);
     } finally {
-      await npm.stop();
+      await p.stop();
     }
+  }
+
+  it('stops every child it started on SIGHUP (a closed terminal), leaving none behind', async () => {
+    // Its own Redis and NATS too: at least six processes.
+    await signalStopsAll('npm-start-hup', 'SIGHUP', { args: ['--port-offset', String(takeOffset())], env: { CORDUM_API_KEY: KEY }, minPids: 6 });
+  }, 180_000);
+
+  it('`npm start` hands signals to the launcher: SIGTERM to npm stops the whole stack', async () => {
+    // The launcher and its four services.
+    await signalStopsAll('npm-start-npm', 'SIGTERM', { args: ['--', '--port-offset', String(takeOffset())], env: servers, cmd: ['npm', 'start'], minPids: 5 });
   }, 180_000);
 
   it("refuses to start over another stack's ports with one readable line, and never prints the banner", async () => {
