@@ -6,6 +6,7 @@
 import { jobKeys } from '@cordum/job-store';
 import type { Lease, Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
+import { storeCall } from './http/store-call';
 
 export const JOB_LOCK_TTL_MS = 30_000;
 /** D5: a gateway write waits at most this long for the job lock, else 409 job_busy. */
@@ -28,4 +29,15 @@ export async function acquireJobLock(deps: JobLockDeps, jobId: string, waitMs = 
 export async function releaseJobLock(deps: JobLockDeps, lease: Lease, jobId: string): Promise<void> {
   lease.stopAutoRenew();
   await lease.releaseOrRetry({ onError: (err) => deps.logger.warn('job lock release failed, retrying until its TTL', { job_id: jobId, err }) });
+}
+
+/**
+ * acquireJobLock for a request, bounded like its other store calls (503 after 3 s). The acquire
+ * can still succeed after the request gave up on it (a 2 s wait, then a slow last try): that
+ * lease is released at once, never left held and renewing for the life of the process.
+ */
+export function acquireJobLockForRequest(deps: JobLockDeps & { redisReady(): boolean }, jobId: string): Promise<Lease | null> {
+  return storeCall(deps, 'job lock', () => acquireJobLock(deps, jobId), (late) => {
+    if (late) void releaseJobLock(deps, late, jobId);
+  });
 }

@@ -4,7 +4,8 @@ import { jobKeys } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
-import { startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { Latch, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { storeCall } from '../src/http/store-call';
 import { JOB_LOCK_TTL_MS, acquireJobLock, releaseJobLock } from '../src/job-lock';
 
 let server: TestServer;
@@ -52,3 +53,18 @@ it('a busy lock: null after the wait (0 = one try), and the holder keeps it', as
   expect(await redis.get(jobKeys.lock('job-b'))).toBe(held!.token);
   await releaseJobLock(deps(), held!, 'job-b');
 });
+
+it('a store call that outlives the request (3 s) hands what it produced to onLate, so a late job lock is released', async () => {
+  const late = new Latch<string>();
+  const slow = storeCall({ redisReady: () => true }, 'slow', () => new Promise<string>((r) => setTimeout(() => r('late lease'), 3_300)), (v) => late.open(v));
+  await expect(slow).rejects.toMatchObject({ code: 'redis_unavailable' });
+  expect(late.opened).toBe(false);
+  expect(await late.wait(2_000)).toBe('late lease');
+  // A call that fails after the timeout hands nothing over.
+  let handed = false;
+  const inner = new Promise<string>((_r, reject) => setTimeout(() => reject(new Error('down')), 3_100));
+  const failing = storeCall({ redisReady: () => true }, 'failing', () => inner, () => (handed = true));
+  await expect(failing).rejects.toMatchObject({ code: 'redis_unavailable' });
+  await inner.catch(() => undefined); // resumes after storeCall's own handlers of `inner` ran
+  expect(handed).toBe(false);
+}, 15_000);

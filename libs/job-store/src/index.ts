@@ -18,4 +18,5 @@ export { priorityToProto, actorTypeToProto, jobMetadataInit, jobBudgetInit, poli
 export type { JobIdentity } from './types';
 export { jobRequestHash } from './approval';
 export { dlqNotifier, dlqPacket, dlqMsgId } from './dlq-notice';
+export { cancelMsgId, jobCancelPacket } from './job-cancel';
 export type { ApprovalRecord, StoredInput } from './approval';

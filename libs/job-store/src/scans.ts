@@ -61,6 +61,8 @@ export interface JobScans {
   touchOrphanClock(id: string, state: JobState, atMs: number): Promise<void>;
   /** Re-files a deadline entry at `atMs`, or drops it (null). */
   setDeadline(id: string, atMs: number | null): Promise<void>;
+  /** The job's `job:deadline` score (when it is next due), or null without an entry. */
+  deadlineScore(id: string): Promise<number | null>;
   /**
    * The dispatch id worker-sdk last claimed for the job (`worker:claim:{<id>}`, P9), or null.
    * A claim of the current dispatch proves that attempt started (D1).
@@ -139,6 +141,10 @@ export function createJobScans(redis: RedisClient): JobScans {
     async setDeadline(id, atMs) {
       if (atMs === null) await redis.zrem(jobKeys.deadline(), id);
       else await redis.zadd(jobKeys.deadline(), atMs, id);
+    },
+    async deadlineScore(id) {
+      const s = await redis.zscore(jobKeys.deadline(), id);
+      return s === null ? null : Number(s);
     },
     async claimedDispatch(id) {
       return (await redis.hget(jobKeys.workerClaim(id), 'dispatch_id')) || null;

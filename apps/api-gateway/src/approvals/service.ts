@@ -14,7 +14,7 @@ import { ApiError } from '../http/errors';
 import type { PolicyEvaluator } from '../safety/evaluator';
 import { encodeJobRequest, submitMsgId } from '../submit/packet';
 import { storeCall } from '../http/store-call';
-import { acquireJobLock, releaseJobLock } from '../job-lock';
+import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
 
 
 export type ApprovalOutcome =
@@ -64,7 +64,7 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
   };
 
   const withLock = async <T>(id: string, fn: (lease: Lease) => Promise<T>): Promise<T> => {
-    const lease = await store('job lock', () => acquireJobLock(deps, id));
+    const lease = await acquireJobLockForRequest(deps, id);
     if (!lease) throw new ApiError('job_busy');
     try {
       return await fn(lease);

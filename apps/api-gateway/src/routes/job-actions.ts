@@ -3,9 +3,9 @@
 import { z } from 'zod';
 import type { Request, Response } from 'express';
 import { subjects } from '@cordum/bus';
-import { JOB_STATES, TERMINAL_STATES, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
+import { JOB_STATES, TERMINAL_STATES, jobCancelPacket, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
-import { JobCancelSchema, create, newPacket, type BusPacket } from '@cordum/protocol';
+import type { BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
@@ -15,7 +15,7 @@ import { TOPIC_RE, zodDetails } from '../submit/schema';
 import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
 import { storeCall } from '../http/store-call';
-import { acquireJobLock, releaseJobLock } from '../job-lock';
+import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
 import type { AuditSink } from '../audit/sink';
 import { JOB_ID_RE, jsonBody } from './jobs';
 
@@ -82,10 +82,6 @@ async function ownJob(deps: JobActionDeps, req: Request, tenant: string): Promis
   return job;
 }
 
-export function cancelMsgId(jobId: string, dispatchId: string | undefined): string {
-  return `${subjects.cancel}:${jobId}:${dispatchId || 'none'}`;
-}
-
 export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
   mount('GET /api/v1/jobs', async (req: Request, res: Response) => {
     const tenant = actingTenant(caller(res), undefined);
@@ -127,15 +123,9 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
    * sends it again (P52), so a caller who saw the failure, or a 503, can get the worker told.
    */
   const sendCancel = async (job: JobRecord, requestedBy: string, again: boolean): Promise<void> => {
-    const dispatch = job.dispatch;
-    const packet = create(JobCancelSchema, {
-      jobId: job.id,
-      reason: job.error?.message ?? 'cancelled by API',
-      requestedBy,
-      dispatch: dispatch ? { dispatchId: dispatch.dispatchId, attempt: BigInt(dispatch.attempt), assignedWorkerId: dispatch.workerId ?? '' } : undefined,
-    });
+    const { packet, msgId } = jobCancelPacket(job, { senderId: deps.instanceId, reason: job.error?.message ?? 'cancelled by API', requestedBy });
     try {
-      await deps.bus.publish(subjects.cancel, deps.encodeForWorkers(newPacket(deps.instanceId, { case: 'jobCancel', value: packet }, job.traceId)), { msgId: cancelMsgId(job.id, dispatch?.dispatchId) });
+      await deps.bus.publish(subjects.cancel, deps.encodeForWorkers(packet), { msgId });
       if (again) deps.logger.info('cancel sent again for a CANCELLED job', { job_id: job.id });
     } catch (err) {
       deps.logger.error('cancel publish failed; job is CANCELLED but the worker was not told (cancel it again to resend)', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
@@ -154,7 +144,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
       throw new ApiError('job_terminal', { extra: { state: job.state } });
     }
 
-    const lease = await storeCall(deps, 'job lock', () => acquireJobLock(deps, job.id));
+    const lease = await acquireJobLockForRequest(deps, job.id);
     if (!lease) throw new ApiError('job_busy');
     let cancelled: JobRecord;
     try {
