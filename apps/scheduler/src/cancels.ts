@@ -4,13 +4,30 @@
 // the bus) cancels the job here: CANCELLED under the job lock from whatever live state it is in
 // (D12 allows it from every one), so no later submit, retry, replay or redispatch runs it.
 // Workers hear the same JobCancel on their own subscription; it is never republished (D5).
-import { TERMINAL_STATES } from '@cordum/job-store';
+import { TERMINAL_STATES, jobCancelPacket, type JobRecord } from '@cordum/job-store';
+import { subjects } from '@cordum/bus';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS, escalateBusy, releasedBy, withLockedJob } from './job-lock';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
+
+/**
+ * Tells the worker of a job the scheduler just ended while an attempt was out (a cancel from the
+ * bus, a reconciler TIMEOUT) to stop: the JobCancel for the current attempt. The msg id is the
+ * gateway's for the same attempt (D9), so the stream drops a second one. A failed publish is
+ * logged: the job's state is committed and its late result is ignored either way.
+ */
+export async function tellWorkerToStop(ctx: SchedulerContext, job: JobRecord, reason: string): Promise<void> {
+  if (!job.dispatch) return;
+  const { packet, msgId } = jobCancelPacket(job, { senderId: ctx.instanceId, reason, requestedBy: ctx.instanceId });
+  try {
+    await ctx.bus.publish(subjects.cancel, ctx.encodeForWorkers(packet), { msgId });
+  } catch (err) {
+    ctx.logger.warn('JobCancel for the ended attempt not published; its worker runs on and its result is ignored', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+  }
+}
 
 function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOutcome {
   ctx.metrics.ignored.inc({ kind: 'cancel', reason });
@@ -33,12 +50,17 @@ export function cancelHandler(ctx: SchedulerContext) {
     const r = await withLockedJob(ctx, cancel.jobId, async (lease, job): Promise<HandlerOutcome> => {
       if (!job) return ignore(ctx, 'unknown_job', cancel.jobId);
       if (TERMINAL_STATES.has(job.state)) return ignore(ctx, 'terminal', job.id);
+      // A cancel for one attempt (as worker-sdk reads it) does not end a later one.
+      if (cancel.dispatch?.dispatchId && cancel.dispatch.dispatchId !== job.dispatch?.dispatchId) return ignore(ctx, 'stale_dispatch', job.id);
       const by = cancel.requestedBy || packet.senderId;
       const message = cancel.reason || `cancelled on the bus${by ? ` by ${by}` : ''}`;
       const w = releasedBy(lease, await ctx.store.transition(job.id, 'CANCELLED', { token: lease.token, from: [job.state], current: job, release: true, patch: { error: { code: 'cancelled', message } } }));
       if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
       ctx.metrics.cancelsApplied.inc();
       ctx.logger.info('job cancelled from sys.job.cancel', { job_id: job.id, from: job.state, requested_by: by, sender: packet.senderId });
+      // The attempt out now may have been dispatched after the cancel was published, so its worker
+      // never heard it: send the JobCancel for this attempt (an exception to D5's one cancel).
+      if (job.state === 'DISPATCHED' || job.state === 'RUNNING') await tellWorkerToStop(ctx, w.job, message);
       return ACK;
     });
     return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);

@@ -59,14 +59,9 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
     startAck: route.kind === 'worker' && route.worker.startAck && workerId !== undefined && route.subject === directSubject(workerId),
   };
   const patch = { dispatch: d, attempts: d.attempt, dispatchedAt: now, ...(workerId ? { workerId } : {}) };
-  // P65: the attempt's max_runtime_ms bound goes into the deadline index before the attempt can
-  // start (sent with the write below, not waited for first); an entry found early is rescheduled.
-  const maxRuntimeMs = job.maxRuntimeMs ?? (job.state === 'PENDING' ? o.schedule?.maxRuntimeMs : undefined);
-  const runtimeBound = maxRuntimeMs !== undefined ? ctx.store.setDeadline(job.id, Math.min(job.deadlineAt ?? Infinity, now + maxRuntimeMs)) : undefined;
   if (job.state === 'DISPATCHED') {
     const replaces = job.dispatch?.dispatchId ?? '';
     const r = await ctx.store.reattempt(job.id, replaces, { token: lease.token, patch });
-    await runtimeBound;
     if (!r.ok) {
       if (r.reason === 'claimed') return { kind: 'started' };
       return r.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: r.current?.state };
@@ -87,7 +82,6 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
     current: job,
     sideWrites,
   });
-  await runtimeBound;
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: w.current?.state };
   const out = await publishAttempt(ctx, lease, w.job, d, base, release);
   await Promise.all(sideWrites);
@@ -100,11 +94,27 @@ export function safeMarginMs(ttlMs: number): number {
 }
 
 /**
+ * P65: the attempt's max_runtime_ms bound, counted from its publish (a republish of an attempt
+ * whose owner died, D2, gets its own), into `job:deadline` at the earlier of it and the job's
+ * deadline. Written under the job lock right before the publish, so the entry's score is always
+ * the current attempt's. A failed write is logged and the attempt still goes: its running timeout
+ * still bounds it.
+ */
+async function recordRuntimeBound(ctx: SchedulerContext, job: JobRecord, maxRuntimeMs: number): Promise<void> {
+  try {
+    await ctx.store.setDeadline(job.id, Math.min(job.deadlineAt ?? Infinity, Date.now() + maxRuntimeMs));
+  } catch (err) {
+    ctx.logger.warn('max_runtime_ms bound not recorded; the running timeout still bounds the attempt', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+  }
+}
+
+/**
  * Publishes the attempt recorded on the job (also used to republish an
  * unpublished attempt whose owner died, D2) and marks it published.
  */
 export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, base?: JobRequest, release = false): Promise<DispatchOutcome> {
   if (!lease.safeToAct(safeMarginMs(lease.ttlMs))) return { kind: 'lost', reason: 'lease_unsafe' };
+  if (job.maxRuntimeMs !== undefined) await recordRuntimeBound(ctx, job, job.maxRuntimeMs);
   const packet = dispatchPacket(ctx.instanceId, job, jobRequestFor(job, d, base));
   ctx.bus.publishCore(d.subject, ctx.encodeForWorkers(packet));
   await ctx.bus.flush();

@@ -16,6 +16,7 @@ import { forEachLimit } from './for-each';
 import { publishAttempt } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
 import { reattemptLocked } from './redispatch';
+import { tellWorkerToStop } from './cancels';
 
 export const SCAN_LIMIT = 500;
 const SCAN_CONCURRENCY = 8;
@@ -100,6 +101,8 @@ async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code
   if (w.ok) {
     ctx.metrics.reconciled.inc({ action: code });
     ctx.logger.info('job timed out', { job_id: job.id, code, attempt: job.attempts });
+    // A worker still on the attempt stops and frees its slot; its result would be ignored anyway.
+    await tellWorkerToStop(ctx, w.job, message);
   }
 }
 
@@ -110,8 +113,6 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
       if (!job || TERMINAL_STATES.has(job.state)) return ctx.store.setDeadline(id, null);
       const now = Date.now();
       const out = job.state === 'DISPATCHED' || job.state === 'RUNNING';
-      // P65: an attempt out longer than max_runtime_ms since its dispatch (only while it is out).
-      const runtimeDue = out && job.maxRuntimeMs !== undefined ? (job.dispatchedAt ?? job.updatedAt) + job.maxRuntimeMs : undefined;
       if (job.deadlineAt !== undefined && job.deadlineAt <= now) {
         if (job.state === 'APPROVAL_REQUIRED') return ctx.store.setDeadline(id, now + APPROVAL_DEADLINE_RECHECK_MS);
         const message = 'deadline_ms passed';
@@ -122,10 +123,16 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
         }
         return;
       }
-      if (runtimeDue !== undefined && runtimeDue <= now) return timeout(ctx, lease, job, 'max_runtime_exceeded', `attempt ${job.attempts} ran past max_runtime_ms ${job.maxRuntimeMs ?? 0} (policy rule ${job.safety?.ruleId ?? ''})`);
-      // Found early (a new attempt since, or a job between attempts): due again at the nearer bound.
-      const next = Math.min(job.deadlineAt ?? Infinity, runtimeDue ?? Infinity);
-      return ctx.store.setDeadline(id, Number.isFinite(next) ? next : null);
+      if (out && job.dispatch?.published && job.maxRuntimeMs !== undefined) {
+        // P65: the entry's score is the bound the current attempt's publish recorded (under this
+        // lock): due → TIMEOUT; moved later by a newer publish since the scan → it fires again then.
+        const due = await ctx.store.deadlineScore(id);
+        if (due !== null && due <= now) return timeout(ctx, lease, job, 'max_runtime_exceeded', `attempt ${job.attempts} ran past max_runtime_ms ${job.maxRuntimeMs} (policy rule ${job.safety?.ruleId ?? ''})`);
+        return;
+      }
+      // Between attempts, or an attempt not published yet (its publish records its own bound):
+      // due again only at the job's own deadline.
+      return ctx.store.setDeadline(id, job.deadlineAt ?? null);
     });
   } catch (err) {
     ctx.logger.warn('deadline check failed', { job_id: id, err });

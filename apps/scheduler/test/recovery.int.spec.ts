@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects, type Bus } from '@cordum/bus';
 import { jobKeys, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
-import { create, Decision, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket, type MessageInitShape } from '@cordum/protocol';
+import { create, Decision, decodePacket, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket, type MessageInitShape } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { callsOf, commandCalls, waitFor, type TestServer } from '@cordum/testing';
@@ -339,6 +339,12 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
       const w = await worker('tw-cap', ['job.capped'], 'none');
       const before = await counter('cordum_scheduler_reconciled_total', 'action', 'max_runtime_exceeded');
+      const stops: { jobId: string; dispatchId: string }[] = [];
+      const sub = bus.subscribe(subjects.cancel, (data) => {
+        const p = decodePacket(data);
+        if (p.payload.case === 'jobCancel') stops.push({ jobId: p.payload.value.jobId, dispatchId: p.payload.value.dispatch?.dispatchId ?? '' });
+      });
+      await bus.flush();
       const job = await submit('job.capped');
       await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 10_000, { message: 'capped job RUNNING' });
       expect((await store.getJob(job.id))?.maxRuntimeMs).toBe(1_000);
@@ -354,6 +360,10 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       expect(w.count(job.id)).toBe(1);
       await waitFor(async () => (await counter('cordum_scheduler_reconciled_total', 'action', 'max_runtime_exceeded')) === before + 1, 5_000, { message: 'counted' });
       await waitFor(async () => (await redis.zscore(jobKeys.deadline(), job.id)) === null, 5_000, { message: 'out of job:deadline' });
+      // Its worker is told to stop the attempt (a slot freed, not a result awaited).
+      await waitFor(() => stops.some((c) => c.jobId === job.id), 5_000, { message: 'JobCancel for the timed-out attempt' });
+      expect(stops.filter((c) => c.jobId === job.id)).toEqual([{ jobId: job.id, dispatchId: ended.dispatch?.dispatchId }]);
+      sub.unsubscribe();
     });
   });
 

@@ -226,8 +226,19 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
   });
 
   describe('sys.job.cancel (CONTRACT §3: the scheduler has a durable on it)', () => {
-    const publishCancel = (jobId: string, reason = '', requestedBy = 'workflow-engine') =>
-      bus.publish(subjects.cancel, encodePacket(newPacket('cancel-test', { case: 'jobCancel', value: create(JobCancelSchema, { jobId, reason, requestedBy }) })));
+    const publishCancel = (jobId: string, reason = '', requestedBy = 'workflow-engine', dispatchId = '') =>
+      bus.publish(subjects.cancel, encodePacket(newPacket('cancel-test', { case: 'jobCancel', value: create(JobCancelSchema, { jobId, reason, requestedBy, ...(dispatchId ? { dispatch: { dispatchId } } : {}) }) })));
+    /** JobCancels seen on sys.job.cancel (ours and the scheduler's), by job. */
+    const cancelsSeen: { jobId: string; dispatchId: string; requestedBy: string }[] = [];
+    let cancelSub: Subscription;
+    beforeAll(async () => {
+      cancelSub = bus.subscribe(subjects.cancel, (data) => {
+        const p = decodePacket(data);
+        if (p.payload.case === 'jobCancel') cancelsSeen.push({ jobId: p.payload.value.jobId, dispatchId: p.payload.value.dispatch?.dispatchId ?? '', requestedBy: p.payload.value.requestedBy });
+      });
+      await bus.flush();
+    });
+    afterAll(() => cancelSub.unsubscribe());
     const applied = async () => (await metrics.getSingleMetric('cordum_scheduler_cancels_applied_total')?.get())?.values[0]?.value ?? 0;
 
     it('a JobCancel from another publisher cancels a RUNNING job; its late result is ignored', async () => {
@@ -239,11 +250,27 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
       expect((await store.getJob(job.id))?.error).toEqual({ code: 'cancelled', message: 'superseded by run 7' });
       expect(await applied()).toBe(before + 1);
       await waitFor(() => states.get(job.id)?.includes('CANCELLED'), 5_000, { message: 'CANCELLED broadcast' });
+      // The attempt out may have been dispatched after the cancel was published: the scheduler
+      // sends the JobCancel for it, so its worker stops.
+      const attempt = worker.executions.get(job.id)![0]!.request.dispatch?.dispatchId;
+      await waitFor(() => cancelsSeen.some((c) => c.jobId === job.id && c.requestedBy === 'sched-test'), 5_000, { message: 'JobCancel for the attempt' });
+      expect(cancelsSeen.find((c) => c.jobId === job.id && c.requestedBy === 'sched-test')?.dispatchId).toBe(attempt);
       const ignoredBefore = await ignoredCount('result', 'terminal');
       await worker.reply(worker.executions.get(job.id)![0]!.request, JobStatus.SUCCEEDED);
       await waitFor(async () => (await ignoredCount('result', 'terminal')) > ignoredBefore, 10_000, { message: 'late result ignored' });
       expect(await stateOf(job.id)).toBe('CANCELLED');
       expect(worker.count(job.id)).toBe(1);
+    });
+
+    it('a JobCancel for an earlier attempt does not end the current one', async () => {
+      const job = await submit('job.manual');
+      await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 15_000, { message: 'job RUNNING' });
+      const stale = await ignoredCount('cancel', 'stale_dispatch');
+      await publishCancel(job.id, 'for attempt 0', 'client-8', 'an-earlier-dispatch');
+      await waitFor(async () => (await ignoredCount('cancel', 'stale_dispatch')) === stale + 1, 10_000, { message: 'stale cancel ignored' });
+      expect(await stateOf(job.id)).toBe('RUNNING');
+      await worker.reply(worker.executions.get(job.id)![0]!.request, JobStatus.SUCCEEDED);
+      await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'current attempt finished' });
     });
 
     it('a PENDING job cancelled before its submit is consumed never runs; a cancel for a finished or unknown job changes nothing', async () => {
