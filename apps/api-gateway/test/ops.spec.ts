@@ -288,8 +288,13 @@ describe('config API', () => {
     expectEnvelope(docForm, 400, 'validation_failed');
     expect((docForm.body['details'] as { path: string }[]).map((d) => d.path).sort()).toEqual(['data.pools.pools.gpu.require', 'data.rate_limits.brust']);
     expect(valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).revision).toBe(before);
-    // Topic and pool names are free; a null deletes a section and is not looked into.
-    expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { pools: { topics: { 'job.any-name': ['p1'] }, pools: { p1: { requires: [] } } }, scheduler: null } })).status).toBe(204);
+    // Names inherited from Object.prototype are no field either.
+    const proto = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { rate_limits: { toString: 1 }, timeouts: { constructor: 5 } } });
+    expectEnvelope(proto, 400, 'validation_failed');
+    expect((proto.body['details'] as { path: string }[]).map((d) => d.path).sort()).toEqual(['data.rate_limits.toString', 'data.timeouts.constructor']);
+    // Topic and pool names are free (even `constructor`); a null deletes, unknown keys included (a stored typo).
+    expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { pools: { topics: { 'job.any-name': ['p1'] }, pools: { constructor: { requires: [] } } }, scheduler: null } })).status).toBe(204);
+    expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { dispatch_timout_seconds: null } }, timeout: null } })).status).toBe(204);
   });
 
   it('a lone surrogate is refused with 400 and the document stays writable (Redis cjson could not decode it)', async () => {

@@ -118,8 +118,8 @@ const KNOWN_KEYS: Record<Exclude<KnownSection, 'safety'>, KeyTree> = {
  * or a field no section has (`dispatch_timout_seconds`). The gateway refuses them (decisions.md
  * P66): stored, they would be ignored by every replica while the operator believes the change
  * is live. Reading stays loose (the section schemas keep unknown keys), so a document a newer
- * gateway wrote still applies on older replicas. A `null` value (a merge patch's delete) is not
- * looked into.
+ * gateway wrote still applies on older replicas. A key set to `null` (a merge patch's delete) is
+ * always allowed, so a stored typo can be deleted.
  */
 export function unknownConfigKeys(data: Record<string, unknown>): ConfigFieldError[] {
   const known = Object.keys(sectionSchemas).join(', ');
@@ -127,14 +127,16 @@ export function unknownConfigKeys(data: Record<string, unknown>): ConfigFieldErr
   const walk = (value: unknown, tree: KeyTree, path: string[]): void => {
     if (!isPlainObject(value)) return; // the section schema reports a wrong type
     for (const [k, v] of Object.entries(value)) {
-      const sub = k in tree ? tree[k] : tree['*'];
+      if (v === null) continue; // deleting a key is always allowed, a stored typo included
+      const sub = Object.hasOwn(tree, k) ? tree[k] : tree['*'];
       if (sub === undefined) out.push({ path: [...path, k].join('.'), message: `unknown field; ${path.join('.')} takes ${Object.keys(tree).join(', ')}` });
-      else if (sub !== null && v !== null) walk(v, sub, [...path, k]);
+      else if (sub !== null) walk(v, sub, [...path, k]);
     }
   };
   for (const [section, value] of Object.entries(data)) {
+    if (value === null) continue;
     if (!isKnownSection(section)) out.push({ path: section, message: `unknown section; known sections: ${known}` });
-    else if (section !== 'safety' && value !== null) walk(value, KNOWN_KEYS[section], [section]);
+    else if (section !== 'safety') walk(value, KNOWN_KEYS[section], [section]);
   }
   return out;
 }

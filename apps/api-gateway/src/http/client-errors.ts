@@ -13,14 +13,17 @@ function codeFor(err: NodeJS.ErrnoException): ErrorCode {
 
 export function answerClientErrors(server: Server): void {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    // A reset connection, or one whose response has started, has no one to answer.
-    if (err.code === 'ECONNRESET' || !socket.writable || (socket as Duplex & { _httpMessage?: unknown })._httpMessage) {
+    // As Node's own handler: answer unless the connection is gone or a response has begun (a
+    // body that arrives too slowly, past requestTimeout, is answered 408 here too).
+    const res = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (err.code === 'ECONNRESET' || !socket.writable || res?.headersSent) {
       socket.destroy();
       return;
     }
     const code = codeFor(err);
     const { status, message } = ERROR_CODES[code];
     const body = JSON.stringify({ error: message, code, status });
-    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    // Then closed from our side too, as Node does: a client that never closes must not keep the socket.
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
   });
 }
