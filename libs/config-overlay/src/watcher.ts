@@ -67,6 +67,7 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
   const sections = Object.entries(o.sections).sort(([a], [b]) => a.localeCompare(b));
 
   let state: State = 'new';
+  let lastReport: Promise<void> | undefined;
   let stopPromise: Promise<void> | undefined;
   let sub: Subscription | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -130,7 +131,9 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
       reported_at: new Date().toISOString(),
       checked,
     };
-    return writeAppliedReport(o.store.redis, reportKey, r, reportTtlMs, o.store.keys.appliedIndex());
+    const write = writeAppliedReport(o.store.redis, reportKey, r, reportTtlMs, o.store.keys.appliedIndex());
+    lastReport = write.catch(() => undefined);
+    return write;
   }
 
   async function read(trigger: ReloadTrigger): Promise<ConfigDocument | null> {
@@ -251,12 +254,15 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
     // Subscribe before the first read so a change written during startup is never missed.
     sub = o.bus.subscribe(subjects.configChanged, onNotification);
     await o.bus.flush();
+    if (state !== 'running') return; // stopped while subscribing: write no report
     try {
       await report(false);
     } catch (err) {
       log.warn('config applied report write failed', { err });
     }
     await reload('startup');
+    // stop() may have come while starting: it must not be followed by a poll timer.
+    if (state !== 'running') return;
     timer = setInterval(() => void reload('poll'), o.pollIntervalMs);
   }
 
@@ -266,6 +272,7 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
     sub?.unsubscribe();
     queued = null;
     await inFlight;
+    await lastReport; // a report still being written (a stop during start) must not land after the delete
     await removeAppliedReport(o.store.redis, reportKey, o.store.keys.appliedIndex()).catch((err: unknown) =>
       log.warn('config applied report not removed; it expires on its own', { err: err instanceof Error ? err.message : String(err) }),
     );

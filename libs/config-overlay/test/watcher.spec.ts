@@ -307,6 +307,22 @@ describe('config watcher (real Redis + NATS)', () => {
     expect(await mine()).toEqual(['a']);
   });
 
+  it('a stop that comes while the watcher is starting leaves no report and no poll timer behind', async () => {
+    const service = 'sched-stop-while-starting';
+    const stopped = make({ pollIntervalMs: 20, service, instance: 'early', sections: { scheduler: recorder().setter } });
+    const running = make({ pollIntervalMs: 20, service, instance: 'witness', sections: { scheduler: recorder().setter } });
+    await running.w.start();
+    const starting = stopped.w.start();
+    await stopped.w.stop();
+    await starting;
+    expect(await redis.exists(store.keys.applied(service, 'early'))).toBe(0);
+    // The witness polls on the same interval: once it has polled five times, a timer left by the
+    // stopped watcher would have fired too.
+    await waitFor(async () => (await metricValue(running.registry, 'cordum_config_reloads_total', { trigger: 'poll' })) >= 5, 5_000, { message: 'witness polled' });
+    expect(await metricValue(stopped.registry, 'cordum_config_reloads_total', { trigger: 'poll' })).toBe(0);
+    expect(await redis.exists(store.keys.applied(service, 'early'))).toBe(0);
+  });
+
   it('bootstrap files are merged before the first load; the merge notifies the other replicas', async () => {
     const other = recorder();
     const peer = make({ pollIntervalMs: 60_000, sections: { timeouts: other.setter } });
