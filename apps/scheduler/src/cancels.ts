@@ -5,7 +5,7 @@
 // (D12 allows it from every one), so no later submit, retry, replay or redispatch runs it.
 // Workers hear the same JobCancel on their own subscription; it is never republished (D5).
 import { TERMINAL_STATES, jobCancelPacket, type JobRecord } from '@cordum/job-store';
-import { subjects } from '@cordum/bus';
+import { MAX_DELIVER, subjects } from '@cordum/bus';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
@@ -63,6 +63,11 @@ export function cancelHandler(ctx: SchedulerContext) {
       if (job.state === 'DISPATCHED' || job.state === 'RUNNING') await tellWorkerToStop(ctx, w.job, message);
       return ACK;
     });
-    return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);
+    const outcome = escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);
+    // Results have the reconciler behind them; a cancel has nothing: say so before it is dropped.
+    if (outcome.kind === 'nak' && h.deliveryCount >= MAX_DELIVER) {
+      ctx.logger.error('JobCancel dropped after its last delivery (job lock busy throughout); the job was not cancelled: cancel it again', { job_id: cancel.jobId, deliveries: h.deliveryCount });
+    }
+    return outcome;
   };
 }

@@ -5,7 +5,8 @@ import { STREAM_SYS, durableName } from './subjects';
 import type { BusLogger, ConsumeOptions, Consumer, HandlerOutcome } from './types';
 
 const ACK_WAIT_MS = 30_000;
-const MAX_DELIVER = 20;
+/** D8: deliveries of one message before JetStream drops it. */
+export const MAX_DELIVER = 20;
 const MAX_ACK_PENDING = 1024;
 /** D8 backoff, applied by us on handler errors (see README: a consumer-level `backoff` would replace AckWait). */
 export const ERROR_BACKOFF_MS = [100, 500, 1_000, 2_000, 5_000] as const;
