@@ -285,12 +285,17 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
 
       const done = await submit('job.echo');
       await waitFor(async () => (await stateOf(done.id)) === 'SUCCEEDED', 15_000, { message: 'job SUCCEEDED' });
+      // The gateway publishes its cancel while it still holds the job lock: a cancel for a job
+      // already terminal is acked from a lock-free read, not NAKed until the lock is free.
+      await redis.set(jobKeys.lock(done.id), 'gateway-holding:1', 'PX', 30_000);
       const [terminal, unknown, before] = [await ignoredCount('cancel', 'terminal'), await ignoredCount('cancel', 'unknown_job'), await applied()];
       await publishCancel(done.id);
       await publishCancel(`no-such-job-${process.pid}`);
       await waitFor(async () => (await ignoredCount('cancel', 'terminal')) === terminal + 1 && (await ignoredCount('cancel', 'unknown_job')) === unknown + 1, 10_000, { message: 'both cancels acked without effect' });
       expect(await stateOf(done.id)).toBe('SUCCEEDED');
       expect(await applied()).toBe(before);
+      expect(await redis.get(jobKeys.lock(done.id))).toBe('gateway-holding:1');
+      await redis.del(jobKeys.lock(done.id));
     });
   });
 
