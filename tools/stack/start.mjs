@@ -15,7 +15,7 @@
 // same; only SIGKILL leaves children behind.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,7 +47,9 @@ config/pools.yaml and config/timeouts.yaml from the repository unless
 SAFETY_POLICY_PATH, POOL_CONFIG_PATH or TIMEOUT_CONFIG_PATH are set.
 
 Ctrl-C (or SIGTERM) stops the gateways first, then the schedulers, workers and
-kernels, then the servers it started.
+kernels, then the servers it started. The pids of a running stack are in
+.cordum/stack.pids (.cordum/stack-p<n>.pids); a start over a stack still running
+names them.
 `;
 
 /** A fatal condition: one line on stderr, then every child started so far is stopped. */
@@ -223,6 +225,7 @@ async function ensureServer(kind, addr, url, defPort, start) {
   if (!['127.0.0.1', 'localhost', '::1'].includes(host)) fail(`${kind} at ${url} is unreachable and not local: start it or set the URL`);
   const child = start(port);
   infra.push({ name: kind, child });
+  writePids();
   try {
     await waitUntil(async () => child.exitInfo === null && (await tcpOpen(host, port)), 15_000, kind);
   } catch (e) {
@@ -258,6 +261,56 @@ async function readyz(port) {
   }
 }
 
+/**
+ * `.cordum/stack[-p<offset>].pids`: the launcher's pid and every process it started, rewritten at
+ * each start and removed by a clean stop. A launcher killed with SIGKILL (the OOM killer, say)
+ * leaves its children running, since they are in their own process groups: the next start
+ * finds this file and names them instead of only saying a port is taken.
+ */
+let pidFile = null;
+let wrotePids = false;
+function writePids() {
+  if (!pidFile) return;
+  wrotePids = true;
+  const procs = [...infra, ...children].filter((c) => c.child.pid !== undefined).map((c) => ({ name: c.name, pid: c.child.pid }));
+  writeFileSync(pidFile, `${JSON.stringify({ launcher: process.pid, started_at: new Date().toISOString(), procs })}\n`);
+}
+
+/** True while `pid` is a live process of a stack (a pid reused by something else does not count). */
+function stackProcAlive(pid) {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return /dist\/apps\/|redis-server|nats-server|start\.mjs/.test(cmd);
+  } catch {
+    return true; // no /proc here: kill -0 is all we can tell
+  }
+}
+
+/** Refuses to start over a stack from an earlier run that is still running, naming its processes. */
+function checkEarlierRun(rel) {
+  if (!pidFile || !existsSync(pidFile)) return;
+  let earlier;
+  try {
+    earlier = JSON.parse(readFileSync(pidFile, 'utf8'));
+  } catch {
+    rmSync(pidFile, { force: true });
+    return;
+  }
+  if (earlier.launcher !== process.pid && stackProcAlive(earlier.launcher)) {
+    fail(`another npm start (pid ${earlier.launcher}) runs this stack (${rel}): stop it with Ctrl-C in its terminal, or kill -INT ${earlier.launcher}`, 1);
+  }
+  const alive = (earlier.procs ?? []).filter((p) => stackProcAlive(p.pid));
+  if (alive.length > 0) {
+    fail(`a stack whose launcher was killed is still running (${rel}): stop it with kill ${alive.map((p) => p.pid).join(' ')} (${alive.map((p) => p.name).join(', ')})`, 1);
+  }
+  rmSync(pidFile, { force: true });
+}
+
 let stopping = null;
 async function stopAll(code) {
   if (stopping) return stopping;
@@ -271,6 +324,8 @@ async function stopAll(code) {
     // anything not in the order above (a service added to services.json later)
     await Promise.all(children.map((c) => stopChild(c.child)));
     for (const s of [...infra].reverse()) await stopChild(s.child);
+    // Only our own file, and only once everything in it is gone (an earlier run's stays to be named).
+    if (wrotePids && [...infra, ...children].every((c) => c.child.exitInfo !== null)) rmSync(pidFile, { force: true });
     console.log('stopped');
     process.exit(code);
   })();
@@ -317,6 +372,9 @@ async function main() {
   const { redisUrl, natsUrl, cluster } = addrs;
   const logRel = opts.portOffset > 0 ? `.cordum/logs-p${opts.portOffset}` : '.cordum/logs';
   logDir = join(root, logRel);
+  const pidRel = opts.portOffset > 0 ? `.cordum/stack-p${opts.portOffset}.pids` : '.cordum/stack.pids';
+  pidFile = join(root, pidRel);
+  checkEarlierRun(pidRel);
 
   const wanted = table.services
     .map((s) => ({ ...s, count: opts.replicas[s.name] ?? 1 }))
@@ -403,6 +461,7 @@ async function main() {
       }
       const child = spawnLogged(name, process.execPath, [bundleOf(svc.name)], env);
       children.push({ name, service: svc.name, child, healthPort: ports[svc.health] });
+      writePids();
       rows.push([name, `pid ${child.pid}`, Object.entries(ports).map(([e, p]) => `${e}=${p}`).join(' ')]);
     }
     // Start in dependency order: each group must be ready before the next starts.

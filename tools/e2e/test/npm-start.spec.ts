@@ -4,6 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ManagedProcess, repoRoot, startNats, startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
 
@@ -270,10 +271,23 @@ describe('npm start', () => {
       second = launch('npm-start-second', ['--port-offset', String(offset)], servers);
       const exit = await second.waitExit(30_000);
       expect(exit.code).toBe(1);
-      expect(second.errOutput).toEqual([expect.stringContaining(`port ${50051 + offset} (safety-kernel-1 SAFETY_KERNEL_GRPC_ADDR) is already in use`)]);
-      expect(second.errOutput[0]).toContain('another stack running?');
-      expect(second.errOutput[0]).toContain('--port-offset');
+      // The first run's pid file names it.
+      expect(second.errOutput).toEqual([expect.stringContaining(`another npm start (pid ${first.pid}) runs this stack`)]);
       expect(second.hasLine('Cordum is up.')).toBe(false);
+      // Ports taken by something that is not a stack of ours: the port and the service are named.
+      const squatter = createServer();
+      const squatPort = 50051 + offset - 1000;
+      await new Promise<void>((r) => squatter.listen(squatPort, '127.0.0.1', r));
+      try {
+        const third = launch('npm-start-third', ['--port-offset', String(offset - 1000)], servers);
+        expect((await third.waitExit(30_000)).code).toBe(1);
+        expect(third.errOutput).toEqual([expect.stringContaining(`port ${squatPort} (safety-kernel-1 SAFETY_KERNEL_GRPC_ADDR) is already in use`)]);
+        expect(third.errOutput[0]).toContain('another stack running?');
+        expect(third.errOutput[0]).toContain('--port-offset');
+        expect(third.hasLine('Cordum is up.')).toBe(false);
+      } finally {
+        await new Promise<void>((r) => squatter.close(() => r()));
+      }
       // the first stack is untouched: still serving, its logs not rotated away
       expect(first.running).toBe(true);
       expect((await fetch(`http://127.0.0.1:${8081 + offset}/readyz`)).status).toBe(200);
@@ -281,6 +295,29 @@ describe('npm start', () => {
       expect(readFileSync(join(logDirOf(offset), 'safety-kernel-1.log'), 'utf8')).toContain('policy loaded');
     } finally {
       await Promise.all([second?.stop(), first.stop()]);
+    }
+  }, 180_000);
+
+  it('a launcher killed with SIGKILL leaves its stack running; the next start names those processes instead of starting over them', async () => {
+    const offset = takeOffset();
+    const first = launch('npm-start-killed', ['--port-offset', String(offset)], servers);
+    let again: ManagedProcess | undefined;
+    try {
+      await waitUp(first);
+      const kids = track(descendantsOf(first.pid));
+      first.kill('SIGKILL');
+      await first.waitExit(30_000);
+      expect(kids.filter(alive)).toEqual(kids); // own process groups: nothing took them down
+      again = launch('npm-start-after-kill', ['--port-offset', String(offset)], servers);
+      expect((await again.waitExit(30_000)).code).toBe(1);
+      expect(again.errOutput).toEqual([expect.stringContaining('a stack whose launcher was killed is still running')]);
+      for (const pid of kids) expect(again.errOutput[0]).toContain(String(pid));
+      expect(existsSync(join(repoRoot, `.cordum/stack-p${offset}.pids`))).toBe(true);
+    } finally {
+      killLeftovers();
+      await again?.stop();
+      await first.stop();
+      rmSync(join(repoRoot, `.cordum/stack-p${offset}.pids`), { force: true });
     }
   }, 180_000);
 
