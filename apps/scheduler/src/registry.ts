@@ -1,7 +1,7 @@
 // Worker registry fed by `sys.heartbeat` / `sys.handshake` broadcasts. Every
 // replica builds its own view (broadcasts are per-replica subscriptions), so it
 // never needs Redis on the routing hot path.
-import type { Handshake, Heartbeat } from '@cordum/protocol';
+import { WORKER_DRAINING_LABEL, type Handshake, type Heartbeat } from '@cordum/protocol';
 
 /** D44: only ids safe as one NATS subject token get direct dispatch. */
 export const DIRECT_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
@@ -27,6 +27,8 @@ export interface WorkerView {
   lastSeen?: number;
   /** From the handshake; [] until one arrives. */
   readyTopics: string[];
+  /** Its last heartbeat said it is stopping (WORKER_DRAINING_LABEL): never routed to. */
+  draining?: boolean;
   /** Handshake capability `start_ack` (D1). */
   startAck: boolean;
   /** D48: dispatches this replica sent since the worker's last heartbeat. */
@@ -80,6 +82,7 @@ export class WorkerRegistry {
       cpuLoad: Number.isFinite(hb.cpuLoad) ? hb.cpuLoad : 0,
       labels: { ...hb.labels },
       capabilities: [...hb.capabilities],
+      draining: hb.labels[WORKER_DRAINING_LABEL] === 'true',
       lastHeartbeat: this.now(),
       lastSeen: this.now(),
       readyTopics: hs?.readyTopics ?? [],

@@ -12,7 +12,8 @@ export type RouteContext = Pick<SchedulerContext, 'workers' | 'pools'> & { confi
  * is skipped while any other candidate can take the job.
  */
 export function routeFor(ctx: RouteContext, job: Pick<JobRecord, 'topic' | 'labels' | 'requires'>, avoid?: string): RouteDecision {
-  const live = ctx.workers.live();
+  // A worker whose last heartbeat said it is stopping has closed its intake: never a candidate.
+  const live = ctx.workers.live().filter((w) => !w.draining);
   const skip = (w: WorkerView): boolean => w.workerId === avoid || ctx.workers.unresponsive(w);
   const others = live.some(skip) ? live.filter((w) => !skip(w)) : live;
   const first = route({ topic: job.topic, labels: job.labels, requires: job.requires, workers: others, pools: ctx.pools(), dispatchUntracked: ctx.config.dispatchUntracked });

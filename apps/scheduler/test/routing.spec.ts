@@ -1,4 +1,4 @@
-import { create, HandshakeSchema, HeartbeatSchema } from '@cordum/protocol';
+import { create, HandshakeSchema, HeartbeatSchema, WORKER_DRAINING_LABEL } from '@cordum/protocol';
 import { WorkerRegistry, type WorkerView } from '../src/registry';
 import { routeFor } from '../src/route-job';
 import { candidates, load, route, type RouteInput } from '../src/routing';
@@ -221,6 +221,23 @@ describe('WorkerRegistry', () => {
     now += 1;
     r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 }));
     expect(routed()).toBe('b');
+  });
+
+  it('a worker whose last heartbeat says it is draining is never routed to, not even as the last candidate; its next normal heartbeat clears it', () => {
+    const r = reg();
+    r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 }));
+    r.onHeartbeat(hb('b', { activeJobs: 2, maxParallelJobs: 10 }));
+    const ctx = { workers: r, pools: () => pools, config: { dispatchUntracked: false } };
+    const routed = (avoid?: string) => { const d = routeFor(ctx, { topic: 'job.echo', labels: {}, requires: [] }, avoid); return d.kind === 'worker' ? d.worker.workerId : d.kind; };
+    expect(routed()).toBe('a');
+    r.onHeartbeat(hb('a', { activeJobs: 1, maxParallelJobs: 10, labels: { [WORKER_DRAINING_LABEL]: 'true' } }));
+    expect(r.get('a')?.draining).toBe(true);
+    expect(routed()).toBe('b');
+    expect(routed('b')).toBe('b'); // the fallback to an avoided worker never reaches a draining one
+    r.onHeartbeat(hb('b', { activeJobs: 2, maxParallelJobs: 10, labels: { [WORKER_DRAINING_LABEL]: 'true' } }));
+    expect(routed()).toBe('no_worker');
+    r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 })); // restarted with the same id
+    expect(routed()).toBe('a');
   });
 
   it('ignores heartbeats and handshakes without an id', () => {

@@ -10,6 +10,13 @@ import { ProtocolError } from './errors';
 /** CAP protocol version spoken by this control plane (CONTRACT §3). */
 export const PROTOCOL_VERSION = 1;
 
+/**
+ * Heartbeat label a worker sets in its last heartbeat when it stops (our convention on CAP's free
+ * `labels`): it takes no new work, so schedulers route around it at once instead of until its
+ * heartbeats time out. Any later heartbeat without it (the same id restarted) clears it.
+ */
+export const WORKER_DRAINING_LABEL = 'cordum.draining';
+
 type AnyRecord = Record<string, unknown>;
 
 function compareKeys(a: string, b: string): number {

@@ -1,7 +1,7 @@
 // A CAP worker: queue-subscribes its topics, acks starts, runs each dispatch
 // at most once (claim-2.lua) and reports results on JetStream (D1, D9, D40).
 import { subjects, type Subscription } from '@cordum/bus';
-import { packetDecoder, packetEncoder, type BusPacket, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
+import { WORKER_DRAINING_LABEL, packetDecoder, packetEncoder, type BusPacket, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
 import type { Logger } from '@cordum/service-kit';
 import { performance } from 'node:perf_hooks';
 import { WorkerError } from './errors';
@@ -135,6 +135,10 @@ class CapWorker implements Worker {
     for (const t of this.timers) clearInterval(t);
     for (const s of this.subs.splice(0)) s.unsubscribe();
     if (wasRunning) {
+      // Intake is closed: one last heartbeat says so, and schedulers stop routing here now rather
+      // than when our heartbeats time out (a job redispatched off us must not come back).
+      this.beat({ draining: true });
+      await this.o.bus.flush().catch(() => undefined);
       const drained = await this.drain(this.o.stopTimeoutMs ?? 10_000);
       if (!drained) await this.abandonRunning();
     }
@@ -388,14 +392,16 @@ class CapWorker implements Worker {
     }
   }
 
-  private beat(): void {
+  private beat(o: { draining?: boolean } = {}): void {
+    const labels = o.draining ? { ...(this.o.labels ?? {}), [WORKER_DRAINING_LABEL]: 'true' } : (this.o.labels ?? {});
     this.publishCore(
       subjects.heartbeat,
       heartbeatPacket({
         workerId: this.workerId, pool: this.o.pool, activeJobs: this.running.size, maxParallelJobs: this.o.maxParallelJobs,
-        cpuLoad: cpuLoadPct(), memoryLoad: memoryLoadPct(), capabilities: this.o.capabilities ?? this.o.topics, labels: this.o.labels ?? {},
+        cpuLoad: cpuLoadPct(), memoryLoad: memoryLoadPct(), capabilities: this.o.capabilities ?? this.o.topics, labels,
       }, this.encode),
     );
+    if (o.draining) return;
     // D40: progress every heartbeat keeps long jobs visibly alive for the reconciler.
     for (const job of this.running.values()) this.sendProgress(job);
   }

@@ -1,5 +1,5 @@
 import { subjects } from '@cordum/bus';
-import { ComponentRole, create, encodePacket, JobCancelSchema, DispatchIdentitySchema, JobStatus, newPacket } from '@cordum/protocol';
+import { ComponentRole, create, encodePacket, JobCancelSchema, DispatchIdentitySchema, JobStatus, newPacket, WORKER_DRAINING_LABEL } from '@cordum/protocol';
 import { Latch, waitFor } from '@cordum/testing';
 import { closeRedis, createRedis } from '@cordum/redis';
 import { Registry } from 'prom-client';
@@ -409,8 +409,13 @@ test('a job abandoned at stop that finishes later writes no result: res:<id> bel
   const w = await startWorker({ topics: ['job.late'], stopTimeoutMs: 300, handler: async () => (started.open(), await late.promise, { status: 'SUCCEEDED', result: { from: 'the abandoned attempt' } }) });
   const job = await publishJob(h, 'job.late');
   await started.wait();
+  const beatsBefore = h.heartbeats.filter((b) => b.workerId === w.workerId).length;
   await w.stop();
   expect(await resultOf(job.jobId)).toMatchObject({ status: JobStatus.FAILED_RETRYABLE, errorCode: 'worker_shutdown' });
+  // Its intake closed, its last heartbeat says it is draining (sent before the drain, so a
+  // scheduler never routes the job it redispatches back here).
+  const last = await waitFor(() => h.heartbeats.filter((b) => b.workerId === w.workerId).slice(beatsBefore).find((b) => b.labels[WORKER_DRAINING_LABEL] === 'true'), 5_000, { message: 'draining heartbeat' });
+  expect(last.activeJobs).toBe(1);
   // The next attempt (another worker) has written its result meanwhile.
   await h.redis.set(`res:${job.jobId}`, JSON.stringify({ from: 'the next attempt' }));
   late.open(); // the abandoned handler returns its result after all
