@@ -24,6 +24,8 @@ interface RunningJob {
   abandoned: boolean;
   /** The pending start ack; cleared once any progress for the job went out or it ended. */
   ackTimer: NodeJS.Timeout | undefined;
+  /** The handler's latest progress, repeated by each heartbeat's keep-alive (not reset to 0). */
+  lastProgress?: { percent?: number; message?: string };
 }
 
 interface Reply {
@@ -367,11 +369,13 @@ class CapWorker implements Worker {
     }
   }
 
-  private sendProgress(job: RunningJob, p: { percent?: number; message?: string } = {}): void {
+  /** `p` from the handler is remembered; without it (start ack, heartbeat keep-alive) the last one is sent again. */
+  private sendProgress(job: RunningJob, p?: { percent?: number; message?: string }): void {
     // Any progress is also the start ack.
     clearTimeout(job.ackTimer);
     job.ackTimer = undefined;
-    this.publishCore(subjects.progress, progressPacket({ workerId: this.workerId, traceId: job.traceId, jobId: job.request.jobId, dispatch: job.request.dispatch, ...p }, this.encode));
+    if (p) job.lastProgress = { ...p };
+    this.publishCore(subjects.progress, progressPacket({ workerId: this.workerId, traceId: job.traceId, jobId: job.request.jobId, dispatch: job.request.dispatch, ...(p ?? job.lastProgress ?? {}) }, this.encode));
   }
 
   private onCancel(data: Uint8Array): void {

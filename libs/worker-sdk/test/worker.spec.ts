@@ -223,6 +223,7 @@ test('handshake and heartbeats carry the contract fields; running jobs get a pro
     maxParallelJobs: 7,
     labels: { zone: 'a' },
     handler: async (job) => {
+      job.progress({ percent: 40, message: 'step 2/5' });
       await release.promise;
       return echo(job);
     },
@@ -241,7 +242,12 @@ test('handshake and heartbeats carry the contract fields; running jobs get a pro
   expect(busy.cpuLoad).toBeGreaterThanOrEqual(0);
   expect(busy.cpuLoad).toBeLessThanOrEqual(100);
   expect(busy.memoryLoad).toBeGreaterThan(0);
-  await waitFor(() => h.progress.filter((p) => p.jobId === job.jobId && p.dispatch?.dispatchId === job.dispatchId).length >= 3, 5_000, { message: 'repeated progress' });
+  await waitFor(() => h.progress.filter((p) => p.jobId === job.jobId && p.dispatch?.dispatchId === job.dispatchId).length >= 4, 5_000, { message: 'repeated progress' });
+  // The keep-alive repeats the handler's latest progress; it never falls back to 0 % and no message.
+  const seen = h.progress.filter((p) => p.jobId === job.jobId);
+  const fromHandler = seen.findIndex((p) => p.percent === 40);
+  expect(fromHandler).toBeGreaterThanOrEqual(0);
+  expect(seen.slice(fromHandler).map((p) => [p.percent, p.message])).toEqual(seen.slice(fromHandler).map(() => [40, 'step 2/5']));
   release.open();
   await resultOf(job.jobId);
   await waitFor(() => h.heartbeats.some((b) => b.workerId === w.workerId && b.activeJobs === 0 && h.heartbeats.indexOf(b) > h.heartbeats.indexOf(busy)));
