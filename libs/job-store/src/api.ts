@@ -61,7 +61,9 @@ export function jobToApi(job: JobRecord, result: unknown): ApiJob {
     created_at: iso(job.createdAt) ?? '',
     updated_at: iso(job.updatedAt) ?? '',
   };
-  if (job.error) out.error = { code: job.error.code, message: job.error.message };
+  // A SUCCEEDED job keeps the error of an earlier, retried attempt in its record; shown as the
+  // job's error it would read as a failure to any client that checks `error`.
+  if (job.error && job.state !== 'SUCCEEDED') out.error = { code: job.error.code, message: job.error.message };
   if (job.workerId) out.worker_id = job.workerId;
   if (job.approval) {
     const a = job.approval;

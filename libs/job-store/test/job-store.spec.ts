@@ -191,6 +191,11 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     });
     await store.expireResult(job);
     expect(await redis.pttl(jobKeys.res(j.id))).toBeGreaterThan(0);
+    // The error of an earlier, retried attempt stays in the record but is not the succeeded job's error.
+    const retried = { ...job, error: { code: 'boom', message: 'attempt 1 failed' } };
+    expect(jobToApi(retried, null).error).toBeUndefined();
+    expect(jobToApi({ ...retried, state: 'RUNNING' }, null).error).toEqual({ code: 'boom', message: 'attempt 1 failed' });
+    expect(jobToApi({ ...retried, state: 'FAILED' }, null).error).toEqual({ code: 'boom', message: 'attempt 1 failed' });
   });
 
   // D16/D45 retention: the index ZSETs are refreshed by every write, so only the leader's trim
