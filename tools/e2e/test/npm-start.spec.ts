@@ -423,7 +423,9 @@ describe('npm start', () => {
     const r = spawnSync(process.execPath, [launcherPath, '--help'], { cwd: repoRoot, encoding: 'utf8' });
     expect(r.status).toBe(0);
     for (const opt of ['--replicas', '--port-offset', '--build', '--help']) expect(r.stdout).toContain(opt);
-    expect(r.stdout.endsWith('kernels, then the servers it started.\n')).toBe(true);
+    expect(r.stdout).toContain('.cordum/stack.pids');
+    // The whole text: its last sentence, complete, then a newline.
+    expect(r.stdout.endsWith('a start over a stack still running\nnames them.\n')).toBe(true);
   });
 
   it('rejects a bad flag with one readable line', async () => {
