@@ -3,13 +3,14 @@
 // terminal and are acked. A JobCancel from any other CAP publisher (a workflow engine, a client on
 // the bus) cancels the job here: CANCELLED under the job lock from whatever live state it is in
 // (D12 allows it from every one), so no later submit, retry, replay or redispatch runs it.
-// Workers hear the same JobCancel on their own subscription; it is never republished (D5).
+// Workers hear the same JobCancel on their own subscription; the scheduler sends its own only for
+// the attempt out when it cancelled (P63), never the gateway's again (D5).
 import { TERMINAL_STATES, jobCancelPacket, type JobRecord } from '@cordum/job-store';
 import { MAX_DELIVER, subjects } from '@cordum/bus';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
-import { BUSY_NAK_MS, escalateBusy, releasedBy, withLockedJob } from './job-lock';
+import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 
@@ -63,7 +64,7 @@ export function cancelHandler(ctx: SchedulerContext) {
       if (job.state === 'DISPATCHED' || job.state === 'RUNNING') await tellWorkerToStop(ctx, w.job, message);
       return ACK;
     });
-    const outcome = escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);
+    const outcome = lockedOutcome(r, h.deliveryCount);
     // Results have the reconciler behind them; a cancel has nothing: say so before it is dropped.
     if (outcome.kind === 'nak' && h.deliveryCount >= MAX_DELIVER) {
       ctx.logger.error('JobCancel dropped after its last delivery (job lock busy throughout); the job was not cancelled: cancel it again', { job_id: cancel.jobId, deliveries: h.deliveryCount });

@@ -5,7 +5,7 @@ import type { BusPacket, JobRequest } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatch, publishAttempt } from './dispatch';
-import { BUSY_NAK_MS, escalateBusy, releasedBy, withLockedJob } from './job-lock';
+import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { routeFor } from './route-job';
 import { resolveSafety } from './safety';
@@ -31,7 +31,7 @@ export function submitHandler(ctx: SchedulerContext) {
       if (job?.state === 'PENDING' && h.deliveryCount === 1) ctx.metrics.intakeWait.observe(Math.max(0, startedAt - job.createdAt) / 1000);
       return intake(ctx, lease, req, job);
     });
-    return escalateBusy(r.busy ? nak(BUSY_NAK_MS) : r.value, h.deliveryCount);
+    return lockedOutcome(r, h.deliveryCount);
   };
 }
 

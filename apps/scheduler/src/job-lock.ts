@@ -24,6 +24,14 @@ export function busyNakMs(deliveryCount: number): number {
 }
 
 /** Replaces a busy/fenced NAK (BUSY_NAK_MS) with the escalating delay for this delivery. */
+/**
+ * A locked handler's outcome for JetStream: the lock found busy is a busy NAK, and every busy or
+ * fenced NAK gets the escalating delay of this delivery (escalateBusy).
+ */
+export function lockedOutcome(r: { busy: true } | { busy: false; value: HandlerOutcome }, deliveryCount: number): HandlerOutcome {
+  return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, deliveryCount);
+}
+
 export function escalateBusy(outcome: HandlerOutcome, deliveryCount: number): HandlerOutcome {
   return outcome.kind === 'nak' && outcome.delayMs === BUSY_NAK_MS ? { kind: 'nak', delayMs: busyNakMs(deliveryCount) } : outcome;
 }

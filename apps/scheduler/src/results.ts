@@ -6,7 +6,7 @@ import type { Lease } from '@cordum/locks';
 import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
-import { BUSY_NAK_MS, escalateBusy, releasedBy, withLockedJob } from './job-lock';
+import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { routeFor } from './route-job';
 import { attemptsUsed } from './redispatch';
 
@@ -48,7 +48,7 @@ export function resultHandler(ctx: SchedulerContext) {
     const res = packet.payload.value;
     if (await finishedUnlocked(ctx, res)) return ACK;
     const r = await withLockedJob(ctx, res.jobId, (lease, job) => applyResult(ctx, lease, res, job, h.seq));
-    return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, h.deliveryCount);
+    return lockedOutcome(r, h.deliveryCount);
   };
 }
 
