@@ -102,15 +102,28 @@ export function validateConfig(data: unknown): ConfigFieldError[] {
 }
 
 /**
- * The keys each section may hold, for `unknownConfigKeys`: `'*'` = any key (a topic or pool name),
- * `null` = a leaf. `safety` is left to its own parser, which already refuses unknown fields.
+ * The keys a section may hold, for `unknownConfigKeys`, read off its schema so the two cannot
+ * drift: an object's fields; `'*'` = any key (a record: topic or pool names); `null` = a leaf
+ * (or a record of leaves), not looked into. `safety` is left to its own parser, which already
+ * refuses unknown fields.
  */
 type KeyTree = { [key: string]: KeyTree | null };
-const KNOWN_KEYS: Record<Exclude<KnownSection, 'safety'>, KeyTree> = {
-  pools: { topics: null, pools: { '*': { requires: null } } },
-  timeouts: { reconciler: { dispatch_timeout_seconds: null, running_timeout_seconds: null, scan_interval_seconds: null } },
-  scheduler: { input_fail_mode: null, output_fail_mode: null, output_policy_enabled: null },
-  rate_limits: { rps: null, burst: null },
+type SchemaDef = { type: string; shape?: Record<string, z.ZodType>; innerType?: z.ZodType; valueType?: z.ZodType };
+function keyTree(schema: z.ZodType): KeyTree | null {
+  const def = (schema as unknown as { _zod: { def: SchemaDef } })._zod.def;
+  if ((def.type === 'optional' || def.type === 'nullable' || def.type === 'default') && def.innerType) return keyTree(def.innerType);
+  if (def.type === 'object' && def.shape) return Object.fromEntries(Object.entries(def.shape).map(([k, v]) => [k, keyTree(v)]));
+  if (def.type === 'record' && def.valueType) {
+    const value = keyTree(def.valueType);
+    return value === null ? null : { '*': value };
+  }
+  return null;
+}
+const KNOWN_KEYS: Record<Exclude<KnownSection, 'safety'>, KeyTree | null> = {
+  pools: keyTree(poolsSectionSchema),
+  timeouts: keyTree(timeoutsSectionSchema),
+  scheduler: keyTree(schedulerSectionSchema),
+  rate_limits: keyTree(rateLimitsSectionSchema),
 };
 
 /**
@@ -136,7 +149,10 @@ export function unknownConfigKeys(data: Record<string, unknown>): ConfigFieldErr
   for (const [section, value] of Object.entries(data)) {
     if (value === null) continue;
     if (!isKnownSection(section)) out.push({ path: section, message: `unknown section; known sections: ${known}` });
-    else if (section !== 'safety') walk(value, KNOWN_KEYS[section], [section]);
+    else if (section !== 'safety') {
+      const tree = KNOWN_KEYS[section];
+      if (tree) walk(value, tree, [section]);
+    }
   }
   return out;
 }

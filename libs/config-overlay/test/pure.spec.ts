@@ -11,6 +11,7 @@ import {
   sectionHash,
   sectionHashes,
   sha256Hex,
+  unknownConfigKeys,
   validateConfig,
 } from '../src';
 
@@ -147,5 +148,26 @@ describe('reload interval env fragment (D36)', () => {
   it('a bad or zero value fails naming the variable', () => {
     expect(() => loadConfig(schema, { CORDUM_CONFIG_RELOAD_INTERVAL: 'soon' })).toThrow(/CORDUM_CONFIG_RELOAD_INTERVAL/);
     expect(() => loadConfig(schema, { SCHEDULER_CONFIG_RELOAD_INTERVAL: '0s' })).toThrow(/SCHEDULER_CONFIG_RELOAD_INTERVAL/);
+  });
+});
+
+describe('unknownConfigKeys (P66)', () => {
+  it('knows every field of the section schemas, and nothing else', () => {
+    const everyField = {
+      pools: { topics: { 'job.any': ['p1'] }, pools: { p1: { requires: ['gpu'] }, constructor: { requires: [] } } },
+      timeouts: { reconciler: { dispatch_timeout_seconds: 1, running_timeout_seconds: 2, scan_interval_seconds: 3 } },
+      scheduler: { input_fail_mode: 'open', output_fail_mode: 'closed', output_policy_enabled: false },
+      rate_limits: { rps: 1, burst: 2 },
+      safety: { anything: 'left to its own parser' },
+    };
+    expect(unknownConfigKeys(everyField)).toEqual([]);
+    const paths = (data: Record<string, unknown>) => unknownConfigKeys(data).map((e) => e.path).sort();
+    expect(paths({ pools: { pool: {}, pools: { p1: { require: [] } }, topics: { 'job.x': { deep: 1 } } } })).toEqual(['pools.pool', 'pools.pools.p1.require']);
+    expect(paths({ timeouts: { reconciler: { dispatch_timout_seconds: 1 }, reconcile: {} } })).toEqual(['timeouts.reconcile', 'timeouts.reconciler.dispatch_timout_seconds']);
+    expect(paths({ scheduler: { input_failmode: 'open' }, rate_limits: { toString: 1 }, ratelimits: {} })).toEqual(['rate_limits.toString', 'ratelimits', 'scheduler.input_failmode']);
+    expect(unknownConfigKeys({ timeouts: { reconciler: { dispatch_timout_seconds: null } }, timeout: null })).toEqual([]);
+    expect(unknownConfigKeys({ timeouts: { reconcile: 1 } })).toEqual([
+      { path: 'timeouts.reconcile', message: 'unknown field; timeouts takes reconciler' },
+    ]);
   });
 });
