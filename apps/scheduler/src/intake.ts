@@ -9,6 +9,7 @@ import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-loc
 import { noWorkerWait } from './no-worker';
 import { routeFor } from './route-job';
 import { resolveSafety } from './safety';
+import { concurrencyOf, leaveGroup, slotWait, takeSlot } from './slots';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 const nak = (delayMs: number): HandlerOutcome => ({ kind: 'nak', delayMs });
@@ -108,16 +109,27 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     case 'overloaded':
       return nak(OVERLOAD_NAK_MS);
     case 'no_worker':
-      // Stays PENDING; the wait is bounded and timed by the replayer (job:retry, D13).
+      // Stays PENDING; the wait is bounded and timed by the replayer (job:retry, D13). It waits
+      // for a worker, not in a concurrency group's queue, where it would hold up the jobs behind it.
+      await leaveGroup(ctx, job);
       return noWorkerWait(ctx, lease, job);
     case 'worker':
     case 'untracked':
       break;
   }
 
+  // P70: a job allowed with max_concurrent_jobs goes only with a slot of its group.
+  const concurrency = concurrencyOf(job, verdict.record.ruleId, verdict.maxConcurrentJobs);
+  if (!(await takeSlot(ctx, job, concurrency)) && concurrency) return slotWait(ctx, lease, job, concurrency);
+
   const maxAttempts = verdict.maxRetries ?? ctx.config.maxAttempts;
   // PENDING → SCHEDULED → DISPATCHED in one fenced write: the route is already known.
-  const schedule = { safety: verdict.record, maxAttempts, ...(verdict.maxRuntimeMs !== undefined ? { maxRuntimeMs: verdict.maxRuntimeMs } : {}) };
+  const schedule = {
+    safety: verdict.record,
+    maxAttempts,
+    ...(verdict.maxRuntimeMs !== undefined ? { maxRuntimeMs: verdict.maxRuntimeMs } : {}),
+    ...(concurrency ? { concurrency } : {}),
+  };
   const out = await dispatch(ctx, lease, job, route, { base: req, release: true, schedule });
   // `lost`: our lease became unsafe or was taken over; the job is PENDING or
   // DISPATCHED(published=false) and a redelivery or the replayer re-drives it under a fresh lock.

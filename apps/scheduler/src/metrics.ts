@@ -26,6 +26,10 @@ export interface SchedulerMetrics {
   reconciled: Counter<'action'>;
   /** JobCancels from sys.job.cancel that cancelled a job here (not one the gateway had already cancelled). */
   cancelsApplied: Counter;
+  /** P70: a job found its concurrency group's slots taken and waits (one count per look). */
+  slotWaits: Counter;
+  /** P70: waiting jobs the replayer leader re-drove because a slot of their group freed. */
+  slotWakes: Counter;
   reconcileScans: Counter;
   /** D21 breaker as this replica last saw it: 0 closed, 1 half-open, 2 open. */
   breakerState: Gauge;
@@ -105,6 +109,16 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     cancelsApplied: new Counter({
       name: 'cordum_scheduler_cancels_applied_total',
       help: 'JobCancels on sys.job.cancel that found the job live and cancelled it here; a cancel the gateway already wrote is counted as ignored (kind cancel, reason terminal).',
+      registers: [registry],
+    }),
+    slotWaits: new Counter({
+      name: 'cordum_scheduler_slot_waits_total',
+      help: 'Looks at a job allowed with max_concurrent_jobs that found every slot of its group (tenant and rule) taken, so the job waits (P70).',
+      registers: [registry],
+    }),
+    slotWakes: new Counter({
+      name: 'cordum_scheduler_slot_wakes_total',
+      help: 'Waiting jobs re-driven by the replayer leader because a slot of their concurrency group freed (P70).',
       registers: [registry],
     }),
     reconciled: new Counter({ name: 'cordum_scheduler_reconciled_total', help: 'Reconciler actions (timeout, redispatch, republish, running, deadline).', labelNames: ['action'], registers: [registry] }),

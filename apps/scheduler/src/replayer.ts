@@ -11,7 +11,9 @@
 //      `cordum_scheduler_orphan_replayed_total`.
 // An outcome that asks to retry later (NAK) re-files the job in `job:retry`.
 // Before both, parked topics (P15): jobs waiting on a topic nobody served are
-// moved back to `job:retry` once a worker serves it, or failed at their bound.
+// moved back to `job:retry` once a worker serves it, or failed at their bound;
+// and concurrency groups (P70): the longest waiters of a group with free slots
+// are moved to `job:retry` (slots.ts).
 import { subjects, type HandlerOutcome } from '@cordum/bus';
 import type { JobRecord, JobState, ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
@@ -21,6 +23,7 @@ import { driveJob } from './intake';
 import { readLocked, withJobLock } from './job-lock';
 import { failNoWorker, parkPlan } from './no-worker';
 import { topicServed } from './routing';
+import { slotTurn } from './slots';
 
 const LIMIT = 200;
 /** Parked jobs moved back to `job:retry` per topic and turn once a worker serves the topic. */
@@ -28,9 +31,10 @@ const UNPARK_BATCH = 1_000;
 const CONCURRENCY = 16;
 const ORPHAN_STATES: JobState[] = ['PENDING', 'SCHEDULED', 'RETRYING'];
 
-export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: number; orphans: number; unparked: number; expired: number }> {
+export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: number; orphans: number; unparked: number; expired: number; woken: number }> {
   const now = Date.now();
   const { unparked, expired } = await parkedTurn(ctx, now);
+  const woken = await slotTurn(ctx, now);
   const due = await ctx.store.listRetryDue(now, LIMIT);
   let retried = 0;
   await forEachLimit(due, CONCURRENCY, async (e) => {
@@ -60,7 +64,7 @@ export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: numb
       }
     });
   }
-  return { retried, orphans, unparked, expired };
+  return { retried, orphans, unparked, expired, woken };
 }
 
 /**

@@ -2,8 +2,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects, type Bus } from '@cordum/bus';
-import { jobKeys, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
-import { create, Decision, decodePacket, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket, type MessageInitShape } from '@cordum/protocol';
+import { jobKeys, jobToApi, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
+import { create, Decision, decodePacket, encodePacket, JobCancelSchema, JobRequestSchema, JobResultSchema, JobStatus, newPacket, type MessageInitShape } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { callsOf, commandCalls, waitFor, type TestServer } from '@cordum/testing';
@@ -73,6 +73,8 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // Allows everything; answers Checks of job.rq only after SLOW_CHECK_MS (the P35 backlog).
     kernel = await startTestKernel(async (req) => {
       if (req.topic === 'job.rq') await new Promise((r) => setTimeout(r, SLOW_CHECK_MS));
+      if (req.topic === 'job.conc') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'two at a time', ruleId: 'cap-conc', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 2 } };
+      if (req.topic === 'job.conc1') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one at a time', ruleId: 'cap-one', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 1 } };
       if (req.topic === 'job.capped') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'capped', ruleId: 'cap-runtime', policySnapshot: 'snap-test', constraints: { maxRuntimeMs: 1_000n } };
       return { decision: Decision.ALLOW, reason: 'ok', ruleId: 'allow-all', policySnapshot: 'snap-test' };
     });
@@ -364,6 +366,82 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       await waitFor(() => stops.some((c) => c.jobId === job.id), 5_000, { message: 'JobCancel for the timed-out attempt' });
       expect(stops.filter((c) => c.jobId === job.id)).toEqual([{ jobId: job.id, dispatchId: ended.dispatch?.dispatchId }]);
       sub.unsubscribe();
+    });
+  });
+
+  describe('max_concurrent_jobs (P70)', () => {
+    const out = (w: TestWorker, replied: Set<string>): string[] => [...w.executions.keys()].filter((id) => !replied.has(id));
+    async function finish(w: TestWorker, id: string, replied: Set<string>): Promise<void> {
+      replied.add(id);
+      await w.reply(nthRequest(w, id, 1), JobStatus.SUCCEEDED);
+      await waitFor(async () => (await stateOf(id)) === 'SUCCEEDED', 10_000, { message: `${id} SUCCEEDED` });
+    }
+
+    it('at most N of a tenant\'s jobs under the rule are out at once; the longest waiter goes when a slot frees; another tenant has its own slots', async () => {
+      await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+        const w = await worker('tw-conc', ['job.conc'], 'none');
+        const group = 'acme/cap-conc';
+        const waitsBefore = (await metrics.getSingleMetricAsString('cordum_scheduler_slot_waits_total')).match(/ (\d+)$/m)?.[1] ?? '0';
+        const jobs: JobRecord[] = [];
+        for (let i = 0; i < 5; i += 1) jobs.push(await submit('job.conc'));
+        const ids = jobs.map((j) => j.id);
+        // Barrier: every job was looked at, two went out and three queued (each filed as a waiter).
+        await waitFor(async () => (await redis.zcard(jobKeys.slotWaiters(group))) === 3 && w.executions.size === 2, 10_000, { message: 'two out, three queued' });
+        expect(Number((await metrics.getSingleMetricAsString('cordum_scheduler_slot_waits_total')).match(/ (\d+)$/m)?.[1])).toBeGreaterThanOrEqual(Number(waitsBefore) + 3);
+        const queue = await redis.zrange(jobKeys.slotWaiters(group), '0', '-1');
+        expect(new Set([...queue, ...w.executions.keys()])).toEqual(new Set(ids));
+        for (const id of queue) {
+          expect(await stateOf(id)).toBe('PENDING');
+          const waiting = await store.getJob(id);
+          expect(waiting?.concurrency).toEqual({ group, limit: 2 });
+          expect(waiting && jobToApi(waiting, null).concurrency).toEqual({ group, limit: 2 });
+        }
+        expect((await redis.zrange(jobKeys.slots(group), '0', '-1')).sort()).toEqual([...w.executions.keys()].sort());
+        // Per tenant: another tenant's job under the same rule goes at once.
+        const other = await submit('job.conc', { tenant: 'globex' });
+        await waitFor(() => w.count(other.id) === 1, 10_000, { message: 'the other tenant\'s job dispatched' });
+        const replied = new Set<string>([other.id]);
+        await w.reply(nthRequest(w, other.id, 1), JobStatus.SUCCEEDED);
+
+        // Each slot freed lets exactly the longest waiter in, never a third job out at once.
+        for (const next of queue) {
+          const running = out(w, replied).filter((id) => ids.includes(id));
+          expect(running).toHaveLength(2);
+          await finish(w, running[0] as string, replied);
+          await waitFor(() => w.count(next) === 1, 10_000, { message: `${next} dispatched when a slot freed` });
+          expect(out(w, replied).filter((id) => ids.includes(id))).toHaveLength(2);
+          const notYet = queue.slice(queue.indexOf(next) + 1);
+          for (const id of notYet) expect(w.count(id)).toBe(0);
+        }
+        for (const id of out(w, replied)) await finish(w, id, replied);
+        for (const id of ids) expect(w.count(id)).toBe(1);
+        await waitFor(async () => (await redis.zcard(jobKeys.slots(group))) === 0 && (await redis.zcard(jobKeys.slotWaiters(group))) === 0, 5_000, { message: 'slots given back' });
+        await waitFor(async () => !(await redis.sismember(jobKeys.slotGroups(), group)), 5_000, { message: 'group unlisted once nobody waits' });
+      });
+    });
+
+    it('a cancelled waiter leaves the queue, and a holder a crash left behind is dropped once its job is gone', async () => {
+      await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+        const w = await worker('tw-conc1', ['job.conc1'], 'none');
+        const group = 'acme/cap-one';
+        // A slot still held by a job with no record (its terminal write's slot update lost, then the record expired).
+        await redis.zadd(jobKeys.slots(group), Date.now(), 'gone-job');
+        const first = await submit('job.conc1');
+        await waitFor(() => w.count(first.id) === 1, 10_000, { message: 'the stale holder dropped, the waiter dispatched' });
+        expect(await redis.zrange(jobKeys.slots(group), '0', '-1')).toEqual([first.id]);
+        const cancelled = await submit('job.conc1');
+        await waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), cancelled.id)) !== null, 10_000, { message: 'second job queued' });
+        await bus.publish(subjects.cancel, encodePacket(newPacket('cancel-test', { case: 'jobCancel', value: create(JobCancelSchema, { jobId: cancelled.id, reason: 'not needed', requestedBy: 'tester' }) })));
+        await waitFor(async () => (await stateOf(cancelled.id)) === 'CANCELLED', 10_000, { message: 'waiter cancelled' });
+        await waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), cancelled.id)) === null, 5_000, { message: 'cancelled waiter out of the queue' });
+        const third = await submit('job.conc1');
+        await waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), third.id)) !== null, 10_000, { message: 'third job queued' });
+        await finish(w, first.id, new Set());
+        await waitFor(() => w.count(third.id) === 1, 10_000, { message: 'third job dispatched when the slot freed' });
+        // The third job's dispatch is the barrier: the cancelled one was never dispatched.
+        expect(w.count(cancelled.id)).toBe(0);
+        await finish(w, third.id, new Set());
+      });
     });
   });
 

@@ -33,6 +33,8 @@ export interface ApiJob {
   worker_id?: string;
   safety: { decision: string; reason: string; rule_id: string; policy_snapshot: string };
   approval?: ApiApproval;
+  /** P70: the max_concurrent_jobs group the job counts against. */
+  concurrency?: { group: string; limit: number };
   created_at: string;
   updated_at: string;
   dispatched_at?: string;
@@ -70,6 +72,7 @@ export function jobToApi(job: JobRecord, result: unknown): ApiJob {
     out.approval = { status: a.status, by: a.by, at: iso(a.at) ?? '', job_hash: a.jobHash, policy_snapshot: a.policySnapshot, rule_id: a.ruleId, revision: a.revision };
     if (a.reason) out.approval.reason = a.reason;
   }
+  if (job.concurrency) out.concurrency = { group: job.concurrency.group, limit: job.concurrency.limit };
   const dispatchedAt = iso(job.dispatchedAt);
   if (dispatchedAt) out.dispatched_at = dispatchedAt;
   const finishedAt = iso(job.finishedAt);

@@ -1,13 +1,14 @@
 export { ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, DLQ_STATES, JOB_STATES, isJobState, allowedSources, canTransition } from './states';
 export type { JobState } from './states';
 export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatch, DlqEntry, TransitionResult } from './types';
-export { jobKeys, pointerKey } from './keys';
+export { jobKeys, pointerKey, slotGroup } from './keys';
 export { JobStoreError, LUA_CODES } from './errors';
 export type { TransitionFailure } from './errors';
 export { createJobStore, DLQ_TTL_MS, MAX_DECISIONS } from './store';
 export type { JobStore, JobStoreOptions, TransitionOptions, MarkPublishedOptions, MarkPublishedResult, MarkRunningResult, DecisionEntry, ReattemptResult, FinishResult } from './store';
 export { decodeFlat as decodeRecord } from './codec';
 export type { JobScans, ScoredId } from './scans';
+export type { JobSlots } from './slots';
 export { trimIndex, trimIndexes } from './retention';
 export type { TrimCounts } from './retention';
 export { readWorkerSnapshot, encodeWorkerSnapshot, parseWorkerSnapshot, WORKER_ONLINE_MS } from './worker-snapshot';

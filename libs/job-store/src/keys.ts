@@ -34,6 +34,16 @@ export const jobKeys = {
   /** Topics with parked jobs (SET), read by the replayer leader each turn. */
   parkedTopics: (): string => 'job:parked:topics',
   deadline: (): string => 'job:deadline',
+  /**
+   * P70 max_concurrent_jobs: the jobs holding one of a concurrency group's slots (ZSET, id → when
+   * taken) and the jobs waiting for one (ZSET, id → when they first waited), in one slot (same tag)
+   * so slot-acquire-2.lua reads both. A group is `<tenant>/<rule id>` (slotGroup).
+   */
+  slots: (group: string): string => `job:slots:{${group}}`,
+  slotWaiters: (group: string): string => `job:slotwait:{${group}}`,
+  /** Groups with waiters (SET), read by the replayer leader each turn; and each group's latest limit (HASH). */
+  slotGroups: (): string => 'job:slotwait:groups',
+  slotLimits: (): string => 'job:slotwait:limits',
   /** Global per-state index of in-flight jobs scored by when they entered the state (reconciler/replayer scans). */
   active: (state: JobState): string => `job:active:${state}`,
   /** worker-sdk's claim of a dispatch (its README): same {<id>} tag, read by reattempt-3.lua. */
@@ -41,6 +51,11 @@ export const jobKeys = {
   /** BEHAVIOURS §4 worker registry snapshot (single writer). */
   workerSnapshot: (): string => 'sys:workers:snapshot',
 } as const;
+
+/** P70: the concurrency group of a job allowed by `ruleId` with max_concurrent_jobs: per tenant and rule. */
+export function slotGroup(tenant: string, ruleId: string): string {
+  return `${tenant}/${ruleId}`;
+}
 
 /** `redis://ctx:<id>` → `ctx:<id>`; null for anything that is not a redis pointer. */
 export function pointerKey(ptr: string | undefined): string | null {

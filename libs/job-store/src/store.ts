@@ -13,6 +13,7 @@ import { failureFromCode, JobStoreError } from './errors';
 import { jobKeys, pointerKey } from './keys';
 import { ACTIVE_STATES, allowedSources, canTransition, DLQ_STATES, TERMINAL_STATES, type JobState } from './states';
 import { createJobScans, type JobScans } from './scans';
+import { createJobSlots, type JobSlots } from './slots';
 import { jobRequestHash, type StoredInput } from './approval';
 import type { DlqEntry, JobPatch, JobRecord, NewJob, TransitionResult } from './types';
 
@@ -100,7 +101,7 @@ export type ReattemptResult =
   /** `claimed`: a worker claimed the old attempt, so it started (D1): never redispatch it. */
   | { ok: false; reason: 'not_found' | 'fenced' | 'state_mismatch' | 'claimed'; current?: JobRecord };
 
-export interface JobStore extends JobScans {
+export interface JobStore extends JobScans, JobSlots {
   /**
    * `sideWrites` as in TransitionOptions: what follows the record (the listing keys' TTLs, a
    * DENIED job's DLQ entry) is started, not awaited; the new job's index entries go with the
@@ -259,6 +260,11 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         // `job:retry` member would anyway be dropped by the replayer's next turn.
         if (job.deadlineAt !== undefined || job.maxRuntimeMs !== undefined) ops.rem(jobKeys.deadline(), job.id);
         if (mayHaveRetry(job)) ops.rem(jobKeys.retry(), job.id);
+        // P70: the slot it held, or its place in the queue for one, goes back.
+        if (job.concurrency) {
+          ops.rem(jobKeys.slots(job.concurrency.group), job.id);
+          ops.rem(jobKeys.slotWaiters(job.concurrency.group), job.id);
+        }
       }
     });
   }
@@ -369,6 +375,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
   const scans = createJobScans(redis);
   return {
     ...scans,
+    ...createJobSlots(redis, ttl, now),
     async repairIndex(id, seenIn, job) {
       if (job && DLQ_STATES.has(job.state)) await writeDlq(job);
       await scans.repairIndex(id, seenIn, job);

@@ -73,6 +73,12 @@ export interface JobRecord extends JobIdentity {
    * ends TIMEOUT `max_runtime_exceeded` once it has been out this long since its dispatch.
    */
   maxRuntimeMs?: number;
+  /**
+   * P70: the concurrency group (slotGroup) and limit of the policy decision that gave the job
+   * `max_concurrent_jobs`; set when it first waits for a slot or takes one. Its terminal write
+   * gives the slot (or its place in the queue) back.
+   */
+  concurrency?: { group: string; limit: number };
   /** D13: no-worker waits, bounded by the replayer. */
   scheduleTries?: number;
   /** Attempts a worker refused before starting them (`worker_busy`, D48): not counted against maxAttempts. */

@@ -1,7 +1,7 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
+import { REDIS_BACKENDS, startRedisBackend, waitFor, type RedisBackend } from '@cordum/testing';
 import { createJobStore, encodeWorkerSnapshot, jobKeys, parseWorkerSnapshot, readWorkerSnapshot, type JobStore } from '../src';
-import { drive, holdLock, newJob } from './helpers';
+import { drive, holdLock, newJob, uniqueId } from './helpers';
 
 // The issue-3 additions: in-flight indexes and bounded scans, the D1 (b)
 // reattempt guard against worker-sdk's claim, same-state patches, deadline
@@ -38,6 +38,41 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect((await store.listActive('DISPATCHED', score - 1, 10)).map((e) => e.id)).not.toContain(j.id);
     await store.transition(j.id, 'SUCCEEDED', { token });
     for (const s of ['PENDING', 'SCHEDULED', 'DISPATCHED', 'RUNNING', 'RETRYING'] as const) expect(await redis.zscore(jobKeys.active(s), j.id)).toBeNull();
+  });
+
+  it('P70 slots: at most `limit` holders; a freed slot goes to the longest waiter, not a newcomer; a terminal write gives a queue place back', async () => {
+    const g = `${uniqueId('tenant')}/rule-1`;
+    expect(await store.acquireSlot(g, 'a', 1)).toBe(true);
+    expect(await store.acquireSlot(g, 'a', 1)).toBe(true); // held already: still true, nothing added
+    expect(await store.acquireSlot(g, 'b', 1)).toBe(false);
+    expect(await store.acquireSlot(g, 'c', 1)).toBe(false);
+    expect(await store.acquireSlot(g, 'b', 1)).toBe(false); // keeps its place
+    expect(await store.slotHolders(g, 10)).toEqual(['a']);
+    expect(await store.slotWaiters(g, 10)).toEqual(['b', 'c']);
+    expect(await store.listSlotGroups()).toContain(g);
+    expect(await store.slotLimit(g)).toBe(1);
+    await store.dropSlotMembers(g, ['a'], []);
+    expect(await store.acquireSlot(g, 'newcomer', 1)).toBe(false); // b and c waited longer
+    expect(await store.acquireSlot(g, 'c', 1)).toBe(false); // b is first
+    expect(await store.acquireSlot(g, 'b', 1)).toBe(true);
+    expect(await store.slotWaiters(g, 10)).toEqual(['c', 'newcomer']);
+    // A raised limit lets as many of the first waiters in as it frees slots, in order.
+    expect(await store.acquireSlot(g, 'newcomer', 2)).toBe(false);
+    expect(await store.acquireSlot(g, 'c', 2)).toBe(true);
+    expect(await store.acquireSlot(g, 'newcomer', 2)).toBe(false);
+    expect(await store.acquireSlot(g, 'newcomer', 3)).toBe(true);
+    expect(await store.slotLimit(g)).toBe(3);
+
+    // A job recorded in the group leaves its queue with its terminal write.
+    const j = newJob();
+    const token = await drive(store, redis, j, []);
+    expect(await store.acquireSlot(g, j.id, 3)).toBe(false);
+    expect((await store.patchJob(j.id, 'PENDING', { token, patch: { concurrency: { group: g, limit: 3 } } })).ok).toBe(true);
+    expect(await store.jobStates([j.id, 'no-such-job'])).toEqual(['PENDING', null]);
+    await store.transition(j.id, 'CANCELLED', { token });
+    await waitFor(async () => (await store.slotWaiters(g, 10)).length === 0, 5_000, { message: 'queue place given back' });
+    await store.dropSlotGroupIfIdle(g);
+    expect(await store.listSlotGroups()).not.toContain(g);
   });
 
   it('reindex repairs an index left one step behind by a crash', async () => {

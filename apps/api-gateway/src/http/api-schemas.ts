@@ -54,6 +54,10 @@ const jobFields = {
   worker_id: z.string().optional(),
   safety: safetySchema,
   approval: approvalSchema.optional(),
+  concurrency: z
+    .strictObject({ group: z.string().describe('`<tenant>/<rule id>`'), limit: z.number().int().min(1) })
+    .optional()
+    .describe('The max_concurrent_jobs group the job counts against (a policy rule allowed it with that constraint). A PENDING job with it is waiting for one of the group\'s slots; a slot is held from the first dispatch to the terminal state.'),
   workflow_id: z.string().optional(),
   run_id: z.string().optional(),
   step_id: z.string().optional(),

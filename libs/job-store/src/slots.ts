@@ -1,0 +1,73 @@
+// P70 max_concurrent_jobs: per concurrency group (a tenant and the policy rule that set the
+// limit, slotGroup), the jobs holding a slot and the jobs waiting for one. A job takes its slot
+// right before its first dispatch and gives it back with its terminal write (the store's index
+// move); a job that finds no free slot waits in the group's queue, and the scheduler's replayer
+// leader wakes the longest waiters when slots free up. A crash between a write and its slot
+// update leaves a stale member, which the leader drops once it reads the job's state.
+import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
+import slotAcquireLua from './lua/slot-acquire-2.lua';
+import { jobKeys } from './keys';
+import { isJobState, type JobState } from './states';
+
+export interface JobSlots {
+  /**
+   * Takes a slot of `group` (at most `limit` holders) for the job, or files the job as a waiter
+   * (keeping the place it first queued at; the group is then listed for the leader). `limit` is
+   * kept as the group's latest. true when the job holds a slot, taken now or before.
+   */
+  acquireSlot(group: string, id: string, limit: number): Promise<boolean>;
+  /** Groups with waiters. */
+  listSlotGroups(): Promise<string[]>;
+  /** The limit the group's latest look was made with, or null. */
+  slotLimit(group: string): Promise<number | null>;
+  /** Up to `max` holders of the group's slots. */
+  slotHolders(group: string, max: number): Promise<string[]>;
+  /** The group's first `n` waiters, longest-waiting first. */
+  slotWaiters(group: string, n: number): Promise<string[]>;
+  /** Drops holders and waiters (stale members, jobs that left). */
+  dropSlotMembers(group: string, holders: string[], waiters: string[]): Promise<void>;
+  /** Unlists a group with no waiters (re-lists it if a wait raced the removal). */
+  dropSlotGroupIfIdle(group: string): Promise<void>;
+  /** Each job's state, null for a job with no record (expired, deleted), in the order given. */
+  jobStates(ids: string[]): Promise<(JobState | null)[]>;
+}
+
+export function createJobSlots(redis: RedisClient, ttlMs: number, now: () => number): JobSlots {
+  const scripts = defineScripts(redis, [scriptSpec('slot-acquire-2.lua', slotAcquireLua)]);
+  return {
+    async acquireSlot(group, id, limit) {
+      // The limit is kept at every look, so the leader frees slots by a raised limit too.
+      const [reply] = await Promise.all([
+        scripts.run<number>('slot-acquire', [jobKeys.slots(group), jobKeys.slotWaiters(group)], [id, limit, now(), ttlMs]),
+        redis.hset(jobKeys.slotLimits(), group, String(limit)),
+      ]);
+      const held = Number(reply) === 1;
+      if (!held) await redis.sadd(jobKeys.slotGroups(), group);
+      return held;
+    },
+    listSlotGroups: () => redis.smembers(jobKeys.slotGroups()),
+    async slotLimit(group) {
+      const v = Number(await redis.hget(jobKeys.slotLimits(), group));
+      return Number.isInteger(v) && v > 0 ? v : null;
+    },
+    slotHolders: (group, max) => redis.zrange(jobKeys.slots(group), '0', String(max - 1)),
+    slotWaiters: (group, n) => (n > 0 ? redis.zrange(jobKeys.slotWaiters(group), '0', String(n - 1)) : Promise.resolve([])),
+    async dropSlotMembers(group, holders, waiters) {
+      await Promise.all([
+        holders.length > 0 ? redis.zrem(jobKeys.slots(group), ...holders) : null,
+        waiters.length > 0 ? redis.zrem(jobKeys.slotWaiters(group), ...waiters) : null,
+      ]);
+    },
+    async dropSlotGroupIfIdle(group) {
+      if ((await redis.zcard(jobKeys.slotWaiters(group))) > 0) return;
+      // The limit stays: one field per group ever waited on (tenants × rules), and a wait racing
+      // this removal finds its group listed again below with its limit still there.
+      await redis.srem(jobKeys.slotGroups(), group);
+      if ((await redis.zcard(jobKeys.slotWaiters(group))) > 0) await redis.sadd(jobKeys.slotGroups(), group);
+    },
+    async jobStates(ids) {
+      const states = await Promise.all(ids.map((id) => redis.hget(jobKeys.meta(id), 'state')));
+      return states.map((s) => (s !== null && isJobState(s) ? s : null));
+    },
+  };
+}
