@@ -9,7 +9,7 @@ import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-loc
 import { noWorkerWait } from './no-worker';
 import { routeFor } from './route-job';
 import { resolveSafety } from './safety';
-import { concurrencyOf, leaveGroup, slotWait, takeSlot } from './slots';
+import { concurrencyOf, slotWait, takeSlot } from './slots';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 const nak = (delayMs: number): HandlerOutcome => ({ kind: 'nak', delayMs });
@@ -109,9 +109,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     case 'overloaded':
       return nak(OVERLOAD_NAK_MS);
     case 'no_worker':
-      // Stays PENDING; the wait is bounded and timed by the replayer (job:retry, D13). It waits
-      // for a worker, not in a concurrency group's queue, where it would hold up the jobs behind it.
-      await leaveGroup(ctx, job);
+      // Stays PENDING; the wait is bounded and timed by the replayer (job:retry, D13).
       return noWorkerWait(ctx, lease, job);
     case 'worker':
     case 'untracked':
@@ -120,7 +118,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
 
   // P70: a job allowed with max_concurrent_jobs goes only with a slot of its group.
   const concurrency = concurrencyOf(job, verdict.record.ruleId, verdict.maxConcurrentJobs);
-  if (!(await takeSlot(ctx, job, concurrency)) && concurrency) return slotWait(ctx, lease, job, concurrency);
+  if (!(await takeSlot(ctx, lease, job, concurrency)) && concurrency) return slotWait(ctx, lease, job, concurrency);
 
   const maxAttempts = verdict.maxRetries ?? ctx.config.maxAttempts;
   // PENDING → SCHEDULED → DISPATCHED in one fenced write: the route is already known.

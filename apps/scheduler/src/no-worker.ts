@@ -15,9 +15,13 @@ import { backoffBaseMs, backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS } from './job-lock';
 import { topicServed } from './routing';
+import { leaveGroup } from './slots';
 
 export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   if (job.state !== 'PENDING' && job.state !== 'RETRYING') return { kind: 'ack' };
+  // It waits for a worker, not in a concurrency group's queue, where it would hold up the jobs
+  // behind it (P70); it queues again, at the back, once a worker can take it.
+  if (job.state === 'PENDING') await leaveGroup(ctx, lease, job);
   const tries = (job.scheduleTries ?? 0) + 1;
   const now = Date.now();
   const { maxScheduleTries, maxScheduleWaitMs } = ctx.config.replay;

@@ -23,7 +23,7 @@ import { driveJob } from './intake';
 import { readLocked, withJobLock } from './job-lock';
 import { failNoWorker, parkPlan } from './no-worker';
 import { topicServed } from './routing';
-import { slotTurn } from './slots';
+import { settleSlotWait, slotTurn } from './slots';
 
 const LIMIT = 200;
 /** Parked jobs moved back to `job:retry` per topic and turn once a worker serves the topic. */
@@ -166,6 +166,7 @@ function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null): Prom
     }
     if (!job || !ORPHAN_STATES.includes(job.state)) return false;
     if (seenIn && (await settleParked(ctx, lease, job))) return false;
+    if (seenIn && (await settleSlotWait(ctx, job))) return false;
     const out: HandlerOutcome = await driveJob(ctx, lease, job);
     if (out.kind === 'nak') await ctx.store.scheduleRetry(id, Date.now() + (out.delayMs ?? 1000));
     // The job was touched: refresh its orphan clock so it is not re-driven every turn.

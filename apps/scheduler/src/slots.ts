@@ -1,23 +1,27 @@
 // P70 max_concurrent_jobs. A rule that allows with `max_concurrent_jobs: N` lets at most N of a
 // tenant's jobs it allowed be out at once (from their first dispatch to their terminal state,
 // retries included). A job that finds its group's slots taken stays PENDING in the group's
-// queue, its submit acked: it costs nothing while it waits, and the replayer leader re-drives
+// queue, its submit acked: no timer of its own while it waits, and the replayer leader re-drives
 // the longest waiters (Check first, like any dispatch) when slots free up (slotTurn). The
-// store's terminal write gives a slot back; a member a crash left behind is dropped here once
-// its job is seen terminal or gone.
-import { slotGroup, TERMINAL_STATES, type JobRecord } from '@cordum/job-store';
+// store's terminal write gives a slot back; a holder a crash left behind is dropped here once
+// its job is seen terminal, gone, held for approval, or PENDING long after it took the slot.
+import { slotGroup, TERMINAL_STATES, type JobRecord, type JobState } from '@cordum/job-store';
 import type { HandlerOutcome } from '@cordum/bus';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
+import { safeMarginMs } from './dispatch';
+import { forEachLimit } from './for-each';
 import { BUSY_NAK_MS } from './job-lock';
 
 /**
- * How far a waiting job's orphan clock moves: the sweep re-drives it only if it was somehow
- * dropped from its group's queue (the leader wakes it otherwise), not every pendingAge.
+ * How far a waiting job's orphan clock moves. The orphan sweep leaves a job it finds queued alone
+ * (settleSlotWait) and only re-drives one that was somehow dropped from its group's queue.
  */
 export const SLOT_WAIT_RECHECK_MS = 5 * 60_000;
 /** Holders of a group read per leader turn (a limit above this is counted from the first ones). */
 const HOLDERS_READ = 1_000;
+/** Groups looked at in parallel per leader turn. */
+const GROUPS_IN_FLIGHT = 8;
 
 export interface Concurrency {
   group: string;
@@ -33,14 +37,18 @@ export function concurrencyOf(job: JobRecord, ruleId: string, limit: number | un
  * group). A job queued or holding a slot under a group its current decision no longer names
  * (the policy changed) leaves that group first.
  */
-export async function takeSlot(ctx: SchedulerContext, job: JobRecord, c: Concurrency | undefined): Promise<boolean> {
-  if (job.concurrency && job.concurrency.group !== c?.group) await leaveGroup(ctx, job);
+export async function takeSlot(ctx: SchedulerContext, lease: Lease, job: JobRecord, c: Concurrency | undefined): Promise<boolean> {
+  if (job.concurrency && job.concurrency.group !== c?.group) await leaveGroup(ctx, lease, job);
   return c === undefined || ctx.store.acquireSlot(c.group, job.id, c.limit);
 }
 
-/** Gives back a PENDING job's slot or queue place (it waits for something else, or its rule changed). */
-export async function leaveGroup(ctx: SchedulerContext, job: JobRecord): Promise<void> {
-  if (job.concurrency) await ctx.store.dropSlotMembers(job.concurrency.group, [job.id], [job.id]);
+/**
+ * Gives back a PENDING job's slot or queue place (it waits for a worker now, or its rule changed).
+ * Only while the lease is safe (D3): a replica that lost the job's lock must not take back the
+ * slot of an attempt another replica has dispatched since.
+ */
+export async function leaveGroup(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<void> {
+  if (job.concurrency && lease.safeToAct(safeMarginMs(lease.ttlMs))) await ctx.store.dropSlotMembers(job.concurrency.group, [job.id], [job.id]);
 }
 
 /** The job waits in its group's queue: recorded on the job (so its terminal write leaves the queue), submit acked. */
@@ -56,34 +64,51 @@ export async function slotWait(ctx: SchedulerContext, lease: Lease, job: JobReco
 }
 
 /**
- * One replayer-leader turn over the groups with waiters: holders whose job is terminal or gone
- * are dropped, and as many of the longest waiters as there are free slots are filed in
- * `job:retry` due now (the drain that follows dispatches them; the acquire script lets only the
- * first `free` waiters in). A waiter that is no longer PENDING (held for approval, dispatched
- * under another decision, ended) leaves the queue. Answers the number woken.
+ * The orphan sweep found a PENDING job that is queued for a slot: not an orphan (the leader wakes
+ * it), so its clock moves on instead of a Check being spent and a lost job counted. true when queued.
+ */
+export async function settleSlotWait(ctx: SchedulerContext, job: JobRecord): Promise<boolean> {
+  if (job.state !== 'PENDING' || !job.concurrency || !(await ctx.store.isSlotWaiter(job.concurrency.group, job.id))) return false;
+  await ctx.store.touchOrphanClock(job.id, job.state, Date.now() + SLOT_WAIT_RECHECK_MS);
+  return true;
+}
+
+/**
+ * A holder that holds its slot for nothing: its job ended or is gone (a crash between its terminal
+ * write and the index move), is held for approval, or is PENDING long after it took or last kept
+ * the slot (it took one, then its dispatch write never came: a crash, a lost lease). A PENDING
+ * holder within a lock TTL of its look may be dispatching right now, so it keeps its slot.
+ */
+function holdsForNothing(state: JobState | null | undefined, heldSince: number, now: number, lockTtlMs: number): boolean {
+  if (state === null || state === undefined || TERMINAL_STATES.has(state) || state === 'APPROVAL_REQUIRED') return true;
+  return state === 'PENDING' && now - heldSince > lockTtlMs;
+}
+
+/**
+ * One replayer-leader turn over the groups with waiters: holders that hold for nothing are
+ * dropped, and as many of the longest waiters as there are free slots are filed in `job:retry`
+ * due now, unless a retry of theirs is already filed (a throttle's later one is kept); the drain
+ * that follows dispatches them, and the acquire script lets only the first `free` waiters in. A
+ * waiter that is no longer PENDING (held for approval, dispatched under another decision, ended)
+ * leaves the queue. Answers the number woken.
  */
 export async function slotTurn(ctx: SchedulerContext, now: number): Promise<number> {
   let woken = 0;
-  for (const group of await ctx.store.listSlotGroups()) {
-    const limit = (await ctx.store.slotLimit(group)) ?? 0;
-    const holders = await ctx.store.slotHolders(group, HOLDERS_READ);
-    const held = await ctx.store.jobStates(holders);
-    const gone = holders.filter((_, i) => {
-      const s = held[i];
-      return s === null || s === undefined || TERMINAL_STATES.has(s);
-    });
-    const head = await ctx.store.slotWaiters(group, limit - (holders.length - gone.length));
+  await forEachLimit(await ctx.store.listSlotGroups(), GROUPS_IN_FLIGHT, async (group) => {
+    const [limit, holders] = await Promise.all([ctx.store.slotLimit(group), ctx.store.slotHolders(group, HOLDERS_READ)]);
+    const held = await ctx.store.jobStates(holders.map((h) => h.id));
+    const idle = holders.filter((h, i) => holdsForNothing(held[i], h.score, now, ctx.config.jobLockTtlMs)).map((h) => h.id);
+    const head = await ctx.store.slotWaiters(group, (limit ?? 0) - (holders.length - idle.length));
     const waiting = await ctx.store.jobStates(head);
-    const wake = head.filter((_, i) => waiting[i] === 'PENDING');
     const left = head.filter((_, i) => waiting[i] !== 'PENDING');
-    await ctx.store.dropSlotMembers(group, gone, left);
-    await Promise.all(wake.map((id) => ctx.store.scheduleRetry(id, now)));
-    if (wake.length > 0) {
-      woken += wake.length;
-      ctx.metrics.slotWakes.inc(wake.length);
-      ctx.logger.info('slots free, waiting jobs re-driven', { group, jobs: wake.length });
+    await ctx.store.dropSlotMembers(group, idle, left);
+    const filed = await ctx.store.wakeWaiters(head.filter((_, i) => waiting[i] === 'PENDING'), now);
+    if (filed > 0) {
+      woken += filed;
+      ctx.metrics.slotWakes.inc(filed);
+      ctx.logger.info('slots free, waiting jobs re-driven', { group, jobs: filed });
     }
     await ctx.store.dropSlotGroupIfIdle(group);
-  }
+  });
   return woken;
 }

@@ -74,6 +74,8 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     kernel = await startTestKernel(async (req) => {
       if (req.topic === 'job.rq') await new Promise((r) => setTimeout(r, SLOW_CHECK_MS));
       if (req.topic === 'job.conc') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'two at a time', ruleId: 'cap-conc', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 2 } };
+      if (req.topic === 'job.concA' || req.topic === 'job.concB') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one at a time', ruleId: 'cap-shared', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 1 } };
+      if (req.topic === 'job.concS') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one at a time', ruleId: 'cap-sweep', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 1 } };
       if (req.topic === 'job.conc1') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one at a time', ruleId: 'cap-one', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 1 } };
       if (req.topic === 'job.capped') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'capped', ruleId: 'cap-runtime', policySnapshot: 'snap-test', constraints: { maxRuntimeMs: 1_000n } };
       return { decision: Decision.ALLOW, reason: 'ok', ruleId: 'allow-all', policySnapshot: 'snap-test' };
@@ -424,8 +426,13 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
         const w = await worker('tw-conc1', ['job.conc1'], 'none');
         const group = 'acme/cap-one';
-        // A slot still held by a job with no record (its terminal write's slot update lost, then the record expired).
+        // A slot still held by a job with no record (its terminal write's slot update lost, then the
+        // record expired), and one by a PENDING job that took it ten minutes ago and was never
+        // dispatched (its replica died between the two writes).
         await redis.zadd(jobKeys.slots(group), Date.now(), 'gone-job');
+        const neverSent = await store.createJob(newJob('job.conc1'));
+        await redis.zadd(jobKeys.active('PENDING'), Date.now() + 300_000, neverSent.id);
+        await redis.zadd(jobKeys.slots(group), Date.now() - 600_000, neverSent.id);
         const first = await submit('job.conc1');
         await waitFor(() => w.count(first.id) === 1, 10_000, { message: 'the stale holder dropped, the waiter dispatched' });
         expect(await redis.zrange(jobKeys.slots(group), '0', '-1')).toEqual([first.id]);
@@ -441,6 +448,50 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
         // The third job's dispatch is the barrier: the cancelled one was never dispatched.
         expect(w.count(cancelled.id)).toBe(0);
         await finish(w, third.id, new Set());
+      });
+    });
+
+    it('a queued job whose topic lost its worker leaves the queue instead of holding up the jobs behind it', async () => {
+      await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+        const w = await worker('tw-concA', ['job.concA'], 'none');
+        const group = 'acme/cap-shared';
+        const first = await submit('job.concA');
+        await waitFor(() => w.count(first.id) === 1, 10_000, { message: 'first job out' });
+        // Queued earlier on job.concB, whose worker has gone since; it had waited for a worker before.
+        const stranded = await store.createJob(newJob('job.concB'));
+        await redis.hset(jobKeys.meta(stranded.id), 'concurrency', JSON.stringify({ group, limit: 1 }), 'scheduleTries', '1');
+        await redis.zadd(jobKeys.active('PENDING'), Date.now() + 300_000, stranded.id);
+        await redis.zadd(jobKeys.slotWaiters(group), Date.now() - 1_000, stranded.id);
+        const next = await submit('job.concA');
+        await waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), next.id)) !== null, 10_000, { message: 'next job queued' });
+        expect(await redis.zrange(jobKeys.slotWaiters(group), '0', '-1')).toEqual([stranded.id, next.id]);
+        await finish(w, first.id, new Set());
+        await waitFor(() => w.count(next.id) === 1, 10_000, { message: 'the job behind the stranded one dispatched' });
+        expect(await redis.zscore(jobKeys.slotWaiters(group), stranded.id)).toBeNull();
+        expect(await stateOf(stranded.id)).toBe('PENDING');
+        await finish(w, next.id, new Set());
+      });
+    });
+
+    it('the orphan sweep leaves a queued job alone: no Check spent, not counted as lost', async () => {
+      await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+        const w = await worker('tw-concS', ['job.concS'], 'none');
+        const group = 'acme/cap-sweep';
+        const first = await submit('job.concS');
+        await waitFor(() => w.count(first.id) === 1, 10_000, { message: 'first job out' });
+        const queued = await submit('job.concS');
+        await waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), queued.id)) !== null, 10_000, { message: 'second job queued' });
+        const checks = kernel.checks.filter((c) => c.jobId === queued.id).length;
+        const lost = await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost');
+        // Its orphan clock due now: the next sweep finds it.
+        await redis.zadd(jobKeys.active('PENDING'), 'XX', Date.now() - 10_000, queued.id);
+        await waitFor(async () => Number(await redis.zscore(jobKeys.active('PENDING'), queued.id)) > Date.now() + 60_000, 10_000, { message: 'the sweep moved its clock on' });
+        expect(kernel.checks.filter((c) => c.jobId === queued.id)).toHaveLength(checks);
+        expect(await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost')).toBe(lost);
+        expect(await stateOf(queued.id)).toBe('PENDING');
+        await finish(w, first.id, new Set());
+        await waitFor(() => w.count(queued.id) === 1, 10_000, { message: 'queued job dispatched when the slot freed' });
+        await finish(w, queued.id, new Set());
       });
     });
   });

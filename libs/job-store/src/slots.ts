@@ -20,8 +20,15 @@ export interface JobSlots {
   listSlotGroups(): Promise<string[]>;
   /** The limit the group's latest look was made with, or null. */
   slotLimit(group: string): Promise<number | null>;
-  /** Up to `max` holders of the group's slots. */
-  slotHolders(group: string, max: number): Promise<string[]>;
+  /** Up to `max` holders of the group's slots, each with when it last took or kept its slot (ms). */
+  slotHolders(group: string, max: number): Promise<{ id: string; score: number }[]>;
+  /** Whether the job is in the group's queue. */
+  isSlotWaiter(group: string, id: string): Promise<boolean>;
+  /**
+   * Files woken waiters in `job:retry` due at `atMs`, except those that already have an entry (a
+   * throttle's or an unavailable kernel's later retry is kept). Answers how many were filed.
+   */
+  wakeWaiters(ids: string[], atMs: number): Promise<number>;
   /** The group's first `n` waiters, longest-waiting first. */
   slotWaiters(group: string, n: number): Promise<string[]>;
   /** Drops holders and waiters (stale members, jobs that left). */
@@ -50,7 +57,18 @@ export function createJobSlots(redis: RedisClient, ttlMs: number, now: () => num
       const v = Number(await redis.hget(jobKeys.slotLimits(), group));
       return Number.isInteger(v) && v > 0 ? v : null;
     },
-    slotHolders: (group, max) => redis.zrange(jobKeys.slots(group), '0', String(max - 1)),
+    async slotHolders(group, max) {
+      const flat = await redis.zrange(jobKeys.slots(group), '0', String(max - 1), 'WITHSCORES');
+      const out: { id: string; score: number }[] = [];
+      for (let i = 0; i + 1 < flat.length; i += 2) out.push({ id: String(flat[i]), score: Number(flat[i + 1]) });
+      return out;
+    },
+    async isSlotWaiter(group, id) {
+      return (await redis.zscore(jobKeys.slotWaiters(group), id)) !== null;
+    },
+    async wakeWaiters(ids, atMs) {
+      return ids.length === 0 ? 0 : Number(await redis.zadd(jobKeys.retry(), 'NX', ...ids.flatMap((id) => [atMs, id])));
+    },
     slotWaiters: (group, n) => (n > 0 ? redis.zrange(jobKeys.slotWaiters(group), '0', String(n - 1)) : Promise.resolve([])),
     async dropSlotMembers(group, holders, waiters) {
       await Promise.all([

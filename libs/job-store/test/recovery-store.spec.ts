@@ -47,7 +47,7 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(await store.acquireSlot(g, 'b', 1)).toBe(false);
     expect(await store.acquireSlot(g, 'c', 1)).toBe(false);
     expect(await store.acquireSlot(g, 'b', 1)).toBe(false); // keeps its place
-    expect(await store.slotHolders(g, 10)).toEqual(['a']);
+    expect((await store.slotHolders(g, 10)).map((h) => h.id)).toEqual(['a']);
     expect(await store.slotWaiters(g, 10)).toEqual(['b', 'c']);
     expect(await store.listSlotGroups()).toContain(g);
     expect(await store.slotLimit(g)).toBe(1);
@@ -73,6 +73,15 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     await waitFor(async () => (await store.slotWaiters(g, 10)).length === 0, 5_000, { message: 'queue place given back' });
     await store.dropSlotGroupIfIdle(g);
     expect(await store.listSlotGroups()).not.toContain(g);
+    // A holder's look refreshes its score; a wake keeps a retry already filed (a throttle's later one).
+    const [before] = await store.slotHolders(g, 1);
+    expect(await store.acquireSlot(g, before?.id ?? '', 3)).toBe(true);
+    expect((await store.slotHolders(g, 1))[0]?.score).toBeGreaterThanOrEqual(before?.score ?? Infinity);
+    await store.scheduleRetry('later', 9_000_000_000_000);
+    expect(await store.wakeWaiters(['later', 'now'], 1_000)).toBe(1);
+    expect(await redis.zscore(jobKeys.retry(), 'later')).toBe('9000000000000');
+    expect(await redis.zscore(jobKeys.retry(), 'now')).toBe('1000');
+    await redis.zrem(jobKeys.retry(), 'later', 'now');
   });
 
   it('reindex repairs an index left one step behind by a crash', async () => {

@@ -11,8 +11,14 @@
   ARGV[3]  now (ms)
   ARGV[4]  TTL of both keys in ms (the job TTL)
   Returns  1 the job holds a slot (taken now or before), 0 it waits
+  A holder's score is refreshed at each look: the replayer leader takes a
+  slot back from a PENDING holder only once its score is older than a job
+  lock's TTL (a job that took its slot and never got dispatched).
 ]]
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+  return 1
+end
 local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
 if free > 0 then
   local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
