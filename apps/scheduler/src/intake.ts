@@ -127,6 +127,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     maxAttempts,
     ...(verdict.maxRuntimeMs !== undefined ? { maxRuntimeMs: verdict.maxRuntimeMs } : {}),
     ...(concurrency ? { concurrency } : {}),
+    ...(verdict.maxArtifactBytes !== undefined ? { maxArtifactBytes: verdict.maxArtifactBytes } : {}),
   };
   const out = await dispatch(ctx, lease, job, route, { base: req, release: true, schedule });
   // `lost`: our lease became unsafe or was taken over; the job is PENDING or

@@ -116,6 +116,13 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   const refusals = (job.busyRefusals ?? 0) + (busy ? 1 : 0);
   if (busy) patch.busyRefusals = refusals;
   let to = mapped.to;
+  // P71: a SUCCEEDED result whose stored output is over the decision's max_artifact_bytes.
+  const oversized = to === 'SUCCEEDED' ? await oversizedOutput(ctx, job, res) : null;
+  if (oversized) {
+    to = 'FAILED';
+    delete patch.resultPtr;
+    patch.error = { code: 'artifact_too_large', message: oversized.message };
+  }
   if (busy && refusals > MAX_BUSY_REFUSALS) {
     to = 'FAILED';
     patch.error = { code: 'max_attempts', message: `refused by busy workers ${refusals - 1} times` };
@@ -138,11 +145,29 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   const w = releasedBy(lease, await ctx.store.transition(job.id, to, { token: lease.token, from, via, patch, current: job, release, expireResult }), release);
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
   ctx.workers.noteFinished(current?.workerId ?? res.workerId, busy);
+  // Deleted once the FAILED write is committed: a crash before that redelivers the result, which
+  // must still find the output to measure. A crash after the write leaves it to its job TTL (D45).
+  if (oversized) await ctx.store.dropOutputs(oversized.ptrs);
   if (w.job.state === 'RETRYING') {
     if (!busy) return redispatch(ctx, lease, w.job);
     await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(refusals - 1));
   }
   return ACK;
+}
+
+/**
+ * P71: for a job allowed with max_artifact_bytes, the result's and artifacts' stored size when it
+ * is over the bound (with the pointers, to delete), else null. Only what sits behind redis://
+ * pointers is measured; other stores are the worker's own.
+ */
+async function oversizedOutput(ctx: SchedulerContext, job: JobRecord, res: JobResult): Promise<{ ptrs: string[]; message: string } | null> {
+  const max = job.maxArtifactBytes;
+  if (max === undefined) return null;
+  const ptrs = [res.resultPtr || job.resultPtr || '', ...res.artifactPtrs].filter((p) => p !== '');
+  const size = await ctx.store.outputBytes(ptrs);
+  if (size <= max) return null;
+  ctx.logger.warn('result over max_artifact_bytes, job FAILED and its output deleted', { job_id: job.id, bytes: size, max_artifact_bytes: max, rule_id: job.safety?.ruleId ?? '' });
+  return { ptrs, message: `result and artifacts are ${size} bytes, over max_artifact_bytes ${max} (policy rule ${job.safety?.ruleId ?? ''})` };
 }
 
 /** worker-sdk's refusal code when a worker is at maxParallelJobs (its README, "Capacity"). */

@@ -29,7 +29,7 @@ export interface FailModes {
 }
 
 export type SafetyVerdict =
-  | { kind: 'allow'; record: SafetyRecord; maxRetries?: number; maxRuntimeMs?: number; maxConcurrentJobs?: number }
+  | { kind: 'allow'; record: SafetyRecord; maxRetries?: number; maxRuntimeMs?: number; maxConcurrentJobs?: number; maxArtifactBytes?: number }
   | { kind: 'deny'; record: SafetyRecord }
   /** `holdHash`: jobRequestHash() at the hold (set by resolveSafety), bound by a later approval (D18). */
   | { kind: 'require_human'; record: SafetyRecord; holdHash?: string }
@@ -50,12 +50,14 @@ export function verdictFrom(res: PolicyCheckResponse): SafetyVerdict {
       const max = res.constraints?.maxRetries ?? 0;
       const runtime = Number(res.constraints?.maxRuntimeMs ?? 0n);
       const concurrent = res.constraints?.maxConcurrentJobs ?? 0;
+      const artifactBytes = Number(res.constraints?.maxArtifactBytes ?? 0n);
       return {
         kind: 'allow',
         record: rec('allow_with_constraints'),
         ...(max > 0 ? { maxRetries: max } : {}),
         ...(runtime > 0 ? { maxRuntimeMs: runtime } : {}),
         ...(concurrent > 0 ? { maxConcurrentJobs: concurrent } : {}),
+        ...(artifactBytes > 0 ? { maxArtifactBytes: artifactBytes } : {}),
       };
     }
     case Decision.DENY:

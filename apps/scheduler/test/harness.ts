@@ -39,7 +39,7 @@ export interface KernelAnswer {
   policySnapshot: string;
   approvalRequired?: boolean;
   /** With ALLOW_WITH_CONSTRAINTS. */
-  constraints?: { maxRuntimeMs?: bigint; maxRetries?: number; maxConcurrentJobs?: number };
+  constraints?: { maxRuntimeMs?: bigint; maxRetries?: number; maxConcurrentJobs?: number; maxArtifactBytes?: bigint };
 }
 
 /**

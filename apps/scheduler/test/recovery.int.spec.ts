@@ -75,6 +75,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       if (req.topic === 'job.rq') await new Promise((r) => setTimeout(r, SLOW_CHECK_MS));
       if (req.topic === 'job.conc') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'two at a time', ruleId: 'cap-conc', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 2 } };
       if (req.topic === 'job.concA' || req.topic === 'job.concB') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one at a time', ruleId: 'cap-shared', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 1 } };
+      if (req.topic === 'job.small') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'small outputs', ruleId: 'cap-output', policySnapshot: 'snap-test', constraints: { maxArtifactBytes: 100n } };
       if (req.topic === 'job.concS') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one at a time', ruleId: 'cap-sweep', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 1 } };
       if (req.topic === 'job.conc1') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one at a time', ruleId: 'cap-one', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 1 } };
       if (req.topic === 'job.capped') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'capped', ruleId: 'cap-runtime', policySnapshot: 'snap-test', constraints: { maxRuntimeMs: 1_000n } };
@@ -368,6 +369,59 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       await waitFor(() => stops.some((c) => c.jobId === job.id), 5_000, { message: 'JobCancel for the timed-out attempt' });
       expect(stops.filter((c) => c.jobId === job.id)).toEqual([{ jobId: job.id, dispatchId: ended.dispatch?.dispatchId }]);
       sub.unsubscribe();
+    });
+  });
+
+  it('a result over the decision\'s max_artifact_bytes ends FAILED artifact_too_large and its output is deleted; one within it succeeds (P71)', async () => {
+    await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+      const w = await worker('tw-output', ['job.small', 'job.unbounded'], 'none');
+      /** Answers the job's dispatch as a worker that stored a result of `resultBytes` and the given artifacts. */
+      const answer = async (id: string, resultBytes: number, artifacts: Record<string, number> = {}): Promise<void> => {
+        await waitFor(async () => w.count(id) === 1 && (await stateOf(id)) === 'RUNNING', 10_000, { message: `${id} RUNNING` });
+        await redis.set(`res:${id}`, 'x'.repeat(resultBytes));
+        for (const [key, n] of Object.entries(artifacts)) await redis.set(key, 'y'.repeat(n));
+        const value = { jobId: id, status: JobStatus.SUCCEEDED, workerId: w.id, resultPtr: `redis://res:${id}`, artifactPtrs: Object.keys(artifacts).map((k) => `redis://${k}`), dispatch: nthRequest(w, id, 1).dispatch };
+        await publishResult(w.id, value, `output:${id}`);
+      };
+      const ended = (id: string) =>
+        waitFor(async () => {
+          const j = await store.getJob(id);
+          return j && (j.state === 'SUCCEEDED' || j.state === 'FAILED') ? j : undefined;
+        }, 10_000, { message: `${id} ended` });
+
+      const over = await submit('job.small');
+      await answer(over.id, 101);
+      const fits = await submit('job.small');
+      await answer(fits.id, 60, { [`art:${fits.id}`]: 40 });
+      const overByArtifact = await submit('job.small');
+      await answer(overByArtifact.id, 10, { [`art:${overByArtifact.id}`]: 200 });
+      const unbounded = await submit('job.unbounded');
+      await answer(unbounded.id, 5_000);
+
+      const o = await ended(over.id);
+      expect(o.state).toBe('FAILED');
+      expect(o.maxArtifactBytes).toBe(100);
+      expect(o.error?.code).toBe('artifact_too_large');
+      expect(o.error?.message).toContain('101 bytes');
+      expect(o.error?.message).toContain('cap-output');
+      expect(o.resultPtr).toBeUndefined();
+      expect(await redis.exists(`res:${over.id}`)).toBe(0);
+      expect(await waitFor(() => store.getDlq(over.id), 5_000, { message: 'DLQ entry' })).toMatchObject({ reason_code: 'artifact_too_large' });
+
+      const f = await ended(fits.id);
+      expect(f.state).toBe('SUCCEEDED'); // 100 bytes: at the bound, not over it
+      expect(await redis.exists(`res:${fits.id}`, `art:${fits.id}`)).toBe(2);
+
+      const a = await ended(overByArtifact.id);
+      expect(a.state).toBe('FAILED');
+      expect(a.error?.code).toBe('artifact_too_large');
+      expect(await redis.exists(`res:${overByArtifact.id}`, `art:${overByArtifact.id}`)).toBe(0);
+
+      const u = await ended(unbounded.id);
+      expect(u.state).toBe('SUCCEEDED');
+      expect(u.maxArtifactBytes).toBeUndefined();
+      for (const id of [over.id, fits.id, overByArtifact.id, unbounded.id]) expect(w.count(id)).toBe(1);
+      await redis.del(`res:${fits.id}`, `art:${fits.id}`, `res:${unbounded.id}`);
     });
   });
 

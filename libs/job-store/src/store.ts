@@ -93,8 +93,12 @@ export type MarkRunningResult =
 
 export type FinishResult =
   | { ok: true; job: JobRecord; from: JobState }
-  /** `busy`: a job lock is held; `stale_dispatch`: the result names an older attempt. The caller takes the locked path. */
-  | { ok: false; reason: 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch' };
+  /**
+   * `busy`: a job lock is held; `stale_dispatch`: the result names an older attempt; `size_bound`:
+   * a SUCCEEDED result for a job with `maxArtifactBytes`, whose output must be measured first
+   * (P71). The caller takes the locked path.
+   */
+  | { ok: false; reason: 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch' | 'size_bound' };
 
 export type ReattemptResult =
   | { ok: true; job: JobRecord }
@@ -133,6 +137,13 @@ export interface JobStore extends JobScans, JobSlots {
   getDlq(id: string): Promise<DlqEntry | null>;
   /** D45: the scheduler sets EXPIRE on `res:<id>` once the job is terminal. */
   expireResult(job: JobRecord): Promise<void>;
+  /**
+   * P71: the bytes stored behind the given pointers (redis:// string values; other pointers and
+   * missing keys count 0), each key once.
+   */
+  outputBytes(ptrs: readonly string[]): Promise<number>;
+  /** P71: deletes the values behind the given redis:// pointers (an output refused for its size). */
+  dropOutputs(ptrs: readonly string[]): Promise<void>;
   /** D13: due time (epoch ms) of a retry in `job:retry`, drained by the replayer leader. */
   scheduleRetry(id: string, dueAtMs: number): Promise<void>;
   /** Safety decisions recorded for the job, oldest first (create + every transition that patched `safety`). */
@@ -197,6 +208,8 @@ const DLQ_DELETED = -1;
 
 /** What the lock-free scripts (mark-running-2.lua, finish-2.lua) answer when they write nothing. */
 const UNLOCKED_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch'>> = { 0: 'busy', [-1]: 'not_found', [-4]: 'state_mismatch', [-5]: 'stale_dispatch' };
+/** finish-2.lua also leaves a bounded output to the locked path (P71). */
+const FINISH_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch' | 'size_bound'>> = { ...UNLOCKED_REFUSALS, [-6]: 'size_bound' };
 
 export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobStore {
   const scripts: ScriptRunner = defineScripts(redis, [
@@ -531,6 +544,16 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       return (await readJson(redis, jobKeys.dlqEntry(id))) as DlqEntry | null;
     },
 
+    async outputBytes(ptrs) {
+      const keys = outputKeys(ptrs);
+      const sizes = await Promise.all(keys.map((k) => redis.strlen(k).catch(() => 0)));
+      return sizes.reduce((a, n) => a + n, 0);
+    },
+
+    async dropOutputs(ptrs) {
+      await Promise.all(outputKeys(ptrs).map((k) => redis.del(k)));
+    },
+
     async expireResult(job) {
       const key = pointerKey(job.resultPtr) ?? jobKeys.res(job.id);
       await redis.pexpire(key, ttl);
@@ -596,7 +619,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const reply = await scripts.run<Reply>('finish', [jobKeys.meta(id), jobKeys.lock(id)], [to, o.dispatchId, t, ...flatFields(encodeFields(patch as Partial<JobRecord>))]);
       await expired?.done;
       const code = Number(reply[0]);
-      const refused = UNLOCKED_REFUSALS[code];
+      const refused = FINISH_REFUSALS[code];
       if (refused) return { ok: false, reason: refused };
       const job = decodeFlat(reply[2]);
       if (code !== 1 || !job) throw new JobStoreError('unexpected_reply', `finish returned ${code} for ${id}`);
@@ -624,6 +647,11 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       return Number(await scripts.run<number>('fence-claim', [jobKeys.workerClaim(id)], [dispatchId, attempt, ttl])) === 1;
     },
   };
+}
+
+/** The distinct Redis keys behind redis:// pointers (others are not ours to measure or delete). */
+function outputKeys(ptrs: readonly string[]): string[] {
+  return [...new Set(ptrs.map(pointerKey).filter((k): k is string => k !== null))];
 }
 
 /** Whether `job:retry` can hold the job: it waited for a worker, was refused busy or retried. */

@@ -74,6 +74,12 @@ export interface JobRecord extends JobIdentity {
    */
   maxRuntimeMs?: number;
   /**
+   * constraints.max_artifact_bytes of the policy decision that allowed the job (P71): a SUCCEEDED
+   * result whose stored output (result and artifacts behind redis:// pointers) is larger ends
+   * FAILED `artifact_too_large`, and that output is deleted.
+   */
+  maxArtifactBytes?: number;
+  /**
    * P70: the concurrency group (slotGroup) and limit of the policy decision that gave the job
    * `max_concurrent_jobs`; set when it first waits for a slot or takes one. Its terminal write
    * gives the slot (or its place in the queue) back.

@@ -1,6 +1,7 @@
-// P70 end to end: a policy rule with `max_concurrent_jobs` in the real safety kernel's file, the
-// real scheduler enforcing it, two echo workers that could run every job at once. The jobs' own
-// timestamps show how many were out at once; the workers' exec logs count executions.
+// P70 and P71 end to end: policy rules with `max_concurrent_jobs` and `max_artifact_bytes` in the
+// real safety kernel's file, the real scheduler enforcing them, two echo workers that could run
+// every job at once. The jobs' own timestamps show how many were out at once; the workers' exec
+// logs count executions.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,11 @@ rules:
     decision: allow_with_constraints
     reason: two at a time
     constraints: { max_concurrent_jobs: 2 }
+  - id: small-output
+    match: { topics: ["job.echo"], labels: { out: small } }
+    decision: allow_with_constraints
+    reason: outputs stay small
+    constraints: { max_artifact_bytes: 2000 }
 `;
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED']);
 
@@ -72,5 +78,29 @@ describe('max_concurrent_jobs end to end (P70)', () => {
     expect(maxOverlap(freeJobs.map(window))).toBeGreaterThan(2);
     const executions = stack.executions();
     for (const id of [...serial, ...free]) expect({ id, n: executions.get(id) }).toEqual({ id, n: 1 });
+  });
+
+  it('an echo result over max_artifact_bytes ends FAILED artifact_too_large with a DLQ entry and no result; a small one succeeds', async () => {
+    const submit = async (prompt: string) => {
+      const r = await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt, labels: { out: 'small' } });
+      expect(r.status).toBe(200);
+      return r.body['job_id'] as string;
+    };
+    const [big, small] = await Promise.all([submit('x'.repeat(3_000)), submit('short')]);
+    const b = await terminal(big);
+    expect(b['state']).toBe('FAILED');
+    expect(b['error']).toMatchObject({ code: 'artifact_too_large' });
+    expect(b['result']).toBeNull();
+    expect(b['result_ptr']).toBeNull();
+    const dlq = await waitFor(async () => {
+      const r = await api(stack, 'GET', '/api/v1/dlq');
+      return (r.body['items'] as { job_id: string; reason_code: string }[]).find((e) => e.job_id === big);
+    }, 10_000, { message: 'DLQ entry' });
+    expect(dlq.reason_code).toBe('artifact_too_large');
+    const s = await terminal(small);
+    expect(s['state']).toBe('SUCCEEDED');
+    expect((s['result'] as { echo: string }).echo).toBe('short');
+    const executions = stack.executions();
+    for (const id of [big, small]) expect({ id, n: executions.get(id) }).toEqual({ id, n: 1 });
   });
 });

@@ -18,11 +18,14 @@
            {-1}                             not_found
            {-4}                             not DISPATCHED or RUNNING
            {-5}                             another dispatch is current (a stale attempt's result)
+           {-6}                             a SUCCEEDED result for a job whose output has a size
+                                            bound (max_artifact_bytes, P71): the locked path measures it
 ]]
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
-local cur = redis.call('HMGET', KEYS[1], 'state', 'dispatch')
+local cur = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'maxArtifactBytes')
 if not cur[1] then return {-1} end
 if cur[1] ~= 'DISPATCHED' and cur[1] ~= 'RUNNING' then return {-4} end
+if cur[3] and ARGV[1] == 'SUCCEEDED' then return {-6} end
 if ARGV[2] ~= '' then
   local ok, d = pcall(cjson.decode, cur[2] or '')
   if not ok or type(d) ~= 'table' or d['dispatchId'] ~= ARGV[2] then return {-5} end
