@@ -16,11 +16,6 @@ rules:
     decision: allow_with_constraints
     reason: two at a time
     constraints: { max_concurrent_jobs: 2 }
-  - id: small-output
-    match: { topics: ["job.echo"], labels: { out: small } }
-    decision: allow_with_constraints
-    reason: outputs stay small
-    constraints: { max_artifact_bytes: 2000 }
 `;
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'DENIED']);
 
@@ -80,7 +75,14 @@ describe('max_concurrent_jobs end to end (P70)', () => {
     for (const id of [...serial, ...free]) expect({ id, n: executions.get(id) }).toEqual({ id, n: 1 });
   });
 
-  it('an echo result over max_artifact_bytes ends FAILED artifact_too_large with a DLQ entry and no result; a small one succeeds', async () => {
+  it('an echo result over max_artifact_bytes (a rule added as a live bundle, as the README shows) ends FAILED artifact_too_large with a DLQ entry and no result; a small one succeeds', async () => {
+    const rule = { id: 'small-output', match: { topics: ['job.echo'], labels: { out: 'small' } }, decision: 'allow_with_constraints', reason: 'outputs stay small', constraints: { max_artifact_bytes: 2000 } };
+    expect((await api(stack, 'PUT', '/api/v1/config', { safety: { bundles: { limits: { rules: [rule] } } } })).status).toBe(204);
+    const applied = await waitFor(async () => {
+      const r = await api(stack, 'POST', '/api/v1/policy/explain', { topic: 'job.echo', labels: { out: 'small' } });
+      return r.body['rule_id'] === 'small-output' ? r.body : null;
+    }, 15_000, { intervalMs: 100, message: 'bundle rule applied' });
+    expect(applied).toMatchObject({ decision: 'allow_with_constraints', constraints: { max_artifact_bytes: 2000 } });
     const submit = async (prompt: string) => {
       const r = await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt, labels: { out: 'small' } });
       expect(r.status).toBe(200);
