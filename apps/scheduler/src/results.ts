@@ -1,5 +1,5 @@
 // sys.job.result handler (BEHAVIOURS §1.5, D12 status mapping), under the job lock.
-import { TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
+import { ownOutputKeys, TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
@@ -146,8 +146,9 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
   ctx.workers.noteFinished(current?.workerId ?? res.workerId, busy);
   // Deleted once the FAILED write is committed: a crash before that redelivers the result, which
-  // must still find the output to measure. A crash after the write leaves it to its job TTL (D45).
-  if (oversized) await ctx.store.dropOutputs(oversized.ptrs);
+  // must still find the output to measure. A crash after the write leaves it to the job TTL its
+  // keys were given (oversizedOutput).
+  if (oversized) await ctx.store.dropOutputs(oversized.keys);
   if (w.job.state === 'RETRYING') {
     if (!busy) return redispatch(ctx, lease, w.job);
     await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(refusals - 1));
@@ -160,14 +161,19 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
  * is over the bound (with the pointers, to delete), else null. Only what sits behind redis://
  * pointers is measured; other stores are the worker's own.
  */
-async function oversizedOutput(ctx: SchedulerContext, job: JobRecord, res: JobResult): Promise<{ ptrs: string[]; message: string } | null> {
+async function oversizedOutput(ctx: SchedulerContext, job: JobRecord, res: JobResult): Promise<{ keys: string[]; message: string } | null> {
   const max = job.maxArtifactBytes;
   if (max === undefined) return null;
-  const ptrs = [res.resultPtr || job.resultPtr || '', ...res.artifactPtrs].filter((p) => p !== '');
-  const size = await ctx.store.outputBytes(ptrs);
+  // Only the job's own keys (res:<id>, res:<id>:…): a pointer to anything else is not ours to
+  // measure or delete, whatever the worker names (another job's output, a record, a lock).
+  const { keys, foreign } = ownOutputKeys(job.id, [res.resultPtr || job.resultPtr || '', ...res.artifactPtrs].filter((p) => p !== ''));
+  if (foreign.length > 0) ctx.logger.warn('output pointers outside the job\'s own res: keys are not measured for max_artifact_bytes', { job_id: job.id, pointers: foreign });
+  const size = await ctx.store.outputBytes(keys);
   if (size <= max) return null;
   ctx.logger.warn('result over max_artifact_bytes, job FAILED and its output deleted', { job_id: job.id, bytes: size, max_artifact_bytes: max, rule_id: job.safety?.ruleId ?? '' });
-  return { ptrs, message: `result and artifacts are ${size} bytes, over max_artifact_bytes ${max} (policy rule ${job.safety?.ruleId ?? ''})` };
+  // The job TTL first (D45): if we die between the FAILED write and the delete, nothing is left forever.
+  await ctx.store.expireOutputs(keys);
+  return { keys, message: `result and artifacts are ${size} bytes, over max_artifact_bytes ${max} (policy rule ${job.safety?.ruleId ?? ''})` };
 }
 
 /** worker-sdk's refusal code when a worker is at maxParallelJobs (its README, "Capacity"). */

@@ -392,9 +392,18 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       const over = await submit('job.small');
       await answer(over.id, 101);
       const fits = await submit('job.small');
-      await answer(fits.id, 60, { [`art:${fits.id}`]: 40 });
+      await answer(fits.id, 60, { [`res:${fits.id}:a1`]: 40 });
       const overByArtifact = await submit('job.small');
-      await answer(overByArtifact.id, 10, { [`art:${overByArtifact.id}`]: 200 });
+      await answer(overByArtifact.id, 10, { [`res:${overByArtifact.id}:a1`]: 200 });
+      // A worker that names keys that are not its job's: not measured, never deleted.
+      const victim = await submit('job.unbounded');
+      await waitFor(async () => (await stateOf(victim.id)) === 'RUNNING', 10_000, { message: 'victim RUNNING' });
+      await redis.set(`other:${victim.id}`, 'z'.repeat(500));
+      const poison = await submit('job.small');
+      await waitFor(async () => w.count(poison.id) === 1 && (await stateOf(poison.id)) === 'RUNNING', 10_000, { message: 'poison RUNNING' });
+      await redis.set(`res:${poison.id}`, 'x'.repeat(101));
+      const foreign = [jobKeys.meta(victim.id), jobKeys.lock(victim.id), jobKeys.retry(), `other:${victim.id}`].map((k) => `redis://${k}`);
+      await publishResult(w.id, { jobId: poison.id, status: JobStatus.SUCCEEDED, workerId: w.id, resultPtr: `redis://res:${poison.id}`, artifactPtrs: foreign, dispatch: nthRequest(w, poison.id, 1).dispatch }, `output:${poison.id}`);
       const unbounded = await submit('job.unbounded');
       await answer(unbounded.id, 5_000);
 
@@ -410,18 +419,27 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
 
       const f = await ended(fits.id);
       expect(f.state).toBe('SUCCEEDED'); // 100 bytes: at the bound, not over it
-      expect(await redis.exists(`res:${fits.id}`, `art:${fits.id}`)).toBe(2);
+      expect(await redis.exists(`res:${fits.id}`, `res:${fits.id}:a1`)).toBe(2);
 
       const a = await ended(overByArtifact.id);
       expect(a.state).toBe('FAILED');
       expect(a.error?.code).toBe('artifact_too_large');
-      expect(await redis.exists(`res:${overByArtifact.id}`, `art:${overByArtifact.id}`)).toBe(0);
+      expect(await redis.exists(`res:${overByArtifact.id}`, `res:${overByArtifact.id}:a1`)).toBe(0);
+
+      const p = await ended(poison.id);
+      expect(p.state).toBe('FAILED'); // its own 101 bytes; the 500 behind `other:` were not counted as its
+      expect(p.error?.message).toContain('101 bytes');
+      expect(await redis.exists(`res:${poison.id}`)).toBe(0);
+      expect(await redis.exists(jobKeys.meta(victim.id), `other:${victim.id}`)).toBe(2);
+      expect(await stateOf(victim.id)).toBe('RUNNING');
 
       const u = await ended(unbounded.id);
       expect(u.state).toBe('SUCCEEDED');
       expect(u.maxArtifactBytes).toBeUndefined();
-      for (const id of [over.id, fits.id, overByArtifact.id, unbounded.id]) expect(w.count(id)).toBe(1);
-      await redis.del(`res:${fits.id}`, `art:${fits.id}`, `res:${unbounded.id}`);
+      await answer(victim.id, 10);
+      expect((await ended(victim.id)).state).toBe('SUCCEEDED');
+      for (const id of [over.id, fits.id, overByArtifact.id, unbounded.id, poison.id, victim.id]) expect(w.count(id)).toBe(1);
+      await redis.del(`res:${fits.id}`, `res:${fits.id}:a1`, `res:${unbounded.id}`, `res:${victim.id}`, `other:${victim.id}`);
     });
   });
 

@@ -57,6 +57,23 @@ export function slotGroup(tenant: string, ruleId: string): string {
   return `${tenant}/${ruleId}`;
 }
 
+/**
+ * P71: the Redis keys behind a job's own output pointers: `res:<id>` and `res:<id>:<anything>`
+ * (artifacts). Any other pointer a worker names is not the job's to measure or delete: it may be
+ * another job's, or one of ours (a record, a lock). Each key once.
+ */
+export function ownOutputKeys(jobId: string, ptrs: readonly string[]): { keys: string[]; foreign: string[] } {
+  const own = jobKeys.res(jobId);
+  const keys = new Set<string>();
+  const foreign: string[] = [];
+  for (const p of ptrs) {
+    const k = pointerKey(p);
+    if (k !== null && (k === own || k.startsWith(`${own}:`))) keys.add(k);
+    else foreign.push(p);
+  }
+  return { keys: [...keys], foreign };
+}
+
 /** `redis://ctx:<id>` → `ctx:<id>`; null for anything that is not a redis pointer. */
 export function pointerKey(ptr: string | undefined): string | null {
   if (!ptr || !ptr.startsWith('redis://')) return null;

@@ -138,12 +138,14 @@ export interface JobStore extends JobScans, JobSlots {
   /** D45: the scheduler sets EXPIRE on `res:<id>` once the job is terminal. */
   expireResult(job: JobRecord): Promise<void>;
   /**
-   * P71: the bytes stored behind the given pointers (redis:// string values; other pointers and
-   * missing keys count 0), each key once.
+   * P71: the bytes stored at the given keys (a job's own output keys, ownOutputKeys): a string's
+   * length, another type's `MEMORY USAGE`; a missing key counts 0. Any other Redis error throws.
    */
-  outputBytes(ptrs: readonly string[]): Promise<number>;
-  /** P71: deletes the values behind the given redis:// pointers (an output refused for its size). */
-  dropOutputs(ptrs: readonly string[]): Promise<void>;
+  outputBytes(keys: readonly string[]): Promise<number>;
+  /** P71: the job TTL on each key, ahead of a terminal write (D45), so a crash before dropOutputs leaves nothing that never expires. */
+  expireOutputs(keys: readonly string[]): Promise<void>;
+  /** P71: deletes the keys (a job's own output, refused for its size). */
+  dropOutputs(keys: readonly string[]): Promise<void>;
   /** D13: due time (epoch ms) of a retry in `job:retry`, drained by the replayer leader. */
   scheduleRetry(id: string, dueAtMs: number): Promise<void>;
   /** Safety decisions recorded for the job, oldest first (create + every transition that patched `safety`). */
@@ -544,14 +546,25 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       return (await readJson(redis, jobKeys.dlqEntry(id))) as DlqEntry | null;
     },
 
-    async outputBytes(ptrs) {
-      const keys = outputKeys(ptrs);
-      const sizes = await Promise.all(keys.map((k) => redis.strlen(k).catch(() => 0)));
+    async outputBytes(keys) {
+      const size = async (k: string): Promise<number> => {
+        try {
+          return await redis.strlen(k);
+        } catch (err) {
+          if (!(err instanceof Error) || !err.message.startsWith('WRONGTYPE')) throw err;
+          return Number(await redis.call('MEMORY', 'USAGE', k)) || 0;
+        }
+      };
+      const sizes = await Promise.all(keys.map(size));
       return sizes.reduce((a, n) => a + n, 0);
     },
 
-    async dropOutputs(ptrs) {
-      await Promise.all(outputKeys(ptrs).map((k) => redis.del(k)));
+    async expireOutputs(keys) {
+      await Promise.all(keys.map((k) => redis.pexpire(k, ttl)));
+    },
+
+    async dropOutputs(keys) {
+      await Promise.all(keys.map((k) => redis.del(k)));
     },
 
     async expireResult(job) {
@@ -647,11 +660,6 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       return Number(await scripts.run<number>('fence-claim', [jobKeys.workerClaim(id)], [dispatchId, attempt, ttl])) === 1;
     },
   };
-}
-
-/** The distinct Redis keys behind redis:// pointers (others are not ours to measure or delete). */
-function outputKeys(ptrs: readonly string[]): string[] {
-  return [...new Set(ptrs.map(pointerKey).filter((k): k is string => k !== null))];
 }
 
 /** Whether `job:retry` can hold the job: it waited for a worker, was refused busy or retried. */

@@ -1,6 +1,6 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { REDIS_BACKENDS, startRedisBackend, waitFor, type RedisBackend } from '@cordum/testing';
-import { createJobStore, encodeWorkerSnapshot, jobKeys, parseWorkerSnapshot, readWorkerSnapshot, type JobStore } from '../src';
+import { createJobStore, encodeWorkerSnapshot, jobKeys, ownOutputKeys, parseWorkerSnapshot, readWorkerSnapshot, type JobStore } from '../src';
 import { drive, holdLock, newJob, uniqueId } from './helpers';
 
 // The issue-3 additions: in-flight indexes and bounded scans, the D1 (b)
@@ -82,6 +82,22 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(await redis.zscore(jobKeys.retry(), 'later')).toBe('9000000000000');
     expect(await redis.zscore(jobKeys.retry(), 'now')).toBe('1000');
     await redis.zrem(jobKeys.retry(), 'later', 'now');
+  });
+
+  it('P71 output keys: only res:<id> and res:<id>:… are the job\'s; their bytes (a string\'s length, another type\'s memory), TTL and deletion', async () => {
+    const id = uniqueId('out');
+    expect(ownOutputKeys(id, [`redis://res:${id}`, `redis://res:${id}:a`, `redis://res:${id}`, `redis://res:${id}x`, `redis://${jobKeys.meta(id)}`, 's3://bucket/x', ''])).toEqual({
+      keys: [`res:${id}`, `res:${id}:a`],
+      foreign: [`redis://res:${id}x`, `redis://${jobKeys.meta(id)}`, 's3://bucket/x', ''],
+    });
+    await redis.set(`res:${id}`, 'x'.repeat(300));
+    await redis.hset(`res:${id}:a`, 'f', 'y'.repeat(1_000));
+    const bytes = await store.outputBytes([`res:${id}`, `res:${id}:a`, `res:${id}:missing`]);
+    expect(bytes).toBeGreaterThanOrEqual(1_300);
+    await store.expireOutputs([`res:${id}`, `res:${id}:a`]);
+    expect(await redis.pttl(`res:${id}:a`)).toBeGreaterThan(3_000_000);
+    await store.dropOutputs([`res:${id}`, `res:${id}:a`]);
+    for (const k of [`res:${id}`, `res:${id}:a`]) expect(await redis.exists(k)).toBe(0);
   });
 
   it('reindex repairs an index left one step behind by a crash', async () => {
