@@ -1,7 +1,7 @@
 export { ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, DLQ_STATES, JOB_STATES, isJobState, allowedSources, canTransition } from './states';
 export type { JobState } from './states';
 export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatch, DlqEntry, TransitionResult } from './types';
-export { jobKeys, ownOutputKeys, pointerKey, slotGroup } from './keys';
+export { jobKeys, ownOutputKeys, pointerKey, resultKey, slotGroup } from './keys';
 export { JobStoreError, LUA_CODES } from './errors';
 export type { TransitionFailure } from './errors';
 export { createJobStore, DLQ_TTL_MS, MAX_DECISIONS } from './store';

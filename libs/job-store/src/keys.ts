@@ -58,6 +58,16 @@ export function slotGroup(tenant: string, ruleId: string): string {
 }
 
 /**
+ * The key behind a result pointer that the store may read or expire (P72): a `res:` key
+ * (CONTRACT §5 puts results at `res:<job_id>`), never anything else a worker names, such as a
+ * record, a lock, an index or another job's input. null otherwise.
+ */
+export function resultKey(ptr: string | undefined): string | null {
+  const k = pointerKey(ptr);
+  return k !== null && k.startsWith('res:') ? k : null;
+}
+
+/**
  * P71: the Redis keys behind a job's own output pointers: `res:<id>` and `res:<id>:<anything>`
  * (artifacts). Any other pointer a worker names is not the job's to measure or delete: it may be
  * another job's, or one of ours (a record, a lock). Each key once.

@@ -10,7 +10,7 @@ import dlqSetLua from './lua/dlq-set-2.lua';
 import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields } from './codec';
 import { createIndexWriter } from './index-writer';
 import { failureFromCode, JobStoreError } from './errors';
-import { jobKeys, pointerKey } from './keys';
+import { jobKeys, resultKey } from './keys';
 import { ACTIVE_STATES, allowedSources, canTransition, DLQ_STATES, TERMINAL_STATES, type JobState } from './states';
 import { createJobScans, type JobScans } from './scans';
 import { createJobSlots, type JobSlots } from './slots';
@@ -473,7 +473,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     },
 
     async readResult(job) {
-      return readJson(redis, pointerKey(job.resultPtr));
+      return readJson(redis, resultKey(job.resultPtr));
     },
 
     async readContext(id) {
@@ -501,7 +501,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const cur = o.current?.id === id ? o.current : undefined;
       // The history entry is built from the record as it will stand; the state and time are known.
       const entry = o.patch?.safety ? decisionEntry({ ...(cur ?? ({ id } as JobRecord)), safety: o.patch.safety, state: o.via ?? to, updatedAt: t }) : '';
-      const expired = o.expireResult ? await expireAhead(pointerKey(patch.resultPtr ?? cur?.resultPtr) ?? jobKeys.res(id)) : undefined;
+      const expired = o.expireResult ? await expireAhead(resultKey(patch.resultPtr ?? cur?.resultPtr) ?? jobKeys.res(id)) : undefined;
       // Into an in-flight state from outside them (an approval: APPROVAL_REQUIRED → PENDING) no old
       // in-flight entry would be left by a crash before the index move, so the new one goes first
       // (decisions.md P20); if the script refuses, the replayer drops the entry where it reads it.
@@ -568,7 +568,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     },
 
     async expireResult(job) {
-      const key = pointerKey(job.resultPtr) ?? jobKeys.res(job.id);
+      const key = resultKey(job.resultPtr) ?? jobKeys.res(job.id);
       await redis.pexpire(key, ttl);
     },
 
@@ -628,7 +628,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       if (!canTransition('RUNNING', to)) throw new JobStoreError('invalid_argument', `finish cannot end a running job ${to} (D12)`);
       const t = now();
       const patch: JobPatch = { ...o.patch, finishedAt: o.patch.finishedAt ?? t };
-      const expired = o.expireResult ? await expireAhead(pointerKey(patch.resultPtr) ?? jobKeys.res(id)) : undefined;
+      const expired = o.expireResult ? await expireAhead(resultKey(patch.resultPtr) ?? jobKeys.res(id)) : undefined;
       const reply = await scripts.run<Reply>('finish', [jobKeys.meta(id), jobKeys.lock(id)], [to, o.dispatchId, t, ...flatFields(encodeFields(patch as Partial<JobRecord>))]);
       await expired?.done;
       const code = Number(reply[0]);
@@ -673,10 +673,19 @@ function defaultReasonCode(state: JobState): string {
   return 'failed';
 }
 
-/** JSON at `key`; null when absent or unparseable (fails open: a missing result is not an error). */
+/**
+ * JSON at `key`; null when absent, not a string or unparseable (fails open: a missing or
+ * malformed result is not an error). Other Redis errors throw.
+ */
 async function readJson(redis: RedisClient, key: string | null): Promise<unknown> {
   if (!key) return null;
-  const raw = await redis.get(key);
+  let raw: string | null;
+  try {
+    raw = await redis.get(key);
+  } catch (err) {
+    if (err instanceof Error && err.message.startsWith('WRONGTYPE')) return null;
+    throw err;
+  }
   if (raw === null) return null;
   try {
     return JSON.parse(raw) as unknown;

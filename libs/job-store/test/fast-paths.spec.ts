@@ -284,6 +284,28 @@ describe('job-store fast paths (real Redis)', () => {
       expect(await redis.pttl(jobKeys.res(j.id))).toBe(-1);
     });
   });
+  it('a result pointer outside res: is never read or expired: the job\'s res:<id> gets the TTL, the named key is untouched (P72)', async () => {
+    const internal = `cordum:internal:${Date.now()}`;
+    await redis.hset(internal, 'f', 'v');
+    const j = newJob();
+    await redis.set(jobKeys.res(j.id), '{"mine":true}');
+    const token = await holdLock(redis, j.id);
+    const d = await store.transition(j.id, 'DISPATCHED', { token, via: 'SCHEDULED', patch: { dispatch }, current: await store.createJob(j) });
+    const r = await store.transition(j.id, 'SUCCEEDED', { token, patch: { resultPtr: `redis://${internal}` }, current: d.ok ? d.job : undefined, release: true, expireResult: true });
+    expect(r.ok).toBe(true);
+    expect(await redis.pttl(internal)).toBe(-1);
+    expect(await redis.pttl(jobKeys.res(j.id))).toBeGreaterThan(0);
+    const job = await store.getJob(j.id);
+    if (!job) throw new Error('no record');
+    await store.expireResult(job);
+    expect(await redis.pttl(internal)).toBe(-1);
+    expect(await store.readResult(job)).toBeNull();
+    // A res: key of another type reads as no result, not as an error.
+    await redis.del(jobKeys.res(j.id));
+    await redis.hset(jobKeys.res(j.id), 'f', 'v');
+    expect(await store.readResult({ ...job, resultPtr: `redis://${jobKeys.res(j.id)}` })).toBeNull();
+    await redis.del(internal, jobKeys.res(j.id));
+  });
   it('a batch larger than the script unpack chunk (1,000) is written whole, adds before removes', async () => {
     const writer = createIndexWriter(redis);
     const n = 5_000; // 10,000 ZADD arguments: more than unpack() takes at once (Lua stack, 8,000)
