@@ -5,7 +5,7 @@
 // (D12 allows it from every one), so no later submit, retry, replay or redispatch runs it.
 // Workers hear the same JobCancel on their own subscription; the scheduler sends its own only for
 // the attempt out when it cancelled (P63), never the gateway's again (D5).
-import { TERMINAL_STATES, jobCancelPacket, type JobRecord } from '@cordum/job-store';
+import { TERMINAL_STATES, boundedError, jobCancelPacket, type JobRecord } from '@cordum/job-store';
 import { MAX_DELIVER, subjects } from '@cordum/bus';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket } from '@cordum/protocol';
@@ -55,7 +55,7 @@ export function cancelHandler(ctx: SchedulerContext) {
       if (cancel.dispatch?.dispatchId && cancel.dispatch.dispatchId !== job.dispatch?.dispatchId) return ignore(ctx, 'stale_dispatch', job.id);
       const by = cancel.requestedBy || packet.senderId;
       const message = cancel.reason || `cancelled on the bus${by ? ` by ${by}` : ''}`;
-      const w = releasedBy(lease, await ctx.store.transition(job.id, 'CANCELLED', { token: lease.token, from: [job.state], current: job, release: true, patch: { error: { code: 'cancelled', message } } }));
+      const w = releasedBy(lease, await ctx.store.transition(job.id, 'CANCELLED', { token: lease.token, from: [job.state], current: job, release: true, patch: { error: boundedError('cancelled', message) } }));
       if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
       ctx.metrics.cancelsApplied.inc();
       ctx.logger.info('job cancelled from sys.job.cancel', { job_id: job.id, from: job.state, requested_by: by, sender: packet.senderId });

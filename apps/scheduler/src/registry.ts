@@ -79,7 +79,8 @@ export class WorkerRegistry {
       pool: hb.pool,
       activeJobs: Math.max(0, hb.activeJobs),
       maxParallelJobs: Math.max(0, hb.maxParallelJobs),
-      cpuLoad: Number.isFinite(hb.cpuLoad) ? hb.cpuLoad : 0,
+      // A percentage: clamped, so a worker reporting -1e30 cannot win every routing decision (P73).
+      cpuLoad: Number.isFinite(hb.cpuLoad) ? Math.min(100, Math.max(0, hb.cpuLoad)) : 0,
       labels: { ...hb.labels },
       capabilities: [...hb.capabilities],
       draining: hb.labels[WORKER_DRAINING_LABEL] === 'true',

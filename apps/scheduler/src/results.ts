@@ -1,5 +1,5 @@
 // sys.job.result handler (BEHAVIOURS §1.5, D12 status mapping), under the job lock.
-import { ownOutputKeys, TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
+import { boundedError, ownOutputKeys, TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
@@ -75,7 +75,7 @@ function resultPatch(res: JobResult): JobPatch {
   const patch: JobPatch = {};
   if (res.resultPtr) patch.resultPtr = res.resultPtr;
   if (res.workerId) patch.workerId = res.workerId;
-  if (res.errorCode || res.errorMessage) patch.error = { code: res.errorCode || 'worker_error', message: res.errorMessage };
+  if (res.errorCode || res.errorMessage) patch.error = boundedError(res.errorCode || 'worker_error', res.errorMessage);
   return patch;
 }
 
@@ -104,7 +104,8 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   if (job.state !== 'DISPATCHED' && job.state !== 'RUNNING') return ignore(ctx, `unexpected_state_${job.state}`, job.id);
   if (current) ctx.verifier.delivered(job.id, current.dispatchId);
   const mapped = mapStatus(res.status);
-  if (!mapped) return ignore(ctx, `status_${res.status}`, job.id);
+  // A status outside the enum is one label, not one metric series per value a worker sends (P73).
+  if (!mapped) return ignore(ctx, KNOWN_STATUSES.has(res.status) ? `status_${res.status}` : 'status_unknown', job.id);
 
   const patch = resultPatch(res);
   if (anonymous && seq > 0) patch.resultSeq = seq;
@@ -128,7 +129,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
     patch.error = { code: 'max_attempts', message: `refused by busy workers ${refusals - 1} times` };
   } else if (mapped.retryable && !busy && attemptsUsed(job) >= maxAttempts) {
     to = 'FAILED';
-    patch.error = { code: 'max_attempts', message: `failed after ${job.attempts} attempts: ${res.errorMessage || res.errorCode || 'retryable failure'}` };
+    patch.error = boundedError('max_attempts', `failed after ${job.attempts} attempts: ${res.errorMessage || res.errorCode || 'retryable failure'}`);
   }
   // Only a retry still needs the lock (redispatch, D13); any other outcome ends the handler, so
   // its write also releases the lock (issue 7).
@@ -175,6 +176,8 @@ async function oversizedOutput(ctx: SchedulerContext, job: JobRecord, res: JobRe
   await ctx.store.expireOutputs(keys);
   return { keys, message: `result and artifacts are ${size} bytes, over max_artifact_bytes ${max} (policy rule ${job.safety?.ruleId ?? ''})` };
 }
+
+const KNOWN_STATUSES: ReadonlySet<number> = new Set(Object.values(JobStatus).filter((v): v is number => typeof v === 'number'));
 
 /** worker-sdk's refusal code when a worker is at maxParallelJobs (its README, "Capacity"). */
 const WORKER_BUSY = 'worker_busy';

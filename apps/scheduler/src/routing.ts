@@ -74,8 +74,10 @@ export function candidates(input: RouteInput): WorkerView[] {
   const eligible = workers.filter((w) => {
     if (pools) {
       if (pools.includes(w.pool)) return true;
-      // D40: a CAP node agent heartbeats with pool '' and names its topics in the handshake.
-      return w.pool === '' && w.readyTopics.includes(topic);
+      // D40: a CAP node agent heartbeats with pool '' and names its topics in the handshake. It
+      // belongs to no pool, so nothing says it meets the job's `requires`: only its own heartbeat
+      // capabilities can (P73). Without this a job requiring `pii` went to any agent on the topic.
+      return w.pool === '' && w.readyTopics.includes(topic) && input.requires.every((r) => w.capabilities.includes(r));
     }
     return w.pool === topic || w.readyTopics.includes(topic);
   });

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects, type Bus } from '@cordum/bus';
-import { jobKeys, jobToApi, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
+import { jobKeys, jobToApi, MAX_ERROR_CODE_CHARS, MAX_ERROR_MESSAGE_CHARS, readWorkerSnapshot, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
 import { create, Decision, decodePacket, encodePacket, JobCancelSchema, JobRequestSchema, JobResultSchema, JobStatus, newPacket, type MessageInitShape } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
@@ -440,6 +440,31 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       expect((await ended(victim.id)).state).toBe('SUCCEEDED');
       for (const id of [over.id, fits.id, overByArtifact.id, unbounded.id, poison.id, victim.id]) expect(w.count(id)).toBe(1);
       await redis.del(`res:${fits.id}`, `res:${fits.id}:a1`, `res:${unbounded.id}`, `res:${victim.id}`, `other:${victim.id}`);
+    });
+  });
+
+  it('text a worker sends is bounded before it is stored, and a status outside the enum is one metric label (P73)', async () => {
+    await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+      const w = await worker('tw-text', ['job.text'], 'none');
+      const job = await submit('job.text');
+      await waitFor(async () => w.count(job.id) === 1 && (await stateOf(job.id)) === 'RUNNING', 10_000, { message: 'RUNNING' });
+      const dispatch = nthRequest(w, job.id, 1).dispatch;
+      const unknownBefore = await counter('cordum_scheduler_ignored_packets_total', 'reason', 'status_unknown');
+      await publishResult(w.id, { jobId: job.id, status: 999 as JobStatus, workerId: w.id, dispatch }, `odd:${job.id}`);
+      await waitFor(async () => (await counter('cordum_scheduler_ignored_packets_total', 'reason', 'status_unknown')) === unknownBefore + 1, 10_000, { message: 'odd status counted' });
+      const names = (await metrics.getSingleMetricAsString('cordum_scheduler_ignored_packets_total')).split('\n');
+      expect(names.some((l) => l.includes('status_999'))).toBe(false);
+      expect(await stateOf(job.id)).toBe('RUNNING');
+      await publishResult(w.id, { jobId: job.id, status: JobStatus.FAILED, workerId: w.id, errorCode: 'c'.repeat(1_000), errorMessage: 'm'.repeat(100_000), dispatch }, `long:${job.id}`);
+      const failed = await waitFor(async () => {
+        const j = await store.getJob(job.id);
+        return j?.state === 'FAILED' ? j : undefined;
+      }, 10_000, { message: 'FAILED' });
+      expect(failed.error?.code).toHaveLength(MAX_ERROR_CODE_CHARS);
+      expect(failed.error?.message).toHaveLength(MAX_ERROR_MESSAGE_CHARS);
+      expect(failed.error?.message.endsWith('…')).toBe(true);
+      const dlq = await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry' });
+      expect(dlq.reason.length).toBeLessThanOrEqual(MAX_ERROR_MESSAGE_CHARS);
     });
   });
 

@@ -55,6 +55,15 @@ describe('routing', () => {
     expect(candidates(input({ workers: [agent, other] })).map((x) => x.workerId)).toEqual(['agent']);
   });
 
+  it('P73: an empty-pool agent serves a job with requires only if its capabilities list each one', () => {
+    const plain = w('plain', { pool: '', readyTopics: ['job.secure'] });
+    const able = w('able', { pool: '', readyTopics: ['job.secure'], capabilities: ['pii', 'other'] });
+    const secure = w('s', { pool: 'secure' });
+    expect(candidates(input({ topic: 'job.secure', requires: ['pii'], workers: [plain, able, secure] })).map((x) => x.workerId).sort()).toEqual(['able', 's']);
+    expect(route(input({ topic: 'job.secure', requires: ['pii'], workers: [plain] }))).toEqual({ kind: 'no_worker' });
+    expect(candidates(input({ topic: 'job.secure', workers: [plain] })).map((x) => x.workerId)).toEqual(['plain']);
+  });
+
   it('unmapped topic: workers whose pool equals the topic or whose ready_topics contain it', () => {
     const ws = [w('p', { pool: 'job.custom' }), w('r', { pool: 'x', readyTopics: ['job.custom'] }), w('n', { pool: 'default' })];
     expect(candidates(input({ topic: 'job.custom', workers: ws })).map((x) => x.workerId).sort()).toEqual(['p', 'r']);
@@ -78,6 +87,14 @@ describe('WorkerRegistry', () => {
   const reg = () => new WorkerRegistry({ ttlMs: 30_000, now: () => now });
   const hb = (id: string, over: Record<string, unknown> = {}) =>
     create(HeartbeatSchema, { workerId: id, pool: 'default', activeJobs: 1, maxParallelJobs: 4, cpuLoad: 12.5, labels: { zone: 'a' }, ...over });
+
+  it('P73: cpu_load is a percentage, clamped to 0–100, so a worker cannot win every decision by reporting a negative load', () => {
+    const r = reg();
+    r.onHeartbeat(hb('neg', { cpuLoad: -1e30 }));
+    r.onHeartbeat(hb('big', { cpuLoad: 1e9 }));
+    expect(r.get('neg')?.cpuLoad).toBe(0);
+    expect(r.get('big')?.cpuLoad).toBe(100);
+  });
 
   it('tracks heartbeats and expires workers after the 30 s TTL', () => {
     const r = reg();

@@ -17,6 +17,7 @@ export { jobToApi } from './api';
 export type { ApiJob, ApiApproval } from './api';
 export { priorityToProto, actorTypeToProto, jobMetadataInit, jobBudgetInit, policyCheckInit, STATE_STATUS, encodeStatePacket } from './wire';
 export type { JobIdentity } from './types';
+export { boundedError, MAX_ERROR_CODE_CHARS, MAX_ERROR_MESSAGE_CHARS } from './types';
 export { jobRequestHash } from './approval';
 export { dlqNotifier, dlqPacket, dlqMsgId } from './dlq-notice';
 export { cancelMsgId, jobCancelPacket } from './job-cancel';

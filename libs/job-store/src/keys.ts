@@ -58,13 +58,15 @@ export function slotGroup(tenant: string, ruleId: string): string {
 }
 
 /**
- * The key behind a result pointer that the store may read or expire (P72): a `res:` key
- * (CONTRACT §5 puts results at `res:<job_id>`), never anything else a worker names, such as a
- * record, a lock, an index or another job's input. null otherwise.
+ * The key behind a job's result pointer that the store may read or expire (P72): the job's own
+ * `res:<id>` or `res:<id>:<name>` (CONTRACT §5 puts results at `res:<job_id>`), never anything
+ * else a worker names, such as a record, a lock, an index, another job's input or another job's
+ * result. null otherwise.
  */
-export function resultKey(ptr: string | undefined): string | null {
+export function resultKey(jobId: string, ptr: string | undefined): string | null {
   const k = pointerKey(ptr);
-  return k !== null && k.startsWith('res:') ? k : null;
+  const own = jobKeys.res(jobId);
+  return k !== null && (k === own || k.startsWith(`${own}:`)) ? k : null;
 }
 
 /**
@@ -73,12 +75,11 @@ export function resultKey(ptr: string | undefined): string | null {
  * another job's, or one of ours (a record, a lock). Each key once.
  */
 export function ownOutputKeys(jobId: string, ptrs: readonly string[]): { keys: string[]; foreign: string[] } {
-  const own = jobKeys.res(jobId);
   const keys = new Set<string>();
   const foreign: string[] = [];
   for (const p of ptrs) {
-    const k = pointerKey(p);
-    if (k !== null && (k === own || k.startsWith(`${own}:`))) keys.add(k);
+    const k = resultKey(jobId, p);
+    if (k !== null) keys.add(k);
     else foreign.push(p);
   }
   return { keys: [...keys], foreign };

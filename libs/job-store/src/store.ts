@@ -473,7 +473,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     },
 
     async readResult(job) {
-      return readJson(redis, resultKey(job.resultPtr));
+      return readJson(redis, resultKey(job.id, job.resultPtr));
     },
 
     async readContext(id) {
@@ -501,7 +501,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const cur = o.current?.id === id ? o.current : undefined;
       // The history entry is built from the record as it will stand; the state and time are known.
       const entry = o.patch?.safety ? decisionEntry({ ...(cur ?? ({ id } as JobRecord)), safety: o.patch.safety, state: o.via ?? to, updatedAt: t }) : '';
-      const expired = o.expireResult ? await expireAhead(resultKey(patch.resultPtr ?? cur?.resultPtr) ?? jobKeys.res(id)) : undefined;
+      const expired = o.expireResult ? await expireAhead(resultKey(id, patch.resultPtr ?? cur?.resultPtr) ?? jobKeys.res(id)) : undefined;
       // Into an in-flight state from outside them (an approval: APPROVAL_REQUIRED → PENDING) no old
       // in-flight entry would be left by a crash before the index move, so the new one goes first
       // (decisions.md P20); if the script refuses, the replayer drops the entry where it reads it.
@@ -568,7 +568,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     },
 
     async expireResult(job) {
-      const key = resultKey(job.resultPtr) ?? jobKeys.res(job.id);
+      const key = resultKey(job.id, job.resultPtr) ?? jobKeys.res(job.id);
       await redis.pexpire(key, ttl);
     },
 
@@ -628,7 +628,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       if (!canTransition('RUNNING', to)) throw new JobStoreError('invalid_argument', `finish cannot end a running job ${to} (D12)`);
       const t = now();
       const patch: JobPatch = { ...o.patch, finishedAt: o.patch.finishedAt ?? t };
-      const expired = o.expireResult ? await expireAhead(resultKey(patch.resultPtr) ?? jobKeys.res(id)) : undefined;
+      const expired = o.expireResult ? await expireAhead(resultKey(id, patch.resultPtr) ?? jobKeys.res(id)) : undefined;
       const reply = await scripts.run<Reply>('finish', [jobKeys.meta(id), jobKeys.lock(id)], [to, o.dispatchId, t, ...flatFields(encodeFields(patch as Partial<JobRecord>))]);
       await expired?.done;
       const code = Number(reply[0]);

@@ -118,3 +118,13 @@ export interface DlqEntry {
 export type TransitionResult =
   | { ok: true; job: JobRecord; from: JobState }
   | { ok: false; reason: 'not_found' | 'illegal_transition' | 'fenced' | 'state_mismatch'; current?: JobRecord };
+
+/** Longest error code and message a job keeps from a packet (P73): the record, its DLQ entry and every API answer carry them. */
+export const MAX_ERROR_CODE_CHARS = 128;
+export const MAX_ERROR_MESSAGE_CHARS = 4_096;
+
+/** A job error from text another component sent (a worker's result, a bus cancel), cut to the bounds above. */
+export function boundedError(code: string, message: string): { code: string; message: string } {
+  const cut = (s: string, n: number): string => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+  return { code: cut(code, MAX_ERROR_CODE_CHARS), message: cut(message, MAX_ERROR_MESSAGE_CHARS) };
+}

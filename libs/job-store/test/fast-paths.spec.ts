@@ -257,8 +257,9 @@ describe('job-store fast paths (real Redis)', () => {
     const ttl = 7 * 24 * 3600 * 1000;
     await monitored(async (top) => {
       const ids: string[] = [];
-      for (const resultPtr of ['redis://res:elsewhere-' + String(Date.now()), undefined]) {
+      for (const named of [true, false]) {
         const j = newJob();
+        const resultPtr = named ? `redis://res:${j.id}:main` : undefined;
         ids.push(j.id);
         const key = resultPtr ? resultPtr.slice('redis://'.length) : jobKeys.res(j.id);
         await redis.set(key, '{"ok":true}');
@@ -284,7 +285,7 @@ describe('job-store fast paths (real Redis)', () => {
       expect(await redis.pttl(jobKeys.res(j.id))).toBe(-1);
     });
   });
-  it('a result pointer outside res: is never read or expired: the job\'s res:<id> gets the TTL, the named key is untouched (P72)', async () => {
+  it('a result pointer outside the job\'s own res: keys is never read or expired: its res:<id> gets the TTL, the named key is untouched (P72)', async () => {
     const internal = `cordum:internal:${Date.now()}`;
     await redis.hset(internal, 'f', 'v');
     const j = newJob();
@@ -300,6 +301,11 @@ describe('job-store fast paths (real Redis)', () => {
     await store.expireResult(job);
     expect(await redis.pttl(internal)).toBe(-1);
     expect(await store.readResult(job)).toBeNull();
+    // Nor another job's result.
+    await redis.set(jobKeys.res('someone-else'), '{"theirs":true}');
+    expect(await store.readResult({ ...job, resultPtr: `redis://${jobKeys.res('someone-else')}` })).toBeNull();
+    expect(await store.readResult({ ...job, resultPtr: `redis://${jobKeys.res(j.id)}` })).toEqual({ mine: true });
+    await redis.del(jobKeys.res('someone-else'));
     // A res: key of another type reads as no result, not as an error.
     await redis.del(jobKeys.res(j.id));
     await redis.hset(jobKeys.res(j.id), 'f', 'v');
