@@ -141,6 +141,8 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       scheduler.setTimeouts(config.timeouts);
     }
   }
+  /** Timeouts that never fire during a test that holds jobs RUNNING on purpose; scans stay fast. */
+  const LONG_TIMEOUTS: TimeoutsConfig['reconciler'] = { dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 };
   /** A worker's result packet on the bus, as a CAP worker sends it. */
   async function publishResult(from: string, value: MessageInitShape<typeof JobResultSchema>, msgId: string): Promise<void> {
     await bus.publish(subjects.result, encodePacket(newPacket(from, { case: 'jobResult', value: create(JobResultSchema, value) })), { msgId });
@@ -205,7 +207,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     // Seen on a 3-node NATS cluster whose node carrying a worker's connection died: the dispatch
     // was lost, and at the probe every worker was saturated by the backlog, so the job waited for
     // the 120 s dispatch timeout instead of the next free slot.
-    await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+    await withTimeouts(LONG_TIMEOUTS, async () => {
       const g = await ghost('a-ghost-full', ['job.rv'], true);
       const before = { deferred: await counter('cordum_dispatch_verify_total', 'outcome', 'deferred'), fallback: await counter('cordum_dispatch_verify_total', 'outcome', 'fallback') };
       const job = await submit('job.rv');
@@ -253,7 +255,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
 
   it('a result packet of another protocol version is never applied: terminated after 3 deliveries and counted (CONTRACT §3)', async () => {
     await ghost('pv-ghost', ['job.rpv'], false);
-    await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+    await withTimeouts(LONG_TIMEOUTS, async () => {
       const job = await submit('job.rpv');
       await waitFor(async () => (await store.getJob(job.id))?.dispatch?.published === true, 5_000, { message: 'published' });
       const d = (await store.getJob(job.id))?.dispatch;
@@ -341,7 +343,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   });
 
   it('an attempt out longer than the policy\'s max_runtime_ms ends TIMEOUT max_runtime_exceeded, never redispatched (P65)', async () => {
-    await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+    await withTimeouts(LONG_TIMEOUTS, async () => {
       const w = await worker('tw-cap', ['job.capped'], 'none');
       const before = await counter('cordum_scheduler_reconciled_total', 'action', 'max_runtime_exceeded');
       const stops: { jobId: string; dispatchId: string }[] = [];
@@ -373,7 +375,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   });
 
   it('a result over the decision\'s max_artifact_bytes ends FAILED artifact_too_large and its output is deleted; one within it succeeds (P71)', async () => {
-    await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+    await withTimeouts(LONG_TIMEOUTS, async () => {
       const w = await worker('tw-output', ['job.small', 'job.unbounded'], 'none');
       /** Answers the job's dispatch as a worker that stored a result of `resultBytes` and the given artifacts. */
       const answer = async (id: string, resultBytes: number, artifacts: Record<string, number> = {}): Promise<void> => {
@@ -444,7 +446,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   });
 
   it('text a worker sends is bounded before it is stored, and a status outside the enum is one metric label (P73)', async () => {
-    await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+    await withTimeouts(LONG_TIMEOUTS, async () => {
       const w = await worker('tw-text', ['job.text'], 'none');
       const job = await submit('job.text');
       await waitFor(async () => w.count(job.id) === 1 && (await stateOf(job.id)) === 'RUNNING', 10_000, { message: 'RUNNING' });
@@ -470,6 +472,14 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
 
   describe('max_concurrent_jobs (P70)', () => {
     const out = (w: TestWorker, replied: Set<string>): string[] => [...w.executions.keys()].filter((id) => !replied.has(id));
+    /** A worker for `topic` that holds its jobs, and a first job of `topic` out on it (a limit-1 group's slot taken). */
+    async function oneOut(workerId: string, topic: string): Promise<{ w: TestWorker; first: JobRecord }> {
+      const w = await worker(workerId, [topic], 'none');
+      const first = await submit(topic);
+      await waitFor(() => w.count(first.id) === 1, 10_000, { message: 'first job out' });
+      return { w, first };
+    }
+    const inQueue = (group: string, id: string, message: string) => waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), id)) !== null, 10_000, { message });
     async function finish(w: TestWorker, id: string, replied: Set<string>): Promise<void> {
       replied.add(id);
       await w.reply(nthRequest(w, id, 1), JobStatus.SUCCEEDED);
@@ -477,7 +487,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     }
 
     it('at most N of a tenant\'s jobs under the rule are out at once; the longest waiter goes when a slot frees; another tenant has its own slots', async () => {
-      await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+      await withTimeouts(LONG_TIMEOUTS, async () => {
         const w = await worker('tw-conc', ['job.conc'], 'none');
         const group = 'acme/cap-conc';
         const waitsBefore = (await metrics.getSingleMetricAsString('cordum_scheduler_slot_waits_total')).match(/ (\d+)$/m)?.[1] ?? '0';
@@ -520,7 +530,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     });
 
     it('a cancelled waiter leaves the queue, and a holder a crash left behind is dropped once its job is gone', async () => {
-      await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
+      await withTimeouts(LONG_TIMEOUTS, async () => {
         const w = await worker('tw-conc1', ['job.conc1'], 'none');
         const group = 'acme/cap-one';
         // A slot still held by a job with no record (its terminal write's slot update lost, then the
@@ -534,12 +544,12 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
         await waitFor(() => w.count(first.id) === 1, 10_000, { message: 'the stale holder dropped, the waiter dispatched' });
         expect(await redis.zrange(jobKeys.slots(group), '0', '-1')).toEqual([first.id]);
         const cancelled = await submit('job.conc1');
-        await waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), cancelled.id)) !== null, 10_000, { message: 'second job queued' });
+        await inQueue(group, cancelled.id, 'second job queued');
         await bus.publish(subjects.cancel, encodePacket(newPacket('cancel-test', { case: 'jobCancel', value: create(JobCancelSchema, { jobId: cancelled.id, reason: 'not needed', requestedBy: 'tester' }) })));
         await waitFor(async () => (await stateOf(cancelled.id)) === 'CANCELLED', 10_000, { message: 'waiter cancelled' });
         await waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), cancelled.id)) === null, 5_000, { message: 'cancelled waiter out of the queue' });
         const third = await submit('job.conc1');
-        await waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), third.id)) !== null, 10_000, { message: 'third job queued' });
+        await inQueue(group, third.id, 'third job queued');
         await finish(w, first.id, new Set());
         await waitFor(() => w.count(third.id) === 1, 10_000, { message: 'third job dispatched when the slot freed' });
         // The third job's dispatch is the barrier: the cancelled one was never dispatched.
@@ -549,18 +559,16 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     });
 
     it('a queued job whose topic lost its worker leaves the queue instead of holding up the jobs behind it', async () => {
-      await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
-        const w = await worker('tw-concA', ['job.concA'], 'none');
+      await withTimeouts(LONG_TIMEOUTS, async () => {
+        const { w, first } = await oneOut('tw-concA', 'job.concA');
         const group = 'acme/cap-shared';
-        const first = await submit('job.concA');
-        await waitFor(() => w.count(first.id) === 1, 10_000, { message: 'first job out' });
         // Queued earlier on job.concB, whose worker has gone since; it had waited for a worker before.
         const stranded = await store.createJob(newJob('job.concB'));
         await redis.hset(jobKeys.meta(stranded.id), 'concurrency', JSON.stringify({ group, limit: 1 }), 'scheduleTries', '1');
         await redis.zadd(jobKeys.active('PENDING'), Date.now() + 300_000, stranded.id);
         await redis.zadd(jobKeys.slotWaiters(group), Date.now() - 1_000, stranded.id);
         const next = await submit('job.concA');
-        await waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), next.id)) !== null, 10_000, { message: 'next job queued' });
+        await inQueue(group, next.id, 'next job queued');
         expect(await redis.zrange(jobKeys.slotWaiters(group), '0', '-1')).toEqual([stranded.id, next.id]);
         await finish(w, first.id, new Set());
         await waitFor(() => w.count(next.id) === 1, 10_000, { message: 'the job behind the stranded one dispatched' });
@@ -571,13 +579,11 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     });
 
     it('the orphan sweep leaves a queued job alone: no Check spent, not counted as lost', async () => {
-      await withTimeouts({ dispatch_timeout_seconds: 60, running_timeout_seconds: 60, scan_interval_seconds: 0.3 }, async () => {
-        const w = await worker('tw-concS', ['job.concS'], 'none');
+      await withTimeouts(LONG_TIMEOUTS, async () => {
+        const { w, first } = await oneOut('tw-concS', 'job.concS');
         const group = 'acme/cap-sweep';
-        const first = await submit('job.concS');
-        await waitFor(() => w.count(first.id) === 1, 10_000, { message: 'first job out' });
         const queued = await submit('job.concS');
-        await waitFor(async () => (await redis.zscore(jobKeys.slotWaiters(group), queued.id)) !== null, 10_000, { message: 'second job queued' });
+        await inQueue(group, queued.id, 'second job queued');
         const checks = kernel.checks.filter((c) => c.jobId === queued.id).length;
         const lost = await counter('cordum_scheduler_orphan_replayed_total', 'reason', 'lost');
         // Its orphan clock due now: the next sweep finds it.
