@@ -54,6 +54,8 @@ export interface WorkerView {
 interface HandshakeInfo {
   readyTopics: string[];
   startAck: boolean;
+  /** When it was received (or hydrated): a handshake whose worker never heartbeats is forgotten like a dead worker (P73). */
+  at?: number;
 }
 
 export class WorkerRegistry {
@@ -98,7 +100,7 @@ export class WorkerRegistry {
 
   onHandshake(hs: Handshake): void {
     if (!hs.componentId) return;
-    const info: HandshakeInfo = { readyTopics: [...hs.readyTopics], startAck: hs.capabilities['start_ack'] === true };
+    const info: HandshakeInfo = { readyTopics: [...hs.readyTopics], startAck: hs.capabilities['start_ack'] === true, at: this.now() };
     this.handshakes.set(hs.componentId, info);
     const w = this.workers.get(hs.componentId);
     if (w) {
@@ -206,6 +208,11 @@ export class WorkerRegistry {
         this.workers.delete(id);
         this.handshakes.delete(id);
       }
+    }
+    // A handshake from an id that never heartbeat (a worker that died at start, a misconfigured
+    // one) would otherwise be kept for the life of the process, one per id (P73).
+    for (const [id, hs] of this.handshakes) {
+      if (!this.workers.has(id) && hs.at !== undefined && this.now() - hs.at > 10 * this.ttlMs) this.handshakes.delete(id);
     }
     return out;
   }

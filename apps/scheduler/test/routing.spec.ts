@@ -96,6 +96,19 @@ describe('WorkerRegistry', () => {
     expect(r.get('big')?.cpuLoad).toBe(100);
   });
 
+  it('P73: a handshake whose worker never heartbeats is forgotten after ten TTLs, like a dead worker', () => {
+    const r = reg();
+    r.onHandshake(create(HandshakeSchema, { componentId: 'ghost', readyTopics: ['job.echo'] }));
+    r.onHandshake(create(HandshakeSchema, { componentId: 'real', readyTopics: ['job.echo'] }));
+    now += 10 * 30_000 + 1;
+    r.onHeartbeat(hb('real'));
+    r.live();
+    r.onHeartbeat(hb('ghost'));
+    // The ghost's topics went with its handshake; the live worker's stayed.
+    expect(r.get('ghost')?.readyTopics).toEqual([]);
+    expect(r.get('real')?.readyTopics).toEqual(['job.echo']);
+  });
+
   it('tracks heartbeats and expires workers after the 30 s TTL', () => {
     const r = reg();
     r.onHeartbeat(hb('w1'));
