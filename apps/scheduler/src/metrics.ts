@@ -30,6 +30,8 @@ export interface SchedulerMetrics {
   slotWaits: Counter;
   /** P70: waiting jobs the replayer leader re-drove because a slot of their group freed. */
   slotWakes: Counter;
+  /** P70: waiting jobs driven at once by the replica whose result freed a slot of their group. */
+  slotHandOffs: Counter;
   reconcileScans: Counter;
   /** D21 breaker as this replica last saw it: 0 closed, 1 half-open, 2 open. */
   breakerState: Gauge;
@@ -119,6 +121,11 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     slotWakes: new Counter({
       name: 'cordum_scheduler_slot_wakes_total',
       help: 'Waiting jobs re-driven by the replayer leader because a slot of their concurrency group freed (P70).',
+      registers: [registry],
+    }),
+    slotHandOffs: new Counter({
+      name: 'cordum_scheduler_slot_hand_offs_total',
+      help: 'Waiting jobs driven at once by the replica whose result freed a slot of their concurrency group, ahead of the leader (P70).',
       registers: [registry],
     }),
     reconciled: new Counter({ name: 'cordum_scheduler_reconciled_total', help: 'Reconciler actions (timeout, redispatch, republish, running, deadline).', labelNames: ['action'], registers: [registry] }),

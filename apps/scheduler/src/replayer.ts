@@ -156,6 +156,21 @@ async function settleParked(ctx: SchedulerContext, lease: Lease, job: JobRecord)
   return true;
 }
 
+/**
+ * P70 hand-off: a job holding a concurrency slot ended here, so the longest waiter of its group
+ * is driven at once instead of at the leader's next turn (up to SCHEDULER_REPLAY_INTERVAL later,
+ * which capped a one-at-a-time group of short jobs near one job per interval). Under the waiter's
+ * own lock, through the normal path (Check, the acquire script's order); anything that goes
+ * wrong leaves it to the leader's turn. true when a waiter was driven.
+ */
+export async function handOffSlot(ctx: SchedulerContext, group: string): Promise<boolean> {
+  const [next] = await ctx.store.slotWaiters(group, 1);
+  if (next === undefined) return false;
+  const driven = await drive(ctx, next, null);
+  if (driven) ctx.metrics.slotHandOffs.inc();
+  return driven;
+}
+
 /** true when the job was found in a drivable state and driven. */
 function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null): Promise<boolean> {
   return underJobLock(ctx, id, 'replay failed', async (lease) => {
