@@ -23,7 +23,6 @@ export function busyNakMs(deliveryCount: number): number {
   return BUSY_SCHEDULE_MS[i] ?? 5_000;
 }
 
-/** Replaces a busy/fenced NAK (BUSY_NAK_MS) with the escalating delay for this delivery. */
 /**
  * A locked handler's outcome for JetStream: the lock found busy is a busy NAK, and every busy or
  * fenced NAK gets the escalating delay of this delivery (escalateBusy).
@@ -32,6 +31,7 @@ export function lockedOutcome(r: { busy: true } | { busy: false; value: HandlerO
   return escalateBusy(r.busy ? { kind: 'nak', delayMs: BUSY_NAK_MS } : r.value, deliveryCount);
 }
 
+/** Replaces a busy/fenced NAK (BUSY_NAK_MS) with the escalating delay for this delivery. */
 export function escalateBusy(outcome: HandlerOutcome, deliveryCount: number): HandlerOutcome {
   return outcome.kind === 'nak' && outcome.delayMs === BUSY_NAK_MS ? { kind: 'nak', delayMs: busyNakMs(deliveryCount) } : outcome;
 }

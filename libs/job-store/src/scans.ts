@@ -73,7 +73,8 @@ export interface JobScans {
 /** The states a job can be parked in (the scheduler's no-worker wait). */
 const PARKABLE_STATES: readonly JobState[] = ['PENDING', 'RETRYING'];
 
-function scored(flat: string[]): ScoredId[] {
+/** A `WITHSCORES` reply as ids with numeric scores. */
+export function scored(flat: string[]): ScoredId[] {
   const out: ScoredId[] = [];
   for (let i = 0; i + 1 < flat.length; i += 2) out.push({ id: String(flat[i]), score: Number(flat[i + 1]) });
   return out;
@@ -81,6 +82,11 @@ function scored(flat: string[]): ScoredId[] {
 
 export function createJobScans(redis: RedisClient): JobScans {
   const range = async (key: string, max: number | '+inf', limit: number) => scored(await redis.zrangebyscore(key, '-inf', max, 'WITHSCORES', 'LIMIT', 0, limit));
+  /** A member's score as a number, or null when it is not in the set. */
+  const scoreOf = async (key: string, id: string): Promise<number | null> => {
+    const score = await redis.zscore(key, id);
+    return score === null ? null : Number(score);
+  };
   const touchOrphanClock = async (id: string, state: JobState, atMs: number): Promise<void> => {
     await redis.zadd(jobKeys.active(state), 'GT', atMs, id);
   };
@@ -116,10 +122,7 @@ export function createJobScans(redis: RedisClient): JobScans {
     },
     listParkedTopics: () => redis.smembers(jobKeys.parkedTopics()),
     listParked: (topic, maxMs, limit) => range(jobKeys.parked(topic), Number.isFinite(maxMs) ? maxMs : '+inf', limit),
-    async parkedExpiry(topic, id) {
-      const score = await redis.zscore(jobKeys.parked(topic), id);
-      return score === null ? null : Number(score);
-    },
+    parkedExpiry: (topic, id) => scoreOf(jobKeys.parked(topic), id),
     async unpark(topic, ids, dueAtMs) {
       if (ids.length === 0) return;
       if (dueAtMs !== undefined) {
@@ -142,10 +145,7 @@ export function createJobScans(redis: RedisClient): JobScans {
       if (atMs === null) await redis.zrem(jobKeys.deadline(), id);
       else await redis.zadd(jobKeys.deadline(), atMs, id);
     },
-    async deadlineScore(id) {
-      const s = await redis.zscore(jobKeys.deadline(), id);
-      return s === null ? null : Number(s);
-    },
+    deadlineScore: (id) => scoreOf(jobKeys.deadline(), id),
     async claimedDispatch(id) {
       return (await redis.hget(jobKeys.workerClaim(id), 'dispatch_id')) || null;
     },

@@ -7,6 +7,7 @@
 import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
 import slotAcquireLua from './lua/slot-acquire-2.lua';
 import { jobKeys } from './keys';
+import { scored, type ScoredId } from './scans';
 import { isJobState, type JobState } from './states';
 
 export interface JobSlots {
@@ -21,7 +22,7 @@ export interface JobSlots {
   /** The limit the group's latest look was made with, or null. */
   slotLimit(group: string): Promise<number | null>;
   /** Up to `max` holders of the group's slots, each with when it last took or kept its slot (ms). */
-  slotHolders(group: string, max: number): Promise<{ id: string; score: number }[]>;
+  slotHolders(group: string, max: number): Promise<ScoredId[]>;
   /** Whether the job is in the group's queue. */
   isSlotWaiter(group: string, id: string): Promise<boolean>;
   /**
@@ -57,12 +58,7 @@ export function createJobSlots(redis: RedisClient, ttlMs: number, now: () => num
       const v = Number(await redis.hget(jobKeys.slotLimits(), group));
       return Number.isInteger(v) && v > 0 ? v : null;
     },
-    async slotHolders(group, max) {
-      const flat = await redis.zrange(jobKeys.slots(group), '0', String(max - 1), 'WITHSCORES');
-      const out: { id: string; score: number }[] = [];
-      for (let i = 0; i + 1 < flat.length; i += 2) out.push({ id: String(flat[i]), score: Number(flat[i + 1]) });
-      return out;
-    },
+    slotHolders: async (group, max) => scored(await redis.zrange(jobKeys.slots(group), '0', String(max - 1), 'WITHSCORES')),
     async isSlotWaiter(group, id) {
       return (await redis.zscore(jobKeys.slotWaiters(group), id)) !== null;
     },

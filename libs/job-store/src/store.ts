@@ -1,4 +1,4 @@
-import { defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
+import { defineScripts, isWrongType, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import createLua from './lua/create-n.lua';
 import transitionLua from './lua/transition-3.lua';
 import markPublishedLua from './lua/mark-published-2.lua';
@@ -551,7 +551,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         try {
           return await redis.strlen(k);
         } catch (err) {
-          if (!(err instanceof Error) || !err.message.startsWith('WRONGTYPE')) throw err;
+          if (!isWrongType(err)) throw err;
           return Number(await redis.call('MEMORY', 'USAGE', k)) || 0;
         }
       };
@@ -683,7 +683,7 @@ async function readJson(redis: RedisClient, key: string | null): Promise<unknown
   try {
     raw = await redis.get(key);
   } catch (err) {
-    if (err instanceof Error && err.message.startsWith('WRONGTYPE')) return null;
+    if (isWrongType(err)) return null;
     throw err;
   }
   if (raw === null) return null;

@@ -32,6 +32,11 @@ export function isRedisUnavailable(err: unknown): boolean {
   return UNAVAILABLE_PATTERNS.some((re) => re.test(msg));
 }
 
+/** True for Redis's WRONGTYPE reply: the key holds another type than the command works on. */
+export function isWrongType(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith('WRONGTYPE');
+}
+
 /** Wraps any thrown value from ioredis into a RedisError with a stable code. */
 export function toRedisError(err: unknown): RedisError {
   if (err instanceof RedisError) return err;

@@ -15,4 +15,4 @@ export {
 export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from './scripts';
 export { KeyBuilder } from './keys';
 export { scanKeys } from './scan';
-export { RedisError, FENCED, isRedisUnavailable, scriptCodes, toRedisError, type RedisErrorCode, type ScriptCodes } from './errors';
+export { RedisError, FENCED, isRedisUnavailable, isWrongType, scriptCodes, toRedisError, type RedisErrorCode, type ScriptCodes } from './errors';
