@@ -4,11 +4,11 @@
 // cluster call by call; this proves the job path as the service bundles run it, where one
 // command that spans two slots fails with CROSSSLOT. Executions are counted from the workers'
 // exec logs.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot, waitFor } from '@cordum/testing';
-import { api, pool, stackMetric, startStack, type Stack } from '../test/stack';
+import { api, pool, policyFile, stackMetric, startStack, type Stack } from '../test/stack';
 import { closeRedis, executionAudit, jobFields, putConfigConverged, redisFor, shortTimeoutsFile, submitKeyed, waitAllReady, waitTerminal } from './ha-helpers';
 import { createRedis, masters, type RedisClient } from '@cordum/redis';
 
@@ -24,8 +24,7 @@ describe('the stack on a 6-node Redis Cluster', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cordum-e2e-cluster-'));
-    const policyPath = join(dir, 'safety.yaml');
-    writeFileSync(policyPath, POLICY);
+    const policyPath = policyFile(dir, POLICY);
     // Short timeouts, so the reconciler repairs within the test what a SIGKILL left half-indexed.
     const timeouts = shortTimeoutsFile(dir);
     const keys = [

@@ -2,11 +2,11 @@
 // real safety kernel's file, the real scheduler enforcing them, two echo workers that could run
 // every job at once. The jobs' own timestamps show how many were out at once; the workers' exec
 // logs count executions.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '@cordum/testing';
-import { api, pool, startStack, type Stack } from './stack';
+import { api, pool, policyFile, startStack, type Stack } from './stack';
 
 const POLICY = `version: 1
 default_decision: allow
@@ -35,8 +35,7 @@ describe('max_concurrent_jobs end to end (P70)', () => {
   let dir: string;
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cordum-e2e-constraints-'));
-    const policyPath = join(dir, 'safety.yaml');
-    writeFileSync(policyPath, POLICY);
+    const policyPath = policyFile(dir, POLICY);
     stack = await startStack({ workers: 2, workerEnv: { WORKER_ECHO_DELAY: '300ms' }, kernelEnv: { SAFETY_POLICY_PATH: policyPath } });
   }, 120_000);
   afterAll(async () => {

@@ -46,6 +46,13 @@ function launch(name: string, args: string[], env: Record<string, string>, cmd: 
   return new ManagedProcess(name, child);
 }
 
+/** Waits for `p` to exit with `code` after exactly one line on stderr, which contains `text`; answers that line. */
+async function refusal(p: ManagedProcess, code: number, text: string, timeoutMs = 30_000): Promise<string> {
+  expect((await p.waitExit(timeoutMs)).code).toBe(code);
+  expect(p.errOutput).toEqual([expect.stringContaining(text)]);
+  return p.errOutput[0] as string;
+}
+
 /** pid → (ppid, state) from /proc: the launcher's children are found by their parent. */
 function procTable(): Map<number, { ppid: number; state: string }> {
   const out = new Map<number, { ppid: number; state: string }>();
@@ -269,10 +276,8 @@ describe('npm start', () => {
       await waitUp(first);
       track(descendantsOf(first.pid));
       second = launch('npm-start-second', ['--port-offset', String(offset)], servers);
-      const exit = await second.waitExit(30_000);
-      expect(exit.code).toBe(1);
       // The first run's pid file names it.
-      expect(second.errOutput).toEqual([expect.stringContaining(`another npm start (pid ${first.pid}) runs this stack`)]);
+      await refusal(second, 1, `another npm start (pid ${first.pid}) runs this stack`);
       expect(second.hasLine('Cordum is up.')).toBe(false);
       // Ports taken by something that is not a stack of ours: the port and the service are named.
       const squatter = createServer();
@@ -280,10 +285,9 @@ describe('npm start', () => {
       await new Promise<void>((r) => squatter.listen(squatPort, '127.0.0.1', r));
       try {
         const third = launch('npm-start-third', ['--port-offset', String(offset - 1000)], servers);
-        expect((await third.waitExit(30_000)).code).toBe(1);
-        expect(third.errOutput).toEqual([expect.stringContaining(`port ${squatPort} (safety-kernel-1 SAFETY_KERNEL_GRPC_ADDR) is already in use`)]);
-        expect(third.errOutput[0]).toContain('another stack running?');
-        expect(third.errOutput[0]).toContain('--port-offset');
+        const line = await refusal(third, 1, `port ${squatPort} (safety-kernel-1 SAFETY_KERNEL_GRPC_ADDR) is already in use`);
+        expect(line).toContain('another stack running?');
+        expect(line).toContain('--port-offset');
         expect(third.hasLine('Cordum is up.')).toBe(false);
       } finally {
         await new Promise<void>((r) => squatter.close(() => r()));
@@ -309,9 +313,8 @@ describe('npm start', () => {
       await first.waitExit(30_000);
       expect(kids.filter(alive)).toEqual(kids); // own process groups: nothing took them down
       again = launch('npm-start-after-kill', ['--port-offset', String(offset)], servers);
-      expect((await again.waitExit(30_000)).code).toBe(1);
-      expect(again.errOutput).toEqual([expect.stringContaining('a stack whose launcher was killed is still running')]);
-      for (const pid of kids) expect(again.errOutput[0]).toContain(String(pid));
+      const line = await refusal(again, 1, 'a stack whose launcher was killed is still running');
+      for (const pid of kids) expect(line).toContain(String(pid));
       expect(existsSync(join(repoRoot, `.cordum/stack-p${offset}.pids`))).toBe(true);
     } finally {
       killLeftovers();
@@ -396,10 +399,7 @@ describe('npm start', () => {
     const offset = takeOffset();
     const p = launch(`npm-start-bad-${name}`, ['--port-offset', String(offset)], { ...servers, ...env });
     try {
-      const exit = await p.waitExit(20_000);
-      expect(exit.code).toBe(2);
-      expect(p.errOutput).toEqual([expect.stringContaining(`${name}=`)]);
-      expect(p.errOutput[0]).toContain(form);
+      expect(await refusal(p, 2, `${name}=`, 20_000)).toContain(form);
       expect(p.output.filter((l) => /^(redis|nats): /.test(l))).toEqual([]);
     } finally {
       await p.stop();
@@ -410,9 +410,7 @@ describe('npm start', () => {
     const offset = takeOffset();
     const p = launch('npm-start-not-built', ['--replicas', 'workflow-engine=1', '--port-offset', String(offset)], servers);
     try {
-      const exit = await p.waitExit(20_000);
-      expect(exit.code).toBe(2);
-      expect(p.errOutput).toEqual([expect.stringContaining('workflow-engine is not built yet in this repository')]);
+      await refusal(p, 2, 'workflow-engine is not built yet in this repository', 20_000);
       expect(p.output.filter((l) => /^(building|redis: |nats: )/.test(l))).toEqual([]);
     } finally {
       await p.stop();
@@ -430,8 +428,6 @@ describe('npm start', () => {
 
   it('rejects a bad flag with one readable line', async () => {
     const p = startProcess('npm-start-bad', process.execPath, [launcherPath, '--replicas', 'scheduler=9']);
-    const exit = await p.waitExit(10_000);
-    expect(exit.code).toBe(2);
-    expect(p.errOutput).toEqual([expect.stringContaining('scheduler=9')]);
+    await refusal(p, 2, 'scheduler=9', 10_000);
   });
 });

@@ -5,13 +5,13 @@
 // denials, Explain/Simulate against hand-computed answers for a 12-rule
 // policy, a policy change through config, then the kernels killed under load
 // with input_fail_mode closed and open.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectBus, subjects, type Bus, type Consumer } from '@cordum/bus';
 import { Decision, SafetyKernel, decodePacket, grpcClientFor, type GrpcClient } from '@cordum/protocol';
 import { repoRoot, waitFor } from '@cordum/testing';
-import { api, pool, quietLog, stackMetric, startStack, type Stack } from './stack';
+import { api, pool, policyFile, quietLog, stackMetric, startStack, type Stack } from './stack';
 
 /** Rule order matters: first match wins. Every topic not named below falls to `default_decision: allow`. */
 /** The 12-rule policy (shared with the Check micro-benchmark); rule order matters: first match wins. */
@@ -33,8 +33,7 @@ const neverRan: string[] = [];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cordum-e2e-safety-'));
-  const policyPath = join(dir, 'safety.yaml');
-  writeFileSync(policyPath, POLICY);
+  const policyPath = policyFile(dir, POLICY);
   const keys = [
     { key: KEYS.alice, tenant: 'default', role: 'operator', principal_id: 'alice' },
     { key: KEYS.bob, tenant: 'default', role: 'operator', principal_id: 'bob' },

@@ -5,7 +5,7 @@
 // test), a process exited without the test asking (printed with its last lines
 // when it happens) or CORDUM_E2E_KEEP is set. CORDUM_E2E_LOG_LEVEL (default info) sets the
 // services' log level, e.g. debug to chase a flake.
-import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, existsSync, rmSync, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, existsSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -420,6 +420,13 @@ export async function stackMetric(stack: Pick<Stack, 'healthPorts' | 'procs'>, p
     }
   }
   return total;
+}
+
+/** Writes `policy` to `<dir>/safety.yaml` for a stack's kernels (SAFETY_POLICY_PATH); answers the path. */
+export function policyFile(dir: string, policy: string): string {
+  const path = join(dir, 'safety.yaml');
+  writeFileSync(path, policy);
+  return path;
 }
 
 /** One line of an echo worker's exec log (WORKER_EXEC_LOG): written before the job's work starts. */
