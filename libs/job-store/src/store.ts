@@ -334,12 +334,17 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     // An entry an operator deleted stays deleted: the tombstone is checked in the same script (P22).
     const written = await scripts.run<number>('dlq-set', [jobKeys.dlqEntry(job.id), jobKeys.dlqDeleted(job.id)], [JSON.stringify(entry), DLQ_TTL_MS]);
     if (written === DLQ_DELETED) return false;
+    // What a retry reads (the record, its input) and the history beside it live as long as the
+    // entry, not just the job TTL, so the entry stays retryable for its 30 days (P74). GT: never
+    // shortens a longer TTL (a JOB_TTL above 30 d), and a re-run changes nothing.
+    const kept = Promise.all([jobKeys.meta(job.id), jobKeys.ctx(job.id), jobKeys.decisions(job.id)].map((k) => redis.pexpire(k, DLQ_TTL_MS, 'GT')));
+    kept.catch(() => undefined); // awaited below; not an unhandled rejection if a ZADD throws first
     await redis.zadd(jobKeys.dlqIndex(), 'NX', job.finishedAt ?? now(), job.id);
     const tenantIndex = jobKeys.dlqIndexTenant(job.tenant);
     // The PEXPIRE must run after the ZADD that may create the key: on a missing key it is a no-op.
     const added = redis.zadd(tenantIndex, 'NX', job.finishedAt ?? now(), job.id);
     await sentInOrder(added);
-    await Promise.all([added, redis.pexpire(tenantIndex, DLQ_TTL_MS)]);
+    await Promise.all([added, redis.pexpire(tenantIndex, DLQ_TTL_MS), kept]);
     if (o.notify !== false && opts.onDlq) {
       try {
         opts.onDlq(job, entry);

@@ -1,5 +1,5 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
+import { REDIS_BACKENDS, startRedisBackend, waitFor, type RedisBackend } from '@cordum/testing';
 import { createJobStore, DLQ_STATES, DLQ_TTL_MS, JOB_STATES, jobKeys, jobToApi, TERMINAL_STATES, TRANSITIONS, trimIndex, trimIndexes, type DlqEntry, type JobRecord, type JobState, type JobStore } from '../src';
 import { drive, holdLock, newJob } from './helpers';
 
@@ -147,6 +147,25 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     expect(await store.writeDlq(job, undefined, { notify: false })).toBe(false);
     expect(notices()).toHaveLength(2);
     expect(await redis.pttl(jobKeys.dlqEntry(j.id))).toBeGreaterThan(29 * 24 * 3600 * 1000);
+  });
+
+  it('keeps a dead job\'s record, input and history as long as its DLQ entry, past the job TTL, so it stays retryable (P74)', async () => {
+    const short = createJobStore(redis, { jobTtlMs: 500 });
+    const safety = { decision: 'allow' as const, reason: 'ok', ruleId: 'r1', policySnapshot: 's1' };
+    const dead = newJob({ safety });
+    const done = newJob({ safety });
+    const t1 = await drive(short, redis, dead, ['SCHEDULED']);
+    expect((await short.transition(dead.id, 'FAILED', { token: t1, patch: { error: { code: 'worker_error', message: 'boom' } } })).ok).toBe(true);
+    const t2 = await drive(short, redis, done, pathTo('SUCCEEDED').slice(0, -1));
+    expect((await short.transition(done.id, 'SUCCEEDED', { token: t2 })).ok).toBe(true);
+    // the job TTL runs out: the finished job is gone, the dead one is whole
+    await waitFor(async () => (await redis.exists(jobKeys.meta(done.id))) + (await redis.exists(jobKeys.ctx(done.id))) === 0, 10_000, { message: 'the SUCCEEDED job expires' });
+    expect(await short.getJob(dead.id)).toMatchObject({ state: 'FAILED', error: { code: 'worker_error' } });
+    expect(await short.readContext(dead.id)).toMatchObject({ prompt: 'hello', context: { x: 1 } });
+    expect((await short.listDecisions(dead.id)).length).toBeGreaterThan(0);
+    for (const key of [jobKeys.meta(dead.id), jobKeys.ctx(dead.id), jobKeys.decisions(dead.id)]) {
+      expect({ key, kept: (await redis.pttl(key)) > 29 * 24 * 3600 * 1000 }).toEqual({ key, kept: true });
+    }
   });
 
   it('writes the DLQ entry for a job created DENIED', async () => {
