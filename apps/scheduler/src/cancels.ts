@@ -11,6 +11,7 @@ import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
+import { handOffFreedSlot } from './replayer';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 
@@ -47,7 +48,12 @@ export function cancelHandler(ctx: SchedulerContext) {
     // hold the lock while it publishes: a lock-free read acks them without a busy NAK round.
     const seen = await ctx.store.getJob(cancel.jobId);
     if (!seen) return ignore(ctx, 'unknown_job', cancel.jobId);
-    if (TERMINAL_STATES.has(seen.state)) return ignore(ctx, 'terminal', seen.id);
+    if (TERMINAL_STATES.has(seen.state)) {
+      // The gateway's cancel of a job that held a concurrency slot freed it: its group's next waiter goes now (P70).
+      if (seen.state === 'CANCELLED') await handOffFreedSlot(ctx, seen);
+      return ignore(ctx, 'terminal', seen.id);
+    }
+    let cancelled: JobRecord | undefined; // written here, under the lock; its slot is handed off after the lock is gone
     const r = await withLockedJob(ctx, cancel.jobId, async (lease, job): Promise<HandlerOutcome> => {
       if (!job) return ignore(ctx, 'unknown_job', cancel.jobId);
       if (TERMINAL_STATES.has(job.state)) return ignore(ctx, 'terminal', job.id);
@@ -62,8 +68,10 @@ export function cancelHandler(ctx: SchedulerContext) {
       // The attempt out now may have been dispatched after the cancel was published, so its worker
       // never heard it: send the JobCancel for this attempt (an exception to D5's one cancel).
       if (job.state === 'DISPATCHED' || job.state === 'RUNNING') await tellWorkerToStop(ctx, w.job, message);
+      cancelled = w.job;
       return ACK;
     });
+    if (cancelled) await handOffFreedSlot(ctx, cancelled);
     const outcome = lockedOutcome(r, h.deliveryCount);
     // Results have the reconciler behind them; a cancel has nothing: say so before it is dropped.
     if (outcome.kind === 'nak' && h.deliveryCount >= MAX_DELIVER) {

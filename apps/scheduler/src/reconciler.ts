@@ -17,6 +17,7 @@ import { publishAttempt } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
 import { reattemptLocked } from './redispatch';
 import { tellWorkerToStop } from './cancels';
+import { handOffFreedSlot } from './replayer';
 
 export const SCAN_LIMIT = 500;
 const SCAN_CONCURRENCY = 8;
@@ -103,6 +104,7 @@ async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code
     ctx.logger.info('job timed out', { job_id: job.id, code, attempt: job.attempts });
     // A worker still on the attempt stops and frees its slot; its result would be ignored anyway.
     await tellWorkerToStop(ctx, w.job, message);
+    await handOffFreedSlot(ctx, w.job);
   }
 }
 
@@ -119,7 +121,10 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
         if (out) return timeout(ctx, lease, job, 'deadline_exceeded', message);
         if (job.state === 'PENDING' || job.state === 'SCHEDULED' || job.state === 'RETRYING') {
           const w = await ctx.store.transition(id, 'FAILED', { token: lease.token, from: [job.state], patch: { error: { code: 'deadline_exceeded', message } } });
-          if (w.ok) ctx.metrics.reconciled.inc({ action: 'deadline_exceeded' });
+          if (w.ok) {
+            ctx.metrics.reconciled.inc({ action: 'deadline_exceeded' });
+            await handOffFreedSlot(ctx, w.job); // a RETRYING job held a slot between attempts
+          }
         }
         return;
       }

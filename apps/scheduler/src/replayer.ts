@@ -15,7 +15,7 @@
 // and concurrency groups (P70): the longest waiters of a group with free slots
 // are moved to `job:retry` (slots.ts).
 import { subjects, type HandlerOutcome } from '@cordum/bus';
-import type { JobRecord, JobState, ScoredId } from '@cordum/job-store';
+import { TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import { QUEUE, type SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
@@ -157,18 +157,26 @@ async function settleParked(ctx: SchedulerContext, lease: Lease, job: JobRecord)
 }
 
 /**
- * P70 hand-off: a job holding a concurrency slot ended here, so the longest waiter of its group
- * is driven at once instead of at the leader's next turn (up to SCHEDULER_REPLAY_INTERVAL later,
- * which capped a one-at-a-time group of short jobs near one job per interval). Under the waiter's
- * own lock, through the normal path (Check, the acquire script's order); anything that goes
- * wrong leaves it to the leader's turn. true when a waiter was driven.
+ * P70 hand-off: `job`, which held a concurrency slot, has just ended here (a result, a cancel, a
+ * reconciler timeout or deadline: its terminal write gave the slot back), so the longest waiter
+ * of its group is driven at once instead of at the leader's next turn (up to
+ * SCHEDULER_REPLAY_INTERVAL later, which capped a one-at-a-time group of short jobs near one job
+ * per interval). A job that never went out (`dispatch` unset: a waiter, or a job held for
+ * approval) held no slot, so its end hands nothing off, and nor does one whose freed slot was
+ * taken meanwhile (a second hand-off for the same end: a cancel's own JobCancel coming back, a
+ * redelivery), which would only spend a `Check`. The waiter is driven under its own lock,
+ * through the normal path (Check, the acquire script's order); a failure is logged and left to
+ * the leader's turn, and the caller's write stands.
  */
-export async function handOffSlot(ctx: SchedulerContext, group: string): Promise<boolean> {
-  const [next] = await ctx.store.slotWaiters(group, 1);
-  if (next === undefined) return false;
-  const driven = await drive(ctx, next, null);
-  if (driven) ctx.metrics.slotHandOffs.inc();
-  return driven;
+export async function handOffFreedSlot(ctx: SchedulerContext, job: JobRecord): Promise<void> {
+  const c = job.concurrency;
+  if (c === undefined || job.dispatch === undefined || !TERMINAL_STATES.has(job.state)) return;
+  try {
+    const next = await ctx.store.nextSlotWaiter(c.group, c.limit);
+    if (next !== undefined && (await drive(ctx, next, null))) ctx.metrics.slotHandOffs.inc();
+  } catch (err) {
+    ctx.logger.warn('slot hand-off failed; the replayer leader wakes the waiter', { group: c.group, err });
+  }
 }
 
 /** true when the job was found in a drivable state and driven. */

@@ -7,7 +7,7 @@ import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
-import { handOffSlot } from './replayer';
+import { handOffFreedSlot } from './replayer';
 import { routeFor } from './route-job';
 import { attemptsUsed } from './redispatch';
 
@@ -69,23 +69,8 @@ async function finishedUnlocked(ctx: SchedulerContext, res: JobResult): Promise<
   const d = f.job.dispatch;
   if (d) ctx.verifier.delivered(f.job.id, d.dispatchId);
   ctx.workers.noteFinished(d?.workerId ?? res.workerId);
-  await handOff(ctx, f.job);
+  await handOffFreedSlot(ctx, f.job);
   return true;
-}
-
-/**
- * P70: a job that held a concurrency slot ended (its terminal write gave the slot back): the
- * group's longest waiter is driven now, before the result is acked (only constrained jobs wait
- * for it). A failure is logged and left to the replayer leader's next turn; the result stays applied.
- */
-async function handOff(ctx: SchedulerContext, job: JobRecord): Promise<void> {
-  const group = job.concurrency?.group;
-  if (group === undefined || !TERMINAL_STATES.has(job.state)) return;
-  try {
-    await handOffSlot(ctx, group);
-  } catch (err) {
-    ctx.logger.warn('slot hand-off failed; the replayer leader wakes the waiter', { group, err });
-  }
 }
 
 function resultPatch(res: JobResult): JobPatch {
@@ -167,7 +152,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   // must still find the output to measure. A crash after the write leaves it to the job TTL its
   // keys were given (oversizedOutput).
   if (oversized) await ctx.store.dropOutputs(oversized.keys);
-  await handOff(ctx, w.job);
+  await handOffFreedSlot(ctx, w.job);
   if (w.job.state === 'RETRYING') {
     if (!busy) return redispatch(ctx, lease, w.job);
     await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(refusals - 1));

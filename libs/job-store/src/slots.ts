@@ -32,6 +32,8 @@ export interface JobSlots {
   wakeWaiters(ids: string[], atMs: number): Promise<number>;
   /** The group's first `n` waiters, longest-waiting first. */
   slotWaiters(group: string, n: number): Promise<string[]>;
+  /** The group's longest waiter while fewer than `limit` jobs hold its slots, else undefined (one round trip). */
+  nextSlotWaiter(group: string, limit: number): Promise<string | undefined>;
   /** Drops holders and waiters (stale members, jobs that left). */
   dropSlotMembers(group: string, holders: string[], waiters: string[]): Promise<void>;
   /** Unlists a group with no waiters (re-lists it if a wait raced the removal). */
@@ -66,6 +68,10 @@ export function createJobSlots(redis: RedisClient, ttlMs: number, now: () => num
       return ids.length === 0 ? 0 : Number(await redis.zadd(jobKeys.retry(), 'NX', ...ids.flatMap((id) => [atMs, id])));
     },
     slotWaiters: (group, n) => (n > 0 ? redis.zrange(jobKeys.slotWaiters(group), '0', String(n - 1)) : Promise.resolve([])),
+    async nextSlotWaiter(group, limit) {
+      const [held, [first]] = await Promise.all([redis.zcard(jobKeys.slots(group)), redis.zrange(jobKeys.slotWaiters(group), '0', '0')]);
+      return held < limit ? first : undefined;
+    },
     async dropSlotMembers(group, holders, waiters) {
       await Promise.all([
         holders.length > 0 ? redis.zrem(jobKeys.slots(group), ...holders) : null,

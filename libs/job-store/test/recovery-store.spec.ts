@@ -51,7 +51,10 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(await store.slotWaiters(g, 10)).toEqual(['b', 'c']);
     expect(await store.listSlotGroups()).toContain(g);
     expect(await store.slotLimit(g)).toBe(1);
+    expect(await store.nextSlotWaiter(g, 1)).toBeUndefined(); // every slot held: nothing to hand off
+    expect(await store.nextSlotWaiter(g, 2)).toBe('b');
     await store.dropSlotMembers(g, ['a'], []);
+    expect(await store.nextSlotWaiter(g, 1)).toBe('b');
     expect(await store.acquireSlot(g, 'newcomer', 1)).toBe(false); // b and c waited longer
     expect(await store.acquireSlot(g, 'c', 1)).toBe(false); // b is first
     expect(await store.acquireSlot(g, 'b', 1)).toBe(true);
