@@ -84,9 +84,14 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
 
   it('a second operator\'s approval moves the job to PENDING, records it and republishes the submit once', async () => {
     const id = await hold();
+    // Held nearly to the end of its TTL: the approval gives the job, record and all, a whole TTL again (P75).
+    const lifetime = [jobKeys.meta(id), jobKeys.ctx(id), jobKeys.fence(id), jobKeys.decisions(id)];
+    await redis.incr(jobKeys.fence(id)); // as any lock acquire does, should none have yet
+    for (const k of lifetime) await redis.pexpire(k, 5_000);
     const res = await call(gw2(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { reason: 'change ticket 42' } });
     expect(res.status).toBe(200);
     expect(res.body).toEqual({ job_id: id, state: 'PENDING' });
+    for (const k of lifetime) expect({ k, renewed: (await redis.pttl(k)) > 6 * 24 * 3600 * 1000 }).toEqual({ k, renewed: true });
     const job = (await store.getJob(id))!;
     expect(job.approval).toMatchObject({ status: 'approved', by: 'bob', jobHash: job.holdHash, policySnapshot: 'snap-test', ruleId: 'rule-hold', reason: 'change ticket 42', revision: 1 });
     await submits.first(id);

@@ -119,8 +119,13 @@ export interface JobStore extends JobScans, JobSlots {
   readContext(id: string): Promise<unknown>;
   /** D18: jobRequestHash() of the record and its stored input (ctx:<id>). */
   requestHash(job: JobRecord): Promise<string>;
-  /** D45: ctx:<id> lives another job TTL (refreshed on approval). */
-  refreshContext(id: string): Promise<void>;
+  /**
+   * D45 on approval: the job lives another job TTL from now. Its input (`ctx:<id>`, as D45 says)
+   * and, with it, what the approved job needs to reach a terminal state: its record, fence and
+   * decision history (P75; a job approved near the end of its TTL otherwise lost its record
+   * while it ran).
+   */
+  refreshLifetime(id: string): Promise<void>;
   /**
    * Gives job:fence:{id} the job TTL. The job lock's INCR creates the counter without one when
    * the job has no record (a submit or result for an expired or foreign id, or one that outlived
@@ -490,8 +495,9 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       return jobRequestHash(job, input);
     },
 
-    async refreshContext(id) {
-      await redis.pexpire(jobKeys.ctx(id), ttl);
+    async refreshLifetime(id) {
+      // One command per key: ctx: is in another slot than the record's hash tag.
+      await Promise.all([jobKeys.ctx(id), jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id)].map((k) => redis.pexpire(k, ttl)));
     },
 
     async expireFence(id) {

@@ -125,8 +125,8 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
           if (r.reason === 'not_found') throw new ApiError('job_not_found');
           throw new ApiError('job_busy', { message: `job changed while approving (${r.reason}); retry` });
         }
-        // D45: the input lives another job TTL from the approval.
-        await deps.store.refreshContext(id).catch(() => undefined);
+        // D45: the job (input, record, fence, history) lives another job TTL from the approval (P75).
+        await deps.store.refreshLifetime(id).catch(() => undefined);
         return { kind: 'approved', job: r.job };
       });
       if (out.kind !== 'approved') return out;
