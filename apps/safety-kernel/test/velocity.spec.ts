@@ -1,7 +1,7 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { startRedis, type TestServer } from '@cordum/testing';
 import { safetyKeys } from '../src/keys';
-import { evaluatePolicy, type CheckInput, type VelocityQuery } from '../src/policy/evaluator';
+import { evaluatePolicy, simulationVelocity, type CheckInput, type VelocityQuery } from '../src/policy/evaluator';
 import { parsePolicy, toSnapshot } from '../src/policy/parse';
 import { createRedisVelocity } from '../src/velocity/redis-velocity';
 
@@ -111,5 +111,46 @@ rules:
     expect((await evaluatePolicy(snap, input('e9'), v, 'peek')).verdict).toBe('throttle');
     // another principal has its own window
     expect((await evaluatePolicy(snap, input('k1', 'bob'), v, 'record')).verdict).toBe('allow');
+    // and so has the same principal id in another tenant (P76): alice of t2 is not alice of t
+    expect((await evaluatePolicy(snap, { ...input('x1'), tenant: 't2' }, v, 'record')).verdict).toBe('allow');
+    expect(await redis.zcard(safetyKeys.velocity('throttle-llm', 'principal', 't/alice'))).toBe(2);
+    expect(await redis.zcard(safetyKeys.velocity('throttle-llm', 'principal', 't2/alice'))).toBe(1);
+  });
+});
+
+describe('Simulate reads live windows only for rules in force (P76)', () => {
+  const active = toSnapshot(parsePolicy(`
+version: 1
+default_decision: allow
+rules:
+  - id: globex-llm
+    match: { tenants: [globex], topics: [job.llm.x] }
+    decision: throttle
+    velocity: { max_requests: 2, window_seconds: 60, key: topic }
+`), 0);
+  const input = (jobId: string, tenant: string): CheckInput => ({ jobId, tenant, topic: 'job.llm.x', principalId: 'p', capability: '', riskTags: [], requires: [], labels: {}, actorType: '' });
+
+  it('a candidate reusing another tenant\'s rule id with a wider match sees an empty window; the rule as in force sees the live one', async () => {
+    const v = createRedisVelocity(redis, { now });
+    for (const id of ['g1', 'g2']) await evaluatePolicy(active, input(id, 'globex'), v, 'record');
+    expect(await redis.zcard(safetyKeys.velocity('globex-llm', 'topic', 'job.llm.x'))).toBe(2);
+    const wider = toSnapshot(parsePolicy(`
+version: 1
+default_decision: allow
+rules:
+  - id: globex-llm
+    match: { topics: [job.llm.x] }
+    decision: throttle
+    velocity: { max_requests: 2, window_seconds: 60, key: topic }
+`), 0);
+    // read straight, the wider candidate would show acme globex's count and throttle it
+    expect((await evaluatePolicy(wider, input('a1', 'acme'), v, 'peek')).verdict).toBe('throttle');
+    const sim = await evaluatePolicy(wider, input('a1', 'acme'), simulationVelocity(active, wider, v), 'peek');
+    expect(sim.verdict).toBe('allow');
+    expect(sim.trace[0]?.why).toContain('(0/2');
+    // the rule exactly as in force reads the live window: globex is over now
+    expect((await evaluatePolicy(active, input('g3', 'globex'), simulationVelocity(active, active, v), 'peek')).verdict).toBe('throttle');
+    // and a simulation never records
+    expect(await redis.zcard(safetyKeys.velocity('globex-llm', 'topic', 'job.llm.x'))).toBe(2);
   });
 });

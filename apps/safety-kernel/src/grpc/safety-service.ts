@@ -3,7 +3,7 @@ import type { GrpcServiceImpl } from '@cordum/protocol';
 import { isRedisUnavailable } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import type { DecisionCache } from '../cache/decision-cache';
-import { evaluatePolicy, type EvalResult, type VelocityMode, type VelocityPort } from '../policy/evaluator';
+import { evaluatePolicy, simulationVelocity, type EvalResult, type VelocityMode, type VelocityPort } from '../policy/evaluator';
 import { PolicyLoadError, type PolicySnapshot } from '@cordum/config-overlay';
 import { canonicalJson } from '../policy/canonical';
 import { parsePolicy, toSnapshot } from '../policy/parse';
@@ -97,7 +97,7 @@ export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
       if (!req.candidatePolicyYaml.trim()) throw grpcError(GrpcStatus.INVALID_ARGUMENT, 'candidate_policy_yaml is required');
       try {
         const candidate = toSnapshot(parsePolicy(req.candidatePolicyYaml), now());
-        return toResponse(await evaluatePolicy(candidate, toCheckInput(req), deps.velocity, 'peek'), true);
+        return toResponse(await evaluatePolicy(candidate, toCheckInput(req), simulationVelocity(active(), candidate, deps.velocity), 'peek'), true);
       } catch (err) {
         throw mapError(err);
       }

@@ -1,4 +1,5 @@
 import { topicMatches, type PolicyConstraintsSpec, type PolicyMatch, type PolicyRule, type PolicySnapshot, type VelocitySpec } from '@cordum/config-overlay';
+import { canonicalJson } from './canonical';
 
 /** What the evaluator looks at, already extracted from the wire request. */
 export interface CheckInput {
@@ -63,6 +64,22 @@ export interface VelocityPort {
 /** `record` only for Check (D20); Evaluate/Explain/Simulate peek. */
 export type VelocityMode = 'record' | 'peek';
 
+const EMPTY_WINDOW: VelocityOutcome = { over: false, count: 0, retryAfterMs: 0 };
+
+/**
+ * The velocity a Simulate reads (P76): the live window of a candidate throttle rule only when the
+ * active policy has that rule word for word (same id, match, velocity), so "would this be
+ * throttled now" still answers for the rules in force. A candidate that reuses a rule id with a
+ * wider match (another tenant's rule without its `tenants`) reads an empty window, not the counts
+ * another tenant's jobs made. Never records.
+ */
+export function simulationVelocity(active: PolicySnapshot, candidate: PolicySnapshot, velocity: VelocityPort): VelocityPort {
+  const inForce = new Map(active.policy.rules.map((r) => [r.id, canonicalJson(r)]));
+  const live = new Set(candidate.policy.rules.filter((r) => inForce.get(r.id) === canonicalJson(r)).map((r) => r.id));
+  const peek = (q: VelocityQuery): Promise<VelocityOutcome> => (live.has(q.ruleId) ? velocity.peek(q) : Promise.resolve(EMPTY_WINDOW));
+  return { record: peek, peek };
+}
+
 /** Returns null when every condition holds, otherwise the first reason it does not. */
 export function whyNotMatched(m: PolicyMatch, input: CheckInput): string | null {
   if (m.tenants?.length && !m.tenants.includes(input.tenant)) return `tenant '${input.tenant}' not in [${m.tenants.join(', ')}]`;
@@ -92,7 +109,9 @@ function velocityKeyValue(spec: VelocitySpec, input: CheckInput): string {
     case 'topic':
       return input.topic;
     case 'principal':
-      return input.principalId;
+      // A principal id names someone within a tenant (API keys set it freely): alice of acme
+      // and alice of globex have a window each, so one tenant cannot use up another's (P76).
+      return `${input.tenant}/${input.principalId}`;
   }
 }
 
