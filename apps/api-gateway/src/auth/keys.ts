@@ -22,6 +22,14 @@ export interface KeyIdentity {
   tenant: string;
   role: Role;
   principalId: string;
+  /**
+   * Set by stores whose keys can stop working at run time (managed keys: revoked, expired).
+   * Static keys leave it unset: the env tables are fixed for the life of the process, so a
+   * long-lived caller (a WebSocket stream) need not look them up again.
+   */
+  revocable?: true;
+  /** Epoch ms from which the key no longer authenticates; unset = never. */
+  expiresAt?: number;
 }
 
 const ROLE_RANK: Readonly<Record<Role, number>> = { viewer: 0, operator: 1, admin: 2 };

@@ -159,7 +159,9 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
         }
         bounded(verified, vk, rec.hash);
       }
-      return { tenant: rec.tenant, role: rec.role, principalId: rec.principalId };
+      const identity: KeyIdentity = { tenant: rec.tenant, role: rec.role, principalId: rec.principalId, revocable: true };
+      if (rec.expiresAt !== null) identity.expiresAt = rec.expiresAt;
+      return identity;
     },
 
     async create(input) {

@@ -1,7 +1,7 @@
 // Authentication, tenancy and role checks for /api/v1 routes (CONTRACT §2, D26, D29).
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { ApiError } from '../http/errors';
-import { ANY_TENANT, TENANT_RE, roleAllows, type KeyStore, type Role } from './keys';
+import { ANY_TENANT, TENANT_RE, roleAllows, type KeyIdentity, type KeyStore, type Role } from './keys';
 import { requiredRole, type RouteId } from './routes';
 
 export interface Caller {
@@ -48,12 +48,23 @@ export interface Credentials {
   client?: string;
 }
 
+/** The identity a presented key proves, null for none; throws what the store throws (redis_unavailable, rate_limited). */
+export async function identify(keys: KeyStore, cred: Credentials): Promise<KeyIdentity | null> {
+  return cred.key === undefined || cred.key === '' ? null : await keys.lookup(cred.key, cred.client);
+}
+
 /** Transport-neutral auth (HTTP, WebSocket, gRPC): key → identity, tenant binding, role. Throws ApiError. */
 export async function authenticate(keys: KeyStore, route: RouteId, cred: Credentials): Promise<Caller> {
+  return authorizeIdentity(await identify(keys, cred), route, cred.tenantHeader);
+}
+
+/**
+ * Tenant binding and role for an identity already looked up (null = no valid key). Pure, so a
+ * stream can re-apply it to every socket of one key after a single lookup. Throws ApiError.
+ */
+export function authorizeIdentity(id: KeyIdentity | null, route: RouteId, header: string | undefined): Caller {
   const need = requiredRole(route);
-  const id = cred.key === undefined || cred.key === '' ? null : await keys.lookup(cred.key, cred.client);
   if (!id) throw new ApiError('unauthenticated');
-  const header = cred.tenantHeader;
   let tenant: string | undefined;
   if (header !== undefined && header !== '') {
     // CONTRACT §2: for a key bound to a tenant any other X-Tenant-ID is a mismatch (403), however

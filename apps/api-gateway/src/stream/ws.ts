@@ -4,22 +4,31 @@
 // Each client has a bounded queue: events handed to the socket but not yet
 // flushed to the kernel count against MAX_QUEUED; at the limit the client is
 // closed with 4008, so a client that stops reading costs at most MAX_QUEUED
-// events of heap, never more.
+// events of heap, never more. A stream opened with a managed key is closed with
+// 4401 within 1 s of the key being revoked or expiring (recheck.ts, D27).
 import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '@cordum/service-kit';
-import { authenticate, type Caller } from '../auth/middleware';
-import type { KeyStore } from '../auth/keys';
+import { authorizeIdentity, identify, type Caller } from '../auth/middleware';
+import type { KeyIdentity, KeyStore } from '../auth/keys';
 import { ApiError } from '../http/errors';
 import type { RateLimiter } from '../ratelimit/limiter';
 import { limitKey, rateLimitError } from '../ratelimit/middleware';
 import type { StreamHub } from './hub';
+import { createKeyRechecker } from './recheck';
 
 export const STREAM_PATH = '/api/v1/stream';
 export const SUBPROTOCOL = 'cordum-api-key';
 export const CLOSE_SLOW_CONSUMER = 4008;
+/**
+ * The key that opened the stream no longer allows it (managed key revoked or expired, or
+ * its tenant/role no longer fit): 4000 + the 401 an HTTP call with that key now gets. The
+ * reason is the HTTP error code (`unauthenticated`, `forbidden`, `tenant_mismatch`).
+ * A client should not reconnect with the same key.
+ */
+export const CLOSE_KEY_INVALID = 4401;
 export const MAX_QUEUED = 256;
 
 export interface StreamServerOptions {
@@ -32,6 +41,8 @@ export interface StreamServerOptions {
   pingIntervalMs?: number;
   /** How long a closed slow client may keep its socket before it is cut. */
   closeGraceMs?: number;
+  /** How often open streams re-check revocable keys (recheck.ts RECHECK_INTERVAL_MS). */
+  keyRecheckIntervalMs?: number;
 }
 
 export interface StreamServer {
@@ -43,6 +54,13 @@ interface Presented {
   key: string | undefined;
   tenantHeader: string | undefined;
   viaSubprotocol: boolean;
+}
+
+/** What an upgrade was admitted with, kept for the key re-checks. */
+interface Admitted {
+  key: string;
+  tenantHeader: string | undefined;
+  id: KeyIdentity;
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
@@ -88,9 +106,10 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
   const slowClosed = new Counter({ name: 'cordum_ws_slow_consumer_closed_total', help: 'Stream clients closed with 4008 for not reading', registers: [o.registry] });
   const live = new Set<WebSocket>();
   const alive = new WeakMap<WebSocket, boolean>();
+  const rechecker = createKeyRechecker({ keys: o.keys, logger: log, registry: o.registry, intervalMs: o.keyRecheckIntervalMs });
   let closing = false;
 
-  const onConnection = (ws: WebSocket, c: Caller & { tenant: string }): void => {
+  const onConnection = (ws: WebSocket, c: Caller & { tenant: string }, a: Admitted): void => {
     live.add(ws);
     gClients.set(live.size);
     alive.set(ws, true);
@@ -103,26 +122,42 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     };
     // Events that arrive before the hello wait for it (they count against the same limit).
     let early: string[] | null = [];
+    // From here on the sink drops every event: nothing more is handed to the socket.
+    const shut = (code: number, reason: string): void => {
+      dead = true;
+      early = null;
+      remove();
+      unwatch();
+      ws.close(code, reason);
+      setTimeout(() => ws.terminate(), graceMs).unref();
+    };
     const { remove, subscribed } = o.hub.add(c.tenant, (json) => {
       if (dead) return;
       if (queued >= MAX_QUEUED) {
-        dead = true;
-        remove();
         slowClosed.inc();
         log.info('stream client too slow, closing', { tenant: c.tenant, principal_id: c.principalId, queued });
-        ws.close(CLOSE_SLOW_CONSUMER, 'slow consumer: 256 events queued');
-        setTimeout(() => ws.terminate(), graceMs).unref();
+        shut(CLOSE_SLOW_CONSUMER, 'slow consumer: 256 events queued');
         return;
       }
       queued++;
       if (early) early.push(json);
       else send(json);
     });
+    const unwatch = rechecker.watch(a.key, a.id, {
+      tenant: c.tenant,
+      tenantHeader: a.tenantHeader,
+      invalidate: (why) => {
+        if (dead) return;
+        log.info('stream key no longer valid, closing', { tenant: c.tenant, principal_id: c.principalId, code: why });
+        shut(CLOSE_KEY_INVALID, `${why}: API key revoked, expired or no longer allowed`);
+      },
+    });
     ws.on('pong', () => alive.set(ws, true));
     ws.on('error', () => ws.terminate());
     ws.on('close', () => {
       dead = true;
       remove();
+      unwatch();
       live.delete(ws);
       gClients.set(live.size);
     });
@@ -147,14 +182,18 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     }
     void (async () => {
       const p = presented(req);
-      const c = await authenticate(o.keys, 'GET /api/v1/stream', { ...p, client: req.socket.remoteAddress });
+      // authenticate() split in two, so the stream keeps the identity (is it revocable?) for its re-checks.
+      const id = await identify(o.keys, { ...p, client: req.socket.remoteAddress });
+      if (id === null || p.key === undefined) throw new ApiError('unauthenticated');
+      const c = authorizeIdentity(id, 'GET /api/v1/stream', p.tenantHeader);
       if (c.tenant === undefined) throw new ApiError('tenant_required');
       if (o.limiter) {
         const d = await o.limiter.check(limitKey(c.tenant, req.socket.remoteAddress));
         if (!d.allowed) throw rateLimitError(d.retryAfterMs);
       }
       const tenant = c.tenant;
-      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, { ...c, tenant }));
+      const admitted: Admitted = { key: p.key, tenantHeader: p.tenantHeader, id };
+      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, { ...c, tenant }, admitted));
     })().catch((err: unknown) => {
       if (err instanceof ApiError) rejectUpgrade(socket, err);
       else {
@@ -185,6 +224,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     async close() {
       closing = true;
       clearInterval(pinger);
+      rechecker.stop();
       server.off('upgrade', onUpgrade);
       for (const ws of live) ws.close(1001, 'gateway shutting down');
       // Give clients a moment to answer the close; cut the rest.
