@@ -85,6 +85,14 @@ describe('auth matrix', () => {
     expectEnvelope(await call(rig.url, 'GET', '/api/v1/jobs', { key: KEYS.viewer, tenant: 'Bad Tenant!' }), 403, 'tenant_mismatch');
   });
 
+  it('a malformed body tenant_id → 403 tenant_mismatch for a key bound to a tenant, 400 for a * key (D47, as for the header)', async () => {
+    for (const t of ['Globex', '*', 'a b']) {
+      expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { ...ok, tenant_id: t } }), 403, 'tenant_mismatch');
+      expectEnvelope(await call(rig.url, 'POST', '/api/v1/dlq/x/retry', { key: KEYS.operator, body: { tenant_id: t } }), 403, 'tenant_mismatch');
+      expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.star, body: { ...ok, tenant_id: t } }), 400, 'validation_failed');
+    }
+  });
+
   it('a tenant "*" key may act for another tenant, by header or body', async () => {
     const byHeader = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.star, tenant: 'globex', body: ok });
     expect(byHeader.status).toBe(200);

@@ -29,11 +29,15 @@ export function caller(res: Response): Caller {
   return c;
 }
 
-/** Resolves the acting tenant against the key; a `tenant_id` in a body must match too (D47). */
+/**
+ * Resolves the acting tenant against the key; a `tenant_id` in a body must match too (D47). As
+ * for the header: for a key bound to a tenant any other body `tenant_id` is 403, however it is
+ * spelled; only a `*` key's must itself be a well-formed tenant id (400).
+ */
 export function actingTenant(c: Caller, bodyTenant: string | undefined): string {
   if (bodyTenant !== undefined) {
-    if (!TENANT_RE.test(bodyTenant)) throw new ApiError('validation_failed', { details: [{ path: 'tenant_id', message: 'must match ^[a-z0-9][a-z0-9_-]{0,62}$' }] });
     if (c.tenant !== undefined && bodyTenant !== c.tenant) throw new ApiError('tenant_mismatch');
+    if (!TENANT_RE.test(bodyTenant)) throw new ApiError('validation_failed', { details: [{ path: 'tenant_id', message: 'must match ^[a-z0-9][a-z0-9_-]{0,62}$' }] });
     if (c.tenant === undefined) return bodyTenant; // `*` key, tenant named only in the body
   }
   if (c.tenant === undefined) throw new ApiError('tenant_required');
