@@ -121,6 +121,11 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     const id = await hold();
     const job = (await store.getJob(id))!;
     expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: 'f'.repeat(64) } }), 409, 'stale_request');
+    // A misspelt job_hash is refused, not dropped (dropped, it would approve whatever the job is now).
+    const typo = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hsh: 'f'.repeat(64) } });
+    expectEnvelope(typo, 400, 'validation_failed');
+    expect(JSON.stringify(typo.body['details'])).toContain('job_hsh');
+    expect((await store.getJob(id))?.state).toBe('APPROVAL_REQUIRED');
     await redis.set(jobKeys.ctx(id), JSON.stringify({ prompt: 'something else', context: null }));
     const stale = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: job.holdHash } });
     expectEnvelope(stale, 409, 'stale_request');

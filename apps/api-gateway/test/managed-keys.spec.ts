@@ -105,6 +105,12 @@ it('keys are per tenant: other tenants cannot see or revoke them; bad input is 4
   expectEnvelope(await call(r.urls[0]!, 'DELETE', '/api/v1/auth/keys/0000000000000000', { key: KEYS.admin }), 404, 'key_not_found');
   expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'root' } }), 400, 'validation_failed');
   expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'viewer', expires_at: '2001-01-01T00:00:00Z' } }), 400, 'validation_failed');
+  // A misspelt lifetime is refused, not dropped (a key that never expires).
+  const before = (await call(r.urls[0]!, 'GET', '/api/v1/auth/keys', { key: KEYS.admin })).body['items'] as unknown[];
+  const typo = await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'viewer', ttl_second: 60 } });
+  expectEnvelope(typo, 400, 'validation_failed');
+  expect(JSON.stringify(typo.body['details'])).toContain('ttl_second');
+  expect((await call(r.urls[0]!, 'GET', '/api/v1/auth/keys', { key: KEYS.admin })).body['items']).toHaveLength(before.length);
   expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.viewer, body: { role: 'viewer' } }), 403, 'forbidden');
 });
 

@@ -10,6 +10,7 @@ import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
 import type { z } from 'zod';
 import * as S from '../src/http/api-schemas';
+import { buildOpenApi } from '../src/http/openapi';
 import { KEYS, call, cancelsDrained, expectEnvelope, rigClients, startRig, type CallResult, type Rig, type RigClients } from './harness';
 
 let rig: Rig;
@@ -295,6 +296,70 @@ describe('config API', () => {
     // Topic and pool names are free (even `constructor`); a null deletes, unknown keys included (a stored typo).
     expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { pools: { topics: { 'job.any-name': ['p1'] }, pools: { constructor: { requires: [] } } }, scheduler: null } })).status).toBe(204);
     expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { dispatch_timout_seconds: null } }, timeout: null } })).status).toBe(204);
+  });
+
+  it('the document form\'s envelope is strict: a misspelt key is 400 naming it and nothing is written', async () => {
+    const get = async (q = '') => valid(S.configDocumentSchema, await call(rig.url, 'GET', `/api/v1/config${q}`, { key: KEYS.admin }));
+    const before = await get();
+    const teamBefore = await get('?scope=team&scope_id=typo-blue');
+    const envelope = 'unknown field; the document form (a body whose data is an object) takes scope, scope_id, data, revision';
+    // `revison` dropped: a plain overwrite with no compare-and-set.
+    const revison = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { revison: before.revision + 7, data: { rate_limits: { rps: 1 } } } });
+    expectEnvelope(revison, 400, 'validation_failed');
+    expect(revison.body['details']).toEqual([{ path: 'revison', message: envelope }]);
+    // `Scope` / `Scope_id` dropped: all of cfg:system:default replaced by rate_limits alone.
+    const scope = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { Scope: 'team', Scope_id: 'typo-blue', data: { rate_limits: { rps: 3, burst: 6 } } } });
+    expectEnvelope(scope, 400, 'validation_failed');
+    expect(scope.body['details']).toEqual([
+      { path: 'Scope', message: envelope },
+      { path: 'Scope_id', message: envelope },
+    ]);
+    // Other problems are still reported beside it.
+    const both = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { scope: 'tema', data: {}, extra: 1 } });
+    expectEnvelope(both, 400, 'validation_failed');
+    expect((both.body['details'] as { path: string }[]).map((d) => d.path).sort()).toEqual(['extra', 'scope']);
+    const after = await get();
+    expect({ revision: after.revision, data: after.data }).toEqual({ revision: before.revision, data: before.data });
+    expect((await get('?scope=team&scope_id=typo-blue')).revision).toBe(teamBefore.revision);
+    // Spelt right, the same writes land where they were meant to.
+    expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { scope: 'team', scope_id: 'typo-blue', data: { rate_limits: { rps: 3 } }, revision: teamBefore.revision } })).status).toBe(204);
+    expect((await get('?scope=team&scope_id=typo-blue')).data).toEqual({ rate_limits: { rps: 3 } });
+    expect((await get()).revision).toBe(before.revision);
+  });
+
+  it('scan_interval_seconds below 0.1 s is refused (0.001 was a leader scanning every millisecond); 0 and 0.3 are taken', async () => {
+    const before = valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).revision;
+    const tiny = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { scan_interval_seconds: 0.001 } } } });
+    expectEnvelope(tiny, 400, 'validation_failed');
+    expect(tiny.body['details']).toEqual([{ path: 'data.timeouts.reconciler.scan_interval_seconds', message: 'must be 0 (the default) or at least 0.1 (100 ms)' }]);
+    expect(valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).revision).toBe(before);
+    for (const ok of [0.3, 0]) expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { scan_interval_seconds: ok } } } })).status).toBe(204);
+  });
+
+  it('a stored document that is not JSON is 500 internal on every config route, as the OpenAPI document says', async () => {
+    const doc = buildOpenApi() as { paths: Record<string, Record<string, { responses: Record<string, unknown>; requestBody?: { content: Record<string, { schema: unknown }> } }>> };
+    const routes: [method: 'GET' | 'PUT', path: string, body?: unknown][] = [
+      ['GET', '/api/v1/config'],
+      ['PUT', '/api/v1/config', { scheduler: { input_fail_mode: 'closed' } }],
+      ['GET', '/api/v1/config/effective'],
+      ['GET', '/api/v1/config/status'],
+    ];
+    const raw = await redis.get('cfg:system:default');
+    await redis.set('cfg:system:default', '{not json');
+    try {
+      for (const [method, path, body] of routes) {
+        expectEnvelope(await call(rig.url, method, path, { key: KEYS.admin, body }), 500, 'internal');
+        expect({ path, method, has500: '500' in (doc.paths[path]?.[method.toLowerCase()]?.responses ?? {}) }).toEqual({ path, method, has500: true });
+      }
+    } finally {
+      if (raw === null) await redis.del('cfg:system:default');
+      else await redis.set('cfg:system:default', raw);
+    }
+    // The PUT body as documented is the one parsed: scope enum, revision >= 0, a strict envelope.
+    const put = JSON.stringify(doc.paths['/api/v1/config']?.['put']?.requestBody?.content['application/json']?.schema);
+    expect(put).toContain('"enum":["system","org","team","workflow","step"]');
+    expect(put).toContain('"minimum":0');
+    expect(put).toContain('"additionalProperties":false');
   });
 
   it('a lone surrogate is refused with 400 and the document stays writable (Redis cjson could not decode it)', async () => {

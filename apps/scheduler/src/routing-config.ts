@@ -2,12 +2,13 @@
 // One schema per section: the files under config/ are validated with the same
 // zod schemas as the live document (@cordum/config-overlay), so a file that
 // loads at start can always be merged, and what the gateway accepts the
-// scheduler can apply. A file that does not parse fails closed at start
+// scheduler can apply. A file that does not parse, or names a key no section
+// has (`topic:` for `topics:`, P66's check as for a PUT), fails closed at start
 // (ConfigError, one line) rather than routing with a half-understood table.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { sectionSchemas, TIMEOUT_DEFAULTS, type PoolsSection, type TimeoutsSection } from '@cordum/config-overlay';
+import { sectionFileErrors, sectionSchemas, TIMEOUT_DEFAULTS, type PoolsSection, type TimeoutsSection } from '@cordum/config-overlay';
 import { ConfigError } from '@cordum/service-kit';
 
 export interface PoolsConfig {
@@ -75,10 +76,12 @@ export function loadSectionFile<S extends 'pools' | 'timeouts', T>(
   } catch (err) {
     throw new ConfigError(`invalid config: ${what} ${path} is not YAML: ${(err as Error).message.split('\n')[0] ?? ''}`);
   }
+  // The API's checks (unknown keys first, then the schema); paths name the section (`pools.topic`).
+  const errors = sectionFileErrors(section, doc);
   const res = sectionSchemas[section].safeParse(doc);
-  if (!res.success) {
-    const issue = res.error.issues[0];
-    throw new ConfigError(`invalid config: ${what} ${path}: ${issue ? `${issue.path.join('.')} ${issue.message}` : 'invalid'}`);
+  if (errors.length > 0 || !res.success) {
+    const detail = errors.length > 0 ? errors.map((e) => `${e.path}: ${e.message}`).join('; ') : 'invalid';
+    throw new ConfigError(`invalid config: ${what} ${path}: ${detail}`);
   }
   return { raw: doc, value: convert(res.data as z.infer<(typeof sectionSchemas)[S]>), source: path };
 }

@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ConfigError } from '@cordum/service-kit';
 import { repoRoot } from '@cordum/testing';
 import { loadSchedulerConfig } from '../src/config';
 
@@ -94,5 +95,42 @@ describe('loadSchedulerConfig', () => {
     expect(withFile.timeouts).toEqual({ reconciler: { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 0.3 } });
     writeFileSync(t, 'reconciler:\n  scan_interval_seconds: -1\n');
     expect(() => loadSchedulerConfig({ TIMEOUT_CONFIG_PATH: t }, empty)).toThrow(/^invalid config: TIMEOUT_CONFIG_PATH .*reconciler\.scan_interval_seconds/);
+    // A floor of 0.1 s, as for a PUT: 0.001 was a leader scanning every millisecond.
+    writeFileSync(t, 'reconciler:\n  scan_interval_seconds: 0.001\n');
+    expect(() => loadSchedulerConfig({ TIMEOUT_CONFIG_PATH: t }, empty)).toThrow(
+      `invalid config: TIMEOUT_CONFIG_PATH ${t}: timeouts.reconciler.scan_interval_seconds: must be 0 (the default) or at least 0.1 (100 ms)`,
+    );
+    writeFileSync(t, 'reconciler:\n  scan_interval_seconds: 0.1\n');
+    expect(loadSchedulerConfig({ TIMEOUT_CONFIG_PATH: t }, empty).timeouts.reconciler.scan_interval_seconds).toBe(0.1);
+  });
+
+  it('a file naming a key no section has stops the start with one line naming the file and the key path (P66 check, as for a PUT)', () => {
+    const p = join(empty, 'typo-pools.yaml');
+    // `topic:` for `topics:` used to load and route nothing.
+    writeFileSync(p, '# routing\ntopic:\n  job.echo: [default]\npools:\n  default:\n    requires: []\n');
+    const msg = (env: Record<string, string>): string => {
+      try {
+        loadSchedulerConfig(env, empty);
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        return (err as Error).message;
+      }
+      throw new Error('expected a ConfigError');
+    };
+    expect(msg({ POOL_CONFIG_PATH: p })).toBe(`invalid config: POOL_CONFIG_PATH ${p}: pools.topic: unknown field; pools takes topics, pools`);
+    writeFileSync(p, 'topics:\n  job.gpu: [gpu]\npools:\n  gpu:\n    require: [cuda]\n');
+    expect(msg({ POOL_CONFIG_PATH: p })).toBe(`invalid config: POOL_CONFIG_PATH ${p}: pools.pools.gpu.require: unknown field; pools.pools.gpu takes requires`);
+    const t = join(empty, 'typo-timeouts.yaml');
+    // A misspelt timeout silently gave the default.
+    writeFileSync(t, 'reconciler:\n  dispatch_timout_seconds: 5\n');
+    expect(msg({ TIMEOUT_CONFIG_PATH: t })).toBe(
+      `invalid config: TIMEOUT_CONFIG_PATH ${t}: timeouts.reconciler.dispatch_timout_seconds: unknown field; timeouts.reconciler takes dispatch_timeout_seconds, running_timeout_seconds, scan_interval_seconds`,
+    );
+    writeFileSync(t, 'reconcilers: {}\n');
+    expect(msg({ TIMEOUT_CONFIG_PATH: t })).toBe(`invalid config: TIMEOUT_CONFIG_PATH ${t}: timeouts.reconcilers: unknown field; timeouts takes reconciler`);
+    // Topic and pool names stay free; the repo's own files load.
+    writeFileSync(p, 'topics:\n  job.anything-at-all: [constructor]\npools:\n  constructor: {}\n');
+    expect(loadSchedulerConfig({ POOL_CONFIG_PATH: p }, empty).pools).toEqual({ topics: { 'job.anything-at-all': ['constructor'] }, pools: { constructor: { requires: [] } } });
+    expect(loadSchedulerConfig({}, repoRoot).bootstrapFiles).toHaveLength(2);
   });
 });

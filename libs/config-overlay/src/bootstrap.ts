@@ -3,7 +3,7 @@ import { hashValue } from './canonical';
 import { ConfigValidationError } from './errors';
 import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, type Scope } from './keys';
 import type { ConfigStore } from './store';
-import { validateConfig } from './schema';
+import { sectionFileErrors } from './schema';
 
 export interface BootstrapFile {
   /** Section the file provides, e.g. `pools`. */
@@ -35,10 +35,14 @@ export interface BootstrapFilesResult {
   files: { section: string; fileHash: string; merged: boolean; source?: string }[];
 }
 
+/**
+ * A file gets the checks of a `PUT /config` (unknown keys, P66, then the section schema): merged,
+ * `topic:` for `topics:` would replace the live routing with a section no replica reads.
+ */
 function parsed(f: BootstrapFile): { value: unknown; fileHash: string } {
   const value: unknown = typeof f.content === 'string' ? parseYaml(f.content) : f.content;
-  const errors = validateConfig({ [f.section]: value });
-  if (errors.length > 0) throw new ConfigValidationError(errors);
+  const errors = sectionFileErrors(f.section, value);
+  if (errors.length > 0) throw new ConfigValidationError(f.source ? errors.map((e) => ({ ...e, message: `${e.message} (in ${f.source})` })) : errors);
   return { value, fileHash: hashValue(value ?? null) };
 }
 
@@ -48,7 +52,9 @@ function parsed(f: BootstrapFile): { value: unknown; fileHash: string } {
  * changed since its last merge (hash ≠ meta[fileHashMetaKey]); an unchanged file writes nothing,
  * so a live edit made through PUT /config survives every restart. The hash is of the parsed
  * content in canonical JSON: comments and formatting do not count as a change. The store's CAS
- * loop re-runs the comparison on a conflict: N replicas starting together merge a file once.
+ * loop re-runs the comparison on a conflict: N replicas starting together merge a file once, and
+ * a concurrent edit of another section is kept; one of a changed file's section that lands just
+ * before the merge is replaced by the file.
  */
 export async function mergeBootstrapFiles(
   store: ConfigStore,

@@ -21,6 +21,11 @@ const seconds = z.number('must be a number of seconds').min(0, 'must be >= 0');
  * a huge interval meant a reconciler scanning in a loop. One day is far more than anyone needs.
  */
 export const MAX_SCAN_INTERVAL_SECONDS = 86_400;
+/**
+ * And a floor: `0.001` was a reconciler leader scanning every millisecond (each scan reads the
+ * job indexes). 0.1 s still leaves test suites their 0.3 s; 0 keeps meaning "the default".
+ */
+export const MIN_SCAN_INTERVAL_SECONDS = 0.1;
 
 /** Cordum defaults; 0 or absent means "use the default" (as in the Go reconciler). */
 export const TIMEOUT_DEFAULTS = { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 30 } as const;
@@ -30,7 +35,11 @@ export const timeoutsSectionSchema = z.looseObject({
     .looseObject({
       dispatch_timeout_seconds: seconds.optional(),
       running_timeout_seconds: seconds.optional(),
-      scan_interval_seconds: seconds.max(MAX_SCAN_INTERVAL_SECONDS, `must be at most ${MAX_SCAN_INTERVAL_SECONDS} (one day)`).optional(),
+      scan_interval_seconds: seconds
+        .max(MAX_SCAN_INTERVAL_SECONDS, `must be at most ${MAX_SCAN_INTERVAL_SECONDS} (one day)`)
+        // A negative value is reported by `seconds` already; 0 is the default.
+        .refine((v) => v <= 0 || v >= MIN_SCAN_INTERVAL_SECONDS, `must be 0 (the default) or at least ${MIN_SCAN_INTERVAL_SECONDS} (100 ms)`)
+        .optional(),
     })
     .optional(),
 });
@@ -155,6 +164,17 @@ export function unknownConfigKeys(data: Record<string, unknown>): ConfigFieldErr
     }
   }
   return out;
+}
+
+/**
+ * Every check a write through the API gets (`unknownConfigKeys`, then `validateConfig`), for one
+ * section given on its own, as a bootstrap file provides it (`pools.yaml` → `pools`). Paths name
+ * the section (`pools.topic`). A file is refused on the same terms as a `PUT`: a typo such as
+ * `topic:` for `topics:` would otherwise load, merge and route nothing.
+ */
+export function sectionFileErrors(section: string, value: unknown): ConfigFieldError[] {
+  const data = { [section]: value };
+  return [...unknownConfigKeys(data), ...validateConfig(data)];
 }
 
 /**

@@ -8,6 +8,7 @@ import {
   hashValue,
   mergeEffective,
   resolveTimeouts,
+  sectionFileErrors,
   sectionHash,
   sectionHashes,
   sha256Hex,
@@ -112,6 +113,25 @@ describe('validateConfig', () => {
   it('caps scan_interval_seconds at one day (a timer past 2^31-1 ms fires after 1 ms)', () => {
     expect(validateConfig({ timeouts: { reconciler: { scan_interval_seconds: 86_401 } } }).map((e) => e.path)).toEqual(['timeouts.reconciler.scan_interval_seconds']);
     expect(validateConfig({ timeouts: { reconciler: { scan_interval_seconds: 86_400 } } })).toEqual([]);
+  });
+
+  it('floors scan_interval_seconds at 0.1 (0.001 was a leader scanning every millisecond); 0 still means the default', () => {
+    const scan = (v: number) => validateConfig({ timeouts: { reconciler: { scan_interval_seconds: v } } });
+    expect(scan(0.001)).toEqual([{ path: 'timeouts.reconciler.scan_interval_seconds', message: 'must be 0 (the default) or at least 0.1 (100 ms)' }]);
+    expect(scan(0.099)).toHaveLength(1);
+    expect(scan(-1)).toEqual([{ path: 'timeouts.reconciler.scan_interval_seconds', message: 'must be >= 0' }]);
+    for (const ok of [0, 0.1, 0.3, 30]) expect(scan(ok)).toEqual([]);
+    expect(resolveTimeouts({ reconciler: { scan_interval_seconds: 0 } }).scanIntervalMs).toBe(30_000);
+  });
+
+  it('sectionFileErrors checks one section as a file gives it, with the API\'s unknown-key check first', () => {
+    expect(sectionFileErrors('pools', { topic: { 'job.echo': ['default'] } })).toEqual([{ path: 'pools.topic', message: 'unknown field; pools takes topics, pools' }]);
+    expect(sectionFileErrors('timeouts', { reconciler: { scan_interval_seconds: 0.001, dispatch_timout_seconds: 1 } }).map((e) => e.path)).toEqual([
+      'timeouts.reconciler.dispatch_timout_seconds',
+      'timeouts.reconciler.scan_interval_seconds',
+    ]);
+    expect(sectionFileErrors('pools', { topics: { 'job.echo': ['default'] }, pools: { default: { requires: [] } } })).toEqual([]);
+    expect(sectionFileErrors('pools', null)).toEqual([]);
   });
 
   it('accepts the bootstrap shapes and a null section (delete)', () => {

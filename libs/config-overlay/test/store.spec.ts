@@ -170,6 +170,25 @@ describe('bootstrap merge (D35)', () => {
     expect((await store.get('system', 'default')).revision).toBe(before + 1);
   });
 
+  it('a file naming a key no section has is refused before anything is written, naming the file and the path (P66 check)', async () => {
+    const before = await store.get('system', 'default');
+    // `topic:` for `topics:` (YAML text, as the scheduler passes it) would have replaced the live routing with nothing.
+    await expect(mergeBootstrapFile(store, { section: 'pools', fileHashMetaKey: '_poolsFileHash', content: 'topic:\n  job.echo: [default]\n', source: 'pools.yaml' })).rejects.toMatchObject({
+      code: 'config_invalid_data',
+      errors: [{ path: 'pools.topic', message: 'unknown field; pools takes topics, pools (in pools.yaml)' }],
+    });
+    const files = [
+      { section: 'pools', fileHashMetaKey: '_poolsFileHash', content: { topics: { 'job.ok': ['p'] } }, source: 'pools.yaml' },
+      { section: 'timeouts', fileHashMetaKey: '_timeoutsFileHash', content: { reconciler: { dispatch_timout_seconds: 5 } }, source: 'timeouts.yaml' },
+    ];
+    await expect(mergeBootstrapFiles(store, files)).rejects.toThrow(
+      'invalid config: timeouts.reconciler.dispatch_timout_seconds: unknown field; timeouts.reconciler takes dispatch_timeout_seconds, running_timeout_seconds, scan_interval_seconds (in timeouts.yaml)',
+    );
+    const after = await store.get('system', 'default');
+    expect(after.revision).toBe(before.revision);
+    expect(after.data).toEqual(before.data);
+  });
+
   it('mergeBootstrapFiles merges only the changed files, in one write, once across concurrent starters', async () => {
     const pools = { topics: { 'job.m': ['pm'] }, pools: { pm: { requires: [] } } };
     const timeouts = { reconciler: { dispatch_timeout_seconds: 7, running_timeout_seconds: 60, scan_interval_seconds: 0.5 } };

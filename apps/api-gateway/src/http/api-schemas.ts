@@ -1,8 +1,10 @@
 // Response schemas of every route, in zod: the single source for the OpenAPI
 // document (z.toJSONSchema) and for the tests that validate real responses.
 // Strict objects: a field the code returns but the document does not list is
-// a test failure, not silent drift.
+// a test failure, not silent drift. The config request schemas here are the
+// ones routes/config.ts parses with, so the document cannot drift from them.
 import { z } from 'zod';
+import { SCOPES } from '@cordum/config-overlay';
 import { JOB_STATES } from '@cordum/job-store';
 
 const time = z.string().describe('RFC 3339 with milliseconds');
@@ -137,12 +139,39 @@ export const configStatusSchema = z.strictObject({
     }),
   ),
 });
+const SCOPE_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+export const configScopeIdSchema = z.string().regex(SCOPE_ID_RE, 'must match ^[A-Za-z0-9._:-]{1,128}$');
+export const configScopeSchema = z.enum(SCOPES);
+export const configDocQuerySchema = z.object({ scope: configScopeSchema.optional(), scope_id: configScopeIdSchema.optional() });
+export const configEffectiveQuerySchema = z.object({
+  org: configScopeIdSchema.optional(),
+  team: configScopeIdSchema.optional(),
+  workflow: configScopeIdSchema.optional(),
+  step: configScopeIdSchema.optional(),
+});
+
+/**
+ * PUT /config document form (D32). Strict: a key it does not have is 400, never dropped. Dropped,
+ * `revison` turned a compare-and-set into a plain overwrite, and `Scope`/`Scope_id` turned a
+ * team write into a replacement of all of system/default.
+ */
+export const configDocumentFormSchema = z.strictObject({
+  scope: configScopeSchema.nullish().describe('default system'),
+  scope_id: configScopeIdSchema.nullish().describe('default `default`'),
+  data: z.record(z.string(), z.unknown()).describe('replaces the whole of the document\'s data'),
+  revision: z
+    .number()
+    .int()
+    .nonnegative()
+    .nullish()
+    .describe('compare-and-set: written only if the stored revision equals it (0 = no document yet), else 409 revision_conflict; absent or null = written whatever the revision'),
+});
 export const configPutBodySchema = z
   .union([
-    z.object({ scope: z.string().optional(), scope_id: z.string().optional(), data: z.record(z.string(), z.unknown()), revision: z.number().int().optional() }),
-    z.record(z.string(), z.unknown()).describe('bare object: RFC 7386 merge patch into system/default'),
+    configDocumentFormSchema,
+    z.record(z.string(), z.unknown()).describe('bare object: RFC 7386 merge patch into system/default; every section and field must be known (P66)'),
   ])
-  .describe('D32: the document form iff `data` is an object; otherwise a merge patch');
+  .describe('D32: the document form iff `data` is an object (then only scope, scope_id, data and revision are allowed); otherwise a merge patch');
 
 export const statusSchema = z.strictObject({
   instance_id: z.string(),
@@ -165,7 +194,7 @@ export const managedKeySchema = z.strictObject({
 });
 export const managedKeyListSchema = z.strictObject({ items: z.array(managedKeySchema) });
 export const createdKeySchema = managedKeySchema.extend({ key: z.string().describe('ck_<id>_<secret>; shown once') });
-export const createKeyBodySchema = z.object({
+export const createKeyBodySchema = z.strictObject({
   role: z.enum(['viewer', 'operator', 'admin']),
   principal_id: z.string().optional(),
   name: z.string().optional(),
@@ -193,7 +222,7 @@ export const approvalActionSchema = z.strictObject({
   state: jobState,
   status: z.enum(['already_approved', 'already_rejected']).optional().describe('present when an earlier call already did it (idempotent)'),
 });
-export const approveBodySchema = z.object({
+export const approveBodySchema = z.strictObject({
   reason: z.string().max(1024).optional(),
   job_hash: z.string().optional().describe('job_hash from GET /approvals; a different current hash is 409 stale_request'),
   tenant_id: z.string().optional().describe('must equal the acting tenant (D47)'),

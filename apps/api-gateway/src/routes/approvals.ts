@@ -21,8 +21,10 @@ const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? und
 
 export const approvalsQuerySchema = z.object(topicPageQueryFields);
 
+// Strict: a misspelt `job_hash` dropped would approve whatever the job is now, not what was
+// reviewed (no 409 stale_request). The other bodies here stay lenient: a dropped key loses nothing.
 export const approveBodySchema = z
-  .object({
+  .strictObject({
     reason: opt(z.string().max(1024)),
     job_hash: opt(z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64-hex job_hash from GET /api/v1/approvals')),
     tenant_id: opt(z.string()),

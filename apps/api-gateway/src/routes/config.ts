@@ -6,7 +6,6 @@ import type { Request, Response } from 'express';
 import {
   DEFAULT_SCOPE,
   DEFAULT_SCOPE_ID,
-  SCOPES,
   configStatus,
   isPlainObject,
   publishConfigChanged,
@@ -18,7 +17,8 @@ import {
 } from '@cordum/config-overlay';
 import type { Bus } from '@cordum/bus';
 import type { Logger } from '@cordum/service-kit';
-import { ApiError } from '../http/errors';
+import { ApiError, type ErrorDetail } from '../http/errors';
+import { configDocQuerySchema as docQuerySchema, configDocumentFormSchema, configEffectiveQuerySchema as effectiveQuerySchema } from '../http/api-schemas';
 import type { Mount } from '../http/app';
 import { caller } from '../auth/middleware';
 import type { AuditSink } from '../audit/sink';
@@ -27,19 +27,18 @@ import { jsonBody } from './jobs';
 import { parseQuery } from './job-actions';
 import { withTimeout } from '../util/timeout';
 
-const SCOPE_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
-const scopeIdSchema = z.string().regex(SCOPE_ID_RE, 'must match ^[A-Za-z0-9._:-]{1,128}$');
-const scopeSchema = z.enum(SCOPES);
-
-const docQuerySchema = z.object({ scope: scopeSchema.optional(), scope_id: scopeIdSchema.optional() });
-const effectiveQuerySchema = z.object({ org: scopeIdSchema.optional(), team: scopeIdSchema.optional(), workflow: scopeIdSchema.optional(), step: scopeIdSchema.optional() });
-
-const documentFormSchema = z.object({
-  scope: scopeSchema.nullish(),
-  scope_id: scopeIdSchema.nullish(),
-  data: z.record(z.string(), z.unknown()),
-  revision: z.number().int().nonnegative().nullish(),
-});
+/**
+ * An unknown envelope key is named (one detail per key) with what the document form takes; the
+ * check is the schema's strictness (`configDocumentFormSchema`), so nothing is written.
+ */
+const DOCUMENT_FORM_KEYS = Object.keys(configDocumentFormSchema.shape).join(', ');
+function documentFormDetails(err: z.ZodError): ErrorDetail[] {
+  return err.issues.flatMap((i) =>
+    i.code === 'unrecognized_keys'
+      ? i.keys.map((k) => ({ path: [...i.path.map(String), k].join('.'), message: `unknown field; the document form (a body whose data is an object) takes ${DOCUMENT_FORM_KEYS}` }))
+      : zodDetails(new z.ZodError([i])),
+  );
+}
 
 export interface ConfigRouteDeps {
   config: ConfigStore;
@@ -95,8 +94,8 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
     let scopeId = DEFAULT_SCOPE_ID;
     let revision: number;
     if (isPlainObject(body['data'])) {
-      const f = documentFormSchema.safeParse(body);
-      if (!f.success) throw new ApiError('validation_failed', { details: zodDetails(f.error) });
+      const f = configDocumentFormSchema.safeParse(body);
+      if (!f.success) throw new ApiError('validation_failed', { details: documentFormDetails(f.error) });
       scope = f.data.scope ?? DEFAULT_SCOPE;
       scopeId = f.data.scope_id ?? DEFAULT_SCOPE_ID;
       const data = f.data.data as JsonObject;

@@ -12,8 +12,9 @@ import { jsonBody } from './jobs';
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
+// Strict: a misspelt `ttl_seconds` / `expires_at` dropped would create a key that never expires.
 const createKeySchema = z
-  .object({
+  .strictObject({
     role: z.enum(ROLES),
     principal_id: z.string().min(1).max(256).nullish(),
     name: z.string().max(256).nullish(),
