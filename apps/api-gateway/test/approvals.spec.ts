@@ -4,7 +4,9 @@
 import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore, jobKeys, jobRequestHash, type JobStore, type StoredInput } from '@cordum/job-store';
 import { Decision, GrpcStatus, grpcError } from '@cordum/protocol';
+import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { waitFor } from '@cordum/testing';
 import * as S from '../src/http/api-schemas';
 import { API_KEYS_JSON, KEYS, call, expectEnvelope, recordSubmits, type SubmitRecorder } from './harness';
 import { startReplicas, type Replicas } from './replicas';
@@ -132,6 +134,33 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     expect(stale.body['job_hash']).not.toBe(job.holdHash);
     expect((await store.getJob(id))?.state).toBe('APPROVAL_REQUIRED');
     expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: 'not-hex' } }), 400, 'validation_failed');
+  });
+
+  it('a job held again after an approval is approved only by a call naming the new hold: a retried approve is 409 approval_reheld (P81)', async () => {
+    const id = await hold();
+    const first = (await store.getJob(id))!;
+    expect((await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { reason: 'ticket 1' } })).body).toEqual({ job_id: id, state: 'PENDING' });
+    await submits.first(id);
+    // The request changes and the scheduler's Check holds the job again, bound to the new request.
+    await redis.set(jobKeys.ctx(id), JSON.stringify({ prompt: 'deploy prod --force', context: { v: 1 } }));
+    const now = (await store.getJob(id))!;
+    const newHash = await store.requestHash(now);
+    const lease = await createLocks(redis).acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'scheduler-test', waitMs: 2_000 });
+    expect((await store.transition(id, 'APPROVAL_REQUIRED', { token: lease!.token, from: ['PENDING'], patch: { holdHash: newHash, safety: now.safety! } })).ok).toBe(true);
+    await lease!.release();
+    // Bob's client retries its approve (the answer was lost): it names no hold, so it approves nothing.
+    const retry = await call(gw2(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { reason: 'ticket 1' } });
+    expectEnvelope(retry, 409, 'approval_reheld');
+    expect(retry.body).toMatchObject({ job_hash: newHash, rule_id: 'rule-hold', approved_revision: 1 });
+    // Naming the first hold's request, or another rule, is stale.
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: first.holdHash, rule_id: 'rule-hold' } }), 409, 'stale_request');
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: newHash, rule_id: 'rule-other' } }), 409, 'stale_snapshot');
+    expect((await store.getJob(id))?.state).toBe('APPROVAL_REQUIRED');
+    // Carol reviewed the new hold: she names it, and it is approved as revision 2, republished once more.
+    const ok = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: CAROL, body: { job_hash: newHash, rule_id: 'rule-hold' } });
+    expect(ok.body).toEqual({ job_id: id, state: 'PENDING' });
+    expect((await store.getJob(id))?.approval).toMatchObject({ by: 'carol', jobHash: newHash, revision: 2 });
+    await waitFor(() => submits.packets(id).length === 2, 10_000, { message: 'second approval republished' });
   });
 
   it('409 stale_snapshot only when the current policy no longer holds the job by the same rule (D18)', async () => {

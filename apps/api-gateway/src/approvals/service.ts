@@ -35,7 +35,11 @@ export interface ApprovalDeps {
 }
 
 export interface ApprovalService {
-  approve(tenant: string, jobId: string, principalId: string, o: { reason?: string; jobHash?: string }): Promise<ApprovalOutcome>;
+  /**
+   * `jobHash` / `ruleId`: the hold the approver reviewed (GET /approvals). Optional for a job's
+   * first hold; required once it was held again after an approval (P81).
+   */
+  approve(tenant: string, jobId: string, principalId: string, o: { reason?: string; jobHash?: string; ruleId?: string }): Promise<ApprovalOutcome>;
   reject(tenant: string, jobId: string, principalId: string, o: { reason?: string }): Promise<ApprovalOutcome>;
 }
 
@@ -89,6 +93,17 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
       const job = await ownJob(tenant, id);
       if (isSelfApproval(job, principalId)) throw new ApiError('self_approval_denied');
       if (job.state !== 'APPROVAL_REQUIRED') return notPending(job, 'approve');
+      const ruleId = job.safety?.ruleId ?? '';
+
+      // Binding 0 (P81): held again since an approval (the scheduler's Check held it by another
+      // rule, or for a changed request). A call that does not name this hold, such as the retry
+      // of an approve whose answer was lost, must not approve a hold its approver never saw.
+      if (job.approval?.status === 'approved' && (o.jobHash === undefined || o.ruleId === undefined)) {
+        throw new ApiError('approval_reheld', { extra: { job_hash: job.holdHash ?? '', rule_id: ruleId, policy_snapshot: job.safety?.policySnapshot ?? '', approved_revision: job.approval.revision } });
+      }
+      if (o.ruleId !== undefined && o.ruleId !== ruleId) {
+        throw new ApiError('stale_snapshot', { extra: { decision: 'require_human', rule_id: ruleId, policy_snapshot: job.safety?.policySnapshot ?? '', held_by_rule: ruleId } });
+      }
 
       // Binding 1: the request is still the one that was held (and, if the approver names it, the one they reviewed).
       const hash = await store('hash request', () => deps.store.requestHash(job));
@@ -97,7 +112,6 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
       }
       // Binding 2 (D18): the current policy still holds this job by the same rule. A kernel that cannot
       // answer does not block the approval: the scheduler's Check re-applies D18 before anything runs.
-      const ruleId = job.safety?.ruleId ?? '';
       let snapshot = job.safety?.policySnapshot ?? '';
       const verdict = await deps.evaluator.evaluate(policyCheckInit(job.id, job));
       if (verdict.kind === 'unavailable') {

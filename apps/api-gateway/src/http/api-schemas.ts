@@ -225,6 +225,7 @@ export const approvalActionSchema = z.strictObject({
 export const approveBodySchema = z.strictObject({
   reason: z.string().max(1024).optional(),
   job_hash: z.string().optional().describe('job_hash from GET /approvals; a different current hash is 409 stale_request'),
+  rule_id: z.string().optional().describe('rule_id from GET /approvals; another rule holding the job is 409 stale_snapshot. job_hash and rule_id are both required once the job was held again after an approval, else 409 approval_reheld (P81)'),
   tenant_id: z.string().optional().describe('must equal the acting tenant (D47)'),
 });
 export const rejectBodySchema = z.object({ reason: z.string().max(1024).optional(), tenant_id: z.string().optional().describe('must equal the acting tenant (D47)') });

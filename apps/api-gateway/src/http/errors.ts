@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   idempotency_in_progress: { status: 409, message: 'a request with this idempotency key is still in progress' },
   stale_request: { status: 409, message: 'the job request changed since it was held; review it again' },
   stale_snapshot: { status: 409, message: 'the current policy no longer requires approval from the rule that held the job' },
+  approval_reheld: { status: 409, message: 'the job was held again after an earlier approval; approve again naming this hold\'s job_hash and rule_id (GET /api/v1/approvals)' },
   approval_not_pending: { status: 409, message: 'the job is not waiting for approval' },
   payload_too_large: { status: 413, message: 'request body exceeds 2 MiB' },
   unsupported_media_type: { status: 415, message: 'request body must be application/json' },

@@ -83,7 +83,7 @@ export const OPERATIONS: Operation[] = [
     method: 'POST',
     path: '/api/v1/approvals/:job_id/approve',
     summary:
-      'Approve a held job: APPROVAL_REQUIRED → PENDING and republished (exactly one dispatch under concurrent approvals on any replicas). 403 self_approval_denied for the submitter; 409 stale_request when the request changed since the hold (or differs from job_hash), stale_snapshot when the current policy no longer holds it by the same rule (D18), approval_not_pending / job_terminal otherwise; a repeated approval is 200 with status already_approved',
+      'Approve a held job: APPROVAL_REQUIRED → PENDING and republished (exactly one dispatch under concurrent approvals on any replicas). 403 self_approval_denied for the submitter; 409 stale_request when the request changed since the hold (or differs from job_hash), stale_snapshot when the current policy no longer holds it by the same rule (D18) or it is held by another rule than the rule_id sent, approval_reheld when it was held again after an earlier approval and the call does not name the job_hash and rule_id of this hold (P81), approval_not_pending / job_terminal otherwise; a repeated approval is 200 with status already_approved',
     tag: 'approvals',
     auth: true,
     body: s.approveBodySchema,

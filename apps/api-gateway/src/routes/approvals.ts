@@ -27,6 +27,7 @@ export const approveBodySchema = z
   .strictObject({
     reason: opt(z.string().max(1024)),
     job_hash: opt(z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64-hex job_hash from GET /api/v1/approvals')),
+    rule_id: opt(z.string().min(1).max(256)),
     tenant_id: opt(z.string()),
   })
   .nullish();
@@ -103,7 +104,7 @@ export function mountApprovalRoutes(mount: Mount, deps: ApprovalRouteDeps): void
     const c = caller(res);
     const tenant = actingTenant(c, body.data?.tenant_id);
     const id = jobIdParam(req);
-    const out = await deps.approvals.approve(tenant, id, c.principalId, { reason: body.data?.reason, jobHash: body.data?.job_hash });
+    const out = await deps.approvals.approve(tenant, id, c.principalId, { reason: body.data?.reason, jobHash: body.data?.job_hash, ruleId: body.data?.rule_id });
     if (out.kind === 'approved') deps.audit.record({ action: 'approval.approve', tenant, principal_id: c.principalId, target: id, details: { rule_id: out.job.approval?.ruleId ?? '', revision: String(out.job.approval?.revision ?? '') } });
     send(res, out);
   });
