@@ -1,12 +1,25 @@
 import * as grpc from '@grpc/grpc-js';
+import { z } from 'zod';
 import { connectBus, type Bus } from '@cordum/bus';
-import { createConfigStore, createConfigWatcher, parseSafetySection, type ConfigWatcher } from '@cordum/config-overlay';
+import {
+  configStatus,
+  createConfigStore,
+  createConfigWatcher,
+  parseSafetySection,
+  publishFileRules,
+  removeFileRules,
+  safetyConfigKeys,
+  type ConfigStore,
+  type ConfigWatcher,
+  type PolicyBundle,
+} from '@cordum/config-overlay';
 import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, grpcServerOptions } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Logger, type Registry, type Service } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
 import type { SafetyKernelRuntimeConfig } from './config';
 import { createSafetyService, type SafetyService } from './grpc/safety-service';
+import { safetyKeys } from './keys';
 import { SafetyMetrics } from './metrics';
 import { readPolicyFile } from './policy/source';
 import { PolicyComposer } from './snapshots/composer';
@@ -39,6 +52,18 @@ type State = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 const GRPC_SERVICE_NAME = 'cordum.v1.SafetyKernel';
 const GRPC_DRAIN_MS = 5_000;
+
+/** `cordum:safety:bundles:applied:<file id>`: the last safety section a kernel with that file applied. */
+const appliedRecordSchema = z.object({
+  hash: z.string().nullable(),
+  section: z.unknown(),
+  instance_id: z.string(),
+  applied_at: z.string(),
+});
+type AppliedRecord = z.infer<typeof appliedRecordSchema>;
+
+const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+const shortHash = (h: string | null | undefined): string => (h ? h.slice(0, 12) : 'absent');
 
 function grpcBindAddress(a: { host: string; port: number }): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
@@ -77,6 +102,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
   let composer: PolicyComposer | undefined;
   let cache: DecisionCache | undefined;
   let watcher: ConfigWatcher | undefined;
+  let configStore: ConfigStore | undefined;
   let server: grpc.Server | undefined;
   let service: SafetyService | undefined;
   let health: HealthServer | undefined;
@@ -84,6 +110,136 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
   let stopping: Promise<void> | undefined;
   let reloading: Promise<Awaited<ReturnType<SafetyKernelService['reloadPolicy']>>> | undefined;
   const metrics = new SafetyMetrics(deps.registry);
+  /** The last safety section the watcher applied (value as stored, null = absent). */
+  let lastApplied: { section: unknown; hash: string | null } | undefined;
+  /**
+   * Set while this replica, whose first load found a stored section it refuses, serves the
+   * section last applied with its policy file instead (as the running kernels do).
+   */
+  let fallback: { hash: string | null; refusedHash: string | null } | undefined;
+  /** The refused section's error while the first load has not succeeded (the not-ready reason). */
+  let refusal: string | undefined;
+  /** Why the last fallback attempt found nothing to serve (logged once per reason). */
+  let noFallback: string | undefined;
+  const fileRulesKey = safetyConfigKeys().fileRules();
+  let fileRulesTimer: NodeJS.Timeout | undefined;
+  let fileRulesError: string | undefined;
+  let publishing: Promise<void> = Promise.resolve();
+
+  /** True once the bundles loaded, or a fallback section is served in place of a refused one. */
+  const policyComplete = (): boolean => Boolean(watcher?.ready) || fallback !== undefined;
+
+  /**
+   * Publishes this kernel's file rule ids at `cordum:safety:file-rules` (field = instance id,
+   * expiring after 3 reload intervals unless refreshed), so config writers refuse a bundle rule
+   * with one of these ids instead of storing a section this kernel must refuse. Never throws.
+   */
+  const publishOwnFileRules = (): Promise<void> => {
+    const run = async (): Promise<void> => {
+      const r = redis;
+      const cmp = composer;
+      if (!r || !cmp) return;
+      const at = Date.now();
+      try {
+        await publishFileRules(r, fileRulesKey, { instance_id: config.instanceId, file_id: cmp.fileId, rule_ids: cmp.fileRuleIds, expires_at: at + 3 * config.configReloadIntervalMs }, at);
+        if (fileRulesError !== undefined) log.info('policy file rule ids published again', { rules: cmp.fileRuleIds.length });
+        fileRulesError = undefined;
+      } catch (err) {
+        const error = errorText(err);
+        if (fileRulesError !== error)
+          log.warn('policy file rule ids not published; config writers cannot refuse a bundle rule id that clashes with this file until they are', { error });
+        fileRulesError = error;
+      }
+    };
+    publishing = publishing.then(run);
+    return publishing;
+  };
+
+  /** Records the section this replica applies for its policy file (the start-time fallback reads it). Never throws. */
+  const recordApplied = async (): Promise<void> => {
+    const r = redis;
+    const cmp = composer;
+    const a = lastApplied;
+    if (!r || !cmp || !a || fallback) return;
+    const rec: AppliedRecord = { hash: a.hash, section: a.section, instance_id: config.instanceId, applied_at: new Date().toISOString() };
+    try {
+      await r.set(safetyKeys.appliedBundles(cmp.fileId), JSON.stringify(rec));
+    } catch (err) {
+      log.warn('applied safety section not recorded; a kernel starting beside a refused section cannot fall back to it', { error: errorText(err), hash: a.hash });
+    }
+  };
+
+  /**
+   * The section to serve in place of a refused one: the last one a kernel with this policy file
+   * applied, unless a running kernel reports applying another one (then this replica would
+   * decide differently from it, which P48 forbids).
+   */
+  const findFallback = async (): Promise<{ record: AppliedRecord; bundles: PolicyBundle[] } | { none: string }> => {
+    const r = redis;
+    const cmp = composer;
+    const st = configStore;
+    if (!r || !cmp || !st) return { none: `kernel is ${state}` };
+    const raw = await r.get(safetyKeys.appliedBundles(cmp.fileId));
+    if (raw === null) return { none: 'no kernel with this policy file has applied a safety section yet' };
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      parsed = undefined;
+    }
+    const rec = appliedRecordSchema.safeParse(parsed);
+    if (!rec.success) return { none: `${safetyKeys.appliedBundles(cmp.fileId)} is unreadable` };
+    const other = (await configStatus(st)).replicas.find(
+      (x) => x.service === config.service && x.instance_id !== config.instanceId && x.status !== 'NOT_CHECKED' && Object.hasOwn(x.hashes, SAFETY_SECTION) && x.hashes[SAFETY_SECTION] !== rec.data.hash,
+    );
+    if (other) return { none: `kernel ${other.instance_id} applies another safety section (${shortHash(other.hashes[SAFETY_SECTION])}) than the one last applied with this policy file (${shortHash(rec.data.hash)})` };
+    try {
+      return { record: rec.data, bundles: parseSafetySection(rec.data.section) };
+    } catch (err) {
+      return { none: `the section last applied with this policy file is refused too: ${errorText(err)}` };
+    }
+  };
+
+  /**
+   * First load found a stored section this replica refuses (invalid, or a rule id of its policy
+   * file). Serving the file alone could decide differently from the running kernels (P48), and
+   * staying unready means a restart of every kernel leaves none serving. The running kernels
+   * kept the section they applied before; this replica serves that one too when it can tell
+   * which it is (see findFallback), and stays not ready otherwise. Never throws.
+   */
+  const fallBack = async (refusedHash: string | null, error: string): Promise<void> => {
+    const cmp = composer;
+    if (!cmp) return;
+    let found: Awaited<ReturnType<typeof findFallback>>;
+    try {
+      found = await findFallback();
+    } catch (err) {
+      found = { none: `the last applied section cannot be read: ${errorText(err)}` };
+    }
+    if ('record' in found) {
+      try {
+        const a = await cmp.setBundles(found.bundles);
+        fallback = { hash: found.record.hash, refusedHash };
+        noFallback = undefined;
+        metrics.bundlesFallback.set(1);
+        log.error('policy bundles refused at start; serving the safety section last applied with this policy file, as the running kernels do, until the stored one is fixed', {
+          error,
+          refused_hash: refusedHash,
+          serving_hash: found.record.hash,
+          applied_by: found.record.instance_id,
+          applied_at: found.record.applied_at,
+          snapshot: a.snapshotId,
+          bundles: cmp.bundleIds,
+        });
+        return;
+      } catch (err) {
+        found = { none: `the section last applied with this policy file is refused too: ${errorText(err)}` };
+      }
+    }
+    if (noFallback !== found.none)
+      log.error('policy bundles refused at start and no section to fall back to; Check and Evaluate answer UNAVAILABLE until the stored section is fixed', { error, why: found.none, refused_hash: refusedHash });
+    noFallback = found.none;
+  };
 
   const reloadPolicy: SafetyKernelService['reloadPolicy'] = () => {
     // Serialise reloads: two SIGHUPs in a row must not activate out of order.
@@ -93,6 +249,8 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       try {
         const a = await composer.setFilePolicy(await readPolicyFile(config.policy.path));
         log.info('policy reloaded', { snapshot: a.snapshotId, changed: a.changed, rules: a.ruleCount, bundles: composer.bundleIds });
+        await publishOwnFileRules();
+        await recordApplied();
         return { ok: true, snapshotId: a.snapshotId, changed: a.changed };
       } catch (err) {
         const error = err instanceof Error ? err.message : String(err);
@@ -125,9 +283,23 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       const a = await cmp.setBundles(bundles);
       log.info('policy bundles applied', { snapshot: a.snapshotId, changed: a.changed, rules: a.ruleCount, bundles: bundles.map((b) => b.id), hash });
     } catch (err) {
-      log.error('policy bundles rejected, keeping the previous policy', { error: err instanceof Error ? err.message : String(err), hash, snapshot: store?.active?.id });
+      const error = errorText(err);
+      log.error('policy bundles rejected, keeping the previous policy', { error, hash, snapshot: store?.active?.id });
+      if (!watcher?.ready && !fallback) {
+        refusal = error;
+        await fallBack(hash, error);
+      }
       throw err;
     }
+    refusal = undefined;
+    noFallback = undefined;
+    if (fallback) {
+      log.info('stored safety section applied; no longer serving the fallback section', { hash, fallback_hash: fallback.hash });
+      fallback = undefined;
+      metrics.bundlesFallback.set(0);
+    }
+    lastApplied = { section: value ?? null, hash };
+    await recordApplied();
   };
 
   const start = async (): Promise<void> => {
@@ -139,13 +311,17 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     const s = new SnapshotStore(redis, (snap) => c?.reset(snap.id));
     store = s;
     composer = new PolicyComposer(s, config.initialPolicy, now);
+    // Before the first config load: writers refuse a clashing bundle from the moment this kernel runs.
+    await publishOwnFileRules();
+    fileRulesTimer = setInterval(() => void publishOwnFileRules(), config.configReloadIntervalMs);
 
     bus = await connectBus({ servers: config.natsServers, name: `${config.service}:${config.instanceId}`, logger: log, registry: deps.registry });
     await bus.ensureStreams();
     // The watcher's startup load activates file + bundles in one snapshot, so a
     // restart does not record a file-only snapshot first.
+    configStore = createConfigStore(redis);
     const w = createConfigWatcher({
-      store: createConfigStore(redis),
+      store: configStore,
       bus,
       logger: log,
       registry: deps.registry,
@@ -156,7 +332,8 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     });
     watcher = w;
     await w.start();
-    // Bundles unreadable or invalid at start: serve the file's policy (not ready until they load).
+    // Bundles unreadable or refused at start, and no fallback: the file's policy is loaded for
+    // Explain/ListRules, but Check/Evaluate are refused until the bundles load (P48).
     if (!s.active) await composer.activateCurrent();
     const snap = s.active;
     log.info('policy loaded', {
@@ -165,6 +342,8 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       source: config.policySource,
       path: config.policy.path,
       bundles: composer.bundleIds,
+      complete: policyComplete(),
+      fallback: fallback !== undefined,
       decision_cache_ttl_ms: config.decisionCache.ttlMs,
     });
 
@@ -180,12 +359,13 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       cache: c,
       now,
       ruleSource: (id) => cmp.ruleSource(id),
-      policyComplete: () => w.ready,
+      policyComplete,
+      incompleteReason: () => (refusal ? `the stored safety section is refused: ${refusal}` : undefined),
     });
     addGrpcService(server, SafetyKernel, service);
     addHealthService(server, async (name) => {
       if (name !== '' && name !== GRPC_SERVICE_NAME) return undefined;
-      return s.active && w.ready && (await pingRedis(r, 500)) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
+      return s.active && policyComplete() && (await pingRedis(r, 500)) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
     });
     grpcPort = await bind(server, grpcBindAddress(config.grpcAddr));
     log.info('grpc listening', { host: config.grpcAddr.host, port: grpcPort });
@@ -198,8 +378,9 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
         { name: 'policy', check: () => s.active !== null },
         { name: 'redis', check: () => pingRedis(r, 1000) },
         { name: 'nats', check: () => b.connected },
-        // D43: the first config load (bundles included) succeeded.
-        { name: 'config', check: () => w.ready },
+        // D43: the first config load (bundles included) succeeded, or the replica serves the
+        // section last applied with its file in place of a stored one it refuses.
+        { name: 'config', check: policyComplete },
         // A snapshot activated while Redis was down is recorded as soon as it is back.
         { name: 'snapshot_recorded', check: () => s.ensureRecorded() },
       ],
@@ -218,6 +399,14 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
         ['config watcher', async () => watcher?.stop()],
         ['reload', async () => void (await reloading)],
         ['policy updates', async () => composer?.idle()],
+        [
+          'file rules',
+          async () => {
+            if (fileRulesTimer) clearInterval(fileRulesTimer);
+            await publishing;
+            if (redis && composer) await removeFileRules(redis, fileRulesKey, config.instanceId);
+          },
+        ],
         ['bus', async () => bus?.close()],
         ['redis', async () => (redis ? closeRedis(redis) : undefined)],
       ];

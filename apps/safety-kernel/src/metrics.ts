@@ -10,6 +10,8 @@ export class SafetyMetrics {
   /** hits + misses: hit ratio = rate(hits_total) / rate(lookups_total) without summing two series. */
   readonly cacheLookups: Counter;
   readonly cacheSize: Gauge;
+  /** 1 while the replica serves the last applied bundles in place of a stored section it refuses (start-time fallback). */
+  readonly bundlesFallback: Gauge;
 
   constructor(registry: Registry) {
     this.decisions = new Counter({
@@ -42,6 +44,11 @@ export class SafetyMetrics {
     this.cacheSize = new Gauge({
       name: 'cordum_safety_decision_cache_size',
       help: 'Entries in the decision cache of this replica',
+      registers: [registry],
+    });
+    this.bundlesFallback = new Gauge({
+      name: 'cordum_safety_bundles_fallback',
+      help: '1 while this replica serves the safety section last applied with its policy file because it refuses the stored one',
       registers: [registry],
     });
   }

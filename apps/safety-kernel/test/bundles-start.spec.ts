@@ -1,11 +1,16 @@
 import { Decision, GrpcStatus, Health, KERNEL_NOT_READY, ServingStatus, createPolicyClient, grpcClientFor, type GrpcClient, type PolicyClient } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
+import { safetyKeys } from '../src/keys';
+import { snapshotId } from '../src/policy/canonical';
+import { parsePolicy } from '../src/policy/parse';
 import { startBundleRig, startReplica, type BundleRig, type KernelReplica } from './kernel-harness';
 
 // P48: a kernel whose first config load failed (here: a safety section every writer now
 // refuses, left in Redis by an older gateway or a hand edit) must not decide by its
 // file's rules alone. Its file allows what a bundle denies, so deciding would let a job
-// through that every other kernel denies.
+// through that every other kernel denies. With no record of the section kernels with its file
+// last applied, it cannot serve what the running kernels serve either, so it decides nothing;
+// with one, it serves that section (the start-time fallback, bundles-clash.spec).
 
 const FILE_POLICY = `
 version: 1
@@ -17,6 +22,9 @@ const denySecret = { rules: [{ id: 'deny-secret', match: { topics: ['job.secret.
 let rig: BundleRig;
 let ready: KernelReplica;
 let late: KernelReplica;
+let third: KernelReplica | undefined;
+let record: string | null;
+const recordKey = safetyKeys.appliedBundles(snapshotId(parsePolicy(FILE_POLICY)));
 let both: PolicyClient;
 type HealthMethods = typeof Health extends { method: infer M } ? M : never;
 let lateHealth: GrpcClient<HealthMethods>;
@@ -36,6 +44,9 @@ beforeAll(async () => {
   // A later write that no writer accepts (P44): the running kernel rejects it and keeps its policy.
   await writeSafety({ ops: { rules: [{ ...denySecret.rules[0], match: { topic: 'job.secret.>' } }] } }, false);
   await waitFor(() => ready.logs.some((l) => l.includes('policy bundles rejected')), 5000);
+  // As after an upgrade from kernels that did not record the section they applied: nothing to fall back to.
+  record = await rig.store.redis.get(recordKey);
+  await rig.store.redis.del(recordKey);
   late = await startReplica(env, 'sk-late');
   both = createPolicyClient(`127.0.0.1:${ready.kernel.grpcPort},127.0.0.1:${late.kernel.grpcPort}`);
   lateHealth = grpcClientFor(Health, `127.0.0.1:${late.kernel.grpcPort}`, { defaultDeadlineMs: 2000 });
@@ -44,7 +55,7 @@ beforeAll(async () => {
 afterAll(async () => {
   both?.close();
   lateHealth?.close();
-  await Promise.all([ready, late].filter(Boolean).map((r) => r.close()));
+  await Promise.all([ready, late, third].filter((r) => r !== undefined).map((r) => r.close()));
   await rig?.close();
 });
 
@@ -56,7 +67,7 @@ describe('a kernel whose policy bundles did not load at start (P48)', () => {
     for (const method of ['check', 'evaluate'] as const) {
       await expect(late.client[method]({ jobId: 'j1', topic: 'job.secret.x', tenant: 'acme' })).rejects.toMatchObject({
         code: GrpcStatus.UNAVAILABLE,
-        details: `${KERNEL_NOT_READY}: the policy bundles in config are not loaded yet`,
+        details: `${KERNEL_NOT_READY}: the policy bundles in config are not loaded yet: the stored safety section is refused: safety.bundles.ops: rule 'deny-secret' (rules[0]): match.topic: unknown key`,
       });
     }
     // the kernel that loaded them keeps deciding with them
@@ -69,6 +80,15 @@ describe('a kernel whose policy bundles did not load at start (P48)', () => {
     );
     expect(answers.map((a) => a.ruleId)).toEqual(Array.from({ length: 20 }, () => 'deny-secret'));
     expect(both.suspects).toEqual([`127.0.0.1:${late.kernel.grpcPort}`]);
+  });
+
+  it('with the record of the section the running kernel applied, a kernel starting beside the refused section serves that one', async () => {
+    expect(record).not.toBeNull();
+    await rig.store.redis.set(recordKey, record!);
+    third = await startReplica({ ...rig.env, CORDUM_CONFIG_RELOAD_INTERVAL: '60s' }, 'sk-third');
+    expect(await readyz(third)).toMatchObject({ status: 200, body: { checks: { config: true } } });
+    expect(third.kernel.snapshotId).toBe(ready.kernel.snapshotId);
+    expect((await third.client.check({ jobId: 'j-third', topic: 'job.secret.x', tenant: 'acme' })).ruleId).toBe('deny-secret');
   });
 
   it('decides, reports SERVING and ready once a valid section loads', async () => {

@@ -1,4 +1,4 @@
-export { SCOPES, DEFAULT_SCOPE, DEFAULT_SCOPE_ID, configKeys, type Scope, type ConfigKeys } from './keys';
+export { SCOPES, DEFAULT_SCOPE, DEFAULT_SCOPE_ID, configKeys, safetyConfigKeys, type Scope, type ConfigKeys, type SafetyConfigKeys } from './keys';
 export {
   ConfigOverlayError,
   RevisionConflictError,
@@ -80,3 +80,4 @@ export {
 } from './policy/model';
 export { validatePolicy } from './policy/validate';
 export { parseSafetySection, composePolicy, type PolicyBundle } from './policy/bundles';
+export { publishFileRules, removeFileRules, liveFileRules, fileRuleClashes, type FileRules } from './policy/file-rules';

@@ -28,3 +28,21 @@ export function configKeys(prefix = ''): ConfigKeys {
     appliedIndex: () => kb.key('cordum', 'config', 'reports'),
   };
 }
+
+export interface SafetyConfigKeys {
+  /**
+   * `cordum:safety:file-rules` (CONTRACT §5 style): a hash, field = safety-kernel instance id,
+   * value = JSON `FileRules` (the rule ids of that kernel's policy file and when the entry
+   * expires). Kernels write it, config writers read it to refuse a bundle rule id that a
+   * kernel's file already has (one HGETALL per write of the `safety` section).
+   */
+  fileRules(): string;
+}
+
+/** Safety-kernel keys that config writers read too; `prefix` only in library unit tests (D49). */
+export function safetyConfigKeys(prefix = ''): SafetyConfigKeys {
+  const kb = new KeyBuilder(prefix);
+  return {
+    fileRules: () => kb.key('cordum', 'safety', 'file-rules'),
+  };
+}

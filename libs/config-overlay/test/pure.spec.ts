@@ -3,10 +3,13 @@ import { z } from 'zod';
 import {
   applyMergePatch,
   canonicalJson,
+  composePolicy,
   configReloadEnvShape,
   configReloadIntervalMs,
   hashValue,
+  fileRuleClashes,
   mergeEffective,
+  parseSafetySection,
   resolveTimeouts,
   sectionFileErrors,
   sectionHash,
@@ -108,6 +111,27 @@ describe('validateConfig', () => {
     const dup = { rules: [{ id: 'same', decision: 'deny' }] };
     expect(msg({ bundles: { a: dup, b: dup } })[0]).toContain("rule 'same': id: duplicate rule id (already in bundle 'a')");
     expect(msg({ bundles: { ops: { rules: [{ id: 'deny-admin', match: { topics: ['job.admin.>'] }, decision: 'deny' }] } } })).toEqual([]);
+  });
+
+  it('fileRuleClashes names each bundle rule whose id is a rule of a live kernel\'s policy file, on its id', () => {
+    const files = [
+      { instance_id: 'sk-1', file_id: 'f1', rule_ids: ['x', 'w'], expires_at: 1 },
+      { instance_id: 'sk-2', file_id: 'f2', rule_ids: ['x'], expires_at: 1 },
+    ];
+    const section = { bundles: { ops: { rules: [{ id: 'y', decision: 'deny' }, { id: 'x', decision: 'deny' }] }, b2: { rules: [{ id: 'w', decision: 'deny' }] } } };
+    expect(fileRuleClashes(section, files)).toEqual([
+      { path: 'safety.bundles.b2.rules.0.id', message: "rule 'w' is a rule of the safety kernels' policy file (SAFETY_POLICY_PATH of sk-1); rule ids must be unique across the file and the bundles: rename the bundle rule" },
+      { path: 'safety.bundles.ops.rules.1.id', message: "rule 'x' is a rule of the safety kernels' policy file (SAFETY_POLICY_PATH of sk-1, sk-2); rule ids must be unique across the file and the bundles: rename the bundle rule" },
+    ]);
+    // no kernel published, no clash, an absent section, or one validateConfig already refuses
+    expect(fileRuleClashes(section, [])).toEqual([]);
+    expect(fileRuleClashes({ bundles: { ops: { rules: [{ id: 'y', decision: 'deny' }] } } }, files)).toEqual([]);
+    expect(fileRuleClashes(null, files)).toEqual([]);
+    expect(fileRuleClashes({ bundles: { ops: { rules: [{ id: 'x', decision: 'throttle' }] } } }, files)).toEqual([]);
+    // the kernel's own refusal of such a section names the fix too
+    expect(() => composePolicy({ version: 1, default_decision: 'allow', rules: [{ id: 'x', match: {}, decision: 'deny' }] }, parseSafetySection({ bundles: { ops: section.bundles.ops } }))).toThrow(
+      "safety.bundles.ops: rule 'x': id: duplicate rule id (already in the policy file); rename the bundle rule",
+    );
   });
 
   it('caps scan_interval_seconds at one day (a timer past 2^31-1 ms fires after 1 ms)', () => {

@@ -4,12 +4,18 @@
 import { z } from 'zod';
 import type { Request, Response } from 'express';
 import {
+  ConfigValidationError,
   DEFAULT_SCOPE,
   DEFAULT_SCOPE_ID,
+  applyMergePatch,
   configStatus,
+  fileRuleClashes,
   isPlainObject,
+  liveFileRules,
   publishConfigChanged,
+  safetyConfigKeys,
   type ConfigStore,
+  type FileRules,
   type JsonObject,
   type Scope,
   validateConfig,
@@ -77,6 +83,24 @@ function configCall<T>(deps: ConfigRouteDeps, what: string, p: () => Promise<T>)
   });
 }
 
+const FILE_RULES_KEY = safetyConfigKeys().fileRules();
+
+/**
+ * The rule ids of the running safety kernels' policy files, read only for a write that sets the
+ * `safety` section (one HGETALL). None published (no kernel running) → no clash can be seen and
+ * the write is checked as before.
+ */
+function kernelFileRules(deps: ConfigRouteDeps, safety: unknown): Promise<FileRules[]> {
+  if (safety === undefined || safety === null) return Promise.resolve([]);
+  return configCall(deps, 'read kernel policy file rule ids', () => liveFileRules(deps.config.redis, FILE_RULES_KEY));
+}
+
+/** validateConfig, then bundle rule ids against the kernels' file rule ids: a section every kernel must refuse is refused here. */
+function writeErrors(data: JsonObject, files: readonly FileRules[]): { path: string; message: string }[] {
+  const invalid = validateConfig(data);
+  return invalid.length > 0 ? invalid : fileRuleClashes(data['safety'], files);
+}
+
 export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
   mount('GET /api/v1/config', async (req: Request, res: Response) => {
     const q = parseQuery(docQuerySchema, req);
@@ -100,7 +124,8 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       scopeId = f.data.scope_id ?? DEFAULT_SCOPE_ID;
       const data = f.data.data as JsonObject;
       const expected = f.data.revision ?? undefined;
-      const invalid = [...unknownConfigKeys(data), ...validateConfig(data)];
+      let invalid = [...unknownConfigKeys(data), ...validateConfig(data)];
+      if (invalid.length === 0) invalid = fileRuleClashes(data['safety'], await kernelFileRules(deps, data['safety']));
       if (invalid.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: invalid.map((d) => ({ path: d.path ? `data.${d.path}` : 'data', message: d.message })) });
       // With a revision: one compare-and-set (409 on mismatch). Without: our own CAS loop until it lands.
       const w =
@@ -112,7 +137,19 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
     } else {
       const unknown = unknownConfigKeys(body);
       if (unknown.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: unknown.map((d) => ({ path: `data.${d.path}`, message: d.message })) });
-      const w = await configCall(deps, 'patch config', () => deps.config.mergePatch(DEFAULT_SCOPE, DEFAULT_SCOPE_ID, body as JsonObject, { validate: true }));
+      const patch = body as JsonObject;
+      const files = await kernelFileRules(deps, patch['safety']);
+      // mergePatch with validation, plus the file rule ids check on the merged section, in one CAS loop.
+      const w = await configCall(deps, 'patch config', () =>
+        deps.config.update(DEFAULT_SCOPE, DEFAULT_SCOPE_ID, (doc) => {
+          const data = applyMergePatch(doc.data, patch);
+          if (!isPlainObject(data)) throw new ConfigValidationError([{ path: '', message: 'config data must be a JSON object' }]);
+          const errors = writeErrors(data, files);
+          if (errors.length > 0) throw new ConfigValidationError(errors);
+          return { data };
+        }),
+      );
+      if (w === null) throw new ApiError('internal');
       revision = w.revision;
     }
     try {

@@ -26,6 +26,8 @@ export interface SafetyServiceDeps {
    * are refused UNAVAILABLE rather than decided by the file's rules alone. Absent = always.
    */
   policyComplete?: () => boolean;
+  /** Why the policy is incomplete (the refused section's error and its fix), appended to the UNAVAILABLE message. */
+  incompleteReason?: () => string | undefined;
 }
 
 type SafetyKernelMethods = typeof SafetyKernel extends { method: infer M } ? M : never;
@@ -52,8 +54,10 @@ export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
   const decide = async (req: PolicyCheckRequest, mode: VelocityMode): Promise<EvalResult> => {
     const end = deps.metrics.checkDuration.startTimer();
     try {
-      if (deps.policyComplete && !deps.policyComplete())
-        throw grpcError(GrpcStatus.UNAVAILABLE, `${KERNEL_NOT_READY}: the policy bundles in config are not loaded yet`);
+      if (deps.policyComplete && !deps.policyComplete()) {
+        const why = deps.incompleteReason?.();
+        throw grpcError(GrpcStatus.UNAVAILABLE, `${KERNEL_NOT_READY}: the policy bundles in config are not loaded yet${why ? `: ${why}` : ''}`);
+      }
       // active() and cache.get run in the same tick, so the lookup always uses the
       // snapshot that is current right now (the cache resets to it if it changed).
       const snap = active();

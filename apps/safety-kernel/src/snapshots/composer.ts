@@ -1,4 +1,5 @@
 import { composePolicy, type PolicyBundle, type Policy } from '@cordum/config-overlay';
+import { snapshotId } from '../policy/canonical';
 import { toSnapshot } from '../policy/parse';
 import type { SnapshotStore } from './store';
 
@@ -18,6 +19,7 @@ export interface Activation {
 export class PolicyComposer {
   private bundles: readonly PolicyBundle[] = [];
   private queue: Promise<unknown> = Promise.resolve();
+  private fileIdCache: string | undefined;
 
   constructor(
     private readonly store: SnapshotStore,
@@ -28,6 +30,16 @@ export class PolicyComposer {
   /** The file's default_decision: the effective one (bundles cannot change it, D22). */
   get defaultDecision(): Policy['default_decision'] {
     return this.filePolicy.default_decision;
+  }
+
+  /** Snapshot id of the policy file alone: names the file in Redis (published rule ids, last applied section). */
+  get fileId(): string {
+    return (this.fileIdCache ??= snapshotId(this.filePolicy));
+  }
+
+  /** The rule ids of the policy file, in file order. */
+  get fileRuleIds(): string[] {
+    return this.filePolicy.rules.map((r) => r.id);
   }
 
   get bundleIds(): string[] {
@@ -63,6 +75,7 @@ export class PolicyComposer {
 
   private async activate(file: Policy, bundles: readonly PolicyBundle[]): Promise<Activation> {
     const snap = toSnapshot(composePolicy(file, bundles), this.now());
+    if (file !== this.filePolicy) this.fileIdCache = undefined;
     this.filePolicy = file;
     this.bundles = bundles;
     const { changed } = await this.store.activate(snap);

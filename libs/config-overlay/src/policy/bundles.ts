@@ -24,6 +24,8 @@ const bundleSchema = z.strictObject({
   default_decision: z.enum(['allow', 'deny']).optional(),
 });
 
+const FILE = 'the policy file';
+
 const byId = (a: PolicyBundle, b: PolicyBundle): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 function issueLine(prefix: string, err: z.ZodError): string {
@@ -70,12 +72,12 @@ export function parseSafetySection(value: unknown): PolicyBundle[] {
  */
 export function composePolicy(file: Policy, bundles: readonly PolicyBundle[]): Policy {
   if (bundles.length === 0) return file;
-  const origin = new Map<string, string>(file.rules.map((r) => [r.id, 'the policy file']));
+  const origin = new Map<string, string>(file.rules.map((r) => [r.id, FILE]));
   const rules: PolicyRule[] = [...file.rules];
   for (const b of bundles) {
     for (const r of b.rules) {
       const prev = origin.get(r.id);
-      if (prev !== undefined) throw new PolicyLoadError(`safety.bundles.${b.id}: rule '${r.id}': id: duplicate rule id (already in ${prev})`);
+      if (prev !== undefined) throw new PolicyLoadError(`safety.bundles.${b.id}: rule '${r.id}': id: duplicate rule id (already in ${prev})${prev === FILE ? '; rename the bundle rule' : ''}`);
       origin.set(r.id, `bundle '${b.id}'`);
       rules.push(r);
     }
