@@ -26,6 +26,7 @@ interface ComposeService {
   expose?: string[];
   build?: { context: string; dockerfile: string };
   image?: string;
+  stop_grace_period?: string;
 }
 interface ComposeFile {
   services: Record<string, ComposeService>;
@@ -99,6 +100,17 @@ describe('docker-compose.yml and docker-compose.ha.yaml', () => {
     }
     expect(Object.keys(base.services)).toEqual(expect.arrayContaining(['redis', 'nats']));
     expect(base.services['nats']!.command).toEqual(expect.arrayContaining(['-js']));
+  });
+
+  it('gives every service more than the 15 s its SIGTERM drain may take (Docker\'s default is 10 s)', () => {
+    for (const file of [base, merged]) {
+      for (const svc of built) {
+        for (const [name, s] of appServices(file, svc.name)) {
+          const m = /^(\d+)s$/.exec(s.stop_grace_period ?? '');
+          expect({ name, grace: s.stop_grace_period, over15: m !== null && Number(m[1]) > 15 }).toEqual({ name, grace: s.stop_grace_period, over15: true });
+        }
+      }
+    }
   });
 
   it("runs Redis with services.json's redisArgs, as npm start does", () => {
