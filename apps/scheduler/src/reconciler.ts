@@ -38,23 +38,28 @@ export async function reconcileOnce(ctx: SchedulerContext): Promise<{ stale: num
 }
 
 
-/** Under the job lock, with index repair when the job is no longer in the state its index says. */
-async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: (lease: Lease, job: JobRecord) => Promise<void>): Promise<void> {
+/**
+ * Under the job lock, with index repair when the job is no longer in the state its index says.
+ * `fn` answers the job it ended, if any: its concurrency slot is handed on once the lock is
+ * released (P70), so the next waiter's drive (its lock, `Check`, publish) is not done under it.
+ */
+async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: (lease: Lease, job: JobRecord) => Promise<JobRecord | void>): Promise<void> {
   try {
-    await withJobLock(ctx, e.id, async (lease) => {
+    const r = await withJobLock(ctx, e.id, async (lease) => {
       const job = await readLocked(ctx, e.id);
       if (!job || job.state !== seenIn) {
         await ctx.store.repairIndex(e.id, seenIn, job);
         return;
       }
-      await fn(lease, job);
+      return fn(lease, job);
     });
+    if (!r.busy && r.value) await handOffFreedSlot(ctx, r.value);
   } catch (err) {
     ctx.logger.warn('reconcile job failed', { job_id: e.id, err });
   }
 }
 
-async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<void> {
+async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<JobRecord | void> {
   const d = job.dispatch;
   const t = ctx.timeouts().reconciler;
   if (d && !d.published) {
@@ -88,7 +93,7 @@ async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord)
   // in between would run a job recorded "not started". The fence closes the attempt to claims
   // first, or finds the claim (it started: RUNNING, as above).
   if (d && !(await ctx.store.fenceClaim(job.id, d.dispatchId, d.attempt))) return claimedToRunning(ctx, lease, job);
-  await timeout(ctx, lease, job, 'dispatch_timeout', `not started within ${t.dispatch_timeout_seconds}s of dispatch`);
+  return timeout(ctx, lease, job, 'dispatch_timeout', `not started within ${t.dispatch_timeout_seconds}s of dispatch`);
 }
 
 async function claimedToRunning(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<void> {
@@ -96,7 +101,8 @@ async function claimedToRunning(ctx: SchedulerContext, lease: Lease, job: JobRec
   if (w.ok) ctx.metrics.reconciled.inc({ action: 'running' });
 }
 
-async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code: string, message: string): Promise<void> {
+/** Ends the attempt TIMEOUT; answers the ended job (for its slot's hand-off after the lock), if written. */
+async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code: string, message: string): Promise<JobRecord | undefined> {
   await ctx.store.expireResult(job);
   const w = await ctx.store.transition(job.id, 'TIMEOUT', { token: lease.token, from: [job.state], patch: { error: { code, message } } });
   if (w.ok) {
@@ -104,13 +110,14 @@ async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code
     ctx.logger.info('job timed out', { job_id: job.id, code, attempt: job.attempts });
     // A worker still on the attempt stops and frees its slot; its result would be ignored anyway.
     await tellWorkerToStop(ctx, w.job, message);
-    await handOffFreedSlot(ctx, w.job);
+    return w.job;
   }
+  return undefined;
 }
 
 async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
   try {
-    await withJobLock(ctx, id, async (lease) => {
+    const r = await withJobLock(ctx, id, async (lease): Promise<JobRecord | void> => {
       const job = await readLocked(ctx, id);
       if (!job || TERMINAL_STATES.has(job.state)) return ctx.store.setDeadline(id, null);
       const now = Date.now();
@@ -123,7 +130,7 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
           const w = await ctx.store.transition(id, 'FAILED', { token: lease.token, from: [job.state], patch: { error: { code: 'deadline_exceeded', message } } });
           if (w.ok) {
             ctx.metrics.reconciled.inc({ action: 'deadline_exceeded' });
-            await handOffFreedSlot(ctx, w.job); // a RETRYING job held a slot between attempts
+            return w.job; // a RETRYING job held a slot between attempts
           }
         }
         return;
@@ -139,6 +146,8 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
       // due again only at the job's own deadline.
       return ctx.store.setDeadline(id, job.deadlineAt ?? null);
     });
+    // The ended job's slot goes on after its lock is released (P70).
+    if (!r.busy && r.value) await handOffFreedSlot(ctx, r.value);
   } catch (err) {
     ctx.logger.warn('deadline check failed', { job_id: id, err });
   }

@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { sectionFileErrors, sectionSchemas, TIMEOUT_DEFAULTS, type PoolsSection, type TimeoutsSection } from '@cordum/config-overlay';
+import { MIN_SCAN_INTERVAL_SECONDS, sectionFileErrors, sectionSchemas, TIMEOUT_DEFAULTS, type PoolsSection, type TimeoutsSection } from '@cordum/config-overlay';
 import { ConfigError } from '@cordum/service-kit';
 
 export interface PoolsConfig {
@@ -37,7 +37,8 @@ export function timeoutsFromSection(s: TimeoutsSection | undefined): TimeoutsCon
     reconciler: {
       dispatch_timeout_seconds: pick(r.dispatch_timeout_seconds, TIMEOUT_DEFAULTS.dispatch_timeout_seconds),
       running_timeout_seconds: pick(r.running_timeout_seconds, TIMEOUT_DEFAULTS.running_timeout_seconds),
-      scan_interval_seconds: pick(r.scan_interval_seconds, TIMEOUT_DEFAULTS.scan_interval_seconds),
+      // A value stored before the floor (P80) existed is raised to it, not refused.
+      scan_interval_seconds: Math.max(pick(r.scan_interval_seconds, TIMEOUT_DEFAULTS.scan_interval_seconds), MIN_SCAN_INTERVAL_SECONDS),
     },
   };
 }

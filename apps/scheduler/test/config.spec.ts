@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { ConfigError } from '@cordum/service-kit';
 import { repoRoot } from '@cordum/testing';
 import { loadSchedulerConfig } from '../src/config';
+import { timeoutsFromSection } from '../src/routing-config';
 
 describe('loadSchedulerConfig', () => {
   const empty = mkdtempSync(join(tmpdir(), 'sched-cfg-'));
@@ -102,6 +103,9 @@ describe('loadSchedulerConfig', () => {
     );
     writeFileSync(t, 'reconciler:\n  scan_interval_seconds: 0.1\n');
     expect(loadSchedulerConfig({ TIMEOUT_CONFIG_PATH: t }, empty).timeouts.reconciler.scan_interval_seconds).toBe(0.1);
+    // A live document stored before the floor is applied raised to it, never refused (a refused
+    // section would leave an upgraded scheduler unable to finish its first config load).
+    expect(timeoutsFromSection({ reconciler: { scan_interval_seconds: 0.05 } }).reconciler.scan_interval_seconds).toBe(0.1);
   });
 
   it('a file naming a key no section has stops the start with one line naming the file and the key path (P66 check, as for a PUT)', () => {

@@ -24,6 +24,10 @@ export const MAX_SCAN_INTERVAL_SECONDS = 86_400;
 /**
  * And a floor: `0.001` was a reconciler leader scanning every millisecond (each scan reads the
  * job indexes). 0.1 s still leaves test suites their 0.3 s; 0 keeps meaning "the default".
+ * Checked where a value is written (validateConfig: the API, the bootstrap files), not in the
+ * section schema that reads a stored document: a value stored before the floor existed is
+ * raised to it when applied (timeoutsFromSection), so an upgrade never leaves a replica unable
+ * to load its config.
  */
 export const MIN_SCAN_INTERVAL_SECONDS = 0.1;
 
@@ -35,11 +39,7 @@ export const timeoutsSectionSchema = z.looseObject({
     .looseObject({
       dispatch_timeout_seconds: seconds.optional(),
       running_timeout_seconds: seconds.optional(),
-      scan_interval_seconds: seconds
-        .max(MAX_SCAN_INTERVAL_SECONDS, `must be at most ${MAX_SCAN_INTERVAL_SECONDS} (one day)`)
-        // A negative value is reported by `seconds` already; 0 is the default.
-        .refine((v) => v <= 0 || v >= MIN_SCAN_INTERVAL_SECONDS, `must be 0 (the default) or at least ${MIN_SCAN_INTERVAL_SECONDS} (100 ms)`)
-        .optional(),
+      scan_interval_seconds: seconds.max(MAX_SCAN_INTERVAL_SECONDS, `must be at most ${MAX_SCAN_INTERVAL_SECONDS} (one day)`).optional(),
     })
     .optional(),
 });
@@ -102,12 +102,23 @@ export function validateConfig(data: unknown): ConfigFieldError[] {
   for (const [section, value] of Object.entries(data)) {
     if (value === null || value === undefined || !isKnownSection(section)) continue;
     const res = sectionSchemas[section].safeParse(value);
-    if (res.success) continue;
+    if (res.success) {
+      if (section === 'timeouts') errors.push(...scanIntervalFloor(res.data as TimeoutsSection));
+      continue;
+    }
     for (const issue of res.error.issues) {
       errors.push({ path: [section, ...issue.path.map(String)].join('.'), message: issue.message });
     }
   }
   return errors;
+}
+
+/** MIN_SCAN_INTERVAL_SECONDS, for writes only (see there). */
+function scanIntervalFloor(t: TimeoutsSection): ConfigFieldError[] {
+  const v = t.reconciler?.scan_interval_seconds;
+  return v !== undefined && v > 0 && v < MIN_SCAN_INTERVAL_SECONDS
+    ? [{ path: 'timeouts.reconciler.scan_interval_seconds', message: `must be 0 (the default) or at least ${MIN_SCAN_INTERVAL_SECONDS} (100 ms)` }]
+    : [];
 }
 
 /**
@@ -220,6 +231,6 @@ export function resolveTimeouts(section: TimeoutsSection | undefined): { dispatc
   return {
     dispatchTimeoutMs: pick(r.dispatch_timeout_seconds, TIMEOUT_DEFAULTS.dispatch_timeout_seconds),
     runningTimeoutMs: pick(r.running_timeout_seconds, TIMEOUT_DEFAULTS.running_timeout_seconds),
-    scanIntervalMs: pick(r.scan_interval_seconds, TIMEOUT_DEFAULTS.scan_interval_seconds),
+    scanIntervalMs: Math.max(pick(r.scan_interval_seconds, TIMEOUT_DEFAULTS.scan_interval_seconds), MIN_SCAN_INTERVAL_SECONDS * 1000),
   };
 }

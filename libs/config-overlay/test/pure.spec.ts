@@ -10,6 +10,7 @@ import {
   fileRuleClashes,
   mergeEffective,
   parseSafetySection,
+  parseSection,
   resolveTimeouts,
   sectionFileErrors,
   sectionHash,
@@ -146,6 +147,10 @@ describe('validateConfig', () => {
     expect(scan(-1)).toEqual([{ path: 'timeouts.reconciler.scan_interval_seconds', message: 'must be >= 0' }]);
     for (const ok of [0, 0.1, 0.3, 30]) expect(scan(ok)).toEqual([]);
     expect(resolveTimeouts({ reconciler: { scan_interval_seconds: 0 } }).scanIntervalMs).toBe(30_000);
+    // Only writes are refused: a document stored before the floor still loads, raised to it.
+    const stored = parseSection('timeouts', { reconciler: { scan_interval_seconds: 0.05 } });
+    expect(stored?.reconciler?.scan_interval_seconds).toBe(0.05);
+    expect(resolveTimeouts(stored).scanIntervalMs).toBe(100);
   });
 
   it('sectionFileErrors checks one section as a file gives it, with the API\'s unknown-key check first', () => {

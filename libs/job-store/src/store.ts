@@ -340,9 +340,11 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     const written = await scripts.run<number>('dlq-set', [jobKeys.dlqEntry(job.id), jobKeys.dlqDeleted(job.id)], [JSON.stringify(entry), DLQ_TTL_MS]);
     if (written === DLQ_DELETED) return false;
     // What a retry reads (the record, its input) and the history beside it live as long as the
-    // entry, not just the job TTL, so the entry stays retryable for its 30 days (P74). GT: never
-    // shortens a longer TTL (a JOB_TTL above 30 d), and a re-run changes nothing.
-    const kept = Promise.all([jobKeys.meta(job.id), jobKeys.ctx(job.id), jobKeys.decisions(job.id)].map((k) => redis.pexpire(k, DLQ_TTL_MS, 'GT')));
+    // entry, not just the job TTL, so the entry stays retryable for its 30 days (P74). One
+    // absolute time, 30 d from the job's end (the entry, written then, expires no earlier), so a
+    // re-run (a redelivered result, a late notice) never moves it; GT never shortens a TTL.
+    const keepUntil = (job.finishedAt ?? now()) + DLQ_TTL_MS;
+    const kept = Promise.all([jobKeys.meta(job.id), jobKeys.ctx(job.id), jobKeys.decisions(job.id)].map((k) => redis.pexpireat(k, keepUntil, 'GT')));
     kept.catch(() => undefined); // awaited below; not an unhandled rejection if a ZADD throws first
     await redis.zadd(jobKeys.dlqIndex(), 'NX', job.finishedAt ?? now(), job.id);
     const tenantIndex = jobKeys.dlqIndexTenant(job.tenant);

@@ -163,9 +163,13 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     expect(await short.getJob(dead.id)).toMatchObject({ state: 'FAILED', error: { code: 'worker_error' } });
     expect(await short.readContext(dead.id)).toMatchObject({ prompt: 'hello', context: { x: 1 } });
     expect((await short.listDecisions(dead.id)).length).toBeGreaterThan(0);
-    for (const key of [jobKeys.meta(dead.id), jobKeys.ctx(dead.id), jobKeys.decisions(dead.id)]) {
-      expect({ key, kept: (await redis.pttl(key)) > 29 * 24 * 3600 * 1000 }).toEqual({ key, kept: true });
-    }
+    const finished = (await short.getJob(dead.id))!.finishedAt!;
+    const keys = [jobKeys.meta(dead.id), jobKeys.ctx(dead.id), jobKeys.decisions(dead.id)];
+    const until = async (key: string): Promise<number> => Number(await redis.call('PEXPIRETIME', key));
+    for (const key of keys) expect({ key, until: await until(key) }).toEqual({ key, until: finished + DLQ_TTL_MS });
+    // a re-run of the DLQ write (a redelivered result, a late notice) does not move it
+    expect(await short.writeDlq((await short.getJob(dead.id))!)).toBe(false);
+    for (const key of keys) expect({ key, until: await until(key) }).toEqual({ key, until: finished + DLQ_TTL_MS });
   });
 
   it('writes the DLQ entry for a job created DENIED', async () => {
