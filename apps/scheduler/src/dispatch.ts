@@ -116,8 +116,17 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
   if (!lease.safeToAct(safeMarginMs(lease.ttlMs))) return { kind: 'lost', reason: 'lease_unsafe' };
   if (job.maxRuntimeMs !== undefined) await recordRuntimeBound(ctx, job, job.maxRuntimeMs);
   const packet = dispatchPacket(ctx.instanceId, job, jobRequestFor(job, d, base));
-  ctx.bus.publishCore(d.subject, ctx.encodeForWorkers(packet));
-  await ctx.bus.flush();
+  try {
+    ctx.bus.publishCore(d.subject, ctx.encodeForWorkers(packet));
+    await ctx.bus.flush();
+  } catch (err) {
+    // The attempt is recorded DISPATCHED but may not have left (NATS dropped the connection
+    // mid-flush). A submit's or a result's message is redelivered and republishes it, but a
+    // drive by the replayer or a slot hand-off has no message behind it: without this it waited
+    // for the dispatch timeout (120 s). The replayer republishes it, same dispatch id (P83).
+    await ctx.store.scheduleRetry(job.id, Date.now() + 1000).catch(() => undefined);
+    throw err;
+  }
   if (d.workerId) ctx.workers.noteDispatched(d.workerId);
   ctx.metrics.dispatchLatency.observe(Math.max(0, Date.now() - job.createdAt) / 1000);
   const m = await ctx.store.markPublished(job.id, d.dispatchId, lease.token, { current: job, release });

@@ -163,6 +163,27 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     return m?.values.filter((v) => v.labels[label] === value).reduce((a, v) => a + v.value, 0) ?? 0;
   }
 
+  it('P83: an attempt whose publish failed (recorded DISPATCHED, unpublished, filed for retry) goes out again from the replayer, same dispatch id, not at the dispatch timeout', async () => {
+    const w = await worker('tw-repub', ['job.repub']);
+    const republishedBefore = await counter('cordum_scheduler_reconciled_total', 'action', 'republish');
+    // What publishAttempt leaves when NATS drops the connection mid-flush on a drive with no
+    // message behind it (a parked job woken by the replayer): DISPATCHED, published false, a retry.
+    const job = await store.createJob(newJob('job.repub'));
+    const token = 'dead-drive:1';
+    await redis.set(jobKeys.lock(job.id), token, 'PX', 10_000);
+    const dispatch = { dispatchId: `d-${job.id}`, attempt: 1, published: false, subject: 'worker.tw-repub.jobs', workerId: 'tw-repub' };
+    const wr = await store.transition(job.id, 'DISPATCHED', { token, from: ['PENDING'], via: 'SCHEDULED', patch: { dispatch, attempts: 1, dispatchedAt: Date.now(), workerId: 'tw-repub' } });
+    expect(wr.ok).toBe(true);
+    await redis.del(jobKeys.lock(job.id));
+    await store.scheduleRetry(job.id, Date.now());
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'republished attempt ran' });
+    expect(w.count(job.id)).toBe(1);
+    expect(w.executions.get(job.id)?.[0]?.request.dispatch?.dispatchId).toBe(dispatch.dispatchId);
+    expect((await store.getJob(job.id))?.attempts).toBe(1);
+    // The replayer sent it, not the reconciler's dispatch timeout (3 s in this suite).
+    expect(await counter('cordum_scheduler_reconciled_total', 'action', 'republish')).toBe(republishedBefore);
+  });
+
   it('verification fallback: a dispatch to a start-ack worker that never received it is redispatched elsewhere and counted', async () => {
     // 'a-ghost' wins the routing tie-break, so the first attempt goes to the dead worker.
     await ghost('a-ghost', ['job.ra'], true);
