@@ -253,7 +253,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
         await recordApplied();
         return { ok: true, snapshotId: a.snapshotId, changed: a.changed };
       } catch (err) {
-        const error = err instanceof Error ? err.message : String(err);
+        const error = errorText(err);
         log.error('policy reload rejected, keeping the previous policy', { error, snapshot: store.active?.id });
         return { ok: false, error };
       }

@@ -109,6 +109,18 @@ async function recordRuntimeBound(ctx: SchedulerContext, job: JobRecord, maxRunt
 }
 
 /**
+ * An attempt recorded DISPATCHED but never marked published (its owner died, D2, or its publish
+ * failed, P83) goes out again with the same dispatch id, and its dispatch clock restarts. true
+ * when it was published and marked.
+ */
+export async function republishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord): Promise<boolean> {
+  const out = await publishAttempt(ctx, lease, job, d);
+  if (out.kind !== 'dispatched') return false;
+  await ctx.store.reindex(job.id, 'DISPATCHED', 'DISPATCHED', Date.now());
+  return true;
+}
+
+/**
  * Publishes the attempt recorded on the job (also used to republish an
  * unpublished attempt whose owner died, D2) and marks it published.
  */

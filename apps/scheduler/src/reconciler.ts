@@ -13,7 +13,7 @@ import { TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
-import { publishAttempt } from './dispatch';
+import { republishAttempt } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
 import { reattemptLocked } from './redispatch';
 import { tellWorkerToStop } from './cancels';
@@ -64,11 +64,7 @@ async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord)
   const t = ctx.timeouts().reconciler;
   if (d && !d.published) {
     // D2: we hold the lock, so the owner's lease expired; the attempt may never have left it.
-    const out = await publishAttempt(ctx, lease, job, d);
-    if (out.kind === 'dispatched') {
-      await ctx.store.reindex(job.id, 'DISPATCHED', 'DISPATCHED', Date.now());
-      ctx.metrics.reconciled.inc({ action: 'republish' });
-    }
+    if (await republishAttempt(ctx, lease, job, d)) ctx.metrics.reconciled.inc({ action: 'republish' });
     return;
   }
   if (d && (await ctx.store.claimedDispatch(job.id)) === d.dispatchId) {

@@ -15,11 +15,11 @@
 // and concurrency groups (P70): the longest waiters of a group with free slots
 // are moved to `job:retry` (slots.ts).
 import { subjects, type HandlerOutcome } from '@cordum/bus';
-import { TERMINAL_STATES, type DispatchRecord, type JobRecord, type JobState, type ScoredId } from '@cordum/job-store';
+import { TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import { QUEUE, type SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
-import { publishAttempt } from './dispatch';
+import { republishAttempt } from './dispatch';
 import { driveJob } from './intake';
 import { readLocked, withJobLock } from './job-lock';
 import { failNoWorker, parkPlan } from './no-worker';
@@ -180,18 +180,6 @@ export async function handOffFreedSlot(ctx: SchedulerContext, job: JobRecord): P
   }
 }
 
-/**
- * P83: an attempt recorded DISPATCHED whose publish failed (its retry entry filed by
- * publishAttempt) goes out again now, with the same dispatch id (D2: a worker that did get it
- * runs it once), instead of at the reconciler's dispatch timeout. Its dispatch clock restarts.
- */
-async function republish(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord): Promise<boolean> {
-  const out = await publishAttempt(ctx, lease, job, d);
-  if (out.kind !== 'dispatched') return false;
-  await ctx.store.reindex(job.id, 'DISPATCHED', 'DISPATCHED', Date.now());
-  return true;
-}
-
 /** true when the job was found in a drivable state and driven. */
 function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null): Promise<boolean> {
   return underJobLock(ctx, id, 'replay failed', async (lease) => {
@@ -200,7 +188,9 @@ function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null): Prom
       await ctx.store.repairIndex(id, seenIn, job);
       return false;
     }
-    if (job && !seenIn && job.state === 'DISPATCHED' && job.dispatch && !job.dispatch.published) return republish(ctx, lease, job, job.dispatch);
+    // P83: an attempt whose publish failed (its retry entry filed by publishAttempt) goes out
+    // again now, not at the reconciler's dispatch timeout.
+    if (job && !seenIn && job.state === 'DISPATCHED' && job.dispatch && !job.dispatch.published) return republishAttempt(ctx, lease, job, job.dispatch);
     if (!job || !ORPHAN_STATES.includes(job.state)) return false;
     if (seenIn && (await settleParked(ctx, lease, job))) return false;
     if (seenIn && (await settleSlotWait(ctx, job))) return false;

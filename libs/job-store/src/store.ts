@@ -321,6 +321,11 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     return { done };
   }
 
+  /** The job TTL on each key, one command per key (they may sit in different slots). */
+  const expireKeys = async (keys: readonly string[]): Promise<void> => {
+    await Promise.all(keys.map((k) => redis.pexpire(k, ttl)));
+  };
+
   /** D45 ahead of a terminal write, in order before it. */
   const expireAhead = (key: string): Promise<{ done: Promise<unknown> }> => ahead(redis.pexpire(key, ttl));
 
@@ -499,7 +504,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
 
     async refreshLifetime(id) {
       // One command per key: ctx: is in another slot than the record's hash tag.
-      await Promise.all([jobKeys.ctx(id), jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id)].map((k) => redis.pexpire(k, ttl)));
+      await expireKeys([jobKeys.ctx(id), jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id)]);
     },
 
     async expireFence(id) {
@@ -573,7 +578,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     },
 
     async expireOutputs(keys) {
-      await Promise.all(keys.map((k) => redis.pexpire(k, ttl)));
+      await expireKeys(keys);
     },
 
     async dropOutputs(keys) {
