@@ -9,7 +9,7 @@ import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
-import { createExpressServer, createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck } from '@cordum/service-kit';
+import { createExpressServer, createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
 import { answerClientErrors } from './http/client-errors';
 import type { GatewayConfig } from './config';
 import { createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
@@ -139,7 +139,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       try {
         bus.publishCore(subjects.state, encodeStatePacket(config.instanceId, job));
       } catch (err) {
-        logger.debug('state broadcast failed', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+        logger.debug('state broadcast failed', { job_id: job.id, err: errorText(err) });
       }
     };
     // D14: the sys.job.dlq notice after each DLQ write this replica makes (a job DENIED at submit).
@@ -249,7 +249,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
         try {
           await c.fn();
         } catch (err) {
-          logger.warn('cleanup failed', { name: c.name, err: err instanceof Error ? err.message : String(err) });
+          logger.warn('cleanup failed', { name: c.name, err: errorText(err) });
         }
       }
       cleanups.length = 0;

@@ -1,5 +1,5 @@
 // Entry point: parse env once, build the gateway, wire signals (ARCHITECTURE: main.ts only calls the composition root).
-import { exitOnConfigError, processEnv, Shutdown } from '@cordum/service-kit';
+import { exitOnConfigError, processEnv, Shutdown, errorText } from '@cordum/service-kit';
 import { loadGatewayConfig } from './config';
 import { createGateway } from './gateway';
 
@@ -12,7 +12,7 @@ exitOnConfigError(async () => {
   try {
     await gateway.start();
   } catch (err) {
-    gateway.logger.error('api-gateway failed to start', { err: err instanceof Error ? err.message : String(err) });
+    gateway.logger.error('api-gateway failed to start', { err: errorText(err) });
     process.exitCode = 1;
     await shutdown.run();
     process.exit(1);

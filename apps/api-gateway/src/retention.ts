@@ -8,6 +8,7 @@ import { DLQ_TTL_MS, trimIndexes, type TrimCounts } from '@cordum/job-store';
 import type { LeaderElector, Locks } from '@cordum/locks';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
+import { errorText } from '@cordum/service-kit';
 
 export const DLQ_CLEANUP_LOCK = 'cordum:dlq:cleanup';
 
@@ -37,7 +38,7 @@ export function createRetentionCleanup(o: { redis: RedisClient; locks: Locks; lo
     if (!elector?.isLeader() || busy) return;
     busy = true;
     running = runOnce()
-      .catch((err: unknown) => o.logger.warn('retention trim failed', { err: err instanceof Error ? err.message : String(err) }))
+      .catch((err: unknown) => o.logger.warn('retention trim failed', { err: errorText(err) }))
       .finally(() => {
         busy = false;
       });

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type Policy } from '@cordum/config-overlay';
-import { ConfigError, commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zDuration, zPositiveInt } from '@cordum/service-kit';
+import { ConfigError, commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zDuration, zPositiveInt, errorText } from '@cordum/service-kit';
 import { z } from 'zod';
 import { parsePolicy } from './policy/parse';
 import { BUILTIN_DEFAULT_POLICY } from './policy/source';
@@ -80,13 +80,13 @@ export function withInitialPolicy(config: SafetyKernelConfig): SafetyKernelRunti
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     if (!explicit && code === 'ENOENT') return { ...config, initialPolicy: BUILTIN_DEFAULT_POLICY, policySource: 'builtin' };
-    const what = typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
+    const what = typeof code === 'string' ? code : errorText(err);
     throw new ConfigError(`invalid config: SAFETY_POLICY_PATH cannot read ${JSON.stringify(path)}: ${what}`);
   }
   try {
     return { ...config, initialPolicy: parsePolicy(text), policySource: 'file' };
   } catch (err) {
-    const what = err instanceof Error ? err.message : String(err);
+    const what = errorText(err);
     const name = explicit ? 'SAFETY_POLICY_PATH' : 'SAFETY_POLICY_PATH (default bundled copy)';
     throw new ConfigError(`invalid config: ${name} ${JSON.stringify(path)}: ${what}`);
   }

@@ -15,7 +15,7 @@ import {
 } from '@cordum/config-overlay';
 import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, grpcServerOptions } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient } from '@cordum/redis';
-import { startHealthServer, type HealthServer, type Logger, type Registry, type Service } from '@cordum/service-kit';
+import { startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
 import type { SafetyKernelRuntimeConfig } from './config';
 import { createSafetyService, type SafetyService } from './grpc/safety-service';
@@ -62,7 +62,6 @@ const appliedRecordSchema = z.object({
 });
 type AppliedRecord = z.infer<typeof appliedRecordSchema>;
 
-const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 const shortHash = (h: string | null | undefined): string => (h ? h.slice(0, 12) : 'absent');
 
 function grpcBindAddress(a: { host: string; port: number }): string {

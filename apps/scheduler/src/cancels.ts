@@ -12,6 +12,7 @@ import type { BusPacket } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { handOffFreedSlot } from './replayer';
+import { errorText } from '@cordum/service-kit';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 
@@ -27,7 +28,7 @@ export async function tellWorkerToStop(ctx: SchedulerContext, job: JobRecord, re
   try {
     await ctx.bus.publish(subjects.cancel, ctx.encodeForWorkers(packet), { msgId });
   } catch (err) {
-    ctx.logger.warn('JobCancel for the ended attempt not published; its worker runs on and its result is ignored', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+    ctx.logger.warn('JobCancel for the ended attempt not published; its worker runs on and its result is ignored', { job_id: job.id, err: errorText(err) });
   }
 }
 

@@ -14,6 +14,7 @@ import type { SchedulerContext } from './context';
 import { dispatchPacket, jobRequestFor } from './packets';
 import { directSubject } from './registry';
 import type { RouteDecision } from './routing';
+import { errorText } from '@cordum/service-kit';
 
 export type DispatchOutcome =
   | { kind: 'dispatched'; job: JobRecord }
@@ -104,7 +105,7 @@ async function recordRuntimeBound(ctx: SchedulerContext, job: JobRecord, maxRunt
   try {
     await ctx.store.setDeadline(job.id, Math.min(job.deadlineAt ?? Infinity, Date.now() + maxRuntimeMs));
   } catch (err) {
-    ctx.logger.warn('max_runtime_ms bound not recorded; the running timeout still bounds the attempt', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+    ctx.logger.warn('max_runtime_ms bound not recorded; the running timeout still bounds the attempt', { job_id: job.id, err: errorText(err) });
   }
 }
 

@@ -9,6 +9,7 @@ import type { JobRecord } from '@cordum/job-store';
 import breakerLua from './lua/safety-breaker-1.lua';
 import type { SafetyChecker, SafetyVerdict } from './safety';
 import type { SchedulerMetrics } from './metrics';
+import { errorText } from '@cordum/service-kit';
 
 export const SAFETY_BREAKER_KEY = 'cordum:cb:safety:failures';
 
@@ -104,7 +105,7 @@ export function breakerSafetyChecker(inner: SafetyChecker, breaker: SharedBreake
       storageFailing = false;
       return r;
     } catch (err) {
-      if (!storageFailing) logger.warn('safety breaker state unavailable in Redis; calling the kernel unguarded', { err: err instanceof Error ? err.message : String(err) });
+      if (!storageFailing) logger.warn('safety breaker state unavailable in Redis; calling the kernel unguarded', { err: errorText(err) });
       storageFailing = true;
       return null;
     }

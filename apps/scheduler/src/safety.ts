@@ -16,6 +16,7 @@ import {
 } from '@cordum/protocol';
 import { policyCheckInit, type JobRecord, type SafetyRecord } from '@cordum/job-store';
 import type { SchedulerContext } from './context';
+import { errorText } from '@cordum/service-kit';
 
 export type FailMode = 'open' | 'closed';
 
@@ -90,7 +91,7 @@ export function grpcSafetyChecker(address: string, deadlineMs: number): SafetyCh
         const res = await client.check(policyCheckInit(job.id, job, { withMetaLabels: true }), deadlineMs);
         return verdictFrom(res);
       } catch (err) {
-        return { kind: 'unavailable', error: err instanceof Error ? err.message : String(err) };
+        return { kind: 'unavailable', error: errorText(err) };
       }
     },
     close: () => client.close(),
@@ -152,11 +153,11 @@ async function emitFailOpenAlert(ctx: SchedulerContext, job: JobRecord, error: s
   try {
     await ctx.bus.publish(subjects.audit, bytes, { msgId: `${subjects.audit}:${FAIL_OPEN_ALERT_CODE}:${job.id}` });
   } catch (err) {
-    ctx.logger.error('fail-open audit alert not exported', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+    ctx.logger.error('fail-open audit alert not exported', { job_id: job.id, err: errorText(err) });
   }
   try {
     ctx.bus.publishCore(subjects.alert, bytes);
   } catch (err) {
-    ctx.logger.debug('fail-open alert broadcast failed', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+    ctx.logger.debug('fail-open alert broadcast failed', { job_id: job.id, err: errorText(err) });
   }
 }

@@ -8,6 +8,7 @@ import { ABSENT_HASH_LABEL, configMetrics, type ReloadTrigger } from './metrics'
 import { decodeConfigChanged, publishConfigChanged } from './notify';
 import { removeAppliedReport, writeAppliedReport, type AppliedReport } from './status';
 import type { ConfigDocument, ConfigStore } from './store';
+import { errorText } from '@cordum/service-kit';
 
 /** Applies one section; throwing keeps the previous hash so the next reload retries. */
 export type SectionSetter = (value: unknown, hash: string | null) => void | Promise<void>;
@@ -88,7 +89,7 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
   const failingSections = new Map<string, string | null>();
   const lastError = new Map<'read' | 'bootstrap', string>();
   function logOnce(kind: 'read' | 'bootstrap', msg: string, err: unknown, fields: Record<string, unknown>): void {
-    const sig = err instanceof Error ? err.message : String(err);
+    const sig = errorText(err);
     if (lastError.get(kind) === sig) {
       log.debug(msg, { ...fields, err, repeated: true });
       return;
@@ -274,7 +275,7 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
     await inFlight;
     await lastReport; // a report still being written (a stop during start) must not land after the delete
     await removeAppliedReport(o.store.redis, reportKey, o.store.keys.appliedIndex()).catch((err: unknown) =>
-      log.warn('config applied report not removed; it expires on its own', { err: err instanceof Error ? err.message : String(err) }),
+      log.warn('config applied report not removed; it expires on its own', { err: errorText(err) }),
     );
   }
 

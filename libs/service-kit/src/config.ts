@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { ConfigError, isConfigError } from './errors';
+import { ConfigError, isConfigError, errorText } from './errors';
 
 // Env parsing. `loadConfig` is pure: main.ts (or `runService`) hands it the env.
 // Every helper carries its own message so that a bad variable reads as one line:
@@ -70,7 +70,7 @@ export function zParsedString<T>(parse: (v: string) => T) {
       try {
         return parse(v);
       } catch (err) {
-        ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
+        ctx.addIssue({ code: 'custom', message: errorText(err) });
         return z.NEVER;
       }
     });

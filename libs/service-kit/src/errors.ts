@@ -25,3 +25,8 @@ export class ConfigError extends Error {
 export function isConfigError(err: unknown): err is ConfigError {
   return err instanceof ConfigError || (typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 'config_invalid');
 }
+
+/** An error's message for a log line or a reply, whatever was thrown. */
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

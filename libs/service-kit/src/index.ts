@@ -1,4 +1,4 @@
-export { CordumError, ConfigError, isConfigError } from './errors';
+export { CordumError, ConfigError, isConfigError, errorText } from './errors';
 export {
   loadConfig,
   exitOnConfigError,

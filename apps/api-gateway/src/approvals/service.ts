@@ -15,6 +15,7 @@ import type { PolicyEvaluator } from '../safety/evaluator';
 import { encodeJobRequest, submitMsgId } from '../submit/packet';
 import { storeCall } from '../http/store-call';
 import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
+import { errorText } from '@cordum/service-kit';
 
 
 export type ApprovalOutcome =
@@ -141,7 +142,7 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
         }
         // D45: the job (input, record, fence, history) lives another job TTL from the approval (P75).
         await deps.store.refreshLifetime(id).catch((err: unknown) => {
-          deps.logger.warn('approved job\'s lifetime not renewed; it keeps the TTL it had', { job_id: id, err: err instanceof Error ? err.message : String(err) });
+          deps.logger.warn('approved job\'s lifetime not renewed; it keeps the TTL it had', { job_id: id, err: errorText(err) });
         });
         return { kind: 'approved', job: r.job };
       });
@@ -153,7 +154,7 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
       try {
         await deps.bus.publish(subjects.submit, encodeJobRequest(j, deps.instanceId, jobBudgetInit(j)?.deadlineMs), { msgId: submitMsgId(j.id, 0, j.approval?.revision ?? 1) });
       } catch (err) {
-        deps.logger.warn('approved job not republished; the pending replayer will re-drive it', { job_id: j.id, err: err instanceof Error ? err.message : String(err) });
+        deps.logger.warn('approved job not republished; the pending replayer will re-drive it', { job_id: j.id, err: errorText(err) });
       }
       return out;
     },

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
 import { AlertSeverity, SystemAlertSchema, create, encodePacket, newPacket } from '@cordum/protocol';
 import type { Logger } from '@cordum/service-kit';
+import { errorText } from '@cordum/service-kit';
 
 export interface AuditEvent {
   action: string;
@@ -56,7 +57,7 @@ export function createAuditSink(o: { transport: 'local' | 'nats'; bufferSize: nu
       });
       const p = o.bus
         .publish(subjects.audit, encodePacket(newPacket(o.instanceId, { case: 'alert', value: alert })), { msgId: `${subjects.audit}:${rec.id}` })
-        .catch((err: unknown) => o.logger.warn('audit export failed', { action: rec.action, err: err instanceof Error ? err.message : String(err) }))
+        .catch((err: unknown) => o.logger.warn('audit export failed', { action: rec.action, err: errorText(err) }))
         .finally(() => pending.delete(p));
       pending.add(p);
     },

@@ -11,6 +11,7 @@ import { DLQ_STATES, type JobStore } from '@cordum/job-store';
 import { decodePacket, type BusPacket } from '@cordum/protocol';
 import type { Logger } from '@cordum/service-kit';
 import { Counter, type Registry } from 'prom-client';
+import { errorText } from '@cordum/service-kit';
 
 export const DLQ_CONSUMER_QUEUE = 'cordum-gateway';
 /** Redis unreachable: the notice comes back after this long. */
@@ -29,7 +30,7 @@ export function dlqNoticeHandler(o: { store: JobStore; logger: Logger; counted: 
       else if (!DLQ_STATES.has(job.state)) outcome = 'not_dlq_state';
       else outcome = (await o.store.writeDlq(job, notice.errorMessage || undefined, { notify: false })) ? 'filed' : 'present';
     } catch (err) {
-      o.logger.warn('dlq notice not applied, will retry', { job_id: notice.jobId, err: err instanceof Error ? err.message : String(err) });
+      o.logger.warn('dlq notice not applied, will retry', { job_id: notice.jobId, err: errorText(err) });
       return { kind: 'nak', delayMs: RETRY_MS };
     }
     o.counted(outcome);

@@ -7,6 +7,7 @@ import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import bucketLua from './lua/token-bucket-1.lua';
 import { withTimeout } from '../util/timeout';
+import { errorText } from '@cordum/service-kit';
 
 export interface RateLimits {
   rps: number;
@@ -123,7 +124,7 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
       waiters.forEach((w, i) => w(i < Number(granted) ? ALLOWED : rejected));
       return true;
     } catch (err) {
-      switchTo('memory', err instanceof Error ? err.message : String(err));
+      switchTo('memory', errorText(err));
       decideInMemory(key, waiters);
       return false;
     }
@@ -158,7 +159,7 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
       lanes.delete(key);
       decideInMemory(key, [...batch, ...queued]);
       try {
-        o.logger.error('rate limiter batch failed; its requests were decided in memory', { err: err instanceof Error ? err.message : String(err) });
+        o.logger.error('rate limiter batch failed; its requests were decided in memory', { err: errorText(err) });
       } catch {
         // the logger itself failing must not undo the answers above
       }

@@ -32,6 +32,7 @@ import { zodDetails } from '../submit/schema';
 import { jsonBody } from './jobs';
 import { parseQuery } from './job-actions';
 import { withTimeout } from '../util/timeout';
+import { errorText } from '@cordum/service-kit';
 
 /**
  * An unknown envelope key is named (one detail per key) with what the document form takes; the
@@ -156,7 +157,7 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       await publishConfigChanged(deps.bus, { scope, scopeId, revision, senderId: deps.instanceId });
     } catch (err) {
       // The write landed; replicas converge by polling within one reload interval.
-      deps.logger.warn('sys.config.changed publish failed; replicas will pick the change up by polling', { err: err instanceof Error ? err.message : String(err) });
+      deps.logger.warn('sys.config.changed publish failed; replicas will pick the change up by polling', { err: errorText(err) });
     }
     deps.audit.record({ action: 'config.put', tenant: c.tenant ?? c.keyTenant, principal_id: c.principalId, target: `${scope}/${scopeId}`, details: { revision: String(revision) } });
     res.setHeader('ETag', `"${revision}"`);

@@ -18,6 +18,7 @@ import { storeCall } from '../http/store-call';
 import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
 import type { AuditSink } from '../audit/sink';
 import { JOB_ID_RE, jsonBody } from './jobs';
+import { errorText } from '@cordum/service-kit';
 
 export const MAX_LIST_LIMIT = 500;
 export const DEFAULT_LIST_LIMIT = 50;
@@ -128,7 +129,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
       await deps.bus.publish(subjects.cancel, deps.encodeForWorkers(packet), { msgId });
       if (again) deps.logger.info('cancel sent again for a CANCELLED job', { job_id: job.id });
     } catch (err) {
-      deps.logger.error('cancel publish failed; job is CANCELLED but the worker was not told (cancel it again to resend)', { job_id: job.id, err: err instanceof Error ? err.message : String(err) });
+      deps.logger.error('cancel publish failed; job is CANCELLED but the worker was not told (cancel it again to resend)', { job_id: job.id, err: errorText(err) });
     }
   };
 

@@ -3,6 +3,7 @@
 // becomes `unavailable` and the job is accepted PENDING: the scheduler's Check
 // is the enforcement point, so failing open here never lets a denied job run.
 import { Decision, createPolicyClient, type MessageInitShape, type PolicyCheckRequestSchema } from '@cordum/protocol';
+import { errorText } from '@cordum/service-kit';
 
 export const EVALUATE_DEADLINE_MS = 2_000;
 
@@ -30,7 +31,7 @@ export function createKernelEvaluator(address: string, deadlineMs = EVALUATE_DEA
       try {
         res = await client.evaluate(req, deadlineMs);
       } catch (err) {
-        return { kind: 'unavailable', reason: `safety kernel unavailable: ${err instanceof Error ? err.message : String(err)}` };
+        return { kind: 'unavailable', reason: `safety kernel unavailable: ${errorText(err)}` };
       }
       const base = { reason: res.reason, ruleId: res.ruleId, policySnapshot: res.policySnapshot };
       switch (res.decision) {

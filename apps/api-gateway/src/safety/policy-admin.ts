@@ -4,6 +4,7 @@
 import { Decision, GrpcStatus, SafetyKernel, grpcClientFor, type PolicyCheckResponse } from '@cordum/protocol';
 import { ApiError } from '../http/errors';
 import type { EvaluateRequest } from './evaluator';
+import { errorText } from '@cordum/service-kit';
 
 export const POLICY_CALL_DEADLINE_MS = 5_000;
 
@@ -70,7 +71,7 @@ export function decisionFromResponse(r: PolicyCheckResponse, withTrace: boolean)
 export function kernelErrorToApi(err: unknown): ApiError {
   const code = (err as { code?: unknown }).code;
   const details = (err as { details?: unknown }).details;
-  const msg = typeof details === 'string' && details !== '' ? details : err instanceof Error ? err.message : String(err);
+  const msg = typeof details === 'string' && details !== '' ? details : errorText(err);
   if (code === GrpcStatus.INVALID_ARGUMENT) return new ApiError('invalid_policy', { message: msg, cause: err });
   return new ApiError('safety_unavailable', { message: `safety kernel unavailable: ${msg}`, cause: err });
 }

@@ -9,6 +9,7 @@ import { jobKeys } from '@cordum/job-store';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { STREAM_SUBJECTS, decodeStreamPacket, type PendingEvent, type StreamEvent } from './events';
+import { errorText } from '@cordum/service-kit';
 
 const TENANT_CACHE_MAX = 100_000;
 /** Events waiting for a tenant lookup; beyond this the hub drops (Redis is slow or down) rather than grow. */
@@ -140,7 +141,7 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
         pending--;
       }
       deliver(ev, type);
-    }).catch((err: unknown) => o.logger.warn('stream delivery failed', { err: err instanceof Error ? err.message : String(err) }));
+    }).catch((err: unknown) => o.logger.warn('stream delivery failed', { err: errorText(err) }));
   };
 
   // Issue 7: the broadcast subjects carry several messages per job; a replica
@@ -153,7 +154,7 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
       for (const s of STREAM_SUBJECTS) subs.push(o.bus.subscribe(s, onMessage));
     } catch (err) {
       // The bus is closing (shutdown): the client gets its hello and no events.
-      o.logger.warn('stream subscription failed', { err: err instanceof Error ? err.message : String(err) });
+      o.logger.warn('stream subscription failed', { err: errorText(err) });
       unsubscribe();
       return;
     }
@@ -164,7 +165,7 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
     });
     const confirmed = Promise.resolve()
       .then(() => o.bus.flush())
-      .catch((err: unknown) => o.logger.warn('stream subscription flush failed', { err: err instanceof Error ? err.message : String(err) }));
+      .catch((err: unknown) => o.logger.warn('stream subscription flush failed', { err: errorText(err) }));
     subscribed = Promise.race([confirmed, bounded]).finally(() => clearTimeout(timer));
   };
   const unsubscribe = (): void => {

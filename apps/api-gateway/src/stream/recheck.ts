@@ -13,6 +13,7 @@ import type { Logger } from '@cordum/service-kit';
 import { authorizeIdentity } from '../auth/middleware';
 import type { KeyIdentity, KeyStore } from '../auth/keys';
 import { ApiError } from '../http/errors';
+import { errorText } from '@cordum/service-kit';
 
 /**
  * A revocation reaches a replica's record cache within RECORD_CACHE_MS (500 ms);
@@ -103,7 +104,7 @@ export function createKeyRechecker(o: {
       failed.inc();
       if (!degraded) {
         degraded = true;
-        o.logger.warn('stream key re-check failed; open streams kept until the key store answers', { err: err instanceof Error ? err.message : String(err) });
+        o.logger.warn('stream key re-check failed; open streams kept until the key store answers', { err: errorText(err) });
       }
       return;
     } finally {
@@ -126,7 +127,7 @@ export function createKeyRechecker(o: {
       }
       if (g.checking) continue;
       g.checking = true;
-      lookup(key, g).catch((err: unknown) => o.logger.error('stream key re-check crashed', { err: err instanceof Error ? err.message : String(err) }));
+      lookup(key, g).catch((err: unknown) => o.logger.error('stream key re-check crashed', { err: errorText(err) }));
     }
   };
 

@@ -18,6 +18,7 @@ import type { RateLimiter } from '../ratelimit/limiter';
 import { limitKey, rateLimitError } from '../ratelimit/middleware';
 import type { StreamHub } from './hub';
 import { createKeyRechecker } from './recheck';
+import { errorText } from '@cordum/service-kit';
 
 export const STREAM_PATH = '/api/v1/stream';
 export const SUBPROTOCOL = 'cordum-api-key';
@@ -197,7 +198,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     })().catch((err: unknown) => {
       if (err instanceof ApiError) rejectUpgrade(socket, err);
       else {
-        log.error('stream upgrade failed', { err: err instanceof Error ? err.message : String(err) });
+        log.error('stream upgrade failed', { err: errorText(err) });
         rejectUpgrade(socket, new ApiError('internal'));
       }
     });

@@ -13,6 +13,7 @@ import { createIdempotencyClaims, type IdempotencyClaims } from './idempotency';
 import { encodeJobRequest, submitMsgId } from './packet';
 import { failPendingJob } from './fail-pending';
 import { withTimeout } from '../util/timeout';
+import { errorText } from '@cordum/service-kit';
 
 /** D25: a duplicate waits this long for the first request's job to appear. */
 export const IDEMPOTENCY_WAIT_MS = 5_000;
@@ -128,7 +129,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       return await withTimeout(fn(), STORE_TIMEOUT_MS, what);
     } catch (err) {
       if (err instanceof SubmitError || isClaimLost(err)) throw err;
-      throw new SubmitError('redis_unavailable', `${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new SubmitError('redis_unavailable', `${what}: ${errorText(err)}`, { cause: err });
     }
   };
 
@@ -232,7 +233,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     if (job.state !== 'PENDING') {
       // The record exists (held or denied): a side write that failed (its DLQ entry, the listing
       // TTLs) is logged, not answered with an error a client would retry into a second job (P39).
-      await indexed().catch((err: unknown) => log.error('created job not fully indexed', { job_id: jobId, state: job.state, err: err instanceof Error ? err.message : String(err) }));
+      await indexed().catch((err: unknown) => log.error('created job not fully indexed', { job_id: jobId, state: job.state, err: errorText(err) }));
       return outcomeOf(job);
     }
 
@@ -241,13 +242,13 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     } catch (err) {
       // D11: fail the job we own, or hand it to the replayer if we cannot prove it is unpublished.
       const failed = await failPendingJob(deps, jobId, 'bus_unavailable', `publish to ${subjects.submit} failed`).catch(() => false);
-      log.error('submit publish failed', { job_id: jobId, failed, err: err instanceof Error ? err.message : String(err) });
+      log.error('submit publish failed', { job_id: jobId, failed, err: errorText(err) });
       if (failed) throw new SubmitError('bus_unavailable', 'message bus unavailable; the job was not accepted', { jobId, cause: err });
       throw new SubmitError('submit_state_unknown', 'the job may or may not have been accepted; query it by job_id', { jobId, cause: err });
     }
     // Published: the job runs whatever happens next, so an index write that failed is logged,
     // not answered with an error a client would retry into a second job.
-    await indexed().catch((err: unknown) => log.error('submitted job not indexed', { job_id: jobId, err: err instanceof Error ? err.message : String(err) }));
+    await indexed().catch((err: unknown) => log.error('submitted job not indexed', { job_id: jobId, err: errorText(err) }));
     return { kind: 'accepted', jobId, traceId };
   };
 

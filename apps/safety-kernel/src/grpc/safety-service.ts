@@ -10,6 +10,7 @@ import { parsePolicy, toSnapshot } from '../policy/parse';
 import type { SafetyMetrics } from '../metrics';
 import type { SnapshotStore } from '../snapshots/store';
 import { decisionLabel, toCheckInput, toResponse } from './convert';
+import { errorText } from '@cordum/service-kit';
 
 export interface SafetyServiceDeps {
   store: SnapshotStore;
@@ -35,7 +36,7 @@ type SafetyKernelMethods = typeof SafetyKernel extends { method: infer M } ? M :
 /** Redis trouble is UNAVAILABLE so the scheduler's breaker and fail mode (D21) take over. */
 function mapError(err: unknown): Error {
   if (err instanceof PolicyLoadError) return grpcError(GrpcStatus.INVALID_ARGUMENT, err.message);
-  if (isRedisUnavailable(err)) return grpcError(GrpcStatus.UNAVAILABLE, `redis unavailable: ${err instanceof Error ? err.message : String(err)}`);
+  if (isRedisUnavailable(err)) return grpcError(GrpcStatus.UNAVAILABLE, `redis unavailable: ${errorText(err)}`);
   return err instanceof Error ? err : new Error(String(err));
 }
 
