@@ -229,7 +229,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       store,
       logger,
       redisReady: () => redisUsable(redis),
-      ready: () => state === 'running' && bus.connected && redis.status === 'ready',
+      // The checks of /readyz that can be read synchronously, config included: a replica HTTP's probe keeps out is not SERVING either.
+      ready: () => state === 'running' && bus.connected && redis.status === 'ready' && watcher.ready,
     });
     cleanups.push({ name: 'grpc', fn: () => grpcApi.close() });
     grpcPort = grpcApi.port;

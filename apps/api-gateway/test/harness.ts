@@ -122,10 +122,16 @@ export interface Rig {
   stop(): Promise<void>;
 }
 
-export async function startRig(extraEnv: Record<string, string> = {}): Promise<Rig> {
+export interface RigOptions {
+  /** Runs against the rig's Redis before the gateway starts (state a replica finds at start). */
+  beforeGateway?: (redisUrl: string) => Promise<void>;
+}
+
+export async function startRig(extraEnv: Record<string, string> = {}, opts: RigOptions = {}): Promise<Rig> {
   const redis = await startRedis();
   const nats = await startNats();
   const kernel = await startFakeKernel();
+  await opts.beforeGateway?.(redis.url);
   const config = loadGatewayConfig({
     REDIS_URL: redis.url,
     NATS_URL: nats.url,

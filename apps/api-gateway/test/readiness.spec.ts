@@ -1,0 +1,52 @@
+// Readiness is one answer on every surface: /readyz, the metrics port's /readyz and
+// grpc.health.v1 all say not ready until the first config load has succeeded, so a
+// gRPC load balancer does not route to a replica that HTTP's probe keeps out.
+import { Health, ServingStatus, grpcClientFor, type GrpcClient } from '@cordum/protocol';
+import { closeRedis, createRedis } from '@cordum/redis';
+import { waitFor } from '@cordum/testing';
+import { call, startRig, type Rig } from './harness';
+
+let rig: Rig;
+let health: GrpcClient<(typeof Health)['method']>;
+
+beforeAll(async () => {
+  rig = await startRig(
+    { CORDUM_CONFIG_RELOAD_INTERVAL: '200ms' },
+    {
+      // A config document no replica can read: the watcher's first load fails.
+      beforeGateway: async (url) => {
+        const redis = createRedis({ url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, name: 'readiness-spec' });
+        await redis.set('cfg:system:default', '{not json');
+        await closeRedis(redis);
+      },
+    },
+  );
+  health = grpcClientFor(Health, `127.0.0.1:${rig.gateway.grpcPort}`, { defaultDeadlineMs: 5_000 });
+});
+
+afterAll(async () => {
+  health.close();
+  await rig.stop();
+});
+
+const metricsReady = async (): Promise<number> => (await fetch(`http://127.0.0.1:${rig.gateway.metricsPort}/readyz`)).status;
+
+it('before the first config load succeeds, /readyz is 503 on both ports and gRPC health is NOT_SERVING; all three turn ready together once the document is readable', async () => {
+  const ready = await call(rig.url, 'GET', '/readyz');
+  expect(ready.status).toBe(503);
+  expect(ready.body['checks']).toMatchObject({ redis: true, nats: true, config: false });
+  expect(await metricsReady()).toBe(503);
+  expect((await health.check({ service: '' })).status).toBe(ServingStatus.NOT_SERVING);
+  expect((await health.check({ service: 'cordum.v1.CordumApi' })).status).toBe(ServingStatus.NOT_SERVING);
+
+  const redis = createRedis({ url: rig.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, name: 'readiness-spec' });
+  try {
+    await redis.del('cfg:system:default');
+  } finally {
+    await closeRedis(redis);
+  }
+  await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 200, 10_000, { message: '/readyz 200 after the document was fixed' });
+  expect(await metricsReady()).toBe(200);
+  expect((await health.check({ service: '' })).status).toBe(ServingStatus.SERVING);
+  expect((await health.check({ service: 'cordum.v1.CordumApi' })).status).toBe(ServingStatus.SERVING);
+});
