@@ -53,6 +53,13 @@ type State = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
 const GRPC_SERVICE_NAME = 'cordum.v1.SafetyKernel';
 const GRPC_DRAIN_MS = 5_000;
 
+/**
+ * Lifetime of `cordum:safety:bundles:applied:<file id>`: written on each apply, renewed with
+ * the file rule ids every reload interval while a kernel with that file runs, so a record
+ * outlives a stop of every kernel by 30 days and a file version nobody runs any more leaves nothing.
+ */
+export const APPLIED_RECORD_TTL_MS = 30 * 24 * 3600 * 1000;
+
 /** `cordum:safety:bundles:applied:<file id>`: the last safety section a kernel with that file applied. */
 const appliedRecordSchema = z.object({
   hash: z.string().nullable(),
@@ -131,7 +138,8 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
   /**
    * Publishes this kernel's file rule ids at `cordum:safety:file-rules` (field = instance id,
    * expiring after 3 reload intervals unless refreshed), so config writers refuse a bundle rule
-   * with one of these ids instead of storing a section this kernel must refuse. Never throws.
+   * with one of these ids instead of storing a section this kernel must refuse; renews the
+   * record of the section applied with this file (APPLIED_RECORD_TTL_MS). Never throws.
    */
   const publishOwnFileRules = (): Promise<void> => {
     const run = async (): Promise<void> => {
@@ -141,6 +149,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       const at = Date.now();
       try {
         await publishFileRules(r, fileRulesKey, { instance_id: config.instanceId, file_id: cmp.fileId, rule_ids: cmp.fileRuleIds, expires_at: at + 3 * config.configReloadIntervalMs }, at);
+        await r.pexpire(safetyKeys.appliedBundles(cmp.fileId), APPLIED_RECORD_TTL_MS);
         if (fileRulesError !== undefined) log.info('policy file rule ids published again', { rules: cmp.fileRuleIds.length });
         fileRulesError = undefined;
       } catch (err) {
@@ -162,7 +171,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     if (!r || !cmp || !a || fallback) return;
     const rec: AppliedRecord = { hash: a.hash, section: a.section, instance_id: config.instanceId, applied_at: new Date().toISOString() };
     try {
-      await r.set(safetyKeys.appliedBundles(cmp.fileId), JSON.stringify(rec));
+      await r.set(safetyKeys.appliedBundles(cmp.fileId), JSON.stringify(rec), 'PX', APPLIED_RECORD_TTL_MS);
     } catch (err) {
       log.warn('applied safety section not recorded; a kernel starting beside a refused section cannot fall back to it', { error: errorText(err), hash: a.hash });
     }

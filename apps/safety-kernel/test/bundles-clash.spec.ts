@@ -3,6 +3,10 @@ import { join } from 'node:path';
 import { liveFileRules, safetyConfigKeys } from '@cordum/config-overlay';
 import { Decision, GrpcStatus, Health, KERNEL_NOT_READY, ServingStatus, grpcClientFor } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
+import { APPLIED_RECORD_TTL_MS } from '../src/kernel';
+import { safetyKeys } from '../src/keys';
+import { snapshotId } from '../src/policy/canonical';
+import { parsePolicy } from '../src/policy/parse';
 import { startBundleRig, startReplica, type BundleRig, type KernelReplica } from './kernel-harness';
 
 // A stored `safety` section with a rule id of the kernels' policy file (written past the
@@ -137,5 +141,21 @@ describe('a stored bundle rule id that is a rule of the policy file', () => {
     expect(c.kernel.snapshotId).toBe(e.kernel.snapshotId);
     expect(await e.client.check({ jobId: 'j-e', topic: 'job.ops.a', tenant: 'acme' })).toMatchObject({ decision: Decision.REQUIRE_HUMAN, ruleId: 'x-ops' });
     expect(c.logs.some((l) => l.includes('no longer serving the fallback section'))).toBe(true);
+  });
+
+  it('the record of the applied section lives 30 days from the last kernel with that file: renewed while one runs, kept after all stop', async () => {
+    const recordKey = safetyKeys.appliedBundles(snapshotId(parsePolicy(FILE_X)));
+    const ttl = (): Promise<number> => rig.store.redis.pttl(recordKey);
+    const nearFull = (ms: number): boolean => ms > APPLIED_RECORD_TTL_MS - 60_000 && ms <= APPLIED_RECORD_TTL_MS;
+    expect(nearFull(await ttl())).toBe(true);
+
+    // A kernel with that file renews it with its file rule ids, every reload interval.
+    await start('sk-ttl', { ...env, CORDUM_CONFIG_RELOAD_INTERVAL: '200ms' });
+    await rig.store.redis.pexpire(recordKey, 60_000);
+    await waitFor(async () => nearFull(await ttl()), 5000, { message: 'record renewed to 30 d by the running kernel' });
+
+    // After every kernel with that file stops, the record stays for the next one to start (fallback) and then expires.
+    await Promise.all(['sk-c', 'sk-e', 'sk-ttl'].map(stop));
+    expect(nearFull(await ttl())).toBe(true);
   });
 });
