@@ -45,6 +45,8 @@ export interface GatewayDeps {
   streamPingIntervalMs?: number;
   /** How long the stream hub stays subscribed after its last client left (tests shorten it). */
   streamUnsubscribeLingerMs?: number;
+  /** How long a gRPC call's request message may take to arrive (default 30 s); tests shorten it. */
+  grpcReceiveTimeoutMs?: number;
 }
 
 export interface Gateway {
@@ -228,6 +230,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       submit,
       store,
       logger,
+      registry,
+      receiveTimeoutMs: deps.grpcReceiveTimeoutMs,
       redisReady: () => redisUsable(redis),
       // The checks of /readyz that can be read synchronously, config included: a replica HTTP's probe keeps out is not SERVING either.
       ready: () => state === 'running' && bus.connected && redis.status === 'ready' && watcher.ready,

@@ -26,7 +26,7 @@ import {
 import { createLogger } from '@cordum/service-kit';
 import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { loadGatewayConfig } from '../src/config';
-import { createGateway, type Gateway } from '../src/gateway';
+import { createGateway, type Gateway, type GatewayDeps } from '../src/gateway';
 
 export const KEYS = {
   admin: 'admin-key-acme-0001',
@@ -125,6 +125,8 @@ export interface Rig {
 export interface RigOptions {
   /** Runs against the rig's Redis before the gateway starts (state a replica finds at start). */
   beforeGateway?: (redisUrl: string) => Promise<void>;
+  /** Passed to createGateway. */
+  deps?: Pick<GatewayDeps, 'grpcReceiveTimeoutMs'>;
 }
 
 export async function startRig(extraEnv: Record<string, string> = {}, opts: RigOptions = {}): Promise<Rig> {
@@ -148,7 +150,7 @@ export async function startRig(extraEnv: Record<string, string> = {}, opts: RigO
   // CORDUM_TEST_VERBOSE=1 shows the gateway's log lines on stderr.
   const verbose = Boolean(process.env['CORDUM_TEST_VERBOSE']);
   const logger = createLogger({ service: 'api-gateway', instance: 'gw-test', level: verbose ? 'debug' : 'error', write: verbose ? (l) => void process.stderr.write(l) : () => undefined });
-  const gateway = createGateway(config, { logger });
+  const gateway = createGateway(config, { logger, ...opts.deps });
   await gateway.start();
   return {
     redis,

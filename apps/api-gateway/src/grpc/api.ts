@@ -2,7 +2,12 @@
 // plus grpc.health.v1. Same auth (metadata x-api-key / x-tenant-id), tenancy,
 // rate limit and validation as HTTP: the request is mapped onto the POST
 // /api/v1/jobs body and parsed by the same schema, then the same submit service runs.
+// As on HTTP, the key and the rate limit are checked before the request message is
+// read (a server interceptor), a message must arrive within 30 s, and every call is
+// logged and counted with a request id.
+import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import { Counter, Histogram, type Registry } from 'prom-client';
 import {
   CordumApi,
   GetJobStatusResponseSchema,
@@ -17,8 +22,8 @@ import {
   type MessageInitShape,
   type SubmitJobRequest,
 } from '@cordum/protocol';
-import type { JobStore } from '@cordum/job-store';
-import type { Logger } from '@cordum/service-kit';
+import { jobToApi, type JobStore } from '@cordum/job-store';
+import { errorText, type Logger } from '@cordum/service-kit';
 import { actingTenant, authenticate, type Caller } from '../auth/middleware';
 import type { KeyStore } from '../auth/keys';
 import { ApiError, type ErrorCode } from '../http/errors';
@@ -33,6 +38,29 @@ import { withTimeout } from '../util/timeout';
 
 const READ_TIMEOUT_MS = 3_000;
 const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+/** A call's request message must have arrived this long after the call began (HTTP's requestTimeout). */
+export const RECEIVE_TIMEOUT_MS = 30_000;
+/** Calls open at once on one client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+export const MAX_CONCURRENT_STREAMS = 100;
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+type AuthRoute = 'POST /api/v1/jobs' | 'GET /api/v1/jobs/:id';
+/** The CordumApi methods by path: the name in logs and metrics and the route of the role table. */
+const METHODS: Record<string, { name: string; route: AuthRoute }> = {
+  '/cordum.v1.CordumApi/SubmitJob': { name: 'SubmitJob', route: 'POST /api/v1/jobs' },
+  '/cordum.v1.CordumApi/GetJobStatus': { name: 'GetJobStatus', route: 'GET /api/v1/jobs/:id' },
+};
+
+/** A request message that did not decode: answered INVALID_ARGUMENT, not grpc-js's INTERNAL. */
+class UndecodableRequest {
+  constructor(readonly reason: string) {}
+}
+
+/** What the interceptor learned before the handler runs, keyed by the call's metadata object. */
+interface CallContext {
+  caller: Caller;
+  log: Logger;
+}
 
 const GRPC_CODE: Partial<Record<ErrorCode, grpc.status>> = {
   unauthenticated: GrpcStatus.UNAUTHENTICATED,
@@ -42,6 +70,7 @@ const GRPC_CODE: Partial<Record<ErrorCode, grpc.status>> = {
   job_not_found: GrpcStatus.NOT_FOUND,
   not_found: GrpcStatus.NOT_FOUND,
   idempotency_in_progress: GrpcStatus.ABORTED,
+  request_timeout: GrpcStatus.DEADLINE_EXCEEDED,
   policy_throttled: GrpcStatus.RESOURCE_EXHAUSTED,
   rate_limited: GrpcStatus.RESOURCE_EXHAUSTED,
   redis_unavailable: GrpcStatus.UNAVAILABLE,
@@ -51,7 +80,7 @@ const GRPC_CODE: Partial<Record<ErrorCode, grpc.status>> = {
 };
 
 /** ApiError → gRPC status; the stable code, details and extras travel in trailing metadata. */
-export function toGrpcError(err: unknown, log: Logger): Partial<grpc.StatusObject> {
+export function toGrpcError(err: unknown, log: Logger): grpc.StatusObject {
   let api: ApiError;
   if (err instanceof ApiError) api = err;
   else if (err instanceof SubmitError) api = submitErrorToApi(err);
@@ -117,6 +146,9 @@ export interface GrpcApiDeps {
   submit: SubmitService;
   store: JobStore;
   logger: Logger;
+  registry: Registry;
+  /** Default RECEIVE_TIMEOUT_MS. */
+  receiveTimeoutMs?: number | undefined;
   redisReady(): boolean;
   ready(): boolean;
 }
@@ -128,9 +160,21 @@ export interface GrpcApi {
 
 export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
   const log = d.logger.child({ component: 'grpc' });
-  const server = new grpc.Server(grpcServerOptions({ 'grpc.max_receive_message_length': 2 * 1024 * 1024 }));
+  const requests = new Counter({
+    name: 'cordum_grpc_requests_total',
+    help: 'gRPC CordumApi calls by method and status code (CANCELLED: the client went away first)',
+    labelNames: ['method', 'code'],
+    registers: [d.registry],
+  });
+  const duration = new Histogram({
+    name: 'cordum_grpc_request_duration_seconds',
+    help: 'gRPC CordumApi call duration, from the call to its status',
+    labelNames: ['method'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [d.registry],
+  });
 
-  const auth = async (md: grpc.Metadata, route: 'POST /api/v1/jobs' | 'GET /api/v1/jobs/:id', peer: string): Promise<Caller> => {
+  const auth = async (md: grpc.Metadata, route: AuthRoute, peer: string): Promise<Caller> => {
     const c = await authenticate(d.keys, route, { key: mdValue(md, 'x-api-key'), tenantHeader: mdValue(md, 'x-tenant-id'), client: peerAddress(peer) });
     if (d.limiter) {
       const r = await d.limiter.check(limitKey(c.tenant, peerAddress(peer)));
@@ -139,10 +183,93 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
     return c;
   };
 
+  const contexts = new WeakMap<grpc.Metadata, CallContext>();
+  /**
+   * Authenticates and rate-limits a CordumApi call from its metadata before grpc-js reads the
+   * request message (the stream stays paused until the handler's listener starts a read), so a
+   * caller without a valid key cannot make the server buffer messages; a message that has not
+   * arrived RECEIVE_TIMEOUT_MS after the call began ends it DEADLINE_EXCEEDED. Every call ends in
+   * one log line, `cordum_grpc_requests_total` and a trailing `x-request-id` (the caller's, if
+   * well formed, as on HTTP).
+   */
+  const interceptor: grpc.ServerInterceptor = (method, call) => {
+    const m = METHODS[method.path];
+    if (!m) return new grpc.ServerInterceptingCall(call);
+    const started = performance.now();
+    let requestId: string = randomUUID();
+    let callLog = log;
+    let finished = false;
+    let timer: NodeJS.Timeout | undefined;
+    const stopTimer = (): void => {
+      clearTimeout(timer);
+      timer = undefined;
+    };
+    const record = (code: grpc.status): void => {
+      if (finished) return;
+      finished = true;
+      stopTimer();
+      const ms = performance.now() - started;
+      const name = GrpcStatus[code] ?? String(code);
+      requests.inc({ method: m.name, code: name });
+      duration.observe({ method: m.name }, ms / 1000);
+      callLog.info('grpc request', { method: m.name, code: name, duration_ms: Math.round(ms) });
+    };
+    const intercepted: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
+      start(next) {
+        timer = setTimeout(() => intercepted.sendStatus(toGrpcError(new ApiError('request_timeout'), callLog)), d.receiveTimeoutMs ?? RECEIVE_TIMEOUT_MS);
+        next({
+          onReceiveMetadata(md, mdNext) {
+            const given = mdValue(md, 'x-request-id');
+            if (given !== undefined && REQUEST_ID_RE.test(given)) requestId = given;
+            callLog = log.child({ request_id: requestId });
+            auth(md, m.route, call.getPeer()).then(
+              (caller) => {
+                if (finished) return;
+                contexts.set(md, { caller, log: callLog });
+                mdNext(md);
+              },
+              (err: unknown) => intercepted.sendStatus(toGrpcError(err, callLog)),
+            );
+          },
+          onReceiveMessage(message, msgNext) {
+            stopTimer();
+            msgNext(message);
+          },
+          onCancel() {
+            record(GrpcStatus.CANCELLED);
+          },
+        });
+      },
+      sendStatus(status, next) {
+        record(status.code);
+        const md = status.metadata ?? new grpc.Metadata();
+        md.set('x-request-id', requestId);
+        next({ ...status, metadata: md });
+      },
+    });
+    return intercepted;
+  };
+
+  const server = new grpc.Server({
+    ...grpcServerOptions({ 'grpc.max_receive_message_length': 2 * 1024 * 1024, 'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS }),
+    interceptors: [interceptor],
+  });
+
+  const context = (call: grpc.ServerUnaryCall<unknown, unknown>): CallContext => {
+    const c = contexts.get(call.metadata);
+    if (!c) throw new Error('call reached its handler without the auth interceptor');
+    return c;
+  };
+  const decoded = <T>(req: T | UndecodableRequest, type: string): T => {
+    if (req instanceof UndecodableRequest) throw new ApiError('bad_request', { message: `request is not a valid ${type} message: ${req.reason}` });
+    return req;
+  };
+
   const impl = {
-    async submitJob(req: SubmitJobRequest, call: grpc.ServerUnaryCall<SubmitJobRequest, unknown>): Promise<MessageInitShape<typeof SubmitJobResponseSchema>> {
+    async submitJob(raw: SubmitJobRequest | UndecodableRequest, call: grpc.ServerUnaryCall<SubmitJobRequest, unknown>): Promise<MessageInitShape<typeof SubmitJobResponseSchema>> {
+      const { caller: c, log: callLog } = context(call);
       try {
-        const c = await auth(call.metadata, 'POST /api/v1/jobs', call.getPeer());
+        const req = decoded(raw, 'cordum.v1.SubmitJobRequest');
         const parsed = submitBodySchema.safeParse(requestToBody(req));
         if (!parsed.success) throw new ApiError('validation_failed', { details: zodDetails(parsed.error) });
         const b = parsed.data;
@@ -171,13 +298,14 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
         if (out.kind === 'denied') throw new ApiError('policy_denied', { message: out.reason || 'denied by policy', extra: { job_id: out.jobId, trace_id: out.traceId } });
         return { jobId: out.jobId, traceId: out.traceId, status: out.kind === 'approval_required' ? 'approval_required' : 'accepted', reason: out.kind === 'approval_required' ? out.reason : '' };
       } catch (err) {
-        throw new GrpcFailure(toGrpcError(err, log));
+        throw new GrpcFailure(toGrpcError(err, callLog));
       }
     },
 
-    async getJobStatus(req: GetJobStatusRequest, call: grpc.ServerUnaryCall<GetJobStatusRequest, unknown>): Promise<MessageInitShape<typeof GetJobStatusResponseSchema>> {
+    async getJobStatus(raw: GetJobStatusRequest | UndecodableRequest, call: grpc.ServerUnaryCall<GetJobStatusRequest, unknown>): Promise<MessageInitShape<typeof GetJobStatusResponseSchema>> {
+      const { caller: c, log: callLog } = context(call);
       try {
-        const c = await auth(call.metadata, 'GET /api/v1/jobs/:id', call.getPeer());
+        const req = decoded(raw, 'cordum.v1.GetJobStatusRequest');
         const tenant = actingTenant(c, undefined);
         if (!JOB_ID_RE.test(req.jobId)) throw new ApiError('job_not_found');
         if (!d.redisReady()) throw new ApiError('redis_unavailable');
@@ -190,32 +318,34 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
           throw new ApiError('redis_unavailable', { cause: err });
         }
         if (!job || job.tenant !== tenant) throw new ApiError('job_not_found');
+        // HTTP's view of the job, so both answer the same: no error on a SUCCEEDED job (an earlier attempt's stays on its record).
+        const api = jobToApi(job, result);
         return {
           jobId: job.id,
           state: job.state,
           topic: job.topic,
           resultPtr: job.resultPtr ?? '',
           resultJson: result === null || result === undefined ? '' : JSON.stringify(result),
-          errorCode: job.error?.code ?? '',
-          errorMessage: job.error?.message ?? '',
+          errorCode: api.error?.code ?? '',
+          errorMessage: api.error?.message ?? '',
           attempts: BigInt(job.attempts),
           updatedAt: new Date(job.updatedAt).toISOString(),
         };
       } catch (err) {
-        throw new GrpcFailure(toGrpcError(err, log));
+        throw new GrpcFailure(toGrpcError(err, callLog));
       }
     },
   };
   // Registered here rather than with addGrpcService so an error keeps its trailing metadata (cordum-error-code, cordum-job-id).
   const unary =
-    <Req, Res>(fn: (req: Req, call: grpc.ServerUnaryCall<Req, unknown>) => Promise<Res>, toMsg: (r: Res) => unknown) =>
+    <Req, Res>(fn: (req: Req | UndecodableRequest, call: grpc.ServerUnaryCall<Req, unknown>) => Promise<Res>, toMsg: (r: Res) => unknown) =>
     (call: grpc.ServerUnaryCall<Req, unknown>, cb: grpc.sendUnaryData<unknown>): void => {
-      fn(call.request, call).then(
+      Promise.resolve().then(() => fn(call.request, call)).then(
         (res) => cb(null, toMsg(res)),
         (err: unknown) => cb(err instanceof GrpcFailure ? err.status : toGrpcError(err, log)),
       );
     };
-  server.addService(grpcServiceDefinition(CordumApi), {
+  server.addService(grpcServiceDefinition(CordumApi, { undecodable: (err) => new UndecodableRequest(errorText(err)) }), {
     submitJob: unary(impl.submitJob, (r) => create(SubmitJobResponseSchema, r)),
     getJobStatus: unary(impl.getJobStatus, (r) => create(GetJobStatusResponseSchema, r)),
   });

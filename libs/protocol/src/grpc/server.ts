@@ -45,8 +45,24 @@ function serializer(desc: DescMessage): (value: MessageShape<DescMessage>) => Bu
   };
 }
 
-function deserializer(desc: DescMessage): (bytes: Buffer) => MessageShape<DescMessage> {
-  return (bytes) => fromBinary(desc, bytes);
+function deserializer(desc: DescMessage, undecodable?: (err: unknown) => unknown): (bytes: Buffer) => MessageShape<DescMessage> {
+  if (!undecodable) return (bytes) => fromBinary(desc, bytes);
+  return (bytes) => {
+    try {
+      return fromBinary(desc, bytes);
+    } catch (err) {
+      return undecodable(err) as MessageShape<DescMessage>;
+    }
+  };
+}
+
+export interface ServiceDefinitionOptions {
+  /**
+   * What a request that does not decode becomes (the handler sees it as `call.request`).
+   * Without it grpc-js answers such a request INTERNAL ("Error deserializing request"), a
+   * server fault to clients and balancers, for what is bad input.
+   */
+  undecodable?: (err: unknown) => unknown;
 }
 
 export function methodPath(service: DescService, method: DescMethod): string {
@@ -58,7 +74,7 @@ export function methodPath(service: DescService, method: DescMethod): string {
  * no .proto file is loaded at run time. Keys are the methods' localName
  * (`check`, `listSnapshots`), paths `/<package>.<Service>/<Method>`.
  */
-export function grpcServiceDefinition(service: DescService): grpc.ServiceDefinition {
+export function grpcServiceDefinition(service: DescService, opts: ServiceDefinitionOptions = {}): grpc.ServiceDefinition {
   const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const m of service.methods) {
     def[m.localName] = {
@@ -66,7 +82,7 @@ export function grpcServiceDefinition(service: DescService): grpc.ServiceDefinit
       requestStream: m.methodKind === 'client_streaming' || m.methodKind === 'bidi_streaming',
       responseStream: m.methodKind === 'server_streaming' || m.methodKind === 'bidi_streaming',
       requestSerialize: serializer(m.input) as (v: unknown) => Buffer,
-      requestDeserialize: deserializer(m.input),
+      requestDeserialize: deserializer(m.input, opts.undecodable),
       responseSerialize: serializer(m.output) as (v: unknown) => Buffer,
       responseDeserialize: deserializer(m.output),
       originalName: m.name,
