@@ -233,8 +233,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       registry,
       receiveTimeoutMs: deps.grpcReceiveTimeoutMs,
       redisReady: () => redisUsable(redis),
-      // The checks of /readyz that can be read synchronously, config included: a replica HTTP's probe keeps out is not SERVING either.
-      ready: () => state === 'running' && bus.connected && redis.status === 'ready' && watcher.ready,
+      // The checks of /readyz (a Redis PING, NATS, the first config load): a replica HTTP's probe keeps out is not SERVING either.
+      ready: async () => state === 'running' && (await readiness.check()).ready,
     });
     cleanups.push({ name: 'grpc', fn: () => grpcApi.close() });
     grpcPort = grpcApi.port;

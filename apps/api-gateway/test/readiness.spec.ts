@@ -1,5 +1,5 @@
 // Readiness is one answer on every surface: /readyz, the metrics port's /readyz and
-// grpc.health.v1 all say not ready until the first config load has succeeded, so a
+// grpc.health.v1 run the same checks (a Redis PING, NATS, the first config load), so a
 // gRPC load balancer does not route to a replica that HTTP's probe keeps out.
 import { Health, ServingStatus, grpcClientFor, type GrpcClient } from '@cordum/protocol';
 import { closeRedis, createRedis } from '@cordum/redis';
@@ -49,4 +49,19 @@ it('before the first config load succeeds, /readyz is 503 on both ports and gRPC
   expect(await metricsReady()).toBe(200);
   expect((await health.check({ service: '' })).status).toBe(ServingStatus.SERVING);
   expect((await health.check({ service: 'cordum.v1.CordumApi' })).status).toBe(ServingStatus.SERVING);
+});
+
+it('a frozen Redis (SIGSTOP) makes gRPC health NOT_SERVING as it makes /readyz 503, and both recover after SIGCONT', async () => {
+  const grpcStatus = async (): Promise<ServingStatus> => (await health.check({ service: 'cordum.v1.CordumApi' })).status;
+  expect(await grpcStatus()).toBe(ServingStatus.SERVING);
+  rig.redis.process.kill('SIGSTOP');
+  try {
+    // the client connection stays open, so only a PING can tell
+    await waitFor(async () => (await grpcStatus()) === ServingStatus.NOT_SERVING, 5_000, { message: 'gRPC health NOT_SERVING with Redis frozen' });
+    expect((await call(rig.url, 'GET', '/readyz')).status).toBe(503);
+  } finally {
+    rig.redis.process.kill('SIGCONT');
+  }
+  await waitFor(async () => (await grpcStatus()) === ServingStatus.SERVING, 10_000, { message: 'gRPC health SERVING after SIGCONT' });
+  expect((await call(rig.url, 'GET', '/readyz')).status).toBe(200);
 });

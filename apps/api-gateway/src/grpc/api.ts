@@ -150,7 +150,8 @@ export interface GrpcApiDeps {
   /** Default RECEIVE_TIMEOUT_MS. */
   receiveTimeoutMs?: number | undefined;
   redisReady(): boolean;
-  ready(): boolean;
+  /** grpc.health.v1's answer: the checks of /readyz. */
+  ready(): Promise<boolean>;
 }
 
 export interface GrpcApi {
@@ -349,9 +350,9 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
     submitJob: unary(impl.submitJob, (r) => create(SubmitJobResponseSchema, r)),
     getJobStatus: unary(impl.getJobStatus, (r) => create(GetJobStatusResponseSchema, r)),
   });
-  addHealthService(server, (service) => {
+  addHealthService(server, async (service) => {
     if (service !== '' && service !== 'cordum.v1.CordumApi') return undefined;
-    return d.ready() ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
+    return (await d.ready()) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
   });
 
   const port = await new Promise<number>((resolve, reject) =>
