@@ -6,6 +6,8 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 
 const TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
+/** WORKER_STOP_TIMEOUT's ceiling: 2 s under the 15 s stop deadline, for the answers and the drain. */
+export const MAX_STOP_TIMEOUT_MS = 13_000;
 
 export const echoWorkerEnvSchema = commonEnvSchema.extend({
   WORKER_ID: z.string().max(255).optional(),
@@ -20,7 +22,8 @@ export const echoWorkerEnvSchema = commonEnvSchema.extend({
   WORKER_ECHO_DELAY: zDuration.default(0),
   WORKER_HEARTBEAT_INTERVAL: zDuration.default(5_000),
   WORKER_DIRECT_DISPATCH: zBool.default(true),
-  WORKER_STOP_TIMEOUT: zDuration.default(10_000),
+  // The whole stop is cut at 15 s (service-kit); the worker_shutdown answers must go out before.
+  WORKER_STOP_TIMEOUT: zDuration.default(10_000).refine((ms) => ms <= MAX_STOP_TIMEOUT_MS, { message: 'must be at most 13s: the whole stop is cut at 15s, and the worker_shutdown answers go out after it' }),
   // P61: a PEM P-256 private key; every packet the worker sends is signed with it.
   CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
   // P61: a PEM P-256 public key; job requests and cancels must be signed with its key.

@@ -36,6 +36,9 @@ test.each([
   ['WORKER_TOPICS', 'echo'],
   ['WORKER_ECHO_DELAY', 'soon'],
   ['WORKER_HTTP_ADDR', 'nope'],
+  // the whole stop is cut at 15 s: a longer wait would leave running jobs unanswered
+  ['WORKER_STOP_TIMEOUT', '20s'],
+  ['WORKER_STOP_TIMEOUT', '13001ms'],
   // P61: keys are read and checked at start
   ['CAP_SIGNING_KEY_FILE', '/nonexistent/cap.key.pem'],
   ['CAP_VERIFY_KEY_FILE', '/nonexistent/cap.pub.pem'],
@@ -50,4 +53,9 @@ test.each([
   const msg = (err as Error).message;
   expect(msg).toContain(name);
   expect(msg).not.toContain('\n');
+});
+
+test('WORKER_STOP_TIMEOUT up to 13s is taken', () => {
+  expect(loadEchoWorkerConfig({ WORKER_STOP_TIMEOUT: '13s' }).stopTimeoutMs).toBe(13_000);
+  expect(loadEchoWorkerConfig({}).stopTimeoutMs).toBe(10_000);
 });
