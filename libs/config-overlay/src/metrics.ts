@@ -1,6 +1,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 
-export type ReloadTrigger = 'notification' | 'poll' | 'startup';
+/** `retry`: a reload before the first successful load, on a 1 s, 2 s, 4 s … backoff capped at the poll interval. */
+export type ReloadTrigger = 'notification' | 'poll' | 'startup' | 'retry';
 
 export interface ConfigMetrics {
   reloads: Counter<'trigger'>;

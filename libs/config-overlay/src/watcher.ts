@@ -57,6 +57,9 @@ export interface ConfigWatcher {
 
 type State = 'new' | 'running' | 'stopped';
 
+/** First delay of the retries before the first successful load (then doubled, capped at the poll interval). */
+const FIRST_RETRY_MS = 1_000;
+
 export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
   if (!(o.pollIntervalMs > 0)) throw new Error('createConfigWatcher: pollIntervalMs must be > 0');
   const scope = o.scope ?? DEFAULT_SCOPE;
@@ -72,6 +75,7 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
   let stopPromise: Promise<void> | undefined;
   let sub: Subscription | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
   const applied = new Map<string, string | null>();
   let revision = -1;
   let ready = false;
@@ -265,11 +269,27 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
     // stop() may have come while starting: it must not be followed by a poll timer.
     if (state !== 'running') return;
     timer = setInterval(() => void reload('poll'), o.pollIntervalMs);
+    retryUntilReady(FIRST_RETRY_MS);
+  }
+
+  /**
+   * A replica is not ready before its first successful load (Redis down at start, a section it
+   * refuses), so that load is retried on a backoff, not only at the next poll: a replica started
+   * during a Redis outage is ready about a second after Redis is back, not up to a poll interval later.
+   */
+  function retryUntilReady(delayMs: number): void {
+    if (ready || state !== 'running') return;
+    const wait = Math.min(delayMs, o.pollIntervalMs);
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      void reload('retry').then(() => retryUntilReady(wait * 2));
+    }, wait);
   }
 
   async function doStop(): Promise<void> {
     state = 'stopped';
     if (timer) clearInterval(timer);
+    clearTimeout(retryTimer);
     sub?.unsubscribe();
     queued = null;
     await inFlight;

@@ -235,6 +235,39 @@ describe('config watcher (real Redis + NATS)', () => {
     await waitFor(async () => (await mine())?.status === 'IN_SYNC', 2000);
   });
 
+  it('a failed first load is retried on a backoff from 1 s, not only at the next poll: ready about a second later with a 60 s poll', async () => {
+    const pools = recorder();
+    pools.failOnceFor = hashValue(POOLS_A);
+    const { w, registry } = make({ pollIntervalMs: 60_000, sections: { pools: pools.setter } });
+    await w.start();
+    expect(w.ready).toBe(false);
+    await waitFor(() => w.ready, 3_000, { message: 'ready after the first retry, long before the 60 s poll' });
+    expect(pools.calls).toHaveLength(2);
+    expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'retry' })).toBe(1);
+    expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'poll' })).toBe(0);
+  });
+
+  it('the retries back off (1 s, 2 s, …) while the first load keeps failing, and stop with the watcher', async () => {
+    let failing = true;
+    let calls = 0;
+    const { w, registry } = make({
+      pollIntervalMs: 60_000,
+      sections: {
+        pools: async () => {
+          calls++;
+          if (failing) throw new Error('refused');
+        },
+      },
+    });
+    await w.start();
+    await waitFor(() => calls === 3, 5_000, { message: 'startup, then retries after 1 s and 2 s' });
+    failing = false;
+    await waitFor(() => w.ready, 6_000, { message: 'ready at the retry 4 s later' });
+    expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'retry' })).toBe(3);
+    await w.stop();
+    expect(calls).toBe(4);
+  });
+
   it('reports NOT_CHECKED until the first successful load, then IN_SYNC', async () => {
     const pools = recorder();
     pools.gate = new Latch();
