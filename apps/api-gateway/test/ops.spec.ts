@@ -97,9 +97,12 @@ describe('GET /api/v1/jobs', () => {
 describe('POST /api/v1/jobs/:id/cancel', () => {
   it('cancels, publishes one JobCancel on sys.job.cancel, and a second cancel is 409 job_terminal', async () => {
     const id = await submit('job.echo');
+    // a result a worker wrote before it heard the cancel gets the job TTL with the CANCELLED write (D45)
+    await redis.set(jobKeys.res(id), '{"partial":true}');
     const r = valid(S.cancelResponseSchema, await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator, body: { reason: 'not needed' } }));
     expect(r).toEqual({ id, state: 'CANCELLED' });
     expect((await store.getJob(id))?.state).toBe('CANCELLED');
+    expect(await redis.pttl(jobKeys.res(id))).toBeGreaterThan(0);
     await cancelsDrained(bus, cancels);
     expect(cancels.filter((c) => c.jobId === id)).toEqual([{ jobId: id, reason: 'not needed', requestedBy: 'alice' }]);
     const again = await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator });

@@ -50,8 +50,13 @@ export function cancelHandler(ctx: SchedulerContext) {
     const seen = await ctx.store.getJob(cancel.jobId);
     if (!seen) return ignore(ctx, 'unknown_job', cancel.jobId);
     if (TERMINAL_STATES.has(seen.state)) {
-      // The gateway's cancel of a job that held a concurrency slot freed it: its group's next waiter goes now (P70).
-      if (seen.state === 'CANCELLED') await handOffFreedSlot(ctx, seen);
+      if (seen.state === 'CANCELLED') {
+        // The gateway's cancel of a job that held a concurrency slot freed it: its group's next waiter goes now (P70).
+        await handOffFreedSlot(ctx, seen);
+        // D45: the gateway's CANCELLED write does not expire the job's result key; a worker may
+        // have written it before it heard the cancel. Idempotent, like a redelivered result's.
+        await ctx.store.expireResult(seen);
+      }
       return ignore(ctx, 'terminal', seen.id);
     }
     let cancelled: JobRecord | undefined; // written here, under the lock; its slot is handed off after the lock is gone
@@ -62,7 +67,8 @@ export function cancelHandler(ctx: SchedulerContext) {
       if (cancel.dispatch?.dispatchId && cancel.dispatch.dispatchId !== job.dispatch?.dispatchId) return ignore(ctx, 'stale_dispatch', job.id);
       const by = cancel.requestedBy || packet.senderId;
       const message = cancel.reason || `cancelled on the bus${by ? ` by ${by}` : ''}`;
-      const w = releasedBy(lease, await ctx.store.transition(job.id, 'CANCELLED', { token: lease.token, from: [job.state], current: job, release: true, patch: { error: boundedError('cancelled', message) } }));
+      // D45 like every terminal write: the job's result key (a worker may have written it before the cancel) gets the job TTL.
+      const w = releasedBy(lease, await ctx.store.transition(job.id, 'CANCELLED', { token: lease.token, from: [job.state], current: job, release: true, expireResult: true, patch: { error: boundedError('cancelled', message) } }));
       if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
       ctx.metrics.cancelsApplied.inc();
       ctx.logger.info('job cancelled from sys.job.cancel', { job_id: job.id, from: job.state, requested_by: by, sender: packet.senderId });

@@ -106,7 +106,7 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
       labelNames: ['reason'],
       registers: [registry],
     }),
-    verify: new Counter({ name: 'cordum_dispatch_verify_total', help: 'Dispatch delivery verification outcomes.', labelNames: ['outcome'], registers: [registry] }),
+    verify: new Counter({ name: 'cordum_dispatch_verify_total', help: 'Dispatch delivery verification outcomes (delivered, fallback, deferred, unverified, probe_error; skipped: dropped unrun from a full probe queue).', labelNames: ['outcome'], registers: [registry] }),
     reconcileScans: new Counter({ name: 'cordum_scheduler_reconcile_scans_total', help: 'Reconciler scans run by this replica (leader only); its rate shows the live scan_interval.', registers: [registry] }),
     cancelsApplied: new Counter({
       name: 'cordum_scheduler_cancels_applied_total',

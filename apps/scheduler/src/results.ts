@@ -64,6 +64,8 @@ export function resultHandler(ctx: SchedulerContext) {
 async function finishedUnlocked(ctx: SchedulerContext, res: JobResult): Promise<boolean> {
   const mapped = mapStatus(res.status);
   if (!mapped || mapped.retryable || !TERMINAL_STATES.has(mapped.to)) return false;
+  // D45 for the artifacts too, ahead of the write like the result key (a refused write goes the locked path, which expires them again).
+  await expireArtifacts(ctx, res);
   const f = await ctx.store.finish(res.jobId, mapped.to, { dispatchId: res.dispatch?.dispatchId ?? '', patch: resultPatch(res), expireResult: true });
   if (!f.ok) return false;
   const d = f.job.dispatch;
@@ -90,9 +92,11 @@ function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOu
 async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, job: JobRecord | null, seq: number): Promise<HandlerOutcome> {
   if (!job) return ignore(ctx, 'unknown_job', res.jobId);
   if (TERMINAL_STATES.has(job.state)) {
-    // Redelivery after our own terminal write: re-run the idempotent side effects (D14, D45).
+    // Redelivery after our own terminal write: re-run the idempotent side effects (D14, D45),
+    // the TTL of the result and of the job's own artifacts it names included.
     await ctx.store.writeDlq(job);
     await ctx.store.expireResult(job);
+    await expireArtifacts(ctx, res);
     return ignore(ctx, 'terminal', job.id);
   }
   // CONTRACT §3: a result without `dispatch` applies to the current attempt.
@@ -142,8 +146,11 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   // busy refusal, which answered before the attempt started. Under our lock the state cannot
   // move (markRunning writes only while no lock is held), so `from` is exactly the state read.
   const via = job.state === 'DISPATCHED' && !busy ? ('RUNNING' as const) : undefined;
-  // D45 goes with a terminal write (an EXPIRE for a write that is then refused only shortens a key to the job TTL).
+  // D45 goes with a terminal write (an EXPIRE for a write that is then refused only shortens a key
+  // to the job TTL): the store expires the result key, and the job's own artifact keys get it here
+  // first (an oversized output's keys already have it, oversizedOutput).
   const expireResult = TERMINAL_STATES.has(to);
+  if (expireResult && !oversized) await expireArtifacts(ctx, res);
   const from: JobState[] = via ? ['DISPATCHED'] : ['DISPATCHED', 'RUNNING'];
   const w = releasedBy(lease, await ctx.store.transition(job.id, to, { token: lease.token, from, via, patch, current: job, release, expireResult }), release);
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
@@ -178,6 +185,19 @@ async function oversizedOutput(ctx: SchedulerContext, job: JobRecord, res: JobRe
   // The job TTL first (D45): if we die between the FAILED write and the delete, nothing is left forever.
   await ctx.store.expireOutputs(keys);
   return { keys, message: `result and artifacts are ${size} bytes, over max_artifact_bytes ${max} (policy rule ${job.safety?.ruleId ?? ''})` };
+}
+
+/**
+ * D45 for a result's artifacts: the job's own `res:<id>:<name>` keys among its `artifact_ptrs` get
+ * the job TTL, as its result key does when the job ends (results: keep the job TTL even in the DLQ,
+ * P74). Only the job's own keys (ownOutputKeys, P72): any other pointer a worker names (another
+ * job's output, a record, a lock, another store) is never touched. Called before the terminal
+ * write, so a crash after it leaves nothing that never expires; a result without artifacts costs
+ * nothing.
+ */
+async function expireArtifacts(ctx: SchedulerContext, res: JobResult): Promise<void> {
+  const { keys } = ownOutputKeys(res.jobId, res.artifactPtrs);
+  if (keys.length > 0) await ctx.store.expireOutputs(keys);
 }
 
 const KNOWN_STATUSES: ReadonlySet<number> = new Set(Object.values(JobStatus).filter((v): v is number => typeof v === 'number'));

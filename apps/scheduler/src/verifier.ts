@@ -14,6 +14,8 @@
 //     saturated pool waited for the whole dispatch timeout (decisions.md P31).
 //   - the probe failed (Redis error)                             → probe_error, nothing
 //     else: uncertainty must never stampede duplicates; the reconciler stays the backstop.
+//   - the probe queue was full (Redis slower than the expiries)  → skipped: the oldest
+//     waiting probe is dropped, never run; the reconciler's dispatch timeout covers the job.
 // A dispatch the worker answers first (its start ack or progress moved the job to
 // RUNNING, or its result arrived) is counted delivered then and never probed.
 // Timers live in this replica only; a replica that dies loses them and the
@@ -43,11 +45,23 @@ export interface Verifier {
   stop(): Promise<void>;
   /** Probes one dispatch now (the wheel's expiry handler; exported for tests). */
   probe(jobId: string, dispatchId: string): Promise<VerifyOutcome>;
+  /** Expired probes waiting for one of the MAX_CONCURRENT_PROBES places (at most `maxQueued`). */
+  queued(): number;
 }
 
 const MAX_CONCURRENT_PROBES = 10;
+/** Default bound on the probes waiting to run (`maxQueued`). */
+export const MAX_QUEUED_PROBES = 10_000;
 
-export function createVerifier(ctx: () => SchedulerContext | undefined, o: { enabled: boolean; delayMs: number; tickMs?: number }): Verifier {
+/**
+ * `maxQueued`: expired probes waiting to run (default MAX_QUEUED_PROBES). While Redis is slow,
+ * expiries can outrun the probes; past the bound the oldest waiting probe is dropped and counted
+ * `skipped` (the reconciler is the backstop, BEHAVIOURS §3), so the queue never grows with the
+ * length of the slowdown.
+ */
+export function createVerifier(ctx: () => SchedulerContext | undefined, o: { enabled: boolean; delayMs: number; tickMs?: number; maxQueued?: number }): Verifier {
+  const maxQueued = o.maxQueued ?? MAX_QUEUED_PROBES;
+  if (!Number.isInteger(maxQueued) || maxQueued < 1) throw new RangeError(`verifier maxQueued must be a positive integer, got ${maxQueued}`);
   const inflight = new Set<Promise<unknown>>();
   const queue: Pending[] = [];
   let stopped = false;
@@ -99,6 +113,11 @@ export function createVerifier(ctx: () => SchedulerContext | undefined, o: { ena
     maxDelayMs: 60_000,
     onExpire: (_key, item) => {
       queue.push(item);
+      // Full: the oldest waiting probe goes, the nearest to its dispatch timeout, where the reconciler takes over anyway.
+      if (queue.length > maxQueued) {
+        queue.shift();
+        ctx()?.metrics.verify.inc({ outcome: 'skipped' });
+      }
       pump();
     },
   });
@@ -126,5 +145,6 @@ export function createVerifier(ctx: () => SchedulerContext | undefined, o: { ena
       await Promise.allSettled([...inflight]);
     },
     probe,
+    queued: () => queue.length,
   };
 }

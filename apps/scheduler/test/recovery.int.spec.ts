@@ -78,6 +78,7 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       if (req.topic === 'job.small') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'small outputs', ruleId: 'cap-output', policySnapshot: 'snap-test', constraints: { maxArtifactBytes: 100n } };
       if (req.topic === 'job.concS') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one at a time', ruleId: 'cap-sweep', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 1 } };
       if (req.topic === 'job.conc1') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one at a time', ruleId: 'cap-one', policySnapshot: 'snap-test', constraints: { maxConcurrentJobs: 1 } };
+      if (req.topic === 'job.artifacts1') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one attempt', ruleId: 'cap-once', policySnapshot: 'snap-test', constraints: { maxRetries: 1 } };
       if (req.topic === 'job.capped') return { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'capped', ruleId: 'cap-runtime', policySnapshot: 'snap-test', constraints: { maxRuntimeMs: 1_000n } };
       return { decision: Decision.ALLOW, reason: 'ok', ruleId: 'allow-all', policySnapshot: 'snap-test' };
     });
@@ -443,6 +444,8 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       const f = await ended(fits.id);
       expect(f.state).toBe('SUCCEEDED'); // 100 bytes: at the bound, not over it
       expect(await redis.exists(`res:${fits.id}`, `res:${fits.id}:a1`)).toBe(2);
+      // The locked path's terminal write gives its artifact the job TTL too (D45).
+      expect(await redis.pttl(`res:${fits.id}:a1`)).toBeGreaterThan(0);
 
       const a = await ended(overByArtifact.id);
       expect(a.state).toBe('FAILED');
@@ -463,6 +466,58 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       expect((await ended(victim.id)).state).toBe('SUCCEEDED');
       for (const id of [over.id, fits.id, overByArtifact.id, unbounded.id, poison.id, victim.id]) expect(w.count(id)).toBe(1);
       await redis.del(`res:${fits.id}`, `res:${fits.id}:a1`, `res:${unbounded.id}`, `res:${victim.id}`, `other:${victim.id}`);
+    });
+  });
+
+  it('a terminal result gives the job\'s own artifact keys the job TTL, on every path and again for a later result of the ended job; a pointer outside them is never touched (D45, P72)', async () => {
+    await withTimeouts(LONG_TIMEOUTS, async () => {
+      const w = await worker('tw-artifacts', ['job.artifacts', 'job.artifacts1'], 'none');
+      const ttlOf = (key: string) => redis.pttl(key);
+      const JOB_TTL_MS = config.jobTtlMs;
+      const running = async (id: string) => waitFor(async () => w.count(id) === 1 && (await stateOf(id)) === 'RUNNING', 10_000, { message: `${id} RUNNING` });
+      const other = await submit('job.artifacts'); // another job, whose output keys a worker names
+      await running(other.id);
+      const foreign = [`res:${other.id}:log`, `res:${other.id}`, `other:${other.id}`];
+      for (const k of foreign) await redis.set(k, 'theirs');
+
+      // SUCCEEDED, the lock-free path (no size bound); FAILED goes the same path.
+      const ok = await submit('job.artifacts');
+      const failed = await submit('job.artifacts');
+      for (const [job, status] of [[ok, JobStatus.SUCCEEDED], [failed, JobStatus.FAILED]] as const) {
+        await running(job.id);
+        await redis.set(`res:${job.id}`, '{"ok":true}');
+        await redis.set(`res:${job.id}:log`, 'log lines');
+        const artifactPtrs = [`redis://res:${job.id}:log`, ...foreign.map((k) => `redis://${k}`), 's3://bucket/x'];
+        await publishResult(w.id, { jobId: job.id, status, workerId: w.id, resultPtr: `redis://res:${job.id}`, artifactPtrs, dispatch: nthRequest(w, job.id, 1).dispatch }, `artifacts:${job.id}`);
+      }
+      // FAILED_RETRYABLE past the attempts (the policy allows one) goes the locked path to FAILED.
+      const spent = await submit('job.artifacts1');
+      await running(spent.id);
+      await redis.set(`res:${spent.id}:log`, 'partial log');
+      await publishResult(w.id, { jobId: spent.id, status: JobStatus.FAILED_RETRYABLE, workerId: w.id, errorCode: 'flaky', artifactPtrs: [`redis://res:${spent.id}:log`, `redis://res:${other.id}:log`], dispatch: nthRequest(w, spent.id, 1).dispatch }, `artifacts:${spent.id}`);
+
+      for (const [job, state] of [[ok, 'SUCCEEDED'], [failed, 'FAILED'], [spent, 'FAILED']] as const) {
+        await waitFor(async () => (await stateOf(job.id)) === state, 10_000, { message: `${job.id} ${state}` });
+        const ttl = await ttlOf(`res:${job.id}:log`);
+        expect(ttl).toBeGreaterThan(JOB_TTL_MS - 60_000);
+        expect(ttl).toBeLessThanOrEqual(JOB_TTL_MS);
+      }
+      expect(await ttlOf(`res:${ok.id}`)).toBeGreaterThan(0);
+      for (const k of foreign) expect(await ttlOf(k)).toBe(-1);
+
+      // A later result for the ended job re-runs D45 for the artifacts it names (a TTL lost in
+      // between comes back): here a retryable one, which skips the lock-free path (a terminal
+      // status expires them there before the write is refused).
+      const ignored = await counter('cordum_scheduler_ignored_packets_total', 'reason', 'terminal');
+      await redis.persist(`res:${ok.id}:log`);
+      await publishResult(w.id, { jobId: ok.id, status: JobStatus.FAILED_RETRYABLE, workerId: w.id, errorCode: 'late', artifactPtrs: [`redis://res:${ok.id}:log`, `redis://res:${other.id}:log`], dispatch: nthRequest(w, ok.id, 1).dispatch }, `artifacts-again:${ok.id}`);
+      await waitFor(async () => (await counter('cordum_scheduler_ignored_packets_total', 'reason', 'terminal')) > ignored, 10_000, { message: 'redelivery ignored' });
+      expect(await ttlOf(`res:${ok.id}:log`)).toBeGreaterThan(0);
+      expect(await ttlOf(`res:${other.id}:log`)).toBe(-1);
+
+      await publishResult(w.id, { jobId: other.id, status: JobStatus.SUCCEEDED, workerId: w.id, dispatch: nthRequest(w, other.id, 1).dispatch }, `artifacts:${other.id}`);
+      await waitFor(async () => (await stateOf(other.id)) === 'SUCCEEDED', 10_000, { message: 'other job SUCCEEDED' });
+      await redis.del(...foreign);
     });
   });
 

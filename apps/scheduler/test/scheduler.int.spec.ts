@@ -262,6 +262,34 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
       expect(worker.count(job.id)).toBe(1);
     });
 
+    it('a cancelled job\'s result key gets the job TTL: cancelled here, or by the gateway before its JobCancel (D45)', async () => {
+      const ttlOk = async (id: string) => {
+        const ttl = await redis.pttl(jobKeys.res(id));
+        expect(ttl).toBeGreaterThan(rig.config.jobTtlMs - 60_000);
+        expect(ttl).toBeLessThanOrEqual(rig.config.jobTtlMs);
+      };
+      // A worker that wrote its result (no TTL) before the cancel reached it.
+      const job = await submit('job.manual');
+      await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 15_000, { message: 'job RUNNING' });
+      await redis.set(jobKeys.res(job.id), '{"partial":true}');
+      await publishCancel(job.id, 'not needed');
+      await waitFor(async () => (await stateOf(job.id)) === 'CANCELLED', 10_000, { message: 'job CANCELLED from the bus' });
+      await ttlOk(job.id);
+
+      // The gateway writes CANCELLED under the job lock, then publishes its JobCancel: the scheduler finds the job terminal.
+      const byGateway = await submit('job.manual');
+      await waitFor(async () => (await stateOf(byGateway.id)) === 'RUNNING', 15_000, { message: 'second job RUNNING' });
+      await redis.set(jobKeys.res(byGateway.id), '{"partial":true}');
+      await redis.set(jobKeys.lock(byGateway.id), 'gateway-test:1', 'PX', 30_000);
+      const w = await store.transition(byGateway.id, 'CANCELLED', { token: 'gateway-test:1', release: true, patch: { error: { code: 'cancelled', message: 'cancelled by API' } } });
+      expect(w.ok).toBe(true);
+      expect(await redis.pttl(jobKeys.res(byGateway.id))).toBe(-1); // the gateway's write alone leaves it
+      const terminal = await ignoredCount('cancel', 'terminal');
+      await publishCancel(byGateway.id, 'cancelled by API', 'gateway-test');
+      await waitFor(async () => (await ignoredCount('cancel', 'terminal')) > terminal, 10_000, { message: 'gateway cancel acked' });
+      await ttlOk(byGateway.id);
+    });
+
     it('a JobCancel for an earlier attempt does not end the current one', async () => {
       const job = await submit('job.manual');
       await waitFor(async () => (await stateOf(job.id)) === 'RUNNING', 15_000, { message: 'job RUNNING' });

@@ -18,12 +18,23 @@ export class InputError extends Error {
   }
 }
 
+/**
+ * TTL the worker gives `res:<id>` when it writes it: the job TTL's default (JOB_TTL 7 d, D45;
+ * CONTRACT §5). The scheduler sets the deployment's exact job TTL when the job turns terminal;
+ * this one only bounds a result the scheduler never gets to (the worker died between the write
+ * and the result publish, or the job's record expired first). The SDK is not told the
+ * deployment's JOB_TTL (1 m to 30 d): with a shorter one the scheduler shortens the key, with a
+ * longer one it lengthens it, at the terminal write that follows the publish right away.
+ */
+export const DEFAULT_RESULT_TTL_MS = 7 * 24 * 3600_000;
+
 export class JobIo {
   private readonly scripts: ScriptRunner;
 
   constructor(
     private readonly redis: RedisClient,
     private readonly claimTtlMs: number,
+    private readonly resultTtlMs: number = DEFAULT_RESULT_TTL_MS,
   ) {
     this.scripts = defineScripts(redis, [scriptSpec('claim-2.lua', claimLua)]);
   }
@@ -57,9 +68,13 @@ export class JobIo {
     }
   }
 
-  /** Writes `res:<id>`; no TTL here: the scheduler sets EXPIRE when the job turns terminal (D45). */
+  /**
+   * Writes `res:<id>` with a TTL (DEFAULT_RESULT_TTL_MS): a plain SET would also clear any TTL
+   * the key had, and nothing would expire it if the scheduler never applies the result. The
+   * scheduler then sets the job TTL when the job turns terminal (D45).
+   */
   async writeResult(jobId: string, result: unknown): Promise<string> {
-    await this.redis.set(workerKeys.res(jobId), JSON.stringify(result));
+    await this.redis.set(workerKeys.res(jobId), JSON.stringify(result), 'PX', this.resultTtlMs);
     return workerKeys.resPtr(jobId);
   }
 }

@@ -72,6 +72,15 @@ test('with startAckDelayMs 0 a job gets its start ack before the handler runs, t
   expect(w.stats()).toMatchObject({ executed: 1, succeeded: 1, activeJobs: 0 });
 });
 
+test('res:<id> is written with a TTL (the default job TTL), so a result the scheduler never applies still expires', async () => {
+  await startWorker({ topics: ['job.res-ttl'] });
+  const job = await publishJob(h, 'job.res-ttl', { prompt: 'kept a while' });
+  expect((await resultOf(job.jobId)).resultPtr).toBe(`redis://res:${job.jobId}`);
+  const ttl = await h.redis.pttl(`res:${job.jobId}`);
+  expect(ttl).toBeGreaterThan(7 * 24 * 3600_000 - 60_000);
+  expect(ttl).toBeLessThanOrEqual(7 * 24 * 3600_000);
+});
+
 test('by default a job that runs past the ack delay gets one start ack while it runs; a job that ends sooner sends only its result', async () => {
   expect(DEFAULT_START_ACK_DELAY_MS).toBe(100);
   const latches = new Map([['slow', new Latch()], ['marker', new Latch()]]);

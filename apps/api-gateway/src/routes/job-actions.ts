@@ -149,7 +149,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
     if (!lease) throw new ApiError('job_busy');
     let cancelled: JobRecord;
     try {
-      const r = await storeCall(deps, 'cancel job', () => deps.store.transition(job.id, 'CANCELLED', { token: lease.token, patch: { error: { code: 'cancelled', message: body.data?.reason ?? 'cancelled by API' } } }));
+      const r = await storeCall(deps, 'cancel job', () => deps.store.transition(job.id, 'CANCELLED', { token: lease.token, expireResult: true, patch: { error: { code: 'cancelled', message: body.data?.reason ?? 'cancelled by API' } } }));
       if (!r.ok) {
         const cur = r.current;
         if (cur && TERMINAL_STATES.has(cur.state)) throw new ApiError('job_terminal', { extra: { state: cur.state } });
