@@ -4,6 +4,14 @@
 // at GPU speed) and costs one scrypt per key per replica thanks to the verified
 // cache below. Revocation and expiry hold on every replica within 1 s: records
 // are cached for at most RECORD_CACHE_MS, and expiry is checked on every call.
+//
+// Lifetime: a record is deleted by Redis RETAIN_MS after its key stops working
+// (expiry, or revocation, whichever is first); a key with neither lives as long
+// as it works. Until then it is listed with its expires_at / revoked, so admins
+// and audits still see recently dead keys. A record that is gone is an unknown
+// key: refused like any wrong key, and its stream closed at the next re-check
+// (P77). The tenant index is in another slot, so it is not trimmed with the
+// record: list() drops ids whose record is gone.
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import type { RedisClient } from '@cordum/redis';
 import { ApiError } from '../http/errors';
@@ -23,6 +31,26 @@ export const RECORD_CACHE_MS = 500;
 const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
 const KDF_LABEL = `scrypt:N=${SCRYPT.N},r=${SCRYPT.r},p=${SCRYPT.p}`;
 const MAX_CACHE = 10_000;
+/**
+ * How long a dead (expired or revoked) key's record is kept, listed as such: 30 days, the usual
+ * monthly access review, and long enough to answer "what was this key" for any incident report
+ * that names one. Storage is bounded by keys minted per 30 days (plus live keys), not by all
+ * keys ever minted.
+ */
+export const RETAIN_MS = 30 * 24 * 3600 * 1000;
+
+/** When Redis deletes the record: RETAIN_MS after the key stopped working, null while it has no end. */
+export function recordDeleteAt(r: Pick<ManagedKeyRecord, 'expiresAt' | 'revokedAt'>): number | null {
+  const dead = [r.expiresAt, r.revokedAt].filter((t): t is number => t !== null);
+  return dead.length === 0 ? null : Math.min(...dead) + RETAIN_MS;
+}
+
+/** Awaits a one-key MULTI (one slot, so Cluster-safe); a command that failed inside it throws. */
+async function execOne(exec: Promise<[Error | null, unknown][] | null>): Promise<void> {
+  const results = await exec;
+  if (results === null) throw new Error('managed key write aborted');
+  for (const [err] of results) if (err) throw err;
+}
 
 export interface ManagedKeyRecord {
   id: string;
@@ -197,14 +225,23 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
         kdf: KDF_LABEL,
       };
       // Record first, then the index: a crash in between leaves a working key missing from the list, never a listed key that cannot be revoked.
-      await redis.hset(managedKeyNames.record(id), fields);
+      // The record and its deletion time in one MULTI (one key): never a record of an expiring key that is kept forever.
+      const recKey = managedKeyNames.record(id);
+      const deleteAt = recordDeleteAt(record);
+      if (deleteAt === null) await redis.hset(recKey, fields);
+      else await execOne(redis.multi().hset(recKey, fields).pexpireat(recKey, deleteAt).exec());
       await redis.sadd(managedKeyNames.tenantIndex(record.tenant), id);
       return { key: `ck_${id}_${secret}`, record };
     },
 
     async list(tenant) {
-      const ids = (await redis.smembers(managedKeyNames.tenantIndex(tenant))).sort();
+      const index = managedKeyNames.tenantIndex(tenant);
+      const ids = (await redis.smembers(index)).sort();
       const rows = await Promise.all(ids.map((id) => redis.hgetall(managedKeyNames.record(id))));
+      // Records Redis deleted (RETAIN_MS after expiry or revocation) leave the index too. Safe
+      // against create: the record is written before the id is indexed, and ids are never reused.
+      const gone = ids.filter((_, i) => Object.keys(rows[i] ?? {}).length === 0);
+      if (gone.length > 0) await redis.srem(index, ...gone);
       return rows
         .map(decodeRecord)
         .filter((r): r is ManagedKeyRecord => r !== null && r.tenant === tenant)
@@ -215,11 +252,19 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
       if (!/^[0-9a-f]{16}$/.test(id)) return null;
       const rec = decodeRecord(await redis.hgetall(managedKeyNames.record(id)));
       if (!rec || rec.tenant !== tenant) return null;
+      const recKey = managedKeyNames.record(id);
       if (!rec.revoked) {
         const at = now();
-        await redis.hset(managedKeyNames.record(id), { revoked: '1', revoked_at: String(at) });
         rec.revoked = true;
         rec.revokedAt = at;
+        // The deletion time in the same MULTI: were the record deleted since the read above, this
+        // HSET recreates only a partial hash (no id, tenant or hash: an unknown key), which the
+        // PEXPIREAT makes expire like the record would have, never kept forever.
+        const deleteAt = recordDeleteAt(rec) ?? at + RETAIN_MS;
+        await execOne(redis.multi().hset(recKey, { revoked: '1', revoked_at: String(at) }).pexpireat(recKey, deleteAt).exec());
+      } else if (rec.revokedAt !== null) {
+        // Revoked before records had a lifetime: same deadline, so a repeated DELETE never extends it.
+        await redis.pexpireat(recKey, recordDeleteAt(rec) ?? rec.revokedAt + RETAIN_MS);
       }
       records.delete(id); // this replica sees it at once; others within RECORD_CACHE_MS
       return rec;

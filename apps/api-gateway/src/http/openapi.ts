@@ -124,9 +124,9 @@ export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/api/v1/config/status', summary: 'Section hashes and per-replica drift (admin, D33)', tag: 'config', auth: true, ok: { 200: { description: 'status', schema: s.configStatusSchema } }, errors: [...AUTH_ERRORS, 500] },
   { method: 'GET', path: '/api/v1/status', summary: 'Instance status (admin; no secrets)', tag: 'meta', auth: true, ok: { 200: { description: 'status', schema: s.statusSchema } }, errors: AUTH_ERRORS },
 
-  { method: 'GET', path: '/api/v1/auth/keys', summary: 'Managed API keys of the tenant (admin)', tag: 'auth', auth: true, ok: { 200: { description: 'keys (never secrets)', schema: s.managedKeyListSchema } }, errors: AUTH_ERRORS },
+  { method: 'GET', path: '/api/v1/auth/keys', summary: 'Managed API keys of the tenant (admin); an expired or revoked key is listed for 30 days after it stopped working', tag: 'auth', auth: true, ok: { 200: { description: 'keys (never secrets)', schema: s.managedKeyListSchema } }, errors: AUTH_ERRORS },
   { method: 'POST', path: '/api/v1/auth/keys', summary: 'Create a managed key; the secret is returned once (admin)', tag: 'auth', auth: true, body: s.createKeyBodySchema, ok: { 201: { description: 'created', schema: s.createdKeySchema } }, errors: [...AUTH_ERRORS, 413, 415] },
-  { method: 'DELETE', path: '/api/v1/auth/keys/:id', summary: 'Revoke a managed key (admin); effective on every replica within 1 s', tag: 'auth', auth: true, ok: { 200: { description: 'the revoked key', schema: s.managedKeySchema } }, errors: [...AUTH_ERRORS, 404] },
+  { method: 'DELETE', path: '/api/v1/auth/keys/:id', summary: 'Revoke a managed key (admin); effective on every replica within 1 s; its record is deleted 30 days later', tag: 'auth', auth: true, ok: { 200: { description: 'the revoked key', schema: s.managedKeySchema } }, errors: [...AUTH_ERRORS, 404] },
   {
     method: 'GET',
     path: '/api/v1/stream',
