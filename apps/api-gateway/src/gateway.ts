@@ -34,6 +34,13 @@ import { mountApprovalRoutes } from './routes/approvals';
 import { mountPolicyRoutes } from './routes/policy';
 import { createSubmitService, redisUsable } from './submit/service';
 
+/** start() ended because stop() was called while it ran. */
+class StartAborted extends Error {
+  constructor() {
+    super('stopped while starting');
+  }
+}
+
 export interface GatewayDeps {
   logger?: Logger;
   registry?: Registry;
@@ -103,6 +110,28 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
   let currentLimits = (): RateLimits => ({ rps: config.rateLimit.rps, burst: config.rateLimit.burst });
   // Cleanups run in reverse order of creation, each even if another fails (STYLE 3).
   const cleanups: { name: string; fn: () => Promise<void> | void }[] = [];
+  let stopped: Promise<void> | null = null;
+  /**
+   * Registers what closes a resource start() just made. A stop that came while starting (SIGTERM
+   * during a slow start) ends start() here: the resource is closed by the running stop, or at
+   * once if that stop has finished, and the gateway never reports ready.
+   */
+  const track = async (name: string, fn: () => Promise<void> | void): Promise<void> => {
+    cleanups.push({ name, fn });
+    if (!stopping) return;
+    if (stopped) await runCleanups();
+    throw new StartAborted();
+  };
+  const runCleanups = async (): Promise<void> => {
+    // pop: newest first, including anything a start still running registers meanwhile
+    for (let c = cleanups.pop(); c; c = cleanups.pop()) {
+      try {
+        await c.fn();
+      } catch (err) {
+        logger.warn('cleanup failed', { name: c.name, err: errorText(err) });
+      }
+    }
+  };
 
   const start = async (): Promise<void> => {
     state = 'starting';
@@ -115,22 +144,22 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     });
 
     const redis: RedisClient = createRedis({ ...config.redis, name: config.instanceId, events: redisLogEvents(logger) });
-    cleanups.push({ name: 'redis', fn: () => closeRedis(redis) });
+    await track('redis', () => closeRedis(redis));
     // Dial now (a lazy client would otherwise stay 'wait' until the first request); readiness reports the result.
     if (!(await pingRedis(redis, PING_TIMEOUT_MS))) logger.warn('redis not reachable at start; /readyz stays 503 until it is');
     else await warnIfEvicting(redis, (msg, fields) => logger.warn(msg, fields));
     const bus: Bus = await connectBus({ servers: config.natsServers, name: config.instanceId, logger, registry });
-    cleanups.push({ name: 'bus', fn: () => bus.close() });
+    await track('bus', () => bus.close());
     await bus.ensureStreams();
 
     const evaluator = deps.evaluator ?? createKernelEvaluator(config.safetyKernelAddr);
-    cleanups.push({ name: 'safety-kernel client', fn: () => evaluator.close() });
+    await track('safety-kernel client', () => evaluator.close());
     const policyAdmin = deps.policyAdmin ?? createPolicyAdmin(config.safetyKernelAddr);
-    cleanups.push({ name: 'policy passthrough client', fn: () => policyAdmin.close() });
+    await track('policy passthrough client', () => policyAdmin.close());
 
     const hub = createStreamHub({ bus, redis, logger, registry, lingerMs: deps.streamUnsubscribeLingerMs });
     hub.start();
-    cleanups.push({ name: 'stream hub', fn: () => hub.stop() });
+    await track('stream hub', () => hub.stop());
     // CONTRACT §7, counted by whichever service commits the transition (here: creations, cancels, approvals).
     const jobsTotal = new Counter({ name: 'cordum_jobs_total', help: 'Committed job transitions by target state.', labelNames: ['state'], registers: [registry] });
     // D15: transitions this replica commits (job creation at submit) are broadcast like the scheduler's.
@@ -147,12 +176,12 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     // D14: the sys.job.dlq notice after each DLQ write this replica makes (a job DENIED at submit).
     const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: config.instanceId, logger }) });
     const dlqNotices = await startDlqNoticeConsumer({ bus, store, logger, registry });
-    cleanups.push({ name: 'dlq notice consumer', fn: () => dlqNotices.stop() });
+    await track('dlq notice consumer', () => dlqNotices.stop());
     const locks = createLocks(redis);
     const submit = createSubmitService({ redis, store, bus, locks, evaluator, logger, instanceId: config.instanceId, jobTtlMs: config.jobTtlMs });
     const ops = createOperations({ config, redis, bus, store, locks, submit, logger, redisReady: () => redisUsable(redis) });
     ops.start();
-    cleanups.push({ name: 'operations', fn: () => ops.stop() });
+    await track('operations', () => ops.stop());
     const approvals = createApprovalService({ store, locks, bus, evaluator, logger, instanceId: config.instanceId, redisReady: () => redisUsable(redis) });
 
     const limiter = createRateLimiter({ redis, useRedis: config.rateLimit.useRedis, limits: currentLimits(), registry, logger });
@@ -175,7 +204,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
         },
       },
     });
-    cleanups.push({ name: 'config watcher', fn: () => watcher.stop() });
+    await track('config watcher', () => watcher.stop());
     await watcher.start();
 
     const managedKeys = createManagedKeys(redis);
@@ -218,10 +247,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     server.headersTimeout = 10_000;
     answerClientErrors(server);
     await listen(server, config.httpAddr);
-    cleanups.push({ name: 'http', fn: () => closeHttp(server) });
+    await track('http', () => closeHttp(server));
     httpPort = (server.address() as AddressInfo).port;
     const stream = attachStreamServer(server, { keys, hub, limiter, logger, registry, pingIntervalMs: deps.streamPingIntervalMs });
-    cleanups.push({ name: 'stream', fn: () => stream.close() });
+    await track('stream', () => stream.close());
 
     const grpcApi = await startGrpcApi({
       addr: config.grpcAddr,
@@ -236,13 +265,14 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       // The checks of /readyz (a Redis PING, NATS, the first config load): a replica HTTP's probe keeps out is not SERVING either.
       ready: async () => state === 'running' && (await readiness.check()).ready,
     });
-    cleanups.push({ name: 'grpc', fn: () => grpcApi.close() });
+    await track('grpc', () => grpcApi.close());
     grpcPort = grpcApi.port;
 
     const health: HealthServer = await startHealthServer({ addr: config.metricsAddr, registry, logger, checks });
-    cleanups.push({ name: 'metrics server', fn: () => health.close() });
+    await track('metrics server', () => health.close());
     metricsPort = health.port;
 
+    if (stopping) throw new StartAborted();
     state = 'running';
     logger.info('api-gateway ready', { http_port: httpPort, metrics_port: metricsPort, grpc_port: grpcPort });
   };
@@ -250,14 +280,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       state = 'stopping';
-      for (const c of cleanups.reverse()) {
-        try {
-          await c.fn();
-        } catch (err) {
-          logger.warn('cleanup failed', { name: c.name, err: errorText(err) });
-        }
-      }
-      cleanups.length = 0;
+      await runCleanups();
+      stopped = Promise.resolve();
       state = 'stopped';
       logger.info('api-gateway stopped');
     })();
@@ -271,6 +295,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
         await start();
       } catch (err) {
         await stop();
+        // A stop while starting is not a failed start: the stop's caller (a signal) ends the process.
+        if (err instanceof StartAborted) return;
         throw err;
       }
     },

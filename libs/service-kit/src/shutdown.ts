@@ -25,6 +25,7 @@ export class Shutdown {
   private outcomePromise: Promise<ShutdownOutcome> | undefined;
   private runPromise: Promise<void> | undefined;
   private handler: ((signal: NodeJS.Signals) => void) | undefined;
+  private fatalHandlers: { uncaughtException: (err: Error) => void; unhandledRejection: (reason: unknown) => void } | undefined;
   private listened = false;
   private state: 'idle' | 'running' | 'done' = 'idle';
   private result: ShutdownOutcome | undefined;
@@ -48,7 +49,12 @@ export class Shutdown {
     this.cleanups.push({ name, fn });
   }
 
-  /** Installs SIGTERM/SIGINT handlers once: run(), then exit(0), or exit(1) on deadline or error. */
+  /**
+   * Installs SIGTERM/SIGINT handlers once: run(), then exit(0), or exit(1) on deadline or error.
+   * Also handles what would otherwise crash the process with a bare stack on stderr (an exception
+   * thrown in a timer, an unhandled rejection): one JSON `fatal: …` error line, the same stop
+   * (leases, reports and connections released, not left to expire), then exit(1).
+   */
   listen(): void {
     if (this.listened || this.state !== 'idle') return;
     this.listened = true;
@@ -61,6 +67,17 @@ export class Shutdown {
       void this.runOutcome().then((outcome) => this.exit(outcome === 'clean' ? 0 : 1));
     };
     for (const s of SIGNALS) process.on(s, this.handler);
+    const fatal = (msg: string, err: unknown): void => {
+      this.logger.error(msg, { err });
+      if (this.state !== 'idle') {
+        this.exit(1);
+        return;
+      }
+      void this.runOutcome().then(() => this.exit(1));
+    };
+    this.fatalHandlers = { uncaughtException: (err) => fatal('fatal: uncaught exception; stopping', err), unhandledRejection: (reason) => fatal('fatal: unhandled rejection; stopping', reason) };
+    process.on('uncaughtException', this.fatalHandlers.uncaughtException);
+    process.on('unhandledRejection', this.fatalHandlers.unhandledRejection);
   }
 
   /** Memoised: every call returns the same promise. Never rejects. */
@@ -109,8 +126,13 @@ export class Shutdown {
   }
 
   private removeHandlers(): void {
-    if (!this.handler) return;
-    for (const s of SIGNALS) process.off(s, this.handler);
+    if (this.handler) for (const s of SIGNALS) process.off(s, this.handler);
     this.handler = undefined;
+    // Removed only once the stop has finished (exit follows): a throw during the stop still ends in exit(1).
+    if (this.fatalHandlers) {
+      process.off('uncaughtException', this.fatalHandlers.uncaughtException);
+      process.off('unhandledRejection', this.fatalHandlers.unhandledRejection);
+    }
+    this.fatalHandlers = undefined;
   }
 }

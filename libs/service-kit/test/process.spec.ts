@@ -84,6 +84,21 @@ describe('service process', () => {
     expect(p.hasLine('shutdown: deadline exceeded')).toBe(true);
   });
 
+  it.each([
+    ['timer', 'uncaught exception', 'thrown in a timer on purpose'],
+    ['rejection', 'unhandled rejection', 'rejected on purpose'],
+  ])('an error nobody catches (%s): one JSON fatal line, the service stopped, exit 1', async (mode, kind, message) => {
+    const p = spawnFixture({ FIXTURE_THROW: mode });
+    expect((await p.waitExit(10_000)).code).toBe(1);
+    const fatal = records(p).filter((r) => r['msg'] === `fatal: ${kind}; stopping`);
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]).toMatchObject({ level: 'error', service: 'fixture' });
+    expect(JSON.stringify(fatal[0])).toContain(message);
+    expect(p.hasLine('fixture stopped')).toBe(true);
+    // no bare stack trace: every line is a JSON record
+    expect(p.output.every((l) => l.startsWith('{'))).toBe(true);
+  });
+
   it('a failing start() stops what was started and exits 1', async () => {
     const p = spawnFixture({ FIXTURE_FAIL_START: 'true' });
     expect((await p.waitExit(10_000)).code).toBe(1);

@@ -1,0 +1,62 @@
+// A stop that comes while the gateway is starting (SIGTERM during a slow start) ends the start:
+// nothing is left listening or connected, "api-gateway ready" is never logged, and start()
+// resolves (a stop is not a failed start), so the signal's shutdown exits 0.
+import { createLogger } from '@cordum/service-kit';
+import { startNats, startRedis, type TestServer } from '@cordum/testing';
+import { loadGatewayConfig } from '../src/config';
+import { createGateway } from '../src/gateway';
+import { API_KEYS_JSON, KEYS, startFakeKernel, type FakeKernel } from './harness';
+
+let redis: TestServer;
+let nats: TestServer;
+let kernel: FakeKernel;
+
+beforeAll(async () => {
+  [redis, nats, kernel] = await Promise.all([startRedis(), startNats(), startFakeKernel()]);
+});
+
+afterAll(async () => {
+  await kernel.stop();
+  await Promise.all([nats.stop(), redis.stop()]);
+});
+
+function gateway() {
+  const lines: string[] = [];
+  const config = loadGatewayConfig({
+    REDIS_URL: redis.url,
+    NATS_URL: nats.url,
+    GATEWAY_HTTP_ADDR: '127.0.0.1:0',
+    GATEWAY_METRICS_ADDR: '127.0.0.1:0',
+    GATEWAY_GRPC_ADDR: '127.0.0.1:0',
+    SAFETY_KERNEL_ADDR: kernel.address,
+    CORDUM_API_KEY: KEYS.admin,
+    CORDUM_API_KEYS: API_KEYS_JSON,
+    CORDUM_INSTANCE_ID: 'gw-start-stop',
+  });
+  const logger = createLogger({ service: 'api-gateway', instance: 'gw-start-stop', level: 'info', write: (l) => void lines.push(l) });
+  return { gw: createGateway(config, { logger }), lines };
+}
+
+it.each([0, 1, 5, 20])('a stop %i ms into the start ends it: never ready, nothing listening, start() resolves', async (afterMs) => {
+  const { gw, lines } = gateway();
+  const starting = gw.start();
+  if (afterMs > 0) await new Promise((r) => setTimeout(r, afterMs));
+  await gw.stop();
+  await expect(starting).resolves.toBeUndefined();
+  // whatever start() made after the stop began is closed too
+  expect(lines.some((l) => l.includes('"msg":"api-gateway stopped"'))).toBe(true);
+  expect(lines.some((l) => l.includes('api-gateway ready'))).toBe(false);
+  for (const port of [gw.httpPort, gw.grpcPort, gw.metricsPort]) {
+    if (port > 0) await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+  }
+});
+
+it('a start that completes and is then stopped closes everything (control)', async () => {
+  const { gw, lines } = gateway();
+  await gw.start();
+  expect(lines.some((l) => l.includes('api-gateway ready'))).toBe(true);
+  const port = gw.httpPort;
+  expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+  await gw.stop();
+  await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+});
