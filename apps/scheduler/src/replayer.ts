@@ -140,16 +140,24 @@ function failParked(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promis
  * A job the orphan sweep finds parked (P15) is no orphan, whatever its age: parking moved its
  * orphan clock to its expiry, and a backlog expiring faster than the LIMIT parked jobs per turn
  * above is reached by the sweep a pendingAge later. Re-driving it would count a try and park it
- * again with a new plan, past its bound, at a Check per job. Past its expiry it fails here as
- * above (a topic served again is left to the unpark above); before, its clock goes back to the
- * expiry. true when the job was parked.
+ * again with a new plan, past its bound, at a Check per job. On a topic served again it is
+ * unparked here as the turn above would (to `job:retry` due now, its clock back to now): the turn
+ * only reaches jobs whose topic is in `job:parked:topics`, so a job whose topic entry was lost
+ * (a cleanup racing its park) would otherwise stay parked for good, its clock moved on at every
+ * sweep. On a topic still unserved, past its expiry it fails here as above; before, its clock
+ * goes back to the expiry. true when the job was parked.
  */
 async function settleParked(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<boolean> {
   const expiresAt = await ctx.store.parkedExpiry(job.topic, job.id);
   if (expiresAt === null) return false;
   const now = Date.now();
-  if (expiresAt > now || topicServed(ctx.pools(), ctx.workers.live(), job.topic)) {
-    await ctx.store.touchOrphanClock(job.id, job.state, Math.max(expiresAt, now));
+  if (topicServed(ctx.pools(), ctx.workers.live(), job.topic)) {
+    await ctx.store.unpark(job.topic, [job.id], now);
+    ctx.logger.info('orphan sweep found a job parked on a served topic, re-driven', { job_id: job.id, topic: job.topic });
+    return true;
+  }
+  if (expiresAt > now) {
+    await ctx.store.touchOrphanClock(job.id, job.state, expiresAt);
     return true;
   }
   await failParked(ctx, lease, job);

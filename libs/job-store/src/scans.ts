@@ -40,7 +40,8 @@ export interface JobScans {
    * P15: parks a job waiting for a worker on `topic` until `expiresAtMs` (its D13 bound): one entry
    * in `job:parked:<topic>`, the topic in `job:parked:topics`, no `job:retry` entry, and its orphan
    * clock in `job:active:<state>` moved forward to the expiry, so neither the retry drain nor the
-   * orphan sweep looks at it while it waits.
+   * orphan sweep looks at it while it waits. The entry is in before the topic is listed (on a
+   * cluster the topic waits for the entry's reply), which dropParkedTopicIfEmpty relies on.
    */
   park(id: string, topic: string, state: JobState, expiresAtMs: number): Promise<void>;
   listParkedTopics(): Promise<string[]>;
@@ -55,7 +56,11 @@ export interface JobScans {
    * the job a `SCHEDULER_PENDING_REPLAY_AGE` later instead of at its parked expiry (P28).
    */
   unpark(topic: string, ids: string[], dueAtMs?: number): Promise<void>;
-  /** Forgets a topic whose parked set is empty (re-adds it if a park raced the removal). */
+  /**
+   * Forgets a topic whose parked set is empty (re-adds it if a park raced the removal: a park
+   * whose topic was listed before the removal had its entry in before that, so the re-check
+   * after the removal sees it).
+   */
   dropParkedTopicIfEmpty(topic: string): Promise<void>;
   /** Moves a job's orphan clock in `job:active:<state>` to `atMs` unless it is already later. */
   touchOrphanClock(id: string, state: JobState, atMs: number): Promise<void>;
@@ -113,12 +118,15 @@ export function createJobScans(redis: RedisClient): JobScans {
       await reindex(id, seenIn, job?.state ?? null, job?.updatedAt ?? Date.now());
     },
     async park(id, topic, state, expiresAtMs) {
-      await Promise.all([
-        redis.zadd(jobKeys.parked(topic), expiresAtMs, id),
-        redis.sadd(jobKeys.parkedTopics(), topic),
-        redis.zrem(jobKeys.retry(), id),
-        touchOrphanClock(id, state, expiresAtMs),
-      ]);
+      // The entry goes in before its topic is listed: the leader's dropParkedTopicIfEmpty
+      // (ZCARD, SREM, ZCARD again) is right only for parks whose ZADD runs before their SADD.
+      // Standalone Redis runs them in the order sent on its one connection, so both leave
+      // together; on a cluster the two keys sit in other slots (other nodes), and a SADD sent
+      // alongside could run before the leader's SREM and the ZADD after its re-check, leaving
+      // the job parked on a topic nobody lists, so the SADD waits for the ZADD's reply there.
+      const entered = redis.zadd(jobKeys.parked(topic), expiresAtMs, id);
+      const listed = redis.isCluster ? entered.then(() => redis.sadd(jobKeys.parkedTopics(), topic)) : redis.sadd(jobKeys.parkedTopics(), topic);
+      await Promise.all([entered, listed, redis.zrem(jobKeys.retry(), id), touchOrphanClock(id, state, expiresAtMs)]);
     },
     listParkedTopics: () => redis.smembers(jobKeys.parkedTopics()),
     listParked: (topic, maxMs, limit) => range(jobKeys.parked(topic), Number.isFinite(maxMs) ? maxMs : '+inf', limit),

@@ -14,7 +14,9 @@ export interface JobSlots {
   /**
    * Takes a slot of `group` (at most `limit` holders) for the job, or files the job as a waiter
    * (keeping the place it first queued at; the group is then listed for the leader). `limit` is
-   * kept as the group's latest. true when the job holds a slot, taken now or before.
+   * kept as the group's latest while the group has a queue (the leader reads it only for groups
+   * with waiters): a job that waits writes it, and so does one that takes a slot while others
+   * wait (a raised limit). true when the job holds a slot, taken now or before.
    */
   acquireSlot(group: string, id: string, limit: number): Promise<boolean>;
   /** Groups with waiters. */
@@ -36,7 +38,10 @@ export interface JobSlots {
   nextSlotWaiter(group: string, limit: number): Promise<string | undefined>;
   /** Drops holders and waiters (stale members, jobs that left). */
   dropSlotMembers(group: string, holders: string[], waiters: string[]): Promise<void>;
-  /** Unlists a group with no waiters (re-lists it if a wait raced the removal). */
+  /**
+   * Unlists a group with no waiters and forgets its limit (re-lists it, and puts its limit back,
+   * if a wait raced the removal).
+   */
   dropSlotGroupIfIdle(group: string): Promise<void>;
   /** Each job's state, null for a job with no record (expired, deleted), in the order given. */
   jobStates(ids: string[]): Promise<(JobState | null)[]>;
@@ -44,15 +49,31 @@ export interface JobSlots {
 
 export function createJobSlots(redis: RedisClient, ttlMs: number, now: () => number): JobSlots {
   const scripts = defineScripts(redis, [scriptSpec('slot-acquire-2.lua', slotAcquireLua)]);
+  /** Deletes the group's limit and answers what it was (null: none), in one transaction. */
+  const takeLimit = async (group: string): Promise<string | null> => {
+    const replies = await redis.multi().hget(jobKeys.slotLimits(), group).hdel(jobKeys.slotLimits(), group).exec();
+    if (replies === null) throw new Error('slot limit removal aborted');
+    for (const [err] of replies) if (err) throw err;
+    const limit = replies[0]?.[1];
+    return typeof limit === 'string' ? limit : null;
+  };
   return {
     async acquireSlot(group, id, limit) {
-      // The limit is kept at every look, so the leader frees slots by a raised limit too.
-      const [reply] = await Promise.all([
+      // The limit is written only while the group has a queue, so a group that never queues
+      // leaves no field in `job:slotwait:limits` (one per tenant and rule otherwise, forever) and
+      // the leader forgets it with the group's listing (dropSlotGroupIfIdle). It is written after
+      // the script's reply: a waiter is then in the queue before its limit is written, so a
+      // cleanup that deletes the limit after it was written finds the waiter in its re-check.
+      // A job that takes a slot while others wait (the queue counted before its own look, so a
+      // woken waiter counts itself) writes it too: the leader frees slots by a raised limit.
+      const [queued, reply] = await Promise.all([
+        redis.zcard(jobKeys.slotWaiters(group)),
         scripts.run<number>('slot-acquire', [jobKeys.slots(group), jobKeys.slotWaiters(group)], [id, limit, now(), ttlMs]),
-        redis.hset(jobKeys.slotLimits(), group, String(limit)),
       ]);
       const held = Number(reply) === 1;
-      if (!held) await redis.sadd(jobKeys.slotGroups(), group);
+      const keepLimit = () => redis.hset(jobKeys.slotLimits(), group, String(limit));
+      if (!held) await Promise.all([redis.sadd(jobKeys.slotGroups(), group), keepLimit()]);
+      else if (queued > 0) await keepLimit();
       return held;
     },
     listSlotGroups: () => redis.smembers(jobKeys.slotGroups()),
@@ -79,11 +100,17 @@ export function createJobSlots(redis: RedisClient, ttlMs: number, now: () => num
       ]);
     },
     async dropSlotGroupIfIdle(group) {
-      if ((await redis.zcard(jobKeys.slotWaiters(group))) > 0) return;
-      // The limit stays: one field per group ever waited on (tenants × rules), and a wait racing
-      // this removal finds its group listed again below with its limit still there.
+      const waiting = async () => (await redis.zcard(jobKeys.slotWaiters(group))) > 0;
+      if (await waiting()) return;
+      // Holders need no limit (only the leader reads it, for groups with waiters), so it goes
+      // with the listing. Read and deleted at once (one key, MULTI): a wait racing the removal
+      // wrote its limit after it joined the queue, so either that write comes after the delete,
+      // or the waiter is in the queue by the re-check below and the limit deleted (the latest
+      // written, the waiter's or a newer one) goes back, unless a look wrote its own since (NX).
       await redis.srem(jobKeys.slotGroups(), group);
-      if ((await redis.zcard(jobKeys.slotWaiters(group))) > 0) await redis.sadd(jobKeys.slotGroups(), group);
+      const limit = await takeLimit(group);
+      if (!(await waiting())) return;
+      await Promise.all([redis.sadd(jobKeys.slotGroups(), group), limit === null ? null : redis.hsetnx(jobKeys.slotLimits(), group, limit)]);
     },
     async jobStates(ids) {
       const states = await Promise.all(ids.map((id) => redis.hget(jobKeys.meta(id), 'state')));

@@ -6,6 +6,7 @@ import { startRedisCluster, type TestCluster } from '@cordum/testing';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createJobStore, jobKeys, type JobStore } from '../src';
 import { createIndexWriter } from '../src/index-writer';
+import { createJobScans } from '../src/scans';
 import { expectClaimGuard, holdLock, newJob } from './helpers';
 
 describe('job-store on a 6-node Redis Cluster', () => {
@@ -88,6 +89,49 @@ describe('job-store on a 6-node Redis Cluster', () => {
       });
       const ttls = await Promise.all(keys.map((k) => redis.pttl(k)));
       expect(ttls.filter((t) => t <= 0)).toEqual([]);
+    });
+
+    it('park has its entry in before it lists the topic, so the leader forgetting the topic meanwhile cannot strand the job (P15)', async () => {
+      const topic = `job.park-order-${process.pid}`;
+      const id = `park-order-${process.pid}`;
+      // The worst order a cluster allows for a park that sends its ZADD and SADD at once: the
+      // SADD lands, the leader's dropParkedTopicIfEmpty runs whole (ZCARD 0, SREM, ZCARD 0), and
+      // only then does the ZADD land (here it also takes a MOVED round trip). A ZADD of the parked
+      // set is held until a SADD of the topic sent alongside it is in and the cleanup has run; a
+      // ZADD sent once nothing else is in flight (a park that waits for it) goes straight out.
+      let listing: Promise<unknown> | undefined;
+      const send = (name: 'zadd' | 'sadd', args: unknown[]): Promise<unknown> => (fresh[name] as (...a: unknown[]) => Promise<unknown>).apply(fresh, args);
+      const racing = new Proxy(fresh, {
+        get(target, prop) {
+          if (prop === 'zadd') {
+            return async (...args: unknown[]) => {
+              if (args[0] === jobKeys.parked(topic)) {
+                await Promise.resolve(); // what park sends alongside the ZADD is sent by now
+                await listing;
+              }
+              return send('zadd', args);
+            };
+          }
+          if (prop === 'sadd') {
+            return (...args: unknown[]) => {
+              if (args[0] !== jobKeys.parkedTopics()) return send('sadd', args);
+              listing = send('sadd', args).then(async (r) => {
+                await store.dropParkedTopicIfEmpty(topic);
+                return r;
+              });
+              return listing;
+            };
+          }
+          const v: unknown = Reflect.get(target, prop, target);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+      await createJobScans(racing).park(id, topic, 'PENDING', 5_000_000_000_000);
+      expect(listing).toBeDefined();
+      expect({ parked: await redis.zscore(jobKeys.parked(topic), id), listed: await redis.sismember(jobKeys.parkedTopics(), topic) }).toEqual({ parked: '5000000000000', listed: 1 });
+      await store.unpark(topic, [id]);
+      await store.dropParkedTopicIfEmpty(topic);
+      await redis.zrem(jobKeys.active('PENDING'), id);
     });
 
     it("a tenant's DLQ index gets its TTL with its first entry", async () => {

@@ -1,6 +1,7 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { REDIS_BACKENDS, startRedisBackend, waitFor, type RedisBackend } from '@cordum/testing';
 import { createJobStore, encodeWorkerSnapshot, jobKeys, ownOutputKeys, parseWorkerSnapshot, readWorkerSnapshot, type JobStore } from '../src';
+import { createJobSlots } from '../src/slots';
 import { drive, holdLock, newJob, uniqueId } from './helpers';
 
 // The issue-3 additions: in-flight indexes and bounded scans, the D1 (b)
@@ -85,6 +86,64 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(await redis.zscore(jobKeys.retry(), 'later')).toBe('9000000000000');
     expect(await redis.zscore(jobKeys.retry(), 'now')).toBe('1000');
     await redis.zrem(jobKeys.retry(), 'later', 'now');
+  });
+
+  it('P70 slot limits: written only while the group has a queue, forgotten with its listing, and put back for a wait that raced the removal', async () => {
+    const limitOf = async (g: string) => redis.hget(jobKeys.slotLimits(), g);
+    // A group that never queues leaves no field (one per tenant and rule, for good, before).
+    const calm = `${uniqueId('tenant')}/rule-calm`;
+    expect(await store.acquireSlot(calm, 'a', 2)).toBe(true);
+    expect(await store.acquireSlot(calm, 'b', 2)).toBe(true);
+    expect(await limitOf(calm)).toBeNull();
+
+    // A group with waiters keeps its limit through the leader's cleanup.
+    const g = `${uniqueId('tenant')}/rule-lim`;
+    expect(await store.acquireSlot(g, 'h', 1)).toBe(true);
+    expect(await store.acquireSlot(g, 'w', 1)).toBe(false);
+    await store.dropSlotGroupIfIdle(g);
+    expect({ limit: await store.slotLimit(g), listed: (await store.listSlotGroups()).includes(g) }).toEqual({ limit: 1, listed: true });
+    // Its queue drained (w took the freed slot): unlisted and its limit gone, holders or not.
+    await store.dropSlotMembers(g, ['h'], []);
+    expect(await store.acquireSlot(g, 'w', 1)).toBe(true);
+    await store.dropSlotGroupIfIdle(g);
+    expect({ limit: await limitOf(g), listed: (await store.listSlotGroups()).includes(g) }).toEqual({ limit: null, listed: false });
+    // Drained entirely too; the next wait writes the limit again.
+    await store.dropSlotMembers(g, ['w'], []);
+    await store.dropSlotGroupIfIdle(g);
+    expect(await limitOf(g)).toBeNull();
+    expect(await store.acquireSlot(g, 'x', 1)).toBe(true);
+    expect(await store.acquireSlot(g, 'y', 1)).toBe(false);
+    expect(await store.slotLimit(g)).toBe(1);
+
+    // A wait that lands between the cleanup's look at the queue and its removal of the limit: the
+    // waiter is in the queue by the cleanup's re-check, which lists the group again and puts the
+    // limit back (without it the leader would wake nobody there).
+    const r = `${uniqueId('tenant')}/rule-race`;
+    expect(await store.acquireSlot(r, 'held', 1)).toBe(true);
+    let raced = false;
+    const racing = new Proxy(redis, {
+      get(target, prop) {
+        if (prop === 'srem') {
+          return async (...args: unknown[]) => {
+            const out = await (target.srem as (...a: unknown[]) => Promise<number>).apply(target, args);
+            if (args[0] === jobKeys.slotGroups() && args[1] === r && !raced) {
+              raced = true;
+              expect(await store.acquireSlot(r, 'late', 1)).toBe(false);
+              expect(await store.slotLimit(r)).toBe(1);
+            }
+            return out;
+          };
+        }
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    await createJobSlots(racing, 3_600_000, Date.now).dropSlotGroupIfIdle(r);
+    expect({ raced, limit: await store.slotLimit(r), listed: (await store.listSlotGroups()).includes(r) }).toEqual({ raced: true, limit: 1, listed: true });
+    await store.dropSlotMembers(r, ['held'], ['late']);
+    await store.dropSlotMembers(g, ['x'], ['y']);
+    await store.dropSlotMembers(calm, ['a', 'b'], []);
+    await Promise.all([r, g].map((x) => store.dropSlotGroupIfIdle(x)));
   });
 
   it('P71 output keys: only res:<id> and res:<id>:… are the job\'s; their bytes (a string\'s length, another type\'s memory), TTL and deletion', async () => {
