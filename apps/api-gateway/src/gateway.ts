@@ -148,7 +148,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     // Dial now (a lazy client would otherwise stay 'wait' until the first request); readiness reports the result.
     if (!(await pingRedis(redis, PING_TIMEOUT_MS))) logger.warn('redis not reachable at start; /readyz stays 503 until it is');
     else await warnIfEvicting(redis, (msg, fields) => logger.warn(msg, fields));
-    const bus: Bus = await connectBus({ servers: config.natsServers, name: config.instanceId, logger, registry });
+    const bus: Bus = await connectBus({ servers: config.natsServers, name: config.instanceId, logger, registry, waitOnFirstConnect: true });
     await track('bus', () => bus.close());
     await bus.ensureStreams();
 

@@ -97,3 +97,21 @@ it('warns at start, naming the policy, when Redis may evict keys', async () => {
     await client.config('SET', 'maxmemory-policy', 'noeviction');
   }
 });
+
+it('NATS down at start is waited out, as Redis down is: one warning, then ready once NATS listens, without a restart', async () => {
+  const late = await startNats();
+  await late.process.stop(5_000); // its port and store stay; restart() brings it back there
+  const { env, http } = await servingEnv();
+  const p = spawnGateway({ ...env, NATS_URL: late.url });
+  let revived: TestServer | undefined;
+  try {
+    await waitFor(() => p.hasLine('bus: NATS not reachable at start, waiting for it'), 15_000, { message: 'waiting for NATS' });
+    expect(p.running).toBe(true);
+    revived = await late.restart();
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${http}/readyz`).catch(() => null))?.status === 200, 20_000, { message: 'ready once NATS is up' });
+    expect(p.output.filter((l) => l.includes('NATS not reachable at start'))).toHaveLength(1);
+  } finally {
+    await p.stop(5_000);
+    await (revived ?? late).stop();
+  }
+});

@@ -197,13 +197,21 @@ class NatsBus implements Bus {
   }
 }
 
+/** How long a first connect that waits for NATS runs before it logs that it is waiting. */
+const FIRST_CONNECT_NOTICE_MS = 2_000;
+
 /**
  * Connects to NATS with reconnect-forever (jittered wait). Fails fast on the first
- * connect unless `waitOnFirstConnect` is set.
+ * connect unless `waitOnFirstConnect` is set (the services set it: NATS down at start is
+ * waited out, as Redis down is, instead of a crash loop).
  */
 export async function connectBus(o: BusOptions): Promise<Bus> {
   if (o.servers.length === 0) throw new BusError('bus_connect_failed', 'connectBus: no NATS servers configured');
   let nc: NatsConnection;
+  // A service waiting for NATS at start says so once, then connects by itself when NATS is up.
+  const waiting = o.waitOnFirstConnect
+    ? setTimeout(() => o.logger.warn('bus: NATS not reachable at start, waiting for it', { servers: o.servers.join(','), name: o.name }), FIRST_CONNECT_NOTICE_MS)
+    : undefined;
   try {
     nc = await connect({
       servers: o.servers,
@@ -221,6 +229,8 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
     });
   } catch (err) {
     throw new BusError('bus_connect_failed', `connect to ${o.servers.join(',')}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    clearTimeout(waiting);
   }
   if (!flushOncePerTurn(nc)) o.logger.warn('bus: this nats.js is not the version flushOncePerTurn was written for; each publish keeps its own socket write', { name: o.name });
   let jsm: JetStreamManager;

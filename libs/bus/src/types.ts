@@ -15,7 +15,7 @@ export interface BusOptions {
   name: string;
   logger: BusLogger;
   registry?: Registry;
-  /** Keep trying the first connect instead of failing fast (default false). */
+  /** Keep trying the first connect instead of failing fast (default false; every service sets it). */
   waitOnFirstConnect?: boolean;
 }
 

@@ -27,7 +27,7 @@ export async function connectWorkerRuntime(o: WorkerRuntimeOptions): Promise<Wor
   const redis = createRedis({ ...o.redis, name: o.redis.name ?? o.name, events: redisLogEvents(o.logger) });
   let bus: Bus;
   try {
-    bus = await connectBus({ servers: o.natsServers, name: o.name, logger: o.logger, registry: o.registry });
+    bus = await connectBus({ servers: o.natsServers, name: o.name, logger: o.logger, registry: o.registry, waitOnFirstConnect: true });
     // D43: every service ensures the streams, so results land even if the worker starts first.
     await bus.ensureStreams();
   } catch (err) {

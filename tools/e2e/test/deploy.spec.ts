@@ -354,12 +354,12 @@ describe('deploy/grafana/cordum-dashboard.json', () => {
 // against services.json, the code's env names, the CONTRACT replica ranges and each other.
 describe('deploy/k8s/cordum.yaml', () => {
   interface Port { name: string; containerPort: number }
-  interface Probe { httpGet: { path: string; port: string } }
+  interface Probe { httpGet: { path: string; port: string }; periodSeconds?: number; failureThreshold?: number }
   interface EnvVar { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }
   interface Container {
     image: string; command: string[]; env?: EnvVar[]; ports?: Port[];
     envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
-    livenessProbe?: Probe; readinessProbe?: Probe; resources?: { limits?: { memory?: string } };
+    livenessProbe?: Probe; readinessProbe?: Probe; startupProbe?: Probe; resources?: { limits?: { memory?: string } };
     lifecycle?: { preStop?: { exec?: { command: string[] } } };
   }
   interface Doc {
@@ -427,6 +427,16 @@ describe('deploy/k8s/cordum.yaml', () => {
     expect(pause).toBeGreaterThanOrEqual(3);
     // then SIGTERM, and the service stops within 15 s
     expect(gw.spec.template!.spec.terminationGracePeriodSeconds).toBeGreaterThan(pause + 15);
+  });
+
+  it('gives every pod a startup probe long enough to wait out NATS and the stream setup before liveness counts', () => {
+    for (const d of deployments) {
+      const c = container(d);
+      const s = c.startupProbe;
+      expect({ deployment: d.metadata.name, path: s?.httpGet.path, port: s?.httpGet.port }).toEqual({ deployment: d.metadata.name, path: '/healthz', port: c.livenessProbe?.httpGet.port });
+      // the JetStream stream setup alone is retried for 60 s (bus README), NATS down at start is waited out
+      expect({ deployment: d.metadata.name, seconds: (s?.periodSeconds ?? 10) * (s?.failureThreshold ?? 3) >= 120 }).toEqual({ deployment: d.metadata.name, seconds: true });
+    }
   });
 
   it('probes /healthz and /readyz on the listener that serves them', () => {
