@@ -194,6 +194,8 @@ describe('DLQ', () => {
     await redis.zadd(jobKeys.dlqIndex(), 1, 'ancient');
     await redis.zadd(jobKeys.dlqIndexTenant('oldco'), 1, 'ancient');
     await redis.zadd(jobKeys.indexAll('oldco'), String(now - 8 * 24 * 3600 * 1000), 'expired-job', String(now - 60_000), 'live-job');
+    // written directly here, so registered as the index writer and writeDlq register theirs (P89)
+    await redis.zadd(jobKeys.indexRegistry(), now, jobKeys.dlqIndexTenant('oldco'), now, jobKeys.indexAll('oldco'));
     // The gateway campaigns for the cleanup lease at start (D7), so one replica trims.
     await waitFor(async () => (await redis.get('cordum:dlq:cleanup'))?.startsWith('gw-test:') ?? false, 5_000);
     const { createRetentionCleanup } = await import('../src/retention');

@@ -19,6 +19,8 @@
 // live on different nodes, so the flush stays one command per key.
 import { defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import indexBatchLua from './lua/index-batch-n.lua';
+import { jobKeys } from './keys';
+import { indexRetention } from './retention';
 
 /** A key's TTL is pushed forward at most this often per process (it is the job TTL, days). */
 export const INDEX_EXPIRE_EVERY_MS = 60_000;
@@ -109,7 +111,12 @@ export function createIndexWriter(redis: RedisClient, now: () => number = Date.n
       b.resolve(); // only TTLs that were pushed forward less than a minute ago: nothing to send
       return;
     }
-    const written = scripts ? writeOnce(scripts, b, expires) : writePerKey(b, expires);
+    // The per-tenant index keys whose TTL is refreshed now are (re)registered for the retention
+    // leader (retention.ts), after their ZADDs: it drops a registered key it finds missing.
+    const registered: (string | number)[] = [];
+    for (const [key] of expires) if (indexRetention(key) !== null) registered.push(t, key);
+    const indexed = scripts ? writeOnce(scripts, b, expires) : writePerKey(b, expires);
+    const written = registered.length === 0 ? indexed : indexed.then(() => redis.zadd(jobKeys.indexRegistry(), ...registered));
     written.then(() => b.resolve(), (err: unknown) => {
         // A failed PEXPIRE must be retried by the next write to that key.
         for (const key of b.expires.keys()) if (expiredAt.get(key) === t) expiredAt.delete(key);

@@ -17,6 +17,14 @@ export const jobKeys = {
   idempotency: (tenant: string, key: string): string => `job:idempotency:${tenant}:${key}`,
   dlqEntry: (id: string): string => `dlq:entry:${id}`,
   dlqIndex: (): string => 'dlq:index',
+  /**
+   * ZSET of every per-tenant index key (`job:index:{<t>}:<state|all>`, `dlq:index:{<t>}`), scored by
+   * when a writer last refreshed its TTL: the retention leader reads it instead of scanning the
+   * keyspace (which holds millions of keys for a few hundred index keys).
+   */
+  indexRegistry: (): string => 'job:index:keys',
+  /** Set once a retention pass has scanned for index keys written before the registry existed. */
+  indexRegistryScanned: (): string => 'job:index:keys:scanned',
   /** Per-tenant DLQ index (additive to the global `dlq:index`) so a tenant's list never pages through others' entries. */
   dlqIndexTenant: (tenant: string): string => `dlq:index:{${tenant}}`,
   /**

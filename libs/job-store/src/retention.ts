@@ -12,7 +12,7 @@ const TRIM_CHUNK = 500;
 const TENANT_INDEX_PATTERN = '*index:{*';
 
 /** Which retention a per-tenant index key follows: `job` for `job:index:{<t>}:*`, `dlq` for `dlq:index:{<t>}`, null for any other key. */
-function indexRetention(key: string): 'job' | 'dlq' | null {
+export function indexRetention(key: string): 'job' | 'dlq' | null {
   if (key.startsWith('job:index:{')) return 'job';
   if (key.startsWith('dlq:index:{')) return 'dlq';
   return null;
@@ -38,17 +38,42 @@ export interface TrimCounts {
   dlq: number;
 }
 
+/** Registry members per ZADD when a scan registers the keys it found. */
+const REGISTER_CHUNK = 500;
+
 /**
  * One retention pass over every index: job indexes lose members created before `nowMs - jobTtlMs`,
- * DLQ indexes members filed before `nowMs - dlqTtlMs`. One SCAN of the keyspace finds both kinds.
+ * DLQ indexes members filed before `nowMs - dlqTtlMs`. The per-tenant keys come from the index
+ * registry (`job:index:keys`), which every writer of such a key keeps (index-writer.ts, writeDlq),
+ * so the pass costs a few commands per index key, not a SCAN of every key in Redis (tens of
+ * millions at a million jobs a day). Only the first pass after an upgrade scans, once, to register
+ * the keys written before the registry existed. A registered key that is gone (it expired with
+ * no write for its TTL) leaves the registry; one a writer re-creates is registered again at its
+ * next TTL refresh (at most a minute later per replica).
  */
 export async function trimIndexes(redis: RedisClient, o: { nowMs: number; jobTtlMs: number; dlqTtlMs: number; chunk?: number }): Promise<TrimCounts> {
   const cutoff = { job: o.nowMs - o.jobTtlMs, dlq: o.nowMs - o.dlqTtlMs };
   const counts: TrimCounts = { job: 0, dlq: 0 };
   counts.dlq += await trimIndex(redis, jobKeys.dlqIndex(), cutoff.dlq, o.chunk);
-  for await (const key of scanKeys(redis, TENANT_INDEX_PATTERN)) {
+  const registry = jobKeys.indexRegistry();
+  if ((await redis.exists(jobKeys.indexRegistryScanned())) === 0) {
+    let found: (string | number)[] = [];
+    const register = async (): Promise<void> => {
+      if (found.length > 0) await redis.zadd(registry, ...found);
+      found = [];
+    };
+    for await (const key of scanKeys(redis, TENANT_INDEX_PATTERN)) {
+      if (indexRetention(key) === null) continue;
+      found.push(o.nowMs, key);
+      if (found.length >= 2 * REGISTER_CHUNK) await register();
+    }
+    await register();
+    await redis.set(jobKeys.indexRegistryScanned(), String(o.nowMs));
+  }
+  for (const key of await redis.zrange(registry, '0', '-1')) {
     const kind = indexRetention(key);
     if (kind) counts[kind] += await trimIndex(redis, key, cutoff[kind], o.chunk);
+    if (!kind || (await redis.exists(key)) === 0) await redis.zrem(registry, key);
   }
   return counts;
 }

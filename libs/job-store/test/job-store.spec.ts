@@ -268,6 +268,34 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
       expect(await trimIndexes(redis, { nowMs: now, jobTtlMs: ttl, dlqTtlMs: DLQ_TTL_MS })).toEqual({ job: 0, dlq: 0 });
     });
 
+    it('reads the index keys from their registry after one scan: writers register them, keys that are gone leave it', async () => {
+      const now = Date.now();
+      // the first pass above has scanned once for keys written before the registry
+      expect(await redis.exists(jobKeys.indexRegistryScanned())).toBe(1);
+      const store = createJobStore(redis, { jobTtlMs: ttl, now: () => now - 8 * DAY });
+      const j = newJob({ tenant: 'reg-a' });
+      await store.createJob(j);
+      // a write that refreshes an index key's TTL registers it, scored by that time
+      expect(await redis.zscore(jobKeys.indexRegistry(), jobKeys.indexAll('reg-a'))).toBe(String(now - 8 * DAY));
+      expect(await redis.zscore(jobKeys.indexRegistry(), jobKeys.indexState('reg-a', 'PENDING'))).not.toBeNull();
+      // a DLQ write registers the tenant's DLQ index
+      const f = newJob({ tenant: 'reg-b' });
+      const token = await drive(store, redis, f, ['SCHEDULED', 'DISPATCHED']);
+      expect((await store.transition(f.id, 'FAILED', { token, patch: { error: { code: 'boom', message: 'x' } } })).ok).toBe(true);
+      await waitFor(async () => (await redis.zscore(jobKeys.indexRegistry(), jobKeys.dlqIndexTenant('reg-b'))) !== null, 2_000, { message: 'DLQ index registered' });
+
+      // a registered key is trimmed; one not registered is not found any more (no scan)
+      await redis.zadd(jobKeys.indexAll('reg-unlisted'), now - 8 * DAY, 'old');
+      const removed = await trimIndexes(redis, { nowMs: now, jobTtlMs: ttl, dlqTtlMs: DLQ_TTL_MS });
+      expect(removed.job).toBeGreaterThanOrEqual(2);
+      expect(await redis.zscore(jobKeys.indexAll('reg-a'), j.id)).toBeNull();
+      expect(await redis.zscore(jobKeys.indexAll('reg-unlisted'), 'old')).not.toBeNull();
+      await redis.del(jobKeys.indexAll('reg-unlisted'));
+      // the trim emptied reg-a's keys (Redis deletes an empty ZSET): they left the registry
+      expect(await redis.zscore(jobKeys.indexRegistry(), jobKeys.indexAll('reg-a'))).toBeNull();
+      expect(await redis.zscore(jobKeys.indexRegistry(), jobKeys.dlqIndexTenant('reg-b'))).not.toBeNull();
+    });
+
     it('trims a long backlog a chunk per command, up to the cutoff exactly', async () => {
       const key = jobKeys.indexAll('ret-chunk');
       const members: string[] = [];
