@@ -129,24 +129,28 @@ export interface RigOptions {
   deps?: Pick<GatewayDeps, 'grpcReceiveTimeoutMs'>;
 }
 
+/** The env of a test gateway: loopback ports picked by the OS, the test keys, the given servers. */
+export function gatewayTestEnv(servers: { redis: string; nats: string; kernel: string }, instanceId: string): Record<string, string> {
+  return {
+    REDIS_URL: servers.redis,
+    NATS_URL: servers.nats,
+    GATEWAY_HTTP_ADDR: '127.0.0.1:0',
+    GATEWAY_METRICS_ADDR: '127.0.0.1:0',
+    GATEWAY_GRPC_ADDR: '127.0.0.1:0',
+    SAFETY_KERNEL_ADDR: servers.kernel,
+    CORDUM_API_KEY: KEYS.admin,
+    TENANT_ID: 'acme',
+    CORDUM_API_KEYS: API_KEYS_JSON,
+    CORDUM_INSTANCE_ID: instanceId,
+  };
+}
+
 export async function startRig(extraEnv: Record<string, string> = {}, opts: RigOptions = {}): Promise<Rig> {
   const redis = await startRedis();
   const nats = await startNats();
   const kernel = await startFakeKernel();
   await opts.beforeGateway?.(redis.url);
-  const config = loadGatewayConfig({
-    REDIS_URL: redis.url,
-    NATS_URL: nats.url,
-    GATEWAY_HTTP_ADDR: '127.0.0.1:0',
-    GATEWAY_METRICS_ADDR: '127.0.0.1:0',
-    GATEWAY_GRPC_ADDR: '127.0.0.1:0',
-    SAFETY_KERNEL_ADDR: kernel.address,
-    CORDUM_API_KEY: KEYS.admin,
-    TENANT_ID: 'acme',
-    CORDUM_API_KEYS: API_KEYS_JSON,
-    CORDUM_INSTANCE_ID: 'gw-test',
-    ...extraEnv,
-  });
+  const config = loadGatewayConfig({ ...gatewayTestEnv({ redis: redis.url, nats: nats.url, kernel: kernel.address }, 'gw-test'), ...extraEnv });
   // CORDUM_TEST_VERBOSE=1 shows the gateway's log lines on stderr.
   const verbose = Boolean(process.env['CORDUM_TEST_VERBOSE']);
   const logger = createLogger({ service: 'api-gateway', instance: 'gw-test', level: verbose ? 'debug' : 'error', write: verbose ? (l) => void process.stderr.write(l) : () => undefined });

@@ -9,7 +9,7 @@ import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing
 import { loadGatewayConfig } from '../src/config';
 import { createGateway, type Gateway, type GatewayDeps } from '../src/gateway';
 import type { EvaluateRequest, PolicyEvaluator } from '../src/safety/evaluator';
-import { API_KEYS_JSON, KEYS, call, expectEnvelope, failJobAsScheduler, startFakeKernel, type FakeKernel } from './harness';
+import { KEYS, call, expectEnvelope, failJobAsScheduler, gatewayTestEnv, startFakeKernel, type FakeKernel } from './harness';
 
 export interface Replicas {
   redis: TestServer;
@@ -28,19 +28,7 @@ export async function startReplicas(n: number, extraEnv: Record<string, string> 
   const logs: string[] = [];
   const gateways: Gateway[] = [];
   for (let i = 0; i < n; i++) {
-    const config = loadGatewayConfig({
-      REDIS_URL: redis.url,
-      NATS_URL: nats.url,
-      GATEWAY_HTTP_ADDR: '127.0.0.1:0',
-      GATEWAY_METRICS_ADDR: '127.0.0.1:0',
-      GATEWAY_GRPC_ADDR: '127.0.0.1:0',
-      SAFETY_KERNEL_ADDR: kernel.address,
-      CORDUM_API_KEY: KEYS.admin,
-      TENANT_ID: 'acme',
-      CORDUM_API_KEYS: API_KEYS_JSON,
-      CORDUM_INSTANCE_ID: `gw-${i + 1}`,
-      ...extraEnv,
-    });
+    const config = loadGatewayConfig({ ...gatewayTestEnv({ redis: redis.url, nats: nats.url, kernel: kernel.address }, `gw-${i + 1}`), ...extraEnv });
     const verbose = Boolean(process.env['CORDUM_TEST_VERBOSE']);
     const logger = createLogger({
       service: 'api-gateway',

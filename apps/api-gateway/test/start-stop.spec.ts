@@ -5,7 +5,7 @@ import { createLogger } from '@cordum/service-kit';
 import { startNats, startRedis, type TestServer } from '@cordum/testing';
 import { loadGatewayConfig } from '../src/config';
 import { createGateway } from '../src/gateway';
-import { API_KEYS_JSON, KEYS, startFakeKernel, type FakeKernel } from './harness';
+import { gatewayTestEnv, startFakeKernel, type FakeKernel } from './harness';
 
 let redis: TestServer;
 let nats: TestServer;
@@ -22,17 +22,7 @@ afterAll(async () => {
 
 function gateway() {
   const lines: string[] = [];
-  const config = loadGatewayConfig({
-    REDIS_URL: redis.url,
-    NATS_URL: nats.url,
-    GATEWAY_HTTP_ADDR: '127.0.0.1:0',
-    GATEWAY_METRICS_ADDR: '127.0.0.1:0',
-    GATEWAY_GRPC_ADDR: '127.0.0.1:0',
-    SAFETY_KERNEL_ADDR: kernel.address,
-    CORDUM_API_KEY: KEYS.admin,
-    CORDUM_API_KEYS: API_KEYS_JSON,
-    CORDUM_INSTANCE_ID: 'gw-start-stop',
-  });
+  const config = loadGatewayConfig(gatewayTestEnv({ redis: redis.url, nats: nats.url, kernel: kernel.address }, 'gw-start-stop'));
   const logger = createLogger({ service: 'api-gateway', instance: 'gw-start-stop', level: 'info', write: (l) => void lines.push(l) });
   return { gw: createGateway(config, { logger }), lines };
 }
