@@ -110,7 +110,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
   let currentLimits = (): RateLimits => ({ rps: config.rateLimit.rps, burst: config.rateLimit.burst });
   // Cleanups run in reverse order of creation, each even if another fails (STYLE 3).
   const cleanups: { name: string; fn: () => Promise<void> | void }[] = [];
-  let stopped: Promise<void> | null = null;
+  /** Set by stop() in the same turn as its last pop finds nothing left: what start() registers after that, it closes itself. */
+  let drained = false;
   /**
    * Registers what closes a resource start() just made. A stop that came while starting (SIGTERM
    * during a slow start) ends start() here: the resource is closed by the running stop, or at
@@ -119,10 +120,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
   const track = async (name: string, fn: () => Promise<void> | void): Promise<void> => {
     cleanups.push({ name, fn });
     if (!stopping) return;
-    if (stopped) await runCleanups();
+    if (drained) await runCleanups();
     throw new StartAborted();
   };
-  const runCleanups = async (): Promise<void> => {
+  const runCleanups = async (forStop = false): Promise<void> => {
     // pop: newest first, including anything a start still running registers meanwhile
     for (let c = cleanups.pop(); c; c = cleanups.pop()) {
       try {
@@ -131,6 +132,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
         logger.warn('cleanup failed', { name: c.name, err: errorText(err) });
       }
     }
+    if (forStop) drained = true;
   };
 
   const start = async (): Promise<void> => {
@@ -280,8 +282,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       state = 'stopping';
-      await runCleanups();
-      stopped = Promise.resolve();
+      await runCleanups(true);
       state = 'stopped';
       logger.info('api-gateway stopped');
     })();
@@ -294,9 +295,12 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       try {
         await start();
       } catch (err) {
+        // A stop while starting is not a failed start, whatever the step it cut threw (StartAborted,
+        // or a closed bus or Redis under ensureStreams, the DLQ consumer, the config watcher): the
+        // stop's caller (a signal) ends the process.
+        const stoppedMeanwhile = stopping !== null;
         await stop();
-        // A stop while starting is not a failed start: the stop's caller (a signal) ends the process.
-        if (err instanceof StartAborted) return;
+        if (err instanceof StartAborted || stoppedMeanwhile) return;
         throw err;
       }
     },

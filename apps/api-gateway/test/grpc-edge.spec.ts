@@ -101,7 +101,12 @@ it('ends a call whose message has not arrived in time with DEADLINE_EXCEEDED req
   expect(outcome).toEqual({ status: String(GrpcStatus.DEADLINE_EXCEEDED), errorCode: 'request_timeout' });
   expect(Date.now() - started).toBeGreaterThanOrEqual(RECEIVE_TIMEOUT_MS - 50);
   stream.close();
-  expect(await metric(rig.url, 'cordum_grpc_requests_total', 'method="SubmitJob",code="DEADLINE_EXCEEDED"')).toBe(1);
+  // the whole message, but the stream never ended: the request is not complete either
+  const whole = partialCall(KEYS.operator, 10, 10);
+  await waitFor(() => whole.outcome.status !== undefined, 5_000, { message: 'unended call ended' });
+  expect(whole.outcome).toEqual({ status: String(GrpcStatus.DEADLINE_EXCEEDED), errorCode: 'request_timeout' });
+  whole.stream.close();
+  expect(await metric(rig.url, 'cordum_grpc_requests_total', 'method="SubmitJob",code="DEADLINE_EXCEEDED"')).toBe(2);
 });
 
 it('answers a message that does not decode INVALID_ARGUMENT bad_request, not INTERNAL, and echoes the caller\'s x-request-id', async () => {

@@ -90,13 +90,15 @@ function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOu
 }
 
 async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, job: JobRecord | null, seq: number): Promise<HandlerOutcome> {
+  // D45 for the job's own artifact keys this result names, whatever becomes of it: applied
+  // (terminal or a retry), or ignored (stale, late, for an expired record); each would otherwise
+  // keep its keys forever. Idempotent; nothing for a result without artifacts.
+  await expireArtifacts(ctx, res);
   if (!job) return ignore(ctx, 'unknown_job', res.jobId);
   if (TERMINAL_STATES.has(job.state)) {
-    // Redelivery after our own terminal write: re-run the idempotent side effects (D14, D45),
-    // the TTL of the result and of the job's own artifacts it names included.
+    // Redelivery after our own terminal write: re-run the idempotent side effects (D14, D45).
     await ctx.store.writeDlq(job);
     await ctx.store.expireResult(job);
-    await expireArtifacts(ctx, res);
     return ignore(ctx, 'terminal', job.id);
   }
   // CONTRACT §3: a result without `dispatch` applies to the current attempt.
@@ -147,10 +149,8 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   // move (markRunning writes only while no lock is held), so `from` is exactly the state read.
   const via = job.state === 'DISPATCHED' && !busy ? ('RUNNING' as const) : undefined;
   // D45 goes with a terminal write (an EXPIRE for a write that is then refused only shortens a key
-  // to the job TTL): the store expires the result key, and the job's own artifact keys get it here
-  // first (an oversized output's keys already have it, oversizedOutput).
+  // to the job TTL): the store expires the result key (the artifacts got it above).
   const expireResult = TERMINAL_STATES.has(to);
-  if (expireResult && !oversized) await expireArtifacts(ctx, res);
   const from: JobState[] = via ? ['DISPATCHED'] : ['DISPATCHED', 'RUNNING'];
   const w = releasedBy(lease, await ctx.store.transition(job.id, to, { token: lease.token, from, via, patch, current: job, release, expireResult }), release);
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
@@ -191,9 +191,9 @@ async function oversizedOutput(ctx: SchedulerContext, job: JobRecord, res: JobRe
  * D45 for a result's artifacts: the job's own `res:<id>:<name>` keys among its `artifact_ptrs` get
  * the job TTL, as its result key does when the job ends (results: keep the job TTL even in the DLQ,
  * P74). Only the job's own keys (ownOutputKeys, P72): any other pointer a worker names (another
- * job's output, a record, a lock, another store) is never touched. Called before the terminal
- * write, so a crash after it leaves nothing that never expires; a result without artifacts costs
- * nothing.
+ * job's output, a record, a lock, another store) is never touched. Called for every result before
+ * anything is written or ignored, so a crash after it leaves nothing that never expires; a result
+ * without artifacts costs nothing.
  */
 async function expireArtifacts(ctx: SchedulerContext, res: JobResult): Promise<void> {
   const { keys } = ownOutputKeys(res.jobId, res.artifactPtrs);

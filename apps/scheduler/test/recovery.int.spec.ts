@@ -505,6 +505,13 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       expect(await ttlOf(`res:${ok.id}`)).toBeGreaterThan(0);
       for (const k of foreign) expect(await ttlOf(k)).toBe(-1);
 
+      // A retryable failure (the job goes on to another attempt) gives that attempt's artifacts the TTL too.
+      const retried = await submit('job.artifacts');
+      await running(retried.id);
+      await redis.set(`res:${retried.id}:log-1`, 'attempt 1');
+      await publishResult(w.id, { jobId: retried.id, status: JobStatus.FAILED_RETRYABLE, workerId: w.id, errorCode: 'flaky', artifactPtrs: [`redis://res:${retried.id}:log-1`], dispatch: nthRequest(w, retried.id, 1).dispatch }, `artifacts-retry:${retried.id}`);
+      await waitFor(async () => (await ttlOf(`res:${retried.id}:log-1`)) > JOB_TTL_MS - 60_000, 10_000, { message: 'attempt 1 artifacts expire' });
+
       // A later result for the ended job re-runs D45 for the artifacts it names (a TTL lost in
       // between comes back): here a retryable one, which skips the lock-free path (a terminal
       // status expires them there before the write is refused).

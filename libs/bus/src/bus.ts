@@ -1,3 +1,4 @@
+import { connect as tcpConnect } from 'node:net';
 import { connect, ErrorCode, Events, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { BusError, isTransientJsError, jsApiErrCode } from './errors';
 import { flushOncePerTurn } from './flush';
@@ -197,8 +198,32 @@ class NatsBus implements Bus {
   }
 }
 
-/** How long a first connect that waits for NATS runs before it logs that it is waiting. */
+/** How long a first connect that waits for NATS runs before it logs that it is waiting, and how often it says so again. */
 const FIRST_CONNECT_NOTICE_MS = 2_000;
+const FIRST_CONNECT_REPEAT_MS = 30_000;
+
+/** What a plain TCP dial of a NATS URL gets: the cause to log while the first connect waits. */
+function dialCause(server: string): Promise<string> {
+  let host: string;
+  let port: number;
+  try {
+    const u = new URL(server.includes('://') ? server : `nats://${server}`);
+    host = u.hostname.replace(/^\[|\]$/g, '');
+    port = Number(u.port || 4222);
+  } catch {
+    return Promise.resolve(`not a URL: ${server}`);
+  }
+  return new Promise((resolve) => {
+    const s = tcpConnect({ host, port });
+    const done = (cause: string): void => {
+      s.destroy();
+      resolve(cause);
+    };
+    s.setTimeout(2_000, () => done(`connect to ${host}:${port} timed out`));
+    s.once('connect', () => done(`${host}:${port} accepts TCP but no NATS session starts (TLS, credentials, or not a NATS port?)`));
+    s.once('error', (err) => done(err.message));
+  });
+}
 
 /**
  * Connects to NATS with reconnect-forever (jittered wait). Fails fast on the first
@@ -208,10 +233,17 @@ const FIRST_CONNECT_NOTICE_MS = 2_000;
 export async function connectBus(o: BusOptions): Promise<Bus> {
   if (o.servers.length === 0) throw new BusError('bus_connect_failed', 'connectBus: no NATS servers configured');
   let nc: NatsConnection;
-  // A service waiting for NATS at start says so once, then connects by itself when NATS is up.
-  const waiting = o.waitOnFirstConnect
-    ? setTimeout(() => o.logger.warn('bus: NATS not reachable at start, waiting for it', { servers: o.servers.join(','), name: o.name }), FIRST_CONNECT_NOTICE_MS)
-    : undefined;
+  // A service waiting for NATS at start says so after 2 s, then every 30 s, with what a plain TCP
+  // dial of the first server gets (nats.js retries every error alike, a mistyped host included).
+  let waiting: NodeJS.Timeout | undefined;
+  const notice = (): void => {
+    void dialCause(o.servers[0] ?? '').then((cause) => {
+      if (waiting === undefined) return;
+      o.logger.warn('bus: NATS not reachable at start, waiting for it', { servers: o.servers.join(','), name: o.name, cause });
+      waiting = setTimeout(notice, FIRST_CONNECT_REPEAT_MS);
+    });
+  };
+  if (o.waitOnFirstConnect) waiting = setTimeout(notice, FIRST_CONNECT_NOTICE_MS);
   try {
     nc = await connect({
       servers: o.servers,
@@ -231,6 +263,7 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
     throw new BusError('bus_connect_failed', `connect to ${o.servers.join(',')}: ${(err as Error).message}`, { cause: err });
   } finally {
     clearTimeout(waiting);
+    waiting = undefined;
   }
   if (!flushOncePerTurn(nc)) o.logger.warn('bus: this nats.js is not the version flushOncePerTurn was written for; each publish keeps its own socket write', { name: o.name });
   let jsm: JetStreamManager;

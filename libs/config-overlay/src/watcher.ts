@@ -57,8 +57,10 @@ export interface ConfigWatcher {
 
 type State = 'new' | 'running' | 'stopped';
 
-/** First delay of the retries before the first successful load (then doubled, capped at the poll interval). */
+/** First delay of the retries before the first successful load (then doubled, up to MAX_RETRY_MS). */
 const FIRST_RETRY_MS = 1_000;
+/** Longest delay between those retries (each is one GET): ready within about 5 s of the cause going, however long it lasted. */
+const MAX_RETRY_MS = 5_000;
 
 export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
   if (!(o.pollIntervalMs > 0)) throw new Error('createConfigWatcher: pollIntervalMs must be > 0');
@@ -274,12 +276,13 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
 
   /**
    * A replica is not ready before its first successful load (Redis down at start, a section it
-   * refuses), so that load is retried on a backoff, not only at the next poll: a replica started
-   * during a Redis outage is ready about a second after Redis is back, not up to a poll interval later.
+   * refuses), so that load is retried on a backoff (1 s, 2 s, 4 s, then every 5 s; never less often
+   * than the poll), not only at the next poll: a replica started during a Redis outage is ready
+   * within about 5 s of Redis coming back, not up to a poll interval later.
    */
   function retryUntilReady(delayMs: number): void {
     if (ready || state !== 'running') return;
-    const wait = Math.min(delayMs, o.pollIntervalMs);
+    const wait = Math.min(delayMs, MAX_RETRY_MS, o.pollIntervalMs);
     retryTimer = setTimeout(() => {
       retryTimer = undefined;
       void reload('retry').then(() => retryUntilReady(wait * 2));

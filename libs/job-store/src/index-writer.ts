@@ -111,12 +111,20 @@ export function createIndexWriter(redis: RedisClient, now: () => number = Date.n
       b.resolve(); // only TTLs that were pushed forward less than a minute ago: nothing to send
       return;
     }
+    const written = scripts ? writeOnce(scripts, b, expires) : writePerKey(b, expires);
     // The per-tenant index keys whose TTL is refreshed now are (re)registered for the retention
-    // leader (retention.ts), after their ZADDs: it drops a registered key it finds missing.
+    // leader (retention.ts, P89), after their ZADDs. Best effort, off the commit path: the batch
+    // resolves with its index writes, and a failed registration is retried with the key's next
+    // TTL refresh (its memo entry is cleared). On standalone Redis the ZADD follows the script on
+    // the same connection, so it is sent at once; on a cluster it waits for the adds' replies.
     const registered: (string | number)[] = [];
     for (const [key] of expires) if (indexRetention(key) !== null) registered.push(t, key);
-    const indexed = scripts ? writeOnce(scripts, b, expires) : writePerKey(b, expires);
-    const written = registered.length === 0 ? indexed : indexed.then(() => redis.zadd(jobKeys.indexRegistry(), ...registered));
+    if (registered.length > 0) {
+      const register = (): Promise<unknown> => redis.zadd(jobKeys.indexRegistry(), ...registered);
+      (clustered ? written.then(register) : register()).catch(() => {
+        for (let i = 1; i < registered.length; i += 2) if (expiredAt.get(registered[i] as string) === t) expiredAt.delete(registered[i] as string);
+      });
+    }
     written.then(() => b.resolve(), (err: unknown) => {
         // A failed PEXPIRE must be retried by the next write to that key.
         for (const key of b.expires.keys()) if (expiredAt.get(key) === t) expiredAt.delete(key);

@@ -70,10 +70,20 @@ export async function trimIndexes(redis: RedisClient, o: { nowMs: number; jobTtl
     await register();
     await redis.set(jobKeys.indexRegistryScanned(), String(o.nowMs));
   }
-  for (const key of await redis.zrange(registry, '0', '-1')) {
+  const entries = await redis.zrange(registry, '0', '-1', 'WITHSCORES');
+  for (let i = 0; i + 1 < entries.length; i += 2) {
+    const key = entries[i] ?? '';
     const kind = indexRetention(key);
-    if (kind) counts[kind] += await trimIndex(redis, key, cutoff[kind], o.chunk);
-    if (!kind || (await redis.exists(key)) === 0) await redis.zrem(registry, key);
+    if (!kind) {
+      await redis.zrem(registry, key);
+      continue;
+    }
+    counts[kind] += await trimIndex(redis, key, cutoff[kind], o.chunk);
+    // A key leaves the registry once it is gone and its last refresh is older than its TTL: it
+    // expired for want of writes. One the trim just emptied stays registered that long, so a
+    // writer that re-creates it within its TTL-refresh memo (no PEXPIRE, no registration for up
+    // to a minute) cannot leave a key without a TTL that nothing ever trims.
+    if (Number(entries[i + 1]) < cutoff[kind] && (await redis.exists(key)) === 0) await redis.zrem(registry, key);
   }
   return counts;
 }

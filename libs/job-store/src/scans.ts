@@ -114,7 +114,12 @@ export function createJobScans(redis: RedisClient): JobScans {
     },
     reindex,
     async repairIndex(id, seenIn, job) {
-      if (job && job.state !== seenIn) await redis.zadd(jobKeys.indexState(job.tenant, job.state), job.createdAt, id);
+      if (job && job.state !== seenIn) {
+        const key = jobKeys.indexState(job.tenant, job.state);
+        await redis.zadd(key, job.createdAt, id);
+        // A key this creates has no TTL: registered, the retention pass trims it and it goes once empty (P89).
+        await redis.zadd(jobKeys.indexRegistry(), Date.now(), key);
+      }
       await reindex(id, seenIn, job?.state ?? null, job?.updatedAt ?? Date.now());
     },
     async park(id, topic, state, expiresAtMs) {

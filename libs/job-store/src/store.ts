@@ -356,8 +356,10 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     // The PEXPIRE must run after the ZADD that may create the key: on a missing key it is a no-op.
     const added = redis.zadd(tenantIndex, 'NX', job.finishedAt ?? now(), job.id);
     await sentInOrder(added);
-    // Registered for the retention leader once it exists (retention.ts, index registry).
-    await Promise.all([added, redis.pexpire(tenantIndex, DLQ_TTL_MS), kept, added.then(() => redis.zadd(jobKeys.indexRegistry(), now(), tenantIndex))]);
+    await Promise.all([added, redis.pexpire(tenantIndex, DLQ_TTL_MS), kept]);
+    // Registered for the retention leader (retention.ts, P89); best effort: a re-run of this
+    // write, or any later DLQ write of the tenant, registers it again.
+    await redis.zadd(jobKeys.indexRegistry(), now(), tenantIndex).catch(() => undefined);
     if (o.notify !== false && opts.onDlq) {
       try {
         opts.onDlq(job, entry);

@@ -286,13 +286,18 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
 
       // a registered key is trimmed; one not registered is not found any more (no scan)
       await redis.zadd(jobKeys.indexAll('reg-unlisted'), now - 8 * DAY, 'old');
+      // a key refreshed lately but gone now (a trim emptied it; a writer may re-create it within its memo minute)
+      await redis.zadd(jobKeys.indexRegistry(), now - 60_000, jobKeys.indexAll('reg-recent'));
       const removed = await trimIndexes(redis, { nowMs: now, jobTtlMs: ttl, dlqTtlMs: DLQ_TTL_MS });
       expect(removed.job).toBeGreaterThanOrEqual(2);
       expect(await redis.zscore(jobKeys.indexAll('reg-a'), j.id)).toBeNull();
       expect(await redis.zscore(jobKeys.indexAll('reg-unlisted'), 'old')).not.toBeNull();
       await redis.del(jobKeys.indexAll('reg-unlisted'));
-      // the trim emptied reg-a's keys (Redis deletes an empty ZSET): they left the registry
+      // the trim emptied reg-a's keys (Redis deletes an empty ZSET), last refreshed over a TTL ago: they left the registry
       expect(await redis.zscore(jobKeys.indexRegistry(), jobKeys.indexAll('reg-a'))).toBeNull();
+      // one refreshed within its TTL stays registered though gone, so a re-created key is still trimmed
+      expect(await redis.zscore(jobKeys.indexRegistry(), jobKeys.indexAll('reg-recent'))).not.toBeNull();
+      await redis.zrem(jobKeys.indexRegistry(), jobKeys.indexAll('reg-recent'));
       expect(await redis.zscore(jobKeys.indexRegistry(), jobKeys.dlqIndexTenant('reg-b'))).not.toBeNull();
     });
 

@@ -69,7 +69,10 @@ export class Shutdown {
     for (const s of SIGNALS) process.on(s, this.handler);
     const fatal = (msg: string, err: unknown): void => {
       this.logger.error(msg, { err });
-      if (this.state !== 'idle') {
+      // A stop already running (a signal's, or an earlier fatal's) goes on: a rejection storm as
+      // Redis drops must not cut the release of leases and reports; its deadline still bounds it.
+      if (this.state === 'running') return;
+      if (this.state === 'done') {
         this.exit(1);
         return;
       }

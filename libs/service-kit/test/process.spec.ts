@@ -99,6 +99,13 @@ describe('service process', () => {
     expect(p.output.every((l) => l.startsWith('{'))).toBe(true);
   });
 
+  it('a storm of rejections while the stop they started runs does not cut it: every one logged, the stop finishes, exit 1', async () => {
+    const p = spawnFixture({ FIXTURE_THROW: 'storm' });
+    expect((await p.waitExit(10_000)).code).toBe(1);
+    expect(records(p).filter((r) => r['msg'] === 'fatal: unhandled rejection; stopping').length).toBeGreaterThanOrEqual(3);
+    expect(p.hasLine('fixture stopped')).toBe(true);
+  });
+
   it('a failing start() stops what was started and exits 1', async () => {
     const p = spawnFixture({ FIXTURE_FAIL_START: 'true' });
     expect((await p.waitExit(10_000)).code).toBe(1);

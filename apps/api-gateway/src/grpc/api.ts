@@ -188,8 +188,10 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
   /**
    * Authenticates and rate-limits a CordumApi call from its metadata before grpc-js reads the
    * request message (the stream stays paused until the handler's listener starts a read), so a
-   * caller without a valid key cannot make the server buffer messages; a message that has not
-   * arrived RECEIVE_TIMEOUT_MS after the call began ends it DEADLINE_EXCEEDED. Every call ends in
+   * caller without a valid key cannot make the server buffer messages; a request (message and
+   * half-close) that has not arrived RECEIVE_TIMEOUT_MS after the call began ends it
+   * DEADLINE_EXCEEDED. Statuses grpc-js sends itself (a message over 2 MiB, a client's own
+   * deadline) bypass this responder and are counted CANCELLED, without a request id. Every call ends in
    * one log line, `cordum_grpc_requests_total` and a trailing `x-request-id` (the caller's, if
    * well formed, as on HTTP).
    */
@@ -232,9 +234,11 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
               (err: unknown) => intercepted.sendStatus(toGrpcError(err, callLog)),
             );
           },
-          onReceiveMessage(message, msgNext) {
+          // The request is complete at the half-close (grpc-js runs a unary handler only then):
+          // a client that sends its message but never ends its stream is cut by the timer too.
+          onReceiveHalfClose(halfCloseNext) {
             stopTimer();
-            msgNext(message);
+            halfCloseNext();
           },
           onCancel() {
             record(GrpcStatus.CANCELLED);
