@@ -295,12 +295,12 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       try {
         await start();
       } catch (err) {
-        // A stop while starting is not a failed start, whatever the step it cut threw (StartAborted,
-        // or a closed bus or Redis under ensureStreams, the DLQ consumer, the config watcher): the
-        // stop's caller (a signal) ends the process.
+        // A stop while starting is not a failed start, whatever the step it cut threw (track's
+        // StartAborted, or a closed bus or Redis under ensureStreams, the DLQ consumer, the config
+        // watcher): the stop's caller (a signal) ends the process.
         const stoppedMeanwhile = stopping !== null;
         await stop();
-        if (err instanceof StartAborted || stoppedMeanwhile) return;
+        if (stoppedMeanwhile) return;
         throw err;
       }
     },

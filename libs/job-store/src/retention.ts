@@ -47,9 +47,8 @@ const REGISTER_CHUNK = 500;
  * registry (`job:index:keys`), which every writer of such a key keeps (index-writer.ts, writeDlq),
  * so the pass costs a few commands per index key, not a SCAN of every key in Redis (tens of
  * millions at a million jobs a day). Only the first pass after an upgrade scans, once, to register
- * the keys written before the registry existed. A registered key that is gone (it expired with
- * no write for its TTL) leaves the registry; one a writer re-creates is registered again at its
- * next TTL refresh (at most a minute later per replica).
+ * the keys written before the registry existed. A registered key leaves the registry once it is
+ * gone and its last refresh is older than its TTL (it expired with no write for that long).
  */
 export async function trimIndexes(redis: RedisClient, o: { nowMs: number; jobTtlMs: number; dlqTtlMs: number; chunk?: number }): Promise<TrimCounts> {
   const cutoff = { job: o.nowMs - o.jobTtlMs, dlq: o.nowMs - o.dlqTtlMs };

@@ -4,7 +4,7 @@
 // move); a job that finds no free slot waits in the group's queue, and the scheduler's replayer
 // leader wakes the longest waiters when slots free up. A crash between a write and its slot
 // update leaves a stale member, which the leader drops once it reads the job's state.
-import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
+import { defineScripts, execReplies, scriptSpec, type RedisClient } from '@cordum/redis';
 import slotAcquireLua from './lua/slot-acquire-2.lua';
 import { jobKeys } from './keys';
 import { scored, type ScoredId } from './scans';
@@ -51,10 +51,7 @@ export function createJobSlots(redis: RedisClient, ttlMs: number, now: () => num
   const scripts = defineScripts(redis, [scriptSpec('slot-acquire-2.lua', slotAcquireLua)]);
   /** Deletes the group's limit and answers what it was (null: none), in one transaction. */
   const takeLimit = async (group: string): Promise<string | null> => {
-    const replies = await redis.multi().hget(jobKeys.slotLimits(), group).hdel(jobKeys.slotLimits(), group).exec();
-    if (replies === null) throw new Error('slot limit removal aborted');
-    for (const [err] of replies) if (err) throw err;
-    const limit = replies[0]?.[1];
+    const [limit] = await execReplies(redis.multi().hget(jobKeys.slotLimits(), group).hdel(jobKeys.slotLimits(), group).exec());
     return typeof limit === 'string' ? limit : null;
   };
   return {

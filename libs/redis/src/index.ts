@@ -15,4 +15,5 @@ export {
 export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from './scripts';
 export { KeyBuilder } from './keys';
 export { scanKeys } from './scan';
+export { execReplies } from './multi';
 export { RedisError, FENCED, isRedisUnavailable, isWrongType, scriptCodes, toRedisError, type RedisErrorCode, type ScriptCodes } from './errors';

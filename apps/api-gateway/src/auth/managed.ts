@@ -13,7 +13,7 @@
 // (P77). The tenant index is in another slot, so it is not trimmed with the
 // record: list() drops ids whose record is gone.
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import type { RedisClient } from '@cordum/redis';
+import { execReplies, type RedisClient } from '@cordum/redis';
 import { ApiError } from '../http/errors';
 import { rateLimitError } from '../ratelimit/middleware';
 import { createFailedLoginBudget, type FailedLoginBudget } from './failed-logins';
@@ -43,13 +43,6 @@ export const RETAIN_MS = 30 * 24 * 3600 * 1000;
 export function recordDeleteAt(r: Pick<ManagedKeyRecord, 'expiresAt' | 'revokedAt'>): number | null {
   const dead = [r.expiresAt, r.revokedAt].filter((t): t is number => t !== null);
   return dead.length === 0 ? null : Math.min(...dead) + RETAIN_MS;
-}
-
-/** Awaits a one-key MULTI (one slot, so Cluster-safe); a command that failed inside it throws. */
-async function execOne(exec: Promise<[Error | null, unknown][] | null>): Promise<void> {
-  const results = await exec;
-  if (results === null) throw new Error('managed key write aborted');
-  for (const [err] of results) if (err) throw err;
 }
 
 export interface ManagedKeyRecord {
@@ -229,7 +222,7 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
       const recKey = managedKeyNames.record(id);
       const deleteAt = recordDeleteAt(record);
       if (deleteAt === null) await redis.hset(recKey, fields);
-      else await execOne(redis.multi().hset(recKey, fields).pexpireat(recKey, deleteAt).exec());
+      else await execReplies(redis.multi().hset(recKey, fields).pexpireat(recKey, deleteAt).exec());
       await redis.sadd(managedKeyNames.tenantIndex(record.tenant), id);
       return { key: `ck_${id}_${secret}`, record };
     },
@@ -261,7 +254,7 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
         // HSET recreates only a partial hash (no id, tenant or hash: an unknown key), which the
         // PEXPIREAT makes expire like the record would have, never kept forever.
         const deleteAt = recordDeleteAt(rec) ?? at + RETAIN_MS;
-        await execOne(redis.multi().hset(recKey, { revoked: '1', revoked_at: String(at) }).pexpireat(recKey, deleteAt).exec());
+        await execReplies(redis.multi().hset(recKey, { revoked: '1', revoked_at: String(at) }).pexpireat(recKey, deleteAt).exec());
       } else if (rec.revokedAt !== null) {
         // Revoked before records had a lifetime: same deadline, so a repeated DELETE never extends it.
         await redis.pexpireat(recKey, recordDeleteAt(rec) ?? rec.revokedAt + RETAIN_MS);

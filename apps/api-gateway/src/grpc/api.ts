@@ -3,9 +3,8 @@
 // rate limit and validation as HTTP: the request is mapped onto the POST
 // /api/v1/jobs body and parsed by the same schema, then the same submit service runs.
 // As on HTTP, the key and the rate limit are checked before the request message is
-// read (a server interceptor), a message must arrive within 30 s, and every call is
+// read (a server interceptor), a request must arrive within 30 s, and every call is
 // logged and counted with a request id.
-import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import {
@@ -26,6 +25,7 @@ import { jobToApi, type JobStore } from '@cordum/job-store';
 import { errorText, type Logger } from '@cordum/service-kit';
 import { actingTenant, authenticate, type Caller } from '../auth/middleware';
 import type { KeyStore } from '../auth/keys';
+import { requestIdOf } from '../http/request-id';
 import { ApiError, type ErrorCode } from '../http/errors';
 import { jsonTooDeep, tooDeepMessage } from '../http/json-depth';
 import type { RateLimiter } from '../ratelimit/limiter';
@@ -38,11 +38,10 @@ import { withTimeout } from '../util/timeout';
 
 const READ_TIMEOUT_MS = 3_000;
 const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
-/** A call's request message must have arrived this long after the call began (HTTP's requestTimeout). */
+/** A call's request (message and half-close) must have arrived this long after the call began (HTTP's requestTimeout). */
 export const RECEIVE_TIMEOUT_MS = 30_000;
 /** Calls open at once on one client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
 export const MAX_CONCURRENT_STREAMS = 100;
-const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 type AuthRoute = 'POST /api/v1/jobs' | 'GET /api/v1/jobs/:id';
 /** The CordumApi methods by path: the name in logs and metrics and the route of the role table. */
@@ -199,7 +198,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
     const m = METHODS[method.path];
     if (!m) return new grpc.ServerInterceptingCall(call);
     const started = performance.now();
-    let requestId: string = randomUUID();
+    let requestId = requestIdOf(undefined);
     let callLog = log;
     let finished = false;
     let timer: NodeJS.Timeout | undefined;
@@ -222,8 +221,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
         timer = setTimeout(() => intercepted.sendStatus(toGrpcError(new ApiError('request_timeout'), callLog)), d.receiveTimeoutMs ?? RECEIVE_TIMEOUT_MS);
         next({
           onReceiveMetadata(md, mdNext) {
-            const given = mdValue(md, 'x-request-id');
-            if (given !== undefined && REQUEST_ID_RE.test(given)) requestId = given;
+            requestId = requestIdOf(mdValue(md, 'x-request-id'));
             callLog = log.child({ request_id: requestId });
             auth(md, m.route, call.getPeer()).then(
               (caller) => {

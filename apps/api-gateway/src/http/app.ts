@@ -1,10 +1,10 @@
 // Express app factory: middleware order, probes, /api/v1 routes, JSON 404 and
 // the one error handler. No listening here: the composition root owns sockets.
-import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Registry } from 'prom-client';
 import { httpMetrics, type Logger } from '@cordum/service-kit';
 import { ApiError, fromBodyParserError } from './errors';
+import { requestIdOf } from './request-id';
 import { buildOpenApi } from './openapi';
 import { authorize } from '../auth/middleware';
 import type { KeyStore } from '../auth/keys';
@@ -33,13 +33,11 @@ function routeTemplate(req: Request): string {
   return typeof path === 'string' ? `${req.baseUrl}${path}` : 'unmatched';
 }
 
-const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 const PROBES = new Set(['/healthz', '/readyz', '/metrics']);
 
 function requestContext(logger: Logger): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
-    const given = req.get('x-request-id');
-    const requestId = given !== undefined && REQUEST_ID_RE.test(given) ? given : randomUUID();
+    const requestId = requestIdOf(req.get('x-request-id'));
     res.locals['requestId'] = requestId;
     res.locals['log'] = logger.child({ request_id: requestId });
     res.setHeader('X-Request-ID', requestId);
