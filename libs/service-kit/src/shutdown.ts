@@ -27,6 +27,8 @@ export class Shutdown {
   private handler: ((signal: NodeJS.Signals) => void) | undefined;
   private fatalHandlers: { uncaughtException: (err: Error) => void; unhandledRejection: (reason: unknown) => void } | undefined;
   private listened = false;
+  /** An uncaught exception or unhandled rejection was seen: the exit code is 1 whoever started the stop. */
+  private fatalSeen = false;
   private state: 'idle' | 'running' | 'done' = 'idle';
   private result: ShutdownOutcome | undefined;
 
@@ -50,7 +52,8 @@ export class Shutdown {
   }
 
   /**
-   * Installs SIGTERM/SIGINT handlers once: run(), then exit(0), or exit(1) on deadline or error.
+   * Installs SIGTERM/SIGINT handlers once: run(), then exit(0), or exit(1) on deadline, error, or a
+   * fatal error (below) at any time before the exit, during a signal's stop too.
    * Also handles what would otherwise crash the process with a bare stack on stderr (an exception
    * thrown in a timer, an unhandled rejection): one JSON `fatal: …` error line, the same stop
    * (leases, reports and connections released, not left to expire), then exit(1).
@@ -64,11 +67,12 @@ export class Shutdown {
         return;
       }
       this.logger.info('shutdown: signal received', { signal });
-      void this.runOutcome().then((outcome) => this.exit(outcome === 'clean' ? 0 : 1));
+      void this.runOutcome().then((outcome) => this.exit(outcome === 'clean' && !this.fatalSeen ? 0 : 1));
     };
     for (const s of SIGNALS) process.on(s, this.handler);
     const fatal = (msg: string, err: unknown): void => {
       this.logger.error(msg, { err });
+      this.fatalSeen = true;
       // A stop already running (a signal's, or an earlier fatal's) goes on: a rejection storm as
       // Redis drops must not cut the release of leases and reports; its deadline still bounds it.
       if (this.state === 'running') return;

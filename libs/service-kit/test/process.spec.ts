@@ -106,6 +106,17 @@ describe('service process', () => {
     expect(p.hasLine('fixture stopped')).toBe(true);
   });
 
+  it('an error nobody catches during a stop SIGTERM started: logged, the stop finishes, exit 1 (not 0)', async () => {
+    const p = spawnFixture({ FIXTURE_THROW: 'in-stop' });
+    await waitFor(() => p.hasLine('fixture ready'), 10_000);
+    p.kill('SIGTERM');
+    expect((await p.waitExit(10_000)).code).toBe(1);
+    const fatal = records(p).filter((r) => r['msg'] === 'fatal: uncaught exception; stopping');
+    expect(fatal).toHaveLength(1);
+    expect(JSON.stringify(fatal[0])).toContain('thrown during the stop on purpose');
+    expect(p.hasLine('fixture stopped')).toBe(true);
+  });
+
   it('a failing start() stops what was started and exits 1', async () => {
     const p = spawnFixture({ FIXTURE_FAIL_START: 'true' });
     expect((await p.waitExit(10_000)).code).toBe(1);
