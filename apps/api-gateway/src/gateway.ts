@@ -12,7 +12,7 @@ import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, typ
 import { createExpressServer, createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
 import { answerClientErrors } from './http/client-errors';
 import type { GatewayConfig } from './config';
-import { createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
+import { clampRateLimits, createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
 import { combineKeyStores, createStaticKeyStore } from './auth/keys';
 import { createManagedKeys } from './auth/managed';
 import { mountKeyRoutes } from './routes/keys';
@@ -200,7 +200,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       sections: {
         rate_limits: (value) => {
           const rl = parseSection('rate_limits', value) ?? {};
-          const next = { rps: rl.rps ?? config.rateLimit.rps, burst: rl.burst ?? config.rateLimit.burst };
+          // A value stored before RATE_LIMIT_BOUNDS is run at the nearest bound.
+          const next = clampRateLimits({ rps: rl.rps ?? config.rateLimit.rps, burst: rl.burst ?? config.rateLimit.burst });
           limiter.setLimits(next);
           logger.info('rate limits applied', next);
         },

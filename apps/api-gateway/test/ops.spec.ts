@@ -303,6 +303,49 @@ describe('config API', () => {
     expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { dispatch_timout_seconds: null } }, timeout: null } })).status).toBe(204);
   });
 
+  it('If-Match "<revision>" is compare-and-set for either write form; a malformed one is 400, never ignored; bounds and names a write cannot run are 400 (P91)', async () => {
+    const get = async () => valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin }));
+    const first = await get();
+    const r0 = first.revision;
+    const put = (ifMatch: string | undefined, body: unknown) => call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body, headers: ifMatch === undefined ? {} : { 'If-Match': ifMatch } });
+    // a stale revision: 409 in both forms, nothing written
+    const stalePatch = await put(`"${r0 + 5}"`, { rate_limits: { rps: 11 } });
+    expectEnvelope(stalePatch, 409, 'revision_conflict');
+    expect(stalePatch.body['revision']).toBe(r0);
+    expectEnvelope(await put(`"${r0 + 5}"`, { data: { rate_limits: { rps: 11 } } }), 409, 'revision_conflict');
+    // not an ETag, or one naming another revision than the body's: 400 on the header
+    for (const bad of ['garbage', `${r0}`, `W/"${r0}"`, `"${r0}", "${r0 + 1}"`]) {
+      const res = await put(bad, { rate_limits: { rps: 11 } });
+      expectEnvelope(res, 400, 'validation_failed');
+      expect((res.body['details'] as { path: string }[])[0]?.path).toBe('If-Match');
+    }
+    expectEnvelope(await put(`"${r0 + 1}"`, { data: { rate_limits: { rps: 11 } }, revision: r0 }), 400, 'validation_failed');
+    expect((await get()).revision).toBe(r0);
+    // the current revision writes, and answers the next ETag; * sets no precondition
+    const ok = await put(`"${r0}"`, { rate_limits: { rps: 12 } });
+    expect(ok.status).toBe(204);
+    expect(ok.headers.get('etag')).toBe(`"${r0 + 1}"`);
+    expect((await put(`"${r0 + 1}"`, { data: { rate_limits: { rps: 13 } }, revision: r0 + 1 })).status).toBe(204);
+    expect((await put('*', { rate_limits: { rps: 14 } })).status).toBe(204);
+    expect((await get()).data['rate_limits']).toEqual({ rps: 14 });
+    // a rate the shared bucket cannot run, a topic no job can have, an own __proto__ key
+    const r3 = (await get()).revision;
+    const tiny = await put(undefined, { rate_limits: { rps: 1e-300 } });
+    expectEnvelope(tiny, 400, 'validation_failed');
+    expect(tiny.body['details']).toEqual([{ path: 'data.rate_limits.rps', message: 'must be between 0.001 and 1000000' }]);
+    const topic = await put(undefined, { pools: { topics: { constructor: ['p1'] } } });
+    expectEnvelope(topic, 400, 'validation_failed');
+    expect((topic.body['details'] as { path: string }[]).map((d) => d.path)).toEqual(['data.pools.topics.constructor']);
+    for (const raw of ['{"pools":{"pools":{"__proto__":{"requires":["x"]}}}}', '{"data":{"pools":{"pools":{"__proto__":{"requires":["x"]}}}}}']) {
+      const proto = await put(undefined, raw);
+      expectEnvelope(proto, 400, 'validation_failed');
+      expect(proto.body['details']).toEqual([{ path: 'data.pools.pools.__proto__', message: 'key __proto__ is not allowed' }]);
+    }
+    expect((await get()).revision).toBe(r3);
+    // the limits the later tests run under
+    expect((await put(undefined, { rate_limits: first.data['rate_limits'] ?? null })).status).toBe(204);
+  });
+
   it('the document form\'s envelope is strict: a misspelt key is 400 naming it and nothing is written', async () => {
     const get = async (q = '') => valid(S.configDocumentSchema, await call(rig.url, 'GET', `/api/v1/config${q}`, { key: KEYS.admin }));
     const before = await get();

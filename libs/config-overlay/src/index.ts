@@ -21,6 +21,8 @@ export {
   unknownConfigKeys,
   sectionFileErrors,
   MIN_SCAN_INTERVAL_SECONDS,
+  RATE_LIMIT_BOUNDS,
+  clampRateLimits,
   MAX_SCAN_INTERVAL_SECONDS,
   parseSection,
   resolveTimeouts,

@@ -13,6 +13,8 @@ export function applyMergePatch(target: unknown, patch: unknown): unknown {
   if (!isPlainObject(patch)) return patch;
   const out: JsonObject = isPlainObject(target) ? { ...target } : {};
   for (const [k, v] of Object.entries(patch)) {
+    // Writes refuse it (unknownConfigKeys); assigning it would set out's prototype instead.
+    if (k === '__proto__') continue;
     if (v === null) delete out[k];
     else if (v !== undefined) out[k] = applyMergePatch(out[k], v);
   }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { JOB_TOPIC_RE, MAX_TOPIC_LENGTH } from '@cordum/protocol';
 import type { ConfigFieldError } from './errors';
 import { isPlainObject } from './merge';
 import { composePolicy, parseSafetySection } from './policy/bundles';
@@ -58,6 +59,19 @@ export const rateLimitsSectionSchema = z.looseObject({
 });
 
 /**
+ * What the shared token bucket can run (its Lua sets a PEXPIRE of 2 × burst / rps and answers a
+ * retry of 1 / rps; `rps: 1e-300` made every call fail in Redis and pushed every replica onto its
+ * in-memory fallback). Checked where a value is written (validateConfig, the gateway's env) and
+ * applied as a clamp to a value stored before the bounds (clampRateLimits), like the scan floor.
+ */
+export const RATE_LIMIT_BOUNDS = { minRps: 0.001, maxRps: 1_000_000, maxBurst: 1_000_000 } as const;
+
+export function clampRateLimits(l: { rps: number; burst: number }): { rps: number; burst: number } {
+  const { minRps, maxRps, maxBurst } = RATE_LIMIT_BOUNDS;
+  return { rps: Math.min(maxRps, Math.max(minRps, l.rps)), burst: Math.min(maxBurst, Math.max(1, Math.floor(l.burst))) };
+}
+
+/**
  * Checked exactly as the safety kernel loads it (parseSafetySection, and rule ids unique across
  * bundles): a section the kernels would refuse is refused where it is written, instead of
  * being stored, applied by the other services and left DRIFTED on every kernel, and dropped by
@@ -104,6 +118,8 @@ export function validateConfig(data: unknown): ConfigFieldError[] {
     const res = sectionSchemas[section].safeParse(value);
     if (res.success) {
       if (section === 'timeouts') errors.push(...scanIntervalFloor(res.data as TimeoutsSection));
+      if (section === 'rate_limits') errors.push(...rateLimitBounds(res.data as RateLimitsSection));
+      if (section === 'pools') errors.push(...poolTopicNames(res.data as PoolsSection));
       continue;
     }
     for (const issue of res.error.issues) {
@@ -111,6 +127,26 @@ export function validateConfig(data: unknown): ConfigFieldError[] {
     }
   }
   return errors;
+}
+
+/** RATE_LIMIT_BOUNDS, for writes only (see there). */
+function rateLimitBounds(l: RateLimitsSection): ConfigFieldError[] {
+  const { minRps, maxRps, maxBurst } = RATE_LIMIT_BOUNDS;
+  const out: ConfigFieldError[] = [];
+  if (l.rps !== undefined && (l.rps < minRps || l.rps > maxRps)) out.push({ path: 'rate_limits.rps', message: `must be between ${minRps} and ${maxRps}` });
+  if (l.burst !== undefined && l.burst > maxBurst) out.push({ path: 'rate_limits.burst', message: `must be at most ${maxBurst}` });
+  return out;
+}
+
+/**
+ * A topic mapped to pools is a job topic (what a submit may name): a key such as `constructor`
+ * or `job.a\u0000` could never route a job, so it is a typo to refuse, not to store. For writes
+ * only: a stored document with such a key still loads.
+ */
+function poolTopicNames(p: PoolsSection): ConfigFieldError[] {
+  return Object.keys(p.topics ?? {})
+    .filter((t) => !LONE_SURROGATE.test(t) && (t.length > MAX_TOPIC_LENGTH || !JOB_TOPIC_RE.test(t)))
+    .map((t) => ({ path: `pools.topics.${t}`, message: `topic must match ^job(\\.[A-Za-z0-9_-]+)+$ and be at most ${MAX_TOPIC_LENGTH} characters, e.g. job.echo` }));
 }
 
 /** MIN_SCAN_INTERVAL_SECONDS, for writes only (see there). */
@@ -161,17 +197,40 @@ export function unknownConfigKeys(data: Record<string, unknown>): ConfigFieldErr
     if (!isPlainObject(value)) return; // the section schema reports a wrong type
     for (const [k, v] of Object.entries(value)) {
       if (v === null) continue; // deleting a key is always allowed, a stored typo included
+      if (k === '__proto__') continue; // protoKeys names it
       const sub = Object.hasOwn(tree, k) ? tree[k] : tree['*'];
       if (sub === undefined) out.push({ path: [...path, k].join('.'), message: `unknown field; ${path.join('.')} takes ${Object.keys(tree).join(', ')}` });
       else if (sub !== null) walk(v, sub, [...path, k]);
     }
   };
+  out.push(...protoKeys(data));
   for (const [section, value] of Object.entries(data)) {
     if (value === null) continue;
     if (!isKnownSection(section)) out.push({ path: section, message: `unknown section; known sections: ${known}` });
     else if (section !== 'safety') {
       const tree = KNOWN_KEYS[section];
       if (tree) walk(value, tree, [section]);
+    }
+  }
+  return out;
+}
+
+/**
+ * An own `__proto__` key anywhere in the document, deletions and leaves included. JSON.parse makes
+ * one an own key, but a merge assigns it as the object's prototype and zod's records skip it, so it
+ * was dropped without a word (or, in a merge patch, never reached the section checks): refused.
+ */
+function protoKeys(data: Record<string, unknown>): ConfigFieldError[] {
+  const out: ConfigFieldError[] = [];
+  const stack: Array<[unknown, string[]]> = [[data, []]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [value, path] = top;
+    if (Array.isArray(value)) value.forEach((v, i) => stack.push([v, [...path, String(i)]]));
+    else if (isPlainObject(value)) {
+      for (const [k, v] of Object.entries(value)) {
+        if (k === '__proto__') out.push({ path: [...path, k].join('.'), message: 'key __proto__ is not allowed' });
+        else stack.push([v, [...path, k]]);
+      }
     }
   }
   return out;

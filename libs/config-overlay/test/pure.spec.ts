@@ -2,6 +2,8 @@ import { loadConfig } from '@cordum/service-kit';
 import { z } from 'zod';
 import {
   applyMergePatch,
+  clampRateLimits,
+  RATE_LIMIT_BOUNDS,
   canonicalJson,
   composePolicy,
   configReloadEnvShape,
@@ -133,6 +135,37 @@ describe('validateConfig', () => {
     expect(() => composePolicy({ version: 1, default_decision: 'allow', rules: [{ id: 'x', match: {}, decision: 'deny' }] }, parseSafetySection({ bundles: { ops: section.bundles.ops } }))).toThrow(
       "safety.bundles.ops: rule 'x': id: duplicate rule id (already in the policy file); rename the bundle rule",
     );
+  });
+
+  it('bounds rate_limits to what the shared bucket can run (rps 1e-300 made every limiter call fail in Redis); a stored value is clamped', () => {
+    const rl = (v: object) => validateConfig({ rate_limits: v }).map((e) => `${e.path}: ${e.message}`);
+    expect(rl({ rps: 1e-300 })).toEqual(['rate_limits.rps: must be between 0.001 and 1000000']);
+    expect(rl({ rps: 1e7 })).toEqual(['rate_limits.rps: must be between 0.001 and 1000000']);
+    expect(rl({ burst: 1_000_001 })).toEqual(['rate_limits.burst: must be at most 1000000']);
+    for (const ok of [{ rps: 0.001, burst: 1 }, { rps: 1_000_000, burst: 1_000_000 }, { rps: 30, burst: 50 }]) expect(rl(ok)).toEqual([]);
+    // Only writes are refused: a stored document still parses, and is run at the nearest bound.
+    expect(parseSection('rate_limits', { rps: 1e-300, burst: 5e9 })).toEqual({ rps: 1e-300, burst: 5e9 });
+    expect(clampRateLimits({ rps: 1e-300, burst: 5e9 })).toEqual({ rps: RATE_LIMIT_BOUNDS.minRps, burst: RATE_LIMIT_BOUNDS.maxBurst });
+    expect(clampRateLimits({ rps: 30, burst: 50 })).toEqual({ rps: 30, burst: 50 });
+  });
+
+  it('a topic mapped to pools must be a job topic (constructor or a NUL byte could never route a job); pool names stay free', () => {
+    const errors = validateConfig({ pools: { topics: { constructor: ['p'], 'job.a\u0000': ['p'], 'job.ok-1': ['p'], [`job.${'x'.repeat(252)}`]: ['p'] }, pools: { constructor: {} } } });
+    expect(errors.map((e) => e.path).sort()).toEqual(['pools.topics.constructor', 'pools.topics.job.a\u0000', `pools.topics.job.${'x'.repeat(252)}`]);
+    expect(errors[0]?.message).toContain('e.g. job.echo');
+  });
+
+  it('an own __proto__ key anywhere is refused by name (it was dropped silently, and a merge patch lost it before any check)', () => {
+    const doc = JSON.parse('{"pools":{"pools":{"__proto__":{"requires":["x"]}}},"rate_limits":{"__proto__":1},"safety":{"bundles":{"b":{"rules":[{"__proto__":{}}]}}}}') as Record<string, unknown>;
+    expect(unknownConfigKeys(doc).map((e) => `${e.path}: ${e.message}`).sort()).toEqual([
+      'pools.pools.__proto__: key __proto__ is not allowed',
+      'rate_limits.__proto__: key __proto__ is not allowed',
+      'safety.bundles.b.rules.0.__proto__: key __proto__ is not allowed',
+    ]);
+    // and a stored one cannot become an object's prototype through a merge
+    const merged = applyMergePatch({ a: 1 }, JSON.parse('{"__proto__":{"polluted":true},"b":2}')) as Record<string, unknown>;
+    expect(merged).toEqual({ a: 1, b: 2 });
+    expect(merged['polluted']).toBeUndefined();
   });
 
   it('caps scan_interval_seconds at one day (a timer past 2^31-1 ms fires after 1 ms)', () => {

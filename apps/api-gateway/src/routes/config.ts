@@ -5,6 +5,7 @@ import { z } from 'zod';
 import type { Request, Response } from 'express';
 import {
   ConfigValidationError,
+  RevisionConflictError,
   DEFAULT_SCOPE,
   DEFAULT_SCOPE_ID,
   applyMergePatch,
@@ -102,6 +103,26 @@ function writeErrors(data: JsonObject, files: readonly FileRules[]): { path: str
   return invalid.length > 0 ? invalid : fileRuleClashes(data['safety'], files);
 }
 
+/**
+ * `If-Match: "<revision>"` (the ETag GET and PUT send) is the compare-and-set a body `revision`
+ * gives, for either write form; `*` (any current document) sets none. A value of any other form,
+ * or one that names another revision than the body's, is 400: a precondition the gateway cannot
+ * check is never ignored (RFC 9110 §13.1.1 has a server check If-Match before it acts).
+ */
+function ifMatchRevision(req: Request, bodyRevision: number | undefined): number | undefined {
+  const raw = req.headers['if-match'];
+  if (raw === undefined) return bodyRevision;
+  const value = raw.trim();
+  if (value === '*') return bodyRevision;
+  const m = /^"(\d{1,15})"$/.exec(value);
+  if (!m) throw new ApiError('validation_failed', { details: [{ path: 'If-Match', message: 'must be "<revision>" as in the ETag of GET /api/v1/config, or *' }] });
+  const revision = Number(m[1]);
+  if (bodyRevision !== undefined && bodyRevision !== revision) {
+    throw new ApiError('validation_failed', { details: [{ path: 'If-Match', message: `names revision ${revision} and the body revision ${bodyRevision}; send one` }] });
+  }
+  return revision;
+}
+
 export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
   mount('GET /api/v1/config', async (req: Request, res: Response) => {
     const q = parseQuery(docQuerySchema, req);
@@ -124,7 +145,7 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       scope = f.data.scope ?? DEFAULT_SCOPE;
       scopeId = f.data.scope_id ?? DEFAULT_SCOPE_ID;
       const data = f.data.data as JsonObject;
-      const expected = f.data.revision ?? undefined;
+      const expected = ifMatchRevision(req, f.data.revision ?? undefined);
       let invalid = [...unknownConfigKeys(data), ...validateConfig(data)];
       if (invalid.length === 0) invalid = fileRuleClashes(data['safety'], await kernelFileRules(deps, data['safety']));
       if (invalid.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: invalid.map((d) => ({ path: d.path ? `data.${d.path}` : 'data', message: d.message })) });
@@ -139,10 +160,12 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       const unknown = unknownConfigKeys(body);
       if (unknown.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: unknown.map((d) => ({ path: `data.${d.path}`, message: d.message })) });
       const patch = body as JsonObject;
+      const expected = ifMatchRevision(req, undefined);
       const files = await kernelFileRules(deps, patch['safety']);
       // mergePatch with validation, plus the file rule ids check on the merged section, in one CAS loop.
       const w = await configCall(deps, 'patch config', () =>
         deps.config.update(DEFAULT_SCOPE, DEFAULT_SCOPE_ID, (doc) => {
+          if (expected !== undefined && doc.revision !== expected) throw new RevisionConflictError(expected, doc.revision);
           const data = applyMergePatch(doc.data, patch);
           if (!isPlainObject(data)) throw new ConfigValidationError([{ path: '', message: 'config data must be a JSON object' }]);
           const errors = writeErrors(data, files);
