@@ -1,7 +1,7 @@
 // Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
 import { createHash, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
-import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zBool, zCheckedString, zDuration, zJobTtl, zParsedString } from '@cordum/service-kit';
+import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zNumber, zParsedString } from '@cordum/service-kit';
 import { RATE_LIMIT_BOUNDS, configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
@@ -57,21 +57,12 @@ export const gatewayEnvSchema = commonEnvSchema
     CORDUM_API_KEYS: zApiKeys,
     JOB_TTL: zJobTtl,
     AUDIT_TRANSPORT: z.enum(['local', 'buffer', 'nats']).default('local'),
-    AUDIT_BUFFER_SIZE: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+    AUDIT_BUFFER_SIZE: zInt({ min: 1, max: 1_000_000 }).default(1000),
     // Each run SCANs the keyspace (index trim): not more often than once a minute.
     DLQ_CLEANUP_INTERVAL: zDuration.default(3600 * 1000).refine((ms) => ms >= 60_000, { message: 'must be between 1m and 24d' }),
     // D24: defaults 1000/2000; docs recommend 30/50 in production. Overridden live by config `rate_limits`.
-    API_RATE_LIMIT_RPS: z.coerce
-      .number()
-      .min(RATE_LIMIT_BOUNDS.minRps, `must be between ${RATE_LIMIT_BOUNDS.minRps} and ${RATE_LIMIT_BOUNDS.maxRps}`)
-      .max(RATE_LIMIT_BOUNDS.maxRps, `must be between ${RATE_LIMIT_BOUNDS.minRps} and ${RATE_LIMIT_BOUNDS.maxRps}`)
-      .default(1000),
-    API_RATE_LIMIT_BURST: z.coerce
-      .number()
-      .int('must be an integer')
-      .min(1, `must be an integer between 1 and ${RATE_LIMIT_BOUNDS.maxBurst}`)
-      .max(RATE_LIMIT_BOUNDS.maxBurst, `must be an integer between 1 and ${RATE_LIMIT_BOUNDS.maxBurst}`)
-      .default(2000),
+    API_RATE_LIMIT_RPS: zNumber({ min: RATE_LIMIT_BOUNDS.minRps, max: RATE_LIMIT_BOUNDS.maxRps }).default(1000),
+    API_RATE_LIMIT_BURST: zInt({ min: 1, max: RATE_LIMIT_BOUNDS.maxBurst }).default(2000),
     REDIS_RATE_LIMIT: zBool.default(true),
     // P61: a PEM P-256 private key; when set, the JobCancels sent to workers are signed with it.
     CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),

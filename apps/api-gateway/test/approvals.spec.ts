@@ -280,6 +280,9 @@ describe('/api/v1/policy passthrough', () => {
       if (m === 'evaluate') throw grpcError(GrpcStatus.UNAVAILABLE, 'down');
       return undefined;
     };
+    const proto = await call(gw1(), 'POST', '/api/v1/policy/simulate', { key: KEYS.operator, body: '{"topic":"job.echo","labels":{"__proto__":{}},"policy_yaml":"version: 1\\ndefault_decision: deny\\n"}' });
+    expectEnvelope(proto, 400, 'validation_failed');
+    expect(proto.body['details']).toEqual([{ path: 'labels.__proto__', message: 'key __proto__ is not allowed' }]);
     const bad = await call(gw1(), 'POST', '/api/v1/policy/simulate', { key: KEYS.operator, body: { topic: 'job.echo', policy_yaml: 'x' } });
     expectEnvelope(bad, 400, 'invalid_policy');
     expect(bad.body['error']).toContain('match.tenant: unknown key');

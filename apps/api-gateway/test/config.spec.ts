@@ -92,10 +92,12 @@ describe('loadGatewayConfig', () => {
     ['SAFETY_KERNEL_ADDR', '127.0.0.1:99999', 'SAFETY_KERNEL_ADDR bad host:port'],
     ['SAFETY_KERNEL_ADDR', 'kernel-a:50051,kernel-b', 'SAFETY_KERNEL_ADDR bad host:port "kernel-b" in "kernel-a:50051,kernel-b"'],
     // the shared bucket's Lua cannot run these (P91)
-    ['API_RATE_LIMIT_RPS', '1e-300', 'API_RATE_LIMIT_RPS is invalid: must be between 0.001 and 1000000'],
-    ['API_RATE_LIMIT_RPS', '2000000', 'API_RATE_LIMIT_RPS is invalid: must be between 0.001 and 1000000'],
-    ['API_RATE_LIMIT_BURST', '0', 'API_RATE_LIMIT_BURST is invalid: must be an integer between 1 and 1000000'],
-    ['API_RATE_LIMIT_BURST', '5000000', 'API_RATE_LIMIT_BURST is invalid: must be an integer between 1 and 1000000'],
+    ['API_RATE_LIMIT_RPS', '1e-300', 'API_RATE_LIMIT_RPS must be a number from 0.001 to 1000000 (got "1e-300")'],
+    ['API_RATE_LIMIT_RPS', '2000000', 'API_RATE_LIMIT_RPS must be a number from 0.001 to 1000000'],
+    ['API_RATE_LIMIT_RPS', 'abc', 'API_RATE_LIMIT_RPS must be a number from 0.001 to 1000000 (got "abc")'],
+    ['API_RATE_LIMIT_BURST', '0', 'API_RATE_LIMIT_BURST must be a positive integer <= 1000000'],
+    ['API_RATE_LIMIT_BURST', '5000000', 'API_RATE_LIMIT_BURST must be a positive integer <= 1000000'],
+    ['AUDIT_BUFFER_SIZE', 'lots', 'AUDIT_BUFFER_SIZE must be a positive integer <= 1000000'],
     // P61: the signing key is read and checked at start
     ['CAP_SIGNING_KEY_FILE', '/nonexistent/cap.key.pem', 'CAP_SIGNING_KEY_FILE cannot read "/nonexistent/cap.key.pem": ENOENT'],
   ])('%s=%s is refused at load: %s', (name, value, message) => {

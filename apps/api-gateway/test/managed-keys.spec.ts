@@ -111,6 +111,13 @@ it('keys are per tenant: other tenants cannot see or revoke them; bad input is 4
   expectEnvelope(typo, 400, 'validation_failed');
   expect(JSON.stringify(typo.body['details'])).toContain('ttl_second');
   expect((await call(r.urls[0]!, 'GET', '/api/v1/auth/keys', { key: KEYS.admin })).body['items']).toHaveLength(before.length);
+  // A lone surrogate would be stored as U+FFFD, not as the 201 echoed it.
+  for (const body of [{ role: 'viewer', name: 'a\ud800' }, { role: 'viewer', principal_id: '\udfff' }]) {
+    const bad = await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body });
+    expectEnvelope(bad, 400, 'validation_failed');
+    expect(JSON.stringify(bad.body['details'])).toContain('lone surrogate');
+  }
+  expect((await call(r.urls[0]!, 'GET', '/api/v1/auth/keys', { key: KEYS.admin })).body['items']).toHaveLength(before.length);
   expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.viewer, body: { role: 'viewer' } }), 403, 'forbidden');
 });
 

@@ -1,6 +1,7 @@
 // echo-worker env (CONTRACT §1, D39): validated once, here, and passed down.
 import type { KeyObject } from 'node:crypto';
 import { loadSigningKeyFile } from '@cordum/protocol';
+import { MAX_HEARTBEAT_INTERVAL_MS } from '@cordum/worker-sdk';
 import { commonEnvSchema, loadConfig, zAddr, zBool, zCsv, zDuration, zParsedString, zPositiveInt } from '@cordum/service-kit';
 import { hostname } from 'node:os';
 import { z } from 'zod';
@@ -20,7 +21,9 @@ export const echoWorkerEnvSchema = commonEnvSchema.extend({
   WORKER_HTTP_ADDR: zAddr.optional(),
   WORKER_EXEC_LOG: z.string().optional(),
   WORKER_ECHO_DELAY: zDuration.default(0),
-  WORKER_HEARTBEAT_INTERVAL: zDuration.default(5_000),
+  WORKER_HEARTBEAT_INTERVAL: zDuration
+    .default(5_000)
+    .refine((ms) => ms <= MAX_HEARTBEAT_INTERVAL_MS, { message: 'must be at most 10s: the scheduler forgets a worker 30s after its last heartbeat' }),
   WORKER_DIRECT_DISPATCH: zBool.default(true),
   // The whole stop is cut at 15 s (service-kit); the worker_shutdown answers must go out before.
   WORKER_STOP_TIMEOUT: zDuration.default(10_000).refine((ms) => ms <= MAX_STOP_TIMEOUT_MS, { message: 'must be at most 13s: the whole stop is cut at 15s, and the worker_shutdown answers go out after it' }),

@@ -39,6 +39,9 @@ test.each([
   // the whole stop is cut at 15 s: a longer wait would leave running jobs unanswered
   ['WORKER_STOP_TIMEOUT', '20s'],
   ['WORKER_STOP_TIMEOUT', '13001ms'],
+  // the scheduler forgets a worker 30 s after its last heartbeat: 10m left it unroutable for good
+  ['WORKER_HEARTBEAT_INTERVAL', '10m'],
+  ['WORKER_HEARTBEAT_INTERVAL', '10001ms'],
   // P61: keys are read and checked at start
   ['CAP_SIGNING_KEY_FILE', '/nonexistent/cap.key.pem'],
   ['CAP_VERIFY_KEY_FILE', '/nonexistent/cap.pub.pem'],

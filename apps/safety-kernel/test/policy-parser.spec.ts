@@ -129,10 +129,39 @@ rules:
     ).toMatch(/rule 'k'.*constraints\.max_runtime: unknown key/);
   });
 
+  it('a missing field is "required", and every problem is named in one line, not the first and a count', () => {
+    expect(loadError('version: 1\nrules: []\n')).toBe('policy: default_decision: required (one of allow|deny)');
+    const msg = loadError('version: 1\nrules:\n  - id: a\n    decision: maybe\n  - decision: deny\n');
+    expect(msg).toContain('policy: default_decision: required (one of allow|deny)');
+    expect(msg).toContain("rule 'a' (rules[0]): decision: unknown decision \"maybe\"");
+    expect(msg).toMatch(/rule '#1' \(rules\[1\]\): id: required/);
+    expect(msg).not.toContain('more)');
+    expect(msg).not.toContain('\n');
+  });
+
   it('reports YAML syntax errors on one line', () => {
     const msg = loadError('version: 1\ndefault_decision: [deny\n');
     expect(msg).toMatch(/^YAML syntax/);
     expect(msg).not.toContain('\n');
+  });
+
+  it('an unknown tag is a YAML error, not a warning printed raw on stderr and a rule read with a plain string in its place', () => {
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    const stderr = jest.spyOn(process.stderr, 'write');
+    try {
+      const msg = loadError('version: 1\ndefault_decision: deny\nrules:\n  - id: t\n    decision: !!js/function "function () {}"\n');
+      expect(msg).toMatch(/^YAML syntax: .*js\/function/);
+      expect(msg).not.toContain('\n');
+      expect(warn).not.toHaveBeenCalled();
+      expect(stderr).not.toHaveBeenCalled();
+    } finally {
+      warn.mockRestore();
+      stderr.mockRestore();
+    }
+    // an alias bomb is refused too
+    const bomb = ['version: 1', 'default_decision: deny', 'a: &a [x, x, x, x, x, x, x, x, x, x]'];
+    for (let i = 1; i <= 8; i++) bomb.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(', ')}]`);
+    expect(loadError(`${bomb.join('\n')}\nrules: []\n`)).toMatch(/^YAML syntax: .*alias/i);
   });
 
   it('treats require_human as an alias of require_approval (same snapshot id)', () => {

@@ -6,9 +6,8 @@
 // has (`topic:` for `topics:`, P66's check as for a PUT), fails closed at start
 // (ConfigError, one line) rather than routing with a half-understood table.
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { MIN_SCAN_INTERVAL_SECONDS, sectionFileErrors, sectionSchemas, TIMEOUT_DEFAULTS, type PoolsSection, type TimeoutsSection } from '@cordum/config-overlay';
+import { MIN_SCAN_INTERVAL_SECONDS, parseYamlStrict, sectionFileErrors, sectionSchemas, TIMEOUT_DEFAULTS, type PoolsSection, type TimeoutsSection } from '@cordum/config-overlay';
 import { ConfigError } from '@cordum/service-kit';
 
 export interface PoolsConfig {
@@ -73,10 +72,14 @@ export function loadSectionFile<S extends 'pools' | 'timeouts', T>(
   }
   let doc: unknown;
   try {
-    doc = parseYaml(text) ?? {};
+    doc = parseYamlStrict(text);
   } catch (err) {
     throw new ConfigError(`invalid config: ${what} ${path} is not YAML: ${(err as Error).message.split('\n')[0] ?? ''}`);
   }
+  // An empty file (or one of comments only: a truncated ConfigMap, a bad mount) is no document:
+  // merged, it replaced the fleet's live section with nothing, and an empty pools section routes
+  // every topic without its pools' requirements. `{}` still says "this section is empty" on purpose.
+  if (doc === null || doc === undefined) throw new ConfigError(`invalid config: ${what} ${path} is empty; write the ${section} section in it (or {} for an empty one on purpose)`);
   // The API's checks (unknown keys first, then the schema); paths name the section (`pools.topic`).
   const errors = sectionFileErrors(section, doc);
   const res = sectionSchemas[section].safeParse(doc);

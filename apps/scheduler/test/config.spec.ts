@@ -75,6 +75,20 @@ describe('loadSchedulerConfig', () => {
     const bad = join(empty, 'bad.yaml');
     writeFileSync(bad, 'topics: [not, a, map]\n');
     expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: bad }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH .*topics/);
+    // An empty file merged replaced the fleet's live routing with nothing; {} on purpose still loads.
+    for (const [name, text] of [['zero.yaml', ''], ['comments.yaml', '# truncated\n']] as const) {
+      const f = join(empty, name);
+      writeFileSync(f, text);
+      expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: f }, empty)).toThrow(`invalid config: POOL_CONFIG_PATH ${f} is empty; write the pools section in it (or {} for an empty one on purpose)`);
+      expect(() => loadSchedulerConfig({ TIMEOUT_CONFIG_PATH: f }, empty)).toThrow(/^invalid config: TIMEOUT_CONFIG_PATH .* is empty/);
+    }
+    const braces = join(empty, 'braces.yaml');
+    writeFileSync(braces, '{}\n');
+    expect(loadSchedulerConfig({ POOL_CONFIG_PATH: braces }, empty).bootstrapFiles[0]?.content).toEqual({});
+    // a YAML warning (an unknown tag read as a plain string) is an error too
+    const tag = join(empty, 'tag.yaml');
+    writeFileSync(tag, 'topics: !!js/function "x"\n');
+    expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: tag }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH .* is not YAML: .*js\/function/);
   });
 
   it('keeps the files as written for the bootstrap merge (D35) and reads the reload interval (D36)', () => {

@@ -1,4 +1,4 @@
-import { parse as parseYaml } from 'yaml';
+import { parseYamlStrict } from './yaml';
 import { hashValue } from './canonical';
 import { ConfigValidationError } from './errors';
 import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, type Scope } from './keys';
@@ -40,7 +40,7 @@ export interface BootstrapFilesResult {
  * `topic:` for `topics:` would replace the live routing with a section no replica reads.
  */
 function parsed(f: BootstrapFile): { value: unknown; fileHash: string } {
-  const value: unknown = typeof f.content === 'string' ? parseYaml(f.content) : f.content;
+  const value: unknown = typeof f.content === 'string' ? parseYamlStrict(f.content) : f.content;
   const errors = sectionFileErrors(f.section, value);
   if (errors.length > 0) throw new ConfigValidationError(f.source ? errors.map((e) => ({ ...e, message: `${e.message} (in ${f.source})` })) : errors);
   return { value, fileHash: hashValue(value ?? null) };

@@ -83,3 +83,4 @@ export {
 export { validatePolicy } from './policy/validate';
 export { parseSafetySection, composePolicy, type PolicyBundle } from './policy/bundles';
 export { publishFileRules, removeFileRules, liveFileRules, fileRuleClashes, type FileRules } from './policy/file-rules';
+export { parseYamlStrict } from './yaml';

@@ -129,6 +129,19 @@ export function zInt(opts: { min?: number; max?: number; what?: string } = {}) {
   });
 }
 export const zPositiveInt = zInt({ min: 1 });
+
+/** A decimal number (fractions and exponents allowed) within [min, max]; env values are strings. */
+export function zNumber(opts: { min: number; max: number }) {
+  const { min, max } = opts;
+  return z.union([z.string(), z.number()]).transform((v, ctx) => {
+    const n = typeof v === 'number' ? v : /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/.test(v) ? Number(v) : NaN;
+    if (!Number.isFinite(n) || n < min || n > max) {
+      ctx.addIssue({ code: 'custom', message: `must be a number from ${min} to ${max}` });
+      return z.NEVER;
+    }
+    return n;
+  });
+}
 export const zNonNegativeInt = zInt({ min: 0 });
 
 /** A URL whose scheme is one of `schemes` (without "://"). */

@@ -11,6 +11,7 @@ export {
   zBool,
   zCsv,
   zInt,
+  zNumber,
   zPositiveInt,
   zNonNegativeInt,
   zUrl,
@@ -35,5 +36,6 @@ export { createExpressServer } from './http-server';
 export { startHealthServer, runCheck, type HealthServer, type HealthServerOptions, type ReadinessCheck } from './health';
 export { valueWithin } from './within';
 export { Shutdown, type ShutdownOptions, type ShutdownOutcome } from './shutdown';
+export { acceptCommandLine, parseServiceArgs, serviceUsage, processArgs, type ServiceArgs, type CommandLineOptions, type ServiceUsageOptions } from './argv';
 export { runService, type Service, type ServiceDeps, type RunServiceOptions } from './service';
 export type { Registry } from 'prom-client';

@@ -14,6 +14,7 @@ import {
   zCsv,
   zDuration,
   zJobTtl,
+  zNumber,
   zCheckedString,
   zParsedString,
   MAX_TIMER_MS,
@@ -66,6 +67,18 @@ describe('loadConfig with commonEnvSchema', () => {
 
   it('treats empty strings as unset (compose `FOO=`)', () => {
     expect(loadConfig(commonEnvSchema, { REDIS_POOL_SIZE: '', CORDUM_LOG_LEVEL: '' }).REDIS_POOL_SIZE).toBe(20);
+  });
+});
+
+describe('zNumber', () => {
+  const schema = z.object({ RATE: zNumber({ min: 0.001, max: 1_000_000 }).default(5) });
+  it('takes decimals, fractions and exponents within the bounds', () => {
+    for (const [raw, n] of [['30', 30], [' 0.5 ', 0.5], ['.25', 0.25], ['1e3', 1000], ['1E-3', 0.001], ['1000000', 1_000_000]] as const) expect(loadConfig(schema, { RATE: raw }).RATE).toBe(n);
+    expect(loadConfig(schema, {}).RATE).toBe(5);
+    expect(loadConfig(schema, { RATE: '' }).RATE).toBe(5); // empty = unset
+  });
+  it.each(['abc', '0x10', 'Infinity', 'NaN', '1e-300', '0', '-1', '2e6', '1,5'])('refuses %j with one line naming the range', (raw) => {
+    expect(configErrorOf(() => loadConfig(schema, { RATE: raw })).message).toBe(`invalid config: RATE must be a number from 0.001 to 1000000 (got "${raw}")`);
   });
 });
 

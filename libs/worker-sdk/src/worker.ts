@@ -40,6 +40,14 @@ const PUBLISH_TRIES = 5;
 export const DEFAULT_START_ACK_DELAY_MS = 100;
 /** The scheduler's shortest SCHEDULER_DISPATCH_VERIFY_DELAY (BEHAVIOURS §3). */
 const MAX_START_ACK_DELAY_MS = 1_000;
+/**
+ * The scheduler forgets a worker 30 s after its last heartbeat (CONTRACT §3, the worker TTL): a
+ * period past a third of that lets one lost heartbeat drop a live worker from routing, and a
+ * period past the TTL keeps it out for good (jobs stay PENDING with no error anywhere). A bound for
+ * a deployment's settings (echo-worker's WORKER_HEARTBEAT_INTERVAL); the option itself is not
+ * checked, so a test may quiet heartbeats down.
+ */
+export const MAX_HEARTBEAT_INTERVAL_MS = 10_000;
 
 class CapWorker implements Worker {
   readonly workerId: string;

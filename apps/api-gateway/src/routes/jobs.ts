@@ -3,7 +3,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { jobToApi, type JobStore } from '@cordum/job-store';
 import { ApiError } from '../http/errors';
 import { actingTenant, caller } from '../auth/middleware';
-import { IDEMPOTENCY_KEY_RE, submitBodySchema, zodDetails } from '../submit/schema';
+import { IDEMPOTENCY_KEY_RE, parseLabelledBody, submitBodySchema } from '../submit/schema';
 import { SubmitError } from '../submit/errors';
 import type { SubmitOutcome, SubmitService } from '../submit/service';
 import type { Mount } from '../http/app';
@@ -75,9 +75,7 @@ const READ_TIMEOUT_MS = 3_000;
 
 export function mountJobRoutes(mount: Mount, deps: JobRouteDeps): void {
   mount('POST /api/v1/jobs', jsonBody(), async (req, res) => {
-    const parsed = submitBodySchema.safeParse(req.body);
-    if (!parsed.success) throw new ApiError('validation_failed', { details: zodDetails(parsed.error) });
-    const body = parsed.data;
+    const body = parseLabelledBody(submitBodySchema, req.body);
     const c = caller(res);
     const tenant = actingTenant(c, body.tenant_id);
 

@@ -12,12 +12,15 @@ import { jsonBody } from './jobs';
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
+/** Redis stores strings as UTF-8: a lone surrogate came back as U+FFFD, unlike what the 201 echoed. */
+const wellFormed = (s: z.ZodString) => s.refine((v) => !/\p{Cs}/u.test(v), 'must be well-formed Unicode (a lone surrogate cannot be stored)');
+
 // Strict: a misspelt `ttl_seconds` / `expires_at` dropped would create a key that never expires.
 const createKeySchema = z
   .strictObject({
     role: z.enum(ROLES),
-    principal_id: z.string().min(1).max(256).nullish(),
-    name: z.string().max(256).nullish(),
+    principal_id: wellFormed(z.string().min(1).max(256)).nullish(),
+    name: wellFormed(z.string().max(256)).nullish(),
     expires_at: z.iso.datetime({ offset: true }).nullish(),
     ttl_seconds: z.number().int().positive().max(MAX_TTL_SECONDS).nullish(),
     tenant_id: z.string().nullish(),

@@ -5,12 +5,11 @@
 import { z } from 'zod';
 import type { Request, Response } from 'express';
 import { policyCheckInit } from '@cordum/job-store';
-import { ApiError } from '../http/errors';
 import type { Mount } from '../http/app';
 import { actingTenant, caller, type Caller } from '../auth/middleware';
 import type { PolicyAdmin } from '../safety/policy-admin';
 import type { EvaluateRequest } from '../safety/evaluator';
-import { MAX_LABELS, TOPIC_RE, zodDetails } from '../submit/schema';
+import { MAX_LABELS, TOPIC_RE, parseLabelledBody } from '../submit/schema';
 import { jsonBody } from './jobs';
 
 const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? undefined);
@@ -42,9 +41,7 @@ export interface PolicyRouteDeps {
 }
 
 function parse<S extends z.ZodType>(schema: S, req: Request): z.output<S> {
-  const r = schema.safeParse(req.body);
-  if (!r.success) throw new ApiError('validation_failed', { details: zodDetails(r.error) });
-  return r.data;
+  return parseLabelledBody(schema, req.body);
 }
 
 function checkRequest(c: Caller, b: z.output<typeof policyRequestSchema>): EvaluateRequest {

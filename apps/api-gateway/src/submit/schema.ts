@@ -2,7 +2,7 @@
 // ignored (z.object strips them). `null` on an optional field means "absent",
 // because many clients serialise unset fields that way.
 import { z } from 'zod';
-import type { ErrorDetail } from '../http/errors';
+import { ApiError, type ErrorDetail } from '../http/errors';
 
 export const TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
 export const MAX_PROMPT_CHARS = 50_000;
@@ -35,6 +35,23 @@ export const submitBodySchema = z.object({
 });
 
 export type SubmitBody = z.output<typeof submitBodySchema>;
+
+/**
+ * An own `__proto__` label: JSON.parse keeps it, zod's records skip it, so `labels: {"__proto__":
+ * …}` was a 200 with the label gone (and its value never type-checked). Refused by name instead.
+ */
+function protoLabelDetails(body: unknown): ErrorDetail[] {
+  const labels = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)['labels'] : undefined;
+  return typeof labels === 'object' && labels !== null && Object.hasOwn(labels, '__proto__') ? [{ path: 'labels.__proto__', message: 'key __proto__ is not allowed' }] : [];
+}
+
+/** A request body carrying `labels` through its schema: 400 `validation_failed` naming every bad field. */
+export function parseLabelledBody<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
+  const r = schema.safeParse(body);
+  const proto = protoLabelDetails(body);
+  if (!r.success || proto.length > 0) throw new ApiError('validation_failed', { details: [...proto, ...(r.success ? [] : zodDetails(r.error))] });
+  return r.data;
+}
 
 export function zodDetails(err: z.ZodError): ErrorDetail[] {
   return err.issues.map((i) => ({ path: i.path.length ? i.path.map(String).join('.') : '(body)', message: i.message }));

@@ -1,12 +1,11 @@
-import { parse as parseYaml } from 'yaml';
-import { PolicyLoadError, validatePolicy, type Policy, type PolicySnapshot } from '@cordum/config-overlay';
+import { PolicyLoadError, parseYamlStrict, validatePolicy, type Policy, type PolicySnapshot } from '@cordum/config-overlay';
 import { snapshotId } from './canonical';
 
 /** Parses policy YAML text (CONTRACT §8). Throws PolicyLoadError with one line naming rule and field. */
 export function parsePolicy(text: string): Policy {
   let raw: unknown;
   try {
-    raw = parseYaml(text);
+    raw = parseYamlStrict(text);
   } catch (err) {
     const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
     throw new PolicyLoadError(`YAML syntax: ${msg}`, { cause: err });

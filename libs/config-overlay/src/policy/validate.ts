@@ -38,7 +38,11 @@ function describeIssue(raw: unknown, issue: z.core.$ZodIssue): string {
   let what = issue.message;
   if (issue.code === 'invalid_value') {
     const name = field[field.length - 1] === 'decision' ? 'decision' : 'value';
-    what = `unknown ${name} ${JSON.stringify(valueAt(raw, path))} (expected ${issue.values.map(String).join('|')})`;
+    const got = valueAt(raw, path);
+    const expected = issue.values.map(String).join('|');
+    what = got === undefined ? `required (one of ${expected})` : `unknown ${name} ${JSON.stringify(got)} (expected ${expected})`;
+  } else if (issue.code === 'invalid_type' && valueAt(raw, path) === undefined) {
+    what = `required (${issue.expected})`;
   }
   return `${where}: ${fieldPath(field) || '(root)'}: ${what}`;
 }
@@ -47,10 +51,9 @@ function describeIssue(raw: unknown, issue: z.core.$ZodIssue): string {
 export function validatePolicy(raw: unknown): Policy {
   const res = policySchema.safeParse(raw);
   if (!res.success) {
-    const first = res.error.issues[0];
-    const msg = first ? describeIssue(raw, first) : 'invalid policy';
-    const more = res.error.issues.length > 1 ? ` (+${res.error.issues.length - 1} more)` : '';
-    throw new PolicyLoadError(`${msg}${more}`, { cause: res.error });
+    // Every problem, not the first and a count: a policy is fixed in one pass.
+    const msg = res.error.issues.length > 0 ? res.error.issues.map((i) => describeIssue(raw, i)).join('; ') : 'invalid policy';
+    throw new PolicyLoadError(msg, { cause: res.error });
   }
   const seen = new Map<string, number>();
   res.data.rules.forEach((r, i) => {
