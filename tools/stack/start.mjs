@@ -5,7 +5,10 @@
 // (default 127.0.0.1:6379 / :4222, plus the port offset; a NATS_URL comma list
 // is checked at its first entry; with REDIS_CLUSTER_ADDRESSES the cluster is
 // used as it is); otherwise starts redis-server and `nats-server -js` from PATH
-// with data under .cordum/ (.cordum/<kind>-<port> with a port offset).
+// with data under .cordum/ (.cordum/<kind>-<port> with a port offset). A NATS that
+// is reused must have JetStream: one without it is refused before any service starts.
+// Without node_modules (a fresh clone before `npm install`) it stops at once, naming
+// the install command. A password in a URL it prints is shown as <redacted>.
 //
 // Every child (services, and the servers started here) runs in its own process
 // group, so a terminal's Ctrl-C (SIGINT to the foreground group) reaches only this
@@ -119,6 +122,21 @@ function parseUrl(raw, schemes, defPort) {
 }
 
 /**
+ * `redis://:pw@host` → `redis://:<redacted>@host`, `nats://user:pw@host` → `nats://user:<redacted>@host`,
+ * `nats://token@host` → `nats://<redacted>@host`, in any text, parseable or not (as libs/service-kit
+ * does for the services): a password from the environment is never echoed.
+ */
+function redact(text) {
+  return String(text).replace(/(:\/\/)([^\s,]*)@/g, (_, scheme, info) => {
+    const colon = info.indexOf(':');
+    return `${scheme}${colon >= 0 ? `${info.slice(0, colon)}:<redacted>` : '<redacted>'}@`;
+  });
+}
+
+/** A variable's value as a message quotes it: JSON-quoted, its passwords redacted. */
+const quoted = (value) => JSON.stringify(redact(value ?? ''));
+
+/**
  * Checks REDIS_URL, NATS_URL (a comma list) and REDIS_CLUSTER_ADDRESSES before anything
  * starts: a malformed one is one line naming the variable and the expected form (exit 2),
  * never a probe of some default address.
@@ -127,19 +145,19 @@ function readEnvAddresses(offset) {
   const env = process.env;
   const redisUrl = env.REDIS_URL || `redis://127.0.0.1:${6379 + offset}`;
   const redis = parseUrl(redisUrl, ['redis', 'rediss'], 6379);
-  if (!redis) fail(`REDIS_URL=${JSON.stringify(env.REDIS_URL)} is not a Redis URL: expected redis://host:port (or rediss://host:port)`);
+  if (!redis) fail(`REDIS_URL=${quoted(env.REDIS_URL)} is not a Redis URL: expected redis://host:port (or rediss://host:port)`);
   const natsUrl = env.NATS_URL || `nats://127.0.0.1:${4222 + offset}`;
   const natsList = natsUrl.split(',').map((s) => s.trim()).filter(Boolean);
   const nats = natsList.map((u) => parseUrl(u, ['nats', 'tls', 'ws', 'wss'], 4222));
   if (nats.length === 0 || nats.some((n) => !n)) {
     const bad = natsList[nats.findIndex((n) => !n)] ?? '';
-    fail(`NATS_URL=${JSON.stringify(env.NATS_URL)} is not a NATS URL list (bad entry ${JSON.stringify(bad)}): expected nats://host:port, or a comma list of them`);
+    fail(`NATS_URL=${quoted(env.NATS_URL)} is not a NATS URL list (bad entry ${quoted(bad)}): expected nats://host:port, or a comma list of them`);
   }
   const cluster = (env.REDIS_CLUSTER_ADDRESSES || '').split(',').map((s) => s.trim()).filter(Boolean);
   const clusterAddrs = cluster.map((a) => (/^rediss?:\/\//.test(a) ? parseUrl(a, ['redis', 'rediss'], 6379) : parseHostPort(a)));
   const badNode = cluster.find((_, i) => !clusterAddrs[i]);
-  if (badNode !== undefined) fail(`REDIS_CLUSTER_ADDRESSES=${JSON.stringify(env.REDIS_CLUSTER_ADDRESSES)} has a bad entry ${JSON.stringify(badNode)}: expected host:port,host:port,...`);
-  return { redisUrl, redis, natsUrl, nats: nats[0], cluster, clusterAddrs };
+  if (badNode !== undefined) fail(`REDIS_CLUSTER_ADDRESSES=${quoted(env.REDIS_CLUSTER_ADDRESSES)} has a bad entry ${quoted(badNode)}: expected host:port,host:port,...`);
+  return { redisUrl, redis, natsUrl, nats: nats[0], natsFirst: natsList[0], cluster, clusterAddrs };
 }
 
 const tcpOpen = (host, port) =>
@@ -216,13 +234,21 @@ function spawnLogged(name, cmd, args, env) {
   return child;
 }
 
-async function ensureServer(kind, addr, url, defPort, start) {
+const isLocal = (host) => ['127.0.0.1', 'localhost', '::1'].includes(host);
+
+/**
+ * Reuses the server at `addr` when it listens (once `check`, if given, found nothing wrong with it:
+ * it answers why not, and that line stops the start); else starts it with `start` when local.
+ */
+async function ensureServer(kind, addr, url, defPort, start, check) {
   const { host, port } = addr;
   if (await tcpOpen(host, port)) {
+    const wrong = check ? await check() : null;
+    if (wrong) fail(wrong);
     console.log(`${kind}: reusing ${host}:${port}`);
     return;
   }
-  if (!['127.0.0.1', 'localhost', '::1'].includes(host)) fail(`${kind} at ${url} is unreachable and not local: start it or set the URL`);
+  if (!isLocal(host)) fail(`${kind} at ${redact(url)} is unreachable and not local: start it or set the URL`);
   const child = start(port);
   infra.push({ name: kind, child });
   writePids();
@@ -238,6 +264,41 @@ async function ensureServer(kind, addr, url, defPort, start) {
 /** A second stack (another port) keeps its own data. */
 function dataDirOf(kind, port, defPort) {
   return port === defPort ? kind : `${kind}-${port}`;
+}
+
+/** JetStream API err_codes: JetStream off for the account a connection gets, and off altogether. */
+const JS_NOT_ENABLED_FOR_ACCOUNT = 10039;
+const JS_NOT_ENABLED = 10076;
+
+/**
+ * Why the NATS at `url` (reused, not started here) cannot serve the services, or null: no
+ * JetStream (nobody answers $JS.API.INFO, nats.js's bare "503") or none for the account a
+ * connection gets. Asked with the nats client the services use (node_modules is there: checked
+ * first). A probe that cannot connect, or gets another answer, says nothing: the services, which
+ * wait for NATS, report that themselves.
+ */
+async function natsWithoutJetStream(url, { host, port }) {
+  const { connect: natsConnect } = await import('nats');
+  let nc;
+  try {
+    nc = await natsConnect({ servers: url, name: 'npm-start-jetstream-probe', timeout: 3000, reconnect: false });
+  } catch {
+    return null;
+  }
+  const fix = process.env.NATS_URL
+    ? 'restart that nats-server with -js, or point NATS_URL at one with JetStream'
+    : 'restart that nats-server with -js, or stop it and npm start starts one itself';
+  try {
+    await nc.jetstreamManager({ timeout: 3000 });
+    return null;
+  } catch (e) {
+    const api = e?.api_error?.err_code;
+    if (api === JS_NOT_ENABLED_FOR_ACCOUNT) return `NATS at ${host}:${port} has no JetStream for this connection's account, and the services need it: enable jetstream for the account in the nats-server config`;
+    if (api === JS_NOT_ENABLED || (api === undefined && e?.code === '503')) return `NATS at ${host}:${port} has no JetStream, and the services need it: ${fix}`;
+    return null;
+  } finally {
+    await nc.close().catch(() => undefined);
+  }
 }
 
 function devKey() {
@@ -368,6 +429,9 @@ process.on('exit', () => {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
+  // A fresh clone: without node_modules neither the build (npx nx) nor the services (their bundles
+  // load nats, ioredis, ... from it) can run. One line, before anything is built or started.
+  if (!existsSync(join(root, 'node_modules/.bin/nx'))) fail('dependencies are not installed; run npm install --no-audit --no-fund first');
   const addrs = readEnvAddresses(opts.portOffset);
   const { redisUrl, natsUrl, cluster } = addrs;
   const logRel = opts.portOffset > 0 ? `.cordum/logs-p${opts.portOffset}` : '.cordum/logs';
@@ -405,8 +469,8 @@ async function main() {
   if (cluster.length > 0) {
     // The services use the cluster (REDIS_CLUSTER_ADDRESSES wins over REDIS_URL): check it, never start a redis-server.
     const first = addrs.clusterAddrs[0];
-    if (!(await tcpOpen(first.host, first.port))) fail(`REDIS_CLUSTER_ADDRESSES: ${cluster[0]} is unreachable`, 1);
-    console.log(`redis: cluster at ${cluster.join(',')}`);
+    if (!(await tcpOpen(first.host, first.port))) fail(`REDIS_CLUSTER_ADDRESSES: ${redact(cluster[0])} is unreachable`, 1);
+    console.log(`redis: cluster at ${redact(cluster.join(','))}`);
   } else {
     await ensureServer('redis', addrs.redis, redisUrl, 6379, (port) => {
       const dir = join(stateDir, dataDirOf('redis', port, 6379));
@@ -418,7 +482,7 @@ async function main() {
     const dir = join(stateDir, dataDirOf('nats', port, 4222));
     mkdirSync(dir, { recursive: true });
     return spawnLogged('nats', 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], process.env);
-  });
+  }, () => natsWithoutJetStream(addrs.natsFirst, addrs.nats));
 
   const keyFromEnv = Boolean(process.env.CORDUM_API_KEY);
   const apiKey = process.env.CORDUM_API_KEY || devKey();

@@ -1,9 +1,10 @@
 // Entry point: parse env once, build the gateway, wire signals (ARCHITECTURE: main.ts only calls the composition root).
-import { exitOnConfigError, processEnv, Shutdown, errorText } from '@cordum/service-kit';
+import { acceptCommandLine, exitOnConfigError, processEnv, Shutdown, errorText } from '@cordum/service-kit';
 import { loadGatewayConfig } from './config';
 import { createGateway } from './gateway';
 
 exitOnConfigError(async () => {
+  if (!acceptCommandLine({ name: 'api-gateway' })) return; // --help / a stray argument: exit before config or connections
   const config = loadGatewayConfig(processEnv());
   const gateway = createGateway(config);
   const shutdown = new Shutdown({ logger: gateway.logger });

@@ -1,6 +1,6 @@
 import { connect as tcpConnect } from 'node:net';
 import { connect, ErrorCode, Events, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
-import { BusError, isTransientJsError, jsApiErrCode } from './errors';
+import { BusError, isTransientJsError, jsApiErrCode, natsCode } from './errors';
 import { flushOncePerTurn } from './flush';
 import { busMetrics, type BusMetrics } from './metrics';
 import { JsPublisher } from './js-publisher';
@@ -16,6 +16,9 @@ export const ENSURE_STREAMS_BUDGET_MS = 60_000;
 
 /** JetStream API err_code of a message get that found nothing. */
 const JS_NO_MESSAGE_FOUND = 10037;
+/** JetStream API err_codes of a server whose JetStream is on, but not for this account / not enabled. */
+const JS_NOT_ENABLED_FOR_ACCOUNT = 10039;
+const JS_NOT_ENABLED = 10076;
 
 type State = 'open' | 'closing' | 'closed';
 
@@ -226,6 +229,23 @@ function dialCause(server: string): Promise<string> {
 }
 
 /**
+ * The error of a first JetStream request that failed: for a server without JetStream (nobody
+ * answers $JS.API.INFO: nats.js's bare "503") or an account without it, a message that names the
+ * cause and the fix, without the nats.js error as its cause (its stack tells nothing more), so a
+ * service's "failed to start" line says what to do; anything else keeps the nats.js error.
+ */
+function jetStreamUnavailable(server: string, err: unknown): BusError {
+  const api = jsApiErrCode(err);
+  if (api === JS_NOT_ENABLED_FOR_ACCOUNT) {
+    return new BusError('bus_connect_failed', `NATS at ${server} has no JetStream for this connection's account (enable jetstream for the account in the nats-server config)`);
+  }
+  if (api === JS_NOT_ENABLED || (api === undefined && natsCode(err) === ErrorCode.NoResponders)) {
+    return new BusError('bus_connect_failed', `NATS at ${server} has no JetStream (start nats-server with -js)`);
+  }
+  return new BusError('bus_connect_failed', `JetStream unavailable on ${server}: ${(err as Error).message}`, { cause: err });
+}
+
+/**
  * Connects to NATS with reconnect-forever (jittered wait). Fails fast on the first
  * connect unless `waitOnFirstConnect` is set (the services set it: NATS down at start is
  * waited out, as Redis down is, instead of a crash loop).
@@ -270,8 +290,9 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
   try {
     jsm = await nc.jetstreamManager(); // fails when the server has JetStream disabled
   } catch (err) {
+    const server = nc.getServer();
     await nc.close();
-    throw new BusError('bus_connect_failed', `JetStream unavailable on ${nc.getServer()}: ${(err as Error).message}`, { cause: err });
+    throw jetStreamUnavailable(server, err);
   }
   const js = nc.jetstream();
   o.logger.info('bus: connected to NATS', { server: nc.getServer(), name: o.name });

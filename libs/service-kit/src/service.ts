@@ -1,4 +1,5 @@
 import { type Registry } from 'prom-client';
+import { acceptCommandLine } from './argv';
 import { type LogLevel, commonEnvSchema, defaultInstanceId, exitOnConfigError, loadConfig, logConfig, processEnv } from './config';
 import { createLogger, type Logger } from './logger';
 import { createMetricsRegistry } from './metrics';
@@ -31,6 +32,8 @@ export interface RunServiceOptions<C> {
   create: (config: C, deps: ServiceDeps) => Service | Promise<Service>;
   /** Defaults to process.env. */
   env?: NodeJS.ProcessEnv;
+  /** Command-line arguments; defaults to process.argv.slice(2). Only -h/--help is accepted. */
+  argv?: readonly string[];
   shutdownTimeoutMs?: number;
   exit?: (code: number) => void;
 }
@@ -42,6 +45,8 @@ const runtimeEnvSchema = commonEnvSchema.pick({ CORDUM_INSTANCE_ID: true, CORDUM
  *
  *   runService({ name: 'scheduler', load: loadSchedulerConfig, create: createScheduler });
  *
+ * Checks the command line first (-h/--help → usage on stdout, exit 0; any other
+ * argument → one stderr line, exit 2; nothing loaded or connected either way).
  * Loads config (bad env → one stderr line, exit 2), creates the logger and the
  * metrics registry, logs the config without secrets, starts the service and
  * stops it on SIGTERM/SIGINT within the shutdown deadline (exit 0, or 1 on
@@ -49,6 +54,7 @@ const runtimeEnvSchema = commonEnvSchema.pick({ CORDUM_INSTANCE_ID: true, CORDUM
  */
 export function runService<C>(opts: RunServiceOptions<C>): void {
   const exit = opts.exit ?? ((code: number) => process.exit(code));
+  if (!acceptCommandLine({ name: opts.name, argv: opts.argv, exit })) return;
   exitOnConfigError(async () => {
     const env = opts.env ?? processEnv();
     const runtime = loadConfig(runtimeEnvSchema, env);

@@ -28,8 +28,8 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function spawnFixture(env: Record<string, string>): ManagedProcess {
-  const p = startProcess('fixture', process.execPath, [bundle], { CORDUM_LOG_LEVEL: 'info', CORDUM_INSTANCE_ID: 'fixture-1', ...env }, dir);
+function spawnFixture(env: Record<string, string>, args: string[] = []): ManagedProcess {
+  const p = startProcess('fixture', process.execPath, [bundle, ...args], { CORDUM_LOG_LEVEL: 'info', CORDUM_INSTANCE_ID: 'fixture-1', ...env }, dir);
   procs.push(p);
   return p;
 }
@@ -39,6 +39,39 @@ function records(p: ManagedProcess): Record<string, unknown>[] {
 }
 
 describe('service process', () => {
+  // The fixture connects to nothing; without the check it would start, log 'fixture ready' and run on.
+  it.each([['--help'], ['-h']])('%s: usage on stdout naming the service and where its env is documented, exit 0, nothing started', async (flag) => {
+    const p = spawnFixture({}, [flag]);
+    expect((await p.waitExit(10_000)).code).toBe(0);
+    expect(p.errOutput).toEqual([]);
+    const out = p.output.join('\n');
+    expect(p.output[0]).toMatch(/^fixture: /);
+    expect(out).toContain('environment variables');
+    expect(out).toContain('apps/fixture/README.md');
+    expect(out).toContain('docs/operations.md');
+    expect(out).toContain('--help');
+    expect(p.hasLine('fixture ready')).toBe(false);
+    expect(p.hasLine('config loaded')).toBe(false);
+  });
+
+  it.each([
+    [['--bogus'], '--bogus'],
+    [['--help', '--bogus'], '--bogus'],
+    [['REDIS_URL=redis://elsewhere:6379'], 'REDIS_URL=redis://elsewhere:6379'],
+  ])('arguments %j: exit 2 with exactly one stderr line, nothing started', async (args, bad) => {
+    const p = spawnFixture({}, args);
+    expect((await p.waitExit(10_000)).code).toBe(2);
+    expect(p.errOutput).toEqual([`invalid arguments: unknown argument "${bad}"; services are configured by environment variables (see --help)`]);
+    expect(p.output).toEqual(p.errOutput); // nothing on stdout either
+  });
+
+  it('a bad argument is reported before a bad env value', async () => {
+    const p = spawnFixture({ REDIS_POOL_SIZE: 'abc' }, ['--bogus']);
+    expect((await p.waitExit(10_000)).code).toBe(2);
+    expect(p.errOutput).toHaveLength(1);
+    expect(p.errOutput[0]).toMatch(/^invalid arguments: unknown argument "--bogus"/);
+  });
+
   it('bad config: exit 2 with exactly one stderr line naming the variable', async () => {
     const p = spawnFixture({ REDIS_POOL_SIZE: 'abc' });
     expect((await p.waitExit(10_000)).code).toBe(2);

@@ -2,11 +2,11 @@
 // curl example; the example returns a SUCCEEDED job; Ctrl-C stops everything,
 // in order, without losing in-flight jobs or leaving a process behind.
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { ManagedProcess, repoRoot, startNats, startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { canConnect, freePort, ManagedProcess, repoRoot, startNats, startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
 
 const launcherPath = join(repoRoot, 'tools/stack/start.mjs');
 const KEY = 'npm-start-test-key';
@@ -403,6 +403,63 @@ describe('npm start', () => {
       expect(p.output.filter((l) => /^(redis|nats): /.test(l))).toEqual([]);
     } finally {
       await p.stop();
+    }
+  });
+
+  it.each([
+    ['REDIS_URL', 'redis://:hunter2@myredis:99999', 'REDIS_URL="redis://:<redacted>@myredis:99999"', 'hunter2'],
+    ['NATS_URL', 'nats://cordum:s3cret@127.0.0.1:99999', 'NATS_URL="nats://cordum:<redacted>@127.0.0.1:99999"', 's3cret'],
+    ['NATS_URL', 'nats://t0ken@127.0.0.1:99999', 'NATS_URL="nats://<redacted>@127.0.0.1:99999"', 't0ken'],
+    ['REDIS_CLUSTER_ADDRESSES', 'rediss://:hunter2@10.0.0.1:7000,10.0.0.2', 'REDIS_CLUSTER_ADDRESSES="rediss://:<redacted>@10.0.0.1:7000,10.0.0.2"', 'hunter2'],
+  ])('never prints the password of a malformed %s (%s)', async (name, value, shown, secret) => {
+    const p = launch(`npm-start-secret-${name}`, ['--port-offset', String(takeOffset())], { ...servers, [name]: value });
+    try {
+      expect(await refusal(p, 2, shown, 20_000)).not.toContain(secret);
+      expect(p.output.join('\n')).not.toContain(secret);
+    } finally {
+      await p.stop();
+    }
+  });
+
+  it('refuses a reused NATS without JetStream with one line naming the fix, before any service starts', async () => {
+    const port = await freePort();
+    const plain = startProcess(`nats-no-jetstream:${port}`, 'nats-server', ['-a', '127.0.0.1', '-p', String(port)]); // no -js
+    try {
+      await waitFor(() => canConnect(port), 10_000, { message: `nats-server without JetStream on ${port}` });
+      const offset = takeOffset();
+      const p = launch('npm-start-no-jetstream', ['--port-offset', String(offset)], { ...servers, NATS_URL: `nats://127.0.0.1:${port}` });
+      try {
+        const line = await refusal(p, 2, `NATS at 127.0.0.1:${port} has no JetStream`);
+        expect(line).toContain('restart that nats-server with -js');
+        expect(line.length).toBeLessThan(300); // one line, not the services' logs
+        expect(p.hasLine(/^nats: reusing/)).toBe(false);
+        expect(p.hasLine('Cordum is up.')).toBe(false);
+        expect(existsSync(join(logDirOf(offset), 'safety-kernel-1.log'))).toBe(false);
+      } finally {
+        await p.stop();
+      }
+    } finally {
+      await plain.stop(5_000);
+    }
+  });
+
+  it('on a fresh clone (no node_modules) names the install command in one line, before building anything', async () => {
+    // The launcher's root is the directory two levels above it: a copy in an empty tree is a clone
+    // before `npm install` (and before a build: no dist/ either).
+    const clone = mkdtempSync(join(tmpdir(), 'npm-start-fresh-clone-'));
+    try {
+      mkdirSync(join(clone, 'tools/stack'), { recursive: true });
+      for (const f of ['start.mjs', 'services.json']) copyFileSync(join(repoRoot, 'tools/stack', f), join(clone, 'tools/stack', f));
+      const p = launch('npm-start-fresh-clone', [], servers, [process.execPath, join(clone, 'tools/stack/start.mjs')]);
+      try {
+        await refusal(p, 2, 'dependencies are not installed; run npm install --no-audit --no-fund first', 60_000);
+        expect(p.output.filter((l) => /^(building|redis: |nats: )/.test(l))).toEqual([]);
+        expect(existsSync(join(clone, '.cordum'))).toBe(false);
+      } finally {
+        await p.stop();
+      }
+    } finally {
+      rmSync(clone, { recursive: true, force: true });
     }
   });
 
