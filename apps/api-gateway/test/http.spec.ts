@@ -79,6 +79,45 @@ describe('auth matrix', () => {
     expect(JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4))).toEqual({ error: 'bad request', code: 'bad_request', status: 400 });
   });
 
+  it('a request offering an upgrade the gateway does not take (curl --http2 offers h2c) is served as plain HTTP; a bad WebSocket handshake gets the JSON envelope', async () => {
+    const { port } = new URL(rig.url);
+    // Sends raw bytes, reads until the server has answered `n` responses (or closed).
+    const exchange = (bytes: string, n: number) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = connect(Number(port), '127.0.0.1', () => sock.write(bytes));
+        let data = '';
+        const done = () => {
+          sock.destroy();
+          resolve(data);
+        };
+        sock.on('data', (d: Buffer) => {
+          data += d.toString();
+          const bodies = data.split('\r\n\r\n').length - 1;
+          if (bodies >= n && /\}\s*$/.test(data)) done();
+        });
+        sock.on('end', done);
+        sock.on('error', reject);
+      });
+    const h2c = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n';
+    const body = JSON.stringify(ok);
+    // a POST with its body, then a pipelined GET on the same connection
+    const post = `POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${h2c}\r\n${body}`;
+    const get = `GET /api/v1/jobs?limit=1 HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\n${h2c}\r\n`;
+    const both = await exchange(post + get, 2);
+    const statuses = both.match(/HTTP\/1\.1 \d{3} [A-Za-z ]+/g);
+    expect(statuses).toEqual(['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+    expect(both).toContain('"job_id"');
+    expect(both).toContain('"items"');
+    // the stream path offered h2c is the plain GET: 426, as without an offer
+    const stream = await exchange(`GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\n${h2c}\r\n`, 1);
+    expect(stream.split('\r\n')[0]).toBe('HTTP/1.1 426 Upgrade Required');
+    // a WebSocket handshake ws refuses: 400 and the JSON envelope, not ws's text/html
+    const ws = await exchange(`GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`, 1);
+    expect(ws.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect(ws).toContain('application/json');
+    expect(JSON.parse(ws.slice(ws.indexOf('\r\n\r\n') + 4))).toMatchObject({ code: 'bad_request', status: 400 });
+  });
+
   it('a malformed X-Tenant-ID → 400 invalid_tenant for a * key; 403 tenant_mismatch for a key bound to a tenant (CONTRACT §2)', async () => {
     expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.star, tenant: 'Bad Tenant!', body: ok }), 400, 'invalid_tenant');
     expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, tenant: 'ACME', body: ok }), 403, 'tenant_mismatch');
@@ -120,6 +159,8 @@ describe('validation table', () => {
     ['prompt too long', { prompt: 'x'.repeat(50_001), topic: 'job.echo' }, 400, 'validation_failed', 'prompt'],
     ['too many labels', { prompt: 'x', topic: 'job.echo', labels: Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, 'v'])) }, 400, 'validation_failed', 'labels'],
     ['non-string label', { prompt: 'x', topic: 'job.echo', labels: { a: 1 } }, 400, 'validation_failed', 'labels.a'],
+    // JSON.parse keeps an own __proto__ key; zod's record skipped it: a 200 with the label gone
+    ['__proto__ label', '{"prompt":"x","topic":"job.echo","labels":{"__proto__":{"a":"b"}}}', 400, 'validation_failed', 'labels.__proto__'],
     ['bad priority', { prompt: 'x', topic: 'job.echo', priority: 'urgent' }, 400, 'validation_failed', 'priority'],
     ['bad context_mode', { prompt: 'x', topic: 'job.echo', context_mode: 'vector' }, 400, 'validation_failed', 'context_mode'],
     ['deadline over 7 days', { prompt: 'x', topic: 'job.echo', deadline_ms: 7 * 24 * 3600 * 1000 + 1 }, 400, 'validation_failed', 'deadline_ms'],

@@ -6,7 +6,7 @@
 // closed with 4008, so a client that stops reading costs at most MAX_QUEUED
 // events of heap, never more. A stream opened with a managed key is closed with
 // 4401 within 1 s of the key being revoked or expiring (recheck.ts, D27).
-import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -93,6 +93,46 @@ function rejectUpgrade(socket: Duplex, err: ApiError): void {
   );
 }
 
+/** Headers that offer an upgrade, dropped when a request is served as plain HTTP. */
+const UPGRADE_TOKENS = new Set(['upgrade', 'http2-settings']);
+
+/**
+ * Serves a request that offered an upgrade we do not take as the plain HTTP request it also is:
+ * its head is rebuilt without the offer and fed back to the server as a new connection on the
+ * same socket, ahead of the bytes already read (its body, or pipelined requests). The server's
+ * parser, limits, timeouts and routes then apply as to any request (RFC 9110 §7.8: a server may
+ * ignore an upgrade offer).
+ */
+function replayWithoutUpgrade(server: Server, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}`];
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? '';
+    const value = raw[i + 1] ?? '';
+    const lower = name.toLowerCase();
+    if (UPGRADE_TOKENS.has(lower)) continue;
+    if (lower === 'connection') {
+      const rest = value
+        .split(',')
+        .map((t) => t.trim())
+        .filter((t) => t !== '' && !UPGRADE_TOKENS.has(t.toLowerCase()));
+      if (rest.length > 0) lines.push(`${name}: ${rest.join(', ')}`);
+      continue;
+    }
+    lines.push(`${name}: ${value}`);
+  }
+  const replay = (): void => {
+    if (socket.destroyed) return;
+    socket.unshift(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]));
+    server.emit('connection', socket);
+  };
+  // A pipelined request behind one still being answered: the socket is that response's until it
+  // finishes (a second response assigned to it now would never be written).
+  const pending = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (pending && !pending.writableFinished) pending.once('finish', () => setImmediate(replay));
+  else replay();
+}
+
 export function attachStreamServer(server: Server, o: StreamServerOptions): StreamServer {
   const pingMs = o.pingIntervalMs ?? 30_000;
   const graceMs = o.closeGraceMs ?? 5_000;
@@ -175,9 +215,15 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
   };
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    socket.on('error', () => socket.destroy());
     const path = (req.url ?? '').split('?')[0];
-    if (path !== STREAM_PATH || closing) {
+    // Node hands every request offering an upgrade here (`curl --http2` offers h2c on each one).
+    // Only a WebSocket stream is ours; any other is served as the plain request it also is.
+    if (path !== STREAM_PATH || req.headers.upgrade?.toLowerCase() !== 'websocket') {
+      replayWithoutUpgrade(server, req, socket, head);
+      return;
+    }
+    socket.on('error', () => socket.destroy());
+    if (closing) {
       rejectUpgrade(socket, new ApiError('not_found'));
       return;
     }
@@ -204,6 +250,9 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     });
   };
   server.on('upgrade', onUpgrade);
+  // A handshake ws refuses (no or a bad Sec-WebSocket-Key / -Version / -Protocol, a POST): the
+  // usual JSON error, not ws's own text/html answer.
+  wss.on('wsClientError', (err, socket) => rejectUpgrade(socket, new ApiError('bad_request', { message: `bad WebSocket handshake: ${err.message}` })));
 
   // Ping every interval; a client that did not pong since the last ping is gone.
   const pinger = setInterval(() => {
