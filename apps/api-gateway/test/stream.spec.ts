@@ -1,6 +1,8 @@
 // WebSocket GET /api/v1/stream (CONTRACT §2, D31) on two gateway replicas:
 // tenant-scoped, ordered events from the bus; subprotocol auth; a client that
 // stops reading is closed with 4008 while the gateway's heap stays bounded.
+import { readdirSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
@@ -106,6 +108,47 @@ it('rejects bad credentials before the upgrade with the JSON error status; plain
   const plain = await call(r.urls[0]!, 'GET', '/api/v1/stream', { key: KEYS.viewer });
   expect(plain.status).toBe(426);
   expect(plain.body['code']).toBe('upgrade_required');
+});
+
+it('a refused upgrade\'s socket is closed by the gateway, not left half-open holding a descriptor while the client keeps its end', async () => {
+  const { port } = new URL(r.urls[0]!);
+  const fds = () => readdirSync('/proc/self/fd').length; // the replicas run in this process
+  const before = fds();
+  const N = 40;
+  const held: Socket[] = [];
+  try {
+    await Promise.all(
+      Array.from({ length: N }, () =>
+        new Promise<void>((resolve, reject) => {
+          // allowHalfOpen: the client never ends its side, as a hostile one would not
+          const sock = connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true }, () =>
+            sock.write(`GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: wrong-key-wrong-key\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`),
+          );
+          held.push(sock);
+          let data = '';
+          sock.on('data', (d: Buffer) => {
+            data += d.toString();
+            if (data.includes('"unauthenticated"')) resolve();
+          });
+          sock.on('error', reject);
+        }),
+      ),
+    );
+    // Our N client ends stay open; the gateway's N ends must go (they held one descriptor each).
+    await waitFor(() => fds() - before <= N + 5, 5_000, { message: 'the gateway closes the sockets of refused upgrades' });
+  } finally {
+    for (const s of held) s.destroy();
+  }
+});
+
+it('a client that sends a message is closed with 1003; a frame over 1 KiB with 1009 (clients have nothing to send)', async () => {
+  const talker = await open(0, { headers: { 'X-API-Key': KEYS.viewer } });
+  talker.ws.send('hello?');
+  expect((await talker.closed).code).toBe(1003);
+  const big = await open(0, { headers: { 'X-API-Key': KEYS.viewer } });
+  big.ws.ping(Buffer.alloc(100)); // control frames within their 125 bytes are fine
+  big.ws.send(Buffer.alloc(2048), { binary: true });
+  expect((await big.closed).code).toBe(1009);
 });
 
 it('a client that stops reading is closed with 4008 and the gateway heap stays bounded', async () => {

@@ -84,12 +84,27 @@ function presented(req: IncomingMessage): Presented {
   return { key, tenantHeader: header(req, 'x-tenant-id'), viaSubprotocol: false };
 }
 
+/** How long a refused upgrade's answer may take to leave before its socket is cut. */
+const REJECT_FLUSH_MS = 2_000;
+
+/**
+ * Answers a refused upgrade and closes its socket for good. A socket handed to the `upgrade` event
+ * has left the HTTP server: no timeout applies to it and `closeAllConnections` does not see it, so
+ * an `end()` alone left it half-open for as long as the client kept it (a keyless client held one
+ * file descriptor per try, and one such socket held the gateway's stop to its deadline).
+ */
 function rejectUpgrade(socket: Duplex, err: ApiError): void {
   const body = JSON.stringify(err.toBody());
   const extra = Object.entries(err.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const cut = setTimeout(() => socket.destroy(), REJECT_FLUSH_MS);
+  cut.unref();
   socket.end(
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
       `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n${extra}\r\n${body}`,
+    () => {
+      clearTimeout(cut);
+      socket.destroy();
+    },
   );
 }
 
@@ -140,7 +155,9 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
   const wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false, // compression would add an unbounded zlib queue per client
-    maxPayload: 64 * 1024, // clients have nothing to send but pongs and close frames
+    // Clients have nothing to send but pongs and close frames (payloads ≤ 125 bytes); 64 KiB let
+    // each socket pin an unfinished fragment of that size for as long as it answered pings.
+    maxPayload: 1024,
     handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
   });
   const gClients = new Gauge({ name: 'cordum_ws_clients', help: 'Open WebSocket stream clients', registers: [o.registry] });
@@ -149,6 +166,8 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
   const alive = new WeakMap<WebSocket, boolean>();
   const rechecker = createKeyRechecker({ keys: o.keys, logger: log, registry: o.registry, intervalMs: o.keyRecheckIntervalMs });
   let closing = false;
+  /** Upgrade sockets still being authorized: outside the HTTP server, so the stop cuts them itself. */
+  const authorizing = new Set<Duplex>();
 
   const onConnection = (ws: WebSocket, c: Caller & { tenant: string }, a: Admitted): void => {
     live.add(ws);
@@ -194,6 +213,8 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       },
     });
     ws.on('pong', () => alive.set(ws, true));
+    // A data message is a client that has not read the protocol (or a flood): closed, not read on.
+    ws.on('message', () => shut(1003, 'clients send no messages on this stream'));
     ws.on('error', () => ws.terminate());
     ws.on('close', () => {
       dead = true;
@@ -202,7 +223,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       live.delete(ws);
       gClients.set(live.size);
     });
-    // Clients have nothing to say; anything they send is ignored. The hello goes
+    // Clients have nothing to say (a message closes the stream, above). The hello goes
     // out once this replica's bus subscription is in place, so it promises that
     // every event published after it is streamed.
     void subscribed.then(() => {
@@ -223,6 +244,8 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       return;
     }
     socket.on('error', () => socket.destroy());
+    authorizing.add(socket);
+    socket.once('close', () => authorizing.delete(socket));
     if (closing) {
       rejectUpgrade(socket, new ApiError('not_found'));
       return;
@@ -240,6 +263,8 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       }
       const tenant = c.tenant;
       const admitted: Admitted = { key: p.key, tenantHeader: p.tenantHeader, id };
+      if (closing || socket.destroyed) throw new ApiError('not_found');
+      authorizing.delete(socket);
       wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, { ...c, tenant }, admitted));
     })().catch((err: unknown) => {
       if (err instanceof ApiError) rejectUpgrade(socket, err);
@@ -281,6 +306,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       const deadline = Date.now() + 1_000;
       while (live.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       for (const ws of live) ws.terminate();
+      for (const socket of authorizing) socket.destroy();
       await new Promise<void>((r) => wss.close(() => r()));
     },
   };
