@@ -236,7 +236,7 @@ describe('HTTP hygiene', () => {
 
   it('unknown routes → JSON 404 not_found, also without a key', async () => {
     expectEnvelope(await call(rig.url, 'GET', '/api/v1/nope'), 404, 'not_found');
-    expectEnvelope(await call(rig.url, 'DELETE', '/api/v1/jobs'), 404, 'not_found');
+    expectEnvelope(await call(rig.url, 'DELETE', '/api/v1/nope'), 404, 'not_found');
   });
 
   it('invalid job id format → 404 job_not_found', async () => {
@@ -258,5 +258,140 @@ describe('HTTP hygiene', () => {
     const other = await fetch(`http://127.0.0.1:${rig.gateway.metricsPort}/metrics`);
     expect(other.status).toBe(200);
     expect(await other.text()).toContain('cordum_http_requests_total');
+  });
+});
+
+describe('wrong methods and what Node answers itself get the JSON envelope (P96)', () => {
+  interface RawReply {
+    statusLine: string;
+    headers: Record<string, string>;
+    body: string;
+    /** The server closed the connection after the reply. */
+    closed: boolean;
+  }
+
+  /** Sends raw bytes and reads one reply (by Content-Length; a HEAD reply has no body), or until the server closes. */
+  function raw(bytes: string, opts: { head?: boolean } = {}): Promise<RawReply> {
+    const { port } = new URL(rig.url);
+    return new Promise((resolve, reject) => {
+      let data = '';
+      let closed = false;
+      const parse = (): RawReply | null => {
+        let start = 0;
+        // An interim 100 Continue comes before the reply.
+        while (data.startsWith('HTTP/1.1 100 ', start)) start = data.indexOf('\r\n\r\n', start) + 4;
+        const end = data.indexOf('\r\n\r\n', start);
+        if (end < 0) return null;
+        const [statusLine = '', ...lines] = data.slice(start, end).split('\r\n');
+        const headers: Record<string, string> = {};
+        for (const l of lines) headers[l.slice(0, l.indexOf(':')).toLowerCase()] = l.slice(l.indexOf(':') + 1).trim();
+        const length = opts.head ? 0 : Number(headers['content-length'] ?? 0);
+        const body = data.slice(end + 4);
+        if (Buffer.byteLength(body) < length) return null;
+        return { statusLine, headers, body, closed };
+      };
+      const sock = connect(Number(port), '127.0.0.1', () => sock.write(bytes));
+      sock.on('data', (d: Buffer) => {
+        data += d.toString();
+        // Waits for the close when the reply says it comes.
+        const r = parse();
+        if (r && r.headers['connection'] !== 'close') {
+          sock.destroy();
+          resolve(r);
+        }
+      });
+      sock.on('close', () => {
+        closed = true;
+        const r = parse();
+        if (r) resolve(r);
+        else reject(new Error(`incomplete reply: ${JSON.stringify(data)}`));
+      });
+      sock.on('error', reject);
+    });
+  }
+
+  const expectRawEnvelope = (r: RawReply, statusLine: string, code: string): void => {
+    expect(r.statusLine).toBe(statusLine);
+    expect(r.headers['content-type']).toContain('application/json');
+    const status = Number(statusLine.split(' ')[1]);
+    expect(JSON.parse(r.body)).toEqual({ error: expect.any(String), code, status });
+  };
+
+  it('a known path asked with a method it does not take is 405 method_not_allowed naming its methods in Allow, with or without a key', async () => {
+    const cases: [method: string, path: string, allow: string][] = [
+      ['PATCH', '/api/v1/jobs', 'GET, HEAD, POST'],
+      ['DELETE', '/api/v1/jobs', 'GET, HEAD, POST'],
+      ['GET', '/api/v1/jobs/j-1/cancel', 'POST'],
+      ['POST', '/api/v1/config', 'GET, HEAD, PUT'],
+      ['GET', '/api/v1/dlq/j-1', 'DELETE'],
+      ['POST', '/healthz', 'GET, HEAD'],
+      ['PUT', '/api/v1/openapi.json', 'GET, HEAD'],
+      // express matches paths case-insensitively and with a trailing slash; so does the 405
+      ['PATCH', '/API/v1/Jobs/', 'GET, HEAD, POST'],
+    ];
+    for (const [method, path, allow] of cases) {
+      for (const key of ['', `X-API-Key: ${KEYS.admin}\r\n`]) {
+        const r = await raw(`${method} ${path} HTTP/1.1\r\nHost: x\r\n${key}\r\n`);
+        expect({ method, path, allow: r.headers['allow'] }).toEqual({ method, path, allow });
+        expectRawEnvelope(r, 'HTTP/1.1 405 Method Not Allowed', 'method_not_allowed');
+        expect(r.headers['x-request-id']).toBeDefined();
+      }
+    }
+    // through fetch too, and a path no route has is still 404
+    const f = await call(rig.url, 'PATCH', '/api/v1/jobs', { key: KEYS.operator });
+    expectEnvelope(f, 405, 'method_not_allowed');
+    expect(f.headers.get('allow')).toBe('GET, HEAD, POST');
+    expectEnvelope(await call(rig.url, 'PATCH', '/api/v1/nope'), 404, 'not_found');
+    expect((await call(rig.url, 'PATCH', '/api/v1/nope')).headers.get('allow')).toBeNull();
+  });
+
+  it('OPTIONS is a 405 naming the methods (no CORS); HEAD is still served wherever GET is', async () => {
+    const opt = await raw(`OPTIONS /api/v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n`);
+    expectRawEnvelope(opt, 'HTTP/1.1 405 Method Not Allowed', 'method_not_allowed');
+    expect(opt.headers['allow']).toBe('GET, HEAD, POST');
+    const optJob = await raw(`OPTIONS /api/v1/jobs/j-1 HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.viewer}\r\n\r\n`);
+    expect(optJob.statusLine).toBe('HTTP/1.1 405 Method Not Allowed');
+    expect(optJob.headers['allow']).toBe('GET, HEAD');
+    const head = await raw(`HEAD /api/v1/jobs?limit=1 HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.viewer}\r\n\r\n`, { head: true });
+    expect(head.statusLine).toBe('HTTP/1.1 200 OK');
+    expect(head.headers['content-type']).toContain('application/json');
+    expect((await raw(`HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n`, { head: true })).statusLine).toBe('HTTP/1.1 200 OK');
+    // HEAD where there is no GET: 405, without a body
+    const headPost = await raw(`HEAD /api/v1/jobs/j-1/cancel HTTP/1.1\r\nHost: x\r\n\r\n`, { head: true });
+    expect(headPost.statusLine).toBe('HTTP/1.1 405 Method Not Allowed');
+    expect(headPost.headers['allow']).toBe('POST');
+    expect(headPost.body).toBe('');
+  });
+
+  it('an HTTP/1.1 request without Host is 400 bad_request with the envelope and closes; HTTP/1.0 without Host is served', async () => {
+    const r = await raw(`GET /api/v1/jobs HTTP/1.1\r\nX-API-Key: ${KEYS.viewer}\r\n\r\n`);
+    expectRawEnvelope(r, 'HTTP/1.1 400 Bad Request', 'bad_request');
+    expect(JSON.parse(r.body)).toMatchObject({ error: 'an HTTP/1.1 request needs a Host header' });
+    expect(r.headers['connection']).toBe('close');
+    expect(r.headers['x-request-id']).toBeDefined();
+    expect(r.closed).toBe(true);
+    const old = await raw(`GET /healthz HTTP/1.0\r\n\r\n`);
+    expect(old.statusLine).toBe('HTTP/1.1 200 OK');
+    expect(JSON.parse(old.body)).toEqual({ status: 'ok' });
+  });
+
+  it('an Expect other than 100-continue is 417 expectation_failed with the envelope; 100-continue still works', async () => {
+    const body = JSON.stringify(ok);
+    const post = (expect: string) => `POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: ${expect}\r\n\r\n${body}`;
+    const r = await raw(post('foo'));
+    expectRawEnvelope(r, 'HTTP/1.1 417 Expectation Failed', 'expectation_failed');
+    expect(r.closed).toBe(true);
+    const go = await raw(post('100-continue'));
+    expect(go.statusLine).toBe('HTTP/1.1 200 OK');
+    expect(JSON.parse(go.body)).toHaveProperty('job_id');
+  });
+
+  it('CONNECT is answered 405 method_not_allowed with an empty Allow and the envelope, then closed (not dropped without a word)', async () => {
+    const r = await raw(`CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n`);
+    expectRawEnvelope(r, 'HTTP/1.1 405 Method Not Allowed', 'method_not_allowed');
+    expect(r.headers['allow']).toBe('');
+    expect(r.closed).toBe(true);
+    // and the gateway still serves
+    expect((await call(rig.url, 'GET', '/healthz')).status).toBe(200);
   });
 });

@@ -136,3 +136,27 @@ describe('OpenAPI document', () => {
     for (const r of [await call(rig.url, 'GET', '/api/v1/stream', { key: KEYS.viewer }), await call(rig.url, 'GET', '/api/v1/nope', { key: KEYS.viewer })]) check(errorSchema, r, r.status);
   });
 });
+
+describe('errors possible on every route (P96)', () => {
+  it('every operation documents 400, 408, 417 and 431 with their codes, and the document says when 405 is answered', () => {
+    const doc = buildOpenApi() as { info: { description: string }; paths: Record<string, Record<string, { responses: Record<string, { description: string; content?: unknown }> }>> };
+    let seen = 0;
+    for (const op of OPERATIONS) {
+      const responses = doc.paths[openApiPath(op.path)]?.[op.method.toLowerCase()]?.responses ?? {};
+      const got = Object.fromEntries(['400', '408', '417', '431'].map((st) => [st, responses[st]?.description ?? null]));
+      expect({ op: `${op.method} ${op.path}`, got }).toEqual({
+        op: `${op.method} ${op.path}`,
+        got: {
+          '400': expect.stringContaining('bad_request'),
+          '408': 'error; code one of: request_timeout',
+          '417': 'error; code one of: expectation_failed',
+          '431': 'error; code one of: headers_too_large',
+        },
+      });
+      expect(responses['408']?.content).toEqual({ 'application/json': { schema: { $ref: '#/components/schemas/Error' } } });
+      seen++;
+    }
+    expect(seen).toBeGreaterThanOrEqual(30);
+    expect(doc.info.description).toContain('405 method_not_allowed with an Allow header');
+  });
+});

@@ -35,6 +35,12 @@ function routeTemplate(req: Request): string {
 
 const PROBES = new Set(['/healthz', '/readyz', '/metrics']);
 
+const METHODS = ['GET', 'POST', 'PUT', 'DELETE'] as const;
+type Method = (typeof METHODS)[number];
+const isMethod = (m: string): m is Method => (METHODS as readonly string[]).includes(m);
+/** The order of an Allow header. */
+const ALLOW_ORDER = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE'] as const;
+
 function requestContext(logger: Logger): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
     const requestId = requestIdOf(req.get('x-request-id'));
@@ -65,47 +71,76 @@ export function createApp(deps: AppDeps): Express {
   app.set('trust proxy', false);
   app.use(requestContext(deps.logger));
   app.use(httpMetrics(deps.registry));
+  // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400. Node's own check answers it with no
+  // body, so the server leaves it to us (http/client-errors.ts).
+  app.use((req, _res, next) => {
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 1 && req.headers.host === undefined) {
+      throw new ApiError('bad_request', { message: 'an HTTP/1.1 request needs a Host header', headers: { Connection: 'close' } });
+    }
+    next();
+  });
 
-  app.get('/healthz', (_req, res) => {
+  // Every route is registered through here, so `allowed` knows each path's methods: a known path
+  // asked with another method is 405 method_not_allowed naming them (Allow), never 404 (P96).
+  const allowed = new Map<string, Set<Method>>();
+  const route = (method: Method, path: string, ...handlers: RequestHandler[]): void => {
+    let methods = allowed.get(path);
+    if (!methods) allowed.set(path, (methods = new Set()));
+    methods.add(method);
+    switch (method) {
+      case 'GET':
+        app.get(path, ...handlers);
+        break;
+      case 'POST':
+        app.post(path, ...handlers);
+        break;
+      case 'PUT':
+        app.put(path, ...handlers);
+        break;
+      case 'DELETE':
+        app.delete(path, ...handlers);
+        break;
+    }
+  };
+
+  route('GET', '/healthz', (_req, res) => {
     res.status(200).json({ status: 'ok' });
   });
-  app.get('/readyz', async (_req, res) => {
+  route('GET', '/readyz', async (_req, res) => {
     const r = await deps.readiness.check();
     res.status(r.ready ? 200 : 503).json(r);
   });
-  app.get('/metrics', async (_req, res) => {
+  route('GET', '/metrics', async (_req, res) => {
     res.setHeader('Content-Type', deps.registry.contentType);
     res.status(200).send(await deps.registry.metrics());
   });
   // The API description is public (no key): clients generate from it.
   const openapi = JSON.stringify(buildOpenApi());
-  app.get('/api/v1/openapi.json', (_req, res) => {
+  route('GET', '/api/v1/openapi.json', (_req, res) => {
     res.status(200).type('application/json').send(openapi);
   });
 
-  const mount: Mount = (route, ...handlers) => {
-    const [method, path] = route.split(' ') as [string, string];
-    const guard = [authorize(deps.keys, route), ...(deps.afterAuth ?? [])];
-    switch (method) {
-      case 'GET':
-        app.get(path, guard, ...handlers);
-        break;
-      case 'POST':
-        app.post(path, guard, ...handlers);
-        break;
-      case 'PUT':
-        app.put(path, guard, ...handlers);
-        break;
-      case 'DELETE':
-        app.delete(path, guard, ...handlers);
-        break;
-      default:
-        throw new Error(`unsupported method in route ${route}`);
-    }
+  const mount: Mount = (id, ...handlers) => {
+    const [method, path] = id.split(' ') as [string, string];
+    if (!isMethod(method)) throw new Error(`unsupported method in route ${id}`);
+    route(method, path, authorize(deps.keys, id), ...(deps.afterAuth ?? []), ...handlers);
   };
   deps.routes(mount);
 
-  app.use((_req, _res) => {
+  // Reached only when no route took the request. Express's own matching (case, trailing slash)
+  // decides which paths it is on; `.all()` adds no methods to the route table express reports.
+  for (const [path, methods] of allowed) {
+    app.route(path).all((_req, res, next) => {
+      const seen = (res.locals['allow'] as Set<Method> | undefined) ?? new Set<Method>();
+      for (const m of methods) seen.add(m);
+      res.locals['allow'] = seen;
+      next();
+    });
+  }
+  app.use((_req, res) => {
+    const seen = res.locals['allow'] as Set<Method> | undefined;
+    // HEAD is served wherever GET is (express); OPTIONS is not (no CORS): it is a 405 like any other.
+    if (seen) throw new ApiError('method_not_allowed', { headers: { Allow: ALLOW_ORDER.filter((m) => seen.has(m === 'HEAD' ? 'GET' : m)).join(', ') } });
     throw new ApiError('not_found');
   });
   app.use(errorHandler());

@@ -1,7 +1,13 @@
-// Requests Node's HTTP parser refuses before express sees them (headers over 16 KiB, a malformed
-// request line, headers or body not received in time) were answered by Node with a bare status
-// line and no body. Here they get the same JSON envelope as every other error (D28).
-import { STATUS_CODES, type Server } from 'node:http';
+// Requests Node's HTTP server answers itself, before express sees them, were answered with a bare
+// status line and no body (or, for CONNECT, not at all). Here they get the same JSON envelope as
+// every other error (D28, P96):
+// - the parser refuses the request (headers over 16 KiB, a malformed request line, headers or body
+//   not received in time): `clientError`;
+// - an `Expect` other than 100-continue: `checkExpectation`, 417 expectation_failed;
+// - CONNECT (the gateway is no proxy): `connect`, 405 method_not_allowed;
+// - an HTTP/1.1 request without Host: Node's check is turned off here and the app answers it
+//   (400 bad_request, http/app.ts), so it carries X-Request-ID and is logged and counted.
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERROR_CODES, type ErrorCode } from './errors';
 
@@ -11,7 +17,28 @@ function codeFor(err: NodeJS.ErrnoException): ErrorCode {
   return 'bad_request';
 }
 
+function envelope(code: ErrorCode, message?: string): { status: number; body: string } {
+  const { status, message: text } = ERROR_CODES[code];
+  return { status, body: JSON.stringify({ error: message ?? text, code, status }) };
+}
+
+/** A whole response written to a socket Node no longer serves; `extra` is header lines, each ending in CRLF. */
+function rawResponse(code: ErrorCode, opts: { message?: string; extra?: string } = {}): string {
+  const { status, body } = envelope(code, opts.message);
+  return (
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+    `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n${opts.extra ?? ''}\r\n${body}`
+  );
+}
+
+/** How long an answered CONNECT socket may take to flush before it is cut (it has left the server: no timeout applies, P95). */
+const CONNECT_CUT_MS = 2_000;
+
 export function answerClientErrors(server: Server): void {
+  // Node would answer a Host-less HTTP/1.1 request with an empty 400 before the app sees it; the app
+  // answers it with the envelope instead (requireHostHeader is read per request).
+  (server as Server & { requireHostHeader: boolean }).requireHostHeader = false;
+
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     // As Node's own handler: answer unless the connection is gone or a response has begun (a
     // body that arrives too slowly, past requestTimeout, is answered 408 here too).
@@ -20,10 +47,33 @@ export function answerClientErrors(server: Server): void {
       socket.destroy();
       return;
     }
-    const code = codeFor(err);
-    const { status, message } = ERROR_CODES[code];
-    const body = JSON.stringify({ error: message, code, status });
     // Then closed from our side too, as Node does: a client that never closes must not keep the socket.
-    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
+    socket.end(rawResponse(codeFor(err)), () => socket.destroy());
+  });
+
+  // Node calls this for an HTTP/1.1 Expect other than 100-continue (and answers 417 with no body
+  // when nobody listens). The body, if any, is not read: the connection is closed after the answer.
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+    const { status, body } = envelope('expectation_failed');
+    res.writeHead(status, {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': String(Buffer.byteLength(body)),
+      'X-Content-Type-Options': 'nosniff',
+      'Cache-Control': 'no-store',
+      Connection: 'close',
+    });
+    res.end(body);
+  });
+
+  // CONNECT asks for a tunnel; without a listener Node drops the connection without a word. Its
+  // target is a host:port, not a resource of ours, so the Allow is empty (RFC 9110 §10.2.1).
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => socket.destroy());
+    const cut = setTimeout(() => socket.destroy(), CONNECT_CUT_MS);
+    cut.unref();
+    socket.end(rawResponse('method_not_allowed', { message: 'CONNECT is not supported: the gateway is not a proxy', extra: 'Allow: \r\n' }), () => {
+      clearTimeout(cut);
+      socket.destroy();
+    });
   });
 }
