@@ -223,7 +223,9 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     loops.forEach((l) => l.start());
     // stop() may have been called while we were starting; the union guards it.
     if ((phase as Phase) === 'starting') phase = 'running';
-    logger.info('scheduler ready', { http_port: health.port });
+    // Started is not ready: Redis, NATS or the first config load may still be missing, and
+    // /readyz (503 until every check passes) is what says when this replica is ready.
+    logger.info('scheduler started', { http_port: health.port, readiness: 'follows /readyz' });
   }
 
   async function doStop(): Promise<void> {

@@ -1,3 +1,4 @@
+import { isRedisUnavailable, redisErrorText, throttleFailures } from '@cordum/redis';
 import type { Lease, LeaseOptions } from './lease';
 
 /** Structural logger so the lib needs no dependency on service-kit. */
@@ -46,6 +47,14 @@ export function createElector(tryAcquire: (o: LeaseOptions) => Promise<Lease | n
   let inflight: Promise<void> = Promise.resolve();
   let stopping: Promise<void> | undefined;
   let stepDownTimer: NodeJS.Timeout | undefined;
+  // A follower tries every renewMs or less, so a Redis outage fails every try: log the first
+  // failure, then every 30 s or when the error changes, as `redis connection error` is. An
+  // outage's errors are one kind: their text alternates between "Command timed out" and a
+  // command dropped unsent.
+  const campaignFailures = throttleFailures(
+    (err, suppressed) => o.logger?.warn('leader campaign failed', { key: o.key, err: redisErrorText(err), ...(suppressed > 0 ? { suppressed } : {}) }),
+    { kindOf: (err) => (isRedisUnavailable(err) ? 'redis_unavailable' : err.message) },
+  );
 
   const revoke = (why: string) => {
     const lease = current;
@@ -80,13 +89,14 @@ export function createElector(tryAcquire: (o: LeaseOptions) => Promise<Lease | n
         if (!(await lease.renew())) return revoke('lease gone or taken');
         if (current === lease) armStepDown(lease);
       } catch (err) {
-        o.logger?.warn('leader renew failed', { key: o.key, err: String(err) });
+        o.logger?.warn('leader renew failed', { key: o.key, err: redisErrorText(err) });
       }
       if (current === lease && !lease.safeToAct(renewMs)) revoke('renew overdue');
       return;
     }
     try {
       const lease = await tryAcquire({ key: o.key, owner: o.owner, ttlMs, fenceKey: o.fenceKey });
+      campaignFailures.reset();
       if (!lease) return;
       if (state !== 'running') {
         await lease.release();
@@ -97,7 +107,7 @@ export function createElector(tryAcquire: (o: LeaseOptions) => Promise<Lease | n
       o.logger?.info('elected leader', { key: o.key, owner: o.owner, fence: lease.fence });
       o.onElected?.(lease);
     } catch (err) {
-      o.logger?.warn('leader campaign failed', { key: o.key, err: String(err) });
+      campaignFailures.failed(err instanceof Error ? err : new Error(String(err)));
     }
   };
 

@@ -1,4 +1,5 @@
 import { Cluster, Redis } from 'ioredis';
+import { isRedisAuthError } from './errors';
 
 export type RedisClient = Redis | Cluster;
 
@@ -48,30 +49,73 @@ export interface RedisConnectionEvents {
 /** A repeated connection error is reported at most this often. */
 export const REPORT_EVERY_MS = 30_000;
 
-/** Events that log as one JSON line each: `redis connection error` (warn), `redis connection restored` (info). */
-export function redisLogEvents(log: { warn(msg: string, fields?: Record<string, unknown>): void; info(msg: string, fields?: Record<string, unknown>): void }): RedisConnectionEvents {
+/** Reports a run of failures without repeating itself (see throttleFailures). */
+export interface FailureThrottle {
+  /** A failure: reported now, or counted into the next report's `suppressed`. */
+  failed(err: Error): void;
+  /** A success: the next failure is reported at once, as the first of a new run. */
+  reset(): void;
+}
+
+/**
+ * The throttle of `redis connection error`, for any repeated failure: `report` gets the first
+ * failure, then one whenever its kind changes or `everyMs` passed since the last report, with
+ * `suppressed` = failures since that report that were not reported. The kind is the message
+ * unless `kindOf` says otherwise (e.g. one kind for every error of a Redis outage, whose text
+ * alternates between a timeout and a command dropped unsent).
+ */
+export function throttleFailures(
+  report: (err: Error, suppressed: number) => void,
+  opts: { everyMs?: number; now?: () => number; kindOf?: (err: Error) => string } = {},
+): FailureThrottle {
+  const { everyMs = REPORT_EVERY_MS, now = Date.now, kindOf = (err: Error) => err.message } = opts;
+  let last: { kind: string; at: number } | undefined;
+  let suppressed = 0;
   return {
-    error: (err, suppressed) => log.warn('redis connection error', { err: err.message, ...(suppressed > 0 ? { suppressed } : {}) }),
+    failed(err) {
+      const t = now();
+      const kind = kindOf(err);
+      if (last && last.kind === kind && t - last.at < everyMs) {
+        suppressed++;
+        return;
+      }
+      last = { kind, at: t };
+      const n = suppressed;
+      suppressed = 0;
+      report(err, n);
+    },
+    reset() {
+      last = undefined;
+      suppressed = 0;
+    },
+  };
+}
+
+type EventLog = { warn(msg: string, fields?: Record<string, unknown>): void; info(msg: string, fields?: Record<string, unknown>): void };
+
+/**
+ * Events that log as one JSON line each: `redis connection error` (warn), `redis connection
+ * restored` (info); `redis refused the credentials in REDIS_URL` (warn) instead of the first when
+ * Redis answers but refuses the user or password (isRedisAuthError). The client keeps retrying
+ * either way, so a password rotated on the server before the pods catch up heals by itself.
+ */
+export function redisLogEvents(log: EventLog): RedisConnectionEvents {
+  return {
+    error: (err, suppressed) => {
+      const fields = { err: err.message, ...(suppressed > 0 ? { suppressed } : {}) };
+      log.warn(isRedisAuthError(err) ? 'redis refused the credentials in REDIS_URL' : 'redis connection error', fields);
+    },
     restored: (downMs) => log.info('redis connection restored', { down_ms: downMs }),
   };
 }
 
 /** Listens for the client's errors (so ioredis never prints them) and reports them, throttled. */
 function watchConnection(client: RedisClient, events: RedisConnectionEvents | undefined): void {
-  let last: { message: string; at: number } | undefined;
-  let suppressed = 0;
+  const errors = throttleFailures((err, suppressed) => events?.error(err, suppressed));
   let downSince: number | undefined;
   const onError = (err: Error): void => {
-    const now = Date.now();
-    downSince ??= now;
-    if (last && last.message === err.message && now - last.at < REPORT_EVERY_MS) {
-      suppressed++;
-      return;
-    }
-    last = { message: err.message, at: now };
-    const n = suppressed;
-    suppressed = 0;
-    events?.error(err, n);
+    downSince ??= Date.now();
+    errors.failed(err);
   };
   client.on('error', onError);
   // A Cluster re-emits its node clients' errors as 'node error'.
@@ -79,8 +123,7 @@ function watchConnection(client: RedisClient, events: RedisConnectionEvents | un
   client.on('ready', () => {
     if (downSince !== undefined) events?.restored(Date.now() - downSince);
     downSince = undefined;
-    last = undefined;
-    suppressed = 0;
+    errors.reset();
   });
 }
 

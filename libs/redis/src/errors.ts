@@ -32,6 +32,30 @@ export function isRedisUnavailable(err: unknown): boolean {
   return UNAVAILABLE_PATTERNS.some((re) => re.test(msg));
 }
 
+/**
+ * True when Redis refused the connection's credentials: WRONGPASS (no such user, or a wrong
+ * password), NOAUTH (a password is required and none was given), NOPERM (the user may not run a
+ * command of the connection set-up). Only a change of REDIS_URL or of the server's users ends it.
+ */
+export function isRedisAuthError(err: unknown): boolean {
+  const msg = err instanceof Error ? err.message : String(err);
+  return /^(WRONGPASS|NOAUTH|NOPERM)\b/.test(msg);
+}
+
+/** What a command that never left (maxRetriesPerRequest) is called in a log line. */
+export const REDIS_NOT_SENT_TEXT = 'redis unavailable (command not sent: connection down)';
+
+/**
+ * An error's text for a log line. ioredis rejects a command it held while the connection was
+ * down with "Reached the max retries per request limit (which is 1). Refer to
+ * maxRetriesPerRequest option for details.", which reads like a setting to change; it says
+ * REDIS_NOT_SENT_TEXT instead. Any other error gives its message.
+ */
+export function redisErrorText(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  return /Reached the max retries per request limit/i.test(msg) ? REDIS_NOT_SENT_TEXT : msg;
+}
+
 /** True for Redis's WRONGTYPE reply: the key holds another type than the command works on. */
 export function isWrongType(err: unknown): boolean {
   return err instanceof Error && err.message.startsWith('WRONGTYPE');

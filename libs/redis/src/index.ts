@@ -8,6 +8,8 @@ export {
   retryDelayMs,
   redisLogEvents,
   REPORT_EVERY_MS,
+  throttleFailures,
+  type FailureThrottle,
   type RedisClient,
   type RedisConnOptions,
   type RedisConnectionEvents,
@@ -16,4 +18,6 @@ export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from '.
 export { KeyBuilder } from './keys';
 export { scanKeys } from './scan';
 export { execReplies } from './multi';
-export { RedisError, FENCED, isRedisUnavailable, isWrongType, scriptCodes, toRedisError, type RedisErrorCode, type ScriptCodes } from './errors';
+export {
+  RedisError, FENCED, isRedisAuthError, isRedisUnavailable, isWrongType, redisErrorText, REDIS_NOT_SENT_TEXT, scriptCodes, toRedisError, type RedisErrorCode, type ScriptCodes,
+} from './errors';

@@ -204,9 +204,16 @@ export function processEnv(): NodeJS.ProcessEnv {
 }
 
 const SECRET_KEY_RE = /KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL/i;
+/**
+ * Names with a secret-looking word that hold no secret: where one is (a path: `CAP_VERIFY_KEY_FILE`,
+ * `keyFile`) or what a key is called (`fileHashMetaKey`). The secret read from such a file is
+ * kept under its own name (`capSigningKey`), which stays redacted.
+ */
+const NOT_SECRET_RE = /(?:_FILE|File|MetaKey)$/;
 
+/** True for a variable or field whose value must not be logged (an API key, password, token). */
 export function isSecretKey(key: string): boolean {
-  return SECRET_KEY_RE.test(key);
+  return SECRET_KEY_RE.test(key) && !NOT_SECRET_RE.test(key);
 }
 
 /**

@@ -6,6 +6,7 @@ import {
   createLogger,
   defaultInstanceId,
   exitOnConfigError,
+  isSecretKey,
   loadConfig,
   logConfig,
   redactUrl,
@@ -142,6 +143,26 @@ describe('ConfigError messages are one line naming the variable', () => {
     expect(msg).not.toContain('hunter2');
   });
 
+  it('a key file path is echoed (it is no secret); the keys themselves are not', () => {
+    const schema = z.object({
+      CAP_VERIFY_KEY_FILE: zParsedString((path) => {
+        throw new Error(`cannot read ${path}`);
+      }).optional(),
+      CORDUM_API_KEY: z.string().min(16).optional(),
+      CORDUM_API_KEYS: z.string().min(16).optional(),
+    });
+    const msg = configErrorOf(() => loadConfig(schema, { CAP_VERIFY_KEY_FILE: '/etc/cordum/verify.pem', CORDUM_API_KEY: 'hunter2', CORDUM_API_KEYS: 'hunter3' })).message;
+    expect(msg).toContain('CAP_VERIFY_KEY_FILE cannot read /etc/cordum/verify.pem (got "/etc/cordum/verify.pem")');
+    expect(msg).toContain('CORDUM_API_KEY is invalid');
+    expect(msg).not.toMatch(/hunter2|hunter3/);
+    expect(msg.match(/"<redacted>"/g)).toHaveLength(2);
+  });
+
+  it('isSecretKey: API keys, passwords, tokens; not a *_FILE path or a ...MetaKey name', () => {
+    for (const k of ['CORDUM_API_KEY', 'CORDUM_API_KEYS', 'apiKeys', 'key', 'capSigningKey', 'capVerifyKey', 'jwtSecret', 'REDIS_PASSWORD', 'authToken', 'CREDENTIALS']) expect({ k, secret: isSecretKey(k) }).toEqual({ k, secret: true });
+    for (const k of ['CAP_VERIFY_KEY_FILE', 'CAP_SIGNING_KEY_FILE', 'keyFile', 'fileHashMetaKey', 'REDIS_POOL_SIZE', 'SAFETY_POLICY_PATH']) expect({ k, secret: isSecretKey(k) }).toEqual({ k, secret: false });
+  });
+
   it('a config error never echoes a URL password, even in a value that does not parse', () => {
     const msg = configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_URL: 'redis://:s3cretpw@redis.internal:6379x', NATS_URL: 'nats://u:pw2@n:4222,bad' })).message;
     expect(msg).toContain('REDIS_URL');
@@ -243,6 +264,24 @@ describe('secrets stay out of logs', () => {
     expect(rec.config.REDIS_POOL_SIZE).toBe(20);
     expect(rec.config.CORDUM_API_KEY).toBe('<redacted>');
     expect(rec.config.REDIS_URL).toBe('redis://:***@h:1');
+  });
+
+  it('logConfig shows key file paths and meta key names, and still hides the keys', () => {
+    const lines: string[] = [];
+    const logger = createLogger({ service: 't', instance: 'i', write: (l) => lines.push(l) });
+    logConfig(logger, {
+      CAP_SIGNING_KEY_FILE: '/etc/cordum/signing.pem',
+      capSigningKey: 'private-key-value',
+      apiKeys: [{ key: 'api-key-value', tenant: 't' }],
+      bootstrapFiles: [{ section: 'pools', fileHashMetaKey: '_poolsFileHash' }],
+    });
+    const rec = JSON.parse(lines[0]!) as { config: Record<string, unknown> };
+    expect(rec.config).toEqual({
+      CAP_SIGNING_KEY_FILE: '/etc/cordum/signing.pem',
+      capSigningKey: '<redacted>',
+      apiKeys: '<redacted>',
+      bootstrapFiles: [{ section: 'pools', fileHashMetaKey: '_poolsFileHash' }],
+    });
   });
 });
 
