@@ -64,6 +64,9 @@ export const gatewayEnvSchema = commonEnvSchema
     API_RATE_LIMIT_RPS: zNumber({ min: RATE_LIMIT_BOUNDS.minRps, max: RATE_LIMIT_BOUNDS.maxRps }).default(1000),
     API_RATE_LIMIT_BURST: zInt({ min: 1, max: RATE_LIMIT_BOUNDS.maxBurst }).default(2000),
     REDIS_RATE_LIMIT: zBool.default(true),
+    // P98: open WebSocket streams per replica, and per tenant on one replica.
+    GATEWAY_STREAM_MAX_CLIENTS: zInt({ min: 1, max: 1_000_000 }).default(10_000),
+    GATEWAY_STREAM_MAX_CLIENTS_PER_TENANT: zInt({ min: 1, max: 1_000_000 }).default(1_000),
     // P61: a PEM P-256 private key; when set, the JobCancels sent to workers are signed with it.
     CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
     ...configReloadEnvShape,
@@ -94,6 +97,8 @@ export interface GatewayConfig {
   dlqCleanupIntervalMs: number;
   rateLimit: { rps: number; burst: number; useRedis: boolean };
   configReloadIntervalMs: number;
+  /** P98: bounds on open WebSocket streams on this replica. */
+  stream: { maxClients: number; maxClientsPerTenant: number };
   /** P61: JobCancels to workers are signed with this key (for workers that verify). */
   capSigningKey?: KeyObject;
 }
@@ -119,6 +124,7 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string
     dlqCleanupIntervalMs: e.DLQ_CLEANUP_INTERVAL,
     rateLimit: { rps: e.API_RATE_LIMIT_RPS, burst: e.API_RATE_LIMIT_BURST, useRedis: e.REDIS_RATE_LIMIT },
     configReloadIntervalMs: configReloadIntervalMs(e),
+    stream: { maxClients: e.GATEWAY_STREAM_MAX_CLIENTS, maxClientsPerTenant: e.GATEWAY_STREAM_MAX_CLIENTS_PER_TENANT },
     capSigningKey: e.CAP_SIGNING_KEY_FILE,
   };
 }

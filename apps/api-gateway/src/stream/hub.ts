@@ -14,6 +14,8 @@ import { errorText } from '@cordum/service-kit';
 const TENANT_CACHE_MAX = 100_000;
 /** Events waiting for a tenant lookup; beyond this the hub drops (Redis is slow or down) rather than grow. */
 const MAX_PENDING = 10_000;
+/** Sockets handed one event before the loop gets a turn (see deliver). */
+const FANOUT_CHUNK = 256;
 const LOOKUP_TIMEOUT_MS = 1_000;
 
 export type StreamSink = (json: string) => void;
@@ -103,7 +105,7 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
     return tenant === undefined ? null : ({ ...p.body, tenant } as StreamEvent);
   };
 
-  const deliver = (ev: StreamEvent | null, type: string): void => {
+  const deliver = async (ev: StreamEvent | null, type: string): Promise<void> => {
     if (!ev) {
       dropped.inc({ reason: 'no_tenant' });
       return;
@@ -112,7 +114,18 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
     if (!set || set.size === 0) return;
     const json = JSON.stringify(ev);
     delivered.inc({ type });
-    for (const sink of set) sink(json);
+    if (set.size <= FANOUT_CHUNK) {
+      for (const sink of set) sink(json);
+      return;
+    }
+    // Deliveries run as one promise chain, all microtasks: one event to thousands of sockets,
+    // event after event, held the loop (health checks, HTTP) until every socket had them all.
+    // Between chunks the loop runs; the chain keeps each client's events in order.
+    let n = 0;
+    for (const sink of [...set]) {
+      sink(json);
+      if (++n % FANOUT_CHUNK === 0) await new Promise<void>((r) => setImmediate(r));
+    }
   };
 
   const onMessage = (data: Uint8Array, subject: string): void => {
@@ -140,7 +153,7 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
       } finally {
         pending--;
       }
-      deliver(ev, type);
+      await deliver(ev, type);
     }).catch((err: unknown) => o.logger.warn('stream delivery failed', { err: errorText(err) }));
   };
 

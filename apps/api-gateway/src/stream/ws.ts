@@ -31,6 +31,11 @@ export const CLOSE_SLOW_CONSUMER = 4008;
  */
 export const CLOSE_KEY_INVALID = 4401;
 export const MAX_QUEUED = 256;
+/**
+ * And in bytes: 256 events of up to 1 MiB each (a NATS message) was a quarter of a GiB per
+ * client that stopped reading. `ws.bufferedAmount` counts what the socket has not yet flushed.
+ */
+export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 
 export interface StreamServerOptions {
   keys: KeyStore;
@@ -44,6 +49,10 @@ export interface StreamServerOptions {
   closeGraceMs?: number;
   /** How often open streams re-check revocable keys (recheck.ts RECHECK_INTERVAL_MS). */
   keyRecheckIntervalMs?: number;
+  /** Open streams on this replica; more are refused 503 `stream_capacity` (another replica may have room). Default 10,000. */
+  maxClients?: number;
+  /** Open streams of one tenant on this replica; more are refused 429 `too_many_streams`. Default 1,000. */
+  maxClientsPerTenant?: number;
 }
 
 export interface StreamServer {
@@ -162,6 +171,14 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
   });
   const gClients = new Gauge({ name: 'cordum_ws_clients', help: 'Open WebSocket stream clients', registers: [o.registry] });
   const slowClosed = new Counter({ name: 'cordum_ws_slow_consumer_closed_total', help: 'Stream clients closed with 4008 for not reading', registers: [o.registry] });
+  const upgrades = new Counter({ name: 'cordum_ws_upgrades_total', help: 'Stream upgrade requests by outcome: ok, or the error code they were refused with', labelNames: ['code'], registers: [o.registry] });
+  const maxClients = o.maxClients ?? 10_000;
+  const maxPerTenant = o.maxClientsPerTenant ?? 1_000;
+  const perTenant = new Map<string, number>();
+  const refuse = (socket: Duplex, err: ApiError): void => {
+    upgrades.inc({ code: err.code });
+    rejectUpgrade(socket, err);
+  };
   const live = new Set<WebSocket>();
   const alive = new WeakMap<WebSocket, boolean>();
   const rechecker = createKeyRechecker({ keys: o.keys, logger: log, registry: o.registry, intervalMs: o.keyRecheckIntervalMs });
@@ -172,6 +189,8 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
   const onConnection = (ws: WebSocket, c: Caller & { tenant: string }, a: Admitted): void => {
     live.add(ws);
     gClients.set(live.size);
+    perTenant.set(c.tenant, (perTenant.get(c.tenant) ?? 0) + 1);
+    upgrades.inc({ code: 'ok' });
     alive.set(ws, true);
     let queued = 0;
     let dead = false;
@@ -193,10 +212,10 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     };
     const { remove, subscribed } = o.hub.add(c.tenant, (json) => {
       if (dead) return;
-      if (queued >= MAX_QUEUED) {
+      if (queued >= MAX_QUEUED || ws.bufferedAmount > MAX_BUFFERED_BYTES) {
         slowClosed.inc();
-        log.info('stream client too slow, closing', { tenant: c.tenant, principal_id: c.principalId, queued });
-        shut(CLOSE_SLOW_CONSUMER, 'slow consumer: 256 events queued');
+        log.info('stream client too slow, closing', { tenant: c.tenant, principal_id: c.principalId, queued, buffered_bytes: ws.bufferedAmount });
+        shut(CLOSE_SLOW_CONSUMER, queued >= MAX_QUEUED ? 'slow consumer: 256 events queued' : 'slow consumer: 4 MiB queued');
         return;
       }
       queued++;
@@ -222,6 +241,9 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       unwatch();
       live.delete(ws);
       gClients.set(live.size);
+      const n = (perTenant.get(c.tenant) ?? 1) - 1;
+      if (n > 0) perTenant.set(c.tenant, n);
+      else perTenant.delete(c.tenant);
     });
     // Clients have nothing to say (a message closes the stream, above). The hello goes
     // out once this replica's bus subscription is in place, so it promises that
@@ -247,7 +269,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     authorizing.add(socket);
     socket.once('close', () => authorizing.delete(socket));
     if (closing) {
-      rejectUpgrade(socket, new ApiError('not_found'));
+      refuse(socket, new ApiError('not_found'));
       return;
     }
     void (async () => {
@@ -264,20 +286,24 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       const tenant = c.tenant;
       const admitted: Admitted = { key: p.key, tenantHeader: p.tenantHeader, id };
       if (closing || socket.destroyed) throw new ApiError('not_found');
+      // Checked after the key, so a keyless client learns nothing of the load. Bounds what one
+      // tenant's streams cost the event loop: every event of the tenant goes to each of them.
+      if (live.size >= maxClients) throw new ApiError('stream_capacity');
+      if ((perTenant.get(tenant) ?? 0) >= maxPerTenant) throw new ApiError('too_many_streams', { message: `this tenant has ${maxPerTenant} streams open on this gateway, the most it allows` });
       authorizing.delete(socket);
       wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, { ...c, tenant }, admitted));
     })().catch((err: unknown) => {
-      if (err instanceof ApiError) rejectUpgrade(socket, err);
+      if (err instanceof ApiError) refuse(socket, err);
       else {
         log.error('stream upgrade failed', { err: errorText(err) });
-        rejectUpgrade(socket, new ApiError('internal'));
+        refuse(socket, new ApiError('internal'));
       }
     });
   };
   server.on('upgrade', onUpgrade);
   // A handshake ws refuses (no or a bad Sec-WebSocket-Key / -Version / -Protocol, a POST): the
   // usual JSON error, not ws's own text/html answer.
-  wss.on('wsClientError', (err, socket) => rejectUpgrade(socket, new ApiError('bad_request', { message: `bad WebSocket handshake: ${err.message}` })));
+  wss.on('wsClientError', (err, socket) => refuse(socket, new ApiError('bad_request', { message: `bad WebSocket handshake: ${err.message}` })));
 
   // Ping every interval; a client that did not pong since the last ping is gone.
   const pinger = setInterval(() => {
