@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
-import { commonEnvSchema, loadConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zParsedString } from '@cordum/service-kit';
+import { ConfigError, commonEnvSchema, loadConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zParsedString } from '@cordum/service-kit';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { z } from 'zod';
 import { D21_BREAKER, type BreakerOptions } from './safety-breaker';
@@ -17,6 +17,8 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   POOL_CONFIG_PATH: z.string().optional(),
   TIMEOUT_CONFIG_PATH: z.string().optional(),
   JOB_TTL: zJobTtl,
+  // P99: a job held for approval this long is DENIED `approval_expired` (default 6/7 of JOB_TTL: 6d at 7d).
+  SCHEDULER_APPROVAL_TIMEOUT: zDuration.optional(),
   SCHEDULER_DISPATCH_UNTRACKED: zBool.default(false),
   // BEHAVIOURS §3 delivery verification.
   SCHEDULER_DISPATCH_VERIFY_ENABLED: zBool.default(true),
@@ -43,6 +45,19 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
 });
 
+/**
+ * P99: a held job must end (DENIED `approval_expired`, with its DLQ entry) before its record
+ * expires with the job TTL, which left it ended in no state at all; so the timeout is below
+ * JOB_TTL, by default 6/7 of it.
+ */
+function approvalTimeout(set: number | undefined, jobTtlMs: number): number {
+  if (set === undefined) return Math.floor((jobTtlMs * 6) / 7);
+  if (set < 1_000 || set >= jobTtlMs) {
+    throw new ConfigError(`invalid config: SCHEDULER_APPROVAL_TIMEOUT must be at least 1s and less than JOB_TTL (${jobTtlMs} ms), so a held job ends before its record expires (got ${set} ms)`);
+  }
+  return set;
+}
+
 function between(min: number, max: number) {
   return (ms: number): boolean => ms >= min && ms <= max;
 }
@@ -53,6 +68,8 @@ export interface SchedulerConfig {
   httpAddr: { host: string; port: number };
   safetyKernelAddr: string;
   jobTtlMs: number;
+  /** P99: held jobs older than this (since they were held) are DENIED `approval_expired`; 0 = never. */
+  approvalTimeoutMs: number;
   dispatchUntracked: boolean;
   /** Routing until the first config load (the pools file, else built-in defaults). */
   pools: PoolsConfig;
@@ -107,6 +124,7 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
     httpAddr: e.SCHEDULER_HTTP_ADDR,
     safetyKernelAddr: e.SAFETY_KERNEL_ADDR,
     jobTtlMs: e.JOB_TTL,
+    approvalTimeoutMs: approvalTimeout(e.SCHEDULER_APPROVAL_TIMEOUT, e.JOB_TTL),
     dispatchUntracked: e.SCHEDULER_DISPATCH_UNTRACKED,
     pools: pools?.value ?? EMPTY_POOLS,
     poolsSource: pools?.source ?? BUILT_IN,

@@ -9,6 +9,10 @@
 //   RUNNING past running_timeout → TIMEOUT (+DLQ): it started, so never redispatched (D1).
 //   deadline_ms passed (D46) → TIMEOUT (DISPATCHED/RUNNING) or FAILED
 //     `deadline_exceeded` (PENDING/SCHEDULED/RETRYING: the table has no TIMEOUT there).
+//   held for approval longer than SCHEDULER_APPROVAL_TIMEOUT → DENIED `approval_expired` (+DLQ,
+//     P99), found through the tenants' APPROVAL_REQUIRED listings (scored by creation, so only
+//     jobs created before the bound are read).
+
 import { TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
@@ -34,7 +38,36 @@ export async function reconcileOnce(ctx: SchedulerContext): Promise<{ stale: num
   await forEachLimit(running, SCAN_CONCURRENCY, (e) => locked(ctx, e, 'RUNNING', (lease, job) => timeout(ctx, lease, job, 'running_timeout', `no result within ${t.running_timeout_seconds}s of start`)));
   const deadlines = await ctx.store.listDeadlineDue(now, SCAN_LIMIT);
   await forEachLimit(deadlines, SCAN_CONCURRENCY, (e) => onDeadline(ctx, e.id));
+  await expireApprovals(ctx, now);
   return { stale: dispatched.length + running.length };
+}
+
+/** When each scheduler's leader last looked for expired holds. */
+const lastApprovalPass = new WeakMap<SchedulerContext, number>();
+
+/**
+ * P99: a hold nobody answered within the timeout ends DENIED, with its DLQ entry and state event.
+ * Not every scan: at most once a minute (a quarter of the timeout when that is shorter), since it
+ * reads the index registry as well as the holds that are due.
+ */
+async function expireApprovals(ctx: SchedulerContext, now: number): Promise<void> {
+  const timeoutMs = ctx.config.approvalTimeoutMs;
+  if (timeoutMs <= 0) return;
+  if (now - (lastApprovalPass.get(ctx) ?? 0) < Math.min(60_000, timeoutMs / 4)) return;
+  lastApprovalPass.set(ctx, now);
+  const held = await ctx.store.listHeld(now - timeoutMs, SCAN_LIMIT);
+  await forEachLimit(held, SCAN_CONCURRENCY, (e) =>
+    locked(ctx, e, 'APPROVAL_REQUIRED', async (lease, job) => {
+      // Held since its last write (a re-hold after an approval starts the clock again).
+      if (job.updatedAt + timeoutMs > now) return;
+      const message = `no approval or rejection within ${Math.round(timeoutMs / 1000)}s of the hold`;
+      const w = await ctx.store.transition(job.id, 'DENIED', { token: lease.token, from: ['APPROVAL_REQUIRED'], patch: { error: { code: 'approval_expired', message } }, dlqReason: message, current: job });
+      if (w.ok) {
+        ctx.metrics.reconciled.inc({ action: 'approval_expired' });
+        ctx.logger.info('held job expired without approval', { job_id: job.id, tenant: job.tenant, held_ms: now - job.updatedAt, rule_id: job.safety?.ruleId ?? '' });
+      }
+    }),
+  );
 }
 
 

@@ -91,6 +91,15 @@ describe('loadSchedulerConfig', () => {
     expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: tag }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH .* is not YAML: .*js\/function/);
   });
 
+  it('SCHEDULER_APPROVAL_TIMEOUT is below JOB_TTL, by default 6/7 of it, so a held job ends before its record expires (P99)', () => {
+    expect(loadSchedulerConfig({}, empty).approvalTimeoutMs).toBe(6 * 86_400_000);
+    expect(loadSchedulerConfig({ JOB_TTL: '1h' }, empty).approvalTimeoutMs).toBe(Math.floor((3_600_000 * 6) / 7));
+    expect(loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: '24h' }, empty).approvalTimeoutMs).toBe(86_400_000);
+    expect(() => loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: '7d' }, empty)).toThrow(/^invalid config: SCHEDULER_APPROVAL_TIMEOUT must be at least 1s and less than JOB_TTL/);
+    expect(() => loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: '500ms' }, empty)).toThrow(/^invalid config: SCHEDULER_APPROVAL_TIMEOUT must be at least 1s/);
+    expect(() => loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: 'soon' }, empty)).toThrow(/^invalid config: SCHEDULER_APPROVAL_TIMEOUT/);
+  });
+
   it('keeps the files as written for the bootstrap merge (D35) and reads the reload interval (D36)', () => {
     const c = loadSchedulerConfig({}, repoRoot);
     expect(c.bootstrapFiles.map((f) => [f.section, f.fileHashMetaKey, f.source])).toEqual([

@@ -17,6 +17,12 @@ export interface JobScans {
   listActive(state: JobState, beforeMs: number, limit: number): Promise<ScoredId[]>;
   /** Jobs whose deadline_ms (D46) is at or before `nowMs`. */
   listDeadlineDue(nowMs: number, limit: number): Promise<ScoredId[]>;
+  /**
+   * Held jobs (APPROVAL_REQUIRED) created at or before `createdBeforeMs`, read from each tenant's
+   * listing index that the index registry names (`job:index:keys`, P89), at most `limit` per
+   * tenant, oldest first. Indexes lag their records (D16): a caller re-reads each job.
+   */
+  listHeld(createdBeforeMs: number, limit: number): Promise<ScoredId[]>;
   /** `job:retry` entries due at or before `nowMs` (D13). */
   listRetryDue(nowMs: number, limit: number): Promise<ScoredId[]>;
   hasRetry(id: string): Promise<boolean>;
@@ -75,6 +81,8 @@ export interface JobScans {
   claimedDispatch(id: string): Promise<string | null>;
 }
 
+const HELD: JobState = 'APPROVAL_REQUIRED';
+
 /** The states a job can be parked in (the scheduler's no-worker wait). */
 const PARKABLE_STATES: readonly JobState[] = ['PENDING', 'RETRYING'];
 
@@ -106,6 +114,19 @@ export function createJobScans(redis: RedisClient): JobScans {
     listActive: (state, beforeMs, limit) => range(jobKeys.active(state), beforeMs, limit),
     listDeadlineDue: (nowMs, limit) => range(jobKeys.deadline(), nowMs, limit),
     listRetryDue: (nowMs, limit) => range(jobKeys.retry(), nowMs, limit),
+    async listHeld(createdBeforeMs, limit) {
+      // The registry holds every tenant's listing keys (a dozen per tenant): Redis filters them.
+      const keys: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, flat] = await redis.zscan(jobKeys.indexRegistry(), cursor, 'MATCH', jobKeys.indexState('*', HELD), 'COUNT', 1000);
+        cursor = next;
+        for (let i = 0; i < flat.length; i += 2) keys.push(String(flat[i]));
+      } while (cursor !== '0');
+      const out: ScoredId[] = [];
+      for (const key of new Set(keys)) out.push(...(await range(key, createdBeforeMs, limit)));
+      return out;
+    },
     async hasRetry(id) {
       return (await redis.zscore(jobKeys.retry(), id)) !== null;
     },

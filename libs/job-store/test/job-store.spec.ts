@@ -301,6 +301,23 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
       expect(await redis.zscore(jobKeys.indexRegistry(), jobKeys.dlqIndexTenant('reg-b'))).not.toBeNull();
     });
 
+    it('listHeld reads the held listings of every registered tenant, by creation time, and nothing else (P99)', async () => {
+      const t0 = Date.now() - 10_000;
+      const held = (tenant: string, at: number) =>
+        createJobStore(redis, { jobTtlMs: ttl, now: () => at }).createJob(
+          newJob({ tenant, initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'r', ruleId: 'r1', policySnapshot: 's' } }),
+        );
+      const a1 = await held('held-a', t0);
+      const a2 = await held('held-a', t0 + 5_000);
+      const b1 = await held('held-b', t0 + 1_000);
+      const pending = await createJobStore(redis, { jobTtlMs: ttl, now: () => t0 }).createJob(newJob({ tenant: 'held-a' }));
+      const ids = async (before: number, limit = 500) => (await store.listHeld(before, limit)).map((e) => e.id).filter((id) => [a1.id, a2.id, b1.id, pending.id].includes(id)).sort();
+      expect(await ids(t0 + 2_000)).toEqual([a1.id, b1.id].sort());
+      expect(await ids(t0 + 6_000)).toEqual([a1.id, a2.id, b1.id].sort());
+      // at most `limit` per tenant, oldest first
+      expect(await ids(t0 + 6_000, 1)).toEqual([a1.id, b1.id].sort());
+    });
+
     it('trims a long backlog a chunk per command, up to the cutoff exactly', async () => {
       const key = jobKeys.indexAll('ret-chunk');
       const members: string[] = [];

@@ -1,0 +1,70 @@
+// P99: a job held for approval that nobody approves or rejects within SCHEDULER_APPROVAL_TIMEOUT
+// is DENIED `approval_expired` by the reconciler leader, with its DLQ entry, instead of staying
+// held until its record expires with the job TTL (ending in no state at all).
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createJobStore, jobKeys, type JobStore, type NewJob } from '@cordum/job-store';
+import { Decision } from '@cordum/protocol';
+import { waitFor } from '@cordum/testing';
+import { startTestKernel, type TestKernel } from './harness';
+import { startSchedulerRig, type SchedulerRig } from './rig';
+
+const TIMEOUT_MS = 2_000;
+
+describe('held jobs expire (in-process, real Redis + NATS)', () => {
+  let rig: SchedulerRig;
+  let kernel: TestKernel;
+  let store: JobStore;
+  const tmp = mkdtempSync(join(tmpdir(), 'sched-approval-'));
+  let seq = 0;
+
+  beforeAll(async () => {
+    kernel = await startTestKernel(async () => ({ decision: Decision.ALLOW, reason: 'ok', ruleId: 'allow-all', policySnapshot: 'snap-test' }));
+    const timeouts = join(tmp, 'timeouts.yaml');
+    writeFileSync(timeouts, 'reconciler:\n  scan_interval_seconds: 0.2\n');
+    rig = await startSchedulerRig({ instanceId: 'sched-approval', kernelAddress: kernel.address, env: { TIMEOUT_CONFIG_PATH: timeouts, SCHEDULER_APPROVAL_TIMEOUT: `${TIMEOUT_MS}ms` } });
+    store = rig.store;
+  }, 60_000);
+
+  afterAll(async () => {
+    await rig?.stop();
+    await kernel?.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const held = (tenant: string): NewJob => {
+    seq += 1;
+    return {
+      id: `held-${process.pid}-${seq}`, tenant, topic: 'job.approve.me', traceId: `trace-${seq}`, priority: 'batch', labels: {}, prompt: 'hi', context: null,
+      principalId: 'tester', riskTags: [], requires: [], initialState: 'APPROVAL_REQUIRED',
+      safety: { decision: 'require_human', reason: 'needs a human', ruleId: 'hold-all', policySnapshot: 'snap-test' },
+    };
+  };
+  const stateOf = async (id: string) => (await store.getJob(id))?.state;
+
+  it('a hold older than the timeout ends DENIED approval_expired with its DLQ entry; a younger one is still held', async () => {
+    const a = await store.createJob(held('acme'));
+    // Held an hour from now (its clock): never due while this test runs, whatever the machine's load.
+    const young = createJobStore(rig.redis, { jobTtlMs: 3_600_000, now: () => Date.now() + 3_600_000 });
+    const b = await young.createJob(held('globex'));
+    await waitFor(async () => (await stateOf(a.id)) === 'DENIED', 10_000, { message: 'the old hold expired' });
+    // not before its time
+    const ended = await store.getJob(a.id);
+    expect(ended!.updatedAt - a.createdAt).toBeGreaterThanOrEqual(TIMEOUT_MS);
+    expect(ended!.error).toEqual({ code: 'approval_expired', message: `no approval or rejection within ${TIMEOUT_MS / 1000}s of the hold` });
+    const dlq = await waitFor(() => store.getDlq(a.id), 5_000, { message: 'DLQ entry' });
+    expect(dlq).toMatchObject({ reason_code: 'approval_expired', last_state: 'DENIED' });
+    // it leaves the approvals listing (the index move follows the write, D16)
+    await waitFor(async () => (await rig.redis.zscore(jobKeys.indexState('acme', 'APPROVAL_REQUIRED'), a.id)) === null, 5_000, { message: 'out of the approvals listing' });
+    expect(await rig.redis.zscore(jobKeys.indexState('acme', 'DENIED'), a.id)).not.toBeNull();
+    // the younger hold is untouched, also after further passes: scans come every 0.2 s and a pass
+    // at most every TIMEOUT_MS / 4 (0.5 s), so 6 more scans include at least one more pass
+    const scans = async () => (await rig.metrics.getSingleMetric('cordum_scheduler_reconcile_scans_total')?.get())?.values[0]?.value ?? 0;
+    const seen = await scans();
+    await waitFor(async () => (await scans()) >= seen + 6, 10_000, { message: 'six more reconciler scans' });
+    expect(await stateOf(b.id)).toBe('APPROVAL_REQUIRED');
+    const m = await rig.metrics.getSingleMetric('cordum_scheduler_reconciled_total')?.get();
+    expect(m?.values.find((v) => v.labels['action'] === 'approval_expired')?.value).toBe(1);
+  });
+});
