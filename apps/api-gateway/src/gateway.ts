@@ -148,7 +148,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const redis: RedisClient = createRedis({ ...config.redis, name: config.instanceId, events: redisLogEvents(logger) });
     await track('redis', () => closeRedis(redis));
     // Dial now (a lazy client would otherwise stay 'wait' until the first request); readiness reports the result.
-    if (!(await pingRedis(redis, PING_TIMEOUT_MS))) logger.warn('redis not reachable at start; /readyz stays 503 until it is');
+    if (!(await pingRedis(redis, PING_TIMEOUT_MS))) logger.warn('redis not answering at start; /readyz stays 503 until it does', { hint: 'down, or refusing the credentials in REDIS_URL (logged just before)' });
     else await warnIfEvicting(redis, (msg, fields) => logger.warn(msg, fields));
     const bus: Bus = await connectBus({ servers: config.natsServers, name: config.instanceId, logger, registry, waitOnFirstConnect: true });
     await track('bus', () => bus.close());
@@ -252,7 +252,16 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     await listen(server, config.httpAddr);
     await track('http', () => closeHttp(server));
     httpPort = (server.address() as AddressInfo).port;
-    const stream = attachStreamServer(server, { keys, hub, limiter, logger, registry, pingIntervalMs: deps.streamPingIntervalMs });
+    const stream = attachStreamServer(server, {
+      keys,
+      hub,
+      limiter,
+      logger,
+      registry,
+      pingIntervalMs: deps.streamPingIntervalMs,
+      maxClients: config.stream.maxClients,
+      maxClientsPerTenant: config.stream.maxClientsPerTenant,
+    });
     await track('stream', () => stream.close());
 
     const grpcApi = await startGrpcApi({

@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   self_approval_denied: { status: 403, message: 'the submitter cannot approve their own job' },
   // 404 / 405 / 409 / 413 / 415 / 429
   not_found: { status: 404, message: 'no such route' },
+  method_not_allowed: { status: 405, message: 'the route does not take this method; the Allow header lists the ones it does' },
   job_not_found: { status: 404, message: 'job not found' },
   dlq_not_found: { status: 404, message: 'dead letter not found' },
   worker_not_found: { status: 404, message: 'worker not found' },
@@ -42,8 +43,11 @@ export const ERROR_CODES = {
   // Answered by the HTTP server before express sees the request (http/client-errors.ts)
   request_timeout: { status: 408, message: 'the request was not received in time' },
   headers_too_large: { status: 431, message: 'request headers exceed 16 KiB' },
+  expectation_failed: { status: 417, message: 'the only Expect the gateway meets is 100-continue' },
   // 5xx: dependency faults and real server faults only, never bad input
   internal: { status: 500, message: 'internal error' },
+  too_many_streams: { status: 429, message: 'too many streams open for this tenant on this gateway' },
+  stream_capacity: { status: 503, message: 'this gateway has no room for another stream; retry (another replica may have room)' },
   redis_unavailable: { status: 503, message: 'job store unavailable' },
   safety_unavailable: { status: 503, message: 'safety kernel unavailable' },
   bus_unavailable: { status: 503, message: 'message bus unavailable; the job was not accepted' },

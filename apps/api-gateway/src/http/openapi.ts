@@ -36,6 +36,12 @@ const listLimit = z.string().describe('integer 1-500, default 50');
 const cursor = z.string().describe('opaque; from next_cursor of the previous page');
 
 const AUTH_ERRORS = [400, 401, 403, 429, 503];
+/**
+ * Possible on every route, whatever its handler: a request without Host (400), Expect other than
+ * 100-continue (417), too slow (408), headers too large (431); the last three are answered by the
+ * HTTP server itself (http/client-errors.ts). buildOpenApi adds them to each operation's errors.
+ */
+export const EVERY_ROUTE_ERRORS = [400, 408, 417, 431];
 const ETAG = { ETag: 'the document\'s revision, quoted ("7"); send it back as `revision` to write with compare-and-set' };
 
 export const OPERATIONS: Operation[] = [
@@ -185,7 +191,7 @@ export function buildOpenApi(): Record<string, unknown> {
       if (r.headers) res['headers'] = Object.fromEntries(Object.entries(r.headers).map(([name, description]) => [name, { description, schema: { type: 'string' } }]));
       responses[status] = res;
     }
-    for (const st of [...new Set(op.errors)].sort()) {
+    for (const st of [...new Set([...op.errors, ...EVERY_ROUTE_ERRORS])].sort()) {
       const error: Record<string, unknown> = { description: `error; code one of: ${errorCodesFor(st).join(', ')}`, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
       // Both 429 codes (rate_limited, policy_throttled) send Retry-After (CONTRACT §2).
       if (st === 429) error['headers'] = { 'Retry-After': { description: 'whole seconds to wait before retrying (≥ 1); the body has retry_after_ms', schema: { type: 'integer', minimum: 1 } } };
@@ -211,7 +217,7 @@ export function buildOpenApi(): Record<string, unknown> {
       title: 'Cordum API gateway',
       version: '1.0.0',
       description:
-        'Every /api/v1 route except openapi.json needs X-API-Key (or Authorization: Bearer) and takes an optional X-Tenant-ID (defaults to the key\'s tenant). Errors are always the JSON envelope {error, code, status, details?}. Roles: admin ⊃ operator ⊃ viewer (x-cordum-role).',
+        'Every /api/v1 route except openapi.json needs X-API-Key (or Authorization: Bearer) and takes an optional X-Tenant-ID (defaults to the key\'s tenant). Errors are always the JSON envelope {error, code, status, details?}. A documented path asked with a method it does not list (OPTIONS included; HEAD is served wherever GET is) is 405 method_not_allowed with an Allow header naming its methods; CONNECT is 405 with an empty Allow. Roles: admin ⊃ operator ⊃ viewer (x-cordum-role).',
     },
     components: {
       securitySchemes: {
