@@ -1,38 +1,18 @@
 // WebSocket stream bounds (decisions.md P98): open streams per tenant and per replica, a client
 // that stops reading large events is closed on bytes queued (not only on events), and one event
 // to more sockets than one fan-out chunk reaches each of them, in order.
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { SystemAlertSchema, create, encodePacket, newPacket } from '@cordum/protocol';
 import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
 import { KEYS, metric } from './harness';
 import { startReplicas, type Replicas } from './replicas';
+import { openStream, type StreamClient } from './stream-client';
 
 const sockets: WebSocket[] = [];
 
-interface Client {
-  ws: WebSocket;
-  events: Record<string, unknown>[];
-  closed: Promise<{ code: number; reason: string }>;
-}
-
-function open(url: string, tenant: string): Promise<Client> {
-  const ws = new WebSocket(url, [], { headers: { 'X-API-Key': KEYS.star, 'X-Tenant-ID': tenant } });
-  sockets.push(ws);
-  const events: Record<string, unknown>[] = [];
-  ws.on('message', (d: Buffer) => events.push(JSON.parse(d.toString()) as Record<string, unknown>));
-  const closed = new Promise<{ code: number; reason: string }>((res) => ws.on('close', (code, reason) => res({ code, reason: reason.toString() })));
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve({ ws, events, closed }));
-    ws.once('unexpected-response', (_req, res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => reject(new Error(`HTTP ${res.statusCode} ${body}`)));
-    });
-    ws.once('error', reject);
-  });
-}
+const open = (url: string, tenant: string): Promise<StreamClient> => openStream(url, { headers: { 'X-API-Key': KEYS.star, 'X-Tenant-ID': tenant } }, sockets);
 
 function publishAlert(bus: Bus, tenant: string, message: string): void {
   const a = create(SystemAlertSchema, { level: 'WARN', message, component: 'test', code: 'x', details: { tenant_id: tenant } });

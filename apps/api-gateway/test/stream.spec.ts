@@ -12,6 +12,7 @@ import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
 import { KEYS, call, metric } from './harness';
 import { startReplicas, type Replicas } from './replicas';
+import { openStream, type StreamClient } from './stream-client';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -33,24 +34,9 @@ afterAll(async () => {
 
 const wsUrl = (i: number) => r.urls[i]!.replace('http://', 'ws://') + '/api/v1/stream';
 
-interface Client {
-  ws: WebSocket;
-  events: Record<string, unknown>[];
-  closed: Promise<{ code: number; reason: string }>;
-}
+type Client = StreamClient;
 
-function open(i: number, opts: { headers?: Record<string, string>; protocols?: string[] }, url = wsUrl(i)): Promise<Client> {
-  const ws = new WebSocket(url, opts.protocols ?? [], { headers: opts.headers });
-  sockets.push(ws);
-  const events: Record<string, unknown>[] = [];
-  ws.on('message', (d: Buffer) => events.push(JSON.parse(d.toString()) as Record<string, unknown>));
-  const closed = new Promise<{ code: number; reason: string }>((res) => ws.on('close', (code, reason) => res({ code, reason: reason.toString() })));
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve({ ws, events, closed }));
-    ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
-    ws.once('error', reject);
-  });
-}
+const open = (i: number, opts: { headers?: Record<string, string>; protocols?: string[] }, url = wsUrl(i)): Promise<Client> => openStream(url, opts, sockets);
 
 function publishState(jobId: string, state: string) {
   const p = create(JobProgressSchema, { jobId, status: JobStatus.RUNNING, message: state });
