@@ -118,6 +118,41 @@ describe('auth matrix', () => {
     expect(JSON.parse(ws.slice(ws.indexOf('\r\n\r\n') + 4))).toMatchObject({ code: 'bad_request', status: 400 });
   });
 
+  it('an upgrade offer pipelined behind requests still being answered: every response comes, in order; a reset while it waits harms nothing', async () => {
+    const { port } = new URL(rig.url);
+    const h2c = 'Connection: Upgrade\r\nUpgrade: h2c\r\n';
+    const get = (limit: number, extra = '') => `GET /api/v1/jobs?limit=${limit} HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\n${extra}\r\n`;
+    const got = await new Promise<string>((resolve, reject) => {
+      const sock = connect(Number(port), '127.0.0.1', () => sock.write(get(1) + get(2) + get(3, h2c)));
+      let data = '';
+      sock.on('data', (d: Buffer) => {
+        data += d.toString();
+        if ((data.match(/HTTP\/1\.1 200/g) ?? []).length === 3 && /\}\s*$/.test(data)) {
+          sock.destroy();
+          resolve(data);
+        }
+      });
+      sock.on('error', reject);
+      sock.on('close', () => resolve(data));
+    });
+    expect(got.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200', 'HTTP/1.1 200']);
+    // A client that resets while its offer waits behind a pending response: the socket has no
+    // server listener then (an unhandled ECONNRESET stopped the gateway).
+    for (let i = 0; i < 5; i++) {
+      await new Promise<void>((resolve) => {
+        const sock = connect(Number(port), '127.0.0.1', () => {
+          sock.write(get(1) + get(2, h2c));
+          setImmediate(() => {
+            sock.resetAndDestroy();
+            resolve();
+          });
+        });
+        sock.on('error', () => undefined);
+      });
+    }
+    expect((await call(rig.url, 'GET', '/api/v1/jobs?limit=1', { key: KEYS.operator })).status).toBe(200);
+  });
+
   it('a malformed X-Tenant-ID → 400 invalid_tenant for a * key; 403 tenant_mismatch for a key bound to a tenant (CONTRACT §2)', async () => {
     expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.star, tenant: 'Bad Tenant!', body: ok }), 400, 'invalid_tenant');
     expectEnvelope(await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, tenant: 'ACME', body: ok }), 403, 'tenant_mismatch');

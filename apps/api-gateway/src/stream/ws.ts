@@ -127,7 +127,7 @@ const UPGRADE_TOKENS = new Set(['upgrade', 'http2-settings']);
  * parser, limits, timeouts and routes then apply as to any request (RFC 9110 §7.8: a server may
  * ignore an upgrade offer).
  */
-function replayWithoutUpgrade(server: Server, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+function replayWithoutUpgrade(server: Server, req: IncomingMessage, socket: Duplex, head: Buffer, waiting: Set<Duplex>): void {
   const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}`];
   const raw = req.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
@@ -145,16 +145,38 @@ function replayWithoutUpgrade(server: Server, req: IncomingMessage, socket: Dupl
     }
     lines.push(`${name}: ${value}`);
   }
+  // Node took its own error listener off the socket with the upgrade: until the server has it
+  // again, a reset would be an uncaught exception (the gateway's fatal handler stops it).
+  const onError = (): void => {
+    socket.destroy();
+  };
+  socket.on('error', onError);
   const replay = (): void => {
+    waiting.delete(socket);
+    socket.off('error', onError);
     if (socket.destroyed) return;
+    // The old connection's keep-alive timer would cut the replayed request's connection.
+    (socket as Duplex & { setTimeout?: (ms: number) => void }).setTimeout?.(0);
     socket.unshift(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]));
     server.emit('connection', socket);
   };
-  // A pipelined request behind one still being answered: the socket is that response's until it
-  // finishes (a second response assigned to it now would never be written).
-  const pending = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (pending && !pending.writableFinished) pending.once('finish', () => setImmediate(replay));
-  else replay();
+  // Pipelined requests ahead of this one still being answered: the socket is theirs, one after
+  // another, until the last has finished (a response assigned to it now would never be written).
+  // Meanwhile the socket is in no server connection list: the stop destroys it (`waiting`).
+  const whenIdle = (): void => {
+    if (socket.destroyed) {
+      waiting.delete(socket);
+      return;
+    }
+    const pending = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (pending && !pending.writableFinished) {
+      waiting.add(socket);
+      pending.once('finish', () => setImmediate(whenIdle));
+      return;
+    }
+    replay();
+  };
+  whenIdle();
 }
 
 export function attachStreamServer(server: Server, o: StreamServerOptions): StreamServer {
@@ -185,6 +207,8 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
   let closing = false;
   /** Upgrade sockets still being authorized: outside the HTTP server, so the stop cuts them itself. */
   const authorizing = new Set<Duplex>();
+  /** Requests that offered an upgrade, waiting for the responses ahead of them (replayWithoutUpgrade). */
+  const replaying = new Set<Duplex>();
 
   const onConnection = (ws: WebSocket, c: Caller & { tenant: string }, a: Admitted): void => {
     live.add(ws);
@@ -262,7 +286,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     // Node hands every request offering an upgrade here (`curl --http2` offers h2c on each one).
     // Only a WebSocket stream is ours; any other is served as the plain request it also is.
     if (path !== STREAM_PATH || req.headers.upgrade?.toLowerCase() !== 'websocket') {
-      replayWithoutUpgrade(server, req, socket, head);
+      replayWithoutUpgrade(server, req, socket, head, replaying);
       return;
     }
     socket.on('error', () => socket.destroy());
@@ -333,6 +357,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       while (live.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       for (const ws of live) ws.terminate();
       for (const socket of authorizing) socket.destroy();
+      for (const socket of replaying) socket.destroy();
       await new Promise<void>((r) => wss.close(() => r()));
     },
   };
