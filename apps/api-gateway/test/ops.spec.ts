@@ -341,6 +341,10 @@ describe('config API', () => {
       expectEnvelope(proto, 400, 'validation_failed');
       expect(proto.body['details']).toEqual([{ path: 'data.pools.pools.__proto__', message: 'key __proto__ is not allowed' }]);
     }
+    // at the top of the document form's data too (zod's record drops it before any check sees it)
+    const top = await put(undefined, '{"data":{"__proto__":{"x":1},"rate_limits":{"rps":5}}}');
+    expectEnvelope(top, 400, 'validation_failed');
+    expect(top.body['details']).toEqual([{ path: 'data.__proto__', message: 'key __proto__ is not allowed' }]);
     expect((await get()).revision).toBe(r3);
     // the limits the later tests run under
     expect((await put(undefined, { rate_limits: first.data['rate_limits'] ?? null })).status).toBe(204);

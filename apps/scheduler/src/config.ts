@@ -45,15 +45,20 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
 });
 
+/** How long before its record expires a hold must time out: one approval pass (≤ 1 min) and a margin. */
+const APPROVAL_MARGIN_MS = 2 * 60_000;
+
 /**
  * P99: a held job must end (DENIED `approval_expired`, with its DLQ entry) before its record
- * expires with the job TTL, which left it ended in no state at all; so the timeout is below
- * JOB_TTL, by default 6/7 of it.
+ * expires with the job TTL (renewed at each hold), which left it ended in no state at all; so
+ * the timeout stays at least APPROVAL_MARGIN_MS below JOB_TTL (half of it for a TTL under 4 min),
+ * by default 6/7 of JOB_TTL (6 days at 7).
  */
 function approvalTimeout(set: number | undefined, jobTtlMs: number): number {
-  if (set === undefined) return Math.floor((jobTtlMs * 6) / 7);
-  if (set < 1_000 || set >= jobTtlMs) {
-    throw new ConfigError(`invalid config: SCHEDULER_APPROVAL_TIMEOUT must be at least 1s and less than JOB_TTL (${jobTtlMs} ms), so a held job ends before its record expires (got ${set} ms)`);
+  const max = Math.max(Math.floor(jobTtlMs / 2), jobTtlMs - APPROVAL_MARGIN_MS);
+  if (set === undefined) return Math.min(Math.floor((jobTtlMs * 6) / 7), max);
+  if (set < 1_000 || set > max) {
+    throw new ConfigError(`invalid config: SCHEDULER_APPROVAL_TIMEOUT must be between 1s and JOB_TTL minus 2m (${max} ms), so a held job ends before its record expires (got ${set} ms)`);
   }
   return set;
 }

@@ -2,6 +2,7 @@
 import { TERMINAL_STATES, type JobRecord } from '@cordum/job-store';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobRequest } from '@cordum/protocol';
+import { errorText } from '@cordum/service-kit';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatch, publishAttempt } from './dispatch';
@@ -98,6 +99,11 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
       // job:active:PENDING could land before our ZREM, leaving a PENDING job in no index for the
       // replayer to find. The lock is released once the index move is done (withLockedJob).
       const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, holdHash: verdict.holdHash }, current: job });
+      // P99: a new hold gets the whole job TTL again (as an approval does), so the hold times out
+      // (SCHEDULER_APPROVAL_TIMEOUT, counted from this write) before the record can expire.
+      if (w.ok) {
+        await ctx.store.refreshLifetime(job.id).catch((err: unknown) => ctx.logger.warn('held job lifetime not renewed', { job_id: job.id, err: errorText(err) }));
+      }
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }
     case 'allow':

@@ -95,8 +95,11 @@ describe('loadSchedulerConfig', () => {
     expect(loadSchedulerConfig({}, empty).approvalTimeoutMs).toBe(6 * 86_400_000);
     expect(loadSchedulerConfig({ JOB_TTL: '1h' }, empty).approvalTimeoutMs).toBe(Math.floor((3_600_000 * 6) / 7));
     expect(loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: '24h' }, empty).approvalTimeoutMs).toBe(86_400_000);
-    expect(() => loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: '7d' }, empty)).toThrow(/^invalid config: SCHEDULER_APPROVAL_TIMEOUT must be at least 1s and less than JOB_TTL/);
-    expect(() => loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: '500ms' }, empty)).toThrow(/^invalid config: SCHEDULER_APPROVAL_TIMEOUT must be at least 1s/);
+    // within one approval pass and a margin of the record's expiry is too close (P99 review)
+    expect(() => loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: '7d' }, empty)).toThrow(/^invalid config: SCHEDULER_APPROVAL_TIMEOUT must be between 1s and JOB_TTL minus 2m/);
+    expect(() => loadSchedulerConfig({ JOB_TTL: '1h', SCHEDULER_APPROVAL_TIMEOUT: '59m' }, empty)).toThrow(/SCHEDULER_APPROVAL_TIMEOUT must be between 1s and JOB_TTL minus 2m \(3480000 ms\)/);
+    expect(loadSchedulerConfig({ JOB_TTL: '1h', SCHEDULER_APPROVAL_TIMEOUT: '58m' }, empty).approvalTimeoutMs).toBe(58 * 60_000);
+    expect(() => loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: '500ms' }, empty)).toThrow(/^invalid config: SCHEDULER_APPROVAL_TIMEOUT must be between 1s/);
     expect(() => loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: 'soon' }, empty)).toThrow(/^invalid config: SCHEDULER_APPROVAL_TIMEOUT/);
   });
 

@@ -205,7 +205,7 @@ export function unknownConfigKeys(data: Record<string, unknown>): ConfigFieldErr
   };
   out.push(...protoKeys(data));
   for (const [section, value] of Object.entries(data)) {
-    if (value === null) continue;
+    if (value === null || section === '__proto__') continue; // protoKeys names it
     if (!isKnownSection(section)) out.push({ path: section, message: `unknown section; known sections: ${known}` });
     else if (section !== 'safety') {
       const tree = KNOWN_KEYS[section];

@@ -140,6 +140,9 @@ export function createJobScans(redis: RedisClient): JobScans {
         await redis.zadd(key, job.createdAt, id);
         // A key this creates has no TTL: registered, the retention pass trims it and it goes once empty (P89).
         await redis.zadd(jobKeys.indexRegistry(), Date.now(), key);
+        // Found in the approvals listing (the hold expiry reads it, P99) but no longer held: out of
+        // it, or a stale entry keeps a place among the oldest holds every pass reads.
+        if (seenIn === 'APPROVAL_REQUIRED') await redis.zrem(jobKeys.indexState(job.tenant, seenIn), id);
       }
       await reindex(id, seenIn, job?.state ?? null, job?.updatedAt ?? Date.now());
     },

@@ -316,6 +316,14 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
       expect(await ids(t0 + 6_000)).toEqual([a1.id, a2.id, b1.id].sort());
       // at most `limit` per tenant, oldest first
       expect(await ids(t0 + 6_000, 1)).toEqual([a1.id, b1.id].sort());
+      // a stale entry (the job moved on, its listing move lost) leaves the held listing when the
+      // hold expiry's repair finds it, instead of taking one of the oldest places every pass
+      const token = await holdLock(redis, a1.id);
+      expect((await store.transition(a1.id, 'CANCELLED', { token, from: ['APPROVAL_REQUIRED'] })).ok).toBe(true);
+      await redis.zadd(jobKeys.indexState('held-a', 'APPROVAL_REQUIRED'), a1.createdAt, a1.id);
+      await store.repairIndex(a1.id, 'APPROVAL_REQUIRED', await store.getJob(a1.id));
+      expect(await redis.zscore(jobKeys.indexState('held-a', 'APPROVAL_REQUIRED'), a1.id)).toBeNull();
+      expect(await ids(t0 + 6_000)).toEqual([a2.id, b1.id].sort());
     });
 
     it('trims a long backlog a chunk per command, up to the cutoff exactly', async () => {

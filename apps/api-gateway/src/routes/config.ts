@@ -146,7 +146,8 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       scopeId = f.data.scope_id ?? DEFAULT_SCOPE_ID;
       const data = f.data.data as JsonObject;
       const expected = ifMatchRevision(req, f.data.revision ?? undefined);
-      let invalid = [...unknownConfigKeys(data), ...validateConfig(data)];
+      // The raw `data`: zod's record has already dropped an own `__proto__` key from its output.
+      let invalid = [...unknownConfigKeys(body['data']), ...validateConfig(data)];
       if (invalid.length === 0) invalid = fileRuleClashes(data['safety'], await kernelFileRules(deps, data['safety']));
       if (invalid.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: invalid.map((d) => ({ path: d.path ? `data.${d.path}` : 'data', message: d.message })) });
       // With a revision: one compare-and-set (409 on mismatch). Without: our own CAS loop until it lands.
