@@ -73,7 +73,7 @@ export interface SchedulerConfig {
   httpAddr: { host: string; port: number };
   safetyKernelAddr: string;
   jobTtlMs: number;
-  /** P99: held jobs older than this (since they were held) are DENIED `approval_expired`; 0 = never. */
+  /** P99: held jobs older than this (since they were held) are DENIED `approval_expired`; at least 1 s (approvalTimeout). */
   approvalTimeoutMs: number;
   dispatchUntracked: boolean;
   /** Routing until the first config load (the pools file, else built-in defaults). */

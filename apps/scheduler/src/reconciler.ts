@@ -52,7 +52,6 @@ const lastApprovalPass = new WeakMap<SchedulerContext, number>();
  */
 async function expireApprovals(ctx: SchedulerContext, now: number): Promise<void> {
   const timeoutMs = ctx.config.approvalTimeoutMs;
-  if (timeoutMs <= 0) return;
   if (now - (lastApprovalPass.get(ctx) ?? 0) < Math.min(60_000, timeoutMs / 4)) return;
   lastApprovalPass.set(ctx, now);
   const held = await ctx.store.listHeld(now - timeoutMs, SCAN_LIMIT);

@@ -222,18 +222,30 @@ export function unknownConfigKeys(data: Record<string, unknown>): ConfigFieldErr
  */
 function protoKeys(data: Record<string, unknown>): ConfigFieldError[] {
   const out: ConfigFieldError[] = [];
+  walkJson(data, {
+    key: (k, path) => {
+      if (k !== '__proto__') return true;
+      out.push({ path: [...path, k].join('.'), message: 'key __proto__ is not allowed' });
+      return false;
+    },
+  });
+  return out;
+}
+
+/**
+ * Every key and value of a JSON document, depth first, with its path. `key` sees each object key
+ * before its value, and answers false to leave that value out of the walk.
+ */
+function walkJson(data: unknown, visit: { key?: (key: string, path: string[]) => boolean; value?: (value: unknown, path: string[]) => void }): void {
   const stack: Array<[unknown, string[]]> = [[data, []]];
   for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
     const [value, path] = top;
+    visit.value?.(value, path);
     if (Array.isArray(value)) value.forEach((v, i) => stack.push([v, [...path, String(i)]]));
     else if (isPlainObject(value)) {
-      for (const [k, v] of Object.entries(value)) {
-        if (k === '__proto__') out.push({ path: [...path, k].join('.'), message: 'key __proto__ is not allowed' });
-        else stack.push([v, [...path, k]]);
-      }
+      for (const [k, v] of Object.entries(value)) if (visit.key?.(k, path) ?? true) stack.push([v, [...path, k]]);
     }
   }
-  return out;
 }
 
 /**
@@ -257,20 +269,15 @@ const LONE_SURROGATE = /\p{Cs}/u;
 function illFormedStrings(data: Record<string, unknown>): ConfigFieldError[] {
   const out: ConfigFieldError[] = [];
   const message = 'must be well-formed Unicode (a lone surrogate cannot be stored)';
-  const stack: Array<[unknown, string[]]> = [[data, []]];
-  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
-    const [value, path] = top;
-    if (typeof value === 'string') {
-      if (LONE_SURROGATE.test(value)) out.push({ path: path.join('.'), message });
-    } else if (Array.isArray(value)) {
-      value.forEach((v, i) => stack.push([v, [...path, String(i)]]));
-    } else if (isPlainObject(value)) {
-      for (const [k, v] of Object.entries(value)) {
-        if (LONE_SURROGATE.test(k)) out.push({ path: [...path, k].join('.'), message: `key ${message}` });
-        stack.push([v, [...path, k]]);
-      }
-    }
-  }
+  walkJson(data, {
+    key: (k, path) => {
+      if (LONE_SURROGATE.test(k)) out.push({ path: [...path, k].join('.'), message: `key ${message}` });
+      return true;
+    },
+    value: (v, path) => {
+      if (typeof v === 'string' && LONE_SURROGATE.test(v)) out.push({ path: path.join('.'), message });
+    },
+  });
   return out;
 }
 
