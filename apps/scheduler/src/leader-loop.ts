@@ -3,6 +3,7 @@
 // The period is read on every turn and `reschedule()` applies a new one at
 // once, so a live config change of scan_interval needs no restart (BEHAVIOURS §5).
 import type { LeaderElector, Locks } from '@cordum/locks';
+import { isRedisUnavailable, throttleFailures } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 
 export interface LeaderLoop {
@@ -32,6 +33,11 @@ export function createLeaderLoop(o: {
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let stopped = false;
+  // A Redis outage fails every turn; one line per kind of failure per 30 s, with the count of
+  // the ones not logged (as `leader campaign failed`). A turn that succeeds ends the run.
+  const failures = throttleFailures((err, suppressed) => o.logger.warn(`${o.name} turn failed`, { err, ...(suppressed > 0 ? { suppressed } : {}) }), {
+    kindOf: (err) => (isRedisUnavailable(err) ? 'redis_unavailable' : err.message),
+  });
 
   const turn = async (): Promise<void> => {
     if (!elector.isLeader()) {
@@ -40,7 +46,10 @@ export function createLeaderLoop(o: {
     }
     if (running) return running;
     running = o.run()
-      .catch((err: unknown) => o.logger.warn(`${o.name} turn failed`, { err }))
+      .then(
+        () => failures.reset(),
+        (err: unknown) => failures.failed(err instanceof Error ? err : new Error(String(err))),
+      )
       .finally(() => (running = undefined));
     return running;
   };

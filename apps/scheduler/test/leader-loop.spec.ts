@@ -1,6 +1,7 @@
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
+import { MaxRetriesPerRequestError } from 'ioredis/built/errors';
 import { startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { createLeaderLoop, type LeaderLoop } from '../src/leader-loop';
 
@@ -59,4 +60,43 @@ it('a replica that is not the leader, or stopped being it, reports 0; the leader
   await redis.set(KEY, 'someone-else', 'PX', 60_000);
   await waitFor(() => !first.isLeader(), 3_000, { message: 'a steps down' });
   await waitFor(() => a.value === 0, 2_000, { message: 'a zeroes its gauge after losing the lease' });
+});
+
+it('a Redis outage that fails every turn is logged once per 30 s, in plain words; another failure, or a success, starts a new run', async () => {
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger({ service: 'test', instance: 'failing', level: 'warn', write: (l) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+  let mode: 'outage' | 'bug' | 'ok' = 'outage';
+  let turns = 0;
+  const l = createLeaderLoop({
+    name: 'pending replayer',
+    locks: createLocks(redis),
+    key: `${KEY}:failing`,
+    owner: 'failing',
+    ttlMs: 1_500,
+    renewMs: 300,
+    periodMs: () => 20,
+    logger,
+    run: async () => {
+      turns++;
+      if (mode === 'outage') throw new MaxRetriesPerRequestError(1);
+      if (mode === 'bug') throw new Error('snapshot does not parse');
+    },
+  });
+  loops.push(l);
+  l.start();
+  const failed = () => lines.filter((r) => r['msg'] === 'pending replayer turn failed');
+  await waitFor(() => turns >= 10, 5_000, { message: 'ten failing turns' });
+  expect(failed()).toHaveLength(1);
+  expect(failed()[0]!['err']).toEqual({ name: 'MaxRetriesPerRequestError', message: 'redis unavailable (command not sent: connection down)' });
+
+  mode = 'bug';
+  await waitFor(() => failed().length === 2, 2_000, { message: 'a failure of another kind is logged at once' });
+  expect((failed()[1]!['err'] as { message: string }).message).toBe('snapshot does not parse');
+  expect(failed()[1]!['suppressed']).toBeGreaterThanOrEqual(1);
+
+  mode = 'ok';
+  const okFrom = turns;
+  await waitFor(() => turns >= okFrom + 2, 2_000, { message: 'a turn succeeds' });
+  mode = 'bug';
+  await waitFor(() => failed().length === 3, 2_000, { message: 'after a success the same failure is logged again' });
 });

@@ -1,4 +1,5 @@
 import { type LogLevel } from './config';
+import { isNotSentError, NOT_SENT_TEXT } from './errors';
 
 // A deliberately small structured logger: one JSON object per line on stdout,
 // {ts, level, service, instance, msg, ...fields}. Writes are synchronous for
@@ -24,8 +25,13 @@ export interface LoggerOptions {
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
-/** {message, code, stack, cause} — Error's own fields are non-enumerable, so JSON.stringify would give {}. */
+/**
+ * {message, code, stack, cause} — Error's own fields are non-enumerable, so JSON.stringify would
+ * give {}. A command Redis never got (isNotSentError) is one plain line: no stack, which says
+ * nothing about an outage.
+ */
 export function serializeError(err: Error, depth = 0): Record<string, unknown> {
+  if (isNotSentError(err)) return { name: err.name, message: NOT_SENT_TEXT };
   const out: Record<string, unknown> = { name: err.name, message: err.message };
   const code = (err as { code?: unknown }).code;
   if (code !== undefined) out['code'] = code;

@@ -1,4 +1,5 @@
-import { CordumError, createLogger } from '../src';
+import { MaxRetriesPerRequestError } from 'ioredis/built/errors';
+import { CordumError, createLogger, errorText } from '../src';
 
 function capture(level?: 'debug' | 'info' | 'warn' | 'error') {
   const lines: string[] = [];
@@ -52,6 +53,15 @@ describe('logger', () => {
     expect(e.code).toBe('lock_busy');
     expect(e.stack).toContain('CordumError');
     expect(e.cause.message).toBe('redis timeout');
+  });
+
+  it("names a Redis command dropped unsent as an outage, not as ioredis's maxRetriesPerRequest setting, without a stack", () => {
+    const { logger, records } = capture();
+    const err = new MaxRetriesPerRequestError(1);
+    logger.warn('pending replayer turn failed', { err });
+    expect(records()[0]!['err']).toEqual({ name: 'MaxRetriesPerRequestError', message: 'redis unavailable (command not sent: connection down)' });
+    expect(errorText(err)).toBe('redis unavailable (command not sent: connection down)');
+    expect(errorText(new Error('ECONNREFUSED'))).toBe('ECONNREFUSED');
   });
 
   it('survives circular fields', () => {
