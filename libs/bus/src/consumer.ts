@@ -12,6 +12,11 @@ const MAX_ACK_PENDING = 1024;
 export const ERROR_BACKOFF_MS = [100, 500, 1_000, 2_000, 5_000] as const;
 const UNDECODABLE_MAX_DELIVERIES = 3;
 const UNDECODABLE_NAK_MS = 100;
+/**
+ * How long a message whose handler failed because a shared dependency is down (ConsumeOptions
+ * .unavailable) is kept and retried in process before it is NAKed (one D8 delivery spent).
+ */
+export const HOLD_MAX_MS = 60_000;
 /** Server-side life of one pull request (idle heartbeats every half of it); nats.js re-pulls when it ends. */
 const PULL_EXPIRES_MS = 5_000;
 
@@ -50,14 +55,18 @@ export class PullConsumer<T> implements Consumer {
   private readonly concurrency: number;
   private readonly ackWaitMs: number;
   private readonly workingEveryMs: number;
+  private readonly holdMaxMs: number;
   private readonly log: BusLogger;
   private natsConsumer: NatsConsumer | undefined;
   private current: ConsumerMessages | undefined;
   private inflight = 0;
+  /** Messages held in process while a dependency is down (see invoke); no new pulls meanwhile. */
+  private held = 0;
   /** Messages whose handler is running, with when each is next due a working() (see tickWorking). */
   private readonly working = new Map<JsMsg, number>();
   private workingTicker: NodeJS.Timeout | undefined;
   private readonly waiters = new Set<() => void>();
+  private readonly sleepers = new Set<() => void>();
   private stopping = false;
   private loop: Promise<void> | undefined;
   private stopPromise: Promise<void> | undefined;
@@ -71,6 +80,7 @@ export class PullConsumer<T> implements Consumer {
     this.concurrency = Math.max(1, o.concurrency ?? 64);
     this.ackWaitMs = o.ackWaitMs ?? ACK_WAIT_MS;
     this.workingEveryMs = Math.min(10_000, Math.floor(this.ackWaitMs / 3));
+    this.holdMaxMs = o.holdMaxMs ?? HOLD_MAX_MS;
     this.log = deps.logger;
   }
 
@@ -131,7 +141,7 @@ export class PullConsumer<T> implements Consumer {
         // (handled below) instead of nats.js retrying a durable that no longer exists.
         const messages = await natsConsumer.consume({ max_messages: this.concurrency, expires: PULL_EXPIRES_MS, abort_on_missing_resource: true });
         this.current = messages;
-        if (this.stopping) messages.stop();
+        if (this.stopping || this.held > 0) messages.stop();
         for await (const m of messages) {
           failures = 0;
           while (this.inflight >= this.concurrency && !this.stopping) await this.pause(60_000);
@@ -140,6 +150,12 @@ export class PullConsumer<T> implements Consumer {
             continue;
           }
           void this.handle(m);
+        }
+        if (this.held > 0 && !this.stopping) {
+          // Ended by hold(): pull again once no message is held (the dependency answers again,
+          // or the held ones were NAKed after HOLD_MAX_MS).
+          while (this.held > 0 && !this.stopping) await this.pause(60_000);
+          continue;
         }
         // A healthy subscription only ends on stop(); anything else (the connection closed under
         // it) is a failure: back off, re-bind, subscribe again.
@@ -227,7 +243,7 @@ export class PullConsumer<T> implements Consumer {
       this.trackWorking(m);
       let outcome: HandlerOutcome;
       try {
-        outcome = await this.o.handler(decoded, { deliveryCount, seq: m.seq, working: () => m.working() });
+        outcome = await this.invoke(m, decoded, deliveryCount);
       } catch (err) {
         this.deps.metrics.handlerErrors.inc({ subject });
         const delayMs = errorBackoffMs(deliveryCount);
@@ -260,6 +276,65 @@ export class PullConsumer<T> implements Consumer {
     }
   }
 
+  /**
+   * Runs the handler. One that fails because a dependency every replica shares is down (Redis:
+   * `unavailable` says which errors mean that) would spend a D8 delivery per NAK, and the 20 are
+   * gone in about 95 s of an outage, after which JetStream drops the message: a result or a cancel
+   * nothing else recovers. Such a message is kept instead (working() goes on) and its handler run
+   * again after the D8 backoff, until it succeeds or fails otherwise, or HOLD_MAX_MS passed (then
+   * the NAK, one delivery for a minute of outage), or the consumer stops (NAK: another replica).
+   * While any message is held the consumer pulls nothing new, so a replica that alone lost Redis
+   * keeps at most what it had in hand from the replicas that still have it.
+   */
+  private async invoke(m: JsMsg, decoded: T, deliveryCount: number): Promise<HandlerOutcome> {
+    const ctx = { deliveryCount, seq: m.seq, working: () => m.working() };
+    let heldSince: number | undefined;
+    try {
+      for (let tries = 1; ; tries++) {
+        try {
+          return await this.o.handler(decoded, ctx);
+        } catch (err) {
+          if (this.stopping || !this.o.unavailable?.(err)) throw err;
+          const now = Date.now();
+          if (heldSince === undefined) {
+            heldSince = now;
+            this.hold(m, err);
+          } else if (now - heldSince >= this.holdMaxMs) {
+            throw err;
+          }
+          await this.sleep(errorBackoffMs(tries));
+        }
+      }
+    } finally {
+      if (heldSince !== undefined) {
+        this.held -= 1;
+        if (this.held === 0) this.wakeAll();
+      }
+    }
+  }
+
+  private hold(m: JsMsg, err: unknown): void {
+    this.held += 1;
+    this.deps.metrics.held.inc({ subject: this.o.subject });
+    if (this.held === 1) {
+      this.log.warn('bus: dependency unavailable, holding messages and pulling no more', { durable: this.durable, seq: m.seq, holdMaxMs: this.holdMaxMs, err: (err as Error).message });
+      this.current?.stop();
+    }
+  }
+
+  /** A plain wait that stop() cuts short (pause() also wakes on every freed handler slot). */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.sleepers.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.sleepers.add(done);
+    });
+  }
+
   stop(timeoutMs = this.o.stopTimeoutMs ?? 10_000): Promise<void> {
     this.stopPromise ??= this.doStop(timeoutMs);
     return this.stopPromise;
@@ -269,6 +344,7 @@ export class PullConsumer<T> implements Consumer {
     this.stopping = true;
     this.current?.stop();
     this.wakeAll();
+    for (const s of [...this.sleepers]) s();
     await this.loop;
     const deadline = Date.now() + timeoutMs;
     while (this.inflight > 0 && Date.now() < deadline) await this.pause(Math.min(100, deadline - Date.now()));

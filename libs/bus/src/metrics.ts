@@ -5,6 +5,7 @@ export interface BusMetrics {
   redeliveries: Counter<'subject'>;
   handlerErrors: Counter<'subject'>;
   publishRetries: Counter<'subject'>;
+  held: Counter<'subject'>;
 }
 
 // Several Bus instances may share one process registry (tests, or a service with two
@@ -21,5 +22,6 @@ export function busMetrics(registry?: Registry): BusMetrics {
     redeliveries: counter(registry, 'cordum_bus_redeliveries_total', 'JetStream messages received with a delivery count above 1'),
     handlerErrors: counter(registry, 'cordum_bus_handler_errors_total', 'Consumer handlers that threw (message nak-ed for redelivery)'),
     publishRetries: counter(registry, 'cordum_bus_publish_retries_total', 'JetStream publish attempts retried with the same msg id (D43)'),
+    held: counter(registry, 'cordum_bus_held_total', 'Messages kept and retried in process because their handler found a shared dependency (Redis) down, instead of spending D8 deliveries'),
   };
 }

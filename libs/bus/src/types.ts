@@ -39,6 +39,14 @@ export interface ConsumeOptions<T> {
   ackWaitMs?: number;
   /** How long stop() waits for in-flight handlers (default 10 000 ms). */
   stopTimeoutMs?: number;
+  /**
+   * True for a handler error that means a dependency every replica shares is down (the services
+   * pass @cordum/redis isRedisUnavailable): the message is held and retried in process for up to
+   * HOLD_MAX_MS instead of NAKed, so an outage does not use up its D8 deliveries (README).
+   */
+  unavailable?: (err: unknown) => boolean;
+  /** How long one message is held that way (default HOLD_MAX_MS, 60 s); tests shorten it. */
+  holdMaxMs?: number;
 }
 
 export interface Consumer {

@@ -260,6 +260,68 @@ describe('@cordum/bus on one nats-server', () => {
     await c.stop();
   });
 
+  it('a handler that finds a shared dependency down keeps its message: retried in process without spending deliveries, and nothing new is pulled meanwhile (P101)', async () => {
+    const queue = uniqueQueue('held');
+    const heldBefore = await counterValue(registry, 'cordum_bus_held_total', subjects.audit);
+    const errorsBefore = await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit);
+    let down = true;
+    const tries = new Map<string, number[]>();
+    const done = new Map<string, number>();
+    const c = await a.consume({
+      subject: subjects.audit, queue, decode: dec, concurrency: 4, ackWaitMs: 2_000,
+      unavailable: (err) => (err as Error).message === 'redis down',
+      handler: (body, ctx) => {
+        tries.set(body, [...(tries.get(body) ?? []), ctx.deliveryCount]);
+        if (down) throw new Error('redis down');
+        done.set(body, ctx.deliveryCount);
+        return Promise.resolve({ kind: 'ack' });
+      },
+    });
+    await a.publish(subjects.audit, enc('first'));
+    await waitFor(() => (tries.get('first')?.length ?? 0) >= 3, 5_000, { message: 'the first message is retried in process' });
+    await a.publish(subjects.audit, enc('second'));
+    // Longer than AckWait (2 s): working() keeps the held message, and the second is not pulled.
+    await waitFor(() => (tries.get('first')?.length ?? 0) >= 5, 10_000, { message: 'still retried past AckWait' });
+    expect(tries.get('second')).toBeUndefined();
+    down = false;
+    await waitFor(() => done.size === 2, 10_000, { message: 'both handled once the dependency is back' });
+    expect(new Set(tries.get('first'))).toEqual(new Set([1]));
+    expect(done.get('first')).toBe(1);
+    expect(done.get('second')).toBe(1);
+    expect(await counterValue(registry, 'cordum_bus_held_total', subjects.audit)).toBe(heldBefore + 1);
+    expect(await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit)).toBe(errorsBefore);
+    await c.stop();
+  });
+
+  it('a held message is NAKed after holdMaxMs, spending one delivery, and an error that is not unavailability is NAKed at once', async () => {
+    const queue = uniqueQueue('held-cap');
+    const seen: { body: string; deliveryCount: number; at: number }[] = [];
+    const handled = new Latch<void>();
+    const start = Date.now();
+    const c = await a.consume({
+      subject: subjects.audit, queue, decode: dec, holdMaxMs: 600,
+      unavailable: (err) => (err as Error).message === 'redis down',
+      handler: (body, ctx) => {
+        seen.push({ body, deliveryCount: ctx.deliveryCount, at: Date.now() - start });
+        if (body === 'held' && ctx.deliveryCount === 1) throw new Error('redis down');
+        if (body === 'bug' && ctx.deliveryCount === 1) throw new Error('a bug');
+        if (seen.filter((s) => s.deliveryCount === 2).length === 2) handled.open();
+        return Promise.resolve({ kind: 'ack' });
+      },
+    });
+    await a.publish(subjects.audit, enc('bug'));
+    await waitFor(() => seen.some((s) => s.body === 'bug' && s.deliveryCount === 2), 5_000, { message: 'the bug is redelivered' });
+    expect(seen.filter((s) => s.body === 'bug').map((s) => s.deliveryCount)).toEqual([1, 2]);
+    await a.publish(subjects.audit, enc('held'));
+    await handled.wait(10_000);
+    const held = seen.filter((s) => s.body === 'held');
+    const firstDelivery = held.filter((s) => s.deliveryCount === 1);
+    expect(firstDelivery.length).toBeGreaterThanOrEqual(2);
+    expect(held.at(-1)!.deliveryCount).toBe(2);
+    expect(held.at(-1)!.at - firstDelivery[0]!.at).toBeGreaterThanOrEqual(600);
+    await c.stop();
+  });
+
   it('an undecodable packet is terminated after exactly 3 deliveries, counted, and valid ones still flow', async () => {
     const queue = uniqueQueue('undecodable');
     const before = await counterValue(registry, 'cordum_bus_undecodable_total', subjects.submit);
