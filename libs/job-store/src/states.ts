@@ -39,8 +39,23 @@ export const TERMINAL_STATES: ReadonlySet<JobState> = new Set<JobState>([
   'OUTPUT_QUARANTINED',
 ]);
 
-/** Terminal states that get a DLQ entry (D14; never CANCELLED). */
+/** Terminal states that get a DLQ entry (D14; never CANCELLED), but for a job failed at submit (D11, failedAtSubmit). */
 export const DLQ_STATES: ReadonlySet<JobState> = new Set<JobState>(['FAILED', 'DENIED', 'TIMEOUT']);
+
+/** D11: the error code of a job the gateway failed at submit because its publish failed. */
+export const SUBMIT_FAILED_CODE = 'bus_unavailable';
+
+/**
+ * D11: a job FAILED at submit (`bus_unavailable`, never dispatched) was never accepted: its client
+ * got 503 and retries the request itself (with its Idempotency-Key), so it gets no DLQ entry on any
+ * path, and an entry written before that rule is not retried (a retry would run it a second time).
+ * Takes a record's (state, error code, attempts) or a DLQ entry's (last_state, reason_code,
+ * attempts). A dispatched job whose worker reported `bus_unavailable` (attempts ≥ 1) is an
+ * ordinary dead letter.
+ */
+export function failedAtSubmit(state: string, code: string | undefined, attempts: number): boolean {
+  return state === 'FAILED' && code === SUBMIT_FAILED_CODE && attempts === 0;
+}
 
 export const TRANSITIONS: Readonly<Record<JobState, readonly JobState[]>> = {
   PENDING: ['APPROVAL_REQUIRED', 'SCHEDULED', 'DENIED', 'FAILED', 'CANCELLED'],

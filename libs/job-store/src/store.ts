@@ -11,7 +11,7 @@ import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields } from 
 import { createIndexWriter } from './index-writer';
 import { failureFromCode, JobStoreError } from './errors';
 import { jobKeys, resultKey } from './keys';
-import { ACTIVE_STATES, allowedSources, canTransition, DLQ_STATES, TERMINAL_STATES, type JobState } from './states';
+import { ACTIVE_STATES, allowedSources, canTransition, DLQ_STATES, failedAtSubmit, TERMINAL_STATES, type JobState } from './states';
 import { createJobScans, type JobScans } from './scans';
 import { createJobSlots, type JobSlots } from './slots';
 import { jobRequestHash, type StoredInput } from './approval';
@@ -137,6 +137,8 @@ export interface JobStore extends JobScans, JobSlots {
   /**
    * D14: idempotent; true when this call created the entry. Then calls `onDlq` unless
    * `notify` is false (the gateway's `sys.job.dlq` consumer, which must not echo a notice).
+   * Writes nothing (false, no `onDlq`) for a job not in a DLQ state or failed at submit (D11,
+   * `failedAtSubmit`).
    */
   writeDlq(job: JobRecord, reason?: string, o?: { notify?: boolean }): Promise<boolean>;
   getDlq(id: string): Promise<DlqEntry | null>;
@@ -331,6 +333,10 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
 
   async function writeDlq(job: JobRecord, reason?: string, o: { notify?: boolean } = {}): Promise<boolean> {
     if (!DLQ_STATES.has(job.state)) return false;
+    // D11: a job failed at submit never gets an entry. Every DLQ write goes through here (a
+    // transition's side writes, repairIndex, a redelivered submit's re-run, the sys.job.dlq
+    // consumer), so none of them can file one, and no sys.job.dlq notice goes out for it.
+    if (failedAtSubmit(job.state, job.error?.code, job.attempts)) return false;
     const entry: DlqEntry = {
       job_id: job.id,
       tenant: job.tenant,

@@ -9,10 +9,15 @@
 // still has no job, and the winner's create carries the claim, so a winner
 // that was only paused writes nothing once its claim is gone (P37, as P21).
 // The old job is never written, so no job lock is needed (D5 covers writes).
+// An entry of a job failed at submit (D11, bus_unavailable) is refused: that
+// job was never accepted and its client retries it with its own request, so a
+// retry here would run it twice. The store files no such entry any more; this
+// covers one written before it stopped.
 import { randomUUID } from 'node:crypto';
-import { DLQ_TTL_MS, jobKeys, type DlqEntry, type JobRecord, type JobStore, type Priority } from '@cordum/job-store';
+import { DLQ_TTL_MS, failedAtSubmit, jobKeys, type DlqEntry, type JobRecord, type JobStore, type Priority } from '@cordum/job-store';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
+import { ApiError } from '../http/errors';
 import { SubmitError } from '../submit/errors';
 import { createKeyClaims } from '../submit/idempotency';
 import { answersWaiter, STALE_CLAIM_MS, type SubmitCommand, type SubmitOutcome, type SubmitService } from '../submit/service';
@@ -61,6 +66,9 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
     async retry(tenant, id, principalId) {
       const entry = await deps.store.getDlq(id);
       if (!entry || entry.tenant !== tenant) return { kind: 'not_found' };
+      if (failedAtSubmit(entry.last_state, entry.reason_code, entry.attempts)) {
+        throw new ApiError('dlq_not_retryable', { extra: { job_id: id, reason_code: entry.reason_code } });
+      }
       const claimKey = jobKeys.dlqRetry(id);
       for (let round = 0; round < 3; round++) {
         const newId = randomUUID();

@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   revision_conflict: { status: 409, message: 'config revision does not match; re-read and retry' },
   dlq_retry_in_progress: { status: 409, message: 'another retry of this dead letter is still creating its job' },
   dlq_source_expired: { status: 409, message: 'the dead job\'s input has expired; it cannot be retried' },
+  dlq_not_retryable: { status: 409, message: 'the job failed at submit (bus_unavailable) and was never accepted; its client retries the request itself, so it cannot be retried from the DLQ (delete the entry)' },
   idempotency_in_progress: { status: 409, message: 'a request with this idempotency key is still in progress' },
   stale_request: { status: 409, message: 'the job request changed since it was held; review it again' },
   stale_snapshot: { status: 409, message: 'the current policy no longer requires approval from the rule that held the job' },

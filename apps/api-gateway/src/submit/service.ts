@@ -3,7 +3,7 @@
 // job record (+ ctx) → publish. Every exit without a job releases the claim.
 import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
-import { JobStoreError, jobKeys, policyCheckInit, type JobRecord, type JobStore, type NewJob, type Priority, type SafetyRecord } from '@cordum/job-store';
+import { JobStoreError, jobKeys, policyCheckInit, SUBMIT_FAILED_CODE, type JobRecord, type JobStore, type NewJob, type Priority, type SafetyRecord } from '@cordum/job-store';
 import { isRedisUnavailable, type RedisClient } from '@cordum/redis';
 import type { Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
@@ -241,7 +241,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       await deps.bus.publish(subjects.submit, encodeJobRequest(job, deps.instanceId, cmd.deadlineMs), { msgId: submitMsgId(jobId) });
     } catch (err) {
       // D11: fail the job we own, or hand it to the replayer if we cannot prove it is unpublished.
-      const failed = await failPendingJob(deps, jobId, 'bus_unavailable', `publish to ${subjects.submit} failed`).catch(() => false);
+      const failed = await failPendingJob(deps, jobId, SUBMIT_FAILED_CODE, `publish to ${subjects.submit} failed`).catch(() => false);
       log.error('submit publish failed', { job_id: jobId, failed, err: errorText(err) });
       if (failed) throw new SubmitError('bus_unavailable', 'message bus unavailable; the job was not accepted', { jobId, cause: err });
       throw new SubmitError('submit_state_unknown', 'the job may or may not have been accepted; query it by job_id', { jobId, cause: err });
