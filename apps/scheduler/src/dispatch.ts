@@ -1,6 +1,7 @@
 // D2 dispatch order, under the job lock:
 //   SCHEDULED|RETRYING → DISPATCHED {published:false, new DispatchIdentity} (fenced)
-//   → lease.safeToAct() (D3) → core publish → await flush → markPublished (fenced)
+//   → lease.safeToAct() (D3) → max_runtime_ms bound (P65) → lease.safeToAct() again, with
+//   nothing awaited before the publish → core publish → await flush → markPublished (fenced)
 // The caller releases the lock and only then acks the bus message.
 // Residual window: a crash after the flush and before `published=true` leaves
 // an attempt that may have reached a worker but looks unpublished; the
@@ -126,11 +127,17 @@ export async function republishAttempt(ctx: SchedulerContext, lease: Lease, job:
  * unpublished attempt whose owner died, D2) and marks it published.
  */
 export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, base?: JobRequest, release = false): Promise<DispatchOutcome> {
-  if (!lease.safeToAct(safeMarginMs(lease.ttlMs))) return { kind: 'lost', reason: 'lease_unsafe' };
+  const margin = safeMarginMs(lease.ttlMs);
+  // D3, checked first so a lease already unsafe costs no write, and again right before the
+  // publish: the bound's write is awaited, and a process frozen there (GC, SIGSTOP) may wake
+  // after its lock expired and another replica republished the attempt (D2).
+  if (!lease.safeToAct(margin)) return { kind: 'lost', reason: 'lease_unsafe' };
   if (job.maxRuntimeMs !== undefined) await recordRuntimeBound(ctx, job, job.maxRuntimeMs);
   const packet = dispatchPacket(ctx.instanceId, job, jobRequestFor(job, d, base));
   try {
-    ctx.bus.publishCore(d.subject, ctx.encodeForWorkers(packet));
+    const data = ctx.encodeForWorkers(packet);
+    if (!lease.safeToAct(margin)) return { kind: 'lost', reason: 'lease_unsafe' };
+    ctx.bus.publishCore(d.subject, data);
     await ctx.bus.flush();
   } catch (err) {
     // The attempt is recorded DISPATCHED but may not have left (NATS dropped the connection

@@ -31,11 +31,13 @@ export async function reconcileOnce(ctx: SchedulerContext): Promise<{ stale: num
   const now = Date.now();
   const t = ctx.timeouts().reconciler;
   ctx.metrics.reconcileScans.inc();
-  const dispatched = await ctx.store.listActive('DISPATCHED', now - t.dispatch_timeout_seconds * 1000, SCAN_LIMIT);
-  const running = await ctx.store.listActive('RUNNING', now - t.running_timeout_seconds * 1000, SCAN_LIMIT);
+  const dispatchMs = t.dispatch_timeout_seconds * 1000;
+  const runningMs = t.running_timeout_seconds * 1000;
+  const dispatched = await ctx.store.listActive('DISPATCHED', now - dispatchMs, SCAN_LIMIT);
+  const running = await ctx.store.listActive('RUNNING', now - runningMs, SCAN_LIMIT);
   ctx.metrics.staleJobs.set(dispatched.length + running.length);
-  await forEachLimit(dispatched, SCAN_CONCURRENCY, (e) => locked(ctx, e, 'DISPATCHED', (lease, job) => onDispatched(ctx, lease, job)));
-  await forEachLimit(running, SCAN_CONCURRENCY, (e) => locked(ctx, e, 'RUNNING', (lease, job) => timeout(ctx, lease, job, 'running_timeout', `no result within ${t.running_timeout_seconds}s of start`)));
+  await forEachLimit(dispatched, SCAN_CONCURRENCY, (e) => locked(ctx, e, 'DISPATCHED', (lease, job) => onDispatched(ctx, lease, job), dispatchMs));
+  await forEachLimit(running, SCAN_CONCURRENCY, (e) => locked(ctx, e, 'RUNNING', (lease, job) => timeout(ctx, lease, job, 'running_timeout', `no result within ${t.running_timeout_seconds}s of start`), runningMs));
   const deadlines = await ctx.store.listDeadlineDue(now, SCAN_LIMIT);
   await forEachLimit(deadlines, SCAN_CONCURRENCY, (e) => onDeadline(ctx, e.id));
   await expireApprovals(ctx, now);
@@ -74,13 +76,28 @@ async function expireApprovals(ctx: SchedulerContext, now: number): Promise<void
  * Under the job lock, with index repair when the job is no longer in the state its index says.
  * `fn` answers the job it ended, if any: its concurrency slot is handed on once the lock is
  * released (P70), so the next waiter's drive (its lock, `Check`, publish) is not done under it.
+ *
+ * `overdueAfterMs` (the DISPATCHED and RUNNING passes): the list was read before this lock, and
+ * in between (a GC pause, a leader frozen and resumed, a long scan) the job may have moved on to
+ * a newer attempt in the same state (a retryable result, then attempt 2 DISPATCHED or RUNNING).
+ * So `fn` runs only when the record read under the lock has itself been in the state for that
+ * long, counted from its `updatedAt`: the time its `job:active:<state>` entry is scored by (every
+ * write's index move files it at its `updatedAt`; a republish re-files it a moment after its mark;
+ * the one write in these states that moves `updatedAt` without a new score is an attempt's mark
+ * as published, once per publish, which only postpones the check by that publish's latency).
+ * A job skipped here keeps its entry, re-scored by its newer write, so a later scan finds it when
+ * that attempt is due.
  */
-async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: (lease: Lease, job: JobRecord) => Promise<JobRecord | void>): Promise<void> {
+async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: (lease: Lease, job: JobRecord) => Promise<JobRecord | void>, overdueAfterMs?: number): Promise<void> {
   try {
     const r = await withJobLock(ctx, e.id, async (lease) => {
       const job = await readLocked(ctx, e.id);
       if (!job || job.state !== seenIn) {
         await ctx.store.repairIndex(e.id, seenIn, job);
+        return;
+      }
+      if (overdueAfterMs !== undefined && job.updatedAt + overdueAfterMs > Date.now()) {
+        ctx.logger.debug('reconcile skipped: the job moved on to a newer write since the scan', { job_id: job.id, state: job.state, attempt: job.attempts, listed_at: e.score, updated_at: job.updatedAt });
         return;
       }
       return fn(lease, job);

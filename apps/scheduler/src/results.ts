@@ -106,9 +106,13 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   if (res.dispatch?.dispatchId && res.dispatch.dispatchId !== current?.dispatchId) return ignore(ctx, 'stale_dispatch', job.id);
   // P41: a result without a dispatch id that we already applied (this is its redelivery: the
   // handler failed after its write, say at the next attempt's mark) would otherwise apply to the
-  // attempt it started, and a retryable one would start yet another while that one runs.
+  // attempt it started, and a retryable one would start yet another while that one runs. The job
+  // keeps only the last applied one's stream sequence, and sequences only grow: every applied
+  // result ended its attempt (a new one, or a terminal state), so a result with a sequence at or
+  // below it was published before the current attempt went out and cannot be that attempt's
+  // (an older result redelivered after a later one was applied; before: only an equal one).
   const anonymous = !res.dispatch?.dispatchId;
-  if (anonymous && seq > 0 && job.resultSeq === seq) return ignore(ctx, 'already_applied', job.id);
+  if (anonymous && seq > 0 && job.resultSeq !== undefined && seq <= job.resultSeq) return ignore(ctx, 'already_applied', job.id);
   if (job.state !== 'DISPATCHED' && job.state !== 'RUNNING') return ignore(ctx, `unexpected_state_${job.state}`, job.id);
   if (current) ctx.verifier.delivered(job.id, current.dispatchId);
   const mapped = mapStatus(res.status);
