@@ -184,6 +184,11 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
         // P65: the entry's score is the bound the current attempt's publish recorded (under this
         // lock): due → TIMEOUT; moved later by a newer publish since the scan → it fires again then.
         const due = await ctx.store.deadlineScore(id);
+        // An attempt's bound is never earlier than its own DISPATCHED write + max_runtime_ms (or the
+        // job's deadline): one earlier is an older attempt's, left when this attempt's bound write
+        // failed (recordRuntimeBound only logs that). Set this attempt's instead of ending it early.
+        const own = Math.min(job.deadlineAt ?? Infinity, (job.dispatchedAt ?? job.updatedAt) + job.maxRuntimeMs);
+        if (due !== null && due < own) return ctx.store.setDeadline(id, own);
         if (due !== null && due <= now) return timeout(ctx, lease, job, 'max_runtime_exceeded', `attempt ${job.attempts} ran past max_runtime_ms ${job.maxRuntimeMs} (policy rule ${job.safety?.ruleId ?? ''})`);
         return;
       }
