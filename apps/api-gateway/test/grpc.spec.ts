@@ -1,22 +1,26 @@
 // gRPC CordumApi (CONTRACT §2/§4): same auth, tenancy and validation as HTTP,
 // the same submit service, and grpc.health.v1.
+import * as grpc from '@grpc/grpc-js';
 import { CordumApi, GrpcStatus, Health, ServingStatus, grpcClientFor, type GrpcClient } from '@cordum/protocol';
 import { KEYS, call, startRig, type Rig } from './harness';
 
 let rig: Rig;
 let api: GrpcClient<(typeof CordumApi)['method']>;
 let health: GrpcClient<(typeof Health)['method']>;
+let raw: grpc.Client;
 
 beforeAll(async () => {
   rig = await startRig();
   const addr = `127.0.0.1:${rig.gateway.grpcPort}`;
   api = grpcClientFor(CordumApi, addr, { defaultDeadlineMs: 10_000 });
   health = grpcClientFor(Health, addr, { defaultDeadlineMs: 5_000 });
+  raw = new grpc.Client(addr, grpc.credentials.createInsecure());
 });
 
 afterAll(async () => {
   api.close();
   health.close();
+  raw.close();
   await rig.stop();
 });
 
@@ -31,6 +35,44 @@ async function grpcCode(p: Promise<unknown>): Promise<{ code: number; cordum: st
   }
   throw new Error('call succeeded');
 }
+
+/** The error a call failed with: its code, message and trailing metadata. */
+async function grpcFailure(p: Promise<unknown>): Promise<{ code: number; details: string; metadata: grpc.Metadata }> {
+  try {
+    await p;
+  } catch (err) {
+    return err as grpc.ServiceError;
+  }
+  throw new Error('call succeeded');
+}
+
+/** A unary call with raw request bytes (a 5 s deadline); resolves with the error, or OK. */
+function rawUnary(path: string, bytes: Buffer, md: Record<string, string> = {}): Promise<{ code: number; details: string; metadata: grpc.Metadata }> {
+  const metadata = new grpc.Metadata();
+  for (const [k, v] of Object.entries(md)) metadata.set(k, v);
+  return new Promise((resolve) => {
+    raw.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, bytes, metadata, { deadline: Date.now() + 5_000 }, (err) =>
+      resolve(err ?? { code: GrpcStatus.OK, details: '', metadata: new grpc.Metadata() }),
+    );
+  });
+}
+
+/** Protobuf length-delimited field `field` holding `bytes`. */
+function lenField(field: number, bytes: Buffer | string): Buffer {
+  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes, 'utf8');
+  const len: number[] = [];
+  for (let n = b.length; ; n >>>= 7) {
+    if (n < 0x80) {
+      len.push(n);
+      break;
+    }
+    len.push((n & 0x7f) | 0x80);
+  }
+  return Buffer.concat([Buffer.from([(field << 3) | 2, ...len]), b]);
+}
+
+/** grpc-js sends a status message percent-encoded (encodeURI) in the grpc-message trailer. */
+const encodedBytes = (details: string): number => encodeURI(details).length;
 
 it('SubmitJob creates the same job as HTTP; GetJobStatus reads it, readable over HTTP too', async () => {
   const res = await api.submitJob({ prompt: 'hi', topic: 'job.echo', contextJson: '{"a":1}', labels: { env: 'dev' } }, { metadata: md(KEYS.operator) });
@@ -124,4 +166,92 @@ describe('rate limit by client address (a key without a tenant)', () => {
       for (const c of clients) c.close();
     }
   });
+});
+
+describe('a status stays small enough to send, whatever the input (the message names caller label keys)', () => {
+  const op = { metadata: md(KEYS.operator), deadlineMs: 5_000 };
+
+  it('a label key of 80,000 characters: INVALID_ARGUMENT at once, its path cut, the message within 4 KiB', async () => {
+    const started = Date.now();
+    const e = await grpcFailure(api.submitJob({ prompt: 'x', topic: 'job.echo', labels: { ['k'.repeat(80_000)]: 'v' } }, op));
+    // Before the bound the status (an 80 KB grpc-message) was never sent: DEADLINE_EXCEEDED here.
+    expect(e.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+    expect(e.metadata.get('cordum-error-code')).toEqual(['validation_failed']);
+    // the path (`labels.<key>`) cut to 128 characters
+    expect(e.details).toBe(`request validation failed (labels.${'k'.repeat(121)}…: Invalid key in record)`);
+    expect(Date.now() - started).toBeLessThan(4_000);
+  });
+
+  it('400 labels of 256-character keys and 4 KiB values: ten details, the rest counted; the trailers stay small', async () => {
+    const labels = Object.fromEntries(Array.from({ length: 400 }, (_, i) => [`key${String(i).padStart(253, '0')}`, 'v'.repeat(4097)]));
+    const e = await grpcFailure(api.submitJob({ prompt: 'x', topic: 'job.echo', labels }, op));
+    expect(e.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+    expect(e.details.split('; ')).toHaveLength(11);
+    expect(e.details).toMatch(/; …\(\+\d+ more\)\)$/);
+    expect(encodedBytes(e.details)).toBeLessThanOrEqual(4096);
+    expect(Object.entries(e.metadata.getMap()).filter(([, v]) => v.length > 256)).toEqual([]);
+    // the channel is not left with stuck calls: a valid one goes through
+    expect((await api.submitJob({ prompt: 'fine', topic: 'job.echo' }, op)).status).toBe('accepted');
+  });
+
+  it('30 labels with 303-character CJK keys (9 encoded bytes a character): cut to 4 KiB encoded', async () => {
+    const labels = Object.fromEntries(Array.from({ length: 30 }, (_, i) => [String(i).padStart(3, '0') + '中'.repeat(300), 'v']));
+    const e = await grpcFailure(api.submitJob({ prompt: 'x', topic: 'job.echo', labels }, op));
+    expect(e.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+    expect(e.details).toMatch(/…$/);
+    expect(encodedBytes(e.details)).toBeLessThanOrEqual(4096);
+  });
+
+  it('a health check naming a 40,000-character service (240 KB percent-encoded): NOT_FOUND at once, the name cut', async () => {
+    const e = await grpcFailure(health.check({ service: 'é'.repeat(40_000) }, { deadlineMs: 5_000 }));
+    expect(e.code).toBe(GrpcStatus.NOT_FOUND);
+    expect(e.details).toBe(`unknown service "${'é'.repeat(128)}…"`);
+  });
+});
+
+it('a __proto__ label is refused INVALID_ARGUMENT by name, as HTTP refuses it, not dropped', async () => {
+  // labels (field 5) {"__proto__": "x", "team": "a"}, hand-encoded: a JS object literal cannot carry the key
+  const entry = (k: string, v: string): Buffer => lenField(5, Buffer.concat([lenField(1, k), lenField(2, v)]));
+  const bytes = Buffer.concat([lenField(1, 'p'), lenField(2, 'job.echo'), entry('__proto__', 'x'), entry('team', 'a')]);
+  const e = await rawUnary('/cordum.v1.CordumApi/SubmitJob', bytes, md(KEYS.operator));
+  expect(e.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+  expect(e.metadata.get('cordum-error-code')).toEqual(['validation_failed']);
+  expect(e.details).toBe('request validation failed (labels.__proto__: key __proto__ is not allowed)');
+  const http = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: '{"prompt":"p","topic":"job.echo","labels":{"__proto__":"x","team":"a"}}' });
+  expect(http.status).toBe(400);
+  expect(http.body['details']).toEqual([{ path: 'labels.__proto__', message: 'key __proto__ is not allowed' }]);
+});
+
+it('grpc.health.v1: a request that does not decode is INVALID_ARGUMENT (Check and Watch), not INTERNAL', async () => {
+  // field 1 (service) says 0x7f bytes follow; none do. And invalid UTF-8 in the service name.
+  for (const bytes of [Buffer.from([0x0a, 0x7f]), Buffer.from([0x0a, 0x02, 0xed, 0xa0])]) {
+    const e = await rawUnary('/grpc.health.v1.Health/Check', bytes);
+    expect({ code: e.code, details: e.details }).toEqual({ code: GrpcStatus.INVALID_ARGUMENT, details: expect.stringMatching(/^request is not a valid grpc\.health\.v1\.HealthCheckRequest message: /) as string });
+  }
+  const watch = await new Promise<grpc.StatusObject>((resolve) => {
+    const s = raw.makeServerStreamRequest('/grpc.health.v1.Health/Watch', (b: Buffer) => b, (b: Buffer) => b, Buffer.from([0x0a, 0x7f]), new grpc.Metadata(), { deadline: Date.now() + 5_000 });
+    s.on('data', () => undefined);
+    s.on('error', () => undefined);
+    s.on('status', resolve);
+  });
+  expect(watch.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+});
+
+it('takes the key from authorization: Bearer as HTTP does; a non-empty x-api-key wins', async () => {
+  const job = await api.submitJob({ prompt: 'hi', topic: 'job.echo' }, { metadata: { authorization: `Bearer ${KEYS.operator}` } });
+  expect(job.status).toBe('accepted');
+  const path = `/api/v1/jobs/${job.jobId}`;
+  const cases: { metadata: Record<string, string>; ok: boolean }[] = [
+    { metadata: { authorization: `bearer   ${KEYS.viewer}` }, ok: true },
+    { metadata: { 'x-api-key': KEYS.viewer, authorization: 'Bearer not-a-key-at-all' }, ok: true },
+    { metadata: { 'x-api-key': 'not-a-key-at-all', authorization: `Bearer ${KEYS.viewer}` }, ok: false },
+    { metadata: { authorization: `Basic ${KEYS.viewer}` }, ok: false },
+    { metadata: { authorization: KEYS.viewer }, ok: false },
+  ];
+  for (const c of cases) {
+    const viaHttp = await call(rig.url, 'GET', path, { headers: c.metadata });
+    expect({ ...c, http: viaHttp.status }).toEqual({ ...c, http: c.ok ? 200 : 401 });
+    if (c.ok) expect((await api.getJobStatus({ jobId: job.jobId }, { metadata: c.metadata })).jobId).toBe(job.jobId);
+    else expect(await grpcCode(api.getJobStatus({ jobId: job.jobId }, { metadata: c.metadata }))).toEqual({ code: GrpcStatus.UNAUTHENTICATED, cordum: 'unauthenticated' });
+  }
 });

@@ -14,7 +14,7 @@ import {
   grpcServiceDefinition,
   parseGrpcAddress,
 } from '../src';
-import type { HealthCheckResponse, PolicyCheckRequest } from '../src';
+import type { GrpcClient, HealthCheckResponse, PolicyCheckRequest } from '../src';
 
 interface Deferred {
   promise: Promise<void>;
@@ -242,6 +242,104 @@ describe('connection recycling (dns:/// targets find kernels added later)', () =
       expect(peers.size).toBeGreaterThanOrEqual(2);
     } finally {
       client.close();
+      server.forceShutdown();
+    }
+  });
+});
+
+describe('addGrpcService statuses: always sent, and small enough to send', () => {
+  let server: grpc.Server;
+  let raw: grpc.Client;
+  let health: GrpcClient<(typeof Health)['method']>;
+  const long = 'é'.repeat(100_000);
+
+  beforeAll(async () => {
+    server = new grpc.Server();
+    // Health's two method kinds, handled badly on purpose: Check rejects with a huge message, Watch rejects.
+    addGrpcService(server, Health, {
+      check: (req) => {
+        throw grpcError(GrpcStatus.FAILED_PRECONDITION, req.service === 'huge' ? long : 'nope');
+      },
+      watch: async () => {
+        await Promise.resolve();
+        throw grpcError(GrpcStatus.FAILED_PRECONDITION, `watch failed ${long}`);
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    raw = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    health = grpcClientFor(Health, `127.0.0.1:${port}`, { defaultDeadlineMs: 3_000 });
+  });
+
+  afterAll(() => {
+    raw.close();
+    health.close();
+    server.forceShutdown();
+  });
+
+  const watchStatus = (bytes: Buffer): Promise<grpc.StatusObject> =>
+    new Promise((resolve) => {
+      const s = raw.makeServerStreamRequest('/grpc.health.v1.Health/Watch', (b: Buffer) => b, (b: Buffer) => b, bytes, new grpc.Metadata(), { deadline: Date.now() + 3_000 });
+      s.on('data', () => undefined);
+      s.on('error', () => undefined);
+      s.on('status', resolve);
+    });
+
+  it('a message of 100,000 two-byte characters is cut to 4 KiB percent-encoded and sent (unsent over ~64 KiB: the client waited for its deadline)', async () => {
+    const err = await health.check({ service: 'huge' }).then(
+      () => null,
+      (e: grpc.ServiceError) => e,
+    );
+    expect(err?.code).toBe(GrpcStatus.FAILED_PRECONDITION);
+    expect(err?.details).toMatch(/^é+…$/);
+    expect(encodeURI(err?.details ?? '').length).toBeLessThanOrEqual(4096);
+  });
+
+  it('a server-streaming handler that rejects ends the call with its status (call.destroy sent none)', async () => {
+    const status = await watchStatus(Buffer.alloc(0));
+    expect(status.code).toBe(GrpcStatus.FAILED_PRECONDITION);
+    expect(status.details).toMatch(/^watch failed é+…$/);
+  });
+
+  it('without `undecodable`, a request that does not decode keeps grpc-js\'s INTERNAL; addHealthService asks for INVALID_ARGUMENT', async () => {
+    const check = await new Promise<grpc.ServiceError | null>((resolve) =>
+      raw.makeUnaryRequest('/grpc.health.v1.Health/Check', (b: Buffer) => b, (b: Buffer) => b, Buffer.from([0x0a, 0x7f]), new grpc.Metadata(), { deadline: Date.now() + 3_000 }, (e) => resolve(e)),
+    );
+    expect(check?.code).toBe(GrpcStatus.INTERNAL);
+    expect((await watchStatus(Buffer.from([0x0a, 0x7f]))).code).toBe(GrpcStatus.INTERNAL);
+  });
+});
+
+describe('addHealthService', () => {
+  it('answers a request that does not decode INVALID_ARGUMENT (Check and Watch), and cuts an unknown service name it echoes', async () => {
+    const server = new grpc.Server();
+    addHealthService(server, (service) => (service === '' ? ServingStatus.SERVING : undefined));
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    const raw = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    try {
+      const opts = { deadline: Date.now() + 3_000 };
+      const check = (bytes: Buffer): Promise<grpc.ServiceError | null> =>
+        new Promise((resolve) => raw.makeUnaryRequest('/grpc.health.v1.Health/Check', (b: Buffer) => b, (b: Buffer) => b, bytes, new grpc.Metadata(), opts, (e) => resolve(e)));
+      const bad = await check(Buffer.from([0x0a, 0x7f]));
+      expect(bad?.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+      expect(bad?.details).toMatch(/^request is not a valid grpc\.health\.v1\.HealthCheckRequest message: /);
+      const watch = await new Promise<grpc.StatusObject>((resolve) => {
+        const s = raw.makeServerStreamRequest('/grpc.health.v1.Health/Watch', (b: Buffer) => b, (b: Buffer) => b, Buffer.from([0x0a, 0x7f]), new grpc.Metadata(), opts);
+        s.on('data', () => undefined);
+        s.on('error', () => undefined);
+        s.on('status', resolve);
+      });
+      expect(watch.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+      // field 1 (service): 80,000 x, echoed cut to 128
+      const name = Buffer.from('x'.repeat(80_000));
+      const unknown = await check(Buffer.concat([Buffer.from([0x0a, 0x80, 0xf1, 0x04]), name]));
+      expect(unknown?.code).toBe(GrpcStatus.NOT_FOUND);
+      expect(unknown?.details).toBe(`unknown service "${'x'.repeat(128)}…"`);
+    } finally {
+      raw.close();
       server.forceShutdown();
     }
   });

@@ -1,5 +1,5 @@
 // gRPC edge: cordum.v1.CordumApi/SubmitJob and GetJobStatus (CONTRACT §2/§4)
-// plus grpc.health.v1. Same auth (metadata x-api-key / x-tenant-id), tenancy,
+// plus grpc.health.v1. Same auth (metadata x-api-key or authorization: Bearer, and x-tenant-id), tenancy,
 // rate limit and validation as HTTP: the request is mapped onto the POST
 // /api/v1/jobs body and parsed by the same schema, then the same submit service runs.
 // As on HTTP, the key and the rate limit are checked before the request message is
@@ -14,6 +14,7 @@ import {
   ServingStatus,
   SubmitJobResponseSchema,
   addHealthService,
+  boundedStatusMessage,
   create,
   grpcServerOptions,
   grpcServiceDefinition,
@@ -31,10 +32,11 @@ import { jsonTooDeep, tooDeepMessage } from '../http/json-depth';
 import type { RateLimiter } from '../ratelimit/limiter';
 import { limitKey, peerAddress, rateLimitError } from '../ratelimit/middleware';
 import { submitErrorToApi } from '../routes/jobs';
-import { IDEMPOTENCY_KEY_RE, submitBodySchema, zodDetails } from '../submit/schema';
+import { IDEMPOTENCY_KEY_RE, parseLabelledBody, submitBodySchema } from '../submit/schema';
 import { SubmitError } from '../submit/errors';
 import type { SubmitService } from '../submit/service';
 import { withTimeout } from '../util/timeout';
+import { statusMessage, trailerValue } from './status';
 
 const READ_TIMEOUT_MS = 3_000;
 const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -78,7 +80,10 @@ const GRPC_CODE: Partial<Record<ErrorCode, grpc.status>> = {
   internal: GrpcStatus.INTERNAL,
 };
 
-/** ApiError → gRPC status; the stable code, details and extras travel in trailing metadata. */
+/**
+ * ApiError → gRPC status; the stable code and extras travel in trailing metadata, the details in
+ * the message, bounded (status.ts): a status too large to send was never sent at all.
+ */
 export function toGrpcError(err: unknown, log: Logger): grpc.StatusObject {
   let api: ApiError;
   if (err instanceof ApiError) api = err;
@@ -90,10 +95,8 @@ export function toGrpcError(err: unknown, log: Logger): grpc.StatusObject {
   const code = GRPC_CODE[api.code] ?? (api.status >= 400 && api.status < 500 ? GrpcStatus.INVALID_ARGUMENT : GrpcStatus.INTERNAL);
   const md = new grpc.Metadata();
   md.set('cordum-error-code', api.code);
-  for (const [k, v] of Object.entries(api.extra)) md.set(`cordum-${k.replace(/_/g, '-')}`, String(v));
-  const detail = api.details?.map((d) => `${d.path}: ${d.message}`).join('; ');
-  const message = detail ? `${api.message} (${detail})` : api.message;
-  return { code, details: message, metadata: md };
+  for (const [k, v] of Object.entries(api.extra)) md.set(`cordum-${k.replace(/_/g, '-')}`, trailerValue(v));
+  return { code, details: statusMessage(api.message, api.details), metadata: md };
 }
 
 class GrpcFailure extends Error {
@@ -105,6 +108,18 @@ class GrpcFailure extends Error {
 function mdValue(md: grpc.Metadata, name: string): string | undefined {
   const v = md.get(name)[0];
   return typeof v === 'string' ? v : v instanceof Buffer ? v.toString('utf8') : undefined;
+}
+
+/** The key a call presents, read as HTTP reads it (presentedKey in auth/middleware.ts): a non-empty x-api-key, else `authorization: Bearer <key>`. */
+function presentedKey(md: grpc.Metadata): string | undefined {
+  const header = mdValue(md, 'x-api-key');
+  if (header !== undefined && header.length > 0) return header;
+  const auth = mdValue(md, 'authorization');
+  if (auth !== undefined) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    if (m) return m[1];
+  }
+  return undefined;
 }
 
 /** proto3 has no "absent": empty strings / 0 mean unset, and context arrives as JSON text. */
@@ -175,7 +190,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
   });
 
   const auth = async (md: grpc.Metadata, route: AuthRoute, peer: string): Promise<Caller> => {
-    const c = await authenticate(d.keys, route, { key: mdValue(md, 'x-api-key'), tenantHeader: mdValue(md, 'x-tenant-id'), client: peerAddress(peer) });
+    const c = await authenticate(d.keys, route, { key: presentedKey(md), tenantHeader: mdValue(md, 'x-tenant-id'), client: peerAddress(peer) });
     if (d.limiter) {
       const r = await d.limiter.check(limitKey(c.tenant, peerAddress(peer)));
       if (!r.allowed) throw rateLimitError(r.retryAfterMs);
@@ -247,7 +262,8 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
         record(status.code);
         const md = status.metadata ?? new grpc.Metadata();
         md.set('x-request-id', requestId);
-        next({ ...status, metadata: md });
+        // toGrpcError bounds its messages; this holds for any other status of the call too.
+        next({ ...status, details: boundedStatusMessage(status.details), metadata: md });
       },
     });
     return intercepted;
@@ -273,9 +289,8 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
       const { caller: c, log: callLog } = context(call);
       try {
         const req = decoded(raw, 'cordum.v1.SubmitJobRequest');
-        const parsed = submitBodySchema.safeParse(requestToBody(req));
-        if (!parsed.success) throw new ApiError('validation_failed', { details: zodDetails(parsed.error) });
-        const b = parsed.data;
+        // As HTTP: an own `__proto__` label (protobuf-es keeps it as a map key) is refused by name, not dropped.
+        const b = parseLabelledBody(submitBodySchema, requestToBody(req));
         const tenant = actingTenant(c, b.tenant_id);
         if (b.idempotency_key !== undefined && !IDEMPOTENCY_KEY_RE.test(b.idempotency_key)) {
           throw new ApiError('validation_failed', { details: [{ path: 'idempotency_key', message: 'must be 1-256 printable ASCII characters without spaces' }] });

@@ -5,7 +5,7 @@ import {
   HealthCheckResponseSchema,
   HealthCheckResponse_ServingStatus,
 } from '../gen/grpc/health/v1/health_pb';
-import { addGrpcService, grpcError } from './server';
+import { addGrpcService, clipText, grpcError } from './server';
 
 export const ServingStatus = HealthCheckResponse_ServingStatus;
 export type ServingStatus = HealthCheckResponse_ServingStatus;
@@ -23,7 +23,8 @@ export interface HealthServiceOptions {
 }
 
 /**
- * Serves grpc.health.v1.Health from `getStatus`. Watch is minimal: it sends
+ * Serves grpc.health.v1.Health from `getStatus`. A request that does not decode is answered
+ * INVALID_ARGUMENT (bad input, not grpc-js's INTERNAL). Watch is minimal: it sends
  * the current status, then polls and sends only changes until the client
  * cancels. Servers should stop with forceShutdown (or after clients cancel)
  * because an open Watch keeps tryShutdown waiting.
@@ -33,7 +34,8 @@ export function addHealthService(server: grpc.Server, getStatus: HealthStatusSou
   addGrpcService(server, Health, {
     async check(req) {
       const status = await getStatus(req.service);
-      if (status === undefined) throw grpcError(grpc.status.NOT_FOUND, `unknown service ${JSON.stringify(req.service)}`);
+      // The name comes from the caller (up to the server's message limit): only its start is echoed.
+      if (status === undefined) throw grpcError(grpc.status.NOT_FOUND, `unknown service ${JSON.stringify(clipText(req.service, 128))}`);
       return { status };
     },
     watch(req, call) {
@@ -70,5 +72,5 @@ export function addHealthService(server: grpc.Server, getStatus: HealthStatusSou
       timer.unref();
       void poll();
     },
-  });
+  }, { undecodable: 'invalid_argument' });
 }

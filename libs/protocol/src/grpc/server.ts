@@ -58,9 +58,9 @@ function deserializer(desc: DescMessage, undecodable?: (err: unknown) => unknown
 
 export interface ServiceDefinitionOptions {
   /**
-   * What a request that does not decode becomes (the handler sees it as `call.request`).
-   * Without it grpc-js answers such a request INTERNAL ("Error deserializing request"), a
-   * server fault to clients and balancers, for what is bad input.
+   * What a request that does not decode becomes (the handler sees it as `call.request`), for
+   * unary and server-streaming methods. Without it grpc-js answers such a request INTERNAL
+   * ("Error deserializing request"), a server fault to clients and balancers, for what is bad input.
    */
   undecodable?: (err: unknown) => unknown;
 }
@@ -82,7 +82,8 @@ export function grpcServiceDefinition(service: DescService, opts: ServiceDefinit
       requestStream: m.methodKind === 'client_streaming' || m.methodKind === 'bidi_streaming',
       responseStream: m.methodKind === 'server_streaming' || m.methodKind === 'bidi_streaming',
       requestSerialize: serializer(m.input) as (v: unknown) => Buffer,
-      requestDeserialize: deserializer(m.input, opts.undecodable),
+      // A streaming request is read by its handler: it gets grpc-js's answer, no sentinel among its messages.
+      requestDeserialize: deserializer(m.input, m.methodKind === 'unary' || m.methodKind === 'server_streaming' ? opts.undecodable : undefined),
       responseSerialize: serializer(m.output) as (v: unknown) => Buffer,
       responseDeserialize: deserializer(m.output),
       originalName: m.name,
@@ -96,13 +97,88 @@ export function grpcError(code: grpc.status, message: string): Error & { code: g
   return Object.assign(new Error(message), { code, details: message });
 }
 
-/** The status a thrown error becomes: its numeric gRPC `code` when it has one, INTERNAL otherwise. */
+/**
+ * The most a status message may take in the `grpc-message` trailer, percent-encoded as grpc-js
+ * sends it. A header block Node cannot send (about 64 KiB once HPACK-encoded) is dropped without a
+ * RST_STREAM: the client never gets a status and the stream stays open on both sides until the
+ * connection ends. Other clients refuse far less (gRPC C-core's default metadata limit is 8 KiB).
+ */
+export const MAX_STATUS_MESSAGE_BYTES = 4096;
+
+const ELLIPSIS = '…';
+
+/** Lone UTF-16 surrogates become U+FFFD: encodeURI (grpc-js's encoding of grpc-message) throws on them. */
+function wellFormed(text: string): string {
+  return text.replace(/\p{Cs}/gu, '\ufffd');
+}
+
+/** `text` cut to at most `maxChars` code points (never inside a surrogate pair), ending in `…` when cut. */
+export function clipText(text: string, maxChars: number): string {
+  if (text.length <= maxChars) return wellFormed(text);
+  let out = '';
+  let n = 0;
+  for (const cp of text) {
+    if (n === maxChars) return wellFormed(out) + ELLIPSIS;
+    out += cp;
+    n++;
+  }
+  return wellFormed(out);
+}
+
+/**
+ * A status message that fits the `grpc-message` trailer: well-formed, and at most `maxBytes`
+ * once percent-encoded (MAX_STATUS_MESSAGE_BYTES), cut at a code point and ended with `…` if longer.
+ */
+export function boundedStatusMessage(text: string, maxBytes = MAX_STATUS_MESSAGE_BYTES): string {
+  // Every UTF-16 unit encodes to at least one byte, so nothing past maxBytes + 1 units can stay.
+  const s = wellFormed(text.length > maxBytes + 1 ? text.slice(0, maxBytes + 1) : text);
+  if (encodeURI(s).length <= maxBytes) return s;
+  const budget = maxBytes - encodeURI(ELLIPSIS).length;
+  let out = '';
+  let used = 0;
+  for (const cp of s) {
+    const n = encodeURI(cp).length;
+    if (used + n > budget) break;
+    out += cp;
+    used += n;
+  }
+  return out + ELLIPSIS;
+}
+
+/** The status a thrown error becomes: its numeric gRPC `code` when it has one, INTERNAL otherwise; the message bounded. */
 export function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   const e = err as { code?: unknown; message?: unknown; details?: unknown } | null;
   const message = typeof e?.details === 'string' ? e.details : typeof e?.message === 'string' ? e.message : String(err);
   const code =
     typeof e?.code === 'number' && e.code >= 0 && e.code <= 16 ? (e.code as grpc.status) : grpc.status.INTERNAL;
-  return { code, details: message };
+  return { code, details: boundedStatusMessage(message) };
+}
+
+/** A request message that did not decode (addGrpcService with `undecodable: 'invalid_argument'`). */
+class UndecodableRequest {
+  constructor(readonly reason: string) {}
+}
+
+function undecodableStatus(req: UndecodableRequest, type: string): Partial<grpc.StatusObject> {
+  return { code: grpc.status.INVALID_ARGUMENT, details: boundedStatusMessage(`request is not a valid ${type} message: ${clipText(req.reason, 256)}`) };
+}
+
+/**
+ * Ends a streaming call with `status`. An 'error' event is what grpc-js turns into the call's
+ * status; `call.destroy(err)` sent none, so the client waited for its deadline (or forever).
+ */
+function failStream(call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>, status: Partial<grpc.StatusObject>): void {
+  call.emit('error', Object.assign(new Error(status.details ?? 'stream failed'), status));
+}
+
+export interface AddGrpcServiceOptions {
+  /**
+   * 'invalid_argument': a unary or server-streaming call whose request message does not decode
+   * is answered INVALID_ARGUMENT ("request is not a valid <type> message: …") before the handler
+   * runs. Default 'internal': grpc-js's own INTERNAL "Error deserializing request". Requests
+   * of bidi-streaming methods always get grpc-js's answer.
+   */
+  undecodable?: 'internal' | 'invalid_argument';
 }
 
 /**
@@ -114,6 +190,7 @@ export function addGrpcService<T extends GenServiceMethods>(
   server: grpc.Server,
   service: GenService<T>,
   impl: GrpcServiceImpl<T>,
+  opts: AddGrpcServiceOptions = {},
 ): void {
   const desc = service as unknown as DescService;
   const handlers: grpc.UntypedServiceImplementation = {};
@@ -123,6 +200,7 @@ export function addGrpcService<T extends GenServiceMethods>(
     if (m.methodKind === 'unary') {
       const unary = fn as (req: unknown, call: unknown) => unknown;
       handlers[m.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        if (call.request instanceof UndecodableRequest) return callback(undecodableStatus(call.request, m.input.typeName));
         Promise.resolve()
           .then(() => unary(call.request, call))
           .then(
@@ -133,9 +211,13 @@ export function addGrpcService<T extends GenServiceMethods>(
     } else if (m.methodKind === 'server_streaming') {
       const stream = fn as (req: unknown, call: grpc.ServerWritableStream<unknown, unknown>) => unknown;
       handlers[m.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        if (call.request instanceof UndecodableRequest) {
+          failStream(call, undecodableStatus(call.request, m.input.typeName));
+          return;
+        }
         Promise.resolve()
           .then(() => stream(call.request, call))
-          .catch((err: unknown) => call.destroy(Object.assign(new Error('stream failed'), toServiceError(err))));
+          .catch((err: unknown) => failStream(call, toServiceError(err)));
       };
     } else if (m.methodKind === 'bidi_streaming') {
       const bidi = fn as (call: grpc.ServerDuplexStream<unknown, unknown>) => void;
@@ -143,14 +225,15 @@ export function addGrpcService<T extends GenServiceMethods>(
         try {
           bidi(call);
         } catch (err) {
-          call.destroy(Object.assign(new Error('stream failed'), toServiceError(err)));
+          failStream(call, toServiceError(err));
         }
       };
     } else {
       throw new TypeError(`${desc.typeName}.${m.name}: ${m.methodKind} methods are not supported`);
     }
   }
-  server.addService(grpcServiceDefinition(desc), handlers);
+  const undecodable = opts.undecodable === 'invalid_argument' ? (err: unknown) => new UndecodableRequest(err instanceof Error ? err.message : String(err)) : undefined;
+  server.addService(grpcServiceDefinition(desc, undecodable ? { undecodable } : {}), handlers);
 }
 
 /** A client connection lives at most this long (then GOAWAY: the client dials again). */
