@@ -230,6 +230,25 @@ describe('POST /api/v1/approvals/{job_id}/reject', () => {
   });
 });
 
+describe('a job retried from the DLQ (P106)', () => {
+  it('may not be approved by the submitter of the job it retries, nor by whoever retried it; it names that job in retried_from', async () => {
+    const original = await hold(); // submitted by alice
+    await call(gw2(), 'POST', `/api/v1/approvals/${original}/reject`, { key: BOB, body: { reason: 'not now' } });
+    const retried = await call(gw1(), 'POST', `/api/v1/dlq/${original}/retry`, { key: CAROL });
+    expect(retried.status).toBe(200);
+    expect(retried.body['status']).toBe('approval_required');
+    const id = String(retried.body['job_id']);
+    expect((await call(gw1(), 'GET', `/api/v1/jobs/${id}`, { key: KEYS.viewer })).body['retried_from']).toBe(original);
+    // alice submitted the request; carol is the new job's submitter
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: KEYS.operator, body: {} }), 403, 'self_approval_denied');
+    expectEnvelope(await call(gw2(), 'POST', `/api/v1/approvals/${id}/approve`, { key: CAROL, body: {} }), 403, 'self_approval_denied');
+    expect((await store.getJob(id))?.state).toBe('APPROVAL_REQUIRED');
+    const ok = await call(gw2(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: {} });
+    expect(ok.status).toBe(200);
+    expect((await store.getJob(id))?.state).toBe('PENDING');
+  });
+});
+
 describe('a reject whose side writes failed (P53)', () => {
   it('is completed by the repeated reject: the DLQ entry is indexed and listed', async () => {
     const id = await hold();

@@ -38,6 +38,7 @@ export interface ApiJob {
   created_at: string;
   updated_at: string;
   dispatched_at?: string;
+  retried_from?: string;
   finished_at?: string;
 }
 
@@ -75,6 +76,7 @@ export function jobToApi(job: JobRecord, result: unknown): ApiJob {
   if (job.concurrency) out.concurrency = { group: job.concurrency.group, limit: job.concurrency.limit };
   const dispatchedAt = iso(job.dispatchedAt);
   if (dispatchedAt) out.dispatched_at = dispatchedAt;
+  if (job.retriedFrom) out.retried_from = job.retriedFrom.jobId;
   const finishedAt = iso(job.finishedAt);
   if (finishedAt) out.finished_at = finishedAt;
   return out;

@@ -1,6 +1,6 @@
 export { ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, DLQ_STATES, JOB_STATES, SUBMIT_FAILED_CODE, failedAtSubmit, isJobState, allowedSources, canTransition } from './states';
 export type { JobState } from './states';
-export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatch, DlqEntry, TransitionResult } from './types';
+export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatch, DlqEntry, TransitionResult, RetriedFrom } from './types';
 export { jobKeys, ownOutputKeys, pointerKey, resultKey, slotGroup } from './keys';
 export { JobStoreError, LUA_CODES } from './errors';
 export type { TransitionFailure } from './errors';

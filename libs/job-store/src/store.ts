@@ -447,6 +447,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         memoryId: j.memoryId,
         contextMode: j.contextMode,
         idempotencyKey: j.idempotencyKey,
+        retriedFrom: j.retriedFrom,
         deadlineAt: j.deadlineMs !== undefined ? createdAt + j.deadlineMs : undefined,
         safety: j.safety,
         error: j.initialState === 'DENIED' ? { code: 'policy_denied', message: j.safety?.reason || 'denied by policy' } : undefined,

@@ -38,8 +38,19 @@ export interface JobIdentity {
   requires: string[];
 }
 
+/**
+ * The DLQ entry a job was retried from (POST /api/v1/dlq/{id}/retry): that job's id, and every
+ * principal and actor of the jobs in the retry chain, oldest first. They may not approve the new
+ * job (its submitter is whoever retried it), as they may not approve their own.
+ */
+export interface RetriedFrom {
+  jobId: string;
+  submitters: string[];
+}
+
 export interface NewJob extends JobIdentity {
   id: string;
+  retriedFrom?: RetriedFrom;
   traceId: string;
   prompt: string;
   context: unknown;
@@ -51,6 +62,7 @@ export interface NewJob extends JobIdentity {
 
 export interface JobRecord extends JobIdentity {
   id: string;
+  retriedFrom?: RetriedFrom;
   state: JobState;
   traceId: string;
   attempts: number;

@@ -44,9 +44,16 @@ export interface ApprovalService {
   reject(tenant: string, jobId: string, principalId: string, o: { reason?: string }): Promise<ApprovalOutcome>;
 }
 
-/** The submitter (key principal) or the actor the job was submitted for may not approve it. */
+/**
+ * The submitter (key principal) or the actor the job was submitted for may not approve it, nor,
+ * for a job retried from the DLQ, the submitters of the jobs it was retried from (P106).
+ */
 export function isSelfApproval(job: JobRecord, principalId: string): boolean {
-  return job.principalId === principalId || (job.actorId !== undefined && job.actorId === principalId);
+  return (
+    job.principalId === principalId ||
+    (job.actorId !== undefined && job.actorId === principalId) ||
+    (job.retriedFrom?.submitters.includes(principalId) ?? false)
+  );
 }
 
 export function createApprovalService(deps: ApprovalDeps): ApprovalService {

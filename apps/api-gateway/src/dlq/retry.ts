@@ -126,5 +126,8 @@ function commandFrom(old: JobRecord, input: StoredInput, tenant: string, princip
     actorId: old.actorId,
     actorType: old.actorType,
     deadlineMs: old.deadlineAt !== undefined ? Math.max(1, old.deadlineAt - old.createdAt) : undefined,
+    // The new job's submitter is whoever retried it; the old job's submitter (and actor) may
+    // still not approve it, nor anyone's earlier in a chain of retries (P106).
+    retriedFrom: { jobId: old.id, submitters: [...new Set([...(old.retriedFrom?.submitters ?? []), old.principalId, ...(old.actorId ? [old.actorId] : [])])] },
   };
 }

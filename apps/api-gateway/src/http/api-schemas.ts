@@ -67,6 +67,7 @@ const jobFields = {
   updated_at: time,
   dispatched_at: time.optional(),
   finished_at: time.optional(),
+  retried_from: z.string().optional().describe('The job whose DLQ entry this one was retried from (POST /api/v1/dlq/{job_id}/retry); its submitters may not approve this one'),
 };
 
 export const jobSchema = z.strictObject({ ...jobFields, result: z.unknown().describe('JSON stored at result_ptr; null when absent') });

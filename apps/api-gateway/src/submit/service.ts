@@ -3,7 +3,7 @@
 // job record (+ ctx) → publish. Every exit without a job releases the claim.
 import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
-import { JobStoreError, jobKeys, policyCheckInit, SUBMIT_FAILED_CODE, type JobRecord, type JobStore, type NewJob, type Priority, type SafetyRecord } from '@cordum/job-store';
+import { JobStoreError, jobKeys, policyCheckInit, SUBMIT_FAILED_CODE, type JobRecord, type JobStore, type NewJob, type Priority, type RetriedFrom, type SafetyRecord } from '@cordum/job-store';
 import { isRedisUnavailable, type RedisClient } from '@cordum/redis';
 import type { Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
@@ -66,6 +66,8 @@ export interface SubmitCommand {
   actorId?: string;
   actorType?: string;
   deadlineMs?: number;
+  /** DLQ retry: the job it retries, and who may therefore not approve this one. */
+  retriedFrom?: RetriedFrom;
 }
 
 export type SubmitOutcome =
@@ -202,6 +204,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       context: cmd.context ?? null,
       principalId: cmd.principalId,
       actorId: cmd.actorId,
+      retriedFrom: cmd.retriedFrom,
       actorType: cmd.actorType,
       capability: cmd.capability,
       riskTags: cmd.riskTags,
