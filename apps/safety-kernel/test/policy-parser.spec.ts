@@ -109,7 +109,8 @@ rules:
     expect(loadError(rule('job.>.admin'))).toMatch(/rule 'deny-admin'.*'>' may only be the last segment/);
     expect(loadError(rule('job.ad*'))).toMatch(/rule 'deny-admin'.*must be whole segments/);
     expect(loadError(rule('job..admin'))).toMatch(/rule 'deny-admin'.*empty segment/);
-    for (const ok of ['job.>', 'job.*.admin', '>', '*', 'job.admin']) expect(parsePolicy(rule(ok)).rules[0]?.match?.topics).toEqual([ok]);
+    // `*` alone is refused: it matches one-segment topics only, and every job topic has two or more.
+    for (const ok of ['job.>', 'job.*.admin', '>', '*.admin', 'job.admin']) expect(parsePolicy(rule(ok)).rules[0]?.match?.topics).toEqual([ok]);
   });
 
   it('rejects duplicate rule ids', () => {

@@ -133,7 +133,7 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     breakerTransitions: new Counter({ name: 'cordum_scheduler_safety_breaker_transitions_total', help: 'Breaker transitions this replica caused (to = open | closed).', labelNames: ['to'], registers: [registry] }),
     safetyChecks: new Counter({
       name: 'cordum_scheduler_safety_checks_total',
-      help: 'Check outcomes at the scheduler (allow, deny, require_human, throttle, unavailable, breaker_open).',
+      help: 'Check outcomes at the scheduler (allow, deny, require_human, throttle, unavailable, breaker_open, kernel_error: an error the kernel answered for the job, held in both fail modes).',
       labelNames: ['outcome'],
       registers: [registry],
     }),

@@ -2,7 +2,9 @@
 // Check runs with a deadline behind a circuit breaker whose state lives in
 // Redis (`cordum:cb:safety:failures`), so all replicas open, probe and close
 // together instead of each hammering a dead kernel on its own. A refused or
-// failed call is `unavailable`; intake then applies `input_fail_mode`.
+// failed call is `unavailable`; intake then applies `input_fail_mode`. Only a
+// call that could not reach the kernel counts as a failure: a `kernelError`
+// (the kernel answered an error for that job) is neither a failure nor a success.
 import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import type { JobRecord } from '@cordum/job-store';
@@ -123,6 +125,13 @@ export function breakerSafetyChecker(inner: SafetyChecker, breaker: SharedBreake
       const end = metrics.safetyCheckDuration.startTimer();
       const v = await inner.check(job);
       end();
+      if (v.kind === 'unavailable' && v.kernelError) {
+        // The kernel answered, so this is no sign it is down; nor a clean answer that should
+        // reset the failure count or close a half-open breaker. Not reported: a job that
+        // reaches a broken rule (or a few of them) cannot open the breaker for every job.
+        metrics.safetyChecks.inc({ outcome: 'kernel_error' });
+        return v;
+      }
       metrics.safetyChecks.inc({ outcome: v.kind });
       const r = await storage(() => breaker.report(v.kind !== 'unavailable', a));
       if (r) observe(r.state, r.transition);

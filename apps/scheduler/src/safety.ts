@@ -1,12 +1,16 @@
 // The SafetyKernel `Check` port and what intake does with its answer. The
 // scheduler is the enforcement point (D19): anything but a clear answer is
-// `unavailable`; `input_fail_mode` then holds the job (closed, the default) or
-// lets it run with an audit alert (open). The shared breaker (D21,
-// safety-breaker.ts) wraps the port. Approved jobs are re-checked (D18).
+// `unavailable`, and the job is held. Only when the kernel could not be asked
+// (unreachable, deadline, not ready, breaker open) does `input_fail_mode` apply:
+// closed (the default) holds the job, open lets it run with an audit alert. An
+// error the kernel answered for the job itself (`kernelError`) always holds it.
+// The shared breaker (D21, safety-breaker.ts) wraps the port. Approved jobs are
+// re-checked (D18).
 import { subjects } from '@cordum/bus';
 import {
   AlertSeverity,
   Decision,
+  GrpcStatus,
   SystemAlertSchema,
   create,
   encodePacket,
@@ -35,7 +39,14 @@ export type SafetyVerdict =
   /** `holdHash`: jobRequestHash() at the hold (set by resolveSafety), bound by a later approval (D18). */
   | { kind: 'require_human'; record: SafetyRecord; holdHash?: string }
   | { kind: 'throttle'; record: SafetyRecord; retryAfterMs: number }
-  | { kind: 'unavailable'; error: string };
+  /**
+   * No decision. Without `kernelError` the kernel could not be asked (unreachable, deadline,
+   * not ready, breaker open): `input_fail_mode` applies and the breaker counts it. With it the
+   * kernel (or the call) failed for this request in a way that is not unavailability (INTERNAL,
+   * INVALID_ARGUMENT, an unknown decision, ...): the job is held as with `closed` whatever
+   * `input_fail_mode` says, and the breaker does not count it (see UNAVAILABLE_CODES).
+   */
+  | { kind: 'unavailable'; error: string; kernelError?: true };
 
 export interface SafetyChecker {
   check(job: JobRecord): Promise<SafetyVerdict>;
@@ -68,9 +79,30 @@ export function verdictFrom(res: PolicyCheckResponse): SafetyVerdict {
     case Decision.THROTTLE:
       return { kind: 'throttle', record: rec('throttle'), retryAfterMs: Number(res.retryAfterMs) };
     case Decision.UNSPECIFIED:
-      return { kind: 'unavailable', error: 'kernel answered DECISION_UNSPECIFIED' };
+      return { kind: 'unavailable', error: 'kernel answered DECISION_UNSPECIFIED (held whatever input_fail_mode says)', kernelError: true };
   }
-  return { kind: 'unavailable', error: `unknown decision ${String(res.decision)}` };
+  return { kind: 'unavailable', error: `kernel answered unknown decision ${String(res.decision)} (held whatever input_fail_mode says)`, kernelError: true };
+}
+
+/**
+ * The gRPC codes that mean the kernel could not be asked: down or unreachable, not ready (P48:
+ * UNAVAILABLE `kernel not ready`, `no policy loaded`, Redis unavailable), too slow, or the call
+ * cancelled under it (a kernel shutting down, a dropped stream). Only these are what
+ * `input_fail_mode: open` and the breaker are for. Every other failure (INTERNAL: an answer the
+ * kernel could not encode, or a fault evaluating this job; INVALID_ARGUMENT; UNKNOWN;
+ * RESOURCE_EXHAUSTED: a request too big; an error with no gRPC code) comes from this request
+ * or a kernel fault, not from unavailability: allowing it fail-open let a job that reached a
+ * broken rule bypass the policy, and counting it let a few such jobs open the breaker and so
+ * run every job fail-open (or hold every job).
+ */
+export const UNAVAILABLE_CODES: ReadonlySet<number> = new Set([GrpcStatus.UNAVAILABLE, GrpcStatus.DEADLINE_EXCEEDED, GrpcStatus.CANCELLED]);
+
+/** A failed Check call as a verdict (see UNAVAILABLE_CODES). */
+export function verdictFromError(err: unknown): SafetyVerdict {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'number' && UNAVAILABLE_CODES.has(code)) return { kind: 'unavailable', error: errorText(err) };
+  const name = typeof code === 'number' ? (GrpcStatus[code] ?? `code ${code}`) : 'no gRPC status';
+  return { kind: 'unavailable', error: `kernel error ${name}, not unavailability (held whatever input_fail_mode says): ${errorText(err)}`, kernelError: true };
 }
 
 /** How often the Check channel retries a lost kernel connection (grpc-js default would back off to 5 s). */
@@ -91,7 +123,7 @@ export function grpcSafetyChecker(address: string, deadlineMs: number): SafetyCh
         const res = await client.check(policyCheckInit(job.id, job, { withMetaLabels: true }), deadlineMs);
         return verdictFrom(res);
       } catch (err) {
-        return { kind: 'unavailable', error: errorText(err) };
+        return verdictFromError(err);
       }
     },
     close: () => client.close(),
@@ -104,7 +136,8 @@ export const FAIL_OPEN_ALERT_CODE = 'safety.input_fail_open';
 /**
  * Check plus what the scheduler adds to the kernel's answer:
  * - unavailable (kernel down, breaker open) with input_fail_mode=open → allow,
- *   recorded as decision `unavailable`, with one audit alert per job;
+ *   recorded as decision `unavailable`, with one audit alert per job; never for a
+ *   `kernelError`, which is held in both modes;
  * - REQUIRE_HUMAN for a job a human approved (D18): ALLOW when the approval is for
  *   that same rule and the request still hashes to what was approved; otherwise a
  *   (new) hold bound to the current request hash. DENY always wins.
@@ -113,7 +146,7 @@ export async function resolveSafety(ctx: SchedulerContext, job: JobRecord): Prom
   const v = await ctx.safety.check(job);
   switch (v.kind) {
     case 'unavailable': {
-      if (ctx.failModes().inputFailMode !== 'open') return v;
+      if (v.kernelError || ctx.failModes().inputFailMode !== 'open') return v;
       ctx.metrics.failOpen.inc();
       ctx.logger.warn('safety kernel unavailable, FAIL-OPEN: allowing job (input_fail_mode=open)', { job_id: job.id, topic: job.topic, err: v.error });
       await emitFailOpenAlert(ctx, job, v.error);

@@ -89,8 +89,15 @@ export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
   return {
     check,
     evaluate,
-    // Check and Evaluate as messages on a long-lived stream (P17): the same functions.
-    decide: decideHandler({ check, evaluate }),
+    // Check and Evaluate as messages on a long-lived stream (P17): the same functions. An
+    // answer that cannot be encoded fails its own request (INTERNAL), never the stream.
+    decide: decideHandler(
+      { check, evaluate },
+      {
+        onUnencodable: (err, req, answer) =>
+          deps.logger.error('policy answer could not be encoded, answered INTERNAL', { job_id: req?.jobId, topic: req?.topic, rule_id: answer.ruleId, err: errorText(err) }),
+      },
+    ),
     async explain(req) {
       try {
         return toResponse(await evaluatePolicy(active(), toCheckInput(req), deps.velocity, 'peek'), true);

@@ -1,13 +1,26 @@
 import { z } from 'zod';
-import { topicPatternError } from './glob';
+import { quoteValue, topicPatternError } from './glob';
 
 // Strict objects everywhere: an unknown key is a load error, never a silently
 // ignored (and therefore silently allowing) match condition (CONTRACT §8).
 
 const stringList = z.array(z.string().min(1));
 
+/**
+ * D26 tenant names: what the gateway admits as a job's tenant (TENANT_RE in
+ * apps/api-gateway/src/auth/keys.ts; the two must stay equal). A rule naming any other
+ * tenant (`Acme`, ` acme`) could never match, so a deny written with it silently allowed.
+ */
+export const POLICY_TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+const tenantName = z.string().superRefine((t, ctx) => {
+  if (!POLICY_TENANT_RE.test(t)) {
+    ctx.addIssue({ code: 'custom', message: `tenant ${quoteValue(t)} can never match: a tenant is ^[a-z0-9][a-z0-9_-]{0,62}$ (lower case, no spaces)` });
+  }
+});
+
 export const matchSchema = z.strictObject({
-  tenants: stringList.optional(),
+  tenants: z.array(tenantName).optional(),
   topics: z
     .array(
       z.string().min(1).superRefine((p, ctx) => {
@@ -23,11 +36,27 @@ export const matchSchema = z.strictObject({
   actor_types: z.array(z.enum(['human', 'service'])).optional(),
 });
 
+/** The largest value of a proto `int32` (max_retries, max_concurrent_jobs in PolicyConstraints). */
+export const INT32_MAX = 2_147_483_647;
+
+/**
+ * A constraint as PolicyConstraints (proto/cordum/v1/safety.proto) carries it: a whole number
+ * from 1 to what its wire type holds. 0 is refused because on the wire it means "not set" (the
+ * scheduler then applies no limit, or its default). A value past int32 made every Check that
+ * reached the rule fail to encode (gRPC INTERNAL). The int64 fields stop at
+ * Number.MAX_SAFE_INTEGER, the largest integer a JSON/YAML number keeps exactly.
+ */
+function wireCount(max: number, note: string) {
+  return z.number().superRefine((v, ctx) => {
+    if (!Number.isInteger(v) || v < 1 || v > max) ctx.addIssue({ code: 'custom', message: `must be a whole number from 1 to ${max}, got ${v} (${note})` });
+  });
+}
+
 export const constraintsSchema = z.strictObject({
-  max_runtime_ms: z.number().int().positive().optional(),
-  max_retries: z.number().int().nonnegative().optional(),
-  max_artifact_bytes: z.number().int().positive().optional(),
-  max_concurrent_jobs: z.number().int().positive().optional(),
+  max_runtime_ms: wireCount(Number.MAX_SAFE_INTEGER, 'milliseconds per attempt, while 0 on the wire means no limit').optional(),
+  max_retries: wireCount(INT32_MAX, 'the total number of attempts, D13: 1 = run once with no retry, while 0 on the wire means the default, 3').optional(),
+  max_artifact_bytes: wireCount(Number.MAX_SAFE_INTEGER, 'bytes, while 0 on the wire means no limit').optional(),
+  max_concurrent_jobs: wireCount(INT32_MAX, 'jobs at once, an int32 on the wire, where 0 means no limit').optional(),
 });
 
 export const velocitySchema = z.strictObject({

@@ -38,10 +38,11 @@ import {
   type PolicyStreamRequest,
   type PolicyStreamResponse,
 } from '../gen/cordum/v1/safety_pb';
+import { encodeMessage } from '../binary-encoder';
 import { grpcClientFor, parseGrpcAddress, splitGrpcAddress, type GrpcClient, type GrpcClientOptions } from './client';
 import { Health } from '../gen/grpc/health/v1/health_pb';
 import { ServingStatus } from './health';
-import { toServiceError } from './server';
+import { grpcError, toServiceError } from './server';
 
 export type PolicyCheckInit = MessageInitShape<typeof PolicyCheckRequestSchema>;
 type PolicyAnswer = MessageInitShape<typeof PolicyCheckResponseSchema>;
@@ -385,7 +386,15 @@ export interface DecideHandler {
   readonly open: number;
 }
 
-export function decideHandler(impl: PolicyStreamImpl): DecideHandler {
+export interface DecideHandlerOptions {
+  /**
+   * An answer that could not be encoded (a value its proto field cannot hold, such as a
+   * constraint past int32): that request alone was answered INTERNAL. For the kernel's log.
+   */
+  onUnencodable?: (err: unknown, req: PolicyCheckRequest | undefined, answer: PolicyAnswer) => void;
+}
+
+export function decideHandler(impl: PolicyStreamImpl, opts: DecideHandlerOptions = {}): DecideHandler {
   const ends = new Set<() => void>();
   let draining = false;
 
@@ -406,6 +415,10 @@ export function decideHandler(impl: PolicyStreamImpl): DecideHandler {
       done = true;
       ends.delete(tryEnd);
     };
+    const fail = (id: number, err: unknown): void => {
+      const e = toServiceError(err);
+      call.write(create(PolicyStreamResponseSchema, { id, code: e.code ?? grpc.status.INTERNAL, message: e.details ?? '' }));
+    };
     ends.add(tryEnd);
     call.on('cancelled', gone);
     call.on('error', gone);
@@ -425,12 +438,28 @@ export function decideHandler(impl: PolicyStreamImpl): DecideHandler {
           return fn(msg.request ?? create(PolicyCheckRequestSchema));
         })
         .then(
-          (response) => (done ? undefined : call.write(create(PolicyStreamResponseSchema, { id, response }))),
-          (err: unknown) => {
+          (response) => {
             if (done) return;
-            const e = toServiceError(err);
-            call.write(create(PolicyStreamResponseSchema, { id, code: e.code ?? grpc.status.INTERNAL, message: e.details ?? '' }));
+            // grpc-js encodes inside write(), and a message it cannot encode ends the whole
+            // stream INTERNAL ("Error serializing response"), failing every request on it (and
+            // those were other jobs). Encoded here first, such an answer fails its own request
+            // only. The cost is a second encode of a small message (about 1 µs with the slab encoder).
+            let reply: PolicyStreamResponse;
+            try {
+              reply = create(PolicyStreamResponseSchema, { id, response });
+              encodeMessage(PolicyStreamResponseSchema, reply);
+            } catch (err) {
+              fail(id, grpcError(grpc.status.INTERNAL, `policy answer could not be encoded: ${err instanceof Error ? err.message : String(err)}`));
+              try {
+                opts.onUnencodable?.(err, msg.request, response);
+              } catch {
+                // a log hook never breaks the stream
+              }
+              return;
+            }
+            call.write(reply);
           },
+          (err: unknown) => (done ? undefined : fail(id, err)),
         )
         .finally(() => {
           inFlight--;
