@@ -1,6 +1,6 @@
 // Composition root of the echo worker: connections, the SDK worker, the optional health server.
 import { startHealthServer, type HealthServer, type Logger, type Registry, type Service } from '@cordum/service-kit';
-import { connectWorkerRuntime, createWorker, type Worker, type WorkerRuntime } from '@cordum/worker-sdk';
+import { connectWorkerRuntime, createWorker, validateWorkerOptions, type Worker, type WorkerRuntime } from '@cordum/worker-sdk';
 import { Counter } from 'prom-client';
 import type { EchoWorkerConfig } from './config';
 import { echoHandler } from './echo';
@@ -62,22 +62,10 @@ export function createEchoWorker(config: EchoWorkerConfig, deps: EchoWorkerDeps)
     async start() {
       if (state !== 'created') throw new Error(`echo-worker start() called in state ${state}`);
       state = 'starting';
-      const rt = await connectWorkerRuntime({ name: config.workerId, natsServers: config.natsServers, redis: config.redis, logger: log, registry: deps.registry });
-      if (state !== 'starting') {
-        await rt.close(); // stop() ran while we were connecting
-        return;
-      }
-      runtime = rt;
-      if (config.httpAddr) {
-        health = await startHealthServer({ addr: config.httpAddr, registry: deps.registry, logger: log, checks: [{ name: 'bus_and_redis', check: () => rt.ready() }] });
-      }
-      worker = createWorker({
+      const options = {
         workerId: config.workerId,
         pool: config.pool,
         topics: config.topics,
-        bus: rt.bus,
-        redis: rt.redis,
-        logger: log,
         registry: deps.registry,
         maxParallelJobs: config.maxParallelJobs,
         directDispatch: config.directDispatch,
@@ -91,7 +79,19 @@ export function createEchoWorker(config: EchoWorkerConfig, deps: EchoWorkerDeps)
           execLogPath: config.execLogPath,
           onExecution: (status) => executions.inc({ status }),
         }),
-      });
+      };
+      // A bad option fails the start before anything connects (the worker checks them again).
+      validateWorkerOptions(options);
+      const rt = await connectWorkerRuntime({ name: config.workerId, natsServers: config.natsServers, redis: config.redis, logger: log, registry: deps.registry });
+      if (state !== 'starting') {
+        await rt.close(); // stop() ran while we were connecting
+        return;
+      }
+      runtime = rt;
+      if (config.httpAddr) {
+        health = await startHealthServer({ addr: config.httpAddr, registry: deps.registry, logger: log, checks: [{ name: 'bus_and_redis', check: () => rt.ready() }] });
+      }
+      worker = createWorker({ ...options, bus: rt.bus, redis: rt.redis, logger: log });
       await worker.start();
       state = 'running';
     },

@@ -1,5 +1,6 @@
-import { isConfigError } from '@cordum/service-kit';
+import { createLogger, createMetricsRegistry, isConfigError } from '@cordum/service-kit';
 import { hostname } from 'node:os';
+import { createEchoWorker } from '../src/app';
 import { loadEchoWorkerConfig } from '../src/config';
 
 test('defaults follow CONTRACT §1 and D39', () => {
@@ -61,4 +62,14 @@ test.each([
 test('WORKER_STOP_TIMEOUT up to 13s is taken', () => {
   expect(loadEchoWorkerConfig({ WORKER_STOP_TIMEOUT: '13s' }).stopTimeoutMs).toBe(13_000);
   expect(loadEchoWorkerConfig({}).stopTimeoutMs).toBe(10_000);
+});
+
+test('worker options the SDK refuses fail the start before anything connects (no NATS wait)', async () => {
+  // Config objects built by hand (env parsing refuses these): NATS and Redis point nowhere, so a
+  // start that connected first would wait for NATS instead of failing.
+  const config = { ...loadEchoWorkerConfig({ NATS_URL: 'nats://127.0.0.1:1', REDIS_URL: 'redis://127.0.0.1:1' }), topics: ['job.>'] };
+  const echo = createEchoWorker(config, { logger: createLogger({ service: 'echo-test', instance: 't', level: 'error' }), registry: createMetricsRegistry({ service: 'echo-worker', pod: 't' }) });
+  await expect(echo.start()).rejects.toMatchObject({ code: 'worker_invalid_options', message: expect.stringContaining("topics: 'job.>' is not a job topic") });
+  expect(echo.runtime).toBeNull();
+  await echo.stop();
 });

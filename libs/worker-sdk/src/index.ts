@@ -1,4 +1,12 @@
-export { createWorker, DEFAULT_START_ACK_DELAY_MS, MAX_HEARTBEAT_INTERVAL_MS } from './worker';
+export { createWorker } from './worker';
+export {
+  validateWorkerOptions,
+  DEFAULT_START_ACK_DELAY_MS,
+  MAX_HEARTBEAT_INTERVAL_MS,
+  MIN_HEARTBEAT_INTERVAL_MS,
+  DEFAULT_CANCEL_GRACE_MS,
+  DEFAULT_MAX_RESULT_BYTES,
+} from './options';
 export { connectWorkerRuntime, type WorkerRuntime, type WorkerRuntimeOptions } from './runtime';
 export { WorkerError, type WorkerErrorCode } from './errors';
 export { workerKeys, pointerKey, directSubject } from './keys';

@@ -1,5 +1,5 @@
 // Redis side of a job: the dispatch claim (D1), the ctx input and the res output (CONTRACT §5).
-import { defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
+import { defineScripts, redisErrorText, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import claimLua from './lua/claim-2.lua';
 import { pointerKey, workerKeys } from './keys';
 
@@ -58,7 +58,7 @@ export class JobIo {
     try {
       raw = await this.redis.get(key);
     } catch (err) {
-      throw new InputError('context_unreadable', `cannot read ${key}: ${(err as Error).message}`, { cause: err });
+      throw new InputError('context_unreadable', `cannot read ${key}: ${redisErrorText(err)}`, { cause: err });
     }
     if (raw === null) return null;
     try {
@@ -71,10 +71,11 @@ export class JobIo {
   /**
    * Writes `res:<id>` with a TTL (DEFAULT_RESULT_TTL_MS): a plain SET would also clear any TTL
    * the key had, and nothing would expire it if the scheduler never applies the result. The
-   * scheduler then sets the job TTL when the job turns terminal (D45).
+   * scheduler then sets the job TTL when the job turns terminal (D45). `json` is the result
+   * already serialised (once, by the caller: a result that cannot be is not a Redis error to retry).
    */
-  async writeResult(jobId: string, result: unknown): Promise<string> {
-    await this.redis.set(workerKeys.res(jobId), JSON.stringify(result), 'PX', this.resultTtlMs);
+  async writeResult(jobId: string, json: string): Promise<string> {
+    await this.redis.set(workerKeys.res(jobId), json, 'PX', this.resultTtlMs);
     return workerKeys.resPtr(jobId);
   }
 }

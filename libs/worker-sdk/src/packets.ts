@@ -12,6 +12,7 @@ import {
   type BusPacket,
   type DispatchIdentity,
 } from '@cordum/protocol';
+import { normaliseProgress } from './text';
 
 /** `encodePacket`, or a signing encoder (WorkerOptions.signingKey, P61). */
 export type Encode = (p: BusPacket) => Uint8Array;
@@ -63,11 +64,13 @@ export function progressPacket(o: {
   percent?: number;
   message?: string;
 }, encode: Encode = encodePacket): Uint8Array {
+  // JobProgress.percent is an int32: 100 / 3 failed the encoding (and threw into the handler).
+  const { percent, message } = normaliseProgress(o);
   const p = create(JobProgressSchema, {
     jobId: o.jobId,
     status: JobStatus.RUNNING,
-    percent: o.percent ?? 0,
-    message: o.message ?? '',
+    percent,
+    message,
     dispatch: o.dispatch,
   });
   return encode(newPacket(o.workerId, { case: 'jobProgress', value: p }, o.traceId));

@@ -10,9 +10,15 @@ export type JobOutcomeStatus = 'SUCCEEDED' | 'FAILED' | 'FAILED_RETRYABLE';
 
 export interface JobOutcome {
   status: JobOutcomeStatus;
-  /** JSON-serialisable; written to `res:<job_id>` when defined. */
+  /**
+   * Written as JSON to `res:<job_id>` when defined. It must serialise with JSON.stringify (no
+   * BigInt, cycle, function or symbol: the job is FAILED `result_not_serialisable`) and fit in
+   * `maxResultBytes` (else FAILED `result_too_large`).
+   */
   result?: unknown;
+  /** Cut to 128 characters. */
   errorCode?: string;
+  /** Cut to 4096 characters. */
   errorMessage?: string;
 }
 
@@ -24,7 +30,11 @@ export interface JobContext {
   signal: AbortSignal;
   dispatchId: string;
   attempt: number;
-  /** Publishes a JobProgress (core NATS, best effort). */
+  /**
+   * Publishes a JobProgress (core NATS, best effort; never throws). `percent` is sent as an
+   * integer 0-100 (rounded and clamped; NaN is 0), `message` cut to 4096 characters. Ignored once
+   * the job has ended or its slot was taken back (`cancelGraceMs`).
+   */
   progress(p: { percent?: number; message?: string }): void;
 }
 
@@ -34,9 +44,19 @@ export type JobHandler = (job: JobContext) => Promise<JobOutcome>;
 export type WorkerBus = Pick<Bus, 'subscribe' | 'publishCore' | 'publish' | 'flush'>;
 
 export interface WorkerOptions {
+  /**
+   * Unique across the fleet: two processes with one id share its direct subject, its heartbeat
+   * record and its claims (a process that hears another one on its direct subject logs
+   * `another process runs with this worker id`). 1-255 characters.
+   */
   workerId: string;
+  /** The pool the scheduler routes to it by (pools.yaml `topics: {<topic>: <pool>}`); non-empty. */
   pool: string;
-  /** Topic subjects (`job.echo`); each is queue-subscribed with queue group = the subject (D10, D30). */
+  /**
+   * Job topics (`job.echo`), each matching `^job(\.[A-Za-z0-9_-]+)+$` (255 characters at most);
+   * each is queue-subscribed with queue group = the subject (D10, D30). Wildcards and `sys.*`
+   * subjects are refused.
+   */
   topics: string[];
   bus: WorkerBus;
   redis: RedisClient;
@@ -46,14 +66,25 @@ export interface WorkerOptions {
   maxParallelJobs: number;
   /** Also listen on `worker.<id>.jobs` when the id is subject-safe (D44). Default true. */
   directDispatch?: boolean;
+  /** 100-10000 (`MAX_HEARTBEAT_INTERVAL_MS`: the scheduler forgets a worker 30 s after its last heartbeat). Default 5000. */
   heartbeatIntervalMs?: number;
   /**
    * Handshake re-send period, so a scheduler that started after us learns our direct subject and
    * start acks. Default: with every heartbeat (`heartbeatIntervalMs`).
    */
   handshakeIntervalMs?: number;
-  /** How long stop() waits for in-flight jobs. Default 10 s. */
+  /** How long stop() waits for in-flight jobs, ≥ 0. Default 10 s. */
   stopTimeoutMs?: number;
+  /**
+   * How long a handler may run on after its job's cancel (a JobCancel, the scheduler's running
+   * timeout) or after stop() gave up on it. Past it the worker takes the slot back: it answers
+   * CANCELLED (unless stop() already answered), stops reporting the job, logs `handler did not
+   * settle after its cancel; slot taken back` and ignores whatever the handler settles with later.
+   * 0 to 3600000. Default 30 s.
+   */
+  cancelGraceMs?: number;
+  /** Largest result JSON in UTF-8 bytes; a larger one answers FAILED `result_too_large`. 1 to 512 MiB. Default 8 MiB. */
+  maxResultBytes?: number;
   /** Heartbeat capabilities; default: the topics. */
   capabilities?: string[];
   labels?: Record<string, string>;
@@ -87,6 +118,12 @@ export interface WorkerOptions {
   handler: JobHandler;
 }
 
+/**
+ * succeeded + failed + retryable + cancelled count every JobResult the worker sent, by status
+ * (the same as `cordum_worker_jobs_total{status}`): handler outcomes and the worker's own answers
+ * (`worker_busy`, `worker_shutdown`, `worker_redis_unavailable`, ...). Each of those answers is
+ * also counted in its own field below.
+ */
 export interface WorkerStats {
   activeJobs: number;
   /** Jobs handed to the handler. */
@@ -97,6 +134,12 @@ export interface WorkerStats {
   cancelled: number;
   /** Claimed but refused because maxParallelJobs was reached (answered FAILED_RETRYABLE worker_busy). */
   rejectedBusy: number;
+  /** Answered FAILED_RETRYABLE `worker_shutdown`: refused while stopping, or abandoned at the stop deadline. */
+  handedBack: number;
+  /** Answered FAILED_RETRYABLE `worker_redis_unavailable`: the dispatch claim found Redis down. */
+  redisUnavailable: number;
+  /** Handlers still running `cancelGraceMs` after their cancel or abandon, whose slot was taken back. */
+  stuckReleased: number;
   /** Redeliveries of a dispatch already taken (locally or by another worker). */
   duplicates: number;
   /** Dispatches that are not the job's current one, or whose job is terminal. */

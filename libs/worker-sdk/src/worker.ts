@@ -2,17 +2,31 @@
 // at most once (claim-2.lua) and reports results on JetStream (D1, D9, D40).
 import { subjects, type Subscription } from '@cordum/bus';
 import { WORKER_DRAINING_LABEL, packetDecoder, packetEncoder, type BusPacket, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
+import { isRedisUnavailable, redisErrorText } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { WorkerError } from './errors';
 import { InputError, JobIo } from './job-io';
 import { directSubject as directSubjectFor } from './keys';
 import { cpuLoadPct, memoryLoadPct } from './load';
 import { WorkerMetrics } from './metrics';
+import {
+  DEFAULT_CANCEL_GRACE_MS,
+  DEFAULT_CLAIM_TTL_MS,
+  DEFAULT_HEARTBEAT_INTERVAL_MS,
+  DEFAULT_MAX_RESULT_BYTES,
+  DEFAULT_RESULT_WRITE_BUDGET_MS,
+  DEFAULT_START_ACK_DELAY_MS,
+  DEFAULT_STOP_TIMEOUT_MS,
+  validateAll,
+} from './options';
 import { handshakePacket, heartbeatPacket, progressPacket, resultMsgId, resultPacket, SDK_VERSION, type Encode, type ResultStatus } from './packets';
+import { bounded, MAX_ERROR_CODE_CHARS, MAX_ERROR_MESSAGE_CHARS, normaliseProgress, render, serialise, thrownMessage, thrownStack, utf8Over } from './text';
 import type { JobOutcome, Worker, WorkerOptions, WorkerStats } from './types';
 
-type LifecycleState = 'created' | 'running' | 'stopping' | 'stopped';
+
+type LifecycleState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 interface RunningJob {
   key: string;
@@ -20,12 +34,17 @@ interface RunningJob {
   traceId: string;
   controller: AbortController;
   cancelled: boolean;
-  /** stop() gave up on it and already answered FAILED_RETRYABLE for it. */
+  /** stop() gave up on it and already answered for it. */
   abandoned: boolean;
+  /** The handler settled, or its slot was taken back: what it sends through progress() is dropped. */
+  closed: boolean;
   /** The pending start ack; cleared once any progress for the job went out or it ended. */
   ackTimer: NodeJS.Timeout | undefined;
+  /** Runs out `cancelGraceMs` after the job's cancel or abandon (then `onStuck`). */
+  graceTimer: NodeJS.Timeout | undefined;
+  onStuck: () => void;
   /** The handler's latest progress, repeated by each heartbeat's keep-alive (not reset to 0). */
-  lastProgress?: { percent?: number; message?: string };
+  lastProgress?: { percent: number; message: string };
 }
 
 interface Reply {
@@ -35,19 +54,27 @@ interface Reply {
   errorMessage?: string;
 }
 
+type Settled = { ok: true; outcome: unknown } | { ok: false; err: unknown };
+
 const SEEN_LIMIT = 10_000;
 const PUBLISH_TRIES = 5;
-export const DEFAULT_START_ACK_DELAY_MS = 100;
-/** The scheduler's shortest SCHEDULER_DISPATCH_VERIFY_DELAY (BEHAVIOURS §3). */
-const MAX_START_ACK_DELAY_MS = 1_000;
+const CANCELLED_REPLY: Reply = { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' };
+const OUTCOME_STATUSES: ReadonlySet<unknown> = new Set(['SUCCEEDED', 'FAILED', 'FAILED_RETRYABLE']);
+const OUTCOME_SHAPE = "{ status: 'SUCCEEDED' | 'FAILED' | 'FAILED_RETRYABLE', result?: <JSON value>, errorCode?: string, errorMessage?: string }";
+/** Longest error message a `job failed` log line carries (the JobResult carries up to 4096). */
+const LOG_MESSAGE_CHARS = 1_000;
+const REDIS_PING_TIMEOUT_MS = 1_000;
+/** Waiting for Redis at start is said after 2 s, then every 30 s (as the bus says it for NATS). */
+const REDIS_WAIT_NOTICE_MS = 2_000;
+const REDIS_WAIT_REPEAT_MS = 30_000;
+const REDIS_WAIT_RETRY_MS = 500;
 /**
- * The scheduler forgets a worker 30 s after its last heartbeat (CONTRACT §3, the worker TTL): a
- * period past a third of that lets one lost heartbeat drop a live worker from routing, and a
- * period past the TTL keeps it out for good (jobs stay PENDING with no error anywhere). A bound for
- * a deployment's settings (echo-worker's WORKER_HEARTBEAT_INTERVAL); the option itself is not
- * checked, so a test may quiet heartbeats down.
+ * What a worker publishes at start on `worker.<id>.instance`, a subject of worker-sdk's own next to
+ * its direct subject `worker.<id>.jobs` (not a CAP subject: the CAP subjects carry BusPackets
+ * only): every process with that id hears it, so two processes with one id find each other.
  */
-export const MAX_HEARTBEAT_INTERVAL_MS = 10_000;
+const INSTANCE_MARKER = Buffer.from('cordum-worker-instance:', 'utf8');
+const MAX_OTHER_INSTANCES = 16;
 
 class CapWorker implements Worker {
   readonly workerId: string;
@@ -61,6 +88,10 @@ class CapWorker implements Worker {
   private readonly decode: (bytes: Uint8Array) => BusPacket;
   private readonly startAckDelayMs: number;
   private readonly resultWriteBudgetMs: number;
+  private readonly heartbeatIntervalMs: number;
+  private readonly stopTimeoutMs: number;
+  private readonly cancelGraceMs: number;
+  private readonly maxResultBytes: number;
   private readonly metrics: WorkerMetrics | null;
   private readonly subs: Subscription[] = [];
   private cancelSub: Subscription | null = null;
@@ -71,29 +102,32 @@ class CapWorker implements Worker {
   /** Recently seen `<job_id>:<dispatch_id>`, insertion ordered, bounded. */
   private readonly seen = new Set<string>();
   private stopPromise: Promise<void> | null = null;
+  /** False from a failed Redis check (or a claim that found Redis down) to a PING that answers: heartbeats say draining. */
+  private redisUp = true;
+  private redisDownSince = 0;
+  private redisCheck: Promise<void> | null = null;
+  /** PINGs failed in a row (one slow PING, queued behind a big result write, is not an outage). */
+  private pingFailures = 0;
+  /** This process, told apart from another one started with the same worker id. */
+  private readonly instance = randomUUID();
+  private readonly otherInstances = new Set<string>();
   private readonly counters: Omit<WorkerStats, 'activeJobs'> = {
-    executed: 0, succeeded: 0, failed: 0, retryable: 0, cancelled: 0, rejectedBusy: 0,
-    duplicates: 0, stale: 0, badPackets: 0, resultPublishFailures: 0,
+    executed: 0, succeeded: 0, failed: 0, retryable: 0, cancelled: 0, rejectedBusy: 0, handedBack: 0, redisUnavailable: 0,
+    stuckReleased: 0, duplicates: 0, stale: 0, badPackets: 0, resultPublishFailures: 0,
   };
 
   constructor(private readonly o: WorkerOptions) {
-    if (!o.workerId) throw new WorkerError('worker_invalid_options', 'workerId is required');
-    if (o.topics.length === 0) throw new WorkerError('worker_invalid_options', 'at least one topic is required');
-    if (!Number.isInteger(o.maxParallelJobs) || o.maxParallelJobs < 1) {
-      throw new WorkerError('worker_invalid_options', `maxParallelJobs must be a positive integer, got ${o.maxParallelJobs}`);
-    }
-    const ackDelay = o.startAckDelayMs ?? DEFAULT_START_ACK_DELAY_MS;
-    if (!Number.isInteger(ackDelay) || ackDelay < 0 || ackDelay > MAX_START_ACK_DELAY_MS) {
-      throw new WorkerError('worker_invalid_options', `startAckDelayMs must be an integer from 0 to ${MAX_START_ACK_DELAY_MS}, got ${ackDelay}`);
-    }
-    this.startAckDelayMs = ackDelay;
-    const budget = o.resultWriteBudgetMs ?? 30_000;
-    if (!Number.isInteger(budget) || budget < 0) throw new WorkerError('worker_invalid_options', `resultWriteBudgetMs must be a non-negative integer, got ${budget}`);
-    this.resultWriteBudgetMs = budget;
+    validateAll(o);
+    this.startAckDelayMs = o.startAckDelayMs ?? DEFAULT_START_ACK_DELAY_MS;
+    this.resultWriteBudgetMs = o.resultWriteBudgetMs ?? DEFAULT_RESULT_WRITE_BUDGET_MS;
+    this.heartbeatIntervalMs = o.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS;
+    this.stopTimeoutMs = o.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
+    this.cancelGraceMs = o.cancelGraceMs ?? DEFAULT_CANCEL_GRACE_MS;
+    this.maxResultBytes = o.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
     this.workerId = o.workerId;
     this.directSubject = (o.directDispatch ?? true) ? directSubjectFor(o.workerId) : null;
     this.log = o.logger.child({ worker_id: o.workerId });
-    this.io = new JobIo(o.redis, o.claimTtlMs ?? 7 * 24 * 3600_000);
+    this.io = new JobIo(o.redis, o.claimTtlMs ?? DEFAULT_CLAIM_TTL_MS);
     this.encode = packetEncoder(o.signingKey);
     this.decode = packetDecoder(o.verifyKey);
     this.metrics = o.registry ? new WorkerMetrics(o.registry) : null;
@@ -105,10 +139,17 @@ class CapWorker implements Worker {
 
   async start(): Promise<void> {
     if (this.state !== 'created') throw new WorkerError('worker_state', `start() called in state ${this.state}`);
+    this.state = 'starting';
+    // Redis before the subscriptions: a worker that cannot reach it would take jobs only to
+    // answer each one worker_redis_unavailable, spending their attempts (D13) in seconds.
+    if (!(await this.waitForRedis())) return; // stop() was called meanwhile
     this.state = 'running';
     const onRequest = (data: Uint8Array, subject: string): void => this.onRequest(data, subject);
     for (const topic of this.o.topics) this.subs.push(this.o.bus.subscribe(topic, onRequest, { queue: topic }));
-    if (this.directSubject) this.subs.push(this.o.bus.subscribe(this.directSubject, onRequest));
+    if (this.directSubject) {
+      this.subs.push(this.o.bus.subscribe(this.directSubject, onRequest));
+      this.subs.push(this.o.bus.subscribe(instanceSubjectFor(this.o.workerId), (data) => isInstanceMarker(data) && this.onInstanceMarker(data)));
+    }
     this.cancelSub = this.o.bus.subscribe(subjects.cancel, (data) => this.onCancel(data));
     this.sendHandshake();
     this.beat();
@@ -117,10 +158,7 @@ class CapWorker implements Worker {
     // our heartbeat, not up to 30 s later; until then it dispatches to us by topic, unverified
     // (a dispatch lost then waits for the dispatch timeout instead of the verify delay).
     const hsEvery = this.o.handshakeIntervalMs;
-    const hb = setInterval(() => {
-      if (hsEvery === undefined) this.sendHandshake();
-      this.beat();
-    }, this.o.heartbeatIntervalMs ?? 5_000);
+    const hb = setInterval(() => this.tick(hsEvery === undefined), this.heartbeatIntervalMs);
     hb.unref();
     this.timers.push(hb);
     if (hsEvery !== undefined) {
@@ -131,7 +169,8 @@ class CapWorker implements Worker {
     // Subscriptions are registered at the server only after a round trip: once start()
     // resolves, a published job is guaranteed to reach us.
     await this.o.bus.flush();
-    this.log.info('worker started', { topics: this.o.topics, direct: this.directSubject, pool: this.o.pool, max_parallel_jobs: this.o.maxParallelJobs });
+    this.announceInstance();
+    this.log.info('worker started', { topics: this.o.topics, direct: this.directSubject, pool: this.o.pool, max_parallel_jobs: this.o.maxParallelJobs, cancel_grace_ms: this.cancelGraceMs, max_result_bytes: this.maxResultBytes });
   }
 
   stop(): Promise<void> {
@@ -147,9 +186,9 @@ class CapWorker implements Worker {
     if (wasRunning) {
       // Intake is closed: one last heartbeat says so, and schedulers stop routing here now rather
       // than when our heartbeats time out (a job redispatched off us must not come back).
-      this.beat({ draining: true });
+      this.beat({ stopping: true });
       await this.o.bus.flush().catch(() => undefined);
-      const drained = await this.drain(this.o.stopTimeoutMs ?? 10_000);
+      const drained = await this.drain(this.stopTimeoutMs);
       if (!drained) await this.abandonRunning();
     }
     this.cancelSub?.unsubscribe();
@@ -174,7 +213,8 @@ class CapWorker implements Worker {
 
   /**
    * Jobs still running at the stop deadline are answered FAILED_RETRYABLE so the
-   * scheduler redispatches them at once (D1 c) instead of waiting for the timeout.
+   * scheduler redispatches them at once (D1 c) instead of waiting for the timeout;
+   * a job cancelled meanwhile is answered CANCELLED, as it would have been.
    */
   private async abandonRunning(): Promise<void> {
     const jobs = [...this.running.values()];
@@ -182,9 +222,12 @@ class CapWorker implements Worker {
     await Promise.all(
       jobs.map(async (job) => {
         job.abandoned = true;
+        job.closed = true;
         clearTimeout(job.ackTimer);
         job.controller.abort(new WorkerError('worker_stopped', 'worker stopping'));
-        await this.publishResult(job.request, job.traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_shutdown', errorMessage: 'worker stopped before the job finished' });
+        this.startGrace(job);
+        if (!job.cancelled) this.counters.handedBack += 1;
+        await this.answer(job.request, job.traceId, 0, job.cancelled ? CANCELLED_REPLY : { status: 'FAILED_RETRYABLE', errorCode: 'worker_shutdown', errorMessage: 'worker stopped before the job finished' });
       }),
     );
   }
@@ -241,8 +284,13 @@ class CapWorker implements Worker {
       try {
         verdict = await this.io.claim(request.jobId, dispatchId, Number(request.dispatch?.attempt ?? 0n), this.workerId);
       } catch (err) {
-        this.log.error('dispatch claim failed (redis)', { ...jobLog, err: (err as Error).message });
-        await this.publishResult(request, traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_redis_unavailable', errorMessage: (err as Error).message });
+        const text = redisErrorText(err);
+        const unreachable = isRedisUnavailable(err);
+        if (unreachable) this.redisLost(text);
+        this.log.error('dispatch claim failed (redis)', { ...jobLog, err: text });
+        this.counters.redisUnavailable += 1;
+        const errorMessage = unreachable ? `worker ${this.workerId} cannot reach Redis: ${text}` : `worker ${this.workerId} could not claim the dispatch in Redis: ${text}`;
+        await this.answer(request, traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_redis_unavailable', errorMessage });
         return;
       }
       if (verdict !== 'claimed') {
@@ -253,21 +301,26 @@ class CapWorker implements Worker {
       }
     }
     if (this.state !== 'running') {
-      await this.publishResult(request, traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_shutdown', errorMessage: 'worker is stopping' });
+      this.counters.handedBack += 1;
+      await this.answer(request, traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_shutdown', errorMessage: 'worker is stopping' });
       return;
     }
     // Refuse rather than queue: a queued job without a start ack would be redispatched elsewhere (D1 b).
     if (this.running.size >= this.o.maxParallelJobs) {
       this.counters.rejectedBusy += 1;
       this.log.warn('worker busy, job refused', { ...jobLog, active_jobs: this.running.size });
-      await this.publishResult(request, traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_busy', errorMessage: `worker ${this.workerId} is at max_parallel_jobs ${this.o.maxParallelJobs}` });
+      await this.answer(request, traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_busy', errorMessage: `worker ${this.workerId} is at max_parallel_jobs ${this.o.maxParallelJobs}` });
       return;
     }
     await this.run(request, traceId, key, input);
   }
 
   private async run(request: JobRequest, traceId: string, key: string, input: Promise<unknown>): Promise<void> {
-    const job: RunningJob = { key, request, traceId, controller: new AbortController(), cancelled: false, abandoned: false, ackTimer: undefined };
+    let onStuck = (): void => undefined;
+    const stuck = new Promise<'stuck'>((resolve) => (onStuck = () => resolve('stuck')));
+    const job: RunningJob = {
+      key, request, traceId, controller: new AbortController(), cancelled: false, abandoned: false, closed: false, ackTimer: undefined, graceTimer: undefined, onStuck,
+    };
     this.running.set(key, job);
     this.metrics?.active.set(this.running.size);
     const startedAt = performance.now();
@@ -277,31 +330,44 @@ class CapWorker implements Worker {
       // so the ack would only cost a bus message, a scheduler write and a broadcast (issue 7).
       if (this.startAckDelayMs === 0) this.sendProgress(job);
       else job.ackTimer = setTimeout(() => this.sendProgress(job), this.startAckDelayMs);
+      const settled: Promise<Settled> = this.execute(job, input).then(
+        (outcome) => ({ ok: true, outcome }),
+        (err: unknown) => ({ ok: false, err }),
+      );
+      // A handler that never settles after its cancel must not hold its slot for good: past
+      // cancelGraceMs the slot is taken back and whatever the handler settles with is dropped.
+      const first = await Promise.race([settled, stuck]);
+      job.closed = true;
+      clearTimeout(job.graceTimer);
       let reply: Reply;
-      try {
-        const outcome = await this.execute(job, input);
-        // stop() answered FAILED_RETRYABLE for it and another worker may be running it now: a late
-        // result must not overwrite that attempt's res:<id> (res: is per job, not per attempt).
+      if (first === 'stuck') {
+        this.takeBack(job);
+        if (job.abandoned) return; // stop() already answered for it
+        reply = CANCELLED_REPLY;
+      } else {
+        // stop() answered for it and another worker may be running it now: a late result must
+        // not overwrite that attempt's res:<id> (res: is per job, not per attempt).
         if (job.abandoned) return;
-        reply = job.cancelled ? { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' } : await this.store(job, outcome);
-      } catch (err) {
-        reply = job.cancelled
-          ? { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' }
-          : err instanceof InputError
-            ? { status: err.code === 'context_unreadable' ? 'FAILED_RETRYABLE' : 'FAILED', errorCode: err.code, errorMessage: err.message }
-            : { status: 'FAILED', errorCode: errorCodeOf(err), errorMessage: (err as Error)?.message ?? String(err) };
+        reply = await this.replyFor(job, first);
       }
-      clearTimeout(job.ackTimer); // every outcome passes here: the catch above takes any failure
+      clearTimeout(job.ackTimer); // every outcome passes here
       if (job.abandoned) return; // stop() already answered for it
-      this.count(reply.status);
-      await this.publishResult(request, traceId, performance.now() - startedAt, reply);
+      if (reply.status === 'FAILED' || reply.status === 'FAILED_RETRYABLE') {
+        this.log.warn('job failed', {
+          job_id: request.jobId, dispatch_id: request.dispatch?.dispatchId, attempt: Number(request.dispatch?.attempt ?? 0n),
+          status: reply.status, error_code: bounded(reply.errorCode ?? '', MAX_ERROR_CODE_CHARS), err: bounded(reply.errorMessage ?? '', LOG_MESSAGE_CHARS),
+        });
+      }
+      await this.answer(request, traceId, performance.now() - startedAt, reply);
     } finally {
-      this.running.delete(key);
-      this.metrics?.active.set(this.running.size);
+      job.closed = true;
+      clearTimeout(job.ackTimer);
+      clearTimeout(job.graceTimer);
+      this.free(job);
     }
   }
 
-  private async execute(job: RunningJob, pending: Promise<unknown>): Promise<JobOutcome> {
+  private async execute(job: RunningJob, pending: Promise<unknown>): Promise<unknown> {
     const input = await pending;
     this.counters.executed += 1;
     return this.o.handler({
@@ -310,42 +376,78 @@ class CapWorker implements Worker {
       signal: job.controller.signal,
       dispatchId: job.request.dispatch?.dispatchId ?? '',
       attempt: Number(job.request.dispatch?.attempt ?? 0n),
-      progress: (p) => this.sendProgress(job, p),
+      progress: (p) => {
+        if (!job.closed) this.sendProgress(job, p);
+      },
     });
   }
 
+  /** What the worker answers for a handler that settled (or an input it could not read). */
+  private async replyFor(job: RunningJob, settled: Settled): Promise<Reply> {
+    // The job is already CANCELLED in the store (D5): whatever the handler answered is moot.
+    if (job.cancelled) return CANCELLED_REPLY;
+    if (!settled.ok) {
+      const err = settled.err;
+      if (err instanceof InputError) {
+        if (err.code !== 'context_unreadable') return { status: 'FAILED', errorCode: err.code, errorMessage: err.message };
+        if (isRedisUnavailable(err.cause)) this.redisLost(redisErrorText(err.cause));
+        return { status: 'FAILED_RETRYABLE', errorCode: err.code, errorMessage: `worker ${this.workerId} ${err.message}` };
+      }
+      const stack = thrownStack(err);
+      if (stack !== undefined) this.log.debug('handler error stack', { job_id: job.request.jobId, stack });
+      return { status: 'FAILED', errorCode: errorCodeOf(err), errorMessage: thrownMessage(err) };
+    }
+    const problem = outcomeProblem(settled.outcome);
+    // A status the scheduler does not know (0 for 'DONE') left the job to its running timeout.
+    if (problem !== null) return { status: 'FAILED', errorCode: 'handler_invalid_outcome', errorMessage: `${problem}; a handler must resolve to ${OUTCOME_SHAPE}` };
+    return this.store(job, settled.outcome as JobOutcome);
+  }
+
   /**
-   * Writes the handler's result at res:<id>. The handler has run, so a write Redis refuses must
+   * Writes the handler's result at res:<id>. It is serialised once, first: a result JSON cannot
+   * represent (BigInt, a cycle, a function) or one over maxResultBytes is FAILED at once, as the
+   * same work would give the same result. The handler has run, so a write Redis refuses must
    * not turn into a retryable failure: the scheduler would run the job a second time. The write
-   * is retried (backoff 100 ms to 2 s) for up to resultWriteBudgetMs, or until stop() gives up
-   * on the job; past that the job is FAILED `result_write_failed`: it ran, its result is lost.
+   * is retried (backoff 100 ms to 2 s) for up to resultWriteBudgetMs, or until the job is
+   * cancelled or stop() gives up on it; past that the job is FAILED `result_write_failed`: it
+   * ran, its result is lost.
    */
   private async store(job: RunningJob, outcome: JobOutcome): Promise<Reply> {
-    let resultPtr = '';
-    if (outcome.result !== undefined) {
-      const deadline = Date.now() + this.resultWriteBudgetMs;
-      for (let wait = 100, tries = 1; ; wait = Math.min(2 * wait, 2_000), tries++) {
-        // The budget bounds when the last try may begin, not when a try fails: a try begun inside
-        // it that fails after it (the process was frozen mid-write past the budget, and its
-        // command timed out on waking) gets one more try.
-        const begun = Date.now();
-        if (job.abandoned) return { status: 'FAILED', errorCode: 'worker_shutdown', errorMessage: 'abandoned at stop' }; // never published
-        try {
-          resultPtr = await this.io.writeResult(job.request.jobId, outcome.result);
-          if (tries > 1) this.log.info('result written after retries', { job_id: job.request.jobId, tries });
-          break;
-        } catch (err) {
-          const message = (err as Error).message;
-          if (job.abandoned || begun >= deadline) {
-            this.log.error('result write failed; the job ran, reporting it FAILED', { job_id: job.request.jobId, tries, err: message });
-            return { status: 'FAILED', errorCode: 'result_write_failed', errorMessage: message };
-          }
-          if (tries === 1) this.log.warn('result write failed, retrying', { job_id: job.request.jobId, err: message });
-          await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(0, deadline - Date.now()))));
+    const reply: Reply = { status: outcome.status, resultPtr: '', errorCode: outcome.errorCode ?? '', errorMessage: outcome.errorMessage ?? '' };
+    if (outcome.result === undefined) return reply;
+    const s = serialise(outcome.result);
+    if (!s.ok) return { status: 'FAILED', errorCode: 'result_not_serialisable', errorMessage: `the handler's result cannot be stored as JSON: ${s.why}` };
+    const over = utf8Over(s.json, this.maxResultBytes);
+    if (over !== null) {
+      return { status: 'FAILED', errorCode: 'result_too_large', errorMessage: `the handler's result is at least ${over} bytes of JSON, over maxResultBytes ${this.maxResultBytes}; store large outputs elsewhere and return their address` };
+    }
+    const deadline = Date.now() + this.resultWriteBudgetMs;
+    for (let wait = 100, tries = 1; ; wait = Math.min(2 * wait, 2_000), tries++) {
+      // The budget bounds when the last try may begin, not when a try fails: a try begun inside
+      // it that fails after it (the process was frozen mid-write past the budget, and its
+      // command timed out on waking) gets one more try.
+      const begun = Date.now();
+      if (job.abandoned) return { status: 'FAILED', errorCode: 'worker_shutdown', errorMessage: 'abandoned at stop' }; // never published
+      if (job.cancelled) return CANCELLED_REPLY; // the job is over: nobody will read this result
+      try {
+        reply.resultPtr = await this.io.writeResult(job.request.jobId, s.json);
+        if (tries > 1) this.log.info('result written after retries', { job_id: job.request.jobId, tries });
+        return reply;
+      } catch (err) {
+        const message = redisErrorText(err);
+        if (isRedisUnavailable(err)) this.redisLost(message);
+        if (job.cancelled && !job.abandoned) {
+          this.log.warn('result write failed and the job was cancelled meanwhile: not retried', { job_id: job.request.jobId, tries, err: message });
+          return CANCELLED_REPLY;
         }
+        if (job.abandoned || begun >= deadline) {
+          this.log.error('result write failed; the job ran, reporting it FAILED', { job_id: job.request.jobId, tries, err: message });
+          return { status: 'FAILED', errorCode: 'result_write_failed', errorMessage: `worker ${this.workerId} could not store the result in Redis: ${message}` };
+        }
+        if (tries === 1) this.log.warn('result write failed, retrying', { job_id: job.request.jobId, err: message });
+        await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(0, deadline - Date.now()))));
       }
     }
-    return { status: outcome.status, resultPtr, errorCode: outcome.errorCode ?? '', errorMessage: outcome.errorMessage ?? '' };
   }
 
   private count(status: ResultStatus): void {
@@ -354,13 +456,30 @@ class CapWorker implements Worker {
     this.metrics?.jobs.inc({ status });
   }
 
+  /** Every JobResult goes out here: counted by status, its error cut to the job store's bounds (P73). */
+  private async answer(request: JobRequest, traceId: string, executionMs: number, reply: Reply): Promise<void> {
+    this.count(reply.status);
+    await this.publishResult(request, traceId, executionMs, {
+      ...reply,
+      errorCode: bounded(reply.errorCode ?? '', MAX_ERROR_CODE_CHARS),
+      errorMessage: bounded(reply.errorMessage ?? '', MAX_ERROR_MESSAGE_CHARS),
+    });
+  }
+
   /** JetStream publish with the D9 msg id; retried with the same id so a lost ack never doubles a result. */
   private async publishResult(request: JobRequest, traceId: string, executionMs: number, reply: Reply): Promise<void> {
     const dispatchId = request.dispatch?.dispatchId ?? '';
-    const data = resultPacket({
-      workerId: this.workerId, traceId, jobId: request.jobId, status: reply.status, resultPtr: reply.resultPtr ?? '',
-      executionMs, errorCode: reply.errorCode ?? '', errorMessage: reply.errorMessage ?? '', dispatch: request.dispatch,
-    }, this.encode);
+    let data: Uint8Array;
+    try {
+      data = resultPacket({
+        workerId: this.workerId, traceId, jobId: request.jobId, status: reply.status, resultPtr: reply.resultPtr ?? '',
+        executionMs, errorCode: reply.errorCode ?? '', errorMessage: reply.errorMessage ?? '', dispatch: request.dispatch,
+      }, this.encode);
+    } catch (err) {
+      this.counters.resultPublishFailures += 1;
+      this.log.error('result not encodable, the scheduler timeout is the backstop', { job_id: request.jobId, dispatch_id: dispatchId, status: reply.status, err: thrownMessage(err) });
+      return;
+    }
     for (let tryNo = 1; ; tryNo += 1) {
       try {
         await this.o.bus.publish(subjects.result, data, { msgId: resultMsgId(request.jobId, dispatchId) });
@@ -377,13 +496,21 @@ class CapWorker implements Worker {
     }
   }
 
-  /** `p` from the handler is remembered; without it (start ack, heartbeat keep-alive) the last one is sent again. */
-  private sendProgress(job: RunningJob, p?: { percent?: number; message?: string }): void {
+  /**
+   * `p` from the handler is remembered (as the packet carries it: percent an integer 0-100);
+   * without it (start ack, heartbeat keep-alive) the last one is sent again. Never throws: it runs
+   * in the handler's call and on timers.
+   */
+  private sendProgress(job: RunningJob, p?: unknown): void {
     // Any progress is also the start ack.
     clearTimeout(job.ackTimer);
     job.ackTimer = undefined;
-    if (p) job.lastProgress = { ...p };
-    this.publishCore(subjects.progress, progressPacket({ workerId: this.workerId, traceId: job.traceId, jobId: job.request.jobId, dispatch: job.request.dispatch, ...(p ?? job.lastProgress ?? {}) }, this.encode));
+    try {
+      if (p !== undefined && p !== null) job.lastProgress = normaliseProgress(p);
+      this.publishCore(subjects.progress, progressPacket({ workerId: this.workerId, traceId: job.traceId, jobId: job.request.jobId, dispatch: job.request.dispatch, ...(job.lastProgress ?? {}) }, this.encode));
+    } catch (err) {
+      this.log.warn('progress not sent', { job_id: job.request.jobId, err: thrownMessage(err) });
+    }
   }
 
   private onCancel(data: Uint8Array): void {
@@ -401,26 +528,166 @@ class CapWorker implements Worker {
       job.cancelled = true;
       this.log.info('job cancel received', { job_id: cancel.jobId, reason: cancel.reason });
       job.controller.abort(new WorkerError('job_cancelled', `cancelled: ${cancel.reason}`));
+      this.startGrace(job);
     }
   }
 
-  private beat(o: { draining?: boolean } = {}): void {
-    const labels = o.draining ? { ...(this.o.labels ?? {}), [WORKER_DRAINING_LABEL]: 'true' } : (this.o.labels ?? {});
-    this.publishCore(
-      subjects.heartbeat,
-      heartbeatPacket({
-        workerId: this.workerId, pool: this.o.pool, activeJobs: this.running.size, maxParallelJobs: this.o.maxParallelJobs,
-        cpuLoad: cpuLoadPct(), memoryLoad: memoryLoadPct(), capabilities: this.o.capabilities ?? this.o.topics, labels,
-      }, this.encode),
-    );
-    if (o.draining) return;
+  /** The handler has `cancelGraceMs` from its cancel or abandon to settle; then its slot is taken back. */
+  private startGrace(job: RunningJob): void {
+    if (job.graceTimer !== undefined || (job.closed && !job.abandoned)) return;
+    job.graceTimer = setTimeout(job.onStuck, this.cancelGraceMs);
+    job.graceTimer.unref();
+  }
+
+  /**
+   * The handler ignored its signal past the grace: the job leaves `running` (heartbeats stop
+   * counting it, its slot takes a new job). Its claim stays, so its dispatch never runs again
+   * here or elsewhere; the handler itself runs on, out of our hands.
+   */
+  private takeBack(job: RunningJob): void {
+    this.free(job);
+    this.counters.stuckReleased += 1;
+    this.metrics?.stuck.inc();
+    this.log.error('handler did not settle after its cancel; slot taken back', {
+      job_id: job.request.jobId, dispatch_id: job.request.dispatch?.dispatchId, attempt: Number(job.request.dispatch?.attempt ?? 0n),
+      after: job.abandoned ? 'stop deadline' : 'cancel', cancel_grace_ms: this.cancelGraceMs, active_jobs: this.running.size,
+    });
+  }
+
+  private free(job: RunningJob): void {
+    if (this.running.get(job.key) !== job) return;
+    this.running.delete(job.key);
+    this.metrics?.active.set(this.running.size);
+  }
+
+  /** The heartbeat timer's work; a timer callback must not throw (an uncaught exception ends the process). */
+  private tick(withHandshake: boolean): void {
+    try {
+      if (withHandshake) this.sendHandshake();
+      this.beat();
+      this.checkRedis();
+    } catch (err) {
+      this.log.error('heartbeat tick failed', { err: thrownMessage(err) });
+    }
+  }
+
+  /**
+   * The heartbeat says draining (WORKER_DRAINING_LABEL, P69) while the worker stops, and while it
+   * cannot reach Redis: schedulers route no job to it then (each would be answered
+   * worker_redis_unavailable and spend an attempt). Running jobs get their keep-alive progress.
+   */
+  private beat(o: { stopping?: boolean } = {}): void {
+    try {
+      const draining = o.stopping === true || !this.redisUp;
+      const labels = draining ? { ...(this.o.labels ?? {}), [WORKER_DRAINING_LABEL]: 'true' } : (this.o.labels ?? {});
+      this.publishCore(
+        subjects.heartbeat,
+        heartbeatPacket({
+          workerId: this.workerId, pool: this.o.pool, activeJobs: this.running.size, maxParallelJobs: this.o.maxParallelJobs,
+          cpuLoad: cpuLoadPct(), memoryLoad: memoryLoadPct(), capabilities: this.o.capabilities ?? this.o.topics, labels,
+        }, this.encode),
+      );
+    } catch (err) {
+      this.log.warn('heartbeat not sent', { err: thrownMessage(err) });
+    }
+    if (o.stopping) return;
     // D40: progress every heartbeat keeps long jobs visibly alive for the reconciler.
     for (const job of this.running.values()) this.sendProgress(job);
   }
 
+  /** Null when Redis answers PING within a second, else why not (readable: no ioredis option names). */
+  private async pingRedis(): Promise<string | null> {
+    let t: NodeJS.Timeout | undefined;
+    const reply = Promise.resolve().then(() => this.o.redis.ping());
+    reply.catch(() => undefined);
+    try {
+      const timeout = new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`no PING reply within ${REDIS_PING_TIMEOUT_MS} ms`)), REDIS_PING_TIMEOUT_MS)));
+      const r = await Promise.race([reply, timeout]);
+      return r === 'PONG' ? null : `PING answered ${render(r, 100)}`;
+    } catch (err) {
+      return redisErrorText(err);
+    } finally {
+      clearTimeout(t);
+    }
+  }
+
+  /** start(): resolves true once Redis answers, false if stop() was called first. */
+  private async waitForRedis(): Promise<boolean> {
+    const since = Date.now();
+    let noticeAt = since + REDIS_WAIT_NOTICE_MS;
+    let noticed = false;
+    for (;;) {
+      const err = await this.pingRedis();
+      if (this.state !== 'starting') return false;
+      if (err === null) {
+        if (noticed) this.log.info('worker: Redis reachable, starting', { waited_ms: Date.now() - since });
+        return true;
+      }
+      if (Date.now() >= noticeAt) {
+        this.log.warn('worker: Redis not reachable at start, waiting for it', { err: `worker ${this.workerId} cannot reach Redis: ${err}` });
+        noticed = true;
+        noticeAt = Date.now() + REDIS_WAIT_REPEAT_MS;
+      }
+      await new Promise((r) => setTimeout(r, REDIS_WAIT_RETRY_MS));
+      if (this.state !== 'starting') return false;
+    }
+  }
+
+  /**
+   * One PING per heartbeat: a worker that lost Redis says draining until it answers again. Two
+   * failed PINGs in a row mean lost (a claim, input read or result write that finds Redis
+   * unreachable means it at once); one answered PING means back.
+   */
+  private checkRedis(): void {
+    if (this.redisCheck !== null || this.state !== 'running') return;
+    this.redisCheck = this.pingRedis().then((err) => {
+      this.redisCheck = null;
+      if (err === null) {
+        this.pingFailures = 0;
+        this.redisBack();
+      } else if (++this.pingFailures >= 2) {
+        this.redisLost(err);
+      }
+    });
+  }
+
+  private redisLost(err: string): void {
+    if (!this.redisUp) return;
+    this.redisUp = false;
+    this.redisDownSince = Date.now();
+    this.log.error('worker cannot reach Redis; heartbeats say draining until it answers', { err: `worker ${this.workerId} cannot reach Redis: ${err}` });
+    if (this.state === 'running') this.beat();
+  }
+
+  private redisBack(): void {
+    if (this.redisUp) return;
+    this.redisUp = true;
+    this.log.info('worker reaches Redis again; taking jobs', { down_ms: Date.now() - this.redisDownSince });
+    if (this.state === 'running') this.beat();
+  }
+
   private sendHandshake(): void {
-    const readyTopics = this.directSubject ? [...this.o.topics, this.directSubject] : [...this.o.topics];
-    this.publishCore(subjects.handshake, handshakePacket({ workerId: this.workerId, readyTopics, sdkVersion: this.o.sdkVersion ?? SDK_VERSION }, this.encode));
+    try {
+      const readyTopics = this.directSubject ? [...this.o.topics, this.directSubject] : [...this.o.topics];
+      this.publishCore(subjects.handshake, handshakePacket({ workerId: this.workerId, readyTopics, sdkVersion: this.o.sdkVersion ?? SDK_VERSION }, this.encode));
+    } catch (err) {
+      this.log.warn('handshake not sent', { err: thrownMessage(err) });
+    }
+  }
+
+  /** Tells every process on our direct subject that this one is there (see INSTANCE_MARKER). */
+  private announceInstance(): void {
+    if (this.directSubject === null || this.state !== 'running') return;
+    this.publishCore(instanceSubjectFor(this.o.workerId), Buffer.concat([INSTANCE_MARKER, Buffer.from(this.instance, 'utf8')]));
+  }
+
+  private onInstanceMarker(data: Uint8Array): void {
+    const other = Buffer.from(data.buffer, data.byteOffset, data.byteLength).subarray(INSTANCE_MARKER.length).toString('utf8').slice(0, 64);
+    if (other === this.instance || this.otherInstances.has(other)) return;
+    if (this.otherInstances.size < MAX_OTHER_INSTANCES) this.otherInstances.add(other);
+    this.log.warn('another process runs with this worker id: worker ids must be unique', { direct_subject: this.directSubject, instance: this.instance, other_instance: other });
+    // Once per process heard: the other one learns of us too, and the exchange ends there.
+    this.announceInstance();
   }
 
   /** Broadcasts are fire-and-forget with self-healing repeats; a failed one is logged, never thrown. */
@@ -433,14 +700,41 @@ class CapWorker implements Worker {
   }
 }
 
+/** worker-sdk's own subject for the instance announcement (INSTANCE_MARKER), beside the direct one. */
+function instanceSubjectFor(workerId: string): string {
+  return `worker.${workerId}.instance`;
+}
+
+function isInstanceMarker(data: Uint8Array): boolean {
+  return data.byteLength > INSTANCE_MARKER.length && Buffer.from(data.buffer, data.byteOffset, INSTANCE_MARKER.length).equals(INSTANCE_MARKER);
+}
+
+/** Null for a valid JobOutcome, else what is wrong with it. */
+function outcomeProblem(o: unknown): string | null {
+  try {
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) return `the handler resolved to ${render(o, 200)}`;
+    const { status, errorCode, errorMessage } = o as Record<string, unknown>;
+    if (!OUTCOME_STATUSES.has(status)) return `the handler resolved to status ${render(status, 100)}`;
+    if (errorCode !== undefined && errorCode !== null && typeof errorCode !== 'string') return `the handler's errorCode is ${render(errorCode, 100)}, not a string`;
+    if (errorMessage !== undefined && errorMessage !== null && typeof errorMessage !== 'string') return `the handler's errorMessage is ${render(errorMessage, 100)}, not a string`;
+    return null;
+  } catch (err) {
+    return `the handler's outcome cannot be read (${thrownMessage(err)})`;
+  }
+}
+
 /** A cancel without a dispatch identity applies to every attempt of the job. */
 function sameDispatch(a: DispatchIdentity | undefined, b: DispatchIdentity | undefined): boolean {
   return !a?.dispatchId || a.dispatchId === (b?.dispatchId ?? '');
 }
 
 function errorCodeOf(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && code.length > 0 ? code : 'handler_error';
+  try {
+    const code = (err as { code?: unknown } | null)?.code;
+    return typeof code === 'string' && code.length > 0 ? code : 'handler_error';
+  } catch {
+    return 'handler_error';
+  }
 }
 
 export function createWorker(o: WorkerOptions): Worker {

@@ -33,7 +33,7 @@ async function startWorker(over: Partial<WorkerOptions> & { topics: string[] }):
     redis: h.redis,
     logger: h.logger,
     maxParallelJobs: 16,
-    heartbeatIntervalMs: 60_000,
+    heartbeatIntervalMs: 10_000, // the longest allowed: quiet, for tests that do not look at heartbeats
     handler: echo,
     ...over,
   });

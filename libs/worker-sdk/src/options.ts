@@ -1,0 +1,94 @@
+// Every WorkerOptions field is checked here, at construction, before anything reaches NATS or
+// Redis: a bad value used to start a worker that flooded the bus (heartbeatIntervalMs 0), ran
+// gateway submissions directly (topic `sys.job.submit`) or lost its connection (a topic with a
+// space). One WorkerError naming the option (and the bad entry) instead.
+import { JOB_TOPIC_RE, MAX_TOPIC_LENGTH } from '@cordum/protocol';
+import { WorkerError } from './errors';
+import { render } from './text';
+import type { WorkerOptions } from './types';
+
+export const DEFAULT_START_ACK_DELAY_MS = 100;
+/** The scheduler's shortest SCHEDULER_DISPATCH_VERIFY_DELAY (BEHAVIOURS §3). */
+export const MAX_START_ACK_DELAY_MS = 1_000;
+/**
+ * The scheduler forgets a worker 30 s after its last heartbeat (CONTRACT §3, the worker TTL): a
+ * period past a third of that lets one lost heartbeat drop a live worker from routing, and a
+ * period past the TTL keeps it out for good (jobs stay PENDING with no error anywhere).
+ */
+export const MAX_HEARTBEAT_INTERVAL_MS = 10_000;
+/** Below this a worker's heartbeats (and their progress keep-alives) are load, not liveness. */
+export const MIN_HEARTBEAT_INTERVAL_MS = 100;
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
+export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+/** How long a handler may run on after its job's cancel (or stop's abandon) before its slot is taken back. */
+export const DEFAULT_CANCEL_GRACE_MS = 30_000;
+/**
+ * Largest result JSON (UTF-8 bytes) written to `res:<id>`. 8 MiB: four times what the gateway
+ * takes as a submission (2 MiB), written in well under the default Redis command timeout (1.5 s)
+ * even over 100 Mbit/s, and parsed by the gateway's GET in tens of milliseconds. Larger outputs
+ * belong in an object store, with their address in the result.
+ */
+export const DEFAULT_MAX_RESULT_BYTES = 8 * 1024 * 1024;
+/** Redis's own bound on a string value (proto-max-bulk-len's default, 512 MB). */
+export const MAX_MAX_RESULT_BYTES = 512 * 1024 * 1024;
+export const DEFAULT_RESULT_WRITE_BUDGET_MS = 30_000;
+export const DEFAULT_CLAIM_TTL_MS = 7 * 24 * 3600_000;
+
+const invalid = (message: string): WorkerError => new WorkerError('worker_invalid_options', message);
+
+function intIn(name: string, v: unknown, min: number, max: number, unit = ''): void {
+  if (v === undefined) return;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `an integer of at least ${min}` : `an integer from ${min} to ${max}`;
+    throw invalid(`${name} must be ${range}${unit}, got ${render(v, 100)}`);
+  }
+}
+
+function nonEmptyString(name: string, v: unknown, max = 255): void {
+  if (typeof v !== 'string' || v.trim() === '' || v.length > max) throw invalid(`${name} must be a non-empty string of at most ${max} characters, got ${render(v, 100)}`);
+}
+
+/**
+ * Throws WorkerError `worker_invalid_options`, naming the option, for anything createWorker would
+ * refuse except the connections (`bus`, `redis`, `logger`), so a config loader can call it before
+ * connecting to NATS and Redis. createWorker calls it too.
+ */
+export function validateWorkerOptions(o: Omit<WorkerOptions, 'bus' | 'redis' | 'logger'>): void {
+  if (typeof o !== 'object' || o === null) throw invalid('options must be an object');
+  nonEmptyString('workerId', o.workerId);
+  nonEmptyString('pool', o.pool);
+  if (!Array.isArray(o.topics) || o.topics.length === 0) throw invalid(`topics must be a non-empty array of job topics such as "job.echo", got ${render(o.topics, 100)}`);
+  for (const t of o.topics as unknown[]) {
+    // The topic is the subject (D30): a wildcard, a sys.* subject or a space would subscribe to
+    // what is not a job queue (`sys.job.submit` ran gateway submissions with no claim or policy).
+    if (typeof t !== 'string' || t.length > MAX_TOPIC_LENGTH || !JOB_TOPIC_RE.test(t)) {
+      throw invalid(`topics: ${render(t, 100)} is not a job topic: each must match ${JOB_TOPIC_RE.source} (at most ${MAX_TOPIC_LENGTH} characters), e.g. "job.echo"`);
+    }
+  }
+  if (!Number.isInteger(o.maxParallelJobs) || o.maxParallelJobs < 1) throw invalid(`maxParallelJobs must be a positive integer, got ${render(o.maxParallelJobs, 100)}`);
+  if (typeof o.handler !== 'function') throw invalid(`handler must be a function (job) => Promise<JobOutcome>, got ${render(o.handler, 100)}`);
+  intIn('heartbeatIntervalMs', o.heartbeatIntervalMs, MIN_HEARTBEAT_INTERVAL_MS, MAX_HEARTBEAT_INTERVAL_MS, ' (ms; the scheduler forgets a worker 30 s after its last heartbeat)');
+  intIn('handshakeIntervalMs', o.handshakeIntervalMs, MIN_HEARTBEAT_INTERVAL_MS, 3_600_000, ' (ms)');
+  intIn('stopTimeoutMs', o.stopTimeoutMs, 0, Number.MAX_SAFE_INTEGER, ' (ms)');
+  intIn('cancelGraceMs', o.cancelGraceMs, 0, 3_600_000, ' (ms)');
+  intIn('startAckDelayMs', o.startAckDelayMs, 0, MAX_START_ACK_DELAY_MS, ' (ms)');
+  intIn('resultWriteBudgetMs', o.resultWriteBudgetMs, 0, Number.MAX_SAFE_INTEGER, ' (ms)');
+  intIn('maxResultBytes', o.maxResultBytes, 1, MAX_MAX_RESULT_BYTES);
+  intIn('claimTtlMs', o.claimTtlMs, 1, Number.MAX_SAFE_INTEGER, ' (ms)');
+  if (o.capabilities !== undefined && (!Array.isArray(o.capabilities) || o.capabilities.some((c) => typeof c !== 'string'))) {
+    throw invalid(`capabilities must be an array of strings, got ${render(o.capabilities, 100)}`);
+  }
+  if (o.labels !== undefined) {
+    // A heartbeat carries them as map<string, string>: any other value fails its encoding on a timer.
+    const bad = typeof o.labels !== 'object' || o.labels === null || Array.isArray(o.labels) ? o.labels : Object.entries(o.labels).find(([, v]) => typeof v !== 'string');
+    if (bad !== undefined) throw invalid(`labels must map names to string values, got ${render(bad, 100)}`);
+  }
+}
+
+/** validateWorkerOptions, plus the connections it leaves out. */
+export function validateAll(o: WorkerOptions): void {
+  validateWorkerOptions(o);
+  for (const name of ['bus', 'redis', 'logger'] as const) {
+    if (typeof o[name] !== 'object' || o[name] === null) throw invalid(`${name} is required (connectWorkerRuntime gives bus and redis)`);
+  }
+}
