@@ -316,7 +316,11 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     if (config.decisionCache.ttlMs > 0) cache = new DecisionCache({ ...config.decisionCache, now }, metrics.cacheObserver());
     const c = cache;
     redis = createRedis({ ...config.redis, name: `${config.service}:${config.instanceId}`, events: redisLogEvents(log) });
-    const s = new SnapshotStore(redis, (snap) => c?.reset(snap.id));
+    const s = new SnapshotStore(redis, (snap) => {
+      c?.reset(snap.id);
+      metrics.policySnapshot.reset();
+      metrics.policySnapshot.set({ snapshot: snap.id }, 1);
+    });
     store = s;
     composer = new PolicyComposer(s, config.initialPolicy, now);
     // Before the first config load: writers refuse a clashing bundle from the moment this kernel runs.

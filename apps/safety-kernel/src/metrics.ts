@@ -12,6 +12,12 @@ export class SafetyMetrics {
   readonly cacheSize: Gauge;
   /** 1 while the replica serves the last applied bundles in place of a stored section it refuses (start-time fallback). */
   readonly bundlesFallback: Gauge;
+  /**
+   * 1 for the policy snapshot this replica evaluates with (file plus bundles), labelled with its
+   * id. Kernels that disagree (a rolling SIGHUP half done, different policy files) all look in sync
+   * in /config/status, which compares the stored `safety` section only; this series tells them apart.
+   */
+  readonly policySnapshot: Gauge<'snapshot'>;
 
   constructor(registry: Registry) {
     this.decisions = new Counter({
@@ -44,6 +50,12 @@ export class SafetyMetrics {
     this.cacheSize = new Gauge({
       name: 'cordum_safety_decision_cache_size',
       help: 'Entries in the decision cache of this replica',
+      registers: [registry],
+    });
+    this.policySnapshot = new Gauge({
+      name: 'cordum_safety_policy_snapshot_info',
+      help: '1 for the policy snapshot (file plus bundles) this replica evaluates with, by snapshot id; more than one id across the kernels for longer than a reload interval means they decide differently',
+      labelNames: ['snapshot'],
       registers: [registry],
     });
     this.bundlesFallback = new Gauge({

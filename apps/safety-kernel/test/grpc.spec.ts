@@ -252,6 +252,12 @@ describe('SafetyKernel gRPC', () => {
     expect(bad.ok).toBe(false);
     expect(kernel.snapshotId).toBe(second.current);
     expect((await client.check({ jobId: 'r1', topic: 'job.echo' })).policySnapshot).toBe(second.current);
+    // The snapshot it evaluates with is a metric: one series, the current id only (P109).
+    const text = await (await fetch(`http://127.0.0.1:${kernel.httpPort}/metrics`)).text();
+    const series = text.split('\n').filter((l) => l.startsWith('cordum_safety_policy_snapshot_info{'));
+    expect(series).toHaveLength(1);
+    expect(series[0]).toContain(`snapshot="${second.current}"`);
+    expect(series[0]).toMatch(/ 1$/);
   });
 
   it('keeps at most 10 snapshots in Redis', async () => {

@@ -3,11 +3,10 @@
 // huge errors, invalid outcomes, non-Error throws. Real nats-server and redis-server.
 import { subjects } from '@cordum/bus';
 import { create, encodePacket, JobCancelSchema, JobStatus, newPacket } from '@cordum/protocol';
-import { createLogger, type Logger } from '@cordum/service-kit';
 import { Latch, waitFor } from '@cordum/testing';
 import { Registry } from 'prom-client';
 import { createWorker, DEFAULT_MAX_RESULT_BYTES, type JobHandler, type Worker, type WorkerOptions } from '../src';
-import { makeJob, onlyResult, publishJob, startHarness, type Harness } from './harness';
+import { captureLog, makeJob, onlyResult, publishJob, startHarness, type Harness } from './harness';
 
 let h: Harness;
 const workers: Worker[] = [];
@@ -25,14 +24,7 @@ afterAll(async () => {
   await h.close();
 });
 
-type Line = Record<string, unknown> & { level: string; msg: string };
-
-/** A logger whose JSON lines the test can read. */
-function capture(): { logger: Logger; lines: Line[] } {
-  const lines: Line[] = [];
-  const logger = createLogger({ service: 'worker-sdk-test', instance: 'test', level: 'debug', write: (l) => void lines.push(JSON.parse(l) as Line) });
-  return { logger, lines };
-}
+const capture = () => captureLog();
 
 async function startWorker(over: Partial<WorkerOptions> & { handler: JobHandler }): Promise<{ w: Worker; topic: string }> {
   seq += 1;

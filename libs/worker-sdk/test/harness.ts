@@ -138,3 +138,12 @@ export async function publishJob(h: Harness, subject: string, spec: JobSpec = {}
 }
 
 export const onlyResult = (h: Harness, jobId: string): JobResult | undefined => h.results.get(jobId)?.[0];
+
+export type LogLine = Record<string, unknown> & { level: string; msg: string };
+
+/** A logger whose JSON lines the test can read. */
+export function captureLog(level: 'debug' | 'info' = 'debug'): { logger: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const logger = createLogger({ service: 'worker-sdk-test', instance: 'test', level, write: (l) => void lines.push(JSON.parse(l) as LogLine) });
+  return { logger, lines };
+}

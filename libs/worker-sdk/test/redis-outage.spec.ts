@@ -4,11 +4,10 @@
 // The worker's Redis is a server of its own, stopped and restarted by the tests.
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { JobStatus, WORKER_DRAINING_LABEL } from '@cordum/protocol';
-import { createLogger, type Logger } from '@cordum/service-kit';
 import { startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
 import { createWorker, type Worker, type WorkerOptions } from '../src';
-import { onlyResult, publishJob, startHarness, type Harness } from './harness';
+import { captureLog, onlyResult, publishJob, startHarness, type Harness } from './harness';
 
 let h: Harness;
 let server: TestServer;
@@ -35,13 +34,7 @@ afterAll(async () => {
   await h.close();
 });
 
-type Line = Record<string, unknown> & { level: string; msg: string };
-
-function capture(): { logger: Logger; lines: Line[] } {
-  const lines: Line[] = [];
-  const logger = createLogger({ service: 'worker-sdk-test', instance: 'test', level: 'info', write: (l) => void lines.push(JSON.parse(l) as Line) });
-  return { logger, lines };
-}
+const capture = () => captureLog('info');
 
 function worker(over: Partial<WorkerOptions> = {}): { w: Worker; topic: string } {
   seq += 1;

@@ -200,6 +200,14 @@ test('a dispatch that is not the job current one, an older attempt, or a termina
   expect(runs).toBe(2);
   await h.resultsDrained();
   expect(h.results.get(cancelled)).toBeUndefined();
+  // A job between attempts (RETRYING) still names its ended dispatch, which a worker answered
+  // without claiming (worker_busy, say): a late copy of that dispatch must not run beside the
+  // next attempt. Only a DISPATCHED or RUNNING record has a dispatch out.
+  const between = `job-between-${process.pid}`;
+  await h.redis.hset(`job:meta:{${between}}`, { id: JSON.stringify(between), state: 'RETRYING', dispatch: JSON.stringify({ dispatchId: 'd-ended', attempt: 1, published: true, subject: 'job.fence' }) });
+  await publishJob(h, 'job.fence', { jobId: between, dispatchId: 'd-ended', attempt: 1 });
+  await waitFor(() => w.stats().stale === 4);
+  expect(runs).toBe(2);
 });
 
 test('a JobCancel aborts the running job and the worker reports CANCELLED', async () => {

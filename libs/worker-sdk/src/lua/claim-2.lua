@@ -5,7 +5,9 @@
 -- returns  1 claimed: run it
 --          0 duplicate: this dispatch was already claimed (redelivery)
 --         -1 stale: a newer attempt of the job was already claimed
---         -2 not current: the job record names another dispatch
+--         -2 not current: the job record names another dispatch, or has no dispatch out
+--            (a state other than DISPATCHED or RUNNING: between attempts, the record still
+--            names the ended one, which a worker may have answered without claiming it)
 --         -3 terminal: the job record is already in a terminal state
 -- Both keys share the {<job_id>} hash tag, so the script is Redis Cluster safe.
 -- The job record is read fail-open: absent, foreign or unparseable → ignored,
@@ -17,6 +19,7 @@ if meta_state then
     or meta_state == 'TIMEOUT' or meta_state == 'DENIED' or meta_state == 'OUTPUT_QUARANTINED' then
     return -3
   end
+  if meta_state ~= 'DISPATCHED' and meta_state ~= 'RUNNING' then return -2 end
   local raw = meta[2]
   if raw then
     local ok, d = pcall(cjson.decode, raw)
