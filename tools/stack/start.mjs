@@ -133,6 +133,24 @@ function redact(text) {
   });
 }
 
+/**
+ * The secret in the file `<name>_FILE` names (trailing line breaks dropped, as the services read
+ * it), or undefined when it is unset; both set, or a file that cannot be read, stops the start.
+ */
+function secretFromFile(name) {
+  const path = process.env[`${name}_FILE`];
+  if (!path) return undefined;
+  if (process.env[name]) fail(`${name} and ${name}_FILE are both set: set one`);
+  try {
+    const value = readFileSync(path, 'utf8').replace(/[\r\n]+$/, '');
+    if (value === '') fail(`${name}_FILE names an empty file ${JSON.stringify(path)}`);
+    return value;
+  } catch (e) {
+    if (e instanceof Fatal) throw e;
+    fail(`${name}_FILE cannot read ${JSON.stringify(path)}: ${e.code ?? e.message}`);
+  }
+}
+
 /** A variable's value as a message quotes it: JSON-quoted, its passwords redacted. */
 const quoted = (value) => JSON.stringify(redact(value ?? ''));
 
@@ -143,9 +161,11 @@ const quoted = (value) => JSON.stringify(redact(value ?? ''));
  */
 function readEnvAddresses(offset) {
   const env = process.env;
-  const redisUrl = env.REDIS_URL || `redis://127.0.0.1:${6379 + offset}`;
+  // REDIS_URL_FILE (a mounted secret) stands for REDIS_URL, as in the services (libs/service-kit).
+  const redisFromFile = secretFromFile('REDIS_URL');
+  const redisUrl = env.REDIS_URL || redisFromFile || `redis://127.0.0.1:${6379 + offset}`;
   const redis = parseUrl(redisUrl, ['redis', 'rediss'], 6379);
-  if (!redis) fail(`REDIS_URL=${quoted(env.REDIS_URL)} is not a Redis URL: expected redis://host:port (or rediss://host:port)`);
+  if (!redis) fail(redisFromFile ? `REDIS_URL_FILE: the file does not hold a Redis URL: expected redis://host:port (or rediss://host:port)` : `REDIS_URL=${quoted(env.REDIS_URL)} is not a Redis URL: expected redis://host:port (or rediss://host:port)`);
   const natsUrl = env.NATS_URL || `nats://127.0.0.1:${4222 + offset}`;
   const natsList = natsUrl.split(',').map((s) => s.trim()).filter(Boolean);
   const nats = natsList.map((u) => parseUrl(u, ['nats', 'tls', 'ws', 'wss'], 4222));
@@ -434,6 +454,8 @@ async function main() {
   if (!existsSync(join(root, 'node_modules/.bin/nx'))) fail('dependencies are not installed; run npm install --no-audit --no-fund first');
   const addrs = readEnvAddresses(opts.portOffset);
   const { redisUrl, natsUrl, cluster } = addrs;
+  // Read before anything starts: a key file that cannot be read is one line, nothing to stop.
+  const keyFromFile = secretFromFile('CORDUM_API_KEY');
   const logRel = opts.portOffset > 0 ? `.cordum/logs-p${opts.portOffset}` : '.cordum/logs';
   logDir = join(root, logRel);
   const pidRel = opts.portOffset > 0 ? `.cordum/stack-p${opts.portOffset}.pids` : '.cordum/stack.pids';
@@ -484,8 +506,8 @@ async function main() {
     return spawnLogged('nats', 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], process.env);
   }, () => natsWithoutJetStream(addrs.natsFirst, addrs.nats));
 
-  const keyFromEnv = Boolean(process.env.CORDUM_API_KEY);
-  const apiKey = process.env.CORDUM_API_KEY || devKey();
+  const keySource = process.env.CORDUM_API_KEY ? 'from CORDUM_API_KEY in your environment' : keyFromFile ? 'from CORDUM_API_KEY_FILE' : 'also in .cordum/dev.env';
+  const apiKey = process.env.CORDUM_API_KEY || keyFromFile || devKey();
   const clientEnv = {};
   for (const [envName, ref] of Object.entries(table.clientAddresses)) {
     const svc = wanted.find((s) => s.name === ref.service);
@@ -507,9 +529,10 @@ async function main() {
       const instanceId = opts.portOffset > 0 ? `${name}-p${opts.portOffset}` : name;
       const env = {
         ...process.env,
-        REDIS_URL: redisUrl,
+        // A *_FILE variable the user set reaches the services as it is (they read the file).
+        ...(process.env.REDIS_URL_FILE && !process.env.REDIS_URL ? {} : { REDIS_URL: redisUrl }),
         NATS_URL: natsUrl,
-        CORDUM_API_KEY: apiKey,
+        ...(keyFromFile ? {} : { CORDUM_API_KEY: apiKey }),
         CORDUM_INSTANCE_ID: instanceId,
         // The heap cap of deploy/Dockerfile (docs/performance.md "Memory"), unless NODE_OPTIONS is set.
         ...(process.env.NODE_OPTIONS === undefined ? { NODE_OPTIONS: '--max-old-space-size=512' } : {}),
@@ -554,7 +577,7 @@ async function main() {
   console.log(`
 Cordum is up.
   gateway URL : ${url}
-  API key     : ${apiKey}   (${keyFromEnv ? 'from CORDUM_API_KEY in your environment' : 'also in .cordum/dev.env'})
+  API key     : ${apiKey}   (${keySource})
 
 Try it:
   curl -s -X POST ${url}/api/v1/jobs -H "X-API-Key: ${apiKey}" -H "Content-Type: application/json" -d '{"topic":"job.echo","prompt":"hello"}'

@@ -1,7 +1,7 @@
 // Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
 import { createHash, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
-import { commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zNumber, zParsedString } from '@cordum/service-kit';
+import { commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zNumber, zParsedString, type NatsConnectionConfig } from '@cordum/service-kit';
 import { RATE_LIMIT_BOUNDS, configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
@@ -74,18 +74,22 @@ export const gatewayEnvSchema = commonEnvSchema
   .superRefine((env, ctx) => {
     // D26: an open gateway is never the default.
     if (env.CORDUM_API_KEY === undefined && env.CORDUM_API_KEYS.length === 0) {
-      ctx.addIssue({ code: 'custom', path: ['CORDUM_API_KEY'], message: 'no API keys configured: set CORDUM_API_KEY or CORDUM_API_KEYS' });
+      ctx.addIssue({ code: 'custom', path: ['CORDUM_API_KEY'], message: 'no API keys configured: set CORDUM_API_KEY or CORDUM_API_KEYS (or CORDUM_API_KEY_FILE / CORDUM_API_KEYS_FILE)' });
     }
   });
 
 export type GatewayEnv = z.infer<typeof gatewayEnvSchema>;
+
+/** The API keys may be read from files (mounted secrets) instead: what the variable would hold. */
+export const GATEWAY_SECRET_FILES = { CORDUM_API_KEY: 'CORDUM_API_KEY_FILE', CORDUM_API_KEYS: 'CORDUM_API_KEYS_FILE' } as const;
 
 export interface GatewayConfig {
   service: 'api-gateway';
   instanceId: string;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
-  natsServers: string[];
+  /** NATS_URL and the NATS login and TLS variables (natsConnectionConfig). */
+  nats: NatsConnectionConfig;
   httpAddr: { host: string; port: number };
   grpcAddr: { host: string; port: number };
   metricsAddr: { host: string; port: number };
@@ -105,7 +109,7 @@ export interface GatewayConfig {
 
 /** Throws ConfigError (one line naming the variable) on bad env. */
 export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string | undefined>): GatewayConfig {
-  const e = loadConfig(gatewayEnvSchema, env);
+  const e = loadConfig(gatewayEnvSchema, env, { secretFiles: GATEWAY_SECRET_FILES });
   const keys: ApiKeyEntry[] = [...e.CORDUM_API_KEYS];
   if (e.CORDUM_API_KEY !== undefined) keys.push({ key: e.CORDUM_API_KEY, tenant: e.TENANT_ID, role: 'admin', principalId: 'admin' });
   return {
@@ -113,7 +117,7 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string
     instanceId: e.CORDUM_INSTANCE_ID ?? defaultInstanceId('api-gateway'),
     logLevel: e.CORDUM_LOG_LEVEL,
     redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
-    natsServers: e.NATS_URL,
+    nats: natsConnectionConfig(e),
     httpAddr: e.GATEWAY_HTTP_ADDR,
     grpcAddr: e.GATEWAY_GRPC_ADDR,
     metricsAddr: e.GATEWAY_METRICS_ADDR,

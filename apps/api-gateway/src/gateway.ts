@@ -150,7 +150,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     // Dial now (a lazy client would otherwise stay 'wait' until the first request); readiness reports the result.
     if (!(await pingRedis(redis, PING_TIMEOUT_MS))) logger.warn('redis not answering at start; /readyz stays 503 until it does', { hint: 'down, or refusing the credentials in REDIS_URL (logged just before)' });
     else await warnIfEvicting(redis, (msg, fields) => logger.warn(msg, fields));
-    const bus: Bus = await connectBus({ servers: config.natsServers, name: config.instanceId, logger, registry, waitOnFirstConnect: true });
+    const bus: Bus = await connectBus({ ...config.nats, name: config.instanceId, logger, registry, waitOnFirstConnect: true });
     await track('bus', () => bus.close());
     await bus.ensureStreams();
 

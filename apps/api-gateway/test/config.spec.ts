@@ -1,4 +1,7 @@
 // Pure config parsing (CONTRACT §1, D26): defaults, key lists, one-line errors.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ConfigError } from '@cordum/service-kit';
 import { loadGatewayConfig } from '../src/config';
 import { createStaticKeyStore } from '../src/auth/keys';
@@ -52,6 +55,11 @@ describe('loadGatewayConfig', () => {
       { key: 'viewer-key-1234', tenant: '*', role: 'viewer', principalId: 'v' },
       { key: 'admin-key-12345678', tenant: 'acme', role: 'admin', principalId: 'admin' },
     ]);
+  });
+
+  it('takes the NATS login of the common env (natsConnectionConfig)', () => {
+    expect(loadGatewayConfig({ ...base, NATS_URL: 'nats://gw:pw@n:4222' }).nats).toEqual({ servers: ['nats://n:4222'], user: 'gw', password: 'pw' });
+    expect(configError({ ...base, NATS_URL: 'nats://gw:pw@n:4222', NATS_TOKEN: 'tok' })).toContain('a user:password in NATS_URL and NATS_TOKEN(_FILE) are set together');
   });
 
   it('refuses to start without any key (D26)', () => {
@@ -108,6 +116,41 @@ describe('loadGatewayConfig', () => {
     for (const addr of ['dns:///safety-kernel-headless:50051', 'kernel:50051', '[::1]:50051', 'a:1,b:2']) {
       expect(loadGatewayConfig({ ...base, JOB_TTL: '7d', SAFETY_KERNEL_ADDR: addr })).toMatchObject({ safetyKernelAddr: addr, jobTtlMs: 7 * 86_400_000 });
     }
+  });
+});
+
+describe('API keys from files (mounted secrets)', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'gw-keys-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (name: string, text: string): string => {
+    writeFileSync(join(dir, name), text);
+    return join(dir, name);
+  };
+
+  it('CORDUM_API_KEY_FILE and CORDUM_API_KEYS_FILE hold what the variables would (trailing line break dropped)', () => {
+    const c = loadGatewayConfig({
+      CORDUM_API_KEY_FILE: file('key', 'admin-key-from-file\n'),
+      CORDUM_API_KEYS_FILE: file('keys.json', `${JSON.stringify([{ key: 'viewer-key-file1', tenant: 'acme', role: 'viewer', principal_id: 'v' }])}\n`),
+    });
+    expect(c.apiKeys).toEqual([
+      { key: 'viewer-key-file1', tenant: 'acme', role: 'viewer', principalId: 'v' },
+      { key: 'admin-key-from-file', tenant: 'default', role: 'admin', principalId: 'admin' },
+    ]);
+  });
+
+  it('both the variable and its file, an unreadable file, or a bad list in the file: one line that echoes no key', () => {
+    expect(configError({ CORDUM_API_KEY: 'admin-key-12345678', CORDUM_API_KEY_FILE: file('key2', 'other-admin-key-1') })).toBe('invalid config: CORDUM_API_KEY and CORDUM_API_KEY_FILE are both set: set one');
+    expect(configError({ ...base, CORDUM_API_KEYS_FILE: join(dir, 'missing.json') })).toBe(`invalid config: CORDUM_API_KEYS_FILE cannot read ${JSON.stringify(join(dir, 'missing.json'))}: ENOENT`);
+    const bad = configError({ ...base, CORDUM_API_KEYS_FILE: file('bad.json', '[{"key":"short-secret-k","tenant":"acme","role":"root"}]') });
+    expect(bad).toMatch(/^invalid config: CORDUM_API_KEYS \(read from CORDUM_API_KEYS_FILE\) \[0\.role\] .* \(got "<redacted>"\)$/);
+    expect(bad).not.toContain('short-secret-k');
+  });
+
+  it('without any key, the error names the file variables too', () => {
+    expect(configError({})).toContain('no API keys configured: set CORDUM_API_KEY or CORDUM_API_KEYS (or CORDUM_API_KEY_FILE / CORDUM_API_KEYS_FILE)');
   });
 });
 

@@ -82,7 +82,7 @@ export function createEchoWorker(config: EchoWorkerConfig, deps: EchoWorkerDeps)
       };
       // A bad option fails the start before anything connects (the worker checks them again).
       validateWorkerOptions(options);
-      const rt = await connectWorkerRuntime({ name: config.workerId, natsServers: config.natsServers, redis: config.redis, logger: log, registry: deps.registry });
+      const rt = await connectWorkerRuntime({ name: config.workerId, nats: config.nats, redis: config.redis, logger: log, registry: deps.registry });
       if (state !== 'starting') {
         await rt.close(); // stop() ran while we were connecting
         return;

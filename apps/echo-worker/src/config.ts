@@ -2,7 +2,7 @@
 import type { KeyObject } from 'node:crypto';
 import { loadSigningKeyFile } from '@cordum/protocol';
 import { MAX_HEARTBEAT_INTERVAL_MS } from '@cordum/worker-sdk';
-import { commonEnvSchema, loadConfig, zAddr, zBool, zCsv, zDuration, zParsedString, zPositiveInt } from '@cordum/service-kit';
+import { commonEnvSchema, loadConfig, natsConnectionConfig, zAddr, zBool, zCsv, zDuration, zParsedString, zPositiveInt, type NatsConnectionConfig } from '@cordum/service-kit';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 
@@ -44,7 +44,8 @@ export interface EchoWorkerConfig {
   heartbeatIntervalMs: number;
   directDispatch: boolean;
   stopTimeoutMs: number;
-  natsServers: string[];
+  /** NATS_URL and the NATS login and TLS variables (natsConnectionConfig). */
+  nats: NatsConnectionConfig;
   redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
   signingKey?: KeyObject;
   verifyKey?: KeyObject;
@@ -64,7 +65,7 @@ export function loadEchoWorkerConfig(env: NodeJS.ProcessEnv | Record<string, str
     heartbeatIntervalMs: Math.max(100, e.WORKER_HEARTBEAT_INTERVAL),
     directDispatch: e.WORKER_DIRECT_DISPATCH,
     stopTimeoutMs: e.WORKER_STOP_TIMEOUT,
-    natsServers: e.NATS_URL,
+    nats: natsConnectionConfig(e),
     redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
     signingKey: e.CAP_SIGNING_KEY_FILE,
     verifyKey: e.CAP_VERIFY_KEY_FILE,

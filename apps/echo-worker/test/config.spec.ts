@@ -13,7 +13,7 @@ test('defaults follow CONTRACT §1 and D39', () => {
     echoDelayMs: 0,
     heartbeatIntervalMs: 5_000,
     directDispatch: true,
-    natsServers: ['nats://127.0.0.1:4222'],
+    nats: { servers: ['nats://127.0.0.1:4222'] },
     redis: { url: 'redis://127.0.0.1:6379', clusterAddresses: [], poolSize: 20, minIdleConns: 5 },
   });
   expect(c.httpAddr).toBeUndefined();
@@ -27,7 +27,7 @@ test('env values are parsed: lists, durations, addresses', () => {
   });
   expect(c).toMatchObject({
     workerId: 'e1', topics: ['job.a', 'job.b.c'], pool: 'gpu', maxParallelJobs: 4, httpAddr: { host: '0.0.0.0', port: 9099 },
-    execLogPath: '/tmp/x.log', echoDelayMs: 250, heartbeatIntervalMs: 1000, natsServers: ['nats://a:1', 'nats://b:2'],
+    execLogPath: '/tmp/x.log', echoDelayMs: 250, heartbeatIntervalMs: 1000, nats: { servers: ['nats://a:1', 'nats://b:2'] },
   });
 });
 

@@ -22,7 +22,7 @@ beforeAll(async () => {
   [nats, redisServer] = await Promise.all([startNats(), startRedis()]);
   dir = mkdtempSync(join(tmpdir(), 'echo-worker-test-'));
   const redis = { url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 };
-  observer = await connectWorkerRuntime({ name: 'observer', natsServers: [nats.url], redis, logger });
+  observer = await connectWorkerRuntime({ name: 'observer', nats: { servers: [nats.url] }, redis, logger });
   const consumer = await observer.bus.consume({
     subject: 'sys.job.result',
     queue: 'observer',

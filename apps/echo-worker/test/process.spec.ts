@@ -19,7 +19,7 @@ beforeAll(async () => {
   [nats, redisServer] = await Promise.all([startNats(), startRedis()]);
   dir = mkdtempSync(join(tmpdir(), 'echo-proc-'));
   const logger = createLogger({ service: 'echo-proc-test', instance: 'test', level: 'error' });
-  observer = await connectWorkerRuntime({ name: 'observer', natsServers: [nats.url], redis: { url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 }, logger });
+  observer = await connectWorkerRuntime({ name: 'observer', nats: { servers: [nats.url] }, redis: { url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 }, logger });
   observer.bus.subscribe('sys.heartbeat', (d) => {
     const p = decodePacket(d);
     if (p.payload.case === 'heartbeat') heartbeats.push(p.payload.value);

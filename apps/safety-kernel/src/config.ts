@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type Policy } from '@cordum/config-overlay';
-import { ConfigError, commonEnvSchema, defaultInstanceId, loadConfig, zAddr, zDuration, zPositiveInt, errorText } from '@cordum/service-kit';
+import { ConfigError, commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, zAddr, zDuration, zPositiveInt, errorText, type NatsConnectionConfig } from '@cordum/service-kit';
 import { z } from 'zod';
 import { parsePolicy } from './policy/parse';
 import { BUILTIN_DEFAULT_POLICY } from './policy/source';
@@ -23,7 +23,8 @@ export interface SafetyKernelConfig {
   instanceId: string;
   logLevel: z.infer<typeof envSchema>['CORDUM_LOG_LEVEL'];
   redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
-  natsServers: string[];
+  /** NATS_URL and the NATS login and TLS variables (natsConnectionConfig). */
+  nats: NatsConnectionConfig;
   grpcAddr: { host: string; port: number };
   httpAddr: { host: string; port: number };
   /**
@@ -50,7 +51,7 @@ export function loadSafetyKernelConfig(env: NodeJS.ProcessEnv | Record<string, s
     instanceId: e.CORDUM_INSTANCE_ID ?? defaultInstanceId(SERVICE_NAME),
     logLevel: e.CORDUM_LOG_LEVEL,
     redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
-    natsServers: e.NATS_URL,
+    nats: natsConnectionConfig(e),
     grpcAddr: e.SAFETY_KERNEL_GRPC_ADDR,
     httpAddr: e.SAFETY_KERNEL_HTTP_ADDR,
     policy: e.SAFETY_POLICY_PATH ? { path: e.SAFETY_POLICY_PATH, explicit: true } : { path: bundledPolicyPath(), explicit: false },

@@ -327,7 +327,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     await publishOwnFileRules();
     fileRulesTimer = setInterval(() => void publishOwnFileRules(), config.configReloadIntervalMs);
 
-    bus = await connectBus({ servers: config.natsServers, name: `${config.service}:${config.instanceId}`, logger: log, registry: deps.registry, waitOnFirstConnect: true });
+    bus = await connectBus({ ...config.nats, name: `${config.service}:${config.instanceId}`, logger: log, registry: deps.registry, waitOnFirstConnect: true });
     await bus.ensureStreams();
     // The watcher's startup load activates file + bundles in one snapshot, so a
     // restart does not record a file-only snapshot first.

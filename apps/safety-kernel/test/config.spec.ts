@@ -54,7 +54,10 @@ describe('safety-kernel config', () => {
     const d = loadSafetyKernelConfig({});
     expect(d.decisionCache).toEqual({ ttlMs: 0, maxSize: 10_000 });
     expect(d.configReloadIntervalMs).toBe(30_000);
-    expect(d.natsServers).toEqual(['nats://127.0.0.1:4222']);
+    expect(d.nats).toEqual({ servers: ['nats://127.0.0.1:4222'] });
+    // The NATS login of the common env (natsConnectionConfig), as every service reads it.
+    expect(loadSafetyKernelConfig({ NATS_URL: 'nats://kernel:pw@n1:4222,nats://kernel:pw@n2:4222' }).nats).toEqual({ servers: ['nats://n1:4222', 'nats://n2:4222'], user: 'kernel', password: 'pw' });
+    expect(() => loadSafetyKernelConfig({ NATS_TOKEN: 't', NATS_USER: 'u', NATS_PASSWORD: 'p' })).toThrow('invalid config: NATS_USER and NATS_TOKEN(_FILE) are set together');
     const c = loadSafetyKernelConfig({ SAFETY_DECISION_CACHE_TTL: '5s', SAFETY_DECISION_CACHE_MAX_SIZE: '500', CORDUM_CONFIG_RELOAD_INTERVAL: '2s' });
     expect(c.decisionCache).toEqual({ ttlMs: 5000, maxSize: 500 });
     expect(c.configReloadIntervalMs).toBe(2000);

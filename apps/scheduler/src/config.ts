@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
-import { ConfigError, commonEnvSchema, loadConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zParsedString } from '@cordum/service-kit';
+import { ConfigError, commonEnvSchema, loadConfig, natsConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zParsedString, type NatsConnectionConfig } from '@cordum/service-kit';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { z } from 'zod';
 import { D21_BREAKER, type BreakerOptions } from './safety-breaker';
@@ -69,7 +69,8 @@ function between(min: number, max: number) {
 
 export interface SchedulerConfig {
   redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
-  natsServers: string[];
+  /** NATS_URL and the NATS login and TLS variables (natsConnectionConfig). */
+  nats: NatsConnectionConfig;
   httpAddr: { host: string; port: number };
   safetyKernelAddr: string;
   jobTtlMs: number;
@@ -125,7 +126,7 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
   if (timeouts) bootstrapFiles.push({ section: 'timeouts', fileHashMetaKey: '_timeoutsFileHash', content: timeouts.raw, source: timeouts.source });
   return {
     redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
-    natsServers: e.NATS_URL,
+    nats: natsConnectionConfig(e),
     httpAddr: e.SCHEDULER_HTTP_ADDR,
     safetyKernelAddr: e.SAFETY_KERNEL_ADDR,
     jobTtlMs: e.JOB_TTL,

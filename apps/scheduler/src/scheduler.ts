@@ -150,7 +150,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     });
     redis = createRedis({ ...config.redis, name: `scheduler:${instanceId}`, events: redisLogEvents(logger) });
     const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM, histogramBuckets: JOB_PATH_BUCKETS });
-    bus = await connectBus({ servers: config.natsServers, name: `scheduler:${instanceId}`, logger, registry, waitOnFirstConnect: true });
+    bus = await connectBus({ ...config.nats, name: `scheduler:${instanceId}`, logger, registry, waitOnFirstConnect: true });
     await bus.ensureStreams();
     // D14: each DLQ write is followed by its sys.job.dlq notice (for the gateway's consumer).
     const created: JobStore = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: instanceId, logger }) });

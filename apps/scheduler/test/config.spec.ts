@@ -16,7 +16,7 @@ describe('loadSchedulerConfig', () => {
       safetyKernelAddr: '127.0.0.1:50051',
       jobTtlMs: 7 * 24 * 3600 * 1000,
       dispatchUntracked: false,
-      natsServers: ['nats://127.0.0.1:4222'],
+      nats: { servers: ['nats://127.0.0.1:4222'] },
       pools: { topics: {}, pools: {} },
       poolsSource: 'built-in defaults',
       timeouts: { reconciler: { dispatch_timeout_seconds: 120, running_timeout_seconds: 300, scan_interval_seconds: 30 } },

@@ -1,5 +1,5 @@
 import { connect as tcpConnect } from 'node:net';
-import { connect, ErrorCode, Events, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import { connect, credsAuthenticator, ErrorCode, Events, type ConnectionOptions, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { BusError, isTransientJsError, jsApiErrCode, natsCode } from './errors';
 import { flushOncePerTurn } from './flush';
 import { busMetrics, type BusMetrics } from './metrics';
@@ -8,7 +8,7 @@ import { publishWithRetry, type PublishDeps } from './publish';
 import { PullConsumer } from './consumer';
 import { clusterSizeHint, ensureSysStream } from './streams';
 import { STREAM_SYS, durableName } from './subjects';
-import type { Bus, BusLogger, BusOptions, ConsumeOptions, Consumer, ConsumerBacklog, Subscription } from './types';
+import type { Bus, BusLogger, BusOptions, ConsumeOptions, Consumer, ConsumerBacklog, NatsConnectOptions, Subscription } from './types';
 
 const DRAIN_TIMEOUT_MS = 5_000;
 /** How long ensureStreams waits for a JetStream that is not ready (a cluster electing, a busy one). */
@@ -59,12 +59,12 @@ class NatsBus implements Bus {
         this.isConnected = false;
         // Replies to publishes in flight may be lost with the connection: retry them now (D43).
         this.publisher.failAll(ErrorCode.Disconnect);
-        if (this.state === 'open') this.log.warn('bus: disconnected from NATS', { server: String(s.data) });
+        if (this.state === 'open') this.log.warn('bus: disconnected from NATS', { server: redactServers(String(s.data)) });
       } else if (s.type === Events.Reconnect) {
         this.isConnected = true;
-        this.log.info('bus: reconnected to NATS', { server: String(s.data) });
+        this.log.info('bus: reconnected to NATS', { server: redactServers(String(s.data)) });
       } else if (s.type === Events.Error) {
-        this.log.error('bus: NATS async error', { err: String(s.data) });
+        this.log.error('bus: NATS async error', { err: redactServers(String(s.data)) });
       }
     }
     this.isConnected = false;
@@ -201,6 +201,43 @@ class NatsBus implements Bus {
   }
 }
 
+/**
+ * `nats://user:pw@host` → `nats://<redacted>@host` in any text (a list, a message, a URL that
+ * does not parse): what the bus logs or throws never carries a password or token.
+ */
+export function redactServers(text: string): string {
+  return text.replace(/(:\/\/)[^@/\s,]*@/g, '$1<redacted>@');
+}
+
+/** How the connection logs in, for an error message: never the secret. */
+function loginOf(o: NatsConnectOptions): string {
+  if (o.credentials !== undefined) return 'a creds file';
+  if (o.token !== undefined) return 'a token';
+  if (o.user !== undefined) return `user ${JSON.stringify(o.user)}`;
+  return 'no credentials';
+}
+
+/**
+ * The nats.js options of `o`'s servers, login and TLS. A server URL with `user:password@` is
+ * refused: nats.js drops it without a word, and the connect then fails with nothing but
+ * "Authorization Violation" (service-kit natsConnectionConfig moves it into user/password).
+ */
+function natsConnectOptions(o: NatsConnectOptions): ConnectionOptions {
+  const withLogin = o.servers.find((s) => /^[a-z][a-z0-9+.-]*:\/\/[^/]*@/i.test(s));
+  if (withLogin !== undefined) {
+    throw new BusError('bus_connect_failed', `NATS server ${redactServers(withLogin)} carries a user or password in its URL, which the NATS client ignores: pass them as user/password or token (natsConnectionConfig of @cordum/service-kit does so for NATS_URL)`);
+  }
+  const ways = [o.user !== undefined || o.password !== undefined, o.token !== undefined, o.credentials !== undefined].filter(Boolean).length;
+  if (ways > 1) throw new BusError('bus_connect_failed', 'connectBus: give one way to log in to NATS (user and password, token, or credentials)');
+  return {
+    servers: o.servers,
+    ...(o.user !== undefined ? { user: o.user, pass: o.password ?? '' } : {}),
+    ...(o.token !== undefined ? { token: o.token } : {}),
+    ...(o.credentials !== undefined ? { authenticator: credsAuthenticator(new TextEncoder().encode(o.credentials)) } : {}),
+    ...(o.tls !== undefined ? { tls: { ...o.tls } } : {}),
+  };
+}
+
 /** How long a first connect that waits for NATS runs before it logs that it is waiting, and how often it says so again. */
 const FIRST_CONNECT_NOTICE_MS = 2_000;
 const FIRST_CONNECT_REPEAT_MS = 30_000;
@@ -214,7 +251,7 @@ function dialCause(server: string): Promise<string> {
     host = u.hostname.replace(/^\[|\]$/g, '');
     port = Number(u.port || 4222);
   } catch {
-    return Promise.resolve(`not a URL: ${server}`);
+    return Promise.resolve(`not a URL: ${redactServers(server)}`);
   }
   return new Promise((resolve) => {
     const s = tcpConnect({ host, port });
@@ -237,12 +274,12 @@ function dialCause(server: string): Promise<string> {
 function jetStreamUnavailable(server: string, err: unknown): BusError {
   const api = jsApiErrCode(err);
   if (api === JS_NOT_ENABLED_FOR_ACCOUNT) {
-    return new BusError('bus_connect_failed', `NATS at ${server} has no JetStream for this connection's account (enable jetstream for the account in the nats-server config)`);
+    return new BusError('bus_connect_failed', `NATS at ${redactServers(server)} has no JetStream for this connection's account (enable jetstream for the account in the nats-server config)`);
   }
   if (api === JS_NOT_ENABLED || (api === undefined && natsCode(err) === ErrorCode.NoResponders)) {
-    return new BusError('bus_connect_failed', `NATS at ${server} has no JetStream (start nats-server with -js)`);
+    return new BusError('bus_connect_failed', `NATS at ${redactServers(server)} has no JetStream (start nats-server with -js)`);
   }
-  return new BusError('bus_connect_failed', `JetStream unavailable on ${server}: ${(err as Error).message}`, { cause: err });
+  return new BusError('bus_connect_failed', `JetStream unavailable on ${redactServers(server)}: ${redactServers((err as Error).message)}`, { cause: err });
 }
 
 /**
@@ -252,6 +289,8 @@ function jetStreamUnavailable(server: string, err: unknown): BusError {
  */
 export async function connectBus(o: BusOptions): Promise<Bus> {
   if (o.servers.length === 0) throw new BusError('bus_connect_failed', 'connectBus: no NATS servers configured');
+  const login = natsConnectOptions(o);
+  const servers = redactServers(o.servers.join(','));
   let nc: NatsConnection;
   // A service waiting for NATS at start says so after 2 s, then every 30 s, with what a plain TCP
   // dial of the first server gets (nats.js retries every error alike, a mistyped host included).
@@ -259,14 +298,14 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
   const notice = (): void => {
     void dialCause(o.servers[0] ?? '').then((cause) => {
       if (waiting === undefined) return;
-      o.logger.warn('bus: NATS not reachable at start, waiting for it', { servers: o.servers.join(','), name: o.name, cause });
+      o.logger.warn('bus: NATS not reachable at start, waiting for it', { servers, name: o.name, cause });
       waiting = setTimeout(notice, FIRST_CONNECT_REPEAT_MS);
     });
   };
   if (o.waitOnFirstConnect) waiting = setTimeout(notice, FIRST_CONNECT_NOTICE_MS);
   try {
     nc = await connect({
-      servers: o.servers,
+      ...login,
       name: o.name,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
@@ -280,7 +319,10 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
       noAsyncTraces: true,
     });
   } catch (err) {
-    throw new BusError('bus_connect_failed', `connect to ${o.servers.join(',')}: ${(err as Error).message}`, { cause: err });
+    // nats.js's own text ("'Authorization Violation'") does not say what was tried; say it, never the secret.
+    const refused = natsCode(err) === ErrorCode.AuthorizationViolation || natsCode(err) === ErrorCode.AuthenticationExpired;
+    const hint = refused ? ` (NATS refused the login: ${loginOf(o)})` : '';
+    throw new BusError('bus_connect_failed', `connect to ${servers}: ${redactServers((err as Error).message)}${hint}`, { cause: err });
   } finally {
     clearTimeout(waiting);
     waiting = undefined;
@@ -295,6 +337,6 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
     throw jetStreamUnavailable(server, err);
   }
   const js = nc.jetstream();
-  o.logger.info('bus: connected to NATS', { server: nc.getServer(), name: o.name });
+  o.logger.info('bus: connected to NATS', { server: redactServers(nc.getServer()), name: o.name });
   return new NatsBus(nc, js, jsm, o, o.logger, busMetrics(o.registry));
 }

@@ -8,9 +8,33 @@ export interface BusLogger {
   error(msg: string, f?: object): void;
 }
 
-export interface BusOptions {
-  /** NATS URLs (NATS_URL comma list, already split). */
+/** TLS to NATS; the client reads the files at each (re)connect. */
+export interface NatsTlsOptions {
+  /** PEM CA certificate(s) the servers' certificates must chain to (else the system CAs). */
+  caFile?: string;
+  /** PEM client certificate and its key, for servers that verify clients. */
+  certFile?: string;
+  keyFile?: string;
+}
+
+/**
+ * Where NATS is and how to log in: what @cordum/service-kit natsConnectionConfig builds from
+ * NATS_URL, NATS_USER, NATS_PASSWORD(_FILE), NATS_TOKEN(_FILE), NATS_CREDS_FILE and NATS_TLS_*.
+ * At most one way to log in. A server URL may not carry `user:password@` (nats.js would drop it).
+ */
+export interface NatsConnectOptions {
+  /** NATS URLs (NATS_URL comma list, already split), without userinfo. */
   servers: string[];
+  user?: string;
+  password?: string;
+  token?: string;
+  /** The text of a NATS .creds file (user JWT and nkey seed). */
+  credentials?: string;
+  /** Set: every connection must be TLS (an empty object: verified against the system CAs). */
+  tls?: NatsTlsOptions;
+}
+
+export interface BusOptions extends NatsConnectOptions {
   /** Connection name, shown in the server's connz. */
   name: string;
   logger: BusLogger;

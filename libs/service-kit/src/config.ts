@@ -1,3 +1,5 @@
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { ConfigError, isConfigError, errorText } from './errors';
@@ -177,6 +179,65 @@ const zHostPortList = zCsv.superRefine((list, ctx) => {
   if (bad !== undefined) ctx.addIssue({ code: 'custom', message: `must be a comma list of host:port (bad entry "${bad}")` });
 });
 
+/** What a read of a file named by a variable failed with: the errno code (ENOENT, EACCES, EISDIR) or the message. */
+function readFailure(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? code : errorText(err);
+}
+
+/** The text of the file a variable names; throws `cannot read "<path>": ENOENT` (the variable's line). */
+function readNamedFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read ${JSON.stringify(path)}: ${readFailure(err)}`);
+  }
+}
+
+/** The PEM blocks of `type` in `text` (a CA bundle has several certificates). */
+function pemBlocks(text: string, type: string): string[] {
+  const re = new RegExp(`-----BEGIN ${type}-----[\\s\\S]*?-----END ${type}-----`, 'g');
+  return text.match(re) ?? [];
+}
+
+/** Reads the PEM certificate(s) at `path` (a CA bundle or a client certificate); throws naming the problem. */
+function checkCertFile(path: string): void {
+  const text = readNamedFile(path);
+  const certs = pemBlocks(text, 'CERTIFICATE');
+  if (certs.length === 0) throw new Error(`${JSON.stringify(path)} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  for (const pem of certs) {
+    try {
+      new X509Certificate(pem);
+    } catch (err) {
+      throw new Error(`${JSON.stringify(path)} holds a certificate that does not parse: ${errorText(err)}`);
+    }
+  }
+}
+
+/** Reads the unencrypted PEM private key at `path`; throws naming the problem (never the key). */
+function checkKeyFile(path: string): void {
+  const text = readNamedFile(path);
+  try {
+    createPrivateKey(text);
+  } catch {
+    throw new Error(`${JSON.stringify(path)} holds no unencrypted PEM private key`);
+  }
+}
+
+/**
+ * The text of a NATS credentials file (`nsc generate creds`: the user JWT and the user's nkey
+ * seed, each between dashed lines), read once at start; throws naming the problem, never the seed.
+ */
+function readNatsCreds(path: string): string {
+  const text = readNamedFile(path);
+  // The two blocks nats.js's credsAuthenticator takes: the JWT first, then the seed.
+  const [jwt = '', seed = ''] = [...text.matchAll(/-{3,}[^\n]*-{3,}\r?\n\s*(\S+)\s*\r?\n\s*-{3,}[^\n]*-{3,}/g)].map((m) => m[1] ?? '');
+  if (jwt.split('.').length !== 3 || !/^SU[A-Z2-7]+$/.test(seed)) {
+    throw new Error(`${JSON.stringify(path)} is not a NATS credentials file (a user JWT block, then a user nkey seed block)`);
+  }
+  return text;
+}
+
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -187,11 +248,134 @@ export const commonEnvSchema = z.object({
   REDIS_POOL_SIZE: zPositiveInt.default(20),
   REDIS_MIN_IDLE_CONNS: zNonNegativeInt.default(5),
   NATS_URL: zUrlList(['nats', 'tls', 'ws', 'wss']).default(['nats://127.0.0.1:4222']),
+  // NATS login (natsConnectionConfig): user and password in NATS_URL or here, a token, or a creds file.
+  NATS_USER: z.string().optional(),
+  /** Or NATS_PASSWORD_FILE (COMMON_SECRET_FILES). */
+  NATS_PASSWORD: z.string().optional(),
+  /** Or NATS_TOKEN_FILE (COMMON_SECRET_FILES). */
+  NATS_TOKEN: z.string().optional(),
+  /** A NATS .creds file (user JWT + nkey seed): its text, read and checked at start. */
+  NATS_CREDS_FILE: zParsedString(readNatsCreds).optional(),
+  /** TLS to NATS: the CA that signed the servers' certificates (else the system CAs). */
+  NATS_TLS_CA_FILE: zCheckedString(checkCertFile).optional(),
+  /** A client certificate for servers that verify clients (with NATS_TLS_KEY_FILE). */
+  NATS_TLS_CERT_FILE: zCheckedString(checkCertFile).optional(),
+  NATS_TLS_KEY_FILE: zCheckedString(checkKeyFile).optional(),
   /** Optional: callers default it with `defaultInstanceId(service)`. */
   CORDUM_INSTANCE_ID: z.string().optional(),
   CORDUM_LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
 });
 export type CommonEnv = z.infer<typeof commonEnvSchema>;
+
+/**
+ * Common variables whose value may instead be read from a file (a mounted secret), named by the
+ * `*_FILE` variable: `REDIS_URL_FILE` holds what REDIS_URL would. Setting both is a config
+ * error. loadConfig reads the file (trailing line breaks dropped) before validation, so the value
+ * is checked as the variable's own; apps add theirs with `loadConfig(schema, env, { secretFiles })`.
+ */
+export const COMMON_SECRET_FILES: Readonly<Record<string, string>> = {
+  REDIS_URL: 'REDIS_URL_FILE',
+  NATS_PASSWORD: 'NATS_PASSWORD_FILE',
+  NATS_TOKEN: 'NATS_TOKEN_FILE',
+};
+
+/** TLS to NATS: files checked at start, read again by the NATS client at each (re)connect. */
+export interface NatsTlsConfig {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
+/**
+ * Where NATS is and how to log in, as @cordum/bus connectBus takes it (`{...config.nats, name,
+ * logger}`): the servers without any `user:password@`, and at most one way to log in. The
+ * secret fields are named so that redactConfig hides them.
+ */
+export interface NatsConnectionConfig {
+  servers: string[];
+  user?: string;
+  password?: string;
+  token?: string;
+  /** The text of a NATS .creds file. */
+  credentials?: string;
+  /** Set: TLS is required (a `tls://` server, or any NATS_TLS_* variable). */
+  tls?: NatsTlsConfig;
+}
+
+type NatsEnv = Pick<CommonEnv, 'NATS_URL' | 'NATS_USER' | 'NATS_PASSWORD' | 'NATS_TOKEN' | 'NATS_CREDS_FILE' | 'NATS_TLS_CA_FILE' | 'NATS_TLS_CERT_FILE' | 'NATS_TLS_KEY_FILE'>;
+
+type UrlLogin = { kind: 'none' } | { kind: 'user'; user: string; password: string } | { kind: 'token'; token: string };
+
+/**
+ * `nats://user:password@host` → a user and password; `nats://token@host` → a token (the NATS
+ * clients' convention); percent-escapes decoded. The server is returned without them: nats.js
+ * drops a URL's userinfo, so it must travel as options.
+ */
+function splitNatsUrl(raw: string): { server: string; login: UrlLogin } {
+  const u = new URL(raw); // zUrlList checked it parses
+  if (u.username === '' && u.password === '') return { server: raw, login: { kind: 'none' } };
+  const decode = (s: string): string => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      throw new ConfigError('invalid config: NATS_URL has a user or password with a bad %-escape');
+    }
+  };
+  const user = decode(u.username);
+  const password = decode(u.password);
+  u.username = '';
+  u.password = '';
+  const server = u.toString();
+  if (password !== '') {
+    if (user === '') throw new ConfigError('invalid config: NATS_URL has a password without a user (write nats://user:password@host, or nats://token@host for a token)');
+    return { server, login: { kind: 'user', user, password } };
+  }
+  return { server, login: { kind: 'token', token: user } };
+}
+
+/**
+ * The NATS connection of a service or worker from the common env: NATS_URL without userinfo,
+ * the login from NATS_URL's `user:password@` (every entry must carry the same, or none) or
+ * NATS_USER + NATS_PASSWORD(_FILE), NATS_TOKEN(_FILE), NATS_CREDS_FILE, and TLS from a `tls://`
+ * entry or NATS_TLS_*. More than one way to log in, or half of a pair, is a ConfigError.
+ */
+export function natsConnectionConfig(e: NatsEnv): NatsConnectionConfig {
+  const bad = (why: string): ConfigError => new ConfigError(`invalid config: ${why}`);
+  const split = e.NATS_URL.map(splitNatsUrl);
+  const servers = split.map((s) => s.server);
+  const logins = new Set(split.map((s) => JSON.stringify(s.login)));
+  if (logins.size > 1) throw bad('NATS_URL entries carry different credentials: give every entry the same user:password@ (or none, and set NATS_USER and NATS_PASSWORD)');
+  const urlLogin = split[0]?.login ?? { kind: 'none' };
+
+  const ways: string[] = [];
+  if (urlLogin.kind === 'user') ways.push('a user:password in NATS_URL');
+  if (urlLogin.kind === 'token') ways.push('a token in NATS_URL');
+  if (e.NATS_USER !== undefined || e.NATS_PASSWORD !== undefined) ways.push(e.NATS_USER !== undefined ? 'NATS_USER' : 'NATS_PASSWORD(_FILE)');
+  if (e.NATS_TOKEN !== undefined) ways.push('NATS_TOKEN(_FILE)');
+  if (e.NATS_CREDS_FILE !== undefined) ways.push('NATS_CREDS_FILE');
+  if (ways.length > 1) throw bad(`${ways.join(' and ')} are set together: log in to NATS one way (a user and password, a token, or NATS_CREDS_FILE)`);
+  if (e.NATS_USER !== undefined && e.NATS_PASSWORD === undefined) throw bad('NATS_USER is set without NATS_PASSWORD or NATS_PASSWORD_FILE');
+  if (e.NATS_USER === undefined && e.NATS_PASSWORD !== undefined) throw bad('NATS_PASSWORD(_FILE) is set without NATS_USER');
+
+  const out: NatsConnectionConfig = { servers };
+  if (urlLogin.kind === 'user') Object.assign(out, { user: urlLogin.user, password: urlLogin.password });
+  if (urlLogin.kind === 'token') out.token = urlLogin.token;
+  if (e.NATS_USER !== undefined) Object.assign(out, { user: e.NATS_USER, password: e.NATS_PASSWORD });
+  if (e.NATS_TOKEN !== undefined) out.token = e.NATS_TOKEN;
+  if (e.NATS_CREDS_FILE !== undefined) out.credentials = e.NATS_CREDS_FILE;
+
+  const { NATS_TLS_CA_FILE: caFile, NATS_TLS_CERT_FILE: certFile, NATS_TLS_KEY_FILE: keyFile } = e;
+  if ((certFile === undefined) !== (keyFile === undefined)) throw bad(certFile === undefined ? 'NATS_TLS_KEY_FILE is set without NATS_TLS_CERT_FILE' : 'NATS_TLS_CERT_FILE is set without NATS_TLS_KEY_FILE');
+  if (certFile !== undefined && keyFile !== undefined) {
+    // Both files were read and parsed by their schemas already.
+    const cert = new X509Certificate(pemBlocks(readFileSync(certFile, 'utf8'), 'CERTIFICATE')[0] ?? '');
+    if (!cert.checkPrivateKey(createPrivateKey(readFileSync(keyFile, 'utf8')))) throw bad(`NATS_TLS_KEY_FILE ${JSON.stringify(keyFile)} is not the key of the certificate in NATS_TLS_CERT_FILE ${JSON.stringify(certFile)}`);
+  }
+  if (caFile !== undefined || certFile !== undefined || e.NATS_URL.some((u) => /^tls:\/\//i.test(u))) {
+    out.tls = { ...(caFile !== undefined ? { caFile } : {}), ...(certFile !== undefined ? { certFile, keyFile } : {}) };
+  }
+  return out;
+}
 
 /** `<service>-<hostname>-<pid>`: unique per process even for replicas on one host. */
 export function defaultInstanceId(service: string): string {
@@ -221,25 +405,79 @@ export function isSecretKey(key: string): boolean {
  * compose file falls back to the default instead of failing validation.
  * Throws ConfigError with a one-line message naming every bad variable.
  */
-export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv | Record<string, string | undefined>): z.infer<S> {
+export interface LoadConfigOptions {
+  /**
+   * The schema's variables that may be read from a file instead, each with the variable naming
+   * the file: `{ CORDUM_API_KEY: 'CORDUM_API_KEY_FILE' }`. COMMON_SECRET_FILES are always
+   * included (for the variables the schema has).
+   */
+  secretFiles?: Readonly<Record<string, string>>;
+}
+
+/** The keys of an object schema (refined or not), or undefined for another kind of schema. */
+function schemaKeys(schema: z.ZodType): Set<string> | undefined {
+  return schema instanceof z.ZodObject ? new Set(Object.keys(schema.shape)) : undefined;
+}
+
+/**
+ * Reads the `*_FILE` variables set in `env` into the variables they stand for. Returns the
+ * problems (both set, unreadable, empty: one phrase each) and which variables came from a file.
+ */
+function readSecretFiles(env: Record<string, string>, files: Readonly<Record<string, string>>, keys: Set<string> | undefined): { problems: string[]; fromFile: Map<string, string>; unread: Set<string> } {
+  const problems: string[] = [];
+  const unread = new Set<string>();
+  const fromFile = new Map<string, string>();
+  for (const [name, fileVar] of Object.entries(files)) {
+    const path = env[fileVar];
+    if (path === undefined || (keys !== undefined && !keys.has(name))) continue;
+    if (env[name] !== undefined) {
+      problems.push(`${name} and ${fileVar} are both set: set one`);
+      continue;
+    }
+    let value: string;
+    try {
+      // A secret file usually ends with a line break (echo, editors, kubectl create secret from a file).
+      value = readFileSync(path, 'utf8').replace(/[\r\n]+$/, '');
+    } catch (err) {
+      problems.push(`${fileVar} cannot read ${JSON.stringify(path)}: ${readFailure(err)}`);
+      unread.add(name);
+      continue;
+    }
+    if (value === '') {
+      problems.push(`${fileVar} names an empty file ${JSON.stringify(path)}`);
+      unread.add(name);
+      continue;
+    }
+    env[name] = value;
+    fromFile.set(name, fileVar);
+  }
+  return { problems, fromFile, unread };
+}
+
+export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv | Record<string, string | undefined>, opts: LoadConfigOptions = {}): z.infer<S> {
   const clean: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') clean[k] = v;
+  const { problems, fromFile, unread } = readSecretFiles(clean, { ...COMMON_SECRET_FILES, ...opts.secretFiles }, schemaKeys(schema));
   const res = schema.safeParse(clean);
-  if (res.success) return res.data;
-  const parts = res.error.issues.map((issue) => describeIssue(issue, clean));
+  if (res.success && problems.length === 0) return res.data;
+  // A variable whose file could not be read has its line already ("is required" would only repeat it).
+  const issues = (res.error?.issues ?? []).filter((issue) => !unread.has(String(issue.path[0])));
+  const parts = [...problems.map(oneLine), ...issues.map((issue) => describeIssue(issue, clean, fromFile))];
   throw new ConfigError(`invalid config: ${[...new Set(parts)].join('; ')}`);
 }
 
-function describeIssue(issue: z.core.$ZodIssue, env: Record<string, string>): string {
+function describeIssue(issue: z.core.$ZodIssue, env: Record<string, string>, fromFile: Map<string, string>): string {
   const name = issue.path.map(String).join('.') || '(env)';
   const raw = issue.path.length > 0 ? env[String(issue.path[0])] : undefined;
+  const file = issue.path.length > 0 ? fromFile.get(String(issue.path[0])) : undefined;
   let problem: string;
   if (issue.code === 'invalid_type' && raw === undefined) problem = 'is required';
   else if (issue.code === 'invalid_value') problem = `must be one of ${issue.values.map(String).join('|')}`;
   else if (issue.code === 'custom') problem = issue.message;
   else problem = `is invalid: ${issue.message}`;
-  const got = raw === undefined ? '' : ` (got ${isSecretKey(name) ? '"<redacted>"' : JSON.stringify(truncate(redactUserinfo(raw)))})`;
-  return oneLine(`${name} ${problem}${got}`);
+  // A value read from a secret file is never echoed, whatever its variable is called.
+  const got = raw === undefined ? '' : ` (got ${isSecretKey(name) || file !== undefined ? '"<redacted>"' : JSON.stringify(truncate(redactUserinfo(raw)))})`;
+  return oneLine(`${name}${file === undefined ? '' : ` (read from ${file})`} ${problem}${got}`);
 }
 
 /** `redis://:pw@host` → `redis://<redacted>@host` in any value, parseable or not: a password is never echoed. */
@@ -278,12 +516,16 @@ export function exitOnConfigError(fn: () => void | Promise<void>, exit: (code: n
   }
 }
 
-/** Hides the password in a URL (redis://:pw@host, nats://user:pw@host); non-URLs pass through. */
+/**
+ * Hides the password in a URL (redis://:pw@host, nats://user:pw@host), and a userinfo without
+ * one, which NATS reads as a token (nats://token@host → nats://***@host); non-URLs pass through.
+ */
 export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
-    if (u.password === '') return url;
-    u.password = '***';
+    if (u.password === '' && u.username === '') return url;
+    if (u.password === '') u.username = '***';
+    else u.password = '***';
     return u.toString();
   } catch {
     return url;

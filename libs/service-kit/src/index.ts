@@ -19,6 +19,8 @@ export {
   parseDurationMs,
   parseAddr,
   commonEnvSchema,
+  COMMON_SECRET_FILES,
+  natsConnectionConfig,
   defaultInstanceId,
   processEnv,
   redactUrl,
@@ -29,6 +31,9 @@ export {
   type LogLevel,
   type Addr,
   type CommonEnv,
+  type LoadConfigOptions,
+  type NatsConnectionConfig,
+  type NatsTlsConfig,
 } from './config';
 export { createLogger, serializeError, type Logger, type LoggerOptions } from './logger';
 export { createMetricsRegistry, httpMetrics } from './metrics';

@@ -7,3 +7,5 @@ export { startNatsCluster } from './nats-cluster';
 export { REDIS_BACKENDS, startRedisBackend, type RedisBackend, type RedisBackendKind } from './backends';
 export { seededRandom } from './random';
 export { commandCalls, callsOf, type InfoSource } from './redis-stats';
+export { makeTestTls, natsTlsArgs, type TestTls } from './tls';
+export { makeNatsCreds, type TestNatsCreds } from './nats-creds';

@@ -1,6 +1,6 @@
 // Connections a worker process needs, so an app built on the SDK never imports
 // the bus or redis libs itself (module boundaries: apps → worker-sdk).
-import { connectBus, type Bus } from '@cordum/bus';
+import { BusError, connectBus, type Bus, type NatsConnectOptions } from '@cordum/bus';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient, type RedisConnOptions } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import type { Registry } from 'prom-client';
@@ -8,7 +8,14 @@ import type { Registry } from 'prom-client';
 export interface WorkerRuntimeOptions {
   /** Connection name (the worker id). */
   name: string;
-  natsServers: string[];
+  /**
+   * Where NATS is and how to log in: `natsConnectionConfig(env)` of @cordum/service-kit
+   * (NATS_URL, NATS_USER, NATS_PASSWORD(_FILE), NATS_TOKEN(_FILE), NATS_CREDS_FILE, NATS_TLS_*),
+   * the same options every service connects with.
+   */
+  nats?: NatsConnectOptions;
+  /** @deprecated Servers only, without a login: use `nats`. Ignored when `nats` is given. */
+  natsServers?: string[];
   redis: RedisConnOptions;
   logger: Logger;
   registry?: Registry;
@@ -24,10 +31,12 @@ export interface WorkerRuntime {
 }
 
 export async function connectWorkerRuntime(o: WorkerRuntimeOptions): Promise<WorkerRuntime> {
+  const nats = o.nats ?? (o.natsServers !== undefined ? { servers: o.natsServers } : undefined);
+  if (nats === undefined) throw new BusError('bus_connect_failed', 'connectWorkerRuntime: nats is required (natsConnectionConfig(env) of @cordum/service-kit)');
   const redis = createRedis({ ...o.redis, name: o.redis.name ?? o.name, events: redisLogEvents(o.logger) });
   let bus: Bus;
   try {
-    bus = await connectBus({ servers: o.natsServers, name: o.name, logger: o.logger, registry: o.registry, waitOnFirstConnect: true });
+    bus = await connectBus({ ...nats, name: o.name, logger: o.logger, registry: o.registry, waitOnFirstConnect: true });
     // D43: every service ensures the streams, so results land even if the worker starts first.
     await bus.ensureStreams();
   } catch (err) {
