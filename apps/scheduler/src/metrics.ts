@@ -37,6 +37,8 @@ export interface SchedulerMetrics {
   breakerState: Gauge;
   breakerTransitions: Counter<'to'>;
   safetyChecks: Counter<'outcome'>;
+  /** 1 for the fail modes this replica applies (the `scheduler` section, its absent fields from env). */
+  failModeInfo: Gauge<'input' | 'output'>;
   safetyCheckDuration: Histogram;
   failOpen: Counter;
 }
@@ -131,6 +133,12 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     reconciled: new Counter({ name: 'cordum_scheduler_reconciled_total', help: 'Reconciler actions: dispatch_timeout, running_timeout, deadline_exceeded, max_runtime_exceeded (ended TIMEOUT or FAILED), approval_expired (DENIED), redispatch, republish, running.', labelNames: ['action'], registers: [registry] }),
     breakerState: new Gauge({ name: 'cordum_scheduler_safety_breaker_state', help: 'Safety kernel circuit breaker (shared in Redis) as last seen by this replica: 0 closed, 1 half-open, 2 open.', registers: [registry] }),
     breakerTransitions: new Counter({ name: 'cordum_scheduler_safety_breaker_transitions_total', help: 'Breaker transitions this replica caused (to = open | closed).', labelNames: ['to'], registers: [registry] }),
+    failModeInfo: new Gauge({
+      name: 'cordum_scheduler_fail_mode_info',
+      help: 'The fail modes this replica applies (input, output), 1; a field absent from the config section comes from the replica\'s env (SCHEDULER_INPUT_FAIL_MODE, ...), which GET /api/v1/config/status does not compare',
+      labelNames: ['input', 'output'],
+      registers: [registry],
+    }),
     safetyChecks: new Counter({
       name: 'cordum_scheduler_safety_checks_total',
       help: 'Check outcomes at the scheduler (allow, deny, require_human, throttle, unavailable, breaker_open, kernel_error: an error the kernel answered for the job, held in both fail modes).',

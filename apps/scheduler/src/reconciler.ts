@@ -17,7 +17,7 @@ import { TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
-import { republishAttempt } from './dispatch';
+import { republishAttempt, safeMarginMs } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
 import { reattemptLocked } from './redispatch';
 import { tellWorkerToStop } from './cancels';
@@ -87,6 +87,17 @@ async function expireApprovals(ctx: SchedulerContext, now: number): Promise<void
  * as published, once per publish, which only postpones the check by that publish's latency).
  * A job skipped here keeps its entry, re-scored by its newer write, so a later scan finds it when
  * that attempt is due.
+ *
+ * Each pass reads only the SCAN_LIMIT oldest due entries, so a job this visit leaves as it was
+ * (no worker free for a new attempt, P31; the lease lost mid-way; its lock busy; an error) would
+ * be read first again by every scan, and SCAN_LIMIT such jobs would hide every job due behind
+ * them, for up to the no-worker bound (D13). Once looked at, its entry goes behind every entry
+ * due at this scan, still due (`now - overdueAfterMs`): the next scan reads the jobs it did not
+ * reach first and this one again after them, so each is still retried once a scan while fewer
+ * than SCAN_LIMIT are due. Every bound these passes apply counts from the record (`updatedAt`,
+ * `dispatchedAt`), never from the entry's score, so this postpones none of them. An entry a
+ * write moved meanwhile (a new attempt's, later) or removed (the job left the state) is left as
+ * it is (deferActive: XX GT).
  */
 async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: (lease: Lease, job: JobRecord) => Promise<JobRecord | void>, overdueAfterMs?: number): Promise<void> {
   try {
@@ -105,6 +116,9 @@ async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: 
     if (!r.busy && r.value) await handOffFreedSlot(ctx, r.value);
   } catch (err) {
     ctx.logger.warn('reconcile job failed', { job_id: e.id, err });
+  }
+  if (overdueAfterMs !== undefined) {
+    await ctx.store.deferActive(e.id, seenIn, Date.now() - overdueAfterMs).catch((err: unknown) => ctx.logger.warn('reconcile: scan entry not moved back', { job_id: e.id, err }));
   }
 }
 
@@ -164,11 +178,11 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
   try {
     const r = await withJobLock(ctx, id, async (lease): Promise<JobRecord | void> => {
       const job = await readLocked(ctx, id);
-      if (!job || TERMINAL_STATES.has(job.state)) return ctx.store.setDeadline(id, null);
+      if (!job || TERMINAL_STATES.has(job.state)) return setDeadlineLocked(ctx, lease, id, null);
       const now = Date.now();
       const out = job.state === 'DISPATCHED' || job.state === 'RUNNING';
       if (job.deadlineAt !== undefined && job.deadlineAt <= now) {
-        if (job.state === 'APPROVAL_REQUIRED') return ctx.store.setDeadline(id, now + APPROVAL_DEADLINE_RECHECK_MS);
+        if (job.state === 'APPROVAL_REQUIRED') return setDeadlineLocked(ctx, lease, id, now + APPROVAL_DEADLINE_RECHECK_MS);
         const message = 'deadline_ms passed';
         if (out) return timeout(ctx, lease, job, 'deadline_exceeded', message);
         if (job.state === 'PENDING' || job.state === 'SCHEDULED' || job.state === 'RETRYING') {
@@ -188,17 +202,35 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
         // job's deadline): one earlier is an older attempt's, left when this attempt's bound write
         // failed (recordRuntimeBound only logs that). Set this attempt's instead of ending it early.
         const own = Math.min(job.deadlineAt ?? Infinity, (job.dispatchedAt ?? job.updatedAt) + job.maxRuntimeMs);
-        if (due !== null && due < own) return ctx.store.setDeadline(id, own);
+        if (due !== null && due < own) return setDeadlineLocked(ctx, lease, id, own);
         if (due !== null && due <= now) return timeout(ctx, lease, job, 'max_runtime_exceeded', `attempt ${job.attempts} ran past max_runtime_ms ${job.maxRuntimeMs} (policy rule ${job.safety?.ruleId ?? ''})`);
         return;
       }
       // Between attempts, or an attempt not published yet (its publish records its own bound):
       // due again only at the job's own deadline.
-      return ctx.store.setDeadline(id, job.deadlineAt ?? null);
+      return setDeadlineLocked(ctx, lease, id, job.deadlineAt ?? null);
     });
     // The ended job's slot goes on after its lock is released (P70).
     if (!r.busy && r.value) await handOffFreedSlot(ctx, r.value);
   } catch (err) {
     ctx.logger.warn('deadline check failed', { job_id: id, err });
   }
+}
+
+/**
+ * A `job:deadline` write of the deadline pass, made under the job lock from the record read under
+ * it. The entry is not fenced (one global key, in another Cluster slot than the lock), and it is
+ * the current attempt's max_runtime_ms bound (P65): a reconciler that resumes after its lock
+ * expired (a GC pause, a frozen process), from a record a newer attempt has replaced since, would
+ * drop that attempt's bound or move it, and the pass only visits entries that exist. So the write
+ * is made only while the lease is safe (D3, as before a publish), checked right before it with
+ * nothing awaited in between; the entry is otherwise left to the next scan, or to the lock's new
+ * owner.
+ */
+function setDeadlineLocked(ctx: SchedulerContext, lease: Lease, id: string, atMs: number | null): Promise<void> {
+  if (!lease.safeToAct(safeMarginMs(lease.ttlMs))) {
+    ctx.logger.warn('deadline entry not written: the job lock is no longer safe to act on', { job_id: id });
+    return Promise.resolve();
+  }
+  return ctx.store.setDeadline(id, atMs);
 }

@@ -82,6 +82,11 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
   let pools: PoolsConfig = config.pools;
   let watcher: ConfigWatcher | undefined;
   let failModes: FailModes = config.failModes;
+  const showFailModes = (m: FailModes): void => {
+    metrics.failModeInfo.reset();
+    metrics.failModeInfo.set({ input: m.inputFailMode, output: m.outputFailMode }, 1);
+  };
+  showFailModes(failModes);
   let hydration: HydrateResult | null = null;
   const loops: LeaderLoop[] = [];
   let reconciler: LeaderLoop | undefined;
@@ -126,6 +131,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
 
   function setFailModes(m: FailModes): void {
     failModes = { ...m };
+    showFailModes(m);
     logger.info('fail modes updated', { input_fail_mode: m.inputFailMode, output_fail_mode: m.outputFailMode, output_policy_enabled: m.outputPolicyEnabled });
   }
 

@@ -11,7 +11,7 @@ import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { safeMarginMs } from './dispatch';
 import { forEachLimit } from './for-each';
-import { BUSY_NAK_MS } from './job-lock';
+import { BUSY_NAK_MS, readLocked, withJobLock } from './job-lock';
 
 /**
  * How far a waiting job's orphan clock moves. The orphan sweep leaves a job it finds queued alone
@@ -91,17 +91,27 @@ function holdsForNothing(state: JobState | null | undefined, heldSince: number, 
  * that follows dispatches them, and the acquire script lets only the first `free` waiters in. A
  * waiter that is no longer PENDING (held for approval, dispatched under another decision, ended)
  * leaves the queue. Answers the number woken.
+ *
+ * What the turn read may be old by the time it acts (a slow round trip, a GC pause, a leader
+ * frozen and resumed), and a job may take or keep its place again meanwhile: a holder judged idle
+ * is dropped only while its score is still the one read (its job's next look moves it, and that
+ * look is followed by a dispatch), and the free slots are counted from the holders actually
+ * dropped. A waiter keeps its score while it waits, so one found neither PENDING nor ended
+ * leaves the queue under its job lock, after a re-read: held for approval at the read, it may be
+ * back in line by now, in the place it had (slot-acquire-2.lua keeps a waiter's first score).
  */
 export async function slotTurn(ctx: SchedulerContext, now: number): Promise<number> {
   let woken = 0;
   await forEachLimit(await ctx.store.listSlotGroups(), GROUPS_IN_FLIGHT, async (group) => {
     const [limit, holders] = await Promise.all([ctx.store.slotLimit(group), ctx.store.slotHolders(group, HOLDERS_READ)]);
     const held = await ctx.store.jobStates(holders.map((h) => h.id));
-    const idle = holders.filter((h, i) => holdsForNothing(held[i], h.score, now, ctx.config.jobLockTtlMs)).map((h) => h.id);
-    const head = await ctx.store.slotWaiters(group, (limit ?? 0) - (holders.length - idle.length));
+    const idle = holders.filter((h, i) => holdsForNothing(held[i], h.score, now, ctx.config.jobLockTtlMs));
+    const dropped = await ctx.store.dropIdleSlotHolders(group, idle);
+    const head = await ctx.store.slotWaiters(group, (limit ?? 0) - (holders.length - dropped));
     const waiting = await ctx.store.jobStates(head);
-    const left = head.filter((_, i) => waiting[i] !== 'PENDING');
-    await ctx.store.dropSlotMembers(group, idle, left);
+    const ended = head.filter((_, i) => hasEnded(waiting[i]));
+    const moved = head.filter((_, i) => waiting[i] !== 'PENDING' && !hasEnded(waiting[i]));
+    await Promise.all([ctx.store.dropSlotMembers(group, [], ended), ...moved.map((id) => leaveQueueIfNotBack(ctx, group, id))]);
     const filed = await ctx.store.wakeWaiters(head.filter((_, i) => waiting[i] === 'PENDING'), now);
     if (filed > 0) {
       woken += filed;
@@ -111,4 +121,24 @@ export async function slotTurn(ctx: SchedulerContext, now: number): Promise<numb
     await ctx.store.dropSlotGroupIfIdle(group);
   });
   return woken;
+}
+
+/** A job that ended or is gone: it never takes or keeps a place again. */
+function hasEnded(state: JobState | null | undefined): boolean {
+  return state === null || state === undefined || TERMINAL_STATES.has(state);
+}
+
+/**
+ * A waiter the turn read in another state than PENDING (held for approval, moved on under another
+ * decision) leaves the queue unless, re-read under its lock, it is PENDING again: then it is back
+ * in line (approved, its submit on the way or its look done), in its place, and the next turn
+ * wakes it. Under the lock nothing else can queue it meanwhile (a look is a drive, under the same
+ * lock); the drop is made only while the lease is safe (D3). A busy lock leaves it to the next turn.
+ */
+async function leaveQueueIfNotBack(ctx: SchedulerContext, group: string, id: string): Promise<void> {
+  await withJobLock(ctx, id, async (lease) => {
+    const job = await readLocked(ctx, id);
+    if (job?.state === 'PENDING') return;
+    if (lease.safeToAct(safeMarginMs(lease.ttlMs))) await ctx.store.dropSlotMembers(group, [], [id]);
+  });
 }

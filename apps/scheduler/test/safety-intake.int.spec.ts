@@ -178,8 +178,12 @@ describe('input_fail_mode', () => {
 
   it('open: with the kernel down jobs run, each with one audit alert on sys.audit.export, recorded as decision unavailable', async () => {
     testKernel.failing = true;
+    const shown = async () => ((await metrics.getSingleMetric('cordum_scheduler_fail_mode_info')?.get())?.values ?? []).map((v) => ({ ...v.labels, value: v.value }));
+    expect(await shown()).toEqual([{ input: 'closed', output: 'closed', value: 1 }]);
     scheduler.setFailModes({ inputFailMode: 'open', outputFailMode: 'closed', outputPolicyEnabled: false });
     expect(scheduler.failModes.inputFailMode).toBe('open');
+    // The mode applied is a metric (one series), since /config/status cannot see an env default (P112).
+    expect(await shown()).toEqual([{ input: 'open', output: 'closed', value: 1 }]);
     const jobs = await Promise.all(Array.from({ length: 5 }, () => store.createJob(newJob('job.echo', 'PENDING'))));
     for (const j of jobs) await publishSubmit(j);
     await waitFor(async () => (await Promise.all(jobs.map((j) => stateOf(j.id)))).every((s) => s === 'SUCCEEDED'), 15_000, { message: 'jobs ran fail-open' });

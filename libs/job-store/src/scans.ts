@@ -70,6 +70,13 @@ export interface JobScans {
   dropParkedTopicIfEmpty(topic: string): Promise<void>;
   /** Moves a job's orphan clock in `job:active:<state>` to `atMs` unless it is already later. */
   touchOrphanClock(id: string, state: JobState, atMs: number): Promise<void>;
+  /**
+   * Moves a job's `job:active:<state>` entry later, to `atMs`, only while the job is there and its
+   * score is earlier (ZADD XX GT): a scan that looked at a job and left it as it was puts it behind
+   * the entries it has not reached, without ever re-filing a job that left the state since, or
+   * moving back one that a newer write re-scored.
+   */
+  deferActive(id: string, state: JobState, atMs: number): Promise<void>;
   /** Re-files a deadline entry at `atMs`, or drops it (null). */
   setDeadline(id: string, atMs: number | null): Promise<void>;
   /** The job's `job:deadline` score (when it is next due), or null without an entry. */
@@ -178,6 +185,9 @@ export function createJobScans(redis: RedisClient): JobScans {
       if ((await redis.zcard(jobKeys.parked(topic))) > 0) await redis.sadd(jobKeys.parkedTopics(), topic);
     },
     touchOrphanClock,
+    async deferActive(id, state, atMs) {
+      await redis.zadd(jobKeys.active(state), 'XX', 'GT', atMs, id);
+    },
     async setDeadline(id, atMs) {
       if (atMs === null) await redis.zrem(jobKeys.deadline(), id);
       else await redis.zadd(jobKeys.deadline(), atMs, id);

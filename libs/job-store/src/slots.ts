@@ -6,6 +6,7 @@
 // update leaves a stale member, which the leader drops once it reads the job's state.
 import { defineScripts, execReplies, scriptSpec, type RedisClient } from '@cordum/redis';
 import slotAcquireLua from './lua/slot-acquire-2.lua';
+import slotDropIdleLua from './lua/slot-drop-idle-1.lua';
 import { jobKeys } from './keys';
 import { scored, type ScoredId } from './scans';
 import { isJobState, type JobState } from './states';
@@ -36,8 +37,18 @@ export interface JobSlots {
   slotWaiters(group: string, n: number): Promise<string[]>;
   /** The group's longest waiter while fewer than `limit` jobs hold its slots, else undefined (one round trip). */
   nextSlotWaiter(group: string, limit: number): Promise<string | undefined>;
-  /** Drops holders and waiters (stale members, jobs that left). */
+  /**
+   * Drops holders and waiters, whatever their scores: for a caller that holds each job's lock
+   * (a job that leaves its group, a waiter the leader re-read under its lock) or knows the job
+   * ended, since a live job may take or keep its place again at any time otherwise.
+   */
   dropSlotMembers(group: string, holders: string[], waiters: string[]): Promise<void>;
+  /**
+   * Drops the holders the caller judged idle from what it read (`slotHolders`), each only while
+   * its score is still the one read: a holder whose job took or kept its slot since (a look
+   * refreshes its score) keeps it. In one script, atomic per group. Answers how many were dropped.
+   */
+  dropIdleSlotHolders(group: string, holders: readonly ScoredId[]): Promise<number>;
   /**
    * Unlists a group with no waiters and forgets its limit (re-lists it, and puts its limit back,
    * if a wait raced the removal).
@@ -48,7 +59,7 @@ export interface JobSlots {
 }
 
 export function createJobSlots(redis: RedisClient, ttlMs: number, now: () => number): JobSlots {
-  const scripts = defineScripts(redis, [scriptSpec('slot-acquire-2.lua', slotAcquireLua)]);
+  const scripts = defineScripts(redis, [scriptSpec('slot-acquire-2.lua', slotAcquireLua), scriptSpec('slot-drop-idle-1.lua', slotDropIdleLua)]);
   /** Deletes the group's limit and answers what it was (null: none), in one transaction. */
   const takeLimit = async (group: string): Promise<string | null> => {
     const [limit] = await execReplies(redis.multi().hget(jobKeys.slotLimits(), group).hdel(jobKeys.slotLimits(), group).exec());
@@ -95,6 +106,10 @@ export function createJobSlots(redis: RedisClient, ttlMs: number, now: () => num
         holders.length > 0 ? redis.zrem(jobKeys.slots(group), ...holders) : null,
         waiters.length > 0 ? redis.zrem(jobKeys.slotWaiters(group), ...waiters) : null,
       ]);
+    },
+    async dropIdleSlotHolders(group, holders) {
+      if (holders.length === 0) return 0;
+      return Number(await scripts.run<number>('slot-drop-idle', [jobKeys.slots(group)], holders.flatMap((h) => [h.id, h.score])));
     },
     async dropSlotGroupIfIdle(group) {
       const waiting = async () => (await redis.zcard(jobKeys.slotWaiters(group))) > 0;
