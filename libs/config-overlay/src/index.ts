@@ -7,7 +7,7 @@ export {
   type ConfigOverlayErrorCode,
   type ConfigFieldError,
 } from './errors';
-export { canonicalJson, sha256Hex, hashValue, sectionHash, sectionHashes } from './canonical';
+export { canonicalJson, sha256Hex, hashValue, sectionHash, sectionHashes, findNotJson, NotJsonError, MAX_CONFIG_DEPTH } from './canonical';
 export { applyMergePatch, mergeEffective, isPlainObject, type JsonObject } from './merge';
 export {
   sectionSchemas,
@@ -51,11 +51,12 @@ export {
   type BootstrapResult,
   type BootstrapFilesResult,
 } from './bootstrap';
-export { publishConfigChanged, decodeConfigChanged, CONFIG_CHANGED_CODE, type ConfigChange } from './notify';
+export { publishConfigChanged, decodeConfigChanged, CONFIG_CHANGED_CODE, CONFIG_NOTIFY_FLUSH_BUDGET_MS, type ConfigChange } from './notify';
 export { configMetrics, ABSENT_HASH_LABEL, type ConfigMetrics, type ReloadTrigger } from './metrics';
 export { createConfigWatcher, type ConfigWatcher, type ConfigWatcherOptions, type SectionSetter } from './watcher';
 export {
   configStatus,
+  CORRUPT_SECTION_PREFIX,
   writeAppliedReport,
   appliedReportSchema,
   type AppliedReport,

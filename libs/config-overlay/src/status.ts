@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { scanKeys, type RedisClient } from '@cordum/redis';
-import { sectionHash, sectionHashes } from './canonical';
+import { errorText } from '@cordum/service-kit';
+import { sectionHash } from './canonical';
 import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, configKeys, type ConfigKeys, type Scope } from './keys';
 import type { ConfigStore } from './store';
 
@@ -36,8 +37,15 @@ export interface ReplicaStatus {
   reported_at: string;
 }
 
+/**
+ * How `document.hashes` shows a stored section that has no hash (config_corrupt: a non-finite
+ * number such as a hand-stored `1e999`): this prefix, then the error naming the field.
+ */
+export const CORRUPT_SECTION_PREFIX = 'config_corrupt: ';
+
 /** The `GET /api/v1/config/status` body (CONTRACT §2). */
 export interface ConfigStatus {
+  /** `hashes`: per stored section its hash, or CORRUPT_SECTION_PREFIX and why it has none. */
   document: { scope: Scope; scope_id: string; revision: number; hashes: Record<string, string> };
   replicas: ReplicaStatus[];
 }
@@ -88,6 +96,22 @@ export async function configStatus(store: ConfigStore, redis: RedisClient = stor
   const scope = o.scope ?? DEFAULT_SCOPE;
   const scopeId = o.scopeId ?? DEFAULT_SCOPE_ID;
   const doc = await store.get(scope, scopeId);
+  // One section with no canonical form (a hand-stored `1e999`) is shown as such, not a failed
+  // view: its entry reads `config_corrupt: <why>`, which no replica reports, so every replica that
+  // consumes it is DRIFTED (each keeps what it applied before).
+  const hashes = new Map<string, string | null>();
+  const hashOf = (section: string): string | null => {
+    let h = hashes.get(section);
+    if (h === undefined) {
+      try {
+        h = sectionHash(doc.data, section);
+      } catch (err) {
+        h = `${CORRUPT_SECTION_PREFIX}${errorText(err)}`;
+      }
+      hashes.set(section, h);
+    }
+    return h;
+  };
   const replicas: ReplicaStatus[] = [];
   const seen = new Set<string>();
   for await (const key of reportKeys(redis, store.keys)) {
@@ -104,7 +128,7 @@ export async function configStatus(store: ConfigStore, redis: RedisClient = stor
     const r = appliedReportSchema.safeParse(parsed);
     if (!r.success) continue;
     const rep = r.data;
-    const inSync = Object.entries(rep.hashes).every(([section, h]) => sectionHash(doc.data, section) === h);
+    const inSync = Object.entries(rep.hashes).every(([section, h]) => hashOf(section) === h);
     replicas.push({
       service: rep.service,
       instance_id: rep.instance_id,
@@ -115,5 +139,10 @@ export async function configStatus(store: ConfigStore, redis: RedisClient = stor
     });
   }
   replicas.sort((a, b) => (a.service === b.service ? a.instance_id.localeCompare(b.instance_id) : a.service.localeCompare(b.service)));
-  return { document: { scope, scope_id: scopeId, revision: doc.revision, hashes: sectionHashes(doc.data) }, replicas };
+  const docHashes: Record<string, string> = {};
+  for (const section of Object.keys(doc.data).sort()) {
+    const h = hashOf(section);
+    if (h !== null) docHashes[section] = h;
+  }
+  return { document: { scope, scope_id: scopeId, revision: doc.revision, hashes: docHashes }, replicas };
 }

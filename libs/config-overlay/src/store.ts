@@ -5,6 +5,7 @@ import putLua from './lua/put-1.lua';
 import { ConfigOverlayError, ConfigValidationError, RevisionConflictError, isRevisionConflict } from './errors';
 import { configKeys, SCOPES, type ConfigKeys, type Scope } from './keys';
 import { applyMergePatch, isPlainObject, mergeEffective, type JsonObject } from './merge';
+import { findNotJson } from './canonical';
 import { validateConfig } from './schema';
 
 export interface ConfigDocument {
@@ -99,6 +100,11 @@ export function createConfigStore(redis: RedisClient, opts: ConfigStoreOptions =
       throw new ConfigOverlayError('config_corrupt', `${keys.doc(scope, scopeId)} is not JSON`, { cause: err });
     }
     // Fail closed: a corrupt document is an error for the caller (the watcher keeps what it has).
+    // Nesting past what Redis's cjson decodes counts as unparseable (put-1.lua refuses to write over
+    // it, as over text that is not JSON), and no reader recurses into it. A non-finite number
+    // (`1e999` reads as Infinity) spoils only its section: sectionHash names it, the rest applies.
+    const deep = findNotJson(parsed, { finite: false });
+    if (deep) throw new ConfigOverlayError('config_corrupt', `${keys.doc(scope, scopeId)}: ${deep.message}`);
     const res = storedDocSchema.safeParse(parsed);
     if (!res.success) throw new ConfigOverlayError('config_corrupt', `${keys.doc(scope, scopeId)}: ${res.error.issues[0]?.message ?? 'bad shape'}`);
     const d = res.data;
@@ -113,6 +119,10 @@ export function createConfigStore(redis: RedisClient, opts: ConfigStoreOptions =
   }
 
   async function write(scope: Scope, scopeId: string, data: JsonObject, expected: number | undefined, metaPatch: Record<string, unknown> | undefined): Promise<WriteResult> {
+    // JSON.stringify writes Infinity as null: a value kept from a hand-stored `1e999` (a bootstrap
+    // merge of another section, a write without validation) would change without a word.
+    const bad = findNotJson(data, { finite: true });
+    if (bad) throw new ConfigValidationError([{ path: bad.where, message: `${bad.reason}; the document cannot be written with it: fix or remove it` }]);
     const res = await scripts.run<[number, number]>('put', [keys.doc(scope, scopeId)], [
       scope,
       scopeId,

@@ -5,7 +5,7 @@ import { mergeBootstrapFiles, type BootstrapFile } from './bootstrap';
 import { sectionHash } from './canonical';
 import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, type Scope } from './keys';
 import { ABSENT_HASH_LABEL, configMetrics, type ReloadTrigger } from './metrics';
-import { decodeConfigChanged, publishConfigChanged } from './notify';
+import { boundedFlush, CONFIG_NOTIFY_FLUSH_BUDGET_MS, decodeConfigChanged, publishConfigChanged } from './notify';
 import { removeAppliedReport, writeAppliedReport, type AppliedReport } from './status';
 import type { ConfigDocument, ConfigStore } from './store';
 import { errorText } from '@cordum/service-kit';
@@ -47,7 +47,7 @@ export interface ConfigWatcher {
   readonly ready: boolean;
   /** Resolves at the same moment `ready` turns true. */
   readonly readyAfterFirstLoad: Promise<void>;
-  /** Coalesced reload; resolves when it (and any reload queued behind it) finished. */
+  /** Coalesced reload; resolves when it (and any reload queued behind it) finished. Never rejects: a failure is logged. */
   reload(trigger: ReloadTrigger): Promise<void>;
   /** Hashes currently applied per section (absent before the first successful apply). */
   appliedHashes(): Record<string, string | null>;
@@ -115,18 +115,21 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
         if (f.merged) log.info('config bootstrap file merged', { section: f.section, source: f.source, file_hash: f.fileHash, revision: r.revision });
         else log.info('config bootstrap file unchanged since its last merge, live config kept', { section: f.section, source: f.source, file_hash: f.fileHash });
       }
-      if (r.written) {
-        try {
-          await publishConfigChanged(o.bus, { scope, scopeId, revision: r.revision, senderId: o.instanceId });
-        } catch (err) {
-          log.warn('config change publish after bootstrap merge failed; other replicas will poll', { err });
-        }
-      }
+      // Not awaited: with NATS frozen the reload would wait on the notification's flush, and
+      // every poll queued behind it, though the poll is what covers NATS trouble.
+      if (r.written) notify(r.revision);
       return true;
     } catch (err) {
       logOnce('bootstrap', 'config bootstrap merge failed, will retry on next reload', err, { trigger });
       return false;
     }
+  }
+
+  /** Tells the other replicas about a bootstrap merge; never awaited, a failure is logged. */
+  function notify(rev: number): void {
+    void publishConfigChanged(o.bus, { scope, scopeId, revision: rev, senderId: o.instanceId }).catch((err: unknown) =>
+      log.warn('config change publish after bootstrap merge failed; other replicas will poll', { err: errorText(err), revision: rev }),
+    );
   }
 
   function report(checked: boolean): Promise<void> {
@@ -178,19 +181,24 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
     if (lastError.delete('read')) log.info('config readable again', { revision: doc.revision });
     let allOk = true;
     for (const [section, setter] of sections) {
-      const hash = sectionHash(doc.data, section);
-      if (applied.has(section) && applied.get(section) === hash) {
-        failingSections.delete(section);
-        continue;
-      }
+      // A section with no hash (config_corrupt: a hand-stored `1e999` reads as Infinity) is
+      // refused like one its setter refuses: the rest of the document still applies.
+      let hash: string | null | undefined;
       try {
+        hash = sectionHash(doc.data, section);
+        if (applied.has(section) && applied.get(section) === hash) {
+          failingSections.delete(section);
+          continue;
+        }
         await setter(doc.data[section] ?? undefined, hash);
       } catch (err) {
         allOk = false;
+        // Repeats are told apart by hash, or for an unhashable section by the reason.
+        const sig = hash === undefined ? `unreadable: ${errorText(err)}` : hash;
         const fields = { section, hash, applied_hash: applied.get(section), revision: doc.revision, err };
-        if (failingSections.has(section) && failingSections.get(section) === hash) log.debug('config section still rejected, keeping applied config', fields);
+        if (failingSections.has(section) && failingSections.get(section) === sig) log.debug('config section still rejected, keeping applied config', fields);
         else log.error('config section apply failed, will retry on next reload', fields);
-        failingSections.set(section, hash);
+        failingSections.set(section, sig);
         continue;
       }
       failingSections.delete(section);
@@ -220,7 +228,13 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
     let next: ReloadTrigger | null = first;
     try {
       while (next !== null && state !== 'stopped') {
-        await reloadOnce(next);
+        try {
+          await reloadOnce(next);
+        } catch (err) {
+          // Never a rejection: the poll, notification and retry callers do not await a reload,
+          // and service-kit stops the process on an unhandled one (every replica, every poll).
+          log.error('config reload failed, keeping applied config', { trigger: next, err });
+        }
         next = queued;
         queued = null;
       }
@@ -260,7 +274,12 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
     state = 'running';
     // Subscribe before the first read so a change written during startup is never missed.
     sub = o.bus.subscribe(subjects.configChanged, onNotification);
-    await o.bus.flush();
+    try {
+      await boundedFlush(o.bus, CONFIG_NOTIFY_FLUSH_BUDGET_MS);
+    } catch (err) {
+      // NATS frozen or unreachable: start on the poll rather than wait for nats.js to give up.
+      log.warn('config change subscription not confirmed by NATS; relying on the poll until notifications arrive', { err: errorText(err) });
+    }
     if (state !== 'running') return; // stopped while subscribing: write no report
     try {
       await report(false);

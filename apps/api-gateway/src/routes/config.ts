@@ -178,10 +178,12 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       revision = w.revision;
     }
     try {
+      // Committed: the answer waits at most CONFIG_NOTIFY_FLUSH_BUDGET_MS (2 s) for NATS to confirm
+      // the notification. An unbounded flush held it 20-30 s with NATS frozen or black-holed.
       await publishConfigChanged(deps.bus, { scope, scopeId, revision, senderId: deps.instanceId });
     } catch (err) {
       // The write landed; replicas converge by polling within one reload interval.
-      deps.logger.warn('sys.config.changed publish failed; replicas will pick the change up by polling', { err: errorText(err) });
+      deps.logger.warn('sys.config.changed publish failed; replicas will pick the change up by polling', { err: errorText(err), revision });
     }
     deps.audit.record({ action: 'config.put', tenant: c.tenant ?? c.keyTenant, principal_id: c.principalId, target: `${scope}/${scopeId}`, details: { revision: String(revision) } });
     res.setHeader('ETag', `"${revision}"`);
