@@ -174,15 +174,7 @@ export class PullConsumer<T> implements Consumer {
 
   /** Waits for a freed slot, stop(), or the timeout, whichever comes first. */
   private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(t);
-        this.waiters.delete(done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      this.waiters.add(done);
-    });
+    return wakeableDelay(ms, this.waiters);
   }
 
   private wakeAll(): void {
@@ -324,15 +316,7 @@ export class PullConsumer<T> implements Consumer {
 
   /** A plain wait that stop() cuts short (pause() also wakes on every freed handler slot). */
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(t);
-        this.sleepers.delete(done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      this.sleepers.add(done);
-    });
+    return wakeableDelay(ms, this.sleepers);
   }
 
   stop(timeoutMs = this.o.stopTimeoutMs ?? 10_000): Promise<void> {
@@ -357,3 +341,17 @@ export class PullConsumer<T> implements Consumer {
     this.workingTicker = undefined;
   }
 }
+
+/** Resolves after `ms`, or earlier when one of `wakers` (where it registers itself) is called. */
+function wakeableDelay(ms: number, wakers: Set<() => void>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(t);
+      wakers.delete(done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    wakers.add(done);
+  });
+}
+

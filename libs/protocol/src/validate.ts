@@ -5,6 +5,8 @@ import { ProtocolError } from './errors';
 /** Job topics are dotted names under `job.` (CONTRACT §3). */
 export const JOB_TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
 export const MAX_TOPIC_LENGTH = 255;
+/** D26 tenant names: what the gateway admits as a job's tenant, and all a policy rule may name. */
+export const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 function invalid(p: BusPacket, problem: string): ProtocolError {
   const kind = p.payload.case ?? 'packet';

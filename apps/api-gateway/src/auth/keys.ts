@@ -2,12 +2,13 @@
 // compared with timingSafeEqual over every entry, so neither the comparison nor
 // the lookup order leaks how much of a guess was right.
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { TENANT_RE } from '@cordum/protocol';
 
 export const ROLES = ['viewer', 'operator', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
 
-/** D26 tenant names; `*` (any tenant) is only valid on a key, never as an acting tenant. */
-export const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** D26 tenant names (@cordum/protocol); `*` (any tenant) is only valid on a key, never as an acting tenant. */
+export { TENANT_RE };
 export const ANY_TENANT = '*';
 
 export interface ApiKeyEntry {

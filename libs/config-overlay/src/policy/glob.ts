@@ -1,4 +1,4 @@
-import { MAX_TOPIC_LENGTH } from '@cordum/protocol';
+import { JOB_TOPIC_RE, MAX_TOPIC_LENGTH } from '@cordum/protocol';
 
 /**
  * NATS-style subject glob: `*` matches exactly one dot-separated segment, `>`
@@ -45,7 +45,7 @@ export function topicPatternError(pattern: string): string | null {
     if (seg === '>' && i !== segs.length - 1) return `topic pattern ${q}: '>' may only be the last segment`;
     if (seg !== '*' && seg !== '>' && /[*>]/.test(seg)) return `topic pattern ${q}: '*' and '>' must be whole segments`;
   }
-  const never = `topic pattern ${q} can never match a job topic (^job(\\.[A-Za-z0-9_-]+)+$)`;
+  const never = `topic pattern ${q} can never match a job topic (${JOB_TOPIC_RE.source})`;
   const first = segs[0] ?? '';
   if (first !== 'job' && first !== '*' && first !== '>') return `${never}: the first segment must be 'job' (lower case), '*' or '>'`;
   const bad = segs.find((s) => s !== '*' && s !== '>' && !TOPIC_SEGMENT_RE.test(s));

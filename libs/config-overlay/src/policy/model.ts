@@ -1,3 +1,4 @@
+import { TENANT_RE } from '@cordum/protocol';
 import { z } from 'zod';
 import { quoteValue, topicPatternError } from './glob';
 
@@ -7,15 +8,15 @@ import { quoteValue, topicPatternError } from './glob';
 const stringList = z.array(z.string().min(1));
 
 /**
- * D26 tenant names: what the gateway admits as a job's tenant (TENANT_RE in
- * apps/api-gateway/src/auth/keys.ts; the two must stay equal). A rule naming any other
- * tenant (`Acme`, ` acme`) could never match, so a deny written with it silently allowed.
+ * D26 tenant names: the gateway's own rule for a job's tenant (@cordum/protocol TENANT_RE). A
+ * rule naming any other tenant (`Acme`, ` acme`) could never match, so a deny written with it
+ * silently allowed.
  */
-export const POLICY_TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+export const POLICY_TENANT_RE = TENANT_RE;
 
 const tenantName = z.string().superRefine((t, ctx) => {
   if (!POLICY_TENANT_RE.test(t)) {
-    ctx.addIssue({ code: 'custom', message: `tenant ${quoteValue(t)} can never match: a tenant is ^[a-z0-9][a-z0-9_-]{0,62}$ (lower case, no spaces)` });
+    ctx.addIssue({ code: 'custom', message: `tenant ${quoteValue(t)} can never match: a tenant is ${TENANT_RE.source} (lower case, no spaces)` });
   }
 });
 
