@@ -71,8 +71,8 @@ it('a stored section holding 1e999: /config/status answers 200 with the section 
 it('with NATS frozen a PUT answers as soon as it is committed, within the notification budget, and the change is stored', async () => {
   const store = createConfigStore(redis);
   const before = (await store.get('system', 'default')).revision;
-  rig.nats.process.kill('SIGSTOP');
   frozen = true;
+  await rig.nats.process.freeze();
   try {
     const put = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { rate_limits: { rps: 321 } } });
     expect(put.status).toBe(204);

@@ -120,7 +120,7 @@ describe('rate limiter group commit', () => {
     const l = await limiter({ rps: 1000, burst: 1000 }, 'gw-d');
     await l.check('tenant:d');
     const before = await scriptCalls(admin);
-    server.process.kill('SIGSTOP');
+    await server.process.freeze();
     let decisions: LimitDecision[];
     try {
       const first = l.check('tenant:d');

@@ -54,7 +54,7 @@ it('before the first config load succeeds, /readyz is 503 on both ports and gRPC
 it('a frozen Redis (SIGSTOP) makes gRPC health NOT_SERVING as it makes /readyz 503, and both recover after SIGCONT', async () => {
   const grpcStatus = async (): Promise<ServingStatus> => (await health.check({ service: 'cordum.v1.CordumApi' })).status;
   expect(await grpcStatus()).toBe(ServingStatus.SERVING);
-  rig.redis.process.kill('SIGSTOP');
+  await rig.redis.process.freeze();
   try {
     // the client connection stays open, so only a PING can tell
     await waitFor(async () => (await grpcStatus()) === ServingStatus.NOT_SERVING, 5_000, { message: 'gRPC health NOT_SERVING with Redis frozen' });

@@ -160,7 +160,7 @@ describe('key store unreachable during the re-check', () => {
   it('Redis frozen: the managed stream stays open (re-checks fail, counted); once Redis answers, a revocation closes it', async () => {
     const k = await createKey(q.urls[0]!, { role: 'viewer' });
     const s = await open(q.urls[0]!, { headers: { 'X-API-Key': k.key } });
-    q.redis.process.kill('SIGSTOP');
+    await q.redis.process.freeze();
     // Each failed re-check waited out the record cache and a Redis command timeout.
     await waitFor(async () => ((await metric(q.urls[0]!, 'cordum_ws_key_recheck_failed_total')) ?? 0) >= 2, 15_000, { message: 're-checks failed twice' });
     expect(s.closed).toBeNull();

@@ -237,7 +237,7 @@ describe('a stalled bus does not withhold the hello', () => {
   });
 
   it('a client connecting while NATS is stopped (kill -STOP) gets its hello within the confirm bound', async () => {
-    q.nats.process.kill('SIGSTOP');
+    await q.nats.process.freeze();
     const t0 = Date.now();
     const c = await open(0, { headers: { 'X-API-Key': KEYS.operator } }, q.urls[0]!.replace('http://', 'ws://') + '/api/v1/stream');
     await waitFor(() => c.events.length > 0, 6_000, { message: 'hello while NATS is stopped' });

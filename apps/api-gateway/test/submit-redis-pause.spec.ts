@@ -45,8 +45,8 @@ it('a keyed create that times out while Redis is frozen answers 503 submit_state
   await waitFor(async () => hold.held() === 1 && (await redis.get(CLAIM)) !== null, 5_000, { message: 'claimed, Evaluate held' });
   const claimed = await redis.get(CLAIM);
 
-  r.redis.process.kill('SIGSTOP');
   frozen = true;
+  await r.redis.process.freeze();
   hold.release(); // the create goes out to a frozen Redis
   const answer = await first;
   thaw();

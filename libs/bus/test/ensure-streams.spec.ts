@@ -24,7 +24,7 @@ describe('@cordum/bus ensureStreams against a JetStream that does not answer yet
   });
 
   it('retries a request that timed out and creates the stream once the server answers', async () => {
-    server.process.kill('SIGSTOP');
+    await server.process.freeze();
     const t0 = Date.now();
     const ensured = bus.ensureStreams().then(() => Date.now() - t0);
     ensured.catch(() => undefined); // awaited below

@@ -21,9 +21,9 @@ describe('config notifications with NATS frozen', () => {
   let store: ConfigStore;
   let frozen = false;
   let watchers: ConfigWatcher[] = [];
-  const freeze = (): void => {
-    ns.process.kill('SIGSTOP');
+  const freeze = async (): Promise<void> => {
     frozen = true;
+    await ns.process.freeze();
   };
   const thaw = (): void => {
     if (frozen) ns.process.kill('SIGCONT');
@@ -51,7 +51,7 @@ describe('config notifications with NATS frozen', () => {
   });
 
   it('publishConfigChanged gives up after its budget instead of waiting for nats.js to call the connection stale', async () => {
-    freeze();
+    await freeze();
     const t0 = performance.now();
     await expect(publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision: 1 })).rejects.toThrow(`NATS did not confirm within ${CONFIG_NOTIFY_FLUSH_BUDGET_MS} ms`);
     const ms = performance.now() - t0;
@@ -76,7 +76,7 @@ describe('config notifications with NATS frozen', () => {
     });
     watchers.push(w);
     await w.start();
-    freeze();
+    await freeze();
     // Redis restarted empty (or the key deleted): the next poll merges the file again and notifies.
     await redis.del('cfg:system:default');
     await waitFor(async () => (await store.get('system', 'default')).meta['_poolsFileHash'] !== undefined, 3_000, { message: 'the file merged again' });
@@ -91,7 +91,7 @@ describe('config notifications with NATS frozen', () => {
 
   it('a watcher starting while NATS is frozen starts on the poll within the budget', async () => {
     await store.put('system', 'default', { pools: POOLS });
-    freeze();
+    await freeze();
     const cap = capturingLogger('w2');
     const w = createConfigWatcher({ store, bus, logger: cap.logger, registry: new Registry(), service: 'svc', instanceId: 'i2', pollIntervalMs: 500, sections: { pools: () => undefined } });
     watchers.push(w);

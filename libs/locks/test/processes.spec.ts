@@ -95,7 +95,7 @@ describe('locks across two processes', () => {
     const b = spawn('B', { HOLDER_MODE: 'lock', WAIT_MS: '10000', AUTO_RENEW: '1', ...k });
     const t0 = performance.now();
     const remainingMs = await redis.pttl(k.LOCK_KEY);
-    a.kill('SIGSTOP');
+    await a.freeze();
     const acqB = await event(b, 'ACQUIRED');
     expect(performance.now() - t0).toBeGreaterThanOrEqual(remainingMs - 5);
     expect(Number(acqB['fence'])).toBeGreaterThan(Number(acqA['fence']));
@@ -171,7 +171,7 @@ describe('locks across two processes', () => {
       await event(e1, 'ELECTED');
       const e2 = spawn('E2', env);
       await event(e2, 'CAMPAIGNING');
-      e1.kill('SIGSTOP');
+      await e1.freeze();
       await event(e2, 'ELECTED', TTL_MS + RENEW_MS + 3000);
       e1.kill('SIGCONT');
       expect((await event(e1, 'RESUMED')).leader).toBe('false');

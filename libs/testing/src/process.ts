@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { within } from './wait';
 
@@ -60,6 +60,26 @@ export class ManagedProcess {
     if (this.exitInfo === null) this.child.kill(signal);
   }
 
+  /**
+   * SIGSTOP, resolved once every thread of the process is stopped. kill() returns when the signal
+   * is queued, not when it has acted: on a loaded machine a nats-server answered a PING sent right
+   * after kill('SIGSTOP') in 16 of 40 tries, so a test that means "frozen" must wait for this.
+   */
+  async freeze(timeoutMs = 5_000): Promise<void> {
+    this.kill('SIGSTOP');
+    const deadline = Date.now() + timeoutMs;
+    while (!allThreadsStopped(this.pid)) {
+      if (this.exitInfo !== null) throw new Error(`${this.name} exited while being frozen`);
+      if (Date.now() > deadline) throw new Error(`${this.name} (pid ${this.pid}) not stopped ${timeoutMs} ms after SIGSTOP`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  /** SIGCONT: undoes freeze(). */
+  thaw(): void {
+    this.kill('SIGCONT');
+  }
+
   /** Resolves with the exit once the process has ended, or rejects after timeoutMs. */
   waitExit(timeoutMs = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     return within(this.exited, timeoutMs, `${this.name} did not exit within ${timeoutMs} ms`);
@@ -85,6 +105,26 @@ export class ManagedProcess {
   hasLine(re: RegExp | string): boolean {
     return this.output.some((l) => (typeof re === 'string' ? l.includes(re) : re.test(l)));
   }
+}
+
+/** True when every thread of `pid` is in the stopped state (`T`, or `t` under a tracer) by /proc. */
+function allThreadsStopped(pid: number): boolean {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return false;
+  }
+  return tasks.every((t) => {
+    try {
+      // The state follows the command name, which is in parentheses and may itself hold spaces.
+      const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      return state === 'T' || state === 't';
+    } catch {
+      return true; // the thread ended meanwhile
+    }
+  });
 }
 
 export function startProcess(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd = repoRoot): ManagedProcess {

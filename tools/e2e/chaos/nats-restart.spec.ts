@@ -58,7 +58,7 @@ describe('the stack\'s one nats-server killed and restarted, then frozen, under 
 
   it(`SIGSTOP past a publish's retry budget, then SIGCONT: ${JOBS} keyed submits each one job, SUCCEEDED and executed once`, async () => {
     const summary = await underLoad('natsf', async () => {
-      stack.nats.process.kill('SIGSTOP');
+      await stack.nats.process.freeze();
       try {
         // The freeze itself: longer than a submit publish's 2 s budget (D43), so submits in it
         // fail as D11 says, while the connections stay open and the services cannot tell.

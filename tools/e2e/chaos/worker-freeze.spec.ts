@@ -123,9 +123,9 @@ describe('an echo worker frozen (SIGSTOP) with jobs running and arriving, then w
         if (++answered < r.freezeAfter || frozenAt !== 0) return;
         const busy = execRecords(stack, ids).some((x) => x['worker_id'] === 'echo-1' && Date.now() - Number(x['ts']) < ECHO_DELAY_MS - 200);
         if (!busy) return;
-        frozen.kill('SIGSTOP');
-        frozenAt = Date.now();
+        frozenAt = Date.now(); // first, so no other answer's callback freezes it too
         frozeAtAnswer = answered;
+        await frozen.freeze();
         // What echo-1 had begun and not finished: its exec log lines of jobs not yet terminal.
         const mine = execRecords(stack, ids).filter((x) => x['worker_id'] === 'echo-1');
         const st = await states(redis, mine.map((x) => String(x['job_id'])));

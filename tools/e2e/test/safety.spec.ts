@@ -366,7 +366,7 @@ describe('a safety kernel replica frozen (SIGSTOP) with jobs arriving', () => {
 
   it('the other replica takes every Check once the frozen one missed a deadline; it is used again after SIGCONT', async () => {
     const frozen = stack.procs.get('safety-kernel-1')!;
-    frozen.kill('SIGSTOP');
+    await frozen.freeze();
     let resumed = false;
     try {
       // Each service's first call to the frozen kernel waits out its 2 s deadline (the gateway's
