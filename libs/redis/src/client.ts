@@ -16,6 +16,10 @@ export type RedisClient = Redis | Cluster;
  *    reply before it sends the next command, so many commands are in flight on one socket.
  */
 export interface RedisConnOptions {
+  /**
+   * The standalone Redis (`redis://[user:password@]host:port[/db]`). In cluster mode only its
+   * user and password are used, for every node (clusterCredentials); empty is allowed there.
+   */
   url: string;
   /** host:port list; non-empty switches to cluster mode. */
   clusterAddresses: string[];
@@ -152,7 +156,8 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
   if (opts.clusterAddresses.length > 0) {
     const nodes = opts.clusterAddresses.map(parseHostPort);
     const cluster = new Cluster(nodes, {
-      redisOptions: common,
+      // Every node client, the seeds and those learnt from CLUSTER SLOTS, logs in with these.
+      redisOptions: { ...common, ...clusterCredentials(opts.url) },
       clusterRetryStrategy: (times: number) => retryDelayMs(times),
       lazyConnect: common.lazyConnect,
       // Cluster-level waits (MOVED storms, CLUSTERDOWN) stay short for the same fail-fast reason.
@@ -223,6 +228,27 @@ function writeOncePerTurn(redis: Redis): void {
       }
     }
     return send(command, stream);
+  };
+}
+
+/**
+ * The user and password of `url` (REDIS_URL), which a cluster client sends to every node: one
+ * Redis user for the whole cluster, as `requirepass`/`masterauth` (or an ACL user on every node)
+ * set it up. Nothing when `url` is empty or carries none. `redis://:pw@…` is the default user,
+ * `redis://name:pw@…` an ACL user; percent-escapes are decoded as ioredis does for a standalone URL.
+ */
+export function clusterCredentials(url: string): { username?: string; password?: string } {
+  if (url === '') return {};
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return {};
+  }
+  if (u.username === '' && u.password === '') return {};
+  return {
+    ...(u.username !== '' ? { username: decodeURIComponent(u.username) } : {}),
+    ...(u.password !== '' ? { password: decodeURIComponent(u.password) } : {}),
   };
 }
 

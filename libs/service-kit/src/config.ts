@@ -176,8 +176,26 @@ function isUrlWithScheme(v: string, schemes: string[]): boolean {
 
 const zHostPortList = zCsv.superRefine((list, ctx) => {
   const bad = list.find((a) => parseAddr(a) === undefined && !isUrlWithScheme(a, ['redis', 'rediss']));
-  if (bad !== undefined) ctx.addIssue({ code: 'custom', message: `must be a comma list of host:port (bad entry "${bad}")` });
+  if (bad !== undefined) {
+    ctx.addIssue({ code: 'custom', message: `must be a comma list of host:port (bad entry ${JSON.stringify(redactUserinfo(bad))})` });
+    return;
+  }
+  // The cluster client takes its user and password from REDIS_URL, for every node: credentials
+  // here would be dropped (and an entry's userinfo was once read as part of its host).
+  if (list.some((a) => /:\/\/[^/]*@/.test(a))) ctx.addIssue({ code: 'custom', message: 'entries carry no user or password: put them in REDIS_URL (redis://:<password>@<any node>:6379), whose credentials the cluster client sends to every node' });
+  if (list.some((a) => /^rediss:\/\//i.test(a))) ctx.addIssue({ code: 'custom', message: CLUSTER_TLS_UNSUPPORTED });
 });
+
+const CLUSTER_TLS_UNSUPPORTED = 'TLS (rediss://) to a Redis Cluster is not supported; reach the cluster over a private network';
+
+/** Rules between common variables, checked once each is valid on its own. */
+function commonCrossProblems(env: unknown): string[] {
+  const e = env as { REDIS_URL?: unknown; REDIS_CLUSTER_ADDRESSES?: unknown };
+  const cluster = Array.isArray(e.REDIS_CLUSTER_ADDRESSES) && e.REDIS_CLUSTER_ADDRESSES.length > 0;
+  // A rediss:// REDIS_URL with a cluster would have connected to the nodes in plain text.
+  if (cluster && typeof e.REDIS_URL === 'string' && /^rediss:\/\//i.test(e.REDIS_URL)) return [`REDIS_URL ${CLUSTER_TLS_UNSUPPORTED} (in cluster mode only its user and password are used)`];
+  return [];
+}
 
 /** What a read of a file named by a variable failed with: the errno code (ENOENT, EACCES, EISDIR) or the message. */
 function readFailure(err: unknown): string {
@@ -459,7 +477,11 @@ export function loadConfig<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEn
   for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') clean[k] = v;
   const { problems, fromFile, unread } = readSecretFiles(clean, { ...COMMON_SECRET_FILES, ...opts.secretFiles }, schemaKeys(schema));
   const res = schema.safeParse(clean);
-  if (res.success && problems.length === 0) return res.data;
+  if (res.success && problems.length === 0) {
+    const cross = commonCrossProblems(res.data);
+    if (cross.length === 0) return res.data;
+    throw new ConfigError(`invalid config: ${cross.join('; ')}`);
+  }
   // A variable whose file could not be read has its line already ("is required" would only repeat it).
   const issues = (res.error?.issues ?? []).filter((issue) => !unread.has(String(issue.path[0])));
   const parts = [...problems.map(oneLine), ...issues.map((issue) => describeIssue(issue, clean, fromFile))];

@@ -47,7 +47,7 @@ describe('loadConfig with commonEnvSchema', () => {
 
   it('parses explicit values, comma lists included', () => {
     const c = loadConfig(commonEnvSchema, {
-      REDIS_URL: 'rediss://:pw@redis.example:6380/1',
+      REDIS_URL: 'redis://:pw@redis.example:6380/1',
       REDIS_CLUSTER_ADDRESSES: '10.0.0.1:7000, 10.0.0.2:7001,',
       REDIS_POOL_SIZE: '50',
       REDIS_MIN_IDLE_CONNS: '0',
@@ -56,7 +56,7 @@ describe('loadConfig with commonEnvSchema', () => {
       CORDUM_LOG_LEVEL: 'debug',
     });
     expect(c).toEqual({
-      REDIS_URL: 'rediss://:pw@redis.example:6380/1',
+      REDIS_URL: 'redis://:pw@redis.example:6380/1',
       REDIS_CLUSTER_ADDRESSES: ['10.0.0.1:7000', '10.0.0.2:7001'],
       REDIS_POOL_SIZE: 50,
       REDIS_MIN_IDLE_CONNS: 0,
@@ -103,6 +103,30 @@ describe('ConfigError messages are one line naming the variable', () => {
 
   it('bad cluster address list', () => {
     expect(configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_CLUSTER_ADDRESSES: 'a:1,nohostport' })).message).toContain('REDIS_CLUSTER_ADDRESSES must be a comma list of host:port (bad entry "nohostport")');
+    // A bad entry with a password in it is named without the password.
+    const bad = configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_CLUSTER_ADDRESSES: 'a:1,redis://:pw-9@' })).message;
+    expect(bad).not.toContain('pw-9');
+  });
+
+  it('cluster credentials come from REDIS_URL: an entry with a user or password is refused, without echoing it', () => {
+    const msg = configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_CLUSTER_ADDRESSES: 'redis://:s3cret@10.0.0.1:7000,10.0.0.2:7001' })).message;
+    expect(msg).toBe(
+      'invalid config: REDIS_CLUSTER_ADDRESSES entries carry no user or password: put them in REDIS_URL (redis://:<password>@<any node>:6379), whose credentials the cluster client sends to every node (got "redis://<redacted>@10.0.0.1:7000,10.0.0.2:7001")',
+    );
+    expect(msg).not.toContain('s3cret');
+    // ... and REDIS_URL's own credentials with a cluster are what the client uses: accepted.
+    expect(loadConfig(commonEnvSchema, { REDIS_URL: 'redis://app:s3cret@10.0.0.1:7000', REDIS_CLUSTER_ADDRESSES: '10.0.0.1:7000' }).REDIS_CLUSTER_ADDRESSES).toEqual(['10.0.0.1:7000']);
+  });
+
+  it('TLS to a Redis Cluster is refused at start rather than dropped (it connected in plain text)', () => {
+    expect(configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_CLUSTER_ADDRESSES: 'rediss://10.0.0.1:7000' })).message).toBe(
+      'invalid config: REDIS_CLUSTER_ADDRESSES TLS (rediss://) to a Redis Cluster is not supported; reach the cluster over a private network (got "rediss://10.0.0.1:7000")',
+    );
+    expect(configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_URL: 'rediss://:pw@10.0.0.1:7000', REDIS_CLUSTER_ADDRESSES: '10.0.0.1:7000' })).message).toBe(
+      'invalid config: REDIS_URL TLS (rediss://) to a Redis Cluster is not supported; reach the cluster over a private network (in cluster mode only its user and password are used)',
+    );
+    // Standalone TLS stays as it was (ioredis connects with TLS for rediss://).
+    expect(loadConfig(commonEnvSchema, { REDIS_URL: 'rediss://:pw@redis.example:6380' }).REDIS_URL).toBe('rediss://:pw@redis.example:6380');
   });
 
   it('bad enum', () => {

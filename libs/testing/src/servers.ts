@@ -51,11 +51,11 @@ export async function waitListening(proc: ManagedProcess, port: number, what: st
  * A server started by `launch` (now, and again by `restart`), whose `stop` ends the process and
  * removes its data dir.
  */
-export function testServer(scheme: string, port: number, dir: string, launch: () => ManagedProcess): TestServer {
+export function testServer(scheme: string, port: number, dir: string, launch: () => ManagedProcess, userinfo = ''): TestServer {
   const proc = launch();
   return {
     port,
-    url: `${scheme}://127.0.0.1:${port}`,
+    url: `${scheme}://${userinfo}127.0.0.1:${port}`,
     process: proc,
     dir,
     stop: async () => {
@@ -64,16 +64,16 @@ export function testServer(scheme: string, port: number, dir: string, launch: ()
     },
     restart: async () => {
       if (proc.running) throw new Error(`restart: ${proc.name} is still running`);
-      return whenListening(testServer(scheme, port, dir, launch), `${proc.name} (restarted)`);
+      return whenListening(testServer(scheme, port, dir, launch, userinfo), `${proc.name} (restarted)`);
     },
   };
 }
 
 /** Starts `cmd` with `args(port, dir)` on a free port and waits for it to listen; stopped again if it does not. */
-async function startServer(kind: 'redis' | 'nats', cmd: string, args: (port: number, dir: string) => string[]): Promise<TestServer> {
+async function startServer(kind: 'redis' | 'nats', cmd: string, args: (port: number, dir: string) => string[], userinfo = ''): Promise<TestServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `cordum-${kind}-`));
-  return whenListening(testServer(kind, port, dir, () => startProcess(`${kind}:${port}`, cmd, args(port, dir))), cmd);
+  return whenListening(testServer(kind, port, dir, () => startProcess(`${kind}:${port}`, cmd, args(port, dir)), userinfo), cmd);
 }
 
 /** Waits for a just-started server to listen; one that does not is stopped (data dir removed) and the error rethrown. */
@@ -87,11 +87,16 @@ async function whenListening(server: TestServer, what: string): Promise<TestServ
   return server;
 }
 
-/** A throwaway redis-server on a free loopback port, nothing persisted. */
-export function startRedis(opts: { args?: string[] } = {}): Promise<TestServer> {
+/**
+ * A throwaway redis-server on a free loopback port, nothing persisted. With `password`, it
+ * requires it (`requirepass`), a replica sends it to its master (`masterauth`), and `url` carries
+ * it (`redis://:<password>@127.0.0.1:<port>`; letters, digits and dashes need no escaping).
+ */
+export function startRedis(opts: { args?: string[]; password?: string } = {}): Promise<TestServer> {
+  const auth = opts.password === undefined ? [] : ['--requirepass', opts.password, '--masterauth', opts.password];
   return startServer('redis', 'redis-server', (port, dir) => [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...(opts.args ?? []),
-  ]);
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...auth, ...(opts.args ?? []),
+  ], opts.password === undefined ? '' : `:${encodeURIComponent(opts.password)}@`);
 }
 
 /** A throwaway nats-server with JetStream on a free loopback port. */

@@ -2,8 +2,8 @@
 // REDIS_CLUSTER_ADDRESSES): two gateways, two schedulers, a safety kernel with the bench
 // policy, two echo workers. The library suites prove each key, script and pipeline on a
 // cluster call by call; this proves the job path as the service bundles run it, where one
-// command that spans two slots fails with CROSSSLOT. Executions are counted from the workers'
-// exec logs.
+// command that spans two slots fails with CROSSSLOT. The cluster requires a password, as
+// deploy/k8s/redis-cluster's does. Executions are counted from the workers' exec logs.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +33,9 @@ describe('the stack on a 6-node Redis Cluster', () => {
     ];
     stack = await startStack({
       redisCluster: true,
+      // as deploy/k8s/redis-cluster runs it: every node requires it, replicas send it to their
+      // masters, and the services send REDIS_URL's password to every node (P120)
+      redisPassword: 'e2e-cluster-pw-1',
       gateways: 2,
       schedulers: 2,
       workers: 2,
@@ -62,6 +65,8 @@ describe('the stack on a 6-node Redis Cluster', () => {
     const leases = ['cordum:reconciler:default', 'cordum:replayer:pending', 'cordum:scheduler:snapshot:writer', 'cordum:dlq:cleanup'];
     await waitFor(async () => (await Promise.all(leases.map((k) => redis.get(k)))).every((v) => v !== null), 15_000, { message: 'every lease held' });
     expect(stack.grepLogs('CROSSSLOT')).toEqual([]);
+    // Every service and worker logged in to every node it reached with REDIS_URL's password.
+    for (const needle of ['NOAUTH', 'WRONGPASS', 'refused the credentials']) expect({ needle, lines: stack.grepLogs(needle) }).toEqual({ needle, lines: [] });
   }, 30_000);
 
   it('a config change made on one gateway reaches both schedulers; status and the worker list read the cluster', async () => {
@@ -173,7 +178,9 @@ describe('the stack on a 6-node Redis Cluster', () => {
       // the first sync running): wait for the victim's replica to be in sync before the kill.
       const victimId = (await nodeLines()).find((l) => l.includes(`:${victimPort}@`))?.split(' ')[0] ?? '';
       const replicaPort = Number(/:(\d+)@/.exec((await nodeLines()).find((l) => l.includes(` slave ${victimId} `)) ?? '')?.[1]);
-      const replica = createRedis({ url: `redis://127.0.0.1:${replicaPort}`, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+      const replicaNode = stack.redisNodes.find((n) => n.port === replicaPort);
+      if (!replicaNode) throw new Error(`no node on ${replicaPort}`);
+      const replica = createRedis({ url: replicaNode.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
       try {
         await waitFor(async () => /master_link_status:up/.test(await replica.info('replication')), 30_000, { message: `replica ${replicaPort} in sync with ${victimPort}` });
       } finally {

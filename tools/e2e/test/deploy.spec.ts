@@ -875,7 +875,7 @@ describe('deploy/k8s/redis.yaml and the Redis Cluster component', () => {
   const csts = named(clusterDocs, 'StatefulSet', 'redis-cluster');
   const cfiles = cm(clusterDocs, csts);
   const component = parse(readFileSync(join(k8sDir, 'redis-cluster/kustomization.yaml'), 'utf8')) as {
-    kind: string; resources: string[]; patches: { patch: string }[]; secretGenerator: { name: string; literals: string[] }[];
+    kind: string; resources: string[]; patches: { patch: string }[]; secretGenerator?: unknown;
   };
 
   it("persists every write (AOF, appendfsync always) on a volume, with services.json's redisArgs", () => {
@@ -918,14 +918,18 @@ describe('deploy/k8s/redis.yaml and the Redis Cluster component', () => {
     }
   });
 
-  it('runs a cluster node as its manifest says', async () => {
+  it('runs a cluster node as its manifest says: it requires the password and sends it to its master', async () => {
     const c = firstContainer(csts);
     expect(c.command).toEqual(['sh', '/etc/redis/start.sh']);
-    const { redis, stop } = await runManifestRedis(c.command!, cfiles, undefined);
+    const password = 'k8s-cluster-test';
+    const { redis, stop } = await runManifestRedis(c.command!, cfiles, password);
     try {
-      expect(((await redis.config('GET', 'cluster-enabled')) as string[])[1]).toBe('yes');
-      expect(((await redis.config('GET', 'appendfsync')) as string[])[1]).toBe('always');
-      expect(((await redis.config('GET', 'maxmemory-policy')) as string[])[1]).toBe('noeviction');
+      const get = async (name: string) => ((await redis.config('GET', name)) as string[])[1];
+      expect(await get('cluster-enabled')).toBe('yes');
+      expect(await get('appendfsync')).toBe('always');
+      expect(await get('maxmemory-policy')).toBe('noeviction');
+      expect(await get('requirepass')).toBe(password);
+      expect(await get('masterauth')).toBe(password);
     } finally {
       await closeRedis(redis);
       await stop();
@@ -957,8 +961,17 @@ describe('deploy/k8s/redis.yaml and the Redis Cluster component', () => {
     expect(commonEnv.has('REDIS_CLUSTER_ADDRESSES')).toBe(true);
     const deleted = patches.filter((p) => p.$patch === 'delete').map((p) => `${p.kind}/${p.metadata.name}`).sort();
     expect(deleted).toEqual(redisDocs.map((d) => `${d.kind}/${d.metadata.name}`).sort());
-    const secret = component.secretGenerator.find((s) => s.name === 'cordum-redis');
-    expect(secret?.literals).toEqual([expect.stringMatching(/^REDIS_URL=redis:\/\//)]);
+    // The password: the nodes, the Job and the services take it from the secret cordum-redis,
+    // which the component's header creates (the services' REDIS_URL with the same password).
+    expect(component.secretGenerator).toBeUndefined();
+    for (const w of [csts, job]) {
+      const auth = firstContainer(w).env?.find((e) => e.name === 'REDISCLI_AUTH')?.valueFrom?.secretKeyRef;
+      expect({ workload: w.metadata.name, auth }).toEqual({ workload: w.metadata.name, auth: { name: 'cordum-redis', key: 'REDIS_PASSWORD' } });
+    }
+    const header = readFileSync(join(k8sDir, 'redis-cluster/kustomization.yaml'), 'utf8').replace(/\\\n#\s*/g, ' ');
+    const secret = /kubectl create secret generic cordum-redis(.*)/.exec(header)?.[1] ?? '';
+    expect(secret).toMatch(/--from-literal=REDIS_PASSWORD=\$P\b/);
+    expect(secret).toMatch(new RegExp(`--from-literal=REDIS_URL=redis://:\\$P@${pods[0]!.replaceAll('.', '\\.')}:6379`));
     expect(named(clusterDocs, 'PodDisruptionBudget', 'redis-cluster').spec.maxUnavailable).toBe(1);
   });
 
@@ -1034,7 +1047,8 @@ describe('deploy/k8s kustomizations', () => {
       const rel = relative(dir, k8sDir);
       writeFileSync(join(dir, 'kustomization.yaml'), `resources:\n  - ${rel}\ncomponents:\n  - ${rel}/redis-cluster\nimages:\n  - { name: cordum-ts, newName: registry.example/cordum-ts, newTag: "1.0.0" }\n`);
       const out = build(dir);
-      expect(ids(out)).toEqual([...ids([...docs, ...natsDocs, ...clusterDocs]), 'Secret/cordum-redis'].sort());
+      // no Secret: cordum-redis (the nodes' password and REDIS_URL) is created by hand, as without the component
+      expect(ids(out)).toEqual(ids([...docs, ...natsDocs, ...clusterDocs]));
       expect(named(out, 'ConfigMap', 'cordum-env').data?.['REDIS_CLUSTER_ADDRESSES']).toMatch(/^redis-cluster-0\.redis-cluster:6379,/);
       for (const d of kindIn(out, 'Deployment')) expect(firstContainer(d).image).toBe('registry.example/cordum-ts:1.0.0');
     } finally {

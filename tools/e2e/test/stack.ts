@@ -111,6 +111,11 @@ export interface StackOptions {
   redisArgs?: string[];
   /** A 6-node Redis Cluster (3 masters, 3 replicas) instead of one redis-server (`redisArgs` unused). */
   redisCluster?: boolean;
+  /**
+   * Redis requires this password (`requirepass`, and `masterauth` on a cluster); the services'
+   * REDIS_URL and every node's `url` carry it.
+   */
+  redisPassword?: string;
   /** A 3-node NATS JetStream cluster instead of one nats-server (the streams get 3 replicas). */
   natsCluster?: boolean;
 }
@@ -141,7 +146,9 @@ async function single(server: Promise<TestServer>): Promise<TestCluster> {
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const [redisGroup, natsGroup] = await Promise.all([
-    opts.redisCluster ? startRedisCluster() : single(startRedis({ args: opts.redisArgs ?? [] })),
+    opts.redisCluster
+      ? startRedisCluster(opts.redisPassword === undefined ? {} : { password: opts.redisPassword })
+      : single(startRedis({ args: opts.redisArgs ?? [], ...(opts.redisPassword === undefined ? {} : { password: opts.redisPassword }) })),
     opts.natsCluster ? startNatsCluster() : single(startNats()),
   ]);
   const [redis, nats] = [redisGroup.nodes[0], natsGroup.nodes[0]];
