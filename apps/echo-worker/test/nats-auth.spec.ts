@@ -27,7 +27,7 @@ it('starts with NATS_TOKEN_FILE against nats-server --auth, and its config log h
   const tokenFile = join(dir, 'token');
   writeFileSync(tokenFile, `${TOKEN}\n`);
   const config = loadEchoWorkerConfig({ NATS_URL: nats.url, NATS_TOKEN_FILE: tokenFile, REDIS_URL: redis.url, WORKER_ID: 'echo-auth' });
-  expect(config.nats).toEqual({ servers: [nats.url], token: TOKEN });
+  expect(config.nats).toEqual({ servers: [nats.url], token: TOKEN, tokenFile }); // the file: read again at each reconnect (P121)
   const lines: string[] = [];
   const logger = createLogger({ service: 'echo-worker', instance: 't', level: 'debug', write: (l) => lines.push(l) });
   logConfig(logger, config); // as runService does

@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
-import { connect, credsAuthenticator, ErrorCode, Events, type ConnectionOptions, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import { connect, credsAuthenticator, ErrorCode, Events, tokenAuthenticator, usernamePasswordAuthenticator, type ConnectionOptions, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { BusError, isTransientJsError, jsApiErrCode, natsCode } from './errors';
 import { flushOncePerTurn } from './flush';
 import { busMetrics, type BusMetrics } from './metrics';
@@ -22,6 +23,31 @@ const JS_NOT_ENABLED = 10076;
 
 type State = 'open' | 'closing' | 'closed';
 
+/** A refused login at reconnects is logged at most this often. */
+const REFUSAL_REPORT_EVERY_MS = 30_000;
+
+/** Reports the first of a run of one failure, then at most once per `everyMs`, with the count not reported. */
+class RepeatThrottle {
+  private last: { what: string; at: number } | undefined;
+  private suppressed = 0;
+  constructor(private readonly everyMs: number) {}
+  failed(what: string, report: (suppressed: number) => void): void {
+    const now = Date.now();
+    if (this.last && this.last.what === what && now - this.last.at < this.everyMs) {
+      this.suppressed++;
+      return;
+    }
+    this.last = { what, at: now };
+    const n = this.suppressed;
+    this.suppressed = 0;
+    report(n);
+  }
+  reset(): void {
+    this.last = undefined;
+    this.suppressed = 0;
+  }
+}
+
 class NatsBus implements Bus {
   private state: State = 'open';
   private isConnected = true;
@@ -32,6 +58,7 @@ class NatsBus implements Bus {
   private readonly statusIter: ReturnType<NatsConnection['status']>;
   private readonly publisher: JsPublisher;
   private readonly publishDeps: PublishDeps;
+  private readonly refusals = new RepeatThrottle(REFUSAL_REPORT_EVERY_MS);
 
   constructor(
     private readonly nc: NatsConnection,
@@ -62,9 +89,17 @@ class NatsBus implements Bus {
         if (this.state === 'open') this.log.warn('bus: disconnected from NATS', { server: redactServers(String(s.data)) });
       } else if (s.type === Events.Reconnect) {
         this.isConnected = true;
+        this.refusals.reset();
         this.log.info('bus: reconnected to NATS', { server: redactServers(String(s.data)) });
       } else if (s.type === Events.Error) {
-        this.log.error('bus: NATS async error', { err: redactServers(String(s.data)) });
+        const err = redactServers(String(s.data));
+        if (err === ErrorCode.AuthorizationViolation || err === ErrorCode.AuthenticationExpired) {
+          // Refused at a reconnect (a secret rotated on the server first): nats.js keeps trying
+          // (keepRetryingRefusedLogins), about once a second, so this is said once per 30 s.
+          this.refusals.failed(err, (suppressed) => this.log.warn('bus: NATS refused the login at a reconnect, retrying (a rotated secret not yet in its file?)', { err, login: loginOf(this.opts), ...(suppressed > 0 ? { suppressed } : {}) }));
+        } else {
+          this.log.error('bus: NATS async error', { err });
+        }
       }
     }
     this.isConnected = false;
@@ -229,13 +264,52 @@ function natsConnectOptions(o: NatsConnectOptions): ConnectionOptions {
   }
   const ways = [o.user !== undefined || o.password !== undefined, o.token !== undefined, o.credentials !== undefined].filter(Boolean).length;
   if (ways > 1) throw new BusError('bus_connect_failed', 'connectBus: give one way to log in to NATS (user and password, token, or credentials)');
+  // Each secret through a function nats.js calls at every (re)connect: read again from its file
+  // when there is one (the TLS files are read again by nats.js itself).
+  const password = secretReader(o.password ?? '', o.passwordFile);
+  const token = secretReader(o.token ?? '', o.tokenFile);
+  const creds = secretReader(o.credentials ?? '', o.credentialsFile);
   return {
     servers: o.servers,
-    ...(o.user !== undefined ? { user: o.user, pass: o.password ?? '' } : {}),
-    ...(o.token !== undefined ? { token: o.token } : {}),
-    ...(o.credentials !== undefined ? { authenticator: credsAuthenticator(new TextEncoder().encode(o.credentials)) } : {}),
+    ...(o.user !== undefined ? { authenticator: usernamePasswordAuthenticator(o.user, password) } : {}),
+    ...(o.token !== undefined ? { authenticator: tokenAuthenticator(token) } : {}),
+    ...(o.credentials !== undefined ? { authenticator: credsAuthenticator(() => new TextEncoder().encode(creds())) } : {}),
     ...(o.tls !== undefined ? { tls: { ...o.tls } } : {}),
   };
+}
+
+/**
+ * `initial`, or without `file`: the file's text at each call (trailing line breaks dropped, as
+ * loadConfig reads a secret file), the last good one while it cannot be read or is empty (a
+ * Secret volume swaps its files by renaming a directory, never leaving one half-written).
+ */
+export function secretReader(initial: string, file: string | undefined): () => string {
+  if (file === undefined) return () => initial;
+  let last = initial;
+  return () => {
+    try {
+      const text = readFileSync(file, 'utf8').replace(/[\r\n]+$/, '');
+      if (text !== '') last = text;
+    } catch {
+      // keep the last good one
+    }
+    return last;
+  };
+}
+
+/**
+ * After the first connect: a login refused at a reconnect is retried like any other failure
+ * (nats.js gives up after two refusals of the same kind and closes the connection, so a secret
+ * rotated on the server before its file left the replica unready until restarted). The first
+ * connect still fails on a refused login, as a configuration error at start should. The option
+ * is read by nats.js (2.29) at each refusal from the connection's options; false when the
+ * client is not that shape (another nats.js version: a refusal then ends the connection).
+ */
+function keepRetryingRefusedLogins(nc: NatsConnection): boolean {
+  const options = (nc as unknown as { protocol?: { options?: { ignoreAuthErrorAbort?: unknown } } }).protocol?.options;
+  if (!options || typeof options.ignoreAuthErrorAbort !== 'boolean') return false;
+  options.ignoreAuthErrorAbort = true;
+  return true;
 }
 
 /** How long a first connect that waits for NATS runs before it logs that it is waiting, and how often it says so again. */
@@ -328,6 +402,7 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
     waiting = undefined;
   }
   if (!flushOncePerTurn(nc)) o.logger.warn('bus: this nats.js is not the version flushOncePerTurn was written for; each publish keeps its own socket write', { name: o.name });
+  if (!keepRetryingRefusedLogins(nc)) o.logger.warn('bus: this nats.js is not the version keepRetryingRefusedLogins was written for; a login refused twice at reconnects ends the connection', { name: o.name });
   let jsm: JetStreamManager;
   try {
     jsm = await nc.jetstreamManager(); // fails when the server has JetStream disabled

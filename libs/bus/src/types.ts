@@ -30,6 +30,14 @@ export interface NatsConnectOptions {
   token?: string;
   /** The text of a NATS .creds file (user JWT and nkey seed). */
   credentials?: string;
+  /**
+   * The files `password`, `token` and `credentials` were read from, read again at every
+   * (re)connect: a secret rotated in its file (a Kubernetes Secret volume) is used without a
+   * restart. The value given above stays in use while its file cannot be read or is empty.
+   */
+  passwordFile?: string;
+  tokenFile?: string;
+  credentialsFile?: string;
   /** Set: every connection must be TLS (an empty object: verified against the system CAs). */
   tls?: NatsTlsOptions;
 }

@@ -272,8 +272,11 @@ export const commonEnvSchema = z.object({
   NATS_PASSWORD: z.string().optional(),
   /** Or NATS_TOKEN_FILE (COMMON_SECRET_FILES). */
   NATS_TOKEN: z.string().optional(),
-  /** A NATS .creds file (user JWT + nkey seed): its text, read and checked at start. */
-  NATS_CREDS_FILE: zParsedString(readNatsCreds).optional(),
+  /** The files NATS_PASSWORD / NATS_TOKEN were read from (loadConfig): the NATS client reads them again at each reconnect. */
+  NATS_PASSWORD_FILE: z.string().optional(),
+  NATS_TOKEN_FILE: z.string().optional(),
+  /** A NATS .creds file (user JWT + nkey seed): its path, read and checked at start, read again at each reconnect. */
+  NATS_CREDS_FILE: zCheckedString(readNatsCreds).optional(),
   /** TLS to NATS: the CA that signed the servers' certificates (else the system CAs). */
   NATS_TLS_CA_FILE: zCheckedString(checkCertFile).optional(),
   /** A client certificate for servers that verify clients (with NATS_TLS_KEY_FILE). */
@@ -316,11 +319,16 @@ export interface NatsConnectionConfig {
   token?: string;
   /** The text of a NATS .creds file. */
   credentials?: string;
+  /** Where the secret above came from, when a file: the NATS client reads it again at each reconnect. */
+  passwordFile?: string;
+  tokenFile?: string;
+  credentialsFile?: string;
   /** Set: TLS is required (a `tls://` server, or any NATS_TLS_* variable). */
   tls?: NatsTlsConfig;
 }
 
-type NatsEnv = Pick<CommonEnv, 'NATS_URL' | 'NATS_USER' | 'NATS_PASSWORD' | 'NATS_TOKEN' | 'NATS_CREDS_FILE' | 'NATS_TLS_CA_FILE' | 'NATS_TLS_CERT_FILE' | 'NATS_TLS_KEY_FILE'>;
+type NatsEnv = Pick<CommonEnv, 'NATS_URL' | 'NATS_USER' | 'NATS_PASSWORD' | 'NATS_TOKEN' | 'NATS_CREDS_FILE' | 'NATS_TLS_CA_FILE' | 'NATS_TLS_CERT_FILE' | 'NATS_TLS_KEY_FILE'> &
+  Partial<Pick<CommonEnv, 'NATS_PASSWORD_FILE' | 'NATS_TOKEN_FILE'>>;
 
 type UrlLogin = { kind: 'none' } | { kind: 'user'; user: string; password: string } | { kind: 'token'; token: string };
 
@@ -378,9 +386,9 @@ export function natsConnectionConfig(e: NatsEnv): NatsConnectionConfig {
   const out: NatsConnectionConfig = { servers };
   if (urlLogin.kind === 'user') Object.assign(out, { user: urlLogin.user, password: urlLogin.password });
   if (urlLogin.kind === 'token') out.token = urlLogin.token;
-  if (e.NATS_USER !== undefined) Object.assign(out, { user: e.NATS_USER, password: e.NATS_PASSWORD });
-  if (e.NATS_TOKEN !== undefined) out.token = e.NATS_TOKEN;
-  if (e.NATS_CREDS_FILE !== undefined) out.credentials = e.NATS_CREDS_FILE;
+  if (e.NATS_USER !== undefined) Object.assign(out, { user: e.NATS_USER, password: e.NATS_PASSWORD }, e.NATS_PASSWORD_FILE !== undefined ? { passwordFile: e.NATS_PASSWORD_FILE } : {});
+  if (e.NATS_TOKEN !== undefined) Object.assign(out, { token: e.NATS_TOKEN }, e.NATS_TOKEN_FILE !== undefined ? { tokenFile: e.NATS_TOKEN_FILE } : {});
+  if (e.NATS_CREDS_FILE !== undefined) Object.assign(out, { credentials: readNatsCreds(e.NATS_CREDS_FILE), credentialsFile: e.NATS_CREDS_FILE });
 
   const { NATS_TLS_CA_FILE: caFile, NATS_TLS_CERT_FILE: certFile, NATS_TLS_KEY_FILE: keyFile } = e;
   if ((certFile === undefined) !== (keyFile === undefined)) throw bad(certFile === undefined ? 'NATS_TLS_KEY_FILE is set without NATS_TLS_CERT_FILE' : 'NATS_TLS_CERT_FILE is set without NATS_TLS_KEY_FILE');

@@ -58,17 +58,19 @@ describe('natsConnectionConfig: the login', () => {
 
   it('NATS_USER with NATS_PASSWORD or NATS_PASSWORD_FILE (trailing line break dropped)', () => {
     expect(nats({ NATS_USER: 'alice', NATS_PASSWORD: 'pw' })).toEqual({ servers: ['nats://127.0.0.1:4222'], user: 'alice', password: 'pw' });
-    expect(nats({ NATS_USER: 'alice', NATS_PASSWORD_FILE: file('pw', 'from-file\n') })).toMatchObject({ user: 'alice', password: 'from-file' });
+    // The file's path goes along: the NATS client reads it again at each reconnect (a rotated secret).
+    expect(nats({ NATS_USER: 'alice', NATS_PASSWORD_FILE: file('pw', 'from-file\n') })).toEqual({ servers: ['nats://127.0.0.1:4222'], user: 'alice', password: 'from-file', passwordFile: join(dir, 'pw') });
   });
 
   it('NATS_TOKEN or NATS_TOKEN_FILE', () => {
     expect(nats({ NATS_TOKEN: 'tok' })).toMatchObject({ token: 'tok' });
-    expect(nats({ NATS_TOKEN_FILE: file('tok', 'tok-from-file\r\n') })).toMatchObject({ token: 'tok-from-file' });
+    expect(nats({ NATS_TOKEN_FILE: file('tok', 'tok-from-file\r\n') })).toEqual({ servers: ['nats://127.0.0.1:4222'], token: 'tok-from-file', tokenFile: join(dir, 'tok') });
   });
 
   it('NATS_CREDS_FILE: the file is read and checked at start', () => {
     const c = nats({ NATS_CREDS_FILE: creds.credsFile });
     expect(c.credentials).toContain('-----BEGIN NATS USER JWT-----');
+    expect(c.credentialsFile).toBe(creds.credsFile);
     expect(configError(() => nats({ NATS_CREDS_FILE: file('bad.creds', 'not creds SUAXXXX') }))).toMatch(/^invalid config: NATS_CREDS_FILE ".*bad\.creds" is not a NATS credentials file \(a user JWT block, then a user nkey seed block\) \(got ".*bad\.creds"\)$/);
   });
 
@@ -173,7 +175,7 @@ describe('the NATS login stays out of logs', () => {
     expect(rec.config).toEqual({
       nats: { servers: ['nats://n:4222'], user: 'alice', password: '<redacted>' },
       other: { servers: ['nats://127.0.0.1:4222'], token: '<redacted>' },
-      third: { servers: ['nats://127.0.0.1:4222'], credentials: '<redacted>', tls: { caFile: tls.caFile } },
+      third: { servers: ['nats://127.0.0.1:4222'], credentials: '<redacted>', credentialsFile: creds.credsFile, tls: { caFile: tls.caFile } },
     });
   });
 
