@@ -274,6 +274,13 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     void reloadPolicy();
   };
 
+  /** A stored section refused (or unreadable) before the first load succeeded: fall back to the last applied one. */
+  const refusedAtStart = async (hash: string | null, error: string): Promise<void> => {
+    if (watcher?.ready || fallback) return;
+    refusal = error;
+    await fallBack(hash, error);
+  };
+
   /**
    * The config watcher's setter for `safety` (D22). Throwing keeps the watcher's
    * previous hash, so the section is retried on the next reload and the replica's
@@ -293,10 +300,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     } catch (err) {
       const error = errorText(err);
       log.error('policy bundles rejected, keeping the previous policy', { error, hash, snapshot: store?.active?.id });
-      if (!watcher?.ready && !fallback) {
-        refusal = error;
-        await fallBack(hash, error);
-      }
+      await refusedAtStart(hash, error);
       throw err;
     }
     refusal = undefined;
@@ -341,6 +345,9 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       instanceId: config.instanceId,
       pollIntervalMs: config.configReloadIntervalMs,
       sections: { [SAFETY_SECTION]: applySafetySection },
+      // A section that cannot even be read (config_corrupt) never reaches the setter: the same
+      // start-time fallback as for a section the setter refuses (P114, P122).
+      onUnreadable: { [SAFETY_SECTION]: (err) => refusedAtStart(null, errorText(err)) },
     });
     watcher = w;
     await w.start();

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { liveFileRules, safetyConfigKeys } from '@cordum/config-overlay';
+import { liveFileRules, publishConfigChanged, safetyConfigKeys } from '@cordum/config-overlay';
 import { Decision, GrpcStatus, Health, KERNEL_NOT_READY, ServingStatus, grpcClientFor } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
 import { APPLIED_RECORD_TTL_MS } from '../src/kernel';
@@ -157,5 +157,46 @@ describe('a stored bundle rule id that is a rule of the policy file', () => {
     // After every kernel with that file stops, the record stays for the next one to start (fallback) and then expires.
     await Promise.all(['sk-c', 'sk-e', 'sk-ttl'].map(stop));
     expect(nearFull(await ttl())).toBe(true);
+  });
+});
+
+// A hand-stored section that cannot even be read (a number JSON reads as Infinity: config_corrupt,
+// P114) never reached the setter, so a kernel starting beside it stayed not ready while the
+// running kernels served: the same start-time fallback now covers it (P122).
+describe('a stored safety section that cannot be read (1e999)', () => {
+  const KEY = 'cfg:system:default';
+  const renamed = { ops: { rules: [ruleY, { ...ruleX, id: 'x-ops' }] } };
+  const rawDoc = (dataText: string, revision: number): string =>
+    `{"scope":"system","scope_id":"default","revision":${revision},"updated_at":null,"meta":{},"data":${dataText}}`;
+
+  it('a kernel starting beside it serves the section the running kernels kept, and applies the stored one once it is fixed', async () => {
+    await stop('sk-d'); // another policy file: it would block the fallback (P48)
+    await rig.writeBundles(renamed, true);
+    const f = await start('sk-f');
+    expect(await readyz(f)).toBe(200);
+    const snapshot = f.kernel.snapshotId;
+
+    const corrupt = JSON.stringify({ safety: { bundles: renamed } }).replace('"reason":"secrets stay in"', '"reason":"secrets stay in","weight":1e999');
+    expect(corrupt).toContain('1e999');
+    await rig.store.redis.set(KEY, rawDoc(corrupt, 100));
+    await publishConfigChanged(rig.bus, { scope: 'system', scopeId: 'default', revision: 100, senderId: 'test' });
+    await waitFor(() => f.logs.some((l) => l.includes('config section apply failed') && l.includes('safety')), 5000, { message: 'the running kernel refuses the unreadable section' });
+
+    const g = await start('sk-g');
+    expect(await readyz(g)).toBe(200);
+    expect(await health(g)).toBe(ServingStatus.SERVING);
+    expect(g.kernel.snapshotId).toBe(snapshot);
+    expect(await g.metric('cordum_safety_bundles_fallback')).toBe(1);
+    expect(await g.client.check({ jobId: 'j-g', topic: 'job.ops.a', tenant: 'acme' })).toMatchObject({ decision: Decision.REQUIRE_HUMAN, ruleId: 'x-ops' });
+    expect(g.logs.find((l) => l.includes('serving the safety section last applied with this policy file'))).toContain('stored section safety');
+
+    // Fixed by hand (the store refuses a write that would carry the value on): both apply it.
+    const fixed = { ops: { rules: [ruleY, { ...ruleX, id: 'x-ops-2' }] } };
+    await rig.store.redis.set(KEY, rawDoc(JSON.stringify({ safety: { bundles: fixed } }), 101));
+    await publishConfigChanged(rig.bus, { scope: 'system', scopeId: 'default', revision: 101, senderId: 'test' });
+    await waitFor(async () => (await g.metric('cordum_safety_bundles_fallback')) === 0 && g.kernel.snapshotId === f.kernel.snapshotId && g.kernel.snapshotId !== snapshot, 5000, {
+      message: 'the fixed section applied and the fallback ended',
+    });
+    expect(await g.client.check({ jobId: 'j-g2', topic: 'job.ops.a', tenant: 'acme' })).toMatchObject({ decision: Decision.REQUIRE_HUMAN, ruleId: 'x-ops-2' });
   });
 });

@@ -24,6 +24,13 @@ export interface ConfigWatcherOptions {
   pollIntervalMs: number;
   /** Only these sections are hashed, applied and reported (D33: what this service consumes). */
   sections: Record<string, SectionSetter>;
+  /**
+   * Called, per section, at each reload that finds the stored section unreadable
+   * (config_corrupt: a hand-stored `1e999` reads as Infinity), which never reaches its setter.
+   * A service that copes with a section it refuses (the safety kernel's start-time fallback)
+   * does the same here. Errors it throws are logged, not propagated.
+   */
+  onUnreadable?: Record<string, (err: Error) => void | Promise<void>>;
   scope?: Scope;
   scopeId?: string;
   /**
@@ -199,6 +206,14 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
         if (failingSections.has(section) && failingSections.get(section) === sig) log.debug('config section still rejected, keeping applied config', fields);
         else log.error('config section apply failed, will retry on next reload', fields);
         failingSections.set(section, sig);
+        const unreadable = hash === undefined ? o.onUnreadable?.[section] : undefined;
+        if (unreadable) {
+          try {
+            await unreadable(err instanceof Error ? err : new Error(String(err)));
+          } catch (hookErr) {
+            log.error('config section unreadable hook failed', { section, err: hookErr });
+          }
+        }
         continue;
       }
       failingSections.delete(section);
