@@ -1,7 +1,7 @@
 // Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
 import { createHash, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
-import { commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zNumber, zParsedString, type NatsConnectionConfig } from '@cordum/service-kit';
+import { commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zNumber, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { RATE_LIMIT_BOUNDS, configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
@@ -87,7 +87,8 @@ export interface GatewayConfig {
   service: 'api-gateway';
   instanceId: string;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
-  redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
+  /** REDIS_URL, REDIS_CLUSTER_ADDRESSES, pool sizes and REDIS_TLS_* (redisConnectionConfig). */
+  redis: RedisConnectionConfig;
   /** NATS_URL and the NATS login and TLS variables (natsConnectionConfig). */
   nats: NatsConnectionConfig;
   httpAddr: { host: string; port: number };
@@ -116,7 +117,7 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string
     service: 'api-gateway',
     instanceId: e.CORDUM_INSTANCE_ID ?? defaultInstanceId('api-gateway'),
     logLevel: e.CORDUM_LOG_LEVEL,
-    redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
+    redis: redisConnectionConfig(e),
     nats: natsConnectionConfig(e),
     httpAddr: e.GATEWAY_HTTP_ADDR,
     grpcAddr: e.GATEWAY_GRPC_ADDR,

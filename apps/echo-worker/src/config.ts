@@ -2,7 +2,7 @@
 import type { KeyObject } from 'node:crypto';
 import { loadSigningKeyFile } from '@cordum/protocol';
 import { MAX_HEARTBEAT_INTERVAL_MS } from '@cordum/worker-sdk';
-import { commonEnvSchema, loadConfig, natsConnectionConfig, zAddr, zBool, zCsv, zDuration, zParsedString, zPositiveInt, type NatsConnectionConfig } from '@cordum/service-kit';
+import { commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCsv, zDuration, zParsedString, zPositiveInt, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 
@@ -46,7 +46,8 @@ export interface EchoWorkerConfig {
   stopTimeoutMs: number;
   /** NATS_URL and the NATS login and TLS variables (natsConnectionConfig). */
   nats: NatsConnectionConfig;
-  redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
+  /** REDIS_URL, REDIS_CLUSTER_ADDRESSES, pool sizes and REDIS_TLS_* (redisConnectionConfig). */
+  redis: RedisConnectionConfig;
   signingKey?: KeyObject;
   verifyKey?: KeyObject;
 }
@@ -66,7 +67,7 @@ export function loadEchoWorkerConfig(env: NodeJS.ProcessEnv | Record<string, str
     directDispatch: e.WORKER_DIRECT_DISPATCH,
     stopTimeoutMs: e.WORKER_STOP_TIMEOUT,
     nats: natsConnectionConfig(e),
-    redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
+    redis: redisConnectionConfig(e),
     signingKey: e.CAP_SIGNING_KEY_FILE,
     verifyKey: e.CAP_VERIFY_KEY_FILE,
   };

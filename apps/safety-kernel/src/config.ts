@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type Policy } from '@cordum/config-overlay';
-import { ConfigError, commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, zAddr, zDuration, zPositiveInt, errorText, type NatsConnectionConfig } from '@cordum/service-kit';
+import { ConfigError, commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zDuration, zPositiveInt, errorText, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { z } from 'zod';
 import { parsePolicy } from './policy/parse';
 import { BUILTIN_DEFAULT_POLICY } from './policy/source';
@@ -22,7 +22,8 @@ export interface SafetyKernelConfig {
   service: typeof SERVICE_NAME;
   instanceId: string;
   logLevel: z.infer<typeof envSchema>['CORDUM_LOG_LEVEL'];
-  redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
+  /** REDIS_URL, REDIS_CLUSTER_ADDRESSES, pool sizes and REDIS_TLS_* (redisConnectionConfig). */
+  redis: RedisConnectionConfig;
   /** NATS_URL and the NATS login and TLS variables (natsConnectionConfig). */
   nats: NatsConnectionConfig;
   grpcAddr: { host: string; port: number };
@@ -50,7 +51,7 @@ export function loadSafetyKernelConfig(env: NodeJS.ProcessEnv | Record<string, s
     service: SERVICE_NAME,
     instanceId: e.CORDUM_INSTANCE_ID ?? defaultInstanceId(SERVICE_NAME),
     logLevel: e.CORDUM_LOG_LEVEL,
-    redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
+    redis: redisConnectionConfig(e),
     nats: natsConnectionConfig(e),
     grpcAddr: e.SAFETY_KERNEL_GRPC_ADDR,
     httpAddr: e.SAFETY_KERNEL_HTTP_ADDR,

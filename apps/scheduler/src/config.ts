@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
-import { ConfigError, commonEnvSchema, loadConfig, natsConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zParsedString, type NatsConnectionConfig } from '@cordum/service-kit';
+import { ConfigError, commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { z } from 'zod';
 import { D21_BREAKER, type BreakerOptions } from './safety-breaker';
@@ -68,7 +68,8 @@ function between(min: number, max: number) {
 }
 
 export interface SchedulerConfig {
-  redis: { url: string; clusterAddresses: string[]; poolSize: number; minIdleConns: number };
+  /** REDIS_URL, REDIS_CLUSTER_ADDRESSES, pool sizes and REDIS_TLS_* (redisConnectionConfig). */
+  redis: RedisConnectionConfig;
   /** NATS_URL and the NATS login and TLS variables (natsConnectionConfig). */
   nats: NatsConnectionConfig;
   httpAddr: { host: string; port: number };
@@ -125,7 +126,7 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
   if (pools) bootstrapFiles.push({ section: 'pools', fileHashMetaKey: '_poolsFileHash', content: pools.raw, source: pools.source });
   if (timeouts) bootstrapFiles.push({ section: 'timeouts', fileHashMetaKey: '_timeoutsFileHash', content: timeouts.raw, source: timeouts.source });
   return {
-    redis: { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS },
+    redis: redisConnectionConfig(e),
     nats: natsConnectionConfig(e),
     httpAddr: e.SCHEDULER_HTTP_ADDR,
     safetyKernelAddr: e.SAFETY_KERNEL_ADDR,

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import { Cluster, Redis } from 'ioredis';
 import { isRedisAuthError } from './errors';
 
@@ -23,6 +25,11 @@ export interface RedisConnOptions {
   url: string;
   /** host:port list; non-empty switches to cluster mode. */
   clusterAddresses: string[];
+  /**
+   * Set: TLS to Redis, to every node of a cluster (service-kit's redisConnectionConfig sets it for
+   * rediss://). `{}` verifies the servers against the system CAs; the PEM files are read here, once.
+   */
+  tls?: RedisTlsOptions;
   poolSize: number;
   minIdleConns: number;
   /** Client name shown by CLIENT LIST (usually `<service>:<instance>`). */
@@ -38,6 +45,22 @@ export interface RedisConnOptions {
    * always listens, and reports through these (throttled) when given.
    */
   events?: RedisConnectionEvents;
+}
+
+/** TLS to Redis: the CA bundle the servers' certificates must chain to, and a client certificate and key for a Redis that verifies clients. */
+export interface RedisTlsOptions {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
+/** Node's TLS options for `tls`: the files' contents. A cluster's nodes are verified by the address the cluster announces (an IP: the certificates need IP SANs). */
+function tlsConnectOptions(tls: RedisTlsOptions): TlsConnectionOptions {
+  return {
+    ...(tls.caFile !== undefined ? { ca: readFileSync(tls.caFile) } : {}),
+    ...(tls.certFile !== undefined ? { cert: readFileSync(tls.certFile) } : {}),
+    ...(tls.keyFile !== undefined ? { key: readFileSync(tls.keyFile) } : {}),
+  };
 }
 
 export interface RedisConnectionEvents {
@@ -151,6 +174,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
     commandTimeout: commandTimeout > 0 ? commandTimeout : undefined,
     lazyConnect: opts.minIdleConns <= 0,
     keepAlive: 10_000,
+    ...(opts.tls !== undefined ? { tls: tlsConnectOptions(opts.tls) } : {}),
   };
   const batched = opts.poolSize > 1;
   if (opts.clusterAddresses.length > 0) {

@@ -12,6 +12,7 @@ export {
   type FailureThrottle,
   type RedisClient,
   type RedisConnOptions,
+  type RedisTlsOptions,
   type RedisConnectionEvents,
 } from './client';
 export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from './scripts';

@@ -183,18 +183,19 @@ const zHostPortList = zCsv.superRefine((list, ctx) => {
   // The cluster client takes its user and password from REDIS_URL, for every node: credentials
   // here would be dropped (and an entry's userinfo was once read as part of its host).
   if (list.some((a) => /:\/\/[^/]*@/.test(a))) ctx.addIssue({ code: 'custom', message: 'entries carry no user or password: put them in REDIS_URL (redis://:<password>@<any node>:6379), whose credentials the cluster client sends to every node' });
-  if (list.some((a) => /^rediss:\/\//i.test(a))) ctx.addIssue({ code: 'custom', message: CLUSTER_TLS_UNSUPPORTED });
 });
 
-const CLUSTER_TLS_UNSUPPORTED = 'TLS (rediss://) to a Redis Cluster is not supported; reach the cluster over a private network';
+const REDIS_TLS_VARS = ['REDIS_TLS_CA_FILE', 'REDIS_TLS_CERT_FILE', 'REDIS_TLS_KEY_FILE'] as const;
 
 /** Rules between common variables, checked once each is valid on its own. */
 function commonCrossProblems(env: unknown): string[] {
-  const e = env as { REDIS_URL?: unknown; REDIS_CLUSTER_ADDRESSES?: unknown };
-  const cluster = Array.isArray(e.REDIS_CLUSTER_ADDRESSES) && e.REDIS_CLUSTER_ADDRESSES.length > 0;
-  // A rediss:// REDIS_URL with a cluster would have connected to the nodes in plain text.
-  if (cluster && typeof e.REDIS_URL === 'string' && /^rediss:\/\//i.test(e.REDIS_URL)) return [`REDIS_URL ${CLUSTER_TLS_UNSUPPORTED} (in cluster mode only its user and password are used)`];
-  return [];
+  const e = env as Partial<Record<'REDIS_URL' | 'REDIS_CLUSTER_ADDRESSES' | (typeof REDIS_TLS_VARS)[number], unknown>>;
+  const tlsVar = REDIS_TLS_VARS.find((v) => e[v] !== undefined);
+  if (tlsVar === undefined || !('REDIS_URL' in e)) return [];
+  const entries = Array.isArray(e.REDIS_CLUSTER_ADDRESSES) ? (e.REDIS_CLUSTER_ADDRESSES as unknown[]) : [];
+  const tls = [e.REDIS_URL, ...entries].some((u) => typeof u === 'string' && /^rediss:\/\//i.test(u));
+  // The TLS files alone would have been ignored: the connection stays plain text without rediss://.
+  return tls ? [] : [`${tlsVar} is set but REDIS_URL is not rediss://: write rediss:// to connect to Redis with TLS`];
 }
 
 /** What a read of a file named by a variable failed with: the errno code (ENOENT, EACCES, EISDIR) or the message. */
@@ -265,6 +266,11 @@ export const commonEnvSchema = z.object({
   REDIS_CLUSTER_ADDRESSES: zHostPortList,
   REDIS_POOL_SIZE: zPositiveInt.default(20),
   REDIS_MIN_IDLE_CONNS: zNonNegativeInt.default(5),
+  /** TLS to Redis (redisConnectionConfig; needs rediss://): the CA that signed the servers' certificates (else the system CAs). */
+  REDIS_TLS_CA_FILE: zCheckedString(checkCertFile).optional(),
+  /** A client certificate for a Redis that verifies clients (`tls-auth-clients yes`), with REDIS_TLS_KEY_FILE. */
+  REDIS_TLS_CERT_FILE: zCheckedString(checkCertFile).optional(),
+  REDIS_TLS_KEY_FILE: zCheckedString(checkKeyFile).optional(),
   NATS_URL: zUrlList(['nats', 'tls', 'ws', 'wss']).default(['nats://127.0.0.1:4222']),
   // NATS login (natsConnectionConfig): user and password in NATS_URL or here, a token, or a creds file.
   NATS_USER: z.string().optional(),
@@ -300,12 +306,15 @@ export const COMMON_SECRET_FILES: Readonly<Record<string, string>> = {
   NATS_TOKEN: 'NATS_TOKEN_FILE',
 };
 
-/** TLS to NATS: files checked at start, read again by the NATS client at each (re)connect. */
-export interface NatsTlsConfig {
+/** TLS client files (PEM), checked at start: the CA bundle to verify servers with, a client certificate and its key. */
+export interface TlsFilesConfig {
   caFile?: string;
   certFile?: string;
   keyFile?: string;
 }
+
+/** TLS to NATS: files checked at start, read again by the NATS client at each (re)connect. */
+export type NatsTlsConfig = TlsFilesConfig;
 
 /**
  * Where NATS is and how to log in, as @cordum/bus connectBus takes it (`{...config.nats, name,
@@ -391,15 +400,53 @@ export function natsConnectionConfig(e: NatsEnv): NatsConnectionConfig {
   if (e.NATS_CREDS_FILE !== undefined) Object.assign(out, { credentials: readNatsCreds(e.NATS_CREDS_FILE), credentialsFile: e.NATS_CREDS_FILE });
 
   const { NATS_TLS_CA_FILE: caFile, NATS_TLS_CERT_FILE: certFile, NATS_TLS_KEY_FILE: keyFile } = e;
-  if ((certFile === undefined) !== (keyFile === undefined)) throw bad(certFile === undefined ? 'NATS_TLS_KEY_FILE is set without NATS_TLS_CERT_FILE' : 'NATS_TLS_CERT_FILE is set without NATS_TLS_KEY_FILE');
+  const tls = tlsFiles('NATS', caFile, certFile, keyFile);
+  if (tls !== undefined || e.NATS_URL.some((u) => /^tls:\/\//i.test(u))) out.tls = tls ?? {};
+  return out;
+}
+
+/**
+ * The TLS files of `<prefix>_TLS_*` as a client takes them, or undefined when none is set. A
+ * client certificate needs its key and the key must be the certificate's (ConfigError otherwise).
+ */
+function tlsFiles(prefix: 'NATS' | 'REDIS', caFile: string | undefined, certFile: string | undefined, keyFile: string | undefined): TlsFilesConfig | undefined {
+  const bad = (why: string): ConfigError => new ConfigError(`invalid config: ${why}`);
+  if ((certFile === undefined) !== (keyFile === undefined)) throw bad(certFile === undefined ? `${prefix}_TLS_KEY_FILE is set without ${prefix}_TLS_CERT_FILE` : `${prefix}_TLS_CERT_FILE is set without ${prefix}_TLS_KEY_FILE`);
   if (certFile !== undefined && keyFile !== undefined) {
     // Both files were read and parsed by their schemas already.
     const cert = new X509Certificate(pemBlocks(readFileSync(certFile, 'utf8'), 'CERTIFICATE')[0] ?? '');
-    if (!cert.checkPrivateKey(createPrivateKey(readFileSync(keyFile, 'utf8')))) throw bad(`NATS_TLS_KEY_FILE ${JSON.stringify(keyFile)} is not the key of the certificate in NATS_TLS_CERT_FILE ${JSON.stringify(certFile)}`);
+    if (!cert.checkPrivateKey(createPrivateKey(readFileSync(keyFile, 'utf8')))) throw bad(`${prefix}_TLS_KEY_FILE ${JSON.stringify(keyFile)} is not the key of the certificate in ${prefix}_TLS_CERT_FILE ${JSON.stringify(certFile)}`);
   }
-  if (caFile !== undefined || certFile !== undefined || e.NATS_URL.some((u) => /^tls:\/\//i.test(u))) {
-    out.tls = { ...(caFile !== undefined ? { caFile } : {}), ...(certFile !== undefined ? { certFile, keyFile } : {}) };
-  }
+  if (caFile === undefined && certFile === undefined) return undefined;
+  return { ...(caFile !== undefined ? { caFile } : {}), ...(certFile !== undefined ? { certFile, keyFile } : {}) };
+}
+
+/** Where Redis is and how to reach it, as @cordum/redis createRedis takes it (`{...config.redis, name, events}`). */
+export interface RedisConnectionConfig {
+  /** REDIS_URL; in cluster mode only its user and password are used (for every node). */
+  url: string;
+  clusterAddresses: string[];
+  poolSize: number;
+  minIdleConns: number;
+  /**
+   * Set: TLS to Redis, to every node of a cluster (REDIS_URL or a cluster entry is rediss://);
+   * the CA and client certificate files of REDIS_TLS_*, read when the client is created.
+   */
+  tls?: TlsFilesConfig;
+}
+
+type RedisEnv = Pick<CommonEnv, 'REDIS_URL' | 'REDIS_CLUSTER_ADDRESSES' | 'REDIS_POOL_SIZE' | 'REDIS_MIN_IDLE_CONNS' | 'REDIS_TLS_CA_FILE' | 'REDIS_TLS_CERT_FILE' | 'REDIS_TLS_KEY_FILE'>;
+
+/**
+ * The Redis connection of a service or worker from the common env. TLS when REDIS_URL (or, in
+ * cluster mode, any entry of REDIS_CLUSTER_ADDRESSES) is rediss://, with REDIS_TLS_* (which
+ * loadConfig refuses without rediss://).
+ */
+export function redisConnectionConfig(e: RedisEnv): RedisConnectionConfig {
+  const out: RedisConnectionConfig = { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS };
+  const tls = tlsFiles('REDIS', e.REDIS_TLS_CA_FILE, e.REDIS_TLS_CERT_FILE, e.REDIS_TLS_KEY_FILE);
+  const rediss = [e.REDIS_URL, ...e.REDIS_CLUSTER_ADDRESSES].some((u) => /^rediss:\/\//i.test(u));
+  if (rediss) out.tls = tls ?? {};
   return out;
 }
 

@@ -21,6 +21,7 @@ export {
   commonEnvSchema,
   COMMON_SECRET_FILES,
   natsConnectionConfig,
+  redisConnectionConfig,
   defaultInstanceId,
   processEnv,
   redactUrl,
@@ -33,6 +34,8 @@ export {
   type CommonEnv,
   type LoadConfigOptions,
   type NatsConnectionConfig,
+  type RedisConnectionConfig,
+  type TlsFilesConfig,
   type NatsTlsConfig,
 } from './config';
 export { createLogger, serializeError, type Logger, type LoggerOptions } from './logger';

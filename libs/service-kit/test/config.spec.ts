@@ -118,17 +118,6 @@ describe('ConfigError messages are one line naming the variable', () => {
     expect(loadConfig(commonEnvSchema, { REDIS_URL: 'redis://app:s3cret@10.0.0.1:7000', REDIS_CLUSTER_ADDRESSES: '10.0.0.1:7000' }).REDIS_CLUSTER_ADDRESSES).toEqual(['10.0.0.1:7000']);
   });
 
-  it('TLS to a Redis Cluster is refused at start rather than dropped (it connected in plain text)', () => {
-    expect(configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_CLUSTER_ADDRESSES: 'rediss://10.0.0.1:7000' })).message).toBe(
-      'invalid config: REDIS_CLUSTER_ADDRESSES TLS (rediss://) to a Redis Cluster is not supported; reach the cluster over a private network (got "rediss://10.0.0.1:7000")',
-    );
-    expect(configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_URL: 'rediss://:pw@10.0.0.1:7000', REDIS_CLUSTER_ADDRESSES: '10.0.0.1:7000' })).message).toBe(
-      'invalid config: REDIS_URL TLS (rediss://) to a Redis Cluster is not supported; reach the cluster over a private network (in cluster mode only its user and password are used)',
-    );
-    // Standalone TLS stays as it was (ioredis connects with TLS for rediss://).
-    expect(loadConfig(commonEnvSchema, { REDIS_URL: 'rediss://:pw@redis.example:6380' }).REDIS_URL).toBe('rediss://:pw@redis.example:6380');
-  });
-
   it('bad enum', () => {
     expect(configErrorOf(() => loadConfig(commonEnvSchema, { CORDUM_LOG_LEVEL: 'loud' })).message).toBe(
       'invalid config: CORDUM_LOG_LEVEL must be one of debug|info|warn|error (got "loud")',

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeNatsCreds, makeTestTls, type TestNatsCreds, type TestTls } from '@cordum/testing';
 import { z } from 'zod';
-import { ConfigError, commonEnvSchema, createLogger, exitOnConfigError, loadConfig, logConfig, natsConnectionConfig, redactUrl } from '../src';
+import { ConfigError, commonEnvSchema, createLogger, exitOnConfigError, loadConfig, logConfig, natsConnectionConfig, redactUrl, redisConnectionConfig } from '../src';
 
-// The NATS login and TLS variables, and the secrets read from files (*_FILE).
+// The NATS login and TLS variables, Redis TLS, and the secrets read from files (*_FILE).
 
 let dir: string;
 let tls: TestTls;
@@ -182,5 +182,44 @@ describe('the NATS login stays out of logs', () => {
   it('redactUrl hides a token-only userinfo too', () => {
     expect(redactUrl('nats://t0ken@n:4222')).toBe('nats://***@n:4222');
     expect(redactUrl('nats://user:pw@n:4222')).toBe('nats://user:***@n:4222');
+  });
+});
+
+describe('Redis TLS (rediss:// and REDIS_TLS_*)', () => {
+  const redis = (env: Record<string, string>) => redisConnectionConfig(loadConfig(commonEnvSchema, env));
+  const base = { poolSize: 20, minIdleConns: 5 };
+
+  it('rediss:// alone: TLS verified against the system CAs; with REDIS_TLS_CA_FILE against that CA; redis:// has none', () => {
+    expect(redis({})).toEqual({ url: 'redis://127.0.0.1:6379', clusterAddresses: [], ...base });
+    expect(redis({ REDIS_URL: 'rediss://:pw@r:6380' })).toEqual({ url: 'rediss://:pw@r:6380', clusterAddresses: [], ...base, tls: {} });
+    expect(redis({ REDIS_URL: 'rediss://r:6380', REDIS_TLS_CA_FILE: tls.caFile }).tls).toEqual({ caFile: tls.caFile });
+    expect(redis({ REDIS_URL: 'rediss://r:6380', REDIS_TLS_CA_FILE: tls.caFile, REDIS_TLS_CERT_FILE: tls.clientCertFile, REDIS_TLS_KEY_FILE: tls.clientKeyFile }).tls).toEqual({
+      caFile: tls.caFile,
+      certFile: tls.clientCertFile,
+      keyFile: tls.clientKeyFile,
+    });
+  });
+
+  it('a cluster: TLS to every node when REDIS_URL or any entry is rediss://', () => {
+    expect(redis({ REDIS_URL: 'rediss://:pw@any:6379', REDIS_CLUSTER_ADDRESSES: 'a:7000,b:7000' }).tls).toEqual({});
+    expect(redis({ REDIS_CLUSTER_ADDRESSES: 'rediss://a:7000,b:7000', REDIS_TLS_CA_FILE: tls.caFile }).tls).toEqual({ caFile: tls.caFile });
+    expect(redis({ REDIS_CLUSTER_ADDRESSES: 'a:7000,b:7000' }).tls).toBeUndefined();
+  });
+
+  it.each<[Record<string, string>, string]>([
+    [{ REDIS_TLS_CA_FILE: 'CA' }, 'invalid config: REDIS_TLS_CA_FILE is set but REDIS_URL is not rediss://: write rediss:// to connect to Redis with TLS'],
+    [{ REDIS_URL: 'rediss://r:6380', REDIS_TLS_CERT_FILE: 'CERT' }, 'invalid config: REDIS_TLS_CERT_FILE is set without REDIS_TLS_KEY_FILE'],
+    [{ REDIS_URL: 'rediss://r:6380', REDIS_TLS_KEY_FILE: 'KEY' }, 'invalid config: REDIS_TLS_KEY_FILE is set without REDIS_TLS_CERT_FILE'],
+  ])('%j: one readable line', (env, expected) => {
+    const files: Record<string, string> = { CA: tls.caFile, CERT: tls.clientCertFile, KEY: tls.clientKeyFile };
+    const e = Object.fromEntries(Object.entries(env).map(([k, v]) => [k, files[v] ?? v]));
+    expect(configError(() => redis(e))).toBe(expected);
+  });
+
+  it('a key that is not the certificate\'s, a file that is not PEM: config errors naming the variable', () => {
+    expect(configError(() => redis({ REDIS_URL: 'rediss://r:6380', REDIS_TLS_CERT_FILE: tls.clientCertFile, REDIS_TLS_KEY_FILE: tls.serverKeyFile }))).toContain(
+      'REDIS_TLS_KEY_FILE "' + tls.serverKeyFile + '" is not the key of the certificate in REDIS_TLS_CERT_FILE',
+    );
+    expect(configError(() => redis({ REDIS_URL: 'rediss://r:6380', REDIS_TLS_CA_FILE: file('not-pem', 'hello') }))).toContain('REDIS_TLS_CA_FILE');
   });
 });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports';
 import { startProcess, type ManagedProcess } from './process';
+import type { TestTls } from './tls';
 import { waitFor } from './wait';
 
 /** Resolves true when something accepts TCP connections on host:port. */
@@ -70,10 +71,10 @@ export function testServer(scheme: string, port: number, dir: string, launch: ()
 }
 
 /** Starts `cmd` with `args(port, dir)` on a free port and waits for it to listen; stopped again if it does not. */
-async function startServer(kind: 'redis' | 'nats', cmd: string, args: (port: number, dir: string) => string[], userinfo = ''): Promise<TestServer> {
+async function startServer(kind: 'redis' | 'nats', cmd: string, args: (port: number, dir: string) => string[], userinfo = '', scheme: string = kind): Promise<TestServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), `cordum-${kind}-`));
-  return whenListening(testServer(kind, port, dir, () => startProcess(`${kind}:${port}`, cmd, args(port, dir)), userinfo), cmd);
+  return whenListening(testServer(scheme, port, dir, () => startProcess(`${kind}:${port}`, cmd, args(port, dir)), userinfo), cmd);
 }
 
 /** Waits for a just-started server to listen; one that does not is stopped (data dir removed) and the error rethrown. */
@@ -87,16 +88,34 @@ async function whenListening(server: TestServer, what: string): Promise<TestServ
   return server;
 }
 
+/** TLS for a test redis-server: its certificate (`tls`'s server certificate, IP:127.0.0.1) and whether it requires client certificates. */
+export interface RedisTlsServerOptions {
+  tls: TestTls;
+  /** `tls-auth-clients yes`: only clients with a certificate from the CA get in (default: optional). */
+  verifyClients?: boolean;
+}
+
 /**
  * A throwaway redis-server on a free loopback port, nothing persisted. With `password`, it
  * requires it (`requirepass`), a replica sends it to its master (`masterauth`), and `url` carries
- * it (`redis://:<password>@127.0.0.1:<port>`; letters, digits and dashes need no escaping).
+ * it (`redis://:<password>@127.0.0.1:<port>`; letters, digits and dashes need no escaping). With
+ * `tls`, the port speaks TLS only (`tls-port`; the cluster bus and replication too) and `url` is
+ * `rediss://`.
  */
-export function startRedis(opts: { args?: string[]; password?: string } = {}): Promise<TestServer> {
+export function startRedis(opts: { args?: string[]; password?: string; tls?: RedisTlsServerOptions } = {}): Promise<TestServer> {
   const auth = opts.password === undefined ? [] : ['--requirepass', opts.password, '--masterauth', opts.password];
+  const t = opts.tls;
+  const ports = (port: number): string[] =>
+    t === undefined
+      ? ['--port', String(port)]
+      : ['--port', '0', '--tls-port', String(port), '--tls-cert-file', t.tls.serverCertFile, '--tls-key-file', t.tls.serverKeyFile, '--tls-ca-cert-file', t.tls.caFile,
+          '--tls-auth-clients', t.verifyClients ? 'yes' : 'optional', '--tls-replication', 'yes', '--tls-cluster', 'yes',
+          // what a replica or a cluster peer presents when it connects to another node, which
+          // verifies it (the server certificate is for serverAuth only: the bus never formed)
+          '--tls-client-cert-file', t.tls.clientCertFile, '--tls-client-key-file', t.tls.clientKeyFile];
   return startServer('redis', 'redis-server', (port, dir) => [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...auth, ...(opts.args ?? []),
-  ], opts.password === undefined ? '' : `:${encodeURIComponent(opts.password)}@`);
+    ...ports(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...auth, ...(opts.args ?? []),
+  ], opts.password === undefined ? '' : `:${encodeURIComponent(opts.password)}@`, t === undefined ? 'redis' : 'rediss');
 }
 
 /** A throwaway nats-server with JetStream on a free loopback port. */

@@ -2,11 +2,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildSync } from 'esbuild';
-import { freePort, repoRoot, startNats, startProcess, startRedis, stopAll, waitFor, type ManagedProcess, type TestServer } from '@cordum/testing';
+import { freePort, makeTestTls, repoRoot, startNats, startProcess, startRedis, stopAll, waitFor, type ManagedProcess, type TestServer, type TestTls } from '@cordum/testing';
 
 // The scheduler process (bundled from src/ here, as `nx build` bundles it) against a NATS that
 // requires a login: it logs in with the user and password of NATS_URL or of NATS_USER and
 // NATS_PASSWORD_FILE, and no line it prints carries the password, not even when it is refused.
+// And against a Redis that speaks TLS only (rediss:// with REDIS_TLS_*, P123).
 
 const PASSWORD = 's3cret-9d41';
 
@@ -88,5 +89,38 @@ describe('scheduler against nats-server --user alice --pass …', () => {
     expect((await proc.waitExit(15_000)).code).toBe(2);
     expect(proc.errOutput).toEqual(['invalid config: a user:password in NATS_URL and NATS_USER are set together: log in to NATS one way (a user and password, a token, or NATS_CREDS_FILE)']);
     expect(proc.logs()).not.toContain(PASSWORD);
+  });
+});
+
+describe('scheduler against a Redis that speaks TLS only and requires client certificates', () => {
+  let tls: TestTls;
+  let tlsRedis: TestServer;
+  let plainNats: TestServer;
+  beforeAll(async () => {
+    tls = makeTestTls();
+    [tlsRedis, plainNats] = await Promise.all([startRedis({ tls: { tls, verifyClients: true } }), startNats()]);
+  });
+  afterAll(async () => {
+    await Promise.all([tlsRedis?.stop(), plainNats?.stop()]);
+    tls?.remove();
+  });
+
+  it('rediss:// with REDIS_TLS_CA_FILE, REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE: connects and is ready', async () => {
+    const { proc, port } = await scheduler({
+      REDIS_URL: tlsRedis.url,
+      REDIS_TLS_CA_FILE: tls.caFile,
+      REDIS_TLS_CERT_FILE: tls.clientCertFile,
+      REDIS_TLS_KEY_FILE: tls.clientKeyFile,
+      NATS_URL: plainNats.url,
+    });
+    await readyThenStop(proc, port);
+    const config = proc.output.find((l) => l.includes('"config loaded"'))!;
+    expect(JSON.parse(config)).toMatchObject({ config: { redis: { url: tlsRedis.url, tls: { caFile: tls.caFile, certFile: tls.clientCertFile, keyFile: tls.clientKeyFile } } } });
+  });
+
+  it('REDIS_TLS_CA_FILE with redis://: one stderr line, exit 2', async () => {
+    const { proc } = await scheduler({ REDIS_URL: tlsRedis.url.replace('rediss://', 'redis://'), REDIS_TLS_CA_FILE: tls.caFile, NATS_URL: plainNats.url });
+    expect((await proc.waitExit(15_000)).code).toBe(2);
+    expect(proc.errOutput).toEqual(['invalid config: REDIS_TLS_CA_FILE is set but REDIS_URL is not rediss://: write rediss:// to connect to Redis with TLS']);
   });
 });
