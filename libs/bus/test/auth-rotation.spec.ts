@@ -7,9 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startNats, waitFor, type TestServer } from '@cordum/testing';
-import { connectBus, subjects, type Bus, type BusOptions } from '../src';
+import { connectBus, type Bus, type BusOptions } from '../src';
 import { secretReader } from '../src/bus';
-import { dec, enc, testLogger, type CapturingLogger } from './helpers';
+import { roundTrip, testLogger, type CapturingLogger } from './helpers';
 
 const REFUSED_LOG = 'bus: NATS refused the login at a reconnect, retrying (a rotated secret not yet in its file?)';
 
@@ -34,21 +34,6 @@ describe('a NATS password rotated while connected', () => {
     const b = await connectBus({ name: 'rotation-test', ...o });
     open.push(b);
     return b;
-  }
-
-  /** A publish and a core round trip on `b`. */
-  async function roundTrip(b: Bus): Promise<void> {
-    await b.ensureStreams();
-    await b.publish(subjects.submit, enc('x'));
-    const got = new Promise<string>((resolve) => {
-      const sub = b.subscribe('rotation.ping', (d) => {
-        sub.unsubscribe();
-        resolve(dec(d));
-      });
-    });
-    await b.flush();
-    b.publishCore('rotation.ping', enc('pong'));
-    expect(await got).toBe('pong');
   }
 
   beforeAll(async () => {

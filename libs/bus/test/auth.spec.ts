@@ -1,8 +1,8 @@
 import { makeNatsCreds, makeTestTls, natsTlsArgs, startNats, type TestNatsCreds, type TestServer, type TestTls } from '@cordum/testing';
 import { readFileSync } from 'node:fs';
-import { connectBus, isBusError, subjects, type Bus, type BusOptions } from '../src';
+import { connectBus, isBusError, type Bus, type BusOptions } from '../src';
 import { redactServers } from '../src/bus';
-import { dec, enc, testLogger, type CapturingLogger } from './helpers';
+import { roundTrip, testLogger, type CapturingLogger } from './helpers';
 
 // A NATS that requires a login or TLS: the bus passes user/password, a token, a creds file and
 // TLS files to nats.js, and no error or log line it makes carries a password or token.
@@ -19,21 +19,6 @@ async function connect(o: Omit<BusOptions, 'name' | 'logger'> & { logger?: Captu
   const b = await connectBus({ name: 'auth-test', logger: testLogger(), ...o });
   open.push(b);
   return b;
-}
-
-/** A publish and a core round trip: the connection is logged in and JetStream answers. */
-async function roundTrip(b: Bus): Promise<void> {
-  await b.ensureStreams();
-  await b.publish(subjects.submit, enc('x'));
-  const got = new Promise<string>((resolve) => {
-    const sub = b.subscribe('auth.ping', (d) => {
-      sub.unsubscribe();
-      resolve(dec(d));
-    });
-  });
-  await b.flush();
-  b.publishCore('auth.ping', enc('pong'));
-  expect(await got).toBe('pong');
 }
 
 /** The error a connect fails with (it must fail). */

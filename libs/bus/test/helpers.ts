@@ -1,4 +1,4 @@
-import { connectBus, type Bus, type BusLogger } from '../src';
+import { connectBus, subjects, type Bus, type BusLogger } from '../src';
 import type { Registry } from 'prom-client';
 
 export interface CapturingLogger extends BusLogger {
@@ -28,3 +28,21 @@ export function uniqueQueue(prefix = 'q'): string {
 
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+/**
+ * A JetStream publish and a core round trip on `b` (expects are jest's): the connection is logged
+ * in, JetStream answers, and a core message comes back. For the login tests.
+ */
+export async function roundTrip(b: Bus, subject = 'auth.ping'): Promise<void> {
+  await b.ensureStreams();
+  await b.publish(subjects.submit, enc('x'));
+  const got = new Promise<string>((resolve) => {
+    const sub = b.subscribe(subject, (d) => {
+      sub.unsubscribe();
+      resolve(dec(d));
+    });
+  });
+  await b.flush();
+  b.publishCore(subject, enc('pong'));
+  expect(await got).toBe('pong');
+}
