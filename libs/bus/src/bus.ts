@@ -279,9 +279,10 @@ function natsConnectOptions(o: NatsConnectOptions): ConnectionOptions {
 }
 
 /**
- * `initial`, or without `file`: the file's text at each call (trailing line breaks dropped, as
- * loadConfig reads a secret file), the last good one while it cannot be read or is empty (a
- * Secret volume swaps its files by renaming a directory, never leaving one half-written).
+ * A secret as nats.js asks for it at each (re)connect. Without `file`: always `initial`. With
+ * one: the file's text at each call (trailing line breaks dropped, as loadConfig reads a secret
+ * file), or the last good value while the file cannot be read or is empty (`initial` until a
+ * read succeeds). A Secret volume swaps its files by renaming a directory, never half-written.
  */
 export function secretReader(initial: string, file: string | undefined): () => string {
   if (file === undefined) return () => initial;
