@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Command, Redis } from 'ioredis';
 import { isRedisAuthError } from './errors';
 
 export type RedisClient = Redis | Cluster;
@@ -161,6 +161,40 @@ export function retryDelayMs(attempt: number): number {
 }
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 1500;
+
+/** The part of ioredis's (5.x/6.x) Command that the command timeout uses; not public API, so checked at run time. */
+interface TimedCommand {
+  _commandTimeoutTimer?: NodeJS.Timeout;
+  isSettled: boolean;
+  reject(err: Error): void;
+}
+
+/**
+ * A command's timeout gives the reply one more I/O turn before it rejects. After the event loop
+ * stalled (a long GC pause, SIGSTOP, a starved VM), expired timers run before the socket is read,
+ * so a command whose reply had arrived during the stall was rejected "Command timed out" though
+ * Redis had run it: a worker's claim then failed and its job went to another attempt (seen in the
+ * worker-freeze chaos run). The rejection now waits for a setImmediate, which runs after that
+ * turn's poll phase has read the socket; a reply found there settles the command first. A command
+ * whose reply does not come still fails, one turn later. Applied once, to ioredis's prototype;
+ * false (nothing changed) when Command is not the shape this was written against.
+ */
+function timeoutsAfterPendingReplies(): boolean {
+  const proto = Command.prototype as unknown as { setTimeout?: unknown };
+  if (typeof proto.setTimeout !== 'function' || !String(proto.setTimeout).includes('_commandTimeoutTimer')) return false;
+  proto.setTimeout = function (this: TimedCommand, ms: number): void {
+    if (this._commandTimeoutTimer) return;
+    this._commandTimeoutTimer = setTimeout(() => {
+      setImmediate(() => {
+        if (!this.isSettled) this.reject(new Error('Command timed out'));
+      });
+    }, ms);
+  };
+  return true;
+}
+
+/** Whether timeoutsAfterPendingReplies took (for a test; false with another ioredis). */
+export const COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY = timeoutsAfterPendingReplies();
 
 /** Standalone client for `url`, or a Cluster client when `clusterAddresses` is non-empty. */
 export function createRedis(opts: RedisConnOptions): RedisClient {

@@ -1,5 +1,6 @@
 export {
   createRedis,
+  COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY,
   closeRedis,
   pingRedis,
   masters,

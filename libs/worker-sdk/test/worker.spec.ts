@@ -4,7 +4,7 @@ import { Latch, waitFor } from '@cordum/testing';
 import { closeRedis, createRedis } from '@cordum/redis';
 import { Registry } from 'prom-client';
 import { createWorker, DEFAULT_START_ACK_DELAY_MS, type JobHandler, type Worker, type WorkerOptions } from '../src';
-import { makeJob, onlyResult, publishJob, startHarness, type Harness } from './harness';
+import { captureLog, makeJob, onlyResult, publishJob, startHarness, type Harness } from './harness';
 
 let h: Harness;
 const workers: Worker[] = [];
@@ -325,26 +325,27 @@ describe('a result write that Redis refuses (maxmemory 1: every write is OOM)', 
     expect(runs()).toBe(1);
   });
 
-  test('a write begun inside resultWriteBudgetMs that fails after it (the process stalled mid-write) gets one more try: SUCCEEDED, run once', async () => {
-    // Commands time out after 1 s; the budget is 1.1 s. The handler leaves a 1.5 s stall of the
-    // event loop behind it, which begins right after the result's SET went out: on waking, the
-    // SET's timeout fires before its reply is read, as after a SIGSTOP or a long GC pause.
-    const stalling = createRedis({ url: h.redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, commandTimeoutMs: 1_000 });
+  test('a write begun inside resultWriteBudgetMs that fails after it (Redis stalled mid-write) gets one more try: SUCCEEDED, run once', async () => {
+    // Commands time out after 1 s; the budget is 1.5 s. The handler freezes Redis for 2.5 s as it
+    // returns: the first write times out at 1 s, the second, begun at ~1.1 s (inside the budget),
+    // times out at ~2.1 s (after it) and gets one more try, which Redis answers once it wakes.
+    // (A stall of the worker's own event loop no longer fails a write whose reply came meanwhile:
+    // @cordum/redis stall.spec.)
+    const slow = createRedis({ url: h.redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, commandTimeoutMs: 1_000 });
+    const log = captureLog();
+    let thawAt: Promise<void> | undefined;
     try {
       let runs = 0;
       const topic = `job.stall${seq}`;
       await startWorker({
         topics: [topic],
-        redis: stalling,
-        resultWriteBudgetMs: 1_100,
-        handler: (job) => {
+        redis: slow,
+        logger: log.logger,
+        resultWriteBudgetMs: 1_500,
+        handler: async (job) => {
           runs += 1;
-          setImmediate(() => {
-            const until = Date.now() + 1_500;
-            while (Date.now() < until) {
-              // the stall
-            }
-          });
+          await h.redisServer.process.freeze();
+          thawAt = new Promise((r) => setTimeout(r, 2_500)).then(() => h.redisServer.process.thaw());
           return echo(job);
         },
       });
@@ -353,9 +354,12 @@ describe('a result write that Redis refuses (maxmemory 1: every write is OOM)', 
       expect({ status: r.status, code: r.errorCode, resultPtr: r.resultPtr }).toEqual({ status: JobStatus.SUCCEEDED, code: '', resultPtr: `redis://res:${job.jobId}` });
       expect(JSON.parse((await h.redis.get(`res:${job.jobId}`))!)).toEqual({ echo: 'kept' });
       expect(runs).toBe(1);
+      expect(log.lines.find((l) => l.msg === 'result written after retries')).toMatchObject({ tries: 3 });
     } finally {
+      await thawAt;
+      h.redisServer.process.thaw();
       await Promise.all(workers.splice(0).map((w) => w.stop()));
-      await closeRedis(stalling);
+      await closeRedis(slow);
     }
   });
 
