@@ -268,7 +268,9 @@ function natsConnectOptions(o: NatsConnectOptions): ConnectionOptions {
   // when there is one (the TLS files are read again by nats.js itself).
   const password = secretReader(o.password ?? '', o.passwordFile);
   const token = secretReader(o.token ?? '', o.tokenFile);
-  const creds = secretReader(o.credentials ?? '', o.credentialsFile);
+  // A creds file as it is (nats.js needs the line break after the seed's closing dashes), and only
+  // a text nats.js can sign with: a bad one at a reconnect would close the connection for good.
+  const creds = secretReader(o.credentials ?? '', o.credentialsFile, { asIs: true, usable: credsUsable });
   return {
     servers: o.servers,
     ...(o.user !== undefined ? { authenticator: usernamePasswordAuthenticator(o.user, password) } : {}),
@@ -281,21 +283,33 @@ function natsConnectOptions(o: NatsConnectOptions): ConnectionOptions {
 /**
  * A secret as nats.js asks for it at each (re)connect. Without `file`: always `initial`. With
  * one: the file's text at each call (trailing line breaks dropped, as loadConfig reads a secret
- * file), or the last good value while the file cannot be read or is empty (`initial` until a
- * read succeeds). A Secret volume swaps its files by renaming a directory, never half-written.
+ * file; `asIs`: kept), or the last good value while the file cannot be read, is empty or is not
+ * `usable` (`initial` until a read succeeds). A Secret volume swaps its files by renaming a
+ * directory, never half-written.
  */
-export function secretReader(initial: string, file: string | undefined): () => string {
+export function secretReader(initial: string, file: string | undefined, opts: { asIs?: boolean; usable?: (text: string) => boolean } = {}): () => string {
   if (file === undefined) return () => initial;
   let last = initial;
   return () => {
     try {
-      const text = readFileSync(file, 'utf8').replace(/[\r\n]+$/, '');
-      if (text !== '') last = text;
+      const raw = readFileSync(file, 'utf8');
+      const text = opts.asIs ? raw : raw.replace(/[\r\n]+$/, '');
+      if ((opts.asIs ? text.trim() : text) !== '' && (opts.usable?.(text) ?? true)) last = text;
     } catch {
       // keep the last good one
     }
     return last;
   };
+}
+
+/** Whether nats.js's credsAuthenticator can sign with `text` (a user JWT block, then a valid user nkey seed block). */
+function credsUsable(text: string): boolean {
+  try {
+    credsAuthenticator(new TextEncoder().encode(text))('nonce');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -1,8 +1,9 @@
 // The event loop stalled (a long GC pause, SIGSTOP, a starved VM) past a command's timeout while
 // its reply arrived: expired timers run before the socket is read, and the command was rejected
 // "Command timed out" though Redis had run it. The timeout now gives the reply one more I/O turn.
-import { startRedis, type TestServer } from '@cordum/testing';
+import { startRedis, startRedisCluster, type TestCluster, type TestServer } from '@cordum/testing';
 import { closeRedis, COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY, createRedis, type RedisClient } from '../src';
+import { clusterCredentials } from '../src/client';
 
 /** Blocks the event loop for `ms` from the check phase, so the next turn begins with the timers. */
 const stallNextTurn = (ms: number): void => {
@@ -49,5 +50,74 @@ describe('a command whose timeout fires during an event-loop stall', () => {
       server.process.thaw();
     }
     await expect(redis.get('stall:k')).resolves.toBe('v');
+  });
+});
+
+// MULTI, pipelines and a cluster client after a stall (the patched timeout on each path), and
+// clusterCredentials with a bad %-escape (a config error now; the function must not throw).
+describe('a stall past the command timeout, standalone', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 4, minIdleConns: 1, commandTimeoutMs: 200 });
+    await redis.set('r:k', 'v');
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  it('MULTI/EXEC and a pipeline get their replies', async () => {
+    for (let i = 0; i < 3; i++) {
+      const tx = redis.multi().incr('r:n').get('r:k').exec();
+      const pl = redis.pipeline().get('r:k').incr('r:m').exec();
+      stallNextTurn(500);
+      const [txr, plr] = await Promise.all([tx, pl]);
+      expect(txr?.map(([e]) => e)).toEqual([null, null]);
+      expect(txr?.[1]?.[1]).toBe('v');
+      expect(plr?.map(([e]) => e)).toEqual([null, null]);
+    }
+  });
+
+  it('a command timeout of 0 (none): a blocking command waits past 1.5 s', async () => {
+    const c = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, commandTimeoutMs: 0 });
+    try {
+      const t0 = Date.now();
+      expect(await c.blpop('r:empty', 2)).toBeNull();
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1_900);
+    } finally {
+      await closeRedis(c);
+    }
+  });
+});
+
+describe('a stall past the command timeout, cluster', () => {
+  let cluster: TestCluster;
+  let redis: RedisClient;
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+    redis = createRedis({ url: '', clusterAddresses: cluster.addresses.split(','), poolSize: 4, minIdleConns: 1, commandTimeoutMs: 200 });
+    for (let i = 0; i < 20; i++) await redis.set(`c:${i}`, String(i));
+  }, 90_000);
+  afterAll(async () => {
+    await closeRedis(redis);
+    await cluster.stop();
+  });
+
+  it('commands on every master get their replies', async () => {
+    for (let round = 0; round < 3; round++) {
+      const replies = Array.from({ length: 20 }, (_, i) => redis.get(`c:${i}`));
+      stallNextTurn(500);
+      expect(await Promise.all(replies)).toEqual(Array.from({ length: 20 }, (_, i) => String(i)));
+    }
+  });
+});
+
+describe('clusterCredentials', () => {
+  it('a password with a bad %-escape throws URIError (as ioredis does for a standalone URL); loadConfig now refuses such a REDIS_URL', () => {
+    expect(() => clusterCredentials('redis://:100%sure@h:6379')).toThrow(URIError);
+    expect(clusterCredentials('redis://:100%25sure@h:6379')).toEqual({ password: '100%sure' });
+    expect(clusterCredentials('redis://cordum@h:6379')).toEqual({ username: 'cordum' }); // no password: no AUTH is sent
   });
 });

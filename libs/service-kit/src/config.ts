@@ -174,6 +174,18 @@ function isUrlWithScheme(v: string, schemes: string[]): boolean {
   }
 }
 
+/** Whether the user and password of URL `v` (if it parses) decode: the Redis client decodes them and throws URIError on a bad %-escape. */
+function userinfoDecodes(v: string): boolean {
+  try {
+    const u = new URL(v);
+    decodeURIComponent(u.username);
+    decodeURIComponent(u.password);
+    return true;
+  } catch (err) {
+    return !(err instanceof URIError);
+  }
+}
+
 const zHostPortList = zCsv.superRefine((list, ctx) => {
   const bad = list.find((a) => parseAddr(a) === undefined && !isUrlWithScheme(a, ['redis', 'rediss']));
   if (bad !== undefined) {
@@ -182,7 +194,11 @@ const zHostPortList = zCsv.superRefine((list, ctx) => {
   }
   // The cluster client takes its user and password from REDIS_URL, for every node: credentials
   // here would be dropped (and an entry's userinfo was once read as part of its host).
-  if (list.some((a) => /:\/\/[^/]*@/.test(a))) ctx.addIssue({ code: 'custom', message: 'entries carry no user or password: put them in REDIS_URL (redis://:<password>@<any node>:6379), whose credentials the cluster client sends to every node' });
+  if (list.some((a) => a.includes('@'))) ctx.addIssue({ code: 'custom', message: 'entries carry no user or password: put them in REDIS_URL (redis://:<password>@<any node>:6379), whose credentials the cluster client sends to every node' });
+  // One client for every node: TLS is all or nothing, so entries may not say both.
+  if (list.some((a) => /^redis:\/\//i.test(a)) && list.some((a) => /^rediss:\/\//i.test(a))) {
+    ctx.addIssue({ code: 'custom', message: 'mixes redis:// and rediss:// entries: the cluster client uses TLS for every node or for none' });
+  }
 });
 
 const REDIS_TLS_VARS = ['REDIS_TLS_CA_FILE', 'REDIS_TLS_CERT_FILE', 'REDIS_TLS_KEY_FILE'] as const;
@@ -190,12 +206,17 @@ const REDIS_TLS_VARS = ['REDIS_TLS_CA_FILE', 'REDIS_TLS_CERT_FILE', 'REDIS_TLS_K
 /** Rules between common variables, checked once each is valid on its own. */
 function commonCrossProblems(env: unknown): string[] {
   const e = env as Partial<Record<'REDIS_URL' | 'REDIS_CLUSTER_ADDRESSES' | (typeof REDIS_TLS_VARS)[number], unknown>>;
+  if (!('REDIS_URL' in e)) return [];
+  const entries = (Array.isArray(e.REDIS_CLUSTER_ADDRESSES) ? (e.REDIS_CLUSTER_ADDRESSES as unknown[]) : []).filter((u): u is string => typeof u === 'string');
+  const rediss = (u: unknown): boolean => typeof u === 'string' && /^rediss:\/\//i.test(u);
+  // A rediss:// REDIS_URL asks for TLS to every node, which an entry written redis:// contradicts.
+  if (rediss(e.REDIS_URL) && entries.some((u) => /^redis:\/\//i.test(u))) {
+    return ['REDIS_URL is rediss:// but REDIS_CLUSTER_ADDRESSES has redis:// entries: the cluster client uses TLS for every node or for none'];
+  }
   const tlsVar = REDIS_TLS_VARS.find((v) => e[v] !== undefined);
-  if (tlsVar === undefined || !('REDIS_URL' in e)) return [];
-  const entries = Array.isArray(e.REDIS_CLUSTER_ADDRESSES) ? (e.REDIS_CLUSTER_ADDRESSES as unknown[]) : [];
-  const tls = [e.REDIS_URL, ...entries].some((u) => typeof u === 'string' && /^rediss:\/\//i.test(u));
   // The TLS files alone would have been ignored: the connection stays plain text without rediss://.
-  return tls ? [] : [`${tlsVar} is set but REDIS_URL is not rediss://: write rediss:// to connect to Redis with TLS`];
+  if (tlsVar !== undefined && ![e.REDIS_URL, ...entries].some(rediss)) return [`${tlsVar} is set but REDIS_URL is not rediss://: write rediss:// to connect to Redis with TLS`];
+  return [];
 }
 
 /** What a read of a file named by a variable failed with: the errno code (ENOENT, EACCES, EISDIR) or the message. */
@@ -262,7 +283,7 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** CONTRACT §1 common env with its defaults. Extend it per app: `commonEnvSchema.extend({...})`. */
 export const commonEnvSchema = z.object({
-  REDIS_URL: zUrl(['redis', 'rediss']).default('redis://127.0.0.1:6379'),
+  REDIS_URL: zUrl(['redis', 'rediss']).refine(userinfoDecodes, { message: 'has a user or password with a bad %-escape (write a literal % as %25)' }).default('redis://127.0.0.1:6379'),
   REDIS_CLUSTER_ADDRESSES: zHostPortList,
   REDIS_POOL_SIZE: zPositiveInt.default(20),
   REDIS_MIN_IDLE_CONNS: zNonNegativeInt.default(5),
@@ -557,9 +578,12 @@ function describeIssue(issue: z.core.$ZodIssue, env: Record<string, string>, fro
   return oneLine(`${name}${file === undefined ? '' : ` (read from ${file})`} ${problem}${got}`);
 }
 
-/** `redis://:pw@host` → `redis://<redacted>@host` in any value, parseable or not: a password is never echoed. */
+/**
+ * `redis://:pw@host` → `redis://<redacted>@host` in any value, parseable or not: a password is never
+ * echoed, also one with a `/` (which makes the URL invalid) or in a scheme-less comma entry (`user:pw@host:port`).
+ */
 function redactUserinfo(s: string): string {
-  return s.replace(/(:\/\/)[^@/\s,]*@/g, '$1<redacted>@');
+  return s.replace(/(:\/\/)[^@\s,]*@/g, '$1<redacted>@').replace(/(^|,)(\s*)(?![a-z][a-z0-9+.-]*:\/\/)[^@\s,]*@/gi, '$1$2<redacted>@');
 }
 
 function truncate(s: string): string {
