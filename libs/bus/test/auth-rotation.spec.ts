@@ -93,6 +93,23 @@ describe('a NATS password rotated while connected', () => {
     await waitFor(() => b.connected, 15_000, { message: 'reconnected after the rollback' });
     await roundTrip(b);
   }, 60_000);
+
+  it('a bus closed while its reconnects are refused stops trying: close() resolves and no more logins reach the server', async () => {
+    // The refusals are counted server-wide: the earlier tests' buses go first.
+    await Promise.all(open.splice(0).map((x) => x.close()));
+    const b = await connectBus({ name: 'rotation-close', logger: testLogger(), servers: [nats.url], user: 'alice', password: 'pw-four' });
+    await roundTrip(b);
+    const before = refusalsOnServer();
+    await setServerPassword('pw-six');
+    await waitFor(() => refusalsOnServer() - before >= 3, 20_000, { message: 'three refused reconnects', intervalMs: 100 });
+    await b.close();
+    expect(b.connected).toBe(false);
+    // An observation window, not a wait: nats.js retries every 0.5-1 s, so 3 s of a loop left
+    // running would show several more refusals. One attempt on the wire at close() may still land.
+    const atClose = refusalsOnServer();
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(refusalsOnServer() - atClose).toBeLessThanOrEqual(1);
+  }, 40_000);
 });
 
 describe('secretReader', () => {

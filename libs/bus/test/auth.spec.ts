@@ -1,5 +1,6 @@
-import { makeNatsCreds, makeTestTls, natsTlsArgs, startNats, type TestNatsCreds, type TestServer, type TestTls } from '@cordum/testing';
-import { readFileSync } from 'node:fs';
+import { makeNatsCreds, makeTestTls, natsTlsArgs, startNats, waitFor, type TestNatsCreds, type TestServer, type TestTls } from '@cordum/testing';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { connectBus, isBusError, type Bus, type BusOptions } from '../src';
 import { redactServers } from '../src/bus';
 import { roundTrip, testLogger, type CapturingLogger } from './helpers';
@@ -118,6 +119,40 @@ describe('a NATS in operator mode (creds file: user JWT + nkey seed)', () => {
     const seed = /SU[A-Z2-7]{50,}/.exec(stranger)![0];
     expect(errorTexts(err)).not.toContain(seed);
   });
+
+  // The creds file is read again at every (re)connect (credentialsFile, P121), as it is: nats.js
+  // needs the line break after the seed's closing dashes, and trimming it (as for a password) made
+  // a creds file that ends right there (no "****" banner, as hand-made or scripted files often do)
+  // BAD_CREDS at the first connect. Text it cannot sign with keeps the last good creds: nats.js
+  // closes the connection for good when the authenticator throws (P125).
+  const withoutBanner = (text: string): string => {
+    const end = '------END USER NKEY SEED------';
+    return text.slice(0, text.indexOf(end) + end.length) + '\n';
+  };
+
+  it('a creds file that ends with the seed block connects when it is read from the file too', async () => {
+    const text = withoutBanner(readFileSync(creds.credsFile, 'utf8'));
+    const file = join(creds.dir, 'no-banner.creds');
+    writeFileSync(file, text, { mode: 0o600 });
+    await roundTrip(await connect({ servers: [nats.url], credentials: text }));
+    await roundTrip(await connect({ servers: [nats.url], credentials: text, credentialsFile: file }));
+  });
+
+  it('a creds file holding unusable text at a reconnect: the last good creds log in, the connection is not closed for good', async () => {
+    const text = readFileSync(creds.credsFile, 'utf8');
+    const file = join(creds.dir, 'rotating.creds');
+    writeFileSync(file, text, { mode: 0o600 });
+    const b = await connect({ servers: [nats.url], credentials: text, credentialsFile: file });
+    await roundTrip(b);
+    // A bad value lands in the file (a wrong Secret key mounted), then the server restarts.
+    writeFileSync(file, 'not a creds file\n');
+    nats.process.kill('SIGKILL');
+    await nats.process.waitExit();
+    await waitFor(() => !b.connected, 10_000, { message: 'the bus saw the server go' });
+    nats = await nats.restart();
+    await waitFor(() => b.connected, 15_000, { message: 'reconnected with the last good creds while the file is bad' });
+    await roundTrip(b);
+  }, 40_000);
 });
 
 describe('a NATS with TLS (a self-signed CA made with openssl)', () => {
