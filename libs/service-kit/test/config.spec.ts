@@ -370,7 +370,7 @@ describe('Redis settings accepted at load but wrong at connect', () => {
 });
 
 describe('NATS_CREDS_FILE ending with the seed block (no trailing banner)', () => {
-  it('is accepted at load; the bus must then use it as it is (libs/bus creds-reload.spec)', () => {
+  it('is accepted at load; the bus must then use it as it is (libs/bus auth.spec, operator mode)', () => {
     const creds = makeNatsCreds();
     try {
       const text = readFileSync(creds.credsFile, 'utf8');
