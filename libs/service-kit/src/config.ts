@@ -186,6 +186,14 @@ function userinfoDecodes(v: string): boolean {
   }
 }
 
+const isRedis = (u: string): boolean => /^redis:\/\//i.test(u);
+const isRediss = (u: string): boolean => /^rediss:\/\//i.test(u);
+
+/** TLS to Redis: REDIS_URL, or in cluster mode any entry of REDIS_CLUSTER_ADDRESSES, is rediss://. */
+function redisTlsAsked(url: string, entries: readonly string[]): boolean {
+  return isRediss(url) || entries.some(isRediss);
+}
+
 const zHostPortList = zCsv.superRefine((list, ctx) => {
   const bad = list.find((a) => parseAddr(a) === undefined && !isUrlWithScheme(a, ['redis', 'rediss']));
   if (bad !== undefined) {
@@ -196,7 +204,7 @@ const zHostPortList = zCsv.superRefine((list, ctx) => {
   // here would be dropped (and an entry's userinfo was once read as part of its host).
   if (list.some((a) => a.includes('@'))) ctx.addIssue({ code: 'custom', message: 'entries carry no user or password: put them in REDIS_URL (redis://:<password>@<any node>:6379), whose credentials the cluster client sends to every node' });
   // One client for every node: TLS is all or nothing, so entries may not say both.
-  if (list.some((a) => /^redis:\/\//i.test(a)) && list.some((a) => /^rediss:\/\//i.test(a))) {
+  if (list.some(isRedis) && list.some(isRediss)) {
     ctx.addIssue({ code: 'custom', message: 'mixes redis:// and rediss:// entries: the cluster client uses TLS for every node or for none' });
   }
 });
@@ -208,14 +216,14 @@ function commonCrossProblems(env: unknown): string[] {
   const e = env as Partial<Record<'REDIS_URL' | 'REDIS_CLUSTER_ADDRESSES' | (typeof REDIS_TLS_VARS)[number], unknown>>;
   if (!('REDIS_URL' in e)) return [];
   const entries = (Array.isArray(e.REDIS_CLUSTER_ADDRESSES) ? (e.REDIS_CLUSTER_ADDRESSES as unknown[]) : []).filter((u): u is string => typeof u === 'string');
-  const rediss = (u: unknown): boolean => typeof u === 'string' && /^rediss:\/\//i.test(u);
+  const url = typeof e.REDIS_URL === 'string' ? e.REDIS_URL : '';
   // A rediss:// REDIS_URL asks for TLS to every node, which an entry written redis:// contradicts.
-  if (rediss(e.REDIS_URL) && entries.some((u) => /^redis:\/\//i.test(u))) {
+  if (isRediss(url) && entries.some(isRedis)) {
     return ['REDIS_URL is rediss:// but REDIS_CLUSTER_ADDRESSES has redis:// entries: the cluster client uses TLS for every node or for none'];
   }
   const tlsVar = REDIS_TLS_VARS.find((v) => e[v] !== undefined);
   // The TLS files alone would have been ignored: the connection stays plain text without rediss://.
-  if (tlsVar !== undefined && ![e.REDIS_URL, ...entries].some(rediss)) return [`${tlsVar} is set but REDIS_URL is not rediss://: write rediss:// to connect to Redis with TLS`];
+  if (tlsVar !== undefined && !redisTlsAsked(url, entries)) return [`${tlsVar} is set but REDIS_URL is not rediss://: write rediss:// to connect to Redis with TLS`];
   return [];
 }
 
@@ -466,8 +474,7 @@ type RedisEnv = Pick<CommonEnv, 'REDIS_URL' | 'REDIS_CLUSTER_ADDRESSES' | 'REDIS
 export function redisConnectionConfig(e: RedisEnv): RedisConnectionConfig {
   const out: RedisConnectionConfig = { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS };
   const tls = tlsFiles('REDIS', e.REDIS_TLS_CA_FILE, e.REDIS_TLS_CERT_FILE, e.REDIS_TLS_KEY_FILE);
-  const rediss = [e.REDIS_URL, ...e.REDIS_CLUSTER_ADDRESSES].some((u) => /^rediss:\/\//i.test(u));
-  if (rediss) out.tls = tls ?? {};
+  if (redisTlsAsked(e.REDIS_URL, e.REDIS_CLUSTER_ADDRESSES)) out.tls = tls ?? {};
   return out;
 }
 
