@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import { Cluster, Command, Redis } from 'ioredis';
 import { isRedisAuthError } from './errors';
@@ -27,7 +28,8 @@ export interface RedisConnOptions {
   clusterAddresses: string[];
   /**
    * Set: TLS to Redis, to every node of a cluster (service-kit's redisConnectionConfig sets it for
-   * rediss://). `{}` verifies the servers against the system CAs; the PEM files are read here, once.
+   * rediss://). `{}` verifies the servers against the system CAs; the PEM files are read at every
+   * connect, so rotated files are used from the next reconnect on (tlsConnectOptions).
    */
   tls?: RedisTlsOptions;
   poolSize: number;
@@ -54,13 +56,67 @@ export interface RedisTlsOptions {
   keyFile?: string;
 }
 
-/** Node's TLS options for `tls`: the files' contents. A cluster's nodes are verified by the address the cluster announces (an IP: the certificates need IP SANs). */
-function tlsConnectOptions(tls: RedisTlsOptions): TlsConnectionOptions {
-  return {
+/** The PEM contents of one read of the TLS files. */
+interface TlsMaterial {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+/** Reads the TLS files and checks them: the CA bundle and the certificate parse, and the key is the certificate's. Throws otherwise. */
+function readTlsFiles(tls: RedisTlsOptions): TlsMaterial {
+  const m: TlsMaterial = {
     ...(tls.caFile !== undefined ? { ca: readFileSync(tls.caFile) } : {}),
     ...(tls.certFile !== undefined ? { cert: readFileSync(tls.certFile) } : {}),
     ...(tls.keyFile !== undefined ? { key: readFileSync(tls.keyFile) } : {}),
   };
+  if (m.ca !== undefined) new X509Certificate(m.ca);
+  if (m.cert !== undefined) {
+    const cert = new X509Certificate(m.cert);
+    if (m.key !== undefined && !cert.checkPrivateKey(createPrivateKey(m.key))) throw new Error(`the key in ${tls.keyFile ?? ''} is not the key of the certificate in ${tls.certFile ?? ''}`);
+  }
+  return m;
+}
+
+/** Raised (through the client's error events) when the TLS files cannot be used at a connect; the last good ones are used instead. */
+export class RedisTlsFilesError extends Error {
+  override readonly name = 'RedisTlsFilesError';
+}
+
+/**
+ * Node's TLS options for `tls`, whose `ca`, `cert` and `key` read their files again at each
+ * connect (decisions.md P126): ioredis copies `tls` into the options of every `tls.connect`, the
+ * first one and every reconnect, of a standalone client and of each cluster node (they share this
+ * object), so a certificate rotated on disk (a Kubernetes Secret volume) is what the next
+ * connection presents and trusts, with no restart. One read serves the three fields of a connect
+ * (it is kept for the rest of the event-loop turn). Files that cannot be read or used (missing
+ * mid-update, a key that is not the certificate's) keep the last good contents and are reported
+ * through `unusable`. The first read, at creation, throws instead. A cluster's nodes are verified
+ * by the address the cluster announces (an IP: the certificates need IP SANs).
+ */
+function tlsConnectOptions(tls: RedisTlsOptions, unusable: (err: Error) => void): TlsConnectionOptions {
+  let good = readTlsFiles(tls);
+  let readThisTurn = true;
+  const turnEnded = (): void => {
+    readThisTurn = false;
+  };
+  setImmediate(turnEnded).unref();
+  const current = (): TlsMaterial => {
+    if (readThisTurn) return good;
+    readThisTurn = true;
+    setImmediate(turnEnded).unref();
+    try {
+      good = readTlsFiles(tls);
+    } catch (err) {
+      unusable(new RedisTlsFilesError(`TLS files unusable, the last good ones are used: ${err instanceof Error ? err.message : String(err)}`));
+    }
+    return good;
+  };
+  const out: TlsConnectionOptions = {};
+  for (const field of ['ca', 'cert', 'key'] as const) {
+    if (good[field] !== undefined) Object.defineProperty(out, field, { enumerable: true, get: () => current()[field] });
+  }
+  return out;
 }
 
 export interface RedisConnectionEvents {
@@ -123,14 +179,20 @@ type EventLog = { warn(msg: string, fields?: Record<string, unknown>): void; inf
 /**
  * Events that log as one JSON line each: `redis connection error` (warn), `redis connection
  * restored` (info); `redis refused the credentials in REDIS_URL` (warn) instead of the first when
- * Redis answers but refuses the user or password (isRedisAuthError). The client keeps retrying
+ * Redis answers but refuses the user or password (isRedisAuthError); `redis TLS files unusable at a
+ * connect; the last good ones are used` (warn) when a REDIS_TLS_* file re-read at a connect cannot
+ * be used (RedisTlsFilesError). The client keeps retrying
  * either way, so a password rotated on the server before the pods catch up heals by itself.
  */
 export function redisLogEvents(log: EventLog): RedisConnectionEvents {
   return {
     error: (err, suppressed) => {
       const fields = { err: err.message, ...(suppressed > 0 ? { suppressed } : {}) };
-      log.warn(isRedisAuthError(err) ? 'redis refused the credentials in REDIS_URL' : 'redis connection error', fields);
+      log.warn(
+        err instanceof RedisTlsFilesError ? 'redis TLS files unusable at a connect; the last good ones are used'
+          : isRedisAuthError(err) ? 'redis refused the credentials in REDIS_URL' : 'redis connection error',
+        fields,
+      );
     },
     restored: (downMs) => log.info('redis connection restored', { down_ms: downMs }),
   };
@@ -199,6 +261,7 @@ export const COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY = timeoutsAfterPendingRepli
 /** Standalone client for `url`, or a Cluster client when `clusterAddresses` is non-empty. */
 export function createRedis(opts: RedisConnOptions): RedisClient {
   const commandTimeout = opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+  const tlsTrouble = throttleFailures((err, suppressed) => opts.events?.error(err, suppressed));
   const common = {
     connectionName: opts.name,
     connectTimeout: 2000,
@@ -208,7 +271,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
     commandTimeout: commandTimeout > 0 ? commandTimeout : undefined,
     lazyConnect: opts.minIdleConns <= 0,
     keepAlive: 10_000,
-    ...(opts.tls !== undefined ? { tls: tlsConnectOptions(opts.tls) } : {}),
+    ...(opts.tls !== undefined ? { tls: tlsConnectOptions(opts.tls, (err) => tlsTrouble.failed(err)) } : {}),
   };
   const batched = opts.poolSize > 1;
   if (opts.clusterAddresses.length > 0) {

@@ -14,6 +14,7 @@ export {
   type RedisClient,
   type RedisConnOptions,
   type RedisTlsOptions,
+  RedisTlsFilesError,
   type RedisConnectionEvents,
 } from './client';
 export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from './scripts';

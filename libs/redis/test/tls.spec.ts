@@ -1,10 +1,14 @@
 // Redis over TLS (`rediss://`, service-kit's REDIS_TLS_*): a standalone redis-server and a 6-node
 // Redis Cluster whose ports, replication and cluster bus speak TLS only, with a throwaway CA.
 // The client verifies the servers against the CA it is given (the system CAs otherwise), and
-// presents a client certificate to a Redis that requires one (decisions.md P123).
-import { Cluster } from 'ioredis';
+// presents a client certificate to a Redis that requires one (decisions.md P123). The files are
+// read again at each connect, so rotated ones are used from the next reconnect on (P126).
+import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Cluster, Redis } from 'ioredis';
 import { makeTestTls, startRedis, startRedisCluster, waitFor, type TestCluster, type TestServer, type TestTls } from '@cordum/testing';
-import { closeRedis, createRedis, defineScripts, KeyBuilder, masters, pingRedis, scriptSpec, type RedisClient, type RedisConnOptions } from '../src';
+import { closeRedis, createRedis, defineScripts, KeyBuilder, masters, pingRedis, redisLogEvents, RedisTlsFilesError, scriptSpec, type RedisClient, type RedisConnOptions } from '../src';
 
 let tls: TestTls;
 const open: RedisClient[] = [];
@@ -21,6 +25,25 @@ afterAll(async () => {
   await Promise.all(open.map((c) => closeRedis(c)));
   tls.remove();
 });
+
+/** Writes `src` over `dest` the way a Kubernetes Secret volume changes: a whole new file, renamed in. */
+const replaceFile = (src: string, dest: string): void => {
+  copyFileSync(src, `${dest}.new`);
+  renameSync(`${dest}.new`, dest);
+};
+
+/** A directory of the client's TLS files (ca.pem, cert.pem, key.pem), copied from `from`, that a test rotates. */
+const clientFiles = (from: TestTls): { caFile: string; certFile: string; keyFile: string; put(t: TestTls): void; remove(): void } => {
+  const dir = mkdtempSync(join(tmpdir(), 'cordum-redis-tls-'));
+  const f = { caFile: join(dir, 'ca.pem'), certFile: join(dir, 'cert.pem'), keyFile: join(dir, 'key.pem') };
+  const put = (t: TestTls): void => {
+    replaceFile(t.caFile, f.caFile);
+    replaceFile(t.clientCertFile, f.certFile);
+    replaceFile(t.clientKeyFile, f.keyFile);
+  };
+  put(from);
+  return { ...f, put, remove: () => rmSync(dir, { recursive: true, force: true }) };
+};
 
 /** Errors the client reported, for a client that must fail. */
 const failing = (): { events: NonNullable<RedisConnOptions['events']>; seen: Error[] } => {
@@ -79,6 +102,69 @@ describe('a Redis that requires client certificates (tls-auth-clients yes)', () 
   });
 });
 
+describe('TLS files rotated while the client runs (P126)', () => {
+  let redis: TestServer;
+  let next: TestTls;
+  let admin: Redis;
+  beforeAll(async () => {
+    redis = await startRedis({ tls: { tls, verifyClients: true } });
+    next = makeTestTls();
+    admin = new Redis(redis.url, { tls: { ca: [readFileSync(tls.caFile), readFileSync(next.caFile)], cert: readFileSync(tls.clientCertFile), key: readFileSync(tls.clientKeyFile) }, lazyConnect: true });
+    await admin.connect();
+  });
+  afterAll(async () => {
+    admin.disconnect();
+    await redis.stop();
+    next.remove();
+  });
+
+  /** Drops `c`'s connection on the server's side and waits until the client is back, on a new connection. */
+  const reconnected = async (c: RedisClient): Promise<void> => {
+    const before = (await c.client('ID')) as number;
+    await admin.client('KILL', 'ID', String(before));
+    await waitFor(async () => (await pingRedis(c, 500)) && ((await c.client('ID')) as number) !== before, 10_000, { message: 'the client back on a new connection' });
+  };
+
+  it('a new CA, server certificate and client certificate: the next connection trusts and presents the new ones, no restart', async () => {
+    const files = clientFiles(tls);
+    try {
+      const c = client({ url: redis.url, clusterAddresses: [], tls: files });
+      expect(await pingRedis(c, 3000)).toBe(true);
+      // The server moves to the other CA, trusted by the admin connection only through both CAs:
+      // from now on it presents a certificate the client's old CA file does not verify, and
+      // accepts only client certificates of the new CA.
+      files.put(next);
+      await admin.config('SET', 'tls-cert-file', next.serverCertFile, 'tls-key-file', next.serverKeyFile, 'tls-ca-cert-file', next.caFile);
+      await reconnected(c);
+      await c.set('tls:rotated', '1');
+      expect(await c.get('tls:rotated')).toBe('1');
+    } finally {
+      files.remove();
+    }
+  });
+
+  it('files that cannot be used at a reconnect (a key that is not the certificate\'s, a missing file): the last good ones are used, and reported', async () => {
+    // The server is on `next` since the case before; the client starts with next's files.
+    const files = clientFiles(next);
+    try {
+      const seen: Error[] = [];
+      const logged: string[] = [];
+      const log = redisLogEvents({ warn: (m) => void logged.push(m), info: () => undefined });
+      const c = client({ url: redis.url, clusterAddresses: [], tls: files }, { error: (err, n) => (seen.push(err), log.error(err, n)), restored: () => undefined });
+      expect(await pingRedis(c, 3000)).toBe(true);
+      replaceFile(tls.clientKeyFile, files.keyFile);
+      await reconnected(c);
+      expect(seen.find((e) => e instanceof RedisTlsFilesError)?.message).toMatch(/is not the key of the certificate/);
+      expect(logged).toContain('redis TLS files unusable at a connect; the last good ones are used');
+      rmSync(files.caFile);
+      await reconnected(c);
+      expect(seen.filter((e) => e instanceof RedisTlsFilesError).map((e) => e.message).join('\n')).toMatch(/ENOENT/);
+    } finally {
+      files.remove();
+    }
+  });
+});
+
 describe('a 6-node Redis Cluster over TLS (clients, replication and the cluster bus)', () => {
   let cluster: TestCluster;
   beforeAll(async () => {
@@ -98,6 +184,23 @@ describe('a 6-node Redis Cluster over TLS (clients, replication and the cluster 
     for (let i = 0; i < 30; i++) expect(await runner.run<number>('incrBoth', [kb.tagged('a', String(i)), kb.tagged('b', String(i))], [])).toBe(1);
     const sizes = await Promise.all(masters(c).map((n) => n.dbsize()));
     expect(sizes.every((n) => n > 0)).toBe(true);
+  });
+
+  it('a CA file that was wrong at start and is then fixed: every node connects, no restart (P126)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cordum-redis-tls-'));
+    const caFile = join(dir, 'ca.pem');
+    try {
+      replaceFile(tls.otherCaFile, caFile);
+      const c = client({ url: '', clusterAddresses: cluster.addresses.split(','), tls: { caFile } }, failing().events);
+      expect(await pingRedis(c, 1500)).toBe(false);
+      replaceFile(tls.caFile, caFile);
+      await waitFor(() => pingRedis(c, 500), 15_000, { message: 'the cluster client connected with the fixed CA file' });
+      const kb = new KeyBuilder('tlsfix');
+      for (let i = 0; i < 30; i++) await c.set(kb.tagged('k', String(i)), '1');
+      expect((await Promise.all(masters(c).map((n) => n.dbsize()))).every((n) => n > 0)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('without TLS the cluster is not usable', async () => {
