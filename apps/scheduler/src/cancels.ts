@@ -5,10 +5,10 @@
 // (D12 allows it from every one), so no later submit, retry, replay or redispatch runs it.
 // Workers hear the same JobCancel on their own subscription; the scheduler sends its own only for
 // the attempt out when it cancelled (P63), never the gateway's again (D5).
-import { TERMINAL_STATES, boundedError, jobCancelPacket, type JobRecord } from '@cordum/job-store';
+import { TERMINAL_STATES, boundedError, cancelMsgId, jobCancelPacket, type JobRecord, type JobState } from '@cordum/job-store';
 import { MAX_DELIVER, subjects } from '@cordum/bus';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
-import type { BusPacket } from '@cordum/protocol';
+import { create, JobCancelSchema, newPacket, type BusPacket, type JobProgress } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { handOffFreedSlot } from './replayer';
@@ -20,7 +20,8 @@ const ACK: HandlerOutcome = { kind: 'ack' };
  * Tells the worker of a job the scheduler just ended while an attempt was out (a cancel from the
  * bus, a reconciler TIMEOUT) to stop: the JobCancel for the current attempt. The msg id is the
  * gateway's for the same attempt (D9), so the stream drops a second one. A failed publish is
- * logged: the job's state is committed and its late result is ignored either way.
+ * logged: the job's state is committed and its late result is ignored either way, and the
+ * worker's next progress for the attempt gets the JobCancel again (stopEndedAttempt).
  */
 export async function tellWorkerToStop(ctx: SchedulerContext, job: JobRecord, reason: string): Promise<void> {
   if (!job.dispatch) return;
@@ -28,7 +29,31 @@ export async function tellWorkerToStop(ctx: SchedulerContext, job: JobRecord, re
   try {
     await ctx.bus.publish(subjects.cancel, ctx.encodeForWorkers(packet), { msgId });
   } catch (err) {
-    ctx.logger.warn('JobCancel for the ended attempt not published; its worker runs on and its result is ignored', { job_id: job.id, err: errorText(err) });
+    ctx.logger.warn('JobCancel for the ended attempt not published; sent again at its worker\'s next progress, its result is ignored', { job_id: job.id, err: errorText(err) });
+  }
+}
+
+/**
+ * A worker's progress named an attempt that has ended (the job is terminal, or its current attempt
+ * is another one), so the JobCancel meant for that attempt never reached it: the publish failed
+ * (NATS away at the gateway's cancel or at a timeout, P52), or the worker was cut off when it was
+ * sent (a core message is not kept). Worker-sdk repeats a running job's progress every heartbeat,
+ * so the attempt gets its JobCancel again within one heartbeat of NATS being back (P127), and a
+ * handler that ignores it gives its slot back after the SDK's cancel grace (P108). The cancel
+ * names the progress's attempt, so a worker running a later attempt of the job is not stopped by
+ * it, and the schedulers' own consumer ignores it (the job is terminal, or the attempt stale). Its
+ * msg id is the attempt's cancel id (D9): the stream keeps one, every worker still hears each.
+ */
+export async function stopEndedAttempt(ctx: SchedulerContext, p: JobProgress, state: JobState): Promise<void> {
+  const dispatchId = p.dispatch?.dispatchId ?? '';
+  const reason = TERMINAL_STATES.has(state) ? `the job is ${state}` : `attempt ${dispatchId} was replaced`;
+  const value = create(JobCancelSchema, { jobId: p.jobId, reason, requestedBy: ctx.instanceId, ...(p.dispatch ? { dispatch: p.dispatch } : {}) });
+  ctx.metrics.endedAttemptCancels.inc();
+  try {
+    await ctx.bus.publish(subjects.cancel, ctx.encodeForWorkers(newPacket(ctx.instanceId, { case: 'jobCancel', value })), { msgId: cancelMsgId(p.jobId, dispatchId) });
+    ctx.logger.debug('JobCancel sent to a worker running an ended attempt', { job_id: p.jobId, dispatch_id: dispatchId, worker_id: p.dispatch?.assignedWorkerId, state });
+  } catch (err) {
+    ctx.logger.warn('JobCancel for an ended attempt not published; sent again at its next progress', { job_id: p.jobId, dispatch_id: dispatchId, err: errorText(err) });
   }
 }
 

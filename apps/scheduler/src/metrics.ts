@@ -26,6 +26,8 @@ export interface SchedulerMetrics {
   reconciled: Counter<'action'>;
   /** JobCancels from sys.job.cancel that cancelled a job here (not one the gateway had already cancelled). */
   cancelsApplied: Counter;
+  /** P127: JobCancels sent again to a worker whose progress named an attempt that has ended. */
+  endedAttemptCancels: Counter;
   /** P70: a job found its concurrency group's slots taken and waits (one count per look). */
   slotWaits: Counter;
   /** P70: waiting jobs the replayer leader re-drove because a slot of their group freed. */
@@ -113,6 +115,11 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     cancelsApplied: new Counter({
       name: 'cordum_scheduler_cancels_applied_total',
       help: 'JobCancels on sys.job.cancel that found the job live and cancelled it here; a cancel the gateway already wrote is counted as ignored (kind cancel, reason terminal).',
+      registers: [registry],
+    }),
+    endedAttemptCancels: new Counter({
+      name: 'cordum_scheduler_ended_attempt_cancels_total',
+      help: 'JobCancels sent to a worker whose progress named an attempt that has ended (the job terminal, or its attempt replaced): the first cancel did not reach it (P127).',
       registers: [registry],
     }),
     slotWaits: new Counter({

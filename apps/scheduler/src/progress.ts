@@ -2,7 +2,9 @@
 // progress or start ack of the current dispatch moves DISPATCHED → RUNNING.
 // Progress is best effort: a busy lock or a lost message is fine because
 // worker-sdk repeats progress every heartbeat and the result also ends the job.
-import { jobKeys } from '@cordum/job-store';
+// A progress for an attempt that has ended gets that attempt's JobCancel again (P127).
+import { jobKeys, TERMINAL_STATES } from '@cordum/job-store';
+import { stopEndedAttempt } from './cancels';
 import type { JobProgress } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
 
@@ -22,6 +24,8 @@ export async function applyProgress(ctx: SchedulerContext, p: JobProgress): Prom
     }
     if (r.ok || r.reason !== 'busy') {
       if (!r.ok && r.reason === 'stale_dispatch') ctx.metrics.ignored.inc({ kind: 'progress', reason: 'stale_dispatch' });
+      // The worker runs an attempt that has ended and was not told (P127): tell it again.
+      if (!r.ok && (r.reason === 'stale_dispatch' || (r.reason === 'state_mismatch' && TERMINAL_STATES.has(r.state)))) await stopEndedAttempt(ctx, p, r.state);
       return;
     }
     // The intake handler is typically still marking the attempt published: it ends within ms,

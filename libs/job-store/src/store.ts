@@ -88,8 +88,13 @@ export type MarkPublishedResult = { ok: true; job: JobRecord } | { ok: false; re
 
 export type MarkRunningResult =
   | { ok: true; job: JobRecord }
-  /** `busy`: a job lock is held (retry shortly); `stale_dispatch`: the progress names an older attempt. */
-  | { ok: false; reason: 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch' };
+  /** `busy`: a job lock is held (retry shortly). */
+  | { ok: false; reason: 'busy' | 'not_found' }
+  /**
+   * `state_mismatch`: not DISPATCHED (RUNNING already, or ended); `stale_dispatch`: the progress
+   * names an attempt that is not the job's current one. `state` is the job's state.
+   */
+  | { ok: false; reason: 'state_mismatch' | 'stale_dispatch'; state: JobState };
 
 export type FinishResult =
   | { ok: true; job: JobRecord; from: JobState }
@@ -642,6 +647,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const reply = await scripts.run<Reply>('mark-running', [jobKeys.meta(id), jobKeys.lock(id)], [dispatchId, now()]);
       const code = Number(reply[0]);
       const refused = UNLOCKED_REFUSALS[code];
+      if (refused === 'state_mismatch' || refused === 'stale_dispatch') return { ok: false, reason: refused, state: (typeof reply[1] === 'string' ? reply[1] : '') as JobState };
       if (refused) return { ok: false, reason: refused };
       const job = decodeFlat(reply[1]);
       if (code !== 1 || !job) throw new JobStoreError('unexpected_reply', `mark-running returned ${code} for ${id}`);

@@ -121,13 +121,15 @@ describe('job-store fast paths (real Redis)', () => {
     const j = newJob();
     const token = await drive(store, redis, j, ['SCHEDULED']);
     await redis.del(jobKeys.lock(j.id));
-    expect(await store.markRunning(j.id, 'd-1')).toEqual({ ok: false, reason: 'state_mismatch' });
+    expect(await store.markRunning(j.id, '')).toEqual({ ok: false, reason: 'state_mismatch', state: 'SCHEDULED' });
+    // No attempt is out: any attempt a progress names is not the job's (P127).
+    expect(await store.markRunning(j.id, 'd-1')).toEqual({ ok: false, reason: 'stale_dispatch', state: 'SCHEDULED' });
     await holdLock(redis, j.id, token);
     await store.transition(j.id, 'DISPATCHED', { token, patch: { dispatch } });
     // A handler holds the lock: busy, nothing written.
     expect(await store.markRunning(j.id, 'd-1')).toEqual({ ok: false, reason: 'busy' });
     await redis.del(jobKeys.lock(j.id));
-    expect(await store.markRunning(j.id, 'd-old')).toEqual({ ok: false, reason: 'stale_dispatch' });
+    expect(await store.markRunning(j.id, 'd-old')).toEqual({ ok: false, reason: 'stale_dispatch', state: 'DISPATCHED' });
     expect((await store.getJob(j.id))?.state).toBe('DISPATCHED');
     const r = await store.markRunning(j.id, 'd-1');
     expect(r.ok && r.job.state).toBe('RUNNING');
@@ -138,7 +140,10 @@ describe('job-store fast paths (real Redis)', () => {
     expect(await redis.zscore(jobKeys.active('RUNNING'), j.id)).not.toBeNull();
     expect(await redis.zscore(jobKeys.active('DISPATCHED'), j.id)).toBeNull();
     // '' = the current attempt (CONTRACT §3); a RUNNING job does not move again.
-    expect(await store.markRunning(j.id, '')).toEqual({ ok: false, reason: 'state_mismatch' });
+    expect(await store.markRunning(j.id, '')).toEqual({ ok: false, reason: 'state_mismatch', state: 'RUNNING' });
+    expect(await store.markRunning(j.id, 'd-1')).toEqual({ ok: false, reason: 'state_mismatch', state: 'RUNNING' });
+    // A RUNNING job's older attempt is told apart too (P127; before, any RUNNING job was state_mismatch).
+    expect(await store.markRunning(j.id, 'd-old')).toEqual({ ok: false, reason: 'stale_dispatch', state: 'RUNNING' });
     expect(await store.markRunning('missing-' + j.id, '')).toEqual({ ok: false, reason: 'not_found' });
   });
 

@@ -121,7 +121,8 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
    * D5/D9: one JobCancel per dispatch; the msg id makes a repeated publish a JetStream duplicate.
    * The state is committed first: results for a CANCELLED job are ignored, so a failed publish
    * loses only the worker's early stop. A repeated cancel of a CANCELLED job (answered 409)
-   * sends it again (P52), so a caller who saw the failure, or a 503, can get the worker told.
+   * sends it again (P52), so a caller who saw the failure, or a 503, can get the worker told; the
+   * schedulers also send it again when the worker's next progress names the ended attempt (P127).
    */
   const sendCancel = async (job: JobRecord, requestedBy: string, again: boolean): Promise<void> => {
     const { packet, msgId } = jobCancelPacket(job, { senderId: deps.instanceId, reason: job.error?.message ?? 'cancelled by API', requestedBy });

@@ -12,16 +12,17 @@
   Returns  {1, {HGETALL}}   moved to RUNNING
            {0}              busy: a lock is held, the caller may retry shortly
            {-1}             not_found
-           {-4}             not DISPATCHED any more
-           {-5}             DISPATCHED on another dispatch (a stale attempt's progress)
+           {-4, state}      not DISPATCHED any more (RUNNING on this attempt, or ended)
+           {-5, state}      the job's attempt is another one: the progress is a stale
+                            attempt's (its worker runs an attempt that has ended, P127)
 ]]
 if redis.call('EXISTS', KEYS[2]) == 1 then return {0} end
 local cur = redis.call('HMGET', KEYS[1], 'state', 'dispatch')
 if not cur[1] then return {-1} end
-if cur[1] ~= 'DISPATCHED' then return {-4} end
 if ARGV[1] ~= '' then
   local ok, d = pcall(cjson.decode, cur[2] or '')
-  if not ok or type(d) ~= 'table' or d['dispatchId'] ~= ARGV[1] then return {-5} end
+  if not ok or type(d) ~= 'table' or d['dispatchId'] ~= ARGV[1] then return {-5, cur[1]} end
 end
+if cur[1] ~= 'DISPATCHED' then return {-4, cur[1]} end
 redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'updatedAt', ARGV[2])
 return {1, redis.call('HGETALL', KEYS[1])}

@@ -1,0 +1,110 @@
+// A worker that keeps running an attempt that has ended was never told to stop: the JobCancel was
+// not published (NATS away at the gateway's cancel, P52) or did not reach it. Its progress, which
+// worker-sdk repeats every heartbeat, names that attempt, and the scheduler sends the attempt's
+// JobCancel again (P127); a worker running the job's current attempt is never cancelled by it.
+// In process against real Redis + NATS; the worker is the test's, so the test says what it sends.
+import { subjects } from '@cordum/bus';
+import { cancelMsgId, jobKeys, type JobRecord } from '@cordum/job-store';
+import { create, decodePacket, encodePacket, JobProgressSchema, JobRequestSchema, JobStatus, newPacket, type DispatchIdentity, type JobCancel } from '@cordum/protocol';
+import { waitFor } from '@cordum/testing';
+import type { Subscription } from '@cordum/bus';
+import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
+import { startSchedulerRig, type SchedulerRig } from './rig';
+
+const TOPIC = 'job.ended-attempt';
+
+describe('a worker running an attempt that has ended gets its JobCancel again (in-process, real Redis + NATS)', () => {
+  let rig: SchedulerRig;
+  let kernel: TestKernel;
+  let worker: TestWorker;
+  let sub: Subscription;
+  /** Every JobCancel on sys.job.cancel, as a worker's core subscription hears it. */
+  const cancels: JobCancel[] = [];
+
+  beforeAll(async () => {
+    kernel = await startTestKernel([]);
+    rig = await startSchedulerRig({ instanceId: 'sched-ended-attempt', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '60s' } });
+    sub = rig.bus.subscribe(subjects.cancel, (data) => {
+      const p = decodePacket(data);
+      if (p.payload.case === 'jobCancel') cancels.push(p.payload.value);
+    });
+    // Starts each job (its first progress) and never answers.
+    worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-ended', topics: [TOPIC], replyFor: () => 'none' });
+    await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-ended' && v.readyTopics.length > 0), 10_000, { message: 'worker registered' });
+  }, 60_000);
+
+  afterAll(async () => {
+    sub?.unsubscribe();
+    await worker?.stop();
+    await rig?.stop();
+    await kernel?.stop();
+  });
+
+  const getJob = async (id: string): Promise<JobRecord> => {
+    const j = await rig.store.getJob(id);
+    if (!j) throw new Error(`no job ${id}`);
+    return j;
+  };
+
+  /** A job submitted as the gateway does, once the test worker has started it (RUNNING). */
+  async function runningJob(name: string): Promise<{ id: string; dispatch: DispatchIdentity }> {
+    const id = `${name}-${process.pid}`;
+    const job = await rig.store.createJob({ id, tenant: 'acme', topic: TOPIC, traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
+    const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
+    await rig.bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:0` });
+    await waitFor(async () => (await getJob(id)).state === 'RUNNING', 10_000, { message: `${id} RUNNING` });
+    const dispatch = worker.executions.get(id)?.[0]?.request.dispatch;
+    if (!dispatch) throw new Error(`no dispatch for ${id}`);
+    return { id, dispatch };
+  }
+
+  /** The progress worker-sdk repeats every heartbeat for a job it runs. */
+  const keepAlive = (jobId: string, dispatch: DispatchIdentity): void =>
+    rig.bus.publishCore(subjects.progress, encodePacket(newPacket('tw-ended', { case: 'jobProgress', value: create(JobProgressSchema, { jobId, status: JobStatus.RUNNING, dispatch }) })));
+
+  const cancelsFor = (jobId: string, dispatchId: string): JobCancel[] => cancels.filter((c) => c.jobId === jobId && c.dispatch?.dispatchId === dispatchId);
+
+  const metric = async (name: string, labels: Record<string, string> = {}): Promise<number> => {
+    const m = await rig.metrics.getSingleMetric(name)?.get();
+    return m?.values.filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val)).reduce((a, v) => a + v.value, 0) ?? 0;
+  };
+
+  it('a job CANCELLED whose JobCancel was never published: the next progress of its attempt gets it, and every later one again', async () => {
+    const { id, dispatch } = await runningJob('lost-cancel');
+    // The gateway's cancel with NATS away: CANCELLED is committed, the publish fails.
+    const token = 'gateway-test:1';
+    await rig.redis.set(jobKeys.lock(id), token, 'PX', 10_000);
+    expect((await rig.store.transition(id, 'CANCELLED', { token, from: ['RUNNING'], release: true, patch: { error: { code: 'cancelled', message: 'operator stop' } } })).ok).toBe(true);
+    const sent = await metric('cordum_scheduler_ended_attempt_cancels_total');
+
+    keepAlive(id, dispatch);
+    await waitFor(() => cancelsFor(id, dispatch.dispatchId).length === 1, 5_000, { message: 'the JobCancel for the ended attempt' });
+    expect(cancelsFor(id, dispatch.dispatchId)[0]).toMatchObject({ jobId: id, reason: 'the job is CANCELLED', requestedBy: 'sched-ended-attempt', dispatch: { dispatchId: dispatch.dispatchId, attempt: dispatch.attempt } });
+    // A worker that missed this one too hears the next: the stream keeps one (same msg id), the
+    // subscribers get each.
+    keepAlive(id, dispatch);
+    await waitFor(() => cancelsFor(id, dispatch.dispatchId).length === 2, 5_000, { message: 'the JobCancel again' });
+    expect(await metric('cordum_scheduler_ended_attempt_cancels_total')).toBe(sent + 2);
+    expect((await getJob(id)).state).toBe('CANCELLED');
+    expect(cancelMsgId(id, dispatch.dispatchId)).toBe(`sys.job.cancel:${id}:${dispatch.dispatchId}`);
+  });
+
+  it('a progress of a replaced attempt: that attempt gets a JobCancel, and the job runs on in its current attempt', async () => {
+    const { id, dispatch } = await runningJob('replaced');
+    const ignoredBefore = await metric('cordum_scheduler_ignored_packets_total', { kind: 'cancel', reason: 'stale_dispatch' });
+    // The current attempt's own progress: nothing to stop.
+    keepAlive(id, dispatch);
+    // An older attempt of the job, still running on some worker.
+    const old = { dispatchId: `old-${id}`, attempt: 0n, assignedWorkerId: 'tw-gone' } as DispatchIdentity;
+    keepAlive(id, old);
+    await waitFor(() => cancelsFor(id, old.dispatchId).length === 1, 5_000, { message: 'the JobCancel for the replaced attempt' });
+    expect(cancelsFor(id, old.dispatchId)[0]?.reason).toBe(`attempt ${old.dispatchId} was replaced`);
+    // The schedulers' own cancel consumer takes it too, and ignores it: it names a stale attempt.
+    await waitFor(async () => (await metric('cordum_scheduler_ignored_packets_total', { kind: 'cancel', reason: 'stale_dispatch' })) > ignoredBefore, 5_000, { message: 'the scheduler ignored its own cancel' });
+    const job = await getJob(id);
+    expect(job.state).toBe('RUNNING');
+    expect(job.dispatch?.dispatchId).toBe(dispatch.dispatchId);
+    // The current attempt's progress (sent first, handled first) was answered with nothing.
+    expect(cancels.filter((c) => c.jobId === id && c.dispatch?.dispatchId !== old.dispatchId)).toEqual([]);
+  });
+});
