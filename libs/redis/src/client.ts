@@ -24,6 +24,13 @@ export interface RedisConnOptions {
    * user and password are used, for every node (clusterCredentials); empty is allowed there.
    */
   url: string;
+  /**
+   * `url` was read from this file (service-kit's REDIS_URL_FILE): its user and password are read
+   * again at every connect, of a standalone client and of every cluster node, so a password
+   * rotated in the file is used from the next reconnect on, with no restart (P128). Host, port
+   * and db stay those of `url`.
+   */
+  urlFile?: string;
   /** host:port list; non-empty switches to cluster mode. */
   clusterAddresses: string[];
   /**
@@ -83,40 +90,96 @@ export class RedisTlsFilesError extends Error {
   override readonly name = 'RedisTlsFilesError';
 }
 
+/** Raised (through the client's error events) when REDIS_URL_FILE cannot be used at a connect; the last good user and password are used instead. */
+export class RedisUrlFileError extends Error {
+  override readonly name = 'RedisUrlFileError';
+}
+
+/**
+ * `read()` done again at most once per event-loop turn (one connect reads several fields), from
+ * the first call on; a read that throws keeps the last good value and goes to `unusable`. The
+ * first read, here, throws instead.
+ */
+function liveRead<T>(read: () => T, unusable: (err: Error) => void): () => T {
+  let good = read();
+  let readThisTurn = true;
+  const turnEnded = (): void => {
+    readThisTurn = false;
+  };
+  setImmediate(turnEnded).unref();
+  return () => {
+    if (readThisTurn) return good;
+    readThisTurn = true;
+    setImmediate(turnEnded).unref();
+    try {
+      good = read();
+    } catch (err) {
+      unusable(err instanceof Error ? err : new Error(String(err)));
+    }
+    return good;
+  };
+}
+
+/** `fields` of `target` become getters of the same fields of `current()`. */
+function liveFields<T extends object>(target: object, fields: readonly (keyof T & string)[], current: () => T): void {
+  for (const field of fields) Object.defineProperty(target, field, { enumerable: true, configurable: true, get: () => current()[field] });
+}
+
 /**
  * Node's TLS options for `tls`, whose `ca`, `cert` and `key` read their files again at each
  * connect (decisions.md P126): ioredis copies `tls` into the options of every `tls.connect`, the
  * first one and every reconnect, of a standalone client and of each cluster node (they share this
  * object), so a certificate rotated on disk (a Kubernetes Secret volume) is what the next
  * connection presents and trusts, with no restart. One read serves the three fields of a connect
- * (it is kept for the rest of the event-loop turn). Files that cannot be read or used (missing
- * mid-update, a key that is not the certificate's) keep the last good contents and are reported
- * through `unusable`. The first read, at creation, throws instead. A cluster's nodes are verified
- * by the address the cluster announces (an IP: the certificates need IP SANs).
+ * (liveRead). Files that cannot be read or used (missing mid-update, a key that is not the
+ * certificate's) keep the last good contents and are reported through `unusable`. The first
+ * read, at creation, throws instead. A cluster's nodes are verified by the address the cluster
+ * announces (an IP: the certificates need IP SANs).
  */
 function tlsConnectOptions(tls: RedisTlsOptions, unusable: (err: Error) => void): TlsConnectionOptions {
-  let good = readTlsFiles(tls);
-  let readThisTurn = true;
-  const turnEnded = (): void => {
-    readThisTurn = false;
-  };
-  setImmediate(turnEnded).unref();
-  const current = (): TlsMaterial => {
-    if (readThisTurn) return good;
-    readThisTurn = true;
-    setImmediate(turnEnded).unref();
-    try {
-      good = readTlsFiles(tls);
-    } catch (err) {
-      unusable(new RedisTlsFilesError(`TLS files unusable, the last good ones are used: ${err instanceof Error ? err.message : String(err)}`));
-    }
-    return good;
-  };
+  const current = liveRead(() => readTlsFiles(tls), (err) => unusable(new RedisTlsFilesError(`TLS files unusable, the last good ones are used: ${err.message}`)));
+  const first = current();
   const out: TlsConnectionOptions = {};
-  for (const field of ['ca', 'cert', 'key'] as const) {
-    if (good[field] !== undefined) Object.defineProperty(out, field, { enumerable: true, get: () => current()[field] });
-  }
+  liveFields(out, (['ca', 'cert', 'key'] as const).filter((f) => first[f] !== undefined), current);
   return out;
+}
+
+type Credentials = { username?: string; password?: string };
+
+/** The user and password of the URL in `file` (REDIS_URL_FILE); throws a message that never holds the file's text. */
+function readUrlFileCredentials(file: string): Credentials {
+  const text = readFileSync(file, 'utf8').replace(/[\r\n]+$/, '');
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw new Error(`${file} does not hold a URL`);
+  }
+  if (!/^rediss?:$/.test(u.protocol)) throw new Error(`${file} does not hold a redis:// or rediss:// URL`);
+  try {
+    return { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+  } catch {
+    throw new Error(`${file} holds a bad %-escape in its user or password`);
+  }
+}
+
+/**
+ * The user and password ioredis logs in with at each connect (`options.username` / `.password`,
+ * read by every connect, also a reconnect), read again from REDIS_URL_FILE (P128): a password
+ * rotated in a Kubernetes Secret volume is used from the next reconnect on, with no restart.
+ * Empty user or password = none (ioredis then sends `AUTH <password>` or nothing).
+ */
+function credentialsFollow(target: object, current: () => Credentials): void {
+  liveFields<Credentials>(target, ['username', 'password'], () => {
+    const c = current();
+    return { username: c.username || undefined, password: c.password || undefined };
+  });
+}
+
+/** ioredis's Cluster keeps the options it makes node clients from here; not public API, so checked at run time. */
+function nodeOptionsOf(cluster: Cluster): object | undefined {
+  const pool = (cluster as unknown as { connectionPool?: { redisOptions?: unknown } }).connectionPool;
+  return typeof pool?.redisOptions === 'object' && pool.redisOptions !== null ? pool.redisOptions : undefined;
 }
 
 export interface RedisConnectionEvents {
@@ -181,7 +244,8 @@ type EventLog = { warn(msg: string, fields?: Record<string, unknown>): void; inf
  * restored` (info); `redis refused the credentials in REDIS_URL` (warn) instead of the first when
  * Redis answers but refuses the user or password (isRedisAuthError); `redis TLS files unusable at a
  * connect; the last good ones are used` (warn) when a REDIS_TLS_* file re-read at a connect cannot
- * be used (RedisTlsFilesError). The client keeps retrying
+ * be used (RedisTlsFilesError); `redis REDIS_URL_FILE unusable at a connect; the last good user and
+ * password are used` (warn) likewise for REDIS_URL_FILE (RedisUrlFileError). The client keeps retrying
  * either way, so a password rotated on the server before the pods catch up heals by itself.
  */
 export function redisLogEvents(log: EventLog): RedisConnectionEvents {
@@ -190,6 +254,7 @@ export function redisLogEvents(log: EventLog): RedisConnectionEvents {
       const fields = { err: err.message, ...(suppressed > 0 ? { suppressed } : {}) };
       log.warn(
         err instanceof RedisTlsFilesError ? 'redis TLS files unusable at a connect; the last good ones are used'
+          : err instanceof RedisUrlFileError ? 'redis REDIS_URL_FILE unusable at a connect; the last good user and password are used'
           : isRedisAuthError(err) ? 'redis refused the credentials in REDIS_URL' : 'redis connection error',
         fields,
       );
@@ -261,7 +326,12 @@ export const COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY = timeoutsAfterPendingRepli
 /** Standalone client for `url`, or a Cluster client when `clusterAddresses` is non-empty. */
 export function createRedis(opts: RedisConnOptions): RedisClient {
   const commandTimeout = opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
-  const tlsTrouble = throttleFailures((err, suppressed) => opts.events?.error(err, suppressed));
+  const fileTrouble = throttleFailures((err, suppressed) => opts.events?.error(err, suppressed));
+  const urlFile = opts.urlFile;
+  const credentials = urlFile === undefined ? undefined : liveRead(
+    () => readUrlFileCredentials(urlFile),
+    (err) => fileTrouble.failed(new RedisUrlFileError(`REDIS_URL_FILE unusable, the last good user and password are used: ${err.message}`)),
+  );
   const common = {
     connectionName: opts.name,
     connectTimeout: 2000,
@@ -271,7 +341,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
     commandTimeout: commandTimeout > 0 ? commandTimeout : undefined,
     lazyConnect: opts.minIdleConns <= 0,
     keepAlive: 10_000,
-    ...(opts.tls !== undefined ? { tls: tlsConnectOptions(opts.tls, (err) => tlsTrouble.failed(err)) } : {}),
+    ...(opts.tls !== undefined ? { tls: tlsConnectOptions(opts.tls, (err) => fileTrouble.failed(err)) } : {}),
   };
   const batched = opts.poolSize > 1;
   if (opts.clusterAddresses.length > 0) {
@@ -299,6 +369,15 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
         return (send as (...a: unknown[]) => unknown)(command, ...rest);
       }) as typeof cluster.sendCommand;
     }
+    if (credentials) {
+      // Node clients are made from the cluster's copy of redisOptions (a snapshot of its fields):
+      // the copy reads the file for each new node, and each node for each of its reconnects (and
+      // the duplicate that asks CLUSTER SLOTS). No node exists yet: the first connect is async.
+      const nodeOptions = nodeOptionsOf(cluster);
+      if (nodeOptions) credentialsFollow(nodeOptions, credentials);
+      for (const node of cluster.nodes('all')) credentialsFollow(node.options, credentials);
+      cluster.on('+node', (node: Redis) => credentialsFollow(node.options, credentials));
+    }
     if (batched) {
       // Node clients made while connecting (the seeds) exist already; later ones arrive by event.
       for (const node of cluster.nodes('all')) writeOncePerTurn(node);
@@ -311,6 +390,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
     ...common,
     retryStrategy: (times: number) => retryDelayMs(times),
   });
+  if (credentials) credentialsFollow(redis.options, credentials);
   if (batched) writeOncePerTurn(redis);
   watchConnection(redis, opts.events);
   return redis;

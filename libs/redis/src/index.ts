@@ -15,6 +15,7 @@ export {
   type RedisConnOptions,
   type RedisTlsOptions,
   RedisTlsFilesError,
+  RedisUrlFileError,
   type RedisConnectionEvents,
 } from './client';
 export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from './scripts';

@@ -2,8 +2,11 @@
 // deploy/k8s/redis-cluster runs it). The cluster client sends REDIS_URL's user and password to
 // every node it connects to, the seeds and those it learns from CLUSTER SLOTS; it used to send
 // none, so such a cluster could not be used at all (decisions.md P117, P120).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Cluster } from 'ioredis';
-import { startRedisCluster, waitFor, type TestCluster } from '@cordum/testing';
+import { replaceFileWhole, startRedisCluster, waitFor, type TestCluster } from '@cordum/testing';
 import { closeRedis, createRedis, defineScripts, isRedisAuthError, KeyBuilder, masters, pingRedis, scriptSpec, type RedisClient } from '../src';
 
 const PASSWORD = 'cluster-pass-7';
@@ -65,6 +68,38 @@ describe('@cordum/redis on a password-protected 6-node Redis Cluster', () => {
       expect(await pingRedis(c, 1500)).toBe(false);
       await waitFor(() => seen.some((e) => isRedisAuthError(e)), 10_000, { message: `an auth error reported for ${code}` });
       expect(seen.find((e) => isRedisAuthError(e))?.message).toMatch(new RegExp(`^${code}\\b`));
+    }
+  });
+
+  // Last: it changes the nodes' password.
+  it('REDIS_URL_FILE: a password rotated on every node and in the file is what every node client logs in with next, no restart (P128)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cordum-redis-url-'));
+    const urlFile = join(dir, 'REDIS_URL');
+    const nodes = cluster.nodes.map((n) => createRedis({ url: n.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 }));
+    try {
+      replaceFileWhole(urlFile, `redis://:${PASSWORD}@127.0.0.1:1\n`);
+      const c = createRedis({ url: `redis://:${PASSWORD}@127.0.0.1:1`, urlFile, clusterAddresses: cluster.addresses.split(','), poolSize: 4, minIdleConns: 1 });
+      open.push(c);
+      expect(await pingRedis(c, 3000)).toBe(true);
+      const kb = new KeyBuilder('rot');
+      for (let i = 0; i < 30; i++) await c.set(kb.tagged('k', String(i)), 'before');
+      const rotated = `rotated-${PASSWORD}`;
+      await Promise.all(nodes.map((n) => n.config('SET', 'requirepass', rotated, 'masterauth', rotated)));
+      replaceFileWhole(urlFile, `redis://:${rotated}@127.0.0.1:1\n`);
+      // Every connection of the client is dropped (the node admins' own are kept).
+      await Promise.all(nodes.map((n) => n.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes')));
+      await waitFor(async () => {
+        try {
+          for (let i = 0; i < 30; i++) await c.set(kb.tagged('k', String(i)), 'after');
+          return true;
+        } catch {
+          return false;
+        }
+      }, 20_000, { message: 'every master written with the rotated password' });
+      for (const n of masters(c)) expect(await n.call('ACL', 'WHOAMI')).toBe('default');
+    } finally {
+      await Promise.all(nodes.map((n) => closeRedis(n)));
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -3,11 +3,11 @@
 // The client verifies the servers against the CA it is given (the system CAs otherwise), and
 // presents a client certificate to a Redis that requires one (decisions.md P123). The files are
 // read again at each connect, so rotated ones are used from the next reconnect on (P126).
-import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
-import { makeTestTls, startRedis, startRedisCluster, waitFor, type TestCluster, type TestServer, type TestTls } from '@cordum/testing';
+import { makeTestTls, replaceFileWhole, startRedis, startRedisCluster, waitFor, type TestCluster, type TestServer, type TestTls } from '@cordum/testing';
 import { closeRedis, createRedis, defineScripts, KeyBuilder, masters, pingRedis, redisLogEvents, RedisTlsFilesError, scriptSpec, type RedisClient, type RedisConnOptions } from '../src';
 
 let tls: TestTls;
@@ -26,11 +26,8 @@ afterAll(async () => {
   tls.remove();
 });
 
-/** Writes `src` over `dest` the way a Kubernetes Secret volume changes: a whole new file, renamed in. */
-const replaceFile = (src: string, dest: string): void => {
-  copyFileSync(src, `${dest}.new`);
-  renameSync(`${dest}.new`, dest);
-};
+/** Copies `src` over `dest` the way a Kubernetes Secret volume changes (replaceFileWhole). */
+const replaceFile = (src: string, dest: string): void => replaceFileWhole(dest, readFileSync(src));
 
 /** A directory of the client's TLS files (ca.pem, cert.pem, key.pem), copied from `from`, that a test rotates. */
 const clientFiles = (from: TestTls): { caFile: string; certFile: string; keyFile: string; put(t: TestTls): void; remove(): void } => {

@@ -307,6 +307,8 @@ export const commonEnvSchema = z.object({
   NATS_PASSWORD: z.string().optional(),
   /** Or NATS_TOKEN_FILE (COMMON_SECRET_FILES). */
   NATS_TOKEN: z.string().optional(),
+  /** The file REDIS_URL was read from (loadConfig): the Redis client reads its user and password again at each connect (P128). */
+  REDIS_URL_FILE: z.string().optional(),
   /** The files NATS_PASSWORD / NATS_TOKEN were read from (loadConfig): the NATS client reads them again at each reconnect. */
   NATS_PASSWORD_FILE: z.string().optional(),
   NATS_TOKEN_FILE: z.string().optional(),
@@ -454,17 +456,20 @@ function tlsFiles(prefix: 'NATS' | 'REDIS', caFile: string | undefined, certFile
 export interface RedisConnectionConfig {
   /** REDIS_URL; in cluster mode only its user and password are used (for every node). */
   url: string;
+  /** REDIS_URL_FILE when REDIS_URL came from it: the client reads its user and password again at each connect (P128). */
+  urlFile?: string;
   clusterAddresses: string[];
   poolSize: number;
   minIdleConns: number;
   /**
    * Set: TLS to Redis, to every node of a cluster (REDIS_URL or a cluster entry is rediss://);
-   * the CA and client certificate files of REDIS_TLS_*, read when the client is created.
+   * the CA and client certificate files of REDIS_TLS_*, read again at each connect (P126).
    */
   tls?: TlsFilesConfig;
 }
 
-type RedisEnv = Pick<CommonEnv, 'REDIS_URL' | 'REDIS_CLUSTER_ADDRESSES' | 'REDIS_POOL_SIZE' | 'REDIS_MIN_IDLE_CONNS' | 'REDIS_TLS_CA_FILE' | 'REDIS_TLS_CERT_FILE' | 'REDIS_TLS_KEY_FILE'>;
+type RedisEnv = Pick<CommonEnv, 'REDIS_URL' | 'REDIS_CLUSTER_ADDRESSES' | 'REDIS_POOL_SIZE' | 'REDIS_MIN_IDLE_CONNS' | 'REDIS_TLS_CA_FILE' | 'REDIS_TLS_CERT_FILE' | 'REDIS_TLS_KEY_FILE'> &
+  Partial<Pick<CommonEnv, 'REDIS_URL_FILE'>>;
 
 /**
  * The Redis connection of a service or worker from the common env. TLS when REDIS_URL (or, in
@@ -473,6 +478,7 @@ type RedisEnv = Pick<CommonEnv, 'REDIS_URL' | 'REDIS_CLUSTER_ADDRESSES' | 'REDIS
  */
 export function redisConnectionConfig(e: RedisEnv): RedisConnectionConfig {
   const out: RedisConnectionConfig = { url: e.REDIS_URL, clusterAddresses: e.REDIS_CLUSTER_ADDRESSES, poolSize: e.REDIS_POOL_SIZE, minIdleConns: e.REDIS_MIN_IDLE_CONNS };
+  if (e.REDIS_URL_FILE !== undefined) out.urlFile = e.REDIS_URL_FILE;
   const tls = tlsFiles('REDIS', e.REDIS_TLS_CA_FILE, e.REDIS_TLS_CERT_FILE, e.REDIS_TLS_KEY_FILE);
   if (redisTlsAsked(e.REDIS_URL, e.REDIS_CLUSTER_ADDRESSES)) out.tls = tls ?? {};
   return out;

@@ -116,6 +116,12 @@ describe('secrets read from files (*_FILE)', () => {
     expect(msg).toBe('invalid config: REDIS_URL (read from REDIS_URL_FILE) must be a URL starting with redis:// or rediss:// (got "<redacted>")');
   });
 
+  it('REDIS_URL_FILE is kept and handed to the Redis client, which reads its password again at each connect (P128)', () => {
+    const path = file('redis-url-kept', 'redis://:pw@redis:6379/0\n');
+    expect(redisConnectionConfig(loadConfig(commonEnvSchema, { REDIS_URL_FILE: path }))).toMatchObject({ url: 'redis://:pw@redis:6379/0', urlFile: path });
+    expect(redisConnectionConfig(loadConfig(commonEnvSchema, { REDIS_URL: 'redis://:pw@redis:6379/0' }))).not.toHaveProperty('urlFile');
+  });
+
   it('an app adds its own file variables; other problems of the same env stay on the one line', () => {
     const schema = commonEnvSchema.extend({ CORDUM_API_KEY: z.string().min(8) });
     const opts = { secretFiles: { CORDUM_API_KEY: 'CORDUM_API_KEY_FILE' } };

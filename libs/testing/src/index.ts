@@ -9,3 +9,4 @@ export { seededRandom } from './random';
 export { commandCalls, callsOf, type InfoSource } from './redis-stats';
 export { makeTestTls, natsTlsArgs, type TestTls } from './tls';
 export { makeNatsCreds, type TestNatsCreds } from './nats-creds';
+export { replaceFileWhole } from './files';

@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { parseGrpcAddress } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
@@ -121,7 +121,7 @@ interface PodSpec {
   automountServiceAccountToken?: boolean; enableServiceLinks?: boolean;
   topologySpreadConstraints?: { maxSkew: number; topologyKey: string; whenUnsatisfiable: string; labelSelector?: { matchLabels?: Labels } }[];
   affinity?: { podAntiAffinity?: { requiredDuringSchedulingIgnoredDuringExecution?: { topologyKey: string; labelSelector?: { matchLabels?: Labels } }[] } };
-  volumes?: { name: string; configMap?: { name: string }; emptyDir?: object }[];
+  volumes?: { name: string; configMap?: { name: string }; emptyDir?: object; secret?: { secretName: string; items?: { key: string; path: string }[] } }[];
 }
 interface Doc {
   apiVersion: string; kind: string; metadata: { name: string; labels?: Labels; annotations?: Labels }; data?: Record<string, string>;
@@ -592,14 +592,22 @@ describe('deploy/k8s/cordum.yaml', () => {
     for (const [key, read] of mapReaders) expect({ configMapKey: key, read }).toEqual({ configMapKey: key, read: true });
   });
 
-  it('takes REDIS_URL, which carries the password, from the secret the header creates, never from a ConfigMap', () => {
+  it('takes REDIS_URL, which carries the password, from the secret the header creates, as a file (REDIS_URL_FILE, read again at each connect), never from a ConfigMap', () => {
     for (const cm of [...of('ConfigMap'), ...kindIn(natsDocs, 'ConfigMap'), ...kindIn(redisDocs, 'ConfigMap')]) {
       expect({ configMap: cm.metadata.name, redisUrl: cm.data?.['REDIS_URL'] }).toEqual({ configMap: cm.metadata.name, redisUrl: undefined });
       for (const [k, v] of Object.entries(cm.data ?? {})) expect({ key: k, credentials: /:\/\/[^/\s]*@/.test(v) }).toEqual({ key: k, credentials: false });
     }
+    expect(commonEnv.has('REDIS_URL_FILE')).toBe(true);
     for (const d of deployments) {
-      const ref = container(d).env?.find((e) => e.name === 'REDIS_URL')?.valueFrom?.secretKeyRef;
-      expect({ deployment: d.metadata.name, ref }).toEqual({ deployment: d.metadata.name, ref: { name: 'cordum-redis', key: 'REDIS_URL' } });
+      const c = container(d);
+      expect({ deployment: d.metadata.name, env: c.env?.find((e) => e.name === 'REDIS_URL') }).toEqual({ deployment: d.metadata.name, env: undefined });
+      // REDIS_URL_FILE names <mountPath>/<item path> of a read-only mount of the secret's REDIS_URL key
+      const path = c.env?.find((e) => e.name === 'REDIS_URL_FILE')?.value ?? '';
+      const mount = c.volumeMounts?.find((m) => path === `${m.mountPath}/${basename(path)}`);
+      const secret = d.spec.template!.spec.volumes?.find((v) => v.name === mount?.name)?.secret;
+      expect({ deployment: d.metadata.name, readOnly: mount?.readOnly, secret }).toEqual({
+        deployment: d.metadata.name, readOnly: true, secret: { secretName: 'cordum-redis', items: [{ key: 'REDIS_URL', path: basename(path) }] },
+      });
     }
     // `kubectl create secret generic cordum-redis --from-literal=REDIS_PASSWORD=$P --from-literal=REDIS_URL=redis://:$P@redis:6379`
     const create = /kubectl create secret generic cordum-redis(.*)/.exec(cordumHeader.replace(/\\\n#\s*/g, ' '))?.[1] ?? '';
