@@ -33,6 +33,27 @@ export async function tellWorkerToStop(ctx: SchedulerContext, job: JobRecord, re
   }
 }
 
+/** How often one attempt's JobCancel may be sent again (stopEndedAttempt). */
+export const RESEND_EVERY_MS = 1_000;
+/** Attempts remembered by that bound; past this many the oldest is forgotten. */
+const RESEND_MEMORY = 10_000;
+
+/** `take(key)`: true at most once per RESEND_EVERY_MS per key. */
+const resends = (() => {
+  const last = new Map<string, number>();
+  return {
+    take(key: string): boolean {
+      const now = Date.now();
+      const at = last.get(key);
+      if (at !== undefined && now - at < RESEND_EVERY_MS) return false;
+      last.delete(key);
+      last.set(key, now);
+      if (last.size > RESEND_MEMORY) last.delete(last.keys().next().value as string);
+      return true;
+    },
+  };
+})();
+
 /**
  * A worker's progress named an attempt that has ended (the job is terminal, or its current attempt
  * is another one), so the JobCancel meant for that attempt never reached it: the publish failed
@@ -46,6 +67,10 @@ export async function tellWorkerToStop(ctx: SchedulerContext, job: JobRecord, re
  */
 export async function stopEndedAttempt(ctx: SchedulerContext, p: JobProgress, state: JobState): Promise<void> {
   const dispatchId = p.dispatch?.dispatchId ?? '';
+  // At most one per attempt per RESEND_EVERY_MS from this replica: a worker that keeps reporting
+  // progress of an ended attempt (not worker-sdk, which stops once it hears the cancel) costs a
+  // JetStream publish and a broadcast to every worker each time.
+  if (!resends.take(`${p.jobId}\n${dispatchId}`)) return;
   const reason = TERMINAL_STATES.has(state) ? `the job is ${state}` : `attempt ${dispatchId} was replaced`;
   const value = create(JobCancelSchema, { jobId: p.jobId, reason, requestedBy: ctx.instanceId, ...(p.dispatch ? { dispatch: p.dispatch } : {}) });
   ctx.metrics.endedAttemptCancels.inc();
@@ -84,6 +109,10 @@ export function cancelHandler(ctx: SchedulerContext) {
       }
       return ignore(ctx, 'terminal', seen.id);
     }
+    // A cancel for an attempt that is not the job's current one (P127's resends of an ended
+    // attempt's cancel) needs no lock: an attempt id is written before anyone can name it, and a
+    // later attempt gets a new one.
+    if (cancel.dispatch?.dispatchId && cancel.dispatch.dispatchId !== seen.dispatch?.dispatchId) return ignore(ctx, 'stale_dispatch', seen.id);
     let cancelled: JobRecord | undefined; // written here, under the lock; its slot is handed off after the lock is gone
     const r = await withLockedJob(ctx, cancel.jobId, async (lease, job): Promise<HandlerOutcome> => {
       if (!job) return ignore(ctx, 'unknown_job', cancel.jobId);

@@ -3,10 +3,18 @@
 // Progress is best effort: a busy lock or a lost message is fine because
 // worker-sdk repeats progress every heartbeat and the result also ends the job.
 // A progress for an attempt that has ended gets that attempt's JobCancel again (P127).
-import { jobKeys, TERMINAL_STATES } from '@cordum/job-store';
+import { jobKeys, TERMINAL_STATES, type JobState } from '@cordum/job-store';
 import { stopEndedAttempt } from './cancels';
 import type { JobProgress } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
+
+/**
+ * Terminal states that something other than the attempt's own result ends a job in: its worker
+ * may not know. SUCCEEDED, FAILED and OUTPUT_QUARANTINED of the same attempt come from its
+ * worker's result (the scheduler fails only jobs with no attempt out), so a progress of that
+ * attempt is one sent before the result and handled after it: the worker is done (P127).
+ */
+const ENDED_BY_OTHERS: ReadonlySet<JobState> = new Set<JobState>([...TERMINAL_STATES].filter((s) => s !== 'SUCCEEDED' && s !== 'FAILED' && s !== 'OUTPUT_QUARANTINED'));
 
 /** Pause between tries while a handler holds the job lock (the lock wait budget bounds the total). */
 const BUSY_RETRY_MS = 10;
@@ -25,7 +33,7 @@ export async function applyProgress(ctx: SchedulerContext, p: JobProgress): Prom
     if (r.ok || r.reason !== 'busy') {
       if (!r.ok && r.reason === 'stale_dispatch') ctx.metrics.ignored.inc({ kind: 'progress', reason: 'stale_dispatch' });
       // The worker runs an attempt that has ended and was not told (P127): tell it again.
-      if (!r.ok && (r.reason === 'stale_dispatch' || (r.reason === 'state_mismatch' && TERMINAL_STATES.has(r.state)))) await stopEndedAttempt(ctx, p, r.state);
+      if (!r.ok && (r.reason === 'stale_dispatch' || (r.reason === 'state_mismatch' && ENDED_BY_OTHERS.has(r.state)))) await stopEndedAttempt(ctx, p, r.state);
       return;
     }
     // The intake handler is typically still marking the attempt published: it ends within ms,

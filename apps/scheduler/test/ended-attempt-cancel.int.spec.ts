@@ -10,6 +10,7 @@ import { waitFor } from '@cordum/testing';
 import type { Subscription } from '@cordum/bus';
 import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
+import { RESEND_EVERY_MS } from '../src/cancels';
 
 const TOPIC = 'job.ended-attempt';
 
@@ -69,7 +70,7 @@ describe('a worker running an attempt that has ended gets its JobCancel again (i
     return m?.values.filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val)).reduce((a, v) => a + v.value, 0) ?? 0;
   };
 
-  it('a job CANCELLED whose JobCancel was never published: the next progress of its attempt gets it, and every later one again', async () => {
+  it('a job CANCELLED whose JobCancel was never published: its attempt\'s progress gets it, again at most once a second while the worker goes on', async () => {
     const { id, dispatch } = await runningJob('lost-cancel');
     // The gateway's cancel with NATS away: CANCELLED is committed, the publish fails.
     const token = 'gateway-test:1';
@@ -79,14 +80,34 @@ describe('a worker running an attempt that has ended gets its JobCancel again (i
 
     keepAlive(id, dispatch);
     await waitFor(() => cancelsFor(id, dispatch.dispatchId).length === 1, 5_000, { message: 'the JobCancel for the ended attempt' });
+    const firstAt = Date.now();
     expect(cancelsFor(id, dispatch.dispatchId)[0]).toMatchObject({ jobId: id, reason: 'the job is CANCELLED', requestedBy: 'sched-ended-attempt', dispatch: { dispatchId: dispatch.dispatchId, attempt: dispatch.attempt } });
-    // A worker that missed this one too hears the next: the stream keeps one (same msg id), the
-    // subscribers get each.
-    keepAlive(id, dispatch);
-    await waitFor(() => cancelsFor(id, dispatch.dispatchId).length === 2, 5_000, { message: 'the JobCancel again' });
+    // A worker that missed this one too (or ignores it) and reports every 50 ms hears it again,
+    // once RESEND_EVERY_MS has passed: the stream keeps one (same msg id), the subscribers get each.
+    let reports = 0;
+    await waitFor(() => {
+      keepAlive(id, dispatch);
+      reports++;
+      return cancelsFor(id, dispatch.dispatchId).length === 2;
+    }, 5_000, { message: 'the JobCancel again', intervalMs: 50 });
+    expect(Date.now() - firstAt).toBeGreaterThanOrEqual(RESEND_EVERY_MS - 50);
+    expect(reports).toBeGreaterThan(5);
     expect(await metric('cordum_scheduler_ended_attempt_cancels_total')).toBe(sent + 2);
     expect((await getJob(id)).state).toBe('CANCELLED');
     expect(cancelMsgId(id, dispatch.dispatchId)).toBe(`sys.job.cancel:${id}:${dispatch.dispatchId}`);
+  });
+
+  it('a progress handled after its own attempt\'s result (SUCCEEDED) gets no JobCancel: the worker is done', async () => {
+    const { id, dispatch } = await runningJob('raced');
+    // The worker's result is applied (finish, as results.ts does), then the progress it sent while
+    // its result was on the way.
+    expect((await rig.store.finish(id, 'SUCCEEDED', { dispatchId: dispatch.dispatchId, patch: {} })).ok).toBe(true);
+    keepAlive(id, dispatch);
+    // An older attempt's progress, sent after it, does get one: once that is out, the first was handled.
+    const old = { dispatchId: `old-${id}`, attempt: 0n, assignedWorkerId: 'tw-gone' } as DispatchIdentity;
+    keepAlive(id, old);
+    await waitFor(() => cancelsFor(id, old.dispatchId).length === 1, 5_000, { message: 'the JobCancel for the older attempt' });
+    expect(cancelsFor(id, dispatch.dispatchId)).toEqual([]);
   });
 
   it('a progress of a replaced attempt: that attempt gets a JobCancel, and the job runs on in its current attempt', async () => {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
+import { createSecureContext, type ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import { Cluster, Command, Redis } from 'ioredis';
 import { isRedisAuthError } from './errors';
 
@@ -70,18 +70,45 @@ interface TlsMaterial {
   key?: Buffer;
 }
 
-/** Reads the TLS files and checks them: the CA bundle and the certificate parse, and the key is the certificate's. Throws otherwise. */
+/**
+ * Every PEM certificate block of `pem` (a CA bundle has several) is whole and parses; throws
+ * naming `file`. A block cut short (a file caught mid-write) would be skipped by OpenSSL or fail
+ * the connect, after this check had let it replace the last good contents.
+ */
+function checkCertificates(file: string, pem: Buffer): void {
+  const text = pem.toString('utf8');
+  const begun = text.split('-----BEGIN CERTIFICATE-----').length - 1;
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new Error(`${file} holds no PEM certificate`);
+  if (blocks.length !== begun) throw new Error(`${file} holds a PEM certificate cut short`);
+  for (const block of blocks) {
+    try {
+      new X509Certificate(block);
+    } catch {
+      throw new Error(`${file} holds a certificate that does not parse`);
+    }
+  }
+}
+
+/**
+ * Reads the TLS files and checks them as a connect will use them: every certificate of the CA
+ * bundle and of the certificate file whole and parsing, the key the certificate's, and OpenSSL
+ * taking the three (the secure context `tls.connect` makes). Throws otherwise.
+ */
 function readTlsFiles(tls: RedisTlsOptions): TlsMaterial {
   const m: TlsMaterial = {
     ...(tls.caFile !== undefined ? { ca: readFileSync(tls.caFile) } : {}),
     ...(tls.certFile !== undefined ? { cert: readFileSync(tls.certFile) } : {}),
     ...(tls.keyFile !== undefined ? { key: readFileSync(tls.keyFile) } : {}),
   };
-  if (m.ca !== undefined) new X509Certificate(m.ca);
+  if (m.ca !== undefined) checkCertificates(tls.caFile ?? '', m.ca);
   if (m.cert !== undefined) {
-    const cert = new X509Certificate(m.cert);
-    if (m.key !== undefined && !cert.checkPrivateKey(createPrivateKey(m.key))) throw new Error(`the key in ${tls.keyFile ?? ''} is not the key of the certificate in ${tls.certFile ?? ''}`);
+    checkCertificates(tls.certFile ?? '', m.cert);
+    if (m.key !== undefined && !new X509Certificate(m.cert).checkPrivateKey(createPrivateKey(m.key))) {
+      throw new Error(`the key in ${tls.keyFile ?? ''} is not the key of the certificate in ${tls.certFile ?? ''}`);
+    }
   }
+  createSecureContext(m);
   return m;
 }
 

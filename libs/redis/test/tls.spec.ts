@@ -140,7 +140,7 @@ describe('TLS files rotated while the client runs (P126)', () => {
     }
   });
 
-  it('files that cannot be used at a reconnect (a key that is not the certificate\'s, a missing file): the last good ones are used, and reported', async () => {
+  it('files that cannot be used at a reconnect (a key that is not the certificate\'s, a chain or a CA bundle cut mid-write, a missing file): the last good ones are used, and reported', async () => {
     // The server is on `next` since the case before; the client starts with next's files.
     const files = clientFiles(next);
     try {
@@ -153,6 +153,18 @@ describe('TLS files rotated while the client runs (P126)', () => {
       await reconnected(c);
       expect(seen.find((e) => e instanceof RedisTlsFilesError)?.message).toMatch(/is not the key of the certificate/);
       expect(logged).toContain('redis TLS files unusable at a connect; the last good ones are used');
+      // A file caught mid-write: its first certificate whole, the next one cut. The first
+      // certificate alone parses; the connect would fail on the cut one (a chain: OpenSSL refuses
+      // it; a CA bundle: the cut CA is dropped and the server no longer verifies).
+      const half = (pem: Buffer): Buffer => pem.subarray(0, Math.floor(pem.length / 2));
+      replaceFileWhole(files.keyFile, readFileSync(next.clientKeyFile));
+      replaceFileWhole(files.certFile, Buffer.concat([readFileSync(next.clientCertFile), half(readFileSync(next.caFile))]));
+      await reconnected(c);
+      replaceFileWhole(files.certFile, readFileSync(next.clientCertFile));
+      replaceFileWhole(files.caFile, Buffer.concat([readFileSync(tls.otherCaFile), half(readFileSync(next.caFile))]));
+      await reconnected(c);
+      expect(seen.filter((e) => e instanceof RedisTlsFilesError && / holds a PEM certificate cut short$/.test(e.message))).toHaveLength(2);
+      expect(seen.filter((e) => !(e instanceof RedisTlsFilesError))).toEqual([]);
       rmSync(files.caFile);
       await reconnected(c);
       expect(seen.filter((e) => e instanceof RedisTlsFilesError).map((e) => e.message).join('\n')).toMatch(/ENOENT/);

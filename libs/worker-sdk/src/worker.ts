@@ -377,7 +377,8 @@ class CapWorker implements Worker {
       dispatchId: job.request.dispatch?.dispatchId ?? '',
       attempt: Number(job.request.dispatch?.attempt ?? 0n),
       progress: (p) => {
-        if (!job.closed) this.sendProgress(job, p);
+        // A cancelled job's progress is moot, and it would make the schedulers send its cancel again (P127).
+        if (!job.closed && !job.cancelled) this.sendProgress(job, p);
       },
     });
   }
@@ -591,8 +592,11 @@ class CapWorker implements Worker {
       this.log.warn('heartbeat not sent', { err: thrownMessage(err) });
     }
     if (o.stopping) return;
-    // D40: progress every heartbeat keeps long jobs visibly alive for the reconciler.
-    for (const job of this.running.values()) this.sendProgress(job);
+    // D40: progress every heartbeat keeps long jobs visibly alive for the reconciler. Not for a job
+    // whose handler settled (its result is on the way) or that heard its cancel: a progress naming
+    // an attempt that has ended makes the schedulers send its JobCancel again (P127), which only a
+    // worker that never heard it needs.
+    for (const job of this.running.values()) if (!job.closed && !job.cancelled) this.sendProgress(job);
   }
 
   /** Null when Redis answers PING within a second, else why not (readable: no ioredis option names). */

@@ -104,6 +104,45 @@ describe('progress', () => {
 });
 
 describe('a handler that never settles after its cancel', () => {
+  test('sends no progress once cancelled, neither its own nor the heartbeat keep-alive (they would make the schedulers send the cancel again, P127)', async () => {
+    const aborted = new Latch();
+    let done = false;
+    const { w, topic } = await startWorker({
+      heartbeatIntervalMs: 100,
+      cancelGraceMs: 30_000,
+      handler: async (job) => {
+        job.signal.addEventListener('abort', () => aborted.open());
+        // Reports per item and ignores its signal, until the test lets it end.
+        for (let i = 0; !done; i++) {
+          job.progress({ percent: i % 100, message: job.signal.aborted ? 'after the cancel' : 'before the cancel' });
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        return { status: 'SUCCEEDED' };
+      },
+    });
+    const job = await publishJob(h, topic);
+    try {
+      await waitFor(() => h.progress.some((p) => p.jobId === job.jobId), 5_000, { message: 'progress before the cancel' });
+      await cancel(job.jobId);
+      await aborted.wait();
+      // The worker's publishes arrive in order: once a heartbeat sent after the cancel is in,
+      // everything it sent before is too.
+      const beatsAfter = async (n: number): Promise<void> => {
+        const at = h.heartbeats.length;
+        await waitFor(() => h.heartbeats.slice(at).filter((b) => b.workerId === w.workerId).length >= n, 5_000, { message: `${n} heartbeats` });
+      };
+      await beatsAfter(1);
+      const sent = h.progress.filter((p) => p.jobId === job.jobId).length;
+      await beatsAfter(3);
+      expect(h.progress.filter((p) => p.jobId === job.jobId)).toHaveLength(sent);
+      expect(h.progress.filter((p) => p.jobId === job.jobId && p.message === 'after the cancel')).toEqual([]);
+      expect(w.stats().activeJobs).toBe(1); // within its grace: only the reports stopped
+    } finally {
+      done = true;
+    }
+    expect((await resultOf(job.jobId)).status).toBe(JobStatus.CANCELLED);
+  });
+
   test('gives its slot back after cancelGraceMs: answered CANCELLED, logged, counted, no longer reported, and its late outcome ignored; the dispatch never runs again', async () => {
     const { logger, lines } = capture();
     const registry = new Registry();
