@@ -4,8 +4,8 @@
 // JobCancel again (P127); a worker running the job's current attempt is never cancelled by it.
 // In process against real Redis + NATS; the worker is the test's, so the test says what it sends.
 import { subjects } from '@cordum/bus';
-import { cancelMsgId, jobKeys, type JobRecord } from '@cordum/job-store';
-import { create, decodePacket, encodePacket, JobProgressSchema, JobRequestSchema, JobStatus, newPacket, type DispatchIdentity, type JobCancel } from '@cordum/protocol';
+import { cancelMsgId, jobKeys } from '@cordum/job-store';
+import { create, decodePacket, encodePacket, JobProgressSchema, JobStatus, newPacket, type DispatchIdentity, type JobCancel } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
 import type { Subscription } from '@cordum/bus';
 import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
@@ -41,19 +41,11 @@ describe('a worker running an attempt that has ended gets its JobCancel again (i
     await kernel?.stop();
   });
 
-  const getJob = async (id: string): Promise<JobRecord> => {
-    const j = await rig.store.getJob(id);
-    if (!j) throw new Error(`no job ${id}`);
-    return j;
-  };
-
   /** A job submitted as the gateway does, once the test worker has started it (RUNNING). */
   async function runningJob(name: string): Promise<{ id: string; dispatch: DispatchIdentity }> {
     const id = `${name}-${process.pid}`;
-    const job = await rig.store.createJob({ id, tenant: 'acme', topic: TOPIC, traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
-    const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
-    await rig.bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:0` });
-    await waitFor(async () => (await getJob(id)).state === 'RUNNING', 10_000, { message: `${id} RUNNING` });
+    await rig.submit(id, TOPIC);
+    await waitFor(async () => (await rig.job(id)).state === 'RUNNING', 10_000, { message: `${id} RUNNING` });
     const dispatch = worker.executions.get(id)?.[0]?.request.dispatch;
     if (!dispatch) throw new Error(`no dispatch for ${id}`);
     return { id, dispatch };
@@ -65,18 +57,13 @@ describe('a worker running an attempt that has ended gets its JobCancel again (i
 
   const cancelsFor = (jobId: string, dispatchId: string): JobCancel[] => cancels.filter((c) => c.jobId === jobId && c.dispatch?.dispatchId === dispatchId);
 
-  const metric = async (name: string, labels: Record<string, string> = {}): Promise<number> => {
-    const m = await rig.metrics.getSingleMetric(name)?.get();
-    return m?.values.filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val)).reduce((a, v) => a + v.value, 0) ?? 0;
-  };
-
   it('a job CANCELLED whose JobCancel was never published: its attempt\'s progress gets it, again at most once a second while the worker goes on', async () => {
     const { id, dispatch } = await runningJob('lost-cancel');
     // The gateway's cancel with NATS away: CANCELLED is committed, the publish fails.
     const token = 'gateway-test:1';
     await rig.redis.set(jobKeys.lock(id), token, 'PX', 10_000);
     expect((await rig.store.transition(id, 'CANCELLED', { token, from: ['RUNNING'], release: true, patch: { error: { code: 'cancelled', message: 'operator stop' } } })).ok).toBe(true);
-    const sent = await metric('cordum_scheduler_ended_attempt_cancels_total');
+    const sent = await rig.counter('cordum_scheduler_ended_attempt_cancels_total');
 
     keepAlive(id, dispatch);
     await waitFor(() => cancelsFor(id, dispatch.dispatchId).length === 1, 5_000, { message: 'the JobCancel for the ended attempt' });
@@ -92,8 +79,8 @@ describe('a worker running an attempt that has ended gets its JobCancel again (i
     }, 5_000, { message: 'the JobCancel again', intervalMs: 50 });
     expect(Date.now() - firstAt).toBeGreaterThanOrEqual(RESEND_EVERY_MS - 50);
     expect(reports).toBeGreaterThan(5);
-    expect(await metric('cordum_scheduler_ended_attempt_cancels_total')).toBe(sent + 2);
-    expect((await getJob(id)).state).toBe('CANCELLED');
+    expect(await rig.counter('cordum_scheduler_ended_attempt_cancels_total')).toBe(sent + 2);
+    expect((await rig.job(id)).state).toBe('CANCELLED');
     expect(cancelMsgId(id, dispatch.dispatchId)).toBe(`sys.job.cancel:${id}:${dispatch.dispatchId}`);
   });
 
@@ -112,7 +99,7 @@ describe('a worker running an attempt that has ended gets its JobCancel again (i
 
   it('a progress of a replaced attempt: that attempt gets a JobCancel, and the job runs on in its current attempt', async () => {
     const { id, dispatch } = await runningJob('replaced');
-    const ignoredBefore = await metric('cordum_scheduler_ignored_packets_total', { kind: 'cancel', reason: 'stale_dispatch' });
+    const ignoredBefore = await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'cancel', reason: 'stale_dispatch' });
     // The current attempt's own progress: nothing to stop.
     keepAlive(id, dispatch);
     // An older attempt of the job, still running on some worker.
@@ -121,8 +108,8 @@ describe('a worker running an attempt that has ended gets its JobCancel again (i
     await waitFor(() => cancelsFor(id, old.dispatchId).length === 1, 5_000, { message: 'the JobCancel for the replaced attempt' });
     expect(cancelsFor(id, old.dispatchId)[0]?.reason).toBe(`attempt ${old.dispatchId} was replaced`);
     // The schedulers' own cancel consumer takes it too, and ignores it: it names a stale attempt.
-    await waitFor(async () => (await metric('cordum_scheduler_ignored_packets_total', { kind: 'cancel', reason: 'stale_dispatch' })) > ignoredBefore, 5_000, { message: 'the scheduler ignored its own cancel' });
-    const job = await getJob(id);
+    await waitFor(async () => (await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'cancel', reason: 'stale_dispatch' })) > ignoredBefore, 5_000, { message: 'the scheduler ignored its own cancel' });
+    const job = await rig.job(id);
     expect(job.state).toBe('RUNNING');
     expect(job.dispatch?.dispatchId).toBe(dispatch.dispatchId);
     // The current attempt's progress (sent first, handled first) was answered with nothing.

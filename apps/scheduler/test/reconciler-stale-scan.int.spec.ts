@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects } from '@cordum/bus';
 import type { JobRecord, JobState, JobStore } from '@cordum/job-store';
-import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
+import { create, encodePacket, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
 import { startGhost, type Ghost } from './ghost';
 import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
@@ -66,17 +66,8 @@ describe('reconciler: a job moved on to a newer attempt after the scan listed it
     rmSync(tmp, { recursive: true, force: true });
   });
 
-  async function submit(id: string, topic: string): Promise<JobRecord> {
-    const job = await rig.store.createJob({ id, tenant: 'acme', topic, traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
-    const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
-    await rig.bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:0` });
-    return job;
-  }
-  const getJob = async (id: string): Promise<JobRecord> => {
-    const j = await rig.store.getJob(id);
-    if (!j) throw new Error(`no job ${id}`);
-    return j;
-  };
+  const submit = (id: string, topic: string): Promise<JobRecord> => rig.submit(id, topic);
+  const getJob = (id: string): Promise<JobRecord> => rig.job(id);
 
   it('RUNNING: attempt 2, started after the scan listed attempt 1 as past its running timeout, runs its own full timeout', async () => {
     const id = `stale-run-${process.pid}`;

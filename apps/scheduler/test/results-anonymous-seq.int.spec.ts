@@ -49,15 +49,8 @@ describe('results: an older result without a dispatch id, redelivered (P41, in-p
     await kernel?.stop();
   });
 
-  const getJob = async (id: string): Promise<JobRecord> => {
-    const j = await rig.store.getJob(id);
-    if (!j) throw new Error(`no job ${id}`);
-    return j;
-  };
-  async function counter(name: string, label: string, value: string): Promise<number> {
-    const m = await rig.metrics.getSingleMetric(name)?.get();
-    return m?.values.filter((v) => v.labels[label] === value).reduce((a, v) => a + v.value, 0) ?? 0;
-  }
+  const getJob = (id: string): Promise<JobRecord> => rig.job(id);
+  const counter = (name: string, label: string, value: string): Promise<number> => rig.counter(name, { [label]: value });
   /** A FAILED_RETRYABLE result without `dispatch` (CONTRACT §3: it applies to the current attempt). */
   async function anonymousRetryable(id: string, msgId: string): Promise<void> {
     const result = create(JobResultSchema, { jobId: id, status: JobStatus.FAILED_RETRYABLE, workerId: worker.id, errorCode: 'flaky', errorMessage: 'try again' });

@@ -1,8 +1,9 @@
 // One in-process scheduler against its own Redis and NATS, with a test bus client:
 // the common set-up of the *.int suites. Each suite brings its own kernel and workers.
 import { join } from 'node:path';
-import { connectBus, type Bus } from '@cordum/bus';
-import { createJobStore, type JobStore } from '@cordum/job-store';
+import { connectBus, subjects, type Bus } from '@cordum/bus';
+import { createJobStore, type JobRecord, type JobStore } from '@cordum/job-store';
+import { create, encodePacket, JobRequestSchema, newPacket } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { repoRoot, startNats, startRedis, type TestServer } from '@cordum/testing';
@@ -21,6 +22,12 @@ export interface SchedulerRig {
   scheduler: Scheduler;
   config: SchedulerConfig;
   metrics: Registry;
+  /** A job created as the gateway creates it (PENDING, tenant acme) and its submit published. */
+  submit(id: string, topic: string): Promise<JobRecord>;
+  /** The job's record; throws when there is none. */
+  job(id: string): Promise<JobRecord>;
+  /** The sum of a counter's series whose labels include `labels`. */
+  counter(name: string, labels?: Record<string, string>): Promise<number>;
   /** Stops the scheduler, the bus client, the Redis client and both servers. */
   stop(): Promise<void>;
 }
@@ -57,7 +64,23 @@ export async function startSchedulerRig(o: { instanceId: string; kernelAddress: 
     await scheduler.start();
     const bus = await connectBus({ servers: [natsServer.url], name: 'test-client', logger: quietLog });
     parts.bus = bus;
-    return { redisServer, natsServer, redis, store: createJobStore(redis, { jobTtlMs: 3_600_000 }), bus, scheduler, config, metrics, stop };
+    const store = createJobStore(redis, { jobTtlMs: 3_600_000 });
+    const submit = async (id: string, topic: string): Promise<JobRecord> => {
+      const job = await store.createJob({ id, tenant: 'acme', topic, traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
+      const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
+      await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:0` });
+      return job;
+    };
+    const job = async (id: string): Promise<JobRecord> => {
+      const j = await store.getJob(id);
+      if (!j) throw new Error(`no job ${id}`);
+      return j;
+    };
+    const counter = async (name: string, labels: Record<string, string> = {}): Promise<number> => {
+      const m = await metrics.getSingleMetric(name)?.get();
+      return m?.values.filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val)).reduce((a, v) => a + v.value, 0) ?? 0;
+    };
+    return { redisServer, natsServer, redis, store, bus, scheduler, config, metrics, submit, job, counter, stop };
   } catch (err) {
     await stop();
     throw err;
