@@ -119,7 +119,12 @@ export class RedisTlsFilesError extends Error {
 
 /** Raised (through the client's error events) when REDIS_URL_FILE cannot be used at a connect; the last good user and password are used instead. */
 export class RedisUrlFileError extends Error {
-  override readonly name = 'RedisUrlFileError';
+  override readonly name: string = 'RedisUrlFileError';
+}
+
+/** Reported (through the client's error events) when REDIS_URL_FILE points elsewhere than at start: its user and password are used, the rest needs a restart. */
+export class RedisUrlFileMovedError extends RedisUrlFileError {
+  override readonly name = 'RedisUrlFileMovedError';
 }
 
 /**
@@ -173,8 +178,18 @@ function tlsConnectOptions(tls: RedisTlsOptions, unusable: (err: Error) => void)
 
 type Credentials = { username?: string; password?: string };
 
-/** The user and password of the URL in `file` (REDIS_URL_FILE); throws a message that never holds the file's text. */
-function readUrlFileCredentials(file: string): Credentials {
+/** Where a Redis URL points, without its credentials: scheme, host, port and database. */
+function redisTarget(u: URL): string {
+  return `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`;
+}
+
+/**
+ * The user and password of the URL in `file` (REDIS_URL_FILE); throws a message that never holds
+ * the file's text. A URL that points elsewhere than `startUrl` (another host, port, database or
+ * scheme) still gives its user and password, and `moved` says so: the connection stays where the
+ * process started, so the change needs a restart.
+ */
+function readUrlFileCredentials(file: string, startUrl: string, moved: (err: Error) => void): Credentials {
   const text = readFileSync(file, 'utf8').replace(/[\r\n]+$/, '');
   let u: URL;
   try {
@@ -183,11 +198,22 @@ function readUrlFileCredentials(file: string): Credentials {
     throw new Error(`${file} does not hold a URL`);
   }
   if (!/^rediss?:$/.test(u.protocol)) throw new Error(`${file} does not hold a redis:// or rediss:// URL`);
+  let credentials: Credentials;
   try {
-    return { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+    credentials = { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
   } catch {
     throw new Error(`${file} holds a bad %-escape in its user or password`);
   }
+  let start: string | undefined;
+  try {
+    start = redisTarget(new URL(startUrl));
+  } catch {
+    start = undefined;
+  }
+  if (start !== undefined && redisTarget(u) !== start) {
+    moved(new RedisUrlFileMovedError(`REDIS_URL_FILE now points at ${redisTarget(u)}, not ${start} as at start: only its user and password are used; restart to connect there`));
+  }
+  return credentials;
 }
 
 /**
@@ -272,7 +298,9 @@ type EventLog = { warn(msg: string, fields?: Record<string, unknown>): void; inf
  * Redis answers but refuses the user or password (isRedisAuthError); `redis TLS files unusable at a
  * connect; the last good ones are used` (warn) when a REDIS_TLS_* file re-read at a connect cannot
  * be used (RedisTlsFilesError); `redis REDIS_URL_FILE unusable at a connect; the last good user and
- * password are used` (warn) likewise for REDIS_URL_FILE (RedisUrlFileError). The client keeps retrying
+ * password are used` (warn) likewise for REDIS_URL_FILE (RedisUrlFileError); `redis REDIS_URL_FILE
+ * points elsewhere than at start; only its user and password are used until a restart` (warn) when
+ * its host, port, database or scheme changed (RedisUrlFileMovedError). The client keeps retrying
  * either way, so a password rotated on the server before the pods catch up heals by itself.
  */
 export function redisLogEvents(log: EventLog): RedisConnectionEvents {
@@ -281,6 +309,7 @@ export function redisLogEvents(log: EventLog): RedisConnectionEvents {
       const fields = { err: err.message, ...(suppressed > 0 ? { suppressed } : {}) };
       log.warn(
         err instanceof RedisTlsFilesError ? 'redis TLS files unusable at a connect; the last good ones are used'
+          : err instanceof RedisUrlFileMovedError ? 'redis REDIS_URL_FILE points elsewhere than at start; only its user and password are used until a restart'
           : err instanceof RedisUrlFileError ? 'redis REDIS_URL_FILE unusable at a connect; the last good user and password are used'
           : isRedisAuthError(err) ? 'redis refused the credentials in REDIS_URL' : 'redis connection error',
         fields,
@@ -353,11 +382,15 @@ export const COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY = timeoutsAfterPendingRepli
 /** Standalone client for `url`, or a Cluster client when `clusterAddresses` is non-empty. */
 export function createRedis(opts: RedisConnOptions): RedisClient {
   const commandTimeout = opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
-  const fileTrouble = throttleFailures((err, suppressed) => opts.events?.error(err, suppressed));
+  // One throttle per file: a throttle keeps back only a repeat of its last message.
+  const tlsTrouble = throttleFailures((err, suppressed) => opts.events?.error(err, suppressed));
+  const urlTrouble = throttleFailures((err, suppressed) => opts.events?.error(err, suppressed));
   const urlFile = opts.urlFile;
+  // In cluster mode REDIS_URL's host is not used: only a change of scheme would matter, and TLS is the entries' too.
+  const startUrl = opts.clusterAddresses.length > 0 ? '' : opts.url;
   const credentials = urlFile === undefined ? undefined : liveRead(
-    () => readUrlFileCredentials(urlFile),
-    (err) => fileTrouble.failed(new RedisUrlFileError(`REDIS_URL_FILE unusable, the last good user and password are used: ${err.message}`)),
+    () => readUrlFileCredentials(urlFile, startUrl, (err) => urlTrouble.failed(err)),
+    (err) => urlTrouble.failed(new RedisUrlFileError(`REDIS_URL_FILE unusable, the last good user and password are used: ${err.message}`)),
   );
   const common = {
     connectionName: opts.name,
@@ -368,7 +401,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
     commandTimeout: commandTimeout > 0 ? commandTimeout : undefined,
     lazyConnect: opts.minIdleConns <= 0,
     keepAlive: 10_000,
-    ...(opts.tls !== undefined ? { tls: tlsConnectOptions(opts.tls, (err) => fileTrouble.failed(err)) } : {}),
+    ...(opts.tls !== undefined ? { tls: tlsConnectOptions(opts.tls, (err) => tlsTrouble.failed(err)) } : {}),
   };
   const batched = opts.poolSize > 1;
   if (opts.clusterAddresses.length > 0) {

@@ -16,6 +16,7 @@ export {
   type RedisTlsOptions,
   RedisTlsFilesError,
   RedisUrlFileError,
+  RedisUrlFileMovedError,
   type RedisConnectionEvents,
 } from './client';
 export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from './scripts';

@@ -64,6 +64,24 @@ describe('REDIS_URL_FILE on a standalone Redis whose password is rotated (P128)'
     expect(seen.map((e) => e.message).join('\n')).not.toMatch(/second-pw|first-pw/);
   });
 
+  it('a file that now points at another database: its password is used, the connection stays on the database of the start, and that is reported', async () => {
+    const seen: Error[] = [];
+    const logged: string[] = [];
+    const log = redisLogEvents({ warn: (m) => void logged.push(m), info: () => undefined });
+    replaceFileWhole(urlFile, urlWith('second-pw'));
+    const c = createRedis({ url: urlWith('second-pw').trim(), urlFile, clusterAddresses: [], poolSize: 1, minIdleConns: 1, events: { error: (err, n) => (seen.push(err), log.error(err, n)), restored: () => undefined } });
+    open.push(c);
+    expect(await pingRedis(c, 3000)).toBe(true);
+    replaceFileWhole(urlFile, urlWith('second-pw').replace('/0\n', '/5\n'));
+    await reconnected(c);
+    expect((c as Redis).options.db).toBe(0);
+    expect(seen.map((e) => [e.constructor.name, e.message])).toEqual([
+      ['RedisUrlFileMovedError', `REDIS_URL_FILE now points at redis://127.0.0.1:${server.port}/5, not redis://127.0.0.1:${server.port}/0 as at start: only its user and password are used; restart to connect there`],
+    ]);
+    expect(logged).toEqual(['redis REDIS_URL_FILE points elsewhere than at start; only its user and password are used until a restart']);
+    expect(seen.map((e) => e.message).join('\n')).not.toMatch(/second-pw/);
+  });
+
   it('without REDIS_URL_FILE the password of REDIS_URL stays what the client was created with', async () => {
     const c = createRedis({ url: urlWith('second-pw').trim(), clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
     open.push(c);

@@ -8,7 +8,7 @@ import { basename, join, relative } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { parseGrpcAddress } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { canConnect, freePort, repoRoot, startProcess, waitFor } from '@cordum/testing';
+import { canConnect, freePort, replaceFileWhole, repoRoot, startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { api, startStack, type Stack } from './stack';
 
 interface ServiceDef {
@@ -997,6 +997,57 @@ describe('deploy/k8s/redis.yaml and the Redis Cluster component', () => {
     }
     const pods = [...workloads, ...kindIn(clusterDocs, 'Job')].map((w) => ({ name: w.metadata.name, labels: w.spec.template!.metadata.labels }));
     for (const pod of pods) expect({ pod: pod.name, admitted: admitted.every((sel) => labelsMatch(sel, pod.labels)) }).toEqual({ pod: pod.name, admitted: true });
+  });
+});
+
+describe("the Redis pods' readiness probe across a password rotation (real redis-server)", () => {
+  // operations.md rotates the password with no restart: ACL SETUSER default >NEW, change the
+  // secret, ACL SETUSER default <OLD. A container's env keeps the password it started with, so a
+  // probe that logged in with REDISCLI_AUTH from the env failed from the last step on, on every
+  // Redis pod (P128 review). The probe reads the mounted secret instead.
+  let server: TestServer;
+  let dir: string;
+  beforeAll(async () => {
+    server = await startRedis({ password: 'old-pw' });
+    dir = mkdtempSync(join(tmpdir(), 'probe-'));
+    // The probe's redis-cli has no -p (6379 in the pod): a wrapper points it at the test server.
+    const cli = spawnSync('sh', ['-c', 'command -v redis-cli'], { encoding: 'utf8' }).stdout.trim();
+    writeFileSync(join(dir, 'redis-cli'), `#!/bin/sh\nexec ${cli} -p ${server.port} "$@"\n`, { mode: 0o755 });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('passes before, during and after it, in redis.yaml and in the cluster component', () => {
+    const probes = [named(redisDocs, 'StatefulSet', 'redis'), named(clusterDocs, 'StatefulSet', 'redis-cluster')].map((s) => {
+      const c = firstContainer(s);
+      // the secret's REDIS_PASSWORD, mounted read-only; the probe's command with the mount moved here
+      const vol = s.spec.template!.spec.volumes?.find((v) => v.secret?.secretName === 'cordum-redis');
+      expect({ sts: s.metadata.name, items: vol?.secret?.items }).toEqual({ sts: s.metadata.name, items: [{ key: 'REDIS_PASSWORD', path: 'REDIS_PASSWORD' }] });
+      const mount = c.volumeMounts?.find((m) => m.name === vol?.name);
+      expect(mount?.readOnly).toBe(true);
+      const command = c.readinessProbe!.exec!.command.map((a) => a.replaceAll(`${mount!.mountPath}/`, `${dir}/`));
+      return { sts: s.metadata.name, command };
+    });
+    const secretFile = (pw: string): void => replaceFileWhole(join(dir, 'REDIS_PASSWORD'), pw);
+    // REDISCLI_AUTH as the container started with it: the old password, whatever happens after.
+    const probe = (command: string[]): number | null => spawnSync(command[0]!, command.slice(1), { env: { PATH: `${dir}:${process.env['PATH'] ?? ''}`, REDISCLI_AUTH: 'old-pw' } }).status;
+    const admin = (pw: string, ...args: string[]): string => spawnSync(join(dir, 'redis-cli'), args, { env: { REDISCLI_AUTH: pw }, encoding: 'utf8' }).stdout.trim();
+    const all = (step: string): void => {
+      for (const p of probes) expect({ step, sts: p.sts, exit: probe(p.command) }).toEqual({ step, sts: p.sts, exit: 0 });
+    };
+    secretFile('old-pw');
+    all('before');
+    expect(admin('old-pw', 'ACL', 'SETUSER', 'default', '>new-pw')).toBe('OK');
+    all('both passwords');
+    secretFile('new-pw');
+    all('secret changed');
+    expect(admin('new-pw', 'ACL', 'SETUSER', 'default', '<old-pw')).toBe('OK');
+    all('old password gone');
+    // and a wrong secret is not ready
+    secretFile('wrong-pw');
+    for (const p of probes) expect({ sts: p.sts, exit: probe(p.command) }).not.toEqual({ sts: p.sts, exit: 0 });
   });
 });
 
