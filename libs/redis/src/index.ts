@@ -13,12 +13,9 @@ export {
   type FailureThrottle,
   type RedisClient,
   type RedisConnOptions,
-  type RedisTlsOptions,
-  RedisTlsFilesError,
-  RedisUrlFileError,
-  RedisUrlFileMovedError,
   type RedisConnectionEvents,
 } from './client';
+export { RedisTlsFilesError, RedisUrlFileError, RedisUrlFileMovedError, type RedisTlsOptions } from './live-files';
 export { defineScripts, scriptSpec, type ScriptRunner, type ScriptSpec } from './scripts';
 export { KeyBuilder } from './keys';
 export { scanKeys } from './scan';
