@@ -14,7 +14,7 @@ import type { SchedulerContext } from './context';
  * worker's result (the scheduler fails only jobs with no attempt out), so a progress of that
  * attempt is one sent before the result and handled after it: the worker is done (P127).
  */
-const ENDED_BY_OTHERS: ReadonlySet<JobState> = new Set<JobState>([...TERMINAL_STATES].filter((s) => s !== 'SUCCEEDED' && s !== 'FAILED' && s !== 'OUTPUT_QUARANTINED'));
+export const ENDED_BY_OTHERS: ReadonlySet<JobState> = new Set<JobState>([...TERMINAL_STATES].filter((s) => s !== 'SUCCEEDED' && s !== 'FAILED' && s !== 'OUTPUT_QUARANTINED'));
 
 /** Pause between tries while a handler holds the job lock (the lock wait budget bounds the total). */
 const BUSY_RETRY_MS = 10;

@@ -5,6 +5,7 @@ import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
 import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
+import { ENDED_BY_OTHERS } from './progress';
 import { dispatch } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { handOffFreedSlot } from './replayer';
@@ -83,6 +84,11 @@ function resultPatch(res: JobResult): JobPatch {
   return patch;
 }
 
+/** The worker that sent a result: the attempt's assigned worker, else the packet's. */
+function senderOf(res: JobResult): string | undefined {
+  return res.dispatch?.assignedWorkerId || res.workerId || undefined;
+}
+
 function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOutcome {
   ctx.metrics.ignored.inc({ kind: 'result', reason });
   ctx.logger.debug('result ignored', { job_id: jobId, reason });
@@ -99,11 +105,18 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
     // Redelivery after our own terminal write: re-run the idempotent side effects (D14, D45).
     await ctx.store.writeDlq(job);
     await ctx.store.expireResult(job);
+    // A job ended by a cancel or a timeout: its worker's answer means a slot of it is free now
+    // (P32; before, the worker looked busy until its next heartbeat, and a submit NAKed as
+    // overload for that long could run out of deliveries and wait for the replayer).
+    if (ENDED_BY_OTHERS.has(job.state)) ctx.workers.noteFinished(senderOf(res));
     return ignore(ctx, 'terminal', job.id);
   }
   // CONTRACT §3: a result without `dispatch` applies to the current attempt.
   const current = job.dispatch;
-  if (res.dispatch?.dispatchId && res.dispatch.dispatchId !== current?.dispatchId) return ignore(ctx, 'stale_dispatch', job.id);
+  if (res.dispatch?.dispatchId && res.dispatch.dispatchId !== current?.dispatchId) {
+    ctx.workers.noteFinished(senderOf(res)); // a replaced attempt's worker is done with it
+    return ignore(ctx, 'stale_dispatch', job.id);
+  }
   // P41: a result without a dispatch id that we already applied (this is its redelivery: the
   // handler failed after its write, say at the next attempt's mark) would otherwise apply to the
   // attempt it started, and a retryable one would start yet another while that one runs. The job
