@@ -1,6 +1,6 @@
 // sys.job.submit handler (BEHAVIOURS §1.2): lock → dedupe → Check → route → dispatch.
 import { TERMINAL_STATES, type JobRecord } from '@cordum/job-store';
-import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
+import { MAX_DELIVER, type HandlerContext, type HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobRequest } from '@cordum/protocol';
 import { errorText } from '@cordum/service-kit';
 import type { Lease } from '@cordum/locks';
@@ -33,7 +33,22 @@ export function submitHandler(ctx: SchedulerContext) {
       if (job?.state === 'PENDING' && h.deliveryCount === 1) ctx.metrics.intakeWait.observe(Math.max(0, startedAt - job.createdAt) / 1000);
       return intake(ctx, lease, req, job);
     });
-    return lockedOutcome(r, h.deliveryCount);
+    const outcome = lockedOutcome(r, h.deliveryCount);
+    // The last delivery (D8): JetStream drops the message after this NAK, and the job would wait
+    // for the replayer to find it as an orphan (SCHEDULER_PENDING_REPLAY_AGE, 30 s). A topic whose
+    // every worker stayed at capacity for the 20 backpressure NAKs (D48, ≈ 5 s) then started 30 s
+    // late. File it in `job:retry` instead, due when the NAK would have been: the replayer leader
+    // drives it from there (P130). Outside the lock: the entry only asks for a look under it.
+    if (outcome.kind === 'nak' && h.deliveryCount >= MAX_DELIVER) {
+      try {
+        await ctx.store.scheduleRetry(req.jobId, Date.now() + (outcome.delayMs ?? 0));
+        ctx.metrics.lastDeliveryHandOffs.inc();
+        return ACK;
+      } catch (err) {
+        ctx.logger.warn('submit on its last delivery not handed to the replayer; it finds the job as an orphan', { job_id: req.jobId, err: errorText(err) });
+      }
+    }
+    return outcome;
   };
 }
 

@@ -28,6 +28,8 @@ export interface SchedulerMetrics {
   cancelsApplied: Counter;
   /** P127: JobCancels sent again to a worker whose progress named an attempt that has ended. */
   endedAttemptCancels: Counter;
+  /** P130: submits NAKed on their last delivery, filed in job:retry for the replayer instead. */
+  lastDeliveryHandOffs: Counter;
   /** P70: a job found its concurrency group's slots taken and waits (one count per look). */
   slotWaits: Counter;
   /** P70: waiting jobs the replayer leader re-drove because a slot of their group freed. */
@@ -115,6 +117,11 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     cancelsApplied: new Counter({
       name: 'cordum_scheduler_cancels_applied_total',
       help: 'JobCancels on sys.job.cancel that found the job live and cancelled it here; a cancel the gateway already wrote is counted as ignored (kind cancel, reason terminal).',
+      registers: [registry],
+    }),
+    lastDeliveryHandOffs: new Counter({
+      name: 'cordum_scheduler_last_delivery_hand_offs_total',
+      help: 'Submits whose last JetStream delivery would have been NAKed (workers at capacity, the kernel down, the job lock busy): filed in job:retry for the replayer leader instead of waiting to be found as orphans (P130).',
       registers: [registry],
     }),
     endedAttemptCancels: new Counter({
