@@ -1,7 +1,8 @@
 import { Cluster, Command, Redis } from 'ioredis';
 import { isRedisAuthError } from './errors';
 import {
-  credentialsFollow, liveRead, nodeOptionsOf, readUrlFileCredentials, RedisTlsFilesError, RedisUrlFileError, RedisUrlFileMovedError, tlsConnectOptions, type RedisTlsOptions,
+  credentialsFollow, liveRead, nodeOptionsOf, readUrlFileCredentials, redisTarget, RedisTlsFilesError, RedisUrlFileError, RedisUrlFileMovedError, tlsConnectOptions, urlCredentials,
+  type RedisTlsOptions,
 } from './live-files';
 
 export type RedisClient = Redis | Cluster;
@@ -21,7 +22,7 @@ export type RedisClient = Redis | Cluster;
 export interface RedisConnOptions {
   /**
    * The standalone Redis (`redis://[user:password@]host:port[/db]`). In cluster mode only its
-   * user and password are used, for every node (clusterCredentials); empty is allowed there.
+   * user and password are used, for every node (urlCredentials); empty is allowed there.
    */
   url: string;
   /**
@@ -208,9 +209,9 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
   const urlTrouble = throttleFailures((err, suppressed) => opts.events?.error(err, suppressed));
   const urlFile = opts.urlFile;
   // In cluster mode REDIS_URL's host is not used: only a change of scheme would matter, and TLS is the entries' too.
-  const startUrl = opts.clusterAddresses.length > 0 ? '' : opts.url;
+  const startTarget = opts.clusterAddresses.length > 0 ? undefined : redisTarget(opts.url);
   const credentials = urlFile === undefined ? undefined : liveRead(
-    () => readUrlFileCredentials(urlFile, startUrl, (err) => urlTrouble.failed(err)),
+    () => readUrlFileCredentials(urlFile, startTarget, (err) => urlTrouble.failed(err)),
     (err) => urlTrouble.failed(new RedisUrlFileError(`REDIS_URL_FILE unusable, the last good user and password are used: ${err.message}`)),
   );
   const common = {
@@ -229,7 +230,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
     const nodes = opts.clusterAddresses.map(parseHostPort);
     const cluster = new Cluster(nodes, {
       // Every node client, the seeds and those learnt from CLUSTER SLOTS, logs in with these.
-      redisOptions: { ...common, ...clusterCredentials(opts.url) },
+      redisOptions: { ...common, ...urlCredentials(opts.url) },
       clusterRetryStrategy: (times: number) => retryDelayMs(times),
       lazyConnect: common.lazyConnect,
       // Cluster-level waits (MOVED storms, CLUSTERDOWN) stay short for the same fail-fast reason.
@@ -256,14 +257,9 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
       // the duplicate that asks CLUSTER SLOTS). No node exists yet: the first connect is async.
       const nodeOptions = nodeOptionsOf(cluster);
       if (nodeOptions) credentialsFollow(nodeOptions, credentials);
-      for (const node of cluster.nodes('all')) credentialsFollow(node.options, credentials);
-      cluster.on('+node', (node: Redis) => credentialsFollow(node.options, credentials));
+      eachNode(cluster, (node) => credentialsFollow(node.options, credentials));
     }
-    if (batched) {
-      // Node clients made while connecting (the seeds) exist already; later ones arrive by event.
-      for (const node of cluster.nodes('all')) writeOncePerTurn(node);
-      cluster.on('+node', (node: Redis) => writeOncePerTurn(node));
-    }
+    if (batched) eachNode(cluster, writeOncePerTurn);
     watchConnection(cluster, opts.events);
     return cluster;
   }
@@ -275,6 +271,12 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
   if (batched) writeOncePerTurn(redis);
   watchConnection(redis, opts.events);
   return redis;
+}
+
+/** `fn` for every node client of `cluster`: those made while connecting (the seeds) exist already, later ones arrive by event. */
+function eachNode(cluster: Cluster, fn: (node: Redis) => void): void {
+  for (const node of cluster.nodes('all')) fn(node);
+  cluster.on('+node', fn);
 }
 
 const batchedClients = new WeakSet<Redis>();
@@ -310,27 +312,6 @@ function writeOncePerTurn(redis: Redis): void {
       }
     }
     return send(command, stream);
-  };
-}
-
-/**
- * The user and password of `url` (REDIS_URL), which a cluster client sends to every node: one
- * Redis user for the whole cluster, as `requirepass`/`masterauth` (or an ACL user on every node)
- * set it up. Nothing when `url` is empty or carries none. `redis://:pw@…` is the default user,
- * `redis://name:pw@…` an ACL user; percent-escapes are decoded as ioredis does for a standalone URL.
- */
-export function clusterCredentials(url: string): { username?: string; password?: string } {
-  if (url === '') return {};
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    return {};
-  }
-  if (u.username === '' && u.password === '') return {};
-  return {
-    ...(u.username !== '' ? { username: decodeURIComponent(u.username) } : {}),
-    ...(u.password !== '' ? { password: decodeURIComponent(u.password) } : {}),
   };
 }
 

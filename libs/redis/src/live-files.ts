@@ -127,42 +127,62 @@ export function tlsConnectOptions(tls: RedisTlsOptions, unusable: (err: Error) =
   return out;
 }
 
+/** A URL's user and password, each absent when the URL has none. */
 type Credentials = { username?: string; password?: string };
 
-/** Where a Redis URL points, without its credentials: scheme, host, port and database. */
-function redisTarget(u: URL): string {
+/**
+ * The user and password of `url`: REDIS_URL's, which a cluster client sends to every node (one
+ * Redis user for the whole cluster, as `requirepass`/`masterauth` or an ACL user on every node
+ * set it up), and REDIS_URL_FILE's at each connect. Nothing when `url` is empty or carries none.
+ * `redis://:pw@…` is the default user, `redis://name:pw@…` an ACL user; percent-escapes are
+ * decoded as ioredis does for a standalone URL (a bad one throws URIError).
+ */
+export function urlCredentials(url: string): Credentials {
+  if (url === '') return {};
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return {};
+  }
+  if (u.username === '' && u.password === '') return {};
+  return {
+    ...(u.username !== '' ? { username: decodeURIComponent(u.username) } : {}),
+    ...(u.password !== '' ? { password: decodeURIComponent(u.password) } : {}),
+  };
+}
+
+/** Where a Redis URL points, without its credentials: scheme, host, port and database; undefined when it does not parse. */
+export function redisTarget(url: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return undefined;
+  }
   return `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`;
 }
 
 /**
  * The user and password of the URL in `file` (REDIS_URL_FILE); throws a message that never holds
- * the file's text. A URL that points elsewhere than `startUrl` (another host, port, database or
- * scheme) still gives its user and password, and `moved` says so: the connection stays where the
- * process started, so the change needs a restart.
+ * the file's text. A URL that points elsewhere than `startTarget` (redisTarget of the URL the
+ * process started with: another host, port, database or scheme) still gives its user and
+ * password, and `moved` says so: the connection stays where the process started, so the change
+ * needs a restart.
  */
-export function readUrlFileCredentials(file: string, startUrl: string, moved: (err: Error) => void): Credentials {
+export function readUrlFileCredentials(file: string, startTarget: string | undefined, moved: (err: Error) => void): Credentials {
   const text = readFileSync(file, 'utf8').replace(/[\r\n]+$/, '');
-  let u: URL;
-  try {
-    u = new URL(text);
-  } catch {
-    throw new Error(`${file} does not hold a URL`);
-  }
-  if (!/^rediss?:$/.test(u.protocol)) throw new Error(`${file} does not hold a redis:// or rediss:// URL`);
+  const target = redisTarget(text);
+  if (target === undefined) throw new Error(`${file} does not hold a URL`);
+  if (!/^rediss?:\/\//.test(target)) throw new Error(`${file} does not hold a redis:// or rediss:// URL`);
   let credentials: Credentials;
   try {
-    credentials = { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+    credentials = urlCredentials(text);
   } catch {
     throw new Error(`${file} holds a bad %-escape in its user or password`);
   }
-  let start: string | undefined;
-  try {
-    start = redisTarget(new URL(startUrl));
-  } catch {
-    start = undefined;
-  }
-  if (start !== undefined && redisTarget(u) !== start) {
-    moved(new RedisUrlFileMovedError(`REDIS_URL_FILE now points at ${redisTarget(u)}, not ${start} as at start: only its user and password are used; restart to connect there`));
+  if (startTarget !== undefined && target !== startTarget) {
+    moved(new RedisUrlFileMovedError(`REDIS_URL_FILE now points at ${target}, not ${startTarget} as at start: only its user and password are used; restart to connect there`));
   }
   return credentials;
 }
@@ -171,13 +191,10 @@ export function readUrlFileCredentials(file: string, startUrl: string, moved: (e
  * The user and password ioredis logs in with at each connect (`options.username` / `.password`,
  * read by every connect, also a reconnect), read again from REDIS_URL_FILE (P128): a password
  * rotated in a Kubernetes Secret volume is used from the next reconnect on, with no restart.
- * Empty user or password = none (ioredis then sends `AUTH <password>` or nothing).
+ * No user or password = none (ioredis then sends `AUTH <password>` or nothing).
  */
 export function credentialsFollow(target: object, current: () => Credentials): void {
-  liveFields<Credentials>(target, ['username', 'password'], () => {
-    const c = current();
-    return { username: c.username || undefined, password: c.password || undefined };
-  });
+  liveFields(target, ['username', 'password'], current);
 }
 
 /** ioredis's Cluster keeps the options it makes node clients from here; not public API, so checked at run time. */

@@ -3,7 +3,7 @@
 // "Command timed out" though Redis had run it. The timeout now gives the reply one more I/O turn.
 import { startRedis, startRedisCluster, type TestCluster, type TestServer } from '@cordum/testing';
 import { closeRedis, COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY, createRedis, type RedisClient } from '../src';
-import { clusterCredentials } from '../src/client';
+import { urlCredentials } from '../src/live-files';
 
 /** Blocks the event loop for `ms` from the check phase, so the next turn begins with the timers. */
 const stallNextTurn = (ms: number): void => {
@@ -54,7 +54,7 @@ describe('a command whose timeout fires during an event-loop stall', () => {
 });
 
 // MULTI, pipelines and a cluster client after a stall (the patched timeout on each path), and
-// clusterCredentials with a bad %-escape (a config error now; the function must not throw).
+// urlCredentials with a bad %-escape (loadConfig refuses such a REDIS_URL; the function throws URIError, as ioredis does).
 describe('a stall past the command timeout, standalone', () => {
   let server: TestServer;
   let redis: RedisClient;
@@ -114,10 +114,10 @@ describe('a stall past the command timeout, cluster', () => {
   });
 });
 
-describe('clusterCredentials', () => {
+describe('urlCredentials', () => {
   it('a password with a bad %-escape throws URIError (as ioredis does for a standalone URL); loadConfig now refuses such a REDIS_URL', () => {
-    expect(() => clusterCredentials('redis://:100%sure@h:6379')).toThrow(URIError);
-    expect(clusterCredentials('redis://:100%25sure@h:6379')).toEqual({ password: '100%sure' });
-    expect(clusterCredentials('redis://cordum@h:6379')).toEqual({ username: 'cordum' }); // no password: no AUTH is sent
+    expect(() => urlCredentials('redis://:100%sure@h:6379')).toThrow(URIError);
+    expect(urlCredentials('redis://:100%25sure@h:6379')).toEqual({ password: '100%sure' });
+    expect(urlCredentials('redis://cordum@h:6379')).toEqual({ username: 'cordum' }); // no password: no AUTH is sent
   });
 });
