@@ -5,10 +5,10 @@
 // (D12 allows it from every one), so no later submit, retry, replay or redispatch runs it.
 // Workers hear the same JobCancel on their own subscription; the scheduler sends its own only for
 // the attempt out when it cancelled (P63), never the gateway's again (D5).
-import { TERMINAL_STATES, boundedError, cancelMsgId, jobCancelPacket, type JobRecord, type JobState } from '@cordum/job-store';
+import { TERMINAL_STATES, attemptCancelPacket, boundedError, jobCancelPacket, namesOtherAttempt, type JobRecord, type JobState } from '@cordum/job-store';
 import { MAX_DELIVER, subjects } from '@cordum/bus';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
-import { create, JobCancelSchema, newPacket, type BusPacket, type JobProgress } from '@cordum/protocol';
+import type { BusPacket, JobProgress } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { handOffFreedSlot } from './replayer';
@@ -72,10 +72,10 @@ export async function stopEndedAttempt(ctx: SchedulerContext, p: JobProgress, st
   // JetStream publish and a broadcast to every worker each time.
   if (!resends.take(`${p.jobId}\n${dispatchId}`)) return;
   const reason = TERMINAL_STATES.has(state) ? `the job is ${state}` : `attempt ${dispatchId} was replaced`;
-  const value = create(JobCancelSchema, { jobId: p.jobId, reason, requestedBy: ctx.instanceId, ...(p.dispatch ? { dispatch: p.dispatch } : {}) });
+  const { packet, msgId } = attemptCancelPacket(p.jobId, p.dispatch, { senderId: ctx.instanceId, reason, requestedBy: ctx.instanceId });
   ctx.metrics.endedAttemptCancels.inc();
   try {
-    await ctx.bus.publish(subjects.cancel, ctx.encodeForWorkers(newPacket(ctx.instanceId, { case: 'jobCancel', value })), { msgId: cancelMsgId(p.jobId, dispatchId) });
+    await ctx.bus.publish(subjects.cancel, ctx.encodeForWorkers(packet), { msgId });
     ctx.logger.debug('JobCancel sent to a worker running an ended attempt', { job_id: p.jobId, dispatch_id: dispatchId, worker_id: p.dispatch?.assignedWorkerId, state });
   } catch (err) {
     ctx.logger.warn('JobCancel for an ended attempt not published; sent again at its next progress', { job_id: p.jobId, dispatch_id: dispatchId, err: errorText(err) });
@@ -112,13 +112,13 @@ export function cancelHandler(ctx: SchedulerContext) {
     // A cancel for an attempt that is not the job's current one (P127's resends of an ended
     // attempt's cancel) needs no lock: an attempt id is written before anyone can name it, and a
     // later attempt gets a new one.
-    if (cancel.dispatch?.dispatchId && cancel.dispatch.dispatchId !== seen.dispatch?.dispatchId) return ignore(ctx, 'stale_dispatch', seen.id);
+    if (namesOtherAttempt(cancel.dispatch, seen)) return ignore(ctx, 'stale_dispatch', seen.id);
     let cancelled: JobRecord | undefined; // written here, under the lock; its slot is handed off after the lock is gone
     const r = await withLockedJob(ctx, cancel.jobId, async (lease, job): Promise<HandlerOutcome> => {
       if (!job) return ignore(ctx, 'unknown_job', cancel.jobId);
       if (TERMINAL_STATES.has(job.state)) return ignore(ctx, 'terminal', job.id);
       // A cancel for one attempt (as worker-sdk reads it) does not end a later one.
-      if (cancel.dispatch?.dispatchId && cancel.dispatch.dispatchId !== job.dispatch?.dispatchId) return ignore(ctx, 'stale_dispatch', job.id);
+      if (namesOtherAttempt(cancel.dispatch, job)) return ignore(ctx, 'stale_dispatch', job.id);
       const by = cancel.requestedBy || packet.senderId;
       const message = cancel.reason || `cancelled on the bus${by ? ` by ${by}` : ''}`;
       // D45 like every terminal write: the job's result key (a worker may have written it before the cancel) gets the job TTL.

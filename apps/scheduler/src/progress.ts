@@ -3,18 +3,10 @@
 // Progress is best effort: a busy lock or a lost message is fine because
 // worker-sdk repeats progress every heartbeat and the result also ends the job.
 // A progress for an attempt that has ended gets that attempt's JobCancel again (P127).
-import { jobKeys, TERMINAL_STATES, type JobState } from '@cordum/job-store';
+import { ENDED_BY_OTHERS, jobKeys } from '@cordum/job-store';
 import { stopEndedAttempt } from './cancels';
 import type { JobProgress } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
-
-/**
- * Terminal states that something other than the attempt's own result ends a job in: its worker
- * may not know. SUCCEEDED, FAILED and OUTPUT_QUARANTINED of the same attempt come from its
- * worker's result (the scheduler fails only jobs with no attempt out), so a progress of that
- * attempt is one sent before the result and handled after it: the worker is done (P127).
- */
-export const ENDED_BY_OTHERS: ReadonlySet<JobState> = new Set<JobState>([...TERMINAL_STATES].filter((s) => s !== 'SUCCEEDED' && s !== 'FAILED' && s !== 'OUTPUT_QUARANTINED'));
 
 /** Pause between tries while a handler holds the job lock (the lock wait budget bounds the total). */
 const BUSY_RETRY_MS = 10;

@@ -1,11 +1,10 @@
 // sys.job.result handler (BEHAVIOURS §1.5, D12 status mapping), under the job lock.
-import { boundedError, ownOutputKeys, TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
+import { boundedError, ENDED_BY_OTHERS, namesOtherAttempt, ownOutputKeys, TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
 import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
-import { ENDED_BY_OTHERS } from './progress';
 import { dispatch } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { handOffFreedSlot } from './replayer';
@@ -113,7 +112,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   }
   // CONTRACT §3: a result without `dispatch` applies to the current attempt.
   const current = job.dispatch;
-  if (res.dispatch?.dispatchId && res.dispatch.dispatchId !== current?.dispatchId) {
+  if (namesOtherAttempt(res.dispatch, job)) {
     ctx.workers.noteFinished(senderOf(res)); // a replaced attempt's worker is done with it
     return ignore(ctx, 'stale_dispatch', job.id);
   }

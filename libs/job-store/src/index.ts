@@ -1,4 +1,4 @@
-export { ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, DLQ_STATES, JOB_STATES, SUBMIT_FAILED_CODE, failedAtSubmit, isJobState, allowedSources, canTransition } from './states';
+export { ACTIVE_STATES, TERMINAL_STATES, ENDED_BY_OTHERS, TRANSITIONS, DLQ_STATES, JOB_STATES, SUBMIT_FAILED_CODE, failedAtSubmit, isJobState, allowedSources, canTransition } from './states';
 export type { JobState } from './states';
 export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatch, DlqEntry, TransitionResult, RetriedFrom } from './types';
 export { jobKeys, ownOutputKeys, pointerKey, resultKey, slotGroup } from './keys';
@@ -15,10 +15,10 @@ export { readWorkerSnapshot, encodeWorkerSnapshot, parseWorkerSnapshot, WORKER_O
 export type { WorkerSnapshot, SnapshotWorker, ApiWorker } from './worker-snapshot';
 export { jobToApi } from './api';
 export type { ApiJob, ApiApproval } from './api';
-export { priorityToProto, actorTypeToProto, jobMetadataInit, jobBudgetInit, policyCheckInit, STATE_STATUS, encodeStatePacket } from './wire';
+export { priorityToProto, actorTypeToProto, jobMetadataInit, jobBudgetInit, policyCheckInit, namesOtherAttempt, STATE_STATUS, encodeStatePacket } from './wire';
 export type { JobIdentity } from './types';
 export { boundedError, MAX_ERROR_CODE_CHARS, MAX_ERROR_MESSAGE_CHARS } from './types';
 export { jobRequestHash } from './approval';
 export { dlqNotifier, dlqPacket, dlqMsgId } from './dlq-notice';
-export { cancelMsgId, jobCancelPacket } from './job-cancel';
+export { attemptCancelPacket, cancelMsgId, jobCancelPacket } from './job-cancel';
 export type { ApprovalRecord, StoredInput } from './approval';

@@ -3,7 +3,7 @@
 // sys.job.cancel with msg id `sys.job.cancel:<job_id>:<dispatch_id|none>` (D9), so a second
 // cancel of the same attempt, from any service, is a duplicate the stream drops.
 import { subjects } from '@cordum/bus';
-import { create, JobCancelSchema, newPacket, type BusPacket } from '@cordum/protocol';
+import { create, JobCancelSchema, newPacket, type BusPacket, type DispatchIdentitySchema, type MessageInitShape } from '@cordum/protocol';
 import type { JobRecord } from './types';
 
 export function cancelMsgId(jobId: string, dispatchId: string | undefined): string {
@@ -13,11 +13,16 @@ export function cancelMsgId(jobId: string, dispatchId: string | undefined): stri
 /** The JobCancel packet for the job's current attempt, and its msg id. */
 export function jobCancelPacket(job: JobRecord, o: { senderId: string; reason: string; requestedBy: string }): { packet: BusPacket; msgId: string } {
   const d = job.dispatch;
-  const value = create(JobCancelSchema, {
-    jobId: job.id,
-    reason: o.reason,
-    requestedBy: o.requestedBy,
-    dispatch: d ? { dispatchId: d.dispatchId, attempt: BigInt(d.attempt), assignedWorkerId: d.workerId ?? '' } : undefined,
-  });
-  return { packet: newPacket(o.senderId, { case: 'jobCancel', value }, job.traceId || undefined), msgId: cancelMsgId(job.id, d?.dispatchId) };
+  const attempt = d ? { dispatchId: d.dispatchId, attempt: BigInt(d.attempt), assignedWorkerId: d.workerId ?? '' } : undefined;
+  return attemptCancelPacket(job.id, attempt, { ...o, traceId: job.traceId });
+}
+
+/** The JobCancel packet for attempt `attempt` of job `jobId` (none: any attempt), and its msg id. */
+export function attemptCancelPacket(
+  jobId: string,
+  attempt: MessageInitShape<typeof DispatchIdentitySchema> | undefined,
+  o: { senderId: string; reason: string; requestedBy: string; traceId?: string },
+): { packet: BusPacket; msgId: string } {
+  const value = create(JobCancelSchema, { jobId, reason: o.reason, requestedBy: o.requestedBy, dispatch: attempt });
+  return { packet: newPacket(o.senderId, { case: 'jobCancel', value }, o.traceId || undefined), msgId: cancelMsgId(jobId, attempt?.dispatchId) };
 }

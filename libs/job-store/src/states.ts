@@ -39,6 +39,14 @@ export const TERMINAL_STATES: ReadonlySet<JobState> = new Set<JobState>([
   'OUTPUT_QUARANTINED',
 ]);
 
+/**
+ * Terminal states that something other than an attempt's own result ends a job in (a cancel, a
+ * timeout, a denial): its worker may not know. SUCCEEDED, FAILED and OUTPUT_QUARANTINED of a job
+ * with an attempt out come from that attempt's result (the scheduler fails only jobs with no
+ * attempt out), so the worker is done (P127, P129).
+ */
+export const ENDED_BY_OTHERS: ReadonlySet<JobState> = new Set<JobState>([...TERMINAL_STATES].filter((s) => s !== 'SUCCEEDED' && s !== 'FAILED' && s !== 'OUTPUT_QUARANTINED'));
+
 /** Terminal states that get a DLQ entry (D14; never CANCELLED), but for a job failed at submit (D11, failedAtSubmit). */
 export const DLQ_STATES: ReadonlySet<JobState> = new Set<JobState>(['FAILED', 'DENIED', 'TIMEOUT']);
 

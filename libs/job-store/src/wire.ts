@@ -98,3 +98,11 @@ export function encodeStatePacket(senderId: string, job: Pick<JobRecord, 'id' | 
     message: job.state,
   });
 }
+
+/**
+ * A packet (a result, a cancel) that names an attempt other than the job's current one: its
+ * dispatch id is set and differs. One without a dispatch id is for the current attempt (CONTRACT §3).
+ */
+export function namesOtherAttempt(named: { dispatchId: string } | undefined, job: Pick<JobRecord, 'dispatch'>): boolean {
+  return !!named?.dispatchId && named.dispatchId !== job.dispatch?.dispatchId;
+}
