@@ -1,5 +1,5 @@
 // sys.job.submit handler (BEHAVIOURS §1.2): lock → dedupe → Check → route → dispatch.
-import { TERMINAL_STATES, type JobRecord } from '@cordum/job-store';
+import { boundedError, TERMINAL_STATES, type JobRecord } from '@cordum/job-store';
 import { MAX_DELIVER, type HandlerContext, type HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobRequest } from '@cordum/protocol';
 import { errorText } from '@cordum/service-kit';
@@ -168,6 +168,12 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
     // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
     const route = routeFor(ctx, job);
     if (route.kind === 'worker' || route.kind === 'untracked') {
+      if (job.state === 'RETRYING') {
+        const gate = await gateRetry(ctx, lease, job);
+        // A FAILED write gave a slot back: its waiter is woken by the replayer leader's next turn.
+        if (gate.kind === 'stopped') return ACK;
+        if (gate.kind !== 'go') return nak(gate.delayMs);
+      }
       const out = await dispatch(ctx, lease, job, route, { base: req, release: true });
       return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
     }
@@ -182,4 +188,53 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
   }
   ctx.metrics.ignored.inc({ kind: 'submit', reason: 'duplicate' });
   return ACK;
+}
+
+/** What the policy says of a retry (gateRetry). */
+export type RetryGate =
+  | { kind: 'go' }
+  /** Ask again after `delayMs` (THROTTLE, kernel unavailable, our FAILED write fenced): the job stays RETRYING. */
+  | { kind: 'later'; delayMs: number }
+  /** The policy stopped the retry: the job is FAILED (`job`, the lock released by the write) or had left RETRYING. */
+  | { kind: 'stopped'; job?: JobRecord };
+
+/**
+ * P131: `Check` again before a RETRYING job's next attempt. A retry is another execution of the
+ * job, so a rule added since its admission (a deny on the topic, a hold) applies to it as to a new
+ * job; without this, a deny added to stop a job that kept failing stopped only new jobs, and the
+ * remaining attempts of one admitted before it ran. Called under the job lock, once a worker is
+ * there to take the attempt (a retry waiting for a worker costs no kernel call, as a PENDING job's
+ * wait does not).
+ * - ALLOW (an approval that covers a REQUIRE_HUMAN included, D18; `input_fail_mode: open` with
+ *   the kernel down): the attempt goes, with the constraints the job was admitted with.
+ * - DENY: FAILED `policy_denied` + DLQ.
+ * - REQUIRE_HUMAN not covered by the job's approval: FAILED `approval_required` + DLQ (the state
+ *   table, DECISIONS D11, has no RETRYING → APPROVAL_REQUIRED; a DLQ retry is a new job, which is
+ *   held for its approval like any other).
+ * - THROTTLE: again after `retry_after_ms`; kernel unavailable (closed) or a kernel error: again
+ *   after 5 s. The job stays RETRYING and keeps its slot meanwhile.
+ */
+export async function gateRetry(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<RetryGate> {
+  const v = await resolveSafety(ctx, job);
+  switch (v.kind) {
+    case 'allow':
+      return { kind: 'go' };
+    case 'throttle':
+      return { kind: 'later', delayMs: Math.max(BUSY_NAK_MS, v.retryAfterMs) };
+    case 'unavailable':
+      ctx.logger.warn('safety kernel unavailable, holding a retry', { job_id: job.id, err: v.error });
+      return { kind: 'later', delayMs: KERNEL_DOWN_NAK_MS };
+    case 'deny':
+    case 'require_human': {
+      const rule = v.record.ruleId ? ` (policy rule ${v.record.ruleId})` : '';
+      const error = v.kind === 'deny'
+        ? boundedError('policy_denied', `retry of attempt ${job.attempts} denied${rule}: ${v.record.reason || 'denied by policy'}`)
+        : boundedError('approval_required', `retry of attempt ${job.attempts} needs a human approval${rule}, which a retry cannot wait for: retry the job from the DLQ to hold it for one`);
+      const w = releasedBy(lease, await ctx.store.transition(job.id, 'FAILED', { token: lease.token, from: ['RETRYING'], patch: { safety: v.record, error }, current: job, release: true }));
+      if (!w.ok) return w.reason === 'fenced' ? { kind: 'later', delayMs: BUSY_NAK_MS } : { kind: 'stopped' };
+      ctx.metrics.retriesStopped.inc({ decision: v.kind });
+      ctx.logger.info('retry stopped by policy, job FAILED', { job_id: job.id, decision: v.kind, rule_id: v.record.ruleId, attempts: job.attempts });
+      return { kind: 'stopped', job: w.job };
+    }
+  }
 }

@@ -30,6 +30,8 @@ export interface SchedulerMetrics {
   endedAttemptCancels: Counter;
   /** P130: submits NAKed on their last delivery, filed in job:retry for the replayer instead. */
   lastDeliveryHandOffs: Counter;
+  /** P131: retries the policy stopped at their re-check (the job FAILED), by decision. */
+  retriesStopped: Counter<'decision'>;
   /** P70: a job found its concurrency group's slots taken and waits (one count per look). */
   slotWaits: Counter;
   /** P70: waiting jobs the replayer leader re-drove because a slot of their group freed. */
@@ -122,6 +124,12 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     lastDeliveryHandOffs: new Counter({
       name: 'cordum_scheduler_last_delivery_hand_offs_total',
       help: 'Submits whose last JetStream delivery would have been NAKed (workers at capacity, the kernel down, the job lock busy): filed in job:retry for the replayer leader instead of waiting to be found as orphans (P130).',
+      registers: [registry],
+    }),
+    retriesStopped: new Counter({
+      name: 'cordum_scheduler_retries_stopped_total',
+      help: 'RETRYING jobs the safety kernel did not allow another attempt at the re-check before it (decision deny or require_human): ended FAILED policy_denied or approval_required (P131).',
+      labelNames: ['decision'],
       registers: [registry],
     }),
     endedAttemptCancels: new Counter({

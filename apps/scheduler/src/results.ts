@@ -7,6 +7,7 @@ import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
+import { gateRetry } from './intake';
 import { handOffFreedSlot } from './replayer';
 import { routeFor } from './route-job';
 import { attemptsUsed } from './redispatch';
@@ -230,6 +231,16 @@ const MAX_BUSY_REFUSALS = 20;
 async function redispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   const route = routeFor(ctx, job);
   if (route.kind === 'worker' || route.kind === 'untracked') {
+    // P131: the policy is asked again before the next attempt.
+    const gate = await gateRetry(ctx, lease, job);
+    if (gate.kind === 'stopped') {
+      if (gate.job) await handOffFreedSlot(ctx, gate.job);
+      return ACK;
+    }
+    if (gate.kind === 'later') {
+      await ctx.store.scheduleRetry(job.id, Date.now() + gate.delayMs);
+      return ACK;
+    }
     const out = await dispatch(ctx, lease, job, route, { release: true });
     if (out.kind === 'lost') ctx.logger.warn('redispatch aborted', { job_id: job.id, reason: out.reason });
     return ACK;

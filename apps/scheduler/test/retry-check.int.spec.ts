@@ -1,0 +1,148 @@
+// P131: a RETRYING job's next attempt goes only with the policy's say-so. Real Redis + NATS, an
+// in-test kernel whose answer for a job can change between its first Check and its retry, and a
+// test worker that answers when the test tells it to. Executions are counted on the worker.
+import { subjects } from '@cordum/bus';
+import { create, Decision, encodePacket, JobRequestSchema, JobStatus, newPacket, type PolicyCheckRequest } from '@cordum/protocol';
+import { waitFor } from '@cordum/testing';
+import { jobKeys, type ApprovalRecord, type JobRecord } from '@cordum/job-store';
+import { createLocks } from '@cordum/locks';
+import { startTestKernel, startTestWorker, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
+import { startSchedulerRig, type SchedulerRig } from './rig';
+
+let rig: SchedulerRig;
+let kernel: TestKernel;
+let worker: TestWorker;
+let seq = 0;
+/** job id → the answer its next Checks get; ALLOW when unset. */
+const answers = new Map<string, KernelAnswer>();
+const allow: KernelAnswer = { decision: Decision.ALLOW, reason: 'ok', ruleId: 'allow-all', policySnapshot: 'snap-1' };
+
+beforeAll(async () => {
+  kernel = await startTestKernel((req: PolicyCheckRequest) => answers.get(req.jobId) ?? allow);
+  rig = await startSchedulerRig({ instanceId: 'sched-retry-check', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '200ms' } });
+  // 'none': the worker reports RUNNING and answers only when the test replies.
+  worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-retry-check', topics: ['job.retry.check'], replyFor: () => 'none' });
+  await waitFor(() => rig.scheduler.workers.live().some((w) => w.workerId === 'tw-retry-check'), 10_000, { message: 'worker registered' });
+}, 60_000);
+
+afterAll(async () => {
+  await worker?.stop();
+  await rig?.stop();
+  await kernel?.stop();
+});
+
+const checksOf = (id: string): number => kernel.checks.filter((c) => c.jobId === id).length;
+
+/** A job whose first attempt has started on the worker. */
+async function running(): Promise<JobRecord> {
+  seq += 1;
+  const job = await rig.submit(`rc-${process.pid}-${seq}`, 'job.retry.check');
+  await waitFor(() => worker.count(job.id) === 1, 10_000, { message: 'first attempt on the worker' });
+  return job;
+}
+
+/** The worker's answer to attempt `n` (1-based). */
+async function answer(job: JobRecord, n: number, status: JobStatus): Promise<void> {
+  await worker.reply(worker.executions.get(job.id)![n - 1]!.request, status);
+}
+
+describe('P131 Check before a retry', () => {
+  it('a retry the policy allows goes out as the next attempt, after a second Check', async () => {
+    const job = await running();
+    await answer(job, 1, JobStatus.FAILED_RETRYABLE);
+    await waitFor(() => worker.count(job.id) === 2, 10_000, { message: 'second attempt' });
+    expect(checksOf(job.id)).toBe(2);
+    await answer(job, 2, JobStatus.SUCCEEDED);
+    await waitFor(async () => (await rig.job(job.id)).state === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED' });
+  });
+
+  it('a deny added after admission stops the retry: FAILED policy_denied + DLQ, one execution', async () => {
+    const job = await running();
+    const stopped = await rig.counter('cordum_scheduler_retries_stopped_total', { decision: 'deny' });
+    answers.set(job.id, { decision: Decision.DENY, reason: 'topic frozen', ruleId: 'freeze', policySnapshot: 'snap-2' });
+    await answer(job, 1, JobStatus.FAILED_RETRYABLE);
+    await waitFor(async () => (await rig.job(job.id)).state === 'FAILED', 10_000, { message: 'FAILED' });
+    const done = await rig.job(job.id);
+    expect(done.error).toEqual({ code: 'policy_denied', message: 'retry of attempt 1 denied (policy rule freeze): topic frozen' });
+    expect(done.safety).toEqual({ decision: 'deny', reason: 'topic frozen', ruleId: 'freeze', policySnapshot: 'snap-2' });
+    expect(await waitFor(() => rig.store.getDlq(job.id), 5_000, { message: 'DLQ entry' })).toMatchObject({ reason_code: 'policy_denied' });
+    expect(await rig.counter('cordum_scheduler_retries_stopped_total', { decision: 'deny' })).toBe(stopped + 1);
+    // Without the re-check the retry went out at once (and, never answered, the job never ended).
+    expect(worker.count(job.id)).toBe(1);
+  });
+
+  it('a hold the job has no approval for stops the retry: FAILED approval_required', async () => {
+    const job = await running();
+    answers.set(job.id, { decision: Decision.REQUIRE_HUMAN, reason: 'prod needs a human', ruleId: 'hold-prod', policySnapshot: 'snap-2', approvalRequired: true });
+    await answer(job, 1, JobStatus.FAILED_RETRYABLE);
+    await waitFor(async () => (await rig.job(job.id)).state === 'FAILED', 10_000, { message: 'FAILED' });
+    expect((await rig.job(job.id)).error?.code).toBe('approval_required');
+    expect(worker.count(job.id)).toBe(1);
+    expect(await rig.counter('cordum_scheduler_retries_stopped_total', { decision: 'require_human' })).toBe(1);
+  });
+
+  it('a throttled retry waits in RETRYING and goes once the kernel allows it', async () => {
+    const job = await running();
+    answers.set(job.id, { decision: Decision.THROTTLE, reason: 'slow down', ruleId: 'rate', policySnapshot: 'snap-1' });
+    await answer(job, 1, JobStatus.FAILED_RETRYABLE);
+    // Asked again at the re-filed due time (retry_after_ms 0 → 100 ms), still not sent.
+    await waitFor(() => checksOf(job.id) >= 4, 10_000, { message: 'the throttled retry asked again' });
+    expect((await rig.job(job.id)).state).toBe('RETRYING');
+    expect(worker.count(job.id)).toBe(1);
+    answers.delete(job.id);
+    await waitFor(() => worker.count(job.id) === 2, 10_000, { message: 'second attempt once allowed' });
+    await answer(job, 2, JobStatus.SUCCEEDED);
+    await waitFor(async () => (await rig.job(job.id)).state === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED' });
+  });
+
+  it('a retry the kernel throttles and then denies ends FAILED from the replayer\'s drive', async () => {
+    const job = await running();
+    answers.set(job.id, { decision: Decision.THROTTLE, reason: 'slow down', ruleId: 'rate', policySnapshot: 'snap-1' });
+    await answer(job, 1, JobStatus.FAILED_RETRYABLE);
+    await waitFor(() => checksOf(job.id) >= 3, 10_000, { message: 'the throttled retry asked again' });
+    answers.set(job.id, { decision: Decision.DENY, reason: 'topic frozen', ruleId: 'freeze', policySnapshot: 'snap-2' });
+    await waitFor(async () => (await rig.job(job.id)).state === 'FAILED', 10_000, { message: 'FAILED' });
+    expect((await rig.job(job.id)).error?.code).toBe('policy_denied');
+    expect(worker.count(job.id)).toBe(1);
+  });
+
+  it('a job a human approved is retried under its approval (D18): the hold does not stop it', async () => {
+    seq += 1;
+    const id = `rc-${process.pid}-${seq}`;
+    const hold: KernelAnswer = { decision: Decision.REQUIRE_HUMAN, reason: 'prod needs a human', ruleId: 'hold-prod', policySnapshot: 'snap-1', approvalRequired: true };
+    answers.set(id, hold);
+    const job = await rig.submit(id, 'job.retry.check');
+    await waitFor(async () => (await rig.job(id)).state === 'APPROVAL_REQUIRED', 10_000, { message: 'held' });
+    // What the gateway's approve route does: under the job lock, APPROVAL_REQUIRED → PENDING with the approval, then the submit again.
+    const held = await rig.job(id);
+    const lease = await createLocks(rig.redis).acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'gw', waitMs: 2_000 });
+    const approval: ApprovalRecord = { status: 'approved', by: 'bob', at: Date.now(), jobHash: held.holdHash ?? '', policySnapshot: 'snap-1', ruleId: 'hold-prod', revision: 1 };
+    expect((await rig.store.transition(id, 'PENDING', { token: lease!.token, from: ['APPROVAL_REQUIRED'], patch: { approval } })).ok).toBe(true);
+    await lease!.release();
+    const req = create(JobRequestSchema, { jobId: id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
+    await rig.bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req })), { msgId: `jobreq:${id}:0:1` });
+    await waitFor(() => worker.count(id) === 1, 10_000, { message: 'approved job on the worker' });
+    await answer(job, 1, JobStatus.FAILED_RETRYABLE);
+    await waitFor(() => worker.count(id) === 2, 10_000, { message: 'retried under the approval' });
+    expect(checksOf(id)).toBe(3);
+    await answer(job, 2, JobStatus.SUCCEEDED);
+    await waitFor(async () => (await rig.job(id)).state === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED' });
+  });
+
+  it('with the kernel down the retry is held (input_fail_mode closed), then goes once it answers', async () => {
+    const job = await running();
+    kernel.failing = true;
+    try {
+      await answer(job, 1, JobStatus.FAILED_RETRYABLE);
+      await waitFor(() => checksOf(job.id) >= 2, 10_000, { message: 'retry Check attempted' });
+      expect((await rig.job(job.id)).state).toBe('RETRYING');
+      expect(worker.count(job.id)).toBe(1);
+    } finally {
+      kernel.failing = false;
+    }
+    // Held 5 s, then asked again.
+    await waitFor(() => worker.count(job.id) === 2, 15_000, { message: 'second attempt after the kernel came back' });
+    await answer(job, 2, JobStatus.SUCCEEDED);
+    await waitFor(async () => (await rig.job(job.id)).state === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED' });
+  }, 30_000);
+});
