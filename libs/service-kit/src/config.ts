@@ -253,6 +253,10 @@ function checkCertFile(path: string): void {
   const text = readNamedFile(path);
   const certs = pemBlocks(text, 'CERTIFICATE');
   if (certs.length === 0) throw new Error(`${JSON.stringify(path)} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  // A bundle caught mid-write (a renewal replacing it) ends in a BEGIN without its END: its whole
+  // blocks parse, and the client would start trusting only part of the CAs (or none of the new one).
+  const begun = text.split('-----BEGIN CERTIFICATE-----').length - 1;
+  if (begun !== certs.length) throw new Error(`${JSON.stringify(path)} holds a PEM certificate cut short (${begun} BEGIN CERTIFICATE lines, ${certs.length} whole certificates): was it caught mid-write?`);
   for (const pem of certs) {
     try {
       new X509Certificate(pem);

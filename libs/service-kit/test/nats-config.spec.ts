@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeNatsCreds, makeTestTls, type TestNatsCreds, type TestTls } from '@cordum/testing';
@@ -163,6 +163,10 @@ describe('natsConnectionConfig: TLS', () => {
     expect(configError(() => nats({ NATS_TLS_CA_FILE: join(dir, 'nope.pem') }))).toContain(`NATS_TLS_CA_FILE cannot read ${JSON.stringify(join(dir, 'nope.pem'))}: ENOENT`);
     expect(configError(() => nats({ NATS_TLS_CA_FILE: file('junk.pem', 'junk') }))).toContain('NATS_TLS_CA_FILE');
     expect(configError(() => nats({ NATS_TLS_CA_FILE: file('junk.pem', 'junk') }))).toContain('holds no PEM certificate');
+    // A bundle whose last certificate is cut (caught mid-write): its whole first block parses.
+    const ca = readFileSync(tls.caFile, 'utf8');
+    expect(configError(() => nats({ NATS_TLS_CA_FILE: file('cut.pem', `${ca}${ca.slice(0, 120)}`) }))).toContain('holds a PEM certificate cut short (2 BEGIN CERTIFICATE lines, 1 whole certificates)');
+    expect(nats({ NATS_TLS_CA_FILE: file('two.pem', `${ca}${ca}`) }).tls).toEqual({ caFile: join(dir, 'two.pem') });
     expect(configError(() => nats({ NATS_TLS_KEY_FILE: tls.caFile }))).toContain('NATS_TLS_KEY_FILE');
     expect(configError(() => nats({ NATS_TLS_CERT_FILE: tls.clientCertFile }))).toBe('invalid config: NATS_TLS_CERT_FILE is set without NATS_TLS_KEY_FILE');
     expect(configError(() => nats({ NATS_TLS_KEY_FILE: tls.clientKeyFile }))).toBe('invalid config: NATS_TLS_KEY_FILE is set without NATS_TLS_CERT_FILE');
