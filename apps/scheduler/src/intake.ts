@@ -209,7 +209,7 @@ export type RetryGate =
  *   the kernel down): the attempt goes, with the constraints the job was admitted with.
  * - DENY: FAILED `policy_denied` + DLQ.
  * - REQUIRE_HUMAN not covered by the job's approval: FAILED `approval_required` + DLQ (the state
- *   table, DECISIONS D11, has no RETRYING → APPROVAL_REQUIRED; a DLQ retry is a new job, which is
+ *   table, DECISIONS D12, has no RETRYING → APPROVAL_REQUIRED; a DLQ retry is a new job, which is
  *   held for its approval like any other).
  * - THROTTLE: again after `retry_after_ms`; kernel unavailable (closed) or a kernel error: again
  *   after 5 s. The job stays RETRYING and keeps its slot meanwhile.
