@@ -9,7 +9,7 @@
 // runs only the current dispatch id) still runs it once.
 import { randomUUID } from 'node:crypto';
 import type { JobRequest } from '@cordum/protocol';
-import type { DispatchRecord, JobPatch, JobRecord, JobState } from '@cordum/job-store';
+import type { DispatchRecord, JobPatch, JobRecord, JobState, SafetyRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatchPacket, jobRequestFor } from './packets';
@@ -45,6 +45,11 @@ export interface DispatchOptions {
    * index move less per job); SCHEDULED is still broadcast and recorded in the decision history.
    */
   schedule?: JobPatch;
+  /**
+   * For a RETRYING job: the decision of the `Check` made right before this attempt (P131),
+   * written with its DISPATCHED write, so the job shows it and its decision history records it.
+   */
+  safety?: SafetyRecord;
 }
 
 export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord, route: Routed, o: DispatchOptions = {}): Promise<DispatchOutcome | { kind: 'started' }> {
@@ -60,7 +65,7 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
     // Only a direct publish reaches exactly the worker whose handshake we know (D1 b).
     startAck: route.kind === 'worker' && route.worker.startAck && workerId !== undefined && route.subject === directSubject(workerId),
   };
-  const patch = { dispatch: d, attempts: d.attempt, dispatchedAt: now, ...(workerId ? { workerId } : {}) };
+  const patch: JobPatch = { dispatch: d, attempts: d.attempt, dispatchedAt: now, ...(workerId ? { workerId } : {}) };
   if (job.state === 'DISPATCHED') {
     const replaces = job.dispatch?.dispatchId ?? '';
     const r = await ctx.store.reattempt(job.id, replaces, { token: lease.token, patch });
@@ -80,7 +85,7 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
     token: lease.token,
     from: [from],
     via: schedule ? 'SCHEDULED' : undefined,
-    patch: schedule ? { ...schedule, ...patch } : patch,
+    patch: schedule ? { ...schedule, ...patch } : job.state === 'RETRYING' && o.safety ? { ...patch, safety: o.safety } : patch,
     current: job,
     sideWrites,
   });

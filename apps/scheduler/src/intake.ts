@@ -1,5 +1,5 @@
 // sys.job.submit handler (BEHAVIOURS §1.2): lock → dedupe → Check → route → dispatch.
-import { boundedError, TERMINAL_STATES, type JobRecord } from '@cordum/job-store';
+import { boundedError, TERMINAL_STATES, type JobRecord, type SafetyRecord } from '@cordum/job-store';
 import { MAX_DELIVER, type HandlerContext, type HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobRequest } from '@cordum/protocol';
 import { errorText } from '@cordum/service-kit';
@@ -168,13 +168,15 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
     // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
     const route = routeFor(ctx, job);
     if (route.kind === 'worker' || route.kind === 'untracked') {
+      let safety: SafetyRecord | undefined;
       if (job.state === 'RETRYING') {
         const gate = await gateRetry(ctx, lease, job);
         // A FAILED write gave a slot back: its waiter is woken by the replayer leader's next turn.
         if (gate.kind === 'stopped') return ACK;
-        if (gate.kind !== 'go') return nak(gate.delayMs);
+        if (gate.kind === 'later') return nak(gate.delayMs);
+        safety = gate.record;
       }
-      const out = await dispatch(ctx, lease, job, route, { base: req, release: true });
+      const out = await dispatch(ctx, lease, job, route, { base: req, release: true, safety });
       return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
     }
     return route.kind === 'overloaded' ? nak(OVERLOAD_NAK_MS) : noWorkerWait(ctx, lease, job);
@@ -192,7 +194,8 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
 
 /** What the policy says of a retry (gateRetry). */
 export type RetryGate =
-  | { kind: 'go' }
+  /** `record`: the decision, for the attempt's DISPATCHED write (DispatchOptions.safety). */
+  | { kind: 'go'; record: SafetyRecord }
   /** Ask again after `delayMs` (THROTTLE, kernel unavailable, our FAILED write fenced): the job stays RETRYING. */
   | { kind: 'later'; delayMs: number }
   /** The policy stopped the retry: the job is FAILED (`job`, the lock released by the write) or had left RETRYING. */
@@ -218,7 +221,7 @@ export async function gateRetry(ctx: SchedulerContext, lease: Lease, job: JobRec
   const v = await resolveSafety(ctx, job);
   switch (v.kind) {
     case 'allow':
-      return { kind: 'go' };
+      return { kind: 'go', record: v.record };
     case 'throttle':
       return { kind: 'later', delayMs: Math.max(BUSY_NAK_MS, v.retryAfterMs) };
     case 'unavailable':

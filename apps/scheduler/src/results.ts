@@ -241,7 +241,7 @@ async function redispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord): 
       await ctx.store.scheduleRetry(job.id, Date.now() + gate.delayMs);
       return ACK;
     }
-    const out = await dispatch(ctx, lease, job, route, { release: true });
+    const out = await dispatch(ctx, lease, job, route, { release: true, safety: gate.record });
     if (out.kind === 'lost') ctx.logger.warn('redispatch aborted', { job_id: job.id, reason: out.reason });
     return ACK;
   }

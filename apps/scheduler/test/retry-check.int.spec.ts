@@ -54,6 +54,11 @@ describe('P131 Check before a retry', () => {
     expect(checksOf(job.id)).toBe(2);
     await answer(job, 2, JobStatus.SUCCEEDED);
     await waitFor(async () => (await rig.job(job.id)).state === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED' });
+    // The retry's decision is in the job's decision history, beside the admission's.
+    expect((await rig.store.listDecisions(job.id)).map((d) => [d.state, d.decision, d.rule_id])).toEqual([
+      ['SCHEDULED', 'allow', 'allow-all'],
+      ['DISPATCHED', 'allow', 'allow-all'],
+    ]);
   });
 
   it('a deny added after admission stops the retry: FAILED policy_denied + DLQ, one execution', async () => {
@@ -65,6 +70,7 @@ describe('P131 Check before a retry', () => {
     const done = await rig.job(job.id);
     expect(done.error).toEqual({ code: 'policy_denied', message: 'retry of attempt 1 denied (policy rule freeze): topic frozen' });
     expect(done.safety).toEqual({ decision: 'deny', reason: 'topic frozen', ruleId: 'freeze', policySnapshot: 'snap-2' });
+    expect((await rig.store.listDecisions(job.id)).map((d) => [d.state, d.decision])).toEqual([['SCHEDULED', 'allow'], ['FAILED', 'deny']]);
     expect(await waitFor(() => rig.store.getDlq(job.id), 5_000, { message: 'DLQ entry' })).toMatchObject({ reason_code: 'policy_denied' });
     expect(await rig.counter('cordum_scheduler_retries_stopped_total', { decision: 'deny' })).toBe(stopped + 1);
     // Without the re-check the retry went out at once (and, never answered, the job never ended).
@@ -125,6 +131,7 @@ describe('P131 Check before a retry', () => {
     await answer(job, 1, JobStatus.FAILED_RETRYABLE);
     await waitFor(() => worker.count(id) === 2, 10_000, { message: 'retried under the approval' });
     expect(checksOf(id)).toBe(3);
+    expect((await rig.job(id)).safety).toEqual({ decision: 'require_human', reason: 'approved by bob: prod needs a human', ruleId: 'hold-prod', policySnapshot: 'snap-1' });
     await answer(job, 2, JobStatus.SUCCEEDED);
     await waitFor(async () => (await rig.job(id)).state === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED' });
   });
