@@ -389,6 +389,13 @@ describe('a deny added while a job keeps retrying (P131)', () => {
       expect(stack.executions().get(id)).toBe(ran);
       retriedMany.push(id);
       console.log(`[safety e2e] retry loop stopped by a deny after ${ran} attempts`);
+      // Lifted as operations.md says (a merge patch deleting the bundle): the lane runs again.
+      expect((await api(stack, 'PUT', '/api/v1/config', { safety: { bundles: { freeze: null } } })).status).toBe(204);
+      await waitFor(() => decidedBy('loop-retries'), 10_000, { intervalMs: 50, message: 'the freeze lifted on both kernels' });
+      const after = await submit(KEYS.alice, { topic: 'job.default', prompt: 'once', labels: { lane: 'loop' } });
+      expect(after.status).toBe(200);
+      expect(await terminal(String(after.body['job_id']))).toMatchObject({ state: 'SUCCEEDED' });
+      ranOnce.push(String(after.body['job_id']));
     } finally {
       clients.forEach((c) => c.close());
     }
