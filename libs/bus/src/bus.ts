@@ -59,6 +59,7 @@ class NatsBus implements Bus {
   private readonly publisher: JsPublisher;
   private readonly publishDeps: PublishDeps;
   private readonly refusals = new RepeatThrottle(REFUSAL_REPORT_EVERY_MS);
+  private readonly connectionListeners = new Set<(connected: boolean) => void>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -87,10 +88,12 @@ class NatsBus implements Bus {
         // Replies to publishes in flight may be lost with the connection: retry them now (D43).
         this.publisher.failAll(ErrorCode.Disconnect);
         if (this.state === 'open') this.log.warn('bus: disconnected from NATS', { server: redactServers(String(s.data)) });
+        this.tellConnection(false);
       } else if (s.type === Events.Reconnect) {
         this.isConnected = true;
         this.refusals.reset();
         this.log.info('bus: reconnected to NATS', { server: redactServers(String(s.data)) });
+        this.tellConnection(true);
       } else if (s.type === Events.Error) {
         const err = redactServers(String(s.data));
         if (err === ErrorCode.AuthorizationViolation || err === ErrorCode.AuthenticationExpired) {
@@ -103,6 +106,22 @@ class NatsBus implements Bus {
       }
     }
     this.isConnected = false;
+  }
+
+  onConnection(listener: (connected: boolean) => void): () => void {
+    this.connectionListeners.add(listener);
+    return () => void this.connectionListeners.delete(listener);
+  }
+
+  private tellConnection(connected: boolean): void {
+    if (this.state !== 'open') return;
+    for (const l of [...this.connectionListeners]) {
+      try {
+        l(connected);
+      } catch (err) {
+        this.log.error('bus: a connection listener failed', { err: err instanceof Error ? err.message : String(err) });
+      }
+    }
   }
 
   private assertOpen(op: string): void {

@@ -116,5 +116,11 @@ export interface Bus {
   subscribe(subject: string, handler: (data: Uint8Array, subject: string) => void, opts?: { queue?: string }): Subscription;
   /** The backlog of the durable `queue` consumer of `subject` on CORDUM_SYS (two JetStream API requests at most). */
   backlog(queue: string, subject: string): Promise<ConsumerBacklog>;
+  /**
+   * `listener(false)` when the connection to NATS is lost, `listener(true)` when it is back (nats.js
+   * then renews every subscription; core NATS messages published in between reached nobody here).
+   * Returns its removal. A listener that throws is logged and the others still run.
+   */
+  onConnection(listener: (connected: boolean) => void): () => void;
   close(): Promise<void>;
 }

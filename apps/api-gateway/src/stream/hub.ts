@@ -3,6 +3,9 @@
 // the job's tenant is read once from its record and cached (a job never changes
 // tenant). Lookups run in parallel but events are delivered in arrival order,
 // so one client sees a job's states in the order they were published.
+// Delivery is at most once; where events may have been lost (the bus connection
+// lost and back, events dropped because Redis could not tell their tenant or
+// the lookup backlog was full) every client gets a `gap` frame (P133).
 import { Counter, type Registry } from 'prom-client';
 import type { Bus, Subscription } from '@cordum/bus';
 import { jobKeys } from '@cordum/job-store';
@@ -17,6 +20,11 @@ const MAX_PENDING = 10_000;
 /** Sockets handed one event before the loop gets a turn (see deliver). */
 const FANOUT_CHUNK = 256;
 const LOOKUP_TIMEOUT_MS = 1_000;
+/** At most one `gap` frame per reason this often; a loss after one is always followed by another (trailing). */
+export const GAP_EVERY_MS = 1_000;
+
+/** Why a `gap` frame was sent: what the client may have missed (P133). */
+export type GapReason = 'bus_reconnected' | 'events_dropped';
 
 export type StreamSink = (json: string) => void;
 
@@ -62,6 +70,7 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
   const dropped = new Counter({ name: 'cordum_ws_events_dropped_total', help: 'Bus events not delivered to WebSocket clients', labelNames: ['reason'], registers: [o.registry] });
   const received = new Counter({ name: 'cordum_ws_bus_messages_total', help: 'Broadcast messages this replica received from the bus for its WebSocket clients (only while it has clients)', registers: [o.registry] });
   const delivered = new Counter({ name: 'cordum_ws_events_total', help: 'Bus events fanned out to WebSocket clients', labelNames: ['type'], registers: [o.registry] });
+  const gaps = new Counter({ name: 'cordum_ws_gaps_total', help: 'gap frames sent to every WebSocket client: events may have been lost (bus_reconnected, events_dropped)', labelNames: ['reason'], registers: [o.registry] });
 
   const noteTenant = (jobId: string, tenant: string): void => {
     // Nobody listens: nothing will look the job up, so keep no per-job state (issue 7).
@@ -73,47 +82,44 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
     tenants.set(jobId, tenant);
   };
 
-  const lookupTenant = async (jobId: string): Promise<string | undefined> => {
+  /** The job's tenant; null when the job has no record (expired, foreign), undefined when Redis could not tell (down, slow). */
+  const lookupTenant = async (jobId: string): Promise<string | null | undefined> => {
     const hit = tenants.get(jobId);
     if (hit !== undefined) return hit;
     if (o.redis.status !== 'ready') return undefined;
-    let raw: string | null = null;
+    const timedOut = Symbol('timeout');
+    let raw: string | null | typeof timedOut;
     let timer: NodeJS.Timeout | undefined;
     try {
       raw = await Promise.race([
         o.redis.hget(jobKeys.meta(jobId), 'tenant'),
-        new Promise<null>((r) => (timer = setTimeout(() => r(null), LOOKUP_TIMEOUT_MS))),
+        new Promise<typeof timedOut>((r) => (timer = setTimeout(() => r(timedOut), LOOKUP_TIMEOUT_MS))),
       ]);
     } catch {
       return undefined;
     } finally {
       clearTimeout(timer);
     }
-    if (raw === null) return undefined;
+    if (raw === timedOut) return undefined;
+    if (raw === null) return null;
     try {
       const t = JSON.parse(raw) as unknown;
-      if (typeof t !== 'string') return undefined;
+      if (typeof t !== 'string') return null;
       noteTenant(jobId, t);
       return t;
     } catch {
-      return undefined;
+      return null;
     }
   };
 
-  const resolve = async (p: PendingEvent): Promise<StreamEvent | null> => {
-    const tenant = p.tenant ?? (p.jobId !== undefined ? await lookupTenant(p.jobId) : undefined);
-    return tenant === undefined ? null : ({ ...p.body, tenant } as StreamEvent);
+  /** The event with its tenant; null: nobody's (no record), undefined: its tenant could not be learned. */
+  const resolve = async (p: PendingEvent): Promise<StreamEvent | null | undefined> => {
+    const tenant = p.tenant ?? (p.jobId !== undefined ? await lookupTenant(p.jobId) : null);
+    return typeof tenant === 'string' ? ({ ...p.body, tenant } as StreamEvent) : tenant;
   };
 
-  const deliver = async (ev: StreamEvent | null, type: string): Promise<void> => {
-    if (!ev) {
-      dropped.inc({ reason: 'no_tenant' });
-      return;
-    }
-    const set = sinks.get(ev.tenant);
-    if (!set || set.size === 0) return;
-    const json = JSON.stringify(ev);
-    delivered.inc({ type });
+  /** One frame to every socket of a set, FANOUT_CHUNK at a time (see below). */
+  const fanOut = async (set: Set<StreamSink>, json: string): Promise<void> => {
     if (set.size <= FANOUT_CHUNK) {
       for (const sink of set) sink(json);
       return;
@@ -128,6 +134,63 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
     }
   };
 
+  const deliver = async (ev: StreamEvent | null | undefined, type: string): Promise<void> => {
+    if (ev === null) {
+      dropped.inc({ reason: 'no_tenant' });
+      return;
+    }
+    if (ev === undefined) {
+      // Somebody's event, and nobody can tell whose: every client may have missed it.
+      dropped.inc({ reason: 'tenant_unknown' });
+      announceGap('events_dropped');
+      return;
+    }
+    const set = sinks.get(ev.tenant);
+    if (!set || set.size === 0) return;
+    delivered.inc({ type });
+    await fanOut(set, JSON.stringify(ev));
+  };
+
+  // P133: `gap` frames, in the delivery chain so a client gets one after the events before it.
+  const gapTimers = new Map<GapReason, NodeJS.Timeout>();
+  const gapLast = new Map<GapReason, number>();
+  const sendGap = (reason: GapReason, since: number | undefined): void => {
+    gapLast.set(reason, Date.now());
+    const at = new Date().toISOString();
+    chain = chain.then(async () => {
+      if (sinks.size === 0) return;
+      gaps.inc({ reason });
+      for (const [tenant, set] of [...sinks]) {
+        await fanOut(set, JSON.stringify({ type: 'gap', tenant, reason, ...(since !== undefined ? { since: new Date(since).toISOString() } : {}), at }));
+      }
+    }).catch((err: unknown) => o.logger.warn('stream delivery failed', { err: errorText(err) }));
+  };
+  /** A gap now, or (one sent less than GAP_EVERY_MS ago) one at the end of that interval. */
+  const announceGap = (reason: GapReason, since?: number): void => {
+    if (clients === 0 || gapTimers.has(reason)) return;
+    const wait = (gapLast.get(reason) ?? -Infinity) + GAP_EVERY_MS - Date.now();
+    if (wait <= 0) return sendGap(reason, since);
+    const t = setTimeout(() => {
+      gapTimers.delete(reason);
+      if (running) sendGap(reason, since);
+    }, wait);
+    t.unref();
+    gapTimers.set(reason, t);
+  };
+  /** When the bus connection was lost, while it is. */
+  let lostAt: number | undefined;
+  const onConnection = (connected: boolean): void => {
+    if (!connected) {
+      lostAt ??= Date.now();
+      return;
+    }
+    const since = lostAt;
+    lostAt = undefined;
+    // Broadcasts are core NATS: what was published while we were away reached nobody here.
+    if (subs.length > 0) announceGap('bus_reconnected', since);
+  };
+  let offConnection: (() => void) | undefined;
+
   const onMessage = (data: Uint8Array, subject: string): void => {
     received.inc();
     if (clients === 0) return; // lingering after the last client: skip decoding and lookups
@@ -141,13 +204,14 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
     if (!p) return;
     if (pending >= MAX_PENDING) {
       dropped.inc({ reason: 'backlog' });
+      announceGap('events_dropped');
       return;
     }
     pending++;
     const type = p.body.type;
     const resolved = resolve(p);
     chain = chain.then(async () => {
-      let ev: StreamEvent | null = null;
+      let ev: StreamEvent | null | undefined = null;
       try {
         ev = await resolved;
       } finally {
@@ -191,10 +255,15 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
   return {
     start() {
       running = true;
+      offConnection ??= o.bus.onConnection(onConnection);
       if (clients > 0) subscribe();
     },
     stop() {
       running = false;
+      offConnection?.();
+      offConnection = undefined;
+      for (const t of gapTimers.values()) clearTimeout(t);
+      gapTimers.clear();
       unsubscribe();
       sinks.clear();
       clients = 0;
