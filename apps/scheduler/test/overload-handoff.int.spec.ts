@@ -34,8 +34,10 @@ describe('a submit that outlasts its deliveries while every worker is full (in-p
     const retriesBefore = await rig.counter('cordum_scheduler_orphan_replayed_total', { reason: 'retry' });
     await rig.submit(id, 'job.full');
     // 20 deliveries NAKed 250 ms apart: then the job is in job:retry, still PENDING.
-    await waitFor(async () => (await rig.redis.zscore(jobKeys.retry(), id)) !== null, 15_000, { message: 'filed in job:retry on its last delivery', intervalMs: 100 });
-    expect(await rig.counter('cordum_scheduler_last_delivery_hand_offs_total')).toBe(1);
+    // The counter moves once the entry is written (a poll of the entry alone could see it a turn
+    // before the handler counted it).
+    await waitFor(async () => (await rig.counter('cordum_scheduler_last_delivery_hand_offs_total')) === 1, 15_000, { message: 'handed off on its last delivery', intervalMs: 100 });
+    expect(await rig.redis.zscore(jobKeys.retry(), id)).not.toBeNull();
     expect((await rig.job(id)).state).toBe('PENDING');
     const roomAt = Date.now();
     ghost.setActiveJobs(0);

@@ -43,7 +43,11 @@ describe('@cordum/bus across a nats-server restart', () => {
       10_000, { message: 'ack recorded by the server' });
     await raw.close();
 
-    await server.process.stop(5_000); // graceful: JetStream flushes the store dir
+    // Graceful: JetStream writes the consumer's ack floor to the store dir on its way out. The
+    // harness's stop() turns to SIGKILL after its grace, which on a busy CI machine lost that ack
+    // (and 'before' came again): wait for the SIGTERM to finish instead, and fail if it does not.
+    server.process.kill('SIGTERM');
+    await server.process.waitExit(30_000);
     await waitFor(() => !bus.connected, 10_000, { message: 'connected=false' });
 
     restarted = startProcess(`nats-restarted:${server.port}`, 'nats-server', ['-a', '127.0.0.1', '-p', String(server.port), '-js', '-sd', server.dir]);
