@@ -376,10 +376,7 @@ class CapWorker implements Worker {
       signal: job.controller.signal,
       dispatchId: job.request.dispatch?.dispatchId ?? '',
       attempt: Number(job.request.dispatch?.attempt ?? 0n),
-      progress: (p) => {
-        // A cancelled job's progress is moot, and it would make the schedulers send its cancel again (P127).
-        if (!job.closed && !job.cancelled) this.sendProgress(job, p);
-      },
+      progress: (p) => this.sendProgress(job, p),
     });
   }
 
@@ -503,6 +500,11 @@ class CapWorker implements Worker {
    * in the handler's call and on timers.
    */
   private sendProgress(job: RunningJob, p?: unknown): void {
+    // Nothing for a job whose handler settled (its result is on the way) or that heard its cancel,
+    // from the handler, the heartbeat keep-alive or the start ack alike: a progress naming an
+    // attempt that has ended makes the schedulers send its JobCancel again (P127), which only a
+    // worker that never heard it needs.
+    if (job.closed || job.cancelled) return;
     // Any progress is also the start ack.
     clearTimeout(job.ackTimer);
     job.ackTimer = undefined;
@@ -592,11 +594,9 @@ class CapWorker implements Worker {
       this.log.warn('heartbeat not sent', { err: thrownMessage(err) });
     }
     if (o.stopping) return;
-    // D40: progress every heartbeat keeps long jobs visibly alive for the reconciler. Not for a job
-    // whose handler settled (its result is on the way) or that heard its cancel: a progress naming
-    // an attempt that has ended makes the schedulers send its JobCancel again (P127), which only a
-    // worker that never heard it needs.
-    for (const job of this.running.values()) if (!job.closed && !job.cancelled) this.sendProgress(job);
+    // D40: progress every heartbeat keeps long jobs visibly alive for the reconciler (not the
+    // settled or cancelled ones: sendProgress).
+    for (const job of this.running.values()) this.sendProgress(job);
   }
 
   /** Null when Redis answers PING within a second, else why not (readable: no ioredis option names). */

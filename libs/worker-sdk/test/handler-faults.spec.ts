@@ -143,6 +143,36 @@ describe('a handler that never settles after its cancel', () => {
     expect((await resultOf(job.jobId)).status).toBe(JobStatus.CANCELLED);
   });
 
+  test('a job cancelled within its start-ack delay sends no start ack when the delay ends (P127)', async () => {
+    const started = new Latch();
+    const aborted = new Latch();
+    let done = false;
+    const { w, topic } = await startWorker({
+      heartbeatIntervalMs: 100,
+      cancelGraceMs: 30_000,
+      startAckDelayMs: 500,
+      handler: async (job) => {
+        job.signal.addEventListener('abort', () => aborted.open());
+        started.open();
+        while (!done) await new Promise((r) => setTimeout(r, 10)); // ignores its signal
+        return { status: 'SUCCEEDED' };
+      },
+    });
+    const job = await publishJob(h, topic);
+    try {
+      await started.wait();
+      await cancel(job.jobId);
+      await aborted.wait();
+      // Ten heartbeats at 100 ms outlast the 500 ms delay; the worker's publishes arrive in order.
+      const at = h.heartbeats.length;
+      await waitFor(() => h.heartbeats.slice(at).filter((b) => b.workerId === w.workerId).length >= 10, 5_000, { message: '10 heartbeats' });
+      expect(h.progress.filter((p) => p.jobId === job.jobId)).toEqual([]);
+    } finally {
+      done = true;
+    }
+    expect((await resultOf(job.jobId)).status).toBe(JobStatus.CANCELLED);
+  });
+
   test('gives its slot back after cancelGraceMs: answered CANCELLED, logged, counted, no longer reported, and its late outcome ignored; the dispatch never runs again', async () => {
     const { logger, lines } = capture();
     const registry = new Registry();
