@@ -1,11 +1,9 @@
 // P131: a RETRYING job's next attempt goes only with the policy's say-so. Real Redis + NATS, an
 // in-test kernel whose answer for a job can change between its first Check and its retry, and a
 // test worker that answers when the test tells it to. Executions are counted on the worker.
-import { subjects } from '@cordum/bus';
-import { create, Decision, encodePacket, JobRequestSchema, JobStatus, newPacket, type PolicyCheckRequest } from '@cordum/protocol';
+import { Decision, JobStatus, type PolicyCheckRequest } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import { jobKeys, type ApprovalRecord, type JobRecord } from '@cordum/job-store';
-import { createLocks } from '@cordum/locks';
+import type { JobRecord } from '@cordum/job-store';
 import { startTestKernel, startTestWorker, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
 
@@ -119,14 +117,8 @@ describe('P131 Check before a retry', () => {
     answers.set(id, hold);
     const job = await rig.submit(id, 'job.retry.check');
     await waitFor(async () => (await rig.job(id)).state === 'APPROVAL_REQUIRED', 10_000, { message: 'held' });
-    // What the gateway's approve route does: under the job lock, APPROVAL_REQUIRED → PENDING with the approval, then the submit again.
     const held = await rig.job(id);
-    const lease = await createLocks(rig.redis).acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'gw', waitMs: 2_000 });
-    const approval: ApprovalRecord = { status: 'approved', by: 'bob', at: Date.now(), jobHash: held.holdHash ?? '', policySnapshot: 'snap-1', ruleId: 'hold-prod', revision: 1 };
-    expect((await rig.store.transition(id, 'PENDING', { token: lease!.token, from: ['APPROVAL_REQUIRED'], patch: { approval } })).ok).toBe(true);
-    await lease!.release();
-    const req = create(JobRequestSchema, { jobId: id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
-    await rig.bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req })), { msgId: `jobreq:${id}:0:1` });
+    await rig.approve(held, { status: 'approved', by: 'bob', at: Date.now(), jobHash: held.holdHash ?? '', policySnapshot: 'snap-1', ruleId: 'hold-prod', revision: 1 });
     await waitFor(() => worker.count(id) === 1, 10_000, { message: 'approved job on the worker' });
     await answer(job, 1, JobStatus.FAILED_RETRYABLE);
     await waitFor(() => worker.count(id) === 2, 10_000, { message: 'retried under the approval' });

@@ -2,7 +2,8 @@
 // the common set-up of the *.int suites. Each suite brings its own kernel and workers.
 import { join } from 'node:path';
 import { connectBus, subjects, type Bus } from '@cordum/bus';
-import { createJobStore, type JobRecord, type JobStore } from '@cordum/job-store';
+import { createJobStore, jobKeys, type ApprovalRecord, type JobRecord, type JobStore } from '@cordum/job-store';
+import { createLocks } from '@cordum/locks';
 import { create, encodePacket, JobRequestSchema, newPacket } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
@@ -24,6 +25,13 @@ export interface SchedulerRig {
   metrics: Registry;
   /** A job created as the gateway creates it (PENDING, tenant acme) and its submit published. */
   submit(id: string, topic: string): Promise<JobRecord>;
+  /** Publishes `job`'s submit with the msg id of approval `revision` (0: the gateway's first). */
+  publishSubmit(job: JobRecord, revision?: number): Promise<void>;
+  /**
+   * What the gateway's approve route does: under the job lock, APPROVAL_REQUIRED → PENDING with
+   * `approval`, then the submit again (msg id of the approval's revision). Throws when the write is refused.
+   */
+  approve(job: JobRecord, approval: ApprovalRecord): Promise<void>;
   /** The job's record; throws when there is none. */
   job(id: string): Promise<JobRecord>;
   /** The sum of a counter's series whose labels include `labels`. */
@@ -65,11 +73,22 @@ export async function startSchedulerRig(o: { instanceId: string; kernelAddress: 
     const bus = await connectBus({ servers: [natsServer.url], name: 'test-client', logger: quietLog });
     parts.bus = bus;
     const store = createJobStore(redis, { jobTtlMs: 3_600_000 });
+    const publishSubmit = async (job: JobRecord, revision = 0): Promise<void> => {
+      const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
+      await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:${revision}` });
+    };
     const submit = async (id: string, topic: string): Promise<JobRecord> => {
       const job = await store.createJob({ id, tenant: 'acme', topic, traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
-      const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
-      await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:0` });
+      await publishSubmit(job);
       return job;
+    };
+    const locks = createLocks(redis);
+    const approve = async (job: JobRecord, approval: ApprovalRecord): Promise<void> => {
+      const lease = await locks.acquire({ key: jobKeys.lock(job.id), fenceKey: jobKeys.fence(job.id), ttlMs: 10_000, owner: 'gw', waitMs: 2_000 });
+      if (!lease) throw new Error(`job ${job.id} lock busy`);
+      const r = await store.transition(job.id, 'PENDING', { token: lease.token, from: ['APPROVAL_REQUIRED'], patch: { approval } }).finally(() => lease.release());
+      if (!r.ok) throw new Error(`approval of ${job.id} refused: ${r.reason}`);
+      await publishSubmit(job, approval.revision);
     };
     const job = async (id: string): Promise<JobRecord> => {
       const j = await store.getJob(id);
@@ -80,7 +99,7 @@ export async function startSchedulerRig(o: { instanceId: string; kernelAddress: 
       const m = await metrics.getSingleMetric(name)?.get();
       return m?.values.filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val)).reduce((a, v) => a + v.value, 0) ?? 0;
     };
-    return { redisServer, natsServer, redis, store, bus, scheduler, config, metrics, submit, job, counter, stop };
+    return { redisServer, natsServer, redis, store, bus, scheduler, config, metrics, submit, publishSubmit, approve, job, counter, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -4,10 +4,8 @@
 // input_fail_mode (closed holds, open runs the job with one audit alert).
 import { subjects, type Bus, type Consumer } from '@cordum/bus';
 import { jobKeys, type ApprovalRecord, type JobRecord, type JobStore, type NewJob } from '@cordum/job-store';
-import { createLocks, type Locks } from '@cordum/locks';
 import {
   Decision,
-  JobRequestSchema,
   SystemAlertSchema,
   create,
   decodePacket,
@@ -29,7 +27,6 @@ let natsServer: TestServer;
 let redis: RedisClient;
 let bus: Bus;
 let store: JobStore;
-let locks: Locks;
 let worker: TestWorker;
 let scheduler: Scheduler;
 let metrics: Registry;
@@ -65,7 +62,6 @@ beforeAll(async () => {
   testKernel = await startTestKernel(decide);
   rig = await startSchedulerRig({ instanceId: 'sched-safety', kernelAddress: testKernel.address, deps: { wrapStore } });
   ({ natsServer, redis, store, scheduler, metrics, bus } = rig);
-  locks = createLocks(redis);
   auditConsumer = await bus.consume({
     subject: subjects.audit,
     queue: 'audit-test',
@@ -91,19 +87,11 @@ function newJob(topic: string, initialState: NewJob['initialState']): NewJob {
   return { id: `si-${process.pid}-${seq}`, tenant: 'acme', topic, traceId: `t-${seq}`, priority: 'interactive', labels: { env: 'prod' }, prompt: `deploy ${seq}`, context: { v: seq }, principalId: 'alice', riskTags: [], requires: [], initialState };
 }
 
-async function publishSubmit(job: JobRecord, revision = 0): Promise<void> {
-  const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
-  await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:${revision}` });
-}
+const publishSubmit = (job: JobRecord, revision = 0): Promise<void> => rig.publishSubmit(job, revision);
 
-/** What the gateway's approve route does: under the job lock, APPROVAL_REQUIRED → PENDING with the approval, then republish. */
+/** The gateway's approve (rig.approve), by bob for the hold-prod rule unless `over` says otherwise. */
 async function approve(job: JobRecord, over: Partial<ApprovalRecord> = {}): Promise<void> {
-  const lease = await locks.acquire({ key: jobKeys.lock(job.id), fenceKey: jobKeys.fence(job.id), ttlMs: 10_000, owner: 'gw', waitMs: 2_000 });
-  const approval: ApprovalRecord = { status: 'approved', by: 'bob', at: Date.now(), jobHash: job.holdHash ?? '', policySnapshot: 'snap-1', ruleId: 'hold-prod', revision: 1, ...over };
-  const r = await store.transition(job.id, 'PENDING', { token: lease!.token, from: ['APPROVAL_REQUIRED'], patch: { approval } });
-  await lease!.release();
-  expect(r.ok).toBe(true);
-  await publishSubmit(job, approval.revision);
+  await rig.approve(job, { status: 'approved', by: 'bob', at: Date.now(), jobHash: job.holdHash ?? '', policySnapshot: 'snap-1', ruleId: 'hold-prod', revision: 1, ...over });
 }
 
 const stateOf = async (id: string) => (await store.getJob(id))?.state;
