@@ -1,8 +1,8 @@
 // The event loop stalled (a long GC pause, SIGSTOP, a starved VM) past a command's timeout while
 // its reply arrived: expired timers run before the socket is read, and the command was rejected
 // "Command timed out" though Redis had run it. The timeout now gives the reply one more I/O turn.
-import { startRedis, startRedisCluster, type TestCluster, type TestServer } from '@cordum/testing';
-import { closeRedis, COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY, createRedis, type RedisClient } from '../src';
+import { startRedis, startRedisCluster, waitFor, type TestCluster, type TestServer } from '@cordum/testing';
+import { closeRedis, COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY, createRedis, pingRedis, type RedisClient } from '../src';
 import { urlCredentials } from '../src/live-files';
 
 /** Blocks the event loop for `ms` from the check phase, so the next turn begins with the timers. */
@@ -98,6 +98,8 @@ describe('a stall past the command timeout, cluster', () => {
   beforeAll(async () => {
     cluster = await startRedisCluster();
     redis = createRedis({ url: '', clusterAddresses: cluster.addresses.split(','), poolSize: 4, minIdleConns: 1, commandTimeoutMs: 200 });
+    // The 200 ms timeout runs from the call (P46): wait until the cluster is connected before the writes.
+    await waitFor(async () => (await pingRedis(redis, 1000)) || null, 20_000, { message: 'the cluster answers PING' });
     for (let i = 0; i < 20; i++) await redis.set(`c:${i}`, String(i));
   }, 90_000);
   afterAll(async () => {
