@@ -70,7 +70,8 @@ describe('P131 Check before a retry', () => {
     expect(done.safety).toEqual({ decision: 'deny', reason: 'topic frozen', ruleId: 'freeze', policySnapshot: 'snap-2' });
     expect((await rig.store.listDecisions(job.id)).map((d) => [d.state, d.decision])).toEqual([['SCHEDULED', 'allow'], ['FAILED', 'deny']]);
     expect(await waitFor(() => rig.store.getDlq(job.id), 5_000, { message: 'DLQ entry' })).toMatchObject({ reason_code: 'policy_denied' });
-    expect(await rig.counter('cordum_scheduler_retries_stopped_total', { decision: 'deny' })).toBe(stopped + 1);
+    // Counted once the write's reply is back, which can be a moment after another client sees it.
+    await waitFor(async () => (await rig.counter('cordum_scheduler_retries_stopped_total', { decision: 'deny' })) === stopped + 1, 5_000, { message: 'counted' });
     // Without the re-check the retry went out at once (and, never answered, the job never ended).
     expect(worker.count(job.id)).toBe(1);
   });
@@ -82,7 +83,7 @@ describe('P131 Check before a retry', () => {
     await waitFor(async () => (await rig.job(job.id)).state === 'FAILED', 10_000, { message: 'FAILED' });
     expect((await rig.job(job.id)).error?.code).toBe('approval_required');
     expect(worker.count(job.id)).toBe(1);
-    expect(await rig.counter('cordum_scheduler_retries_stopped_total', { decision: 'require_human' })).toBe(1);
+    await waitFor(async () => (await rig.counter('cordum_scheduler_retries_stopped_total', { decision: 'require_human' })) === 1, 5_000, { message: 'counted' });
   });
 
   it('a throttled retry waits in RETRYING and goes once the kernel allows it', async () => {
