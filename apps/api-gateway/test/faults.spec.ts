@@ -1,6 +1,7 @@
 // BEHAVIOURS §8 at the gateway: NATS down at publish → D11; Redis down →
 // fast 503s (never 500, never a hang) and /readyz 503.
 import { connectBus, subjects } from '@cordum/bus';
+import { CANCEL_OWED_AFTER_MS, jobKeys } from '@cordum/job-store';
 import { decodePacket } from '@cordum/protocol';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
@@ -57,8 +58,13 @@ it('a cancel whose JobCancel could not be published is sent again by a repeated 
   const id = String(r.body['job_id']);
   await nats.process.stop(5_000);
   await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 503, 10_000, { message: 'readyz 503 without NATS' });
-  // the state is committed; only the worker's stop is lost
+  // the state is committed; only the worker's stop is late
+  const cancelledAt = Date.now();
   expect(await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator, body: { reason: 'stop it' } })).toMatchObject({ status: 200, body: { id, state: 'CANCELLED' } });
+  // ... and owed (P134): filed before the write, left by the failed publish for the schedulers (none run here).
+  const owed = Number(await redis.zscore(jobKeys.cancelOutbox(), id));
+  expect(owed).toBeGreaterThanOrEqual(cancelledAt + CANCEL_OWED_AFTER_MS);
+  expect(owed).toBeLessThanOrEqual(Date.now() + CANCEL_OWED_AFTER_MS);
 
   const back = await nats.restart();
   natsNow = back;

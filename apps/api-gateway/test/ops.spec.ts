@@ -105,6 +105,8 @@ describe('POST /api/v1/jobs/:id/cancel', () => {
     expect(await redis.pttl(jobKeys.res(id))).toBeGreaterThan(0);
     await cancelsDrained(bus, cancels);
     expect(cancels.filter((c) => c.jobId === id)).toEqual([{ jobId: id, reason: 'not needed', requestedBy: 'alice' }]);
+    // Sent, so no longer owed (P134): the schedulers will not send it again.
+    expect(await redis.zscore(jobKeys.cancelOutbox(), id)).toBeNull();
     const again = await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator });
     expectEnvelope(again, 409, 'job_terminal');
     expect(again.body['state']).toBe('CANCELLED');

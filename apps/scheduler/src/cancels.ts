@@ -5,7 +5,7 @@
 // (D12 allows it from every one), so no later submit, retry, replay or redispatch runs it.
 // Workers hear the same JobCancel on their own subscription; the scheduler sends its own only for
 // the attempt out when it cancelled (P63), never the gateway's again (D5).
-import { TERMINAL_STATES, attemptCancelPacket, boundedError, jobCancelPacket, namesOtherAttempt, type JobRecord, type JobState } from '@cordum/job-store';
+import { CANCEL_OWED_AFTER_MS, TERMINAL_STATES, attemptCancelPacket, boundedError, jobCancelPacket, namesOtherAttempt, type JobRecord, type JobState } from '@cordum/job-store';
 import { MAX_DELIVER, subjects } from '@cordum/bus';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobProgress } from '@cordum/protocol';
@@ -17,20 +17,83 @@ import { errorText } from '@cordum/service-kit';
 const ACK: HandlerOutcome = { kind: 'ack' };
 
 /**
+ * P134: the JobCancel for the attempt out is owed from before the write that ends the job (a
+ * cancel from the bus, a reconciler TIMEOUT), so a replica killed after that write, or a publish
+ * that fails, still gets the worker told by the replayer leader (sendOwedCancels).
+ */
+export async function oweCancel(ctx: SchedulerContext, job: JobRecord): Promise<void> {
+  if (job.dispatch) await ctx.store.fileCancel(job.id, Date.now() + CANCEL_OWED_AFTER_MS);
+}
+
+/**
  * Tells the worker of a job the scheduler just ended while an attempt was out (a cancel from the
  * bus, a reconciler TIMEOUT) to stop: the JobCancel for the current attempt. The msg id is the
  * gateway's for the same attempt (D9), so the stream drops a second one. A failed publish is
- * logged: the job's state is committed and its late result is ignored either way, and the
- * worker's next progress for the attempt gets the JobCancel again (stopEndedAttempt).
+ * logged: the job's state is committed and its late result is ignored either way, the cancel is
+ * owed (oweCancel) and sent by the replayer leader, and the worker's next progress for the
+ * attempt gets the JobCancel again (stopEndedAttempt).
  */
 export async function tellWorkerToStop(ctx: SchedulerContext, job: JobRecord, reason: string): Promise<void> {
   if (!job.dispatch) return;
+  if (await publishCancel(ctx, job, reason)) await settleOwed(ctx, job.id);
+}
+
+/** The job's JobCancel on the bus; false (logged) when the publish failed. */
+async function publishCancel(ctx: SchedulerContext, job: JobRecord, reason: string): Promise<boolean> {
   const { packet, msgId } = jobCancelPacket(job, { senderId: ctx.instanceId, reason, requestedBy: ctx.instanceId });
   try {
     await ctx.bus.publish(subjects.cancel, ctx.encodeForWorkers(packet), { msgId });
+    return true;
   } catch (err) {
-    ctx.logger.warn('JobCancel for the ended attempt not published; sent again at its worker\'s next progress, its result is ignored', { job_id: job.id, err: errorText(err) });
+    ctx.logger.warn('JobCancel for the ended attempt not published; the replayer leader sends it once the bus is back, its result is ignored', { job_id: job.id, err: errorText(err) });
+    return false;
   }
+}
+
+/** Drops a sent cancel from the outbox; left there on an error, it is sent once more, a duplicate the stream drops. */
+async function settleOwed(ctx: SchedulerContext, jobId: string): Promise<void> {
+  await ctx.store.removeCancel(jobId).catch((err: unknown) => ctx.logger.warn('sent JobCancel left in the cancel outbox; sent again as a duplicate', { job_id: jobId, err: errorText(err) }));
+}
+
+/** Owed cancels handled per replayer turn. */
+const OWED_LIMIT = 200;
+/** An owed cancel whose publish failed is tried again this much later. */
+export const OWED_RETRY_MS = 5_000;
+const OWED_STATES: ReadonlySet<JobState> = new Set<JobState>(['CANCELLED', 'TIMEOUT']);
+
+/**
+ * P134, on the replayer leader's turn: every JobCancel owed past its due time is sent, read from
+ * the record, for a job that is CANCELLED or TIMEOUT (the attempt its record names is the one
+ * that ended). Its writer either died before publishing, could not publish (NATS away), or lost
+ * only the removal (the stream drops the repeat: same msg id within the duplicate window). An
+ * entry whose job is in any other state, or gone, is dropped: its cancel was never written (a
+ * busy lock, a job that finished first), or the job ended by its own result. A failed publish is
+ * tried again OWED_RETRY_MS later, and ends the turn's pass. The worker needs no progress or keep-alive of its own for
+ * this, unlike P127's resend, so a CAP worker that sends none still hears a cancel answered 200.
+ */
+export async function sendOwedCancels(ctx: SchedulerContext, now: number): Promise<number> {
+  const due = await ctx.store.listCancelsDue(now, OWED_LIMIT);
+  let sent = 0;
+  for (const e of due) {
+    const job = await ctx.store.getJob(e.id);
+    if (!job || !OWED_STATES.has(job.state)) {
+      await ctx.store.removeCancel(e.id);
+      ctx.metrics.owedCancels.inc({ outcome: 'not_needed' });
+      continue;
+    }
+    if (!(await publishCancel(ctx, job, job.error?.message ?? `the job is ${job.state}`))) {
+      // The bus is away (a publish spends up to its 2 s budget): the rest wait for the next turn
+      // rather than holding the replayer for a budget each.
+      await ctx.store.fileCancel(e.id, Date.now() + OWED_RETRY_MS);
+      ctx.metrics.owedCancels.inc({ outcome: 'failed' });
+      break;
+    }
+    await ctx.store.removeCancel(e.id);
+    ctx.metrics.owedCancels.inc({ outcome: 'sent' });
+    ctx.logger.info('owed JobCancel sent', { job_id: job.id, state: job.state, late_ms: now - e.score });
+    sent += 1;
+  }
+  return sent;
 }
 
 /** How often one attempt's JobCancel may be sent again (stopEndedAttempt). */
@@ -121,6 +184,7 @@ export function cancelHandler(ctx: SchedulerContext) {
       if (namesOtherAttempt(cancel.dispatch, job)) return ignore(ctx, 'stale_dispatch', job.id);
       const by = cancel.requestedBy || packet.senderId;
       const message = cancel.reason || `cancelled on the bus${by ? ` by ${by}` : ''}`;
+      if (job.state === 'DISPATCHED' || job.state === 'RUNNING') await oweCancel(ctx, job);
       // D45 like every terminal write: the job's result key (a worker may have written it before the cancel) gets the job TTL.
       const w = releasedBy(lease, await ctx.store.transition(job.id, 'CANCELLED', { token: lease.token, from: [job.state], current: job, release: true, expireResult: true, patch: { error: boundedError('cancelled', message) } }));
       if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);

@@ -28,6 +28,8 @@ export interface SchedulerMetrics {
   cancelsApplied: Counter;
   /** P127: JobCancels sent again to a worker whose progress named an attempt that has ended. */
   endedAttemptCancels: Counter;
+  /** P134: owed JobCancels (job:cancel:outbox) the replayer leader handled, by outcome. */
+  owedCancels: Counter<'outcome'>;
   /** P130: submits NAKed on their last delivery, filed in job:retry for the replayer instead. */
   lastDeliveryHandOffs: Counter;
   /** P131: retries the policy stopped at their re-check (the job FAILED), by decision. */
@@ -135,6 +137,12 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     endedAttemptCancels: new Counter({
       name: 'cordum_scheduler_ended_attempt_cancels_total',
       help: 'JobCancels sent to a worker whose progress named an attempt that has ended (the job terminal, or its attempt replaced): the first cancel did not reach it (P127).',
+      registers: [registry],
+    }),
+    owedCancels: new Counter({
+      name: 'cordum_scheduler_owed_cancels_total',
+      help: 'JobCancels owed to workers (job:cancel:outbox, P134) whose writer did not send them in time, by outcome: sent by the replayer leader, failed (tried again in 5 s), or not_needed (the job was not CANCELLED or TIMEOUT: its cancel was never written, or it had ended otherwise).',
+      labelNames: ['outcome'],
       registers: [registry],
     }),
     slotWaits: new Counter({

@@ -20,7 +20,7 @@ import { forEachLimit } from './for-each';
 import { republishAttempt, safeMarginMs } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
 import { reattemptLocked } from './redispatch';
-import { tellWorkerToStop } from './cancels';
+import { oweCancel, tellWorkerToStop } from './cancels';
 import { handOffFreedSlot } from './replayer';
 
 export const SCAN_LIMIT = 500;
@@ -163,6 +163,7 @@ async function claimedToRunning(ctx: SchedulerContext, lease: Lease, job: JobRec
 /** Ends the attempt TIMEOUT; answers the ended job (for its slot's hand-off after the lock), if written. */
 async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code: string, message: string): Promise<JobRecord | undefined> {
   await ctx.store.expireResult(job);
+  await oweCancel(ctx, job);
   const w = await ctx.store.transition(job.id, 'TIMEOUT', { token: lease.token, from: [job.state], patch: { error: { code, message } } });
   if (w.ok) {
     ctx.metrics.reconciled.inc({ action: code });

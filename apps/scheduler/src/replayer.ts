@@ -10,6 +10,7 @@
 //      swallow a republish with the same D9 msg id) and counted in
 //      `cordum_scheduler_orphan_replayed_total`.
 // An outcome that asks to retry later (NAK) re-files the job in `job:retry`.
+// First of all, JobCancels owed to workers past their due time are sent (P134, cancels.ts).
 // Before both, parked topics (P15): jobs waiting on a topic nobody served are
 // moved back to `job:retry` once a worker serves it, or failed at their bound;
 // and concurrency groups (P70): the longest waiters of a group with free slots
@@ -19,6 +20,7 @@ import { TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@
 import type { Lease } from '@cordum/locks';
 import { QUEUE, type SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
+import { sendOwedCancels } from './cancels';
 import { republishAttempt } from './dispatch';
 import { driveJob } from './intake';
 import { readLocked, withJobLock } from './job-lock';
@@ -32,8 +34,9 @@ const UNPARK_BATCH = 1_000;
 const CONCURRENCY = 16;
 const ORPHAN_STATES: JobState[] = ['PENDING', 'SCHEDULED', 'RETRYING'];
 
-export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: number; orphans: number; unparked: number; expired: number; woken: number }> {
+export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: number; orphans: number; unparked: number; expired: number; woken: number; cancelsSent: number }> {
   const now = Date.now();
+  const cancelsSent = await sendOwedCancels(ctx, now);
   const { unparked, expired } = await parkedTurn(ctx, now);
   const woken = await slotTurn(ctx, now);
   const due = await ctx.store.listRetryDue(now, LIMIT);
@@ -65,7 +68,7 @@ export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: numb
       }
     });
   }
-  return { retried, orphans, unparked, expired, woken };
+  return { retried, orphans, unparked, expired, woken, cancelsSent };
 }
 
 /**

@@ -37,6 +37,11 @@ export const jobKeys = {
   /** Safety decision history of a job (same tag as meta): JSON entries, oldest first. */
   decisions: (id: string): string => `job:decisions:{${id}}`,
   retry: (): string => 'job:retry',
+  /**
+   * P134: JobCancels still owed to workers (ZSET, job id → when the schedulers send it): filed
+   * before a cancel or TIMEOUT is written, removed once its publish succeeded.
+   */
+  cancelOutbox: (): string => 'job:cancel:outbox',
   /** Jobs parked until a worker for `topic` appears (no-worker waits, docs/decisions.md P15), scored by expiry. */
   parked: (topic: string): string => `job:parked:${topic}`,
   /** Topics with parked jobs (SET), read by the replayer leader each turn. */

@@ -28,6 +28,16 @@ export interface JobScans {
   hasRetry(id: string): Promise<boolean>;
   removeRetry(id: string): Promise<void>;
   /**
+   * P134: the job's JobCancel is owed to its worker, to be sent by the schedulers at `dueAtMs`
+   * unless `removeCancel` comes first (its publish succeeded). Filed before the write that ends
+   * the job, so a writer killed between that write and its publish, or a publish that failed,
+   * still gets the worker told.
+   */
+  fileCancel(id: string, dueAtMs: number): Promise<void>;
+  /** `job:cancel:outbox` entries due at or before `nowMs`, soonest first. */
+  listCancelsDue(nowMs: number, limit: number): Promise<ScoredId[]>;
+  removeCancel(id: string): Promise<void>;
+  /**
    * Repairs the in-flight indexes after a crash between a write and its index update: drops `id`
    * from `seenIn` and files it under `actual` (when that is an in-flight state) scored `sinceMs`.
    * Terminal jobs also leave `job:deadline` and `job:retry`.
@@ -139,6 +149,13 @@ export function createJobScans(redis: RedisClient): JobScans {
     },
     async removeRetry(id) {
       await redis.zrem(jobKeys.retry(), id);
+    },
+    async fileCancel(id, dueAtMs) {
+      await redis.zadd(jobKeys.cancelOutbox(), dueAtMs, id);
+    },
+    listCancelsDue: (nowMs, limit) => range(jobKeys.cancelOutbox(), nowMs, limit),
+    async removeCancel(id) {
+      await redis.zrem(jobKeys.cancelOutbox(), id);
     },
     reindex,
     async repairIndex(id, seenIn, job) {

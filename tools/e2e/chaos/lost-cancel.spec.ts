@@ -1,11 +1,16 @@
-// A cancel lost to a NATS outage (decisions.md P52, P127), with real processes: NATS is killed
-// while a job runs, the job is cancelled through the API (CANCELLED is committed, the gateway's
-// JobCancel cannot be published), and NATS comes back on the same port and store. The worker,
-// which never heard the cancel, reports the job's progress at its next heartbeat; the scheduler
-// answers with the attempt's JobCancel, and the worker stops the job. Before P127 the worker ran
-// it to the end (here 120 s) unless someone cancelled it again.
+// A cancel lost to a NATS outage (decisions.md P52, P127, P134), with real processes: NATS is
+// killed while a job runs, the job is cancelled through the API (CANCELLED is committed, the
+// gateway's JobCancel cannot be published), and NATS comes back on the same port and store.
+// - worker-sdk's echo worker, which never heard the cancel, reports the job's progress at its next
+//   heartbeat; the scheduler answers with the attempt's JobCancel (P127), or the replayer leader
+//   sends the cancel the gateway left owed (P134), whichever comes first, and the worker stops
+//   the job. Before P127 the worker ran it to the end (here 120 s) unless someone cancelled it again.
+// - a CAP worker that sends heartbeats and nothing else (CONTRACT §3: no handshake, no progress)
+//   gets no P127 resend; the owed cancel reaches it (P134). Before P134 it never heard one.
+import { connectBus, subjects, type Bus } from '@cordum/bus';
+import { create, decodePacket, encodePacket, HeartbeatSchema, newPacket, type JobCancel } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import { api, startStack, type Stack } from '../test/stack';
+import { api, quietLog, stackMetric, startStack, type Stack } from '../test/stack';
 
 /** Long enough that only a cancel ends it within the test. */
 const ECHO_MS = 120_000;
@@ -33,7 +38,7 @@ describe('a cancel whose JobCancel was lost to a NATS outage', () => {
     const c = await api(stack, 'POST', `/api/v1/jobs/${id}/cancel`, { reason: 'operator stop' });
     expect(c.status).toBe(200);
     expect(c.body).toMatchObject({ id, state: 'CANCELLED' });
-    expect(logged('api-gateway-1', 'cancel publish failed; job is CANCELLED but the worker was not told (cancel it again to resend)', id)).toBe(true);
+    expect(logged('api-gateway-1', 'cancel publish failed; job is CANCELLED, and the schedulers send the JobCancel once the bus is back', id)).toBe(true);
 
     await stack.restartNode('nats');
     const backAt = Date.now();
@@ -55,5 +60,58 @@ describe('a cancel whose JobCancel was lost to a NATS outage', () => {
     expect(Date.now() - submittedAt).toBeLessThan(15_000);
     expect(stack.grepLogs(next).filter((l) => l.includes('orphan job replayed'))).toEqual([]);
     expect((await api(stack, 'POST', `/api/v1/jobs/${next}/cancel`, {})).status).toBe(200);
+  }, 120_000);
+
+  it('reaches a CAP worker that sends no progress: the replayer leader sends the cancel the gateway left owed (P134)', async () => {
+    const RAW = 'raw-cap-1';
+    const TOPIC = 'job.raw-cap';
+    const raw: Bus = await connectBus({ servers: stack.natsUrls, name: RAW, logger: quietLog });
+    const requests: string[] = [];
+    const heard: { cancel: JobCancel; at: number }[] = [];
+    const onRequest = (data: Uint8Array): void => {
+      const p = decodePacket(data);
+      if (p.payload.case === 'jobRequest') requests.push(p.payload.value.jobId);
+    };
+    raw.subscribe(TOPIC, onRequest, { queue: TOPIC });
+    raw.subscribe(`worker.${RAW}.jobs`, onRequest);
+    raw.subscribe(subjects.cancel, (data) => {
+      const p = decodePacket(data);
+      if (p.payload.case === 'jobCancel') heard.push({ cancel: p.payload.value, at: Date.now() });
+    });
+    // Heartbeats only: its pool is the topic (config/pools.yaml routes an unlisted topic so).
+    const beat = (): void => {
+      try {
+        raw.publishCore(subjects.heartbeat, encodePacket(newPacket(RAW, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: RAW, pool: TOPIC, maxParallelJobs: 10, activeJobs: requests.length }) })));
+      } catch {
+        // NATS away: the next beat goes once it is back
+      }
+    };
+    beat();
+    const timer = setInterval(beat, 1_000);
+    try {
+      const id = String((await api(stack, 'POST', '/api/v1/jobs', { topic: TOPIC, prompt: 'never answered' })).body['job_id']);
+      await waitFor(() => requests.includes(id), 30_000, { message: 'the CAP worker got the job', intervalMs: 50 });
+      await waitFor(async () => (await api(stack, 'GET', `/api/v1/jobs/${id}`)).body['state'] === 'DISPATCHED', 10_000, { message: 'DISPATCHED', intervalMs: 50 });
+      const sentBefore = await stackMetric(stack, 'scheduler-1', 'cordum_scheduler_owed_cancels_total', { outcome: 'sent' });
+
+      stack.nats.process.kill('SIGKILL');
+      await stack.nats.process.waitExit(5_000);
+      const cancelledAt = Date.now();
+      expect((await api(stack, 'POST', `/api/v1/jobs/${id}/cancel`, { reason: 'stop the agent' })).status).toBe(200);
+      expect(logged('api-gateway-1', 'cancel publish failed; job is CANCELLED, and the schedulers send the JobCancel once the bus is back', id)).toBe(true);
+      await stack.restartNode('nats');
+
+      // Nobody cancels again and the worker reports nothing: only the owed cancel can reach it.
+      await waitFor(() => heard.some((h) => h.cancel.jobId === id), 45_000, { message: 'the CAP worker heard the JobCancel', intervalMs: 100 });
+      const at = heard.find((h) => h.cancel.jobId === id)?.at ?? 0;
+      console.log(`[owed cancel] the CAP worker heard the JobCancel ${at - cancelledAt} ms after the cancel`);
+      expect(heard.find((h) => h.cancel.jobId === id)?.cancel).toMatchObject({ jobId: id, reason: 'stop the agent' });
+      expect(await stackMetric(stack, 'scheduler-1', 'cordum_scheduler_owed_cancels_total', { outcome: 'sent' })).toBeGreaterThan(sentBefore);
+      expect((await api(stack, 'GET', `/api/v1/jobs/${id}`)).body['state']).toBe('CANCELLED');
+      expect(requests.filter((r) => r === id)).toHaveLength(1);
+    } finally {
+      clearInterval(timer);
+      await raw.close();
+    }
   }, 120_000);
 });

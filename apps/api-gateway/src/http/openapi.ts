@@ -72,7 +72,7 @@ export const OPERATIONS: Operation[] = [
     errors: AUTH_ERRORS,
   },
   { method: 'GET', path: '/api/v1/jobs/:id', summary: 'Read a job (with result)', tag: 'jobs', auth: true, ok: { 200: { description: 'the job', schema: s.jobSchema } }, errors: [...AUTH_ERRORS, 404] },
-  { method: 'POST', path: '/api/v1/jobs/:id/cancel', summary: 'Cancel a job (D5: job lock ≤ 2 s, else 409 job_busy; terminal → 409 job_terminal; a CANCELLED job is answered 409 and its JobCancel is sent to the worker again, P52)', tag: 'jobs', auth: true, body: s.cancelBodySchema, bodyRequired: false, ok: { 200: { description: 'cancelled', schema: s.cancelResponseSchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
+  { method: 'POST', path: '/api/v1/jobs/:id/cancel', summary: 'Cancel a job (D5: job lock ≤ 2 s, else 409 job_busy; terminal → 409 job_terminal; a CANCELLED job is answered 409 and its JobCancel is sent to the worker again, P52; a JobCancel the gateway could not publish is sent by the schedulers once NATS is back, P134)', tag: 'jobs', auth: true, body: s.cancelBodySchema, bodyRequired: false, ok: { 200: { description: 'cancelled', schema: s.cancelResponseSchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
   { method: 'GET', path: '/api/v1/jobs/:id/decisions', summary: 'Safety decisions recorded for the job, oldest first: its admission, a hold and its approval, and the Check before each retry (a retry the policy stops ends FAILED policy_denied or approval_required)', tag: 'jobs', auth: true, ok: { 200: { description: 'decision history', schema: s.decisionsSchema } }, errors: [...AUTH_ERRORS, 404] },
 
   {

@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import type { Request, Response } from 'express';
 import { subjects } from '@cordum/bus';
-import { JOB_STATES, TERMINAL_STATES, jobCancelPacket, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
+import { CANCEL_OWED_AFTER_MS, JOB_STATES, TERMINAL_STATES, jobCancelPacket, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
 import type { BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
@@ -120,9 +120,11 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
   /**
    * D5/D9: one JobCancel per dispatch; the msg id makes a repeated publish a JetStream duplicate.
    * The state is committed first: results for a CANCELLED job are ignored, so a failed publish
-   * loses only the worker's early stop. A repeated cancel of a CANCELLED job (answered 409)
-   * sends it again (P52), so a caller who saw the failure, or a 503, can get the worker told; the
-   * schedulers also send it again when the worker's next progress names the ended attempt (P127).
+   * loses only the worker's early stop, and not for long: the cancel was filed in
+   * `job:cancel:outbox` before the write (P134), and the schedulers send the JobCancel themselves
+   * CANCEL_OWED_AFTER_MS later unless this publish removes the entry first. A repeated cancel of a
+   * CANCELLED job (answered 409) sends it again at once (P52); the schedulers also send it again
+   * when the worker's next progress names the ended attempt (P127).
    */
   const sendCancel = async (job: JobRecord, requestedBy: string, again: boolean): Promise<void> => {
     const { packet, msgId } = jobCancelPacket(job, { senderId: deps.instanceId, reason: job.error?.message ?? 'cancelled by API', requestedBy });
@@ -130,8 +132,13 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
       await deps.bus.publish(subjects.cancel, deps.encodeForWorkers(packet), { msgId });
       if (again) deps.logger.info('cancel sent again for a CANCELLED job', { job_id: job.id });
     } catch (err) {
-      deps.logger.error('cancel publish failed; job is CANCELLED but the worker was not told (cancel it again to resend)', { job_id: job.id, err: errorText(err) });
+      deps.logger.error('cancel publish failed; job is CANCELLED, and the schedulers send the JobCancel once the bus is back', { job_id: job.id, err: errorText(err) });
+      return;
     }
+    if (again) return;
+    // Sent: the entry is no longer owed. Kept on an error, it costs one more publish that the
+    // stream drops as a duplicate.
+    await deps.store.removeCancel(job.id).catch((err: unknown) => deps.logger.warn('sent JobCancel left in the cancel outbox; the schedulers send it again as a duplicate', { job_id: job.id, err: errorText(err) }));
   };
 
   mount('POST /api/v1/jobs/:id/cancel', jsonBody(), async (req: Request, res: Response) => {
@@ -150,6 +157,8 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
     if (!lease) throw new ApiError('job_busy');
     let cancelled: JobRecord;
     try {
+      // P134: owed before it is written, so a replica killed after the write still gets the worker told.
+      await storeCall(deps, 'cancel job', () => deps.store.fileCancel(job.id, Date.now() + CANCEL_OWED_AFTER_MS));
       const r = await storeCall(deps, 'cancel job', () => deps.store.transition(job.id, 'CANCELLED', { token: lease.token, expireResult: true, patch: { error: { code: 'cancelled', message: body.data?.reason ?? 'cancelled by API' } } }));
       if (!r.ok) {
         const cur = r.current;

@@ -1,0 +1,137 @@
+// P134: a JobCancel is owed from before the write that ends its job (job:cancel:outbox), and the
+// replayer leader sends any one still owed at its due time. A writer killed between its CANCELLED
+// or TIMEOUT write and its publish, or a publish that failed, no longer leaves the worker running
+// a job nobody will tell it to stop: the worker here sends nothing after its start ack (a CAP
+// worker without keep-alives), so P127's resend at the next progress never comes.
+// In process against real Redis + NATS; the worker is the test's.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { subjects, type Subscription } from '@cordum/bus';
+import { jobKeys, type JobState, type JobStore } from '@cordum/job-store';
+import { create, decodePacket, encodePacket, JobCancelSchema, newPacket, type DispatchIdentity, type JobCancel } from '@cordum/protocol';
+import { waitFor } from '@cordum/testing';
+import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
+import { startSchedulerRig, type SchedulerRig } from './rig';
+
+const TOPIC = 'job.owed-cancel';
+
+describe('a JobCancel owed to a worker is sent by the replayer leader (in-process, real Redis + NATS)', () => {
+  let rig: SchedulerRig;
+  let kernel: TestKernel;
+  let worker: TestWorker;
+  let sub: Subscription;
+  const tmp = mkdtempSync(join(tmpdir(), 'owed-cancel-'));
+  /** Every JobCancel on sys.job.cancel, with when it was heard, as a worker's core subscription hears it. */
+  const cancels: { cancel: JobCancel; at: number }[] = [];
+  /** The job's outbox score at each CANCELLED or TIMEOUT write the scheduler made (null: not owed then). */
+  const owedAtWrite = new Map<string, (number | null)[]>();
+
+  const owedScore = async (id: string): Promise<number | null> => {
+    const s = await rig.redis.zscore(jobKeys.cancelOutbox(), id);
+    return s === null ? null : Number(s);
+  };
+  const wrapStore = (s: JobStore): JobStore => ({
+    ...s,
+    async transition(id, to: JobState, opts) {
+      if (to === 'CANCELLED' || to === 'TIMEOUT') owedAtWrite.set(id, [...(owedAtWrite.get(id) ?? []), await owedScore(id)]);
+      return s.transition(id, to, opts);
+    },
+  });
+
+  beforeAll(async () => {
+    kernel = await startTestKernel([]);
+    const timeouts = join(tmp, 'timeouts.yaml');
+    writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 60\n  running_timeout_seconds: 60\n  scan_interval_seconds: 0.3\n');
+    rig = await startSchedulerRig({ instanceId: 'sched-owed-cancel', kernelAddress: kernel.address, env: { TIMEOUT_CONFIG_PATH: timeouts, SCHEDULER_REPLAY_INTERVAL: '200ms' }, deps: { wrapStore } });
+    sub = rig.bus.subscribe(subjects.cancel, (data) => {
+      const p = decodePacket(data);
+      if (p.payload.case === 'jobCancel') cancels.push({ cancel: p.payload.value, at: Date.now() });
+    });
+    // Starts each job (its start ack) and then sends nothing about it.
+    worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-owed', topics: [TOPIC], replyFor: () => 'none' });
+    await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-owed' && v.readyTopics.length > 0), 10_000, { message: 'worker registered' });
+  }, 60_000);
+
+  afterAll(async () => {
+    sub?.unsubscribe();
+    await worker?.stop();
+    await rig?.stop();
+    await kernel?.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  /** A job submitted as the gateway does, once the test worker has started it (RUNNING). */
+  async function runningJob(name: string): Promise<{ id: string; dispatch: DispatchIdentity }> {
+    const id = `${name}-${process.pid}`;
+    await rig.submit(id, TOPIC);
+    await waitFor(async () => (await rig.job(id)).state === 'RUNNING', 10_000, { message: `${id} RUNNING` });
+    const dispatch = worker.executions.get(id)?.[0]?.request.dispatch;
+    if (!dispatch) throw new Error(`no dispatch for ${id}`);
+    return { id, dispatch };
+  }
+
+  const cancelsFor = (jobId: string) => cancels.filter((c) => c.cancel.jobId === jobId);
+
+  it('a job CANCELLED by a gateway that died before its publish: the JobCancel goes out at the due time, once, without any progress from the worker', async () => {
+    const { id, dispatch } = await runningJob('gateway-died');
+    const sent = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' });
+    // What the gateway's cancel leaves when it is killed right after its write: the entry it filed
+    // first, and CANCELLED under its lock. Due in 800 ms here (CANCEL_OWED_AFTER_MS in service).
+    const due = Date.now() + 800;
+    await rig.store.fileCancel(id, due);
+    const token = 'gateway-test:1';
+    await rig.redis.set(jobKeys.lock(id), token, 'PX', 10_000);
+    expect((await rig.store.transition(id, 'CANCELLED', { token, from: ['RUNNING'], release: true, patch: { error: { code: 'cancelled', message: 'operator stop' } } })).ok).toBe(true);
+
+    await waitFor(() => cancelsFor(id).length === 1, 10_000, { message: 'the owed JobCancel' });
+    const heard = cancelsFor(id)[0]!;
+    expect(heard.at).toBeGreaterThanOrEqual(due);
+    expect(heard.cancel).toMatchObject({ jobId: id, reason: 'operator stop', requestedBy: 'sched-owed-cancel', dispatch: { dispatchId: dispatch.dispatchId, attempt: dispatch.attempt } });
+    // Counted after the entry's removal.
+    await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' })) === sent + 1, 5_000, { message: 'counted sent' });
+    expect(await owedScore(id)).toBeNull();
+    // A later turn (proved by an entry filed now, for no job, being dropped) does not send it again.
+    const notNeeded = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'not_needed' });
+    await rig.store.fileCancel(`marker-${process.pid}`, Date.now());
+    await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'not_needed' })) === notNeeded + 1, 5_000, { message: 'a later turn' });
+    expect(cancelsFor(id)).toHaveLength(1);
+    expect(await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' })).toBe(sent + 1);
+    expect((await rig.job(id)).state).toBe('CANCELLED');
+  });
+
+  it('an owed cancel whose write never happened (a busy lock, a job that went on) is dropped unsent, and the job runs on', async () => {
+    const { id } = await runningJob('never-written');
+    const notNeeded = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'not_needed' });
+    await rig.store.fileCancel(id, Date.now());
+    await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'not_needed' })) === notNeeded + 1, 5_000, { message: 'counted not needed' });
+    expect(await owedScore(id)).toBeNull();
+    expect(cancelsFor(id)).toEqual([]);
+    expect((await rig.job(id)).state).toBe('RUNNING');
+  });
+
+  it('a cancel from the bus: owed before its CANCELLED write, settled once the scheduler\'s own JobCancel went out', async () => {
+    const { id, dispatch } = await runningJob('bus-cancel');
+    const value = create(JobCancelSchema, { jobId: id, reason: 'workflow stopped', requestedBy: 'wf-engine' });
+    await rig.bus.publish(subjects.cancel, encodePacket(newPacket('wf-engine', { case: 'jobCancel', value })), { msgId: `wf-cancel:${id}` });
+    await waitFor(async () => (await rig.job(id)).state === 'CANCELLED', 10_000, { message: 'CANCELLED from the bus' });
+    // The scheduler's JobCancel for the attempt out (the bus one named none).
+    await waitFor(() => cancelsFor(id).some((c) => c.cancel.dispatch?.dispatchId === dispatch.dispatchId), 5_000, { message: 'the attempt\'s JobCancel' });
+    const owed = owedAtWrite.get(id);
+    expect(owed).toHaveLength(1);
+    expect(owed?.[0]).toEqual(expect.any(Number));
+    await waitFor(async () => (await owedScore(id)) === null, 5_000, { message: 'the entry settled by the publish' });
+  });
+
+  it('a reconciler TIMEOUT (deadline_ms passed): owed before the write, its JobCancel sent and the entry settled', async () => {
+    const id = `deadline-${process.pid}`;
+    const job = await rig.store.createJob({ id, tenant: 'acme', topic: TOPIC, traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING', deadlineMs: 2_000 });
+    await rig.publishSubmit(job);
+    await waitFor(async () => (await rig.job(id)).state === 'RUNNING', 10_000, { message: `${id} RUNNING` });
+    await waitFor(async () => (await rig.job(id)).state === 'TIMEOUT', 10_000, { message: `${id} TIMEOUT at its deadline` });
+    await waitFor(() => cancelsFor(id).length === 1, 5_000, { message: 'the JobCancel for the timed-out attempt' });
+    expect(cancelsFor(id)[0]?.cancel.reason).toBe('deadline_ms passed');
+    expect(owedAtWrite.get(id)?.[0]).toEqual(expect.any(Number));
+    await waitFor(async () => (await owedScore(id)) === null, 5_000, { message: 'the entry settled by the publish' });
+  });
+});
