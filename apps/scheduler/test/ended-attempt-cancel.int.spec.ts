@@ -5,11 +5,10 @@
 // In process against real Redis + NATS; the worker is the test's, so the test says what it sends.
 import { subjects } from '@cordum/bus';
 import { cancelMsgId, jobKeys } from '@cordum/job-store';
-import { create, decodePacket, encodePacket, JobProgressSchema, JobStatus, newPacket, type DispatchIdentity, type JobCancel } from '@cordum/protocol';
+import { create, encodePacket, JobProgressSchema, JobStatus, newPacket, type DispatchIdentity, type JobCancel } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import type { Subscription } from '@cordum/bus';
-import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
-import { startSchedulerRig, type SchedulerRig } from './rig';
+import { startTestKernel, type TestKernel, type TestWorker } from './harness';
+import { listenForCancels, startedJob, startSchedulerRig, startSilentRunner, type SchedulerRig } from './rig';
 import { RESEND_EVERY_MS } from '../src/cancels';
 
 const TOPIC = 'job.ended-attempt';
@@ -18,44 +17,31 @@ describe('a worker running an attempt that has ended gets its JobCancel again (i
   let rig: SchedulerRig;
   let kernel: TestKernel;
   let worker: TestWorker;
-  let sub: Subscription;
+  let listener: ReturnType<typeof listenForCancels> | undefined;
   /** Every JobCancel on sys.job.cancel, as a worker's core subscription hears it. */
-  const cancels: JobCancel[] = [];
+  const cancels = (): JobCancel[] => listener?.heard.map((h) => h.cancel) ?? [];
 
   beforeAll(async () => {
     kernel = await startTestKernel([]);
     rig = await startSchedulerRig({ instanceId: 'sched-ended-attempt', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '60s' } });
-    sub = rig.bus.subscribe(subjects.cancel, (data) => {
-      const p = decodePacket(data);
-      if (p.payload.case === 'jobCancel') cancels.push(p.payload.value);
-    });
-    // Starts each job (its first progress) and never answers.
-    worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-ended', topics: [TOPIC], replyFor: () => 'none' });
-    await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-ended' && v.readyTopics.length > 0), 10_000, { message: 'worker registered' });
+    listener = listenForCancels(rig.bus);
+    worker = await startSilentRunner(rig, 'tw-ended', TOPIC);
   }, 60_000);
 
   afterAll(async () => {
-    sub?.unsubscribe();
+    listener?.stop();
     await worker?.stop();
     await rig?.stop();
     await kernel?.stop();
   });
 
-  /** A job submitted as the gateway does, once the test worker has started it (RUNNING). */
-  async function runningJob(name: string): Promise<{ id: string; dispatch: DispatchIdentity }> {
-    const id = `${name}-${process.pid}`;
-    await rig.submit(id, TOPIC);
-    await waitFor(async () => (await rig.job(id)).state === 'RUNNING', 10_000, { message: `${id} RUNNING` });
-    const dispatch = worker.executions.get(id)?.[0]?.request.dispatch;
-    if (!dispatch) throw new Error(`no dispatch for ${id}`);
-    return { id, dispatch };
-  }
+  const runningJob = (name: string) => startedJob(rig, worker, `${name}-${process.pid}`, TOPIC);
 
   /** The progress worker-sdk repeats every heartbeat for a job it runs. */
   const keepAlive = (jobId: string, dispatch: DispatchIdentity): void =>
     rig.bus.publishCore(subjects.progress, encodePacket(newPacket('tw-ended', { case: 'jobProgress', value: create(JobProgressSchema, { jobId, status: JobStatus.RUNNING, dispatch }) })));
 
-  const cancelsFor = (jobId: string, dispatchId: string): JobCancel[] => cancels.filter((c) => c.jobId === jobId && c.dispatch?.dispatchId === dispatchId);
+  const cancelsFor = (jobId: string, dispatchId: string): JobCancel[] => cancels().filter((c) => c.jobId === jobId && c.dispatch?.dispatchId === dispatchId);
 
   it('a job CANCELLED whose JobCancel was never published: its attempt\'s progress gets it, again at most once a second while the worker goes on', async () => {
     const { id, dispatch } = await runningJob('lost-cancel');
@@ -113,6 +99,6 @@ describe('a worker running an attempt that has ended gets its JobCancel again (i
     expect(job.state).toBe('RUNNING');
     expect(job.dispatch?.dispatchId).toBe(dispatch.dispatchId);
     // The current attempt's progress (sent first, handled first) was answered with nothing.
-    expect(cancels.filter((c) => c.jobId === id && c.dispatch?.dispatchId !== old.dispatchId)).toEqual([]);
+    expect(cancels().filter((c) => c.jobId === id && c.dispatch?.dispatchId !== old.dispatchId)).toEqual([]);
   });
 });

@@ -7,12 +7,12 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { subjects, type Subscription } from '@cordum/bus';
+import { subjects } from '@cordum/bus';
 import { jobKeys, type JobState, type JobStore } from '@cordum/job-store';
-import { create, decodePacket, encodePacket, JobCancelSchema, newPacket, type DispatchIdentity, type JobCancel } from '@cordum/protocol';
+import { create, encodePacket, JobCancelSchema, newPacket } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
-import { startSchedulerRig, type SchedulerRig } from './rig';
+import { startTestKernel, type TestKernel, type TestWorker } from './harness';
+import { listenForCancels, startedJob, startSchedulerRig, startSilentRunner, type SchedulerRig } from './rig';
 
 const TOPIC = 'job.owed-cancel';
 
@@ -20,10 +20,8 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
   let rig: SchedulerRig;
   let kernel: TestKernel;
   let worker: TestWorker;
-  let sub: Subscription;
+  let listener: ReturnType<typeof listenForCancels> | undefined;
   const tmp = mkdtempSync(join(tmpdir(), 'owed-cancel-'));
-  /** Every JobCancel on sys.job.cancel, with when it was heard, as a worker's core subscription hears it. */
-  const cancels: { cancel: JobCancel; at: number }[] = [];
   /** The job's outbox score at each CANCELLED or TIMEOUT write the scheduler made (null: not owed then). */
   const owedAtWrite = new Map<string, (number | null)[]>();
 
@@ -44,34 +42,20 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     const timeouts = join(tmp, 'timeouts.yaml');
     writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 60\n  running_timeout_seconds: 60\n  scan_interval_seconds: 0.3\n');
     rig = await startSchedulerRig({ instanceId: 'sched-owed-cancel', kernelAddress: kernel.address, env: { TIMEOUT_CONFIG_PATH: timeouts, SCHEDULER_REPLAY_INTERVAL: '200ms' }, deps: { wrapStore } });
-    sub = rig.bus.subscribe(subjects.cancel, (data) => {
-      const p = decodePacket(data);
-      if (p.payload.case === 'jobCancel') cancels.push({ cancel: p.payload.value, at: Date.now() });
-    });
-    // Starts each job (its start ack) and then sends nothing about it.
-    worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-owed', topics: [TOPIC], replyFor: () => 'none' });
-    await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-owed' && v.readyTopics.length > 0), 10_000, { message: 'worker registered' });
+    listener = listenForCancels(rig.bus);
+    worker = await startSilentRunner(rig, 'tw-owed', TOPIC);
   }, 60_000);
 
   afterAll(async () => {
-    sub?.unsubscribe();
+    listener?.stop();
     await worker?.stop();
     await rig?.stop();
     await kernel?.stop();
     rmSync(tmp, { recursive: true, force: true });
   });
 
-  /** A job submitted as the gateway does, once the test worker has started it (RUNNING). */
-  async function runningJob(name: string): Promise<{ id: string; dispatch: DispatchIdentity }> {
-    const id = `${name}-${process.pid}`;
-    await rig.submit(id, TOPIC);
-    await waitFor(async () => (await rig.job(id)).state === 'RUNNING', 10_000, { message: `${id} RUNNING` });
-    const dispatch = worker.executions.get(id)?.[0]?.request.dispatch;
-    if (!dispatch) throw new Error(`no dispatch for ${id}`);
-    return { id, dispatch };
-  }
-
-  const cancelsFor = (jobId: string) => cancels.filter((c) => c.cancel.jobId === jobId);
+  const runningJob = (name: string) => startedJob(rig, worker, `${name}-${process.pid}`, TOPIC);
+  const cancelsFor = (jobId: string) => (listener?.heard ?? []).filter((c) => c.cancel.jobId === jobId);
 
   it('a job CANCELLED by a gateway that died before its publish: the JobCancel goes out at the due time, once, without any progress from the worker', async () => {
     const { id, dispatch } = await runningJob('gateway-died');

@@ -4,14 +4,14 @@ import { join } from 'node:path';
 import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { createJobStore, jobKeys, type ApprovalRecord, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
-import { create, encodePacket, JobRequestSchema, newPacket } from '@cordum/protocol';
+import { create, decodePacket, encodePacket, JobRequestSchema, newPacket, type DispatchIdentity, type JobCancel } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
-import { repoRoot, startNats, startRedis, type TestServer } from '@cordum/testing';
+import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
 import { loadSchedulerConfig, type SchedulerConfig } from '../src/config';
 import { createScheduler, type Scheduler, type SchedulerDeps } from '../src/scheduler';
-import { quietLog } from './harness';
+import { quietLog, startTestWorker, type TestWorker } from './harness';
 
 export interface SchedulerRig {
   redisServer: TestServer;
@@ -104,4 +104,36 @@ export async function startSchedulerRig(o: { instanceId: string; kernelAddress: 
     await stop();
     throw err;
   }
+}
+
+/** A JobCancel heard on sys.job.cancel, and when. */
+export interface HeardCancel {
+  cancel: JobCancel;
+  at: number;
+}
+
+/** Every JobCancel on sys.job.cancel from now on, as a worker's core subscription hears it; `stop` unsubscribes. */
+export function listenForCancels(bus: Bus): { heard: HeardCancel[]; stop(): void } {
+  const heard: HeardCancel[] = [];
+  const sub = bus.subscribe(subjects.cancel, (data) => {
+    const p = decodePacket(data);
+    if (p.payload.case === 'jobCancel') heard.push({ cancel: p.payload.value, at: Date.now() });
+  });
+  return { heard, stop: () => sub.unsubscribe() };
+}
+
+/** Job `id` submitted as the gateway does, once `worker` has started it (RUNNING), with the attempt it runs. */
+export async function startedJob(rig: SchedulerRig, worker: TestWorker, id: string, topic: string): Promise<{ id: string; dispatch: DispatchIdentity }> {
+  await rig.submit(id, topic);
+  await waitFor(async () => (await rig.job(id)).state === 'RUNNING', 10_000, { message: `${id} RUNNING` });
+  const dispatch = worker.executions.get(id)?.[0]?.request.dispatch;
+  if (!dispatch) throw new Error(`no dispatch for ${id}`);
+  return { id, dispatch };
+}
+
+/** A test worker on `topic` that starts each job (its start ack) and then sends nothing about it, once the scheduler routes to it. */
+export async function startSilentRunner(rig: SchedulerRig, id: string, topic: string): Promise<TestWorker> {
+  const worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id, topics: [topic], replyFor: () => 'none' });
+  await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === id && v.readyTopics.length > 0), 10_000, { message: `worker ${id} registered` });
+  return worker;
 }
