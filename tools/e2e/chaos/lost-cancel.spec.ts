@@ -108,7 +108,8 @@ describe('a cancel whose JobCancel was lost to a NATS outage', () => {
       const at = heard.find((h) => h.cancel.jobId === id)?.at ?? 0;
       console.log(`[owed cancel] the CAP worker heard the JobCancel ${at - cancelledAt} ms after the cancel`);
       expect(heard.find((h) => h.cancel.jobId === id)?.cancel).toMatchObject({ jobId: id, reason: 'stop the agent' });
-      expect(await stackMetric(stack, 'scheduler-1', 'cordum_scheduler_owed_cancels_total', { outcome: 'sent' })).toBeGreaterThan(sentBefore);
+      // Counted once the publish and the entry's removal are done, a moment after the worker can hear it.
+      await waitFor(async () => (await stackMetric(stack, 'scheduler-1', 'cordum_scheduler_owed_cancels_total', { outcome: 'sent' })) > sentBefore, 5_000, { message: 'counted as sent', intervalMs: 100 });
       expect((await api(stack, 'GET', `/api/v1/jobs/${id}`)).body['state']).toBe('CANCELLED');
       expect(requests.filter((r) => r === id)).toHaveLength(1);
     } finally {
