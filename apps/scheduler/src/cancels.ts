@@ -68,8 +68,9 @@ const OWED_STATES: ReadonlySet<JobState> = new Set<JobState>(['CANCELLED', 'TIME
  * only the removal (the stream drops the repeat: same msg id within the duplicate window). An
  * entry whose job is in any other state, or gone, is dropped: its cancel was never written (a
  * busy lock, a job that finished first), or the job ended by its own result. A failed publish is
- * tried again OWED_RETRY_MS later, and ends the turn's pass. The worker needs no progress or keep-alive of its own for
- * this, unlike P127's resend, so a CAP worker that sends none still hears a cancel answered 200.
+ * tried again OWED_RETRY_MS later, and ends the turn's pass. The worker needs no progress or
+ * keep-alive of its own for this, unlike P127's resend, so a CAP worker that sends none still
+ * hears a cancel answered 200.
  */
 export async function sendOwedCancels(ctx: SchedulerContext, now: number): Promise<number> {
   const due = await ctx.store.listCancelsDue(now, OWED_LIMIT);

@@ -20,6 +20,7 @@ import { TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@
 import type { Lease } from '@cordum/locks';
 import { QUEUE, type SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
+import { errorText } from '@cordum/service-kit';
 import { sendOwedCancels } from './cancels';
 import { republishAttempt } from './dispatch';
 import { driveJob } from './intake';
@@ -36,7 +37,11 @@ const ORPHAN_STATES: JobState[] = ['PENDING', 'SCHEDULED', 'RETRYING'];
 
 export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: number; orphans: number; unparked: number; expired: number; woken: number; cancelsSent: number }> {
   const now = Date.now();
-  const cancelsSent = await sendOwedCancels(ctx, now);
+  // Its own failure (Redis away) must not cost the turn's other work, which would fail alone if it must.
+  const cancelsSent = await sendOwedCancels(ctx, now).catch((err: unknown) => {
+    ctx.logger.warn('owed JobCancels not sent this turn', { err: errorText(err) });
+    return 0;
+  });
   const { unparked, expired } = await parkedTurn(ctx, now);
   const woken = await slotTurn(ctx, now);
   const due = await ctx.store.listRetryDue(now, LIMIT);
