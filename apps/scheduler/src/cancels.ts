@@ -185,7 +185,9 @@ export function cancelHandler(ctx: SchedulerContext) {
       if (namesOtherAttempt(cancel.dispatch, job)) return ignore(ctx, 'stale_dispatch', job.id);
       const by = cancel.requestedBy || packet.senderId;
       const message = cancel.reason || `cancelled on the bus${by ? ` by ${by}` : ''}`;
-      if (job.state === 'DISPATCHED' || job.state === 'RUNNING') await oweCancel(ctx, job);
+      // An attempt is out: its worker must hear the cancel (owed first, P134; sent below).
+      const attemptOut = job.state === 'DISPATCHED' || job.state === 'RUNNING';
+      if (attemptOut) await oweCancel(ctx, job);
       // D45 like every terminal write: the job's result key (a worker may have written it before the cancel) gets the job TTL.
       const w = releasedBy(lease, await ctx.store.transition(job.id, 'CANCELLED', { token: lease.token, from: [job.state], current: job, release: true, expireResult: true, patch: { error: boundedError('cancelled', message) } }));
       if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
@@ -193,7 +195,7 @@ export function cancelHandler(ctx: SchedulerContext) {
       ctx.logger.info('job cancelled from sys.job.cancel', { job_id: job.id, from: job.state, requested_by: by, sender: packet.senderId });
       // The attempt out now may have been dispatched after the cancel was published, so its worker
       // never heard it: send the JobCancel for this attempt (an exception to D5's one cancel).
-      if (job.state === 'DISPATCHED' || job.state === 'RUNNING') await tellWorkerToStop(ctx, w.job, message);
+      if (attemptOut) await tellWorkerToStop(ctx, w.job, message);
       cancelled = w.job;
       return ACK;
     });

@@ -85,7 +85,7 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
     token: lease.token,
     from: [from],
     via: schedule ? 'SCHEDULED' : undefined,
-    patch: schedule ? { ...schedule, ...patch } : job.state === 'RETRYING' && o.safety ? { ...patch, safety: o.safety } : patch,
+    patch: schedule ? { ...schedule, ...patch } : o.safety ? { ...patch, safety: o.safety } : patch,
     current: job,
     sideWrites,
   });
