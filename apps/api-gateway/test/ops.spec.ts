@@ -2,7 +2,7 @@
 // routes against real Redis and NATS; every 2xx body is validated against the
 // zod schema the OpenAPI document is generated from.
 import { subjects, type Bus } from '@cordum/bus';
-import { encodeWorkerSnapshot, jobKeys, type JobStore } from '@cordum/job-store';
+import { CANCEL_OWED_AFTER_MS, encodeWorkerSnapshot, jobKeys, type JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
 import { decodePacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
@@ -105,11 +105,29 @@ describe('POST /api/v1/jobs/:id/cancel', () => {
     expect(await redis.pttl(jobKeys.res(id))).toBeGreaterThan(0);
     await cancelsDrained(bus, cancels);
     expect(cancels.filter((c) => c.jobId === id)).toEqual([{ jobId: id, reason: 'not needed', requestedBy: 'alice' }]);
-    // Sent, so no longer owed (P134): the schedulers will not send it again.
+    // Sent, and no attempt was out (the job was PENDING), so no longer owed (P134/P135).
     expect(await redis.zscore(jobKeys.cancelOutbox(), id)).toBeNull();
     const again = await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator });
     expectEnvelope(again, 409, 'job_terminal');
     expect(again.body['state']).toBe('CANCELLED');
+  });
+
+  it('a cancel of a RUNNING job stays owed after its publish, due 10 s on, so the schedulers send it again unless the attempt answers (P135)', async () => {
+    const id = await submit('job.echo');
+    const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
+    const dispatch = { dispatchId: `d-${id}`, attempt: 1, published: true, subject: 'worker.w1.jobs', workerId: 'w1', startAck: true };
+    expect((await store.transition(id, 'SCHEDULED', { token: lease!.token })).ok).toBe(true);
+    expect((await store.transition(id, 'DISPATCHED', { token: lease!.token, patch: { dispatch, attempts: 1 } })).ok).toBe(true);
+    expect((await store.transition(id, 'RUNNING', { token: lease!.token })).ok).toBe(true);
+    await lease!.release();
+    const before = Date.now();
+    expect(await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator })).toMatchObject({ status: 200, body: { id, state: 'CANCELLED' } });
+    await cancelsDrained(bus, cancels);
+    expect(cancels.filter((c) => c.jobId === id)).toHaveLength(1);
+    const due = Number(await redis.zscore(jobKeys.cancelOutbox(), id));
+    expect(due).toBeGreaterThanOrEqual(before + CANCEL_OWED_AFTER_MS);
+    expect(due).toBeLessThanOrEqual(Date.now() + CANCEL_OWED_AFTER_MS);
+    await redis.zrem(jobKeys.cancelOutbox(), id);
   });
 
   it('a held job lock makes cancel wait ≤ 2 s and answer 409 job_busy; the job is untouched', async () => {

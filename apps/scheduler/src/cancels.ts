@@ -5,7 +5,7 @@
 // (D12 allows it from every one), so no later submit, retry, replay or redispatch runs it.
 // Workers hear the same JobCancel on their own subscription; the scheduler sends its own only for
 // the attempt out when it cancelled (P63), never the gateway's again (D5).
-import { CANCEL_OWED_AFTER_MS, TERMINAL_STATES, attemptCancelPacket, boundedError, jobCancelPacket, namesOtherAttempt, type JobRecord, type JobState } from '@cordum/job-store';
+import { CANCEL_OWED_AFTER_MS, TERMINAL_STATES, attemptCancelPacket, boundedError, cancelSent, jobCancelPacket, namesOtherAttempt, type JobRecord, type JobState } from '@cordum/job-store';
 import { MAX_DELIVER, subjects } from '@cordum/bus';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobProgress } from '@cordum/protocol';
@@ -35,7 +35,7 @@ export async function oweCancel(ctx: SchedulerContext, job: JobRecord): Promise<
  */
 export async function tellWorkerToStop(ctx: SchedulerContext, job: JobRecord, reason: string): Promise<void> {
   if (!job.dispatch) return;
-  if (await publishCancel(ctx, job, reason)) await settleOwed(ctx, job.id);
+  if (await publishCancel(ctx, job, reason)) await settleOwed(ctx, job);
 }
 
 /** The job's JobCancel on the bus; false (logged) when the publish failed. */
@@ -50,9 +50,22 @@ async function publishCancel(ctx: SchedulerContext, job: JobRecord, reason: stri
   }
 }
 
-/** Drops a sent cancel from the outbox; left there on an error, it is sent once more, a duplicate the stream drops. */
-async function settleOwed(ctx: SchedulerContext, jobId: string): Promise<void> {
-  await ctx.store.removeCancel(jobId).catch((err: unknown) => ctx.logger.warn('sent JobCancel left in the cancel outbox; sent again as a duplicate', { job_id: jobId, err: errorText(err) }));
+/**
+ * A sent cancel stays owed, due again later, until its attempt answers (P135: cancelSent); left
+ * due now on an error, it is sent once more at once, a duplicate the stream drops.
+ */
+async function settleOwed(ctx: SchedulerContext, job: JobRecord): Promise<void> {
+  // Only called for a job the scheduler ended with an attempt out.
+  await cancelSent(ctx.store, job, true).catch((err: unknown) => ctx.logger.warn('sent JobCancel not re-filed in the cancel outbox; sent again as a duplicate', { job_id: job.id, err: errorText(err) }));
+}
+
+/**
+ * P135: the worker of a CANCELLED or TIMEOUT job's attempt answered it (a result naming that
+ * attempt, or none): it has stopped, so its JobCancel is no longer owed.
+ */
+export async function cancelAnswered(ctx: SchedulerContext, job: JobRecord): Promise<void> {
+  if (!OWED_STATES.has(job.state) || !job.dispatch) return;
+  if (await ctx.store.removeCancel(job.id)) ctx.metrics.owedCancels.inc({ outcome: 'answered' });
 }
 
 /** Owed cancels handled per replayer turn. */
@@ -65,12 +78,14 @@ const OWED_STATES: ReadonlySet<JobState> = new Set<JobState>(['CANCELLED', 'TIME
  * P134, on the replayer leader's turn: every JobCancel owed past its due time is sent, read from
  * the record, for a job that is CANCELLED or TIMEOUT (the attempt its record names is the one
  * that ended). Its writer either died before publishing, could not publish (NATS away), or lost
- * only the removal (the stream drops the repeat: same msg id within the duplicate window). An
+ * only the re-filing (the stream drops the repeat: same msg id within the duplicate window). An
  * entry whose job is in any other state, or gone, is dropped: its cancel was never written (a
  * busy lock, a job that finished first), or the job ended by its own result. A failed publish is
  * tried again OWED_RETRY_MS later, and ends the turn's pass. The worker needs no progress or
  * keep-alive of its own for this, unlike P127's resend, so a CAP worker that sends none still
- * hears a cancel answered 200.
+ * hears a cancel answered 200. P135: a sent one is due again later (cancelSent) until the
+ * attempt answers or CANCEL_RESEND_WINDOW_MS has passed since the job ended, so a worker that
+ * was cut off from NATS when one went out hears a later one.
  */
 export async function sendOwedCancels(ctx: SchedulerContext, now: number): Promise<number> {
   const due = await ctx.store.listCancelsDue(now, OWED_LIMIT);
@@ -89,9 +104,10 @@ export async function sendOwedCancels(ctx: SchedulerContext, now: number): Promi
       ctx.metrics.owedCancels.inc({ outcome: 'failed' });
       break;
     }
-    await ctx.store.removeCancel(e.id);
+    // Its writer's record does not say whether an attempt was out then: the job's last one is taken to be.
+    const again = await cancelSent(ctx.store, job, true);
     ctx.metrics.owedCancels.inc({ outcome: 'sent' });
-    ctx.logger.info('owed JobCancel sent', { job_id: job.id, state: job.state, late_ms: now - e.score });
+    ctx.logger.info('owed JobCancel sent', { job_id: job.id, state: job.state, late_ms: now - e.score, ended_ms_ago: now - (job.finishedAt ?? job.updatedAt), last: !again });
     sent += 1;
   }
   return sent;

@@ -141,7 +141,7 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     }),
     owedCancels: new Counter({
       name: 'cordum_scheduler_owed_cancels_total',
-      help: 'JobCancels owed to workers (job:cancel:outbox, P134) whose writer did not send them in time, by outcome: sent by the replayer leader, failed (tried again in 5 s), or not_needed (the job was not CANCELLED or TIMEOUT: its cancel was never written, or it had ended otherwise).',
+      help: 'JobCancels owed to workers (job:cancel:outbox, P134/P135), by outcome: sent by the replayer leader (its writer did not send it in time, or it is sent again because the attempt has not answered), failed (tried again in 5 s), not_needed (the job was not CANCELLED or TIMEOUT: its cancel was never written, or it had ended otherwise), or answered (the attempt\'s worker answered, so it is no longer sent).',
       labelNames: ['outcome'],
       registers: [registry],
     }),

@@ -8,6 +8,7 @@ import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { gateRetry } from './intake';
+import { cancelAnswered } from './cancels';
 import { handOffFreedSlot } from './replayer';
 import { routeFor } from './route-job';
 import { attemptsUsed } from './redispatch';
@@ -109,6 +110,8 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
     // (P32; before, the worker looked busy until its next heartbeat, and a submit NAKed as
     // overload for that long could run out of deliveries and wait for the replayer).
     if (ENDED_BY_OTHERS.has(job.state)) ctx.workers.noteFinished(senderOf(res));
+    // P135: the ended attempt's worker answered, so its JobCancel is no longer sent again.
+    if (!namesOtherAttempt(res.dispatch, job)) await cancelAnswered(ctx, job);
     return ignore(ctx, 'terminal', job.id);
   }
   // CONTRACT §3: a result without `dispatch` applies to the current attempt.

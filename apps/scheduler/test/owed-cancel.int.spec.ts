@@ -3,13 +3,15 @@
 // or TIMEOUT write and its publish, or a publish that failed, no longer leaves the worker running
 // a job nobody will tell it to stop: the worker here sends nothing after its start ack (a CAP
 // worker without keep-alives), so P127's resend at the next progress never comes.
+// P135: a sent one stays owed, due again later, until the attempt answers, so a worker that was
+// cut off from NATS when it went out hears a later one.
 // In process against real Redis + NATS; the worker is the test's.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects } from '@cordum/bus';
-import { jobKeys, type JobState, type JobStore } from '@cordum/job-store';
-import { create, encodePacket, JobCancelSchema, newPacket } from '@cordum/protocol';
+import { CANCEL_OWED_AFTER_MS, jobKeys, type JobState, type JobStore } from '@cordum/job-store';
+import { create, encodePacket, JobCancelSchema, JobResultSchema, JobStatus, newPacket, type DispatchIdentity } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
 import { startTestKernel, type TestKernel, type TestWorker } from './harness';
 import { listenForCancels, startedJob, startSchedulerRig, startSilentRunner, type SchedulerRig } from './rig';
@@ -54,6 +56,11 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     rmSync(tmp, { recursive: true, force: true });
   });
 
+  /** The worker's CANCELLED answer for `dispatch` of job `id`, as a CAP worker sends it after its cancel. */
+  const answer = async (id: string, dispatch: DispatchIdentity, workerId: string): Promise<void> => {
+    const value = create(JobResultSchema, { jobId: id, status: JobStatus.CANCELLED, workerId, errorCode: 'cancelled', dispatch: { dispatchId: dispatch.dispatchId, attempt: dispatch.attempt, assignedWorkerId: workerId } });
+    await rig.bus.publish(subjects.result, encodePacket(newPacket(workerId, { case: 'jobResult', value })), { msgId: `${subjects.result}:${id}:${dispatch.dispatchId}:CANCELLED` });
+  };
   const runningJob = (name: string) => startedJob(rig, worker, `${name}-${process.pid}`, TOPIC);
   const cancelsFor = (jobId: string) => (listener?.heard ?? []).filter((c) => c.cancel.jobId === jobId);
 
@@ -72,10 +79,11 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     const heard = cancelsFor(id)[0]!;
     expect(heard.at).toBeGreaterThanOrEqual(due);
     expect(heard.cancel).toMatchObject({ jobId: id, reason: 'operator stop', requestedBy: 'sched-owed-cancel', dispatch: { dispatchId: dispatch.dispatchId, attempt: dispatch.attempt } });
-    // Counted after the entry's removal.
+    // Counted after the entry is re-filed (P135): due again CANCEL_OWED_AFTER_MS after the send, as
+    // the worker has not answered.
     await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' })) === sent + 1, 5_000, { message: 'counted sent' });
-    expect(await owedScore(id)).toBeNull();
-    // A later turn (proved by an entry filed now, for no job, being dropped) does not send it again.
+    expect(await owedScore(id)).toBeGreaterThanOrEqual(heard.at - 50 + CANCEL_OWED_AFTER_MS);
+    // A later turn (proved by an entry filed now, for no job, being dropped) does not send it before then.
     const notNeeded = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'not_needed' });
     await rig.store.fileCancel(`marker-${process.pid}`, Date.now());
     await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'not_needed' })) === notNeeded + 1, 5_000, { message: 'a later turn' });
@@ -94,7 +102,7 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     expect((await rig.job(id)).state).toBe('RUNNING');
   });
 
-  it('a cancel from the bus: owed before its CANCELLED write, settled once the scheduler\'s own JobCancel went out', async () => {
+  it('a cancel from the bus: owed before its CANCELLED write, due again 10 s after the scheduler\'s own JobCancel went out (P135)', async () => {
     const { id, dispatch } = await runningJob('bus-cancel');
     const value = create(JobCancelSchema, { jobId: id, reason: 'workflow stopped', requestedBy: 'wf-engine' });
     await rig.bus.publish(subjects.cancel, encodePacket(newPacket('wf-engine', { case: 'jobCancel', value })), { msgId: `wf-cancel:${id}` });
@@ -104,10 +112,11 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     const owed = owedAtWrite.get(id);
     expect(owed).toHaveLength(1);
     expect(owed?.[0]).toEqual(expect.any(Number));
-    await waitFor(async () => (await owedScore(id)) === null, 5_000, { message: 'the entry settled by the publish' });
+    await waitFor(async () => ((await owedScore(id)) ?? 0) >= owed![0]! + 1, 5_000, { message: 'the entry re-filed by the publish' });
+    expect(await owedScore(id)).toBeGreaterThanOrEqual(cancelsFor(id)[0]!.at - 50 + CANCEL_OWED_AFTER_MS);
   });
 
-  it('a reconciler TIMEOUT (deadline_ms passed): owed before the write, its JobCancel sent and the entry settled', async () => {
+  it('a reconciler TIMEOUT (deadline_ms passed): owed before the write, its JobCancel sent and the entry due again', async () => {
     const id = `deadline-${process.pid}`;
     const job = await rig.store.createJob({ id, tenant: 'acme', topic: TOPIC, traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING', deadlineMs: 2_000 });
     await rig.publishSubmit(job);
@@ -115,7 +124,47 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     await waitFor(async () => (await rig.job(id)).state === 'TIMEOUT', 10_000, { message: `${id} TIMEOUT at its deadline` });
     await waitFor(() => cancelsFor(id).length === 1, 5_000, { message: 'the JobCancel for the timed-out attempt' });
     expect(cancelsFor(id)[0]?.cancel.reason).toBe('deadline_ms passed');
-    expect(owedAtWrite.get(id)?.[0]).toEqual(expect.any(Number));
-    await waitFor(async () => (await owedScore(id)) === null, 5_000, { message: 'the entry settled by the publish' });
+    const filed = owedAtWrite.get(id)?.[0];
+    expect(filed).toEqual(expect.any(Number));
+    await waitFor(async () => ((await owedScore(id)) ?? 0) > filed!, 5_000, { message: 'the entry re-filed by the publish' });
+  });
+
+  it('P135: a worker cut off from NATS when its JobCancel went out hears it at the next due time, and its answer ends the resends', async () => {
+    const { id, dispatch } = await runningJob('cut-off');
+    const value = create(JobCancelSchema, { jobId: id, reason: 'stop now', requestedBy: 'wf-engine' });
+    await rig.bus.publish(subjects.cancel, encodePacket(newPacket('wf-engine', { case: 'jobCancel', value })), { msgId: `wf-cancel:${id}` });
+    await waitFor(() => cancelsFor(id).some((c) => c.cancel.dispatch?.dispatchId === dispatch.dispatchId), 10_000, { message: 'the attempt\'s JobCancel' });
+    const sentAt = cancelsFor(id).find((c) => c.cancel.dispatch?.dispatchId === dispatch.dispatchId)!.at;
+    await waitFor(async () => ((await owedScore(id)) ?? 0) >= sentAt - 50 + CANCEL_OWED_AFTER_MS, 5_000, { message: 'due again 10 s after the send' });
+    // The worker's connection is back only now (a subscription made after the send), and it sent
+    // no progress. Its next due time is brought forward rather than waited for.
+    const late = listenForCancels(rig.bus);
+    try {
+      const sent = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' });
+      await rig.store.fileCancel(id, Date.now());
+      await waitFor(() => late.heard.some((c) => c.cancel.jobId === id), 10_000, { message: 'the JobCancel sent again' });
+      expect(late.heard.filter((c) => c.cancel.jobId === id).map((c) => c.cancel)).toEqual([expect.objectContaining({ jobId: id, reason: 'stop now', dispatch: expect.objectContaining({ dispatchId: dispatch.dispatchId }) })]);
+      await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' })) === sent + 1, 5_000, { message: 'counted sent' });
+      expect(await owedScore(id)).toBeGreaterThanOrEqual(Date.now() - 1_000 + CANCEL_OWED_AFTER_MS);
+    } finally {
+      late.stop();
+    }
+    // The worker stops and answers CANCELLED for the attempt: nothing is owed any more.
+    const answered = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'answered' });
+    await answer(id, dispatch, 'tw-owed');
+    await waitFor(async () => (await owedScore(id)) === null, 10_000, { message: 'the entry removed by the answer' });
+    await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'answered' })) === answered + 1, 5_000, { message: 'counted answered' });
+    expect((await rig.job(id)).state).toBe('CANCELLED');
+  });
+
+  it('P135: an answer naming a replaced attempt leaves the current attempt\'s cancel owed', async () => {
+    const { id, dispatch } = await runningJob('other-attempt');
+    const value = create(JobCancelSchema, { jobId: id, reason: 'stop', requestedBy: 'wf-engine' });
+    await rig.bus.publish(subjects.cancel, encodePacket(newPacket('wf-engine', { case: 'jobCancel', value })), { msgId: `wf-cancel:${id}` });
+    await waitFor(async () => ((await owedScore(id)) ?? 0) > Date.now(), 10_000, { message: 'owed after the send' });
+    const ignored = await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'result', reason: 'terminal' });
+    await answer(id, { ...dispatch, dispatchId: `${dispatch.dispatchId}-old` }, 'tw-owed');
+    await waitFor(async () => (await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'result', reason: 'terminal' })) === ignored + 1, 10_000, { message: 'the old attempt\'s answer handled' });
+    expect(await owedScore(id)).not.toBeNull();
   });
 });

@@ -20,5 +20,5 @@ export type { JobIdentity } from './types';
 export { boundedError, MAX_ERROR_CODE_CHARS, MAX_ERROR_MESSAGE_CHARS } from './types';
 export { jobRequestHash } from './approval';
 export { dlqNotifier, dlqPacket, dlqMsgId } from './dlq-notice';
-export { attemptCancelPacket, CANCEL_OWED_AFTER_MS, cancelMsgId, jobCancelPacket } from './job-cancel';
+export { attemptCancelPacket, CANCEL_OWED_AFTER_MS, CANCEL_RESEND_WINDOW_MS, cancelMsgId, cancelSent, jobCancelPacket, nextCancelResend } from './job-cancel';
 export type { ApprovalRecord, StoredInput } from './approval';

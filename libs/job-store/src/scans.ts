@@ -28,15 +28,18 @@ export interface JobScans {
   hasRetry(id: string): Promise<boolean>;
   removeRetry(id: string): Promise<void>;
   /**
-   * P134: the job's JobCancel is owed to its worker, to be sent by the schedulers at `dueAtMs`
-   * unless `removeCancel` comes first (its publish succeeded). Filed before the write that ends
-   * the job, so a writer killed between that write and its publish, or a publish that failed,
-   * still gets the worker told.
+   * P134: the job's JobCancel is owed to its worker, to be sent by the schedulers at `dueAtMs`.
+   * Filed before the write that ends the job, so a writer killed between that write and its
+   * publish, or a publish that failed, still gets the worker told. Once a publish succeeded the
+   * entry is due again later (`deferCancel`, P135) until the attempt answers (`removeCancel`).
    */
   fileCancel(id: string, dueAtMs: number): Promise<void>;
+  /** P135: the entry, if still there, is next due at `dueAtMs` (never re-created once removed). */
+  deferCancel(id: string, dueAtMs: number): Promise<void>;
   /** `job:cancel:outbox` entries due at or before `nowMs`, soonest first. */
   listCancelsDue(nowMs: number, limit: number): Promise<ScoredId[]>;
-  removeCancel(id: string): Promise<void>;
+  /** true when an entry was there. */
+  removeCancel(id: string): Promise<boolean>;
   /**
    * Repairs the in-flight indexes after a crash between a write and its index update: drops `id`
    * from `seenIn` and files it under `actual` (when that is an in-flight state) scored `sinceMs`.
@@ -153,9 +156,13 @@ export function createJobScans(redis: RedisClient): JobScans {
     async fileCancel(id, dueAtMs) {
       await redis.zadd(jobKeys.cancelOutbox(), dueAtMs, id);
     },
+    async deferCancel(id, dueAtMs) {
+      // XX: an attempt that answered meanwhile removed the entry, and stays settled.
+      await redis.zadd(jobKeys.cancelOutbox(), 'XX', dueAtMs, id);
+    },
     listCancelsDue: (nowMs, limit) => range(jobKeys.cancelOutbox(), nowMs, limit),
     async removeCancel(id) {
-      await redis.zrem(jobKeys.cancelOutbox(), id);
+      return (await redis.zrem(jobKeys.cancelOutbox(), id)) > 0;
     },
     reindex,
     async repairIndex(id, seenIn, job) {

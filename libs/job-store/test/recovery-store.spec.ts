@@ -1,6 +1,6 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { REDIS_BACKENDS, startRedisBackend, waitFor, type RedisBackend } from '@cordum/testing';
-import { createJobStore, encodeWorkerSnapshot, jobKeys, ownOutputKeys, parseWorkerSnapshot, readWorkerSnapshot, type JobStore } from '../src';
+import { CANCEL_OWED_AFTER_MS, CANCEL_RESEND_WINDOW_MS, cancelSent, createJobStore, encodeWorkerSnapshot, jobKeys, nextCancelResend, ownOutputKeys, parseWorkerSnapshot, readWorkerSnapshot, type JobRecord, type JobStore } from '../src';
 import { createJobSlots } from '../src/slots';
 import { drive, holdLock, newJob, uniqueId } from './helpers';
 
@@ -235,6 +235,29 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(await store.hasRetry('r-2')).toBe(true);
   });
 
+  it('P134/P135 cancel outbox: filed, listed when due, re-filed after a send only while still there, removed once (true the first time)', async () => {
+    const a = uniqueId('owed');
+    const b = uniqueId('owed');
+    await store.fileCancel(a, 100);
+    await store.fileCancel(b, 300);
+    expect((await store.listCancelsDue(200, 10)).map((e) => e.id)).toEqual([a]);
+    const ended = { id: a, finishedAt: 1_000, updatedAt: 1_000, dispatch: dispatch('d-a') } as JobRecord;
+    // Sent with an attempt out: due again CANCEL_OWED_AFTER_MS on.
+    expect(await cancelSent(store, ended, true, 1_000)).toBe(true);
+    expect(Number(await redis.zscore(jobKeys.cancelOutbox(), a))).toBe(1_000 + CANCEL_OWED_AFTER_MS);
+    expect(await store.removeCancel(a)).toBe(true);
+    expect(await store.removeCancel(a)).toBe(false);
+    // The attempt answered before the writer re-filed it: it stays settled.
+    expect(await cancelSent(store, ended, true, 1_000)).toBe(true);
+    expect(await redis.zscore(jobKeys.cancelOutbox(), a)).toBeNull();
+    // No attempt out at the end (a cancel of a PENDING job), or past the window: removed once sent.
+    expect(await cancelSent(store, { ...ended, id: b }, false, 1_000)).toBe(false);
+    expect(await redis.zscore(jobKeys.cancelOutbox(), b)).toBeNull();
+    await store.fileCancel(b, 300);
+    expect(await cancelSent(store, { ...ended, id: b }, true, 1_000 + CANCEL_RESEND_WINDOW_MS)).toBe(false);
+    expect(await redis.zscore(jobKeys.cancelOutbox(), b)).toBeNull();
+  });
+
   it('parks jobs per topic (P15): out of job:retry, orphan clock moved to the expiry and never back, listed by expiry, its expiry read back, unparked to job:retry, topic forgotten when empty', async () => {
     const j = newJob();
     await drive(store, redis, j, []);
@@ -295,5 +318,18 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     expect(parseWorkerSnapshot(JSON.stringify({ ...mixed, captured_at: 1e300 }))).toBeNull();
     await redis.set(jobKeys.workerSnapshot(), 'not json');
     expect((await readWorkerSnapshot(redis)).items).toEqual([]);
+  });
+});
+
+describe('P135 nextCancelResend', () => {
+  it('sends again after as long as the job has been over (at least CANCEL_OWED_AFTER_MS), seven sends in all, none past the window', () => {
+    const job = { finishedAt: 0, updatedAt: 0 };
+    const sends = [0];
+    for (let next = nextCancelResend(job, 0); next !== null; next = nextCancelResend(job, next)) sends.push(next);
+    expect(sends).toEqual([0, 10_000, 20_000, 40_000, 80_000, 160_000, 320_000]);
+    expect(sends.every((t) => t <= CANCEL_RESEND_WINDOW_MS)).toBe(true);
+    // A send late in the window is the last; a job's updatedAt stands in for a missing finishedAt.
+    expect(nextCancelResend({ updatedAt: 0 }, 300_001)).toBeNull();
+    expect(nextCancelResend({ updatedAt: 5_000 }, 5_000)).toBe(15_000);
   });
 });

@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import type { Request, Response } from 'express';
 import { subjects } from '@cordum/bus';
-import { CANCEL_OWED_AFTER_MS, JOB_STATES, TERMINAL_STATES, jobCancelPacket, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
+import { CANCEL_OWED_AFTER_MS, JOB_STATES, TERMINAL_STATES, cancelSent, jobCancelPacket, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
 import type { BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
@@ -122,23 +122,25 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
    * The state is committed first: results for a CANCELLED job are ignored, so a failed publish
    * loses only the worker's early stop, and not for long: the cancel was filed in
    * `job:cancel:outbox` before the write (P134), and the schedulers send the JobCancel themselves
-   * CANCEL_OWED_AFTER_MS later unless this publish removes the entry first. A repeated cancel of a
+   * CANCEL_OWED_AFTER_MS later unless this publish re-files the entry first; they send it again
+   * while the attempt has not answered (P135). A repeated cancel of a
    * CANCELLED job (answered 409) sends it again at once (P52); the schedulers also send it again
    * when the worker's next progress names the ended attempt (P127).
    */
-  const sendCancel = async (job: JobRecord, requestedBy: string, again: boolean): Promise<void> => {
+  const sendCancel = async (job: JobRecord, requestedBy: string, o: { again: boolean; attemptOut?: boolean }): Promise<void> => {
     const { packet, msgId } = jobCancelPacket(job, { senderId: deps.instanceId, reason: job.error?.message ?? 'cancelled by API', requestedBy });
     try {
       await deps.bus.publish(subjects.cancel, deps.encodeForWorkers(packet), { msgId });
-      if (again) deps.logger.info('cancel sent again for a CANCELLED job', { job_id: job.id });
+      if (o.again) deps.logger.info('cancel sent again for a CANCELLED job', { job_id: job.id });
     } catch (err) {
       deps.logger.error('cancel publish failed; job is CANCELLED, and the schedulers send the JobCancel once the bus is back', { job_id: job.id, err: errorText(err) });
       return;
     }
-    if (again) return;
-    // Sent: the entry is no longer owed. Kept on an error, it costs one more publish that the
-    // stream drops as a duplicate.
-    await deps.store.removeCancel(job.id).catch((err: unknown) => deps.logger.warn('sent JobCancel left in the cancel outbox; the schedulers send it again as a duplicate', { job_id: job.id, err: errorText(err) }));
+    if (o.again) return;
+    // Sent: the schedulers send it again only if the attempt has not answered by the entry's next
+    // due time (P135: a worker cut off from NATS now misses this one). Left due on an error, it
+    // costs one more publish that the stream drops as a duplicate.
+    await cancelSent(deps.store, job, o.attemptOut === true).catch((err: unknown) => deps.logger.warn('sent JobCancel not re-filed in the cancel outbox; the schedulers send it again as a duplicate', { job_id: job.id, err: errorText(err) }));
   };
 
   mount('POST /api/v1/jobs/:id/cancel', jsonBody(), async (req: Request, res: Response) => {
@@ -149,7 +151,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
     const tenant = actingTenant(c, body.data?.tenant_id ?? undefined);
     const job = await ownJob(deps, req, tenant);
     if (TERMINAL_STATES.has(job.state)) {
-      if (job.state === 'CANCELLED') await sendCancel(job, c.principalId, true);
+      if (job.state === 'CANCELLED') await sendCancel(job, c.principalId, { again: true });
       throw new ApiError('job_terminal', { extra: { state: job.state } });
     }
 
@@ -167,7 +169,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
         throw new ApiError('job_busy', { message: `job changed while cancelling (${r.reason}); retry` });
       }
       cancelled = r.job;
-      await sendCancel(cancelled, c.principalId, false);
+      await sendCancel(cancelled, c.principalId, { again: false, attemptOut: r.from === 'DISPATCHED' || r.from === 'RUNNING' });
     } finally {
       await releaseJobLock(deps, lease, job.id);
     }
