@@ -8,6 +8,7 @@ import type { SchedulerContext } from './context';
 import { dispatch, publishAttempt } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
+import { handOffFreedSlot } from './replayer';
 import { routeFor } from './route-job';
 import { resolveSafety } from './safety';
 import { concurrencyOf, slotWait, takeSlot } from './slots';
@@ -171,8 +172,12 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
       let safety: SafetyRecord | undefined;
       if (job.state === 'RETRYING') {
         const gate = await gateRetry(ctx, lease, job);
-        // A FAILED write gave a slot back: its waiter is woken by the replayer leader's next turn.
-        if (gate.kind === 'stopped') return ACK;
+        if (gate.kind === 'stopped') {
+          // A FAILED write gave a slot back: its group's next waiter goes now, as on the results
+          // path, not at the replayer leader's next turn.
+          if (gate.job) await handOffFreedSlot(ctx, gate.job);
+          return ACK;
+        }
         if (gate.kind === 'later') return nak(gate.delayMs);
         safety = gate.record;
       }
