@@ -26,6 +26,8 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
   const tmp = mkdtempSync(join(tmpdir(), 'owed-cancel-'));
   /** The job's outbox score at each CANCELLED or TIMEOUT write the scheduler made (null: not owed then). */
   const owedAtWrite = new Map<string, (number | null)[]>();
+  /** The due times the job's entry was re-filed at after a send (P135), in order, once written. */
+  const deferred = new Map<string, number[]>();
 
   const owedScore = async (id: string): Promise<number | null> => {
     const s = await rig.redis.zscore(jobKeys.cancelOutbox(), id);
@@ -36,6 +38,10 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     async transition(id, to: JobState, opts) {
       if (to === 'CANCELLED' || to === 'TIMEOUT') owedAtWrite.set(id, [...(owedAtWrite.get(id) ?? []), await owedScore(id)]);
       return s.transition(id, to, opts);
+    },
+    async deferCancel(id, dueAtMs) {
+      await s.deferCancel(id, dueAtMs);
+      deferred.set(id, [...(deferred.get(id) ?? []), dueAtMs]);
     },
   });
 
@@ -82,7 +88,9 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     // Counted after the entry is re-filed (P135): due again CANCEL_OWED_AFTER_MS after the send, as
     // the worker has not answered.
     await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' })) === sent + 1, 5_000, { message: 'counted sent' });
-    expect(await owedScore(id)).toBeGreaterThanOrEqual(heard.at - 50 + CANCEL_OWED_AFTER_MS);
+    expect(deferred.get(id)).toHaveLength(1);
+    expect(deferred.get(id)![0]).toBeGreaterThanOrEqual(due + CANCEL_OWED_AFTER_MS);
+    expect(await owedScore(id)).toBe(deferred.get(id)![0]);
     // A later turn (proved by an entry filed now, for no job, being dropped) does not send it before then.
     const notNeeded = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'not_needed' });
     await rig.store.fileCancel(`marker-${process.pid}`, Date.now());
@@ -104,6 +112,7 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
 
   it('a cancel from the bus: owed before its CANCELLED write, due again 10 s after the scheduler\'s own JobCancel went out (P135)', async () => {
     const { id, dispatch } = await runningJob('bus-cancel');
+    const before = Date.now();
     const value = create(JobCancelSchema, { jobId: id, reason: 'workflow stopped', requestedBy: 'wf-engine' });
     await rig.bus.publish(subjects.cancel, encodePacket(newPacket('wf-engine', { case: 'jobCancel', value })), { msgId: `wf-cancel:${id}` });
     await waitFor(async () => (await rig.job(id)).state === 'CANCELLED', 10_000, { message: 'CANCELLED from the bus' });
@@ -112,8 +121,9 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     const owed = owedAtWrite.get(id);
     expect(owed).toHaveLength(1);
     expect(owed?.[0]).toEqual(expect.any(Number));
-    await waitFor(async () => ((await owedScore(id)) ?? 0) >= owed![0]! + 1, 5_000, { message: 'the entry re-filed by the publish' });
-    expect(await owedScore(id)).toBeGreaterThanOrEqual(cancelsFor(id)[0]!.at - 50 + CANCEL_OWED_AFTER_MS);
+    await waitFor(() => deferred.has(id), 5_000, { message: 'the entry re-filed after the publish' });
+    expect(deferred.get(id)![0]).toBeGreaterThanOrEqual(before + CANCEL_OWED_AFTER_MS);
+    expect(await owedScore(id)).toBe(deferred.get(id)![0]);
   });
 
   it('a reconciler TIMEOUT (deadline_ms passed): owed before the write, its JobCancel sent and the entry due again', async () => {
@@ -124,9 +134,9 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     await waitFor(async () => (await rig.job(id)).state === 'TIMEOUT', 10_000, { message: `${id} TIMEOUT at its deadline` });
     await waitFor(() => cancelsFor(id).length === 1, 5_000, { message: 'the JobCancel for the timed-out attempt' });
     expect(cancelsFor(id)[0]?.cancel.reason).toBe('deadline_ms passed');
-    const filed = owedAtWrite.get(id)?.[0];
-    expect(filed).toEqual(expect.any(Number));
-    await waitFor(async () => ((await owedScore(id)) ?? 0) > filed!, 5_000, { message: 'the entry re-filed by the publish' });
+    expect(owedAtWrite.get(id)?.[0]).toEqual(expect.any(Number));
+    await waitFor(() => deferred.has(id), 5_000, { message: 'the entry re-filed after the publish' });
+    expect(await owedScore(id)).toBe(deferred.get(id)![0]);
   });
 
   it('P135: a worker cut off from NATS when its JobCancel went out hears it at the next due time, and its answer ends the resends', async () => {
@@ -134,18 +144,20 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     const value = create(JobCancelSchema, { jobId: id, reason: 'stop now', requestedBy: 'wf-engine' });
     await rig.bus.publish(subjects.cancel, encodePacket(newPacket('wf-engine', { case: 'jobCancel', value })), { msgId: `wf-cancel:${id}` });
     await waitFor(() => cancelsFor(id).some((c) => c.cancel.dispatch?.dispatchId === dispatch.dispatchId), 10_000, { message: 'the attempt\'s JobCancel' });
-    const sentAt = cancelsFor(id).find((c) => c.cancel.dispatch?.dispatchId === dispatch.dispatchId)!.at;
-    await waitFor(async () => ((await owedScore(id)) ?? 0) >= sentAt - 50 + CANCEL_OWED_AFTER_MS, 5_000, { message: 'due again 10 s after the send' });
+    await waitFor(() => deferred.has(id), 5_000, { message: 'due again 10 s after the send' });
     // The worker's connection is back only now (a subscription made after the send), and it sent
     // no progress. Its next due time is brought forward rather than waited for.
     const late = listenForCancels(rig.bus);
     try {
       const sent = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' });
-      await rig.store.fileCancel(id, Date.now());
+      const resentFrom = Date.now();
+      await rig.store.fileCancel(id, resentFrom);
       await waitFor(() => late.heard.some((c) => c.cancel.jobId === id), 10_000, { message: 'the JobCancel sent again' });
       expect(late.heard.filter((c) => c.cancel.jobId === id).map((c) => c.cancel)).toEqual([expect.objectContaining({ jobId: id, reason: 'stop now', dispatch: expect.objectContaining({ dispatchId: dispatch.dispatchId }) })]);
       await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' })) === sent + 1, 5_000, { message: 'counted sent' });
-      expect(await owedScore(id)).toBeGreaterThanOrEqual(Date.now() - 1_000 + CANCEL_OWED_AFTER_MS);
+      expect(deferred.get(id)).toHaveLength(2);
+      expect(deferred.get(id)![1]).toBeGreaterThanOrEqual(resentFrom + CANCEL_OWED_AFTER_MS);
+      expect(await owedScore(id)).toBe(deferred.get(id)![1]);
     } finally {
       late.stop();
     }
@@ -161,7 +173,7 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     const { id, dispatch } = await runningJob('other-attempt');
     const value = create(JobCancelSchema, { jobId: id, reason: 'stop', requestedBy: 'wf-engine' });
     await rig.bus.publish(subjects.cancel, encodePacket(newPacket('wf-engine', { case: 'jobCancel', value })), { msgId: `wf-cancel:${id}` });
-    await waitFor(async () => ((await owedScore(id)) ?? 0) > Date.now(), 10_000, { message: 'owed after the send' });
+    await waitFor(() => deferred.has(id), 10_000, { message: 'owed again after the send' });
     const ignored = await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'result', reason: 'terminal' });
     await answer(id, { ...dispatch, dispatchId: `${dispatch.dispatchId}-old` }, 'tw-owed');
     await waitFor(async () => (await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'result', reason: 'terminal' })) === ignored + 1, 10_000, { message: 'the old attempt\'s answer handled' });

@@ -9,6 +9,7 @@ import {
   JobRequestSchema,
   JobResultSchema,
   newPacket,
+  timestampMs,
   type Handshake,
   type Heartbeat,
   type JobProgress,
@@ -27,6 +28,8 @@ export interface Harness {
   logger: Logger;
   results: Map<string, JobResult[]>;
   progress: JobProgress[];
+  /** When the worker made each packet of `progress` (its BusPacket's created_at, epoch ms), in the same order. */
+  progressSentAt: number[];
   heartbeats: Heartbeat[];
   handshakes: Handshake[];
   /**
@@ -46,6 +49,7 @@ export async function startHarness(): Promise<Harness> {
   const redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
   const results = new Map<string, JobResult[]>();
   const progress: JobProgress[] = [];
+  const progressSentAt: number[] = [];
   const heartbeats: Heartbeat[] = [];
   const handshakes: Handshake[] = [];
   const consumer: Consumer = await bus.consume({
@@ -63,7 +67,10 @@ export async function startHarness(): Promise<Harness> {
   const subs: Subscription[] = [
     bus.subscribe(subjects.progress, (d) => {
       const p = decodePacket(d);
-      if (p.payload.case === 'jobProgress') progress.push(p.payload.value);
+      if (p.payload.case === 'jobProgress') {
+        progress.push(p.payload.value);
+        progressSentAt.push(p.createdAt ? timestampMs(p.createdAt) : 0);
+      }
     }),
     bus.subscribe(subjects.heartbeat, (d) => {
       const p = decodePacket(d);
@@ -83,7 +90,7 @@ export async function startHarness(): Promise<Harness> {
     results.delete(jobId);
   };
   return {
-    nats, redisServer, bus, redis, logger, results, progress, heartbeats, handshakes, resultsDrained,
+    nats, redisServer, bus, redis, logger, results, progress, progressSentAt, heartbeats, handshakes, resultsDrained,
     close: async () => {
       for (const s of subs) s.unsubscribe();
       await consumer.stop();
