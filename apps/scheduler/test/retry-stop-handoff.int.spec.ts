@@ -5,8 +5,8 @@
 // kernel, a test worker that answers when the test tells it to; executions counted on the worker.
 import { Decision, JobStatus, type PolicyCheckRequest } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import { startTestKernel, startTestWorker, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
-import { startSchedulerRig, type SchedulerRig } from './rig';
+import { startTestKernel, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
+import { startSchedulerRig, startSilentRunner, type SchedulerRig } from './rig';
 
 const TOPIC = 'job.retry.slot';
 const REPLAY_INTERVAL_MS = 3_000;
@@ -21,9 +21,8 @@ const answers = new Map<string, KernelAnswer>();
 beforeAll(async () => {
   kernel = await startTestKernel((req: PolicyCheckRequest) => answers.get(req.jobId) ?? oneAtATime);
   rig = await startSchedulerRig({ instanceId: 'sched-retry-slot', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: `${REPLAY_INTERVAL_MS}ms` } });
-  // 'none': the worker reports RUNNING and answers only when the test replies.
-  worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-retry-slot', topics: [TOPIC], replyFor: () => 'none' });
-  await waitFor(() => rig.scheduler.workers.live().some((w) => w.workerId === 'tw-retry-slot'), 10_000, { message: 'worker registered' });
+  // The worker reports RUNNING and answers only when the test replies.
+  worker = await startSilentRunner(rig, 'tw-retry-slot', TOPIC);
 }, 60_000);
 
 afterAll(async () => {
