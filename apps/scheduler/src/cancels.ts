@@ -99,8 +99,9 @@ export async function sendOwedCancels(ctx: SchedulerContext, now: number): Promi
     }
     if (!(await publishCancel(ctx, job, job.error?.message ?? `the job is ${job.state}`))) {
       // The bus is away (a publish spends up to its 2 s budget): the rest wait for the next turn
-      // rather than holding the replayer for a budget each.
-      await ctx.store.fileCancel(e.id, Date.now() + OWED_RETRY_MS);
+      // rather than holding the replayer for a budget each. XX: an answer that removed the entry
+      // meanwhile keeps it removed.
+      await ctx.store.deferCancel(e.id, Date.now() + OWED_RETRY_MS);
       ctx.metrics.owedCancels.inc({ outcome: 'failed' });
       break;
     }

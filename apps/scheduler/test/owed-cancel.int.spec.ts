@@ -28,6 +28,8 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
   const owedAtWrite = new Map<string, (number | null)[]>();
   /** The due times the job's entry was re-filed at after a send (P135), in order, once written. */
   const deferred = new Map<string, number[]>();
+  /** Job ids the replayer leader has read from the outbox as due. */
+  const listedDue = new Set<string>();
 
   const owedScore = async (id: string): Promise<number | null> => {
     const s = await rig.redis.zscore(jobKeys.cancelOutbox(), id);
@@ -38,6 +40,11 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     async transition(id, to: JobState, opts) {
       if (to === 'CANCELLED' || to === 'TIMEOUT') owedAtWrite.set(id, [...(owedAtWrite.get(id) ?? []), await owedScore(id)]);
       return s.transition(id, to, opts);
+    },
+    async listCancelsDue(nowMs, limit) {
+      const due = await s.listCancelsDue(nowMs, limit);
+      for (const e of due) listedDue.add(e.id);
+      return due;
     },
     async deferCancel(id, dueAtMs) {
       await s.deferCancel(id, dueAtMs);
@@ -179,4 +186,42 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     await waitFor(async () => (await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'result', reason: 'terminal' })) === ignored + 1, 10_000, { message: 'the old attempt\'s answer handled' });
     expect(await owedScore(id)).not.toBeNull();
   });
+  // Last: it freezes the rig's nats-server.
+  it('NATS frozen: a failed send is tried again 5 s later, and an answer that came meanwhile keeps the entry removed', async () => {
+    const cancelled = async (name: string): Promise<string> => {
+      const { id } = await runningJob(name);
+      const token = `gateway-test:${name}`;
+      await rig.redis.set(jobKeys.lock(id), token, 'PX', 10_000);
+      expect((await rig.store.transition(id, 'CANCELLED', { token, from: ['RUNNING'], release: true, patch: { error: { code: 'cancelled', message: `stop ${name}` } } })).ok).toBe(true);
+      return id;
+    };
+    const answeredId = await cancelled('nats-frozen-answered');
+    const retriedId = await cancelled('nats-frozen-retried');
+    const failed = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'failed' });
+    const sent = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' });
+    await rig.natsServer.process.freeze();
+    try {
+      // The leader reads the entry and its publish hangs (2 s budget); the worker's answer removes
+      // the entry meanwhile (done here directly: the answer itself cannot cross a frozen bus).
+      await rig.store.fileCancel(answeredId, Date.now());
+      await waitFor(() => listedDue.has(answeredId), 10_000, { message: 'the entry read by the leader' });
+      expect(await rig.store.removeCancel(answeredId)).toBe(true);
+      await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'failed' })) === failed + 1, 10_000, { message: 'the send failed' });
+      expect(await owedScore(answeredId)).toBeNull();
+
+      const filedAt = Date.now();
+      await rig.store.fileCancel(retriedId, filedAt);
+      await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'failed' })) === failed + 2, 10_000, { message: 'the second send failed' });
+      expect(await owedScore(retriedId)).toBeGreaterThanOrEqual(filedAt + 5_000);
+    } finally {
+      rig.natsServer.process.thaw();
+    }
+    // A timed-out publish may still reach the server once it runs again, so what the listener
+    // hears does not tell the two apart: the leader's count of sends does (only the re-filed
+    // entry is left to send).
+    await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'sent' })) === sent + 1, 15_000, { message: 'sent once NATS answers' });
+    await waitFor(() => cancelsFor(retriedId).length > 0, 5_000, { message: 'the JobCancel heard' });
+    expect(cancelsFor(retriedId)[0]!.cancel.reason).toBe('stop nats-frozen-retried');
+    expect(await owedScore(answeredId)).toBeNull();
+  }, 60_000);
 });
