@@ -7,32 +7,29 @@ import { subjects } from '@cordum/bus';
 import { cancelMsgId, jobKeys } from '@cordum/job-store';
 import { create, encodePacket, JobProgressSchema, JobStatus, newPacket, type DispatchIdentity, type JobCancel } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import { startTestKernel, type TestKernel, type TestWorker } from './harness';
-import { listenForCancels, startedJob, startSchedulerRig, startSilentRunner, type SchedulerRig } from './rig';
+import type { TestWorker } from './harness';
+import { listenForCancels, startedJob, startRunnerRig, type RunnerRig, type SchedulerRig } from './rig';
 import { RESEND_EVERY_MS } from '../src/cancels';
 
 const TOPIC = 'job.ended-attempt';
 
 describe('a worker running an attempt that has ended gets its JobCancel again (in-process, real Redis + NATS)', () => {
+  let setup: RunnerRig | undefined;
   let rig: SchedulerRig;
-  let kernel: TestKernel;
   let worker: TestWorker;
   let listener: ReturnType<typeof listenForCancels> | undefined;
   /** Every JobCancel on sys.job.cancel, as a worker's core subscription hears it. */
   const cancels = (): JobCancel[] => listener?.heard.map((h) => h.cancel) ?? [];
 
   beforeAll(async () => {
-    kernel = await startTestKernel([]);
-    rig = await startSchedulerRig({ instanceId: 'sched-ended-attempt', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '60s' } });
+    setup = await startRunnerRig({ policy: [], instanceId: 'sched-ended-attempt', env: { SCHEDULER_REPLAY_INTERVAL: '60s' }, workerId: 'tw-ended', topic: TOPIC });
+    ({ rig, worker } = setup);
     listener = listenForCancels(rig.bus);
-    worker = await startSilentRunner(rig, 'tw-ended', TOPIC);
   }, 60_000);
 
   afterAll(async () => {
     listener?.stop();
-    await worker?.stop();
-    await rig?.stop();
-    await kernel?.stop();
+    await setup?.stop();
   });
 
   const runningJob = (name: string) => startedJob(rig, worker, `${name}-${process.pid}`, TOPIC);

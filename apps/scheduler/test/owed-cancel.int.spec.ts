@@ -13,14 +13,14 @@ import { subjects } from '@cordum/bus';
 import { CANCEL_OWED_AFTER_MS, jobKeys, type JobState, type JobStore } from '@cordum/job-store';
 import { create, encodePacket, JobCancelSchema, JobResultSchema, JobStatus, newPacket, type DispatchIdentity } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import { startTestKernel, type TestKernel, type TestWorker } from './harness';
-import { listenForCancels, startedJob, startSchedulerRig, startSilentRunner, type SchedulerRig } from './rig';
+import type { TestWorker } from './harness';
+import { listenForCancels, startedJob, startRunnerRig, type RunnerRig, type SchedulerRig } from './rig';
 
 const TOPIC = 'job.owed-cancel';
 
 describe('a JobCancel owed to a worker is sent by the replayer leader (in-process, real Redis + NATS)', () => {
+  let setup: RunnerRig | undefined;
   let rig: SchedulerRig;
-  let kernel: TestKernel;
   let worker: TestWorker;
   let listener: ReturnType<typeof listenForCancels> | undefined;
   const tmp = mkdtempSync(join(tmpdir(), 'owed-cancel-'));
@@ -53,19 +53,16 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
   });
 
   beforeAll(async () => {
-    kernel = await startTestKernel([]);
     const timeouts = join(tmp, 'timeouts.yaml');
     writeFileSync(timeouts, 'reconciler:\n  dispatch_timeout_seconds: 60\n  running_timeout_seconds: 60\n  scan_interval_seconds: 0.3\n');
-    rig = await startSchedulerRig({ instanceId: 'sched-owed-cancel', kernelAddress: kernel.address, env: { TIMEOUT_CONFIG_PATH: timeouts, SCHEDULER_REPLAY_INTERVAL: '200ms' }, deps: { wrapStore } });
+    setup = await startRunnerRig({ policy: [], instanceId: 'sched-owed-cancel', env: { TIMEOUT_CONFIG_PATH: timeouts, SCHEDULER_REPLAY_INTERVAL: '200ms' }, deps: { wrapStore }, workerId: 'tw-owed', topic: TOPIC });
+    ({ rig, worker } = setup);
     listener = listenForCancels(rig.bus);
-    worker = await startSilentRunner(rig, 'tw-owed', TOPIC);
   }, 60_000);
 
   afterAll(async () => {
     listener?.stop();
-    await worker?.stop();
-    await rig?.stop();
-    await kernel?.stop();
+    await setup?.stop();
     rmSync(tmp, { recursive: true, force: true });
   });
 

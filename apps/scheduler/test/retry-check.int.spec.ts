@@ -4,9 +4,10 @@
 import { Decision, JobStatus, type PolicyCheckRequest } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
 import type { JobRecord } from '@cordum/job-store';
-import { startTestKernel, startTestWorker, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
-import { startSchedulerRig, type SchedulerRig } from './rig';
+import type { KernelAnswer, TestKernel, TestWorker } from './harness';
+import { startRunnerRig, type RunnerRig, type SchedulerRig } from './rig';
 
+let setup: RunnerRig | undefined;
 let rig: SchedulerRig;
 let kernel: TestKernel;
 let worker: TestWorker;
@@ -16,17 +17,13 @@ const answers = new Map<string, KernelAnswer>();
 const allow: KernelAnswer = { decision: Decision.ALLOW, reason: 'ok', ruleId: 'allow-all', policySnapshot: 'snap-1' };
 
 beforeAll(async () => {
-  kernel = await startTestKernel((req: PolicyCheckRequest) => answers.get(req.jobId) ?? allow);
-  rig = await startSchedulerRig({ instanceId: 'sched-retry-check', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '200ms' } });
-  // 'none': the worker reports RUNNING and answers only when the test replies.
-  worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-retry-check', topics: ['job.retry.check'], replyFor: () => 'none' });
-  await waitFor(() => rig.scheduler.workers.live().some((w) => w.workerId === 'tw-retry-check'), 10_000, { message: 'worker registered' });
+  // The worker reports RUNNING and answers only when the test replies.
+  setup = await startRunnerRig({ policy: (req: PolicyCheckRequest) => answers.get(req.jobId) ?? allow, instanceId: 'sched-retry-check', env: { SCHEDULER_REPLAY_INTERVAL: '200ms' }, workerId: 'tw-retry-check', topic: 'job.retry.check' });
+  ({ rig, kernel, worker } = setup);
 }, 60_000);
 
 afterAll(async () => {
-  await worker?.stop();
-  await rig?.stop();
-  await kernel?.stop();
+  await setup?.stop();
 });
 
 const checksOf = (id: string): number => kernel.checks.filter((c) => c.jobId === id).length;

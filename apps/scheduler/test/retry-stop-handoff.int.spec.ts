@@ -5,13 +5,14 @@
 // kernel, a test worker that answers when the test tells it to; executions counted on the worker.
 import { Decision, JobStatus, type PolicyCheckRequest } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import { startTestKernel, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
-import { startSchedulerRig, startSilentRunner, type SchedulerRig } from './rig';
+import type { KernelAnswer, TestKernel, TestWorker } from './harness';
+import { startRunnerRig, type RunnerRig, type SchedulerRig } from './rig';
 
 const TOPIC = 'job.retry.slot';
 const REPLAY_INTERVAL_MS = 3_000;
 const oneAtATime: KernelAnswer = { decision: Decision.ALLOW_WITH_CONSTRAINTS, reason: 'one at a time', ruleId: 'one-slot', policySnapshot: 'snap-1', constraints: { maxConcurrentJobs: 1 } };
 
+let setup: RunnerRig | undefined;
 let rig: SchedulerRig;
 let kernel: TestKernel;
 let worker: TestWorker;
@@ -19,16 +20,13 @@ let worker: TestWorker;
 const answers = new Map<string, KernelAnswer>();
 
 beforeAll(async () => {
-  kernel = await startTestKernel((req: PolicyCheckRequest) => answers.get(req.jobId) ?? oneAtATime);
-  rig = await startSchedulerRig({ instanceId: 'sched-retry-slot', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: `${REPLAY_INTERVAL_MS}ms` } });
   // The worker reports RUNNING and answers only when the test replies.
-  worker = await startSilentRunner(rig, 'tw-retry-slot', TOPIC);
+  setup = await startRunnerRig({ policy: (req: PolicyCheckRequest) => answers.get(req.jobId) ?? oneAtATime, instanceId: 'sched-retry-slot', env: { SCHEDULER_REPLAY_INTERVAL: `${REPLAY_INTERVAL_MS}ms` }, workerId: 'tw-retry-slot', topic: TOPIC });
+  ({ rig, kernel, worker } = setup);
 }, 60_000);
 
 afterAll(async () => {
-  await worker?.stop();
-  await rig?.stop();
-  await kernel?.stop();
+  await setup?.stop();
 });
 
 const checksOf = (id: string): number => kernel.checks.filter((c) => c.jobId === id).length;

@@ -11,7 +11,7 @@ import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cord
 import { Registry } from 'prom-client';
 import { loadSchedulerConfig, type SchedulerConfig } from '../src/config';
 import { createScheduler, type Scheduler, type SchedulerDeps } from '../src/scheduler';
-import { quietLog, startTestWorker, type TestWorker } from './harness';
+import { quietLog, startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
 
 export interface SchedulerRig {
   redisServer: TestServer;
@@ -136,4 +136,43 @@ export async function startSilentRunner(rig: SchedulerRig, id: string, topic: st
   const worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id, topics: [topic], replyFor: () => 'none' });
   await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === id && v.readyTopics.length > 0), 10_000, { message: `worker ${id} registered` });
   return worker;
+}
+
+/** A test kernel, a scheduler rig on it and one silent runner (startRunnerRig). */
+export interface RunnerRig {
+  kernel: TestKernel;
+  rig: SchedulerRig;
+  worker: TestWorker;
+  /** Stops the runner, the rig and the kernel, in that order. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The set-up of the suites that drive one worker's jobs by hand: a test kernel answering by
+ * `policy`, a rig on it (`instanceId`, `env`, `deps` as startSchedulerRig takes them) and a silent
+ * runner `workerId` on `topic`, registered with the scheduler.
+ */
+export async function startRunnerRig(o: {
+  policy: Parameters<typeof startTestKernel>[0];
+  instanceId: string;
+  env?: Record<string, string>;
+  deps?: Pick<SchedulerDeps, 'wrapStore'>;
+  workerId: string;
+  topic: string;
+}): Promise<RunnerRig> {
+  const kernel = await startTestKernel(o.policy);
+  const parts: { rig?: SchedulerRig; worker?: TestWorker } = {};
+  const stop = async (): Promise<void> => {
+    await parts.worker?.stop();
+    await parts.rig?.stop();
+    await kernel.stop();
+  };
+  try {
+    const rig = (parts.rig = await startSchedulerRig({ instanceId: o.instanceId, kernelAddress: kernel.address, env: o.env, deps: o.deps }));
+    const worker = (parts.worker = await startSilentRunner(rig, o.workerId, o.topic));
+    return { kernel, rig, worker, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }
