@@ -5,7 +5,7 @@
 // (D12 allows it from every one), so no later submit, retry, replay or redispatch runs it.
 // Workers hear the same JobCancel on their own subscription; the scheduler sends its own only for
 // the attempt out when it cancelled (P63), never the gateway's again (D5).
-import { CANCEL_OWED_AFTER_MS, TERMINAL_STATES, attemptCancelPacket, boundedError, cancelSent, jobCancelPacket, namesOtherAttempt, type JobRecord, type JobState } from '@cordum/job-store';
+import { ATTEMPT_OUT_STATES, CANCEL_OWED_AFTER_MS, TERMINAL_STATES, attemptCancelPacket, boundedError, cancelSent, jobCancelPacket, namesOtherAttempt, type JobRecord, type JobState } from '@cordum/job-store';
 import { MAX_DELIVER, subjects } from '@cordum/bus';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobProgress } from '@cordum/protocol';
@@ -203,7 +203,7 @@ export function cancelHandler(ctx: SchedulerContext) {
       const by = cancel.requestedBy || packet.senderId;
       const message = cancel.reason || `cancelled on the bus${by ? ` by ${by}` : ''}`;
       // An attempt is out: its worker must hear the cancel (owed first, P134; sent below).
-      const attemptOut = job.state === 'DISPATCHED' || job.state === 'RUNNING';
+      const attemptOut = ATTEMPT_OUT_STATES.has(job.state);
       if (attemptOut) await oweCancel(ctx, job);
       // D45 like every terminal write: the job's result key (a worker may have written it before the cancel) gets the job TTL.
       const w = releasedBy(lease, await ctx.store.transition(job.id, 'CANCELLED', { token: lease.token, from: [job.state], current: job, release: true, expireResult: true, patch: { error: boundedError('cancelled', message) } }));

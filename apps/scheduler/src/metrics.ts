@@ -28,7 +28,7 @@ export interface SchedulerMetrics {
   cancelsApplied: Counter;
   /** P127: JobCancels sent again to a worker whose progress named an attempt that has ended. */
   endedAttemptCancels: Counter;
-  /** P134: owed JobCancels (job:cancel:outbox) the replayer leader handled, by outcome. */
+  /** P134/P135: owed JobCancels (job:cancel:outbox), by outcome: the replayer leader's sends and drops, and the attempts' answers. */
   owedCancels: Counter<'outcome'>;
   /** P130: submits NAKed on their last delivery, filed in job:retry for the replayer instead. */
   lastDeliveryHandOffs: Counter;

@@ -13,7 +13,7 @@
 //     P99), found through the tenants' APPROVAL_REQUIRED listings (scored by creation, so only
 //     jobs created before the bound are read).
 
-import { TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@cordum/job-store';
+import { ATTEMPT_OUT_STATES, TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
@@ -181,7 +181,7 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
       const job = await readLocked(ctx, id);
       if (!job || TERMINAL_STATES.has(job.state)) return setDeadlineLocked(ctx, lease, id, null);
       const now = Date.now();
-      const out = job.state === 'DISPATCHED' || job.state === 'RUNNING';
+      const out = ATTEMPT_OUT_STATES.has(job.state);
       if (job.deadlineAt !== undefined && job.deadlineAt <= now) {
         if (job.state === 'APPROVAL_REQUIRED') return setDeadlineLocked(ctx, lease, id, now + APPROVAL_DEADLINE_RECHECK_MS);
         const message = 'deadline_ms passed';

@@ -1,5 +1,5 @@
 // sys.job.result handler (BEHAVIOURS §1.5, D12 status mapping), under the job lock.
-import { boundedError, ENDED_BY_OTHERS, namesOtherAttempt, ownOutputKeys, TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
+import { ATTEMPT_OUT_STATES, boundedError, ENDED_BY_OTHERS, namesOtherAttempt, ownOutputKeys, TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
@@ -129,7 +129,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   // (an older result redelivered after a later one was applied; before: only an equal one).
   const anonymous = !res.dispatch?.dispatchId;
   if (anonymous && seq > 0 && job.resultSeq !== undefined && seq <= job.resultSeq) return ignore(ctx, 'already_applied', job.id);
-  if (job.state !== 'DISPATCHED' && job.state !== 'RUNNING') return ignore(ctx, `unexpected_state_${job.state}`, job.id);
+  if (!ATTEMPT_OUT_STATES.has(job.state)) return ignore(ctx, `unexpected_state_${job.state}`, job.id);
   if (current) ctx.verifier.delivered(job.id, current.dispatchId);
   const mapped = mapStatus(res.status);
   // A status outside the enum is one label, not one metric series per value a worker sends (P73).

@@ -1,4 +1,4 @@
-export { ACTIVE_STATES, TERMINAL_STATES, ENDED_BY_OTHERS, TRANSITIONS, DLQ_STATES, JOB_STATES, SUBMIT_FAILED_CODE, failedAtSubmit, isJobState, allowedSources, canTransition } from './states';
+export { ACTIVE_STATES, ATTEMPT_OUT_STATES, TERMINAL_STATES, ENDED_BY_OTHERS, TRANSITIONS, DLQ_STATES, JOB_STATES, SUBMIT_FAILED_CODE, failedAtSubmit, isJobState, allowedSources, canTransition } from './states';
 export type { JobState } from './states';
 export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatch, DlqEntry, TransitionResult, RetriedFrom } from './types';
 export { jobKeys, ownOutputKeys, pointerKey, resultKey, slotGroup } from './keys';

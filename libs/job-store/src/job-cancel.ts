@@ -9,10 +9,10 @@ import type { JobRecord } from './types';
 
 /**
  * P134: how long after a cancel (or TIMEOUT) is filed in `job:cancel:outbox` the schedulers send
- * its JobCancel themselves, unless the writer's own publish removed the entry first. Past the
- * gateway's cancel (lock ≤ 2 s, D5, the write, a publish bounded by the bus's timeout), and well
- * within JetStream's duplicate window, so a publish that did go out and only lost its removal is
- * sent again under the same msg id and dropped by the stream.
+ * its JobCancel themselves, unless the writer's own publish re-filed the entry first (cancelSent).
+ * Past the gateway's cancel (lock ≤ 2 s, D5, the write, a publish bounded by the bus's timeout),
+ * and well within JetStream's duplicate window, so a publish that did go out and only lost its
+ * re-filing is sent again under the same msg id and dropped by the stream.
  */
 export const CANCEL_OWED_AFTER_MS = 10_000;
 

@@ -39,7 +39,8 @@ export const jobKeys = {
   retry: (): string => 'job:retry',
   /**
    * P134: JobCancels still owed to workers (ZSET, job id → when the schedulers send it): filed
-   * before a cancel or TIMEOUT is written, removed once its publish succeeded.
+   * before a cancel or TIMEOUT is written; after each send due again until the attempt answers
+   * or the resend window ends (P135).
    */
   cancelOutbox: (): string => 'job:cancel:outbox',
   /** Jobs parked until a worker for `topic` appears (no-worker waits, docs/decisions.md P15), scored by expiry. */

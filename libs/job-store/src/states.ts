@@ -47,6 +47,9 @@ export const TERMINAL_STATES: ReadonlySet<JobState> = new Set<JobState>([
  */
 export const ENDED_BY_OTHERS: ReadonlySet<JobState> = new Set<JobState>([...TERMINAL_STATES].filter((s) => s !== 'SUCCEEDED' && s !== 'FAILED' && s !== 'OUTPUT_QUARANTINED'));
 
+/** States in which the job's current attempt is out with a worker (dispatched, maybe started). */
+export const ATTEMPT_OUT_STATES: ReadonlySet<JobState> = new Set<JobState>(['DISPATCHED', 'RUNNING']);
+
 /** Terminal states that get a DLQ entry (D14; never CANCELLED), but for a job failed at submit (D11, failedAtSubmit). */
 export const DLQ_STATES: ReadonlySet<JobState> = new Set<JobState>(['FAILED', 'DENIED', 'TIMEOUT']);
 

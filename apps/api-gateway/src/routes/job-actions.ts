@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import type { Request, Response } from 'express';
 import { subjects } from '@cordum/bus';
-import { CANCEL_OWED_AFTER_MS, JOB_STATES, TERMINAL_STATES, cancelSent, jobCancelPacket, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
+import { ATTEMPT_OUT_STATES, CANCEL_OWED_AFTER_MS, JOB_STATES, TERMINAL_STATES, cancelSent, jobCancelPacket, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
 import type { BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
@@ -169,7 +169,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
         throw new ApiError('job_busy', { message: `job changed while cancelling (${r.reason}); retry` });
       }
       cancelled = r.job;
-      await sendCancel(cancelled, c.principalId, { again: false, attemptOut: r.from === 'DISPATCHED' || r.from === 'RUNNING' });
+      await sendCancel(cancelled, c.principalId, { again: false, attemptOut: ATTEMPT_OUT_STATES.has(r.from) });
     } finally {
       await releaseJobLock(deps, lease, job.id);
     }
