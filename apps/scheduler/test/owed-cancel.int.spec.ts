@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects } from '@cordum/bus';
 import { CANCEL_OWED_AFTER_MS, jobKeys, type JobState, type JobStore } from '@cordum/job-store';
-import { create, encodePacket, JobCancelSchema, JobResultSchema, JobStatus, newPacket, type DispatchIdentity } from '@cordum/protocol';
+import { create, encodePacket, JobCancelSchema, JobStatus, newPacket } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
 import type { TestWorker } from './harness';
 import { listenForCancels, startedJob, startRunnerRig, type RunnerRig, type SchedulerRig } from './rig';
@@ -66,11 +66,8 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     rmSync(tmp, { recursive: true, force: true });
   });
 
-  /** The worker's CANCELLED answer for `dispatch` of job `id`, as a CAP worker sends it after its cancel. */
-  const answer = async (id: string, dispatch: DispatchIdentity, workerId: string): Promise<void> => {
-    const value = create(JobResultSchema, { jobId: id, status: JobStatus.CANCELLED, workerId, errorCode: 'cancelled', dispatch: { dispatchId: dispatch.dispatchId, attempt: dispatch.attempt, assignedWorkerId: workerId } });
-    await rig.bus.publish(subjects.result, encodePacket(newPacket(workerId, { case: 'jobResult', value })), { msgId: `${subjects.result}:${id}:${dispatch.dispatchId}:CANCELLED` });
-  };
+  /** The worker's CANCELLED answer for job `id`, naming attempt `dispatchId` (default: the one it ran), as a CAP worker sends it after its cancel. */
+  const answer = (id: string, dispatchId?: string): Promise<void> => worker.reply(worker.executions.get(id)![0]!.request, JobStatus.CANCELLED, { dispatchId });
   const runningJob = (name: string) => startedJob(rig, worker, `${name}-${process.pid}`, TOPIC);
   const cancelsFor = (jobId: string) => (listener?.heard ?? []).filter((c) => c.cancel.jobId === jobId);
 
@@ -167,7 +164,7 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     }
     // The worker stops and answers CANCELLED for the attempt: nothing is owed any more.
     const answered = await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'answered' });
-    await answer(id, dispatch, 'tw-owed');
+    await answer(id);
     await waitFor(async () => (await owedScore(id)) === null, 10_000, { message: 'the entry removed by the answer' });
     await waitFor(async () => (await rig.counter('cordum_scheduler_owed_cancels_total', { outcome: 'answered' })) === answered + 1, 5_000, { message: 'counted answered' });
     expect((await rig.job(id)).state).toBe('CANCELLED');
@@ -179,7 +176,7 @@ describe('a JobCancel owed to a worker is sent by the replayer leader (in-proces
     await rig.bus.publish(subjects.cancel, encodePacket(newPacket('wf-engine', { case: 'jobCancel', value })), { msgId: `wf-cancel:${id}` });
     await waitFor(() => deferred.has(id), 10_000, { message: 'owed again after the send' });
     const ignored = await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'result', reason: 'terminal' });
-    await answer(id, { ...dispatch, dispatchId: `${dispatch.dispatchId}-old` }, 'tw-owed');
+    await answer(id, `${dispatch.dispatchId}-old`);
     await waitFor(async () => (await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'result', reason: 'terminal' })) === ignored + 1, 10_000, { message: 'the old attempt\'s answer handled' });
     expect(await owedScore(id)).not.toBeNull();
   });
