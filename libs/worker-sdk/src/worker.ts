@@ -38,6 +38,13 @@ interface RunningJob {
   abandoned: boolean;
   /** The handler settled, or its slot was taken back: what it sends through progress() is dropped. */
   closed: boolean;
+  /**
+   * The stop deadline came after the handler settled, while its result was being written or
+   * published: the write in progress (or the next one) is the last try (P137).
+   */
+  finishing: boolean;
+  /** Resolves once the job has left run(): its answer is published, or given up. */
+  done: Promise<void>;
   /** The pending start ack; cleared once any progress for the job went out or it ended. */
   ackTimer: NodeJS.Timeout | undefined;
   /** Runs out `cancelGraceMs` after the job's cancel or abandon (then `onStuck`). */
@@ -212,15 +219,25 @@ class CapWorker implements Worker {
   }
 
   /**
-   * Jobs still running at the stop deadline are answered FAILED_RETRYABLE so the
-   * scheduler redispatches them at once (D1 c) instead of waiting for the timeout;
-   * a job cancelled meanwhile is answered CANCELLED, as it would have been.
+   * Jobs whose handler is still running at the stop deadline are answered FAILED_RETRYABLE so
+   * the scheduler redispatches them at once (D1 c) instead of waiting for the timeout; a job
+   * cancelled meanwhile is answered CANCELLED, as it would have been. A job whose handler has
+   * settled has run: it is never answered retryable, which would run it a second time (P137).
+   * Its own answer goes on: the result write in progress, or the next one, is its last try (a
+   * write that fails then is FAILED `result_write_failed`, as past resultWriteBudgetMs), and
+   * stop() waits for its publish, which is bounded by PUBLISH_TRIES.
    */
   private async abandonRunning(): Promise<void> {
-    const jobs = [...this.running.values()];
-    this.log.warn('stop deadline reached, abandoning running jobs', { jobs: jobs.map((j) => j.request.jobId) });
-    await Promise.all(
-      jobs.map(async (job) => {
+    const all = [...this.running.values()];
+    const finishing = all.filter((j) => j.closed);
+    const jobs = all.filter((j) => !j.closed);
+    this.log.warn('stop deadline reached, abandoning running jobs', {
+      jobs: jobs.map((j) => j.request.jobId), answering: finishing.map((j) => j.request.jobId),
+    });
+    for (const job of finishing) job.finishing = true;
+    await Promise.all([
+      ...finishing.map((job) => job.done),
+      ...jobs.map(async (job) => {
         job.abandoned = true;
         job.closed = true;
         clearTimeout(job.ackTimer);
@@ -229,12 +246,16 @@ class CapWorker implements Worker {
         if (!job.cancelled) this.counters.handedBack += 1;
         await this.answer(job.request, job.traceId, 0, job.cancelled ? CANCELLED_REPLY : { status: 'FAILED_RETRYABLE', errorCode: 'worker_shutdown', errorMessage: 'worker stopped before the job finished' });
       }),
-    );
+    ]);
   }
 
   private track(p: Promise<void>): void {
     this.inflight.add(p);
-    void p.finally(() => this.inflight.delete(p));
+    // Nothing in an admission is meant to throw; should something, it is logged, not an
+    // unhandled rejection that stops the process and every job on it.
+    void p
+      .catch((err: unknown) => this.log.error('job admission failed unexpectedly; the scheduler timeout is the backstop', { err: thrownMessage(err) }))
+      .finally(() => this.inflight.delete(p));
   }
 
   private onRequest(data: Uint8Array, subject: string): void {
@@ -318,8 +339,10 @@ class CapWorker implements Worker {
   private async run(request: JobRequest, traceId: string, key: string, input: Promise<unknown>): Promise<void> {
     let onStuck = (): void => undefined;
     const stuck = new Promise<'stuck'>((resolve) => (onStuck = () => resolve('stuck')));
+    let onDone = (): void => undefined;
+    const done = new Promise<void>((resolve) => (onDone = resolve));
     const job: RunningJob = {
-      key, request, traceId, controller: new AbortController(), cancelled: false, abandoned: false, closed: false, ackTimer: undefined, graceTimer: undefined, onStuck,
+      key, request, traceId, controller: new AbortController(), cancelled: false, abandoned: false, closed: false, finishing: false, done, ackTimer: undefined, graceTimer: undefined, onStuck,
     };
     this.running.set(key, job);
     this.metrics?.active.set(this.running.size);
@@ -364,6 +387,7 @@ class CapWorker implements Worker {
       clearTimeout(job.ackTimer);
       clearTimeout(job.graceTimer);
       this.free(job);
+      onDone();
     }
   }
 
@@ -395,10 +419,10 @@ class CapWorker implements Worker {
       if (stack !== undefined) this.log.debug('handler error stack', { job_id: job.request.jobId, stack });
       return { status: 'FAILED', errorCode: errorCodeOf(err), errorMessage: thrownMessage(err) };
     }
-    const problem = outcomeProblem(settled.outcome);
+    const read = readOutcome(settled.outcome);
     // A status the scheduler does not know (0 for 'DONE') left the job to its running timeout.
-    if (problem !== null) return { status: 'FAILED', errorCode: 'handler_invalid_outcome', errorMessage: `${problem}; a handler must resolve to ${OUTCOME_SHAPE}` };
-    return this.store(job, settled.outcome as JobOutcome);
+    if (!read.ok) return { status: 'FAILED', errorCode: 'handler_invalid_outcome', errorMessage: `${read.problem}; a handler must resolve to ${OUTCOME_SHAPE}` };
+    return this.store(job, read.outcome);
   }
 
   /**
@@ -407,8 +431,8 @@ class CapWorker implements Worker {
    * same work would give the same result. The handler has run, so a write Redis refuses must
    * not turn into a retryable failure: the scheduler would run the job a second time. The write
    * is retried (backoff 100 ms to 2 s) for up to resultWriteBudgetMs, or until the job is
-   * cancelled or stop() gives up on it; past that the job is FAILED `result_write_failed`: it
-   * ran, its result is lost.
+   * cancelled or stop()'s deadline comes (the try then in progress, or the next, is the last);
+   * past that the job is FAILED `result_write_failed`: it ran, its result is lost.
    */
   private async store(job: RunningJob, outcome: JobOutcome): Promise<Reply> {
     const reply: Reply = { status: outcome.status, resultPtr: '', errorCode: outcome.errorCode ?? '', errorMessage: outcome.errorMessage ?? '' };
@@ -438,7 +462,7 @@ class CapWorker implements Worker {
           this.log.warn('result write failed and the job was cancelled meanwhile: not retried', { job_id: job.request.jobId, tries, err: message });
           return CANCELLED_REPLY;
         }
-        if (job.abandoned || begun >= deadline) {
+        if (job.abandoned || job.finishing || begun >= deadline) {
           this.log.error('result write failed; the job ran, reporting it FAILED', { job_id: job.request.jobId, tries, err: message });
           return { status: 'FAILED', errorCode: 'result_write_failed', errorMessage: `worker ${this.workerId} could not store the result in Redis: ${message}` };
         }
@@ -714,16 +738,23 @@ function isInstanceMarker(data: Uint8Array): boolean {
 }
 
 /** Null for a valid JobOutcome, else what is wrong with it. */
-function outcomeProblem(o: unknown): string | null {
+/**
+ * The handler's outcome, each field read once, here (P137): a getter that throws (a lazily
+ * computed or ORM-style object) is a handler fault answered FAILED, not a rejection that leaves
+ * the job without a result, and a getter is not asked twice for a value it could answer
+ * differently the second time.
+ */
+function readOutcome(o: unknown): { ok: true; outcome: JobOutcome } | { ok: false; problem: string } {
+  const problem = (text: string) => ({ ok: false as const, problem: text });
   try {
-    if (typeof o !== 'object' || o === null || Array.isArray(o)) return `the handler resolved to ${render(o, 200)}`;
-    const { status, errorCode, errorMessage } = o as Record<string, unknown>;
-    if (!OUTCOME_STATUSES.has(status)) return `the handler resolved to status ${render(status, 100)}`;
-    if (errorCode !== undefined && errorCode !== null && typeof errorCode !== 'string') return `the handler's errorCode is ${render(errorCode, 100)}, not a string`;
-    if (errorMessage !== undefined && errorMessage !== null && typeof errorMessage !== 'string') return `the handler's errorMessage is ${render(errorMessage, 100)}, not a string`;
-    return null;
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) return problem(`the handler resolved to ${render(o, 200)}`);
+    const { status, errorCode, errorMessage, result } = o as Record<string, unknown>;
+    if (!OUTCOME_STATUSES.has(status)) return problem(`the handler resolved to status ${render(status, 100)}`);
+    if (errorCode !== undefined && errorCode !== null && typeof errorCode !== 'string') return problem(`the handler's errorCode is ${render(errorCode, 100)}, not a string`);
+    if (errorMessage !== undefined && errorMessage !== null && typeof errorMessage !== 'string') return problem(`the handler's errorMessage is ${render(errorMessage, 100)}, not a string`);
+    return { ok: true, outcome: { status: status as JobOutcome['status'], result, errorCode: errorCode ?? undefined, errorMessage: errorMessage ?? undefined } };
   } catch (err) {
-    return `the handler's outcome cannot be read (${thrownMessage(err)})`;
+    return problem(`the handler's outcome cannot be read (${thrownMessage(err)})`);
   }
 }
 

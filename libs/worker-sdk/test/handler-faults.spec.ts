@@ -383,6 +383,8 @@ describe('errors and outcomes', () => {
     ['a string', 'SUCCEEDED', /resolved to 'SUCCEEDED'/],
     ['status CANCELLED', { status: 'CANCELLED' }, /status 'CANCELLED'/],
     ['a numeric errorCode', { status: 'FAILED', errorCode: 500 }, /errorCode is 500, not a string/],
+    // A lazily computed result whose getter throws (P137): before, an unhandled rejection, no result.
+    ['a result getter that throws', { status: 'SUCCEEDED', get result(): unknown { throw new Error('lazy result failed'); } }, /outcome cannot be read \(lazy result failed\)/],
   ])('an invalid outcome (%s) is FAILED handler_invalid_outcome naming the expected shape', async (_name, outcome, why) => {
     const { topic } = await startWorker({ handler: () => Promise.resolve(outcome as never) });
     const job = await publishJob(h, topic);

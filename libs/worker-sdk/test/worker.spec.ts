@@ -363,12 +363,70 @@ describe('a result write that Redis refuses (maxmemory 1: every write is OOM)', 
     }
   });
 
+  test('a stop deadline during the retries makes the next try the last: FAILED result_write_failed, never FAILED_RETRYABLE, and stop() does not wait out the budget (P137)', async () => {
+    const ooms = async (): Promise<number> => Number(/errorstat_OOM:count=(\d+)/.exec(await h.redis.info('errorstats'))?.[1] ?? 0);
+    const before = await ooms();
+    const { w, job, runs } = await refusing({ stopTimeoutMs: 300 }); // resultWriteBudgetMs: its 30 s default
+    await waitFor(async () => (await ooms()) >= before + 1, 5_000, { message: 'the write refused' });
+    await w.stop();
+    const r = await resultOf(job.jobId);
+    expect({ status: r.status, code: r.errorCode }).toEqual({ status: JobStatus.FAILED, code: 'result_write_failed' });
+    await h.resultsDrained();
+    expect(h.results.get(job.jobId)).toHaveLength(1);
+    expect(runs()).toBe(1);
+    expect(w.stats()).toMatchObject({ handedBack: 0, failed: 1, retryable: 0 });
+  });
+
   test('past resultWriteBudgetMs the job is FAILED result_write_failed, not FAILED_RETRYABLE: it ran, and a new attempt would run it twice', async () => {
     const { job, runs } = await refusing({ resultWriteBudgetMs: 300 });
     const r = await resultOf(job.jobId);
     expect({ status: r.status, code: r.errorCode }).toEqual({ status: JobStatus.FAILED, code: 'result_write_failed' });
     expect(r.errorMessage).toMatch(/OOM/);
     expect(runs()).toBe(1);
+  });
+
+  test("a stop deadline while a settled job's result write is in flight lets that write and its result go on: SUCCEEDED, stored, one result, run once (P137)", async () => {
+    // The handler freezes Redis as it returns, so the result's SET waits in flight; the stop
+    // deadline (300 ms) passes meanwhile, and Redis wakes only after it. Before P137 the job was
+    // answered FAILED_RETRYABLE worker_shutdown at the deadline (a second run elsewhere) and the
+    // stored result was dropped.
+    const slow = createRedis({ url: h.redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, commandTimeoutMs: 5_000 });
+    const log = captureLog();
+    const frozen = new Latch();
+    try {
+      let runs = 0;
+      const topic = `job.stopwrite${seq}`;
+      const w = await startWorker({
+        topics: [topic],
+        redis: slow,
+        logger: log.logger,
+        stopTimeoutMs: 300,
+        handler: async (job) => {
+          runs += 1;
+          await h.redisServer.process.freeze();
+          frozen.open();
+          return echo(job);
+        },
+      });
+      const job = await publishJob(h, topic, { prompt: 'kept' });
+      await frozen.wait();
+      const stopping = w.stop();
+      const deadline = await waitFor(() => log.lines.find((l) => l.msg === 'stop deadline reached, abandoning running jobs'), 5_000, { message: 'the stop deadline' });
+      expect(deadline).toMatchObject({ jobs: [], answering: [job.jobId] });
+      h.redisServer.process.thaw();
+      await stopping;
+      const r = await resultOf(job.jobId);
+      expect({ status: r.status, code: r.errorCode, resultPtr: r.resultPtr }).toEqual({ status: JobStatus.SUCCEEDED, code: '', resultPtr: `redis://res:${job.jobId}` });
+      expect(JSON.parse((await h.redis.get(`res:${job.jobId}`))!)).toEqual({ echo: 'kept' });
+      await h.resultsDrained();
+      expect(h.results.get(job.jobId)).toHaveLength(1);
+      expect(runs).toBe(1);
+      expect(w.stats()).toMatchObject({ handedBack: 0, succeeded: 1 });
+    } finally {
+      h.redisServer.process.thaw();
+      await Promise.all(workers.splice(0).map((x) => x.stop()));
+      await closeRedis(slow);
+    }
   });
 });
 
