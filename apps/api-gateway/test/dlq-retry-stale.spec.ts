@@ -5,6 +5,8 @@
 // than STALE_CLAIM_MS with no job is now freed by the next retry, and a winner
 // that was only paused writes nothing once its claim is gone.
 // The stall is the policy Evaluate between claim and record, held by a latch.
+// A claim whose job was created is marked '<job id>:created' (P138), so a retry after that job's
+// record expired (JOB_TTL, shorter than the claim's 30 days) is not taken for a dead winner's.
 import { DLQ_TTL_MS, createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
@@ -49,7 +51,7 @@ it('a claim whose holder died before its job existed is freed after STALE_CLAIM_
   expect(newId).not.toBe('dead-holder');
   expect(res.body['status']).toBeUndefined();
   expect(res.body['retried_from']).toBe(dead);
-  expect(await redis.get(jobKeys.dlqRetry(dead))).toBe(newId);
+  expect(await redis.get(jobKeys.dlqRetry(dead))).toBe(`${newId}:created`);
   expect(await store.getJob(newId)).toMatchObject({ state: 'PENDING', topic: 'job.echo' });
   expect(r.logs.some((l) => l.includes('freed a stale DLQ retry claim without a job') && l.includes('dead-holder'))).toBe(true);
   // Later retries answer with that job.
@@ -70,7 +72,7 @@ it('a winner paused past STALE_CLAIM_MS writes no job once its claim is replaced
   expect(second.status).toBe(200);
   const newId = String(second.body['job_id']);
   expect(newId).not.toBe(lostId);
-  expect(await redis.get(claimKey)).toBe(newId);
+  expect(await redis.get(claimKey)).toBe(`${newId}:created`);
 
   hold.release(); // the paused winner resumes: its Evaluate answers, then it would write its record
   const late = await first;
@@ -79,3 +81,35 @@ it('a winner paused past STALE_CLAIM_MS writes no job once its claim is replaced
   expect(await redis.exists(jobKeys.meta(lostId ?? ''))).toBe(0);
   expect(await store.getJob(newId)).toMatchObject({ state: 'PENDING', topic: 'job.stall' });
 }, 30_000);
+
+describe('a claim whose job was created (P138)', () => {
+  const eightDaysOld = DLQ_TTL_MS - 8 * 24 * 3600_000;
+
+  it('outlives the job it names: a retry after that job expired answers already_retried with no state and runs nothing again', async () => {
+    const dead = await deadLetter('job.echo');
+    const claimKey = jobKeys.dlqRetry(dead);
+    const first = await call(r.urls[0]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
+    expect(first.status).toBe(200);
+    const newId = String(first.body['job_id']);
+    expect(await redis.get(claimKey)).toBe(`${newId}:created`);
+    // Eight days on: the new job ran its JOB_TTL (7 days) and its record expired; the claim (30 days) did not.
+    await redis.del(jobKeys.meta(newId));
+    await redis.pexpire(claimKey, eightDaysOld);
+    const later = await call(r.urls[1]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
+    expect(later.status).toBe(200);
+    expect(later.body).toEqual({ job_id: newId, retried_from: dead, status: 'already_retried' });
+    expect(await redis.get(claimKey)).toBe(`${newId}:created`);
+    expect(r.logs.some((l) => l.includes('freed a stale DLQ retry claim without a job') && l.includes(newId))).toBe(false);
+  });
+
+  it('left unmarked by a winner that died after its create is marked by the next retry that finds the job', async () => {
+    const dead = await deadLetter('job.echo');
+    const claimKey = jobKeys.dlqRetry(dead);
+    const first = await call(r.urls[0]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
+    const newId = String(first.body['job_id']);
+    await redis.set(claimKey, newId, 'KEEPTTL'); // as its winner left it, killed between the create and the mark
+    const again = await call(r.urls[1]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
+    expect(again.body).toMatchObject({ job_id: newId, status: 'already_retried', state: 'PENDING' });
+    expect(await redis.get(claimKey)).toBe(`${newId}:created`);
+  });
+});

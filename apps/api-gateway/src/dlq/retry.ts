@@ -8,6 +8,11 @@
 // TTL (30 days): a loser frees a claim older than STALE_CLAIM_MS (30 s) that
 // still has no job, and the winner's create carries the claim, so a winner
 // that was only paused writes nothing once its claim is gone (P37, as P21).
+// A claim whose job was created is marked ('<job id>:created', P138): the new job's record lives
+// JOB_TTL (7 days by default) and the claim 30 days, and without the mark a retry after the record
+// expired took the claim for a dead winner's and ran the dead job again. The winner marks it once
+// its submit returns, and so does a loser that finds the job (a winner that died in between).
+// A marked claim whose job is gone answers `already_retried` without a state.
 // The old job is never written, so no job lock is needed (D5 covers writes).
 // An entry of a job failed at submit (D11, bus_unavailable) is refused: that
 // job was never accepted and its client retries it with its own request, so a
@@ -15,18 +20,21 @@
 // covers one written before it stopped.
 import { randomUUID } from 'node:crypto';
 import { DLQ_TTL_MS, failedAtSubmit, jobKeys, type DlqEntry, type JobRecord, type JobStore, type Priority } from '@cordum/job-store';
-import type { RedisClient } from '@cordum/redis';
+import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
 import { SubmitError } from '../submit/errors';
 import { createKeyClaims } from '../submit/idempotency';
 import { answersWaiter, STALE_CLAIM_MS, type SubmitCommand, type SubmitOutcome, type SubmitService } from '../submit/service';
+import markLua from './lua/mark-claim-1.lua';
 
 export const RETRY_WAIT_MS = 5_000;
 
 export type RetryResult =
   | { kind: 'retried'; entry: DlqEntry; outcome: SubmitOutcome }
   | { kind: 'already_retried'; entry: DlqEntry; job: JobRecord }
+  /** The entry was retried, and that job's record has expired since (P138). */
+  | { kind: 'already_retried_expired'; entry: DlqEntry; jobId: string }
   | { kind: 'not_found' }
   | { kind: 'in_progress'; jobId: string }
   | { kind: 'source_expired' };
@@ -40,8 +48,24 @@ interface StoredInput {
   context?: unknown;
 }
 
+const CREATED = ':created';
+
+/** The job a claim names, and whether its job was created (P138). */
+function holderOf(value: string): { jobId: string; created: boolean } {
+  return value.endsWith(CREATED) ? { jobId: value.slice(0, -CREATED.length), created: true } : { jobId: value, created: false };
+}
+
 export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; submit: SubmitService; logger: Logger }): DlqRetrier {
   const claims = createKeyClaims(deps.redis, DLQ_TTL_MS);
+  const scripts = defineScripts(deps.redis, [scriptSpec('mark-claim-1.lua', markLua)]);
+  /** Best effort: a claim left unmarked only keeps the window this closes open. */
+  const markCreated = async (claimKey: string, jobId: string): Promise<void> => {
+    try {
+      await scripts.run('mark-claim', [claimKey], [jobId, jobId + CREATED]);
+    } catch (err) {
+      deps.logger.warn('could not mark a DLQ retry claim as created', { claim: claimKey, job_id: jobId, err: (err as Error).message });
+    }
+  };
 
   /** Frees a claim whose job has not appeared STALE_CLAIM_MS after it was made (compare-and-delete on its job id). */
   const freeIfStale = async (claimKey: string, holder: string): Promise<boolean> => {
@@ -56,7 +80,8 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
       const job = await deps.store.getJob(jobId);
       // As an idempotency duplicate (P40): not a job still publishing, never one failed at submit.
       if (answersWaiter(job, tenant, deadline)) return job;
-      if ((await claims.current(claimKey)) !== jobId) return 'released';
+      const now = await claims.current(claimKey);
+      if (now === null || holderOf(now).jobId !== jobId) return 'released';
       if (Date.now() > deadline) return 'timeout';
       await new Promise((r) => setTimeout(r, delay));
     }
@@ -73,14 +98,20 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
       for (let round = 0; round < 3; round++) {
         const newId = randomUUID();
         if (!(await claims.take(claimKey, newId))) {
-          const holder = await claims.current(claimKey);
-          if (holder === null) continue;
-          const r = await waitForJob(tenant, claimKey, holder);
+          const value = await claims.current(claimKey);
+          if (value === null) continue;
+          const holder = holderOf(value);
+          if (holder.created) {
+            const job = await deps.store.getJob(holder.jobId);
+            return job !== null && job.tenant === tenant ? { kind: 'already_retried', entry, job } : { kind: 'already_retried_expired', entry, jobId: holder.jobId };
+          }
+          const r = await waitForJob(tenant, claimKey, holder.jobId);
           if (r === 'released') continue;
           if (r === 'timeout') {
-            if (await freeIfStale(claimKey, holder)) continue;
-            return { kind: 'in_progress', jobId: holder };
+            if (await freeIfStale(claimKey, holder.jobId)) continue;
+            return { kind: 'in_progress', jobId: holder.jobId };
           }
+          await markCreated(claimKey, holder.jobId);
           return { kind: 'already_retried', entry, job: r };
         }
         let jobCreated = false;
@@ -90,6 +121,7 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
           if (!old || !input || typeof input.prompt !== 'string') return { kind: 'source_expired' };
           const outcome = await deps.submit.submit(commandFrom(old, input, tenant, principalId, newId, claimKey));
           jobCreated = true;
+          await markCreated(claimKey, newId);
           return { kind: 'retried', entry, outcome };
         } catch (err) {
           // Taken for dead and replaced while it was paused: nothing was written; answer with the
@@ -102,7 +134,7 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
         }
       }
       const holder = await claims.current(claimKey);
-      return { kind: 'in_progress', jobId: holder ?? '' };
+      return { kind: 'in_progress', jobId: holder === null ? '' : holderOf(holder).jobId };
     },
   };
 }

@@ -107,6 +107,10 @@ export function mountDlqRoutes(mount: Mount, deps: DlqRouteDeps): void {
       case 'already_retried':
         res.status(200).json({ job_id: r.job.id, retried_from: id, status: 'already_retried', state: r.job.state });
         return;
+      case 'already_retried_expired':
+        // No state: the job the entry was retried into has run its JOB_TTL and its record is gone (P138).
+        res.status(200).json({ job_id: r.jobId, retried_from: id, status: 'already_retried' });
+        return;
       case 'retried': {
         deps.audit.record({ action: 'dlq.retry', tenant, principal_id: c.principalId, target: id, details: { new_job_id: r.outcome.jobId } });
         const o = r.outcome;
