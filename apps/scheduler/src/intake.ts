@@ -12,6 +12,7 @@ import { handOffFreedSlot } from './replayer';
 import { routeFor } from './route-job';
 import { resolveSafety } from './safety';
 import { concurrencyOf, slotWait, takeSlot } from './slots';
+import { pastDeadline } from './redispatch';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 const nak = (delayMs: number): HandlerOutcome => ({ kind: 'nak', delayMs });
@@ -167,6 +168,12 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
   }
   if (job.state === 'SCHEDULED' || job.state === 'RETRYING') {
     // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
+    if (pastDeadline(job)) {
+      // D46, P139: no attempt past the job's deadline_ms (as for PENDING above, P64).
+      const w = releasedBy(lease, await ctx.store.transition(job.id, 'FAILED', { token: lease.token, from: [job.state], patch: { error: { code: 'deadline_exceeded', message: 'deadline_ms passed before the next attempt' } }, current: job, release: true }));
+      if (w.ok) await handOffFreedSlot(ctx, w.job); // a RETRYING job held its group's slot between attempts
+      return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
+    }
     const route = routeFor(ctx, job);
     if (route.kind === 'worker' || route.kind === 'untracked') {
       let safety: SafetyRecord | undefined;

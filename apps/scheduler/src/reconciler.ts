@@ -143,7 +143,8 @@ async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord)
       ctx.metrics.reconciled.inc({ action: r === 'started' ? 'running' : 'redispatch' });
       return;
     }
-    if (r === 'moved' || r === 'busy' || r === 'error') return;
+    // past_deadline: this scan's deadline pass (D46) ends it TIMEOUT, with the deadline's code.
+    if (r === 'moved' || r === 'busy' || r === 'error' || r === 'past_deadline') return;
     // Provably unstarted but every other candidate is busy or gone: waiting for capacity is
     // right, a TIMEOUT would fail a job that can still run. Bounded like a no-worker wait (D13).
     if (r === 'no_route' && Date.now() - (job.dispatchedAt ?? job.updatedAt) < ctx.config.replay.maxScheduleWaitMs) return;

@@ -20,9 +20,16 @@ export type ReattemptResult =
   /** no attempts left, or no worker to send it to: left to the reconciler */
   | 'exhausted'
   | 'no_route'
+  /** the job's deadline_ms has passed: no new attempt (D46); the reconciler's deadline pass ends it TIMEOUT */
+  | 'past_deadline'
   /** the job lock was busy or was lost mid-way */
   | 'busy'
   | 'error';
+
+/** D46: past the job's `deadline_ms` no new attempt goes out (P139), whichever path would send it. */
+export function pastDeadline(job: JobRecord, now = Date.now()): boolean {
+  return job.deadlineAt !== undefined && now >= job.deadlineAt;
+}
 
 /** Attempts that count against maxAttempts: a `worker_busy` refusal is backpressure, not an attempt (D48). */
 export function attemptsUsed(job: JobRecord): number {
@@ -32,6 +39,7 @@ export function attemptsUsed(job: JobRecord): number {
 export async function reattemptLocked(ctx: SchedulerContext, lease: Lease, job: JobRecord, dispatchId: string): Promise<ReattemptResult> {
   if (job.state !== 'DISPATCHED' || job.dispatch?.dispatchId !== dispatchId) return 'moved';
   if (attemptsUsed(job) >= (job.maxAttempts ?? ctx.config.maxAttempts)) return 'exhausted';
+  if (pastDeadline(job)) return 'past_deadline';
   const route = routeFor(ctx, job, job.dispatch.workerId);
   if (route.kind !== 'worker' && route.kind !== 'untracked') return 'no_route';
   const out = await dispatch(ctx, lease, job, route);

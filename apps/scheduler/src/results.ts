@@ -11,7 +11,7 @@ import { gateRetry } from './intake';
 import { cancelAnswered } from './cancels';
 import { handOffFreedSlot } from './replayer';
 import { routeFor } from './route-job';
-import { attemptsUsed } from './redispatch';
+import { attemptsUsed, pastDeadline } from './redispatch';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 
@@ -158,6 +158,11 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   } else if (mapped.retryable && !busy && attemptsUsed(job) >= maxAttempts) {
     to = 'FAILED';
     patch.error = boundedError('max_attempts', `failed after ${job.attempts} attempts: ${res.errorMessage || res.errorCode || 'retryable failure'}`);
+  } else if (mapped.retryable && pastDeadline(job)) {
+    // D46, P139: no new attempt past the job's deadline_ms. The attempt that answered is over,
+    // so the job ends FAILED (not TIMEOUT: nothing is out), with the deadline's code.
+    to = 'FAILED';
+    patch.error = boundedError('deadline_exceeded', `deadline_ms passed; no attempt after attempt ${job.attempts}: ${res.errorMessage || res.errorCode || 'retryable failure'}`);
   }
   // Only a retry still needs the lock (redispatch, D13); any other outcome ends the handler, so
   // its write also releases the lock (issue 7).

@@ -84,7 +84,7 @@ export function createVerifier(ctx: () => SchedulerContext | undefined, o: { ena
           wheel.add(jobId, { jobId, dispatchId }, o.delayMs);
           outcome = 'deferred';
         } else {
-          outcome = r === 'redispatched' ? 'fallback' : r === 'error' || r === 'busy' ? 'probe_error' : r === 'exhausted' || r === 'no_route' ? 'unverified' : 'delivered';
+          outcome = r === 'redispatched' ? 'fallback' : r === 'error' || r === 'busy' ? 'probe_error' : r === 'exhausted' || r === 'no_route' || r === 'past_deadline' ? 'unverified' : 'delivered';
         }
       }
     } catch (err) {

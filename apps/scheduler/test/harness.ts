@@ -38,6 +38,8 @@ export interface KernelAnswer {
   ruleId: string;
   policySnapshot: string;
   approvalRequired?: boolean;
+  /** With THROTTLE: when to ask again (0 when unset). */
+  retryAfterMs?: bigint;
   /** With ALLOW_WITH_CONSTRAINTS. */
   constraints?: { maxRuntimeMs?: bigint; maxRetries?: number; maxConcurrentJobs?: number; maxArtifactBytes?: bigint };
 }
