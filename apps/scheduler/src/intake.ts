@@ -229,7 +229,7 @@ export type RetryGate =
  * - THROTTLE: again after `retry_after_ms`; kernel unavailable (closed) or a kernel error: again
  *   after 5 s. The job stays RETRYING and keeps its slot meanwhile.
  */
-export async function gateRetry(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<RetryGate> {
+async function gateRetry(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<RetryGate> {
   const v = await resolveSafety(ctx, job);
   switch (v.kind) {
     case 'allow':

@@ -5,12 +5,9 @@ import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
 import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
-import { dispatch } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
-import { gateRetry } from './intake';
 import { cancelAnswered } from './cancels';
 import { handOffFreedSlot } from './replayer';
-import { routeFor } from './route-job';
 import { attemptsUsed, pastDeadline } from './redispatch';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
@@ -60,8 +57,7 @@ export function resultHandler(ctx: SchedulerContext) {
  * lock-free script (job-store finish, issue 7): no lock to take, no record to read first. It
  * writes only while no lock is held, so it never races a locked handler; anything it does not
  * write (a held lock, a stale attempt, any other state) goes the locked path, which decides.
- * Retryable failures always go that path: their outcome depends on the attempts and a retry
- * needs the lock to redispatch.
+ * Retryable failures always go that path: their outcome depends on the attempts read under the lock.
  */
 async function finishedUnlocked(ctx: SchedulerContext, res: JobResult): Promise<boolean> {
   const mapped = mapStatus(res.status);
@@ -164,9 +160,6 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
     to = 'FAILED';
     patch.error = boundedError('deadline_exceeded', `deadline_ms passed; no attempt after attempt ${job.attempts}: ${res.errorMessage || res.errorCode || 'retryable failure'}`);
   }
-  // Only a retry still needs the lock (redispatch, D13); any other outcome ends the handler, so
-  // its write also releases the lock (issue 7).
-  const release = to !== 'RETRYING';
   // A result for a job still DISPATCHED means it ran (BEHAVIOURS §1.4: RUNNING when the first
   // progress or the result arrives; worker-sdk sends no start ack for a job that ends within
   // its ack delay): the write goes through RUNNING, so the broadcast still shows it. Not for a
@@ -177,7 +170,17 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   // to the job TTL): the store expires the result key (the artifacts got it above).
   const expireResult = TERMINAL_STATES.has(to);
   const from: JobState[] = via ? ['DISPATCHED'] : ['DISPATCHED', 'RUNNING'];
-  const w = releasedBy(lease, await ctx.store.transition(job.id, to, { token: lease.token, from, via, patch, current: job, release, expireResult }), release);
+  if (to === 'RETRYING') {
+    // D13 (BEHAVIOURS §1.5, P140): the next attempt waits 1 s·2ⁿ (±20 %) in job:retry, n = the
+    // attempts used before it, and the replayer leader's drive sends it (asking the kernel first,
+    // P131); a worker_busy refusal waits by its own count (D48). Filed before the write, so a
+    // RETRYING job always has its entry; an entry whose write is then refused finds the job in
+    // another state when due, and the drive drops it.
+    await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(busy ? refusals - 1 : attemptsUsed(job) - 1));
+  }
+  // Every outcome ends the handler, a retry too (the replayer sends it), so the write also
+  // releases the lock (issue 7).
+  const w = releasedBy(lease, await ctx.store.transition(job.id, to, { token: lease.token, from, via, patch, current: job, release: true, expireResult }));
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : ignore(ctx, w.reason, job.id);
   ctx.workers.noteFinished(current?.workerId ?? res.workerId, busy);
   // Deleted once the FAILED write is committed: a crash before that redelivers the result, which
@@ -185,10 +188,6 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   // keys were given (oversizedOutput).
   if (oversized) await ctx.store.dropOutputs(oversized.keys);
   await handOffFreedSlot(ctx, w.job);
-  if (w.job.state === 'RETRYING') {
-    if (!busy) return redispatch(ctx, lease, w.job);
-    await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(refusals - 1));
-  }
   return ACK;
 }
 
@@ -231,28 +230,3 @@ const KNOWN_STATUSES: ReadonlySet<number> = new Set(Object.values(JobStatus).fil
 const WORKER_BUSY = 'worker_busy';
 const MAX_BUSY_REFUSALS = 20;
 
-/**
- * Immediate redispatch of a RETRYING job when a worker is free. Otherwise the
- * job waits in RETRYING with its due time in `job:retry` (D13); draining that
- * ZSET is the replayer's job (D13, replayer.ts).
- */
-async function redispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
-  const route = routeFor(ctx, job);
-  if (route.kind === 'worker' || route.kind === 'untracked') {
-    // P131: the policy is asked again before the next attempt.
-    const gate = await gateRetry(ctx, lease, job);
-    if (gate.kind === 'stopped') {
-      if (gate.job) await handOffFreedSlot(ctx, gate.job);
-      return ACK;
-    }
-    if (gate.kind === 'later') {
-      await ctx.store.scheduleRetry(job.id, Date.now() + gate.delayMs);
-      return ACK;
-    }
-    const out = await dispatch(ctx, lease, job, route, { release: true, safety: gate.record });
-    if (out.kind === 'lost') ctx.logger.warn('redispatch aborted', { job_id: job.id, reason: out.reason });
-    return ACK;
-  }
-  await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(job.attempts - 1));
-  return ACK;
-}

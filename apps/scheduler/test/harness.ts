@@ -97,6 +97,8 @@ export type Reply = 'succeed' | 'retry-once' | 'none' | 'silent';
 export interface Execution {
   request: JobRequest;
   subject: string;
+  /** When the worker received it (Date.now()). */
+  at: number;
 }
 
 export interface TestWorker {
@@ -141,7 +143,7 @@ export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; 
     if (p.payload.case !== 'jobRequest') return;
     const req = p.payload.value;
     const list = executions.get(req.jobId) ?? [];
-    list.push({ request: req, subject });
+    list.push({ request: req, subject, at: Date.now() });
     executions.set(req.jobId, list);
     const mode = o.replyFor(req.topic);
     if (mode === 'silent') return;

@@ -36,8 +36,8 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
   const workers: TestWorker[] = [];
   const ghosts: Ghost[] = [];
   let seq = 0;
-  /** Jobs whose mark of a second or later attempt throws once (a Redis error after the publish, P41). */
-  const failMarkOnce = new Set<string>();
+  /** Jobs whose result handler fails once right after its RETRYING write (a Redis error after the write, P41). */
+  const failAfterRetryWriteOnce = new Set<string>();
   /** claim-2.lua as worker-sdk runs it; claimAs answers its verdict (1 = claimed: the worker runs the job). */
   const claimLua = readFileSync(join(__dirname, '../../../libs/worker-sdk/src/lua/claim-2.lua'), 'utf8');
   async function claimAs(workerId: string, jobId: string): Promise<number> {
@@ -60,12 +60,10 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       if (claimAfterFence.get(id) === 0) claimAfterFence.set(id, await claimAs('race-ghost', id));
       return fenced;
     },
-    async markPublished(id, dispatchId, token, o) {
-      if (failMarkOnce.has(id) && (o?.current?.attempts ?? 0) >= 2) {
-        failMarkOnce.delete(id);
-        throw new Error('injected: mark-published failed');
-      }
-      return s.markPublished(id, dispatchId, token, o);
+    async transition(id, to, o) {
+      const w = await s.transition(id, to, o);
+      if (to === 'RETRYING' && failAfterRetryWriteOnce.delete(id)) throw new Error('injected: the handler failed after its RETRYING write');
+      return w;
     },
   });
 
@@ -784,14 +782,17 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     const w = await worker('tw-nd', ['job.rnd'], 'silent');
     const job = await submit('job.rnd');
     await waitFor(() => w.count(job.id) === 1, 10_000, { message: 'attempt 1' });
-    failMarkOnce.add(job.id);
-    const before = await counter('cordum_scheduler_ignored_packets_total', 'reason', 'already_applied');
+    failAfterRetryWriteOnce.add(job.id);
+    // The redelivery finds the job RETRYING (its retry waits its backoff, P140) or, later, attempt 2 out.
+    const ignored = async (): Promise<number> =>
+      (await counter('cordum_scheduler_ignored_packets_total', 'reason', 'already_applied')) + (await counter('cordum_scheduler_ignored_packets_total', 'reason', 'unexpected_state_RETRYING'));
+    const before = await ignored();
     // A CAP worker may leave `dispatch` out: the result applies to the current attempt (CONTRACT §3).
     await publishResult('tw-nd', { jobId: job.id, status: JobStatus.FAILED_RETRYABLE, workerId: 'tw-nd', errorCode: 'flaky', errorMessage: 'try again' }, `anon:${job.id}:1`);
-    // Attempt 2 is published, its mark throws, the handler fails and the result is redelivered.
+    // The handler fails after its RETRYING write and the result is redelivered; the retry sends attempt 2.
+    await waitFor(async () => (await ignored()) > before, 15_000, { message: 'the redelivered result ignored' });
     await waitFor(() => w.count(job.id) >= 2, 10_000, { message: 'attempt 2 dispatched' });
-    await waitFor(async () => (await counter('cordum_scheduler_ignored_packets_total', 'reason', 'already_applied')) > before, 15_000, { message: 'the redelivered result ignored as already applied' });
-    expect(failMarkOnce.has(job.id)).toBe(false);
+    expect(failAfterRetryWriteOnce.has(job.id)).toBe(false);
     // Before P41 the redelivery applied to attempt 2 and dispatched attempt 3 while 2 ran.
     expect([...new Set(w.executions.get(job.id)?.map((e) => Number(e.request.dispatch?.attempt ?? 0n)))].sort()).toEqual([1, 2]);
     const second = w.executions.get(job.id)?.find((e) => e.request.dispatch?.attempt === 2n)?.request;

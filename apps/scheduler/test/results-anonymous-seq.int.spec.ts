@@ -15,23 +15,23 @@ describe('results: an older result without a dispatch id, redelivered (P41, in-p
   let kernel: TestKernel;
   let worker: TestWorker;
   /**
-   * The job whose mark of attempt 2 as published is written, then held until `release`, then
-   * throws: the handler of the result that started attempt 2 fails after its writes (the lock is
-   * already released with the mark), so that result is redelivered once released.
+   * The job whose RETRYING write after attempt 1 is made, then held until `release`, then throws:
+   * the handler of result 1 fails after its writes (the lock is already released with the write,
+   * and the retry it filed sends attempt 2, P140), so result 1 is redelivered once released.
    */
   let failMark: { id: string; entered: () => void; release: Promise<void> } | undefined;
   const wrapStore = (s: JobStore): JobStore => ({
     ...s,
-    async markPublished(id, dispatchId, token, o) {
-      const m = await s.markPublished(id, dispatchId, token, o);
+    async transition(id, to, o) {
+      const w = await s.transition(id, to, o);
       const f = failMark;
-      if (f && f.id === id && o?.current?.attempts === 2) {
+      if (f && f.id === id && to === 'RETRYING' && o.current?.attempts === 1) {
         failMark = undefined;
         f.entered();
         await f.release;
-        throw new Error('injected: the handler failed after marking attempt 2');
+        throw new Error('injected: the handler failed after its RETRYING write for attempt 1');
       }
-      return m;
+      return w;
     },
   });
 
@@ -72,7 +72,7 @@ describe('results: an older result without a dispatch id, redelivered (P41, in-p
     let release!: () => void;
     const held = new Promise<void>((r) => (entered = r));
     failMark = { id, entered, release: new Promise<void>((r) => (release = r)) };
-    // Result 1 applies to attempt 1 and starts attempt 2; its handler then fails (held for now).
+    // Result 1 applies to attempt 1, whose retry then starts attempt 2; its handler fails (held for now).
     await anonymousRetryable(id, `anon:${id}:1`);
     await held;
     const second = await waitFor(() => runningOn(2)(id), 10_000, { message: 'attempt 2 RUNNING' });

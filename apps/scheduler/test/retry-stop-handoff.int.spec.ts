@@ -1,6 +1,6 @@
 // A retry the policy stops (P131) from the replayer leader's drive ends its job FAILED, and the
-// concurrency slot it held (P70) goes to its group's next waiter at once, as it does when the
-// results path stops a retry; before, the waiter went at the leader's next turn. The replay
+// concurrency slot it held (P70) goes to its group's next waiter at once, as it does after a
+// result ends a job; before, the waiter went at the leader's next turn. The replay
 // interval here is long (3 s) so that the two are told apart. Real Redis + NATS, an in-test
 // kernel, a test worker that answers when the test tells it to; executions counted on the worker.
 import { Decision, JobStatus, type PolicyCheckRequest } from '@cordum/protocol';
@@ -39,8 +39,8 @@ it('a retry stopped from the replayer\'s drive hands its slot to the waiting job
   expect(group).toBeDefined();
   await waitFor(async () => (await rig.store.slotWaiters(group!, 10)).includes(b.id), 10_000, { message: 'B waits for the slot' });
 
-  // A's retry is throttled where the results path asks (so it waits for the replayer's drive),
-  // then denied there.
+  // A's retry (sent by the replayer's drive after its backoff, P140) is throttled at its first
+  // Check, then denied at the next drive.
   answers.set(a.id, { decision: Decision.THROTTLE, reason: 'slow down', ruleId: 'rate', policySnapshot: 'snap-1' });
   await worker.reply(worker.executions.get(a.id)![0]!.request, JobStatus.FAILED_RETRYABLE);
   await waitFor(() => checksOf(a.id) >= 2, 10_000, { message: 'the retry throttled' });
