@@ -95,6 +95,14 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
   return out;
 }
 
+/**
+ * When the job was ready to go (P141): its approval for a job a human released, else its creation.
+ * The latency histograms count from here, so an hour's hold is not an hour of dispatch latency.
+ */
+export function readyAt(job: JobRecord): number {
+  return job.approval?.status === 'approved' ? Math.max(job.createdAt, job.approval.at) : job.createdAt;
+}
+
 /** D3 margin: 5 s before the lease's expiry (less for the short test TTLs, which stay ≥ 3 s). */
 export function safeMarginMs(ttlMs: number): number {
   return Math.min(5_000, Math.floor(ttlMs / 3));
@@ -153,7 +161,9 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
     throw err;
   }
   if (d.workerId) ctx.workers.noteDispatched(d.workerId);
-  ctx.metrics.dispatchLatency.observe(Math.max(0, Date.now() - job.createdAt) / 1000);
+  // The job's first attempt only (P141): a retry's or a replacement's time since creation
+  // includes earlier attempts' run times and backoffs, which are not dispatch latency.
+  if (d.attempt === 1) ctx.metrics.dispatchLatency.observe(Math.max(0, Date.now() - readyAt(job)) / 1000);
   const m = await ctx.store.markPublished(job.id, d.dispatchId, lease.token, { current: job, release });
   if (m.ok && release) lease.markReleased();
   if (!m.ok) {

@@ -5,7 +5,7 @@ import type { BusPacket, JobRequest } from '@cordum/protocol';
 import { errorText } from '@cordum/service-kit';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
-import { dispatch, publishAttempt } from './dispatch';
+import { dispatch, publishAttempt, readyAt } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { handOffFreedSlot } from './replayer';
@@ -31,8 +31,8 @@ export function submitHandler(ctx: SchedulerContext) {
     const req = packet.payload.value;
     const startedAt = Date.now();
     const r = await withLockedJob(ctx, req.jobId, (lease, job) => {
-      // created → picked up, before the lock wait: dispatch latency split into where it goes.
-      if (job?.state === 'PENDING' && h.deliveryCount === 1) ctx.metrics.intakeWait.observe(Math.max(0, startedAt - job.createdAt) / 1000);
+      // ready → picked up, before the lock wait: dispatch latency split into where it goes.
+      if (job?.state === 'PENDING' && h.deliveryCount === 1) ctx.metrics.intakeWait.observe(Math.max(0, startedAt - readyAt(job)) / 1000);
       return intake(ctx, lease, req, job);
     });
     const outcome = lockedOutcome(r, h.deliveryCount);

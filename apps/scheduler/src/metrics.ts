@@ -69,13 +69,13 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     jobsTotal: new Counter({ name: 'cordum_jobs_total', help: 'Committed job transitions by target state.', labelNames: ['state'], registers: [registry] }),
     dispatchLatency: new Histogram({
       name: 'cordum_scheduler_dispatch_latency_seconds',
-      help: 'Submit (job created) to dispatch published.',
+      help: "Submit (job created, or approved for a held job) to its first attempt's dispatch published.",
       buckets: JOB_PATH_BUCKETS,
       registers: [registry],
     }),
     intakeWait: new Histogram({
       name: 'cordum_scheduler_intake_wait_seconds',
-      help: "Job created (at the gateway) to this scheduler starting on its submit, first delivery only: the gateway's publish, the bus and this replica's backlog.",
+      help: "Job created (at the gateway; approved, for a held job) to this scheduler starting on its submit, first delivery only: the gateway's publish, the bus and this replica's backlog.",
       buckets: JOB_PATH_BUCKETS,
       registers: [registry],
     }),

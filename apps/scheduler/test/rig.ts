@@ -8,7 +8,7 @@ import { create, decodePacket, encodePacket, JobRequestSchema, newPacket, type D
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
-import { Registry } from 'prom-client';
+import { Registry, type Histogram } from 'prom-client';
 import { loadSchedulerConfig, type SchedulerConfig } from '../src/config';
 import { createScheduler, type Scheduler, type SchedulerDeps } from '../src/scheduler';
 import { quietLog, startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
@@ -36,6 +36,8 @@ export interface SchedulerRig {
   job(id: string): Promise<JobRecord>;
   /** The sum of a counter's series whose labels include `labels`. */
   counter(name: string, labels?: Record<string, string>): Promise<number>;
+  /** A histogram's sample count and sum (its one unlabelled series). */
+  histogram(name: string): Promise<{ count: number; sum: number }>;
   /** Stops the scheduler, the bus client, the Redis client and both servers. */
   stop(): Promise<void>;
 }
@@ -99,7 +101,12 @@ export async function startSchedulerRig(o: { instanceId: string; kernelAddress: 
       const m = await metrics.getSingleMetric(name)?.get();
       return m?.values.filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val)).reduce((a, v) => a + v.value, 0) ?? 0;
     };
-    return { redisServer, natsServer, redis, store, bus, scheduler, config, metrics, submit, publishSubmit, approve, job, counter, stop };
+    const histogram = async (name: string): Promise<{ count: number; sum: number }> => {
+      const values = (await (metrics.getSingleMetric(name) as Histogram | undefined)?.get())?.values ?? [];
+      const of = (suffix: string): number => values.find((v) => v.metricName === `${name}_${suffix}`)?.value ?? 0;
+      return { count: of('count'), sum: of('sum') };
+    };
+    return { redisServer, natsServer, redis, store, bus, scheduler, config, metrics, submit, publishSubmit, approve, job, counter, histogram, stop };
   } catch (err) {
     await stop();
     throw err;

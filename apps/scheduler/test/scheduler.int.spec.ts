@@ -3,7 +3,7 @@ import { createJobStore, jobKeys, type JobRecord, type JobStore, type NewJob } f
 import { create, decodePacket, encodePacket, JobCancelSchema, JobRequestSchema, JobResultSchema, JobStatus, newPacket, type BusPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor, type TestServer } from '@cordum/testing';
-import type { Histogram, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { Scheduler } from '../src/scheduler';
 import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
@@ -172,11 +172,7 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     }
   });
 
-  async function intakeWait(): Promise<{ count: number; sum: number }> {
-    const values = (await (metrics.getSingleMetric('cordum_scheduler_intake_wait_seconds') as Histogram | undefined)?.get())?.values ?? [];
-    const of = (suffix: string): number => values.find((v) => v.metricName === `cordum_scheduler_intake_wait_seconds_${suffix}`)?.value ?? 0;
-    return { count: of('count'), sum: of('sum') };
-  }
+  const intakeWait = (): Promise<{ count: number; sum: number }> => rig.histogram('cordum_scheduler_intake_wait_seconds');
 
   it('times created → picked up in cordum_scheduler_intake_wait_seconds, once per job', async () => {
     // A record written 2 s before its submit reaches the scheduler (a gateway, or the bus, that was slow).
