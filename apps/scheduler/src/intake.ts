@@ -80,11 +80,8 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     return ACK;
   }
   if (job.state !== 'PENDING') return duplicate(ctx, lease, job, req);
-  if (job.deadlineAt !== undefined && Date.now() >= job.deadlineAt) {
-    // D46: past its deadline before it ever ran.
-    const w = releasedBy(lease, await ctx.store.transition(job.id, 'FAILED', { token: lease.token, from: ['PENDING'], patch: { error: { code: 'deadline_exceeded', message: 'deadline_ms passed before dispatch' } }, current: job, release: true }));
-    return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
-  }
+  // D46: past its deadline before it ever ran.
+  if (pastDeadline(job)) return failPastDeadline(ctx, lease, job, 'deadline_ms passed before dispatch');
 
   // A job that already waited for a worker passed Check on its first look. While there is still
   // no worker nothing can be dispatched, so the wait is counted without asking the kernel again
@@ -158,6 +155,17 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
   return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
 }
 
+/**
+ * D46 (P64, P139): a job with no attempt out, past its deadline, ends FAILED `deadline_exceeded`
+ * (the state table has no TIMEOUT from PENDING, SCHEDULED or RETRYING). A RETRYING job held its
+ * group's concurrency slot between attempts: the slot goes to the next waiter at once.
+ */
+async function failPastDeadline(ctx: SchedulerContext, lease: Lease, job: JobRecord, message: string): Promise<HandlerOutcome> {
+  const w = releasedBy(lease, await ctx.store.transition(job.id, 'FAILED', { token: lease.token, from: [job.state], patch: { error: { code: 'deadline_exceeded', message } }, current: job, release: true }));
+  if (w.ok) await handOffFreedSlot(ctx, w.job);
+  return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
+}
+
 /** A redelivered or duplicate submit (or a replayed job) already past PENDING. */
 async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, req?: JobRequest): Promise<HandlerOutcome> {
   if (TERMINAL_STATES.has(job.state)) {
@@ -168,12 +176,8 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
   }
   if (job.state === 'SCHEDULED' || job.state === 'RETRYING') {
     // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
-    if (pastDeadline(job)) {
-      // D46, P139: no attempt past the job's deadline_ms (as for PENDING above, P64).
-      const w = releasedBy(lease, await ctx.store.transition(job.id, 'FAILED', { token: lease.token, from: [job.state], patch: { error: { code: 'deadline_exceeded', message: 'deadline_ms passed before the next attempt' } }, current: job, release: true }));
-      if (w.ok) await handOffFreedSlot(ctx, w.job); // a RETRYING job held its group's slot between attempts
-      return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
-    }
+    // D46, P139: no attempt past the job's deadline_ms (as for PENDING above, P64).
+    if (pastDeadline(job)) return failPastDeadline(ctx, lease, job, 'deadline_ms passed before the next attempt');
     const route = routeFor(ctx, job);
     if (route.kind === 'worker' || route.kind === 'untracked') {
       let safety: SafetyRecord | undefined;

@@ -19,7 +19,7 @@ import type { SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
 import { republishAttempt, safeMarginMs } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
-import { reattemptLocked } from './redispatch';
+import { pastDeadline, reattemptLocked } from './redispatch';
 import { oweCancel, tellWorkerToStop } from './cancels';
 import { handOffFreedSlot } from './replayer';
 
@@ -183,7 +183,7 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
       if (!job || TERMINAL_STATES.has(job.state)) return setDeadlineLocked(ctx, lease, id, null);
       const now = Date.now();
       const out = ATTEMPT_OUT_STATES.has(job.state);
-      if (job.deadlineAt !== undefined && job.deadlineAt <= now) {
+      if (pastDeadline(job, now)) {
         if (job.state === 'APPROVAL_REQUIRED') return setDeadlineLocked(ctx, lease, id, now + APPROVAL_DEADLINE_RECHECK_MS);
         const message = 'deadline_ms passed';
         if (out) return timeout(ctx, lease, job, 'deadline_exceeded', message);

@@ -220,7 +220,8 @@ class CapWorker implements Worker {
 
   /**
    * Jobs whose handler is still running at the stop deadline are answered FAILED_RETRYABLE so
-   * the scheduler redispatches them at once (D1 c) instead of waiting for the timeout; a job
+   * the scheduler redispatches them after its retry backoff (D1 c, D13) instead of waiting for
+   * the timeout; a job
    * cancelled meanwhile is answered CANCELLED, as it would have been. A job whose handler has
    * settled has run: it is never answered retryable, which would run it a second time (P137).
    * Its own answer goes on: the result write in progress, or the next one, is its last try (a
@@ -737,7 +738,6 @@ function isInstanceMarker(data: Uint8Array): boolean {
   return data.byteLength > INSTANCE_MARKER.length && Buffer.from(data.buffer, data.byteOffset, INSTANCE_MARKER.length).equals(INSTANCE_MARKER);
 }
 
-/** Null for a valid JobOutcome, else what is wrong with it. */
 /**
  * The handler's outcome, each field read once, here (P137): a getter that throws (a lazily
  * computed or ORM-style object) is a handler fault answered FAILED, not a rejection that leaves
