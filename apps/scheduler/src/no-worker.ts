@@ -1,5 +1,8 @@
 // D13 no-worker wait: count a schedule try and give up after the bound (50
-// tries or 10 min) with FAILED + DLQ `no_workers`.
+// tries or 10 min) with FAILED + DLQ `no_workers`. The bound applies to each
+// wait on its own (P142): a wait begins at the first look that finds no worker
+// after the job was ready (created, or approved) or last dispatched, so a job
+// held for hours or retried after a long attempt gets its full wait too.
 // - Some live worker could serve the topic (its labels or requires do not
 //   match yet, say): the job's next look is filed in `job:retry` (1 s·2ⁿ ≤ 30 s
 //   ±20 %), drained by the replayer leader, so the timer survives the death of
@@ -13,6 +16,7 @@ import type { JobRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import { backoffBaseMs, backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
+import { readyAt } from './dispatch';
 import { BUSY_NAK_MS } from './job-lock';
 import { topicServed } from './routing';
 import { leaveGroup } from './slots';
@@ -22,14 +26,16 @@ export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: Job
   // It waits for a worker, not in a concurrency group's queue, where it would hold up the jobs
   // behind it (P70); it queues again, at the back, once a worker can take it.
   if (job.state === 'PENDING') await leaveGroup(ctx, lease, job);
-  const tries = (job.scheduleTries ?? 0) + 1;
   const now = Date.now();
+  const wait = currentWait(job, now);
+  const tries = wait.tries + 1;
   const { maxScheduleTries, maxScheduleWaitMs } = ctx.config.replay;
-  if (tries > maxScheduleTries || now - job.createdAt >= maxScheduleWaitMs) return failNoWorker(ctx, lease, job, tries - 1);
-  const p = await ctx.store.patchJob(job.id, job.state, { token: lease.token, patch: { scheduleTries: tries } });
+  if (tries > maxScheduleTries || now - wait.since >= maxScheduleWaitMs) return failNoWorker(ctx, lease, job, tries - 1);
+  const patch = { scheduleTries: (job.scheduleTries ?? 0) + 1, workerWait: { since: wait.since, tries } };
+  const p = await ctx.store.patchJob(job.id, job.state, { token: lease.token, patch });
   if (!p.ok) return p.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : { kind: 'ack' };
   if (!topicServed(ctx.pools(), ctx.workers.live(), job.topic)) {
-    const plan = parkPlan(tries, now, job.createdAt, ctx.config.replay);
+    const plan = parkPlan(tries, now, wait.since, ctx.config.replay);
     await ctx.store.park(job.id, job.topic, job.state, plan.expiresAt);
     ctx.logger.info('no worker serves the topic, job parked until one appears', { job_id: job.id, topic: job.topic, tries, expires_in_ms: plan.expiresAt - now });
     return { kind: 'ack' };
@@ -39,29 +45,45 @@ export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: Job
   return { kind: 'ack' };
 }
 
-/** FAILED + DLQ `no_workers` with the schedule tries made (D13). */
+/**
+ * P142: the wait for a worker `job` is in at `now`: its recorded one, unless that began before the
+ * job was last ready (an approval) or dispatched, in which case a new one begins now.
+ */
+export function currentWait(job: JobRecord, now: number): { since: number; tries: number } {
+  const w = job.workerWait;
+  return w && w.since >= Math.max(readyAt(job), job.dispatchedAt ?? 0) ? w : { since: now, tries: 0 };
+}
+
+/** FAILED + DLQ `no_workers` after `tries` schedule tries in the job's current wait (D13). */
 export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: JobRecord, tries: number): Promise<HandlerOutcome> {
-  ctx.logger.warn('no worker within the bound, failing job', { job_id: job.id, topic: job.topic, tries, waited_ms: Date.now() - job.createdAt });
+  const now = Date.now();
+  const wait = currentWait(job, now);
+  ctx.logger.warn('no worker within the bound, failing job', { job_id: job.id, topic: job.topic, tries, waited_ms: now - wait.since });
   const w = await ctx.store.transition(job.id, 'FAILED', {
     token: lease.token,
     from: [job.state],
-    patch: { scheduleTries: tries, error: { code: 'no_workers', message: `no worker for ${job.topic} after ${tries} tries` } },
+    patch: {
+      scheduleTries: (job.scheduleTries ?? 0) + Math.max(0, tries - wait.tries),
+      workerWait: { since: wait.since, tries },
+      error: { code: 'no_workers', message: `no worker for ${job.topic} after ${tries} tries` },
+    },
   });
   return w.ok || w.reason !== 'fenced' ? { kind: 'ack' } : { kind: 'nak', delayMs: BUSY_NAK_MS };
 }
 
 /**
- * P15: when a job parked after try `tries` at `parkedAt` reaches its D13 bound, and the tries it
- * would have made by then, following the jitter-free backoff schedule: the next try comes
- * backoff(tries − 1) after the last, and the job fails at the first try past `maxScheduleTries`
- * or `maxScheduleWaitMs` after its creation, as the polling path would.
+ * P15: when a job parked after try `tries` of its wait at `parkedAt` reaches its D13 bound, and
+ * the tries it would have made by then, following the jitter-free backoff schedule: the next try
+ * comes backoff(tries − 1) after the last, and the job fails at the first try past
+ * `maxScheduleTries` or `maxScheduleWaitMs` after its wait began (`since`, P142), as the polling
+ * path would.
  */
-export function parkPlan(tries: number, parkedAt: number, createdAt: number, bound: { maxScheduleTries: number; maxScheduleWaitMs: number }): { expiresAt: number; tries: number } {
+export function parkPlan(tries: number, parkedAt: number, since: number, bound: { maxScheduleTries: number; maxScheduleWaitMs: number }): { expiresAt: number; tries: number } {
   let at = parkedAt;
   let k = tries;
   for (;;) {
     at += backoffBaseMs(k - 1);
     k += 1;
-    if (k > bound.maxScheduleTries || at - createdAt >= bound.maxScheduleWaitMs) return { expiresAt: at, tries: k - 1 };
+    if (k > bound.maxScheduleTries || at - since >= bound.maxScheduleWaitMs) return { expiresAt: at, tries: k - 1 };
   }
 }

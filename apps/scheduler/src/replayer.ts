@@ -25,7 +25,7 @@ import { sendOwedCancels } from './cancels';
 import { republishAttempt } from './dispatch';
 import { driveJob } from './intake';
 import { readLocked, withJobLock } from './job-lock';
-import { failNoWorker, parkPlan } from './no-worker';
+import { currentWait, failNoWorker, parkPlan } from './no-worker';
 import { topicServed } from './routing';
 import { settleSlotWait, slotTurn } from './slots';
 
@@ -141,7 +141,8 @@ function expire(ctx: SchedulerContext, id: string): Promise<boolean> {
 }
 
 function failParked(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
-  return failNoWorker(ctx, lease, job, parkPlan(job.scheduleTries ?? 1, job.updatedAt, job.createdAt, ctx.config.replay).tries);
+  const wait = currentWait(job, job.updatedAt);
+  return failNoWorker(ctx, lease, job, parkPlan(Math.max(1, wait.tries), job.updatedAt, wait.since, ctx.config.replay).tries);
 }
 
 /**

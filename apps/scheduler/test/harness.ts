@@ -18,6 +18,7 @@ import {
   JobStatus,
   newPacket,
   SafetyKernel,
+  WORKER_DRAINING_LABEL,
   type JobRequest,
   type PolicyCheckRequest,
 } from '@cordum/protocol';
@@ -106,6 +107,8 @@ export interface TestWorker {
   executions: Map<string, Execution[]>;
   count(jobId: string): number;
   reply(req: JobRequest, status: JobStatus, opts?: { dispatchId?: string }): Promise<void>;
+  /** Heartbeats with the draining label (`cordum.draining`) from now on, or without it again. */
+  drain(on: boolean): void;
   stop(): Promise<void>;
 }
 
@@ -121,8 +124,9 @@ export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; 
   const send = (subject: string, payload: Parameters<typeof newPacket>[1]) => bus.publishCore(subject, encodePacket(newPacket(o.id, payload)));
   const handshake = () =>
     send(subjects.handshake, { case: 'handshake', value: create(HandshakeSchema, { componentId: o.id, readyTopics: [direct, ...o.topics], capabilities: { start_ack: true } }) });
+  let labels: Record<string, string> = {};
   const heartbeat = () =>
-    send(subjects.heartbeat, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: o.id, pool: 'default', maxParallelJobs: 100, activeJobs: 0 }) });
+    send(subjects.heartbeat, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: o.id, pool: 'default', maxParallelJobs: 100, activeJobs: 0, labels }) });
 
   const reply = async (req: JobRequest, status: JobStatus, opts: { dispatchId?: string } = {}) => {
     const dispatchId = opts.dispatchId ?? req.dispatch?.dispatchId ?? '';
@@ -166,6 +170,10 @@ export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; 
     executions,
     count: (jobId) => executions.get(jobId)?.length ?? 0,
     reply,
+    drain: (on) => {
+      labels = on ? { [WORKER_DRAINING_LABEL]: 'true' } : {};
+      heartbeat();
+    },
     stop: async () => {
       clearInterval(timer);
       subs.forEach((s) => s.unsubscribe());

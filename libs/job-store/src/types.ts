@@ -97,8 +97,14 @@ export interface JobRecord extends JobIdentity {
    * gives the slot (or its place in the queue) back.
    */
   concurrency?: { group: string; limit: number };
-  /** D13: no-worker waits, bounded by the replayer. */
+  /** D13: no-worker tries over the job's life (each wait is bounded on its own, `workerWait`). */
   scheduleTries?: number;
+  /**
+   * P142: the job's latest wait for a worker: when it began and the tries made in it. D13's bound
+   * (SCHEDULER_SCHEDULE_MAX_TRIES tries or SCHEDULER_SCHEDULE_MAX_WAIT) applies to each wait; one
+   * that began before the job was last ready (its approval) or dispatched is over.
+   */
+  workerWait?: { since: number; tries: number };
   /** Attempts a worker refused before starting them (`worker_busy`, D48): not counted against maxAttempts. */
   busyRefusals?: number;
   /**

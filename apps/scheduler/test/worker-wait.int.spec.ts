@@ -1,0 +1,90 @@
+// P142: D13's no-worker bound (SCHEDULER_SCHEDULE_MAX_WAIT, here 3 s) applies to each wait for a
+// worker, counted from the wait's first look, not from the job's creation. Before, a job approved
+// after a hold longer than the bound, or retried after an attempt longer than it, failed
+// `no_workers` at its first look that found no worker, without waiting at all. Real Redis + NATS,
+// in process; executions are counted on the workers.
+import { Decision, JobStatus } from '@cordum/protocol';
+import { waitFor } from '@cordum/testing';
+import { startTestKernel, startTestWorker, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
+import { startSchedulerRig, type SchedulerRig } from './rig';
+
+const MAX_WAIT_MS = 3_000;
+const HELD = 'job.wait.held';
+const RETRIED = 'job.wait.retried';
+const hold: KernelAnswer = { decision: Decision.REQUIRE_HUMAN, reason: 'needs a human', ruleId: 'hold-wait', policySnapshot: 'snap-1', approvalRequired: true };
+const allow: KernelAnswer = { decision: Decision.ALLOW, reason: 'ok', ruleId: 'allow-all', policySnapshot: 'snap-1' };
+
+let rig: SchedulerRig;
+let kernel: TestKernel;
+let worker: TestWorker;
+const late: TestWorker[] = [];
+
+beforeAll(async () => {
+  kernel = await startTestKernel((req) => (req.topic === HELD ? hold : allow));
+  rig = await startSchedulerRig({ instanceId: 'sched-worker-wait', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '200ms', SCHEDULER_SCHEDULE_MAX_WAIT: `${MAX_WAIT_MS}ms` } });
+  worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-wait', topics: [RETRIED], replyFor: () => 'none' });
+  await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-wait' && v.readyTopics.length > 0), 10_000, { message: 'worker registered' });
+}, 60_000);
+
+afterAll(async () => {
+  for (const w of late) await w.stop();
+  await worker?.stop();
+  await rig?.stop();
+  await kernel?.stop();
+});
+
+const draining = (on: boolean) => waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-wait' && (v.draining ?? false) === on), 5_000, { message: `worker draining=${on} seen` });
+const stateOf = async (id: string) => (await rig.job(id)).state;
+
+it(`a job approved after a hold longer than the bound waits for a worker instead of failing no_workers at once`, async () => {
+  const job = await rig.submit(`wait-held-${process.pid}`, HELD);
+  await waitFor(async () => (await stateOf(job.id)) === 'APPROVAL_REQUIRED', 10_000, { message: 'held' });
+  await waitFor(() => Date.now() >= job.createdAt + MAX_WAIT_MS + 500, MAX_WAIT_MS + 5_000, { message: 'the hold outlasted the bound' });
+  const held = await rig.job(job.id);
+  await rig.approve(held, { status: 'approved', by: 'bob', at: Date.now(), jobHash: held.holdHash ?? '', policySnapshot: 'snap-1', ruleId: 'hold-wait', revision: 1 });
+  // Nobody serves the topic: the job is parked for its own wait (before: FAILED no_workers, 0 tries).
+  await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 5_000, { message: 'first look of the wait counted' });
+  expect(await stateOf(job.id)).toBe('PENDING');
+  const w = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-wait-held', topics: [HELD], replyFor: () => 'succeed' });
+  late.push(w);
+  await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED once a worker came' });
+  expect(w.count(job.id)).toBe(1);
+});
+
+it('a job retried after an attempt longer than the bound waits for a worker, and its wait is bounded from its own start', async () => {
+  const job = await rig.submit(`wait-retried-${process.pid}`, RETRIED);
+  const first = await waitFor(() => worker.executions.get(job.id)?.[0], 10_000, { message: 'attempt 1 on the worker' });
+  await waitFor(() => Date.now() >= job.createdAt + MAX_WAIT_MS + 500, MAX_WAIT_MS + 5_000, { message: 'the attempt outlasted the bound' });
+  worker.drain(true);
+  await draining(true);
+  const failedAt = Date.now();
+  await worker.reply(first.request, JobStatus.FAILED_RETRYABLE);
+  // The retry's drive finds no worker that takes jobs: it waits (before: FAILED no_workers at once).
+  await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 10_000, { message: 'first look of the retry wait counted' });
+  expect(await stateOf(job.id)).toBe('RETRYING');
+  // Nothing takes it: FAILED no_workers at the bound of this wait, which began after the failure.
+  await waitFor(async () => (await stateOf(job.id)) === 'FAILED', MAX_WAIT_MS + 10_000, { message: 'FAILED no_workers at the bound' });
+  expect(Date.now() - failedAt).toBeGreaterThanOrEqual(MAX_WAIT_MS);
+  const end = await rig.job(job.id);
+  expect(end.error?.code).toBe('no_workers');
+  expect(end.workerWait?.since).toBeGreaterThanOrEqual(failedAt);
+  expect(end.workerWait?.tries).toBeGreaterThanOrEqual(1);
+  expect(worker.count(job.id)).toBe(1);
+  worker.drain(false);
+  await draining(false);
+});
+
+it('a retry wait that a worker ends in time dispatches the next attempt, which runs once', async () => {
+  const job = await rig.submit(`wait-resumed-${process.pid}`, RETRIED);
+  const first = await waitFor(() => worker.executions.get(job.id)?.[0], 10_000, { message: 'attempt 1 on the worker' });
+  await waitFor(() => Date.now() >= job.createdAt + MAX_WAIT_MS + 500, MAX_WAIT_MS + 5_000, { message: 'the attempt outlasted the bound' });
+  worker.drain(true);
+  await draining(true);
+  await worker.reply(first.request, JobStatus.FAILED_RETRYABLE);
+  await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 10_000, { message: 'the retry waits' });
+  worker.drain(false);
+  const second = await waitFor(() => worker.executions.get(job.id)?.[1], 10_000, { message: 'attempt 2 on the worker' });
+  await worker.reply(second.request, JobStatus.SUCCEEDED);
+  await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 5_000, { message: 'SUCCEEDED on attempt 2' });
+  expect(worker.count(job.id)).toBe(2);
+});
