@@ -1,7 +1,9 @@
 // Index retention (D16, D45, D14): index ZSETs outlive the entries they point at, because every
 // write refreshes their TTL, so a leader trims members scored before the retention cutoff. Job
 // indexes are scored by the job's createdAt, the moment its record got the job TTL, so a member
-// older than the TTL points at a record that has expired.
+// older than the TTL points at a record that has expired, unless the record's lifetime was
+// renewed since (an approval, P75; a new hold, P99): such a member stays until its record is gone
+// (P143), so the job is still listed and its hold still found by the expiry pass.
 import { scanKeys, type RedisClient } from '@cordum/redis';
 import { jobKeys } from './keys';
 
@@ -19,18 +21,31 @@ export function indexRetention(key: string): 'job' | 'dlq' | null {
 }
 
 /**
- * Removes the members of ZSET `key` scored before `beforeMs`, at most `chunk` per command.
- * Not atomic, and need not be: a job's index score is its createdAt, the same in every index
- * it moves through, so a member read below the cutoff is below it again if re-added meanwhile.
+ * Removes the members of ZSET `key` scored before `beforeMs`, at most `chunk` per command; with
+ * `alive`, a member it answers true for is kept (and read past). Not atomic, and need not be: a
+ * job's index score is its createdAt, the same in every index it moves through, so a member read
+ * below the cutoff is below it again if re-added meanwhile.
  */
-export async function trimIndex(redis: RedisClient, key: string, beforeMs: number, chunk = TRIM_CHUNK): Promise<number> {
+export async function trimIndex(redis: RedisClient, key: string, beforeMs: number, chunk = TRIM_CHUNK, alive?: (ids: string[]) => Promise<boolean[]>): Promise<number> {
   let removed = 0;
+  let kept = 0;
   for (;;) {
-    const ids = await redis.zrangebyscore(key, '-inf', `(${beforeMs}`, 'LIMIT', 0, chunk);
+    const ids = await redis.zrangebyscore(key, '-inf', `(${beforeMs}`, 'LIMIT', kept, chunk);
     if (ids.length === 0) return removed;
-    removed += Number(await redis.zrem(key, ...ids));
+    const live = alive ? await alive(ids) : [];
+    const dead = ids.filter((_, i) => live[i] !== true);
+    kept += ids.length - dead.length;
+    if (dead.length > 0) removed += Number(await redis.zrem(key, ...dead));
     if (ids.length < chunk) return removed;
   }
+}
+
+/**
+ * P143: which of these jobs still have a record (one EXISTS each, sent together; on a cluster each
+ * goes to its own node). A record outlives its index score only when its lifetime was renewed.
+ */
+export function recordsAlive(redis: RedisClient): (ids: string[]) => Promise<boolean[]> {
+  return async (ids) => (await Promise.all(ids.map((id) => redis.exists(jobKeys.meta(id))))).map((n) => n > 0);
 }
 
 export interface TrimCounts {
@@ -42,8 +57,9 @@ export interface TrimCounts {
 const REGISTER_CHUNK = 500;
 
 /**
- * One retention pass over every index: job indexes lose members created before `nowMs - jobTtlMs`,
- * DLQ indexes members filed before `nowMs - dlqTtlMs`. The per-tenant keys come from the index
+ * One retention pass over every index: job indexes lose members created before `nowMs - jobTtlMs`
+ * whose record has expired (one EXISTS per such member), DLQ indexes members filed before
+ * `nowMs - dlqTtlMs`. The per-tenant keys come from the index
  * registry (`job:index:keys`), which every writer of such a key keeps (index-writer.ts, writeDlq),
  * so the pass costs a few commands per index key, not a SCAN of every key in Redis (tens of
  * millions at a million jobs a day). Only the first pass after an upgrade scans, once, to register
@@ -77,7 +93,7 @@ export async function trimIndexes(redis: RedisClient, o: { nowMs: number; jobTtl
       await redis.zrem(registry, key);
       continue;
     }
-    counts[kind] += await trimIndex(redis, key, cutoff[kind], o.chunk);
+    counts[kind] += await trimIndex(redis, key, cutoff[kind], o.chunk, kind === 'job' ? recordsAlive(redis) : undefined);
     // A key leaves the registry once it is gone and its last refresh is older than its TTL: it
     // expired for want of writes. One the trim just emptied stays registered that long, so a
     // writer that re-creates it within its TTL-refresh memo (no PEXPIRE, no registration for up

@@ -242,6 +242,8 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
         await at(now - 6 * DAY).createJob(y);
         old[tenant] = o.id;
         young[tenant] = y.id;
+        // Its record expired with the TTL it got 8 days ago (the fake clock does not age Redis keys).
+        await redis.del(jobKeys.meta(o.id));
       }
       await redis.zadd(jobKeys.active('DISPATCHED'), now - 8 * DAY, 'in-flight-for-days');
       const dlq = [String(now - 31 * DAY), 'dlq-old', String(now - 29 * DAY), 'dlq-young'];
@@ -275,6 +277,7 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
       const store = createJobStore(redis, { jobTtlMs: ttl, now: () => now - 8 * DAY });
       const j = newJob({ tenant: 'reg-a' });
       await store.createJob(j);
+      await redis.del(jobKeys.meta(j.id)); // expired, as above
       // a write that refreshes an index key's TTL registers it, scored by that time
       expect(await redis.zscore(jobKeys.indexRegistry(), jobKeys.indexAll('reg-a'))).toBe(String(now - 8 * DAY));
       expect(await redis.zscore(jobKeys.indexRegistry(), jobKeys.indexState('reg-a', 'PENDING'))).not.toBeNull();
@@ -324,6 +327,36 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
       await store.repairIndex(a1.id, 'APPROVAL_REQUIRED', await store.getJob(a1.id));
       expect(await redis.zscore(jobKeys.indexState('held-a', 'APPROVAL_REQUIRED'), a1.id)).toBeNull();
       expect(await ids(t0 + 6_000)).toEqual([a2.id, b1.id].sort());
+    });
+
+    it('keeps a job whose record outlived its index score (a renewed hold, P143) listed and found by listHeld until the record is gone', async () => {
+      const now = Date.now();
+      // Created 8 days ago and held; approved and held again 2 days ago, which renewed its record's
+      // lifetime (P75, P99): its listings are still scored by its creation.
+      const j = await createJobStore(redis, { jobTtlMs: ttl, now: () => now - 8 * DAY }).createJob(
+        newJob({ tenant: 'ret-held', initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'r', ruleId: 'r1', policySnapshot: 's' } }),
+      );
+      const gone = newJob({ tenant: 'ret-held' });
+      await createJobStore(redis, { jobTtlMs: ttl, now: () => now - 8 * DAY }).createJob(gone);
+      await redis.del(jobKeys.meta(gone.id));
+      // Many members below the cutoff, most of them kept, and a chunk of 3: the trim reads past the kept ones.
+      const keptFiller: string[] = [];
+      for (let i = 0; i < 7; i++) {
+        const f = await createJobStore(redis, { jobTtlMs: ttl, now: () => now - 8 * DAY - i }).createJob(newJob({ tenant: 'ret-held' }));
+        keptFiller.push(f.id);
+      }
+      const keys = [jobKeys.indexState('ret-held', 'APPROVAL_REQUIRED'), jobKeys.indexAll('ret-held')];
+      await trimIndexes(redis, { nowMs: now, jobTtlMs: ttl, dlqTtlMs: DLQ_TTL_MS, chunk: 3 });
+      for (const key of keys) expect({ key, listed: (await redis.zscore(key, j.id)) !== null }).toEqual({ key, listed: true });
+      expect(await redis.zscore(jobKeys.indexAll('ret-held'), gone.id)).toBeNull();
+      for (const id of keptFiller) expect(await redis.zscore(jobKeys.indexAll('ret-held'), id)).not.toBeNull();
+      // The hold expiry (P99) reads the held listings: the job is still there to be ended.
+      expect((await store.listHeld(now - 6 * DAY, 500)).map((e) => e.id)).toContain(j.id);
+      // Once its record is gone too, the next pass trims it.
+      for (const id of [j.id, ...keptFiller]) await redis.del(jobKeys.meta(id));
+      await trimIndexes(redis, { nowMs: now, jobTtlMs: ttl, dlqTtlMs: DLQ_TTL_MS, chunk: 3 });
+      for (const key of keys) expect(await redis.zscore(key, j.id)).toBeNull();
+      for (const id of keptFiller) expect(await redis.zscore(jobKeys.indexAll('ret-held'), id)).toBeNull();
     });
 
     it('trims a long backlog a chunk per command, up to the cutoff exactly', async () => {
