@@ -392,12 +392,17 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     if (o.sideWrites) {
       side.catch(() => undefined); // the caller awaits it; not an unhandled rejection if it gives up first
       o.sideWrites.push(side);
-    } else {
-      await side;
     }
-    if (from === null) return;
-    if (o.via) notify({ ...job, state: o.via }, from);
-    notify(job, o.via ?? from);
+    try {
+      if (!o.sideWrites) await side;
+    } finally {
+      // The record's write committed: it is broadcast (D15) even when its index or DLQ side
+      // writes failed (P144), as nothing that repairs those later broadcasts it.
+      if (from !== null) {
+        if (o.via) notify({ ...job, state: o.via }, from);
+        notify(job, o.via ?? from);
+      }
+    }
   }
 
   /**

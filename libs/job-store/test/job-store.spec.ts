@@ -195,6 +195,20 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     expect(mine).toEqual([[null, 'PENDING'], ['PENDING', 'SCHEDULED']]);
   });
 
+  it('broadcasts a committed transition whose index move failed (P144)', async () => {
+    const j = newJob({ tenant: 'side-fail' });
+    const token = await drive(store, redis, j, ['SCHEDULED', 'DISPATCHED']);
+    // The tenant's CANCELLED listing is a string: the index move after the record's write fails.
+    await redis.set(jobKeys.indexState('side-fail', 'CANCELLED'), 'x');
+    try {
+      await expect(store.transition(j.id, 'CANCELLED', { token, from: ['DISPATCHED'] })).rejects.toThrow(/WRONGTYPE/);
+      expect((await store.getJob(j.id))?.state).toBe('CANCELLED');
+      expect(seen.filter((s) => s.job.id === j.id).map((s) => [s.from, s.job.state]).at(-1)).toEqual(['DISPATCHED', 'CANCELLED']);
+    } finally {
+      await redis.del(jobKeys.indexState('side-fail', 'CANCELLED'));
+    }
+  });
+
   it('jobToApi gives the CONTRACT §2 shape with RFC 3339 ms times and the stored result', async () => {
     const j = newJob({ safety: { decision: 'allow', reason: 'ok', ruleId: 'r-allow', policySnapshot: 'snap' } });
     const token = await drive(store, redis, j, ['SCHEDULED', 'DISPATCHED']);
