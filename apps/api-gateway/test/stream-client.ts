@@ -20,7 +20,7 @@ export function openStream(url: string, opts: { headers?: Record<string, string>
     ws.once('unexpected-response', (_req, res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => reject(new Error(`HTTP ${res.statusCode} ${body}`)));
+      res.on('end', () => reject(new Error(`HTTP ${res.statusCode} ${body}${res.headers['retry-after'] ? ` retry-after=${res.headers['retry-after']}` : ''}`)));
     });
     ws.once('error', reject);
   });

@@ -38,7 +38,8 @@ describe('stream caps (3 per tenant, 5 per replica)', () => {
 
   it('a tenant past its cap gets 429 too_many_streams, the replica past its cap 503 stream_capacity; a closed stream frees its slot', async () => {
     const acme = [await open(url(), 'capa'), await open(url(), 'capa'), await open(url(), 'capa')];
-    await expect(open(url(), 'capa')).rejects.toThrow(/^HTTP 429 .*"too_many_streams"/);
+    // Retry-After as on every 429 the OpenAPI description lists (5 s; retry_after_ms in the body).
+    await expect(open(url(), 'capa')).rejects.toThrow(/^HTTP 429 .*"too_many_streams".*"retry_after_ms":5000.* retry-after=5$/);
     await open(url(), 'capb');
     await open(url(), 'capb');
     await expect(open(url(), 'capc')).rejects.toThrow(/^HTTP 503 .*"stream_capacity"/);

@@ -193,7 +193,7 @@ export function buildOpenApi(): Record<string, unknown> {
     }
     for (const st of [...new Set([...op.errors, ...EVERY_ROUTE_ERRORS])].sort()) {
       const error: Record<string, unknown> = { description: `error; code one of: ${errorCodesFor(st).join(', ')}`, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
-      // Both 429 codes (rate_limited, policy_throttled) send Retry-After (CONTRACT §2).
+      // Every 429 code (rate_limited, policy_throttled, too_many_streams) sends Retry-After (CONTRACT §2).
       if (st === 429) error['headers'] = { 'Retry-After': { description: 'whole seconds to wait before retrying (≥ 1); the body has retry_after_ms', schema: { type: 'integer', minimum: 1 } } };
       responses[String(st)] = error;
     }

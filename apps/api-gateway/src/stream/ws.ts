@@ -93,6 +93,12 @@ function presented(req: IncomingMessage): Presented {
   return { key, tenantHeader: header(req, 'x-tenant-id'), viaSubprotocol: false };
 }
 
+/**
+ * The wait a tenant refused `too_many_streams` is told (Retry-After, as every 429 of the API): no
+ * one knows when one of its streams will close, and 5 s keeps a reconnect loop from spinning.
+ */
+const STREAM_RETRY_AFTER_MS = 5_000;
+
 /** How long a refused upgrade's answer may take to leave before its socket is cut. */
 const REJECT_FLUSH_MS = 2_000;
 
@@ -313,7 +319,13 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       // Checked after the key, so a keyless client learns nothing of the load. Bounds what one
       // tenant's streams cost the event loop: every event of the tenant goes to each of them.
       if (live.size >= maxClients) throw new ApiError('stream_capacity');
-      if ((perTenant.get(tenant) ?? 0) >= maxPerTenant) throw new ApiError('too_many_streams', { message: `this tenant has ${maxPerTenant} streams open on this gateway, the most it allows` });
+      if ((perTenant.get(tenant) ?? 0) >= maxPerTenant) {
+        throw new ApiError('too_many_streams', {
+          message: `this tenant has ${maxPerTenant} streams open on this gateway, the most it allows`,
+          headers: { 'Retry-After': String(STREAM_RETRY_AFTER_MS / 1000) },
+          extra: { retry_after_ms: STREAM_RETRY_AFTER_MS },
+        });
+      }
       authorizing.delete(socket);
       wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, { ...c, tenant }, admitted));
     })().catch((err: unknown) => {
