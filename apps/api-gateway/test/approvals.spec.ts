@@ -306,6 +306,14 @@ describe('/api/v1/policy passthrough', () => {
     expectEnvelope(bad, 400, 'invalid_policy');
     expect(bad.body['error']).toContain('match.tenant: unknown key');
     expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.operator, body: { topic: 'job.echo' } }), 503, 'safety_unavailable');
+    // P146: a kernel busy with other simulations refuses RESOURCE_EXHAUSTED: 429 with a wait.
+    r.kernel.override = (_req, m) => {
+      if (m === 'simulate') throw grpcError(GrpcStatus.RESOURCE_EXHAUSTED, 'the kernel is running other policy simulations (2 waiting); retry shortly');
+      return undefined;
+    };
+    const busy = await call(gw1(), 'POST', '/api/v1/policy/simulate', { key: KEYS.operator, body: { topic: 'job.echo', policy_yaml: 'version: 1\ndefault_decision: deny\n' } });
+    expectEnvelope(busy, 429, 'simulation_busy');
+    expect({ retryAfter: busy.headers.get('retry-after'), ms: busy.body['retry_after_ms'] }).toEqual({ retryAfter: '1', ms: 1000 });
   });
 
   it('validates input, tenancy and roles', async () => {

@@ -18,6 +18,8 @@ export class SafetyMetrics {
    * in /config/status, which compares the stored `safety` section only; this series tells them apart.
    */
   readonly policySnapshot: Gauge<'snapshot'>;
+  /** Simulate calls refused RESOURCE_EXHAUSTED: simulations run one at a time with at most 2 waiting (P146). */
+  readonly simulationsRefused: Counter;
 
   constructor(registry: Registry) {
     this.decisions = new Counter({
@@ -50,6 +52,11 @@ export class SafetyMetrics {
     this.cacheSize = new Gauge({
       name: 'cordum_safety_decision_cache_size',
       help: 'Entries in the decision cache of this replica',
+      registers: [registry],
+    });
+    this.simulationsRefused = new Counter({
+      name: 'cordum_safety_simulations_refused_total',
+      help: 'Simulate calls refused because the kernel was running one and 2 more were waiting (they run one at a time so Checks are never held behind them)',
       registers: [registry],
     });
     this.policySnapshot = new Gauge({

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { ActorType, Decision, GrpcStatus, Health, SafetyKernel, ServingStatus, createPolicyClient, grpcClientFor, type GrpcClient } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger, createMetricsRegistry } from '@cordum/service-kit';
+import type { Registry } from 'prom-client';
 import { freePort, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { loadSafetyKernelConfig, withInitialPolicy } from '../src/config';
 import { safetyKeys } from '../src/keys';
@@ -47,6 +48,12 @@ let kernel: SafetyKernelService;
 let client: GrpcClient<SafetyKernelMethods>;
 let health: GrpcClient<HealthMethods>;
 let baselineClients: number;
+let registry: Registry;
+
+/** A counter's value on the kernel's registry (0 before its first increment). */
+async function metricValue(name: string): Promise<number> {
+  return (await registry.getSingleMetric(name)?.get())?.values[0]?.value ?? 0;
+}
 
 async function natsConnections(): Promise<number> {
   const connz = (await (await fetch(`http://127.0.0.1:${natsMonitorPort}/connz`)).json()) as { num_connections: number };
@@ -77,7 +84,8 @@ beforeAll(async () => {
     }),
   );
   const logger = createLogger({ service: 'safety-kernel', instance: 'sk-test', level: 'error', write: () => undefined });
-  kernel = createSafetyKernel(config, { logger, registry: createMetricsRegistry({ service: 'safety-kernel', pod: 'sk-test' }), reloadOnSighup: false });
+  registry = createMetricsRegistry({ service: 'safety-kernel', pod: 'sk-test' });
+  kernel = createSafetyKernel(config, { logger, registry, reloadOnSighup: false });
   await kernel.start();
   client = grpcClientFor(SafetyKernel, `127.0.0.1:${kernel.grpcPort}`, { defaultDeadlineMs: 5000 });
   health = grpcClientFor(Health, `127.0.0.1:${kernel.grpcPort}`, { defaultDeadlineMs: 5000 });
@@ -195,6 +203,44 @@ describe('SafetyKernel gRPC', () => {
       details: expect.stringContaining("rule 'oops'") as unknown,
     });
     await expect(client.simulate({ topic: 'job.x' })).rejects.toMatchObject({ code: GrpcStatus.INVALID_ARGUMENT });
+  });
+
+  it('runs large simulations one at a time, answers Checks between them and refuses more than 2 waiting RESOURCE_EXHAUSTED (P146)', async () => {
+    // A candidate of ~60 KiB (500 rules): its parse holds the event loop for tens of milliseconds.
+    let big = 'version: 1\ndefault_decision: allow\nrules:\n';
+    for (let i = 0; i < 500; i++) big += `  - id: r${i}\n    match: { topics: ["job.a${i}.>"], tenants: [t${i}], labels: { k${i}: v } }\n    decision: deny\n`;
+    const refusedBefore = await metricValue('cordum_safety_simulations_refused_total');
+    const done: string[] = [];
+    const sims = Array.from({ length: 6 }, (_, i) =>
+      client.simulate({ jobId: `big-${i}`, topic: 'job.a7.x', tenant: 't7', labels: { k7: 'v' }, candidatePolicyYaml: big }).then(
+        (r) => {
+          done.push(`sim-${i}`);
+          return { ok: true as const, decision: r.decision, ruleId: r.ruleId };
+        },
+        (err: unknown) => {
+          done.push(`sim-${i}`);
+          return { ok: false as const, code: (err as { code?: number }).code, details: String((err as { details?: unknown }).details) };
+        },
+      ),
+    );
+    // Sent after them: answered in the first pause between two simulations, not after all of them.
+    const check = client.check({ jobId: 'between', topic: 'job.echo', tenant: 'acme' }).then((r) => {
+      done.push('check');
+      return r;
+    });
+    const results = await Promise.all(sims);
+    expect((await check).decision).toBe(Decision.ALLOW);
+    const ran = results.filter((r) => r.ok);
+    const refused = results.filter((r) => !r.ok);
+    // Every answer is the candidate's decision or the refusal, never anything else.
+    for (const r of ran) expect(r).toEqual({ ok: true, decision: Decision.DENY, ruleId: 'r7' });
+    for (const r of refused) expect(r).toMatchObject({ ok: false, code: GrpcStatus.RESOURCE_EXHAUSTED, details: expect.stringContaining('other policy simulations') as unknown });
+    // One runs, 2 wait, the rest are refused (before, all 6 ran at once; simulation-gate.spec has the exact order).
+    expect(ran.length).toBeGreaterThanOrEqual(3);
+    expect(refused.length).toBeGreaterThanOrEqual(1);
+    expect(await metricValue('cordum_safety_simulations_refused_total')).toBe(refusedBefore + refused.length);
+    const lastSim = Math.max(...results.map((_, i) => done.indexOf(`sim-${i}`)));
+    expect(done.indexOf('check')).toBeLessThan(lastSim);
   });
 
   it('serves grpc.health.v1 SERVING for the server and the SafetyKernel service', async () => {

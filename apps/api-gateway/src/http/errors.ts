@@ -39,6 +39,7 @@ export const ERROR_CODES = {
   unsupported_media_type: { status: 415, message: 'request body must be application/json' },
   policy_throttled: { status: 429, message: 'throttled by policy' },
   rate_limited: { status: 429, message: 'rate limit exceeded' },
+  simulation_busy: { status: 429, message: 'the safety kernel is running other policy simulations; retry shortly' },
   key_not_found: { status: 404, message: 'API key not found' },
   upgrade_required: { status: 426, message: 'this route is a WebSocket; send Upgrade: websocket' },
   // Answered by the HTTP server before express sees the request (http/client-errors.ts)

@@ -76,6 +76,9 @@ export function kernelErrorToApi(err: unknown): ApiError {
   return new ApiError('safety_unavailable', { message: `safety kernel unavailable: ${msg}`, cause: err });
 }
 
+/** The wait a `simulation_busy` answer gives: a simulation takes well under a second. */
+const SIMULATION_RETRY_AFTER_MS = 1_000;
+
 export function createPolicyAdmin(address: string, deadlineMs = POLICY_CALL_DEADLINE_MS): PolicyAdmin {
   const client = grpcClientFor(SafetyKernel, address);
   const call = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -88,7 +91,17 @@ export function createPolicyAdmin(address: string, deadlineMs = POLICY_CALL_DEAD
   return {
     evaluate: (req) => call(async () => decisionFromResponse(await client.evaluate(req, { deadlineMs }), false)),
     explain: (req) => call(async () => decisionFromResponse(await client.explain(req, { deadlineMs }), true)),
-    simulate: (req, candidateYaml) => call(async () => decisionFromResponse(await client.simulate({ ...req, candidatePolicyYaml: candidateYaml }, { deadlineMs }), true)),
+    simulate: async (req, candidateYaml) => {
+      try {
+        return decisionFromResponse(await client.simulate({ ...req, candidatePolicyYaml: candidateYaml }, { deadlineMs }), true);
+      } catch (err) {
+        // P146: the kernel runs simulations one at a time with a short queue and refuses the rest.
+        if ((err as { code?: unknown }).code === GrpcStatus.RESOURCE_EXHAUSTED) {
+          throw new ApiError('simulation_busy', { headers: { 'Retry-After': String(SIMULATION_RETRY_AFTER_MS / 1000) }, extra: { retry_after_ms: SIMULATION_RETRY_AFTER_MS }, cause: err });
+        }
+        throw kernelErrorToApi(err);
+      }
+    },
     snapshots: () =>
       call(async () => {
         const r = await client.listSnapshots({}, { deadlineMs });

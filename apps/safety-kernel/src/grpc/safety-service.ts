@@ -10,6 +10,7 @@ import { parsePolicy, toSnapshot } from '../policy/parse';
 import type { SafetyMetrics } from '../metrics';
 import type { SnapshotStore } from '../snapshots/store';
 import { decisionLabel, toCheckInput, toResponse } from './convert';
+import { createSimulationGate } from './simulation-gate';
 import { errorText } from '@cordum/service-kit';
 
 export interface SafetyServiceDeps {
@@ -45,6 +46,7 @@ export type SafetyService = GrpcServiceImpl<SafetyKernelMethods> & { decide: Dec
 
 export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
   const now = deps.now ?? Date.now;
+  const simulations = createSimulationGate({ onRefused: () => deps.metrics.simulationsRefused.inc() });
 
   const active = (): PolicySnapshot => {
     const s = deps.store.active;
@@ -107,12 +109,15 @@ export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
     },
     async simulate(req) {
       if (!req.candidatePolicyYaml.trim()) throw grpcError(GrpcStatus.INVALID_ARGUMENT, 'candidate_policy_yaml is required');
-      try {
-        const candidate = toSnapshot(parsePolicy(req.candidatePolicyYaml), now());
-        return toResponse(await evaluatePolicy(candidate, toCheckInput(req), simulationVelocity(active(), candidate, deps.velocity), 'peek'), true);
-      } catch (err) {
-        throw mapError(err);
-      }
+      // One at a time, paced, so a candidate's parse never holds Checks past their deadline (P146).
+      return simulations.run(async () => {
+        try {
+          const candidate = toSnapshot(parsePolicy(req.candidatePolicyYaml), now());
+          return toResponse(await evaluatePolicy(candidate, toCheckInput(req), simulationVelocity(active(), candidate, deps.velocity), 'peek'), true);
+        } catch (err) {
+          throw mapError(err);
+        }
+      });
     },
     async listSnapshots() {
       const list = await deps.store.list().catch((err: unknown) => {
