@@ -286,7 +286,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         // Only jobs that had a deadline or ever waited for a retry can be in these ZSETs; a stale
         // `job:retry` member would anyway be dropped by the replayer's next turn.
         if (job.deadlineAt !== undefined || job.maxRuntimeMs !== undefined) ops.rem(jobKeys.deadline(), job.id);
-        if (mayHaveRetry(job)) ops.rem(jobKeys.retry(), job.id);
+        if (mayHaveRetry(job) || from === 'RETRYING') ops.rem(jobKeys.retry(), job.id);
         // P70: the slot it held, or its place in the queue for one, goes back.
         if (job.concurrency) {
           ops.rem(jobKeys.slots(job.concurrency.group), job.id);
@@ -701,7 +701,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
   };
 }
 
-/** Whether `job:retry` can hold the job: it waited for a worker, was refused busy or retried. */
+/** Whether `job:retry` can hold the job: it waited for a worker, was refused busy or retried (a RETRYING job is always there, P140: its callers also check the state it left). */
 function mayHaveRetry(job: JobRecord): boolean {
   return (job.scheduleTries ?? 0) > 0 || (job.busyRefusals ?? 0) > 0 || job.attempts > 1;
 }

@@ -195,6 +195,15 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     expect(mine).toEqual([[null, 'PENDING'], ['PENDING', 'SCHEDULED']]);
   });
 
+  it('a RETRYING job that ends after its first attempt leaves job:retry with its terminal write (P140 files every retry there)', async () => {
+    const j = newJob();
+    const token = await drive(store, redis, j, ['SCHEDULED', 'DISPATCHED', 'RUNNING', 'RETRYING']);
+    expect((await store.getJob(j.id))?.attempts ?? 0).toBeLessThanOrEqual(1);
+    await store.scheduleRetry(j.id, Date.now() + 60_000);
+    expect((await store.transition(j.id, 'CANCELLED', { token, from: ['RETRYING'] })).ok).toBe(true);
+    expect(await redis.zscore(jobKeys.retry(), j.id)).toBeNull(); // the index moves are done when transition returns
+  });
+
   it('broadcasts a committed transition whose index move failed (P144)', async () => {
     const j = newJob({ tenant: 'side-fail' });
     const token = await drive(store, redis, j, ['SCHEDULED', 'DISPATCHED']);
