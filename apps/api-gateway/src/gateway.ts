@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, type Registry } from 'prom-client';
 import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
-import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord } from '@cordum/job-store';
+import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { createExpressServer, createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
@@ -21,7 +21,6 @@ import { rateLimit } from './ratelimit/middleware';
 import { createStreamHub } from './stream/hub';
 import { attachStreamServer } from './stream/ws';
 import { startGrpcApi } from './grpc/api';
-import { subjects } from '@cordum/bus';
 import { ApiError } from './http/errors';
 import { createApp, type Readiness } from './http/app';
 import { mountJobRoutes } from './routes/jobs';
@@ -164,16 +163,14 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     await track('stream hub', () => hub.stop());
     // CONTRACT §7, counted by whichever service commits the transition (here: creations, cancels, approvals).
     const jobsTotal = new Counter({ name: 'cordum_jobs_total', help: 'Committed job transitions by target state.', labelNames: ['state'], registers: [registry] });
-    // D15: transitions this replica commits (job creation at submit) are broadcast like the scheduler's.
+    // D15: transitions this replica commits (creations, cancels, approvals) are broadcast like the
+    // scheduler's; ones that may not have left are announced once NATS is back (P148).
+    const states = createStateBroadcaster({ bus, senderId: config.instanceId, component: 'api-gateway', logger });
+    await track('state broadcaster', () => states.stop());
     const onTransition = (job: JobRecord): void => {
       jobsTotal.inc({ state: job.state });
       hub.noteTenant(job.id, job.tenant);
-      if (!bus.connected) return;
-      try {
-        bus.publishCore(subjects.state, encodeStatePacket(config.instanceId, job));
-      } catch (err) {
-        logger.debug('state broadcast failed', { job_id: job.id, err: errorText(err) });
-      }
+      states.broadcast(job);
     };
     // D14: the sys.job.dlq notice after each DLQ write this replica makes (a job DENIED at submit).
     const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: config.instanceId, logger }) });

@@ -276,6 +276,35 @@ describe('a reject whose side writes failed (P53)', () => {
   });
 });
 
+describe('a cancel of a held job whose listing move failed (P147)', () => {
+  it('is completed by the repeated cancel: listed CANCELLED, out of the approvals list', async () => {
+    const id = await hold();
+    // The tenant's CANCELLED listing of the wrong type: the index move fails after CANCELLED committed.
+    const key = jobKeys.indexState('acme', 'CANCELLED');
+    const parked = `${key}:parked-${process.pid}`;
+    const hadIndex = (await redis.exists(key)) === 1;
+    if (hadIndex) await redis.rename(key, parked);
+    await redis.set(key, 'not-a-zset');
+    let first;
+    try {
+      first = await call(gw2(), 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator });
+    } finally {
+      await redis.del(key);
+      if (hadIndex) await redis.rename(parked, key);
+    }
+    expect(first.status).toBeGreaterThanOrEqual(500);
+    expect((await store.getJob(id))?.state).toBe('CANCELLED');
+    expect(await redis.zscore(key, id)).toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('acme', 'APPROVAL_REQUIRED'), id)).not.toBeNull();
+
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator }), 409, 'job_terminal');
+    const listed = await call(gw1(), 'GET', '/api/v1/jobs?state=CANCELLED&limit=200', { key: KEYS.viewer });
+    expect((listed.body['items'] as { id: string }[]).map((j) => j.id)).toContain(id);
+    const approvals = await call(gw1(), 'GET', '/api/v1/approvals?limit=200', { key: KEYS.viewer });
+    expect((approvals.body['items'] as { job: { id: string } }[]).map((i) => i.job.id)).not.toContain(id);
+  });
+});
+
 describe('/api/v1/policy passthrough', () => {
   it('evaluate, explain and simulate answer the kernel\'s decision in the acting tenant', async () => {
     const ev = await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.operator, body: { topic: 'job.deny.x', labels: { a: 'b' } } });

@@ -5,6 +5,7 @@
 import type WebSocket from 'ws';
 import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { JobProgressSchema, JobStatus, SystemAlertSchema, create, encodePacket, newPacket } from '@cordum/protocol';
+import { STATE_BROADCAST_LOST } from '@cordum/job-store';
 import { createLogger } from '@cordum/service-kit';
 import { waitFor, type TestServer } from '@cordum/testing';
 import { KEYS, metric } from './harness';
@@ -105,3 +106,21 @@ it('events whose tenant Redis cannot tell are dropped and announced: one gap at 
   expect(Date.parse(gaps[1]!['at'] as string) - Date.parse(gaps[0]!['at'] as string)).toBeGreaterThanOrEqual(900);
   a.ws.close();
 }, 60_000);
+
+it('another replica\'s state_broadcast_lost alert is a gap for every client, naming its since (P148), not an alert event', async () => {
+  const a = await open(KEYS.operator); // acme
+  const b = await open(KEYS.globex);
+  await reaches(a, 'before-lost');
+  const since = new Date(Date.now() - 30_000).toISOString();
+  const alert = create(SystemAlertSchema, { level: 'WARN', message: 'lost', component: 'scheduler', code: STATE_BROADCAST_LOST, details: { since, lost: '3', sender: 'sched-x' } });
+  bus.publishCore(subjects.alert, encodePacket(newPacket('sched-x', { case: 'alert', value: alert })));
+  await bus.flush();
+  await waitFor(() => gapsOf(a, 'broadcast_lost').length > 0 && gapsOf(b, 'broadcast_lost').length > 0, 10_000, { message: 'gap frames' });
+  expect(gapsOf(a, 'broadcast_lost')[0]).toEqual({ type: 'gap', tenant: 'acme', reason: 'broadcast_lost', since, at: expect.any(String) });
+  expect(gapsOf(b, 'broadcast_lost')[0]).toMatchObject({ tenant: 'globex', since });
+  await reaches(a, 'after-lost');
+  expect(a.events.some((e) => e['type'] === 'alert' && e['code'] === STATE_BROADCAST_LOST)).toBe(false);
+  expect(await gapMetric('broadcast_lost')).toBe(1);
+  a.ws.close();
+  b.ws.close();
+}, 30_000);

@@ -1,7 +1,7 @@
 // Composition root: builds the graph, exposes start()/stop() (STYLE 2, 3, 4).
 import { connectBus, subjects, type Bus, type Consumer, type Subscription } from '@cordum/bus';
 import type { ConfigWatcher } from '@cordum/config-overlay';
-import { createJobStore, dlqNotifier, encodeStatePacket, type JobRecord, type JobStore } from '@cordum/job-store';
+import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord, type JobStore, type StateBroadcaster } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { decodeValidPacket, packetDecoder, packetEncoder } from '@cordum/protocol';
 import { closeRedis, createRedis, isRedisUnavailable, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
@@ -94,15 +94,12 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
   let ctx: SchedulerContext | undefined;
   const verifier = createVerifier(() => ctx, config.verify);
 
-  // D15: every committed transition is broadcast on sys.job.state (core NATS).
+  // D15: every committed transition is broadcast on sys.job.state (core NATS); ones that may not
+  // have left are announced once NATS is back (P148).
+  let states: StateBroadcaster | undefined;
   const onTransition = (job: JobRecord): void => {
     metrics.jobsTotal.inc({ state: job.state });
-    if (!bus?.connected) return;
-    try {
-      bus.publishCore(subjects.state, encodeStatePacket(instanceId, job));
-    } catch (err) {
-      logger.debug('state broadcast failed', { job_id: job.id, err });
-    }
+    states?.broadcast(job);
   };
 
   // A result fetched by a replica that then dies is redelivered only after AckWait (30 s, D8);
@@ -157,6 +154,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     redis = createRedis({ ...config.redis, name: `scheduler:${instanceId}`, events: redisLogEvents(logger) });
     const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM, histogramBuckets: JOB_PATH_BUCKETS });
     bus = await connectBus({ ...config.nats, name: `scheduler:${instanceId}`, logger, registry, waitOnFirstConnect: true });
+    states = createStateBroadcaster({ bus, senderId: instanceId, component: 'scheduler', logger });
     await bus.ensureStreams();
     // D14: each DLQ write is followed by its sys.job.dlq notice (for the gateway's consumer).
     const created: JobStore = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: instanceId, logger }) });
@@ -254,6 +252,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     await step('subscriptions', () => subs.forEach((s) => s.unsubscribe()));
     await step('progress drain', () => Promise.allSettled([...progressInflight]).then(() => undefined));
     await step('safety client', () => safety?.close());
+    states?.stop();
     await step('bus', () => bus?.close());
     await step('redis', () => (redis ? closeRedis(redis) : undefined));
     await step('health', () => health?.close());

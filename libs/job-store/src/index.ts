@@ -20,5 +20,7 @@ export type { JobIdentity } from './types';
 export { boundedError, MAX_ERROR_CODE_CHARS, MAX_ERROR_MESSAGE_CHARS } from './types';
 export { jobRequestHash } from './approval';
 export { dlqNotifier, dlqPacket, dlqMsgId } from './dlq-notice';
+export { createStateBroadcaster, DEAD_SOCKET_WINDOW_MS, STATE_BROADCAST_LOST } from './state-broadcast';
+export type { StateBroadcaster } from './state-broadcast';
 export { attemptCancelPacket, CANCEL_OWED_AFTER_MS, CANCEL_RESEND_WINDOW_MS, cancelMsgId, cancelSent, jobCancelPacket, nextCancelResend } from './job-cancel';
 export type { ApprovalRecord, StoredInput } from './approval';

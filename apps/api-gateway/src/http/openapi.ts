@@ -137,7 +137,7 @@ export const OPERATIONS: Operation[] = [
   {
     method: 'GET',
     path: '/api/v1/stream',
-    summary: 'WebSocket event stream of the tenant (auth by headers or subprotocol `cordum-api-key, <base64url key>`): frames hello, job.state, job.progress, alert, workflow.event, and gap {reason bus_reconnected|events_dropped, since?, at} where events may be missing (re-read state); at most once; a plain GET is 426',
+    summary: 'WebSocket event stream of the tenant (auth by headers or subprotocol `cordum-api-key, <base64url key>`): frames hello, job.state, job.progress, alert, workflow.event, and gap {reason bus_reconnected|events_dropped|broadcast_lost, since?, at} where events may be missing (re-read state); at most once; a plain GET is 426',
     tag: 'stream',
     auth: true,
     ok: { 101: { description: 'switching protocols; a hello {type: hello, tenant}, then JSON events {type: job.state|job.progress|workflow.event|alert, tenant, ...}; clients send nothing (a message closes with 1003, a frame over 1 KiB with 1009); 4008 for a client that stops reading, 4401 for a revoked or expired key, 1001 when the gateway stops' } },

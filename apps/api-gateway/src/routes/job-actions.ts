@@ -151,7 +151,13 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
     const tenant = actingTenant(c, body.data?.tenant_id ?? undefined);
     const job = await ownJob(deps, req, tenant);
     if (TERMINAL_STATES.has(job.state)) {
-      if (job.state === 'CANCELLED') await sendCancel(job, c.principalId, { again: true });
+      if (job.state === 'CANCELLED') {
+        // P147: a job cancelled while held is in no in-flight index, so no sweep repairs a listing
+        // move its first cancel lost (an error, a replica killed); the repeat does, as a repeated
+        // reject does (P53): into the CANCELLED listing, out of the approvals listing.
+        if (job.holdHash !== undefined) await storeCall(deps, 'complete cancel', () => deps.store.repairIndex(job.id, 'APPROVAL_REQUIRED', job));
+        await sendCancel(job, c.principalId, { again: true });
+      }
       throw new ApiError('job_terminal', { extra: { state: job.state } });
     }
 

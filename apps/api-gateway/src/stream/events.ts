@@ -3,6 +3,7 @@
 // dropped (and counted by the hub), never sent to anybody.
 import { JobStatus, decodePacket, timestampMs, type BusPacket, type SystemAlert } from '@cordum/protocol';
 import { subjects } from '@cordum/bus';
+import { STATE_BROADCAST_LOST } from '@cordum/job-store';
 
 export type StreamEventType = 'job.state' | 'job.progress' | 'workflow.event' | 'alert';
 
@@ -17,6 +18,11 @@ export interface PendingEvent {
   tenant?: string;
   jobId?: string;
   body: { type: StreamEventType; [field: string]: unknown };
+}
+
+/** P148: a replica's `state_broadcast_lost` alert: its state broadcasts since then may not have left. */
+export interface LostBroadcasts {
+  lostSince: number | undefined;
 }
 
 export const STREAM_SUBJECTS = [subjects.state, subjects.progress, subjects.alert, subjects.workflowEvent] as const;
@@ -44,7 +50,7 @@ function alertBody(type: 'alert' | 'workflow.event', p: BusPacket, a: SystemAler
   };
 }
 
-export function decodeStreamPacket(subject: string, bytes: Uint8Array): PendingEvent | null {
+export function decodeStreamPacket(subject: string, bytes: Uint8Array): PendingEvent | LostBroadcasts | null {
   const p = decodePacket(bytes);
   const pl = p.payload;
   if (subject === subjects.state || subject === subjects.progress) {
@@ -70,6 +76,10 @@ export function decodeStreamPacket(subject: string, bytes: Uint8Array): PendingE
     };
   }
   if (subject === subjects.alert || subject === subjects.workflowEvent) {
+    if (pl.case === 'alert' && subject === subjects.alert && pl.value.code === STATE_BROADCAST_LOST) {
+      const since = Date.parse(pl.value.details['since'] ?? '');
+      return { lostSince: Number.isFinite(since) ? since : undefined };
+    }
     if (pl.case === 'alert') return alertBody(subject === subjects.alert ? 'alert' : 'workflow.event', p, pl.value);
     if (pl.case === 'jobProgress' && subject === subjects.workflowEvent && pl.value.jobId !== '') {
       const v = pl.value;

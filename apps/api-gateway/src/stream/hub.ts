@@ -11,7 +11,7 @@ import type { Bus, Subscription } from '@cordum/bus';
 import { jobKeys } from '@cordum/job-store';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
-import { STREAM_SUBJECTS, decodeStreamPacket, type PendingEvent, type StreamEvent } from './events';
+import { STREAM_SUBJECTS, decodeStreamPacket, type LostBroadcasts, type PendingEvent, type StreamEvent } from './events';
 import { errorText } from '@cordum/service-kit';
 
 const TENANT_CACHE_MAX = 100_000;
@@ -24,7 +24,7 @@ const LOOKUP_TIMEOUT_MS = 1_000;
 export const GAP_EVERY_MS = 1_000;
 
 /** Why a `gap` frame was sent: what the client may have missed (P133). */
-export type GapReason = 'bus_reconnected' | 'events_dropped';
+export type GapReason = 'bus_reconnected' | 'events_dropped' | 'broadcast_lost';
 
 export type StreamSink = (json: string) => void;
 
@@ -70,7 +70,7 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
   const dropped = new Counter({ name: 'cordum_ws_events_dropped_total', help: 'Bus events not delivered to WebSocket clients', labelNames: ['reason'], registers: [o.registry] });
   const received = new Counter({ name: 'cordum_ws_bus_messages_total', help: 'Broadcast messages this replica received from the bus for its WebSocket clients (only while it has clients)', registers: [o.registry] });
   const delivered = new Counter({ name: 'cordum_ws_events_total', help: 'Bus events fanned out to WebSocket clients', labelNames: ['type'], registers: [o.registry] });
-  const gaps = new Counter({ name: 'cordum_ws_gaps_total', help: 'gap frames sent to every WebSocket client: events may have been lost (bus_reconnected, events_dropped)', labelNames: ['reason'], registers: [o.registry] });
+  const gaps = new Counter({ name: 'cordum_ws_gaps_total', help: 'gap frames sent to every WebSocket client: events may have been lost (bus_reconnected, events_dropped, broadcast_lost)', labelNames: ['reason'], registers: [o.registry] });
 
   const noteTenant = (jobId: string, tenant: string): void => {
     // Nobody listens: nothing will look the job up, so keep no per-job state (issue 7).
@@ -165,14 +165,25 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
       }
     }).catch((err: unknown) => o.logger.warn('stream delivery failed', { err: errorText(err) }));
   };
+  /** The `since` a pending trailing gap will name. */
+  const gapSince = new Map<GapReason, number | undefined>();
   /** A gap now, or (one sent less than GAP_EVERY_MS ago) one at the end of that interval. */
   const announceGap = (reason: GapReason, since?: number): void => {
-    if (clients === 0 || gapTimers.has(reason)) return;
+    if (clients === 0) return;
+    if (gapTimers.has(reason)) {
+      // The trailing gap names the earliest moment any of the losses it stands for may be from.
+      const cur = gapSince.get(reason);
+      gapSince.set(reason, cur === undefined || since === undefined ? undefined : Math.min(cur, since));
+      return;
+    }
     const wait = (gapLast.get(reason) ?? -Infinity) + GAP_EVERY_MS - Date.now();
     if (wait <= 0) return sendGap(reason, since);
+    gapSince.set(reason, since);
     const t = setTimeout(() => {
       gapTimers.delete(reason);
-      if (running) sendGap(reason, since);
+      const s = gapSince.get(reason);
+      gapSince.delete(reason);
+      if (running) sendGap(reason, s);
     }, wait);
     t.unref();
     gapTimers.set(reason, t);
@@ -194,7 +205,7 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
   const onMessage = (data: Uint8Array, subject: string): void => {
     received.inc();
     if (clients === 0) return; // lingering after the last client: skip decoding and lookups
-    let p: PendingEvent | null;
+    let p: PendingEvent | LostBroadcasts | null;
     try {
       p = decodeStreamPacket(subject, data);
     } catch {
@@ -202,6 +213,11 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
       return;
     }
     if (!p) return;
+    // P148: another replica's state broadcasts may not have left while its NATS was away.
+    if ('lostSince' in p) {
+      announceGap('broadcast_lost', p.lostSince);
+      return;
+    }
     if (pending >= MAX_PENDING) {
       dropped.inc({ reason: 'backlog' });
       announceGap('events_dropped');
