@@ -51,17 +51,26 @@ it(`a job approved after a hold longer than the bound waits for a worker instead
   expect(w.count(job.id)).toBe(1);
 });
 
-it('a job retried after an attempt longer than the bound waits for a worker, and its wait is bounded from its own start', async () => {
-  const job = await rig.submit(`wait-retried-${process.pid}`, RETRIED);
+/**
+ * A job whose first attempt runs longer than the bound and then fails retryably while the only
+ * worker drains: its retry's drive finds no worker that takes jobs and waits (before: FAILED
+ * no_workers at once). Returns the job and when the failure was sent.
+ */
+async function retriedAfterLongAttempt(id: string): Promise<{ job: { id: string }; failedAt: number }> {
+  const job = await rig.submit(id, RETRIED);
   const first = await waitFor(() => worker.executions.get(job.id)?.[0], 10_000, { message: 'attempt 1 on the worker' });
   await waitFor(() => Date.now() >= job.createdAt + MAX_WAIT_MS + 500, MAX_WAIT_MS + 5_000, { message: 'the attempt outlasted the bound' });
   worker.drain(true);
   await draining(true);
   const failedAt = Date.now();
   await worker.reply(first.request, JobStatus.FAILED_RETRYABLE);
-  // The retry's drive finds no worker that takes jobs: it waits (before: FAILED no_workers at once).
   await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 10_000, { message: 'first look of the retry wait counted' });
   expect(await stateOf(job.id)).toBe('RETRYING');
+  return { job, failedAt };
+}
+
+it('a job retried after an attempt longer than the bound waits for a worker, and its wait is bounded from its own start', async () => {
+  const { job, failedAt } = await retriedAfterLongAttempt(`wait-retried-${process.pid}`);
   // Nothing takes it: FAILED no_workers at the bound of this wait, which began after the failure.
   await waitFor(async () => (await stateOf(job.id)) === 'FAILED', MAX_WAIT_MS + 10_000, { message: 'FAILED no_workers at the bound' });
   expect(Date.now() - failedAt).toBeGreaterThanOrEqual(MAX_WAIT_MS);
@@ -75,13 +84,7 @@ it('a job retried after an attempt longer than the bound waits for a worker, and
 });
 
 it('a retry wait that a worker ends in time dispatches the next attempt, which runs once', async () => {
-  const job = await rig.submit(`wait-resumed-${process.pid}`, RETRIED);
-  const first = await waitFor(() => worker.executions.get(job.id)?.[0], 10_000, { message: 'attempt 1 on the worker' });
-  await waitFor(() => Date.now() >= job.createdAt + MAX_WAIT_MS + 500, MAX_WAIT_MS + 5_000, { message: 'the attempt outlasted the bound' });
-  worker.drain(true);
-  await draining(true);
-  await worker.reply(first.request, JobStatus.FAILED_RETRYABLE);
-  await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 10_000, { message: 'the retry waits' });
+  const { job } = await retriedAfterLongAttempt(`wait-resumed-${process.pid}`);
   worker.drain(false);
   const second = await waitFor(() => worker.executions.get(job.id)?.[1], 10_000, { message: 'attempt 2 on the worker' });
   await worker.reply(second.request, JobStatus.SUCCEEDED);

@@ -166,6 +166,8 @@ export function retryDelayMs(attempt: number): number {
 }
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 1500;
+/** The least wait for a reply on a busy connection before it counts as dead (P151): above any command's timeout. */
+const SOCKET_TIMEOUT_MIN_MS = 5_000;
 
 /** The part of ioredis's (5.x/6.x) Command that the command timeout uses; not public API, so checked at run time. */
 interface TimedCommand {
@@ -201,6 +203,45 @@ function timeoutsAfterPendingReplies(): boolean {
 /** Whether timeoutsAfterPendingReplies took (for a test; false with another ioredis). */
 export const COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY = timeoutsAfterPendingReplies();
 
+/** What a command gets when its connection closed after it was written, before its reply (P150). */
+export const REDIS_IN_FLIGHT_TEXT = 'redis connection lost with the command in flight: it may or may not have run';
+
+/** The part of ioredis's (5.x/6.x) client that failInFlightOnClose uses; not public API, so checked at run time. */
+interface ClientInternals {
+  commandQueue?: { length: number; shift(): { command?: TimedCommand } | undefined };
+  stream?: NodeJS.EventEmitter;
+}
+
+const inFlightGuarded = new WeakSet<Redis>();
+
+/**
+ * P150: a command written to a connection that closes before its reply fails at once, with
+ * REDIS_IN_FLIGHT_TEXT (an unavailable error: the outcome is unknown), and is never sent again.
+ * ioredis kept such commands and re-sent them after the reconnect (standalone:
+ * autoResendUnfulfilledCommands; a cluster node: "Connection is closed." re-sent after
+ * retryDelayOnFailover), so a command Redis had run, a worker's claim or a lock's acquire, ran a
+ * second time and its caller got the second run's answer ("duplicate", "taken"): the job was
+ * dropped. A listener put ahead of ioredis's own on each new socket's close empties the queue of
+ * written commands first; commands never written (the offline queue) keep ioredis's handling.
+ * false (nothing changed) when the client is not the shape this was written against.
+ */
+function failInFlightOnClose(redis: Redis): boolean {
+  if (inFlightGuarded.has(redis)) return true;
+  const internals = redis as unknown as ClientInternals;
+  if (typeof internals.commandQueue?.shift !== 'function') return false;
+  inFlightGuarded.add(redis);
+  redis.on('connect', () => {
+    internals.stream?.prependOnceListener('close', () => {
+      const queue = internals.commandQueue;
+      if (!queue) return;
+      for (let item = queue.shift(); item !== undefined; item = queue.shift()) {
+        if (item.command && !item.command.isSettled) item.command.reject(new Error(REDIS_IN_FLIGHT_TEXT));
+      }
+    });
+  });
+  return true;
+}
+
 /** Standalone client for `url`, or a Cluster client when `clusterAddresses` is non-empty. */
 export function createRedis(opts: RedisConnOptions): RedisClient {
   const commandTimeout = opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
@@ -223,6 +264,12 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
     commandTimeout: commandTimeout > 0 ? commandTimeout : undefined,
     lazyConnect: opts.minIdleConns <= 0,
     keepAlive: 10_000,
+    // P150: never re-send a command that may have run (failInFlightOnClose fails it instead).
+    autoResendUnfulfilledCommands: false,
+    // P151: a connection that has commands out and no byte back for this long is dead (a host gone
+    // without a reset, a partition): it is closed and dialled again. keepAlive probes only an idle
+    // socket, so without this every command timed out for the ~15 min the kernel retransmits.
+    socketTimeout: commandTimeout > 0 ? Math.max(SOCKET_TIMEOUT_MIN_MS, 3 * commandTimeout) : undefined,
     ...(opts.tls !== undefined ? { tls: tlsConnectOptions(opts.tls, (err) => tlsTrouble.failed(err)) } : {}),
   };
   const batched = opts.poolSize > 1;
@@ -260,6 +307,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
       eachNode(cluster, (node) => credentialsFollow(node.options, credentials));
     }
     if (batched) eachNode(cluster, writeOncePerTurn);
+    eachNode(cluster, (node) => void failInFlightOnClose(node));
     watchConnection(cluster, opts.events);
     return cluster;
   }
@@ -269,6 +317,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
   });
   if (credentials) credentialsFollow(redis.options, credentials);
   if (batched) writeOncePerTurn(redis);
+  failInFlightOnClose(redis);
   watchConnection(redis, opts.events);
   return redis;
 }

@@ -18,6 +18,8 @@ export class RedisError extends Error {
 const UNAVAILABLE_PATTERNS = [
   /Reached the max retries per request limit/i,
   /Connection is closed/i,
+  /connection lost with the command in flight/i,
+  /Socket timeout/i,
   /Command timed out/i,
   /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH/,
   /None of startup nodes is available/i,
