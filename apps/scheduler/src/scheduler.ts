@@ -2,7 +2,7 @@
 import { connectBus, subjects, type Bus, type Consumer, type Subscription } from '@cordum/bus';
 import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord, type JobStore, type StateBroadcaster } from '@cordum/job-store';
-import { createLocks } from '@cordum/locks';
+import { createLocks, type Locks } from '@cordum/locks';
 import { decodeValidPacket, packetDecoder, packetEncoder } from '@cordum/protocol';
 import { closeRedis, createRedis, isRedisUnavailable, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
@@ -70,6 +70,10 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
   });
   let phase: Phase = 'idle';
   let stopPromise: Promise<void> | undefined;
+  let signalStop: () => void = () => undefined;
+  const stopRequested = new Promise<void>((resolve) => (signalStop = resolve));
+  /** P152: a start's deferred takeWork (waiting for the first config load), if any. */
+  let working: Promise<void> = Promise.resolve();
 
   let health: HealthServer | undefined;
   let redis: RedisClient | undefined;
@@ -190,6 +194,36 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     subs.push(...subscribeWorkers(c));
     hydration = await hydrate({ redis, registry: workers, timeoutMs: config.snapshot.readTimeoutMs, floorMs: config.snapshot.hydrateFloorMs, logger });
     subs.push(bus.subscribe(subjects.progress, progressListener(c, progressInflight), { queue: QUEUE }));
+    // The worker snapshot (for the gateways' /workers) needs no config.
+    const writer = snapshotWriter({ redis, locks, registry: workers, instanceId, intervalMs: config.snapshot.intervalMs, lockTtlMs: config.snapshot.lockTtlMs, logger });
+    loops.push(writer);
+    writer.start();
+    // P152: no job is taken with the files' and env's config in place of the stored one (a section
+    // refused, a bootstrap merge that keeps failing, Redis away at start): the consumers and the
+    // leader loops wait for the first load; /readyz says 503 (check `config`) meanwhile.
+    if (watcher.ready) {
+      await takeWork(c, locks);
+    } else {
+      logger.warn('stored config not loaded yet: taking no jobs until it is (the config watcher logs why)');
+      working = Promise.race([watcher.readyAfterFirstLoad.then(() => true), stopRequested.then(() => false)])
+        .then(async (loaded) => {
+          if (!loaded || phase === 'stopping' || phase === 'stopped') return;
+          await takeWork(c, locks);
+          logger.info('stored config loaded: taking jobs');
+        })
+        .catch((err: unknown) => logger.error('scheduler could not start taking jobs', { err }));
+    }
+    // stop() may have been called while we were starting; the union guards it.
+    if ((phase as Phase) === 'starting') phase = 'running';
+    // Started is not ready: Redis, NATS or the first config load may still be missing, and
+    // /readyz (503 until every check passes) is what says when this replica is ready.
+    logger.info('scheduler started', { http_port: health.port, readiness: 'follows /readyz' });
+  }
+
+  /** Binds the job consumers and starts the verifier and the leader loops (P152: once config is loaded). */
+  async function takeWork(c: SchedulerContext, locks: Locks): Promise<void> {
+    if (!bus || !redis) return;
+    const { decodeWorkerPacket } = c;
     consumers.push(
       // A Redis outage holds messages in process rather than spending their D8 deliveries (P101).
       await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c), unavailable: isRedisUnavailable }),
@@ -223,18 +257,16 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       logger,
       run: () => replayOnce(c).then(() => undefined),
     });
-    const writer = snapshotWriter({ redis, locks, registry: workers, instanceId, intervalMs: config.snapshot.intervalMs, lockTtlMs: config.snapshot.lockTtlMs, logger });
-    loops.push(reconciler, replayer, writer);
-    loops.forEach((l) => l.start());
-    // stop() may have been called while we were starting; the union guards it.
-    if ((phase as Phase) === 'starting') phase = 'running';
-    // Started is not ready: Redis, NATS or the first config load may still be missing, and
-    // /readyz (503 until every check passes) is what says when this replica is ready.
-    logger.info('scheduler started', { http_port: health.port, readiness: 'follows /readyz' });
+    loops.push(reconciler, replayer);
+    reconciler.start();
+    replayer.start();
   }
 
   async function doStop(): Promise<void> {
     phase = 'stopping';
+    signalStop();
+    // A takeWork in progress finishes first, so what it binds is stopped below.
+    await working;
     const step = async (name: string, fn: () => Promise<void> | void): Promise<void> => {
       try {
         await fn();

@@ -47,7 +47,14 @@ export interface SchedulerRig {
  * pools.yaml and timeouts.yaml, JOB_TTL 1h, the kernel at `kernelAddress`; `env` adds or
  * overrides scheduler env vars.
  */
-export async function startSchedulerRig(o: { instanceId: string; kernelAddress: string; env?: Record<string, string>; deps?: Pick<SchedulerDeps, 'wrapStore'> }): Promise<SchedulerRig> {
+export async function startSchedulerRig(o: {
+  instanceId: string;
+  kernelAddress: string;
+  env?: Record<string, string>;
+  deps?: Pick<SchedulerDeps, 'wrapStore'>;
+  /** Runs against the rig's Redis before the scheduler starts (seed a stored config, say). */
+  beforeStart?: (redis: RedisClient) => Promise<void>;
+}): Promise<SchedulerRig> {
   const [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
   const redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
   const parts: { scheduler?: Scheduler; bus?: Bus } = {};
@@ -68,6 +75,7 @@ export async function startSchedulerRig(o: { instanceId: string; kernelAddress: 
       JOB_TTL: '1h',
       ...o.env,
     });
+    await o.beforeStart?.(redis);
     const metrics = new Registry();
     const scheduler = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: o.instanceId, level: 'error' }), instanceId: o.instanceId, registry: metrics, ...o.deps });
     parts.scheduler = scheduler;
