@@ -58,7 +58,13 @@ describe('@cordum/bus across a nats-server restart', () => {
 
     await bus.publish(subjects.result, enc('after'), { msgId: 'reconnect:after' });
     await waitFor(() => got.includes('after'), 20_000, { message: 'consumed after restart' });
-    expect(got.filter((b) => b === 'before')).toHaveLength(1); // acked before the restart, so not redelivered
+    // 'before' was acked, and the server showed the ack, before the restart; nats-server 2.9 writes
+    // the consumer's ack floor to its store lazily, and even after a graceful SIGTERM fresh-clone CI
+    // once saw it come again (8fdb3c6). A redelivery is JetStream's at-least-once, which every
+    // consumer of ours handles (D8); what this test owns is the consumer resuming, so it allows that
+    // one redelivery and no more.
+    expect(got.filter((b) => b === 'before').length).toBeLessThanOrEqual(2);
+    expect(got.filter((b) => b === 'after')).toHaveLength(1);
     expect(logger.lines.some((l) => l.msg === 'bus: disconnected from NATS')).toBe(true);
     expect(logger.lines.some((l) => l.msg === 'bus: reconnected to NATS')).toBe(true);
     await consumer.stop();
