@@ -30,7 +30,7 @@ export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: Job
   const wait = currentWait(job, now);
   const tries = wait.tries + 1;
   const { maxScheduleTries, maxScheduleWaitMs } = ctx.config.replay;
-  if (tries > maxScheduleTries || now - wait.since >= maxScheduleWaitMs) return failNoWorker(ctx, lease, job, tries - 1);
+  if (tries > maxScheduleTries || now - wait.since >= maxScheduleWaitMs) return failNoWorker(ctx, lease, job, wait, tries - 1);
   const patch = { scheduleTries: (job.scheduleTries ?? 0) + 1, workerWait: { since: wait.since, tries } };
   const p = await ctx.store.patchJob(job.id, job.state, { token: lease.token, patch });
   if (!p.ok) return p.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : { kind: 'ack' };
@@ -54,11 +54,9 @@ export function currentWait(job: JobRecord, now: number): { since: number; tries
   return w && w.since >= Math.max(readyAt(job), job.dispatchedAt ?? 0) ? w : { since: now, tries: 0 };
 }
 
-/** FAILED + DLQ `no_workers` after `tries` schedule tries in the job's current wait (D13). */
-export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: JobRecord, tries: number): Promise<HandlerOutcome> {
-  const now = Date.now();
-  const wait = currentWait(job, now);
-  ctx.logger.warn('no worker within the bound, failing job', { job_id: job.id, topic: job.topic, tries, waited_ms: now - wait.since });
+/** FAILED + DLQ `no_workers` after `tries` schedule tries in the job's current `wait` (D13, currentWait). */
+export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: JobRecord, wait: { since: number; tries: number }, tries: number): Promise<HandlerOutcome> {
+  ctx.logger.warn('no worker within the bound, failing job', { job_id: job.id, topic: job.topic, tries, waited_ms: Date.now() - wait.since });
   const w = await ctx.store.transition(job.id, 'FAILED', {
     token: lease.token,
     from: [job.state],

@@ -142,7 +142,7 @@ function expire(ctx: SchedulerContext, id: string): Promise<boolean> {
 
 function failParked(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   const wait = currentWait(job, job.updatedAt);
-  return failNoWorker(ctx, lease, job, parkPlan(Math.max(1, wait.tries), job.updatedAt, wait.since, ctx.config.replay).tries);
+  return failNoWorker(ctx, lease, job, wait, parkPlan(Math.max(1, wait.tries), job.updatedAt, wait.since, ctx.config.replay).tries);
 }
 
 /**

@@ -71,6 +71,14 @@ export interface ErrorBody {
   [extra: string]: unknown;
 }
 
+/**
+ * What every 429 carries (CONTRACT §2): `Retry-After` in whole seconds (≥ 1) and `retry_after_ms`
+ * in the body. Spread into an ApiError's options.
+ */
+export function retryAfter(ms: number): { headers: Record<string, string>; extra: { retry_after_ms: number } } {
+  return { headers: { 'Retry-After': String(Math.max(1, Math.ceil(ms / 1000))) }, extra: { retry_after_ms: ms } };
+}
+
 /** A typed API error: handlers throw it, the error handler renders it. */
 export class ApiError extends Error {
   readonly code: ErrorCode;

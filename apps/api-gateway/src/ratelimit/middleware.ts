@@ -2,7 +2,7 @@
 // /api/v1 request against its tenant, else its client IP (CONTRACT §2).
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Caller } from '../auth/middleware';
-import { ApiError } from '../http/errors';
+import { ApiError, retryAfter } from '../http/errors';
 import type { RateLimiter } from './limiter';
 
 export function limitKey(tenant: string | undefined, ip: string | undefined): string {
@@ -23,8 +23,7 @@ export function peerAddress(peer: string): string {
 }
 
 export function rateLimitError(retryAfterMs: number): ApiError {
-  const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
-  return new ApiError('rate_limited', { headers: { 'Retry-After': String(seconds) }, extra: { retry_after_ms: retryAfterMs } });
+  return new ApiError('rate_limited', retryAfter(retryAfterMs));
 }
 
 /**

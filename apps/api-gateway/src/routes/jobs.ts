@@ -1,7 +1,7 @@
 // POST /api/v1/jobs and GET /api/v1/jobs/:id (CONTRACT §2).
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { jobToApi, type JobStore } from '@cordum/job-store';
-import { ApiError } from '../http/errors';
+import { ApiError, retryAfter } from '../http/errors';
 import { actingTenant, caller } from '../auth/middleware';
 import { IDEMPOTENCY_KEY_RE, parseLabelledBody, submitBodySchema } from '../submit/schema';
 import { SubmitError } from '../submit/errors';
@@ -35,10 +35,8 @@ export function jsonBody() {
 export function submitErrorToApi(err: SubmitError): ApiError {
   const extra: Record<string, unknown> = err.jobId !== undefined ? { job_id: err.jobId } : {};
   switch (err.code) {
-    case 'policy_throttled': {
-      const seconds = Math.max(1, Math.ceil((err.retryAfterMs ?? 1000) / 1000));
-      return new ApiError('policy_throttled', { message: err.message, headers: { 'Retry-After': String(seconds) }, extra: { retry_after_ms: err.retryAfterMs ?? seconds * 1000 } });
-    }
+    case 'policy_throttled':
+      return new ApiError('policy_throttled', { message: err.message, ...retryAfter(err.retryAfterMs ?? 1000) });
     case 'idempotency_in_progress':
     case 'redis_unavailable':
     case 'bus_unavailable':

@@ -2,7 +2,7 @@
 // gateway adds auth, tenancy and validation, the kernel decides. Answers are
 // mapped to the HTTP shapes here so routes never see gRPC.
 import { Decision, GrpcStatus, SafetyKernel, grpcClientFor, type PolicyCheckResponse } from '@cordum/protocol';
-import { ApiError } from '../http/errors';
+import { ApiError, retryAfter } from '../http/errors';
 import type { EvaluateRequest } from './evaluator';
 import { errorText } from '@cordum/service-kit';
 
@@ -79,29 +79,25 @@ export function kernelErrorToApi(err: unknown): ApiError {
 /** The wait a `simulation_busy` answer gives: a simulation takes well under a second. */
 const SIMULATION_RETRY_AFTER_MS = 1_000;
 
+/** P146: the kernel runs simulations one at a time with a short queue and refuses the rest RESOURCE_EXHAUSTED (429). */
+function simulationErrorToApi(err: unknown): ApiError {
+  if ((err as { code?: unknown }).code === GrpcStatus.RESOURCE_EXHAUSTED) return new ApiError('simulation_busy', { ...retryAfter(SIMULATION_RETRY_AFTER_MS), cause: err });
+  return kernelErrorToApi(err);
+}
+
 export function createPolicyAdmin(address: string, deadlineMs = POLICY_CALL_DEADLINE_MS): PolicyAdmin {
   const client = grpcClientFor(SafetyKernel, address);
-  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
+  const call = async <T>(fn: () => Promise<T>, toApi: (err: unknown) => ApiError = kernelErrorToApi): Promise<T> => {
     try {
       return await fn();
     } catch (err) {
-      throw kernelErrorToApi(err);
+      throw toApi(err);
     }
   };
   return {
     evaluate: (req) => call(async () => decisionFromResponse(await client.evaluate(req, { deadlineMs }), false)),
     explain: (req) => call(async () => decisionFromResponse(await client.explain(req, { deadlineMs }), true)),
-    simulate: async (req, candidateYaml) => {
-      try {
-        return decisionFromResponse(await client.simulate({ ...req, candidatePolicyYaml: candidateYaml }, { deadlineMs }), true);
-      } catch (err) {
-        // P146: the kernel runs simulations one at a time with a short queue and refuses the rest.
-        if ((err as { code?: unknown }).code === GrpcStatus.RESOURCE_EXHAUSTED) {
-          throw new ApiError('simulation_busy', { headers: { 'Retry-After': String(SIMULATION_RETRY_AFTER_MS / 1000) }, extra: { retry_after_ms: SIMULATION_RETRY_AFTER_MS }, cause: err });
-        }
-        throw kernelErrorToApi(err);
-      }
-    },
+    simulate: (req, candidateYaml) => call(async () => decisionFromResponse(await client.simulate({ ...req, candidatePolicyYaml: candidateYaml }, { deadlineMs }), true), simulationErrorToApi),
     snapshots: () =>
       call(async () => {
         const r = await client.listSnapshots({}, { deadlineMs });

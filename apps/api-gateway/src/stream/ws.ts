@@ -13,7 +13,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '@cordum/service-kit';
 import { authorizeIdentity, identify, type Caller } from '../auth/middleware';
 import type { KeyIdentity, KeyStore } from '../auth/keys';
-import { ApiError } from '../http/errors';
+import { ApiError, retryAfter } from '../http/errors';
 import type { RateLimiter } from '../ratelimit/limiter';
 import { limitKey, rateLimitError } from '../ratelimit/middleware';
 import type { StreamHub } from './hub';
@@ -320,11 +320,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       // tenant's streams cost the event loop: every event of the tenant goes to each of them.
       if (live.size >= maxClients) throw new ApiError('stream_capacity');
       if ((perTenant.get(tenant) ?? 0) >= maxPerTenant) {
-        throw new ApiError('too_many_streams', {
-          message: `this tenant has ${maxPerTenant} streams open on this gateway, the most it allows`,
-          headers: { 'Retry-After': String(STREAM_RETRY_AFTER_MS / 1000) },
-          extra: { retry_after_ms: STREAM_RETRY_AFTER_MS },
-        });
+        throw new ApiError('too_many_streams', { message: `this tenant has ${maxPerTenant} streams open on this gateway, the most it allows`, ...retryAfter(STREAM_RETRY_AFTER_MS) });
       }
       authorizing.delete(socket);
       wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, { ...c, tenant }, admitted));
