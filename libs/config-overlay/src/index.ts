@@ -58,6 +58,7 @@ export {
   configStatus,
   CORRUPT_SECTION_PREFIX,
   writeAppliedReport,
+  REPORT_INDEX_SLACK_MS,
   appliedReportSchema,
   type AppliedReport,
   type ConfigStatus,

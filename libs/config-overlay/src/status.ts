@@ -51,8 +51,18 @@ export interface ConfigStatus {
 }
 
 /**
+ * How far another replica's clock may run ahead of this one before its report would be trimmed
+ * from the index while still live (P154). Index scores are each writer's own expiry time, but
+ * whether a report is live is its key's TTL on the server, so the index is only trimmed of entries
+ * this long past their score and a reader takes every entry still in it, skipping keys that are
+ * gone.
+ */
+export const REPORT_INDEX_SLACK_MS = 5 * 60_000;
+
+/**
  * The report, and its key in `indexKey` scored by when it expires, so the status view reads the
- * index instead of scanning the keyspace (P60); entries past their expiry are trimmed here.
+ * index instead of scanning the keyspace (P60); entries REPORT_INDEX_SLACK_MS past their expiry
+ * are trimmed here.
  */
 export async function writeAppliedReport(redis: RedisClient, key: string, report: AppliedReport, ttlMs: number, indexKey: string = configKeys().appliedIndex()): Promise<void> {
   const ms = Math.max(1, Math.round(ttlMs));
@@ -60,7 +70,7 @@ export async function writeAppliedReport(redis: RedisClient, key: string, report
   await Promise.all([
     redis.set(key, JSON.stringify(report), 'PX', ms),
     redis.zadd(indexKey, now + ms, key),
-    redis.zremrangebyscore(indexKey, '-inf', now),
+    redis.zremrangebyscore(indexKey, '-inf', now - REPORT_INDEX_SLACK_MS),
   ]);
 }
 
@@ -70,15 +80,16 @@ export async function removeAppliedReport(redis: RedisClient, key: string, index
 }
 
 /**
- * The live report keys from the index (P60). A keyspace SCAN cost one round trip per 500 keys, so
+ * The report keys from the index (P60), live or lately expired (the caller skips keys that are
+ * gone, P154). A keyspace SCAN cost one round trip per 500 keys, so
  * on a Redis holding a week of jobs `GET /config/status` ran past its 5 s budget. Only while the
  * index is empty (every replica still an older version that does not index its report) is the
  * keyspace scanned.
  */
 async function* reportKeys(redis: RedisClient, keys: ConfigKeys): AsyncGenerator<string> {
   const index = keys.appliedIndex();
-  const now = Date.now();
-  const [, live] = await Promise.all([redis.zremrangebyscore(index, '-inf', now), redis.zrangebyscore(index, now, '+inf')]);
+  const cutoff = Date.now() - REPORT_INDEX_SLACK_MS;
+  const [, live] = await Promise.all([redis.zremrangebyscore(index, '-inf', cutoff), redis.zrangebyscore(index, cutoff, '+inf')]);
   if (live.length > 0) {
     yield* live;
     return;

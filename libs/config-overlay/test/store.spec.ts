@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { callsOf, commandCalls, repoRoot, startRedis, type TestServer } from '@cordum/testing';
-import { configStatus, createConfigStore, hashValue, mergeBootstrapFile, mergeBootstrapFiles, writeAppliedReport, type RevisionConflictError, type ConfigStore } from '../src';
+import { configStatus, createConfigStore, hashValue, mergeBootstrapFile, mergeBootstrapFiles, REPORT_INDEX_SLACK_MS, writeAppliedReport, type RevisionConflictError, type ConfigStore } from '../src';
 
 describe('ConfigStore (real Redis)', () => {
   let server: TestServer;
@@ -230,7 +230,35 @@ describe('bootstrap merge (D35)', () => {
     const status = await configStatus(store, redis);
     expect(status.replicas.map((r) => r.instance_id)).toEqual(['live-1', 'live-2']);
     expect(callsOf(await commandCalls(redis), 'scan') - before).toBe(0);
-    // the expired report left the index too
+    // the expired report stays in the index until REPORT_INDEX_SLACK_MS past its expiry (P154),
+    // then leaves it at the next write or read
+    expect(await redis.zscore(store.keys.appliedIndex(), store.keys.applied('scheduler', 'gone'))).not.toBeNull();
+    await redis.zadd(store.keys.appliedIndex(), Date.now() - REPORT_INDEX_SLACK_MS - 1, store.keys.applied('scheduler', 'gone'));
+    await configStatus(store, redis);
     expect(await redis.zrange(store.keys.appliedIndex(), '0', '-1')).toEqual([store.keys.applied('scheduler', 'live-1'), store.keys.applied('scheduler', 'live-2')]);
+  });
+
+  it('a replica whose clock runs 90 s ahead hides no other replica from the status view, writing or reading (P154)', async () => {
+    const index = 'cordum:config:reports:skew';
+    const report = (instance: string) => ({ service: 'scheduler', instance_id: instance, revision: 0, hashes: {}, reported_at: new Date().toISOString(), checked: true });
+    const onTime = (instance: string) => writeAppliedReport(redis, store.keys.applied('scheduler', instance), report(instance), 30_000, index);
+    const ahead = jest.spyOn(Date, 'now');
+    try {
+      await onTime('on-time-1');
+      const real = Date.now();
+      ahead.mockImplementation(() => real + 90_000);
+      await writeAppliedReport(redis, store.keys.applied('scheduler', 'fast'), report('fast'), 30_000, index);
+      ahead.mockRestore();
+      await onTime('on-time-2');
+      const skewedStore = { ...store, keys: { ...store.keys, appliedIndex: () => index } };
+      const seen = async () => (await configStatus(skewedStore, redis)).replicas.map((r) => r.instance_id);
+      expect(await seen()).toEqual(['fast', 'on-time-1', 'on-time-2']);
+      // the fast replica reading: it sees the others too
+      const now = Date.now();
+      jest.spyOn(Date, 'now').mockImplementation(() => now + 90_000);
+      expect(await seen()).toEqual(['fast', 'on-time-1', 'on-time-2']);
+    } finally {
+      jest.restoreAllMocks();
+    }
   });
 });
