@@ -234,7 +234,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
         ops.mount(mount);
         mountApprovalRoutes(mount, { redis, store, approvals, audit: ops.audit, redisReady: () => redisUsable(redis) });
         mountPolicyRoutes(mount, { policy: policyAdmin });
-        mountKeyRoutes(mount, { keys: managedKeys, redisReady: () => redisUsable(redis) });
+        mountKeyRoutes(mount, { keys: managedKeys, audit: ops.audit, redisReady: () => redisUsable(redis) });
         mount('GET /api/v1/stream', () => {
           throw new ApiError('upgrade_required', { headers: { Upgrade: 'websocket' } });
         });

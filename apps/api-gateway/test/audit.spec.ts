@@ -59,4 +59,18 @@ describe('audit export over NATS', () => {
     expect(seen.find((s) => s.code === 'audit.job.cancel')?.details).toMatchObject({ tenant: 'acme', principal_id: 'alice', target: id });
     expect(seen.find((s) => s.code === 'audit.config.put')?.details).toMatchObject({ principal_id: 'admin', target: 'system/default' });
   });
+
+  it('minting and revoking a managed key are exported with the acting principal and the principal of the key (P156)', async () => {
+    const made = await call(rig.url, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'admin', principal_id: 'alice', ttl_seconds: 3600 } });
+    expect(made.status).toBe(201);
+    const id = String(made.body['id']);
+    expect((await call(rig.url, 'DELETE', `/api/v1/auth/keys/${id}`, { key: KEYS.admin })).status).toBe(200);
+    await waitFor(() => seen.some((s) => s.code === 'audit.auth_key.revoke'), 5_000);
+    const created = seen.find((s) => s.code === 'audit.auth_key.create')?.details;
+    expect(created).toMatchObject({ tenant: 'acme', principal_id: 'admin', target: id, role: 'admin', key_principal_id: 'alice', expires_at: String(made.body['expires_at']) });
+    expect(seen.find((s) => s.code === 'audit.auth_key.revoke')?.details).toMatchObject({ tenant: 'acme', principal_id: 'admin', target: id, key_principal_id: 'alice' });
+    // a refused create is not recorded
+    expect((await call(rig.url, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'root' } })).status).toBe(400);
+    expect(seen.filter((s) => s.code === 'audit.auth_key.create')).toHaveLength(1);
+  });
 });

@@ -151,23 +151,23 @@ describe('peerAddress', () => {
 });
 
 describe('failed-login budget (P55)', () => {
-  it('allows 20 failed checks per client, then one more every 3 s, and forgets a client once refilled', () => {
+  it('allows 20 checks at a time per client, then one more every 3 s, gives back the token of a check that passed, and forgets a client once refilled', () => {
     let t = 5_000_000;
     const b = createFailedLoginBudget({ now: () => t });
-    for (let i = 0; i < FAILED_LOGIN_BURST; i++) {
-      expect(b.waitMs('10.0.0.1')).toBe(0);
-      b.failed('10.0.0.1');
-    }
-    expect(b.waitMs('10.0.0.1')).toBe(3_000);
-    expect(b.waitMs('10.0.0.2')).toBe(0);
+    for (let i = 0; i < FAILED_LOGIN_BURST; i++) expect(b.take('10.0.0.1')).toBe(0);
+    expect(b.take('10.0.0.1')).toBe(3_000);
+    expect(b.take('10.0.0.2')).toBe(0);
+    b.refund('10.0.0.2'); // full again: forgotten
     t += 1_000;
-    expect(b.waitMs('10.0.0.1')).toBe(2_000);
+    expect(b.take('10.0.0.1')).toBe(2_000);
     t += 2_000;
-    expect(b.waitMs('10.0.0.1')).toBe(0);
-    b.failed('10.0.0.1');
-    expect(b.waitMs('10.0.0.1')).toBe(3_000);
+    expect(b.take('10.0.0.1')).toBe(0);
+    expect(b.take('10.0.0.1')).toBe(3_000);
+    b.refund('10.0.0.1');
+    expect(b.take('10.0.0.1')).toBe(0);
+    expect(b.take('10.0.0.1')).toBe(3_000);
     t += 60_000;
-    for (let i = 0; i < FAILED_LOGIN_BURST; i++) b.failed('10.0.0.1');
-    expect(b.waitMs('10.0.0.1')).toBeGreaterThan(0);
+    for (let i = 0; i < FAILED_LOGIN_BURST; i++) expect(b.take('10.0.0.1')).toBe(0);
+    expect(b.take('10.0.0.1')).toBeGreaterThan(0);
   });
 });

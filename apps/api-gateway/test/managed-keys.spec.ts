@@ -2,6 +2,8 @@
 // rest, revoked or expired → 401 on every replica within 1 s.
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
+import { createFailedLoginBudget, FAILED_LOGIN_BURST } from '../src/auth/failed-logins';
+import { createManagedKeys } from '../src/auth/managed';
 import { KEYS, call, expectEnvelope } from './harness';
 import { startReplicas, type Replicas } from './replicas';
 
@@ -139,4 +141,31 @@ it('wrong secrets for a known id are refused 429 once the client has failed 20 c
   expect((await call(gw, 'GET', '/api/v1/jobs', { key: k.key })).status).toBe(200);
   expect((await call(gw, 'GET', '/api/v1/jobs', { key: KEYS.viewer })).status).toBe(200);
   expect((await call(r.urls[0]!, 'GET', '/api/v1/jobs', { key: fresh.key })).status).toBe(200);
+});
+
+it('wrong secrets sent at once run at most the budget of checks; parallel first checks of one secret share one check and its token (P155)', async () => {
+  const t = Date.now();
+  const keys = createManagedKeys(redis, { failedLogins: createFailedLoginBudget({ now: () => t }) });
+  const { key } = await keys.create({ tenant: 'acme', role: 'viewer' });
+  const id = /^ck_([0-9a-f]{16})_/.exec(key)![1]!;
+  const wrong = (i: number) => `ck_${id}_${String(i).padStart(43, 'w')}`;
+  const outcome = (p: Promise<unknown>) =>
+    p.then(
+      (v) => (v === null ? 'wrong' : 'ok'),
+      (err: { code?: string }) => err.code ?? 'error',
+    );
+
+  // 60 wrong secrets at once from one address: only its 20 tokens' worth run scrypt
+  const burst = await Promise.all(Array.from({ length: 60 }, (_, i) => outcome(keys.lookup(wrong(i), '10.9.0.1'))));
+  expect(burst.filter((o) => o === 'wrong')).toHaveLength(FAILED_LOGIN_BURST);
+  expect(burst.filter((o) => o === 'rate_limited')).toHaveLength(60 - FAILED_LOGIN_BURST);
+
+  // one token left: ten parallel first uses of a valid key share one check and all pass
+  for (let i = 0; i < FAILED_LOGIN_BURST - 1; i++) expect(await outcome(keys.lookup(wrong(100 + i), '10.9.0.2'))).toBe('wrong');
+  const fresh = await keys.create({ tenant: 'acme', role: 'viewer' });
+  const together = await Promise.all(Array.from({ length: 10 }, () => outcome(keys.lookup(fresh.key, '10.9.0.2'))));
+  expect(together).toEqual(Array.from({ length: 10 }, () => 'ok'));
+  // the passed check gave its token back: one more wrong secret runs, the next is refused
+  expect(await outcome(keys.lookup(wrong(200), '10.9.0.2'))).toBe('wrong');
+  expect(await outcome(keys.lookup(wrong(201), '10.9.0.2'))).toBe('rate_limited');
 });

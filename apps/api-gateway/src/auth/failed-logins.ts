@@ -4,7 +4,8 @@
 // a bound, anyone could keep every replica's thread pool busy with wrong secrets for a known id,
 // so real logins (and DNS lookups on reconnect) waited for seconds. Each replica gives a client
 // address FAILED_LOGIN_BURST failed checks, refilled at FAILED_LOGIN_PER_MINUTE a minute; past
-// that, a check that would need scrypt is refused 429 before it runs. Lookups that need none
+// that, a check that would need scrypt is refused 429 before it runs. A check takes its token
+// when it starts and gives it back when it passes (P155). Lookups that need none
 // (static keys, a managed key already verified, malformed or unknown keys) are never refused.
 
 export const FAILED_LOGIN_BURST = 20;
@@ -13,10 +14,14 @@ export const FAILED_LOGIN_PER_MINUTE = 20;
 const MAX_CLIENTS = 10_000;
 
 export interface FailedLoginBudget {
-  /** 0 when `client` may run a check; otherwise the ms until it may. */
-  waitMs(client: string): number;
-  /** Records a failed check. */
-  failed(client: string): void;
+  /**
+   * Takes a token for a check about to run: 0 when taken, otherwise the ms until one is free
+   * (nothing taken). Taken before the check, not counted after it, so checks already running count
+   * against the budget: a burst of wrong secrets sent at once runs at most the tokens left (P155).
+   */
+  take(client: string): number;
+  /** Gives back the token of a check that passed. */
+  refund(client: string): void;
 }
 
 export function createFailedLoginBudget(o: { now?: () => number; burst?: number; perMinute?: number } = {}): FailedLoginBudget {
@@ -40,13 +45,11 @@ export function createFailedLoginBudget(o: { now?: () => number; burst?: number;
   };
 
   return {
-    waitMs(client) {
+    take(client) {
       const b = tokens(client);
       // (less a hair of float error: a third of a token is 1,000 ms, not 1,001)
-      return b && b.t < 1 ? Math.max(1, Math.ceil((1 - b.t) / perMs - 1e-6)) : 0;
-    },
-    failed(client) {
-      const cur = tokens(client) ?? { t: burst, ts: now() };
+      if (b && b.t < 1) return Math.max(1, Math.ceil((1 - b.t) / perMs - 1e-6));
+      const cur = b ?? { t: burst, ts: now() };
       cur.t -= 1;
       buckets.delete(client);
       if (buckets.size >= MAX_CLIENTS) {
@@ -54,6 +57,13 @@ export function createFailedLoginBudget(o: { now?: () => number; burst?: number;
         if (!oldest.done) buckets.delete(oldest.value);
       }
       buckets.set(client, cur);
+      return 0;
+    },
+    refund(client) {
+      const b = tokens(client);
+      if (!b) return;
+      b.t += 1;
+      if (b.t >= burst) buckets.delete(client);
     },
   };
 }

@@ -158,6 +158,38 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
     }
   };
 
+  // `${id}:${sha256(secret)}:${stored hash}` → the scrypt check running for it: lookups of one
+  // secret that arrive together share one check (P155), e.g. a client fanning out after a rollout.
+  const checking = new Map<string, Promise<boolean>>();
+
+  /**
+   * Whether `secret` matches the record's hash, remembered in `verified` when it does. P55: a
+   * client that failed too many checks runs no more scrypt until its budget refills; P155: the
+   * token is taken before the check (so checks in flight count) and given back when it passes.
+   */
+  const check = async (vk: string, secret: string, rec: ManagedKeyRecord, client: string | undefined): Promise<boolean> => {
+    const ck = `${vk}:${rec.hash}`;
+    const running = checking.get(ck);
+    if (running) return running;
+    const wait = client === undefined ? 0 : budget.take(client);
+    if (wait > 0) throw rateLimitError(wait);
+    const p = (async () => {
+      let wrong = false;
+      try {
+        const derived = await scrypt(secret, Buffer.from(rec.salt, 'base64'));
+        const stored = Buffer.from(rec.hash, 'base64');
+        wrong = stored.length !== derived.length || !timingSafeEqual(stored, derived);
+        if (!wrong) bounded(verified, vk, rec.hash);
+        return !wrong;
+      } finally {
+        checking.delete(ck);
+        if (!wrong && client !== undefined) budget.refund(client);
+      }
+    })();
+    checking.set(ck, p);
+    return p;
+  };
+
   return {
     async lookup(presented, client) {
       const m = MANAGED_KEY_RE.exec(presented);
@@ -168,18 +200,7 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
       if (!rec || rec.revoked) return null;
       if (rec.expiresAt !== null && rec.expiresAt <= now()) return null;
       const vk = `${id}:${createHash('sha256').update(secret).digest('base64')}`;
-      if (verified.get(vk) !== rec.hash) {
-        // P55: a client that failed too many checks runs no more scrypt until its budget refills.
-        const wait = client === undefined ? 0 : budget.waitMs(client);
-        if (wait > 0) throw rateLimitError(wait);
-        const derived = await scrypt(secret, Buffer.from(rec.salt, 'base64'));
-        const stored = Buffer.from(rec.hash, 'base64');
-        if (stored.length !== derived.length || !timingSafeEqual(stored, derived)) {
-          if (client !== undefined) budget.failed(client);
-          return null;
-        }
-        bounded(verified, vk, rec.hash);
-      }
+      if (verified.get(vk) !== rec.hash && !(await check(vk, secret, rec, client))) return null;
       const identity: KeyIdentity = { tenant: rec.tenant, role: rec.role, principalId: rec.principalId, revocable: true };
       if (rec.expiresAt !== null) identity.expiresAt = rec.expiresAt;
       return identity;

@@ -1,6 +1,7 @@
 // GET/POST/DELETE /api/v1/auth/keys: managed API keys (CONTRACT §2, D27, D29 admin).
 // A key is created in, listed in and revoked in the acting tenant only.
 import { z } from 'zod';
+import type { AuditSink } from '../audit/sink';
 import type { ManagedKeys } from '../auth/managed';
 import { managedKeyToApi } from '../auth/managed';
 import { ROLES } from '../auth/keys';
@@ -29,6 +30,7 @@ const createKeySchema = z
 
 export interface KeyRouteDeps {
   keys: ManagedKeys;
+  audit: AuditSink;
   redisReady(): boolean;
 }
 
@@ -54,7 +56,8 @@ export function mountKeyRoutes(mount: Mount, deps: KeyRouteDeps): void {
     const parsed = createKeySchema.safeParse(req.body);
     if (!parsed.success) throw new ApiError('validation_failed', { details: zodDetails(parsed.error) });
     const b = parsed.data;
-    const tenant = actingTenant(caller(res), b.tenant_id ?? undefined);
+    const c = caller(res);
+    const tenant = actingTenant(c, b.tenant_id ?? undefined);
     let expiresAt: number | undefined;
     if (b.expires_at != null) {
       expiresAt = Date.parse(b.expires_at);
@@ -66,15 +69,25 @@ export function mountKeyRoutes(mount: Mount, deps: KeyRouteDeps): void {
     const { key, record } = await store(() =>
       deps.keys.create({ tenant, role: b.role, principalId: b.principal_id ?? undefined, name: b.name ?? undefined, expiresAt }),
     );
+    // Who minted a key, and for which principal: the actions it takes are audited under that principal (P156).
+    deps.audit.record({
+      action: 'auth_key.create',
+      tenant,
+      principal_id: c.principalId,
+      target: record.id,
+      details: { role: record.role, key_principal_id: record.principalId, expires_at: record.expiresAt === null ? '' : new Date(record.expiresAt).toISOString() },
+    });
     // The only time the secret is ever returned.
     res.status(201).json({ ...managedKeyToApi(record), key });
   });
 
   mount('DELETE /api/v1/auth/keys/:id', async (req, res) => {
-    const tenant = actingTenant(caller(res), undefined);
+    const c = caller(res);
+    const tenant = actingTenant(c, undefined);
     if (!deps.redisReady()) throw new ApiError('redis_unavailable');
     const rec = await store(() => deps.keys.revoke(tenant, String(req.params['id'] ?? '')));
     if (!rec) throw new ApiError('key_not_found');
+    deps.audit.record({ action: 'auth_key.revoke', tenant, principal_id: c.principalId, target: rec.id, details: { key_principal_id: rec.principalId } });
     res.status(200).json(managedKeyToApi(rec));
   });
 }
