@@ -32,6 +32,8 @@ export const DEFAULT_MAX_RESULT_BYTES = 8 * 1024 * 1024;
 /** Redis's own bound on a string value (proto-max-bulk-len's default, 512 MB). */
 export const MAX_MAX_RESULT_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_RESULT_WRITE_BUDGET_MS = 30_000;
+/** How long a result's JetStream publish is retried while NATS is away (P157): under the default 300 s running timeout. */
+export const DEFAULT_RESULT_PUBLISH_BUDGET_MS = 120_000;
 export const DEFAULT_CLAIM_TTL_MS = 7 * 24 * 3600_000;
 
 const invalid = (message: string): WorkerError => new WorkerError('worker_invalid_options', message);
@@ -73,6 +75,7 @@ export function validateWorkerOptions(o: Omit<WorkerOptions, 'bus' | 'redis' | '
   intIn('cancelGraceMs', o.cancelGraceMs, 0, 3_600_000, ' (ms)');
   intIn('startAckDelayMs', o.startAckDelayMs, 0, MAX_START_ACK_DELAY_MS, ' (ms)');
   intIn('resultWriteBudgetMs', o.resultWriteBudgetMs, 0, Number.MAX_SAFE_INTEGER, ' (ms)');
+  intIn('resultPublishBudgetMs', o.resultPublishBudgetMs, 0, Number.MAX_SAFE_INTEGER, ' (ms)');
   intIn('maxResultBytes', o.maxResultBytes, 1, MAX_MAX_RESULT_BYTES);
   intIn('claimTtlMs', o.claimTtlMs, 1, Number.MAX_SAFE_INTEGER, ' (ms)');
   if (o.capabilities !== undefined && (!Array.isArray(o.capabilities) || o.capabilities.some((c) => typeof c !== 'string'))) {

@@ -103,6 +103,13 @@ export interface WorkerOptions {
    * the budget it is reported FAILED `result_write_failed`. Default 30 s.
    */
   resultWriteBudgetMs?: number;
+  /**
+   * How long a JobResult's publish is retried (same msg id, backoff up to 2 s) while NATS is
+   * away, so a job that ends during an outage still reports once NATS is back (P157). At least 5
+   * tries are made; once `stop()` is called a publish gives up at its deadline. Past the budget
+   * the job is left to the scheduler's running timeout. Default 120 s.
+   */
+  resultPublishBudgetMs?: number;
   sdkVersion?: string;
   /**
    * A P-256 private key (`loadSigningKey(pem, 'private')`): every packet the worker sends is

@@ -17,6 +17,7 @@ import {
   DEFAULT_HEARTBEAT_INTERVAL_MS,
   DEFAULT_MAX_RESULT_BYTES,
   DEFAULT_RESULT_WRITE_BUDGET_MS,
+  DEFAULT_RESULT_PUBLISH_BUDGET_MS,
   DEFAULT_START_ACK_DELAY_MS,
   DEFAULT_STOP_TIMEOUT_MS,
   validateAll,
@@ -64,7 +65,9 @@ interface Reply {
 type Settled = { ok: true; outcome: unknown } | { ok: false; err: unknown };
 
 const SEEN_LIMIT = 10_000;
+/** A result publish is tried at least this often, and then until its budget or the stop deadline (P157). */
 const PUBLISH_TRIES = 5;
+const PUBLISH_MAX_WAIT_MS = 2_000;
 const CANCELLED_REPLY: Reply = { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' };
 const OUTCOME_STATUSES: ReadonlySet<unknown> = new Set(['SUCCEEDED', 'FAILED', 'FAILED_RETRYABLE']);
 const OUTCOME_SHAPE = "{ status: 'SUCCEEDED' | 'FAILED' | 'FAILED_RETRYABLE', result?: <JSON value>, errorCode?: string, errorMessage?: string }";
@@ -95,6 +98,9 @@ class CapWorker implements Worker {
   private readonly decode: (bytes: Uint8Array) => BusPacket;
   private readonly startAckDelayMs: number;
   private readonly resultWriteBudgetMs: number;
+  private readonly resultPublishBudgetMs: number;
+  /** When result publishes stop retrying past PUBLISH_TRIES: stop()'s deadline once it is called. */
+  private publishCutoff = Number.POSITIVE_INFINITY;
   private readonly heartbeatIntervalMs: number;
   private readonly stopTimeoutMs: number;
   private readonly cancelGraceMs: number;
@@ -127,6 +133,7 @@ class CapWorker implements Worker {
     validateAll(o);
     this.startAckDelayMs = o.startAckDelayMs ?? DEFAULT_START_ACK_DELAY_MS;
     this.resultWriteBudgetMs = o.resultWriteBudgetMs ?? DEFAULT_RESULT_WRITE_BUDGET_MS;
+    this.resultPublishBudgetMs = o.resultPublishBudgetMs ?? DEFAULT_RESULT_PUBLISH_BUDGET_MS;
     this.heartbeatIntervalMs = o.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS;
     this.stopTimeoutMs = o.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
     this.cancelGraceMs = o.cancelGraceMs ?? DEFAULT_CANCEL_GRACE_MS;
@@ -188,6 +195,7 @@ class CapWorker implements Worker {
   private async shutdown(): Promise<void> {
     const wasRunning = this.state === 'running';
     this.state = 'stopping';
+    this.publishCutoff = Date.now() + this.stopTimeoutMs;
     for (const t of this.timers) clearInterval(t);
     for (const s of this.subs.splice(0)) s.unsubscribe();
     if (wasRunning) {
@@ -226,7 +234,7 @@ class CapWorker implements Worker {
    * settled has run: it is never answered retryable, which would run it a second time (P137).
    * Its own answer goes on: the result write in progress, or the next one, is its last try (a
    * write that fails then is FAILED `result_write_failed`, as past resultWriteBudgetMs), and
-   * stop() waits for its publish, which is bounded by PUBLISH_TRIES.
+   * stop() waits for its publish, which gives up after PUBLISH_TRIES tries past the deadline.
    */
   private async abandonRunning(): Promise<void> {
     const all = [...this.running.values()];
@@ -479,7 +487,10 @@ class CapWorker implements Worker {
     this.metrics?.jobs.inc({ status });
   }
 
-  /** Every JobResult goes out here: counted by status, its error cut to the job store's bounds (P73). */
+  /**
+   * Every JobResult goes out here: counted by status as it is answered (one whose publish is
+   * given up is counted in resultPublishFailures too), its error cut to the job store's bounds (P73).
+   */
   private async answer(request: JobRequest, traceId: string, executionMs: number, reply: Reply): Promise<void> {
     this.count(reply.status);
     await this.publishResult(request, traceId, executionMs, {
@@ -489,8 +500,15 @@ class CapWorker implements Worker {
     });
   }
 
-  /** JetStream publish with the D9 msg id; retried with the same id so a lost ack never doubles a result. */
-  private async publishResult(request: JobRequest, traceId: string, executionMs: number, reply: Reply): Promise<void> {
+  /**
+   * JetStream publish with the D9 msg id; retried with the same id so a lost ack never doubles a
+   * result. A JobResult is the only word the scheduler gets that a job ran (or was refused after
+   * its claim), so it is retried while NATS is away for up to resultPublishBudgetMs, not a fixed
+   * 5 tries (≈ 16 s): a job that ended during a longer outage would otherwise end TIMEOUT with
+   * its result stored, and be run again from the DLQ (P157). Once stop() is called, a publish
+   * gives up at its deadline (after at least PUBLISH_TRIES tries). True when published.
+   */
+  private async publishResult(request: JobRequest, traceId: string, executionMs: number, reply: Reply): Promise<boolean> {
     const dispatchId = request.dispatch?.dispatchId ?? '';
     let data: Uint8Array;
     try {
@@ -501,20 +519,24 @@ class CapWorker implements Worker {
     } catch (err) {
       this.counters.resultPublishFailures += 1;
       this.log.error('result not encodable, the scheduler timeout is the backstop', { job_id: request.jobId, dispatch_id: dispatchId, status: reply.status, err: thrownMessage(err) });
-      return;
+      return false;
     }
+    const deadline = Date.now() + this.resultPublishBudgetMs;
+    const log = { job_id: request.jobId, dispatch_id: dispatchId, status: reply.status };
     for (let tryNo = 1; ; tryNo += 1) {
       try {
         await this.o.bus.publish(subjects.result, data, { msgId: resultMsgId(request.jobId, dispatchId) });
-        this.log.debug('result published', { job_id: request.jobId, dispatch_id: dispatchId, status: reply.status });
-        return;
+        if (tryNo >= PUBLISH_TRIES) this.log.info('result published after retries', { ...log, tries: tryNo });
+        else this.log.debug('result published', log);
+        return true;
       } catch (err) {
-        if (tryNo >= PUBLISH_TRIES) {
+        if (tryNo >= PUBLISH_TRIES && Date.now() >= Math.min(deadline, this.publishCutoff)) {
           this.counters.resultPublishFailures += 1;
-          this.log.error('result publish failed, the scheduler timeout is the backstop', { job_id: request.jobId, dispatch_id: dispatchId, status: reply.status, err: (err as Error).message });
-          return;
+          this.log.error('result publish failed, the scheduler timeout is the backstop', { ...log, tries: tryNo, err: (err as Error).message });
+          return false;
         }
-        await new Promise((r) => setTimeout(r, 200 * 2 ** tryNo));
+        if (tryNo === PUBLISH_TRIES) this.log.warn('result publish failing, still retrying', { ...log, tries: tryNo, budget_ms: this.resultPublishBudgetMs, err: (err as Error).message });
+        await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** tryNo, PUBLISH_MAX_WAIT_MS)));
       }
     }
   }

@@ -89,16 +89,18 @@ export async function startHarness(): Promise<Harness> {
     await waitFor(() => results.has(jobId), 10_000, { message: 'sentinel JobResult recorded' });
     results.delete(jobId);
   };
-  return {
+  const h: Harness = {
     nats, redisServer, bus, redis, logger, results, progress, progressSentAt, heartbeats, handshakes, resultsDrained,
     close: async () => {
       for (const s of subs) s.unsubscribe();
       await consumer.stop();
       await bus.close();
       await closeRedis(redis);
-      await Promise.all([nats.stop(), redisServer.stop()]);
+      // (a test may have replaced h.nats by its restart)
+      await Promise.all([h.nats.stop(), redisServer.stop()]);
     },
   };
+  return h;
 }
 
 export interface JobSpec {
