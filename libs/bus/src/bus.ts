@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
-import { connect, credsAuthenticator, ErrorCode, Events, tokenAuthenticator, usernamePasswordAuthenticator, type ConnectionOptions, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import { connect, credsAuthenticator, ErrorCode, Events, NatsError, tokenAuthenticator, usernamePasswordAuthenticator, type ConnectionOptions, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { BusError, isTransientJsError, jsApiErrCode, natsCode } from './errors';
-import { flushOncePerTurn } from './flush';
+import { flushOncePerTurn, sendBufferResets } from './flush';
 import { busMetrics, type BusMetrics } from './metrics';
 import { JsPublisher } from './js-publisher';
 import { publishWithRetry, type PublishDeps } from './publish';
@@ -68,6 +68,8 @@ class NatsBus implements Bus {
     private readonly opts: BusOptions,
     private readonly log: BusLogger,
     private readonly metrics: BusMetrics,
+    /** sendBufferResets(nc): null when unknown, and flush() then defers nothing (P158). */
+    private readonly resets: (() => number) | null,
   ) {
     this.publisher = new JsPublisher(nc);
     this.publishDeps = { send: (s, d, id, t) => this.publisher.publish(s, d, id, t), metrics, isClosed: () => this.state !== 'open' };
@@ -161,15 +163,22 @@ class NatsBus implements Bus {
 
   flush(): Promise<void> {
     this.assertOpen('flush');
+    const resets = this.resets;
+    if (resets === null) return this.nc.flush();
     // Every flush() of one event-loop turn shares one PING/PONG (issue 7: the scheduler flushes
     // after each dispatch, D2). The PING is queued behind every publish made before any of these
-    // calls, so its PONG proves all of them reached the server.
-    this.flushing ??= new Promise<void>((resolve, reject) => {
-      setImmediate(() => {
-        this.flushing = undefined;
-        this.nc.flush().then(resolve, reject);
-      });
-    });
+    // calls, so its PONG proves all of them reached the server, unless nats.js emptied its send
+    // buffer in between (a connection attempt of a reconnect, run from an I/O callback of this
+    // turn): the publishes are gone and the PING would go to the new connection, whose PONG
+    // proves nothing. That flush fails as nats.js's own would have (P158).
+    this.flushing ??= ((at: number) =>
+      new Promise<void>((resolve, reject) => {
+        setImmediate(() => {
+          this.flushing = undefined;
+          if (resets() !== at) reject(NatsError.errorForCode(ErrorCode.Disconnect));
+          else this.nc.flush().then(resolve, reject);
+        });
+      }))(resets());
     return this.flushing;
   }
 
@@ -435,6 +444,7 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
     clearTimeout(waiting);
     waiting = undefined;
   }
+  const resets = sendBufferResets(nc);
   if (!flushOncePerTurn(nc)) o.logger.warn('bus: this nats.js is not the version flushOncePerTurn was written for; each publish keeps its own socket write', { name: o.name });
   if (!keepRetryingRefusedLogins(nc)) o.logger.warn('bus: this nats.js is not the version keepRetryingRefusedLogins was written for; a login refused twice at reconnects ends the connection', { name: o.name });
   let jsm: JetStreamManager;
@@ -447,5 +457,5 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
   }
   const js = nc.jetstream();
   o.logger.info('bus: connected to NATS', { server: redactServers(nc.getServer()), name: o.name });
-  return new NatsBus(nc, js, jsm, o, o.logger, busMetrics(o.registry));
+  return new NatsBus(nc, js, jsm, o, o.logger, busMetrics(o.registry), resets);
 }

@@ -60,3 +60,21 @@ export function flushOncePerTurn(nc: NatsConnection): boolean {
   };
   return true;
 }
+
+/**
+ * A count of the times nats.js emptied `nc`'s send buffer (it does at every connection attempt,
+ * rejecting the flushes then waiting): a message published before that is gone, and a PING sent
+ * after it is answered by the new connection. Null, changing nothing, when the client is not the
+ * nats.js this was written against. Bus.flush() compares it across its deferral (P158).
+ */
+export function sendBufferResets(nc: NatsConnection): (() => number) | null {
+  const p = (nc as unknown as { protocol?: { resetOutbound?: unknown } }).protocol;
+  if (!p || typeof p.resetOutbound !== 'function') return null;
+  const reset = (p.resetOutbound as () => void).bind(p);
+  let resets = 0;
+  p.resetOutbound = () => {
+    resets += 1;
+    reset();
+  };
+  return () => resets;
+}
