@@ -124,6 +124,7 @@ class CapWorker implements Worker {
   /** This process, told apart from another one started with the same worker id. */
   private readonly instance = randomUUID();
   private readonly otherInstances = new Set<string>();
+  private instancesOverflowed = false;
   private readonly counters: Omit<WorkerStats, 'activeJobs'> = {
     executed: 0, succeeded: 0, failed: 0, retryable: 0, cancelled: 0, rejectedBusy: 0, handedBack: 0, redisUnavailable: 0,
     stuckReleased: 0, duplicates: 0, stale: 0, badPackets: 0, resultPublishFailures: 0,
@@ -735,7 +736,17 @@ class CapWorker implements Worker {
   private onInstanceMarker(data: Uint8Array): void {
     const other = Buffer.from(data.buffer, data.byteOffset, data.byteLength).subarray(INSTANCE_MARKER.length).toString('utf8').slice(0, 64);
     if (other === this.instance || this.otherInstances.has(other)) return;
-    if (this.otherInstances.size < MAX_OTHER_INSTANCES) this.otherInstances.add(other);
+    if (this.otherInstances.size >= MAX_OTHER_INSTANCES) {
+      // Past the bound a process is neither remembered nor answered: two full processes answering
+      // each other's markers would do so for ever, a storm on every process of the id (P159).
+      // Every process announces itself at start, so the others still hear of it.
+      if (!this.instancesOverflowed) {
+        this.instancesOverflowed = true;
+        this.log.warn(`more than ${MAX_OTHER_INSTANCES} other processes run with this worker id; further ones are not reported`, { direct_subject: this.directSubject, instance: this.instance });
+      }
+      return;
+    }
+    this.otherInstances.add(other);
     this.log.warn('another process runs with this worker id: worker ids must be unique', { direct_subject: this.directSubject, instance: this.instance, other_instance: other });
     // Once per process heard: the other one learns of us too, and the exchange ends there.
     this.announceInstance();

@@ -473,4 +473,33 @@ describe('worker ids', () => {
     expect(workers.every((w) => w.stats().badPackets === 0)).toBe(true);
   });
 
+  test('eighteen processes on one id exchange a bounded number of markers and then fall silent (P159)', async () => {
+    const id = `crowd-${process.pid}`;
+    const n = 18;
+    let markers = 0;
+    const sub = h.bus.subscribe(`worker.${id}.instance`, () => void (markers += 1));
+    await h.bus.flush();
+    const handler: JobHandler = () => Promise.resolve({ status: 'SUCCEEDED' });
+    try {
+      for (let i = 0; i < n; i++) await startWorker({ workerId: id, handler });
+      // Silent: no marker between two looks 300 ms apart (before P159, full processes answered each other for ever).
+      let previous = -1;
+      await waitFor(
+        async () => {
+          await h.bus.flush();
+          const still = markers === previous;
+          previous = markers;
+          return still;
+        },
+        10_000,
+        { intervalMs: 300, message: 'the markers stop' },
+      );
+      // Each start announces once; each process answers at most the 16 it remembers.
+      expect(markers).toBeGreaterThanOrEqual(n);
+      expect(markers).toBeLessThanOrEqual(n + n * 16);
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+
 });
