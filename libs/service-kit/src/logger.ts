@@ -55,8 +55,31 @@ function stringify(record: Record<string, unknown>): string {
   }
 }
 
+let stdoutGuarded = false;
+let stdoutBroken = false;
+
+/**
+ * stdout as a log sink that may fail: a reader gone (EPIPE: a launcher killed, a log shipper
+ * that died) or a full disk (ENOSPC). Unhandled, the stream's error was an uncaught exception,
+ * whose fatal line failed the same way and raised another, for ever: a process spinning a whole
+ * core that no SIGTERM could stop (P160). Once stdout fails, lines are dropped; the process goes
+ * on (its metrics and health still say how it is). stderr, where Node writes its own warnings,
+ * gets the same listener.
+ */
+function writeStdout(line: string): void {
+  if (!stdoutGuarded) {
+    stdoutGuarded = true;
+    process.stdout.on('error', () => {
+      stdoutBroken = true;
+    });
+    process.stderr.on('error', () => undefined);
+  }
+  if (stdoutBroken) return;
+  process.stdout.write(line);
+}
+
 export function createLogger(opts: LoggerOptions): Logger {
-  const write = opts.write ?? ((line: string) => void process.stdout.write(line));
+  const write = opts.write ?? writeStdout;
   return makeLogger(opts.level ?? 'info', { service: opts.service, instance: opts.instance }, write);
 }
 

@@ -1,8 +1,9 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildSync } from 'esbuild';
-import { type ManagedProcess, repoRoot, startProcess, stopAll, waitFor } from '@cordum/testing';
+import { canConnect, freePort, type ManagedProcess, repoRoot, startProcess, stopAll, waitFor } from '@cordum/testing';
 
 // Real processes: exit codes and stderr are what operators and orchestrators see.
 let dir: string;
@@ -156,5 +157,46 @@ describe('service process', () => {
     expect(p.hasLine('service failed to start')).toBe(true);
     expect(p.hasLine('start failed on purpose')).toBe(true);
     expect(p.hasLine('fixture stopped')).toBe(true);
+  });
+});
+
+describe('a log sink that fails (P160)', () => {
+  /** The fixture with stdout on `stdout` (a pipe we hold, or a file); resolves its exit code, or null when it is still running after 10 s (then killed). */
+  function exitAfterSigterm(child: ChildProcess): Promise<number | null> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        child.kill('SIGKILL');
+        resolve(null);
+      }, 10_000);
+      child.once('exit', (code) => {
+        clearTimeout(t);
+        resolve(code);
+      });
+      child.kill('SIGTERM');
+    });
+  }
+
+  it('stdout whose reader is gone (EPIPE): SIGTERM still stops the service, exit 0', async () => {
+    const child = spawn(process.execPath, [bundle], { cwd: dir, env: { ...process.env, CORDUM_LOG_LEVEL: 'info', CORDUM_INSTANCE_ID: 'fixture-epipe' }, stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    await waitFor(() => out.includes('fixture ready'), 10_000, { message: 'fixture ready' });
+    child.stdout!.destroy(); // the launcher reading it was killed
+    // Before P160 the signal's own log line failed with EPIPE, the fatal line about that failed
+    // too, and so on: the process spun at 100 % CPU and never ran its stop.
+    expect(await exitAfterSigterm(child)).toBe(0);
+  });
+
+  it('stdout on a full disk (ENOSPC from the first line): the service runs, and SIGTERM stops it, exit 0', async () => {
+    const port = await freePort();
+    const full = openSync('/dev/full', 'w');
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, [bundle], { cwd: dir, env: { ...process.env, CORDUM_LOG_LEVEL: 'info', FIXTURE_HTTP_ADDR: `127.0.0.1:${port}` }, stdio: ['ignore', full, 'ignore'] });
+    } finally {
+      closeSync(full);
+    }
+    await waitFor(() => canConnect(port), 10_000, { message: 'the health server listens' });
+    expect(await exitAfterSigterm(child)).toBe(0);
   });
 });
