@@ -4,6 +4,7 @@
 // worker-sdk repeats progress every heartbeat and the result also ends the job.
 // A progress for an attempt that has ended gets that attempt's JobCancel again (P127).
 import { ENDED_BY_OTHERS, jobKeys } from '@cordum/job-store';
+import { isRedisUnavailable, throttleFailures } from '@cordum/redis';
 import { stopEndedAttempt } from './cancels';
 import type { JobProgress } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
@@ -37,6 +38,13 @@ export async function applyProgress(ctx: SchedulerContext, p: JobProgress): Prom
 
 /** Decodes and applies, tracking in-flight work so stop() can drain it. */
 export function progressListener(ctx: SchedulerContext, inflight: Set<Promise<void>>) {
+  // worker-sdk repeats every running job's progress each heartbeat, so a Redis outage fails them
+  // all: one line per kind of failure per 30 s, with the count of those not logged (P162), as the
+  // leader loops do (P100).
+  let failedJob = '';
+  const failures = throttleFailures((err, suppressed) => ctx.logger.warn('progress handling failed', { job_id: failedJob, err, ...(suppressed > 0 ? { suppressed } : {}) }), {
+    kindOf: (err) => (isRedisUnavailable(err) ? 'redis_unavailable' : err.message),
+  });
   return (data: Uint8Array): void => {
     let p: JobProgress;
     try {
@@ -48,7 +56,10 @@ export function progressListener(ctx: SchedulerContext, inflight: Set<Promise<vo
       return;
     }
     const run = applyProgress(ctx, p)
-      .catch((err: unknown) => ctx.logger.warn('progress handling failed', { job_id: p.jobId, err }))
+      .catch((err: unknown) => {
+        failedJob = p.jobId;
+        failures.failed(err instanceof Error ? err : new Error(String(err)));
+      })
       .finally(() => inflight.delete(run));
     inflight.add(run);
   };

@@ -27,6 +27,8 @@ import { subscribeWorkers } from './workers-feed';
 
 /** D8 AckWait (30 s) plus a scan of slack. */
 const RESULT_REDELIVERY_S = 35;
+/** The longest wait between tries to start taking jobs after the first config load (P161). */
+const TAKE_WORK_MAX_RETRY_MS = 30_000;
 
 export type SchedulerDeps = Pick<ServiceDeps, 'logger' | 'instanceId' | 'registry'> & {
   /** Replaces the gRPC Check client (tests); the shared breaker (D21) wraps either. */
@@ -82,6 +84,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
   const subs: Subscription[] = [];
   const progressInflight = new Set<Promise<void>>();
   let consumersBound = false;
+  /** The job consumers takeWork has bound (it may be called again after a failure, P161). */
+  const bound = new Set<'result' | 'submit' | 'cancel'>();
   let timeouts: TimeoutsConfig = config.timeouts;
   let pools: PoolsConfig = config.pools;
   let watcher: ConfigWatcher | undefined;
@@ -207,9 +211,21 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       logger.warn('stored config not loaded yet: taking no jobs until it is (the config watcher logs why)');
       working = Promise.race([watcher.readyAfterFirstLoad.then(() => true), stopRequested.then(() => false)])
         .then(async (loaded) => {
-          if (!loaded || phase === 'stopping' || phase === 'stopped') return;
-          await takeWork(c, locks);
-          logger.info('stored config loaded: taking jobs');
+          // P161: a failure here (NATS away as the consumers are bound) is retried, not left for
+          // good: start() has returned, so nothing would restart the replica, which then took no
+          // job while /healthz said it was fine.
+          let go = loaded;
+          for (let tries = 1; go && phase !== 'stopping' && phase !== 'stopped'; tries++) {
+            try {
+              await takeWork(c, locks);
+              logger.info('stored config loaded: taking jobs');
+              return;
+            } catch (err) {
+              const retryMs = Math.min(TAKE_WORK_MAX_RETRY_MS, 1_000 * 2 ** (Math.min(tries, 6) - 1));
+              logger.error('scheduler could not start taking jobs; retrying', { err, tries, retry_in_ms: retryMs });
+              go = await unlessStopped(retryMs);
+            }
+          }
         })
         .catch((err: unknown) => logger.error('scheduler could not start taking jobs', { err }));
     }
@@ -220,16 +236,37 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     logger.info('scheduler started', { http_port: health.port, readiness: 'follows /readyz' });
   }
 
-  /** Binds the job consumers and starts the verifier and the leader loops (P152: once config is loaded). */
+  /** True after `ms`, false as soon as a stop is requested. */
+  async function unlessStopped(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const slept = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), ms)));
+    try {
+      return await Promise.race([slept, stopRequested.then(() => false)]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Binds the job consumers and starts the verifier and the leader loops (P152: once config is
+   * loaded). Called again after a failure (P161): a consumer already bound is not bound twice.
+   */
   async function takeWork(c: SchedulerContext, locks: Locks): Promise<void> {
     if (!bus || !redis) return;
     const { decodeWorkerPacket } = c;
-    consumers.push(
-      // A Redis outage holds messages in process rather than spending their D8 deliveries (P101).
-      await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c), unavailable: isRedisUnavailable }),
-      await bus.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c), unavailable: isRedisUnavailable }),
-      await bus.consume({ subject: subjects.cancel, queue: QUEUE, decode: decodeWorkerPacket, handler: cancelHandler(c), unavailable: isRedisUnavailable }),
-    );
+    // A Redis outage holds messages in process rather than spending their D8 deliveries (P101).
+    if (!bound.has('result')) {
+      consumers.push(await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c), unavailable: isRedisUnavailable }));
+      bound.add('result');
+    }
+    if (!bound.has('submit')) {
+      consumers.push(await bus.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c), unavailable: isRedisUnavailable }));
+      bound.add('submit');
+    }
+    if (!bound.has('cancel')) {
+      consumers.push(await bus.consume({ subject: subjects.cancel, queue: QUEUE, decode: decodeWorkerPacket, handler: cancelHandler(c), unavailable: isRedisUnavailable }));
+      bound.add('cancel');
+    }
     consumersBound = true;
     verifier.start();
     const { ttlMs, renewMs } = config.leader;

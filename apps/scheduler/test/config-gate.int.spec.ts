@@ -5,6 +5,7 @@
 import { subjects } from '@cordum/bus';
 import { createConfigStore } from '@cordum/config-overlay';
 import { Decision } from '@cordum/protocol';
+import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
 import { QUEUE } from '../src/context';
 import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
@@ -50,3 +51,37 @@ it('takes no job until its stored config loads, then runs the waiting job once',
   expect(worker?.count(job.id)).toBe(1);
   expect(rig.scheduler.failModes.inputFailMode).toBe('closed');
 }, 60_000);
+
+describe('NATS away when the stored config finally loads (P161)', () => {
+  let late: SchedulerRig;
+  const lines: { msg: string }[] = [];
+
+  beforeAll(async () => {
+    late = await startSchedulerRig({
+      instanceId: 'sched-config-gate-late',
+      kernelAddress: kernel.address,
+      logger: createLogger({ service: 'scheduler', instance: 'late', level: 'error', write: (l) => void lines.push(JSON.parse(l) as { msg: string }) }),
+      beforeStart: async (redis) => void (await createConfigStore(redis).put('system', 'default', { scheduler: { input_fail_mode: 'CLOSED' } })),
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await late?.stop();
+  });
+
+  it('binding the consumers fails while NATS is frozen, is retried, and the replica turns ready once NATS answers', async () => {
+    const lateReadyz = async (): Promise<number> => (await fetch(`http://127.0.0.1:${late.scheduler.httpPort}/readyz`)).status;
+    expect(await lateReadyz()).toBe(503);
+    await late.natsServer.process.freeze();
+    try {
+      await createConfigStore(late.redis).put('system', 'default', { scheduler: { input_fail_mode: 'closed' } });
+      // The load succeeds (Redis only); binding the first consumer times out against the frozen server.
+      await waitFor(() => lines.some((l) => l.msg.startsWith('scheduler could not start taking jobs')), 30_000, { message: 'the failed bind', intervalMs: 100 });
+    } finally {
+      late.natsServer.process.thaw();
+    }
+    // Before P161 that failure was logged once and the replica stayed unready, taking no job, for good.
+    await waitFor(async () => (await lateReadyz()) === 200, 30_000, { message: 'ready once NATS answers', intervalMs: 200 });
+    await expect(late.bus.backlog(QUEUE, subjects.submit)).resolves.toMatchObject({ undelivered: 0 });
+  }, 90_000);
+});

@@ -6,7 +6,7 @@ import { createJobStore, jobKeys, type ApprovalRecord, type JobRecord, type JobS
 import { createLocks } from '@cordum/locks';
 import { create, decodePacket, encodePacket, JobRequestSchema, newPacket, type DispatchIdentity, type JobCancel } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
-import { createLogger } from '@cordum/service-kit';
+import { createLogger, type Logger } from '@cordum/service-kit';
 import { repoRoot, startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { Registry, type Histogram } from 'prom-client';
 import { loadSchedulerConfig, type SchedulerConfig } from '../src/config';
@@ -54,6 +54,8 @@ export async function startSchedulerRig(o: {
   deps?: Pick<SchedulerDeps, 'wrapStore'>;
   /** Runs against the rig's Redis before the scheduler starts (seed a stored config, say). */
   beforeStart?: (redis: RedisClient) => Promise<void>;
+  /** The scheduler's logger (default: errors only, to stdout). */
+  logger?: Logger;
 }): Promise<SchedulerRig> {
   const [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
   const redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
@@ -77,7 +79,7 @@ export async function startSchedulerRig(o: {
     });
     await o.beforeStart?.(redis);
     const metrics = new Registry();
-    const scheduler = createScheduler(config, { logger: createLogger({ service: 'scheduler', instance: o.instanceId, level: 'error' }), instanceId: o.instanceId, registry: metrics, ...o.deps });
+    const scheduler = createScheduler(config, { logger: o.logger ?? createLogger({ service: 'scheduler', instance: o.instanceId, level: 'error' }), instanceId: o.instanceId, registry: metrics, ...o.deps });
     parts.scheduler = scheduler;
     await scheduler.start();
     const bus = await connectBus({ servers: [natsServer.url], name: 'test-client', logger: quietLog });
