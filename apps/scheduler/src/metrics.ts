@@ -161,7 +161,7 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
       registers: [registry],
     }),
     reconciled: new Counter({ name: 'cordum_scheduler_reconciled_total', help: 'Reconciler actions: dispatch_timeout, running_timeout, deadline_exceeded, max_runtime_exceeded (ended TIMEOUT or FAILED), approval_expired (DENIED), redispatch, republish, running.', labelNames: ['action'], registers: [registry] }),
-    breakerState: new Gauge({ name: 'cordum_scheduler_safety_breaker_state', help: 'Safety kernel circuit breaker (shared in Redis) as last seen by this replica: 0 closed, 1 half-open, 2 open.', registers: [registry] }),
+    breakerState: new Gauge({ name: 'cordum_scheduler_safety_breaker_state', help: 'Safety kernel circuit breaker (shared in Redis) as last seen by this replica, at a check or its re-read every 5 s: 0 closed, 1 half-open, 2 open.', registers: [registry] }),
     breakerTransitions: new Counter({ name: 'cordum_scheduler_safety_breaker_transitions_total', help: 'Breaker transitions this replica caused (to = open | closed).', labelNames: ['to'], registers: [registry] }),
     failModeInfo: new Gauge({
       name: 'cordum_scheduler_fail_mode_info',

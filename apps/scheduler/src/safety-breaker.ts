@@ -46,7 +46,12 @@ export interface SharedBreaker {
   acquire(): Promise<Admission>;
   /** Reports the outcome of an admitted call; resolves to the state after it. */
   report(ok: boolean, a: { probe: boolean; failures: number }): Promise<{ state: BreakerState; transition: boolean }>;
+  /** The shared state, read without changing it (for the gauge, P163). */
+  peek(): Promise<BreakerState>;
 }
+
+/** How often a replica re-reads the shared breaker for its gauge, checks or not (P163). */
+export const BREAKER_GAUGE_REFRESH_MS = 5_000;
 
 export function createSharedBreaker(redis: RedisClient, o: BreakerOptions, now: () => number = Date.now): SharedBreaker {
   const scripts = defineScripts(redis, [scriptSpec('safety-breaker-1.lua', breakerLua)]);
@@ -75,6 +80,12 @@ export function createSharedBreaker(redis: RedisClient, o: BreakerOptions, now: 
       const [state, transition] = await scripts.run<[number, number]>('safety-breaker', [SAFETY_BREAKER_KEY], args(ok ? 'success' : 'failure', a.probe));
       return { state: STATES[Number(state)] ?? 'closed', transition: Number(transition) === 1 };
     },
+    async peek() {
+      // The script's own reading of the hash: no `ou`, closed; before it, open; after it, half-open.
+      const ou = await redis.hget(SAFETY_BREAKER_KEY, 'ou');
+      if (ou === null) return 'closed';
+      return now() < Number(ou) ? 'open' : 'half_open';
+    },
   };
 }
 
@@ -83,7 +94,7 @@ export function createSharedBreaker(redis: RedisClient, o: BreakerOptions, now: 
  * Breaker storage trouble (Redis) never blocks the Check itself: the call goes
  * through as if the breaker were closed, and the error is logged once per burst.
  */
-export function breakerSafetyChecker(inner: SafetyChecker, breaker: SharedBreaker, deps: { metrics: SchedulerMetrics; logger: Logger }): SafetyChecker {
+export function breakerSafetyChecker(inner: SafetyChecker, breaker: SharedBreaker, deps: { metrics: SchedulerMetrics; logger: Logger; gaugeRefreshMs?: number }): SafetyChecker {
   const { metrics, logger } = deps;
   let observed: BreakerState = 'closed';
   let storageFailing = false;
@@ -100,6 +111,20 @@ export function breakerSafetyChecker(inner: SafetyChecker, breaker: SharedBreake
       metrics.breakerState.set(STATE_VALUE[state]);
     }
   };
+
+  // P163: the gauge also follows the shared state between checks. Set only by this replica's own
+  // checks, it kept saying "open" after another replica's probes had closed the breaker, for as
+  // long as this one handled no job, and CordumSafetyBreakerOpen paged for hours.
+  let refreshing = false;
+  const refresh = setInterval(() => {
+    if (refreshing) return;
+    refreshing = true;
+    breaker
+      .peek()
+      .then((state) => observe(state, false), () => undefined) // Redis away: the checks say so
+      .finally(() => (refreshing = false));
+  }, deps.gaugeRefreshMs ?? BREAKER_GAUGE_REFRESH_MS);
+  refresh.unref();
 
   const storage = async <T>(p: () => Promise<T>): Promise<T | null> => {
     try {
@@ -137,6 +162,9 @@ export function breakerSafetyChecker(inner: SafetyChecker, breaker: SharedBreake
       if (r) observe(r.state, r.transition);
       return v;
     },
-    close: () => inner.close(),
+    close: () => {
+      clearInterval(refresh);
+      return inner.close();
+    },
   };
 }

@@ -5,7 +5,7 @@
 import type { JobRecord } from '@cordum/job-store';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
-import { startRedis, type TestServer } from '@cordum/testing';
+import { startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { Registry } from 'prom-client';
 import { createSchedulerMetrics } from '../src/metrics';
 import type { SafetyChecker, SafetyVerdict } from '../src/safety';
@@ -154,6 +154,41 @@ describe('breakerSafetyChecker', () => {
     expect({ unavailable: by('unavailable'), breaker_open: by('breaker_open'), allow: by('allow') }).toEqual({ unavailable: 3, breaker_open: 2, allow: 2 });
     const transitions = (await registry.getSingleMetric('cordum_scheduler_safety_breaker_transitions_total')?.get())?.values ?? [];
     expect(transitions.map((v) => [v.labels['to'], v.value]).sort()).toEqual([['closed', 1], ['open', 1]]);
+  });
+
+  it('a replica that checks nothing more still shows the breaker closed once another replica closed it (P163)', async () => {
+    let up = false;
+    const inner: SafetyChecker = {
+      check: async (): Promise<SafetyVerdict> => (up ? { kind: 'allow', record: { decision: 'allow', reason: '', ruleId: 'r', policySnapshot: 's' } } : { kind: 'unavailable', error: 'down' }),
+      close: () => undefined,
+    };
+    const quiet = createLogger({ service: 'scheduler', instance: 't', level: 'error', write: () => undefined });
+    const replica = (redis: RedisClient) => {
+      const registry = new Registry();
+      const checker = breakerSafetyChecker(inner, createSharedBreaker(redis, { ...D21_BREAKER, closedCacheMs: 0 }, now), { metrics: createSchedulerMetrics(registry), logger: quiet, gaugeRefreshMs: 50 });
+      const gauge = async () => (await registry.getSingleMetric('cordum_scheduler_safety_breaker_state')?.get())?.values[0]?.value;
+      return { checker, gauge };
+    };
+    const a = replica(r1);
+    const b = replica(r2);
+    try {
+      for (let i = 0; i < 3; i++) await b.checker.check(job); // b's failures open it
+      await a.checker.check(job); // a sees it open too
+      expect([await a.gauge(), await b.gauge()]).toEqual([2, 2]);
+      // The kernel is back and only a gets jobs: its two probes close the breaker.
+      up = true;
+      clock += 10_000;
+      await a.checker.check(job);
+      clock += 2_000;
+      await a.checker.check(job);
+      expect(await r1.exists(SAFETY_BREAKER_KEY)).toBe(0);
+      expect(await a.gauge()).toBe(0);
+      // b checked nothing since; before P163 it exported 2 until its next job
+      await waitFor(async () => (await b.gauge()) === 0, 5_000, { message: "b's gauge follows the shared state" });
+    } finally {
+      void a.checker.close();
+      void b.checker.close();
+    }
   });
 
   it('calls the kernel unguarded when Redis cannot hold the breaker state', async () => {
