@@ -120,21 +120,35 @@ async function parkedTurn(ctx: SchedulerContext, now: number): Promise<{ unparke
       if (batch.length > 0) ctx.logger.info('a worker serves the topic again, parked jobs re-driven', { topic, jobs: batch.length });
     } else {
       const due = await ctx.store.listParked(topic, now, LIMIT);
+      const kept = new Set<string>();
       await forEachLimit(due, CONCURRENCY, async (e) => {
-        if (await expire(ctx, e.id)) expired += 1;
+        if (await expire(ctx, e.id, topic, kept)) expired += 1;
       });
-      await ctx.store.unpark(topic, due.map((e) => e.id));
+      await ctx.store.unpark(topic, due.filter((e) => !kept.has(e.id)).map((e) => e.id));
     }
     await ctx.store.dropParkedTopicIfEmpty(topic);
   }
   return { unparked, expired };
 }
 
-/** A parked job whose bound passed: FAILED `no_workers` with the tries its schedule would have made. */
-function expire(ctx: SchedulerContext, id: string): Promise<boolean> {
+/**
+ * A parked job whose bound passed: FAILED `no_workers` with the tries its schedule would have
+ * made. The listing was read before the lock: a leader frozen since may find the job unparked by
+ * its successor (a worker came) and since run, retried or parked again for a new wait. So under
+ * the lock its entry must still be there and past its expiry, and the topic still unserved;
+ * otherwise nothing is done, and an entry parked again, or on a topic served again, is `kept`
+ * (left for the next turn). P164.
+ */
+function expire(ctx: SchedulerContext, id: string, topic: string, kept: Set<string>): Promise<boolean> {
   return underJobLock(ctx, id, 'expiring a parked job failed', async (lease) => {
     const job = await readLocked(ctx, id);
     if (!job || (job.state !== 'PENDING' && job.state !== 'RETRYING')) return false;
+    const expiresAt = await ctx.store.parkedExpiry(topic, id);
+    if (expiresAt === null) return false;
+    if (expiresAt > Date.now() || topicServed(ctx.pools(), ctx.workers.live(), topic)) {
+      kept.add(id);
+      return false;
+    }
     await failParked(ctx, lease, job);
     return true;
   });
