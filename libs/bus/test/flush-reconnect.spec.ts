@@ -119,9 +119,10 @@ test(`a flush that resolves proves its publishes reached the server, across ${RO
     const onServer = await stored();
     const lost = [...resolved].filter((n) => !onServer.has(n)).sort((x, y) => x - y);
     expect({ lost: lost.slice(0, 10), count: lost.length }).toEqual({ lost: [], count: 0 });
-    // The outage was real: flushes during it failed, and the ones that resolved were checked.
+    // The outage was real: flushes during it failed, and some after each drop resolved and were
+    // checked (each round waited for one; how many depends on the machine's load).
     expect(rejected.size).toBeGreaterThan(0);
-    expect([...resolved].filter((n) => n > firstDrop).length).toBeGreaterThan(ROUNDS * 100);
+    expect([...resolved].filter((n) => n > firstDrop).length).toBeGreaterThanOrEqual(ROUNDS);
   } finally {
     running = false;
     client.destroy();
