@@ -64,3 +64,19 @@ it('a keyed create that times out while Redis is frozen answers 503 submit_state
   for await (const k of scanKeys(redis, 'job:meta:{*}')) if ((await redis.hget(k, 'idempotencyKey')) === JSON.stringify(KEY)) records.push(k);
   expect(records).toEqual([`job:meta:{${String(claimed)}}`]);
 }, 30_000);
+
+it('a keyed claim that times out while Redis is frozen answers 503 and is released once Redis runs it, so a retry of the key gets a job at once (P165)', async () => {
+  const key = 'frozen-claim-1';
+  const body = { prompt: 'claim', topic: 'job.echo', idempotency_key: key };
+  frozen = true;
+  await r.redis.process.freeze();
+  const answer = await call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
+  thaw();
+  expect(answer.status).toBe(503);
+  expect(answer.body['job_id']).toBeUndefined();
+  // The claim ran after the thaw, and so did its release: the key is free.
+  await waitFor(async () => (await redis.get(`job:idempotency:acme:${key}`)) === null, 5_000, { message: 'the late claim released' });
+  const retry = await call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
+  expect(retry.status).toBe(200);
+  expect(await redis.get(`job:idempotency:acme:${key}`)).toBe(retry.body['job_id']);
+}, 30_000);

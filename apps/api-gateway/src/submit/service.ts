@@ -260,7 +260,17 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     const key = cmd.idempotencyKey;
     if (key !== undefined) {
       for (;;) {
-        const claim = await store('idempotency claim', () => claims.claim(cmd.tenant, key, jobId));
+        const claim = await store('idempotency claim', () => claims.claim(cmd.tenant, key, jobId)).catch((err: unknown) => {
+          // P165: a claim whose reply was lost (Redis frozen past the command timeout) may still
+          // run, naming a job this request never creates, and every retry of the key would wait
+          // and get 409 idempotency_in_progress until the claim went stale (30 s). Its release,
+          // sent after it on the same connection, runs after it. A caller's own job id is not
+          // released: a retry carrying the same id may hold the key by now.
+          if (cmd.jobId === undefined) {
+            void claims.release(cmd.tenant, key, jobId).catch((e: unknown) => log.warn('idempotency claim release failed', { err: errorText(e) }));
+          }
+          throw err;
+        });
         if (claim.kind === 'claimed') break;
         const previous = await replay(cmd.tenant, key, claim.jobId);
         if (previous) return previous;
