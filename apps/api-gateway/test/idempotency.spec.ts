@@ -1,5 +1,7 @@
 // Idempotency (D25) across two replicas: one job for concurrent duplicates,
 // losers answer with the winner's response, orphaned claims are freed.
+import { createJobStore, jobKeys } from '@cordum/job-store';
+import { createLocks } from '@cordum/locks';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { KEYS, call } from './harness';
 import { startReplicas, type Replicas } from './replicas';
@@ -54,4 +56,28 @@ it('a young claim without a job is 409 idempotency_in_progress after ≤ 5 s, an
   expect(res.body['code']).toBe('idempotency_in_progress');
   expect(res.ms).toBeLessThan(7_000);
   expect(await redis.get('job:idempotency:acme:young-1')).toBe('in-flight-id');
+});
+
+it('a retry of a key gets the first answer, 200, after the scheduler denied the job; the record keeps the state it was created in (P166)', async () => {
+  const body = { prompt: 'later denied', topic: 'job.echo', idempotency_key: 'denied-later-1' };
+  const first = await call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
+  expect(first.status).toBe(200);
+  const id = String(first.body['job_id']);
+  // The scheduler's Check denies it (a rule that came after the submit), as intake writes it.
+  const lease = await createLocks(redis).acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'scheduler-test', waitMs: 2_000 });
+  const denied = await createJobStore(redis, { jobTtlMs: JOB_TTL_MS }).transition(id, 'DENIED', {
+    token: lease!.token,
+    from: ['PENDING'],
+    patch: { safety: { decision: 'deny', reason: 'a rule added later', ruleId: 'deny-later', policySnapshot: 's2' }, error: { code: 'policy_denied', message: 'a rule added later' } },
+  });
+  await lease!.release();
+  expect(denied.ok).toBe(true);
+  for (const url of r.urls) {
+    const retry = await call(url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body });
+    expect({ status: retry.status, body: retry.body }).toEqual({ status: 200, body: first.body });
+  }
+  expect(await redis.hget(jobKeys.meta(id), 'submitState')).toBe(JSON.stringify('PENDING'));
+  // An unkeyed job carries no such field.
+  const plain = await call(r.urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'no key', topic: 'job.echo' } });
+  expect(await redis.hexists(jobKeys.meta(String(plain.body['job_id'])), 'submitState')).toBe(0);
 });

@@ -457,6 +457,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         memoryId: j.memoryId,
         contextMode: j.contextMode,
         idempotencyKey: j.idempotencyKey,
+        submitState: j.idempotencyKey !== undefined ? j.initialState : undefined,
         retriedFrom: j.retriedFrom,
         deadlineAt: j.deadlineMs !== undefined ? createdAt + j.deadlineMs : undefined,
         safety: j.safety,

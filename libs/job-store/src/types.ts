@@ -73,6 +73,11 @@ export interface JobRecord extends JobIdentity {
   safety?: SafetyRecord;
   /** jobRequestHash() when the job was last held for approval (D18 binding). */
   holdHash?: string;
+  /**
+   * P166: the state a keyed job (idempotencyKey set) was created in, so a retry of its key
+   * answers as its submit did (D25), whatever the scheduler decided since.
+   */
+  submitState?: 'PENDING' | 'APPROVAL_REQUIRED' | 'DENIED';
   /** The latest approval or rejection (D18). */
   approval?: ApprovalRecord;
   dispatch?: DispatchRecord;

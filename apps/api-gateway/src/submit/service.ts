@@ -135,9 +135,15 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     }
   };
 
+  /**
+   * The submit's answer for `job`: from the state it was created in (P166: a retry of a key gets
+   * the first answer, D25, not a 403 because the scheduler denied the job since). A record written
+   * before submitState existed answers from its current state, as before.
+   */
   const outcomeOf = (job: JobRecord): SubmitOutcome => {
-    if (job.state === 'APPROVAL_REQUIRED') return { kind: 'approval_required', jobId: job.id, traceId: job.traceId, reason: job.safety?.reason ?? '' };
-    if (job.state === 'DENIED' && job.safety?.decision === 'deny') return { kind: 'denied', jobId: job.id, traceId: job.traceId, reason: job.safety.reason };
+    const state = job.submitState ?? job.state;
+    if (state === 'APPROVAL_REQUIRED') return { kind: 'approval_required', jobId: job.id, traceId: job.traceId, reason: job.safety?.reason ?? '' };
+    if (state === 'DENIED' && job.safety?.decision === 'deny') return { kind: 'denied', jobId: job.id, traceId: job.traceId, reason: job.safety.reason };
     return { kind: 'accepted', jobId: job.id, traceId: job.traceId };
   };
 
