@@ -189,13 +189,38 @@ async function main() {
     await stopAll(['api-gateway', 'bare-gateway', 'scheduler', 'bare-', 'echo-worker', 'safety-kernel', 'grpc-floor', 'redis', 'nats']);
     removeTempDirs();
   });
+  let results;
   try {
-    await run(opts, cleanupState);
+    results = await run(opts, cleanupState);
   } catch (e) {
     await fail(1, `error: ${e?.stack ?? e}`);
     return;
   }
+  // P169: --smoke proves every part works, so its exit code says whether one did not (a part
+  // that failed is recorded and the run goes on, which a measuring run wants).
+  const problems = opts.smoke ? smokeProblems(results) : [];
+  if (problems.length > 0) {
+    await fail(1, `smoke: ${problems.length} part(s) failed: ${problems.slice(0, 5).join('; ')}`);
+    return;
+  }
   await fail(0);
+}
+
+/** Every `error` recorded and every phase with failed or unfinished jobs, by where in the results. */
+function smokeProblems(results) {
+  const out = [];
+  const walk = (v, where) => {
+    if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${where}[${i}]`));
+    else if (v !== null && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        if (k === 'error' && typeof x === 'string') out.push(`${where}: ${x}`);
+        else if (k === 'failedOrUnfinished' && typeof x === 'number' && x > 0) out.push(`${where}: ${x} jobs failed or unfinished`);
+        else walk(x, where ? `${where}.${k}` : k);
+      }
+    }
+  };
+  walk(results, '');
+  return out;
 }
 
 async function run(opts, cleanupState) {
@@ -475,6 +500,7 @@ async function run(opts, cleanupState) {
   const file = join(dir, `${opts.smoke ? 'smoke-' : ''}${results.startedAt.replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
   process.stdout.write(`\n${table(results)}\n\nresults: ${file}\n`);
+  return results;
 }
 
 /** Check latency (1 in flight) and decisions/s (16 in flight) against `addr`. */

@@ -22,6 +22,7 @@ import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, re
 import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pipeChildToLog } from './log-pipe.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const table = JSON.parse(readFileSync(join(root, 'tools/stack/services.json'), 'utf8'));
@@ -233,8 +234,7 @@ function spawnLogged(name, cmd, args, env) {
   // detached: its own process group (and session), so a terminal's SIGINT reaches only this
   // script, which stops the children in order. Never unref'd: stopAll waits for each exit.
   const child = spawn(cmd, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  child.stdout.pipe(log);
-  child.stderr.pipe(log);
+  pipeChildToLog(child, log);
   const tail = [];
   const keep = (b) => {
     for (const l of b.toString().split('\n')) if (l) tail.push(l);

@@ -1,6 +1,6 @@
 export { freePort, freePorts } from './ports';
 export { waitFor, within, Latch, CountDown } from './wait';
-export { ManagedProcess, startProcess, spawnService, serviceBundle, stopAll, repoRoot } from './process';
+export { ManagedProcess, startProcess, spawnService, serviceBundle, stopAll, repoRoot, childEnv, SERVICE_ENV_RE } from './process';
 export { startRedis, startNats, canConnect, ServerExitedError, type RedisTlsServerOptions, type TestServer } from './servers';
 export { startRedisCluster, type TestCluster } from './redis-cluster';
 export { startNatsCluster } from './nats-cluster';

@@ -127,8 +127,23 @@ function allThreadsStopped(pid: number): boolean {
   });
 }
 
+/**
+ * The variables our services read (and the launcher passes on): a test's child gets only those
+ * the test sets. Inherited from the shell that runs jest (a developer's `export
+ * REDIS_CLUSTER_ADDRESSES=…` for `npm start`, which wins over REDIS_URL), they pointed test
+ * services at the developer's servers and files (P167).
+ */
+export const SERVICE_ENV_RE = /^(REDIS_|NATS_|CORDUM_|SAFETY_|SCHEDULER_|GATEWAY_|WORKER_|AUDIT_|CAP_|API_|RATE_LIMIT|DLQ_|JOB_TTL$|TENANT_ID$|POOL_CONFIG_PATH$|TIMEOUT_CONFIG_PATH$)/;
+
+/** process.env without SERVICE_ENV_RE's variables, then `env` (what the test sets) on top. */
+export function childEnv(env: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const inherited: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!SERVICE_ENV_RE.test(k)) inherited[k] = v;
+  return { ...inherited, ...env };
+}
+
 export function startProcess(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd = repoRoot): ManagedProcess {
-  const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { cwd, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   return new ManagedProcess(name, child);
 }
 

@@ -63,8 +63,16 @@ export function tempDir(prefix) {
 }
 
 /** Spawns a registered child; `tail` keeps its last output lines for error messages. */
+/**
+ * The variables the services read: a bench child gets only those the bench sets, never the
+ * caller's (an `export REDIS_CLUSTER_ADDRESSES=…` for `npm start` would send every bench job
+ * to that cluster). Kept in step with libs/testing's SERVICE_ENV_RE.
+ */
+const SERVICE_ENV_RE = /^(REDIS_|NATS_|CORDUM_|SAFETY_|SCHEDULER_|GATEWAY_|WORKER_|AUDIT_|CAP_|API_|RATE_LIMIT|DLQ_|JOB_TTL$|TENANT_ID$|POOL_CONFIG_PATH$|TIMEOUT_CONFIG_PATH$)/;
+
 export function start(name, cmd, args, { env = {}, cwd } = {}) {
-  const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !SERVICE_ENV_RE.test(k)));
+  const child = spawn(cmd, args, { cwd, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const proc = { name, child, pid: child.pid, tail: [], exit: null };
   const keep = (b) => {
     for (const l of b.toString('utf8').split('\n')) if (l) proc.tail.push(l);

@@ -6,7 +6,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { canConnect, freePort, ManagedProcess, repoRoot, startNats, startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { canConnect, childEnv, freePort, ManagedProcess, repoRoot, startNats, startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
 
 const launcherPath = join(repoRoot, 'tools/stack/start.mjs');
 const KEY = 'npm-start-test-key';
@@ -27,13 +27,8 @@ function takeOffset(): number {
 }
 const logDirOf = (offset: number): string => join(repoRoot, '.cordum', offset > 0 ? `logs-p${offset}` : 'logs');
 
-/** The launcher's inputs a test sets itself, never inherited from whoever runs jest. */
-const LAUNCHER_VARS = ['REDIS_URL', 'NATS_URL', 'REDIS_CLUSTER_ADDRESSES', 'CORDUM_API_KEY', 'SAFETY_POLICY_PATH', 'POOL_CONFIG_PATH', 'TIMEOUT_CONFIG_PATH', 'WORKER_ECHO_DELAY'];
-function launcherEnv(env: Record<string, string>): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of LAUNCHER_VARS) delete e[k];
-  return { ...e, ...env };
-}
+/** The launcher's inputs a test sets itself, never inherited from whoever runs jest (P167). */
+const launcherEnv = (env: Record<string, string>): NodeJS.ProcessEnv => childEnv(env);
 
 /**
  * Starts the launcher (or `npm start`) as a terminal would run a foreground job: in its own
