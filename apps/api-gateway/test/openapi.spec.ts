@@ -7,6 +7,10 @@ import { ROUTE_ROLES } from '../src/auth/routes';
 import { OPERATIONS, buildOpenApi, openApiPath } from '../src/http/openapi';
 import * as S from '../src/http/api-schemas';
 import { errorSchema } from '../src/http/api-schemas';
+import { approveBodySchema, rejectBodySchema } from '../src/routes/approvals';
+import { retryBodySchema } from '../src/routes/dlq';
+import { cancelBodySchema } from '../src/routes/job-actions';
+import { createKeySchema } from '../src/routes/keys';
 import { KEYS, call, startRig, type CallResult, type Rig } from './harness';
 
 const DOC_PATH = resolve(__dirname, '../../../docs/openapi.json');
@@ -77,6 +81,19 @@ describe('OpenAPI document', () => {
     expect(paths['/api/v1/config']!['put']!.responses['204']!.headers?.['ETag']).toBeDefined();
     const cfg = await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin });
     expect(cfg.headers.get('etag')).toBe(`"${String(cfg.body['revision'])}"`);
+  });
+
+  it('request bodies are the schemas the routes parse with, so the document allows what they accept and no more (P170)', () => {
+    const body = (method: string, path: string) => OPERATIONS.find((o) => o.method === method && o.path === path)?.body;
+    expect(body('POST', '/api/v1/approvals/:job_id/approve')).toBe(approveBodySchema);
+    expect(body('POST', '/api/v1/approvals/:job_id/reject')).toBe(rejectBodySchema);
+    expect(body('POST', '/api/v1/jobs/:id/cancel')).toBe(cancelBodySchema);
+    expect(body('POST', '/api/v1/dlq/:job_id/retry')).toBe(retryBodySchema);
+    expect(body('POST', '/api/v1/auth/keys')).toBe(createKeySchema);
+    // what the separate copies let through, the document now refuses
+    const text = JSON.stringify(buildOpenApi()['paths']);
+    expect(text).toContain('^[0-9a-f]{64}$');
+    expect(text).toContain('"maximum":315360000');
   });
 
   it('is served at /api/v1/openapi.json without a key', async () => {

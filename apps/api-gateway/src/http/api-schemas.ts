@@ -195,19 +195,9 @@ export const managedKeySchema = z.strictObject({
 });
 export const managedKeyListSchema = z.strictObject({ items: z.array(managedKeySchema) });
 export const createdKeySchema = managedKeySchema.extend({ key: z.string().describe('ck_<id>_<secret>; shown once') });
-export const createKeyBodySchema = z.strictObject({
-  role: z.enum(['viewer', 'operator', 'admin']),
-  principal_id: z.string().optional(),
-  name: z.string().optional(),
-  expires_at: time.optional(),
-  ttl_seconds: z.number().int().positive().optional(),
-  tenant_id: z.string().optional(),
-});
 
 export const healthSchema = z.strictObject({ status: z.literal('ok') });
 export const readySchema = z.strictObject({ ready: z.boolean(), checks: z.record(z.string(), z.boolean()) });
-export const cancelBodySchema = z.object({ reason: z.string().max(1024).optional(), tenant_id: z.string().optional().describe('must equal the acting tenant (D47)') });
-export const retryBodySchema = z.object({ tenant_id: z.string().optional().describe('must equal the acting tenant (D47)') });
 
 export const approvalItemSchema = z.strictObject({
   job: jobListItemSchema,
@@ -223,13 +213,6 @@ export const approvalActionSchema = z.strictObject({
   state: jobState,
   status: z.enum(['already_approved', 'already_rejected']).optional().describe('present when an earlier call already did it (idempotent)'),
 });
-export const approveBodySchema = z.strictObject({
-  reason: z.string().max(1024).optional(),
-  job_hash: z.string().optional().describe('job_hash from GET /approvals; a different current hash is 409 stale_request'),
-  rule_id: z.string().optional().describe('rule_id from GET /approvals; another rule holding the job is 409 stale_snapshot. job_hash and rule_id are both required once the job was held again after an approval, else 409 approval_reheld (P81)'),
-  tenant_id: z.string().optional().describe('must equal the acting tenant (D47)'),
-});
-export const rejectBodySchema = z.object({ reason: z.string().max(1024).optional(), tenant_id: z.string().optional().describe('must equal the acting tenant (D47)') });
 
 export const policyDecisionSchema = z.strictObject({
   decision: z.enum(['allow', 'deny', 'require_human', 'throttle', 'allow_with_constraints', 'unspecified']),

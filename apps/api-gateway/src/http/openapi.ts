@@ -6,6 +6,10 @@ import { z } from 'zod';
 import { IDEMPOTENCY_KEY_RE, submitBodySchema } from '../submit/schema';
 import { TENANT_RE } from '../auth/keys';
 import { policyRequestSchema, simulateRequestSchema } from '../routes/policy';
+import { approveBodySchema, rejectBodySchema } from '../routes/approvals';
+import { cancelBodySchema } from '../routes/job-actions';
+import { retryBodySchema } from '../routes/dlq';
+import { createKeySchema } from '../routes/keys';
 import * as s from './api-schemas';
 import { ERROR_CODES } from './errors';
 import { ROUTE_ROLES } from '../auth/routes';
@@ -72,7 +76,7 @@ export const OPERATIONS: Operation[] = [
     errors: AUTH_ERRORS,
   },
   { method: 'GET', path: '/api/v1/jobs/:id', summary: 'Read a job (with result)', tag: 'jobs', auth: true, ok: { 200: { description: 'the job', schema: s.jobSchema } }, errors: [...AUTH_ERRORS, 404] },
-  { method: 'POST', path: '/api/v1/jobs/:id/cancel', summary: 'Cancel a job (D5: job lock ≤ 2 s, else 409 job_busy; terminal → 409 job_terminal; a CANCELLED job is answered 409 and its JobCancel is sent to the worker again, P52; a JobCancel the gateway could not publish is sent by the schedulers once NATS is back, P134, and one a running attempt has not answered is sent again, about 10, 20, 40 … s on, for up to 10 minutes, P135)', tag: 'jobs', auth: true, body: s.cancelBodySchema, bodyRequired: false, ok: { 200: { description: 'cancelled', schema: s.cancelResponseSchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
+  { method: 'POST', path: '/api/v1/jobs/:id/cancel', summary: 'Cancel a job (D5: job lock ≤ 2 s, else 409 job_busy; terminal → 409 job_terminal; a CANCELLED job is answered 409 and its JobCancel is sent to the worker again, P52; a JobCancel the gateway could not publish is sent by the schedulers once NATS is back, P134, and one a running attempt has not answered is sent again, about 10, 20, 40 … s on, for up to 10 minutes, P135)', tag: 'jobs', auth: true, body: cancelBodySchema, bodyRequired: false, ok: { 200: { description: 'cancelled', schema: s.cancelResponseSchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
   { method: 'GET', path: '/api/v1/jobs/:id/decisions', summary: 'Safety decisions recorded for the job, oldest first: its admission, a hold and its approval, and the Check before each retry (a retry the policy stops ends FAILED policy_denied or approval_required)', tag: 'jobs', auth: true, ok: { 200: { description: 'decision history', schema: s.decisionsSchema } }, errors: [...AUTH_ERRORS, 404] },
 
   {
@@ -92,7 +96,7 @@ export const OPERATIONS: Operation[] = [
       'Approve a held job: APPROVAL_REQUIRED → PENDING and republished (exactly one dispatch under concurrent approvals on any replicas). 403 self_approval_denied for the submitter; 409 stale_request when the request changed since the hold (or differs from job_hash), stale_snapshot when the current policy no longer holds it by the same rule (D18) or it is held by another rule than the rule_id sent, approval_reheld when it was held again after an earlier approval and the call does not name the job_hash and rule_id of this hold (P81), approval_not_pending / job_terminal otherwise; a repeated approval is 200 with status already_approved',
     tag: 'approvals',
     auth: true,
-    body: s.approveBodySchema,
+    body: approveBodySchema,
     bodyRequired: false,
     ok: { 200: { description: 'approved (or already approved)', schema: s.approvalActionSchema } },
     errors: [...AUTH_ERRORS, 404, 409, 413, 415],
@@ -103,7 +107,7 @@ export const OPERATIONS: Operation[] = [
     summary: 'Reject a held job: it ends DENIED (error approval_rejected) with a DLQ entry; a repeated rejection is 200 with status already_rejected',
     tag: 'approvals',
     auth: true,
-    body: s.rejectBodySchema,
+    body: rejectBodySchema,
     bodyRequired: false,
     ok: { 200: { description: 'rejected (or already rejected)', schema: s.approvalActionSchema } },
     errors: [...AUTH_ERRORS, 404, 409, 413, 415],
@@ -116,7 +120,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/api/v1/policy/rules', summary: 'The active (effective) policy: file rules then bundle rules, in evaluation order', tag: 'policy', auth: true, ok: { 200: { description: 'rules', schema: s.policyRulesSchema } }, errors: AUTH_ERRORS },
 
   { method: 'GET', path: '/api/v1/dlq', summary: 'Dead letters of the tenant, newest first, cursor-paginated', tag: 'dlq', auth: true, query: z.object({ limit: listLimit.optional(), cursor: cursor.optional() }), ok: { 200: { description: 'one page', schema: s.dlqListSchema } }, errors: AUTH_ERRORS },
-  { method: 'POST', path: '/api/v1/dlq/:job_id/retry', summary: 'Retry a dead letter: exactly one new job per entry; later retries return it with status already_retried (and no state once its record has expired)', tag: 'dlq', auth: true, body: s.retryBodySchema, bodyRequired: false, ok: { 200: { description: 'the new (or already created) job', schema: s.dlqRetrySchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
+  { method: 'POST', path: '/api/v1/dlq/:job_id/retry', summary: 'Retry a dead letter: exactly one new job per entry; later retries return it with status already_retried (and no state once its record has expired)', tag: 'dlq', auth: true, body: retryBodySchema, bodyRequired: false, ok: { 200: { description: 'the new (or already created) job', schema: s.dlqRetrySchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
   { method: 'DELETE', path: '/api/v1/dlq/:job_id', summary: 'Delete a dead letter (admin)', tag: 'dlq', auth: true, ok: { 204: { description: 'deleted' } }, errors: [...AUTH_ERRORS, 404] },
 
   { method: 'GET', path: '/api/v1/workers', summary: 'Workers from the scheduler snapshot (online only unless include_offline=true)', tag: 'workers', auth: true, query: z.object({ include_offline: z.enum(['true', 'false', '1', '0']).optional() }), ok: { 200: { description: 'workers', schema: s.workerListSchema } }, errors: AUTH_ERRORS },
@@ -132,7 +136,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/api/v1/status', summary: 'Instance status (admin; no secrets)', tag: 'meta', auth: true, ok: { 200: { description: 'status', schema: s.statusSchema } }, errors: AUTH_ERRORS },
 
   { method: 'GET', path: '/api/v1/auth/keys', summary: 'Managed API keys of the tenant (admin); an expired or revoked key is listed for 30 days after it stopped working', tag: 'auth', auth: true, ok: { 200: { description: 'keys (never secrets)', schema: s.managedKeyListSchema } }, errors: AUTH_ERRORS },
-  { method: 'POST', path: '/api/v1/auth/keys', summary: 'Create a managed key; the secret is returned once (admin)', tag: 'auth', auth: true, body: s.createKeyBodySchema, ok: { 201: { description: 'created', schema: s.createdKeySchema } }, errors: [...AUTH_ERRORS, 413, 415] },
+  { method: 'POST', path: '/api/v1/auth/keys', summary: 'Create a managed key; the secret is returned once (admin)', tag: 'auth', auth: true, body: createKeySchema, ok: { 201: { description: 'created', schema: s.createdKeySchema } }, errors: [...AUTH_ERRORS, 413, 415] },
   { method: 'DELETE', path: '/api/v1/auth/keys/:id', summary: 'Revoke a managed key (admin); effective on every replica within 1 s; its record is deleted 30 days later', tag: 'auth', auth: true, ok: { 200: { description: 'the revoked key', schema: s.managedKeySchema } }, errors: [...AUTH_ERRORS, 404] },
   {
     method: 'GET',

@@ -21,18 +21,21 @@ const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? und
 
 export const approvalsQuerySchema = z.object(topicPageQueryFields);
 
+// These bodies are also the OpenAPI description's (P170).
 // Strict: a misspelt `job_hash` dropped would approve whatever the job is now, not what was
 // reviewed (no 409 stale_request). The other bodies here stay lenient: a dropped key loses nothing.
 export const approveBodySchema = z
   .strictObject({
     reason: opt(z.string().max(1024)),
-    job_hash: opt(z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64-hex job_hash from GET /api/v1/approvals')),
-    rule_id: opt(z.string().min(1).max(256)),
-    tenant_id: opt(z.string()),
+    job_hash: opt(z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64-hex job_hash from GET /api/v1/approvals')).describe('job_hash from GET /approvals; a different current hash is 409 stale_request'),
+    rule_id: opt(z.string().min(1).max(256)).describe(
+      'rule_id from GET /approvals; another rule holding the job is 409 stale_snapshot. job_hash and rule_id are both required once the job was held again after an approval, else 409 approval_reheld (P81)',
+    ),
+    tenant_id: opt(z.string()).describe('must equal the acting tenant (D47)'),
   })
   .nullish();
 
-export const rejectBodySchema = z.object({ reason: opt(z.string().max(1024)), tenant_id: opt(z.string()) }).nullish();
+export const rejectBodySchema = z.object({ reason: opt(z.string().max(1024)), tenant_id: opt(z.string()).describe('must equal the acting tenant (D47)') }).nullish();
 
 export interface ApprovalRouteDeps {
   redis: RedisClient;

@@ -29,7 +29,8 @@ const dlqQuerySchema = z.object({
 });
 
 /** Optional body; only `tenant_id` (D47: must be the acting tenant). */
-const retryBodySchema = z.object({ tenant_id: z.string().nullish() }).nullish();
+/** Also the OpenAPI description's body (P170). */
+export const retryBodySchema = z.object({ tenant_id: z.string().nullish().describe('must equal the acting tenant (D47)') }).nullish();
 
 export interface DlqRouteDeps {
   redis: RedisClient;

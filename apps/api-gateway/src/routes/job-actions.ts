@@ -46,7 +46,8 @@ export const listQuerySchema = z.object({
   ...topicPageQueryFields,
 });
 
-const cancelBodySchema = z.object({ reason: z.string().max(1024).nullish(), tenant_id: z.string().nullish() }).nullish();
+/** Also the OpenAPI description's body (P170). */
+export const cancelBodySchema = z.object({ reason: z.string().max(1024).nullish(), tenant_id: z.string().nullish().describe('must equal the acting tenant (D47)') }).nullish();
 
 export interface JobActionDeps {
   redis: RedisClient;

@@ -17,7 +17,8 @@ const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 const wellFormed = (s: z.ZodString) => s.refine((v) => !/\p{Cs}/u.test(v), 'must be well-formed Unicode (a lone surrogate cannot be stored)');
 
 // Strict: a misspelt `ttl_seconds` / `expires_at` dropped would create a key that never expires.
-const createKeySchema = z
+// Also the OpenAPI description's body (P170).
+export const createKeySchema = z
   .strictObject({
     role: z.enum(ROLES),
     principal_id: wellFormed(z.string().min(1).max(256)).nullish(),
