@@ -85,6 +85,17 @@ it('two tenants on two replicas each see only their own job events, in order', a
   b.ws.close();
 });
 
+it('a WebSocket to the path as the plain route also matches it (trailing slash, other case) is the stream, not 426 (P171)', async () => {
+  for (const path of ['/api/v1/stream/', '/API/v1/Stream']) {
+    const c = await open(0, { headers: { 'X-API-Key': KEYS.operator } }, r.urls[0]!.replace('http://', 'ws://') + path);
+    await waitFor(() => c.events.length > 0, 5_000, { message: `hello on ${path}` });
+    expect(c.events[0]).toEqual({ type: 'hello', tenant: 'acme' });
+    c.ws.close();
+  }
+  // any other path offered a WebSocket is still the plain request: 404
+  await expect(open(0, { headers: { 'X-API-Key': KEYS.operator } }, r.urls[0]!.replace('http://', 'ws://') + '/api/v1/streams')).rejects.toThrow('HTTP 404');
+});
+
 it('rejects bad credentials before the upgrade with the JSON error status; plain GET is 426', async () => {
   await expect(open(0, {})).rejects.toThrow('HTTP 401');
   await expect(open(0, { protocols: ['cordum-api-key', Buffer.from('nope-nope-nope').toString('base64url')] })).rejects.toThrow('HTTP 401');

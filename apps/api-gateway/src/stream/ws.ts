@@ -288,7 +288,9 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
   };
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const path = (req.url ?? '').split('?')[0];
+    // Matched as express matches the plain route (case-insensitive, one trailing slash allowed):
+    // a WebSocket to `/api/v1/stream/` was answered 426 "send Upgrade: websocket" (P171).
+    const path = (req.url ?? '').split('?')[0]?.toLowerCase().replace(/(.)\/$/, '$1');
     // Node hands every request offering an upgrade here (`curl --http2` offers h2c on each one).
     // Only a WebSocket stream is ours; any other is served as the plain request it also is.
     if (path !== STREAM_PATH || req.headers.upgrade?.toLowerCase() !== 'websocket') {
