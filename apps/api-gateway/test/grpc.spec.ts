@@ -166,6 +166,18 @@ describe('rate limit by client address (a key without a tenant)', () => {
       for (const c of clients) c.close();
     }
   });
+
+  it('a call refused for its role still counts against the tenant of its key (P172)', async () => {
+    const c = grpcClientFor(CordumApi, `127.0.0.1:${limited.gateway.grpcPort}`, { defaultDeadlineMs: 5_000 });
+    try {
+      const submit = () => grpcCode(c.submitJob({ prompt: 'x', topic: 'job.echo' }, { metadata: md(KEYS.viewer) }));
+      // burst 2: two refusals spend it; the third call, and the same key's allowed call, are exhausted
+      expect([(await submit()).code, (await submit()).code, (await submit()).code]).toEqual([GrpcStatus.PERMISSION_DENIED, GrpcStatus.PERMISSION_DENIED, GrpcStatus.RESOURCE_EXHAUSTED]);
+      expect((await grpcCode(c.getJobStatus({ jobId: 'nope' }, { metadata: md(KEYS.viewer) }))).code).toBe(GrpcStatus.RESOURCE_EXHAUSTED);
+    } finally {
+      c.close();
+    }
+  });
 });
 
 describe('a status stays small enough to send, whatever the input (the message names caller label keys)', () => {

@@ -157,3 +157,31 @@ describe('REDIS_RATE_LIMIT=false', () => {
     expect(codes).toContain(429);
   });
 });
+
+describe('requests refused for their role or tenant (P172)', () => {
+  let r: Replicas;
+
+  beforeAll(async () => {
+    r = await startReplicas(1, { API_RATE_LIMIT_RPS: '0.01', API_RATE_LIMIT_BURST: '3' });
+  });
+
+  afterAll(async () => {
+    await r.stop();
+  });
+
+  it('count against the tenant of the key like any authenticated request: a key looping on 403 is limited', async () => {
+    const url = r.urls[0]!;
+    // a viewer cannot submit: 403, each one charged to acme
+    for (let i = 0; i < 2; i++) expectEnvelope(await call(url, 'POST', '/api/v1/jobs', { key: KEYS.viewer, body: { prompt: 'x', topic: 'job.echo' } }), 403, 'forbidden');
+    // another tenant named by a key bound to acme: 403, charged to acme too
+    expectEnvelope(await call(url, 'GET', '/api/v1/jobs/none', { key: KEYS.viewer, tenant: 'globex' }), 403, 'tenant_mismatch');
+    // the burst of 3 is spent: the next refusal and an allowed call of the tenant are 429
+    expectEnvelope(await call(url, 'POST', '/api/v1/jobs', { key: KEYS.viewer, body: { prompt: 'x', topic: 'job.echo' } }), 429, 'rate_limited');
+    expectEnvelope(await call(url, 'GET', '/api/v1/jobs/none', { key: KEYS.operator }), 429, 'rate_limited');
+    // another tenant's bucket is untouched
+    expect((await call(url, 'GET', '/api/v1/jobs/none', { key: KEYS.globex })).status).toBe(404);
+    // a key that does not authenticate is 401, never charged to a tenant
+    expectEnvelope(await call(url, 'GET', '/api/v1/jobs/none', { key: 'nope-nope-nope' }), 401, 'unauthenticated');
+  });
+});
+

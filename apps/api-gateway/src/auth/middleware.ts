@@ -87,9 +87,62 @@ export function presentedCredentials(req: Request): Credentials {
   return { key: presentedKey(req), tenantHeader: req.get('x-tenant-id'), client: req.socket.remoteAddress };
 }
 
+/** What authorizeIdentity refuses a key that did authenticate: the request still counts (P172). */
+const REFUSED_AFTER_KEY: ReadonlySet<string> = new Set(['forbidden', 'tenant_mismatch', 'invalid_tenant']);
+
+/**
+ * The caller to charge for a request `id` authenticated but authorizeIdentity refused (`err`):
+ * its key's tenant (none for a `*` key), or null when the refusal is not of that kind. CONTRACT
+ * §2: every authenticated request counts against its tenant, so a key looping on 403s is rate
+ * limited like any other (P172).
+ */
+export function chargeableRefusal(id: KeyIdentity | null, err: unknown): Caller | null {
+  if (!id || !(err instanceof ApiError) || !REFUSED_AFTER_KEY.has(err.code)) return null;
+  return { tenant: id.tenant === ANY_TENANT ? undefined : id.tenant, keyTenant: id.tenant, role: id.role, principalId: id.principalId };
+}
+
+/**
+ * authenticate, with `charge` run for the caller before the call goes on, and for a refused
+ * authenticated request (chargeableRefusal) before its refusal is thrown: `charge` throwing (429)
+ * answers instead.
+ */
+export async function authenticateCharged(keys: KeyStore, route: RouteId, cred: Credentials, charge: (c: Caller) => Promise<void>): Promise<Caller> {
+  const id = await identify(keys, cred);
+  let c: Caller;
+  try {
+    c = authorizeIdentity(id, route, cred.tenantHeader);
+  } catch (err) {
+    const charged = chargeableRefusal(id, err);
+    if (charged) await charge(charged);
+    throw err;
+  }
+  await charge(c);
+  return c;
+}
+
+/**
+ * The caller, for the handlers after it. A request refused for its role or tenant (P172) goes on
+ * to the rate limit with its key's tenant as caller, and `answerRefusal` then throws the refusal.
+ */
 export function authorize(keys: KeyStore, route: RouteId): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
-    res.locals['caller'] = await authenticate(keys, route, presentedCredentials(req));
+    const cred = presentedCredentials(req);
+    const id = await identify(keys, cred);
+    try {
+      res.locals['caller'] = authorizeIdentity(id, route, cred.tenantHeader);
+    } catch (err) {
+      const charged = chargeableRefusal(id, err);
+      if (!charged) throw err;
+      res.locals['caller'] = charged;
+      res.locals['refused'] = err;
+    }
     next();
   };
 }
+
+/** After the rate limit: answers the refusal authorize deferred (P172). */
+export const answerRefusal: RequestHandler = (_req: Request, res: Response, next: NextFunction) => {
+  const refused = res.locals['refused'] as unknown;
+  if (refused !== undefined) throw refused;
+  next();
+};

@@ -24,7 +24,7 @@ import {
 } from '@cordum/protocol';
 import { jobToApi, type JobStore } from '@cordum/job-store';
 import { errorText, type Logger } from '@cordum/service-kit';
-import { actingTenant, authenticate, type Caller } from '../auth/middleware';
+import { actingTenant, authenticateCharged, type Caller } from '../auth/middleware';
 import type { KeyStore } from '../auth/keys';
 import { requestIdOf } from '../http/request-id';
 import { ApiError, type ErrorCode } from '../http/errors';
@@ -190,12 +190,12 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
   });
 
   const auth = async (md: grpc.Metadata, route: AuthRoute, peer: string): Promise<Caller> => {
-    const c = await authenticate(d.keys, route, { key: presentedKey(md), tenantHeader: mdValue(md, 'x-tenant-id'), client: peerAddress(peer) });
-    if (d.limiter) {
+    // A call refused for its role or tenant is charged too (P172).
+    return authenticateCharged(d.keys, route, { key: presentedKey(md), tenantHeader: mdValue(md, 'x-tenant-id'), client: peerAddress(peer) }, async (c) => {
+      if (!d.limiter) return;
       const r = await d.limiter.check(limitKey(c.tenant, peerAddress(peer)));
       if (!r.allowed) throw rateLimitError(r.retryAfterMs);
-    }
-    return c;
+    });
   };
 
   const contexts = new WeakMap<grpc.Metadata, CallContext>();

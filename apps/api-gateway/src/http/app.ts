@@ -6,7 +6,7 @@ import { httpMetrics, type Logger } from '@cordum/service-kit';
 import { ApiError, fromBodyParserError } from './errors';
 import { requestIdOf } from './request-id';
 import { buildOpenApi } from './openapi';
-import { authorize } from '../auth/middleware';
+import { answerRefusal, authorize } from '../auth/middleware';
 import type { KeyStore } from '../auth/keys';
 import type { RouteId } from '../auth/routes';
 
@@ -123,7 +123,7 @@ export function createApp(deps: AppDeps): Express {
   const mount: Mount = (id, ...handlers) => {
     const [method, path] = id.split(' ') as [string, string];
     if (!isMethod(method)) throw new Error(`unsupported method in route ${id}`);
-    route(method, path, authorize(deps.keys, id), ...(deps.afterAuth ?? []), ...handlers);
+    route(method, path, authorize(deps.keys, id), ...(deps.afterAuth ?? []), answerRefusal, ...handlers);
   };
   deps.routes(mount);
 

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '@cordum/service-kit';
-import { authorizeIdentity, identify, type Caller } from '../auth/middleware';
+import { authorizeIdentity, chargeableRefusal, identify, type Caller } from '../auth/middleware';
 import type { KeyIdentity, KeyStore } from '../auth/keys';
 import { ApiError, retryAfter } from '../http/errors';
 import type { RateLimiter } from '../ratelimit/limiter';
@@ -309,12 +309,22 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       // authenticate() split in two, so the stream keeps the identity (is it revocable?) for its re-checks.
       const id = await identify(o.keys, { ...p, client: req.socket.remoteAddress });
       if (id === null || p.key === undefined) throw new ApiError('unauthenticated');
-      const c = authorizeIdentity(id, 'GET /api/v1/stream', p.tenantHeader);
-      if (c.tenant === undefined) throw new ApiError('tenant_required');
-      if (o.limiter) {
-        const d = await o.limiter.check(limitKey(c.tenant, req.socket.remoteAddress));
+      const charge = async (tenant: string | undefined): Promise<void> => {
+        if (!o.limiter) return;
+        const d = await o.limiter.check(limitKey(tenant, req.socket.remoteAddress));
         if (!d.allowed) throw rateLimitError(d.retryAfterMs);
+      };
+      let c: Caller;
+      try {
+        c = authorizeIdentity(id, 'GET /api/v1/stream', p.tenantHeader);
+      } catch (err) {
+        // A refused authenticated upgrade counts against its key's tenant too (P172).
+        const charged = chargeableRefusal(id, err);
+        if (charged) await charge(charged.tenant);
+        throw err;
       }
+      if (c.tenant === undefined) throw new ApiError('tenant_required');
+      await charge(c.tenant);
       const tenant = c.tenant;
       const admitted: Admitted = { key: p.key, tenantHeader: p.tenantHeader, id };
       if (closing || socket.destroyed) throw new ApiError('not_found');
