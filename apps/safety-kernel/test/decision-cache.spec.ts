@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { DecisionCache, decisionCacheKey } from '../src/cache/decision-cache';
 import { LruTtlCache } from '../src/cache/lru-ttl';
 import type { CheckInput, EvalResult } from '../src/policy/evaluator';
@@ -54,6 +56,18 @@ describe('LruTtlCache', () => {
     t = 100;
     expect(lru.get('a')).toBeUndefined();
     expect(lru.size).toBe(0);
+  });
+
+  it('a write drops the expired entries at the LRU end, so an idle cache does not keep them up to maxSize (P173)', () => {
+    let t = 0;
+    const lru = new LruTtlCache<number>({ maxSize: 10, ttlMs: 100, now: () => t });
+    for (const k of ['a', 'b', 'c']) lru.set(k, 1);
+    t = 50;
+    lru.set('d', 1);
+    t = 120; // a, b, c expired; d has not
+    lru.set('e', 1);
+    expect(lru.size).toBe(2);
+    expect([lru.get('d'), lru.get('e')]).toEqual([1, 1]);
   });
 });
 
@@ -120,3 +134,27 @@ describe('DecisionCache', () => {
     expect(cache.get('s2', input())).toMatchObject({ snapshotId: 's2' });
   });
 });
+
+describe('DecisionCache memory (P173)', () => {
+  it('stores a fixed-size key per entry, not the JSON of its inputs: 300 entries of 200 KB inputs hold a few MB', () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const cache = new DecisionCache({ ttlMs: 60_000, maxSize: 10_000 }, counting().observer);
+    cache.reset('s1');
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 300; i++) {
+      const labels: Record<string, string> = {};
+      for (let l = 0; l < 50; l++) labels[`l${l}`] = `${i}:${'v'.repeat(4_000)}`;
+      const big = input({ labels });
+      cache.put(big, result('s1'));
+      expect(cache.get('s1', big)?.ruleId).toBe('r');
+    }
+    gc();
+    const grownMb = (process.memoryUsage().heapUsed - before) / 1e6;
+    expect(cache.size).toBe(300);
+    // before P173 each entry kept its ~200 KB key: about 60 MB here
+    expect(grownMb).toBeLessThan(15);
+  });
+});
+

@@ -2,7 +2,8 @@
  * Bounded LRU map whose entries also expire `ttlMs` after they were written.
  * A Map keeps insertion order, so re-inserting on every hit makes its first key
  * the least recently used one: O(1) get, set and eviction without a linked list.
- * Expired entries are dropped lazily (on read, or when they reach the LRU end).
+ * Expired entries are dropped on read, and on each write from the LRU end while the entry there
+ * has expired (P173: before, an idle cache kept every expired entry up to maxSize for good).
  */
 export class LruTtlCache<V> {
   private readonly entries = new Map<string, { value: V; expiresAtMs: number }>();
@@ -33,8 +34,13 @@ export class LruTtlCache<V> {
   }
 
   set(key: string, value: V): void {
+    const now = this.clock();
     this.entries.delete(key);
-    this.entries.set(key, { value, expiresAtMs: this.clock() + this.opts.ttlMs });
+    for (const [k, e] of this.entries) {
+      if (e.expiresAtMs > now) break;
+      this.entries.delete(k);
+    }
+    this.entries.set(key, { value, expiresAtMs: now + this.opts.ttlMs });
     while (this.entries.size > this.opts.maxSize) {
       const oldest = this.entries.keys().next();
       if (oldest.done) break;
