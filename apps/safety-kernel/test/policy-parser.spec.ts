@@ -87,6 +87,19 @@ rules:
     expect(msg).toContain('unknown key');
   });
 
+  it('rejects an own __proto__ key, which zod would drop: labels {__proto__: x} loaded as {} and matched every job (P174)', () => {
+    const msg = loadError(`
+version: 1
+default_decision: deny
+rules:
+  - id: trusted-only
+    match: { topics: ["job.>"], labels: { __proto__: trusted } }
+    decision: allow
+`);
+    expect(msg).toBe("rule 'trusted-only' (rules[0]): match.labels.__proto__: key __proto__ is not allowed");
+    expect(() => validatePolicy(JSON.parse('{"version":1,"default_decision":"deny","rules":[],"__proto__":{}}'))).toThrow('policy: __proto__: key __proto__ is not allowed');
+  });
+
   it('rejects an unknown top-level or rule key', () => {
     expect(loadError('version: 1\ndefault_decision: deny\nrulez: []\n')).toContain('rulez: unknown key');
     expect(loadError('version: 1\ndefault_decision: deny\nrules:\n  - id: r1\n    decision: allow\n    priority: 3\n')).toMatch(/rule 'r1'.*priority: unknown key/);

@@ -21,19 +21,39 @@ function fieldPath(path: Path): string {
   return path.reduce<string>((acc, k) => (typeof k === 'number' ? `${acc}[${k}]` : acc ? `${acc}.${String(k)}` : String(k)), '');
 }
 
-function describeIssue(raw: unknown, issue: z.core.$ZodIssue): string {
-  const path = issue.path;
-  let where: string;
-  let field: Path;
-  // Name the rule by id (what an operator searches the file for) and the field inside it.
+/** Where `path` is, named for an operator: the rule by id (what they search the file for) and the field inside it. */
+function locate(raw: unknown, path: Path): { where: string; field: Path } {
   if (path[0] === 'rules' && typeof path[1] === 'number') {
     const id = valueAt(raw, ['rules', path[1], 'id']);
-    where = `rule '${typeof id === 'string' ? id : `#${path[1]}`}' (rules[${path[1]}])`;
-    field = path.slice(2);
-  } else {
-    where = 'policy';
-    field = path;
+    return { where: `rule '${typeof id === 'string' ? id : `#${path[1]}`}' (rules[${path[1]}])`, field: path.slice(2) };
   }
+  return { where: 'policy', field: path };
+}
+
+/**
+ * The path of an own `__proto__` key anywhere in `v`, or null. YAML and JSON.parse keep one as an
+ * own key, and zod's records drop it without a word: `match: {labels: {__proto__: x}}` loaded as
+ * `labels: {}`, a rule that matched every job (P174). The config writers refuse it too.
+ */
+function protoKeyPath(v: unknown, path: PropertyKey[] = []): PropertyKey[] | null {
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const p = protoKeyPath(v[i], [...path, i]);
+      if (p) return p;
+    }
+  } else if (v !== null && typeof v === 'object') {
+    for (const k of Object.keys(v)) {
+      if (k === '__proto__') return [...path, k];
+      const p = protoKeyPath((v as Record<string, unknown>)[k], [...path, k]);
+      if (p) return p;
+    }
+  }
+  return null;
+}
+
+function describeIssue(raw: unknown, issue: z.core.$ZodIssue): string {
+  const path = issue.path;
+  const { where, field } = locate(raw, path);
   if (issue.code === 'unrecognized_keys') return issue.keys.map((k) => `${where}: ${fieldPath([...field, k])}: unknown key`).join('; ');
   let what = issue.message;
   if (issue.code === 'invalid_value') {
@@ -49,6 +69,11 @@ function describeIssue(raw: unknown, issue: z.core.$ZodIssue): string {
 
 /** Validates an already-parsed document (YAML or JSON object). Throws PolicyLoadError. */
 export function validatePolicy(raw: unknown): Policy {
+  const proto = protoKeyPath(raw);
+  if (proto) {
+    const { where, field } = locate(raw, proto);
+    throw new PolicyLoadError(`${where}: ${fieldPath(field)}: key __proto__ is not allowed`);
+  }
   const res = policySchema.safeParse(raw);
   if (!res.success) {
     // Every problem, not the first and a count: a policy is fixed in one pass.
