@@ -196,7 +196,11 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
         }
         return;
       }
-      if (out && job.dispatch?.published && job.maxRuntimeMs !== undefined) {
+      // A RUNNING attempt went out, whatever `published` says: a worker started it. Its publish can
+      // have left without being marked (a flush that failed after sending, P83/P158; a crash
+      // before the mark), and nothing marks a RUNNING attempt later, so the bound was dropped
+      // below and max_runtime_ms went unenforced for it (P175).
+      if (out && (job.dispatch?.published || job.state === 'RUNNING') && job.maxRuntimeMs !== undefined) {
         // P65: the entry's score is the bound the current attempt's publish recorded (under this
         // lock): due → TIMEOUT; moved later by a newer publish since the scan → it fires again then.
         const due = await ctx.store.deadlineScore(id);

@@ -107,6 +107,23 @@ describe('deadline pass: a bound written by a newer attempt survives a reconcile
     expect(left).toBe(String(bound));
   }, 30_000);
 
+  it('an attempt that started though its publish was never marked published still ends at max_runtime_ms (P175)', async () => {
+    const id = `dl-unmarked-${process.pid}`;
+    await rig.store.createJob({ id, tenant: 'acme', topic: 'job.deadline-lease', traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
+    const token = 'test-owner:2';
+    await rig.redis.set(jobKeys.lock(id), token, 'PX', 10_000);
+    // The publish left, but its flush failed (or the replica died) before the mark: published false.
+    const dispatch = { dispatchId: `d1-${id}`, attempt: 1, published: false, subject: 'worker.gone.jobs', workerId: 'gone', startAck: true };
+    const dispatchedAt = Date.now() - MAX_RUNTIME_MS - 1;
+    expect((await rig.store.transition(id, 'DISPATCHED', { token, from: ['PENDING'], via: 'SCHEDULED', patch: { dispatch, attempts: 1, dispatchedAt, workerId: 'gone', maxRuntimeMs: MAX_RUNTIME_MS } })).ok).toBe(true);
+    await rig.redis.del(jobKeys.lock(id));
+    // The worker started it: its start ack moves the job to RUNNING.
+    expect((await rig.store.markRunning(id, dispatch.dispatchId)).ok).toBe(true);
+    await rig.redis.zadd(jobKeys.deadline(), dispatchedAt + MAX_RUNTIME_MS, id); // the bound the publish recorded, due
+    await waitFor(async () => (await rig.store.getJob(id))?.state === 'TIMEOUT', 5_000, { message: 'TIMEOUT at its max_runtime_ms' });
+    expect((await rig.store.getJob(id))?.error?.code).toBe('max_runtime_exceeded');
+  }, 30_000);
+
   it('with its lease safe, the pass still writes: an entry for a job between attempts goes (no deadline_ms)', async () => {
     const id = await jobAfterAttempt1('dl-safe', true);
     await rig.redis.zadd(jobKeys.deadline(), Date.now() - 1, id);
