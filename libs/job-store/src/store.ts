@@ -360,7 +360,9 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     // absolute time, 30 d from the job's end (the entry, written then, expires no earlier), so a
     // re-run (a redelivered result, a late notice) never moves it; GT never shortens a TTL.
     const keepUntil = (job.finishedAt ?? now()) + DLQ_TTL_MS;
-    const kept = Promise.all([jobKeys.meta(job.id), jobKeys.ctx(job.id), jobKeys.decisions(job.id)].map((k) => redis.pexpireat(k, keepUntil, 'GT')));
+    // The fence too (P177): expired at the job TTL under a record kept 30 days, a later lock's INCR
+    // created it again with no TTL, and with the record there nothing gave it one (P30).
+    const kept = Promise.all([jobKeys.meta(job.id), jobKeys.ctx(job.id), jobKeys.decisions(job.id), jobKeys.fence(job.id)].map((k) => redis.pexpireat(k, keepUntil, 'GT')));
     kept.catch(() => undefined); // awaited below; not an unhandled rejection if a ZADD throws first
     await redis.zadd(jobKeys.dlqIndex(), 'NX', job.finishedAt ?? now(), job.id);
     const tenantIndex = jobKeys.dlqIndexTenant(job.tenant);

@@ -164,7 +164,8 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     expect(await short.readContext(dead.id)).toMatchObject({ prompt: 'hello', context: { x: 1 } });
     expect((await short.listDecisions(dead.id)).length).toBeGreaterThan(0);
     const finished = (await short.getJob(dead.id))!.finishedAt!;
-    const keys = [jobKeys.meta(dead.id), jobKeys.ctx(dead.id), jobKeys.decisions(dead.id)];
+    // the fence lives as long (P177): expired at the job TTL, a later lock's INCR made one that never expired
+    const keys = [jobKeys.meta(dead.id), jobKeys.ctx(dead.id), jobKeys.decisions(dead.id), jobKeys.fence(dead.id)];
     const until = async (key: string): Promise<number> => Number(await redis.call('PEXPIRETIME', key));
     for (const key of keys) expect({ key, until: await until(key) }).toEqual({ key, until: finished + DLQ_TTL_MS });
     // a re-run of the DLQ write (a redelivered result, a late notice) does not move it
@@ -380,6 +381,36 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
       await trimIndexes(redis, { nowMs: now, jobTtlMs: ttl, dlqTtlMs: DLQ_TTL_MS, chunk: 3 });
       for (const key of keys) expect(await redis.zscore(key, j.id)).toBeNull();
       for (const id of keptFiller) expect(await redis.zscore(jobKeys.indexAll('ret-held'), id)).toBeNull();
+    });
+
+    it('pages past kept members by score, not by a growing offset, and keeps exactly the live ones among equal scores (P176)', async () => {
+      const key = jobKeys.indexAll('ret-paging');
+      const members: string[] = [];
+      // 40 members below the cutoff, in groups of 4 sharing a score; every other one is live
+      for (let i = 0; i < 40; i++) members.push(String(2_000 + Math.floor(i / 4)), `p${String(i).padStart(2, '0')}`);
+      members.push('9000', 'young'); // at or after the cutoff: never touched
+      await redis.zadd(key, ...members);
+      const live = new Set(Array.from({ length: 40 }, (_, i) => `p${String(i).padStart(2, '0')}`).filter((_, i) => i % 2 === 0));
+      const trim = () => trimIndex(redis, key, 9_000, 3, async (ids) => ids.map((id) => live.has(id)));
+      if (redis.isCluster) {
+        expect(await trim()).toBe(20); // the commands' offsets are read on standalone (one SLOWLOG)
+      } else {
+        await redis.config('SET', 'slowlog-log-slower-than', '0');
+        await redis.config('SET', 'slowlog-max-len', '10000');
+        await redis.slowlog('RESET');
+        try {
+          expect(await trim()).toBe(20);
+          const log = (await redis.slowlog('GET', 10_000)) as [number, number, number, string[]][];
+          const offsets = log.map((e) => e[3]).filter((args) => args[0]?.toLowerCase() === 'zrangebyscore' && args[1] === key).map((args) => Number(args[args.indexOf('LIMIT') + 1]));
+          expect(offsets.length).toBeGreaterThan(10);
+          // before P176 the offset grew with every member kept (up to 19 here)
+          expect(Math.max(...offsets)).toBeLessThanOrEqual(3);
+        } finally {
+          await redis.config('SET', 'slowlog-log-slower-than', '10000');
+        }
+      }
+      expect((await redis.zrange(key, '0', '-1')).sort()).toEqual([...live, 'young'].sort());
+      await redis.del(key);
     });
 
     it('trims a long backlog a chunk per command, up to the cutoff exactly', async () => {
