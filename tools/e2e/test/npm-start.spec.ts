@@ -444,7 +444,7 @@ describe('npm start', () => {
     const clone = mkdtempSync(join(tmpdir(), 'npm-start-fresh-clone-'));
     try {
       mkdirSync(join(clone, 'tools/stack'), { recursive: true });
-      for (const f of ['start.mjs', 'services.json']) copyFileSync(join(repoRoot, 'tools/stack', f), join(clone, 'tools/stack', f));
+      for (const f of readdirSync(join(repoRoot, 'tools/stack'))) copyFileSync(join(repoRoot, 'tools/stack', f), join(clone, 'tools/stack', f));
       const p = launch('npm-start-fresh-clone', [], servers, [process.execPath, join(clone, 'tools/stack/start.mjs')]);
       try {
         await refusal(p, 2, 'dependencies are not installed; run npm install --no-audit --no-fund first', 60_000);
