@@ -785,7 +785,7 @@ function readOutcome(o: unknown): { ok: true; outcome: JobOutcome } | { ok: fals
     if (!OUTCOME_STATUSES.has(status)) return problem(`the handler resolved to status ${render(status, 100)}`);
     if (errorCode !== undefined && errorCode !== null && typeof errorCode !== 'string') return problem(`the handler's errorCode is ${render(errorCode, 100)}, not a string`);
     if (errorMessage !== undefined && errorMessage !== null && typeof errorMessage !== 'string') return problem(`the handler's errorMessage is ${render(errorMessage, 100)}, not a string`);
-    return { ok: true, outcome: { status: status as JobOutcome['status'], result, errorCode: errorCode ?? undefined, errorMessage: errorMessage ?? undefined } };
+    return { ok: true, outcome: { status: status as JobOutcome['status'], result, errorCode: handlerCode(errorCode ?? undefined), errorMessage: errorMessage ?? undefined } };
   } catch (err) {
     return problem(`the handler's outcome cannot be read (${thrownMessage(err)})`);
   }
@@ -796,10 +796,23 @@ function sameDispatch(a: DispatchIdentity | undefined, b: DispatchIdentity | und
   return !a?.dispatchId || a.dispatchId === (b?.dispatchId ?? '');
 }
 
+/**
+ * The codes the worker answers with itself, before or instead of running the handler. The
+ * scheduler reads `worker_busy` as a refusal before the attempt started (D48: not counted against
+ * max_retries, up to 20 more tries), so a handler's own must not say it: a handler that ran and
+ * answered FAILED_RETRYABLE `worker_busy` was run up to 21 times whatever max_retries said (P178).
+ */
+const RESERVED_CODES: ReadonlySet<string> = new Set(['worker_busy', 'worker_shutdown', 'worker_redis_unavailable']);
+
+/** A handler's error code, `handler_`-prefixed when it is one the worker reserves for its own answers. */
+function handlerCode(code: string | undefined): string | undefined {
+  return code !== undefined && RESERVED_CODES.has(code) ? `handler_${code}` : code;
+}
+
 function errorCodeOf(err: unknown): string {
   try {
     const code = (err as { code?: unknown } | null)?.code;
-    return typeof code === 'string' && code.length > 0 ? code : 'handler_error';
+    return typeof code === 'string' && code.length > 0 ? (handlerCode(code) as string) : 'handler_error';
   } catch {
     return 'handler_error';
   }

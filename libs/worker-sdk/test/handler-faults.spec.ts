@@ -369,6 +369,17 @@ describe('errors and outcomes', () => {
     expect(r.errorCode).toHaveLength(128);
   });
 
+  test('a handler cannot answer with a code the worker reserves for its own answers: worker_busy, returned or thrown, goes out as handler_worker_busy (P178)', async () => {
+    const busy = new Error('downstream overloaded') as Error & { code: string };
+    busy.code = 'worker_busy';
+    const { topic } = await startWorker({ handler: (job) => (job.request.jobId.endsWith('-thrown') ? Promise.reject(busy) : Promise.resolve({ status: 'FAILED_RETRYABLE', errorCode: 'worker_busy' })) });
+    const returned = await publishJob(h, topic, { jobId: `reserved-${process.pid}-returned` });
+    const thrown = await publishJob(h, topic, { jobId: `reserved-${process.pid}-thrown` });
+    // the scheduler reads worker_busy as a refusal before the attempt started, not as a run
+    expect(await resultOf(returned.jobId, 5_000)).toMatchObject({ status: JobStatus.FAILED_RETRYABLE, errorCode: 'handler_worker_busy' });
+    expect(await resultOf(thrown.jobId, 5_000)).toMatchObject({ status: JobStatus.FAILED, errorCode: 'handler_worker_busy', errorMessage: 'downstream overloaded' });
+  });
+
   test('a returned failure with a huge message is cut the same way', async () => {
     const { topic } = await startWorker({ handler: () => Promise.resolve({ status: 'FAILED', errorCode: 'x'.repeat(200), errorMessage: 'm'.repeat(5_000_000) }) });
     const job = await publishJob(h, topic);
