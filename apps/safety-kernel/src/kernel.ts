@@ -270,8 +270,20 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     return reloading;
   };
 
+  /**
+   * Listened to from the start of start() to the end of stop() (P179): with no listener, Node's
+   * default for SIGHUP ends the process, so the signal an operator (or a ConfigMap reloader) sends
+   * after editing the file killed a kernel still starting (waiting for NATS, say) or draining its
+   * streams at a stop. One that arrives while starting reloads once the kernel is running.
+   */
+  let hupWhileStarting = false;
   const onSighup = (): void => {
-    void reloadPolicy();
+    if (state === 'running') {
+      void reloadPolicy();
+      return;
+    }
+    if (state === 'starting') hupWhileStarting = true;
+    log.info('SIGHUP received while the kernel is not running', { state, reload: state === 'starting' ? 'once started' : 'none' });
   };
 
   /** A stored section refused (or unreadable) before the first load succeeded: fall back to the last applied one. */
@@ -317,6 +329,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
   const start = async (): Promise<void> => {
     if (state !== 'new') throw new Error(`safety kernel cannot start: it is ${state}`);
     state = 'starting';
+    if (deps.reloadOnSighup !== false) process.on('SIGHUP', onSighup);
     if (config.decisionCache.ttlMs > 0) cache = new DecisionCache({ ...config.decisionCache, now }, metrics.cacheObserver());
     const c = cache;
     redis = createRedis({ ...config.redis, name: `${config.service}:${config.instanceId}`, events: redisLogEvents(log) });
@@ -404,14 +417,13 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
         { name: 'snapshot_recorded', check: () => s.ensureRecorded() },
       ],
     });
-    if (deps.reloadOnSighup !== false) process.on('SIGHUP', onSighup);
-    state = 'running';
+    if ((state as State) === 'starting') state = 'running';
+    if (hupWhileStarting && state === 'running') void reloadPolicy();
   };
 
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       state = 'stopping';
-      process.off('SIGHUP', onSighup);
       const steps: [string, () => Promise<void>][] = [
         ['grpc', async () => (server ? shutdownGrpc(server, service) : undefined)],
         ['health', async () => health?.close()],
@@ -438,6 +450,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
         }
       }
       state = 'stopped';
+      process.off('SIGHUP', onSighup);
     })();
     return stopping;
   };

@@ -93,6 +93,28 @@ describe('safety-kernel process', () => {
     expect(proc.exit?.code).toBe(0);
   });
 
+  it('a SIGHUP while it is still starting (waiting for NATS) does not end it, and it still stops cleanly (P179)', async () => {
+    const [grpcPort, httpPort, natsPort] = await freePorts(3);
+    const file = join(cwd, 'hup-start.yaml');
+    writeFileSync(file, 'version: 1\ndefault_decision: deny\n');
+    const proc = spawnService('safety-kernel', {
+      REDIS_URL: redis.url,
+      NATS_URL: `nats://127.0.0.1:${natsPort}`, // nothing there yet
+      SAFETY_KERNEL_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
+      SAFETY_KERNEL_HTTP_ADDR: `127.0.0.1:${httpPort}`,
+      SAFETY_POLICY_PATH: file,
+    }, { cwd });
+    procs.push(proc);
+    await waitFor(() => proc.hasLine('bus: NATS not reachable at start, waiting for it'), 20_000, { message: 'waiting for NATS' });
+    writeFileSync(file, 'version: 1\ndefault_decision: allow\n');
+    proc.kill('SIGHUP');
+    // Before P179 Node's default for SIGHUP ended the process here (no listener yet).
+    await waitFor(() => proc.hasLine('SIGHUP received while the kernel is not running') || !proc.running, 10_000, { message: 'the SIGHUP handled' });
+    expect(proc.running).toBe(true);
+    await proc.stop();
+    expect(proc.exit?.code).toBe(0);
+  });
+
   it('exits 2 with one stderr line naming SAFETY_POLICY_PATH when the file cannot be read', async () => {
     const [grpcPort, httpPort] = await freePorts(2);
     const proc = spawnService('safety-kernel', {
