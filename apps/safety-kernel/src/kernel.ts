@@ -333,12 +333,11 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     if (config.decisionCache.ttlMs > 0) cache = new DecisionCache({ ...config.decisionCache, now }, metrics.cacheObserver());
     const c = cache;
     redis = createRedis({ ...config.redis, name: `${config.service}:${config.instanceId}`, events: redisLogEvents(log) });
-    const s = new SnapshotStore(redis, (snap) => {
-      c?.reset(snap.id);
-      metrics.policySnapshot.reset();
-      metrics.policySnapshot.set({ snapshot: snap.id }, 1);
-    });
+    const s = new SnapshotStore(redis, (snap) => c?.reset(snap.id));
     store = s;
+    // P180: a kernel that evaluates nothing (not ready: the stored section refused, no fallback)
+    // exports no snapshot, so CordumSafetyPoliciesDiffer does not fire for it with the wrong fix.
+    metrics.reportServingSnapshot(() => (policyComplete() ? (s.active?.id ?? null) : null));
     composer = new PolicyComposer(s, config.initialPolicy, now);
     // Before the first config load: writers refuse a clashing bundle from the moment this kernel runs.
     await publishOwnFileRules();

@@ -21,6 +21,17 @@ export class SafetyMetrics {
   /** Simulate calls refused RESOURCE_EXHAUSTED: simulations run one at a time with at most 2 waiting (P146). */
   readonly simulationsRefused: Counter;
 
+  /** What the snapshot gauge reports at each scrape (P180); unset: what was last `set`. */
+  private servingSnapshot: (() => string | null) | undefined;
+
+  /**
+   * From now on cordum_safety_policy_snapshot_info reports, at each scrape, the snapshot this
+   * replica evaluates with, and no series while it evaluates nothing (not ready, P48).
+   */
+  reportServingSnapshot(fn: () => string | null): void {
+    this.servingSnapshot = fn;
+  }
+
   constructor(registry: Registry) {
     this.decisions = new Counter({
       name: 'cordum_safety_decisions_total',
@@ -61,9 +72,16 @@ export class SafetyMetrics {
     });
     this.policySnapshot = new Gauge({
       name: 'cordum_safety_policy_snapshot_info',
-      help: '1 for the policy snapshot (file plus bundles) this replica evaluates with, by snapshot id; more than one id across the kernels for longer than a reload interval means they decide differently',
+      help: '1 for the policy snapshot (file plus bundles) this replica evaluates with, by snapshot id (none while it evaluates nothing); more than one id across the kernels for longer than a reload interval means they decide differently',
       labelNames: ['snapshot'],
       registers: [registry],
+      collect: () => {
+        const serving = this.servingSnapshot;
+        if (!serving) return;
+        this.policySnapshot.reset();
+        const id = serving();
+        if (id !== null) this.policySnapshot.set({ snapshot: id }, 1);
+      },
     });
     this.bundlesFallback = new Gauge({
       name: 'cordum_safety_bundles_fallback',

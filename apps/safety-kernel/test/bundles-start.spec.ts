@@ -31,6 +31,12 @@ let lateHealth: GrpcClient<HealthMethods>;
 
 const writeSafety = (bundles: Record<string, unknown>, validate: boolean) => rig.writeBundles(bundles, true, validate);
 
+/** The snapshot ids a replica exports in cordum_safety_policy_snapshot_info. */
+const exportedSnapshots = async (r: KernelReplica): Promise<string[]> => {
+  const text = await (await fetch(`http://127.0.0.1:${r.kernel.httpPort}/metrics`)).text();
+  return [...text.matchAll(/^cordum_safety_policy_snapshot_info\{[^}]*snapshot="([^"]+)"[^}]*\} 1$/gm)].map((m) => m[1] as string);
+};
+
 const readyz = async (r: KernelReplica) => {
   const res = await fetch(`http://127.0.0.1:${r.kernel.httpPort}/readyz`);
   return { status: res.status, body: (await res.json()) as { checks: Record<string, boolean> } };
@@ -72,6 +78,10 @@ describe('a kernel whose policy bundles did not load at start (P48)', () => {
     }
     // the kernel that loaded them keeps deciding with them
     expect((await ready.client.check({ jobId: 'j2', topic: 'job.secret.x', tenant: 'acme' })).decision).toBe(Decision.DENY);
+    // P180: it evaluates nothing, so it exports no snapshot (CordumSafetyPoliciesDiffer would
+    // fire for its file-only id and tell the operator to fix the files)
+    expect(await exportedSnapshots(late)).toEqual([]);
+    expect(await exportedSnapshots(ready)).toEqual([ready.kernel.snapshotId]);
   });
 
   it('a client of both kernels gets every answer from the complete one', async () => {
@@ -97,5 +107,6 @@ describe('a kernel whose policy bundles did not load at start (P48)', () => {
     expect((await lateHealth.check({ service: 'cordum.v1.SafetyKernel' })).status).toBe(ServingStatus.SERVING);
     expect((await late.client.check({ jobId: 'j3', topic: 'job.secret.x', tenant: 'acme' })).ruleId).toBe('deny-secret');
     expect(late.kernel.snapshotId).toBe(ready.kernel.snapshotId);
+    expect(await exportedSnapshots(late)).toEqual([ready.kernel.snapshotId]);
   });
 });
