@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { JOB_TOPIC_RE, MAX_TOPIC_LENGTH } from '@cordum/protocol';
 import type { ConfigFieldError } from './errors';
 import { isPlainObject } from './merge';
+import { walkJson } from './walk-json';
 import { composePolicy, parseSafetySection } from './policy/bundles';
 import { PolicyLoadError } from './policy/errors';
 
@@ -230,22 +231,6 @@ function protoKeys(data: Record<string, unknown>): ConfigFieldError[] {
     },
   });
   return out;
-}
-
-/**
- * Every key and value of a JSON document, depth first, with its path. `key` sees each object key
- * before its value, and answers false to leave that value out of the walk.
- */
-function walkJson(data: unknown, visit: { key?: (key: string, path: string[]) => boolean; value?: (value: unknown, path: string[]) => void }): void {
-  const stack: Array<[unknown, string[]]> = [[data, []]];
-  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
-    const [value, path] = top;
-    visit.value?.(value, path);
-    if (Array.isArray(value)) value.forEach((v, i) => stack.push([v, [...path, String(i)]]));
-    else if (isPlainObject(value)) {
-      for (const [k, v] of Object.entries(value)) if (visit.key?.(k, path) ?? true) stack.push([v, [...path, k]]);
-    }
-  }
 }
 
 /**

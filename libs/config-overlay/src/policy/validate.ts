@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { PolicyLoadError } from './errors';
 import { policySchema, type Policy } from './model';
+import { walkJson, type JsonPath } from '../walk-json';
 
 // Policy validation shared by the safety kernel (its policy file and the `safety` config
 // section) and every config writer (validateConfig), so a policy the kernel would refuse is
@@ -35,20 +36,15 @@ function locate(raw: unknown, path: Path): { where: string; field: Path } {
  * own key, and zod's records drop it without a word: `match: {labels: {__proto__: x}}` loaded as
  * `labels: {}`, a rule that matched every job (P174). The config writers refuse it too.
  */
-function protoKeyPath(v: unknown, path: PropertyKey[] = []): PropertyKey[] | null {
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) {
-      const p = protoKeyPath(v[i], [...path, i]);
-      if (p) return p;
-    }
-  } else if (v !== null && typeof v === 'object') {
-    for (const k of Object.keys(v)) {
-      if (k === '__proto__') return [...path, k];
-      const p = protoKeyPath((v as Record<string, unknown>)[k], [...path, k]);
-      if (p) return p;
-    }
-  }
-  return null;
+function protoKeyPath(raw: unknown): JsonPath | null {
+  let found: JsonPath | null = null;
+  walkJson(raw, {
+    key: (k, path) => {
+      if (k === '__proto__') found ??= [...path, k];
+      return found === null;
+    },
+  });
+  return found;
 }
 
 function describeIssue(raw: unknown, issue: z.core.$ZodIssue): string {
