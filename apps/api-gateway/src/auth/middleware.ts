@@ -57,11 +57,6 @@ export async function identify(keys: KeyStore, cred: Credentials): Promise<KeyId
   return cred.key === undefined || cred.key === '' ? null : await keys.lookup(cred.key, cred.client);
 }
 
-/** Transport-neutral auth (HTTP, WebSocket, gRPC): key → identity, tenant binding, role. Throws ApiError. */
-export async function authenticate(keys: KeyStore, route: RouteId, cred: Credentials): Promise<Caller> {
-  return authorizeIdentity(await identify(keys, cred), route, cred.tenantHeader);
-}
-
 /**
  * Tenant binding and role for an identity already looked up (null = no valid key). Pure, so a
  * stream can re-apply it to every socket of one key after a single lookup. Throws ApiError.
@@ -91,33 +86,30 @@ export function presentedCredentials(req: Request): Credentials {
 const REFUSED_AFTER_KEY: ReadonlySet<string> = new Set(['forbidden', 'tenant_mismatch', 'invalid_tenant']);
 
 /**
- * The caller to charge for a request `id` authenticated but authorizeIdentity refused (`err`):
- * its key's tenant (none for a `*` key), or null when the refusal is not of that kind. CONTRACT
- * §2: every authenticated request counts against its tenant, so a key looping on 403s is rate
- * limited like any other (P172).
+ * authorizeIdentity, except that a refusal of a key that did authenticate (its role, its tenant)
+ * comes back with the caller to charge (the key's tenant, none for a `*` key) instead of being
+ * thrown: CONTRACT §2 counts every authenticated request against its tenant, so a key looping on
+ * 403s is rate limited like any other (P172). Any other refusal is thrown.
  */
-export function chargeableRefusal(id: KeyIdentity | null, err: unknown): Caller | null {
-  if (!id || !(err instanceof ApiError) || !REFUSED_AFTER_KEY.has(err.code)) return null;
-  return { tenant: id.tenant === ANY_TENANT ? undefined : id.tenant, keyTenant: id.tenant, role: id.role, principalId: id.principalId };
+export function authorizeCharging(id: KeyIdentity | null, route: RouteId, header: string | undefined): { caller: Caller; refused?: ApiError } {
+  try {
+    return { caller: authorizeIdentity(id, route, header) };
+  } catch (err) {
+    if (!id || !(err instanceof ApiError) || !REFUSED_AFTER_KEY.has(err.code)) throw err;
+    return { caller: { tenant: id.tenant === ANY_TENANT ? undefined : id.tenant, keyTenant: id.tenant, role: id.role, principalId: id.principalId }, refused: err };
+  }
 }
 
 /**
- * authenticate, with `charge` run for the caller before the call goes on, and for a refused
- * authenticated request (chargeableRefusal) before its refusal is thrown: `charge` throwing (429)
- * answers instead.
+ * Transport-neutral auth (gRPC): key → identity, tenant binding, role, with `charge` run for the
+ * caller before the call goes on, and for a refused authenticated request (authorizeCharging)
+ * before its refusal is thrown; `charge` throwing (429) answers instead. Throws ApiError.
  */
 export async function authenticateCharged(keys: KeyStore, route: RouteId, cred: Credentials, charge: (c: Caller) => Promise<void>): Promise<Caller> {
-  const id = await identify(keys, cred);
-  let c: Caller;
-  try {
-    c = authorizeIdentity(id, route, cred.tenantHeader);
-  } catch (err) {
-    const charged = chargeableRefusal(id, err);
-    if (charged) await charge(charged);
-    throw err;
-  }
-  await charge(c);
-  return c;
+  const { caller, refused } = authorizeCharging(await identify(keys, cred), route, cred.tenantHeader);
+  await charge(caller);
+  if (refused) throw refused;
+  return caller;
 }
 
 /**
@@ -127,15 +119,9 @@ export async function authenticateCharged(keys: KeyStore, route: RouteId, cred: 
 export function authorize(keys: KeyStore, route: RouteId): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
     const cred = presentedCredentials(req);
-    const id = await identify(keys, cred);
-    try {
-      res.locals['caller'] = authorizeIdentity(id, route, cred.tenantHeader);
-    } catch (err) {
-      const charged = chargeableRefusal(id, err);
-      if (!charged) throw err;
-      res.locals['caller'] = charged;
-      res.locals['refused'] = err;
-    }
+    const { caller, refused } = authorizeCharging(await identify(keys, cred), route, cred.tenantHeader);
+    res.locals['caller'] = caller;
+    if (refused) res.locals['refused'] = refused;
     next();
   };
 }

@@ -30,7 +30,7 @@ import { requestIdOf } from '../http/request-id';
 import { ApiError, type ErrorCode } from '../http/errors';
 import { jsonTooDeep, tooDeepMessage } from '../http/json-depth';
 import type { RateLimiter } from '../ratelimit/limiter';
-import { limitKey, peerAddress, rateLimitError } from '../ratelimit/middleware';
+import { chargeRequest, peerAddress } from '../ratelimit/middleware';
 import { submitErrorToApi } from '../routes/jobs';
 import { IDEMPOTENCY_KEY_RE, parseLabelledBody, submitBodySchema } from '../submit/schema';
 import { SubmitError } from '../submit/errors';
@@ -192,9 +192,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
   const auth = async (md: grpc.Metadata, route: AuthRoute, peer: string): Promise<Caller> => {
     // A call refused for its role or tenant is charged too (P172).
     return authenticateCharged(d.keys, route, { key: presentedKey(md), tenantHeader: mdValue(md, 'x-tenant-id'), client: peerAddress(peer) }, async (c) => {
-      if (!d.limiter) return;
-      const r = await d.limiter.check(limitKey(c.tenant, peerAddress(peer)));
-      if (!r.allowed) throw rateLimitError(r.retryAfterMs);
+      if (d.limiter) await chargeRequest(d.limiter, c.tenant, peerAddress(peer));
     });
   };
 

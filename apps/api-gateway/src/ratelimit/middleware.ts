@@ -35,6 +35,12 @@ export function exemptFromRateLimit(c: Caller | undefined, path: string): boolea
   return c?.role === 'admin' && (path === '/api/v1/config' || path.startsWith('/api/v1/config/'));
 }
 
+/** Takes one token from the bucket of `tenant` (else of the client address `ip`); throws 429 `rate_limited` when there is none. */
+export async function chargeRequest(limiter: RateLimiter, tenant: string | undefined, ip: string | undefined): Promise<void> {
+  const d = await limiter.check(limitKey(tenant, ip));
+  if (!d.allowed) throw rateLimitError(d.retryAfterMs);
+}
+
 export function rateLimit(limiter: RateLimiter): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
     const c = res.locals['caller'] as Caller | undefined;
@@ -42,8 +48,7 @@ export function rateLimit(limiter: RateLimiter): RequestHandler {
       next();
       return;
     }
-    const d = await limiter.check(limitKey(c?.tenant, req.socket.remoteAddress));
-    if (!d.allowed) throw rateLimitError(d.retryAfterMs);
+    await chargeRequest(limiter, c?.tenant, req.socket.remoteAddress);
     next();
   };
 }

@@ -11,11 +11,11 @@ import type { Duplex } from 'node:stream';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '@cordum/service-kit';
-import { authorizeIdentity, chargeableRefusal, identify, type Caller } from '../auth/middleware';
+import { authorizeCharging, identify, type Caller } from '../auth/middleware';
 import type { KeyIdentity, KeyStore } from '../auth/keys';
 import { ApiError, retryAfter } from '../http/errors';
 import type { RateLimiter } from '../ratelimit/limiter';
-import { limitKey, rateLimitError } from '../ratelimit/middleware';
+import { chargeRequest } from '../ratelimit/middleware';
 import type { StreamHub } from './hub';
 import { createKeyRechecker } from './recheck';
 import { errorText } from '@cordum/service-kit';
@@ -306,22 +306,17 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     }
     void (async () => {
       const p = presented(req);
-      // authenticate() split in two, so the stream keeps the identity (is it revocable?) for its re-checks.
+      // identify and authorize apart, so the stream keeps the identity (is it revocable?) for its re-checks.
       const id = await identify(o.keys, { ...p, client: req.socket.remoteAddress });
       if (id === null || p.key === undefined) throw new ApiError('unauthenticated');
       const charge = async (tenant: string | undefined): Promise<void> => {
-        if (!o.limiter) return;
-        const d = await o.limiter.check(limitKey(tenant, req.socket.remoteAddress));
-        if (!d.allowed) throw rateLimitError(d.retryAfterMs);
+        if (o.limiter) await chargeRequest(o.limiter, tenant, req.socket.remoteAddress);
       };
-      let c: Caller;
-      try {
-        c = authorizeIdentity(id, 'GET /api/v1/stream', p.tenantHeader);
-      } catch (err) {
-        // A refused authenticated upgrade counts against its key's tenant too (P172).
-        const charged = chargeableRefusal(id, err);
-        if (charged) await charge(charged.tenant);
-        throw err;
+      // A refused authenticated upgrade counts against its key's tenant too (P172).
+      const { caller: c, refused } = authorizeCharging(id, 'GET /api/v1/stream', p.tenantHeader);
+      if (refused) {
+        await charge(c.tenant);
+        throw refused;
       }
       if (c.tenant === undefined) throw new ApiError('tenant_required');
       await charge(c.tenant);
