@@ -252,21 +252,18 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
    * loaded). Called again after a failure (P161): a consumer already bound is not bound twice.
    */
   async function takeWork(c: SchedulerContext, locks: Locks): Promise<void> {
-    if (!bus || !redis) return;
+    const b = bus;
+    if (!b || !redis) return;
     const { decodeWorkerPacket } = c;
+    const bind = async (name: 'result' | 'submit' | 'cancel', consume: () => Promise<Consumer>): Promise<void> => {
+      if (bound.has(name)) return;
+      consumers.push(await consume());
+      bound.add(name);
+    };
     // A Redis outage holds messages in process rather than spending their D8 deliveries (P101).
-    if (!bound.has('result')) {
-      consumers.push(await bus.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c), unavailable: isRedisUnavailable }));
-      bound.add('result');
-    }
-    if (!bound.has('submit')) {
-      consumers.push(await bus.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c), unavailable: isRedisUnavailable }));
-      bound.add('submit');
-    }
-    if (!bound.has('cancel')) {
-      consumers.push(await bus.consume({ subject: subjects.cancel, queue: QUEUE, decode: decodeWorkerPacket, handler: cancelHandler(c), unavailable: isRedisUnavailable }));
-      bound.add('cancel');
-    }
+    await bind('result', () => b.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c), unavailable: isRedisUnavailable }));
+    await bind('submit', () => b.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c), unavailable: isRedisUnavailable }));
+    await bind('cancel', () => b.consume({ subject: subjects.cancel, queue: QUEUE, decode: decodeWorkerPacket, handler: cancelHandler(c), unavailable: isRedisUnavailable }));
     consumersBound = true;
     verifier.start();
     const { ttlMs, renewMs } = config.leader;
