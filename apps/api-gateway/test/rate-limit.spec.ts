@@ -1,11 +1,12 @@
 // Distributed rate limiting (D24): one token bucket per tenant shared by all
 // replicas, live limits from config `rate_limits`, in-memory fallback when
 // Redis is gone. Burst/RPS are kept small so the bound is tight and fast.
+import { mkdirSync } from 'node:fs';
 import { createConfigStore, publishConfigChanged, sectionHash } from '@cordum/config-overlay';
 import { connectBus, type Bus } from '@cordum/bus';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
-import { waitFor } from '@cordum/testing';
+import { waitFor, type TestServer } from '@cordum/testing';
 import { KEYS, call, expectEnvelope, metric, type CallResult } from './harness';
 import { startReplicas, type Replicas } from './replicas';
 
@@ -105,6 +106,7 @@ describe('shared bucket across two gateways', () => {
 
 describe('Redis unreachable', () => {
   let r: Replicas;
+  let revived: TestServer | undefined;
 
   beforeAll(async () => {
     // 1 token/s: the in-memory bucket refills while the burst is in flight, and at 5/s a burst slowed
@@ -114,6 +116,7 @@ describe('Redis unreachable', () => {
 
   afterAll(async () => {
     await r.stop();
+    await revived?.stop();
   });
 
   it('falls back to an in-memory limiter (metric + one log line) and keeps serving what needs no Redis', async () => {
@@ -136,6 +139,16 @@ describe('Redis unreachable', () => {
     const switches = r.logs.filter((l) => l.includes('rate limiter falling back to per-replica in-memory buckets'));
     expect(switches).toHaveLength(1);
     expect(await metric(url, 'cordum_rate_limit_fallback_total')).toBe(1);
+  });
+
+  it('clears the gauge once Redis is back even when no request comes (P181)', async () => {
+    const url = r.urls[0]!;
+    expect(await metric(url, 'cordum_rate_limit_in_memory')).toBe(1);
+    mkdirSync(r.redis.dir, { recursive: true }); // the first test's stop() removed it
+    revived = await r.redis.restart();
+    // Only scrapes from here on: no request goes through the limiter.
+    await waitFor(async () => (await metric(url, 'cordum_rate_limit_in_memory')) === 0, 15_000, { message: 'gauge back to 0 without requests' });
+    expect(r.logs.filter((l) => l.includes('rate limiter back on shared redis buckets'))).toHaveLength(1);
   });
 });
 

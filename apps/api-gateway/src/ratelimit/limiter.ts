@@ -76,7 +76,30 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   let limits: RateLimits = { ...o.limits };
   let mode: LimiterMode = o.useRedis ? 'redis' : 'memory';
   const hits = new Counter({ name: 'cordum_rate_limit_hits_total', help: 'Requests rejected with 429 rate_limited', registers: [o.registry] });
-  const inMemory = new Gauge({ name: 'cordum_rate_limit_in_memory', help: '1 while this replica has fallen back to its own in-memory buckets because Redis is unreachable (0 with REDIS_RATE_LIMIT=false, which is logged at start)', registers: [o.registry] });
+  // A scrape while in the fallback starts one PING (P181): without it the gauge, and its alert,
+  // stayed at 1 after Redis came back until a request happened to go through this replica. The
+  // scrape does not wait on it (a sick Redis must not slow /metrics); the next scrape reads its
+  // outcome.
+  let probing = false;
+  const probe = (): void => {
+    if (probing || mode !== 'memory' || !o.useRedis) return;
+    probing = true;
+    withTimeout(o.redis.ping(), REDIS_DECISION_TIMEOUT_MS, 'rate limit probe').then(
+      () => {
+        probing = false;
+        if (mode === 'memory') switchTo('redis', '');
+      },
+      () => {
+        probing = false;
+      },
+    );
+  };
+  const inMemory = new Gauge({
+    name: 'cordum_rate_limit_in_memory',
+    help: '1 while this replica has fallen back to its own in-memory buckets because Redis is unreachable (0 with REDIS_RATE_LIMIT=false, which is logged at start)',
+    registers: [o.registry],
+    collect: () => probe(),
+  });
   const fallbacks = new Counter({ name: 'cordum_rate_limit_fallback_total', help: 'Switches from the shared Redis limiter to the in-memory one', registers: [o.registry] });
   // A fallback, not the configured mode: the alert on this gauge means "cannot reach Redis".
   inMemory.set(0);
