@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   freePort,
+  serviceBundle,
   spawnService,
   startNats,
   startRedis,
@@ -145,6 +146,8 @@ async function single(server: Promise<TestServer>): Promise<TestCluster> {
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  // A missing bundle fails here, before any server starts, not halfway with Redis and NATS left running.
+  for (const service of ['safety-kernel', 'scheduler', 'api-gateway', 'echo-worker']) serviceBundle(service);
   const [redisGroup, natsGroup] = await Promise.all([
     opts.redisCluster
       ? startRedisCluster(opts.redisPassword === undefined ? {} : { password: opts.redisPassword })
