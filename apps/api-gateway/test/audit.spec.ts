@@ -5,7 +5,8 @@ import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { decodePacket } from '@cordum/protocol';
 import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
-import { createAuditSink } from '../src/audit/sink';
+import { auditIfUnknown, createAuditSink } from '../src/audit/sink';
+import { ApiError } from '../src/http/errors';
 import { KEYS, call, startRig, type Rig } from './harness';
 
 const quiet = createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined });
@@ -72,5 +73,45 @@ describe('audit export over NATS', () => {
     // a refused create is not recorded
     expect((await call(rig.url, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'root' } })).status).toBe(400);
     expect(seen.filter((s) => s.code === 'audit.auth_key.create')).toHaveLength(1);
+  });
+
+  it('a config write that fails with its outcome unknown (Redis frozen) is exported with outcome unknown (P182)', async () => {
+    await rig.redis.process.freeze();
+    let answer;
+    try {
+      answer = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { scheduler: { input_fail_mode: 'closed' } } });
+    } finally {
+      rig.redis.process.kill('SIGCONT');
+    }
+    expect(answer.status).toBe(503);
+    await waitFor(() => seen.some((s) => s.code === 'audit.config.put' && s.details['outcome'] === 'unknown'), 5_000, { message: 'the unknown outcome audited' });
+    expect(seen.find((s) => s.code === 'audit.config.put' && s.details['outcome'] === 'unknown')?.details).toMatchObject({
+      tenant: 'acme',
+      principal_id: 'admin',
+      target: 'system/default',
+      error: 'redis_unavailable',
+    });
+    // a definite refusal is not recorded
+    const before = seen.filter((s) => s.code === 'audit.config.put').length;
+    expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { scheduler: { input_fail_mode: 'sideways' } } })).status).toBe(400);
+    await waitFor(async () => (await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).status === 200, 5_000, { message: 'redis answering again' });
+    expect(seen.filter((s) => s.code === 'audit.config.put')).toHaveLength(before);
+  });
+});
+
+describe('auditIfUnknown', () => {
+  const sink = () => createAuditSink({ transport: 'local', bufferSize: 10, bus: { publish: () => Promise.resolve() }, instanceId: 'gw', logger: quiet });
+  const event = { action: 'job.cancel', tenant: 'acme', principal_id: 'p', target: 'j1' };
+
+  it('records a 5xx or non-API failure with outcome unknown and rethrows it; a success or a 4xx records nothing', async () => {
+    const s = sink();
+    await expect(auditIfUnknown(s, event, () => Promise.reject(new ApiError('redis_unavailable')))).rejects.toThrow(ApiError);
+    await expect(auditIfUnknown(s, event, () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    await expect(auditIfUnknown(s, event, () => Promise.reject(new ApiError('job_terminal')))).rejects.toThrow(ApiError);
+    expect(await auditIfUnknown(s, event, () => Promise.resolve(7))).toBe(7);
+    expect(s.recent().map((r) => r.details)).toEqual([
+      { outcome: 'unknown', error: 'redis_unavailable' },
+      { outcome: 'unknown', error: 'internal' },
+    ]);
   });
 });

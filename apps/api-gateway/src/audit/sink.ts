@@ -67,3 +67,24 @@ export function createAuditSink(o: { transport: 'local' | 'nats'; bufferSize: nu
     },
   };
 }
+
+/**
+ * Runs a write whose failure can leave its outcome unknown: a Redis command that timed out may
+ * still run once Redis answers (a frozen or slow Redis), and the client's retry then finds it done
+ * (409, job_terminal, already_approved) and nothing audits it. So a failure that is not a definite
+ * answer (any 5xx, or an error that is not an ApiError) records the event with
+ * `outcome: unknown` and the error code before it is rethrown (P182). The caller records the
+ * success as before.
+ */
+export async function auditIfUnknown<T>(audit: AuditSink, e: AuditEvent, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (err) {
+    const status = err instanceof Error && 'status' in err && typeof err.status === 'number' ? err.status : 500;
+    if (status >= 500) {
+      const code = err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : 'internal';
+      audit.record({ ...e, details: { ...(e.details ?? {}), outcome: 'unknown', error: code } });
+    }
+    throw err;
+  }
+}

@@ -10,7 +10,7 @@ import type { Mount } from '../http/app';
 import { actingTenant, caller } from '../auth/middleware';
 import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
-import type { AuditSink } from '../audit/sink';
+import { auditIfUnknown, type AuditSink } from '../audit/sink';
 import type { ApprovalOutcome, ApprovalService } from '../approvals/service';
 import { zodDetails } from '../submit/schema';
 import { JOB_ID_RE, jsonBody } from './jobs';
@@ -107,7 +107,9 @@ export function mountApprovalRoutes(mount: Mount, deps: ApprovalRouteDeps): void
     const c = caller(res);
     const tenant = actingTenant(c, body.data?.tenant_id);
     const id = jobIdParam(req);
-    const out = await deps.approvals.approve(tenant, id, c.principalId, { reason: body.data?.reason, jobHash: body.data?.job_hash, ruleId: body.data?.rule_id });
+    const out = await auditIfUnknown(deps.audit, { action: 'approval.approve', tenant, principal_id: c.principalId, target: id }, () =>
+      deps.approvals.approve(tenant, id, c.principalId, { reason: body.data?.reason, jobHash: body.data?.job_hash, ruleId: body.data?.rule_id }),
+    );
     if (out.kind === 'approved') deps.audit.record({ action: 'approval.approve', tenant, principal_id: c.principalId, target: id, details: { rule_id: out.job.approval?.ruleId ?? '', revision: String(out.job.approval?.revision ?? '') } });
     send(res, out);
   });
@@ -118,7 +120,7 @@ export function mountApprovalRoutes(mount: Mount, deps: ApprovalRouteDeps): void
     const c = caller(res);
     const tenant = actingTenant(c, body.data?.tenant_id);
     const id = jobIdParam(req);
-    const out = await deps.approvals.reject(tenant, id, c.principalId, { reason: body.data?.reason });
+    const out = await auditIfUnknown(deps.audit, { action: 'approval.reject', tenant, principal_id: c.principalId, target: id }, () => deps.approvals.reject(tenant, id, c.principalId, { reason: body.data?.reason }));
     if (out.kind === 'rejected') deps.audit.record({ action: 'approval.reject', tenant, principal_id: c.principalId, target: id });
     send(res, out);
   });

@@ -27,8 +27,8 @@ import type { Logger } from '@cordum/service-kit';
 import { ApiError, type ErrorDetail } from '../http/errors';
 import { configDocQuerySchema as docQuerySchema, configDocumentFormSchema, configEffectiveQuerySchema as effectiveQuerySchema } from '../http/api-schemas';
 import type { Mount } from '../http/app';
-import { caller } from '../auth/middleware';
-import type { AuditSink } from '../audit/sink';
+import { caller, type Caller } from '../auth/middleware';
+import { auditIfUnknown, type AuditEvent, type AuditSink } from '../audit/sink';
 import { zodDetails } from '../submit/schema';
 import { jsonBody } from './jobs';
 import { parseQuery } from './job-actions';
@@ -123,6 +123,9 @@ function ifMatchRevision(req: Request, bodyRevision: number | undefined): number
   return revision;
 }
 
+/** The audit event of a config write (P182: also recorded, with `outcome: unknown`, when the write's outcome is not known). */
+const putEvent = (c: Caller, scope: Scope, scopeId: string): AuditEvent => ({ action: 'config.put', tenant: c.tenant ?? c.keyTenant, principal_id: c.principalId, target: `${scope}/${scopeId}` });
+
 export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
   mount('GET /api/v1/config', async (req: Request, res: Response) => {
     const q = parseQuery(docQuerySchema, req);
@@ -151,10 +154,11 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       if (invalid.length === 0) invalid = fileRuleClashes(data['safety'], await kernelFileRules(deps, data['safety']));
       if (invalid.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: invalid.map((d) => ({ path: d.path ? `data.${d.path}` : 'data', message: d.message })) });
       // With a revision: one compare-and-set (409 on mismatch). Without: our own CAS loop until it lands.
-      const w =
+      const w = await auditIfUnknown(deps.audit, putEvent(c, scope, scopeId), () =>
         expected !== undefined
-          ? await configCall(deps, 'write config', () => deps.config.put(scope, scopeId, data, { expectedRevision: expected, validate: true }))
-          : await configCall(deps, 'write config', () => deps.config.update(scope, scopeId, () => ({ data })));
+          ? configCall(deps, 'write config', () => deps.config.put(scope, scopeId, data, { expectedRevision: expected, validate: true }))
+          : configCall(deps, 'write config', () => deps.config.update(scope, scopeId, () => ({ data }))),
+      );
       if (w === null) throw new ApiError('internal');
       revision = w.revision;
     } else {
@@ -164,15 +168,17 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       const expected = ifMatchRevision(req, undefined);
       const files = await kernelFileRules(deps, patch['safety']);
       // mergePatch with validation, plus the file rule ids check on the merged section, in one CAS loop.
-      const w = await configCall(deps, 'patch config', () =>
-        deps.config.update(DEFAULT_SCOPE, DEFAULT_SCOPE_ID, (doc) => {
-          if (expected !== undefined && doc.revision !== expected) throw new RevisionConflictError(expected, doc.revision);
-          const data = applyMergePatch(doc.data, patch);
-          if (!isPlainObject(data)) throw new ConfigValidationError([{ path: '', message: 'config data must be a JSON object' }]);
-          const errors = writeErrors(data, files);
-          if (errors.length > 0) throw new ConfigValidationError(errors);
-          return { data };
-        }),
+      const w = await auditIfUnknown(deps.audit, putEvent(c, scope, scopeId), () =>
+        configCall(deps, 'patch config', () =>
+          deps.config.update(DEFAULT_SCOPE, DEFAULT_SCOPE_ID, (doc) => {
+            if (expected !== undefined && doc.revision !== expected) throw new RevisionConflictError(expected, doc.revision);
+            const data = applyMergePatch(doc.data, patch);
+            if (!isPlainObject(data)) throw new ConfigValidationError([{ path: '', message: 'config data must be a JSON object' }]);
+            const errors = writeErrors(data, files);
+            if (errors.length > 0) throw new ConfigValidationError(errors);
+            return { data };
+          }),
+        ),
       );
       if (w === null) throw new ApiError('internal');
       revision = w.revision;
@@ -185,7 +191,7 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       // The write landed; replicas converge by polling within one reload interval.
       deps.logger.warn('sys.config.changed publish failed; replicas will pick the change up by polling', { err: errorText(err), revision });
     }
-    deps.audit.record({ action: 'config.put', tenant: c.tenant ?? c.keyTenant, principal_id: c.principalId, target: `${scope}/${scopeId}`, details: { revision: String(revision) } });
+    deps.audit.record({ ...putEvent(c, scope, scopeId), details: { revision: String(revision) } });
     res.setHeader('ETag', `"${revision}"`);
     res.status(204).end();
   });

@@ -10,7 +10,7 @@ import type { Mount } from '../http/app';
 import { actingTenant, caller } from '../auth/middleware';
 import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
-import type { AuditSink } from '../audit/sink';
+import { auditIfUnknown, type AuditSink } from '../audit/sink';
 import type { DlqRetrier } from '../dlq/retry';
 import { SubmitError } from '../submit/errors';
 import { JOB_ID_RE, jsonBody, submitErrorToApi } from './jobs';
@@ -90,14 +90,15 @@ export function mountDlqRoutes(mount: Mount, deps: DlqRouteDeps): void {
     const tenant = actingTenant(c, body.data?.tenant_id ?? undefined);
     const id = entryId(req);
     if (!deps.redisReady()) throw new ApiError('redis_unavailable');
-    let r;
-    try {
-      r = await deps.retrier.retry(tenant, id, c.principalId);
-    } catch (err) {
-      if (err instanceof SubmitError) throw submitErrorToApi(err);
-      if (err instanceof ApiError) throw err;
-      throw new ApiError('redis_unavailable', { cause: err });
-    }
+    const r = await auditIfUnknown(deps.audit, { action: 'dlq.retry', tenant, principal_id: c.principalId, target: id }, async () => {
+      try {
+        return await deps.retrier.retry(tenant, id, c.principalId);
+      } catch (err) {
+        if (err instanceof SubmitError) throw submitErrorToApi(err);
+        if (err instanceof ApiError) throw err;
+        throw new ApiError('redis_unavailable', { cause: err });
+      }
+    });
     switch (r.kind) {
       case 'not_found':
         throw new ApiError('dlq_not_found');
@@ -132,7 +133,7 @@ export function mountDlqRoutes(mount: Mount, deps: DlqRouteDeps): void {
     const id = entryId(req);
     const entry = await storeCall(deps, 'read dlq', () => deps.store.getDlq(id));
     if (!entry || entry.tenant !== tenant) throw new ApiError('dlq_not_found');
-    await storeCall(deps, 'delete dlq', () => deps.store.deleteDlq(entry));
+    await auditIfUnknown(deps.audit, { action: 'dlq.delete', tenant, principal_id: c.principalId, target: id }, () => storeCall(deps, 'delete dlq', () => deps.store.deleteDlq(entry)));
     deps.audit.record({ action: 'dlq.delete', tenant, principal_id: c.principalId, target: id });
     res.status(204).end();
   });

@@ -16,7 +16,7 @@ import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
 import { storeCall } from '../http/store-call';
 import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
-import type { AuditSink } from '../audit/sink';
+import { auditIfUnknown, type AuditSink } from '../audit/sink';
 import { JOB_ID_RE, jsonBody } from './jobs';
 import { errorText } from '@cordum/service-kit';
 
@@ -168,7 +168,9 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
     try {
       // P134: owed before it is written, so a replica killed after the write still gets the worker told.
       await storeCall(deps, 'cancel job', () => deps.store.fileCancel(job.id, Date.now() + CANCEL_OWED_AFTER_MS));
-      const r = await storeCall(deps, 'cancel job', () => deps.store.transition(job.id, 'CANCELLED', { token: lease.token, expireResult: true, patch: { error: { code: 'cancelled', message: body.data?.reason ?? 'cancelled by API' } } }));
+      const r = await auditIfUnknown(deps.audit, { action: 'job.cancel', tenant, principal_id: c.principalId, target: job.id }, () =>
+        storeCall(deps, 'cancel job', () => deps.store.transition(job.id, 'CANCELLED', { token: lease.token, expireResult: true, patch: { error: { code: 'cancelled', message: body.data?.reason ?? 'cancelled by API' } } })),
+      );
       if (!r.ok) {
         const cur = r.current;
         if (cur && TERMINAL_STATES.has(cur.state)) throw new ApiError('job_terminal', { extra: { state: cur.state } });

@@ -1,7 +1,7 @@
 // GET/POST/DELETE /api/v1/auth/keys: managed API keys (CONTRACT §2, D27, D29 admin).
 // A key is created in, listed in and revoked in the acting tenant only.
 import { z } from 'zod';
-import type { AuditSink } from '../audit/sink';
+import { auditIfUnknown, type AuditSink } from '../audit/sink';
 import type { ManagedKeys } from '../auth/managed';
 import { managedKeyToApi } from '../auth/managed';
 import { ROLES } from '../auth/keys';
@@ -86,7 +86,8 @@ export function mountKeyRoutes(mount: Mount, deps: KeyRouteDeps): void {
     const c = caller(res);
     const tenant = actingTenant(c, undefined);
     if (!deps.redisReady()) throw new ApiError('redis_unavailable');
-    const rec = await store(() => deps.keys.revoke(tenant, String(req.params['id'] ?? '')));
+    const keyId = String(req.params['id'] ?? '');
+    const rec = await auditIfUnknown(deps.audit, { action: 'auth_key.revoke', tenant, principal_id: c.principalId, target: keyId }, () => store(() => deps.keys.revoke(tenant, keyId)));
     if (!rec) throw new ApiError('key_not_found');
     deps.audit.record({ action: 'auth_key.revoke', tenant, principal_id: c.principalId, target: rec.id, details: { key_principal_id: rec.principalId } });
     res.status(200).json(managedKeyToApi(rec));
