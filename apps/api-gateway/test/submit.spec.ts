@@ -2,7 +2,7 @@
 // publish shape and msg id (D9), deny/hold/throttle/unavailable (D19),
 // idempotency (D25), and the GET shape (CONTRACT §2).
 import { connectBus, subjects, type Bus } from '@cordum/bus';
-import { ActorType, JobPriority } from '@cordum/protocol';
+import { ActorType, JobPriority, type Decision } from '@cordum/protocol';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createJobStore, jobKeys } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
@@ -189,6 +189,21 @@ describe('POST /api/v1/jobs', () => {
     expect(g.body['state']).toBe('PENDING');
     expect((g.body['safety'] as { decision: string }).decision).toBe('unavailable');
     await submits.first(jobId);
+  });
+
+  it('a decision this gateway does not know (a newer kernel) → accepted PENDING with "unavailable" (D19), not 500', async () => {
+    rig.kernel.override = (req, m) => (m === 'evaluate' && req.topic === 'job.echo.future' ? { decision: 99 as Decision, reason: 'a decision from the future', policySnapshot: 'snap-test', ruleId: 'r' } : undefined);
+    try {
+      const r = await submit({ prompt: 'x', topic: 'job.echo.future' });
+      expect(r.status).toBe(200);
+      const jobId = String(r.body['job_id']);
+      const g = await call(rig.url, 'GET', `/api/v1/jobs/${jobId}`, { key: KEYS.operator });
+      expect(g.body['state']).toBe('PENDING');
+      expect((g.body['safety'] as { decision: string }).decision).toBe('unavailable');
+      await submits.first(jobId);
+    } finally {
+      rig.kernel.override = undefined;
+    }
   });
 
   it('the kernel sees tenant, principal, labels and meta', async () => {

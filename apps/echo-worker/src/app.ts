@@ -77,6 +77,7 @@ export function createEchoWorker(config: EchoWorkerConfig, deps: EchoWorkerDeps)
           workerId: config.workerId,
           echoDelayMs: config.echoDelayMs,
           execLogPath: config.execLogPath,
+          faultPrompts: config.faultPrompts,
           onExecution: (status) => executions.inc({ status }),
         }),
       };

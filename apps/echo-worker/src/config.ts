@@ -21,6 +21,8 @@ export const echoWorkerEnvSchema = commonEnvSchema.extend({
   WORKER_HTTP_ADDR: zAddr.optional(),
   WORKER_EXEC_LOG: z.string().optional(),
   WORKER_ECHO_DELAY: zDuration.default(0),
+  // P183: the fail:/retry: prompt hooks are for tests; off, the worker answers every job SUCCEEDED (D39).
+  WORKER_ECHO_FAULTS: zBool.default(false),
   WORKER_HEARTBEAT_INTERVAL: zDuration
     .default(5_000)
     .refine((ms) => ms <= MAX_HEARTBEAT_INTERVAL_MS, { message: 'must be at most 10s: the scheduler forgets a worker 30s after its last heartbeat' }),
@@ -41,6 +43,7 @@ export interface EchoWorkerConfig {
   httpAddr?: { host: string; port: number };
   execLogPath?: string;
   echoDelayMs: number;
+  faultPrompts: boolean;
   heartbeatIntervalMs: number;
   directDispatch: boolean;
   stopTimeoutMs: number;
@@ -63,6 +66,7 @@ export function loadEchoWorkerConfig(env: NodeJS.ProcessEnv | Record<string, str
     httpAddr: e.WORKER_HTTP_ADDR,
     execLogPath: e.WORKER_EXEC_LOG,
     echoDelayMs: e.WORKER_ECHO_DELAY,
+    faultPrompts: e.WORKER_ECHO_FAULTS,
     heartbeatIntervalMs: Math.max(100, e.WORKER_HEARTBEAT_INTERVAL),
     directDispatch: e.WORKER_DIRECT_DISPATCH,
     stopTimeoutMs: e.WORKER_STOP_TIMEOUT,

@@ -8,6 +8,8 @@ export interface EchoOptions {
   workerId: string;
   echoDelayMs: number;
   execLogPath?: string;
+  /** WORKER_ECHO_FAULTS: `fail:` and `retry:` prompts end FAILED / FAILED_RETRYABLE (tests); off, every job SUCCEEDS (D39). */
+  faultPrompts?: boolean;
   onExecution?: (status: JobOutcome['status']) => void;
 }
 
@@ -45,7 +47,8 @@ export function echoHandler(o: EchoOptions): (job: JobContext) => Promise<JobOut
     const text = typeof prompt === 'string' ? prompt : '';
     const result = { echo: text, context: field(job.input, 'context') ?? null, worker_id: o.workerId, attempt: job.attempt };
     let outcome: JobOutcome;
-    if (text.startsWith('fail:')) outcome = { status: 'FAILED', result, errorCode: 'echo_failed', errorMessage: text.slice(5).trim() || 'echo asked to fail' };
+    if (o.faultPrompts !== true) outcome = { status: 'SUCCEEDED', result };
+    else if (text.startsWith('fail:')) outcome = { status: 'FAILED', result, errorCode: 'echo_failed', errorMessage: text.slice(5).trim() || 'echo asked to fail' };
     else if (text.startsWith('retry:')) outcome = { status: 'FAILED_RETRYABLE', result, errorCode: 'echo_retry', errorMessage: text.slice(6).trim() || 'echo asked to retry' };
     else outcome = { status: 'SUCCEEDED', result };
     o.onExecution?.(outcome.status);

@@ -33,7 +33,7 @@ beforeAll(async () => {
     },
   });
   stopConsumer = () => consumer.stop();
-  const config = loadEchoWorkerConfig({ NATS_URL: nats.url, REDIS_URL: redisServer.url, WORKER_ID: 'echo-it', WORKER_EXEC_LOG: join(dir, 'exec.log') });
+  const config = loadEchoWorkerConfig({ NATS_URL: nats.url, REDIS_URL: redisServer.url, WORKER_ID: 'echo-it', WORKER_EXEC_LOG: join(dir, 'exec.log'), WORKER_ECHO_FAULTS: 'true' });
   echo = createEchoWorker(config, { logger, registry });
   await echo.start();
 });
@@ -71,7 +71,21 @@ test('echo answers SUCCEEDED with {echo, context, worker_id, attempt} at res:<id
   expect((await resultOf(c.jobId)).status).toBe(JobStatus.SUCCEEDED);
 });
 
-test('fail: and retry: prompts drive FAILED echo_failed and FAILED_RETRYABLE echo_retry', async () => {
+test('by default (WORKER_ECHO_FAULTS unset) a fail: or retry: prompt is echoed SUCCEEDED like any other (D39, P183)', async () => {
+  const plain = createEchoWorker(loadEchoWorkerConfig({ NATS_URL: nats.url, REDIS_URL: redisServer.url, WORKER_ID: 'echo-plain', WORKER_TOPICS: 'job.plain' }), { logger, registry: createMetricsRegistry({ service: 'echo-worker', pod: 'plain' }) });
+  await plain.start();
+  try {
+    const f = await submit('fail: on purpose', 'job.plain');
+    expect(await resultOf(f.jobId)).toMatchObject({ status: JobStatus.SUCCEEDED, workerId: 'echo-plain' });
+    expect(JSON.parse((await observer.redis.get(`res:${f.jobId}`))!)).toMatchObject({ echo: 'fail: on purpose' });
+    const r = await submit('retry: later', 'job.plain');
+    expect((await resultOf(r.jobId)).status).toBe(JobStatus.SUCCEEDED);
+  } finally {
+    await plain.stop();
+  }
+});
+
+test('with WORKER_ECHO_FAULTS=true, fail: and retry: prompts drive FAILED echo_failed and FAILED_RETRYABLE echo_retry', async () => {
   const f = await submit('fail: on purpose');
   expect(await resultOf(f.jobId)).toMatchObject({ status: JobStatus.FAILED, errorCode: 'echo_failed', errorMessage: 'on purpose' });
   const r = await submit('retry: later');

@@ -43,6 +43,7 @@ beforeAll(async () => {
   ];
   stack = await startStack({
     workers: 2,
+    workerEnv: { WORKER_ECHO_FAULTS: 'true' }, // the fail: and retry: prompts below
     gateways: 2,
     kernels: 2,
     kernelEnv: { SAFETY_POLICY_PATH: policyPath, SAFETY_DECISION_CACHE_TTL: '60s' },

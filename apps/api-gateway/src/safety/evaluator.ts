@@ -48,6 +48,10 @@ export function createKernelEvaluator(address: string, deadlineMs = EVALUATE_DEA
         case Decision.UNSPECIFIED:
           // A kernel that answers without a decision is treated like no kernel (D19).
           return { kind: 'unavailable', reason: 'safety kernel returned no decision' };
+        default:
+          // A value this build does not know (proto3 keeps it; a newer kernel during an upgrade):
+          // no decision we can act on, so D19's fail-open, not a TypeError answered 500 (P184).
+          return { kind: 'unavailable', reason: `safety kernel returned unknown decision ${String(res.decision)}` };
       }
     },
     close() {
