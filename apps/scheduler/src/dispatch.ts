@@ -8,7 +8,6 @@
 // redelivered submit republishes the SAME dispatch id, so worker-sdk (which
 // runs only the current dispatch id) still runs it once.
 import { randomUUID } from 'node:crypto';
-import type { JobRequest } from '@cordum/protocol';
 import type { DispatchRecord, JobPatch, JobRecord, JobState, SafetyRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
@@ -32,8 +31,6 @@ type Routed = Extract<RouteDecision, { kind: 'worker' } | { kind: 'untracked' }>
  * attempt only if no worker claimed it (D1 b, reattempt-3.lua): `started`.
  */
 export interface DispatchOptions {
-  /** The submitted request, when we have it (keeps what a CAP client set, see jobRequestFor). */
-  base?: JobRequest;
   /**
    * The caller is done with the job once the attempt is marked published, so that write also
    * deletes the lock (D6) and the lease is marked released (issue 7).
@@ -53,7 +50,7 @@ export interface DispatchOptions {
 }
 
 export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord, route: Routed, o: DispatchOptions = {}): Promise<DispatchOutcome | { kind: 'started' }> {
-  const { base, release = false } = o;
+  const { release = false } = o;
   const now = Date.now();
   const workerId = route.kind === 'worker' ? route.worker.workerId : undefined;
   const d: DispatchRecord = {
@@ -73,7 +70,7 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
       if (r.reason === 'claimed') return { kind: 'started' };
       return r.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: r.current?.state };
     }
-    return publishAttempt(ctx, lease, r.job, d, base, release);
+    return publishAttempt(ctx, lease, r.job, d, release);
   }
   // The DISPATCHED write's index moves go out with it but are awaited only once the attempt is
   // published and marked (issue 7: the worker gets the job one Redis round trip sooner).
@@ -90,7 +87,7 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
     sideWrites,
   });
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: w.current?.state };
-  const out = await publishAttempt(ctx, lease, w.job, d, base, release);
+  const out = await publishAttempt(ctx, lease, w.job, d, release);
   await Promise.all(sideWrites);
   return out;
 }
@@ -139,14 +136,14 @@ export async function republishAttempt(ctx: SchedulerContext, lease: Lease, job:
  * Publishes the attempt recorded on the job (also used to republish an
  * unpublished attempt whose owner died, D2) and marks it published.
  */
-export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, base?: JobRequest, release = false): Promise<DispatchOutcome> {
+export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, release = false): Promise<DispatchOutcome> {
   const margin = safeMarginMs(lease.ttlMs);
   // D3, checked first so a lease already unsafe costs no write, and again right before the
   // publish: the bound's write is awaited, and a process frozen there (GC, SIGSTOP) may wake
   // after its lock expired and another replica republished the attempt (D2).
   if (!lease.safeToAct(margin)) return { kind: 'lost', reason: 'lease_unsafe' };
   if (job.maxRuntimeMs !== undefined) await recordRuntimeBound(ctx, job, job.maxRuntimeMs);
-  const packet = dispatchPacket(ctx.instanceId, job, jobRequestFor(job, d, base));
+  const packet = dispatchPacket(ctx.instanceId, job, jobRequestFor(job, d));
   try {
     const data = ctx.encodeForWorkers(packet);
     if (!lease.safeToAct(margin)) return { kind: 'lost', reason: 'lease_unsafe' };

@@ -62,7 +62,7 @@ async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, job:
     ctx.logger.warn('submit for unknown job', { job_id: req.jobId });
     return ACK;
   }
-  return driveJob(ctx, lease, job, req);
+  return driveJob(ctx, lease, job);
 }
 
 /**
@@ -73,13 +73,13 @@ async function intake(ctx: SchedulerContext, lease: Lease, req: JobRequest, job:
  * the job in `job:retry`. `job` is the record as read under `lease`; the last
  * write of a path releases the lock in its own script (issue 7).
  */
-export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobRecord, req?: JobRequest): Promise<HandlerOutcome> {
+export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   if (job.state === 'APPROVAL_REQUIRED') {
     // Waits for a human; approving moves it to PENDING and republishes the submit.
     ctx.metrics.ignored.inc({ kind: 'submit', reason: 'awaiting_approval' });
     return ACK;
   }
-  if (job.state !== 'PENDING') return duplicate(ctx, lease, job, req);
+  if (job.state !== 'PENDING') return duplicate(ctx, lease, job);
   // D46: past its deadline before it ever ran.
   if (pastDeadline(job)) return failPastDeadline(ctx, lease, job, 'deadline_ms passed before dispatch');
 
@@ -149,7 +149,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     ...(concurrency ? { concurrency } : {}),
     ...(verdict.maxArtifactBytes !== undefined ? { maxArtifactBytes: verdict.maxArtifactBytes } : {}),
   };
-  const out = await dispatch(ctx, lease, job, route, { base: req, release: true, schedule });
+  const out = await dispatch(ctx, lease, job, route, { release: true, schedule });
   // `lost`: our lease became unsafe or was taken over; the job is PENDING or
   // DISPATCHED(published=false) and a redelivery or the replayer re-drives it under a fresh lock.
   return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
@@ -167,7 +167,7 @@ async function failPastDeadline(ctx: SchedulerContext, lease: Lease, job: JobRec
 }
 
 /** A redelivered or duplicate submit (or a replayed job) already past PENDING. */
-async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, req?: JobRequest): Promise<HandlerOutcome> {
+async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   if (TERMINAL_STATES.has(job.state)) {
     // D14: re-run idempotent side effects, then ack.
     await ctx.store.writeDlq(job);
@@ -192,7 +192,7 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
         if (gate.kind === 'later') return nak(gate.delayMs);
         safety = gate.record;
       }
-      const out = await dispatch(ctx, lease, job, route, { base: req, release: true, safety });
+      const out = await dispatch(ctx, lease, job, route, { release: true, safety });
       return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
     }
     return route.kind === 'overloaded' ? nak(OVERLOAD_NAK_MS) : noWorkerWait(ctx, lease, job);
@@ -201,7 +201,7 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord, re
   if (job.state === 'DISPATCHED' && d && !d.published) {
     // D2: we hold the lock, so the attempt's owner no longer does; republish the SAME attempt.
     ctx.logger.info('republishing unpublished attempt', { job_id: job.id, dispatch_id: d.dispatchId });
-    const out = await publishAttempt(ctx, lease, job, d, req, true);
+    const out = await publishAttempt(ctx, lease, job, d, true);
     return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
   }
   ctx.metrics.ignored.inc({ kind: 'submit', reason: 'duplicate' });

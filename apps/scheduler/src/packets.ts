@@ -1,8 +1,6 @@
 // BusPacket builders for what the scheduler publishes.
 import {
-  DispatchIdentitySchema,
   JobRequestSchema,
-  clone,
   create,
   newPacket,
   type BusPacket,
@@ -11,34 +9,29 @@ import {
 import { jobBudgetInit, jobMetadataInit, priorityToProto, type DispatchRecord, type JobRecord } from '@cordum/job-store';
 
 /**
- * The JobRequest sent to the worker. Built on the submitted request when we
- * have it (keeps env, budget, hints a CAP client set), else from the record
- * (with the budget rebuilt from `deadlineAt`, so a retry or redispatch keeps it);
- * the dispatch identity always comes from the record (D2).
+ * The JobRequest sent to the worker, built from the record alone (with the budget rebuilt from
+ * `deadlineAt`, so every attempt carries the same one) and the dispatch identity (D2). Never from
+ * the submit packet: submits are not verified (P61), and a copy of one would have the scheduler
+ * sign and send fields (env, meta, labels) that nobody checked and the policy never saw (P187).
  */
-export function jobRequestFor(job: JobRecord, dispatch: DispatchRecord, base?: JobRequest): JobRequest {
-  const req = base
-    ? clone(JobRequestSchema, base)
-    : create(JobRequestSchema, {
-        jobId: job.id,
-        topic: job.topic,
-        priority: priorityToProto(job.priority),
-        tenantId: job.tenant,
-        principalId: job.principalId,
-        labels: job.labels,
-        memoryId: job.memoryId ?? '',
-        budget: jobBudgetInit(job),
-        meta: jobMetadataInit(job, { withLabels: true }),
-      });
-  req.jobId = job.id;
-  req.topic = job.topic;
-  req.contextPtr = job.contextPtr;
-  req.dispatch = create(DispatchIdentitySchema, {
-    dispatchId: dispatch.dispatchId,
-    attempt: BigInt(dispatch.attempt),
-    assignedWorkerId: dispatch.workerId ?? '',
+export function jobRequestFor(job: JobRecord, dispatch: DispatchRecord): JobRequest {
+  return create(JobRequestSchema, {
+    jobId: job.id,
+    topic: job.topic,
+    priority: priorityToProto(job.priority),
+    contextPtr: job.contextPtr,
+    tenantId: job.tenant,
+    principalId: job.principalId,
+    labels: job.labels,
+    memoryId: job.memoryId ?? '',
+    budget: jobBudgetInit(job),
+    meta: jobMetadataInit(job, { withLabels: true }),
+    dispatch: {
+      dispatchId: dispatch.dispatchId,
+      attempt: BigInt(dispatch.attempt),
+      assignedWorkerId: dispatch.workerId ?? '',
+    },
   });
-  return req;
 }
 
 export function dispatchPacket(senderId: string, job: JobRecord, req: JobRequest): BusPacket {

@@ -108,6 +108,27 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     expect(jobsTotal?.values.find((v) => v.labels['state'] === 'SUCCEEDED')?.value).toBeGreaterThanOrEqual(1);
   });
 
+  it('builds the dispatched request from the record, never from the submit packet, whose fields nobody checked (P187)', async () => {
+    const job = await store.createJob({ ...newJob('job.echo'), labels: { team: 'a' } });
+    // A submit for a real job id carrying fields of its own: env, adapter, meta, labels, tenant.
+    const forged = create(JobRequestSchema, {
+      jobId: job.id,
+      topic: job.topic,
+      contextPtr: job.contextPtr,
+      tenantId: 'other',
+      principalId: 'mallory',
+      adapterId: 'shell',
+      env: { PATH: '/evil' },
+      labels: { team: 'evil' },
+      meta: { capability: 'rm-rf', tenantId: 'other', riskTags: ['none'] },
+    });
+    await bus.publish(subjects.submit, encodePacket(newPacket('anyone', { case: 'jobRequest', value: forged }, job.traceId)));
+    await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 15_000, { message: 'job SUCCEEDED' });
+    const req = worker.executions.get(job.id)![0]!.request;
+    expect(req).toMatchObject({ jobId: job.id, tenantId: 'acme', principalId: 'tester', adapterId: '', env: {}, labels: { team: 'a' } });
+    expect(req.meta).toMatchObject({ tenantId: 'acme', capability: '', riskTags: [], labels: { team: 'a' } });
+  });
+
   it('ends a denied topic DENIED with a DLQ entry and no execution', async () => {
     const job = await submit('job.denied');
     await waitFor(async () => (await stateOf(job.id)) === 'DENIED', 15_000, { message: 'job DENIED' });
