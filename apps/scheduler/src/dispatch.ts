@@ -3,12 +3,14 @@
 //   → lease.safeToAct() (D3) → max_runtime_ms bound (P65) → lease.safeToAct() again, with
 //   nothing awaited before the publish → core publish → await flush → markPublished (fenced)
 // The caller releases the lock and only then acks the bus message.
+// A markPublished that Redis fails is tried again while the lease is safe (P188).
 // Residual window: a crash after the flush and before `published=true` leaves
 // an attempt that may have reached a worker but looks unpublished; the
 // redelivered submit republishes the SAME dispatch id, so worker-sdk (which
 // runs only the current dispatch id) still runs it once.
 import { randomUUID } from 'node:crypto';
-import type { DispatchRecord, JobPatch, JobRecord, JobState, SafetyRecord } from '@cordum/job-store';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DispatchRecord, JobPatch, JobRecord, JobState, MarkPublishedResult, SafetyRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatchPacket, jobRequestFor } from './packets';
@@ -22,6 +24,10 @@ export type DispatchOutcome =
   | { kind: 'lost'; reason: string }
   /** The job moved on under us (state mismatch): the packet is stale. */
   | { kind: 'stale'; state?: JobState };
+
+/** markPublished's retry backoff (P188): 50 ms doubling to 1 s, for as long as the lease is safe. */
+const MARK_RETRY_FIRST_MS = 50;
+const MARK_RETRY_MAX_MS = 1_000;
 
 type Routed = Extract<RouteDecision, { kind: 'worker' } | { kind: 'untracked' }>;
 
@@ -161,7 +167,7 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
   // The job's first attempt only (P141): a retry's or a replacement's time since creation
   // includes earlier attempts' run times and backoffs, which are not dispatch latency.
   if (d.attempt === 1) ctx.metrics.dispatchLatency.observe(Math.max(0, Date.now() - readyAt(job)) / 1000);
-  const m = await ctx.store.markPublished(job.id, d.dispatchId, lease.token, { current: job, release });
+  const m = await markPublishedHolding(ctx, lease, job, d, release, margin);
   if (m.ok && release) lease.markReleased();
   if (!m.ok) {
     // Published but not marked: the residual window of D2, logged for the reconciler's audit.
@@ -172,3 +178,32 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
   ctx.logger.debug('job dispatched', { job_id: job.id, dispatch_id: d.dispatchId, attempt: d.attempt, subject: d.subject });
   return { kind: 'dispatched', job: m.job };
 }
+
+/**
+ * `markPublished`, tried again while the lease is safe when Redis fails it (P188). The attempt has
+ * left: a throw here would end the handler, release the lock, and the message's re-run (P101) or
+ * redelivery would find the attempt unpublished and send it again, which a CAP worker without
+ * start acks runs twice. Only a lease past its margin gives up (another replica may own the job
+ * by then), which leaves the D2 residual window to crashes and Redis outages longer than the lease.
+ * A try that timed out may have been applied and deleted the lock (`release`): a later try then
+ * finds the lock gone, and the record showing this dispatch published is the answer.
+ */
+async function markPublishedHolding(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, release: boolean, margin: number): Promise<MarkPublishedResult> {
+  let delayMs = MARK_RETRY_FIRST_MS;
+  let tried = false;
+  for (;;) {
+    try {
+      const m = await ctx.store.markPublished(job.id, d.dispatchId, lease.token, { current: job, release });
+      const cur = !m.ok ? m.current : undefined;
+      if (tried && cur?.dispatch?.dispatchId === d.dispatchId && cur.dispatch.published) return { ok: true, job: cur };
+      return m;
+    } catch (err) {
+      if (!lease.safeToAct(margin)) throw err;
+      ctx.logger.warn('marking a published dispatch failed; trying again while the job lock is held', { job_id: job.id, dispatch_id: d.dispatchId, err: errorText(err) });
+      tried = true;
+      await sleep(delayMs);
+      delayMs = Math.min(delayMs * 2, MARK_RETRY_MAX_MS);
+    }
+  }
+}
+
