@@ -28,8 +28,10 @@ export function createLeaderLoop(o: {
   run: () => Promise<void>;
   /** Called on each turn this replica is not the leader (e.g. to zero a gauge only the leader sets). */
   notLeader?: () => void;
+  /** Whether this replica may lead now (ElectorOptions.eligible); default always. */
+  eligible?: () => boolean;
 }): LeaderLoop {
-  const elector: LeaderElector = o.locks.elector({ key: o.key, owner: o.owner, ttlMs: o.ttlMs, renewMs: o.renewMs, logger: o.logger });
+  const elector: LeaderElector = o.locks.elector({ key: o.key, owner: o.owner, ttlMs: o.ttlMs, renewMs: o.renewMs, logger: o.logger, ...(o.eligible ? { eligible: o.eligible } : {}) });
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let stopped = false;

@@ -190,6 +190,8 @@ export class WorkerRegistry {
         readyTopics: hs?.readyTopics ?? w.readyTopics,
         startAck: hs?.startAck ?? w.startAck,
         lastSeen: Math.max(w.lastHeartbeat, now - floorMs),
+        // Its last heartbeat's word, kept in the snapshot's labels (P189): a stopping worker stays unroutable after a warm start.
+        draining: w.labels[WORKER_DRAINING_LABEL] === 'true',
         inFlight: 0,
         settled: 0,
       });

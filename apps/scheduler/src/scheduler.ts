@@ -199,7 +199,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     hydration = await hydrate({ redis, registry: workers, timeoutMs: config.snapshot.readTimeoutMs, floorMs: config.snapshot.hydrateFloorMs, logger });
     subs.push(bus.subscribe(subjects.progress, progressListener(c, progressInflight), { queue: QUEUE }));
     // The worker snapshot (for the gateways' /workers) needs no config.
-    const writer = snapshotWriter({ redis, locks, registry: workers, instanceId, intervalMs: config.snapshot.intervalMs, lockTtlMs: config.snapshot.lockTtlMs, logger });
+    const writer = snapshotWriter({ redis, locks, registry: workers, instanceId, intervalMs: config.snapshot.intervalMs, lockTtlMs: config.snapshot.lockTtlMs, logger, busConnected: () => bus?.connected === true });
     loops.push(writer);
     writer.start();
     // P152: no job is taken with the files' and env's config in place of the stored one (a section

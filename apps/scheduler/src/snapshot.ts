@@ -36,8 +36,11 @@ export function toSnapshot(workers: WorkerView[], writerId: string, now: number)
   };
 }
 
-export function snapshotWriter(o: { redis: RedisClient; locks: Locks; registry: WorkerRegistry; instanceId: string; intervalMs: number; lockTtlMs: number; logger: Logger }): LeaderLoop {
+export function snapshotWriter(o: { redis: RedisClient; locks: Locks; registry: WorkerRegistry; instanceId: string; intervalMs: number; lockTtlMs: number; logger: Logger; busConnected: () => boolean }): LeaderLoop {
   return createLeaderLoop({
+    // A replica cut off from NATS hears no heartbeat: its view goes stale and would show every
+    // worker offline to every gateway. It gives the lease up to one that hears them (P190).
+    eligible: o.busConnected,
     name: 'snapshot writer',
     locks: o.locks,
     key: SNAPSHOT_WRITER_KEY,

@@ -1,10 +1,13 @@
-import { encodeWorkerSnapshot, jobKeys } from '@cordum/job-store';
-import { create, HeartbeatSchema } from '@cordum/protocol';
+import { encodeWorkerSnapshot, jobKeys, parseWorkerSnapshot } from '@cordum/job-store';
+import { createLocks } from '@cordum/locks';
+import { create, HeartbeatSchema, WORKER_DRAINING_LABEL } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
-import { startRedis, type TestServer } from '@cordum/testing';
+import { startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { WorkerRegistry } from '../src/registry';
-import { hydrate } from '../src/snapshot';
+import { hydrate, snapshotWriter } from '../src/snapshot';
+import { routeFor } from '../src/route-job';
+import { EMPTY_POOLS } from '../src/routing-config';
 
 // Warm-start hydration (BEHAVIOURS §4, D41) against a real Redis, with the
 // registry's clock injected so expiry is checked without waiting.
@@ -55,6 +58,42 @@ describe('hydrate (real Redis)', () => {
     expect(reg.live().map((w) => w.workerId).sort()).toEqual(['fresh', 'live', 'old']);
     now += 10_001; // a dead worker is routable at most TTL − 20 s after hydration
     expect(reg.live().map((w) => w.workerId)).not.toContain('old');
+  });
+
+  it('keeps a worker whose last heartbeat said draining unroutable after the warm start (P189)', async () => {
+    const now = 2_000_000;
+    const reg = new WorkerRegistry({ ttlMs: 30_000, now: () => now });
+    await redis.set(
+      jobKeys.workerSnapshot(),
+      encodeWorkerSnapshot({ captured_at: now - 1000, writer_id: 'w', workers: [{ ...entry('stopping', now - 1_000), labels: { [WORKER_DRAINING_LABEL]: 'true' } }, entry('serving', now - 1_000)] }),
+    );
+    expect(await hydrate({ redis, registry: reg, timeoutMs: 5000, floorMs: 20_000, logger })).toMatchObject({ kind: 'warm', workers: 2 });
+    expect(reg.get('stopping')?.draining).toBe(true);
+    expect(reg.get('serving')?.draining).toBe(false);
+    const ctx = { workers: reg, pools: () => EMPTY_POOLS, config: { dispatchUntracked: false } };
+    const route = routeFor(ctx, { topic: 'job.echo', labels: {}, requires: [] });
+    expect(route).toMatchObject({ kind: 'worker', worker: { workerId: 'serving' } });
+  });
+
+  it('a snapshot writer cut off from NATS gives the writer lease up to one that hears heartbeats (P190)', async () => {
+    const locks = createLocks(redis);
+    let aConnected = true;
+    const writer = (id: string, connected: () => boolean) =>
+      snapshotWriter({ redis, locks, registry: new WorkerRegistry(), instanceId: id, intervalMs: 50, lockTtlMs: 2_000, logger, busConnected: connected });
+    const writtenBy = async () => parseWorkerSnapshot((await redis.get(jobKeys.workerSnapshot())) ?? '')?.writer_id;
+    const a = writer('sched-a', () => aConnected);
+    const b = writer('sched-b', () => true);
+    await redis.del(jobKeys.workerSnapshot());
+    a.start();
+    try {
+      await waitFor(async () => (await writtenBy()) === 'sched-a', 5_000, { message: 'a writes' });
+      b.start();
+      aConnected = false;
+      await waitFor(async () => (await writtenBy()) === 'sched-b', 5_000, { message: 'b writes, well before a 2 s lease would have expired on its own' });
+      expect(a.isLeader()).toBe(false);
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
   });
 
   it('falls back cold when the read does not answer within the timeout', async () => {

@@ -63,7 +63,7 @@ async function settled(id: string): Promise<void> {
 it.each([
   ['before', 'never reached Redis'],
   ['after', 'was applied and its reply lost (the lock already deleted)'],
-] as const)('a markPublished that failed (%s: %s) is tried again: the attempt is sent once', async (fault) => {
+] as const)('a markPublished that failed (%s: %s) is tried again: the attempt is sent once', async (fault, _what) => {
   const id = `mark-${fault}`;
   faults.set(id, fault);
   await rig.submit(id, 'job.capx');

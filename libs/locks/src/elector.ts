@@ -17,6 +17,12 @@ export interface ElectorOptions {
   fenceKey?: string;
   onElected?: (lease: Lease) => void;
   onRevoked?: () => void;
+  /**
+   * Whether this replica may lead now (default: always). While false it does not campaign, and a
+   * leader gives the lease up at its next renew, so a replica that cannot do the job (cut off from
+   * NATS, say) leaves it to one that can.
+   */
+  eligible?: () => boolean;
   logger?: LockLogger;
 }
 
@@ -83,6 +89,10 @@ export function createElector(tryAcquire: (o: LeaseOptions) => Promise<Lease | n
   };
 
   const tick = async () => {
+    if (o.eligible !== undefined && !o.eligible()) {
+      revoke('not eligible');
+      return;
+    }
     if (current) {
       const lease = current;
       try {

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Registry, type Histogram } from 'prom-client';
 import { closeRedis, createRedis, KeyBuilder, type RedisClient } from '@cordum/redis';
-import { createLocks, defaultFenceKey, FENCE_CHECK_LUA, LockBusyError, type Locks } from '../src';
+import { createElector, createLocks, defaultFenceKey, FENCE_CHECK_LUA, LockBusyError, type Locks } from '../src';
 import { Latch, REDIS_BACKENDS, startRedis, startRedisBackend, waitFor, type RedisBackend } from '@cordum/testing';
 
 describe.each(REDIS_BACKENDS)('@cordum/locks lease (single process, %s Redis)', (kind) => {
@@ -133,6 +133,49 @@ describe.each(REDIS_BACKENDS)('@cordum/locks lease (single process, %s Redis)', 
       expect(elector.isLeader()).toBe(true);
     } finally {
       await elector.stop();
+    }
+  });
+
+  it('an elector that is not eligible gives the lease up at its next renew and does not campaign; another takes over (P190)', async () => {
+    const key = `leader:elig-${kind}-${Math.random().toString(36).slice(2)}`;
+    let aMay = true;
+    let asked = 0;
+    let aTries = 0;
+    const a = createElector(
+      (o) => {
+        aTries++;
+        return locks.tryAcquire(o);
+      },
+      {
+        key,
+        owner: 'a',
+        ttlMs: 3000,
+        renewMs: 100,
+        eligible: () => {
+          asked++;
+          return aMay;
+        },
+      },
+    );
+    const b = locks.elector({ key, owner: 'b', ttlMs: 3000, renewMs: 100 });
+    a.start();
+    try {
+      await waitFor(() => a.isLeader(), 5000, { message: 'a elected' });
+      b.start();
+      aMay = false;
+      await waitFor(() => b.isLeader(), 5000, { message: 'b takes over well before the 3 s TTL would free the key' });
+      expect(a.isLeader()).toBe(false);
+      // b stops and frees the key: a, still not eligible, asks on each tick and never campaigns.
+      await b.stop();
+      expect(await redis.exists(key)).toBe(0);
+      const [triesBefore, askedBefore] = [aTries, asked];
+      await waitFor(() => asked >= askedBefore + 5, 5000, { message: 'five more ticks of a' });
+      expect(aTries).toBe(triesBefore);
+      expect(await redis.exists(key)).toBe(0);
+      aMay = true;
+      await waitFor(() => a.isLeader(), 5000, { message: 'a elected once eligible again' });
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
     }
   });
 
