@@ -1,8 +1,8 @@
 // echo-worker env (CONTRACT §1, D39): validated once, here, and passed down.
 import type { KeyObject } from 'node:crypto';
 import { loadSigningKeyFile } from '@cordum/protocol';
-import { MAX_HEARTBEAT_INTERVAL_MS } from '@cordum/worker-sdk';
-import { commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCsv, zDuration, zParsedString, zPositiveInt, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
+import { MAX_HEARTBEAT_INTERVAL_MS, MAX_PARALLEL_JOBS } from '@cordum/worker-sdk';
+import { commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCsv, zDuration, zInt, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 
@@ -17,7 +17,7 @@ export const echoWorkerEnvSchema = commonEnvSchema.extend({
     if (bad !== undefined) ctx.addIssue({ code: 'custom', message: `must be a comma list of topics like job.echo (bad entry "${bad}")` });
   }),
   WORKER_POOL: z.string().default('default'),
-  WORKER_MAX_PARALLEL: zPositiveInt.default(32),
+  WORKER_MAX_PARALLEL: zInt({ min: 1, max: MAX_PARALLEL_JOBS }).default(32),
   WORKER_HTTP_ADDR: zAddr.optional(),
   WORKER_EXEC_LOG: z.string().optional(),
   WORKER_ECHO_DELAY: zDuration.default(0),

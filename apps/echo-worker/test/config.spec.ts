@@ -34,6 +34,8 @@ test('env values are parsed: lists, durations, addresses', () => {
 test.each([
   ['WORKER_MAX_PARALLEL', 'abc'],
   ['WORKER_MAX_PARALLEL', '0'],
+  // an int32 in every heartbeat: a larger one was accepted and no heartbeat was ever sent
+  ['WORKER_MAX_PARALLEL', '3000000000'],
   ['WORKER_TOPICS', 'echo'],
   ['WORKER_ECHO_DELAY', 'soon'],
   ['WORKER_HTTP_ADDR', 'nope'],

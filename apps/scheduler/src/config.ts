@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
-import { ConfigError, commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
+import { ConfigError, commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zLongDuration, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { z } from 'zod';
 import { D21_BREAKER, type BreakerOptions } from './safety-breaker';
@@ -18,7 +18,8 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   TIMEOUT_CONFIG_PATH: z.string().optional(),
   JOB_TTL: zJobTtl,
   // P99: a job held for approval this long is DENIED `approval_expired` (default 6/7 of JOB_TTL: 6d at 7d).
-  SCHEDULER_APPROVAL_TIMEOUT: zDuration.optional(),
+  // Compared with a held job's age, never a timer: bounded by JOB_TTL (approvalTimeout), not Node's timer range (P193).
+  SCHEDULER_APPROVAL_TIMEOUT: zLongDuration.optional(),
   SCHEDULER_DISPATCH_UNTRACKED: zBool.default(false),
   // BEHAVIOURS §3 delivery verification.
   SCHEDULER_DISPATCH_VERIFY_ENABLED: zBool.default(true),

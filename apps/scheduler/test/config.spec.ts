@@ -101,6 +101,9 @@ describe('loadSchedulerConfig', () => {
     expect(loadSchedulerConfig({ JOB_TTL: '1h', SCHEDULER_APPROVAL_TIMEOUT: '58m' }, empty).approvalTimeoutMs).toBe(58 * 60_000);
     expect(() => loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: '500ms' }, empty)).toThrow(/^invalid config: SCHEDULER_APPROVAL_TIMEOUT must be between 1s/);
     expect(() => loadSchedulerConfig({ SCHEDULER_APPROVAL_TIMEOUT: 'soon' }, empty)).toThrow(/^invalid config: SCHEDULER_APPROVAL_TIMEOUT/);
+    // never a timer (P193): past Node's 24.8-day timer range, up to JOB_TTL minus 2m
+    expect(loadSchedulerConfig({ JOB_TTL: '30d', SCHEDULER_APPROVAL_TIMEOUT: '28d' }, empty).approvalTimeoutMs).toBe(28 * 86_400_000);
+    expect(() => loadSchedulerConfig({ JOB_TTL: '30d', SCHEDULER_APPROVAL_TIMEOUT: '30d' }, empty)).toThrow(/SCHEDULER_APPROVAL_TIMEOUT must be between 1s and JOB_TTL minus 2m/);
   });
 
   it('keeps the files as written for the bootstrap merge (D35) and reads the reload interval (D36)', () => {

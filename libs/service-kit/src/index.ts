@@ -4,6 +4,7 @@ export {
   exitOnConfigError,
   zDuration,
   zJobTtl,
+  zLongDuration,
   zCheckedString,
   zParsedString,
   MAX_TIMER_MS,

@@ -16,6 +16,8 @@ export const MAX_START_ACK_DELAY_MS = 1_000;
  * period past the TTL keeps it out for good (jobs stay PENDING with no error anywhere).
  */
 export const MAX_HEARTBEAT_INTERVAL_MS = 10_000;
+/** maxParallelJobs' ceiling: Heartbeat.max_parallel_jobs is an int32 on the wire. */
+export const MAX_PARALLEL_JOBS = 2_147_483_647;
 /** Below this a worker's heartbeats (and their progress keep-alives) are load, not liveness. */
 export const MIN_HEARTBEAT_INTERVAL_MS = 100;
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
@@ -67,7 +69,8 @@ export function validateWorkerOptions(o: Omit<WorkerOptions, 'bus' | 'redis' | '
       throw invalid(`topics: ${render(t, 100)} is not a job topic: each must match ${JOB_TOPIC_RE.source} (at most ${MAX_TOPIC_LENGTH} characters), e.g. "job.echo"`);
     }
   }
-  if (!Number.isInteger(o.maxParallelJobs) || o.maxParallelJobs < 1) throw invalid(`maxParallelJobs must be a positive integer, got ${render(o.maxParallelJobs, 100)}`);
+  // An int32 on the wire (Heartbeat.max_parallel_jobs): a larger one failed every heartbeat, and the worker was never registered (P192).
+  if (!Number.isInteger(o.maxParallelJobs) || o.maxParallelJobs < 1 || o.maxParallelJobs > MAX_PARALLEL_JOBS) throw invalid(`maxParallelJobs must be an integer from 1 to ${MAX_PARALLEL_JOBS}, got ${render(o.maxParallelJobs, 100)}`);
   if (typeof o.handler !== 'function') throw invalid(`handler must be a function (job) => Promise<JobOutcome>, got ${render(o.handler, 100)}`);
   intIn('heartbeatIntervalMs', o.heartbeatIntervalMs, MIN_HEARTBEAT_INTERVAL_MS, MAX_HEARTBEAT_INTERVAL_MS, ' (ms; the scheduler forgets a worker 30 s after its last heartbeat)');
   intIn('handshakeIntervalMs', o.handshakeIntervalMs, MIN_HEARTBEAT_INTERVAL_MS, 3_600_000, ' (ms)');

@@ -73,6 +73,7 @@ test.each([
   ["handler: 'echo'", { handler: 'echo' }, /^handler must be a function/],
   ['maxParallelJobs: Number.NaN', { maxParallelJobs: Number.NaN }, /^maxParallelJobs/],
   ["maxParallelJobs: '4'", { maxParallelJobs: '4' }, /^maxParallelJobs/],
+  ['maxParallelJobs: 2 ** 31 (an int32 on the wire)', { maxParallelJobs: 2 ** 31 }, /^maxParallelJobs must be an integer from 1 to 2147483647/],
   ['labels: { zone: 1 }', { labels: { zone: 1 } }, /^labels must map names to string values/],
   ["capabilities: 'job.x'", { capabilities: 'job.x' }, /^capabilities/],
   ['bus: undefined', { bus: undefined }, /^bus is required/],

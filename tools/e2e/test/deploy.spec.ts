@@ -472,6 +472,26 @@ describe('docs/operations.md', () => {
     }
   });
 
+  it('has table rows with as many cells as their header, in every doc and README (extra cells are dropped when rendered)', () => {
+    const readmes = ['apps', 'libs', 'tools'].flatMap((d) => readdirSync(join(repoRoot, d)).map((p) => `${d}/${p}/README.md`)).filter((f) => existsSync(join(repoRoot, f)));
+    const docs = [...readdirSync(join(repoRoot, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`), 'README.md', ...readmes];
+    expect(docs.length).toBeGreaterThan(15);
+    const bad: string[] = [];
+    for (const file of docs) {
+      let width: number | undefined;
+      for (const [i, line] of readFileSync(join(repoRoot, file), 'utf8').split('\n').entries()) {
+        if (!line.startsWith('|')) {
+          width = undefined;
+          continue;
+        }
+        const cells = line.replace(/\\\|/g, '').split('|').length - 2; // an escaped \| is text, not a cell border
+        if (width === undefined) width = cells;
+        else if (cells !== width) bad.push(`${file}:${i + 1} has ${cells} cells, its header ${width}`);
+      }
+    }
+    expect(bad).toEqual([]);
+  });
+
   it('quotes log lines word for word', () => {
     const section = doc.slice(doc.indexOf('## Log lines that need a look'), doc.indexOf('## When something fails'));
     const msgs = [...section.matchAll(/^\| `([^`]+)` \|/gm)].map((m) => m[1]!);
