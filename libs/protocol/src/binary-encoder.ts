@@ -8,21 +8,31 @@
 // Every job is encoded as three packets (submit, dispatch, result) and four
 // gRPC messages (two Decide requests, two answers).
 //
-// `encodeMessage(desc, msg)` returns the same bytes as `toBinary(desc, msg)`:
-// fields in field-number order, proto3 zero values left out, explicit-presence
-// fields written when set, oneofs by their case, packed repeated scalars,
-// map entries in the object's key order with key (1) and value (2) always
-// written, unknown fields last. The test suite compares both byte for byte on
-// every message type of the schemas, filled with random values.
+// `encodeMessage(desc, msg)` returns the deterministic encoding of `msg`: the
+// bytes `toBinary(desc, msg)` writes (fields in field-number order, proto3 zero
+// values left out, explicit-presence fields written when set, oneofs by their
+// case, packed repeated scalars, map entries with key (1) and value (2) always
+// written, unknown fields last), except that map entries are written in key
+// order, not in the object's key order, as Go's deterministic marshal and
+// Python's deterministic serialization write them (D42 signs these bytes, and
+// the CAP verifiers re-encode a packet that way before they check it): string
+// keys by their UTF-8 bytes ("-z" < "10" < "9" < "b"), integer keys by value
+// (signed or unsigned as their type), false before true. A JS object cannot
+// hold that order itself: it always lists integer-like keys ("9", "10") first,
+// numerically. The test suite compares the bytes with toBinary's, given the
+// same message with its map keys listed in that order, on every message type
+// of the schemas filled with random values.
 //
 // It writes each message into a shared slab and returns a view of it (no copy);
 // a slab that fills up is replaced, and the old one lives as long as the views
-// into it. Anything it does not handle goes to `toBinary`, unchanged:
-// message types with wrapper, Struct or group-encoded fields, or required
-// fields (compiled as unsupported), and any value of an unexpected type or out
-// of range (the write is abandoned and `toBinary` encodes the message, or
-// throws its own error for it).
-import { ScalarType, protoInt64, toBinary, type DescField, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
+// into it. Message types with wrapper, Struct or group-encoded fields, or
+// required fields, are compiled as unsupported and go to `toBinary`, unchanged
+// (maps inside keep the object's key order; no CAP or gRPC schema of ours has
+// such a type). A value of an unexpected type or out of range abandons the
+// write: `toBinary` encodes the message (or throws its own error for it), and
+// its bytes, decoded again, now hold only values of the right types and are
+// written like any other message, maps in key order.
+import { ScalarType, fromBinary, protoInt64, toBinary, type DescField, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
 import { isWrapperDesc } from '@bufbuild/protobuf/wkt';
 
 type AnyMessage = Record<string, unknown> & { $typeName?: string; $unknown?: { no: number; wireType: number; data: Uint8Array }[] };
@@ -332,6 +342,82 @@ function mapKeyConverter(type: ScalarType): (k: string) => unknown {
   }
 }
 
+/**
+ * Orders two strings by their UTF-8 encodings, as Go compares strings (bytes) and Python its
+ * deterministic map keys. UTF-16 code units below 0xD800 order like the code points, and before
+ * any unit from 0xD800 up; two units from 0xD800 up (surrogates, U+E000–U+FFFF) do not, so
+ * those rare keys compare their encodings (a lone surrogate encodes as U+FFFD, as written).
+ */
+export function compareUtf8(a: string, b: string): number {
+  const n = a.length < b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x < 0xd800 || y < 0xd800) return x - y;
+    return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  }
+  return a.length - b.length;
+}
+
+/** A 64-bit key as the integer it is written as; a key that is no integer is left to toBinary. */
+function bigKey(k: string, unsigned: boolean): bigint {
+  let n: bigint;
+  try {
+    n = BigInt(k);
+  } catch {
+    throw unsupported;
+  }
+  return unsigned ? BigInt.asUintN(64, n) : BigInt.asIntN(64, n);
+}
+
+/**
+ * The order map entries are written in, by key type (Go's deterministic marshal: false before
+ * true, integers ascending, strings by their bytes). Keys are object keys, i.e. strings.
+ */
+function keyOrder(type: ScalarType): (a: string, b: string) => number {
+  switch (type) {
+    case ScalarType.STRING:
+      return compareUtf8;
+    case ScalarType.BOOL:
+      return (a, b) => (a < b ? -1 : a > b ? 1 : 0); // "false" < "true"
+    case ScalarType.INT64:
+    case ScalarType.SINT64:
+    case ScalarType.SFIXED64:
+    case ScalarType.UINT64:
+    case ScalarType.FIXED64: {
+      const unsigned = type === ScalarType.UINT64 || type === ScalarType.FIXED64;
+      return (a, b) => {
+        const x = bigKey(a, unsigned);
+        const y = bigKey(b, unsigned);
+        return x < y ? -1 : x > y ? 1 : 0;
+      };
+    }
+    case ScalarType.INT32:
+    case ScalarType.UINT32:
+    case ScalarType.SINT32:
+    case ScalarType.FIXED32:
+    case ScalarType.SFIXED32:
+    case ScalarType.DOUBLE: // not valid map key types; converted like the integers (mapKeyConverter)
+    case ScalarType.FLOAT:
+    case ScalarType.BYTES:
+      return (a, b) => Number.parseInt(a) - Number.parseInt(b);
+  }
+}
+
+/**
+ * The keys of `rec` in `order`. The common cases cost one pass: no key or one, or keys already
+ * listed in order (maps built in order, or decoded from a deterministic encoding); only the
+ * others are sorted (stable, so keys that compare equal keep their order).
+ */
+function orderedKeys(rec: Record<string, unknown>, order: (a: string, b: string) => number): string[] {
+  const keys = Object.keys(rec);
+  for (let i = 1; i < keys.length; i++) {
+    if (order(keys[i - 1] as string, keys[i] as string) > 0) return keys.sort(order);
+  }
+  return keys;
+}
+
 const compiledTypes = new WeakMap<DescMessage, Compiled>();
 
 function supported(f: DescField): boolean {
@@ -445,6 +531,7 @@ function compileField(f: DescField): Write {
       const keyTag = tagOf(1, WIRE_TYPE[f.mapKey]);
       const writeKey = scalarWriter(f.mapKey);
       const toKey = mapKeyConverter(f.mapKey);
+      const order = keyOrder(f.mapKey);
       let writeValue: (v: unknown) => void;
       if (f.mapKind === 'message') {
         writeValue = childWriter(2, f.message);
@@ -459,7 +546,7 @@ function compileField(f: DescField): Write {
       }
       return (m) => {
         const rec = m[name] as Record<string, unknown>;
-        const keys = Object.keys(rec);
+        const keys = orderedKeys(rec, order);
         for (let i = 0; i < keys.length; i++) {
           const k = keys[i] as string;
           varint32(entryTag);
@@ -500,21 +587,35 @@ function writeFields(fields: Write[], typeName: string, m: AnyMessage): void {
   }
 }
 
-/** The bytes `toBinary(desc, msg)` returns, written without its per-call buffers. */
-export function encodeMessage<D extends DescMessage>(desc: D, msg: MessageShape<D>): Uint8Array {
-  const c = compile(desc);
-  if (c.fields === null) return toBinary(desc, msg);
+/** Writes `msg` with the compiled writers; undefined when a value is one this encoder leaves to toBinary. */
+function write(fields: Write[], typeName: string, msg: AnyMessage): Uint8Array | undefined {
   start = pos;
   forks.length = 0;
   try {
-    writeFields(c.fields, c.typeName, msg as unknown as AnyMessage);
+    writeFields(fields, typeName, msg);
   } catch (err) {
     pos = start;
     forks.length = 0;
-    if (err instanceof Unsupported) return toBinary(desc, msg);
+    if (err instanceof Unsupported) return undefined;
     throw err;
   }
   const out = slab.subarray(start, pos);
   start = pos;
   return out;
+}
+
+/**
+ * The deterministic encoding of `msg` (see the top of this file): toBinary's bytes with map
+ * entries in key order, written without toBinary's per-call buffers.
+ */
+export function encodeMessage<D extends DescMessage>(desc: D, msg: MessageShape<D>): Uint8Array {
+  const { fields, typeName } = compile(desc);
+  if (fields === null) return toBinary(desc, msg);
+  const out = write(fields, typeName, msg as unknown as AnyMessage);
+  if (out !== undefined) return out;
+  // A value of an unexpected type: toBinary converts it or throws. Decoded again, its bytes are
+  // a message of well-typed values, written like any other so that its maps are in key order too
+  // (only a nested type this encoder does not write keeps toBinary's bytes as they are).
+  const bytes = toBinary(desc, msg);
+  return write(fields, typeName, fromBinary(desc, bytes) as unknown as AnyMessage) ?? bytes;
 }

@@ -26,7 +26,7 @@ export type { Timestamp } from '@bufbuild/protobuf/wkt';
 
 export { ProtocolError, isProtocolError } from './errors';
 export type { ProtocolErrorCode } from './errors';
-export { PROTOCOL_VERSION, WORKER_DRAINING_LABEL, encodePacket, decodePacket, encodeForSigning, newPacket, canonicalCopy } from './codec';
+export { PROTOCOL_VERSION, WORKER_DRAINING_LABEL, encodePacket, decodePacket, encodeForSigning, newPacket } from './codec';
 export { encodeProgressPacket } from './progress-packet';
 export type { ProgressPacketFields } from './progress-packet';
 export { validatePacket, decodeValidPacket, JOB_TOPIC_RE, MAX_TOPIC_LENGTH, TENANT_RE } from './validate';

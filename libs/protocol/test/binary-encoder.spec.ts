@@ -1,7 +1,7 @@
 import { ScalarType, create, createFileRegistry, toBinary, type DescField, type DescMessage } from '@bufbuild/protobuf';
 import type { GenFile } from '@bufbuild/protobuf/codegenv2';
 import { FileDescriptorProtoSchema, Int32ValueSchema, StructSchema, TimestampSchema, file_google_protobuf_struct } from '@bufbuild/protobuf/wkt';
-import { encodeMessage } from '../src/binary-encoder';
+import { compareUtf8, encodeMessage } from '../src/binary-encoder';
 import {
   BusPacketSchema,
   JobRequestSchema,
@@ -16,7 +16,7 @@ import {
   file_grpc_health_v1_health,
 } from '../src';
 import { seededRandom as rng } from '@cordum/testing';
-import { VECTOR_NAMES, readVector } from './fixtures';
+import { VECTOR_NAMES, readVector, referenceKeyOrder, toBinaryInKeyOrder } from './fixtures';
 
 type AnyMessage = Record<string, unknown>;
 
@@ -133,7 +133,8 @@ function enumValue(r: () => number, f: Extract<DescField, { fieldKind: 'enum' }>
 }
 
 function mapKey(r: () => number, t: ScalarType): string {
-  if (t === ScalarType.STRING) return pick(r, ['a', 'b', 'z', '10', '2', 'ключ', '', 'env_' + Math.floor(r() * 100)]);
+  // Integer-like keys, which objects list first and numerically, and keys whose UTF-16 order is not their UTF-8 order.
+  if (t === ScalarType.STRING) return pick(r, ['a', 'b', 'z', '10', '2', '9', '-z', 'ключ', '', '🙂', '\uff61', '\ud800', 'env_' + Math.floor(r() * 100)]);
   if (t === ScalarType.BOOL) return r() < 0.5 ? 'true' : 'false';
   const unsigned = t === ScalarType.UINT32 || t === ScalarType.FIXED32 || t === ScalarType.UINT64 || t === ScalarType.FIXED64;
   return String(pick(r, unsigned ? [0, 1, 7, 300, 4294967295] : [0, 1, 7, 300, -5, -2147483648]));
@@ -196,13 +197,13 @@ describe('encodeMessage', () => {
     expect(types.map((t) => t.typeName)).toEqual(expect.arrayContaining(['cordum.agent.v1.BusPacket', 'cordum.v1.PolicyStreamRequest', 'cordum.agent.v1.JobRequest']));
   });
 
-  it('writes the bytes toBinary writes, for every message type filled with random values', () => {
+  it('writes the bytes toBinary writes, map entries in key order, for every message type filled with random values', () => {
     const r = rng(7);
     let compared = 0;
     for (const desc of [...types, allScalarsType(), TimestampSchema, Int32ValueSchema, ...messagesOf([file_google_protobuf_struct])]) {
       for (let i = 0; i < 100; i++) {
         const msg = randomMessage(r, desc);
-        const want = toBinary(desc, msg as never);
+        const want = toBinaryInKeyOrder(desc, msg);
         const got = encodeMessage(desc, msg as never);
         if (!sameBytes(got, want)) throw new Error(`${desc.typeName} case ${i}: ${Buffer.from(got).toString('hex')} != ${Buffer.from(want).toString('hex')}`);
         compared++;
@@ -223,7 +224,7 @@ describe('encodeMessage', () => {
     const kept: { got: Uint8Array; want: Uint8Array }[] = [];
     for (let i = 0; i < 3000; i++) {
       const msg = randomMessage(r, JobRequestSchema);
-      kept.push({ got: encodeMessage(JobRequestSchema, msg as never), want: toBinary(JobRequestSchema, msg as never) });
+      kept.push({ got: encodeMessage(JobRequestSchema, msg as never), want: toBinaryInKeyOrder(JobRequestSchema, msg) });
     }
     expect(kept.every(({ got, want }) => sameBytes(got, want))).toBe(true);
     // Views never overlap: writing into one leaves the next unchanged.
@@ -251,6 +252,66 @@ describe('encodeMessage', () => {
     // The failed write left nothing behind: the next message is whole.
     const next = create(JobRequestSchema, { jobId: 'after' });
     expect(sameBytes(encodeMessage(JobRequestSchema, next), toBinary(JobRequestSchema, next))).toBe(true);
+  });
+
+  it('writes map entries in key order whatever order the object lists them in: UTF-8 bytes, integers by value, false first', () => {
+    // Entry bytes of a map<string, string> field 15 (JobRequest.labels): 7a len 0a klen key 12 vlen value.
+    const entry = (k: string): Buffer => {
+      const key = Buffer.from(k, 'utf8');
+      return Buffer.from([0x7a, key.length + 5, 0x0a, key.length, ...key, 0x12, 1, 0x76]);
+    };
+    // Objects list "9", "10" first (numerically); UTF-16 puts "🙂" (d83d…) before "｡" (ff61), UTF-8 after.
+    const labels = Object.fromEntries(['b', '10', '🙂', '-z', '9', '\uff61', 'é', '2'].map((k) => [k, 'v']));
+    expect(Object.keys(labels).slice(0, 3)).toEqual(['2', '9', '10']);
+    const bytes = Buffer.from(encodeMessage(JobRequestSchema, create(JobRequestSchema, { labels })));
+    expect(bytes).toEqual(Buffer.concat(['-z', '10', '2', '9', 'b', 'é', '\uff61', '🙂'].map(entry)));
+
+    // Every key type of the test-built message, with message values that hold maps themselves.
+    const desc = allScalarsType();
+    const m = create(desc) as unknown as AnyMessage;
+    const child = create(desc) as unknown as AnyMessage;
+    child.mFixed32 = { '10': 1, '9': 2, '4294967295': 3 };
+    child.mBool = { true: 1.5, false: 2.5 };
+    m.mInt32 = { '300': 'a', '7': 'b', '-5': 'c', '0': 'd', '-2147483648': 'e', '2147483647': 'f' };
+    m.mSint64 = { '7': 1, '-5': 2, '-9223372036854775808': 3, '9223372036854775807': 4, '1': 5 };
+    m.mBool = { true: 1, false: 2 };
+    m.mFixed32 = { '4294967295': 1, '1': -2, '0': 3 };
+    m.mUint64 = { '18446744073709551615': child, '10': child, '9': create(desc), '0': child };
+    const got = encodeMessage(desc, m as never);
+    expect(sameBytes(got, toBinaryInKeyOrder(desc, m))).toBe(true);
+    expect(sameBytes(got, toBinary(desc, m as never))).toBe(false); // toBinary alone follows the objects
+    // m_int32 (field 301, entry tag ea 12, then length and the key's tag 08): keys ascending as signed values.
+    const int32Keys: number[] = [];
+    const wire = Buffer.from(got);
+    for (let i = 0; i < wire.length - 2; i++) {
+      if (wire[i] === 0xea && wire[i + 1] === 0x12 && wire[i + 3] === 0x08) {
+        const entryBytes = wire.subarray(i + 4, i + 4 + (wire[i + 2] as number) - 1);
+        let v = 0n;
+        for (let j = 0; j < entryBytes.length; j++) {
+          v |= BigInt((entryBytes[j] as number) & 0x7f) << BigInt(7 * j);
+          if (((entryBytes[j] as number) & 0x80) === 0) break;
+        }
+        int32Keys.push(Number(BigInt.asIntN(64, v)));
+      }
+    }
+    expect(int32Keys).toEqual([-2147483648, -5, 0, 7, 300, 2147483647]);
+  });
+
+  it('orders strings as their UTF-8 bytes, lone surrogates as the U+FFFD they are written as', () => {
+    const keys = ['b', '10', '9', '-z', '', 'é', '\uff61', '🙂', '\ud800', '\ud800x', 'x\ud83d', 'x\ud83d\ude42', '\ue000', '\uffff', 'a', 'ab'];
+    const byBytes = referenceKeyOrder(ScalarType.STRING);
+    for (const a of keys) for (const b of keys) expect([a, b, Math.sign(compareUtf8(a, b))]).toEqual([a, b, Math.sign(byBytes(a, b))]);
+  });
+
+  it('writes a message it handed to toBinary (a value of the wrong type) like the fast path: maps in key order too', () => {
+    const init = { jobId: 'j', labels: { '10': 'x', '9': 'y', '-z': 'w', b: 'v' }, env: { '2': 'a', '1': 'b' }, meta: { labels: { '10': 'x', '9': 'y' } } };
+    const wellTyped = create(JobRequestSchema, { ...init, stepIndex: 12 });
+    const asString = create(JobRequestSchema, init) as unknown as AnyMessage;
+    asString.stepIndex = '12'; // the fast path refuses it; toBinary accepts a numeric string
+    const fast = Buffer.from(encodeMessage(JobRequestSchema, wellTyped));
+    expect(Buffer.from(encodeMessage(JobRequestSchema, asString as never))).toEqual(fast);
+    expect(sameBytes(fast, toBinaryInKeyOrder(JobRequestSchema, wellTyped))).toBe(true);
+    expect(sameBytes(fast, toBinary(JobRequestSchema, wellTyped))).toBe(false);
   });
 
   it('leaves types it does not write (Struct) to toBinary', () => {

@@ -19,9 +19,8 @@ import {
   validatePacket,
 } from '../src';
 import type { BusPacket } from '../src';
-import { readVector } from './fixtures';
-import { ListValueSchema, StructSchema, ValueSchema } from '@bufbuild/protobuf/wkt';
-import { mapsSorted, sortMapsInPlace } from '../src/codec';
+import { readVector, toBinaryInKeyOrder } from './fixtures';
+import { CompensationSchema, encodeForSigning } from '../src';
 
 function codeOf(fn: () => unknown): { code: string; message: string } | undefined {
   try {
@@ -78,18 +77,34 @@ describe('encodePacket', () => {
     expect(Buffer.from(encodePacket(build(['9', '10', 'a'], ['x'])))).toEqual(Buffer.from(encodePacket(build(['a', '10', '9'], ['x']))));
   });
 
-  it('finds maps through recursive message types (Struct ↔ Value ↔ ListValue), whichever path reaches them', () => {
-    // BusPacket has no recursive type today; the map walk must still see every path when one is added.
-    const inner = create(StructSchema, { fields: { b: create(ValueSchema, { kind: { case: 'numberValue', value: 1 } }), a: create(ValueSchema, { kind: { case: 'numberValue', value: 2 } }) } });
-    const list = create(ListValueSchema, { values: [create(ValueSchema, { kind: { case: 'structValue', value: inner } })] });
-    const value = create(ValueSchema, { kind: { case: 'listValue', value: list } });
-    expect(mapsSorted(ValueSchema, value as unknown as Record<string, unknown>)).toBe(false);
-    sortMapsInPlace(ValueSchema, value as unknown as Record<string, unknown>);
-    const walked = ((value.kind.value as typeof list).values[0]?.kind.value as typeof inner).fields;
-    expect(Object.keys(walked)).toEqual(['a', 'b']);
-    expect(mapsSorted(ValueSchema, value as unknown as Record<string, unknown>)).toBe(true);
-    // A packet type with no map anywhere costs nothing and is always "sorted".
-    expect(mapsSorted(JobProgressSchema, create(JobProgressSchema, { jobId: 'j' }) as unknown as Record<string, unknown>)).toBe(true);
+  it('writes every map of every payload in UTF-8 key order, integer-like keys included (as Go and Python re-encode it)', () => {
+    // Objects list "2", "9", "10" first (numerically); UTF-16 puts "🙂" before "｡", UTF-8 after.
+    const inserted = ['b', '10', '🙂', '-z', '9', '\uff61', 'é', '2'];
+    const byBytes = ['-z', '10', '2', '9', 'b', 'é', '\uff61', '🙂'];
+    const strings = (): Record<string, string> => Object.fromEntries(inserted.map((k) => [k, `v${k}`]));
+    const bools = (): Record<string, boolean> => Object.fromEntries(inserted.map((k, i) => [k, i % 2 === 0]));
+    const cases: [string, BusPacket['payload']][] = [
+      ['job_request.labels', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j', topic: 'job.x', labels: strings() }) }],
+      ['job_request.env', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j', topic: 'job.x', env: strings() }) }],
+      ['job_request.meta.labels', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j', topic: 'job.x', meta: create(JobMetadataSchema, { labels: strings() }) }) }],
+      ['job_request.compensation.env', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j', compensation: create(CompensationSchema, { env: strings() }) }) }],
+      ['job_request.compensation.labels', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j', compensation: create(CompensationSchema, { labels: strings() }) }) }],
+      ['job_request.compensation.meta.labels', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j', compensation: create(CompensationSchema, { meta: { labels: strings() } }) }) }],
+      ['heartbeat.labels', { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: 'w', labels: strings() }) }],
+      ['alert.details', { case: 'alert', value: create(SystemAlertSchema, { message: 'm', details: strings() }) }],
+      ['handshake.capabilities', { case: 'handshake', value: create(HandshakeSchema, { componentId: 'c', capabilities: bools() }) }],
+    ];
+    for (const [name, payload] of cases) {
+      const p = newPacket('s', payload, 't');
+      for (const bytes of [encodePacket(p), encodeForSigning(p)]) {
+        const buf = Buffer.from(bytes);
+        // Each entry's key is written as 0a <len> <key>; find them in the bytes.
+        const at = inserted.map((k) => [k, buf.indexOf(Buffer.from([0x0a, Buffer.byteLength(k), ...Buffer.from(k)]))] as const);
+        expect([name, at.every(([, i]) => i >= 0)]).toEqual([name, true]);
+        expect([name, [...at].sort((x, y) => x[1] - y[1]).map(([k]) => k)]).toEqual([name, byBytes]);
+        expect([name, buf]).toEqual([name, Buffer.from(toBinaryInKeyOrder(BusPacketSchema, p))]);
+      }
+    }
   });
 
   it('does not mutate the packet it encodes', () => {

@@ -1,4 +1,4 @@
-import { generateKeyPairSync, sign } from 'node:crypto';
+import { generateKeyPairSync, sign, verify } from 'node:crypto';
 import {
   BusPacketSchema,
   JobRequestSchema,
@@ -96,6 +96,58 @@ describe('signPacket / verifyPacket (D42)', () => {
 
     const canonicalSig = decodePacket(signPacket(p, privatePem)).signature;
     expect(verifyPacket(withSig(reordered, canonicalSig), publicPem)).toBe(false);
+  });
+
+  describe('map entries in UTF-8 key order, as the Go and Python CAP verifiers re-encode them', () => {
+    // Built by hand: BusPacket{1 trace_id, 2 sender_id, 3 created_at{1 seconds, 2 nanos},
+    // 4 protocol_version, 10 job_request{1 job_id, 2 topic, 15 labels}}, with the labels
+    // entries in byte order: "-z" < "10" < "9" < "b" (a JS object lists "9", "10" first).
+    const len = (tag: number, body: number[]): number[] => [tag, body.length, ...body];
+    const str = (tag: number, s: string): number[] => len(tag, [...Buffer.from(s, 'utf8')]);
+    const entry = (k: string, v: string): number[] => len(0x7a, [...str(0x0a, k), ...str(0x12, v)]);
+    const SECONDS = 1_700_000_000; // varint 80 e2 cf aa 06
+    const handBuilt = Buffer.from([
+      ...str(0x0a, 'trace-1'),
+      ...str(0x12, 'gateway-1'),
+      ...len(0x1a, [0x08, 0x80, 0xe2, 0xcf, 0xaa, 0x06, 0x10, 0x05]),
+      0x20, 0x01,
+      ...len(0x52, [...str(0x0a, 'job-1'), ...str(0x12, 'job.echo'), ...entry('-z', 'w'), ...entry('10', 'x'), ...entry('9', 'y'), ...entry('b', 'v')]),
+    ]);
+    const packet = (labels: Record<string, string>): BusPacket => {
+      const p = newPacket('gateway-1', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'job-1', topic: 'job.echo', labels }) }, 'trace-1');
+      p.createdAt = { $typeName: 'google.protobuf.Timestamp', seconds: BigInt(SECONDS), nanos: 5 };
+      return p;
+    };
+
+    it('encodeForSigning of labels {"10", "9", "-z", "b"} is the hand-built encoding with entries -z, 10, 9, b', () => {
+      const labels = { b: 'v', '10': 'x', '-z': 'w', '9': 'y' };
+      expect(Object.keys(labels)).toEqual(['9', '10', 'b', '-z']);
+      expect(Buffer.from(encodeForSigning(packet(labels)))).toEqual(handBuilt);
+      expect(Buffer.from(encodePacket(packet(labels)))).toEqual(handBuilt);
+    });
+
+    it('a packet we sign verifies over its byte-order re-encoding (what a Go or Python worker checks), and with verifyPacket', () => {
+      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+      const signed = signPacket(packet({ '10': 'x', '9': 'y', b: 'v', '-z': 'w' }), privateKey);
+      expect(verifyPacket(signed, publicKey)).toBe(true);
+      const signature = decodePacket(signed).signature;
+      expect(verify('sha256', handBuilt, { key: publicKey, dsaEncoding: 'der' }, signature)).toBe(true);
+      expect(Buffer.from(signedBytes(signed))).toEqual(handBuilt);
+    });
+
+    it('a packet a CAP signer signed over the byte-order encoding re-encodes here to the same bytes, so re-encoding verifiers and re-signing agree', () => {
+      const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+      const capSignature = sign('sha256', handBuilt, { key: privateKey, dsaEncoding: 'der' });
+      const received = new Uint8Array([...handBuilt, ...encodeLenField(14, capSignature)]);
+      expect(verifyPacket(received, publicKey)).toBe(true);
+      const decoded = decodePacket(received);
+      // Re-encoding the decoded packet (as a verifier that re-encodes does) gives the signed bytes back.
+      const reencoded = encodeForSigning(decoded);
+      expect(Buffer.from(reencoded)).toEqual(handBuilt);
+      expect(verify('sha256', reencoded, { key: publicKey, dsaEncoding: 'der' }, decoded.signature)).toBe(true);
+      // Forwarded with our own signature, the body is still the one they sign and check.
+      expect(Buffer.from(signedBytes(signPacket(decoded, privateKey)))).toEqual(handBuilt);
+    });
   });
 
   it('rejects a wrong key, tampering, unsigned and malformed packets', () => {
