@@ -51,6 +51,7 @@ export {
   type BootstrapResult,
   type BootstrapFilesResult,
 } from './bootstrap';
+export { CLOCK_SLACK_MS } from './clock-slack';
 export { publishConfigChanged, decodeConfigChanged, CONFIG_CHANGED_CODE, CONFIG_NOTIFY_FLUSH_BUDGET_MS, type ConfigChange } from './notify';
 export { configMetrics, ABSENT_HASH_LABEL, type ConfigMetrics, type ReloadTrigger } from './metrics';
 export { createConfigWatcher, type ConfigWatcher, type ConfigWatcherOptions, type SectionSetter } from './watcher';

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { scanKeys, type RedisClient } from '@cordum/redis';
 import { errorText } from '@cordum/service-kit';
 import { sectionHash } from './canonical';
+import { CLOCK_SLACK_MS } from './clock-slack';
 import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, configKeys, type ConfigKeys, type Scope } from './keys';
 import type { ConfigStore } from './store';
 
@@ -57,7 +58,7 @@ export interface ConfigStatus {
  * this long past their score and a reader takes every entry still in it, skipping keys that are
  * gone.
  */
-export const REPORT_INDEX_SLACK_MS = 5 * 60_000;
+export const REPORT_INDEX_SLACK_MS = CLOCK_SLACK_MS;
 
 /**
  * The report, and its key in `indexKey` scored by when it expires, so the status view reads the

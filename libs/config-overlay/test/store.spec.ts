@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { callsOf, commandCalls, repoRoot, startRedis, type TestServer } from '@cordum/testing';
-import { configStatus, createConfigStore, hashValue, mergeBootstrapFile, mergeBootstrapFiles, REPORT_INDEX_SLACK_MS, writeAppliedReport, type RevisionConflictError, type ConfigStore } from '../src';
+import { CLOCK_SLACK_MS, configStatus, createConfigStore, hashValue, liveFileRules, mergeBootstrapFile, mergeBootstrapFiles, publishFileRules, REPORT_INDEX_SLACK_MS, writeAppliedReport, type RevisionConflictError, type ConfigStore } from '../src';
 
 describe('ConfigStore (real Redis)', () => {
   let server: TestServer;
@@ -236,6 +236,23 @@ describe('bootstrap merge (D35)', () => {
     await redis.zadd(store.keys.appliedIndex(), Date.now() - REPORT_INDEX_SLACK_MS - 1, store.keys.applied('scheduler', 'gone'));
     await configStatus(store, redis);
     expect(await redis.zrange(store.keys.appliedIndex(), '0', '-1')).toEqual([store.keys.applied('scheduler', 'live-1'), store.keys.applied('scheduler', 'live-2')]);
+  });
+
+  it("a kernel or gateway whose clock runs 120 s ahead neither drops nor ignores another kernel's policy-file rule ids (P195)", async () => {
+    const key = 'cordum:safety:file-rules:skew';
+    const now = Date.now();
+    const entry = (id: string, at: number) => ({ instance_id: id, file_id: `f-${id}`, rule_ids: [`r-${id}`], expires_at: at + 90_000 });
+    await publishFileRules(redis, key, entry('sk-on-time', now), now);
+    // the fast kernel refreshes its own: the on-time kernel's entry, live, stays
+    await publishFileRules(redis, key, entry('sk-fast', now + 120_000), now + 120_000);
+    expect(Object.keys(await redis.hgetall(key)).sort()).toEqual(['sk-fast', 'sk-on-time']);
+    // a reader 120 s ahead still sees both
+    expect((await liveFileRules(redis, key, now + 120_000)).map((e) => e.instance_id)).toEqual(['sk-fast', 'sk-on-time']);
+    // an entry CLOCK_SLACK_MS past its expiry is gone for readers and dropped at the next refresh
+    const late = now + 90_000 + CLOCK_SLACK_MS + 1;
+    expect((await liveFileRules(redis, key, late)).map((e) => e.instance_id)).toEqual(['sk-fast']);
+    await publishFileRules(redis, key, entry('sk-fast', late), late);
+    expect(Object.keys(await redis.hgetall(key))).toEqual(['sk-fast']);
   });
 
   it('a replica whose clock runs 90 s ahead hides no other replica from the status view, writing or reading (P154)', async () => {

@@ -3,6 +3,7 @@ import type { RedisClient } from '@cordum/redis';
 import type { ConfigFieldError } from '../errors';
 import { parseSafetySection, type PolicyBundle } from './bundles';
 import { PolicyLoadError } from './errors';
+import { CLOCK_SLACK_MS } from '../clock-slack';
 
 // A bundle rule whose id is also a rule id of a kernel's policy file cannot be composed
 // (D22: ids are unique across the file and the bundles). The file is only on the kernels'
@@ -36,8 +37,9 @@ function parseEntry(raw: string): FileRules | null {
 }
 
 /**
- * Writes (or refreshes) one kernel's entry and drops the entries already expired (kernels that
- * crashed; a clean stop removes its own). Dropping is not atomic with another kernel's refresh:
+ * Writes (or refreshes) one kernel's entry and drops the entries expired by more than
+ * CLOCK_SLACK_MS (kernels that crashed; a clean stop removes its own): `expires_at` is in the
+ * writing kernel's clock, so a kernel whose clock runs ahead must not drop the others' (P195). Dropping is not atomic with another kernel's refresh:
  * a kernel whose entry had expired and that refreshes it at that very moment may lose it until
  * its next refresh, which only lets a clash pass the writer for that long.
  */
@@ -45,7 +47,7 @@ export async function publishFileRules(redis: RedisClient, key: string, entry: F
   await redis.hset(key, entry.instance_id, JSON.stringify(entry));
   const all = await redis.hgetall(key);
   const stale = Object.entries(all)
-    .filter(([field, raw]) => field !== entry.instance_id && !((parseEntry(raw)?.expires_at ?? 0) > now))
+    .filter(([field, raw]) => field !== entry.instance_id && !((parseEntry(raw)?.expires_at ?? 0) + CLOCK_SLACK_MS > now))
     .map(([field]) => field);
   if (stale.length > 0) await redis.hdel(key, ...stale);
 }
@@ -55,12 +57,16 @@ export async function removeFileRules(redis: RedisClient, key: string, instanceI
   await redis.hdel(key, instanceId);
 }
 
-/** The entries of the kernels running now (one HGETALL); unreadable and expired entries are skipped. */
+/**
+ * The entries of the kernels running now (one HGETALL); unreadable entries are skipped, and so are
+ * entries expired by more than CLOCK_SLACK_MS: a reader whose clock runs ahead still sees the
+ * live kernels' rule ids (P195), at the cost of counting a crashed kernel's for that much longer.
+ */
 export async function liveFileRules(redis: RedisClient, key: string, now: number = Date.now()): Promise<FileRules[]> {
   const all = await redis.hgetall(key);
   return Object.values(all)
     .map(parseEntry)
-    .filter((e): e is FileRules => e !== null && e.expires_at > now)
+    .filter((e): e is FileRules => e !== null && e.expires_at + CLOCK_SLACK_MS > now)
     .sort((a, b) => (a.instance_id < b.instance_id ? -1 : a.instance_id > b.instance_id ? 1 : 0));
 }
 
