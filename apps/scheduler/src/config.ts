@@ -1,4 +1,4 @@
-import type { KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
 import { ConfigError, commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zLongDuration, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
@@ -117,8 +117,26 @@ export interface SchedulerConfig {
  * Pure: env in, validated config out (main.ts passes process.env). `bundleDir`
  * is where the bundled `config/` copies live (D37): beside dist/apps/scheduler/main.js.
  */
+/**
+ * P196: a scheduler that verifies also consumes `sys.job.cancel`, where its own JobCancels go
+ * (reconciler timeouts, cancels it re-sends): unsigned, or signed with another pair's key, each
+ * was refused by every replica and counted as a forged cancel. So verifying needs the private key
+ * of the same pair.
+ */
+function capKeys(verify: KeyObject | undefined, signing: KeyObject | undefined): void {
+  if (verify === undefined) return;
+  if (signing === undefined) {
+    throw new ConfigError('invalid config: CAP_VERIFY_KEY_FILE needs CAP_SIGNING_KEY_FILE too (the private key of the same pair): the scheduler verifies sys.job.cancel, where its own JobCancels go');
+  }
+  const der = (k: KeyObject): Buffer => k.export({ type: 'spki', format: 'der' });
+  if (!der(createPublicKey(signing)).equals(der(verify))) {
+    throw new ConfigError('invalid config: CAP_SIGNING_KEY_FILE is not the private key of CAP_VERIFY_KEY_FILE: the scheduler verifies its own JobCancels on sys.job.cancel');
+  }
+}
+
 export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, string | undefined>, bundleDir: string = __dirname): SchedulerConfig {
   const e = loadConfig(schedulerEnvSchema, env);
+  capKeys(e.CAP_VERIFY_KEY_FILE, e.CAP_SIGNING_KEY_FILE);
   const poolsPath = e.POOL_CONFIG_PATH ?? join(bundleDir, 'config', 'pools.yaml');
   const timeoutsPath = e.TIMEOUT_CONFIG_PATH ?? join(bundleDir, 'config', 'timeouts.yaml');
   const pools = loadSectionFile('POOL_CONFIG_PATH', 'pools', poolsPath, e.POOL_CONFIG_PATH !== undefined, poolsFromSection);

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,6 +72,20 @@ describe('loadSchedulerConfig', () => {
     const notKey = join(empty, 'not-a-key.pem');
     writeFileSync(notKey, 'hello\n');
     expect(() => loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: notKey }, empty)).toThrow(/^invalid config: CAP_VERIFY_KEY_FILE cannot parse public key/);
+    // P196: verifying needs the private key of the same pair (its own JobCancels are verified too)
+    const pair = (name: string) => {
+      const k = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+      const pub = join(empty, `${name}.pub.pem`);
+      const priv = join(empty, `${name}.key.pem`);
+      writeFileSync(pub, k.publicKey.export({ type: 'spki', format: 'pem' }));
+      writeFileSync(priv, k.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+      return { pub, priv };
+    };
+    const [a, b] = [pair('a'), pair('b')];
+    expect(() => loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: a.pub }, empty)).toThrow(/^invalid config: CAP_VERIFY_KEY_FILE needs CAP_SIGNING_KEY_FILE too/);
+    expect(() => loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: a.pub, CAP_SIGNING_KEY_FILE: b.priv }, empty)).toThrow(/^invalid config: CAP_SIGNING_KEY_FILE is not the private key of CAP_VERIFY_KEY_FILE/);
+    expect(loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: a.pub, CAP_SIGNING_KEY_FILE: a.priv }, empty).capVerifyKey).toBeDefined();
+    expect(loadSchedulerConfig({ CAP_SIGNING_KEY_FILE: b.priv }, empty).capSigningKey).toBeDefined();
     expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: join(empty, 'missing.yaml') }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH cannot read/);
     const bad = join(empty, 'bad.yaml');
     writeFileSync(bad, 'topics: [not, a, map]\n');
