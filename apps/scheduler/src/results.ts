@@ -1,4 +1,5 @@
 // sys.job.result handler (BEHAVIOURS §1.5, D12 status mapping), under the job lock.
+import { createHash } from 'node:crypto';
 import { ATTEMPT_OUT_STATES, boundedError, ENDED_BY_OTHERS, namesOtherAttempt, ownOutputKeys, TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
@@ -46,8 +47,10 @@ export function resultHandler(ctx: SchedulerContext) {
       return { kind: 'term', reason: 'result packet without a JobResult' };
     }
     const res = packet.payload.value;
-    if (await finishedUnlocked(ctx, res)) return ACK;
-    const r = await withLockedJob(ctx, res.jobId, (lease, job) => applyResult(ctx, lease, res, job, h.seq));
+    const sig = replayKey(ctx, packet, res);
+    // A signed anonymous result goes the locked path, where the record's applied signatures are read (P197).
+    if (sig === undefined && (await finishedUnlocked(ctx, res))) return ACK;
+    const r = await withLockedJob(ctx, res.jobId, (lease, job) => applyResult(ctx, lease, res, job, h.seq, sig));
     return lockedOutcome(r, h.deliveryCount);
   };
 }
@@ -92,7 +95,21 @@ function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOu
   return ACK;
 }
 
-async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, job: JobRecord | null, seq: number): Promise<HandlerOutcome> {
+/**
+ * P197: with verification on, a signed result without a dispatch id is named by a digest of its
+ * signature. It applies to whatever attempt is current, and a signature cannot be made without the
+ * key, so the only way to get the same one again is to publish the same bytes again: a capture of
+ * attempt 1's retryable answer published while attempt 2 runs would otherwise start attempt 3
+ * (P41's sequence guard does not stop it: a republish gets a new sequence).
+ */
+function replayKey(ctx: SchedulerContext, packet: BusPacket, res: JobResult): string | undefined {
+  if (ctx.config.capVerifyKey === undefined || res.dispatch?.dispatchId || packet.signature.length === 0) return undefined;
+  return createHash('sha256').update(packet.signature).digest('base64url').slice(0, 22);
+}
+
+const MAX_RESULT_SIGS = 32;
+
+async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, job: JobRecord | null, seq: number, sig?: string): Promise<HandlerOutcome> {
   // D45 for the job's own artifact keys this result names, whatever becomes of it: applied
   // (terminal or a retry), or ignored (stale, late, for an expired record); each would otherwise
   // keep its keys forever. Idempotent; nothing for a result without artifacts.
@@ -125,6 +142,10 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   // (an older result redelivered after a later one was applied; before: only an equal one).
   const anonymous = !res.dispatch?.dispatchId;
   if (anonymous && seq > 0 && job.resultSeq !== undefined && seq <= job.resultSeq) return ignore(ctx, 'already_applied', job.id);
+  if (sig !== undefined && job.resultSigs?.includes(sig) === true) {
+    ctx.logger.warn('signed result published again ignored', { job_id: job.id, seq });
+    return ignore(ctx, 'replayed', job.id);
+  }
   if (!ATTEMPT_OUT_STATES.has(job.state)) return ignore(ctx, `unexpected_state_${job.state}`, job.id);
   if (current) ctx.verifier.delivered(job.id, current.dispatchId);
   const mapped = mapStatus(res.status);
@@ -133,6 +154,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
 
   const patch = resultPatch(res);
   if (anonymous && seq > 0) patch.resultSeq = seq;
+  if (sig !== undefined) patch.resultSigs = [...(job.resultSigs ?? []), sig].slice(-MAX_RESULT_SIGS);
   const maxAttempts = job.maxAttempts ?? ctx.config.maxAttempts;
   // D48: a `worker_busy` refusal happens before the attempt starts, so it is backpressure, not a
   // failed attempt: it does not use up maxAttempts (bounded separately) and waits with backoff

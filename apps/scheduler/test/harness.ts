@@ -1,5 +1,6 @@
 // In-test collaborators for the scheduler integration test: a tiny SafetyKernel
 // gRPC server and a tiny worker on core NATS. Real Redis and NATS only.
+import type { KeyObject } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { connectBus, subjects, type Bus, type Subscription } from '@cordum/bus';
 import {
@@ -8,7 +9,6 @@ import {
   create,
   decodePacket,
   Decision,
-  encodePacket,
   GrpcStatus,
   grpcError,
   HandshakeSchema,
@@ -17,6 +17,7 @@ import {
   JobResultSchema,
   JobStatus,
   newPacket,
+  packetEncoder,
   SafetyKernel,
   WORKER_DRAINING_LABEL,
   type JobRequest,
@@ -116,12 +117,13 @@ export interface TestWorker {
  * Heartbeats every 100 ms (a worker behaviour, not a test wait), handshakes
  * with direct dispatch and start acks, and answers per `replyFor(topic)`.
  */
-export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; id: string; topics: string[]; replyFor: (topic: string) => Reply }): Promise<TestWorker> {
+export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; id: string; topics: string[]; replyFor: (topic: string) => Reply; signingKey?: KeyObject }): Promise<TestWorker> {
   const bus: Bus = await connectBus({ servers: [o.natsUrl], name: `test-worker:${o.id}`, logger: quietLog });
+  const encode = packetEncoder(o.signingKey); // signed with a key (CAP_VERIFY_KEY_FILE on the scheduler), plain otherwise
   const executions = new Map<string, Execution[]>();
   const direct = `worker.${o.id}.jobs`;
 
-  const send = (subject: string, payload: Parameters<typeof newPacket>[1]) => bus.publishCore(subject, encodePacket(newPacket(o.id, payload)));
+  const send = (subject: string, payload: Parameters<typeof newPacket>[1]) => bus.publishCore(subject, encode(newPacket(o.id, payload)));
   const handshake = () =>
     send(subjects.handshake, { case: 'handshake', value: create(HandshakeSchema, { componentId: o.id, readyTopics: [direct, ...o.topics], capabilities: { start_ack: true } }) });
   let labels: Record<string, string> = {};
@@ -139,7 +141,7 @@ export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; 
       errorCode: status === JobStatus.SUCCEEDED ? '' : 'test_failure',
       dispatch: { dispatchId, attempt: req.dispatch?.attempt ?? 0n, assignedWorkerId: o.id },
     });
-    await bus.publish(subjects.result, encodePacket(newPacket(o.id, { case: 'jobResult', value: result })), { msgId: `${subjects.result}:${req.jobId}:${dispatchId}:${status}` });
+    await bus.publish(subjects.result, encode(newPacket(o.id, { case: 'jobResult', value: result })), { msgId: `${subjects.result}:${req.jobId}:${dispatchId}:${status}` });
   };
 
   const onJob = (data: Uint8Array, subject: string) => {

@@ -118,6 +118,12 @@ export interface JobRecord extends JobIdentity {
    * (decisions.md P41).
    */
   resultSeq?: number;
+  /**
+   * Digests of the signatures of the signed results applied without a dispatch id, newest last
+   * (at most 32): the same bytes published again (a replay, with a new stream sequence and any
+   * msg id) are not applied to a later attempt (decisions.md P197).
+   */
+  resultSigs?: string[];
   createdAt: number;
   updatedAt: number;
   dispatchedAt?: number;

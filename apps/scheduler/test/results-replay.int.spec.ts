@@ -1,0 +1,72 @@
+// P197: with CAP_VERIFY_KEY_FILE, a signed result without a dispatch id (CAP SDK workers send none;
+// CONTRACT §3 applies it to the current attempt) that is published again, byte for byte, is not
+// applied to a later attempt. The replay needs no key: it is a capture of a real answer, published
+// again with a new stream sequence and no msg id, which P41's sequence guard lets through. In
+// process against real Redis + NATS, with one key pair for the scheduler and the test worker.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { subjects } from '@cordum/bus';
+import type { JobRecord } from '@cordum/job-store';
+import { create, JobResultSchema, JobStatus, newPacket, signPacket } from '@cordum/protocol';
+import { waitFor } from '@cordum/testing';
+import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
+import { startSchedulerRig, type SchedulerRig } from './rig';
+
+let rig: SchedulerRig;
+let kernel: TestKernel;
+let worker: TestWorker;
+let dir: string;
+const keys = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'replay-keys-'));
+  writeFileSync(join(dir, 'cap.pub.pem'), keys.publicKey.export({ type: 'spki', format: 'pem' }));
+  writeFileSync(join(dir, 'cap.key.pem'), keys.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  kernel = await startTestKernel([]);
+  rig = await startSchedulerRig({
+    instanceId: 'sched-replay',
+    kernelAddress: kernel.address,
+    env: { CAP_VERIFY_KEY_FILE: join(dir, 'cap.pub.pem'), CAP_SIGNING_KEY_FILE: join(dir, 'cap.key.pem') },
+  });
+  // Starts each attempt (a signed progress) and never answers by itself.
+  worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-replay', topics: ['job.replay'], replyFor: () => 'none', signingKey: keys.privateKey });
+  await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-replay' && v.readyTopics.length > 0), 10_000, { message: 'signed worker registered' });
+}, 60_000);
+
+afterAll(async () => {
+  await worker?.stop();
+  await rig?.stop();
+  await kernel?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const runningOn = (id: string, attempt: number) => async (): Promise<JobRecord | null> => {
+  const j = await rig.job(id);
+  return j.state === 'RUNNING' && j.attempts === attempt ? j : null;
+};
+
+it('a signed anonymous result published again is ignored as replayed; a new signed answer still applies', async () => {
+  const id = `replay-${process.pid}`;
+  await rig.submit(id, 'job.replay');
+  await waitFor(runningOn(id, 1), 10_000, { message: 'attempt 1 RUNNING' });
+
+  // The worker's answer to attempt 1: retryable, signed, without `dispatch`.
+  const answer = (message: string) =>
+    signPacket(newPacket(worker.id, { case: 'jobResult', value: create(JobResultSchema, { jobId: id, status: JobStatus.FAILED_RETRYABLE, workerId: worker.id, errorCode: 'flaky', errorMessage: message }) }), keys.privateKey);
+  const captured = answer('try again');
+  await rig.bus.publish(subjects.result, captured);
+  await waitFor(runningOn(id, 2), 10_000, { message: 'attempt 2 RUNNING (the retry of attempt 1)' });
+
+  // The same bytes again, while attempt 2 runs: before P197 they applied to attempt 2 and started attempt 3.
+  const before = await rig.counter('cordum_scheduler_ignored_packets_total', { reason: 'replayed' });
+  await rig.bus.publish(subjects.result, captured);
+  await waitFor(async () => (await rig.counter('cordum_scheduler_ignored_packets_total', { reason: 'replayed' })) > before, 10_000, { message: 'the replay ignored' });
+  expect(await rig.job(id)).toMatchObject({ state: 'RUNNING', attempts: 2 });
+
+  // The worker's own next answer (new bytes, a new signature) applies as usual: attempt 3, the last.
+  await rig.bus.publish(subjects.result, answer('still flaky'));
+  const third = await waitFor(runningOn(id, 3), 10_000, { message: 'attempt 3 RUNNING' });
+  expect(third.resultSigs).toHaveLength(2);
+});
