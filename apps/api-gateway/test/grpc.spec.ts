@@ -143,6 +143,23 @@ it('serves grpc.health.v1', async () => {
   expect(await grpcCode(health.check({ service: 'nope' }))).toMatchObject({ code: GrpcStatus.NOT_FOUND });
 });
 
+describe('an IPv6 GATEWAY_GRPC_ADDR (P198)', () => {
+  let v6: Rig | undefined;
+  afterAll(async () => {
+    await v6?.stop();
+  });
+
+  it('binds [::1]:port (the bracketed form the config accepts) and serves on it', async () => {
+    v6 = await startRig({ GATEWAY_GRPC_ADDR: '[::1]:0' });
+    const c = grpcClientFor(Health, `[::1]:${v6.gateway.grpcPort}`, { defaultDeadlineMs: 5_000 });
+    try {
+      expect((await c.check({ service: '' })).status).toBe(ServingStatus.SERVING);
+    } finally {
+      c.close();
+    }
+  });
+});
+
 describe('rate limit by client address (a key without a tenant)', () => {
   let limited: Rig;
   beforeAll(async () => {

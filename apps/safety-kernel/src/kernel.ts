@@ -13,7 +13,7 @@ import {
   type ConfigWatcher,
   type PolicyBundle,
 } from '@cordum/config-overlay';
-import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, grpcServerOptions } from '@cordum/protocol';
+import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, grpcBindAddress, grpcServerOptions } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
@@ -70,10 +70,6 @@ const appliedRecordSchema = z.object({
 type AppliedRecord = z.infer<typeof appliedRecordSchema>;
 
 const shortHash = (h: string | null | undefined): string => (h ? h.slice(0, 12) : 'absent');
-
-function grpcBindAddress(a: { host: string; port: number }): string {
-  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
-}
 
 function bind(server: grpc.Server, addr: string): Promise<number> {
   return new Promise((resolve, reject) => {

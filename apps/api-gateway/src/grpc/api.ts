@@ -16,6 +16,7 @@ import {
   addHealthService,
   boundedStatusMessage,
   create,
+  grpcBindAddress,
   grpcServerOptions,
   grpcServiceDefinition,
   type GetJobStatusRequest,
@@ -371,7 +372,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
   });
 
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${d.addr.host}:${d.addr.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(grpcBindAddress(d.addr), grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
   let closing: Promise<void> | undefined;
   return {

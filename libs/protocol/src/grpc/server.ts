@@ -259,3 +259,12 @@ export function grpcServerOptions(extra: grpc.ServerOptions = {}): grpc.ServerOp
     ...extra,
   };
 }
+
+/**
+ * A listen address (service-kit's parseAddr: host and port) as grpc-js's bindAsync reads it: an
+ * IPv6 host goes in brackets (`[::]:8080`), which `${host}:${port}` loses (P198).
+ */
+export function grpcBindAddress(a: { host: string; port: number }): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
