@@ -193,15 +193,77 @@ function timeoutsAfterPendingReplies(): boolean {
     if (this._commandTimeoutTimer) return;
     this._commandTimeoutTimer = setTimeout(() => {
       setImmediate(() => {
-        if (!this.isSettled) this.reject(new Error('Command timed out'));
+        if (this.isSettled) return;
+        timedOut.add(this);
+        this.reject(new Error('Command timed out'));
       });
     }, ms);
   };
   return true;
 }
 
+/**
+ * The commands their timeout rejected. That is final (ioredis retries no command after "Command
+ * timed out"), so none of them is ever sent again (neverSendAnswered). Kept apart from
+ * `isSettled` because a cluster pipeline whose commands all failed with one error re-creates their
+ * promises (unsettled again) before it gives up, while they may still wait in an offline queue.
+ */
+const timedOut = new WeakSet<object>();
+
 /** Whether timeoutsAfterPendingReplies took (for a test; false with another ioredis). */
 export const COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY = timeoutsAfterPendingReplies();
+
+/** The part of ioredis's (5.x/6.x) client that its socket timeout uses; not public API, so checked at run time. */
+interface SocketTimedClient {
+  stream: NodeJS.EventEmitter & { destroy(err?: Error): void };
+  socketTimeoutTimer?: NodeJS.Timeout;
+  commandQueue: { length: number };
+  options: { socketTimeout?: number };
+  setSocketTimeout(): void;
+}
+
+/**
+ * The socket timeout (P151) gives the reply one more I/O turn too, as the command timeout does
+ * (timeoutsAfterPendingReplies). After a stall longer than the socket timeout (5 s by default:
+ * a GC pause, SIGSTOP, a starved VM) its timer ran in the same timers phase as the command's, before
+ * the socket was read, and destroyed the connection: the reply that had arrived was never read and
+ * the caller was told the command timed out or may not have run, though Redis had run it. The
+ * timer now waits for a setImmediate and destroys the connection only if it is still the armed one,
+ * i.e. no byte came in that turn (ioredis clears or re-arms it on data) and the connection did not
+ * close meanwhile. A connection that stays silent (a frozen or vanished Redis) is still cut, one
+ * turn later. Applied once, to ioredis's prototype; false (nothing changed) when Redis is not the
+ * shape this was written against.
+ */
+function socketTimeoutsAfterPendingReplies(): boolean {
+  const proto = Redis.prototype as unknown as { setSocketTimeout?: unknown };
+  if (typeof proto.setSocketTimeout !== 'function') return false;
+  const source = String(proto.setSocketTimeout);
+  if (!source.includes('socketTimeoutTimer') || !source.includes('destroy') || !source.includes('commandQueue')) return false;
+  proto.setSocketTimeout = function (this: SocketTimedClient): void {
+    const stream = this.stream;
+    const ms = this.options.socketTimeout;
+    const timer: NodeJS.Timeout = setTimeout(() => {
+      setImmediate(() => {
+        // Cleared (data came, the connection closed) or re-armed (data came, commands still out).
+        if (this.socketTimeoutTimer !== timer) return;
+        this.socketTimeoutTimer = undefined;
+        stream.destroy(new Error(`Socket timeout. Expecting data, but didn't receive any in ${ms}ms.`));
+      });
+    }, ms);
+    this.socketTimeoutTimer = timer;
+    // As ioredis's: after its DataHandler's listener, so commandQueue has lost the answered commands.
+    stream.once('data', () => {
+      clearTimeout(this.socketTimeoutTimer);
+      this.socketTimeoutTimer = undefined;
+      if (this.commandQueue.length === 0) return;
+      this.setSocketTimeout();
+    });
+  };
+  return true;
+}
+
+/** Whether socketTimeoutsAfterPendingReplies took (for a test; false with another ioredis). */
+export const SOCKET_TIMEOUT_WAITS_FOR_PENDING_REPLY = socketTimeoutsAfterPendingReplies();
 
 /** What a command gets when its connection closed after it was written, before its reply (P150). */
 export const REDIS_IN_FLIGHT_TEXT = 'redis connection lost with the command in flight: it may or may not have run';
@@ -239,6 +301,105 @@ function failInFlightOnClose(redis: Redis): boolean {
       }
     });
   });
+  return true;
+}
+
+/** An entry of ioredis's (5.x/6.x) offline queue, a client's or a Cluster's; `stream` is set for a pipeline's or MULTI's commands. */
+interface QueuedCommand {
+  command: TimedCommand;
+  stream?: unknown;
+}
+
+/** ioredis's offline queue (a denque): the part dropAnswered uses. */
+interface CommandDeque {
+  length: number;
+  toArray(): QueuedCommand[];
+  clear(): void;
+  push(item: QueuedCommand): number;
+}
+
+/** The part of ioredis's (5.x/6.x) Redis and Cluster that neverSendAnswered uses; not public API, so checked at run time. */
+interface OfflineInternals {
+  offlineQueue?: unknown;
+  resetOfflineQueue?: () => void;
+  sendCommand(command: TimedCommand & { promise: Promise<unknown> }, ...rest: unknown[]): unknown;
+}
+
+function isCommandDeque(q: unknown): q is CommandDeque {
+  const d = q as Partial<CommandDeque> | undefined;
+  return typeof d?.length === 'number' && typeof d.toArray === 'function' && typeof d.clear === 'function' && typeof d.push === 'function';
+}
+
+/** ioredis's Command has `isSettled` (true once its promise is resolved or rejected). */
+const COMMANDS_TELL_SETTLED = typeof (new Command('ping') as unknown as { isSettled?: unknown }).isSettled === 'boolean';
+
+/** The command's caller has its answer: its promise is settled, or its timeout rejected it (timedOut). */
+function isAnswered(command: TimedCommand): boolean {
+  return command.isSettled || timedOut.has(command);
+}
+
+/** The offline queue is swept once it holds this many, then at twice what a sweep left. */
+const OFFLINE_SWEEP_MIN = 64;
+
+/**
+ * Removes from `queue`, in place, the commands whose callers already have their answer
+ * (isAnswered: their timeout rejected them). A pipeline's or a MULTI's commands share a `stream`
+ * that counts their writes and sends them in one: they go together, only when every one of them is
+ * answered, so a MULTI is never sent in part and the stream never waits for a write that will not
+ * come (the commands written would then have no bytes on the wire and take other commands' replies).
+ */
+function dropAnswered(queue: CommandDeque): void {
+  const items = queue.toArray();
+  const livePipelines = new Set<unknown>();
+  for (const it of items) if (it.stream !== undefined && !isAnswered(it.command)) livePipelines.add(it.stream);
+  const keep = items.filter((it) => !isAnswered(it.command) || (it.stream !== undefined && livePipelines.has(it.stream)));
+  if (keep.length === items.length) return;
+  queue.clear();
+  for (const it of keep) queue.push(it);
+}
+
+const answeredDropped = new WeakSet<object>();
+
+/**
+ * A command that timed out while it waited in an offline queue is never sent. ioredis keeps such
+ * a command queued after its caller was rejected "Command timed out", and sends every queued
+ * command once connected: with every cluster node gone (the Cluster's retry strategy never gives
+ * up, and P46 times commands out from the call) the Cluster's queue grew for the whole outage and
+ * its lock acquires and INCRs all ran when the cluster came back, though their callers had been
+ * told they failed. A standalone client or a node can do the same with what it queued between two
+ * reconnects. Now a command whose caller has its answer, handed to the client's sendCommand (a
+ * queue's flush, a Cluster's delayed retry of a CLUSTERDOWN, TRYAGAIN or failover), returns at
+ * once; the queue is swept of such commands before it is flushed, and while it fills (once it holds
+ * OFFLINE_SWEEP_MIN, then twice what the last sweep left), so it holds at most about twice the
+ * commands of one command timeout. A pipeline or MULTI goes whole (dropAnswered). false (nothing
+ * changed) when the client is not the shape this was written against.
+ */
+function neverSendAnswered(client: RedisClient): boolean {
+  if (answeredDropped.has(client)) return true;
+  const internals = client as unknown as OfflineInternals;
+  const reset = internals.resetOfflineQueue;
+  if (!COMMANDS_TELL_SETTLED || !isCommandDeque(internals.offlineQueue) || typeof reset !== 'function') return false;
+  answeredDropped.add(client);
+  let sweepAt = OFFLINE_SWEEP_MIN;
+  // ioredis's flushes (a client's ready handler, Cluster.executeOfflineCommands) take the queue,
+  // call resetOfflineQueue, then send what the queue they took holds: sweep it in place first.
+  internals.resetOfflineQueue = function (this: OfflineInternals): void {
+    if (isCommandDeque(this.offlineQueue)) dropAnswered(this.offlineQueue);
+    sweepAt = OFFLINE_SWEEP_MIN;
+    reset.call(this);
+  };
+  const send = internals.sendCommand.bind(client);
+  internals.sendCommand = (command, ...rest) => {
+    // A pipeline's command (it has a stream) goes with its pipeline: see dropAnswered.
+    if (rest[0] === undefined && isAnswered(command)) return command.promise;
+    const sent = send(command, ...rest);
+    const queue = internals.offlineQueue;
+    if (isCommandDeque(queue) && queue.length >= sweepAt) {
+      dropAnswered(queue);
+      sweepAt = Math.max(OFFLINE_SWEEP_MIN, 2 * queue.length);
+    }
+    return sent;
+  };
   return true;
 }
 
@@ -291,7 +452,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
       // Cluster holds commands in its own offline queue, never reaching a node, so they waited for
       // the whole outage (decisions.md P46). Arm it on entry instead: the same bound from the
       // caller's call, and a command that does reach a node keeps this timer (Command.setTimeout
-      // arms once).
+      // arms once). One that times out in the queue is dropped from it (neverSendAnswered).
       const send = cluster.sendCommand.bind(cluster);
       cluster.sendCommand = ((command: Parameters<typeof send>[0], ...rest: unknown[]) => {
         command.setTimeout(commandTimeout);
@@ -306,7 +467,10 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
       if (nodeOptions) credentialsFollow(nodeOptions, credentials);
       eachNode(cluster, (node) => credentialsFollow(node.options, credentials));
     }
+    // After the P46 wrapper and writeOncePerTurn, so an answered command is turned away first.
+    neverSendAnswered(cluster);
     if (batched) eachNode(cluster, writeOncePerTurn);
+    eachNode(cluster, (node) => void neverSendAnswered(node));
     eachNode(cluster, (node) => void failInFlightOnClose(node));
     watchConnection(cluster, opts.events);
     return cluster;
@@ -317,6 +481,7 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
   });
   if (credentials) credentialsFollow(redis.options, credentials);
   if (batched) writeOncePerTurn(redis);
+  neverSendAnswered(redis);
   failInFlightOnClose(redis);
   watchConnection(redis, opts.events);
   return redis;

@@ -1,6 +1,7 @@
 export {
   createRedis,
   COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY,
+  SOCKET_TIMEOUT_WAITS_FOR_PENDING_REPLY,
   REDIS_IN_FLIGHT_TEXT,
   closeRedis,
   pingRedis,

@@ -1,4 +1,4 @@
-import { Cluster } from 'ioredis';
+import { Cluster, Command } from 'ioredis';
 import { startRedisCluster, waitFor, type TestCluster } from '@cordum/testing';
 import { countWrites } from './count-writes';
 import { closeRedis, createRedis, defineScripts, evictionPolicies, KeyBuilder, pingRedis, scanKeys, scriptSpec, warnIfEvicting, type RedisClient } from '../src';
@@ -54,6 +54,23 @@ describe('@cordum/redis on a 6-node Redis Cluster', () => {
     const kb = new KeyBuilder('turnrc');
     await Promise.all(Array.from({ length: 60 }, (_, i) => redis.set(kb.tagged('k', String(i)), '1')));
     expect(total()).toBe(1 + 3);
+  });
+
+  // The Cluster's offline queue is flushed through its sendCommand, and a delayed retry (CLUSTERDOWN,
+  // TRYAGAIN, a failover) hands the command to a node's: neither sent one its timeout had rejected.
+  it('a command whose caller already has its answer (timed out) is sent neither by the Cluster nor by a node', async () => {
+    await redis.set('{answered}:n', '0');
+    const answered = (): Command => {
+      const c = new Command('incr', ['{answered}:n']);
+      c.reject(new Error('Command timed out'));
+      return c;
+    };
+    await expect((redis as Cluster).sendCommand(answered())).rejects.toThrow('Command timed out');
+    // Every master (one owns the key; the others would answer MOVED).
+    for (const node of (redis as Cluster).nodes('master')) await expect(node.sendCommand(answered())).rejects.toThrow('Command timed out');
+    // Each master's connection, after the INCRs: "1" or more if one was sent.
+    for (const node of (redis as Cluster).nodes('master')) await node.ping();
+    expect(await redis.get('{answered}:n')).toBe('0');
   });
 
   it('scanKeys finds keys on all masters', async () => {
@@ -114,4 +131,34 @@ describe('@cordum/redis when every cluster node is gone', () => {
     expect(outcome).toMatch(/timed out|Connection is closed|max retries|isn't ready|None of startup nodes/i);
     expect(Date.now() - t0).toBeLessThan(4_000);
   }, 30_000);
+
+  // Follows the test above: every node is still down. A command that timed out stayed in the
+  // Cluster's offline queue (its retry strategy never gives up), which grew for the whole outage,
+  // and every queued command was sent when the cluster came back: writes whose callers had been
+  // told they failed ran late (the counters below read "200" and "8").
+  it('commands that timed out during the outage are never sent, and the offline queue stays bounded', async () => {
+    await waitFor(() => redis.status !== 'ready', 10_000, { message: 'the cluster is still gone' });
+    const queued = (): number => (redis as unknown as { offlineQueue: { length: number } }).offlineQueue.length;
+    const lengths: number[] = [];
+    for (let round = 0; round < 4; round++) {
+      // A MULTI too: a cluster pipeline re-creates its commands' promises when they all fail alike.
+      const multi = redis.multi().incr('{gone}:m').incr('{gone}:m').exec().then(() => 'ran', (err: Error) => err.message);
+      const outcomes = await Promise.all(Array.from({ length: 50 }, () => redis.incr('{gone}:n').then((v) => `ran ${v}`, (err: Error) => err.message)));
+      expect(outcomes.every((o) => o === 'Command timed out')).toBe(true);
+      expect(await multi).toBe('Command timed out');
+      lengths.push(queued());
+    }
+    // 200 INCRs and 4 MULTIs (4 entries each) rejected: without the sweep the queue kept every one
+    // (55, 109, 163, 217 with the GET above); with it, about what one round left at most.
+    expect(Math.max(...lengths)).toBeLessThan(100);
+    const restarted = [];
+    for (const n of cluster.nodes) restarted.push(await n.restart());
+    cluster.nodes.splice(0, cluster.nodes.length, ...restarted); // cluster.stop() ends these
+    await waitFor(async () => (await pingRedis(redis, 1000)) || null, 60_000, { message: 'the cluster answers again' });
+    // The nodes came back empty (nothing persisted): any value is a queued INCR sent late. These
+    // GETs leave after the queue's flush, on the same master's connection.
+    expect(await redis.get('{gone}:n')).toBeNull();
+    expect(await redis.get('{gone}:m')).toBeNull();
+    expect(queued()).toBe(0);
+  }, 120_000);
 });

@@ -2,7 +2,7 @@
 // its reply arrived: expired timers run before the socket is read, and the command was rejected
 // "Command timed out" though Redis had run it. The timeout now gives the reply one more I/O turn.
 import { startRedis, startRedisCluster, waitFor, type TestCluster, type TestServer } from '@cordum/testing';
-import { closeRedis, COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY, createRedis, pingRedis, type RedisClient } from '../src';
+import { closeRedis, COMMAND_TIMEOUT_WAITS_FOR_PENDING_REPLY, createRedis, pingRedis, SOCKET_TIMEOUT_WAITS_FOR_PENDING_REPLY, type RedisClient } from '../src';
 import { urlCredentials } from '../src/live-files';
 
 /** Blocks the event loop for `ms` from the check phase, so the next turn begins with the timers. */
@@ -51,6 +51,63 @@ describe('a command whose timeout fires during an event-loop stall', () => {
     }
     await expect(redis.get('stall:k')).resolves.toBe('v');
   });
+
+  // P151's purpose, kept with the socket timeout's extra turn: a Redis that stays silent with a
+  // command out is cut after the socket timeout (5 s here), and answers again once it is back.
+  it('a frozen Redis still has its connection cut by the socket timeout', async () => {
+    const errors: string[] = [];
+    let closes = 0;
+    const onError = (err: Error): void => void errors.push(err.message);
+    const onClose = (): void => void closes++;
+    redis.on('error', onError);
+    redis.on('close', onClose);
+    await server.process.freeze();
+    try {
+      const t0 = Date.now();
+      await expect(redis.get('stall:k')).rejects.toThrow('Command timed out');
+      await waitFor(() => closes > 0, 10_000, { message: 'the silent connection is closed' });
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(4_900);
+      expect(errors.some((m) => /Socket timeout/.test(m))).toBe(true);
+    } finally {
+      server.process.thaw();
+      redis.off('error', onError);
+      redis.off('close', onClose);
+    }
+    await waitFor(async () => (await redis.get('stall:k').catch(() => null)) === 'v', 15_000, { message: 'answers again once thawed' });
+  }, 30_000);
+});
+
+// A stall longer than the socket timeout (P151: 5 s with the default 1.5 s command timeout): its
+// timer ran in the same timers phase as the command's, before the socket was read, and destroyed
+// the connection, so the reply already there was never read and the caller was told the command
+// failed though Redis had run it. The socket timeout now gives the reply one more I/O turn too.
+describe('a stall longer than the socket timeout, default timeouts', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  let closes = 0;
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    redis.on('close', () => void closes++);
+    await redis.set('long:n', '0');
+  });
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  it('applies to this ioredis', () => {
+    expect(SOCKET_TIMEOUT_WAITS_FOR_PENDING_REPLY).toBe(true);
+  });
+
+  it('a command in flight gets its reply after a 6 s stall, and its connection is kept', async () => {
+    const reply = redis.incr('long:n');
+    stallNextTurn(6_000);
+    await expect(reply).resolves.toBe(1);
+    // One more round trip on the same connection: a close from the stall would be seen by now.
+    await expect(redis.get('long:n')).resolves.toBe('1');
+    expect(closes).toBe(0);
+  }, 30_000);
 });
 
 // MULTI, pipelines and a cluster client after a stall (the patched timeout on each path), and

@@ -1,5 +1,5 @@
 import { startProcess, startRedis, waitFor, type TestServer } from '@cordum/testing';
-import type { Redis } from 'ioredis';
+import { Command, type Redis } from 'ioredis';
 import { countWrites } from './count-writes';
 import {
   closeRedis, createRedis, defineScripts, evictionPolicies, isRedisUnavailable, KeyBuilder, pingRedis, RedisError, scanKeys,
@@ -113,6 +113,22 @@ describe('@cordum/redis standalone', () => {
     await closeRedis(c);
     expect(c.status).toBe('end');
     await waitFor(async () => !((await redis.client('LIST')) as string).includes('name=close-me'), 5000);
+  });
+
+  // A queue's flush (the offline queue once the client is ready) hands each queued command to
+  // sendCommand; ioredis sent one whose timeout had already rejected its caller, so Redis ran it late.
+  it.each([1, 4])('a command whose caller already has its answer (timed out) is not sent (poolSize %i)', async (poolSize) => {
+    const c = createRedis({ url: server.url, clusterAddresses: [], poolSize, minIdleConns: 1 });
+    try {
+      await c.set('answered:n', '0');
+      const incr = new Command('incr', ['answered:n']);
+      incr.reject(new Error('Command timed out')); // as its timeout does, while it waits in the queue
+      await expect(c.sendCommand(incr)).rejects.toThrow('Command timed out');
+      // Same connection, after it: "1" if the INCR was sent.
+      expect(await c.get('answered:n')).toBe('0');
+    } finally {
+      await closeRedis(c);
+    }
   });
 
   describe('one socket write per event-loop turn (poolSize > 1, as the client above)', () => {
