@@ -1,6 +1,6 @@
 // echo-worker env (CONTRACT §1, D39): validated once, here, and passed down.
 import type { KeyObject } from 'node:crypto';
-import { loadSigningKeyFile } from '@cordum/protocol';
+import { loadSigningKeyFile, loadVerifyKeysFile } from '@cordum/protocol';
 import { MAX_HEARTBEAT_INTERVAL_MS, MAX_PARALLEL_JOBS } from '@cordum/worker-sdk';
 import { commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCsv, zDuration, zInt, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { hostname } from 'node:os';
@@ -32,7 +32,7 @@ export const echoWorkerEnvSchema = commonEnvSchema.extend({
   // P61: a PEM P-256 private key; every packet the worker sends is signed with it.
   CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
   // P61: a PEM P-256 public key; job requests and cancels must be signed with its key.
-  CAP_VERIFY_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'public')).optional(),
+  CAP_VERIFY_KEY_FILE: zParsedString(loadVerifyKeysFile).optional(),
 });
 
 export interface EchoWorkerConfig {
@@ -52,7 +52,7 @@ export interface EchoWorkerConfig {
   /** REDIS_URL, REDIS_CLUSTER_ADDRESSES, pool sizes and REDIS_TLS_* (redisConnectionConfig). */
   redis: RedisConnectionConfig;
   signingKey?: KeyObject;
-  verifyKey?: KeyObject;
+  verifyKey?: readonly KeyObject[];
 }
 
 /** Pure: the env record in, typed config out; throws ConfigError naming the variable. */

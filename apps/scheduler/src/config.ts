@@ -2,7 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
 import { ConfigError, commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zLongDuration, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
-import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
+import { loadSigningKeyFile, loadVerifyKeysFile, parseGrpcAddress } from '@cordum/protocol';
 import { z } from 'zod';
 import { D21_BREAKER, type BreakerOptions } from './safety-breaker';
 import type { FailModes } from './safety';
@@ -41,7 +41,7 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   SCHEDULER_OUTPUT_FAIL_MODE: z.enum(['open', 'closed']).default('closed'),
   SCHEDULER_OUTPUT_POLICY_ENABLED: zBool.default(false),
   // CONTRACT §3, P61: a PEM P-256 public key; when set, packets from workers must be signed with its key.
-  CAP_VERIFY_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'public')).optional(),
+  CAP_VERIFY_KEY_FILE: zParsedString(loadVerifyKeysFile).optional(),
   // P61: a PEM P-256 private key; when set, the job requests sent to workers are signed with it.
   CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
 });
@@ -107,8 +107,8 @@ export interface SchedulerConfig {
   replay: { intervalMs: number; pendingAgeMs: number; maxScheduleTries: number; maxScheduleWaitMs: number };
   /** D7 leader leases (reconciler, replayer). */
   leader: { ttlMs: number; renewMs: number };
-  /** P61: packets from workers (results, progress, heartbeats, handshakes) must verify with this key. */
-  capVerifyKey?: KeyObject;
+  /** P61: packets from workers (results, progress, heartbeats, handshakes) must verify with one of these keys (several during a rotation, P201). */
+  capVerifyKey?: readonly KeyObject[];
   /** P61: job requests to workers are signed with this key (for workers that verify). */
   capSigningKey?: KeyObject;
 }
@@ -123,14 +123,15 @@ export interface SchedulerConfig {
  * was refused by every replica and counted as a forged cancel. So verifying needs the private key
  * of the same pair.
  */
-function capKeys(verify: KeyObject | undefined, signing: KeyObject | undefined): void {
+function capKeys(verify: readonly KeyObject[] | undefined, signing: KeyObject | undefined): void {
   if (verify === undefined) return;
   if (signing === undefined) {
     throw new ConfigError('invalid config: CAP_VERIFY_KEY_FILE needs CAP_SIGNING_KEY_FILE too (the private key of the same pair): the scheduler verifies sys.job.cancel, where its own JobCancels go');
   }
   const der = (k: KeyObject): Buffer => k.export({ type: 'spki', format: 'der' });
-  if (!der(createPublicKey(signing)).equals(der(verify))) {
-    throw new ConfigError('invalid config: CAP_SIGNING_KEY_FILE is not the private key of CAP_VERIFY_KEY_FILE: the scheduler verifies its own JobCancels on sys.job.cancel');
+  const own = der(createPublicKey(signing));
+  if (!verify.some((k) => der(k).equals(own))) {
+    throw new ConfigError('invalid config: CAP_SIGNING_KEY_FILE is not the private key of a key in CAP_VERIFY_KEY_FILE: the scheduler verifies its own JobCancels on sys.job.cancel');
   }
 }
 

@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '@cordum/service-kit';
@@ -83,7 +83,11 @@ describe('loadSchedulerConfig', () => {
     };
     const [a, b] = [pair('a'), pair('b')];
     expect(() => loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: a.pub }, empty)).toThrow(/^invalid config: CAP_VERIFY_KEY_FILE needs CAP_SIGNING_KEY_FILE too/);
-    expect(() => loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: a.pub, CAP_SIGNING_KEY_FILE: b.priv }, empty)).toThrow(/^invalid config: CAP_SIGNING_KEY_FILE is not the private key of CAP_VERIFY_KEY_FILE/);
+    expect(() => loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: a.pub, CAP_SIGNING_KEY_FILE: b.priv }, empty)).toThrow(/^invalid config: CAP_SIGNING_KEY_FILE is not the private key of a key in CAP_VERIFY_KEY_FILE/);
+    // P201: a rotation's file holds the old and the new public key; the signing key is one of them
+    const rotation = join(empty, 'rotation.pub.pem');
+    writeFileSync(rotation, `${readFileSync(a.pub, 'utf8')}${readFileSync(b.pub, 'utf8')}`);
+    expect(loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: rotation, CAP_SIGNING_KEY_FILE: b.priv }, empty).capVerifyKey).toHaveLength(2);
     expect(loadSchedulerConfig({ CAP_VERIFY_KEY_FILE: a.pub, CAP_SIGNING_KEY_FILE: a.priv }, empty).capVerifyKey).toBeDefined();
     expect(loadSchedulerConfig({ CAP_SIGNING_KEY_FILE: b.priv }, empty).capSigningKey).toBeDefined();
     expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: join(empty, 'missing.yaml') }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH cannot read/);

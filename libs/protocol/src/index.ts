@@ -30,7 +30,7 @@ export { PROTOCOL_VERSION, WORKER_DRAINING_LABEL, encodePacket, decodePacket, en
 export { encodeProgressPacket } from './progress-packet';
 export type { ProgressPacketFields } from './progress-packet';
 export { validatePacket, decodeValidPacket, JOB_TOPIC_RE, MAX_TOPIC_LENGTH, TENANT_RE } from './validate';
-export { SIGNATURE_FIELD, signPacket, verifyPacket, signedBytes, loadSigningKey, loadSigningKeyFile, packetDecoder, packetEncoder } from './sign';
+export { SIGNATURE_FIELD, signPacket, verifyPacket, signedBytes, loadSigningKey, loadSigningKeyFile, loadVerifyKeysFile, packetDecoder, packetEncoder, type VerifyKeys } from './sign';
 export { stripTopLevelField, encodeLenField } from './wire';
 export type { StrippedField } from './wire';
 export { grpcServiceDefinition, methodPath, addGrpcService, grpcServerOptions, grpcBindAddress, grpcError, GrpcStatus, boundedStatusMessage, clipText, MAX_STATUS_MESSAGE_BYTES, type ServiceDefinitionOptions } from './grpc/server';

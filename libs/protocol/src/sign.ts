@@ -54,14 +54,17 @@ export function signPacket(p: BusPacket, privateKeyPem: string | KeyObject): Uin
   return out;
 }
 
+/** One public key, or several (a key rotation: the old and the new pair, P201). */
+export type VerifyKeys = string | KeyObject | readonly KeyObject[];
+
 /**
  * Verifies the signature over the bytes as received with every top-level
  * field 14 removed (never a re-encoding: other encoders order fields
- * differently). Unsigned or malformed packets verify false; an unusable key
- * throws ProtocolError('invalid_key').
+ * differently), with the key or with any of the keys. Unsigned or malformed
+ * packets verify false; an unusable key throws ProtocolError('invalid_key').
  */
-export function verifyPacket(bytes: Uint8Array, publicKeyPem: string | KeyObject): boolean {
-  const key = toKey(publicKeyPem, 'public');
+export function verifyPacket(bytes: Uint8Array, publicKeys: VerifyKeys): boolean {
+  const keys = Array.isArray(publicKeys) ? (publicKeys as readonly KeyObject[]).map((k) => toKey(k, 'public')) : [toKey(publicKeys as string | KeyObject, 'public')];
   let stripped;
   try {
     stripped = stripTopLevelField(bytes, SIGNATURE_FIELD);
@@ -72,11 +75,13 @@ export function verifyPacket(bytes: Uint8Array, publicKeyPem: string | KeyObject
   // Protobuf semantics: the last occurrence of a singular field wins.
   const signature = stripped.values[stripped.values.length - 1];
   if (!signature || signature.length === 0) return false;
-  try {
-    return verify('sha256', stripped.rest, { key, dsaEncoding: 'der' }, signature);
-  } catch {
-    return false; // e.g. a signature that is not valid DER
-  }
+  return keys.some((key) => {
+    try {
+      return verify('sha256', stripped.rest, { key, dsaEncoding: 'der' }, signature);
+    } catch {
+      return false; // e.g. a signature that is not valid DER
+    }
+  });
 }
 
 /** The received bytes minus field 14, i.e. exactly what a signature covers. */
@@ -89,23 +94,40 @@ export function loadSigningKey(pem: string, kind: 'private' | 'public'): KeyObje
   return toKey(pem, kind);
 }
 
-/** `loadSigningKey` of a PEM file; an unreadable file is `invalid_key` too, with a one-line message. */
-export function loadSigningKeyFile(path: string, kind: 'private' | 'public'): KeyObject {
-  let pem: string;
+/** A key file's text; an unreadable file is `invalid_key`, with a one-line message. */
+function readKeyFile(path: string): string {
   try {
-    pem = readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (err) {
     throw new ProtocolError('invalid_key', `cannot read ${JSON.stringify(path)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
-  return toKey(pem, kind);
+}
+
+/** `loadSigningKey` of a PEM file; an unreadable file is `invalid_key` too, with a one-line message. */
+export function loadSigningKeyFile(path: string, kind: 'private' | 'public'): KeyObject {
+  return toKey(readKeyFile(path), kind);
+}
+
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g;
+
+/**
+ * Every PEM public key in the file at `path`: one, or several during a key rotation (the old and
+ * the new pair's, P201), each checked as `loadSigningKeyFile` checks one. A file without a PEM
+ * block is parsed as one key, which gives its `invalid_key` error.
+ */
+export function loadVerifyKeysFile(path: string): KeyObject[] {
+  const pem = readKeyFile(path);
+  const blocks = pem.match(PEM_BLOCK) ?? [];
+  return blocks.length === 0 ? [toKey(pem, 'public')] : blocks.map((b) => toKey(b, 'public'));
 }
 
 /**
  * CONTRACT §3: verifying is optional per deployment. Without `publicKey` this is
  * `decodeValidPacket`; with it, a packet must first carry a signature that verifies with the key
- * (ProtocolError `invalid_signature`), so unsigned and forged packets are refused like malformed ones.
+ * (or with one of the keys, P201; ProtocolError `invalid_signature`), so unsigned and forged
+ * packets are refused like malformed ones.
  */
-export function packetDecoder(publicKey?: KeyObject): (bytes: Uint8Array) => BusPacket {
+export function packetDecoder(publicKey?: KeyObject | readonly KeyObject[]): (bytes: Uint8Array) => BusPacket {
   if (publicKey === undefined) return decodeValidPacket;
   return (bytes) => {
     if (!verifyPacket(bytes, publicKey)) throw new ProtocolError('invalid_signature', 'packet is unsigned or its signature does not verify with the configured key');

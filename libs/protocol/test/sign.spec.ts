@@ -1,4 +1,7 @@
 import { generateKeyPairSync, sign, verify } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   BusPacketSchema,
   JobRequestSchema,
@@ -8,6 +11,7 @@ import {
   encodePacket,
   loadSigningKey,
   loadSigningKeyFile,
+  loadVerifyKeysFile,
   packetDecoder,
   packetEncoder,
   encodeForSigning,
@@ -231,5 +235,35 @@ describe('packetDecoder / packetEncoder (P61: verification optional per deployme
     };
     expect(codeOf(() => loadSigningKeyFile('/nonexistent/cap.pem', 'public'))).toBe('cannot read "/nonexistent/cap.pem": ENOENT');
     expect(codeOf(() => loadSigningKey(keyPair().publicPem, 'private'))).toMatch(/^cannot parse private key/);
+  });
+
+  it('loadVerifyKeysFile: a file with the old and the new public key verifies packets signed with either, nothing else (P201)', () => {
+    const [oldPair, newPair, stranger] = [keyPair(), keyPair(), keyPair()];
+    const dir = mkdtempSync(join(tmpdir(), 'verify-keys-'));
+    try {
+      const both = join(dir, 'both.pem');
+      writeFileSync(both, `${oldPair.publicPem}\n# the new pair, rolled out next\n${newPair.publicPem}`);
+      const keys = loadVerifyKeysFile(both);
+      expect(keys).toHaveLength(2);
+      const strict = packetDecoder(keys);
+      const signedWith = (pem: string) => packetEncoder(loadSigningKey(pem, 'private'))(request());
+      expect(strict(signedWith(oldPair.privatePem)).payload.case).toBe('jobRequest');
+      expect(strict(signedWith(newPair.privatePem)).payload.case).toBe('jobRequest');
+      expect(() => strict(signedWith(stranger.privatePem))).toThrow(/signature does not verify/);
+      expect(() => strict(encodePacket(request()))).toThrow(/unsigned/);
+      expect(verifyPacket(signedWith(newPair.privatePem), keys)).toBe(true);
+      // one key, as before; a file without a PEM block, or with a bad one, is invalid_key
+      const one = join(dir, 'one.pem');
+      writeFileSync(one, oldPair.publicPem);
+      expect(loadVerifyKeysFile(one)).toHaveLength(1);
+      const junk = join(dir, 'junk.pem');
+      writeFileSync(junk, 'hello\n');
+      expect(() => loadVerifyKeysFile(junk)).toThrow(/cannot parse public key/);
+      const privateToo = join(dir, 'mixed.pem');
+      writeFileSync(privateToo, `${oldPair.publicPem}${newPair.privatePem}`);
+      expect(loadVerifyKeysFile(privateToo)).toHaveLength(2); // a private key's public half is a verify key too
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

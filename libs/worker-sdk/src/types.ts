@@ -119,9 +119,9 @@ export interface WorkerOptions {
   /**
    * A P-256 public key: job requests and cancels must carry a signature that verifies with it
    * (P61; the scheduler and gateway sign with CAP_SIGNING_KEY_FILE). Others are dropped as bad
-   * packets. Unset: not verified.
+   * packets. Several keys (a rotation: the old and the new pair's, P201): any of them. Unset: not verified.
    */
-  verifyKey?: KeyObject;
+  verifyKey?: KeyObject | readonly KeyObject[];
   handler: JobHandler;
 }
 
