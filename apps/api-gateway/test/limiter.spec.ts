@@ -171,3 +171,49 @@ describe('failed-login budget (P55)', () => {
     expect(b.take('10.0.0.1')).toBeGreaterThan(0);
   });
 });
+
+describe('rate limiter fallback probe (P181)', () => {
+  let server: TestServer;
+  let admin: RedisClient;
+  let redis: RedisClient;
+
+  beforeAll(async () => {
+    server = await startRedis();
+    admin = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, name: 'gw-probe' });
+    await waitFor(() => redis.status === 'ready', 5_000, { message: 'limiter connected' });
+  });
+
+  afterAll(async () => {
+    await closeRedis(redis);
+    await closeRedis(admin);
+    await server.stop();
+  });
+
+  /** Commands Redis refused for memory (`errorstat_OOM`). */
+  const oomRefusals = async (): Promise<number> => Number(/errorstat_OOM:count=(\d+)/.exec(await admin.info('errorstats'))?.[1] ?? 0);
+
+  it('probes with the limiter script, so a Redis that answers PING but refuses writes (OOM) keeps the fallback; once it takes writes, a scrape switches back', async () => {
+    const registry = new Registry();
+    const limiter = createRateLimiter({ redis, useRedis: true, limits: { rps: 100, burst: 100 }, registry, logger: quiet });
+    const gauge = async (name: string): Promise<number> => (await registry.getSingleMetric(name)?.get())?.values[0]?.value ?? -1;
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      expect((await limiter.check('acme')).allowed).toBe(true); // decided in memory: the script was refused
+      expect(limiter.mode).toBe('memory');
+      expect(await oomRefusals()).toBe(1);
+      await registry.metrics(); // a scrape: its probe is the script, refused too
+      await waitFor(async () => (await oomRefusals()) === 2, 5_000, { message: 'the probe ran the script and was refused' });
+      await registry.metrics();
+      expect(limiter.mode).toBe('memory');
+      expect(await gauge('cordum_rate_limit_in_memory')).toBe(1);
+      expect(await gauge('cordum_rate_limit_fallback_total')).toBe(1);
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+    await registry.metrics();
+    await waitFor(() => limiter.mode === 'redis', 5_000, { message: 'a scrape switched back' });
+    expect(await gauge('cordum_rate_limit_in_memory')).toBe(0);
+  });
+});

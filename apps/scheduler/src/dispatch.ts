@@ -183,14 +183,16 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
  * `markPublished`, tried again while the lease is safe when Redis fails it (P188). The attempt has
  * left: a throw here would end the handler, release the lock, and the message's re-run (P101) or
  * redelivery would find the attempt unpublished and send it again, which a CAP worker without
- * start acks runs twice. Only a lease past its margin gives up (another replica may own the job
- * by then), which leaves the D2 residual window to crashes and Redis outages longer than the lease.
- * A try that timed out may have been applied and deleted the lock (`release`): a later try then
+ * start acks runs twice. It gives up when the lease is past its margin (another replica may own
+ * the job by then) or after one lease TTL of failures: a Redis that renews the lock but refuses
+ * the write (OOM under `noeviction`) would otherwise hold the handler, and a stop, for as long as
+ * it lasts. Both leave the D2 residual window: the attempt may go out again. A try that timed out may have been applied and deleted the lock (`release`): a later try then
  * finds the lock gone, and the record showing this dispatch published is the answer.
  */
 async function markPublishedHolding(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, release: boolean, margin: number): Promise<MarkPublishedResult> {
   let delayMs = MARK_RETRY_FIRST_MS;
   let tried = false;
+  const giveUpAt = performance.now() + lease.ttlMs;
   for (;;) {
     try {
       const m = await ctx.store.markPublished(job.id, d.dispatchId, lease.token, { current: job, release });
@@ -198,7 +200,10 @@ async function markPublishedHolding(ctx: SchedulerContext, lease: Lease, job: Jo
       if (tried && cur?.dispatch?.dispatchId === d.dispatchId && cur.dispatch.published) return { ok: true, job: cur };
       return m;
     } catch (err) {
-      if (!lease.safeToAct(margin)) throw err;
+      if (!lease.safeToAct(margin) || performance.now() >= giveUpAt) {
+        ctx.logger.warn('dispatch published but not marked; giving up, the attempt may be sent again', { job_id: job.id, dispatch_id: d.dispatchId, err: errorText(err) });
+        throw err;
+      }
       ctx.logger.warn('marking a published dispatch failed; trying again while the job lock is held', { job_id: job.id, dispatch_id: d.dispatchId, err: errorText(err) });
       tried = true;
       await sleep(delayMs);

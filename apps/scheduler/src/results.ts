@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { ATTEMPT_OUT_STATES, boundedError, ENDED_BY_OTHERS, namesOtherAttempt, ownOutputKeys, TERMINAL_STATES, type JobPatch, type JobRecord, type JobState } from '@cordum/job-store';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
-import { JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
+import { encodeForSigning, JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
 import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
@@ -96,15 +96,17 @@ function ignore(ctx: SchedulerContext, reason: string, jobId: string): HandlerOu
 }
 
 /**
- * P197: with verification on, a signed result without a dispatch id is named by a digest of its
- * signature. It applies to whatever attempt is current, and a signature cannot be made without the
- * key, so the only way to get the same one again is to publish the same bytes again: a capture of
- * attempt 1's retryable answer published while attempt 2 runs would otherwise start attempt 3
- * (P41's sequence guard does not stop it: a republish gets a new sequence).
+ * P197: with verification on, a signed result without a dispatch id is named by a digest of what
+ * its signature covers (the packet without field 14; its packet id and created_at make each answer
+ * unique). It applies to whatever attempt is current, and signed content cannot be made without the
+ * key, so the only way to get the same content again is to publish a capture again: attempt 1's
+ * retryable answer published while attempt 2 runs would otherwise start attempt 3 (P41's sequence
+ * guard does not stop it: a republish gets a new sequence). Not the signature's digest: an ECDSA
+ * signature (r, s) has a twin (r, n − s) that verifies too, made without the key.
  */
 function replayKey(ctx: SchedulerContext, packet: BusPacket, res: JobResult): string | undefined {
   if (ctx.config.capVerifyKey === undefined || res.dispatch?.dispatchId || packet.signature.length === 0) return undefined;
-  return createHash('sha256').update(packet.signature).digest('base64url').slice(0, 22);
+  return createHash('sha256').update(encodeForSigning(packet)).digest('base64url').slice(0, 22);
 }
 
 const MAX_RESULT_SIGS = 32;

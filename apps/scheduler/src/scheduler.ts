@@ -66,6 +66,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
   const { logger, instanceId, registry } = deps;
   const workers = new WorkerRegistry({ ttlMs: config.workerTtlMs });
   let bus: Bus | undefined;
+  /** P190: the leader loops (snapshot writer, reconciler, replayer) lead only while the bus is connected. */
+  const busConnected = (): boolean => bus?.connected === true;
   const metrics = createSchedulerMetrics(registry, {
     unclaimedWorkers: () => workers.live().filter((w) => workers.unresponsive(w)).length,
     submitBacklog: () => (bus?.connected ? bus.backlog(QUEUE, subjects.submit) : Promise.resolve(null)),
@@ -199,7 +201,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     hydration = await hydrate({ redis, registry: workers, timeoutMs: config.snapshot.readTimeoutMs, floorMs: config.snapshot.hydrateFloorMs, logger });
     subs.push(bus.subscribe(subjects.progress, progressListener(c, progressInflight), { queue: QUEUE }));
     // The worker snapshot (for the gateways' /workers) needs no config.
-    const writer = snapshotWriter({ redis, locks, registry: workers, instanceId, intervalMs: config.snapshot.intervalMs, lockTtlMs: config.snapshot.lockTtlMs, logger, busConnected: () => bus?.connected === true });
+    const writer = snapshotWriter({ redis, locks, registry: workers, instanceId, intervalMs: config.snapshot.intervalMs, lockTtlMs: config.snapshot.lockTtlMs, logger, busConnected });
     loops.push(writer);
     writer.start();
     // P152: no job is taken with the files' and env's config in place of the stored one (a section
@@ -279,6 +281,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       run: () => reconcileOnce(c).then(() => undefined),
       // Only the leader scans: a replica that lost the lease must not keep exporting its last count.
       notLeader: () => c.metrics.staleJobs.set(0),
+      // P190: its timeouts, redispatches and cancels go out on the bus, and it judges workers by heartbeats.
+      eligible: busConnected,
     });
     replayer = createLeaderLoop({
       name: 'pending replayer',
@@ -290,6 +294,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       periodMs: () => config.replay.intervalMs,
       logger,
       run: () => replayOnce(c).then(() => undefined),
+      // P190: cut off from NATS it hears no worker, and would park every retry it drives until it fails `no_workers`.
+      eligible: busConnected,
     });
     loops.push(reconciler, replayer);
     reconciler.start();

@@ -7,17 +7,21 @@
 import { connectBus, subjects, type Bus } from '@cordum/bus';
 import type { JobStore } from '@cordum/job-store';
 import { decodePacket } from '@cordum/protocol';
+import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
 import { QUEUE } from '../src/context';
 import { quietLog, startTestKernel, type TestKernel } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
 
-/** What the next markPublished of job `id` does: throw before Redis, or apply and then throw (a lost reply). */
-const faults = new Map<string, 'before' | 'after'>();
+/** What the next markPublished of job `id` does: throw before Redis, or apply and then throw (a lost reply); `refused`: every one is refused until cleared. */
+const faults = new Map<string, 'before' | 'after' | 'refused'>();
+let markCalls = 0;
 const wrapStore = (s: JobStore): JobStore => ({
   ...s,
   async markPublished(...a: Parameters<JobStore['markPublished']>) {
+    markCalls += 1;
     const fault = faults.get(a[0]);
+    if (fault === 'refused') throw new Error("OOM command not allowed when used memory > 'maxmemory'.");
     faults.delete(a[0]);
     if (fault === 'before') throw new Error('Connection is closed.');
     const m = await s.markPublished(...a);
@@ -26,6 +30,7 @@ const wrapStore = (s: JobStore): JobStore => ({
   },
 });
 
+const logs: string[] = [];
 let rig: SchedulerRig;
 let kernel: TestKernel;
 let cap: Bus;
@@ -33,7 +38,9 @@ const heard = new Map<string, string[]>();
 
 beforeAll(async () => {
   kernel = await startTestKernel([]);
-  rig = await startSchedulerRig({ instanceId: 'sched-mark', kernelAddress: kernel.address, env: { SCHEDULER_DISPATCH_UNTRACKED: 'true' }, deps: { wrapStore } });
+  // A 3 s lock: P188's retry gives up after one lock TTL of failures.
+  const logger = createLogger({ service: 'scheduler', instance: 'sched-mark', level: 'warn', write: (line) => void logs.push(line) });
+  rig = await startSchedulerRig({ instanceId: 'sched-mark', kernelAddress: kernel.address, env: { SCHEDULER_DISPATCH_UNTRACKED: 'true', SCHEDULER_JOB_LOCK_TTL: '3s' }, deps: { wrapStore }, logger });
   cap = await connectBus({ servers: [rig.natsServer.url], name: 'cap-worker', logger: quietLog });
   cap.subscribe(
     'job.capx',
@@ -74,3 +81,18 @@ it.each([
   expect(job).toMatchObject({ state: 'DISPATCHED', attempts: 1 });
   expect(await rig.redis.exists(`cordum:scheduler:job:{${id}}`)).toBe(0); // D6: released once marked
 });
+
+it('a Redis that keeps refusing the mark while the lock renews (OOM) holds the handler for one lock TTL, not for as long as it lasts', async () => {
+  const id = 'mark-refused';
+  faults.set(id, 'refused');
+  await rig.submit(id, 'job.capx');
+  // After one 3 s lock TTL of tries (50 ms doubling to 1 s), the handler ends and lets the lock go.
+  await waitFor(() => logs.some((l) => l.includes('giving up, the attempt may be sent again') && l.includes(id)), 15_000, { message: 'gave up' });
+  faults.delete(id); // Redis takes writes again: the redelivered submit sends the attempt again (D2's window) and marks it
+  await settled(id);
+  const job = await rig.job(id);
+  expect(job).toMatchObject({ state: 'DISPATCHED', attempts: 1 });
+  expect(new Set(heard.get(id))).toEqual(new Set([job.dispatch?.dispatchId]));
+  expect(markCalls).toBeGreaterThan(3);
+});
+

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects } from '@cordum/bus';
 import type { JobRecord } from '@cordum/job-store';
-import { create, JobResultSchema, JobStatus, newPacket, signPacket } from '@cordum/protocol';
+import { create, decodePacket, encodeLenField, JobResultSchema, JobStatus, newPacket, SIGNATURE_FIELD, signedBytes, signPacket, verifyPacket } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
 import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
@@ -42,12 +42,39 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
+/** P-256's group order n. */
+const N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+/** The DER signature (field 14) of a signed packet. */
+const signatureOf = (bytes: Uint8Array): Uint8Array => decodePacket(bytes).signature;
+
+/** DER `SEQUENCE { INTEGER r, INTEGER n − s }` from DER `SEQUENCE { INTEGER r, INTEGER s }` (short-form lengths, as P-256's are). */
+function twinSignature(der: Uint8Array): Uint8Array {
+  const rLen = der[3]!;
+  const r = der.subarray(4, 4 + rLen);
+  const sLen = der[5 + rLen]!;
+  const s = BigInt(`0x${Buffer.from(der.subarray(6 + rLen, 6 + rLen + sLen)).toString('hex')}`);
+  let hex = (N - s).toString(16);
+  if (hex.length % 2 === 1) hex = `0${hex}`;
+  let s2 = Buffer.from(hex, 'hex');
+  if (s2[0]! & 0x80) s2 = Buffer.concat([Buffer.from([0]), s2]);
+  const body = Buffer.concat([Buffer.from([0x02, r.length]), r, Buffer.from([0x02, s2.length]), s2]);
+  return Buffer.concat([Buffer.from([0x30, body.length]), body]);
+}
+
 const runningOn = (id: string, attempt: number) => async (): Promise<JobRecord | null> => {
   const j = await rig.job(id);
   return j.state === 'RUNNING' && j.attempts === attempt ? j : null;
 };
 
-it('a signed anonymous result published again is ignored as replayed; a new signed answer still applies', async () => {
+it('a signed anonymous result published again, as is or with its twin signature, is ignored as replayed; a new signed answer still applies', async () => {
   const id = `replay-${process.pid}`;
   await rig.submit(id, 'job.replay');
   await waitFor(runningOn(id, 1), 10_000, { message: 'attempt 1 RUNNING' });
@@ -63,6 +90,12 @@ it('a signed anonymous result published again is ignored as replayed; a new sign
   const before = await rig.counter('cordum_scheduler_ignored_packets_total', { reason: 'replayed' });
   await rig.bus.publish(subjects.result, captured);
   await waitFor(async () => (await rig.counter('cordum_scheduler_ignored_packets_total', { reason: 'replayed' })) > before, 10_000, { message: 'the replay ignored' });
+  expect(await rig.job(id)).toMatchObject({ state: 'RUNNING', attempts: 2 });
+  // ...and with the signature's twin (r, n − s), which verifies too and needs no key.
+  const twin = concat(signedBytes(captured), encodeLenField(SIGNATURE_FIELD, twinSignature(signatureOf(captured))));
+  expect(verifyPacket(twin, keys.publicKey)).toBe(true);
+  await rig.bus.publish(subjects.result, twin);
+  await waitFor(async () => (await rig.counter('cordum_scheduler_ignored_packets_total', { reason: 'replayed' })) > before + 1, 10_000, { message: 'the twin ignored' });
   expect(await rig.job(id)).toMatchObject({ state: 'RUNNING', attempts: 2 });
 
   // The worker's own next answer (new bytes, a new signature) applies as usual: attempt 3, the last.

@@ -23,6 +23,8 @@ export const rateLimitKey = (key: string): string => `cordum:rl:{${key}}`;
  * fallback under CPU load hands out a second (per-replica) budget. */
 const REDIS_DECISION_TIMEOUT_MS = 1_000;
 const MAX_MEMORY_BUCKETS = 50_000;
+/** P181's probe bucket: tenants match ^[a-z0-9]… and addresses have no `_`, so no request shares it. */
+const PROBE_KEY = '_probe';
 const ALLOWED: LimitDecision = { allowed: true };
 
 export interface RateLimiter {
@@ -76,15 +78,18 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   let limits: RateLimits = { ...o.limits };
   let mode: LimiterMode = o.useRedis ? 'redis' : 'memory';
   const hits = new Counter({ name: 'cordum_rate_limit_hits_total', help: 'Requests rejected with 429 rate_limited', registers: [o.registry] });
-  // A scrape while in the fallback starts one PING (P181): without it the gauge, and its alert,
+  // A scrape while in the fallback starts one probe (P181): without it the gauge, and its alert,
   // stayed at 1 after Redis came back until a request happened to go through this replica. The
-  // scrape does not wait on it (a sick Redis must not slow /metrics); the next scrape reads its
-  // outcome.
+  // probe is the limiter's own script taking no token on a key no tenant or address can have, so
+  // a Redis that answers PING but refuses the script's write (OOM, an ACL) keeps the fallback
+  // instead of flapping. The scrape does not wait on it (a sick Redis must not slow /metrics);
+  // the next scrape reads its outcome.
   let probing = false;
   const probe = (): void => {
-    if (probing || mode !== 'memory' || !o.useRedis) return;
+    if (probing || mode !== 'memory' || !o.useRedis || !redisUsable()) return;
     probing = true;
-    withTimeout(o.redis.ping(), REDIS_DECISION_TIMEOUT_MS, 'rate limit probe').then(
+    const l = limits;
+    withTimeout(scripts.run('token-bucket', [rateLimitKey(PROBE_KEY)], [now(), l.rps, l.burst, 0]), REDIS_DECISION_TIMEOUT_MS, 'rate limit probe').then(
       () => {
         probing = false;
         if (mode === 'memory') switchTo('redis', '');
