@@ -181,26 +181,25 @@ describe('POST /api/v1/jobs', () => {
     expect(await redis.exists('job:idempotency:acme:throttled-1')).toBe(0);
   });
 
-  it('kernel unavailable → accepted PENDING with safety decision "unavailable" (D19) and published', async () => {
-    const r = await submit({ prompt: 'x', topic: 'job.broken.thing' });
+  /** D19: the submit to `topic` is accepted PENDING with safety decision "unavailable", and published. */
+  async function acceptedUnavailable(topic: string): Promise<void> {
+    const r = await submit({ prompt: 'x', topic });
     expect(r.status).toBe(200);
     const jobId = String(r.body['job_id']);
     const g = await call(rig.url, 'GET', `/api/v1/jobs/${jobId}`, { key: KEYS.operator });
     expect(g.body['state']).toBe('PENDING');
     expect((g.body['safety'] as { decision: string }).decision).toBe('unavailable');
     await submits.first(jobId);
+  }
+
+  it('kernel unavailable → accepted PENDING with safety decision "unavailable" (D19) and published', async () => {
+    await acceptedUnavailable('job.broken.thing');
   });
 
   it('a decision this gateway does not know (a newer kernel) → accepted PENDING with "unavailable" (D19), not 500', async () => {
     rig.kernel.override = (req, m) => (m === 'evaluate' && req.topic === 'job.echo.future' ? { decision: 99 as Decision, reason: 'a decision from the future', policySnapshot: 'snap-test', ruleId: 'r' } : undefined);
     try {
-      const r = await submit({ prompt: 'x', topic: 'job.echo.future' });
-      expect(r.status).toBe(200);
-      const jobId = String(r.body['job_id']);
-      const g = await call(rig.url, 'GET', `/api/v1/jobs/${jobId}`, { key: KEYS.operator });
-      expect(g.body['state']).toBe('PENDING');
-      expect((g.body['safety'] as { decision: string }).decision).toBe('unavailable');
-      await submits.first(jobId);
+      await acceptedUnavailable('job.echo.future');
     } finally {
       rig.kernel.override = undefined;
     }
