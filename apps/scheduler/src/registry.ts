@@ -201,6 +201,11 @@ export class WorkerRegistry {
     return added;
   }
 
+  /** Whether this replica knows the worker's handshake (heard it, or hydrated it from the snapshot). */
+  hasHandshake(workerId: string): boolean {
+    return this.handshakes.has(workerId);
+  }
+
   /** Live workers (heartbeat younger than the TTL); also forgets long-dead ones. */
   live(): WorkerView[] {
     const out: WorkerView[] = [];

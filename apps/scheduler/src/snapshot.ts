@@ -51,7 +51,20 @@ export function snapshotWriter(o: { redis: RedisClient; locks: Locks; registry: 
     logger: o.logger,
     run: async () => {
       // all(): workers the registry still remembers, offline ones included; readers compute `online`.
-      const snap = toSnapshot(o.registry.all(), o.instanceId, Date.now());
+      const workers = o.registry.all();
+      const snap = toSnapshot(workers, o.instanceId, Date.now());
+      // P202: a writer that started cold (its snapshot read failed) has no handshake for a CAP
+      // worker that sends one only at its start; the stored snapshot's ready_topics and start_ack
+      // for it are kept, or replicas warm-starting later would lose its direct subject and D40
+      // routing. Read only while some worker lacks one.
+      if (workers.some((w) => !o.registry.hasHandshake(w.workerId))) {
+        const stored = parseWorkerSnapshot(await o.redis.get(jobKeys.workerSnapshot()));
+        const prior = new Map((stored?.workers ?? []).map((w) => [w.worker_id, w]));
+        snap.workers = snap.workers.map((w) => {
+          const before = prior.get(w.worker_id);
+          return !o.registry.hasHandshake(w.worker_id) && before !== undefined ? { ...w, ready_topics: before.ready_topics, start_ack: before.start_ack } : w;
+        });
+      }
       await o.redis.set(jobKeys.workerSnapshot(), encodeWorkerSnapshot(snap));
     },
   });

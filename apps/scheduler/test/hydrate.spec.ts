@@ -1,6 +1,6 @@
 import { encodeWorkerSnapshot, jobKeys, parseWorkerSnapshot } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
-import { create, HeartbeatSchema, WORKER_DRAINING_LABEL } from '@cordum/protocol';
+import { create, HandshakeSchema, HeartbeatSchema, WORKER_DRAINING_LABEL } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { startRedis, waitFor, type TestServer } from '@cordum/testing';
@@ -93,6 +93,31 @@ describe('hydrate (real Redis)', () => {
       expect(a.isLeader()).toBe(false);
     } finally {
       await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it("a writer that started cold keeps the stored handshake of a worker it has heard only heartbeats from (P202)", async () => {
+    const now = Date.now();
+    await redis.set(
+      jobKeys.workerSnapshot(),
+      encodeWorkerSnapshot({ captured_at: now - 1000, writer_id: 'old-writer', workers: [{ ...entry('cap-once', now - 1000), ready_topics: ['worker.cap-once.jobs', 'job.cap'], start_ack: false }] }),
+    );
+    const cold = new WorkerRegistry();
+    cold.onHeartbeat(create(HeartbeatSchema, { workerId: 'cap-once', pool: 'default', maxParallelJobs: 4 }));
+    cold.onHeartbeat(create(HeartbeatSchema, { workerId: 'sdk', pool: 'default', maxParallelJobs: 4 }));
+    cold.onHandshake(create(HandshakeSchema, { componentId: 'sdk', readyTopics: ['worker.sdk.jobs', 'job.sdk'], capabilities: { start_ack: true } }));
+    const writer = snapshotWriter({ redis, locks: createLocks(redis), registry: cold, instanceId: 'cold-writer', intervalMs: 50, lockTtlMs: 2_000, logger, busConnected: () => true });
+    writer.start();
+    try {
+      const stored = await waitFor(async () => {
+        const snap = parseWorkerSnapshot(await redis.get(jobKeys.workerSnapshot()));
+        return snap?.writer_id === 'cold-writer' ? snap : null;
+      }, 5_000, { message: 'the cold writer wrote' });
+      const byId = new Map(stored.workers.map((w) => [w.worker_id, w]));
+      expect(byId.get('cap-once')).toMatchObject({ ready_topics: ['worker.cap-once.jobs', 'job.cap'], start_ack: false });
+      expect(byId.get('sdk')).toMatchObject({ ready_topics: ['worker.sdk.jobs', 'job.sdk'], start_ack: true });
+    } finally {
+      await writer.stop();
     }
   });
 
