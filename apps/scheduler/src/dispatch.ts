@@ -186,8 +186,9 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
  * start acks runs twice. It gives up when the lease is past its margin (another replica may own
  * the job by then) or after one lease TTL of failures: a Redis that renews the lock but refuses
  * the write (OOM under `noeviction`) would otherwise hold the handler, and a stop, for as long as
- * it lasts. Both leave the D2 residual window: the attempt may go out again. A try that timed out may have been applied and deleted the lock (`release`): a later try then
- * finds the lock gone, and the record showing this dispatch published is the answer.
+ * it lasts. Both leave the D2 residual window: the attempt may go out again. A try that timed
+ * out may have been applied and deleted the lock (`release`): a later try then finds the lock
+ * gone, and the record showing this dispatch published is the answer.
  */
 async function markPublishedHolding(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, release: boolean, margin: number): Promise<MarkPublishedResult> {
   let delayMs = MARK_RETRY_FIRST_MS;
