@@ -13,7 +13,7 @@ import {
   type ConfigWatcher,
   type PolicyBundle,
 } from '@cordum/config-overlay';
-import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, grpcBindAddress, grpcServerOptions } from '@cordum/protocol';
+import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
@@ -70,12 +70,6 @@ const appliedRecordSchema = z.object({
 type AppliedRecord = z.infer<typeof appliedRecordSchema>;
 
 const shortHash = (h: string | null | undefined): string => (h ? h.slice(0, 12) : 'absent');
-
-function bind(server: grpc.Server, addr: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
-  });
-}
 
 /** In-flight calls get GRPC_DRAIN_MS to finish; open health Watch streams would otherwise hold tryShutdown forever. */
 function shutdownGrpc(server: grpc.Server, service: SafetyService | undefined): Promise<void> {
@@ -394,7 +388,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       if (name !== '' && name !== GRPC_SERVICE_NAME) return undefined;
       return s.active && policyComplete() && (await pingRedis(r, 500)) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
     });
-    grpcPort = await bind(server, grpcBindAddress(config.grpcAddr));
+    grpcPort = await bindGrpcServer(server, config.grpcAddr);
     log.info('grpc listening', { host: config.grpcAddr.host, port: grpcPort });
 
     health = await startHealthServer({

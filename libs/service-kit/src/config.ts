@@ -57,7 +57,7 @@ const DAY_MS = 86_400_000;
 /** A duration that is only compared, never a timer's delay: up to 30 d (JOB_TTL's ceiling). */
 export const zLongDuration = durationSchema(30 * DAY_MS, '30d');
 /** JOB_TTL (D45) of the gateway and the scheduler: a record lifetime, never a timer; 1 m to 30 d, default 7 d. */
-export const zJobTtl = durationSchema(30 * DAY_MS, '30d')
+export const zJobTtl = zLongDuration
   .refine((ms) => ms >= 60_000, { message: 'must be between 1m and 30d' })
   .default(7 * DAY_MS);
 

@@ -16,7 +16,7 @@ import {
   addHealthService,
   boundedStatusMessage,
   create,
-  grpcBindAddress,
+  bindGrpcServer,
   grpcServerOptions,
   grpcServiceDefinition,
   type GetJobStatusRequest,
@@ -371,9 +371,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
     return (await d.ready()) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
   });
 
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(grpcBindAddress(d.addr), grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-  );
+  const port = await bindGrpcServer(server, d.addr);
   let closing: Promise<void> | undefined;
   return {
     port,

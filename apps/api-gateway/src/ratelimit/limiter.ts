@@ -74,6 +74,9 @@ export function memoryBucket(now: () => number) {
 export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   const now = o.now ?? Date.now;
   const scripts = defineScripts(o.redis, [scriptSpec('token-bucket-1.lua', bucketLua)]);
+  /** One script call: `count` tokens from `key`'s shared bucket ([granted, retry_after_ms]), cut at REDIS_DECISION_TIMEOUT_MS. */
+  const takeTokens = (key: string, l: RateLimits, count: number): Promise<[number, number]> =>
+    withTimeout(scripts.run<[number, number]>('token-bucket', [rateLimitKey(key)], [now(), l.rps, l.burst, count]), REDIS_DECISION_TIMEOUT_MS, 'rate limit');
   const memory = memoryBucket(now);
   let limits: RateLimits = { ...o.limits };
   let mode: LimiterMode = o.useRedis ? 'redis' : 'memory';
@@ -88,8 +91,7 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
   const probe = (): void => {
     if (probing || mode !== 'memory' || !o.useRedis || !redisUsable()) return;
     probing = true;
-    const l = limits;
-    withTimeout(scripts.run('token-bucket', [rateLimitKey(PROBE_KEY)], [now(), l.rps, l.burst, 0]), REDIS_DECISION_TIMEOUT_MS, 'rate limit probe').then(
+    takeTokens(PROBE_KEY, limits, 0).then(
       () => {
         probing = false;
         if (mode === 'memory') switchTo('redis', '');
@@ -142,11 +144,7 @@ export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
       return false;
     }
     try {
-      const [granted, retry] = await withTimeout(
-        scripts.run<[number, number]>('token-bucket', [rateLimitKey(key)], [now(), l.rps, l.burst, waiters.length]),
-        REDIS_DECISION_TIMEOUT_MS,
-        'rate limit',
-      );
+      const [granted, retry] = await takeTokens(key, l, waiters.length);
       switchTo('redis', '');
       const rejected: LimitDecision = { allowed: false, retryAfterMs: Math.max(1, Number(retry)) };
       waiters.forEach((w, i) => w(i < Number(granted) ? ALLOWED : rejected));

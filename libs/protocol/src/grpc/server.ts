@@ -261,10 +261,14 @@ export function grpcServerOptions(extra: grpc.ServerOptions = {}): grpc.ServerOp
 }
 
 /**
- * A listen address (service-kit's parseAddr: host and port) as grpc-js's bindAsync reads it: an
- * IPv6 host goes in brackets (`[::]:8080`), which `${host}:${port}` loses (P198).
+ * Binds `server` (plaintext) to a listen address (service-kit's parseAddr: host and port) and
+ * resolves with the bound port. An IPv6 host goes in brackets (`[::]:8080`), as grpc-js reads it;
+ * `${host}:${port}` lost them (P198).
  */
-export function grpcBindAddress(a: { host: string; port: number }): string {
-  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+export function bindGrpcServer(server: grpc.Server, a: { host: string; port: number }): Promise<number> {
+  const target = a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+  return new Promise((resolve, reject) => {
+    server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+  });
 }
 
