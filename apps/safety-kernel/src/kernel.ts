@@ -11,6 +11,7 @@ import {
   safetyConfigKeys,
   type ConfigStore,
   type ConfigWatcher,
+  type Policy,
   type PolicyBundle,
 } from '@cordum/config-overlay';
 import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions } from '@cordum/protocol';
@@ -21,6 +22,7 @@ import type { SafetyKernelRuntimeConfig } from './config';
 import { createSafetyService, type SafetyService } from './grpc/safety-service';
 import { safetyKeys } from './keys';
 import { SafetyMetrics } from './metrics';
+import { snapshotId } from './policy/canonical';
 import { readPolicyFile } from './policy/source';
 import { PolicyComposer } from './snapshots/composer';
 import { SnapshotStore } from './snapshots/store';
@@ -30,7 +32,7 @@ export interface SafetyKernelDeps {
   logger: Logger;
   registry: Registry;
   now?: () => number;
-  /** Listen for SIGHUP to reload the policy file (default true). Tests call reloadPolicy() instead. */
+  /** Listen for SIGHUP to reload the policy file (default true). Tests call reloadPolicy() instead; the file is also checked every reload interval (P203). */
   reloadOnSighup?: boolean;
 }
 
@@ -52,6 +54,8 @@ type State = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 const GRPC_SERVICE_NAME = 'cordum.v1.SafetyKernel';
 const GRPC_DRAIN_MS = 5_000;
+/** The policy file check's second read comes this long after a read that found a change (P203). */
+const FILE_SETTLE_MS = 250;
 
 /**
  * Lifetime of `cordum:safety:bundles:applied:<file id>`: written on each apply, renewed with
@@ -239,25 +243,71 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     noFallback = found.none;
   };
 
-  const reloadPolicy: SafetyKernelService['reloadPolicy'] = () => {
-    // Serialise reloads: two SIGHUPs in a row must not activate out of order.
-    const run = async (): Promise<Awaited<ReturnType<SafetyKernelService['reloadPolicy']>>> => {
+  type ReloadOutcome = Awaited<ReturnType<SafetyKernelService['reloadPolicy']>>;
+  /**
+   * Reads the policy file and activates it with the bundles. Serialised: two SIGHUPs in a row
+   * (or a SIGHUP and the file check) must not activate out of order. `read` is the file check's
+   * settled read (P203); a SIGHUP reads the file here. `quiet` logs a rejection at debug (the
+   * file check retries the same rejected content every interval; its first rejection is logged).
+   */
+  const applyPolicyFile = (trigger: 'sighup' | 'file_changed', read?: Policy, quiet = false): Promise<ReloadOutcome> => {
+    const run = async (): Promise<ReloadOutcome> => {
       if (!store || !composer || state !== 'running') return { ok: false, error: `kernel is ${state}` };
       if (config.policySource !== 'file') return { ok: false, error: 'no policy file to reload (built-in default in use)' };
       try {
-        const a = await composer.setFilePolicy(await readPolicyFile(config.policy.path));
-        log.info('policy reloaded', { snapshot: a.snapshotId, changed: a.changed, rules: a.ruleCount, bundles: composer.bundleIds });
+        const a = await composer.setFilePolicy(read ?? (await readPolicyFile(config.policy.path)));
+        log.info('policy reloaded', { trigger, snapshot: a.snapshotId, changed: a.changed, rules: a.ruleCount, bundles: composer.bundleIds });
         await publishOwnFileRules();
         await recordApplied();
         return { ok: true, snapshotId: a.snapshotId, changed: a.changed };
       } catch (err) {
         const error = errorText(err);
-        log.error('policy reload rejected, keeping the previous policy', { error, snapshot: store.active?.id });
+        if (quiet) log.debug('policy reload rejected again, keeping the previous policy', { trigger, error });
+        else log.error('policy reload rejected, keeping the previous policy', { trigger, error, snapshot: store.active?.id });
         return { ok: false, error };
       }
     };
     reloading = (reloading ?? Promise.resolve()).then(run, run);
     return reloading;
+  };
+  const reloadPolicy: SafetyKernelService['reloadPolicy'] = () => applyPolicyFile('sighup');
+
+  /**
+   * P203: every reload interval the policy file is read again, and a file whose policy differs
+   * from the one in force is applied as a SIGHUP would (an invalid one keeps the previous
+   * policy). Kubernetes updates a mounted ConfigMap in place and sends no signal, and Cordum's
+   * kernel re-reads its file on each poll (BEHAVIOURS §6: reload via the config watcher). The
+   * file is read twice, FILE_SETTLE_MS apart, and applied only when both reads agree, so a file
+   * caught while an editor writes it is never applied half-written: the next interval retries.
+   * A read or a rejection is logged once per distinct error, not every interval.
+   */
+  let fileCheckError: string | undefined;
+  let fileChecking = false;
+  const checkPolicyFile = async (): Promise<void> => {
+    const cmp = composer;
+    if (config.policySource !== 'file' || state !== 'running' || !cmp || fileChecking) return;
+    fileChecking = true;
+    try {
+      const first = await readPolicyFile(config.policy.path);
+      if (snapshotId(first) === cmp.fileId) {
+        fileCheckError = undefined;
+        return;
+      }
+      await new Promise<void>((resolve) => setTimeout(resolve, FILE_SETTLE_MS).unref());
+      const second = await readPolicyFile(config.policy.path);
+      if (snapshotId(second) !== snapshotId(first)) {
+        log.debug('policy file changed while it was read; checked again at the next interval', { path: config.policy.path });
+        return;
+      }
+      const out = await applyPolicyFile('file_changed', second, fileCheckError !== undefined);
+      fileCheckError = out.ok ? undefined : out.error;
+    } catch (err) {
+      const error = errorText(err);
+      if (error !== fileCheckError) log.error('policy file unreadable or invalid, keeping the previous policy', { path: config.policy.path, error, snapshot: store?.active?.id });
+      fileCheckError = error;
+    } finally {
+      fileChecking = false;
+    }
   };
 
   /**
@@ -331,7 +381,10 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     composer = new PolicyComposer(s, config.initialPolicy, now);
     // Before the first config load: writers refuse a clashing bundle from the moment this kernel runs.
     await publishOwnFileRules();
-    fileRulesTimer = setInterval(() => void publishOwnFileRules(), config.configReloadIntervalMs);
+    fileRulesTimer = setInterval(() => {
+      void publishOwnFileRules();
+      void checkPolicyFile();
+    }, config.configReloadIntervalMs);
 
     bus = await connectBus({ ...config.nats, name: `${config.service}:${config.instanceId}`, logger: log, registry: deps.registry, waitOnFirstConnect: true });
     await bus.ensureStreams();

@@ -66,7 +66,7 @@ afterAll(async () => {
 });
 
 describe('a kernel whose policy bundles did not load at start (P48)', () => {
-  it('is not ready, answers NOT_SERVING, and refuses Check and Evaluate instead of deciding by its file alone', async () => {
+  it('is not ready, answers NOT_SERVING, and refuses Check, Evaluate, Explain, ListRules and ListSnapshots instead of answering by its file alone', async () => {
     expect(await readyz(late)).toMatchObject({ status: 503, body: { checks: { config: false, policy: true } } });
     expect((await lateHealth.check({ service: 'cordum.v1.SafetyKernel' })).status).toBe(ServingStatus.NOT_SERVING);
     expect((await lateHealth.check({ service: '' })).status).toBe(ServingStatus.NOT_SERVING);
@@ -76,8 +76,19 @@ describe('a kernel whose policy bundles did not load at start (P48)', () => {
         details: `${KERNEL_NOT_READY}: the policy bundles in config are not loaded yet: the stored safety section is refused: safety.bundles.ops: rule 'deny-secret' (rules[0]): match.topic: unknown key`,
       });
     }
+    // P206: nor does it describe the file-only policy as if it were in force (an explain of
+    // job.secret.x would say "allow, no rule matched"): the same refusal, and the gateway's
+    // admin client asks another kernel. Simulate evaluates the caller's candidate and answers.
+    const refused = { code: GrpcStatus.UNAVAILABLE, details: expect.stringContaining(`${KERNEL_NOT_READY}: the policy bundles in config are not loaded yet`) };
+    await expect(late.client.explain({ jobId: 'j1', topic: 'job.secret.x', tenant: 'acme' })).rejects.toMatchObject(refused);
+    await expect(late.client.listRules({})).rejects.toMatchObject(refused);
+    await expect(late.client.listSnapshots({})).rejects.toMatchObject(refused);
+    const sim = await late.client.simulate({ jobId: 'j1', topic: 'job.secret.x', tenant: 'acme', candidatePolicyYaml: 'version: 1\ndefault_decision: deny\n' });
+    expect(sim.decision).toBe(Decision.DENY);
     // the kernel that loaded them keeps deciding with them
     expect((await ready.client.check({ jobId: 'j2', topic: 'job.secret.x', tenant: 'acme' })).decision).toBe(Decision.DENY);
+    expect((await ready.client.explain({ jobId: 'j2', topic: 'job.secret.x', tenant: 'acme' })).ruleId).toBe('deny-secret');
+    expect((await ready.client.listRules({})).rules.map((r) => r.id)).toEqual(['deny-secret']);
     // P180: it evaluates nothing, so it exports no snapshot (CordumSafetyPoliciesDiffer would
     // fire for its file-only id and tell the operator to fix the files)
     expect(await exportedSnapshots(late)).toEqual([]);

@@ -80,6 +80,17 @@ describe('decision cache', () => {
     expect((await counters(lru)).lookups).toBe(after.lookups);
   });
 
+  it("a hold served from the cache names the asking job in approval_ref, not the cached one's (P204)", async () => {
+    const before = await counters(lru);
+    const first = await lru.client.check({ jobId: 'hold-1', topic: 'job.deploy', tenant: 'ref', labels: { env: 'prod' } });
+    const again = await lru.client.check({ jobId: 'hold-2', topic: 'job.deploy', tenant: 'ref', labels: { env: 'prod' } });
+    expect(first).toMatchObject({ decision: Decision.REQUIRE_HUMAN, approvalRequired: true, approvalRef: 'hold-1' });
+    expect(again).toMatchObject({ decision: Decision.REQUIRE_HUMAN, approvalRequired: true, approvalRef: 'hold-2' });
+    expect((await counters(lru)).hits - before.hits).toBe(1);
+    // An allow names no approval.
+    expect((await lru.client.check({ jobId: 'ok-1', topic: 'job.echo', tenant: 'ref' })).approvalRef).toBe('');
+  });
+
   it('never caches a request whose path reads a velocity window: the N+1th Check still throttles', async () => {
     const before = await counters(lru);
     const req = (jobId: string) => ({ jobId, topic: 'job.llm.chat', tenant: 'velo' });

@@ -62,7 +62,15 @@ describe('match keys', () => {
   it('labels: all equal', () => {
     expect(m({ labels: { env: 'prod', team: 'a' } }, { labels: { env: 'prod', team: 'a', x: 'y' } })).toBeNull();
     expect(m({ labels: { env: 'prod', team: 'a' } }, { labels: { env: 'prod', team: 'b' } })).toContain('team');
-    expect(m({ labels: { env: 'prod' } }, { labels: {} })).toContain('env');
+    expect(m({ labels: { env: 'prod' } }, { labels: {} })).toBe("label env absent != 'prod'");
+    expect(m({ labels: { env: 'prod' } }, { labels: { env: '' } })).toBe("label env '' != 'prod'");
+  });
+  it("labels: a label the job does not carry reads as '' (P207, as in Cordum)", () => {
+    expect(m({ labels: { reviewed: '' } }, { labels: {} })).toBeNull();
+    expect(m({ labels: { reviewed: '' } }, { labels: { reviewed: '' } })).toBeNull();
+    expect(m({ labels: { reviewed: '' } }, { labels: { reviewed: 'yes' } })).toBe("label reviewed 'yes' != ''");
+    // An inherited name is not a label the job carries.
+    expect(m({ labels: { toString: 'x' } }, { labels: {} })).toBe("label toString absent != 'x'");
   });
   it('actor_types', () => {
     expect(m({ actor_types: ['human'] }, { actorType: 'human' })).toBeNull();
@@ -127,12 +135,24 @@ rules:
   });
 
   it('applies default_decision when nothing matches', async () => {
-    const r = await evaluatePolicy(snap, input({ topic: 'other.topic' }), noVelocity, 'record');
+    const narrow = toSnapshot(parsePolicy('version: 1\ndefault_decision: allow\nrules:\n  - id: a\n    match: { topics: ["job.a.*"] }\n    decision: deny\n  - id: b\n    match: { labels: { env: prod } }\n    decision: deny\n'), 1);
+    const r = await evaluatePolicy(narrow, input({ topic: 'job.other' }), noVelocity, 'record');
     expect(r.verdict).toBe('allow');
     expect(r.ruleId).toBe('');
-    expect(r.trace).toHaveLength(4);
+    expect(r.reason).toBe('no rule matched; default_decision allow');
+    expect(r.trace).toHaveLength(2);
     expect(r.trace.every((t) => !t.matched)).toBe(true);
   });
+
+  it.each(['', 'other.topic', 'job', 'job..x', 'job.a b', `job.${'x'.repeat(300)}`])(
+    'denies %j, which no job can have, whatever default_decision says (P205)',
+    async (topic) => {
+      const r = await evaluatePolicy(snap, input({ topic }), noVelocity, 'record');
+      expect(r).toMatchObject({ verdict: 'deny', ruleId: '', snapshotId: snap.id, velocityConsulted: false });
+      expect(r.reason).toMatch(/^invalid topic .*: a job topic matches/);
+      expect(r.reason.length).toBeLessThan(200);
+    },
+  );
 });
 
 describe('velocityConsulted (what the decision cache must not store, D20)', () => {

@@ -115,7 +115,7 @@ describe('SafetyKernel gRPC', () => {
     const d = await client.check({ jobId: 'd1', topic: 'other.topic', tenant: 'acme' });
     expect(d.decision).toBe(Decision.DENY);
     expect(d.ruleId).toBe('');
-    expect(d.reason).toContain('default_decision deny');
+    expect(d.reason).toContain('invalid topic "other.topic"');
     const r = await client.check({ jobId: 'd2', topic: 'job.echo', tenant: 'acme', meta: { riskTags: ['destructive'] } });
     expect(r.decision).toBe(Decision.DENY);
     expect(r.ruleId).toBe('deny-destructive');
@@ -126,7 +126,9 @@ describe('SafetyKernel gRPC', () => {
     const r = await client.check({ jobId: 'h1', topic: 'job.deploy', tenant: 'acme', labels: { env: 'prod' } });
     expect(r.decision).toBe(Decision.REQUIRE_HUMAN);
     expect(r.approvalRequired).toBe(true);
+    expect(r.approvalRef).toBe('h1'); // P204: the hold names its job
     expect(r.ruleId).toBe('human-for-prod');
+    expect((await client.evaluate({ jobId: 'h1e', topic: 'job.deploy', tenant: 'acme', labels: { env: 'prod' } })).approvalRef).toBe('h1e');
     // a different tenant with the same labels is not caught by the rule
     expect((await client.check({ jobId: 'h2', topic: 'job.deploy', tenant: 'globex', labels: { env: 'prod' } })).decision).toBe(Decision.ALLOW);
   });
@@ -185,7 +187,7 @@ describe('SafetyKernel gRPC', () => {
   it('Simulate evaluates a candidate policy without activating it', async () => {
     const before = kernel.snapshotId;
     const candidate = 'version: 1\ndefault_decision: allow\nrules:\n  - id: deny-echo\n    match: { topics: [job.echo] }\n    decision: deny\n';
-    const other = await client.simulate({ jobId: 's1', topic: 'other.topic', candidatePolicyYaml: candidate });
+    const other = await client.simulate({ jobId: 's1', topic: 'job.other', candidatePolicyYaml: candidate });
     expect(other.decision).toBe(Decision.ALLOW);
     expect(other.policySnapshot).not.toBe(before);
     const echo = await client.simulate({ jobId: 's2', topic: 'job.echo', candidatePolicyYaml: candidate });

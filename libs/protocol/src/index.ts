@@ -35,7 +35,7 @@ export { stripTopLevelField, encodeLenField } from './wire';
 export type { StrippedField } from './wire';
 export { grpcServiceDefinition, methodPath, addGrpcService, grpcServerOptions, bindGrpcServer, grpcError, GrpcStatus, boundedStatusMessage, clipText, MAX_STATUS_MESSAGE_BYTES, type ServiceDefinitionOptions } from './grpc/server';
 export type { GrpcServiceImpl } from './grpc/server';
-export { grpcClientFor, parseGrpcAddress } from './grpc/client';
+export { grpcClientFor, parseGrpcAddress, splitGrpcAddress } from './grpc/client';
 export type { GrpcClient, GrpcCallOptions, GrpcClientOptions } from './grpc/client';
 export { addHealthService, ServingStatus } from './grpc/health';
 export { createPolicyClient, decideHandler, KERNEL_NOT_READY, SUSPECT_PROBE_MS } from './grpc/policy-stream';

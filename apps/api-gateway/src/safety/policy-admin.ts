@@ -1,7 +1,7 @@
 // The safety-kernel passthrough behind /api/v1/policy/* (CONTRACT §2): the
 // gateway adds auth, tenancy and validation, the kernel decides. Answers are
 // mapped to the HTTP shapes here so routes never see gRPC.
-import { Decision, GrpcStatus, SafetyKernel, grpcClientFor, type PolicyCheckResponse } from '@cordum/protocol';
+import { Decision, GrpcStatus, SafetyKernel, grpcClientFor, parseGrpcAddress, splitGrpcAddress, type GrpcClient, type PolicyCheckResponse } from '@cordum/protocol';
 import { ApiError, retryAfter } from '../http/errors';
 import type { EvaluateRequest } from './evaluator';
 import { errorText } from '@cordum/service-kit';
@@ -85,27 +85,48 @@ function simulationErrorToApi(err: unknown): ApiError {
   return kernelErrorToApi(err);
 }
 
+type KernelClient = GrpcClient<typeof SafetyKernel extends { method: infer M } ? M : never>;
+
+/**
+ * One client per kernel of a comma list (P206), used in turn; a call answered UNAVAILABLE (a
+ * kernel not ready, P48, or one that is down) goes to the next kernel in the time left, each
+ * kernel once. These calls record nothing (velocity is only read), so asking again is safe.
+ * Before, one round-robin channel served them: a kernel that was up but not ready answered
+ * every other /policy/evaluate 503 and every other /policy/explain from its file alone.
+ */
 export function createPolicyAdmin(address: string, deadlineMs = POLICY_CALL_DEADLINE_MS): PolicyAdmin {
-  const client = grpcClientFor(SafetyKernel, address);
-  const call = async <T>(fn: () => Promise<T>, toApi: (err: unknown) => ApiError = kernelErrorToApi): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      throw toApi(err);
+  parseGrpcAddress(address); // the D23 checks of the whole list, with their messages
+  const clients: KernelClient[] = splitGrpcAddress(address).map((target: string) => grpcClientFor(SafetyKernel, target));
+  let next = 0;
+  const call = async <T>(fn: (client: KernelClient, deadline: { deadlineMs: number }) => Promise<T>, toApi: (err: unknown) => ApiError = kernelErrorToApi): Promise<T> => {
+    const until = Date.now() + deadlineMs;
+    const first = next;
+    next = (next + 1) % clients.length;
+    let last: unknown;
+    for (let i = 0; i < clients.length; i++) {
+      const left = until - Date.now();
+      if (i > 0 && left <= 0) break;
+      try {
+        return await fn(clients[(first + i) % clients.length] as KernelClient, { deadlineMs: Math.max(1, left) });
+      } catch (err) {
+        last = err;
+        if ((err as { code?: unknown }).code !== GrpcStatus.UNAVAILABLE) break;
+      }
     }
+    throw toApi(last);
   };
   return {
-    evaluate: (req) => call(async () => decisionFromResponse(await client.evaluate(req, { deadlineMs }), false)),
-    explain: (req) => call(async () => decisionFromResponse(await client.explain(req, { deadlineMs }), true)),
-    simulate: (req, candidateYaml) => call(async () => decisionFromResponse(await client.simulate({ ...req, candidatePolicyYaml: candidateYaml }, { deadlineMs }), true), simulationErrorToApi),
+    evaluate: (req) => call(async (client, o) => decisionFromResponse(await client.evaluate(req, o), false)),
+    explain: (req) => call(async (client, o) => decisionFromResponse(await client.explain(req, o), true)),
+    simulate: (req, candidateYaml) => call(async (client, o) => decisionFromResponse(await client.simulate({ ...req, candidatePolicyYaml: candidateYaml }, o), true), simulationErrorToApi),
     snapshots: () =>
-      call(async () => {
-        const r = await client.listSnapshots({}, { deadlineMs });
+      call(async (client, o) => {
+        const r = await client.listSnapshots({}, o);
         return { current: r.current, items: r.snapshots.map((s) => ({ id: s.id, loaded_at: new Date(Number(s.loadedAtMs)).toISOString(), rule_count: s.ruleCount })) };
       }),
     rules: () =>
-      call(async () => {
-        const r = await client.listRules({}, { deadlineMs });
+      call(async (client, o) => {
+        const r = await client.listRules({}, o);
         return {
           snapshot: r.snapshot,
           default_decision: r.defaultDecision,
@@ -120,6 +141,8 @@ export function createPolicyAdmin(address: string, deadlineMs = POLICY_CALL_DEAD
           }),
         };
       }),
-    close: () => client.close(),
+    close: () => {
+      for (const c of clients) c.close();
+    },
   };
 }

@@ -36,13 +36,19 @@ export function decisionLabel(v: Verdict): string {
   return v === 'require_approval' ? 'require_human' : v;
 }
 
-export function toResponse(r: EvalResult, withTrace: boolean): MessageInitShape<typeof PolicyCheckResponseSchema> {
+/**
+ * `jobId` is the request's: a hold names the job it holds in `approval_ref` (P204, as Cordum's
+ * kernel does), also when the result came from the decision cache, whose entries are shared by
+ * requests of other jobs.
+ */
+export function toResponse(r: EvalResult, withTrace: boolean, jobId: string): MessageInitShape<typeof PolicyCheckResponseSchema> {
   const out: MessageInitShape<typeof PolicyCheckResponseSchema> = {
     decision: toDecision(r.verdict),
     reason: r.reason,
     policySnapshot: r.snapshotId,
     ruleId: r.ruleId,
     approvalRequired: r.verdict === 'require_approval',
+    approvalRef: r.verdict === 'require_approval' ? jobId : '',
     retryAfterMs: BigInt(r.retryAfterMs ?? 0),
   };
   if (r.constraints) {

@@ -54,16 +54,27 @@ export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
     return s;
   };
 
+  /**
+   * The policy in force, for the calls that decide or describe it: Check and Evaluate (P48), and
+   * Explain, ListRules and ListSnapshots (P206). A kernel whose policy is incomplete (the bundles
+   * not loaded) enforces nothing, so it answers UNAVAILABLE `kernel not ready…` with the reason,
+   * and the callers' clients ask another kernel: an explanation or a rule list of the file alone
+   * describes a policy no kernel enforces. Simulate evaluates the caller's candidate instead.
+   */
+  const inForce = (): PolicySnapshot => {
+    if (deps.policyComplete && !deps.policyComplete()) {
+      const why = deps.incompleteReason?.();
+      throw grpcError(GrpcStatus.UNAVAILABLE, `${KERNEL_NOT_READY}: the policy bundles in config are not loaded yet${why ? `: ${why}` : ''}`);
+    }
+    return active();
+  };
+
   const decide = async (req: PolicyCheckRequest, mode: VelocityMode): Promise<EvalResult> => {
     const end = deps.metrics.checkDuration.startTimer();
     try {
-      if (deps.policyComplete && !deps.policyComplete()) {
-        const why = deps.incompleteReason?.();
-        throw grpcError(GrpcStatus.UNAVAILABLE, `${KERNEL_NOT_READY}: the policy bundles in config are not loaded yet${why ? `: ${why}` : ''}`);
-      }
-      // active() and cache.get run in the same tick, so the lookup always uses the
+      // inForce() and cache.get run in the same tick, so the lookup always uses the
       // snapshot that is current right now (the cache resets to it if it changed).
-      const snap = active();
+      const snap = inForce();
       const input = toCheckInput(req);
       const cached = deps.cache?.get(snap.id, input);
       // A cached result never touched a velocity window, so serving it for Check records nothing
@@ -82,11 +93,11 @@ export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
   const check = async (req: PolicyCheckRequest) => {
     const r = await decide(req, 'record');
     deps.logger.debug('check', { job_id: req.jobId, topic: req.topic, tenant: req.tenant, decision: decisionLabel(r.verdict), rule_id: r.ruleId });
-    return toResponse(r, false);
+    return toResponse(r, false, req.jobId);
   };
   // Same evaluation as Check, but velocity is only read (D20): the gateway's
   // pre-check must not use up a tenant's budget before the scheduler's Check.
-  const evaluate = async (req: PolicyCheckRequest) => toResponse(await decide(req, 'peek'), false);
+  const evaluate = async (req: PolicyCheckRequest) => toResponse(await decide(req, 'peek'), false, req.jobId);
 
   return {
     check,
@@ -102,7 +113,7 @@ export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
     ),
     async explain(req) {
       try {
-        return toResponse(await evaluatePolicy(active(), toCheckInput(req), deps.velocity, 'peek'), true);
+        return toResponse(await evaluatePolicy(inForce(), toCheckInput(req), deps.velocity, 'peek'), true, req.jobId);
       } catch (err) {
         throw mapError(err);
       }
@@ -113,24 +124,25 @@ export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
       return simulations.run(async () => {
         try {
           const candidate = toSnapshot(parsePolicy(req.candidatePolicyYaml), now());
-          return toResponse(await evaluatePolicy(candidate, toCheckInput(req), simulationVelocity(active(), candidate, deps.velocity), 'peek'), true);
+          return toResponse(await evaluatePolicy(candidate, toCheckInput(req), simulationVelocity(active(), candidate, deps.velocity), 'peek'), true, req.jobId);
         } catch (err) {
           throw mapError(err);
         }
       });
     },
     async listSnapshots() {
+      const current = inForce().id;
       const list = await deps.store.list().catch((err: unknown) => {
         throw mapError(err);
       });
       return {
-        current: deps.store.active?.id ?? '',
+        current,
         snapshots: list.map((s) => ({ id: s.id, loadedAtMs: BigInt(s.loadedAtMs), ruleCount: s.ruleCount })),
       };
     },
     // The active (effective) policy's rules in evaluation order, for GET /api/v1/policy/rules.
     listRules() {
-      const snap = active();
+      const snap = inForce();
       return {
         snapshot: snap.id,
         defaultDecision: snap.policy.default_decision,

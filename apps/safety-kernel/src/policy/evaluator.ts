@@ -1,4 +1,5 @@
 import { topicMatches, type PolicyConstraintsSpec, type PolicyMatch, type PolicyRule, type PolicySnapshot, type VelocitySpec } from '@cordum/config-overlay';
+import { JOB_TOPIC_RE, MAX_TOPIC_LENGTH } from '@cordum/protocol';
 import { canonicalJson } from './canonical';
 
 /** What the evaluator looks at, already extracted from the wire request. */
@@ -93,8 +94,12 @@ export function whyNotMatched(m: PolicyMatch, input: CheckInput): string | null 
     if (missing.length) return `requires missing [${missing.join(', ')}]`;
   }
   if (m.labels) {
+    // A label the job does not carry reads as '' (P207, as Cordum's map lookup does): a rule
+    // `labels: {reviewed: ""}` matches a job without `reviewed` as well as one with it empty.
     for (const [k, v] of Object.entries(m.labels)) {
-      if (input.labels[k] !== v) return `label ${k}='${input.labels[k] ?? ''}' != '${v}'`;
+      const has = Object.hasOwn(input.labels, k);
+      const got = has ? (input.labels[k] ?? '') : '';
+      if (got !== v) return `label ${k} ${has ? `'${got}'` : 'absent'} != '${v}'`;
     }
   }
   if (m.actor_types?.length && !m.actor_types.some((a) => a === input.actorType))
@@ -126,6 +131,10 @@ function ruleResult(rule: PolicyRule, snapshotId: string, trace: RuleTraceEntry[
 export async function evaluatePolicy(snapshot: PolicySnapshot, input: CheckInput, velocity: VelocityPort, mode: VelocityMode): Promise<EvalResult> {
   const trace: RuleTraceEntry[] = [];
   let velocityConsulted = false;
+  // P205: no job has such a topic (the gateway and the bus refuse one), so a caller asking about
+  // it gets a deny, never the default decision: topic rules cannot name it.
+  if (input.topic.length > MAX_TOPIC_LENGTH || !JOB_TOPIC_RE.test(input.topic))
+    return { verdict: 'deny', ruleId: '', reason: `invalid topic ${JSON.stringify(input.topic.slice(0, 64))}: a job topic matches ${JOB_TOPIC_RE.source}, at most ${MAX_TOPIC_LENGTH} characters`, snapshotId: snapshot.id, trace, velocityConsulted };
   for (const rule of snapshot.policy.rules) {
     const why = whyNotMatched(rule.match, input);
     if (why !== null) {
