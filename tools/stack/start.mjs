@@ -13,8 +13,8 @@
 // Every child (services, and the servers started here) runs in its own process
 // group, so a terminal's Ctrl-C (SIGINT to the foreground group) reaches only this
 // script, which then stops them in order: intake first (gateways), then
-// schedulers, workers, kernels, and last the servers it started, so in-flight jobs
-// can still write their results. SIGTERM, SIGHUP and an unexpected error do the
+// workers, schedulers, kernels, and last the servers it started, so in-flight jobs
+// finish and a scheduler still runs to record their results (P209). SIGTERM, SIGHUP and an unexpected error do the
 // same; only SIGKILL leaves children behind.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -43,6 +43,9 @@ Options:
                                 included unless REDIS_URL / NATS_URL say otherwise,
                                 for a second stack; its logs go to .cordum/logs-p<n>/
   --build                       rebuild dist/ first (default: only when missing)
+  --ready-timeout s             seconds each service may take to answer /readyz
+                                (default 60); past it, npm start names the failing
+                                checks and the service's last warning, and stops
   -h, --help                    print this help
 
 Logs: .cordum/logs/<service>-<k>.log (with an offset: .cordum/logs-p<n>/), each
@@ -50,7 +53,7 @@ moved to <name>.log.1 at the next start. The services read config/safety.yaml,
 config/pools.yaml and config/timeouts.yaml from the repository unless
 SAFETY_POLICY_PATH, POOL_CONFIG_PATH or TIMEOUT_CONFIG_PATH are set.
 
-Ctrl-C (or SIGTERM) stops the gateways first, then the schedulers, workers and
+Ctrl-C (or SIGTERM) stops the gateways first, then the workers, schedulers and
 kernels, then the servers it started. The pids of a running stack are in
 .cordum/stack.pids (.cordum/stack-p<n>.pids); a start over a stack still running
 names them.
@@ -69,7 +72,7 @@ function fail(msg, code = 2) {
 }
 
 function parseArgs(argv) {
-  const opts = { replicas: {}, portOffset: 0, build: false };
+  const opts = { replicas: {}, portOffset: 0, build: false, readyTimeoutS: 60 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -90,6 +93,9 @@ function parseArgs(argv) {
     } else if (a === '--port-offset') {
       opts.portOffset = Number(next());
       if (!Number.isInteger(opts.portOffset) || opts.portOffset < 0 || opts.portOffset > 14000) fail('--port-offset: expected 0..14000 (the highest port, 50051 + offset + replicas, must stay below 65536)');
+    } else if (a === '--ready-timeout') {
+      opts.readyTimeoutS = Number(next());
+      if (!Number.isInteger(opts.readyTimeoutS) || opts.readyTimeoutS < 1 || opts.readyTimeoutS > 3600) fail('--ready-timeout: expected whole seconds, 1..3600');
     } else if (a === '--build') opts.build = true;
     else if (a === '--help' || a === '-h') {
       process.stdout.write(HELP);
@@ -203,14 +209,15 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** Thrown out of the start sequence once a stop has begun (a signal during start). */
 class Stopping extends Error {}
 
-async function waitUntil(fn, timeoutMs, what) {
+/** `explain()` says why, for the one line printed at a timeout (P209: not a bare stack trace). */
+async function waitUntil(fn, timeoutMs, what, explain = async () => '') {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (stopping) throw new Stopping();
     if (await fn()) return;
     await sleep(200);
   }
-  throw new Error(`${what} not ready within ${timeoutMs / 1000} s`);
+  fail(`${what} not ready within ${timeoutMs / 1000} s${await explain()}`, 1);
 }
 
 const children = []; // { name, service, child, healthPort }
@@ -237,9 +244,14 @@ function spawnLogged(name, cmd, args, env) {
   pipeChildToLog(child, log);
   const tail = [];
   const keep = (b) => {
-    for (const l of b.toString().split('\n')) if (l) tail.push(l);
+    for (const l of b.toString().split('\n')) {
+      if (!l) continue;
+      tail.push(l);
+      child.firstProblem ??= problemOf(l);
+    }
     if (tail.length > 20) tail.splice(0, tail.length - 20);
   };
+  child.firstProblem = undefined;
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
   child.exitInfo = null;
@@ -342,6 +354,32 @@ async function readyz(port) {
   }
 }
 
+/** The /readyz checks that fail (`redis, nats`), or why /readyz gave none. */
+async function failingChecks(port) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(1500) });
+    const body = await res.json();
+    const failing = Object.entries(body?.checks ?? {}).filter(([, ok]) => ok !== true).map(([name]) => name);
+    return failing.length > 0 ? failing.join(', ') : `none (HTTP ${res.status})`;
+  } catch (e) {
+    return `/readyz did not answer (${e?.cause?.code ?? e?.name ?? e})`;
+  }
+}
+
+/** A warning or error log line as `msg: error` (its `error`/`err` field, cut to 200 characters); else undefined. */
+function problemOf(line) {
+  let r;
+  try {
+    r = JSON.parse(line);
+  } catch {
+    return undefined; // not a JSON log line
+  }
+  if (r?.level !== 'warn' && r?.level !== 'error') return undefined;
+  const why = r.error ?? r.err?.message ?? r.err ?? r.reason;
+  const text = why === undefined ? '' : `: ${typeof why === 'string' ? why : JSON.stringify(why)}`;
+  return `${r.msg}${text.length > 202 ? `${text.slice(0, 200)}…` : text}`;
+}
+
 /**
  * `.cordum/stack[-p<offset>].pids`: the launcher's pid and every process it started, rewritten at
  * each start and removed by a clean stop. A launcher killed with SIGKILL (the OOM killer, say)
@@ -396,8 +434,11 @@ let stopping = null;
 async function stopAll(code) {
   if (stopping) return stopping;
   stopping = (async () => {
-    console.log('\nstopping: gateways, schedulers, workers, kernels, then servers started here');
-    const order = ['api-gateway', 'mcp', 'scheduler', 'workflow-engine', 'echo-worker', 'context-engine', 'safety-kernel'];
+    console.log('\nstopping: gateways, workers, schedulers, kernels, then servers started here');
+    // Workers before schedulers (P209): a worker's stop finishes its jobs in flight and publishes
+    // their results, which a scheduler must still be running to record; stopped the other way
+    // round, a job finished during the stop stayed RUNNING until the next start.
+    const order = ['api-gateway', 'mcp', 'echo-worker', 'scheduler', 'workflow-engine', 'context-engine', 'safety-kernel'];
     for (const svc of order) {
       const group = children.filter((c) => c.service === svc && c.child.exitInfo === null);
       await Promise.all(group.map((c) => stopChild(c.child)));
@@ -557,7 +598,12 @@ async function main() {
       const dead = group.find((c) => c.child.exitInfo !== null);
       if (dead) throw new Fatal(`${dead.name} exited (${JSON.stringify(dead.child.exitInfo)}): ${dead.child.tail.slice(-5).join(' | ')}\n(logs in ${logRel}/)`, 1);
       return (await Promise.all(group.map((c) => readyz(c.healthPort)))).every(Boolean);
-    }, 60_000, svc.name);
+    }, opts.readyTimeoutS * 1000, svc.name, async () => {
+      const waiting = [];
+      // The first warning is usually the cause (`redis refused the credentials in REDIS_URL`); the later ones its effects.
+      for (const c of group) if (!(await readyz(c.healthPort))) waiting.push(`${c.name}: failing checks ${await failingChecks(c.healthPort)}; first warning: ${c.child.firstProblem ?? c.child.tail.at(-1) ?? '(no output)'}`);
+      return `\n  ${waiting.join('\n  ')}\n(logs in ${logRel}/)`;
+    });
   }
 
   // "up" only while every process started here still runs and every service is ready.

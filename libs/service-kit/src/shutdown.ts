@@ -25,6 +25,7 @@ export class Shutdown {
   private outcomePromise: Promise<ShutdownOutcome> | undefined;
   private runPromise: Promise<void> | undefined;
   private handler: ((signal: NodeJS.Signals) => void) | undefined;
+  private hupHandler: (() => void) | undefined;
   private fatalHandlers: { uncaughtException: (err: Error) => void; unhandledRejection: (reason: unknown) => void } | undefined;
   private listened = false;
   /** An uncaught exception or unhandled rejection was seen: the exit code is 1 whoever started the stop. */
@@ -52,7 +53,7 @@ export class Shutdown {
   }
 
   /**
-   * Installs SIGTERM/SIGINT handlers once: run(), then exit(0), or exit(1) on deadline, error, or a
+   * Installs SIGTERM/SIGINT handlers once (and a SIGHUP one that only logs, P208): run(), then exit(0), or exit(1) on deadline, error, or a
    * fatal error (below) at any time before the exit, during a signal's stop too.
    * Also handles what would otherwise crash the process with a bare stack on stderr (an exception
    * thrown in a timer, an unhandled rejection): one JSON `fatal: …` error line, the same stop
@@ -70,6 +71,15 @@ export class Shutdown {
       void this.runOutcome().then((outcome) => this.exit(outcome === 'clean' && !this.fatalSeen ? 0 : 1));
     };
     for (const s of SIGNALS) process.on(s, this.handler);
+    // P208: with no listener, Node's default for SIGHUP ends the process at once: no drain, no
+    // lease released, a worker's jobs in flight left to time out. Operators send SIGHUP expecting a
+    // reload (the safety kernel reloads its policy file on it, P179): a service that reloads
+    // nothing says so and runs on. A process with its own SIGHUP listener (the kernel) is left to it.
+    this.hupHandler = () => {
+      if (process.listenerCount('SIGHUP') > 1) return;
+      this.logger.warn('SIGHUP ignored: this service reloads nothing on SIGHUP; config changes apply through the config API, and a changed file or env var at the next start (SIGTERM stops it gracefully)', { signal: 'SIGHUP' });
+    };
+    process.on('SIGHUP', this.hupHandler);
     const fatal = (msg: string, err: unknown): void => {
       this.logger.error(msg, { err });
       this.fatalSeen = true;
@@ -135,6 +145,8 @@ export class Shutdown {
   private removeHandlers(): void {
     if (this.handler) for (const s of SIGNALS) process.off(s, this.handler);
     this.handler = undefined;
+    if (this.hupHandler) process.off('SIGHUP', this.hupHandler);
+    this.hupHandler = undefined;
     // Removed only once the stop has finished (exit follows): a throw during the stop still ends in exit(1).
     if (this.fatalHandlers) {
       process.off('uncaughtException', this.fatalHandlers.uncaughtException);

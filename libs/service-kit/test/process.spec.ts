@@ -108,6 +108,22 @@ describe('service process', () => {
     expect(p.errOutput).toEqual([]);
   });
 
+  it('SIGHUP: logged as ignored, and the service runs on (P208; Node would end it at once)', async () => {
+    const p = spawnFixture({});
+    await waitFor(() => p.hasLine('fixture ready'), 10_000);
+    const port = String(records(p).find((r) => r['msg'] === 'fixture ready')!['port']);
+    p.kill('SIGHUP');
+    await waitFor(() => records(p).some((r) => String(r['msg']).startsWith('SIGHUP ignored')), 5_000);
+    p.kill('SIGHUP');
+    await waitFor(() => records(p).filter((r) => String(r['msg']).startsWith('SIGHUP ignored')).length === 2, 5_000);
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect(p.hasLine('shutdown: signal received')).toBe(false);
+    // still stops gracefully afterwards
+    p.kill('SIGTERM');
+    expect((await p.waitExit(10_000)).code).toBe(0);
+    expect(p.hasLine('fixture stopped')).toBe(true);
+  });
+
   it('SIGTERM with a hung stop(): exits 1 at the shutdown deadline', async () => {
     const p = spawnFixture({ FIXTURE_HANG_STOP: 'true', FIXTURE_SHUTDOWN_TIMEOUT: '300ms' });
     await waitFor(() => p.hasLine('fixture ready'), 10_000);

@@ -14,6 +14,25 @@ function newHandler(before: NodeJS.SignalsListener[]): (signal: NodeJS.Signals) 
 }
 
 describe('Shutdown', () => {
+  it("SIGHUP only logs, and says nothing when the process has its own SIGHUP listener (the kernel's reload) (P208)", () => {
+    const { logger, lines } = quietLogger();
+    const s = new Shutdown({ logger, exit: () => undefined });
+    const before = process.listeners('SIGHUP');
+    s.listen();
+    const hup = process.listeners('SIGHUP').find((l) => !before.includes(l)) as () => void;
+    hup();
+    expect(lines.filter((l) => l.includes('SIGHUP ignored'))).toHaveLength(1);
+    const own = (): void => undefined;
+    process.on('SIGHUP', own);
+    try {
+      hup();
+      expect(lines.filter((l) => l.includes('SIGHUP ignored'))).toHaveLength(1);
+    } finally {
+      process.off('SIGHUP', own);
+      process.off('SIGHUP', hup);
+    }
+  });
+
   it('run() is memoised: same promise, each cleanup once', async () => {
     const { logger } = quietLogger();
     const s = new Shutdown({ logger });
@@ -109,9 +128,12 @@ describe('Shutdown', () => {
     const codes: number[] = [];
     const s = new Shutdown({ logger, exit: (c) => codes.push(c) });
     const before = process.listenerCount('SIGTERM');
+    const beforeHup = process.listenerCount('SIGHUP');
     s.listen();
+    expect(process.listenerCount('SIGHUP')).toBe(beforeHup + 1);
     await s.run();
     expect(process.listenerCount('SIGTERM')).toBe(before);
+    expect(process.listenerCount('SIGHUP')).toBe(beforeHup);
     expect(codes).toEqual([]);
   });
 });

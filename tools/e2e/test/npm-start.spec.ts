@@ -120,9 +120,9 @@ async function submitEcho(base: string, prompt: string): Promise<string> {
   expect(res.status).toBe(200);
   return ((await res.json()) as { job_id: string }).job_id;
 }
-async function getJob(base: string, id: string): Promise<{ state: string; result?: { echo?: string } }> {
+async function getJob(base: string, id: string): Promise<{ state: string; finished_at?: string; result?: { echo?: string } }> {
   const res = await fetch(`${base}/api/v1/jobs/${id}`, { headers });
-  return (await res.json()) as { state: string; result?: { echo?: string } };
+  return (await res.json()) as { state: string; finished_at?: string; result?: { echo?: string } };
 }
 
 /** The JSON log record of `file` (one of the stack's logs) with this msg, once it was written. */
@@ -217,20 +217,25 @@ describe('npm start', () => {
       await waitFor(async () => (await getJob(base, jobId)).state === 'RUNNING', 15_000, { message: 'job RUNNING', intervalMs: 50 });
       process.kill(-first.pid, 'SIGINT');
       const exit = await first.waitExit(90_000);
+      const stoppedAt = Date.now();
       expect(exit.code).toBe(0);
       expect(pids.filter(alive)).toEqual([]);
+      // Workers stop before schedulers (P209): a scheduler still ran to record the result.
+      expect(first.hasLine('stopping: gateways, workers, schedulers, kernels, then servers started here')).toBe(true);
 
       // Same offset, same data dirs: the result the worker wrote while stopping is there.
       second = launch('npm-start-ctrl-c-again', ['--port-offset', String(offset)], env);
       await waitUp(second);
       track(descendantsOf(second.pid));
-      let last: { state: string; result?: { echo?: string } } = { state: '' };
+      let last: { state: string; finished_at?: string; result?: { echo?: string } } = { state: '' };
       await waitFor(async () => {
         last = await getJob(base, jobId);
         return !['PENDING', 'SCHEDULED', 'DISPATCHED', 'RUNNING', ''].includes(last.state);
       }, 30_000, { message: 'job terminal after the restart', intervalMs: 100 }).catch(() => undefined);
       expect(last.state).toBe('SUCCEEDED');
       expect(last.result?.echo).toBe('in flight at Ctrl-C');
+      // Finished during the first stack's stop, not applied by the second stack's scheduler.
+      expect(Date.parse(last.finished_at ?? '')).toBeLessThan(stoppedAt);
     } finally {
       await Promise.all([first.stop(), second?.stop()]);
     }
@@ -469,10 +474,34 @@ describe('npm start', () => {
     }
   });
 
+  it('a service that never gets ready: its failing checks and first warning, no stack trace, everything stopped (P209)', async () => {
+    // An operator's likely slip: the URL of a Redis that wants a password, without it.
+    const locked = await startRedis({ password: 'npm-start-pw' });
+    try {
+      const offset = takeOffset();
+      const p = launch('npm-start-not-ready', ['--port-offset', String(offset), '--ready-timeout', '5'], { ...servers, REDIS_URL: `redis://127.0.0.1:${locked.port}` });
+      try {
+        expect((await p.waitExit(90_000)).code).toBe(1);
+        const err = p.errOutput.join('\n');
+        expect(err).toContain('npm start: safety-kernel not ready within 5 s');
+        expect(err).toMatch(/safety-kernel-1: failing checks [^;]*redis/);
+        expect(err).toMatch(/first warning: redis refused the credentials in REDIS_URL: NOAUTH/);
+        expect(err).toContain(`(logs in .cordum/logs-p${offset}/)`);
+        expect(err).not.toMatch(/\bat (waitUntil|main|async)\b/);
+        expect(p.hasLine('Cordum is up.')).toBe(false);
+        expect(p.hasLine('stopped')).toBe(true);
+      } finally {
+        await p.stop();
+      }
+    } finally {
+      await locked.stop();
+    }
+  }, 120_000);
+
   it('prints the whole help, every option included, ending with a newline', () => {
     const r = spawnSync(process.execPath, [launcherPath, '--help'], { cwd: repoRoot, encoding: 'utf8' });
     expect(r.status).toBe(0);
-    for (const opt of ['--replicas', '--port-offset', '--build', '--help']) expect(r.stdout).toContain(opt);
+    for (const opt of ['--replicas', '--port-offset', '--build', '--ready-timeout', '--help']) expect(r.stdout).toContain(opt);
     expect(r.stdout).toContain('.cordum/stack.pids');
     // The whole text: its last sentence, complete, then a newline.
     expect(r.stdout.endsWith('a start over a stack still running\nnames them.\n')).toBe(true);
