@@ -218,6 +218,18 @@ describe('validation table', () => {
     if (path !== undefined) expect((r.body['details'] as { path: string }[]).map((d) => d.path)).toContain(path);
   });
 
+  it.each([
+    ['/api/v1/jobs?status=RUNNING', 'status', 'state, topic, limit, cursor'],
+    ['/api/v1/dlq?topic=job.x', 'topic', 'limit, cursor'],
+    ['/api/v1/approvals?limt=5', 'limt', 'topic, limit, cursor'],
+    ['/api/v1/workers?offline=true', 'offline', 'include_offline'],
+    ['/api/v1/config?scope_ID=x', 'scope_ID', 'scope, scope_id'],
+  ])('an unknown query parameter is 400 naming it, not a filter dropped (P210): %s', async (path, name, takes) => {
+    const r = await call(rig.url, 'GET', path, { key: KEYS.admin });
+    expectEnvelope(r, 400, 'validation_failed');
+    expect(r.body['details']).toEqual([{ path: name, message: `unknown query parameter; this route takes ${takes}` }]);
+  });
+
   it('a body nested exactly MAX_JSON_DEPTH deep is accepted', async () => {
     const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.echo', context: nested(MAX_JSON_DEPTH - 1) } });
     expect(r.status).toBe(200);

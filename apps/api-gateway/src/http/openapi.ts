@@ -211,6 +211,7 @@ export function buildOpenApi(): Record<string, unknown> {
       responses,
     };
     if (role) entry['x-cordum-role'] = role;
+    if (op.query) entry['description'] = 'A query parameter not listed here is 400 validation_failed, one detail naming it (decisions.md P210): a misspelt filter is refused, not dropped.';
     if (params.length > 0) entry['parameters'] = params;
     if (op.body) entry['requestBody'] = { required: op.bodyRequired ?? true, content: { 'application/json': { schema: jsonSchema(op.body) } } };
     (paths[p] ??= {})[op.method.toLowerCase()] = entry;

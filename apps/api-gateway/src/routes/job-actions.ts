@@ -62,8 +62,18 @@ export interface JobActionDeps {
   encodeForWorkers(p: BusPacket): Uint8Array;
 }
 
-/** Strict query parsing: unknown params are ignored, repeated or mistyped ones are 400. */
-export function parseQuery<S extends z.ZodType>(schema: S, req: Request): z.output<S> {
+/**
+ * Strict query parsing: repeated or mistyped params are 400, and so are unknown ones (P210): a
+ * misspelt filter (`?status=RUNNING` for `state`) was dropped, and the answer listed every job as
+ * if it matched. One detail per unknown name, saying which names the route takes.
+ */
+export function parseQuery<S extends z.ZodObject>(schema: S, req: Request): z.output<S> {
+  const known = Object.keys(schema.shape);
+  const unknown = Object.keys(req.query as Record<string, unknown>).filter((k) => !known.includes(k));
+  if (unknown.length > 0) {
+    const takes = known.length > 0 ? `this route takes ${known.join(', ')}` : 'this route takes none';
+    throw new ApiError('validation_failed', { details: unknown.slice(0, 10).map((k) => ({ path: k.slice(0, 100), message: `unknown query parameter; ${takes}` })) });
+  }
   const r = schema.safeParse(req.query);
   if (!r.success) throw new ApiError('validation_failed', { details: zodDetails(r.error) });
   return r.data;
