@@ -320,7 +320,32 @@ describe('config API', () => {
     expect((proto.body['details'] as { path: string }[]).map((d) => d.path).sort()).toEqual(['data.rate_limits.toString', 'data.timeouts.constructor']);
     // Topic and pool names are free (even `constructor`); a null deletes, unknown keys included (a stored typo).
     expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { pools: { topics: { 'job.any-name': ['p1'] }, pools: { constructor: { requires: [] } } }, scheduler: null } })).status).toBe(204);
+    // P212: a null on an unknown key that is not stored deletes nothing: refused, nothing written.
+    const r1 = valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).revision;
+    const noop = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { dispatch_timout_seconds: null } }, timeout: null } });
+    expectEnvelope(noop, 400, 'validation_failed');
+    expect(noop.body['details']).toEqual([
+      { path: 'data.timeouts.reconciler.dispatch_timout_seconds', message: 'unknown field and not stored, so null deletes nothing; timeouts.reconciler takes dispatch_timeout_seconds, running_timeout_seconds, scan_interval_seconds' },
+      { path: 'data.timeout', message: 'unknown section and not stored, so null deletes nothing; known sections: pools, timeouts, scheduler, rate_limits, safety' },
+    ]);
+    expect(valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).revision).toBe(r1);
+    // A typo stored before P66 (or by hand) can still be deleted.
+    const raw = JSON.parse((await redis.get('cfg:system:default'))!) as { data: Record<string, unknown> };
+    raw.data['timeout'] = { reconciler: { dispatch_timeout_seconds: 5 } };
+    raw.data['timeouts'] = { reconciler: { dispatch_timout_seconds: 5 } };
+    await redis.set('cfg:system:default', JSON.stringify(raw));
     expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { dispatch_timout_seconds: null } }, timeout: null } })).status).toBe(204);
+    const after = valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).data;
+    expect(after['timeout']).toBeUndefined();
+    expect((after['timeouts'] as Record<string, Record<string, unknown>>)['reconciler']).toEqual({});
+    // P213: an empty merge patch, or an empty body, changes nothing and writes nothing.
+    const r2 = valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).revision;
+    const empty = await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: {} });
+    expectEnvelope(empty, 400, 'validation_failed');
+    expect(empty.body['details']).toEqual([{ path: '(body)', message: expect.stringContaining('an empty merge patch changes nothing') }]);
+    const blank = await fetch(`${rig.url}/api/v1/config`, { method: 'PUT', headers: { 'X-API-Key': KEYS.admin, 'Content-Type': 'application/json', 'Content-Length': '0' } });
+    expect(blank.status).toBe(400);
+    expect(valid(S.configDocumentSchema, await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).revision).toBe(r2);
   });
 
   it('If-Match "<revision>" is compare-and-set for either write form; a malformed one is 400, never ignored; bounds and names a write cannot run are 400 (P91)', async () => {

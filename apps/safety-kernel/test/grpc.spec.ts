@@ -205,6 +205,12 @@ describe('SafetyKernel gRPC', () => {
       details: expect.stringContaining("rule 'oops'") as unknown,
     });
     await expect(client.simulate({ topic: 'job.x' })).rejects.toMatchObject({ code: GrpcStatus.INVALID_ARGUMENT });
+    // P211: a candidate holding itself hung the kernel and ran it out of memory
+    await expect(client.simulate({ topic: 'job.x', candidatePolicyYaml: 'x: &x {k: *x}' })).rejects.toMatchObject({
+      code: GrpcStatus.INVALID_ARGUMENT,
+      details: expect.stringContaining('an alias refers to its own anchor') as unknown,
+    });
+    expect((await client.check({ jobId: 'after-cycle', topic: 'job.echo' })).decision).toBe(Decision.ALLOW);
   });
 
   it('runs large simulations one at a time, answers Checks between them and refuses more than 2 waiting RESOURCE_EXHAUSTED (P146)', async () => {

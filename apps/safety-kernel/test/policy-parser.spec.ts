@@ -178,6 +178,22 @@ rules:
     expect(loadError(`${bomb.join('\n')}\nrules: []\n`)).toMatch(/^YAML syntax: .*alias/i);
   });
 
+  it.each([
+    'version: 1\ndefault_decision: deny\na: &a ["x", *a]\n',
+    'version: 1\ndefault_decision: deny\nx: &x {k: *x}\n',
+    'version: 1\ndefault_decision: deny\nx: &x {<<: *x}\n',
+    'version: 1\ndefault_decision: deny\nrules:\n  - &r\n    id: r\n    decision: deny\n    match: {labels: *r}\n',
+  ])('refuses an alias inside its own anchor at once, instead of walking it forever (P211): %j', (yaml) => {
+    const started = Date.now();
+    expect(loadError(yaml)).toMatch(/^YAML syntax: an alias refers to its own anchor/);
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('still takes an alias used twice outside itself (a shared value is not a cycle)', () => {
+    const p = parsePolicy('version: 1\ndefault_decision: deny\nrules:\n  - id: a\n    match: {topics: &t ["job.a"]}\n    decision: allow\n  - id: b\n    match: {topics: *t}\n    decision: deny\n');
+    expect(p.rules.map((r) => r.match.topics)).toEqual([['job.a'], ['job.a']]);
+  });
+
   it('treats require_human as an alias of require_approval (same snapshot id)', () => {
     const a = parsePolicy('version: 1\ndefault_decision: deny\nrules:\n  - id: h\n    decision: require_human\n');
     const b = parsePolicy('version: 1\ndefault_decision: deny\nrules:\n  - id: h\n    decision: require_approval\n');

@@ -108,6 +108,11 @@ describe('loadSchedulerConfig', () => {
     const tag = join(empty, 'tag.yaml');
     writeFileSync(tag, 'topics: !!js/function "x"\n');
     expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: tag }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH .* is not YAML: .*js\/function/);
+    // P211: an alias inside its own anchor ran the scheduler out of memory at start
+    const cyclic = join(empty, 'cyclic.yaml');
+    writeFileSync(cyclic, 'pools: &p {default: {requires: [], x: *p}}\n');
+    expect(() => loadSchedulerConfig({ POOL_CONFIG_PATH: cyclic }, empty)).toThrow(/^invalid config: POOL_CONFIG_PATH .* is not YAML: an alias refers to its own anchor/);
+    expect(() => loadSchedulerConfig({ TIMEOUT_CONFIG_PATH: cyclic }, empty)).toThrow(/^invalid config: TIMEOUT_CONFIG_PATH .* is not YAML: an alias refers to its own anchor/);
   });
 
   it('SCHEDULER_APPROVAL_TIMEOUT is below JOB_TTL, by default 6/7 of it, so a held job ends before its record expires (P99)', () => {

@@ -189,24 +189,45 @@ const KNOWN_KEYS: Record<Exclude<KnownSection, 'safety'>, KeyTree | null> = {
  * P66): stored, they would be ignored by every replica while the operator believes the change
  * is live. Reading stays loose (the section schemas keep unknown keys), so a document a newer
  * gateway wrote still applies on older replicas. A key set to `null` (a merge patch's delete) is
- * always allowed, so a stored typo can be deleted.
+ * allowed, so a stored typo can be deleted; given the `stored` document, an unknown key set to
+ * `null` must be there (P212): `{"timeout": null}` for `timeouts`, a reset that deletes nothing,
+ * answered 204 while the setting stayed as it was.
  */
-export function unknownConfigKeys(data: Record<string, unknown>): ConfigFieldError[] {
+export function unknownConfigKeys(data: Record<string, unknown>, stored?: Record<string, unknown>): ConfigFieldError[] {
   const known = Object.keys(sectionSchemas).join(', ');
   const out: ConfigFieldError[] = [];
+  const storedAt = (path: string[]): boolean => {
+    let v: unknown = stored;
+    for (const k of path) {
+      if (!isPlainObject(v) || !Object.hasOwn(v, k)) return false;
+      v = v[k];
+    }
+    return true;
+  };
+  const deletesNothing = (path: string[], takes: string): void => {
+    if (stored !== undefined && !storedAt(path)) out.push({ path: path.join('.'), message: `unknown ${path.length === 1 ? 'section' : 'field'} and not stored, so null deletes nothing; ${takes}` });
+  };
   const walk = (value: unknown, tree: KeyTree, path: string[]): void => {
     if (!isPlainObject(value)) return; // the section schema reports a wrong type
     for (const [k, v] of Object.entries(value)) {
-      if (v === null) continue; // deleting a key is always allowed, a stored typo included
       if (k === '__proto__') continue; // protoKeys names it
       const sub = Object.hasOwn(tree, k) ? tree[k] : tree['*'];
-      if (sub === undefined) out.push({ path: [...path, k].join('.'), message: `unknown field; ${path.join('.')} takes ${Object.keys(tree).join(', ')}` });
+      const takes = `${path.join('.')} takes ${Object.keys(tree).join(', ')}`;
+      if (v === null) {
+        if (sub === undefined) deletesNothing([...path, k], takes); // a stored typo can be deleted
+        continue;
+      }
+      if (sub === undefined) out.push({ path: [...path, k].join('.'), message: `unknown field; ${takes}` });
       else if (sub !== null) walk(v, sub, [...path, k]);
     }
   };
   out.push(...protoKeys(data));
   for (const [section, value] of Object.entries(data)) {
-    if (value === null || section === '__proto__') continue; // protoKeys names it
+    if (section === '__proto__') continue; // protoKeys names it
+    if (value === null) {
+      if (!isKnownSection(section)) deletesNothing([section], `known sections: ${known}`);
+      continue;
+    }
     if (!isKnownSection(section)) out.push({ path: section, message: `unknown section; known sections: ${known}` });
     else if (section !== 'safety') {
       const tree = KNOWN_KEYS[section];

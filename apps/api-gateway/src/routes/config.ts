@@ -162,6 +162,9 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       if (w === null) throw new ApiError('internal');
       revision = w.revision;
     } else {
+      // P213: `{}` (also what an empty body parses to) changes nothing, yet was a write: a new
+      // revision, a change notice to every replica and an audit event.
+      if (Object.keys(body).length === 0) throw new ApiError('validation_failed', { details: [{ path: '(body)', message: 'an empty merge patch changes nothing; send the sections to change, or {"data": {...}} to replace the document' }] });
       const unknown = unknownConfigKeys(body);
       if (unknown.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: unknown.map((d) => ({ path: `data.${d.path}`, message: d.message })) });
       const patch = body as JsonObject;
@@ -172,6 +175,9 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
         configCall(deps, 'patch config', () =>
           deps.config.update(DEFAULT_SCOPE, DEFAULT_SCOPE_ID, (doc) => {
             if (expected !== undefined && doc.revision !== expected) throw new RevisionConflictError(expected, doc.revision);
+            // P212: a null on an unknown key deletes a stored typo; one not stored deletes nothing.
+            const dead = unknownConfigKeys(patch, doc.data);
+            if (dead.length > 0) throw new ConfigValidationError(dead);
             const data = applyMergePatch(doc.data, patch);
             if (!isPlainObject(data)) throw new ConfigValidationError([{ path: '', message: 'config data must be a JSON object' }]);
             const errors = writeErrors(data, files);
