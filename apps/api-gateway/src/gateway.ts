@@ -23,7 +23,7 @@ import { attachStreamServer } from './stream/ws';
 import { startGrpcApi } from './grpc/api';
 import { ApiError } from './http/errors';
 import { createApp, type Readiness } from './http/app';
-import { mountJobRoutes } from './routes/jobs';
+import { MAX_BODY_BYTES, mountJobRoutes } from './routes/jobs';
 import { createOperations } from './operations';
 import { startDlqNoticeConsumer } from './dlq/notices';
 import { createKernelEvaluator, type PolicyEvaluator } from './safety/evaluator';
@@ -245,7 +245,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     // Slow-loris guard; generous enough for a 2 MiB body on a slow link.
     server.requestTimeout = 30_000;
     server.headersTimeout = 10_000;
-    answerClientErrors(server);
+    answerClientErrors(server, MAX_BODY_BYTES);
     await listen(server, config.httpAddr);
     await track('http', () => closeHttp(server));
     httpPort = (server.address() as AddressInfo).port;

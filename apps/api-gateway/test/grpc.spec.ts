@@ -128,6 +128,9 @@ it('validation errors are INVALID_ARGUMENT with the same rules as HTTP', async (
     { prompt: 'x', topic: 'job.echo', contextJson: '{nope' },
     // Parses, but nests past MAX_JSON_DEPTH (JSON.stringify of it would throw RangeError).
     { prompt: 'x', topic: 'job.echo', contextJson: '['.repeat(100_000) + ']'.repeat(100_000) },
+    // P215: a number JSON cannot hold would reach the worker as null.
+    { prompt: 'x', topic: 'job.echo', contextJson: '{"a":[1,-1e999]}' },
+    { prompt: 'x', topic: 'job.echo', contextJson: '1e999' },
     { prompt: 'x', topic: 'job.echo', labels: Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, 'v'])) },
     { prompt: 'x', topic: 'job.echo', deadlineMs: 8n * 24n * 3600n * 1000n },
     { prompt: 'x', topic: 'job.echo', actorType: 'robot' },

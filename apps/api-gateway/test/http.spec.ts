@@ -230,6 +230,15 @@ describe('validation table', () => {
     expect(r.body['details']).toEqual([{ path: name, message: `unknown query parameter; this route takes ${takes}` }]);
   });
 
+  it('a number JSON cannot hold (1e999) is 400 at its path, not stored as null (P215)', async () => {
+    const send = (text: string) => fetch(`${rig.url}/api/v1/jobs`, { method: 'POST', headers: { 'X-API-Key': KEYS.operator, 'Content-Type': 'application/json' }, body: text });
+    const r = await send('{"prompt":"x","topic":"job.echo","context":{"a":1,"list":[0,1e999]}}');
+    expect(r.status).toBe(400);
+    expect(await r.json()).toMatchObject({ code: 'validation_failed', details: [{ path: 'context.list.1', message: expect.stringContaining('1e999') }] });
+    const big = await send('{"prompt":"x","topic":"job.echo","context":{"a":1.7976931348623157e308}}');
+    expect(big.status).toBe(200);
+  });
+
   it('a body nested exactly MAX_JSON_DEPTH deep is accepted', async () => {
     const r = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.echo', context: nested(MAX_JSON_DEPTH - 1) } });
     expect(r.status).toBe(200);
@@ -313,6 +322,8 @@ describe('wrong methods and what Node answers itself get the JSON envelope (P96)
     statusLine: string;
     headers: Record<string, string>;
     body: string;
+    /** Interim 1xx status lines (100 Continue) before the reply. */
+    interim: string[];
     /** The server closed the connection after the reply. */
     closed: boolean;
   }
@@ -325,8 +336,12 @@ describe('wrong methods and what Node answers itself get the JSON envelope (P96)
       let closed = false;
       const parse = (): RawReply | null => {
         let start = 0;
+        const interim: string[] = [];
         // An interim 100 Continue comes before the reply.
-        while (data.startsWith('HTTP/1.1 100 ', start)) start = data.indexOf('\r\n\r\n', start) + 4;
+        while (data.startsWith('HTTP/1.1 100 ', start)) {
+          interim.push(data.slice(start, data.indexOf('\r\n', start)));
+          start = data.indexOf('\r\n\r\n', start) + 4;
+        }
         const end = data.indexOf('\r\n\r\n', start);
         if (end < 0) return null;
         const [statusLine = '', ...lines] = data.slice(start, end).split('\r\n');
@@ -335,7 +350,7 @@ describe('wrong methods and what Node answers itself get the JSON envelope (P96)
         const length = opts.head ? 0 : Number(headers['content-length'] ?? 0);
         const body = data.slice(end + 4);
         if (Buffer.byteLength(body) < length) return null;
-        return { statusLine, headers, body, closed };
+        return { statusLine, headers, body, closed, interim };
       };
       const sock = connect(Number(port), '127.0.0.1', () => sock.write(bytes));
       sock.on('data', (d: Buffer) => {
@@ -429,8 +444,25 @@ describe('wrong methods and what Node answers itself get the JSON envelope (P96)
     expectRawEnvelope(r, 'HTTP/1.1 417 Expectation Failed', 'expectation_failed');
     expect(r.closed).toBe(true);
     const go = await raw(post('100-continue'));
+    expect(go.interim).toEqual(['HTTP/1.1 100 Continue']);
     expect(go.statusLine).toBe('HTTP/1.1 200 OK');
     expect(JSON.parse(go.body)).toHaveProperty('job_id');
+  });
+
+  it('a declared body over 2 MiB is 413 at once and the connection closed, without waiting for the upload; with Expect: 100-continue no Continue is sent (P214)', async () => {
+    const head = (extra: string) => `POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\nContent-Type: application/json\r\nContent-Length: ${3 * 1024 * 1024}\r\n${extra}\r\n{}`;
+    // Only 2 of the 3 MiB declared are ever sent: before, the answer came at the request timeout.
+    const started = Date.now();
+    const r = await raw(head(''));
+    expectRawEnvelope(r, 'HTTP/1.1 413 Payload Too Large', 'payload_too_large');
+    expect(r.headers['connection']).toBe('close');
+    expect(r.headers['x-request-id']).toBeDefined();
+    expect(r.closed).toBe(true);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const c = await raw(head('Expect: 100-continue\r\n'));
+    expectRawEnvelope(c, 'HTTP/1.1 413 Payload Too Large', 'payload_too_large');
+    expect(c.closed).toBe(true);
+    expect(c.interim).toEqual([]);
   });
 
   it('CONNECT is answered 405 method_not_allowed with an empty Allow and the envelope, then closed (not dropped without a word)', async () => {

@@ -96,6 +96,22 @@ describe('OpenAPI document', () => {
     expect(text).toContain('"maximum":315360000');
   });
 
+  it('states the limits a refine enforces (labels ≤ 50) and offers no null body the parser refuses', async () => {
+    const doc = buildOpenApi() as { paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Record<string, unknown> }> } }>> };
+    const body = (path: string, method = 'post') => doc.paths[path]?.[method]?.requestBody?.content['application/json']?.schema as { properties?: Record<string, Record<string, unknown>>; anyOf?: unknown[]; type?: string };
+    for (const path of ['/api/v1/jobs', '/api/v1/policy/evaluate', '/api/v1/policy/explain', '/api/v1/policy/simulate']) {
+      // labels may be null (absent): the object branch carries the limit.
+      expect(body(path).properties?.['labels']?.['anyOf']).toContainEqual(expect.objectContaining({ type: 'object', maxProperties: 50 }));
+    }
+    // An optional body is absent or an object: a JSON null is refused (400 (body)), so none is offered.
+    for (const path of ['/api/v1/jobs/{id}/cancel', '/api/v1/approvals/{job_id}/approve', '/api/v1/approvals/{job_id}/reject', '/api/v1/dlq/{job_id}/retry']) {
+      expect(body(path)).toMatchObject({ type: 'object' });
+      expect(body(path).anyOf).toBeUndefined();
+    }
+    const r = await fetch(`${rig.url}/api/v1/dlq/nope/retry`, { method: 'POST', headers: { 'X-API-Key': KEYS.operator, 'Content-Type': 'application/json' }, body: 'null' });
+    expect(r.status).toBe(400);
+  });
+
   it('is served at /api/v1/openapi.json without a key', async () => {
     const r = await call(rig.url, 'GET', '/api/v1/openapi.json');
     expect(r.status).toBe(200);

@@ -29,7 +29,7 @@ import { actingTenant, authenticateCharged, type Caller } from '../auth/middlewa
 import type { KeyStore } from '../auth/keys';
 import { requestIdOf } from '../http/request-id';
 import { ApiError, type ErrorCode } from '../http/errors';
-import { jsonTooDeep, tooDeepMessage } from '../http/json-depth';
+import { NON_FINITE_MESSAGE, jsonTooDeep, nonFiniteNumberPath, tooDeepMessage } from '../http/json-depth';
 import type { RateLimiter } from '../ratelimit/limiter';
 import { chargeRequest, peerAddress } from '../ratelimit/middleware';
 import { submitErrorToApi } from '../routes/jobs';
@@ -134,6 +134,8 @@ export function requestToBody(r: SubmitJobRequest): Record<string, unknown> {
       throw new ApiError('validation_failed', { details: [{ path: 'context_json', message: 'must be JSON text' }] });
     }
     if (jsonTooDeep(context)) throw new ApiError('validation_failed', { details: [{ path: 'context_json', message: tooDeepMessage() }] });
+    const nonFinite = nonFiniteNumberPath(context, 'context_json');
+    if (nonFinite !== null) throw new ApiError('validation_failed', { details: [{ path: nonFinite, message: NON_FINITE_MESSAGE }] });
   }
   return {
     prompt: r.prompt,

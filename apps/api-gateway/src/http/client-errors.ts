@@ -5,6 +5,8 @@
 //   not received in time): `clientError`;
 // - an `Expect` other than 100-continue: `checkExpectation`, 417 expectation_failed;
 // - CONNECT (the gateway is no proxy): `connect`, 405 method_not_allowed;
+// - `Expect: 100-continue` with a declared body over the limit: `checkContinue`, 413
+//   payload_too_large instead of inviting the upload (P214); any other gets its 100 Continue;
 // - an HTTP/1.1 request without Host: Node's check is turned off here and the app answers it
 //   (400 bad_request, http/app.ts), so it carries X-Request-ID and is logged and counted.
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -34,7 +36,14 @@ function rawResponse(code: ErrorCode, opts: { message?: string; extra?: string }
 /** How long an answered CONNECT socket may take to flush before it is cut (it has left the server: no timeout applies, P95). */
 const CONNECT_CUT_MS = 2_000;
 
-export function answerClientErrors(server: Server): void {
+/** A request's declared body length above `max` (Content-Length; a chunked body declares none). */
+export function declaredOver(req: IncomingMessage, max: number): boolean {
+  const n = Number(req.headers['content-length']);
+  return Number.isFinite(n) && n > max;
+}
+
+/** `maxBodyBytes`: the largest body a route reads (2 MiB); a larger declared one is refused before its upload. */
+export function answerClientErrors(server: Server, maxBodyBytes: number): void {
   // Node would answer a Host-less HTTP/1.1 request with an empty 400 before the app sees it; the app
   // answers it with the envelope instead (requireHostHeader is read per request).
   (server as Server & { requireHostHeader: boolean }).requireHostHeader = false;
@@ -55,6 +64,26 @@ export function answerClientErrors(server: Server): void {
   // when nobody listens). The body, if any, is not read: the connection is closed after the answer.
   server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
     const { status, body } = envelope('expectation_failed');
+    res.writeHead(status, {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': String(Buffer.byteLength(body)),
+      'X-Content-Type-Options': 'nosniff',
+      'Cache-Control': 'no-store',
+      Connection: 'close',
+    });
+    res.end(body);
+  });
+
+  // P214: Node answers 100 Continue by itself when nobody listens, inviting a body the routes then
+  // refuse; body-parser reads and drops all of it before its 413. A declared body over the limit is
+  // answered 413 at once and the connection closed; any other request goes on as Node would.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (!declaredOver(req, maxBodyBytes)) {
+      res.writeContinue();
+      server.emit('request', req, res);
+      return;
+    }
+    const { status, body } = envelope('payload_too_large');
     res.writeHead(status, {
       'Content-Type': 'application/json; charset=utf-8',
       'Content-Length': String(Buffer.byteLength(body)),

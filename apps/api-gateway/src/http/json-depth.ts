@@ -25,3 +25,22 @@ export function jsonTooDeep(value: unknown, limit = MAX_JSON_DEPTH): boolean {
 export function tooDeepMessage(limit = MAX_JSON_DEPTH): string {
   return `JSON nested deeper than ${limit} levels of objects and arrays`;
 }
+
+/**
+ * The path of the first number JSON cannot hold (`1e999` parses as Infinity), or null (P215).
+ * JSON.stringify writes such a number as `null`, so a job's `context` reached the worker changed
+ * and the client was told nothing. Paths as in `details`: `context.a`, `context.list.2`.
+ */
+export function nonFiniteNumberPath(value: unknown, prefix = ''): string | null {
+  const stack: Array<[unknown, string]> = [[value, prefix]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [node, path] = top;
+    if (typeof node === 'number' && !Number.isFinite(node)) return path === '' ? '(body)' : path;
+    if (node === null || typeof node !== 'object') continue;
+    const entries: Array<[string, unknown]> = Array.isArray(node) ? (node as unknown[]).map((v, i) => [String(i), v]) : Object.entries(node);
+    for (const [k, v] of entries) stack.push([v, path === '' ? k : `${path}.${k}`]);
+  }
+  return null;
+}
+
+export const NON_FINITE_MESSAGE = 'a number out of range for JSON (like 1e999) would reach the worker as null';

@@ -33,9 +33,9 @@ export const approveBodySchema = z
     ),
     tenant_id: opt(z.string()).describe('must equal the acting tenant (D47)'),
   })
-  .nullish();
+  .optional();
 
-export const rejectBodySchema = z.object({ reason: opt(z.string().max(1024)), tenant_id: opt(z.string()).describe('must equal the acting tenant (D47)') }).nullish();
+export const rejectBodySchema = z.object({ reason: opt(z.string().max(1024)), tenant_id: opt(z.string()).describe('must equal the acting tenant (D47)') }).optional();
 
 export interface ApprovalRouteDeps {
   redis: RedisClient;

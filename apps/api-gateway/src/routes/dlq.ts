@@ -30,7 +30,7 @@ const dlqQuerySchema = z.object({
 
 /** Optional body; only `tenant_id` (D47: must be the acting tenant). */
 /** Also the OpenAPI description's body (P170). */
-export const retryBodySchema = z.object({ tenant_id: z.string().nullish().describe('must equal the acting tenant (D47)') }).nullish();
+export const retryBodySchema = z.object({ tenant_id: z.string().nullish().describe('must equal the acting tenant (D47)') }).optional();
 
 export interface DlqRouteDeps {
   redis: RedisClient;

@@ -47,7 +47,7 @@ export const listQuerySchema = z.object({
 });
 
 /** Also the OpenAPI description's body (P170). */
-export const cancelBodySchema = z.object({ reason: z.string().max(1024).nullish(), tenant_id: z.string().nullish().describe('must equal the acting tenant (D47)') }).nullish();
+export const cancelBodySchema = z.object({ reason: z.string().max(1024).nullish(), tenant_id: z.string().nullish().describe('must equal the acting tenant (D47)') }).optional();
 
 export interface JobActionDeps {
   redis: RedisClient;

@@ -8,7 +8,8 @@ import { SubmitError } from '../submit/errors';
 import type { SubmitOutcome, SubmitService } from '../submit/service';
 import type { Mount } from '../http/app';
 import { withTimeout } from '../util/timeout';
-import { jsonTooDeep, tooDeepMessage } from '../http/json-depth';
+import { NON_FINITE_MESSAGE, jsonTooDeep, nonFiniteNumberPath, tooDeepMessage } from '../http/json-depth';
+import { declaredOver } from '../http/client-errors';
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 /** Job ids are UUIDs here, but workflow/DLQ-created ids may differ: accept any safe token; anything else is 404. */
@@ -24,10 +25,21 @@ export function jsonBody() {
   return (req: Request, res: Response, next: NextFunction) => {
     const ct = req.get('content-type');
     if (ct !== undefined && !/^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(ct)) throw new ApiError('unsupported_media_type');
+    // P214: body-parser answers a declared body over the limit only once all of it has arrived
+    // (it reads and drops it, to keep the connection usable), so a client that declared 3 MiB and
+    // sent less waited for the request timeout. Refused now, and the connection closed after the
+    // answer instead of reading what is left.
+    if (declaredOver(req, MAX_BODY_BYTES)) {
+      res.setHeader('Connection', 'close');
+      throw new ApiError('payload_too_large');
+    }
     parse(req, res, (err?: unknown) => {
       if (err !== undefined) next(err);
       else if (jsonTooDeep(req.body)) next(new ApiError('validation_failed', { details: [{ path: '(body)', message: tooDeepMessage() }] }));
-      else next();
+      else {
+        const nonFinite = nonFiniteNumberPath(req.body);
+        next(nonFinite === null ? undefined : new ApiError('validation_failed', { details: [{ path: nonFinite, message: NON_FINITE_MESSAGE }] }));
+      }
     });
   };
 }

@@ -9,7 +9,7 @@ import type { Mount } from '../http/app';
 import { actingTenant, caller, type Caller } from '../auth/middleware';
 import type { PolicyAdmin } from '../safety/policy-admin';
 import type { EvaluateRequest } from '../safety/evaluator';
-import { MAX_LABELS, TOPIC_RE, parseLabelledBody } from '../submit/schema';
+import { TOPIC_RE, labelsSchema, parseLabelledBody } from '../submit/schema';
 import { jsonBody } from './jobs';
 
 const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? undefined);
@@ -21,7 +21,7 @@ export const policyRequestSchema = z.object({
   topic: z.string().max(255, 'must be at most 255 characters').regex(TOPIC_RE, 'must match ^job(\\.[A-Za-z0-9_-]+)+$'),
   job_id: opt(z.string().min(1).max(128)),
   priority: opt(z.enum(['interactive', 'batch', 'critical'])).transform((p) => p ?? 'interactive'),
-  labels: opt(z.record(z.string().max(256), z.string().max(4096)).refine((l) => Object.keys(l).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`)).transform((l) => l ?? {}),
+  labels: opt(labelsSchema).transform((l) => l ?? {}),
   memory_id: opt(shortString),
   capability: opt(shortString),
   risk_tags: opt(z.array(shortString).max(64)).transform((v) => v ?? []),

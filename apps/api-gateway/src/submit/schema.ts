@@ -7,6 +7,12 @@ import { ApiError, type ErrorDetail } from '../http/errors';
 export const TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
 export const MAX_PROMPT_CHARS = 50_000;
 export const MAX_LABELS = 50;
+
+/** A job's labels (submit and the policy routes): at most MAX_LABELS, which the OpenAPI description states as `maxProperties` (a refine alone does not reach it). */
+export const labelsSchema = z
+  .record(z.string().max(256), z.string().max(4096))
+  .refine((l) => Object.keys(l).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`)
+  .meta({ maxProperties: MAX_LABELS });
 export const MAX_DEADLINE_MS = 7 * 24 * 3600 * 1000;
 export const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,256}$/;
 
@@ -19,9 +25,7 @@ export const submitBodySchema = z.object({
   context: z.unknown().optional().describe('any JSON; the whole body nests at most 100 levels of objects and arrays (MAX_JSON_DEPTH)'),
   // Default interactive: an API caller waiting on a response is the common case (README).
   priority: opt(z.enum(['interactive', 'batch', 'critical'])).transform((p) => p ?? 'interactive'),
-  labels: opt(
-    z.record(z.string().max(256), z.string().max(4096)).refine((l) => Object.keys(l).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`),
-  ).transform((l) => l ?? {}),
+  labels: opt(labelsSchema).transform((l) => l ?? {}),
   idempotency_key: opt(z.string().regex(IDEMPOTENCY_KEY_RE, 'must be 1-256 printable ASCII characters without spaces')),
   memory_id: opt(shortString),
   context_mode: opt(z.enum(['raw', 'chat', 'rag'])),
