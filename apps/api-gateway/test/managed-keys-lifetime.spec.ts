@@ -34,6 +34,7 @@ interface Key {
   id: string;
   key: string;
   expires_at: string | null;
+  created_at: string;
 }
 
 async function createKey(body: Record<string, unknown>): Promise<Key> {
@@ -54,6 +55,8 @@ const statusEverywhere = async (key: string) => Promise.all(r.urls.map(async (u)
 
 it('a key created with ttl_seconds or expires_at has a record Redis deletes 30 days after its expiry; one without lives on', async () => {
   const ttl = await createKey({ role: 'viewer', ttl_seconds: 3600 });
+  // P217: exactly ttl_seconds after created_at (it was counted before the key's hash, ~60 ms early)
+  expect(Date.parse(ttl.expires_at!) - Date.parse(ttl.created_at)).toBe(3600_000);
   const pttl = await redis.pttl(record(ttl.id));
   expect(pttl).toBeLessThanOrEqual(3600_000 + RETAIN_MS);
   expect(pttl).toBeGreaterThan(3600_000 + RETAIN_MS - SLACK_MS);

@@ -157,6 +157,8 @@ rules:
     const msg = loadError('version: 1\ndefault_decision: [deny\n');
     expect(msg).toMatch(/^YAML syntax/);
     expect(msg).not.toContain('\n');
+    // P217: not ending in the colon that introduced the code excerpt left out
+    expect(msg).toMatch(/at line \d+, column \d+$/);
   });
 
   it('an unknown tag is a YAML error, not a warning printed raw on stderr and a rule read with a plain string in its place', () => {

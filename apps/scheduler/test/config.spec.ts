@@ -64,7 +64,8 @@ describe('loadSchedulerConfig', () => {
     expect(loadSchedulerConfig({ JOB_TTL: '7d' }, empty).jobTtlMs).toBe(7 * 86_400_000);
     // refused at load (exit 2, one line), not after Redis and NATS are connected
     expect(() => loadSchedulerConfig({ SAFETY_KERNEL_ADDR: 'http://kernel:50051' }, empty)).toThrow(
-      'invalid config: SAFETY_KERNEL_ADDR use host:port or dns:///host:port, not a URL: "http://kernel:50051" (got "http://kernel:50051")',
+      // P217: the message quotes the value already, so no "(got …)" repeats it
+      'invalid config: SAFETY_KERNEL_ADDR use host:port or dns:///host:port, not a URL: "http://kernel:50051"',
     );
     expect(() => loadSchedulerConfig({ SAFETY_KERNEL_ADDR: 'kernel-a:50051,kernel-b' }, empty)).toThrow(/^invalid config: SAFETY_KERNEL_ADDR bad host:port "kernel-b"/);
     // P61: the verification key is read and checked at start

@@ -12,7 +12,8 @@ import { parseDocument } from 'yaml';
 export function parseYamlStrict(text: string): unknown {
   const doc = parseDocument(text, { logLevel: 'silent' });
   const problem = doc.errors[0] ?? doc.warnings[0];
-  if (problem) throw new Error(problem.message.split('\n')[0] ?? problem.message, { cause: problem });
+  // The first line ends with a colon that introduced the code excerpt on the lines left out.
+  if (problem) throw new Error((problem.message.split('\n')[0] ?? problem.message).replace(/:\s*$/, ''), { cause: problem });
   const value: unknown = doc.toJS();
   assertAcyclic(value);
   return value;

@@ -593,7 +593,9 @@ function describeIssue(issue: z.core.$ZodIssue, env: Record<string, string>, fro
   else if (issue.code === 'custom') problem = issue.message;
   else problem = `is invalid: ${issue.message}`;
   // A value read from a secret file is never echoed, whatever its variable is called.
-  const got = raw === undefined ? '' : ` (got ${isSecretKey(name) || file !== undefined ? '"<redacted>"' : JSON.stringify(truncate(redactUserinfo(raw)))})`;
+  const shown = isSecretKey(name) || file !== undefined ? '"<redacted>"' : JSON.stringify(truncate(redactUserinfo(raw ?? '')));
+  // A message that already quotes the value (`not a URL: "http://k:50051"`) is not followed by it again.
+  const got = raw === undefined || problem.includes(shown) ? '' : ` (got ${shown})`;
   return oneLine(`${name}${file === undefined ? '' : ` (read from ${file})`} ${problem}${got}`);
 }
 

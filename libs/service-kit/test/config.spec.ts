@@ -226,7 +226,7 @@ describe('zod helpers', () => {
       if (!v.includes(':')) throw new Error(`no port in ${JSON.stringify(v)}`);
     }) });
     expect(loadConfig(schema, { ADDR: 'a:1' }).ADDR).toBe('a:1');
-    expect(() => loadConfig(schema, { ADDR: 'a' })).toThrow('invalid config: ADDR no port in "a" (got "a")');
+    expect(() => loadConfig(schema, { ADDR: 'a' })).toThrow('invalid config: ADDR no port in "a"');
     // zParsedString keeps what the parser made of it (parsed once, at load)
     let calls = 0;
     const parsed = z.object({ N: zParsedString((v) => (calls++, v.length)) });

@@ -71,7 +71,7 @@ describe('natsConnectionConfig: the login', () => {
     const c = nats({ NATS_CREDS_FILE: creds.credsFile });
     expect(c.credentials).toContain('-----BEGIN NATS USER JWT-----');
     expect(c.credentialsFile).toBe(creds.credsFile);
-    expect(configError(() => nats({ NATS_CREDS_FILE: file('bad.creds', 'not creds SUAXXXX') }))).toMatch(/^invalid config: NATS_CREDS_FILE ".*bad\.creds" is not a NATS credentials file \(a user JWT block, then a user nkey seed block\) \(got ".*bad\.creds"\)$/);
+    expect(configError(() => nats({ NATS_CREDS_FILE: file('bad.creds', 'not creds SUAXXXX') }))).toMatch(/^invalid config: NATS_CREDS_FILE ".*bad\.creds" is not a NATS credentials file \(a user JWT block, then a user nkey seed block\)$/);
   });
 
   it.each<[Record<string, string>, string]>([

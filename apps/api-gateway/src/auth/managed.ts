@@ -108,6 +108,8 @@ export interface CreateKeyInput {
   principalId?: string;
   name?: string;
   expiresAt?: number;
+  /** Lifetime from the key's `created_at` (`ttl_seconds`); `expiresAt` wins. */
+  ttlMs?: number;
 }
 
 export interface ManagedKeys {
@@ -211,14 +213,16 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
       const secret = randomBytes(32).toString('base64url');
       const salt = randomBytes(16);
       const hash = await scrypt(secret, salt);
+      const createdAt = now();
       const record: ManagedKeyRecord = {
         id,
         tenant: input.tenant,
         role: input.role,
         principalId: input.principalId ?? `key-${id}`,
         name: input.name ?? '',
-        createdAt: now(),
-        expiresAt: input.expiresAt ?? null,
+        createdAt,
+        // From created_at, taken after the hash: a ttl counted before it ended a key early (P217).
+        expiresAt: input.expiresAt ?? (input.ttlMs !== undefined ? createdAt + input.ttlMs : null),
         revoked: false,
         revokedAt: null,
         salt: salt.toString('base64'),

@@ -63,12 +63,11 @@ export function mountKeyRoutes(mount: Mount, deps: KeyRouteDeps): void {
     if (b.expires_at != null) {
       expiresAt = Date.parse(b.expires_at);
       if (expiresAt <= Date.now()) throw new ApiError('validation_failed', { details: [{ path: 'expires_at', message: 'must be in the future' }] });
-    } else if (b.ttl_seconds != null) {
-      expiresAt = Date.now() + b.ttl_seconds * 1000;
     }
+    const ttlMs = b.ttl_seconds != null ? b.ttl_seconds * 1000 : undefined;
     if (!deps.redisReady()) throw new ApiError('redis_unavailable');
     const { key, record } = await store(() =>
-      deps.keys.create({ tenant, role: b.role, principalId: b.principal_id ?? undefined, name: b.name ?? undefined, expiresAt }),
+      deps.keys.create({ tenant, role: b.role, principalId: b.principal_id ?? undefined, name: b.name ?? undefined, expiresAt, ttlMs }),
     );
     // Who minted a key, and for which principal: the actions it takes are audited under that principal (P156).
     deps.audit.record({
