@@ -247,10 +247,10 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
   /**
    * Reads the policy file and activates it with the bundles. Serialised: two SIGHUPs in a row
    * (or a SIGHUP and the file check) must not activate out of order. `read` is the file check's
-   * settled read (P203); a SIGHUP reads the file here. `quiet` logs a rejection at debug (the
-   * file check retries the same rejected content every interval; its first rejection is logged).
+   * settled read (P203), whose rejections it logs itself (once per distinct error, as it retries
+   * every interval); a SIGHUP reads the file here and every rejection is logged.
    */
-  const applyPolicyFile = (trigger: 'sighup' | 'file_changed', read?: Policy, quiet = false): Promise<ReloadOutcome> => {
+  const applyPolicyFile = (trigger: 'sighup' | 'file_changed', read?: Policy): Promise<ReloadOutcome> => {
     const run = async (): Promise<ReloadOutcome> => {
       if (!store || !composer || state !== 'running') return { ok: false, error: `kernel is ${state}` };
       if (config.policySource !== 'file') return { ok: false, error: 'no policy file to reload (built-in default in use)' };
@@ -262,8 +262,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
         return { ok: true, snapshotId: a.snapshotId, changed: a.changed };
       } catch (err) {
         const error = errorText(err);
-        if (quiet) log.debug('policy reload rejected again, keeping the previous policy', { trigger, error });
-        else log.error('policy reload rejected, keeping the previous policy', { trigger, error, snapshot: store.active?.id });
+        if (read === undefined) log.error('policy reload rejected, keeping the previous policy', { trigger, error, snapshot: store.active?.id });
         return { ok: false, error };
       }
     };
@@ -299,7 +298,8 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
         log.debug('policy file changed while it was read; checked again at the next interval', { path: config.policy.path });
         return;
       }
-      const out = await applyPolicyFile('file_changed', second, fileCheckError !== undefined);
+      const out = await applyPolicyFile('file_changed', second);
+      if (!out.ok && state === 'running' && out.error !== fileCheckError) log.error('policy reload rejected, keeping the previous policy', { trigger: 'file_changed', error: out.error, snapshot: store?.active?.id });
       fileCheckError = out.ok ? undefined : out.error;
     } catch (err) {
       const error = errorText(err);

@@ -102,4 +102,20 @@ describe('policy file check (P203)', () => {
     await waitFor(async () => (await decision(b, 'w7')) === Decision.DENY, 10_000);
     expect(b.kernel.snapshotId).toBe(denySnapshot);
   });
+
+  it('a file whose rule id clashes with a bundle rule is kept out, its rejection logged once, and applies once the clash is gone', async () => {
+    const path = rig.env['SAFETY_POLICY_PATH'] as string;
+    await rig.writeBundles({ ops: { rules: [{ id: 'hold-admin', match: { topics: ['job.ops.>'] }, decision: 'deny' }] } }, true);
+    await waitFor(async () => (await a.client.check({ jobId: 'c0', topic: 'job.ops.x', tenant: 'acme' })).decision === Decision.DENY, 10_000);
+    const inForce = a.kernel.snapshotId;
+    writeFileSync(path, HOLD_ADMIN); // its rule id hold-admin is the bundle's
+    const rejected = (l: string) => l.includes('"msg":"policy reload rejected, keeping the previous policy"') && l.includes('"trigger":"file_changed"');
+    await waitFor(() => a.logs.some(rejected), 5_000);
+    const t0 = await tick('sk-watch-a');
+    await waitFor(async () => (await tick('sk-watch-a')) >= t0 + 3 * 200, 5_000);
+    expect(a.logs.filter(rejected)).toHaveLength(1);
+    expect(a.kernel.snapshotId).toBe(inForce);
+    await rig.writeBundles({ ops: null }, true);
+    await waitFor(async () => (await decision(a, 'c1')) === Decision.REQUIRE_HUMAN, 10_000);
+  });
 });
