@@ -20,7 +20,7 @@ const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
 export class Shutdown {
   private readonly cleanups: { name: string; fn: () => Promise<void> | void }[] = [];
   private readonly logger: Logger;
-  private readonly timeoutMs: number;
+  private timeoutMs: number;
   private readonly exit: (code: number) => void;
   private outcomePromise: Promise<ShutdownOutcome> | undefined;
   private runPromise: Promise<void> | undefined;
@@ -42,6 +42,22 @@ export class Shutdown {
   /** Outcome of the finished run, or undefined while idle/running. */
   get outcome(): ShutdownOutcome | undefined {
     return this.result;
+  }
+
+  /**
+   * Raises the whole-stop deadline to at least `ms` (P218), before a stop starts; `why` is logged. A
+   * part whose own stop takes longer than the default 15 s (a worker's `stopTimeoutMs` plus its
+   * answers) asks for it here, so the process is not cut while it still hands jobs back.
+   */
+  ensureDeadline(ms: number, why: string): void {
+    if (this.state !== 'idle' || ms <= this.timeoutMs) return;
+    this.logger.info('shutdown: deadline raised', { from_ms: this.timeoutMs, to_ms: ms, why });
+    this.timeoutMs = ms;
+  }
+
+  /** The whole-stop deadline now (ms). */
+  get deadlineMs(): number {
+    return this.timeoutMs;
   }
 
   add(name: string, fn: () => Promise<void> | void): void {

@@ -33,6 +33,20 @@ describe('Shutdown', () => {
     }
   });
 
+  it('ensureDeadline raises the whole-stop deadline for a part that needs longer, never lowers it (P218)', async () => {
+    const { logger, lines } = quietLogger();
+    const s = new Shutdown({ logger, timeoutMs: 200, exit: () => undefined });
+    s.ensureDeadline(100, 'shorter: ignored');
+    s.ensureDeadline(1_500, 'worker stopTimeoutMs');
+    expect(s.deadlineMs).toBe(1_500);
+    s.add('slow part', () => new Promise<void>((r) => setTimeout(r, 400)));
+    await s.run();
+    expect(s.outcome).toBe('clean');
+    expect(lines.filter((l) => l.includes('shutdown: deadline raised'))).toEqual([expect.stringContaining('"why":"worker stopTimeoutMs"')]);
+    s.ensureDeadline(5_000, 'too late: the stop ran');
+    expect(s.deadlineMs).toBe(1_500);
+  });
+
   it('run() is memoised: same promise, each cleanup once', async () => {
     const { logger } = quietLogger();
     const s = new Shutdown({ logger });

@@ -7,6 +7,9 @@ export {
   MIN_HEARTBEAT_INTERVAL_MS,
   DEFAULT_CANCEL_GRACE_MS,
   DEFAULT_MAX_RESULT_BYTES,
+  DEFAULT_STOP_TIMEOUT_MS,
+  STOP_ANSWER_MARGIN_MS,
+  workerStopDeadlineMs,
 } from './options';
 export { connectWorkerRuntime, type WorkerRuntime, type WorkerRuntimeOptions } from './runtime';
 export { WorkerError, type WorkerErrorCode } from './errors';

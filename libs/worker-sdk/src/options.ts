@@ -2,7 +2,8 @@
 // Redis: a bad value used to start a worker that flooded the bus (heartbeatIntervalMs 0), ran
 // gateway submissions directly (topic `sys.job.submit`) or lost its connection (a topic with a
 // space). One WorkerError naming the option (and the bad entry) instead.
-import { JOB_TOPIC_RE, MAX_TOPIC_LENGTH } from '@cordum/protocol';
+import { KeyObject } from 'node:crypto';
+import { JOB_TOPIC_RE, MAX_TOPIC_LENGTH, WORKER_DRAINING_LABEL } from '@cordum/protocol';
 import { WorkerError } from './errors';
 import { render } from './text';
 import type { WorkerOptions } from './types';
@@ -22,6 +23,17 @@ export const MAX_PARALLEL_JOBS = 2_147_483_647;
 export const MIN_HEARTBEAT_INTERVAL_MS = 100;
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+/**
+ * What a stop needs past `stopTimeoutMs`: the `worker_shutdown` answers of the jobs still running
+ * and their publish (P218). A process stop cut before that (runService's deadline, a container's
+ * grace period) leaves those jobs to the running timeout instead of a retry.
+ */
+export const STOP_ANSWER_MARGIN_MS = 5_000;
+
+/** The least time a process must give `worker.stop()`: `stopTimeoutMs` plus the answers (P218). Pass it to `shutdown.ensureDeadline` in runService's `create`. */
+export function workerStopDeadlineMs(o: Pick<WorkerOptions, 'workerId' | 'stopTimeoutMs'>): number {
+  return (o.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS) + STOP_ANSWER_MARGIN_MS;
+}
 /** How long a handler may run on after its job's cancel (or stop's abandon) before its slot is taken back. */
 export const DEFAULT_CANCEL_GRACE_MS = 30_000;
 /**
@@ -45,6 +57,19 @@ function intIn(name: string, v: unknown, min: number, max: number, unit = ''): v
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? `an integer of at least ${min}` : `an integer from ${min} to ${max}`;
     throw invalid(`${name} must be ${range}${unit}, got ${render(v, 100)}`);
+  }
+}
+
+/**
+ * A P-256 key of the given kind (P218): a wrong one was accepted, and then every heartbeat failed
+ * to sign (the worker never registered) or every request failed to verify (each dispatch dropped).
+ */
+function p256Key(name: string, v: unknown, kind: 'private' | 'public'): void {
+  const how = kind === 'private' ? "loadSigningKey(pem, 'private') or loadSigningKeyFile(path, 'private')" : "loadSigningKey(pem, 'public') or loadSigningKeyFile(path, 'public')";
+  if (!(v instanceof KeyObject)) throw invalid(`${name} must be a KeyObject from ${how}, got ${render(v, 100)}`);
+  const curve = v.asymmetricKeyDetails?.namedCurve;
+  if (v.type !== kind || v.asymmetricKeyType !== 'ec' || curve !== 'prime256v1') {
+    throw invalid(`${name} must be an ECDSA P-256 ${kind} key (${how}), got a ${v.asymmetricKeyType ?? 'secret'}${curve ? ` ${curve}` : ''} ${v.type} key`);
   }
 }
 
@@ -88,6 +113,21 @@ export function validateWorkerOptions(o: Omit<WorkerOptions, 'bus' | 'redis' | '
     // A heartbeat carries them as map<string, string>: any other value fails its encoding on a timer.
     const bad = typeof o.labels !== 'object' || o.labels === null || Array.isArray(o.labels) ? o.labels : Object.entries(o.labels).find(([, v]) => typeof v !== 'string');
     if (bad !== undefined) throw invalid(`labels must map names to string values, got ${render(bad, 100)}`);
+    // `cordum.*` labels are the SDK's own: `cordum.draining: "true"` kept the worker out of routing for good (P218).
+    const reserved = Object.keys(o.labels).find((k) => k.startsWith('cordum.'));
+    if (reserved !== undefined) throw invalid(`labels: ${render(reserved, 100)} is reserved (cordum.* labels are set by the SDK, e.g. ${WORKER_DRAINING_LABEL} while it stops)`);
+  }
+  // P218: the rest of the options, checked like the others instead of failing later on a timer.
+  if (o.directDispatch !== undefined && typeof o.directDispatch !== 'boolean') throw invalid(`directDispatch must be true or false, got ${render(o.directDispatch, 100)}`);
+  if (o.sdkVersion !== undefined && (typeof o.sdkVersion !== 'string' || o.sdkVersion.length > 64)) throw invalid(`sdkVersion must be a string of at most 64 characters, got ${render(o.sdkVersion, 100)}`);
+  if (o.registry !== undefined && (typeof o.registry !== 'object' || o.registry === null || typeof (o.registry as { registerMetric?: unknown }).registerMetric !== 'function')) {
+    throw invalid(`registry must be a prom-client Registry, got ${render(o.registry, 100)}`);
+  }
+  if (o.signingKey !== undefined) p256Key('signingKey', o.signingKey, 'private');
+  if (o.verifyKey !== undefined) {
+    const keys: readonly unknown[] = Array.isArray(o.verifyKey) ? o.verifyKey : [o.verifyKey];
+    if (keys.length === 0) throw invalid('verifyKey: an empty array verifies nothing, so every request would be dropped; leave verifyKey unset to accept unsigned requests');
+    keys.forEach((k, i) => p256Key(Array.isArray(o.verifyKey) ? `verifyKey[${i}]` : 'verifyKey', k, 'public'));
   }
 }
 

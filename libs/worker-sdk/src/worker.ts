@@ -355,7 +355,8 @@ class CapWorker implements Worker {
       key, request, traceId, controller: new AbortController(), cancelled: false, abandoned: false, closed: false, finishing: false, done, ackTimer: undefined, graceTimer: undefined, onStuck,
     };
     this.running.set(key, job);
-    this.metrics?.active.set(this.running.size);
+    // inc/dec, not set: workers sharing one registry share the gauge, and each set its own count (P218).
+    this.metrics?.active.inc();
     const startedAt = performance.now();
     try {
       // The start ack (D40). A job that ends within the delay reports its result instead: the
@@ -608,7 +609,7 @@ class CapWorker implements Worker {
   private free(job: RunningJob): void {
     if (this.running.get(job.key) !== job) return;
     this.running.delete(job.key);
-    this.metrics?.active.set(this.running.size);
+    this.metrics?.active.dec();
   }
 
   /** The heartbeat timer's work; a timer callback must not throw (an uncaught exception ends the process). */
@@ -669,6 +670,8 @@ class CapWorker implements Worker {
     let noticeAt = since + REDIS_WAIT_NOTICE_MS;
     let noticed = false;
     for (;;) {
+      // A client closed for good (the runtime's close()) never answers again: waiting would hang start() (P218).
+      if ((this.o.redis as { status?: string }).status === 'end') throw new WorkerError('worker_state', `start() on a closed Redis client: the worker runtime was closed; connect a new one with connectWorkerRuntime`);
       const err = await this.pingRedis();
       if (this.state !== 'starting') return false;
       if (err === null) {

@@ -2,7 +2,9 @@
 // it touches NATS or Redis; validateWorkerOptions does the same without any connection.
 import { createLogger } from '@cordum/service-kit';
 import type { RedisClient } from '@cordum/redis';
-import { createWorker, MAX_HEARTBEAT_INTERVAL_MS, MIN_HEARTBEAT_INTERVAL_MS, validateWorkerOptions, type WorkerBus, type WorkerOptions } from '../src';
+import { generateKeyPairSync } from 'node:crypto';
+import { Registry } from 'prom-client';
+import { createWorker, DEFAULT_STOP_TIMEOUT_MS, MAX_HEARTBEAT_INTERVAL_MS, MIN_HEARTBEAT_INTERVAL_MS, STOP_ANSWER_MARGIN_MS, validateWorkerOptions, workerStopDeadlineMs, type WorkerBus, type WorkerOptions } from '../src';
 
 const touched: string[] = [];
 /** A bus and a Redis that record any use: construction must not use either. */
@@ -92,4 +94,35 @@ test('validateWorkerOptions checks the same without any connection, so a config 
   expect(() => validateWorkerOptions(plain)).not.toThrow();
   expect(() => validateWorkerOptions({ ...plain, topics: ['job.>'] })).toThrow(/topics: 'job.>' is not a job topic/);
   expect(() => validateWorkerOptions({ ...plain, heartbeatIntervalMs: 0 })).toThrow(/heartbeatIntervalMs/);
+});
+
+describe('keys, labels and the remaining options are checked at construction too (P218)', () => {
+  const ec = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 });
+  const k1 = generateKeyPairSync('ec', { namedCurve: 'secp384r1' });
+
+  test.each<[string, Record<string, unknown>, RegExp]>([
+    ['an RSA signing key', { signingKey: rsa.privateKey }, /signingKey must be an ECDSA P-256 private key .*got a rsa private key/],
+    ['a P-384 signing key', { signingKey: k1.privateKey }, /signingKey must be an ECDSA P-256 private key .*got a ec secp384r1 private key/],
+    ['a public key as signing key', { signingKey: ec.publicKey }, /signingKey must be an ECDSA P-256 private key .*public key/],
+    ['a PEM string as signing key', { signingKey: '-----BEGIN PRIVATE KEY-----' }, /signingKey must be a KeyObject from loadSigningKey/],
+    ['a private key as verify key', { verifyKey: ec.privateKey }, /verifyKey must be an ECDSA P-256 public key/],
+    ['an RSA key among verify keys', { verifyKey: [ec.publicKey, rsa.publicKey] }, /verifyKey\[1\] must be an ECDSA P-256 public key/],
+    ['no verify key at all', { verifyKey: [] }, /verifyKey: an empty array verifies nothing/],
+    ['the draining label', { labels: { 'cordum.draining': 'true' } }, /labels: 'cordum\.draining' is reserved/],
+    ['a string directDispatch', { directDispatch: 'no' }, /directDispatch must be true or false/],
+    ['a numeric sdkVersion', { sdkVersion: 5 }, /sdkVersion must be a string/],
+    ['a registry that is not one', { registry: {} }, /registry must be a prom-client Registry/],
+  ])('%s is refused', (_name, over, message) => {
+    expect(refused(over)).toMatch(message);
+  });
+
+  test('good keys, labels and options pass', () => {
+    expect(() => validateWorkerOptions({ ...base, signingKey: ec.privateKey, verifyKey: [ec.publicKey], labels: { zone: 'a' }, directDispatch: false, sdkVersion: 'x/1', registry: new Registry() })).not.toThrow();
+  });
+
+  test('workerStopDeadlineMs is stopTimeoutMs plus the answers', () => {
+    expect(workerStopDeadlineMs({ workerId: 'w' })).toBe(DEFAULT_STOP_TIMEOUT_MS + STOP_ANSWER_MARGIN_MS);
+    expect(workerStopDeadlineMs({ workerId: 'w', stopTimeoutMs: 30_000 })).toBe(35_000);
+  });
 });

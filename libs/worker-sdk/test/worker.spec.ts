@@ -476,6 +476,37 @@ test('stop() waits for an in-flight job, publishes its result, and is idempotent
   expect(await registry.getSingleMetricAsString('cordum_worker_jobs_total')).toMatch(/status="SUCCEEDED"} 1/);
 });
 
+test('two workers sharing a registry add up in cordum_worker_active_jobs, and it returns to 0 (P218)', async () => {
+  const registry = new Registry();
+  const started = new Latch<void>();
+  const both = { n: 0 };
+  const release = new Latch();
+  const handler: JobHandler = async (job) => {
+    if (++both.n === 2) started.open();
+    await release.promise;
+    return echo(job);
+  };
+  await startWorker({ topics: ['job.gauge-a'], registry, handler });
+  await startWorker({ topics: ['job.gauge-b'], registry, handler });
+  const a = await publishJob(h, 'job.gauge-a');
+  const b = await publishJob(h, 'job.gauge-b');
+  await started.wait();
+  const gauge = async () => (await registry.getSingleMetric('cordum_worker_active_jobs')!.get()).values[0]?.value;
+  expect(await gauge()).toBe(2);
+  release.open();
+  await resultOf(a.jobId);
+  await resultOf(b.jobId);
+  await waitFor(async () => (await gauge()) === 0, 5_000);
+});
+
+test('start() on a worker whose runtime was closed throws worker_state at once instead of waiting for Redis (P218)', async () => {
+  const closed = createRedis({ url: h.redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
+  await closeRedis(closed);
+  const w = createWorker({ workerId: `closed-${process.pid}`, pool: 'default', topics: ['job.closed'], bus: h.bus, redis: closed, logger: h.logger, maxParallelJobs: 1, handler: echo });
+  await expect(w.start()).rejects.toMatchObject({ name: 'WorkerError', code: 'worker_state', message: expect.stringContaining('runtime was closed') });
+  await w.stop();
+});
+
 test('stop() bounds its wait: a job that ignores the signal is answered FAILED_RETRYABLE worker_shutdown', async () => {
   const started = new Latch();
   const never = new Latch();
