@@ -257,6 +257,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       try {
         const a = await composer.setFilePolicy(read ?? (await readPolicyFile(config.policy.path)));
         log.info('policy reloaded', { trigger, snapshot: a.snapshotId, changed: a.changed, rules: a.ruleCount, bundles: composer.bundleIds });
+        metrics.policyFileRejected.set(0);
         await publishOwnFileRules();
         await recordApplied();
         return { ok: true, snapshotId: a.snapshotId, changed: a.changed };
@@ -290,6 +291,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       const first = await readPolicyFile(config.policy.path);
       if (snapshotId(first) === cmp.fileId) {
         fileCheckError = undefined;
+        metrics.policyFileRejected.set(0);
         return;
       }
       await new Promise<void>((resolve) => setTimeout(resolve, FILE_SETTLE_MS).unref());
@@ -299,12 +301,14 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
         return;
       }
       const out = await applyPolicyFile('file_changed', second);
+      if (state === 'running') metrics.policyFileRejected.set(out.ok ? 0 : 1);
       if (!out.ok && state === 'running' && out.error !== fileCheckError) log.error('policy reload rejected, keeping the previous policy', { trigger: 'file_changed', error: out.error, snapshot: store?.active?.id });
       fileCheckError = out.ok ? undefined : out.error;
     } catch (err) {
       const error = errorText(err);
       if (error !== fileCheckError) log.error('policy file unreadable or invalid, keeping the previous policy', { path: config.policy.path, error, snapshot: store?.active?.id });
       fileCheckError = error;
+      metrics.policyFileRejected.set(1);
     } finally {
       fileChecking = false;
     }

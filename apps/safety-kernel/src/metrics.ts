@@ -12,6 +12,8 @@ export class SafetyMetrics {
   readonly cacheSize: Gauge;
   /** 1 while the replica serves the last applied bundles in place of a stored section it refuses (start-time fallback). */
   readonly bundlesFallback: Gauge;
+  /** 1 while the policy file on disk differs from the one in force and is refused (unreadable, invalid, or clashing with a bundle): P219. */
+  readonly policyFileRejected: Gauge;
   /**
    * 1 for the policy snapshot this replica evaluates with (file plus bundles), labelled with its
    * id. Kernels that disagree (a rolling SIGHUP half done, different policy files) all look in sync
@@ -86,6 +88,11 @@ export class SafetyMetrics {
     this.bundlesFallback = new Gauge({
       name: 'cordum_safety_bundles_fallback',
       help: '1 while this replica serves the safety section last applied with its policy file because it refuses the stored one',
+      registers: [registry],
+    });
+    this.policyFileRejected = new Gauge({
+      name: 'cordum_safety_policy_file_rejected',
+      help: '1 while the policy file on disk differs from the policy in force and is refused (unreadable, invalid, or a rule id of a bundle); the previous policy stays',
       registers: [registry],
     });
   }

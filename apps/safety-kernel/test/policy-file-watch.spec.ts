@@ -81,12 +81,17 @@ describe('policy file check (P203)', () => {
     await waitFor(async () => (await tick('sk-watch-a')) >= t0 + 3 * 200, 5_000);
     expect(a.kernel.snapshotId).toBe(inForce);
     expect(await decision(a, 'w4')).toBe(Decision.DENY);
+    // P219: a metric says so, for an alert (all kernels keep the old policy, so none differ)
+    expect(await a.metric('cordum_safety_policy_file_rejected')).toBe(1);
     // A later valid file is applied (the bad content is not remembered as "seen").
     writeFileSync(path, HOLD_ADMIN);
     await waitFor(async () => (await decision(a, 'w5')) === Decision.REQUIRE_HUMAN, 10_000);
     expect(a.kernel.snapshotId).not.toBe(inForce);
+    expect(await a.metric('cordum_safety_policy_file_rejected')).toBe(0);
     // The invalid file was checked on several intervals but its error logged once.
     expect(a.logs.filter((l) => l.includes('policy file unreadable or invalid')).length).toBe(1);
+    // Both replicas on the new file before the next test (each checks on its own timer).
+    await waitFor(async () => (await decision(b, 'w5b')) === Decision.REQUIRE_HUMAN && b.kernel.snapshotId === a.kernel.snapshotId, 10_000);
   });
 
   it('a file that is gone keeps the policy in force, and its return applies', async () => {
@@ -115,6 +120,7 @@ describe('policy file check (P203)', () => {
     await waitFor(async () => (await tick('sk-watch-a')) >= t0 + 3 * 200, 5_000);
     expect(a.logs.filter(rejected)).toHaveLength(1);
     expect(a.kernel.snapshotId).toBe(inForce);
+    expect(await a.metric('cordum_safety_policy_file_rejected')).toBe(1);
     await rig.writeBundles({ ops: null }, true);
     await waitFor(async () => (await decision(a, 'c1')) === Decision.REQUIRE_HUMAN, 10_000);
   });

@@ -1,24 +1,55 @@
 // Broadcast subscriptions (per replica, no queue group) feeding the registry.
 import { subjects, type Subscription } from '@cordum/bus';
+import { decodePacket, type BusPacket } from '@cordum/protocol';
+import { errorText } from '@cordum/service-kit';
 import type { SchedulerContext } from './context';
 
+/** A refused worker packet is logged at most once per this long per sender and reason (P220). */
+export const REFUSED_LOG_EVERY_MS = 60_000;
+
 export function subscribeWorkers(ctx: SchedulerContext): Subscription[] {
-  const onPacket = (subject: string, apply: (data: Uint8Array) => void) =>
+  const logged = new Map<string, number>();
+  /**
+   * P220: a worker whose heartbeats are refused (a wrong or missing signature, a malformed packet)
+   * is missing from routing and from GET /workers, and its topic's jobs wait for "no worker"; the
+   * counter alone did not say who. The sender is read from the packet without verifying it (only
+   * to name it in the log; nothing else uses it).
+   */
+  const refused = (subject: string, data: Uint8Array, err: unknown): void => {
+    ctx.metrics.decodeErrors.inc({ subject });
+    let sender = '';
+    try {
+      sender = decodePacket(data).senderId;
+    } catch {
+      sender = '(undecodable)';
+    }
+    const error = errorText(err);
+    const key = `${subject}\u0000${sender}\u0000${error}`;
+    const now = Date.now();
+    if ((logged.get(key) ?? 0) > now) return;
+    if (logged.size >= 1_000) logged.clear();
+    logged.set(key, now + REFUSED_LOG_EVERY_MS);
+    ctx.logger.warn('worker packet refused; the worker is not routable until its packets are accepted', { subject, sender_id: sender, error });
+  };
+  // Decoded (and verified) inside the try, applied outside it: a fault in the registry is not a
+  // refused packet, and is logged by the bus (`bus: subscription handler threw`).
+  const onPacket = (subject: string, apply: (p: BusPacket) => void) =>
     ctx.bus.subscribe(subject, (data) => {
+      let p: BusPacket;
       try {
-        apply(data);
-      } catch {
-        // Undecodable broadcast: counted and dropped (fail closed: the worker is not routable).
-        ctx.metrics.decodeErrors.inc({ subject });
+        p = ctx.decodeWorkerPacket(data);
+      } catch (err) {
+        // Fail closed: the worker is not routable.
+        refused(subject, data, err);
+        return;
       }
+      apply(p);
     });
   return [
-    onPacket(subjects.heartbeat, (data) => {
-      const p = ctx.decodeWorkerPacket(data);
+    onPacket(subjects.heartbeat, (p) => {
       if (p.payload.case === 'heartbeat') ctx.workers.onHeartbeat(p.payload.value);
     }),
-    onPacket(subjects.handshake, (data) => {
-      const p = ctx.decodeWorkerPacket(data);
+    onPacket(subjects.handshake, (p) => {
       if (p.payload.case === 'handshake') ctx.workers.onHandshake(p.payload.value);
     }),
   ];

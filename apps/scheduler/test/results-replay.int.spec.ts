@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { subjects } from '@cordum/bus';
 import type { JobRecord } from '@cordum/job-store';
-import { create, decodePacket, encodeLenField, JobResultSchema, JobStatus, newPacket, SIGNATURE_FIELD, signedBytes, signPacket, verifyPacket } from '@cordum/protocol';
+import { create, decodePacket, encodeLenField, encodePacket, HeartbeatSchema, JobResultSchema, JobStatus, newPacket, SIGNATURE_FIELD, signedBytes, signPacket, verifyPacket } from '@cordum/protocol';
+import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
 import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
@@ -18,6 +19,7 @@ let rig: SchedulerRig;
 let kernel: TestKernel;
 let worker: TestWorker;
 let dir: string;
+const logs: string[] = [];
 const keys = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
 
 beforeAll(async () => {
@@ -28,6 +30,7 @@ beforeAll(async () => {
   rig = await startSchedulerRig({
     instanceId: 'sched-replay',
     kernelAddress: kernel.address,
+    logger: createLogger({ service: 'scheduler', instance: 'sched-replay', level: 'warn', write: (l) => void logs.push(l) }),
     env: { CAP_VERIFY_KEY_FILE: join(dir, 'cap.pub.pem'), CAP_SIGNING_KEY_FILE: join(dir, 'cap.key.pem') },
   });
   // Starts each attempt (a signed progress) and never answers by itself.
@@ -102,4 +105,18 @@ it('a signed anonymous result published again, as is or with its twin signature,
   await rig.bus.publish(subjects.result, answer('still flaky'));
   const third = await waitFor(runningOn(id, 3), 10_000, { message: 'attempt 3 RUNNING' });
   expect(third.resultSigs).toHaveLength(2);
+});
+
+it('a heartbeat a verifying scheduler refuses is logged once, naming its sender, and the worker is not routable (P220)', async () => {
+  const unsigned = (id: string) => encodePacket(newPacket(id, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: id, pool: 'default', maxParallelJobs: 4, activeJobs: 0 }) }));
+  const refused = (l: string) => l.includes('"msg":"worker packet refused; the worker is not routable until its packets are accepted"') && l.includes('"sender_id":"tw-unsigned"');
+  rig.bus.publishCore(subjects.heartbeat, unsigned('tw-unsigned'));
+  await waitFor(() => logs.some(refused), 5_000, { message: 'refusal logged' });
+  for (let i = 0; i < 5; i++) rig.bus.publishCore(subjects.heartbeat, unsigned('tw-unsigned'));
+  // A barrier: a refused heartbeat from another sender, logged after the five above were handled.
+  rig.bus.publishCore(subjects.heartbeat, unsigned('tw-unsigned-2'));
+  await waitFor(() => logs.some((l) => l.includes('"sender_id":"tw-unsigned-2"')), 5_000, { message: 'second sender logged' });
+  expect(logs.filter(refused)).toHaveLength(1);
+  expect(logs.filter(refused)[0]).toContain('signature');
+  expect(rig.scheduler.workers.live().some((w) => w.workerId === 'tw-unsigned')).toBe(false);
 });

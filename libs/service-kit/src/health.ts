@@ -1,10 +1,13 @@
 import { type Server } from 'node:http';
 import { type AddressInfo } from 'node:net';
 import express from 'express';
-import { type Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 import { type Logger } from './logger';
 import { createExpressServer } from './http-server';
 import { valueWithin } from './within';
+
+/** The readiness gauge every service's health server exports (P219). */
+export const READY_METRIC = 'cordum_ready';
 
 export interface ReadinessCheck {
   name: string;
@@ -45,11 +48,33 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
-  app.get('/readyz', async (_req, res) => {
+  // The last answer, for logging a change once (a probe every few seconds would repeat it).
+  let wasReady: boolean | undefined;
+  const evaluate = async (): Promise<{ ready: boolean; checks: Record<string, boolean> }> => {
     const results = await Promise.all(checks.map(async (c) => [c.name, await runCheck(c, timeoutMs)] as const));
     const ready = results.every(([, ok]) => ok);
-    if (!ready) log.debug('readiness failed', { failing: results.filter(([, ok]) => !ok).map(([n]) => n) });
-    res.status(ready ? 200 : 503).json({ ready, checks: Object.fromEntries(results) });
+    const failing = results.filter(([, ok]) => !ok).map(([n]) => n);
+    if (!ready && wasReady !== false) log.warn('not ready', { failing });
+    else if (ready && wasReady === false) log.info('ready again');
+    else if (!ready) log.debug('readiness failed', { failing });
+    wasReady = ready;
+    return { ready, checks: Object.fromEntries(results) };
+  };
+  // P219: `up` stays 1 for a replica that runs but is not ready (no Redis, no NATS, its config or
+  // policy not loaded): /metrics answers whatever /readyz says. The same checks, run at each scrape.
+  if (opts.registry.getSingleMetric(READY_METRIC) === undefined) {
+    new Gauge({
+      name: READY_METRIC,
+      help: '1 when this replica is ready (its /readyz checks pass), 0 when not; evaluated at each scrape',
+      registers: [opts.registry],
+      async collect() {
+        this.set((await evaluate()).ready ? 1 : 0);
+      },
+    });
+  }
+  app.get('/readyz', async (_req, res) => {
+    const { ready, checks: byName } = await evaluate();
+    res.status(ready ? 200 : 503).json({ ready, checks: byName });
   });
   app.get('/metrics', async (_req, res) => {
     res.set('Content-Type', opts.registry.contentType);

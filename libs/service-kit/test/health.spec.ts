@@ -1,7 +1,8 @@
 import { Counter } from 'prom-client';
 import { createLogger, createMetricsRegistry, startHealthServer, type HealthServer } from '../src';
 
-const logger = createLogger({ service: 'test', instance: 'test-1', level: 'error', write: () => undefined });
+const lines: string[] = [];
+const logger = createLogger({ service: 'test', instance: 'test-1', level: 'info', write: (l) => void lines.push(l) });
 
 describe('health server', () => {
   let server: HealthServer;
@@ -82,6 +83,27 @@ describe('health server', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toContain('text/plain');
     expect(await res.text()).toMatch(/^cordum_health_test_total\{service="test",pod="test-1"\} 3$/m);
+  });
+
+  it('/metrics carries cordum_ready, 1 or 0 by the same checks, and a change is logged once (P219)', async () => {
+    let up = true;
+    lines.length = 0; // the earlier tests' servers logged their own changes
+    const own = await startHealthServer({ addr: { host: '127.0.0.1', port: 0 }, registry: createMetricsRegistry({ service: 'test', pod: 'test-2' }), logger, checks: [{ name: 'redis', check: () => up }] });
+    try {
+      const url = `http://127.0.0.1:${own.port}`;
+      const ready = async () => /^cordum_ready\{[^}]*\} (\d)$/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1];
+      expect(await ready()).toBe('1');
+      up = false;
+      expect(await ready()).toBe('0');
+      expect(await ready()).toBe('0');
+      expect((await fetch(`${url}/readyz`)).status).toBe(503);
+      expect(lines.filter((l) => l.includes('"msg":"not ready"') && l.includes('"failing":["redis"]'))).toHaveLength(1);
+      up = true;
+      expect(await ready()).toBe('1');
+      expect(lines.filter((l) => l.includes('"msg":"ready again"'))).toHaveLength(1);
+    } finally {
+      await own.close();
+    }
   });
 
   it('extra(app) adds service routes', async () => {

@@ -78,6 +78,8 @@ const REDIS_PING_TIMEOUT_MS = 1_000;
 const REDIS_WAIT_NOTICE_MS = 2_000;
 const REDIS_WAIT_REPEAT_MS = 30_000;
 const REDIS_WAIT_RETRY_MS = 500;
+/** A dropped cancel is logged at most once per this long per reason (P220). */
+const CANCEL_DROP_LOG_EVERY_MS = 60_000;
 /**
  * What a worker publishes at start on `worker.<id>.instance`, a subject of worker-sdk's own next to
  * its direct subject `worker.<id>.jobs` (not a CAP subject: the CAP subjects carry BusPackets
@@ -125,6 +127,8 @@ class CapWorker implements Worker {
   private readonly instance = randomUUID();
   private readonly otherInstances = new Set<string>();
   private instancesOverflowed = false;
+  /** P220: when each reason for a dropped cancel may be logged again. */
+  private readonly cancelDropLoggedUntil = new Map<string, number>();
   private readonly counters: Omit<WorkerStats, 'activeJobs'> = {
     executed: 0, succeeded: 0, failed: 0, retryable: 0, cancelled: 0, rejectedBusy: 0, handedBack: 0, redisUnavailable: 0,
     stuckReleased: 0, duplicates: 0, stale: 0, badPackets: 0, resultPublishFailures: 0,
@@ -569,8 +573,19 @@ class CapWorker implements Worker {
     let packet;
     try {
       packet = this.decode(data);
-    } catch {
-      return; // cancels are broadcast to every worker; a bad one is someone else's problem too
+    } catch (err) {
+      // P220: dropped without a word, a cancel this worker cannot verify (a gateway without the
+      // signing key, with workers that verify) left the job running until a signed resend. Counted
+      // with the bad packets, and logged once a minute per reason.
+      this.counters.badPackets += 1;
+      const error = (err as Error).message;
+      const now = Date.now();
+      if ((this.cancelDropLoggedUntil.get(error) ?? 0) <= now) {
+        if (this.cancelDropLoggedUntil.size >= 100) this.cancelDropLoggedUntil.clear();
+        this.cancelDropLoggedUntil.set(error, now + CANCEL_DROP_LOG_EVERY_MS);
+        this.log.warn('dropping a job cancel this worker cannot decode or verify', { subject: subjects.cancel, bytes: data.length, err: error });
+      }
+      return;
     }
     if (packet.payload.case !== 'jobCancel') return;
     const cancel = packet.payload.value;

@@ -2,6 +2,7 @@ import { subjects } from '@cordum/bus';
 import { ComponentRole, create, encodePacket, JobCancelSchema, DispatchIdentitySchema, JobStatus, newPacket, WORKER_DRAINING_LABEL } from '@cordum/protocol';
 import { Latch, waitFor } from '@cordum/testing';
 import { closeRedis, createRedis } from '@cordum/redis';
+import { generateKeyPairSync } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { createWorker, DEFAULT_START_ACK_DELAY_MS, type JobHandler, type Worker, type WorkerOptions } from '../src';
 import { captureLog, makeJob, onlyResult, publishJob, startHarness, type Harness } from './harness';
@@ -230,6 +231,18 @@ test('a JobCancel aborts the running job and the worker reports CANCELLED', asyn
   expect(r.status).toBe(JobStatus.CANCELLED);
   expect(r.dispatch?.dispatchId).toBe(job.dispatchId);
   expect(w.stats()).toMatchObject({ cancelled: 1, activeJobs: 0 });
+});
+
+test('a cancel a verifying worker refuses is counted and logged once per reason, not dropped without a word (P220)', async () => {
+  const keys = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const log = captureLog('info');
+  const w = await startWorker({ topics: ['job.verify-cancel'], verifyKey: keys.publicKey, logger: log.logger });
+  const unsigned = () => encodePacket(newPacket('gw-without-key', { case: 'jobCancel', value: create(JobCancelSchema, { jobId: 'any', reason: 'x' }) }));
+  for (let i = 0; i < 3; i++) h.bus.publishCore(subjects.cancel, unsigned());
+  await waitFor(() => w.stats().badPackets === 3, 5_000, { message: 'three refused cancels counted' });
+  const dropped = log.lines.filter((l) => l.msg === 'dropping a job cancel this worker cannot decode or verify');
+  expect(dropped).toHaveLength(1);
+  expect(JSON.stringify(dropped[0])).toMatch(/sign/);
 });
 
 test('handshake and heartbeats carry the contract fields; running jobs get a progress every heartbeat', async () => {
