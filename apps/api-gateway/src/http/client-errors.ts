@@ -33,6 +33,19 @@ function rawResponse(code: ErrorCode, opts: { message?: string; extra?: string }
   );
 }
 
+/** The envelope as a whole response that closes the connection: the request's body, if any, is never read. */
+function answerAndClose(res: ServerResponse, code: ErrorCode): void {
+  const { status, body } = envelope(code);
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(body)),
+    'X-Content-Type-Options': 'nosniff',
+    'Cache-Control': 'no-store',
+    Connection: 'close',
+  });
+  res.end(body);
+}
+
 /** How long an answered CONNECT socket may take to flush before it is cut (it has left the server: no timeout applies, P95). */
 const CONNECT_CUT_MS = 2_000;
 
@@ -62,17 +75,7 @@ export function answerClientErrors(server: Server, maxBodyBytes: number): void {
 
   // Node calls this for an HTTP/1.1 Expect other than 100-continue (and answers 417 with no body
   // when nobody listens). The body, if any, is not read: the connection is closed after the answer.
-  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
-    const { status, body } = envelope('expectation_failed');
-    res.writeHead(status, {
-      'Content-Type': 'application/json; charset=utf-8',
-      'Content-Length': String(Buffer.byteLength(body)),
-      'X-Content-Type-Options': 'nosniff',
-      'Cache-Control': 'no-store',
-      Connection: 'close',
-    });
-    res.end(body);
-  });
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => answerAndClose(res, 'expectation_failed'));
 
   // P214: Node answers 100 Continue by itself when nobody listens, inviting a body the routes then
   // refuse; body-parser reads and drops all of it before its 413. A declared body over the limit is
@@ -83,15 +86,7 @@ export function answerClientErrors(server: Server, maxBodyBytes: number): void {
       server.emit('request', req, res);
       return;
     }
-    const { status, body } = envelope('payload_too_large');
-    res.writeHead(status, {
-      'Content-Type': 'application/json; charset=utf-8',
-      'Content-Length': String(Buffer.byteLength(body)),
-      'X-Content-Type-Options': 'nosniff',
-      'Cache-Control': 'no-store',
-      Connection: 'close',
-    });
-    res.end(body);
+    answerAndClose(res, 'payload_too_large');
   });
 
   // CONNECT asks for a tunnel; without a listener Node drops the connection without a word. Its
