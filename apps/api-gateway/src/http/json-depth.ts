@@ -32,6 +32,8 @@ export function tooDeepMessage(limit = MAX_JSON_DEPTH): string {
  * and the client was told nothing. Paths as in `details`: `context.a`, `context.list.2`.
  */
 export function nonFiniteNumberPath(value: unknown, prefix = ''): string | null {
+  // Every submit passes through here: a scan without paths first, the paths only for a body that has one.
+  if (!hasNonFiniteNumber(value)) return null;
   const stack: Array<[unknown, string]> = [[value, prefix]];
   for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
     const [node, path] = top;
@@ -41,6 +43,19 @@ export function nonFiniteNumberPath(value: unknown, prefix = ''): string | null 
     for (const [k, v] of entries) stack.push([v, path === '' ? k : `${path}.${k}`]);
   }
   return null;
+}
+
+function hasNonFiniteNumber(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  for (let node = stack.pop(); stack.length > 0 || node !== undefined; node = stack.pop()) {
+    if (typeof node === 'number') {
+      if (!Number.isFinite(node)) return true;
+    } else if (node !== null && typeof node === 'object') {
+      if (Array.isArray(node)) for (const v of node as unknown[]) stack.push(v);
+      else for (const k in node) if (Object.hasOwn(node, k)) stack.push((node as Record<string, unknown>)[k]);
+    }
+  }
+  return false;
 }
 
 export const NON_FINITE_MESSAGE = 'a number out of range for JSON (like 1e999) would reach the worker as null';
