@@ -45,7 +45,7 @@ Options:
   --build                       rebuild dist/ first (default: only when missing)
   --ready-timeout s             seconds each service may take to answer /readyz
                                 (default 60); past it, npm start names the failing
-                                checks and the service's last warning, and stops
+                                checks and the service's first warning, and stops
   -h, --help                    print this help
 
 Logs: .cordum/logs/<service>-<k>.log (with an offset: .cordum/logs-p<n>/), each

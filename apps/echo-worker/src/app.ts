@@ -1,6 +1,6 @@
 // Composition root of the echo worker: connections, the SDK worker, the optional health server.
-import { startHealthServer, type HealthServer, type Logger, type Registry, type Service } from '@cordum/service-kit';
-import { connectWorkerRuntime, createWorker, validateWorkerOptions, type Worker, type WorkerRuntime } from '@cordum/worker-sdk';
+import { startHealthServer, type HealthServer, type Logger, type Registry, type Service, type Shutdown } from '@cordum/service-kit';
+import { connectWorkerRuntime, createWorker, validateWorkerOptions, workerStopDeadlineMs, type Worker, type WorkerRuntime } from '@cordum/worker-sdk';
 import { Counter } from 'prom-client';
 import type { EchoWorkerConfig } from './config';
 import { echoHandler } from './echo';
@@ -8,6 +8,8 @@ import { echoHandler } from './echo';
 export interface EchoWorkerDeps {
   logger: Logger;
   registry: Registry;
+  /** runService's: its deadline is raised to the worker's stop plus its answers (P218). */
+  shutdown?: Pick<Shutdown, 'ensureDeadline'>;
 }
 
 export interface EchoWorker extends Service {
@@ -20,6 +22,7 @@ type State = 'created' | 'starting' | 'running' | 'stopped';
 
 export function createEchoWorker(config: EchoWorkerConfig, deps: EchoWorkerDeps): EchoWorker {
   const log = deps.logger.child({ worker_id: config.workerId });
+  deps.shutdown?.ensureDeadline(workerStopDeadlineMs({ workerId: config.workerId, stopTimeoutMs: config.stopTimeoutMs }), 'WORKER_STOP_TIMEOUT');
   const executions = new Counter({
     name: 'cordum_worker_executions_total',
     help: 'Echo handler executions, by outcome',

@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 
 const TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
-/** WORKER_STOP_TIMEOUT's ceiling: 2 s under the 15 s stop deadline, for the answers and the drain. */
+/** WORKER_STOP_TIMEOUT's ceiling: with 5 s for the answers (P218's ensureDeadline) the stop takes up to 18 s, under the 20 s the deploy files give a container. */
 export const MAX_STOP_TIMEOUT_MS = 13_000;
 
 export const echoWorkerEnvSchema = commonEnvSchema.extend({
@@ -28,7 +28,7 @@ export const echoWorkerEnvSchema = commonEnvSchema.extend({
     .refine((ms) => ms <= MAX_HEARTBEAT_INTERVAL_MS, { message: 'must be at most 10s: the scheduler forgets a worker 30s after its last heartbeat' }),
   WORKER_DIRECT_DISPATCH: zBool.default(true),
   // The whole stop is cut at 15 s (service-kit); the worker_shutdown answers must go out before.
-  WORKER_STOP_TIMEOUT: zDuration.default(10_000).refine((ms) => ms <= MAX_STOP_TIMEOUT_MS, { message: 'must be at most 13s: the whole stop is cut at 15s, and the worker_shutdown answers go out after it' }),
+  WORKER_STOP_TIMEOUT: zDuration.default(10_000).refine((ms) => ms <= MAX_STOP_TIMEOUT_MS, { message: 'must be at most 13s: the process then stops within 18s (5s more for the worker_shutdown answers), inside the 20s the deploy files give a container' }),
   // P61: a PEM P-256 private key; every packet the worker sends is signed with it.
   CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
   // P61: a PEM P-256 public key; job requests and cancels must be signed with its key.

@@ -1,4 +1,4 @@
-import { createLogger, createMetricsRegistry, isConfigError } from '@cordum/service-kit';
+import { createLogger, createMetricsRegistry, isConfigError, Shutdown } from '@cordum/service-kit';
 import { hostname } from 'node:os';
 import { createEchoWorker } from '../src/app';
 import { loadEchoWorkerConfig } from '../src/config';
@@ -64,6 +64,13 @@ test.each([
 test('WORKER_STOP_TIMEOUT up to 13s is taken', () => {
   expect(loadEchoWorkerConfig({ WORKER_STOP_TIMEOUT: '13s' }).stopTimeoutMs).toBe(13_000);
   expect(loadEchoWorkerConfig({}).stopTimeoutMs).toBe(10_000);
+});
+
+test("the process's stop deadline covers WORKER_STOP_TIMEOUT and the answers after it (P218, P221)", () => {
+  const logger = createLogger({ service: 'echo-test', instance: 't', level: 'error' });
+  const shutdown = new Shutdown({ logger, exit: () => undefined });
+  createEchoWorker(loadEchoWorkerConfig({ WORKER_STOP_TIMEOUT: '13s' }), { logger, registry: createMetricsRegistry({ service: 'echo-worker', pod: 'd' }), shutdown });
+  expect(shutdown.deadlineMs).toBe(18_000);
 });
 
 test('worker options the SDK refuses fail the start before anything connects (no NATS wait)', async () => {

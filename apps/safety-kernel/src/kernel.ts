@@ -278,7 +278,8 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
    * policy). Kubernetes updates a mounted ConfigMap in place and sends no signal, and Cordum's
    * kernel re-reads its file on each poll (BEHAVIOURS §6: reload via the config watcher). The
    * file is read twice, FILE_SETTLE_MS apart, and applied only when both reads agree, so a file
-   * caught while an editor writes it is never applied half-written: the next interval retries.
+   * caught while an editor writes it waits for the next interval (a writer pausing longer than
+   * that mid-file is not caught: the README asks for an atomic replace, as Kubernetes does).
    * A read or a rejection is logged once per distinct error, not every interval.
    */
   let fileCheckError: string | undefined;

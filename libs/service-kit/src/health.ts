@@ -9,6 +9,9 @@ import { valueWithin } from './within';
 /** The readiness gauge every service's health server exports (P219). */
 export const READY_METRIC = 'cordum_ready';
 
+/** Per registry, the readiness of the health server that serves it now. */
+const readyEvaluators = new WeakMap<Registry, () => Promise<{ ready: boolean }>>();
+
 export interface ReadinessCheck {
   name: string;
   check(): Promise<boolean> | boolean;
@@ -48,27 +51,35 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
-  // The last answer, for logging a change once (a probe every few seconds would repeat it).
-  let wasReady: boolean | undefined;
+  // The last answer, for logging a change once (a probe every few seconds would repeat it). Until
+  // the first ready answer a failure is the start itself and stays at debug: the cause has its own
+  // lines, and `npm start` reports a service's first warning as the reason it is not ready.
+  let wasReady = false;
+  let everReady = false;
   const evaluate = async (): Promise<{ ready: boolean; checks: Record<string, boolean> }> => {
     const results = await Promise.all(checks.map(async (c) => [c.name, await runCheck(c, timeoutMs)] as const));
     const ready = results.every(([, ok]) => ok);
     const failing = results.filter(([, ok]) => !ok).map(([n]) => n);
-    if (!ready && wasReady !== false) log.warn('not ready', { failing });
-    else if (ready && wasReady === false) log.info('ready again');
+    if (!ready && wasReady) log.warn('not ready', { failing });
+    else if (ready && !wasReady && everReady) log.info('ready again');
     else if (!ready) log.debug('readiness failed', { failing });
     wasReady = ready;
+    everReady ||= ready;
     return { ready, checks: Object.fromEntries(results) };
   };
   // P219: `up` stays 1 for a replica that runs but is not ready (no Redis, no NATS, its config or
-  // policy not loaded): /metrics answers whatever /readyz says. The same checks, run at each scrape.
+  // policy not loaded): /metrics answers whatever /readyz says. The same checks, run at each scrape,
+  // by the registry's latest health server (a second one, as in a restart in process, takes over).
+  readyEvaluators.set(opts.registry, evaluate);
   if (opts.registry.getSingleMetric(READY_METRIC) === undefined) {
+    const registry = opts.registry;
     new Gauge({
       name: READY_METRIC,
       help: '1 when this replica is ready (its /readyz checks pass), 0 when not; evaluated at each scrape',
-      registers: [opts.registry],
+      registers: [registry],
       async collect() {
-        this.set((await evaluate()).ready ? 1 : 0);
+        const current = readyEvaluators.get(registry);
+        this.set(current !== undefined && (await current()).ready ? 1 : 0);
       },
     });
   }
@@ -102,6 +113,7 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
       checks.push(c);
     },
     close: () => {
+      if (readyEvaluators.get(opts.registry) === evaluate) readyEvaluators.delete(opts.registry);
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

@@ -92,6 +92,11 @@ describe('health server', () => {
     try {
       const url = `http://127.0.0.1:${own.port}`;
       const ready = async () => /^cordum_ready\{[^}]*\} (\d)$/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1];
+      // Unready at start: the start itself, at debug only (not a warning npm start would report).
+      up = false;
+      expect(await ready()).toBe('0');
+      expect(lines.filter((l) => l.includes('"level":"warn"') || l.includes('"msg":"ready again"'))).toEqual([]);
+      up = true;
       expect(await ready()).toBe('1');
       up = false;
       expect(await ready()).toBe('0');
@@ -103,6 +108,18 @@ describe('health server', () => {
       expect(lines.filter((l) => l.includes('"msg":"ready again"'))).toHaveLength(1);
     } finally {
       await own.close();
+    }
+  });
+
+  it('cordum_ready follows the health server that serves the registry now, not a closed one', async () => {
+    const registry = createMetricsRegistry({ service: 'test', pod: 'test-3' });
+    const first = await startHealthServer({ addr: { host: '127.0.0.1', port: 0 }, registry, logger, checks: [{ name: 'old', check: () => false }] });
+    await first.close();
+    const second = await startHealthServer({ addr: { host: '127.0.0.1', port: 0 }, registry, logger, checks: [{ name: 'new', check: () => true }] });
+    try {
+      expect(await (await fetch(`http://127.0.0.1:${second.port}/metrics`)).text()).toMatch(/^cordum_ready\{[^}]*\} 1$/m);
+    } finally {
+      await second.close();
     }
   });
 

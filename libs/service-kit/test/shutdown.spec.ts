@@ -14,7 +14,7 @@ function newHandler(before: NodeJS.SignalsListener[]): (signal: NodeJS.Signals) 
 }
 
 describe('Shutdown', () => {
-  it("SIGHUP only logs, and says nothing when the process has its own SIGHUP listener (the kernel's reload) (P208)", () => {
+  it("SIGHUP only logs, and says nothing when the process has its own SIGHUP listener (the kernel's reload) (P208)", async () => {
     const { logger, lines } = quietLogger();
     const s = new Shutdown({ logger, exit: () => undefined });
     const before = process.listeners('SIGHUP');
@@ -29,8 +29,9 @@ describe('Shutdown', () => {
       expect(lines.filter((l) => l.includes('SIGHUP ignored'))).toHaveLength(1);
     } finally {
       process.off('SIGHUP', own);
-      process.off('SIGHUP', hup);
+      await s.run(); // removes every handler listen() added
     }
+    expect(process.listeners('SIGHUP')).toEqual(before);
   });
 
   it('ensureDeadline raises the whole-stop deadline for a part that needs longer, never lowers it (P218)', async () => {

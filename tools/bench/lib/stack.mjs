@@ -101,8 +101,8 @@ export async function startStack(root, { redisUrl, natsUrl, schedulers = 1, gate
     gatewayUrls.push(`http://127.0.0.1:${port}`);
   }
   const stop = async () => {
-    // Intake first, then schedulers, workers and the kernel.
-    for (const svc of ['api-gateway', 'scheduler', 'echo-worker', 'safety-kernel']) {
+    // Intake first, then workers (their last results still recorded), schedulers and the kernel (P209).
+    for (const svc of ['api-gateway', 'echo-worker', 'scheduler', 'safety-kernel']) {
       await Promise.all(procs.filter((p) => p.service === svc).map((p) => p.stop()));
     }
   };

@@ -30,6 +30,7 @@ interface ComposeService {
   healthcheck?: { test?: string[]; start_period?: string; timeout?: string; interval?: string };
   read_only?: boolean;
   cap_drop?: string[];
+  depends_on?: string[];
 }
 interface ComposeFile {
   services: Record<string, ComposeService>;
@@ -226,6 +227,15 @@ describe('docker-compose.yml and docker-compose.ha.yaml', () => {
           const m = /^(\d+)s$/.exec(s.stop_grace_period ?? '');
           expect({ name, grace: s.stop_grace_period, over15: m !== null && Number(m[1]) > 15 }).toEqual({ name, grace: s.stop_grace_period, over15: true });
         }
+      }
+    }
+  });
+
+  it('stops every worker before a scheduler it depends on, so its last results are still recorded (P209)', () => {
+    for (const file of [base, merged]) {
+      const schedulers = appServices(file, 'scheduler').map(([name]) => name);
+      for (const [name, s] of appServices(file, 'echo-worker')) {
+        expect({ name, afterScheduler: (s.depends_on ?? []).some((d) => schedulers.includes(d)) }).toEqual({ name, afterScheduler: true });
       }
     }
   });

@@ -46,13 +46,16 @@ export function nonFiniteNumberPath(value: unknown, prefix = ''): string | null 
 }
 
 function hasNonFiniteNumber(value: unknown): boolean {
-  const stack: unknown[] = [value];
-  for (let node = stack.pop(); stack.length > 0 || node !== undefined; node = stack.pop()) {
-    if (typeof node === 'number') {
-      if (!Number.isFinite(node)) return true;
-    } else if (node !== null && typeof node === 'object') {
-      if (Array.isArray(node)) for (const v of node as unknown[]) stack.push(v);
-      else for (const k in node) if (Object.hasOwn(node, k)) stack.push((node as Record<string, unknown>)[k]);
+  if (typeof value === 'number') return !Number.isFinite(value);
+  if (value === null || typeof value !== 'object') return false;
+  // Numbers are looked at in place; only objects and arrays go on the stack.
+  const stack: object[] = [value];
+  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
+    const children: unknown[] = Array.isArray(node) ? (node as unknown[]) : Object.values(node);
+    for (const v of children) {
+      if (typeof v === 'number') {
+        if (!Number.isFinite(v)) return true;
+      } else if (v !== null && typeof v === 'object') stack.push(v);
     }
   }
   return false;
