@@ -2,7 +2,7 @@
 // rest, revoked or expired → 401 on every replica within 1 s.
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { createFailedLoginBudget, FAILED_LOGIN_BURST } from '../src/auth/failed-logins';
+import { createFailedLoginBudget, FAILED_LOGIN_ADDRESS_BURST, FAILED_LOGIN_BURST } from '../src/auth/failed-logins';
 import { createManagedKeys } from '../src/auth/managed';
 import { KEYS, call, expectEnvelope } from './harness';
 import { startReplicas, type Replicas } from './replicas';
@@ -124,7 +124,7 @@ it('keys are per tenant: other tenants cannot see or revoke them; bad input is 4
 });
 
 // Last in this file: it spends replica 2's failed-check budget for 127.0.0.1.
-it('wrong secrets for a known id are refused 429 once the client has failed 20 checks, before scrypt; other logins are not (P55)', async () => {
+it('wrong secrets for a known id are refused 429 once the client has failed 20 checks for it, before scrypt; other logins are not, from the same address too (P55, P222)', async () => {
   const k = await createKey({ role: 'operator', principal_id: 'budget-bot' });
   const gw = r.urls[1]!;
   // verified once (cached): later uses need no scrypt
@@ -134,13 +134,36 @@ it('wrong secrets for a known id are refused 429 once the client has failed 20 c
   const refused = await call(gw, 'GET', '/api/v1/jobs', { key: wrong(20) });
   expectEnvelope(refused, 429, 'rate_limited');
   expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-  // a new key's first check needs scrypt: refused too, from this client on this replica
+  // P222: another key's first check (scrypt) from the same address still runs: behind an ingress
+  // every client has this address, and one id's wrong secrets locked all of their first logins out
   const fresh = await createKey({ role: 'viewer' });
-  expectEnvelope(await call(gw, 'GET', '/api/v1/jobs', { key: fresh.key }), 429, 'rate_limited');
+  expect((await call(gw, 'GET', '/api/v1/jobs', { key: fresh.key })).status).toBe(200);
   // what needs no scrypt still works: the verified key, static keys, and other replicas
   expect((await call(gw, 'GET', '/api/v1/jobs', { key: k.key })).status).toBe(200);
   expect((await call(gw, 'GET', '/api/v1/jobs', { key: KEYS.viewer })).status).toBe(200);
   expect((await call(r.urls[0]!, 'GET', '/api/v1/jobs', { key: fresh.key })).status).toBe(200);
+});
+
+it('an address has a larger budget for all key ids together, and an IPv6 client is counted by its /64 (P222)', async () => {
+  // The production ratio (20 per id, 100 per address) at a tenth of the size: each wrong secret costs a scrypt.
+  const t = Date.now();
+  const perId = 2;
+  const perAddress = 10;
+  expect(FAILED_LOGIN_ADDRESS_BURST / FAILED_LOGIN_BURST).toBe(perAddress / perId);
+  const keys = createManagedKeys(redis, { failedLogins: createFailedLoginBudget({ now: () => t, burst: perId }), addressFailedLogins: createFailedLoginBudget({ now: () => t, burst: perAddress }) });
+  const ids: string[] = [];
+  for (let i = 0; i < perAddress / perId + 1; i++) ids.push(/^ck_([0-9a-f]{16})_/.exec((await keys.create({ tenant: 'acme', role: 'viewer' })).key)![1]!);
+  const wrong = (id: string, i: number) => `ck_${id}_${String(i).padStart(43, 'v')}`;
+  const outcome = (p: Promise<unknown>) => p.then((v) => (v === null ? 'wrong' : 'ok'), (err: { code?: string }) => err.code ?? 'error');
+  // Five ids × 2 wrong secrets from addresses of one /64 use up the address's 10; one id's own 2 are spent too.
+  for (const [n, id] of ids.slice(0, -1).entries()) {
+    for (let i = 0; i < perId; i++) expect(await outcome(keys.lookup(wrong(id, i), `2001:db8::${n}:${i}`))).toBe('wrong');
+  }
+  expect(await outcome(keys.lookup(wrong(ids[0]!, 9), '10.1.1.1'))).toBe('wrong'); // that id from elsewhere: its own budget there
+  expect(await outcome(keys.lookup(wrong(ids.at(-1)!, 0), '2001:db8::ffff'))).toBe('rate_limited');
+  // Another /64, and IPv4, have their own.
+  expect(await outcome(keys.lookup(wrong(ids.at(-1)!, 1), '2001:db8:0:1::1'))).toBe('wrong');
+  expect(await outcome(keys.lookup(wrong(ids.at(-1)!, 2), '10.9.9.9'))).toBe('wrong');
 });
 
 it('wrong secrets sent at once run at most the budget of checks; parallel first checks of one secret share one check and its token (P155)', async () => {

@@ -1,5 +1,6 @@
 import { GrpcStatus, KERNEL_NOT_READY, grpcError } from '@cordum/protocol';
 import { createPolicyAdmin, type PolicyAdmin } from '../src/safety/policy-admin';
+import { freePort } from '@cordum/testing';
 import { startFakeKernel, type FakeKernel } from './harness';
 
 // P206: /api/v1/policy/* with a comma list of kernels, one of them up but not ready (P48: its
@@ -61,6 +62,19 @@ describe('policy admin client over a comma list (P206)', () => {
       await expect(admin.explain({ jobId: 'j3', topic: 'job.echo' })).rejects.toMatchObject({ status: 503, code: 'safety_unavailable', message: expect.stringContaining(KERNEL_NOT_READY) });
     } finally {
       ready.override = saved;
+    }
+  });
+
+  it("does not pass grpc-js's connection text, with the kernel's address, to the caller (P222)", async () => {
+    const port = await freePort();
+    const down = createPolicyAdmin(`127.0.0.1:${port}`, 1_000);
+    try {
+      const err = (await down.explain({ jobId: 'j4', topic: 'job.echo' }).catch((e: unknown) => e)) as { status: number; code: string; message: string };
+      expect(err).toMatchObject({ status: 503, code: 'safety_unavailable' });
+      expect(err.message).toMatch(/^safety kernel unavailable: (UNAVAILABLE|DEADLINE_EXCEEDED)$/);
+      expect(err.message).not.toMatch(/ECONNREFUSED|127\.0\.0\.1|\d+:\d+/);
+    } finally {
+      down.close();
     }
   });
 });

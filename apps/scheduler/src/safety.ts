@@ -16,6 +16,7 @@ import {
   encodePacket,
   createPolicyClient,
   newPacket,
+  publicKernelError,
   type PolicyCheckResponse,
 } from '@cordum/protocol';
 import { policyCheckInit, type JobRecord, type SafetyRecord } from '@cordum/job-store';
@@ -46,7 +47,7 @@ export type SafetyVerdict =
    * INVALID_ARGUMENT, an unknown decision, ...): the job is held as with `closed` whatever
    * `input_fail_mode` says, and the breaker does not count it (see UNAVAILABLE_CODES).
    */
-  | { kind: 'unavailable'; error: string; kernelError?: true };
+  | { kind: 'unavailable'; error: string; kernelError?: true; /** What a job record and a tenant's alert may say (P222); `error` is for the logs. */ publicError?: string };
 
 export interface SafetyChecker {
   check(job: JobRecord): Promise<SafetyVerdict>;
@@ -100,7 +101,7 @@ export const UNAVAILABLE_CODES: ReadonlySet<number> = new Set([GrpcStatus.UNAVAI
 /** A failed Check call as a verdict (see UNAVAILABLE_CODES). */
 export function verdictFromError(err: unknown): SafetyVerdict {
   const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === 'number' && UNAVAILABLE_CODES.has(code)) return { kind: 'unavailable', error: errorText(err) };
+  if (typeof code === 'number' && UNAVAILABLE_CODES.has(code)) return { kind: 'unavailable', error: errorText(err), publicError: publicKernelError(err) };
   const name = typeof code === 'number' ? (GrpcStatus[code] ?? `code ${code}`) : 'no gRPC status';
   return { kind: 'unavailable', error: `kernel error ${name}, not unavailability (held whatever input_fail_mode says): ${errorText(err)}`, kernelError: true };
 }
@@ -149,8 +150,9 @@ export async function resolveSafety(ctx: SchedulerContext, job: JobRecord): Prom
       if (v.kernelError || ctx.failModes().inputFailMode !== 'open') return v;
       ctx.metrics.failOpen.inc();
       ctx.logger.warn('safety kernel unavailable, FAIL-OPEN: allowing job (input_fail_mode=open)', { job_id: job.id, topic: job.topic, err: v.error });
-      await emitFailOpenAlert(ctx, job, v.error);
-      return { kind: 'allow', record: { decision: 'unavailable', reason: `allowed by input_fail_mode=open: ${v.error}`, ruleId: '', policySnapshot: '' } };
+      // The record and the alert reach the job's tenant (GET /jobs, the stream): no kernel address (P222).
+      await emitFailOpenAlert(ctx, job, v.publicError ?? v.error);
+      return { kind: 'allow', record: { decision: 'unavailable', reason: `allowed by input_fail_mode=open: ${v.publicError ?? v.error}`, ruleId: '', policySnapshot: '' } };
     }
     case 'require_human': {
       const hash = await ctx.store.requestHash(job);

@@ -183,6 +183,9 @@ describe('input_fail_mode', () => {
       expect(worker.count(j.id)).toBe(1);
       expect(alerts.filter((a) => a.jobId === j.id)).toEqual([{ code: FAIL_OPEN_ALERT_CODE, jobId: j.id }]);
       expect((await store.getJob(j.id))?.safety?.decision).toBe('unavailable');
+      // P222: the tenant reads this reason; it names the gRPC status, not the kernel's address or grpc-js's text
+      expect((await store.getJob(j.id))?.safety?.reason).toMatch(/^allowed by input_fail_mode=open: /);
+      expect((await store.getJob(j.id))?.safety?.reason).not.toMatch(/ECONNREFUSED|127\.0\.0\.1|:\d{2,5}\b|No connection/);
     }
     const failOpen = (await metrics.getSingleMetric('cordum_scheduler_safety_fail_open_total')?.get())?.values[0]?.value;
     expect(failOpen).toBe(5);

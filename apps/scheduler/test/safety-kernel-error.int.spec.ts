@@ -78,7 +78,11 @@ const counter = async (name: string, labels: Record<string, string> = {}): Promi
 describe('verdictFromError', () => {
   it('fail mode applies to UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED only; every other failure is held', () => {
     const err = (code: number | undefined, details = 'x') => Object.assign(new Error(`${code} ${details}`), { code, details });
-    for (const code of [GrpcStatus.UNAVAILABLE, GrpcStatus.DEADLINE_EXCEEDED, GrpcStatus.CANCELLED]) expect(verdictFromError(err(code))).toEqual({ kind: 'unavailable', error: `${code} x` });
+    for (const code of [GrpcStatus.UNAVAILABLE, GrpcStatus.DEADLINE_EXCEEDED, GrpcStatus.CANCELLED]) expect(verdictFromError(err(code))).toEqual({ kind: 'unavailable', error: `${code} x`, publicError: GrpcStatus[code] });
+    // P222: what a job record and a tenant's alert may carry: the status, not the kernel's address
+    const refused = err(GrpcStatus.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED 10.0.3.7:50051');
+    expect(verdictFromError(refused)).toMatchObject({ error: expect.stringContaining('10.0.3.7:50051'), publicError: 'UNAVAILABLE' });
+    expect(verdictFromError(err(GrpcStatus.UNAVAILABLE, 'kernel not ready: the stored safety section is refused'))).toMatchObject({ publicError: 'UNAVAILABLE: kernel not ready: the stored safety section is refused' });
     // the kernel's readiness refusal (P48) is unavailability
     expect(verdictFromError(err(GrpcStatus.UNAVAILABLE, 'kernel not ready: the policy bundles in config are not loaded yet'))).not.toHaveProperty('kernelError');
     for (const code of [GrpcStatus.INTERNAL, GrpcStatus.UNKNOWN, GrpcStatus.INVALID_ARGUMENT, GrpcStatus.RESOURCE_EXHAUSTED, GrpcStatus.UNIMPLEMENTED, GrpcStatus.PERMISSION_DENIED, undefined]) {

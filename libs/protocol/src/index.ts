@@ -38,6 +38,6 @@ export type { GrpcServiceImpl } from './grpc/server';
 export { grpcClientFor, parseGrpcAddress, splitGrpcAddress } from './grpc/client';
 export type { GrpcClient, GrpcCallOptions, GrpcClientOptions } from './grpc/client';
 export { addHealthService, ServingStatus } from './grpc/health';
-export { createPolicyClient, decideHandler, KERNEL_NOT_READY, SUSPECT_PROBE_MS } from './grpc/policy-stream';
+export { createPolicyClient, decideHandler, KERNEL_NOT_READY, publicKernelError, SUSPECT_PROBE_MS } from './grpc/policy-stream';
 export type { PolicyClient, PolicyClientOptions, PolicyCheckInit, PolicyCallError, PolicyStreamImpl, DecideHandler } from './grpc/policy-stream';
 export type { HealthStatusSource, HealthServiceOptions } from './grpc/health';

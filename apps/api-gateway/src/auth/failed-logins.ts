@@ -10,6 +10,30 @@
 
 export const FAILED_LOGIN_BURST = 20;
 export const FAILED_LOGIN_PER_MINUTE = 20;
+/**
+ * P222: the budget of one key id from one address is FAILED_LOGIN_BURST; the address as a whole
+ * gets this many, for every id together (what keeps the thread pool free when one client tries
+ * many known ids). Behind an ingress or NAT every client has one address: wrong secrets for one
+ * id no longer lock the others' first logins out, as the address-wide budget alone did.
+ */
+export const FAILED_LOGIN_ADDRESS_BURST = 100;
+export const FAILED_LOGIN_ADDRESS_PER_MINUTE = 100;
+
+/**
+ * The address a budget counts by: an IPv4 address (IPv4-mapped IPv6 included) as is, an IPv6
+ * address by its /64, the smallest block a client is usually given (one /128 each was no bound
+ * for a client with a /64 of its own).
+ */
+export function addressBucket(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1] as string;
+  if (!address.includes(':')) return address;
+  const [head = '', tail] = address.split('%')[0]!.split('::') as [string, string | undefined];
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}
 /** Clients tracked per replica; the least recently failed is forgotten first. */
 const MAX_CLIENTS = 10_000;
 

@@ -16,7 +16,7 @@ import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type Scry
 import { execReplies, type RedisClient } from '@cordum/redis';
 import { ApiError } from '../http/errors';
 import { rateLimitError } from '../ratelimit/middleware';
-import { createFailedLoginBudget, type FailedLoginBudget } from './failed-logins';
+import { FAILED_LOGIN_ADDRESS_BURST, FAILED_LOGIN_ADDRESS_PER_MINUTE, addressBucket, createFailedLoginBudget, type FailedLoginBudget } from './failed-logins';
 import { ROLES, type KeyIdentity, type Role } from './keys';
 
 /** Key names for managed keys (STYLE 6). The record is hash-tagged by id so it is one slot. */
@@ -121,9 +121,10 @@ export interface ManagedKeys {
   revoke(tenant: string, id: string): Promise<ManagedKeyRecord | null>;
 }
 
-export function createManagedKeys(redis: RedisClient, opts: { now?: () => number; failedLogins?: FailedLoginBudget } = {}): ManagedKeys {
+export function createManagedKeys(redis: RedisClient, opts: { now?: () => number; failedLogins?: FailedLoginBudget; addressFailedLogins?: FailedLoginBudget } = {}): ManagedKeys {
   const now = opts.now ?? Date.now;
   const budget = opts.failedLogins ?? createFailedLoginBudget({ now });
+  const addressBudget = opts.addressFailedLogins ?? createFailedLoginBudget({ now, burst: FAILED_LOGIN_ADDRESS_BURST, perMinute: FAILED_LOGIN_ADDRESS_PER_MINUTE });
   const records = new Map<string, { rec: ManagedKeyRecord | null; at: number }>();
   const inflight = new Map<string, Promise<ManagedKeyRecord | null>>();
   // `${id}:${sha256(secret)}` → the stored hash it was verified against; scrypt runs again only if the record's hash changes.
@@ -173,8 +174,18 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
     const ck = `${vk}:${rec.hash}`;
     const running = checking.get(ck);
     if (running) return running;
-    const wait = client === undefined ? 0 : budget.take(client);
-    if (wait > 0) throw rateLimitError(wait);
+    // P222: one budget per (address, key id) and a larger one per address (see failed-logins.ts).
+    const address = client === undefined ? undefined : addressBucket(client);
+    const idClient = address === undefined ? undefined : `${address} ${rec.id}`;
+    if (address !== undefined && idClient !== undefined) {
+      const wait = budget.take(idClient);
+      if (wait > 0) throw rateLimitError(wait);
+      const waitAddress = addressBudget.take(address);
+      if (waitAddress > 0) {
+        budget.refund(idClient);
+        throw rateLimitError(waitAddress);
+      }
+    }
     const p = (async () => {
       let wrong = false;
       try {
@@ -185,7 +196,10 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
         return !wrong;
       } finally {
         checking.delete(ck);
-        if (!wrong && client !== undefined) budget.refund(client);
+        if (!wrong && address !== undefined && idClient !== undefined) {
+          budget.refund(idClient);
+          addressBudget.refund(address);
+        }
       }
     })();
     checking.set(ck, p);

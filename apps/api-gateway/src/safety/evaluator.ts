@@ -2,7 +2,7 @@
 // kernel's Evaluate with a 2 s deadline; any failure (down, timeout, garbage)
 // becomes `unavailable` and the job is accepted PENDING: the scheduler's Check
 // is the enforcement point, so failing open here never lets a denied job run.
-import { Decision, createPolicyClient, type MessageInitShape, type PolicyCheckRequestSchema } from '@cordum/protocol';
+import { Decision, createPolicyClient, publicKernelError, type MessageInitShape, type PolicyCheckRequestSchema } from '@cordum/protocol';
 import { errorText } from '@cordum/service-kit';
 
 export const EVALUATE_DEADLINE_MS = 2_000;
@@ -14,7 +14,7 @@ export type Verdict =
   | { kind: 'deny'; reason: string; ruleId: string; policySnapshot: string }
   | { kind: 'require_human'; reason: string; ruleId: string; policySnapshot: string }
   | { kind: 'throttle'; reason: string; ruleId: string; policySnapshot: string; retryAfterMs: number }
-  | { kind: 'unavailable'; reason: string };
+  | { kind: 'unavailable'; reason: string; /** The whole error, for the server's log only (P222). */ detail?: string };
 
 /** Narrow port so the submit service never sees gRPC. */
 export interface PolicyEvaluator {
@@ -31,7 +31,8 @@ export function createKernelEvaluator(address: string, deadlineMs = EVALUATE_DEA
       try {
         res = await client.evaluate(req, deadlineMs);
       } catch (err) {
-        return { kind: 'unavailable', reason: `safety kernel unavailable: ${errorText(err)}` };
+        // The reason is stored on the job and shown to its tenant: no kernel address in it (P222).
+        return { kind: 'unavailable', reason: `safety kernel unavailable: ${publicKernelError(err)}`, detail: errorText(err) };
       }
       const base = { reason: res.reason, ruleId: res.ruleId, policySnapshot: res.policySnapshot };
       switch (res.decision) {

@@ -1,7 +1,7 @@
 // The safety-kernel passthrough behind /api/v1/policy/* (CONTRACT §2): the
 // gateway adds auth, tenancy and validation, the kernel decides. Answers are
 // mapped to the HTTP shapes here so routes never see gRPC.
-import { Decision, GrpcStatus, SafetyKernel, grpcClientFor, parseGrpcAddress, splitGrpcAddress, type GrpcClient, type PolicyCheckResponse } from '@cordum/protocol';
+import { Decision, GrpcStatus, SafetyKernel, grpcClientFor, parseGrpcAddress, publicKernelError, splitGrpcAddress, type GrpcClient, type PolicyCheckResponse } from '@cordum/protocol';
 import { ApiError, retryAfter } from '../http/errors';
 import type { EvaluateRequest } from './evaluator';
 import { errorText } from '@cordum/service-kit';
@@ -72,8 +72,9 @@ export function kernelErrorToApi(err: unknown): ApiError {
   const code = (err as { code?: unknown }).code;
   const details = (err as { details?: unknown }).details;
   const msg = typeof details === 'string' && details !== '' ? details : errorText(err);
+  // The kernel's load error of the caller's own candidate; anything else says only the status (P222).
   if (code === GrpcStatus.INVALID_ARGUMENT) return new ApiError('invalid_policy', { message: msg, cause: err });
-  return new ApiError('safety_unavailable', { message: `safety kernel unavailable: ${msg}`, cause: err });
+  return new ApiError('safety_unavailable', { message: `safety kernel unavailable: ${publicKernelError(err)}`, cause: err });
 }
 
 /** The wait a `simulation_busy` answer gives: a simulation takes well under a second. */

@@ -194,7 +194,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       ...policyCheckInit(jobId, cmd),
       inputSizeBytes: BigInt(Buffer.byteLength(cmd.prompt) + Buffer.byteLength(JSON.stringify(cmd.context ?? null))),
     });
-    if (verdict.kind === 'unavailable') log.warn('safety kernel unavailable at submit; accepting as PENDING (D19)', { job_id: jobId, reason: verdict.reason });
+    if (verdict.kind === 'unavailable') log.warn('safety kernel unavailable at submit; accepting as PENDING (D19)', { job_id: jobId, reason: verdict.reason, err: verdict.detail });
     if (verdict.kind === 'throttle') {
       throw new SubmitError('policy_throttled', verdict.reason || 'throttled by policy', { retryAfterMs: verdict.retryAfterMs });
     }

@@ -116,6 +116,20 @@ type HealthMethods = typeof Health extends { method: infer M } ? M : never;
  */
 export const KERNEL_NOT_READY = 'kernel not ready';
 
+/**
+ * What a failed kernel call may tell an API caller or a job record (P222): the gRPC status name,
+ * plus the kernel's own `kernel not ready…` reason (about the policy, which operators and the
+ * callers' admins write). grpc-js's own text names the kernel's address (`connect ECONNREFUSED
+ * 10.0.3.7:50051`, a DNS name): that stays in the server's logs.
+ */
+export function publicKernelError(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'number') return 'no answer';
+  const name = grpc.status[code] ?? `code ${code}`;
+  const details = (err as { details?: unknown }).details;
+  return typeof details === 'string' && details.startsWith(KERNEL_NOT_READY) ? `${name}: ${details}` : name;
+}
+
 /** How long a suspect kernel waits between health probes. */
 export const SUSPECT_PROBE_MS = 2_000;
 const PROBE_DEADLINE_MS = 1_000;
