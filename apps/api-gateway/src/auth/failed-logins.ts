@@ -28,7 +28,7 @@ export function addressBucket(address: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   if (mapped) return mapped[1] as string;
   if (!address.includes(':')) return address;
-  const [head = '', tail] = address.split('%')[0]!.split('::') as [string, string | undefined];
+  const [head = '', tail] = (address.split('%')[0] ?? '').split('::') as [string, string | undefined];
   const left = head === '' ? [] : head.split(':');
   const right = tail === undefined || tail === '' ? [] : tail.split(':');
   const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
