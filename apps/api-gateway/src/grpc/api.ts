@@ -29,7 +29,7 @@ import { actingTenant, authenticateCharged, type Caller } from '../auth/middlewa
 import type { KeyStore } from '../auth/keys';
 import { requestIdOf } from '../http/request-id';
 import { ApiError, type ErrorCode } from '../http/errors';
-import { NON_FINITE_MESSAGE, jsonTooDeep, nonFiniteNumberPath, tooDeepMessage } from '../http/json-depth';
+import { clientJsonProblem } from '../http/json-depth';
 import type { RateLimiter } from '../ratelimit/limiter';
 import { chargeRequest, peerAddress } from '../ratelimit/middleware';
 import { submitErrorToApi } from '../routes/jobs';
@@ -133,9 +133,8 @@ export function requestToBody(r: SubmitJobRequest): Record<string, unknown> {
     } catch {
       throw new ApiError('validation_failed', { details: [{ path: 'context_json', message: 'must be JSON text' }] });
     }
-    if (jsonTooDeep(context)) throw new ApiError('validation_failed', { details: [{ path: 'context_json', message: tooDeepMessage() }] });
-    const nonFinite = nonFiniteNumberPath(context, 'context_json');
-    if (nonFinite !== null) throw new ApiError('validation_failed', { details: [{ path: nonFinite, message: NON_FINITE_MESSAGE }] });
+    const problem = clientJsonProblem(context, 'context_json', 'context_json');
+    if (problem !== null) throw new ApiError('validation_failed', { details: [problem] });
   }
   return {
     prompt: r.prompt,

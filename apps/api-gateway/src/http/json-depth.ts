@@ -1,3 +1,5 @@
+import type { ErrorDetail } from './errors';
+
 // How deep a client's JSON may nest. V8 parses JSON without recursion but
 // serialises it recursively, so a body of ~200 KB made of 100,000 nested
 // arrays parses and then throws RangeError at the first JSON.stringify (the
@@ -8,18 +10,30 @@
 /** Objects and arrays inside one another; the body itself is level 1. */
 export const MAX_JSON_DEPTH = 100;
 
-/** True when `value` nests objects/arrays more than `limit` deep; walks without recursion and stops at the first level past it. */
-export function jsonTooDeep(value: unknown, limit = MAX_JSON_DEPTH): boolean {
-  if (value === null || typeof value !== 'object') return false;
+/**
+ * One walk for both checks a client's JSON gets: nesting past `limit` ('deep', found at the first
+ * level past it), else a number JSON cannot hold ('non_finite', P215). Numbers are looked at in
+ * place; only objects and arrays go on the stack.
+ */
+function scan(value: unknown, limit: number): 'deep' | 'non_finite' | null {
+  if (typeof value === 'number') return Number.isFinite(value) ? null : 'non_finite';
+  if (value === null || typeof value !== 'object') return null;
+  let nonFinite = false;
   const stack: Array<[object, number]> = [[value, 1]];
   for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
     const [node, depth] = top;
-    if (depth > limit) return true;
-    for (const child of Array.isArray(node) ? (node as unknown[]) : Object.values(node)) {
-      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    if (depth > limit) return 'deep';
+    for (const v of Array.isArray(node) ? (node as unknown[]) : Object.values(node)) {
+      if (typeof v === 'number') nonFinite ||= !Number.isFinite(v);
+      else if (v !== null && typeof v === 'object') stack.push([v, depth + 1]);
     }
   }
-  return false;
+  return nonFinite ? 'non_finite' : null;
+}
+
+/** True when `value` nests objects/arrays more than `limit` deep; walks without recursion and stops at the first level past it. */
+export function jsonTooDeep(value: unknown, limit = MAX_JSON_DEPTH): boolean {
+  return scan(value, limit) === 'deep';
 }
 
 export function tooDeepMessage(limit = MAX_JSON_DEPTH): string {
@@ -27,38 +41,30 @@ export function tooDeepMessage(limit = MAX_JSON_DEPTH): string {
 }
 
 /**
- * The path of the first number JSON cannot hold (`1e999` parses as Infinity), or null (P215).
- * JSON.stringify writes such a number as `null`, so a job's `context` reached the worker changed
- * and the client was told nothing. Paths as in `details`: `context.a`, `context.list.2`.
+ * What is wrong with a client's JSON (an HTTP body, gRPC `context_json`), or null: nested past
+ * MAX_JSON_DEPTH (at `at`), else the first number JSON cannot hold (P215: `1e999` parses as
+ * Infinity and JSON.stringify writes it as `null`, so the worker got other input than the client
+ * sent), at its path under `prefix` (`context.list.2`; `at` for the value itself). One walk for
+ * both on every submit; the path is built only for a body that has such a number.
  */
-export function nonFiniteNumberPath(value: unknown, prefix = ''): string | null {
-  // Every submit passes through here: a scan without paths first, the paths only for a body that has one.
-  if (!hasNonFiniteNumber(value)) return null;
+export function clientJsonProblem(value: unknown, at: string, prefix = ''): ErrorDetail | null {
+  const problem = scan(value, MAX_JSON_DEPTH);
+  if (problem === 'deep') return { path: at, message: tooDeepMessage() };
+  if (problem === 'non_finite') return { path: nonFinitePath(value, prefix) || at, message: NON_FINITE_MESSAGE };
+  return null;
+}
+
+/** The path of the first non-finite number in `value` (one is there), `prefix` for the value itself. */
+function nonFinitePath(value: unknown, prefix: string): string {
   const stack: Array<[unknown, string]> = [[value, prefix]];
   for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
     const [node, path] = top;
-    if (typeof node === 'number' && !Number.isFinite(node)) return path === '' ? '(body)' : path;
+    if (typeof node === 'number' && !Number.isFinite(node)) return path;
     if (node === null || typeof node !== 'object') continue;
     const entries: Array<[string, unknown]> = Array.isArray(node) ? (node as unknown[]).map((v, i) => [String(i), v]) : Object.entries(node);
     for (const [k, v] of entries) stack.push([v, path === '' ? k : `${path}.${k}`]);
   }
-  return null;
+  return prefix;
 }
 
-function hasNonFiniteNumber(value: unknown): boolean {
-  if (typeof value === 'number') return !Number.isFinite(value);
-  if (value === null || typeof value !== 'object') return false;
-  // Numbers are looked at in place; only objects and arrays go on the stack.
-  const stack: object[] = [value];
-  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
-    const children: unknown[] = Array.isArray(node) ? (node as unknown[]) : Object.values(node);
-    for (const v of children) {
-      if (typeof v === 'number') {
-        if (!Number.isFinite(v)) return true;
-      } else if (v !== null && typeof v === 'object') stack.push(v);
-    }
-  }
-  return false;
-}
-
-export const NON_FINITE_MESSAGE = 'a number out of range for JSON (like 1e999) would reach the worker as null';
+const NON_FINITE_MESSAGE = 'a number out of range for JSON (like 1e999) would reach the worker as null';

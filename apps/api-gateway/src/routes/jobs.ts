@@ -8,7 +8,7 @@ import { SubmitError } from '../submit/errors';
 import type { SubmitOutcome, SubmitService } from '../submit/service';
 import type { Mount } from '../http/app';
 import { withTimeout } from '../util/timeout';
-import { NON_FINITE_MESSAGE, jsonTooDeep, nonFiniteNumberPath, tooDeepMessage } from '../http/json-depth';
+import { clientJsonProblem } from '../http/json-depth';
 import { declaredOver } from '../http/client-errors';
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
@@ -35,10 +35,9 @@ export function jsonBody() {
     }
     parse(req, res, (err?: unknown) => {
       if (err !== undefined) next(err);
-      else if (jsonTooDeep(req.body)) next(new ApiError('validation_failed', { details: [{ path: '(body)', message: tooDeepMessage() }] }));
       else {
-        const nonFinite = nonFiniteNumberPath(req.body);
-        next(nonFinite === null ? undefined : new ApiError('validation_failed', { details: [{ path: nonFinite, message: NON_FINITE_MESSAGE }] }));
+        const problem = clientJsonProblem(req.body, '(body)');
+        next(problem === null ? undefined : new ApiError('validation_failed', { details: [problem] }));
       }
     });
   };
