@@ -1,14 +1,14 @@
 // Broadcast subscriptions (per replica, no queue group) feeding the registry.
 import { subjects, type Subscription } from '@cordum/bus';
 import { decodePacket, type BusPacket } from '@cordum/protocol';
-import { errorText } from '@cordum/service-kit';
+import { createLogThrottle, errorText } from '@cordum/service-kit';
 import type { SchedulerContext } from './context';
 
 /** A refused worker packet is logged at most once per this long per sender and reason (P220). */
 export const REFUSED_LOG_EVERY_MS = 60_000;
 
 export function subscribeWorkers(ctx: SchedulerContext): Subscription[] {
-  const logged = new Map<string, number>();
+  const mayLog = createLogThrottle(REFUSED_LOG_EVERY_MS);
   /**
    * P220: a worker whose heartbeats are refused (a wrong or missing signature, a malformed packet)
    * is missing from routing and from GET /workers, and its topic's jobs wait for "no worker"; the
@@ -24,11 +24,7 @@ export function subscribeWorkers(ctx: SchedulerContext): Subscription[] {
       sender = '(undecodable)';
     }
     const error = errorText(err);
-    const key = `${subject}\u0000${sender}\u0000${error}`;
-    const now = Date.now();
-    if ((logged.get(key) ?? 0) > now) return;
-    if (logged.size >= 1_000) logged.clear();
-    logged.set(key, now + REFUSED_LOG_EVERY_MS);
+    if (!mayLog(`${subject}\u0000${sender}\u0000${error}`)) return;
     ctx.logger.warn('worker packet refused; the worker is not routable until its packets are accepted', { subject, sender_id: sender, error });
   };
   // Decoded (and verified) inside the try, applied outside it: a fault in the registry is not a

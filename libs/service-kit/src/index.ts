@@ -1,4 +1,5 @@
 export { CordumError, ConfigError, isConfigError, errorText } from './errors';
+export { createLogThrottle } from './log-throttle';
 export {
   loadConfig,
   exitOnConfigError,

@@ -3,7 +3,7 @@
 import { subjects, type Subscription } from '@cordum/bus';
 import { WORKER_DRAINING_LABEL, packetDecoder, packetEncoder, type BusPacket, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
 import { isRedisUnavailable, redisErrorText } from '@cordum/redis';
-import type { Logger } from '@cordum/service-kit';
+import { createLogThrottle, type Logger } from '@cordum/service-kit';
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { WorkerError } from './errors';
@@ -128,7 +128,7 @@ class CapWorker implements Worker {
   private readonly otherInstances = new Set<string>();
   private instancesOverflowed = false;
   /** P220: when each reason for a dropped cancel may be logged again. */
-  private readonly cancelDropLoggedUntil = new Map<string, number>();
+  private readonly mayLogCancelDrop = createLogThrottle(CANCEL_DROP_LOG_EVERY_MS, 100);
   private readonly counters: Omit<WorkerStats, 'activeJobs'> = {
     executed: 0, succeeded: 0, failed: 0, retryable: 0, cancelled: 0, rejectedBusy: 0, handedBack: 0, redisUnavailable: 0,
     stuckReleased: 0, duplicates: 0, stale: 0, badPackets: 0, resultPublishFailures: 0,
@@ -579,10 +579,7 @@ class CapWorker implements Worker {
       // with the bad packets, and logged once a minute per reason.
       this.counters.badPackets += 1;
       const error = (err as Error).message;
-      const now = Date.now();
-      if ((this.cancelDropLoggedUntil.get(error) ?? 0) <= now) {
-        if (this.cancelDropLoggedUntil.size >= 100) this.cancelDropLoggedUntil.clear();
-        this.cancelDropLoggedUntil.set(error, now + CANCEL_DROP_LOG_EVERY_MS);
+      if (this.mayLogCancelDrop(error)) {
         this.log.warn('dropping a job cancel this worker cannot decode or verify', { subject: subjects.cancel, bytes: data.length, err: error });
       }
       return;
