@@ -7,6 +7,7 @@ import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { waitFor, type TestServer } from '@cordum/testing';
 import { KEYS, call, cancelsDrained, expectEnvelope, startRig, type Rig } from './harness';
+import { readySchema } from '../src/http/api-schemas';
 
 let rig: Rig;
 let redis: RedisClient;
@@ -102,6 +103,8 @@ it('Redis down: POST answers 503 redis_unavailable quickly, GET too, and /readyz
   const ready = await call(rig.url, 'GET', '/readyz');
   expect(ready.status).toBe(503);
   expect((ready.body['checks'] as Record<string, boolean>)['redis']).toBe(false);
+  // the body the OpenAPI document gives /readyz's 503 (the readiness body, not the error envelope)
+  expect(readySchema.safeParse(ready.body).success).toBe(true);
   // Bad input is still a 4xx, whatever the dependencies do.
   expectEnvelope(await submit({ prompt: 'x', topic: 'nope' }), 400, 'validation_failed');
 });

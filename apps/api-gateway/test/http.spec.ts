@@ -67,6 +67,8 @@ describe('auth matrix', () => {
     expect(big.status).toBe(431);
     expect(big.headers.get('content-type')).toContain('application/json');
     expect(await big.json()).toEqual({ error: 'request headers exceed 16 KiB', code: 'headers_too_large', status: 431 });
+    expect(big.headers.get('x-frame-options')).toBe('DENY');
+    expect(big.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     const raw = await new Promise<string>((resolve, reject) => {
       const { port } = new URL(rig.url);
       const sock = connect(Number(port), '127.0.0.1', () => sock.write('GARBAGE / HTTP/1.1\r\n\r\n'));
@@ -112,9 +114,11 @@ describe('auth matrix', () => {
     const stream = await exchange(`GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\n${h2c}\r\n`, 1);
     expect(stream.split('\r\n')[0]).toBe('HTTP/1.1 426 Upgrade Required');
     // a WebSocket handshake ws refuses: 400 and the JSON envelope, not ws's text/html
-    const ws = await exchange(`GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`, 1);
+    const ws = await exchange(`GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\nX-Request-ID: req-ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 99\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`, 1);
     expect(ws.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
     expect(ws).toContain('application/json');
+    expect(ws).toContain('X-Request-ID: req-ws\r\n');
+    expect(ws).toContain('X-Frame-Options: DENY\r\n');
     expect(JSON.parse(ws.slice(ws.indexOf('\r\n\r\n') + 4))).toMatchObject({ code: 'bad_request', status: 400 });
   });
 
@@ -377,6 +381,8 @@ describe('wrong methods and what Node answers itself get the JSON envelope (P96)
     expect(r.headers['content-type']).toContain('application/json');
     const status = Number(statusLine.split(' ')[1]);
     expect(JSON.parse(r.body)).toEqual({ error: expect.any(String), code, status });
+    // the headers of every answer, also on those written before express (client-errors.ts)
+    expect(r.headers).toMatchObject({ 'x-request-id': expect.stringMatching(/^[A-Za-z0-9._:-]{1,128}$/), 'x-frame-options': 'DENY', 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' });
   };
 
   it('a known path asked with a method it does not take is 405 method_not_allowed naming its methods in Allow, with or without a key', async () => {
@@ -439,9 +445,10 @@ describe('wrong methods and what Node answers itself get the JSON envelope (P96)
 
   it('an Expect other than 100-continue is 417 expectation_failed with the envelope; 100-continue still works', async () => {
     const body = JSON.stringify(ok);
-    const post = (expect: string) => `POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: ${expect}\r\n\r\n${body}`;
+    const post = (expect: string) => `POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\nX-Request-ID: req-417\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: ${expect}\r\n\r\n${body}`;
     const r = await raw(post('foo'));
     expectRawEnvelope(r, 'HTTP/1.1 417 Expectation Failed', 'expectation_failed');
+    expect(r.headers['x-request-id']).toBe('req-417');
     expect(r.closed).toBe(true);
     const go = await raw(post('100-continue'));
     expect(go.interim).toEqual(['HTTP/1.1 100 Continue']);

@@ -171,25 +171,47 @@ describe('OpenAPI document', () => {
 });
 
 describe('errors possible on every route (P96)', () => {
-  it('every operation documents 400, 408, 417 and 431 with their codes, and the document says when 405 is answered', () => {
-    const doc = buildOpenApi() as { info: { description: string }; paths: Record<string, Record<string, { responses: Record<string, { description: string; content?: unknown }> }>> };
+  it('every operation documents 400, 405 (with Allow), 408, 417 and 431 with their codes', () => {
+    const doc = buildOpenApi() as { info: { description: string }; paths: Record<string, Record<string, { responses: Record<string, { description: string; content?: unknown; headers?: Record<string, unknown> }> }>> };
     let seen = 0;
     for (const op of OPERATIONS) {
       const responses = doc.paths[openApiPath(op.path)]?.[op.method.toLowerCase()]?.responses ?? {};
-      const got = Object.fromEntries(['400', '408', '417', '431'].map((st) => [st, responses[st]?.description ?? null]));
+      const got = Object.fromEntries(['400', '405', '408', '417', '431'].map((st) => [st, responses[st]?.description ?? null]));
       expect({ op: `${op.method} ${op.path}`, got }).toEqual({
         op: `${op.method} ${op.path}`,
         got: {
           '400': expect.stringContaining('bad_request'),
-          '408': 'error; code one of: request_timeout',
-          '417': 'error; code one of: expectation_failed',
-          '431': 'error; code one of: headers_too_large',
+          '405': 'error; code method_not_allowed',
+          '408': 'error; code request_timeout',
+          '417': 'error; code expectation_failed',
+          '431': 'error; code headers_too_large',
         },
       });
       expect(responses['408']?.content).toEqual({ 'application/json': { schema: { $ref: '#/components/schemas/Error' } } });
+      expect(responses['405']?.headers?.['Allow']).toEqual(expect.objectContaining({ schema: { type: 'string' } }));
+      // a list of several codes says it is every code with the status, not this route's own
+      expect(responses['400']?.description).toMatch(/^error; code one of the codes with status 400 \(not every one applies to every route\): /);
       seen++;
     }
     expect(seen).toBeGreaterThanOrEqual(30);
     expect(doc.info.description).toContain('405 method_not_allowed with an Allow header');
+  });
+
+  it('/readyz documents its 503 as the readiness body, not the error envelope (what it answers, faults.spec)', () => {
+    const doc = buildOpenApi() as { paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: unknown }> }> }>> };
+    const responses = doc.paths['/readyz']?.['get']?.responses ?? {};
+    expect(responses['503']?.content?.['application/json']?.schema).toEqual(responses['200']?.content?.['application/json']?.schema);
+    expect(responses['503']?.content?.['application/json']?.schema).toMatchObject({ required: ['ready', 'checks'] });
+  });
+
+  it('the Error schema lists, with a description, every field an error code adds (approval conflicts carry what a client must resend)', () => {
+    const props = (buildOpenApi() as { components: { schemas: { Error: { properties: Record<string, { description?: string }>; additionalProperties?: unknown } } } }).components.schemas.Error;
+    for (const f of ['job_id', 'trace_id', 'state', 'retry_after_ms', 'revision', 'retried_from', 'job_hash', 'rule_id', 'policy_snapshot', 'approved_revision', 'decision', 'held_by_rule', 'approval_status', 'reason_code']) {
+      expect({ f, description: props.properties[f]?.description }).toEqual({ f, description: expect.stringMatching(/\w+: /) });
+    }
+    // strict: a field not listed fails the response checks of the specs (errorSchema)
+    expect(props.additionalProperties).toBe(false);
+    expect(errorSchema.safeParse({ error: 'x', code: 'stale_request', status: 409, job_hash: 'h' }).success).toBe(true);
+    expect(errorSchema.safeParse({ error: 'x', code: 'stale_request', status: 409, undocumented: 1 }).success).toBe(false);
   });
 });

@@ -10,14 +10,36 @@ import { JOB_STATES } from '@cordum/job-store';
 const time = z.string().describe('RFC 3339 with milliseconds');
 const jobState = z.enum(JOB_STATES as unknown as [string, ...string[]]);
 
+/**
+ * The fields some error codes add to the envelope (ApiError's `extra` is typed from this, so a
+ * field the code adds and the document does not list does not compile).
+ */
+export const errorExtraSchema = z.strictObject({
+  job_id: z.string().optional().describe('policy_denied, dlq_not_retryable: the job concerned; a submit\'s idempotency_in_progress, submit_state_unknown, redis_unavailable, bus_unavailable: the job the submit created or was creating, when known; dlq_retry_in_progress: the new job of the retry'),
+  trace_id: z.string().optional().describe('policy_denied: the denied job\'s trace'),
+  state: jobState.optional().describe('job_terminal, approval_not_pending: the job\'s state now'),
+  retry_after_ms: z.number().int().optional().describe('every 429: the wait in ms (Retry-After has it in whole seconds)'),
+  revision: z.number().int().optional().describe('revision_conflict: the stored document\'s revision; send it back to write with compare-and-set'),
+  retried_from: z.string().optional().describe('policy_denied and dlq_retry_in_progress of a DLQ retry: the dead-lettered job'),
+  job_hash: z.string().optional().describe('stale_request, approval_reheld: the hash of the request as it is now; review it and send it back as job_hash'),
+  rule_id: z.string().optional().describe('approval_reheld: the rule that holds the job now; stale_snapshot: the rule the current policy matches'),
+  policy_snapshot: z.string().optional().describe('approval_reheld, stale_snapshot: the policy snapshot of the current decision'),
+  approved_revision: z.number().int().optional().describe('approval_reheld: the revision of the approval the new hold replaced'),
+  decision: z.string().optional().describe('stale_snapshot: what the current policy decides for the job'),
+  held_by_rule: z.string().optional().describe('stale_snapshot: the rule that held the job'),
+  approval_status: z.enum(['approved', 'rejected']).optional().describe('approval_not_pending: the job\'s latest approval, when it has one'),
+  reason_code: z.string().optional().describe('dlq_not_retryable: the DLQ entry\'s reason_code'),
+});
+
 export const errorSchema = z
-  .looseObject({
+  .strictObject({
     error: z.string(),
     code: z.string(),
     status: z.number().int(),
     details: z.array(z.strictObject({ path: z.string(), message: z.string() })).optional(),
+    ...errorExtraSchema.shape,
   })
-  .describe('Error envelope (D28); some codes add documented fields (job_id, trace_id, state, retry_after_ms, revision, retried_from)');
+  .describe('Error envelope (D28); the optional fields after `details` are added by the codes each one names');
 
 export const submitResponseSchema = z.strictObject({
   job_id: z.string(),

@@ -5,6 +5,7 @@ import type { Registry } from 'prom-client';
 import { httpMetrics, type Logger } from '@cordum/service-kit';
 import { ApiError, fromBodyParserError } from './errors';
 import { requestIdOf } from './request-id';
+import { commonHeaders } from './client-errors';
 import { buildOpenApi } from './openapi';
 import { answerRefusal, authorize } from '../auth/middleware';
 import type { KeyStore } from '../auth/keys';
@@ -46,10 +47,7 @@ function requestContext(logger: Logger): RequestHandler {
     const requestId = requestIdOf(req.get('x-request-id'));
     res.locals['requestId'] = requestId;
     res.locals['log'] = logger.child({ request_id: requestId });
-    res.setHeader('X-Request-ID', requestId);
-    res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.setHeader('X-Frame-Options', 'DENY');
-    res.setHeader('Cache-Control', 'no-store');
+    for (const [name, value] of Object.entries(commonHeaders(requestId))) res.setHeader(name, value);
     const start = Date.now();
     res.on('finish', () => {
       const fields = { method: req.method, route: routeTemplate(req), status: res.statusCode, duration_ms: Date.now() - start };

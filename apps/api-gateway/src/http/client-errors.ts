@@ -12,6 +12,7 @@
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERROR_CODES, type ErrorCode } from './errors';
+import { requestIdOf } from './request-id';
 
 function codeFor(err: NodeJS.ErrnoException): ErrorCode {
   if (err.code === 'HPE_HEADER_OVERFLOW') return 'headers_too_large';
@@ -24,23 +25,36 @@ function envelope(code: ErrorCode, message?: string): { status: number; body: st
   return { status, body: JSON.stringify({ error: message ?? text, code, status }) };
 }
 
-/** A whole response written to a socket Node no longer serves; `extra` is header lines, each ending in CRLF. */
-function rawResponse(code: ErrorCode, opts: { message?: string; extra?: string } = {}): string {
+/** The headers on every answer of the gateway: requestContext's (app.ts), and those written by hand here and by the stream's refusals. */
+export function commonHeaders(requestId: string): Record<string, string> {
+  return { 'X-Request-ID': requestId, 'X-Content-Type-Options': 'nosniff', 'X-Frame-Options': 'DENY', 'Cache-Control': 'no-store' };
+}
+
+/** The request id of a request Node answers before express: the client's X-Request-ID when well formed, else a new one. */
+export function requestIdOfRaw(req: IncomingMessage | undefined): string {
+  const given = req?.headers['x-request-id'];
+  return requestIdOf(typeof given === 'string' ? given : undefined);
+}
+
+/** A whole JSON response, closing the connection, for a socket Node no longer serves. */
+export function rawJsonResponse(status: number, body: string, headers: Record<string, string>): string {
+  const all = { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), ...headers, Connection: 'close' };
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${Object.entries(all).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`;
+}
+
+/** The envelope of `code` as a raw response; `headers` are added to the common ones. */
+function rawResponse(code: ErrorCode, req: IncomingMessage | undefined, opts: { message?: string; headers?: Record<string, string> } = {}): string {
   const { status, body } = envelope(code, opts.message);
-  return (
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-    `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n${opts.extra ?? ''}\r\n${body}`
-  );
+  return rawJsonResponse(status, body, { ...commonHeaders(requestIdOfRaw(req)), ...opts.headers });
 }
 
 /** The envelope as a whole response that closes the connection: the request's body, if any, is never read. */
-function answerAndClose(res: ServerResponse, code: ErrorCode): void {
+function answerAndClose(req: IncomingMessage, res: ServerResponse, code: ErrorCode): void {
   const { status, body } = envelope(code);
   res.writeHead(status, {
     'Content-Type': 'application/json; charset=utf-8',
     'Content-Length': String(Buffer.byteLength(body)),
-    'X-Content-Type-Options': 'nosniff',
-    'Cache-Control': 'no-store',
+    ...commonHeaders(requestIdOfRaw(req)),
     Connection: 'close',
   });
   res.end(body);
@@ -70,12 +84,12 @@ export function answerClientErrors(server: Server, maxBodyBytes: number): void {
       return;
     }
     // Then closed from our side too, as Node does: a client that never closes must not keep the socket.
-    socket.end(rawResponse(codeFor(err)), () => socket.destroy());
+    socket.end(rawResponse(codeFor(err), undefined), () => socket.destroy());
   });
 
   // Node calls this for an HTTP/1.1 Expect other than 100-continue (and answers 417 with no body
   // when nobody listens). The body, if any, is not read: the connection is closed after the answer.
-  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => answerAndClose(res, 'expectation_failed'));
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => answerAndClose(req, res, 'expectation_failed'));
 
   // P214: Node answers 100 Continue by itself when nobody listens, inviting a body the routes then
   // refuse; body-parser reads and drops all of it before its 413. A declared body over the limit is
@@ -86,16 +100,16 @@ export function answerClientErrors(server: Server, maxBodyBytes: number): void {
       server.emit('request', req, res);
       return;
     }
-    answerAndClose(res, 'payload_too_large');
+    answerAndClose(req, res, 'payload_too_large');
   });
 
   // CONNECT asks for a tunnel; without a listener Node drops the connection without a word. Its
   // target is a host:port, not a resource of ours, so the Allow is empty (RFC 9110 §10.2.1).
-  server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
     socket.on('error', () => socket.destroy());
     const cut = setTimeout(() => socket.destroy(), CONNECT_CUT_MS);
     cut.unref();
-    socket.end(rawResponse('method_not_allowed', { message: 'CONNECT is not supported: the gateway is not a proxy', extra: 'Allow: \r\n' }), () => {
+    socket.end(rawResponse('method_not_allowed', req, { message: 'CONNECT is not supported: the gateway is not a proxy', headers: { Allow: '' } }), () => {
       clearTimeout(cut);
       socket.destroy();
     });

@@ -1,7 +1,9 @@
 // THE list of HTTP error codes (D28). Every error body is
-// `{error, code, status, details?: [{path, message}]}`, plus documented extras
-// (job_id/trace_id on policy_denied and submit_state_unknown). README.md
+// `{error, code, status, details?: [{path, message}]}`, plus the extras some
+// codes add (ErrorExtra, each documented in api-schemas.ts). README.md
 // mirrors this table; add a code here before using it anywhere.
+import type { z } from 'zod';
+import type { errorExtraSchema } from './api-schemas';
 
 export const ERROR_CODES = {
   // 400
@@ -63,12 +65,14 @@ export interface ErrorDetail {
   message: string;
 }
 
-export interface ErrorBody {
+/** The fields some codes add to the envelope, each documented in api-schemas.ts (errorExtraSchema). */
+export type ErrorExtra = z.infer<typeof errorExtraSchema>;
+
+export interface ErrorBody extends ErrorExtra {
   error: string;
   code: ErrorCode;
   status: number;
   details?: ErrorDetail[];
-  [extra: string]: unknown;
 }
 
 /**
@@ -84,12 +88,12 @@ export class ApiError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
   readonly details: ErrorDetail[] | undefined;
-  readonly extra: Record<string, unknown>;
+  readonly extra: ErrorExtra;
   readonly headers: Record<string, string>;
 
   constructor(
     code: ErrorCode,
-    opts: { message?: string; details?: ErrorDetail[]; extra?: Record<string, unknown>; headers?: Record<string, string>; cause?: unknown } = {},
+    opts: { message?: string; details?: ErrorDetail[]; extra?: ErrorExtra; headers?: Record<string, string>; cause?: unknown } = {},
   ) {
     super(opts.message ?? ERROR_CODES[code].message, { cause: opts.cause });
     this.name = 'ApiError';

@@ -41,16 +41,17 @@ const cursor = z.string().describe('opaque; from next_cursor of the previous pag
 
 const AUTH_ERRORS = [400, 401, 403, 429, 503];
 /**
- * Possible on every route, whatever its handler: a request without Host (400), Expect other than
- * 100-continue (417), too slow (408), headers too large (431); the last three are answered by the
- * HTTP server itself (http/client-errors.ts). buildOpenApi adds them to each operation's errors.
+ * Possible on every route, whatever its handler: a request without Host (400), a method the path
+ * does not take (405, with Allow), Expect other than 100-continue (417), too slow (408), headers
+ * too large (431); the last three are answered by the HTTP server itself (http/client-errors.ts).
+ * buildOpenApi adds them to each operation's errors.
  */
-export const EVERY_ROUTE_ERRORS = [400, 408, 417, 431];
+export const EVERY_ROUTE_ERRORS = [400, 405, 408, 417, 431];
 const ETAG = { ETag: 'the document\'s revision, quoted ("7"); send it back as `revision` to write with compare-and-set' };
 
 export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/healthz', summary: 'Liveness (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'alive', schema: s.healthSchema } }, errors: [] },
-  { method: 'GET', path: '/readyz', summary: 'Readiness: Redis, NATS, config (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'ready', schema: s.readySchema } }, errors: [503] },
+  { method: 'GET', path: '/readyz', summary: 'Readiness: Redis, NATS, config (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'ready', schema: s.readySchema }, 503: { description: 'not ready: the same body, `ready: false` and the failing checks false (not the error envelope)', schema: s.readySchema } }, errors: [] },
   { method: 'GET', path: '/metrics', summary: 'Prometheus metrics (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'text exposition format', contentType: 'text/plain' } }, errors: [] },
   { method: 'GET', path: '/api/v1/openapi.json', summary: 'This document (no auth)', tag: 'meta', auth: false, ok: { 200: { description: 'OpenAPI 3.1', schema: z.record(z.string(), z.unknown()) } }, errors: [] },
 
@@ -171,6 +172,12 @@ function errorCodesFor(status: number): string[] {
     .map(([k]) => k);
 }
 
+/** An error response's description: the codes with its status (a list of several is every code with that status, not only this route's). */
+function errorDescription(status: number): string {
+  const codes = errorCodesFor(status);
+  return codes.length === 1 ? `error; code ${codes[0] ?? ''}` : `error; code one of the codes with status ${status} (not every one applies to every route): ${codes.join(', ')}`;
+}
+
 export function buildOpenApi(): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const op of OPERATIONS) {
@@ -196,9 +203,10 @@ export function buildOpenApi(): Record<string, unknown> {
       responses[status] = res;
     }
     for (const st of [...new Set([...op.errors, ...EVERY_ROUTE_ERRORS])].sort()) {
-      const error: Record<string, unknown> = { description: `error; code one of: ${errorCodesFor(st).join(', ')}`, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+      const error: Record<string, unknown> = { description: errorDescription(st), content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
       // Every 429 code (rate_limited, policy_throttled, too_many_streams) sends Retry-After (CONTRACT §2).
       if (st === 429) error['headers'] = { 'Retry-After': { description: 'whole seconds to wait before retrying (≥ 1); the body has retry_after_ms', schema: { type: 'integer', minimum: 1 } } };
+      if (st === 405) error['headers'] = { Allow: { description: 'the methods the path takes (HEAD wherever GET), e.g. "GET, HEAD, POST"', schema: { type: 'string' } } };
       responses[String(st)] = error;
     }
     const route = `${op.method} ${op.path}`;

@@ -64,7 +64,7 @@ function configCall<T>(deps: ConfigRouteDeps, what: string, p: () => Promise<T>)
   if (!deps.redisReady()) throw new ApiError('redis_unavailable');
   return withTimeout(p(), TIMEOUT_MS, what).catch((err: unknown) => {
     if (err instanceof ApiError) throw err;
-    const e = err as { code?: unknown; errors?: unknown; currentRevision?: unknown; message?: unknown };
+    const e = err as { code?: unknown; errors?: unknown; currentRevision?: number; message?: unknown };
     switch (e.code) {
       case 'revision_conflict':
         throw new ApiError('revision_conflict', { extra: { revision: e.currentRevision } });

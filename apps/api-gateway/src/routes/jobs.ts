@@ -1,7 +1,7 @@
 // POST /api/v1/jobs and GET /api/v1/jobs/:id (CONTRACT §2).
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { jobToApi, type JobStore } from '@cordum/job-store';
-import { ApiError, retryAfter } from '../http/errors';
+import { ApiError, retryAfter, type ErrorExtra } from '../http/errors';
 import { actingTenant, caller } from '../auth/middleware';
 import { IDEMPOTENCY_KEY_RE, parseLabelledBody, submitBodySchema } from '../submit/schema';
 import { SubmitError } from '../submit/errors';
@@ -44,7 +44,7 @@ export function jsonBody() {
 }
 
 export function submitErrorToApi(err: SubmitError): ApiError {
-  const extra: Record<string, unknown> = err.jobId !== undefined ? { job_id: err.jobId } : {};
+  const extra: ErrorExtra = err.jobId !== undefined ? { job_id: err.jobId } : {};
   switch (err.code) {
     case 'policy_throttled':
       return new ApiError('policy_throttled', { message: err.message, ...retryAfter(err.retryAfterMs ?? 1000) });

@@ -6,7 +6,7 @@
 // closed with 4008, so a client that stops reading costs at most MAX_QUEUED
 // events of heap, never more. A stream opened with a managed key is closed with
 // 4401 within 1 s of the key being revoked or expiring (recheck.ts, D27).
-import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -14,6 +14,7 @@ import type { Logger } from '@cordum/service-kit';
 import { authorizeCharging, identify, type Caller } from '../auth/middleware';
 import type { KeyIdentity, KeyStore } from '../auth/keys';
 import { ApiError, retryAfter } from '../http/errors';
+import { commonHeaders, rawJsonResponse, requestIdOfRaw } from '../http/client-errors';
 import type { RateLimiter } from '../ratelimit/limiter';
 import { chargeRequest } from '../ratelimit/middleware';
 import type { StreamHub } from './hub';
@@ -108,19 +109,13 @@ const REJECT_FLUSH_MS = 2_000;
  * an `end()` alone left it half-open for as long as the client kept it (a keyless client held one
  * file descriptor per try, and one such socket held the gateway's stop to its deadline).
  */
-function rejectUpgrade(socket: Duplex, err: ApiError): void {
-  const body = JSON.stringify(err.toBody());
-  const extra = Object.entries(err.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+function rejectUpgrade(req: IncomingMessage | undefined, socket: Duplex, err: ApiError): void {
   const cut = setTimeout(() => socket.destroy(), REJECT_FLUSH_MS);
   cut.unref();
-  socket.end(
-    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-      `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n${extra}\r\n${body}`,
-    () => {
-      clearTimeout(cut);
-      socket.destroy();
-    },
-  );
+  socket.end(rawJsonResponse(err.status, JSON.stringify(err.toBody()), { ...commonHeaders(requestIdOfRaw(req)), ...err.headers }), () => {
+    clearTimeout(cut);
+    socket.destroy();
+  });
 }
 
 /** Headers that offer an upgrade, dropped when a request is served as plain HTTP. */
@@ -203,9 +198,9 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
   const maxClients = o.maxClients ?? 10_000;
   const maxPerTenant = o.maxClientsPerTenant ?? 1_000;
   const perTenant = new Map<string, number>();
-  const refuse = (socket: Duplex, err: ApiError): void => {
+  const refuse = (req: IncomingMessage | undefined, socket: Duplex, err: ApiError): void => {
     upgrades.inc({ code: err.code });
-    rejectUpgrade(socket, err);
+    rejectUpgrade(req, socket, err);
   };
   const live = new Set<WebSocket>();
   const alive = new WeakMap<WebSocket, boolean>();
@@ -301,7 +296,7 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     authorizing.add(socket);
     socket.once('close', () => authorizing.delete(socket));
     if (closing) {
-      refuse(socket, new ApiError('not_found'));
+      refuse(req, socket, new ApiError('not_found'));
       return;
     }
     void (async () => {
@@ -332,17 +327,17 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       authorizing.delete(socket);
       wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, { ...c, tenant }, admitted));
     })().catch((err: unknown) => {
-      if (err instanceof ApiError) refuse(socket, err);
+      if (err instanceof ApiError) refuse(req, socket, err);
       else {
         log.error('stream upgrade failed', { err: errorText(err) });
-        refuse(socket, new ApiError('internal'));
+        refuse(req, socket, new ApiError('internal'));
       }
     });
   };
   server.on('upgrade', onUpgrade);
   // A handshake ws refuses (no or a bad Sec-WebSocket-Key / -Version / -Protocol, a POST): the
   // usual JSON error, not ws's own text/html answer.
-  wss.on('wsClientError', (err, socket) => refuse(socket, new ApiError('bad_request', { message: `bad WebSocket handshake: ${err.message}` })));
+  wss.on('wsClientError', (err, socket, req) => refuse(req, socket, new ApiError('bad_request', { message: `bad WebSocket handshake: ${err.message}` })));
 
   // Ping every interval; a client that did not pong since the last ping is gone.
   const pinger = setInterval(() => {
