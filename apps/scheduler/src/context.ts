@@ -5,6 +5,7 @@ import type { BusPacket } from '@cordum/protocol';
 import type { Logger } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import type { SchedulerMetrics } from './metrics';
+import type { CapacityWaiters } from './capacity-waiters';
 import type { WorkerRegistry } from './registry';
 import type { PoolsConfig, TimeoutsConfig } from './routing-config';
 import type { FailModes, SafetyChecker } from './safety';
@@ -22,6 +23,8 @@ export interface SchedulerContext {
   locks: Locks;
   bus: Bus;
   workers: WorkerRegistry;
+  /** Jobs waiting for worker capacity, for a freed slot to drive at once (P225). */
+  capacityWaiters: CapacityWaiters;
   safety: SafetyChecker;
   metrics: SchedulerMetrics;
   /** The applied pools section; `setPools` on the scheduler replaces it on config reload. */

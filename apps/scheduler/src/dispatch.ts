@@ -14,7 +14,7 @@ import type { DispatchRecord, JobPatch, JobRecord, JobState, MarkPublishedResult
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatchPacket, jobRequestFor } from './packets';
-import { directSubject } from './registry';
+import { directSubject, type Reservation } from './registry';
 import type { RouteDecision } from './routing';
 import { errorText } from '@cordum/service-kit';
 
@@ -53,11 +53,14 @@ export interface DispatchOptions {
    * written with its DISPATCHED write, so the job shows it and its decision history records it.
    */
   safety?: SafetyRecord;
+  /** The routed worker's slot (routeReserving, P224): committed when the attempt is published. */
+  reserved?: Reservation;
 }
 
 export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord, route: Routed, o: DispatchOptions = {}): Promise<DispatchOutcome | { kind: 'started' }> {
   const { release = false } = o;
   const now = Date.now();
+  ctx.capacityWaiters.delete(job.topic, job.id);
   const workerId = route.kind === 'worker' ? route.worker.workerId : undefined;
   const d: DispatchRecord = {
     dispatchId: randomUUID(),
@@ -76,7 +79,7 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
       if (r.reason === 'claimed') return { kind: 'started' };
       return r.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: r.current?.state };
     }
-    return publishAttempt(ctx, lease, r.job, d, release);
+    return publishAttempt(ctx, lease, r.job, d, release, o.reserved);
   }
   // The DISPATCHED write's index moves go out with it but are awaited only once the attempt is
   // published and marked (issue 7: the worker gets the job one Redis round trip sooner).
@@ -93,7 +96,7 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
     sideWrites,
   });
   if (!w.ok) return w.reason === 'fenced' ? { kind: 'lost', reason: 'fenced' } : { kind: 'stale', state: w.current?.state };
-  const out = await publishAttempt(ctx, lease, w.job, d, release);
+  const out = await publishAttempt(ctx, lease, w.job, d, release, o.reserved);
   await Promise.all(sideWrites);
   return out;
 }
@@ -140,9 +143,11 @@ export async function republishAttempt(ctx: SchedulerContext, lease: Lease, job:
 
 /**
  * Publishes the attempt recorded on the job (also used to republish an
- * unpublished attempt whose owner died, D2) and marks it published.
+ * unpublished attempt whose owner died, D2) and marks it published. `reserved`: the slot routing
+ * took for it (P224), which becomes the in-flight dispatch; without one the worker's in-flight
+ * count is raised here.
  */
-export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, release = false): Promise<DispatchOutcome> {
+export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord, release = false, reserved?: Reservation): Promise<DispatchOutcome> {
   const margin = safeMarginMs(lease.ttlMs);
   // D3, checked first so a lease already unsafe costs no write, and again right before the
   // publish: the bound's write is awaited, and a process frozen there (GC, SIGSTOP) may wake
@@ -163,7 +168,10 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
     await ctx.store.scheduleRetry(job.id, Date.now() + 1000).catch(() => undefined);
     throw err;
   }
-  if (d.workerId) ctx.workers.noteDispatched(d.workerId);
+  if (d.workerId) {
+    if (reserved?.workerId === d.workerId) reserved.commit();
+    else ctx.workers.noteDispatched(d.workerId);
+  }
   // The job's first attempt only (P141): a retry's or a replacement's time since creation
   // includes earlier attempts' run times and backoffs, which are not dispatch latency.
   if (d.attempt === 1) ctx.metrics.dispatchLatency.observe(Math.max(0, Date.now() - readyAt(job)) / 1000);

@@ -9,8 +9,10 @@ import { dispatch, publishAttempt, readyAt } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { handOffFreedSlot } from './replayer';
-import { routeFor } from './route-job';
-import { resolveSafety } from './safety';
+import { routeFor, routeReserving } from './route-job';
+import type { Reservation } from './registry';
+import type { RouteDecision } from './routing';
+import { resolveSafety, type SafetyVerdict } from './safety';
 import { concurrencyOf, slotWait, takeSlot } from './slots';
 import { pastDeadline } from './redispatch';
 
@@ -124,10 +126,29 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
       break;
   }
 
-  const route = routeFor(ctx, job);
+  const { route, reservation } = routeReserving(ctx, job);
+  try {
+    return await dispatchAllowed(ctx, lease, job, verdict, route, reservation);
+  } finally {
+    reservation?.release();
+  }
+}
+
+/**
+ * D48: every worker that could run the job is at capacity. Not a try: the job waits (NAK, or its
+ * `job:retry` entry from the replayer), and a result that frees a slot drives it sooner (P225).
+ */
+function waitForCapacity(ctx: SchedulerContext, job: JobRecord): HandlerOutcome {
+  ctx.metrics.backpressure.inc();
+  ctx.capacityWaiters.add(job.topic, job.id);
+  return nak(OVERLOAD_NAK_MS);
+}
+
+/** An allowed PENDING job on its route: backpressure, a wait for a worker or a slot, or its first attempt. */
+async function dispatchAllowed(ctx: SchedulerContext, lease: Lease, job: JobRecord, verdict: Extract<SafetyVerdict, { kind: 'allow' }>, route: RouteDecision, reserved: Reservation | undefined): Promise<HandlerOutcome> {
   switch (route.kind) {
     case 'overloaded':
-      return nak(OVERLOAD_NAK_MS);
+      return waitForCapacity(ctx, job);
     case 'no_worker':
       // Stays PENDING; the wait is bounded and timed by the replayer (job:retry, D13).
       return noWorkerWait(ctx, lease, job);
@@ -149,7 +170,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     ...(concurrency ? { concurrency } : {}),
     ...(verdict.maxArtifactBytes !== undefined ? { maxArtifactBytes: verdict.maxArtifactBytes } : {}),
   };
-  const out = await dispatch(ctx, lease, job, route, { release: true, schedule });
+  const out = await dispatch(ctx, lease, job, route, { release: true, schedule, reserved });
   // `lost`: our lease became unsafe or was taken over; the job is PENDING or
   // DISPATCHED(published=false) and a redelivery or the replayer re-drives it under a fresh lock.
   return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
@@ -178,24 +199,29 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord): P
     // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
     // D46, P139: no attempt past the job's deadline_ms (as for PENDING above, P64).
     if (pastDeadline(job)) return failPastDeadline(ctx, lease, job, 'deadline_ms passed before the next attempt');
-    const route = routeFor(ctx, job);
-    if (route.kind === 'worker' || route.kind === 'untracked') {
-      let safety: SafetyRecord | undefined;
-      if (job.state === 'RETRYING') {
-        const gate = await gateRetry(ctx, lease, job);
-        if (gate.kind === 'stopped') {
-          // A FAILED write gave a slot back: its group's next waiter goes now, as on the results
-          // path, not at the replayer leader's next turn.
-          if (gate.job) await handOffFreedSlot(ctx, gate.job);
-          return ACK;
+    const { route, reservation } = routeReserving(ctx, job);
+    try {
+      if (route.kind === 'worker' || route.kind === 'untracked') {
+        let safety: SafetyRecord | undefined;
+        if (job.state === 'RETRYING') {
+          const gate = await gateRetry(ctx, lease, job);
+          if (gate.kind === 'stopped') {
+            // A FAILED write gave a slot back: its group's next waiter goes now, as on the results
+            // path, not at the replayer leader's next turn.
+            if (gate.job) await handOffFreedSlot(ctx, gate.job);
+            return ACK;
+          }
+          if (gate.kind === 'later') return nak(gate.delayMs);
+          safety = gate.record;
         }
-        if (gate.kind === 'later') return nak(gate.delayMs);
-        safety = gate.record;
+        const out = await dispatch(ctx, lease, job, route, { release: true, safety, reserved: reservation });
+        return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
       }
-      const out = await dispatch(ctx, lease, job, route, { release: true, safety });
-      return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
+      if (route.kind === 'no_worker') return noWorkerWait(ctx, lease, job);
+      return waitForCapacity(ctx, job);
+    } finally {
+      reservation?.release();
     }
-    return route.kind === 'overloaded' ? nak(OVERLOAD_NAK_MS) : noWorkerWait(ctx, lease, job);
   }
   const d = job.dispatch;
   if (job.state === 'DISPATCHED' && d && !d.published) {

@@ -32,6 +32,8 @@ export interface SchedulerMetrics {
   owedCancels: Counter<'outcome'>;
   /** P130: submits NAKed on their last delivery, filed in job:retry for the replayer instead. */
   lastDeliveryHandOffs: Counter;
+  backpressure: Counter;
+  capacityHandOffs: Counter;
   /** P131: retries the policy stopped at their re-check (the job FAILED), by decision. */
   retriesStopped: Counter<'decision'>;
   /** P70: a job found its concurrency group's slots taken and waits (one count per look). */
@@ -121,6 +123,16 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     cancelsApplied: new Counter({
       name: 'cordum_scheduler_cancels_applied_total',
       help: 'JobCancels on sys.job.cancel that found the job live and cancelled it here; a cancel the gateway already wrote is counted as ignored (kind cancel, reason terminal).',
+      registers: [registry],
+    }),
+    backpressure: new Counter({
+      name: 'cordum_scheduler_backpressure_total',
+      help: 'Looks at a job that found every worker able to run it at capacity (D48, ≥ 90 % of max_parallel_jobs): the job waits, NAKed 250 ms or filed in job:retry; not a try. A steady rate means the topic needs more workers.',
+      registers: [registry],
+    }),
+    capacityHandOffs: new Counter({
+      name: 'cordum_scheduler_capacity_hand_offs_total',
+      help: 'Jobs that waited for worker capacity (D48) driven at once by a result that freed a slot of a worker able to run them, instead of at their next redelivery or replayer turn (P225).',
       registers: [registry],
     }),
     lastDeliveryHandOffs: new Counter({

@@ -34,6 +34,13 @@ export interface WorkerView {
   /** D48: dispatches this replica sent since the worker's last heartbeat. */
   inFlight: number;
   /**
+   * P224: jobs routed to this worker whose attempt is not published yet (the concurrency slot,
+   * the DISPATCHED write and the publish are awaited between). Counted in its load from the
+   * moment it is picked, so handlers running at once do not all take the same free slot; kept
+   * across heartbeats, which cannot count them.
+   */
+  reserved?: number;
+  /**
    * Results this replica applied since the last heartbeat beyond its own `inFlight`: jobs the
    * heartbeat's `activeJobs` counted that have ended since (P32).
    */
@@ -49,6 +56,15 @@ export interface WorkerView {
    * off) rather than alive and missing dispatches, so its next heartbeat also ends the mark.
    */
   unclaimedSilent?: boolean;
+}
+
+/** A worker's slot taken by routing until the attempt is published or given up (P224). */
+export interface Reservation {
+  readonly workerId: string;
+  /** The attempt went out: the slot is now an in-flight dispatch (noteDispatched). */
+  commit(): void;
+  /** The attempt did not go (overload elsewhere, a slot wait, a lost lease, an error). */
+  release(): void;
 }
 
 interface HandshakeInfo {
@@ -93,6 +109,7 @@ export class WorkerRegistry {
       // The heartbeat's active_jobs now includes what we sent before it (D48).
       inFlight: 0,
       settled: 0,
+      ...(prev?.reserved ? { reserved: prev.reserved } : {}),
       unclaimedAt: marked?.unclaimedAt,
       unclaimedSilent: marked?.unclaimedSilent,
     });
@@ -107,6 +124,38 @@ export class WorkerRegistry {
       w.readyTopics = info.readyTopics;
       w.startAck = info.startAck;
     }
+  }
+
+  /**
+   * P224: a slot of the worker taken for a job routed to it, before its attempt goes out. `commit`
+   * once the attempt is published (the slot becomes one of our in-flight dispatches), `release`
+   * when it does not go; only the first of the two counts.
+   */
+  reserve(workerId: string): Reservation {
+    const w = this.workers.get(workerId);
+    if (w) w.reserved = (w.reserved ?? 0) + 1;
+    let open = w !== undefined;
+    const settle = (): void => {
+      // The view may have been replaced by a heartbeat since (it carries the count over).
+      const cur = this.workers.get(workerId);
+      if (open && cur && (cur.reserved ?? 0) > 0) cur.reserved = (cur.reserved ?? 0) - 1;
+      open = false;
+    };
+    let done = false;
+    return {
+      workerId,
+      commit: () => {
+        if (done) return;
+        done = true;
+        settle();
+        this.noteDispatched(workerId);
+      },
+      release: () => {
+        if (done) return;
+        done = true;
+        settle();
+      },
+    };
   }
 
   noteDispatched(workerId: string): void {

@@ -26,7 +26,7 @@ import { republishAttempt } from './dispatch';
 import { driveJob } from './intake';
 import { readLocked, withJobLock } from './job-lock';
 import { currentWait, failNoWorker, parkPlan } from './no-worker';
-import { topicServed } from './routing';
+import { candidates, isOverloaded, topicServed } from './routing';
 import { settleSlotWait, slotTurn } from './slots';
 
 const LIMIT = 200;
@@ -209,6 +209,21 @@ export async function handOffFreedSlot(ctx: SchedulerContext, job: JobRecord): P
   } catch (err) {
     ctx.logger.warn('slot hand-off failed; the replayer leader wakes the waiter', { group: c.group, err });
   }
+}
+
+/**
+ * P225: a result from `workerId` freed one of its slots; if the worker has room now, the longest
+ * waiter for capacity (CapacityWaiters) on a topic it serves is driven at once, under its own
+ * lock and through the normal path (Check, routing: another replica may have filled the slot, and
+ * the job then waits again). A failure is logged by `drive` and the job keeps its other ways out
+ * (its redelivery, its `job:retry` entry).
+ */
+export async function handOffCapacity(ctx: SchedulerContext, workerId: string | undefined): Promise<void> {
+  const w = workerId ? ctx.workers.get(workerId) : undefined;
+  if (!w || w.draining || isOverloaded(w)) return;
+  const pools = ctx.pools();
+  const next = ctx.capacityWaiters.take((topic) => candidates({ topic, labels: {}, requires: [], workers: [w], pools, dispatchUntracked: false }).length > 0);
+  if (next !== undefined && (await drive(ctx, next, null))) ctx.metrics.capacityHandOffs.inc();
 }
 
 /** true when the job was found in a drivable state and driven. */

@@ -8,7 +8,7 @@ import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { cancelAnswered } from './cancels';
-import { handOffFreedSlot } from './replayer';
+import { handOffCapacity, handOffFreedSlot } from './replayer';
 import { attemptsUsed, pastDeadline } from './redispatch';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
@@ -73,6 +73,7 @@ async function finishedUnlocked(ctx: SchedulerContext, res: JobResult): Promise<
   if (d) ctx.verifier.delivered(f.job.id, d.dispatchId);
   ctx.workers.noteFinished(d?.workerId ?? res.workerId);
   await handOffFreedSlot(ctx, f.job);
+  await handOffCapacity(ctx, d?.workerId ?? res.workerId);
   return true;
 }
 
@@ -212,6 +213,8 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   // keys were given (oversizedOutput).
   if (oversized) await ctx.store.dropOutputs(oversized.keys);
   await handOffFreedSlot(ctx, w.job);
+  // A worker_busy refusal ended no running job: it freed no slot.
+  if (!busy) await handOffCapacity(ctx, current?.workerId ?? res.workerId);
   return ACK;
 }
 

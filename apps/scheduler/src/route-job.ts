@@ -1,6 +1,6 @@
 import type { JobRecord } from '@cordum/job-store';
 import type { SchedulerContext } from './context';
-import type { WorkerView } from './registry';
+import type { Reservation, WorkerView } from './registry';
 import { route, type RouteDecision } from './routing';
 
 /** What routing reads from the scheduler's context. */
@@ -26,4 +26,16 @@ export function routeFor(ctx: RouteContext, job: Pick<JobRecord, 'topic' | 'labe
     pools: ctx.pools(),
     dispatchUntracked: ctx.config.dispatchUntracked,
   });
+}
+
+/**
+ * routeFor, with the chosen worker's slot reserved (P224): the caller hands `reservation` to
+ * dispatch (DispatchOptions.reserved), which commits it when the attempt goes out, and releases
+ * it in a `finally` (a no-op once committed). Without this, every handler routing while the
+ * others awaited their writes saw the same free slot: ten jobs submitted at once to a worker
+ * with max_parallel_jobs 2 were all sent to it, and eight came back refused `worker_busy`.
+ */
+export function routeReserving(ctx: RouteContext, job: Pick<JobRecord, 'topic' | 'labels' | 'requires'>, avoid?: string): { route: RouteDecision; reservation: Reservation | undefined } {
+  const route = routeFor(ctx, job, avoid);
+  return { route, reservation: route.kind === 'worker' ? ctx.workers.reserve(route.worker.workerId) : undefined };
 }

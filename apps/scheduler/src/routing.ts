@@ -40,9 +40,12 @@ export function satisfiesPlacement(w: WorkerView, labels: Record<string, string>
   return true;
 }
 
-/** D48 + P32: the last heartbeat's active jobs less those whose results came since, plus our own dispatches since. */
+/**
+ * D48 + P32: the last heartbeat's active jobs less those whose results came since, plus our own
+ * dispatches since and those on their way (P224).
+ */
 export function load(w: WorkerView): number {
-  return Math.max(0, w.activeJobs - w.settled) + w.inFlight;
+  return Math.max(0, w.activeJobs - w.settled) + w.inFlight + (w.reserved ?? 0);
 }
 
 export function isOverloaded(w: WorkerView): boolean {

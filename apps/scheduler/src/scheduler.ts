@@ -18,6 +18,7 @@ import { QUEUE, type SchedulerContext } from './context';
 import { submitHandler } from './intake';
 import { createSchedulerMetrics, JOB_PATH_BUCKETS, LOCK_WAIT_HISTOGRAM } from './metrics';
 import { progressListener } from './progress';
+import { CapacityWaiters } from './capacity-waiters';
 import { WorkerRegistry } from './registry';
 import { cancelHandler } from './cancels';
 import { resultHandler } from './results';
@@ -181,6 +182,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       locks,
       bus,
       workers,
+      capacityWaiters: new CapacityWaiters(),
       safety,
       metrics,
       pools: () => pools,

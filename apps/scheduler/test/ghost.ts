@@ -7,12 +7,12 @@ import { quietLog } from './harness';
 
 export interface Ghost {
   id: string;
-  /** The load its next heartbeats report (of maxParallelJobs 100). */
+  /** The load its next heartbeats report (of maxParallelJobs, 100 unless given). */
   setActiveJobs(n: number): void;
   stop(): Promise<void>;
 }
 
-export async function startGhost(o: { natsUrl: string; id: string; topics: string[]; startAck: boolean; activeJobs?: number }): Promise<Ghost> {
+export async function startGhost(o: { natsUrl: string; id: string; topics: string[]; startAck: boolean; activeJobs?: number; maxParallelJobs?: number; heartbeatMs?: number }): Promise<Ghost> {
   const bus: Bus = await connectBus({ servers: [o.natsUrl], name: `ghost:${o.id}`, logger: quietLog });
   let activeJobs = o.activeJobs ?? 0;
   const send = () => {
@@ -22,11 +22,11 @@ export async function startGhost(o: { natsUrl: string; id: string; topics: strin
     );
     bus.publishCore(
       subjects.heartbeat,
-      encodePacket(newPacket(o.id, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: o.id, pool: '', maxParallelJobs: 100, activeJobs }) })),
+      encodePacket(newPacket(o.id, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: o.id, pool: '', maxParallelJobs: o.maxParallelJobs ?? 100, activeJobs }) })),
     );
   };
   send();
-  const timer = setInterval(send, 100);
+  const timer = setInterval(send, o.heartbeatMs ?? 100);
   return {
     id: o.id,
     setActiveJobs: (n) => {

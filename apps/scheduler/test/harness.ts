@@ -115,9 +115,11 @@ export interface TestWorker {
 
 /**
  * Heartbeats every 100 ms (a worker behaviour, not a test wait), handshakes
- * with direct dispatch and start acks, and answers per `replyFor(topic)`.
+ * with direct dispatch and start acks, and answers per `replyFor(topic)`. With `runMs`, a job it
+ * succeeds runs that long first, and its heartbeats report the jobs running of `maxParallelJobs`
+ * (default 100, reported with 0 running).
  */
-export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; id: string; topics: string[]; replyFor: (topic: string) => Reply; signingKey?: KeyObject }): Promise<TestWorker> {
+export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; id: string; topics: string[]; replyFor: (topic: string) => Reply; signingKey?: KeyObject; maxParallelJobs?: number; runMs?: number }): Promise<TestWorker> {
   const bus: Bus = await connectBus({ servers: [o.natsUrl], name: `test-worker:${o.id}`, logger: quietLog });
   const encode = packetEncoder(o.signingKey); // signed with a key (CAP_VERIFY_KEY_FILE on the scheduler), plain otherwise
   const executions = new Map<string, Execution[]>();
@@ -127,8 +129,9 @@ export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; 
   const handshake = () =>
     send(subjects.handshake, { case: 'handshake', value: create(HandshakeSchema, { componentId: o.id, readyTopics: [direct, ...o.topics], capabilities: { start_ack: true } }) });
   let labels: Record<string, string> = {};
+  let active = 0;
   const heartbeat = () =>
-    send(subjects.heartbeat, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: o.id, pool: 'default', maxParallelJobs: 100, activeJobs: 0, labels }) });
+    send(subjects.heartbeat, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: o.id, pool: 'default', maxParallelJobs: o.maxParallelJobs ?? 100, activeJobs: active, labels }) });
 
   const reply = async (req: JobRequest, status: JobStatus, opts: { dispatchId?: string } = {}) => {
     const dispatchId = opts.dispatchId ?? req.dispatch?.dispatchId ?? '';
@@ -156,7 +159,15 @@ export async function startTestWorker(o: { natsUrl: string; redis: RedisClient; 
     send(subjects.progress, { case: 'jobProgress', value: create(JobProgressSchema, { jobId: req.jobId, status: JobStatus.RUNNING, dispatch: req.dispatch }) });
     if (mode === 'none') return;
     const status = mode === 'retry-once' && list.length === 1 ? JobStatus.FAILED_RETRYABLE : JobStatus.SUCCEEDED;
-    void reply(req, status);
+    if (o.runMs === undefined) {
+      void reply(req, status);
+      return;
+    }
+    active += 1;
+    setTimeout(() => {
+      active -= 1;
+      void reply(req, status);
+    }, o.runMs);
   };
 
   const subs: Subscription[] = [bus.subscribe(direct, onJob), ...o.topics.map((t) => bus.subscribe(t, onJob, { queue: t }))];

@@ -1,6 +1,6 @@
 import { create, HandshakeSchema, HeartbeatSchema, WORKER_DRAINING_LABEL } from '@cordum/protocol';
 import { WorkerRegistry, type WorkerView } from '../src/registry';
-import { routeFor } from '../src/route-job';
+import { routeFor, routeReserving } from '../src/route-job';
 import { candidates, load, route, type RouteInput } from '../src/routing';
 import type { PoolsConfig } from '../src/routing-config';
 
@@ -143,6 +143,33 @@ describe('WorkerRegistry', () => {
     expect(r.get('w1')?.inFlight).toBe(2);
     r.onHeartbeat(hb('w1', { activeJobs: 3 }));
     expect(r.get('w1')).toMatchObject({ inFlight: 0, activeJobs: 3 });
+  });
+
+  it('P224: a slot reserved by routing counts at once, survives a heartbeat, and becomes in flight on commit or is given back on release (each once)', () => {
+    const r = reg();
+    r.onHeartbeat(hb('w1', { activeJobs: 0, maxParallelJobs: 2 }));
+    const ctx = { workers: r, pools: () => pools, config: { dispatchUntracked: false } };
+    const job = { topic: 'job.echo', labels: {}, requires: [] };
+    const a = routeReserving(ctx, job);
+    const b = routeReserving(ctx, job);
+    expect([a.route.kind, b.route.kind]).toEqual(['worker', 'worker']);
+    // two of two taken before either attempt went out: the third waits (D48)
+    expect(routeReserving(ctx, job)).toEqual({ route: { kind: 'overloaded', candidates: 1 }, reservation: undefined });
+    // a heartbeat (which cannot know of them) keeps the reservations
+    r.onHeartbeat(hb('w1', { activeJobs: 0, maxParallelJobs: 2 }));
+    expect(load(r.get('w1')!)).toBe(2);
+    a.reservation?.commit();
+    a.reservation?.commit();
+    a.reservation?.release();
+    expect(r.get('w1')).toMatchObject({ inFlight: 1, reserved: 1 });
+    b.reservation?.release();
+    b.reservation?.release();
+    b.reservation?.commit();
+    expect(r.get('w1')).toMatchObject({ inFlight: 1, reserved: 0 });
+    expect(load(r.get('w1')!)).toBe(1);
+    // a reservation on a worker that expired meanwhile is a no-op; one for an unknown worker too
+    r.reserve('nobody').release();
+    expect(r.get('nobody')).toBeUndefined();
   });
 
   it('frees an in-flight slot when the result of its job arrives, never below zero', () => {

@@ -1,0 +1,43 @@
+// P225: a result that frees a worker's slot drives the longest waiter for capacity at once. A
+// backlog of short jobs on a worker with 2 slots outlasts the 20 JetStream deliveries of its
+// submits (≈ 5 s of 250 ms NAKs, D48); after them a waiting job went only at the replayer leader's
+// turn, so the backlog drained at max_parallel_jobs per SCHEDULER_REPLAY_INTERVAL. Here that
+// interval is 60 s, so every job done well inside it was driven by a freed slot. Executions are
+// counted on the worker: each job ran exactly once. In process against real Redis + NATS.
+import { waitFor } from '@cordum/testing';
+import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
+import { startSchedulerRig, type SchedulerRig } from './rig';
+
+const TOPIC = 'job.capacity.handoff';
+const JOBS = 80;
+
+describe('a backlog on a worker with 2 slots (in-process, real Redis + NATS)', () => {
+  let rig: SchedulerRig;
+  let kernel: TestKernel;
+  let worker: TestWorker;
+
+  beforeAll(async () => {
+    kernel = await startTestKernel([]);
+    rig = await startSchedulerRig({ instanceId: 'sched-capacity', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '60s' } });
+    worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-two-slots', topics: [TOPIC], replyFor: () => 'succeed', maxParallelJobs: 2, runMs: 150 });
+    await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-two-slots' && v.readyTopics.includes(TOPIC)), 10_000, { message: 'worker registered' });
+  }, 60_000);
+
+  afterAll(async () => {
+    await worker?.stop();
+    await rig?.stop();
+    await kernel?.stop();
+  });
+
+  it('drains at the worker\'s pace after the submits run out of deliveries, not at the replayer\'s turn', async () => {
+    const ids = Array.from({ length: JOBS }, (_, i) => `cap-${process.pid}-${i}`);
+    for (const id of ids) await rig.submit(id, TOPIC);
+    // 80 jobs × 150 ms / 2 slots ≈ 6 s of work: past the deliveries' ≈ 5 s, far inside the 60 s turn.
+    await waitFor(async () => (await Promise.all(ids.map((id) => rig.job(id)))).every((j) => j.state === 'SUCCEEDED'), 30_000, { message: 'every job SUCCEEDED', intervalMs: 200 });
+    expect(ids.map((id) => worker.count(id))).toEqual(Array<number>(JOBS).fill(1));
+    expect(await rig.counter('cordum_scheduler_capacity_hand_offs_total')).toBeGreaterThan(0);
+    // waits, not tries: no job was refused or charged an attempt for the backlog
+    const jobs = await Promise.all(ids.map((id) => rig.job(id)));
+    expect(jobs.filter((j) => j.attempts !== 1 || (j.busyRefusals ?? 0) > 0).map((j) => j.id)).toEqual([]);
+  }, 60_000);
+});
