@@ -595,7 +595,6 @@ describe('deploy/k8s/cordum.yaml', () => {
   });
 
   it('sets only env vars the code reads, each listener on its CONTRACT port, and the instance id per pod', () => {
-    const secretKeys = ['CORDUM_API_KEY'];
     // The ConfigMap is shared, so each of its keys must be read by some service that loads it
     // (SAFETY_KERNEL_ADDR by the gateway and the scheduler; the kernel ignores it).
     const mapReaders = new Map<string, boolean>(Object.keys(configMap.data ?? {}).map((k) => [k, false]));
@@ -603,8 +602,7 @@ describe('deploy/k8s/cordum.yaml', () => {
       const c = container(d);
       const known = new Set([...commonEnv, ...envNamesIn(join(repoRoot, 'apps', d.metadata.name, 'src'))]);
       if ((c.envFrom ?? []).some((e) => e.configMapRef?.name === configMap.metadata.name)) for (const k of mapReaders.keys()) if (known.has(k)) mapReaders.set(k, true);
-      const fromSecret = (c.envFrom ?? []).some((e) => e.secretRef) ? secretKeys : [];
-      for (const key of [...fromSecret, ...(c.env ?? []).map((e) => e.name)]) {
+      for (const key of (c.env ?? []).map((e) => e.name)) {
         expect({ deployment: d.metadata.name, env: key, known: known.has(key) }).toEqual({ deployment: d.metadata.name, env: key, known: true });
       }
       const svc = table.services.find((t) => t.name === d.metadata.name)!;
@@ -620,6 +618,23 @@ describe('deploy/k8s/cordum.yaml', () => {
       expect(c.env?.find((e) => e.name === 'WORKER_EXEC_LOG')).toBeUndefined();
     }
     for (const [key, read] of mapReaders) expect({ configMapKey: key, read }).toEqual({ configMapKey: key, read: true });
+  });
+
+  it('gives no secret to a service through its environment: each is a read-only file (kubectl exec env and /proc/1/environ show the environment)', () => {
+    for (const d of deployments) {
+      const c = container(d);
+      expect({ deployment: d.metadata.name, envFromSecrets: (c.envFrom ?? []).filter((e) => e.secretRef).map((e) => e.secretRef?.name) }).toEqual({ deployment: d.metadata.name, envFromSecrets: [] });
+      expect({ deployment: d.metadata.name, secretEnv: (c.env ?? []).filter((e) => e.valueFrom?.secretKeyRef).map((e) => e.name) }).toEqual({ deployment: d.metadata.name, secretEnv: [] });
+    }
+    // the gateway's admin key: CORDUM_API_KEY_FILE names a read-only mount of the header's cordum-api-key secret
+    const gw = deployments.find((d) => d.metadata.name === 'api-gateway')!;
+    const c = container(gw);
+    const path = c.env?.find((e) => e.name === 'CORDUM_API_KEY_FILE')?.value ?? '';
+    const mount = c.volumeMounts?.find((m) => path === `${m.mountPath}/${basename(path)}`);
+    expect({ readOnly: mount?.readOnly, secret: gw.spec.template!.spec.volumes?.find((v) => v.name === mount?.name)?.secret }).toEqual({
+      readOnly: true, secret: { secretName: 'cordum-api-key', items: [{ key: 'CORDUM_API_KEY', path: basename(path) }] },
+    });
+    expect(readFileSync(join(repoRoot, 'deploy/k8s/cordum.yaml'), 'utf8')).toContain('kubectl create secret generic cordum-api-key --from-literal=CORDUM_API_KEY=');
   });
 
   it('takes REDIS_URL, which carries the password, from the secret the header creates, as a file (REDIS_URL_FILE, read again at each connect), never from a ConfigMap', () => {

@@ -104,6 +104,10 @@ function channelOptions(extra: grpc.ChannelOptions | undefined): grpc.ChannelOpt
     // A restarted kernel should be picked up within seconds, not minutes.
     'grpc.initial_reconnect_backoff_ms': 200,
     'grpc.max_reconnect_backoff_ms': 5_000,
+    // A dns:/// name is looked up again when a connection drops, by default at most once in 30 s:
+    // in a rolling restart of the kernels behind a headless Service the clients then kept the
+    // stopped pods' addresses and, once the last old one stopped, had no kernel for up to 30 s.
+    'grpc.dns_min_time_between_resolutions_ms': 1_000,
     'grpc.service_config': ROUND_ROBIN,
     ...extra,
   };
