@@ -87,7 +87,8 @@ describe('policy file check (P203)', () => {
     writeFileSync(path, HOLD_ADMIN);
     await waitFor(async () => (await decision(a, 'w5')) === Decision.REQUIRE_HUMAN, 10_000);
     expect(a.kernel.snapshotId).not.toBe(inForce);
-    expect(await a.metric('cordum_safety_policy_file_rejected')).toBe(0);
+    // set once the apply has returned, a moment after the new policy answers Checks
+    await waitFor(async () => (await a.metric('cordum_safety_policy_file_rejected')) === 0, 5_000, { message: 'policy_file_rejected back to 0' });
     // The invalid file was checked on several intervals but its error logged once.
     expect(a.logs.filter((l) => l.includes('policy file unreadable or invalid')).length).toBe(1);
     // Both replicas on the new file before the next test (each checks on its own timer).

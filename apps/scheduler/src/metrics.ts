@@ -172,7 +172,7 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
       help: 'Waiting jobs driven at once by the replica whose result, cancel or timeout freed a slot of their concurrency group, ahead of the leader (P70).',
       registers: [registry],
     }),
-    reconciled: new Counter({ name: 'cordum_scheduler_reconciled_total', help: 'Reconciler actions: dispatch_timeout, running_timeout, deadline_exceeded, max_runtime_exceeded (ended TIMEOUT or FAILED), approval_expired (DENIED), redispatch, republish, running.', labelNames: ['action'], registers: [registry] }),
+    reconciled: new Counter({ name: 'cordum_scheduler_reconciled_total', help: 'Reconciler actions: dispatch_timeout, running_timeout, deadline_exceeded, max_runtime_exceeded (ended TIMEOUT or FAILED), approval_expired (DENIED), redispatch, republish, running; timeout_deferred: a TIMEOUT put off to a later scan while a replica holds results unacknowledged since before the bound passed (P227).', labelNames: ['action'], registers: [registry] }),
     breakerState: new Gauge({ name: 'cordum_scheduler_safety_breaker_state', help: 'Safety kernel circuit breaker (shared in Redis) as last seen by this replica, at a check or its re-read every 5 s: 0 closed, 1 half-open, 2 open.', registers: [registry] }),
     breakerTransitions: new Counter({ name: 'cordum_scheduler_safety_breaker_transitions_total', help: 'Breaker transitions this replica caused (to = open | closed).', labelNames: ['to'], registers: [registry] }),
     failModeInfo: new Gauge({

@@ -15,7 +15,9 @@
 
 import { ATTEMPT_OUT_STATES, TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
-import type { SchedulerContext } from './context';
+import { subjects } from '@cordum/bus';
+import { errorText } from '@cordum/service-kit';
+import { QUEUE, type SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
 import { republishAttempt, safeMarginMs } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
@@ -24,6 +26,13 @@ import { oweCancel, tellWorkerToStop } from './cancels';
 import { handOffFreedSlot } from './replayer';
 
 export const SCAN_LIMIT = 500;
+/**
+ * P227: AckWait (30 s, D8) and a pull's lifetime (5 s): by then a result a stopped or frozen
+ * replica had fetched is redelivered to another one. Bounds the wait below.
+ */
+export const LATE_RESULT_MS = 35_000;
+/** The bound and the stream's times come from two clocks (ours, the NATS server's). */
+const CLOCK_MARGIN_MS = 5_000;
 const SCAN_CONCURRENCY = 8;
 const APPROVAL_DEADLINE_RECHECK_MS = 60_000;
 
@@ -36,12 +45,36 @@ export async function reconcileOnce(ctx: SchedulerContext): Promise<{ stale: num
   const dispatched = await ctx.store.listActive('DISPATCHED', now - dispatchMs, SCAN_LIMIT);
   const running = await ctx.store.listActive('RUNNING', now - runningMs, SCAN_LIMIT);
   ctx.metrics.staleJobs.set(dispatched.length + running.length);
-  await forEachLimit(dispatched, SCAN_CONCURRENCY, (e) => locked(ctx, e, 'DISPATCHED', (lease, job) => onDispatched(ctx, lease, job), dispatchMs));
-  await forEachLimit(running, SCAN_CONCURRENCY, (e) => locked(ctx, e, 'RUNNING', (lease, job) => timeout(ctx, lease, job, 'running_timeout', `no result within ${t.running_timeout_seconds}s of start`), runningMs));
   const deadlines = await ctx.store.listDeadlineDue(now, SCAN_LIMIT);
-  await forEachLimit(deadlines, SCAN_CONCURRENCY, (e) => onDeadline(ctx, e.id));
+  // One look at the results consumer per scan, and none when nothing can time out.
+  const scan: Scan = { resultsHeldSince: dispatched.length + running.length + deadlines.length > 0 ? await resultsHeldSince(ctx) : null };
+  await forEachLimit(dispatched, SCAN_CONCURRENCY, (e) => locked(ctx, e, 'DISPATCHED', (lease, job) => onDispatched(ctx, scan, lease, job), dispatchMs));
+  await forEachLimit(running, SCAN_CONCURRENCY, (e) =>
+    locked(ctx, e, 'RUNNING', (lease, job) => timeout(ctx, scan, lease, job, job.updatedAt + runningMs, 'running_timeout', `no result within ${t.running_timeout_seconds}s of start`), runningMs),
+  );
+  await forEachLimit(deadlines, SCAN_CONCURRENCY, (e) => onDeadline(ctx, scan, e.id));
   await expireApprovals(ctx, now);
   return { stale: dispatched.length + running.length };
+}
+
+/** What one scan knows of the results consumer. */
+interface Scan {
+  /** Bus.unackedSince for sys.job.result: null when every result delivered is acknowledged. */
+  resultsHeldSince: number | null;
+}
+
+/**
+ * P227: whether results may be held unacknowledged (a replica that froze or died with results it
+ * had fetched: JetStream gives them to another only after AckWait). A bus that does not answer
+ * counts as holding everything (0): results cannot be flowing either.
+ */
+async function resultsHeldSince(ctx: SchedulerContext): Promise<number | null> {
+  try {
+    return await ctx.bus.unackedSince(QUEUE, subjects.result);
+  } catch (err) {
+    ctx.logger.debug('results consumer state unknown; timeouts that came due in the last 35 s wait for a late result', { err: errorText(err) });
+    return 0;
+  }
 }
 
 /** When each scheduler's leader last looked for expired holds. */
@@ -122,7 +155,7 @@ async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: 
   }
 }
 
-async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<JobRecord | void> {
+async function onDispatched(ctx: SchedulerContext, scan: Scan, lease: Lease, job: JobRecord): Promise<JobRecord | void> {
   const d = job.dispatch;
   const t = ctx.timeouts().reconciler;
   if (d && !d.published) {
@@ -153,7 +186,7 @@ async function onDispatched(ctx: SchedulerContext, lease: Lease, job: JobRecord)
   // in between would run a job recorded "not started". The fence closes the attempt to claims
   // first, or finds the claim (it started: RUNNING, as above).
   if (d && !(await ctx.store.fenceClaim(job.id, d.dispatchId, d.attempt))) return claimedToRunning(ctx, lease, job);
-  return timeout(ctx, lease, job, 'dispatch_timeout', `not started within ${t.dispatch_timeout_seconds}s of dispatch`);
+  return timeout(ctx, scan, lease, job, job.updatedAt + t.dispatch_timeout_seconds * 1000, 'dispatch_timeout', `not started within ${t.dispatch_timeout_seconds}s of dispatch`);
 }
 
 async function claimedToRunning(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<void> {
@@ -161,8 +194,25 @@ async function claimedToRunning(ctx: SchedulerContext, lease: Lease, job: JobRec
   if (w.ok) ctx.metrics.reconciled.inc({ action: 'running' });
 }
 
-/** Ends the attempt TIMEOUT; answers the ended job (for its slot's hand-off after the lock), if written. */
-async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code: string, message: string): Promise<JobRecord | undefined> {
+/**
+ * Ends the attempt TIMEOUT; answers the ended job (for its slot's hand-off after the lock), if
+ * written. `boundAt`: when the bound it applies passed.
+ *
+ * P227: a result the worker sent before the bound can sit unacknowledged in a replica that froze
+ * (a GC pause, a stalled VM) or died after fetching it, until JetStream gives it to another after
+ * AckWait: the job then ended TIMEOUT although it had succeeded, its late result was ignored, and
+ * a retry from the DLQ ran it again. So while results are held since before the bound passed, the
+ * TIMEOUT waits until LATE_RESULT_MS after the bound (a later scan: the entry stays due), and a
+ * result that arrives meanwhile ends the job. Results held only since after the bound cannot be
+ * this attempt's on-time answer, and past LATE_RESULT_MS any such result has been redelivered.
+ */
+async function timeout(ctx: SchedulerContext, scan: Scan, lease: Lease, job: JobRecord, boundAt: number, code: string, message: string): Promise<JobRecord | undefined> {
+  const held = scan.resultsHeldSince;
+  if (held !== null && held - CLOCK_MARGIN_MS < boundAt && Date.now() < boundAt + LATE_RESULT_MS) {
+    ctx.metrics.reconciled.inc({ action: 'timeout_deferred' });
+    ctx.logger.info('timeout waits for a result a stopped replica may hold', { job_id: job.id, code, attempt: job.attempts, until: new Date(boundAt + LATE_RESULT_MS).toISOString() });
+    return undefined;
+  }
   await ctx.store.expireResult(job);
   await oweCancel(ctx, job);
   const w = await ctx.store.transition(job.id, 'TIMEOUT', { token: lease.token, from: [job.state], patch: { error: { code, message } } });
@@ -176,7 +226,7 @@ async function timeout(ctx: SchedulerContext, lease: Lease, job: JobRecord, code
   return undefined;
 }
 
-async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
+async function onDeadline(ctx: SchedulerContext, scan: Scan, id: string): Promise<void> {
   try {
     const r = await withJobLock(ctx, id, async (lease): Promise<JobRecord | void> => {
       const job = await readLocked(ctx, id);
@@ -186,7 +236,7 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
       if (pastDeadline(job, now)) {
         if (job.state === 'APPROVAL_REQUIRED') return setDeadlineLocked(ctx, lease, id, now + APPROVAL_DEADLINE_RECHECK_MS);
         const message = 'deadline_ms passed';
-        if (out) return timeout(ctx, lease, job, 'deadline_exceeded', message);
+        if (out) return timeout(ctx, scan, lease, job, job.deadlineAt ?? now, 'deadline_exceeded', message);
         if (job.state === 'PENDING' || job.state === 'SCHEDULED' || job.state === 'RETRYING') {
           const w = await ctx.store.transition(id, 'FAILED', { token: lease.token, from: [job.state], patch: { error: { code: 'deadline_exceeded', message } } });
           if (w.ok) {
@@ -209,7 +259,7 @@ async function onDeadline(ctx: SchedulerContext, id: string): Promise<void> {
         // failed (recordRuntimeBound only logs that). Set this attempt's instead of ending it early.
         const own = Math.min(job.deadlineAt ?? Infinity, (job.dispatchedAt ?? job.updatedAt) + job.maxRuntimeMs);
         if (due !== null && due < own) return setDeadlineLocked(ctx, lease, id, own);
-        if (due !== null && due <= now) return timeout(ctx, lease, job, 'max_runtime_exceeded', `attempt ${job.attempts} ran past max_runtime_ms ${job.maxRuntimeMs} (policy rule ${job.safety?.ruleId ?? ''})`);
+        if (due !== null && due <= now) return timeout(ctx, scan, lease, job, due, 'max_runtime_exceeded', `attempt ${job.attempts} ran past max_runtime_ms ${job.maxRuntimeMs} (policy rule ${job.safety?.ruleId ?? ''})`);
         return;
       }
       // Between attempts, or an attempt not published yet (its publish records its own bound):

@@ -212,6 +212,20 @@ class NatsBus implements Bus {
     return backlog;
   }
 
+  async unackedSince(queue: string, subject: string): Promise<number | null> {
+    this.assertOpen('unackedSince');
+    const info = await this.jsm.consumers.info(STREAM_SYS, durableName(queue, subject));
+    if (info.num_ack_pending === 0) return null;
+    const seq = info.ack_floor.stream_seq;
+    if (seq === 0) return 0;
+    try {
+      return (await this.jsm.streams.getMessage(STREAM_SYS, { seq })).time.getTime();
+    } catch (err) {
+      if (jsApiErrCode(err) !== JS_NO_MESSAGE_FOUND) throw err;
+      return 0;
+    }
+  }
+
   subscribe(subject: string, handler: (data: Uint8Array, subject: string) => void, opts: { queue?: string } = {}): Subscription {
     this.assertOpen('subscribe');
     const sub = this.nc.subscribe(subject, {

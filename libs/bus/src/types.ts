@@ -117,6 +117,15 @@ export interface Bus {
   /** The backlog of the durable `queue` consumer of `subject` on CORDUM_SYS (two JetStream API requests at most). */
   backlog(queue: string, subject: string): Promise<ConsumerBacklog>;
   /**
+   * While the durable `queue` consumer of `subject` has messages delivered and not acknowledged
+   * (in a handler, or fetched by a replica that stopped or froze, until AckWait): when the stream
+   * stored the message at its ack floor, every message up to which is acknowledged, so each one
+   * not acknowledged was stored no earlier (epoch ms, the NATS server's clock; 0 when none was
+   * acknowledged yet or that message is gone). null when nothing is unacknowledged. Two JetStream
+   * API requests at most.
+   */
+  unackedSince(queue: string, subject: string): Promise<number | null>;
+  /**
    * `listener(false)` when the connection to NATS is lost, `listener(true)` when it is back (nats.js
    * then renews every subscription; core NATS messages published in between reached nobody here).
    * Returns its removal. A listener that throws is logged and the others still run.

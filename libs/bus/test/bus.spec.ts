@@ -131,6 +131,37 @@ describe('@cordum/bus on one nats-server', () => {
     await expect(a.backlog(uniqueQueue('never-created'), subjects.submit)).rejects.toThrow();
   });
 
+  it('unackedSince: null with nothing held; while one is held, when the message at the ack floor was stored (P227)', async () => {
+    await a.ensureStreams();
+    const queue = uniqueQueue('unacked');
+    let hold = false;
+    const release = new Latch<void>();
+    const held = new Latch<void>();
+    const c = await a.consume({
+      subject: subjects.submit, queue, decode: dec, concurrency: 1,
+      handler: async () => {
+        if (hold) {
+          held.open();
+          await release.wait(30_000);
+        }
+        return { kind: 'ack' };
+      },
+    });
+    await a.publish(subjects.submit, enc('u-0'), { msgId: 'unacked-0' });
+    await waitFor(async () => (await a.backlog(queue, subjects.submit)).unacked === 0 && (await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.submit))).ack_floor.stream_seq > 0, 10_000, { message: 'the first acked' });
+    expect(await a.unackedSince(queue, subjects.submit)).toBeNull();
+    const floor = (await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.submit))).ack_floor.stream_seq;
+    const floorTime = (await jsm.streams.getMessage(STREAM_SYS, { seq: floor })).time.getTime();
+    hold = true;
+    await a.publish(subjects.submit, enc('u-1'), { msgId: 'unacked-1' });
+    await held.wait(10_000);
+    // every unacknowledged message was stored no earlier than this
+    expect(await a.unackedSince(queue, subjects.submit)).toBe(floorTime);
+    release.open();
+    await waitFor(async () => (await a.unackedSince(queue, subjects.submit)) === null, 10_000, { message: 'nothing held' });
+    await c.stop();
+  });
+
   it('acks only after the effect: a replica that dies mid-handler without acking lets the other one redeliver', async () => {
     const queue = uniqueQueue('crash');
     const doomed = await bus(server.url, 'bus-doomed', registry);
