@@ -30,6 +30,8 @@ import { candidates, isOverloaded, topicServed } from './routing';
 import { settleSlotWait, slotTurn } from './slots';
 
 const LIMIT = 200;
+/** Hints a freed worker slot tries before it is left to the other ways a waiting job goes (P225). */
+const CAPACITY_HINTS_TRIED = 3;
 /** Parked jobs moved back to `job:retry` per topic and turn once a worker serves the topic. */
 const UNPARK_BATCH = 1_000;
 const CONCURRENCY = 16;
@@ -222,8 +224,16 @@ export async function handOffCapacity(ctx: SchedulerContext, workerId: string | 
   const w = workerId ? ctx.workers.get(workerId) : undefined;
   if (!w || w.draining || isOverloaded(w)) return;
   const pools = ctx.pools();
-  const next = ctx.capacityWaiters.take((topic) => candidates({ topic, labels: {}, requires: [], workers: [w], pools, dispatchUntracked: false }).length > 0);
-  if (next !== undefined && (await drive(ctx, next, null))) ctx.metrics.capacityHandOffs.inc();
+  const serves = (topic: string): boolean => candidates({ topic, labels: {}, requires: [], workers: [w], pools, dispatchUntracked: false }).length > 0;
+  // A hint can be stale (the job went by its redelivery, or ended): a few are tried for the slot.
+  for (let i = 0; i < CAPACITY_HINTS_TRIED; i++) {
+    const next = ctx.capacityWaiters.take(serves);
+    if (next === undefined) return;
+    if (await drive(ctx, next, null)) {
+      ctx.metrics.capacityHandOffs.inc();
+      return;
+    }
+  }
 }
 
 /** true when the job was found in a drivable state and driven. */
