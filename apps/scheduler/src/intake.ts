@@ -140,7 +140,9 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
  */
 function waitForCapacity(ctx: SchedulerContext, job: JobRecord): HandlerOutcome {
   ctx.metrics.backpressure.inc();
-  ctx.capacityWaiters.add(job.topic, job.id);
+  // Hints are for PENDING jobs only: a RETRYING one keeps its backoff's due time (D13), which
+  // only its `job:retry` entry knows; the replayer drives it from there.
+  if (job.state === 'PENDING') ctx.capacityWaiters.add(job.topic, job.id, job);
   return nak(OVERLOAD_NAK_MS);
 }
 
@@ -199,26 +201,29 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord): P
     // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
     // D46, P139: no attempt past the job's deadline_ms (as for PENDING above, P64).
     if (pastDeadline(job)) return failPastDeadline(ctx, lease, job, 'deadline_ms passed before the next attempt');
+    // Routed first without a reservation: a retry waiting for a worker costs no kernel call, and
+    // the slot is not held across the Check (up to its 2 s deadline) that the gate makes.
+    const first = routeFor(ctx, job);
+    if (first.kind === 'no_worker') return noWorkerWait(ctx, lease, job);
+    if (first.kind === 'overloaded') return waitForCapacity(ctx, job);
+    let safety: SafetyRecord | undefined;
+    if (job.state === 'RETRYING') {
+      const gate = await gateRetry(ctx, lease, job);
+      if (gate.kind === 'stopped') {
+        // A FAILED write gave a slot back: its group's next waiter goes now, as on the results
+        // path, not at the replayer leader's next turn.
+        if (gate.job) await handOffFreedSlot(ctx, gate.job);
+        return ACK;
+      }
+      if (gate.kind === 'later') return nak(gate.delayMs);
+      safety = gate.record;
+    }
     const { route, reservation } = routeReserving(ctx, job);
     try {
-      if (route.kind === 'worker' || route.kind === 'untracked') {
-        let safety: SafetyRecord | undefined;
-        if (job.state === 'RETRYING') {
-          const gate = await gateRetry(ctx, lease, job);
-          if (gate.kind === 'stopped') {
-            // A FAILED write gave a slot back: its group's next waiter goes now, as on the results
-            // path, not at the replayer leader's next turn.
-            if (gate.job) await handOffFreedSlot(ctx, gate.job);
-            return ACK;
-          }
-          if (gate.kind === 'later') return nak(gate.delayMs);
-          safety = gate.record;
-        }
-        const out = await dispatch(ctx, lease, job, route, { release: true, safety, reserved: reservation });
-        return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
-      }
       if (route.kind === 'no_worker') return noWorkerWait(ctx, lease, job);
-      return waitForCapacity(ctx, job);
+      if (route.kind === 'overloaded') return waitForCapacity(ctx, job);
+      const out = await dispatch(ctx, lease, job, route, { release: true, safety, reserved: reservation });
+      return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
     } finally {
       reservation?.release();
     }

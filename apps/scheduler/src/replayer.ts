@@ -28,6 +28,7 @@ import { readLocked, withJobLock } from './job-lock';
 import { currentWait, failNoWorker, parkPlan } from './no-worker';
 import { candidates, isOverloaded, topicServed } from './routing';
 import { settleSlotWait, slotTurn } from './slots';
+import type { WaitingJob } from './capacity-waiters';
 
 const LIMIT = 200;
 /** Hints a freed worker slot tries before it is left to the other ways a waiting job goes (P225). */
@@ -215,25 +216,47 @@ export async function handOffFreedSlot(ctx: SchedulerContext, job: JobRecord): P
 
 /**
  * P225: a result from `workerId` freed one of its slots; if the worker has room now, the longest
- * waiter for capacity (CapacityWaiters) on a topic it serves is driven at once, under its own
- * lock and through the normal path (Check, routing: another replica may have filled the slot, and
- * the job then waits again). A failure is logged by `drive` and the job keeps its other ways out
- * (its redelivery, its `job:retry` entry).
+ * waiting PENDING job (CapacityWaiters) it can run (topic, placement, requires) is driven at once,
+ * under its own lock and through the normal path (Check, routing). A hint whose job is no longer
+ * PENDING (it went by its redelivery, or ended) is dropped and the next one tried, a few at most;
+ * a drive that finds no room after all (another replica filled the slot) ends the look, and the
+ * job waits again (its redelivery, or `job:retry`).
  */
 export async function handOffCapacity(ctx: SchedulerContext, workerId: string | undefined): Promise<void> {
   const w = workerId ? ctx.workers.get(workerId) : undefined;
   if (!w || w.draining || isOverloaded(w)) return;
   const pools = ctx.pools();
-  const serves = (topic: string): boolean => candidates({ topic, labels: {}, requires: [], workers: [w], pools, dispatchUntracked: false }).length > 0;
-  // A hint can be stale (the job went by its redelivery, or ended): a few are tried for the slot.
+  const runs = (topic: string, job: WaitingJob): boolean => candidates({ topic, labels: job.labels, requires: job.requires, workers: [w], pools, dispatchUntracked: false }).length > 0;
   for (let i = 0; i < CAPACITY_HINTS_TRIED; i++) {
-    const next = ctx.capacityWaiters.take(serves);
+    const next = ctx.capacityWaiters.take(runs);
     if (next === undefined) return;
-    if (await drive(ctx, next, null)) {
-      ctx.metrics.capacityHandOffs.inc();
-      return;
-    }
+    const out = await drivePending(ctx, next);
+    if (out === 'stale') continue;
+    if (out === 'dispatched') ctx.metrics.capacityHandOffs.inc();
+    return;
   }
+}
+
+/**
+ * A hinted job driven under its lock only while it is still PENDING (a RETRYING one waits for its
+ * backoff, D13). `dispatched`: it went or was otherwise moved on (ACK); `waits`: it waits again,
+ * filed in `job:retry` as a replayer drive's NAK is; `stale`: not PENDING, or its lock busy.
+ */
+async function drivePending(ctx: SchedulerContext, id: string): Promise<'dispatched' | 'waits' | 'stale'> {
+  let result: 'dispatched' | 'waits' | 'stale' = 'stale';
+  await underJobLock(ctx, id, 'capacity hand-off failed', async (lease) => {
+    const job = await readLocked(ctx, id);
+    if (!job || job.state !== 'PENDING') return false;
+    const out = await driveJob(ctx, lease, job);
+    if (out.kind === 'nak') {
+      await ctx.store.scheduleRetry(id, Date.now() + (out.delayMs ?? 1000));
+      result = 'waits';
+    } else {
+      result = 'dispatched';
+    }
+    return true;
+  });
+  return result;
 }
 
 /** true when the job was found in a drivable state and driven. */

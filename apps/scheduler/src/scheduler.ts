@@ -42,6 +42,8 @@ export interface Scheduler extends Service {
   /** The bound health port (useful when SCHEDULER_HTTP_ADDR is :0). */
   readonly httpPort: number;
   readonly workers: WorkerRegistry;
+  /** Jobs this replica saw waiting for worker capacity (P225). */
+  readonly capacityWaiters: CapacityWaiters;
   /** Delivery verification of this replica's dispatches (BEHAVIOURS §3). */
   readonly verifier: Verifier;
   /**
@@ -66,6 +68,7 @@ type Phase = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
 export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): Scheduler {
   const { logger, instanceId, registry } = deps;
   const workers = new WorkerRegistry({ ttlMs: config.workerTtlMs });
+  const capacityWaiters = new CapacityWaiters();
   let bus: Bus | undefined;
   /** P190: the leader loops (snapshot writer, reconciler, replayer) lead only while the bus is connected. */
   const busConnected = (): boolean => bus?.connected === true;
@@ -182,7 +185,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       locks,
       bus,
       workers,
-      capacityWaiters: new CapacityWaiters(),
+      capacityWaiters,
       safety,
       metrics,
       pools: () => pools,
@@ -343,6 +346,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       return health?.port ?? 0;
     },
     workers,
+    capacityWaiters,
     verifier,
     setTimeouts,
     setPools,

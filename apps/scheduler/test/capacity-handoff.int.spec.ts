@@ -9,6 +9,8 @@ import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } fr
 import { startSchedulerRig, type SchedulerRig } from './rig';
 
 const TOPIC = 'job.capacity.handoff';
+/** Its first attempt fails retryably (the test worker's 'retry-once'). */
+const TOPIC_RETRY = 'job.capacity.retry';
 const JOBS = 80;
 
 describe('a backlog on a worker with 2 slots (in-process, real Redis + NATS)', () => {
@@ -19,7 +21,7 @@ describe('a backlog on a worker with 2 slots (in-process, real Redis + NATS)', (
   beforeAll(async () => {
     kernel = await startTestKernel([]);
     rig = await startSchedulerRig({ instanceId: 'sched-capacity', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '60s' } });
-    worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-two-slots', topics: [TOPIC], replyFor: () => 'succeed', maxParallelJobs: 2, runMs: 150 });
+    worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-two-slots', topics: [TOPIC, TOPIC_RETRY], replyFor: (t) => (t === TOPIC_RETRY ? 'retry-once' : 'succeed'), maxParallelJobs: 2, runMs: 150 });
     await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-two-slots' && v.readyTopics.includes(TOPIC)), 10_000, { message: 'worker registered' });
   }, 60_000);
 
@@ -40,4 +42,23 @@ describe('a backlog on a worker with 2 slots (in-process, real Redis + NATS)', (
     const jobs = await Promise.all(ids.map((id) => rig.job(id)));
     expect(jobs.filter((j) => j.attempts !== 1 || (j.busyRefusals ?? 0) > 0).map((j) => j.id)).toEqual([]);
   }, 60_000);
+
+  it('a hint whose job is no longer PENDING is dropped: a RETRYING job keeps its backoff (D13), even when another replica\'s stale hint names it', async () => {
+    const retried = `cap-retry-${process.pid}`;
+    await rig.submit(retried, TOPIC_RETRY);
+    await waitFor(async () => (await rig.job(retried)).state === 'RETRYING', 10_000, { message: 'attempt 1 failed retryably', intervalMs: 50 });
+    // What a replica that saw it wait would still hold (this one deleted its own at the dispatch).
+    rig.scheduler.capacityWaiters.add(TOPIC_RETRY, retried, { labels: {}, requires: [] });
+    const handOffs = await rig.counter('cordum_scheduler_capacity_hand_offs_total');
+    // A result frees a slot of the worker: the hand-off looks at the hint.
+    const other = `cap-free-${process.pid}`;
+    await rig.submit(other, TOPIC);
+    await waitFor(async () => (await rig.job(other)).state === 'SUCCEEDED', 10_000, { message: 'the other job done', intervalMs: 50 });
+    await waitFor(() => rig.scheduler.capacityWaiters.size() === 0, 5_000, { message: 'the hint taken' });
+    // Not driven: its backoff's entry (the replayer's turn is 60 s here) is still the only way on.
+    const job = await rig.job(retried);
+    expect({ state: job.state, attempts: job.attempts, runs: worker.count(retried) }).toEqual({ state: 'RETRYING', attempts: 1, runs: 1 });
+    expect(await rig.redis.zscore('job:retry', retried)).not.toBeNull();
+    expect(await rig.counter('cordum_scheduler_capacity_hand_offs_total')).toBe(handOffs);
+  }, 30_000);
 });
