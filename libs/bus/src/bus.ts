@@ -203,12 +203,7 @@ class NatsBus implements Bus {
     const backlog: ConsumerBacklog = { undelivered: info.num_pending, unacked: info.num_ack_pending, newestDeliveredAt: null };
     const seq = info.delivered.stream_seq;
     if (seq === 0 || backlog.undelivered + backlog.unacked === 0) return backlog;
-    try {
-      backlog.newestDeliveredAt = (await this.jsm.streams.getMessage(STREAM_SYS, { seq })).time.getTime();
-    } catch (err) {
-      // The stream dropped it (MaxAge, MaxBytes): no time to give. Anything else is the caller's.
-      if (jsApiErrCode(err) !== JS_NO_MESSAGE_FOUND) throw err;
-    }
+    backlog.newestDeliveredAt = await this.storedAt(seq);
     return backlog;
   }
 
@@ -217,12 +212,16 @@ class NatsBus implements Bus {
     const info = await this.jsm.consumers.info(STREAM_SYS, durableName(queue, subject));
     if (info.num_ack_pending === 0) return null;
     const seq = info.ack_floor.stream_seq;
-    if (seq === 0) return 0;
+    return seq === 0 ? 0 : ((await this.storedAt(seq)) ?? 0);
+  }
+
+  /** When CORDUM_SYS stored message `seq` (epoch ms), null when the stream dropped it (MaxAge, MaxBytes); other errors are the caller's. */
+  private async storedAt(seq: number): Promise<number | null> {
     try {
       return (await this.jsm.streams.getMessage(STREAM_SYS, { seq })).time.getTime();
     } catch (err) {
       if (jsApiErrCode(err) !== JS_NO_MESSAGE_FOUND) throw err;
-      return 0;
+      return null;
     }
   }
 
