@@ -36,10 +36,28 @@ export function requestIdOfRaw(req: IncomingMessage | undefined): string {
   return requestIdOf(typeof given === 'string' ? given : undefined);
 }
 
+/** The headers of a JSON answer that closes the connection: the body's type and length, `headers`, Connection: close. */
+function closingJsonHeaders(body: string, headers: Record<string, string>): Record<string, string> {
+  return { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), ...headers, Connection: 'close' };
+}
+
 /** A whole JSON response, closing the connection, for a socket Node no longer serves. */
 export function rawJsonResponse(status: number, body: string, headers: Record<string, string>): string {
-  const all = { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), ...headers, Connection: 'close' };
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${Object.entries(all).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`;
+  const lines = Object.entries(closingJsonHeaders(body, headers)).map(([k, v]) => `${k}: ${v}\r\n`);
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${lines.join('')}\r\n${body}`;
+}
+
+/** How long an answer to a socket that has left the HTTP server may take to flush before the socket is cut (no server timeout applies to it, P95). */
+const RAW_FLUSH_MS = 2_000;
+
+/** Writes a whole raw response to a socket the HTTP server no longer serves and closes it for good: destroyed once flushed, or after RAW_FLUSH_MS. */
+export function answerSocket(socket: Duplex, response: string): void {
+  const cut = setTimeout(() => socket.destroy(), RAW_FLUSH_MS);
+  cut.unref();
+  socket.end(response, () => {
+    clearTimeout(cut);
+    socket.destroy();
+  });
 }
 
 /** The envelope of `code` as a raw response; `headers` are added to the common ones. */
@@ -51,17 +69,10 @@ function rawResponse(code: ErrorCode, req: IncomingMessage | undefined, opts: { 
 /** The envelope as a whole response that closes the connection: the request's body, if any, is never read. */
 function answerAndClose(req: IncomingMessage, res: ServerResponse, code: ErrorCode): void {
   const { status, body } = envelope(code);
-  res.writeHead(status, {
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': String(Buffer.byteLength(body)),
-    ...commonHeaders(requestIdOfRaw(req)),
-    Connection: 'close',
-  });
+  res.writeHead(status, closingJsonHeaders(body, commonHeaders(requestIdOfRaw(req))));
   res.end(body);
 }
 
-/** How long an answered CONNECT socket may take to flush before it is cut (it has left the server: no timeout applies, P95). */
-const CONNECT_CUT_MS = 2_000;
 
 /** A request's declared body length above `max` (Content-Length; a chunked body declares none). */
 export function declaredOver(req: IncomingMessage, max: number): boolean {
@@ -107,11 +118,6 @@ export function answerClientErrors(server: Server, maxBodyBytes: number): void {
   // target is a host:port, not a resource of ours, so the Allow is empty (RFC 9110 §10.2.1).
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {
     socket.on('error', () => socket.destroy());
-    const cut = setTimeout(() => socket.destroy(), CONNECT_CUT_MS);
-    cut.unref();
-    socket.end(rawResponse('method_not_allowed', req, { message: 'CONNECT is not supported: the gateway is not a proxy', headers: { Allow: '' } }), () => {
-      clearTimeout(cut);
-      socket.destroy();
-    });
+    answerSocket(socket, rawResponse('method_not_allowed', req, { message: 'CONNECT is not supported: the gateway is not a proxy', headers: { Allow: '' } }));
   });
 }

@@ -14,7 +14,7 @@ import type { Logger } from '@cordum/service-kit';
 import { authorizeCharging, identify, type Caller } from '../auth/middleware';
 import type { KeyIdentity, KeyStore } from '../auth/keys';
 import { ApiError, retryAfter } from '../http/errors';
-import { commonHeaders, rawJsonResponse, requestIdOfRaw } from '../http/client-errors';
+import { answerSocket, commonHeaders, rawJsonResponse, requestIdOfRaw } from '../http/client-errors';
 import type { RateLimiter } from '../ratelimit/limiter';
 import { chargeRequest } from '../ratelimit/middleware';
 import type { StreamHub } from './hub';
@@ -100,9 +100,6 @@ function presented(req: IncomingMessage): Presented {
  */
 const STREAM_RETRY_AFTER_MS = 5_000;
 
-/** How long a refused upgrade's answer may take to leave before its socket is cut. */
-const REJECT_FLUSH_MS = 2_000;
-
 /**
  * Answers a refused upgrade and closes its socket for good. A socket handed to the `upgrade` event
  * has left the HTTP server: no timeout applies to it and `closeAllConnections` does not see it, so
@@ -110,12 +107,7 @@ const REJECT_FLUSH_MS = 2_000;
  * file descriptor per try, and one such socket held the gateway's stop to its deadline).
  */
 function rejectUpgrade(req: IncomingMessage | undefined, socket: Duplex, err: ApiError): void {
-  const cut = setTimeout(() => socket.destroy(), REJECT_FLUSH_MS);
-  cut.unref();
-  socket.end(rawJsonResponse(err.status, JSON.stringify(err.toBody()), { ...commonHeaders(requestIdOfRaw(req)), ...err.headers }), () => {
-    clearTimeout(cut);
-    socket.destroy();
-  });
+  answerSocket(socket, rawJsonResponse(err.status, JSON.stringify(err.toBody()), { ...commonHeaders(requestIdOfRaw(req)), ...err.headers }));
 }
 
 /** Headers that offer an upgrade, dropped when a request is served as plain HTTP. */
