@@ -9,7 +9,7 @@ import { dispatch, publishAttempt, readyAt } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { handOffFreedSlot } from './replayer';
-import { routeFor, routeReserving } from './route-job';
+import { routeFor, withReservedRoute } from './route-job';
 import type { Reservation } from './registry';
 import type { RouteDecision } from './routing';
 import { resolveSafety, type SafetyVerdict } from './safety';
@@ -126,12 +126,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
       break;
   }
 
-  const { route, reservation } = routeReserving(ctx, job);
-  try {
-    return await dispatchAllowed(ctx, lease, job, verdict, route, reservation);
-  } finally {
-    reservation?.release();
-  }
+  return withReservedRoute(ctx, job, undefined, (route, reserved) => dispatchAllowed(ctx, lease, job, verdict, route, reserved));
 }
 
 /**
@@ -218,15 +213,12 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord): P
       if (gate.kind === 'later') return nak(gate.delayMs);
       safety = gate.record;
     }
-    const { route, reservation } = routeReserving(ctx, job);
-    try {
+    return withReservedRoute(ctx, job, undefined, async (route, reserved) => {
       if (route.kind === 'no_worker') return noWorkerWait(ctx, lease, job);
       if (route.kind === 'overloaded') return waitForCapacity(ctx, job);
-      const out = await dispatch(ctx, lease, job, route, { release: true, safety, reserved: reservation });
+      const out = await dispatch(ctx, lease, job, route, { release: true, safety, reserved });
       return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
-    } finally {
-      reservation?.release();
-    }
+    });
   }
   const d = job.dispatch;
   if (job.state === 'DISPATCHED' && d && !d.published) {

@@ -8,7 +8,7 @@ import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
-import { routeReserving } from './route-job';
+import { withReservedRoute } from './route-job';
 
 export type ReattemptResult =
   /** a new attempt was published */
@@ -40,14 +40,10 @@ export async function reattemptLocked(ctx: SchedulerContext, lease: Lease, job: 
   if (job.state !== 'DISPATCHED' || job.dispatch?.dispatchId !== dispatchId) return 'moved';
   if (attemptsUsed(job) >= (job.maxAttempts ?? ctx.config.maxAttempts)) return 'exhausted';
   if (pastDeadline(job)) return 'past_deadline';
-  const { route, reservation } = routeReserving(ctx, job, job.dispatch.workerId);
-  if (route.kind !== 'worker' && route.kind !== 'untracked') return 'no_route';
-  let out: Awaited<ReturnType<typeof dispatch>>;
-  try {
-    out = await dispatch(ctx, lease, job, route, { reserved: reservation });
-  } finally {
-    reservation?.release();
-  }
+  const out = await withReservedRoute(ctx, job, job.dispatch.workerId, (route, reserved) =>
+    route.kind === 'worker' || route.kind === 'untracked' ? dispatch(ctx, lease, job, route, { reserved }) : Promise.resolve(null),
+  );
+  if (out === null) return 'no_route';
   switch (out.kind) {
     case 'dispatched':
       // The old attempt was provably never claimed: route new jobs around its worker (P34).

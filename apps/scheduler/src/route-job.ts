@@ -31,11 +31,21 @@ export function routeFor(ctx: RouteContext, job: Pick<JobRecord, 'topic' | 'labe
 /**
  * routeFor, with the chosen worker's slot reserved (P224): the caller hands `reservation` to
  * dispatch (DispatchOptions.reserved), which commits it when the attempt goes out, and releases
- * it in a `finally` (a no-op once committed). Without this, every handler routing while the
+ * it in a `finally` (a no-op once committed): withReservedRoute does both. Without this, every handler routing while the
  * others awaited their writes saw the same free slot: ten jobs submitted at once to a worker
  * with max_parallel_jobs 2 were all sent to it, and eight came back refused `worker_busy`.
  */
 export function routeReserving(ctx: RouteContext, job: Pick<JobRecord, 'topic' | 'labels' | 'requires'>, avoid?: string): { route: RouteDecision; reservation: Reservation | undefined } {
   const route = routeFor(ctx, job, avoid);
   return { route, reservation: route.kind === 'worker' ? ctx.workers.reserve(route.worker.workerId) : undefined };
+}
+
+/** `fn` on the job's route with its worker's slot reserved (routeReserving), released when `fn` ends unless its dispatch committed it. */
+export async function withReservedRoute<T>(ctx: RouteContext, job: Pick<JobRecord, 'topic' | 'labels' | 'requires'>, avoid: string | undefined, fn: (route: RouteDecision, reserved: Reservation | undefined) => Promise<T>): Promise<T> {
+  const { route, reservation } = routeReserving(ctx, job, avoid);
+  try {
+    return await fn(route, reservation);
+  } finally {
+    reservation?.release();
+  }
 }
