@@ -54,8 +54,9 @@ type State = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 const GRPC_SERVICE_NAME = 'cordum.v1.SafetyKernel';
 const GRPC_DRAIN_MS = 5_000;
-/** The policy file check's second read comes this long after a read that found a change (P203). */
+/** The policy file check reads again this long after a read that found a change (P203) or failed (P229). */
 const FILE_SETTLE_MS = 250;
+const settle = (): Promise<void> => new Promise<void>((resolve) => setTimeout(resolve, FILE_SETTLE_MS).unref());
 
 /**
  * Lifetime of `cordum:safety:bundles:applied:<file id>`: written on each apply, renewed with
@@ -289,13 +290,19 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     if (config.policySource !== 'file' || state !== 'running' || !cmp || fileChecking) return;
     fileChecking = true;
     try {
-      const first = await readPolicyFile(config.policy.path);
+      // A read that fails is read again after FILE_SETTLE_MS before it counts: a file caught while
+      // a writer truncates and rewrites it in place fails to parse for a moment, and logged its
+      // partial content's error beside the real one.
+      const first = await readPolicyFile(config.policy.path).catch(async () => {
+        await settle();
+        return readPolicyFile(config.policy.path);
+      });
       if (snapshotId(first) === cmp.fileId) {
         fileCheckError = undefined;
         metrics.policyFileRejected.set(0);
         return;
       }
-      await new Promise<void>((resolve) => setTimeout(resolve, FILE_SETTLE_MS).unref());
+      await settle();
       const second = await readPolicyFile(config.policy.path);
       if (snapshotId(second) !== snapshotId(first)) {
         log.debug('policy file changed while it was read; checked again at the next interval', { path: config.policy.path });
