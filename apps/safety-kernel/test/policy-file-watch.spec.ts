@@ -63,7 +63,8 @@ describe('policy file check (P203)', () => {
     expect(a.kernel.snapshotId).not.toBe(before);
     expect(b.kernel.snapshotId).toBe(a.kernel.snapshotId);
     denySnapshot = a.kernel.snapshotId;
-    expect(a.logs.some((l) => l.includes('"msg":"policy reloaded"') && l.includes('"trigger":"file_changed"'))).toBe(true);
+    // logged once the apply has returned, a moment after the new policy answers Checks
+    await waitFor(() => a.logs.some((l) => l.includes('"msg":"policy reloaded"') && l.includes('"trigger":"file_changed"')), 5_000, { message: 'reload logged' });
     // Config writers now refuse a bundle rule named deny-admin: the new ids are published.
     await waitFor(async () => {
       const raw = await rig.store.redis.hget('cordum:safety:file-rules', 'sk-watch-a');
