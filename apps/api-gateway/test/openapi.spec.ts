@@ -11,16 +11,20 @@ import { approveBodySchema, rejectBodySchema } from '../src/routes/approvals';
 import { retryBodySchema } from '../src/routes/dlq';
 import { cancelBodySchema } from '../src/routes/job-actions';
 import { createKeySchema } from '../src/routes/keys';
-import { KEYS, call, startRig, type CallResult, type Rig } from './harness';
+import { jobKeys } from '@cordum/job-store';
+import { KEYS, call, rigClients, startRig, type CallResult, type Rig, type RigClients } from './harness';
 
 const DOC_PATH = resolve(__dirname, '../../../docs/openapi.json');
 const generated = `${JSON.stringify(buildOpenApi(), null, 2)}\n`;
 
 let rig: Rig;
+let clients: RigClients;
 beforeAll(async () => {
   rig = await startRig();
+  clients = await rigClients(rig, 'openapi-spec');
 });
 afterAll(async () => {
+  await clients?.close();
   await rig.stop();
 });
 
@@ -160,6 +164,16 @@ describe('OpenAPI document', () => {
     check(S.submitResponseSchema, sub, 200);
     check(S.submitResponseSchema, await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.hold.x' } }), 200);
     check(S.jobSchema, await call(rig.url, 'GET', `/api/v1/jobs/${String(sub.body['job_id'])}`, { key: KEYS.viewer }), 200);
+    // P230: a job waiting for a worker (recorded as the scheduler records it) in the read and the list.
+    const waitingId = String(sub.body['job_id']);
+    const since = Date.now() + 60_000;
+    await clients.redis.hset(jobKeys.meta(waitingId), 'workerWait', JSON.stringify({ since, tries: 2, reason: 'workers_draining', lastTryAt: since + 1_000 }));
+    const waiting = await call(rig.url, 'GET', `/api/v1/jobs/${waitingId}`, { key: KEYS.viewer });
+    check(S.jobSchema, waiting, 200);
+    expect(waiting.body['worker_wait']).toEqual({ since: new Date(since).toISOString(), tries: 2, reason: 'workers_draining', last_try_at: new Date(since + 1_000).toISOString() });
+    const list = await call(rig.url, 'GET', '/api/v1/jobs?state=PENDING', { key: KEYS.viewer });
+    check(S.jobListSchema, list, 200);
+    expect((list.body['items'] as Array<Record<string, unknown>>).find((j) => j['id'] === waitingId)?.['worker_wait']).toMatchObject({ reason: 'workers_draining' });
     const created = await call(rig.url, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'viewer', name: 'doc', ttl_seconds: 3600 } });
     check(S.createdKeySchema, created, 201);
     check(S.managedKeyListSchema, await call(rig.url, 'GET', '/api/v1/auth/keys', { key: KEYS.admin }), 200);

@@ -10,7 +10,7 @@
 // runs only the current dispatch id) still runs it once.
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { DispatchRecord, JobPatch, JobRecord, JobState, MarkPublishedResult, SafetyRecord } from '@cordum/job-store';
+import { readyAt, type DispatchRecord, type JobPatch, type JobRecord, type JobState, type MarkPublishedResult, type SafetyRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
 import { dispatchPacket, jobRequestFor } from './packets';
@@ -101,13 +101,6 @@ export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobReco
   return out;
 }
 
-/**
- * When the job was ready to go (P141): its approval for a job a human released, else its creation.
- * The latency histograms count from here, so an hour's hold is not an hour of dispatch latency.
- */
-export function readyAt(job: JobRecord): number {
-  return job.approval?.status === 'approved' ? Math.max(job.createdAt, job.approval.at) : job.createdAt;
-}
 
 /** D3 margin: 5 s before the lease's expiry (less for the short test TTLs, which stay ≥ 3 s). */
 export function safeMarginMs(ttlMs: number): number {

@@ -1,11 +1,11 @@
 // sys.job.submit handler (BEHAVIOURS §1.2): lock → dedupe → Check → route → dispatch.
-import { boundedError, TERMINAL_STATES, type JobRecord, type SafetyRecord } from '@cordum/job-store';
+import { boundedError, readyAt, TERMINAL_STATES, type JobRecord, type SafetyRecord } from '@cordum/job-store';
 import { MAX_DELIVER, type HandlerContext, type HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobRequest } from '@cordum/protocol';
 import { errorText } from '@cordum/service-kit';
 import type { Lease } from '@cordum/locks';
 import type { SchedulerContext } from './context';
-import { dispatch, publishAttempt, readyAt } from './dispatch';
+import { dispatch, publishAttempt } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { handOffFreedSlot } from './replayer';

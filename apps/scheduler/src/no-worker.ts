@@ -12,11 +12,10 @@
 //   schedule would have hit the bound. A backlog on an unserved topic then
 //   costs nothing per job while it waits, however long it is.
 import type { HandlerOutcome } from '@cordum/bus';
-import type { JobRecord } from '@cordum/job-store';
+import { recordedWorkerWait, type JobRecord, type WorkerWait, type WorkerWaitReason } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import { backoffBaseMs, backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
-import { readyAt } from './dispatch';
 import { BUSY_NAK_MS } from './job-lock';
 import { topicServed } from './routing';
 import { leaveGroup } from './slots';
@@ -31,10 +30,11 @@ export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: Job
   const tries = wait.tries + 1;
   const { maxScheduleTries, maxScheduleWaitMs } = ctx.config.replay;
   if (tries > maxScheduleTries || now - wait.since >= maxScheduleWaitMs) return failNoWorker(ctx, lease, job, wait, tries - 1);
-  const patch = { scheduleTries: (job.scheduleTries ?? 0) + 1, workerWait: { since: wait.since, tries } };
-  const p = await ctx.store.patchJob(job.id, job.state, { token: lease.token, patch });
+  const served = topicServed(ctx.pools(), ctx.workers.live(), job.topic);
+  const workerWait: WorkerWait = { since: wait.since, tries, reason: waitReason(ctx, job.topic, served), lastTryAt: now };
+  const p = await ctx.store.patchJob(job.id, job.state, { token: lease.token, patch: { scheduleTries: (job.scheduleTries ?? 0) + 1, workerWait } });
   if (!p.ok) return p.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : { kind: 'ack' };
-  if (!topicServed(ctx.pools(), ctx.workers.live(), job.topic)) {
+  if (!served) {
     const plan = parkPlan(tries, now, wait.since, ctx.config.replay);
     await ctx.store.park(job.id, job.topic, job.state, plan.expiresAt);
     ctx.logger.info('no worker serves the topic, job parked until one appears', { job_id: job.id, topic: job.topic, tries, expires_in_ms: plan.expiresAt - now });
@@ -45,24 +45,30 @@ export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: Job
   return { kind: 'ack' };
 }
 
+/** P230: why a look found no worker, for the API (`served`: a live worker serves the topic). */
+function waitReason(ctx: SchedulerContext, topic: string, served: boolean): WorkerWaitReason {
+  if (!served) return 'no_worker_for_topic';
+  const taking = ctx.workers.live().filter((w) => !w.draining);
+  return topicServed(ctx.pools(), taking, topic) ? 'no_matching_worker' : 'workers_draining';
+}
+
 /**
  * P142: the wait for a worker `job` is in at `now`: its recorded one, unless that began before the
  * job was last ready (an approval) or dispatched, in which case a new one begins now.
  */
-export function currentWait(job: JobRecord, now: number): { since: number; tries: number } {
-  const w = job.workerWait;
-  return w && w.since >= Math.max(readyAt(job), job.dispatchedAt ?? 0) ? w : { since: now, tries: 0 };
+export function currentWait(job: JobRecord, now: number): WorkerWait {
+  return recordedWorkerWait(job) ?? { since: now, tries: 0 };
 }
 
 /** FAILED + DLQ `no_workers` after `tries` schedule tries in the job's current `wait` (D13, currentWait). */
-export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: JobRecord, wait: { since: number; tries: number }, tries: number): Promise<HandlerOutcome> {
+export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: JobRecord, wait: WorkerWait, tries: number): Promise<HandlerOutcome> {
   ctx.logger.warn('no worker within the bound, failing job', { job_id: job.id, topic: job.topic, tries, waited_ms: Date.now() - wait.since });
   const w = await ctx.store.transition(job.id, 'FAILED', {
     token: lease.token,
     from: [job.state],
     patch: {
       scheduleTries: (job.scheduleTries ?? 0) + Math.max(0, tries - wait.tries),
-      workerWait: { since: wait.since, tries },
+      workerWait: { ...wait, tries },
       error: { code: 'no_workers', message: `no worker for ${job.topic} after ${tries} tries` },
     },
   });

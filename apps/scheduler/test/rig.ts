@@ -24,7 +24,7 @@ export interface SchedulerRig {
   config: SchedulerConfig;
   metrics: Registry;
   /** A job created as the gateway creates it (PENDING, tenant acme) and its submit published. */
-  submit(id: string, topic: string): Promise<JobRecord>;
+  submit(id: string, topic: string, labels?: Record<string, string>): Promise<JobRecord>;
   /** Publishes `job`'s submit with the msg id of approval `revision` (0: the gateway's first). */
   publishSubmit(job: JobRecord, revision?: number): Promise<void>;
   /**
@@ -89,8 +89,8 @@ export async function startSchedulerRig(o: {
       const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
       await bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${job.id}:0:${revision}` });
     };
-    const submit = async (id: string, topic: string): Promise<JobRecord> => {
-      const job = await store.createJob({ id, tenant: 'acme', topic, traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
+    const submit = async (id: string, topic: string, labels: Record<string, string> = {}): Promise<JobRecord> => {
+      const job = await store.createJob({ id, tenant: 'acme', topic, traceId: `t-${id}`, priority: 'batch', labels, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
       await publishSubmit(job);
       return job;
     };

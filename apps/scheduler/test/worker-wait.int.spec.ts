@@ -44,7 +44,11 @@ it(`a job approved after a hold longer than the bound waits for a worker instead
   await rig.approve(held, { status: 'approved', by: 'bob', at: Date.now(), jobHash: held.holdHash ?? '', policySnapshot: 'snap-1', ruleId: 'hold-wait', revision: 1 });
   // Nobody serves the topic: the job is parked for its own wait (before: FAILED no_workers, 0 tries).
   await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 5_000, { message: 'first look of the wait counted' });
-  expect(await stateOf(job.id)).toBe('PENDING');
+  const waiting = await rig.job(job.id);
+  expect(waiting.state).toBe('PENDING');
+  // P230: why it waits, for the API: nobody serves the topic.
+  expect(waiting.workerWait?.reason).toBe('no_worker_for_topic');
+  expect(waiting.workerWait?.lastTryAt).toBeGreaterThanOrEqual(waiting.workerWait?.since ?? Infinity);
   const w = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-wait-held', topics: [HELD], replyFor: () => 'succeed' });
   late.push(w);
   await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED once a worker came' });
@@ -65,7 +69,10 @@ async function retriedAfterLongAttempt(id: string): Promise<{ job: { id: string 
   const failedAt = Date.now();
   await worker.reply(first.request, JobStatus.FAILED_RETRYABLE);
   await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 10_000, { message: 'first look of the retry wait counted' });
-  expect(await stateOf(job.id)).toBe('RETRYING');
+  const waiting = await rig.job(job.id);
+  expect(waiting.state).toBe('RETRYING');
+  // P230: the topic's only worker drains.
+  expect(waiting.workerWait?.reason).toBe('workers_draining');
   return { job, failedAt };
 }
 
@@ -90,4 +97,16 @@ it('a retry wait that a worker ends in time dispatches the next attempt, which r
   await worker.reply(second.request, JobStatus.SUCCEEDED);
   await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 5_000, { message: 'SUCCEEDED on attempt 2' });
   expect(worker.count(job.id)).toBe(2);
+});
+
+it('a job no serving worker can place says so while it waits (P230), and fails no_workers at the bound without running', async () => {
+  await draining(false);
+  const job = await rig.submit(`wait-placement-${process.pid}`, RETRIED, { 'placement.gpu': 'true' });
+  await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 10_000, { message: 'first look of the wait counted' });
+  const waiting = await rig.job(job.id);
+  expect(waiting.state).toBe('PENDING');
+  expect(waiting.workerWait?.reason).toBe('no_matching_worker');
+  await waitFor(async () => (await stateOf(job.id)) === 'FAILED', MAX_WAIT_MS + 10_000, { message: 'FAILED no_workers at the bound' });
+  expect((await rig.job(job.id)).error?.code).toBe('no_workers');
+  expect(worker.count(job.id)).toBe(0);
 });

@@ -1,5 +1,6 @@
 // The exact GET /api/v1/jobs/{id} shape (CONTRACT §2): snake_case, RFC 3339 times with ms.
-import type { JobRecord } from './types';
+import type { JobRecord, WorkerWaitReason } from './types';
+import { recordedWorkerWait } from './worker-wait';
 
 function iso(ms: number | undefined): string | undefined {
   return ms === undefined ? undefined : new Date(ms).toISOString();
@@ -15,6 +16,14 @@ export interface ApiApproval {
   rule_id: string;
   reason?: string;
   revision: number;
+}
+
+/** P230: why a waiting job has not been dispatched: the scheduler's latest look found no worker. */
+export interface ApiWorkerWait {
+  since: string;
+  tries: number;
+  reason?: WorkerWaitReason;
+  last_try_at?: string;
 }
 
 export interface ApiJob {
@@ -35,6 +44,8 @@ export interface ApiJob {
   approval?: ApiApproval;
   /** P70: the max_concurrent_jobs group the job counts against. */
   concurrency?: { group: string; limit: number };
+  /** P230: a PENDING or RETRYING job's current wait for a worker (D13). */
+  worker_wait?: ApiWorkerWait;
   created_at: string;
   updated_at: string;
   dispatched_at?: string;
@@ -74,6 +85,13 @@ export function jobToApi(job: JobRecord, result: unknown): ApiJob {
     if (a.reason) out.approval.reason = a.reason;
   }
   if (job.concurrency) out.concurrency = { group: job.concurrency.group, limit: job.concurrency.limit };
+  const wait = job.state === 'PENDING' || job.state === 'RETRYING' ? recordedWorkerWait(job) : undefined;
+  if (wait) {
+    out.worker_wait = { since: iso(wait.since) ?? '', tries: wait.tries };
+    if (wait.reason) out.worker_wait.reason = wait.reason;
+    const lastTryAt = iso(wait.lastTryAt);
+    if (lastTryAt) out.worker_wait.last_try_at = lastTryAt;
+  }
   const dispatchedAt = iso(job.dispatchedAt);
   if (dispatchedAt) out.dispatched_at = dispatchedAt;
   if (job.retriedFrom) out.retried_from = job.retriedFrom.jobId;

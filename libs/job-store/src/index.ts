@@ -1,6 +1,7 @@
 export { ACTIVE_STATES, ATTEMPT_OUT_STATES, TERMINAL_STATES, ENDED_BY_OTHERS, TRANSITIONS, DLQ_STATES, JOB_STATES, SUBMIT_FAILED_CODE, failedAtSubmit, isJobState, allowedSources, canTransition } from './states';
 export type { JobState } from './states';
-export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatch, DlqEntry, TransitionResult, RetriedFrom } from './types';
+export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatch, DlqEntry, TransitionResult, RetriedFrom, WorkerWait, WorkerWaitReason } from './types';
+export { readyAt, recordedWorkerWait } from './worker-wait';
 export { jobKeys, ownOutputKeys, pointerKey, resultKey, slotGroup } from './keys';
 export { JobStoreError, LUA_CODES } from './errors';
 export type { TransitionFailure } from './errors';
@@ -14,7 +15,7 @@ export type { TrimCounts } from './retention';
 export { readWorkerSnapshot, encodeWorkerSnapshot, parseWorkerSnapshot, WORKER_ONLINE_MS } from './worker-snapshot';
 export type { WorkerSnapshot, SnapshotWorker, ApiWorker } from './worker-snapshot';
 export { jobToApi } from './api';
-export type { ApiJob, ApiApproval } from './api';
+export type { ApiJob, ApiApproval, ApiWorkerWait } from './api';
 export { priorityToProto, actorTypeToProto, jobMetadataInit, jobBudgetInit, policyCheckInit, namesOtherAttempt, STATE_STATUS, encodeStatePacket } from './wire';
 export type { JobIdentity } from './types';
 export { boundedError, MAX_ERROR_CODE_CHARS, MAX_ERROR_MESSAGE_CHARS } from './types';

@@ -60,6 +60,22 @@ export interface NewJob extends JobIdentity {
   safety?: SafetyRecord;
 }
 
+/**
+ * Why the latest look for a worker found none (P230): `no_worker_for_topic`, no live worker serves
+ * the topic (the job is parked until one does, P15); `workers_draining`, the only ones that do are
+ * draining; `no_matching_worker`, some that take jobs do, but none has the job's placement labels
+ * or its pool's requires.
+ */
+export type WorkerWaitReason = 'no_worker_for_topic' | 'workers_draining' | 'no_matching_worker';
+
+/** P142: a wait for a worker. `reason` and `lastTryAt` (P230) are absent on waits recorded before them. */
+export interface WorkerWait {
+  since: number;
+  tries: number;
+  reason?: WorkerWaitReason;
+  lastTryAt?: number;
+}
+
 export interface JobRecord extends JobIdentity {
   id: string;
   retriedFrom?: RetriedFrom;
@@ -109,7 +125,7 @@ export interface JobRecord extends JobIdentity {
    * (SCHEDULER_SCHEDULE_MAX_TRIES tries or SCHEDULER_SCHEDULE_MAX_WAIT) applies to each wait; one
    * that began before the job was last ready (its approval) or dispatched is over.
    */
-  workerWait?: { since: number; tries: number };
+  workerWait?: WorkerWait;
   /** Attempts a worker refused before starting them (`worker_busy`, D48): not counted against maxAttempts. */
   busyRefusals?: number;
   /**

@@ -245,6 +245,28 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     expect(jobToApi({ ...retried, state: 'FAILED' }, null).error).toEqual({ code: 'boom', message: 'attempt 1 failed' });
   });
 
+  // P230: a job waiting for a worker says so, with why; a wait that is over is not shown.
+  it('jobToApi shows the current wait for a worker of a PENDING or RETRYING job, and no wait that is over', async () => {
+    const j = newJob();
+    const created = await store.createJob(j);
+    const since = created.createdAt + 1_000;
+    const wait = { since, tries: 3, reason: 'no_worker_for_topic' as const, lastTryAt: since + 4_000 };
+    const token = await holdLock(redis, j.id);
+    expect((await store.patchJob(j.id, 'PENDING', { token, patch: { workerWait: wait } })).ok).toBe(true);
+    const waiting = (await store.getJob(j.id))!;
+    expect(jobToApi(waiting, null).worker_wait).toEqual({
+      since: new Date(since).toISOString(), tries: 3, reason: 'no_worker_for_topic', last_try_at: new Date(since + 4_000).toISOString(),
+    });
+    expect(jobToApi({ ...waiting, state: 'RETRYING' }, null).worker_wait?.reason).toBe('no_worker_for_topic');
+    // A wait recorded before `reason` existed is shown without it.
+    expect(jobToApi({ ...waiting, workerWait: { since, tries: 2 } }, null).worker_wait).toEqual({ since: new Date(since).toISOString(), tries: 2 });
+    // Over: the job was dispatched after the wait began, approved after it, or it left the waiting states.
+    expect(jobToApi({ ...waiting, dispatchedAt: since + 1 }, null).worker_wait).toBeUndefined();
+    const approval = { status: 'approved' as const, by: 'bob', at: since + 1, jobHash: 'h', policySnapshot: 's', ruleId: 'r', revision: 1 };
+    expect(jobToApi({ ...waiting, approval }, null).worker_wait).toBeUndefined();
+    for (const state of ['DISPATCHED', 'RUNNING', 'FAILED', 'APPROVAL_REQUIRED'] as const) expect(jobToApi({ ...waiting, state }, null).worker_wait).toBeUndefined();
+  });
+
   // D16/D45 retention: the index ZSETs are refreshed by every write, so only the leader's trim
   // keeps them from growing with the whole history. Runs last: it trims every index in this Redis.
   describe('index retention', () => {

@@ -82,6 +82,18 @@ const jobFields = {
     .strictObject({ group: z.string().describe('`<tenant>/<rule id>`'), limit: z.number().int().min(1) })
     .optional()
     .describe('The max_concurrent_jobs group the job counts against (a policy rule allowed it with that constraint). A PENDING job with it is waiting for one of the group\'s slots; a slot is held from the first dispatch to the terminal state.'),
+  worker_wait: z
+    .strictObject({
+      since: time.describe('when this wait for a worker began: the first look that found none since the job was ready (created or approved) or last dispatched'),
+      tries: z.number().int().min(1).describe('looks for a worker in this wait; the job fails `no_workers` past SCHEDULER_SCHEDULE_MAX_TRIES of them or SCHEDULER_SCHEDULE_MAX_WAIT after `since`'),
+      reason: z
+        .enum(['no_worker_for_topic', 'workers_draining', 'no_matching_worker'])
+        .optional()
+        .describe('`no_worker_for_topic`: no live worker serves the topic (the job is parked until one does); `workers_draining`: the only workers that serve it are draining; `no_matching_worker`: some that take jobs serve it, but none has the job\'s placement labels or its pool\'s requires. Absent on a wait recorded by a scheduler older than this field'),
+      last_try_at: time.optional().describe('the latest look that found no worker (absent as `reason` is)'),
+    })
+    .optional()
+    .describe('A PENDING or RETRYING job waiting for a worker (D13): the scheduler\'s latest look for one (`last_try_at`) found none. Shown until the job is dispatched, so a job whose next look found a worker busy still shows it; absent on a job that only ever waited because every worker was busy (backpressure, D48)'),
   workflow_id: z.string().optional(),
   run_id: z.string().optional(),
   step_id: z.string().optional(),
