@@ -85,12 +85,22 @@ function listen(server: Server, addr: { host: string; port: number }): Promise<v
   });
 }
 
+/** How often a stopping gateway closes the keep-alive connections that went idle (P232). */
+const IDLE_SWEEP_MS = 100;
+
+/**
+ * Stop accepting, let in-flight requests finish, then cut what is left. A connection whose
+ * request is answered during the drain goes idle (its answer said `Connection: close`, P232) and
+ * is closed within IDLE_SWEEP_MS, not cut with the rest after HTTP_DRAIN_MS: a client that sent
+ * its next request on it meanwhile got ECONNRESET.
+ */
 function closeHttp(server: Server): Promise<void> {
   return new Promise((resolve) => {
-    // Stop accepting, let in-flight requests finish, then cut what is left.
+    const sweep = setInterval(() => server.closeIdleConnections(), IDLE_SWEEP_MS);
     const force = setTimeout(() => server.closeAllConnections(), HTTP_DRAIN_MS);
     server.close(() => {
       clearTimeout(force);
+      clearInterval(sweep);
       resolve();
     });
     server.closeIdleConnections();
@@ -125,8 +135,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
   const runCleanups = async (forStop = false): Promise<void> => {
     // pop: newest first, including anything a start still running registers meanwhile
     for (let c = cleanups.pop(); c; c = cleanups.pop()) {
+      const at = Date.now();
       try {
         await c.fn();
+        logger.debug('closed', { name: c.name, ms: Date.now() - at });
       } catch (err) {
         logger.warn('cleanup failed', { name: c.name, err: errorText(err) });
       }
@@ -211,6 +223,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const keys = combineKeyStores(createStaticKeyStore(config.apiKeys), managedKeys);
 
     const checks: ReadinessCheck[] = [
+      // P232: unready from the moment it starts to stop (a load balancer that polls /readyz drains it first).
+      { name: 'serving', check: () => state === 'running' },
       { name: 'redis', check: () => pingRedis(redis, PING_TIMEOUT_MS) },
       { name: 'nats', check: () => bus.connected },
       { name: 'config', check: () => watcher.ready },
@@ -242,6 +256,11 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     });
     httpApp = app;
     const server = createExpressServer(app);
+    // P232: once stopping, every answer closes its connection, so a keep-alive client moves to
+    // another replica after its current request instead of being cut when the drain ends.
+    server.prependListener('request', (_req, res) => {
+      if (state === 'stopping') res.setHeader('Connection', 'close');
+    });
     // Slow-loris guard; generous enough for a 2 MiB body on a slow link.
     server.requestTimeout = 30_000;
     server.headersTimeout = 10_000;

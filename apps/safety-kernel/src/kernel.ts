@@ -14,7 +14,7 @@ import {
   type Policy,
   type PolicyBundle,
 } from '@cordum/config-overlay';
-import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions } from '@cordum/protocol';
+import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions, type HealthService } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
@@ -76,10 +76,12 @@ type AppliedRecord = z.infer<typeof appliedRecordSchema>;
 
 const shortHash = (h: string | null | undefined): string => (h ? h.slice(0, 12) : 'absent');
 
-/** In-flight calls get GRPC_DRAIN_MS to finish; open health Watch streams would otherwise hold tryShutdown forever. */
-function shutdownGrpc(server: grpc.Server, service: SafetyService | undefined): Promise<void> {
+/** In-flight calls get GRPC_DRAIN_MS to finish; open Decide streams and health Watches are ended first, as they would hold tryShutdown. */
+function shutdownGrpc(server: grpc.Server, service: SafetyService | undefined, grpcHealth: HealthService | undefined): Promise<void> {
   // Decide streams stay open as long as their clients keep them: end them (after their answers).
   service?.decide.drain();
+  // So do health Watches: NOT_SERVING, then ended (P232).
+  grpcHealth?.endWatches();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       server.forceShutdown();
@@ -107,6 +109,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
   let server: grpc.Server | undefined;
   let service: SafetyService | undefined;
   let health: HealthServer | undefined;
+  let grpcHealth: HealthService | undefined;
   let grpcPort = 0;
   let stopping: Promise<void> | undefined;
   let reloading: Promise<Awaited<ReturnType<SafetyKernelService['reloadPolicy']>>> | undefined;
@@ -449,7 +452,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       incompleteReason: () => (refusal ? `the stored safety section is refused: ${refusal}` : undefined),
     });
     addGrpcService(server, SafetyKernel, service);
-    addHealthService(server, async (name) => {
+    grpcHealth = addHealthService(server, async (name) => {
       if (name !== '' && name !== GRPC_SERVICE_NAME) return undefined;
       return s.active && policyComplete() && (await pingRedis(r, 500)) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
     });
@@ -479,7 +482,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     stopping ??= (async () => {
       state = 'stopping';
       const steps: [string, () => Promise<void>][] = [
-        ['grpc', async () => (server ? shutdownGrpc(server, service) : undefined)],
+        ['grpc', async () => (server ? shutdownGrpc(server, service, grpcHealth) : undefined)],
         ['health', async () => health?.close()],
         ['config watcher', async () => watcher?.stop()],
         ['reload', async () => void (await reloading)],

@@ -17,8 +17,14 @@ const UNDECODABLE_NAK_MS = 100;
  * .unavailable) is kept and retried in process before it is NAKed (one D8 delivery spent).
  */
 export const HOLD_MAX_MS = 60_000;
-/** Server-side life of one pull request (idle heartbeats every half of it); nats.js re-pulls when it ends. */
-const PULL_EXPIRES_MS = 5_000;
+/**
+ * Server-side life of one pull request (idle heartbeats every half of it); nats.js re-pulls when
+ * it ends. A stopping consumer waits for its open pulls to end (endPull, P231), so this bounds a
+ * stop's wait: 2 s (it was 5 s).
+ */
+const PULL_EXPIRES_MS = 2_000;
+/** Past a pull's life: a request sent just before the stop may reach the server this late. */
+const PULL_END_MARGIN_MS = 500;
 
 export function errorBackoffMs(deliveryCount: number): number {
   const i = Math.min(Math.max(deliveryCount, 1), ERROR_BACKOFF_MS.length) - 1;
@@ -68,6 +74,8 @@ export class PullConsumer<T> implements Consumer {
   private readonly waiters = new Set<() => void>();
   private readonly sleepers = new Set<() => void>();
   private stopping = false;
+  /** When stopping: until when handlers may run on (stop()'s timeout). Infinity before. */
+  private stopDeadline = Number.POSITIVE_INFINITY;
   private loop: Promise<void> | undefined;
   private stopPromise: Promise<void> | undefined;
 
@@ -141,12 +149,21 @@ export class PullConsumer<T> implements Consumer {
         // (handled below) instead of nats.js retrying a durable that no longer exists.
         const messages = await natsConsumer.consume({ max_messages: this.concurrency, expires: PULL_EXPIRES_MS, abort_on_missing_resource: true });
         this.current = messages;
-        if (this.stopping || this.held > 0) messages.stop();
+        if (this.stopping || this.held > 0) endPull(messages);
         for await (const m of messages) {
           failures = 0;
-          while (this.inflight >= this.concurrency && !this.stopping) await this.pause(60_000);
-          if (this.stopping) {
-            m.nak(); // hand it straight to another replica
+          if (this.held > 0 && !this.stopping) {
+            // P101: holding, so nothing new is taken. It goes to another replica once our open
+            // pulls have ended (endPull), not straight back to one of them.
+            m.nak(PULL_EXPIRES_MS + PULL_END_MARGIN_MS);
+            continue;
+          }
+          // P231: one that comes while stopping (its open pulls ending, endPull) is handled here
+          // like any other, when a slot frees before the stop's deadline; a NAK could send it
+          // straight back to a pull of ours that is still open.
+          while (this.inflight >= this.concurrency && Date.now() < this.stopDeadline) await this.pause(Math.min(60_000, this.stopDeadline - Date.now()));
+          if (this.inflight >= this.concurrency) {
+            m.nak(); // stopping, and handlers stuck past the deadline: another replica's
             continue;
           }
           void this.handle(m);
@@ -310,7 +327,7 @@ export class PullConsumer<T> implements Consumer {
     this.deps.metrics.held.inc({ subject: this.o.subject });
     if (this.held === 1) {
       this.log.warn('bus: dependency unavailable, holding messages and pulling no more', { durable: this.durable, seq: m.seq, holdMaxMs: this.holdMaxMs, err: (err as Error).message });
-      this.current?.stop();
+      if (this.current) endPull(this.current);
     }
   }
 
@@ -326,11 +343,12 @@ export class PullConsumer<T> implements Consumer {
 
   private async doStop(timeoutMs: number): Promise<void> {
     this.stopping = true;
-    this.current?.stop();
+    this.stopDeadline = Date.now() + timeoutMs;
+    if (this.current) endPull(this.current);
     this.wakeAll();
     for (const s of [...this.sleepers]) s();
     await this.loop;
-    const deadline = Date.now() + timeoutMs;
+    const deadline = this.stopDeadline;
     while (this.inflight > 0 && Date.now() < deadline) await this.pause(Math.min(100, deadline - Date.now()));
     if (this.inflight > 0) {
       this.log.warn('bus: consumer stopped with handlers still running (their messages redeliver after AckWait)', { durable: this.durable, inflight: this.inflight });
@@ -340,6 +358,39 @@ export class PullConsumer<T> implements Consumer {
     if (this.workingTicker) clearInterval(this.workingTicker);
     this.workingTicker = undefined;
   }
+}
+
+/** The field of nats.js 2.29's pull iterator (PullConsumerMessagesImpl) that endPull turns off. */
+interface PullIteratorInternals {
+  refilling?: unknown;
+}
+
+/**
+ * P231: ends a pull subscription without losing what the server sends it meanwhile. nats.js's
+ * stop() unsubscribes the inbox at once while our pull requests are still open on the server, so
+ * messages on their way were dropped in the client, and a message the loop NAKed as it stopped
+ * could be sent again to a pull whose inbox was just closing: each came back only after AckWait
+ * (30 s), so a rolling restart of the schedulers left a submit or a result arriving as one stopped
+ * 30 s late. Draining the inbox (UNSUB, then a round trip) still lost some: the server can send
+ * to a pull it matched just before the UNSUB. Instead no refill pull is sent any more and the
+ * inbox stays open until every open pull has ended on the server (filled, or expired after
+ * PULL_EXPIRES_MS); whatever arrives meanwhile is handled by the loop like any other message.
+ * nats.js ends the iteration itself once it counts no open pull; stop() cuts it after a pull's
+ * life and a margin, when none can be open. A consumer's stop therefore waits up to ~2.5 s when
+ * idle (its one pull waits for messages until it expires), and about nothing under load. Relies
+ * on the iterator's `refilling` flag (nats.js is pinned; `stop-handoff.spec` fails if it
+ * changes); without it, it falls back to stop().
+ */
+function endPull(messages: ConsumerMessages): void {
+  const impl = messages as unknown as PullIteratorInternals;
+  if (typeof impl.refilling !== 'boolean') {
+    messages.stop();
+    return;
+  }
+  impl.refilling = false;
+  const cut = setTimeout(() => messages.stop(), PULL_EXPIRES_MS + PULL_END_MARGIN_MS);
+  cut.unref();
+  void messages.closed().then(() => clearTimeout(cut));
 }
 
 /** Resolves after `ms`, or earlier when one of `wakers` (where it registers itself) is called. */

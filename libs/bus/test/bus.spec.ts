@@ -318,7 +318,9 @@ describe('@cordum/bus on one nats-server', () => {
     await waitFor(() => done.size === 2, 10_000, { message: 'both handled once the dependency is back' });
     expect(new Set(tries.get('first'))).toEqual(new Set([1]));
     expect(done.get('first')).toBe(1);
-    expect(done.get('second')).toBe(1);
+    // P231: a message that reaches the holding replica's last open pull is handed back unhandled
+    // (a NAK past that pull's life), so it may be on its second delivery.
+    expect(done.get('second')).toBeLessThanOrEqual(2);
     expect(await counterValue(registry, 'cordum_bus_held_total', subjects.audit)).toBe(heldBefore + 1);
     expect(await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit)).toBe(errorsBefore);
     await c.stop();

@@ -40,4 +40,4 @@ export type { GrpcClient, GrpcCallOptions, GrpcClientOptions } from './grpc/clie
 export { addHealthService, ServingStatus } from './grpc/health';
 export { createPolicyClient, decideHandler, KERNEL_NOT_READY, publicKernelError, SUSPECT_PROBE_MS } from './grpc/policy-stream';
 export type { PolicyClient, PolicyClientOptions, PolicyCheckInit, PolicyCallError, PolicyStreamImpl, DecideHandler } from './grpc/policy-stream';
-export type { HealthStatusSource, HealthServiceOptions } from './grpc/health';
+export type { HealthService, HealthStatusSource, HealthServiceOptions } from './grpc/health';

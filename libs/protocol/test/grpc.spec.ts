@@ -344,3 +344,39 @@ describe('addHealthService', () => {
     }
   });
 });
+
+// P232: a stopping server ends its health Watches (NOT_SERVING, then OK) instead of letting an
+// open Watch hold tryShutdown until the force (the gateway took 5 s to stop with one open).
+describe('health Watches of a stopping server', () => {
+  it('endWatches sends NOT_SERVING and ends each open Watch with OK, so tryShutdown completes at once; a later Watch ends at once too', async () => {
+    const server = new grpc.Server();
+    const health = addHealthService(server, () => ServingStatus.SERVING, { watchIntervalMs: 20 });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    const h = grpcClientFor(Health, `127.0.0.1:${port}`);
+    try {
+      const watchUntilEnd = (): { got: ServingStatus[]; first: Promise<void>; ended: Promise<number> } => {
+        const got: ServingStatus[] = [];
+        const stream = h.watch({ service: '' });
+        const first = new Promise<void>((resolve) => stream.on('data', (m: HealthCheckResponse) => { got.push(m.status); resolve(); }));
+        const ended = new Promise<number>((resolve) => stream.on('status', (s: grpc.StatusObject) => resolve(s.code)));
+        stream.on('error', () => undefined);
+        return { got, first, ended };
+      };
+      const open = watchUntilEnd();
+      await open.first;
+      health.endWatches();
+      expect(await open.ended).toBe(GrpcStatus.OK);
+      expect(open.got).toEqual([ServingStatus.SERVING, ServingStatus.NOT_SERVING]);
+      const later = watchUntilEnd();
+      expect(await later.ended).toBe(GrpcStatus.OK);
+      expect(later.got).toEqual([ServingStatus.NOT_SERVING]);
+      // Nothing left open: a graceful shutdown completes (an open Watch held it until cancelled).
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    } finally {
+      h.close();
+      server.forceShutdown();
+    }
+  });
+});

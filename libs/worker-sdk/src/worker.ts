@@ -68,6 +68,8 @@ const SEEN_LIMIT = 10_000;
 /** A result publish is tried at least this often, and then until its budget or the stop deadline (P157). */
 const PUBLISH_TRIES = 5;
 const PUBLISH_MAX_WAIT_MS = 2_000;
+/** P233: how long a stopping worker's job subjects stay open after its last heartbeat, refusing what comes. */
+const LATE_DISPATCH_WINDOW_MS = 500;
 const CANCELLED_REPLY: Reply = { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' };
 const OUTCOME_STATUSES: ReadonlySet<unknown> = new Set(['SUCCEEDED', 'FAILED', 'FAILED_RETRYABLE']);
 const OUTCOME_SHAPE = "{ status: 'SUCCEEDED' | 'FAILED' | 'FAILED_RETRYABLE', result?: <JSON value>, errorCode?: string, errorMessage?: string }";
@@ -114,6 +116,8 @@ class CapWorker implements Worker {
   private readonly running = new Map<string, RunningJob>();
   /** Every admission in flight (claim, run, result publish), awaited by stop(). */
   private readonly inflight = new Set<Promise<void>>();
+  /** P233: answers to jobs refused because the worker is stopping, awaited by stop(). */
+  private readonly refusals = new Set<Promise<unknown>>();
   /** Recently seen `<job_id>:<dispatch_id>`, insertion ordered, bounded. */
   private readonly seen = new Set<string>();
   private stopPromise: Promise<void> | null = null;
@@ -202,14 +206,26 @@ class CapWorker implements Worker {
     this.state = 'stopping';
     this.publishCutoff = Date.now() + this.stopTimeoutMs;
     for (const t of this.timers) clearInterval(t);
-    for (const s of this.subs.splice(0)) s.unsubscribe();
+    const subs = this.subs.splice(0);
     if (wasRunning) {
       // Intake is closed: one last heartbeat says so, and schedulers stop routing here now rather
       // than when our heartbeats time out (a job redispatched off us must not come back).
       this.beat({ stopping: true });
       await this.o.bus.flush().catch(() => undefined);
+      // P233: dispatches are core NATS, so one a scheduler sent before it read that heartbeat
+      // reached nobody once we unsubscribed, and waited for the dispatch verifier (10 s). For a
+      // moment longer the job subjects stay open and such a job is refused `worker_busy` (not
+      // started, so not charged an attempt, D48), and goes elsewhere at once.
+      const closeIntake = new Promise<void>((resolve) => setTimeout(resolve, LATE_DISPATCH_WINDOW_MS).unref()).then(() => {
+        for (const s of subs) s.unsubscribe();
+      });
       const drained = await this.drain(this.stopTimeoutMs);
       if (!drained) await this.abandonRunning();
+      await closeIntake;
+      // The refusals of the window have gone out before stop() resolves.
+      await Promise.allSettled([...this.refusals]);
+    } else {
+      for (const s of subs) s.unsubscribe();
     }
     this.cancelSub?.unsubscribe();
     this.cancelSub = null;
@@ -336,8 +352,12 @@ class CapWorker implements Worker {
       }
     }
     if (this.state !== 'running') {
+      // Not started: refused as busy (D48, not charged an attempt), so it goes to another worker
+      // at once (P233). `worker_shutdown` is for a job whose handler ran.
       this.counters.handedBack += 1;
-      await this.answer(request, traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_shutdown', errorMessage: 'worker is stopping' });
+      const refusal = this.answer(request, traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_busy', errorMessage: `worker ${this.workerId} is stopping` });
+      this.refusals.add(refusal);
+      await refusal.finally(() => this.refusals.delete(refusal));
       return;
     }
     // Refuse rather than queue: a queued job without a start ack would be redispatched elsewhere (D1 b).

@@ -247,7 +247,8 @@ describe('a handler that never settles after its cancel', () => {
   test('abandoned at stop, it is taken back after the grace too (activeJobs 0), with no second answer', async () => {
     const started = new Latch();
     const never = new Latch();
-    const { w, topic } = await startWorker({ stopTimeoutMs: 100, cancelGraceMs: 200, handler: async () => (started.open(), await never.promise, { status: 'SUCCEEDED' }) });
+    // The grace outlasts stop() (which keeps the job subjects open 0.5 s after its last heartbeat, P233).
+    const { w, topic } = await startWorker({ stopTimeoutMs: 100, cancelGraceMs: 2_000, handler: async () => (started.open(), await never.promise, { status: 'SUCCEEDED' }) });
     const job = await publishJob(h, topic);
     await started.wait();
     await w.stop();
@@ -513,4 +514,17 @@ describe('worker ids', () => {
     }
   });
 
+});
+
+// P233: a stopping worker unsubscribed before its last heartbeat reached the schedulers, so a
+// dispatch sent meanwhile (core NATS) reached nobody and waited for the dispatch verifier (10 s).
+describe('a worker that begins to stop', () => {
+  test('refuses a job sent just after stop() began worker_busy at once (not started, so not charged), instead of leaving it unanswered', async () => {
+    const { w, topic } = await startWorker({ handler: () => Promise.resolve({ status: 'SUCCEEDED' }) });
+    const stopping = w.stop();
+    const job = await publishJob(h, topic);
+    expect(await resultOf(job.jobId, 5_000)).toMatchObject({ status: JobStatus.FAILED_RETRYABLE, errorCode: 'worker_busy' });
+    await stopping;
+    expect(w.stats()).toMatchObject({ handedBack: 1, succeeded: 0 });
+  });
 });

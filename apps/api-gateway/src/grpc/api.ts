@@ -367,7 +367,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
     submitJob: unary(impl.submitJob, (r) => create(SubmitJobResponseSchema, r)),
     getJobStatus: unary(impl.getJobStatus, (r) => create(GetJobStatusResponseSchema, r)),
   });
-  addHealthService(server, async (service) => {
+  const health = addHealthService(server, async (service) => {
     if (service !== '' && service !== 'cordum.v1.CordumApi') return undefined;
     return (await d.ready()) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
   });
@@ -378,6 +378,8 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
     port,
     close: () =>
       (closing ??= new Promise<void>((resolve) => {
+        // P232: open health Watches end now (NOT_SERVING, then OK) instead of holding tryShutdown.
+        health.endWatches();
         const force = setTimeout(() => {
           server.forceShutdown();
           resolve();

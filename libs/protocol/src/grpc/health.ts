@@ -22,15 +22,26 @@ export interface HealthServiceOptions {
   watchIntervalMs?: number;
 }
 
+/** What addHealthService returns. */
+export interface HealthService {
+  /**
+   * P232: for a server that is stopping. Every open Watch is sent NOT_SERVING (if it was told
+   * anything else) and ended with OK, and a Watch opened after this gets NOT_SERVING and ends at
+   * once: an open Watch held tryShutdown until its client cancelled (5 s, then the force).
+   */
+  endWatches(): void;
+}
+
 /**
  * Serves grpc.health.v1.Health from `getStatus`. A request that does not decode is answered
  * INVALID_ARGUMENT (bad input, not grpc-js's INTERNAL). Watch is minimal: it sends
  * the current status, then polls and sends only changes until the client
- * cancels. Servers should stop with forceShutdown (or after clients cancel)
- * because an open Watch keeps tryShutdown waiting.
+ * cancels, or until endWatches() ends it.
  */
-export function addHealthService(server: grpc.Server, getStatus: HealthStatusSource, opts: HealthServiceOptions = {}): void {
+export function addHealthService(server: grpc.Server, getStatus: HealthStatusSource, opts: HealthServiceOptions = {}): HealthService {
   const intervalMs = opts.watchIntervalMs ?? 1_000;
+  const enders = new Set<() => void>();
+  let ending = false;
   addGrpcService(server, Health, {
     async check(req) {
       const status = await getStatus(req.service);
@@ -42,22 +53,37 @@ export function addHealthService(server: grpc.Server, getStatus: HealthStatusSou
       let last: ServingStatus | undefined;
       let busy = false;
       let timer: NodeJS.Timeout | undefined;
+      let ended = false;
       const stop = (): void => {
         if (timer) clearInterval(timer);
         timer = undefined;
+        enders.delete(end);
       };
+      const end = (): void => {
+        stop();
+        if (ended || call.cancelled) return;
+        ended = true;
+        if (last !== ServingStatus.NOT_SERVING) call.write(create(HealthCheckResponseSchema, { status: ServingStatus.NOT_SERVING }));
+        last = ServingStatus.NOT_SERVING;
+        call.end();
+      };
+      if (ending) {
+        end();
+        return;
+      }
+      enders.add(end);
       const poll = async (): Promise<void> => {
-        if (busy || call.cancelled) return;
+        if (busy || ended || call.cancelled) return;
         busy = true;
         try {
           const status = (await getStatus(req.service)) ?? ServingStatus.SERVICE_UNKNOWN;
-          if (status !== last && !call.cancelled) {
+          if (status !== last && !ended && !call.cancelled) {
             last = status;
             call.write(create(HealthCheckResponseSchema, { status }));
           }
         } catch {
           // A failing source reads as NOT_SERVING rather than killing the stream.
-          if (last !== ServingStatus.NOT_SERVING && !call.cancelled) {
+          if (last !== ServingStatus.NOT_SERVING && !ended && !call.cancelled) {
             last = ServingStatus.NOT_SERVING;
             call.write(create(HealthCheckResponseSchema, { status: last }));
           }
@@ -73,4 +99,10 @@ export function addHealthService(server: grpc.Server, getStatus: HealthStatusSou
       void poll();
     },
   }, { undecodable: 'invalid_argument' });
+  return {
+    endWatches() {
+      ending = true;
+      for (const end of [...enders]) end();
+    },
+  };
 }
