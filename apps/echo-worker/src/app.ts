@@ -74,6 +74,7 @@ export function createEchoWorker(config: EchoWorkerConfig, deps: EchoWorkerDeps)
         directDispatch: config.directDispatch,
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         stopTimeoutMs: config.stopTimeoutMs,
+        claimTtlMs: config.claimTtlMs,
         signingKey: config.signingKey,
         verifyKey: config.verifyKey,
         handler: echoHandler({

@@ -2,7 +2,7 @@
 import type { KeyObject } from 'node:crypto';
 import { loadSigningKeyFile, loadVerifyKeysFile } from '@cordum/protocol';
 import { MAX_HEARTBEAT_INTERVAL_MS, MAX_PARALLEL_JOBS } from '@cordum/worker-sdk';
-import { commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCsv, zDuration, zInt, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
+import { commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCsv, zDuration, zInt, zJobTtl, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 
@@ -33,6 +33,8 @@ export const echoWorkerEnvSchema = commonEnvSchema.extend({
   CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
   // P61: a PEM P-256 public key; job requests and cancels must be signed with its key.
   CAP_VERIFY_KEY_FILE: zParsedString(loadVerifyKeysFile).optional(),
+  // P235: the job TTL the gateways and schedulers use; the claim of each dispatch lives as long.
+  JOB_TTL: zJobTtl,
 });
 
 export interface EchoWorkerConfig {
@@ -47,6 +49,8 @@ export interface EchoWorkerConfig {
   heartbeatIntervalMs: number;
   directDispatch: boolean;
   stopTimeoutMs: number;
+  /** JOB_TTL: the lifetime of each dispatch claim (worker:claim:{<id>}), as of the job's record (P235). */
+  claimTtlMs: number;
   /** NATS_URL and the NATS login and TLS variables (natsConnectionConfig). */
   nats: NatsConnectionConfig;
   /** REDIS_URL, REDIS_CLUSTER_ADDRESSES, pool sizes and REDIS_TLS_* (redisConnectionConfig). */
@@ -70,6 +74,7 @@ export function loadEchoWorkerConfig(env: NodeJS.ProcessEnv | Record<string, str
     heartbeatIntervalMs: Math.max(100, e.WORKER_HEARTBEAT_INTERVAL),
     directDispatch: e.WORKER_DIRECT_DISPATCH,
     stopTimeoutMs: e.WORKER_STOP_TIMEOUT,
+    claimTtlMs: e.JOB_TTL,
     nats: natsConnectionConfig(e),
     redis: redisConnectionConfig(e),
     signingKey: e.CAP_SIGNING_KEY_FILE,

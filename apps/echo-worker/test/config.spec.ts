@@ -18,6 +18,9 @@ test('defaults follow CONTRACT §1 and D39', () => {
   });
   expect(c.httpAddr).toBeUndefined();
   expect(c.execLogPath).toBeUndefined();
+  expect(c.claimTtlMs).toBe(7 * 86_400_000);
+  expect(loadEchoWorkerConfig({ JOB_TTL: '10m' }).claimTtlMs).toBe(600_000);
+  expect(() => loadEchoWorkerConfig({ JOB_TTL: '30s' })).toThrow(/JOB_TTL/);
 });
 
 test('env values are parsed: lists, durations, addresses', () => {

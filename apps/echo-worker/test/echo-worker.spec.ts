@@ -71,6 +71,22 @@ test('echo answers SUCCEEDED with {echo, context, worker_id, attempt} at res:<id
   expect((await resultOf(c.jobId)).status).toBe(JobStatus.SUCCEEDED);
 });
 
+// P235: the claim of a dispatch lived 7 days whatever JOB_TTL said (the SDK's default), so with a
+// short JOB_TTL the claims outgrew the records they were for.
+test('the dispatch claim lives JOB_TTL, not the SDK default of 7 days', async () => {
+  const short = createEchoWorker(loadEchoWorkerConfig({ NATS_URL: nats.url, REDIS_URL: redisServer.url, WORKER_ID: 'echo-ttl', WORKER_TOPICS: 'job.ttl', JOB_TTL: '10m' }), { logger, registry: createMetricsRegistry({ service: 'echo-worker', pod: 'ttl' }) });
+  await short.start();
+  try {
+    const j = await submit('short-lived', 'job.ttl');
+    expect((await resultOf(j.jobId)).status).toBe(JobStatus.SUCCEEDED);
+    const ttl = await observer.redis.pttl(`worker:claim:{${j.jobId}}`);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(600_000);
+  } finally {
+    await short.stop();
+  }
+});
+
 test('by default (WORKER_ECHO_FAULTS unset) a fail: or retry: prompt is echoed SUCCEEDED like any other (D39, P183)', async () => {
   const plain = createEchoWorker(loadEchoWorkerConfig({ NATS_URL: nats.url, REDIS_URL: redisServer.url, WORKER_ID: 'echo-plain', WORKER_TOPICS: 'job.plain' }), { logger, registry: createMetricsRegistry({ service: 'echo-worker', pod: 'plain' }) });
   await plain.start();

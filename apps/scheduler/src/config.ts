@@ -31,7 +31,8 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   SCHEDULER_REPLAY_INTERVAL: zDuration.default(1_000).refine(between(50, 60_000), { message: 'must be between 50ms and 60s' }),
   SCHEDULER_PENDING_REPLAY_AGE: zDuration.default(30_000).refine(between(500, 3_600_000), { message: 'must be between 500ms and 1h' }),
   SCHEDULER_SCHEDULE_MAX_TRIES: zInt({ min: 1, max: 10_000 }).default(50),
-  SCHEDULER_SCHEDULE_MAX_WAIT: zDuration.default(600_000).refine(between(1_000, 7 * DAY_MS), { message: 'must be between 1s and 7d' }),
+  // Default 10 min; bounded by JOB_TTL as well (scheduleMaxWait).
+  SCHEDULER_SCHEDULE_MAX_WAIT: zDuration.refine(between(1_000, 7 * DAY_MS), { message: 'must be between 1s and 7d' }).optional(),
   // Per-job lock TTL (CONTRACT §5: 30 s); shorter only to make fencing tests fast.
   SCHEDULER_JOB_LOCK_TTL: zDuration.default(30_000).refine(between(3_000, 300_000), { message: 'must be between 3s and 5m' }),
   // D36: CORDUM_CONFIG_RELOAD_INTERVAL (alias SCHEDULER_CONFIG_RELOAD_INTERVAL), default 30 s.
@@ -60,6 +61,25 @@ function approvalTimeout(set: number | undefined, jobTtlMs: number): number {
   if (set === undefined) return Math.min(Math.floor((jobTtlMs * 6) / 7), max);
   if (set < 1_000 || set > max) {
     throw new ConfigError(`invalid config: SCHEDULER_APPROVAL_TIMEOUT must be between 1s and JOB_TTL minus 2m (${max} ms), so a held job ends before its record expires (got ${set} ms)`);
+  }
+  return set;
+}
+
+/** D13's default bound of a wait for a worker. */
+const SCHEDULE_MAX_WAIT_MS = 600_000;
+
+/**
+ * P234: a job waiting for a worker must fail `no_workers` (with its DLQ entry) before its record
+ * expires: its last look renews the record for JOB_TTL, and the bound comes at most a backoff step
+ * (≤ 30 s) and a replayer turn after the wait's limit. With JOB_TTL at or below the wait, a parked
+ * job's record expired first and the job vanished (404, no DLQ entry, no state event). So the
+ * wait stays below JOB_TTL by the approval timeout's margin; unset, it is 10 min or that bound.
+ */
+function scheduleMaxWait(set: number | undefined, jobTtlMs: number): number {
+  const max = Math.max(Math.floor(jobTtlMs / 2), jobTtlMs - APPROVAL_MARGIN_MS);
+  if (set === undefined) return Math.min(SCHEDULE_MAX_WAIT_MS, max);
+  if (set > max) {
+    throw new ConfigError(`invalid config: SCHEDULER_SCHEDULE_MAX_WAIT must be at most JOB_TTL minus 2m (${max} ms), so a job waiting for a worker fails no_workers before its record expires (got ${set} ms)`);
   }
   return set;
 }
@@ -173,7 +193,7 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
       intervalMs: e.SCHEDULER_REPLAY_INTERVAL,
       pendingAgeMs: e.SCHEDULER_PENDING_REPLAY_AGE,
       maxScheduleTries: e.SCHEDULER_SCHEDULE_MAX_TRIES,
-      maxScheduleWaitMs: e.SCHEDULER_SCHEDULE_MAX_WAIT,
+      maxScheduleWaitMs: scheduleMaxWait(e.SCHEDULER_SCHEDULE_MAX_WAIT, e.JOB_TTL),
     },
     leader: { ttlMs: 15_000, renewMs: 5_000 },
     capVerifyKey: e.CAP_VERIFY_KEY_FILE,

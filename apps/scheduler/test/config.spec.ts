@@ -131,6 +131,16 @@ describe('loadSchedulerConfig', () => {
     expect(() => loadSchedulerConfig({ JOB_TTL: '30d', SCHEDULER_APPROVAL_TIMEOUT: '30d' }, empty)).toThrow(/SCHEDULER_APPROVAL_TIMEOUT must be between 1s and JOB_TTL minus 2m/);
   });
 
+  it('SCHEDULER_SCHEDULE_MAX_WAIT is below JOB_TTL, by default 10 min or that bound, so a job waiting for a worker fails before its record expires (P234)', () => {
+    expect(loadSchedulerConfig({}, empty).replay.maxScheduleWaitMs).toBe(600_000);
+    // A short JOB_TTL: the default gives way (before: 10 min, past the record's 10 min life).
+    expect(loadSchedulerConfig({ JOB_TTL: '10m' }, empty).replay.maxScheduleWaitMs).toBe(8 * 60_000);
+    expect(loadSchedulerConfig({ JOB_TTL: '2m' }, empty).replay.maxScheduleWaitMs).toBe(60_000);
+    expect(() => loadSchedulerConfig({ JOB_TTL: '10m', SCHEDULER_SCHEDULE_MAX_WAIT: '10m' }, empty)).toThrow(/^invalid config: SCHEDULER_SCHEDULE_MAX_WAIT must be at most JOB_TTL minus 2m \(480000 ms\)/);
+    expect(loadSchedulerConfig({ JOB_TTL: '10m', SCHEDULER_SCHEDULE_MAX_WAIT: '8m' }, empty).replay.maxScheduleWaitMs).toBe(8 * 60_000);
+    expect(() => loadSchedulerConfig({ SCHEDULER_SCHEDULE_MAX_WAIT: '500ms' }, empty)).toThrow(/^invalid config: SCHEDULER_SCHEDULE_MAX_WAIT/);
+  });
+
   it('keeps the files as written for the bootstrap merge (D35) and reads the reload interval (D36)', () => {
     const c = loadSchedulerConfig({}, repoRoot);
     expect(c.bootstrapFiles.map((f) => [f.section, f.fileHashMetaKey, f.source])).toEqual([

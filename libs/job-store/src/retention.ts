@@ -6,6 +6,7 @@
 // (P143), so the job is still listed and its hold still found by the expiry pass.
 import { scanKeys, type RedisClient } from '@cordum/redis';
 import { jobKeys } from './keys';
+import { DLQ_STATES, isJobState } from './states';
 
 /** Members removed per round trip: each command stays short however far behind the trim is. */
 const TRIM_CHUNK = 500;
@@ -54,11 +55,16 @@ export async function trimIndex(redis: RedisClient, key: string, beforeMs: numbe
 }
 
 /**
- * P143: which of these jobs still have a record (one EXISTS each, sent together; on a cluster each
- * goes to its own node). A record outlives its index score only when its lifetime was renewed.
+ * P143: which of these jobs keep their listings past JOB_TTL: those whose record is still there
+ * (its lifetime was renewed: a hold, an approval) and not in a DLQ state (one HGET of the state
+ * each, sent together; on a cluster each goes to its own node). P236: a DLQ job's record lives as
+ * long as its entry (30 days, P74), and kept in the job indexes it was looked at again in every
+ * pass until then (an EXISTS per DLQ job per pass, 50 M a pass at 100 jobs/s); it leaves them at
+ * JOB_TTL, as P74 says, and stays in the DLQ listing.
  */
-export function recordsAlive(redis: RedisClient): (ids: string[]) => Promise<boolean[]> {
-  return async (ids) => (await Promise.all(ids.map((id) => redis.exists(jobKeys.meta(id))))).map((n) => n > 0);
+export function stillListed(redis: RedisClient): (ids: string[]) => Promise<boolean[]> {
+  return async (ids) =>
+    (await Promise.all(ids.map((id) => redis.hget(jobKeys.meta(id), 'state')))).map((state) => state !== null && !(isJobState(state) && DLQ_STATES.has(state)));
 }
 
 export interface TrimCounts {
@@ -71,7 +77,7 @@ const REGISTER_CHUNK = 500;
 
 /**
  * One retention pass over every index: job indexes lose members created before `nowMs - jobTtlMs`
- * whose record has expired (one EXISTS per such member), DLQ indexes members filed before
+ * whose record has expired or is in the DLQ (one HGET per such member, stillListed), DLQ indexes members filed before
  * `nowMs - dlqTtlMs`. The per-tenant keys come from the index
  * registry (`job:index:keys`), which every writer of such a key keeps (index-writer.ts, writeDlq),
  * so the pass costs a few commands per index key, not a SCAN of every key in Redis (tens of
@@ -106,7 +112,7 @@ export async function trimIndexes(redis: RedisClient, o: { nowMs: number; jobTtl
       await redis.zrem(registry, key);
       continue;
     }
-    counts[kind] += await trimIndex(redis, key, cutoff[kind], o.chunk, kind === 'job' ? recordsAlive(redis) : undefined);
+    counts[kind] += await trimIndex(redis, key, cutoff[kind], o.chunk, kind === 'job' ? stillListed(redis) : undefined);
     // A key leaves the registry once it is gone and its last refresh is older than its TTL: it
     // expired for want of writes. One the trim just emptied stays registered that long, so a
     // writer that re-creates it within its TTL-refresh memo (no PEXPIRE, no registration for up

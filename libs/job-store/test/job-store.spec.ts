@@ -405,6 +405,23 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
       for (const id of keptFiller) expect(await redis.zscore(jobKeys.indexAll('ret-held'), id)).toBeNull();
     });
 
+    // P236: a DLQ job's record lives as long as its entry (30 days, P74); kept in the job indexes
+    // for that long, it was looked at again in every pass (an EXISTS per DLQ job per pass).
+    it('drops a DLQ job from the job indexes at JOB_TTL though its record lives on, and keeps it in the DLQ listing', async () => {
+      const now = Date.now();
+      const old = createJobStore(redis, { jobTtlMs: ttl, now: () => now - 8 * DAY });
+      const j = newJob({ tenant: 'ret-dlq' });
+      const token = await drive(old, redis, j, ['SCHEDULED']);
+      expect((await old.transition(j.id, 'FAILED', { token, patch: { error: { code: 'worker_error', message: 'boom' } } })).ok).toBe(true);
+      await redis.pexpire(jobKeys.meta(j.id), DLQ_TTL_MS); // as P74's DLQ write leaves it
+      const keys = [jobKeys.indexState('ret-dlq', 'FAILED'), jobKeys.indexAll('ret-dlq')];
+      for (const key of keys) expect(await redis.zscore(key, j.id)).not.toBeNull();
+      await trimIndexes(redis, { nowMs: now, jobTtlMs: ttl, dlqTtlMs: DLQ_TTL_MS, chunk: 3 });
+      for (const key of keys) expect({ key, listed: (await redis.zscore(key, j.id)) !== null }).toEqual({ key, listed: false });
+      expect(await redis.exists(jobKeys.meta(j.id))).toBe(1);
+      expect(await redis.zscore(jobKeys.dlqIndex(), j.id)).not.toBeNull();
+    });
+
     it('pages past kept members by score, not by a growing offset, and keeps exactly the live ones among equal scores (P176)', async () => {
       const key = jobKeys.indexAll('ret-paging');
       const members: string[] = [];
