@@ -7,26 +7,17 @@ import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import type * as grpc from '@grpc/grpc-js';
 import { GrpcStatus, Health, ServingStatus, grpcClientFor, type HealthCheckResponse } from '@cordum/protocol';
-import { createLogger } from '@cordum/service-kit';
-import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
-import { loadGatewayConfig } from '../src/config';
-import { createGateway, type Gateway } from '../src/gateway';
-import { startFakeKernel, type FakeKernel } from './harness';
+import { waitFor } from '@cordum/testing';
+import { KEYS, startRig, type Rig } from './harness';
 
-let redis: TestServer;
-let nats: TestServer;
-let kernel: FakeKernel;
+let rig: Rig;
 
 beforeAll(async () => {
-  redis = await startRedis();
-  nats = await startNats();
-  kernel = await startFakeKernel();
+  rig = await startRig();
 });
 
 afterAll(async () => {
-  await kernel.stop();
-  await nats.stop();
-  await redis.stop();
+  await rig?.stop();
 });
 
 interface Answer {
@@ -58,17 +49,7 @@ function get(port: number, path: string, agent: Agent | false): Promise<Answer> 
 }
 
 it('goes unready at once, ends health Watches with OK, and closes keep-alive connections after their answers instead of resetting them', async () => {
-  const config = loadGatewayConfig({
-    REDIS_URL: redis.url,
-    NATS_URL: nats.url,
-    GATEWAY_HTTP_ADDR: '127.0.0.1:0',
-    GATEWAY_METRICS_ADDR: '127.0.0.1:0',
-    GATEWAY_GRPC_ADDR: '127.0.0.1:0',
-    SAFETY_KERNEL_ADDR: kernel.address,
-    CORDUM_API_KEY: 'admin-key-12345678',
-  });
-  const gw: Gateway = createGateway(config, { logger: createLogger({ service: 'api-gateway', instance: 't', level: 'error', write: () => undefined }) });
-  await gw.start();
+  const gw = rig.gateway;
   const port = gw.httpPort;
   expect((await get(port, '/readyz', false)).status).toBe(200);
 
@@ -108,7 +89,7 @@ it('goes unready at once, ends health Watches with OK, and closes keep-alive con
   await waitFor(() => answered.size === 4, 10_000, { message: 'each client answered on its connection', intervalMs: 5 });
   // A stream client that does not answer the close: the gateway gives it 1 s before cutting it,
   // so the HTTP listener is still open for a moment after stop() begins.
-  const slow = new WebSocket(`ws://127.0.0.1:${port}/api/v1/stream`, { headers: { 'X-API-Key': 'admin-key-12345678' } });
+  const slow = new WebSocket(`ws://127.0.0.1:${port}/api/v1/stream`, { headers: { 'X-API-Key': KEYS.admin } });
   await new Promise<void>((resolve, reject) => slow.once('open', () => resolve()).once('error', reject));
   (slow as unknown as { _socket: Socket })._socket.pause();
 
