@@ -74,6 +74,8 @@ export class PullConsumer<T> implements Consumer {
   private readonly waiters = new Set<() => void>();
   private readonly sleepers = new Set<() => void>();
   private stopping = false;
+  /** The current iteration was ended by hold() (endPull). */
+  private endedForHold = false;
   /** When stopping: until when handlers may run on (stop()'s timeout). Infinity before. */
   private stopDeadline = Number.POSITIVE_INFINITY;
   private loop: Promise<void> | undefined;
@@ -149,7 +151,7 @@ export class PullConsumer<T> implements Consumer {
         // (handled below) instead of nats.js retrying a durable that no longer exists.
         const messages = await natsConsumer.consume({ max_messages: this.concurrency, expires: PULL_EXPIRES_MS, abort_on_missing_resource: true });
         this.current = messages;
-        if (this.stopping || this.held > 0) endPull(messages);
+        if (this.stopping || this.held > 0) this.endPullForHold(messages);
         for await (const m of messages) {
           failures = 0;
           if (this.held > 0 && !this.stopping) {
@@ -168,9 +170,11 @@ export class PullConsumer<T> implements Consumer {
           }
           void this.handle(m);
         }
-        if (this.held > 0 && !this.stopping) {
+        if (this.endedForHold && !this.stopping) {
           // Ended by hold(): pull again once no message is held (the dependency answers again,
-          // or the held ones were NAKed after HOLD_MAX_MS).
+          // or the held ones were NAKed after HOLD_MAX_MS), which may already be the case: the
+          // iteration ends only once its open pulls have (endPull).
+          this.endedForHold = false;
           while (this.held > 0 && !this.stopping) await this.pause(60_000);
           continue;
         }
@@ -185,6 +189,7 @@ export class PullConsumer<T> implements Consumer {
         await this.pause(waitMs);
       } finally {
         this.current = undefined;
+        this.endedForHold = false;
       }
     }
   }
@@ -327,8 +332,14 @@ export class PullConsumer<T> implements Consumer {
     this.deps.metrics.held.inc({ subject: this.o.subject });
     if (this.held === 1) {
       this.log.warn('bus: dependency unavailable, holding messages and pulling no more', { durable: this.durable, seq: m.seq, holdMaxMs: this.holdMaxMs, err: (err as Error).message });
-      if (this.current) endPull(this.current);
+      if (this.current) this.endPullForHold(this.current);
     }
+  }
+
+  /** endPull, noting that the iteration ends for a hold (run() then pulls again, not as after a failure). */
+  private endPullForHold(messages: ConsumerMessages): void {
+    if (!this.stopping) this.endedForHold = true;
+    endPull(messages);
   }
 
   /** A plain wait that stop() cuts short (pause() also wakes on every freed handler slot). */

@@ -216,7 +216,7 @@ class CapWorker implements Worker {
       // reached nobody once we unsubscribed, and waited for the dispatch verifier (10 s). For a
       // moment longer the job subjects stay open and such a job is refused `worker_busy` (not
       // started, so not charged an attempt, D48), and goes elsewhere at once.
-      const closeIntake = new Promise<void>((resolve) => setTimeout(resolve, LATE_DISPATCH_WINDOW_MS).unref()).then(() => {
+      const closeIntake = new Promise<void>((resolve) => setTimeout(resolve, LATE_DISPATCH_WINDOW_MS)).then(() => {
         for (const s of subs) s.unsubscribe();
       });
       const drained = await this.drain(this.stopTimeoutMs);
