@@ -472,6 +472,35 @@ describe('wrong methods and what Node answers itself get the JSON envelope (P96)
     expect(c.interim).toEqual([]);
   });
 
+  // P237: the connection was closed with the rest of the upload unread, so the kernel reset it and
+  // a client still writing its 3 MiB got EPIPE or ECONNRESET instead of the 413 (an e2e saw it).
+  it('a client that uploads all of a body over 2 MiB, pausing once, finishes its upload and reads its 413, not a reset connection', async () => {
+    const { port } = new URL(rig.url);
+    const size = 3 * 1024 * 1024;
+    const half = Buffer.alloc(size / 2, 0x20);
+    const reply = await new Promise<{ head: string; uploaded: boolean; error?: string }>((resolve) => {
+      let data = '';
+      let uploaded = false;
+      let error: string | undefined;
+      const sock = connect(Number(port), '127.0.0.1', () => {
+        sock.write(`POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEYS.operator}\r\nContent-Type: application/json\r\nContent-Length: ${size}\r\n\r\n`);
+        sock.write(half);
+        // A client whose upload stalls for a moment (a slow link) and then goes on.
+        setTimeout(() => {
+          if (!sock.writable) return;
+          sock.write(half, (err) => {
+            if (!err) uploaded = true;
+          });
+        }, 300);
+      });
+      sock.on('data', (d: Buffer) => (data += d.toString()));
+      sock.on('error', (err: NodeJS.ErrnoException) => (error = err.code ?? err.message));
+      sock.on('close', () => resolve({ head: data.split('\r\n')[0] ?? '', uploaded, ...(error ? { error } : {}) }));
+    });
+    // Before: answered and closed at once, so the second half could not be sent (or met a reset).
+    expect(reply).toEqual({ head: 'HTTP/1.1 413 Payload Too Large', uploaded: true });
+  });
+
   it('CONNECT is answered 405 method_not_allowed with an empty Allow and the envelope, then closed (not dropped without a word)', async () => {
     const r = await raw(`CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n`);
     expectRawEnvelope(r, 'HTTP/1.1 405 Method Not Allowed', 'method_not_allowed');

@@ -20,6 +20,25 @@ export const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
  * (curl-friendly). Bodies over 2 MiB are 413, bad JSON 400 invalid_json, JSON
  * nested deeper than MAX_JSON_DEPTH 400 validation_failed (http/json-depth.ts).
  */
+/** P237: how long an oversized body is read and dropped before its 413 and the close. */
+const OVERSIZE_LINGER_MS = 2_000;
+
+/** 413 `payload_too_large` once the request's body has ended, the client went away, or OVERSIZE_LINGER_MS passed. */
+function refuseAfterLinger(req: Request, next: NextFunction): void {
+  let done = false;
+  const refuse = (): void => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    next(new ApiError('payload_too_large'));
+  };
+  const timer = setTimeout(refuse, OVERSIZE_LINGER_MS);
+  req.once('end', refuse);
+  req.once('close', refuse);
+  req.resume();
+  if (req.complete) refuse();
+}
+
 export function jsonBody() {
   const parse = express.json({ limit: MAX_BODY_BYTES, strict: true, type: () => true });
   return (req: Request, res: Response, next: NextFunction) => {
@@ -28,10 +47,13 @@ export function jsonBody() {
     // P214: body-parser answers a declared body over the limit only once all of it has arrived
     // (it reads and drops it, to keep the connection usable), so a client that declared 3 MiB and
     // sent less waited for the request timeout. Refused now, and the connection closed after the
-    // answer instead of reading what is left.
+    // answer. P237: what has been sent is read and dropped first, until the body ends or
+    // OVERSIZE_LINGER_MS passed: closing with unread data in the socket made the kernel reset the
+    // connection, so a client still uploading got EPIPE instead of its 413.
     if (declaredOver(req, MAX_BODY_BYTES)) {
       res.setHeader('Connection', 'close');
-      throw new ApiError('payload_too_large');
+      refuseAfterLinger(req, next);
+      return;
     }
     parse(req, res, (err?: unknown) => {
       if (err !== undefined) next(err);
