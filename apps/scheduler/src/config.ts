@@ -56,8 +56,13 @@ const APPROVAL_MARGIN_MS = 2 * 60_000;
  * the timeout stays at least APPROVAL_MARGIN_MS below JOB_TTL (half of it for a TTL under 4 min),
  * by default 6/7 of JOB_TTL (6 days at 7).
  */
+/** The longest a job may wait (held, P99; for a worker, P234) and still end before its record expires: JOB_TTL minus APPROVAL_MARGIN_MS, or half of it. */
+function belowJobTtl(jobTtlMs: number): number {
+  return Math.max(Math.floor(jobTtlMs / 2), jobTtlMs - APPROVAL_MARGIN_MS);
+}
+
 function approvalTimeout(set: number | undefined, jobTtlMs: number): number {
-  const max = Math.max(Math.floor(jobTtlMs / 2), jobTtlMs - APPROVAL_MARGIN_MS);
+  const max = belowJobTtl(jobTtlMs);
   if (set === undefined) return Math.min(Math.floor((jobTtlMs * 6) / 7), max);
   if (set < 1_000 || set > max) {
     throw new ConfigError(`invalid config: SCHEDULER_APPROVAL_TIMEOUT must be between 1s and JOB_TTL minus 2m (${max} ms), so a held job ends before its record expires (got ${set} ms)`);
@@ -76,7 +81,7 @@ const SCHEDULE_MAX_WAIT_MS = 600_000;
  * wait stays below JOB_TTL by the approval timeout's margin; unset, it is 10 min or that bound.
  */
 function scheduleMaxWait(set: number | undefined, jobTtlMs: number): number {
-  const max = Math.max(Math.floor(jobTtlMs / 2), jobTtlMs - APPROVAL_MARGIN_MS);
+  const max = belowJobTtl(jobTtlMs);
   if (set === undefined) return Math.min(SCHEDULE_MAX_WAIT_MS, max);
   if (set > max) {
     throw new ConfigError(`invalid config: SCHEDULER_SCHEDULE_MAX_WAIT must be at most JOB_TTL minus 2m (${max} ms), so a job waiting for a worker fails no_workers before its record expires (got ${set} ms)`);

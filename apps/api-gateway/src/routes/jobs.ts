@@ -15,11 +15,6 @@ export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 /** Job ids are UUIDs here, but workflow/DLQ-created ids may differ: accept any safe token; anything else is 404. */
 export const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/**
- * A declared non-JSON Content-Type is 415; a missing one is parsed as JSON
- * (curl-friendly). Bodies over 2 MiB are 413, bad JSON 400 invalid_json, JSON
- * nested deeper than MAX_JSON_DEPTH 400 validation_failed (http/json-depth.ts).
- */
 /** P237: how long an oversized body is read and dropped before its 413 and the close. */
 const OVERSIZE_LINGER_MS = 2_000;
 
@@ -39,6 +34,11 @@ function refuseAfterLinger(req: Request, next: NextFunction): void {
   if (req.complete) refuse();
 }
 
+/**
+ * A declared non-JSON Content-Type is 415; a missing one is parsed as JSON
+ * (curl-friendly). Bodies over 2 MiB are 413, bad JSON 400 invalid_json, JSON
+ * nested deeper than MAX_JSON_DEPTH 400 validation_failed (http/json-depth.ts).
+ */
 export function jsonBody() {
   const parse = express.json({ limit: MAX_BODY_BYTES, strict: true, type: () => true });
   return (req: Request, res: Response, next: NextFunction) => {
