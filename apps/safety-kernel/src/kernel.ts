@@ -14,7 +14,7 @@ import {
   type Policy,
   type PolicyBundle,
 } from '@cordum/config-overlay';
-import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions, type HealthService } from '@cordum/protocol';
+import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions, shutdownGrpcServer, type HealthService } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
@@ -53,7 +53,6 @@ const SAFETY_SECTION = 'safety';
 type State = 'new' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 const GRPC_SERVICE_NAME = 'cordum.v1.SafetyKernel';
-const GRPC_DRAIN_MS = 5_000;
 /** The policy file check reads again this long after a read that found a change (P203) or failed (P229). */
 const FILE_SETTLE_MS = 250;
 const settle = (): Promise<void> => new Promise<void>((resolve) => setTimeout(resolve, FILE_SETTLE_MS).unref());
@@ -78,19 +77,13 @@ const shortHash = (h: string | null | undefined): string => (h ? h.slice(0, 12) 
 
 /** In-flight calls get GRPC_DRAIN_MS to finish; open Decide streams and health Watches are ended first, as they would hold tryShutdown. */
 function shutdownGrpc(server: grpc.Server, service: SafetyService | undefined, grpcHealth: HealthService | undefined): Promise<void> {
-  // Decide streams stay open as long as their clients keep them: end them (after their answers).
-  service?.decide.drain();
-  // So do health Watches: NOT_SERVING, then ended (P232).
-  grpcHealth?.endWatches();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      resolve();
-    }, GRPC_DRAIN_MS);
-    server.tryShutdown(() => {
-      clearTimeout(timer);
-      resolve();
-    });
+  return shutdownGrpcServer(server, {
+    endStreams: () => {
+      // Decide streams stay open as long as their clients keep them: end them (after their answers).
+      service?.decide.drain();
+      // So do health Watches: NOT_SERVING, then ended (P232).
+      grpcHealth?.endWatches();
+    },
   });
 }
 

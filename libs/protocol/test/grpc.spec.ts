@@ -13,6 +13,7 @@ import {
   grpcServerOptions,
   grpcServiceDefinition,
   parseGrpcAddress,
+  shutdownGrpcServer,
 } from '../src';
 import type { GrpcClient, HealthCheckResponse, PolicyCheckRequest } from '../src';
 
@@ -377,6 +378,52 @@ describe('health Watches of a stopping server', () => {
     } finally {
       h.close();
       server.forceShutdown();
+    }
+  });
+});
+
+// The gateway's and the kernel's gRPC stops share shutdownGrpcServer: streams named in
+// endStreams end first, so the drain completes; a stream nobody ends is cut at drainMs.
+describe('shutdownGrpcServer', () => {
+  const startWatched = async (): Promise<{ server: grpc.Server; health: ReturnType<typeof addHealthService>; ended: Promise<number>; close: () => void }> => {
+    const server = new grpc.Server();
+    const health = addHealthService(server, () => ServingStatus.SERVING, { watchIntervalMs: 20 });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    const h = grpcClientFor(Health, `127.0.0.1:${port}`);
+    const stream = h.watch({ service: '' });
+    const first = new Promise<void>((resolve) => stream.on('data', () => resolve()));
+    const ended = new Promise<number>((resolve) => stream.on('status', (s: grpc.StatusObject) => resolve(s.code)));
+    stream.on('error', () => undefined);
+    await first;
+    return { server, health, ended, close: () => h.close() };
+  };
+
+  it('ends the named streams first, so an open Watch ends OK and the stop does not wait for the drain bound', async () => {
+    const w = await startWatched();
+    try {
+      const t0 = Date.now();
+      const stopped = shutdownGrpcServer(w.server, { endStreams: () => w.health.endWatches(), drainMs: 60_000 });
+      expect(await w.ended).toBe(GrpcStatus.OK);
+      await stopped;
+      expect(Date.now() - t0).toBeLessThan(10_000); // the drain bound is 60 s: it was not waited for
+    } finally {
+      w.close();
+      w.server.forceShutdown();
+    }
+  });
+
+  it('cuts a stream nobody ended once drainMs has passed, and resolves', async () => {
+    const w = await startWatched();
+    try {
+      const t0 = Date.now();
+      await shutdownGrpcServer(w.server, { drainMs: 300 });
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+      expect(await w.ended).not.toBe(GrpcStatus.OK);
+    } finally {
+      w.close();
+      w.server.forceShutdown();
     }
   });
 });

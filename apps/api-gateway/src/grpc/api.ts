@@ -19,6 +19,7 @@ import {
   bindGrpcServer,
   grpcServerOptions,
   grpcServiceDefinition,
+  shutdownGrpcServer,
   type GetJobStatusRequest,
   type MessageInitShape,
   type SubmitJobRequest,
@@ -377,17 +378,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
   return {
     port,
     close: () =>
-      (closing ??= new Promise<void>((resolve) => {
-        // P232: open health Watches end now (NOT_SERVING, then OK) instead of holding tryShutdown.
-        health.endWatches();
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 5_000);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      })),
+      // P232: open health Watches end first (NOT_SERVING, then OK) instead of holding the drain.
+      (closing ??= shutdownGrpcServer(server, { endStreams: () => health.endWatches() })),
   };
 }

@@ -272,3 +272,26 @@ export function bindGrpcServer(server: grpc.Server, a: { host: string; port: num
   });
 }
 
+
+/** How long a gRPC server's in-flight calls get to finish at shutdown before they are cut. */
+export const GRPC_DRAIN_MS = 5_000;
+
+/**
+ * Stops `server` gracefully: no new calls, in-flight ones get `drainMs` to finish, then the rest
+ * are cut (forceShutdown). Streams that stay open as long as their clients keep them (health
+ * Watches, Decide streams) must be ended before, or they hold the drain for all of `drainMs`:
+ * pass them as `endStreams`, called first. Resolves once the server has stopped.
+ */
+export function shutdownGrpcServer(server: grpc.Server, o: { endStreams?: () => void; drainMs?: number } = {}): Promise<void> {
+  o.endStreams?.();
+  return new Promise((resolve) => {
+    const force = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, o.drainMs ?? GRPC_DRAIN_MS);
+    server.tryShutdown(() => {
+      clearTimeout(force);
+      resolve();
+    });
+  });
+}
