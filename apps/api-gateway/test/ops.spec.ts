@@ -2,7 +2,7 @@
 // routes against real Redis and NATS; every 2xx body is validated against the
 // zod schema the OpenAPI document is generated from.
 import { subjects, type Bus } from '@cordum/bus';
-import { CANCEL_OWED_AFTER_MS, encodeWorkerSnapshot, jobKeys, type JobStore } from '@cordum/job-store';
+import { CANCEL_OWED_AFTER_MS, DLQ_TTL_MS, encodeWorkerSnapshot, jobKeys, type JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
 import { decodePacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
@@ -85,6 +85,24 @@ describe('GET /api/v1/jobs', () => {
     expect(pending.items).toHaveLength(7);
     const none = valid(S.jobListSchema, await call(rig.url, 'GET', '/api/v1/jobs?state=SUCCEEDED', { key: KEYS.star, tenant: 'listco' }));
     expect(none).toEqual({ items: [], next_cursor: null });
+  });
+
+  it('a listing of a live state drops members whose record has ended, left there by an index write that landed late; a member in another live state stays (P239)', async () => {
+    const ended = await submit('job.stale.a', KEYS.star, 'staleco');
+    const moving = await submit('job.stale.b', KEYS.star, 'staleco');
+    expect((await call(rig.url, 'POST', `/api/v1/jobs/${ended}/cancel`, { key: KEYS.star, tenant: 'staleco' })).status).toBe(200);
+    const created = async (id: string): Promise<number> => (await store.getJob(id))!.createdAt;
+    // a scheduler's DISPATCHED → RUNNING index write landing after the cancel's, and a job whose
+    // move to RUNNING has its index write ahead of its record's (a live state: may be in flight)
+    await redis.zadd(jobKeys.indexState('staleco', 'RUNNING'), await created(ended), ended);
+    await redis.zadd(jobKeys.indexState('staleco', 'RUNNING'), await created(moving), moving);
+    const running = valid(S.jobListSchema, await call(rig.url, 'GET', '/api/v1/jobs?state=RUNNING', { key: KEYS.star, tenant: 'staleco' }));
+    expect(running).toEqual({ items: [], next_cursor: null });
+    await waitFor(async () => (await redis.zscore(jobKeys.indexState('staleco', 'RUNNING'), ended)) === null, 5_000, { message: 'the ended job left the RUNNING index' });
+    expect(await redis.zscore(jobKeys.indexState('staleco', 'RUNNING'), moving)).not.toBeNull();
+    // an ended state's own listing keeps its members
+    const cancelled = valid(S.jobListSchema, await call(rig.url, 'GET', '/api/v1/jobs?state=CANCELLED', { key: KEYS.star, tenant: 'staleco' }));
+    expect(cancelled.items.map((j) => j.id)).toEqual([ended]);
   });
 
   it('rejects bad query params with 400 validation_failed', async () => {
@@ -219,7 +237,7 @@ describe('DLQ', () => {
     // The gateway campaigns for the cleanup lease at start (D7), so one replica trims.
     await waitFor(async () => (await redis.get('cordum:dlq:cleanup'))?.startsWith('gw-test:') ?? false, 5_000);
     const { createRetentionCleanup } = await import('../src/retention');
-    const c = createRetentionCleanup({ redis, locks, logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }), instanceId: 'cleanup-test', intervalMs: 60_000, jobTtlMs: 7 * 24 * 3600 * 1000 });
+    const c = createRetentionCleanup({ redis, locks, logger: createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined }), instanceId: 'cleanup-test', intervalMs: 60_000, jobTtlMs: 7 * 24 * 3600 * 1000, dlqTtlMs: DLQ_TTL_MS });
     const removed = await c.runOnce(now);
     expect(removed.dlq).toBeGreaterThanOrEqual(2);
     expect(removed.job).toBeGreaterThanOrEqual(1);

@@ -95,6 +95,22 @@ async function ownJob(deps: JobActionDeps, req: Request, tenant: string): Promis
 }
 
 export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
+  /**
+   * P239: a listing of a state that is not terminal drops the members whose record has ended. Two
+   * writers' index writes can land out of order (a scheduler's DISPATCHED → RUNNING after the
+   * gateway's RUNNING → CANCELLED), which left the job in the RUNNING index until the retention
+   * pass at JOB_TTL: hidden from the listing by the record's state, but read by every listing of
+   * that state until then. An ended record never leaves its state, so the member is stale for
+   * good and no later write can need it; a record in another live state may be a transition whose
+   * index write is still on its way, and is left. Best effort: a failed ZREM leaves it for the
+   * next listing or the retention pass.
+   */
+  const dropEnded = (key: string, listed: JobState, jobs: readonly (JobRecord | null)[]): void => {
+    if (TERMINAL_STATES.has(listed)) return;
+    const stale = jobs.filter((j): j is JobRecord => j !== null && j.state !== listed && TERMINAL_STATES.has(j.state)).map((j) => j.id);
+    if (stale.length === 0) return;
+    deps.redis.zrem(key, ...stale).catch((err: unknown) => deps.logger.debug('could not drop ended jobs from a state index', { key, err: errorText(err) }));
+  };
   mount('GET /api/v1/jobs', async (req: Request, res: Response) => {
     const tenant = actingTenant(caller(res), undefined);
     const q = parseQuery(listQuerySchema, req);
@@ -109,6 +125,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
         load: async (ids) => {
           const jobs = await Promise.all(ids.map((id) => deps.store.getJob(id)));
           // Index entries can lag a transition by one step (D16): the record decides.
+          if (q.state) dropEnded(key, q.state, jobs);
           return jobs.map((j) => (j && j.tenant === tenant && (!q.state || j.state === q.state) && (!q.topic || j.topic === q.topic) ? listItem(j) : null));
         },
       }),
