@@ -1,7 +1,7 @@
 // Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
 import { createHash, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
-import { commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zNumber, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
+import { commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zDlqTtl, zNumber, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { RATE_LIMIT_BOUNDS, configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
@@ -56,6 +56,8 @@ export const gatewayEnvSchema = commonEnvSchema
     TENANT_ID: z.string().regex(TENANT_RE, 'must match ^[a-z0-9][a-z0-9_-]{0,62}$').default('default'),
     CORDUM_API_KEYS: zApiKeys,
     JOB_TTL: zJobTtl,
+    // P238: a dead letter's life (default 30 d, D45); the same on every gateway and scheduler.
+    DLQ_TTL: zDlqTtl,
     AUDIT_TRANSPORT: z.enum(['local', 'buffer', 'nats']).default('local'),
     AUDIT_BUFFER_SIZE: zInt({ min: 1, max: 1_000_000 }).default(1000),
     // Each run SCANs the keyspace (index trim): not more often than once a minute.
@@ -97,6 +99,8 @@ export interface GatewayConfig {
   safetyKernelAddr: string;
   apiKeys: ApiKeyEntry[];
   jobTtlMs: number;
+  /** DLQ_TTL (P238). */
+  dlqTtlMs: number;
   /** `nats` exports audit events to sys.audit.export; otherwise a bounded in-memory ring. */
   audit: { transport: 'local' | 'nats'; bufferSize: number };
   dlqCleanupIntervalMs: number;
@@ -125,6 +129,7 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string
     safetyKernelAddr: e.SAFETY_KERNEL_ADDR,
     apiKeys: keys,
     jobTtlMs: e.JOB_TTL,
+    dlqTtlMs: e.DLQ_TTL,
     audit: { transport: e.AUDIT_TRANSPORT === 'nats' ? 'nats' : 'local', bufferSize: e.AUDIT_BUFFER_SIZE },
     dlqCleanupIntervalMs: e.DLQ_CLEANUP_INTERVAL,
     rateLimit: { rps: e.API_RATE_LIMIT_RPS, burst: e.API_RATE_LIMIT_BURST, useRedis: e.REDIS_RATE_LIMIT },

@@ -154,6 +154,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       safety_kernel_addr: config.safetyKernelAddr,
       api_keys: config.apiKeys.length,
       job_ttl_ms: config.jobTtlMs,
+      dlq_ttl_ms: config.dlqTtlMs,
     });
 
     const redis: RedisClient = createRedis({ ...config.redis, name: config.instanceId, events: redisLogEvents(logger) });
@@ -185,7 +186,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       states.broadcast(job);
     };
     // D14: the sys.job.dlq notice after each DLQ write this replica makes (a job DENIED at submit).
-    const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: config.instanceId, logger }) });
+    const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs, dlqTtlMs: config.dlqTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: config.instanceId, logger }) });
     const dlqNotices = await startDlqNoticeConsumer({ bus, store, logger, registry });
     await track('dlq notice consumer', () => dlqNotices.stop());
     const locks = createLocks(redis);

@@ -46,8 +46,8 @@ export function createOperations(o: {
   const audit = createAuditSink({ transport: config.audit.transport, bufferSize: config.audit.bufferSize, bus, instanceId, logger });
   const configStore = createConfigStore(redis);
   const workers = createWorkerSnapshotSource(redis);
-  const retention = createRetentionCleanup({ redis, locks, logger, instanceId, intervalMs: config.dlqCleanupIntervalMs, jobTtlMs: config.jobTtlMs });
-  const retrier = createDlqRetrier({ redis, store, submit: o.submit, logger });
+  const retention = createRetentionCleanup({ redis, locks, logger, instanceId, intervalMs: config.dlqCleanupIntervalMs, jobTtlMs: config.jobTtlMs, dlqTtlMs: config.dlqTtlMs });
+  const retrier = createDlqRetrier({ redis, store, submit: o.submit, logger, dlqTtlMs: config.dlqTtlMs });
   const startedAt = Date.now();
   return {
     audit,

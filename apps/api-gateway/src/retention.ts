@@ -1,10 +1,10 @@
 // Index retention (D14, D16, D45): one replica, elected under cordum:dlq:cleanup (D7 lease),
 // trims the members of every index whose entries have expired: job indexes
 // (job:index:{<tenant>}:<state|all>) lose jobs created more than the job TTL ago, the DLQ indexes
-// (dlq:index, dlq:index:{<tenant>}) entries older than 30 days. Records, inputs and DLQ entries
+// (dlq:index, dlq:index:{<tenant>}) entries older than DLQ_TTL (30 days by default). Records, inputs and DLQ entries
 // expire by their own TTL; the indexes are refreshed by every write, so without this pass they
 // would grow with the whole history.
-import { DLQ_TTL_MS, trimIndexes, type TrimCounts } from '@cordum/job-store';
+import { trimIndexes, type TrimCounts } from '@cordum/job-store';
 import type { LeaderElector, Locks } from '@cordum/locks';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
@@ -20,15 +20,14 @@ export interface RetentionCleanup {
   runOnce(nowMs?: number): Promise<TrimCounts>;
 }
 
-export function createRetentionCleanup(o: { redis: RedisClient; locks: Locks; logger: Logger; instanceId: string; intervalMs: number; jobTtlMs: number; dlqTtlMs?: number }): RetentionCleanup {
-  const dlqTtlMs = o.dlqTtlMs ?? DLQ_TTL_MS;
+export function createRetentionCleanup(o: { redis: RedisClient; locks: Locks; logger: Logger; instanceId: string; intervalMs: number; jobTtlMs: number; dlqTtlMs: number }): RetentionCleanup {
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<unknown> = Promise.resolve();
   let busy = false;
   let elector: LeaderElector | null = null;
 
   const runOnce = async (nowMs = Date.now()): Promise<TrimCounts> => {
-    const removed = await trimIndexes(o.redis, { nowMs, jobTtlMs: o.jobTtlMs, dlqTtlMs });
+    const removed = await trimIndexes(o.redis, { nowMs, jobTtlMs: o.jobTtlMs, dlqTtlMs: o.dlqTtlMs });
     if (removed.job > 0 || removed.dlq > 0) o.logger.info('retention trimmed index entries', { job_index: removed.job, dlq_index: removed.dlq });
     return removed;
   };

@@ -43,14 +43,17 @@ describe('loadGatewayConfig', () => {
     expect(reordered[0]?.principalId).toBe(one[1]?.principalId);
   });
 
-  it('parses CORDUM_API_KEYS, TENANT_ID and JOB_TTL', () => {
+  it('parses CORDUM_API_KEYS, TENANT_ID, JOB_TTL and DLQ_TTL', () => {
     const c = loadGatewayConfig({
       ...base,
       TENANT_ID: 'acme',
       JOB_TTL: '2h',
+      DLQ_TTL: '3d',
       CORDUM_API_KEYS: JSON.stringify([{ key: 'viewer-key-1234', tenant: '*', role: 'viewer', principal_id: 'v' }]),
     });
     expect(c.jobTtlMs).toBe(7_200_000);
+    expect(c.dlqTtlMs).toBe(3 * 86_400_000);
+    expect(loadGatewayConfig(base).dlqTtlMs).toBe(30 * 86_400_000); // D45's 30 d (P238)
     expect(c.apiKeys).toEqual([
       { key: 'viewer-key-1234', tenant: '*', role: 'viewer', principalId: 'v' },
       { key: 'admin-key-12345678', tenant: 'acme', role: 'admin', principalId: 'admin' },
@@ -90,6 +93,9 @@ describe('loadGatewayConfig', () => {
     // PEXPIRE 0 would delete records as they are written; SET PX 0 is refused by Redis
     ['JOB_TTL', '0', 'JOB_TTL must be between 1m and 30d'],
     ['JOB_TTL', '31d', 'JOB_TTL must be at most 30d'],
+    // P238: a dead letter lives at least an hour, at most D45's 30 days
+    ['DLQ_TTL', '30m', 'DLQ_TTL must be between 1h and 30d'],
+    ['DLQ_TTL', '31d', 'DLQ_TTL must be at most 30d'],
     // each cleanup SCANs the keyspace; 0 would start one every millisecond
     ['DLQ_CLEANUP_INTERVAL', '0', 'DLQ_CLEANUP_INTERVAL must be between 1m and 24d'],
     ['DLQ_CLEANUP_INTERVAL', '700h', 'DLQ_CLEANUP_INTERVAL must be at most 24d'],

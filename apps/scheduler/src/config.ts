@@ -1,7 +1,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type BootstrapFile } from '@cordum/config-overlay';
-import { ConfigError, commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zLongDuration, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
+import { ConfigError, commonEnvSchema, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zDlqTtl, zLongDuration, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { loadSigningKeyFile, loadVerifyKeysFile, parseGrpcAddress } from '@cordum/protocol';
 import { z } from 'zod';
 import { D21_BREAKER, type BreakerOptions } from './safety-breaker';
@@ -17,6 +17,8 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   POOL_CONFIG_PATH: z.string().optional(),
   TIMEOUT_CONFIG_PATH: z.string().optional(),
   JOB_TTL: zJobTtl,
+  // P238: a dead letter's life (default 30 d, D45); the same on every gateway and scheduler.
+  DLQ_TTL: zDlqTtl,
   // P99: a job held for approval this long is DENIED `approval_expired` (default 6/7 of JOB_TTL: 6d at 7d).
   // Compared with a held job's age, never a timer: bounded by JOB_TTL (approvalTimeout), not Node's timer range (P193).
   SCHEDULER_APPROVAL_TIMEOUT: zLongDuration.optional(),
@@ -101,6 +103,8 @@ export interface SchedulerConfig {
   httpAddr: { host: string; port: number };
   safetyKernelAddr: string;
   jobTtlMs: number;
+  /** DLQ_TTL (P238). */
+  dlqTtlMs: number;
   /** P99: held jobs older than this (since they were held) are DENIED `approval_expired`; at least 1 s (approvalTimeout). */
   approvalTimeoutMs: number;
   dispatchUntracked: boolean;
@@ -176,6 +180,7 @@ export function loadSchedulerConfig(env: NodeJS.ProcessEnv | Record<string, stri
     httpAddr: e.SCHEDULER_HTTP_ADDR,
     safetyKernelAddr: e.SAFETY_KERNEL_ADDR,
     jobTtlMs: e.JOB_TTL,
+    dlqTtlMs: e.DLQ_TTL,
     approvalTimeoutMs: approvalTimeout(e.SCHEDULER_APPROVAL_TIMEOUT, e.JOB_TTL),
     dispatchUntracked: e.SCHEDULER_DISPATCH_UNTRACKED,
     pools: pools?.value ?? EMPTY_POOLS,

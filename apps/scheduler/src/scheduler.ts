@@ -171,7 +171,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     states = createStateBroadcaster({ bus, senderId: instanceId, component: 'scheduler', logger });
     await bus.ensureStreams();
     // D14: each DLQ write is followed by its sys.job.dlq notice (for the gateway's consumer).
-    const created: JobStore = createJobStore(redis, { jobTtlMs: config.jobTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: instanceId, logger }) });
+    const created: JobStore = createJobStore(redis, { jobTtlMs: config.jobTtlMs, dlqTtlMs: config.dlqTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: instanceId, logger }) });
     const store = deps.wrapStore ? deps.wrapStore(created) : created;
     safety = breakerSafetyChecker(deps.safety ?? grpcSafetyChecker(config.safetyKernelAddr, config.safetyDeadlineMs), createSharedBreaker(redis, config.safetyBreaker), { metrics, logger });
 

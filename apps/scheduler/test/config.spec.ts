@@ -62,6 +62,10 @@ describe('loadSchedulerConfig', () => {
   it('fails with one line naming the variable', () => {
     expect(() => loadSchedulerConfig({ JOB_TTL: 'soon' }, empty)).toThrow(/^invalid config: JOB_TTL .*"soon"/);
     expect(loadSchedulerConfig({ JOB_TTL: '7d' }, empty).jobTtlMs).toBe(7 * 86_400_000);
+    // P238: DLQ_TTL defaults to D45's 30 d, takes 1h to 30d
+    expect(loadSchedulerConfig({}, empty).dlqTtlMs).toBe(30 * 86_400_000);
+    expect(loadSchedulerConfig({ DLQ_TTL: '2d' }, empty).dlqTtlMs).toBe(2 * 86_400_000);
+    expect(() => loadSchedulerConfig({ DLQ_TTL: '59m' }, empty)).toThrow(/^invalid config: DLQ_TTL must be between 1h and 30d/);
     // refused at load (exit 2, one line), not after Redis and NATS are connected
     expect(() => loadSchedulerConfig({ SAFETY_KERNEL_ADDR: 'http://kernel:50051' }, empty)).toThrow(
       // P217: the message quotes the value already, so no "(got …)" repeats it

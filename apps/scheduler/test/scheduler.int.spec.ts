@@ -28,7 +28,8 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
 
   beforeAll(async () => {
     kernel = await startTestKernel(['job.denied']);
-    rig = await startSchedulerRig({ instanceId: 'sched-test', kernelAddress: kernel.address });
+    // DLQ_TTL shortened (P238): the DLQ test below reads it from the entry's TTL.
+    rig = await startSchedulerRig({ instanceId: 'sched-test', kernelAddress: kernel.address, env: { DLQ_TTL: '2h' } });
     ({ natsServer, redis, store, scheduler, metrics, bus } = rig);
     stateSub = bus.subscribe(subjects.state, (data) => {
       const p = decodePacket(data);
@@ -137,6 +138,11 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     expect(await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ job_id: job.id, reason_code: 'policy_denied', last_state: 'DENIED', reason: 'topic blocked in test' });
     expect((await store.getJob(job.id))?.safety).toEqual({ decision: 'deny', reason: 'topic blocked in test', ruleId: 'deny-test', policySnapshot: 'snap-test' });
     expect(worker.count(job.id)).toBe(0);
+    // P238: the entry, and the dead job's record (P74), live the configured DLQ_TTL, not 30 d
+    for (const key of [jobKeys.dlqEntry(job.id), jobKeys.meta(job.id)]) {
+      const ttl = await redis.pttl(key);
+      expect({ key, longerThan2hMinus1m: ttl > 7_140_000, atMost2h: ttl <= 7_200_000 }).toEqual({ key, longerThan2hMinus1m: true, atMost2h: true });
+    }
     // D14: and the sys.job.dlq notice after it, from this scheduler
     const notice = await waitFor(() => dlqNotices.find((p) => p.payload.case === 'jobResult' && p.payload.value.jobId === job.id), 5_000, { message: 'dlq notice' });
     expect(notice.senderId).toBe('sched-test');

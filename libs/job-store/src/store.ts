@@ -21,6 +21,8 @@ export const DLQ_TTL_MS = 30 * 24 * 3600 * 1000; // D45
 
 export interface JobStoreOptions {
   jobTtlMs: number;
+  /** DLQ_TTL (P238): the life of a DLQ entry, its tombstone, and the dead job's record and history (P74). Default DLQ_TTL_MS (30 d, D45). */
+  dlqTtlMs?: number;
   /** Called after every committed transition (and after a create); the scheduler publishes sys.job.state from it (D15). Must not throw. */
   onTransition?: (job: JobRecord, from: JobState | null) => void;
   /**
@@ -238,6 +240,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
   ]);
   const now = opts.now ?? Date.now;
   const ttl = opts.jobTtlMs;
+  const dlqTtl = opts.dlqTtlMs ?? DLQ_TTL_MS;
 
   const notify = (job: JobRecord, from: JobState | null): void => {
     try {
@@ -353,14 +356,14 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       created_at: new Date(job.finishedAt ?? now()).toISOString(),
     };
     // An entry an operator deleted stays deleted: the tombstone is checked in the same script (P22).
-    const written = await scripts.run<number>('dlq-set', [jobKeys.dlqEntry(job.id), jobKeys.dlqDeleted(job.id)], [JSON.stringify(entry), DLQ_TTL_MS]);
+    const written = await scripts.run<number>('dlq-set', [jobKeys.dlqEntry(job.id), jobKeys.dlqDeleted(job.id)], [JSON.stringify(entry), dlqTtl]);
     if (written === DLQ_DELETED) return false;
     // What a retry reads (the record, its input) and the history beside it live as long as the
-    // entry, not just the job TTL, so the entry stays retryable for its 30 days (P74). One
-    // absolute time, 30 d from the job's end (the entry, written then, expires no earlier), so a
+    // entry, not just the job TTL, so the entry stays retryable for its DLQ_TTL (P74; 30 d by
+    // default, P238). One absolute time, DLQ_TTL from the job's end (the entry, written then, expires no earlier), so a
     // re-run (a redelivered result, a late notice) never moves it; GT never shortens a TTL.
-    const keepUntil = (job.finishedAt ?? now()) + DLQ_TTL_MS;
-    // The fence too (P177): expired at the job TTL under a record kept 30 days, a later lock's INCR
+    const keepUntil = (job.finishedAt ?? now()) + dlqTtl;
+    // The fence too (P177): expired at the job TTL under a record kept DLQ_TTL, a later lock's INCR
     // created it again with no TTL, and with the record there nothing gave it one (P30).
     const kept = Promise.all([jobKeys.meta(job.id), jobKeys.ctx(job.id), jobKeys.decisions(job.id), jobKeys.fence(job.id)].map((k) => redis.pexpireat(k, keepUntil, 'GT')));
     kept.catch(() => undefined); // awaited below; not an unhandled rejection if a ZADD throws first
@@ -369,7 +372,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     // The PEXPIRE must run after the ZADD that may create the key: on a missing key it is a no-op.
     const added = redis.zadd(tenantIndex, 'NX', job.finishedAt ?? now(), job.id);
     await sentInOrder(added);
-    await Promise.all([added, redis.pexpire(tenantIndex, DLQ_TTL_MS), kept]);
+    await Promise.all([added, redis.pexpire(tenantIndex, dlqTtl), kept]);
     // Registered for the retention leader (retention.ts, P89); best effort: a re-run of this
     // write, or any later DLQ write of the tenant, registers it again.
     await redis.zadd(jobKeys.indexRegistry(), now(), tenantIndex).catch(() => undefined);
@@ -632,7 +635,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
 
     async deleteDlq(entry) {
       // The tombstone first: a write re-run from here on finds it (P22).
-      await redis.set(jobKeys.dlqDeleted(entry.job_id), '1', 'PX', DLQ_TTL_MS);
+      await redis.set(jobKeys.dlqDeleted(entry.job_id), '1', 'PX', dlqTtl);
       const [deleted] = await Promise.all([
         redis.del(jobKeys.dlqEntry(entry.job_id)),
         redis.zrem(jobKeys.dlqIndex(), entry.job_id),

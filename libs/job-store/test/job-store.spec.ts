@@ -173,6 +173,28 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     for (const key of keys) expect({ key, until: await until(key) }).toEqual({ key, until: finished + DLQ_TTL_MS });
   });
 
+  it('gives the entry, its tenant index, the dead job\'s record and history, and a deleted entry\'s tombstone the configured DLQ_TTL (P238)', async () => {
+    const dlqTtlMs = 2 * 3600 * 1000;
+    const s = createJobStore(redis, { jobTtlMs: 3600 * 1000, dlqTtlMs });
+    const dead = newJob({ safety: { decision: 'allow' as const, reason: 'ok', ruleId: 'r1', policySnapshot: 's1' } });
+    const t = await drive(s, redis, dead, ['SCHEDULED']);
+    expect((await s.transition(dead.id, 'FAILED', { token: t, patch: { error: { code: 'worker_error', message: 'boom' } } })).ok).toBe(true);
+    const finished = (await s.getJob(dead.id))!.finishedAt!;
+    const until = async (key: string): Promise<number> => Number(await redis.call('PEXPIRETIME', key));
+    for (const key of [jobKeys.meta(dead.id), jobKeys.ctx(dead.id), jobKeys.decisions(dead.id), jobKeys.fence(dead.id)]) {
+      expect({ key, until: await until(key) }).toEqual({ key, until: finished + dlqTtlMs });
+    }
+    const within = async (key: string): Promise<number> => {
+      const ms = await redis.pttl(key);
+      return ms > dlqTtlMs - 60_000 && ms <= dlqTtlMs ? dlqTtlMs : ms;
+    };
+    expect(await within(jobKeys.dlqEntry(dead.id))).toBe(dlqTtlMs);
+    expect(await within(jobKeys.dlqIndexTenant(dead.tenant))).toBe(dlqTtlMs);
+    const entry = (await s.getDlq(dead.id))!;
+    await s.deleteDlq(entry);
+    expect(await within(jobKeys.dlqDeleted(dead.id))).toBe(dlqTtlMs);
+  });
+
   it('writes the DLQ entry for a job created DENIED', async () => {
     const j = newJob({ initialState: 'DENIED', safety: { decision: 'deny', reason: 'blocked topic', ruleId: 'r1', policySnapshot: 's1' } });
     await store.createJob(j);

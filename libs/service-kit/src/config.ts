@@ -60,6 +60,13 @@ export const zLongDuration = durationSchema(30 * DAY_MS, '30d');
 export const zJobTtl = zLongDuration
   .refine((ms) => ms >= 60_000, { message: 'must be between 1m and 30d' })
   .default(7 * DAY_MS);
+/**
+ * DLQ_TTL (P238) of the gateway and the scheduler: how long a dead letter stays listed and
+ * retryable, and with it the dead job's record (P74); 1 h to 30 d, default D45's 30 d.
+ */
+export const zDlqTtl = zLongDuration
+  .refine((ms) => ms >= 3_600_000, { message: 'must be between 1h and 30d' })
+  .default(30 * DAY_MS);
 
 /**
  * A non-empty string turned into `parse`'s value (e.g. a key read from the file it names);

@@ -5,6 +5,7 @@ export {
   exitOnConfigError,
   zDuration,
   zJobTtl,
+  zDlqTtl,
   zLongDuration,
   zCheckedString,
   zParsedString,

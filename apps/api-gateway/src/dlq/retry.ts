@@ -5,11 +5,11 @@
 // to exist and answer with it (`already_retried`). The claim is removed again
 // when the winner ends without a job, so a later retry can succeed.
 // A winner that died before its job existed would hold the claim for its whole
-// TTL (30 days): a loser frees a claim older than STALE_CLAIM_MS (30 s) that
+// TTL (DLQ_TTL, 30 days by default): a loser frees a claim older than STALE_CLAIM_MS (30 s) that
 // still has no job, and the winner's create carries the claim, so a winner
 // that was only paused writes nothing once its claim is gone (P37, as P21).
 // A claim whose job was created is marked ('<job id>:created', P138): the new job's record lives
-// JOB_TTL (7 days by default) and the claim 30 days, and without the mark a retry after the record
+// JOB_TTL (7 days by default) and the claim DLQ_TTL (30 days by default), and without the mark a retry after the record
 // expired took the claim for a dead winner's and ran the dead job again. The winner marks it once
 // its submit returns, and so does a loser that finds the job (a winner that died in between).
 // A marked claim whose job is gone answers `already_retried` without a state.
@@ -19,7 +19,7 @@
 // retry here would run it twice. The store files no such entry any more; this
 // covers one written before it stopped.
 import { randomUUID } from 'node:crypto';
-import { DLQ_TTL_MS, failedAtSubmit, jobKeys, type DlqEntry, type JobRecord, type JobStore, type Priority } from '@cordum/job-store';
+import { failedAtSubmit, jobKeys, type DlqEntry, type JobRecord, type JobStore, type Priority } from '@cordum/job-store';
 import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
@@ -55,8 +55,9 @@ function holderOf(value: string): { jobId: string; created: boolean } {
   return value.endsWith(CREATED) ? { jobId: value.slice(0, -CREATED.length), created: true } : { jobId: value, created: false };
 }
 
-export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; submit: SubmitService; logger: Logger }): DlqRetrier {
-  const claims = createKeyClaims(deps.redis, DLQ_TTL_MS);
+/** `dlqTtlMs`: DLQ_TTL (P238, default 30 d), the claim's life: a claim made while the entry lives outlives it. */
+export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; submit: SubmitService; logger: Logger; dlqTtlMs: number }): DlqRetrier {
+  const claims = createKeyClaims(deps.redis, deps.dlqTtlMs);
   const scripts = defineScripts(deps.redis, [scriptSpec('mark-claim-1.lua', markLua)]);
   /** Best effort: a claim left unmarked only keeps the window this closes open. */
   const markCreated = async (claimKey: string, jobId: string): Promise<void> => {

@@ -1,7 +1,7 @@
 -- Mark a DLQ retry claim as having its job (P138): the value becomes '<job_id>:created', its TTL
 -- kept, only if the claim still names that job. A marked claim is never taken for the claim of a
 -- winner that died before its job existed, so a retry after the job's record expired (JOB_TTL,
--- shorter than the claim's 30 days) does not run the dead job again.
+-- usually shorter than the claim's DLQ_TTL) does not run the dead job again.
 -- KEYS[1] dlq:retry:<id>
 -- ARGV[1] the job id the claim names
 -- ARGV[2] the marked value
