@@ -1,7 +1,7 @@
 // Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
 import { createHash, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
-import { commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zDlqTtl, zNumber, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
+import { ANY_HOST, commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zDlqTtl, zNumber, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { RATE_LIMIT_BOUNDS, configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
 import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
@@ -48,9 +48,9 @@ const zApiKeys = z
 
 export const gatewayEnvSchema = commonEnvSchema
   .extend({
-    GATEWAY_HTTP_ADDR: zAddr.default({ host: '0.0.0.0', port: 8081 }),
-    GATEWAY_GRPC_ADDR: zAddr.default({ host: '0.0.0.0', port: 8080 }),
-    GATEWAY_METRICS_ADDR: zAddr.default({ host: '0.0.0.0', port: 9092 }),
+    GATEWAY_HTTP_ADDR: zAddr.default({ host: ANY_HOST, port: 8081 }),
+    GATEWAY_GRPC_ADDR: zAddr.default({ host: ANY_HOST, port: 8080 }),
+    GATEWAY_METRICS_ADDR: zAddr.default({ host: ANY_HOST, port: 9092 }),
     SAFETY_KERNEL_ADDR: zCheckedString(parseGrpcAddress).default('127.0.0.1:50051'),
     CORDUM_API_KEY: z.string().min(8, 'must be at least 8 characters').optional(),
     TENANT_ID: z.string().regex(TENANT_RE, 'must match ^[a-z0-9][a-z0-9_-]{0,62}$').default('default'),

@@ -9,7 +9,7 @@ import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
-import { createExpressServer, createLogger, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
+import { createExpressServer, createLogger, formatAddr, listenHost, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
 import { answerClientErrors } from './http/client-errors';
 import type { GatewayConfig } from './config';
 import { clampRateLimits, createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
@@ -78,7 +78,7 @@ const READY_CHECK_TIMEOUT_MS = 2_000;
 function listen(server: Server, addr: { host: string; port: number }): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(addr.port, addr.host, () => {
+    server.listen(addr.port, listenHost(addr), () => {
       server.off('error', reject);
       resolve();
     });
@@ -149,8 +149,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
   const start = async (): Promise<void> => {
     state = 'starting';
     logger.info('starting api-gateway', {
-      http_addr: `${config.httpAddr.host}:${config.httpAddr.port}`,
-      metrics_addr: `${config.metricsAddr.host}:${config.metricsAddr.port}`,
+      http_addr: formatAddr(config.httpAddr),
+      metrics_addr: formatAddr(config.metricsAddr),
       safety_kernel_addr: config.safetyKernelAddr,
       api_keys: config.apiKeys.length,
       job_ttl_ms: config.jobTtlMs,

@@ -23,9 +23,9 @@ function configError(env: Record<string, string>): string {
 describe('loadGatewayConfig', () => {
   it('applies CONTRACT §1 defaults', () => {
     const c = loadGatewayConfig(base);
-    expect(c.httpAddr).toEqual({ host: '0.0.0.0', port: 8081 });
-    expect(c.grpcAddr).toEqual({ host: '0.0.0.0', port: 8080 });
-    expect(c.metricsAddr).toEqual({ host: '0.0.0.0', port: 9092 });
+    expect(c.httpAddr).toEqual({ host: '', port: 8081 });
+    expect(c.grpcAddr).toEqual({ host: '', port: 8080 });
+    expect(c.metricsAddr).toEqual({ host: '', port: 9092 });
     expect(c.safetyKernelAddr).toBe('127.0.0.1:50051');
     expect(c.jobTtlMs).toBe(7 * 24 * 3600 * 1000);
     expect(c.apiKeys).toEqual([{ key: 'admin-key-12345678', tenant: 'default', role: 'admin', principalId: 'admin' }]);

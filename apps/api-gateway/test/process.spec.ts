@@ -58,9 +58,10 @@ async function servingEnv(): Promise<{ env: Record<string, string>; http: number
   return { env, http, metrics };
 }
 
-it('serves from any cwd and exits 0 within 15 s on SIGTERM', async () => {
+it('serves from any cwd, on IPv6 and IPv4 with the manifests\' ":port" addresses, and exits 0 within 15 s on SIGTERM', async () => {
   const { env, http, metrics } = await servingEnv();
-  const p = spawnGateway(env);
+  // P240: ":port" binds every address; an IPv6-only cluster reaches the API and /metrics
+  const p = spawnGateway({ ...env, GATEWAY_HTTP_ADDR: `:${http}`, GATEWAY_METRICS_ADDR: `:${metrics}` });
   await waitFor(async () => (await fetch(`http://127.0.0.1:${http}/readyz`).catch(() => null))?.status === 200, 20_000, { message: 'gateway ready' });
   // Kernel down: the job is still accepted (D19).
   const r = await fetch(`http://127.0.0.1:${http}/api/v1/jobs`, {
@@ -70,6 +71,8 @@ it('serves from any cwd and exits 0 within 15 s on SIGTERM', async () => {
   });
   expect(r.status).toBe(200);
   expect((await fetch(`http://127.0.0.1:${metrics}/metrics`)).status).toBe(200);
+  expect((await fetch(`http://[::1]:${http}/readyz`)).status).toBe(200);
+  expect((await fetch(`http://[::1]:${metrics}/metrics`)).status).toBe(200);
   expect(p.hasLine('maxmemory-policy')).toBe(false); // noeviction: nothing to warn about
   const t0 = Date.now();
   p.kill('SIGTERM');

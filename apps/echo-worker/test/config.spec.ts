@@ -29,7 +29,7 @@ test('env values are parsed: lists, durations, addresses', () => {
     WORKER_EXEC_LOG: '/tmp/x.log', WORKER_ECHO_DELAY: '250ms', WORKER_HEARTBEAT_INTERVAL: '1s', NATS_URL: 'nats://a:1,nats://b:2',
   });
   expect(c).toMatchObject({
-    workerId: 'e1', topics: ['job.a', 'job.b.c'], pool: 'gpu', maxParallelJobs: 4, httpAddr: { host: '0.0.0.0', port: 9099 },
+    workerId: 'e1', topics: ['job.a', 'job.b.c'], pool: 'gpu', maxParallelJobs: 4, httpAddr: { host: '', port: 9099 },
     execLogPath: '/tmp/x.log', echoDelayMs: 250, heartbeatIntervalMs: 1000, nats: { servers: ['nats://a:1', 'nats://b:2'] },
   });
 });

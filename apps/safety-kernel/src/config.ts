@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { configReloadEnvShape, configReloadIntervalMs, type Policy } from '@cordum/config-overlay';
-import { ConfigError, commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zDuration, zPositiveInt, errorText, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
+import { ANY_HOST, ConfigError, commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zDuration, zPositiveInt, errorText, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { z } from 'zod';
 import { parsePolicy } from './policy/parse';
 import { BUILTIN_DEFAULT_POLICY } from './policy/source';
@@ -9,8 +9,8 @@ import { BUILTIN_DEFAULT_POLICY } from './policy/source';
 export const SERVICE_NAME = 'safety-kernel';
 
 const envSchema = commonEnvSchema.extend({
-  SAFETY_KERNEL_GRPC_ADDR: zAddr.default({ host: '0.0.0.0', port: 50051 }),
-  SAFETY_KERNEL_HTTP_ADDR: zAddr.default({ host: '0.0.0.0', port: 9095 }),
+  SAFETY_KERNEL_GRPC_ADDR: zAddr.default({ host: ANY_HOST, port: 50051 }),
+  SAFETY_KERNEL_HTTP_ADDR: zAddr.default({ host: ANY_HOST, port: 9095 }),
   SAFETY_POLICY_PATH: z.string().optional(),
   /** 0 (default) turns the decision cache off. */
   SAFETY_DECISION_CACHE_TTL: zDuration.default(0),

@@ -16,7 +16,7 @@ import {
 } from '@cordum/config-overlay';
 import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions, shutdownGrpcServer, type HealthService } from '@cordum/protocol';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient } from '@cordum/redis';
-import { startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
+import { formatAddr, startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
 import type { SafetyKernelRuntimeConfig } from './config';
 import { createSafetyService, type SafetyService } from './grpc/safety-service';
@@ -450,7 +450,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       return s.active && policyComplete() && (await pingRedis(r, 500)) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
     });
     grpcPort = await bindGrpcServer(server, config.grpcAddr);
-    log.info('grpc listening', { host: config.grpcAddr.host, port: grpcPort });
+    log.info('grpc listening', { addr: formatAddr({ host: config.grpcAddr.host, port: grpcPort }) });
 
     health = await startHealthServer({
       addr: config.httpAddr,

@@ -13,8 +13,8 @@ describe('safety-kernel config', () => {
 
   it('defaults to :50051 / :9095 and the policy beside the bundle (D37)', () => {
     const c = loadSafetyKernelConfig({});
-    expect(c.grpcAddr).toEqual({ host: '0.0.0.0', port: 50051 });
-    expect(c.httpAddr).toEqual({ host: '0.0.0.0', port: 9095 });
+    expect(c.grpcAddr).toEqual({ host: '', port: 50051 });
+    expect(c.httpAddr).toEqual({ host: '', port: 9095 });
     expect(c.policy).toEqual({ path: bundledPolicyPath(), explicit: false });
     expect(c.redis.url).toBe('redis://127.0.0.1:6379');
   });

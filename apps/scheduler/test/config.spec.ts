@@ -13,7 +13,7 @@ describe('loadSchedulerConfig', () => {
   it('applies CONTRACT §1 defaults and falls back to built-in routing when the bundled copies are absent', () => {
     const c = loadSchedulerConfig({}, empty);
     expect(c).toMatchObject({
-      httpAddr: { host: '0.0.0.0', port: 9090 },
+      httpAddr: { host: '', port: 9090 },
       safetyKernelAddr: '127.0.0.1:50051',
       jobTtlMs: 7 * 24 * 3600 * 1000,
       dispatchUntracked: false,

@@ -14,6 +14,7 @@ import {
   grpcServiceDefinition,
   parseGrpcAddress,
   shutdownGrpcServer,
+  bindGrpcServer,
 } from '../src';
 import type { GrpcClient, HealthCheckResponse, PolicyCheckRequest } from '../src';
 
@@ -424,6 +425,37 @@ describe('shutdownGrpcServer', () => {
     } finally {
       w.close();
       w.server.forceShutdown();
+    }
+  });
+});
+
+// P240: an empty host (a `:port` address) binds `[::]`, one dual-stack socket: IPv6 and IPv4
+// clients both reach it. `0.0.0.0` stays IPv4 only.
+describe('bindGrpcServer listen address', () => {
+  const serves = async (target: string): Promise<boolean> => {
+    const h = grpcClientFor(Health, target);
+    try {
+      return (await h.check({ service: '' }, { deadlineMs: 2_000 })).status === ServingStatus.SERVING;
+    } catch {
+      return false;
+    } finally {
+      h.close();
+    }
+  };
+
+  it('an empty host takes IPv6 and IPv4 clients; 0.0.0.0 only IPv4', async () => {
+    const any = new grpc.Server();
+    const v4 = new grpc.Server();
+    addHealthService(any, () => ServingStatus.SERVING);
+    addHealthService(v4, () => ServingStatus.SERVING);
+    try {
+      const anyPort = await bindGrpcServer(any, { host: '', port: 0 });
+      const v4Port = await bindGrpcServer(v4, { host: '0.0.0.0', port: 0 });
+      expect({ v4: await serves(`127.0.0.1:${anyPort}`), v6: await serves(`[::1]:${anyPort}`) }).toEqual({ v4: true, v6: true });
+      expect({ v4: await serves(`127.0.0.1:${v4Port}`), v6: await serves(`[::1]:${v4Port}`) }).toEqual({ v4: true, v6: false });
+    } finally {
+      any.forceShutdown();
+      v4.forceShutdown();
     }
   });
 });

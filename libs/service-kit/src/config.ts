@@ -22,14 +22,31 @@ export function parseDurationMs(raw: string): number | undefined {
   return Number.isFinite(ms) ? Math.round(ms) : undefined;
 }
 
-/** Parses "host:port", ":port" (host 0.0.0.0) or "[::1]:port". */
+/**
+ * The host of a `:port` listen address (P240): every local address, IPv6 and IPv4 (one dual-stack
+ * socket) where the machine has IPv6, else every IPv4 one. `0.0.0.0:port` still means IPv4 only.
+ */
+export const ANY_HOST = '';
+
+/** The host to pass to `listen()`: undefined for ANY_HOST, which Node binds to `::` (dual stack), or `0.0.0.0` without IPv6. */
+export function listenHost(a: { host: string }): string | undefined {
+  return a.host === ANY_HOST ? undefined : a.host;
+}
+
+/** An address as an operator writes it: `:port` for any host, brackets around an IPv6 host. */
+export function formatAddr(a: { host: string; port: number }): string {
+  if (a.host === ANY_HOST) return `:${a.port}`;
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** Parses "host:port", ":port" (ANY_HOST: dual stack, P240) or "[::1]:port". */
 export function parseAddr(raw: string): { host: string; port: number } | undefined {
   const m = /^(?:\[([^\]]+)\]|([^:\s]*)):(\d{1,5})$/.exec(raw.trim());
   if (!m) return undefined;
   const port = Number(m[3]);
   if (port > 65535) return undefined;
   const host = m[1] ?? m[2] ?? '';
-  return { host: host === '' ? '0.0.0.0' : host, port };
+  return { host, port };
 }
 
 function durationSchema(maxMs: number, maxText: string) {
@@ -97,7 +114,7 @@ export function zCheckedString(check: (v: string) => unknown) {
 
 export type Addr = { host: string; port: number };
 
-/** "host:port" | ":port" → {host, port}; ":8081" binds 0.0.0.0. */
+/** "host:port" | ":port" → {host, port}; ":8081" binds every address, IPv6 and IPv4 (ANY_HOST, P240). */
 export const zAddr = z.string().transform((v, ctx): Addr => {
   const a = parseAddr(v);
   if (!a) {

@@ -5,6 +5,7 @@ import { Gauge, type Registry } from 'prom-client';
 import { type Logger } from './logger';
 import { createExpressServer } from './http-server';
 import { valueWithin } from './within';
+import { formatAddr, listenHost } from './config';
 
 /** The readiness gauge every service's health server exports (P219). */
 export const READY_METRIC = 'cordum_ready';
@@ -94,7 +95,7 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
   opts.extra?.(app);
 
   const server: Server = await new Promise((resolve, reject) => {
-    const s = createExpressServer(app).listen(opts.addr.port, opts.addr.host);
+    const s = createExpressServer(app).listen(opts.addr.port, listenHost(opts.addr));
     const onError = (err: Error): void => reject(err);
     s.once('error', onError);
     s.once('listening', () => {
@@ -104,7 +105,7 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
   });
   server.on('error', (err) => log.error('health server error', { err }));
   const port = (server.address() as AddressInfo).port;
-  log.info('health server listening', { host: opts.addr.host, port });
+  log.info('health server listening', { addr: formatAddr({ host: opts.addr.host, port }) });
 
   let closing: Promise<void> | undefined;
   return {

@@ -16,6 +16,9 @@ import {
   redisConnectionConfig,
   redactUrl,
   zAddr,
+  ANY_HOST,
+  formatAddr,
+  listenHost,
   zBool,
   zCsv,
   zDuration,
@@ -144,7 +147,7 @@ describe('ConfigError messages are one line naming the variable', () => {
       'invalid config: SCHEDULER_HTTP_ADDR must be an address like host:port or :port (port 0-65535) (got ":99999")',
     );
     expect(configErrorOf(() => loadConfig(schema, { SCHEDULER_HTTP_ADDR: 'localhost' })).message).toContain('SCHEDULER_HTTP_ADDR must be an address');
-    expect(loadConfig(schema, {}).SCHEDULER_HTTP_ADDR).toEqual({ host: '0.0.0.0', port: 9090 });
+    expect(loadConfig(schema, {}).SCHEDULER_HTTP_ADDR).toEqual({ host: '', port: 9090 });
   });
 
   it('missing required variable', () => {
@@ -236,7 +239,12 @@ describe('zod helpers', () => {
 
   it('zAddr', () => {
     expect(zAddr.parse('localhost:8081')).toEqual({ host: 'localhost', port: 8081 });
-    expect(zAddr.parse(':8081')).toEqual({ host: '0.0.0.0', port: 8081 });
+    // P240: ":port" is any host (dual stack), not 0.0.0.0 (IPv4 only), which stays as written
+    expect(zAddr.parse(':8081')).toEqual({ host: ANY_HOST, port: 8081 });
+    expect(zAddr.parse('0.0.0.0:8081')).toEqual({ host: '0.0.0.0', port: 8081 });
+    expect(listenHost(zAddr.parse(':8081'))).toBeUndefined();
+    expect(listenHost(zAddr.parse('0.0.0.0:8081'))).toBe('0.0.0.0');
+    expect([':8081', '0.0.0.0:8081', '[::1]:9090', 'localhost:1'].map((a) => formatAddr(zAddr.parse(a)))).toEqual([':8081', '0.0.0.0:8081', '[::1]:9090', 'localhost:1']);
     expect(zAddr.parse('127.0.0.1:0')).toEqual({ host: '127.0.0.1', port: 0 });
     expect(zAddr.parse('[::1]:9090')).toEqual({ host: '::1', port: 9090 });
     for (const bad of ['8081', 'host:', 'host:70000', 'a:b', 'a b:1']) expect(zAddr.safeParse(bad).success).toBe(false);

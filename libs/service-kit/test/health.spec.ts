@@ -1,5 +1,5 @@
 import { Counter } from 'prom-client';
-import { createLogger, createMetricsRegistry, startHealthServer, type HealthServer } from '../src';
+import { ANY_HOST, createLogger, createMetricsRegistry, startHealthServer, zAddr, type HealthServer } from '../src';
 
 const lines: string[] = [];
 const logger = createLogger({ service: 'test', instance: 'test-1', level: 'info', write: (l) => void lines.push(l) });
@@ -147,5 +147,32 @@ describe('health server close', () => {
     const a = await startHealthServer({ addr: { host: '127.0.0.1', port: 0 }, registry, logger });
     await expect(startHealthServer({ addr: { host: '127.0.0.1', port: a.port }, registry, logger })).rejects.toThrow(/EADDRINUSE/);
     await a.close();
+  });
+});
+
+// P240: a `:port` address (every deployment manifest's form) binds every address, IPv6 and IPv4,
+// so an IPv6-only cluster reaches the probes and /metrics; `0.0.0.0:port` stays IPv4 only.
+// (This machine has IPv6 loopback; a machine without IPv6 binds IPv4 only, Node's fallback.)
+describe('health server listen address', () => {
+  const reaches = async (host: string, port: number): Promise<boolean> => {
+    try {
+      return (await fetch(`http://${host}:${port}/healthz`)).status === 200;
+    } catch {
+      return false;
+    }
+  };
+
+  it('":port" takes IPv6 and IPv4 connections; "0.0.0.0:port" only IPv4', async () => {
+    const registry = createMetricsRegistry({ service: 'test', pod: 'p' });
+    const any = await startHealthServer({ addr: zAddr.parse(':0'), registry, logger });
+    const v4 = await startHealthServer({ addr: zAddr.parse('0.0.0.0:0'), registry, logger });
+    try {
+      expect(zAddr.parse(':0').host).toBe(ANY_HOST);
+      expect({ v4: await reaches('127.0.0.1', any.port), v6: await reaches('[::1]', any.port) }).toEqual({ v4: true, v6: true });
+      expect({ v4: await reaches('127.0.0.1', v4.port), v6: await reaches('[::1]', v4.port) }).toEqual({ v4: true, v6: false });
+    } finally {
+      await any.close();
+      await v4.close();
+    }
   });
 });

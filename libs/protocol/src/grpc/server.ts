@@ -266,10 +266,14 @@ export function grpcServerOptions(extra: grpc.ServerOptions = {}): grpc.ServerOp
  * `${host}:${port}` lost them (P198).
  */
 export function bindGrpcServer(server: grpc.Server, a: { host: string; port: number }): Promise<number> {
-  const target = a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
-  return new Promise((resolve, reject) => {
-    server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
-  });
+  const bind = (target: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+    });
+  // An empty host (service-kit's ANY_HOST, a `:port` address; P240): `[::]`, one dual-stack socket
+  // taking IPv6 and IPv4, or `0.0.0.0` on a machine without IPv6, where `[::]` cannot bind.
+  if (a.host === '') return bind(`[::]:${a.port}`).catch(() => bind(`0.0.0.0:${a.port}`));
+  return bind(a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 }
 
 
