@@ -6,7 +6,8 @@
 // nats-restart.spec (its one nats-server killed and restarted, then frozen),
 // redis-restart.spec (its one redis-server killed and restarted empty),
 // redis-aof-restart.spec (a Redis with AOF killed and restarted on its data) and
-// worker-freeze.spec (an echo worker frozen under load, within and past the worker TTL), executions
+// worker-freeze.spec (an echo worker frozen under load, within and past the worker TTL) and
+// clock-skew.spec (a reconciler leader 60 s ahead, a gateway 30 s behind, P241), executions
 // counted from the workers' logs. Part of `npm test` (a project of
 // the root jest.config.cjs); alone: `npm run build && npm run test:chaos`.
 module.exports = {

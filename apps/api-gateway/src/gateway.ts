@@ -8,7 +8,7 @@ import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
-import { closeRedis, createRedis, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
+import { closeRedis, createRedis, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { createExpressServer, createLogger, formatAddr, listenHost, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
 import { answerClientErrors } from './http/client-errors';
 import type { GatewayConfig } from './config';
@@ -159,6 +159,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
 
     const redis: RedisClient = createRedis({ ...config.redis, name: config.instanceId, events: redisLogEvents(logger) });
     await track('redis', () => closeRedis(redis));
+    // P241: timestamps other replicas read are taken in Redis's time (clusterNow).
+    const clock = startClockSync(redis, { log: logger });
+    await track('clock sync', () => clock.stop());
+    await clock.ready;
     // Dial now (a lazy client would otherwise stay 'wait' until the first request); readiness reports the result.
     if (!(await pingRedis(redis, PING_TIMEOUT_MS))) logger.warn('redis not answering at start; /readyz stays 503 until it does', { hint: 'down, or refusing the credentials in REDIS_URL (logged just before)' });
     else await warnIfEvicting(redis, (msg, fields) => logger.warn(msg, fields));

@@ -9,6 +9,7 @@ import type { LeaderElector, Locks } from '@cordum/locks';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { errorText } from '@cordum/service-kit';
+import { clusterNow } from '@cordum/redis';
 
 export const DLQ_CLEANUP_LOCK = 'cordum:dlq:cleanup';
 
@@ -26,7 +27,7 @@ export function createRetentionCleanup(o: { redis: RedisClient; locks: Locks; lo
   let busy = false;
   let elector: LeaderElector | null = null;
 
-  const runOnce = async (nowMs = Date.now()): Promise<TrimCounts> => {
+  const runOnce = async (nowMs = clusterNow()): Promise<TrimCounts> => {
     const removed = await trimIndexes(o.redis, { nowMs, jobTtlMs: o.jobTtlMs, dlqTtlMs: o.dlqTtlMs });
     if (removed.job > 0 || removed.dlq > 0) o.logger.info('retention trimmed index entries', { job_index: removed.job, dlq_index: removed.dlq });
     return removed;

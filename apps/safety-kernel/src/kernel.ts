@@ -15,7 +15,7 @@ import {
   type PolicyBundle,
 } from '@cordum/config-overlay';
 import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions, shutdownGrpcServer, type HealthService } from '@cordum/protocol';
-import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient } from '@cordum/redis';
+import { clusterNow, closeRedis, createRedis, pingRedis, redisLogEvents, startClockSync, type ClockSync, type RedisClient } from '@cordum/redis';
 import { formatAddr, startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
 import type { SafetyKernelRuntimeConfig } from './config';
@@ -90,9 +90,10 @@ function shutdownGrpc(server: grpc.Server, service: SafetyService | undefined, g
 /** Composition root of the safety kernel (CONTRACT §4, BEHAVIOURS §6). */
 export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: SafetyKernelDeps): SafetyKernelService {
   const log = deps.logger;
-  const now = deps.now ?? Date.now;
+  const now = deps.now ?? clusterNow;
   let state: State = 'new';
   let redis: RedisClient | undefined;
+  let clock: ClockSync | undefined;
   let bus: Bus | undefined;
   let store: SnapshotStore | undefined;
   let composer: PolicyComposer | undefined;
@@ -381,6 +382,9 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     if (config.decisionCache.ttlMs > 0) cache = new DecisionCache({ ...config.decisionCache, now }, metrics.cacheObserver());
     const c = cache;
     redis = createRedis({ ...config.redis, name: `${config.service}:${config.instanceId}`, events: redisLogEvents(log) });
+    // P241: timestamps other replicas read (throttle windows, file-rules entries) are taken in Redis's time.
+    clock = startClockSync(redis, { log });
+    await clock.ready;
     const s = new SnapshotStore(redis, (snap) => c?.reset(snap.id));
     store = s;
     // P180: a kernel that evaluates nothing (not ready: the stored section refused, no fallback)
@@ -489,7 +493,10 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
           },
         ],
         ['bus', async () => bus?.close()],
-        ['redis', async () => (redis ? closeRedis(redis) : undefined)],
+        ['redis', async () => {
+          clock?.stop();
+          if (redis) await closeRedis(redis);
+        }],
       ];
       for (const [name, fn] of steps) {
         try {

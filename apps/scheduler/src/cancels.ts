@@ -13,6 +13,7 @@ import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { handOffFreedSlot } from './replayer';
 import { errorText } from '@cordum/service-kit';
+import { clusterNow } from '@cordum/redis';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 
@@ -22,7 +23,7 @@ const ACK: HandlerOutcome = { kind: 'ack' };
  * that fails, still gets the worker told by the replayer leader (sendOwedCancels).
  */
 export async function oweCancel(ctx: SchedulerContext, job: JobRecord): Promise<void> {
-  if (job.dispatch) await ctx.store.fileCancel(job.id, Date.now() + CANCEL_OWED_AFTER_MS);
+  if (job.dispatch) await ctx.store.fileCancel(job.id, clusterNow() + CANCEL_OWED_AFTER_MS);
 }
 
 /**
@@ -101,7 +102,7 @@ export async function sendOwedCancels(ctx: SchedulerContext, now: number): Promi
       // The bus is away (a publish spends up to its 2 s budget): the rest wait for the next turn
       // rather than holding the replayer for a budget each. XX: an answer that removed the entry
       // meanwhile keeps it removed.
-      await ctx.store.deferCancel(e.id, Date.now() + OWED_RETRY_MS);
+      await ctx.store.deferCancel(e.id, clusterNow() + OWED_RETRY_MS);
       ctx.metrics.owedCancels.inc({ outcome: 'failed' });
       break;
     }
@@ -124,7 +125,7 @@ const resends = (() => {
   const last = new Map<string, number>();
   return {
     take(key: string): boolean {
-      const now = Date.now();
+      const now = clusterNow();
       const at = last.get(key);
       if (at !== undefined && now - at < RESEND_EVERY_MS) return false;
       last.delete(key);

@@ -17,6 +17,7 @@ import { dispatchPacket, jobRequestFor } from './packets';
 import { directSubject, type Reservation } from './registry';
 import type { RouteDecision } from './routing';
 import { errorText } from '@cordum/service-kit';
+import { clusterNow } from '@cordum/redis';
 
 export type DispatchOutcome =
   | { kind: 'dispatched'; job: JobRecord }
@@ -59,7 +60,7 @@ export interface DispatchOptions {
 
 export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord, route: Routed, o: DispatchOptions = {}): Promise<DispatchOutcome | { kind: 'started' }> {
   const { release = false } = o;
-  const now = Date.now();
+  const now = clusterNow();
   ctx.capacityWaiters.delete(job.topic, job.id);
   const workerId = route.kind === 'worker' ? route.worker.workerId : undefined;
   const d: DispatchRecord = {
@@ -116,7 +117,7 @@ export function safeMarginMs(ttlMs: number): number {
  */
 async function recordRuntimeBound(ctx: SchedulerContext, job: JobRecord, maxRuntimeMs: number): Promise<void> {
   try {
-    await ctx.store.setDeadline(job.id, Math.min(job.deadlineAt ?? Infinity, Date.now() + maxRuntimeMs));
+    await ctx.store.setDeadline(job.id, Math.min(job.deadlineAt ?? Infinity, clusterNow() + maxRuntimeMs));
   } catch (err) {
     ctx.logger.warn('max_runtime_ms bound not recorded; the running timeout still bounds the attempt', { job_id: job.id, err: errorText(err) });
   }
@@ -130,7 +131,7 @@ async function recordRuntimeBound(ctx: SchedulerContext, job: JobRecord, maxRunt
 export async function republishAttempt(ctx: SchedulerContext, lease: Lease, job: JobRecord, d: DispatchRecord): Promise<boolean> {
   const out = await publishAttempt(ctx, lease, job, d);
   if (out.kind !== 'dispatched') return false;
-  await ctx.store.reindex(job.id, 'DISPATCHED', 'DISPATCHED', Date.now());
+  await ctx.store.reindex(job.id, 'DISPATCHED', 'DISPATCHED', clusterNow());
   return true;
 }
 
@@ -158,7 +159,7 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
     // mid-flush). A submit's or a result's message is redelivered and republishes it, but a
     // drive by the replayer or a slot hand-off has no message behind it: without this it waited
     // for the dispatch timeout (120 s). The replayer republishes it, same dispatch id (P83).
-    await ctx.store.scheduleRetry(job.id, Date.now() + 1000).catch(() => undefined);
+    await ctx.store.scheduleRetry(job.id, clusterNow() + 1000).catch(() => undefined);
     throw err;
   }
   if (d.workerId) {
@@ -167,7 +168,7 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
   }
   // The job's first attempt only (P141): a retry's or a replacement's time since creation
   // includes earlier attempts' run times and backoffs, which are not dispatch latency.
-  if (d.attempt === 1) ctx.metrics.dispatchLatency.observe(Math.max(0, Date.now() - readyAt(job)) / 1000);
+  if (d.attempt === 1) ctx.metrics.dispatchLatency.observe(Math.max(0, clusterNow() - readyAt(job)) / 1000);
   const m = await markPublishedHolding(ctx, lease, job, d, release, margin);
   if (m.ok && release) lease.markReleased();
   if (!m.ok) {

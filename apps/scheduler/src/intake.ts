@@ -15,6 +15,7 @@ import type { RouteDecision } from './routing';
 import { resolveSafety, type SafetyVerdict } from './safety';
 import { concurrencyOf, slotWait, takeSlot } from './slots';
 import { pastDeadline } from './redispatch';
+import { clusterNow } from '@cordum/redis';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 const nak = (delayMs: number): HandlerOutcome => ({ kind: 'nak', delayMs });
@@ -31,7 +32,7 @@ export function submitHandler(ctx: SchedulerContext) {
       return { kind: 'term', reason: 'submit packet without a JobRequest' };
     }
     const req = packet.payload.value;
-    const startedAt = Date.now();
+    const startedAt = clusterNow();
     const r = await withLockedJob(ctx, req.jobId, (lease, job) => {
       // ready → picked up, before the lock wait: dispatch latency split into where it goes.
       if (job?.state === 'PENDING' && h.deliveryCount === 1) ctx.metrics.intakeWait.observe(Math.max(0, startedAt - readyAt(job)) / 1000);
@@ -45,7 +46,7 @@ export function submitHandler(ctx: SchedulerContext) {
     // drives it from there (P130). Outside the lock: the entry only asks for a look under it.
     if (outcome.kind === 'nak' && h.deliveryCount >= MAX_DELIVER) {
       try {
-        await ctx.store.scheduleRetry(req.jobId, Date.now() + (outcome.delayMs ?? 0));
+        await ctx.store.scheduleRetry(req.jobId, clusterNow() + (outcome.delayMs ?? 0));
         ctx.metrics.lastDeliveryHandOffs.inc();
         return ACK;
       } catch (err) {

@@ -19,13 +19,14 @@ import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS } from './job-lock';
 import { topicServed } from './routing';
 import { leaveGroup } from './slots';
+import { clusterNow } from '@cordum/redis';
 
 export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   if (job.state !== 'PENDING' && job.state !== 'RETRYING') return { kind: 'ack' };
   // It waits for a worker, not in a concurrency group's queue, where it would hold up the jobs
   // behind it (P70); it queues again, at the back, once a worker can take it.
   if (job.state === 'PENDING') await leaveGroup(ctx, lease, job);
-  const now = Date.now();
+  const now = clusterNow();
   const wait = currentWait(job, now);
   const tries = wait.tries + 1;
   const { maxScheduleTries, maxScheduleWaitMs } = ctx.config.replay;
@@ -62,7 +63,7 @@ export function currentWait(job: JobRecord, now: number): WorkerWait {
 
 /** FAILED + DLQ `no_workers` after `tries` schedule tries in the job's current `wait` (D13, currentWait). */
 export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: JobRecord, wait: WorkerWait, tries: number): Promise<HandlerOutcome> {
-  ctx.logger.warn('no worker within the bound, failing job', { job_id: job.id, topic: job.topic, tries, waited_ms: Date.now() - wait.since });
+  ctx.logger.warn('no worker within the bound, failing job', { job_id: job.id, topic: job.topic, tries, waited_ms: clusterNow() - wait.since });
   const w = await ctx.store.transition(job.id, 'FAILED', {
     token: lease.token,
     from: [job.state],

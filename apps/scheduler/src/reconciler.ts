@@ -24,6 +24,7 @@ import { readLocked, withJobLock } from './job-lock';
 import { pastDeadline, reattemptLocked } from './redispatch';
 import { oweCancel, tellWorkerToStop } from './cancels';
 import { handOffFreedSlot } from './replayer';
+import { clusterNow } from '@cordum/redis';
 
 export const SCAN_LIMIT = 500;
 /**
@@ -37,7 +38,7 @@ const SCAN_CONCURRENCY = 8;
 const APPROVAL_DEADLINE_RECHECK_MS = 60_000;
 
 export async function reconcileOnce(ctx: SchedulerContext): Promise<{ stale: number }> {
-  const now = Date.now();
+  const now = clusterNow();
   const t = ctx.timeouts().reconciler;
   ctx.metrics.reconcileScans.inc();
   const dispatchMs = t.dispatch_timeout_seconds * 1000;
@@ -140,7 +141,7 @@ async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: 
         await ctx.store.repairIndex(e.id, seenIn, job);
         return;
       }
-      if (overdueAfterMs !== undefined && job.updatedAt + overdueAfterMs > Date.now()) {
+      if (overdueAfterMs !== undefined && job.updatedAt + overdueAfterMs > clusterNow()) {
         ctx.logger.debug('reconcile skipped: the job moved on to a newer write since the scan', { job_id: job.id, state: job.state, attempt: job.attempts, listed_at: e.score, updated_at: job.updatedAt });
         return;
       }
@@ -151,7 +152,7 @@ async function locked(ctx: SchedulerContext, e: ScoredId, seenIn: JobState, fn: 
     ctx.logger.warn('reconcile job failed', { job_id: e.id, err });
   }
   if (overdueAfterMs !== undefined) {
-    await ctx.store.deferActive(e.id, seenIn, Date.now() - overdueAfterMs).catch((err: unknown) => ctx.logger.warn('reconcile: scan entry not moved back', { job_id: e.id, err }));
+    await ctx.store.deferActive(e.id, seenIn, clusterNow() - overdueAfterMs).catch((err: unknown) => ctx.logger.warn('reconcile: scan entry not moved back', { job_id: e.id, err }));
   }
 }
 
@@ -180,7 +181,7 @@ async function onDispatched(ctx: SchedulerContext, scan: Scan, lease: Lease, job
     if (r === 'moved' || r === 'busy' || r === 'error' || r === 'past_deadline') return;
     // Provably unstarted but every other candidate is busy or gone: waiting for capacity is
     // right, a TIMEOUT would fail a job that can still run. Bounded like a no-worker wait (D13).
-    if (r === 'no_route' && Date.now() - (job.dispatchedAt ?? job.updatedAt) < ctx.config.replay.maxScheduleWaitMs) return;
+    if (r === 'no_route' && clusterNow() - (job.dispatchedAt ?? job.updatedAt) < ctx.config.replay.maxScheduleWaitMs) return;
   }
   // P49: the claim read above and the TIMEOUT write are two round trips; a worker that claims
   // in between would run a job recorded "not started". The fence closes the attempt to claims
@@ -208,7 +209,7 @@ async function claimedToRunning(ctx: SchedulerContext, lease: Lease, job: JobRec
  */
 async function timeout(ctx: SchedulerContext, scan: Scan, lease: Lease, job: JobRecord, boundAt: number, code: string, message: string): Promise<JobRecord | undefined> {
   const held = scan.resultsHeldSince;
-  if (held !== null && held - CLOCK_MARGIN_MS < boundAt && Date.now() < boundAt + LATE_RESULT_MS) {
+  if (held !== null && held - CLOCK_MARGIN_MS < boundAt && clusterNow() < boundAt + LATE_RESULT_MS) {
     ctx.metrics.reconciled.inc({ action: 'timeout_deferred' });
     // debug: under steady load some result is nearly always in a handler, so a TIMEOUT found
     // within seconds of its bound waits a scan or two without any replica having stalled.
@@ -233,7 +234,7 @@ async function onDeadline(ctx: SchedulerContext, scan: Scan, id: string): Promis
     const r = await withJobLock(ctx, id, async (lease): Promise<JobRecord | void> => {
       const job = await readLocked(ctx, id);
       if (!job || TERMINAL_STATES.has(job.state)) return setDeadlineLocked(ctx, lease, id, null);
-      const now = Date.now();
+      const now = clusterNow();
       const out = ATTEMPT_OUT_STATES.has(job.state);
       if (pastDeadline(job, now)) {
         if (job.state === 'APPROVAL_REQUIRED') return setDeadlineLocked(ctx, lease, id, now + APPROVAL_DEADLINE_RECHECK_MS);

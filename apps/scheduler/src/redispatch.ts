@@ -9,6 +9,7 @@ import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
 import { withReservedRoute } from './route-job';
+import { clusterNow } from '@cordum/redis';
 
 export type ReattemptResult =
   /** a new attempt was published */
@@ -27,7 +28,7 @@ export type ReattemptResult =
   | 'error';
 
 /** D46: past the job's `deadline_ms` no new attempt goes out (P139), whichever path would send it. */
-export function pastDeadline(job: JobRecord, now = Date.now()): boolean {
+export function pastDeadline(job: JobRecord, now = clusterNow()): boolean {
   return job.deadlineAt !== undefined && now >= job.deadlineAt;
 }
 

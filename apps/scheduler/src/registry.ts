@@ -2,6 +2,7 @@
 // replica builds its own view (broadcasts are per-replica subscriptions), so it
 // never needs Redis on the routing hot path.
 import { WORKER_DRAINING_LABEL, type Handshake, type Heartbeat } from '@cordum/protocol';
+import { clusterNow } from '@cordum/redis';
 
 /** D44: only ids safe as one NATS subject token get direct dispatch. */
 export const DIRECT_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
@@ -82,7 +83,7 @@ export class WorkerRegistry {
 
   constructor(opts: { ttlMs?: number; now?: () => number } = {}) {
     this.ttlMs = opts.ttlMs ?? 30_000;
-    this.now = opts.now ?? Date.now;
+    this.now = opts.now ?? clusterNow;
   }
 
   onHeartbeat(hb: Heartbeat): void {

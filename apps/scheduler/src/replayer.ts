@@ -29,6 +29,7 @@ import { currentWait, failNoWorker, parkPlan } from './no-worker';
 import { candidates, isOverloaded, topicServed } from './routing';
 import { settleSlotWait, slotTurn } from './slots';
 import type { WaitingJob } from './capacity-waiters';
+import { clusterNow } from '@cordum/redis';
 
 const LIMIT = 200;
 /** Hints a freed worker slot tries before it is left to the other ways a waiting job goes (P225). */
@@ -39,7 +40,7 @@ const CONCURRENCY = 16;
 const ORPHAN_STATES: JobState[] = ['PENDING', 'SCHEDULED', 'RETRYING'];
 
 export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: number; orphans: number; unparked: number; expired: number; woken: number; cancelsSent: number }> {
-  const now = Date.now();
+  const now = clusterNow();
   // Its own failure (Redis away) must not cost the turn's other work, which would fail alone if it must.
   const cancelsSent = await sendOwedCancels(ctx, now).catch((err: unknown) => {
     ctx.logger.warn('owed JobCancels not sent this turn', { err: errorText(err) });
@@ -66,7 +67,7 @@ export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: numb
         // A timed wait, not an orphan. Move it to the back of the index so a long queue of
         // waiting jobs never hides real orphans behind the scan LIMIT (a job that moved on
         // meanwhile gets a stale entry here, which the next look repairs).
-        await ctx.store.reindex(e.id, state, state, Date.now());
+        await ctx.store.reindex(e.id, state, state, clusterNow());
         return;
       }
       if (await drive(ctx, e.id, state)) {
@@ -148,7 +149,7 @@ function expire(ctx: SchedulerContext, id: string, topic: string, kept: Set<stri
     if (!job || (job.state !== 'PENDING' && job.state !== 'RETRYING')) return false;
     const expiresAt = await ctx.store.parkedExpiry(topic, id);
     if (expiresAt === null) return false;
-    if (expiresAt > Date.now() || topicServed(ctx.pools(), ctx.workers.live(), topic)) {
+    if (expiresAt > clusterNow() || topicServed(ctx.pools(), ctx.workers.live(), topic)) {
       kept.add(id);
       return false;
     }
@@ -176,7 +177,7 @@ function failParked(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promis
 async function settleParked(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<boolean> {
   const expiresAt = await ctx.store.parkedExpiry(job.topic, job.id);
   if (expiresAt === null) return false;
-  const now = Date.now();
+  const now = clusterNow();
   if (topicServed(ctx.pools(), ctx.workers.live(), job.topic)) {
     await ctx.store.unpark(job.topic, [job.id], now);
     ctx.logger.info('orphan sweep found a job parked on a served topic, re-driven', { job_id: job.id, topic: job.topic });
@@ -249,7 +250,7 @@ async function drivePending(ctx: SchedulerContext, id: string): Promise<'dispatc
     if (!job || job.state !== 'PENDING') return false;
     const out = await driveJob(ctx, lease, job);
     if (out.kind === 'nak') {
-      await ctx.store.scheduleRetry(id, Date.now() + (out.delayMs ?? 1000));
+      await ctx.store.scheduleRetry(id, clusterNow() + (out.delayMs ?? 1000));
       result = 'waits';
     } else {
       result = 'dispatched';
@@ -274,11 +275,11 @@ function drive(ctx: SchedulerContext, id: string, seenIn: JobState | null): Prom
     if (seenIn && (await settleParked(ctx, lease, job))) return false;
     if (seenIn && (await settleSlotWait(ctx, job))) return false;
     const out: HandlerOutcome = await driveJob(ctx, lease, job);
-    if (out.kind === 'nak') await ctx.store.scheduleRetry(id, Date.now() + (out.delayMs ?? 1000));
+    if (out.kind === 'nak') await ctx.store.scheduleRetry(id, clusterNow() + (out.delayMs ?? 1000));
     // The job was touched: refresh its orphan clock so it is not re-driven every turn.
     // (never backwards: a job parked meanwhile keeps its clock at its expiry, P15)
     const after = await ctx.store.getJob(id);
-    if (after && after.state === job.state) await ctx.store.touchOrphanClock(id, job.state, Date.now());
+    if (after && after.state === job.state) await ctx.store.touchOrphanClock(id, job.state, clusterNow());
     return true;
   });
 }
@@ -292,13 +293,13 @@ async function underJobLock(ctx: SchedulerContext, id: string, failure: string, 
   try {
     const r = await withJobLock(ctx, id, fn);
     if (r.busy) {
-      await ctx.store.scheduleRetry(id, Date.now() + 1000);
+      await ctx.store.scheduleRetry(id, clusterNow() + 1000);
       return false;
     }
     return r.value;
   } catch (err) {
     ctx.logger.warn(failure, { job_id: id, err });
-    await ctx.store.scheduleRetry(id, Date.now() + 5000).catch(() => undefined);
+    await ctx.store.scheduleRetry(id, clusterNow() + 5000).catch(() => undefined);
     return false;
   }
 }

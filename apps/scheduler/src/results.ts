@@ -10,6 +10,7 @@ import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-loc
 import { cancelAnswered } from './cancels';
 import { handOffCapacity, handOffFreedSlot } from './replayer';
 import { attemptsUsed, pastDeadline } from './redispatch';
+import { clusterNow } from '@cordum/redis';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 
@@ -201,7 +202,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
     // P131); a worker_busy refusal waits by its own count (D48). Filed before the write, so a
     // RETRYING job always has its entry; an entry whose write is then refused finds the job in
     // another state when due, and the drive drops it.
-    await ctx.store.scheduleRetry(job.id, Date.now() + backoffMs(busy ? refusals - 1 : attemptsUsed(job) - 1));
+    await ctx.store.scheduleRetry(job.id, clusterNow() + backoffMs(busy ? refusals - 1 : attemptsUsed(job) - 1));
   }
   // Every outcome ends the handler, a retry too (the replayer sends it), so the write also
   // releases the lock (issue 7).

@@ -5,7 +5,7 @@
 // failed call is `unavailable`; intake then applies `input_fail_mode`. Only a
 // call that could not reach the kernel counts as a failure: a `kernelError`
 // (the kernel answered an error for that job) is neither a failure nor a success.
-import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
+import { clusterNow, defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import type { JobRecord } from '@cordum/job-store';
 import breakerLua from './lua/safety-breaker-1.lua';
@@ -53,7 +53,7 @@ export interface SharedBreaker {
 /** How often a replica re-reads the shared breaker for its gauge, checks or not (P163). */
 export const BREAKER_GAUGE_REFRESH_MS = 5_000;
 
-export function createSharedBreaker(redis: RedisClient, o: BreakerOptions, now: () => number = Date.now): SharedBreaker {
+export function createSharedBreaker(redis: RedisClient, o: BreakerOptions, now: () => number = clusterNow): SharedBreaker {
   const scripts = defineScripts(redis, [scriptSpec('safety-breaker-1.lua', breakerLua)]);
   const args = (op: string, probe = false): (string | number)[] => [op, now(), o.failureThreshold, o.windowMs, o.openMs, o.probeIntervalMs, o.closeAfterSuccesses, probe ? '1' : '0'];
   let closedUntil = 0;

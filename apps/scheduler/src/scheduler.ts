@@ -4,7 +4,7 @@ import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord, type JobStore, type StateBroadcaster } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
 import { decodeValidPacket, packetDecoder, packetEncoder } from '@cordum/protocol';
-import { closeRedis, createRedis, isRedisUnavailable, pingRedis, redisLogEvents, warnIfEvicting, type RedisClient } from '@cordum/redis';
+import { closeRedis, createRedis, isRedisUnavailable, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type ClockSync, type RedisClient } from '@cordum/redis';
 import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import { createSchedulerConfigWatcher, schedulerSections } from './config-watch';
@@ -85,6 +85,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
 
   let health: HealthServer | undefined;
   let redis: RedisClient | undefined;
+  let clock: ClockSync | undefined;
   let safety: SafetyChecker | undefined;
   const consumers: Consumer[] = [];
   const subs: Subscription[] = [];
@@ -166,6 +167,9 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       ],
     });
     redis = createRedis({ ...config.redis, name: `scheduler:${instanceId}`, events: redisLogEvents(logger) });
+    // P241: timestamps other replicas read are taken in Redis's time (clusterNow).
+    clock = startClockSync(redis, { log: logger });
+    await clock.ready;
     const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM, histogramBuckets: JOB_PATH_BUCKETS });
     bus = await connectBus({ ...config.nats, name: `scheduler:${instanceId}`, logger, registry, waitOnFirstConnect: true });
     states = createStateBroadcaster({ bus, senderId: instanceId, component: 'scheduler', logger });
@@ -331,6 +335,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     await step('safety client', () => safety?.close());
     states?.stop();
     await step('bus', () => bus?.close());
+    clock?.stop();
     await step('redis', () => (redis ? closeRedis(redis) : undefined));
     await step('health', () => health?.close());
     phase = 'stopped';

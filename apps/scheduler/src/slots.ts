@@ -12,6 +12,7 @@ import type { SchedulerContext } from './context';
 import { safeMarginMs } from './dispatch';
 import { forEachLimit } from './for-each';
 import { BUSY_NAK_MS, readLocked, withJobLock } from './job-lock';
+import { clusterNow } from '@cordum/redis';
 
 /**
  * How far a waiting job's orphan clock moves. The orphan sweep leaves a job it finds queued alone
@@ -58,7 +59,7 @@ export async function slotWait(ctx: SchedulerContext, lease: Lease, job: JobReco
     const p = await ctx.store.patchJob(job.id, job.state, { token: lease.token, patch: { concurrency: c } });
     if (!p.ok) return p.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : { kind: 'ack' };
   }
-  await ctx.store.touchOrphanClock(job.id, job.state, Date.now() + SLOT_WAIT_RECHECK_MS);
+  await ctx.store.touchOrphanClock(job.id, job.state, clusterNow() + SLOT_WAIT_RECHECK_MS);
   ctx.logger.info('max_concurrent_jobs reached, job waits for a slot', { job_id: job.id, group: c.group, limit: c.limit });
   return { kind: 'ack' };
 }
@@ -69,7 +70,7 @@ export async function slotWait(ctx: SchedulerContext, lease: Lease, job: JobReco
  */
 export async function settleSlotWait(ctx: SchedulerContext, job: JobRecord): Promise<boolean> {
   if (job.state !== 'PENDING' || !job.concurrency || !(await ctx.store.isSlotWaiter(job.concurrency.group, job.id))) return false;
-  await ctx.store.touchOrphanClock(job.id, job.state, Date.now() + SLOT_WAIT_RECHECK_MS);
+  await ctx.store.touchOrphanClock(job.id, job.state, clusterNow() + SLOT_WAIT_RECHECK_MS);
   return true;
 }
 

@@ -12,6 +12,7 @@ import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { createLeaderLoop, type LeaderLoop } from './leader-loop';
 import type { WorkerRegistry, WorkerView } from './registry';
+import { clusterNow } from '@cordum/redis';
 
 export const SNAPSHOT_WRITER_KEY = 'cordum:scheduler:snapshot:writer';
 
@@ -52,7 +53,7 @@ export function snapshotWriter(o: { redis: RedisClient; locks: Locks; registry: 
     run: async () => {
       // all(): workers the registry still remembers, offline ones included; readers compute `online`.
       const workers = o.registry.all();
-      const snap = toSnapshot(workers, o.instanceId, Date.now());
+      const snap = toSnapshot(workers, o.instanceId, clusterNow());
       // P202: a writer that started cold (its snapshot read failed) has no handshake for a CAP
       // worker that sends one only at its start; the stored snapshot's ready_topics and start_ack
       // for it are kept, or replicas warm-starting later would lose its direct subject and D40
@@ -112,7 +113,7 @@ export async function hydrate(o: { redis: RedisClient; registry: WorkerRegistry;
     })),
     o.floorMs,
   );
-  const ageMs = Date.now() - snap.captured_at;
+  const ageMs = clusterNow() - snap.captured_at;
   o.logger.info('warm start: registry hydrated from snapshot', { workers: n, snapshot_age_ms: ageMs, writer_id: snap.writer_id });
   return { kind: 'warm', workers: n, ageMs };
 }

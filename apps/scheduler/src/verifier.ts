@@ -23,6 +23,7 @@
 import type { SchedulerContext } from './context';
 import { driveRedispatch } from './redispatch';
 import { TimerWheel } from './timer-wheel';
+import { clusterNow } from '@cordum/redis';
 
 export type VerifyOutcome = 'delivered' | 'fallback' | 'deferred' | 'unverified' | 'probe_error' | 'skipped';
 
@@ -80,7 +81,7 @@ export function createVerifier(ctx: () => SchedulerContext | undefined, o: { ena
         // error: uncertain, so nothing happens (probe_error); exhausted: the reconciler times it
         // out; started / moved: it did arrive.
         const dispatchTimeoutAt = (job.dispatchedAt ?? job.updatedAt) + c.timeouts().reconciler.dispatch_timeout_seconds * 1000;
-        if ((r === 'no_route' || r === 'busy') && Date.now() + o.delayMs < dispatchTimeoutAt && !stopped && !wheel.get(jobId)) {
+        if ((r === 'no_route' || r === 'busy') && clusterNow() + o.delayMs < dispatchTimeoutAt && !stopped && !wheel.get(jobId)) {
           wheel.add(jobId, { jobId, dispatchId }, o.delayMs);
           outcome = 'deferred';
         } else {

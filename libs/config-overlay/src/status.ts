@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { scanKeys, type RedisClient } from '@cordum/redis';
+import { clusterNow, scanKeys, type RedisClient } from '@cordum/redis';
 import { errorText } from '@cordum/service-kit';
 import { sectionHash } from './canonical';
 import { CLOCK_SLACK_MS } from './clock-slack';
@@ -67,7 +67,7 @@ export const REPORT_INDEX_SLACK_MS = CLOCK_SLACK_MS;
  */
 export async function writeAppliedReport(redis: RedisClient, key: string, report: AppliedReport, ttlMs: number, indexKey: string = configKeys().appliedIndex()): Promise<void> {
   const ms = Math.max(1, Math.round(ttlMs));
-  const now = Date.now();
+  const now = clusterNow();
   await Promise.all([
     redis.set(key, JSON.stringify(report), 'PX', ms),
     redis.zadd(indexKey, now + ms, key),
@@ -89,7 +89,7 @@ export async function removeAppliedReport(redis: RedisClient, key: string, index
  */
 async function* reportKeys(redis: RedisClient, keys: ConfigKeys): AsyncGenerator<string> {
   const index = keys.appliedIndex();
-  const cutoff = Date.now() - REPORT_INDEX_SLACK_MS;
+  const cutoff = clusterNow() - REPORT_INDEX_SLACK_MS;
   const [, live] = await Promise.all([redis.zremrangebyscore(index, '-inf', cutoff), redis.zrangebyscore(index, cutoff, '+inf')]);
   if (live.length > 0) {
     yield* live;

@@ -17,7 +17,7 @@
 // instead of two ZADDs and two ZREMs: at moderate load, where batches hold one
 // job, that is most of the commands a job sends (issue 7). On a cluster the keys
 // live on different nodes, so the flush stays one command per key.
-import { defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
+import { clusterNow, defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import indexBatchLua from './lua/index-batch-n.lua';
 import { jobKeys } from './keys';
 import { indexRetention } from './retention';
@@ -48,7 +48,7 @@ interface Batch {
   reject: (err: unknown) => void;
 }
 
-export function createIndexWriter(redis: RedisClient, now: () => number = Date.now): IndexWriter {
+export function createIndexWriter(redis: RedisClient, now: () => number = clusterNow): IndexWriter {
   let batch: Batch | null = null;
   const clustered = redis.isCluster;
   // Last PEXPIRE per key: a key written thousands of times a second needs its TTL refreshed once a minute.

@@ -4,6 +4,7 @@
 // cancel of the same attempt, from any service, is a duplicate the stream drops.
 import { subjects } from '@cordum/bus';
 import { create, JobCancelSchema, newPacket, type BusPacket, type DispatchIdentitySchema, type MessageInitShape } from '@cordum/protocol';
+import { clusterNow } from '@cordum/redis';
 import type { JobScans } from './scans';
 import type { JobRecord } from './types';
 
@@ -41,7 +42,7 @@ export function nextCancelResend(job: Pick<JobRecord, 'finishedAt' | 'updatedAt'
  * or removed once past the window; with none out (a cancel of a PENDING job, say) it is removed.
  * true when the cancel stays owed.
  */
-export async function cancelSent(store: Pick<JobScans, 'deferCancel' | 'removeCancel'>, job: JobRecord, attemptOut: boolean, nowMs = Date.now()): Promise<boolean> {
+export async function cancelSent(store: Pick<JobScans, 'deferCancel' | 'removeCancel'>, job: JobRecord, attemptOut: boolean, nowMs = clusterNow()): Promise<boolean> {
   const next = attemptOut && job.dispatch ? nextCancelResend(job, nowMs) : null;
   if (next === null) {
     await store.removeCancel(job.id);

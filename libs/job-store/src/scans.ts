@@ -5,6 +5,7 @@ import type { RedisClient } from '@cordum/redis';
 import { jobKeys } from './keys';
 import { ACTIVE_STATES, type JobState } from './states';
 import type { JobRecord } from './types';
+import { clusterNow } from '@cordum/redis';
 
 export interface ScoredId {
   id: string;
@@ -170,12 +171,12 @@ export function createJobScans(redis: RedisClient): JobScans {
         const key = jobKeys.indexState(job.tenant, job.state);
         await redis.zadd(key, job.createdAt, id);
         // A key this creates has no TTL: registered, the retention pass trims it and it goes once empty (P89).
-        await redis.zadd(jobKeys.indexRegistry(), Date.now(), key);
+        await redis.zadd(jobKeys.indexRegistry(), clusterNow(), key);
         // Found in the approvals listing (the hold expiry reads it, P99) but no longer held: out of
         // it, or a stale entry keeps a place among the oldest holds every pass reads.
         if (seenIn === 'APPROVAL_REQUIRED') await redis.zrem(jobKeys.indexState(job.tenant, seenIn), id);
       }
-      await reindex(id, seenIn, job?.state ?? null, job?.updatedAt ?? Date.now());
+      await reindex(id, seenIn, job?.state ?? null, job?.updatedAt ?? clusterNow());
     },
     async park(id, topic, state, expiresAtMs) {
       // The entry goes in before its topic is listed: the leader's dropParkedTopicIfEmpty

@@ -11,6 +11,7 @@ import { subjects, type Bus, type BusLogger } from '@cordum/bus';
 import { create, encodePacket, newPacket, SystemAlertSchema } from '@cordum/protocol';
 import type { JobRecord } from './types';
 import { encodeStatePacket } from './wire';
+import { clusterNow } from '@cordum/redis';
 
 /** The code of the alert a replica publishes when state broadcasts of its may have been lost. */
 export const STATE_BROADCAST_LOST = 'state_broadcast_lost';
@@ -32,7 +33,7 @@ export function createStateBroadcaster(o: {
   logger: BusLogger;
   now?: () => number;
 }): StateBroadcaster {
-  const now = o.now ?? Date.now;
+  const now = o.now ?? clusterNow;
   /** The last broadcast handed to an open connection. */
   let lastSentAt = -Infinity;
   /** The earliest moment a lost broadcast may be from, while some may be; undefined when none. */

@@ -1,4 +1,4 @@
-import { defineScripts, isWrongType, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
+import { clusterNow, defineScripts, isWrongType, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import createLua from './lua/create-n.lua';
 import transitionLua from './lua/transition-3.lua';
 import markPublishedLua from './lua/mark-published-2.lua';
@@ -238,7 +238,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     scriptSpec('finish-2.lua', finishLua),
     scriptSpec('dlq-set-2.lua', dlqSetLua),
   ]);
-  const now = opts.now ?? Date.now;
+  const now = opts.now ?? clusterNow;
   const ttl = opts.jobTtlMs;
   const dlqTtl = opts.dlqTtlMs ?? DLQ_TTL_MS;
 

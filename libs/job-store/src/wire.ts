@@ -13,6 +13,7 @@ import {
 } from '@cordum/protocol';
 import type { JobState } from './states';
 import type { JobIdentity, JobRecord, Priority } from './types';
+import { clusterNow } from '@cordum/redis';
 
 const PRIORITY: Readonly<Record<Priority, JobPriority>> = {
   interactive: JobPriority.INTERACTIVE,
@@ -88,7 +89,7 @@ export const STATE_STATUS: Readonly<Record<JobState, JobStatus>> = {
  * message = the exact state name}, a fresh trace id when the job has none.
  * Hand-encoded (encodeProgressPacket), the same bytes as encodePacket would give.
  */
-export function encodeStatePacket(senderId: string, job: Pick<JobRecord, 'id' | 'state' | 'traceId'>, nowMs = Date.now()): Uint8Array {
+export function encodeStatePacket(senderId: string, job: Pick<JobRecord, 'id' | 'state' | 'traceId'>, nowMs = clusterNow()): Uint8Array {
   return encodeProgressPacket({
     traceId: job.traceId || randomUUID(),
     senderId,

@@ -5,6 +5,7 @@
 import type { RedisClient } from '@cordum/redis';
 import { z } from 'zod';
 import { jobKeys } from './keys';
+import { clusterNow } from '@cordum/redis';
 
 /** D41: a reader calls a worker online when its last heartbeat is younger than this. */
 export const WORKER_ONLINE_MS = 30_000;
@@ -92,7 +93,7 @@ export async function readWorkerSnapshot(
 ): Promise<{ items: ApiWorker[]; captured_at: string | null; writer_id: string | null }> {
   const snap = parseWorkerSnapshot(await redis.get(jobKeys.workerSnapshot()));
   if (!snap) return { items: [], captured_at: null, writer_id: null };
-  const now = o.now ?? Date.now();
+  const now = o.now ?? clusterNow();
   const items = snap.workers
     .map((w): ApiWorker => ({
       worker_id: w.worker_id,

@@ -16,6 +16,7 @@ import { encodeJobRequest, submitMsgId } from '../submit/packet';
 import { storeCall } from '../http/store-call';
 import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
 import { errorText } from '@cordum/service-kit';
+import { clusterNow } from '@cordum/redis';
 
 
 export type ApprovalOutcome =
@@ -57,7 +58,7 @@ export function isSelfApproval(job: JobRecord, principalId: string): boolean {
 }
 
 export function createApprovalService(deps: ApprovalDeps): ApprovalService {
-  const now = deps.now ?? Date.now;
+  const now = deps.now ?? clusterNow;
 
   const store = <T>(what: string, p: () => Promise<T>): Promise<T> => storeCall(deps, what, p);
 

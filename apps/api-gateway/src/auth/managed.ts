@@ -13,7 +13,7 @@
 // (P77). The tenant index is in another slot, so it is not trimmed with the
 // record: list() drops ids whose record is gone.
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { execReplies, type RedisClient } from '@cordum/redis';
+import { clusterNow, execReplies, type RedisClient } from '@cordum/redis';
 import { ApiError } from '../http/errors';
 import { rateLimitError } from '../ratelimit/middleware';
 import { FAILED_LOGIN_ADDRESS_BURST, FAILED_LOGIN_ADDRESS_PER_MINUTE, addressBucket, createFailedLoginBudget, type FailedLoginBudget } from './failed-logins';
@@ -122,7 +122,7 @@ export interface ManagedKeys {
 }
 
 export function createManagedKeys(redis: RedisClient, opts: { now?: () => number; failedLogins?: FailedLoginBudget; addressFailedLogins?: FailedLoginBudget } = {}): ManagedKeys {
-  const now = opts.now ?? Date.now;
+  const now = opts.now ?? clusterNow;
   const budget = opts.failedLogins ?? createFailedLoginBudget({ now });
   const addressBudget = opts.addressFailedLogins ?? createFailedLoginBudget({ now, burst: FAILED_LOGIN_ADDRESS_BURST, perMinute: FAILED_LOGIN_ADDRESS_PER_MINUTE });
   const records = new Map<string, { rec: ManagedKeyRecord | null; at: number }>();

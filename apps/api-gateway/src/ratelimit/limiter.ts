@@ -3,7 +3,7 @@
 // (REDIS_RATE_LIMIT=false) or not usable, each replica limits alone with an
 // in-memory bucket of the same size, and says so in a gauge and one log line per switch.
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
+import { clusterNow, defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import bucketLua from './lua/token-bucket-1.lua';
 import { withTimeout } from '../util/timeout';
@@ -72,7 +72,7 @@ export function memoryBucket(now: () => number) {
 }
 
 export function createRateLimiter(o: RateLimiterOptions): RateLimiter {
-  const now = o.now ?? Date.now;
+  const now = o.now ?? clusterNow;
   const scripts = defineScripts(o.redis, [scriptSpec('token-bucket-1.lua', bucketLua)]);
   /** One script call: `count` tokens from `key`'s shared bucket ([granted, retry_after_ms]), cut at REDIS_DECISION_TIMEOUT_MS. */
   const takeTokens = (key: string, l: RateLimits, count: number): Promise<[number, number]> =>

@@ -19,6 +19,7 @@ import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
 import { auditIfUnknown, type AuditSink } from '../audit/sink';
 import { JOB_ID_RE, jsonBody } from './jobs';
 import { errorText } from '@cordum/service-kit';
+import { clusterNow } from '@cordum/redis';
 
 export const MAX_LIST_LIMIT = 500;
 export const DEFAULT_LIST_LIMIT = 50;
@@ -194,7 +195,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
     let cancelled: JobRecord;
     try {
       // P134: owed before it is written, so a replica killed after the write still gets the worker told.
-      await storeCall(deps, 'cancel job', () => deps.store.fileCancel(job.id, Date.now() + CANCEL_OWED_AFTER_MS));
+      await storeCall(deps, 'cancel job', () => deps.store.fileCancel(job.id, clusterNow() + CANCEL_OWED_AFTER_MS));
       const r = await auditIfUnknown(deps.audit, { action: 'job.cancel', tenant, principal_id: c.principalId, target: job.id }, () =>
         storeCall(deps, 'cancel job', () => deps.store.transition(job.id, 'CANCELLED', { token: lease.token, expireResult: true, patch: { error: { code: 'cancelled', message: body.data?.reason ?? 'cancelled by API' } } })),
       );

@@ -10,6 +10,7 @@ import { ApiError } from '../http/errors';
 import type { Mount } from '../http/app';
 import { zodDetails } from '../submit/schema';
 import { jsonBody } from './jobs';
+import { clusterNow } from '@cordum/redis';
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
@@ -62,7 +63,7 @@ export function mountKeyRoutes(mount: Mount, deps: KeyRouteDeps): void {
     let expiresAt: number | undefined;
     if (b.expires_at != null) {
       expiresAt = Date.parse(b.expires_at);
-      if (expiresAt <= Date.now()) throw new ApiError('validation_failed', { details: [{ path: 'expires_at', message: 'must be in the future' }] });
+      if (expiresAt <= clusterNow()) throw new ApiError('validation_failed', { details: [{ path: 'expires_at', message: 'must be in the future' }] });
     }
     const ttlMs = b.ttl_seconds != null ? b.ttl_seconds * 1000 : undefined;
     if (!deps.redisReady()) throw new ApiError('redis_unavailable');

@@ -14,6 +14,7 @@ import { authorizeIdentity } from '../auth/middleware';
 import type { KeyIdentity, KeyStore } from '../auth/keys';
 import { ApiError } from '../http/errors';
 import { errorText } from '@cordum/service-kit';
+import { clusterNow } from '@cordum/redis';
 
 /**
  * A revocation reaches a replica's record cache within RECORD_CACHE_MS (500 ms);
@@ -56,7 +57,7 @@ export function createKeyRechecker(o: {
   intervalMs?: number;
   now?: () => number;
 }): KeyRechecker {
-  const now = o.now ?? Date.now;
+  const now = o.now ?? clusterNow;
   const groups = new Map<string, Group>();
   const invalidated = new Counter({
     name: 'cordum_ws_key_invalid_closed_total',

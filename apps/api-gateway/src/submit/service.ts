@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
 import { JobStoreError, jobKeys, policyCheckInit, SUBMIT_FAILED_CODE, type JobRecord, type JobStore, type NewJob, type Priority, type RetriedFrom, type SafetyRecord } from '@cordum/job-store';
-import { isRedisUnavailable, type RedisClient } from '@cordum/redis';
+import { clusterNow, isRedisUnavailable, type RedisClient } from '@cordum/redis';
 import type { Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
 import type { PolicyEvaluator, Verdict } from '../safety/evaluator';
@@ -35,7 +35,7 @@ export const SUBMIT_SETTLE_MS = 3_000;
  * not still publishing (PENDING, younger than SUBMIT_SETTLE_MS, its submit may still fail) unless
  * the waiter's `deadlineMs` has passed.
  */
-export function answersWaiter(job: JobRecord | null, tenant: string, deadlineMs: number, nowMs = Date.now()): job is JobRecord {
+export function answersWaiter(job: JobRecord | null, tenant: string, deadlineMs: number, nowMs = clusterNow()): job is JobRecord {
   if (job === null || job.tenant !== tenant) return false;
   if (job.state === 'FAILED' && job.error?.code === 'bus_unavailable') return false;
   return !(job.state === 'PENDING' && nowMs - job.createdAt < SUBMIT_SETTLE_MS) || nowMs > deadlineMs;
@@ -153,13 +153,13 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
    * this request takes the key (P40).
    */
   const replay = async (tenant: string, key: string, jobId: string): Promise<SubmitOutcome | null> => {
-    const deadline = Date.now() + IDEMPOTENCY_WAIT_MS;
+    const deadline = clusterNow() + IDEMPOTENCY_WAIT_MS;
     for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
       const job = await store('read job', () => deps.store.getJob(jobId));
       if (answersWaiter(job, tenant, deadline)) return outcomeOf(job);
       const holder = await store('read claim', () => claims.current(tenant, key));
       if (holder !== jobId) return null; // released (winner ended without a job) or replaced
-      if (Date.now() > deadline) {
+      if (clusterNow() > deadline) {
         // A claim whose job never appeared long after any live submit would have finished: its
         // winner died between claim and record. Free it (CAS on the job id) so the key is usable
         // again instead of answering 409 for the whole job TTL.

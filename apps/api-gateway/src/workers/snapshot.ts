@@ -6,6 +6,7 @@
 // parseWorkerSnapshot); this is a view, not a gate.
 import { readWorkerSnapshot, type ApiWorker } from '@cordum/job-store';
 import type { RedisClient } from '@cordum/redis';
+import { clusterNow } from '@cordum/redis';
 
 export type WorkerView = ApiWorker;
 
@@ -16,7 +17,7 @@ export interface WorkerSnapshotSource {
 
 export function createWorkerSnapshotSource(redis: RedisClient): WorkerSnapshotSource {
   return {
-    async read(nowMs = Date.now()) {
+    async read(nowMs = clusterNow()) {
       return (await readWorkerSnapshot(redis, { includeOffline: true, now: nowMs })).items;
     },
   };

@@ -1,6 +1,6 @@
 import { GrpcStatus, KERNEL_NOT_READY, decideHandler, grpcError, type DecideHandler, type PolicyCheckRequest, type SafetyKernel } from '@cordum/protocol';
 import type { GrpcServiceImpl } from '@cordum/protocol';
-import { isRedisUnavailable } from '@cordum/redis';
+import { clusterNow, isRedisUnavailable } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import type { DecisionCache } from '../cache/decision-cache';
 import { evaluatePolicy, simulationVelocity, type EvalResult, type VelocityMode, type VelocityPort } from '../policy/evaluator';
@@ -45,7 +45,7 @@ function mapError(err: unknown): Error {
 export type SafetyService = GrpcServiceImpl<SafetyKernelMethods> & { decide: DecideHandler };
 
 export function createSafetyService(deps: SafetyServiceDeps): SafetyService {
-  const now = deps.now ?? Date.now;
+  const now = deps.now ?? clusterNow;
   const simulations = createSimulationGate({ onRefused: () => deps.metrics.simulationsRefused.inc() });
 
   const active = (): PolicySnapshot => {

@@ -1,4 +1,4 @@
-import { defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
+import { clusterNow, defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import { safetyKeys } from '../keys';
 import type { VelocityOutcome, VelocityPort, VelocityQuery } from '../policy/evaluator';
 import peekLua from './lua/velocity-peek-1.lua';
@@ -14,7 +14,7 @@ function toOutcome(raw: unknown): VelocityOutcome {
 /** Sliding-window velocity in Redis (D20). `now` is injectable for tests of window expiry. */
 export function createRedisVelocity(redis: RedisClient, opts: { now?: () => number } = {}): VelocityPort {
   const scripts: ScriptRunner = defineScripts(redis, [scriptSpec('velocity-record-1.lua', recordLua), scriptSpec('velocity-peek-1.lua', peekLua)]);
-  const now = opts.now ?? Date.now;
+  const now = opts.now ?? clusterNow;
   const call = async (name: string, q: VelocityQuery): Promise<VelocityOutcome> =>
     toOutcome(await scripts.run(name, [safetyKeys.velocity(q.ruleId, q.keyKind, q.keyValue)], [now(), q.windowMs, q.maxRequests, q.jobId]));
   return {

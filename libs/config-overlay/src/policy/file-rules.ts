@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { RedisClient } from '@cordum/redis';
+import { clusterNow, type RedisClient } from '@cordum/redis';
 import type { ConfigFieldError } from '../errors';
 import { parseSafetySection, type PolicyBundle } from './bundles';
 import { PolicyLoadError } from './errors';
@@ -43,7 +43,7 @@ function parseEntry(raw: string): FileRules | null {
  * a kernel whose entry had expired and that refreshes it at that very moment may lose it until
  * its next refresh, which only lets a clash pass the writer for that long.
  */
-export async function publishFileRules(redis: RedisClient, key: string, entry: FileRules, now: number = Date.now()): Promise<void> {
+export async function publishFileRules(redis: RedisClient, key: string, entry: FileRules, now: number = clusterNow()): Promise<void> {
   await redis.hset(key, entry.instance_id, JSON.stringify(entry));
   const all = await redis.hgetall(key);
   const stale = Object.entries(all)
@@ -62,7 +62,7 @@ export async function removeFileRules(redis: RedisClient, key: string, instanceI
  * entries expired by more than CLOCK_SLACK_MS: a reader whose clock runs ahead still sees the
  * live kernels' rule ids (P195), at the cost of counting a crashed kernel's for that much longer.
  */
-export async function liveFileRules(redis: RedisClient, key: string, now: number = Date.now()): Promise<FileRules[]> {
+export async function liveFileRules(redis: RedisClient, key: string, now: number = clusterNow()): Promise<FileRules[]> {
   const all = await redis.hgetall(key);
   return Object.values(all)
     .map(parseEntry)

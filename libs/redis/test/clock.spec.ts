@@ -1,0 +1,64 @@
+// P241: each service measures its clock against Redis's TIME and takes every timestamp other
+// replicas read with clusterNow(). A host clock is simulated here by `hostNow`; clusterNow()
+// moves by the offset measured against it.
+import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
+import { CLOCK_OFFSET_MIN_MS, clockOffsetMs, closeRedis, clusterNow, createRedis, startClockSync, type RedisClient } from '../src';
+
+describe.each(REDIS_BACKENDS)('clock sync against Redis TIME (%s Redis)', (kind) => {
+  let server: RedisBackend;
+  let redis: RedisClient;
+  const logged: { level: string; msg: string; fields?: Record<string, unknown> }[] = [];
+  const log = {
+    warn: (msg: string, fields?: Record<string, unknown>) => void logged.push({ level: 'warn', msg, fields }),
+    info: (msg: string, fields?: Record<string, unknown>) => void logged.push({ level: 'info', msg, fields }),
+  };
+
+  beforeAll(async () => {
+    server = await startRedisBackend(kind);
+    redis = createRedis({ url: server.url, clusterAddresses: server.clusterAddresses, poolSize: 1, minIdleConns: 1 });
+  }, 90_000);
+  afterAll(async () => {
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  it('a host 5 min behind measures +5 min and moves clusterNow() by it, with a warn; back on time, the offset is 0 again, with an info', async () => {
+    const behind = startClockSync(redis, { log, hostNow: () => Date.now() - 300_000 });
+    await behind.ready;
+    behind.stop();
+    const offset = clockOffsetMs();
+    expect(Math.abs(offset - 300_000)).toBeLessThan(1_000);
+    expect(Math.abs(clusterNow() - (Date.now() + offset))).toBeLessThanOrEqual(1);
+    expect(logged.filter((l) => l.level === 'warn').map((l) => l.fields?.['offset_ms'])).toEqual([offset]);
+
+    const onTime = startClockSync(redis, { log });
+    await onTime.ready;
+    onTime.stop();
+    expect(clockOffsetMs()).toBe(0);
+    expect(logged.at(-1)).toMatchObject({ level: 'info', fields: { previous_offset_ms: offset } });
+  });
+
+  it('applies no offset below CLOCK_OFFSET_MIN_MS (a host NTP keeps close keeps its own clock exactly)', async () => {
+    const measured: number[] = [];
+    const near = startClockSync(redis, { hostNow: () => Date.now() + CLOCK_OFFSET_MIN_MS / 2, onMeasure: (m) => void measured.push(m) });
+    await near.ready;
+    near.stop();
+    expect(measured).toHaveLength(1);
+    expect(Math.abs((measured[0] ?? 0) + CLOCK_OFFSET_MIN_MS / 2)).toBeLessThan(CLOCK_OFFSET_MIN_MS / 2);
+    expect(clockOffsetMs()).toBe(0);
+  });
+
+  it('a measurement Redis does not answer keeps the last offset and resolves ready after its wait', async () => {
+    const down = createRedis({ url: 'redis://127.0.0.1:1', clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
+    const measured: number[] = [];
+    try {
+      const sync = startClockSync(down, { onMeasure: (m) => void measured.push(m) });
+      await sync.ready;
+      sync.stop();
+      expect(measured).toEqual([]);
+      expect(clockOffsetMs()).toBe(0);
+    } finally {
+      await closeRedis(down);
+    }
+  });
+});
