@@ -6,10 +6,10 @@
 // would grow with the whole history.
 import { trimIndexes, type TrimCounts } from '@cordum/job-store';
 import type { LeaderElector, Locks } from '@cordum/locks';
+import { clusterNow } from '@cordum/redis';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { errorText } from '@cordum/service-kit';
-import { clusterNow } from '@cordum/redis';
 
 export const DLQ_CLEANUP_LOCK = 'cordum:dlq:cleanup';
 

@@ -9,11 +9,11 @@ import { ATTEMPT_OUT_STATES, CANCEL_OWED_AFTER_MS, TERMINAL_STATES, attemptCance
 import { MAX_DELIVER, subjects } from '@cordum/bus';
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import type { BusPacket, JobProgress } from '@cordum/protocol';
+import { clusterNow } from '@cordum/redis';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { handOffFreedSlot } from './replayer';
 import { errorText } from '@cordum/service-kit';
-import { clusterNow } from '@cordum/redis';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 

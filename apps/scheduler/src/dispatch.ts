@@ -12,12 +12,12 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readyAt, type DispatchRecord, type JobPatch, type JobRecord, type JobState, type MarkPublishedResult, type SafetyRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
+import { clusterNow } from '@cordum/redis';
 import type { SchedulerContext } from './context';
 import { dispatchPacket, jobRequestFor } from './packets';
 import { directSubject, type Reservation } from './registry';
 import type { RouteDecision } from './routing';
 import { errorText } from '@cordum/service-kit';
-import { clusterNow } from '@cordum/redis';
 
 export type DispatchOutcome =
   | { kind: 'dispatched'; job: JobRecord }

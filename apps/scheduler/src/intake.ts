@@ -4,6 +4,7 @@ import { MAX_DELIVER, type HandlerContext, type HandlerOutcome } from '@cordum/b
 import type { BusPacket, JobRequest } from '@cordum/protocol';
 import { errorText } from '@cordum/service-kit';
 import type { Lease } from '@cordum/locks';
+import { clusterNow } from '@cordum/redis';
 import type { SchedulerContext } from './context';
 import { dispatch, publishAttempt } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
@@ -15,7 +16,6 @@ import type { RouteDecision } from './routing';
 import { resolveSafety, type SafetyVerdict } from './safety';
 import { concurrencyOf, slotWait, takeSlot } from './slots';
 import { pastDeadline } from './redispatch';
-import { clusterNow } from '@cordum/redis';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 const nak = (delayMs: number): HandlerOutcome => ({ kind: 'nak', delayMs });

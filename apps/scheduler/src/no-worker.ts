@@ -14,12 +14,12 @@
 import type { HandlerOutcome } from '@cordum/bus';
 import { recordedWorkerWait, type JobRecord, type WorkerWait, type WorkerWaitReason } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
+import { clusterNow } from '@cordum/redis';
 import { backoffBaseMs, backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS } from './job-lock';
 import { topicServed } from './routing';
 import { leaveGroup } from './slots';
-import { clusterNow } from '@cordum/redis';
 
 export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   if (job.state !== 'PENDING' && job.state !== 'RETRYING') return { kind: 'ack' };

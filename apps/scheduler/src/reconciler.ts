@@ -16,6 +16,7 @@
 import { ATTEMPT_OUT_STATES, TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import { subjects } from '@cordum/bus';
+import { clusterNow } from '@cordum/redis';
 import { errorText } from '@cordum/service-kit';
 import { QUEUE, type SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
@@ -24,7 +25,6 @@ import { readLocked, withJobLock } from './job-lock';
 import { pastDeadline, reattemptLocked } from './redispatch';
 import { oweCancel, tellWorkerToStop } from './cancels';
 import { handOffFreedSlot } from './replayer';
-import { clusterNow } from '@cordum/redis';
 
 export const SCAN_LIMIT = 500;
 /**

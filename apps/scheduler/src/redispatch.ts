@@ -5,11 +5,11 @@
 // claimed that dispatch (checked atomically with the new write in Redis).
 import type { JobRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
+import { clusterNow } from '@cordum/redis';
 import type { SchedulerContext } from './context';
 import { dispatch } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
 import { withReservedRoute } from './route-job';
-import { clusterNow } from '@cordum/redis';
 
 export type ReattemptResult =
   /** a new attempt was published */

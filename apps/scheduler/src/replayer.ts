@@ -18,6 +18,7 @@
 import { subjects, type HandlerOutcome } from '@cordum/bus';
 import { TERMINAL_STATES, type JobRecord, type JobState, type ScoredId } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
+import { clusterNow } from '@cordum/redis';
 import { QUEUE, type SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
 import { errorText } from '@cordum/service-kit';
@@ -29,7 +30,6 @@ import { currentWait, failNoWorker, parkPlan } from './no-worker';
 import { candidates, isOverloaded, topicServed } from './routing';
 import { settleSlotWait, slotTurn } from './slots';
 import type { WaitingJob } from './capacity-waiters';
-import { clusterNow } from '@cordum/redis';
 
 const LIMIT = 200;
 /** Hints a freed worker slot tries before it is left to the other ways a waiting job goes (P225). */

@@ -4,13 +4,13 @@ import { ATTEMPT_OUT_STATES, boundedError, ENDED_BY_OTHERS, namesOtherAttempt, o
 import type { HandlerContext, HandlerOutcome } from '@cordum/bus';
 import { encodeForSigning, JobStatus, type BusPacket, type JobResult } from '@cordum/protocol';
 import type { Lease } from '@cordum/locks';
+import { clusterNow } from '@cordum/redis';
 import { backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { cancelAnswered } from './cancels';
 import { handOffCapacity, handOffFreedSlot } from './replayer';
 import { attemptsUsed, pastDeadline } from './redispatch';
-import { clusterNow } from '@cordum/redis';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 

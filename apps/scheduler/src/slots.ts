@@ -8,11 +8,11 @@
 import { slotGroup, TERMINAL_STATES, type JobRecord, type JobState } from '@cordum/job-store';
 import type { HandlerOutcome } from '@cordum/bus';
 import type { Lease } from '@cordum/locks';
+import { clusterNow } from '@cordum/redis';
 import type { SchedulerContext } from './context';
 import { safeMarginMs } from './dispatch';
 import { forEachLimit } from './for-each';
 import { BUSY_NAK_MS, readLocked, withJobLock } from './job-lock';
-import { clusterNow } from '@cordum/redis';
 
 /**
  * How far a waiting job's orphan clock moves. The orphan sweep leaves a job it finds queued alone

@@ -8,11 +8,11 @@
 // absence → cold start (wait for heartbeats). Either way /readyz turns green.
 import { encodeWorkerSnapshot, jobKeys, parseWorkerSnapshot, type SnapshotWorker, type WorkerSnapshot } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
+import { clusterNow } from '@cordum/redis';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { createLeaderLoop, type LeaderLoop } from './leader-loop';
 import type { WorkerRegistry, WorkerView } from './registry';
-import { clusterNow } from '@cordum/redis';
 
 export const SNAPSHOT_WRITER_KEY = 'cordum:scheduler:snapshot:writer';
 

@@ -20,10 +20,10 @@
 // RUNNING, or its result arrived) is counted delivered then and never probed.
 // Timers live in this replica only; a replica that dies loses them and the
 // reconciler's dispatch timeout covers those jobs.
+import { clusterNow } from '@cordum/redis';
 import type { SchedulerContext } from './context';
 import { driveRedispatch } from './redispatch';
 import { TimerWheel } from './timer-wheel';
-import { clusterNow } from '@cordum/redis';
 
 export type VerifyOutcome = 'delivered' | 'fallback' | 'deferred' | 'unverified' | 'probe_error' | 'skipped';
 

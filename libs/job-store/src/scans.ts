@@ -2,10 +2,10 @@
 // a ZSET by score with a LIMIT, so its cost follows the number of in-flight
 // jobs that are due, never the job history (issue 3).
 import type { RedisClient } from '@cordum/redis';
+import { clusterNow } from '@cordum/redis';
 import { jobKeys } from './keys';
 import { ACTIVE_STATES, type JobState } from './states';
 import type { JobRecord } from './types';
-import { clusterNow } from '@cordum/redis';
 
 export interface ScoredId {
   id: string;

@@ -9,9 +9,9 @@
 // operators see it on their alert consumers.
 import { subjects, type Bus, type BusLogger } from '@cordum/bus';
 import { create, encodePacket, newPacket, SystemAlertSchema } from '@cordum/protocol';
+import { clusterNow } from '@cordum/redis';
 import type { JobRecord } from './types';
 import { encodeStatePacket } from './wire';
-import { clusterNow } from '@cordum/redis';
 
 /** The code of the alert a replica publishes when state broadcasts of its may have been lost. */
 export const STATE_BROADCAST_LOST = 'state_broadcast_lost';

@@ -11,9 +11,9 @@ import {
   type MessageInitShape,
   type PolicyCheckRequestSchema,
 } from '@cordum/protocol';
+import { clusterNow } from '@cordum/redis';
 import type { JobState } from './states';
 import type { JobIdentity, JobRecord, Priority } from './types';
-import { clusterNow } from '@cordum/redis';
 
 const PRIORITY: Readonly<Record<Priority, JobPriority>> = {
   interactive: JobPriority.INTERACTIVE,

@@ -4,8 +4,8 @@
 // replicas show the same set). One codec for both sides.
 import type { RedisClient } from '@cordum/redis';
 import { z } from 'zod';
-import { jobKeys } from './keys';
 import { clusterNow } from '@cordum/redis';
+import { jobKeys } from './keys';
 
 /** D41: a reader calls a worker online when its last heartbeat is younger than this. */
 export const WORKER_ONLINE_MS = 30_000;

@@ -9,6 +9,7 @@
 import { subjects } from '@cordum/bus';
 import { TERMINAL_STATES, jobBudgetInit, policyCheckInit, type ApprovalRecord, type JobRecord, type JobStore } from '@cordum/job-store';
 import type { Lease, Locks } from '@cordum/locks';
+import { clusterNow } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
 import type { PolicyEvaluator } from '../safety/evaluator';
@@ -16,7 +17,6 @@ import { encodeJobRequest, submitMsgId } from '../submit/packet';
 import { storeCall } from '../http/store-call';
 import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
 import { errorText } from '@cordum/service-kit';
-import { clusterNow } from '@cordum/redis';
 
 
 export type ApprovalOutcome =

@@ -6,6 +6,7 @@ import { subjects } from '@cordum/bus';
 import { ATTEMPT_OUT_STATES, CANCEL_OWED_AFTER_MS, JOB_STATES, TERMINAL_STATES, cancelSent, jobCancelPacket, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
 import type { BusPacket } from '@cordum/protocol';
+import { clusterNow } from '@cordum/redis';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
@@ -19,7 +20,6 @@ import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
 import { auditIfUnknown, type AuditSink } from '../audit/sink';
 import { JOB_ID_RE, jsonBody } from './jobs';
 import { errorText } from '@cordum/service-kit';
-import { clusterNow } from '@cordum/redis';
 
 export const MAX_LIST_LIMIT = 500;
 export const DEFAULT_LIST_LIMIT = 50;

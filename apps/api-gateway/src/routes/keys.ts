@@ -1,6 +1,7 @@
 // GET/POST/DELETE /api/v1/auth/keys: managed API keys (CONTRACT §2, D27, D29 admin).
 // A key is created in, listed in and revoked in the acting tenant only.
 import { z } from 'zod';
+import { clusterNow } from '@cordum/redis';
 import { auditIfUnknown, type AuditSink } from '../audit/sink';
 import type { ManagedKeys } from '../auth/managed';
 import { managedKeyToApi } from '../auth/managed';
@@ -10,7 +11,6 @@ import { ApiError } from '../http/errors';
 import type { Mount } from '../http/app';
 import { zodDetails } from '../submit/schema';
 import { jsonBody } from './jobs';
-import { clusterNow } from '@cordum/redis';
 
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 

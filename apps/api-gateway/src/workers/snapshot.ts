@@ -5,8 +5,8 @@
 // malformed snapshot lists nothing, a malformed entry is skipped (see
 // parseWorkerSnapshot); this is a view, not a gate.
 import { readWorkerSnapshot, type ApiWorker } from '@cordum/job-store';
-import type { RedisClient } from '@cordum/redis';
 import { clusterNow } from '@cordum/redis';
+import type { RedisClient } from '@cordum/redis';
 
 export type WorkerView = ApiWorker;
 
