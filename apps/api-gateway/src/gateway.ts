@@ -9,7 +9,7 @@ import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type RedisClient } from '@cordum/redis';
-import { createExpressServer, createLogger, formatAddr, listenHost, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
+import { clockOffsetGauge, createExpressServer, createLogger, formatAddr, listenHost, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
 import { answerClientErrors } from './http/client-errors';
 import type { GatewayConfig } from './config';
 import { clampRateLimits, createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
@@ -160,7 +160,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const redis: RedisClient = createRedis({ ...config.redis, name: config.instanceId, events: redisLogEvents(logger) });
     await track('redis', () => closeRedis(redis));
     // P241: timestamps other replicas read are taken in Redis's time (clusterNow).
-    const clock = startClockSync(redis, { log: logger });
+    const clock = startClockSync(redis, { log: logger, onMeasure: clockOffsetGauge(registry) });
     await track('clock sync', () => clock.stop());
     await clock.ready;
     // Dial now (a lazy client would otherwise stay 'wait' until the first request); readiness reports the result.

@@ -70,7 +70,11 @@ it('serves from any cwd, on IPv6 and IPv4 with the manifests\' ":port" addresses
     body: JSON.stringify({ prompt: 'hi', topic: 'job.echo' }),
   });
   expect(r.status).toBe(200);
-  expect((await fetch(`http://127.0.0.1:${metrics}/metrics`)).status).toBe(200);
+  const scraped = await fetch(`http://127.0.0.1:${metrics}/metrics`);
+  expect(scraped.status).toBe(200);
+  // P241: the clock offset measured against Redis at start (same host: about 0)
+  const offset = Number(/^cordum_clock_offset_seconds\{[^}]*\} (\S+)$/m.exec(await scraped.text())?.[1]);
+  expect(Math.abs(offset)).toBeLessThan(0.25);
   expect((await fetch(`http://[::1]:${http}/readyz`)).status).toBe(200);
   expect((await fetch(`http://[::1]:${metrics}/metrics`)).status).toBe(200);
   expect(p.hasLine('maxmemory-policy')).toBe(false); // noeviction: nothing to warn about

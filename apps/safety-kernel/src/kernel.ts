@@ -16,7 +16,7 @@ import {
 } from '@cordum/config-overlay';
 import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions, shutdownGrpcServer, type HealthService } from '@cordum/protocol';
 import { clusterNow, closeRedis, createRedis, pingRedis, redisLogEvents, startClockSync, type ClockSync, type RedisClient } from '@cordum/redis';
-import { formatAddr, startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
+import { clockOffsetGauge, formatAddr, startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
 import type { SafetyKernelRuntimeConfig } from './config';
 import { createSafetyService, type SafetyService } from './grpc/safety-service';
@@ -383,7 +383,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     const c = cache;
     redis = createRedis({ ...config.redis, name: `${config.service}:${config.instanceId}`, events: redisLogEvents(log) });
     // P241: timestamps other replicas read (throttle windows, file-rules entries) are taken in Redis's time.
-    clock = startClockSync(redis, { log });
+    clock = startClockSync(redis, { log, onMeasure: clockOffsetGauge(deps.registry) });
     await clock.ready;
     const s = new SnapshotStore(redis, (snap) => c?.reset(snap.id));
     store = s;

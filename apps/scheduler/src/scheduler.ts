@@ -5,7 +5,7 @@ import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord, ty
 import { createLocks, type Locks } from '@cordum/locks';
 import { decodeValidPacket, packetDecoder, packetEncoder } from '@cordum/protocol';
 import { closeRedis, createRedis, isRedisUnavailable, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type ClockSync, type RedisClient } from '@cordum/redis';
-import { startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
+import { clockOffsetGauge, startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import { createSchedulerConfigWatcher, schedulerSections } from './config-watch';
 import { createLeaderLoop, type LeaderLoop } from './leader-loop';
@@ -168,7 +168,7 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     });
     redis = createRedis({ ...config.redis, name: `scheduler:${instanceId}`, events: redisLogEvents(logger) });
     // P241: timestamps other replicas read are taken in Redis's time (clusterNow).
-    clock = startClockSync(redis, { log: logger });
+    clock = startClockSync(redis, { log: logger, onMeasure: clockOffsetGauge(registry) });
     await clock.ready;
     const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM, histogramBuckets: JOB_PATH_BUCKETS });
     bus = await connectBus({ ...config.nats, name: `scheduler:${instanceId}`, logger, registry, waitOnFirstConnect: true });

@@ -75,6 +75,9 @@ export function startClockSync(redis: RedisClient, o: ClockSyncOptions = {}): Cl
   const hostNow = o.hostNow ?? Date.now;
   let busy = false;
   let stopped = false;
+  // Logged once per change: a Redis that is down is logged by the client already, but a user
+  // whose ACL refuses TIME would otherwise leave this host on its own clock without a word.
+  let failing = false;
   const syncOnce = async (): Promise<number | null> => {
     if (busy || stopped) return null;
     busy = true;
@@ -94,8 +97,12 @@ export function startClockSync(redis: RedisClient, o: ClockSyncOptions = {}): Cl
         else o.log?.info("this host's clock agrees with Redis's again", { measured_offset_ms: measured, previous_offset_ms: previous });
       }
       o.onMeasure?.(measured, applied, previous);
+      if (failing) o.log?.info("redis's time is read again");
+      failing = false;
       return measured;
-    } catch {
+    } catch (err) {
+      if (!failing) o.log?.warn("could not read redis's time (TIME); this host's clock is used until it can", { err: err instanceof Error ? err.message : String(err), offset_ms: offsetMs });
+      failing = true;
       return null;
     } finally {
       busy = false;

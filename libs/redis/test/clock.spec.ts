@@ -51,12 +51,15 @@ describe.each(REDIS_BACKENDS)('clock sync against Redis TIME (%s Redis)', (kind)
   it('a measurement Redis does not answer keeps the last offset and resolves ready after its wait', async () => {
     const down = createRedis({ url: 'redis://127.0.0.1:1', clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
     const measured: number[] = [];
+    const said: string[] = [];
     try {
-      const sync = startClockSync(down, { onMeasure: (m) => void measured.push(m) });
+      const sync = startClockSync(down, { onMeasure: (m) => void measured.push(m), log: { warn: (msg) => void said.push(msg), info: (msg) => void said.push(msg) } });
       await sync.ready;
+      await sync.syncOnce(); // a second failure is not logged again
       sync.stop();
       expect(measured).toEqual([]);
       expect(clockOffsetMs()).toBe(0);
+      expect(said).toEqual(["could not read redis's time (TIME); this host's clock is used until it can"]);
     } finally {
       await closeRedis(down);
     }

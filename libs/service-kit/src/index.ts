@@ -45,7 +45,7 @@ export {
   type NatsTlsConfig,
 } from './config';
 export { createLogger, serializeError, type Logger, type LoggerOptions } from './logger';
-export { createMetricsRegistry, httpMetrics } from './metrics';
+export { clockOffsetGauge, createMetricsRegistry, httpMetrics } from './metrics';
 export { createExpressServer } from './http-server';
 export { startHealthServer, runCheck, type HealthServer, type HealthServerOptions, type ReadinessCheck } from './health';
 export { valueWithin } from './within';

@@ -1,5 +1,5 @@
 import { type NextFunction, type Request, type Response } from 'express';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** One registry per process; every metric carries service and pod (= instance id). */
 export function createMetricsRegistry(opts: { service: string; pod: string }): Registry {
@@ -54,4 +54,25 @@ export function httpMetrics(registry: Registry): (req: Request, res: Response, n
     });
     next();
   };
+}
+
+const clockGauges = new WeakMap<Registry, Gauge>();
+
+/**
+ * `cordum_clock_offset_seconds` (P241): how far Redis's clock is ahead of this host's, as last
+ * measured (negative: behind). Returns the callback startClockSync's `onMeasure` takes. One
+ * gauge per registry: a service started again on the same registry reuses it.
+ */
+export function clockOffsetGauge(registry: Registry): (measuredMs: number) => void {
+  let g = clockGauges.get(registry);
+  if (!g) {
+    g = new Gauge({
+      name: 'cordum_clock_offset_seconds',
+      help: "Redis's clock minus this host's, as last measured (seconds); shared timestamps are taken in Redis's time once it is 0.25 s or more (P241)",
+      registers: [registry],
+    });
+    clockGauges.set(registry, g);
+  }
+  const gauge = g;
+  return (measuredMs) => gauge.set(measuredMs / 1000);
 }
