@@ -15,6 +15,12 @@ import type { RedisClient } from './client';
  * exactly (no jitter of a few milliseconds from each new measurement).
  */
 export const CLOCK_OFFSET_MIN_MS = 250;
+/**
+ * An applied offset moves only when a measurement differs from it by more than this: each one
+ * lands a little off (half a round trip), and moving by those few milliseconds would step shared
+ * timestamps back and forth.
+ */
+export const CLOCK_OFFSET_STEP_MS = 100;
 /** How often a running service measures its offset again. */
 export const CLOCK_SYNC_INTERVAL_MS = 15_000;
 const SAMPLES = 3;
@@ -89,8 +95,9 @@ export function startClockSync(redis: RedisClient, o: ClockSyncOptions = {}): Cl
       }
       if (!best || stopped) return null;
       const measured = Math.round(best.offset);
-      const applied = Math.abs(measured) >= CLOCK_OFFSET_MIN_MS ? measured : 0;
       const previous = offsetMs;
+      let applied = Math.abs(measured) >= CLOCK_OFFSET_MIN_MS ? measured : 0;
+      if (applied !== 0 && previous !== 0 && Math.abs(applied - previous) <= CLOCK_OFFSET_STEP_MS) applied = previous;
       offsetMs = applied;
       if (applied !== previous) {
         if (applied !== 0) o.log?.warn("this host's clock is off Redis's: timestamps other replicas read are taken in Redis's time", { offset_ms: applied, previous_offset_ms: previous });

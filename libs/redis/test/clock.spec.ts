@@ -2,7 +2,7 @@
 // replicas read with clusterNow(). A host clock is simulated here by `hostNow`; clusterNow()
 // moves by the offset measured against it.
 import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
-import { CLOCK_OFFSET_MIN_MS, clockOffsetMs, closeRedis, clusterNow, createRedis, startClockSync, type RedisClient } from '../src';
+import { CLOCK_OFFSET_MIN_MS, CLOCK_OFFSET_STEP_MS, clockOffsetMs, closeRedis, clusterNow, createRedis, startClockSync, type RedisClient } from '../src';
 
 describe.each(REDIS_BACKENDS)('clock sync against Redis TIME (%s Redis)', (kind) => {
   let server: RedisBackend;
@@ -36,6 +36,27 @@ describe.each(REDIS_BACKENDS)('clock sync against Redis TIME (%s Redis)', (kind)
     onTime.stop();
     expect(clockOffsetMs()).toBe(0);
     expect(logged.at(-1)).toMatchObject({ level: 'info', fields: { previous_offset_ms: offset } });
+  });
+
+  it('keeps an applied offset through measurements a few milliseconds apart, and moves it for a change beyond CLOCK_OFFSET_STEP_MS', async () => {
+    let skew = -300_000;
+    const sync = startClockSync(redis, { hostNow: () => Date.now() + skew });
+    try {
+      await sync.ready;
+      const first = clockOffsetMs();
+      expect(Math.abs(first - 300_000)).toBeLessThan(1_000);
+      skew -= CLOCK_OFFSET_STEP_MS / 5; // the next measurement lands 20 ms further
+      await sync.syncOnce();
+      expect(clockOffsetMs()).toBe(first);
+      skew -= 10 * CLOCK_OFFSET_STEP_MS; // the host's clock jumped by a second
+      await sync.syncOnce();
+      expect(Math.abs(clockOffsetMs() - (first + 10.2 * CLOCK_OFFSET_STEP_MS))).toBeLessThan(2 * CLOCK_OFFSET_STEP_MS);
+      skew = 0;
+      await sync.syncOnce();
+      expect(clockOffsetMs()).toBe(0);
+    } finally {
+      sync.stop();
+    }
   });
 
   it('applies no offset below CLOCK_OFFSET_MIN_MS (a host NTP keeps close keeps its own clock exactly)', async () => {
