@@ -112,7 +112,8 @@ export function throttleFailures(
   };
 }
 
-type EventLog = { warn(msg: string, fields?: Record<string, unknown>): void; info(msg: string, fields?: Record<string, unknown>): void };
+/** What the connection events and the clock sync log through: a service's logger fits. */
+export type EventLog = { warn(msg: string, fields?: Record<string, unknown>): void; info(msg: string, fields?: Record<string, unknown>): void };
 
 /**
  * Events that log as one JSON line each: `redis connection error` (warn), `redis connection

@@ -7,7 +7,7 @@
 // midpoint, the best of a few samples) and every cross-replica timestamp is taken with
 // `clusterNow()`: this host's clock moved by that offset. Redis is the one server every replica
 // already talks to, so the replicas agree with each other as closely as they reach it.
-import type { RedisClient } from './client';
+import type { EventLog, RedisClient } from './client';
 
 /**
  * An offset below this is not applied: NTP keeps hosts within milliseconds, every bound compared
@@ -56,7 +56,7 @@ export interface ClockSyncOptions {
    */
   onMeasure?: (measuredMs: number, appliedMs: number, previousMs: number) => void;
   /** Logs when the applied offset changes: a warn naming it, an info when the clocks agree again. */
-  log?: { warn(msg: string, fields?: Record<string, unknown>): void; info(msg: string, fields?: Record<string, unknown>): void };
+  log?: EventLog;
   /** For tests: the host clock to measure against Redis's. */
   hostNow?: () => number;
 }
