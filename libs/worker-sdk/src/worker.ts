@@ -114,6 +114,12 @@ class CapWorker implements Worker {
   private cancelSub: Subscription | null = null;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly running = new Map<string, RunningJob>();
+  /**
+   * P242: dispatches whose claim is on its way to Redis, and whether a JobCancel for them came
+   * meanwhile. Such a cancel found no running job and was dropped; the job then ran until the
+   * scheduler sent the cancel again (P135, about 10 s later).
+   */
+  private readonly claiming = new Map<string, { request: JobRequest; cancelled: boolean }>();
   /** Every admission in flight (claim, run, result publish), awaited by stop(). */
   private readonly inflight = new Set<Promise<void>>();
   /** P233: answers to jobs refused because the worker is stopping, awaited by stop(). */
@@ -332,6 +338,8 @@ class CapWorker implements Worker {
     // A request without a dispatch identity (an old scheduler) has nothing to fence on: the local check is all we do.
     if (dispatchId !== '') {
       let verdict;
+      const claim = { request, cancelled: false };
+      this.claiming.set(key, claim);
       try {
         verdict = await this.io.claim(request.jobId, dispatchId, Number(request.dispatch?.attempt ?? 0n), this.workerId);
       } catch (err) {
@@ -343,11 +351,19 @@ class CapWorker implements Worker {
         const errorMessage = unreachable ? `worker ${this.workerId} cannot reach Redis: ${text}` : `worker ${this.workerId} could not claim the dispatch in Redis: ${text}`;
         await this.answer(request, traceId, 0, { status: 'FAILED_RETRYABLE', errorCode: 'worker_redis_unavailable', errorMessage });
         return;
+      } finally {
+        this.claiming.delete(key);
       }
       if (verdict !== 'claimed') {
         if (verdict === 'duplicate') this.counters.duplicates += 1;
         else this.counters.stale += 1;
         this.log.info('dispatch not run', { ...jobLog, verdict });
+        return;
+      }
+      if (claim.cancelled) {
+        // Cancelled while its claim was on its way: the job is CANCELLED in the store (D5), so the
+        // handler never starts; the answer ends the attempt, and the scheduler's resends with it.
+        await this.answer(request, traceId, 0, CANCELLED_REPLY);
         return;
       }
     }
@@ -606,6 +622,11 @@ class CapWorker implements Worker {
     }
     if (packet.payload.case !== 'jobCancel') return;
     const cancel = packet.payload.value;
+    for (const claim of this.claiming.values()) {
+      if (claim.request.jobId !== cancel.jobId || !sameDispatch(cancel.dispatch, claim.request.dispatch) || claim.cancelled) continue;
+      claim.cancelled = true;
+      this.log.info('job cancel received', { job_id: cancel.jobId, reason: cancel.reason, before: 'claim' });
+    }
     for (const job of this.running.values()) {
       if (job.request.jobId !== cancel.jobId || !sameDispatch(cancel.dispatch, job.request.dispatch)) continue;
       if (job.cancelled) continue;

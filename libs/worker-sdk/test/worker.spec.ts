@@ -233,6 +233,46 @@ test('a JobCancel aborts the running job and the worker reports CANCELLED', asyn
   expect(w.stats()).toMatchObject({ cancelled: 1, activeJobs: 0 });
 });
 
+test('a JobCancel that comes while the dispatch claim is on its way to Redis stops the job before its handler runs (P242)', async () => {
+  // Without P242 the cancel found no running job and was dropped: the handler ran and the job
+  // waited for the scheduler's resend (P135, about 10 s later; none comes here).
+  const admin = createRedis({ url: h.redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
+  const log = captureLog('info');
+  let runs = 0;
+  const w = await startWorker({
+    topics: ['job.claim-cancel'],
+    logger: log.logger,
+    handler: () => {
+      runs += 1;
+      return Promise.resolve({ status: 'SUCCEEDED', result: 'ran' });
+    },
+  });
+  const job = await makeJob(h, 'job.claim-cancel');
+  // Writes wait while Redis is paused: the worker's claim script is held there.
+  await admin.call('CLIENT', 'PAUSE', '10000', 'WRITE');
+  try {
+    h.bus.publishCore('job.claim-cancel', job.bytes);
+    await h.bus.flush();
+    await waitFor(async () => /flags=b .*cmd=evalsha?\b/.test(String(await admin.call('CLIENT', 'LIST'))), 5_000, { message: 'the claim waits in Redis' });
+    const cancel = create(JobCancelSchema, { jobId: job.jobId, reason: 'user asked', dispatch: create(DispatchIdentitySchema, { dispatchId: job.dispatchId }) });
+    h.bus.publishCore(subjects.cancel, encodePacket(newPacket('gw', { case: 'jobCancel', value: cancel })));
+    await waitFor(() => log.lines.some((l) => l.msg === 'job cancel received' && l.job_id === job.jobId), 5_000, { message: 'the cancel reached the worker' });
+  } finally {
+    await admin.call('CLIENT', 'UNPAUSE');
+    await closeRedis(admin);
+  }
+  const r = await resultOf(job.jobId);
+  expect(r.status).toBe(JobStatus.CANCELLED);
+  expect(r.dispatch?.dispatchId).toBe(job.dispatchId);
+  expect(runs).toBe(0);
+  expect(w.stats()).toMatchObject({ executed: 0, cancelled: 1, activeJobs: 0 });
+  // The claim was written: a redelivery of this dispatch does not run it either.
+  h.bus.publishCore('job.claim-cancel', job.bytes);
+  await h.bus.flush();
+  await waitFor(() => w.stats().duplicates === 1, 5_000, { message: 'the redelivery was seen as a duplicate' });
+  expect(runs).toBe(0);
+});
+
 test('a cancel a verifying worker refuses is counted and logged once per reason, not dropped without a word (P220)', async () => {
   const keys = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const log = captureLog('info');
