@@ -11,6 +11,9 @@ export function directSubject(workerId: string): string {
   return `worker.${workerId}.jobs`;
 }
 
+/** How long a worker's newest signed heartbeat time is kept after it arrived (P243). */
+export const HEARTBEAT_SENT_KEEP_MS = 24 * 60 * 60 * 1000;
+
 export interface WorkerView {
   workerId: string;
   pool: string;
@@ -78,6 +81,12 @@ interface HandshakeInfo {
 export class WorkerRegistry {
   private readonly workers = new Map<string, WorkerView>();
   private readonly handshakes = new Map<string, HandshakeInfo>();
+  /**
+   * P243: per worker, the signed creation time (the worker's clock) of its newest accepted
+   * heartbeat and when that arrived. Kept a day, past the worker's own entry, so a capture of a
+   * dead worker's last heartbeat published again is still recognised.
+   */
+  private readonly heartbeatSent = new Map<string, { sentAt: number; at: number }>();
   private readonly ttlMs: number;
   private readonly now: () => number;
 
@@ -86,8 +95,18 @@ export class WorkerRegistry {
     this.now = opts.now ?? clusterNow;
   }
 
-  onHeartbeat(hb: Heartbeat): void {
-    if (!hb.workerId) return;
+  /**
+   * `sentAt`: the packet's signed `created_at`, given when packets are verified (P243). A heartbeat
+   * not newer than the last one accepted from its worker is a replay (or its clock went back) and
+   * is ignored: it would keep a dead worker routable. Returns whether it was applied.
+   */
+  onHeartbeat(hb: Heartbeat, sentAt?: number): boolean {
+    if (!hb.workerId) return false;
+    if (sentAt !== undefined) {
+      const last = this.heartbeatSent.get(hb.workerId);
+      if (last && sentAt <= last.sentAt) return false;
+      this.heartbeatSent.set(hb.workerId, { sentAt, at: this.now() });
+    }
     const hs = this.handshakes.get(hb.workerId);
     // A heartbeat proves the worker runs, not that dispatches reach it (P34): a mark stays, unless
     // it came while the worker was silent (unclaimedSilent true) and this heartbeat is it resuming.
@@ -114,6 +133,7 @@ export class WorkerRegistry {
       unclaimedAt: marked?.unclaimedAt,
       unclaimedSilent: marked?.unclaimedSilent,
     });
+    return true;
   }
 
   onHandshake(hs: Handshake): void {
@@ -265,6 +285,9 @@ export class WorkerRegistry {
         this.workers.delete(id);
         this.handshakes.delete(id);
       }
+    }
+    for (const [id, hb] of this.heartbeatSent) {
+      if (this.now() - hb.at > HEARTBEAT_SENT_KEEP_MS) this.heartbeatSent.delete(id);
     }
     // A handshake from an id that never heartbeat (a worker that died at start, a misconfigured
     // one) would otherwise be kept for the life of the process, one per id (P73).

@@ -1,6 +1,6 @@
 // Broadcast subscriptions (per replica, no queue group) feeding the registry.
 import { subjects, type Subscription } from '@cordum/bus';
-import { decodePacket, type BusPacket } from '@cordum/protocol';
+import { decodePacket, timestampMs, type BusPacket } from '@cordum/protocol';
 import { createLogThrottle, errorText } from '@cordum/service-kit';
 import type { SchedulerContext } from './context';
 
@@ -41,9 +41,18 @@ export function subscribeWorkers(ctx: SchedulerContext): Subscription[] {
       }
       apply(p);
     });
+  // P243: with verification on, a heartbeat's created_at is signed, so a capture published again
+  // (it needs no key) is told from the worker's next one by it; unsigned ones can be forged anyway.
+  const signed = ctx.config.capVerifyKey !== undefined;
   return [
     onPacket(subjects.heartbeat, (p) => {
-      if (p.payload.case === 'heartbeat') ctx.workers.onHeartbeat(p.payload.value);
+      if (p.payload.case !== 'heartbeat' || !p.payload.value.workerId) return;
+      const hb = p.payload.value;
+      if (ctx.workers.onHeartbeat(hb, signed ? (p.createdAt ? timestampMs(p.createdAt) : 0) : undefined) || !signed) return;
+      ctx.metrics.ignored.inc({ kind: 'heartbeat', reason: 'replayed' });
+      if (mayLog(`replayed\u0000${hb.workerId}`)) {
+        ctx.logger.warn('worker heartbeat not newer than its last one ignored (published again, or its clock went back)', { worker_id: hb.workerId });
+      }
     }),
     onPacket(subjects.handshake, (p) => {
       if (p.payload.case === 'handshake') ctx.workers.onHandshake(p.payload.value);

@@ -120,3 +120,27 @@ it('a heartbeat a verifying scheduler refuses is logged once, naming its sender,
   expect(logs.filter(refused)[0]).toContain('signature');
   expect(rig.scheduler.workers.live().some((w) => w.workerId === 'tw-unsigned')).toBe(false);
 });
+
+it('a signed heartbeat published again does not keep its worker alive; the worker\'s next one does (P243)', async () => {
+  const id = 'tw-replayed-hb';
+  const beat = (workerId: string) =>
+    signPacket(newPacket(workerId, { case: 'heartbeat', value: create(HeartbeatSchema, { workerId, pool: 'default', maxParallelJobs: 4, activeJobs: 0 }) }), keys.privateKey);
+  const seen = (workerId: string) => rig.scheduler.workers.all().find((w) => w.workerId === workerId)?.lastHeartbeat;
+  const captured = beat(id);
+  rig.bus.publishCore(subjects.heartbeat, captured);
+  const first = await waitFor(() => seen(id), 5_000, { message: 'the worker registered' });
+  const before = await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'heartbeat', reason: 'replayed' });
+  // Later, the capture again (as is, and with its twin signature), then a barrier: another worker's heartbeat.
+  await waitFor(() => Date.now() > first + 5, 1_000);
+  rig.bus.publishCore(subjects.heartbeat, captured);
+  rig.bus.publishCore(subjects.heartbeat, concat(signedBytes(captured), encodeLenField(SIGNATURE_FIELD, twinSignature(signatureOf(captured)))));
+  rig.bus.publishCore(subjects.heartbeat, beat('tw-replayed-hb-barrier'));
+  await waitFor(() => seen('tw-replayed-hb-barrier'), 5_000, { message: 'the barrier heartbeat applied' });
+  expect(seen(id)).toBe(first);
+  expect(await rig.counter('cordum_scheduler_ignored_packets_total', { kind: 'heartbeat', reason: 'replayed' })).toBe(before + 2);
+  expect(logs.filter((l) => l.includes('worker heartbeat not newer than its last one ignored') && l.includes(`"worker_id":"${id}"`))).toHaveLength(1);
+  // The worker's own next heartbeat (a later created_at) applies.
+  await waitFor(() => Date.now() > first + 10, 1_000);
+  rig.bus.publishCore(subjects.heartbeat, beat(id));
+  await waitFor(() => (seen(id) ?? 0) > first, 5_000, { message: 'the next heartbeat applied' });
+});

@@ -9,6 +9,7 @@ import {
   JobResultSchema,
   JobStatus,
   newPacket,
+  timestampFromMs,
   type BusPacket,
   type DispatchIdentity,
 } from '@cordum/protocol';
@@ -41,6 +42,8 @@ export function heartbeatPacket(o: {
   memoryLoad: number;
   capabilities: string[];
   labels: Record<string, string>;
+  /** The packet's created_at (epoch ms); default now. */
+  sentAtMs?: number;
 }, encode: Encode = encodePacket): Uint8Array {
   const hb = create(HeartbeatSchema, {
     workerId: o.workerId,
@@ -53,7 +56,9 @@ export function heartbeatPacket(o: {
     capabilities: o.capabilities,
     labels: o.labels,
   });
-  return encode(newPacket(o.workerId, { case: 'heartbeat', value: hb }));
+  const packet = newPacket(o.workerId, { case: 'heartbeat', value: hb });
+  if (o.sentAtMs !== undefined) packet.createdAt = timestampFromMs(o.sentAtMs);
+  return encode(packet);
 }
 
 export function progressPacket(o: {

@@ -126,6 +126,8 @@ class CapWorker implements Worker {
   private readonly refusals = new Set<Promise<unknown>>();
   /** Recently seen `<job_id>:<dispatch_id>`, insertion ordered, bounded. */
   private readonly seen = new Set<string>();
+  /** The created_at of the last heartbeat sent (epoch ms). */
+  private lastBeatMs = 0;
   private stopPromise: Promise<void> | null = null;
   /** False from a failed Redis check (or a claim that found Redis down) to a PING that answers: heartbeats say draining. */
   private redisUp = true;
@@ -685,11 +687,14 @@ class CapWorker implements Worker {
     try {
       const draining = o.stopping === true || !this.redisUp;
       const labels = draining ? { ...(this.o.labels ?? {}), [WORKER_DRAINING_LABEL]: 'true' } : (this.o.labels ?? {});
+      // Each heartbeat's created_at is later than the last one's: a verifying scheduler ignores one
+      // that is not (P243), and two can fall in one millisecond (a tick, then the stop's).
+      this.lastBeatMs = Math.max(Date.now(), this.lastBeatMs + 1);
       this.publishCore(
         subjects.heartbeat,
         heartbeatPacket({
           workerId: this.workerId, pool: this.o.pool, activeJobs: this.running.size, maxParallelJobs: this.o.maxParallelJobs,
-          cpuLoad: cpuLoadPct(), memoryLoad: memoryLoadPct(), capabilities: this.o.capabilities ?? this.o.topics, labels,
+          cpuLoad: cpuLoadPct(), memoryLoad: memoryLoadPct(), capabilities: this.o.capabilities ?? this.o.topics, labels, sentAtMs: this.lastBeatMs,
         }, this.encode),
       );
     } catch (err) {

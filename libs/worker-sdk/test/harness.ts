@@ -31,6 +31,8 @@ export interface Harness {
   /** When the worker made each packet of `progress` (its BusPacket's created_at, epoch ms), in the same order. */
   progressSentAt: number[];
   heartbeats: Heartbeat[];
+  /** Each of `heartbeats`' created_at (epoch ms), in the same order. */
+  heartbeatsSentAt: number[];
   handshakes: Handshake[];
   /**
    * Publishes a sentinel JobResult and waits until `results` holds it: JetStream delivers in
@@ -51,6 +53,7 @@ export async function startHarness(): Promise<Harness> {
   const progress: JobProgress[] = [];
   const progressSentAt: number[] = [];
   const heartbeats: Heartbeat[] = [];
+  const heartbeatsSentAt: number[] = [];
   const handshakes: Handshake[] = [];
   const consumer: Consumer = await bus.consume({
     subject: subjects.result,
@@ -74,7 +77,10 @@ export async function startHarness(): Promise<Harness> {
     }),
     bus.subscribe(subjects.heartbeat, (d) => {
       const p = decodePacket(d);
-      if (p.payload.case === 'heartbeat') heartbeats.push(p.payload.value);
+      if (p.payload.case === 'heartbeat') {
+        heartbeats.push(p.payload.value);
+        heartbeatsSentAt.push(p.createdAt ? timestampMs(p.createdAt) : 0);
+      }
     }),
     bus.subscribe(subjects.handshake, (d) => {
       const p = decodePacket(d);
@@ -90,7 +96,7 @@ export async function startHarness(): Promise<Harness> {
     results.delete(jobId);
   };
   const h: Harness = {
-    nats, redisServer, bus, redis, logger, results, progress, progressSentAt, heartbeats, handshakes, resultsDrained,
+    nats, redisServer, bus, redis, logger, results, progress, progressSentAt, heartbeats, heartbeatsSentAt, handshakes, resultsDrained,
     close: async () => {
       for (const s of subs) s.unsubscribe();
       await consumer.stop();

@@ -285,6 +285,25 @@ test('a cancel a verifying worker refuses is counted and logged once per reason,
   expect(JSON.stringify(dropped[0])).toMatch(/sign/);
 });
 
+test('heartbeats of one worker have strictly increasing created_at, even two sent in one millisecond (P243)', async () => {
+  // A verifying scheduler ignores a heartbeat not newer than the worker's last one (a replay).
+  // With the clock held still, start()'s heartbeat and stop()'s draining one share a millisecond.
+  const frozen = Date.now();
+  // Only Date is faked (Date.now and new Date, which the packet's created_at reads); timers run.
+  jest.useFakeTimers({ now: frozen, doNotFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'setImmediate', 'clearImmediate', 'nextTick', 'queueMicrotask', 'hrtime', 'performance'] });
+  try {
+    const w = await startWorker({ topics: ['job.beat-order'] });
+    await w.stop();
+    await h.bus.flush();
+    await waitFor(() => h.heartbeats.filter((b) => b.workerId === w.workerId).length >= 2, 5_000, { message: 'start and stop heartbeats' });
+    const sent = h.heartbeatsSentAt.filter((_, i) => h.heartbeats[i]?.workerId === w.workerId);
+    expect(sent[0]).toBe(frozen);
+    for (let i = 1; i < sent.length; i++) expect(sent[i]).toBeGreaterThan(sent[i - 1]!);
+  } finally {
+    jest.useRealTimers();
+  }
+});
+
 test('handshake and heartbeats carry the contract fields; running jobs get a progress every heartbeat', async () => {
   const release = new Latch();
   const w = await startWorker({
