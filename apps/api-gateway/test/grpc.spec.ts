@@ -2,7 +2,8 @@
 // the same submit service, and grpc.health.v1.
 import * as grpc from '@grpc/grpc-js';
 import { CordumApi, GrpcStatus, Health, ServingStatus, grpcClientFor, type GrpcClient } from '@cordum/protocol';
-import { KEYS, call, startRig, type Rig } from './harness';
+import { jobKeys } from '@cordum/job-store';
+import { KEYS, call, rigClients, startRig, type Rig } from './harness';
 
 let rig: Rig;
 let api: GrpcClient<(typeof CordumApi)['method']>;
@@ -82,6 +83,31 @@ it('SubmitJob creates the same job as HTTP; GetJobStatus reads it, readable over
   expect(st).toMatchObject({ jobId: res.jobId, state: 'PENDING', topic: 'job.echo' });
   const http = await call(rig.url, 'GET', `/api/v1/jobs/${res.jobId}`, { key: KEYS.viewer });
   expect(http.body).toMatchObject({ id: res.jobId, tenant: 'acme', labels: { env: 'dev' }, priority: 'interactive' });
+});
+
+it('GetJobStatus carries a result above gRPC clients\' default 4 MiB receive limit to a client that raised it (README "gRPC")', async () => {
+  // Results may be up to the worker's maxResultBytes (8 MiB by default): the gateway sets no send
+  // limit, and the README tells clients to raise their receive limit.
+  const res = await api.submitJob({ prompt: 'big', topic: 'job.echo' }, { metadata: md(KEYS.operator) });
+  const c = await rigClients(rig, 'grpc-big-result');
+  const big = grpcClientFor(CordumApi, `127.0.0.1:${rig.gateway.grpcPort}`, { defaultDeadlineMs: 10_000, channelOptions: { 'grpc.max_receive_message_length': 16 * 1024 * 1024 } });
+  try {
+    const lease = await c.locks.tryAcquire({ key: jobKeys.lock(res.jobId), ttlMs: 10_000, owner: 'spec', fenceKey: jobKeys.fence(res.jobId) });
+    const token = lease!.token;
+    const text = 'x'.repeat(6 * 1024 * 1024);
+    await c.redis.set(jobKeys.res(res.jobId), JSON.stringify({ text }));
+    for (const [state, patch] of [['SCHEDULED', {}], ['DISPATCHED', { attempts: 1 }], ['SUCCEEDED', { resultPtr: jobKeys.resPtr(res.jobId), workerId: 'w-1' }]] as const) {
+      expect((await c.store.transition(res.jobId, state, { token, patch })).ok).toBe(true);
+    }
+    await lease!.release();
+    const st = await big.getJobStatus({ jobId: res.jobId }, { metadata: md(KEYS.viewer) });
+    expect(st.state).toBe('SUCCEEDED');
+    expect(st.resultJson.length).toBeGreaterThan(6 * 1024 * 1024);
+    expect((JSON.parse(st.resultJson) as { text: string }).text).toBe(text);
+  } finally {
+    big.close();
+    await c.close();
+  }
 });
 
 it('idempotency key: a replay returns the first job', async () => {
