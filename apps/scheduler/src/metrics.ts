@@ -43,6 +43,8 @@ export interface SchedulerMetrics {
   /** P70: waiting jobs driven at once by the replica whose result freed a slot of their group. */
   slotHandOffs: Counter;
   reconcileScans: Counter;
+  /** P244: live jobs whose lifetime the keeper renewed (leader only). */
+  lifetimesRenewed: Counter;
   /** D21 breaker as this replica last saw it: 0 closed, 1 half-open, 2 open. */
   breakerState: Gauge;
   breakerTransitions: Counter<'to'>;
@@ -119,6 +121,11 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
       registers: [registry],
     }),
     verify: new Counter({ name: 'cordum_dispatch_verify_total', help: 'Dispatch delivery verification outcomes (delivered, fallback, deferred, unverified, probe_error; skipped: dropped unrun from a full probe queue).', labelNames: ['outcome'], registers: [registry] }),
+    lifetimesRenewed: new Counter({
+      name: 'cordum_scheduler_job_lifetimes_renewed_total',
+      help: 'Live jobs with less than half of JOB_TTL left that the lifetime keeper gave another JOB_TTL (leader only; P244).',
+      registers: [registry],
+    }),
     reconcileScans: new Counter({ name: 'cordum_scheduler_reconcile_scans_total', help: 'Reconciler scans run by this replica (leader only); its rate shows the live scan_interval.', registers: [registry] }),
     cancelsApplied: new Counter({
       name: 'cordum_scheduler_cancels_applied_total',

@@ -10,6 +10,7 @@ import type { SchedulerConfig } from './config';
 import { createSchedulerConfigWatcher, schedulerSections } from './config-watch';
 import { createLeaderLoop, type LeaderLoop } from './leader-loop';
 import { reconcileOnce } from './reconciler';
+import { keepLifetimes, LIFETIME_LOCK, lifetimePeriodMs } from './lifetime';
 import { replayOnce } from './replayer';
 import type { PoolsConfig, TimeoutsConfig } from './routing-config';
 import { hydrate, snapshotWriter, type HydrateResult } from './snapshot';
@@ -306,9 +307,22 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       // P190: cut off from NATS it hears no worker, and would park every retry it drives until it fails `no_workers`.
       eligible: busConnected,
     });
-    loops.push(reconciler, replayer);
+    // P244: no bus needed; it only renews keys.
+    const keeper = createLeaderLoop({
+      name: 'lifetime keeper',
+      locks,
+      key: LIFETIME_LOCK,
+      owner: instanceId,
+      ttlMs,
+      renewMs,
+      periodMs: () => lifetimePeriodMs(config.jobTtlMs),
+      logger,
+      run: () => keepLifetimes(c),
+    });
+    loops.push(reconciler, replayer, keeper);
     reconciler.start();
     replayer.start();
+    keeper.start();
   }
 
   async function doStop(): Promise<void> {

@@ -7,6 +7,7 @@ import fenceClaimLua from './lua/fence-claim-1.lua';
 import markRunningLua from './lua/mark-running-2.lua';
 import finishLua from './lua/finish-2.lua';
 import dlqSetLua from './lua/dlq-set-2.lua';
+import renewLiveLua from './lua/renew-live-4.lua';
 import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields } from './codec';
 import { createIndexWriter } from './index-writer';
 import { failureFromCode, JobStoreError } from './errors';
@@ -134,6 +135,15 @@ export interface JobStore extends JobScans, JobSlots {
    */
   refreshLifetime(id: string): Promise<void>;
   /**
+   * P244: every live job (a member of a job:active:<state> index whose record is in that kind of
+   * state) with less than half the job TTL left lives another job TTL from now: its record,
+   * fence, decision history, worker claim and input. A job's keys get the TTL at creation and
+   * no write renews them, so without this a job running or waiting longer than JOB_TTL lost its
+   * record in flight. Pages of `chunk` ids (default 500), one script call per id; returns how many
+   * were renewed. Costs one call per live job per run, none per job on the job path.
+   */
+  renewLive(o?: { chunk?: number }): Promise<number>;
+  /**
    * Gives job:fence:{id} the job TTL. The job lock's INCR creates the counter without one when
    * the job has no record (a submit or result for an expired or foreign id, or one that outlived
    * a Redis that lost its data); without this each such id would leave a key that never expires.
@@ -237,6 +247,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     scriptSpec('mark-running-2.lua', markRunningLua),
     scriptSpec('finish-2.lua', finishLua),
     scriptSpec('dlq-set-2.lua', dlqSetLua),
+    scriptSpec('renew-live-4.lua', renewLiveLua),
   ]);
   const now = opts.now ?? clusterNow;
   const ttl = opts.jobTtlMs;
@@ -531,6 +542,27 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     async refreshLifetime(id) {
       // One command per key: ctx: is in another slot than the record's hash tag.
       await expireKeys([jobKeys.ctx(id), jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id)]);
+    },
+
+    async renewLive(o = {}) {
+      const chunk = o.chunk ?? 500;
+      const below = String(Math.floor(ttl / 2));
+      let renewed = 0;
+      for (const state of ACTIVE_STATES) {
+        // By rank, not score: members are only read, and one that moves between pages meanwhile
+        // is renewed by the next run (runs come every eighth of the TTL, P244).
+        for (let start = 0; ; start += chunk) {
+          const ids = await redis.zrange(jobKeys.active(state), String(start), String(start + chunk - 1));
+          const done = await Promise.all(
+            ids.map((id) => scripts.run<number>('renew-live', [jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id), jobKeys.workerClaim(id)], [String(ttl), below])),
+          );
+          const fresh = ids.filter((_, i) => done[i] === 1);
+          await Promise.all(fresh.map((id) => redis.pexpire(jobKeys.ctx(id), ttl, 'GT')));
+          renewed += fresh.length;
+          if (ids.length < chunk) break;
+        }
+      }
+      return renewed;
     },
 
     async expireFence(id) {

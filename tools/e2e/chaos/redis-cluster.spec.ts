@@ -59,10 +59,10 @@ describe('the stack on a 6-node Redis Cluster', () => {
     return (list.body['items'] as { job_id: string }[]).some((e) => e.job_id === id);
   };
 
-  it('every leader lease is held (reconciler, replayer, snapshot writer, retention) and no process met CROSSSLOT', async () => {
+  it('every leader lease is held (reconciler, replayer, snapshot writer, lifetime keeper, retention) and no process met CROSSSLOT', async () => {
     // A lease and its fence counter live in one slot ({<key>}:fence); `<key>:fence` did not, and
     // every campaign failed: no reconciler, no replayer, no parked job ever woken or failed.
-    const leases = ['cordum:reconciler:default', 'cordum:replayer:pending', 'cordum:scheduler:snapshot:writer', 'cordum:dlq:cleanup'];
+    const leases = ['cordum:reconciler:default', 'cordum:replayer:pending', 'cordum:scheduler:snapshot:writer', 'cordum:jobs:lifetime', 'cordum:dlq:cleanup'];
     await waitFor(async () => (await Promise.all(leases.map((k) => redis.get(k)))).every((v) => v !== null), 15_000, { message: 'every lease held' });
     expect(stack.grepLogs('CROSSSLOT')).toEqual([]);
     // Every service and worker logged in to every node it reached with REDIS_URL's password.
