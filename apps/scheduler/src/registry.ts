@@ -87,6 +87,7 @@ export class WorkerRegistry {
    * dead worker's last heartbeat published again is still recognised.
    */
   private readonly heartbeatSent = new Map<string, { sentAt: number; at: number }>();
+  private heartbeatSentPruned = 0;
   private readonly ttlMs: number;
   private readonly now: () => number;
 
@@ -286,8 +287,12 @@ export class WorkerRegistry {
         this.handshakes.delete(id);
       }
     }
-    for (const [id, hb] of this.heartbeatSent) {
-      if (this.now() - hb.at > HEARTBEAT_SENT_KEEP_MS) this.heartbeatSent.delete(id);
+    // live() runs for every routing decision: the day-long entries are pruned once a minute.
+    if (this.now() - this.heartbeatSentPruned > 60_000) {
+      this.heartbeatSentPruned = this.now();
+      for (const [id, hb] of this.heartbeatSent) {
+        if (this.now() - hb.at > HEARTBEAT_SENT_KEEP_MS) this.heartbeatSent.delete(id);
+      }
     }
     // A handshake from an id that never heartbeat (a worker that died at start, a misconfigured
     // one) would otherwise be kept for the life of the process, one per id (P73).

@@ -96,6 +96,25 @@ describe('WorkerRegistry', () => {
     expect(r.get('big')?.cpuLoad).toBe(100);
   });
 
+  it('P243: with signed times, a heartbeat not newer than the last accepted one is ignored; the last time is kept a day, then forgotten', () => {
+    const r = reg();
+    expect(r.onHeartbeat(hb('w-signed'), 5_000)).toBe(true);
+    const seen = r.get('w-signed')?.lastHeartbeat;
+    now += 1_000;
+    expect(r.onHeartbeat(hb('w-signed', { activeJobs: 3 }), 5_000)).toBe(false);
+    expect(r.onHeartbeat(hb('w-signed', { activeJobs: 3 }), 4_000)).toBe(false);
+    expect(r.get('w-signed')).toMatchObject({ lastHeartbeat: seen, activeJobs: 1 });
+    expect(r.onHeartbeat(hb('w-signed', { activeJobs: 2 }), 5_001)).toBe(true);
+    expect(r.get('w-signed')?.activeJobs).toBe(2);
+    // Unsigned (no time given): always applied.
+    expect(r.onHeartbeat(hb('w-plain'))).toBe(true);
+    expect(r.onHeartbeat(hb('w-plain'))).toBe(true);
+    // Past a day (pruned at most once a minute, by live()) the worker's last time is forgotten.
+    now += 24 * 3_600_000 + 60_001;
+    r.live();
+    expect(r.onHeartbeat(hb('w-signed'), 5_001)).toBe(true);
+  });
+
   it('P73: a handshake whose worker never heartbeats is forgotten after ten TTLs, like a dead worker', () => {
     const r = reg();
     r.onHandshake(create(HandshakeSchema, { componentId: 'ghost', readyTopics: ['job.echo'] }));
