@@ -48,7 +48,10 @@ export function subscribeWorkers(ctx: SchedulerContext): Subscription[] {
     onPacket(subjects.heartbeat, (p) => {
       if (p.payload.case !== 'heartbeat' || !p.payload.value.workerId) return;
       const hb = p.payload.value;
-      if (ctx.workers.onHeartbeat(hb, signed ? (p.createdAt ? timestampMs(p.createdAt) : 0) : undefined) || !signed) return;
+      // A packet without created_at (validation does not require one) is not checked: 0 for it
+      // would have refused every heartbeat after its worker's first.
+      const sentAt = signed && p.createdAt ? timestampMs(p.createdAt) : undefined;
+      if (ctx.workers.onHeartbeat(hb, sentAt) || sentAt === undefined) return;
       ctx.metrics.ignored.inc({ kind: 'heartbeat', reason: 'replayed' });
       if (mayLog(`replayed\u0000${hb.workerId}`)) {
         ctx.logger.warn('worker heartbeat not newer than its last one ignored (published again, or its clock went back)', { worker_id: hb.workerId });

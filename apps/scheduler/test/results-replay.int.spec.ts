@@ -143,4 +143,17 @@ it('a signed heartbeat published again does not keep its worker alive; the worke
   await waitFor(() => Date.now() > first + 10, 1_000);
   rig.bus.publishCore(subjects.heartbeat, beat(id));
   await waitFor(() => (seen(id) ?? 0) > first, 5_000, { message: 'the next heartbeat applied' });
+
+  // A signed heartbeat without created_at (validation does not require one) is not checked: its
+  // worker's every heartbeat applies, not only the first.
+  const untimed = (): Uint8Array => {
+    const p = newPacket('tw-untimed', { case: 'heartbeat', value: create(HeartbeatSchema, { workerId: 'tw-untimed', pool: 'default', maxParallelJobs: 4, activeJobs: 0 }) });
+    p.createdAt = undefined;
+    return signPacket(p, keys.privateKey);
+  };
+  rig.bus.publishCore(subjects.heartbeat, untimed());
+  const once = await waitFor(() => seen('tw-untimed'), 5_000, { message: 'the untimed worker registered' });
+  await waitFor(() => Date.now() > once + 5, 1_000);
+  rig.bus.publishCore(subjects.heartbeat, untimed());
+  await waitFor(() => (seen('tw-untimed') ?? 0) > once, 5_000, { message: 'its second heartbeat applied' });
 });

@@ -12,7 +12,7 @@ import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields } from 
 import { createIndexWriter } from './index-writer';
 import { failureFromCode, JobStoreError } from './errors';
 import { jobKeys, resultKey } from './keys';
-import { ACTIVE_STATES, allowedSources, canTransition, DLQ_STATES, failedAtSubmit, TERMINAL_STATES, type JobState } from './states';
+import { ACTIVE_STATES, allowedSources, canTransition, DLQ_STATES, failedAtSubmit, isJobState, TERMINAL_STATES, type JobState } from './states';
 import { createJobScans, type JobScans } from './scans';
 import { createJobSlots, type JobSlots } from './slots';
 import { jobRequestHash, type StoredInput } from './approval';
@@ -137,10 +137,14 @@ export interface JobStore extends JobScans, JobSlots {
   /**
    * P244: every live job (a member of a job:active:<state> index whose record is in that kind of
    * state) with less than half the job TTL left lives another job TTL from now: its record,
-   * fence, decision history, worker claim and input. A job's keys get the TTL at creation and
-   * no write renews them, so without this a job running or waiting longer than JOB_TTL lost its
-   * record in flight. Pages of `chunk` ids (default 500), one script call per id; returns how many
-   * were renewed. Costs one call per live job per run, none per job on the job path.
+   * fence, decision history and worker claim. Every live job's keys in other slots (its input,
+   * its tenant's listing indexes, its concurrency group's slot sets) then get at least its
+   * record's life, on every run, so a run that failed half-way is made good by the next. A job's
+   * keys get the TTL at creation and no write renews them, so without this a job running or
+   * waiting longer than JOB_TTL lost its record in flight. Pages of `chunk` ids (default 500),
+   * each job on its own (a failure is thrown once every job was tried); returns how many records
+   * were renewed. Costs a script call and up to five PEXPIREs per live job per run, none on the
+   * job path.
    */
   renewLive(o?: { chunk?: number }): Promise<number>;
   /**
@@ -236,6 +240,16 @@ const DLQ_DELETED = -1;
 const UNLOCKED_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch'>> = { 0: 'busy', [-1]: 'not_found', [-4]: 'state_mismatch', [-5]: 'stale_dispatch' };
 /** finish-2.lua also leaves a bounded output to the locked path (P71). */
 const FINISH_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch' | 'size_bound'>> = { ...UNLOCKED_REFUSALS, [-6]: 'size_bound' };
+
+/** A record field as the scripts return it (JSON text, or null when absent), decoded; undefined when absent or not JSON. */
+function parseJson(text: string | null | undefined): unknown {
+  if (typeof text !== 'string') return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
 
 export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobStore {
   const scripts: ScriptRunner = defineScripts(redis, [
@@ -548,20 +562,34 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const chunk = o.chunk ?? 500;
       const below = String(Math.floor(ttl / 2));
       let renewed = 0;
+      let failure: unknown;
+      /** One job: its record's keys (one script), then its keys in other slots, at least as long as the record. */
+      const renew = async (id: string): Promise<void> => {
+        const reply = await scripts.run<[number, number?, string?, string?, string?]>('renew-live', [jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id), jobKeys.workerClaim(id)], [String(ttl), below]);
+        const [status, left, state, tenantJson, concurrencyJson] = reply;
+        if (status === 0 || left === undefined || state === undefined || !isJobState(state)) return;
+        if (status === 1) renewed += 1;
+        const keys = [jobKeys.ctx(id)];
+        const tenant = parseJson(tenantJson);
+        if (typeof tenant === 'string') keys.push(jobKeys.indexAll(tenant), jobKeys.indexState(tenant, state));
+        const concurrency = parseJson(concurrencyJson) as { group?: unknown } | undefined;
+        if (typeof concurrency?.group === 'string') keys.push(jobKeys.slots(concurrency.group), jobKeys.slotWaiters(concurrency.group));
+        await Promise.all(keys.map((k) => redis.pexpire(k, left, 'GT')));
+      };
       for (const state of ACTIVE_STATES) {
         // By rank, not score: members are only read, and one that moves between pages meanwhile
         // is renewed by the next run (runs come every eighth of the TTL, P244).
         for (let start = 0; ; start += chunk) {
           const ids = await redis.zrange(jobKeys.active(state), String(start), String(start + chunk - 1));
-          const done = await Promise.all(
-            ids.map((id) => scripts.run<number>('renew-live', [jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id), jobKeys.workerClaim(id)], [String(ttl), below])),
-          );
-          const fresh = ids.filter((_, i) => done[i] === 1);
-          await Promise.all(fresh.map((id) => redis.pexpire(jobKeys.ctx(id), ttl, 'GT')));
-          renewed += fresh.length;
+          // Each job settles on its own: one that fails (a node failing over) keeps no other from
+          // being renewed, and the run reports the first failure once every job was tried.
+          for (const r of await Promise.allSettled(ids.map(renew))) {
+            if (r.status === 'rejected' && failure === undefined) failure = r.reason;
+          }
           if (ids.length < chunk) break;
         }
       }
+      if (failure !== undefined) throw failure instanceof Error ? failure : new Error(String(failure));
       return renewed;
     },
 

@@ -84,4 +84,37 @@ describe.each(REDIS_BACKENDS)('job-store renewLive (%s Redis)', (kind) => {
     expect(await store.renewLive({ chunk: 3 })).toBe(7);
     for (const id of ids) expect(await redis.pttl(jobKeys.meta(id))).toBeGreaterThan(TTL - 5_000);
   });
+
+  it('gives the job\'s keys in other slots (input, listings, concurrency group) at least its record\'s life, each run, also when the record did not need renewing', async () => {
+    const group = `acme/rule-life-${process.pid}`;
+    const j = newJob({ tenant: `t-life-${process.pid}` });
+    await drive(store, redis, j, ['SCHEDULED', 'DISPATCHED', 'RUNNING']);
+    await waitFor(async () => (await redis.zscore(jobKeys.active('RUNNING'), j.id)) !== null, 5_000);
+    await redis.hset(jobKeys.meta(j.id), 'concurrency', JSON.stringify({ group, limit: 1 }));
+    await redis.zadd(jobKeys.slots(group), Date.now(), j.id);
+    await redis.zadd(jobKeys.slotWaiters(group), Date.now(), 'someone-else');
+    const others = [jobKeys.ctx(j.id), jobKeys.indexAll(j.tenant), jobKeys.indexState(j.tenant, 'RUNNING'), jobKeys.slots(group), jobKeys.slotWaiters(group)];
+    for (const k of [jobKeys.meta(j.id), ...others]) await redis.pexpire(k, OLD);
+    expect(await store.renewLive()).toBe(1);
+    for (const k of others) expect(await redis.pttl(k)).toBeGreaterThan(TTL - 5_000);
+    // A run that renewed the record but failed before the rest (a node failing over) is made good
+    // by the next one, although the record has more than half its TTL left by then.
+    for (const k of others) await redis.pexpire(k, OLD);
+    expect(await store.renewLive()).toBe(0);
+    const recordLeft = await redis.pttl(jobKeys.meta(j.id));
+    for (const k of others) expect(await redis.pttl(k)).toBeGreaterThan(recordLeft - 5_000);
+  });
+
+  it('a job that cannot be renewed keeps no other from it; the run then reports the failure', async () => {
+    const broken = await job([]);
+    const fine = await job([]);
+    await redis.del(jobKeys.meta(broken));
+    await redis.set(jobKeys.meta(broken), 'not a hash'); // HMGET fails: WRONGTYPE
+    await age(fine);
+    await expect(store.renewLive()).rejects.toThrow(/WRONGTYPE/);
+    expect(await redis.pttl(jobKeys.meta(fine))).toBeGreaterThan(TTL - 5_000);
+    expect(await redis.pttl(jobKeys.ctx(fine))).toBeGreaterThan(TTL - 5_000);
+    await redis.zrem(jobKeys.active('PENDING'), broken);
+    await redis.del(jobKeys.meta(broken));
+  });
 });
