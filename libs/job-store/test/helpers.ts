@@ -1,5 +1,6 @@
-import type { RedisClient } from '@cordum/redis';
-import { jobKeys, type JobStore, type NewJob } from '../src';
+import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { startRedisBackend, type RedisBackend, type RedisBackendKind } from '@cordum/testing';
+import { createJobStore, jobKeys, type JobStore, type NewJob } from '../src';
 
 let seq = 0;
 export function uniqueId(prefix = 'job'): string {
@@ -53,4 +54,22 @@ export async function expectClaimGuard(store: JobStore, redis: RedisClient): Pro
   await redis.set(claim, j.id);
   expect((await store.createJob(j, { claim })).state).toBe('PENDING');
   expect(await redis.zscore(jobKeys.active('PENDING'), j.id)).not.toBeNull();
+}
+
+/**
+ * A job store (and its client) on a Redis of `kind` of its own for the enclosing describe block:
+ * started in its beforeAll, closed in its afterAll. Read the fields inside tests.
+ */
+export function storeOnBackend(kind: RedisBackendKind, jobTtlMs: number): { server: RedisBackend; redis: RedisClient; store: JobStore } {
+  const env = {} as { server: RedisBackend; redis: RedisClient; store: JobStore };
+  beforeAll(async () => {
+    env.server = await startRedisBackend(kind);
+    env.redis = createRedis({ url: env.server.url, clusterAddresses: env.server.clusterAddresses, poolSize: 1, minIdleConns: 1 });
+    env.store = createJobStore(env.redis, { jobTtlMs });
+  }, 90_000); // a 6-node cluster takes a few seconds to form
+  afterAll(async () => {
+    await closeRedis(env.redis);
+    await env.server.stop();
+  });
+  return env;
 }
