@@ -3,7 +3,7 @@ import { createHash, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { ANY_HOST, commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zDlqTtl, zNumber, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { RATE_LIMIT_BOUNDS, configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
-import { loadSigningKeyFile, parseGrpcAddress } from '@cordum/protocol';
+import { loadSigningKeyFile, loadVerifyKeysFile, parseGrpcAddress } from '@cordum/protocol';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
 
 const WILDCARD_TENANT = '*';
@@ -71,6 +71,8 @@ export const gatewayEnvSchema = commonEnvSchema
     GATEWAY_STREAM_MAX_CLIENTS_PER_TENANT: zInt({ min: 1, max: 1_000_000 }).default(1_000),
     // P61: a PEM P-256 private key; when set, the JobCancels sent to workers are signed with it.
     CAP_SIGNING_KEY_FILE: zParsedString((path) => loadSigningKeyFile(path, 'private')).optional(),
+    // P245: PEM P-256 public key(s); when set, worker progress reaches WebSocket clients only signed.
+    CAP_VERIFY_KEY_FILE: zParsedString(loadVerifyKeysFile).optional(),
     ...configReloadEnvShape,
   })
   .superRefine((env, ctx) => {
@@ -110,6 +112,8 @@ export interface GatewayConfig {
   stream: { maxClients: number; maxClientsPerTenant: number };
   /** P61: JobCancels to workers are signed with this key (for workers that verify). */
   capSigningKey?: KeyObject;
+  /** P245: workers' progress (`sys.job.progress`) is streamed only when it verifies with one of these. */
+  capVerifyKey?: readonly KeyObject[];
 }
 
 /** Throws ConfigError (one line naming the variable) on bad env. */
@@ -136,5 +140,6 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string
     configReloadIntervalMs: configReloadIntervalMs(e),
     stream: { maxClients: e.GATEWAY_STREAM_MAX_CLIENTS, maxClientsPerTenant: e.GATEWAY_STREAM_MAX_CLIENTS_PER_TENANT },
     capSigningKey: e.CAP_SIGNING_KEY_FILE,
+    capVerifyKey: e.CAP_VERIFY_KEY_FILE,
   };
 }

@@ -175,7 +175,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const policyAdmin = deps.policyAdmin ?? createPolicyAdmin(config.safetyKernelAddr);
     await track('policy passthrough client', () => policyAdmin.close());
 
-    const hub = createStreamHub({ bus, redis, logger, registry, lingerMs: deps.streamUnsubscribeLingerMs });
+    const hub = createStreamHub({ bus, redis, logger, registry, lingerMs: deps.streamUnsubscribeLingerMs, ...(config.capVerifyKey ? { verifyKeys: config.capVerifyKey } : {}) });
     hub.start();
     await track('stream hub', () => hub.stop());
     // CONTRACT §7, counted by whichever service commits the transition (here: creations, cancels, approvals).

@@ -114,6 +114,8 @@ describe('loadGatewayConfig', () => {
     ['AUDIT_BUFFER_SIZE', 'lots', 'AUDIT_BUFFER_SIZE must be a positive integer <= 1000000'],
     // P61: the signing key is read and checked at start
     ['CAP_SIGNING_KEY_FILE', '/nonexistent/cap.key.pem', 'CAP_SIGNING_KEY_FILE cannot read "/nonexistent/cap.key.pem": ENOENT'],
+    // P245: so are the workers' public keys
+    ['CAP_VERIFY_KEY_FILE', '/nonexistent/cap.pub.pem', 'CAP_VERIFY_KEY_FILE cannot read "/nonexistent/cap.pub.pem": ENOENT'],
   ])('%s=%s is refused at load: %s', (name, value, message) => {
     expect(configError({ ...base, [name]: value })).toContain(message);
   });

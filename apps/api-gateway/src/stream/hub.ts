@@ -6,8 +6,10 @@
 // Delivery is at most once; where events may have been lost (the bus connection
 // lost and back, events dropped because Redis could not tell their tenant or
 // the lookup backlog was full) every client gets a `gap` frame (P133).
+import type { KeyObject } from 'node:crypto';
 import { Counter, type Registry } from 'prom-client';
-import type { Bus, Subscription } from '@cordum/bus';
+import { subjects, type Bus, type Subscription } from '@cordum/bus';
+import { verifyPacket } from '@cordum/protocol';
 import { jobKeys } from '@cordum/job-store';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
@@ -56,7 +58,15 @@ export const UNSUBSCRIBE_LINGER_MS = 10_000;
  */
 export const SUBSCRIBE_CONFIRM_MS = 2_000;
 
-export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logger; registry: Registry; lingerMs?: number }): StreamHub {
+export function createStreamHub(o: {
+  bus: Bus;
+  redis: RedisClient;
+  logger: Logger;
+  registry: Registry;
+  lingerMs?: number;
+  /** P245: workers' progress is streamed only when its packet verifies with one of these keys. */
+  verifyKeys?: readonly KeyObject[];
+}): StreamHub {
   const lingerMs = o.lingerMs ?? UNSUBSCRIBE_LINGER_MS;
   let running = false;
   let linger: NodeJS.Timeout | undefined;
@@ -205,6 +215,12 @@ export function createStreamHub(o: { bus: Bus; redis: RedisClient; logger: Logge
   const onMessage = (data: Uint8Array, subject: string): void => {
     received.inc();
     if (clients === 0) return; // lingering after the last client: skip decoding and lookups
+    // P245: a progress is a worker's word (percent, message) shown to people: with the workers'
+    // keys configured, one nobody signed (published by anything that can reach the bus) is dropped.
+    if (o.verifyKeys && subject === subjects.progress && !verifyPacket(data, o.verifyKeys)) {
+      dropped.inc({ reason: 'unverified' });
+      return;
+    }
     let p: PendingEvent | LostBroadcasts | null;
     try {
       p = decodeStreamPacket(subject, data);
