@@ -20,4 +20,3 @@ export async function keepLifetimes(ctx: SchedulerContext): Promise<void> {
   ctx.metrics.lifetimesRenewed.inc(renewed);
   ctx.logger.info('live jobs older than half the job TTL renewed', { jobs: renewed, job_ttl_ms: ctx.config.jobTtlMs });
 }
-

@@ -364,7 +364,7 @@ class CapWorker implements Worker {
       }
       if (claim.cancelled) {
         // Cancelled while its claim was on its way: the job is CANCELLED in the store (D5), so the
-        // handler never starts; the answer ends the attempt, and the scheduler's resends with it.
+        // handler never starts; the answer ends the attempt, and with it the scheduler's resends.
         await this.answer(request, traceId, 0, CANCELLED_REPLY);
         return;
       }
