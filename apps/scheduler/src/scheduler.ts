@@ -10,7 +10,7 @@ import type { SchedulerConfig } from './config';
 import { createSchedulerConfigWatcher, schedulerSections } from './config-watch';
 import { createLeaderLoop, type LeaderLoop } from './leader-loop';
 import { reconcileOnce } from './reconciler';
-import { keepLifetimes, LIFETIME_LOCK, lifetimePeriodMs } from './lifetime';
+import { keepLifetimes, LIFETIME_LOCK, lifetimeCheckMs } from './lifetime';
 import { replayOnce } from './replayer';
 import type { PoolsConfig, TimeoutsConfig } from './routing-config';
 import { hydrate, snapshotWriter, type HydrateResult } from './snapshot';
@@ -315,9 +315,9 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       owner: instanceId,
       ttlMs,
       renewMs,
-      periodMs: () => lifetimePeriodMs(config.jobTtlMs),
+      periodMs: () => lifetimeCheckMs(config.jobTtlMs),
       logger,
-      run: () => keepLifetimes(c),
+      run: () => (redis ? keepLifetimes(c, redis) : Promise.resolve()),
     });
     loops.push(reconciler, replayer, keeper);
     reconciler.start();

@@ -6,6 +6,7 @@
 // and end SUCCEEDED, each run once (counted on the worker). In process against real Redis + NATS.
 import { jobKeys } from '@cordum/job-store';
 import { waitFor } from '@cordum/testing';
+import { LIFETIME_LAST_RUN_KEY } from '../src/lifetime';
 import { startTestKernel, startTestWorker, type TestKernel, type TestWorker } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
 
@@ -19,7 +20,13 @@ let worker: TestWorker;
 
 beforeAll(async () => {
   kernel = await startTestKernel([]);
-  rig = await startSchedulerRig({ instanceId: 'sched-lifetime', kernelAddress: kernel.address, env: { JOB_TTL: '1m' } });
+  rig = await startSchedulerRig({
+    instanceId: 'sched-lifetime',
+    kernelAddress: kernel.address,
+    env: { JOB_TTL: '1m' },
+    // The keeper's last run a period ago: its first look (7.5 s in) runs, as on a running cluster.
+    beforeStart: async (redis) => void (await redis.set(LIFETIME_LAST_RUN_KEY, String(Date.now() - 60_000))),
+  });
   worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-one-slot', topics: [TOPIC], replyFor: () => 'succeed', maxParallelJobs: 1, runMs: RUN_MS });
   await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-one-slot' && v.readyTopics.includes(TOPIC)), 10_000, { message: 'worker registered' });
 }, 60_000);
