@@ -31,15 +31,15 @@ export function lifetimeCheckMs(jobTtlMs: number): number {
  * Redis full of jobs does not renew them all in its first minute.
  */
 export async function keepLifetimes(ctx: SchedulerContext, redis: RedisClient): Promise<void> {
-  const period = lifetimePeriodMs(ctx.config.jobTtlMs);
+  const stamp = (): Promise<unknown> => redis.set(LIFETIME_LAST_RUN_KEY, String(clusterNow()), 'PX', 2 * ctx.config.jobTtlMs);
   const last = Number(await redis.get(LIFETIME_LAST_RUN_KEY));
   if (!Number.isFinite(last) || last <= 0) {
-    await redis.set(LIFETIME_LAST_RUN_KEY, String(clusterNow()), 'PX', 2 * ctx.config.jobTtlMs);
+    await stamp();
     return;
   }
-  if (clusterNow() - last < period) return;
+  if (clusterNow() - last < lifetimePeriodMs(ctx.config.jobTtlMs)) return;
   const renewed = await ctx.store.renewLive();
-  await redis.set(LIFETIME_LAST_RUN_KEY, String(clusterNow()), 'PX', 2 * ctx.config.jobTtlMs);
+  await stamp();
   if (renewed === 0) return;
   ctx.metrics.lifetimesRenewed.inc(renewed);
   ctx.logger.info('live jobs older than half the job TTL renewed', { jobs: renewed, job_ttl_ms: ctx.config.jobTtlMs });

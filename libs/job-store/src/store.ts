@@ -241,7 +241,7 @@ const UNLOCKED_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mi
 /** finish-2.lua also leaves a bounded output to the locked path (P71). */
 const FINISH_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch' | 'size_bound'>> = { ...UNLOCKED_REFUSALS, [-6]: 'size_bound' };
 
-/** A record field as the scripts return it (JSON text, or null when absent), decoded; undefined when absent or not JSON. */
+/** JSON text (a record field as the scripts return it, a stored value) decoded; undefined when absent or not JSON. */
 function parseJson(text: string | null | undefined): unknown {
   if (typeof text !== 'string') return undefined;
   try {
@@ -791,10 +791,5 @@ async function readJson(redis: RedisClient, key: string | null): Promise<unknown
     if (isWrongType(err)) return null;
     throw err;
   }
-  if (raw === null) return null;
-  try {
-    return JSON.parse(raw) as unknown;
-  } catch {
-    return null;
-  }
+  return parseJson(raw) ?? null;
 }

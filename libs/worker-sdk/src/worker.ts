@@ -1,7 +1,7 @@
 // A CAP worker: queue-subscribes its topics, acks starts, runs each dispatch
 // at most once (claim-2.lua) and reports results on JetStream (D1, D9, D40).
 import { subjects, type Subscription } from '@cordum/bus';
-import { WORKER_DRAINING_LABEL, packetDecoder, packetEncoder, type BusPacket, type DispatchIdentity, type JobRequest } from '@cordum/protocol';
+import { WORKER_DRAINING_LABEL, packetDecoder, packetEncoder, type BusPacket, type JobCancel, type JobRequest } from '@cordum/protocol';
 import { isRedisUnavailable, redisErrorText } from '@cordum/redis';
 import { createLogThrottle, type Logger } from '@cordum/service-kit';
 import { randomUUID } from 'node:crypto';
@@ -625,12 +625,12 @@ class CapWorker implements Worker {
     if (packet.payload.case !== 'jobCancel') return;
     const cancel = packet.payload.value;
     for (const claim of this.claiming.values()) {
-      if (claim.request.jobId !== cancel.jobId || !sameDispatch(cancel.dispatch, claim.request.dispatch) || claim.cancelled) continue;
+      if (!cancelNames(cancel, claim.request) || claim.cancelled) continue;
       claim.cancelled = true;
       this.log.info('job cancel received', { job_id: cancel.jobId, reason: cancel.reason, before: 'claim' });
     }
     for (const job of this.running.values()) {
-      if (job.request.jobId !== cancel.jobId || !sameDispatch(cancel.dispatch, job.request.dispatch)) continue;
+      if (!cancelNames(cancel, job.request)) continue;
       if (job.cancelled) continue;
       job.cancelled = true;
       this.log.info('job cancel received', { job_id: cancel.jobId, reason: cancel.reason });
@@ -852,9 +852,9 @@ function readOutcome(o: unknown): { ok: true; outcome: JobOutcome } | { ok: fals
   }
 }
 
-/** A cancel without a dispatch identity applies to every attempt of the job. */
-function sameDispatch(a: DispatchIdentity | undefined, b: DispatchIdentity | undefined): boolean {
-  return !a?.dispatchId || a.dispatchId === (b?.dispatchId ?? '');
+/** Whether the cancel is for this request: its job, and its dispatch when the cancel names one (one without applies to every attempt). */
+function cancelNames(cancel: JobCancel, request: JobRequest): boolean {
+  return cancel.jobId === request.jobId && (!cancel.dispatch?.dispatchId || cancel.dispatch.dispatchId === (request.dispatch?.dispatchId ?? ''));
 }
 
 /**
