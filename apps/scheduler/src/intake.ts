@@ -119,7 +119,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
       // P99: a new hold gets the whole job TTL again (as an approval does), so the hold times out
       // (SCHEDULER_APPROVAL_TIMEOUT, counted from this write) before the record can expire.
       if (w.ok) {
-        await ctx.store.refreshLifetime(job.id).catch((err: unknown) => ctx.logger.warn('held job lifetime not renewed', { job_id: job.id, err: errorText(err) }));
+        await ctx.store.refreshLifetime(job).catch((err: unknown) => ctx.logger.warn('held job lifetime not renewed', { job_id: job.id, err: errorText(err) }));
       }
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }

@@ -131,20 +131,21 @@ export interface JobStore extends JobScans, JobSlots {
    * D45 on approval: the job lives another job TTL from now. Its input (`ctx:<id>`, as D45 says)
    * and, with it, what the approved job needs to reach a terminal state: its record, fence and
    * decision history (P75; a job approved near the end of its TTL otherwise lost its record
-   * while it ran).
+   * while it ran), and the submit's idempotency claim of a keyed job (P246), so a repeat of the
+   * submit while the job is live gets this job.
    */
-  refreshLifetime(id: string): Promise<void>;
+  refreshLifetime(job: Pick<JobRecord, 'id' | 'tenant' | 'idempotencyKey'>): Promise<void>;
   /**
    * P244: every live job (a member of a job:active:<state> index whose record is in that kind of
    * state) with less than half the job TTL left lives another job TTL from now: its record,
    * fence, decision history and worker claim. Every live job's keys in other slots (its input,
-   * its tenant's listing indexes, its concurrency group's slot sets) then get at least its
-   * record's life, on every run, so a run that failed half-way is made good by the next. A job's
-   * keys get the TTL at creation and no write renews them, so without this a job running or
-   * waiting longer than JOB_TTL lost its record in flight. Pages of `chunk` ids (default 500),
-   * each job on its own (a failure is thrown once every job was tried); returns how many records
-   * were renewed. Costs a script call and up to five PEXPIREs per live job per run, none on the
-   * job path.
+   * its tenant's listing indexes, its concurrency group's slot sets, its submit's idempotency
+   * claim, P246) then get at least its record's life, on every run, so a run that failed
+   * half-way is made good by the next. A job's keys get the TTL at creation and no write renews
+   * them, so without this a job running or waiting longer than JOB_TTL lost its record in
+   * flight. Pages of `chunk` ids (default 500), each job on its own (a failure is thrown once
+   * every job was tried); returns how many records were renewed. Costs a script call and up to
+   * six PEXPIREs per live job per run, none on the job path.
    */
   renewLive(o?: { chunk?: number }): Promise<number>;
   /**
@@ -553,9 +554,11 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       return jobRequestHash(job, input);
     },
 
-    async refreshLifetime(id) {
-      // One command per key: ctx: is in another slot than the record's hash tag.
-      await expireKeys([jobKeys.ctx(id), jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id)]);
+    async refreshLifetime({ id, tenant, idempotencyKey }) {
+      // One command per key: ctx: and the claim are in other slots than the record's hash tag.
+      const keys = [jobKeys.ctx(id), jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id)];
+      if (idempotencyKey !== undefined) keys.push(jobKeys.idempotency(tenant, idempotencyKey));
+      await expireKeys(keys);
     },
 
     async renewLive(o = {}) {
@@ -565,13 +568,18 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       let failure: unknown;
       /** One job: its record's keys (one script), then its keys in other slots, at least as long as the record. */
       const renew = async (id: string): Promise<void> => {
-        const reply = await scripts.run<[number, number?, string?, string?, string?]>('renew-live', [jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id), jobKeys.workerClaim(id)], [String(ttl), below]);
-        const [status, left, state, tenantJson, concurrencyJson] = reply;
+        const reply = await scripts.run<[number, number?, string?, string?, string?, string?]>('renew-live', [jobKeys.meta(id), jobKeys.fence(id), jobKeys.decisions(id), jobKeys.workerClaim(id)], [String(ttl), below]);
+        const [status, left, state, tenantJson, concurrencyJson, keyJson] = reply;
         if (status === 0 || left === undefined || state === undefined || !isJobState(state)) return;
         if (status === 1) renewed += 1;
         const keys = [jobKeys.ctx(id)];
         const tenant = parseJson(tenantJson);
         if (typeof tenant === 'string') keys.push(jobKeys.indexAll(tenant), jobKeys.indexState(tenant, state));
+        // P246: the submit's idempotency claim (D25), so a client repeating the submit while the
+        // job still runs gets this job, not a second run. A claim that names another job by now
+        // (this one's expired and the key was taken again) only lives as long as this record.
+        const key = parseJson(keyJson);
+        if (typeof tenant === 'string' && typeof key === 'string') keys.push(jobKeys.idempotency(tenant, key));
         const concurrency = parseJson(concurrencyJson) as { group?: unknown } | undefined;
         if (typeof concurrency?.group === 'string') keys.push(jobKeys.slots(concurrency.group), jobKeys.slotWaiters(concurrency.group));
         await Promise.all(keys.map((k) => redis.pexpire(k, left, 'GT')));

@@ -54,17 +54,19 @@ describe('store (real Redis)', () => {
   });
 
   it('keeps an approval on the record through a transition and shows it in the API shape', async () => {
-    const held = await store.createJob(newJob({ initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'review', ruleId: 'r1', policySnapshot: 's1' } }));
+    const held = await store.createJob(newJob({ idempotencyKey: 'approve-me', initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'review', ruleId: 'r1', policySnapshot: 's1' } }));
     const token = await holdLock(redis, held.id);
     const approval = { status: 'approved' as const, by: 'bob', at: 1_700_000_000_000, jobHash: held.holdHash!, policySnapshot: 's1', ruleId: 'r1', revision: 1 };
     const r = await store.transition(held.id, 'PENDING', { token, from: ['APPROVAL_REQUIRED'], patch: { approval } });
     expect(r.ok && r.job.approval).toEqual(approval);
     expect(jobToApi((await store.getJob(held.id))!, null).approval).toEqual({ status: 'approved', by: 'bob', at: '2023-11-14T22:13:20.000Z', job_hash: held.holdHash, policy_snapshot: 's1', rule_id: 'r1', revision: 1 });
-    // P75: a job approved near the end of its TTL gets a whole TTL again, record and all.
-    const keys = [jobKeys.ctx(held.id), jobKeys.meta(held.id), jobKeys.fence(held.id), jobKeys.decisions(held.id)];
+    // P75: a job approved near the end of its TTL gets a whole TTL again, record and all; P246: and its submit's idempotency claim.
+    const claim = jobKeys.idempotency(held.tenant, 'approve-me');
+    const keys = [jobKeys.ctx(held.id), jobKeys.meta(held.id), jobKeys.fence(held.id), jobKeys.decisions(held.id), claim];
+    await redis.set(claim, held.id);
     await redis.incr(jobKeys.fence(held.id)); // as a lock acquire does
     for (const k of keys) await redis.pexpire(k, 1_000);
-    await store.refreshLifetime(held.id);
+    await store.refreshLifetime(held);
     for (const k of keys) expect({ k, ttl: (await redis.pttl(k)) > 50_000 }).toEqual({ k, ttl: true });
   });
 });

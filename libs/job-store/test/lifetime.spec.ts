@@ -1,6 +1,6 @@
 import { REDIS_BACKENDS, waitFor } from '@cordum/testing';
 import { jobKeys, type JobState } from '../src';
-import { drive, newJob, storeOnBackend } from './helpers';
+import { drive, holdLock, newJob, storeOnBackend } from './helpers';
 
 // P244: a job's keys get the job TTL when it is created and no write renews them, so a job that
 // ran or waited longer than JOB_TTL lost its record in flight. renewLive gives every live job
@@ -72,15 +72,20 @@ describe.each(REDIS_BACKENDS)('job-store renewLive (%s Redis)', (kind) => {
     for (const id of ids) expect(await env.redis.pttl(jobKeys.meta(id))).toBeGreaterThan(TTL - 5_000);
   });
 
-  it('gives the job\'s keys in other slots (input, listings, concurrency group) at least its record\'s life, each run, also when the record did not need renewing', async () => {
+  it('gives the job\'s keys in other slots (input, listings, concurrency group, idempotency claim) at least its record\'s life, each run, also when the record did not need renewing', async () => {
     const group = `acme/rule-life-${process.pid}`;
-    const j = newJob({ tenant: `t-life-${process.pid}` });
-    await drive(env.store, env.redis, j, ['SCHEDULED', 'DISPATCHED', 'RUNNING']);
+    const j = newJob({ tenant: `t-life-${process.pid}`, idempotencyKey: `key-${process.pid}` });
+    const claim = jobKeys.idempotency(j.tenant, `key-${process.pid}`);
+    await env.redis.set(claim, j.id, 'PX', TTL);
+    await env.store.createJob(j, { claim });
+    const token = await holdLock(env.redis, j.id);
+    for (const s of ['SCHEDULED', 'DISPATCHED', 'RUNNING'] as const) expect((await env.store.transition(j.id, s, { token })).ok).toBe(true);
     await waitFor(async () => (await env.redis.zscore(jobKeys.active('RUNNING'), j.id)) !== null, 5_000);
     await env.redis.hset(jobKeys.meta(j.id), 'concurrency', JSON.stringify({ group, limit: 1 }));
     await env.redis.zadd(jobKeys.slots(group), Date.now(), j.id);
     await env.redis.zadd(jobKeys.slotWaiters(group), Date.now(), 'someone-else');
-    const others = [jobKeys.ctx(j.id), jobKeys.indexAll(j.tenant), jobKeys.indexState(j.tenant, 'RUNNING'), jobKeys.slots(group), jobKeys.slotWaiters(group)];
+    // P246: the submit's idempotency claim too, or a client repeating the submit after JOB_TTL starts a second run beside this one.
+    const others = [jobKeys.ctx(j.id), jobKeys.indexAll(j.tenant), jobKeys.indexState(j.tenant, 'RUNNING'), jobKeys.slots(group), jobKeys.slotWaiters(group), claim];
     for (const k of [jobKeys.meta(j.id), ...others]) await env.redis.pexpire(k, OLD);
     expect(await env.store.renewLive()).toBe(1);
     for (const k of others) expect(await env.redis.pttl(k)).toBeGreaterThan(TTL - 5_000);

@@ -149,7 +149,7 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
           throw new ApiError('job_busy', { message: `job changed while approving (${r.reason}); retry` });
         }
         // D45: the job (input, record, fence, history) lives another job TTL from the approval (P75).
-        await deps.store.refreshLifetime(id).catch((err: unknown) => {
+        await deps.store.refreshLifetime(r.job).catch((err: unknown) => {
           deps.logger.warn('approved job\'s lifetime not renewed; it keeps the TTL it had', { job_id: id, err: errorText(err) });
         });
         return { kind: 'approved', job: r.job };

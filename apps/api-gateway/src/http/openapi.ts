@@ -61,7 +61,7 @@ export const OPERATIONS: Operation[] = [
     summary: 'Submit a job (idempotent with Idempotency-Key)',
     tag: 'jobs',
     auth: true,
-    headers: [{ name: 'Idempotency-Key', description: 'same as body idempotency_key (both given: they must be equal, else 400 idempotency_key_mismatch); one job per tenant and key for the job TTL (D25)', pattern: IDEMPOTENCY_KEY_RE.source }],
+    headers: [{ name: 'Idempotency-Key', description: 'same as body idempotency_key (both given: they must be equal, else 400 idempotency_key_mismatch); one job per tenant and key for the job TTL (D25), counted from the submit and renewed while the job is held or live (P246)', pattern: IDEMPOTENCY_KEY_RE.source }],
     body: submitBodySchema,
     ok: { 200: { description: 'accepted, or held for approval', schema: s.submitResponseSchema } },
     errors: [...AUTH_ERRORS, 409, 413, 415],

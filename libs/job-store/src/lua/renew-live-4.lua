@@ -12,20 +12,21 @@
   Returns  {0}  not live: no record, a record that has ended (it keeps the lifetime its end gave
                 it) or one without a TTL
            {1 renewed | 2 had enough left, the record's ms left, state, tenant (JSON),
-            concurrency (JSON or false)}: the caller gives the job's keys in other slots (its
-           input, listings, concurrency group) at least the record's life, every run, so a run
-           that failed half-way is made good by the next one.
+            concurrency (JSON or false), idempotency key (JSON or false)}: the caller gives the
+           job's keys in other slots (its input, listings, concurrency group, the submit's
+           idempotency claim) at least the record's life, every run, so a run that failed
+           half-way is made good by the next one.
 ]]
-local meta = redis.call('HMGET', KEYS[1], 'state', 'tenant', 'concurrency')
+local meta = redis.call('HMGET', KEYS[1], 'state', 'tenant', 'concurrency', 'idempotencyKey')
 local state = meta[1]
 if state ~= 'PENDING' and state ~= 'SCHEDULED' and state ~= 'DISPATCHED' and state ~= 'RUNNING' and state ~= 'RETRYING' then
   return {0}
 end
 local left = redis.call('PTTL', KEYS[1])
 if left < 0 then return {0} end
-if left >= tonumber(ARGV[2]) then return {2, left, state, meta[2], meta[3]} end
+if left >= tonumber(ARGV[2]) then return {2, left, state, meta[2], meta[3], meta[4]} end
 -- GT: never shortens a key's life (a claim written with a longer claimTtlMs); a key without a TTL keeps none.
 for i = 1, 4 do
   redis.call('PEXPIRE', KEYS[i], ARGV[1], 'GT')
 end
-return {1, tonumber(ARGV[1]), state, meta[2], meta[3]}
+return {1, tonumber(ARGV[1]), state, meta[2], meta[3], meta[4]}
