@@ -80,17 +80,25 @@ async function resultsHeldSince(ctx: SchedulerContext): Promise<number | null> {
 
 /** When each scheduler's leader last looked for expired holds. */
 const lastApprovalPass = new WeakMap<SchedulerContext, number>();
+/** Where each scheduler's next pass reads each held listing (P247). */
+const heldCursors = new WeakMap<SchedulerContext, Map<string, number>>();
 
 /**
  * P99: a hold nobody answered within the timeout ends DENIED, with its DLQ entry and state event.
  * Not every scan: at most once a minute (a quarter of the timeout when that is shorter), since it
- * reads the index registry as well as the holds that are due.
+ * reads the index registry as well as the holds that are due. The listings are scored by
+ * creation and a re-held job's hold counts from its last hold, so SCAN_LIMIT re-held jobs not
+ * yet due could hide every due hold of their tenant created after them (until their own holds
+ * expired, maybe after the records of those behind them): each pass reads on from where the
+ * last one stopped (P247).
  */
 async function expireApprovals(ctx: SchedulerContext, now: number): Promise<void> {
   const timeoutMs = ctx.config.approvalTimeoutMs;
   if (now - (lastApprovalPass.get(ctx) ?? 0) < Math.min(60_000, timeoutMs / 4)) return;
   lastApprovalPass.set(ctx, now);
-  const held = await ctx.store.listHeld(now - timeoutMs, SCAN_LIMIT);
+  let cursor = heldCursors.get(ctx);
+  if (!cursor) heldCursors.set(ctx, (cursor = new Map()));
+  const held = await ctx.store.listHeld(now - timeoutMs, SCAN_LIMIT, cursor);
   await forEachLimit(held, SCAN_CONCURRENCY, (e) =>
     locked(ctx, e, 'APPROVAL_REQUIRED', async (lease, job) => {
       // Held since its last write (a re-hold after an approval starts the clock again).

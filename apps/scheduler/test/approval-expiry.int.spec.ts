@@ -10,6 +10,7 @@ import { create, Decision, encodePacket, JobRequestSchema, newPacket } from '@co
 import { waitFor } from '@cordum/testing';
 import { startTestKernel, type TestKernel } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
+import { SCAN_LIMIT } from '../src/reconciler';
 
 const TIMEOUT_MS = 2_000;
 
@@ -86,4 +87,23 @@ describe('held jobs expire (in-process, real Redis + NATS)', () => {
     const m = await rig.metrics.getSingleMetric('cordum_scheduler_reconciled_total')?.get();
     expect(m?.values.find((v) => v.labels['action'] === 'approval_expired')?.value).toBeGreaterThanOrEqual(1);
   });
+
+  it('a due hold behind more than SCAN_LIMIT re-held jobs of its tenant still expires (P247)', async () => {
+    // Created a minute ago and held again an hour from now (their clock): in the listing before the
+    // due hold (listings are scored by creation) and never due while this test runs.
+    const createdAt = Date.now() - 60_000;
+    const old = createJobStore(rig.redis, { jobTtlMs: 3_600_000, now: () => createdAt });
+    const crowd: string[] = [];
+    for (let i = 0; i <= SCAN_LIMIT; i++) {
+      const j = await old.createJob(held('crowded'));
+      await rig.redis.hset(jobKeys.meta(j.id), 'updatedAt', JSON.stringify(Date.now() + 3_600_000));
+      crowd.push(j.id);
+    }
+    const due = await createJobStore(rig.redis, { jobTtlMs: 3_600_000, now: () => createdAt + 1 }).createJob(held('crowded'));
+    await waitFor(async () => (await stateOf(due.id)) === 'DENIED', 20_000, { message: 'the due hold behind the crowd expired' });
+    expect((await store.getJob(due.id))?.error?.code).toBe('approval_expired');
+    for (const id of crowd.slice(0, 5)) expect(await stateOf(id)).toBe('APPROVAL_REQUIRED');
+    // Out of the listing, so the passes of later tests do not read them.
+    await rig.redis.del(jobKeys.indexState('crowded', 'APPROVAL_REQUIRED'));
+  }, 60_000);
 });

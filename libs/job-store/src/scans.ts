@@ -22,8 +22,15 @@ export interface JobScans {
    * Held jobs (APPROVAL_REQUIRED) created at or before `createdBeforeMs`, read from each tenant's
    * listing index that the index registry names (`job:index:keys`, P89), at most `limit` per
    * tenant, oldest first. Indexes lag their records (D16): a caller re-reads each job.
+   *
+   * `from` (P247), kept by the caller from one pass to the next: where each listing's next
+   * read starts (its rank among the members created by `createdBeforeMs`). A read that fills
+   * `limit` moves it on by `limit`, a shorter one sends it back to the start, so every held job
+   * is read within a few passes however many older ones are not due yet (a re-held job's hold
+   * counts from its last hold, its listing score from its creation). Without it every pass
+   * reads the `limit` oldest.
    */
-  listHeld(createdBeforeMs: number, limit: number): Promise<ScoredId[]>;
+  listHeld(createdBeforeMs: number, limit: number, from?: Map<string, number>): Promise<ScoredId[]>;
   /** `job:retry` entries due at or before `nowMs` (D13). */
   listRetryDue(nowMs: number, limit: number): Promise<ScoredId[]>;
   hasRetry(id: string): Promise<boolean>;
@@ -115,7 +122,7 @@ export function scored(flat: string[]): ScoredId[] {
 }
 
 export function createJobScans(redis: RedisClient): JobScans {
-  const range = async (key: string, max: number | '+inf', limit: number) => scored(await redis.zrangebyscore(key, '-inf', max, 'WITHSCORES', 'LIMIT', 0, limit));
+  const range = async (key: string, max: number | '+inf', limit: number, offset = 0) => scored(await redis.zrangebyscore(key, '-inf', max, 'WITHSCORES', 'LIMIT', offset, limit));
   /** A member's score as a number, or null when it is not in the set. */
   const scoreOf = async (key: string, id: string): Promise<number | null> => {
     const score = await redis.zscore(key, id);
@@ -135,7 +142,7 @@ export function createJobScans(redis: RedisClient): JobScans {
     listActive: (state, beforeMs, limit) => range(jobKeys.active(state), beforeMs, limit),
     listDeadlineDue: (nowMs, limit) => range(jobKeys.deadline(), nowMs, limit),
     listRetryDue: (nowMs, limit) => range(jobKeys.retry(), nowMs, limit),
-    async listHeld(createdBeforeMs, limit) {
+    async listHeld(createdBeforeMs, limit, from) {
       // The registry holds every tenant's listing keys (a dozen per tenant): Redis filters them.
       const keys: string[] = [];
       let cursor = '0';
@@ -145,7 +152,16 @@ export function createJobScans(redis: RedisClient): JobScans {
         for (let i = 0; i < flat.length; i += 2) keys.push(String(flat[i]));
       } while (cursor !== '0');
       const out: ScoredId[] = [];
-      for (const key of new Set(keys)) out.push(...(await range(key, createdBeforeMs, limit)));
+      const listings = new Set(keys);
+      for (const key of listings) {
+        const rank = from?.get(key) ?? 0;
+        const page = await range(key, createdBeforeMs, limit, rank);
+        // Members that leave meanwhile shift the ranks: one may be passed over once, and is read after the wrap.
+        if (page.length >= limit) from?.set(key, rank + page.length);
+        else from?.delete(key);
+        out.push(...page);
+      }
+      if (from) for (const key of from.keys()) if (!listings.has(key)) from.delete(key);
       return out;
     },
     async hasRetry(id) {

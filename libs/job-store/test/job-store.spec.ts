@@ -397,6 +397,32 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
       expect(await ids(t0 + 6_000)).toEqual([a2.id, b1.id].sort());
     });
 
+    it('listHeld with a cursor reads on from where the last read stopped and wraps after a short page (P247)', async () => {
+      const t0 = Date.now() - 20_000;
+      const ids: string[] = [];
+      for (let i = 0; i < 7; i++) {
+        const j = await createJobStore(redis, { jobTtlMs: ttl, now: () => t0 + i }).createJob(
+          newJob({ tenant: 'held-cursor', initialState: 'APPROVAL_REQUIRED', safety: { decision: 'require_human', reason: 'r', ruleId: 'r1', policySnapshot: 's' } }),
+        );
+        ids.push(j.id);
+      }
+      const key = jobKeys.indexState('held-cursor', 'APPROVAL_REQUIRED');
+      const from = new Map<string, number>();
+      const read = async () => (await store.listHeld(t0 + 100, 3, from)).map((e) => e.id).filter((id) => ids.includes(id));
+      expect(await read()).toEqual(ids.slice(0, 3));
+      expect(from.get(key)).toBe(3);
+      expect(await read()).toEqual(ids.slice(3, 6));
+      expect(await read()).toEqual(ids.slice(6));
+      expect(from.has(key)).toBe(false);
+      expect(await read()).toEqual(ids.slice(0, 3));
+      // Without a cursor every read is the oldest three.
+      expect((await store.listHeld(t0 + 100, 3)).map((e) => e.id).filter((id) => ids.includes(id))).toEqual(ids.slice(0, 3));
+      // A listing the registry no longer names is forgotten.
+      await redis.zrem(jobKeys.indexRegistry(), key);
+      await store.listHeld(t0 + 100, 3, from);
+      expect(from.has(key)).toBe(false);
+    });
+
     it('keeps a job whose record outlived its index score (a renewed hold, P143) listed and found by listHeld until the record is gone', async () => {
       const now = Date.now();
       // Created 8 days ago and held; approved and held again 2 days ago, which renewed its record's
