@@ -43,6 +43,39 @@ it('a page whose loader removes entries it has read (as the DLQ list drops expir
   expect(page.items).toHaveLength(150);
 });
 
+it('a page whose loader removes the last entry of a batch skips no later entry (P248)', async () => {
+  const key = 'idx:tail-gone';
+  await fill(key, 150, (i) => 20_000 + i);
+  // The 100th newest (the last of the first batch) has no entry any more: the loader drops it from the index, as the DLQ list does.
+  const gone = id(50);
+  const page = await pageIndex(redis, {
+    key, after: null, limit: 500, scanBudget: 2_000,
+    load: async (ids) => {
+      if (ids.includes(gone)) await redis.zrem(key, gone);
+      return ids.map((x) => (x === gone ? null : x));
+    },
+  });
+  expect(page.items).toEqual(Array.from({ length: 150 }, (_, i) => id(149 - i)).filter((x) => x !== gone));
+  expect(page.next_cursor).toBeNull();
+});
+
+it('entries of the last batch\'s score removed by someone else (a DELETE) before the next batch make it skip none (P248)', async () => {
+  const key = 'idx:tail-deleted';
+  // 20 entries share a score across the first batch's end (ties sort by member, descending).
+  await fill(key, 150, (i) => (i < 90 ? 10_000 - i : i < 110 ? 5_000 : 1_000 - i));
+  const page = await pageIndex(redis, {
+    key, after: null, limit: 500, scanBudget: 2_000,
+    load: async (ids) => {
+      // While the first batch is loaded, five of its tied entries are deleted (already read).
+      if (ids.includes(id(109))) for (let i = 105; i < 110; i++) await redis.zrem(key, id(i));
+      return ids;
+    },
+  });
+  const tied = Array.from({ length: 20 }, (_, k) => id(109 - k));
+  const want = [...Array.from({ length: 90 }, (_, i) => id(i)), ...tied, ...Array.from({ length: 40 }, (_, k) => id(110 + k))];
+  expect(page.items).toEqual(want);
+});
+
 it('entries added above the page while it is read are neither repeated nor make it skip', async () => {
   const key = 'idx:growing';
   await fill(key, 250, (i) => 10_000 + i);

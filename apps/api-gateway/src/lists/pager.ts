@@ -27,43 +27,51 @@ export async function pageIndex<T>(redis: RedisClient, req: PageRequest<T>): Pro
   let scanned = 0;
   let last: Position | null = req.after;
   let exhausted = false;
-  // Each batch starts where the previous one ended (its last score, skipping the entries of that
-  // score already read), not at a position in the whole index: entries added or removed above
-  // meanwhile (a job finishing, an expired DLQ entry dropped) used to shift every later batch, so
-  // a page skipped or repeated that many entries.
-  let bound: number | null = req.after ? req.after.score : null;
-  let seenAtBound = 0;
+  // Each batch starts where the previous one ended (the last entry read, or the cursor's), not at
+  // a position in the whole index: entries added or removed above meanwhile (a job finishing, an
+  // expired DLQ entry dropped) used to shift every later batch, so a page skipped or repeated that
+  // many entries. It is read from the top of that entry's score, and what sorts at or above the
+  // entry there (ties sort by member, descending) is dropped as already read. An offset past the
+  // entries read at that score would skip one live entry for each of those removed meanwhile
+  // (P248: the DLQ list drops an expired entry's index member while it builds the page).
+  let bound: Position | null = req.after;
+  /** Entries of the bound's score at or above it when last read: read again and dropped, so the batch still brings `count` new ones. */
+  let atBound = 0;
   while (items.length < req.limit && scanned < req.scanBudget) {
     const count = Math.min(BATCH, req.scanBudget - scanned);
-    const raw = await redis.zrevrangebyscore(req.key, bound === null ? '+inf' : String(bound), '-inf', 'WITHSCORES', 'LIMIT', seenAtBound, count);
+    const want = count + atBound;
+    const raw = await redis.zrevrangebyscore(req.key, bound === null ? '+inf' : String(bound.score), '-inf', 'WITHSCORES', 'LIMIT', 0, want);
     const pairs: Position[] = [];
     for (let i = 0; i + 1 < raw.length; i += 2) pairs.push({ id: raw[i] as string, score: Number(raw[i + 1]) });
-    const tail = pairs[pairs.length - 1];
-    if (tail) {
-      const atTail = pairs.filter((p) => p.score === tail.score).length;
-      seenAtBound = tail.score === bound ? seenAtBound + atTail : atTail;
-      bound = tail.score;
+    const ended = pairs.length < want;
+    const b = bound;
+    const fresh = b ? pairs.filter((p) => !(p.score === b.score && p.id >= b.id)) : pairs;
+    if (fresh.length === 0) {
+      if (ended) exhausted = true;
+      if (ended) break;
+      // More entries share the bound's score above it than we knew (a cursor from an earlier page): read past them.
+      atBound = pairs.length;
+      continue;
     }
-    // Entries with the cursor's score sort by member descending; those >= the cursor's id were on earlier pages.
-    const after = req.after;
-    const fresh = after ? pairs.filter((p) => !(p.score === after.score && p.id >= after.id)) : pairs;
-    const loaded = fresh.length > 0 ? await req.load(fresh.map((p) => p.id)) : [];
-    let consumedAll = true;
-    for (let i = 0; i < fresh.length; i++) {
+    const batch = fresh.slice(0, count);
+    const loaded = await req.load(batch.map((p) => p.id));
+    let consumed = 0;
+    for (let i = 0; i < batch.length; i++) {
       scanned += 1;
-      last = fresh[i] ?? last;
+      consumed = i + 1;
       const item = loaded[i];
       if (item !== null && item !== undefined) items.push(item);
-      if (items.length >= req.limit || scanned >= req.scanBudget) {
-        consumedAll = i === fresh.length - 1;
-        break;
-      }
+      if (items.length >= req.limit || scanned >= req.scanBudget) break;
     }
-    if (pairs.length < count && consumedAll) {
+    const read = batch[consumed - 1] as Position;
+    last = read;
+    bound = read;
+    atBound = pairs.slice(0, pairs.indexOf(read) + 1).filter((p) => p.score === read.score).length;
+    if (consumed === fresh.length && ended) {
       exhausted = true;
       break;
     }
-    if (!consumedAll) break;
+    if (consumed < batch.length) break;
   }
   return { items, next_cursor: exhausted || last === null || last === req.after ? null : encodeCursor(last) };
 }
