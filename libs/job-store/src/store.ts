@@ -120,8 +120,11 @@ export interface JobStore extends JobScans, JobSlots {
    * record (P20). `claim`: the key of the submit's idempotency claim (D25), which must still name
    * `j.id` when the record is written (in the create script on standalone Redis; read just before
    * it on a cluster); otherwise nothing is written and JobStoreError `claim_lost` is thrown (P21).
+   * `claimMark`: the value the claim takes when the record is written, its TTL kept, in the same
+   * script on standalone Redis (P249, a DLQ retry's '<id>:created'); ignored on a cluster, where
+   * the caller marks it after the create.
    */
-  createJob(j: NewJob, o?: { sideWrites?: Promise<void>[]; claim?: string }): Promise<JobRecord>;
+  createJob(j: NewJob, o?: { sideWrites?: Promise<void>[]; claim?: string; claimMark?: string }): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | null>;
   readResult(job: JobRecord): Promise<unknown>;
   readContext(id: string): Promise<unknown>;
@@ -515,7 +518,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         await Promise.all(entries.map((e) => redis.zadd(e.key, 'NX', e.score, j.id)));
       }
       const keys = [jobKeys.meta(j.id), jobKeys.fence(j.id), jobKeys.decisions(j.id)];
-      const args: (string | number)[] = [ttl, decisionEntry(built), inScript ? entries.length : 0, j.id, inScript && o.claim !== undefined ? '1' : ''];
+      const args: (string | number)[] = [ttl, decisionEntry(built), inScript ? entries.length : 0, j.id, inScript && o.claim !== undefined ? '1' : '', inScript ? (o.claimMark ?? '') : ''];
       if (inScript) {
         for (const e of entries) {
           keys.push(e.key);

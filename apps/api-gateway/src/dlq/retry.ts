@@ -10,8 +10,10 @@
 // that was only paused writes nothing once its claim is gone (P37, as P21).
 // A claim whose job was created is marked ('<job id>:created', P138): the new job's record lives
 // JOB_TTL (7 days by default) and the claim DLQ_TTL (30 days by default), and without the mark a retry after the record
-// expired took the claim for a dead winner's and ran the dead job again. The winner marks it once
-// its submit returns, and so does a loser that finds the job (a winner that died in between).
+// expired took the claim for a dead winner's and ran the dead job again. On standalone Redis the
+// create script marks it with the record (P249); the winner marks it again once its submit
+// returns (on a cluster, the only mark), and so does a loser that finds the job (a winner that
+// died in between).
 // A marked claim whose job is gone answers `already_retried` without a state.
 // The old job is never written, so no job lock is needed (D5 covers writes).
 // An entry of a job failed at submit (D11, bus_unavailable) is refused: that
@@ -104,12 +106,15 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
           const holder = holderOf(value);
           if (holder.created) {
             const job = await deps.store.getJob(holder.jobId);
-            return job !== null && job.tenant === tenant ? { kind: 'already_retried', entry, job } : { kind: 'already_retried_expired', entry, jobId: holder.jobId };
+            if (job === null || job.tenant !== tenant) return { kind: 'already_retried_expired', entry, jobId: holder.jobId };
           }
+          // Marked or not, a job whose submit has not settled is no answer yet (P40): the create marks
+          // the claim (P249) before the publish, which may still fail the job at submit.
           const r = await waitForJob(tenant, claimKey, holder.jobId);
           if (r === 'released') continue;
           if (r === 'timeout') {
-            if (await freeIfStale(claimKey, holder.jobId)) continue;
+            // A marked claim's job exists: never taken for a dead winner's.
+            if (!holder.created && (await freeIfStale(claimKey, holder.jobId))) continue;
             return { kind: 'in_progress', jobId: holder.jobId };
           }
           await markCreated(claimKey, holder.jobId);
@@ -131,7 +136,8 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
           jobCreated = err instanceof SubmitError && err.code === 'submit_state_unknown';
           throw err;
         } finally {
-          if (!jobCreated) await claims.release(claimKey, newId).catch(() => undefined);
+          // Marked already if the record was written (P249) and the submit failed after it (a job failed at submit, D11).
+          if (!jobCreated) await claims.release(claimKey, newId).then((gone) => gone || claims.release(claimKey, newId + CREATED)).catch(() => undefined);
         }
       }
       const holder = await claims.current(claimKey);
@@ -144,6 +150,7 @@ function commandFrom(old: JobRecord, input: StoredInput, tenant: string, princip
   return {
     jobId,
     claimKey,
+    claimMark: jobId + CREATED,
     tenant,
     principalId,
     prompt: input.prompt as string,

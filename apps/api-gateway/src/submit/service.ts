@@ -58,6 +58,8 @@ export interface SubmitCommand {
    * create it refuses throws SubmitError `claim_lost`. Ignored when `idempotencyKey` is set.
    */
   claimKey?: string;
+  /** With `claimKey`: the value it takes when the record is written, on standalone Redis in the same script (P249). */
+  claimMark?: string;
   memoryId?: string;
   contextMode?: string;
   capability?: string;
@@ -228,9 +230,10 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
     // awaited after the publish (issue 7: the scheduler gets the job one Redis round trip sooner).
     const sideWrites: Promise<void>[] = [];
     const claim = cmd.idempotencyKey !== undefined ? jobKeys.idempotency(cmd.tenant, cmd.idempotencyKey) : cmd.claimKey;
+    const claimMark = cmd.idempotencyKey !== undefined ? undefined : cmd.claimMark;
     let job: JobRecord;
     try {
-      job = await store('create job', () => deps.store.createJob(newJob, { sideWrites, claim }));
+      job = await store('create job', () => deps.store.createJob(newJob, { sideWrites, claim, claimMark }));
     } catch (err) {
       // The record may exist and, PENDING, be run by the replayer (D13): the claim must keep naming
       // it (a retry of the key answers with it, or frees the claim after STALE_CLAIM_MS if it never

@@ -14,8 +14,11 @@
   ARGV[3]  n, the number of index keys
   ARGV[4]  the job id (their member, and the claim's value)
   ARGV[5]  '1' when KEYS[4+n] is a claim to check, '' otherwise
-  ARGV[6..5+n]  the score in each index
-  ARGV[6+n..]  field, encoded value, field, encoded value, ... (see codec.ts)
+  ARGV[6]  with a claim: the value it takes once the record is written (its TTL kept), '' to
+           leave it (P249: a DLQ retry's claim is marked '<id>:created' with its job, so no crash
+           between the two can leave a created job's claim looking like a dead winner's)
+  ARGV[7..6+n]  the score in each index
+  ARGV[7+n..]  field, encoded value, field, encoded value, ... (see codec.ts)
   Returns  {1}                    created: the record is exactly the fields passed, so the caller
                                   already holds it and nothing is read back (issue 7)
            {0, {HGETALL}}         the record already existed (a retried create): it is not touched
@@ -32,13 +35,16 @@ end
 -- The entries first: a script is not rolled back, so an index key of the wrong type fails the
 -- create before the record exists (an entry without a record is dropped where it is read).
 for i = 1, n do
-  redis.call('ZADD', KEYS[3 + i], ARGV[5 + i], ARGV[4])
+  redis.call('ZADD', KEYS[3 + i], ARGV[6 + i], ARGV[4])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6 + n))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7 + n))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], '0', 'NX', 'PX', ARGV[1])
 if ARGV[2] ~= '' then
   redis.call('RPUSH', KEYS[3], ARGV[2])
   redis.call('PEXPIRE', KEYS[3], ARGV[1])
+end
+if ARGV[5] == '1' and ARGV[6] ~= '' then
+  redis.call('SET', KEYS[4 + n], ARGV[6], 'KEEPTTL')
 end
 return {1}
