@@ -32,6 +32,16 @@ describe('audit sink, local transport', () => {
     expect(sink.recent().map((r) => r.target)).toEqual(['job-7', 'job-8', 'job-9']);
     expect(publishes).toBe(0);
   });
+
+  it('logs each event at info with its fields, so the default transport leaves a trail an operator can read (P251)', () => {
+    const lines: string[] = [];
+    const logger = createLogger({ service: 't', instance: 't', level: 'info', write: (l) => lines.push(l) });
+    const sink = createAuditSink({ transport: 'local', bufferSize: 3, bus: { publish: () => Promise.resolve() }, instanceId: 'gw', logger });
+    sink.record({ action: 'dlq.retry', tenant: 'acme', principal_id: 'ops-1', target: 'job-1', details: { new_job_id: 'job-2', tenant: 'spoofed' } });
+    expect(lines).toHaveLength(1);
+    const line = JSON.parse(lines[0] ?? '{}') as Record<string, unknown>;
+    expect(line).toMatchObject({ level: 'info', msg: 'audit', action: 'dlq.retry', tenant: 'acme', principal_id: 'ops-1', target: 'job-1', new_job_id: 'job-2', audit_id: sink.recent()[0]?.id });
+  });
 });
 
 describe('audit export over NATS', () => {

@@ -707,10 +707,17 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     async deleteDlq(entry) {
       // The tombstone first: a write re-run from here on finds it (P22).
       await redis.set(jobKeys.dlqDeleted(entry.job_id), '1', 'PX', dlqTtl);
+      // P250: the dead job's record, input, history and fence lived as long as the entry only so it
+      // could be retried (P74); without it they keep the job TTL from the job's end, as any ended
+      // job's (LT: never lengthened; a time already past removes them now).
+      const ended = Date.parse(entry.created_at);
+      const keptUntil = (Number.isFinite(ended) ? ended : now()) + ttl;
+      const id = entry.job_id;
       const [deleted] = await Promise.all([
-        redis.del(jobKeys.dlqEntry(entry.job_id)),
-        redis.zrem(jobKeys.dlqIndex(), entry.job_id),
-        redis.zrem(jobKeys.dlqIndexTenant(entry.tenant), entry.job_id),
+        redis.del(jobKeys.dlqEntry(id)),
+        redis.zrem(jobKeys.dlqIndex(), id),
+        redis.zrem(jobKeys.dlqIndexTenant(entry.tenant), id),
+        ...[jobKeys.meta(id), jobKeys.ctx(id), jobKeys.decisions(id), jobKeys.fence(id)].map((k) => redis.pexpireat(k, keptUntil, 'LT')),
       ]);
       return deleted === 1;
     },

@@ -65,6 +65,25 @@ describe.each(REDIS_BACKENDS)('decision history and tenant DLQ index (%s Redis)'
     expect(await store.deleteDlq(entry!)).toBe(false);
   });
 
+  it('deleteDlq gives the dead job\'s record, input, history and fence back the job TTL from its end, kept DLQ_TTL only for the entry (P250)', async () => {
+    const j = newJob({ tenant: 'initech', initialState: 'DENIED', safety: safety('deny', 'r-deny') });
+    await store.createJob(j);
+    const keys = [jobKeys.meta(j.id), jobKeys.ctx(j.id), jobKeys.decisions(j.id), jobKeys.fence(j.id)];
+    await store.writeDlq((await store.getJob(j.id))!); // (re-run: the create's side write may still be on its way)
+    for (const k of keys) expect({ k, kept: (await redis.pttl(k)) > DLQ_TTL_MS - 60_000 }).toEqual({ k, kept: true });
+    expect(await store.deleteDlq((await store.getDlq(j.id))!)).toBe(true);
+    for (const k of keys) {
+      const left = await redis.pttl(k);
+      expect({ k, left: left > 0 && left <= 60_000 }).toEqual({ k, left: true });
+    }
+    // An entry of a job that ended longer than the job TTL ago: its keys go with it.
+    const old = newJob({ tenant: 'initech', initialState: 'DENIED', safety: safety('deny', 'r-deny') });
+    await createJobStore(redis, { jobTtlMs: 60_000, now: () => Date.now() - 120_000 }).createJob(old);
+    await store.writeDlq((await store.getJob(old.id))!);
+    expect(await store.deleteDlq((await store.getDlq(old.id))!)).toBe(true);
+    for (const k of [jobKeys.meta(old.id), jobKeys.ctx(old.id), jobKeys.decisions(old.id), jobKeys.fence(old.id)]) expect({ k, gone: await redis.exists(k) }).toEqual({ k, gone: 0 });
+  });
+
   it('a DLQ entry an operator deleted is not written again by a re-run of its write (a redelivery, a late notice; P22)', async () => {
     const notified: string[] = [];
     const notifying = createJobStore(redis, { jobTtlMs: 60_000, onDlq: (job) => notified.push(job.id) });

@@ -2,7 +2,9 @@
 // AUDIT_TRANSPORT=nats publishes each event as a SystemAlert on the durable
 // sys.audit.export stream (consumers: audit-exporters); otherwise events go to
 // a bounded in-memory ring (newest kept) so an unconfigured audit path can
-// never grow memory. Export is best effort: a failed publish is logged and
+// never grow memory, and to the log at info (`audit`, P251): the ring has no reader
+// outside tests, and who retried, deleted or cancelled what must be readable
+// somewhere without an exporter. Export is best effort: a failed publish is logged and
 // counted, the user's request has already succeeded.
 import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
@@ -42,6 +44,7 @@ export function createAuditSink(o: { transport: 'local' | 'nats'; bufferSize: nu
     record(e) {
       const rec: AuditRecord = { ...e, id: randomUUID(), at: new Date().toISOString() };
       if (o.transport === 'local') {
+        o.logger.info('audit', { ...(rec.details ?? {}), audit_id: rec.id, action: rec.action, tenant: rec.tenant, principal_id: rec.principal_id, target: rec.target });
         ring.push(rec);
         if (ring.length > o.bufferSize) ring.splice(0, ring.length - o.bufferSize);
         return;
