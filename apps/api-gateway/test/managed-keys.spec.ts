@@ -123,6 +123,17 @@ it('keys are per tenant: other tenants cannot see or revoke them; bad input is 4
   expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.viewer, body: { role: 'viewer' } }), 403, 'forbidden');
 });
 
+it('a new key drops from its tenant\'s index the ids whose record Redis deleted, without anyone listing (P252)', async () => {
+  const old = [await createKey({ role: 'viewer' }), await createKey({ role: 'viewer' })];
+  const index = `apikey:index:${old[0]!.tenant}`;
+  for (const k of old) expect(await redis.sismember(index, k.id)).toBe(1);
+  // 30 days after they stopped working: Redis deleted their records.
+  for (const k of old) await redis.del(`apikey:{${k.id}}`);
+  const fresh = await createKey({ role: 'viewer' });
+  for (const k of old) expect(await redis.sismember(index, k.id)).toBe(0);
+  expect(await redis.sismember(index, fresh.id)).toBe(1);
+});
+
 // Last in this file: it spends replica 2's failed-check budget for 127.0.0.1.
 it('wrong secrets for a known id are refused 429 once the client has failed 20 checks for it, before scrypt; other logins are not, from the same address too (P55, P222)', async () => {
   const k = await createKey({ role: 'operator', principal_id: 'budget-bot' });

@@ -323,6 +323,9 @@ describe('SafetyKernel gRPC', () => {
     const list = await client.listSnapshots({});
     expect(list.snapshots).toHaveLength(10);
     expect(list.snapshots[0]?.id).toBe(list.current);
+    // P252: the trimmed snapshots' meta keys went with them; the kept ones have theirs.
+    const metas = (await redis.keys(safetyKeys.snapshotMeta('*'))).sort();
+    expect(metas).toEqual(list.snapshots.map((s) => safetyKeys.snapshotMeta(s.id)).sort());
   });
 });
 

@@ -130,6 +130,17 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
   // `${id}:${sha256(secret)}` → the stored hash it was verified against; scrypt runs again only if the record's hash changes.
   const verified = new Map<string, string>();
 
+  // Records Redis deleted (RETAIN_MS after expiry or revocation) leave the index too. Safe
+  // against create: the record is written before the id is indexed, and ids are never reused.
+  const dropFromIndex = async (index: string, gone: string[]): Promise<void> => {
+    if (gone.length > 0) await redis.srem(index, ...gone);
+  };
+  const dropGone = async (index: string): Promise<void> => {
+    const ids = await redis.smembers(index);
+    const exists = await Promise.all(ids.map((id) => redis.exists(managedKeyNames.record(id))));
+    await dropFromIndex(index, ids.filter((_, i) => exists[i] === 0));
+  };
+
   const bounded = <K, V>(m: Map<K, V>, k: K, v: V): void => {
     if (m.size >= MAX_CACHE && !m.has(k)) {
       const oldest = m.keys().next();
@@ -262,7 +273,12 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
       const deleteAt = recordDeleteAt(record);
       if (deleteAt === null) await redis.hset(recKey, fields);
       else await execReplies(redis.multi().hset(recKey, fields).pexpireat(recKey, deleteAt).exec());
-      await redis.sadd(managedKeyNames.tenantIndex(record.tenant), id);
+      const index = managedKeyNames.tenantIndex(record.tenant);
+      await redis.sadd(index, id);
+      // P252: the ids whose record Redis deleted leave the index here too, not only when someone
+      // lists it, so a tenant whose automation mints short-lived keys and never lists them keeps
+      // an index as small as its records. Best effort: the key works either way.
+      await dropGone(index).catch(() => undefined);
       return { key: `ck_${id}_${secret}`, record };
     },
 
@@ -270,10 +286,7 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
       const index = managedKeyNames.tenantIndex(tenant);
       const ids = (await redis.smembers(index)).sort();
       const rows = await Promise.all(ids.map((id) => redis.hgetall(managedKeyNames.record(id))));
-      // Records Redis deleted (RETAIN_MS after expiry or revocation) leave the index too. Safe
-      // against create: the record is written before the id is indexed, and ids are never reused.
-      const gone = ids.filter((_, i) => Object.keys(rows[i] ?? {}).length === 0);
-      if (gone.length > 0) await redis.srem(index, ...gone);
+      await dropFromIndex(index, ids.filter((_, i) => Object.keys(rows[i] ?? {}).length === 0));
       return rows
         .map(decodeRecord)
         .filter((r): r is ManagedKeyRecord => r !== null && r.tenant === tenant)

@@ -61,12 +61,24 @@ export class SnapshotStore {
     }
   }
 
-  /** Idempotent: re-recording the same id only refreshes its score. Separate commands keep it cluster-safe. */
+  /**
+   * Idempotent: re-recording the same id only refreshes its score. Separate commands keep it
+   * cluster-safe. A snapshot trimmed from the history takes its meta key with it (P252: nothing
+   * reads it any more, and a pipeline pushing bundles every minute left ~43,000 for 30 days),
+   * unless another replica recorded it again meanwhile.
+   */
   async record(snap: PolicySnapshot): Promise<void> {
     const key = safetyKeys.snapshots();
     await this.redis.zadd(key, snap.loadedAtMs, snap.id);
     await this.redis.set(safetyKeys.snapshotMeta(snap.id), JSON.stringify({ rule_count: snap.policy.rules.length }), 'EX', META_TTL_S);
+    const trimmed = await this.redis.zrange(key, '0', String(-(SNAPSHOT_HISTORY + 1)));
+    if (trimmed.length === 0) return;
     await this.redis.zremrangebyrank(key, 0, -(SNAPSHOT_HISTORY + 1));
+    await Promise.all(
+      trimmed.map(async (id) => {
+        if ((await this.redis.zscore(key, id)) === null) await this.redis.del(safetyKeys.snapshotMeta(id));
+      }),
+    );
   }
 
   /** Newest first, at most SNAPSHOT_HISTORY. Unreadable meta fails open to rule count 0 (informational only). */
