@@ -5,6 +5,7 @@
 // a dead winner's: a retry after the new job's record expired (JOB_TTL, shorter than the claim's
 // DLQ_TTL) freed it as stale and ran the entry a second time.
 import { DLQ_TTL_MS, createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
+import { createLocks } from '@cordum/locks';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
 import { KEYS, call, expectEnvelope } from './harness';
@@ -48,4 +49,24 @@ it('a winner whose create reply never came leaves its claim marked with the job,
   const later = await call(urls[1]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
   expect(later.body).toEqual({ job_id: newId, retried_from: dead, status: 'already_retried' });
   expect(await redis.get(claimKey)).toBe(`${newId}:created`);
+}, 30_000);
+
+it('a marked claim whose job was failed at submit (its winner died before releasing it) is freed by the next retry, which runs the entry', async () => {
+  const { urls } = held.r;
+  const dead = await deadLetter(urls[0]!, redis, 'job.echo');
+  const claimKey = jobKeys.dlqRetry(dead);
+  // The winner's job: created (the create marked the claim), then failed at submit (D11) as its publish failed.
+  const s = await call(urls[0]!, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'again', topic: 'job.echo' } });
+  const failed = String(s.body['job_id']);
+  const lease = await createLocks(redis).acquire({ key: jobKeys.lock(failed), fenceKey: jobKeys.fence(failed), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
+  expect((await store.transition(failed, 'FAILED', { token: lease!.token, patch: { error: { code: 'bus_unavailable', message: 'bus down' } } })).ok).toBe(true);
+  await lease!.release();
+  await redis.set(claimKey, `${failed}:created`, 'PX', DLQ_TTL_MS - 60_000);
+  const res = await call(urls[1]!, 'POST', `/api/v1/dlq/${dead}/retry`, { key: KEYS.operator });
+  expect(res.status).toBe(200);
+  expect(res.body['status']).toBeUndefined();
+  const newId = String(res.body['job_id']);
+  expect(newId).not.toBe(failed);
+  expect(await redis.get(claimKey)).toBe(`${newId}:created`);
+  expect(held.r.logs.some((l) => l.includes('freed a DLQ retry claim whose job failed at submit') && l.includes(failed))).toBe(true);
 }, 30_000);

@@ -132,6 +132,16 @@ it('a new key drops from its tenant\'s index the ids whose record Redis deleted,
   const fresh = await createKey({ role: 'viewer' });
   for (const k of old) expect(await redis.sismember(index, k.id)).toBe(0);
   expect(await redis.sismember(index, fresh.id)).toBe(1);
+  // A bounded share per create (100 sampled members), however large the index; repeated creates clear them all.
+  const dead = Array.from({ length: 250 }, (_, i) => `dead${String(i).padStart(12, '0')}`);
+  await redis.sadd(index, ...dead);
+  const alive = (await redis.scard(index)) - dead.length + 1; // with the key about to be created
+  await createKey({ role: 'viewer' });
+  const removed = dead.length + alive - (await redis.scard(index));
+  expect(removed).toBeGreaterThanOrEqual(100 - alive);
+  expect(removed).toBeLessThanOrEqual(100);
+  for (let i = 0; i < 5 && (await redis.smismember(index, ...dead)).includes(1); i++) await createKey({ role: 'viewer' });
+  expect(await redis.smismember(index, ...dead)).not.toContain(1);
 });
 
 // Last in this file: it spends replica 2's failed-check budget for 127.0.0.1.

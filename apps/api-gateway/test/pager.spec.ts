@@ -105,3 +105,23 @@ it('pages through entries that share a score, in member order, each once', async
   const want = [...Array.from({ length: 150 }, (_, i) => id(i)).sort().reverse(), ...Array.from({ length: 80 }, (_, i) => id(150 + i)).sort().reverse()];
   expect(seen).toEqual(want);
 });
+
+it('pages through a large group of entries sharing one score reading each entry about once, not once per batch (P248)', async () => {
+  const key = 'idx:big-tie';
+  await redis.del(key);
+  const n = 3_000;
+  for (let i = 0; i < n; i += 500) await redis.zadd(key, ...Array.from({ length: Math.min(500, n - i) }, (_, k) => [5, id(i + k)]).flat());
+  const outBytes = async () => Number(/total_net_output_bytes:(\d+)/.exec(await redis.info('stats'))?.[1] ?? 0);
+  const before = await outBytes();
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  for (let pages = 0; pages < 100; pages++) {
+    const page: Page<string> = await pageIndex(redis, { key, after: decodeCursor(cursor ?? undefined), limit: 100, scanBudget: 2_000, load: async (ids) => ids });
+    seen.push(...page.items);
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
+  expect(seen).toEqual(Array.from({ length: n }, (_, i) => id(i)).reverse());
+  // One pass over the group is ~3,000 × ~30 bytes; reading each batch from the top of the score was ~15× that.
+  expect(await outBytes() - before).toBeLessThan(400_000);
+});

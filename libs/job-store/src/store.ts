@@ -365,6 +365,15 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     await Promise.all(keys.map((k) => redis.pexpire(k, ttl)));
   };
 
+  /**
+   * P250: a dead job's record, input, history and fence live as long as its DLQ entry only so it
+   * can be retried (P74); once the entry is deleted they keep the job TTL from the job's end, as
+   * any ended job's (LT: never lengthened; a time already past removes them now).
+   */
+  const endDeadLife = async (id: string, endedAtMs: number): Promise<void> => {
+    await Promise.all([jobKeys.meta(id), jobKeys.ctx(id), jobKeys.decisions(id), jobKeys.fence(id)].map((k) => redis.pexpireat(k, endedAtMs + ttl, 'LT')));
+  };
+
   /** D45 ahead of a terminal write, in order before it. */
   const expireAhead = (key: string): Promise<{ done: Promise<unknown> }> => ahead(redis.pexpire(key, ttl));
 
@@ -402,6 +411,9 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     const added = redis.zadd(tenantIndex, 'NX', job.finishedAt ?? now(), job.id);
     await sentInOrder(added);
     await Promise.all([added, redis.pexpire(tenantIndex, dlqTtl), kept]);
+    // A delete of the entry that came after our tombstone check shortened these keys again; its
+    // tombstone is written before that, so seen here if our GT could have landed after it (P250).
+    if ((await redis.exists(jobKeys.dlqDeleted(job.id))) === 1) await endDeadLife(job.id, job.finishedAt ?? now());
     // Registered for the retention leader (retention.ts, P89); best effort: a re-run of this
     // write, or any later DLQ write of the tenant, registers it again.
     await redis.zadd(jobKeys.indexRegistry(), now(), tenantIndex).catch(() => undefined);
@@ -707,17 +719,13 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     async deleteDlq(entry) {
       // The tombstone first: a write re-run from here on finds it (P22).
       await redis.set(jobKeys.dlqDeleted(entry.job_id), '1', 'PX', dlqTtl);
-      // P250: the dead job's record, input, history and fence lived as long as the entry only so it
-      // could be retried (P74); without it they keep the job TTL from the job's end, as any ended
-      // job's (LT: never lengthened; a time already past removes them now).
       const ended = Date.parse(entry.created_at);
-      const keptUntil = (Number.isFinite(ended) ? ended : now()) + ttl;
       const id = entry.job_id;
       const [deleted] = await Promise.all([
         redis.del(jobKeys.dlqEntry(id)),
         redis.zrem(jobKeys.dlqIndex(), id),
         redis.zrem(jobKeys.dlqIndexTenant(entry.tenant), id),
-        ...[jobKeys.meta(id), jobKeys.ctx(id), jobKeys.decisions(id), jobKeys.fence(id)].map((k) => redis.pexpireat(k, keptUntil, 'LT')),
+        endDeadLife(id, Number.isFinite(ended) ? ended : now()),
       ]);
       return deleted === 1;
     },

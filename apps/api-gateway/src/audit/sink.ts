@@ -44,7 +44,7 @@ export function createAuditSink(o: { transport: 'local' | 'nats'; bufferSize: nu
     record(e) {
       const rec: AuditRecord = { ...e, id: randomUUID(), at: new Date().toISOString() };
       if (o.transport === 'local') {
-        o.logger.info('audit', { ...(rec.details ?? {}), audit_id: rec.id, action: rec.action, tenant: rec.tenant, principal_id: rec.principal_id, target: rec.target });
+        o.logger.info('audit', { audit_id: rec.id, action: rec.action, tenant: rec.tenant, principal_id: rec.principal_id, target: rec.target, ...(rec.details ? { details: rec.details } : {}) });
         ring.push(rec);
         if (ring.length > o.bufferSize) ring.splice(0, ring.length - o.bufferSize);
         return;

@@ -121,6 +121,9 @@ export interface ManagedKeys {
   revoke(tenant: string, id: string): Promise<ManagedKeyRecord | null>;
 }
 
+/** Index members a key create checks for records Redis deleted (P252). */
+const PRUNE_SAMPLE = 100;
+
 export function createManagedKeys(redis: RedisClient, opts: { now?: () => number; failedLogins?: FailedLoginBudget; addressFailedLogins?: FailedLoginBudget } = {}): ManagedKeys {
   const now = opts.now ?? clusterNow;
   const budget = opts.failedLogins ?? createFailedLoginBudget({ now });
@@ -135,8 +138,13 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
   const dropFromIndex = async (index: string, gone: string[]): Promise<void> => {
     if (gone.length > 0) await redis.srem(index, ...gone);
   };
+  /**
+   * Up to PRUNE_SAMPLE random members (SRANDMEMBER): a bounded cost per create, however many
+   * records of the last 30 days the index holds; each create removes its share of the dead ids,
+   * so they stay a small fraction of the index.
+   */
   const dropGone = async (index: string): Promise<void> => {
-    const ids = await redis.smembers(index);
+    const ids = await redis.srandmember(index, PRUNE_SAMPLE);
     const exists = await Promise.all(ids.map((id) => redis.exists(managedKeyNames.record(id))));
     await dropFromIndex(index, ids.filter((_, i) => exists[i] === 0));
   };

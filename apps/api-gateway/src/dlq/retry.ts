@@ -107,6 +107,13 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
           if (holder.created) {
             const job = await deps.store.getJob(holder.jobId);
             if (job === null || job.tenant !== tenant) return { kind: 'already_retried_expired', entry, jobId: holder.jobId };
+            // Its winner failed it at submit (D11: it never ran and never will) and died, or its
+            // release failed, before releasing the claim the create had marked (P249): free it
+            // now (compare-and-delete on the marked value), else the entry could not be retried.
+            if (failedAtSubmit(job.state, job.error?.code, job.attempts)) {
+              if (await claims.release(claimKey, value)) deps.logger.warn('freed a DLQ retry claim whose job failed at submit', { claim: claimKey, job_id: holder.jobId });
+              continue;
+            }
           }
           // Marked or not, a job whose submit has not settled is no answer yet (P40): the create marks
           // the claim (P249) before the publish, which may still fail the job at submit.

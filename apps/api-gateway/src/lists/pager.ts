@@ -2,8 +2,9 @@
 // list. Filters (tenant, state, topic, expired records) are applied while
 // paging, with a bounded number of index entries scanned per request, so a
 // page can hold fewer than `limit` items while `next_cursor` is still set.
-import type { RedisClient } from '@cordum/redis';
+import { defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import { encodeCursor, type Position } from './cursor';
+import pageAfterLua from './lua/page-after-1.lua';
 
 export interface PageRequest<T> {
   key: string;
@@ -22,6 +23,19 @@ export interface Page<T> {
 
 const BATCH = 100;
 
+const runners = new WeakMap<RedisClient, ScriptRunner>();
+function scriptsOf(redis: RedisClient): ScriptRunner {
+  let r = runners.get(redis);
+  if (!r) runners.set(redis, (r = defineScripts(redis, [scriptSpec('page-after-1.lua', pageAfterLua)])));
+  return r;
+}
+
+/** `count` entries after `bound` by rank while it is still there (page-after-1.lua), else null. */
+async function readAfter(redis: RedisClient, key: string, bound: Position, count: number): Promise<string[] | null> {
+  const raw = await scriptsOf(redis).run<string[] | null>('page-after', [key], [String(bound.score), bound.id, count]);
+  return Array.isArray(raw) ? raw.map(String) : null;
+}
+
 export async function pageIndex<T>(redis: RedisClient, req: PageRequest<T>): Promise<Page<T>> {
   const items: T[] = [];
   let scanned = 0;
@@ -30,17 +44,19 @@ export async function pageIndex<T>(redis: RedisClient, req: PageRequest<T>): Pro
   // Each batch starts where the previous one ended (the last entry read, or the cursor's), not at
   // a position in the whole index: entries added or removed above meanwhile (a job finishing, an
   // expired DLQ entry dropped) used to shift every later batch, so a page skipped or repeated that
-  // many entries. It is read from the top of that entry's score, and what sorts at or above the
-  // entry there (ties sort by member, descending) is dropped as already read. An offset past the
-  // entries read at that score would skip one live entry for each of those removed meanwhile
-  // (P248: the DLQ list drops an expired entry's index member while it builds the page).
+  // many entries. While that entry is still in the index the batch is the entries after it by
+  // rank, in one script; once it is gone (the DLQ list drops an expired entry's member while it
+  // builds the page, a DELETE) the batch is read from the top of its score, and what sorts at or
+  // above it there (ties sort by member, descending) is dropped as already read. An offset past
+  // the entries read at that score skipped one live entry for each of those removed (P248).
   let bound: Position | null = req.after;
   /** Entries of the bound's score at or above it when last read: read again and dropped, so the batch still brings `count` new ones. */
   let atBound = 0;
   while (items.length < req.limit && scanned < req.scanBudget) {
     const count = Math.min(BATCH, req.scanBudget - scanned);
-    const want = count + atBound;
-    const raw = await redis.zrevrangebyscore(req.key, bound === null ? '+inf' : String(bound.score), '-inf', 'WITHSCORES', 'LIMIT', 0, want);
+    const after = bound === null ? null : await readAfter(redis, req.key, bound, count);
+    const want = after === null ? count + atBound : count;
+    const raw = after ?? (await redis.zrevrangebyscore(req.key, bound === null ? '+inf' : String(bound.score), '-inf', 'WITHSCORES', 'LIMIT', 0, want));
     const pairs: Position[] = [];
     for (let i = 0; i + 1 < raw.length; i += 2) pairs.push({ id: raw[i] as string, score: Number(raw[i + 1]) });
     const ended = pairs.length < want;
@@ -49,8 +65,10 @@ export async function pageIndex<T>(redis: RedisClient, req: PageRequest<T>): Pro
     if (fresh.length === 0) {
       if (ended) exhausted = true;
       if (ended) break;
-      // More entries share the bound's score above it than we knew (a cursor from an earlier page): read past them.
-      atBound = pairs.length;
+      // More entries share the bound's score above it than we knew (a cursor from an earlier page
+      // whose entry is gone): read past them, twice as far each time, so a large group of one
+      // score costs reads in proportion to its size, not its square.
+      atBound = Math.max(pairs.length, 2 * atBound);
       continue;
     }
     const batch = fresh.slice(0, count);

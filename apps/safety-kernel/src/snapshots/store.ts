@@ -65,7 +65,8 @@ export class SnapshotStore {
    * Idempotent: re-recording the same id only refreshes its score. Separate commands keep it
    * cluster-safe. A snapshot trimmed from the history takes its meta key with it (P252: nothing
    * reads it any more, and a pipeline pushing bundles every minute left ~43,000 for 30 days),
-   * unless another replica recorded it again meanwhile.
+   * unless another replica recorded it again meanwhile (one doing so between the check and the
+   * delete loses its rule count in the listing: informational, shown as 0).
    */
   async record(snap: PolicySnapshot): Promise<void> {
     const key = safetyKeys.snapshots();
@@ -73,7 +74,8 @@ export class SnapshotStore {
     await this.redis.set(safetyKeys.snapshotMeta(snap.id), JSON.stringify({ rule_count: snap.policy.rules.length }), 'EX', META_TTL_S);
     const trimmed = await this.redis.zrange(key, '0', String(-(SNAPSHOT_HISTORY + 1)));
     if (trimmed.length === 0) return;
-    await this.redis.zremrangebyrank(key, 0, -(SNAPSHOT_HISTORY + 1));
+    // Exactly those (not by rank: another replica's entry added meanwhile would go without its meta key).
+    await this.redis.zrem(key, ...trimmed);
     await Promise.all(
       trimmed.map(async (id) => {
         if ((await this.redis.zscore(key, id)) === null) await this.redis.del(safetyKeys.snapshotMeta(id));
