@@ -61,6 +61,13 @@ export function currentWait(job: JobRecord, now: number): WorkerWait {
   return recordedWorkerWait(job) ?? { since: now, tries: 0 };
 }
 
+/** P254: why the wait ended without a worker, in the words the error message and DLQ reason carry. */
+const WAIT_REASON_TEXT: Record<WorkerWaitReason, string> = {
+  no_worker_for_topic: 'no live worker served the topic',
+  workers_draining: 'every worker of the topic was draining',
+  no_matching_worker: "workers served the topic, but none met the job's requires or placement labels",
+};
+
 /** FAILED + DLQ `no_workers` after `tries` schedule tries in the job's current `wait` (D13, currentWait). */
 export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: JobRecord, wait: WorkerWait, tries: number): Promise<HandlerOutcome> {
   ctx.logger.warn('no worker within the bound, failing job', { job_id: job.id, topic: job.topic, tries, waited_ms: clusterNow() - wait.since });
@@ -70,7 +77,7 @@ export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: Job
     patch: {
       scheduleTries: (job.scheduleTries ?? 0) + Math.max(0, tries - wait.tries),
       workerWait: { ...wait, tries },
-      error: { code: 'no_workers', message: `no worker for ${job.topic} after ${tries} tries` },
+      error: { code: 'no_workers', message: `no worker for ${job.topic} after ${tries} tries${wait.reason ? `: ${WAIT_REASON_TEXT[wait.reason]}` : ''}` },
     },
   });
   return w.ok || w.reason !== 'fenced' ? { kind: 'ack' } : { kind: 'nak', delayMs: BUSY_NAK_MS };

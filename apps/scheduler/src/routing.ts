@@ -63,6 +63,32 @@ export function subjectFor(w: WorkerView, topic: string): { subject: string; dir
   return { subject: topic, direct: false };
 }
 
+/** NATS subject matching: `*` one token, `>` the rest (at least one token). */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  if (pattern === subject) return true;
+  const p = pattern.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return s.length > i;
+    if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
+
+/**
+ * P253: whether a worker of a mapped pool can be sent the job. A worker whose handshake names the
+ * job subjects it listens on (any besides its direct subject) must name one matching the topic:
+ * else a dispatch to the topic subject reached another pool's worker or nobody (the attempt timed
+ * out not started), and a direct dispatch ran a topic the worker never said it serves. A worker
+ * whose handshake names none (not known yet, or an SDK that names only its direct subject) is
+ * taken on its pool, as before.
+ */
+export function servesTopic(w: WorkerView, topic: string): boolean {
+  const direct = directSubject(w.workerId);
+  const named = w.readyTopics.filter((t) => t !== direct);
+  return named.length === 0 || named.some((t) => subjectMatches(t, topic));
+}
+
 /**
  * P15: whether any live worker could serve `topic` at all, whatever a job's labels or requires
  * (overloaded ones count). A job waiting on a topic nobody serves is parked, not polled.
@@ -76,15 +102,29 @@ export function candidates(input: RouteInput): WorkerView[] {
   const pools = poolsForTopic(input.pools, topic, input.requires);
   const eligible = workers.filter((w) => {
     if (pools) {
-      if (pools.includes(w.pool)) return true;
+      if (pools.includes(w.pool)) return servesTopic(w, topic);
       // D40: a CAP node agent heartbeats with pool '' and names its topics in the handshake. It
       // belongs to no pool, so nothing says it meets the job's `requires`: only its own heartbeat
       // capabilities can (P73). Without this a job requiring `pii` went to any agent on the topic.
       return w.pool === '' && w.readyTopics.includes(topic) && input.requires.every((r) => w.capabilities.includes(r));
     }
-    return w.pool === topic || w.readyTopics.includes(topic);
+    // P253: an unmapped topic has no pool to vouch for the job's `requires`; the worker's own
+    // heartbeat capabilities must list each one, as for a node agent (P73). An empty pools
+    // section (a live `PUT {"pools": null}`) routed every job this way without any check.
+    return (w.pool === topic || w.readyTopics.includes(topic)) && input.requires.every((r) => w.capabilities.includes(r));
   });
   return eligible.filter((w) => satisfiesPlacement(w, input.labels));
+}
+
+/**
+ * P253: SCHEDULER_DISPATCH_UNTRACKED publishes to the topic for SDKs that never heartbeat, so
+ * nothing about the receiver is known: not for a job with `requires` or `placement.*` labels
+ * (nothing can check them), nor while a live worker serves the topic but does not match the job
+ * (that worker would take it from the topic subject).
+ */
+function untrackedAllowed(input: RouteInput): boolean {
+  if (input.requires.length > 0 || Object.keys(input.labels).some((k) => k.startsWith(PLACEMENT_PREFIX))) return false;
+  return !topicServed(input.pools, input.workers, input.topic);
 }
 
 export function route(input: RouteInput): RouteDecision {
@@ -92,7 +132,7 @@ export function route(input: RouteInput): RouteDecision {
   const open = all.filter((w) => !isOverloaded(w));
   if (open.length === 0) {
     if (all.length > 0) return { kind: 'overloaded', candidates: all.length };
-    return input.dispatchUntracked ? { kind: 'untracked', subject: input.topic } : { kind: 'no_worker' };
+    return input.dispatchUntracked && untrackedAllowed(input) ? { kind: 'untracked', subject: input.topic } : { kind: 'no_worker' };
   }
   let best = open[0] as WorkerView;
   for (const w of open) {

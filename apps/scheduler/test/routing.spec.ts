@@ -80,6 +80,37 @@ describe('routing', () => {
     expect(route(input({}))).toEqual({ kind: 'no_worker' });
     expect(route(input({ dispatchUntracked: true }))).toEqual({ kind: 'untracked', subject: 'job.echo' });
   });
+
+  it('P253: a mapped pool\'s worker whose handshake names other topics is no candidate; one naming none, or a matching wildcard, is', () => {
+    const other = w('other', { readyTopics: ['job.two'] }); // listens on job.two only: a publish to job.echo reached someone else or nobody
+    const otherDirect = w('od', { readyTopics: ['job.two', 'worker.od.jobs'] }); // would be sent a topic it never named
+    const unknown = w('unknown'); // no handshake yet
+    const directOnly = w('do', { readyTopics: ['worker.do.jobs'] });
+    const wild = w('wild', { readyTopics: ['job.>'] });
+    const star = w('star', { readyTopics: ['job.*'] });
+    const named = candidates(input({ workers: [other, otherDirect, unknown, directOnly, wild, star] })).map((x) => x.workerId).sort();
+    expect(named).toEqual(['do', 'star', 'unknown', 'wild']);
+    expect(route(input({ workers: [other, otherDirect] }))).toEqual({ kind: 'no_worker' });
+    expect(candidates(input({ topic: 'job.a.b', pools: { topics: { 'job.a.b': ['default'] }, pools: {} }, workers: [wild, star] })).map((x) => x.workerId)).toEqual(['wild']);
+  });
+
+  it('P253: an unmapped topic serves a job with requires only on workers whose capabilities list each one', () => {
+    const plain = w('plain', { pool: 'job.custom' });
+    const able = w('able', { pool: 'x', readyTopics: ['job.custom'], capabilities: ['gpu'] });
+    expect(candidates(input({ topic: 'job.custom', requires: ['gpu'], workers: [plain, able] })).map((x) => x.workerId)).toEqual(['able']);
+    // An empty pools section (the live section deleted) routes every topic this way: requires still hold.
+    const none: PoolsConfig = { topics: {}, pools: {} };
+    expect(route(input({ topic: 'job.echo', requires: ['gpu'], pools: none, workers: [w('e', { pool: 'x', readyTopics: ['job.echo'] })] }))).toEqual({ kind: 'no_worker' });
+  });
+
+  it('P253: untracked dispatch only for a job nothing needs checking for, and only while no live worker serves the topic', () => {
+    expect(route(input({ dispatchUntracked: true, requires: ['cuda'] }))).toEqual({ kind: 'no_worker' });
+    expect(route(input({ dispatchUntracked: true, labels: { 'placement.zone': 'mars' } }))).toEqual({ kind: 'no_worker' });
+    expect(route(input({ dispatchUntracked: true, labels: { team: 'a' } }))).toEqual({ kind: 'untracked', subject: 'job.echo' });
+    // A live worker serves the topic but not this job's placement: it would take it from the topic subject.
+    expect(route(input({ dispatchUntracked: true, labels: { 'placement.zone': 'mars' }, workers: [w('earth', { labels: { zone: 'earth' } })] }))).toEqual({ kind: 'no_worker' });
+    expect(route(input({ dispatchUntracked: true, workers: [w('full', { activeJobs: 10 })] }))).toEqual({ kind: 'overloaded', candidates: 1 });
+  });
 });
 
 describe('WorkerRegistry', () => {

@@ -107,6 +107,9 @@ it('a job no serving worker can place says so while it waits (P230), and fails n
   expect(waiting.state).toBe('PENDING');
   expect(waiting.workerWait?.reason).toBe('no_matching_worker');
   await waitFor(async () => (await stateOf(job.id)) === 'FAILED', MAX_WAIT_MS + 10_000, { message: 'FAILED no_workers at the bound' });
-  expect((await rig.job(job.id)).error?.code).toBe('no_workers');
+  const end = await rig.job(job.id);
+  expect(end.error?.code).toBe('no_workers');
+  // P254: the failure says why, not only that no worker came (the topic had one).
+  expect(end.error?.message).toMatch(/none met the job's requires or placement labels$/);
   expect(worker.count(job.id)).toBe(0);
 });
