@@ -25,6 +25,19 @@ async function fill(key: string, n: number, scoreOf: (i: number) => number): Pro
   for (let i = 0; i < n; i++) await redis.zadd(key, scoreOf(i), id(i));
 }
 
+/** Every item of `key`, following next_cursor page by page (`limit` each, at most `maxPages`). */
+async function followCursor(key: string, limit: number, maxPages: number): Promise<string[]> {
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  for (let pages = 0; pages < maxPages; pages++) {
+    const page: Page<string> = await pageIndex(redis, { key, after: decodeCursor(cursor ?? undefined), limit, scanBudget: 2_000, load: async (ids) => ids });
+    seen.push(...page.items);
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
+  return seen;
+}
+
 it('a page whose loader removes entries it has read (as the DLQ list drops expired ones) skips no later entry', async () => {
   const key = 'idx:shrinking';
   await fill(key, 300, (i) => 1_000 + i);
@@ -94,14 +107,7 @@ it('entries added above the page while it is read are neither repeated nor make 
 it('pages through entries that share a score, in member order, each once', async () => {
   const key = 'idx:ties';
   await fill(key, 230, (i) => (i < 150 ? 7 : 3)); // 150 at score 7, 80 at score 3
-  const seen: string[] = [];
-  let cursor: string | null = null;
-  for (let pages = 0; pages < 10; pages++) {
-    const page: Page<string> = await pageIndex(redis, { key, after: decodeCursor(cursor ?? undefined), limit: 60, scanBudget: 2_000, load: async (ids) => ids });
-    seen.push(...page.items);
-    cursor = page.next_cursor;
-    if (!cursor) break;
-  }
+  const seen = await followCursor(key, 60, 10);
   const want = [...Array.from({ length: 150 }, (_, i) => id(i)).sort().reverse(), ...Array.from({ length: 80 }, (_, i) => id(150 + i)).sort().reverse()];
   expect(seen).toEqual(want);
 });
@@ -113,14 +119,7 @@ it('pages through a large group of entries sharing one score reading each entry 
   for (let i = 0; i < n; i += 500) await redis.zadd(key, ...Array.from({ length: Math.min(500, n - i) }, (_, k) => [5, id(i + k)]).flat());
   const outBytes = async () => Number(/total_net_output_bytes:(\d+)/.exec(await redis.info('stats'))?.[1] ?? 0);
   const before = await outBytes();
-  const seen: string[] = [];
-  let cursor: string | null = null;
-  for (let pages = 0; pages < 100; pages++) {
-    const page: Page<string> = await pageIndex(redis, { key, after: decodeCursor(cursor ?? undefined), limit: 100, scanBudget: 2_000, load: async (ids) => ids });
-    seen.push(...page.items);
-    cursor = page.next_cursor;
-    if (!cursor) break;
-  }
+  const seen = await followCursor(key, 100, 100);
   expect(seen).toEqual(Array.from({ length: n }, (_, i) => id(i)).reverse());
   // One pass over the group is ~3,000 × ~30 bytes; reading each batch from the top of the score was ~15× that.
   expect(await outBytes() - before).toBeLessThan(400_000);
