@@ -77,7 +77,7 @@ export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: Job
     patch: {
       scheduleTries: (job.scheduleTries ?? 0) + Math.max(0, tries - wait.tries),
       workerWait: { ...wait, tries },
-      error: { code: 'no_workers', message: `no worker for ${job.topic} after ${tries} tries${wait.reason ? `: ${WAIT_REASON_TEXT[wait.reason]}` : ''}` },
+      error: { code: 'no_workers', message: `no worker for ${job.topic} after ${tries} tries${wait.reason ? `: ${WAIT_REASON_TEXT[wait.reason] ?? wait.reason}` : ''}` },
     },
   });
   return w.ok || w.reason !== 'fenced' ? { kind: 'ack' } : { kind: 'nak', delayMs: BUSY_NAK_MS };

@@ -63,13 +63,13 @@ export function subjectFor(w: WorkerView, topic: string): { subject: string; dir
   return { subject: topic, direct: false };
 }
 
-/** NATS subject matching: `*` one token, `>` the rest (at least one token). */
+/** NATS subject matching: `*` one token, `>` the rest (at least one token, and only as the last token). */
 export function subjectMatches(pattern: string, subject: string): boolean {
   if (pattern === subject) return true;
   const p = pattern.split('.');
   const s = subject.split('.');
   for (let i = 0; i < p.length; i++) {
-    if (p[i] === '>') return s.length > i;
+    if (p[i] === '>') return i === p.length - 1 && s.length > i;
     if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
   }
   return p.length === s.length;
@@ -80,13 +80,23 @@ export function subjectMatches(pattern: string, subject: string): boolean {
  * job subjects it listens on (any besides its direct subject) must name one matching the topic:
  * else a dispatch to the topic subject reached another pool's worker or nobody (the attempt timed
  * out not started), and a direct dispatch ran a topic the worker never said it serves. A worker
- * whose handshake names none (not known yet, or an SDK that names only its direct subject) is
- * taken on its pool, as before.
+ * whose handshake names none (not known yet, or an SDK that names only its direct subject or
+ * other, non-job subjects) is taken on its pool, as before.
  */
 export function servesTopic(w: WorkerView, topic: string): boolean {
-  const direct = directSubject(w.workerId);
-  const named = w.readyTopics.filter((t) => t !== direct);
-  return named.length === 0 || named.some((t) => subjectMatches(t, topic));
+  const named = w.readyTopics.filter(mayNameJobs);
+  return named.length === 0 || listensOn(w, topic);
+}
+
+/** A subject that could match a job topic (`job.…`, or a pattern starting with a wildcard). */
+function mayNameJobs(subject: string): boolean {
+  const first = subject.split('.', 1)[0];
+  return first === 'job' || first === '*' || first === '>';
+}
+
+/** The worker's handshake names a subject matching the topic (NATS wildcards count). */
+function listensOn(w: WorkerView, topic: string): boolean {
+  return w.readyTopics.some((t) => subjectMatches(t, topic));
 }
 
 /**
@@ -106,12 +116,12 @@ export function candidates(input: RouteInput): WorkerView[] {
       // D40: a CAP node agent heartbeats with pool '' and names its topics in the handshake. It
       // belongs to no pool, so nothing says it meets the job's `requires`: only its own heartbeat
       // capabilities can (P73). Without this a job requiring `pii` went to any agent on the topic.
-      return w.pool === '' && w.readyTopics.includes(topic) && input.requires.every((r) => w.capabilities.includes(r));
+      return w.pool === '' && listensOn(w, topic) && input.requires.every((r) => w.capabilities.includes(r));
     }
     // P253: an unmapped topic has no pool to vouch for the job's `requires`; the worker's own
     // heartbeat capabilities must list each one, as for a node agent (P73). An empty pools
     // section (a live `PUT {"pools": null}`) routed every job this way without any check.
-    return (w.pool === topic || w.readyTopics.includes(topic)) && input.requires.every((r) => w.capabilities.includes(r));
+    return ((w.pool === topic && servesTopic(w, topic)) || listensOn(w, topic)) && input.requires.every((r) => w.capabilities.includes(r));
   });
   return eligible.filter((w) => satisfiesPlacement(w, input.labels));
 }

@@ -92,6 +92,19 @@ describe('routing', () => {
     expect(named).toEqual(['do', 'star', 'unknown', 'wild']);
     expect(route(input({ workers: [other, otherDirect] }))).toEqual({ kind: 'no_worker' });
     expect(candidates(input({ topic: 'job.a.b', pools: { topics: { 'job.a.b': ['default'] }, pools: {} }, workers: [wild, star] })).map((x) => x.workerId)).toEqual(['wild']);
+    // Subjects that cannot name a job (another SDK's control subjects) leave the worker taken on its pool.
+    expect(candidates(input({ workers: [w('ctl', { readyTopics: ['sys.job.cancel', 'worker.ctl.jobs'] })] })).map((x) => x.workerId)).toEqual(['ctl']);
+    // `>` only as the last token, as NATS has it.
+    expect(candidates(input({ workers: [w('bad', { readyTopics: ['job.>.x'] })] }))).toEqual([]);
+  });
+
+  it('P253: wildcards count for node agents and unmapped topics too; a worker whose pool is the unmapped topic but whose handshake names others is no candidate', () => {
+    const agent = w('agent', { pool: '', readyTopics: ['job.tools.>'] });
+    expect(candidates(input({ topic: 'job.tools.x', pools: { topics: { 'job.tools.x': ['default'] }, pools: {} }, workers: [agent] })).map((x) => x.workerId)).toEqual(['agent']);
+    const byPool = w('bp', { pool: 'job.custom', readyTopics: ['job.other', 'worker.bp.jobs'] });
+    const byWild = w('bw', { pool: 'x', readyTopics: ['job.*'] });
+    const byPoolOnly = w('bo', { pool: 'job.custom' });
+    expect(candidates(input({ topic: 'job.custom', workers: [byPool, byWild, byPoolOnly] })).map((x) => x.workerId).sort()).toEqual(['bo', 'bw']);
   });
 
   it('P253: an unmapped topic serves a job with requires only on workers whose capabilities list each one', () => {
