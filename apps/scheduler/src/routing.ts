@@ -84,8 +84,7 @@ export function subjectMatches(pattern: string, subject: string): boolean {
  * other, non-job subjects) is taken on its pool, as before.
  */
 export function servesTopic(w: WorkerView, topic: string): boolean {
-  const named = w.readyTopics.filter(mayNameJobs);
-  return named.length === 0 || listensOn(w, topic);
+  return !w.readyTopics.some(mayNameJobs) || listensOn(w, topic);
 }
 
 /** A subject that could match a job topic (`job.…`, or a pattern starting with a wildcard). */

@@ -245,6 +245,11 @@ const UNLOCKED_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mi
 /** finish-2.lua also leaves a bounded output to the locked path (P71). */
 const FINISH_REFUSALS: Partial<Record<number, 'busy' | 'not_found' | 'state_mismatch' | 'stale_dispatch' | 'size_bound'>> = { ...UNLOCKED_REFUSALS, [-6]: 'size_bound' };
 
+/** A dead job's keys that live as long as its DLQ entry (P74, P177) and no longer once it is deleted (P250). */
+function deadJobKeys(id: string): string[] {
+  return [jobKeys.meta(id), jobKeys.ctx(id), jobKeys.decisions(id), jobKeys.fence(id)];
+}
+
 /** JSON text (a record field as the scripts return it, a stored value) decoded; undefined when absent or not JSON. */
 function parseJson(text: string | null | undefined): unknown {
   if (typeof text !== 'string') return undefined;
@@ -371,7 +376,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
    * any ended job's (LT: never lengthened; a time already past removes them now).
    */
   const endDeadLife = async (id: string, endedAtMs: number): Promise<void> => {
-    await Promise.all([jobKeys.meta(id), jobKeys.ctx(id), jobKeys.decisions(id), jobKeys.fence(id)].map((k) => redis.pexpireat(k, endedAtMs + ttl, 'LT')));
+    await Promise.all(deadJobKeys(id).map((k) => redis.pexpireat(k, endedAtMs + ttl, 'LT')));
   };
 
   /** D45 ahead of a terminal write, in order before it. */
@@ -403,7 +408,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     const keepUntil = (job.finishedAt ?? now()) + dlqTtl;
     // The fence too (P177): expired at the job TTL under a record kept DLQ_TTL, a later lock's INCR
     // created it again with no TTL, and with the record there nothing gave it one (P30).
-    const kept = Promise.all([jobKeys.meta(job.id), jobKeys.ctx(job.id), jobKeys.decisions(job.id), jobKeys.fence(job.id)].map((k) => redis.pexpireat(k, keepUntil, 'GT')));
+    const kept = Promise.all(deadJobKeys(job.id).map((k) => redis.pexpireat(k, keepUntil, 'GT')));
     kept.catch(() => undefined); // awaited below; not an unhandled rejection if a ZADD throws first
     await redis.zadd(jobKeys.dlqIndex(), 'NX', job.finishedAt ?? now(), job.id);
     const tenantIndex = jobKeys.dlqIndexTenant(job.tenant);

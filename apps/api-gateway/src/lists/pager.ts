@@ -63,8 +63,10 @@ export async function pageIndex<T>(redis: RedisClient, req: PageRequest<T>): Pro
     const b = bound;
     const fresh = b ? pairs.filter((p) => !(p.score === b.score && p.id >= b.id)) : pairs;
     if (fresh.length === 0) {
-      if (ended) exhausted = true;
-      if (ended) break;
+      if (ended) {
+        exhausted = true;
+        break;
+      }
       // More entries share the bound's score above it than we knew (a cursor from an earlier page
       // whose entry is gone): read past them, twice as far each time, so a large group of one
       // score costs reads in proportion to its size, not its square.
