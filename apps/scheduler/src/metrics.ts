@@ -38,6 +38,10 @@ export interface SchedulerMetrics {
   retriesStopped: Counter<'decision'>;
   /** P70: a job found its concurrency group's slots taken and waits (one count per look). */
   slotWaits: Counter;
+  /** P255: looks at a job that found no worker (D13), by the topic's pools and the wait's reason. */
+  workerWaits: Counter<'pools' | 'reason'>;
+  /** P255: jobs ended FAILED no_workers at the D13 bound, by the topic's pools and the last wait's reason. */
+  noWorkersFailed: Counter<'pools' | 'reason'>;
   /** P70: waiting jobs the replayer leader re-drove because a slot of their group freed. */
   slotWakes: Counter;
   /** P70: waiting jobs driven at once by the replica whose result freed a slot of their group. */
@@ -167,6 +171,18 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     slotWaits: new Counter({
       name: 'cordum_scheduler_slot_waits_total',
       help: 'Looks at a job allowed with max_concurrent_jobs that found every slot of its group (tenant and rule) taken, so the job waits (P70).',
+      registers: [registry],
+    }),
+    workerWaits: new Counter({
+      name: 'cordum_scheduler_worker_waits_total',
+      help: "Looks at a job that found no worker to run it (D13; each is a schedule try and the job waits), by its topic's pools (comma-joined as configured; empty for a topic no pool maps) and reason: no_worker_for_topic, workers_draining, no_matching_worker (workers serve the topic but none meets the job's requires or placement labels) (P255).",
+      labelNames: ['pools', 'reason'],
+      registers: [registry],
+    }),
+    noWorkersFailed: new Counter({
+      name: 'cordum_scheduler_no_workers_failed_total',
+      help: "Jobs ended FAILED no_workers because no worker came within the D13 bound, by their topic's pools (as in cordum_scheduler_worker_waits_total) and the last look's reason (P255).",
+      labelNames: ['pools', 'reason'],
       registers: [registry],
     }),
     slotWakes: new Counter({

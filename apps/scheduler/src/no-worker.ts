@@ -32,7 +32,9 @@ export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: Job
   const { maxScheduleTries, maxScheduleWaitMs } = ctx.config.replay;
   if (tries > maxScheduleTries || now - wait.since >= maxScheduleWaitMs) return failNoWorker(ctx, lease, job, wait, tries - 1);
   const served = topicServed(ctx.pools(), ctx.workers.live(), job.topic);
-  const workerWait: WorkerWait = { since: wait.since, tries, reason: waitReason(ctx, job.topic, served), lastTryAt: now };
+  const reason = waitReason(ctx, job.topic, served);
+  ctx.metrics.workerWaits.inc({ pools: poolsLabel(ctx, job.topic), reason });
+  const workerWait: WorkerWait = { since: wait.since, tries, reason, lastTryAt: now };
   const p = await ctx.store.patchJob(job.id, job.state, { token: lease.token, patch: { scheduleTries: (job.scheduleTries ?? 0) + 1, workerWait } });
   if (!p.ok) return p.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : { kind: 'ack' };
   if (!served) {
@@ -51,6 +53,11 @@ function waitReason(ctx: SchedulerContext, topic: string, served: boolean): Work
   if (!served) return 'no_worker_for_topic';
   const taking = ctx.workers.live().filter((w) => !w.draining);
   return topicServed(ctx.pools(), taking, topic) ? 'no_matching_worker' : 'workers_draining';
+}
+
+/** P255: the metric label naming a topic's pools as configured (comma-joined); empty when none maps it. */
+function poolsLabel(ctx: SchedulerContext, topic: string): string {
+  return ctx.pools().topics[topic]?.join(',') ?? '';
 }
 
 /**
@@ -80,6 +87,7 @@ export async function failNoWorker(ctx: SchedulerContext, lease: Lease, job: Job
       error: { code: 'no_workers', message: `no worker for ${job.topic} after ${tries} tries${wait.reason ? `: ${WAIT_REASON_TEXT[wait.reason] ?? wait.reason}` : ''}` },
     },
   });
+  if (w.ok) ctx.metrics.noWorkersFailed.inc({ pools: poolsLabel(ctx, job.topic), reason: wait.reason ?? '' });
   return w.ok || w.reason !== 'fenced' ? { kind: 'ack' } : { kind: 'nak', delayMs: BUSY_NAK_MS };
 }
 

@@ -101,6 +101,8 @@ it('a retry wait that a worker ends in time dispatches the next attempt, which r
 
 it('a job no serving worker can place says so while it waits (P230), and fails no_workers at the bound without running', async () => {
   await draining(false);
+  const unmatched = { pools: '', reason: 'no_matching_worker' };
+  const [waitsBefore, failedBefore] = [await rig.counter('cordum_scheduler_worker_waits_total', unmatched), await rig.counter('cordum_scheduler_no_workers_failed_total', unmatched)];
   const job = await rig.submit(`wait-placement-${process.pid}`, RETRIED, { 'placement.gpu': 'true' });
   await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 10_000, { message: 'first look of the wait counted' });
   const waiting = await rig.job(job.id);
@@ -112,4 +114,8 @@ it('a job no serving worker can place says so while it waits (P230), and fails n
   // P254: the failure says why, not only that no worker came (the topic had one).
   expect(end.error?.message).toMatch(/none met the job's requires or placement labels$/);
   expect(worker.count(job.id)).toBe(0);
+  // P255: an operator sees the waits and the failure by pool and reason (the topic maps to no pool).
+  expect(end.workerWait?.tries).toBeGreaterThan(0);
+  expect(await rig.counter('cordum_scheduler_worker_waits_total', unmatched)).toBe(waitsBefore + (end.workerWait?.tries ?? 0));
+  expect(await rig.counter('cordum_scheduler_no_workers_failed_total', unmatched)).toBe(failedBefore + 1);
 });
