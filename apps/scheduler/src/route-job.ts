@@ -13,10 +13,11 @@ export type RouteContext = Pick<SchedulerContext, 'workers' | 'pools'> & { confi
  */
 export function routeFor(ctx: RouteContext, job: Pick<JobRecord, 'topic' | 'labels' | 'requires'>, avoid?: string): RouteDecision {
   // A worker whose last heartbeat said it is stopping has closed its intake: never a candidate.
-  const live = ctx.workers.live().filter((w) => !w.draining);
+  const known = ctx.workers.live();
+  const live = known.filter((w) => !w.draining);
   const skip = (w: WorkerView): boolean => w.workerId === avoid || ctx.workers.unresponsive(w);
   const others = live.some(skip) ? live.filter((w) => !skip(w)) : live;
-  const first = route({ topic: job.topic, labels: job.labels, requires: job.requires, workers: others, pools: ctx.pools(), dispatchUntracked: ctx.config.dispatchUntracked });
+  const first = route({ topic: job.topic, labels: job.labels, requires: job.requires, workers: others, pools: ctx.pools(), dispatchUntracked: ctx.config.dispatchUntracked, known });
   if (first.kind === 'worker' || others.length === live.length) return first;
   return route({
     topic: job.topic,
@@ -25,6 +26,7 @@ export function routeFor(ctx: RouteContext, job: Pick<JobRecord, 'topic' | 'labe
     workers: live,
     pools: ctx.pools(),
     dispatchUntracked: ctx.config.dispatchUntracked,
+    known,
   });
 }
 

@@ -12,6 +12,12 @@ export interface RouteInput {
   workers: WorkerView[];
   pools: PoolsConfig;
   dispatchUntracked: boolean;
+  /**
+   * Every live worker, draining ones included (routeFor passes only the others as `workers`): a
+   * draining worker still listens on the topic's subject, so untracked dispatch waits while one
+   * serves it (P256). Defaults to `workers`.
+   */
+  known?: WorkerView[];
 }
 
 export type RouteDecision =
@@ -133,7 +139,7 @@ export function candidates(input: RouteInput): WorkerView[] {
  */
 function untrackedAllowed(input: RouteInput): boolean {
   if (input.requires.length > 0 || Object.keys(input.labels).some((k) => k.startsWith(PLACEMENT_PREFIX))) return false;
-  return !topicServed(input.pools, input.workers, input.topic);
+  return !topicServed(input.pools, input.known ?? input.workers, input.topic);
 }
 
 export function route(input: RouteInput): RouteDecision {

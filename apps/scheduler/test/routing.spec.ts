@@ -320,6 +320,17 @@ describe('WorkerRegistry', () => {
     expect(routed()).toBe('a');
   });
 
+  it('P256: untracked dispatch waits while a draining worker still serves the topic, and resumes once it has gone', () => {
+    const r = reg();
+    r.onHeartbeat(hb('leaving', { labels: { [WORKER_DRAINING_LABEL]: 'true' } }));
+    const ctx = { workers: r, pools: () => pools, config: { dispatchUntracked: true } };
+    const routed = () => routeFor(ctx, { topic: 'job.echo', labels: {}, requires: [] }).kind;
+    // It listens on job.echo until it stops: a publish to the topic could reach it.
+    expect(routed()).toBe('no_worker');
+    now += 31_000; // its heartbeats stopped: gone
+    expect(routed()).toBe('untracked');
+  });
+
   it('P34: a worker silent since the unclaimed dispatch (frozen, cut off) is routed to again at its next heartbeat', () => {
     const r = reg();
     r.onHeartbeat(hb('a', { activeJobs: 0, maxParallelJobs: 10 }));
