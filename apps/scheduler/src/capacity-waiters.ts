@@ -41,6 +41,11 @@ export class CapacityWaiters {
     ids.set(id, { labels: job.labels, requires: job.requires });
   }
 
+  /** Whether this replica lists the job as waiting for capacity (P257: it was allowed at that look). */
+  has(topic: string, id: string): boolean {
+    return this.byTopic.get(topic)?.has(id) ?? false;
+  }
+
   /** The job is no longer waiting (an attempt of it is being sent). */
   delete(topic: string, id: string): void {
     const ids = this.byTopic.get(topic);

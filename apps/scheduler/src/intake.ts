@@ -91,6 +91,11 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
   // (issue 7: a backlog on an unserved topic must not cost a Check per retry); Check still runs
   // right before any dispatch, so a policy change is applied when the job can actually go.
   if ((job.scheduleTries ?? 0) > 0 && routeFor(ctx, job).kind === 'no_worker') return noWorkerWait(ctx, lease, job);
+  // P257: likewise a job this replica allowed and found waiting for capacity at its last look
+  // (its P225 hint) waits again without a Check while every worker able to run it is still at
+  // capacity. Before, each 250 ms redelivery of a saturated topic's backlog asked the kernel: 80
+  // jobs queued behind 2 slots made ~1,000 Checks. Check runs again once a worker has room.
+  if (ctx.capacityWaiters.has(job.topic, job.id) && routeFor(ctx, job).kind === 'overloaded') return waitForCapacity(ctx, job);
 
   const verdict = await resolveSafety(ctx, job);
   switch (verdict.kind) {

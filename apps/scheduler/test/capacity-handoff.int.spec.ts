@@ -38,6 +38,11 @@ describe('a backlog on a worker with 2 slots (in-process, real Redis + NATS)', (
     await waitFor(async () => (await Promise.all(ids.map((id) => rig.job(id)))).every((j) => j.state === 'SUCCEEDED'), 30_000, { message: 'every job SUCCEEDED', intervalMs: 200 });
     expect(ids.map((id) => worker.count(id))).toEqual(Array<number>(JOBS).fill(1));
     expect(await rig.counter('cordum_scheduler_capacity_hand_offs_total')).toBeGreaterThan(0);
+    // P257: a job allowed and found waiting looks again without a Check while the worker is full:
+    // one Check at its first look and one before its dispatch (a lost hand-off race adds one).
+    // Before, each 250 ms look asked the kernel: about 1,000 Checks for these 80 jobs.
+    expect(await rig.counter('cordum_scheduler_backpressure_total')).toBeGreaterThan(3 * JOBS);
+    expect(kernel.checks.filter((c) => ids.includes(c.jobId)).length).toBeLessThanOrEqual(3 * JOBS);
     // waits, not tries: no job was refused or charged an attempt for the backlog
     const jobs = await Promise.all(ids.map((id) => rig.job(id)));
     expect(jobs.filter((j) => j.attempts !== 1 || (j.busyRefusals ?? 0) > 0).map((j) => j.id)).toEqual([]);
