@@ -154,13 +154,67 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     expect(retry.body).toMatchObject({ job_hash: newHash, rule_id: 'rule-hold', approved_revision: 1 });
     // Naming the first hold's request, or another rule, is stale.
     expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: first.holdHash, rule_id: 'rule-hold' } }), 409, 'stale_request');
-    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: newHash, rule_id: 'rule-other' } }), 409, 'stale_snapshot');
+    // P258: naming another rule than the new hold's is a hold the caller did not see: re-held, not a policy change.
+    expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: newHash, rule_id: 'rule-other' } }), 409, 'approval_reheld');
     expect((await store.getJob(id))?.state).toBe('APPROVAL_REQUIRED');
     // Carol reviewed the new hold: she names it, and it is approved as revision 2, republished once more.
     const ok = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: CAROL, body: { job_hash: newHash, rule_id: 'rule-hold' } });
     expect(ok.body).toEqual({ job_id: id, state: 'PENDING' });
     expect((await store.getJob(id))?.approval).toMatchObject({ by: 'carol', jobHash: newHash, revision: 2 });
     await waitFor(() => submits.packets(id).length === 2, 10_000, { message: 'second approval republished' });
+  });
+
+  /** What the scheduler's Check writes when it holds an approved job again by `ruleId` (P81; P258 marks the approval). */
+  async function holdAgain(id: string, ruleId: string): Promise<void> {
+    const now = (await store.getJob(id))!;
+    const lease = await createLocks(redis).acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'scheduler-test', waitMs: 2_000 });
+    const patch = { holdHash: await store.requestHash(now), safety: { ...now.safety!, ruleId }, approval: { ...now.approval!, superseded: true } };
+    expect((await store.transition(id, 'APPROVAL_REQUIRED', { token: lease!.token, from: ['PENDING'], patch })).ok).toBe(true);
+    await lease!.release();
+  }
+
+  it('P258: a job held again after an approval and then ended answers job_terminal to an approve, not already_approved', async () => {
+    const id = await hold();
+    expect((await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB })).status).toBe(200);
+    await holdAgain(id, 'rule-hold-2');
+    const view = await call(gw1(), 'GET', `/api/v1/jobs/${id}`, { key: KEYS.operator });
+    expect(view.body['approval']).toMatchObject({ status: 'approved', by: 'bob', rule_id: 'rule-hold', superseded: true });
+    expect(S.jobSchema.safeParse(view.body).success).toBe(true);
+    expect((await call(gw1(), 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator })).status).toBe(200);
+    // Carol never approved the second hold, nor did anyone: it was cancelled.
+    const carol = await call(gw2(), 'POST', `/api/v1/approvals/${id}/approve`, { key: CAROL });
+    expectEnvelope(carol, 409, 'job_terminal');
+    expect(carol.body).toMatchObject({ state: 'CANCELLED' });
+    // An approval that covers the job's last hold still answers already_approved once it ended.
+    const other = await hold();
+    expect((await call(gw1(), 'POST', `/api/v1/approvals/${other}/approve`, { key: BOB })).status).toBe(200);
+    expect((await call(gw1(), 'POST', `/api/v1/jobs/${other}/cancel`, { key: KEYS.operator })).status).toBe(200);
+    expect((await call(gw2(), 'POST', `/api/v1/approvals/${other}/approve`, { key: CAROL })).body).toMatchObject({ status: 'already_approved', state: 'CANCELLED' });
+  });
+
+  it('P258: an approve that read the hold before another operator approved it and the job was held again answers approval_reheld, not stale_request', async () => {
+    const id = await hold();
+    const reviewed = (await store.getJob(id))!;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inEvaluate = new Promise<void>((r) => (entered = r));
+    // Bob's approve waits in Evaluate while Carol's approval lands and the scheduler holds the job again.
+    r.kernel.override = (req, m) => {
+      if (m !== 'evaluate' || req.jobId !== id) return undefined;
+      entered();
+      return gate.then(() => ({ decision: Decision.REQUIRE_HUMAN, reason: 'hold', policySnapshot: 'snap-test', ruleId: 'rule-hold', approvalRequired: true }));
+    };
+    const bob = call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB, body: { job_hash: reviewed.holdHash, rule_id: 'rule-hold' } });
+    await inEvaluate;
+    r.kernel.override = undefined;
+    expect((await call(gw2(), 'POST', `/api/v1/approvals/${id}/approve`, { key: CAROL })).status).toBe(200);
+    await holdAgain(id, 'rule-hold-2');
+    release();
+    const answer = await bob;
+    expectEnvelope(answer, 409, 'approval_reheld');
+    expect(answer.body).toMatchObject({ rule_id: 'rule-hold-2', approved_revision: 1 });
+    expect((await store.getJob(id))?.state).toBe('APPROVAL_REQUIRED');
   });
 
   it('409 stale_snapshot only when the current policy no longer holds the job by the same rule (D18)', async () => {

@@ -65,7 +65,7 @@ export interface FakeKernel {
   address: string;
   calls: PolicyCheckRequest[];
   /** When set, answers (or throws) instead of kernelDecision; return undefined to fall through. */
-  override?: (req: PolicyCheckRequest, method: 'check' | 'evaluate' | 'explain' | 'simulate') => ReturnType<typeof kernelDecision> | undefined;
+  override?: (req: PolicyCheckRequest, method: 'check' | 'evaluate' | 'explain' | 'simulate') => ReturnType<typeof kernelDecision> | Promise<ReturnType<typeof kernelDecision>> | undefined;
   stop(): Promise<void>;
 }
 

@@ -5,7 +5,7 @@ import { createLocks, type Locks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { Latch, startRedis, waitFor, type TestServer } from '@cordum/testing';
-import { storeCall } from '../src/http/store-call';
+import { storeCall, storeWrite } from '../src/http/store-call';
 import { JOB_LOCK_TTL_MS, acquireJobLock, releaseJobLock } from '../src/job-lock';
 
 let server: TestServer;
@@ -68,3 +68,18 @@ it('a store call that outlives the request (3 s) hands what it produced to onLat
   await inner.catch(() => undefined); // resumes after storeCall's own handlers of `inner` ran
   expect(handed).toBe(false);
 }, 15_000);
+
+it('P258: a state change whose answer does not come (Redis frozen) is 503 state_unknown, and it did run; one never sent stays redis_unavailable', async () => {
+  const ready = { redisReady: () => true };
+  await server.process.freeze();
+  try {
+    await expect(storeWrite(ready, 'approve', () => redis.set('p258:approved', 'yes'))).rejects.toMatchObject({ code: 'state_unknown', status: 503 });
+  } finally {
+    server.process.kill('SIGCONT');
+  }
+  await waitFor(async () => (await redis.get('p258:approved')) === 'yes', 5_000, { message: 'the write ran after the thaw' });
+  // Refused before it was written: the change did not happen, and the answer says so.
+  await expect(storeWrite({ redisReady: () => false }, 'approve', () => redis.set('p258:never', 'x'))).rejects.toMatchObject({ code: 'redis_unavailable' });
+  await expect(storeWrite(ready, 'approve', () => Promise.reject(new Error("Stream isn't writeable and enableOfflineQueue options is false")))).rejects.toMatchObject({ code: 'redis_unavailable' });
+  expect(await redis.exists('p258:never')).toBe(0);
+}, 20_000);

@@ -120,7 +120,10 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
       // takes this lock, D5) ran between the write and our index move, its ZADD to
       // job:active:PENDING could land before our ZREM, leaving a PENDING job in no index for the
       // replayer to find. The lock is released once the index move is done (withLockedJob).
-      const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, holdHash: verdict.holdHash }, current: job });
+      // P258: an approval the job had covers an earlier hold, not this one: marked so, so that an
+      // approve of this hold after the job ended is not answered `already_approved`.
+      const superseded = job.approval?.status === 'approved' ? { approval: { ...job.approval, superseded: true } } : {};
+      const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, holdHash: verdict.holdHash, ...superseded }, current: job });
       // P99: a new hold gets the whole job TTL again (as an approval does), so the hold times out
       // (SCHEDULER_APPROVAL_TIMEOUT, counted from this write) before the record can expire.
       if (w.ok) {

@@ -136,6 +136,8 @@ describe('D18 approval re-check at intake', () => {
     const again = (await store.getJob(held.id))!;
     expect(again.holdHash).not.toBe(held.holdHash);
     expect(again.holdHash).toBe(await store.requestHash(again));
+    // P258: the approval stays on the record, marked as not covering this hold.
+    expect(again.approval).toMatchObject({ status: 'approved', superseded: true });
     expect(worker.count(held.id)).toBe(0);
   });
 

@@ -16,6 +16,8 @@ export interface ApiApproval {
   rule_id: string;
   reason?: string;
   revision: number;
+  /** P258: the job was held again after this approval; it does not cover the current (or last) hold. */
+  superseded?: boolean;
 }
 
 /** P230: why a waiting job has not been dispatched: the scheduler's latest look found no worker. */
@@ -83,6 +85,7 @@ export function jobToApi(job: JobRecord, result: unknown): ApiJob {
     const a = job.approval;
     out.approval = { status: a.status, by: a.by, at: iso(a.at) ?? '', job_hash: a.jobHash, policy_snapshot: a.policySnapshot, rule_id: a.ruleId, revision: a.revision };
     if (a.reason) out.approval.reason = a.reason;
+    if (a.superseded) out.approval.superseded = true;
   }
   if (job.concurrency) out.concurrency = { group: job.concurrency.group, limit: job.concurrency.limit };
   const wait = job.state === 'PENDING' || job.state === 'RETRYING' ? recordedWorkerWait(job) : undefined;

@@ -22,6 +22,11 @@ export interface ApprovalRecord {
   reason?: string;
   /** 1 for the first approval of the job, +1 for each later one (D9 msg id `jobreq:<id>:0:<revision>`). */
   revision: number;
+  /**
+   * P258: the job was held again after this approval (another rule, or a changed request), so it
+   * does not cover the job's last hold; set by the scheduler's re-hold.
+   */
+  superseded?: boolean;
 }
 
 /** The stored input at ctx:<id> (CONTRACT §5). */

@@ -14,7 +14,7 @@ import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
 import type { PolicyEvaluator } from '../safety/evaluator';
 import { encodeJobRequest, submitMsgId } from '../submit/packet';
-import { storeCall } from '../http/store-call';
+import { storeCall, storeWrite } from '../http/store-call';
 import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
 import { errorText } from '@cordum/service-kit';
 
@@ -68,9 +68,13 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
     return job;
   };
 
-  /** A job that is not (or no longer) waiting: idempotent answers or 409s. */
+  /**
+   * A job that is not (or no longer) waiting: idempotent answers or 409s. An approval the job was
+   * held again after (P258: `superseded`) is not this call's: a job whose later hold expired or was
+   * cancelled was never approved for it.
+   */
   const notPending = (job: JobRecord, action: 'approve' | 'reject'): ApprovalOutcome => {
-    if (action === 'approve' && job.approval?.status === 'approved') return { kind: 'already_approved', job };
+    if (action === 'approve' && job.approval?.status === 'approved' && !job.approval.superseded) return { kind: 'already_approved', job };
     if (action === 'reject' && job.approval?.status === 'rejected' && job.state === 'DENIED') return { kind: 'already_rejected', job };
     if (TERMINAL_STATES.has(job.state)) throw new ApiError('job_terminal', { extra: { state: job.state } });
     throw new ApiError('approval_not_pending', { extra: { state: job.state, ...(job.approval ? { approval_status: job.approval.status } : {}) } });
@@ -107,11 +111,17 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
       // Binding 0 (P81): held again since an approval (the scheduler's Check held it by another
       // rule, or for a changed request). A call that does not name this hold, such as the retry
       // of an approve whose answer was lost, must not approve a hold its approver never saw.
-      if (job.approval?.status === 'approved' && (o.jobHash === undefined || o.ruleId === undefined)) {
-        throw new ApiError('approval_reheld', { extra: { job_hash: job.holdHash ?? '', rule_id: ruleId, policy_snapshot: job.safety?.policySnapshot ?? '', approved_revision: job.approval.revision } });
-      }
+      const reheld = (j: JobRecord): ApiError =>
+        new ApiError('approval_reheld', { extra: { job_hash: j.holdHash ?? '', rule_id: j.safety?.ruleId ?? '', policy_snapshot: j.safety?.policySnapshot ?? '', approved_revision: j.approval?.revision ?? 0 } });
+      if (job.approval?.status === 'approved' && (o.jobHash === undefined || o.ruleId === undefined)) throw reheld(job);
       if (o.ruleId !== undefined && o.ruleId !== ruleId) {
-        throw new ApiError('stale_snapshot', { extra: { decision: 'require_human', rule_id: ruleId, policy_snapshot: job.safety?.policySnapshot ?? '', held_by_rule: ruleId } });
+        // P258: the approver reviewed a hold by another rule: the job was held again since (after
+        // someone's approval), or the call names a rule that never held it.
+        if (job.approval?.status === 'approved') throw reheld(job);
+        throw new ApiError('stale_snapshot', {
+          message: `the job is held by rule ${ruleId}, not by the rule the approval names`,
+          extra: { decision: 'require_human', rule_id: ruleId, policy_snapshot: job.safety?.policySnapshot ?? '', held_by_rule: ruleId },
+        });
       }
 
       // Binding 1: the request is still the one that was held (and, if the approver names it, the one they reviewed).
@@ -138,11 +148,14 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
       const out = await withLock(id, async (lease): Promise<ApprovalOutcome> => {
         const cur = await ownJob(tenant, id);
         if (cur.state !== 'APPROVAL_REQUIRED') return notPending(cur, 'approve');
-        // Re-held meanwhile (the scheduler binds a new hold to the request as it is then).
+        // Re-held meanwhile: approved by someone else and held again (P258: the hold this call
+        // reviewed is gone, whatever the request), or, without an approval between, a request
+        // that changed (the scheduler binds a new hold to the request as it is then).
+        if ((cur.approval?.revision ?? 0) !== (job.approval?.revision ?? 0)) throw reheld(cur);
         if (cur.holdHash !== job.holdHash || (cur.safety?.ruleId ?? '') !== ruleId) throw new ApiError('stale_request', { extra: { job_hash: cur.holdHash ?? hash } });
         const approval: ApprovalRecord = { status: 'approved', by: principalId, at: now(), jobHash: hash, policySnapshot: snapshot, ruleId, revision: (cur.approval?.revision ?? 0) + 1 };
         if (o.reason) approval.reason = o.reason;
-        const r = await store('approve', () => deps.store.transition(id, 'PENDING', { token: lease.token, from: ['APPROVAL_REQUIRED'], patch: { approval } }));
+        const r = await storeWrite(deps, 'approve', () => deps.store.transition(id, 'PENDING', { token: lease.token, from: ['APPROVAL_REQUIRED'], patch: { approval } }));
         if (!r.ok) {
           if (r.reason === 'state_mismatch' && r.current) return notPending(r.current, 'approve');
           if (r.reason === 'not_found') throw new ApiError('job_not_found');
@@ -184,7 +197,7 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
           reason,
           revision: (cur.approval?.revision ?? 0) + 1,
         };
-        const r = await store('reject', () =>
+        const r = await storeWrite(deps, 'reject', () =>
           deps.store.transition(id, 'DENIED', { token: lease.token, from: ['APPROVAL_REQUIRED'], patch: { approval, error: { code: 'approval_rejected', message: reason } }, dlqReason: reason }),
         );
         if (!r.ok) {

@@ -56,6 +56,7 @@ export const ERROR_CODES = {
   safety_unavailable: { status: 503, message: 'safety kernel unavailable' },
   bus_unavailable: { status: 503, message: 'message bus unavailable; the job was not accepted' },
   submit_state_unknown: { status: 503, message: 'the job may or may not have been accepted; query it by job_id' },
+  state_unknown: { status: 503, message: 'the change was sent but its answer did not come: it may or may not have been applied; repeat the call (it answers already_approved, already_rejected or job_terminal if it was) or read the job' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

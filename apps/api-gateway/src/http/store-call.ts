@@ -1,3 +1,4 @@
+import { isRedisUnavailable } from '@cordum/redis';
 import { withTimeout } from '../util/timeout';
 import { ApiError } from './errors';
 
@@ -17,5 +18,32 @@ export async function storeCall<T>(deps: { redisReady(): boolean }, what: string
     if (onLate) pending.then(onLate, () => undefined);
     if (err instanceof ApiError) throw err;
     throw new ApiError('redis_unavailable', { cause: err });
+  }
+}
+
+/**
+ * Whether a store call that failed with `cause` may still have run: its answer timed out, or the
+ * connection went down with it on the wire. Not when it was never written to the socket ("Stream
+ * isn't writeable", ioredis's offline refusal).
+ */
+export function writeMayHaveRun(cause: unknown): boolean {
+  if (cause === undefined) return false;
+  const msg = cause instanceof Error ? cause.message : String(cause);
+  if (/Stream isn't writeable/i.test(msg)) return false;
+  return /timed out/i.test(msg) || isRedisUnavailable(cause);
+}
+
+/**
+ * storeCall for a state change a client repeats to learn its outcome (an approve, reject or
+ * cancel, P258): a failure after the write may have run answers 503 `state_unknown` instead of
+ * `redis_unavailable`, which says the write did not happen. Before, an approval that committed
+ * while its gateway stalled answered `redis_unavailable`, and the job ran.
+ */
+export async function storeWrite<T>(deps: { redisReady(): boolean }, what: string, p: () => Promise<T>): Promise<T> {
+  try {
+    return await storeCall(deps, what, p);
+  } catch (err) {
+    if (err instanceof ApiError && err.code === 'redis_unavailable' && writeMayHaveRun(err.cause)) throw new ApiError('state_unknown', { cause: err.cause });
+    throw err;
   }
 }

@@ -15,7 +15,7 @@ import { actingTenant, caller } from '../auth/middleware';
 import { TOPIC_RE, zodDetails } from '../submit/schema';
 import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
-import { storeCall } from '../http/store-call';
+import { storeCall, storeWrite } from '../http/store-call';
 import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
 import { auditIfUnknown, type AuditSink } from '../audit/sink';
 import { JOB_ID_RE, jsonBody } from './jobs';
@@ -197,7 +197,7 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
       // P134: owed before it is written, so a replica killed after the write still gets the worker told.
       await storeCall(deps, 'cancel job', () => deps.store.fileCancel(job.id, clusterNow() + CANCEL_OWED_AFTER_MS));
       const r = await auditIfUnknown(deps.audit, { action: 'job.cancel', tenant, principal_id: c.principalId, target: job.id }, () =>
-        storeCall(deps, 'cancel job', () => deps.store.transition(job.id, 'CANCELLED', { token: lease.token, expireResult: true, patch: { error: { code: 'cancelled', message: body.data?.reason ?? 'cancelled by API' } } })),
+        storeWrite(deps, 'cancel job', () => deps.store.transition(job.id, 'CANCELLED', { token: lease.token, expireResult: true, patch: { error: { code: 'cancelled', message: body.data?.reason ?? 'cancelled by API' } } })),
       );
       if (!r.ok) {
         const cur = r.current;

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
 import { JobStoreError, jobKeys, policyCheckInit, SUBMIT_FAILED_CODE, type JobRecord, type JobStore, type NewJob, type Priority, type RetriedFrom, type SafetyRecord } from '@cordum/job-store';
-import { clusterNow, isRedisUnavailable, type RedisClient } from '@cordum/redis';
+import { clusterNow, type RedisClient } from '@cordum/redis';
 import type { Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
 import type { PolicyEvaluator, Verdict } from '../safety/evaluator';
@@ -13,6 +13,7 @@ import { createIdempotencyClaims, type IdempotencyClaims } from './idempotency';
 import { encodeJobRequest, submitMsgId } from './packet';
 import { failPendingJob } from './fail-pending';
 import { withTimeout } from '../util/timeout';
+import { writeMayHaveRun } from '../http/store-call';
 import { errorText } from '@cordum/service-kit';
 
 /** D25: a duplicate waits this long for the first request's job to appear. */
@@ -111,10 +112,7 @@ export function redisUsable(redis: RedisClient): boolean {
  * ready, or a stream that was not writeable, sent nothing.
  */
 function createMayHaveRun(err: unknown): boolean {
-  if (!(err instanceof SubmitError) || err.code !== 'redis_unavailable' || err.cause === undefined) return false;
-  const msg = err.cause instanceof Error ? err.cause.message : String(err.cause);
-  if (/Stream isn't writeable/i.test(msg)) return false;
-  return /timed out/i.test(msg) || isRedisUnavailable(err.cause);
+  return err instanceof SubmitError && err.code === 'redis_unavailable' && writeMayHaveRun(err.cause);
 }
 
 /** job-store's refusal to create a job whose idempotency claim another request took over (P21). */
