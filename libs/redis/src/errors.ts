@@ -15,6 +15,12 @@ export class RedisError extends Error {
   }
 }
 
+/** ioredis's error once a command's redirections passed `maxRedirections`. */
+const SLOT_MOVING = /Too many Cluster redirections/i;
+
+/** What a log line adds to a redirection loop's error (P259): where to look. */
+export const SLOT_MOVING_HINT = 'a hash slot is being migrated, or a reshard left it open: `redis-cli --cluster check <node>` lists open slots, `--cluster fix` closes them';
+
 const UNAVAILABLE_PATTERNS = [
   /Reached the max retries per request limit/i,
   /Connection is closed/i,
@@ -25,6 +31,10 @@ const UNAVAILABLE_PATTERNS = [
   /None of startup nodes is available/i,
   /CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN/,
   /Stream isn't writeable/i,
+  // P259: ioredis gave up following MOVED/ASK/TRYAGAIN (a hash slot mid-migration, or left open
+  // by a reshard that stopped): the data is there once the slot settles, so callers wait (a
+  // consumer holds its message) instead of spending a delivery per try as for a bad command.
+  SLOT_MOVING,
 ];
 
 /** True for errors that mean "Redis is not reachable right now" rather than a bad command. */
@@ -55,7 +65,12 @@ export const REDIS_NOT_SENT_TEXT = 'redis unavailable (command not sent: connect
  */
 export function redisErrorText(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
-  return /Reached the max retries per request limit/i.test(msg) ? REDIS_NOT_SENT_TEXT : msg;
+  return /Reached the max retries per request limit/i.test(msg) ? REDIS_NOT_SENT_TEXT : withSlotHint(msg);
+}
+
+/** A redirection loop's message with SLOT_MOVING_HINT (P259); any other as it is. */
+function withSlotHint(msg: string): string {
+  return SLOT_MOVING.test(msg) && !msg.includes(SLOT_MOVING_HINT) ? `${msg} (${SLOT_MOVING_HINT})` : msg;
 }
 
 /** True for Redis's WRONGTYPE reply: the key holds another type than the command works on. */
@@ -67,7 +82,7 @@ export function isWrongType(err: unknown): boolean {
 export function toRedisError(err: unknown): RedisError {
   if (err instanceof RedisError) return err;
   const msg = err instanceof Error ? err.message : String(err);
-  return new RedisError(isRedisUnavailable(err) ? 'redis_unavailable' : 'redis_error', msg, { cause: err });
+  return new RedisError(isRedisUnavailable(err) ? 'redis_unavailable' : 'redis_error', withSlotHint(msg), { cause: err });
 }
 
 /**

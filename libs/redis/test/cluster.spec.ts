@@ -1,7 +1,7 @@
 import { Cluster, Command } from 'ioredis';
 import { startRedisCluster, waitFor, type TestCluster } from '@cordum/testing';
 import { countWrites } from './count-writes';
-import { closeRedis, createRedis, defineScripts, evictionPolicies, KeyBuilder, pingRedis, scanKeys, scriptSpec, warnIfEvicting, type RedisClient } from '../src';
+import { closeRedis, createRedis, defineScripts, evictionPolicies, isRedisUnavailable, KeyBuilder, pingRedis, redisErrorText, scanKeys, scriptSpec, warnIfEvicting, type RedisClient } from '../src';
 
 const setGetLua = `-- KEYS[1] a, KEYS[2] b (same slot); ARGV[1] value; returns value read back from b
 redis.call('SET', KEYS[1], ARGV[1])
@@ -71,6 +71,40 @@ describe('@cordum/redis on a 6-node Redis Cluster', () => {
     // Each master's connection, after the INCRs: "1" or more if one was sent.
     for (const node of (redis as Cluster).nodes('master')) await node.ping();
     expect(await redis.get('{answered}:n')).toBe('0');
+  });
+
+  it('P259: a script on a slot left mid-migration (a reshard that stopped) fails as unavailable, naming the fix, and runs once the slot is closed', async () => {
+    const c = redis as Cluster;
+    const kb = new KeyBuilder('open-slot');
+    const [a, b] = [kb.tagged('a', 'x'), kb.tagged('b', 'x')];
+    await redis.set(a, 'before'); // b is absent: the owner cannot run a script naming both while the slot migrates
+    const slot = Number(await c.cluster('KEYSLOT', a));
+    const masters = c.nodes('master');
+    const owns = await Promise.all(masters.map((n) => n.get(a).then(() => true, () => false)));
+    const owner = masters[owns.indexOf(true)]!;
+    const target = masters[owns.indexOf(false)]!;
+    const [ownerId, targetId] = await Promise.all([owner.cluster('MYID'), target.cluster('MYID')]);
+    await target.cluster('SETSLOT', slot, 'IMPORTING', String(ownerId));
+    await owner.cluster('SETSLOT', slot, 'MIGRATING', String(targetId));
+    const runner = defineScripts(redis, [scriptSpec('setGet-2.lua', setGetLua)]);
+    try {
+      const err = await runner.run('setGet', [a, b], ['during']).then(() => null, (e: unknown) => e);
+      // ioredis follows TRYAGAIN, MOVED and ASK until maxRedirections: whichever came last, the
+      // slot will settle, so a consumer holds its message instead of spending a delivery on it.
+      expect(err).toMatchObject({ code: 'redis_unavailable' });
+      expect(String((err as Error).message)).toMatch(/Too many Cluster redirections.*--cluster check/);
+      expect(isRedisUnavailable(err)).toBe(true);
+    } finally {
+      await owner.cluster('SETSLOT', slot, 'STABLE');
+      await target.cluster('SETSLOT', slot, 'STABLE');
+    }
+    expect(await runner.run<string>('setGet', [a, b], ['after'])).toBe('after');
+    // The loop's error as ioredis words it when its last hop was a MOVED or an ASK.
+    for (const last of ['MOVED 4859 127.0.0.1:7001', 'ASK 4859 127.0.0.1:7002']) {
+      const loop = new Error(`Too many Cluster redirections. Last error: ReplyError: ${last}`);
+      expect(isRedisUnavailable(loop)).toBe(true);
+      expect(redisErrorText(loop)).toContain('redis-cli --cluster check');
+    }
   });
 
   it('scanKeys finds keys on all masters', async () => {
