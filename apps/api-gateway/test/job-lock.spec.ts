@@ -1,6 +1,6 @@
 // The gateway's job lock (D5) keeps CONTRACT §5's terms: 30 s, renewed every TTL/3 while an
 // operation holds it, deleted at release. On a real redis-server.
-import { jobKeys } from '@cordum/job-store';
+import { committedBeforeError, createJobStore, jobKeys } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
@@ -83,3 +83,26 @@ it('P258: a state change whose answer does not come (Redis frozen) is 503 state_
   await expect(storeWrite(ready, 'approve', () => Promise.reject(new Error("Stream isn't writeable and enableOfflineQueue options is false")))).rejects.toMatchObject({ code: 'redis_unavailable' });
   expect(await redis.exists('p258:never')).toBe(0);
 }, 20_000);
+
+it('P258: a reject whose DENIED write committed but whose DLQ write failed is state_unknown; a write never sent or refused by the cluster is redis_unavailable', async () => {
+  const ready = { redisReady: () => true };
+  const store = createJobStore(redis, { jobTtlMs: 60_000 });
+  const job = await store.createJob({ id: `p258-${process.pid}`, tenant: 'p258', topic: 'job.echo', traceId: 't', priority: 'interactive', labels: {}, prompt: 'x', context: null, principalId: 'alice', riskTags: [], requires: [], initialState: 'APPROVAL_REQUIRED' });
+  await redis.set(jobKeys.dlqIndex(), 'not a sorted set'); // the DLQ entry's index write fails: WRONGTYPE
+  try {
+    const lease = await acquireJobLock(deps(), job.id);
+    const reject = storeWrite(ready, 'reject', () => store.transition(job.id, 'DENIED', { token: lease!.token, from: ['APPROVAL_REQUIRED'], patch: { error: { code: 'approval_rejected', message: 'no' } }, dlqReason: 'no' }));
+    const err = await reject.then(() => null, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'state_unknown' });
+    expect(committedBeforeError((err as Error).cause)).toBe(true);
+    expect((await store.getJob(job.id))?.state).toBe('DENIED');
+    await releaseJobLock(deps(), lease!, job.id);
+  } finally {
+    await redis.del(jobKeys.dlqIndex());
+  }
+  for (const refusal of ['Reached the max retries per request limit (which is 1). Refer to "maxRetriesPerRequest" option for details.', 'CLUSTERDOWN The cluster is down', 'Too many Cluster redirections. Last error: ReplyError: MOVED 1 127.0.0.1:1']) {
+    await expect(storeWrite(ready, 'approve', () => Promise.reject(new Error(refusal)))).rejects.toMatchObject({ code: 'redis_unavailable' });
+  }
+  // Dropped with the command in flight: it may have run.
+  await expect(storeWrite(ready, 'approve', () => Promise.reject(new Error('Connection is closed.')))).rejects.toMatchObject({ code: 'state_unknown' });
+});

@@ -33,10 +33,10 @@ export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: Job
   if (tries > maxScheduleTries || now - wait.since >= maxScheduleWaitMs) return failNoWorker(ctx, lease, job, wait, tries - 1);
   const served = topicServed(ctx.pools(), ctx.workers.live(), job.topic);
   const reason = waitReason(ctx, job.topic, served);
-  ctx.metrics.workerWaits.inc({ pools: poolsLabel(ctx, job.topic), reason });
   const workerWait: WorkerWait = { since: wait.since, tries, reason, lastTryAt: now };
   const p = await ctx.store.patchJob(job.id, job.state, { token: lease.token, patch: { scheduleTries: (job.scheduleTries ?? 0) + 1, workerWait } });
   if (!p.ok) return p.reason === 'fenced' ? { kind: 'nak', delayMs: BUSY_NAK_MS } : { kind: 'ack' };
+  ctx.metrics.workerWaits.inc({ pools: poolsLabel(ctx, job.topic), reason });
   if (!served) {
     const plan = parkPlan(tries, now, wait.since, ctx.config.replay);
     await ctx.store.park(job.id, job.topic, job.state, plan.expiresAt);

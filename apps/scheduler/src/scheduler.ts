@@ -4,7 +4,7 @@ import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord, type JobStore, type StateBroadcaster } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
 import { decodeValidPacket, packetDecoder, packetEncoder } from '@cordum/protocol';
-import { closeRedis, createRedis, isRedisUnavailable, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type ClockSync, type RedisClient } from '@cordum/redis';
+import { closeRedis, createRedis, isRedisUnavailable, isSlotMoving, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type ClockSync, type RedisClient } from '@cordum/redis';
 import { clockOffsetGauge, startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import { createSchedulerConfigWatcher, schedulerSections } from './config-watch';
@@ -273,9 +273,9 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       bound.add(name);
     };
     // A Redis outage holds messages in process rather than spending their D8 deliveries (P101).
-    await bind('result', () => b.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c), unavailable: isRedisUnavailable }));
-    await bind('submit', () => b.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c), unavailable: isRedisUnavailable }));
-    await bind('cancel', () => b.consume({ subject: subjects.cancel, queue: QUEUE, decode: decodeWorkerPacket, handler: cancelHandler(c), unavailable: isRedisUnavailable }));
+    await bind('result', () => b.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c), unavailable: isRedisUnavailable, retryInPlace: isSlotMoving }));
+    await bind('submit', () => b.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c), unavailable: isRedisUnavailable, retryInPlace: isSlotMoving }));
+    await bind('cancel', () => b.consume({ subject: subjects.cancel, queue: QUEUE, decode: decodeWorkerPacket, handler: cancelHandler(c), unavailable: isRedisUnavailable, retryInPlace: isSlotMoving }));
     consumersBound = true;
     verifier.start();
     const { ttlMs, renewMs } = config.leader;

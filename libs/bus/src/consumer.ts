@@ -303,24 +303,32 @@ export class PullConsumer<T> implements Consumer {
   private async invoke(m: JsMsg, decoded: T, deliveryCount: number): Promise<HandlerOutcome> {
     const ctx = { deliveryCount, seq: m.seq, working: () => m.working() };
     let heldSince: number | undefined;
+    let holding = false;
     try {
       for (let tries = 1; ; tries++) {
         try {
           return await this.o.handler(decoded, ctx);
         } catch (err) {
-          if (this.stopping || !this.o.unavailable?.(err)) throw err;
+          if (this.stopping) throw err;
+          const shared = this.o.unavailable?.(err) ?? false;
+          if (!shared && !(this.o.retryInPlace?.(err) ?? false)) throw err;
           const now = Date.now();
           if (heldSince === undefined) {
             heldSince = now;
-            this.hold(m, err);
+            if (!shared) this.log.warn('bus: message retried in place, the consumer goes on', { durable: this.durable, seq: m.seq, holdMaxMs: this.holdMaxMs, err: (err as Error).message });
           } else if (now - heldSince >= this.holdMaxMs) {
             throw err;
+          }
+          // P259: only a shared outage stops the consumer's pulls (P101).
+          if (shared && !holding) {
+            holding = true;
+            this.hold(m, err);
           }
           await this.sleep(errorBackoffMs(tries));
         }
       }
     } finally {
-      if (heldSince !== undefined) {
+      if (holding) {
         this.held -= 1;
         if (this.held === 0) this.wakeAll();
       }

@@ -77,6 +77,13 @@ export interface ConsumeOptions<T> {
    * HOLD_MAX_MS instead of NAKed, so an outage does not use up its D8 deliveries (README).
    */
   unavailable?: (err: unknown) => boolean;
+  /**
+   * True for a handler error that concerns only this message's data and will pass (a Redis
+   * Cluster hash slot mid-migration, @cordum/redis isSlotMoving; P259): the message is retried in
+   * process for up to holdMaxMs like a held one, but the consumer goes on pulling and handling
+   * the others, which a shared outage's hold stops.
+   */
+  retryInPlace?: (err: unknown) => boolean;
   /** How long one message is held that way (default HOLD_MAX_MS, 60 s); tests shorten it. */
   holdMaxMs?: number;
 }

@@ -326,6 +326,39 @@ describe('@cordum/bus on one nats-server', () => {
     await c.stop();
   });
 
+  it('P259: a message whose data is briefly unreachable (a hash slot moving) is retried in place while the consumer goes on with the others', async () => {
+    const queue = uniqueQueue('in-place');
+    const heldBefore = await counterValue(registry, 'cordum_bus_held_total', subjects.audit);
+    const errorsBefore = await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit);
+    let moving = true;
+    const tries = new Map<string, number[]>();
+    const done = new Map<string, number>();
+    const c = await a.consume({
+      subject: subjects.audit, queue, decode: dec, concurrency: 4, ackWaitMs: 2_000,
+      unavailable: (err) => (err as Error).message === 'redis down',
+      retryInPlace: (err) => (err as Error).message === 'slot moving',
+      handler: (body, ctx) => {
+        tries.set(body, [...(tries.get(body) ?? []), ctx.deliveryCount]);
+        if (body === 'in-slot' && moving) throw new Error('slot moving');
+        done.set(body, ctx.deliveryCount);
+        return Promise.resolve({ kind: 'ack' });
+      },
+    });
+    await a.publish(subjects.audit, enc('in-slot'));
+    await waitFor(() => (tries.get('in-slot')?.length ?? 0) >= 3, 5_000, { message: 'retried in process' });
+    // Unlike a shared outage's hold (P101), the others are pulled and handled meanwhile.
+    for (const body of ['other-1', 'other-2']) await a.publish(subjects.audit, enc(body));
+    await waitFor(() => done.has('other-1') && done.has('other-2'), 5_000, { message: 'the others handled while one is retried' });
+    // Past AckWait (2 s): working() keeps it, on its first delivery.
+    await waitFor(() => (tries.get('in-slot')?.length ?? 0) >= 6, 10_000, { message: 'still retried past AckWait' });
+    moving = false;
+    await waitFor(() => done.has('in-slot'), 10_000, { message: 'handled once the slot settled' });
+    expect(new Set(tries.get('in-slot'))).toEqual(new Set([1]));
+    expect(await counterValue(registry, 'cordum_bus_held_total', subjects.audit)).toBe(heldBefore);
+    expect(await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit)).toBe(errorsBefore);
+    await c.stop();
+  });
+
   it('a held message is NAKed after holdMaxMs, spending one delivery, and an error that is not unavailability is NAKed at once', async () => {
     const queue = uniqueQueue('held-cap');
     const seen: { body: string; deliveryCount: number; at: number }[] = [];

@@ -23,3 +23,20 @@ export class JobStoreError extends Error {
     this.code = code;
   }
 }
+
+/** Errors thrown after a state change was written (P258): the change happened, a follow-up write failed. */
+const afterCommit = new WeakSet<object>();
+
+/** Marks `err`, thrown by a write that follows a committed transition, and returns it. */
+export function markCommitted(err: unknown): unknown {
+  if (typeof err === 'object' && err !== null) afterCommit.add(err);
+  return err;
+}
+
+/**
+ * True when `err` came after the transition it followed had committed (its index moves or DLQ
+ * entry failed): a caller must not answer that nothing happened.
+ */
+export function committedBeforeError(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && afterCommit.has(err);
+}

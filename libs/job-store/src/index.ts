@@ -3,7 +3,7 @@ export type { JobState } from './states';
 export type { Priority, SafetyRecord, DispatchRecord, NewJob, JobRecord, JobPatch, DlqEntry, TransitionResult, RetriedFrom, WorkerWait, WorkerWaitReason } from './types';
 export { readyAt, recordedWorkerWait } from './worker-wait';
 export { jobKeys, ownOutputKeys, pointerKey, resultKey, slotGroup } from './keys';
-export { JobStoreError, LUA_CODES } from './errors';
+export { committedBeforeError, JobStoreError, LUA_CODES } from './errors';
 export type { TransitionFailure } from './errors';
 export { createJobStore, DLQ_TTL_MS, MAX_DECISIONS } from './store';
 export type { JobStore, JobStoreOptions, TransitionOptions, MarkPublishedOptions, MarkPublishedResult, MarkRunningResult, DecisionEntry, ReattemptResult, FinishResult } from './store';

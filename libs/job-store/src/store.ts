@@ -10,7 +10,7 @@ import dlqSetLua from './lua/dlq-set-2.lua';
 import renewLiveLua from './lua/renew-live-4.lua';
 import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields } from './codec';
 import { createIndexWriter } from './index-writer';
-import { failureFromCode, JobStoreError } from './errors';
+import { failureFromCode, JobStoreError, markCommitted } from './errors';
 import { jobKeys, resultKey } from './keys';
 import { ACTIVE_STATES, allowedSources, canTransition, DLQ_STATES, failedAtSubmit, isJobState, TERMINAL_STATES, type JobState } from './states';
 import { createJobScans, type JobScans } from './scans';
@@ -656,7 +656,10 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const from = String(reply[1]) as JobState;
       const job = reply.length > 2 ? decodeFlat(reply[2]) : cur ? { ...cur, ...decodeFields(fields), state: to, updatedAt: t } : null;
       if (!job) throw new JobStoreError('unexpected_reply', `transition returned no record for ${id}`);
-      await afterWrite(job, from, { via: o.via, dlqReason: o.dlqReason, sideWrites: o.sideWrites });
+      // P258: the transition stands whatever follows; a caller answering a client must know it.
+      await afterWrite(job, from, { via: o.via, dlqReason: o.dlqReason, sideWrites: o.sideWrites }).catch((err: unknown) => {
+        throw markCommitted(err);
+      });
       return { ok: true, job, from };
     },
 

@@ -2,7 +2,7 @@
  * Typed Redis errors with a stable `code` (STYLE 11). `redis_unavailable` is what callers map
  * to 503 (BEHAVIOURS §8); script codes come from the negative return values of our Lua.
  */
-export type RedisErrorCode = 'redis_unavailable' | 'redis_error' | 'script_error' | (string & {});
+export type RedisErrorCode = 'redis_unavailable' | 'redis_slot_moving' | 'redis_error' | 'script_error' | (string & {});
 
 export class RedisError extends Error {
   override readonly name = 'RedisError';
@@ -31,17 +31,28 @@ const UNAVAILABLE_PATTERNS = [
   /None of startup nodes is available/i,
   /CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN/,
   /Stream isn't writeable/i,
-  // P259: ioredis gave up following MOVED/ASK/TRYAGAIN (a hash slot mid-migration, or left open
-  // by a reshard that stopped): the data is there once the slot settles, so callers wait (a
-  // consumer holds its message) instead of spending a delivery per try as for a bad command.
-  SLOT_MOVING,
 ];
 
-/** True for errors that mean "Redis is not reachable right now" rather than a bad command. */
+/**
+ * True for errors that mean "Redis is not reachable right now" rather than a bad command. Not a
+ * redirection loop (isSlotMoving), whatever its last hop: that concerns one hash slot's keys, and
+ * the rest of Redis answers (P259).
+ */
 export function isRedisUnavailable(err: unknown): boolean {
   if (err instanceof RedisError) return err.code === 'redis_unavailable';
   const msg = err instanceof Error ? err.message : String(err);
-  return UNAVAILABLE_PATTERNS.some((re) => re.test(msg));
+  return !SLOT_MOVING.test(msg) && UNAVAILABLE_PATTERNS.some((re) => re.test(msg));
+}
+
+/**
+ * P259: ioredis gave up following MOVED/ASK/TRYAGAIN for a command: its hash slot is being
+ * migrated, or a reshard that stopped left it open. Its keys are there once the slot settles, so
+ * a caller retries it (a bus consumer in place, `retryInPlace`) instead of taking it for a bad
+ * command, without treating all of Redis as down.
+ */
+export function isSlotMoving(err: unknown): boolean {
+  if (err instanceof RedisError) return err.code === 'redis_slot_moving';
+  return SLOT_MOVING.test(err instanceof Error ? err.message : String(err));
 }
 
 /**
@@ -82,7 +93,8 @@ export function isWrongType(err: unknown): boolean {
 export function toRedisError(err: unknown): RedisError {
   if (err instanceof RedisError) return err;
   const msg = err instanceof Error ? err.message : String(err);
-  return new RedisError(isRedisUnavailable(err) ? 'redis_unavailable' : 'redis_error', withSlotHint(msg), { cause: err });
+  const code = isSlotMoving(err) ? 'redis_slot_moving' : isRedisUnavailable(err) ? 'redis_unavailable' : 'redis_error';
+  return new RedisError(code, withSlotHint(msg), { cause: err });
 }
 
 /**

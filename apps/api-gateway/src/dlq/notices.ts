@@ -9,7 +9,7 @@
 import { subjects, type Bus, type Consumer, type HandlerOutcome } from '@cordum/bus';
 import { DLQ_STATES, type JobStore } from '@cordum/job-store';
 import { decodePacket, type BusPacket } from '@cordum/protocol';
-import { isRedisUnavailable } from '@cordum/redis';
+import { isRedisUnavailable, isSlotMoving } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { Counter, type Registry } from 'prom-client';
 import { errorText } from '@cordum/service-kit';
@@ -56,5 +56,6 @@ export function startDlqNoticeConsumer(o: { bus: Bus; store: JobStore; logger: L
     handler: dlqNoticeHandler({ store: o.store, logger: o.logger, counted: (outcome) => notices.inc({ outcome }) }),
     concurrency: 16,
     unavailable: isRedisUnavailable,
+    retryInPlace: isSlotMoving,
   });
 }

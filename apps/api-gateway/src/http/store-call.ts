@@ -1,3 +1,4 @@
+import { committedBeforeError } from '@cordum/job-store';
 import { isRedisUnavailable } from '@cordum/redis';
 import { withTimeout } from '../util/timeout';
 import { ApiError } from './errors';
@@ -24,7 +25,7 @@ export async function storeCall<T>(deps: { redisReady(): boolean }, what: string
 /**
  * Whether a store call that failed with `cause` may still have run: its answer timed out, or the
  * connection went down with it on the wire. Not when it was never written to the socket ("Stream
- * isn't writeable", ioredis's offline refusal).
+ * isn't writeable", ioredis's offline refusal). The submit's create (P39) goes by this.
  */
 export function writeMayHaveRun(cause: unknown): boolean {
   if (cause === undefined) return false;
@@ -34,16 +35,31 @@ export function writeMayHaveRun(cause: unknown): boolean {
 }
 
 /**
+ * Failures that say the command was never run: not sent (ioredis's MaxRetriesPerRequest, the
+ * offline refusal), no connection at all, or refused by the server before running (the cluster
+ * down or loading, the slot moving).
+ */
+const NOT_RUN = /Reached the max retries per request limit|Stream isn't writeable|ECONNREFUSED|None of startup nodes|CLUSTERDOWN|LOADING|MASTERDOWN|TRYAGAIN|Too many Cluster redirections/i;
+
+/** P258: whether a state change (one transition script, then its index and DLQ writes) that failed with `cause` may have happened. */
+function changeMayHaveRun(cause: unknown): boolean {
+  if (committedBeforeError(cause)) return true;
+  if (!writeMayHaveRun(cause)) return false;
+  return !NOT_RUN.test(cause instanceof Error ? cause.message : String(cause));
+}
+
+/**
  * storeCall for a state change a client repeats to learn its outcome (an approve, reject or
- * cancel, P258): a failure after the write may have run answers 503 `state_unknown` instead of
- * `redis_unavailable`, which says the write did not happen. Before, an approval that committed
- * while its gateway stalled answered `redis_unavailable`, and the job ran.
+ * cancel, P258): a failure after which the change may have happened (its answer timed out, the
+ * connection dropped with it in flight, or a write after it failed) answers 503 `state_unknown`
+ * instead of `redis_unavailable`, which says it did not. Before, an approval that committed while
+ * its gateway stalled answered `redis_unavailable`, and the job ran.
  */
 export async function storeWrite<T>(deps: { redisReady(): boolean }, what: string, p: () => Promise<T>): Promise<T> {
   try {
     return await storeCall(deps, what, p);
   } catch (err) {
-    if (err instanceof ApiError && err.code === 'redis_unavailable' && writeMayHaveRun(err.cause)) throw new ApiError('state_unknown', { cause: err.cause });
+    if (err instanceof ApiError && err.code === 'redis_unavailable' && changeMayHaveRun(err.cause)) throw new ApiError('state_unknown', { cause: err.cause });
     throw err;
   }
 }
