@@ -100,9 +100,23 @@ it('P258: a reject whose DENIED write committed but whose DLQ write failed is st
   } finally {
     await redis.del(jobKeys.dlqIndex());
   }
-  for (const refusal of ['Reached the max retries per request limit (which is 1). Refer to "maxRetriesPerRequest" option for details.', 'CLUSTERDOWN The cluster is down', 'Too many Cluster redirections. Last error: ReplyError: MOVED 1 127.0.0.1:1']) {
+  for (const refusal of ['Reached the max retries per request limit (which is 1). Refer to "maxRetriesPerRequest" option for details.', 'CLUSTERDOWN The cluster is down', 'Too many Cluster redirections. Last error: ReplyError: MOVED 1 127.0.0.1:1', 'Too many Cluster redirections. Last error: CLUSTERDOWN The cluster is down']) {
     await expect(storeWrite(ready, 'approve', () => Promise.reject(new Error(refusal)))).rejects.toMatchObject({ code: 'redis_unavailable' });
   }
-  // Dropped with the command in flight: it may have run.
-  await expect(storeWrite(ready, 'approve', () => Promise.reject(new Error('Connection is closed.')))).rejects.toMatchObject({ code: 'state_unknown' });
+  // Its connection closed, or its last try timed out (ioredis wraps that one too): it may have run.
+  for (const maybe of ['Connection is closed.', 'Too many Cluster redirections. Last error: Error: Command timed out']) {
+    await expect(storeWrite(ready, 'approve', () => Promise.reject(new Error(maybe)))).rejects.toMatchObject({ code: 'state_unknown' });
+  }
+  // An approve whose PENDING listing write (sent ahead of the transition) failed after it committed.
+  const held = await store.createJob({ id: `p258-ahead-${process.pid}`, tenant: 'p258', topic: 'job.echo', traceId: 't', priority: 'interactive', labels: {}, prompt: 'x', context: null, principalId: 'alice', riskTags: [], requires: [], initialState: 'APPROVAL_REQUIRED' });
+  await redis.set(jobKeys.active('PENDING'), 'not a sorted set');
+  try {
+    const lease = await acquireJobLock(deps(), held.id);
+    const approve = storeWrite(ready, 'approve', () => store.transition(held.id, 'PENDING', { token: lease!.token, from: ['APPROVAL_REQUIRED'] }));
+    await expect(approve).rejects.toMatchObject({ code: 'state_unknown' });
+    expect((await store.getJob(held.id))?.state).toBe('PENDING');
+    await releaseJobLock(deps(), lease!, held.id);
+  } finally {
+    await redis.del(jobKeys.active('PENDING'));
+  }
 });

@@ -3,7 +3,7 @@
 // The period is read on every turn and `reschedule()` applies a new one at
 // once, so a live config change of scan_interval needs no restart (BEHAVIOURS §5).
 import type { LeaderElector, Locks } from '@cordum/locks';
-import { isRedisUnavailable, throttleFailures } from '@cordum/redis';
+import { redisFailureKind, throttleFailures } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 
 export interface LeaderLoop {
@@ -38,7 +38,7 @@ export function createLeaderLoop(o: {
   // A Redis outage fails every turn; one line per kind of failure per 30 s, with the count of
   // the ones not logged (as `leader campaign failed`). A turn that succeeds ends the run.
   const failures = throttleFailures((err, suppressed) => o.logger.warn(`${o.name} turn failed`, { err, ...(suppressed > 0 ? { suppressed } : {}) }), {
-    kindOf: (err) => (isRedisUnavailable(err) ? 'redis_unavailable' : err.message),
+    kindOf: redisFailureKind,
   });
 
   const turn = async (): Promise<void> => {

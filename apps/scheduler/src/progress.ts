@@ -4,7 +4,7 @@
 // worker-sdk repeats progress every heartbeat and the result also ends the job.
 // A progress for an attempt that has ended gets that attempt's JobCancel again (P127).
 import { ENDED_BY_OTHERS, jobKeys } from '@cordum/job-store';
-import { isRedisUnavailable, throttleFailures } from '@cordum/redis';
+import { redisFailureKind, throttleFailures } from '@cordum/redis';
 import { stopEndedAttempt } from './cancels';
 import type { JobProgress } from '@cordum/protocol';
 import type { SchedulerContext } from './context';
@@ -43,7 +43,7 @@ export function progressListener(ctx: SchedulerContext, inflight: Set<Promise<vo
   // leader loops do (P100).
   let failedJob = '';
   const failures = throttleFailures((err, suppressed) => ctx.logger.warn('progress handling failed', { job_id: failedJob, err, ...(suppressed > 0 ? { suppressed } : {}) }), {
-    kindOf: (err) => (isRedisUnavailable(err) ? 'redis_unavailable' : err.message),
+    kindOf: redisFailureKind,
   });
   return (data: Uint8Array): void => {
     let p: JobProgress;

@@ -68,6 +68,8 @@ export class PullConsumer<T> implements Consumer {
   private inflight = 0;
   /** Messages held in process while a dependency is down (see invoke); no new pulls meanwhile. */
   private held = 0;
+  /** Messages retried in place (`retryInPlace`, P259); past inPlaceCap() the next one is held instead. */
+  private inPlace = 0;
   /** Messages whose handler is running, with when each is next due a working() (see tickWorking). */
   private readonly working = new Map<JsMsg, number>();
   private workingTicker: NodeJS.Timeout | undefined;
@@ -303,7 +305,24 @@ export class PullConsumer<T> implements Consumer {
   private async invoke(m: JsMsg, decoded: T, deliveryCount: number): Promise<HandlerOutcome> {
     const ctx = { deliveryCount, seq: m.seq, working: () => m.working() };
     let heldSince: number | undefined;
-    let holding = false;
+    // P259: how this message waits: held (the consumer pulls nothing new, P101) or in place (the
+    // others go on). It moves between them as its error does.
+    const wait: { mode: 'none' | 'held' | 'in_place' } = { mode: 'none' };
+    const enter = (next: 'none' | 'held' | 'in_place', err?: unknown): void => {
+      if (next === wait.mode) return;
+      if (wait.mode === 'held') {
+        this.held -= 1;
+        if (this.held === 0) this.wakeAll();
+      } else if (wait.mode === 'in_place') {
+        this.inPlace -= 1;
+      }
+      if (next === 'held') this.hold(m, err);
+      else if (next === 'in_place') {
+        this.inPlace += 1;
+        this.log.warn('bus: message retried in place, the consumer goes on', { durable: this.durable, seq: m.seq, holdMaxMs: this.holdMaxMs, err: (err as Error).message });
+      }
+      wait.mode = next;
+    };
     try {
       for (let tries = 1; ; tries++) {
         try {
@@ -313,26 +332,23 @@ export class PullConsumer<T> implements Consumer {
           const shared = this.o.unavailable?.(err) ?? false;
           if (!shared && !(this.o.retryInPlace?.(err) ?? false)) throw err;
           const now = Date.now();
-          if (heldSince === undefined) {
-            heldSince = now;
-            if (!shared) this.log.warn('bus: message retried in place, the consumer goes on', { durable: this.durable, seq: m.seq, holdMaxMs: this.holdMaxMs, err: (err as Error).message });
-          } else if (now - heldSince >= this.holdMaxMs) {
-            throw err;
-          }
-          // P259: only a shared outage stops the consumer's pulls (P101).
-          if (shared && !holding) {
-            holding = true;
-            this.hold(m, err);
-          }
+          if (heldSince === undefined) heldSince = now;
+          else if (now - heldSince >= this.holdMaxMs) throw err;
+          // Only a shared outage stops the consumer's pulls; a message of a moving slot waits in
+          // place, unless a quarter of the handler slots already do (a key many messages write is
+          // in the slot): then it is held, so the pulled ones are not left waiting past AckWait.
+          enter(shared || (wait.mode !== 'in_place' && this.inPlace >= this.inPlaceCap()) ? 'held' : 'in_place', err);
           await this.sleep(errorBackoffMs(tries));
         }
       }
     } finally {
-      if (holding) {
-        this.held -= 1;
-        if (this.held === 0) this.wakeAll();
-      }
+      enter('none');
     }
+  }
+
+  /** P259: messages retried in place at once, at most (a quarter of the handler slots, at least one). */
+  private inPlaceCap(): number {
+    return Math.max(1, Math.floor(this.concurrency / 4));
   }
 
   private hold(m: JsMsg, err: unknown): void {

@@ -359,6 +359,48 @@ describe('@cordum/bus on one nats-server', () => {
     await c.stop();
   });
 
+  it('P259: past a quarter of the handler slots retried in place, the next such message is held; a held message whose error turns local goes in place and lets the consumer pull again', async () => {
+    const queue = uniqueQueue('in-place-cap');
+    const heldBefore = await counterValue(registry, 'cordum_bus_held_total', subjects.audit);
+    let moving = true;
+    let down = true;
+    const tries = new Map<string, number[]>();
+    const done = new Map<string, number>();
+    const c = await a.consume({
+      subject: subjects.audit, queue, decode: dec, concurrency: 4, ackWaitMs: 2_000,
+      unavailable: (err) => (err as Error).message === 'redis down',
+      retryInPlace: (err) => (err as Error).message === 'slot moving',
+      handler: (body, ctx) => {
+        tries.set(body, [...(tries.get(body) ?? []), ctx.deliveryCount]);
+        if (body === 'flip' && down) throw new Error('redis down');
+        if (body !== 'other' && moving) throw new Error('slot moving');
+        done.set(body, ctx.deliveryCount);
+        return Promise.resolve({ kind: 'ack' });
+      },
+    });
+    // concurrency 4: one message in place at a time; the second is held, as for a shared outage.
+    await a.publish(subjects.audit, enc('slot-a'));
+    await waitFor(() => (tries.get('slot-a')?.length ?? 0) >= 2, 5_000, { message: 'the first retried in place' });
+    await a.publish(subjects.audit, enc('slot-b'));
+    await waitFor(async () => (await counterValue(registry, 'cordum_bus_held_total', subjects.audit)) === heldBefore + 1, 5_000, { message: 'the second held' });
+    moving = false;
+    await waitFor(() => done.has('slot-a') && done.has('slot-b'), 15_000, { message: 'both handled once the slot settled' });
+    expect([done.get('slot-a'), done.get('slot-b')]).toEqual([1, 1]);
+    // A message held for Redis down whose error becomes a moving slot stops holding the consumer.
+    moving = true;
+    await a.publish(subjects.audit, enc('flip'));
+    await waitFor(async () => (await counterValue(registry, 'cordum_bus_held_total', subjects.audit)) === heldBefore + 2, 5_000, { message: 'flip held' });
+    down = false;
+    await waitFor(() => (tries.get('flip')?.length ?? 0) >= 3, 10_000, { message: 'flip retried in place' });
+    await a.publish(subjects.audit, enc('other'));
+    await waitFor(() => done.has('other'), 8_000, { message: 'the consumer pulls again while flip waits in place' });
+    expect(done.has('flip')).toBe(false);
+    moving = false;
+    await waitFor(() => done.has('flip'), 15_000, { message: 'flip handled' });
+    expect(new Set(tries.get('flip'))).toEqual(new Set([1]));
+    await c.stop();
+  });
+
   it('a held message is NAKed after holdMaxMs, spending one delivery, and an error that is not unavailability is NAKed at once', async () => {
     const queue = uniqueQueue('held-cap');
     const seen: { body: string; deliveryCount: number; at: number }[] = [];

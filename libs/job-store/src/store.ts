@@ -647,8 +647,11 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
           o.via ?? '', o.via ? allowedSources(o.via).join(',') : '', ...flatFields(fields),
         ],
       );
-      await Promise.all([expired?.done, listed?.done]);
       const code = Number(reply[0]);
+      // A pipelined write sent ahead (standalone) that failed once the transition committed: marked as after it (P258).
+      await Promise.all([expired?.done, listed?.done]).catch((err: unknown) => {
+        throw code === 1 ? markCommitted(err) : err;
+      });
       if (code !== 1) {
         const current = decodeFlat(reply[2]) ?? undefined;
         return { ok: false, reason: failureFromCode(code), current };

@@ -1,4 +1,4 @@
-import { isRedisUnavailable, redisErrorText, throttleFailures } from '@cordum/redis';
+import { redisErrorText, redisFailureKind, throttleFailures } from '@cordum/redis';
 import type { Lease, LeaseOptions } from './lease';
 
 /** Structural logger so the lib needs no dependency on service-kit. */
@@ -59,7 +59,7 @@ export function createElector(tryAcquire: (o: LeaseOptions) => Promise<Lease | n
   // command dropped unsent.
   const campaignFailures = throttleFailures(
     (err, suppressed) => o.logger?.warn('leader campaign failed', { key: o.key, err: redisErrorText(err), ...(suppressed > 0 ? { suppressed } : {}) }),
-    { kindOf: (err) => (isRedisUnavailable(err) ? 'redis_unavailable' : err.message) },
+    { kindOf: redisFailureKind },
   );
 
   const revoke = (why: string) => {

@@ -1,5 +1,5 @@
 import { Cluster, Command, Redis } from 'ioredis';
-import { isRedisAuthError } from './errors';
+import { isRedisAuthError, isRedisUnavailable, isSlotMoving } from './errors';
 import {
   credentialsFollow, liveRead, nodeOptionsOf, readUrlFileCredentials, redisTarget, RedisTlsFilesError, RedisUrlFileError, RedisUrlFileMovedError, tlsConnectOptions, urlCredentials,
   type RedisTlsOptions,
@@ -85,6 +85,15 @@ export interface FailureThrottle {
  * unless `kindOf` says otherwise (e.g. one kind for every error of a Redis outage, whose text
  * alternates between a timeout and a command dropped unsent).
  */
+/**
+ * The kind a failure throttle groups Redis errors by: Redis down, a moving hash slot (P259), or
+ * otherwise the message.
+ */
+export function redisFailureKind(err: Error): string {
+  if (isRedisUnavailable(err)) return 'redis_unavailable';
+  return isSlotMoving(err) ? 'redis_slot_moving' : err.message;
+}
+
 export function throttleFailures(
   report: (err: Error, suppressed: number) => void,
   opts: { everyMs?: number; now?: () => number; kindOf?: (err: Error) => string } = {},

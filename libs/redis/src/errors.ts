@@ -15,8 +15,13 @@ export class RedisError extends Error {
   }
 }
 
-/** ioredis's error once a command's redirections passed `maxRedirections`. */
-const SLOT_MOVING = /Too many Cluster redirections/i;
+/**
+ * ioredis's error once a command's redirections passed `maxRedirections`, when the last one was a
+ * redirection too. ioredis spends the budget before it looks at an error, so a timeout or a lost
+ * connection on the last try comes wrapped the same way ("… Last error: Error: Command timed
+ * out"): that one is classified by what it wraps.
+ */
+const SLOT_MOVING = /Too many Cluster redirections\. Last error: (?:ReplyError: )?(?:MOVED|ASK|TRYAGAIN)\b/;
 
 /** What a log line adds to a redirection loop's error (P259): where to look. */
 export const SLOT_MOVING_HINT = 'a hash slot is being migrated, or a reshard left it open: `redis-cli --cluster check <node>` lists open slots, `--cluster fix` closes them';

@@ -11,6 +11,7 @@ export {
   retryDelayMs,
   redisLogEvents,
   REPORT_EVERY_MS,
+  redisFailureKind,
   throttleFailures,
   type FailureThrottle,
   type RedisClient,
