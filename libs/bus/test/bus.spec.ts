@@ -291,23 +291,35 @@ describe('@cordum/bus on one nats-server', () => {
     await c.stop();
   });
 
-  it('a handler that finds a shared dependency down keeps its message: retried in process without spending deliveries, and nothing new is pulled meanwhile (P101)', async () => {
-    const queue = uniqueQueue('held');
-    const heldBefore = await counterValue(registry, 'cordum_bus_held_total', subjects.audit);
-    const errorsBefore = await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit);
-    let down = true;
+  /**
+   * A consumer (concurrency 4, AckWait 2 s) whose handler throws `fails(body)` when it names an
+   * error ('redis down': unavailable, P101; 'slot moving': retryInPlace, P259), recording each
+   * message's delivery counts as tried and the one it was handled on.
+   */
+  async function failingConsumer(queue: string, fails: (body: string) => 'redis down' | 'slot moving' | undefined) {
     const tries = new Map<string, number[]>();
     const done = new Map<string, number>();
     const c = await a.consume({
       subject: subjects.audit, queue, decode: dec, concurrency: 4, ackWaitMs: 2_000,
       unavailable: (err) => (err as Error).message === 'redis down',
+      retryInPlace: (err) => (err as Error).message === 'slot moving',
       handler: (body, ctx) => {
         tries.set(body, [...(tries.get(body) ?? []), ctx.deliveryCount]);
-        if (down) throw new Error('redis down');
+        const err = fails(body);
+        if (err) throw new Error(err);
         done.set(body, ctx.deliveryCount);
         return Promise.resolve({ kind: 'ack' });
       },
     });
+    return { c, tries, done };
+  }
+
+  it('a handler that finds a shared dependency down keeps its message: retried in process without spending deliveries, and nothing new is pulled meanwhile (P101)', async () => {
+    const queue = uniqueQueue('held');
+    const heldBefore = await counterValue(registry, 'cordum_bus_held_total', subjects.audit);
+    const errorsBefore = await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit);
+    let down = true;
+    const { c, tries, done } = await failingConsumer(queue, () => (down ? 'redis down' : undefined));
     await a.publish(subjects.audit, enc('first'));
     await waitFor(() => (tries.get('first')?.length ?? 0) >= 3, 5_000, { message: 'the first message is retried in process' });
     await a.publish(subjects.audit, enc('second'));
@@ -331,19 +343,7 @@ describe('@cordum/bus on one nats-server', () => {
     const heldBefore = await counterValue(registry, 'cordum_bus_held_total', subjects.audit);
     const errorsBefore = await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit);
     let moving = true;
-    const tries = new Map<string, number[]>();
-    const done = new Map<string, number>();
-    const c = await a.consume({
-      subject: subjects.audit, queue, decode: dec, concurrency: 4, ackWaitMs: 2_000,
-      unavailable: (err) => (err as Error).message === 'redis down',
-      retryInPlace: (err) => (err as Error).message === 'slot moving',
-      handler: (body, ctx) => {
-        tries.set(body, [...(tries.get(body) ?? []), ctx.deliveryCount]);
-        if (body === 'in-slot' && moving) throw new Error('slot moving');
-        done.set(body, ctx.deliveryCount);
-        return Promise.resolve({ kind: 'ack' });
-      },
-    });
+    const { c, tries, done } = await failingConsumer(queue, (body) => (body === 'in-slot' && moving ? 'slot moving' : undefined));
     await a.publish(subjects.audit, enc('in-slot'));
     await waitFor(() => (tries.get('in-slot')?.length ?? 0) >= 3, 5_000, { message: 'retried in process' });
     // Unlike a shared outage's hold (P101), the others are pulled and handled meanwhile.
@@ -364,19 +364,9 @@ describe('@cordum/bus on one nats-server', () => {
     const heldBefore = await counterValue(registry, 'cordum_bus_held_total', subjects.audit);
     let moving = true;
     let down = true;
-    const tries = new Map<string, number[]>();
-    const done = new Map<string, number>();
-    const c = await a.consume({
-      subject: subjects.audit, queue, decode: dec, concurrency: 4, ackWaitMs: 2_000,
-      unavailable: (err) => (err as Error).message === 'redis down',
-      retryInPlace: (err) => (err as Error).message === 'slot moving',
-      handler: (body, ctx) => {
-        tries.set(body, [...(tries.get(body) ?? []), ctx.deliveryCount]);
-        if (body === 'flip' && down) throw new Error('redis down');
-        if (body !== 'other' && moving) throw new Error('slot moving');
-        done.set(body, ctx.deliveryCount);
-        return Promise.resolve({ kind: 'ack' });
-      },
+    const { c, tries, done } = await failingConsumer(queue, (body) => {
+      if (body === 'flip' && down) return 'redis down';
+      return body !== 'other' && moving ? 'slot moving' : undefined;
     });
     // concurrency 4: one message in place at a time; the second is held, as for a shared outage.
     await a.publish(subjects.audit, enc('slot-a'));
