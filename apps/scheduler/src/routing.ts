@@ -99,6 +99,11 @@ function mayNameJobs(subject: string): boolean {
   return first === 'job' || first === '*' || first === '>';
 }
 
+/** P73: the worker's own heartbeat capabilities list each of the job's `requires` (no pool vouches for them). */
+function hasCapabilities(w: WorkerView, requires: string[]): boolean {
+  return requires.every((r) => w.capabilities.includes(r));
+}
+
 /** The worker's handshake names a subject matching the topic (NATS wildcards count). */
 function listensOn(w: WorkerView, topic: string): boolean {
   return w.readyTopics.some((t) => subjectMatches(t, topic));
@@ -121,12 +126,12 @@ export function candidates(input: RouteInput): WorkerView[] {
       // D40: a CAP node agent heartbeats with pool '' and names its topics in the handshake. It
       // belongs to no pool, so nothing says it meets the job's `requires`: only its own heartbeat
       // capabilities can (P73). Without this a job requiring `pii` went to any agent on the topic.
-      return w.pool === '' && listensOn(w, topic) && input.requires.every((r) => w.capabilities.includes(r));
+      return w.pool === '' && listensOn(w, topic) && hasCapabilities(w, input.requires);
     }
     // P253: an unmapped topic has no pool to vouch for the job's `requires`; the worker's own
     // heartbeat capabilities must list each one, as for a node agent (P73). An empty pools
     // section (a live `PUT {"pools": null}`) routed every job this way without any check.
-    return ((w.pool === topic && servesTopic(w, topic)) || listensOn(w, topic)) && input.requires.every((r) => w.capabilities.includes(r));
+    return ((w.pool === topic && servesTopic(w, topic)) || listensOn(w, topic)) && hasCapabilities(w, input.requires);
   });
   return eligible.filter((w) => satisfiesPlacement(w, input.labels));
 }

@@ -272,10 +272,12 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       consumers.push(await consume());
       bound.add(name);
     };
-    // A Redis outage holds messages in process rather than spending their D8 deliveries (P101).
-    await bind('result', () => b.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c), unavailable: isRedisUnavailable, retryInPlace: isSlotMoving }));
-    await bind('submit', () => b.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c), unavailable: isRedisUnavailable, retryInPlace: isSlotMoving }));
-    await bind('cancel', () => b.consume({ subject: subjects.cancel, queue: QUEUE, decode: decodeWorkerPacket, handler: cancelHandler(c), unavailable: isRedisUnavailable, retryInPlace: isSlotMoving }));
+    // A Redis outage holds messages in process rather than spending their D8 deliveries (P101);
+    // a hash slot mid-migration retries its messages in place while the others go on (P259).
+    const redisWaits = { unavailable: isRedisUnavailable, retryInPlace: isSlotMoving };
+    await bind('result', () => b.consume({ subject: subjects.result, queue: QUEUE, decode: decodeWorkerPacket, handler: resultHandler(c), ...redisWaits }));
+    await bind('submit', () => b.consume({ subject: subjects.submit, queue: QUEUE, decode: decodeValidPacket, handler: submitHandler(c), ...redisWaits }));
+    await bind('cancel', () => b.consume({ subject: subjects.cancel, queue: QUEUE, decode: decodeWorkerPacket, handler: cancelHandler(c), ...redisWaits }));
     consumersBound = true;
     verifier.start();
     const { ttlMs, renewMs } = config.leader;

@@ -79,13 +79,6 @@ export interface FailureThrottle {
 }
 
 /**
- * The throttle of `redis connection error`, for any repeated failure: `report` gets the first
- * failure, then one whenever its kind changes or `everyMs` passed since the last report, with
- * `suppressed` = failures since that report that were not reported. The kind is the message
- * unless `kindOf` says otherwise (e.g. one kind for every error of a Redis outage, whose text
- * alternates between a timeout and a command dropped unsent).
- */
-/**
  * The kind a failure throttle groups Redis errors by: Redis down, a moving hash slot (P259), or
  * otherwise the message.
  */
@@ -94,6 +87,13 @@ export function redisFailureKind(err: Error): string {
   return isSlotMoving(err) ? 'redis_slot_moving' : err.message;
 }
 
+/**
+ * The throttle of `redis connection error`, for any repeated failure: `report` gets the first
+ * failure, then one whenever its kind changes or `everyMs` passed since the last report, with
+ * `suppressed` = failures since that report that were not reported. The kind is the message
+ * unless `kindOf` says otherwise (e.g. one kind for every error of a Redis outage, whose text
+ * alternates between a timeout and a command dropped unsent).
+ */
 export function throttleFailures(
   report: (err: Error, suppressed: number) => void,
   opts: { everyMs?: number; now?: () => number; kindOf?: (err: Error) => string } = {},

@@ -24,7 +24,7 @@ export class RedisError extends Error {
 const SLOT_MOVING = /Too many Cluster redirections\. Last error: (?:ReplyError: )?(?:MOVED|ASK|TRYAGAIN)\b/;
 
 /** What a log line adds to a redirection loop's error (P259): where to look. */
-export const SLOT_MOVING_HINT = 'a hash slot is being migrated, or a reshard left it open: `redis-cli --cluster check <node>` lists open slots, `--cluster fix` closes them';
+const SLOT_MOVING_HINT = 'a hash slot is being migrated, or a reshard left it open: `redis-cli --cluster check <node>` lists open slots, `--cluster fix` closes them';
 
 const UNAVAILABLE_PATTERNS = [
   /Reached the max retries per request limit/i,
@@ -40,8 +40,8 @@ const UNAVAILABLE_PATTERNS = [
 
 /**
  * True for errors that mean "Redis is not reachable right now" rather than a bad command. Not a
- * redirection loop (isSlotMoving), whatever its last hop: that concerns one hash slot's keys, and
- * the rest of Redis answers (P259).
+ * redirection loop that ended in a redirection (isSlotMoving): that concerns one hash slot's
+ * keys, and the rest of Redis answers (P259).
  */
 export function isRedisUnavailable(err: unknown): boolean {
   if (err instanceof RedisError) return err.code === 'redis_unavailable';

@@ -1,5 +1,5 @@
 import { committedBeforeError } from '@cordum/job-store';
-import { isRedisUnavailable, isSlotMoving } from '@cordum/redis';
+import { isRedisUnavailable } from '@cordum/redis';
 import { withTimeout } from '../util/timeout';
 import { ApiError } from './errors';
 
@@ -39,18 +39,16 @@ export function writeMayHaveRun(cause: unknown): boolean {
  * offline refusal), no connection at all, or refused by the server before running (the cluster
  * down or loading, the slot moving).
  */
-const NOT_RUN = /Reached the max retries per request limit|Stream isn't writeable|ECONNREFUSED|None of startup nodes|CLUSTERDOWN|LOADING|MASTERDOWN|TRYAGAIN/i;
+const NOT_RUN = /Reached the max retries per request limit|ECONNREFUSED|None of startup nodes|CLUSTERDOWN|LOADING|MASTERDOWN|TRYAGAIN/i;
 
-/** P258: whether a state change (one transition script, then its index and DLQ writes) that failed with `cause` may have happened. */
+/**
+ * P258: whether a state change (one transition script, then its index and DLQ writes) that failed
+ * with `cause` may have happened. A redirection loop ended by MOVED, ASK or TRYAGAIN (no hop ran
+ * it) is no write that may have run; one ended by a timeout is, by what it wraps.
+ */
 function changeMayHaveRun(cause: unknown): boolean {
   if (committedBeforeError(cause)) return true;
-  // A redirection loop ended by MOVED, ASK or TRYAGAIN: no hop ran it. One ended by a timeout or
-  // a lost connection is classified by that (writeMayHaveRun, then NOT_RUN of its text).
-  if (isSlotMoving(cause) || !writeMayHaveRun(cause)) return false;
-  const msg = cause instanceof Error ? cause.message : String(cause);
-  // On the wire when it failed: its answer timed out, or the connection went with it.
-  if (/timed out|in flight/i.test(msg)) return true;
-  return !NOT_RUN.test(msg);
+  return writeMayHaveRun(cause) && !NOT_RUN.test(cause instanceof Error ? cause.message : String(cause));
 }
 
 /**
