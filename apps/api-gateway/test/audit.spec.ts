@@ -62,6 +62,17 @@ describe('audit export over NATS', () => {
     await bus.close();
     await rig.stop();
   });
+  /**
+   * Mints a key and waits for its audit event: events reach the subscriber in the order the
+   * gateway published them, so any event of an earlier request has arrived by then. The key's id.
+   */
+  const auditBarrier = async (): Promise<string> => {
+    const made = await call(rig.url, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'viewer', ttl_seconds: 60 } });
+    expect(made.status).toBe(201);
+    const id = String(made.body['id']);
+    await waitFor(() => seen.some((s) => s.code === 'audit.auth_key.create' && s.details['target'] === id), 5_000, { message: 'the barrier audited' });
+    return id;
+  };
 
   it('a cancel and a config write are exported with tenant, principal and target', async () => {
     const id = String((await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'x', topic: 'job.echo' } })).body['job_id']);
@@ -81,9 +92,10 @@ describe('audit export over NATS', () => {
     const created = seen.find((s) => s.code === 'audit.auth_key.create')?.details;
     expect(created).toMatchObject({ tenant: 'acme', principal_id: 'admin', target: id, role: 'admin', key_principal_id: 'alice', expires_at: String(made.body['expires_at']) });
     expect(seen.find((s) => s.code === 'audit.auth_key.revoke')?.details).toMatchObject({ tenant: 'acme', principal_id: 'admin', target: id, key_principal_id: 'alice' });
-    // a refused create is not recorded
+    // a refused create is not recorded (the barrier's event, published after it, has arrived)
     expect((await call(rig.url, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body: { role: 'root' } })).status).toBe(400);
-    expect(seen.filter((s) => s.code === 'audit.auth_key.create')).toHaveLength(1);
+    const barrier = await auditBarrier();
+    expect(seen.filter((s) => s.code === 'audit.auth_key.create').map((s) => s.details['target'])).toEqual([id, barrier]);
   });
 
   it('a config write that fails with its outcome unknown (Redis frozen) is exported with outcome unknown (P182)', async () => {
@@ -106,6 +118,7 @@ describe('audit export over NATS', () => {
     const before = seen.filter((s) => s.code === 'audit.config.put').length;
     expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { scheduler: { input_fail_mode: 'sideways' } } })).status).toBe(400);
     await waitFor(async () => (await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin })).status === 200, 5_000, { message: 'redis answering again' });
+    await auditBarrier();
     expect(seen.filter((s) => s.code === 'audit.config.put')).toHaveLength(before);
   });
 });

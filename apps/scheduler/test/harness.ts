@@ -28,6 +28,8 @@ import type { RedisClient } from '@cordum/redis';
 export interface TestKernel {
   address: string;
   checks: PolicyCheckRequest[];
+  /** When each of `checks` arrived (epoch ms, same index). */
+  checkedAt: number[];
   /** While true, Check fails with UNAVAILABLE (the kernel is "down"). */
   failing: boolean;
   stop(): Promise<void>;
@@ -50,21 +52,30 @@ export interface KernelAnswer {
  * A SafetyKernel on a loopback port: allows everything except topics listed in `policy`, or
  * answers with `policy(req)` (which may throw a gRPC error, or answer later). Every request is kept in `checks`.
  */
+/** When `kernel` last received a Check for `jobId` (epoch ms), or Infinity if none came. */
+export function lastCheckAt(kernel: TestKernel, jobId: string): number {
+  for (let i = kernel.checks.length - 1; i >= 0; i--) if (kernel.checks[i]?.jobId === jobId) return kernel.checkedAt[i] ?? Infinity;
+  return Infinity;
+}
+
 export async function startTestKernel(policy: string[] | ((req: PolicyCheckRequest) => KernelAnswer | Promise<KernelAnswer>)): Promise<TestKernel> {
   const server = new grpc.Server();
   const checks: PolicyCheckRequest[] = [];
+  const checkedAt: number[] = [];
   const decide = typeof policy === 'function' ? policy : (req: PolicyCheckRequest): KernelAnswer => {
     const denied = policy.includes(req.topic);
     return { decision: denied ? Decision.DENY : Decision.ALLOW, reason: denied ? 'topic blocked in test' : 'ok', ruleId: denied ? 'deny-test' : 'allow-all', policySnapshot: 'snap-test' };
   };
   const answer = (req: PolicyCheckRequest): KernelAnswer | Promise<KernelAnswer> => {
     checks.push(req);
+    checkedAt.push(Date.now());
     if (kernel.failing) throw grpcError(GrpcStatus.UNAVAILABLE, 'kernel down (test)');
     return decide(req);
   };
   const kernel: TestKernel = {
     address: '',
     checks,
+    checkedAt,
     failing: false,
     stop: () =>
       new Promise<void>((resolve) => {

@@ -436,7 +436,8 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       expect(o.error?.message).toContain('101 bytes');
       expect(o.error?.message).toContain('cap-output');
       expect(o.resultPtr).toBeUndefined();
-      expect(await redis.exists(`res:${over.id}`)).toBe(0);
+      // The output is dropped after the FAILED write has answered, which the test can see first.
+      await waitFor(async () => (await redis.exists(`res:${over.id}`)) === 0, 5_000, { message: 'the oversized output dropped' });
       expect(await waitFor(() => store.getDlq(over.id), 5_000, { message: 'DLQ entry' })).toMatchObject({ reason_code: 'artifact_too_large' });
 
       const f = await ended(fits.id);
@@ -448,12 +449,12 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       const a = await ended(overByArtifact.id);
       expect(a.state).toBe('FAILED');
       expect(a.error?.code).toBe('artifact_too_large');
-      expect(await redis.exists(`res:${overByArtifact.id}`, `res:${overByArtifact.id}:a1`)).toBe(0);
+      await waitFor(async () => (await redis.exists(`res:${overByArtifact.id}`, `res:${overByArtifact.id}:a1`)) === 0, 5_000, { message: 'the output and its oversized artifact dropped' });
 
       const p = await ended(poison.id);
       expect(p.state).toBe('FAILED'); // its own 101 bytes; the 500 behind `other:` were not counted as its
       expect(p.error?.message).toContain('101 bytes');
-      expect(await redis.exists(`res:${poison.id}`)).toBe(0);
+      await waitFor(async () => (await redis.exists(`res:${poison.id}`)) === 0, 5_000, { message: 'the poison output dropped' });
       expect(await redis.exists(jobKeys.meta(victim.id), `other:${victim.id}`)).toBe(2);
       expect(await stateOf(victim.id)).toBe('RUNNING');
 
@@ -985,7 +986,9 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await worker('tw-place', ['job.place']);
     const job = await submit('job.place', { labels: { 'placement.zone': 'nowhere' } });
     await waitFor(async () => (await store.getJob(job.id))?.scheduleTries === 1, 5_000, { message: 'first try counted' });
-    expect({ retry: await store.hasRetry(job.id), parked: await redis.zscore(jobKeys.parked('job.place'), job.id) }).toEqual({ retry: true, parked: null });
+    // The retry entry is filed once the try's write has answered.
+    await waitFor(() => store.hasRetry(job.id), 5_000, { message: 'filed in job:retry' });
+    expect(await redis.zscore(jobKeys.parked('job.place'), job.id)).toBeNull();
     await waitFor(async () => (await stateOf(job.id)) === 'FAILED', 15_000, { message: 'FAILED no_workers' });
     expect(await store.getJob(job.id)).toMatchObject({ scheduleTries: 2, error: { code: 'no_workers' } });
   });

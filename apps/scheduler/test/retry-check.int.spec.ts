@@ -3,7 +3,7 @@
 // test worker that answers when the test tells it to. Executions are counted on the worker.
 import { Decision, JobStatus, type PolicyCheckRequest } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import type { JobRecord } from '@cordum/job-store';
+import { jobKeys, type JobRecord } from '@cordum/job-store';
 import type { KernelAnswer, TestKernel, TestWorker } from './harness';
 import { startRunnerRig, type RunnerRig, type SchedulerRig } from './rig';
 
@@ -132,12 +132,15 @@ describe('P131 Check before a retry', () => {
     try {
       await answer(job, 1, JobStatus.FAILED_RETRYABLE);
       await waitFor(() => checksOf(job.id) >= 2, 10_000, { message: 'retry Check attempted' });
+      // Held: its next look is filed 5 s ahead (a fail-open retry would have gone instead, and a
+      // hold as short as a busy lock's would never be more than 250 ms ahead).
+      await waitFor(async () => Number((await rig.redis.zscore(jobKeys.retry(), job.id)) ?? 0) >= Date.now() + 3_000, 5_000, { message: 'the retry held 5 s' });
       expect((await rig.job(job.id)).state).toBe('RETRYING');
       expect(worker.count(job.id)).toBe(1);
     } finally {
       kernel.failing = false;
     }
-    // Held 5 s, then asked again.
+    // Asked again once the hold is over.
     await waitFor(() => worker.count(job.id) === 2, 15_000, { message: 'second attempt after the kernel came back' });
     await answer(job, 2, JobStatus.SUCCEEDED);
     await waitFor(async () => (await rig.job(job.id)).state === 'SUCCEEDED', 10_000, { message: 'SUCCEEDED' });

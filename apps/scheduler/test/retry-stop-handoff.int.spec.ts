@@ -4,8 +4,9 @@
 // interval here is long (3 s) so that the two are told apart. Real Redis + NATS, an in-test
 // kernel, a test worker that answers when the test tells it to; executions counted on the worker.
 import { Decision, JobStatus, type PolicyCheckRequest } from '@cordum/protocol';
+import { jobKeys } from '@cordum/job-store';
 import { waitFor } from '@cordum/testing';
-import type { KernelAnswer, TestKernel, TestWorker } from './harness';
+import { lastCheckAt, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
 import { startRunnerRig, type RunnerRig, type SchedulerRig } from './rig';
 
 const TOPIC = 'job.retry.slot';
@@ -45,6 +46,10 @@ it('a retry stopped from the replayer\'s drive hands its slot to the waiting job
   await worker.reply(worker.executions.get(a.id)![0]!.request, JobStatus.FAILED_RETRYABLE);
   await waitFor(() => checksOf(a.id) >= 2, 10_000, { message: 'the retry throttled' });
   answers.set(a.id, { decision: Decision.DENY, reason: 'topic frozen', ruleId: 'freeze', policySnapshot: 'snap-2' });
+  // The throttled drive has ended once it files A's next look, past the Check it made (the entry
+  // its backoff filed is due before that Check).
+  const throttledAt = lastCheckAt(kernel, a.id);
+  await waitFor(async () => Number((await rig.redis.zscore(jobKeys.retry(), a.id)) ?? 0) >= throttledAt, 5_000, { message: 'the throttled retry filed again' });
   expect((await rig.job(a.id)).state).toBe('RETRYING');
   expect(worker.count(b.id)).toBe(0); // A's slot is still A's while it may retry
 
@@ -53,7 +58,8 @@ it('a retry stopped from the replayer\'s drive hands its slot to the waiting job
   expect(failed.error?.code).toBe('policy_denied');
   await waitFor(() => worker.count(b.id) === 1, 2 * REPLAY_INTERVAL_MS + 5_000, { message: 'B on the worker' });
   const started = await rig.job(b.id);
-  // At once, not at the leader's next turn (REPLAY_INTERVAL_MS later).
+  // After A's end (its slot was A's until then), and at once, not at the leader's next turn (REPLAY_INTERVAL_MS later).
+  expect(started.dispatchedAt!).toBeGreaterThanOrEqual(failed.finishedAt!);
   expect(started.dispatchedAt! - failed.finishedAt!).toBeLessThan(REPLAY_INTERVAL_MS / 2);
   expect(worker.count(a.id)).toBe(1);
 }, 60_000);

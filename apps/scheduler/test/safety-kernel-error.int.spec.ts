@@ -113,7 +113,8 @@ describe('a kernel error with input_fail_mode open', () => {
       expect(worker.count(j.id)).toBe(0);
     }
     expect(await counter('cordum_scheduler_safety_fail_open_total')).toBe(failOpenBefore);
-    expect(await counter('cordum_scheduler_safety_checks_total', { outcome: 'kernel_error' })).toBeGreaterThanOrEqual(errorsBefore + 10);
+    // Counted when the kernel's error reaches the scheduler, after the test kernel saw the call.
+    await waitFor(async () => (await counter('cordum_scheduler_safety_checks_total', { outcome: 'kernel_error' })) >= errorsBefore + 10, 5_000, { message: 'ten kernel errors counted' });
     // 10 failed Checks, none counted by the breaker: it is closed, with no failures in Redis
     expect(await counter('cordum_scheduler_safety_breaker_state')).toBe(0);
     expect(await redis.exists(SAFETY_BREAKER_KEY)).toBe(0);

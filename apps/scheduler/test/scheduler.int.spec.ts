@@ -271,6 +271,8 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
       await publishCancel(job.id, 'superseded by run 7');
       await waitFor(async () => (await stateOf(job.id)) === 'CANCELLED', 10_000, { message: 'job CANCELLED from the bus' });
       expect((await store.getJob(job.id))?.error).toEqual({ code: 'cancelled', message: 'superseded by run 7' });
+      // Counted once the CANCELLED write (with its index moves) has answered, which the test can see first.
+      await waitFor(async () => (await applied()) > before, 5_000, { message: 'the cancel counted' });
       expect(await applied()).toBe(before + 1);
       await waitFor(() => states.get(job.id)?.includes('CANCELLED'), 5_000, { message: 'CANCELLED broadcast' });
       // The attempt out may have been dispatched after the cancel was published: the scheduler

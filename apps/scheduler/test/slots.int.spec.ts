@@ -72,6 +72,8 @@ describe('slot hand-off (P70, in-process, real Redis + NATS)', () => {
     if (!last) throw new Error(`no dispatch of ${out}`);
     await worker.reply(last, JobStatus.SUCCEEDED);
     await waitFor(async () => (await Promise.all(jobs.map((j) => rig.store.getJob(j.id)))).every((j) => j?.state === 'SUCCEEDED'), 10_000, { message: 'all SUCCEEDED' });
+    // Counted once the hand-off's drive returns, which can be after the handed job ran.
+    await waitFor(async () => (await counter('cordum_scheduler_slot_hand_offs_total')) >= 3, 5_000, { message: 'three hand-offs counted' });
     expect(await counter('cordum_scheduler_slot_hand_offs_total')).toBe(3);
     expect(await counter('cordum_scheduler_slot_wakes_total')).toBe(0);
     for (const j of jobs) expect(worker.count(j.id)).toBe(1);
@@ -131,6 +133,7 @@ describe('slot hand-off (P70, in-process, real Redis + NATS)', () => {
     if (!toF) throw new Error('no dispatch of F');
     await worker.reply(toF, JobStatus.SUCCEEDED);
     await waitFor(async () => (await rig.store.getJob(f.id))?.state === 'SUCCEEDED', 10_000, { message: 'F SUCCEEDED' });
+    await waitFor(async () => (await counter('cordum_scheduler_slot_hand_offs_total')) >= handOffs + 4, 5_000, { message: 'four more hand-offs counted' });
     expect(await counter('cordum_scheduler_slot_hand_offs_total')).toBe(handOffs + 4);
     expect(await counter('cordum_scheduler_slot_wakes_total')).toBe(0);
     expect([a, b, c, d, e, f].map((j) => worker.count(j.id))).toEqual([1, 1, 1, 0, 1, 1]);

@@ -107,8 +107,12 @@ describe('a job its worker fails', () => {
     expect(r.status).toBe(200);
     const id = String(r.body['job_id']);
     expect(await terminal(id)).toMatchObject({ state: 'FAILED' });
-    const list = await api(stack, 'GET', '/api/v1/dlq?limit=500');
-    expect((list.body['items'] as { job_id: string; reason_code: string }[]).find((e) => e.job_id === id)).toMatchObject({ reason_code: 'echo_failed' });
+    // The scheduler files the entry after its FAILED write, which the test can read first.
+    const entry = await waitFor(async () => {
+      const list = await api(stack, 'GET', '/api/v1/dlq?limit=500');
+      return (list.body['items'] as { job_id: string; reason_code: string }[]).find((e) => e.job_id === id);
+    }, 10_000, { message: 'the DLQ entry' });
+    expect(entry).toMatchObject({ reason_code: 'echo_failed' });
     // The scheduler wrote the entry, then published the notice; a gateway found it present.
     await waitFor(async () => (await gatewayNotices('present')) >= before + 1, 10_000, { intervalMs: 100, message: 'notice consumed' });
     await barrier();
