@@ -64,4 +64,40 @@ describe('@cordum/bus on a 3-node JetStream cluster', () => {
     expect((await jsm.streams.info(STREAM_SYS)).state.messages).toBe(2);
     await consumer.stop();
   });
+
+  // P260: nats.js noticed a hung server after 2 unanswered PINGs (20–30 s at our old 10 s), then
+  // tried the same server first, and a frozen process's kernel still accepts the connection, so the
+  // attempt waited out nats.js's 20 s connect timeout: about 40 s of 503s on a healthy cluster.
+  it('a client on a node that hangs (SIGSTOP, no TCP reset) publishes through another node within 25 s', async () => {
+    // The node the test above killed comes back, so the cluster keeps its quorum with one frozen.
+    const dead = cluster.nodes.findIndex((n) => !n.process.running);
+    if (dead >= 0) cluster.nodes[dead] = await cluster.nodes[dead]!.restart();
+    await waitFor(async () => {
+      const s = await jsm.streams.info(STREAM_SYS);
+      return (s.cluster?.replicas ?? []).filter((r) => r.current).length === 2;
+    }, 30_000, { message: 'three current replicas' });
+    // Not the stream leader: no election, only the client's move to another node.
+    const leader = (await jsm.streams.info(STREAM_SYS)).cluster?.leader;
+    const node = cluster.nodes.find((_n, i) => `n${i}` !== leader)!;
+    // Given one node, as a client is, it learns the others from the cluster.
+    const client = await connectBus({ servers: [node.url], name: 'bus-cluster-hang', logger: testLogger(), registry: new Registry() });
+    try {
+      await client.publish(subjects.submit, enc('before'), { msgId: 'hang:0' });
+      await node.process.freeze();
+      const frozenAt = Date.now();
+      for (let n = 1; ; n++) {
+        try {
+          await client.publish(subjects.submit, enc(`during-${n}`), { msgId: `hang:${n}` });
+          break;
+        } catch (err) {
+          if (Date.now() - frozenAt > 90_000) throw err;
+          await new Promise((r) => setTimeout(r, 250)); // the pace of a client's retries
+        }
+      }
+      expect(Date.now() - frozenAt).toBeLessThan(25_000);
+    } finally {
+      node.process.thaw();
+      await client.close();
+    }
+  }, 120_000);
 });

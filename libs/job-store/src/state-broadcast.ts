@@ -1,7 +1,7 @@
 // D15 `sys.job.state` broadcasts, and what a replica says when some may not have left (P148).
 // They are core NATS: one published while this replica's connection is down, or into a connection
 // that is dead but not yet known to be (a silent node loss is noticed only after up to 3 PING
-// intervals, 30 s), reached nobody. Every gateway's WebSocket clients would go on showing the old
+// intervals, 15 s), reached nobody. Every gateway's WebSocket clients would go on showing the old
 // state, and their own gateway, whose connection stayed up, had no reason to send them a `gap`.
 // So once the connection is back, a replica that broadcast anything in that window publishes one
 // SystemAlert `state_broadcast_lost` on `sys.alert` (`details.since`: the earliest moment a lost
@@ -16,7 +16,11 @@ import { encodeStatePacket } from './wire';
 /** The code of the alert a replica publishes when state broadcasts of its may have been lost. */
 export const STATE_BROADCAST_LOST = 'state_broadcast_lost';
 
-/** How long before a noticed disconnect a publish may already have gone into a dead socket (pingInterval 10 s × (maxPingOut 2 + 1)). */
+/**
+ * How long before a noticed disconnect a publish may already have gone into a dead socket: the bus's
+ * pingInterval 5 s × (maxPingOut 2 + 1) is 15 s (P260); it was 10 s × 3, and this stays 30 s, so
+ * a replica paused for a while before the PINGs run out is still covered.
+ */
 export const DEAD_SOCKET_WINDOW_MS = 30_000;
 
 export interface StateBroadcaster {
