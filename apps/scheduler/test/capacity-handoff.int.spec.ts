@@ -54,16 +54,25 @@ describe('a backlog on a worker with 2 slots (in-process, real Redis + NATS)', (
     await waitFor(async () => (await rig.job(retried)).state === 'RETRYING', 10_000, { message: 'attempt 1 failed retryably', intervalMs: 50 });
     // What a replica that saw it wait would still hold (this one deleted its own at the dispatch).
     rig.scheduler.capacityWaiters.add(TOPIC_RETRY, retried, { labels: {}, requires: [] });
+    // Behind it, a PENDING job whose submit was never published: only a hand-off can drive it, and
+    // hints are looked at one after another, so its run says the look at the stale hint is over.
+    const marker = `cap-marker-${process.pid}`;
+    await rig.store.createJob({ id: marker, tenant: 'acme', topic: TOPIC_RETRY, traceId: `t-${marker}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
+    rig.scheduler.capacityWaiters.add(TOPIC_RETRY, marker, { labels: {}, requires: [] });
     const handOffs = await rig.counter('cordum_scheduler_capacity_hand_offs_total');
-    // A result frees a slot of the worker: the hand-off looks at the hint.
+    // A result frees a slot of the worker: the hand-off looks at the hints.
     const other = `cap-free-${process.pid}`;
     await rig.submit(other, TOPIC);
     await waitFor(async () => (await rig.job(other)).state === 'SUCCEEDED', 10_000, { message: 'the other job done', intervalMs: 50 });
-    await waitFor(() => rig.scheduler.capacityWaiters.size() === 0, 5_000, { message: 'the hint taken' });
+    await waitFor(() => worker.count(marker) === 1, 5_000, { message: 'the job behind the stale hint handed the slot' });
     // Not driven: its backoff's entry (the replayer's turn is 60 s here) is still the only way on.
     const job = await rig.job(retried);
     expect({ state: job.state, attempts: job.attempts, runs: worker.count(retried) }).toEqual({ state: 'RETRYING', attempts: 1, runs: 1 });
     expect(await rig.redis.zscore('job:retry', retried)).not.toBeNull();
-    expect(await rig.counter('cordum_scheduler_capacity_hand_offs_total')).toBe(handOffs);
+    // One hand-off, the marker's (counted once its dispatch has returned).
+    await waitFor(async () => (await rig.counter('cordum_scheduler_capacity_hand_offs_total')) > handOffs, 5_000, { message: 'the hand-off counted' });
+    expect(await rig.counter('cordum_scheduler_capacity_hand_offs_total')).toBe(handOffs + 1);
+    // Its worker answers (retryably, on this topic) before the test stops it.
+    await waitFor(async () => (await rig.job(marker)).state === 'RETRYING', 5_000, { message: 'the marker answered' });
   }, 30_000);
 });
