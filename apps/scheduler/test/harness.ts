@@ -48,16 +48,16 @@ export interface KernelAnswer {
   constraints?: { maxRuntimeMs?: bigint; maxRetries?: number; maxConcurrentJobs?: number; maxArtifactBytes?: bigint };
 }
 
-/**
- * A SafetyKernel on a loopback port: allows everything except topics listed in `policy`, or
- * answers with `policy(req)` (which may throw a gRPC error, or answer later). Every request is kept in `checks`.
- */
 /** When `kernel` last received a Check for `jobId` (epoch ms), or Infinity if none came. */
 export function lastCheckAt(kernel: TestKernel, jobId: string): number {
   for (let i = kernel.checks.length - 1; i >= 0; i--) if (kernel.checks[i]?.jobId === jobId) return kernel.checkedAt[i] ?? Infinity;
   return Infinity;
 }
 
+/**
+ * A SafetyKernel on a loopback port: allows everything except topics listed in `policy`, or
+ * answers with `policy(req)` (which may throw a gRPC error, or answer later). Every request is kept in `checks`.
+ */
 export async function startTestKernel(policy: string[] | ((req: PolicyCheckRequest) => KernelAnswer | Promise<KernelAnswer>)): Promise<TestKernel> {
   const server = new grpc.Server();
   const checks: PolicyCheckRequest[] = [];

@@ -368,7 +368,6 @@ function keepRetryingRefusedLogins(nc: NatsConnection): boolean {
   return true;
 }
 
-/** How long a first connect that waits for NATS runs before it logs that it is waiting, and how often it says so again. */
 /**
  * P260: how soon a connection to a server that hangs (frozen, or a host gone silent: no TCP reset)
  * is given up. Two PINGs unanswered at 5 s (10–15 s; nats.js's 2 minutes, and our 10 s before,
@@ -380,6 +379,7 @@ function keepRetryingRefusedLogins(nc: NatsConnection): boolean {
  */
 const NATS_PING_INTERVAL_MS = 5_000;
 const NATS_CONNECT_TIMEOUT_MS = 3_000;
+/** How long a first connect that waits for NATS runs before it logs that it is waiting, and how often it says so again. */
 const FIRST_CONNECT_NOTICE_MS = 2_000;
 const FIRST_CONNECT_REPEAT_MS = 30_000;
 
