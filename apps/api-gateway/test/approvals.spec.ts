@@ -164,11 +164,14 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     await waitFor(() => submits.packets(id).length === 2, 10_000, { message: 'second approval republished' });
   });
 
-  /** What the scheduler's Check writes when it holds an approved job again by `ruleId` (P81; P258 marks the approval). */
-  async function holdAgain(id: string, ruleId: string): Promise<void> {
+  /**
+   * What the scheduler's Check writes when it holds an approved job again by `ruleId` (P81; P258
+   * marks the approval, `marked` false: as a scheduler of an earlier release wrote it).
+   */
+  async function holdAgain(id: string, ruleId: string, marked = true): Promise<void> {
     const now = (await store.getJob(id))!;
     const lease = await createLocks(redis).acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'scheduler-test', waitMs: 2_000 });
-    const patch = { holdHash: await store.requestHash(now), safety: { ...now.safety!, ruleId }, approval: { ...now.approval!, superseded: true } };
+    const patch = { holdHash: await store.requestHash(now), safety: { ...now.safety!, ruleId }, approval: marked ? { ...now.approval!, superseded: true } : now.approval! };
     expect((await store.transition(id, 'APPROVAL_REQUIRED', { token: lease!.token, from: ['PENDING'], patch })).ok).toBe(true);
     await lease!.release();
   }
@@ -190,6 +193,19 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     expect((await call(gw1(), 'POST', `/api/v1/approvals/${other}/approve`, { key: BOB })).status).toBe(200);
     expect((await call(gw1(), 'POST', `/api/v1/jobs/${other}/cancel`, { key: KEYS.operator })).status).toBe(200);
     expect((await call(gw2(), 'POST', `/api/v1/approvals/${other}/approve`, { key: CAROL })).body).toMatchObject({ status: 'already_approved', state: 'CANCELLED' });
+  });
+
+  it('P258: a job held again by a scheduler of an earlier release (its approval not marked) is known by its hold: job_terminal once ended, and shown superseded', async () => {
+    const id = await hold();
+    expect((await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: BOB })).status).toBe(200);
+    await holdAgain(id, 'rule-hold-2', false);
+    expect((await store.getJob(id))?.approval?.superseded).toBeUndefined();
+    const view = await call(gw1(), 'GET', `/api/v1/jobs/${id}`, { key: KEYS.operator });
+    expect(view.body['approval']).toMatchObject({ status: 'approved', rule_id: 'rule-hold', superseded: true });
+    expect((await call(gw1(), 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator })).status).toBe(200);
+    const carol = await call(gw2(), 'POST', `/api/v1/approvals/${id}/approve`, { key: CAROL });
+    expectEnvelope(carol, 409, 'job_terminal');
+    expect(carol.body).toMatchObject({ state: 'CANCELLED' });
   });
 
   it('P258: an approve that read the hold before another operator approved it and the job was held again answers approval_reheld, not stale_request', async () => {

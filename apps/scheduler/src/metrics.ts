@@ -175,7 +175,7 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     }),
     workerWaits: new Counter({
       name: 'cordum_scheduler_worker_waits_total',
-      help: "Looks at a job that found no worker to run it (D13; each is a schedule try and the job waits), by its topic's pools (comma-joined as configured; empty for a topic no pool maps) and reason: no_worker_for_topic, workers_draining, no_matching_worker (workers serve the topic but none meets the job's requires or placement labels) (P255).",
+      help: "Looks at a job that found no worker to run it (D13; each is a schedule try and the job waits), by its topic's pools (comma-joined as configured; empty for a topic no pool maps) and reason: no_worker_for_topic, workers_draining, no_matching_worker (workers serve the topic but none meets the job's requires or placement labels), workers_not_listening (workers of its pools are live but none names the topic in its handshake, P261) (P255).",
       labelNames: ['pools', 'reason'],
       registers: [registry],
     }),

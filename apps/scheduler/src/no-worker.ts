@@ -40,7 +40,8 @@ export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: Job
   if (!served) {
     const plan = parkPlan(tries, now, wait.since, ctx.config.replay);
     await ctx.store.park(job.id, job.topic, job.state, plan.expiresAt);
-    ctx.logger.info('no worker serves the topic, job parked until one appears', { job_id: job.id, topic: job.topic, tries, expires_in_ms: plan.expiresAt - now });
+    ctx.logger.info('no worker serves the topic, job parked until one appears', { job_id: job.id, topic: job.topic, tries, reason, expires_in_ms: plan.expiresAt - now });
+    if (reason === 'workers_not_listening') warnNotListening(ctx, job.topic, now);
     return { kind: 'ack' };
   }
   await ctx.store.scheduleRetry(job.id, now + backoffMs(tries - 1));
@@ -50,9 +51,36 @@ export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: Job
 
 /** P230: why a look found no worker, for the API (`served`: a live worker serves the topic). */
 function waitReason(ctx: SchedulerContext, topic: string, served: boolean): WorkerWaitReason {
-  if (!served) return 'no_worker_for_topic';
+  if (!served) return poolWorkers(ctx, topic).length > 0 ? 'workers_not_listening' : 'no_worker_for_topic';
   const taking = ctx.workers.live().filter((w) => !w.draining);
   return topicServed(ctx.pools(), taking, topic) ? 'no_matching_worker' : 'workers_draining';
+}
+
+/** Live workers (draining ones too) of the pools `topic` is mapped to. */
+function poolWorkers(ctx: SchedulerContext, topic: string): string[] {
+  const mapped = ctx.pools().topics[topic];
+  return mapped ? ctx.workers.live().filter((w) => mapped.includes(w.pool)).map((w) => w.workerId) : [];
+}
+
+/** Topic → when its `workers_not_listening` warning was last logged: one a minute per topic (only mapped topics come here). */
+const notListeningWarned = new Map<string, number>();
+const NOT_LISTENING_WARN_EVERY_MS = 60_000;
+
+/**
+ * P261: a topic mapped to a pool whose live workers name other job subjects is no mistake of the
+ * job's: the operator's config and the workers' topics disagree (a release before P253 routed such
+ * jobs on the pool alone). Said once a minute per topic, with the workers and the two fixes.
+ */
+function warnNotListening(ctx: SchedulerContext, topic: string, now: number): void {
+  if (now - (notListeningWarned.get(topic) ?? -Infinity) < NOT_LISTENING_WARN_EVERY_MS) return;
+  notListeningWarned.set(topic, now);
+  const workers = poolWorkers(ctx, topic);
+  ctx.logger.warn("workers of the topic's pools are live but none listens on the topic: add it to their topics (WORKER_TOPICS) or map the topic to a pool whose workers do; its jobs wait, then fail no_workers", {
+    topic,
+    pools: poolsLabel(ctx, topic),
+    workers: workers.slice(0, 10),
+    more_workers: Math.max(0, workers.length - 10),
+  });
 }
 
 /** P255: the metric label naming a topic's pools as configured (comma-joined); empty when none maps it. */
@@ -73,6 +101,7 @@ const WAIT_REASON_TEXT: Record<WorkerWaitReason, string> = {
   no_worker_for_topic: 'no live worker served the topic',
   workers_draining: 'every worker of the topic was draining',
   no_matching_worker: "workers served the topic, but none met the job's requires or placement labels",
+  workers_not_listening: "workers of the topic's pools were live, but none listens on the topic (add it to their topics, e.g. WORKER_TOPICS)",
 };
 
 /** FAILED + DLQ `no_workers` after `tries` schedule tries in the job's current `wait` (D13, currentWait). */

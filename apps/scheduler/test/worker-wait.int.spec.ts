@@ -4,6 +4,7 @@
 // `no_workers` at its first look that found no worker, without waiting at all. Real Redis + NATS,
 // in process; executions are counted on the workers.
 import { Decision, JobStatus } from '@cordum/protocol';
+import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
 import { startTestKernel, startTestWorker, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
@@ -18,10 +19,11 @@ let rig: SchedulerRig;
 let kernel: TestKernel;
 let worker: TestWorker;
 const late: TestWorker[] = [];
+const logs: string[] = [];
 
 beforeAll(async () => {
   kernel = await startTestKernel((req) => (req.topic === HELD ? hold : allow));
-  rig = await startSchedulerRig({ instanceId: 'sched-worker-wait', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '200ms', SCHEDULER_SCHEDULE_MAX_WAIT: `${MAX_WAIT_MS}ms` } });
+  rig = await startSchedulerRig({ instanceId: 'sched-worker-wait', kernelAddress: kernel.address, logger: createLogger({ service: 'scheduler', instance: 'sched-worker-wait', level: 'warn', write: (l) => void logs.push(l) }), env: { SCHEDULER_REPLAY_INTERVAL: '200ms', SCHEDULER_SCHEDULE_MAX_WAIT: `${MAX_WAIT_MS}ms` } });
   worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-wait', topics: [RETRIED], replyFor: () => 'none' });
   await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-wait' && v.readyTopics.length > 0), 10_000, { message: 'worker registered' });
 }, 60_000);
@@ -121,4 +123,29 @@ it('a job no serving worker can place says so while it waits (P230), and fails n
   const failed = () => rig.counter('cordum_scheduler_no_workers_failed_total', unmatched);
   await waitFor(async () => (await failed()) > failedBefore, 5_000, { message: 'the failure counted' });
   expect(await failed()).toBe(failedBefore + 1);
+});
+
+it('a job on a topic mapped to a pool whose live workers listen on other topics says so, and fails no_workers naming the fix (P261)', async () => {
+  // config/pools.yaml maps job.default to the pool default, whose live test workers name only
+  // their own topics: P253 sends none of them the job.
+  const labels = { pools: 'default', reason: 'workers_not_listening' };
+  const [waitsBefore, failedBefore] = [await rig.counter('cordum_scheduler_worker_waits_total', labels), await rig.counter('cordum_scheduler_no_workers_failed_total', labels)];
+  const job = await rig.submit(`wait-unlistened-${process.pid}`, 'job.default');
+  await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 10_000, { message: 'first look of the wait counted' });
+  const waiting = await rig.job(job.id);
+  expect(waiting.state).toBe('PENDING');
+  expect(waiting.workerWait?.reason).toBe('workers_not_listening');
+  await waitFor(async () => (await stateOf(job.id)) === 'FAILED', MAX_WAIT_MS + 10_000, { message: 'FAILED no_workers at the bound' });
+  const end = await rig.job(job.id);
+  expect(end.error?.code).toBe('no_workers');
+  expect(end.error?.message).toMatch(/workers of the topic's pools were live, but none listens on the topic/);
+  expect(await rig.counter('cordum_scheduler_worker_waits_total', labels)).toBeGreaterThan(waitsBefore);
+  const failed = () => rig.counter('cordum_scheduler_no_workers_failed_total', labels);
+  await waitFor(async () => (await failed()) > failedBefore, 5_000, { message: 'the failure counted' });
+  expect(await failed()).toBe(failedBefore + 1);
+  // The operator is told which workers and what to do, once a minute per topic, not at every look.
+  const warned = logs.filter((l) => l.includes('none listens on the topic') && l.includes('"topic":"job.default"'));
+  expect(warned).toHaveLength(1);
+  expect(warned[0]).toContain('"pools":"default"');
+  expect(warned[0]).toContain('tw-wait');
 });

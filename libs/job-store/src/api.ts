@@ -1,4 +1,5 @@
 // The exact GET /api/v1/jobs/{id} shape (CONTRACT §2): snake_case, RFC 3339 times with ms.
+import { approvalSuperseded } from './approval';
 import type { JobRecord, WorkerWaitReason } from './types';
 import { recordedWorkerWait } from './worker-wait';
 
@@ -85,7 +86,7 @@ export function jobToApi(job: JobRecord, result: unknown): ApiJob {
     const a = job.approval;
     out.approval = { status: a.status, by: a.by, at: iso(a.at) ?? '', job_hash: a.jobHash, policy_snapshot: a.policySnapshot, rule_id: a.ruleId, revision: a.revision };
     if (a.reason) out.approval.reason = a.reason;
-    if (a.superseded) out.approval.superseded = true;
+    if (approvalSuperseded(job)) out.approval.superseded = true;
   }
   if (job.concurrency) out.concurrency = { group: job.concurrency.group, limit: job.concurrency.limit };
   const wait = job.state === 'PENDING' || job.state === 'RETRYING' ? recordedWorkerWait(job) : undefined;

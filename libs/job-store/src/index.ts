@@ -19,7 +19,7 @@ export type { ApiJob, ApiApproval, ApiWorkerWait } from './api';
 export { priorityToProto, actorTypeToProto, jobMetadataInit, jobBudgetInit, policyCheckInit, namesOtherAttempt, STATE_STATUS, encodeStatePacket } from './wire';
 export type { JobIdentity } from './types';
 export { boundedError, MAX_ERROR_CODE_CHARS, MAX_ERROR_MESSAGE_CHARS } from './types';
-export { jobRequestHash } from './approval';
+export { approvalSuperseded, jobRequestHash } from './approval';
 export { dlqNotifier, dlqPacket, dlqMsgId } from './dlq-notice';
 export { createStateBroadcaster, DEAD_SOCKET_WINDOW_MS, STATE_BROADCAST_LOST } from './state-broadcast';
 export type { StateBroadcaster } from './state-broadcast';

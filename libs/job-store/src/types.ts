@@ -64,9 +64,11 @@ export interface NewJob extends JobIdentity {
  * Why the latest look for a worker found none (P230): `no_worker_for_topic`, no live worker serves
  * the topic (the job is parked until one does, P15); `workers_draining`, the only ones that do are
  * draining; `no_matching_worker`, some that take jobs do, but none has the job's placement labels
- * or its pool's requires.
+ * or its pool's requires; `workers_not_listening`, no worker serves the topic (parked, as for
+ * `no_worker_for_topic`) although workers of its pools are live: each names other job subjects in
+ * its handshake, and routing sends a job only to a worker that names its topic (P253, P261).
  */
-export type WorkerWaitReason = 'no_worker_for_topic' | 'workers_draining' | 'no_matching_worker';
+export type WorkerWaitReason = 'no_worker_for_topic' | 'workers_draining' | 'no_matching_worker' | 'workers_not_listening';
 
 /** P142: a wait for a worker. `reason` and `lastTryAt` (P230) are absent on waits recorded before them. */
 export interface WorkerWait {

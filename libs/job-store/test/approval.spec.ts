@@ -1,7 +1,7 @@
 // D18 approval binding: the request hash (pure) and what the store keeps for it.
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { startRedis, type TestServer } from '@cordum/testing';
-import { createJobStore, jobKeys, jobRequestHash, jobToApi, type JobStore } from '../src';
+import { approvalSuperseded, createJobStore, jobKeys, jobRequestHash, jobToApi, type ApprovalRecord, type JobStore } from '../src';
 import { holdLock, newJob } from './helpers';
 
 const base = {
@@ -68,5 +68,25 @@ describe('store (real Redis)', () => {
     for (const k of keys) await redis.pexpire(k, 1_000);
     await store.refreshLifetime(held);
     for (const k of keys) expect({ k, ttl: (await redis.pttl(k)) > 50_000 }).toEqual({ k, ttl: true });
+  });
+});
+
+describe('approvalSuperseded (P258)', () => {
+  const approval: ApprovalRecord = { status: 'approved', by: 'bob', at: 1, jobHash: 'h1', policySnapshot: 's1', ruleId: 'rule-a', revision: 1 };
+  const hold = { decision: 'require_human', reason: 'needs a human', ruleId: 'rule-a', policySnapshot: 's1' };
+
+  it('is false for a job whose approval covers its last decision (approved, or approved and gone)', () => {
+    expect(approvalSuperseded({ approval, safety: hold, holdHash: 'h1' })).toBe(false);
+    expect(approvalSuperseded({ approval, safety: { ...hold, reason: 'approved by bob: needs a human' }, holdHash: 'h1' })).toBe(false);
+    // The policy allows it now: the approval was not needed, and not overtaken either.
+    expect(approvalSuperseded({ approval, safety: { ...hold, decision: 'allow', ruleId: 'rule-b' }, holdHash: 'h1' })).toBe(false);
+    expect(approvalSuperseded({ approval: { ...approval, status: 'rejected' }, safety: { ...hold, ruleId: 'rule-b' }, holdHash: 'h2' })).toBe(false);
+    expect(approvalSuperseded({ safety: { ...hold, ruleId: 'rule-b' } })).toBe(false);
+  });
+
+  it('is true when marked, and for a hold an earlier release wrote without the mark: another rule or another request hash', () => {
+    expect(approvalSuperseded({ approval: { ...approval, superseded: true }, safety: hold, holdHash: 'h1' })).toBe(true);
+    expect(approvalSuperseded({ approval, safety: { ...hold, ruleId: 'rule-b' }, holdHash: 'h1' })).toBe(true);
+    expect(approvalSuperseded({ approval, safety: hold, holdHash: 'h2' })).toBe(true);
   });
 });

@@ -7,7 +7,7 @@
 // approvals on any replicas exactly one wins and republishes the submit (msg id
 // `jobreq:<id>:0:<revision>`); the others answer `already_approved`.
 import { subjects } from '@cordum/bus';
-import { TERMINAL_STATES, jobBudgetInit, policyCheckInit, type ApprovalRecord, type JobRecord, type JobStore } from '@cordum/job-store';
+import { TERMINAL_STATES, approvalSuperseded, jobBudgetInit, policyCheckInit, type ApprovalRecord, type JobRecord, type JobStore } from '@cordum/job-store';
 import type { Lease, Locks } from '@cordum/locks';
 import { clusterNow } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
@@ -74,7 +74,7 @@ export function createApprovalService(deps: ApprovalDeps): ApprovalService {
    * cancelled was never approved for it.
    */
   const notPending = (job: JobRecord, action: 'approve' | 'reject'): ApprovalOutcome => {
-    if (action === 'approve' && job.approval?.status === 'approved' && !job.approval.superseded) return { kind: 'already_approved', job };
+    if (action === 'approve' && job.approval?.status === 'approved' && !approvalSuperseded(job)) return { kind: 'already_approved', job };
     if (action === 'reject' && job.approval?.status === 'rejected' && job.state === 'DENIED') return { kind: 'already_rejected', job };
     if (TERMINAL_STATES.has(job.state)) throw new ApiError('job_terminal', { extra: { state: job.state } });
     throw new ApiError('approval_not_pending', { extra: { state: job.state, ...(job.approval ? { approval_status: job.approval.status } : {}) } });

@@ -60,7 +60,7 @@ export const approvalSchema = z
     rule_id: z.string().describe('the rule whose require_approval this approval satisfies (D18)'),
     reason: z.string().optional(),
     revision: z.number().int().describe('1 for the first approval, +1 for each later one'),
-    superseded: z.literal(true).optional().describe('the job was held again after this approval (by another rule, or for a changed request): it does not cover the later hold, which needs an approval of its own (P81, P258)'),
+    superseded: z.literal(true).optional().describe('the job was held again after this approval (by another rule, or for a changed request), or a retry of it needed another rule\'s approval: it does not cover that later decision, which needs an approval of its own (P81, P258, P261)'),
   })
   .describe('The latest approval or rejection of the job');
 
@@ -88,9 +88,9 @@ const jobFields = {
       since: time.describe('when this wait for a worker began: the first look that found none since the job was ready (created or approved) or last dispatched'),
       tries: z.number().int().min(1).describe('looks for a worker in this wait; the job fails `no_workers` past SCHEDULER_SCHEDULE_MAX_TRIES of them or SCHEDULER_SCHEDULE_MAX_WAIT after `since`'),
       reason: z
-        .enum(['no_worker_for_topic', 'workers_draining', 'no_matching_worker'])
+        .enum(['no_worker_for_topic', 'workers_draining', 'no_matching_worker', 'workers_not_listening'])
         .optional()
-        .describe('`no_worker_for_topic`: no live worker serves the topic (the job is parked until one does); `workers_draining`: the only workers that serve it are draining; `no_matching_worker`: some that take jobs serve it, but none has the job\'s placement labels or its pool\'s requires. Absent on a wait recorded by a scheduler older than this field'),
+        .describe('`no_worker_for_topic`: no live worker serves the topic (the job is parked until one does); `workers_draining`: the only workers that serve it are draining; `no_matching_worker`: some that take jobs serve it, but none has the job\'s placement labels or its pool\'s requires; `workers_not_listening`: workers of the topic\'s pools are live, but none names the topic among the job subjects it listens on (WORKER_TOPICS), so none serves it and the job is parked (P253, P261). Absent on a wait recorded by a scheduler older than this field'),
       last_try_at: time.optional().describe('the latest look that found no worker (absent as `reason` is)'),
     })
     .optional()
