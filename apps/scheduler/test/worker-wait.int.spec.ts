@@ -3,6 +3,7 @@
 // after a hold longer than the bound, or retried after an attempt longer than it, failed
 // `no_workers` at its first look that found no worker, without waiting at all. Real Redis + NATS,
 // in process; executions are counted on the workers.
+import type { JobRecord } from '@cordum/job-store';
 import { Decision, JobStatus } from '@cordum/protocol';
 import { createLogger } from '@cordum/service-kit';
 import { waitFor } from '@cordum/testing';
@@ -101,48 +102,47 @@ it('a retry wait that a worker ends in time dispatches the next attempt, which r
   expect(worker.count(job.id)).toBe(2);
 });
 
-it('a job no serving worker can place says so while it waits (P230), and fails no_workers at the bound without running', async () => {
-  await draining(false);
-  const unmatched = { pools: '', reason: 'no_matching_worker' };
-  const [waitsBefore, failedBefore] = [await rig.counter('cordum_scheduler_worker_waits_total', unmatched), await rig.counter('cordum_scheduler_no_workers_failed_total', unmatched)];
-  const job = await rig.submit(`wait-placement-${process.pid}`, RETRIED, { 'placement.gpu': 'true' });
+/**
+ * Submits a job no worker will take and follows its wait to the `no_workers` failure: the reason
+ * its first look records, the failure's message, and the failure in P255's counter for `counted`
+ * (its pools and reason). The ended job, and the looks the waits counter counted meanwhile.
+ */
+async function waitsThenFails(id: string, topic: string, labels: Record<string, string>, counted: { pools: string; reason: string }, message: RegExp): Promise<{ end: JobRecord; looks: number }> {
+  const waits = () => rig.counter('cordum_scheduler_worker_waits_total', counted);
+  const failed = () => rig.counter('cordum_scheduler_no_workers_failed_total', counted);
+  const [waitsBefore, failedBefore] = [await waits(), await failed()];
+  const job = await rig.submit(id, topic, labels);
   await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 10_000, { message: 'first look of the wait counted' });
   const waiting = await rig.job(job.id);
   expect(waiting.state).toBe('PENDING');
-  expect(waiting.workerWait?.reason).toBe('no_matching_worker');
+  expect(waiting.workerWait?.reason).toBe(counted.reason);
   await waitFor(async () => (await stateOf(job.id)) === 'FAILED', MAX_WAIT_MS + 10_000, { message: 'FAILED no_workers at the bound' });
   const end = await rig.job(job.id);
   expect(end.error?.code).toBe('no_workers');
-  // P254: the failure says why, not only that no worker came (the topic had one).
-  expect(end.error?.message).toMatch(/none met the job's requires or placement labels$/);
-  expect(worker.count(job.id)).toBe(0);
-  // P255: an operator sees the waits and the failure by pool and reason (the topic maps to no pool).
+  expect(end.error?.message).toMatch(message);
   expect(end.workerWait?.tries).toBeGreaterThan(0);
-  expect(await rig.counter('cordum_scheduler_worker_waits_total', unmatched)).toBe(waitsBefore + (end.workerWait?.tries ?? 0));
   // The scheduler counts the failure once its FAILED write has answered, which the test can see first.
-  const failed = () => rig.counter('cordum_scheduler_no_workers_failed_total', unmatched);
   await waitFor(async () => (await failed()) > failedBefore, 5_000, { message: 'the failure counted' });
   expect(await failed()).toBe(failedBefore + 1);
+  return { end, looks: (await waits()) - waitsBefore };
+}
+
+it('a job no serving worker can place says so while it waits (P230), and fails no_workers at the bound without running', async () => {
+  await draining(false);
+  // P254: the failure says why, not only that no worker came (the topic had one). P255: an
+  // operator sees the waits and the failure by pool and reason (the topic maps to no pool).
+  const { end, looks } = await waitsThenFails(`wait-placement-${process.pid}`, RETRIED, { 'placement.gpu': 'true' }, { pools: '', reason: 'no_matching_worker' }, /none met the job's requires or placement labels$/);
+  expect(worker.count(end.id)).toBe(0);
+  // Polled, not parked: every look was counted.
+  expect(looks).toBe(end.workerWait?.tries);
 });
 
 it('a job on a topic mapped to a pool whose live workers listen on other topics says so, and fails no_workers naming the fix (P261)', async () => {
   // config/pools.yaml maps job.default to the pool default, whose live test workers name only
   // their own topics: P253 sends none of them the job.
-  const labels = { pools: 'default', reason: 'workers_not_listening' };
-  const [waitsBefore, failedBefore] = [await rig.counter('cordum_scheduler_worker_waits_total', labels), await rig.counter('cordum_scheduler_no_workers_failed_total', labels)];
-  const job = await rig.submit(`wait-unlistened-${process.pid}`, 'job.default');
-  await waitFor(async () => (await rig.job(job.id)).workerWait?.tries === 1, 10_000, { message: 'first look of the wait counted' });
-  const waiting = await rig.job(job.id);
-  expect(waiting.state).toBe('PENDING');
-  expect(waiting.workerWait?.reason).toBe('workers_not_listening');
-  await waitFor(async () => (await stateOf(job.id)) === 'FAILED', MAX_WAIT_MS + 10_000, { message: 'FAILED no_workers at the bound' });
-  const end = await rig.job(job.id);
-  expect(end.error?.code).toBe('no_workers');
-  expect(end.error?.message).toMatch(/workers of the topic's pools were live, but none listens on the topic/);
-  expect(await rig.counter('cordum_scheduler_worker_waits_total', labels)).toBeGreaterThan(waitsBefore);
-  const failed = () => rig.counter('cordum_scheduler_no_workers_failed_total', labels);
-  await waitFor(async () => (await failed()) > failedBefore, 5_000, { message: 'the failure counted' });
-  expect(await failed()).toBe(failedBefore + 1);
+  const { looks } = await waitsThenFails(`wait-unlistened-${process.pid}`, 'job.default', {}, { pools: 'default', reason: 'workers_not_listening' }, /workers of the topic's pools were live, but none listens on the topic/);
+  // Parked after its first look: its failure counts the tries it would have made, not looks.
+  expect(looks).toBeGreaterThan(0);
   // The operator is told which workers and what to do, once a minute per topic, not at every look.
   const warned = logs.filter((l) => l.includes('none listens on the topic') && l.includes('"topic":"job.default"'));
   expect(warned).toHaveLength(1);
