@@ -4,7 +4,7 @@
 import { Decision, JobStatus, type PolicyCheckRequest } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
 import { jobKeys, type JobRecord } from '@cordum/job-store';
-import type { KernelAnswer, TestKernel, TestWorker } from './harness';
+import { lastCheckAt, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
 import { startRunnerRig, type RunnerRig, type SchedulerRig } from './rig';
 
 let setup: RunnerRig | undefined;
@@ -132,9 +132,11 @@ describe('P131 Check before a retry', () => {
     try {
       await answer(job, 1, JobStatus.FAILED_RETRYABLE);
       await waitFor(() => checksOf(job.id) >= 2, 10_000, { message: 'retry Check attempted' });
-      // Held: its next look is filed 5 s ahead (a fail-open retry would have gone instead, and a
-      // hold as short as a busy lock's would never be more than 250 ms ahead).
-      await waitFor(async () => Number((await rig.redis.zscore(jobKeys.retry(), job.id)) ?? 0) >= Date.now() + 3_000, 5_000, { message: 'the retry held 5 s' });
+      // Held: once its next look is filed (after its last Check), it is 5 s past that Check. A
+      // fail-open retry would have gone instead, and a hold as short as a busy lock's is 250 ms.
+      const refiled = async (): Promise<number> => Number((await rig.redis.zscore(jobKeys.retry(), job.id)) ?? 0);
+      await waitFor(async () => (await refiled()) > lastCheckAt(kernel, job.id), 5_000, { message: 'the retry filed again' });
+      expect((await refiled()) - lastCheckAt(kernel, job.id)).toBeGreaterThanOrEqual(4_000);
       expect((await rig.job(job.id)).state).toBe('RETRYING');
       expect(worker.count(job.id)).toBe(1);
     } finally {

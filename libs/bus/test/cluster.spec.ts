@@ -13,6 +13,8 @@ describe('@cordum/bus on a 3-node JetStream cluster', () => {
   beforeAll(async () => {
     cluster = await startNatsCluster();
     bus = await connectBus({ servers: cluster.addresses.split(','), name: 'bus-cluster', logger: testLogger(), registry: new Registry() });
+    raw = await connect({ servers: cluster.addresses.split(','), name: 'cluster-raw' });
+    jsm = await raw.jetstreamManager();
   });
 
   afterAll(async () => {
@@ -27,8 +29,6 @@ describe('@cordum/bus on a 3-node JetStream cluster', () => {
   it('creates CORDUM_SYS with 3 replicas, then publishes and consumes across a SIGKILLed node', async () => {
     await bus.ensureStreams();
     await bus.ensureStreams(); // idempotent on a cluster too
-    raw = await connect({ servers: cluster.addresses.split(','), name: 'cluster-raw' });
-    jsm = await raw.jetstreamManager();
     // A new R3 stream's followers join its group one by one: stream info can list one of them
     // for a few milliseconds after the create returns (CI, 2026-12-02). Wait for both.
     let si = await jsm.streams.info(STREAM_SYS);
@@ -69,6 +69,7 @@ describe('@cordum/bus on a 3-node JetStream cluster', () => {
   // tried the same server first, and a frozen process's kernel still accepts the connection, so the
   // attempt waited out nats.js's 20 s connect timeout: about 40 s of 503s on a healthy cluster.
   it('a client on a node that hangs (SIGSTOP, no TCP reset) publishes through another node within 25 s', async () => {
+    await bus.ensureStreams();
     // The node the test above killed comes back, so the cluster keeps its quorum with one frozen.
     const dead = cluster.nodes.findIndex((n) => !n.process.running);
     if (dead >= 0) cluster.nodes[dead] = await cluster.nodes[dead]!.restart();

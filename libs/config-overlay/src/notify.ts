@@ -12,7 +12,7 @@ export const CONFIG_CHANGED_CODE = 'config_changed';
 /**
  * How long publishConfigChanged waits for NATS to confirm the notification (the 2 s a JetStream
  * publish is retried for, D43). A flush has no deadline of its own: with the server frozen or the
- * link black-holed it waits until nats.js calls the connection stale (20-30 s), and a PUT that
+ * link black-holed it waits until nats.js calls the connection stale (10–15 s, P260), and a PUT that
  * had committed answered only then. The poll covers a notification that is lost.
  */
 export const CONFIG_NOTIFY_FLUSH_BUDGET_MS = 2_000;

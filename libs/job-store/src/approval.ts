@@ -30,19 +30,21 @@ export interface ApprovalRecord {
 }
 
 /**
- * Whether the job's approval was overtaken by a later hold (P258), so it does not cover the job's
- * last decision. This release's scheduler marks it (`superseded`); one of an earlier release, still
- * running during a rolling upgrade or back after a rollback, did not, and its re-hold is known by
- * what it left: a last decision that is a REQUIRE_HUMAN the approval does not cover (another
- * rule, or another request hash; an approved job that went keeps the approved rule's decision and
- * hold hash). The same reading counts a retry that failed `approval_required` under another rule.
+ * Whether the job was held again after its approval (P258), so the approval does not cover the
+ * job's last hold. This release's scheduler marks it (`superseded`); one of an earlier release,
+ * still running during a rolling upgrade or back after a rollback, did not, and its re-hold is
+ * known by what it left (P261): a last decision that is a REQUIRE_HUMAN the approval does not
+ * cover (another rule, or another request hash; an approved job that went keeps the approved
+ * rule's decision and hold hash). Not a retry stopped `approval_required` under another rule
+ * (P131): that job ran under its approval, and was never held again.
  */
-export function approvalSuperseded(job: Pick<JobRecord, 'approval' | 'safety' | 'holdHash'>): boolean {
+export function approvalSuperseded(job: Pick<JobRecord, 'approval' | 'safety' | 'holdHash' | 'error'>): boolean {
   const a = job.approval;
   if (a?.status !== 'approved') return false;
   if (a.superseded) return true;
   const s = job.safety;
-  return s?.decision === 'require_human' && (s.ruleId !== a.ruleId || (job.holdHash !== undefined && job.holdHash !== a.jobHash));
+  if (s?.decision !== 'require_human' || job.error?.code === 'approval_required') return false;
+  return s.ruleId !== a.ruleId || (job.holdHash !== undefined && job.holdHash !== a.jobHash);
 }
 
 /** The stored input at ctx:<id> (CONTRACT §5). */

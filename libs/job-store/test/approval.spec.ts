@@ -82,6 +82,8 @@ describe('approvalSuperseded (P258)', () => {
     expect(approvalSuperseded({ approval, safety: { ...hold, decision: 'allow', ruleId: 'rule-b' }, holdHash: 'h1' })).toBe(false);
     expect(approvalSuperseded({ approval: { ...approval, status: 'rejected' }, safety: { ...hold, ruleId: 'rule-b' }, holdHash: 'h2' })).toBe(false);
     expect(approvalSuperseded({ safety: { ...hold, ruleId: 'rule-b' } })).toBe(false);
+    // A retry stopped because another rule wants a human (P131): it ran under this approval.
+    expect(approvalSuperseded({ approval, safety: { ...hold, ruleId: 'rule-b' }, holdHash: 'h1', error: { code: 'approval_required', message: 'retry of attempt 1 needs a human approval' } })).toBe(false);
   });
 
   it('is true when marked, and for a hold an earlier release wrote without the mark: another rule or another request hash', () => {

@@ -60,7 +60,7 @@ export const approvalSchema = z
     rule_id: z.string().describe('the rule whose require_approval this approval satisfies (D18)'),
     reason: z.string().optional(),
     revision: z.number().int().describe('1 for the first approval, +1 for each later one'),
-    superseded: z.literal(true).optional().describe('the job was held again after this approval (by another rule, or for a changed request), or a retry of it needed another rule\'s approval: it does not cover that later decision, which needs an approval of its own (P81, P258, P261)'),
+    superseded: z.literal(true).optional().describe('the job was held again after this approval (by another rule, or for a changed request): it does not cover the later hold, which needs an approval of its own (P81, P258, P261)'),
   })
   .describe('The latest approval or rejection of the job');
 

@@ -191,7 +191,8 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
     }
     try {
       // Committed: the answer waits at most CONFIG_NOTIFY_FLUSH_BUDGET_MS (2 s) for NATS to confirm
-      // the notification. An unbounded flush held it 20-30 s with NATS frozen or black-holed.
+      // the notification. An unbounded flush held it until the connection went stale (10–15 s, P260)
+      // with NATS frozen or black-holed.
       await publishConfigChanged(deps.bus, { scope, scopeId, revision, senderId: deps.instanceId });
     } catch (err) {
       // The write landed; replicas converge by polling within one reload interval.
