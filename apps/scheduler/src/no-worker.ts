@@ -15,6 +15,7 @@ import type { HandlerOutcome } from '@cordum/bus';
 import { recordedWorkerWait, type JobRecord, type WorkerWait, type WorkerWaitReason } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
 import { clusterNow } from '@cordum/redis';
+import { createLogThrottle } from '@cordum/service-kit';
 import { backoffBaseMs, backoffMs } from './backoff';
 import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS } from './job-lock';
@@ -41,7 +42,7 @@ export async function noWorkerWait(ctx: SchedulerContext, lease: Lease, job: Job
     const plan = parkPlan(tries, now, wait.since, ctx.config.replay);
     await ctx.store.park(job.id, job.topic, job.state, plan.expiresAt);
     ctx.logger.info('no worker serves the topic, job parked until one appears', { job_id: job.id, topic: job.topic, tries, reason, expires_in_ms: plan.expiresAt - now });
-    if (reason === 'workers_not_listening') warnNotListening(ctx, job.topic, now);
+    if (reason === 'workers_not_listening') warnNotListening(ctx, job.topic);
     return { kind: 'ack' };
   }
   await ctx.store.scheduleRetry(job.id, now + backoffMs(tries - 1));
@@ -62,18 +63,16 @@ function poolWorkers(ctx: SchedulerContext, topic: string): string[] {
   return mapped ? ctx.workers.live().filter((w) => mapped.includes(w.pool)).map((w) => w.workerId) : [];
 }
 
-/** Topic → when its `workers_not_listening` warning was last logged: one a minute per topic (only mapped topics come here). */
-const notListeningWarned = new Map<string, number>();
-const NOT_LISTENING_WARN_EVERY_MS = 60_000;
+/** One `workers_not_listening` warning a minute per topic (only mapped topics come here). */
+const mayWarnNotListening = createLogThrottle(60_000);
 
 /**
  * P261: a topic mapped to a pool whose live workers name other job subjects is no mistake of the
  * job's: the operator's config and the workers' topics disagree (a release before P253 routed such
  * jobs on the pool alone). Said once a minute per topic, with the workers and the two fixes.
  */
-function warnNotListening(ctx: SchedulerContext, topic: string, now: number): void {
-  if (now - (notListeningWarned.get(topic) ?? -Infinity) < NOT_LISTENING_WARN_EVERY_MS) return;
-  notListeningWarned.set(topic, now);
+function warnNotListening(ctx: SchedulerContext, topic: string): void {
+  if (!mayWarnNotListening(topic)) return;
   const workers = poolWorkers(ctx, topic);
   ctx.logger.warn("workers of the topic's pools are live but none listens on the topic: add it to their topics (WORKER_TOPICS) or map the topic to a pool whose workers do; its jobs wait, then fail no_workers", {
     topic,
