@@ -26,16 +26,27 @@ const SLOT_MOVING = /Too many Cluster redirections\. Last error: (?:ReplyError: 
 /** What a log line adds to a redirection loop's error (P259): where to look. */
 const SLOT_MOVING_HINT = 'a hash slot is being migrated, or a reshard left it open: `redis-cli --cluster check <node>` lists open slots, `--cluster fix` closes them';
 
-const UNAVAILABLE_PATTERNS = [
+/**
+ * Redis unavailable, and the command certainly did not run: never sent (ioredis's
+ * MaxRetriesPerRequest, the offline refusal), no connection at all, or refused by the server
+ * before running (the cluster down or loading, the slot moving).
+ */
+const NOT_RUN_PATTERNS = [
   /Reached the max retries per request limit/i,
+  /ECONNREFUSED/,
+  /None of startup nodes is available/i,
+  /CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN/,
+  /Stream isn't writeable/i,
+];
+
+const UNAVAILABLE_PATTERNS = [
+  ...NOT_RUN_PATTERNS,
+  // The connection went down or the answer did not come: the command may have run.
   /Connection is closed/i,
   /connection lost with the command in flight/i,
   /Socket timeout/i,
   /Command timed out/i,
-  /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH/,
-  /None of startup nodes is available/i,
-  /CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN/,
-  /Stream isn't writeable/i,
+  /ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH/,
 ];
 
 /**
@@ -47,6 +58,16 @@ export function isRedisUnavailable(err: unknown): boolean {
   if (err instanceof RedisError) return err.code === 'redis_unavailable';
   const msg = err instanceof Error ? err.message : String(err);
   return !SLOT_MOVING.test(msg) && UNAVAILABLE_PATTERNS.some((re) => re.test(msg));
+}
+
+/**
+ * P258: a Redis error after which the command certainly did not run (NOT_RUN_PATTERNS), so a
+ * caller may answer that nothing happened. A redirection loop ended by MOVED, ASK or TRYAGAIN ran
+ * at no hop; one ended by a timeout may have run, as what it wraps says.
+ */
+export function redisCommandNotRun(err: unknown): boolean {
+  const msg = err instanceof Error ? err.message : String(err);
+  return NOT_RUN_PATTERNS.some((re) => re.test(msg));
 }
 
 /**

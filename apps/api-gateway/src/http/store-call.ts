@@ -1,5 +1,5 @@
 import { committedBeforeError } from '@cordum/job-store';
-import { isRedisUnavailable } from '@cordum/redis';
+import { isRedisUnavailable, redisCommandNotRun } from '@cordum/redis';
 import { withTimeout } from '../util/timeout';
 import { ApiError } from './errors';
 
@@ -35,20 +35,13 @@ export function writeMayHaveRun(cause: unknown): boolean {
 }
 
 /**
- * Failures that say the command was never run: not sent (ioredis's MaxRetriesPerRequest, the
- * offline refusal), no connection at all, or refused by the server before running (the cluster
- * down or loading, the slot moving).
- */
-const NOT_RUN = /Reached the max retries per request limit|ECONNREFUSED|None of startup nodes|CLUSTERDOWN|LOADING|MASTERDOWN|TRYAGAIN/i;
-
-/**
  * P258: whether a state change (one transition script, then its index and DLQ writes) that failed
- * with `cause` may have happened. A redirection loop ended by MOVED, ASK or TRYAGAIN (no hop ran
- * it) is no write that may have run; one ended by a timeout is, by what it wraps.
+ * with `cause` may have happened: it committed before a later write failed, or its write may have
+ * run and Redis does not say it certainly did not (redisCommandNotRun).
  */
 function changeMayHaveRun(cause: unknown): boolean {
   if (committedBeforeError(cause)) return true;
-  return writeMayHaveRun(cause) && !NOT_RUN.test(cause instanceof Error ? cause.message : String(cause));
+  return writeMayHaveRun(cause) && !redisCommandNotRun(cause);
 }
 
 /**
