@@ -72,6 +72,8 @@ describe('sys.job.dlq', () => {
     await publishNotice(await record(id));
     const entry = await waitFor(() => store.getDlq(id), 5_000, { message: 'entry filed' });
     expect(entry).toMatchObject({ job_id: id, tenant: 'acme', reason_code: 'worker_error', last_state: 'FAILED' });
+    // counted once the write has answered, after the entry is visible: wait for it, then exact
+    await waitFor(async () => (await counted('filed')) >= filed + 1, 5_000, { message: 'filed counted' });
     expect(await counted('filed')).toBe(filed + 1);
     const list = await call(rig.url, 'GET', '/api/v1/dlq', { key: KEYS.operator });
     expect((list.body['items'] as { job_id: string }[]).map((e) => e.job_id)).toContain(id);
