@@ -220,6 +220,27 @@ export async function metric(url: string, name: string, labels = ''): Promise<nu
   return null;
 }
 
+/**
+ * Runs `round` (one request per replica, their statuses) until every answer is 401, and returns
+ * the answers of the rounds that started at or after `from`. A key refused from `from` on has
+ * only 401s there, however slowly the machine ran the rounds (a bound on the wall time it took
+ * to see the first 401 failed under load).
+ */
+export async function answersFrom(round: () => Promise<number[]>, from: number, message: string, timeoutMs = 5_000): Promise<number[]> {
+  const late: number[] = [];
+  await waitFor(
+    async () => {
+      const startedAt = Date.now();
+      const codes = await round();
+      if (startedAt >= from) late.push(...codes);
+      return codes.every((c) => c === 401);
+    },
+    timeoutMs,
+    { message },
+  );
+  return late;
+}
+
 export function expectEnvelope(r: CallResult, status: number, code: string): void {
   expect({ status: r.status, code: r.body['code'] }).toEqual({ status, code });
   expect(r.body['status']).toBe(status);

@@ -5,8 +5,9 @@
 import WebSocket from 'ws';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
+import { RECORD_CACHE_MS } from '../src/auth/managed';
 import { CLOSE_KEY_INVALID } from '../src/stream/ws';
-import { KEYS, call, expectEnvelope } from './harness';
+import { KEYS, answersFrom, call, expectEnvelope } from './harness';
 import { startReplicas, type Replicas } from './replicas';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -115,10 +116,10 @@ it('a key whose record is gone is refused everywhere, its stream is closed with 
   // What Redis does at the record's deadline.
   expect(await redis.del(record(k.id))).toBe(1);
   const goneAt = Date.now();
-  await waitFor(async () => (await statusEverywhere(k.key)).every((s) => s === 401), 2_000, { message: 'gone key refused everywhere' });
-  expect(Date.now() - goneAt).toBeLessThan(1_000);
+  const late = await answersFrom(() => statusEverywhere(k.key), goneAt + RECORD_CACHE_MS, 'gone key refused everywhere');
+  expect(late.filter((c) => c !== 401)).toEqual([]);
   expectEnvelope(await call(r.urls[0]!, 'GET', '/api/v1/jobs/x', { key: k.key }), 401, 'unauthenticated');
-  await waitFor(() => closed !== null, 2_000, { message: 'stream of the gone key closed' });
+  await waitFor(() => closed !== null, 5_000, { message: 'stream of the gone key closed' });
   expect(closed).toMatchObject({ code: CLOSE_KEY_INVALID, reason: expect.stringMatching(/^unauthenticated:/) as unknown });
   // Revoking it is now "no such key".
   expectEnvelope(await call(r.urls[0]!, 'DELETE', `/api/v1/auth/keys/${k.id}`, { key: KEYS.admin }), 404, 'key_not_found');

@@ -1,10 +1,9 @@
 // Managed API keys (D27) across two gateway replicas: created once, hashed at
 // rest, revoked or expired → 401 on every replica within 1 s.
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
-import { waitFor } from '@cordum/testing';
 import { createFailedLoginBudget, FAILED_LOGIN_ADDRESS_BURST, FAILED_LOGIN_BURST, FAILED_LOGIN_PER_MINUTE } from '../src/auth/failed-logins';
-import { createManagedKeys } from '../src/auth/managed';
-import { KEYS, call, expectEnvelope, type CallResult } from './harness';
+import { RECORD_CACHE_MS, createManagedKeys } from '../src/auth/managed';
+import { KEYS, answersFrom, call, expectEnvelope, type CallResult } from './harness';
 import { startReplicas, type Replicas } from './replicas';
 
 let r: Replicas;
@@ -76,8 +75,11 @@ it('revocation gives 401 on every replica within 1 s', async () => {
   const revokedAt = Date.now();
   // The revoking replica: at once.
   expectEnvelope(await call(r.urls[0]!, 'GET', '/api/v1/jobs/x', { key: k.key }), 401, 'unauthenticated');
-  await waitFor(async () => (await call(r.urls[1]!, 'GET', '/api/v1/jobs/x', { key: k.key })).status === 401, 2_000, { message: 'replica 2 rejects the revoked key' });
-  expect(Date.now() - revokedAt).toBeLessThan(1_000);
+  // The other replica: once its cached record is older than RECORD_CACHE_MS (the 1 s promise).
+  const replica2 = async () => [(await call(r.urls[1]!, 'GET', '/api/v1/jobs/x', { key: k.key })).status];
+  const late = await answersFrom(replica2, revokedAt + RECORD_CACHE_MS, 'replica 2 rejects the revoked key');
+  expect(late.filter((c) => c !== 401)).toEqual([]);
+  expect(RECORD_CACHE_MS).toBeLessThan(1_000);
   // Stays listed as revoked; a second delete is harmless.
   const list = await call(r.urls[1]!, 'GET', '/api/v1/auth/keys', { key: KEYS.admin });
   expect((list.body['items'] as Record<string, unknown>[]).find((i) => i['id'] === k.id)).toMatchObject({ revoked: true });
@@ -88,15 +90,11 @@ it('an expired key is 401 on every replica within 1 s of its expiry', async () =
   const k = await createKey({ role: 'viewer', ttl_seconds: 1 });
   const expiresAt = Date.parse(k.expires_at!);
   for (const url of r.urls) expect((await call(url, 'GET', '/api/v1/jobs/x', { key: k.key })).status).toBe(404);
-  await waitFor(
-    async () => {
-      const codes = await Promise.all(r.urls.map(async (u) => (await call(u, 'GET', '/api/v1/jobs/x', { key: k.key })).status));
-      return codes.every((c) => c === 401);
-    },
-    3_000,
-    { message: 'expired key rejected everywhere' },
-  );
-  expect(Date.now() - expiresAt).toBeLessThan(1_000);
+  // Expiry is checked on every call: a request sent after it is refused on every replica.
+  const everywhere = () => Promise.all(r.urls.map(async (u) => (await call(u, 'GET', '/api/v1/jobs/x', { key: k.key })).status));
+  const late = await answersFrom(everywhere, expiresAt, 'expired key rejected everywhere');
+  expect(late.length).toBeGreaterThan(0);
+  expect(late.filter((c) => c !== 401)).toEqual([]);
 });
 
 it('keys are per tenant: other tenants cannot see or revoke them; bad input is 400', async () => {

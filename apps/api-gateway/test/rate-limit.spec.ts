@@ -78,10 +78,16 @@ describe('shared bucket across two gateways', () => {
     for (const id of ['gw-1', 'gw-2']) expect(await reported(id)).toEqual({ rate_limits: hash });
     // The new burst is what globex now gets: 3 accepted, then 429.
     await redis.del('cordum:rl:{tenant:globex}');
+    // Until the first 429: at least the burst, at most the burst plus what 2 rps refilled meanwhile
+    // (a fixed five calls allowed one refill, which a loaded machine could exceed).
     const codes: number[] = [];
-    for (let i = 0; i < 5; i++) codes.push((await call(r.urls[i % 2]!, 'GET', '/api/v1/jobs/none', { key: KEYS.globex })).status);
-    expect(codes.filter((c) => c === 404).length).toBeLessThanOrEqual(3 + 1); // + one refill at most (2 rps over the loop)
-    expect(codes).toContain(429);
+    const t1 = Date.now();
+    for (let i = 0; i < 20 && !codes.includes(429); i++) codes.push((await call(r.urls[i % 2]!, 'GET', '/api/v1/jobs/none', { key: KEYS.globex })).status);
+    const refilled = 2 * ((Date.now() - t1) / 1000);
+    expect(codes.at(-1)).toBe(429);
+    expect(codes.slice(0, -1).every((c) => c === 404)).toBe(true);
+    expect(codes.length - 1).toBeGreaterThanOrEqual(3);
+    expect(codes.length - 1).toBeLessThanOrEqual(Math.floor(3 + refilled));
 
     // P68: an admin who set a limit far too low undoes it through the config API, which takes no
     // token from the admin's tenant bucket; every other route stays limited, for the admin too.
@@ -124,6 +130,7 @@ describe('Redis unreachable', () => {
     expect(await metric(url, 'cordum_rate_limit_in_memory')).toBe(0);
     await r.redis.stop();
     // Reads that need Redis fail fast with 503 (never 429 or a hang); probes and metrics still answer.
+    const t0 = Date.now();
     const first = await call(url, 'GET', '/api/v1/jobs/none', { key: KEYS.viewer });
     expectEnvelope(first, 503, 'redis_unavailable');
     expect(first.ms).toBeLessThan(3_000);
@@ -133,7 +140,9 @@ describe('Redis unreachable', () => {
     // Still limited, now per replica: the burst runs out.
     const results = await Promise.all(Array.from({ length: 2 * BURST }, () => call(url, 'GET', '/api/v1/jobs/none', { key: KEYS.viewer })));
     const limited = results.filter((x) => x.status === 429);
-    expect(limited.length).toBeGreaterThanOrEqual(BURST - 1);
+    // at most BURST tokens plus 1/s since the bucket was made (a loaded machine is slow to send 40)
+    expect(limited.length).toBeGreaterThanOrEqual(BURST - Math.ceil((Date.now() - t0) / 1000));
+    expect(limited.length).toBeGreaterThan(0);
     for (const x of limited) expect(Number(x.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     expect(results.every((x) => x.status === 429 || x.status === 503)).toBe(true);
     const switches = r.logs.filter((l) => l.includes('rate limiter falling back to per-replica in-memory buckets'));

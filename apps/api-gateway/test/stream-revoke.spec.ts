@@ -4,6 +4,8 @@
 // key store that cannot answer closes nothing.
 import WebSocket from 'ws';
 import { waitFor } from '@cordum/testing';
+import { RECORD_CACHE_MS } from '../src/auth/managed';
+import { RECHECK_INTERVAL_MS } from '../src/stream/recheck';
 import { CLOSE_KEY_INVALID } from '../src/stream/ws';
 import { KEYS, call, metric } from './harness';
 import { startReplicas, type Replicas } from './replicas';
@@ -93,8 +95,11 @@ describe('two replicas', () => {
     await closedFor(streams, 'both managed streams closed');
     for (const s of streams) {
       expect(s.closed).toMatchObject({ code: CLOSE_KEY_INVALID, reason: expect.stringMatching(/^unauthenticated:/) as unknown });
-      expect(s.closed!.at - revokedAt).toBeLessThan(1_000);
+      // the promise (1 s) is the design's budget; the wall time adds the close handshake and a
+      // loaded machine's late timers, so it gets a second more (a stream never re-checked stays open)
+      expect(s.closed!.at - revokedAt).toBeLessThan(RECORD_CACHE_MS + RECHECK_INTERVAL_MS + 1_000);
     }
+    expect(RECORD_CACHE_MS + RECHECK_INTERVAL_MS).toBeLessThan(1_000);
     expect(CLOSE_KEY_INVALID).toBe(4401);
 
     const after = await jobSeenByWatchers();

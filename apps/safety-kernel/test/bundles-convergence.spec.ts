@@ -103,10 +103,12 @@ describe('policy bundles from config', () => {
       expect(await rep.metric('cordum_config_reloads_total', { trigger: 'poll' })).toBe(pollsBefore[i]);
       expect((await rep.client.listSnapshots({})).current).toBe(after);
     }
-    // each replica reports the applied safety hash (D33): IN_SYNC
+    // each replica reports the applied safety hash (D33): IN_SYNC (the report is written after the
+    // apply, so it may trail the decisions a little)
     const doc = await store.get('system', 'default');
-    const status = await configStatus(store);
-    const mine = status.replicas.filter((x) => x.instance_id.startsWith('sk-notify-'));
+    const reported = async () => (await configStatus(store)).replicas.filter((x) => x.instance_id.startsWith('sk-notify-'));
+    await waitFor(async () => (await reported()).filter((x) => x.status === 'IN_SYNC').length === 2, 5_000, { message: 'both replicas report IN_SYNC' });
+    const mine = await reported();
     expect(mine).toHaveLength(2);
     for (const x of mine) {
       expect(x.status).toBe('IN_SYNC');
@@ -158,11 +160,13 @@ describe('policy bundles from config', () => {
 
     const started = Date.now();
     await writeBundles({ zz: bundleAllow('job.bundle.lost', 'allow-lost') }, false); // no sys.config.changed
-    // one interval, plus the time to read and apply on a busy 2-core CI box
-    await waitFor(async () => (await decisions(polled, 'job.bundle.lost')).every((d) => d === Decision.ALLOW), POLL_MS + 1500, {
+    // one interval, plus the time to read, compile and apply on two in-process replicas and check
+    // both twice on a busy 2-core CI box (1.5 s of it was tight); the poll's work is what is
+    // asserted: no notification came
+    await waitFor(async () => (await decisions(polled, 'job.bundle.lost')).every((d) => d === Decision.ALLOW), POLL_MS + 3_000, {
       message: 'both replicas allow after a poll',
     });
-    expect(Date.now() - started).toBeLessThan(POLL_MS + 1500);
+    expect(Date.now() - started).toBeLessThan(POLL_MS + 3_000);
     for (const [i, rep] of polled.entries()) {
       expect(await rep.metric('cordum_config_reloads_total', { trigger: 'notification' })).toBe(notesBefore[i]);
       expect((await rep.client.check({ jobId: 'lost-1', topic: 'job.bundle.lost' })).ruleId).toBe('allow-lost');

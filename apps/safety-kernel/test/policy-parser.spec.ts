@@ -188,7 +188,7 @@ rules:
   ])('refuses an alias inside its own anchor at once, instead of walking it forever (P211): %j', (yaml) => {
     const started = Date.now();
     expect(loadError(yaml)).toMatch(/^YAML syntax: an alias refers to its own anchor/);
-    expect(Date.now() - started).toBeLessThan(1000);
+    expect(Date.now() - started).toBeLessThan(5_000); // walking it would never end
   });
 
   it('still takes an alias used twice outside itself (a shared value is not a cycle)', () => {

@@ -188,12 +188,14 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
     await ghost('a-ghost', ['job.ra'], true);
     const live = await worker('tw-a', ['job.ra']);
     const before = await counter('cordum_dispatch_verify_total', 'outcome', 'fallback');
-    const started = Date.now();
+    const redispatchedBefore = await counter('cordum_scheduler_reconciled_total', 'action', 'redispatch');
     const job = await submit('job.ra');
     await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: 'job SUCCEEDED after fallback' });
-    // verify delay (1 s) + one dispatch, well before the 3 s dispatch timeout
-    expect(Date.now() - started).toBeLessThan(3_000);
+    // verify delay (1 s) + one dispatch, before the 3 s dispatch timeout (the scheduler's own
+    // timestamps: the run, the result and this test's polling are not in it), and not by the reconciler
     const done = await store.getJob(job.id);
+    expect(done!.dispatchedAt! - done!.createdAt).toBeLessThan(3_000);
+    expect(await counter('cordum_scheduler_reconciled_total', 'action', 'redispatch')).toBe(redispatchedBefore);
     expect(done).toMatchObject({ attempts: 2, workerId: 'tw-a', dispatch: { attempt: 2, workerId: 'tw-a' } });
     expect(live.count(job.id)).toBe(1);
     await waitFor(async () => (await counter('cordum_dispatch_verify_total', 'outcome', 'fallback')) > before, 5_000, { message: 'fallback counted' });
@@ -867,15 +869,16 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
 
   it('a job on a topic nobody serves is parked (no job:retry timer), then FAILED + DLQ no_workers when its backoff schedule would have hit the tries bound (D13, P15)', async () => {
     const job = await submit('job.nobody');
-    await waitFor(async () => (await store.getJob(job.id))?.scheduleTries === 1, 5_000, { message: 'first try counted' });
-    const parkedAt = Date.now();
+    const first = await waitFor(async () => { const j = await store.getJob(job.id); return j?.scheduleTries === 1 ? j : null; }, 5_000, { message: 'first try counted' });
+    const parkedAt = first.workerWait!.lastTryAt!; // the scheduler's time of the try that parked it
     await waitFor(async () => (await redis.zscore(jobKeys.parked('job.nobody'), job.id)) !== null, 2_000, { message: 'parked on its topic' });
     expect(await store.hasRetry(job.id)).toBe(false);
     expect(await redis.sismember(jobKeys.parkedTopics(), 'job.nobody')).toBe(1);
     await waitFor(async () => (await stateOf(job.id)) === 'FAILED', 15_000, { message: 'FAILED no_workers' });
     // tries 2 (SCHEDULER_SCHEDULE_MAX_TRIES) → the third try would come 1 s + 2 s after the first
-    expect(Date.now() - parkedAt).toBeGreaterThanOrEqual(2_500);
-    expect(await store.getJob(job.id)).toMatchObject({ scheduleTries: 2, error: { code: 'no_workers' } });
+    const failed = await store.getJob(job.id);
+    expect(failed!.finishedAt! - parkedAt).toBeGreaterThanOrEqual(2_500);
+    expect(failed).toMatchObject({ scheduleTries: 2, error: { code: 'no_workers' } });
     await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry' }); // written after the terminal write (D14)
     expect(await waitFor(() => store.getDlq(job.id), 5_000, { message: 'DLQ entry (written just after the state)' })).toMatchObject({ reason_code: 'no_workers', last_state: 'FAILED' });
     expect(await store.hasRetry(job.id)).toBe(false);

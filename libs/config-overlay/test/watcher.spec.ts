@@ -103,8 +103,10 @@ describe('config watcher (real Redis + NATS)', () => {
     const { revision } = await store.mergePatch('system', 'default', { timeouts: { reconciler: { dispatch_timeout_seconds: 60 } } });
     const t0 = performance.now();
     await publishConfigChanged(bus, { scope: 'system', scopeId: 'default', revision });
-    await waitFor(() => timeouts.calls.length === 2, 1000, { message: 'timeouts applied after notification' });
-    expect(performance.now() - t0).toBeLessThan(1000);
+    // the poll is 60 s away and counted 0 below: the notification applied it (5 s: D33's bound,
+    // not 1 s, which a loaded machine's NATS delivery, Redis read and setter could exceed)
+    await waitFor(() => timeouts.calls.length === 2, 5_000, { message: 'timeouts applied after notification' });
+    expect(performance.now() - t0).toBeLessThan(5_000);
     const newTimeoutsHash = await docHash('timeouts');
     expect(timeouts.calls[1]).toEqual({ value: { reconciler: { ...TIMEOUTS_A.reconciler, dispatch_timeout_seconds: 60 } }, hash: newTimeoutsHash });
     expect(pools.calls).toHaveLength(1);
@@ -120,7 +122,7 @@ describe('config watcher (real Redis + NATS)', () => {
 
     // The replica's applied report (D33): contract key, hashes, TTL 3 × poll interval.
     const key = `cordum:config:applied:${service}:${instanceId}`;
-    await waitFor(async () => (JSON.parse((await redis.get(key)) ?? '{}') as { revision?: number }).revision === revision, 1000);
+    await waitFor(async () => (JSON.parse((await redis.get(key)) ?? '{}') as { revision?: number }).revision === revision, 5_000);
     const rep = JSON.parse((await redis.get(key))!) as Record<string, unknown>;
     expect(rep).toMatchObject({ service, instance_id: instanceId, revision, hashes: { pools: await docHash('pools'), timeouts: newTimeoutsHash }, checked: true });
     expect(Number.isNaN(Date.parse(rep['reported_at'] as string))).toBe(false);
@@ -188,15 +190,15 @@ describe('config watcher (real Redis + NATS)', () => {
   });
 
   it('a LOST notification (write without publish) is applied by the poll within one interval', async () => {
-    const pollIntervalMs = 500;
+    // 2 s, so that the slack for a loaded machine (1.5 s) still tells one interval from two
+    const pollIntervalMs = 2_000;
     const pools = recorder();
     const { w, registry } = make({ pollIntervalMs, sections: { pools: pools.setter } });
     await w.start();
     await store.mergePatch('system', 'default', { pools: { topics: { 'job.lost': ['l'] } } });
     const t0 = performance.now();
     await waitFor(() => pools.calls.length === 2, 3 * pollIntervalMs, { message: 'poll applied the change' });
-    // one interval plus scheduling slack on a shared 2-core box
-    expect(performance.now() - t0).toBeLessThan(pollIntervalMs + 300);
+    expect(performance.now() - t0).toBeLessThan(pollIntervalMs + 1_500);
     expect(pools.calls[1]!.hash).toBe(await docHash('pools'));
     expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'notification' })).toBe(0);
     expect(await metricValue(registry, 'cordum_config_reloads_total', { trigger: 'poll' })).toBeGreaterThanOrEqual(1);

@@ -45,7 +45,8 @@ describe('a command whose timeout fires during an event-loop stall', () => {
     try {
       const t0 = Date.now();
       await expect(redis.get('stall:k')).rejects.toThrow('Command timed out');
-      expect(Date.now() - t0).toBeLessThan(1_000);
+      // the 200 ms command timeout, not the 5 s socket timeout (room for a loaded machine)
+      expect(Date.now() - t0).toBeLessThan(3_000);
     } finally {
       server.process.thaw();
     }

@@ -200,7 +200,9 @@ describe('config overlay across replicas (real processes)', () => {
     });
     const t0 = performance.now();
     measured['notification_lost'] = await convergence(t0, rev, POLL_MS + 3_000, 'converged by polling');
-    expect(measured['notification_lost']).toBeLessThan(POLL_MS + 1_000);
+    // one interval, plus the apply and the status report of every replica (separate processes on
+    // 2 cores; 1 s of slack was tight); no notification came, and every replica polled
+    expect(measured['notification_lost']).toBeLessThan(POLL_MS + 2_000);
     expect(await perReplica('cordum_config_reloads_total', { trigger: 'notification' })).toEqual(notified);
     const pollsAfter = await perReplica('cordum_config_reloads_total', { trigger: 'poll' });
     for (const s of SCHEDULERS) expect(pollsAfter[s]).toBeGreaterThan(polls[s]!);
@@ -246,9 +248,10 @@ describe('config overlay across replicas (real processes)', () => {
     measured['scan_period_observed'] = Math.round((seen[3]! - seen[0]!) / 3);
     // The first scan follows the apply (< 5 s) by one new interval, never the parked hour.
     expect(seen[0]!).toBeLessThan(5_000 + 1_000);
-    // Cadence ≈ 1 s (turn time and 50 ms sampling on a shared box allowed for).
+    // Cadence ≈ 1 s (turn time and 50 ms sampling on a shared box allowed for; the intervals
+    // before and after are 3600 s and 30 s, so 2.5 s still tells them apart).
     expect(measured['scan_period_observed']).toBeGreaterThan(700);
-    expect(measured['scan_period_observed']).toBeLessThan(1_700);
+    expect(measured['scan_period_observed']).toBeLessThan(2_500);
     await convergence(performance.now(), rev, 5_000, 'scan interval 1 s reported');
 
     // Back to a quiet interval for the rest of the suite.
