@@ -220,9 +220,15 @@ describe('scheduler recovery loops (in-process, real Redis + NATS)', () => {
       next.push(job);
       await waitFor(async () => (await stateOf(job.id)) === 'SUCCEEDED', 10_000, { message: `job ${i} SUCCEEDED` });
     }
-    const done = await Promise.all(next.map(async (j) => store.getJob(j.id)));
-    expect(done.map((j) => ({ attempts: j?.attempts, worker: j?.workerId }))).toEqual(next.map(() => ({ attempts: 1, worker: 'tw-p34' })));
-    expect(next.map((j) => live.count(j.id))).toEqual([1, 1, 1, 1, 1]);
+    const done = await Promise.all(next.map(async (j) => (await store.getJob(j.id))!));
+    expect(done.map((j) => j.workerId)).toEqual(next.map(() => 'tw-p34'));
+    // Every attempt reached tw-p34, none went to the ghost first (that one would be missing here).
+    // Usually one each; a jest worker stalled ~1 s between a dispatch and reading tw-p34's start
+    // ack (this test worker claims nothing) lets the 1 s probe send it again, to tw-p34 once more.
+    for (const j of done) {
+      const ids = (live.executions.get(j.id) ?? []).map((e) => e.request.dispatch?.dispatchId);
+      expect({ attempts: j.attempts, distinct: new Set(ids).size, last: ids.at(-1) }).toEqual({ attempts: ids.length, distinct: ids.length, last: j.dispatch?.dispatchId });
+    }
   });
 
   it('a lost dispatch whose probe finds no free worker is probed again and redispatched once one frees, long before the dispatch timeout', async () => {

@@ -189,14 +189,16 @@ describe('@cordum/bus on one nats-server', () => {
     const done = new Latch();
     const handler = async (): Promise<HandlerOutcome> => {
       deliveries += 1;
-      await new Promise((r) => setTimeout(r, 3_500)); // the effect takes 3.5 × AckWait
+      await new Promise((r) => setTimeout(r, 7_000)); // the effect takes 2.3 × AckWait
       done.open();
       return { kind: 'ack' };
     };
-    const c1 = await a.consume({ subject: subjects.cancel, queue, decode: dec, ackWaitMs: 1_000, handler });
-    const c2 = await b.consume({ subject: subjects.cancel, queue, decode: dec, ackWaitMs: 1_000, handler });
+    // AckWait 3 s: working() goes out at most every 1.5 s, so a stalled jest worker has 1.5 s
+    // before the server redelivers (at 1 s it had 0.5 s, which a loaded box could exceed)
+    const c1 = await a.consume({ subject: subjects.cancel, queue, decode: dec, ackWaitMs: 3_000, handler });
+    const c2 = await b.consume({ subject: subjects.cancel, queue, decode: dec, ackWaitMs: 3_000, handler });
     await a.publish(subjects.cancel, enc('c-1'));
-    await done.wait(10_000);
+    await done.wait(15_000);
     await waitFor(async () => (await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.cancel))).num_ack_pending === 0);
     const info = await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.cancel));
     expect(info.num_redelivered).toBe(0);
@@ -249,24 +251,30 @@ describe('@cordum/bus on one nats-server', () => {
     // process publishes shortly before that; this one does not run (a GC pause, CPU starvation
     // on a loaded box) from before the publish until after the expiry. When it runs again, the
     // message, the server's end-of-pull status and every timer that came due are all waiting.
+    // The stall starts 1.5 s before the pull's end and the publish 1.2 s before it: room for the
+    // publisher's late timer and a slow store on a loaded box (at 4.7 s and 4.85 s, 150 ms was not).
     const pulledAt = Date.now();
-    const publishAt = pulledAt + 4_850;
+    const stallAt = pulledAt + 3_500;
+    const publishAt = pulledAt + 3_800;
     const publisher = startProcess('stall-publisher', process.execPath, ['-e', `
       const { connect } = require('nats');
       (async () => {
         const nc = await connect({ servers: '${server.url}' });
         await new Promise((r) => setTimeout(r, Math.max(0, ${publishAt} - Date.now())));
+        console.log('sending ' + Date.now());
         await nc.jetstream().publish('${subjects.dlq}', new TextEncoder().encode('during the stall'));
         console.log('published ' + Date.now());
         await nc.close();
       })().catch((e) => { console.error(String(e)); process.exit(1); });
     `], {}, repoRoot);
-    await waitFor(() => Date.now() >= pulledAt + 4_700, 10_000, { intervalMs: 10 }); // the fault starts
+    await waitFor(() => Date.now() >= stallAt, 10_000, { intervalMs: 10 }); // the fault starts
     for (;;) if (Date.now() >= pulledAt + 5_800) break; // the stall (busy: nothing else runs here)
     await publisher.waitExit(10_000);
+    const sentAt = Number(/sending (\d+)/.exec(publisher.logs())?.[1]);
     const publishedAt = Number(/published (\d+)/.exec(publisher.logs())?.[1]);
-    expect(publishedAt).toBeGreaterThan(pulledAt + 4_700); // it landed inside the stall
-    expect(publishedAt).toBeLessThan(pulledAt + 5_000); // while the pull was still open on the server
+    const landedAt = (await jsm.streams.getMessage(STREAM_SYS, { last_by_subj: subjects.dlq })).time.getTime();
+    expect(sentAt).toBeGreaterThan(stallAt); // it landed inside the stall
+    expect(landedAt).toBeLessThan(pulledAt + 5_000); // while the pull was still open on the server (the stream's time)
     const { at, deliveryCount } = await got.wait(10_000); // AckWait is 30 s: a dropped delivery would come back only then
     expect({ deliveryCount, handledWithinMs: at - publishedAt < 3_000 }).toEqual({ deliveryCount: 1, handledWithinMs: true });
     await c.stop();
@@ -291,8 +299,11 @@ describe('@cordum/bus on one nats-server', () => {
     await c.stop();
   });
 
+  /** 4 s: working() at most every 2 s, so a stalled jest worker has 2 s before a redelivery. */
+  const HELD_ACK_WAIT_MS = 4_000;
+
   /**
-   * A consumer (concurrency 4, AckWait 2 s) whose handler throws `fails(body)` when it names an
+   * A consumer (concurrency 4, AckWait HELD_ACK_WAIT_MS) whose handler throws `fails(body)` when it names an
    * error ('redis down': unavailable, P101; 'slot moving': retryInPlace, P259), recording each
    * message's delivery counts as tried and the one it was handled on.
    */
@@ -300,7 +311,7 @@ describe('@cordum/bus on one nats-server', () => {
     const tries = new Map<string, number[]>();
     const done = new Map<string, number>();
     const c = await a.consume({
-      subject: subjects.audit, queue, decode: dec, concurrency: 4, ackWaitMs: 2_000,
+      subject: subjects.audit, queue, decode: dec, concurrency: 4, ackWaitMs: HELD_ACK_WAIT_MS,
       unavailable: (err) => (err as Error).message === 'redis down',
       retryInPlace: (err) => (err as Error).message === 'slot moving',
       handler: (body, ctx) => {
@@ -320,11 +331,12 @@ describe('@cordum/bus on one nats-server', () => {
     const errorsBefore = await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit);
     let down = true;
     const { c, tries, done } = await failingConsumer(queue, () => (down ? 'redis down' : undefined));
+    const t0 = performance.now();
     await a.publish(subjects.audit, enc('first'));
     await waitFor(() => (tries.get('first')?.length ?? 0) >= 3, 5_000, { message: 'the first message is retried in process' });
     await a.publish(subjects.audit, enc('second'));
-    // Longer than AckWait (2 s): working() keeps the held message, and the second is not pulled.
-    await waitFor(() => (tries.get('first')?.length ?? 0) >= 5, 10_000, { message: 'still retried past AckWait' });
+    // Longer than AckWait: working() keeps the held message, and the second is not pulled.
+    await waitFor(() => performance.now() - t0 > HELD_ACK_WAIT_MS + 500 && (tries.get('first')?.length ?? 0) >= 5, 15_000, { message: 'still retried past AckWait' });
     expect(tries.get('second')).toBeUndefined();
     down = false;
     await waitFor(() => done.size === 2, 10_000, { message: 'both handled once the dependency is back' });
@@ -344,13 +356,14 @@ describe('@cordum/bus on one nats-server', () => {
     const errorsBefore = await counterValue(registry, 'cordum_bus_handler_errors_total', subjects.audit);
     let moving = true;
     const { c, tries, done } = await failingConsumer(queue, (body) => (body === 'in-slot' && moving ? 'slot moving' : undefined));
+    const t0 = performance.now();
     await a.publish(subjects.audit, enc('in-slot'));
     await waitFor(() => (tries.get('in-slot')?.length ?? 0) >= 3, 5_000, { message: 'retried in process' });
     // Unlike a shared outage's hold (P101), the others are pulled and handled meanwhile.
     for (const body of ['other-1', 'other-2']) await a.publish(subjects.audit, enc(body));
     await waitFor(() => done.has('other-1') && done.has('other-2'), 5_000, { message: 'the others handled while one is retried' });
-    // Past AckWait (2 s): working() keeps it, on its first delivery.
-    await waitFor(() => (tries.get('in-slot')?.length ?? 0) >= 6, 10_000, { message: 'still retried past AckWait' });
+    // Past AckWait: working() keeps it, on its first delivery.
+    await waitFor(() => performance.now() - t0 > HELD_ACK_WAIT_MS + 500 && (tries.get('in-slot')?.length ?? 0) >= 6, 15_000, { message: 'still retried past AckWait' });
     moving = false;
     await waitFor(() => done.has('in-slot'), 10_000, { message: 'handled once the slot settled' });
     expect(new Set(tries.get('in-slot'))).toEqual(new Set([1]));

@@ -38,9 +38,10 @@ describe('JsPublisher: JetStream publish over one reply inbox', () => {
   });
 
   it('resolves once the stream stored the message; a repeated msg id is stored once (D9)', async () => {
-    await Promise.all(Array.from({ length: 50 }, (_, i) => pub.publish('pubspec.a', enc(`m${i}`), `id-${i}`, 1_000)));
-    await pub.publish('pubspec.a', enc('again'), 'id-7', 1_000);
-    await pub.publish('pubspec.a', enc('no id'), undefined, 1_000);
+    // 10 s ack deadlines: this is about storage and dedup, and a loaded box can stall past 1 s
+    await Promise.all(Array.from({ length: 50 }, (_, i) => pub.publish('pubspec.a', enc(`m${i}`), `id-${i}`, 10_000)));
+    await pub.publish('pubspec.a', enc('again'), 'id-7', 10_000);
+    await pub.publish('pubspec.a', enc('no id'), undefined, 10_000);
     const info = await jsm.streams.info('PUBSPEC');
     expect(info.state.messages).toBe(51);
     const m = await jsm.streams.getMessage('PUBSPEC', { seq: 8 });
