@@ -26,16 +26,18 @@ describe('a retry whose policy re-check is slow (in-process, real Redis + NATS)'
     let checksOfA = 0;
     kernel = await startTestKernel(async (req: PolicyCheckRequest) => {
       if (req.jobId === A && ++checksOfA === 2) {
-        // The retry's re-check: answered once B reached the worker, or after 1.8 s at most.
+        // The retry's re-check: answered once B reached the worker, or after 8 s at most (the
+        // scheduler's Check deadline is 10 s here; with 2 s and 1.8 s, B's submit, Check and
+        // dispatch on a loaded box could come after the fallback answer though the slot was free).
         retryCheckSeen.open();
         let timer: NodeJS.Timeout | undefined;
-        await Promise.race([bSent.promise, new Promise((r) => (timer = setTimeout(r, 1_800)))]);
+        await Promise.race([bSent.promise, new Promise((r) => (timer = setTimeout(r, 8_000)))]);
         clearTimeout(timer);
         retryAnsweredAt = Date.now();
       }
       return allow;
     });
-    rig = await startSchedulerRig({ instanceId: 'sched-retry-reserve', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '200ms' } });
+    rig = await startSchedulerRig({ instanceId: 'sched-retry-reserve', kernelAddress: kernel.address, env: { SCHEDULER_REPLAY_INTERVAL: '200ms' }, config: { safetyDeadlineMs: 10_000 } });
     worker = await startTestWorker({ natsUrl: rig.natsServer.url, redis: rig.redis, id: 'tw-one-slot', topics: [TOPIC], replyFor: () => 'none', maxParallelJobs: 1 });
     await waitFor(() => rig.scheduler.workers.live().some((v) => v.workerId === 'tw-one-slot' && v.readyTopics.includes(TOPIC)), 10_000, { message: 'worker registered' });
   }, 60_000);
@@ -53,10 +55,10 @@ describe('a retry whose policy re-check is slow (in-process, real Redis + NATS)'
     await worker.reply(first.request, JobStatus.FAILED_RETRYABLE);
     await retryCheckSeen.wait(15_000);
     await rig.submit(B, TOPIC);
-    const b = await waitFor(() => worker.executions.get(B)?.[0], 5_000, { message: 'B on the worker' });
+    const b = await waitFor(() => worker.executions.get(B)?.[0], 7_000, { message: 'B on the worker' });
     bSent.open();
     // B reached the worker while A's re-check was still unanswered (before: held back until after it).
-    await waitFor(() => retryAnsweredAt > 0, 5_000, { message: "A's re-check answered" });
+    await waitFor(() => retryAnsweredAt > 0, 10_000, { message: "A's re-check answered" });
     expect(b.at).toBeLessThan(retryAnsweredAt);
     await worker.reply(b.request, JobStatus.SUCCEEDED);
     const second = await waitFor(() => worker.executions.get(A)?.[1], 15_000, { message: 'A attempt 2 on the worker' });

@@ -56,6 +56,8 @@ export async function startSchedulerRig(o: {
   beforeStart?: (redis: RedisClient) => Promise<void>;
   /** The scheduler's logger (default: errors only, to stdout). */
   logger?: Logger;
+  /** Settings with no env var, over what the env gives (a longer Check deadline, say). */
+  config?: Partial<SchedulerConfig>;
 }): Promise<SchedulerRig> {
   const [redisServer, natsServer] = await Promise.all([startRedis(), startNats()]);
   const redis = createRedis({ url: redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
@@ -67,7 +69,7 @@ export async function startSchedulerRig(o: {
     await Promise.all([redisServer.stop(), natsServer.stop()]);
   };
   try {
-    const config = loadSchedulerConfig({
+    const loaded = loadSchedulerConfig({
       REDIS_URL: redisServer.url,
       NATS_URL: natsServer.url,
       SCHEDULER_HTTP_ADDR: '127.0.0.1:0',
@@ -77,6 +79,7 @@ export async function startSchedulerRig(o: {
       JOB_TTL: '1h',
       ...o.env,
     });
+    const config: SchedulerConfig = { ...loaded, ...o.config };
     await o.beforeStart?.(redis);
     const metrics = new Registry();
     const scheduler = createScheduler(config, { logger: o.logger ?? createLogger({ service: 'scheduler', instance: o.instanceId, level: 'error' }), instanceId: o.instanceId, registry: metrics, ...o.deps });
