@@ -1,4 +1,5 @@
 import { Cluster, Command, Redis } from 'ioredis';
+import { GuardedConnector } from './connector';
 import { isRedisAuthError, isRedisUnavailable, isSlotMoving } from './errors';
 import {
   credentialsFollow, liveRead, nodeOptionsOf, readUrlFileCredentials, redisTarget, RedisTlsFilesError, RedisUrlFileError, RedisUrlFileMovedError, tlsConnectOptions, urlCredentials,
@@ -428,6 +429,8 @@ export function createRedis(opts: RedisConnOptions): RedisClient {
   );
   const common = {
     connectionName: opts.name,
+    // Every connection's socket keeps an error listener (a second error was an uncaught exception).
+    Connector: GuardedConnector,
     connectTimeout: 2000,
     // A queued command fails after one failed reconnect instead of the default 20, so a request
     // made while Redis is down errors within ~1-2 s (callers map it to 503).
