@@ -220,6 +220,11 @@ export async function metric(url: string, name: string, labels = ''): Promise<nu
   return null;
 }
 
+/** A GET of a job that does not exist with `key` on each of `urls`, the statuses in that order: 404 while the key works, 401 once it is refused. */
+export function statusEverywhere(urls: readonly string[], key: string): Promise<number[]> {
+  return Promise.all(urls.map(async (u) => (await call(u, 'GET', '/api/v1/jobs/x', { key })).status));
+}
+
 /**
  * Runs `round` (one request per replica, their statuses) until every answer is 401, and returns
  * the answers of the rounds that started at or after `from`. A key refused from `from` on has

@@ -3,7 +3,7 @@
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createFailedLoginBudget, FAILED_LOGIN_ADDRESS_BURST, FAILED_LOGIN_BURST, FAILED_LOGIN_PER_MINUTE } from '../src/auth/failed-logins';
 import { RECORD_CACHE_MS, createManagedKeys } from '../src/auth/managed';
-import { KEYS, answersFrom, call, expectEnvelope, type CallResult } from './harness';
+import { KEYS, answersFrom, call, expectEnvelope, statusEverywhere, type CallResult } from './harness';
 import { startReplicas, type Replicas } from './replicas';
 
 let r: Replicas;
@@ -91,8 +91,7 @@ it('an expired key is 401 on every replica within 1 s of its expiry', async () =
   const expiresAt = Date.parse(k.expires_at!);
   for (const url of r.urls) expect((await call(url, 'GET', '/api/v1/jobs/x', { key: k.key })).status).toBe(404);
   // Expiry is checked on every call: a request sent after it is refused on every replica.
-  const everywhere = () => Promise.all(r.urls.map(async (u) => (await call(u, 'GET', '/api/v1/jobs/x', { key: k.key })).status));
-  const late = await answersFrom(everywhere, expiresAt, 'expired key rejected everywhere');
+  const late = await answersFrom(() => statusEverywhere(r.urls, k.key), expiresAt, 'expired key rejected everywhere');
   expect(late.length).toBeGreaterThan(0);
   expect(late.filter((c) => c !== 401)).toEqual([]);
 });
