@@ -74,6 +74,8 @@ type Lifecycle = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
 const PING_TIMEOUT_MS = 1_000;
 const HTTP_DRAIN_MS = 5_000;
 const READY_CHECK_TIMEOUT_MS = 2_000;
+/** The jetstream check's own request timeout, inside READY_CHECK_TIMEOUT_MS (so nats.js ends the request, not the bound). */
+const STREAM_CHECK_TIMEOUT_MS = 1_500;
 
 function listen(server: Server, addr: { host: string; port: number }): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -232,6 +234,9 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       { name: 'serving', check: () => state === 'running' },
       { name: 'redis', check: () => pingRedis(redis, PING_TIMEOUT_MS) },
       { name: 'nats', check: () => bus.connected },
+      // P263: the socket can be up while nothing stores a submit (a frozen server before its pings
+      // fail, a lost stream, a cluster node without a quorum): CORDUM_SYS must answer.
+      { name: 'jetstream', check: () => bus.streamAnswers(STREAM_CHECK_TIMEOUT_MS) },
       { name: 'config', check: () => watcher.ready },
     ];
     const readiness: Readiness = {
@@ -295,7 +300,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       registry,
       receiveTimeoutMs: deps.grpcReceiveTimeoutMs,
       redisReady: () => redisUsable(redis),
-      // The checks of /readyz (a Redis PING, NATS, the first config load): a replica HTTP's probe keeps out is not SERVING either.
+      // The checks of /readyz (a Redis PING, NATS, JetStream, the first config load): a replica HTTP's probe keeps out is not SERVING either.
       ready: async () => state === 'running' && (await readiness.check()).ready,
     });
     await track('grpc', () => grpcApi.close());

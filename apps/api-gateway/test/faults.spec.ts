@@ -40,7 +40,7 @@ it('NATS down: submit answers 503 bus_unavailable, the job ends FAILED(bus_unava
   expect(g.body['error']).toEqual({ code: 'bus_unavailable', message: expect.any(String) });
   expect(await redis.exists('job:idempotency:acme:nats-down-1')).toBe(0);
   const ready = await call(rig.url, 'GET', '/readyz');
-  expect(ready.body).toEqual({ ready: false, checks: { serving: true, redis: true, nats: false, config: true } });
+  expect(ready.body).toEqual({ ready: false, checks: { serving: true, redis: true, nats: false, jetstream: false, config: true } });
 
   // NATS back on the same port: the gateway recovers without a restart.
   const revived = await rig.nats.restart();

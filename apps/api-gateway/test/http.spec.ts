@@ -307,7 +307,7 @@ describe('HTTP hygiene', () => {
     expect((await call(rig.url, 'GET', '/healthz')).status).toBe(200);
     const r = await call(rig.url, 'GET', '/readyz');
     expect(r.status).toBe(200);
-    expect(r.body).toEqual({ ready: true, checks: { serving: true, redis: true, nats: true, config: true } });
+    expect(r.body).toEqual({ ready: true, checks: { serving: true, redis: true, nats: true, jetstream: true, config: true } });
   });
 
   it('/metrics on the HTTP and metrics ports counts requests per route template', async () => {

@@ -1,5 +1,5 @@
 // Readiness is one answer on every surface: /readyz, the metrics port's /readyz and
-// grpc.health.v1 run the same checks (a Redis PING, NATS, the first config load), so a
+// grpc.health.v1 run the same checks (a Redis PING, NATS, JetStream, the first config load), so a
 // gRPC load balancer does not route to a replica that HTTP's probe keeps out.
 import { Health, ServingStatus, grpcClientFor, type GrpcClient } from '@cordum/protocol';
 import { closeRedis, createRedis } from '@cordum/redis';
@@ -64,4 +64,24 @@ it('a frozen Redis (SIGSTOP) makes gRPC health NOT_SERVING as it makes /readyz 5
   }
   await waitFor(async () => (await grpcStatus()) === ServingStatus.SERVING, 10_000, { message: 'gRPC health SERVING after SIGCONT' });
   expect((await call(rig.url, 'GET', '/readyz')).status).toBe(200);
+});
+
+it('a frozen NATS (SIGSTOP) makes /readyz 503 with jetstream false while the connection still counts as up, and gRPC health NOT_SERVING; both recover after SIGCONT (P263)', async () => {
+  const grpcStatus = async (): Promise<ServingStatus> => (await health.check({ service: 'cordum.v1.CordumApi' })).status;
+  const before = await call(rig.url, 'GET', '/readyz');
+  expect(before.status).toBe(200);
+  expect(before.body['checks']).toMatchObject({ nats: true, jetstream: true });
+  await rig.nats.process.freeze();
+  try {
+    // The client's pings (every 5 s, two unanswered) notice a frozen server after 10 s or more:
+    // until then `nats` is true, and only the stream request tells.
+    const ready = await call(rig.url, 'GET', '/readyz');
+    expect(ready.status).toBe(503);
+    expect(ready.body['checks']).toMatchObject({ redis: true, jetstream: false });
+    expect(await grpcStatus()).toBe(ServingStatus.NOT_SERVING);
+  } finally {
+    rig.nats.process.kill('SIGCONT');
+  }
+  await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 200, 20_000, { message: '/readyz 200 after SIGCONT' });
+  expect(await grpcStatus()).toBe(ServingStatus.SERVING);
 });

@@ -31,6 +31,8 @@ import { subscribeWorkers } from './workers-feed';
 const RESULT_REDELIVERY_S = 35;
 /** The longest wait between tries to start taking jobs after the first config load (P161). */
 const TAKE_WORK_MAX_RETRY_MS = 30_000;
+/** The jetstream readiness check's request timeout, inside the health server's 2 s bound per check. */
+const STREAM_CHECK_TIMEOUT_MS = 1_500;
 
 export type SchedulerDeps = Pick<ServiceDeps, 'logger' | 'instanceId' | 'registry'> & {
   /** Replaces the gRPC Check client (tests); the shared breaker (D21) wraps either. */
@@ -160,6 +162,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       checks: [
         { name: 'redis', check: () => (redis ? pingRedis(redis, 1000) : false) },
         { name: 'nats', check: () => bus?.connected === true },
+        // P263: CORDUM_SYS answers (the socket can be up while no dispatch would be stored).
+        { name: 'jetstream', check: () => (bus ? bus.streamAnswers(STREAM_CHECK_TIMEOUT_MS) : false) },
         { name: 'consumers', check: () => consumersBound && phase === 'running' },
         // BEHAVIOURS §4: not ready until the worker view is hydrated or the cold path was chosen.
         { name: 'workers_hydrated', check: () => hydration !== null },

@@ -402,7 +402,7 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     const ready = await fetch(`${base}/readyz`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toMatchObject({ ready: true, checks: { redis: true, nats: true, consumers: true } });
+    expect(await ready.json()).toMatchObject({ ready: true, checks: { redis: true, nats: true, jetstream: true, consumers: true } });
     const text = await (await fetch(`${base}/metrics`)).text();
     expect(text).toContain('cordum_scheduler_dispatch_latency_seconds');
     expect(text).toContain('cordum_scheduler_job_lock_wait_seconds');

@@ -225,6 +225,19 @@ class NatsBus implements Bus {
     }
   }
 
+  async streamAnswers(timeoutMs: number): Promise<boolean> {
+    if (!this.connected) return false;
+    try {
+      // The same JetStream API request jsm.streams.info() makes, with this call's own timeout. In a
+      // cluster it is answered by CORDUM_SYS's leader, as every publish to the stream is.
+      const reply = await this.nc.request(`$JS.API.STREAM.INFO.${STREAM_SYS}`, undefined, { timeout: timeoutMs });
+      const body: unknown = JSON.parse(new TextDecoder().decode(reply.data));
+      return typeof body === 'object' && body !== null && !('error' in body) && 'config' in body;
+    } catch {
+      return false;
+    }
+  }
+
   subscribe(subject: string, handler: (data: Uint8Array, subject: string) => void, opts: { queue?: string } = {}): Subscription {
     this.assertOpen('subscribe');
     const sub = this.nc.subscribe(subject, {

@@ -133,6 +133,13 @@ export interface Bus {
    */
   unackedSince(queue: string, subject: string): Promise<number | null>;
   /**
+   * Whether CORDUM_SYS answers a JetStream API request (its stream info) within `timeoutMs`: false
+   * while the connection is down, the server is frozen, the stream is gone, or (in a cluster) the
+   * stream has no leader, when every publish to it would time out though the socket is up. One
+   * request; for readiness checks (P263).
+   */
+  streamAnswers(timeoutMs: number): Promise<boolean>;
+  /**
    * `listener(false)` when the connection to NATS is lost, `listener(true)` when it is back (nats.js
    * then renews every subscription; core NATS messages published in between reached nobody here).
    * Returns its removal. A listener that throws is logged and the others still run.

@@ -24,7 +24,7 @@ export interface WorkerRuntimeOptions {
 export interface WorkerRuntime {
   readonly bus: Bus;
   readonly redis: RedisClient;
-  /** NATS connected and Redis answers PING (for /readyz). */
+  /** NATS connected, CORDUM_SYS answers and Redis answers PING (for /readyz). */
   ready(): Promise<boolean>;
   /** Closes NATS then Redis; idempotent. */
   close(): Promise<void>;
@@ -47,7 +47,8 @@ export async function connectWorkerRuntime(o: WorkerRuntimeOptions): Promise<Wor
   return {
     bus,
     redis,
-    ready: async () => bus.connected && (await pingRedis(redis)),
+    // P263: CORDUM_SYS must answer too (results are published to it); 1.5 s inside a health server's 2 s bound.
+    ready: async () => bus.connected && (await Promise.all([bus.streamAnswers(1_500), pingRedis(redis)])).every(Boolean),
     close: () => {
       closing ??= (async () => {
         try {

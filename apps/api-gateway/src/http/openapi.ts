@@ -51,7 +51,7 @@ const ETAG = { ETag: 'the document\'s revision, quoted ("7"); send it back as `r
 
 export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/healthz', summary: 'Liveness (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'alive', schema: s.healthSchema } }, errors: [] },
-  { method: 'GET', path: '/readyz', summary: 'Readiness: Redis, NATS, config (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'ready', schema: s.readySchema }, 503: { description: 'not ready: the same body, `ready: false` and the failing checks false (not the error envelope)', schema: s.readySchema } }, errors: [] },
+  { method: 'GET', path: '/readyz', summary: 'Readiness: Redis, NATS, JetStream, config (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'ready', schema: s.readySchema }, 503: { description: 'not ready: the same body, `ready: false` and the failing checks false (not the error envelope)', schema: s.readySchema } }, errors: [] },
   { method: 'GET', path: '/metrics', summary: 'Prometheus metrics (no auth)', tag: 'probes', auth: false, ok: { 200: { description: 'text exposition format', contentType: 'text/plain' } }, errors: [] },
   { method: 'GET', path: '/api/v1/openapi.json', summary: 'This document (no auth)', tag: 'meta', auth: false, ok: { 200: { description: 'OpenAPI 3.1', schema: z.record(z.string(), z.unknown()) } }, errors: [] },
 

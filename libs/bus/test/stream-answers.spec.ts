@@ -1,0 +1,105 @@
+// Bus.streamAnswers (decisions.md P263): the readiness check that tells a replica whose NATS
+// socket is up but whose JetStream does not answer (a frozen server before the pings notice, a
+// lost stream, a cluster node whose peers are gone) from one that can publish.
+import { startNats, startNatsCluster, waitFor, type TestCluster, type TestServer } from '@cordum/testing';
+import { connect, type NatsConnection } from 'nats';
+import { Registry } from 'prom-client';
+import { STREAM_SYS, connectBus, subjects, type Bus } from '../src';
+import { enc, testLogger } from './helpers';
+
+const TIMEOUT_MS = 1_000;
+
+describe('one nats-server', () => {
+  let server: TestServer;
+  let bus: Bus;
+  let raw: NatsConnection;
+
+  beforeAll(async () => {
+    server = await startNats();
+    bus = await connectBus({ servers: [server.url], name: 'bus-stream-answers', logger: testLogger(), registry: new Registry() });
+    raw = await connect({ servers: server.url });
+  });
+
+  afterAll(async () => {
+    await raw?.close();
+    await bus?.close();
+    await server?.stop();
+  });
+
+  it('is false before CORDUM_SYS exists and after it is deleted, true while it exists', async () => {
+    const jsm = await raw.jetstreamManager();
+    await jsm.streams.delete(STREAM_SYS).catch(() => undefined);
+    expect(await bus.streamAnswers(TIMEOUT_MS)).toBe(false);
+    await bus.ensureStreams();
+    expect(await bus.streamAnswers(TIMEOUT_MS)).toBe(true);
+    await jsm.streams.delete(STREAM_SYS);
+    expect(bus.connected).toBe(true);
+    expect(await bus.streamAnswers(TIMEOUT_MS)).toBe(false);
+    await bus.ensureStreams();
+    expect(await bus.streamAnswers(TIMEOUT_MS)).toBe(true);
+  });
+
+  it('is false within its timeout while the server is frozen and the connection still counts as up; true after SIGCONT', async () => {
+    await bus.ensureStreams();
+    await server.process.freeze();
+    try {
+      const started = Date.now();
+      const answered = await bus.streamAnswers(TIMEOUT_MS);
+      const tookMs = Date.now() - started;
+      // The pings (every 5 s, two unanswered) have not noticed yet: only the request can tell.
+      expect({ answered, connected: bus.connected }).toEqual({ answered: false, connected: true });
+      expect(tookMs).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
+    } finally {
+      server.process.kill('SIGCONT');
+    }
+    await waitFor(() => bus.streamAnswers(TIMEOUT_MS), 10_000, { message: 'answers after SIGCONT' });
+  });
+
+  it('is false once the bus is closed', async () => {
+    const other = await connectBus({ servers: [server.url], name: 'bus-stream-answers-2', logger: testLogger(), registry: new Registry() });
+    expect(await other.streamAnswers(TIMEOUT_MS)).toBe(true);
+    await other.close();
+    expect(await other.streamAnswers(TIMEOUT_MS)).toBe(false);
+  });
+});
+
+describe('a 3-node JetStream cluster', () => {
+  let cluster: TestCluster;
+  let bus: Bus | undefined;
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster();
+  });
+
+  afterAll(async () => {
+    await bus?.close();
+    await cluster?.stop();
+  });
+
+  it('a node that lost both peers keeps its clients connected, and publishes to CORDUM_SYS and streamAnswers fail until a peer is back', async () => {
+    const setup = await connectBus({ servers: cluster.addresses.split(','), name: 'bus-stream-answers-setup', logger: testLogger(), registry: new Registry() });
+    try {
+      await setup.ensureStreams();
+    } finally {
+      await setup.close();
+    }
+    const [survivor, ...peers] = cluster.nodes;
+    bus = await connectBus({ servers: [survivor!.url], name: 'bus-stream-answers-cluster', logger: testLogger(), registry: new Registry() });
+    await waitFor(() => bus!.streamAnswers(TIMEOUT_MS), 30_000, { message: 'CORDUM_SYS answers with 3 nodes up' });
+
+    for (const p of peers) p.process.kill('SIGKILL');
+    await Promise.all(peers.map((p) => p.process.waitExit(5_000)));
+    // A leader alone (if the survivor led the stream) steps down once it sees it lost quorum.
+    await waitFor(async () => !(await bus!.streamAnswers(TIMEOUT_MS)), 30_000, { message: 'no answer without a quorum' });
+    expect(bus.connected).toBe(true);
+    // What the readiness check stands for: a publish to the stream does not succeed either.
+    const published = await Promise.race([
+      bus.publish(subjects.submit, enc('no quorum'), { msgId: 'stream-answers:no-quorum' }).then(() => 'stored', () => 'failed'),
+      new Promise<string>((r) => setTimeout(() => r('pending'), 3_000)),
+    ]);
+    expect(published).not.toBe('stored');
+
+    cluster.nodes[1] = await peers[0]!.restart();
+    await waitFor(() => bus!.streamAnswers(TIMEOUT_MS), 60_000, { message: 'answers again with a quorum' });
+  }, 150_000);
+});

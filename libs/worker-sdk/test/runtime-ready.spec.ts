@@ -1,0 +1,32 @@
+// A worker runtime's readiness (its /readyz in echo-worker) needs CORDUM_SYS to answer, not only
+// the NATS socket to be up: a frozen nats-server keeps the socket until the pings fail (10 s or
+// more) while no result could be stored (decisions.md P263).
+import { createLogger } from '@cordum/service-kit';
+import { startNats, startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { connectWorkerRuntime, type WorkerRuntime } from '../src';
+
+let redis: TestServer;
+let nats: TestServer;
+let rt: WorkerRuntime;
+
+beforeAll(async () => {
+  [redis, nats] = await Promise.all([startRedis(), startNats()]);
+  const logger = createLogger({ service: 'worker', instance: 'w', level: 'error', write: () => undefined });
+  rt = await connectWorkerRuntime({ name: 'ready-worker', natsServers: [nats.url], redis: { url: redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 }, logger });
+});
+
+afterAll(async () => {
+  await rt?.close();
+  await Promise.all([redis?.stop(), nats?.stop()]);
+});
+
+it('is false while its nats-server is frozen and the connection still counts as up, true after SIGCONT', async () => {
+  expect(await rt.ready()).toBe(true);
+  await nats.process.freeze();
+  try {
+    expect({ ready: await rt.ready(), connected: rt.bus.connected }).toEqual({ ready: false, connected: true });
+  } finally {
+    nats.process.kill('SIGCONT');
+  }
+  await waitFor(() => rt.ready(), 20_000, { message: 'ready after SIGCONT' });
+});
