@@ -3,7 +3,7 @@ export { waitFor, within, Latch, CountDown } from './wait';
 export { ManagedProcess, startProcess, spawnService, serviceBundle, stopAll, repoRoot, childEnv, SERVICE_ENV_RE } from './process';
 export { startRedis, startNats, canConnect, ServerExitedError, type RedisTlsServerOptions, type TestServer } from './servers';
 export { startRedisCluster, type TestCluster } from './redis-cluster';
-export { startNatsCluster } from './nats-cluster';
+export { startNatsCluster, type NatsClusterOptions, type TestNatsCluster } from './nats-cluster';
 export { REDIS_BACKENDS, startRedisBackend, type RedisBackend, type RedisBackendKind } from './backends';
 export { seededRandom } from './random';
 export { commandCalls, callsOf, type InfoSource } from './redis-stats';

@@ -7,10 +7,21 @@ import { testServer, waitListening, type TestServer } from './servers';
 import type { TestCluster } from './redis-cluster';
 import { waitFor } from './wait';
 
+export interface NatsClusterOptions {
+  /** Serve each node's monitoring endpoints (`/healthz`, `/varz`, …) on its own port. */
+  monitor?: boolean;
+}
+
+export interface TestNatsCluster extends TestCluster {
+  /** Each node's monitoring port, in `nodes` order (with `monitor`; empty otherwise). */
+  monitorPorts: number[];
+}
+
 /** A 3-node NATS JetStream cluster on loopback. */
-export async function startNatsCluster(): Promise<TestCluster> {
+export async function startNatsCluster(opts: NatsClusterOptions = {}): Promise<TestNatsCluster> {
   const clientPorts = [await freePort(), await freePort(), await freePort()];
   const routePorts = [await freePort(), await freePort(), await freePort()];
+  const monitorPorts = opts.monitor ? [await freePort(), await freePort(), await freePort()] : [];
   const routes = routePorts.map((p) => `nats-route://127.0.0.1:${p}`).join(',');
   const nodes: TestServer[] = [];
   for (let i = 0; i < 3; i++) {
@@ -20,6 +31,7 @@ export async function startNatsCluster(): Promise<TestCluster> {
     writeFileSync(conf, [
       `server_name: n${i}`,
       `listen: 127.0.0.1:${port}`,
+      ...(opts.monitor ? [`http: 127.0.0.1:${monitorPorts[i]!}`] : []),
       `jetstream { store_dir: "${join(dir, 'js')}" }`,
       `cluster { name: cordum-test, listen: 127.0.0.1:${routePorts[i]}, routes: [${routes.split(',').map((r) => `"${r}"`).join(', ')}] }`,
     ].join('\n'));
@@ -33,6 +45,7 @@ export async function startNatsCluster(): Promise<TestCluster> {
   await waitFor(() => nodes.some((n) => n.process.hasLine(/JetStream cluster new metadata leader|Self is new JetStream cluster metadata leader/)), 30_000, { message: 'jetstream meta leader' });
   return {
     nodes,
+    monitorPorts,
     addresses: nodes.map((n) => n.url).join(','),
     stop: async () => { await Promise.all(nodes.map((n) => n.stop())); },
   };
