@@ -466,7 +466,7 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
       reconnectJitter: 500,
       pingInterval: NATS_PING_INTERVAL_MS,
       maxPingOut: 2,
-      timeout: NATS_CONNECT_TIMEOUT_MS,
+      timeout: o.connectTimeoutMs ?? NATS_CONNECT_TIMEOUT_MS,
       waitOnFirstConnect: o.waitOnFirstConnect ?? false,
       // Without this every request (each JetStream publish is one) builds two Error objects
       // with stack traces up front, only to name the caller if it times out: measurable CPU

@@ -40,6 +40,8 @@ export interface NatsConnectOptions {
   credentialsFile?: string;
   /** Set: every connection must be TLS (an empty object: verified against the system CAs). */
   tls?: NatsTlsOptions;
+  /** Each connect attempt's budget: DNS, TCP, TLS and the login (default 3 000 ms; NATS_CONNECT_TIMEOUT). */
+  connectTimeoutMs?: number;
 }
 
 export interface BusOptions extends NatsConnectOptions {

@@ -331,6 +331,8 @@ export const commonEnvSchema = z.object({
   REDIS_TLS_CERT_FILE: zCheckedString(checkCertFile).optional(),
   REDIS_TLS_KEY_FILE: zCheckedString(checkKeyFile).optional(),
   NATS_URL: zUrlList(['nats', 'tls', 'ws', 'wss']).default(['nats://127.0.0.1:4222']),
+  /** Each NATS connect attempt's budget (DNS, TCP, TLS, login; natsConnectionConfig, P265); unset: the bus's 3 s. */
+  NATS_CONNECT_TIMEOUT: zDuration.refine((ms) => ms >= 100 && ms <= 60_000, { message: 'must be between 100ms and 60s' }).optional(),
   // NATS login (natsConnectionConfig): user and password in NATS_URL or here, a token, or a creds file.
   NATS_USER: z.string().optional(),
   /** Or NATS_PASSWORD_FILE (COMMON_SECRET_FILES). */
@@ -395,10 +397,12 @@ export interface NatsConnectionConfig {
   credentialsFile?: string;
   /** Set: TLS is required (a `tls://` server, or any NATS_TLS_* variable). */
   tls?: NatsTlsConfig;
+  /** NATS_CONNECT_TIMEOUT: each connect attempt's budget (the bus's 3 s when unset). */
+  connectTimeoutMs?: number;
 }
 
 type NatsEnv = Pick<CommonEnv, 'NATS_URL' | 'NATS_USER' | 'NATS_PASSWORD' | 'NATS_TOKEN' | 'NATS_CREDS_FILE' | 'NATS_TLS_CA_FILE' | 'NATS_TLS_CERT_FILE' | 'NATS_TLS_KEY_FILE'> &
-  Partial<Pick<CommonEnv, 'NATS_PASSWORD_FILE' | 'NATS_TOKEN_FILE'>>;
+  Partial<Pick<CommonEnv, 'NATS_PASSWORD_FILE' | 'NATS_TOKEN_FILE' | 'NATS_CONNECT_TIMEOUT'>>;
 
 type UrlLogin = { kind: 'none' } | { kind: 'user'; user: string; password: string } | { kind: 'token'; token: string };
 
@@ -454,6 +458,7 @@ export function natsConnectionConfig(e: NatsEnv): NatsConnectionConfig {
   if (e.NATS_USER === undefined && e.NATS_PASSWORD !== undefined) throw bad('NATS_PASSWORD(_FILE) is set without NATS_USER');
 
   const out: NatsConnectionConfig = { servers };
+  if (e.NATS_CONNECT_TIMEOUT !== undefined) out.connectTimeoutMs = e.NATS_CONNECT_TIMEOUT;
   if (urlLogin.kind === 'user') Object.assign(out, { user: urlLogin.user, password: urlLogin.password });
   if (urlLogin.kind === 'token') out.token = urlLogin.token;
   if (e.NATS_USER !== undefined) Object.assign(out, { user: e.NATS_USER, password: e.NATS_PASSWORD }, e.NATS_PASSWORD_FILE !== undefined ? { passwordFile: e.NATS_PASSWORD_FILE } : {});

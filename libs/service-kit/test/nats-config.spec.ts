@@ -52,6 +52,14 @@ describe('natsConnectionConfig: the login', () => {
     expect(nats({ NATS_URL: 'nats://al%40ice:p%3Aw%2Fd@n:4222' })).toEqual({ servers: ['nats://n:4222'], user: 'al@ice', password: 'p:w/d' });
   });
 
+  it('NATS_CONNECT_TIMEOUT: each connect attempt\'s budget, 100ms to 60s; unset leaves the bus its default', () => {
+    expect(nats({ NATS_CONNECT_TIMEOUT: '10s' })).toEqual({ servers: ['nats://127.0.0.1:4222'], connectTimeoutMs: 10_000 });
+    expect(nats({})).not.toHaveProperty('connectTimeoutMs');
+    expect(configError(() => nats({ NATS_CONNECT_TIMEOUT: '50ms' }))).toMatch(/^invalid config: NATS_CONNECT_TIMEOUT must be between 100ms and 60s/);
+    expect(configError(() => nats({ NATS_CONNECT_TIMEOUT: '2m' }))).toMatch(/^invalid config: NATS_CONNECT_TIMEOUT must be between 100ms and 60s/);
+    expect(configError(() => nats({ NATS_CONNECT_TIMEOUT: 'soon' }))).toMatch(/^invalid config: NATS_CONNECT_TIMEOUT must be a duration/);
+  });
+
   it('token@ in NATS_URL is a token (the NATS clients\' convention)', () => {
     expect(nats({ NATS_URL: 'nats://t0ken@n:4222' })).toEqual({ servers: ['nats://n:4222'], token: 't0ken' });
   });

@@ -10,7 +10,7 @@ export interface WorkerRuntimeOptions {
   name: string;
   /**
    * Where NATS is and how to log in: `natsConnectionConfig(env)` of @cordum/service-kit
-   * (NATS_URL, NATS_USER, NATS_PASSWORD(_FILE), NATS_TOKEN(_FILE), NATS_CREDS_FILE, NATS_TLS_*),
+   * (NATS_URL, NATS_USER, NATS_PASSWORD(_FILE), NATS_TOKEN(_FILE), NATS_CREDS_FILE, NATS_TLS_*, NATS_CONNECT_TIMEOUT),
    * the same options every service connects with.
    */
   nats?: NatsConnectOptions;
