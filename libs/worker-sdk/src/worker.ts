@@ -230,6 +230,10 @@ class CapWorker implements Worker {
       const drained = await this.drain(this.stopTimeoutMs);
       if (!drained) await this.abandonRunning();
       await closeIntake;
+      // P266: an admission of the window still under way (its claim held in a slow Redis) answers
+      // before stop() resolves, within the stop deadline: the process exits after it, and a claim
+      // whose refusal never went out reads as a started job (P12) and waits for the running timeout.
+      await this.drain(Math.max(0, this.publishCutoff - Date.now()));
       // The refusals of the window have gone out before stop() resolves.
       await Promise.allSettled([...this.refusals]);
     } else {
@@ -446,6 +450,10 @@ class CapWorker implements Worker {
 
   private async execute(job: RunningJob, pending: Promise<unknown>): Promise<unknown> {
     const input = await pending;
+    // P266: the input is read beside the claim; a cancel or the stop deadline may have come while
+    // it was on its way (a slow ctx: node of a cluster). The handler never starts then: the cancel
+    // is answered CANCELLED (replyFor), a job stop() handed back is answered already.
+    if (job.cancelled || job.abandoned) throw new WorkerError('worker_stopped', 'not started: cancelled or handed back while its input was read');
     this.counters.executed += 1;
     return this.o.handler({
       request: job.request,

@@ -273,6 +273,90 @@ test('a JobCancel that comes while the dispatch claim is on its way to Redis sto
   expect(runs).toBe(0);
 });
 
+/** h.redis with every read of a ctx: key held until `release()` (a slow node holding the job inputs). */
+function slowInputs(): { redis: typeof h.redis; release: () => void } {
+  let release = (): void => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  const redis = new Proxy(h.redis, {
+    get(target, prop) {
+      if (prop === 'get') return async (key: string) => { if (key.startsWith('ctx:')) await held; return target.get(key); };
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  return { redis, release };
+}
+
+test('a JobCancel that comes after the claim while the input is still being read: the handler never starts (P266)', async () => {
+  const log = captureLog('info');
+  const slow = slowInputs();
+  let runs = 0;
+  const w = await startWorker({
+    topics: ['job.input-cancel'], redis: slow.redis, logger: log.logger,
+    handler: () => { runs += 1; return Promise.resolve({ status: 'SUCCEEDED', result: 'ran' }); },
+  });
+  const job = await makeJob(h, 'job.input-cancel');
+  try {
+    h.bus.publishCore('job.input-cancel', job.bytes);
+    await h.bus.flush();
+    await waitFor(async () => (await h.redis.exists(`worker:claim:{${job.jobId}}`)) === 1, 5_000, { message: 'the dispatch claimed' });
+    const cancel = create(JobCancelSchema, { jobId: job.jobId, reason: 'user asked', dispatch: create(DispatchIdentitySchema, { dispatchId: job.dispatchId }) });
+    h.bus.publishCore(subjects.cancel, encodePacket(newPacket('gw', { case: 'jobCancel', value: cancel })));
+    await waitFor(() => log.lines.some((l) => l.msg === 'job cancel received' && l.job_id === job.jobId), 5_000, { message: 'the cancel reached the worker' });
+  } finally {
+    slow.release();
+  }
+  expect((await resultOf(job.jobId)).status).toBe(JobStatus.CANCELLED);
+  expect(runs).toBe(0);
+  expect(w.stats()).toMatchObject({ executed: 0, cancelled: 1, activeJobs: 0 });
+});
+
+test('a job stop() hands back at its deadline while its input is still being read is not started after (P266)', async () => {
+  const slow = slowInputs();
+  let runs = 0;
+  const w = await startWorker({
+    topics: ['job.input-stop'], redis: slow.redis, stopTimeoutMs: 300,
+    handler: () => { runs += 1; return Promise.resolve({ status: 'SUCCEEDED', result: 'ran' }); },
+  });
+  const job = await makeJob(h, 'job.input-stop');
+  h.bus.publishCore('job.input-stop', job.bytes);
+  await h.bus.flush();
+  await waitFor(async () => (await h.redis.exists(`worker:claim:{${job.jobId}}`)) === 1, 5_000, { message: 'the dispatch claimed' });
+  await w.stop();
+  expect(await resultOf(job.jobId)).toMatchObject({ status: JobStatus.FAILED_RETRYABLE, errorCode: 'worker_shutdown' });
+  slow.release();
+  // The handler would start in the turn after the input resolves; a few turns later it has not.
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  expect(runs).toBe(0);
+  expect(w.stats()).toMatchObject({ executed: 0 });
+});
+
+test('stop() resolves only after a dispatch of its late window whose claim Redis held past the window has been refused (P266)', async () => {
+  const admin = createRedis({ url: h.redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
+  const w = await startWorker({ topics: ['job.stop-claim'], handler: () => Promise.resolve({ status: 'SUCCEEDED' }) });
+  const job = await makeJob(h, 'job.stop-claim');
+  let handedBackAtStop: number | undefined;
+  const beatsBefore = h.heartbeats.length;
+  try {
+    const stopping = w.stop().then(() => void (handedBackAtStop = w.stats().handedBack));
+    // The job comes once stop() has begun its wait with nothing in flight (its draining heartbeat
+    // is out), inside the 0.5 s window; writes wait 1 s, so its claim outlasts the window and stays
+    // inside the client's 1.5 s command timeout.
+    await waitFor(() => h.heartbeats.slice(beatsBefore).some((b) => b.workerId === w.workerId && b.labels[WORKER_DRAINING_LABEL] === 'true'), 5_000, { intervalMs: 5, message: 'draining heartbeat' });
+    await admin.call('CLIENT', 'PAUSE', '1000', 'WRITE');
+    h.bus.publishCore('job.stop-claim', job.bytes);
+    await h.bus.flush();
+    await waitFor(async () => /flags=b .*cmd=evalsha?\b/.test(String(await admin.call('CLIENT', 'LIST'))), 5_000, { message: 'the claim waits in Redis' });
+    await stopping;
+  } finally {
+    await admin.call('CLIENT', 'UNPAUSE');
+    await closeRedis(admin);
+  }
+  // Before P266 stop() resolved at the window's end, the claim still in Redis and nothing answered.
+  expect(handedBackAtStop).toBe(1);
+  expect(await resultOf(job.jobId)).toMatchObject({ status: JobStatus.FAILED_RETRYABLE, errorCode: 'worker_busy' });
+});
+
 test('a cancel a verifying worker refuses is counted and logged once per reason, not dropped without a word (P220)', async () => {
   const keys = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const log = captureLog('info');
