@@ -68,7 +68,7 @@ async function finishedUnlocked(ctx: SchedulerContext, res: JobResult): Promise<
   if (!mapped || mapped.retryable || !TERMINAL_STATES.has(mapped.to)) return false;
   // D45 for the artifacts too, ahead of the write like the result key (a refused write goes the locked path, which expires them again).
   await expireArtifacts(ctx, res);
-  const f = await ctx.store.finish(res.jobId, mapped.to, { dispatchId: res.dispatch?.dispatchId ?? '', patch: resultPatch(res), expireResult: true });
+  const f = await ctx.store.finish(res.jobId, mapped.to, { dispatchId: res.dispatch?.dispatchId ?? '', patch: finalPatch(resultPatch(res), mapped.to), expireResult: true });
   if (!f.ok) return false;
   const d = f.job.dispatch;
   if (d) ctx.verifier.delivered(f.job.id, d.dispatchId);
@@ -83,6 +83,17 @@ function resultPatch(res: JobResult): JobPatch {
   if (res.resultPtr) patch.resultPtr = res.resultPtr;
   if (res.workerId) patch.workerId = res.workerId;
   if (res.errorCode || res.errorMessage) patch.error = boundedError(res.errorCode || 'worker_error', res.errorMessage);
+  return patch;
+}
+
+/**
+ * P267: a job's last answer is its answer. An earlier attempt's output (its `resultPtr`) and, once it
+ * SUCCEEDED, its error are cleared when the final result carries none: a job retried after a
+ * failure with output, then SUCCEEDED without, showed the failed attempt's output and error.
+ */
+function finalPatch(patch: JobPatch, to: JobState): JobPatch {
+  if (patch.resultPtr === undefined) patch.resultPtr = null;
+  if (to === 'SUCCEEDED' && patch.error === undefined) patch.error = null;
   return patch;
 }
 
@@ -171,7 +182,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   const oversized = to === 'SUCCEEDED' ? await oversizedOutput(ctx, job, res) : null;
   if (oversized) {
     to = 'FAILED';
-    delete patch.resultPtr;
+    patch.resultPtr = null;
     patch.error = { code: 'artifact_too_large', message: oversized.message };
   }
   if (busy && refusals > MAX_BUSY_REFUSALS) {
@@ -195,6 +206,7 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   // D45 goes with a terminal write (an EXPIRE for a write that is then refused only shortens a key
   // to the job TTL): the store expires the result key (the artifacts got it above).
   const expireResult = TERMINAL_STATES.has(to);
+  if (expireResult) finalPatch(patch, to);
   const from: JobState[] = via ? ['DISPATCHED'] : ['DISPATCHED', 'RUNNING'];
   if (to === 'RETRYING') {
     // D13 (BEHAVIOURS §1.5, P140): the next attempt waits 1 s·2ⁿ (±20 %) in job:retry, n = the

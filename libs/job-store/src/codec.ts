@@ -30,8 +30,16 @@ export function decodeFields(fields: Record<string, string>): JobRecord {
   const out: Record<string, unknown> = {};
   for (const k in fields) {
     const v = fields[k] as string;
+    if (v === 'null') continue; // a cleared field (JobPatch), as decodeHash
     out[k] = k === 'state' ? v : (JSON.parse(v) as unknown);
   }
+  return out as unknown as JobRecord;
+}
+
+/** `cur` with encoded fields written over it, as the hash stands after an HSET of them (a cleared field goes). */
+export function withFields(cur: JobRecord, fields: Record<string, string>): JobRecord {
+  const out: Record<string, unknown> = { ...cur, ...decodeFields(fields) };
+  for (const k in fields) if (fields[k] === 'null') delete out[k];
   return out as unknown as JobRecord;
 }
 
@@ -51,6 +59,8 @@ export function decodeHash(h: Record<string, string>): JobRecord | null {
       out[k] = v;
       continue;
     }
+    // A field a patch cleared (JobPatch's null): absent, as it was before it was first written.
+    if (v === 'null') continue;
     try {
       out[k] = JSON.parse(v);
     } catch (err) {

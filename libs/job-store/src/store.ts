@@ -8,7 +8,7 @@ import markRunningLua from './lua/mark-running-2.lua';
 import finishLua from './lua/finish-2.lua';
 import dlqSetLua from './lua/dlq-set-2.lua';
 import renewLiveLua from './lua/renew-live-4.lua';
-import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields } from './codec';
+import { decodeFields, decodeFlat, encodeFields, encodePatch, flatFields, withFields } from './codec';
 import { createIndexWriter } from './index-writer';
 import { failureFromCode, JobStoreError, markCommitted } from './errors';
 import { jobKeys, resultKey } from './keys';
@@ -657,7 +657,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         return { ok: false, reason: failureFromCode(code), current };
       }
       const from = String(reply[1]) as JobState;
-      const job = reply.length > 2 ? decodeFlat(reply[2]) : cur ? { ...cur, ...decodeFields(fields), state: to, updatedAt: t } : null;
+      const job = reply.length > 2 ? decodeFlat(reply[2]) : cur ? { ...withFields(cur, fields), state: to, updatedAt: t } : null;
       if (!job) throw new JobStoreError('unexpected_reply', `transition returned no record for ${id}`);
       // P258: the transition stands whatever follows; a caller answering a client must know it.
       await afterWrite(job, from, { via: o.via, dlqReason: o.dlqReason, sideWrites: o.sideWrites }).catch((err: unknown) => {
@@ -770,7 +770,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       if (!canTransition('RUNNING', to)) throw new JobStoreError('invalid_argument', `finish cannot end a running job ${to} (D12)`);
       const t = now();
       const patch: JobPatch = { ...o.patch, finishedAt: o.patch.finishedAt ?? t };
-      const expired = o.expireResult ? await expireAhead(resultKey(id, patch.resultPtr) ?? jobKeys.res(id)) : undefined;
+      const expired = o.expireResult ? await expireAhead(resultKey(id, patch.resultPtr ?? undefined) ?? jobKeys.res(id)) : undefined;
       const reply = await scripts.run<Reply>('finish', [jobKeys.meta(id), jobKeys.lock(id)], [to, o.dispatchId, t, ...flatFields(encodeFields(patch as Partial<JobRecord>))]);
       await expired?.done;
       const code = Number(reply[0]);

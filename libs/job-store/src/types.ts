@@ -149,7 +149,14 @@ export interface JobRecord extends JobIdentity {
 }
 
 /** Fields a transition may change; identity fields (id, tenant, state, createdAt) are not patchable. */
-export type JobPatch = Partial<Omit<JobRecord, 'id' | 'tenant' | 'state' | 'createdAt' | 'updatedAt'>>;
+/**
+ * Fields a transition writes. `error` and `resultPtr` may be `null`: the field is cleared (stored as
+ * JSON null, which every read drops), as a final result without them does to an earlier attempt's (P267).
+ */
+export type JobPatch = Partial<Omit<JobRecord, 'id' | 'tenant' | 'state' | 'createdAt' | 'updatedAt' | 'error' | 'resultPtr'>> & {
+  error?: JobRecord['error'] | null;
+  resultPtr?: string | null;
+};
 
 export interface DlqEntry {
   job_id: string;

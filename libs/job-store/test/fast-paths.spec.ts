@@ -55,6 +55,30 @@ describe('job-store fast paths (real Redis)', () => {
     expect((await store.listDecisions(j.id)).map((e) => [e.rule_id, e.state])).toEqual([['r', 'PENDING'], ['r2', 'SCHEDULED']]);
   });
 
+  it('a patch clears error and resultPtr with null (P267): gone from the record read back, from the record the transition returns, and from what finish returns', async () => {
+    for (const viaCurrent of [true, false]) {
+      const created = await store.createJob(newJob());
+      const token = await holdLock(redis, created.id);
+      const d = await store.transition(created.id, 'DISPATCHED', { token, from: ['PENDING'], via: 'SCHEDULED', patch: { dispatch, attempts: 1, resultPtr: 'redis://res:a1', error: { code: 'flaky', message: 'm' } }, current: created });
+      expect(d.ok && d.job).toMatchObject({ resultPtr: 'redis://res:a1', error: { code: 'flaky' } });
+      const r = await store.transition(created.id, 'RUNNING', { token, patch: { resultPtr: null, error: null }, ...(viaCurrent && d.ok ? { current: d.job } : {}) });
+      expect(r.ok).toBe(true);
+      const returned = r.ok ? r.job : undefined;
+      expect({ viaCurrent, returned: { resultPtr: returned?.resultPtr, error: returned?.error } }).toEqual({ viaCurrent, returned: { resultPtr: undefined, error: undefined } });
+      const read = await store.getJob(created.id);
+      expect(read).not.toHaveProperty('resultPtr');
+      expect(read).not.toHaveProperty('error');
+      expect(returned).toEqual(read);
+    }
+    const created = await store.createJob(newJob());
+    const token = await holdLock(redis, created.id);
+    await store.transition(created.id, 'DISPATCHED', { token, from: ['PENDING'], via: 'SCHEDULED', patch: { dispatch, attempts: 1, resultPtr: 'redis://res:a1', error: { code: 'flaky', message: 'm' } }, current: created, release: true });
+    const f = await store.finish(created.id, 'SUCCEEDED', { dispatchId: dispatch.dispatchId, patch: { resultPtr: null, error: null } });
+    expect(f.ok && f.job).toEqual(await store.getJob(created.id));
+    expect(f.ok && f.job).not.toHaveProperty('resultPtr');
+    expect(f.ok && f.job).not.toHaveProperty('error');
+  });
+
   it('a stale current record is detected by updatedAt and the record is read back', async () => {
     // Its own clock, one ms per write: with the wall clock, creation and the first transition can
     // share a millisecond, and the PENDING-time record would then carry the current updatedAt.
