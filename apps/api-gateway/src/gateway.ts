@@ -9,7 +9,7 @@ import { connectBus, type Bus } from '@cordum/bus';
 import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type RedisClient } from '@cordum/redis';
-import { clockOffsetGauge, createExpressServer, createLogger, formatAddr, listenHost, createMetricsRegistry, runCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
+import { clockOffsetGauge, createExpressServer, createLogger, formatAddr, listenHost, createMetricsRegistry, runCheck, sharedCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
 import { answerClientErrors } from './http/client-errors';
 import type { GatewayConfig } from './config';
 import { clampRateLimits, createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
@@ -232,11 +232,12 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const checks: ReadinessCheck[] = [
       // P232: unready from the moment it starts to stop (a load balancer that polls /readyz drains it first).
       { name: 'serving', check: () => state === 'running' },
-      { name: 'redis', check: () => pingRedis(redis, PING_TIMEOUT_MS) },
+      // P268: one PING and one stream request per half second, however many probes, scrapes and gRPC health Watches ask.
+      { name: 'redis', check: sharedCheck(() => pingRedis(redis, PING_TIMEOUT_MS)) },
       { name: 'nats', check: () => bus.connected },
       // P263: the socket can be up while nothing stores a submit (a frozen server before its pings
       // fail, a lost stream, a cluster node without a quorum): CORDUM_SYS must answer.
-      { name: 'jetstream', check: () => bus.streamAnswers(STREAM_CHECK_TIMEOUT_MS) },
+      { name: 'jetstream', check: sharedCheck(() => bus.streamAnswers(STREAM_CHECK_TIMEOUT_MS)) },
       { name: 'config', check: () => watcher.ready },
     ];
     const readiness: Readiness = {

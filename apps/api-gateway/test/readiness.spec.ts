@@ -1,8 +1,10 @@
 // Readiness is one answer on every surface: /readyz, the metrics port's /readyz and
 // grpc.health.v1 run the same checks (a Redis PING, NATS, JetStream, the first config load), so a
 // gRPC load balancer does not route to a replica that HTTP's probe keeps out.
+import { STREAM_SYS } from '@cordum/bus';
 import { Health, ServingStatus, grpcClientFor, type GrpcClient } from '@cordum/protocol';
 import { closeRedis, createRedis } from '@cordum/redis';
+import { connect } from 'nats';
 import { waitFor } from '@cordum/testing';
 import { call, startRig, type Rig } from './harness';
 
@@ -74,14 +76,57 @@ it('a frozen NATS (SIGSTOP) makes /readyz 503 with jetstream false while the con
   await rig.nats.process.freeze();
   try {
     // The client's pings (every 5 s, two unanswered) notice a frozen server after 10 s or more:
-    // until then `nats` is true, and only the stream request tells.
-    const ready = await call(rig.url, 'GET', '/readyz');
-    expect(ready.status).toBe(503);
-    expect(ready.body['checks']).toMatchObject({ redis: true, jetstream: false });
+    // until then `nats` is true, and only the stream request tells (within its 1.5 s timeout, plus
+    // the half second a shared answer stands, P268).
+    const ready = await waitFor(async () => {
+      const r = await call(rig.url, 'GET', '/readyz');
+      return r.status === 503 ? r : undefined;
+    }, 4_000, { message: '/readyz 503 with NATS frozen' });
+    expect(ready.body['checks']).toMatchObject({ redis: true, nats: true, jetstream: false });
     expect(await grpcStatus()).toBe(ServingStatus.NOT_SERVING);
   } finally {
     rig.nats.process.kill('SIGCONT');
   }
   await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 200, 20_000, { message: '/readyz 200 after SIGCONT' });
   expect(await grpcStatus()).toBe(ServingStatus.SERVING);
+});
+
+it('gRPC health Watches (no key needed) and /readyz share the dependency checks: about one JetStream request and one Redis PING per half second, however many ask (P268)', async () => {
+  await waitFor(async () => (await call(rig.url, 'GET', '/readyz')).status === 200, 20_000, { message: 'ready' });
+  const redis = createRedis({ url: rig.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1, name: 'readiness-spec-pings' });
+  const nc = await connect({ servers: rig.nats.url, name: 'readiness-spec-stream-info' });
+  let streamInfos = 0;
+  const sub = nc.subscribe(`$JS.API.STREAM.INFO.${STREAM_SYS}`, { callback: () => void (streamInfos += 1) });
+  await nc.flush();
+  const pings = async (): Promise<number> => Number(/cmdstat_ping:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+  // Each Watch polls the checks every second; the loop below asks /readyz as fast as it answers.
+  const watches = Array.from({ length: 50 }, () => {
+    const w = health.watch({ service: '' });
+    w.on('data', () => undefined);
+    w.on('error', () => undefined);
+    return w;
+  });
+  try {
+    const pingsBefore = await pings();
+    const infosBefore = streamInfos;
+    const started = performance.now();
+    let probes = 0;
+    while (performance.now() - started < 3_000) {
+      expect((await call(rig.url, 'GET', '/readyz')).status).toBe(200);
+      probes += 1;
+    }
+    const windows = Math.ceil((performance.now() - started) / 500) + 1;
+    await nc.flush();
+    const asked = { probes: probes > 20, streamInfos: streamInfos - infosBefore, pings: (await pings()) - pingsBefore };
+    // Before P268: one of each per probe and per Watch poll (hundreds). The PINGs also hold the
+    // count query itself and the test client's connection check.
+    expect(asked).toEqual({ probes: true, streamInfos: expect.any(Number) as unknown, pings: expect.any(Number) as unknown });
+    expect(asked.streamInfos).toBeLessThanOrEqual(windows);
+    expect(asked.pings).toBeLessThanOrEqual(windows + 2);
+  } finally {
+    for (const w of watches) w.cancel();
+    sub.unsubscribe();
+    await nc.close();
+    await closeRedis(redis);
+  }
 });

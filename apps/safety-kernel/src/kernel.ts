@@ -16,7 +16,7 @@ import {
 } from '@cordum/config-overlay';
 import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions, shutdownGrpcServer, type HealthService } from '@cordum/protocol';
 import { clusterNow, closeRedis, createRedis, pingRedis, redisLogEvents, startClockSync, type ClockSync, type RedisClient } from '@cordum/redis';
-import { clockOffsetGauge, formatAddr, startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
+import { clockOffsetGauge, formatAddr, sharedCheck, startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
 import type { SafetyKernelRuntimeConfig } from './config';
 import { createSafetyService, type SafetyService } from './grpc/safety-service';
@@ -449,9 +449,11 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       incompleteReason: () => (refusal ? `the stored safety section is refused: ${refusal}` : undefined),
     });
     addGrpcService(server, SafetyKernel, service);
+    // P268: gRPC health (each Watch polls every second) and /readyz share one PING per half second.
+    const redisAnswers = sharedCheck(() => pingRedis(r, 1000));
     grpcHealth = addHealthService(server, async (name) => {
       if (name !== '' && name !== GRPC_SERVICE_NAME) return undefined;
-      return s.active && policyComplete() && (await pingRedis(r, 500)) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
+      return s.active && policyComplete() && (await redisAnswers()) ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
     });
     grpcPort = await bindGrpcServer(server, config.grpcAddr);
     log.info('grpc listening', { addr: formatAddr({ host: config.grpcAddr.host, port: grpcPort }) });
@@ -462,7 +464,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       logger: log,
       checks: [
         { name: 'policy', check: () => s.active !== null },
-        { name: 'redis', check: () => pingRedis(r, 1000) },
+        { name: 'redis', check: redisAnswers },
         { name: 'nats', check: () => b.connected },
         // D43: the first config load (bundles included) succeeded, or the replica serves the
         // section last applied with its file in place of a stored one it refuses.

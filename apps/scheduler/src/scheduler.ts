@@ -5,7 +5,7 @@ import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord, ty
 import { createLocks, type Locks } from '@cordum/locks';
 import { decodeValidPacket, packetDecoder, packetEncoder } from '@cordum/protocol';
 import { closeRedis, createRedis, isRedisUnavailable, isSlotMoving, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type ClockSync, type RedisClient } from '@cordum/redis';
-import { clockOffsetGauge, startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
+import { clockOffsetGauge, sharedCheck, startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
 import { createSchedulerConfigWatcher, schedulerSections } from './config-watch';
 import { createLeaderLoop, type LeaderLoop } from './leader-loop';
@@ -160,10 +160,11 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
       registry,
       logger,
       checks: [
-        { name: 'redis', check: () => (redis ? pingRedis(redis, 1000) : false) },
+        // P268: shared by the probes and scrapes that ask at once, and for half a second.
+        { name: 'redis', check: sharedCheck(async () => (redis ? pingRedis(redis, 1000) : false)) },
         { name: 'nats', check: () => bus?.connected === true },
         // P263: CORDUM_SYS answers (the socket can be up while no dispatch would be stored).
-        { name: 'jetstream', check: () => (bus ? bus.streamAnswers(STREAM_CHECK_TIMEOUT_MS) : false) },
+        { name: 'jetstream', check: sharedCheck(async () => (bus ? bus.streamAnswers(STREAM_CHECK_TIMEOUT_MS) : false)) },
         { name: 'consumers', check: () => consumersBound && phase === 'running' },
         // BEHAVIOURS §4: not ready until the worker view is hydrated or the cold path was chosen.
         { name: 'workers_hydrated', check: () => hydration !== null },

@@ -37,6 +37,41 @@ export interface HealthServerOptions {
   extra?: (app: express.Express) => void;
 }
 
+/** How long a shared check's answer stands (P268). */
+export const SHARED_CHECK_MAX_AGE_MS = 500;
+
+/**
+ * A readiness check that asks a dependency (a Redis PING, a JetStream request) shared by every
+ * caller (P268): callers at the same time wait for one request, and an answer younger than
+ * `maxAgeMs` is given again. /readyz, /metrics' `cordum_ready` and gRPC health (whose Watches,
+ * unauthenticated, each poll every second) then cost at most about one request per `maxAgeMs`
+ * however many ask. A check that throws counts as false.
+ */
+export function sharedCheck(check: () => Promise<boolean>, maxAgeMs = SHARED_CHECK_MAX_AGE_MS): () => Promise<boolean> {
+  let last: { value: boolean; at: number } | undefined;
+  let inFlight: Promise<boolean> | undefined;
+  return () => {
+    if (last !== undefined && performance.now() - last.at < maxAgeMs) return Promise.resolve(last.value);
+    inFlight ??= started(check)
+      .then((v) => v === true, () => false)
+      .then((value) => {
+        last = { value, at: performance.now() };
+        inFlight = undefined;
+        return value;
+      });
+    return inFlight;
+  };
+}
+
+/** `fn()`, with a synchronous throw as a rejection. */
+function started<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return fn();
+  } catch (err) {
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+  }
+}
+
 /** Runs one check; throws, false and timeouts all count as "not ready". */
 export async function runCheck(c: ReadinessCheck, timeoutMs: number): Promise<boolean> {
   return (await valueWithin(Promise.resolve().then(() => c.check()), timeoutMs)) === true;

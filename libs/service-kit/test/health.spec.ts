@@ -1,5 +1,5 @@
 import { Counter } from 'prom-client';
-import { ANY_HOST, createLogger, createMetricsRegistry, startHealthServer, zAddr, type HealthServer } from '../src';
+import { ANY_HOST, createLogger, createMetricsRegistry, sharedCheck, startHealthServer, zAddr, type HealthServer } from '../src';
 
 const lines: string[] = [];
 const logger = createLogger({ service: 'test', instance: 'test-1', level: 'info', write: (l) => void lines.push(l) });
@@ -174,5 +174,42 @@ describe('health server listen address', () => {
       await any.close();
       await v4.close();
     }
+  });
+});
+
+describe('sharedCheck (P268)', () => {
+  it('callers at the same time share one call; an answer younger than maxAge is given again; an older one is asked anew', async () => {
+    let calls = 0;
+    let release = (_v: boolean): void => undefined;
+    const check = sharedCheck(() => {
+      calls += 1;
+      return new Promise<boolean>((r) => (release = r));
+    }, 200);
+    const together = [check(), check(), check()];
+    expect(calls).toBe(1);
+    release(true);
+    expect(await Promise.all(together)).toEqual([true, true, true]);
+    expect(await check()).toBe(true);
+    expect(calls).toBe(1);
+    await new Promise((r) => setTimeout(r, 250));
+    const again = check();
+    expect(calls).toBe(2);
+    release(false);
+    expect(await again).toBe(false);
+  });
+
+  it('a check that throws or rejects counts as false, and the next call after maxAge asks again', async () => {
+    let calls = 0;
+    const check = sharedCheck(() => {
+      calls += 1;
+      if (calls === 1) throw new Error('thrown');
+      return calls === 2 ? Promise.reject(new Error('down')) : Promise.resolve(true);
+    }, 50);
+    expect(await check()).toBe(false);
+    await new Promise((r) => setTimeout(r, 80));
+    expect(await check()).toBe(false);
+    await new Promise((r) => setTimeout(r, 80));
+    expect(await check()).toBe(true);
+    expect(calls).toBe(3);
   });
 });

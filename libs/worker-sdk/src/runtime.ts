@@ -2,7 +2,7 @@
 // the bus or redis libs itself (module boundaries: apps → worker-sdk).
 import { BusError, connectBus, type Bus, type NatsConnectOptions } from '@cordum/bus';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient, type RedisConnOptions } from '@cordum/redis';
-import type { Logger } from '@cordum/service-kit';
+import { sharedCheck, type Logger } from '@cordum/service-kit';
 import type { Registry } from 'prom-client';
 
 export interface WorkerRuntimeOptions {
@@ -44,11 +44,13 @@ export async function connectWorkerRuntime(o: WorkerRuntimeOptions): Promise<Wor
     throw err;
   }
   let closing: Promise<void> | null = null;
+  // P268: probes asking at once share one stream request and one PING, for half a second.
+  const dependencies = sharedCheck(async () => (await Promise.all([bus.streamAnswers(1_500), pingRedis(redis)])).every(Boolean));
   return {
     bus,
     redis,
     // P263: CORDUM_SYS must answer too (results are published to it); 1.5 s inside a health server's 2 s bound.
-    ready: async () => bus.connected && (await Promise.all([bus.streamAnswers(1_500), pingRedis(redis)])).every(Boolean),
+    ready: async () => bus.connected && (await dependencies()),
     close: () => {
       closing ??= (async () => {
         try {
