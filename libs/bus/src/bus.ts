@@ -231,8 +231,7 @@ class NatsBus implements Bus {
       // The same JetStream API request jsm.streams.info() makes, with this call's own timeout. In a
       // cluster it is answered by CORDUM_SYS's leader, as every publish to the stream is.
       const reply = await this.nc.request(`$JS.API.STREAM.INFO.${STREAM_SYS}`, undefined, { timeout: timeoutMs });
-      const body: unknown = JSON.parse(new TextDecoder().decode(reply.data));
-      return typeof body === 'object' && body !== null && !('error' in body) && 'config' in body;
+      return hasQuorum(JSON.parse(new TextDecoder().decode(reply.data)));
     } catch {
       return false;
     }
@@ -434,6 +433,22 @@ function jetStreamUnavailable(server: string, err: unknown): BusError {
     return new BusError('bus_connect_failed', `NATS at ${redactServers(server)} has no JetStream (start nats-server with -js)`);
   }
   return new BusError('bus_connect_failed', `JetStream unavailable on ${redactServers(server)}: ${redactServers((err as Error).message)}`, { cause: err });
+}
+
+/**
+ * A stream info answer for a stream that can store a publish (P263): no error, and in a cluster a
+ * leader and a majority of its replicas current. nats-server 2.9 answers stream info from a node
+ * whose peers are gone: for about 20 s its old leader still names itself (its followers turn
+ * `current: false` after about 10 s), then with no leader at all; neither can commit a publish.
+ */
+export function hasQuorum(body: unknown): boolean {
+  if (typeof body !== 'object' || body === null || 'error' in body || !('config' in body)) return false;
+  const cluster = (body as { cluster?: { leader?: unknown; replicas?: { current?: unknown; offline?: unknown }[] } }).cluster;
+  if (cluster === undefined) return true;
+  if (typeof cluster.leader !== 'string' || cluster.leader === '') return false;
+  const replicas = Array.isArray(cluster.replicas) ? cluster.replicas : [];
+  const current = 1 + replicas.filter((r) => r.current === true && r.offline !== true).length;
+  return current * 2 > replicas.length + 1;
 }
 
 /**

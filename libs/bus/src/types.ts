@@ -135,10 +135,10 @@ export interface Bus {
    */
   unackedSince(queue: string, subject: string): Promise<number | null>;
   /**
-   * Whether CORDUM_SYS answers a JetStream API request (its stream info) within `timeoutMs`: false
-   * while the connection is down, the server is frozen, the stream is gone, or (in a cluster) the
-   * stream has no leader, when every publish to it would time out though the socket is up. One
-   * request; for readiness checks (P263).
+   * Whether CORDUM_SYS answers a JetStream API request (its stream info) within `timeoutMs`, and in a
+   * cluster names a leader with a majority of its replicas current: false while the connection is
+   * down, the server is frozen, the stream is gone, or the stream has no quorum, when every publish
+   * to it would fail though the socket is up. One request; for readiness checks (P263).
    */
   streamAnswers(timeoutMs: number): Promise<boolean>;
   /**
