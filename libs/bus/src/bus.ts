@@ -435,20 +435,26 @@ function jetStreamUnavailable(server: string, err: unknown): BusError {
   return new BusError('bus_connect_failed', `JetStream unavailable on ${redactServers(server)}: ${redactServers((err as Error).message)}`, { cause: err });
 }
 
+/** A replica the stream's leader heard from within this long (nanoseconds, as stream info's `active`) counts for its quorum. */
+const REPLICA_HEARD_WITHIN_NS = 5e9;
+
 /**
  * A stream info answer for a stream that can store a publish (P263): no error, and in a cluster a
- * leader and a majority of its replicas current. nats-server 2.9 answers stream info from a node
- * whose peers are gone: for about 20 s its old leader still names itself (its followers turn
- * `current: false` after about 10 s), then with no leader at all; neither can commit a publish.
+ * leader that heard from a majority of the group (itself included) within the last 5 s. nats-server
+ * 2.9 answers stream info from a node whose peers are gone: for about 20 s its old leader still
+ * names itself (its followers' `active` grows, and they turn `current: false` after about 10 s),
+ * then with no leader at all; neither can commit a publish. `current` alone is not the test: a
+ * follower a busy stream keeps a few entries behind is not current and still acknowledges writes.
  */
 export function hasQuorum(body: unknown): boolean {
   if (typeof body !== 'object' || body === null || 'error' in body || !('config' in body)) return false;
-  const cluster = (body as { cluster?: { leader?: unknown; replicas?: { current?: unknown; offline?: unknown }[] } }).cluster;
+  const cluster = (body as { cluster?: { leader?: unknown; replicas?: { current?: unknown; active?: unknown; offline?: unknown }[] } }).cluster;
   if (cluster === undefined) return true;
   if (typeof cluster.leader !== 'string' || cluster.leader === '') return false;
   const replicas = Array.isArray(cluster.replicas) ? cluster.replicas : [];
-  const current = 1 + replicas.filter((r) => r.current === true && r.offline !== true).length;
-  return current * 2 > replicas.length + 1;
+  const heard = (r: { current?: unknown; active?: unknown; offline?: unknown }): boolean =>
+    r.offline !== true && (typeof r.active === 'number' ? r.active < REPLICA_HEARD_WITHIN_NS : r.current === true);
+  return (1 + replicas.filter(heard).length) * 2 > replicas.length + 1;
 }
 
 /**

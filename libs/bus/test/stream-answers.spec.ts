@@ -15,11 +15,14 @@ describe('hasQuorum: what counts as a stream that can store a publish', () => {
   it.each([
     ['a standalone server (no cluster)', info(), true],
     ['a clustered R1 stream with its leader', info({ leader: 'n0' }), true],
-    ['R3: the leader and both replicas current', info({ leader: 'n0', replicas: [{ name: 'n1', current: true }, { name: 'n2', current: true }] }), true],
-    ['R3: the leader and one replica current', info({ leader: 'n0', replicas: [{ name: 'n1', current: true }, { name: 'n2', current: false }] }), true],
-    ['R3: the leader alone', info({ leader: 'n0', replicas: [{ name: 'n1', current: false }, { name: 'n2', current: false }] }), false],
-    ['R3: a current replica offline', info({ leader: 'n0', replicas: [{ name: 'n1', current: true, offline: true }, { name: 'n2', current: false }] }), false],
-    ['no leader', info({ replicas: [{ name: 'n1', current: true }, { name: 'n2', current: true }] }), false],
+    ['R3: the leader heard both replicas within 5 s', info({ leader: 'n0', replicas: [{ name: 'n1', current: true, active: 4e8 }, { name: 'n2', current: true, active: 9e8 }] }), true],
+    ['R3: one replica heard, one silent for 12 s', info({ leader: 'n0', replicas: [{ name: 'n1', current: true, active: 4e8 }, { name: 'n2', current: false, active: 12e9 }] }), true],
+    ['R3: both replicas heard though behind (not current: a busy stream)', info({ leader: 'n0', replicas: [{ name: 'n1', current: false, active: 2e7, lag: 40 }, { name: 'n2', current: false, active: 3e7, lag: 12 }] }), true],
+    ['R3: the leader alone, both replicas silent for 6 s (still current: the flag lags)', info({ leader: 'n0', replicas: [{ name: 'n1', current: true, active: 6e9 }, { name: 'n2', current: true, active: 6e9 }] }), false],
+    ['R3: a heard replica offline', info({ leader: 'n0', replicas: [{ name: 'n1', current: true, active: 1e8, offline: true }, { name: 'n2', current: false, active: 9e9 }] }), false],
+    ['R3 without active (older servers): current decides', info({ leader: 'n0', replicas: [{ name: 'n1', current: true }, { name: 'n2', current: false }] }), true],
+    ['R5: the leader and one replica heard', info({ leader: 'n0', replicas: [{ name: 'n1', active: 1e8 }, { name: 'n2', active: 9e9 }, { name: 'n3', active: 9e9 }, { name: 'n4', active: 9e9 }] }), false],
+    ['no leader', info({ replicas: [{ name: 'n1', current: true, active: 1e8 }, { name: 'n2', current: true, active: 1e8 }] }), false],
     ['an empty leader', info({ leader: '' }), false],
     ['an error answer', { error: { code: 503, err_code: 10008, description: 'stream not available' } }, false],
     ['not an object', 'nope', false],
@@ -103,8 +106,8 @@ describe('a 3-node JetStream cluster', () => {
       await setup.close();
     }
     // The survivor is the stream's leader, the harder case: nats-server 2.9 lets it answer stream
-    // info naming itself leader for about 20 s after its peers are gone (its followers turn
-    // `current: false` after about 10 s), then with no leader; a publish fails all along.
+    // info naming itself leader for about 20 s after its peers are gone (their `active` grows past
+    // 5 s first; `current: false` after about 10 s), then with no leader; a publish fails all along.
     const raw = await connect({ servers: cluster.addresses.split(',') });
     let leader: string | undefined;
     try {
