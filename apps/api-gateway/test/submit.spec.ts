@@ -309,6 +309,23 @@ describe('GET /api/v1/jobs/:id', () => {
     expect(String(g.body['finished_at'])).toMatch(/\.\d{3}Z$/);
   });
 
+  it('a stored result nested deeper than JSON.stringify can write reads as null, not a 500 on every GET (P269)', async () => {
+    const r = await submit({ prompt: 'deep result', topic: 'job.echo' });
+    const jobId = String(r.body['job_id']);
+    const store = createJobStore(redis, { jobTtlMs: 60_000 });
+    const lease = await createLocks(redis).tryAcquire({ key: jobKeys.lock(jobId), ttlMs: 10_000, owner: 'spec', fenceKey: jobKeys.fence(jobId) });
+    const token = lease!.token;
+    // Valid JSON (V8 parses it without recursion) that JSON.stringify throws RangeError on.
+    await redis.set(jobKeys.res(jobId), `${'['.repeat(6_000)}${']'.repeat(6_000)}`);
+    expect((await store.transition(jobId, 'SCHEDULED', { token })).ok).toBe(true);
+    expect((await store.transition(jobId, 'DISPATCHED', { token, patch: { attempts: 1 } })).ok).toBe(true);
+    expect((await store.transition(jobId, 'SUCCEEDED', { token, patch: { resultPtr: jobKeys.resPtr(jobId), workerId: 'w-1' } })).ok).toBe(true);
+    await lease!.release();
+    const g = await call(rig.url, 'GET', `/api/v1/jobs/${jobId}`, { key: KEYS.operator });
+    expect(g.status).toBe(200);
+    expect(g.body).toMatchObject({ state: 'SUCCEEDED', result_ptr: `redis://res:${jobId}`, result: null });
+  });
+
   it('another tenant\'s job is 404 job_not_found, same as a missing one', async () => {
     const r = await submit({ prompt: 'secret', topic: 'job.echo' });
     const other = await call(rig.url, 'GET', `/api/v1/jobs/${String(r.body['job_id'])}`, { key: KEYS.globex });

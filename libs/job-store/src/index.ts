@@ -5,7 +5,7 @@ export { readyAt, recordedWorkerWait } from './worker-wait';
 export { jobKeys, ownOutputKeys, pointerKey, resultKey, slotGroup } from './keys';
 export { committedBeforeError, JobStoreError, LUA_CODES } from './errors';
 export type { TransitionFailure } from './errors';
-export { createJobStore, DLQ_TTL_MS, MAX_DECISIONS } from './store';
+export { createJobStore, DLQ_TTL_MS, MAX_DECISIONS, MAX_RESULT_DEPTH } from './store';
 export type { JobStore, JobStoreOptions, TransitionOptions, MarkPublishedOptions, MarkPublishedResult, MarkRunningResult, DecisionEntry, ReattemptResult, FinishResult } from './store';
 export { decodeFlat as decodeRecord } from './codec';
 export type { JobScans, ScoredId } from './scans';

@@ -562,7 +562,11 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     },
 
     async readResult(job) {
-      return readJson(redis, resultKey(job.id, job.resultPtr));
+      const result = await readJson(redis, resultKey(job.id, job.resultPtr));
+      // P269: parsing JSON is not recursive in V8, serialising it is: a worker's output nested
+      // thousands deep would make every answer that carries it throw (500). Such a result reads as
+      // none; its bytes stay at result_ptr.
+      return nestedDeeperThan(result, MAX_RESULT_DEPTH) ? null : result;
     },
 
     async readContext(id) {
@@ -813,6 +817,21 @@ function defaultReasonCode(state: JobState): string {
   if (state === 'DENIED') return 'policy_denied';
   if (state === 'TIMEOUT') return 'timeout';
   return 'failed';
+}
+
+/** How deep a result read for an answer may nest (objects and arrays); JSON.stringify throws past about 4,000. */
+export const MAX_RESULT_DEPTH = 1_000;
+
+/** True when `value` nests objects and arrays more than `limit` deep (a walk without recursion). */
+function nestedDeeperThan(value: unknown, limit: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [node, depth] = top;
+    if (node === null || typeof node !== 'object') continue;
+    if (depth >= limit) return true;
+    for (const v of Array.isArray(node) ? (node as unknown[]) : Object.values(node)) stack.push([v, depth + 1]);
+  }
+  return false;
 }
 
 /**

@@ -5,7 +5,7 @@
 import { Redis } from 'ioredis';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { callsOf, commandCalls, startRedis, waitFor, type TestServer } from '@cordum/testing';
-import { createJobStore, jobKeys, type JobRecord, type JobStore } from '../src';
+import { createJobStore, jobKeys, MAX_RESULT_DEPTH, type JobRecord, type JobStore } from '../src';
 import { createIndexWriter } from '../src/index-writer';
 import { drive, expectClaimGuard, holdLock, newJob } from './helpers';
 
@@ -335,6 +335,17 @@ describe('job-store fast paths (real Redis)', () => {
     expect(await store.readResult({ ...job, resultPtr: `redis://${jobKeys.res('someone-else')}` })).toBeNull();
     expect(await store.readResult({ ...job, resultPtr: `redis://${jobKeys.res(j.id)}` })).toEqual({ mine: true });
     await redis.del(jobKeys.res('someone-else'));
+    // P269: a result nested past MAX_RESULT_DEPTH reads as none (JSON.stringify would throw on it);
+    // one exactly that deep, and a long flat one, read as stored.
+    const own = { ...job, resultPtr: `redis://${jobKeys.res(j.id)}` };
+    const nest = (n: number, mid = '1'): string => `${'['.repeat(n)}${mid}${']'.repeat(n)}`;
+    await redis.set(jobKeys.res(j.id), nest(MAX_RESULT_DEPTH + 1));
+    expect(await store.readResult(own)).toBeNull();
+    await redis.set(jobKeys.res(j.id), nest(MAX_RESULT_DEPTH));
+    expect(JSON.stringify(await store.readResult(own))).toBe(nest(MAX_RESULT_DEPTH));
+    await redis.set(jobKeys.res(j.id), JSON.stringify({ items: Array.from({ length: 5_000 }, (_, i) => ({ i })) }));
+    expect(((await store.readResult(own)) as { items: unknown[] }).items).toHaveLength(5_000);
+    // A res: key of another type reads as no result, not as an error.    await redis.del(jobKeys.res('someone-else'));
     // A res: key of another type reads as no result, not as an error.
     await redis.del(jobKeys.res(j.id));
     await redis.hset(jobKeys.res(j.id), 'f', 'v');

@@ -105,7 +105,7 @@ const jobFields = {
   retried_from: z.string().optional().describe('The job whose DLQ entry this one was retried from (POST /api/v1/dlq/{job_id}/retry); its submitters may not approve this one'),
 };
 
-export const jobSchema = z.strictObject({ ...jobFields, result: z.unknown().describe('JSON stored at result_ptr; null when absent') });
+export const jobSchema = z.strictObject({ ...jobFields, result: z.unknown().describe('JSON stored at result_ptr; null when absent, not JSON, or nested deeper than 1,000 levels of objects and arrays (the bytes stay at result_ptr)') });
 export const jobListItemSchema = z.strictObject(jobFields).describe('A job without `result` (read the job for it)');
 export const jobListSchema = z.strictObject({ items: z.array(jobListItemSchema), next_cursor: z.string().nullable() });
 export const cancelResponseSchema = z.strictObject({ id: z.string(), state: z.literal('CANCELLED') });
