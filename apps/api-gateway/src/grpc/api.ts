@@ -293,6 +293,8 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
         // As HTTP: an own `__proto__` label (protobuf-es keeps it as a map key) is refused by name, not dropped.
         const b = parseLabelledBody(submitBodySchema, requestToBody(req));
         const tenant = actingTenant(c, b.tenant_id);
+        // P270: a `*` key without x-tenant-id was charged to its address; the tenant it names is charged too.
+        if (c.tenant === undefined && d.limiter) await chargeRequest(d.limiter, tenant, undefined);
         if (b.idempotency_key !== undefined && !IDEMPOTENCY_KEY_RE.test(b.idempotency_key)) {
           throw new ApiError('validation_failed', { details: [{ path: 'idempotency_key', message: 'must be 1-256 printable ASCII characters without spaces' }] });
         }

@@ -8,6 +8,7 @@ import type { RedisClient } from '@cordum/redis';
 import { ApiError } from '../http/errors';
 import type { Mount } from '../http/app';
 import { actingTenant, caller } from '../auth/middleware';
+import { chargedActingTenant } from '../ratelimit/middleware';
 import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
 import { auditIfUnknown, type AuditSink } from '../audit/sink';
@@ -104,8 +105,7 @@ export function mountApprovalRoutes(mount: Mount, deps: ApprovalRouteDeps): void
   mount('POST /api/v1/approvals/:job_id/approve', jsonBody(), async (req: Request, res: Response) => {
     const body = approveBodySchema.safeParse(req.body);
     if (!body.success) throw new ApiError('validation_failed', { details: zodDetails(body.error) });
-    const c = caller(res);
-    const tenant = actingTenant(c, body.data?.tenant_id);
+    const { caller: c, tenant } = await chargedActingTenant(res, body.data?.tenant_id);
     const id = jobIdParam(req);
     const out = await auditIfUnknown(deps.audit, { action: 'approval.approve', tenant, principal_id: c.principalId, target: id }, () =>
       deps.approvals.approve(tenant, id, c.principalId, { reason: body.data?.reason, jobHash: body.data?.job_hash, ruleId: body.data?.rule_id }),
@@ -117,8 +117,7 @@ export function mountApprovalRoutes(mount: Mount, deps: ApprovalRouteDeps): void
   mount('POST /api/v1/approvals/:job_id/reject', jsonBody(), async (req: Request, res: Response) => {
     const body = rejectBodySchema.safeParse(req.body);
     if (!body.success) throw new ApiError('validation_failed', { details: zodDetails(body.error) });
-    const c = caller(res);
-    const tenant = actingTenant(c, body.data?.tenant_id);
+    const { caller: c, tenant } = await chargedActingTenant(res, body.data?.tenant_id);
     const id = jobIdParam(req);
     const out = await auditIfUnknown(deps.audit, { action: 'approval.reject', tenant, principal_id: c.principalId, target: id }, () => deps.approvals.reject(tenant, id, c.principalId, { reason: body.data?.reason }));
     if (out.kind === 'rejected') deps.audit.record({ action: 'approval.reject', tenant, principal_id: c.principalId, target: id });

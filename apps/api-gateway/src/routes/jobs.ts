@@ -3,6 +3,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { jobToApi, type JobStore } from '@cordum/job-store';
 import { ApiError, retryAfter, type ErrorExtra } from '../http/errors';
 import { actingTenant, caller } from '../auth/middleware';
+import { chargedActingTenant } from '../ratelimit/middleware';
 import { IDEMPOTENCY_KEY_RE, parseLabelledBody, submitBodySchema } from '../submit/schema';
 import { SubmitError } from '../submit/errors';
 import type { SubmitOutcome, SubmitService } from '../submit/service';
@@ -107,8 +108,7 @@ const READ_TIMEOUT_MS = 3_000;
 export function mountJobRoutes(mount: Mount, deps: JobRouteDeps): void {
   mount('POST /api/v1/jobs', jsonBody(), async (req, res) => {
     const body = parseLabelledBody(submitBodySchema, req.body);
-    const c = caller(res);
-    const tenant = actingTenant(c, body.tenant_id);
+    const { caller: c, tenant } = await chargedActingTenant(res, body.tenant_id);
 
     const headerKey = req.get('idempotency-key');
     if (headerKey !== undefined && !IDEMPOTENCY_KEY_RE.test(headerKey)) {

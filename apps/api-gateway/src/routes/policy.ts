@@ -6,7 +6,7 @@ import { z } from 'zod';
 import type { Request, Response } from 'express';
 import { policyCheckInit } from '@cordum/job-store';
 import type { Mount } from '../http/app';
-import { actingTenant, caller, type Caller } from '../auth/middleware';
+import { chargedActingTenant } from '../ratelimit/middleware';
 import type { PolicyAdmin } from '../safety/policy-admin';
 import type { EvaluateRequest } from '../safety/evaluator';
 import { TOPIC_RE, labelsSchema, parseLabelledBody } from '../submit/schema';
@@ -44,8 +44,8 @@ function parse<S extends z.ZodType>(schema: S, req: Request): z.output<S> {
   return parseLabelledBody(schema, req.body);
 }
 
-function checkRequest(c: Caller, b: z.output<typeof policyRequestSchema>): EvaluateRequest {
-  const tenant = actingTenant(c, b.tenant_id);
+async function checkRequest(res: Response, b: z.output<typeof policyRequestSchema>): Promise<EvaluateRequest> {
+  const { caller: c, tenant } = await chargedActingTenant(res, b.tenant_id);
   return policyCheckInit(b.job_id ?? '', {
     tenant,
     topic: b.topic,
@@ -64,15 +64,15 @@ function checkRequest(c: Caller, b: z.output<typeof policyRequestSchema>): Evalu
 export function mountPolicyRoutes(mount: Mount, deps: PolicyRouteDeps): void {
   mount('POST /api/v1/policy/evaluate', jsonBody(), async (req: Request, res: Response) => {
     const body = parse(policyRequestSchema, req);
-    res.status(200).json(await deps.policy.evaluate(checkRequest(caller(res), body)));
+    res.status(200).json(await deps.policy.evaluate(await checkRequest(res, body)));
   });
   mount('POST /api/v1/policy/explain', jsonBody(), async (req: Request, res: Response) => {
     const body = parse(policyRequestSchema, req);
-    res.status(200).json(await deps.policy.explain(checkRequest(caller(res), body)));
+    res.status(200).json(await deps.policy.explain(await checkRequest(res, body)));
   });
   mount('POST /api/v1/policy/simulate', jsonBody(), async (req: Request, res: Response) => {
     const body = parse(simulateRequestSchema, req);
-    res.status(200).json(await deps.policy.simulate(checkRequest(caller(res), body), body.policy_yaml));
+    res.status(200).json(await deps.policy.simulate(await checkRequest(res, body), body.policy_yaml));
   });
   // The policy is deployment-wide (like GET /config): no tenant filter applies.
   mount('GET /api/v1/policy/snapshots', async (_req: Request, res: Response) => {
