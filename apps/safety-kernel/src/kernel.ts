@@ -138,7 +138,8 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       const r = redis;
       const cmp = composer;
       if (!r || !cmp) return;
-      const at = Date.now();
+      // P241 (P271): in Redis's time, as the gateway's liveFileRules reads it; host time on a host whose clock is off aged the entry early or late.
+      const at = now();
       try {
         await publishFileRules(r, fileRulesKey, { instance_id: config.instanceId, file_id: cmp.fileId, rule_ids: cmp.fileRuleIds, expires_at: at + 3 * config.configReloadIntervalMs }, at);
         await r.pexpire(safetyKeys.appliedBundles(cmp.fileId), APPLIED_RECORD_TTL_MS);

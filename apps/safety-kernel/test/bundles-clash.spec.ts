@@ -200,3 +200,20 @@ describe('a stored safety section that cannot be read (1e999)', () => {
     expect(await g.client.check({ jobId: 'j-g2', topic: 'job.ops.a', tenant: 'acme' })).toMatchObject({ decision: Decision.REQUIRE_HUMAN, ruleId: 'x-ops-2' });
   });
 });
+
+describe('file rule ids in Redis time (P271)', () => {
+  it('a kernel whose host clock is 10 min behind Redis publishes an entry that writers, on Redis time, read as live', async () => {
+    // The kernel's clock (deps.now) is Redis's, 10 min ahead of this host. Before P271 the entry's
+    // expires_at was host time plus 3 reload intervals, already past for a writer (gateway) on
+    // Redis time, so its file rule ids went unchecked and a clashing bundle rule was stored.
+    const redisTime = (): number => Date.now() + 10 * 60_000;
+    const k = await startReplica(env, 'sk-clock', { now: redisTime });
+    try {
+      await waitFor(async () => (await liveFileRules(rig.store.redis, safetyConfigKeys().fileRules(), redisTime())).some((e) => e.instance_id === 'sk-clock'), 5_000, { message: 'its entry is live in Redis time' });
+      const entry = (await liveFileRules(rig.store.redis, safetyConfigKeys().fileRules(), redisTime())).find((e) => e.instance_id === 'sk-clock');
+      expect(entry?.expires_at).toBeGreaterThan(redisTime());
+    } finally {
+      await k.close();
+    }
+  });
+});

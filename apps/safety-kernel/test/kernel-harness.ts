@@ -23,14 +23,14 @@ export interface KernelReplica {
   close(): Promise<void>;
 }
 
-export async function startReplica(env: Record<string, string>, instanceId: string): Promise<KernelReplica> {
+export async function startReplica(env: Record<string, string>, instanceId: string, deps: { now?: () => number } = {}): Promise<KernelReplica> {
   const config = withInitialPolicy(
     loadSafetyKernelConfig({ SAFETY_KERNEL_GRPC_ADDR: '127.0.0.1:0', SAFETY_KERNEL_HTTP_ADDR: '127.0.0.1:0', CORDUM_INSTANCE_ID: instanceId, ...env }),
   );
   const logs: string[] = [];
   const logger = createLogger({ service: 'safety-kernel', instance: instanceId, level: 'info', write: (l) => void logs.push(l) });
   const registry = createMetricsRegistry({ service: 'safety-kernel', pod: instanceId });
-  const kernel = createSafetyKernel(config, { logger, registry, reloadOnSighup: false });
+  const kernel = createSafetyKernel(config, { logger, registry, reloadOnSighup: false, ...deps });
   await kernel.start();
   const client = grpcClientFor(SafetyKernel, `127.0.0.1:${kernel.grpcPort}`, { defaultDeadlineMs: 5000 });
   return {

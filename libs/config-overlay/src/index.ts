@@ -18,6 +18,7 @@ export {
   safetySectionSchema,
   TIMEOUT_DEFAULTS,
   validateConfig,
+  distinctErrors,
   unknownConfigKeys,
   sectionFileErrors,
   MIN_SCAN_INTERVAL_SECONDS,

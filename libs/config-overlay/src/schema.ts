@@ -113,7 +113,9 @@ export function isKnownSection(s: string): s is KnownSection {
  */
 export function validateConfig(data: unknown): ConfigFieldError[] {
   if (!isPlainObject(data)) return [{ path: '', message: 'config data must be a JSON object' }];
-  const errors: ConfigFieldError[] = illFormedStrings(data);
+  // P273: an own `__proto__` anywhere (unknownConfigKeys names it too): a section schema's record
+  // drops it, so `safety.bundles.__proto__` validated clean and its rules were never applied.
+  const errors: ConfigFieldError[] = [...protoKeys(data), ...illFormedStrings(data)];
   for (const [section, value] of Object.entries(data)) {
     if (value === null || value === undefined || !isKnownSection(section)) continue;
     const res = sectionSchemas[section].safeParse(value);
@@ -262,7 +264,18 @@ function protoKeys(data: Record<string, unknown>): ConfigFieldError[] {
  */
 export function sectionFileErrors(section: string, value: unknown): ConfigFieldError[] {
   const data = { [section]: value };
-  return [...unknownConfigKeys(data), ...validateConfig(data)];
+  return distinctErrors([...unknownConfigKeys(data), ...validateConfig(data)]);
+}
+
+/** The errors once each (unknownConfigKeys and validateConfig both name an own `__proto__`). */
+export function distinctErrors(errors: ConfigFieldError[]): ConfigFieldError[] {
+  const seen = new Set<string>();
+  return errors.filter((e) => {
+    const k = `${e.path}\u0000${e.message}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
 }
 
 /**

@@ -6,7 +6,7 @@
 //   job run fail-open;
 // - a constraint of 0, which the wire reads as "not set" (max_retries: 0 ran 3 attempts);
 // - a tenant or topic glob no job can have: a deny written with it silently allowed.
-import { INT32_MAX, POLICY_TENANT_RE } from '../src/policy/model';
+import { INT32_MAX, MAX_VELOCITY_WINDOW_SECONDS, POLICY_TENANT_RE } from '../src/policy/model';
 import { PolicyLoadError, parseSafetySection, validateConfig, validatePolicy } from '../src';
 
 const rule = (over: Record<string, unknown>): Record<string, unknown> => ({ id: 'r', decision: 'deny', ...over });
@@ -48,6 +48,23 @@ describe('constraints fit their wire type and are never 0', () => {
     // int64 on the wire: anything a JSON number holds exactly
     const big = validatePolicy(constrained({ max_runtime_ms: Number.MAX_SAFE_INTEGER, max_artifact_bytes: 2 ** 40 }));
     expect(big.rules[0]?.constraints).toEqual({ max_runtime_ms: Number.MAX_SAFE_INTEGER, max_artifact_bytes: 2 ** 40 });
+  });
+});
+
+describe('a velocity window Redis can expire (P272)', () => {
+  const throttled = (window_seconds: unknown): unknown => policy(rule({ id: 'v', decision: 'throttle', velocity: { max_requests: 5, window_seconds } }));
+  it('refuses a window past 365 days or not a whole positive number, naming the rule and the field', () => {
+    expect(loadError(throttled(100_000_000_000_000))).toBe(
+      `rule 'v' (rules[0]): velocity.window_seconds: must be a whole number from 1 to ${MAX_VELOCITY_WINDOW_SECONDS}, got 100000000000000 (seconds, 365 days at most)`,
+    );
+    expect(loadError(throttled(0))).toContain('velocity.window_seconds: must be a whole number from 1 to');
+    expect(loadError(throttled(1.5))).toContain('velocity.window_seconds: must be a whole number from 1 to');
+    expect(validatePolicy(throttled(MAX_VELOCITY_WINDOW_SECONDS)).rules[0]?.velocity).toMatchObject({ window_seconds: MAX_VELOCITY_WINDOW_SECONDS });
+  });
+
+  it('is refused where a bundle is written too', () => {
+    const errors = validateConfig({ safety: { bundles: { b: { rules: [rule({ id: 'v', decision: 'throttle', velocity: { max_requests: 5, window_seconds: 1e14 } })] } } } });
+    expect(errors.map((e) => e.message).join('\n')).toContain('velocity.window_seconds: must be a whole number from 1 to');
   });
 });
 

@@ -168,6 +168,17 @@ describe('validateConfig', () => {
     expect(merged['polluted']).toBeUndefined();
   });
 
+  it('a bundle named __proto__ is refused where the section is validated and where a kernel loads it (P273: its rules vanished, a deny among them)', () => {
+    const doc = JSON.parse('{"safety":{"bundles":{"__proto__":{"rules":[{"id":"deny-all","decision":"deny"}]},"ok":{"rules":[]}}}}') as Record<string, unknown>;
+    expect(validateConfig(doc)).toEqual([
+      { path: 'safety.bundles.__proto__', message: 'key __proto__ is not allowed' },
+      { path: 'safety', message: 'safety.bundles.__proto__: a bundle may not be named __proto__; rename it' },
+    ]);
+    expect(() => parseSafetySection(doc['safety'])).toThrow('safety.bundles.__proto__: a bundle may not be named __proto__; rename it');
+    // each named once where both checks run (a bootstrap file)
+    expect(sectionFileErrors('safety', doc['safety']).map((e) => e.path)).toEqual(['safety.bundles.__proto__', 'safety']);
+  });
+
   it('caps scan_interval_seconds at one day (a timer past 2^31-1 ms fires after 1 ms)', () => {
     expect(validateConfig({ timeouts: { reconciler: { scan_interval_seconds: 86_401 } } }).map((e) => e.path)).toEqual(['timeouts.reconciler.scan_interval_seconds']);
     expect(validateConfig({ timeouts: { reconciler: { scan_interval_seconds: 86_400 } } })).toEqual([]);

@@ -43,6 +43,12 @@ function issueLine(prefix: string, err: z.ZodError): string {
  */
 export function parseSafetySection(value: unknown): PolicyBundle[] {
   if (value === undefined || value === null) return [];
+  // P273: zod's record drops an own `__proto__` key (JSON.parse makes one), so a bundle named so
+  // vanished here and its rules, a deny among them, were silently not applied.
+  const bundles: unknown = typeof value === 'object' ? (value as { bundles?: unknown }).bundles : undefined;
+  if (typeof bundles === 'object' && bundles !== null && Object.hasOwn(bundles, '__proto__')) {
+    throw new PolicyLoadError('safety.bundles.__proto__: a bundle may not be named __proto__; rename it');
+  }
   const section = sectionSchema.safeParse(value);
   if (!section.success) throw new PolicyLoadError(issueLine('safety', section.error), { cause: section.error });
   const out: PolicyBundle[] = [];

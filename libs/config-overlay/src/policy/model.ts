@@ -60,9 +60,16 @@ export const constraintsSchema = z.strictObject({
   max_concurrent_jobs: wireCount(INT32_MAX, 'jobs at once, an int32 on the wire, where 0 means no limit').optional(),
 });
 
+/**
+ * P272: a velocity window's longest. The window is a Redis key's PEXPIRE in ms, which Redis takes
+ * from a Lua number written as "%.17g": from 1e17 ms that is `1e+17`, which PEXPIRE refuses, and
+ * every Check reaching the rule failed after its ZADD had run. 365 days is far past any rate.
+ */
+export const MAX_VELOCITY_WINDOW_SECONDS = 365 * 24 * 3600;
+
 export const velocitySchema = z.strictObject({
   max_requests: z.number().int().positive(),
-  window_seconds: z.number().int().positive(),
+  window_seconds: wireCount(MAX_VELOCITY_WINDOW_SECONDS, 'seconds, 365 days at most'),
   key: z.enum(['tenant', 'topic', 'principal']).default('tenant'),
 });
 
