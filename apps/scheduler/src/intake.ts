@@ -123,12 +123,13 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
       // P258: an approval the job had covers an earlier hold, not this one: marked so, so that an
       // approve of this hold after the job ended is not answered `already_approved`.
       const superseded = job.approval?.status === 'approved' ? { approval: { ...job.approval, superseded: true } } : {};
-      const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, holdHash: verdict.holdHash, ...superseded }, current: job });
       // P99: a new hold gets the whole job TTL again (as an approval does), so the hold times out
-      // (SCHEDULER_APPROVAL_TIMEOUT, counted from this write) before the record can expire.
-      if (w.ok) {
-        await ctx.store.refreshLifetime(job).catch((err: unknown) => ctx.logger.warn('held job lifetime not renewed', { job_id: job.id, err: errorText(err) }));
-      }
+      // (SCHEDULER_APPROVAL_TIMEOUT, counted from this write) before the record can expire. Before
+      // the write (P275): renewing a PENDING job's keys is harmless if the write is then refused, and
+      // a scheduler killed right after the write no longer leaves a hold on the old TTL (its
+      // redelivered submit finds the job held and only acknowledges it).
+      await ctx.store.refreshLifetime(job).catch((err: unknown) => ctx.logger.warn('held job lifetime not renewed', { job_id: job.id, err: errorText(err) }));
+      const w = await ctx.store.transition(job.id, 'APPROVAL_REQUIRED', { token: lease.token, from: ['PENDING'], patch: { safety: verdict.record, holdHash: verdict.holdHash, ...superseded }, current: job });
       return w.ok || w.reason !== 'fenced' ? ACK : nak(BUSY_NAK_MS);
     }
     case 'allow':

@@ -37,13 +37,13 @@ const alerts: { code: string; jobId: string }[] = [];
 const kernel = { holdRule: 'hold-prod', denyHeld: false };
 let seq = 0;
 /** What the scheduler's store saw right after each APPROVAL_REQUIRED write returned (P47). */
-const holdWrites: { id: string; lockHeld: boolean; inActivePending: boolean }[] = [];
+const holdWrites: { id: string; lockHeld: boolean; inActivePending: boolean; recordTtlMs: number }[] = [];
 const wrapStore = (s: JobStore): JobStore => ({
   ...s,
   async transition(id, to, o) {
     const r = await s.transition(id, to, o);
     if (to === 'APPROVAL_REQUIRED' && r.ok) {
-      holdWrites.push({ id, lockHeld: (await redis.exists(jobKeys.lock(id))) === 1, inActivePending: (await redis.zscore(jobKeys.active('PENDING'), id)) !== null });
+      holdWrites.push({ id, lockHeld: (await redis.exists(jobKeys.lock(id))) === 1, inActivePending: (await redis.zscore(jobKeys.active('PENDING'), id)) !== null, recordTtlMs: await redis.pttl(jobKeys.meta(id)) });
     }
     return r;
   },
@@ -123,9 +123,19 @@ describe('D18 approval re-check at intake', () => {
     await publishSubmit(job);
     await waitFor(() => holdWrites.some((w) => w.id === job.id), 10_000, { message: 'held' });
     // Before P47 the hold's write released the lock in the same script, ahead of the index move.
-    expect(holdWrites.find((w) => w.id === job.id)).toEqual({ id: job.id, lockHeld: true, inActivePending: false });
+    expect(holdWrites.find((w) => w.id === job.id)).toMatchObject({ id: job.id, lockHeld: true, inActivePending: false });
     await waitFor(async () => (await redis.exists(jobKeys.lock(job.id))) === 0, 5_000, { message: 'lock released after the index move' });
     expect(await stateOf(job.id)).toBe('APPROVAL_REQUIRED');
+  });
+
+  it('a hold gives the record the whole job TTL before it is written, so a crash right after the write cannot leave a short-lived hold (P275)', async () => {
+    const job = await store.createJob(newJob('job.held.deploy', 'PENDING'));
+    // An old job: a minute of record left. Before P275 the refresh came after the hold's write,
+    // so a scheduler killed in between left a hold whose record expired before its hold timeout.
+    await redis.pexpire(jobKeys.meta(job.id), 60_000);
+    await publishSubmit(job);
+    await waitFor(() => holdWrites.some((w) => w.id === job.id), 10_000, { message: 'held' });
+    expect(holdWrites.find((w) => w.id === job.id)?.recordTtlMs).toBeGreaterThan(30 * 60_000); // the rig's job TTL is 1 h
   });
 
   it('an approval for a request that changed since (ctx rewritten) is not honoured: held again, bound to the new hash', async () => {

@@ -12,6 +12,13 @@
 // leaves a job in two indexes (a scan repairs it), never in none (D16); and
 // before the PEXPIRE of its key, which would be a no-op on a missing key.
 //
+// On a cluster the two phases are not atomic, and another writer's whole batch can land between
+// them (this process stalled after its adds): its removal of a job's old in-flight entry could then
+// take the entry the other writer has just added for the job's new move back into that state (a
+// retry sent meanwhile), leaving the job in no in-flight index. A removal given a bound
+// (`rem(key, member, olderThan)`) takes the entry only while its score is below the bound, the
+// time of the move (zrem-older-1.lua; P274).
+//
 // On standalone Redis a flush is one script call (index-batch-n.lua), atomic,
 // so the order holds trivially and a lone transition costs one command sent
 // instead of two ZADDs and two ZREMs: at moderate load, where batches hold one
@@ -19,6 +26,7 @@
 // live on different nodes, so the flush stays one command per key.
 import { clusterNow, defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import indexBatchLua from './lua/index-batch-n.lua';
+import zremOlderLua from './lua/zrem-older-1.lua';
 import { jobKeys } from './keys';
 import { indexRetention } from './retention';
 
@@ -29,7 +37,11 @@ const MAX_EXPIRE_MEMO = 10_000;
 export interface IndexOps {
   /** ZADD key score member; `expire` also keeps the key's TTL (ms) fresh. */
   add(key: string, score: number, member: string, expireMs?: number): void;
-  rem(key: string, member: string): void;
+  /**
+   * ZREM key member; with `olderThan` (cluster) only while the member's score is below it: an entry
+   * added for a later move into the same state stays. Standalone batches are atomic and ignore it.
+   */
+  rem(key: string, member: string, olderThan?: number): void;
   /** Keeps the key's TTL (ms) fresh without adding to it (a key written by a script, store.ts createJob). */
   expire(key: string, expireMs: number): void;
 }
@@ -42,6 +54,8 @@ export interface IndexWriter {
 interface Batch {
   adds: Map<string, (string | number)[]>;
   rems: Map<string, string[]>;
+  /** Cluster only: per key, bound/member pairs for zrem-older-1.lua. */
+  olderRems: Map<string, (string | number)[]>;
   expires: Map<string, number>;
   done: Promise<void>;
   resolve: () => void;
@@ -54,6 +68,7 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
   // Last PEXPIRE per key: a key written thousands of times a second needs its TTL refreshed once a minute.
   const expiredAt = new Map<string, number>();
   const scripts = clustered ? null : defineScripts(redis, [scriptSpec('index-batch-n.lua', indexBatchLua)]);
+  const clusterScripts = clustered ? defineScripts(redis, [scriptSpec('zrem-older-1.lua', zremOlderLua)]) : null;
 
   /** One script call with every ZADD, the due PEXPIREs, then every ZREM (standalone). */
   const writeOnce = (run: ScriptRunner, b: Batch, expires: [string, number][]): Promise<unknown> => {
@@ -92,6 +107,7 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
       const rest: Promise<unknown>[] = [];
       for (const [key, ttl] of expires) rest.push(redis.pexpire(key, ttl));
       for (const [key, members] of b.rems) rest.push(redis.zrem(key, ...members));
+      if (clusterScripts) for (const [key, pairs] of b.olderRems) rest.push(clusterScripts.run('zrem-older', [key], pairs));
       return Promise.all(rest);
     });
   };
@@ -107,7 +123,7 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
       expiredAt.set(key, t);
       expires.push([key, ttl]);
     }
-    if (b.adds.size === 0 && b.rems.size === 0 && expires.length === 0) {
+    if (b.adds.size === 0 && b.rems.size === 0 && b.olderRems.size === 0 && expires.length === 0) {
       b.resolve(); // only TTLs that were pushed forward less than a minute ago: nothing to send
       return;
     }
@@ -139,7 +155,7 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
       resolve = res;
       reject = rej;
     });
-    const b: Batch = { adds: new Map(), rems: new Map(), expires: new Map(), done, resolve, reject };
+    const b: Batch = { adds: new Map(), rems: new Map(), olderRems: new Map(), expires: new Map(), done, resolve, reject };
     setImmediate(() => flush(b));
     return b;
   };
@@ -154,7 +170,13 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
           a.push(score, member);
           if (expireMs !== undefined) b.expires.set(key, expireMs);
         },
-        rem(key, member) {
+        rem(key, member, olderThan) {
+          if (clustered && olderThan !== undefined) {
+            let o = b.olderRems.get(key);
+            if (!o) b.olderRems.set(key, (o = []));
+            o.push(olderThan, member);
+            return;
+          }
           let r = b.rems.get(key);
           if (!r) b.rems.set(key, (r = []));
           r.push(member);

@@ -2,7 +2,7 @@
 // job's slot ({id}), the indexes in other slots, so the index writer sends one
 // command per key there (index-batch-n.lua is for standalone Redis only).
 import { Cluster } from 'ioredis';
-import { startRedisCluster, type TestCluster } from '@cordum/testing';
+import { startRedisCluster, waitFor, type TestCluster } from '@cordum/testing';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createJobStore, jobKeys, type JobStore } from '../src';
 import { createIndexWriter } from '../src/index-writer';
@@ -59,6 +59,41 @@ describe('job-store on a 6-node Redis Cluster', () => {
       expect(await redis.zscore(jobKeys.active('DISPATCHED'), j.id)).toBeNull();
     }
   }, 30_000);
+
+  it('a writer held between its index adds and its removals does not take the entry a later writer added for the job (P274)', async () => {
+    // Writer A's ZADD replies are held back (its process stalled after the adds landed); its
+    // removals go out only once they come. Meanwhile writer B moves the job back into the state A
+    // is removing it from. Before P274 A's late ZREM took B's entry: a DISPATCHED job in no
+    // job:active set, which no reconciler timeout and no lifetime renewal would ever find.
+    let release = (): void => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const held = new Proxy(redis, {
+      get(target, prop) {
+        if (prop === 'zadd') return async (...args: Parameters<RedisClient['zadd']>) => { const out = await target.zadd(...args); await gate; return out; };
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const storeA = createJobStore(held, { jobTtlMs: 7 * 24 * 3600 * 1000 });
+    const dispatch = { dispatchId: 'd-1', attempt: 1, published: true, subject: 'job.echo' };
+    const created = await store.createJob(newJob({ tenant: 't-p274' }));
+    const d1 = await store.transition(created.id, 'DISPATCHED', { token: await holdLock(redis, created.id), from: ['PENDING'], via: 'SCHEDULED', patch: { dispatch, attempts: 1 }, current: created, release: true });
+    expect(d1.ok).toBe(true);
+    // A: DISPATCHED -> RETRYING, releasing the lock with the write (the result handler's write).
+    const a = storeA.transition(created.id, 'RETRYING', { token: await holdLock(redis, created.id), from: ['DISPATCHED'], release: true });
+    await waitFor(async () => (await redis.zscore(jobKeys.active('RETRYING'), created.id)) !== null, 10_000, { message: "A's add landed" });
+    await new Promise((r) => setTimeout(r, 5)); // B's move is a later millisecond, as a retry's backoff makes it
+    // B: RETRYING -> DISPATCHED (the replayer's next attempt), its index writes done.
+    const b = await store.transition(created.id, 'DISPATCHED', { token: await holdLock(redis, created.id), from: ['RETRYING'], patch: { dispatch: { ...dispatch, dispatchId: 'd-2', attempt: 2 }, attempts: 2 }, release: true });
+    expect(b.ok).toBe(true);
+    release();
+    expect((await a).ok).toBe(true);
+    expect(await store.getJob(created.id)).toMatchObject({ state: 'DISPATCHED', attempts: 2 });
+    expect({
+      dispatched: await redis.zscore(jobKeys.active('DISPATCHED'), created.id),
+      retrying: await redis.zscore(jobKeys.active('RETRYING'), created.id),
+    }).toEqual({ dispatched: String(b.ok ? b.job.updatedAt : 0), retrying: null });
+  });
 
   it('a create with a claim that names another job writes nothing (P21), across the nodes', async () => {
     await expectClaimGuard(store, redis);
