@@ -23,6 +23,7 @@ import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pipeChildToLog } from './log-pipe.mjs';
+import { bundleOlderThanSources } from './stale.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const table = JSON.parse(readFileSync(join(root, 'tools/stack/services.json'), 'utf8'));
@@ -42,7 +43,7 @@ Options:
   --port-offset n               add n (0..14000) to every port, Redis's and NATS's
                                 included unless REDIS_URL / NATS_URL say otherwise,
                                 for a second stack; its logs go to .cordum/logs-p<n>/
-  --build                       rebuild dist/ first (default: only when missing)
+  --build                       rebuild dist/ first (default: a bundle missing or older than its sources)
   --ready-timeout s             seconds each service may take to answer /readyz
                                 (default 60); past it, npm start names the failing
                                 checks and the service's first warning, and stops
@@ -507,9 +508,10 @@ async function main() {
     .map((s) => ({ ...s, count: opts.replicas[s.name] ?? 1 }))
     .filter((s) => s.count > 0)
     .filter((s) => !s.optional || existsSync(bundleOf(s.name)) || opts.replicas[s.name]);
-  const missing = wanted.filter((s) => !existsSync(bundleOf(s.name)));
+  const missing = wanted.filter((s) => !existsSync(bundleOf(s.name)) || bundleOlderThanSources(root, s.name));
   if (opts.build || missing.length) {
-    console.log(`building ${opts.build ? 'all apps' : missing.map((s) => s.name).join(', ')} ...`);
+    const why = (s) => (existsSync(bundleOf(s.name)) ? `${s.name} (sources changed since its build)` : s.name);
+    console.log(`building ${opts.build ? 'all apps' : missing.map(why).join(', ')} ...`);
     const r = spawnSync('npx', ['nx', 'run-many', '-t', 'build', '--outputStyle=static', ...(opts.build ? [] : [`--projects=${missing.map((s) => s.name).join(',')}`])], {
       cwd: root,
       stdio: 'inherit',
