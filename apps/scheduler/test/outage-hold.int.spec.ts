@@ -87,3 +87,34 @@ it('a result published while Redis is down is held, not redelivered, and applied
   expect(await counter('cordum_bus_redeliveries_total', subjects.result)).toBe(redeliveredBefore);
   expect(await counter('cordum_bus_handler_errors_total', subjects.result)).toBe(0);
 });
+
+it('a result that meets a Redis refusing writes (maxmemory under noeviction) is held, not redelivered, and applied once it accepts them again (P277)', async () => {
+  // Before P277 the OOM refusal was a plain error: NAKed with the D8 backoff, 20 deliveries in about 95 s.
+  const job = await store.createJob({ id: 'hold-2', tenant: 'acme', topic: 'job.echo', traceId: 't2', priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
+  const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
+  await bus.publish(subjects.submit, encodePacket(newPacket('gw', { case: 'jobRequest', value: req }, 't2')), { msgId: 'jobreq:hold-2:0:0' });
+  await waitFor(async () => (await store.getJob(job.id))?.state === 'RUNNING', 20_000, { message: 'the job runs' });
+  const running = (await store.getJob(job.id))!;
+  await redis.set('res:hold-2', JSON.stringify({ echo: 'done' }));
+  const redeliveredBefore = await counter('cordum_bus_redeliveries_total', subjects.result);
+  const heldBefore = await counter('cordum_bus_held_total', subjects.result);
+  const errorsBefore = await counter('cordum_bus_handler_errors_total', subjects.result);
+
+  await redis.config('SET', 'maxmemory-policy', 'noeviction');
+  await redis.config('SET', 'maxmemory', '1');
+  try {
+    const result = create(JobResultSchema, {
+      jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'w1', resultPtr: 'redis://res:hold-2',
+      dispatch: { dispatchId: running.dispatch!.dispatchId, attempt: BigInt(running.dispatch!.attempt), assignedWorkerId: 'w1' },
+    });
+    await bus.publish(subjects.result, encodePacket(newPacket('w1', { case: 'jobResult', value: result })), { msgId: `sys.job.result:hold-2:${running.dispatch!.dispatchId}` });
+    await waitFor(async () => (await counter('cordum_bus_held_total', subjects.result)) > heldBefore, 10_000, { message: 'the result is held' });
+    const heldAt = Date.now();
+    await waitFor(() => Date.now() - heldAt >= 4_000, 10_000, { intervalMs: 250 });
+  } finally {
+    await redis.config('SET', 'maxmemory', '0');
+  }
+  await waitFor(async () => (await store.getJob(job.id))?.state === 'SUCCEEDED', 30_000, { message: 'the result is applied', intervalMs: 250 });
+  expect(await counter('cordum_bus_redeliveries_total', subjects.result)).toBe(redeliveredBefore);
+  expect(await counter('cordum_bus_handler_errors_total', subjects.result)).toBe(errorsBefore);
+});

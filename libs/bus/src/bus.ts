@@ -452,8 +452,10 @@ export function hasQuorum(body: unknown): boolean {
   if (cluster === undefined) return true;
   if (typeof cluster.leader !== 'string' || cluster.leader === '') return false;
   const replicas = Array.isArray(cluster.replicas) ? cluster.replicas : [];
+  // `active` 0 is also what nats-server reports for a peer its raft node never heard from since it
+  // started: only with `current` does it count.
   const heard = (r: { current?: unknown; active?: unknown; offline?: unknown }): boolean =>
-    r.offline !== true && (typeof r.active === 'number' ? r.active < REPLICA_HEARD_WITHIN_NS : r.current === true);
+    r.offline !== true && (typeof r.active === 'number' ? r.active < REPLICA_HEARD_WITHIN_NS && (r.active > 0 || r.current === true) : r.current === true);
   return (1 + replicas.filter(heard).length) * 2 > replicas.length + 1;
 }
 

@@ -21,6 +21,8 @@ describe('hasQuorum: what counts as a stream that can store a publish', () => {
     ['R3: the leader alone, both replicas silent for 6 s (still current: the flag lags)', info({ leader: 'n0', replicas: [{ name: 'n1', current: true, active: 6e9 }, { name: 'n2', current: true, active: 6e9 }] }), false],
     ['R3: a heard replica offline', info({ leader: 'n0', replicas: [{ name: 'n1', current: true, active: 1e8, offline: true }, { name: 'n2', current: false, active: 9e9 }] }), false],
     ['R3 without active (older servers): current decides', info({ leader: 'n0', replicas: [{ name: 'n1', current: true }, { name: 'n2', current: false }] }), true],
+    ['R3: one replica never heard since the leader started (active 0, not current), the other silent', info({ leader: 'n0', replicas: [{ name: 'n1', current: false, active: 0 }, { name: 'n2', current: false, active: 9e9 }] }), false],
+    ['R3: one replica current with active 0', info({ leader: 'n0', replicas: [{ name: 'n1', current: true, active: 0 }, { name: 'n2', current: false, active: 9e9 }] }), true],
     ['R5: the leader and one replica heard', info({ leader: 'n0', replicas: [{ name: 'n1', active: 1e8 }, { name: 'n2', active: 9e9 }, { name: 'n3', active: 9e9 }, { name: 'n4', active: 9e9 }] }), false],
     ['no leader', info({ replicas: [{ name: 'n1', current: true, active: 1e8 }, { name: 'n2', current: true, active: 1e8 }] }), false],
     ['an empty leader', info({ leader: '' }), false],

@@ -39,8 +39,18 @@ const NOT_RUN_PATTERNS = [
   /Stream isn't writeable/i,
 ];
 
+/**
+ * P277: Redis answers but refuses every write: at `maxmemory` under `noeviction` (OOM), a failed
+ * RDB/AOF write (MISCONF), a replica promoted away from us (READONLY), a script running past its
+ * time (BUSY), too few replicas for `min-replicas-to-write` (NOREPLICAS). For every caller this is
+ * an outage of Redis, not a bad command: a bus consumer holds its message (P101) instead of
+ * spending its 20 deliveries on it. Counted as "may have run": a script can be refused part way.
+ */
+const REFUSING_WRITES = /\bOOM command not allowed\b|\bMISCONF\b|\bREADONLY\b|\bBUSY Redis is busy\b|\bNOREPLICAS\b/;
+
 const UNAVAILABLE_PATTERNS = [
   ...NOT_RUN_PATTERNS,
+  REFUSING_WRITES,
   // The connection went down or the answer did not come: the command may have run.
   /Connection is closed/i,
   /connection lost with the command in flight/i,
