@@ -208,14 +208,31 @@ describe('requests refused for their role or tenant (P172)', () => {
     expectEnvelope(await call(url, 'GET', '/api/v1/jobs/none', { key: 'nope-nope-nope' }), 401, 'unauthenticated');
   });
 
+});
+
+describe('a `*` key naming its tenant in the body (P270)', () => {
+  let r: Replicas;
+
+  beforeAll(async () => {
+    r = await startReplicas(1, { API_RATE_LIMIT_RPS: '0.01', API_RATE_LIMIT_BURST: '10' });
+  });
+
+  afterAll(async () => {
+    await r.stop();
+  });
+
   it('a `*` key that names its tenant only in the body is charged to that tenant too (P270), on HTTP and gRPC', async () => {
     const url = r.urls[0]!;
-    // acme's burst of 3 is spent (RPS 0.01: no token comes back during the test)
+    // acme's burst is spent (RPS 0.01: no token comes back during the test); the `*` key's address
+    // bucket has room for every call below, so a 429 is acme's
     await waitFor(async () => (await call(url, 'GET', '/api/v1/jobs/none', { key: KEYS.operator })).status === 429, 5_000, { intervalMs: 1, message: "acme's bucket spent" });
     const submitAs = (tenant: string) => call(url, 'POST', '/api/v1/jobs', { key: KEYS.star, body: { prompt: 'x', topic: 'job.echo', tenant_id: tenant } });
     // before P270 this was charged to the client address only, and the job was created in acme
     expectEnvelope(await submitAs('acme'), 429, 'rate_limited');
     expectEnvelope(await call(url, 'POST', '/api/v1/policy/evaluate', { key: KEYS.star, body: { topic: 'job.echo', tenant_id: 'acme' } }), 429, 'rate_limited');
+    // a cancel and a DLQ retry are charged before the job or entry is looked up (404 before they were charged)
+    expectEnvelope(await call(url, 'POST', '/api/v1/jobs/00000000-0000-4000-8000-000000000000/cancel', { key: KEYS.star, body: { tenant_id: 'acme' } }), 429, 'rate_limited');
+    expectEnvelope(await call(url, 'POST', '/api/v1/dlq/00000000-0000-4000-8000-000000000000/retry', { key: KEYS.star, body: { tenant_id: 'acme' } }), 429, 'rate_limited');
     // a tenant with budget left is served
     expect((await submitAs('initech')).status).toBe(200);
     const api = grpcClientFor(CordumApi, `127.0.0.1:${r.gateways[0]!.grpcPort}`, { defaultDeadlineMs: 5_000 });
@@ -227,4 +244,3 @@ describe('requests refused for their role or tenant (P172)', () => {
     }
   });
 });
-

@@ -8,6 +8,7 @@ import type { RedisClient } from '@cordum/redis';
 import { ApiError } from '../http/errors';
 import type { Mount } from '../http/app';
 import { actingTenant, caller } from '../auth/middleware';
+import { chargedActingTenant } from '../ratelimit/middleware';
 import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
 import { auditIfUnknown, type AuditSink } from '../audit/sink';
@@ -86,8 +87,7 @@ export function mountDlqRoutes(mount: Mount, deps: DlqRouteDeps): void {
   mount('POST /api/v1/dlq/:job_id/retry', jsonBody(), async (req: Request, res: Response) => {
     const body = retryBodySchema.safeParse(req.body);
     if (!body.success) throw new ApiError('validation_failed', { details: zodDetails(body.error) });
-    const c = caller(res);
-    const tenant = actingTenant(c, body.data?.tenant_id ?? undefined);
+    const { caller: c, tenant } = await chargedActingTenant(res, body.data?.tenant_id ?? undefined);
     const id = entryId(req);
     if (!deps.redisReady()) throw new ApiError('redis_unavailable');
     const r = await auditIfUnknown(deps.audit, { action: 'dlq.retry', tenant, principal_id: c.principalId, target: id }, async () => {

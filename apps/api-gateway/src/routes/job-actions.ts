@@ -12,6 +12,7 @@ import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
 import type { Mount } from '../http/app';
 import { actingTenant, caller } from '../auth/middleware';
+import { chargedActingTenant } from '../ratelimit/middleware';
 import { TOPIC_RE, zodDetails } from '../submit/schema';
 import { decodeCursor } from '../lists/cursor';
 import { pageIndex } from '../lists/pager';
@@ -175,9 +176,8 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
   mount('POST /api/v1/jobs/:id/cancel', jsonBody(), async (req: Request, res: Response) => {
     const body = cancelBodySchema.safeParse(req.body);
     if (!body.success) throw new ApiError('validation_failed', { details: zodDetails(body.error) });
-    const c = caller(res);
-    // D47: a tenant_id in the body must be the acting tenant (403 otherwise).
-    const tenant = actingTenant(c, body.data?.tenant_id ?? undefined);
+    // D47: a tenant_id in the body must be the acting tenant (403 otherwise); P270: a `*` key naming it is charged to it.
+    const { caller: c, tenant } = await chargedActingTenant(res, body.data?.tenant_id ?? undefined);
     const job = await ownJob(deps, req, tenant);
     if (TERMINAL_STATES.has(job.state)) {
       if (job.state === 'CANCELLED') {
