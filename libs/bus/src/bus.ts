@@ -229,7 +229,7 @@ class NatsBus implements Bus {
     if (!this.connected) return false;
     try {
       // The same JetStream API request jsm.streams.info() makes, with this call's own timeout. In a
-      // cluster it is answered by CORDUM_SYS's leader, as every publish to the stream is.
+      // cluster its answer also says whether the stream has a leader with a quorum (hasQuorum).
       const reply = await this.nc.request(`$JS.API.STREAM.INFO.${STREAM_SYS}`, undefined, { timeout: timeoutMs });
       return hasQuorum(JSON.parse(new TextDecoder().decode(reply.data)));
     } catch {
