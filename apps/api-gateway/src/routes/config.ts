@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import type { Request, Response } from 'express';
 import {
+  distinctErrors,
   ConfigValidationError,
   RevisionConflictError,
   DEFAULT_SCOPE,
@@ -150,7 +151,8 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       const data = f.data.data as JsonObject;
       const expected = ifMatchRevision(req, f.data.revision ?? undefined);
       // The raw `data`: zod's record has already dropped an own `__proto__` key from its output.
-      let invalid = [...unknownConfigKeys(body['data']), ...validateConfig(data)];
+      // Both name an own `__proto__` below the top level (P273): once each.
+      let invalid = distinctErrors([...unknownConfigKeys(body['data']), ...validateConfig(data)]);
       if (invalid.length === 0) invalid = fileRuleClashes(data['safety'], await kernelFileRules(deps, data['safety']));
       if (invalid.length > 0) throw new ApiError('validation_failed', { message: 'invalid config', details: invalid.map((d) => ({ path: d.path ? `data.${d.path}` : 'data', message: d.message })) });
       // With a revision: one compare-and-set (409 on mismatch). Without: our own CAS loop until it lands.
