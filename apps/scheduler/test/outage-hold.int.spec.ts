@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectBus, subjects, type Bus } from '@cordum/bus';
-import { createJobStore, type JobStore } from '@cordum/job-store';
+import { createJobStore, type JobRecord, type JobStore } from '@cordum/job-store';
 import { create, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
@@ -61,41 +61,46 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-it('a result published while Redis is down is held, not redelivered, and applied once Redis is back', async () => {
-  const job = await store.createJob({ id: 'hold-1', tenant: 'acme', topic: 'job.echo', traceId: 't1', priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
+/** A job `id` submitted and RUNNING on the test worker, with its output stored at res:<id>. */
+async function runningJob(id: string): Promise<JobRecord> {
+  const job = await store.createJob({ id, tenant: 'acme', topic: 'job.echo', traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
   const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
-  await bus.publish(subjects.submit, encodePacket(newPacket('gw', { case: 'jobRequest', value: req }, 't1')), { msgId: 'jobreq:hold-1:0:0' });
+  await bus.publish(subjects.submit, encodePacket(newPacket('gw', { case: 'jobRequest', value: req }, `t-${id}`)), { msgId: `jobreq:${id}:0:0` });
   await waitFor(async () => (await store.getJob(job.id))?.state === 'RUNNING', 20_000, { message: 'the job runs' });
-  const running = (await store.getJob(job.id))!;
-  await redis.set('res:hold-1', JSON.stringify({ echo: 'done' }));
+  await redis.set(`res:${id}`, JSON.stringify({ echo: 'done' }));
+  return (await store.getJob(job.id))!;
+}
+
+/** The worker's SUCCEEDED result for the running attempt of `running`. */
+async function publishSucceeded(running: JobRecord): Promise<void> {
+  const result = create(JobResultSchema, {
+    jobId: running.id, status: JobStatus.SUCCEEDED, workerId: 'w1', resultPtr: `redis://res:${running.id}`,
+    dispatch: { dispatchId: running.dispatch!.dispatchId, attempt: BigInt(running.dispatch!.attempt), assignedWorkerId: 'w1' },
+  });
+  await bus.publish(subjects.result, encodePacket(newPacket('w1', { case: 'jobResult', value: result })), { msgId: `sys.job.result:${running.id}:${running.dispatch!.dispatchId}` });
+}
+
+it('a result published while Redis is down is held, not redelivered, and applied once Redis is back', async () => {
+  const running = await runningJob('hold-1');
   const redeliveredBefore = await counter('cordum_bus_redeliveries_total', subjects.result);
 
   redisServer.process.kill('SIGKILL');
   await redisServer.process.waitExit(5_000);
-  const result = create(JobResultSchema, {
-    jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'w1', resultPtr: 'redis://res:hold-1',
-    dispatch: { dispatchId: running.dispatch!.dispatchId, attempt: BigInt(running.dispatch!.attempt), assignedWorkerId: 'w1' },
-  });
-  await bus.publish(subjects.result, encodePacket(newPacket('w1', { case: 'jobResult', value: result })), { msgId: `sys.job.result:hold-1:${running.dispatch!.dispatchId}` });
+  await publishSucceeded(running);
   // Redis stays down across several tries of the D8 backoff (0.1, 0.5, 1, 2, 5 s).
   await waitFor(async () => (await counter('cordum_bus_held_total', subjects.result)) >= 1, 10_000, { message: 'the result is held' });
   const heldAt = Date.now();
   await waitFor(() => Date.now() - heldAt >= 4_000, 10_000, { intervalMs: 250 });
   redisServer = await redisServer.restart();
 
-  await waitFor(async () => (await store.getJob(job.id).catch(() => null))?.state === 'SUCCEEDED', 30_000, { message: 'the result is applied', intervalMs: 250 });
+  await waitFor(async () => (await store.getJob(running.id).catch(() => null))?.state === 'SUCCEEDED', 30_000, { message: 'the result is applied', intervalMs: 250 });
   expect(await counter('cordum_bus_redeliveries_total', subjects.result)).toBe(redeliveredBefore);
   expect(await counter('cordum_bus_handler_errors_total', subjects.result)).toBe(0);
 });
 
 it('a result that meets a Redis refusing writes (maxmemory under noeviction) is held, not redelivered, and applied once it accepts them again (P277)', async () => {
   // Before P277 the OOM refusal was a plain error: NAKed with the D8 backoff, 20 deliveries in about 95 s.
-  const job = await store.createJob({ id: 'hold-2', tenant: 'acme', topic: 'job.echo', traceId: 't2', priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
-  const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
-  await bus.publish(subjects.submit, encodePacket(newPacket('gw', { case: 'jobRequest', value: req }, 't2')), { msgId: 'jobreq:hold-2:0:0' });
-  await waitFor(async () => (await store.getJob(job.id))?.state === 'RUNNING', 20_000, { message: 'the job runs' });
-  const running = (await store.getJob(job.id))!;
-  await redis.set('res:hold-2', JSON.stringify({ echo: 'done' }));
+  const running = await runningJob('hold-2');
   const redeliveredBefore = await counter('cordum_bus_redeliveries_total', subjects.result);
   const heldBefore = await counter('cordum_bus_held_total', subjects.result);
   const errorsBefore = await counter('cordum_bus_handler_errors_total', subjects.result);
@@ -103,18 +108,14 @@ it('a result that meets a Redis refusing writes (maxmemory under noeviction) is 
   await redis.config('SET', 'maxmemory-policy', 'noeviction');
   await redis.config('SET', 'maxmemory', '1');
   try {
-    const result = create(JobResultSchema, {
-      jobId: job.id, status: JobStatus.SUCCEEDED, workerId: 'w1', resultPtr: 'redis://res:hold-2',
-      dispatch: { dispatchId: running.dispatch!.dispatchId, attempt: BigInt(running.dispatch!.attempt), assignedWorkerId: 'w1' },
-    });
-    await bus.publish(subjects.result, encodePacket(newPacket('w1', { case: 'jobResult', value: result })), { msgId: `sys.job.result:hold-2:${running.dispatch!.dispatchId}` });
+    await publishSucceeded(running);
     await waitFor(async () => (await counter('cordum_bus_held_total', subjects.result)) > heldBefore, 10_000, { message: 'the result is held' });
     const heldAt = Date.now();
     await waitFor(() => Date.now() - heldAt >= 4_000, 10_000, { intervalMs: 250 });
   } finally {
     await redis.config('SET', 'maxmemory', '0');
   }
-  await waitFor(async () => (await store.getJob(job.id))?.state === 'SUCCEEDED', 30_000, { message: 'the result is applied', intervalMs: 250 });
+  await waitFor(async () => (await store.getJob(running.id))?.state === 'SUCCEEDED', 30_000, { message: 'the result is applied', intervalMs: 250 });
   expect(await counter('cordum_bus_redeliveries_total', subjects.result)).toBe(redeliveredBefore);
   expect(await counter('cordum_bus_handler_errors_total', subjects.result)).toBe(errorsBefore);
 });
