@@ -59,10 +59,17 @@ it("a node restarted behind its stream passes the startup probe only once its re
   const leader = (await jsm.streams.info(STREAM)).cluster?.leader;
   const victim = [0, 1, 2].find((i) => `n${i}` !== leader)!;
 
-  cluster.nodes[victim]!.process.kill('SIGKILL');
-  await cluster.nodes[victim]!.process.waitExit(5_000);
-  const js = nc.jetstream();
-  for (let sent = 0; sent < MESSAGES; sent += 500) await Promise.all(Array.from({ length: 500 }, () => js.publish('probes.x', PAYLOAD)));
+  // Published through the leader's node: the test's own connection may be on the victim, and its
+  // publishes would wait out the reconnect (CI: 5 s publish timeouts on a loaded box).
+  const pub = await connect({ servers: [cluster.nodes[[0, 1, 2].find((i) => `n${i}` === leader)!]!.url], name: 'k8s-nats-probes-pub' });
+  try {
+    cluster.nodes[victim]!.process.kill('SIGKILL');
+    await cluster.nodes[victim]!.process.waitExit(5_000);
+    const js = pub.jetstream({ timeout: 30_000 });
+    for (let sent = 0; sent < MESSAGES; sent += 250) await Promise.all(Array.from({ length: 250 }, () => js.publish('probes.x', PAYLOAD)));
+  } finally {
+    await pub.close();
+  }
   expect((await jsm.streams.info(STREAM)).state.messages).toBe(MESSAGES);
 
   cluster.nodes[victim] = await cluster.nodes[victim]!.restart();
