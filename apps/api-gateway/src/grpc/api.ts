@@ -32,7 +32,7 @@ import { requestIdOf } from '../http/request-id';
 import { ApiError, type ErrorCode } from '../http/errors';
 import { clientJsonProblem } from '../http/json-depth';
 import type { RateLimiter } from '../ratelimit/limiter';
-import { chargeRequest, peerAddress } from '../ratelimit/middleware';
+import { chargeRequest, chargeTenantNamedInBody, peerAddress } from '../ratelimit/middleware';
 import { submitErrorToApi } from '../routes/jobs';
 import { IDEMPOTENCY_KEY_RE, parseLabelledBody, submitBodySchema } from '../submit/schema';
 import { SubmitError } from '../submit/errors';
@@ -294,7 +294,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
         const b = parseLabelledBody(submitBodySchema, requestToBody(req));
         const tenant = actingTenant(c, b.tenant_id);
         // P270: a `*` key without x-tenant-id was charged to its address; the tenant it names is charged too.
-        if (c.tenant === undefined && d.limiter) await chargeRequest(d.limiter, tenant, undefined);
+        await chargeTenantNamedInBody(d.limiter, c, tenant);
         if (b.idempotency_key !== undefined && !IDEMPOTENCY_KEY_RE.test(b.idempotency_key)) {
           throw new ApiError('validation_failed', { details: [{ path: 'idempotency_key', message: 'must be 1-256 printable ASCII characters without spaces' }] });
         }

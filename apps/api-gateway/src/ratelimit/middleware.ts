@@ -41,7 +41,8 @@ export async function chargeRequest(limiter: RateLimiter, tenant: string | undef
   if (!d.allowed) throw rateLimitError(d.retryAfterMs);
 }
 
-const CHARGE_NAMED_TENANT = 'chargeNamedTenant';
+/** res.locals key: the limiter that charged this request (absent when exempt, P68), for chargedActingTenant. */
+const CHARGED_BY = 'chargedBy';
 
 export function rateLimit(limiter: RateLimiter): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
@@ -51,28 +52,26 @@ export function rateLimit(limiter: RateLimiter): RequestHandler {
       return;
     }
     await chargeRequest(limiter, c?.tenant, req.socket.remoteAddress);
-    // A `*` key without X-Tenant-ID was charged to its address; the tenant its body names is charged too, once read (P270).
-    if (c !== undefined && c.tenant === undefined) res.locals[CHARGE_NAMED_TENANT] = (tenant: string) => chargeRequest(limiter, tenant, undefined);
+    res.locals[CHARGED_BY] = limiter;
     next();
   };
 }
 
 /**
  * P270: CONTRACT §2 counts every authenticated request against its tenant. A `*` key that names the
- * tenant only in the body (no X-Tenant-ID) is charged to its client address before the body is
- * read; once a route has resolved the tenant (actingTenant), this charges that tenant's bucket as
- * well, so such a key cannot act in a tenant past the tenant's budget. Throws 429 `rate_limited`.
+ * tenant only in the body (no X-Tenant-ID, gRPC x-tenant-id) is charged to its client address
+ * before the body is read; once the tenant is resolved (actingTenant) this charges that tenant's
+ * bucket as well, so such a key cannot act in a tenant past the tenant's budget. Throws 429
+ * `rate_limited`. HTTP and gRPC both call it.
  */
-export async function chargeNamedTenant(res: Response, c: Caller, tenant: string): Promise<void> {
-  if (c.tenant !== undefined) return;
-  const charge = res.locals[CHARGE_NAMED_TENANT] as ((t: string) => Promise<void>) | undefined;
-  await charge?.(tenant);
+export async function chargeTenantNamedInBody(limiter: RateLimiter | undefined, c: Caller, tenant: string): Promise<void> {
+  if (c.tenant === undefined && limiter) await chargeRequest(limiter, tenant, undefined);
 }
 
 /** actingTenant of the request's caller, with the tenant a `*` key names in the body charged (P270). */
 export async function chargedActingTenant(res: Response, bodyTenant: string | undefined): Promise<{ caller: Caller; tenant: string }> {
   const c = caller(res);
   const tenant = actingTenant(c, bodyTenant);
-  await chargeNamedTenant(res, c, tenant);
+  await chargeTenantNamedInBody(res.locals[CHARGED_BY] as RateLimiter | undefined, c, tenant);
   return { caller: c, tenant };
 }
