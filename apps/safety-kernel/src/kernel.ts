@@ -343,6 +343,9 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     await fallBack(hash, error);
   };
 
+  /** The last refusal logged at error: `<hash>\n<reason>` (P278). */
+  let lastRejection: string | undefined;
+
   /**
    * The config watcher's setter for `safety` (D22). Throwing keeps the watcher's
    * previous hash, so the section is retried on the next reload and the replica's
@@ -361,12 +364,18 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       log.info('policy bundles applied', { snapshot: a.snapshotId, changed: a.changed, rules: a.ruleCount, bundles: bundles.map((b) => b.id), hash });
     } catch (err) {
       const error = errorText(err);
-      log.error('policy bundles rejected, keeping the previous policy', { error, hash, snapshot: store?.active?.id });
+      // The watcher retries a refused section at every reload (each poll, each notification):
+      // one error per distinct section and reason, the repeats at debug (P278).
+      const sig = `${hash ?? ''}\n${error}`;
+      if (sig === lastRejection) log.debug('policy bundles still rejected, keeping the previous policy', { error, hash, snapshot: store?.active?.id });
+      else log.error('policy bundles rejected, keeping the previous policy', { error, hash, snapshot: store?.active?.id });
+      lastRejection = sig;
       await refusedAtStart(hash, error);
       throw err;
     }
     refusal = undefined;
     noFallback = undefined;
+    lastRejection = undefined;
     if (fallback) {
       log.info('stored safety section applied; no longer serving the fallback section', { hash, fallback_hash: fallback.hash });
       fallback = undefined;
