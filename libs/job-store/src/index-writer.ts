@@ -23,7 +23,12 @@
 // so the order holds trivially and a lone transition costs one command sent
 // instead of two ZADDs and two ZREMs: at moderate load, where batches hold one
 // job, that is most of the commands a job sends (issue 7). On a cluster the keys
-// live on different nodes, so the flush stays one command per key.
+// live on different nodes, so the flush is one command per untagged key, and one
+// index-batch-n.lua call per hash tag: a tenant's listings (`job:index:{<t>}:*`,
+// `dlq:index:{<t>}`) share a slot, so their adds and removals stay atomic as on
+// standalone. Split, a stalled writer's late ZREM took the entry a later move back
+// into that state had added, and the job left every state listing of its tenant
+// (its creation-time score cannot bound the removal as P274 does; P279).
 import { clusterNow, defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import indexBatchLua from './lua/index-batch-n.lua';
 import zremOlderLua from './lua/zrem-older-1.lua';
@@ -51,9 +56,13 @@ export interface IndexWriter {
   write(fill: (ops: IndexOps) => void): Promise<void>;
 }
 
-interface Batch {
+/** ZADD pairs and ZREM members per key. */
+interface KeyOps {
   adds: Map<string, (string | number)[]>;
   rems: Map<string, string[]>;
+}
+
+interface Batch extends KeyOps {
   /** Cluster only: per key, bound/member pairs for zrem-older-1.lua. */
   olderRems: Map<string, (string | number)[]>;
   expires: Map<string, number>;
@@ -62,16 +71,24 @@ interface Batch {
   reject: (err: unknown) => void;
 }
 
+/** A key's Redis Cluster hash tag: what the first `{` and the next `}` enclose, when not empty; null otherwise. */
+export function hashTag(key: string): string | null {
+  const open = key.indexOf('{');
+  if (open < 0) return null;
+  const close = key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : null;
+}
+
 export function createIndexWriter(redis: RedisClient, now: () => number = clusterNow): IndexWriter {
   let batch: Batch | null = null;
   const clustered = redis.isCluster;
   // Last PEXPIRE per key: a key written thousands of times a second needs its TTL refreshed once a minute.
   const expiredAt = new Map<string, number>();
-  const scripts = clustered ? null : defineScripts(redis, [scriptSpec('index-batch-n.lua', indexBatchLua)]);
+  const batchScript = defineScripts(redis, [scriptSpec('index-batch-n.lua', indexBatchLua)]);
   const clusterScripts = clustered ? defineScripts(redis, [scriptSpec('zrem-older-1.lua', zremOlderLua)]) : null;
 
-  /** One script call with every ZADD, the due PEXPIREs, then every ZREM (standalone). */
-  const writeOnce = (run: ScriptRunner, b: Batch, expires: [string, number][]): Promise<unknown> => {
+  /** One script call with every ZADD, the due PEXPIREs, then every ZREM (standalone; on a cluster, one hash tag's keys). */
+  const writeOnce = (run: ScriptRunner, b: KeyOps, expires: [string, number][]): Promise<unknown> => {
     const keys: string[] = [];
     const args: (string | number)[] = [b.adds.size, expires.length, b.rems.size];
     const append = (list: (string | number)[]): void => {
@@ -95,21 +112,50 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
   };
 
   /**
-   * One command per key (cluster). The PEXPIREs and the removals wait for the adds: the keys live
-   * on other nodes, and even one key's ZADD and PEXPIRE sent together are not ordered, because
-   * ioredis sends a command whose slot it has no owner for yet to a random master, which answers
-   * MOVED; a PEXPIRE that ran first, on a key not yet created, would be a no-op.
+   * Cluster: one index-batch-n.lua call per hash tag (its keys share a slot), one command per
+   * untagged key. An untagged key's PEXPIRE and removals wait for the adds: the keys live on other
+   * nodes, and even one key's ZADD and PEXPIRE sent together are not ordered, because ioredis
+   * sends a command whose slot it has no owner for yet to a random master, which answers MOVED; a
+   * PEXPIRE that ran first, on a key not yet created, would be a no-op.
    */
   const writePerKey = (b: Batch, expires: [string, number][]): Promise<unknown> => {
+    const tagged = new Map<string, KeyOps & { expires: [string, number][] }>();
+    const groupOf = (key: string): (KeyOps & { expires: [string, number][] }) | undefined => {
+      const tag = hashTag(key);
+      if (tag === null) return undefined;
+      let g = tagged.get(tag);
+      if (!g) tagged.set(tag, (g = { adds: new Map(), rems: new Map(), expires: [] }));
+      return g;
+    };
     const adds: Promise<unknown>[] = [];
-    for (const [key, args] of b.adds) adds.push(redis.zadd(key, ...args));
-    return Promise.all(adds).then(() => {
-      const rest: Promise<unknown>[] = [];
-      for (const [key, ttl] of expires) rest.push(redis.pexpire(key, ttl));
-      for (const [key, members] of b.rems) rest.push(redis.zrem(key, ...members));
-      if (clusterScripts) for (const [key, pairs] of b.olderRems) rest.push(clusterScripts.run('zrem-older', [key], pairs));
-      return Promise.all(rest);
-    });
+    const untaggedExpires: [string, number][] = [];
+    const untaggedRems: [string, string[]][] = [];
+    for (const [key, args] of b.adds) {
+      const g = groupOf(key);
+      if (g) g.adds.set(key, args);
+      else adds.push(redis.zadd(key, ...args));
+    }
+    for (const e of expires) {
+      const g = groupOf(e[0]);
+      if (g) g.expires.push(e);
+      else untaggedExpires.push(e);
+    }
+    for (const [key, members] of b.rems) {
+      const g = groupOf(key);
+      if (g) g.rems.set(key, members);
+      else untaggedRems.push([key, members]);
+    }
+    const sent: Promise<unknown>[] = [...tagged.values()].map((g) => writeOnce(batchScript, g, g.expires));
+    sent.push(
+      Promise.all(adds).then(() => {
+        const rest: Promise<unknown>[] = [];
+        for (const [key, ttl] of untaggedExpires) rest.push(redis.pexpire(key, ttl));
+        for (const [key, members] of untaggedRems) rest.push(redis.zrem(key, ...members));
+        if (clusterScripts) for (const [key, pairs] of b.olderRems) rest.push(clusterScripts.run('zrem-older', [key], pairs));
+        return Promise.all(rest);
+      }),
+    );
+    return Promise.all(sent);
   };
 
   const flush = (b: Batch): void => {
@@ -127,7 +173,7 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
       b.resolve(); // only TTLs that were pushed forward less than a minute ago: nothing to send
       return;
     }
-    const written = scripts ? writeOnce(scripts, b, expires) : writePerKey(b, expires);
+    const written = clustered ? writePerKey(b, expires) : writeOnce(batchScript, b, expires);
     // The per-tenant index keys whose TTL is refreshed now are (re)registered for the retention
     // leader (retention.ts, P89), after their ZADDs. Best effort, off the commit path: the batch
     // resolves with its index writes, and a failed registration is retried with the key's next

@@ -60,7 +60,7 @@ describe('job-store on a 6-node Redis Cluster', () => {
     }
   }, 30_000);
 
-  it('a writer held between its index adds and its removals does not take the entry a later writer added for the job (P274)', async () => {
+  it('a writer held between its index adds and its removals does not take the entry a later writer added for the job (P274, P279)', async () => {
     // Writer A's ZADD replies are held back (its process stalled after the adds landed); its
     // removals go out only once they come. Meanwhile writer B moves the job back into the state A
     // is removing it from. Before P274 A's late ZREM took B's entry: a DISPATCHED job in no
@@ -93,6 +93,13 @@ describe('job-store on a 6-node Redis Cluster', () => {
       dispatched: await redis.zscore(jobKeys.active('DISPATCHED'), created.id),
       retrying: await redis.zscore(jobKeys.active('RETRYING'), created.id),
     }).toEqual({ dispatched: String(b.ok ? b.job.updatedAt : 0), retrying: null });
+    // P279: the tenant's state listings (scored by creation time, so no bound can tell the two
+    // moves' entries apart) are written in one script per tenant: A's late ZREM no longer takes
+    // B's entry, which left the job out of every state listing of its tenant (GET /jobs?state=).
+    expect({
+      dispatched: await redis.zscore(jobKeys.indexState('t-p274', 'DISPATCHED'), created.id),
+      retrying: await redis.zscore(jobKeys.indexState('t-p274', 'RETRYING'), created.id),
+    }).toEqual({ dispatched: String(created.createdAt), retrying: null });
   });
 
   it('a create with a claim that names another job writes nothing (P21), across the nodes', async () => {

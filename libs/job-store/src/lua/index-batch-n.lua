@@ -1,7 +1,8 @@
--- One event-loop turn of index updates (index-writer.ts) in one call, on
--- standalone Redis only: the keys span hash slots (tenant indexes, job:active,
--- job:retry, job:deadline), so on a cluster the writer sends them as separate
--- commands instead. Atomic, so "every ZADD before any ZREM" (D16) always holds.
+-- One event-loop turn of index updates (index-writer.ts) in one call. On
+-- standalone Redis all of them; on a cluster the keys span hash slots (tenant
+-- indexes, job:active, job:retry, job:deadline), so the writer sends one call
+-- per hash tag (a tenant's listings share a slot, P279) and untagged keys as
+-- separate commands. Atomic, so "every ZADD before any ZREM" (D16) always holds.
 -- KEYS   the ZADD keys, then the PEXPIRE keys, then the ZREM keys
 -- ARGV[1..3] how many keys of each kind
 -- then, per ZADD key: its pair count and its score/member pairs;
