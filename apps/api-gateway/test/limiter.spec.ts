@@ -1,13 +1,14 @@
 // The rate limiter's group commit (issue 7): requests for one bucket that arrive while a script
 // call for it is in flight go to Redis as one call with their count, and D24's bound still holds
 // because every token is taken in that one atomic step. In process, on a real redis-server.
+import * as grpc from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { callsOf, commandCalls, startRedis, waitFor, type TestServer } from '@cordum/testing';
 import { createRateLimiter, rateLimitKey, type LimitDecision, type RateLimiter, type RateLimits } from '../src/ratelimit/limiter';
 import { peerAddress } from '../src/ratelimit/middleware';
-import { createFailedLoginBudget, FAILED_LOGIN_BURST } from '../src/auth/failed-logins';
+import { addressBucket, createFailedLoginBudget, FAILED_LOGIN_BURST } from '../src/auth/failed-logins';
 
 const quiet = createLogger({ service: 'test', instance: 't', level: 'error', write: () => undefined });
 
@@ -147,6 +148,57 @@ describe('peerAddress', () => {
     expect(peerAddress('ipv6:[::1]:51234')).toBe('::1');
     expect(peerAddress('10.1.2.3:51234')).toBe('10.1.2.3');
     expect(peerAddress('[2001:db8::1]:443')).toBe('2001:db8::1');
+    // P280: a grpc-js server's own form, the IPv6 address unbracketed
+    expect(peerAddress('::ffff:10.1.2.3:51234')).toBe('::ffff:10.1.2.3');
+    expect(peerAddress('2001:db8::1:443')).toBe('2001:db8::1');
+    expect(peerAddress('::1')).toBe('::1');
+  });
+
+  describe('on a real grpc-js server listening dual-stack, as GATEWAY_GRPC_ADDR=:8080 does (P280)', () => {
+    let server: grpc.Server;
+    let port = 0;
+    const peers: string[] = [];
+    const service = {
+      echo: {
+        path: '/test.Peer/Echo',
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (b: Buffer) => b,
+        requestDeserialize: (b: Buffer) => b,
+        responseSerialize: (b: Buffer) => b,
+        responseDeserialize: (b: Buffer) => b,
+      },
+    } satisfies grpc.ServiceDefinition;
+    const callFrom = async (target: string): Promise<void> => {
+      const Client = grpc.makeGenericClientConstructor(service, 'Peer');
+      const c = new Client(target, grpc.credentials.createInsecure()) as unknown as grpc.Client & { echo(b: Buffer, cb: (err: Error | null) => void): void };
+      try {
+        await new Promise<void>((resolve, reject) => c.echo(Buffer.alloc(0), (err) => (err ? reject(err) : resolve())));
+      } finally {
+        c.close();
+      }
+    };
+
+    beforeAll(async () => {
+      server = new grpc.Server();
+      server.addService(service, {
+        echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+          peers.push(call.getPeer());
+          cb(null, Buffer.alloc(0));
+        },
+      });
+      port = await new Promise<number>((resolve, reject) => server.bindAsync('[::]:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    });
+    afterAll(() => new Promise<void>((resolve) => server.tryShutdown(() => resolve())));
+
+    it('an IPv4 and an IPv6 client are each one address, whichever connection they come on, and the IPv4 one is its own failed-login bucket', async () => {
+      await callFrom(`127.0.0.1:${port}`);
+      await callFrom(`127.0.0.1:${port}`);
+      await callFrom(`[::1]:${port}`);
+      expect(peers).toHaveLength(3);
+      expect(peers.map(peerAddress)).toEqual(['::ffff:127.0.0.1', '::ffff:127.0.0.1', '::1']);
+      expect(addressBucket(peerAddress(peers[0] ?? ''))).toBe('127.0.0.1');
+    });
   });
 });
 

@@ -1,5 +1,6 @@
 // Express middleware: runs after authorize(), counts every authenticated
 // /api/v1 request against its tenant, else its client IP (CONTRACT §2).
+import { isIP } from 'node:net';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { actingTenant, caller, type Caller } from '../auth/middleware';
 import { ApiError, retryAfter } from '../http/errors';
@@ -10,16 +11,21 @@ export function limitKey(tenant: string | undefined, ip: string | undefined): st
 }
 
 /**
- * The client address of a grpc-js peer (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`, `1.2.3.4:5678`)
- * without its port: the budget is per client, not per connection (a new connection must not
- * bring a fresh one).
+ * The client address of a grpc-js peer without its port: the budget is per client, not per
+ * connection (a new connection must not bring a fresh one). A grpc-js server names its peer
+ * `<remoteAddress>:<port>` with the address unbracketed (`1.2.3.4:5678`, `::1:5678`, and on a
+ * dual-stack listener, the default `:8080`, an IPv4 client as `::ffff:1.2.3.4:5678`); the
+ * `ipv4:`/`ipv6:[…]` forms are a channel's. Before P280 an unbracketed IPv6 peer kept its port:
+ * every connection its own rate-limit bucket, and every IPv4 client on a dual-stack listener
+ * in one failed-login bucket (`0:0:0:0::/64`).
  */
 export function peerAddress(peer: string): string {
   const bare = peer.replace(/^ipv[46]:/, '');
   const v6 = /^\[([^\]]+)\](?::\d+)?$/.exec(bare);
   if (v6) return v6[1] as string;
   const i = bare.lastIndexOf(':');
-  return i > 0 && bare.indexOf(':') === i ? bare.slice(0, i) : bare;
+  if (i > 0 && /^\d+$/.test(bare.slice(i + 1)) && isIP(bare.slice(0, i)) !== 0) return bare.slice(0, i);
+  return bare;
 }
 
 export function rateLimitError(retryAfterMs: number): ApiError {
