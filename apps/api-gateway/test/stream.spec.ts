@@ -148,6 +148,19 @@ it('a client that sends a message is closed with 1003; a frame over 1 KiB with 1
   expect((await big.closed).code).toBe(1009);
 });
 
+it('a client that floods messages is cut, not read on through the close grace with a timer per message (P281)', async () => {
+  const spy = jest.spyOn(global, 'setTimeout');
+  try {
+    const flood = await open(0, { headers: { 'X-API-Key': KEYS.viewer } });
+    for (let i = 0; i < 2000; i++) flood.ws.send('x');
+    await flood.closed;
+    // the one close grace timer of the first message (5 s); before P281 each message armed another
+    expect(spy.mock.calls.filter((c) => c[1] === 5_000 && String(c[0]).includes('terminate')).length).toBe(1);
+  } finally {
+    spy.mockRestore();
+  }
+});
+
 it('a client that stops reading is closed with 4008 and the gateway heap stays bounded', async () => {
   // Its own tenant, so no other test client buffers these events in this process.
   const slow = await open(0, { headers: { 'X-API-Key': KEYS.star, 'X-Tenant-ID': 'slowco' } });

@@ -218,8 +218,12 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
     };
     // Events that arrive before the hello wait for it (they count against the same limit).
     let early: string[] | null = [];
-    // From here on the sink drops every event: nothing more is handed to the socket.
+    let shutting = false;
+    // From here on the sink drops every event: nothing more is handed to the socket. Once: ws
+    // keeps reading (and emitting messages) while the close handshake runs (P281).
     const shut = (code: number, reason: string): void => {
+      if (shutting) return;
+      shutting = true;
       dead = true;
       early = null;
       remove();
@@ -249,8 +253,13 @@ export function attachStreamServer(server: Server, o: StreamServerOptions): Stre
       },
     });
     ws.on('pong', () => alive.set(ws, true));
-    // A data message is a client that has not read the protocol (or a flood): closed, not read on.
-    ws.on('message', () => shut(1003, 'clients send no messages on this stream'));
+    // A data message is a client that has not read the protocol: closed with 1003. One sending on
+    // after that is a flood: cut at once, not read for the close grace (each message of it armed
+    // another grace timer before P281).
+    ws.on('message', () => {
+      if (shutting) ws.terminate();
+      else shut(1003, 'clients send no messages on this stream');
+    });
     ws.on('error', () => ws.terminate());
     ws.on('close', () => {
       dead = true;
