@@ -120,7 +120,7 @@ const UPGRADE_TOKENS = new Set(['upgrade', 'http2-settings']);
  * parser, limits, timeouts and routes then apply as to any request (RFC 9110 §7.8: a server may
  * ignore an upgrade offer).
  */
-function replayWithoutUpgrade(server: Server, req: IncomingMessage, socket: Duplex, head: Buffer, waiting: Set<Duplex>): void {
+export function replayWithoutUpgrade(server: Server, req: IncomingMessage, socket: Duplex, head: Buffer, waiting: Set<Duplex>): void {
   const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}`];
   const raw = req.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
@@ -164,7 +164,16 @@ function replayWithoutUpgrade(server: Server, req: IncomingMessage, socket: Dupl
     const pending = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
     if (pending && !pending.writableFinished) {
       waiting.add(socket);
-      pending.once('finish', () => setImmediate(whenIdle));
+      // 'close' too: a response whose socket was reset never emits 'finish', and the socket
+      // stayed in `waiting` (with its request and buffers) until the gateway stopped (P282).
+      let next = false;
+      const onDone = (): void => {
+        if (next) return;
+        next = true;
+        setImmediate(whenIdle);
+      };
+      pending.once('finish', onDone);
+      pending.once('close', onDone);
       return;
     }
     replay();
