@@ -25,11 +25,35 @@ export const CLOCK_OFFSET_STEP_MS = 100;
 export const CLOCK_SYNC_INTERVAL_MS = 15_000;
 const SAMPLES = 3;
 
-let offsetMs = 0;
+/**
+ * The host clock moved this far against the monotonic clock since the last measurement: it was
+ * stepped (NTP corrected it, a VM resumed and set it), and the applied offset no longer fits it.
+ */
+export const CLOCK_STEP_MS = 1_000;
 
-/** Now in the replicas' shared time (Redis's clock, within a round trip): use it for every timestamp another replica reads. */
+let offsetMs = 0;
+/** Host clock minus monotonic clock at the last measurement: what the offset was measured against. */
+let wallMinusMono = Date.now() - performance.now();
+/** Running syncs' "measure again now" (any one of them does). */
+const resyncs = new Set<() => void>();
+
+/**
+ * Now in the replicas' shared time (Redis's clock, within a round trip): use it for every timestamp
+ * another replica reads. P283: the offset was measured against the host clock as it was; a host
+ * clock stepped since (by a second or more) was moved by the offset for up to a sync interval
+ * (15 s): a host corrected from minutes behind ran minutes ahead. Until a new measurement, such a
+ * step is not taken: now is the monotonic clock from the last measurement, and a new one starts.
+ */
 export function clusterNow(): number {
-  return Date.now() + offsetMs;
+  const wall = Date.now();
+  if (resyncs.size === 0) return wall + offsetMs;
+  const mono = performance.now();
+  if (Math.abs(wall - mono - wallMinusMono) < CLOCK_STEP_MS) return wall + offsetMs;
+  for (const resync of resyncs) {
+    resync();
+    break;
+  }
+  return mono + wallMinusMono + offsetMs;
 }
 
 /** The offset clusterNow() applies now (0 until a sync found one of at least CLOCK_OFFSET_MIN_MS). */
@@ -78,9 +102,11 @@ async function sample(redis: RedisClient, hostNow: () => number): Promise<{ offs
  * the first measurement after Redis is back).
  */
 export function startClockSync(redis: RedisClient, o: ClockSyncOptions = {}): ClockSync {
-  const hostNow = o.hostNow ?? Date.now;
+  const hostNow = o.hostNow ?? ((): number => Date.now());
   let busy = false;
   let stopped = false;
+  /** Monotonic time of the last measurement a step started: at most one a second while Redis does not answer. */
+  let stepSyncAt = -Infinity;
   // Logged once per change: a Redis that is down is logged by the client already, but a user
   // whose ACL refuses TIME would otherwise leave this host on its own clock without a word.
   let failing = false;
@@ -96,6 +122,7 @@ export function startClockSync(redis: RedisClient, o: ClockSyncOptions = {}): Cl
       if (!best || stopped) return null;
       const measured = Math.round(best.offset);
       const previous = offsetMs;
+      wallMinusMono = Date.now() - performance.now();
       let applied = Math.abs(measured) >= CLOCK_OFFSET_MIN_MS ? measured : 0;
       if (applied !== 0 && previous !== 0 && Math.abs(applied - previous) <= CLOCK_OFFSET_STEP_MS) applied = previous;
       offsetMs = applied;
@@ -117,6 +144,13 @@ export function startClockSync(redis: RedisClient, o: ClockSyncOptions = {}): Cl
   };
   const timer = setInterval(() => void syncOnce(), o.intervalMs ?? CLOCK_SYNC_INTERVAL_MS);
   timer.unref();
+  const resync = (): void => {
+    const at = performance.now();
+    if (busy || stopped || at - stepSyncAt < 1_000) return;
+    stepSyncAt = at;
+    void syncOnce();
+  };
+  resyncs.add(resync);
   const ready = new Promise<void>((resolve) => {
     const waited = setTimeout(resolve, FIRST_SYNC_WAIT_MS);
     void syncOnce().finally(() => {
@@ -130,6 +164,7 @@ export function startClockSync(redis: RedisClient, o: ClockSyncOptions = {}): Cl
     stop() {
       stopped = true;
       clearInterval(timer);
+      resyncs.delete(resync);
     },
   };
 }

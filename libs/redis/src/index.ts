@@ -26,4 +26,4 @@ export { execReplies } from './multi';
 export {
   RedisError, FENCED, isRedisAuthError, isRedisUnavailable, isSlotMoving, isWrongType, redisCommandNotRun, redisErrorText, REDIS_NOT_SENT_TEXT, scriptCodes, toRedisError, type RedisErrorCode, type ScriptCodes,
 } from './errors';
-export { clusterNow, clockOffsetMs, startClockSync, CLOCK_OFFSET_MIN_MS, CLOCK_OFFSET_STEP_MS, CLOCK_SYNC_INTERVAL_MS, FIRST_SYNC_WAIT_MS, type ClockSync, type ClockSyncOptions } from './clock';
+export { clusterNow, clockOffsetMs, startClockSync, CLOCK_STEP_MS, CLOCK_OFFSET_MIN_MS, CLOCK_OFFSET_STEP_MS, CLOCK_SYNC_INTERVAL_MS, FIRST_SYNC_WAIT_MS, type ClockSync, type ClockSyncOptions } from './clock';

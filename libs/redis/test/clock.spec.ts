@@ -1,8 +1,8 @@
 // P241: each service measures its clock against Redis's TIME and takes every timestamp other
 // replicas read with clusterNow(). A host clock is simulated here by `hostNow`; clusterNow()
 // moves by the offset measured against it.
-import { REDIS_BACKENDS, startRedisBackend, type RedisBackend } from '@cordum/testing';
-import { CLOCK_OFFSET_MIN_MS, CLOCK_OFFSET_STEP_MS, clockOffsetMs, closeRedis, clusterNow, createRedis, startClockSync, type RedisClient } from '../src';
+import { REDIS_BACKENDS, startRedisBackend, waitFor, type RedisBackend } from '@cordum/testing';
+import { CLOCK_OFFSET_MIN_MS, CLOCK_OFFSET_STEP_MS, CLOCK_STEP_MS, clockOffsetMs, closeRedis, clusterNow, createRedis, startClockSync, type RedisClient } from '../src';
 
 describe.each(REDIS_BACKENDS)('clock sync against Redis TIME (%s Redis)', (kind) => {
   let server: RedisBackend;
@@ -54,6 +54,32 @@ describe.each(REDIS_BACKENDS)('clock sync against Redis TIME (%s Redis)', (kind)
       skew = 0;
       await sync.syncOnce();
       expect(clockOffsetMs()).toBe(0);
+    } finally {
+      sync.stop();
+    }
+  });
+
+  it('a host clock stepped between measurements does not move clusterNow(): it measures again at once (P283)', async () => {
+    const real = Date.now.bind(Date);
+    const sync = startClockSync(redis, { intervalMs: 3_600_000 });
+    // A running service reads clusterNow() all the time; the reads notice the step.
+    const offsetAfterReads = (): number => (clusterNow(), clockOffsetMs());
+    try {
+      await sync.ready;
+      expect(clockOffsetMs()).toBe(0);
+      // NTP (or a resumed VM) sets the host clock a minute ahead; the next scheduled sync is an hour away
+      const stepped = jest.spyOn(Date, 'now').mockImplementation(() => real() + 60_000);
+      try {
+        expect(Math.abs(clusterNow() - real())).toBeLessThan(CLOCK_STEP_MS);
+        await waitFor(() => Math.abs(offsetAfterReads() + 60_000) < 1_000, 5_000, { message: 'measured again after the step' });
+        expect(Math.abs(clusterNow() - real())).toBeLessThan(CLOCK_STEP_MS);
+      } finally {
+        stepped.mockRestore();
+      }
+      // and set back: the same
+      expect(Math.abs(clusterNow() - real())).toBeLessThan(CLOCK_STEP_MS);
+      await waitFor(() => offsetAfterReads() === 0, 5_000, { message: 'measured again after the step back' });
+      expect(Math.abs(clusterNow() - real())).toBeLessThan(CLOCK_STEP_MS);
     } finally {
       sync.stop();
     }
