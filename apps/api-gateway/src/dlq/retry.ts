@@ -22,7 +22,7 @@
 // covers one written before it stopped.
 import { randomUUID } from 'node:crypto';
 import { failedAtSubmit, jobKeys, type DlqEntry, type JobRecord, type JobStore, type Priority } from '@cordum/job-store';
-import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
+import { clusterNow, defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
 import { SubmitError } from '../submit/errors';
@@ -78,14 +78,15 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
   };
 
   const waitForJob = async (tenant: string, claimKey: string, jobId: string): Promise<JobRecord | 'released' | 'timeout'> => {
-    const deadline = Date.now() + RETRY_WAIT_MS;
+    // P284: in Redis's time, as answersWaiter compares it (a host clock behind ended the wait at once).
+    const deadline = clusterNow() + RETRY_WAIT_MS;
     for (let delay = 10; ; delay = Math.min(delay * 2, 200)) {
       const job = await deps.store.getJob(jobId);
       // As an idempotency duplicate (P40): not a job still publishing, never one failed at submit.
       if (answersWaiter(job, tenant, deadline)) return job;
       const now = await claims.current(claimKey);
       if (now === null || holderOf(now).jobId !== jobId) return 'released';
-      if (Date.now() > deadline) return 'timeout';
+      if (clusterNow() > deadline) return 'timeout';
       await new Promise((r) => setTimeout(r, delay));
     }
   };
