@@ -1,4 +1,5 @@
 import { type Logger } from './logger';
+import { MAX_TIMER_MS } from './config';
 
 export type ShutdownOutcome = 'clean' | 'error' | 'timeout';
 
@@ -50,6 +51,8 @@ export class Shutdown {
    * answers) asks for it here, so the process is not cut while it still hands jobs back.
    */
   ensureDeadline(ms: number, why: string): void {
+    // P285: a Node timer holds at most MAX_TIMER_MS; a longer deadline fired at once (exit 1, nothing drained).
+    ms = Math.min(ms, MAX_TIMER_MS);
     if (this.state !== 'idle' || ms <= this.timeoutMs) return;
     this.logger.info('shutdown: deadline raised', { from_ms: this.timeoutMs, to_ms: ms, why });
     this.timeoutMs = ms;

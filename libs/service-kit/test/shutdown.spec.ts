@@ -1,5 +1,5 @@
 import { Latch } from '@cordum/testing';
-import { createLogger, Shutdown } from '../src';
+import { createLogger, MAX_TIMER_MS, Shutdown } from '../src';
 
 function quietLogger() {
   const lines: string[] = [];
@@ -46,6 +46,16 @@ describe('Shutdown', () => {
     expect(lines.filter((l) => l.includes('shutdown: deadline raised'))).toEqual([expect.stringContaining('"why":"worker stopTimeoutMs"')]);
     s.ensureDeadline(5_000, 'too late: the stop ran');
     expect(s.deadlineMs).toBe(1_500);
+  });
+
+  it('ensureDeadline holds a deadline to what a Node timer can wait (P285: a longer one fired at once)', async () => {
+    const { logger } = quietLogger();
+    const s = new Shutdown({ logger, timeoutMs: 200, exit: () => undefined });
+    s.ensureDeadline(2 ** 40, 'a worker stopTimeoutMs of years');
+    expect(s.deadlineMs).toBe(MAX_TIMER_MS);
+    s.add('a part that takes 300 ms', () => new Promise<void>((r) => setTimeout(r, 300)));
+    await s.run();
+    expect(s.outcome).toBe('clean');
   });
 
   it('run() is memoised: same promise, each cleanup once', async () => {

@@ -8,6 +8,7 @@ export {
   DEFAULT_CANCEL_GRACE_MS,
   DEFAULT_MAX_RESULT_BYTES,
   DEFAULT_STOP_TIMEOUT_MS,
+  MAX_STOP_TIMEOUT_MS,
   STOP_ANSWER_MARGIN_MS,
   workerStopDeadlineMs,
 } from './options';

@@ -4,6 +4,7 @@
 // space). One WorkerError naming the option (and the bad entry) instead.
 import { KeyObject } from 'node:crypto';
 import { JOB_TOPIC_RE, MAX_TOPIC_LENGTH, WORKER_DRAINING_LABEL } from '@cordum/protocol';
+import { MAX_TIMER_MS } from '@cordum/service-kit';
 import { WorkerError } from './errors';
 import { render } from './text';
 import type { WorkerOptions } from './types';
@@ -29,6 +30,9 @@ export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
  * grace period) leaves those jobs to the running timeout instead of a retry.
  */
 export const STOP_ANSWER_MARGIN_MS = 5_000;
+
+/** Largest `stopTimeoutMs`: with STOP_ANSWER_MARGIN_MS, what a Node timer holds (2^31 - 1 ms; a longer one fires at once). */
+export const MAX_STOP_TIMEOUT_MS = MAX_TIMER_MS - STOP_ANSWER_MARGIN_MS;
 
 /** The least time a process must give `worker.stop()`: `stopTimeoutMs` plus the answers (P218). Pass it to `shutdown.ensureDeadline` in runService's `create`. */
 export function workerStopDeadlineMs(o: Pick<WorkerOptions, 'workerId' | 'stopTimeoutMs'>): number {
@@ -99,7 +103,8 @@ export function validateWorkerOptions(o: Omit<WorkerOptions, 'bus' | 'redis' | '
   if (typeof o.handler !== 'function') throw invalid(`handler must be a function (job) => Promise<JobOutcome>, got ${render(o.handler, 100)}`);
   intIn('heartbeatIntervalMs', o.heartbeatIntervalMs, MIN_HEARTBEAT_INTERVAL_MS, MAX_HEARTBEAT_INTERVAL_MS, ' (ms; the scheduler forgets a worker 30 s after its last heartbeat)');
   intIn('handshakeIntervalMs', o.handshakeIntervalMs, MIN_HEARTBEAT_INTERVAL_MS, 3_600_000, ' (ms)');
-  intIn('stopTimeoutMs', o.stopTimeoutMs, 0, Number.MAX_SAFE_INTEGER, ' (ms)');
+  // P285: the process's stop deadline (workerStopDeadlineMs) must fit a Node timer, or it fires at once.
+  intIn('stopTimeoutMs', o.stopTimeoutMs, 0, MAX_STOP_TIMEOUT_MS, ' (ms; with the 5 s for the answers, a Node timer holds at most about 24.8 days)');
   intIn('cancelGraceMs', o.cancelGraceMs, 0, 3_600_000, ' (ms)');
   intIn('startAckDelayMs', o.startAckDelayMs, 0, MAX_START_ACK_DELAY_MS, ' (ms)');
   intIn('resultWriteBudgetMs', o.resultWriteBudgetMs, 0, Number.MAX_SAFE_INTEGER, ' (ms)');

@@ -59,7 +59,9 @@ test.each([
   ['heartbeatIntervalMs: 60_000', { heartbeatIntervalMs: 60_000 }, /^heartbeatIntervalMs .*got 60000/],
   ['heartbeatIntervalMs: 1.5', { heartbeatIntervalMs: 1.5 }, /^heartbeatIntervalMs/],
   ['handshakeIntervalMs: 0', { handshakeIntervalMs: 0 }, /^handshakeIntervalMs/],
-  ['stopTimeoutMs: -1', { stopTimeoutMs: -1 }, /^stopTimeoutMs must be an integer of at least 0/],
+  ['stopTimeoutMs: -1', { stopTimeoutMs: -1 }, /^stopTimeoutMs must be an integer from 0 to 2147478647/],
+  // P285: with its 5 s for the answers it must fit a Node timer (a longer one fired at once)
+  ['stopTimeoutMs: 2 ** 31', { stopTimeoutMs: 2 ** 31 }, /^stopTimeoutMs must be an integer from 0 to 2147478647 .*about 24.8 days.*got 2147483648/],
   ['stopTimeoutMs: Number.NaN', { stopTimeoutMs: Number.NaN }, /^stopTimeoutMs/],
   ['cancelGraceMs: -1', { cancelGraceMs: -1 }, /^cancelGraceMs/],
   ['maxResultBytes: 0', { maxResultBytes: 0 }, /^maxResultBytes/],
