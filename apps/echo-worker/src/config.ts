@@ -10,13 +10,19 @@ const TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
 /** WORKER_STOP_TIMEOUT's ceiling: with 5 s for the answers (P218's ensureDeadline) the stop takes up to 18 s, under the 20 s the deploy files give a container. */
 export const MAX_STOP_TIMEOUT_MS = 13_000;
 
+/** P286: a blank id or pool is refused here, as one line naming the variable (the SDK refused it at start, exit 1 with a stack). */
+const notBlank = z
+  .string()
+  .max(255)
+  .refine((s) => s.trim() !== '', { message: 'must not be blank' });
+
 export const echoWorkerEnvSchema = commonEnvSchema.extend({
-  WORKER_ID: z.string().max(255).optional(),
+  WORKER_ID: notBlank.optional(),
   WORKER_TOPICS: zCsv.superRefine((list, ctx) => {
     const bad = list.find((t) => !TOPIC_RE.test(t) || t.length > 255);
     if (bad !== undefined) ctx.addIssue({ code: 'custom', message: `must be a comma list of topics like job.echo (bad entry "${bad}")` });
   }),
-  WORKER_POOL: z.string().default('default'),
+  WORKER_POOL: notBlank.default('default'),
   WORKER_MAX_PARALLEL: zInt({ min: 1, max: MAX_PARALLEL_JOBS }).default(32),
   WORKER_HTTP_ADDR: zAddr.optional(),
   WORKER_EXEC_LOG: z.string().optional(),

@@ -51,6 +51,10 @@ test.each([
   // P61: keys are read and checked at start
   ['CAP_SIGNING_KEY_FILE', '/nonexistent/cap.key.pem'],
   ['CAP_VERIFY_KEY_FILE', '/nonexistent/cap.pub.pem'],
+  // P286: the SDK refuses a blank id or pool; refused here it is one line and exit 2, not a failed start
+  ['WORKER_ID', '   '],
+  ['WORKER_POOL', ' '],
+  ['WORKER_POOL', 'p'.repeat(256)],
 ])('bad %s=%s fails with one line naming it', (name, value) => {
   let err: unknown;
   try {
