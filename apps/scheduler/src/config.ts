@@ -27,8 +27,11 @@ export const schedulerEnvSchema = commonEnvSchema.extend({
   SCHEDULER_DISPATCH_VERIFY_ENABLED: zBool.default(true),
   SCHEDULER_DISPATCH_VERIFY_DELAY: zDuration.default(10_000).refine(between(1_000, 60_000), { message: 'must be between 1s and 60s' }),
   // BEHAVIOURS §4 warm start.
-  WORKER_SNAPSHOT_INTERVAL: zDuration.default(5_000).refine(between(100, 300_000), { message: 'must be between 100ms and 5m' }),
-  WORKER_SNAPSHOT_LOCK_TTL: zDuration.default(30_000).refine(between(1_000, 600_000), { message: 'must be between 1s and 10m' }),
+  // P288: readers count a worker online while its snapshot heartbeat is under 30 s old, and a
+  // heartbeat is up to 10 s old when written: a longer period showed live workers offline between
+  // writes; a longer lease left a crashed writer's snapshot ageing past that window.
+  WORKER_SNAPSHOT_INTERVAL: zDuration.default(5_000).refine(between(100, 15_000), { message: 'must be between 100ms and 15s: gateways count a worker online while its snapshot heartbeat is under 30s old' }),
+  WORKER_SNAPSHOT_LOCK_TTL: zDuration.default(30_000).refine(between(1_000, 30_000), { message: 'must be between 1s and 30s: a crashed writer is replaced after it, and its snapshot ages meanwhile' }),
   // Pending replayer (D13): poll period of job:retry, age after which a PENDING/SCHEDULED job counts as lost.
   SCHEDULER_REPLAY_INTERVAL: zDuration.default(1_000).refine(between(50, 60_000), { message: 'must be between 50ms and 60s' }),
   SCHEDULER_PENDING_REPLAY_AGE: zDuration.default(30_000).refine(between(500, 3_600_000), { message: 'must be between 500ms and 1h' }),

@@ -31,7 +31,17 @@ export function createLeaderLoop(o: {
   /** Whether this replica may lead now (ElectorOptions.eligible); default always. */
   eligible?: () => boolean;
 }): LeaderLoop {
-  const elector: LeaderElector = o.locks.elector({ key: o.key, owner: o.owner, ttlMs: o.ttlMs, renewMs: o.renewMs, logger: o.logger, ...(o.eligible ? { eligible: o.eligible } : {}) });
+  // P287: a new leader runs its first turn at once. On its own timer it came up to a period after
+  // the election: a snapshot writer taking over from a crashed one wrote ~40 s after the crash
+  // (every worker in the old snapshot past the 30 s online window meanwhile), a reconciler's
+  // first scan came up to scan_interval late.
+  const onElected = (): void => {
+    if (stopped) return;
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    void turn().finally(schedule);
+  };
+  const elector: LeaderElector = o.locks.elector({ key: o.key, owner: o.owner, ttlMs: o.ttlMs, renewMs: o.renewMs, logger: o.logger, onElected, ...(o.eligible ? { eligible: o.eligible } : {}) });
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let stopped = false;

@@ -47,6 +47,10 @@ describe('loadSchedulerConfig', () => {
     expect(() => loadSchedulerConfig({ SCHEDULER_DISPATCH_VERIFY_DELAY: '500ms' }, empty)).toThrow(/^invalid config: SCHEDULER_DISPATCH_VERIFY_DELAY .*between 1s and 60s/);
     expect(() => loadSchedulerConfig({ SCHEDULER_DISPATCH_VERIFY_DELAY: '61s' }, empty)).toThrow(/SCHEDULER_DISPATCH_VERIFY_DELAY/);
     expect(() => loadSchedulerConfig({ SCHEDULER_JOB_LOCK_TTL: '1s' }, empty)).toThrow(/SCHEDULER_JOB_LOCK_TTL/);
+    // P288: the gateways' 30 s online window bounds both
+    expect(loadSchedulerConfig({ WORKER_SNAPSHOT_INTERVAL: '15s', WORKER_SNAPSHOT_LOCK_TTL: '30s' }, empty).snapshot).toMatchObject({ intervalMs: 15_000, lockTtlMs: 30_000 });
+    expect(() => loadSchedulerConfig({ WORKER_SNAPSHOT_INTERVAL: '60s' }, empty)).toThrow(/^invalid config: WORKER_SNAPSHOT_INTERVAL .*between 100ms and 15s/);
+    expect(() => loadSchedulerConfig({ WORKER_SNAPSHOT_LOCK_TTL: '10m' }, empty)).toThrow(/^invalid config: WORKER_SNAPSHOT_LOCK_TTL .*between 1s and 30s/);
   });
 
   it('defaults the scheduler section to fail closed (D19) and takes env overrides; the breaker uses the D21 numbers', () => {

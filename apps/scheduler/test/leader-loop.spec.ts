@@ -102,3 +102,28 @@ it('a Redis outage that fails every turn is logged once per 30 s, in plain words
   mode = 'bug';
   await waitFor(() => failed().length === 3, 2_000, { message: 'after a success the same failure is logged again' });
 });
+
+it('a replica elected leader runs its first turn at once, not a period later (P287): a takeover after a crash', async () => {
+  const key = `${KEY}:takeover`;
+  // the crashed leader's lease, about to expire
+  await redis.set(key, 'crashed-replica', 'PX', 1_000);
+  let turns = 0;
+  const l = createLeaderLoop({
+    name: 'snapshot writer',
+    locks: createLocks(redis),
+    key,
+    owner: 'survivor',
+    ttlMs: 4_000,
+    renewMs: 500,
+    // an hour: only the election can start a turn within the test
+    periodMs: () => 3_600_000,
+    logger: createLogger({ service: 'test', instance: 'survivor', level: 'error', write: () => undefined }),
+    run: async () => {
+      turns++;
+    },
+  });
+  loops.push(l);
+  l.start();
+  await waitFor(() => l.isLeader(), 5_000, { message: 'the survivor takes the lease once it expires' });
+  await waitFor(() => turns === 1, 2_000, { message: 'its first turn runs on election' });
+});
