@@ -247,6 +247,21 @@ describe('policy stream (Decide)', () => {
     expect((await waiting).reason).toMatch(/^(a1|b1):check:patient$/);
   });
 
+  it('waiting for ready, with its one kernel refusing: requests past their deadlines leave no stream queued to send them when it comes back (P289)', async () => {
+    const k = await kernel('lone0');
+    await shutdown(k);
+    const c = client(`127.0.0.1:${k.port}`, {
+      waitForReady: true,
+      channelOptions: { 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': 1_000 },
+    });
+    for (let i = 0; i < 20; i++) await expect(c.check({ jobId: `stale${i}`, topic: 'job.ok' }, 50)).rejects.toMatchObject({ code: GrpcStatus.DEADLINE_EXCEEDED });
+    const back = await kernel('lone1', true, k.port);
+    expect((await c.check({ jobId: 'fresh', topic: 'job.ok' }, 10_000)).reason).toBe('lone1:check:fresh');
+    // Before P289 each expired request's stream stayed queued, half-closed, and started with the
+    // channel: the returning kernel evaluated all twenty, ahead of the fresh one.
+    expect(back.seen.map((x) => x.jobId)).toEqual(['fresh']);
+  });
+
   it('with one kernel, the requests on a failed stream fail with its status', async () => {
     const a = await kernel('solo');
     const c = client(`127.0.0.1:${a.port}`);

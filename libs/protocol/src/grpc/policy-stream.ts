@@ -95,6 +95,8 @@ interface Lane {
   bornAt: number;
   retired: boolean;
   ended: boolean;
+  /** Cancelled by this client with nothing waiting on it (P289): its CANCELLED end says nothing of the kernel. */
+  dropped: boolean;
 }
 
 interface Waiter {
@@ -220,6 +222,19 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     return backends[0] as Backend;
   };
 
+  /**
+   * A retired stream nobody waits on any more is cancelled (P289). Half-closed, it waited for the
+   * kernel to end it; with waitForReady and the kernel unreachable, grpc-js keeps such a stream
+   * queued for good (a half-close does not end a call that never started), so each missed
+   * deadline left one more behind, and when the kernel came back every one of them started at
+   * once and sent it requests nobody waited for.
+   */
+  const dropIfIdle = (lane: Lane): void => {
+    if (!lane.retired || lane.ended || lane.dropped || lane.pending.size > 0) return;
+    lane.dropped = true;
+    lane.call.cancel();
+  };
+
   const retire = (lane: Lane): void => {
     if (lane.retired) return;
     lane.retired = true;
@@ -228,6 +243,7 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     if (i >= 0) slots[i] = undefined;
     // Half-close: the kernel still answers what it accepted, then ends the stream.
     if (!lane.ended) lane.call.end();
+    dropIfIdle(lane);
   };
 
   const unary = (b: Backend, method: PolicyMethod, req: PolicyCheckInit, deadlineMs: number): Promise<PolicyCheckResponse> =>
@@ -237,7 +253,10 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
 
   const settle = (w: Waiter): void => {
     clearTimeout(w.timer);
-    w.lane?.pending.delete(w.msg.id);
+    const lane = w.lane;
+    if (!lane) return;
+    lane.pending.delete(w.msg.id);
+    dropIfIdle(lane);
   };
 
   const laneEnded = (lane: Lane, status: grpc.StatusObject): void => {
@@ -249,7 +268,7 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
     lane.pending.clear();
     const b = lane.backend;
     if (status.code === grpc.status.UNIMPLEMENTED) unaryUntil = Date.now() + fallbackMs;
-    else if (!closed && (status.code !== grpc.status.OK || waiting.length > 0)) markSuspect(b); // failed, or draining
+    else if (!closed && !lane.dropped && (status.code !== grpc.status.OK || waiting.length > 0)) markSuspect(b); // failed, or draining
     for (const w of waiting) {
       w.lane = undefined;
       if (closed) {
@@ -283,7 +302,7 @@ export function createPolicyClient(address: string, opts: PolicyClientOptions = 
 
   const openLane = (b: Backend): Lane => {
     const call = b.client.decide({ waitForReady });
-    const lane: Lane = { backend: b, call, pending: new Map(), bornAt: Date.now(), retired: false, ended: false };
+    const lane: Lane = { backend: b, call, pending: new Map(), bornAt: Date.now(), retired: false, ended: false, dropped: false };
     lanes.add(lane);
     call.on('data', (res: PolicyStreamResponse) => {
       const w = lane.pending.get(res.id);
