@@ -4,6 +4,7 @@ import { type LogLevel, commonEnvSchema, defaultInstanceId, exitOnConfigError, l
 import { createLogger, type Logger } from './logger';
 import { createMetricsRegistry } from './metrics';
 import { Shutdown } from './shutdown';
+import { errorText } from './errors';
 
 /** A composition root: main.ts builds one, start()s it and stop()s it on SIGTERM. */
 export interface Service {
@@ -73,8 +74,16 @@ export function runService<C>(opts: RunServiceOptions<C>): void {
       const started = service;
       shutdown.add('service', () => started.stop());
       await service.start();
-      logger.info('service started');
+      if (!shutdown.stopping) logger.info('service started');
     } catch (err) {
+      // P290: a SIGTERM while starting (a rolling restart catching a replica that waits for NATS)
+      // closes what the start is waiting on, which then throws: not a failed start. The stop's
+      // own caller (the signal handler) exits, 0 when the stop was clean.
+      if (shutdown.stopping) {
+        logger.info('service start ended by the stop', { err: errorText(err) });
+        await shutdown.run();
+        return;
+      }
       logger.error('service failed to start', { err });
       await shutdown.run();
       exit(1);

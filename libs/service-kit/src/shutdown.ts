@@ -40,6 +40,11 @@ export class Shutdown {
     this.exit = opts.exit ?? ((code) => process.exit(code));
   }
 
+  /** A stop has begun (a signal, a fatal error, or run()): a start still running is being cut by it. */
+  get stopping(): boolean {
+    return this.state !== 'idle';
+  }
+
   /** Outcome of the finished run, or undefined while idle/running. */
   get outcome(): ShutdownOutcome | undefined {
     return this.result;

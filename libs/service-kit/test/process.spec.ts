@@ -167,6 +167,17 @@ describe('service process', () => {
     expect(p.hasLine('fixture stopped')).toBe(true);
   });
 
+  it('SIGTERM while starting: the start it cuts is not a failed start (one info line, no error), exit 0 (P290)', async () => {
+    const p = spawnFixture({ FIXTURE_SLOW_START: 'true' });
+    await waitFor(() => p.hasLine('fixture waiting for its bus'), 10_000);
+    p.kill('SIGTERM');
+    expect((await p.waitExit(10_000)).code).toBe(0);
+    expect(records(p).filter((r) => r['level'] === 'error')).toEqual([]);
+    expect(records(p).find((r) => r['msg'] === 'service start ended by the stop')).toMatchObject({ level: 'info', err: 'connection closed' });
+    expect(p.hasLine('service started')).toBe(false);
+    expect(p.hasLine('fixture stopped')).toBe(true);
+  });
+
   it('a failing start() stops what was started and exits 1', async () => {
     const p = spawnFixture({ FIXTURE_FAIL_START: 'true' });
     expect((await p.waitExit(10_000)).code).toBe(1);
