@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, type Registry } from 'prom-client';
 import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
+import { routeGrpcLogs } from '@cordum/protocol';
 import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type RedisClient } from '@cordum/redis';
@@ -111,6 +112,7 @@ function closeHttp(server: Server): Promise<void> {
 
 export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Gateway {
   const logger = deps.logger ?? createLogger({ service: config.service, instance: config.instanceId, level: config.logLevel });
+  routeGrpcLogs(logger); // P291
   const registry = deps.registry ?? createMetricsRegistry({ service: config.service, pod: config.instanceId });
   let state: Lifecycle = 'idle';
   let stopping: Promise<void> | null = null;

@@ -14,7 +14,7 @@ import {
   type Policy,
   type PolicyBundle,
 } from '@cordum/config-overlay';
-import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions, shutdownGrpcServer, type HealthService } from '@cordum/protocol';
+import { SafetyKernel, ServingStatus, addGrpcService, addHealthService, bindGrpcServer, grpcServerOptions, routeGrpcLogs, shutdownGrpcServer, type HealthService } from '@cordum/protocol';
 import { clusterNow, closeRedis, createRedis, pingRedis, redisLogEvents, startClockSync, type ClockSync, type RedisClient } from '@cordum/redis';
 import { clockOffsetGauge, formatAddr, sharedCheck, startHealthServer, type HealthServer, type Logger, type Registry, type Service, errorText } from '@cordum/service-kit';
 import { DecisionCache } from './cache/decision-cache';
@@ -90,6 +90,7 @@ function shutdownGrpc(server: grpc.Server, service: SafetyService | undefined, g
 /** Composition root of the safety kernel (CONTRACT §4, BEHAVIOURS §6). */
 export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: SafetyKernelDeps): SafetyKernelService {
   const log = deps.logger;
+  routeGrpcLogs(log); // P291
   const now = deps.now ?? clusterNow;
   let state: State = 'new';
   let redis: RedisClient | undefined;

@@ -3,7 +3,7 @@ import { connectBus, subjects, type Bus, type Consumer, type Subscription } from
 import type { ConfigWatcher } from '@cordum/config-overlay';
 import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord, type JobStore, type StateBroadcaster } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
-import { decodeValidPacket, packetDecoder, packetEncoder } from '@cordum/protocol';
+import { decodeValidPacket, packetDecoder, packetEncoder, routeGrpcLogs } from '@cordum/protocol';
 import { closeRedis, createRedis, isRedisUnavailable, isSlotMoving, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type ClockSync, type RedisClient } from '@cordum/redis';
 import { clockOffsetGauge, sharedCheck, startHealthServer, type HealthServer, type Service, type ServiceDeps } from '@cordum/service-kit';
 import type { SchedulerConfig } from './config';
@@ -70,6 +70,7 @@ type Phase = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
 
 export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): Scheduler {
   const { logger, instanceId, registry } = deps;
+  routeGrpcLogs(logger); // P291: its policy client's channels
   const workers = new WorkerRegistry({ ttlMs: config.workerTtlMs });
   const capacityWaiters = new CapacityWaiters();
   let bus: Bus | undefined;

@@ -33,8 +33,8 @@ export { validatePacket, decodeValidPacket, JOB_TOPIC_RE, MAX_TOPIC_LENGTH, TENA
 export { SIGNATURE_FIELD, signPacket, verifyPacket, signedBytes, loadSigningKey, loadSigningKeyFile, loadVerifyKeysFile, packetDecoder, packetEncoder, type VerifyKeys } from './sign';
 export { stripTopLevelField, encodeLenField } from './wire';
 export type { StrippedField } from './wire';
-export { grpcServiceDefinition, methodPath, addGrpcService, grpcServerOptions, bindGrpcServer, shutdownGrpcServer, GRPC_DRAIN_MS, grpcError, GrpcStatus, boundedStatusMessage, clipText, MAX_STATUS_MESSAGE_BYTES, type ServiceDefinitionOptions } from './grpc/server';
-export type { GrpcServiceImpl } from './grpc/server';
+export { grpcServiceDefinition, methodPath, addGrpcService, grpcServerOptions, bindGrpcServer, routeGrpcLogs, shutdownGrpcServer, GRPC_DRAIN_MS, grpcError, GrpcStatus, boundedStatusMessage, clipText, MAX_STATUS_MESSAGE_BYTES, type ServiceDefinitionOptions } from './grpc/server';
+export type { GrpcServiceImpl, GrpcLogSink } from './grpc/server';
 export { grpcClientFor, parseGrpcAddress, splitGrpcAddress } from './grpc/client';
 export type { GrpcClient, GrpcCallOptions, GrpcClientOptions } from './grpc/client';
 export { addHealthService, ServingStatus } from './grpc/health';

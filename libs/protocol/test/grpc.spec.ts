@@ -1,3 +1,4 @@
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import {
   Decision,
@@ -15,6 +16,7 @@ import {
   parseGrpcAddress,
   shutdownGrpcServer,
   bindGrpcServer,
+  routeGrpcLogs,
 } from '../src';
 import type { GrpcClient, HealthCheckResponse, PolicyCheckRequest } from '../src';
 
@@ -456,6 +458,29 @@ describe('bindGrpcServer listen address', () => {
     } finally {
       any.forceShutdown();
       v4.forceShutdown();
+    }
+  });
+});
+
+// P291: a gRPC port in use is one error, the bind's, naming it; grpc-js's own stderr lines go to
+// the service's log at debug, and `[::]` failing for it is not retried on `0.0.0.0`.
+describe('bindGrpcServer on a port in use', () => {
+  it('rejects once with "address already in use", and grpc-js writes nothing to the console', async () => {
+    const blocker = createNetServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '::', resolve));
+    const port = (blocker.address() as AddressInfo).port;
+    const debug: string[] = [];
+    routeGrpcLogs({ debug: (msg, fields) => void debug.push(`${msg} ${String(fields?.['detail'])}`) });
+    const consoleError = jest.spyOn(console, 'error');
+    const server = new grpc.Server();
+    try {
+      await expect(bindGrpcServer(server, { host: '', port })).rejects.toThrow(`gRPC cannot listen on [::]:${port}: address already in use`);
+      expect(consoleError).not.toHaveBeenCalled();
+      expect(debug.filter((l) => l.includes('No address added'))).toHaveLength(1);
+    } finally {
+      consoleError.mockRestore();
+      server.forceShutdown();
+      await new Promise<void>((resolve) => blocker.close(() => resolve()));
     }
   });
 });

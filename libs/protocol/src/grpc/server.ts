@@ -268,12 +268,34 @@ export function grpcServerOptions(extra: grpc.ServerOptions = {}): grpc.ServerOp
 export function bindGrpcServer(server: grpc.Server, a: { host: string; port: number }): Promise<number> {
   const bind = (target: string): Promise<number> =>
     new Promise((resolve, reject) => {
-      server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+      server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, port) => {
+        if (!err) resolve(port);
+        // grpc-js says "No address added out of total 1 resolved errors: [listen EADDRINUSE: …]"
+        else reject(new Error(`gRPC cannot listen on ${target}: ${/EADDRINUSE/.test(err.message) ? 'address already in use' : err.message}`));
+      });
     });
   // An empty host (service-kit's ANY_HOST, a `:port` address; P240): `[::]`, one dual-stack socket
-  // taking IPv6 and IPv4, or `0.0.0.0` on a machine without IPv6, where `[::]` cannot bind.
-  if (a.host === '') return bind(`[::]:${a.port}`).catch(() => bind(`0.0.0.0:${a.port}`));
+  // taking IPv6 and IPv4, or `0.0.0.0` on a machine without IPv6, where `[::]` cannot bind. A port
+  // in use is in use there too (P291: the second try only added a second error).
+  if (a.host === '') return bind(`[::]:${a.port}`).catch((err: Error) => (err.message.endsWith('address already in use') ? Promise.reject(err) : bind(`0.0.0.0:${a.port}`)));
   return bind(a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+}
+
+/** What grpc-js logs through (its default is the console: bare `E <time> | v1.14.7 …` lines on stderr). */
+export interface GrpcLogSink {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+}
+
+/**
+ * Routes grpc-js's own log lines into the service's JSON log at debug (P291). At its default
+ * verbosity it writes errors to stderr as plain text, e.g. a second line beside the service's own
+ * for a port in use; every failure it logs also reaches the caller (a bind's error, a call's
+ * status), which the service reports itself. `CORDUM_LOG_LEVEL=debug` shows them. Process-wide:
+ * the last service to call it is the one whose log they go to.
+ */
+export function routeGrpcLogs(log: GrpcLogSink): void {
+  const line = (...args: unknown[]): void => log.debug('grpc-js', { detail: args.map(String).join(' ') });
+  grpc.setLogger({ error: line, info: line, debug: line });
 }
 
 
