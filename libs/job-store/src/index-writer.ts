@@ -15,9 +15,13 @@
 // On a cluster the two phases are not atomic, and another writer's whole batch can land between
 // them (this process stalled after its adds): its removal of a job's old in-flight entry could then
 // take the entry the other writer has just added for the job's new move back into that state (a
-// retry sent meanwhile), leaving the job in no in-flight index. A removal given a bound
-// (`rem(key, member, olderThan)`) takes the entry only while its score is below the bound, the
-// time of the move (zrem-older-1.lua; P274).
+// retry sent meanwhile), leaving the job in no in-flight index (P274). A removal given the job's
+// record and the state it leaves (`rem(key, member, restore)`) reads the record once the removal
+// is done: a job that is in that state again gets its entry back, scored by the record's
+// updatedAt, the time of the move that brought it back (P292). P274 first bounded the removal by
+// the entry's score instead; that compared two replicas' clocks, and a writer whose clock ran
+// ahead (by more than a few milliseconds, under the 250 ms P241 leaves alone) left stale entries
+// behind routinely.
 //
 // On standalone Redis a flush is one script call (index-batch-n.lua), atomic,
 // so the order holds trivially and a lone transition costs one command sent
@@ -31,7 +35,6 @@
 // (its creation-time score cannot bound the removal as P274 does; P279).
 import { clusterNow, defineScripts, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import indexBatchLua from './lua/index-batch-n.lua';
-import zremOlderLua from './lua/zrem-older-1.lua';
 import { jobKeys } from './keys';
 import { indexRetention } from './retention';
 
@@ -43,10 +46,12 @@ export interface IndexOps {
   /** ZADD key score member; `expire` also keeps the key's TTL (ms) fresh. */
   add(key: string, score: number, member: string, expireMs?: number): void;
   /**
-   * ZREM key member; with `olderThan` (cluster) only while the member's score is below it: an entry
-   * added for a later move into the same state stays. Standalone batches are atomic and ignore it.
+   * ZREM key member; with `restore` (cluster), the job's record is read once the removal is done,
+   * and a job that is in `restore.state` again (another writer moved it back meanwhile, and this late
+   * removal took that move's entry) gets its entry back (P292). Standalone batches are atomic and
+   * ignore it.
    */
-  rem(key: string, member: string, olderThan?: number): void;
+  rem(key: string, member: string, restore?: RestoreIf): void;
   /** Keeps the key's TTL (ms) fresh without adding to it (a key written by a script, store.ts createJob). */
   expire(key: string, expireMs: number): void;
 }
@@ -56,6 +61,14 @@ export interface IndexWriter {
   write(fill: (ops: IndexOps) => void): Promise<void>;
 }
 
+/** The record whose state decides whether a removed entry comes back (cluster, P292). */
+export interface RestoreIf {
+  /** The job's record key (a hash with `state` and `updatedAt`). */
+  meta: string;
+  /** The state the removal is for: the job is back in it, so its entry must be too. */
+  state: string;
+}
+
 /** ZADD pairs and ZREM members per key. */
 interface KeyOps {
   adds: Map<string, (string | number)[]>;
@@ -63,8 +76,8 @@ interface KeyOps {
 }
 
 interface Batch extends KeyOps {
-  /** Cluster only: per key, bound/member pairs for zrem-older-1.lua. */
-  olderRems: Map<string, (string | number)[]>;
+  /** Cluster only: removals whose record is read afterwards (P292). */
+  restores: { key: string; member: string; restore: RestoreIf }[];
   expires: Map<string, number>;
   done: Promise<void>;
   resolve: () => void;
@@ -85,7 +98,19 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
   // Last PEXPIRE per key: a key written thousands of times a second needs its TTL refreshed once a minute.
   const expiredAt = new Map<string, number>();
   const batchScript = defineScripts(redis, [scriptSpec('index-batch-n.lua', indexBatchLua)]);
-  const clusterScripts = clustered ? defineScripts(redis, [scriptSpec('zrem-older-1.lua', zremOlderLua)]) : null;
+
+  /** P292: after the removals, a job back in the state it left gets its entry again. */
+  const restoreBack = async (restores: Batch['restores']): Promise<unknown> => {
+    if (restores.length === 0) return;
+    const states = await Promise.all(restores.map((r) => redis.hmget(r.restore.meta, 'state', 'updatedAt')));
+    const back: Promise<unknown>[] = [];
+    for (const [i, r] of restores.entries()) {
+      const [state, updatedAt] = states[i] ?? [];
+      const at = Number(updatedAt);
+      if (state === r.restore.state && Number.isFinite(at)) back.push(redis.zadd(r.key, at, r.member));
+    }
+    return Promise.all(back);
+  };
 
   /** One script call with every ZADD, the due PEXPIREs, then every ZREM (standalone; on a cluster, one hash tag's keys). */
   const writeOnce = (run: ScriptRunner, b: KeyOps, expires: [string, number][]): Promise<unknown> => {
@@ -147,13 +172,14 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
     }
     const sent: Promise<unknown>[] = [...tagged.values()].map((g) => writeOnce(batchScript, g, g.expires));
     sent.push(
-      Promise.all(adds).then(() => {
-        const rest: Promise<unknown>[] = [];
-        for (const [key, ttl] of untaggedExpires) rest.push(redis.pexpire(key, ttl));
-        for (const [key, members] of untaggedRems) rest.push(redis.zrem(key, ...members));
-        if (clusterScripts) for (const [key, pairs] of b.olderRems) rest.push(clusterScripts.run('zrem-older', [key], pairs));
-        return Promise.all(rest);
-      }),
+      Promise.all(adds)
+        .then(() => {
+          const rest: Promise<unknown>[] = [];
+          for (const [key, ttl] of untaggedExpires) rest.push(redis.pexpire(key, ttl));
+          for (const [key, members] of untaggedRems) rest.push(redis.zrem(key, ...members));
+          return Promise.all(rest);
+        })
+        .then(() => restoreBack(b.restores)),
     );
     return Promise.all(sent);
   };
@@ -169,7 +195,7 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
       expiredAt.set(key, t);
       expires.push([key, ttl]);
     }
-    if (b.adds.size === 0 && b.rems.size === 0 && b.olderRems.size === 0 && expires.length === 0) {
+    if (b.adds.size === 0 && b.rems.size === 0 && expires.length === 0) {
       b.resolve(); // only TTLs that were pushed forward less than a minute ago: nothing to send
       return;
     }
@@ -201,7 +227,7 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
       resolve = res;
       reject = rej;
     });
-    const b: Batch = { adds: new Map(), rems: new Map(), olderRems: new Map(), expires: new Map(), done, resolve, reject };
+    const b: Batch = { adds: new Map(), rems: new Map(), restores: [], expires: new Map(), done, resolve, reject };
     setImmediate(() => flush(b));
     return b;
   };
@@ -216,13 +242,8 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
           a.push(score, member);
           if (expireMs !== undefined) b.expires.set(key, expireMs);
         },
-        rem(key, member, olderThan) {
-          if (clustered && olderThan !== undefined) {
-            let o = b.olderRems.get(key);
-            if (!o) b.olderRems.set(key, (o = []));
-            o.push(olderThan, member);
-            return;
-          }
+        rem(key, member, restore) {
+          if (clustered && restore !== undefined) b.restores.push({ key, member, restore });
           let r = b.rems.get(key);
           if (!r) b.rems.set(key, (r = []));
           r.push(member);

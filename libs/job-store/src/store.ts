@@ -317,8 +317,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         // Global in-flight indexes (scored by state entry): added before the old one is removed
         // (the writer sends every ZADD first), so a crash leaves the job in two indexes, never in none.
         if (ACTIVE_STATES.has(job.state)) ops.add(jobKeys.active(job.state), job.updatedAt, job.id);
-        // P274: only an entry older than this move (another writer may have moved the job back since).
-        if (from !== job.state && ACTIVE_STATES.has(from)) ops.rem(jobKeys.active(from), job.id, job.updatedAt);
+        // P274, P292: another writer may have moved the job back into `from` since; its entry comes back.
+        if (from !== job.state && ACTIVE_STATES.has(from)) ops.rem(jobKeys.active(from), job.id, { meta: jobKeys.meta(job.id), state: from });
       }
       if (TERMINAL_STATES.has(job.state)) {
         // Only jobs that had a deadline or ever waited for a retry can be in these ZSETs; a stale

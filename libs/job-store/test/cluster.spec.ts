@@ -102,6 +102,19 @@ describe('job-store on a 6-node Redis Cluster', () => {
     }).toEqual({ dispatched: String(created.createdAt), retrying: null });
   });
 
+  it('a job leaving an in-flight state leaves no entry behind when the writer that put it there runs ahead (P292)', async () => {
+    // The gateway that created the job (PENDING, scored by its clock) runs a second ahead of the
+    // scheduler that moves it on: P274's bound ("only an entry older than this move") kept the
+    // entry, a stale job:active:PENDING member for every job such a pair of hosts handled.
+    const ahead = createJobStore(redis, { jobTtlMs: 7 * 24 * 3600 * 1000, now: () => Date.now() + 1_000 });
+    const created = await ahead.createJob(newJob({ tenant: 't-p292' }));
+    expect(await redis.zscore(jobKeys.active('PENDING'), created.id)).toBe(String(created.createdAt));
+    const moved = await store.transition(created.id, 'SCHEDULED', { token: await holdLock(redis, created.id), from: ['PENDING'], current: created, release: true });
+    expect(moved.ok).toBe(true);
+    expect(await redis.zscore(jobKeys.active('PENDING'), created.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.active('SCHEDULED'), created.id)).not.toBeNull();
+  });
+
   it('a create with a claim that names another job writes nothing (P21), across the nodes', async () => {
     await expectClaimGuard(store, redis);
   });
