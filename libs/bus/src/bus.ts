@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { connect, credsAuthenticator, ErrorCode, Events, NatsError, tokenAuthenticator, usernamePasswordAuthenticator, type ConnectionOptions, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { BusError, isTransientJsError, jsApiErrCode, natsCode } from './errors';
+import { monoNow } from './mono';
 import { flushOncePerTurn, sendBufferResets } from './flush';
 import { busMetrics, type BusMetrics } from './metrics';
 import { JsPublisher } from './js-publisher';
@@ -32,7 +33,7 @@ class RepeatThrottle {
   private suppressed = 0;
   constructor(private readonly everyMs: number) {}
   failed(what: string, report: (suppressed: number) => void): void {
-    const now = Date.now();
+    const now = monoNow();
     if (this.last && this.last.what === what && now - this.last.at < this.everyMs) {
       this.suppressed++;
       return;
@@ -138,14 +139,14 @@ class NatsBus implements Bus {
    */
   async ensureStreams(budgetMs = ENSURE_STREAMS_BUDGET_MS): Promise<void> {
     this.assertOpen('ensureStreams');
-    const deadline = Date.now() + budgetMs;
+    const deadline = monoNow() + budgetMs;
     for (let attempt = 1; ; attempt++) {
       try {
         await ensureSysStream(this.jsm, clusterSizeHint(this.nc, this.opts.servers.length), this.log);
         return;
       } catch (err) {
         const delayMs = Math.min(5_000, 250 * 2 ** (attempt - 1));
-        if (!isTransientJsError(err instanceof BusError ? err.cause : err) || Date.now() + delayMs > deadline || this.state !== 'open') throw err;
+        if (!isTransientJsError(err instanceof BusError ? err.cause : err) || monoNow() + delayMs > deadline || this.state !== 'open') throw err;
         this.log.warn('bus: JetStream not ready, retrying the stream setup', { stream: 'CORDUM_SYS', attempt, retry_in_ms: delayMs, err: String(err) });
         await new Promise((r) => setTimeout(r, delayMs));
       }

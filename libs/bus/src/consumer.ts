@@ -1,5 +1,6 @@
 import { AckPolicy, DeliverPolicy, ReplayPolicy, nanos, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type Consumer as NatsConsumer } from 'nats';
 import { BusError, jsApiErrCode } from './errors';
+import { monoNow } from './mono';
 import type { BusMetrics } from './metrics';
 import { STREAM_SYS, durableName } from './subjects';
 import type { BusLogger, ConsumeOptions, Consumer, HandlerOutcome } from './types';
@@ -165,7 +166,7 @@ export class PullConsumer<T> implements Consumer {
           // P231: one that comes while stopping (its open pulls ending, endPull) is handled here
           // like any other, when a slot frees before the stop's deadline; a NAK could send it
           // straight back to a pull of ours that is still open.
-          while (this.inflight >= this.concurrency && Date.now() < this.stopDeadline) await this.pause(Math.min(60_000, this.stopDeadline - Date.now()));
+          while (this.inflight >= this.concurrency && monoNow() < this.stopDeadline) await this.pause(Math.min(60_000, this.stopDeadline - monoNow()));
           if (this.inflight >= this.concurrency) {
             m.nak(); // stopping, and handlers stuck past the deadline: another replica's
             continue;
@@ -214,7 +215,7 @@ export class PullConsumer<T> implements Consumer {
    * AckWait / 2.
    */
   private trackWorking(m: JsMsg): void {
-    this.working.set(m, Date.now() + this.workingEveryMs);
+    this.working.set(m, monoNow() + this.workingEveryMs);
     if (!this.workingTicker) {
       this.workingTicker = setInterval(() => this.tickWorking(), Math.max(1, Math.floor(this.workingEveryMs / 2)));
       this.workingTicker.unref();
@@ -222,7 +223,7 @@ export class PullConsumer<T> implements Consumer {
   }
 
   private tickWorking(): void {
-    const now = Date.now();
+    const now = monoNow();
     for (const [m, due] of this.working) {
       if (due > now) continue;
       this.working.set(m, now + this.workingEveryMs);
@@ -331,7 +332,7 @@ export class PullConsumer<T> implements Consumer {
           if (this.stopping) throw err;
           const shared = this.o.unavailable?.(err) ?? false;
           if (!shared && !(this.o.retryInPlace?.(err) ?? false)) throw err;
-          const now = Date.now();
+          const now = monoNow();
           if (heldSince === undefined) heldSince = now;
           else if (now - heldSince >= this.holdMaxMs) throw err;
           // Only a shared outage stops the consumer's pulls; a message of a moving slot waits in
@@ -378,13 +379,13 @@ export class PullConsumer<T> implements Consumer {
 
   private async doStop(timeoutMs: number): Promise<void> {
     this.stopping = true;
-    this.stopDeadline = Date.now() + timeoutMs;
+    this.stopDeadline = monoNow() + timeoutMs;
     if (this.current) endPull(this.current);
     this.wakeAll();
     for (const s of [...this.sleepers]) s();
     await this.loop;
     const deadline = this.stopDeadline;
-    while (this.inflight > 0 && Date.now() < deadline) await this.pause(Math.min(100, deadline - Date.now()));
+    while (this.inflight > 0 && monoNow() < deadline) await this.pause(Math.min(100, deadline - monoNow()));
     if (this.inflight > 0) {
       this.log.warn('bus: consumer stopped with handlers still running (their messages redeliver after AckWait)', { durable: this.durable, inflight: this.inflight });
     }

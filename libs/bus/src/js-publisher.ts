@@ -1,4 +1,5 @@
 import { createInbox, ErrorCode, headers, NatsError, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { monoNow } from './mono';
 
 /** How often expired publishes are failed with a timeout (their deadlines are 250–1,000 ms away). */
 const SWEEP_MS = 50;
@@ -42,7 +43,7 @@ export class JsPublisher {
     // Throws at once on a closed connection, as js.publish does.
     this.nc.publish(subject, data, { reply: `${this.prefix}.${id}`, ...(h ? { headers: h } : {}) });
     return new Promise<void>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, deadline: Date.now() + timeoutMs });
+      this.pending.set(id, { resolve, reject, deadline: monoNow() + timeoutMs });
       this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS).unref();
     });
   }
@@ -94,7 +95,7 @@ export class JsPublisher {
   }
 
   private sweep(): void {
-    const now = Date.now();
+    const now = monoNow();
     for (const [id, p] of this.pending) {
       if (p.deadline > now) continue;
       this.pending.delete(id);

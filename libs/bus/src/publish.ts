@@ -1,4 +1,5 @@
 import { BusError, isTransientJsError } from './errors';
+import { monoNow } from './mono';
 import type { BusMetrics } from './metrics';
 
 export interface PublishDeps {
@@ -17,19 +18,19 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  */
 export async function publishWithRetry(deps: PublishDeps, subject: string, data: Uint8Array, msgId: string | undefined): Promise<void> {
   const budgetMs = deps.retryBudgetMs ?? 2_000;
-  const deadline = Date.now() + budgetMs;
+  const deadline = monoNow() + budgetMs;
   let attempt = 0;
   for (;;) {
     if (deps.isClosed()) throw new BusError('bus_closed', `publish ${subject}: bus is closed`);
     attempt += 1;
-    const remaining = deadline - Date.now();
+    const remaining = deadline - monoNow();
     try {
       await deps.send(subject, data, msgId, Math.max(250, Math.min(1_000, remaining)));
       return;
     } catch (err) {
       // Worth retrying: the stream/leader is not there yet (503), or the ack did not arrive in time.
       const retryable = isTransientJsError(err);
-      const left = deadline - Date.now();
+      const left = deadline - monoNow();
       if (!retryable || left <= 0) {
         throw new BusError('bus_publish_failed', `publish ${subject} failed after ${attempt} attempt(s): ${(err as Error).message}`, { cause: err });
       }

@@ -206,6 +206,38 @@ describe('@cordum/bus on one nats-server', () => {
     await Promise.all([c1.stop(), c2.stop()]);
   });
 
+  it('working() goes on when the host clock is set back while a handler runs (P293)', async () => {
+    const queue = uniqueQueue('stepped');
+    let deliveries = 0;
+    const started = new Latch();
+    const done = new Latch();
+    const handler = async (): Promise<HandlerOutcome> => {
+      deliveries += 1;
+      started.open();
+      await new Promise((r) => setTimeout(r, 7_000)); // 2.3 × AckWait
+      done.open();
+      return { kind: 'ack' };
+    };
+    const c = await a.consume({ subject: subjects.cancel, queue, decode: dec, ackWaitMs: 3_000, handler });
+    const real = Date.now.bind(Date);
+    try {
+      await a.publish(subjects.cancel, enc('c-stepped'));
+      await started.wait(10_000);
+      // NTP steps the clock back a minute: working()'s due times, taken on it, were a minute away
+      const stepped = jest.spyOn(Date, 'now').mockImplementation(() => real() - 60_000);
+      try {
+        await done.wait(15_000);
+      } finally {
+        stepped.mockRestore();
+      }
+      await waitFor(async () => (await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.cancel))).num_ack_pending === 0);
+      expect((await jsm.consumers.info(STREAM_SYS, durableName(queue, subjects.cancel))).num_redelivered).toBe(0);
+      expect(deliveries).toBe(1);
+    } finally {
+      await c.stop();
+    }
+  });
+
   it('nak with delay redelivers after at least the delay; term stops redelivery', async () => {
     const queue = uniqueQueue('naks');
     const times = new Map<string, number[]>();
