@@ -125,8 +125,15 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
   let fileRulesError: string | undefined;
   let publishing: Promise<void> = Promise.resolve();
 
+  /**
+   * Set once a stored safety section is applied (its only section). P294: the watcher is ready only
+   * after its whole reload ends (the applied report written too); a kernel serving a fallback whose
+   * fixed section had just applied dropped the fallback first, and refused Checks as "not ready"
+   * (and gRPC health NOT_SERVING) until then.
+   */
+  let sectionApplied = false;
   /** True once the bundles loaded, or a fallback section is served in place of a refused one. */
-  const policyComplete = (): boolean => Boolean(watcher?.ready) || fallback !== undefined;
+  const policyComplete = (): boolean => sectionApplied || Boolean(watcher?.ready) || fallback !== undefined;
 
   /**
    * Publishes this kernel's file rule ids at `cordum:safety:file-rules` (field = instance id,
@@ -374,6 +381,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
       await refusedAtStart(hash, error);
       throw err;
     }
+    sectionApplied = true;
     refusal = undefined;
     noFallback = undefined;
     lastRejection = undefined;

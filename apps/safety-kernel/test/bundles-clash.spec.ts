@@ -194,6 +194,21 @@ describe('a stored safety section that cannot be read (1e999)', () => {
     const fixed = { ops: { rules: [ruleY, { ...ruleX, id: 'x-ops-2' }] } };
     await rig.store.redis.set(KEY, rawDoc(JSON.stringify({ safety: { bundles: fixed } }), 101));
     await publishConfigChanged(rig.bus, { scope: 'system', scopeId: 'default', revision: 101, senderId: 'test' });
+    // P294: it answers throughout, never "not ready" between the fallback's end and the watcher's.
+    const refusals: string[] = [];
+    await waitFor(
+      async () => {
+        try {
+          return (await g.client.check({ jobId: 'j-gx', topic: 'job.ops.a', tenant: 'acme' })).ruleId === 'x-ops-2';
+        } catch (err) {
+          refusals.push(String((err as Error).message));
+          return false;
+        }
+      },
+      5000,
+      { message: 'the fixed section answers', intervalMs: 1 },
+    );
+    expect(refusals).toEqual([]);
     await waitFor(async () => (await g.metric('cordum_safety_bundles_fallback')) === 0 && g.kernel.snapshotId === f.kernel.snapshotId && g.kernel.snapshotId !== snapshot, 5000, {
       message: 'the fixed section applied and the fallback ended',
     });
