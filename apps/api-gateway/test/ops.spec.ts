@@ -1,6 +1,7 @@
 // Job list/cancel/decisions, DLQ, workers/pools/topics, config and status
 // routes against real Redis and NATS; every 2xx body is validated against the
 // zod schema the OpenAPI document is generated from.
+import { get as httpGet } from 'node:http';
 import { subjects, type Bus } from '@cordum/bus';
 import { CANCEL_OWED_AFTER_MS, DLQ_TTL_MS, encodeWorkerSnapshot, jobKeys, type JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
@@ -451,13 +452,37 @@ describe('config API', () => {
     for (const ok of [0.3, 0]) expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { timeouts: { reconciler: { scan_interval_seconds: ok } } } })).status).toBe(204);
   });
 
-  it('a stored document that is not JSON is 500 internal on every config route, as the OpenAPI document says', async () => {
+  it('GET /config answers 304 to If-None-Match naming its current revision, 200 with the document otherwise, as documented (P295)', async () => {
+    const first = await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin });
+    const etag = first.headers.get('etag') ?? '';
+    expect(etag).toMatch(/^"\d+"$/);
+    // node:http, not fetch: fetch adds `Cache-Control: no-cache` to a conditional request, which makes it unconditional
+    const same = await new Promise<{ status: number; etag: string | undefined; body: string }>((resolve, reject) => {
+      const req = httpGet(`${rig.url}/api/v1/config`, { headers: { 'X-API-Key': KEYS.admin, 'If-None-Match': etag } }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, etag: res.headers.etag, body }));
+      });
+      req.on('error', reject);
+    });
+    expect(same).toEqual({ status: 304, etag, body: '' });
+    const other = await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.admin, headers: { 'If-None-Match': '"999999"' } });
+    expect(other.status).toBe(200);
+    expect(other.body['revision']).toBe(Number(etag.slice(1, -1)));
+    const doc = buildOpenApi() as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+    expect(Object.keys(doc.paths['/api/v1/config']?.['get']?.responses ?? {})).toContain('304');
+  });
+
+  it('a stored document that is not JSON is 500 internal on every route that reads it, as the OpenAPI document says', async () => {
     const doc = buildOpenApi() as { paths: Record<string, Record<string, { responses: Record<string, unknown>; requestBody?: { content: Record<string, { schema: unknown }> } }>> };
     const routes: [method: 'GET' | 'PUT', path: string, body?: unknown][] = [
       ['GET', '/api/v1/config'],
       ['PUT', '/api/v1/config', { scheduler: { input_fail_mode: 'closed' } }],
       ['GET', '/api/v1/config/effective'],
       ['GET', '/api/v1/config/status'],
+      // P295: the pools section read from the same document (was 503 redis_unavailable)
+      ['GET', '/api/v1/pools'],
+      ['GET', '/api/v1/topics'],
     ];
     const raw = await redis.get('cfg:system:default');
     await redis.set('cfg:system:default', '{not json');

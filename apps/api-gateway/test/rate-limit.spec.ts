@@ -8,7 +8,7 @@ import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { CordumApi, GrpcStatus, grpcClientFor } from '@cordum/protocol';
 import { createLogger } from '@cordum/service-kit';
 import { waitFor, type TestServer } from '@cordum/testing';
-import { KEYS, call, expectEnvelope, metric, type CallResult } from './harness';
+import { API_KEYS_JSON, KEYS, call, expectEnvelope, metric, type CallResult } from './harness';
 import { startReplicas, type Replicas } from './replicas';
 
 const RPS = 5;
@@ -98,7 +98,8 @@ describe('shared bucket across two gateways', () => {
     await redis.del('cordum:rl:{tenant:acme}');
     expect([await admin('GET', '/api/v1/jobs/none'), await admin('GET', '/api/v1/jobs/none')]).toEqual([404, 429]);
     expect((await call(r.urls[1]!, 'GET', '/api/v1/config', { key: KEYS.viewer })).status).toBe(429);
-    expect([await admin('GET', '/api/v1/config'), await admin('GET', '/api/v1/config/status'), await admin('PUT', '/api/v1/config', { rate_limits: { rps: 2, burst: 3 } })]).toEqual([200, 200, 204]);
+    // the same routes in another case (P171 matches them; P295: exempt the same)
+    expect([await admin('GET', '/API/V1/Config'), await admin('GET', '/api/v1/config'), await admin('GET', '/api/v1/config/status'), await admin('PUT', '/api/v1/config', { rate_limits: { rps: 2, burst: 3 } })]).toEqual([200, 200, 200, 204]);
     await waitFor(() => r.gateways.every((g) => g.rateLimits().rps === 2), 5_000, { message: 'the limit undone' });
 
     // Removing the section restores the env limits.
@@ -210,11 +211,13 @@ describe('requests refused for their role or tenant (P172)', () => {
 
 });
 
+const STAR_ADMIN = 'star-admin-key-00001';
+
 describe('a `*` key naming its tenant in the body (P270)', () => {
   let r: Replicas;
 
   beforeAll(async () => {
-    r = await startReplicas(1, { API_RATE_LIMIT_RPS: '0.01', API_RATE_LIMIT_BURST: '10' });
+    r = await startReplicas(1, { API_RATE_LIMIT_RPS: '0.01', API_RATE_LIMIT_BURST: '10', CORDUM_API_KEYS: JSON.stringify([...(JSON.parse(API_KEYS_JSON) as unknown[]), { key: STAR_ADMIN, tenant: '*', role: 'admin', principal_id: 'root' }]) });
   });
 
   afterAll(async () => {
@@ -233,6 +236,8 @@ describe('a `*` key naming its tenant in the body (P270)', () => {
     // a cancel and a DLQ retry are charged before the job or entry is looked up (404 before they were charged)
     expectEnvelope(await call(url, 'POST', '/api/v1/jobs/00000000-0000-4000-8000-000000000000/cancel', { key: KEYS.star, body: { tenant_id: 'acme' } }), 429, 'rate_limited');
     expectEnvelope(await call(url, 'POST', '/api/v1/dlq/00000000-0000-4000-8000-000000000000/retry', { key: KEYS.star, body: { tenant_id: 'acme' } }), 429, 'rate_limited');
+    // P295: so is a key minted for it by a `*` admin key
+    expectEnvelope(await call(url, 'POST', '/api/v1/auth/keys', { key: STAR_ADMIN, body: { role: 'viewer', tenant_id: 'acme' } }), 429, 'rate_limited');
     // a tenant with budget left is served
     expect((await submitAs('initech')).status).toBe(200);
     const api = grpcClientFor(CordumApi, `127.0.0.1:${r.gateways[0]!.grpcPort}`, { defaultDeadlineMs: 5_000 });

@@ -43,10 +43,11 @@ const AUTH_ERRORS = [400, 401, 403, 429, 503];
 /**
  * Possible on every route, whatever its handler: a request without Host (400), a method the path
  * does not take (405, with Allow), Expect other than 100-continue (417), too slow (408), headers
- * too large (431); the last three are answered by the HTTP server itself (http/client-errors.ts).
- * buildOpenApi adds them to each operation's errors.
+ * too large (431), and a body over the limit announced with `Expect: 100-continue` (413, refused
+ * before routing, P295); the last four are answered by the HTTP server itself
+ * (http/client-errors.ts). buildOpenApi adds them to each operation's errors.
  */
-export const EVERY_ROUTE_ERRORS = [400, 405, 408, 417, 431];
+export const EVERY_ROUTE_ERRORS = [400, 405, 408, 413, 417, 431];
 const ETAG = { ETag: 'the document\'s revision, quoted ("7"); send it back as `revision` to write with compare-and-set' };
 
 export const OPERATIONS: Operation[] = [
@@ -126,10 +127,10 @@ export const OPERATIONS: Operation[] = [
 
   { method: 'GET', path: '/api/v1/workers', summary: 'Workers from the scheduler snapshot (online only unless include_offline=true)', tag: 'workers', auth: true, query: z.object({ include_offline: z.enum(['true', 'false', '1', '0']).optional() }), ok: { 200: { description: 'workers', schema: s.workerListSchema } }, errors: AUTH_ERRORS },
   { method: 'GET', path: '/api/v1/workers/:id', summary: 'One worker (online or not)', tag: 'workers', auth: true, ok: { 200: { description: 'the worker', schema: s.workerSchema } }, errors: [...AUTH_ERRORS, 404] },
-  { method: 'GET', path: '/api/v1/pools', summary: 'Pools as applied (config section `pools`)', tag: 'workers', auth: true, ok: { 200: { description: 'pools', schema: s.poolListSchema } }, errors: AUTH_ERRORS },
-  { method: 'GET', path: '/api/v1/topics', summary: 'Topic routing as applied (config section `pools`)', tag: 'workers', auth: true, ok: { 200: { description: 'topics', schema: s.topicListSchema } }, errors: AUTH_ERRORS },
+  { method: 'GET', path: '/api/v1/pools', summary: 'Pools as applied (config section `pools`)', tag: 'workers', auth: true, ok: { 200: { description: 'pools', schema: s.poolListSchema } }, errors: [...AUTH_ERRORS, 500] },
+  { method: 'GET', path: '/api/v1/topics', summary: 'Topic routing as applied (config section `pools`)', tag: 'workers', auth: true, ok: { 200: { description: 'topics', schema: s.topicListSchema } }, errors: [...AUTH_ERRORS, 500] },
 
-  { method: 'GET', path: '/api/v1/config', summary: 'A whole config document (default system/default); ETag = revision', tag: 'config', auth: true, query: s.configDocQuerySchema, ok: { 200: { description: 'the document', schema: s.configDocumentSchema, headers: ETAG } }, errors: [...AUTH_ERRORS, 500] },
+  { method: 'GET', path: '/api/v1/config', summary: 'A whole config document (default system/default); ETag = revision', tag: 'config', auth: true, query: s.configDocQuerySchema, headers: [{ name: 'If-None-Match', description: 'the ETag of a document already read ("7"): 304 while it is still the current revision (P295)' }], ok: { 200: { description: 'the document', schema: s.configDocumentSchema, headers: ETAG }, 304: { description: 'not modified: If-None-Match names the current revision; no body', headers: ETAG } }, errors: [...AUTH_ERRORS, 500] },
   { method: 'PUT', path: '/api/v1/config', summary: 'Write config (D32): document form replaces data (CAS with revision), bare object = merge patch into system/default', tag: 'config', auth: true, body: s.configPutBodySchema,
     headers: [{ name: 'If-Match', description: '"<revision>" as in the ETag: compare-and-set for either form, like a body revision (409 revision_conflict on mismatch); * sets none; any other form, or a revision other than the body\'s, is 400', pattern: '^("[0-9]{1,15}"|\\*)$' }], ok: { 204: { description: 'written; sys.config.changed published', headers: ETAG } }, errors: [...AUTH_ERRORS, 409, 413, 415, 500] },
   { method: 'GET', path: '/api/v1/config/effective', summary: 'Effective config: system/default overlaid with the named lower scopes (D34)', tag: 'config', auth: true, query: s.configEffectiveQuerySchema, ok: { 200: { description: 'merged data and the revisions used', schema: s.configEffectiveSchema } }, errors: [...AUTH_ERRORS, 500] },

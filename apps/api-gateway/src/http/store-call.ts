@@ -18,6 +18,9 @@ export async function storeCall<T>(deps: { redisReady(): boolean }, what: string
   } catch (err) {
     if (onLate) pending.then(onLate, () => undefined);
     if (err instanceof ApiError) throw err;
+    // P295: stored data that cannot be read is a fault to fix in Redis (500 internal, logged with
+    // its key), not an outage to retry: the config routes answered so, GET /pools and /topics 503.
+    if ((err as { code?: unknown } | null)?.code === 'config_corrupt') throw err;
     throw new ApiError('redis_unavailable', { cause: err });
   }
 }

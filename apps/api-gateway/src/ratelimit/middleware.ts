@@ -38,7 +38,9 @@ export function rateLimitError(retryAfterMs: number): ApiError {
  * long as the bucket takes to refill, and only a hand edit in Redis could fix it.
  */
 export function exemptFromRateLimit(c: Caller | undefined, path: string): boolean {
-  return c?.role === 'admin' && (path === '/api/v1/config' || path.startsWith('/api/v1/config/'));
+  // P295: routes match case-insensitively (P171): `PUT /API/V1/CONFIG` is the same route.
+  const p = path.toLowerCase();
+  return c?.role === 'admin' && (p === '/api/v1/config' || p.startsWith('/api/v1/config/'));
 }
 
 /** Takes one token from the bucket of `tenant` (else of the client address `ip`); throws 429 `rate_limited` when there is none. */

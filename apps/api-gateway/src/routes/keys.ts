@@ -8,6 +8,7 @@ import { managedKeyToApi } from '../auth/managed';
 import { ROLES } from '../auth/keys';
 import { actingTenant, caller } from '../auth/middleware';
 import { ApiError } from '../http/errors';
+import { chargedActingTenant } from '../ratelimit/middleware';
 import type { Mount } from '../http/app';
 import { zodDetails } from '../submit/schema';
 import { jsonBody } from './jobs';
@@ -58,8 +59,8 @@ export function mountKeyRoutes(mount: Mount, deps: KeyRouteDeps): void {
     const parsed = createKeySchema.safeParse(req.body);
     if (!parsed.success) throw new ApiError('validation_failed', { details: zodDetails(parsed.error) });
     const b = parsed.data;
-    const c = caller(res);
-    const tenant = actingTenant(c, b.tenant_id ?? undefined);
+    // P295: a `*` admin key naming the tenant in the body is charged to it too (P270's rule).
+    const { caller: c, tenant } = await chargedActingTenant(res, b.tenant_id ?? undefined);
     let expiresAt: number | undefined;
     if (b.expires_at != null) {
       expiresAt = Date.parse(b.expires_at);
