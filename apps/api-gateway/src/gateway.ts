@@ -228,7 +228,15 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     await track('config watcher', () => watcher.stop());
     await watcher.start();
 
-    const managedKeys = createManagedKeys(redis);
+    // P296: the failed-login budgets answer 429 `rate_limited` too; counted apart from the limiter's hits.
+    const throttled = new Counter({
+      name: 'cordum_auth_failed_login_throttled_total',
+      help: 'Managed-key checks refused 429 by a failed-login budget (P55, P222), by scope: key (one address and key id) or address',
+      labelNames: ['scope'],
+      registers: [registry],
+    });
+    for (const scope of ['key', 'address']) throttled.inc({ scope }, 0);
+    const managedKeys = createManagedKeys(redis, { onThrottled: (scope) => throttled.inc({ scope }) });
     const keys = combineKeyStores(createStaticKeyStore(config.apiKeys), managedKeys);
 
     const checks: ReadinessCheck[] = [

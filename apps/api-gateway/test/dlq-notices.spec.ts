@@ -49,6 +49,11 @@ async function record(id: string): Promise<JobRecord> {
 }
 
 describe('sys.job.dlq', () => {
+  it('exports every outcome from 0 before the first notice, so the alert sees the first unexpected one (P296)', async () => {
+    const text = await (await fetch(`${rig.url}/metrics`)).text();
+    for (const outcome of ['present', 'filed', 'unknown_job', 'not_dlq_state']) expect(text).toMatch(new RegExp(`^cordum_dlq_notices_total\\{[^}]*outcome="${outcome}"[^}]*\\} 0$`, 'm'));
+  });
+
   it('publishes the notice of a job denied at submit, which its consumer finds already filed', async () => {
     const present = await counted('present');
     const { status, id } = await submit('job.deny.drop-table');

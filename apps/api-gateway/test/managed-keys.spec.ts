@@ -3,7 +3,7 @@
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createFailedLoginBudget, FAILED_LOGIN_ADDRESS_BURST, FAILED_LOGIN_BURST, FAILED_LOGIN_PER_MINUTE } from '../src/auth/failed-logins';
 import { RECORD_CACHE_MS, createManagedKeys } from '../src/auth/managed';
-import { KEYS, answersFrom, call, expectEnvelope, statusEverywhere, type CallResult } from './harness';
+import { KEYS, answersFrom, call, expectEnvelope, metric, statusEverywhere, type CallResult } from './harness';
 import { startReplicas, type Replicas } from './replicas';
 
 let r: Replicas;
@@ -164,6 +164,9 @@ it('wrong secrets for a known id are refused 429 once the client has failed 20 c
   const refilled = Math.ceil(((Date.now() - started) * FAILED_LOGIN_PER_MINUTE) / 60_000);
   if (!refused) throw new Error('60 wrong secrets, none refused');
   expectEnvelope(refused, 429, 'rate_limited');
+  // P296: counted apart from the limiter's hits (which stay as they were: no tenant was limited)
+  expect(await metric(gw, 'cordum_auth_failed_login_throttled_total', 'scope="key"')).toBe(1);
+  expect(await metric(gw, 'cordum_auth_failed_login_throttled_total', 'scope="address"')).toBe(0);
   expect(unauthenticated).toBeGreaterThanOrEqual(FAILED_LOGIN_BURST);
   expect(unauthenticated).toBeLessThanOrEqual(FAILED_LOGIN_BURST + refilled);
   expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);

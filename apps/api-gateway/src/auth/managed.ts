@@ -124,7 +124,16 @@ export interface ManagedKeys {
 /** Index members a key create checks for records Redis deleted (P252). */
 const PRUNE_SAMPLE = 100;
 
-export function createManagedKeys(redis: RedisClient, opts: { now?: () => number; failedLogins?: FailedLoginBudget; addressFailedLogins?: FailedLoginBudget } = {}): ManagedKeys {
+export function createManagedKeys(
+  redis: RedisClient,
+  opts: {
+    now?: () => number;
+    failedLogins?: FailedLoginBudget;
+    addressFailedLogins?: FailedLoginBudget;
+    /** P296: a check refused 429 by a failed-login budget (`key`: this address and key id; `address`: the address's). */
+    onThrottled?: (scope: 'key' | 'address') => void;
+  } = {},
+): ManagedKeys {
   const now = opts.now ?? clusterNow;
   const budget = opts.failedLogins ?? createFailedLoginBudget({ now });
   const addressBudget = opts.addressFailedLogins ?? createFailedLoginBudget({ now, burst: FAILED_LOGIN_ADDRESS_BURST, perMinute: FAILED_LOGIN_ADDRESS_PER_MINUTE });
@@ -198,10 +207,14 @@ export function createManagedKeys(redis: RedisClient, opts: { now?: () => number
     const idClient = address === undefined ? undefined : `${address} ${rec.id}`;
     if (address !== undefined && idClient !== undefined) {
       const wait = budget.take(idClient);
-      if (wait > 0) throw rateLimitError(wait);
+      if (wait > 0) {
+        opts.onThrottled?.('key');
+        throw rateLimitError(wait);
+      }
       const waitAddress = addressBudget.take(address);
       if (waitAddress > 0) {
         budget.refund(idClient);
+        opts.onThrottled?.('address');
         throw rateLimitError(waitAddress);
       }
     }

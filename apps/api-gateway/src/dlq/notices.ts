@@ -18,7 +18,8 @@ export const DLQ_CONSUMER_QUEUE = 'cordum-gateway';
 /** Redis unreachable: the notice comes back after this long. */
 const RETRY_MS = 1_000;
 
-export type DlqNoticeOutcome = 'present' | 'filed' | 'unknown_job' | 'not_dlq_state';
+export const DLQ_NOTICE_OUTCOMES = ['present', 'filed', 'unknown_job', 'not_dlq_state'] as const;
+export type DlqNoticeOutcome = (typeof DLQ_NOTICE_OUTCOMES)[number];
 
 export function dlqNoticeHandler(o: { store: JobStore; logger: Logger; counted: (outcome: DlqNoticeOutcome) => void }) {
   return async (packet: BusPacket): Promise<HandlerOutcome> => {
@@ -48,6 +49,9 @@ export function startDlqNoticeConsumer(o: { bus: Bus; store: JobStore; logger: L
     labelNames: ['outcome'],
     registers: [o.registry],
   });
+  // P296: each outcome exported from 0, or the first `filed` notice made its series appear at 1,
+  // and CordumUnexpectedDlqNotices (increase() over 15 m) missed it.
+  for (const outcome of DLQ_NOTICE_OUTCOMES) notices.inc({ outcome }, 0);
   return o.bus.consume({
     stream: 'CORDUM_SYS',
     subject: subjects.dlq,
