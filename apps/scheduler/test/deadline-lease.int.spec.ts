@@ -36,8 +36,14 @@ describe('deadline pass: a bound written by a newer attempt survives a reconcile
     await sleep(LOCK_TTL_MS);
     f.resumed();
   };
+  /** Deadline scans started (listDeadlineDue): the reconciler's turns run one at a time, so a new one means the frozen pass is over. */
+  let scans = 0;
   const wrapStore = (s: JobStore): JobStore => ({
     ...s,
+    listDeadlineDue(...args) {
+      scans++;
+      return s.listDeadlineDue(...args);
+    },
     async getJob(id) {
       const job = await s.getJob(id);
       await frozen('getJob', id);
@@ -85,8 +91,9 @@ describe('deadline pass: a bound written by a newer attempt survives a reconcile
     freeze = { method, id, bound, resumed };
     await rig.redis.zadd(jobKeys.deadline(), Date.now() - 1, id); // due: attempt 1's bound, as the pass will read it
     await woke;
-    // What is left of the pass after the freeze is one write, if any.
-    await sleep(1_000);
+    // What is left of the pass after the freeze is one write, if any: done once the next scan starts.
+    const scansAtWake = scans;
+    await waitFor(() => scans > scansAtWake, 10_000, { message: 'the frozen pass ended (the next scan started)' });
     return rig.redis.zscore(jobKeys.deadline(), id);
   }
 

@@ -55,14 +55,16 @@ describe('dispatch: the lease is checked again right before the publish (D3, in-
     const woke = new Promise<void>((r) => (resumed = r));
     takeOver = { id, done: resumed };
     const job = await rig.store.createJob({ id, tenant: 'acme', topic: 'job.lease', traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING' });
+    const redeliveredBefore = await rig.counter('cordum_bus_redeliveries_total');
     const req = create(JobRequestSchema, { jobId: job.id, topic: job.topic, contextPtr: job.contextPtr, tenantId: job.tenant });
     await rig.bus.publish(subjects.submit, encodePacket(newPacket('gateway-test', { case: 'jobRequest', value: req }, job.traceId)), { msgId: `jobreq:${id}:0:0` });
     await woke;
     const recorded = await rig.store.getJob(id);
     expect(recorded).toMatchObject({ state: 'DISPATCHED', attempts: 1, dispatch: { published: false } });
     // Before: the zombie published right after its bound's write, while the other replica held
-    // the lock (and could republish the same attempt, D2).
-    await sleep(1_000);
+    // the lock (and could republish the same attempt, D2). Now the resumed pass hands the submit
+    // back (NAK): its redelivery is the latch (the zombie's publish, before, ended in an ack).
+    await waitFor(async () => (await rig.counter('cordum_bus_redeliveries_total')) > redeliveredBefore, 10_000, { message: 'the resumed pass handed the submit back' });
     expect(worker.count(id)).toBe(0);
     // The other replica goes away: the redelivered submit republishes the attempt, once.
     await rig.redis.del(jobKeys.lock(id));
