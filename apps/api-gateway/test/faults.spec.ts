@@ -107,4 +107,8 @@ it('Redis down: POST answers 503 redis_unavailable quickly, GET too, and /readyz
   expect(readySchema.safeParse(ready.body).success).toBe(true);
   // Bad input is still a 4xx, whatever the dependencies do.
   expectEnvelope(await submit({ prompt: 'x', topic: 'nope' }), 400, 'validation_failed');
+  // a cursor that is not one of ours, on every list (P297: /approvals and /dlq answered 503)
+  for (const list of ['/api/v1/jobs', '/api/v1/approvals', '/api/v1/dlq']) {
+    expectEnvelope(await call(rig.url, 'GET', `${list}?cursor=not-a-cursor`, { key: KEYS.operator }), 400, 'validation_failed');
+  }
 });

@@ -81,10 +81,12 @@ export function mountApprovalRoutes(mount: Mount, deps: ApprovalRouteDeps): void
   mount('GET /api/v1/approvals', async (req: Request, res: Response) => {
     const tenant = actingTenant(caller(res), undefined);
     const q = parseQuery(approvalsQuerySchema, req);
+    // P297: a bad cursor is 400 whether or not Redis answers (it was 503 while Redis was down).
+    const after = decodeCursor(q.cursor);
     const page = await storeCall(deps, 'list approvals', () =>
       pageIndex(deps.redis, {
         key: jobKeys.indexState(tenant, 'APPROVAL_REQUIRED'),
-        after: decodeCursor(q.cursor),
+        after,
         limit: q.limit ?? DEFAULT_LIST_LIMIT,
         scanBudget: LIST_SCAN_BUDGET,
         load: async (ids) => {

@@ -56,10 +56,12 @@ export function mountDlqRoutes(mount: Mount, deps: DlqRouteDeps): void {
     const tenant = actingTenant(caller(res), undefined);
     const q = parseQuery(dlqQuerySchema, req);
     const key = jobKeys.dlqIndexTenant(tenant);
+    // P297: a bad cursor is 400 whether or not Redis answers (it was 503 while Redis was down).
+    const after = decodeCursor(q.cursor);
     const page = await storeCall(deps, 'list dlq', () =>
       pageIndex(deps.redis, {
         key,
-        after: decodeCursor(q.cursor),
+        after,
         limit: q.limit ?? DEFAULT_LIST_LIMIT,
         scanBudget: LIST_SCAN_BUDGET,
         load: async (ids) => {
