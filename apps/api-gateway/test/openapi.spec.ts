@@ -7,10 +7,11 @@ import { ROUTE_ROLES } from '../src/auth/routes';
 import { OPERATIONS, buildOpenApi, openApiPath } from '../src/http/openapi';
 import * as S from '../src/http/api-schemas';
 import { errorSchema } from '../src/http/api-schemas';
-import { approveBodySchema, rejectBodySchema } from '../src/routes/approvals';
-import { retryBodySchema } from '../src/routes/dlq';
-import { cancelBodySchema } from '../src/routes/job-actions';
+import { approveBodySchema, approvalsQuerySchema, rejectBodySchema } from '../src/routes/approvals';
+import { dlqQuerySchema, retryBodySchema } from '../src/routes/dlq';
+import { cancelBodySchema, listQuerySchema } from '../src/routes/job-actions';
 import { createKeySchema } from '../src/routes/keys';
+import { workersQuerySchema } from '../src/routes/workers';
 import { jobKeys } from '@cordum/job-store';
 import { KEYS, call, rigClients, startRig, type CallResult, type Rig, type RigClients } from './harness';
 
@@ -98,6 +99,18 @@ describe('OpenAPI document', () => {
     const text = JSON.stringify(buildOpenApi()['paths']);
     expect(text).toContain('^[0-9a-f]{64}$');
     expect(text).toContain('"maximum":315360000');
+  });
+
+  it('query parameters are the schemas the lists parse with (P297: hand-written copies said less)', () => {
+    const query = (path: string) => OPERATIONS.find((o) => o.method === 'GET' && o.path === path)?.query;
+    expect(query('/api/v1/jobs')).toBe(listQuerySchema);
+    expect(query('/api/v1/approvals')).toBe(approvalsQuerySchema);
+    expect(query('/api/v1/dlq')).toBe(dlqQuerySchema);
+    expect(query('/api/v1/workers')).toBe(workersQuerySchema);
+    const params = (buildOpenApi() as { paths: Record<string, { get?: { parameters?: { name: string; schema: Record<string, unknown> }[] } }> }).paths['/api/v1/jobs']?.get?.parameters ?? [];
+    expect(params.find((p) => p.name === 'topic')?.schema).toMatchObject({ maxLength: 255, pattern: '^job(\\.[A-Za-z0-9_-]+)+$' });
+    expect(params.find((p) => p.name === 'limit')?.schema).toMatchObject({ pattern: '^\\d{1,4}$' });
+    expect(params.find((p) => p.name === 'cursor')?.schema).toMatchObject({ maxLength: 512 });
   });
 
   it('states the limits a refine enforces (labels ≤ 50) and offers no null body the parser refuses', async () => {

@@ -6,9 +6,10 @@ import { z } from 'zod';
 import { IDEMPOTENCY_KEY_RE, submitBodySchema } from '../submit/schema';
 import { TENANT_RE } from '../auth/keys';
 import { policyRequestSchema, simulateRequestSchema } from '../routes/policy';
-import { approveBodySchema, rejectBodySchema } from '../routes/approvals';
-import { cancelBodySchema } from '../routes/job-actions';
-import { retryBodySchema } from '../routes/dlq';
+import { approveBodySchema, approvalsQuerySchema, rejectBodySchema } from '../routes/approvals';
+import { cancelBodySchema, listQuerySchema } from '../routes/job-actions';
+import { dlqQuerySchema, retryBodySchema } from '../routes/dlq';
+import { workersQuerySchema } from '../routes/workers';
 import { createKeySchema } from '../routes/keys';
 import * as s from './api-schemas';
 import { ERROR_CODES } from './errors';
@@ -36,8 +37,6 @@ export interface Operation {
 }
 
 const id = z.string().max(128);
-const listLimit = z.string().describe('integer 1-500, default 50');
-const cursor = z.string().describe('opaque; from next_cursor of the previous page');
 
 const AUTH_ERRORS = [400, 401, 403, 429, 503];
 /**
@@ -73,7 +72,7 @@ export const OPERATIONS: Operation[] = [
     summary: 'List the tenant\'s jobs, newest first, cursor-paginated over job:index:{tenant}:<state|all>. With `topic`, the filter is applied while paging: at most 2000 index entries are examined per request, so a page may hold fewer than `limit` items (even none) while next_cursor is set; follow next_cursor until it is null.',
     tag: 'jobs',
     auth: true,
-    query: z.object({ state: z.string().optional().describe('a job state (case-insensitive)'), topic: z.string().optional(), limit: listLimit.optional(), cursor: cursor.optional() }),
+    query: listQuerySchema,
     ok: { 200: { description: 'one page', schema: s.jobListSchema } },
     errors: AUTH_ERRORS,
   },
@@ -87,7 +86,7 @@ export const OPERATIONS: Operation[] = [
     summary: 'Jobs of the tenant waiting for approval (APPROVAL_REQUIRED), newest first, cursor-paginated; each with the decision that held it and the job_hash an approval binds to',
     tag: 'approvals',
     auth: true,
-    query: z.object({ topic: z.string().optional(), limit: listLimit.optional(), cursor: cursor.optional() }),
+    query: approvalsQuerySchema,
     ok: { 200: { description: 'one page', schema: s.approvalListSchema } },
     errors: AUTH_ERRORS,
   },
@@ -121,11 +120,11 @@ export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/api/v1/policy/snapshots', summary: 'The active policy snapshot and the last 10 (newest first)', tag: 'policy', auth: true, ok: { 200: { description: 'snapshots', schema: s.policySnapshotsSchema } }, errors: AUTH_ERRORS },
   { method: 'GET', path: '/api/v1/policy/rules', summary: 'The active (effective) policy: file rules then bundle rules, in evaluation order', tag: 'policy', auth: true, ok: { 200: { description: 'rules', schema: s.policyRulesSchema } }, errors: AUTH_ERRORS },
 
-  { method: 'GET', path: '/api/v1/dlq', summary: 'Dead letters of the tenant, newest first, cursor-paginated; each is kept DLQ_TTL (30 days by default)', tag: 'dlq', auth: true, query: z.object({ limit: listLimit.optional(), cursor: cursor.optional() }), ok: { 200: { description: 'one page', schema: s.dlqListSchema } }, errors: AUTH_ERRORS },
+  { method: 'GET', path: '/api/v1/dlq', summary: 'Dead letters of the tenant, newest first, cursor-paginated; each is kept DLQ_TTL (30 days by default)', tag: 'dlq', auth: true, query: dlqQuerySchema, ok: { 200: { description: 'one page', schema: s.dlqListSchema } }, errors: AUTH_ERRORS },
   { method: 'POST', path: '/api/v1/dlq/:job_id/retry', summary: 'Retry a dead letter: exactly one new job per entry; later retries return it with status already_retried (and no state once its record has expired)', tag: 'dlq', auth: true, body: retryBodySchema, bodyRequired: false, ok: { 200: { description: 'the new (or already created) job', schema: s.dlqRetrySchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
   { method: 'DELETE', path: '/api/v1/dlq/:job_id', summary: 'Delete a dead letter (admin)', tag: 'dlq', auth: true, ok: { 204: { description: 'deleted for good; the dead job keeps its record for JOB_TTL from its end, not DLQ_TTL (P250)' } }, errors: [...AUTH_ERRORS, 404] },
 
-  { method: 'GET', path: '/api/v1/workers', summary: 'Workers from the scheduler snapshot (online only unless include_offline=true)', tag: 'workers', auth: true, query: z.object({ include_offline: z.enum(['true', 'false', '1', '0']).optional() }), ok: { 200: { description: 'workers', schema: s.workerListSchema } }, errors: AUTH_ERRORS },
+  { method: 'GET', path: '/api/v1/workers', summary: 'Workers from the scheduler snapshot (online only unless include_offline=true)', tag: 'workers', auth: true, query: workersQuerySchema, ok: { 200: { description: 'workers', schema: s.workerListSchema } }, errors: AUTH_ERRORS },
   { method: 'GET', path: '/api/v1/workers/:id', summary: 'One worker (online or not)', tag: 'workers', auth: true, ok: { 200: { description: 'the worker', schema: s.workerSchema } }, errors: [...AUTH_ERRORS, 404] },
   { method: 'GET', path: '/api/v1/pools', summary: 'Pools as applied (config section `pools`)', tag: 'workers', auth: true, ok: { 200: { description: 'pools', schema: s.poolListSchema } }, errors: [...AUTH_ERRORS, 500] },
   { method: 'GET', path: '/api/v1/topics', summary: 'Topic routing as applied (config section `pools`)', tag: 'workers', auth: true, ok: { 200: { description: 'topics', schema: s.topicListSchema } }, errors: [...AUTH_ERRORS, 500] },
@@ -220,7 +219,7 @@ export function buildOpenApi(): Record<string, unknown> {
       responses,
     };
     if (role) entry['x-cordum-role'] = role;
-    if (op.query) entry['description'] = 'A query parameter not listed here is 400 validation_failed, one detail naming it (decisions.md P210): a misspelt filter is refused, not dropped.';
+    if (op.query) entry['description'] = 'A query parameter not listed here is 400 validation_failed, one detail naming it (decisions.md P210): a misspelt filter is refused, not dropped; so is one given twice.';
     if (params.length > 0) entry['parameters'] = params;
     if (op.body) entry['requestBody'] = { required: op.bodyRequired ?? true, content: { 'application/json': { schema: jsonSchema(op.body) } } };
     (paths[p] ??= {})[op.method.toLowerCase()] = entry;

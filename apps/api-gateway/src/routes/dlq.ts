@@ -17,16 +17,12 @@ import { SubmitError } from '../submit/errors';
 import { JOB_ID_RE, jsonBody, submitErrorToApi } from './jobs';
 import { zodDetails } from '../submit/schema';
 import { storeCall } from '../http/store-call';
-import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, MAX_LIST_LIMIT, parseQuery } from './job-actions';
+import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, parseQuery, topicPageQueryFields } from './job-actions';
 
-const dlqQuerySchema = z.object({
-  limit: z
-    .string()
-    .regex(/^\d{1,4}$/, 'must be an integer 1-500')
-    .transform(Number)
-    .pipe(z.number().int().min(1).max(MAX_LIST_LIMIT))
-    .optional(),
-  cursor: z.string().max(512).optional(),
+/** Also the OpenAPI description's query parameters (P297). */
+export const dlqQuerySchema = z.object({
+  limit: topicPageQueryFields.limit,
+  cursor: topicPageQueryFields.cursor,
 });
 
 /** Optional body; only `tenant_id` (D47: must be the acting tenant). */

@@ -35,8 +35,9 @@ export const topicPageQueryFields = {
     .regex(/^\d{1,4}$/, 'must be an integer 1-500')
     .transform(Number)
     .pipe(z.number().int().min(1).max(MAX_LIST_LIMIT, `must be at most ${MAX_LIST_LIMIT}`))
-    .optional(),
-  cursor: z.string().max(512).optional(),
+    .optional()
+    .describe(`integer 1-${MAX_LIST_LIMIT}, default ${DEFAULT_LIST_LIMIT}`),
+  cursor: z.string().max(512).optional().describe('opaque; from next_cursor of the previous page'),
 };
 
 export const listQuerySchema = z.object({
@@ -44,7 +45,8 @@ export const listQuerySchema = z.object({
     .string()
     .transform((s) => s.toUpperCase())
     .pipe(z.enum(JOB_STATES as [JobState, ...JobState[]]))
-    .optional(),
+    .optional()
+    .describe(`a job state, case-insensitive: ${JOB_STATES.join(', ')}`),
   ...topicPageQueryFields,
 });
 

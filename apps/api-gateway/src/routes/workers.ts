@@ -10,7 +10,8 @@ import type { WorkerSnapshotSource } from '../workers/snapshot';
 import { storeCall } from '../http/store-call';
 import { parseQuery } from './job-actions';
 
-const workersQuerySchema = z.object({
+/** Also the OpenAPI description's query parameters (P297). */
+export const workersQuerySchema = z.object({
   include_offline: z.enum(['true', 'false', '1', '0'], { message: 'must be true or false' }).optional(),
 });
 
