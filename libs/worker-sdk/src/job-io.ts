@@ -9,7 +9,7 @@ const VERDICTS: Record<number, ClaimVerdict> = { 1: 'claimed', 0: 'duplicate', [
 
 export class InputError extends Error {
   constructor(
-    readonly code: 'context_unreadable' | 'context_invalid_json',
+    readonly code: 'context_unreadable' | 'context_invalid_json' | 'context_pointer_invalid',
     message: string,
     opts?: { cause?: unknown },
   ) {
@@ -50,10 +50,16 @@ export class JobIo {
     return verdict;
   }
 
-  /** Input JSON at the context pointer; null when there is no pointer or no value. */
-  async readInput(contextPtr: string): Promise<unknown> {
+  /**
+   * Input JSON at the context pointer; null when there is no pointer or no value. P298: only the
+   * job's own `ctx:<job id>` (CONTRACT §5) is read: a request naming another key (another job's
+   * context, any string key this worker's Redis user may read) would have handed it to the handler,
+   * and through the result to the job's tenant.
+   */
+  async readInput(jobId: string, contextPtr: string): Promise<unknown> {
     const key = pointerKey(contextPtr);
     if (key === null) return null;
+    if (key !== workerKeys.ctx(jobId)) throw new InputError('context_pointer_invalid', `context pointer ${contextPtr.slice(0, 300)} is not this job's (redis://${workerKeys.ctx(jobId)})`);
     let raw: string | null;
     try {
       raw = await this.redis.get(key);

@@ -339,7 +339,7 @@ class CapWorker implements Worker {
     const dispatchId = request.dispatch?.dispatchId ?? '';
     // The input is read while the claim runs (one round trip instead of two, issue 7); reading
     // has no effect, and when the claim says no the value is dropped.
-    const input = this.io.readInput(request.contextPtr);
+    const input = this.io.readInput(request.jobId, request.contextPtr);
     input.catch(() => undefined);
     // A request without a dispatch identity (an old scheduler) has nothing to fence on: the local check is all we do.
     if (dispatchId !== '') {

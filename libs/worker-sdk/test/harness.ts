@@ -117,6 +117,8 @@ export interface JobSpec {
   context?: unknown;
   /** Write ctx:<id> (default true). */
   withCtx?: boolean;
+  /** The request's context pointer instead of redis://ctx:<id>. */
+  contextPtr?: string;
 }
 
 export interface PublishedJob {
@@ -137,7 +139,7 @@ export async function makeJob(h: Harness, topic: string, spec: JobSpec = {}): Pr
   const request = create(JobRequestSchema, {
     jobId,
     topic,
-    contextPtr: spec.withCtx ?? true ? `redis://ctx:${jobId}` : '',
+    contextPtr: spec.contextPtr ?? (spec.withCtx ?? true ? `redis://ctx:${jobId}` : ''),
     tenantId: 'default',
     dispatch: dispatchId ? create(DispatchIdentitySchema, { dispatchId, attempt: BigInt(attempt) }) : undefined,
   });

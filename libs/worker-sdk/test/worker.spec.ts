@@ -73,6 +73,21 @@ test('with startAckDelayMs 0 a job gets its start ack before the handler runs, t
   expect(w.stats()).toMatchObject({ executed: 1, succeeded: 1, activeJobs: 0 });
 });
 
+test("a request whose context pointer is not its job's own ctx:<id> is FAILED context_pointer_invalid; the handler never sees that key (P298)", async () => {
+  let handled = 0;
+  await startWorker({ topics: ['job.ptr'], handler: async (job) => (handled++, echo(job)) });
+  // another tenant's job, whose input a forged request points at
+  const victim = await makeJob(h, 'job.ptr', { prompt: 'secret of another tenant' });
+  for (const contextPtr of [`redis://ctx:${victim.jobId}`, 'redis://cordum:some:other:key']) {
+    const job = await publishJob(h, 'job.ptr', { prompt: 'mine', contextPtr });
+    const r = await resultOf(job.jobId);
+    expect({ status: r.status, code: r.errorCode }).toEqual({ status: JobStatus.FAILED, code: 'context_pointer_invalid' });
+    expect(r.errorMessage).toContain(`is not this job's (redis://ctx:${job.jobId})`);
+    expect(await h.redis.get(`res:${job.jobId}`)).toBeNull();
+  }
+  expect(handled).toBe(0);
+});
+
 test('res:<id> is written with a TTL (the default job TTL), so a result the scheduler never applies still expires', async () => {
   await startWorker({ topics: ['job.res-ttl'] });
   const job = await publishJob(h, 'job.res-ttl', { prompt: 'kept a while' });
