@@ -135,9 +135,12 @@ function parseUrl(raw, schemes, defPort) {
  * does for the services): a password from the environment is never echoed.
  */
 function redact(text) {
-  return String(text).replace(/(:\/\/)([^\s,]*)@/g, (_, scheme, info) => {
+  // Greedy to the last `@` of the line: a password with a comma or a space in it ended the match
+  // there, and the rest of it was printed (P299).
+  return String(text).replace(/(:\/\/)(.*)@/g, (_, scheme, info) => {
     const colon = info.indexOf(':');
-    return `${scheme}${colon >= 0 ? `${info.slice(0, colon)}:<redacted>` : '<redacted>'}@`;
+    const user = colon >= 0 ? info.slice(0, colon) : '';
+    return `${scheme}${colon >= 0 && !/[\s,]/.test(user) ? `${user}:<redacted>` : '<redacted>'}@`;
   });
 }
 

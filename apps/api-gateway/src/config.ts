@@ -1,5 +1,5 @@
 // Gateway env (CONTRACT §1, D26). Pure: parsed once by main.ts and passed down.
-import { createHash, type KeyObject } from 'node:crypto';
+import { scryptSync, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { ANY_HOST, commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zDlqTtl, zNumber, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { RATE_LIMIT_BOUNDS, configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
@@ -8,9 +8,15 @@ import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
 
 const WILDCARD_TENANT = '*';
 
-/** `key-<first 12 hex of SHA-256(key)>`: stable for a key, and reveals nothing usable about it. */
+/**
+ * `key-<12 hex of scrypt(key)>`: stable for a key (P59), and shown to every viewer of its tenant
+ * (an approval's `by`), every worker (JobRequest principal_id) and the audit log. P299: it was the
+ * key's SHA-256, which a GPU inverts for a short key (8 characters are allowed) in hours; scrypt
+ * (N 2^12, a fixed label as salt: the same key gives the same principal on every replica) makes
+ * each guess thousands of times dearer. About 10 ms per key, once, at config load.
+ */
 export function defaultPrincipal(key: string): string {
-  return `key-${createHash('sha256').update(key).digest('hex').slice(0, 12)}`;
+  return `key-${scryptSync(key, 'cordum:static-key-principal', 6, { N: 4096, r: 8, p: 1 }).toString('hex')}`;
 }
 
 const keyEntrySchema = z.object({

@@ -1,4 +1,5 @@
 // Pure config parsing (CONTRACT §1, D26): defaults, key lists, one-line errors.
+import { createHash, scryptSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +42,9 @@ describe('loadGatewayConfig', () => {
     expect(one[0]?.principalId).not.toBe(one[1]?.principalId);
     // b alone (a removed from the list) keeps its identity; position-based, it became a's
     expect(reordered[0]?.principalId).toBe(one[1]?.principalId);
+    // P299: not the key's SHA-256, which a GPU inverts for a short key; a slow KDF's output
+    expect(one[0]?.principalId).not.toBe(`key-${createHash('sha256').update(a.key).digest('hex').slice(0, 12)}`);
+    expect(one[0]?.principalId).toBe(`key-${scryptSync(a.key, 'cordum:static-key-principal', 6, { N: 4096, r: 8, p: 1 }).toString('hex')}`);
   });
 
   it('parses CORDUM_API_KEYS, TENANT_ID, JOB_TTL and DLQ_TTL', () => {

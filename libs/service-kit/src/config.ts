@@ -221,14 +221,19 @@ function redisTlsAsked(url: string, entries: readonly string[]): boolean {
 }
 
 const zHostPortList = zCsv.superRefine((list, ctx) => {
-  const bad = list.find((a) => parseAddr(a) === undefined && !isUrlWithScheme(a, ['redis', 'rediss']));
-  if (bad !== undefined) {
-    ctx.addIssue({ code: 'custom', message: `must be a comma list of host:port (bad entry ${JSON.stringify(redactUserinfo(bad))})` });
+  // The cluster client takes its user and password from REDIS_URL, for every node: credentials
+  // here would be dropped (and an entry's userinfo was once read as part of its host). Checked
+  // first: a password with a comma in it splits into entries, and naming the bad one echoed a
+  // piece of it (P299).
+  if (list.some((a) => a.includes('@'))) {
+    ctx.addIssue({ code: 'custom', message: 'entries carry no user or password: put them in REDIS_URL (redis://:<password>@<any node>:6379), whose credentials the cluster client sends to every node' });
     return;
   }
-  // The cluster client takes its user and password from REDIS_URL, for every node: credentials
-  // here would be dropped (and an entry's userinfo was once read as part of its host).
-  if (list.some((a) => a.includes('@'))) ctx.addIssue({ code: 'custom', message: 'entries carry no user or password: put them in REDIS_URL (redis://:<password>@<any node>:6379), whose credentials the cluster client sends to every node' });
+  const bad = list.find((a) => parseAddr(a) === undefined && !isUrlWithScheme(a, ['redis', 'rediss']));
+  if (bad !== undefined) {
+    ctx.addIssue({ code: 'custom', message: `must be a comma list of host:port (bad entry ${JSON.stringify(bad)})` });
+    return;
+  }
   // One client for every node: TLS is all or nothing, so entries may not say both.
   if (list.some(isRedis) && list.some(isRediss)) {
     ctx.addIssue({ code: 'custom', message: 'mixes redis:// and rediss:// entries: the cluster client uses TLS for every node or for none' });
@@ -629,11 +634,16 @@ function describeIssue(issue: z.core.$ZodIssue, env: Record<string, string>, fro
 }
 
 /**
- * `redis://:pw@host` → `redis://<redacted>@host` in any value, parseable or not: a password is never
- * echoed, also one with a `/` (which makes the URL invalid) or in a scheme-less comma entry (`user:pw@host:port`).
+ * `redis://:pw@host` → `redis://<redacted>@host` in any value, parseable or not: everything from the
+ * scheme to the last `@` goes, so a password is never echoed, also one with a `/`, a `,` or a space
+ * in it (P299: a comma or a space ended the redaction, and the rest of the password was printed),
+ * or in a scheme-less entry (`user:pw@host:port`). A comma list loses its earlier entries with it.
  */
 function redactUserinfo(s: string): string {
-  return s.replace(/(:\/\/)[^@\s,]*@/g, '$1<redacted>@').replace(/(^|,)(\s*)(?![a-z][a-z0-9+.-]*:\/\/)[^@\s,]*@/gi, '$1$2<redacted>@');
+  const at = s.lastIndexOf('@');
+  if (at < 0) return s;
+  const scheme = /^\s*[a-z][a-z0-9+.-]*:\/\//i.exec(s)?.[0] ?? '';
+  return `${scheme}<redacted>${s.slice(at)}`;
 }
 
 function truncate(s: string): string {

@@ -116,6 +116,18 @@ describe('ConfigError messages are one line naming the variable', () => {
     expect(bad).not.toContain('pw-9');
   });
 
+  it.each([
+    // a comma or a space inside a password ended the redaction (P299)
+    ['NATS_URL', 'nats://alice:s3c,ret@nats:4222', ['s3c', 'ret', 'alice']],
+    ['REDIS_URL', 'redis://:ab%xy,z@host:6379', ['ab%xy', 'z@']],
+    ['REDIS_URL', 'redis://:qx sqy%zz@host', ['qx', 'sqy']],
+    ['REDIS_CLUSTER_ADDRESSES', 'redis://:p,w@h:6379', [':p', 'w@']],
+  ])('%s=%s: no part of the password in the error', (name, value, secrets) => {
+    const msg = configErrorOf(() => loadConfig(commonEnvSchema, { [name]: value })).message;
+    expect(msg).toContain(name);
+    for (const s of secrets) expect(msg).not.toContain(s);
+  });
+
   it('cluster credentials come from REDIS_URL: an entry with a user or password is refused, without echoing it', () => {
     const msg = configErrorOf(() => loadConfig(commonEnvSchema, { REDIS_CLUSTER_ADDRESSES: 'redis://:s3cret@10.0.0.1:7000,10.0.0.2:7001' })).message;
     expect(msg).toBe(

@@ -411,6 +411,8 @@ describe('npm start', () => {
     ['NATS_URL', 'nats://cordum:s3cret@127.0.0.1:99999', 'NATS_URL="nats://cordum:<redacted>@127.0.0.1:99999"', 's3cret'],
     ['NATS_URL', 'nats://t0ken@127.0.0.1:99999', 'NATS_URL="nats://<redacted>@127.0.0.1:99999"', 't0ken'],
     ['REDIS_CLUSTER_ADDRESSES', 'rediss://:hunter2@10.0.0.1:7000,10.0.0.2', 'REDIS_CLUSTER_ADDRESSES="rediss://:<redacted>@10.0.0.1:7000,10.0.0.2"', 'hunter2'],
+    // P299: a comma in the password ended the redaction
+    ['REDIS_URL', 'redis://:hun,ter2@myredis:99999', 'REDIS_URL="redis://:<redacted>@myredis:99999"', 'ter2'],
   ])('never prints the password of a malformed %s (%s)', async (name, value, shown, secret) => {
     const p = launch(`npm-start-secret-${name}`, ['--port-offset', String(takeOffset())], { ...servers, [name]: value });
     try {
