@@ -8,8 +8,9 @@ import { api, startStack, type Stack } from './stack';
 let stack: Stack;
 
 beforeAll(async () => {
-  // Every echo takes 20 s unless cancelled: long enough to cancel it mid-run.
-  stack = await startStack({ workers: 1, gateways: 2, workerEnv: { WORKER_ECHO_DELAY: '20s' } });
+  // Every echo takes 20 s unless cancelled: long enough to cancel it mid-run. One job at a time,
+  // so the next job can start only once the cancelled handler has given its slot back.
+  stack = await startStack({ workers: 1, gateways: 2, workerEnv: { WORKER_ECHO_DELAY: '20s', WORKER_MAX_PARALLEL: '1' } });
 }, 180_000);
 afterAll(async () => {
   await stack?.stop();
@@ -44,8 +45,11 @@ it('cancel of a running job: CANCELLED at once, the worker aborts, no redispatch
   expect(logLines('echo-1', 'job cancel received').filter((l) => l['job_id'] === id)).toHaveLength(1);
 
   // A job submitted after the cancel runs and finishes on the same worker: by then the CANCELLED
-  // result of the first job has been through the scheduler, which must have ignored it.
+  // result of the first job has been through the scheduler, which must have ignored it. The
+  // worker runs one job at a time: the next one starting well inside the cancelled echo's 20 s
+  // proves its handler was aborted (the log line above is written before the abort).
   const next = String((await api(stack, 'POST', '/api/v1/jobs', { topic: 'job.echo', prompt: 'after cancel' })).body['job_id']);
+  await waitFor(async () => stack.executions().get(next) === 1, 10_000, { message: "the next job took the slot the aborted handler gave back (a handler not aborted holds it for the echo's 20 s)", intervalMs: 50 });
   await waitFor(async () => (await api(stack, 'GET', `/api/v1/jobs/${next}`)).body['state'] === 'SUCCEEDED', 60_000, { message: 'next job SUCCEEDED', intervalMs: 200 });
 
   const job = (await api(stack, 'GET', `/api/v1/jobs/${id}`)).body;
