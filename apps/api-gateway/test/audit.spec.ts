@@ -4,7 +4,8 @@
 import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { decodePacket } from '@cordum/protocol';
 import { createLogger } from '@cordum/service-kit';
-import { waitFor } from '@cordum/testing';
+import { startRedis, waitFor, type TestServer } from '@cordum/testing';
+import { clockOffsetMs, closeRedis, clusterNow, createRedis, startClockSync, type RedisClient } from '@cordum/redis';
 import { auditIfUnknown, createAuditSink } from '../src/audit/sink';
 import { ApiError } from '../src/http/errors';
 import { KEYS, call, startRig, type Rig } from './harness';
@@ -42,6 +43,34 @@ describe('audit sink, local transport', () => {
     const line = JSON.parse(lines[0] ?? '{}') as Record<string, unknown>;
     // Details nested: none can stand in for the line's own fields (tenant here, level or msg).
     expect(line).toMatchObject({ level: 'info', msg: 'audit', action: 'dlq.retry', tenant: 'acme', principal_id: 'ops-1', target: 'job-1', details: { new_job_id: 'job-2', tenant: 'spoofed' }, audit_id: sink.recent()[0]?.id });
+  });
+});
+
+describe('audit event time (P300)', () => {
+  let server: TestServer;
+  let redis: RedisClient;
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
+  });
+  afterAll(async () => {
+    const onTime = startClockSync(redis);
+    await onTime.ready;
+    onTime.stop();
+    await closeRedis(redis);
+    await server.stop();
+  });
+
+  it("is in Redis's time, as job timestamps are: on a host 10 s behind, 10 s ahead of its own clock", async () => {
+    const behind = startClockSync(redis, { hostNow: () => Date.now() - 10_000 });
+    await behind.ready;
+    behind.stop();
+    expect(clockOffsetMs()).toBeGreaterThan(9_000);
+    const sink = createAuditSink({ transport: 'local', bufferSize: 3, bus: { publish: () => Promise.resolve() }, instanceId: 'gw', logger: quiet });
+    sink.record({ action: 'job.cancel', tenant: 'acme', principal_id: 'p', target: 'job-1' });
+    const at = Date.parse(sink.recent()[0]?.at ?? '');
+    expect(Math.abs(at - clusterNow())).toBeLessThan(1_000);
+    expect(at - Date.now()).toBeGreaterThan(9_000);
   });
 });
 

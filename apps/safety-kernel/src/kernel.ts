@@ -170,7 +170,7 @@ export function createSafetyKernel(config: SafetyKernelRuntimeConfig, deps: Safe
     const cmp = composer;
     const a = lastApplied;
     if (!r || !cmp || !a || fallback) return;
-    const rec: AppliedRecord = { hash: a.hash, section: a.section, instance_id: config.instanceId, applied_at: new Date().toISOString() };
+    const rec: AppliedRecord = { hash: a.hash, section: a.section, instance_id: config.instanceId, applied_at: new Date(now()).toISOString() };
     try {
       await r.set(safetyKeys.appliedBundles(cmp.fileId), JSON.stringify(rec), 'PX', APPLIED_RECORD_TTL_MS);
     } catch (err) {

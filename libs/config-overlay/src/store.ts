@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
-import { defineScripts, scriptCodes, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
+import { clusterNow, defineScripts, scriptCodes, scriptSpec, type RedisClient, type ScriptRunner } from '@cordum/redis';
 import putLua from './lua/put-1.lua';
 import { ConfigOverlayError, ConfigValidationError, RevisionConflictError, isRevisionConflict } from './errors';
 import { configKeys, SCOPES, type ConfigKeys, type Scope } from './keys';
@@ -80,7 +80,8 @@ export function createConfigStore(redis: RedisClient, opts: ConfigStoreOptions =
   const keys = configKeys(opts.prefix);
   const scripts: ScriptRunner = defineScripts(redis, [scriptSpec('put-1.lua', putLua)]);
   const maxAttempts = opts.maxCasAttempts ?? 100;
-  const now = opts.now ?? (() => new Date());
+  // P300: a document's updated_at in Redis's time (P241), as the replicas' reports and job timestamps.
+  const now = opts.now ?? (() => new Date(clusterNow()));
 
   function checkScope(scope: string, scopeId: string): asserts scope is Scope {
     if (!(SCOPES as readonly string[]).includes(scope)) {

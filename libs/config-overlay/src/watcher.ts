@@ -1,6 +1,7 @@
 import type { Registry } from 'prom-client';
 import { subjects, type Bus, type Subscription } from '@cordum/bus';
 import type { Logger } from '@cordum/service-kit';
+import { clusterNow } from '@cordum/redis';
 import { mergeBootstrapFiles, type BootstrapFile } from './bootstrap';
 import { sectionHash } from './canonical';
 import { DEFAULT_SCOPE, DEFAULT_SCOPE_ID, type Scope } from './keys';
@@ -145,7 +146,7 @@ export function createConfigWatcher(o: ConfigWatcherOptions): ConfigWatcher {
       instance_id: o.instanceId,
       revision: Math.max(revision, 0),
       hashes: Object.fromEntries(applied),
-      reported_at: new Date().toISOString(),
+      reported_at: new Date(clusterNow()).toISOString(),
       checked,
     };
     const write = writeAppliedReport(o.store.redis, reportKey, r, reportTtlMs, o.store.keys.appliedIndex());

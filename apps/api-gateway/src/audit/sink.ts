@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
 import { AlertSeverity, SystemAlertSchema, create, encodePacket, newPacket } from '@cordum/protocol';
 import type { Logger } from '@cordum/service-kit';
+import { clusterNow } from '@cordum/redis';
 import { errorText } from '@cordum/service-kit';
 
 export interface AuditEvent {
@@ -42,7 +43,7 @@ export function createAuditSink(o: { transport: 'local' | 'nats'; bufferSize: nu
   const pending = new Set<Promise<void>>();
   return {
     record(e) {
-      const rec: AuditRecord = { ...e, id: randomUUID(), at: new Date().toISOString() };
+      const rec: AuditRecord = { ...e, id: randomUUID(), at: new Date(clusterNow()).toISOString() }; // P300: in Redis's time, as job timestamps
       if (o.transport === 'local') {
         o.logger.info('audit', { audit_id: rec.id, action: rec.action, tenant: rec.tenant, principal_id: rec.principal_id, target: rec.target, ...(rec.details ? { details: rec.details } : {}) });
         ring.push(rec);
