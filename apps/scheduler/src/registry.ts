@@ -76,6 +76,12 @@ interface HandshakeInfo {
   startAck: boolean;
   /** When it was received (or hydrated): a handshake whose worker never heartbeats is forgotten like a dead worker (P73). */
   at?: number;
+  /**
+   * P301: set when its worker was forgotten after 10 × TTL of silence: kept until then
+   * (HEARTBEAT_SENT_KEEP_MS), so a worker that sends its handshake only at its start (a CAP node
+   * agent) and comes back from a long silence (a host asleep, a partition) is routable again.
+   */
+  keptUntil?: number;
 }
 
 export class WorkerRegistry {
@@ -109,6 +115,7 @@ export class WorkerRegistry {
       this.heartbeatSent.set(hb.workerId, { sentAt, at: this.now() });
     }
     const hs = this.handshakes.get(hb.workerId);
+    if (hs) delete hs.keptUntil; // back: its handshake is its worker's again (P301)
     // A heartbeat proves the worker runs, not that dispatches reach it (P34): a mark stays, unless
     // it came while the worker was silent (unclaimedSilent true) and this heartbeat is it resuming.
     const prev = this.workers.get(hb.workerId);
@@ -284,7 +291,8 @@ export class WorkerRegistry {
       if (this.isOnline(w)) out.push(w);
       else if (this.now() - w.lastHeartbeat > 10 * this.ttlMs) {
         this.workers.delete(id);
-        this.handshakes.delete(id);
+        const hs = this.handshakes.get(id);
+        if (hs) hs.keptUntil = this.now() + HEARTBEAT_SENT_KEEP_MS;
       }
     }
     // live() runs for every routing decision: the day-long entries are pruned once a minute.
@@ -297,7 +305,8 @@ export class WorkerRegistry {
     // A handshake from an id that never heartbeat (a worker that died at start, a misconfigured
     // one) would otherwise be kept for the life of the process, one per id (P73).
     for (const [id, hs] of this.handshakes) {
-      if (!this.workers.has(id) && hs.at !== undefined && this.now() - hs.at > 10 * this.ttlMs) this.handshakes.delete(id);
+      if (this.workers.has(id)) continue;
+      if (hs.keptUntil !== undefined ? this.now() > hs.keptUntil : hs.at !== undefined && this.now() - hs.at > 10 * this.ttlMs) this.handshakes.delete(id);
     }
     return out;
   }

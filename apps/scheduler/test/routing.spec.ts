@@ -172,6 +172,27 @@ describe('WorkerRegistry', () => {
     expect(r.get('real')?.readyTopics).toEqual(['job.echo']);
   });
 
+  it("P301: a worker forgotten after ten TTLs of silence keeps its handshake a day: back, it is routable on the topics it named", () => {
+    const r = reg();
+    // a CAP node agent: pool '', its topics named once, in the handshake it sends at its start
+    r.onHandshake(create(HandshakeSchema, { componentId: 'agent', readyTopics: ['job.agent'] }));
+    r.onHeartbeat(hb('agent', { pool: '' }));
+    now += 10 * 30_000 + 1; // a host asleep, a partition
+    r.live();
+    expect(r.get('agent')).toBeUndefined();
+    now += 3_600_000;
+    r.live();
+    r.onHeartbeat(hb('agent', { pool: '' }));
+    expect(r.get('agent')?.readyTopics).toEqual(['job.agent']);
+    // a day after it was forgotten, its handshake goes too (P73: one per id ever seen, bounded)
+    now += 10 * 30_000 + 1;
+    r.live();
+    now += 24 * 3_600_000 + 1;
+    r.live();
+    r.onHeartbeat(hb('agent', { pool: '' }));
+    expect(r.get('agent')?.readyTopics).toEqual([]);
+  });
+
   it('tracks heartbeats and expires workers after the 30 s TTL', () => {
     const r = reg();
     r.onHeartbeat(hb('w1'));
