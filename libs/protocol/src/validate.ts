@@ -5,6 +5,13 @@ import { ProtocolError } from './errors';
 /** Job topics are dotted names under `job.` (CONTRACT §3). */
 export const JOB_TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
 export const MAX_TOPIC_LENGTH = 255;
+/**
+ * A job id: what the gateway issues (a UUID) and accepts in a path. P302: packets from the bus are
+ * held to it too: an id with `{` or `}` changes the hash slot of the keys built from it
+ * (`job:meta:{<id>}`), and on a Redis Cluster every script over them failed CROSSSLOT, a
+ * redis_error the consumer NAKed through its 20 deliveries (on standalone: an unknown job, acked).
+ */
+export const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 /** D26 tenant names: what the gateway admits as a job's tenant, and all a policy rule may name. */
 export const TENANT_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
@@ -36,6 +43,7 @@ export function validatePacket(p: BusPacket): void {
     case 'jobRequest': {
       const { jobId, topic } = p.payload.value;
       if (!jobId) throw invalid(p, 'job_id is empty');
+      if (!JOB_ID_RE.test(jobId)) throw invalid(p, `job_id ${JSON.stringify(jobId.slice(0, 140))} does not match ${JOB_ID_RE.source}`);
       if (topic.length > MAX_TOPIC_LENGTH) throw invalid(p, `topic longer than ${MAX_TOPIC_LENGTH} characters`);
       if (!JOB_TOPIC_RE.test(topic)) throw invalid(p, `topic ${JSON.stringify(topic)} does not match ${JOB_TOPIC_RE.source}`);
       return;
@@ -44,6 +52,7 @@ export function validatePacket(p: BusPacket): void {
     case 'jobProgress':
     case 'jobCancel':
       if (!p.payload.value.jobId) throw invalid(p, 'job_id is empty');
+      if (!JOB_ID_RE.test(p.payload.value.jobId)) throw invalid(p, `job_id ${JSON.stringify(p.payload.value.jobId.slice(0, 140))} does not match ${JOB_ID_RE.source}`);
       return;
     case 'heartbeat':
       if (!p.payload.value.workerId) throw invalid(p, 'worker_id is empty');

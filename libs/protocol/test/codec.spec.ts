@@ -190,6 +190,11 @@ describe('validatePacket', () => {
     ['heartbeat without worker_id', { case: 'heartbeat', value: create(HeartbeatSchema, {}) }, /worker_id/],
     ['handshake without component_id', { case: 'handshake', value: create(HandshakeSchema, {}) }, /component_id/],
     ['no payload', { case: undefined }, /no payload/],
+    // P302: braces move the keys built from the id (job:meta:{<id>}) to other Redis Cluster slots
+    ['job_request with a brace in job_id', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: '}x', topic: 'job.x' }) }, /job_id "\}x" does not match/],
+    ['job_result with a brace in job_id', { case: 'jobResult', value: create(JobResultSchema, { jobId: 'a{b}' }) }, /job_id/],
+    ['job_progress with a space in job_id', { case: 'jobProgress', value: create(JobProgressSchema, { jobId: 'a b' }) }, /job_id/],
+    ['job_cancel with a 129-character job_id', { case: 'jobCancel', value: create(JobCancelSchema, { jobId: 'x'.repeat(129) }) }, /job_id/],
   ])('rejects %s with a readable message', (_name, payload, message) => {
     const err = codeOf(() => validatePacket(newPacket('sender-9', payload, 't')));
     expect(err?.code).toBe('invalid_packet');

@@ -20,6 +20,7 @@ import {
   grpcServerOptions,
   grpcServiceDefinition,
   shutdownGrpcServer,
+  JOB_ID_RE,
   type GetJobStatusRequest,
   type MessageInitShape,
   type SubmitJobRequest,
@@ -41,7 +42,6 @@ import { withTimeout } from '../util/timeout';
 import { statusMessage, trailerValue } from './status';
 
 const READ_TIMEOUT_MS = 3_000;
-const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 /** A call's request (message and half-close) must have arrived this long after the call began (HTTP's requestTimeout). */
 export const RECEIVE_TIMEOUT_MS = 30_000;
 /** Calls open at once on one client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */

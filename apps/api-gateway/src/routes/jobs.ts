@@ -14,7 +14,9 @@ import { declaredOver } from '../http/client-errors';
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
 /** Job ids are UUIDs here, but workflow/DLQ-created ids may differ: accept any safe token; anything else is 404. */
-export const JOB_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+import { JOB_ID_RE } from '@cordum/protocol';
+
+export { JOB_ID_RE };
 
 /** P237: how long an oversized body is read and dropped before its 413 and the close. */
 const OVERSIZE_LINGER_MS = 2_000;
