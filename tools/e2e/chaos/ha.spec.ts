@@ -12,7 +12,7 @@ import { connectBus } from '@cordum/bus';
 import { create, decodePacket, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, shortTimeoutsFile, snapshotWorkers, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
+import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, shortTimeoutsFile, snapshotWorkers, stealLock, states, submitMany, TERMINAL, waitTerminal } from './ha-helpers';
 import { api, readyz, stackMetric, startStack, type Stack } from '../test/stack';
 
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -200,9 +200,13 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
 
   chaos('Redis paused under load (every in-flight command times out at once): both schedulers stay up, every job finishes, no attempt runs twice', async () => {
     const ids = await submitMany(stack, 300, { prefix: 'pause', concurrency: 40 });
-    // The schedulers are still working through the burst: pause every client for 2.5 s (commands
-    // time out after 1.5 s), including the replies to commands already sent.
+    // The schedulers are still working through the burst (checked: a pause after the last job
+    // finished would test nothing): pause every client for 2.5 s (commands time out after 1.5 s),
+    // including the replies to commands already sent.
+    const inFlight = [...(await states(redis, ids)).values()].filter((st) => !st || !TERMINAL.has(st)).length;
     await redis.call('CLIENT', 'PAUSE', '2500', 'ALL');
+    timings['pause_jobs_in_flight'] = inFlight;
+    expect(inFlight).toBeGreaterThan(0);
     const pausedAt = Date.now();
     await waitFor(async () => {
       for (const p of schedulers()) if (!p.running) throw new Error(`${p.name} exited after the pause: ${JSON.stringify(p.exit)} ${p.logs().slice(-3000)}`);
