@@ -15,7 +15,7 @@ import { answerClientErrors } from './http/client-errors';
 import type { GatewayConfig } from './config';
 import { clampRateLimits, createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
 import { combineKeyStores, createStaticKeyStore } from './auth/keys';
-import { createManagedKeys } from './auth/managed';
+import { createManagedKeys, FAILED_LOGIN_SCOPES } from './auth/managed';
 import { mountKeyRoutes } from './routes/keys';
 import { createRateLimiter, type RateLimits } from './ratelimit/limiter';
 import { rateLimit } from './ratelimit/middleware';
@@ -235,7 +235,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       labelNames: ['scope'],
       registers: [registry],
     });
-    for (const scope of ['key', 'address']) throttled.inc({ scope }, 0);
+    for (const scope of FAILED_LOGIN_SCOPES) throttled.inc({ scope }, 0);
     const managedKeys = createManagedKeys(redis, { onThrottled: (scope) => throttled.inc({ scope }) });
     const keys = combineKeyStores(createStaticKeyStore(config.apiKeys), managedKeys);
 

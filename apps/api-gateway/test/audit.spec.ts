@@ -5,10 +5,10 @@ import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { decodePacket } from '@cordum/protocol';
 import { createLogger } from '@cordum/service-kit';
 import { startRedis, waitFor, type TestServer } from '@cordum/testing';
-import { clockOffsetMs, closeRedis, clusterNow, createRedis, startClockSync, type RedisClient } from '@cordum/redis';
+import { clockOffsetMs, closeRedis, clusterNow, createRedis, type RedisClient } from '@cordum/redis';
 import { auditIfUnknown, createAuditSink } from '../src/audit/sink';
 import { ApiError } from '../src/http/errors';
-import { KEYS, call, startRig, type Rig } from './harness';
+import { KEYS, call, onHostBehindRedis, startRig, type Rig } from './harness';
 
 const quiet = createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined });
 
@@ -54,24 +54,19 @@ describe('audit event time (P300)', () => {
     redis = createRedis({ url: server.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
   });
   afterAll(async () => {
-    const onTime = startClockSync(redis);
-    await onTime.ready;
-    onTime.stop();
     await closeRedis(redis);
     await server.stop();
   });
 
-  it("is in Redis's time, as job timestamps are: on a host 10 s behind, 10 s ahead of its own clock", async () => {
-    const behind = startClockSync(redis, { hostNow: () => Date.now() - 10_000 });
-    await behind.ready;
-    behind.stop();
-    expect(clockOffsetMs()).toBeGreaterThan(9_000);
-    const sink = createAuditSink({ transport: 'local', bufferSize: 3, bus: { publish: () => Promise.resolve() }, instanceId: 'gw', logger: quiet });
-    sink.record({ action: 'job.cancel', tenant: 'acme', principal_id: 'p', target: 'job-1' });
-    const at = Date.parse(sink.recent()[0]?.at ?? '');
-    expect(Math.abs(at - clusterNow())).toBeLessThan(1_000);
-    expect(at - Date.now()).toBeGreaterThan(9_000);
-  });
+  it("is in Redis's time, as job timestamps are: on a host 10 s behind, 10 s ahead of its own clock", () =>
+    onHostBehindRedis(redis, 10_000, () => {
+      expect(clockOffsetMs()).toBeGreaterThan(9_000);
+      const sink = createAuditSink({ transport: 'local', bufferSize: 3, bus: { publish: () => Promise.resolve() }, instanceId: 'gw', logger: quiet });
+      sink.record({ action: 'job.cancel', tenant: 'acme', principal_id: 'p', target: 'job-1' });
+      const at = Date.parse(sink.recent()[0]?.at ?? '');
+      expect(Math.abs(at - clusterNow())).toBeLessThan(1_000);
+      expect(at - Date.now()).toBeGreaterThan(9_000);
+    }));
 });
 
 describe('audit export over NATS', () => {

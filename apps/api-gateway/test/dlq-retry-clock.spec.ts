@@ -6,13 +6,13 @@
 import { randomUUID } from 'node:crypto';
 import { createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
-import { clockOffsetMs, closeRedis, clusterNow, createRedis, startClockSync, type RedisClient } from '@cordum/redis';
+import { clockOffsetMs, closeRedis, clusterNow, createRedis, type RedisClient } from '@cordum/redis';
 import { createLogger } from '@cordum/service-kit';
 import { startRedis, type TestServer } from '@cordum/testing';
 import { createDlqRetrier } from '../src/dlq/retry';
 import type { SubmitService } from '../src/submit/service';
 import { SUBMIT_SETTLE_MS } from '../src/submit/service';
-import { failJobAsScheduler } from './harness';
+import { failJobAsScheduler, onHostBehindRedis } from './harness';
 
 let server: TestServer;
 let redis: RedisClient;
@@ -44,10 +44,8 @@ afterAll(async () => {
   await server.stop();
 });
 
-it('a retry waiting on another replica\'s claim waits for its job to settle on a host whose clock is behind Redis\'s', async () => {
-  const skewed = startClockSync(redis, { hostNow: () => Date.now() - 10_000 });
-  try {
-    await skewed.ready;
+it('a retry waiting on another replica\'s claim waits for its job to settle on a host whose clock is behind Redis\'s', () =>
+  onHostBehindRedis(redis, 10_000, async () => {
     expect(clockOffsetMs()).toBeGreaterThan(9_000);
     // a dead-lettered job
     const dead = randomUUID();
@@ -63,10 +61,4 @@ it('a retry waiting on another replica\'s claim waits for its job to settle on a
     // answered only once the job settled (its submit can no longer fail), not at once
     expect(r).toMatchObject({ kind: 'already_retried', job: { id: winner } });
     expect(clusterNow() - created.createdAt).toBeGreaterThanOrEqual(SUBMIT_SETTLE_MS);
-  } finally {
-    skewed.stop();
-  }
-  const onTime = startClockSync(redis);
-  await onTime.ready;
-  onTime.stop();
-});
+  }));

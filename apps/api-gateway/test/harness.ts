@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { connectBus, subjects, type Bus } from '@cordum/bus';
 import { createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
 import { createLocks, type Locks } from '@cordum/locks';
-import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
+import { closeRedis, createRedis, startClockSync, type RedisClient } from '@cordum/redis';
 import {
   Decision,
   JobCancelSchema,
@@ -355,4 +355,21 @@ export async function cancelsDrained(bus: Bus, seen: readonly { jobId: string }[
   const jobId = `sentinel-cancel-${++cancelSentinels}`;
   await bus.publish(subjects.cancel, encodePacket(newPacket('test', { case: 'jobCancel', value: create(JobCancelSchema, { jobId }) })));
   await waitFor(() => seen.some((c) => c.jobId === jobId), 10_000, { message: 'sentinel JobCancel received' });
+}
+
+/**
+ * Runs `fn` with this process's clusterNow() offset what a host `behindMs` behind Redis measures
+ * (P241), then measures again on the true clock, so what runs next is on time.
+ */
+export async function onHostBehindRedis<T>(redis: RedisClient, behindMs: number, fn: () => T | Promise<T>): Promise<T> {
+  const skewed = startClockSync(redis, { hostNow: () => Date.now() - behindMs });
+  await skewed.ready;
+  skewed.stop();
+  try {
+    return await fn();
+  } finally {
+    const onTime = startClockSync(redis);
+    await onTime.ready;
+    onTime.stop();
+  }
 }

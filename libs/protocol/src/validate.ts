@@ -31,6 +31,11 @@ function invalid(p: BusPacket, problem: string): ProtocolError {
  * and audit trail correlate by it. Any other version is rejected outright:
  * we cannot know how a future version changed the meaning of fields.
  */
+function checkJobId(p: BusPacket, jobId: string): void {
+  if (!jobId) throw invalid(p, 'job_id is empty');
+  if (!JOB_ID_RE.test(jobId)) throw invalid(p, `job_id ${JSON.stringify(jobId.slice(0, 140))} does not match ${JOB_ID_RE.source}`);
+}
+
 export function validatePacket(p: BusPacket): void {
   const isHeartbeat = p.payload.case === 'heartbeat';
   if (p.protocolVersion !== PROTOCOL_VERSION && !(isHeartbeat && p.protocolVersion === 0)) {
@@ -42,8 +47,7 @@ export function validatePacket(p: BusPacket): void {
   switch (p.payload.case) {
     case 'jobRequest': {
       const { jobId, topic } = p.payload.value;
-      if (!jobId) throw invalid(p, 'job_id is empty');
-      if (!JOB_ID_RE.test(jobId)) throw invalid(p, `job_id ${JSON.stringify(jobId.slice(0, 140))} does not match ${JOB_ID_RE.source}`);
+      checkJobId(p, jobId);
       if (topic.length > MAX_TOPIC_LENGTH) throw invalid(p, `topic longer than ${MAX_TOPIC_LENGTH} characters`);
       if (!JOB_TOPIC_RE.test(topic)) throw invalid(p, `topic ${JSON.stringify(topic)} does not match ${JOB_TOPIC_RE.source}`);
       return;
@@ -51,8 +55,7 @@ export function validatePacket(p: BusPacket): void {
     case 'jobResult':
     case 'jobProgress':
     case 'jobCancel':
-      if (!p.payload.value.jobId) throw invalid(p, 'job_id is empty');
-      if (!JOB_ID_RE.test(p.payload.value.jobId)) throw invalid(p, `job_id ${JSON.stringify(p.payload.value.jobId.slice(0, 140))} does not match ${JOB_ID_RE.source}`);
+      checkJobId(p, p.payload.value.jobId);
       return;
     case 'heartbeat':
       if (!p.payload.value.workerId) throw invalid(p, 'worker_id is empty');

@@ -49,10 +49,8 @@ export function clusterNow(): number {
   if (resyncs.size === 0) return wall + offsetMs;
   const mono = performance.now();
   if (Math.abs(wall - mono - wallMinusMono) < CLOCK_STEP_MS) return wall + offsetMs;
-  for (const resync of resyncs) {
-    resync();
-    break;
-  }
+  const [resync] = resyncs;
+  resync?.();
   return mono + wallMinusMono + offsetMs;
 }
 

@@ -121,6 +121,10 @@ export interface ManagedKeys {
   revoke(tenant: string, id: string): Promise<ManagedKeyRecord | null>;
 }
 
+/** Which failed-login budget refused a check (P296): `key`, one address and key id; `address`, the address's. */
+export const FAILED_LOGIN_SCOPES = ['key', 'address'] as const;
+export type FailedLoginScope = (typeof FAILED_LOGIN_SCOPES)[number];
+
 /** Index members a key create checks for records Redis deleted (P252). */
 const PRUNE_SAMPLE = 100;
 
@@ -130,8 +134,8 @@ export function createManagedKeys(
     now?: () => number;
     failedLogins?: FailedLoginBudget;
     addressFailedLogins?: FailedLoginBudget;
-    /** P296: a check refused 429 by a failed-login budget (`key`: this address and key id; `address`: the address's). */
-    onThrottled?: (scope: 'key' | 'address') => void;
+    /** P296: a check refused 429 by a failed-login budget. */
+    onThrottled?: (scope: FailedLoginScope) => void;
   } = {},
 ): ManagedKeys {
   const now = opts.now ?? clusterNow;

@@ -14,7 +14,8 @@ import { pageIndex } from '../lists/pager';
 import { auditIfUnknown, type AuditSink } from '../audit/sink';
 import type { ApprovalOutcome, ApprovalService } from '../approvals/service';
 import { zodDetails } from '../submit/schema';
-import { JOB_ID_RE, jsonBody } from './jobs';
+import { jsonBody } from './jobs';
+import { JOB_ID_RE } from '@cordum/protocol';
 import { storeCall } from '../http/store-call';
 import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, parseQuery, topicPageQueryFields } from './job-actions';
 

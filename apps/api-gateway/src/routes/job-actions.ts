@@ -5,7 +5,7 @@ import type { Request, Response } from 'express';
 import { subjects } from '@cordum/bus';
 import { ATTEMPT_OUT_STATES, CANCEL_OWED_AFTER_MS, JOB_STATES, TERMINAL_STATES, cancelSent, jobCancelPacket, jobKeys, jobToApi, type JobRecord, type JobState, type JobStore } from '@cordum/job-store';
 import type { Locks } from '@cordum/locks';
-import type { BusPacket } from '@cordum/protocol';
+import { JOB_ID_RE, type BusPacket } from '@cordum/protocol';
 import { clusterNow } from '@cordum/redis';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
@@ -19,7 +19,7 @@ import { pageIndex } from '../lists/pager';
 import { storeCall, storeWrite } from '../http/store-call';
 import { acquireJobLockForRequest, releaseJobLock } from '../job-lock';
 import { auditIfUnknown, type AuditSink } from '../audit/sink';
-import { JOB_ID_RE, jsonBody } from './jobs';
+import { jsonBody } from './jobs';
 import { errorText } from '@cordum/service-kit';
 
 export const MAX_LIST_LIMIT = 500;

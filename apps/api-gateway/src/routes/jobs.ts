@@ -1,6 +1,8 @@
 // POST /api/v1/jobs and GET /api/v1/jobs/:id (CONTRACT §2).
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { jobToApi, type JobStore } from '@cordum/job-store';
+// Job ids are UUIDs here, but workflow/DLQ-created ids may differ: any safe token (P302: the bus's rule too); anything else is 404.
+import { JOB_ID_RE } from '@cordum/protocol';
 import { ApiError, retryAfter, type ErrorExtra } from '../http/errors';
 import { actingTenant, caller } from '../auth/middleware';
 import { chargedActingTenant } from '../ratelimit/middleware';
@@ -13,10 +15,6 @@ import { clientJsonProblem } from '../http/json-depth';
 import { declaredOver } from '../http/client-errors';
 
 export const MAX_BODY_BYTES = 2 * 1024 * 1024;
-/** Job ids are UUIDs here, but workflow/DLQ-created ids may differ: accept any safe token; anything else is 404. */
-import { JOB_ID_RE } from '@cordum/protocol';
-
-export { JOB_ID_RE };
 
 /** P237: how long an oversized body is read and dropped before its 413 and the close. */
 const OVERSIZE_LINGER_MS = 2_000;

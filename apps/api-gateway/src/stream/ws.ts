@@ -7,7 +7,7 @@
 // events of heap, never more. A stream opened with a managed key is closed with
 // 4401 within 1 s of the key being revoked or expiring (recheck.ts, D27).
 import { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { finished, type Duplex } from 'node:stream';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '@cordum/service-kit';
@@ -164,16 +164,9 @@ export function replayWithoutUpgrade(server: Server, req: IncomingMessage, socke
     const pending = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
     if (pending && !pending.writableFinished) {
       waiting.add(socket);
-      // 'close' too: a response whose socket was reset never emits 'finish', and the socket
-      // stayed in `waiting` (with its request and buffers) until the gateway stopped (P282).
-      let next = false;
-      const onDone = (): void => {
-        if (next) return;
-        next = true;
-        setImmediate(whenIdle);
-      };
-      pending.once('finish', onDone);
-      pending.once('close', onDone);
+      // finished(), not 'finish': a response whose socket was reset never emits 'finish', and the
+      // socket stayed in `waiting` (with its request and buffers) until the gateway stopped (P282).
+      finished(pending, () => setImmediate(whenIdle));
       return;
     }
     replay();

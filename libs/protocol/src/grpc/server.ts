@@ -269,15 +269,16 @@ export function bindGrpcServer(server: grpc.Server, a: { host: string; port: num
   const bind = (target: string): Promise<number> =>
     new Promise((resolve, reject) => {
       server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, port) => {
-        if (!err) resolve(port);
+        if (!err) return resolve(port);
         // grpc-js says "No address added out of total 1 resolved errors: [listen EADDRINUSE: …]"
-        else reject(new Error(`gRPC cannot listen on ${target}: ${/EADDRINUSE/.test(err.message) ? 'address already in use' : err.message}`));
+        const inUse = /EADDRINUSE/.test(err.message);
+        reject(Object.assign(new Error(`gRPC cannot listen on ${target}: ${inUse ? 'address already in use' : err.message}`), inUse ? { code: 'EADDRINUSE' } : {}));
       });
     });
   // An empty host (service-kit's ANY_HOST, a `:port` address; P240): `[::]`, one dual-stack socket
   // taking IPv6 and IPv4, or `0.0.0.0` on a machine without IPv6, where `[::]` cannot bind. A port
   // in use is in use there too (P291: the second try only added a second error).
-  if (a.host === '') return bind(`[::]:${a.port}`).catch((err: Error) => (err.message.endsWith('address already in use') ? Promise.reject(err) : bind(`0.0.0.0:${a.port}`)));
+  if (a.host === '') return bind(`[::]:${a.port}`).catch((err: Error & { code?: string }) => (err.code === 'EADDRINUSE' ? Promise.reject(err) : bind(`0.0.0.0:${a.port}`)));
   return bind(a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 }
 
