@@ -12,7 +12,7 @@ import { connectBus } from '@cordum/bus';
 import { create, decodePacket, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, shortTimeoutsFile, snapshotWorkers, stealLock, states, submitMany, TERMINAL, waitTerminal } from './ha-helpers';
+import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, shortTimeoutsFile, snapshotWorkers, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
 import { api, readyz, stackMetric, startStack, type Stack } from '../test/stack';
 
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -199,14 +199,24 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
   }, 240_000);
 
   chaos('Redis paused under load (every in-flight command times out at once): both schedulers stay up, every job finishes, no attempt runs twice', async () => {
-    const ids = await submitMany(stack, 300, { prefix: 'pause', concurrency: 40 });
-    // The schedulers are still working through the burst (checked: a pause after the last job
-    // finished would test nothing): pause every client for 2.5 s (commands time out after 1.5 s),
-    // including the replies to commands already sent.
-    const inFlight = [...(await states(redis, ids)).values()].filter((st) => !st || !TERMINAL.has(st)).length;
-    await redis.call('CLIENT', 'PAUSE', '2500', 'ALL');
-    timings['pause_jobs_in_flight'] = inFlight;
-    expect(inFlight).toBeGreaterThan(0);
+    // Every client is paused for 2.5 s (commands time out after 1.5 s), including the replies to
+    // commands already sent, the moment the last submit is answered: its job and the others still
+    // in their 50 ms echo are in flight. TIME goes in the same pipeline, so the pause's moment is
+    // in Redis's clock and the jobs that were in flight are counted afterwards from their
+    // finishedAt (a pause after the burst finished would test nothing; reading 300 states before
+    // pausing let the burst finish first once in CI).
+    let paused: Promise<number> | undefined;
+    const ids = await submitMany(stack, 300, {
+      prefix: 'pause',
+      concurrency: 40,
+      onSubmitted: (n) => {
+        if (n === 300) paused = redis.pipeline().time().call('CLIENT', 'PAUSE', '2500', 'ALL').exec().then((r) => {
+          const [sec, usec] = (r?.[0]?.[1] ?? []) as [string, string];
+          return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+        });
+      },
+    });
+    const pausedAtRedis = await (paused ?? Promise.reject(new Error('no pause was sent')));
     const pausedAt = Date.now();
     await waitFor(async () => {
       for (const p of schedulers()) if (!p.running) throw new Error(`${p.name} exited after the pause: ${JSON.stringify(p.exit)} ${p.logs().slice(-3000)}`);
@@ -217,6 +227,9 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
     const all = [...ids, ...more];
     const final = await waitTerminal(redis, all, 90_000, { stack });
     timings['pause_all_terminal'] = Date.now() - pausedAt;
+    const inFlight = (await Promise.all(ids.map((id) => jobFields(redis, id)))).filter((f) => Number(f['finishedAt']) > pausedAtRedis).length;
+    timings['pause_jobs_in_flight'] = inFlight;
+    expect(inFlight).toBeGreaterThan(0);
     for (const p of schedulers()) expect({ name: p.name, running: p.running, crash: crashLines(p.name) }).toEqual({ name: p.name, running: true, crash: [] });
     // Workers lose Redis too: a result write that timed out after the echo ran is reported
     // FAILED_RETRYABLE and run again as a new attempt (D1 c). One attempt never runs twice,
