@@ -38,7 +38,11 @@ import indexBatchLua from './lua/index-batch-n.lua';
 import { jobKeys } from './keys';
 import { indexRetention } from './retention';
 
-/** A key's TTL is pushed forward at most this often per process (it is the job TTL, days). */
+/**
+ * A key's TTL is pushed forward at most this often per process, and by this much more than the
+ * TTL asked for: a job added to the key inside the window gets no refresh of its own, and its record
+ * (given the TTL when written) must not outlive the listing it is found through (P303).
+ */
 export const INDEX_EXPIRE_EVERY_MS = 60_000;
 const MAX_EXPIRE_MEMO = 10_000;
 
@@ -193,7 +197,7 @@ export function createIndexWriter(redis: RedisClient, now: () => number = cluste
       if (last !== undefined && t - last < INDEX_EXPIRE_EVERY_MS) continue;
       if (expiredAt.size >= MAX_EXPIRE_MEMO) expiredAt.clear();
       expiredAt.set(key, t);
-      expires.push([key, ttl]);
+      expires.push([key, ttl + INDEX_EXPIRE_EVERY_MS]);
     }
     if (b.adds.size === 0 && b.rems.size === 0 && expires.length === 0) {
       b.resolve(); // only TTLs that were pushed forward less than a minute ago: nothing to send

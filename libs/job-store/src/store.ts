@@ -389,6 +389,13 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     // transition's side writes, repairIndex, a redelivered submit's re-run, the sys.job.dlq
     // consumer), so none of them can file one, and no sys.job.dlq notice goes out for it.
     if (failedAtSubmit(job.state, job.error?.code, job.attempts)) return false;
+    // One absolute end, DLQ_TTL from the job's end, for the entry and what a retry reads. A re-run
+    // past it (a late result, a repeated reject, a duplicate submit: the record outlives the entry
+    // when DLQ_TTL < JOB_TTL, P238) files nothing: an entry that expired, or whose tombstone did,
+    // came back with a fresh DLQ_TTL, and could be retried into a second job (P304).
+    const endedAt = job.finishedAt ?? now();
+    const keepUntil = endedAt + dlqTtl;
+    if (keepUntil <= now()) return false;
     const entry: DlqEntry = {
       job_id: job.id,
       tenant: job.tenant,
@@ -397,29 +404,28 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       reason_code: job.error?.code ?? defaultReasonCode(job.state),
       last_state: job.state,
       attempts: job.attempts,
-      created_at: new Date(job.finishedAt ?? now()).toISOString(),
+      created_at: new Date(endedAt).toISOString(),
     };
     // An entry an operator deleted stays deleted: the tombstone is checked in the same script (P22).
-    const written = await scripts.run<number>('dlq-set', [jobKeys.dlqEntry(job.id), jobKeys.dlqDeleted(job.id)], [JSON.stringify(entry), dlqTtl]);
+    const written = await scripts.run<number>('dlq-set', [jobKeys.dlqEntry(job.id), jobKeys.dlqDeleted(job.id)], [JSON.stringify(entry), keepUntil]);
     if (written === DLQ_DELETED) return false;
     // What a retry reads (the record, its input) and the history beside it live as long as the
     // entry, not just the job TTL, so the entry stays retryable for its DLQ_TTL (P74; 30 d by
-    // default, P238). One absolute time, DLQ_TTL from the job's end (the entry, written then, expires no earlier), so a
-    // re-run (a redelivered result, a late notice) never moves it; GT never shortens a TTL.
-    const keepUntil = (job.finishedAt ?? now()) + dlqTtl;
+    // default, P238). The entry's own absolute time (keepUntil), so a re-run (a redelivered
+    // result, a late notice) never moves it; GT never shortens a TTL.
     // The fence too (P177): expired at the job TTL under a record kept DLQ_TTL, a later lock's INCR
     // created it again with no TTL, and with the record there nothing gave it one (P30).
     const kept = Promise.all(deadJobKeys(job.id).map((k) => redis.pexpireat(k, keepUntil, 'GT')));
     kept.catch(() => undefined); // awaited below; not an unhandled rejection if a ZADD throws first
-    await redis.zadd(jobKeys.dlqIndex(), 'NX', job.finishedAt ?? now(), job.id);
+    await redis.zadd(jobKeys.dlqIndex(), 'NX', endedAt, job.id);
     const tenantIndex = jobKeys.dlqIndexTenant(job.tenant);
     // The PEXPIRE must run after the ZADD that may create the key: on a missing key it is a no-op.
-    const added = redis.zadd(tenantIndex, 'NX', job.finishedAt ?? now(), job.id);
+    const added = redis.zadd(tenantIndex, 'NX', endedAt, job.id);
     await sentInOrder(added);
     await Promise.all([added, redis.pexpire(tenantIndex, dlqTtl), kept]);
     // A delete of the entry that came after our tombstone check shortened these keys again; its
     // tombstone is written before that, so seen here if our GT could have landed after it (P250).
-    if ((await redis.exists(jobKeys.dlqDeleted(job.id))) === 1) await endDeadLife(job.id, job.finishedAt ?? now());
+    if ((await redis.exists(jobKeys.dlqDeleted(job.id))) === 1) await endDeadLife(job.id, endedAt);
     // Registered for the retention leader (retention.ts, P89); best effort: a re-run of this
     // write, or any later DLQ write of the tenant, registers it again.
     await redis.zadd(jobKeys.indexRegistry(), now(), tenantIndex).catch(() => undefined);

@@ -1,6 +1,7 @@
 import { closeRedis, createRedis, type RedisClient } from '@cordum/redis';
 import { REDIS_BACKENDS, startRedisBackend, waitFor, type RedisBackend } from '@cordum/testing';
 import { createJobStore, DLQ_STATES, DLQ_TTL_MS, JOB_STATES, jobKeys, jobToApi, TERMINAL_STATES, TRANSITIONS, trimIndex, trimIndexes, type DlqEntry, type JobRecord, type JobState, type JobStore } from '../src';
+import { INDEX_EXPIRE_EVERY_MS } from '../src/index-writer';
 import { drive, holdLock, newJob } from './helpers';
 
 // Shortest legal path from PENDING to each state (BFS over the table), so every
@@ -173,6 +174,26 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     for (const key of keys) expect({ key, until: await until(key) }).toEqual({ key, until: finished + DLQ_TTL_MS });
   });
 
+  it('keeps a tenant listing alive past every record added to it between two TTL refreshes (P303)', async () => {
+    // One refresh per key per minute: a job added later in that minute gets none of its own, so the
+    // key must have been given the window on top of the job TTL, or it (and with it every member)
+    // expires up to a minute before the newest record (a held job then left GET /approvals and
+    // the hold-expiry pass, and expired unanswered, at a short JOB_TTL).
+    const jobTtlMs = 3_600_000;
+    let clock = Date.now();
+    const s = createJobStore(redis, { jobTtlMs, now: () => clock });
+    const tenant = `ttl-${Date.now()}`;
+    await s.createJob(newJob({ tenant }));
+    const keys = [jobKeys.indexAll(tenant), jobKeys.indexState(tenant, 'PENDING')];
+    for (const key of keys) expect({ key, longerThanJobTtl: (await redis.pttl(key)) > jobTtlMs }).toEqual({ key, longerThanJobTtl: true });
+    clock += INDEX_EXPIRE_EVERY_MS - 1_000; // inside the window: no refresh for the next job
+    const later = newJob({ tenant });
+    await s.createJob(later);
+    const until = async (key: string): Promise<number> => Number(await redis.call('PEXPIRETIME', key));
+    const recordUntil = await until(jobKeys.meta(later.id));
+    for (const key of keys) expect({ key, outlivesRecord: (await until(key)) >= recordUntil }).toEqual({ key, outlivesRecord: true });
+  });
+
   it('gives the entry, its tenant index, the dead job\'s record and history, and a deleted entry\'s tombstone the configured DLQ_TTL (P238)', async () => {
     const dlqTtlMs = 2 * 3600 * 1000;
     const s = createJobStore(redis, { jobTtlMs: 3600 * 1000, dlqTtlMs });
@@ -193,6 +214,37 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     const entry = (await s.getDlq(dead.id))!;
     await s.deleteDlq(entry);
     expect(await within(jobKeys.dlqDeleted(dead.id))).toBe(dlqTtlMs);
+  });
+
+  it('files no DLQ entry once DLQ_TTL from the job\'s end has passed: an expired or deleted entry does not come back while the record lives on (P304)', async () => {
+    const dlqTtlMs = 3600 * 1000;
+    let clock = Date.now();
+    const s = createJobStore(redis, { jobTtlMs: 7 * 24 * 3600 * 1000, dlqTtlMs, now: () => clock });
+    const run = async (deleteIt: boolean): Promise<void> => {
+      const dead = newJob({ tenant: `dlq-life-${deleteIt ? 'deleted' : 'expired'}` });
+      const t = await drive(s, redis, dead, ['SCHEDULED']);
+      expect((await s.transition(dead.id, 'FAILED', { token: t, patch: { error: { code: 'worker_error', message: 'boom' } } })).ok).toBe(true);
+      const job = (await s.getJob(dead.id))!;
+      // the entry ends DLQ_TTL after the job did, whenever it is written
+      expect(Number(await redis.call('PEXPIRETIME', jobKeys.dlqEntry(dead.id)))).toBe(job.finishedAt! + dlqTtlMs);
+      if (deleteIt) {
+        await s.deleteDlq((await s.getDlq(dead.id))!);
+        await redis.del(jobKeys.dlqDeleted(dead.id)); // the tombstone's DLQ_TTL has run out
+      } else {
+        // the entry's DLQ_TTL has run out (and the retention pass took its index entries)
+        await redis.del(jobKeys.dlqEntry(dead.id));
+        await redis.zrem(jobKeys.dlqIndex(), dead.id);
+        await redis.zrem(jobKeys.dlqIndexTenant(dead.tenant), dead.id);
+      }
+      clock = job.finishedAt! + dlqTtlMs + 60_000;
+      expect(await s.getJob(dead.id)).not.toBeNull(); // the record keeps its JOB_TTL
+      // a late result, a repeated reject or a duplicate submit re-runs the write
+      expect(await s.writeDlq(job)).toBe(false);
+      expect({ entry: await s.getDlq(dead.id), listed: await redis.zscore(jobKeys.dlqIndexTenant(dead.tenant), dead.id) }).toEqual({ entry: null, listed: null });
+      clock = Date.now();
+    };
+    await run(false);
+    await run(true);
   });
 
   it('writes the DLQ entry for a job created DENIED', async () => {

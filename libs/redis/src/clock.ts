@@ -51,7 +51,9 @@ export function clusterNow(): number {
   if (Math.abs(wall - mono - wallMinusMono) < CLOCK_STEP_MS) return wall + offsetMs;
   const [resync] = resyncs;
   resync?.();
-  return mono + wallMinusMono + offsetMs;
+  // Whole milliseconds, as Date.now(): timestamps go into integer wire fields (a fractional one
+  // made every state broadcast of the window fail to encode, P305).
+  return Math.round(mono + wallMinusMono) + offsetMs;
 }
 
 /** The offset clusterNow() applies now (0 until a sync found one of at least CLOCK_OFFSET_MIN_MS). */

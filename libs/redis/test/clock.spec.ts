@@ -71,6 +71,8 @@ describe.each(REDIS_BACKENDS)('clock sync against Redis TIME (%s Redis)', (kind)
       const stepped = jest.spyOn(Date, 'now').mockImplementation(() => real() + 60_000);
       try {
         expect(Math.abs(clusterNow() - real())).toBeLessThan(CLOCK_STEP_MS);
+        // whole milliseconds, as Date.now() (P305: a fraction broke the integer wire fields)
+        expect(Number.isInteger(clusterNow())).toBe(true);
         await waitFor(() => Math.abs(offsetAfterReads() + 60_000) < 1_000, 5_000, { message: 'measured again after the step' });
         expect(Math.abs(clusterNow() - real())).toBeLessThan(CLOCK_STEP_MS);
       } finally {

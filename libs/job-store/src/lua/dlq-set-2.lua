@@ -7,9 +7,9 @@
   KEYS[1]  dlq:entry:<id>
   KEYS[2]  {dlq:entry:<id>}:deleted
   ARGV[1]  the entry (JSON)
-  ARGV[2]  TTL ms
+  ARGV[2]  when it expires (ms since the epoch: DLQ_TTL from the job's end, so a re-run never moves it, P304)
   Returns  1 created, 0 already there, -1 deleted (nothing written)
 ]]
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+if redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2], 'NX') then return 1 end
 return 0
