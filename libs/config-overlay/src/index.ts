@@ -83,6 +83,7 @@ export {
   type PolicyRule,
   type Policy,
   type PolicySnapshot,
+  MAX_RULE_ID_CHARS,
 } from './policy/model';
 export { validatePolicy } from './policy/validate';
 export { parseSafetySection, composePolicy, type PolicyBundle } from './policy/bundles';

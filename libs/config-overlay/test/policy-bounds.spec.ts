@@ -6,7 +6,7 @@
 //   job run fail-open;
 // - a constraint of 0, which the wire reads as "not set" (max_retries: 0 ran 3 attempts);
 // - a tenant or topic glob no job can have: a deny written with it silently allowed.
-import { INT32_MAX, MAX_VELOCITY_WINDOW_SECONDS, POLICY_TENANT_RE } from '../src/policy/model';
+import { INT32_MAX, MAX_RULE_ID_CHARS, MAX_VELOCITY_WINDOW_SECONDS, POLICY_TENANT_RE } from '../src/policy/model';
 import { PolicyLoadError, parseSafetySection, validateConfig, validatePolicy } from '../src';
 
 const rule = (over: Record<string, unknown>): Record<string, unknown> => ({ id: 'r', decision: 'deny', ...over });
@@ -102,6 +102,15 @@ describe('match conditions a job can meet', () => {
     }
     const ok = ['job.>', '>', '*.>', '*.admin', 'job.*', 'job.admin.delete-all', 'job.Admin_2.x', `job.${'x'.repeat(251)}`];
     expect(validatePolicy(policy(rule({ match: { topics: ok } }))).rules[0]?.match.topics).toEqual(ok);
+  });
+
+  it('refuses a rule id longer than an approver may send back as rule_id (P306), where written and where loaded', () => {
+    const long = 'r'.repeat(MAX_RULE_ID_CHARS + 1);
+    expect(loadError(policy(rule({ id: long, decision: 'require_approval' })))).toContain(`id: must be at most ${MAX_RULE_ID_CHARS} characters: an approver sends it back as rule_id`);
+    const written = validateConfig({ safety: { bundles: { b: { rules: [rule({ id: long, decision: 'require_approval' })] } } } });
+    expect(written.map((e) => e.message).join('\n')).toContain(`must be at most ${MAX_RULE_ID_CHARS} characters: an approver sends it back as rule_id`);
+    const longest = 'r'.repeat(MAX_RULE_ID_CHARS);
+    expect(validatePolicy(policy(rule({ id: longest, decision: 'require_approval' }))).rules[0]?.id).toBe(longest);
   });
 
   it('lists every problem of every rule in one line (P92)', () => {

@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import type { Request, Response } from 'express';
 import { jobKeys, jobToApi, type JobRecord, type JobStore } from '@cordum/job-store';
+import { MAX_RULE_ID_CHARS } from '@cordum/config-overlay';
 import type { RedisClient } from '@cordum/redis';
 import { ApiError } from '../http/errors';
 import type { Mount } from '../http/app';
@@ -30,7 +31,7 @@ export const approveBodySchema = z
   .strictObject({
     reason: opt(z.string().max(1024)),
     job_hash: opt(z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64-hex job_hash from GET /api/v1/approvals')).describe('job_hash from GET /approvals; a different current hash is 409 stale_request'),
-    rule_id: opt(z.string().min(1).max(256)).describe(
+    rule_id: opt(z.string().min(1).max(MAX_RULE_ID_CHARS)).describe(
       'rule_id from GET /approvals; another rule holding the job is 409 stale_snapshot. job_hash and rule_id are both required once the job was held again after an approval, else 409 approval_reheld (P81)',
     ),
     tenant_id: opt(z.string()).describe('must equal the acting tenant (D47)'),

@@ -73,11 +73,18 @@ export const velocitySchema = z.strictObject({
   key: z.enum(['tenant', 'topic', 'principal']).default('tenant'),
 });
 
+/**
+ * The longest rule id: what an approver sends back as `rule_id` (POST /approvals/{id}/approve,
+ * which refuses a longer one). A rule with a longer id held a job nobody could approve once it
+ * was held again (P81 needs the rule id; P306): refused when the policy is written or loaded.
+ */
+export const MAX_RULE_ID_CHARS = 256;
+
 export const RULE_DECISIONS = ['allow', 'deny', 'require_approval', 'require_human', 'allow_with_constraints', 'throttle'] as const;
 
 export const ruleSchema = z
   .strictObject({
-    id: z.string().min(1),
+    id: z.string().min(1).max(MAX_RULE_ID_CHARS, `must be at most ${MAX_RULE_ID_CHARS} characters: an approver sends it back as rule_id`),
     description: z.string().optional(),
     match: matchSchema.default({}),
     decision: z.enum(RULE_DECISIONS),
