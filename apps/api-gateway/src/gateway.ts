@@ -7,7 +7,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { Express } from 'express';
 import { connectBus, type Bus } from '@cordum/bus';
 import { routeGrpcLogs } from '@cordum/protocol';
-import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord } from '@cordum/job-store';
+import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type RedisClient } from '@cordum/redis';
 import { clockOffsetGauge, createExpressServer, createLogger, formatAddr, listenHost, createMetricsRegistry, runCheck, sharedCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
@@ -54,6 +54,8 @@ export interface GatewayDeps {
   streamUnsubscribeLingerMs?: number;
   /** How long a gRPC call's request message may take to arrive (default 30 s); tests shorten it. */
   grpcReceiveTimeoutMs?: number;
+  /** Wraps the job store the submit path reads (tests land a write between two of its reads). */
+  submitStore?: (store: JobStore) => JobStore;
 }
 
 export interface Gateway {
@@ -198,7 +200,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     const dlqNotices = await startDlqNoticeConsumer({ bus, store, logger, registry });
     await track('dlq notice consumer', () => dlqNotices.stop());
     const locks = createLocks(redis);
-    const submit = createSubmitService({ redis, store, bus, locks, evaluator, logger, instanceId: config.instanceId, jobTtlMs: config.jobTtlMs });
+    const submit = createSubmitService({ redis, store: deps.submitStore?.(store) ?? store, bus, locks, evaluator, logger, instanceId: config.instanceId, jobTtlMs: config.jobTtlMs });
     const ops = createOperations({ config, redis, bus, store, locks, submit, logger, redisReady: () => redisUsable(redis) });
     ops.start();
     await track('operations', () => ops.stop());

@@ -4,6 +4,7 @@
 import { defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
 import { jobKeys } from '@cordum/job-store';
 import releaseLua from './lua/release-claim-1.lua';
+import freeStaleLua from './lua/free-stale-claim-2.lua';
 import { SubmitError } from './errors';
 
 export type ClaimResult = { kind: 'claimed' } | { kind: 'existing'; jobId: string };
@@ -15,6 +16,12 @@ export interface IdempotencyClaims {
   current(tenant: string, key: string): Promise<string | null>;
   /** How long ago the claim was made (from its remaining TTL); 0 when absent. */
   ageMs(tenant: string, key: string): Promise<number>;
+  /**
+   * Frees a claim taken for dead (P307): iff it still names jobId and, in the same step on
+   * standalone Redis, jobId has no record (a frozen winner's create that lands first keeps it).
+   * On a cluster the record lives in another slot: a compare-and-delete, as `release` (P21).
+   */
+  freeStale(tenant: string, key: string, jobId: string): Promise<boolean>;
 }
 
 /**
@@ -47,6 +54,7 @@ export function createKeyClaims(redis: RedisClient, ttlMs: number): KeyClaims {
 
 export function createIdempotencyClaims(redis: RedisClient, ttlMs: number): IdempotencyClaims {
   const claims = createKeyClaims(redis, ttlMs);
+  const scripts = defineScripts(redis, [scriptSpec('free-stale-claim-2.lua', freeStaleLua)]);
   const current = (tenant: string, key: string) => claims.current(jobKeys.idempotency(tenant, key));
   return {
     async claim(tenant, key, jobId) {
@@ -63,5 +71,10 @@ export function createIdempotencyClaims(redis: RedisClient, ttlMs: number): Idem
     },
     current,
     ageMs: (tenant, key) => claims.ageMs(jobKeys.idempotency(tenant, key)),
+    async freeStale(tenant, key, jobId) {
+      const claim = jobKeys.idempotency(tenant, key);
+      if (redis.isCluster) return claims.release(claim, jobId);
+      return Number(await scripts.run('free-stale-claim', [claim, jobKeys.meta(jobId)], [jobId])) === 1;
+    },
   };
 }

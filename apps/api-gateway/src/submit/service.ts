@@ -164,8 +164,12 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
         // winner died between claim and record. Free it (CAS on the job id) so the key is usable
         // again instead of answering 409 for the whole job TTL.
         if ((await store('claim age', () => claims.ageMs(tenant, key))) >= STALE_CLAIM_MS) {
-          const freed = await store('free stale claim', () => claims.release(tenant, key, jobId).then(() => true));
-          if (freed) log.warn('freed a stale idempotency claim without a job', { tenant, job_id: jobId });
+          // No record read above: freed only while there still is none (P307), else the next turn
+          // answers from the record that landed meanwhile. A record failed at submit (D11, never
+          // runs) whose winner died before releasing its claim is freed as it is.
+          const freed = await store('free stale claim', () => (job === null ? claims.freeStale(tenant, key, jobId) : claims.release(tenant, key, jobId).then(() => true)));
+          if (!freed) continue;
+          log.warn('freed a stale idempotency claim without a job', { tenant, job_id: jobId });
           return null;
         }
         throw new SubmitError('idempotency_in_progress', 'a request with this idempotency key is still in progress', { jobId });
