@@ -54,8 +54,8 @@ export interface GatewayDeps {
   streamUnsubscribeLingerMs?: number;
   /** How long a gRPC call's request message may take to arrive (default 30 s); tests shorten it. */
   grpcReceiveTimeoutMs?: number;
-  /** Wraps the job store the submit path reads (tests land a write between two of its reads). */
-  submitStore?: (store: JobStore) => JobStore;
+  /** Wraps the replica's job store (tests land another replica's write between a request's read and its next step). */
+  wrapStore?: (store: JobStore) => JobStore;
 }
 
 export interface Gateway {
@@ -196,11 +196,12 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       states.broadcast(job);
     };
     // D14: the sys.job.dlq notice after each DLQ write this replica makes (a job DENIED at submit).
-    const store = createJobStore(redis, { jobTtlMs: config.jobTtlMs, dlqTtlMs: config.dlqTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: config.instanceId, logger }) });
+    const created = createJobStore(redis, { jobTtlMs: config.jobTtlMs, dlqTtlMs: config.dlqTtlMs, onTransition, onDlq: dlqNotifier({ bus, senderId: config.instanceId, logger }) });
+    const store = deps.wrapStore?.(created) ?? created;
     const dlqNotices = await startDlqNoticeConsumer({ bus, store, logger, registry });
     await track('dlq notice consumer', () => dlqNotices.stop());
     const locks = createLocks(redis);
-    const submit = createSubmitService({ redis, store: deps.submitStore?.(store) ?? store, bus, locks, evaluator, logger, instanceId: config.instanceId, jobTtlMs: config.jobTtlMs });
+    const submit = createSubmitService({ redis, store, bus, locks, evaluator, logger, instanceId: config.instanceId, jobTtlMs: config.jobTtlMs });
     const ops = createOperations({ config, redis, bus, store, locks, submit, logger, redisReady: () => redisUsable(redis) });
     ops.start();
     await track('operations', () => ops.stop());

@@ -126,7 +126,7 @@ export interface RigOptions {
   /** Runs against the rig's Redis before the gateway starts (state a replica finds at start). */
   beforeGateway?: (redisUrl: string) => Promise<void>;
   /** Passed to createGateway. */
-  deps?: Pick<GatewayDeps, 'grpcReceiveTimeoutMs'>;
+  deps?: Pick<GatewayDeps, 'grpcReceiveTimeoutMs' | 'wrapStore'>;
 }
 
 /** The env of a test gateway: loopback ports picked by the OS, the test keys, the given servers. */

@@ -2,7 +2,7 @@
 // claim). It read "no record" first and freed the claim after: a frozen winner's create landing in
 // between went through (the claim still named its job), the free then took the claim of a job that
 // exists, and the duplicate claimed the key for a second job (two jobs, both run, one key). The
-// store the submit path reads is wrapped so the winner's record lands right after the waiter's
+// replica's job store is wrapped so the winner's record lands right after the waiter's
 // last read of it, past the wait's deadline: the free must see the record and keep the claim.
 import { createJobStore, jobKeys, type JobStore } from '@cordum/job-store';
 import { createRedis, closeRedis, scanKeys, type RedisClient } from '@cordum/redis';
@@ -51,7 +51,7 @@ const landWinnerAfterRead = (store: JobStore): JobStore => ({
 });
 
 beforeAll(async () => {
-  r = await startReplicas(1, {}, { submitStore: landWinnerAfterRead });
+  r = await startReplicas(1, {}, { wrapStore: landWinnerAfterRead });
   redis = createRedis({ url: r.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
 });
 

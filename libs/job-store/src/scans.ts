@@ -40,8 +40,10 @@ export interface JobScans {
    * Filed before the write that ends the job, so a writer killed between that write and its
    * publish, or a publish that failed, still gets the worker told. Once a publish succeeded the
    * entry is due again later (`deferCancel`, P135) until the attempt answers (`removeCancel`).
+   * True when this call added the entry (none was there): a writer whose write is then refused
+   * takes back what it added (P308).
    */
-  fileCancel(id: string, dueAtMs: number): Promise<void>;
+  fileCancel(id: string, dueAtMs: number): Promise<boolean>;
   /** P135: the entry, if still there, is next due at `dueAtMs` (never re-created once removed). */
   deferCancel(id: string, dueAtMs: number): Promise<void>;
   /** `job:cancel:outbox` entries due at or before `nowMs`, soonest first. */
@@ -171,7 +173,7 @@ export function createJobScans(redis: RedisClient): JobScans {
       await redis.zrem(jobKeys.retry(), id);
     },
     async fileCancel(id, dueAtMs) {
-      await redis.zadd(jobKeys.cancelOutbox(), dueAtMs, id);
+      return (await redis.zadd(jobKeys.cancelOutbox(), dueAtMs, id)) === 1;
     },
     async deferCancel(id, dueAtMs) {
       // XX: an attempt that answered meanwhile removed the entry, and stays settled.

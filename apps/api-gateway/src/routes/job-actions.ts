@@ -197,11 +197,16 @@ export function mountJobActionRoutes(mount: Mount, deps: JobActionDeps): void {
     let cancelled: JobRecord;
     try {
       // P134: owed before it is written, so a replica killed after the write still gets the worker told.
-      await storeCall(deps, 'cancel job', () => deps.store.fileCancel(job.id, clusterNow() + CANCEL_OWED_AFTER_MS));
+      const filed = await storeCall(deps, 'cancel job', () => deps.store.fileCancel(job.id, clusterNow() + CANCEL_OWED_AFTER_MS));
       const r = await auditIfUnknown(deps.audit, { action: 'job.cancel', tenant, principal_id: c.principalId, target: job.id }, () =>
         storeWrite(deps, 'cancel job', () => deps.store.transition(job.id, 'CANCELLED', { token: lease.token, expireResult: true, patch: { error: { code: 'cancelled', message: body.data?.reason ?? 'cancelled by API' } } })),
       );
       if (!r.ok) {
+        // Read before the lock, the job ended meanwhile (another cancel whose worker has answered,
+        // a TIMEOUT): nothing is owed for this request. An entry it added stayed due, and the
+        // schedulers sent a stopped worker JobCancels for 10 minutes (P308). Best effort: left
+        // behind, it costs those resends, no more.
+        if (filed) await deps.store.removeCancel(job.id).catch((err: unknown) => deps.logger.warn('cancel outbox entry of a refused cancel not removed; the schedulers send the JobCancel again', { job_id: job.id, err: errorText(err) }));
         const cur = r.current;
         if (cur && TERMINAL_STATES.has(cur.state)) throw new ApiError('job_terminal', { extra: { state: cur.state } });
         if (r.reason === 'not_found') throw new ApiError('job_not_found');
