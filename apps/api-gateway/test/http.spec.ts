@@ -198,6 +198,8 @@ describe('validation table', () => {
     ['prompt too long', { prompt: 'x'.repeat(50_001), topic: 'job.echo' }, 400, 'validation_failed', 'prompt'],
     ['too many labels', { prompt: 'x', topic: 'job.echo', labels: Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, 'v'])) }, 400, 'validation_failed', 'labels'],
     ['non-string label', { prompt: 'x', topic: 'job.echo', labels: { a: 1 } }, 400, 'validation_failed', 'labels.a'],
+    // P309: 50 labels of 4,096 three-byte characters (600 KB) made a dispatch over NATS's 1 MiB max_payload
+    ['labels over 65,536 UTF-8 bytes in all', { prompt: 'x', topic: 'job.echo', labels: Object.fromEntries(Array.from({ length: 6 }, (_, i) => [`k${i}`, '界'.repeat(4096)])) }, 400, 'validation_failed', 'labels'],
     // JSON.parse keeps an own __proto__ key; zod's record skipped it: a 200 with the label gone
     ['__proto__ label', '{"prompt":"x","topic":"job.echo","labels":{"__proto__":{"a":"b"}}}', 400, 'validation_failed', 'labels.__proto__'],
     ['bad priority', { prompt: 'x', topic: 'job.echo', priority: 'urgent' }, 400, 'validation_failed', 'priority'],

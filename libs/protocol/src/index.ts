@@ -29,7 +29,7 @@ export type { ProtocolErrorCode } from './errors';
 export { PROTOCOL_VERSION, WORKER_DRAINING_LABEL, encodePacket, decodePacket, encodeForSigning, newPacket } from './codec';
 export { encodeProgressPacket } from './progress-packet';
 export type { ProgressPacketFields } from './progress-packet';
-export { validatePacket, decodeValidPacket, JOB_ID_RE, JOB_TOPIC_RE, MAX_TOPIC_LENGTH, TENANT_RE } from './validate';
+export { validatePacket, decodeValidPacket, JOB_ID_RE, JOB_TOPIC_RE, labelBytes, MAX_LABEL_BYTES, MAX_TOPIC_LENGTH, TENANT_RE } from './validate';
 export { SIGNATURE_FIELD, signPacket, verifyPacket, signedBytes, loadSigningKey, loadSigningKeyFile, loadVerifyKeysFile, packetDecoder, packetEncoder, type VerifyKeys } from './sign';
 export { stripTopLevelField, encodeLenField } from './wire';
 export type { StrippedField } from './wire';

@@ -21,6 +21,30 @@ function invalid(p: BusPacket, problem: string): ProtocolError {
   return new ProtocolError('invalid_packet', `invalid ${kind}${sender}: ${problem}`);
 }
 
+function checkJobId(p: BusPacket, jobId: string): void {
+  if (!jobId) throw invalid(p, 'job_id is empty');
+  if (!JOB_ID_RE.test(jobId)) throw invalid(p, `job_id ${JSON.stringify(jobId.slice(0, 140))} does not match ${JOB_ID_RE.source}`);
+}
+
+/**
+ * The most a job's labels may take, keys and values in UTF-8 (P309). The scheduler sends them
+ * twice in a dispatch (`labels` and `meta.labels`): 50 labels of 4,096 characters made a request
+ * over NATS's 1 MiB max_payload, which never left (DISPATCHED for good, republished every 5 s).
+ */
+export const MAX_LABEL_BYTES = 65_536;
+
+/** The UTF-8 size of a label map's keys and values. */
+export function labelBytes(labels: Record<string, string> | undefined): number {
+  let n = 0;
+  if (labels) for (const [k, v] of Object.entries(labels)) n += Buffer.byteLength(k) + Buffer.byteLength(v);
+  return n;
+}
+
+function checkLabels(p: BusPacket, where: string, labels: Record<string, string> | undefined): void {
+  const n = labelBytes(labels);
+  if (n > MAX_LABEL_BYTES) throw invalid(p, `${where} take ${n} bytes (UTF-8 keys and values), more than ${MAX_LABEL_BYTES}`);
+}
+
 /**
  * CONTRACT §3 checks on a decoded packet; throws ProtocolError('invalid_packet').
  *
@@ -31,11 +55,6 @@ function invalid(p: BusPacket, problem: string): ProtocolError {
  * and audit trail correlate by it. Any other version is rejected outright:
  * we cannot know how a future version changed the meaning of fields.
  */
-function checkJobId(p: BusPacket, jobId: string): void {
-  if (!jobId) throw invalid(p, 'job_id is empty');
-  if (!JOB_ID_RE.test(jobId)) throw invalid(p, `job_id ${JSON.stringify(jobId.slice(0, 140))} does not match ${JOB_ID_RE.source}`);
-}
-
 export function validatePacket(p: BusPacket): void {
   const isHeartbeat = p.payload.case === 'heartbeat';
   if (p.protocolVersion !== PROTOCOL_VERSION && !(isHeartbeat && p.protocolVersion === 0)) {
@@ -50,6 +69,8 @@ export function validatePacket(p: BusPacket): void {
       checkJobId(p, jobId);
       if (topic.length > MAX_TOPIC_LENGTH) throw invalid(p, `topic longer than ${MAX_TOPIC_LENGTH} characters`);
       if (!JOB_TOPIC_RE.test(topic)) throw invalid(p, `topic ${JSON.stringify(topic)} does not match ${JOB_TOPIC_RE.source}`);
+      checkLabels(p, 'labels', p.payload.value.labels);
+      checkLabels(p, 'meta.labels', p.payload.value.meta?.labels);
       return;
     }
     case 'jobResult':

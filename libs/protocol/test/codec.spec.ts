@@ -195,11 +195,19 @@ describe('validatePacket', () => {
     ['job_result with a brace in job_id', { case: 'jobResult', value: create(JobResultSchema, { jobId: 'a{b}' }) }, /job_id/],
     ['job_progress with a space in job_id', { case: 'jobProgress', value: create(JobProgressSchema, { jobId: 'a b' }) }, /job_id/],
     ['job_cancel with a 129-character job_id', { case: 'jobCancel', value: create(JobCancelSchema, { jobId: 'x'.repeat(129) }) }, /job_id/],
+    // P309: labels go twice into a dispatch, which must fit NATS's max_payload
+    ['job_request with labels over MAX_LABEL_BYTES', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j1', topic: 'job.x', labels: { a: '界'.repeat(21_845), b: '' } }) }, /labels take 65537 bytes \(UTF-8 keys and values\), more than 65536/],
+    ['job_request with meta.labels over MAX_LABEL_BYTES', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j1', topic: 'job.x', meta: { labels: { k: 'x'.repeat(65_536) } } }) }, /meta\.labels take 65537 bytes/],
   ])('rejects %s with a readable message', (_name, payload, message) => {
     const err = codeOf(() => validatePacket(newPacket('sender-9', payload, 't')));
     expect(err?.code).toBe('invalid_packet');
     expect(err?.message).toMatch(message);
     expect(err?.message).toContain('sender-9');
+  });
+
+  it('accepts labels of exactly MAX_LABEL_BYTES (P309)', () => {
+    const at = newPacket('w', { case: 'jobRequest', value: create(JobRequestSchema, { jobId: 'j1', topic: 'job.x', labels: { a: '界'.repeat(21_845) }, meta: { labels: { a: '界'.repeat(21_845) } } }) }, 't');
+    expect(() => validatePacket(at)).not.toThrow();
   });
 
   it('requires protocol_version 1, except 0 from old heartbeat senders', () => {

@@ -2,17 +2,23 @@
 // ignored (z.object strips them). `null` on an optional field means "absent",
 // because many clients serialise unset fields that way.
 import { z } from 'zod';
+import { labelBytes, MAX_LABEL_BYTES } from '@cordum/protocol';
 import { ApiError, type ErrorDetail } from '../http/errors';
 
 export const TOPIC_RE = /^job(\.[A-Za-z0-9_-]+)+$/;
 export const MAX_PROMPT_CHARS = 50_000;
 export const MAX_LABELS = 50;
 
-/** A job's labels (submit and the policy routes): at most MAX_LABELS, which the OpenAPI description states as `maxProperties` (a refine alone does not reach it). */
+/**
+ * A job's labels (submit and the policy routes): at most MAX_LABELS, which the OpenAPI description
+ * states as `maxProperties` (a refine alone does not reach it), and MAX_LABEL_BYTES in all (P309:
+ * the dispatch carries them twice, and must fit NATS's max_payload).
+ */
 export const labelsSchema = z
   .record(z.string().max(256), z.string().max(4096))
   .refine((l) => Object.keys(l).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`)
-  .meta({ maxProperties: MAX_LABELS });
+  .refine((l) => labelBytes(l) <= MAX_LABEL_BYTES, `at most ${MAX_LABEL_BYTES} bytes in all (UTF-8 keys and values)`)
+  .meta({ maxProperties: MAX_LABELS, description: `at most ${MAX_LABELS} labels, keys ≤ 256 and values ≤ 4096 characters, ${MAX_LABEL_BYTES} bytes in all (UTF-8 keys and values)` });
 export const MAX_DEADLINE_MS = 7 * 24 * 3600 * 1000;
 export const IDEMPOTENCY_KEY_RE = /^[\x21-\x7e]{1,256}$/;
 
