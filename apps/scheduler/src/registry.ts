@@ -279,6 +279,26 @@ export class WorkerRegistry {
     return added;
   }
 
+  /** P310: handshakes kept for workers forgotten after 10 × TTL of silence (P301), for the snapshot. */
+  keptHandshakes(): { workerId: string; readyTopics: string[]; startAck: boolean; keptUntil: number }[] {
+    const out: { workerId: string; readyTopics: string[]; startAck: boolean; keptUntil: number }[] = [];
+    for (const [workerId, hs] of this.handshakes) {
+      if (hs.keptUntil !== undefined && !this.workers.has(workerId) && hs.keptUntil > this.now()) out.push({ workerId, readyTopics: hs.readyTopics, startAck: hs.startAck, keptUntil: hs.keptUntil });
+    }
+    return out;
+  }
+
+  /** P310 warm start: kept handshakes from the snapshot, for workers this replica knows nothing of. */
+  hydrateKept(kept: { workerId: string; readyTopics: string[]; startAck: boolean; keptUntil: number }[]): number {
+    let added = 0;
+    for (const k of kept) {
+      if (this.handshakes.has(k.workerId) || this.workers.has(k.workerId) || k.keptUntil <= this.now()) continue;
+      this.handshakes.set(k.workerId, { readyTopics: [...k.readyTopics], startAck: k.startAck, keptUntil: k.keptUntil });
+      added += 1;
+    }
+    return added;
+  }
+
   /** Whether this replica knows the worker's handshake (heard it, or hydrated it from the snapshot). */
   hasHandshake(workerId: string): boolean {
     return this.handshakes.has(workerId);

@@ -16,7 +16,7 @@ import type { WorkerRegistry, WorkerView } from './registry';
 
 export const SNAPSHOT_WRITER_KEY = 'cordum:scheduler:snapshot:writer';
 
-export function toSnapshot(workers: WorkerView[], writerId: string, now: number): WorkerSnapshot {
+export function toSnapshot(workers: WorkerView[], writerId: string, now: number, kept: ReturnType<WorkerRegistry['keptHandshakes']> = []): WorkerSnapshot {
   return {
     captured_at: now,
     writer_id: writerId,
@@ -34,6 +34,7 @@ export function toSnapshot(workers: WorkerView[], writerId: string, now: number)
         start_ack: w.startAck,
       }),
     ),
+    kept_handshakes: kept.map((k) => ({ worker_id: k.workerId, ready_topics: k.readyTopics, start_ack: k.startAck, kept_until: k.keptUntil })),
   };
 }
 
@@ -53,7 +54,7 @@ export function snapshotWriter(o: { redis: RedisClient; locks: Locks; registry: 
     run: async () => {
       // all(): workers the registry still remembers, offline ones included; readers compute `online`.
       const workers = o.registry.all();
-      const snap = toSnapshot(workers, o.instanceId, clusterNow());
+      const snap = toSnapshot(workers, o.instanceId, clusterNow(), o.registry.keptHandshakes());
       // P202: a writer that started cold (its snapshot read failed) has no handshake for a CAP
       // worker that sends one only at its start; the stored snapshot's ready_topics and start_ack
       // for it are kept, or replicas warm-starting later would lose its direct subject and D40
@@ -113,7 +114,10 @@ export async function hydrate(o: { redis: RedisClient; registry: WorkerRegistry;
     })),
     o.floorMs,
   );
+  // P310: handshakes of workers forgotten after a long silence, kept a day (P301), so such a worker
+  // is routable on its topics when it heartbeats again after this replica started.
+  const kept = o.registry.hydrateKept((snap.kept_handshakes ?? []).map((k) => ({ workerId: k.worker_id, readyTopics: k.ready_topics, startAck: k.start_ack, keptUntil: k.kept_until })));
   const ageMs = clusterNow() - snap.captured_at;
-  o.logger.info('warm start: registry hydrated from snapshot', { workers: n, snapshot_age_ms: ageMs, writer_id: snap.writer_id });
+  o.logger.info('warm start: registry hydrated from snapshot', { workers: n, kept_handshakes: kept, snapshot_age_ms: ageMs, writer_id: snap.writer_id });
   return { kind: 'warm', workers: n, ageMs };
 }

@@ -121,6 +121,34 @@ describe('hydrate (real Redis)', () => {
     }
   });
 
+  it('a replica started after a worker was forgotten gets its kept handshake from the snapshot: back, the worker is routable on the topics it named (P310)', async () => {
+    let now = Date.now();
+    const old = new WorkerRegistry({ ttlMs: 30_000, now: () => now });
+    // a CAP node agent: its topics named once, in the handshake it sends at its start
+    old.onHandshake(create(HandshakeSchema, { componentId: 'agent', readyTopics: ['job.agent'] }));
+    old.onHeartbeat(create(HeartbeatSchema, { workerId: 'agent', pool: '', maxParallelJobs: 4 }));
+    now += 10 * 30_000 + 1; // silent ten TTLs: forgotten, its handshake kept a day (P301)
+    old.live();
+    expect(old.get('agent')).toBeUndefined();
+    const writer = snapshotWriter({ redis, locks: createLocks(redis), registry: old, instanceId: 'kept-writer', intervalMs: 50, lockTtlMs: 2_000, logger, busConnected: () => true });
+    writer.start();
+    try {
+      await waitFor(async () => parseWorkerSnapshot(await redis.get(jobKeys.workerSnapshot()))?.writer_id === 'kept-writer', 5_000, { message: 'the writer wrote' });
+    } finally {
+      await writer.stop();
+    }
+    // a rolling restart: a new replica starts warm, then the agent heartbeats again
+    const fresh = new WorkerRegistry({ ttlMs: 30_000, now: () => now });
+    expect(await hydrate({ redis, registry: fresh, timeoutMs: 5000, floorMs: 20_000, logger })).toMatchObject({ kind: 'warm', workers: 0 });
+    fresh.onHeartbeat(create(HeartbeatSchema, { workerId: 'agent', pool: '', maxParallelJobs: 4 }));
+    expect(fresh.get('agent')?.readyTopics).toEqual(['job.agent']);
+    // still kept until the day is up: the next writer carries it on, and then it is gone
+    const after = new WorkerRegistry({ ttlMs: 30_000, now: () => now + 24 * 3_600_000 });
+    await hydrate({ redis, registry: after, timeoutMs: 5000, floorMs: 20_000, logger });
+    after.onHeartbeat(create(HeartbeatSchema, { workerId: 'agent', pool: '', maxParallelJobs: 4 }));
+    expect(after.get('agent')?.readyTopics).toEqual([]);
+  });
+
   it('falls back cold when the read does not answer within the timeout', async () => {
     const dead = createRedis({ url: 'redis://127.0.0.1:1', clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
     try {

@@ -13,7 +13,7 @@ export type { JobSlots } from './slots';
 export { trimIndex, trimIndexes } from './retention';
 export type { TrimCounts } from './retention';
 export { readWorkerSnapshot, encodeWorkerSnapshot, parseWorkerSnapshot, WORKER_ONLINE_MS } from './worker-snapshot';
-export type { WorkerSnapshot, SnapshotWorker, ApiWorker } from './worker-snapshot';
+export type { WorkerSnapshot, SnapshotWorker, KeptHandshake, ApiWorker } from './worker-snapshot';
 export { jobToApi } from './api';
 export type { ApiJob, ApiApproval, ApiWorkerWait } from './api';
 export { priorityToProto, actorTypeToProto, jobMetadataInit, jobBudgetInit, policyCheckInit, namesOtherAttempt, STATE_STATUS, encodeStatePacket } from './wire';

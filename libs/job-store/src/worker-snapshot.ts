@@ -27,18 +27,34 @@ const workerSchema = z.object({
   start_ack: z.boolean().default(false),
 });
 
+/**
+ * P310: the handshake of a worker the writer forgot after 10 × TTL of silence, kept until
+ * `kept_until` (P301), so a replica started meanwhile still routes to it when it heartbeats again
+ * (a CAP node agent sends its handshake only at its start). Not a worker: `/workers` ignores it.
+ */
+const keptHandshakeSchema = z.object({
+  worker_id: z.string().min(1),
+  ready_topics: z.array(z.string()).default([]),
+  start_ack: z.boolean().default(false),
+  kept_until: epochMs,
+});
+
 // The envelope must be ours; its entries are checked one by one.
 const envelopeSchema = z.object({
   captured_at: epochMs,
   writer_id: z.string(),
   workers: z.array(z.unknown()),
+  kept_handshakes: z.array(z.unknown()).optional(),
 });
 
 export type SnapshotWorker = z.infer<typeof workerSchema>;
+export type KeptHandshake = z.infer<typeof keptHandshakeSchema>;
 export interface WorkerSnapshot {
   captured_at: number;
   writer_id: string;
   workers: SnapshotWorker[];
+  /** Absent in snapshots written before P310 (an older writer's); readers take it as none. */
+  kept_handshakes?: KeptHandshake[];
 }
 
 /** CONTRACT §2 `GET /workers` item. */
@@ -80,7 +96,12 @@ export function parseWorkerSnapshot(raw: string | null): WorkerSnapshot | null {
     const r = workerSchema.safeParse(w);
     if (r.success) workers.push(r.data);
   }
-  return { captured_at: env.data.captured_at, writer_id: env.data.writer_id, workers };
+  const kept: KeptHandshake[] = [];
+  for (const h of env.data.kept_handshakes ?? []) {
+    const r = keptHandshakeSchema.safeParse(h);
+    if (r.success) kept.push(r.data);
+  }
+  return { captured_at: env.data.captured_at, writer_id: env.data.writer_id, workers, kept_handshakes: kept };
 }
 
 /**
