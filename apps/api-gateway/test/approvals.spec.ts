@@ -71,6 +71,12 @@ describe('GET /api/v1/approvals', () => {
   });
 });
 
+/** The audit lines (local transport: logged at info) for `target`'s `action`. */
+const auditLines = (action: string, target: string): Record<string, unknown>[] =>
+  r.logs
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l['msg'] === 'audit' && l['action'] === action && l['target'] === target);
+
 describe('POST /api/v1/approvals/{job_id}/approve', () => {
   it('refuses the submitter (403 self_approval_denied) and viewers (403 forbidden); the job stays held', async () => {
     const id = await hold();
@@ -100,6 +106,8 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     const view = await call(gw1(), 'GET', `/api/v1/jobs/${id}`, { key: KEYS.viewer });
     expect(S.jobSchema.safeParse(view.body).success).toBe(true);
     expect(view.body['approval']).toMatchObject({ status: 'approved', by: 'bob', rule_id: 'rule-hold', revision: 1 });
+    // P311: the audit event says what was approved, and why (it outlives the job's record)
+    expect(auditLines('approval.approve', id).map((l) => l['details'])).toEqual([{ rule_id: 'rule-hold', job_hash: job.holdHash, policy_snapshot: 'snap-test', revision: '1', reason: 'change ticket 42' }]);
     // idempotent
     const again = await call(gw1(), 'POST', `/api/v1/approvals/${id}/approve`, { key: CAROL });
     expect(again.body).toEqual({ job_id: id, state: 'PENDING', status: 'already_approved' });
@@ -289,6 +297,7 @@ describe('POST /api/v1/approvals/{job_id}/reject', () => {
     const job = (await store.getJob(id))!;
     expect(job).toMatchObject({ state: 'DENIED', error: { code: 'approval_rejected', message: 'not in the change window' }, approval: { status: 'rejected', by: 'bob', ruleId: 'rule-hold' } });
     expect(await store.getDlq(id)).toMatchObject({ reason_code: 'approval_rejected', reason: 'not in the change window', last_state: 'DENIED' });
+    expect(auditLines('approval.reject', id).map((l) => l['details'])).toEqual([{ rule_id: 'rule-hold', job_hash: job.holdHash, policy_snapshot: 'snap-test', reason: 'not in the change window' }]);
     const dlq = await call(gw1(), 'GET', '/api/v1/dlq', { key: KEYS.viewer });
     expect(JSON.stringify(dlq.body)).toContain(id);
     expect((await call(gw1(), 'POST', `/api/v1/approvals/${id}/reject`, { key: CAROL })).body).toEqual({ job_id: id, state: 'DENIED', status: 'already_rejected' });

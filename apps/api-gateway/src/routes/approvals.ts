@@ -106,6 +106,18 @@ export function mountApprovalRoutes(mount: Mount, deps: ApprovalRouteDeps): void
     res.status(200).json(page);
   });
 
+  /**
+   * P311: what an approval or rejection decided on, in its audit event: the record outlives the
+   * job's (JOB_TTL) and DLQ entry's, so the audit export is where it is found later.
+   */
+  const approvalDetails = (job: JobRecord): Record<string, string> => {
+    const a = job.approval;
+    const out: Record<string, string> = { rule_id: a?.ruleId ?? '', job_hash: a?.jobHash ?? '', policy_snapshot: a?.policySnapshot ?? '' };
+    if (a?.status === 'approved') out['revision'] = String(a.revision);
+    if (a?.reason) out['reason'] = a.reason;
+    return out;
+  };
+
   mount('POST /api/v1/approvals/:job_id/approve', jsonBody(), async (req: Request, res: Response) => {
     const body = approveBodySchema.safeParse(req.body);
     if (!body.success) throw new ApiError('validation_failed', { details: zodDetails(body.error) });
@@ -114,7 +126,7 @@ export function mountApprovalRoutes(mount: Mount, deps: ApprovalRouteDeps): void
     const out = await auditIfUnknown(deps.audit, { action: 'approval.approve', tenant, principal_id: c.principalId, target: id }, () =>
       deps.approvals.approve(tenant, id, c.principalId, { reason: body.data?.reason, jobHash: body.data?.job_hash, ruleId: body.data?.rule_id }),
     );
-    if (out.kind === 'approved') deps.audit.record({ action: 'approval.approve', tenant, principal_id: c.principalId, target: id, details: { rule_id: out.job.approval?.ruleId ?? '', revision: String(out.job.approval?.revision ?? '') } });
+    if (out.kind === 'approved') deps.audit.record({ action: 'approval.approve', tenant, principal_id: c.principalId, target: id, details: approvalDetails(out.job) });
     send(res, out);
   });
 
@@ -124,7 +136,7 @@ export function mountApprovalRoutes(mount: Mount, deps: ApprovalRouteDeps): void
     const { caller: c, tenant } = await chargedActingTenant(res, body.data?.tenant_id);
     const id = jobIdParam(req);
     const out = await auditIfUnknown(deps.audit, { action: 'approval.reject', tenant, principal_id: c.principalId, target: id }, () => deps.approvals.reject(tenant, id, c.principalId, { reason: body.data?.reason }));
-    if (out.kind === 'rejected') deps.audit.record({ action: 'approval.reject', tenant, principal_id: c.principalId, target: id });
+    if (out.kind === 'rejected') deps.audit.record({ action: 'approval.reject', tenant, principal_id: c.principalId, target: id, details: approvalDetails(out.job) });
     send(res, out);
   });
 }
