@@ -34,6 +34,13 @@ describe('constraints fit their wire type and are never 0', () => {
     expect(top.rules[0]?.constraints).toEqual({ max_retries: INT32_MAX, max_concurrent_jobs: INT32_MAX });
   });
 
+  it('refuses allow_with_constraints with no constraint set (P313)', () => {
+    expect(loadError(constrained({}))).toBe(
+      "rule 'c' (rules[0]): constraints: set at least one of max_runtime_ms, max_retries, max_artifact_bytes, max_concurrent_jobs: none constrains the job",
+    );
+    expect(validatePolicy(constrained({ max_retries: 1 })).rules[0]?.constraints).toEqual({ max_retries: 1 });
+  });
+
   it('refuses max_retries: 0 as the total number of attempts (D13), at least 1', () => {
     const msg = loadError(constrained({ max_retries: 0 }));
     expect(msg).toContain("rule 'c' (rules[0]): constraints.max_retries: must be a whole number from 1 to 2147483647, got 0");

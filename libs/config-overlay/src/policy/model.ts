@@ -97,6 +97,9 @@ export const ruleSchema = z
     if (r.decision !== 'throttle' && r.velocity) ctx.addIssue({ code: 'custom', path: ['velocity'], message: 'only allowed when decision is throttle' });
     if (r.decision === 'allow_with_constraints' && !r.constraints)
       ctx.addIssue({ code: 'custom', path: ['constraints'], message: 'required when decision is allow_with_constraints' });
+    // P313: `{}` loaded, and the job ran as a plain allow while its decision said constrained.
+    if (r.decision === 'allow_with_constraints' && r.constraints && Object.values(r.constraints).every((v) => v === undefined))
+      ctx.addIssue({ code: 'custom', path: ['constraints'], message: `set at least one of ${Object.keys(constraintsSchema.shape).join(', ')}: none constrains the job` });
     if (r.decision !== 'allow_with_constraints' && r.constraints)
       ctx.addIssue({ code: 'custom', path: ['constraints'], message: 'only allowed when decision is allow_with_constraints' });
   })
