@@ -10,7 +10,7 @@ import { routeGrpcLogs } from '@cordum/protocol';
 import { createJobStore, createStateBroadcaster, dlqNotifier, type JobRecord, type JobStore } from '@cordum/job-store';
 import { createLocks } from '@cordum/locks';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, startClockSync, warnIfEvicting, type RedisClient } from '@cordum/redis';
-import { clockOffsetGauge, createExpressServer, createLogger, formatAddr, listenHost, createMetricsRegistry, runCheck, sharedCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
+import { clockOffsetGauge, createExpressServer, createLogger, createReadinessLog, formatAddr, listenHost, createMetricsRegistry, runCheck, sharedCheck, startHealthServer, type HealthServer, type Logger, type ReadinessCheck, errorText } from '@cordum/service-kit';
 import { answerClientErrors } from './http/client-errors';
 import type { GatewayConfig } from './config';
 import { clampRateLimits, createConfigStore, createConfigWatcher, parseSection, type ConfigWatcher } from '@cordum/config-overlay';
@@ -253,11 +253,14 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
       { name: 'jetstream', check: sharedCheck(() => bus.streamAnswers(STREAM_CHECK_TIMEOUT_MS)) },
       { name: 'config', check: () => watcher.ready },
     ];
+    // P315: the API's /readyz (what the probes ask) and the metrics port's log a change once, together.
+    const readinessLog = createReadinessLog(logger);
     const readiness: Readiness = {
       async check() {
         const results = await Promise.all(checks.map(async (c) => [c.name, await runCheck(c, READY_CHECK_TIMEOUT_MS)] as const));
-        const out = Object.fromEntries(results);
-        return { ready: results.every(([, ok]) => ok), checks: out };
+        const ready = results.every(([, ok]) => ok);
+        readinessLog(ready, results.filter(([, ok]) => !ok).map(([n]) => n));
+        return { ready, checks: Object.fromEntries(results) };
       },
     };
 
@@ -320,7 +323,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps = {}): Ga
     await track('grpc', () => grpcApi.close());
     grpcPort = grpcApi.port;
 
-    const health: HealthServer = await startHealthServer({ addr: config.metricsAddr, registry, logger, checks });
+    const health: HealthServer = await startHealthServer({ addr: config.metricsAddr, registry, logger, checks, readinessLog });
     await track('metrics server', () => health.close());
     metricsPort = health.port;
 

@@ -280,6 +280,9 @@ describe('POST /api/v1/approvals/{job_id}/approve', () => {
     expectEnvelope(res, 409, 'approval_not_pending');
     expect(res.body['state']).toBe('PENDING');
     expectEnvelope(await call(gw1(), 'POST', '/api/v1/approvals/nope/approve', { key: BOB }), 404, 'job_not_found');
+    // P314: an error answer's request line carries its code (the runbooks read 503 causes from it)
+    const line = r.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'http request' && l['route'] === '/api/v1/approvals/:job_id/approve' && l['status'] === 404);
+    expect(line).toMatchObject({ code: 'job_not_found' });
     expectEnvelope(await call(gw1(), 'POST', '/api/v1/approvals/%E2%9C%93/reject', { key: BOB }), 404, 'job_not_found');
     const held = await hold();
     expectEnvelope(await call(gw1(), 'POST', `/api/v1/approvals/${held}/approve`, { key: KEYS.globex }), 404, 'job_not_found');

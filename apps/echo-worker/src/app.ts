@@ -94,7 +94,7 @@ export function createEchoWorker(config: EchoWorkerConfig, deps: EchoWorkerDeps)
       }
       runtime = rt;
       if (config.httpAddr) {
-        health = await startHealthServer({ addr: config.httpAddr, registry: deps.registry, logger: log, checks: [{ name: 'bus_and_redis', check: () => rt.ready() }] });
+        health = await startHealthServer({ addr: config.httpAddr, registry: deps.registry, logger: log, checks: rt.checks });
       }
       worker = createWorker({ ...options, bus: rt.bus, redis: rt.redis, logger: log });
       await worker.start();

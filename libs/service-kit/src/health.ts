@@ -26,10 +26,56 @@ export interface HealthServer {
   close(): Promise<void>;
 }
 
+/**
+ * How long a replica that has not been ready yet may fail its checks before it says so at warn
+ * (P315): the start itself is no news (its causes have their own lines), but a replica never ready
+ * is what `CordumReplicaNotReady` pages for, and its log must name the failing check.
+ */
+export const NOT_READY_START_GRACE_MS = 30_000;
+
+/** Notes each readiness answer; logs a change once (a probe every few seconds would repeat it). */
+export type ReadinessLog = (ready: boolean, failing: string[]) => void;
+
+/**
+ * One per process, shared by every path that evaluates readiness (the health server's /readyz and
+ * `cordum_ready`, the gateway's API /readyz and gRPC health), so a change is logged once:
+ * `not ready` (warn, with `failing`) when a ready replica starts failing, or when one never ready
+ * is still failing NOT_READY_START_GRACE_MS after it was created (and again if what fails changes);
+ * `ready again` (info) when it recovers.
+ */
+export function createReadinessLog(log: Logger, o: { startGraceMs?: number; now?: () => number } = {}): ReadinessLog {
+  const now = o.now ?? (() => performance.now());
+  const grace = o.startGraceMs ?? NOT_READY_START_GRACE_MS;
+  const createdAt = now();
+  let wasReady = false;
+  let everReady = false;
+  let reported: string | null = null;
+  return (ready, failing) => {
+    if (ready) {
+      if (!wasReady && everReady) log.info('ready again');
+      wasReady = everReady = true;
+      reported = null;
+      return;
+    }
+    const what = failing.join(',');
+    if (wasReady) log.warn('not ready', { failing });
+    else if (!everReady && now() - createdAt >= grace && what !== reported) log.warn('not ready', { failing, never_ready: true, since_start_ms: Math.round(now() - createdAt) });
+    else {
+      log.debug('readiness failed', { failing });
+      wasReady = false;
+      return;
+    }
+    reported = what;
+    wasReady = false;
+  };
+}
+
 export interface HealthServerOptions {
   addr: { host: string; port: number };
   registry: Registry;
   logger: Logger;
+  /** Shared with the process's other readiness paths (createReadinessLog); its own otherwise. */
+  readinessLog?: ReadinessLog;
   checks?: ReadinessCheck[];
   /** Per-check bound: a hung dependency must turn /readyz into a 503, not a hung probe. Default 2000. */
   checkTimeoutMs?: number;
@@ -87,20 +133,14 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
-  // The last answer, for logging a change once (a probe every few seconds would repeat it). Until
-  // the first ready answer a failure is the start itself and stays at debug: the cause has its own
-  // lines, and `npm start` reports a service's first warning as the reason it is not ready.
-  let wasReady = false;
-  let everReady = false;
+  // A change is logged once (createReadinessLog). Within the start's grace a failure is the start
+  // itself and stays at debug: the cause has its own lines, and `npm start` reports a service's
+  // first warning as the reason it is not ready.
+  const noteReady = opts.readinessLog ?? createReadinessLog(log);
   const evaluate = async (): Promise<{ ready: boolean; checks: Record<string, boolean> }> => {
     const results = await Promise.all(checks.map(async (c) => [c.name, await runCheck(c, timeoutMs)] as const));
     const ready = results.every(([, ok]) => ok);
-    const failing = results.filter(([, ok]) => !ok).map(([n]) => n);
-    if (!ready && wasReady) log.warn('not ready', { failing });
-    else if (ready && !wasReady && everReady) log.info('ready again');
-    else if (!ready) log.debug('readiness failed', { failing });
-    wasReady = ready;
-    everReady ||= ready;
+    noteReady(ready, results.filter(([, ok]) => !ok).map(([n]) => n));
     return { ready, checks: Object.fromEntries(results) };
   };
   // P219: `up` stays 1 for a replica that runs but is not ready (no Redis, no NATS, its config or

@@ -47,7 +47,7 @@ export {
 export { createLogger, serializeError, type Logger, type LoggerOptions } from './logger';
 export { clockOffsetGauge, createMetricsRegistry, httpMetrics } from './metrics';
 export { createExpressServer } from './http-server';
-export { startHealthServer, runCheck, sharedCheck, SHARED_CHECK_MAX_AGE_MS, type HealthServer, type HealthServerOptions, type ReadinessCheck } from './health';
+export { startHealthServer, runCheck, sharedCheck, createReadinessLog, NOT_READY_START_GRACE_MS, SHARED_CHECK_MAX_AGE_MS, type HealthServer, type HealthServerOptions, type ReadinessCheck, type ReadinessLog } from './health';
 export { valueWithin } from './within';
 export { Shutdown, type ShutdownOptions, type ShutdownOutcome } from './shutdown';
 export { acceptCommandLine, parseServiceArgs, serviceUsage, processArgs, type ServiceArgs, type CommandLineOptions, type ServiceUsageOptions } from './argv';

@@ -1,5 +1,5 @@
 import { Counter } from 'prom-client';
-import { ANY_HOST, createLogger, createMetricsRegistry, sharedCheck, startHealthServer, zAddr, type HealthServer } from '../src';
+import { ANY_HOST, createLogger, createMetricsRegistry, createReadinessLog, NOT_READY_START_GRACE_MS, sharedCheck, startHealthServer, zAddr, type HealthServer } from '../src';
 
 const lines: string[] = [];
 const logger = createLogger({ service: 'test', instance: 'test-1', level: 'info', write: (l) => void lines.push(l) });
@@ -109,6 +109,31 @@ describe('health server', () => {
     } finally {
       await own.close();
     }
+  });
+
+  it('a replica never ready says so at warn once its start has taken NOT_READY_START_GRACE_MS, naming what fails, once per change (P315)', () => {
+    let t = 0;
+    const seen: string[] = [];
+    const log = createLogger({ service: 't', instance: 't', level: 'info', write: (l) => seen.push(l) });
+    const note = createReadinessLog(log, { now: () => t });
+    const warned = (): unknown[] => seen.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'not ready').map((l) => [l['failing'], l['never_ready']]);
+    note(false, ['redis']);
+    t = NOT_READY_START_GRACE_MS - 1;
+    note(false, ['redis']);
+    expect(warned()).toEqual([]); // the start itself
+    t = NOT_READY_START_GRACE_MS;
+    note(false, ['redis']);
+    note(false, ['redis']);
+    expect(warned()).toEqual([[['redis'], true]]);
+    note(false, ['redis', 'config']);
+    expect(warned()).toEqual([[['redis'], true], [['redis', 'config'], true]]);
+    note(true, []);
+    expect(seen.filter((l) => l.includes('"msg":"ready again"'))).toEqual([]); // its first ready is no recovery
+    note(false, ['nats']);
+    note(false, ['nats']);
+    expect(warned()).toEqual([[['redis'], true], [['redis', 'config'], true], [['nats'], undefined]]);
+    note(true, []);
+    expect(seen.filter((l) => l.includes('"msg":"ready again"'))).toHaveLength(1);
   });
 
   it('cordum_ready follows the health server that serves the registry now, not a closed one', async () => {

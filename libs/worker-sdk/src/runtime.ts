@@ -2,7 +2,7 @@
 // the bus or redis libs itself (module boundaries: apps → worker-sdk).
 import { BusError, connectBus, type Bus, type NatsConnectOptions } from '@cordum/bus';
 import { closeRedis, createRedis, pingRedis, redisLogEvents, type RedisClient, type RedisConnOptions } from '@cordum/redis';
-import { sharedCheck, type Logger } from '@cordum/service-kit';
+import { sharedCheck, type Logger, type ReadinessCheck } from '@cordum/service-kit';
 import type { Registry } from 'prom-client';
 
 export interface WorkerRuntimeOptions {
@@ -26,6 +26,11 @@ export interface WorkerRuntime {
   readonly redis: RedisClient;
   /** NATS connected, CORDUM_SYS answers and Redis answers PING (for /readyz). */
   ready(): Promise<boolean>;
+  /**
+   * The same, as named checks for a health server (P316): `nats`, `jetstream`, `redis`, so a 503
+   * `/readyz` and the `not ready` line say which one fails, as the services' do.
+   */
+  readonly checks: ReadinessCheck[];
   /** Closes NATS then Redis; idempotent. */
   close(): Promise<void>;
 }
@@ -34,27 +39,37 @@ export async function connectWorkerRuntime(o: WorkerRuntimeOptions): Promise<Wor
   const nats = o.nats ?? (o.natsServers !== undefined ? { servers: o.natsServers } : undefined);
   if (nats === undefined) throw new BusError('bus_connect_failed', 'connectWorkerRuntime: nats is required (natsConnectionConfig(env) of @cordum/service-kit)');
   const redis = createRedis({ ...o.redis, name: o.redis.name ?? o.name, events: redisLogEvents(o.logger) });
-  let bus: Bus;
+  let bus: Bus | undefined;
   try {
     bus = await connectBus({ ...nats, name: o.name, logger: o.logger, registry: o.registry, waitOnFirstConnect: true });
     // D43: every service ensures the streams, so results land even if the worker starts first.
     await bus.ensureStreams();
   } catch (err) {
+    // P316: a connection made before a failed stream set-up is closed too (it reconnects for ever).
+    await bus?.close().catch(() => undefined);
     await closeRedis(redis);
     throw err;
   }
+  const connected = bus;
   let closing: Promise<void> | null = null;
   // P268: probes asking at once share one stream request and one PING, for half a second.
-  const dependencies = sharedCheck(async () => (await Promise.all([bus.streamAnswers(1_500), pingRedis(redis)])).every(Boolean));
+  // P263: CORDUM_SYS must answer too (results are published to it); 1.5 s inside a health server's 2 s bound.
+  const jetstream = sharedCheck(() => connected.streamAnswers(1_500));
+  const redisAnswers = sharedCheck(() => pingRedis(redis));
+  const checks: ReadinessCheck[] = [
+    { name: 'nats', check: () => connected.connected },
+    { name: 'jetstream', check: jetstream },
+    { name: 'redis', check: redisAnswers },
+  ];
   return {
-    bus,
+    bus: connected,
     redis,
-    // P263: CORDUM_SYS must answer too (results are published to it); 1.5 s inside a health server's 2 s bound.
-    ready: async () => bus.connected && (await dependencies()),
+    checks,
+    ready: async () => connected.connected && (await Promise.all([jetstream(), redisAnswers()])).every(Boolean),
     close: () => {
       closing ??= (async () => {
         try {
-          await bus.close();
+          await connected.close();
         } finally {
           await closeRedis(redis);
         }

@@ -50,7 +50,10 @@ function requestContext(logger: Logger): RequestHandler {
     for (const [name, value] of Object.entries(commonHeaders(requestId))) res.setHeader(name, value);
     const start = Date.now();
     res.on('finish', () => {
-      const fields = { method: req.method, route: routeTemplate(req), status: res.statusCode, duration_ms: Date.now() - start };
+      // An error answer's code (P314): the runbooks tell a 503's cause (redis_unavailable,
+      // bus_unavailable, safety_unavailable…) from these lines.
+      const code = res.locals['errorCode'] as string | undefined;
+      const fields = { method: req.method, route: routeTemplate(req), status: res.statusCode, ...(code !== undefined ? { code } : {}), duration_ms: Date.now() - start };
       const log = res.locals['log'] as Logger;
       if (PROBES.has(req.path)) log.debug('http request', fields);
       else log.info('http request', fields);
@@ -167,6 +170,7 @@ function errorHandler(): ErrorRequestHandler {
       log?.warn('dependency failure', { code: api.code, err: api.cause instanceof Error ? api.cause.message : undefined });
     }
     for (const [k, v] of Object.entries(api.headers)) res.setHeader(k, v);
+    res.locals['errorCode'] = api.code;
     res.status(api.status).json(api.toBody());
   };
 }
