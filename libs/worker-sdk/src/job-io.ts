@@ -57,9 +57,11 @@ export class JobIo {
    * and through the result to the job's tenant.
    */
   async readInput(jobId: string, contextPtr: string): Promise<unknown> {
+    if (contextPtr === '') return null;
+    // P318: any other pointer (no scheme, another scheme or case, `redis://` alone) is refused too:
+    // read as "no input", the handler ran on null and answered SUCCEEDED.
     const key = pointerKey(contextPtr);
-    if (key === null) return null;
-    if (key !== workerKeys.ctx(jobId)) throw new InputError('context_pointer_invalid', `context pointer ${contextPtr.slice(0, 300)} is not this job's (redis://${workerKeys.ctx(jobId)})`);
+    if (key === null || key !== workerKeys.ctx(jobId)) throw new InputError('context_pointer_invalid', `context pointer ${contextPtr.slice(0, 300)} is not this job's (redis://${workerKeys.ctx(jobId)})`);
     let raw: string | null;
     try {
       raw = await this.redis.get(key);

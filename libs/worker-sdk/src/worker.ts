@@ -70,6 +70,12 @@ const PUBLISH_TRIES = 5;
 const PUBLISH_MAX_WAIT_MS = 2_000;
 /** P233: how long a stopping worker's job subjects stay open after its last heartbeat, refusing what comes. */
 const LATE_DISPATCH_WINDOW_MS = 500;
+/**
+ * P319: how long after that window an admission of it still under way (its claim in a slow Redis)
+ * is waited for, whatever `stopTimeoutMs` is: with one under the window, stop() resolved at the
+ * window's end and the claim's `worker_busy` refusal never went out (P266's gap, back).
+ */
+const LATE_ADMISSION_ANSWER_MS = 2_000;
 const CANCELLED_REPLY: Reply = { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' };
 const OUTCOME_STATUSES: ReadonlySet<unknown> = new Set(['SUCCEEDED', 'FAILED', 'FAILED_RETRYABLE']);
 const OUTCOME_SHAPE = "{ status: 'SUCCEEDED' | 'FAILED' | 'FAILED_RETRYABLE', result?: <JSON value>, errorCode?: string, errorMessage?: string }";
@@ -212,7 +218,7 @@ class CapWorker implements Worker {
   private async shutdown(): Promise<void> {
     const wasRunning = this.state === 'running';
     this.state = 'stopping';
-    this.publishCutoff = Date.now() + this.stopTimeoutMs;
+    this.publishCutoff = Date.now() + Math.max(this.stopTimeoutMs, LATE_DISPATCH_WINDOW_MS + LATE_ADMISSION_ANSWER_MS);
     for (const t of this.timers) clearInterval(t);
     const subs = this.subs.splice(0);
     if (wasRunning) {
@@ -498,11 +504,22 @@ class CapWorker implements Worker {
   private async store(job: RunningJob, outcome: JobOutcome): Promise<Reply> {
     const reply: Reply = { status: outcome.status, resultPtr: '', errorCode: outcome.errorCode ?? '', errorMessage: outcome.errorMessage ?? '' };
     if (outcome.result === undefined) return reply;
+    /**
+     * A result that cannot be stored fails a SUCCEEDED outcome. A failure the handler reported
+     * (FAILED_RETRYABLE: it asked for another attempt; FAILED, CANCELLED) keeps its status, code
+     * and message, without the result (P317): a Redis blip or an oversized diagnostic made a retry
+     * request a final failure, and hid the handler's own reason.
+     */
+    const unstored = (errorCode: string, errorMessage: string): Reply => {
+      if (outcome.status === 'SUCCEEDED') return { status: 'FAILED', errorCode, errorMessage };
+      this.log.warn("the handler's result for its failure was not stored; its status and reason are sent without it", { job_id: job.request.jobId, status: outcome.status, code: errorCode, err: errorMessage });
+      return reply;
+    };
     const s = serialise(outcome.result);
-    if (!s.ok) return { status: 'FAILED', errorCode: 'result_not_serialisable', errorMessage: `the handler's result cannot be stored as JSON: ${s.why}` };
+    if (!s.ok) return unstored('result_not_serialisable', `the handler's result cannot be stored as JSON: ${s.why}`);
     const over = utf8Over(s.json, this.maxResultBytes);
     if (over !== null) {
-      return { status: 'FAILED', errorCode: 'result_too_large', errorMessage: `the handler's result is at least ${over} bytes of JSON, over maxResultBytes ${this.maxResultBytes}; store large outputs elsewhere and return their address` };
+      return unstored('result_too_large', `the handler's result is at least ${over} bytes of JSON, over maxResultBytes ${this.maxResultBytes}; store large outputs elsewhere and return their address`);
     }
     const deadline = Date.now() + this.resultWriteBudgetMs;
     for (let wait = 100, tries = 1; ; wait = Math.min(2 * wait, 2_000), tries++) {
@@ -524,6 +541,7 @@ class CapWorker implements Worker {
           return CANCELLED_REPLY;
         }
         if (job.abandoned || job.finishing || begun >= deadline) {
+          if (outcome.status !== 'SUCCEEDED') return unstored('result_write_failed', message);
           this.log.error('result write failed; the job ran, reporting it FAILED', { job_id: job.request.jobId, tries, err: message });
           return { status: 'FAILED', errorCode: 'result_write_failed', errorMessage: `worker ${this.workerId} could not store the result in Redis: ${message}` };
         }

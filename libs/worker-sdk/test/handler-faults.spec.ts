@@ -315,6 +315,23 @@ describe('results', () => {
     }
   });
 
+  test("a failure's result that cannot be stored keeps the handler's status and reason: a retry request stays retryable (P317)", async () => {
+    const { topic } = await startWorker({
+      maxResultBytes: 1_024,
+      handler: (job) => {
+        const prompt = (job.input as { prompt: string }).prompt;
+        const result = prompt === 'big' ? 'x'.repeat(2_000) : { n: 1n };
+        return Promise.resolve({ status: 'FAILED_RETRYABLE', errorCode: 'upstream_busy', errorMessage: 'try later', result });
+      },
+    });
+    for (const prompt of ['big', 'bigint']) {
+      const job = await publishJob(h, topic, { prompt });
+      const r = await resultOf(job.jobId);
+      expect({ prompt, status: r.status, code: r.errorCode, message: r.errorMessage, ptr: r.resultPtr }).toEqual({ prompt, status: JobStatus.FAILED_RETRYABLE, code: 'upstream_busy', message: 'try later', ptr: '' });
+      expect(await h.redis.exists(`res:${job.jobId}`)).toBe(0);
+    }
+  });
+
   test(`the default maxResultBytes is 8 MiB (${DEFAULT_MAX_RESULT_BYTES})`, async () => {
     expect(DEFAULT_MAX_RESULT_BYTES).toBe(8 * 1024 * 1024);
     const { topic } = await startWorker({ handler: () => Promise.resolve({ status: 'SUCCEEDED', result: 'x'.repeat(DEFAULT_MAX_RESULT_BYTES) }) });

@@ -78,7 +78,8 @@ test("a request whose context pointer is not its job's own ctx:<id> is FAILED co
   await startWorker({ topics: ['job.ptr'], handler: async (job) => (handled++, echo(job)) });
   // another tenant's job, whose input a forged request points at
   const victim = await makeJob(h, 'job.ptr', { prompt: 'secret of another tenant' });
-  for (const contextPtr of [`redis://ctx:${victim.jobId}`, 'redis://cordum:some:other:key']) {
+  // P318: and any pointer that is not a redis:// one (read as "no input", the handler ran on null)
+  for (const contextPtr of [`redis://ctx:${victim.jobId}`, 'redis://cordum:some:other:key', `ctx:${victim.jobId}`, `REDIS://ctx:${victim.jobId}`, 's3://bucket/input.json', 'redis://']) {
     const job = await publishJob(h, 'job.ptr', { prompt: 'mine', contextPtr });
     const r = await resultOf(job.jobId);
     expect({ status: r.status, code: r.errorCode }).toEqual({ status: JobStatus.FAILED, code: 'context_pointer_invalid' });
@@ -346,9 +347,10 @@ test('a job stop() hands back at its deadline while its input is still being rea
   expect(w.stats()).toMatchObject({ executed: 0 });
 });
 
-test('stop() resolves only after a dispatch of its late window whose claim Redis held past the window has been refused (P266)', async () => {
+// P319: also with a stopTimeoutMs shorter than the window (its last wait ended at the window's end).
+test.each([[undefined], [0]])('stop() (stopTimeoutMs %s) resolves only after a dispatch of its late window whose claim Redis held past the window has been refused (P266)', async (stopTimeoutMs) => {
   const admin = createRedis({ url: h.redisServer.url, clusterAddresses: [], poolSize: 1, minIdleConns: 0 });
-  const w = await startWorker({ topics: ['job.stop-claim'], handler: () => Promise.resolve({ status: 'SUCCEEDED' }) });
+  const w = await startWorker({ topics: ['job.stop-claim'], handler: () => Promise.resolve({ status: 'SUCCEEDED' }), ...(stopTimeoutMs !== undefined ? { stopTimeoutMs } : {}) });
   const job = await makeJob(h, 'job.stop-claim');
   let handedBackAtStop: number | undefined;
   const beatsBefore = h.heartbeats.length;
