@@ -6,7 +6,8 @@ import { RATE_LIMIT_BOUNDS, configReloadEnvShape, configReloadIntervalMs } from 
 import { loadSigningKeyFile, loadVerifyKeysFile, parseGrpcAddress } from '@cordum/protocol';
 import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
 
-const WILDCARD_TENANT = '*';
+/** A key for every tenant (D26). */
+export const WILDCARD_TENANT = '*';
 
 /**
  * `key-<12 hex of scrypt(key)>`: stable for a key (P59), and shown to every viewer of its tenant
@@ -120,6 +121,8 @@ export interface GatewayConfig {
   capSigningKey?: KeyObject;
   /** P245: workers' progress (`sys.job.progress`) is streamed only when it verifies with one of these. */
   capVerifyKey?: readonly KeyObject[];
+  /** TENANT_ID: the deployment's own tenant, whose admins (and `*` admins) may write the global config (P320). */
+  deploymentTenant: string;
 }
 
 /** Throws ConfigError (one line naming the variable) on bad env. */
@@ -147,5 +150,6 @@ export function loadGatewayConfig(env: NodeJS.ProcessEnv | Record<string, string
     stream: { maxClients: e.GATEWAY_STREAM_MAX_CLIENTS, maxClientsPerTenant: e.GATEWAY_STREAM_MAX_CLIENTS_PER_TENANT },
     capSigningKey: e.CAP_SIGNING_KEY_FILE,
     capVerifyKey: e.CAP_VERIFY_KEY_FILE,
+    deploymentTenant: e.TENANT_ID,
   };
 }

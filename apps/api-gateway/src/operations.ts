@@ -56,7 +56,7 @@ export function createOperations(o: {
       mountJobActionRoutes(mount, { redis, store, locks, bus, audit, logger, instanceId, redisReady: o.redisReady, encodeForWorkers: packetEncoder(config.capSigningKey) });
       mountDlqRoutes(mount, { redis, store, retrier, audit, redisReady: o.redisReady });
       mountWorkerRoutes(mount, { workers, config: configStore, redisReady: o.redisReady });
-      mountConfigRoutes(mount, { config: configStore, bus, audit, logger, instanceId, redisReady: o.redisReady });
+      mountConfigRoutes(mount, { config: configStore, bus, audit, logger, instanceId, redisReady: o.redisReady, deploymentTenant: config.deploymentTenant });
       mountStatusRoute(mount, { instanceId, redis, natsConnected: () => bus.connected, workers, startedAt, version: BUILD_VERSION });
     },
     start() {

@@ -123,6 +123,19 @@ describe('tenant isolation sweep (B = globex vs A = acme)', () => {
     expectEnvelope(await call(rig.url, 'POST', '/api/v1/policy/evaluate', { key: KEYS.globex, body: { topic: 'job.echo', tenant_id: 'acme' } }), 403, 'tenant_mismatch');
   });
 
+  it('an admin of another tenant cannot change the deployment-wide config: 403, the document unchanged (P320)', async () => {
+    const before = await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.viewer });
+    const patch = { safety: { bundles: { takeover: { rules: [{ id: 'deny-acme', match: { tenants: ['acme'] }, decision: 'deny' }] } } } };
+    const refused = await call(rig.url, 'PUT', '/api/v1/config', { key: GLOBEX_ADMIN, body: patch });
+    expectEnvelope(refused, 403, 'forbidden');
+    expect(String(refused.body['error'])).toContain("only an admin key of the deployment's tenant (TENANT_ID, 'acme')");
+    const doc = { scope: 'system', scope_id: 'default', data: { rate_limits: { rps: 0.001, burst: 1 } } };
+    expectEnvelope(await call(rig.url, 'PUT', '/api/v1/config', { key: GLOBEX_ADMIN, body: doc }), 403, 'forbidden');
+    expect((await call(rig.url, 'GET', '/api/v1/config', { key: KEYS.viewer })).body).toEqual(before.body);
+    // the deployment's own admin still may
+    expect((await call(rig.url, 'PUT', '/api/v1/config', { key: KEYS.admin, body: { scheduler: { input_fail_mode: 'closed' } } })).status).toBe(204);
+  });
+
   it('A\'s objects are untouched after the sweep', async () => {
     expect((await store.getJob(a.pending))?.state).toBe('PENDING');
     const held = await store.getJob(a.held);

@@ -29,6 +29,7 @@ import { ApiError, type ErrorDetail } from '../http/errors';
 import { configDocQuerySchema as docQuerySchema, configDocumentFormSchema, configEffectiveQuerySchema as effectiveQuerySchema } from '../http/api-schemas';
 import type { Mount } from '../http/app';
 import { caller, type Caller } from '../auth/middleware';
+import { WILDCARD_TENANT } from '../config';
 import { auditIfUnknown, type AuditEvent, type AuditSink } from '../audit/sink';
 import { zodDetails } from '../submit/schema';
 import { jsonBody } from './jobs';
@@ -56,6 +57,8 @@ export interface ConfigRouteDeps {
   logger: Logger;
   instanceId: string;
   redisReady(): boolean;
+  /** TENANT_ID: admins bound to it, or to `*`, may write the global config (P320). */
+  deploymentTenant: string;
 }
 
 const TIMEOUT_MS = 5_000;
@@ -137,6 +140,11 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
 
   mount('PUT /api/v1/config', jsonBody(), async (req: Request, res: Response) => {
     const c = caller(res);
+    // P320: config is deployment-wide (policy bundles, fail modes, rate limits, pools for every
+    // tenant): an admin bound to another tenant would act beyond its tenant (CONTRACT §2, D26).
+    if (c.keyTenant !== WILDCARD_TENANT && c.keyTenant !== deps.deploymentTenant) {
+      throw new ApiError('forbidden', { message: `config is deployment-wide: only an admin key of the deployment's tenant (TENANT_ID, '${deps.deploymentTenant}') or of every tenant ('*') may change it` });
+    }
     const body: unknown = req.body;
     if (!isPlainObject(body)) throw new ApiError('validation_failed', { details: [{ path: '(body)', message: 'expected a JSON object' }] });
     // D32: the document form iff `data` is an object; anything else is a merge patch into system/default.
