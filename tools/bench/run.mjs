@@ -20,7 +20,8 @@
 //          --ab-rate R (with --ab: both builds' runs of a round also run a phase paced at R jobs/s:
 //          the after ÷ before p50 and p99 latency per round)
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -162,6 +163,36 @@ function gitCommit() {
   }
 }
 
+/**
+ * What code ran, beyond HEAD: whether the tree had uncommitted changes (a hash of `git status` and
+ * the diff, so two runs of the same dirty tree match), and each bundle's SHA-256 and build time (the
+ * bench runs `dist/`, which may be older than HEAD or built from a dirty tree).
+ */
+function codeIdentity() {
+  const git = (args) => {
+    try {
+      return execFileSync('git', args, { cwd: root, stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 * 1024 * 1024 }).toString();
+    } catch {
+      return null;
+    }
+  };
+  const status = git(['status', '--porcelain']);
+  const diff = status ? git(['diff', 'HEAD']) : '';
+  const headTime = Number(git(['log', '-1', '--format=%ct']) ?? 0) * 1000;
+  const bundles = {};
+  for (const service of ['api-gateway', 'scheduler', 'safety-kernel', 'echo-worker']) {
+    const path = bundlePath(root, service);
+    if (!existsSync(path)) continue;
+    const builtMs = statSync(path).mtimeMs;
+    bundles[service] = { sha256: createHash('sha256').update(readFileSync(path)).digest('hex').slice(0, 16), builtAt: new Date(builtMs).toISOString(), olderThanHead: headTime > 0 && builtMs < headTime };
+  }
+  return {
+    dirty: status === null ? null : status.trim().length > 0,
+    ...(status ? { dirtyHash: createHash('sha256').update(status).update(diff ?? '').digest('hex').slice(0, 16) } : {}),
+    bundles,
+  };
+}
+
 function machine() {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
   return {
@@ -206,9 +237,15 @@ async function main() {
   await fail(0);
 }
 
-/** Every `error` recorded and every phase with failed or unfinished jobs, by where in the results. */
+/**
+ * Every `error` recorded and every phase with failed or unfinished jobs, by where in the results;
+ * and, since a smoke run proves every part works, a stack pass that was skipped (bundles missing)
+ * or a safety section that never ran.
+ */
 function smokeProblems(results) {
   const out = [];
+  if (results.stack?.skipped && results.options?.stack !== false) out.push(`stack: skipped (${results.stack.skipped})`);
+  if (results.options?.safety !== false && (!Array.isArray(results.safety) || results.safety.length === 0)) out.push('safety: no Check figures (the safety-kernel bundle is missing)');
   const walk = (v, where) => {
     if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${where}[${i}]`));
     else if (v !== null && typeof v === 'object') {
@@ -255,6 +292,7 @@ async function run(opts, cleanupState) {
       nats: (await (await fetch(`http://127.0.0.1:${natsSrv.monitorPort}/varz`)).json()).version,
     },
     gitCommit: gitCommit(),
+    code: codeIdentity(),
     baselines: {},
     stack: {},
     safety: [],
@@ -271,7 +309,7 @@ async function run(opts, cleanupState) {
 
   /** The bare pipeline (tools/bench/bare) measured as one model. */
   const bareRun = async (mo) => {
-    const bare = await startBare(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url });
+    const bare = await startBare(root, { redisUrl: redisSrv.url, natsUrl: natsSrv.url, nodeOptions: opts.nodeOptions, nodeArgs: opts.nodeArgs });
     const rss = rssSampler(bare.procs);
     try {
       const m = await measureModel({

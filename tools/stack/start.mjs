@@ -273,6 +273,57 @@ function spawnLogged(name, cmd, args, env) {
 const isLocal = (host) => ['127.0.0.1', 'localhost', '::1'].includes(host);
 
 /**
+ * A reused Redis older than 7: one line saying so, else null (also when it cannot be asked: a
+ * password, a TLS port, no answer within a second; the services then say what is wrong).
+ */
+function redisTooOld(host, port) {
+  return new Promise((resolve) => {
+    const sock = connect({ host, port });
+    let buf = '';
+    const done = (v) => {
+      sock.destroy();
+      resolve(v);
+    };
+    sock.setTimeout(1_000, () => done(null));
+    sock.on('error', () => done(null));
+    sock.on('connect', () => sock.write('INFO server\r\n'));
+    sock.on('data', (d) => {
+      buf += d.toString('utf8');
+      if (buf.startsWith('-')) return done(null);
+      const m = /redis_version:(\d+)\.(\d+)/.exec(buf);
+      if (m) done(Number(m[1]) < 7 ? `the Redis at ${host}:${port} is ${m[1]}.${m[2]}: the services need Redis 7 or later (stop it, and npm start starts its own, or point REDIS_URL at a Redis 7)` : null);
+    });
+  });
+}
+
+/** The executable `bin` on PATH, or null. */
+function onPath(bin) {
+  for (const dir of (process.env.PATH ?? '').split(':').filter(Boolean)) {
+    const candidate = join(dir, bin);
+    if (existsSync(candidate)) return candidate;
+  }
+  return null;
+}
+
+/**
+ * Why a server binary npm start would run cannot be used: absent from PATH (Debian's nats-server
+ * and redis-server packages put them in /usr/sbin and /usr/bin; /usr/sbin is not on a normal
+ * user's PATH), or, for redis-server, older than Redis 7 (the services use Redis 7 commands and
+ * options). null when it can.
+ */
+function serverBinaryProblem(bin) {
+  if (onPath(bin) === null) {
+    const sbin = existsSync(join('/usr/sbin', bin)) ? ` (there is one in /usr/sbin: add it to PATH, e.g. PATH=$PATH:/usr/sbin npm start)` : ' (Debian/Ubuntu: apt-get install redis-server nats-server)';
+    return `${bin} not found on PATH${sbin}`;
+  }
+  if (bin === 'redis-server') {
+    const v = /v=(\d+)\.(\d+)/.exec(spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout ?? '');
+    if (v && Number(v[1]) < 7) return `redis-server ${v[1]}.${v[2]} is too old: the services need Redis 7 or later`;
+  }
+  return null;
+}
+
+/**
  * Reuses the server at `addr` when it listens (once `check`, if given, found nothing wrong with it:
  * it answers why not, and that line stops the start); else starts it with `start` when local.
  */
@@ -285,11 +336,18 @@ async function ensureServer(kind, addr, url, defPort, start, check) {
     return;
   }
   if (!isLocal(host)) fail(`${kind} at ${redact(url)} is unreachable and not local: start it or set the URL`);
+  const bin = kind === 'redis' ? 'redis-server' : 'nats-server';
+  const unusable = serverBinaryProblem(bin);
+  if (unusable) fail(`${kind} is not running at ${host}:${port} and npm start cannot start one: ${unusable}`, 1);
   const child = start(port);
   infra.push({ name: kind, child });
   writePids();
   try {
-    await waitUntil(async () => child.exitInfo === null && (await tcpOpen(host, port)), 15_000, kind);
+    // A server that exited (a bad option, a port taken meanwhile) stops the wait at once.
+    await waitUntil(async () => {
+      if (child.exitInfo !== null) throw new Error(`${kind} exited at start (${child.exitInfo.error ?? `code ${child.exitInfo.code}`})`);
+      return tcpOpen(host, port);
+    }, 15_000, kind);
   } catch (e) {
     if (e instanceof Stopping) throw e;
     fail(`${e.message}: ${child.exitInfo?.error ?? child.tail.join(' | ')}`, 1);
@@ -544,7 +602,7 @@ async function main() {
       const dir = join(stateDir, dataDirOf('redis', port, 6379));
       mkdirSync(dir, { recursive: true });
       return spawnLogged('redis', 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...table.redisArgs], process.env);
-    });
+    }, () => redisTooOld(addrs.redis.host, addrs.redis.port));
   }
   await ensureServer('nats', addrs.nats, natsUrl, 4222, (port) => {
     const dir = join(stateDir, dataDirOf('nats', port, 4222));

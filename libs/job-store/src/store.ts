@@ -490,7 +490,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       await scans.repairIndex(id, seenIn, job);
     },
     async createJob(j, o = {}) {
-      const createdAt = now();
+      const createdAt = Math.min(j.submittedAt ?? Number.POSITIVE_INFINITY, now());
       const ctx = { prompt: j.prompt, context: j.context ?? null, topic: j.topic, tenant_id: j.tenant, priority: j.priority, created_at: new Date(createdAt).toISOString() };
       // ctx first, NX: a record never points at a missing ctx, and a retried create never rewrites the input.
       const ctxWritten = redis.set(jobKeys.ctx(j.id), JSON.stringify(ctx), 'PX', ttl, 'NX');

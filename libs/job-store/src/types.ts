@@ -58,6 +58,13 @@ export interface NewJob extends JobIdentity {
   deadlineMs?: number;
   initialState: 'PENDING' | 'APPROVAL_REQUIRED' | 'DENIED';
   safety?: SafetyRecord;
+  /**
+   * P321: when the submit's request arrived (clusterNow at the gateway's edge): the record's
+   * createdAt, so "submit →" latencies and a deadline count from the request, with the
+   * authentication, rate limit and the gateway's own policy decision in them. The create's time
+   * when absent (or earlier).
+   */
+  submittedAt?: number;
 }
 
 /**

@@ -5,14 +5,18 @@ import { freePort, start, waitUntil } from './procs.mjs';
 
 const STREAMS = [['BARE_SUBMIT', 'bare.submit'], ['BARE_WORK', 'bare.work'], ['BARE_RESULT', 'bare.result']];
 
-export async function startBare(root, { redisUrl, natsUrl }) {
+/**
+ * `nodeOptions`, `nodeArgs`: the stack's (its NODE_OPTIONS heap limit, extra node flags), so stack ÷
+ * bare compares code, not V8 settings.
+ */
+export async function startBare(root, { redisUrl, natsUrl, nodeOptions, nodeArgs = [] }) {
   const nc = await connect({ servers: natsUrl });
   const jsm = await nc.jetstreamManager();
   for (const [name, subject] of STREAMS) await jsm.streams.add({ name, subjects: [subject] });
   const port = await freePort();
-  const env = { REDIS_URL: redisUrl, NATS_URL: natsUrl, PORT: String(port) };
+  const env = { REDIS_URL: redisUrl, NATS_URL: natsUrl, PORT: String(port), ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) };
   const procs = ['worker', 'scheduler', 'gateway'].map((n) => {
-    const p = start(`bare-${n}`, process.execPath, [join(root, 'tools/bench/bare', `${n}.mjs`)], { env });
+    const p = start(`bare-${n}`, process.execPath, [...nodeArgs, join(root, 'tools/bench/bare', `${n}.mjs`)], { env });
     p.service = `bare-${n}`;
     return p;
   });

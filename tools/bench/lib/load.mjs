@@ -116,7 +116,8 @@ export async function drive(urls, o) {
   })));
   const ok = results.reduce((s, r) => s + r['2xx'], 0);
   const non2xx = results.reduce((s, r) => s + r.non2xx, 0);
-  const errors = results.reduce((s, r) => s + r.errors + r.timeouts, 0);
+  // autocannon's `errors` already counts each timeout (`timeouts` is the subset).
+  const errors = results.reduce((s, r) => s + r.errors, 0);
   const duration = Math.max(...results.map((r) => r.duration));
   const lat = results[0].latency;
   return {

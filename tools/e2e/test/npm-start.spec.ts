@@ -2,7 +2,7 @@
 // curl example; the example returns a SUCCEEDED job; Ctrl-C stops everything,
 // in order, without losing in-flight jobs or leaving a process behind.
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -403,6 +403,26 @@ describe('npm start', () => {
       expect(p.output.filter((l) => /^(redis|nats): /.test(l))).toEqual([]);
     } finally {
       await p.stop();
+    }
+  });
+
+  it('a server binary missing from PATH stops the start at once with one line saying so (P323: it waited 15 s and printed spawn ENOENT)', async () => {
+    // PATH with node, npm, npx and redis-server but no nats-server (Debian puts it in /usr/sbin,
+    // which a normal user's PATH lacks); NATS not running where NATS_URL points.
+    const bin = mkdtempSync(join(tmpdir(), 'npm-start-path-'));
+    for (const tool of ['node', 'npm', 'npx', 'redis-server']) {
+      const found = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim();
+      if (found) symlinkSync(found, join(bin, tool));
+    }
+    const offset = takeOffset();
+    const started = Date.now();
+    const p = launch('npm-start-no-nats-server', ['--port-offset', String(offset)], { ...servers, NATS_URL: `nats://127.0.0.1:${await freePort()}`, PATH: bin });
+    try {
+      expect(await refusal(p, 1, 'nats-server not found on PATH', 20_000)).toMatch(/nats is not running at 127\.0\.0\.1:\d+ and npm start cannot start one: nats-server not found on PATH/);
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await p.stop();
+      rmSync(bin, { recursive: true, force: true });
     }
   });
 

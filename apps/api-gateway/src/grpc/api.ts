@@ -7,6 +7,7 @@
 // logged and counted with a request id.
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Histogram, type Registry } from 'prom-client';
+import { clusterNow } from '@cordum/redis';
 import {
   CordumApi,
   GetJobStatusResponseSchema,
@@ -287,6 +288,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
 
   const impl = {
     async submitJob(raw: SubmitJobRequest | UndecodableRequest, call: grpc.ServerUnaryCall<SubmitJobRequest, unknown>): Promise<MessageInitShape<typeof SubmitJobResponseSchema>> {
+      const receivedAt = clusterNow(); // P321: the job's createdAt
       const { caller: c, log: callLog } = context(call);
       try {
         const req = decoded(raw, 'cordum.v1.SubmitJobRequest');
@@ -299,6 +301,7 @@ export async function startGrpcApi(d: GrpcApiDeps): Promise<GrpcApi> {
           throw new ApiError('validation_failed', { details: [{ path: 'idempotency_key', message: 'must be 1-256 printable ASCII characters without spaces' }] });
         }
         const out = await d.submit.submit({
+          receivedAt,
           tenant,
           principalId: c.principalId,
           prompt: b.prompt,

@@ -3,6 +3,7 @@
 import express, { type ErrorRequestHandler, type Express, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { Registry } from 'prom-client';
 import { httpMetrics, type Logger } from '@cordum/service-kit';
+import { clusterNow } from '@cordum/redis';
 import { ApiError, fromBodyParserError } from './errors';
 import { requestIdOf } from './request-id';
 import { commonHeaders } from './client-errors';
@@ -46,6 +47,8 @@ function requestContext(logger: Logger): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
     const requestId = requestIdOf(req.get('x-request-id'));
     res.locals['requestId'] = requestId;
+    // P321: a submit's job is created at this time (its "submit →" latencies include the edge's work).
+    res.locals['receivedAt'] = clusterNow();
     res.locals['log'] = logger.child({ request_id: requestId });
     for (const [name, value] of Object.entries(commonHeaders(requestId))) res.setHeader(name, value);
     const start = Date.now();

@@ -119,6 +119,7 @@ export function mountJobRoutes(mount: Mount, deps: JobRouteDeps): void {
     let out: SubmitOutcome;
     try {
       out = await deps.submit.submit({
+        receivedAt: res.locals['receivedAt'] as number | undefined,
         tenant,
         principalId: c.principalId,
         prompt: body.prompt,

@@ -45,6 +45,8 @@ export function answersWaiter(job: JobRecord | null, tenant: string, deadlineMs:
 export interface SubmitCommand {
   /** Preset job id (DLQ retry claims it before submitting); a fresh UUID otherwise. */
   jobId?: string;
+  /** When the request arrived at the gateway (clusterNow): the job's createdAt (P321). */
+  receivedAt?: number;
   tenant: string;
   principalId: string;
   prompt: string;
@@ -225,6 +227,7 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       deadlineMs: cmd.deadlineMs,
       initialState,
       safety: safetyRecord(verdict),
+      ...(cmd.receivedAt !== undefined ? { submittedAt: cmd.receivedAt } : {}),
     };
     // createJob writes ctx:<id>, the record and its index entries (with the record or before it,
     // so a crash after this line leaves a job the replayer finds: decisions.md P20); DENIED also
