@@ -6,7 +6,7 @@
 // request's read.
 import { CANCEL_OWED_AFTER_MS, jobKeys, type JobStore } from '@cordum/job-store';
 import { clusterNow } from '@cordum/redis';
-import { KEYS, call, expectEnvelope, rigClients, startRig, type Rig, type RigClients } from './harness';
+import { KEYS, call, expectEnvelope, rigClients, runJobAsScheduler, startRig, type Rig, type RigClients } from './harness';
 
 let rig: Rig;
 let clients: RigClients;
@@ -42,13 +42,7 @@ afterAll(async () => {
 it('a cancel whose job ended between its read and its lock answers 409 job_terminal and leaves nothing owed in the cancel outbox', async () => {
   const sub = await call(rig.url, 'POST', '/api/v1/jobs', { key: KEYS.operator, body: { prompt: 'p', topic: 'job.echo' } });
   const id = String(sub.body['job_id']);
-  const { store, locks } = clients;
-  const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
-  const dispatch = { dispatchId: `d-${id}`, attempt: 1, published: true, subject: 'worker.w1.jobs', workerId: 'w1', startAck: true };
-  expect((await store.transition(id, 'SCHEDULED', { token: lease!.token })).ok).toBe(true);
-  expect((await store.transition(id, 'DISPATCHED', { token: lease!.token, patch: { dispatch, attempts: 1 } })).ok).toBe(true);
-  expect((await store.transition(id, 'RUNNING', { token: lease!.token })).ok).toBe(true);
-  await lease!.release();
+  await runJobAsScheduler(clients.store, clients.locks, id);
 
   raceOn = id;
   const res = await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator, body: { reason: 'second' } });

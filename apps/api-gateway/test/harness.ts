@@ -273,6 +273,18 @@ export async function failJobAsScheduler(store: JobStore, locks: Locks, id: stri
   if (!r.ok) throw new Error(`fail ${id}: ${r.reason}`);
 }
 
+/** Moves a PENDING job to RUNNING as a scheduler and its worker would (fenced), on worker w1's direct subject. */
+export async function runJobAsScheduler(store: JobStore, locks: Locks, id: string): Promise<void> {
+  const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
+  if (!lease) throw new Error('lock');
+  const dispatch = { dispatchId: `d-${id}`, attempt: 1, published: true, subject: 'worker.w1.jobs', workerId: 'w1', startAck: true };
+  for (const [to, patch] of [['SCHEDULED', {}], ['DISPATCHED', { dispatch, attempts: 1 }], ['RUNNING', {}]] as const) {
+    const r = await store.transition(id, to, { token: lease.token, patch });
+    if (!r.ok) throw new Error(`${to} ${id}: ${r.reason}`);
+  }
+  await lease.release();
+}
+
 export async function rigClients(rig: Rig, name: string): Promise<RigClients> {
   const redis = createRedis({ url: rig.redis.url, clusterAddresses: [], poolSize: 1, minIdleConns: 1 });
   const store = createJobStore(redis, { jobTtlMs: 60_000 });

@@ -12,7 +12,7 @@ import { waitFor } from '@cordum/testing';
 import type { z } from 'zod';
 import * as S from '../src/http/api-schemas';
 import { buildOpenApi } from '../src/http/openapi';
-import { KEYS, call, cancelsDrained, expectEnvelope, rigClients, startRig, type CallResult, type Rig, type RigClients } from './harness';
+import { KEYS, call, cancelsDrained, expectEnvelope, rigClients, runJobAsScheduler, startRig, type CallResult, type Rig, type RigClients } from './harness';
 
 let rig: Rig;
 let clients: RigClients;
@@ -133,12 +133,7 @@ describe('POST /api/v1/jobs/:id/cancel', () => {
 
   it('a cancel of a RUNNING job stays owed after its publish, due 10 s on, so the schedulers send it again unless the attempt answers (P135)', async () => {
     const id = await submit('job.echo');
-    const lease = await locks.acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'test', waitMs: 2_000 });
-    const dispatch = { dispatchId: `d-${id}`, attempt: 1, published: true, subject: 'worker.w1.jobs', workerId: 'w1', startAck: true };
-    expect((await store.transition(id, 'SCHEDULED', { token: lease!.token })).ok).toBe(true);
-    expect((await store.transition(id, 'DISPATCHED', { token: lease!.token, patch: { dispatch, attempts: 1 } })).ok).toBe(true);
-    expect((await store.transition(id, 'RUNNING', { token: lease!.token })).ok).toBe(true);
-    await lease!.release();
+    await runJobAsScheduler(store, locks, id);
     const before = Date.now();
     expect(await call(rig.url, 'POST', `/api/v1/jobs/${id}/cancel`, { key: KEYS.operator })).toMatchObject({ status: 200, body: { id, state: 'CANCELLED' } });
     await cancelsDrained(bus, cancels);
