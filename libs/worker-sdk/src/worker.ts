@@ -71,9 +71,10 @@ const PUBLISH_MAX_WAIT_MS = 2_000;
 /** P233: how long a stopping worker's job subjects stay open after its last heartbeat, refusing what comes. */
 const LATE_DISPATCH_WINDOW_MS = 500;
 /**
- * P319: how long after that window an admission of it still under way (its claim in a slow Redis)
- * is waited for, whatever `stopTimeoutMs` is: with one under the window, stop() resolved at the
- * window's end and the claim's `worker_busy` refusal never went out (P266's gap, back).
+ * P319: how long after that window a claim of it still on its way (a slow Redis) is waited for,
+ * whatever `stopTimeoutMs` is: with one under the window, stop() resolved at the window's end and
+ * the claim's `worker_busy` refusal never went out (P266's gap, back). Claims only: a stuck
+ * handler does not hold the stop longer.
  */
 const LATE_ADMISSION_ANSWER_MS = 2_000;
 const CANCELLED_REPLY: Reply = { status: 'CANCELLED', errorCode: 'cancelled', errorMessage: 'job cancelled' };
@@ -218,7 +219,7 @@ class CapWorker implements Worker {
   private async shutdown(): Promise<void> {
     const wasRunning = this.state === 'running';
     this.state = 'stopping';
-    this.publishCutoff = Date.now() + Math.max(this.stopTimeoutMs, LATE_DISPATCH_WINDOW_MS + LATE_ADMISSION_ANSWER_MS);
+    this.publishCutoff = Date.now() + this.stopTimeoutMs;
     for (const t of this.timers) clearInterval(t);
     const subs = this.subs.splice(0);
     if (wasRunning) {
@@ -230,6 +231,7 @@ class CapWorker implements Worker {
       // reached nobody once we unsubscribed, and waited for the dispatch verifier (10 s). For a
       // moment longer the job subjects stay open and such a job is refused `worker_busy` (not
       // started, so not charged an attempt, D48), and goes elsewhere at once.
+      const windowEnd = Date.now() + LATE_DISPATCH_WINDOW_MS;
       const closeIntake = new Promise<void>((resolve) => setTimeout(resolve, LATE_DISPATCH_WINDOW_MS)).then(() => {
         for (const s of subs) s.unsubscribe();
       });
@@ -240,6 +242,9 @@ class CapWorker implements Worker {
       // before stop() resolves, within the stop deadline: the process exits after it, and a claim
       // whose refusal never went out reads as a started job (P12) and waits for the running timeout.
       await this.drain(Math.max(0, this.publishCutoff - Date.now()));
+      // P319: a claim of the window still on its way past that deadline (a stopTimeoutMs under
+      // the window) is waited for too, for a bounded time: its refusal must go out.
+      await this.claimsSettled(windowEnd + LATE_ADMISSION_ANSWER_MS);
       // The refusals of the window have gone out before stop() resolves.
       await Promise.allSettled([...this.refusals]);
     } else {
@@ -252,6 +257,17 @@ class CapWorker implements Worker {
   }
 
   /** Resolves true once nothing is in flight, false at the deadline. */
+  /** Until no dispatch claim is on its way (a settled claim's refusal is in `refusals` by then), or `untilMs`. */
+  private async claimsSettled(untilMs: number): Promise<void> {
+    while (this.claiming.size > 0) {
+      const left = untilMs - Date.now();
+      if (left <= 0) return;
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...this.inflight]), new Promise<void>((r) => (t = setTimeout(r, Math.min(left, 50))))]);
+      clearTimeout(t);
+    }
+  }
+
   private async drain(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     while (this.inflight.size > 0) {
