@@ -12,8 +12,8 @@ import { connectBus } from '@cordum/bus';
 import { create, decodePacket, encodePacket, JobRequestSchema, JobResultSchema, JobStatus, newPacket } from '@cordum/protocol';
 import type { RedisClient } from '@cordum/redis';
 import { waitFor } from '@cordum/testing';
-import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, shortTimeoutsFile, snapshotWorkers, stealLock, states, submitMany, waitTerminal } from './ha-helpers';
-import { api, readyz, stackMetric, startStack, type Stack } from '../test/stack';
+import { closeRedis, describeJobs, dispatchesRunTwice, executionAudit, jobFields, keptOnFailure, locksHeldBy, redisFor, shortTimeoutsFile, snapshotWorkers, stealLock, states, submitKeyed, submitMany, waitTerminal } from './ha-helpers';
+import { api, pool, readyz, stackMetric, startStack, type Stack } from '../test/stack';
 
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 /** SCHEDULER_JOB_LOCK_TTL of the suite. */
@@ -200,21 +200,22 @@ describe('scheduler HA: kill -9, freeze, lost dispatches, warm start', () => {
 
   chaos('Redis paused under load (every in-flight command times out at once): both schedulers stay up, every job finishes, no attempt runs twice', async () => {
     // Every client is paused for 2.5 s (commands time out after 1.5 s), including the replies to
-    // commands already sent, the moment the last submit is answered: its job and the others still
-    // in their 50 ms echo are in flight. TIME goes in the same pipeline, so the pause's moment is
-    // in Redis's clock and the jobs that were in flight are counted afterwards from their
-    // finishedAt (a pause after the burst finished would test nothing; reading 300 states before
-    // pausing let the burst finish first once in CI).
+    // commands already sent, while the burst is still being submitted: once 250 of its 300 submits
+    // are answered, 40 more are on their way (in the gateways, whose Redis calls then time out:
+    // the clients retry with their Idempotency-Key, as submitKeyed does) and the schedulers work
+    // through the jobs just before them. TIME goes in the same pipeline, so the pause's moment is
+    // in Redis's clock, and the jobs it caught are counted afterwards from their finishedAt.
+    // (Pausing after the last submit was answered found the burst already finished twice in CI.)
     let paused: Promise<number> | undefined;
-    const ids = await submitMany(stack, 300, {
-      prefix: 'pause',
-      concurrency: 40,
-      onSubmitted: (n) => {
-        if (n === 300) paused = redis.pipeline().time().call('CLIENT', 'PAUSE', '2500', 'ALL').exec().then((r) => {
-          const [sec, usec] = (r?.[0]?.[1] ?? []) as [string, string];
-          return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
-        });
-      },
+    let answered = 0;
+    const ids = await pool(Array.from({ length: 300 }, (_, i) => i), 40, async (i) => {
+      const { jobId } = await submitKeyed(stack, i, { key: `pause-${i}`, body: { topic: 'job.echo', prompt: `pause ${i}` }, budgetMs: 60_000 });
+      answered += 1;
+      if (answered === 250) paused = redis.pipeline().time().call('CLIENT', 'PAUSE', '2500', 'ALL').exec().then((r) => {
+        const [sec, usec] = (r?.[0]?.[1] ?? []) as [string, string];
+        return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+      });
+      return jobId;
     });
     const pausedAtRedis = await (paused ?? Promise.reject(new Error('no pause was sent')));
     const pausedAt = Date.now();
