@@ -71,6 +71,14 @@ export interface Reservation {
   release(): void;
 }
 
+/** P310: a forgotten worker's handshake, kept until `keptUntil`, as the snapshot carries it. */
+export interface KeptHandshakeInfo {
+  workerId: string;
+  readyTopics: string[];
+  startAck: boolean;
+  keptUntil: number;
+}
+
 interface HandshakeInfo {
   readyTopics: string[];
   startAck: boolean;
@@ -280,8 +288,8 @@ export class WorkerRegistry {
   }
 
   /** P310: handshakes kept for workers forgotten after 10 × TTL of silence (P301), for the snapshot. */
-  keptHandshakes(): { workerId: string; readyTopics: string[]; startAck: boolean; keptUntil: number }[] {
-    const out: { workerId: string; readyTopics: string[]; startAck: boolean; keptUntil: number }[] = [];
+  keptHandshakes(): KeptHandshakeInfo[] {
+    const out: KeptHandshakeInfo[] = [];
     for (const [workerId, hs] of this.handshakes) {
       if (hs.keptUntil !== undefined && !this.workers.has(workerId) && hs.keptUntil > this.now()) out.push({ workerId, readyTopics: hs.readyTopics, startAck: hs.startAck, keptUntil: hs.keptUntil });
     }
@@ -289,7 +297,7 @@ export class WorkerRegistry {
   }
 
   /** P310 warm start: kept handshakes from the snapshot, for workers this replica knows nothing of. */
-  hydrateKept(kept: { workerId: string; readyTopics: string[]; startAck: boolean; keptUntil: number }[]): number {
+  hydrateKept(kept: KeptHandshakeInfo[]): number {
     let added = 0;
     for (const k of kept) {
       if (this.handshakes.has(k.workerId) || this.workers.has(k.workerId) || k.keptUntil <= this.now()) continue;

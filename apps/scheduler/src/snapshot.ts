@@ -12,11 +12,11 @@ import { clusterNow } from '@cordum/redis';
 import type { RedisClient } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { createLeaderLoop, type LeaderLoop } from './leader-loop';
-import type { WorkerRegistry, WorkerView } from './registry';
+import type { KeptHandshakeInfo, WorkerRegistry, WorkerView } from './registry';
 
 export const SNAPSHOT_WRITER_KEY = 'cordum:scheduler:snapshot:writer';
 
-export function toSnapshot(workers: WorkerView[], writerId: string, now: number, kept: ReturnType<WorkerRegistry['keptHandshakes']> = []): WorkerSnapshot {
+export function toSnapshot(workers: WorkerView[], writerId: string, now: number, kept: KeptHandshakeInfo[] = []): WorkerSnapshot {
   return {
     captured_at: now,
     writer_id: writerId,

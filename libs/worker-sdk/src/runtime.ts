@@ -65,7 +65,7 @@ export async function connectWorkerRuntime(o: WorkerRuntimeOptions): Promise<Wor
     bus: connected,
     redis,
     checks,
-    ready: async () => connected.connected && (await Promise.all([jetstream(), redisAnswers()])).every(Boolean),
+    ready: async () => (await Promise.all(checks.map(async (c) => c.check()))).every(Boolean),
     close: () => {
       closing ??= (async () => {
         try {
