@@ -14,7 +14,9 @@
 //          --node-options STR (services' NODE_OPTIONS) --node-args STR (extra node flags, e.g. --trace-gc)
 //          --redis-args STR (extra redis-server options for every Redis the run starts, e.g. "--hash-max-listpack-value 1024")
 //          --sweep R1,R2,... (pass 1 also runs paced at each rate: latency against load)
-//          --interleave N (N rounds of bare then stack 1x, saturated only: the stack ÷ bare ratio per round)
+//          --interleave N (N rounds of bare then stack 1x, saturated only: the stack ÷ bare ratio per round;
+//          unless --skip-baselines, each round also runs JetStream and BullMQ, before the pair in odd rounds
+//          and after it in even ones: the stack ÷ BullMQ and ÷ JetStream ratios per round)
 //          --ab DIR (with --interleave: each round also runs stack 1x from DIR, a copy of another build's
 //          dist/, in alternating order with this checkout's: the after ÷ before ratio per round)
 //          --ab-rate R (with --ab: both builds' runs of a round also run a phase paced at R jobs/s:
@@ -383,8 +385,20 @@ async function run(opts, cleanupState) {
       return p ? { dispatchP50: p.submitToDispatchMs?.p50 ?? null, dispatchP99: p.submitToDispatchMs?.p99 ?? null, resultP50: p.submitToResultMs?.p50 ?? null, resultP99: p.submitToResultMs?.p99 ?? null } : null;
     };
     const rounds = [];
+    // The baselines of the headline ratios, in each round too (odd rounds before bare and the
+    // stack, even rounds after): measured once before the passes, they carried the VM's drift
+    // of the minutes between into "our jobs/s ÷ BullMQ jobs/s".
+    const baselineRound = async (i) => {
+      const jetstream = await guard(`interleave ${i} jetstream`, () => runJetStreamBaseline({ natsUrl: natsSrv.url, durationS: mo.duration, warmupS: opts.warmup }));
+      await flushStreams();
+      const bullmq = await guard(`interleave ${i} bullmq`, () => runBullmqBaseline({ redisPort: redisSrv.port, durationS: mo.duration, warmupS: opts.warmup }));
+      await flush();
+      return { jetstream, bullmq };
+    };
     for (let i = 1; i <= opts.interleave; i++) {
-      log(`interleave round ${i}/${opts.interleave}: bare, then stack 1x${opts.ab ? ` and stack 1x from ${opts.ab}` : ''}`);
+      const withBaselines = opts.baselines ? `${i % 2 === 1 ? 'JetStream and BullMQ, then ' : ''}` : '';
+      log(`interleave round ${i}/${opts.interleave}: ${withBaselines}bare, then stack 1x${opts.ab ? ` and stack 1x from ${opts.ab}` : ''}${opts.baselines && i % 2 === 0 ? ', then JetStream and BullMQ' : ''}`);
+      const base = opts.baselines && i % 2 === 1 ? await baselineRound(i) : null;
       const bare = await guard(`interleave ${i} bare`, () => bareRun(mo));
       await flush();
       const runAfter = async () => {
@@ -398,8 +412,17 @@ async function run(opts, cleanupState) {
         return m;
       };
       const [before, stack] = opts.ab ? await alternate(i, runBefore, runAfter) : [null, await runAfter()];
+      const baselines = base ?? (opts.baselines ? await baselineRound(i) : null);
       const error = bare?.error ?? stack?.error ?? before?.error;
       rounds.push({
+        ...(baselines
+          ? {
+              baselinesRanFirst: i % 2 === 1,
+              bullmqJobsPerS: baselines.bullmq?.jobsPerS ?? null,
+              jetstreamRoundTripsPerS: baselines.jetstream?.roundTripsPerS ?? null,
+              ...(baselines.bullmq?.error || baselines.jetstream?.error ? { baselineError: baselines.bullmq?.error ?? baselines.jetstream?.error } : {}),
+            }
+          : {}),
         bareJobsPerS: bare?.saturated?.completedPerS ?? null,
         stackJobsPerS: stack?.saturated?.completedPerS ?? null,
         bareCpuMsPerJob: cpu(bare),

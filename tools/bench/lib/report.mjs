@@ -37,6 +37,20 @@ export function interleavedRatios(il) {
 }
 
 /**
+ * --interleave with the baselines: the stack's jobs/s over BullMQ's jobs/s and over JetStream's
+ * round trips/s of the same round (minutes apart at most, not the whole run), per round, with
+ * their median, min and max; null when no round ran the baselines.
+ */
+export function interleavedBaselineRatios(il) {
+  const rounds = (il?.rounds ?? []).filter((r) => 'bullmqJobsPerS' in r);
+  if (!rounds.length) return null;
+  return {
+    bullmq: spread(rounds.map((r) => ratio(r.stackJobsPerS, r.bullmqJobsPerS))),
+    jetstream: spread(rounds.map((r) => ratio(r.stackJobsPerS, r.jetstreamRoundTripsPerS))),
+  };
+}
+
+/**
  * --ab: this checkout's stack ÷ the other build's, per round (jobs/s, and CPU per job), their
  * median, min and max, and the median after ÷ before CPU per job of each process.
  */
@@ -96,17 +110,20 @@ export function steadiness(r) {
     ...(r.interleaved?.rounds ?? []).map((x) => x.stackJobsPerS),
     ...(r.stack?.growthRounds?.rounds ?? []).map((x) => x.emptyJobsPerS),
   ]);
-  const reasons = Object.entries({ 'the bare pipeline': bare, 'the 1x stack': stack })
+  // BullMQ too (the baseline and every --interleave round): the headline ratio's denominator.
+  const bullmq = repeats([r.baselines?.bullmq?.jobsPerS, ...(r.interleaved?.rounds ?? []).map((x) => x.bullmqJobsPerS)]);
+  const models = { 'the bare pipeline': bare, 'the 1x stack': stack, BullMQ: bullmq };
+  const reasons = Object.entries(models)
     .filter(([, m]) => m.spread !== null && m.spread > STEADY_MAX_SPREAD)
     .map(([name, m]) => `${name}'s jobs/s moved ${m.spread}× between its ${m.runs.length} runs`);
-  const verdict = bare.spread === null && stack.spread === null ? 'unknown' : reasons.length ? 'noisy' : 'steady';
-  return { verdict, reasons, bare, stack, bound: STEADY_MAX_SPREAD };
+  const verdict = Object.values(models).every((m) => m.spread === null) ? 'unknown' : reasons.length ? 'noisy' : 'steady';
+  return { verdict, reasons, bare, stack, bullmq, bound: STEADY_MAX_SPREAD };
 }
 
 /** The steadiness row of the table: the verdict, then each model's runs against the bound. */
 function steadinessRow(q) {
   const one = (name, m) => (m.spread === null ? `${name} ran ${m.runs.length === 1 ? 'once' : 'not at all'}` : `${name} ${m.min}–${m.max} jobs/s over ${m.runs.length} runs, ${m.spread}×`);
-  return ['run', `machine steadiness (same model's jobs/s, max ÷ min ≤ ${q.bound})`, `${q.verdict}  (${one('bare', q.bare)}; ${one('stack 1x', q.stack)})`];
+  return ['run', `machine steadiness (same model's jobs/s, max ÷ min ≤ ${q.bound})`, `${q.verdict}  (${one('bare', q.bare)}; ${one('stack 1x', q.stack)}${q.bullmq ? `; ${one('BullMQ', q.bullmq)}` : ''})`];
 }
 
 export function ratios(r) {
@@ -123,6 +140,7 @@ export function ratios(r) {
     growth_over_empty_half_p99: ratio(r.stack?.growth?.half?.submitToResultMs?.p99, r.stack?.pass1?.half?.submitToResultMs?.p99),
     ...(r.stack?.growthRounds ? { growth_over_empty_rounds: growthRoundRatios(r.stack.growthRounds) } : {}),
     ...(r.interleaved ? { interleaved_jobsPerS_over_bare: interleavedRatios(r.interleaved) } : {}),
+    ...(interleavedBaselineRatios(r.interleaved) ? { interleaved_jobsPerS_over_baselines: interleavedBaselineRatios(r.interleaved) } : {}),
     ...(r.interleaved?.ab ? { ab_after_over_before: abRatios(r.interleaved) } : {}),
   };
 }
@@ -195,6 +213,9 @@ export function table(r) {
     }
   }
   (r.interleaved?.rounds ?? []).forEach((x, i) => rows.push([`interleave ${i + 1}`, `bare / stack 1x jobs/s, CPU ms per job (${r.interleaved.durationS}s each)`, x.error ? `error: ${x.error}` : `${fmt(x.bareJobsPerS)} / ${fmt(x.stackJobsPerS)}, ${fmt(x.bareCpuMsPerJob)} / ${fmt(x.stackCpuMsPerJob)}${x.failedOrUnfinished ? `  (${x.failedOrUnfinished} failed or unfinished)` : ''}`]));
+  (r.interleaved?.rounds ?? []).forEach((x, i) => {
+    if ('bullmqJobsPerS' in x) rows.push([`interleave ${i + 1}`, `BullMQ jobs/s / JetStream round trips/s (${x.baselinesRanFirst ? 'before' : 'after'} bare and stack)`, x.baselineError ? `error: ${x.baselineError}` : `${fmt(x.bullmqJobsPerS)} / ${fmt(x.jetstreamRoundTripsPerS)}`]);
+  });
   if (r.interleaved?.ab) {
     r.interleaved.rounds.forEach((x, i) => rows.push([`ab round ${i + 1}`, `before / after jobs/s, CPU ms per job (${x.beforeRanFirst ? 'before ran first' : 'after ran first'})`, x.error ? `error: ${x.error}` : `${fmt(x.beforeJobsPerS)} / ${fmt(x.stackJobsPerS)}, ${fmt(x.beforeCpuMsPerJob)} / ${fmt(x.stackCpuMsPerJob)}`]));
     const lat = (p) => (p ? `${fmt(p.dispatchP50)}/${fmt(p.dispatchP99)}  ${fmt(p.resultP50)}/${fmt(p.resultP99)}` : '-');
@@ -224,6 +245,11 @@ export function table(r) {
   }
   const il = q.interleaved_jobsPerS_over_bare;
   if (il) lines.push(`ratio  our jobs/s ÷ bare, interleaved (median)    ${fmt(il.median)}   (${nRounds(il.perRound.length)}, ${fmt(il.min)}–${fmt(il.max)}; CPU per job ${fmt(il.cpuPerJobMedian)}× bare)`);
+  const ib = q.interleaved_jobsPerS_over_baselines;
+  if (ib) {
+    lines.push(`ratio  our jobs/s ÷ BullMQ, interleaved (median)  ${fmt(ib.bullmq.median)}   (${nRounds(ib.bullmq.perRound.length)}, ${fmt(ib.bullmq.min)}–${fmt(ib.bullmq.max)}; target ≥ 0.35)`);
+    lines.push(`ratio  our jobs/s ÷ JetStream, interleaved (median)  ${fmt(ib.jetstream.median)}   (${nRounds(ib.jetstream.perRound.length)}, ${fmt(ib.jetstream.min)}–${fmt(ib.jetstream.max)})`);
+  }
   const ab = q.ab_after_over_before;
   if (ab) {
     lines.push(`ratio  after ÷ before (--ab) jobs/s (median)      ${fmt(ab.median)}   (${nRounds(ab.perRound.length)}, ${fmt(ab.min)}–${fmt(ab.max)}; CPU per job ${fmt(ab.cpuPerJobMedian)}× before)`);

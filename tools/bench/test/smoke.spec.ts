@@ -47,7 +47,7 @@ interface Results {
     skipped?: string;
   };
   safety: { label: string; error?: string; skipped?: string; latency: Check; throughput: Check; stream: { latency: Check; throughput: Check } }[];
-  interleaved: { durationS: number; ab?: string; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; beforeJobsPerS?: number | null; beforeCpuMsPerJob?: number | null; beforeRanFirst?: boolean; stackCpuByService?: Record<string, number> | null; beforeCpuByService?: Record<string, number> | null; stackPaced?: Paced | null; beforePaced?: Paced | null; failedOrUnfinished: number; error?: string }[]; abRate?: number };
+  interleaved: { durationS: number; ab?: string; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; beforeJobsPerS?: number | null; beforeCpuMsPerJob?: number | null; beforeRanFirst?: boolean; stackCpuByService?: Record<string, number> | null; beforeCpuByService?: Record<string, number> | null; stackPaced?: Paced | null; beforePaced?: Paced | null; baselinesRanFirst?: boolean; bullmqJobsPerS?: number | null; jetstreamRoundTripsPerS?: number | null; baselineError?: string; failedOrUnfinished: number; error?: string }[]; abRate?: number };
   ratios: Record<string, unknown>;
   steadiness: { verdict: string; bare: { runs: number[]; spread: number | null }; stack: { runs: number[]; spread: number | null } };
 }
@@ -112,7 +112,7 @@ describe('npm run bench -- --smoke', () => {
     expect({ exit, tail: exit.code === 0 ? '' : bench.logs().slice(-3000) }).toEqual({ exit: { code: 0, signal: null }, tail: '' });
     const lines = bench.output;
     const ratioLines = lines.filter((l) => l.startsWith('ratio '));
-    expect(ratioLines).toHaveLength(13);
+    expect(ratioLines).toHaveLength(15);
     // A ratio line shows '-' when a figure it needs is missing.
     for (const l of ratioLines) expect(l).not.toMatch(/\s-(,|\s|$)/);
     expect(lines.some((l) => l.startsWith('results: ') && l.includes(out))).toBe(true);
@@ -212,15 +212,15 @@ describe('npm run bench -- --smoke', () => {
 
   it('computes every ratio', () => {
     const keys = ['jobsPerS_over_bullmq', 'jobsPerS_over_jetstream', 'jobsPerS_over_bare', 'p99_over_bare_p99', 'pass2_over_pass1_jobsPerS', 'growth_over_empty_jobsPerS', 'growth_over_empty_p99', 'growth_over_empty_half_p99'];
-    expect(Object.keys(results.ratios).sort()).toEqual([...keys, 'growth_over_empty_rounds', 'interleaved_jobsPerS_over_bare', 'ab_after_over_before'].sort());
+    expect(Object.keys(results.ratios).sort()).toEqual([...keys, 'growth_over_empty_rounds', 'interleaved_jobsPerS_over_bare', 'interleaved_jobsPerS_over_baselines', 'ab_after_over_before'].sort());
     for (const k of keys) expect({ k, v: typeof results.ratios[k] }).toEqual({ k, v: 'number' });
   });
 
   it('says how steady the machine was from every run of the bare pipeline and of the 1x stack', () => {
-    // bare: the baseline and the one interleaved round; stack 1x: pass 1, that round, the growth round's empty store
-    expect([results.steadiness.bare.runs.length, results.steadiness.stack.runs.length]).toEqual([2, 3]);
+    // bare and BullMQ: the baseline and the one interleaved round; stack 1x: pass 1, that round, the growth round's empty store
+    expect([results.steadiness.bare.runs.length, results.steadiness.stack.runs.length, results.steadiness.bullmq.runs.length]).toEqual([2, 3, 2]);
     expect(['steady', 'noisy']).toContain(results.steadiness.verdict);
-    for (const m of [results.steadiness.bare, results.steadiness.stack]) expect(m.spread).toBe(Math.round((Math.max(...m.runs) / Math.min(...m.runs)) * 100) / 100);
+    for (const m of [results.steadiness.bare, results.steadiness.stack, results.steadiness.bullmq]) expect(m.spread).toBe(Math.round((Math.max(...m.runs) / Math.min(...m.runs)) * 100) / 100);
     expect(bench.output.some((l) => l.startsWith('run ') && l.includes('machine steadiness') && l.includes(results.steadiness.verdict))).toBe(true);
   });
 
@@ -236,6 +236,18 @@ describe('npm run bench -- --smoke', () => {
     expect([il.min, il.max]).toEqual([il.median, il.median]);
     expect(il.cpuPerJobMedian).toBeGreaterThan(0);
     expect(bench.output.some((l) => l.startsWith('interleave 1 '))).toBe(true);
+  });
+
+  it('runs the JetStream and BullMQ baselines in each --interleave round (before bare and the stack in odd rounds) and gives the headline ratios per round', () => {
+    const [r] = results.interleaved.rounds;
+    expect({ first: r?.baselinesRanFirst, error: r?.baselineError }).toEqual({ first: true, error: undefined });
+    for (const v of [r?.bullmqJobsPerS, r?.jetstreamRoundTripsPerS]) expect(v).toBeGreaterThan(0);
+    const ib = results.ratios['interleaved_jobsPerS_over_baselines'] as Record<'bullmq' | 'jetstream', { perRound: number[]; median: number }>;
+    expect(ib.bullmq.perRound).toEqual([Math.round(((r?.stackJobsPerS ?? 0) / (r?.bullmqJobsPerS ?? 1)) * 100) / 100]);
+    expect(ib.jetstream.perRound).toEqual([Math.round(((r?.stackJobsPerS ?? 0) / (r?.jetstreamRoundTripsPerS ?? 1)) * 100) / 100]);
+    expect(ib.bullmq.median).toBe(ib.bullmq.perRound[0]);
+    expect(bench.output.some((l) => l.startsWith('interleave 1 ') && l.includes('BullMQ jobs/s / JetStream round trips/s'))).toBe(true);
+    expect(bench.output.some((l) => l.startsWith('ratio  our jobs/s ÷ BullMQ, interleaved (median)'))).toBe(true);
   });
 
   it('with --ab, runs the other build\'s stack in each round (before first in odd rounds) and gives an after ÷ before ratio', () => {

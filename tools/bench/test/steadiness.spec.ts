@@ -3,7 +3,7 @@
 import { evalModule } from './esm';
 
 interface Repeats { runs: number[]; min: number | null; max: number | null; spread: number | null }
-interface Steadiness { verdict: string; reasons: string[]; bare: Repeats; stack: Repeats; bound: number }
+interface Steadiness { verdict: string; reasons: string[]; bare: Repeats; stack: Repeats; bullmq: Repeats; bound: number }
 
 const saturated = (jobsPerS: number): unknown => ({ saturated: { completedPerS: jobsPerS } });
 
@@ -41,6 +41,14 @@ describe('bench: machine steadiness', () => {
     const stackMoved = steadiness(results([2000, 2050], [1000, 1300]));
     expect(stackMoved.verdict).toBe('noisy');
     expect(stackMoved.reasons).toEqual(["the 1x stack's jobs/s moved 1.3× between its 2 runs"]);
+  });
+
+  it('counts BullMQ too (the baseline and each interleaved round): the headline ratio moves with it', () => {
+    const r = { baselines: { bare: saturated(2000), bullmq: { jobsPerS: 4188 } }, stack: {}, interleaved: { rounds: [{ bareJobsPerS: 2050, stackJobsPerS: null, bullmqJobsPerS: 7200 }] } };
+    const q = steadiness(r);
+    expect(q.verdict).toBe('noisy');
+    expect(q.reasons).toEqual(["BullMQ's jobs/s moved 1.72× between its 2 runs"]);
+    expect(steadiness({ baselines: { bullmq: { jobsPerS: 7000 } }, stack: {}, interleaved: { rounds: [{ bareJobsPerS: null, stackJobsPerS: null, bullmqJobsPerS: 7100 }] } }).verdict).toBe('steady');
   });
 
   it('is unknown when neither model ran twice, and leaves failed runs out', () => {
