@@ -49,7 +49,7 @@ interface Results {
   safety: { label: string; error?: string; skipped?: string; latency: Check; throughput: Check; stream: { latency: Check; throughput: Check } }[];
   interleaved: { durationS: number; ab?: string; rounds: { bareJobsPerS: number | null; stackJobsPerS: number | null; bareCpuMsPerJob: number | null; stackCpuMsPerJob: number | null; beforeJobsPerS?: number | null; beforeCpuMsPerJob?: number | null; beforeRanFirst?: boolean; stackCpuByService?: Record<string, number> | null; beforeCpuByService?: Record<string, number> | null; stackPaced?: Paced | null; beforePaced?: Paced | null; baselinesRanFirst?: boolean; bullmqJobsPerS?: number | null; jetstreamRoundTripsPerS?: number | null; baselineError?: string; failedOrUnfinished: number; error?: string }[]; abRate?: number };
   ratios: Record<string, unknown>;
-  steadiness: { verdict: string; bare: { runs: number[]; spread: number | null }; stack: { runs: number[]; spread: number | null } };
+  steadiness: { verdict: string; bare: { runs: number[]; spread: number | null }; stack: { runs: number[]; spread: number | null }; bullmq: { runs: number[]; spread: number | null } };
 }
 
 function expectPct(p: Pct, what: string): void {
