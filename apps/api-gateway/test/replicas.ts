@@ -128,12 +128,17 @@ export async function deadLetter(url: string, redis: RedisClient, topic: string)
  */
 export async function expectNoAnswerFromFailedWinner(h: HeldReplicas, hold: HeldEvaluator, path: string, body: unknown, claimKey: string): Promise<void> {
   const { r, redis } = h;
+  const sentAt = Date.now();
   const first = call(r.urls[0]!, 'POST', path, { key: KEYS.operator, body });
   await waitFor(async () => hold.held() === 1 && (await redis.get(claimKey)) !== null, 5_000, { message: 'winner claimed, Evaluate held' });
   const winnerJob = await redis.get(claimKey);
   await r.nats.process.stop(5_000);
 
   const second = call(r.urls[1]!, 'POST', path, { key: KEYS.operator, body });
+  // P325: the winner's Evaluate takes 1.5 s (the kernel near D19's 2 s deadline). Its record's
+  // createdAt is the request's arrival (P321), so a settle window counted from it ended while the
+  // publish below was still inside its budget, and the duplicate answered 200 with the job.
+  await waitFor(() => Date.now() - sentAt >= 1_500, 5_000, { message: 'the winner\'s Evaluate held 1.5 s' });
   hold.release(); // the winner records its job, PENDING, and its publish fails for the 2 s budget
   const [won, dup] = await Promise.all([first, second]);
 

@@ -24,7 +24,18 @@ export type DispatchOutcome =
   /** The lease is no longer safe (D3) or a fenced write was refused: do nothing more. */
   | { kind: 'lost'; reason: string }
   /** The job moved on under us (state mismatch): the packet is stale. */
-  | { kind: 'stale'; state?: JobState };
+  | { kind: 'stale'; state?: JobState }
+  /**
+   * D46, P325: the job's deadline_ms has passed, so nothing was sent. A new attempt was not
+   * written; an attempt already recorded (unpublished) stays as it is, for the reconciler's
+   * deadline pass to end TIMEOUT.
+   */
+  | { kind: 'past_deadline' };
+
+/** D46: past the job's `deadline_ms` no attempt goes out (P139, P325), whichever path would send it. */
+export function pastDeadline(job: JobRecord, now = clusterNow()): boolean {
+  return job.deadlineAt !== undefined && now >= job.deadlineAt;
+}
 
 /** markPublished's retry backoff (P188): 50 ms doubling to 1 s, for as long as the lease is safe. */
 const MARK_RETRY_FIRST_MS = 50;
@@ -61,6 +72,8 @@ export interface DispatchOptions {
 export async function dispatch(ctx: SchedulerContext, lease: Lease, job: JobRecord, route: Routed, o: DispatchOptions = {}): Promise<DispatchOutcome | { kind: 'started' }> {
   const { release = false } = o;
   const now = clusterNow();
+  // The Check and the route (up to seconds) came after the caller's own deadline check.
+  if (pastDeadline(job, now)) return { kind: 'past_deadline' };
   ctx.capacityWaiters.delete(job.topic, job.id);
   const workerId = route.kind === 'worker' ? route.worker.workerId : undefined;
   const d: DispatchRecord = {
@@ -147,6 +160,13 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
   // publish: the bound's write is awaited, and a process frozen there (GC, SIGSTOP) may wake
   // after its lock expired and another replica republished the attempt (D2).
   if (!lease.safeToAct(margin)) return { kind: 'lost', reason: 'lease_unsafe' };
+  // D46 (P325): a recorded attempt that never left (its owner died before the publish, D2, or the
+  // publish failed, P83) is not sent past the job's deadline by the redelivered submit, the
+  // replayer or the reconciler's republish; the deadline pass ends it TIMEOUT, nothing ran.
+  if (pastDeadline(job)) {
+    ctx.logger.info('attempt not sent: the job is past its deadline_ms', { job_id: job.id, dispatch_id: d.dispatchId, attempt: d.attempt });
+    return { kind: 'past_deadline' };
+  }
   if (job.maxRuntimeMs !== undefined) await recordRuntimeBound(ctx, job, job.maxRuntimeMs);
   const packet = dispatchPacket(ctx.instanceId, job, jobRequestFor(job, d));
   try {

@@ -6,7 +6,7 @@ import { errorText } from '@cordum/service-kit';
 import type { Lease } from '@cordum/locks';
 import { clusterNow } from '@cordum/redis';
 import type { SchedulerContext } from './context';
-import { dispatch, publishAttempt } from './dispatch';
+import { dispatch, pastDeadline, publishAttempt } from './dispatch';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { handOffFreedSlot } from './replayer';
@@ -15,7 +15,6 @@ import type { Reservation } from './registry';
 import type { RouteDecision } from './routing';
 import { resolveSafety, type SafetyVerdict } from './safety';
 import { concurrencyOf, slotWait, takeSlot } from './slots';
-import { pastDeadline } from './redispatch';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 const nak = (delayMs: number): HandlerOutcome => ({ kind: 'nak', delayMs });
@@ -178,6 +177,8 @@ async function dispatchAllowed(ctx: SchedulerContext, lease: Lease, job: JobReco
     ...(verdict.maxArtifactBytes !== undefined ? { maxArtifactBytes: verdict.maxArtifactBytes } : {}),
   };
   const out = await dispatch(ctx, lease, job, route, { release: true, schedule, reserved });
+  // The deadline passed during the Check or the route (P325): nothing was sent.
+  if (out.kind === 'past_deadline') return failPastDeadline(ctx, lease, job, 'deadline_ms passed before dispatch');
   // `lost`: our lease became unsafe or was taken over; the job is PENDING or
   // DISPATCHED(published=false) and a redelivery or the replayer re-drives it under a fresh lock.
   return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
@@ -227,6 +228,7 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord): P
       if (route.kind === 'no_worker') return noWorkerWait(ctx, lease, job);
       if (route.kind === 'overloaded') return waitForCapacity(ctx, job);
       const out = await dispatch(ctx, lease, job, route, { release: true, safety, reserved });
+      if (out.kind === 'past_deadline') return failPastDeadline(ctx, lease, job, 'deadline_ms passed before the next attempt');
       return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
     });
   }
@@ -235,6 +237,7 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord): P
     // D2: we hold the lock, so the attempt's owner no longer does; republish the SAME attempt.
     ctx.logger.info('republishing unpublished attempt', { job_id: job.id, dispatch_id: d.dispatchId });
     const out = await publishAttempt(ctx, lease, job, d, true);
+    // past_deadline: not sent; the reconciler's deadline pass ends it TIMEOUT (D46).
     return out.kind === 'lost' ? nak(BUSY_NAK_MS) : ACK;
   }
   ctx.metrics.ignored.inc({ kind: 'submit', reason: 'duplicate' });

@@ -20,9 +20,9 @@ import { clusterNow } from '@cordum/redis';
 import { errorText } from '@cordum/service-kit';
 import { QUEUE, type SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
-import { republishAttempt, safeMarginMs } from './dispatch';
+import { pastDeadline, republishAttempt, safeMarginMs } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
-import { pastDeadline, reattemptLocked } from './redispatch';
+import { reattemptLocked } from './redispatch';
 import { oweCancel, tellWorkerToStop } from './cancels';
 import { handOffFreedSlot } from './replayer';
 

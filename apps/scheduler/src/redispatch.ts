@@ -5,9 +5,8 @@
 // claimed that dispatch (checked atomically with the new write in Redis).
 import type { JobRecord } from '@cordum/job-store';
 import type { Lease } from '@cordum/locks';
-import { clusterNow } from '@cordum/redis';
 import type { SchedulerContext } from './context';
-import { dispatch } from './dispatch';
+import { dispatch, pastDeadline } from './dispatch';
 import { readLocked, withJobLock } from './job-lock';
 import { withReservedRoute } from './route-job';
 
@@ -26,11 +25,6 @@ export type ReattemptResult =
   /** the job lock was busy or was lost mid-way */
   | 'busy'
   | 'error';
-
-/** D46: past the job's `deadline_ms` no new attempt goes out (P139), whichever path would send it. */
-export function pastDeadline(job: JobRecord, now = clusterNow()): boolean {
-  return job.deadlineAt !== undefined && now >= job.deadlineAt;
-}
 
 /** Attempts that count against maxAttempts: a `worker_busy` refusal is backpressure, not an attempt (D48). */
 export function attemptsUsed(job: JobRecord): number {
@@ -62,6 +56,8 @@ export async function reattemptLocked(ctx: SchedulerContext, lease: Lease, job: 
       return 'moved';
     case 'lost':
       return 'busy';
+    case 'past_deadline':
+      return 'past_deadline';
   }
 }
 

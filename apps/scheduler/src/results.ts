@@ -10,7 +10,8 @@ import type { SchedulerContext } from './context';
 import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
 import { cancelAnswered } from './cancels';
 import { handOffCapacity, handOffFreedSlot } from './replayer';
-import { attemptsUsed, pastDeadline } from './redispatch';
+import { attemptsUsed } from './redispatch';
+import { pastDeadline } from './dispatch';
 
 const ACK: HandlerOutcome = { kind: 'ack' };
 

@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Decision, JobStatus, type PolicyCheckRequest } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
-import type { JobRecord } from '@cordum/job-store';
+import { jobKeys, type JobRecord } from '@cordum/job-store';
+import { createLocks } from '@cordum/locks';
+import { createLogger } from '@cordum/service-kit';
 import { startTestWorker, type KernelAnswer, type TestKernel, type TestWorker } from './harness';
 import { startRunnerRig, type RunnerRig, type SchedulerRig } from './rig';
 
@@ -25,6 +27,8 @@ let seq = 0;
 /** job id → the answers of its next Checks, in order; ALLOW once they run out. */
 const answers = new Map<string, KernelAnswer[]>();
 const allow: KernelAnswer = { decision: Decision.ALLOW, reason: 'ok', ruleId: 'allow-all', policySnapshot: 'snap-1' };
+/** The scheduler's log lines (info and up). */
+const logs: string[] = [];
 
 beforeAll(async () => {
   const timeouts = join(tmp, 'timeouts.yaml');
@@ -35,6 +39,7 @@ beforeAll(async () => {
     env: { SCHEDULER_REPLAY_INTERVAL: '200ms', SCHEDULER_DISPATCH_VERIFY_DELAY: '3s', TIMEOUT_CONFIG_PATH: timeouts },
     workerId: 'tw-deadline',
     topic: TOPIC,
+    logger: createLogger({ service: 'scheduler', instance: 'sched-deadline-retry', level: 'info', write: (l) => void logs.push(l) }),
   });
   ({ rig, kernel, worker } = setup);
   // A worker that takes its dispatches and says nothing: no start ack, no claim (D1 b).
@@ -86,6 +91,26 @@ describe('P139 no attempt past deadline_ms', () => {
     expect((await rig.job(job.id)).error).toEqual({ code: 'deadline_exceeded', message: 'deadline_ms passed before the next attempt' });
     expect(worker.count(job.id)).toBe(1);
     expect(checksOf(job.id)).toBe(2); // the admission and the throttled retry; the drive asked nothing
+  });
+
+  // P325: publishAttempt had no deadline check, so these three paths sent such an attempt past
+  // the deadline (the worker ran it, and the job could end SUCCEEDED).
+  it.each(['the redelivered submit', "the replayer's drive of its retry entry"])('an attempt recorded but never published is not sent after the deadline by %s: no execution', async (via) => {
+    seq += 1;
+    const id = `dl-${process.pid}-${seq}`;
+    const job = await rig.store.createJob({ id, tenant: 'acme', topic: TOPIC, traceId: `t-${id}`, priority: 'batch', labels: {}, prompt: 'hi', context: null, principalId: 'p', riskTags: [], requires: [], initialState: 'PENDING', deadlineMs: 1_000 });
+    // As a scheduler killed between its DISPATCHED write and its publish leaves it (D2).
+    const lease = await createLocks(rig.redis).acquire({ key: jobKeys.lock(id), fenceKey: jobKeys.fence(id), ttlMs: 10_000, owner: 'dead-scheduler', waitMs: 2_000 });
+    const w = await rig.store.transition(id, 'DISPATCHED', { token: lease!.token, from: ['PENDING'], via: 'SCHEDULED', patch: { dispatch: { dispatchId: `d-${id}`, attempt: 1, published: false, subject: TOPIC }, attempts: 1, dispatchedAt: Date.now() } });
+    await lease!.release();
+    expect(w.ok).toBe(true);
+    await waitFor(() => Date.now() > job.deadlineAt!, 5_000, { message: 'the deadline passed' });
+    if (via === 'the redelivered submit') await rig.publishSubmit(job);
+    else await rig.store.scheduleRetry(id, Date.now()); // P83: a publish that failed files one
+    await waitFor(() => logs.some((l) => l.includes('attempt not sent: the job is past its deadline_ms') && l.includes(id)), 10_000, { message: 'the attempt was looked at and not sent' });
+    expect(worker.count(id)).toBe(0);
+    // The reconciler's deadline pass ends it TIMEOUT (D46); its scan is 10 minutes off here.
+    expect((await rig.job(id)).state).toBe('DISPATCHED');
   });
 
   it('an attempt that never started is not replaced after the deadline: the verifier leaves it (unverified), one delivery', async () => {

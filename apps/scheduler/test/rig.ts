@@ -179,6 +179,8 @@ export async function startRunnerRig(o: {
   deps?: Pick<SchedulerDeps, 'wrapStore'>;
   workerId: string;
   topic: string;
+  /** The scheduler's logger, as startSchedulerRig takes it. */
+  logger?: Logger;
 }): Promise<RunnerRig> {
   const kernel = await startTestKernel(o.policy);
   const parts: { rig?: SchedulerRig; worker?: TestWorker } = {};
@@ -188,7 +190,7 @@ export async function startRunnerRig(o: {
     await kernel.stop();
   };
   try {
-    const rig = (parts.rig = await startSchedulerRig({ instanceId: o.instanceId, kernelAddress: kernel.address, env: o.env, deps: o.deps }));
+    const rig = (parts.rig = await startSchedulerRig({ instanceId: o.instanceId, kernelAddress: kernel.address, env: o.env, deps: o.deps, logger: o.logger }));
     const worker = (parts.worker = await startSilentRunner(rig, o.workerId, o.topic));
     return { kernel, rig, worker, stop };
   } catch (err) {

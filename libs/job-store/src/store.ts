@@ -490,7 +490,10 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       await scans.repairIndex(id, seenIn, job);
     },
     async createJob(j, o = {}) {
-      const createdAt = Math.min(j.submittedAt ?? Number.POSITIVE_INFINITY, now());
+      // createdAt: the request's arrival (P321); updatedAt: this write, which the in-flight index is
+      // scored by and a waiting duplicate's settle window counts from (P325).
+      const written = now();
+      const createdAt = Math.min(j.submittedAt ?? Number.POSITIVE_INFINITY, written);
       const ctx = { prompt: j.prompt, context: j.context ?? null, topic: j.topic, tenant_id: j.tenant, priority: j.priority, created_at: new Date(createdAt).toISOString() };
       // ctx first, NX: a record never points at a missing ctx, and a retried create never rewrites the input.
       const ctxWritten = redis.set(jobKeys.ctx(j.id), JSON.stringify(ctx), 'PX', ttl, 'NX');
@@ -522,8 +525,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
         error: j.initialState === 'DENIED' ? { code: 'policy_denied', message: j.safety?.reason || 'denied by policy' } : undefined,
         scheduleTries: 0,
         createdAt,
-        updatedAt: createdAt,
-        finishedAt: terminal ? createdAt : undefined,
+        updatedAt: written,
+        finishedAt: terminal ? written : undefined,
       };
       if (j.initialState === 'APPROVAL_REQUIRED') rec.holdHash = jobRequestHash(rec, { prompt: j.prompt, context: j.context ?? null });
       const fields = encodeFields(rec);

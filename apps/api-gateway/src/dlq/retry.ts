@@ -27,7 +27,7 @@ import type { Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
 import { SubmitError } from '../submit/errors';
 import { createKeyClaims } from '../submit/idempotency';
-import { answersWaiter, STALE_CLAIM_MS, type SubmitCommand, type SubmitOutcome, type SubmitService } from '../submit/service';
+import { answersWaiter, STALE_CLAIM_MS, stillPublishing, type SubmitCommand, type SubmitOutcome, type SubmitService } from '../submit/service';
 import markLua from './lua/mark-claim-1.lua';
 
 export const RETRY_WAIT_MS = 5_000;
@@ -86,7 +86,7 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
       if (answersWaiter(job, tenant, deadline)) return job;
       const now = await claims.current(claimKey);
       if (now === null || holderOf(now).jobId !== jobId) return 'released';
-      if (clusterNow() > deadline) return 'timeout';
+      if (clusterNow() > deadline && (job === null || !stillPublishing(job))) return 'timeout';
       await new Promise((r) => setTimeout(r, delay));
     }
   };

@@ -3,7 +3,7 @@
 // job record (+ ctx) → publish. Every exit without a job releases the claim.
 import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
-import { JobStoreError, jobKeys, policyCheckInit, SUBMIT_FAILED_CODE, type JobRecord, type JobStore, type NewJob, type Priority, type RetriedFrom, type SafetyRecord } from '@cordum/job-store';
+import { JobStoreError, jobKeys, policyCheckInit, SUBMIT_FAILED_CODE, failedAtSubmit, type JobRecord, type JobStore, type NewJob, type Priority, type RetriedFrom, type SafetyRecord } from '@cordum/job-store';
 import { clusterNow, type RedisClient } from '@cordum/redis';
 import type { Locks } from '@cordum/locks';
 import type { Logger } from '@cordum/service-kit';
@@ -23,23 +23,34 @@ export const STORE_TIMEOUT_MS = 3_000;
 /** A claim this old with no job is orphaned: a live submit ends (job or release) well within it (Evaluate 2 s + store 3 s + publish). */
 export const STALE_CLAIM_MS = 30_000;
 /**
- * A PENDING job this much younger than its record may still be in its winner's publish (the 2 s
- * budget of D43, one last 250 ms attempt, then D11's fail CAS): a duplicate waits for the outcome
- * instead of answering with a job that may yet be failed at submit (P40).
+ * A PENDING job whose record was written less than this ago may still be in its winner's publish
+ * (the 2 s budget of D43, one last 250 ms attempt, then D11's fail CAS): a duplicate waits for the
+ * outcome instead of answering with a job that may yet be failed at submit (P40).
  */
 export const SUBMIT_SETTLE_MS = 3_000;
 
 /**
+ * P40, P325: a PENDING job whose record was written (its `updatedAt`) less than SUBMIT_SETTLE_MS
+ * ago: its winner may still be publishing it. Not its `createdAt`, the request's arrival since
+ * P321, which can be seconds before the write (a slow Evaluate, a winner that first waited on an
+ * earlier one): the job looked settled while its publish could still fail.
+ */
+export function stillPublishing(job: JobRecord, nowMs = clusterNow()): boolean {
+  return job.state === 'PENDING' && nowMs - job.updatedAt < SUBMIT_SETTLE_MS;
+}
+
+/**
  * P40: whether the winner's job answers a request waiting on the same claim (an idempotency
  * duplicate, a concurrent DLQ retry, P56): a job of the waiter's tenant, not failed at submit
- * (D11 FAILED bus_unavailable: its winner releases the claim and the waiter submits itself), and
- * not still publishing (PENDING, younger than SUBMIT_SETTLE_MS, its submit may still fail) unless
- * the waiter's `deadlineMs` has passed.
+ * (D11, `failedAtSubmit`: its winner releases the claim and the waiter submits itself; a job whose
+ * worker reported `bus_unavailable` ran and is an answer, P325), and not still publishing unless
+ * the waiter has waited SUBMIT_SETTLE_MS past its own `deadlineMs` (a record its scheduler keeps
+ * touching while PENDING is answered then).
  */
 export function answersWaiter(job: JobRecord | null, tenant: string, deadlineMs: number, nowMs = clusterNow()): job is JobRecord {
   if (job === null || job.tenant !== tenant) return false;
-  if (job.state === 'FAILED' && job.error?.code === 'bus_unavailable') return false;
-  return !(job.state === 'PENDING' && nowMs - job.createdAt < SUBMIT_SETTLE_MS) || nowMs > deadlineMs;
+  if (failedAtSubmit(job.state, job.error?.code, job.attempts)) return false;
+  return !stillPublishing(job, nowMs) || nowMs > deadlineMs + SUBMIT_SETTLE_MS;
 }
 
 export interface SubmitCommand {
@@ -161,7 +172,8 @@ export function createSubmitService(deps: SubmitDeps): SubmitService {
       if (answersWaiter(job, tenant, deadline)) return outcomeOf(job);
       const holder = await store('read claim', () => claims.current(tenant, key));
       if (holder !== jobId) return null; // released (winner ended without a job) or replaced
-      if (clusterNow() > deadline) {
+      // A job still publishing is waited for past the deadline (answersWaiter bounds it).
+      if (clusterNow() > deadline && (job === null || !stillPublishing(job))) {
         // A claim whose job never appeared long after any live submit would have finished: its
         // winner died between claim and record. Free it (CAS on the job id) so the key is usable
         // again instead of answering 409 for the whole job TTL.
