@@ -75,7 +75,9 @@ export interface TransitionOptions {
    * the job TTL before the write, so a job seen terminal always has its result on a TTL. On
    * standalone Redis it is sent right ahead of the write on the same connection, which Redis
    * runs in order, so it costs no round trip of its own (issue 7); across cluster nodes it is
-   * awaited first. Its failure fails the call (a redelivered result re-runs it, D14).
+   * awaited first. Its failure fails the call (a redelivered result re-runs it, D14). Default:
+   * true for a terminal `to` (P327: every path that ends a job, not only those that remembered
+   * to ask; a RETRYING job's result ended FAILED by a stopped retry kept no TTL).
    */
   expireResult?: boolean;
 }
@@ -647,7 +649,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       const cur = o.current?.id === id ? o.current : undefined;
       // The history entry is built from the record as it will stand; the state and time are known.
       const entry = o.patch?.safety ? decisionEntry({ ...(cur ?? ({ id } as JobRecord)), safety: o.patch.safety, state: o.via ?? to, updatedAt: t }) : '';
-      const expired = o.expireResult ? await expireAhead(resultKey(id, patch.resultPtr ?? cur?.resultPtr) ?? jobKeys.res(id)) : undefined;
+      const expired = (o.expireResult ?? TERMINAL_STATES.has(to)) ? await expireAhead(resultKey(id, patch.resultPtr ?? cur?.resultPtr) ?? jobKeys.res(id)) : undefined;
       // Into an in-flight state from outside them (an approval: APPROVAL_REQUIRED → PENDING) no old
       // in-flight entry would be left by a crash before the index move, so the new one goes first
       // (decisions.md P20); if the script refuses, the replayer drops the entry where it reads it.
@@ -784,7 +786,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       if (!canTransition('RUNNING', to)) throw new JobStoreError('invalid_argument', `finish cannot end a running job ${to} (D12)`);
       const t = now();
       const patch: JobPatch = { ...o.patch, finishedAt: o.patch.finishedAt ?? t };
-      const expired = o.expireResult ? await expireAhead(resultKey(id, patch.resultPtr ?? undefined) ?? jobKeys.res(id)) : undefined;
+      const expired = (o.expireResult ?? true) ? await expireAhead(resultKey(id, patch.resultPtr ?? undefined) ?? jobKeys.res(id)) : undefined;
       const reply = await scripts.run<Reply>('finish', [jobKeys.meta(id), jobKeys.lock(id)], [to, o.dispatchId, t, ...flatFields(encodeFields(patch as Partial<JobRecord>))]);
       await expired?.done;
       const code = Number(reply[0]);

@@ -304,14 +304,22 @@ describe('job-store fast paths (real Redis)', () => {
         const mine = top.filter((a) => a.includes(key) || (a[0]?.toLowerCase() === 'evalsha' && a.includes(jobKeys.meta(j.id)) && a.includes('SUCCEEDED')));
         expect(mine.map((a) => a[0]?.toLowerCase()).filter((c) => c !== 'pttl')).toEqual(['set', 'pexpire', 'evalsha']);
       }
-      // Without the option nothing touches the result's TTL.
+      // P327: a non-terminal write leaves the result's TTL alone; a terminal one sets it without
+      // being asked (a RETRYING job ended FAILED by a stopped retry, a past deadline or no worker
+      // kept its result with no TTL, against D45).
       const j = newJob();
       await redis.set(jobKeys.res(j.id), '{}');
       const token = await holdLock(redis, j.id);
       const d = await store.transition(j.id, 'DISPATCHED', { token, via: 'SCHEDULED', patch: { dispatch }, current: await store.createJob(j) });
-      const r = await store.transition(j.id, 'SUCCEEDED', { token, current: d.ok ? d.job : undefined });
-      expect(r.ok).toBe(true);
+      const run = await store.transition(j.id, 'RUNNING', { token, current: d.ok ? d.job : undefined });
+      const retrying = await store.transition(j.id, 'RETRYING', { token, patch: { resultPtr: `redis://res:${j.id}` }, current: run.ok ? run.job : undefined });
+      expect(retrying.ok).toBe(true);
       expect(await redis.pttl(jobKeys.res(j.id))).toBe(-1);
+      const r = await store.transition(j.id, 'FAILED', { token, patch: { error: { code: 'policy_denied', message: 'retry denied' } }, current: retrying.ok ? retrying.job : undefined });
+      expect(r.ok).toBe(true);
+      const pttl = await redis.pttl(jobKeys.res(j.id));
+      expect(pttl).toBeGreaterThan(ttl - 60_000);
+      expect(pttl).toBeLessThanOrEqual(ttl);
     });
   });
   it('a result pointer outside the job\'s own res: keys is never read or expired: its res:<id> gets the TTL, the named key is untouched (P72)', async () => {
