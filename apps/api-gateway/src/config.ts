@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ANY_HOST, commonEnvSchema, defaultInstanceId, loadConfig, natsConnectionConfig, redisConnectionConfig, zAddr, zBool, zCheckedString, zDuration, zInt, zJobTtl, zDlqTtl, zNumber, zParsedString, type NatsConnectionConfig, type RedisConnectionConfig } from '@cordum/service-kit';
 import { RATE_LIMIT_BOUNDS, configReloadEnvShape, configReloadIntervalMs } from '@cordum/config-overlay';
 import { loadSigningKeyFile, loadVerifyKeysFile, parseGrpcAddress } from '@cordum/protocol';
-import { ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
+import { CONTROL_CHAR_MESSAGE, CONTROL_CHAR_RE, MAX_PRINCIPAL_CHARS, ROLES, TENANT_RE, type ApiKeyEntry } from './auth/keys';
 
 /** A key for every tenant (D26). */
 export const WILDCARD_TENANT = '*';
@@ -24,7 +24,7 @@ const keyEntrySchema = z.object({
   key: z.string().min(8, 'key must be at least 8 characters'),
   tenant: z.string().refine((t) => t === WILDCARD_TENANT || TENANT_RE.test(t), 'tenant must match ^[a-z0-9][a-z0-9_-]{0,62}$ or be "*"'),
   role: z.enum(ROLES),
-  principal_id: z.string().min(1).optional(),
+  principal_id: z.string().min(1).max(MAX_PRINCIPAL_CHARS).refine((v) => !CONTROL_CHAR_RE.test(v), `principal_id ${CONTROL_CHAR_MESSAGE}`).optional(),
 });
 
 /** `CORDUM_API_KEYS`: a JSON list `[{key, tenant, role, principal_id}]`; any defect is a config error naming the variable. */

@@ -429,6 +429,8 @@ describe('/api/v1/policy passthrough', () => {
 
   it('validates input, tenancy and roles', async () => {
     expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.operator, body: { topic: 'nope' } }), 400, 'validation_failed');
+    // P329: a job id as every other entry point holds it (it was any 1–128 characters here).
+    expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.operator, body: { topic: 'job.x', job_id: 'a{b}\n' } }), 400, 'validation_failed');
     expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/simulate', { key: KEYS.operator, body: { topic: 'job.x' } }), 400, 'validation_failed');
     expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.globex, body: { topic: 'job.x', tenant_id: 'acme' } }), 403, 'tenant_mismatch');
     expectEnvelope(await call(gw1(), 'POST', '/api/v1/policy/evaluate', { key: KEYS.viewer, body: { topic: 'job.x' } }), 403, 'forbidden');

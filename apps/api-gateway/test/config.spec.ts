@@ -64,6 +64,14 @@ describe('loadGatewayConfig', () => {
     ]);
   });
 
+  // P329: a static principal goes into every JobRequest: bounded and free of control characters.
+  it('refuses a static key whose principal_id is longer than 256 characters or has a control character', () => {
+    const keys = (principal_id: string): string => JSON.stringify([{ key: 'viewer-key-1234', tenant: 'acme', role: 'viewer', principal_id }]);
+    expect(configError({ ...base, CORDUM_API_KEYS: keys('p'.repeat(257)) })).toContain('CORDUM_API_KEYS');
+    expect(configError({ ...base, CORDUM_API_KEYS: keys('ops\n{"level":"error"}') })).toContain('principal_id must not contain control characters');
+    expect(loadGatewayConfig({ ...base, CORDUM_API_KEYS: keys('p'.repeat(256)) }).apiKeys[0]?.principalId).toHaveLength(256);
+  });
+
   it('takes the NATS login of the common env (natsConnectionConfig)', () => {
     expect(loadGatewayConfig({ ...base, NATS_URL: 'nats://gw:pw@n:4222' }).nats).toEqual({ servers: ['nats://n:4222'], user: 'gw', password: 'pw' });
     expect(configError({ ...base, NATS_URL: 'nats://gw:pw@n:4222', NATS_TOKEN: 'tok' })).toContain('a user:password in NATS_URL and NATS_TOKEN(_FILE) are set together');

@@ -96,6 +96,32 @@ describe('sys.job.dlq', () => {
     expect(await redis.zscore(jobKeys.dlqIndexTenant('acme'), id)).toBeNull();
   });
 
+  // P328: the consumer decoded without CAP's checks (P57) and filed the notice's reason uncut.
+  it('terminates a notice that breaks CAP\'s rules (protocol_version 2) without filing it, and cuts a notice\'s reason to 4,096 characters', async () => {
+    const bad = (await submit('job.ok.bad-notice')).id;
+    const long = (await submit('job.ok.long-notice')).id;
+    for (const id of [bad, long]) {
+      await clients.failJob(id);
+      await redis.del(jobKeys.dlqEntry(id));
+    }
+    const undecodable = (await metric(rig.url, 'cordum_bus_undecodable_total', `subject="${subjects.dlq}"`)) ?? 0;
+    const badJob = await record(bad);
+    const entry = { job_id: bad, tenant: 'acme', topic: badJob.topic, reason: 'x', reason_code: 'worker_error', last_state: 'FAILED' as const, attempts: 1, created_at: new Date().toISOString() };
+    const packet = dlqPacket('cap-tool', badJob, entry);
+    packet.protocolVersion = 2;
+    await bus.publish(subjects.dlq, encodePacket(packet), { msgId: `${dlqMsgId(badJob)}:${randomUUID()}` });
+    // Three deliveries a second apart, then terminated (undecodable, counted).
+    await waitFor(async () => ((await metric(rig.url, 'cordum_bus_undecodable_total', `subject="${subjects.dlq}"`)) ?? 0) === undecodable + 1, 15_000, { message: 'bad notice terminated' });
+    expect(await store.getDlq(bad)).toBeNull();
+
+    const longJob = await record(long);
+    const longEntry = { ...entry, job_id: long, topic: longJob.topic, reason: 'é'.repeat(100_000) };
+    await bus.publish(subjects.dlq, encodePacket(dlqPacket('cap-tool', longJob, longEntry)), { msgId: `${dlqMsgId(longJob)}:${randomUUID()}` });
+    const filed = await waitFor(() => store.getDlq(long), 5_000, { message: 'long notice filed' });
+    expect(filed.reason).toHaveLength(4_096);
+    expect(filed.reason.endsWith('…')).toBe(true);
+  }, 30_000);
+
   it('acks notices for an unknown job or a job outside a DLQ state and changes nothing', async () => {
     const [unknown, notDlq] = [await counted('unknown_job'), await counted('not_dlq_state')];
     const { id } = await submit('job.ok.still-pending');

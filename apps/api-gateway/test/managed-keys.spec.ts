@@ -116,6 +116,12 @@ it('keys are per tenant: other tenants cannot see or revoke them; bad input is 4
     expectEnvelope(bad, 400, 'validation_failed');
     expect(JSON.stringify(bad.body['details'])).toContain('lone surrogate');
   }
+  // P329: the principal reaches workers, approvals and audits; a newline could forge a log line.
+  for (const body of [{ role: 'viewer', principal_id: 'x\n{"level":"error"}' }, { role: 'viewer', name: 'ops\r\nkey' }]) {
+    const bad = await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.admin, body });
+    expectEnvelope(bad, 400, 'validation_failed');
+    expect(JSON.stringify(bad.body['details'])).toContain('control characters');
+  }
   expect((await call(r.urls[0]!, 'GET', '/api/v1/auth/keys', { key: KEYS.admin })).body['items']).toHaveLength(before.length);
   expectEnvelope(await call(r.urls[0]!, 'POST', '/api/v1/auth/keys', { key: KEYS.viewer, body: { role: 'viewer' } }), 403, 'forbidden');
 });

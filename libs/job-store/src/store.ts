@@ -16,7 +16,7 @@ import { ACTIVE_STATES, allowedSources, canTransition, DLQ_STATES, failedAtSubmi
 import { createJobScans, type JobScans } from './scans';
 import { createJobSlots, type JobSlots } from './slots';
 import { jobRequestHash, type StoredInput } from './approval';
-import type { DlqEntry, JobPatch, JobRecord, NewJob, TransitionResult } from './types';
+import { boundedError, type DlqEntry, type JobPatch, type JobRecord, type NewJob, type TransitionResult } from './types';
 
 export const DLQ_TTL_MS = 30 * 24 * 3600 * 1000; // D45
 
@@ -402,7 +402,8 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
       job_id: job.id,
       tenant: job.tenant,
       topic: job.topic,
-      reason: reason ?? job.error?.message ?? job.safety?.reason ?? job.state.toLowerCase(),
+      // Cut as any error text from outside (P73): a sys.job.dlq notice's reason is a bus packet's (P328).
+      reason: boundedError('', reason ?? job.error?.message ?? job.safety?.reason ?? job.state.toLowerCase()).message,
       reason_code: job.error?.code ?? defaultReasonCode(job.state),
       last_state: job.state,
       attempts: job.attempts,

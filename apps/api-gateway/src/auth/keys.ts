@@ -11,6 +11,16 @@ export type Role = (typeof ROLES)[number];
 export { TENANT_RE };
 export const ANY_TENANT = '*';
 
+/**
+ * A principal id (static or managed key) or a managed key's name: at most 256 characters, no
+ * control characters (P329). The principal goes into every JobRequest a worker gets, approvals and
+ * audit events; a newline in it could forge a line in a worker's plain-text log, and a huge static
+ * one made every dispatch too large for NATS (as labels did, P309).
+ */
+export const MAX_PRINCIPAL_CHARS = 256;
+export const CONTROL_CHAR_RE = /\p{Cc}/u;
+export const CONTROL_CHAR_MESSAGE = 'must not contain control characters';
+
 export interface ApiKeyEntry {
   key: string;
   tenant: string;

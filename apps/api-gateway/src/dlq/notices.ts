@@ -8,7 +8,7 @@
 // that Redis does not know, is counted and acked.
 import { subjects, type Bus, type Consumer, type HandlerOutcome } from '@cordum/bus';
 import { DLQ_STATES, type JobStore } from '@cordum/job-store';
-import { decodePacket, type BusPacket } from '@cordum/protocol';
+import { decodeValidPacket, type BusPacket } from '@cordum/protocol';
 import { isRedisUnavailable, isSlotMoving } from '@cordum/redis';
 import type { Logger } from '@cordum/service-kit';
 import { Counter, type Registry } from 'prom-client';
@@ -56,7 +56,10 @@ export function startDlqNoticeConsumer(o: { bus: Bus; store: JobStore; logger: L
     stream: 'CORDUM_SYS',
     subject: subjects.dlq,
     queue: DLQ_CONSUMER_QUEUE,
-    decode: decodePacket,
+    // P328: held to CAP's rules as every other consumer (P57): a packet of another protocol
+    // version, without a trace id or with a job id off the pattern is terminated, not applied.
+    // Not signature-checked: our own services publish these notices unsigned (D42 signs workers').
+    decode: decodeValidPacket,
     handler: dlqNoticeHandler({ store: o.store, logger: o.logger, counted: (outcome) => notices.inc({ outcome }) }),
     concurrency: 16,
     unavailable: isRedisUnavailable,

@@ -5,7 +5,7 @@ import { clusterNow } from '@cordum/redis';
 import { auditIfUnknown, type AuditSink } from '../audit/sink';
 import type { ManagedKeys } from '../auth/managed';
 import { managedKeyToApi } from '../auth/managed';
-import { ROLES } from '../auth/keys';
+import { CONTROL_CHAR_MESSAGE, CONTROL_CHAR_RE, MAX_PRINCIPAL_CHARS, ROLES } from '../auth/keys';
 import { actingTenant, caller } from '../auth/middleware';
 import { ApiError } from '../http/errors';
 import { chargedActingTenant } from '../ratelimit/middleware';
@@ -17,14 +17,16 @@ const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 
 /** Redis stores strings as UTF-8: a lone surrogate came back as U+FFFD, unlike what the 201 echoed. */
 const wellFormed = (s: z.ZodString) => s.refine((v) => !/\p{Cs}/u.test(v), 'must be well-formed Unicode (a lone surrogate cannot be stored)');
+/** P329: shown to workers, approvals and audits, so no control characters either. */
+const printable = (s: z.ZodString) => wellFormed(s).refine((v) => !CONTROL_CHAR_RE.test(v), CONTROL_CHAR_MESSAGE);
 
 // Strict: a misspelt `ttl_seconds` / `expires_at` dropped would create a key that never expires.
 // Also the OpenAPI description's body (P170).
 export const createKeySchema = z
   .strictObject({
     role: z.enum(ROLES),
-    principal_id: wellFormed(z.string().min(1).max(256)).nullish(),
-    name: wellFormed(z.string().max(256)).nullish(),
+    principal_id: printable(z.string().min(1).max(MAX_PRINCIPAL_CHARS)).nullish(),
+    name: printable(z.string().max(256)).nullish(),
     expires_at: z.iso.datetime({ offset: true }).nullish(),
     ttl_seconds: z.number().int().positive().max(MAX_TTL_SECONDS).nullish(),
     tenant_id: z.string().nullish(),

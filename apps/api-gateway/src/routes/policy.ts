@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import type { Request, Response } from 'express';
 import { policyCheckInit } from '@cordum/job-store';
+import { JOB_ID_RE } from '@cordum/protocol';
 import type { Mount } from '../http/app';
 import { chargedActingTenant } from '../ratelimit/middleware';
 import type { PolicyAdmin } from '../safety/policy-admin';
@@ -19,7 +20,8 @@ export const MAX_POLICY_YAML_CHARS = 256 * 1024;
 
 export const policyRequestSchema = z.object({
   topic: z.string().max(255, 'must be at most 255 characters').regex(TOPIC_RE, 'must match ^job(\\.[A-Za-z0-9_-]+)+$'),
-  job_id: opt(z.string().min(1).max(128)),
+  // P329: as every other entry point holds a job id (it is echoed as the approval reference).
+  job_id: opt(z.string().regex(JOB_ID_RE, 'must match ^[A-Za-z0-9._:-]{1,128}$')),
   priority: opt(z.enum(['interactive', 'batch', 'critical'])).transform((p) => p ?? 'interactive'),
   labels: opt(labelsSchema).transform((l) => l ?? {}),
   memory_id: opt(shortString),
