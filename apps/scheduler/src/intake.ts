@@ -198,8 +198,9 @@ async function failPastDeadline(ctx: SchedulerContext, lease: Lease, job: JobRec
 /** A redelivered or duplicate submit (or a replayed job) already past PENDING. */
 async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord): Promise<HandlerOutcome> {
   if (TERMINAL_STATES.has(job.state)) {
-    // D14: re-run idempotent side effects, then ack.
-    await ctx.store.writeDlq(job);
+    // D14: re-run idempotent side effects, then ack; all of them, broadcast included, when the
+    // terminal write's reply was lost (P330).
+    if (!(await ctx.store.settleEnded(job))) await ctx.store.writeDlq(job);
     ctx.metrics.ignored.inc({ kind: 'submit', reason: 'terminal' });
     return ACK;
   }

@@ -132,8 +132,9 @@ async function applyResult(ctx: SchedulerContext, lease: Lease, res: JobResult, 
   await expireArtifacts(ctx, res);
   if (!job) return ignore(ctx, 'unknown_job', res.jobId);
   if (TERMINAL_STATES.has(job.state)) {
-    // Redelivery after our own terminal write: re-run the idempotent side effects (D14, D45).
-    await ctx.store.writeDlq(job);
+    // Redelivery after our own terminal write: re-run the idempotent side effects (D14, D45),
+    // all of them, broadcast included, when the write's reply was lost (P330).
+    if (!(await ctx.store.settleEnded(job))) await ctx.store.writeDlq(job);
     await ctx.store.expireResult(job);
     // A job ended by a cancel or a timeout: its worker's answer means a slot of it is free now
     // (P32; before, the worker looked busy until its next heartbeat, and a submit NAKed as

@@ -169,6 +169,14 @@ export interface JobStore extends JobScans, JobSlots {
    */
   writeDlq(job: JobRecord, reason?: string, o?: { notify?: boolean }): Promise<boolean>;
   getDlq(id: string): Promise<DlqEntry | null>;
+  /**
+   * P330: a terminal job that a redelivery found, whose record is still filed in an in-flight
+   * index (`job:active:<state>`): its terminal write committed but its caller never got the reply
+   * (a command timeout, a dropped socket), so none of the write's side effects ran. Runs them now
+   * from that state: the DLQ entry, the index move and the D15 broadcast. true when it did; false
+   * (nothing done) for a job not terminal or no longer filed in flight.
+   */
+  settleEnded(job: JobRecord): Promise<boolean>;
   /** D45: the scheduler sets EXPIRE on `res:<id>` once the job is terminal. */
   expireResult(job: JobRecord): Promise<void>;
   /**
@@ -491,6 +499,20 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     async repairIndex(id, seenIn, job) {
       if (job && DLQ_STATES.has(job.state)) await writeDlq(job);
       await scans.repairIndex(id, seenIn, job);
+      // P330: a job found ended while still filed in flight may have ended by a write whose reply
+      // was lost (a reconciler's TIMEOUT, a gateway's cancel), which nothing broadcast. Broadcast
+      // it now: a client may see its end twice (the write's side writes failed after a broadcast),
+      // never not at all.
+      if (job && TERMINAL_STATES.has(job.state) && ACTIVE_STATES.has(seenIn)) notify(job, seenIn);
+    },
+    async settleEnded(job) {
+      if (!TERMINAL_STATES.has(job.state)) return false;
+      const states = [...ACTIVE_STATES];
+      const filed = await Promise.all(states.map((st) => redis.zscore(jobKeys.active(st), job.id)));
+      const from = states[filed.findIndex((score) => score !== null)];
+      if (from === undefined) return false;
+      await afterWrite(job, from);
+      return true;
     },
     async createJob(j, o = {}) {
       // createdAt: the request's arrival (P321); updatedAt: this write, which the in-flight index is

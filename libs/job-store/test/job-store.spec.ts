@@ -293,6 +293,39 @@ describe.each(REDIS_BACKENDS)('job-store (%s Redis)', (kind) => {
     }
   });
 
+  // P330: a terminal write whose reply was lost ran none of its side effects; nothing redid them.
+  it('settleEnded runs the side effects of a terminal write whose reply was lost (DLQ entry, index move, broadcast), once, and repairIndex broadcasts such a job', async () => {
+    const ended = async (tenant: string): Promise<JobRecord> => {
+      const j = newJob({ tenant });
+      const token = await drive(store, redis, j, ['SCHEDULED', 'DISPATCHED', 'RUNNING']);
+      const r = await store.transition(j.id, 'FAILED', { token, patch: { error: { code: 'worker_error', message: 'boom' } } });
+      if (!r.ok) throw new Error(r.reason);
+      // As if the reply never came: the record is FAILED, nothing after the write ran.
+      await redis.zadd(jobKeys.active('RUNNING'), r.job.updatedAt, j.id);
+      await redis.zadd(jobKeys.indexState(tenant, 'RUNNING'), r.job.createdAt, j.id);
+      await redis.zrem(jobKeys.indexState(tenant, 'FAILED'), j.id);
+      await redis.del(jobKeys.dlqEntry(j.id));
+      seen.splice(0, seen.length);
+      return r.job;
+    };
+    const job = await ended('lost-reply');
+    expect(await store.settleEnded(job)).toBe(true);
+    expect(seen.map((e) => [e.from, e.job.state, e.job.id])).toEqual([['RUNNING', 'FAILED', job.id]]);
+    expect(await redis.zscore(jobKeys.active('RUNNING'), job.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('lost-reply', 'RUNNING'), job.id)).toBeNull();
+    expect(await redis.zscore(jobKeys.indexState('lost-reply', 'FAILED'), job.id)).not.toBeNull();
+    expect(await store.getDlq(job.id)).toMatchObject({ reason_code: 'worker_error' });
+    // Settled: a second redelivery finds it filed nowhere in flight and does nothing.
+    expect(await store.settleEnded(job)).toBe(false);
+    expect(await store.settleEnded({ ...job, state: 'RUNNING' })).toBe(false);
+    expect(seen).toHaveLength(1);
+    // A sweep's repair of such a job broadcasts it too.
+    const swept = await ended('lost-reply-swept');
+    await store.repairIndex(swept.id, 'RUNNING', swept);
+    expect(seen.map((e) => [e.from, e.job.state, e.job.id])).toEqual([['RUNNING', 'FAILED', swept.id]]);
+    expect(await redis.zscore(jobKeys.active('RUNNING'), swept.id)).toBeNull();
+  });
+
   it('jobToApi gives the CONTRACT §2 shape with RFC 3339 ms times and the stored result', async () => {
     const j = newJob({ safety: { decision: 'allow', reason: 'ok', ruleId: 'r-allow', policySnapshot: 'snap' } });
     const token = await drive(store, redis, j, ['SCHEDULED', 'DISPATCHED']);
