@@ -1,5 +1,6 @@
 // Managed API keys (D27) across two gateway replicas: created once, hashed at
 // rest, revoked or expired → 401 on every replica within 1 s.
+import { createHash, randomBytes, scryptSync } from 'node:crypto';
 import { createRedis, closeRedis, type RedisClient } from '@cordum/redis';
 import { createFailedLoginBudget, FAILED_LOGIN_ADDRESS_BURST, FAILED_LOGIN_BURST, FAILED_LOGIN_PER_MINUTE } from '../src/auth/failed-logins';
 import { RECORD_CACHE_MS, createManagedKeys } from '../src/auth/managed';
@@ -27,7 +28,7 @@ async function createKey(body: Record<string, unknown>) {
   return res.body as { id: string; key: string; tenant: string; role: string; expires_at: string | null };
 }
 
-it('creates a key shown once, stored only as a salted hash, usable on both replicas', async () => {
+it('creates a key shown once, stored only as the SHA-256 of its secret (D27), usable on both replicas', async () => {
   const k = await createKey({ role: 'operator', principal_id: 'ci-bot', name: 'ci' });
   expect(k.key).toMatch(/^ck_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
   expect(k.key.startsWith(`ck_${k.id}_`)).toBe(true);
@@ -36,8 +37,10 @@ it('creates a key shown once, stored only as a salted hash, usable on both repli
   const stored = await redis.hgetall(`apikey:{${k.id}}`);
   const secret = k.key.slice(`ck_${k.id}_`.length);
   expect(stored['tenant']).toBe('acme');
-  expect(stored['kdf']).toMatch(/^scrypt:/);
-  expect(stored['salt']!.length).toBeGreaterThan(0);
+  // P331: D27's SHA-256 (hex); it was a salted scrypt hash.
+  expect(stored['kdf']).toBe('sha256');
+  expect(stored['hash']).toBe(createHash('sha256').update(secret).digest('hex'));
+  expect(stored['salt']).toBeUndefined();
   expect(Object.values(stored).some((v) => v.includes(secret))).toBe(false);
 
   for (const url of r.urls) {
@@ -55,6 +58,31 @@ it('creates a key shown once, stored only as a salted hash, usable on both repli
   expect(items.map((i) => i['id'])).toContain(k.id);
   expect(JSON.stringify(items)).not.toContain(secret);
   expect(JSON.stringify(items)).not.toContain(stored['hash']!);
+});
+
+// P331: keys minted before (salted scrypt) keep working, and a record written by other tooling in
+// D27's own form (the secret's SHA-256, no kdf, no salt) works too; a record it cannot read fails closed.
+it('verifies a pre-P331 scrypt record and a D27-form record written by hand; refuses an unknown kdf', async () => {
+  const put = async (id: string, fields: Record<string, string>): Promise<string> => {
+    const secret = randomBytes(32).toString('base64url');
+    const f = Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, v.replace('$SHA', createHash('sha256').update(secret).digest('hex'))]));
+    if (f['kdf']?.startsWith('scrypt:')) {
+      const salt = randomBytes(16);
+      f['salt'] = salt.toString('base64');
+      f['hash'] = scryptSync(secret, salt, 32, { N: 16384, r: 8, p: 1 }).toString('base64');
+    }
+    await redis.hset(`apikey:{${id}}`, { id, tenant: 'acme', role: 'operator', created_at: String(Date.now()), revoked: '0', ...f });
+    return `ck_${id}_${secret}`;
+  };
+  const legacy = await put('00000000000000a1', { kdf: 'scrypt:N=16384,r=8,p=1', hash: '' });
+  const d27 = await put('00000000000000a2', { hash: '$SHA' });
+  const unknown = await put('00000000000000a3', { hash: '$SHA', kdf: 'md5' });
+  for (const url of r.urls) {
+    expect((await call(url, 'POST', '/api/v1/jobs', { key: legacy, body: job })).status).toBe(200);
+    expect((await call(url, 'POST', '/api/v1/jobs', { key: d27, body: job })).status).toBe(200);
+    expectEnvelope(await call(url, 'POST', '/api/v1/jobs', { key: unknown, body: job }), 401, 'unauthenticated');
+    expectEnvelope(await call(url, 'POST', '/api/v1/jobs', { key: `${d27.slice(0, -1)}${d27.endsWith('A') ? 'B' : 'A'}`, body: job }), 401, 'unauthenticated');
+  }
 });
 
 it('a wrong secret for a real id, and malformed ck_ keys, are 401', async () => {
@@ -148,7 +176,7 @@ it('a new key drops from its tenant\'s index the ids whose record Redis deleted,
 });
 
 // Last in this file: it spends replica 2's failed-check budget for 127.0.0.1.
-it('wrong secrets for a known id are refused 429 once the client has failed 20 checks for it, before scrypt; other logins are not, from the same address too (P55, P222)', async () => {
+it('wrong secrets for a known id are refused 429 once the client has failed 20 checks for it, before the check; other logins are not, from the same address too (P55, P222)', async () => {
   const k = await createKey({ role: 'operator', principal_id: 'budget-bot' });
   const gw = r.urls[1]!;
   // verified once (cached): later uses need no scrypt

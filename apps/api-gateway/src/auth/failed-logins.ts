@@ -1,10 +1,12 @@
-// Failed managed-key checks per client address (P55). A managed key's secret is checked with
-// scrypt (≈ 100 ms of a libuv thread) whenever the pair (id, secret) was not verified before,
-// and the key id is not secret (it prefixes the key and names its default principal). Without
-// a bound, anyone could keep every replica's thread pool busy with wrong secrets for a known id,
-// so real logins (and DNS lookups on reconnect) waited for seconds. Each replica gives a client
+// Failed managed-key checks per client address (P55). A managed key's secret is checked
+// whenever the pair (id, secret) was not verified before, and the key id is not secret (it
+// prefixes the key and names its default principal). Records written before P331 are checked
+// with scrypt (≈ 100 ms of a libuv thread): without a bound, anyone could keep every replica's
+// thread pool busy with wrong secrets for a known id, so real logins (and DNS lookups on
+// reconnect) waited for seconds. SHA-256 records (D27, P331) cost nothing to check; the same
+// budget still throttles wrong secrets for them, as any login would. Each replica gives a client
 // address FAILED_LOGIN_BURST failed checks, refilled at FAILED_LOGIN_PER_MINUTE a minute; past
-// that, a check that would need scrypt is refused 429 before it runs. A check takes its token
+// that, a check of a secret not verified before is refused 429 before it runs. A check takes its token
 // when it starts and gives it back when it passes (P155). Lookups that need none
 // (static keys, a managed key already verified, malformed or unknown keys) are never refused.
 

@@ -1,8 +1,9 @@
 // Managed API keys (D27): `ck_<id>_<secret>`, shown once, stored under
-// `apikey:{<id>}` as a salted scrypt hash of the secret. D27 names SHA-256; a
-// salted memory-hard KDF is stricter (a leaked Redis dump cannot be brute-forced
-// at GPU speed) and costs one scrypt per key per replica thanks to the verified
-// cache below. Revocation and expiry hold on every replica within 1 s: records
+// `apikey:{<id>}` as the SHA-256 of the secret (hex, `kdf: sha256`). The secret is
+// 256 random bits, so a fast hash cannot be brute-forced from a copied Redis dump
+// either (P331). Records written as a salted scrypt hash (`kdf: scrypt:…`, before
+// P331) are still verified, once per key per replica thanks to the verified cache
+// below. Revocation and expiry hold on every replica within 1 s: records
 // are cached for at most RECORD_CACHE_MS, and expiry is checked on every call.
 //
 // Lifetime: a record is deleted by Redis RETAIN_MS after its key stops working
@@ -29,7 +30,10 @@ export const MANAGED_KEY_RE = /^ck_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 /** Below 1 s minus a Redis round trip: a revocation is visible everywhere within 1 s (D27). */
 export const RECORD_CACHE_MS = 500;
 const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
-const KDF_LABEL = `scrypt:N=${SCRYPT.N},r=${SCRYPT.r},p=${SCRYPT.p}`;
+/** The KDF of records written before P331 (salted scrypt, base64 hash and salt): still verified. */
+const SCRYPT_KDF = `scrypt:N=${SCRYPT.N},r=${SCRYPT.r},p=${SCRYPT.p}`;
+/** D27: the SHA-256 of the secret, hex. A record without `kdf` and without `salt` is one (D27's own form). */
+export const SHA256_KDF = 'sha256';
 const MAX_CACHE = 10_000;
 /**
  * How long a dead (expired or revoked) key's record is kept, listed as such: 30 days, the usual
@@ -55,8 +59,10 @@ export interface ManagedKeyRecord {
   expiresAt: number | null;
   revoked: boolean;
   revokedAt: number | null;
+  /** Only for a scrypt record (before P331); '' for SHA-256. */
   salt: string;
   hash: string;
+  /** SHA256_KDF, or the scrypt label of a record written before P331. */
   kdf: string;
 }
 
@@ -80,9 +86,11 @@ function scrypt(secret: string, salt: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => scryptCb(secret, salt, SCRYPT.keylen, opts, (err, key) => (err ? reject(err) : resolve(key))));
 }
 
-/** Parses a stored hash; a corrupt record fails closed (the key does not authenticate). */
+/** Parses a stored hash; a corrupt record (or one of a KDF we do not know) fails closed (the key does not authenticate). */
 function decodeRecord(h: Record<string, string>): ManagedKeyRecord | null {
-  if (!h['id'] || !h['tenant'] || !h['hash'] || !h['salt']) return null;
+  if (!h['id'] || !h['tenant'] || !h['hash']) return null;
+  const kdf = h['kdf'] ?? (h['salt'] ? SCRYPT_KDF : SHA256_KDF);
+  if (kdf === SCRYPT_KDF ? !h['salt'] : kdf !== SHA256_KDF || !/^[0-9a-f]{64}$/.test(h['hash'])) return null;
   const role = h['role'] as Role;
   if (!ROLES.includes(role)) return null;
   const num = (v: string | undefined): number | null => (v === undefined || v === '' ? null : Number.isFinite(Number(v)) ? Number(v) : null);
@@ -96,9 +104,9 @@ function decodeRecord(h: Record<string, string>): ManagedKeyRecord | null {
     expiresAt: num(h['expires_at']),
     revoked: h['revoked'] === '1',
     revokedAt: num(h['revoked_at']),
-    salt: h['salt'],
+    salt: h['salt'] ?? '',
     hash: h['hash'],
-    kdf: h['kdf'] ?? KDF_LABEL,
+    kdf,
   };
 }
 
@@ -225,8 +233,9 @@ export function createManagedKeys(
     const p = (async () => {
       let wrong = false;
       try {
-        const derived = await scrypt(secret, Buffer.from(rec.salt, 'base64'));
-        const stored = Buffer.from(rec.hash, 'base64');
+        const sha256 = rec.kdf === SHA256_KDF;
+        const derived = sha256 ? createHash('sha256').update(secret).digest() : await scrypt(secret, Buffer.from(rec.salt, 'base64'));
+        const stored = Buffer.from(rec.hash, sha256 ? 'hex' : 'base64');
         wrong = stored.length !== derived.length || !timingSafeEqual(stored, derived);
         if (!wrong) bounded(verified, vk, rec.hash);
         return !wrong;
@@ -261,8 +270,7 @@ export function createManagedKeys(
     async create(input) {
       const id = randomBytes(8).toString('hex');
       const secret = randomBytes(32).toString('base64url');
-      const salt = randomBytes(16);
-      const hash = await scrypt(secret, salt);
+      const hash = createHash('sha256').update(secret).digest('hex');
       const createdAt = now();
       const record: ManagedKeyRecord = {
         id,
@@ -275,9 +283,9 @@ export function createManagedKeys(
         expiresAt: input.expiresAt ?? (input.ttlMs !== undefined ? createdAt + input.ttlMs : null),
         revoked: false,
         revokedAt: null,
-        salt: salt.toString('base64'),
-        hash: hash.toString('base64'),
-        kdf: KDF_LABEL,
+        salt: '',
+        hash,
+        kdf: SHA256_KDF,
       };
       const fields: Record<string, string> = {
         id,
@@ -288,9 +296,8 @@ export function createManagedKeys(
         created_at: String(record.createdAt),
         expires_at: record.expiresAt === null ? '' : String(record.expiresAt),
         revoked: '0',
-        salt: record.salt,
         hash: record.hash,
-        kdf: KDF_LABEL,
+        kdf: SHA256_KDF,
       };
       // Record first, then the index: a crash in between leaves a working key missing from the list, never a listed key that cannot be revoked.
       // The record and its deletion time in one MULTI (one key): never a record of an expiring key that is kept forever.
