@@ -55,6 +55,25 @@ describe('redis velocity window', () => {
     expect(await redis.zcard(safetyKeys.velocity('peek', 'tenant', 't1'))).toBe(1);
   });
 
+  // P332: the retry time was when the oldest entry leaves, right only for a window exactly full.
+  it('over a limit lowered below the window\'s count, retry_after_ms is when a place really frees (record and peek)', async () => {
+    const v = createRedisVelocity(redis, { now });
+    const base = { ruleId: 'lowered', maxRequests: 100 };
+    for (let i = 0; i < 20; i++) {
+      expect((await v.record(q({ ...base, jobId: `a${i}` }))).over).toBe(false);
+      clock += 500;
+    }
+    // The operator lowers the limit to 10: 20 entries, admitted 0.5 s apart, the oldest 10 s ago.
+    const lowered = { ...base, maxRequests: 10 };
+    const over = await v.record(q({ ...lowered, jobId: 'late' }));
+    // A place frees once 11 entries have left: the 11th oldest, admitted 5 s after the first.
+    expect(over).toEqual({ over: true, count: 20, retryAfterMs: 60_000 - 10_000 + 5_000 });
+    expect(await v.peek(q({ ...lowered, jobId: 'late' }))).toEqual(over);
+    // Waiting that long is enough (before: 50 s early, then 0.5 s at a time).
+    clock += over.retryAfterMs;
+    expect(await v.record(q({ ...lowered, jobId: 'late' }))).toMatchObject({ over: false });
+  });
+
   it('keeps separate windows per key value', async () => {
     const v = createRedisVelocity(redis, { now });
     const base = { ruleId: 'sep', maxRequests: 1 };
@@ -115,6 +134,65 @@ rules:
     expect((await evaluatePolicy(snap, { ...input('x1'), tenant: 't2' }, v, 'record')).verdict).toBe('allow');
     expect(await redis.zcard(safetyKeys.velocity('throttle-llm', 'principal', 't/alice'))).toBe(2);
     expect(await redis.zcard(safetyKeys.velocity('throttle-llm', 'principal', 't2/alice'))).toBe(1);
+  });
+});
+
+// P332: Check recorded a job in every window it passed before the rules further down decided;
+// a job throttled by a later rule, denied or held kept its places though it did not run.
+describe('a job uses a place in a velocity window only when it is let go (P332)', () => {
+  const snap = toSnapshot(
+    parsePolicy(`
+version: 1
+default_decision: allow
+rules:
+  - id: per-tenant
+    match: { topics: ["job.>"] }
+    decision: throttle
+    velocity: { max_requests: 3, window_seconds: 60, key: tenant }
+  - id: per-llm
+    match: { topics: ["job.llm.>"] }
+    decision: throttle
+    velocity: { max_requests: 1, window_seconds: 60, key: topic }
+  - id: no-destructive
+    match: { risk_tags: [destructive] }
+    decision: deny
+  - id: hold-payments
+    match: { topics: ["job.pay.>"] }
+    decision: require_approval
+`),
+    0,
+  );
+  const input = (jobId: string, topic: string, riskTags: string[] = []): CheckInput => ({ jobId, tenant: 'p332', topic, principalId: 'p', capability: '', riskTags, requires: [], labels: {}, actorType: '' });
+
+  it('throttled by a later rule, denied or held: no place taken; allowed: one in each window it passed', async () => {
+    const v = createRedisVelocity(redis, { now });
+    const tenantWindow = safetyKeys.velocity('per-tenant', 'tenant', 'p332');
+    expect((await evaluatePolicy(snap, input('llm-1', 'job.llm.chat'), v, 'record')).verdict).toBe('allow');
+    expect((await evaluatePolicy(snap, input('llm-2', 'job.llm.chat'), v, 'record'))).toMatchObject({ verdict: 'throttle', ruleId: 'per-llm' });
+    expect((await evaluatePolicy(snap, input('llm-3', 'job.llm.chat'), v, 'record'))).toMatchObject({ verdict: 'throttle', ruleId: 'per-llm' });
+    expect((await evaluatePolicy(snap, input('rm-1', 'job.echo', ['destructive']), v, 'record')).verdict).toBe('deny');
+    expect((await evaluatePolicy(snap, input('pay-1', 'job.pay.out'), v, 'record')).verdict).toBe('require_approval');
+    // Before: 5 places (llm-1, llm-2, llm-3, rm-1, pay-1), and the tenant's next job throttled.
+    expect(await redis.zrange(tenantWindow, 0, -1)).toEqual(['llm-1']);
+    expect((await evaluatePolicy(snap, input('echo-1', 'job.echo'), v, 'record')).verdict).toBe('allow');
+    expect((await evaluatePolicy(snap, input('echo-2', 'job.echo'), v, 'record')).verdict).toBe('allow');
+    expect(await redis.zcard(tenantWindow)).toBe(3);
+    expect((await evaluatePolicy(snap, input('echo-3', 'job.echo'), v, 'record'))).toMatchObject({ verdict: 'throttle', ruleId: 'per-tenant' });
+  });
+
+  it('a window filled by another job between the read and the write throttles the job after all', async () => {
+    const v = createRedisVelocity(redis, { now });
+    const racing = { ...v, peek: async (query: VelocityQuery) => {
+      const out = await v.peek(query);
+      // Another replica's Check takes the last place right after this one read the window.
+      if (query.ruleId === 'per-llm' && query.jobId === 'slow') await v.record({ ...query, jobId: 'fast', keyValue: 'job.llm.race' });
+      return out;
+    } };
+    const r = await evaluatePolicy(snap, { ...input('slow', 'job.llm.race'), tenant: 'p332-race' }, racing, 'record');
+    expect(r).toMatchObject({ verdict: 'throttle', ruleId: 'per-llm' });
+    expect(r.retryAfterMs).toBeGreaterThan(0);
+    expect(r.trace.at(-1)).toMatchObject({ ruleId: 'per-llm', matched: true });
+    expect(await redis.zrange(safetyKeys.velocity('per-llm', 'topic', 'job.llm.race'), 0, -1)).toEqual(['fast']);
   });
 });
 

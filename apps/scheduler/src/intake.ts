@@ -101,8 +101,14 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
     case 'unavailable':
       ctx.logger.warn('safety kernel unavailable, holding job', { job_id: job.id, err: verdict.error });
       return nak(KERNEL_DOWN_NAK_MS);
-    case 'throttle':
-      return nak(Math.max(BUSY_NAK_MS, verdict.retryAfterMs));
+    case 'throttle': {
+      const delayMs = Math.max(BUSY_NAK_MS, verdict.retryAfterMs);
+      // P333: the job waits out the throttle as its NAKed message. Its orphan clock moves to the
+      // end of the wait, or past SCHEDULER_PENDING_REPLAY_AGE the orphan sweep took it for a lost
+      // submit: an early Check, `orphan_replayed{reason=lost}`, and a second loop of re-checks.
+      await ctx.store.touchOrphanClock(job.id, job.state, clusterNow() + delayMs);
+      return nak(delayMs);
+    }
     case 'deny': {
       const w = releasedBy(lease, await ctx.store.transition(job.id, 'DENIED', {
         token: lease.token,

@@ -127,8 +127,41 @@ function ruleResult(rule: PolicyRule, snapshotId: string, trace: RuleTraceEntry[
   return res;
 }
 
-/** First match wins; a throttle rule under its limit does not match (D20). */
+/** Verdicts that let the job go now: only these use a place in a velocity window (P332). */
+const RUNS_NOW: ReadonlySet<Verdict> = new Set<Verdict>(['allow', 'allow_with_constraints']);
+
+/**
+ * First match wins; a throttle rule under its limit does not match (D20). In `record` mode (Check)
+ * the windows are read first and written only once the verdict lets the job go (P332): a job
+ * throttled by a later rule, denied, or held for approval used to take a place in every window it
+ * passed, though it did not run. A window filled by another job between the read and the write
+ * throttles this one after all (its places already taken stay its own: a re-check adds nothing).
+ */
 export async function evaluatePolicy(snapshot: PolicySnapshot, input: CheckInput, velocity: VelocityPort, mode: VelocityMode): Promise<EvalResult> {
+  if (mode === 'peek') return evaluateRules(snapshot, input, velocity, []);
+  const passed: { rule: PolicyRule; query: VelocityQuery }[] = [];
+  const res = await evaluateRules(snapshot, input, velocity, passed);
+  if (!RUNS_NOW.has(res.verdict)) return res;
+  for (const { rule, query } of passed) {
+    const out = await velocity.record(query);
+    if (out.over) {
+      const trace = [...res.trace, { ruleId: rule.id, matched: true, why: `over velocity limit ${query.maxRequests}/${query.windowMs / 1000}s (filled since it was read)` }];
+      return throttled(rule, snapshot.id, trace, out.retryAfterMs);
+    }
+  }
+  return res;
+}
+
+function throttled(rule: PolicyRule, snapshotId: string, trace: RuleTraceEntry[], retryAfterMs: number): EvalResult {
+  const res = ruleResult(rule, snapshotId, trace, true);
+  res.retryAfterMs = Math.max(1, retryAfterMs);
+  const spec = rule.velocity;
+  if (!rule.reason && spec) res.reason = `rule ${rule.id}: over ${spec.max_requests} requests per ${spec.window_seconds}s by ${spec.key}`;
+  return res;
+}
+
+/** The rules in order against `input`, reading velocity windows only; the throttle rules it passes under their limit go into `passed`. */
+async function evaluateRules(snapshot: PolicySnapshot, input: CheckInput, velocity: VelocityPort, passed: { rule: PolicyRule; query: VelocityQuery }[]): Promise<EvalResult> {
   const trace: RuleTraceEntry[] = [];
   let velocityConsulted = false;
   // P205: no job has such a topic (the gateway and the bus refuse one), so a caller asking about
@@ -152,16 +185,14 @@ export async function evaluatePolicy(snapshot: PolicySnapshot, input: CheckInput
         windowMs: spec.window_seconds * 1000,
       };
       velocityConsulted = true;
-      const out = mode === 'record' ? await velocity.record(q) : await velocity.peek(q);
+      const out = await velocity.peek(q);
       if (!out.over) {
         trace.push({ ruleId: rule.id, matched: false, why: `velocity under limit (${out.count}/${spec.max_requests} per ${spec.window_seconds}s by ${spec.key})` });
+        passed.push({ rule, query: q });
         continue;
       }
-      const res = ruleResult(rule, snapshot.id, trace, true);
-      res.retryAfterMs = Math.max(1, out.retryAfterMs);
-      if (!rule.reason) res.reason = `rule ${rule.id}: over ${spec.max_requests} requests per ${spec.window_seconds}s by ${spec.key}`;
       trace.push({ ruleId: rule.id, matched: true, why: `over velocity limit ${spec.max_requests}/${spec.window_seconds}s` });
-      return res;
+      return throttled(rule, snapshot.id, trace, out.retryAfterMs);
     }
     trace.push({ ruleId: rule.id, matched: true, why: 'all match conditions hold' });
     return ruleResult(rule, snapshot.id, trace, velocityConsulted);

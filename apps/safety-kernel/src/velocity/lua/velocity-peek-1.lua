@@ -15,8 +15,9 @@ end
 if count < max then
   return {0, count, 0}
 end
-local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], floor, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+-- A place frees when the entry of rank count − max leaves (P332; see velocity-record-1.lua).
+local freeing = redis.call('ZRANGEBYSCORE', KEYS[1], floor, '+inf', 'WITHSCORES', 'LIMIT', count - max, 1)
 local retry = window
-if oldest[2] then retry = tonumber(oldest[2]) + window - now end
+if freeing[2] then retry = tonumber(freeing[2]) + window - now end
 if retry < 1 then retry = 1 end
 return {1, count, retry}

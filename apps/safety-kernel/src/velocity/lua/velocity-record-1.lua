@@ -3,7 +3,9 @@
 -- ARGV[1]  now (ms)   ARGV[2] window (ms)   ARGV[3] max requests   ARGV[4] job id
 -- Returns {over, count, retry_after_ms}:
 --   {0, n, 0}  admitted (or already admitted earlier in this window): n jobs in the window
---   {1, n, r}  over the limit, not recorded; the oldest entry leaves the window in r ms
+--   {1, n, r}  over the limit, not recorded; a place frees in r ms: when the entry of rank n − max
+--              leaves (the oldest when the window is exactly full; later when max was lowered
+--              below n at run time, P332)
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local max = tonumber(ARGV[3])
@@ -17,8 +19,8 @@ if count < max then
   redis.call('PEXPIRE', KEYS[1], window)
   return {0, count + 1, 0}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local freeing = redis.call('ZRANGE', KEYS[1], count - max, count - max, 'WITHSCORES')
 local retry = window
-if oldest[2] then retry = tonumber(oldest[2]) + window - now end
+if freeing[2] then retry = tonumber(freeing[2]) + window - now end
 if retry < 1 then retry = 1 end
 return {1, count, retry}
