@@ -173,7 +173,7 @@ rules:
     expect((await evaluatePolicy(snap, input('rm-1', 'job.echo', ['destructive']), v, 'record')).verdict).toBe('deny');
     expect((await evaluatePolicy(snap, input('pay-1', 'job.pay.out'), v, 'record')).verdict).toBe('require_approval');
     // Before: 5 places (llm-1, llm-2, llm-3, rm-1, pay-1), and the tenant's next job throttled.
-    expect(await redis.zrange(tenantWindow, 0, -1)).toEqual(['llm-1']);
+    expect(await redis.zrange(tenantWindow, '0', '-1')).toEqual(['llm-1']);
     expect((await evaluatePolicy(snap, input('echo-1', 'job.echo'), v, 'record')).verdict).toBe('allow');
     expect((await evaluatePolicy(snap, input('echo-2', 'job.echo'), v, 'record')).verdict).toBe('allow');
     expect(await redis.zcard(tenantWindow)).toBe(3);
@@ -192,7 +192,7 @@ rules:
     expect(r).toMatchObject({ verdict: 'throttle', ruleId: 'per-llm' });
     expect(r.retryAfterMs).toBeGreaterThan(0);
     expect(r.trace.at(-1)).toMatchObject({ ruleId: 'per-llm', matched: true });
-    expect(await redis.zrange(safetyKeys.velocity('per-llm', 'topic', 'job.llm.race'), 0, -1)).toEqual(['fast']);
+    expect(await redis.zrange(safetyKeys.velocity('per-llm', 'topic', 'job.llm.race'), '0', '-1')).toEqual(['fast']);
   });
 });
 
