@@ -7,7 +7,7 @@ import type { Lease } from '@cordum/locks';
 import { clusterNow } from '@cordum/redis';
 import type { SchedulerContext } from './context';
 import { dispatch, pastDeadline, publishAttempt } from './dispatch';
-import { BUSY_NAK_MS, lockedOutcome, releasedBy, withLockedJob } from './job-lock';
+import { BUSY_NAK_MS, lockedOutcome, releasedBy, THROTTLE_MIN_WAIT_MS, withLockedJob } from './job-lock';
 import { noWorkerWait } from './no-worker';
 import { handOffFreedSlot } from './replayer';
 import { routeFor, withReservedRoute } from './route-job';
@@ -102,7 +102,7 @@ export async function driveJob(ctx: SchedulerContext, lease: Lease, job: JobReco
       ctx.logger.warn('safety kernel unavailable, holding job', { job_id: job.id, err: verdict.error });
       return nak(KERNEL_DOWN_NAK_MS);
     case 'throttle': {
-      const delayMs = Math.max(BUSY_NAK_MS, verdict.retryAfterMs);
+      const delayMs = Math.max(THROTTLE_MIN_WAIT_MS, verdict.retryAfterMs);
       // P333: the job waits out the throttle as its NAKed message. Its orphan clock moves to the
       // end of the wait, or past SCHEDULER_PENDING_REPLAY_AGE the orphan sweep took it for a lost
       // submit: an early Check, `orphan_replayed{reason=lost}`, and a second loop of re-checks.
@@ -214,6 +214,17 @@ async function duplicate(ctx: SchedulerContext, lease: Lease, job: JobRecord): P
     // SCHEDULED: a previous owner died before DISPATCHED, nothing was published. RETRYING: a due retry.
     // D46, P139: no attempt past the job's deadline_ms (as for PENDING above, P64).
     if (pastDeadline(job)) return failPastDeadline(ctx, lease, job, 'deadline_ms passed before the next attempt');
+    // P334: a RETRYING job's `job:retry` entry owns its next attempt's time (D13's backoff, D48's
+    // busy wait). A submit that reaches it early (a redelivery, a message still waiting out a
+    // capacity NAK when a hand-off sent the job) sent the next attempt at once. The replayer
+    // removes the entry before it drives the job, and the orphan sweep drives only jobs without one.
+    if (job.state === 'RETRYING') {
+      const dueAt = await ctx.store.retryDueAt(job.id);
+      if (dueAt !== null && dueAt > clusterNow()) {
+        ctx.metrics.ignored.inc({ kind: 'submit', reason: 'retry_not_due' });
+        return ACK;
+      }
+    }
     // Routed first without a reservation: a retry waiting for a worker costs no kernel call, and
     // the slot is not held across the Check (up to its 2 s deadline) that the gate makes.
     const first = routeFor(ctx, job);
@@ -282,7 +293,7 @@ async function gateRetry(ctx: SchedulerContext, lease: Lease, job: JobRecord): P
     case 'allow':
       return { kind: 'go', record: v.record };
     case 'throttle':
-      return { kind: 'later', delayMs: Math.max(BUSY_NAK_MS, v.retryAfterMs) };
+      return { kind: 'later', delayMs: Math.max(THROTTLE_MIN_WAIT_MS, v.retryAfterMs) };
     case 'unavailable':
       ctx.logger.warn('safety kernel unavailable, holding a retry', { job_id: job.id, err: v.error });
       return { kind: 'later', delayMs: KERNEL_DOWN_NAK_MS };

@@ -8,6 +8,12 @@ import type { SchedulerContext } from './context';
 import type { HandlerOutcome } from '@cordum/bus';
 
 export const BUSY_NAK_MS = 100;
+/**
+ * P334: the shortest wait of a THROTTLE (its `retry_after_ms`, which can be 1 ms). Not BUSY_NAK_MS:
+ * escalateBusy tells a busy NAK by that value, so a throttle of ≤ 100 ms waited the lock-busy
+ * schedule instead (up to 5 s a delivery).
+ */
+export const THROTTLE_MIN_WAIT_MS = BUSY_NAK_MS + 1;
 
 /**
  * D6 + D8: the first busy NAK waits 100 ms, later ones follow the D8 schedule

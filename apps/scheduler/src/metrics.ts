@@ -89,7 +89,7 @@ export function createSchedulerMetrics(registry: Registry, sources: ScrapeSource
     }),
     ignored: new Counter({
       name: 'cordum_scheduler_ignored_packets_total',
-      help: 'Packets the scheduler acked without effect (stale dispatch, terminal job, unknown job, unmapped status).',
+      help: 'Packets the scheduler acked without effect (stale dispatch, terminal job, unknown job, unmapped status; a submit of a RETRYING job whose retry is not due, retry_not_due).',
       labelNames: ['kind', 'reason'],
       registers: [registry],
     }),

@@ -34,6 +34,8 @@ export interface JobScans {
   /** `job:retry` entries due at or before `nowMs` (D13). */
   listRetryDue(nowMs: number, limit: number): Promise<ScoredId[]>;
   hasRetry(id: string): Promise<boolean>;
+  /** When the job's `job:retry` entry is due (epoch ms), or null without one. */
+  retryDueAt(id: string): Promise<number | null>;
   removeRetry(id: string): Promise<void>;
   /**
    * P134: the job's JobCancel is owed to its worker, to be sent by the schedulers at `dueAtMs`.
@@ -236,6 +238,7 @@ export function createJobScans(redis: RedisClient): JobScans {
       else await redis.zadd(jobKeys.deadline(), atMs, id);
     },
     deadlineScore: (id) => scoreOf(jobKeys.deadline(), id),
+    retryDueAt: (id) => scoreOf(jobKeys.retry(), id),
     async claimedDispatch(id) {
       return (await redis.hget(jobKeys.workerClaim(id), 'dispatch_id')) || null;
     },
