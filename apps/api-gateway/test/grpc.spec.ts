@@ -4,6 +4,10 @@ import * as grpc from '@grpc/grpc-js';
 import { CordumApi, GrpcStatus, Health, ServingStatus, grpcClientFor, type GrpcClient } from '@cordum/protocol';
 import { jobKeys } from '@cordum/job-store';
 import { KEYS, call, rigClients, startRig, type Rig } from './harness';
+import { createLogger } from '@cordum/service-kit';
+import { toGrpcError } from '../src/grpc/api';
+import { ApiError } from '../src/http/errors';
+import { SubmitError } from '../src/submit/errors';
 
 let rig: Rig;
 let api: GrpcClient<(typeof CordumApi)['method']>;
@@ -164,6 +168,14 @@ it('validation errors are INVALID_ARGUMENT with the same rules as HTTP', async (
   for (const req of bad) {
     expect(await grpcCode(api.submitJob(req, { metadata: md(KEYS.operator) }))).toEqual({ code: GrpcStatus.INVALID_ARGUMENT, cordum: 'validation_failed' });
   }
+});
+
+// P335: UNAVAILABLE means "not applied" to gRPC clients, whose retry policies resend it.
+it('maps a submit whose outcome is unknown to UNKNOWN with its job id, and only unapplied faults to UNAVAILABLE', () => {
+  const quiet = createLogger({ service: 't', instance: 't', level: 'error', write: () => undefined });
+  const unknown = toGrpcError(new SubmitError('submit_state_unknown', 'the create\'s answer did not come', { jobId: 'j-1' }), quiet);
+  expect({ code: unknown.code, cordum: unknown.metadata.get('cordum-error-code')[0], job: unknown.metadata.get('cordum-job-id')[0] }).toEqual({ code: GrpcStatus.UNKNOWN, cordum: 'submit_state_unknown', job: 'j-1' });
+  for (const code of ['redis_unavailable', 'bus_unavailable'] as const) expect(toGrpcError(new ApiError(code), quiet).code).toBe(GrpcStatus.UNAVAILABLE);
 });
 
 it('serves grpc.health.v1', async () => {

@@ -23,7 +23,7 @@
 import { randomUUID } from 'node:crypto';
 import { failedAtSubmit, jobKeys, type DlqEntry, type JobRecord, type JobStore, type Priority } from '@cordum/job-store';
 import { clusterNow, defineScripts, scriptSpec, type RedisClient } from '@cordum/redis';
-import type { Logger } from '@cordum/service-kit';
+import { errorText, type Logger } from '@cordum/service-kit';
 import { ApiError } from '../http/errors';
 import { SubmitError } from '../submit/errors';
 import { createKeyClaims } from '../submit/idempotency';
@@ -101,7 +101,15 @@ export function createDlqRetrier(deps: { redis: RedisClient; store: JobStore; su
       const claimKey = jobKeys.dlqRetry(id);
       for (let round = 0; round < 3; round++) {
         const newId = randomUUID();
-        if (!(await claims.take(claimKey, newId))) {
+        const taken = await claims.take(claimKey, newId).catch((err: unknown) => {
+          // P335 (as P165 for idempotency claims): a claim whose reply was lost may still run,
+          // naming a job this request never creates; every retry of the entry then waited 5 s and
+          // got 409 dlq_retry_in_progress with a job id that never exists, until the claim went
+          // stale (30 s). Its release, sent after it on the same connection, runs after it.
+          void claims.release(claimKey, newId).catch((e: unknown) => deps.logger.warn('dlq retry claim release failed', { claim: claimKey, err: errorText(e) }));
+          throw err;
+        });
+        if (!taken) {
           const value = await claims.current(claimKey);
           if (value === null) continue;
           const holder = holderOf(value);

@@ -79,7 +79,9 @@ const GRPC_CODE: Partial<Record<ErrorCode, grpc.status>> = {
   rate_limited: GrpcStatus.RESOURCE_EXHAUSTED,
   redis_unavailable: GrpcStatus.UNAVAILABLE,
   bus_unavailable: GrpcStatus.UNAVAILABLE,
-  submit_state_unknown: GrpcStatus.UNAVAILABLE,
+  // P335: the job may have been accepted and will run if it was. UNAVAILABLE tells gRPC clients the
+  // call was not applied, and their retry policies resend it (a keyless submit: a second job).
+  submit_state_unknown: GrpcStatus.UNKNOWN,
   internal: GrpcStatus.INTERNAL,
 };
 

@@ -58,7 +58,7 @@ export const OPERATIONS: Operation[] = [
   {
     method: 'POST',
     path: '/api/v1/jobs',
-    summary: 'Submit a job (idempotent with Idempotency-Key)',
+    summary: 'Submit a job (idempotent with Idempotency-Key). Without a key a resend is a new job: after a 5xx or a timeout read the job (503 submit_state_unknown carries its job_id: it may have been accepted and then runs) before resending, or send keys (P335)',
     tag: 'jobs',
     auth: true,
     headers: [{ name: 'Idempotency-Key', description: 'same as body idempotency_key (both given: they must be equal, else 400 idempotency_key_mismatch); one job per tenant and key for the job TTL (D25), counted from the submit and renewed while the job is held or live (P246)', pattern: IDEMPOTENCY_KEY_RE.source }],
@@ -123,6 +123,7 @@ export const OPERATIONS: Operation[] = [
   { method: 'GET', path: '/api/v1/dlq', summary: 'Dead letters of the tenant, newest first, cursor-paginated; each is kept DLQ_TTL (30 days by default)', tag: 'dlq', auth: true, query: dlqQuerySchema, ok: { 200: { description: 'one page', schema: s.dlqListSchema } }, errors: AUTH_ERRORS },
   { method: 'POST', path: '/api/v1/dlq/:job_id/retry', summary: 'Retry a dead letter: exactly one new job per entry; later retries return it with status already_retried (and no state once its record has expired)', tag: 'dlq', auth: true, body: retryBodySchema, bodyRequired: false, ok: { 200: { description: 'the new (or already created) job', schema: s.dlqRetrySchema } }, errors: [...AUTH_ERRORS, 404, 409, 413, 415] },
   { method: 'DELETE', path: '/api/v1/dlq/:job_id', summary: 'Delete a dead letter (admin)', tag: 'dlq', auth: true, ok: { 204: { description: 'deleted for good; the dead job keeps its record for JOB_TTL from its end, not DLQ_TTL (P250)' } }, errors: [...AUTH_ERRORS, 404] },
+  // 503 state_unknown (from AUTH_ERRORS' 503 list): the delete may have been applied; a repeat answers 404 if it was (P335).
 
   { method: 'GET', path: '/api/v1/workers', summary: 'Workers from the scheduler snapshot (online only unless include_offline=true)', tag: 'workers', auth: true, query: workersQuerySchema, ok: { 200: { description: 'workers', schema: s.workerListSchema } }, errors: AUTH_ERRORS },
   { method: 'GET', path: '/api/v1/workers/:id', summary: 'One worker (online or not)', tag: 'workers', auth: true, ok: { 200: { description: 'the worker', schema: s.workerSchema } }, errors: [...AUTH_ERRORS, 404] },
@@ -131,7 +132,7 @@ export const OPERATIONS: Operation[] = [
 
   { method: 'GET', path: '/api/v1/config', summary: 'A whole config document (default system/default); ETag = revision', tag: 'config', auth: true, query: s.configDocQuerySchema, headers: [{ name: 'If-None-Match', description: 'the ETag of a document already read ("7"): 304 while it is still the current revision (P295)' }], ok: { 200: { description: 'the document', schema: s.configDocumentSchema, headers: ETAG }, 304: { description: 'not modified: If-None-Match names the current revision; no body', headers: ETAG } }, errors: [...AUTH_ERRORS, 500] },
   { method: 'PUT', path: '/api/v1/config', summary: 'Write config (D32): document form replaces data (CAS with revision), bare object = merge patch into system/default. Admin keys of TENANT_ID or `*` only: an admin bound to another tenant is 403 forbidden (P320)', tag: 'config', auth: true, body: s.configPutBodySchema,
-    headers: [{ name: 'If-Match', description: '"<revision>" as in the ETag: compare-and-set for either form, like a body revision (409 revision_conflict on mismatch); * sets none; any other form, or a revision other than the body\'s, is 400', pattern: '^("[0-9]{1,15}"|\\*)$' }], ok: { 204: { description: 'written; sys.config.changed published', headers: ETAG } }, errors: [...AUTH_ERRORS, 409, 413, 415, 500] },
+    headers: [{ name: 'If-Match', description: '"<revision>" as in the ETag: compare-and-set for either form, like a body revision (409 revision_conflict on mismatch); * sets none; any other form, or a revision other than the body\'s, is 400', pattern: '^("[0-9]{1,15}"|\\*)$' }], ok: { 204: { description: 'written; sys.config.changed published. A 503 state_unknown write may have been applied: GET the document (its revision) before resending; a resend on the same If-Match answers 409 if it was (P335)', headers: ETAG } }, errors: [...AUTH_ERRORS, 409, 413, 415, 500] },
   { method: 'GET', path: '/api/v1/config/effective', summary: 'Effective config: system/default overlaid with the named lower scopes (D34)', tag: 'config', auth: true, query: s.configEffectiveQuerySchema, ok: { 200: { description: 'merged data and the revisions used', schema: s.configEffectiveSchema } }, errors: [...AUTH_ERRORS, 500] },
   { method: 'GET', path: '/api/v1/config/status', summary: 'Section hashes and per-replica drift (admin, D33)', tag: 'config', auth: true, ok: { 200: { description: 'status', schema: s.configStatusSchema } }, errors: [...AUTH_ERRORS, 500] },
   { method: 'GET', path: '/api/v1/status', summary: 'Instance status (admin; no secrets)', tag: 'meta', auth: true, ok: { 200: { description: 'status', schema: s.statusSchema } }, errors: AUTH_ERRORS },

@@ -42,7 +42,7 @@ export function writeMayHaveRun(cause: unknown): boolean {
  * with `cause` may have happened: it committed before a later write failed, or its write may have
  * run and Redis does not say it certainly did not (redisCommandNotRun).
  */
-function changeMayHaveRun(cause: unknown): boolean {
+export function changeMayHaveRun(cause: unknown): boolean {
   if (committedBeforeError(cause)) return true;
   return writeMayHaveRun(cause) && !redisCommandNotRun(cause);
 }
@@ -54,11 +54,11 @@ function changeMayHaveRun(cause: unknown): boolean {
  * instead of `redis_unavailable`, which says it did not. Before, an approval that committed while
  * its gateway stalled answered `redis_unavailable`, and the job ran.
  */
-export async function storeWrite<T>(deps: { redisReady(): boolean }, what: string, p: () => Promise<T>): Promise<T> {
+export async function storeWrite<T>(deps: { redisReady(): boolean }, what: string, p: () => Promise<T>, unknownMessage?: string): Promise<T> {
   try {
     return await storeCall(deps, what, p);
   } catch (err) {
-    if (err instanceof ApiError && err.code === 'redis_unavailable' && changeMayHaveRun(err.cause)) throw new ApiError('state_unknown', { cause: err.cause });
+    if (err instanceof ApiError && err.code === 'redis_unavailable' && changeMayHaveRun(err.cause)) throw new ApiError('state_unknown', { cause: err.cause, ...(unknownMessage ? { message: unknownMessage } : {}) });
     throw err;
   }
 }

@@ -35,6 +35,7 @@ import { zodDetails } from '../submit/schema';
 import { jsonBody } from './jobs';
 import { parseQuery } from './job-actions';
 import { withTimeout } from '../util/timeout';
+import { changeMayHaveRun } from '../http/store-call';
 import { errorText } from '@cordum/service-kit';
 
 /**
@@ -63,8 +64,12 @@ export interface ConfigRouteDeps {
 
 const TIMEOUT_MS = 5_000;
 
-/** Maps config-overlay errors by their stable `code` (STYLE 11). */
-function configCall<T>(deps: ConfigRouteDeps, what: string, p: () => Promise<T>): Promise<T> {
+/**
+ * Maps config-overlay errors by their stable `code` (STYLE 11). A `write` whose answer did not come
+ * (timed out, the connection dropped with it in flight) may have been applied: 503 `state_unknown`,
+ * not `redis_unavailable`, which says it was not (P335; its repeat could meet its own revision, 409).
+ */
+function configCall<T>(deps: ConfigRouteDeps, what: string, p: () => Promise<T>, write = false): Promise<T> {
   if (!deps.redisReady()) throw new ApiError('redis_unavailable');
   return withTimeout(p(), TIMEOUT_MS, what).catch((err: unknown) => {
     if (err instanceof ApiError) throw err;
@@ -84,10 +89,13 @@ function configCall<T>(deps: ConfigRouteDeps, what: string, p: () => Promise<T>)
         // fault to look at in Redis, not an outage to retry (logged with the key by the handler).
         throw err instanceof Error ? err : new Error(String(err));
       default:
+        if (write && changeMayHaveRun(err)) throw new ApiError('state_unknown', { cause: err, message: CONFIG_WRITE_UNKNOWN });
         throw new ApiError('redis_unavailable', { cause: err });
     }
   });
 }
+
+const CONFIG_WRITE_UNKNOWN = 'the config write was sent but its answer did not come: it may or may not have been applied; GET /api/v1/config shows the revision and data';
 
 const FILE_RULES_KEY = safetyConfigKeys().fileRules();
 
@@ -166,8 +174,8 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
       // With a revision: one compare-and-set (409 on mismatch). Without: our own CAS loop until it lands.
       const w = await auditIfUnknown(deps.audit, putEvent(c, scope, scopeId), () =>
         expected !== undefined
-          ? configCall(deps, 'write config', () => deps.config.put(scope, scopeId, data, { expectedRevision: expected, validate: true }))
-          : configCall(deps, 'write config', () => deps.config.update(scope, scopeId, () => ({ data }))),
+          ? configCall(deps, 'write config', () => deps.config.put(scope, scopeId, data, { expectedRevision: expected, validate: true }), true)
+          : configCall(deps, 'write config', () => deps.config.update(scope, scopeId, () => ({ data })), true),
       );
       if (w === null) throw new ApiError('internal');
       revision = w.revision;
@@ -194,6 +202,7 @@ export function mountConfigRoutes(mount: Mount, deps: ConfigRouteDeps): void {
             if (errors.length > 0) throw new ConfigValidationError(errors);
             return { data };
           }),
+          true,
         ),
       );
       if (w === null) throw new ApiError('internal');

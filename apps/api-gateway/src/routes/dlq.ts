@@ -17,7 +17,7 @@ import { SubmitError } from '../submit/errors';
 import { jsonBody, submitErrorToApi } from './jobs';
 import { JOB_ID_RE } from '@cordum/protocol';
 import { zodDetails } from '../submit/schema';
-import { storeCall } from '../http/store-call';
+import { storeCall, storeWrite } from '../http/store-call';
 import { DEFAULT_LIST_LIMIT, LIST_SCAN_BUDGET, parseQuery, topicPageQueryFields } from './job-actions';
 
 /** Also the OpenAPI description's query parameters (P297). */
@@ -132,7 +132,10 @@ export function mountDlqRoutes(mount: Mount, deps: DlqRouteDeps): void {
     const id = entryId(req);
     const entry = await storeCall(deps, 'read dlq', () => deps.store.getDlq(id));
     if (!entry || entry.tenant !== tenant) throw new ApiError('dlq_not_found');
-    await auditIfUnknown(deps.audit, { action: 'dlq.delete', tenant, principal_id: c.principalId, target: id }, () => storeCall(deps, 'delete dlq', () => deps.store.deleteDlq(entry)));
+    await auditIfUnknown(deps.audit, { action: 'dlq.delete', tenant, principal_id: c.principalId, target: id }, () =>
+      // P335: a delete whose answer did not come may have run; its repeat then answers 404.
+      storeWrite(deps, 'delete dlq', () => deps.store.deleteDlq(entry), 'the delete was sent but its answer did not come: it may or may not have been applied; a repeat answers 404 dlq_not_found if it was'),
+    );
     deps.audit.record({ action: 'dlq.delete', tenant, principal_id: c.principalId, target: id });
     res.status(204).end();
   });
