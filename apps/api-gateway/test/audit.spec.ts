@@ -130,13 +130,13 @@ describe('audit export over NATS', () => {
     } finally {
       rig.redis.process.kill('SIGCONT');
     }
-    expect(answer.status).toBe(503);
+    expect({ status: answer.status, code: answer.body['code'] }).toEqual({ status: 503, code: 'state_unknown' });
     await waitFor(() => seen.some((s) => s.code === 'audit.config.put' && s.details['outcome'] === 'unknown'), 5_000, { message: 'the unknown outcome audited' });
     expect(seen.find((s) => s.code === 'audit.config.put' && s.details['outcome'] === 'unknown')?.details).toMatchObject({
       tenant: 'acme',
       principal_id: 'admin',
       target: 'system/default',
-      error: 'redis_unavailable',
+      error: 'state_unknown', // P335: a write whose answer did not come (it was redis_unavailable)
     });
     // a definite refusal is not recorded
     const before = seen.filter((s) => s.code === 'audit.config.put').length;

@@ -21,6 +21,7 @@ import { errorText } from '@cordum/service-kit';
 import { QUEUE, type SchedulerContext } from './context';
 import { forEachLimit } from './for-each';
 import { pastDeadline, republishAttempt, safeMarginMs } from './dispatch';
+import { recordAudit } from './audit';
 import { readLocked, withJobLock } from './job-lock';
 import { reattemptLocked } from './redispatch';
 import { oweCancel, tellWorkerToStop } from './cancels';
@@ -108,6 +109,13 @@ async function expireApprovals(ctx: SchedulerContext, now: number): Promise<void
       if (w.ok) {
         ctx.metrics.reconciled.inc({ action: 'approval_expired' });
         ctx.logger.info('held job expired without approval', { job_id: job.id, tenant: job.tenant, held_ms: now - job.updatedAt, rule_id: job.safety?.ruleId ?? '' });
+        // P336: what an approve or reject would have recorded (P311), for the hold nobody answered.
+        recordAudit(ctx, {
+          action: 'approval.expire',
+          tenant: job.tenant,
+          target: job.id,
+          details: { rule_id: job.safety?.ruleId ?? '', job_hash: job.holdHash ?? '', policy_snapshot: job.safety?.policySnapshot ?? '', reason: message, held_ms: String(now - job.updatedAt) },
+        });
       }
     }),
   );

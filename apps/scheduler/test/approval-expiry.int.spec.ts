@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createJobStore, jobKeys, type JobStore, type NewJob } from '@cordum/job-store';
 import { subjects } from '@cordum/bus';
-import { create, Decision, encodePacket, JobRequestSchema, newPacket } from '@cordum/protocol';
+import { create, Decision, decodePacket, encodePacket, JobRequestSchema, newPacket, type SystemAlert } from '@cordum/protocol';
 import { waitFor } from '@cordum/testing';
 import { startTestKernel, type TestKernel } from './harness';
 import { startSchedulerRig, type SchedulerRig } from './rig';
@@ -18,6 +18,8 @@ describe('held jobs expire (in-process, real Redis + NATS)', () => {
   let rig: SchedulerRig;
   let kernel: TestKernel;
   let store: JobStore;
+  /** SystemAlerts on sys.audit.export (P336). */
+  const audits: SystemAlert[] = [];
   const tmp = mkdtempSync(join(tmpdir(), 'sched-approval-'));
   let seq = 0;
 
@@ -31,6 +33,11 @@ describe('held jobs expire (in-process, real Redis + NATS)', () => {
     writeFileSync(timeouts, 'reconciler:\n  scan_interval_seconds: 0.2\n');
     rig = await startSchedulerRig({ instanceId: 'sched-approval', kernelAddress: kernel.address, env: { TIMEOUT_CONFIG_PATH: timeouts, SCHEDULER_APPROVAL_TIMEOUT: `${TIMEOUT_MS}ms` } });
     store = rig.store;
+    rig.bus.subscribe(subjects.audit, (data) => {
+      const p = decodePacket(data);
+      if (p.payload.case === 'alert') audits.push(p.payload.value);
+    });
+    await rig.bus.flush();
   }, 60_000);
 
   afterAll(async () => {
@@ -75,6 +82,12 @@ describe('held jobs expire (in-process, real Redis + NATS)', () => {
     expect(ended!.error).toEqual({ code: 'approval_expired', message: `no approval or rejection within ${TIMEOUT_MS / 1000}s of the hold` });
     const dlq = await waitFor(() => store.getDlq(a.id), 5_000, { message: 'DLQ entry' });
     expect(dlq).toMatchObject({ reason_code: 'approval_expired', last_state: 'DENIED' });
+    // P336: the hold's end is audited like an approve or a reject (it was not at all).
+    const audit = await waitFor(() => audits.find((x) => x.details['target'] === a.id), 5_000, { message: 'audit event exported' });
+    expect({ code: audit.code, component: audit.component, sourceComponent: audit.sourceComponent }).toEqual({ code: 'audit.approval.expire', component: 'scheduler', sourceComponent: 'sched-approval' });
+    expect(audit.details).toMatchObject({ tenant: 'acme', principal_id: 'system:scheduler', rule_id: 'hold-all', policy_snapshot: 'snap-test', reason: `no approval or rejection within ${TIMEOUT_MS / 1000}s of the hold` });
+    expect(audit.details['audit_id']).toMatch(/^[0-9a-f-]{36}$/);
+    expect(Number(audit.details['held_ms'])).toBeGreaterThanOrEqual(TIMEOUT_MS);
     // it leaves the approvals listing (the index move follows the write, D16)
     await waitFor(async () => (await rig.redis.zscore(jobKeys.indexState('acme', 'APPROVAL_REQUIRED'), a.id)) === null, 5_000, { message: 'out of the approvals listing' });
     expect(await rig.redis.zscore(jobKeys.indexState('acme', 'DENIED'), a.id)).not.toBeNull();

@@ -41,3 +41,4 @@ export { addHealthService, ServingStatus } from './grpc/health';
 export { createPolicyClient, decideHandler, KERNEL_NOT_READY, publicKernelError, SUSPECT_PROBE_MS } from './grpc/policy-stream';
 export type { PolicyClient, PolicyClientOptions, PolicyCheckInit, PolicyCallError, PolicyStreamImpl, DecideHandler } from './grpc/policy-stream';
 export type { HealthService, HealthStatusSource, HealthServiceOptions } from './grpc/health';
+export { auditAlert, type AuditFields } from './audit';

@@ -8,7 +8,7 @@
 // counted, the user's request has already succeeded.
 import { randomUUID } from 'node:crypto';
 import { subjects } from '@cordum/bus';
-import { AlertSeverity, SystemAlertSchema, create, encodePacket, newPacket } from '@cordum/protocol';
+import { auditAlert, encodePacket, newPacket } from '@cordum/protocol';
 import type { Logger } from '@cordum/service-kit';
 import { clusterNow } from '@cordum/redis';
 import { errorText } from '@cordum/service-kit';
@@ -50,15 +50,7 @@ export function createAuditSink(o: { transport: 'local' | 'nats'; bufferSize: nu
         if (ring.length > o.bufferSize) ring.splice(0, ring.length - o.bufferSize);
         return;
       }
-      const alert = create(SystemAlertSchema, {
-        level: 'INFO',
-        message: rec.action,
-        component: 'api-gateway',
-        code: `audit.${rec.action}`,
-        severity: AlertSeverity.INFO,
-        sourceComponent: o.instanceId,
-        details: { ...(rec.details ?? {}), audit_id: rec.id, at: rec.at, tenant: rec.tenant, principal_id: rec.principal_id, target: rec.target },
-      });
+      const alert = auditAlert(rec, { component: 'api-gateway', instanceId: o.instanceId });
       const p = o.bus
         .publish(subjects.audit, encodePacket(newPacket(o.instanceId, { case: 'alert', value: alert })), { msgId: `${subjects.audit}:${rec.id}` })
         .catch((err: unknown) => o.logger.warn('audit export failed', { action: rec.action, err: errorText(err) }))
