@@ -308,7 +308,7 @@ describe('scheduler (in-process, real Redis + NATS)', () => {
       await redis.set(jobKeys.lock(byGateway.id), 'gateway-test:1', 'PX', 30_000);
       const w = await store.transition(byGateway.id, 'CANCELLED', { token: 'gateway-test:1', release: true, patch: { error: { code: 'cancelled', message: 'cancelled by API' } } });
       expect(w.ok).toBe(true);
-      expect(await redis.pttl(jobKeys.res(byGateway.id))).toBe(-1); // the gateway's write alone leaves it
+      await ttlOk(byGateway.id); // P327: the terminal write itself sets it (it was left for the scheduler's cancel handler)
       const terminal = await ignoredCount('cancel', 'terminal');
       await publishCancel(byGateway.id, 'cancelled by API', 'gateway-test');
       await waitFor(async () => (await ignoredCount('cancel', 'terminal')) > terminal, 10_000, { message: 'gateway cancel acked' });
