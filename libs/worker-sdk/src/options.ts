@@ -40,6 +40,8 @@ export function workerStopDeadlineMs(o: Pick<WorkerOptions, 'workerId' | 'stopTi
 }
 /** How long a handler may run on after its job's cancel (or stop's abandon) before its slot is taken back. */
 export const DEFAULT_CANCEL_GRACE_MS = 30_000;
+/** P337: the shortest claimTtlMs: JOB_TTL's floor (a claim must outlive the job it is for). */
+export const MIN_CLAIM_TTL_MS = 60_000;
 /**
  * Largest result JSON (UTF-8 bytes) written to `res:<id>`. 8 MiB: four times what the gateway
  * takes as a submission (2 MiB), written in well under the default Redis command timeout (1.5 s)
@@ -110,7 +112,9 @@ export function validateWorkerOptions(o: Omit<WorkerOptions, 'bus' | 'redis' | '
   intIn('resultWriteBudgetMs', o.resultWriteBudgetMs, 0, Number.MAX_SAFE_INTEGER, ' (ms)');
   intIn('resultPublishBudgetMs', o.resultPublishBudgetMs, 0, Number.MAX_SAFE_INTEGER, ' (ms)');
   intIn('maxResultBytes', o.maxResultBytes, 1, MAX_MAX_RESULT_BYTES);
-  intIn('claimTtlMs', o.claimTtlMs, 1, Number.MAX_SAFE_INTEGER, ' (ms)');
+  // P337: as JOB_TTL's floor (1 minute). A claim that expires while its job still runs (a seconds-for-
+  // milliseconds slip) lets the verifier and the reconciler find no claim and send a new attempt.
+  intIn('claimTtlMs', o.claimTtlMs, MIN_CLAIM_TTL_MS, Number.MAX_SAFE_INTEGER, ' (ms; give it your JOB_TTL)');
   if (o.capabilities !== undefined && (!Array.isArray(o.capabilities) || o.capabilities.some((c) => typeof c !== 'string'))) {
     throw invalid(`capabilities must be an array of strings, got ${render(o.capabilities, 100)}`);
   }

@@ -64,7 +64,7 @@ function safeString(get: () => unknown): string {
   }
 }
 
-export type Serialised = { ok: true; json: string } | { ok: false; why: string };
+export type Serialised = { ok: true; json: string } | { ok: false; why: string; tooLarge?: true };
 
 /**
  * The result as the JSON stored at `res:<id>`, or why it has none: JSON.stringify throws for a
@@ -76,6 +76,8 @@ export function serialise(result: unknown): Serialised {
   try {
     json = JSON.stringify(result);
   } catch (err) {
+    // P337: a result whose JSON is longer than a JavaScript string can be is too large, not unserialisable.
+    if (err instanceof RangeError && /Invalid string length/.test(err.message)) return { ok: false, why: 'its JSON is longer than a JavaScript string can hold', tooLarge: true };
     // A cycle's message runs over several lines (the path); the first says what it is.
     const first = thrownMessage(err).split('\n')[0] ?? '';
     return { ok: false, why: bounded(first, 500) };

@@ -8,6 +8,8 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { WorkerError } from './errors';
 import { InputError, JobIo } from './job-io';
+import { guardSignal } from './signal';
+import { replyWithin } from './within';
 import { directSubject as directSubjectFor } from './keys';
 import { cpuLoadPct, memoryLoadPct } from './load';
 import { WorkerMetrics } from './metrics';
@@ -53,6 +55,10 @@ interface RunningJob {
   onStuck: () => void;
   /** The handler's latest progress, repeated by each heartbeat's keep-alive (not reset to 0). */
   lastProgress?: { percent: number; message: string };
+  /** When a progress packet last went out for the job (monotonic ms; P337's throttle). */
+  progressSentAt?: number;
+  /** A handler's progress() held back by the throttle, sent when it runs out. */
+  progressTimer?: NodeJS.Timeout;
 }
 
 interface Reply {
@@ -83,6 +89,8 @@ const OUTCOME_SHAPE = "{ status: 'SUCCEEDED' | 'FAILED' | 'FAILED_RETRYABLE', re
 /** Longest error message a `job failed` log line carries (the JobResult carries up to 4096). */
 const LOG_MESSAGE_CHARS = 1_000;
 const REDIS_PING_TIMEOUT_MS = 1_000;
+/** P337: the shortest time between two progress packets of a job sent for its handler's progress(). */
+export const PROGRESS_MIN_INTERVAL_MS = 250;
 /** Waiting for Redis at start is said after 2 s, then every 30 s (as the bus says it for NATS). */
 const REDIS_WAIT_NOTICE_MS = 2_000;
 const REDIS_WAIT_REPEAT_MS = 30_000;
@@ -219,7 +227,7 @@ class CapWorker implements Worker {
   private async shutdown(): Promise<void> {
     const wasRunning = this.state === 'running';
     this.state = 'stopping';
-    this.publishCutoff = Date.now() + this.stopTimeoutMs;
+    this.publishCutoff = performance.now() + this.stopTimeoutMs;
     for (const t of this.timers) clearInterval(t);
     const subs = this.subs.splice(0);
     if (wasRunning) {
@@ -231,7 +239,7 @@ class CapWorker implements Worker {
       // reached nobody once we unsubscribed, and waited for the dispatch verifier (10 s). For a
       // moment longer the job subjects stay open and such a job is refused `worker_busy` (not
       // started, so not charged an attempt, D48), and goes elsewhere at once.
-      const windowEnd = Date.now() + LATE_DISPATCH_WINDOW_MS;
+      const windowEnd = performance.now() + LATE_DISPATCH_WINDOW_MS;
       const closeIntake = new Promise<void>((resolve) => setTimeout(resolve, LATE_DISPATCH_WINDOW_MS)).then(() => {
         for (const s of subs) s.unsubscribe();
       });
@@ -241,7 +249,7 @@ class CapWorker implements Worker {
       // P266: an admission of the window still under way (its claim held in a slow Redis) answers
       // before stop() resolves, within the stop deadline: the process exits after it, and a claim
       // whose refusal never went out reads as a started job (P12) and waits for the running timeout.
-      await this.drain(Math.max(0, this.publishCutoff - Date.now()));
+      await this.drain(Math.max(0, this.publishCutoff - performance.now()));
       // P319: a claim of the window still on its way past that deadline (a stopTimeoutMs under
       // the window) is waited for too, for a bounded time: its refusal must go out.
       await this.claimsSettled(windowEnd + LATE_ADMISSION_ANSWER_MS);
@@ -260,7 +268,7 @@ class CapWorker implements Worker {
   /** Until no dispatch claim is on its way (a settled claim's refusal is in `refusals` by then), or `untilMs`. */
   private async claimsSettled(untilMs: number): Promise<void> {
     while (this.claiming.size > 0) {
-      const left = untilMs - Date.now();
+      const left = untilMs - performance.now();
       if (left <= 0) return;
       let t: NodeJS.Timeout | undefined;
       await Promise.race([Promise.allSettled([...this.inflight]), new Promise<void>((r) => (t = setTimeout(r, Math.min(left, 50))))]);
@@ -269,9 +277,9 @@ class CapWorker implements Worker {
   }
 
   private async drain(timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     while (this.inflight.size > 0) {
-      const left = deadline - Date.now();
+      const left = deadline - performance.now();
       if (left <= 0) return false;
       let t: NodeJS.Timeout | undefined;
       const timeout = new Promise<void>((r) => (t = setTimeout(r, left)));
@@ -422,6 +430,8 @@ class CapWorker implements Worker {
     const job: RunningJob = {
       key, request, traceId, controller: new AbortController(), cancelled: false, abandoned: false, closed: false, finishing: false, done, ackTimer: undefined, graceTimer: undefined, onStuck,
     };
+    // P337: an abort listener of the handler's that throws or rejects is logged, not a crash.
+    guardSignal(job.controller.signal, (err) => this.log.warn('handler abort listener failed', { job_id: request.jobId, err: thrownMessage(err) }));
     this.running.set(key, job);
     // inc/dec, not set: workers sharing one registry share the gauge, and each set its own count (P218).
     this.metrics?.active.inc();
@@ -465,6 +475,7 @@ class CapWorker implements Worker {
       job.closed = true;
       clearTimeout(job.ackTimer);
       clearTimeout(job.graceTimer);
+      clearTimeout(job.progressTimer);
       this.free(job);
       onDone();
     }
@@ -483,7 +494,7 @@ class CapWorker implements Worker {
       signal: job.controller.signal,
       dispatchId: job.request.dispatch?.dispatchId ?? '',
       attempt: Number(job.request.dispatch?.attempt ?? 0n),
-      progress: (p) => this.sendProgress(job, p),
+      progress: (p) => this.handlerProgress(job, p),
     });
   }
 
@@ -532,17 +543,18 @@ class CapWorker implements Worker {
       return reply;
     };
     const s = serialise(outcome.result);
+    if (!s.ok && s.tooLarge) return unstored('result_too_large', `the handler's result is over maxResultBytes ${this.maxResultBytes}: ${s.why}; store large outputs elsewhere and return their address`);
     if (!s.ok) return unstored('result_not_serialisable', `the handler's result cannot be stored as JSON: ${s.why}`);
     const over = utf8Over(s.json, this.maxResultBytes);
     if (over !== null) {
       return unstored('result_too_large', `the handler's result is at least ${over} bytes of JSON, over maxResultBytes ${this.maxResultBytes}; store large outputs elsewhere and return their address`);
     }
-    const deadline = Date.now() + this.resultWriteBudgetMs;
+    const deadline = performance.now() + this.resultWriteBudgetMs;
     for (let wait = 100, tries = 1; ; wait = Math.min(2 * wait, 2_000), tries++) {
       // The budget bounds when the last try may begin, not when a try fails: a try begun inside
       // it that fails after it (the process was frozen mid-write past the budget, and its
       // command timed out on waking) gets one more try.
-      const begun = Date.now();
+      const begun = performance.now();
       if (job.abandoned) return { status: 'FAILED', errorCode: 'worker_shutdown', errorMessage: 'abandoned at stop' }; // never published
       if (job.cancelled) return CANCELLED_REPLY; // the job is over: nobody will read this result
       try {
@@ -562,7 +574,7 @@ class CapWorker implements Worker {
           return { status: 'FAILED', errorCode: 'result_write_failed', errorMessage: `worker ${this.workerId} could not store the result in Redis: ${message}` };
         }
         if (tries === 1) this.log.warn('result write failed, retrying', { job_id: job.request.jobId, err: message });
-        await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(0, deadline - Date.now()))));
+        await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(0, deadline - performance.now()))));
       }
     }
   }
@@ -607,7 +619,7 @@ class CapWorker implements Worker {
       this.log.error('result not encodable, the scheduler timeout is the backstop', { job_id: request.jobId, dispatch_id: dispatchId, status: reply.status, err: thrownMessage(err) });
       return false;
     }
-    const deadline = Date.now() + this.resultPublishBudgetMs;
+    const deadline = performance.now() + this.resultPublishBudgetMs;
     const log = { job_id: request.jobId, dispatch_id: dispatchId, status: reply.status };
     for (let tryNo = 1; ; tryNo += 1) {
       try {
@@ -616,7 +628,7 @@ class CapWorker implements Worker {
         else this.log.debug('result published', log);
         return true;
       } catch (err) {
-        if (tryNo >= PUBLISH_TRIES && Date.now() >= Math.min(deadline, this.publishCutoff)) {
+        if (tryNo >= PUBLISH_TRIES && performance.now() >= Math.min(deadline, this.publishCutoff)) {
           this.counters.resultPublishFailures += 1;
           this.log.error('result publish failed, the scheduler timeout is the backstop', { ...log, tries: tryNo, err: (err as Error).message });
           return false;
@@ -625,6 +637,29 @@ class CapWorker implements Worker {
         await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** tryNo, PUBLISH_MAX_WAIT_MS)));
       }
     }
+  }
+
+  /**
+   * P337: a handler's `progress()`, at most one packet a job every PROGRESS_MIN_INTERVAL_MS. Each
+   * packet costs a scheduler's Redis write and every gateway's verification and fan-out, and a
+   * handler reporting per token or per item sent hundreds a second. A call inside the interval
+   * only updates the value; the last one goes out when the interval ends (and every heartbeat's
+   * keep-alive repeats it), so the latest progress is never lost, only the ones in between.
+   */
+  private handlerProgress(job: RunningJob, p: unknown): void {
+    if (job.closed || job.cancelled) return;
+    try {
+      if (p !== undefined && p !== null) job.lastProgress = normaliseProgress(p);
+    } catch (err) {
+      this.log.warn('progress not sent', { job_id: job.request.jobId, err: thrownMessage(err) });
+      return;
+    }
+    const wait = (job.progressSentAt ?? -Infinity) + PROGRESS_MIN_INTERVAL_MS - performance.now();
+    if (wait <= 0) return this.sendProgress(job);
+    job.progressTimer ??= setTimeout(() => {
+      job.progressTimer = undefined;
+      this.sendProgress(job);
+    }, wait);
   }
 
   /**
@@ -641,6 +676,9 @@ class CapWorker implements Worker {
     // Any progress is also the start ack.
     clearTimeout(job.ackTimer);
     job.ackTimer = undefined;
+    clearTimeout(job.progressTimer);
+    job.progressTimer = undefined;
+    job.progressSentAt = performance.now();
     try {
       if (p !== undefined && p !== null) job.lastProgress = normaliseProgress(p);
       this.publishCore(subjects.progress, progressPacket({ workerId: this.workerId, traceId: job.traceId, jobId: job.request.jobId, dispatch: job.request.dispatch, ...(job.lastProgress ?? {}) }, this.encode));
@@ -750,17 +788,13 @@ class CapWorker implements Worker {
 
   /** Null when Redis answers PING within a second, else why not (readable: no ioredis option names). */
   private async pingRedis(): Promise<string | null> {
-    let t: NodeJS.Timeout | undefined;
     const reply = Promise.resolve().then(() => this.o.redis.ping());
     reply.catch(() => undefined);
     try {
-      const timeout = new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`no PING reply within ${REDIS_PING_TIMEOUT_MS} ms`)), REDIS_PING_TIMEOUT_MS)));
-      const r = await Promise.race([reply, timeout]);
+      const r = await replyWithin(reply, REDIS_PING_TIMEOUT_MS, `no PING reply within ${REDIS_PING_TIMEOUT_MS} ms`);
       return r === 'PONG' ? null : `PING answered ${render(r, 100)}`;
     } catch (err) {
       return redisErrorText(err);
-    } finally {
-      clearTimeout(t);
     }
   }
 

@@ -85,8 +85,13 @@ describe('progress', () => {
     const { topic } = await startWorker({
       startAckDelayMs: 0,
       handler: async (job) => {
-        for (const [i, [percent]] of cases.entries()) job.progress({ percent: percent as number, message: `case ${i}` });
+        // One packet a PROGRESS_MIN_INTERVAL_MS (P337): each case waits until its own went out.
+        for (const [i, [percent]] of cases.entries()) {
+          job.progress({ percent: percent as number, message: `case ${i}` });
+          await waitFor(() => h.progress.some((p) => p.jobId === job.request.jobId && p.message === `case ${i}`), 5_000, { message: `case ${i} sent` });
+        }
         job.progress({ message: 'm'.repeat(100_000) });
+        await waitFor(() => h.progress.some((p) => p.jobId === job.request.jobId && p.message.startsWith('mmm')), 5_000, { message: 'the long message sent' });
         return { status: 'SUCCEEDED' };
       },
     });
@@ -100,6 +105,71 @@ describe('progress', () => {
     const long = h.progress.find((p) => p.jobId === job.jobId && p.message.startsWith('mmm'))!;
     expect(long.message).toHaveLength(4_096);
     expect(long.message.endsWith('…')).toBe(true);
+  });
+});
+
+describe('progress() at any rate (P337)', () => {
+  test('10,000 calls in a tight loop send a handful of packets, the last value among them', async () => {
+    let jobId = '';
+    const { topic } = await startWorker({
+      startAckDelayMs: 0,
+      handler: async (job) => {
+        jobId = job.request.jobId;
+        for (let i = 0; i <= 10_000; i++) job.progress({ percent: Math.floor(i / 100), message: `item ${i}` });
+        // The value the interval held back goes out when it ends.
+        await waitFor(() => h.progress.some((p) => p.jobId === job.request.jobId && p.message === 'item 10000'), 5_000, { message: 'the last progress sent' });
+        return { status: 'SUCCEEDED' };
+      },
+    });
+    const job = await publishJob(h, topic);
+    expect((await resultOf(job.jobId)).status).toBe(JobStatus.SUCCEEDED);
+    const sent = h.progress.filter((p) => p.jobId === jobId);
+    // Before: 10,001 packets (one per call), each a scheduler write and a fan-out on every gateway.
+    expect(sent.length).toBeLessThanOrEqual(5);
+    expect(sent.at(-1)).toMatchObject({ percent: 100, message: 'item 10000' });
+  });
+});
+
+describe('a handler whose abort listener throws or rejects (P337)', () => {
+  test('its cancel is answered CANCELLED, the failure is logged, and the worker runs its next job', async () => {
+    const unexpected: unknown[] = [];
+    const onError = (e: unknown): void => void unexpected.push(e);
+    process.on('uncaughtException', onError);
+    process.on('unhandledRejection', onError);
+    try {
+      const log = capture();
+      const { topic } = await startWorker({
+        logger: log.logger,
+        cancelGraceMs: 5_000,
+        handler: (job) =>
+          new Promise((resolve) => {
+            if (!job.request.jobId.startsWith('bad-listener-')) return resolve({ status: 'SUCCEEDED', result: 'next' });
+            job.signal.addEventListener('abort', () => {
+              throw new Error('cleanup threw');
+            });
+            job.signal.addEventListener('abort', async () => {
+              await Promise.resolve();
+              throw new Error('async cleanup rejected');
+            });
+            job.signal.onabort = () => {
+              throw new Error('onabort threw');
+            };
+            job.signal.addEventListener('abort', () => resolve({ status: 'FAILED', errorCode: 'stopped' }));
+          }),
+      });
+      const bad = await publishJob(h, topic, { jobId: `bad-listener-${process.pid}` });
+      await waitFor(() => h.progress.some((p) => p.jobId === bad.jobId), 5_000, { message: 'the job running' });
+      await cancel(bad.jobId);
+      expect((await resultOf(bad.jobId)).status).toBe(JobStatus.CANCELLED);
+      await waitFor(() => log.lines.filter((l) => l.msg === 'handler abort listener failed').length === 3, 5_000, { message: 'three listener failures logged' });
+      const next = await publishJob(h, topic);
+      expect((await resultOf(next.jobId)).status).toBe(JobStatus.SUCCEEDED);
+      // Before: an uncaught exception and an unhandled rejection (runService stops the worker on either).
+      expect(unexpected).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onError);
+      process.off('unhandledRejection', onError);
+    }
   });
 });
 
@@ -276,6 +346,16 @@ describe('a handler that never settles after its cancel', () => {
 });
 
 describe('results', () => {
+  // P337: JSON.stringify throws RangeError('Invalid string length') past V8's longest string.
+  test('a result whose JSON is longer than a string can be is FAILED result_too_large, not result_not_serialisable', async () => {
+    const huge = { toJSON: () => { throw new RangeError('Invalid string length'); } };
+    const { topic } = await startWorker({ handler: () => Promise.resolve({ status: 'SUCCEEDED', result: huge }) });
+    const job = await publishJob(h, topic);
+    const r = await resultOf(job.jobId, 3_000);
+    expect({ status: r.status, code: r.errorCode, ptr: r.resultPtr }).toEqual({ status: JobStatus.FAILED, code: 'result_too_large', ptr: '' });
+    expect(r.errorMessage).toMatch(/longer than a JavaScript string can hold/);
+  });
+
   test.each([
     ['a BigInt', { tokens: 10n }, /BigInt/],
     ['a cycle', (() => { const o: Record<string, unknown> = { a: 1 }; o.self = o; return o; })(), /circular/i],

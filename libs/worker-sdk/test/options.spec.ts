@@ -68,6 +68,8 @@ test.each([
   ['maxResultBytes: 1024 ** 3', { maxResultBytes: 1024 ** 3 }, /^maxResultBytes/],
   ['resultWriteBudgetMs: -5', { resultWriteBudgetMs: -5 }, /^resultWriteBudgetMs/],
   ['claimTtlMs: 0', { claimTtlMs: 0 }, /^claimTtlMs/],
+  // P337: a claim must outlive its job (JOB_TTL's floor); 500 was a seconds-for-milliseconds slip
+  ['claimTtlMs: 500', { claimTtlMs: 500 }, /^claimTtlMs must be an integer of at least 60000 .*give it your JOB_TTL.*got 500/],
   ["pool: ''", { pool: '' }, /^pool must be a non-empty string/],
   ['pool: undefined', { pool: undefined }, /^pool must be a non-empty string/],
   ["pool: '  '", { pool: '  ' }, /^pool must be a non-empty string/],
