@@ -51,8 +51,10 @@ export async function replayOnce(ctx: SchedulerContext): Promise<{ retried: numb
   const due = await ctx.store.listRetryDue(now, LIMIT);
   let retried = 0;
   await forEachLimit(due, CONCURRENCY, async (e) => {
-    // Removed first: if we die mid-drive, the orphan sweep below still finds the job.
-    await ctx.store.removeRetry(e.id);
+    // Removed first: if we die mid-drive, the orphan sweep below still finds the job. Only the
+    // entry as read (P338): one re-filed since (this pass outlived its leadership, and another
+    // leader drove the job, whose new attempt failed and filed its backoff) is left to its time.
+    if (!(await ctx.store.takeRetry(e.id, e.score))) return;
     if (await drive(ctx, e.id, null)) {
       retried += 1;
       ctx.metrics.orphanReplayed.inc({ reason: 'retry' });

@@ -4,6 +4,7 @@ import transitionLua from './lua/transition-3.lua';
 import markPublishedLua from './lua/mark-published-2.lua';
 import reattemptLua from './lua/reattempt-3.lua';
 import fenceClaimLua from './lua/fence-claim-1.lua';
+import retryTakeLua from './lua/retry-take-1.lua';
 import markRunningLua from './lua/mark-running-2.lua';
 import finishLua from './lua/finish-2.lua';
 import dlqSetLua from './lua/dlq-set-2.lua';
@@ -190,6 +191,11 @@ export interface JobStore extends JobScans, JobSlots {
   dropOutputs(keys: readonly string[]): Promise<void>;
   /** D13: due time (epoch ms) of a retry in `job:retry`, drained by the replayer leader. */
   scheduleRetry(id: string, dueAtMs: number): Promise<void>;
+  /**
+   * P338: removes the job's `job:retry` entry only while it is still due at `dueAtMs` (the score a
+   * listing read); true when it did. An entry re-filed since (a new attempt's backoff) is left.
+   */
+  takeRetry(id: string, dueAtMs: number): Promise<boolean>;
   /** Safety decisions recorded for the job, oldest first (create + every transition that patched `safety`). */
   listDecisions(id: string): Promise<DecisionEntry[]>;
   /** Removes a DLQ entry and its index members; true when the entry existed. */
@@ -281,6 +287,7 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
     scriptSpec('finish-2.lua', finishLua),
     scriptSpec('dlq-set-2.lua', dlqSetLua),
     scriptSpec('renew-live-4.lua', renewLiveLua),
+    scriptSpec('retry-take-1.lua', retryTakeLua),
   ]);
   const now = opts.now ?? clusterNow;
   const ttl = opts.jobTtlMs;
@@ -751,6 +758,10 @@ export function createJobStore(redis: RedisClient, opts: JobStoreOptions): JobSt
 
     async scheduleRetry(id, dueAtMs) {
       await redis.zadd(jobKeys.retry(), dueAtMs, id);
+    },
+
+    async takeRetry(id, dueAtMs) {
+      return (await scripts.run<number>('retry-take', [jobKeys.retry()], [id, String(dueAtMs)])) === 1;
     },
 
     async listDecisions(id) {

@@ -233,6 +233,13 @@ describe.each(REDIS_BACKENDS)('job-store recovery support (%s Redis)', (kind) =>
     await store.removeRetry('r-1');
     expect(await store.hasRetry('r-1')).toBe(false);
     expect(await store.hasRetry('r-2')).toBe(true);
+    // P338: taken only as read; an entry re-filed at another time stays.
+    await store.scheduleRetry('r-2', 250);
+    expect(await store.takeRetry('r-2', 200)).toBe(false);
+    expect(await store.retryDueAt('r-2')).toBe(250);
+    expect(await store.takeRetry('r-2', 250)).toBe(true);
+    expect(await store.takeRetry('r-2', 250)).toBe(false);
+    expect(await store.hasRetry('r-2')).toBe(false);
   });
 
   it('P134/P135 cancel outbox: filed, listed when due, re-filed after a send only while still there, removed once (true the first time)', async () => {
