@@ -26,13 +26,13 @@ export type DispatchOutcome =
   /** The job moved on under us (state mismatch): the packet is stale. */
   | { kind: 'stale'; state?: JobState }
   /**
-   * D46, P325: the job's deadline_ms has passed, so nothing was sent. A new attempt was not
+   * D46, P326: the job's deadline_ms has passed, so nothing was sent. A new attempt was not
    * written; an attempt already recorded (unpublished) stays as it is, for the reconciler's
    * deadline pass to end TIMEOUT.
    */
   | { kind: 'past_deadline' };
 
-/** D46: past the job's `deadline_ms` no attempt goes out (P139, P325), whichever path would send it. */
+/** D46: past the job's `deadline_ms` no attempt goes out (P139, P326), whichever path would send it. */
 export function pastDeadline(job: JobRecord, now = clusterNow()): boolean {
   return job.deadlineAt !== undefined && now >= job.deadlineAt;
 }
@@ -160,7 +160,7 @@ export async function publishAttempt(ctx: SchedulerContext, lease: Lease, job: J
   // publish: the bound's write is awaited, and a process frozen there (GC, SIGSTOP) may wake
   // after its lock expired and another replica republished the attempt (D2).
   if (!lease.safeToAct(margin)) return { kind: 'lost', reason: 'lease_unsafe' };
-  // D46 (P325): a recorded attempt that never left (its owner died before the publish, D2, or the
+  // D46 (P326): a recorded attempt that never left (its owner died before the publish, D2, or the
   // publish failed, P83) is not sent past the job's deadline by the redelivered submit, the
   // replayer or the reconciler's republish; the deadline pass ends it TIMEOUT, nothing ran.
   if (pastDeadline(job)) {

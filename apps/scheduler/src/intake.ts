@@ -183,7 +183,7 @@ async function dispatchAllowed(ctx: SchedulerContext, lease: Lease, job: JobReco
     ...(verdict.maxArtifactBytes !== undefined ? { maxArtifactBytes: verdict.maxArtifactBytes } : {}),
   };
   const out = await dispatch(ctx, lease, job, route, { release: true, schedule, reserved });
-  // The deadline passed during the Check or the route (P325): nothing was sent.
+  // The deadline passed during the Check or the route (P326): nothing was sent.
   if (out.kind === 'past_deadline') return failPastDeadline(ctx, lease, job, 'deadline_ms passed before dispatch');
   // `lost`: our lease became unsafe or was taken over; the job is PENDING or
   // DISPATCHED(published=false) and a redelivery or the replayer re-drives it under a fresh lock.

@@ -250,6 +250,35 @@ export class WorkerRegistry {
     return this.now() - (w.lastSeen ?? w.lastHeartbeat) < this.ttlMs;
   }
 
+  /** When this replica's bus went away (busLost), while it is away. */
+  private busDownAt: number | undefined;
+
+  /** P339: this replica's bus went away; no heartbeat reaches it until busBack. */
+  busLost(): void {
+    this.busDownAt ??= this.now();
+  }
+
+  /**
+   * P339: the bus is back. The outage was this replica's, not its workers': a worker that was live
+   * when the bus went away gets the outage's length back on its liveness clock, so it is not taken
+   * for gone in the seconds before its next heartbeat arrives. After an outage longer than the
+   * worker TTL every worker looked gone: the leaders and the intake parked retries and the submit
+   * backlog as waiting for a worker (Checks and tries counted), and failed `no_workers` a job whose
+   * no-worker bound had passed meanwhile, though a worker served its topic. A worker that died in
+   * the outage is routed to until its remaining TTL runs out, as after a warm start (D1 b catches it).
+   */
+  busBack(): void {
+    const down = this.busDownAt;
+    this.busDownAt = undefined;
+    if (down === undefined) return;
+    const away = this.now() - down;
+    if (away <= 0) return;
+    for (const w of this.workers.values()) {
+      const seen = w.lastSeen ?? w.lastHeartbeat;
+      if (down - seen < this.ttlMs) w.lastSeen = seen + away;
+    }
+  }
+
   /**
    * Warm start (BEHAVIOURS §4, D41): adds snapshot workers with a bounded liveness clock. A worker
    * this replica already heard from live keeps its live data (live heartbeats override).

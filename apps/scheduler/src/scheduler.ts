@@ -179,6 +179,8 @@ export function createScheduler(config: SchedulerConfig, deps: SchedulerDeps): S
     await clock.ready;
     const locks = createLocks(redis, { metrics: registry, histogramName: LOCK_WAIT_HISTOGRAM, histogramBuckets: JOB_PATH_BUCKETS });
     bus = await connectBus({ ...config.nats, name: `scheduler:${instanceId}`, logger, registry, waitOnFirstConnect: true });
+    // P339: the workers' liveness clocks pause while this replica cannot hear them.
+    bus.onConnection((connected) => (connected ? workers.busBack() : workers.busLost()));
     states = createStateBroadcaster({ bus, senderId: instanceId, component: 'scheduler', logger });
     await bus.ensureStreams();
     // D14: each DLQ write is followed by its sys.job.dlq notice (for the gateway's consumer).

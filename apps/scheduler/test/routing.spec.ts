@@ -140,6 +140,28 @@ describe('WorkerRegistry', () => {
     expect(r.get('big')?.cpuLoad).toBe(100);
   });
 
+  // P339: after this replica's own NATS outage longer than the worker TTL every worker looked gone
+  // until its next heartbeat, and leaders and intake parked or failed jobs as waiting for a worker.
+  it('P339: a worker live when the bus went away keeps its remaining liveness after the bus is back; one already gone stays gone', () => {
+    const r = reg();
+    r.onHeartbeat(hb('w-live'));
+    now += 40_000;
+    r.onHeartbeat(hb('w-fresh'));
+    now += 5_000; // w-live heard 45 s ago: gone already; w-fresh 5 s ago
+    r.busLost();
+    now += 60_000; // a minute without NATS
+    r.busBack();
+    expect(r.live().map((w) => w.workerId)).toEqual(['w-fresh']);
+    // Its 25 s left at the outage's start are still left, then it goes like any silent worker.
+    now += 24_000;
+    expect(r.live().map((w) => w.workerId)).toEqual(['w-fresh']);
+    now += 2_000;
+    expect(r.live()).toEqual([]);
+    // A second busBack without a busLost changes nothing.
+    r.busBack();
+    expect(r.live()).toEqual([]);
+  });
+
   it('P243: with signed times, a heartbeat not newer than the last accepted one is ignored; the last time is kept a day, then forgotten', () => {
     const r = reg();
     expect(r.onHeartbeat(hb('w-signed'), 5_000)).toBe(true);
