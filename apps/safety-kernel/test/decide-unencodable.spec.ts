@@ -24,7 +24,7 @@ const POLICY = {
   ],
 };
 
-const noVelocity: VelocityPort = { record: async () => ({ over: false, count: 0, retryAfterMs: 0 }), peek: async () => ({ over: false, count: 0, retryAfterMs: 0 }) };
+const noVelocity: VelocityPort = { record: async () => ({ over: false, count: 0, retryAfterMs: 0 }), peek: async () => ({ over: false, count: 0, retryAfterMs: 0 }), unrecord: async () => undefined };
 
 let server: grpc.Server;
 let service: SafetyService;

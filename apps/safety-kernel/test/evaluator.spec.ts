@@ -5,6 +5,7 @@ import { parsePolicy, toSnapshot } from '../src/policy/parse';
 const noVelocity: VelocityPort = {
   record: () => Promise.reject(new Error('velocity must not be consulted')),
   peek: () => Promise.reject(new Error('velocity must not be consulted')),
+  unrecord: () => Promise.reject(new Error('velocity must not be consulted')),
 };
 
 const input = (over: Partial<CheckInput> = {}): CheckInput => ({
@@ -174,6 +175,7 @@ rules:
   const velocity = (over: boolean): VelocityPort => ({
     record: () => Promise.resolve({ over, count: over ? 5 : 1, retryAfterMs: over ? 1000 : 0 }),
     peek: () => Promise.resolve({ over, count: over ? 5 : 1, retryAfterMs: over ? 1000 : 0 }),
+    unrecord: () => Promise.resolve(),
   });
 
   it('is false when no throttle rule matched by its conditions', async () => {

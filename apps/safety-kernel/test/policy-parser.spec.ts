@@ -10,6 +10,7 @@ import { BUILTIN_DEFAULT_POLICY } from '../src/policy/source';
 const noVelocity: VelocityPort = {
   record: () => Promise.reject(new Error('velocity must not be consulted')),
   peek: () => Promise.reject(new Error('velocity must not be consulted')),
+  unrecord: () => Promise.reject(new Error('velocity must not be consulted')),
 };
 
 const input = (over: Partial<CheckInput> = {}): CheckInput => ({

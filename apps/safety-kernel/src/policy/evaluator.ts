@@ -54,12 +54,16 @@ export interface VelocityOutcome {
   over: boolean;
   count: number;
   retryAfterMs: number;
+  /** `record` only: this call added the job (it was not in the window yet). */
+  added?: boolean;
 }
 
 /** Velocity windows (D20). `record` counts the job (once per job_id); `peek` must not write. */
 export interface VelocityPort {
   record(q: VelocityQuery): Promise<VelocityOutcome>;
   peek(q: VelocityQuery): Promise<VelocityOutcome>;
+  /** P332: takes the job's place back out of the window (a `record` of this Check whose verdict did not let the job go). */
+  unrecord(q: VelocityQuery): Promise<void>;
 }
 
 /** `record` only for Check (D20); Evaluate/Explain/Simulate peek. */
@@ -78,7 +82,7 @@ export function simulationVelocity(active: PolicySnapshot, candidate: PolicySnap
   const inForce = new Map(active.policy.rules.map((r) => [r.id, canonicalJson(r)]));
   const live = new Set(candidate.policy.rules.filter((r) => inForce.get(r.id) === canonicalJson(r)).map((r) => r.id));
   const peek = (q: VelocityQuery): Promise<VelocityOutcome> => (live.has(q.ruleId) ? velocity.peek(q) : Promise.resolve(EMPTY_WINDOW));
-  return { record: peek, peek };
+  return { record: peek, peek, unrecord: () => Promise.resolve() };
 }
 
 /** Returns null when every condition holds, otherwise the first reason it does not. */
@@ -127,28 +131,25 @@ function ruleResult(rule: PolicyRule, snapshotId: string, trace: RuleTraceEntry[
   return res;
 }
 
-/** Verdicts that let the job go now: only these use a place in a velocity window (P332). */
-const RUNS_NOW: ReadonlySet<Verdict> = new Set<Verdict>(['allow', 'allow_with_constraints']);
+/**
+ * Verdicts that keep the places a Check took (P332): the job goes now, or once approved (a held
+ * job's re-check after its approval answers `require_approval` again, D18, and the kernel cannot
+ * tell it from a first hold, so a hold keeps its places).
+ */
+const KEEPS_PLACES: ReadonlySet<Verdict> = new Set<Verdict>(['allow', 'allow_with_constraints', 'require_approval']);
 
 /**
  * First match wins; a throttle rule under its limit does not match (D20). In `record` mode (Check)
- * the windows are read first and written only once the verdict lets the job go (P332): a job
- * throttled by a later rule, denied, or held for approval used to take a place in every window it
- * passed, though it did not run. A window filled by another job between the read and the write
- * throttles this one after all (its places already taken stay its own: a re-check adds nothing).
+ * each throttle rule passed takes the job's place as it is read (one script call, as before), and
+ * the places this Check added are taken back when the verdict does not let the job go (P332): a
+ * job throttled by a later rule or denied kept a place in every window it passed, though it did
+ * not run, and a backlog on one tight topic throttled a tenant's other work for a whole window.
  */
 export async function evaluatePolicy(snapshot: PolicySnapshot, input: CheckInput, velocity: VelocityPort, mode: VelocityMode): Promise<EvalResult> {
-  if (mode === 'peek') return evaluateRules(snapshot, input, velocity, []);
-  const passed: { rule: PolicyRule; query: VelocityQuery }[] = [];
-  const res = await evaluateRules(snapshot, input, velocity, passed);
-  if (!RUNS_NOW.has(res.verdict)) return res;
-  for (const { rule, query } of passed) {
-    const out = await velocity.record(query);
-    if (out.over) {
-      const trace = [...res.trace, { ruleId: rule.id, matched: true, why: `over velocity limit ${query.maxRequests}/${query.windowMs / 1000}s (filled since it was read)` }];
-      return throttled(rule, snapshot.id, trace, out.retryAfterMs);
-    }
-  }
+  if (mode === 'peek') return evaluateRules(snapshot, input, velocity, mode, []);
+  const added: VelocityQuery[] = [];
+  const res = await evaluateRules(snapshot, input, velocity, mode, added);
+  if (!KEEPS_PLACES.has(res.verdict) && added.length > 0) await Promise.all(added.map((q) => velocity.unrecord(q)));
   return res;
 }
 
@@ -160,8 +161,8 @@ function throttled(rule: PolicyRule, snapshotId: string, trace: RuleTraceEntry[]
   return res;
 }
 
-/** The rules in order against `input`, reading velocity windows only; the throttle rules it passes under their limit go into `passed`. */
-async function evaluateRules(snapshot: PolicySnapshot, input: CheckInput, velocity: VelocityPort, passed: { rule: PolicyRule; query: VelocityQuery }[]): Promise<EvalResult> {
+/** The rules in order against `input`; in `record` mode the windows this call added the job to go into `added`. */
+async function evaluateRules(snapshot: PolicySnapshot, input: CheckInput, velocity: VelocityPort, mode: VelocityMode, added: VelocityQuery[]): Promise<EvalResult> {
   const trace: RuleTraceEntry[] = [];
   let velocityConsulted = false;
   // P205: no job has such a topic (the gateway and the bus refuse one), so a caller asking about
@@ -185,10 +186,10 @@ async function evaluateRules(snapshot: PolicySnapshot, input: CheckInput, veloci
         windowMs: spec.window_seconds * 1000,
       };
       velocityConsulted = true;
-      const out = await velocity.peek(q);
+      const out = mode === 'record' ? await velocity.record(q) : await velocity.peek(q);
       if (!out.over) {
         trace.push({ ruleId: rule.id, matched: false, why: `velocity under limit (${out.count}/${spec.max_requests} per ${spec.window_seconds}s by ${spec.key})` });
-        passed.push({ rule, query: q });
+        if (out.added) added.push(q);
         continue;
       }
       trace.push({ ruleId: rule.id, matched: true, why: `over velocity limit ${spec.max_requests}/${spec.window_seconds}s` });

@@ -7,8 +7,8 @@ import recordLua from './lua/velocity-record-1.lua';
 function toOutcome(raw: unknown): VelocityOutcome {
   // Fail closed on a malformed reply: treat as over the limit with a short retry.
   if (!Array.isArray(raw) || raw.length < 3) return { over: true, count: 0, retryAfterMs: 1000 };
-  const [over, count, retry] = raw.map((v) => Number(v));
-  return { over: over === 1, count: count ?? 0, retryAfterMs: retry ?? 0 };
+  const [over, count, retry, added] = raw.map((v) => Number(v));
+  return { over: over === 1, count: count ?? 0, retryAfterMs: retry ?? 0, ...(added === 1 ? { added: true } : {}) };
 }
 
 /** Sliding-window velocity in Redis (D20). `now` is injectable for tests of window expiry. */
@@ -20,5 +20,8 @@ export function createRedisVelocity(redis: RedisClient, opts: { now?: () => numb
   return {
     record: (q) => call('velocity-record', q),
     peek: (q) => call('velocity-peek', q),
+    unrecord: async (q) => {
+      await redis.zrem(safetyKeys.velocity(q.ruleId, q.keyKind, q.keyValue), q.jobId);
+    },
   };
 }
