@@ -346,7 +346,9 @@ export class WorkerRegistry {
     const out: WorkerView[] = [];
     for (const [id, w] of this.workers) {
       if (this.isOnline(w)) out.push(w);
-      else if (this.now() - w.lastHeartbeat > 10 * this.ttlMs) {
+      // Not while this replica's bus is away (P339): a long outage would forget every worker, and
+      // busBack would have none to give the outage back to.
+      else if (this.busDownAt === undefined && this.now() - w.lastHeartbeat > 10 * this.ttlMs) {
         this.workers.delete(id);
         const hs = this.handshakes.get(id);
         if (hs) hs.keptUntil = this.now() + HEARTBEAT_SENT_KEEP_MS;

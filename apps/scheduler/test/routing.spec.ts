@@ -162,6 +162,19 @@ describe('WorkerRegistry', () => {
     expect(r.live()).toEqual([]);
   });
 
+  it('P339: an outage longer than ten worker TTLs, read by live() (metrics scrapes) meanwhile, forgets no worker', () => {
+    const r = reg();
+    r.onHeartbeat(hb('w-long'));
+    now += 10_000;
+    r.busLost();
+    for (let i = 0; i < 12; i++) {
+      now += 60_000; // a scrape a minute for 12 minutes
+      expect(r.live()).toEqual([]);
+    }
+    r.busBack();
+    expect(r.live().map((w) => w.workerId)).toEqual(['w-long']);
+  });
+
   it('P243: with signed times, a heartbeat not newer than the last accepted one is ignored; the last time is kept a day, then forgotten', () => {
     const r = reg();
     expect(r.onHeartbeat(hb('w-signed'), 5_000)).toBe(true);

@@ -36,7 +36,11 @@ export const SUBMIT_SETTLE_MS = 3_000;
  * earlier one): the job looked settled while its publish could still fail.
  */
 export function stillPublishing(job: JobRecord, nowMs = clusterNow()): boolean {
-  return job.state === 'PENDING' && nowMs - job.updatedAt < SUBMIT_SETTLE_MS;
+  if (job.state !== 'PENDING') return false;
+  // Written by a scheduler (a wait for a worker or a concurrency slot) or by an approval: its
+  // submit was delivered, so it has settled, however recent that write (which moves updatedAt).
+  if ((job.scheduleTries ?? 0) > 0 || job.workerWait !== undefined || job.concurrency !== undefined || job.approval !== undefined) return false;
+  return nowMs - job.updatedAt < SUBMIT_SETTLE_MS;
 }
 
 /**
