@@ -663,11 +663,11 @@ class CapWorker implements Worker {
   }
 
   /**
-   * `p` from the handler is remembered (as the packet carries it: percent an integer 0-100);
-   * without it (start ack, heartbeat keep-alive) the last one is sent again. Never throws: it runs
-   * in the handler's call and on timers.
+   * A progress packet with the handler's latest value (handlerProgress keeps it: percent an
+   * integer 0-100), for the handler's progress(), the start ack and the heartbeat keep-alive alike.
+   * Never throws: it runs in the handler's call and on timers.
    */
-  private sendProgress(job: RunningJob, p?: unknown): void {
+  private sendProgress(job: RunningJob): void {
     // Nothing for a job whose handler settled (its result is on the way) or that heard its cancel,
     // from the handler, the heartbeat keep-alive or the start ack alike: a progress naming an
     // attempt that has ended makes the schedulers send its JobCancel again (P127), which only a
@@ -680,7 +680,6 @@ class CapWorker implements Worker {
     job.progressTimer = undefined;
     job.progressSentAt = performance.now();
     try {
-      if (p !== undefined && p !== null) job.lastProgress = normaliseProgress(p);
       this.publishCore(subjects.progress, progressPacket({ workerId: this.workerId, traceId: job.traceId, jobId: job.request.jobId, dispatch: job.request.dispatch, ...(job.lastProgress ?? {}) }, this.encode));
     } catch (err) {
       this.log.warn('progress not sent', { job_id: job.request.jobId, err: thrownMessage(err) });
